@@ -1,0 +1,194 @@
+package rewind
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error rewind returns matches one of them with
+// errors.Is; the typed errors below carry the data a caller needs.
+var (
+	ErrInvalidArgument      = errors.New("rewind: invalid argument")
+	ErrLimitExceeded        = errors.New("rewind: limit exceeded")
+	ErrWrongExpectedVersion = errors.New("rewind: wrong expected version")
+	ErrIdempotencyConflict  = errors.New("rewind: event id already used for a different event")
+	ErrStreamNotFound       = errors.New("rewind: stream not found")
+	ErrTruncated            = errors.New("rewind: position no longer in the log")
+	ErrCorruption           = errors.New("rewind: corruption")
+	ErrLocked               = errors.New("rewind: data directory in use")
+	ErrClosed               = errors.New("rewind: closed")
+)
+
+// Code is a stable, machine-readable error class, used in JSON output, exit
+// statuses and API error codes.
+type Code string
+
+// The error codes.
+const (
+	CodeOK                   Code = "ok"
+	CodeInvalidArgument      Code = "invalid_argument"
+	CodeLimitExceeded        Code = "limit_exceeded"
+	CodeWrongExpectedVersion Code = "wrong_expected_version"
+	CodeIdempotencyConflict  Code = "idempotency_conflict"
+	CodeNotFound             Code = "not_found"
+	CodeTruncated            Code = "out_of_range"
+	CodeCorruption           Code = "corruption"
+	CodeLocked               Code = "locked"
+	CodeClosed               Code = "unavailable"
+	CodeCanceled             Code = "canceled"
+	CodeInternal             Code = "internal"
+)
+
+var codes = []struct {
+	err  error
+	code Code
+}{
+	{ErrInvalidArgument, CodeInvalidArgument},
+	{ErrLimitExceeded, CodeLimitExceeded},
+	{ErrWrongExpectedVersion, CodeWrongExpectedVersion},
+	{ErrIdempotencyConflict, CodeIdempotencyConflict},
+	{ErrStreamNotFound, CodeNotFound},
+	{ErrTruncated, CodeTruncated},
+	{ErrCorruption, CodeCorruption},
+	{ErrLocked, CodeLocked},
+	{ErrClosed, CodeClosed},
+}
+
+// CodeOf returns the code of err: CodeOK for nil, CodeInternal for an error
+// that matches no sentinel.
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return CodeCanceled
+	}
+	return CodeInternal
+}
+
+// ValidationError says which input was rejected and why. It matches
+// ErrInvalidArgument.
+type ValidationError struct {
+	Field  string // what was wrong: "stream", "event type", "events[3].data"…
+	Value  string // the offending value, shortened, when it helps
+	Reason string // what the value must be
+}
+
+func (e *ValidationError) Error() string {
+	if e.Value != "" {
+		return fmt.Sprintf("rewind: invalid %s %q: %s", e.Field, shorten(e.Value), e.Reason)
+	}
+	return fmt.Sprintf("rewind: invalid %s: %s", e.Field, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidArgument) true.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// LimitError says which limit an input exceeded. It matches ErrLimitExceeded.
+type LimitError struct {
+	Limit string // "event size", "batch size", "batch bytes"…
+	Max   int64
+	Got   int64
+	Hint  string // what to do instead
+}
+
+func (e *LimitError) Error() string {
+	msg := fmt.Sprintf("rewind: %s %d exceeds the limit of %d", e.Limit, e.Got, e.Max)
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrLimitExceeded) true.
+func (e *LimitError) Is(target error) bool { return target == ErrLimitExceeded }
+
+// WrongExpectedVersionError is returned when an append's or delete's
+// expected version does not hold. Nothing was written.
+type WrongExpectedVersionError struct {
+	Stream   string
+	Expected ExpectedVersion
+	// Actual is the stream's current last version.
+	Actual uint64
+	// Exists says whether the stream has readable events.
+	Exists bool
+}
+
+func (e *WrongExpectedVersionError) Error() string {
+	state := "has no readable events"
+	if e.Exists {
+		state = "exists"
+	}
+	return fmt.Sprintf("rewind: wrong expected version for stream %q: expected %s, actual version %d (stream %s); "+
+		"read the stream again and retry with the version you saw", e.Stream, e.Expected, e.Actual, state)
+}
+
+// Is makes errors.Is(err, ErrWrongExpectedVersion) true.
+func (e *WrongExpectedVersionError) Is(target error) bool { return target == ErrWrongExpectedVersion }
+
+// IdempotencyConflictError is returned when an append reuses an event id
+// that is already in the log for a different event, or retries only part of
+// an earlier batch. Nothing was written.
+type IdempotencyConflictError struct {
+	EventID  string
+	Position Position // where the id is already recorded
+	Reason   string
+}
+
+func (e *IdempotencyConflictError) Error() string {
+	return fmt.Sprintf("rewind: event id %s is already recorded at position %d: %s; give new events new ids",
+		e.EventID, e.Position, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrIdempotencyConflict) true.
+func (e *IdempotencyConflictError) Is(target error) bool { return target == ErrIdempotencyConflict }
+
+// TruncatedError is returned when a read or subscription asks for positions
+// that retention has already removed. Resume from FirstAvailable-1 to
+// accept the loss explicitly.
+type TruncatedError struct {
+	Requested      Position
+	FirstAvailable Position
+}
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("rewind: position %d is no longer in the log (retention removed it); "+
+		"the first available position is %d", e.Requested, e.FirstAvailable)
+}
+
+// Is makes errors.Is(err, ErrTruncated) true.
+func (e *TruncatedError) Is(target error) bool { return target == ErrTruncated }
+
+// CorruptionError locates a record whose checksum or framing is wrong. Such
+// a record is never served.
+type CorruptionError struct {
+	Segment  string // file name
+	Offset   int64  // byte offset of the record in the segment
+	Position Position
+	Reason   string
+}
+
+func (e *CorruptionError) Error() string {
+	pos := ""
+	if e.Position != 0 {
+		pos = fmt.Sprintf(" (position %d)", e.Position)
+	}
+	return fmt.Sprintf("rewind: corruption in segment %s at offset %d%s: %s", e.Segment, e.Offset, pos, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrCorruption) true.
+func (e *CorruptionError) Is(target error) bool { return target == ErrCorruption }
+
+func shorten(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}

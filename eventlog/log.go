@@ -1,0 +1,531 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+var errLocked = rewind.ErrLocked
+
+// Entry is one record to append: an opaque payload and a caller-defined kind.
+type Entry struct {
+	Kind    uint8
+	Payload []byte
+}
+
+// Log is a durable, append-only sequence of checksummed records in segment
+// files. It is safe for concurrent use.
+type Log struct {
+	dir  string
+	cfg  Config
+	lock *dirLock
+
+	// mu guards the fields below it and the Log.mu-guarded fields of every
+	// segment. It is never held during I/O except by rare admin operations
+	// (Close, retention's list update).
+	mu       sync.Mutex
+	segs     []*segment // in base order; the last is the active segment
+	next     uint64     // position of the next record
+	lastTs   int64
+	pending  *group
+	spareBuf []byte
+	failed   error
+	closed   bool
+
+	segments atomic.Pointer[[]*segment] // a copy of segs for readers
+	visible  atomic.Uint64              // last position readers may see
+	first    atomic.Uint64              // first position still in the log
+
+	notifyMu sync.Mutex
+	notifyCh chan struct{}
+
+	kick     chan struct{}
+	retain   chan struct{} // a segment was sealed: apply retention
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	recovery []Cut
+}
+
+// group is what one flush writes: the records of every append made while
+// the previous flush was running. Appenders wait on done.
+type group struct {
+	buf   []byte
+	spans []span
+	idx   []pendingIndex
+	seal  []*segment // segments sealed by this group, sealed before its spans are written
+	last  uint64
+	done  chan struct{}
+	err   error
+}
+
+type span struct {
+	seg        *segment
+	off        int64
+	start, end int
+}
+
+type pendingIndex struct {
+	seg *segment
+	e   indexEntry
+}
+
+func newGroup(buf []byte) *group { return &group{buf: buf[:0], done: make(chan struct{})} }
+
+// Open opens or creates the log in dir, recovering its tail: a torn or
+// corrupt tail, or the records of a batch that was not completely written,
+// are cut, and each cut is logged and returned by Recovery.
+func Open(dir string, cfg Config) (*Log, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{
+		dir:      dir,
+		cfg:      c,
+		lock:     lock,
+		notifyCh: make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		retain:   make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	if err := l.load(); err != nil {
+		for _, s := range l.segs {
+			s.closeFiles()
+		}
+		lock.unlock()
+		return nil, err
+	}
+	l.pending = newGroup(nil)
+	l.publishSegments()
+	l.visible.Store(l.next - 1)
+	l.first.Store(l.segs[0].base)
+	for _, cut := range l.recovery {
+		l.cfg.Logger.Warn("eventlog: recovery cut the log's tail", cut.attrs()...)
+	}
+	l.wg.Add(1)
+	go l.flusher()
+	if c.Durability == Interval {
+		l.wg.Add(1)
+		go l.syncer()
+	}
+	if c.MaxAge > 0 || c.MaxBytes > 0 {
+		l.wg.Add(1)
+		go l.retainer()
+	}
+	return l, nil
+}
+
+func (l *Log) publishSegments() {
+	segs := append([]*segment(nil), l.segs...)
+	l.segments.Store(&segs)
+}
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Durability returns the configured durability mode.
+func (l *Log) Durability() Durability { return l.cfg.Durability }
+
+// First returns the first position still in the log. It is 1 until
+// retention removes a segment. When the log is empty, First is Last()+1.
+func (l *Log) First() uint64 { return l.first.Load() }
+
+// Last returns the last position readers can see: in Sync mode the last
+// fsynced record, otherwise the last record written to the operating system.
+func (l *Log) Last() uint64 { return l.visible.Load() }
+
+// Changed returns a channel that is closed when Last next advances. Take
+// the channel before checking Last to never miss an advance.
+func (l *Log) Changed() <-chan struct{} {
+	l.notifyMu.Lock()
+	defer l.notifyMu.Unlock()
+	return l.notifyCh
+}
+
+func (l *Log) notify() {
+	l.notifyMu.Lock()
+	close(l.notifyCh)
+	l.notifyCh = make(chan struct{})
+	l.notifyMu.Unlock()
+}
+
+// Stats counts the log's segments and bytes.
+type Stats struct {
+	Segments int
+	Bytes    int64
+}
+
+// Stats returns the log's current counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := Stats{Segments: len(l.segs)}
+	for _, s := range l.segs {
+		st.Bytes += s.size
+	}
+	return st
+}
+
+// Recovery returns what opening the log cut from its tail.
+func (l *Log) Recovery() []Cut { return l.recovery }
+
+// Appended is the result of Append.
+type Appended struct {
+	// First is the position of the batch's first record; the others follow
+	// without gaps.
+	First uint64
+	// Timestamp is the batch's timestamp, Unix nanoseconds.
+	Timestamp int64
+	g         *group
+}
+
+// Wait blocks until the batch is acknowledged under the log's durability
+// mode. If ctx ends first, the batch may or may not become durable.
+func (a Appended) Wait(ctx context.Context) error {
+	select {
+	case <-a.g.done:
+		return a.g.err
+	default:
+	}
+	select {
+	case <-a.g.done:
+		return a.g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Append assigns positions to entries, which form one atomic batch: after a
+// crash either all of them are in the log or none. It does not wait for
+// durability; call Wait on the result.
+func (l *Log) Append(entries []Entry) (Appended, error) {
+	if len(entries) == 0 {
+		return Appended{}, &rewind.ValidationError{Field: "batch", Reason: "must hold at least one record"}
+	}
+	need := int64(0)
+	for _, e := range entries {
+		if len(e.Payload) == 0 || len(e.Payload) > MaxPayload {
+			return Appended{}, &rewind.LimitError{Limit: "record payload", Max: MaxPayload, Got: int64(len(e.Payload))}
+		}
+		need += int64(recordSize(len(e.Payload)))
+	}
+	if max := l.cfg.SegmentSize - segmentHeaderSize; need > max {
+		return Appended{}, &rewind.LimitError{Limit: "batch bytes", Max: max, Got: need,
+			Hint: "a batch must fit in one segment: split it or raise the segment size"}
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return Appended{}, fmt.Errorf("%w: the log is closed", rewind.ErrClosed)
+	}
+	if l.failed != nil {
+		return Appended{}, fmt.Errorf("%w: an earlier write failed, reopen the log: %v", rewind.ErrClosed, l.failed)
+	}
+	g := l.pending
+	seg := l.segs[len(l.segs)-1]
+	if seg.size+need > l.cfg.SegmentSize && seg.last >= seg.base {
+		seg = l.roll(g)
+	}
+	ts := l.cfg.Now().UnixNano()
+	if ts < l.lastTs {
+		ts = l.lastTs
+	}
+	pos, off, start := l.next, seg.size, len(g.buf)
+	for i, e := range entries {
+		if len(seg.index) == 0 || off-seg.index[len(seg.index)-1].off >= int64(l.cfg.IndexInterval) {
+			ie := indexEntry{pos: pos, off: off, ts: ts}
+			seg.index = append(seg.index, ie)
+			g.idx = append(g.idx, pendingIndex{seg, ie})
+		}
+		var flags uint8
+		if i == len(entries)-1 {
+			flags = flagBatchEnd
+		}
+		g.buf = appendRecord(g.buf, pos, ts, e.Kind, flags, e.Payload)
+		seg.lastOff = off
+		off += int64(recordSize(len(e.Payload)))
+		pos++
+	}
+	if n := len(g.spans); n > 0 && g.spans[n-1].seg == seg {
+		g.spans[n-1].end = len(g.buf)
+	} else {
+		g.spans = append(g.spans, span{seg: seg, off: seg.size, start: start, end: len(g.buf)})
+	}
+	first := l.next
+	seg.size, seg.last, seg.lastTs = off, pos-1, ts
+	if seg.firstTs == 0 {
+		seg.firstTs = ts
+	}
+	l.next, l.lastTs, g.last = pos, ts, pos-1
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	return Appended{First: first, Timestamp: ts, g: g}, nil
+}
+
+// roll seals the active segment and starts a new one. The files are
+// handled by the flusher, in order, when it writes g.
+func (l *Log) roll(g *group) *segment {
+	old := l.segs[len(l.segs)-1]
+	old.sealed = true
+	g.seal = append(g.seal, old)
+	// The index of a sealed segment ends with its last record, which gives
+	// the segment's last position and time without reading it.
+	seal := indexEntry{pos: old.last, off: old.lastOff, ts: old.lastTs, last: true}
+	g.idx = append(g.idx, pendingIndex{old, seal})
+	if n := len(old.index); old.index[n-1].pos == seal.pos {
+		old.index[n-1].last = true
+	} else {
+		old.index = append(old.index, seal)
+	}
+	s := &segment{base: l.next, path: filepath.Join(l.dir, segmentName(l.next)), size: segmentHeaderSize, last: l.next - 1}
+	s.refs.Store(1)
+	l.segs = append(l.segs, s)
+	l.publishSegments()
+	return s
+}
+
+// flusher writes each group, fsyncs it in Sync mode, and then makes it
+// visible and acknowledges its appends.
+func (l *Log) flusher() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.kick:
+		case <-l.stop:
+			l.flushPending()
+			return
+		}
+		l.flushPending()
+	}
+}
+
+func (l *Log) flushPending() {
+	for {
+		l.mu.Lock()
+		g := l.pending
+		if len(g.spans) == 0 || l.failed != nil {
+			l.mu.Unlock()
+			return
+		}
+		l.pending = newGroup(l.spareBuf)
+		l.spareBuf = nil
+		l.mu.Unlock()
+
+		err := l.write(g)
+		if err != nil {
+			l.mu.Lock()
+			l.failed = err
+			failed := l.pending
+			l.pending = newGroup(nil)
+			l.mu.Unlock()
+			l.cfg.Logger.Error("eventlog: write failed; the log refuses further appends", "err", err)
+			g.err = fmt.Errorf("%w: write failed: %v", rewind.ErrClosed, err)
+			close(g.done)
+			if len(failed.spans) > 0 {
+				failed.err = g.err
+				close(failed.done)
+			}
+			return
+		}
+		l.visible.Store(g.last)
+		close(g.done)
+		l.notify()
+		if len(g.seal) > 0 {
+			select {
+			case l.retain <- struct{}{}:
+			default:
+			}
+		}
+		if cap(g.buf) <= 8<<20 {
+			l.mu.Lock()
+			l.spareBuf = g.buf[:0]
+			l.mu.Unlock()
+		}
+	}
+}
+
+// write performs the I/O of one group. A full segment is sealed before the
+// next one is created, so that recovery only ever has to look at the last
+// segment.
+func (l *Log) write(g *group) error {
+	sealed := 0
+	var active *segment
+	for _, sp := range g.spans {
+		if sp.seg.f == nil {
+			for ; sealed < len(g.seal); sealed++ {
+				if err := l.seal(g.seal[sealed], g.idx); err != nil {
+					return err
+				}
+			}
+			if err := l.createSegmentFile(sp.seg); err != nil {
+				return err
+			}
+		}
+		if _, err := sp.seg.f.WriteAt(g.buf[sp.start:sp.end], sp.off); err != nil {
+			return fmt.Errorf("write segment %s: %w", sp.seg.name(), err)
+		}
+		active = sp.seg
+	}
+	for ; sealed < len(g.seal); sealed++ { // only when the new segment was already created
+		if err := l.seal(g.seal[sealed], g.idx); err != nil {
+			return err
+		}
+	}
+	if err := writeIndex(active, g.idx); err != nil {
+		return err
+	}
+	if l.cfg.Durability == Sync {
+		if err := syscall.Fdatasync(int(active.f.Fd())); err != nil {
+			return fmt.Errorf("fsync segment %s: %w", active.name(), err)
+		}
+	}
+	return nil
+}
+
+// writeIndex appends the entries of s among entries to s's index file.
+func writeIndex(s *segment, entries []pendingIndex) error {
+	var buf []byte
+	for _, p := range entries {
+		if p.seg == s {
+			buf = appendIndexEntry(buf, p.e)
+		}
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	if _, err := s.idx.WriteAt(buf, int64(s.idxWritten)*indexEntrySize); err != nil {
+		return fmt.Errorf("write index of %s: %w", s.name(), err)
+	}
+	s.idxWritten += len(buf) / indexEntrySize
+	return nil
+}
+
+// seal makes a full segment final: its data is trimmed to its real size and
+// fsynced, and its index, which ends with an entry for its last record, is
+// fsynced. After a seal, recovery never needs to look at the segment again.
+func (l *Log) seal(s *segment, entries []pendingIndex) error {
+	l.mu.Lock()
+	size := s.size
+	l.mu.Unlock()
+	if err := s.f.Truncate(size); err != nil {
+		return fmt.Errorf("trim segment %s: %w", s.name(), err)
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("fsync segment %s: %w", s.name(), err)
+	}
+	if err := writeIndex(s, entries); err != nil {
+		return err
+	}
+	if err := s.idx.Sync(); err != nil {
+		return fmt.Errorf("fsync index of %s: %w", s.name(), err)
+	}
+	return nil
+}
+
+// syncer fsyncs the active segment every SyncInterval in Interval mode.
+func (l *Log) syncer() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.syncActive()
+		}
+	}
+}
+
+func (l *Log) syncActive() error {
+	l.mu.Lock()
+	s := l.segs[len(l.segs)-1]
+	ok := s.f != nil && s.acquire()
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	defer s.release()
+	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+		l.mu.Lock()
+		if l.failed == nil {
+			l.failed = fmt.Errorf("fsync segment %s: %w", s.name(), err)
+		}
+		l.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Sync fsyncs everything written so far, whatever the durability mode.
+func (l *Log) Sync() error {
+	l.waitFlushed()
+	return l.syncActive()
+}
+
+// waitFlushed waits until every append made before the call is written.
+func (l *Log) waitFlushed() {
+	l.mu.Lock()
+	g := l.pending
+	empty := len(g.spans) == 0
+	l.mu.Unlock()
+	if !empty {
+		<-g.done
+	}
+}
+
+// Close flushes and fsyncs what was appended, stops the log's goroutines
+// and releases the directory lock. Appends after Close fail with
+// rewind.ErrClosed.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	l.wg.Wait()
+
+	l.mu.Lock()
+	failed := l.failed
+	segs := l.segs
+	l.mu.Unlock()
+	var errs []error
+	if failed != nil {
+		errs = append(errs, failed)
+	}
+	if active := segs[len(segs)-1]; active.f != nil && failed == nil {
+		if err := active.f.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("fsync segment %s: %w", active.name(), err))
+		}
+		if err := active.idx.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("fsync index of %s: %w", active.name(), err))
+		}
+	}
+	for _, s := range segs {
+		s.release()
+	}
+	l.lock.unlock()
+	return errors.Join(errs...)
+}

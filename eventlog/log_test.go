@@ -1,0 +1,224 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func openLog(t testing.TB, dir string, cfg Config) *Log {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	l, err := Open(dir, cfg)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return l
+}
+
+func payload(pos uint64, n int) []byte {
+	b := make([]byte, n)
+	copy(b, fmt.Sprintf("record-%d-", pos))
+	for i := len(fmt.Sprintf("record-%d-", pos)); i < n; i++ {
+		b[i] = byte(pos + uint64(i))
+	}
+	return b
+}
+
+func appendN(t testing.TB, l *Log, n, batch, size int) {
+	t.Helper()
+	for i := 0; i < n; i += batch {
+		var entries []Entry
+		for j := 0; j < batch && i+j < n; j++ {
+			entries = append(entries, Entry{Kind: 1, Payload: payload(l.Last()+uint64(len(entries))+1, size)})
+		}
+		a, err := l.Append(entries)
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		if err := a.Wait(context.Background()); err != nil {
+			t.Fatalf("wait: %v", err)
+		}
+	}
+}
+
+func readAll(t testing.TB, l *Log, from uint64) []Record {
+	t.Helper()
+	r := l.NewReader(from)
+	defer r.Close()
+	var out []Record
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read at %d: %v", r.Position(), err)
+		}
+		rec.Payload = append([]byte(nil), rec.Payload...)
+		out = append(out, rec)
+	}
+}
+
+func checkRecords(t testing.TB, recs []Record, from, to uint64, size int) {
+	t.Helper()
+	if uint64(len(recs)) != to-from+1 {
+		t.Fatalf("got %d records, want %d (%d..%d)", len(recs), to-from+1, from, to)
+	}
+	var prevTs int64
+	for i, rec := range recs {
+		pos := from + uint64(i)
+		if rec.Position != pos {
+			t.Fatalf("record %d has position %d, want %d", i, rec.Position, pos)
+		}
+		if string(rec.Payload) != string(payload(pos, size)) {
+			t.Fatalf("record %d payload differs", pos)
+		}
+		if rec.Timestamp < prevTs {
+			t.Fatalf("timestamp went backwards at %d", pos)
+		}
+		prevTs = rec.Timestamp
+	}
+}
+
+func TestAppendReadReopenAcrossSegments(t *testing.T) {
+	t.Parallel()
+	for _, d := range []Durability{Sync, Interval, None} {
+		t.Run(d.String(), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			cfg := Config{Durability: d, SegmentSize: 64 << 10, IndexInterval: 256}
+			l := openLog(t, dir, cfg)
+			appendN(t, l, 3000, 7, 100)
+			checkRecords(t, readAll(t, l, 0), 1, 3000, 100)
+			if n := len(*l.segments.Load()); n < 4 {
+				t.Fatalf("expected several segments, got %d", n)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l = openLog(t, dir, cfg)
+			defer l.Close()
+			if len(l.Recovery()) != 0 {
+				t.Fatalf("clean reopen cut something: %v", l.Recovery())
+			}
+			checkRecords(t, readAll(t, l, 1234), 1234, 3000, 100)
+			appendN(t, l, 10, 3, 100)
+			checkRecords(t, readAll(t, l, 2990), 2990, 3010, 100)
+			for _, pos := range []uint64{1, 77, 1500, 3010} {
+				rec, err := l.Read(pos)
+				if err != nil || rec.Position != pos {
+					t.Fatalf("Read(%d) = %d, %v", pos, rec.Position, err)
+				}
+			}
+		})
+	}
+}
+
+func TestConcurrentAppendsGroupCommit(t *testing.T) {
+	t.Parallel()
+	l := openLog(t, t.TempDir(), Config{SegmentSize: 256 << 10})
+	defer l.Close()
+	var wg sync.WaitGroup
+	seen := make([]int, 64*50+1)
+	var mu sync.Mutex
+	for w := 0; w < 64; w++ {
+		wg.Go(func() {
+			for i := 0; i < 50; i++ {
+				a, err := l.Append([]Entry{{Payload: []byte("x")}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := a.Wait(context.Background()); err != nil {
+					t.Error(err)
+					return
+				}
+				if l.Last() < a.First {
+					t.Errorf("acknowledged position %d is not visible (last %d)", a.First, l.Last())
+				}
+				mu.Lock()
+				seen[a.First]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for pos := 1; pos < len(seen); pos++ {
+		if seen[pos] != 1 {
+			t.Fatalf("position %d assigned %d times", pos, seen[pos])
+		}
+	}
+}
+
+func TestSecondOpenIsLocked(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l := openLog(t, dir, Config{})
+	defer l.Close()
+	_, err := Open(dir, Config{Logger: quietLogger()})
+	if !errors.Is(err, rewind.ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}
+
+func TestSeekTimeAndRetention(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	tick := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	l := openLog(t, dir, Config{SegmentSize: 64 << 10, IndexInterval: 128, Now: clock, MaxBytes: 200 << 10, RetentionInterval: time.Hour})
+	defer l.Close()
+	for i := 0; i < 2000; i++ {
+		appendN(t, l, 1, 1, 100)
+		tick(time.Second)
+	}
+	pos, err := l.SeekTime(time.Unix(1_700_000_000+1500, 0))
+	if err != nil || pos != 1501 {
+		t.Fatalf("SeekTime = %d, %v; want 1501", pos, err)
+	}
+	if pos, _ := l.SeekTime(now.Add(time.Hour)); pos != l.Last()+1 {
+		t.Fatalf("SeekTime after the end = %d", pos)
+	}
+	r := l.NewReader(1)
+	defer r.Close()
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := l.ApplyRetention()
+	if err != nil || len(removed) == 0 {
+		t.Fatalf("retention removed %v, %v", removed, err)
+	}
+	if l.First() != removed[len(removed)-1].LastPosition+1 {
+		t.Fatalf("first = %d after removing %+v", l.First(), removed)
+	}
+	// A reader inside a removed segment finishes it.
+	for r.Position() <= removed[0].LastPosition {
+		if _, err := r.Next(); err != nil {
+			t.Fatalf("reader in a removed segment: %v", err)
+		}
+	}
+	_, err = l.Read(1)
+	var te *rewind.TruncatedError
+	if !errors.As(err, &te) || uint64(te.FirstAvailable) != l.First() {
+		t.Fatalf("reading a removed position: %v", err)
+	}
+	checkRecords(t, readAll(t, l, l.First()), l.First(), 2000, 100)
+	if pos, _ := l.SeekTime(time.Unix(0, 0)); pos != l.First() {
+		t.Fatalf("SeekTime before the start = %d, first %d", pos, l.First())
+	}
+}
+

@@ -1,0 +1,219 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// Reader reads records in position order, verifying each checksum. It only
+// returns records up to Last at the time of the call; at that point Next
+// returns io.EOF, and a later call continues when more become visible. A
+// Reader is not safe for concurrent use; Close it to release its segment.
+type Reader struct {
+	l     *Log
+	pos   uint64 // the next position to return
+	limit uint64 // Last() when the buffer was filled
+	seg   *segment
+	sc    *scanner
+}
+
+// NewReader returns a reader whose first record is at position from (or the
+// first record after it, when from is 0).
+func (l *Log) NewReader(from uint64) *Reader {
+	return l.newReader(from, defaultScanBuffer)
+}
+
+// NewRandomReader returns a reader with a small buffer, suited to reading
+// scattered positions with Seek.
+func (l *Log) NewRandomReader() *Reader { return l.newReader(1, 16<<10) }
+
+func (l *Log) newReader(from uint64, bufSize int) *Reader {
+	if from == 0 {
+		from = 1
+	}
+	return &Reader{l: l, pos: from, sc: newScanner(bufSize)}
+}
+
+// Position returns the position of the record the next call to Next returns.
+func (r *Reader) Position() uint64 { return r.pos }
+
+// Seek makes the next call to Next return the record at pos. Seeking
+// forward within the current segment keeps the buffered bytes.
+func (r *Reader) Seek(pos uint64) {
+	if pos == 0 {
+		pos = 1
+	}
+	if r.seg != nil && pos >= r.pos && r.l.segmentFor(pos) == r.seg {
+		if pos == r.pos {
+			return
+		}
+		if e := floorEntry(r.l.indexSnapshot(r.seg), pos); e.off <= r.sc.offset() {
+			r.pos = pos // Next scans forward from the cursor
+			return
+		}
+	}
+	r.pos = pos
+	r.drop()
+}
+
+// Close releases the reader's segment.
+func (r *Reader) Close() { r.drop() }
+
+func (r *Reader) drop() {
+	if r.seg != nil {
+		r.seg.release()
+		r.seg = nil
+	}
+}
+
+// Next returns the next record. Its payload is valid until the next call.
+// It returns io.EOF when the reader has caught up with Last, a
+// *rewind.TruncatedError when the position was removed by retention and a
+// *rewind.CorruptionError when a record fails its checks.
+func (r *Reader) Next() (Record, error) {
+	if r.pos > r.limit {
+		v := r.l.visible.Load()
+		if r.pos > v {
+			return Record{}, io.EOF
+		}
+		r.limit = v
+		if r.seg != nil {
+			r.sc.discard() // bytes after the cursor may predate their write
+		}
+	}
+	if r.seg == nil {
+		if err := r.locate(); err != nil {
+			return Record{}, err
+		}
+	}
+	for {
+		rec, _, off, err := r.sc.next()
+		if err == errEnd || err == errShort && r.sc.eof {
+			// The end of this segment: the position is in a later one.
+			prev := r.seg
+			r.drop()
+			if err := r.locate(); err != nil {
+				return Record{}, err
+			}
+			if r.seg == prev {
+				return Record{}, &rewind.CorruptionError{Segment: prev.name(), Offset: off, Position: rewind.Position(r.pos),
+					Reason: "the segment ends before this position"}
+			}
+			continue
+		}
+		if err != nil {
+			return Record{}, &rewind.CorruptionError{Segment: r.seg.name(), Offset: off, Position: rewind.Position(r.pos), Reason: err.Error()}
+		}
+		switch {
+		case rec.Position == r.pos:
+			r.pos++
+			return rec, nil
+		case rec.Position < r.pos:
+			continue // scanning forward from a sparse index entry or after a Seek
+		default:
+			return Record{}, &rewind.CorruptionError{Segment: r.seg.name(), Offset: off, Position: rewind.Position(r.pos),
+				Reason: fmt.Sprintf("found position %d", rec.Position)}
+		}
+	}
+}
+
+// locate finds the segment and the sparse index entry for r.pos.
+func (r *Reader) locate() error {
+	for {
+		first := r.l.first.Load()
+		if r.pos < first {
+			return &rewind.TruncatedError{Requested: rewind.Position(r.pos), FirstAvailable: rewind.Position(first)}
+		}
+		s := r.l.segmentFor(r.pos)
+		if s == nil {
+			return &rewind.TruncatedError{Requested: rewind.Position(r.pos), FirstAvailable: rewind.Position(first)}
+		}
+		if !s.acquire() {
+			continue // removed by retention meanwhile; the first position moved
+		}
+		if s.f == nil {
+			s.release()
+			return errors.New("eventlog: segment file is not created yet") // cannot happen for a visible position
+		}
+		e := floorEntry(r.l.indexSnapshot(s), r.pos)
+		r.seg = s
+		r.sc.reset(s.f, e.off)
+		return nil
+	}
+}
+
+// floorEntry returns the last entry at or before pos, or the segment start.
+func floorEntry(idx []indexEntry, pos uint64) indexEntry {
+	i := sort.Search(len(idx), func(i int) bool { return idx[i].pos > pos }) - 1
+	if i < 0 {
+		return indexEntry{off: segmentHeaderSize}
+	}
+	return idx[i]
+}
+
+// segmentFor returns the segment that holds pos, or nil.
+func (l *Log) segmentFor(pos uint64) *segment {
+	segs := *l.segments.Load()
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].base > pos }) - 1
+	if i < 0 {
+		return nil
+	}
+	return segs[i]
+}
+
+// Read returns the record at pos, reading with a fresh reader. Use a
+// Reader to read many.
+func (l *Log) Read(pos uint64) (Record, error) {
+	r := l.newReader(pos, 16<<10)
+	defer r.Close()
+	rec, err := r.Next()
+	if err == io.EOF {
+		return Record{}, fmt.Errorf("%w: position %d is after the last position %d", rewind.ErrInvalidArgument, pos, l.Last())
+	}
+	return rec, err
+}
+
+// SeekTime returns the first position whose timestamp is at or after t,
+// or Last()+1 when there is none. It is a binary search over segments and
+// their sparse time index, then a short scan.
+func (l *Log) SeekTime(t time.Time) (uint64, error) {
+	ts := t.UnixNano()
+	last := l.visible.Load()
+	segs := *l.segments.Load()
+	l.mu.Lock()
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].lastTs >= ts && segs[i].last >= segs[i].base })
+	var idx []indexEntry
+	if i < len(segs) {
+		idx = segs[i].index[:len(segs[i].index):len(segs[i].index)]
+	}
+	l.mu.Unlock()
+	if i == len(segs) {
+		return last + 1, nil
+	}
+	from := segs[i].base
+	if j := sort.Search(len(idx), func(j int) bool { return idx[j].ts >= ts }) - 1; j >= 0 {
+		from = idx[j].pos
+	}
+	if from < l.first.Load() {
+		from = l.first.Load()
+	}
+	r := l.NewReader(from)
+	defer r.Close()
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return r.Position(), nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if rec.Timestamp >= ts {
+			return rec.Position, nil
+		}
+	}
+}

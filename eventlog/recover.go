@@ -1,0 +1,271 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/rewindhq/rewind"
+)
+
+// Cut describes bytes that recovery removed from the end of the log: a
+// torn or corrupt tail, or the records of a batch that was not completely
+// written. None of them was ever acknowledged in Sync mode.
+type Cut struct {
+	Segment string `json:"segment"`
+	// Offset is where the log now ends in the segment.
+	Offset int64 `json:"offset"`
+	// Bytes is how many written bytes were removed.
+	Bytes int64 `json:"bytes"`
+	// FirstPosition is the first position that was removed; positions from
+	// here on are reassigned to new appends.
+	FirstPosition uint64 `json:"first_position"`
+	// Records counts the removed records whose checksums were good (they
+	// belonged to an incomplete batch); LastPosition is the last of them.
+	Records      int    `json:"records"`
+	LastPosition uint64 `json:"last_position,omitempty"`
+	Reason       string `json:"reason"`
+}
+
+func (c Cut) attrs() []any {
+	return []any{"segment", c.Segment, "offset", c.Offset, "bytes", c.Bytes, "first_position", c.FirstPosition,
+		"intact_records_cut", c.Records, "last_position", c.LastPosition, "reason", c.Reason}
+}
+
+func (c Cut) String() string {
+	s := fmt.Sprintf("segment %s: cut %d bytes at offset %d, positions from %d", c.Segment, c.Bytes, c.Offset, c.FirstPosition)
+	if c.Records > 0 {
+		s += fmt.Sprintf(" (%d intact records of an incomplete batch, up to position %d)", c.Records, c.LastPosition)
+	}
+	return s + ": " + c.Reason
+}
+
+// listSegments returns the base positions of the segment files in dir, in order.
+func listSegments(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read data directory: %w", err)
+	}
+	var bases []uint64
+	for _, e := range entries {
+		if base, ok := parseSegmentName(e.Name()); ok {
+			bases = append(bases, base)
+		} else if strings.HasSuffix(e.Name(), segmentExt) {
+			return nil, fmt.Errorf("%w: unexpected file %s in %s: segment files are named by their 20-digit base position",
+				rewind.ErrCorruption, e.Name(), dir)
+		}
+	}
+	slices.Sort(bases)
+	return bases, nil
+}
+
+// load opens every segment: sealed ones by their index, the last one by a
+// full scan that cuts whatever follows the last complete batch.
+func (l *Log) load() error {
+	bases, err := listSegments(l.dir)
+	if err != nil {
+		return err
+	}
+	if len(bases) == 0 {
+		l.segs = []*segment{l.newSegment(1)}
+		l.next = 1
+		return nil
+	}
+	sc := newScanner(defaultScanBuffer)
+	for i, base := range bases {
+		s := l.newSegment(base)
+		l.segs = append(l.segs, s)
+		if i < len(bases)-1 {
+			err = l.loadSealed(s, sc)
+		} else {
+			err = l.recoverActive(s, sc)
+		}
+		if err != nil {
+			return err
+		}
+		if i > 0 && l.segs[i-1].last+1 != base {
+			return &rewind.CorruptionError{Segment: s.name(),
+				Reason: fmt.Sprintf("segment starts at position %d but the previous one ends at %d", base, l.segs[i-1].last)}
+		}
+	}
+	active := l.segs[len(l.segs)-1]
+	l.next = active.last + 1
+	for _, s := range slices.Backward(l.segs) {
+		if s.lastTs != 0 {
+			l.lastTs = s.lastTs
+			break
+		}
+	}
+	return nil
+}
+
+func (l *Log) newSegment(base uint64) *segment {
+	s := &segment{base: base, path: filepath.Join(l.dir, segmentName(base)), size: segmentHeaderSize, last: base - 1}
+	s.refs.Store(1)
+	return s
+}
+
+func (l *Log) openSegmentFile(s *segment) error {
+	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open segment: %w", err)
+	}
+	s.f = f
+	h := make([]byte, segmentHeaderSize)
+	n, err := readFull(f, h, 0)
+	if err != nil {
+		return fmt.Errorf("read segment %s: %w", s.name(), err)
+	}
+	base, err := decodeSegmentHeader(h[:n])
+	if err != nil {
+		return &rewind.CorruptionError{Segment: s.name(), Reason: err.Error()}
+	}
+	if base != s.base {
+		return &rewind.CorruptionError{Segment: s.name(), Reason: fmt.Sprintf("header says base position %d", base)}
+	}
+	return nil
+}
+
+// loadSealed opens a sealed segment from its index, rebuilding the index by
+// a scan when it is missing or damaged.
+func (l *Log) loadSealed(s *segment, sc *scanner) error {
+	if err := l.openSegmentFile(s); err != nil {
+		return err
+	}
+	st, err := s.f.Stat()
+	if err != nil {
+		return err
+	}
+	s.size, s.sealed = st.Size(), true
+	idxPath := strings.TrimSuffix(s.path, segmentExt) + indexExt
+	raw, err := os.ReadFile(idxPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read index: %w", err)
+	}
+	entries, ok := decodeIndex(raw, s.base)
+	if ok && len(entries) > 0 && entries[len(entries)-1].last {
+		s.index = entries
+		e := entries[len(entries)-1]
+		s.last, s.lastOff, s.lastTs, s.firstTs = e.pos, e.off, e.ts, entries[0].ts
+		return nil
+	}
+	l.cfg.Logger.Warn("eventlog: rebuilding a damaged or missing segment index", "segment", s.name())
+	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0)
+	if err != nil {
+		return err
+	}
+	if res.stop != nil || res.orphans > 0 || res.end != s.size {
+		reason := "the segment does not end with a complete batch"
+		if res.stop != nil {
+			reason = res.stop.Error()
+		}
+		return &rewind.CorruptionError{Segment: s.name(), Offset: res.stopOff, Position: rewind.Position(res.last + 1),
+			Reason: reason + "; run `rewind verify` for the full report"}
+	}
+	if res.records == 0 {
+		return &rewind.CorruptionError{Segment: s.name(), Reason: "a sealed segment holds no records"}
+	}
+	s.last, s.lastOff, s.lastTs, s.firstTs = res.last, res.lastOff, res.lastTs, res.firstTs
+	s.index = res.index
+	if n := len(s.index); s.index[n-1].pos == s.last {
+		s.index[n-1].last = true
+	} else {
+		s.index = append(s.index, indexEntry{pos: s.last, off: s.lastOff, ts: s.lastTs, last: true})
+	}
+	return rewriteIndex(idxPath, s.index, true)
+}
+
+func rewriteIndex(path string, entries []indexEntry, sync bool) error {
+	buf := make([]byte, 0, len(entries)*indexEntrySize)
+	for _, e := range entries {
+		buf = appendIndexEntry(buf, e)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("rewrite index: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(buf); err != nil {
+		return fmt.Errorf("rewrite index: %w", err)
+	}
+	if sync {
+		return f.Sync()
+	}
+	return nil
+}
+
+// recoverActive scans the last segment, cuts everything after its last
+// complete batch and rebuilds its index.
+func (l *Log) recoverActive(s *segment, sc *scanner) error {
+	if err := l.openSegmentFile(s); err != nil {
+		var ce *rewind.CorruptionError
+		if !errors.As(err, &ce) || s.f == nil {
+			return err
+		}
+		// A crash while the file was being created leaves a header that
+		// was never completely written, and no records after it.
+		dataEnd, zerr := lastNonZero(s.f, segmentHeaderSize)
+		if zerr != nil || dataEnd > segmentHeaderSize {
+			return err
+		}
+		s.f.Close()
+		s.f = nil
+		if err := os.Remove(s.path); err != nil {
+			return err
+		}
+		l.recovery = append(l.recovery, Cut{Segment: s.name(), FirstPosition: s.base,
+			Reason: "removed a segment file whose creation was interrupted: " + ce.Reason})
+		return l.createSegmentFile(s)
+	}
+	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0)
+	if err != nil {
+		return err
+	}
+	s.last, s.lastOff, s.lastTs, s.firstTs, s.index = res.last, res.lastOff, res.lastTs, res.firstTs, res.index
+	s.size = res.end
+	if res.dataEnd > res.end {
+		cut := Cut{Segment: s.name(), Offset: res.end, Bytes: res.dataEnd - res.end, FirstPosition: res.last + 1}
+		if res.orphans > 0 {
+			cut.Records, cut.LastPosition = res.orphans, res.orphanEnd
+		}
+		switch {
+		case res.stop != nil:
+			cut.Reason = res.stop.Error()
+			if res.orphans > 0 {
+				cut.Reason = fmt.Sprintf("incomplete batch, then at offset %d: %s", res.stopOff, res.stop)
+			}
+		case res.orphans > 0:
+			cut.Reason = "incomplete batch: its last record was never written"
+		default:
+			cut.Reason = fmt.Sprintf("unexpected bytes after the end of the data at offset %d", res.end)
+		}
+		l.recovery = append(l.recovery, cut)
+		// Truncating zeroes the cut bytes for good, so that no stale record
+		// can ever reappear behind a shorter new write.
+		if err := s.f.Truncate(res.end); err != nil {
+			return fmt.Errorf("cut segment %s: %w", s.name(), err)
+		}
+	}
+	if !l.cfg.NoPreallocate {
+		if err := syscall.Fallocate(int(s.f.Fd()), 0, 0, l.cfg.SegmentSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+			return fmt.Errorf("preallocate segment %s: %w", s.name(), err)
+		}
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("fsync segment %s: %w", s.name(), err)
+	}
+	idxPath := strings.TrimSuffix(s.path, segmentExt) + indexExt
+	if err := rewriteIndex(idxPath, s.index, false); err != nil {
+		return err
+	}
+	idx, err := os.OpenFile(idxPath, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	s.idx, s.idxWritten = idx, len(s.index)
+	return nil
+}

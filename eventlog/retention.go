@@ -1,0 +1,93 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// retainer applies retention every RetentionInterval.
+func (l *Log) retainer() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		case <-l.retain:
+		}
+		if _, err := l.ApplyRetention(); err != nil {
+			l.cfg.Logger.Error("eventlog: retention failed", "err", err)
+		}
+	}
+}
+
+// Removed describes a segment that retention deleted.
+type Removed struct {
+	Segment        string `json:"segment"`
+	FirstPosition  uint64 `json:"first_position"`
+	LastPosition   uint64 `json:"last_position"`
+	Bytes          int64  `json:"bytes"`
+	NewestRecordAt time.Time
+}
+
+// ApplyRetention drops whole sealed segments beyond MaxAge or MaxBytes,
+// oldest first; the active segment is never dropped. It returns what it
+// removed; First reports the new first available position. Readers still
+// reading a removed segment finish with it undisturbed.
+func (l *Log) ApplyRetention() ([]Removed, error) {
+	if l.cfg.MaxAge == 0 && l.cfg.MaxBytes == 0 {
+		return nil, nil
+	}
+	now := l.cfg.Now().UnixNano()
+	l.mu.Lock()
+	var total int64
+	for _, s := range l.segs {
+		total += s.size
+	}
+	var drop []*segment
+	for len(drop) < len(l.segs)-1 {
+		s := l.segs[len(drop)]
+		tooOld := l.cfg.MaxAge > 0 && s.lastTs < now-int64(l.cfg.MaxAge)
+		tooBig := l.cfg.MaxBytes > 0 && total > l.cfg.MaxBytes
+		if !s.sealed || !tooOld && !tooBig {
+			break
+		}
+		drop = append(drop, s)
+		total -= s.size
+	}
+	if len(drop) == 0 {
+		l.mu.Unlock()
+		return nil, nil
+	}
+	l.segs = append([]*segment(nil), l.segs[len(drop):]...)
+	l.publishSegments()
+	l.first.Store(l.segs[0].base)
+	l.mu.Unlock()
+
+	removed := make([]Removed, 0, len(drop))
+	var errs []error
+	for _, s := range drop {
+		s.removed.Store(true)
+		for _, p := range []string{s.path, strings.TrimSuffix(s.path, segmentExt) + indexExt} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+			}
+		}
+		r := Removed{Segment: s.name(), FirstPosition: s.base, LastPosition: s.last, Bytes: s.size,
+			NewestRecordAt: time.Unix(0, s.lastTs).UTC()}
+		removed = append(removed, r)
+		l.cfg.Logger.Info("eventlog: retention removed a segment", "segment", r.Segment,
+			"first_position", r.FirstPosition, "last_position", r.LastPosition, "bytes", r.Bytes,
+			"first_available_position", l.First())
+		s.release()
+	}
+	if err := syncDir(l.dir); err != nil {
+		errs = append(errs, err)
+	}
+	return removed, errors.Join(errs...)
+}

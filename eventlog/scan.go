@@ -1,0 +1,191 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// scanner reads consecutive records of one segment file through a buffer.
+type scanner struct {
+	f    *os.File
+	buf  []byte
+	base int64 // file offset of buf[0]
+	r, w int   // buf[r:w] holds unread bytes
+	eof  bool  // the last fill reached the end of the file
+}
+
+const defaultScanBuffer = 1 << 20
+
+func newScanner(size int) *scanner { return &scanner{buf: make([]byte, size)} }
+
+// reset positions the scanner at off in f, discarding buffered bytes.
+func (sc *scanner) reset(f *os.File, off int64) {
+	sc.f, sc.base, sc.r, sc.w, sc.eof = f, off, 0, 0, false
+}
+
+// offset is the file offset of the next unread byte.
+func (sc *scanner) offset() int64 { return sc.base + int64(sc.r) }
+
+// discard drops the buffered bytes after the cursor so that the next read
+// goes to the file again.
+func (sc *scanner) discard() { sc.reset(sc.f, sc.offset()) }
+
+// fill reads more of the file into the buffer, keeping the unread bytes.
+func (sc *scanner) fill(need int) error {
+	if sc.r > 0 {
+		copy(sc.buf, sc.buf[sc.r:sc.w])
+		sc.base += int64(sc.r)
+		sc.w -= sc.r
+		sc.r = 0
+	}
+	if need > len(sc.buf) {
+		nb := make([]byte, need)
+		copy(nb, sc.buf[:sc.w])
+		sc.buf = nb
+	}
+	n, err := sc.f.ReadAt(sc.buf[sc.w:], sc.base+int64(sc.w))
+	sc.w += n
+	if errors.Is(err, io.EOF) {
+		sc.eof, err = true, nil
+	}
+	return err
+}
+
+// next decodes the record at the cursor. It returns errEnd at a zero length
+// or at the end of the file, errShort when the file ends inside a record,
+// and a decoding error for a damaged record; the cursor only moves past a
+// good record.
+func (sc *scanner) next() (rec Record, flags uint8, off int64, err error) {
+	for {
+		rec, flags, n, err := decodeRecord(sc.buf[sc.r:sc.w])
+		if err == nil {
+			off = sc.offset()
+			sc.r += n
+			return rec, flags, off, nil
+		}
+		if err != errShort {
+			return Record{}, 0, sc.offset(), err
+		}
+		if sc.eof {
+			if sc.r == sc.w {
+				return Record{}, 0, sc.offset(), errEnd
+			}
+			return Record{}, 0, sc.offset(), errShort
+		}
+		need := recordHeaderSize
+		if avail := sc.w - sc.r; avail >= 4 {
+			need = recordSize(int(le32(sc.buf[sc.r:])))
+		}
+		if err := sc.fill(need); err != nil {
+			return Record{}, 0, sc.offset(), fmt.Errorf("read segment: %w", err)
+		}
+	}
+}
+
+func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+
+// segmentScan is what a full scan of one segment found.
+type segmentScan struct {
+	records   int64  // good records in complete batches
+	last      uint64 // position of the last good record in a complete batch (base-1 if none)
+	lastOff   int64  // its offset
+	lastTs    int64
+	firstTs   int64
+	end       int64 // the offset just after the last complete batch
+	index     []indexEntry
+	stop      error  // why the scan stopped before the end of the data, if it did
+	stopOff   int64  // where it stopped
+	orphans   int    // good records after the last complete batch
+	orphanEnd uint64 // position of the last of them
+	dataEnd   int64  // one past the last non-zero byte at or after end
+}
+
+// scanSegment reads every record of the segment file f, whose first record
+// has position base, checking checksums, position continuity and batch
+// boundaries, and rebuilds its sparse index.
+// It stops before any position above limit, if limit is not zero.
+func scanSegment(f *os.File, base uint64, indexInterval int, sc *scanner, limit uint64) (segmentScan, error) {
+	res := segmentScan{last: base - 1, end: segmentHeaderSize, lastOff: segmentHeaderSize}
+	sc.reset(f, segmentHeaderSize)
+	var pending []indexEntry
+	expect := base
+	var firstTs, lastTs int64
+	lastIndexed := int64(-1 << 62)
+	for limit == 0 || expect <= limit {
+		rec, flags, off, err := sc.next()
+		if err == errEnd {
+			break
+		}
+		if err == nil && rec.Position != expect {
+			err = fmt.Errorf("position %d where %d was expected", rec.Position, expect)
+		}
+		if err == nil && rec.Timestamp < lastTs {
+			err = fmt.Errorf("timestamp %d is older than the previous record's %d", rec.Timestamp, lastTs)
+		}
+		if err != nil {
+			if err == errShort {
+				err = errors.New("the file ends inside a record (torn write)")
+			}
+			res.stop, res.stopOff = err, off
+			break
+		}
+		if firstTs == 0 {
+			firstTs = rec.Timestamp
+		}
+		lastTs = rec.Timestamp
+		if off-lastIndexed >= int64(indexInterval) {
+			pending = append(pending, indexEntry{pos: rec.Position, off: off, ts: rec.Timestamp})
+			lastIndexed = off
+		}
+		expect++
+		res.orphans++
+		res.orphanEnd = rec.Position
+		if flags&flagBatchEnd != 0 {
+			res.records += int64(res.orphans)
+			res.orphans = 0
+			res.last, res.lastOff, res.lastTs, res.firstTs = rec.Position, off, rec.Timestamp, firstTs
+			res.end = sc.offset()
+			res.index = append(res.index, pending...)
+			pending = pending[:0]
+		}
+	}
+	if limit != 0 {
+		res.dataEnd = res.end
+		return res, nil
+	}
+	dataEnd, err := lastNonZero(f, res.end)
+	if err != nil {
+		return res, err
+	}
+	res.dataEnd = dataEnd
+	return res, nil
+}
+
+// lastNonZero returns one past the offset of the last non-zero byte of f at
+// or after from, or from if there is none.
+func lastNonZero(f *os.File, from int64) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 1<<20)
+	end := from
+	for off := from; off < st.Size(); off += int64(len(buf)) {
+		n, err := readFull(f, buf, off)
+		if err != nil {
+			return 0, err
+		}
+		for i := n - 1; i >= 0; i-- {
+			if buf[i] != 0 {
+				end = off + int64(i) + 1
+				break
+			}
+		}
+		if n < len(buf) {
+			break
+		}
+	}
+	return end, nil
+}

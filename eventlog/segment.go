@@ -1,0 +1,288 @@
+package eventlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// A segment file starts with a header:
+//
+//	offset  size  field
+//	0       8     magic "RWNDLOG\x00"
+//	8       4     format version (1)
+//	12      4     reserved, zero
+//	16      8     base position: the position of the segment's first record
+//	24      8     creation time, Unix nanoseconds
+//	32      4     CRC-32C of bytes [0, 32)
+//	36      4     reserved, zero
+//
+// Records follow from offset 40. Segment files are named by their base
+// position, zero-padded to 20 digits, so that a directory listing sorts them.
+const (
+	segmentMagic      = "RWNDLOG\x00"
+	formatVersion     = 1
+	segmentHeaderSize = 40
+	segmentExt        = ".seg"
+	indexExt          = ".idx"
+)
+
+func segmentName(base uint64) string { return fmt.Sprintf("%020d%s", base, segmentExt) }
+
+func parseSegmentName(name string) (uint64, bool) {
+	digits, ok := strings.CutSuffix(name, segmentExt)
+	if !ok || len(digits) != 20 {
+		return 0, false
+	}
+	base, err := strconv.ParseUint(digits, 10, 64)
+	return base, err == nil && base > 0
+}
+
+func encodeSegmentHeader(base uint64, created int64) []byte {
+	h := make([]byte, segmentHeaderSize)
+	copy(h, segmentMagic)
+	binary.LittleEndian.PutUint32(h[8:], formatVersion)
+	binary.LittleEndian.PutUint64(h[16:], base)
+	binary.LittleEndian.PutUint64(h[24:], uint64(created))
+	binary.LittleEndian.PutUint32(h[32:], crc32.Checksum(h[:32], castagnoli))
+	return h
+}
+
+func decodeSegmentHeader(h []byte) (base uint64, err error) {
+	switch {
+	case len(h) < segmentHeaderSize:
+		return 0, errors.New("header is truncated")
+	case string(h[:8]) != segmentMagic:
+		return 0, errors.New("not a rewind segment (bad magic)")
+	case crc32.Checksum(h[:32], castagnoli) != binary.LittleEndian.Uint32(h[32:]):
+		return 0, errors.New("header checksum mismatch")
+	case binary.LittleEndian.Uint32(h[8:]) != formatVersion:
+		return 0, fmt.Errorf("unsupported format version %d (this build reads version %d)",
+			binary.LittleEndian.Uint32(h[8:]), formatVersion)
+	}
+	return binary.LittleEndian.Uint64(h[16:]), nil
+}
+
+// indexEntry is one entry of a segment's sparse index: the record at file
+// offset off has position pos and timestamp ts.
+type indexEntry struct {
+	pos  uint64
+	off  int64
+	ts   int64
+	last bool // the segment's last record; written when the segment is sealed
+}
+
+// An index file is a sequence of 32-byte entries:
+//
+//	pos uint64, offset uint64, timestamp int64, flags uint32, CRC-32C of the first 28 bytes
+//
+// It can always be rebuilt from its segment, so it is fsynced only when the
+// segment is sealed.
+const (
+	indexEntrySize = 32
+	indexFlagLast  = 1
+)
+
+func appendIndexEntry(dst []byte, e indexEntry) []byte {
+	start := len(dst)
+	dst = binary.LittleEndian.AppendUint64(dst, e.pos)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(e.off))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(e.ts))
+	var flags uint32
+	if e.last {
+		flags = indexFlagLast
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, flags)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// decodeIndex parses an index file. It stops at the first entry that is
+// damaged or out of order and reports whether the whole file was good.
+func decodeIndex(b []byte, base uint64) (entries []indexEntry, ok bool) {
+	entries = make([]indexEntry, 0, len(b)/indexEntrySize)
+	prev := indexEntry{pos: base - 1, off: segmentHeaderSize - 1}
+	for ; len(b) >= indexEntrySize; b = b[indexEntrySize:] {
+		if crc32.Checksum(b[:28], castagnoli) != binary.LittleEndian.Uint32(b[28:]) {
+			return entries, false
+		}
+		e := indexEntry{
+			pos:  binary.LittleEndian.Uint64(b),
+			off:  int64(binary.LittleEndian.Uint64(b[8:])),
+			ts:   int64(binary.LittleEndian.Uint64(b[16:])),
+			last: binary.LittleEndian.Uint32(b[24:])&indexFlagLast != 0,
+		}
+		if e.pos < prev.pos || e.off < prev.off || e.ts < prev.ts || (e.pos == prev.pos) != (e.off == prev.off) || prev.last {
+			return entries, false
+		}
+		if e.pos == prev.pos { // the seal entry may repeat the last sparse entry
+			entries[len(entries)-1].last = e.last
+		} else {
+			entries = append(entries, e)
+		}
+		prev = e
+	}
+	return entries, len(b) == 0
+}
+
+// segment is one file of the log.
+type segment struct {
+	base uint64
+	path string
+	f    *os.File // set before any of the segment's records become visible
+
+	// refs counts the log's own reference plus one per reader; the file is
+	// closed when the last reference goes. removed is set by retention.
+	refs    atomic.Int32
+	removed atomic.Bool
+
+	// Guarded by Log.mu.
+	size    int64 // bytes assigned: header plus framed records
+	last    uint64
+	lastOff int64
+	firstTs int64
+	lastTs  int64
+	index   []indexEntry
+	sealed  bool
+
+	// Used by the flusher only.
+	idx        *os.File
+	idxWritten int // entries written to idx
+}
+
+func (s *segment) name() string { return filepath.Base(s.path) }
+
+func (s *segment) acquire() bool {
+	for {
+		n := s.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (s *segment) release() {
+	if s.refs.Add(-1) == 0 {
+		s.closeFiles()
+	}
+}
+
+func (s *segment) closeFiles() {
+	if s.f != nil {
+		s.f.Close()
+	}
+	if s.idx != nil {
+		s.idx.Close()
+	}
+}
+
+// indexSnapshot returns the entries readers may use.
+func (l *Log) indexSnapshot(s *segment) []indexEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return s.index[:len(s.index):len(s.index)]
+}
+
+// createSegmentFile writes the header, preallocates and makes the new file
+// durable, including its directory entry.
+func (l *Log) createSegmentFile(s *segment) error {
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("create segment: %w", err)
+	}
+	if !l.cfg.NoPreallocate {
+		if err := syscall.Fallocate(int(f.Fd()), 0, 0, l.cfg.SegmentSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+			f.Close()
+			return fmt.Errorf("preallocate segment %s: %w", s.name(), err)
+		}
+	}
+	if _, err := f.WriteAt(encodeSegmentHeader(s.base, l.cfg.Now().UnixNano()), 0); err != nil {
+		f.Close()
+		return fmt.Errorf("write segment header %s: %w", s.name(), err)
+	}
+	idx, err := os.OpenFile(strings.TrimSuffix(s.path, segmentExt)+indexExt, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("create index: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		idx.Close()
+		return fmt.Errorf("sync segment %s: %w", s.name(), err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		idx.Close()
+		return err
+	}
+	s.f, s.idx = f, idx
+	return nil
+}
+
+// readFull reads len(b) bytes at off, or fewer at the end of the file.
+func readFull(f *os.File, b []byte, off int64) (int, error) {
+	n, err := f.ReadAt(b, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// dirLock is an exclusive flock on the data directory's LOCK file.
+type dirLock struct {
+	once sync.Once
+	f    *os.File
+}
+
+func lockDir(dir string) (*dirLock, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(f.Name())
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			who := strings.TrimSpace(string(holder))
+			if who != "" {
+				who = " (held by pid " + who + ")"
+			}
+			return nil, fmt.Errorf("%w: %s is opened by another process%s; stop it or use another --data-dir",
+				errLocked, dir, who)
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return &dirLock{f: f}, nil
+}
+
+func (d *dirLock) unlock() {
+	d.once.Do(func() {
+		syscall.Flock(int(d.f.Fd()), syscall.LOCK_UN)
+		d.f.Close()
+	})
+}

@@ -1,0 +1,196 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+)
+
+// The payload of an event record (the envelope):
+//
+//	offset  size     field
+//	0       1        envelope format (1)
+//	1       16       event id
+//	17      8        stream version (little endian; set when the append is ordered)
+//	25      8        occurred-at, Unix nanoseconds, 0 when absent
+//	33      uvarint  schema version
+//	        uvarint  stream name length, then the name
+//	        uvarint  event type length, then the type
+//	        uvarint  content type length, then the content type ("" is application/json)
+//	        uvarint  metadata entry count, then per entry: key length, key, value length, value
+//	        rest     data
+//
+// Fixed fields come first so that the version can be patched in place and
+// the id read without decoding the rest.
+const (
+	envelopeFormat  = 1
+	versionOffset   = 17
+	envelopeFixed   = 33
+	kindEvent       = 1
+	kindTombstone   = 2
+)
+
+// encodeEnvelope appends e's envelope to dst, with version 0.
+func encodeEnvelope(dst []byte, stream string, id uuid.UUID, e *rewind.Event) []byte {
+	dst = append(dst, envelopeFormat)
+	dst = append(dst, id[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, 0)
+	var occurred int64
+	if !e.OccurredAt.IsZero() {
+		occurred = e.OccurredAt.UnixNano()
+	}
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(occurred))
+	sv := e.SchemaVersion
+	if sv == 0 {
+		sv = 1
+	}
+	dst = binary.AppendUvarint(dst, uint64(sv))
+	dst = appendString(dst, stream)
+	dst = appendString(dst, e.Type)
+	ct := e.ContentType
+	if ct == rewind.DefaultContentType {
+		ct = ""
+	}
+	dst = appendString(dst, ct)
+	dst = binary.AppendUvarint(dst, uint64(len(e.Metadata)))
+	for _, k := range sortedKeys(e.Metadata) {
+		dst = appendString(dst, k)
+		dst = appendString(dst, e.Metadata[k])
+	}
+	return append(dst, e.Data...)
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func sortedKeys(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+func setVersion(payload []byte, v uint64) { binary.LittleEndian.PutUint64(payload[versionOffset:], v) }
+
+func envelopeID(payload []byte) (id uuid.UUID) {
+	copy(id[:], payload[1:17])
+	return id
+}
+
+var errEnvelope = errors.New("malformed event envelope")
+
+// interner turns byte strings that repeat, such as stream names and event
+// types, into strings without allocating each time.
+type interner map[string]string
+
+func (in interner) get(b []byte) string {
+	if s, ok := in[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	if len(in) >= 1<<16 {
+		clear(in)
+	}
+	s := string(b)
+	in[s] = s
+	return s
+}
+
+// decodeEnvelope fills ev from a record payload. Data aliases payload;
+// strings are copies (through in, when given).
+func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in interner) error {
+	if len(payload) < envelopeFixed || payload[0] != envelopeFormat {
+		return fmt.Errorf("%w: format %d", errEnvelope, firstByte(payload))
+	}
+	copy(ev.ID[:], payload[1:17])
+	ev.Version = binary.LittleEndian.Uint64(payload[versionOffset:])
+	if occ := int64(binary.LittleEndian.Uint64(payload[25:])); occ != 0 {
+		ev.OccurredAt = time.Unix(0, occ).UTC()
+	} else {
+		ev.OccurredAt = time.Time{}
+	}
+	d := decoder{b: payload[envelopeFixed:]}
+	sv := d.uvarint()
+	if sv > 1<<32-1 {
+		return fmt.Errorf("%w: schema version %d", errEnvelope, sv)
+	}
+	ev.SchemaVersion = uint32(sv)
+	stream, typ, ct := d.bytes(), d.bytes(), d.bytes()
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) {
+		return fmt.Errorf("%w: header fields", errEnvelope)
+	}
+	if in != nil {
+		ev.Stream, ev.Type = in.get(stream), in.get(typ)
+	} else {
+		ev.Stream, ev.Type = string(stream), string(typ)
+	}
+	switch {
+	case len(ct) == 0:
+		ev.ContentType = rewind.DefaultContentType
+	case in != nil:
+		ev.ContentType = in.get(ct)
+	default:
+		ev.ContentType = string(ct)
+	}
+	ev.Metadata = nil
+	if n > 0 {
+		ev.Metadata = make(map[string]string, n)
+		for range n {
+			k, v := d.bytes(), d.bytes()
+			if d.err != nil {
+				return fmt.Errorf("%w: metadata", errEnvelope)
+			}
+			ev.Metadata[string(k)] = string(v)
+		}
+	}
+	ev.Data = d.b
+	if len(stream) == 0 || len(typ) == 0 {
+		return fmt.Errorf("%w: empty or invalid stream or type", errEnvelope)
+	}
+	return nil
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errEnvelope
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.err = errEnvelope
+		return nil
+	}
+	s := d.b[:n:n]
+	d.b = d.b[n:]
+	return s
+}

@@ -1,0 +1,418 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"iter"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog"
+)
+
+// ReadStreamOptions selects events of one stream.
+type ReadStreamOptions struct {
+	// From is the first version to read. Forward, 0 means the stream's
+	// first readable version; backward, 0 means its last version.
+	From uint64
+	// Backward reads from From towards version 1.
+	Backward bool
+	// Limit caps the number of events returned; 0 means no cap.
+	Limit int
+}
+
+// ReadStream returns events of a stream in version order (or reverse order
+// when reading backward). A stream that was never written, or that was
+// deleted and not written since, fails with rewind.ErrStreamNotFound.
+// Versions removed by retention are simply absent.
+func (s *Store) ReadStream(ctx context.Context, stream string, opts ReadStreamOptions) ([]rewind.RecordedEvent, error) {
+	if err := ValidateStreamName(stream); err != nil {
+		return nil, err
+	}
+	if opts.Limit < 0 {
+		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
+	}
+	positions, err := s.streamPositions(stream, opts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]rewind.RecordedEvent, 0, len(positions))
+	err = s.readPositions(ctx, positions, func(ev *rewind.RecordedEvent) error {
+		if ev.Stream != stream {
+			return s.corrupt(uint64(ev.Position), fmt.Errorf("the stream index points at an event of stream %q", ev.Stream))
+		}
+		out = append(out, ev.Clone())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if opts.Backward {
+		slices.Reverse(out)
+	}
+	return out, nil
+}
+
+// view is a stream's state as readers may see it: without appends that are
+// not yet visible.
+type view struct {
+	st      *streamState
+	slot    uint32
+	version uint64 // last visible version
+	last    uint64 // its position
+}
+
+// viewLocked returns the visible state of stream. Called with s.mu held.
+func (s *Store) viewLocked(stream string) (view, bool) {
+	st, slot, ok := s.idx.lookup(stream)
+	if !ok {
+		return view{}, false
+	}
+	limit := s.log.Last()
+	v := view{st: st, slot: slot, version: st.version, last: st.last}
+	for v.last > limit && v.version > 0 {
+		v.last = s.idx.chain.prev(v.last)
+		v.version--
+	}
+	return v, true
+}
+
+// streamPositions returns the ascending positions of the events to read.
+func (s *Store) streamPositions(stream string, opts ReadStreamOptions) ([]uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.viewLocked(stream)
+	if !ok || v.version <= v.st.deleted {
+		return nil, notFound(stream, v.st)
+	}
+	lowest := v.st.deleted + 1
+	var lo, hi uint64
+	if opts.Backward {
+		hi = v.version
+		if opts.From != 0 {
+			hi = min(opts.From, v.version)
+		}
+		lo = lowest
+		if opts.Limit > 0 && hi >= uint64(opts.Limit) {
+			lo = max(lo, hi-uint64(opts.Limit)+1)
+		}
+	} else {
+		lo = max(opts.From, lowest)
+		hi = v.version
+		if opts.Limit > 0 {
+			hi = min(hi, lo+uint64(opts.Limit)-1)
+		}
+	}
+	if lo > hi {
+		return nil, nil
+	}
+	first := s.log.First()
+	pos := s.idx.positionOf(v.slot, v.st, hi, first)
+	positions := make([]uint64, 0, hi-lo+1)
+	for at := hi; pos != 0 && pos >= first; at-- {
+		positions = append(positions, pos)
+		if at == lo {
+			break
+		}
+		pos = s.idx.chain.prev(pos)
+	}
+	slices.Reverse(positions)
+	return positions, nil
+}
+
+// readPositions reads the events at ascending positions.
+func (s *Store) readPositions(ctx context.Context, positions []uint64, fn func(*rewind.RecordedEvent) error) error {
+	r := s.log.NewRandomReader()
+	defer r.Close()
+	var ev rewind.RecordedEvent
+	for i, pos := range positions {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		r.Seek(pos)
+		rec, err := r.Next()
+		if err == io.EOF {
+			return fmt.Errorf("event %d is not readable yet", pos)
+		}
+		if err != nil {
+			return err
+		}
+		if err := decodeRecord(rec, &ev, nil); err != nil {
+			return err
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeRecord fills ev from a log record.
+func decodeRecord(rec eventlog.Record, ev *rewind.RecordedEvent, in interner) error {
+	if rec.Kind != kindEvent && rec.Kind != kindTombstone {
+		return &rewind.CorruptionError{Position: rewind.Position(rec.Position), Reason: fmt.Sprintf("unknown record kind %d", rec.Kind)}
+	}
+	if err := decodeEnvelope(rec.Payload, ev, in); err != nil {
+		return &rewind.CorruptionError{Position: rewind.Position(rec.Position), Reason: err.Error()}
+	}
+	ev.Position = rewind.Position(rec.Position)
+	ev.RecordedAt = time.Unix(0, rec.Timestamp).UTC()
+	return nil
+}
+
+// Filter selects events of the whole log.
+type Filter struct {
+	// StreamPrefix keeps events whose stream name starts with it, such as a
+	// category "orders-". Empty keeps all streams.
+	StreamPrefix string
+	// Types keeps events of these types. Empty keeps all types.
+	Types []string
+}
+
+func (f *Filter) validate() error {
+	for i, t := range f.Types {
+		if t == rewind.TypeStreamDeleted {
+			continue
+		}
+		if err := ValidateEventType(t); err != nil {
+			return &rewind.ValidationError{Field: fmt.Sprintf("filter types[%d]", i), Value: t, Reason: err.(*rewind.ValidationError).Reason}
+		}
+	}
+	return nil
+}
+
+func (f *Filter) match(ev *rewind.RecordedEvent) bool {
+	if f.StreamPrefix != "" && !strings.HasPrefix(ev.Stream, f.StreamPrefix) {
+		return false
+	}
+	return len(f.Types) == 0 || slices.Contains(f.Types, ev.Type)
+}
+
+// ReadAllOptions selects a range of the whole log.
+type ReadAllOptions struct {
+	// From is the first position to read; 0 means the first position the
+	// log still holds. A position retention removed fails with a
+	// *rewind.TruncatedError.
+	From rewind.Position
+	// FromTime, when set, starts at the first event recorded at or after it.
+	// From must then be 0.
+	FromTime time.Time
+	// Filter selects events; skipped ones still advance the read.
+	Filter Filter
+	// Limit caps the number of events yielded; 0 means no cap.
+	Limit int
+}
+
+// ReadAll iterates over the whole log in position order, from the start of
+// opts to the last position visible when each step runs, verifying every
+// checksum. The event it yields is reused: it is valid until the next
+// iteration (use Clone to keep one). Soft deletes appear as events of type
+// rewind.TypeStreamDeleted.
+func (s *Store) ReadAll(ctx context.Context, opts ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
+	return func(yield func(*rewind.RecordedEvent, error) bool) {
+		from, err := s.startPosition(opts.From, opts.FromTime, false)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		if err := opts.Filter.validate(); err != nil {
+			yield(nil, err)
+			return
+		}
+		r := s.log.NewReader(uint64(from))
+		defer r.Close()
+		var ev rewind.RecordedEvent
+		in := interner{}
+		n := 0
+		for i := 0; ; i++ {
+			if i%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					yield(nil, err)
+					return
+				}
+			}
+			rec, err := r.Next()
+			if err == io.EOF {
+				return
+			}
+			if err == nil {
+				err = decodeRecord(rec, &ev, in)
+			}
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if !opts.Filter.match(&ev) {
+				continue
+			}
+			if !yield(&ev, nil) {
+				return
+			}
+			if n++; opts.Limit > 0 && n >= opts.Limit {
+				return
+			}
+		}
+	}
+}
+
+// startPosition resolves a read's or subscription's starting point to the
+// first position to read. exclusive says pos is the last position already
+// seen rather than the first to read.
+func (s *Store) startPosition(pos rewind.Position, t time.Time, exclusive bool) (rewind.Position, error) {
+	first := rewind.Position(s.log.First())
+	if !t.IsZero() {
+		if pos != 0 {
+			return 0, &rewind.ValidationError{Field: "from time", Reason: "give either a position or a time, not both"}
+		}
+		p, err := s.log.SeekTime(t)
+		return rewind.Position(p), err
+	}
+	if pos == 0 {
+		return first, nil
+	}
+	if exclusive {
+		pos++
+	}
+	if last := rewind.Position(s.log.Last()); pos > last+1 {
+		return 0, &rewind.ValidationError{Field: "position", Value: pos.String(),
+			Reason: fmt.Sprintf("is beyond the end of the log (last position %d)", last)}
+	}
+	if pos < first {
+		return 0, &rewind.TruncatedError{Requested: pos, FirstAvailable: first}
+	}
+	return pos, nil
+}
+
+// FirstPositionAt returns the first position recorded at or after t, or
+// the position the next event will get when there is none.
+func (s *Store) FirstPositionAt(t time.Time) (rewind.Position, error) {
+	p, err := s.log.SeekTime(t)
+	return rewind.Position(p), err
+}
+
+// StreamInfo describes a stream. A stream that was never written fails
+// with rewind.ErrStreamNotFound; a deleted one is described with Deleted set.
+func (s *Store) StreamInfo(ctx context.Context, stream string) (rewind.StreamInfo, error) {
+	if err := ValidateStreamName(stream); err != nil {
+		return rewind.StreamInfo{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.viewLocked(stream)
+	if !ok || v.version == 0 {
+		return rewind.StreamInfo{}, notFound(stream, nil)
+	}
+	return s.infoLocked(v), nil
+}
+
+func (s *Store) infoLocked(v view) rewind.StreamInfo {
+	info := rewind.StreamInfo{Stream: v.st.name, Version: v.version, Deleted: v.version <= v.st.deleted}
+	if info.Deleted {
+		return info
+	}
+	first := s.log.First()
+	lo := v.st.deleted + 1
+	pos := s.idx.positionOf(v.slot, v.st, lo, first)
+	if pos == 0 { // retention removed the first versions: find the first left
+		n := sortSearch(v.version-lo+1, func(i uint64) bool { return s.idx.positionOf(v.slot, v.st, lo+i, first) != 0 })
+		lo += n
+		pos = s.idx.positionOf(v.slot, v.st, lo, first)
+	}
+	if pos != 0 {
+		info.FirstVersion, info.FirstPosition, info.LastPosition = lo, rewind.Position(pos), rewind.Position(v.last)
+		info.Count = v.version - lo + 1
+	}
+	return info
+}
+
+func sortSearch(n uint64, f func(uint64) bool) uint64 {
+	lo, hi := uint64(0), n
+	for lo < hi {
+		m := lo + (hi-lo)/2
+		if !f(m) {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// ListStreamsOptions selects streams to list.
+type ListStreamsOptions struct {
+	// Prefix keeps streams whose name starts with it.
+	Prefix string
+	// After lists names sorting after it, for paging.
+	After string
+	// Limit caps the number of streams; 0 means 1000.
+	Limit int
+	// IncludeDeleted lists deleted streams too.
+	IncludeDeleted bool
+}
+
+// ListStreams returns streams sorted by name.
+func (s *Store) ListStreams(ctx context.Context, opts ListStreamsOptions) ([]rewind.StreamInfo, error) {
+	if opts.Limit < 0 {
+		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
+	}
+	if opts.Limit == 0 {
+		opts.Limit = 1000
+	}
+	s.mu.RLock()
+	names := make([]string, 0, min(len(s.idx.streams), 4*opts.Limit))
+	for i := range s.idx.streams {
+		name := s.idx.streams[i].name
+		if strings.HasPrefix(name, opts.Prefix) && name > opts.After {
+			names = append(names, name)
+		}
+	}
+	s.mu.RUnlock()
+	slices.Sort(names)
+	out := make([]rewind.StreamInfo, 0, min(len(names), opts.Limit))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, name := range names {
+		if len(out) == opts.Limit {
+			break
+		}
+		v, _ := s.viewLocked(name)
+		if v.version == 0 {
+			continue // not visible yet
+		}
+		info := s.infoLocked(v)
+		if info.Deleted && !opts.IncludeDeleted {
+			continue
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// Info describes the whole store.
+type Info struct {
+	Dir           string          `json:"data_dir"`
+	Durability    string          `json:"durability"`
+	FirstPosition rewind.Position `json:"first_position"`
+	LastPosition  rewind.Position `json:"last_position"`
+	Streams       int             `json:"streams"`
+	Segments      int             `json:"segments"`
+	Bytes         int64           `json:"bytes"`
+	DedupIDs      int             `json:"dedup_ids"`
+}
+
+// Info returns the store's counters.
+func (s *Store) Info() Info {
+	st := s.log.Stats()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return Info{
+		Dir: s.dir, Durability: s.log.Durability().String(),
+		FirstPosition: rewind.Position(s.log.First()), LastPosition: rewind.Position(s.log.Last()),
+		Streams: len(s.idx.streams), Segments: st.Segments, Bytes: st.Bytes, DedupIDs: s.dedup.n,
+	}
+}

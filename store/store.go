@@ -1,0 +1,431 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog"
+)
+
+// Store is the embedded event store. It is safe for concurrent use.
+type Store struct {
+	cfg Config
+	dir string
+	log *eventlog.Log
+
+	// mu orders appends: the expected-version check, the position
+	// assignment and the index update of one append happen under it, so
+	// stream versions follow global positions. Readers take it shared, only
+	// to look up positions. It is never held while waiting for an fsync.
+	mu    sync.RWMutex
+	idx   *index
+	dedup *dedup
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	bufs      sync.Pool
+}
+
+// Open opens or creates the store in dir. It recovers the log's tail (see
+// eventlog.Open) and loads the stream index from its snapshot, replaying the
+// log written after it.
+func Open(dir string, cfg Config) (*Store, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l, err := eventlog.Open(dir, c.Log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: c, dir: dir, log: l, closed: make(chan struct{})}
+	s.bufs.New = func() any { return new(appendBuf) }
+	if err := s.rebuild(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Log returns the log under the store, for inspection.
+func (s *Store) Log() *eventlog.Log { return s.log }
+
+// Recovery returns what opening the store cut from the log's tail.
+func (s *Store) Recovery() []eventlog.Cut { return s.log.Recovery() }
+
+// Close flushes and fsyncs what was appended, saves the index snapshot so
+// that the next open is fast, ends subscriptions with rewind.ErrClosed and
+// releases the data directory.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		errs := []error{s.log.Sync()}
+		if errs[0] == nil {
+			errs = append(errs, s.saveSnapshot())
+		}
+		errs = append(errs, s.log.Close())
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+type appendBuf struct {
+	payload []byte
+	entries []eventlog.Entry
+	ends    []int
+	ids     []uuid.UUID
+	cands   []uint64
+	sure    []bool
+}
+
+// Append appends events to stream as one atomic batch if the stream is in
+// the expected state. When it returns without error the events are
+// acknowledged under the store's durability mode (see package eventlog).
+//
+// Appending events whose ids are all already recorded, with the same
+// bodies, writes nothing and returns the original positions with
+// Duplicate set, whatever the expected version. Reusing an id for a
+// different event, or retrying only part of an earlier batch, fails with a
+// *rewind.IdempotencyConflictError. A zero event id is replaced by a new
+// UUID v7.
+//
+// On any error nothing was written, except when ctx ends while waiting for
+// durability: then the events may or may not be recorded, and retrying with
+// the same ids is safe.
+func (s *Store) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	if err := ValidateStreamName(stream); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	if !expected.Valid() {
+		return rewind.AppendResult{}, &rewind.ValidationError{Field: "expected version", Value: expected.String(),
+			Reason: "must be any, no-stream, stream-exists or a version number"}
+	}
+	b := s.bufs.Get().(*appendBuf)
+	defer s.bufs.Put(b)
+	if err := s.encodeBatch(b, stream, events); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	for {
+		s.mu.Lock()
+		if !s.findCandidates(b) {
+			return s.appendLocked(ctx, b, stream, expected)
+		}
+		s.mu.Unlock()
+		res, done, err := s.resolveDuplicates(ctx, b)
+		if done || err != nil {
+			return res, err
+		}
+		// Some ids only share a key with other ids: they are new, and
+		// marked so in b.sure. Check again under the lock.
+		s.mu.Lock()
+		changed := s.candidatesChanged(b)
+		if !changed {
+			return s.appendLocked(ctx, b, stream, expected)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// encodeBatch validates events and encodes their envelopes into b.
+func (s *Store) encodeBatch(b *appendBuf, stream string, events []rewind.Event) error {
+	n := len(events)
+	switch {
+	case n == 0:
+		return &rewind.ValidationError{Field: "events", Reason: "an append needs at least one event"}
+	case n > s.cfg.MaxBatchEvents:
+		return &rewind.LimitError{Limit: "batch size (events)", Max: int64(s.cfg.MaxBatchEvents), Got: int64(n),
+			Hint: "split the append into several batches"}
+	}
+	b.payload, b.ends, b.ids = b.payload[:0], b.ends[:0], b.ids[:0]
+	for i := range events {
+		e := &events[i]
+		if err := validateEvent(i, e); err != nil {
+			return err
+		}
+		id := e.ID
+		if id == (uuid.UUID{}) {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return fmt.Errorf("generate event id: %w", err)
+			}
+		}
+		for j := range b.ids {
+			if b.ids[j] == id && n <= 64 {
+				return &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id.String(),
+					Reason: fmt.Sprintf("repeats the id of events[%d]; every event needs its own id", j)}
+			}
+		}
+		start := len(b.payload)
+		b.payload = encodeEnvelope(b.payload, stream, id, e)
+		if size := len(b.payload) - start; size > s.cfg.MaxEventSize {
+			return &rewind.LimitError{Limit: fmt.Sprintf("events[%d] size (bytes)", i), Max: int64(s.cfg.MaxEventSize),
+				Got: int64(size), Hint: "store large bodies elsewhere and put a reference in the event"}
+		}
+		if len(b.payload) > s.cfg.MaxBatchBytes {
+			return &rewind.LimitError{Limit: "batch size (bytes)", Max: int64(s.cfg.MaxBatchBytes), Got: int64(len(b.payload)),
+				Hint: "split the append into several batches"}
+		}
+		b.ids = append(b.ids, id)
+		b.ends = append(b.ends, len(b.payload))
+	}
+	if n > 64 {
+		seen := make(map[uuid.UUID]int, n)
+		for i, id := range b.ids {
+			if j, dup := seen[id]; dup {
+				return &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id.String(),
+					Reason: fmt.Sprintf("repeats the id of events[%d]; every event needs its own id", j)}
+			}
+			seen[id] = i
+		}
+	}
+	b.entries = b.entries[:0]
+	start := 0
+	for _, end := range b.ends {
+		b.entries = append(b.entries, eventlog.Entry{Kind: kindEvent, Payload: b.payload[start:end]})
+		start = end
+	}
+	b.sure = append(b.sure[:0], make([]bool, n)...)
+	return nil
+}
+
+// findCandidates looks the batch's ids up in the dedup window. It reports
+// whether any id may already be recorded. Called with s.mu held.
+func (s *Store) findCandidates(b *appendBuf) bool {
+	s.dedup.expire(time.Now().Add(-s.cfg.DedupWindow).UnixNano())
+	b.cands = b.cands[:0]
+	any := false
+	for i, id := range b.ids {
+		pos, sure := s.dedup.find(id)
+		if pos != 0 && !sure && b.sure[i] {
+			pos = 0 // already read: another id with the same key
+		}
+		b.cands = append(b.cands, pos)
+		any = any || pos != 0
+	}
+	return any
+}
+
+func (s *Store) candidatesChanged(b *appendBuf) bool {
+	old := append([]uint64(nil), b.cands...)
+	s.findCandidates(b)
+	for i := range old {
+		if old[i] != 0 && b.sure[i] {
+			old[i] = 0
+		}
+		if old[i] != b.cands[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveDuplicates reads the records the candidates point to. If every id
+// is recorded with the same body, it returns the original result (done).
+// An id whose candidate turns out to be another id is marked new in b.sure.
+func (s *Store) resolveDuplicates(ctx context.Context, b *appendBuf) (rewind.AppendResult, bool, error) {
+	var res rewind.AppendResult
+	known := 0
+	start := 0
+	for i, pos := range b.cands {
+		end := b.ends[i]
+		payload := b.payload[start:end]
+		start = end
+		if pos == 0 {
+			continue
+		}
+		if err := s.waitVisible(ctx, pos); err != nil {
+			return res, false, err
+		}
+		rec, err := s.log.Read(pos)
+		if err != nil {
+			return res, false, fmt.Errorf("read event %d for the idempotency check: %w", pos, err)
+		}
+		if envelopeID(rec.Payload) != b.ids[i] {
+			b.sure[i] = true // a different id with the same key
+			b.cands[i] = 0
+			continue
+		}
+		if !sameBody(rec.Payload, payload) {
+			return res, false, &rewind.IdempotencyConflictError{EventID: b.ids[i].String(), Position: rewind.Position(pos),
+				Reason: "the recorded event has a different stream, type, metadata or data"}
+		}
+		var ev rewind.RecordedEvent
+		if err := decodeEnvelope(rec.Payload, &ev, nil); err != nil {
+			return res, false, s.corrupt(pos, err)
+		}
+		if known == 0 {
+			res.FirstPosition, res.FirstVersion = rewind.Position(pos), ev.Version
+		} else if uint64(res.LastPosition)+1 != pos {
+			return res, false, &rewind.IdempotencyConflictError{EventID: b.ids[i].String(), Position: rewind.Position(pos),
+				Reason: "the ids of this batch belong to different earlier appends or a different order"}
+		}
+		res.LastPosition, res.LastVersion = rewind.Position(pos), ev.Version
+		known++
+	}
+	if known == len(b.ids) {
+		res.Duplicate = true
+		return res, true, nil
+	}
+	for i, pos := range b.cands {
+		if pos != 0 { // some, but not all, ids are recorded
+			return res, false, &rewind.IdempotencyConflictError{EventID: b.ids[i].String(), Position: rewind.Position(pos),
+				Reason: "the batch repeats some but not all events of an earlier append"}
+		}
+	}
+	return res, false, nil
+}
+
+// sameBody compares two envelopes, ignoring the stream version.
+func sameBody(a, b []byte) bool {
+	return len(a) == len(b) && len(a) >= envelopeFixed &&
+		bytes.Equal(a[:versionOffset], b[:versionOffset]) && bytes.Equal(a[versionOffset+8:], b[versionOffset+8:])
+}
+
+// waitVisible waits until pos can be read: an append racing with its own
+// retry may not be durable yet.
+func (s *Store) waitVisible(ctx context.Context, pos uint64) error {
+	for {
+		ch := s.log.Changed()
+		if s.log.Last() >= pos {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closed:
+			return fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+		}
+	}
+}
+
+// appendLocked checks the expected version, orders the batch in the log
+// and updates the index, then releases s.mu and waits for durability.
+func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, expected rewind.ExpectedVersion) (rewind.AppendResult, error) {
+	st, _, ok := s.idx.lookup(stream)
+	var version uint64
+	exists := false
+	if ok {
+		version, exists = st.version, st.exists()
+	}
+	if err := checkExpected(stream, expected, version, exists); err != nil {
+		s.mu.Unlock()
+		return rewind.AppendResult{}, err
+	}
+	for i, e := range b.entries {
+		setVersion(e.Payload, version+1+uint64(i))
+	}
+	a, err := s.log.Append(b.entries)
+	if err != nil {
+		s.mu.Unlock()
+		return rewind.AppendResult{}, err
+	}
+	if !ok {
+		stream = strings.Clone(stream)
+	}
+	slot := s.idx.slotFor(stream)
+	if first := s.log.First(); s.idx.chain.firstChunk < first>>chunkBits {
+		s.idx.chain.dropBefore(first) // retention removed segments
+	}
+	for i := range b.entries {
+		pos := a.First + uint64(i)
+		s.idx.addEvent(slot, pos)
+		s.dedup.add(b.ids[i], pos, a.Timestamp, b.sure[i])
+	}
+	s.mu.Unlock()
+
+	n := uint64(len(b.entries))
+	res := rewind.AppendResult{
+		FirstPosition: rewind.Position(a.First), LastPosition: rewind.Position(a.First + n - 1),
+		FirstVersion: version + 1, LastVersion: version + n,
+	}
+	if err := a.Wait(ctx); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	return res, nil
+}
+
+func checkExpected(stream string, expected rewind.ExpectedVersion, version uint64, exists bool) error {
+	ok := true
+	switch expected {
+	case rewind.Any:
+	case rewind.NoStream:
+		ok = !exists
+	case rewind.StreamExists:
+		ok = exists
+	default:
+		ok = uint64(expected) == version
+	}
+	if !ok {
+		return &rewind.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: version, Exists: exists}
+	}
+	return nil
+}
+
+// DeleteStream soft-deletes a stream: its events are hidden from stream
+// reads but stay in the whole log (until retention), where a record of type
+// rewind.TypeStreamDeleted marks the delete. Appending to the stream again
+// recreates it; its versions continue after the deleted ones. It returns the
+// position of the delete record.
+func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind.ExpectedVersion) (rewind.Position, error) {
+	if err := ValidateStreamName(stream); err != nil {
+		return 0, err
+	}
+	if !expected.Valid() || expected == rewind.NoStream {
+		return 0, &rewind.ValidationError{Field: "expected version", Value: expected.String(),
+			Reason: "must be any, stream-exists or a version number"}
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return 0, err
+	}
+	payload := encodeEnvelope(nil, stream, id, &rewind.Event{Type: rewind.TypeStreamDeleted, SchemaVersion: 1})
+	s.mu.Lock()
+	st, _, ok := s.idx.lookup(stream)
+	if !ok || !st.exists() {
+		s.mu.Unlock()
+		return 0, notFound(stream, st)
+	}
+	if err := checkExpected(stream, expected, st.version, true); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	setVersion(payload, st.version)
+	a, err := s.log.Append([]eventlog.Entry{{Kind: kindTombstone, Payload: payload}})
+	if err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	st.deleted = st.version
+	s.dedup.add(id, a.First, a.Timestamp, false)
+	s.mu.Unlock()
+	if err := a.Wait(ctx); err != nil {
+		return 0, err
+	}
+	return rewind.Position(a.First), nil
+}
+
+func notFound(stream string, st *streamState) error {
+	if st != nil && st.version > 0 {
+		return fmt.Errorf("%w: stream %q was deleted at version %d", rewind.ErrStreamNotFound, stream, st.deleted)
+	}
+	return fmt.Errorf("%w: stream %q has no events", rewind.ErrStreamNotFound, stream)
+}
+
+func (s *Store) corrupt(pos uint64, err error) error {
+	return &rewind.CorruptionError{Position: rewind.Position(pos), Reason: err.Error()}
+}

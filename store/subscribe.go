@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog"
+)
+
+// SubscribeOptions says where a subscription starts and what it delivers.
+type SubscribeOptions struct {
+	// After is the last position already seen: the subscription delivers
+	// the events after it. 0 starts at the first position the log holds.
+	// A position that retention removed fails with a *rewind.TruncatedError.
+	After rewind.Position
+	// FromTime, when set, starts at the first event recorded at or after
+	// it. After must then be 0.
+	FromTime time.Time
+	// Filter selects events. Skipped events still advance Position, so a
+	// resumed subscription does not scan them again.
+	Filter Filter
+}
+
+// Subscription delivers the events of the whole log in position order:
+// first those already in the log (catch-up), then new ones as they become
+// visible (live), through one reader, so the switch can neither skip nor
+// repeat an event. It reads the log only when its consumer asks for more,
+// so a slow consumer costs no memory: it simply falls behind and catches up
+// later from disk.
+//
+// A Subscription is not safe for concurrent use.
+type Subscription struct {
+	s      *Store
+	r      *eventlog.Reader
+	filter Filter
+	in     interner
+	ev     rewind.RecordedEvent
+	pos    rewind.Position // last position delivered or skipped
+	once   sync.Once
+}
+
+// Subscribe starts a subscription. Close it when done.
+func (s *Store) Subscribe(ctx context.Context, opts SubscribeOptions) (*Subscription, error) {
+	if err := opts.Filter.validate(); err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.closed:
+		return nil, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+	default:
+	}
+	from, err := s.startPosition(opts.After, opts.FromTime, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Subscription{s: s, r: s.log.NewReader(uint64(from)), filter: opts.Filter, in: interner{}, pos: from - 1}, nil
+}
+
+// Position returns the last position the subscription delivered or
+// skipped. Resuming with After set to it continues exactly after it.
+func (sub *Subscription) Position() rewind.Position { return sub.pos }
+
+// Lag returns how many positions the subscription is behind the log.
+func (sub *Subscription) Lag() uint64 {
+	if last := sub.s.log.Last(); last > uint64(sub.pos) {
+		return last - uint64(sub.pos)
+	}
+	return 0
+}
+
+// Next waits for the next event. The event is reused by the next call:
+// use Clone to keep it. It fails with ctx's error, or with rewind.ErrClosed
+// when the store closes.
+func (sub *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error) {
+	for {
+		ev, err := sub.TryNext()
+		if err != nil || ev != nil {
+			return ev, err
+		}
+		if err := sub.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// TryNext returns the next event if one is visible now, or nil.
+func (sub *Subscription) TryNext() (*rewind.RecordedEvent, error) {
+	for {
+		rec, err := sub.r.Next()
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err == nil {
+			err = decodeRecord(rec, &sub.ev, sub.in)
+		}
+		if err != nil {
+			return nil, err
+		}
+		sub.pos = sub.ev.Position
+		if sub.filter.match(&sub.ev) {
+			return &sub.ev, nil
+		}
+	}
+}
+
+// wait blocks until the log has positions after the subscription's.
+func (sub *Subscription) wait(ctx context.Context) error {
+	for {
+		ch := sub.s.log.Changed()
+		if sub.s.log.Last() >= sub.r.Position() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.s.closed:
+			return fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+		}
+	}
+}
+
+// Close releases the subscription.
+func (sub *Subscription) Close() error {
+	sub.once.Do(sub.r.Close)
+	return nil
+}

@@ -1,0 +1,63 @@
+package rewind
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// ExpectedVersion is the optimistic-concurrency condition of an append: the
+// append writes nothing and fails with a *WrongExpectedVersionError unless
+// the stream is in the expected state. Non-negative values are exact
+// versions; the negative values are the named conditions below.
+type ExpectedVersion int64
+
+const (
+	// Any accepts the stream in any state.
+	Any ExpectedVersion = -1
+	// NoStream requires that the stream has no readable events: it was never
+	// written or it was deleted.
+	NoStream ExpectedVersion = -2
+	// StreamExists requires that the stream has readable events.
+	StreamExists ExpectedVersion = -3
+)
+
+// Exactly requires the stream's last version to be v. Exactly(0) means the
+// stream was never written.
+func Exactly(v uint64) ExpectedVersion { return ExpectedVersion(v) }
+
+// String returns "any", "no-stream", "stream-exists" or the version number.
+func (e ExpectedVersion) String() string {
+	switch {
+	case e == Any:
+		return "any"
+	case e == NoStream:
+		return "no-stream"
+	case e == StreamExists:
+		return "stream-exists"
+	case e >= 0:
+		return strconv.FormatInt(int64(e), 10)
+	}
+	return fmt.Sprintf("invalid(%d)", int64(e))
+}
+
+// Valid reports whether e is one of the named conditions or an exact version.
+func (e ExpectedVersion) Valid() bool { return e >= StreamExists }
+
+// ParseExpectedVersion parses what String returns.
+func ParseExpectedVersion(s string) (ExpectedVersion, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "any":
+		return Any, nil
+	case "no-stream", "nostream":
+		return NoStream, nil
+	case "stream-exists", "exists":
+		return StreamExists, nil
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 63)
+	if err != nil {
+		return 0, &ValidationError{Field: "expected version", Value: s,
+			Reason: `must be "any", "no-stream", "stream-exists" or a version number`}
+	}
+	return ExpectedVersion(v), nil
+}
