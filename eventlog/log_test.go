@@ -221,4 +221,3 @@ func TestSeekTimeAndRetention(t *testing.T) {
 		t.Fatalf("SeekTime before the start = %d, first %d", pos, l.First())
 	}
 }
-

@@ -84,7 +84,9 @@ func (sc *scanner) next() (rec Record, flags uint8, off int64, err error) {
 	}
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // segmentScan is what a full scan of one segment found.
 type segmentScan struct {

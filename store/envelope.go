@@ -30,11 +30,11 @@ import (
 // Fixed fields come first so that the version can be patched in place and
 // the id read without decoding the rest.
 const (
-	envelopeFormat  = 1
-	versionOffset   = 17
-	envelopeFixed   = 33
-	kindEvent       = 1
-	kindTombstone   = 2
+	envelopeFormat = 1
+	versionOffset  = 17
+	envelopeFixed  = 33
+	kindEvent      = 1
+	kindTombstone  = 2
 )
 
 // encodeEnvelope appends e's envelope to dst, with version 0.
