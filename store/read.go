@@ -13,22 +13,11 @@ import (
 	"github.com/rewindhq/rewind/eventlog"
 )
 
-// ReadStreamOptions selects events of one stream.
-type ReadStreamOptions struct {
-	// From is the first version to read. Forward, 0 means the stream's
-	// first readable version; backward, 0 means its last version.
-	From uint64
-	// Backward reads from From towards version 1.
-	Backward bool
-	// Limit caps the number of events returned; 0 means no cap.
-	Limit int
-}
-
 // ReadStream returns events of a stream in version order (or reverse order
 // when reading backward). A stream that was never written, or that was
 // deleted and not written since, fails with rewind.ErrStreamNotFound.
 // Versions removed by retention are simply absent.
-func (s *Store) ReadStream(ctx context.Context, stream string, opts ReadStreamOptions) ([]rewind.RecordedEvent, error) {
+func (s *Store) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
 	if err := ValidateStreamName(stream); err != nil {
 		return nil, err
 	}
@@ -81,7 +70,7 @@ func (s *Store) viewLocked(stream string) (view, bool) {
 }
 
 // streamPositions returns the ascending positions of the events to read.
-func (s *Store) streamPositions(stream string, opts ReadStreamOptions) ([]uint64, error) {
+func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([]uint64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	v, ok := s.viewLocked(stream)
@@ -165,16 +154,7 @@ func decodeRecord(rec eventlog.Record, ev *rewind.RecordedEvent, in interner) er
 	return nil
 }
 
-// Filter selects events of the whole log.
-type Filter struct {
-	// StreamPrefix keeps events whose stream name starts with it, such as a
-	// category "orders-". Empty keeps all streams.
-	StreamPrefix string
-	// Types keeps events of these types. Empty keeps all types.
-	Types []string
-}
-
-func (f *Filter) validate() error {
+func validateFilter(f *rewind.Filter) error {
 	for i, t := range f.Types {
 		if t == rewind.TypeStreamDeleted {
 			continue
@@ -186,41 +166,19 @@ func (f *Filter) validate() error {
 	return nil
 }
 
-func (f *Filter) match(ev *rewind.RecordedEvent) bool {
-	if f.StreamPrefix != "" && !strings.HasPrefix(ev.Stream, f.StreamPrefix) {
-		return false
-	}
-	return len(f.Types) == 0 || slices.Contains(f.Types, ev.Type)
-}
-
-// ReadAllOptions selects a range of the whole log.
-type ReadAllOptions struct {
-	// From is the first position to read; 0 means the first position the
-	// log still holds. A position retention removed fails with a
-	// *rewind.TruncatedError.
-	From rewind.Position
-	// FromTime, when set, starts at the first event recorded at or after it.
-	// From must then be 0.
-	FromTime time.Time
-	// Filter selects events; skipped ones still advance the read.
-	Filter Filter
-	// Limit caps the number of events yielded; 0 means no cap.
-	Limit int
-}
-
 // ReadAll iterates over the whole log in position order, from the start of
 // opts to the last position visible when each step runs, verifying every
 // checksum. The event it yields is reused: it is valid until the next
 // iteration (use Clone to keep one). Soft deletes appear as events of type
 // rewind.TypeStreamDeleted.
-func (s *Store) ReadAll(ctx context.Context, opts ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
+func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
 	return func(yield func(*rewind.RecordedEvent, error) bool) {
 		from, err := s.startPosition(opts.From, opts.FromTime, false)
 		if err != nil {
 			yield(nil, err)
 			return
 		}
-		if err := opts.Filter.validate(); err != nil {
+		if err := validateFilter(&opts.Filter); err != nil {
 			yield(nil, err)
 			return
 		}
@@ -247,7 +205,7 @@ func (s *Store) ReadAll(ctx context.Context, opts ReadAllOptions) iter.Seq2[*rew
 				yield(nil, err)
 				return
 			}
-			if !opts.Filter.match(&ev) {
+			if !opts.Filter.Match(&ev) {
 				continue
 			}
 			if !yield(&ev, nil) {
@@ -343,20 +301,8 @@ func sortSearch(n uint64, f func(uint64) bool) uint64 {
 	return lo
 }
 
-// ListStreamsOptions selects streams to list.
-type ListStreamsOptions struct {
-	// Prefix keeps streams whose name starts with it.
-	Prefix string
-	// After lists names sorting after it, for paging.
-	After string
-	// Limit caps the number of streams; 0 means 1000.
-	Limit int
-	// IncludeDeleted lists deleted streams too.
-	IncludeDeleted bool
-}
-
 // ListStreams returns streams sorted by name.
-func (s *Store) ListStreams(ctx context.Context, opts ListStreamsOptions) ([]rewind.StreamInfo, error) {
+func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions) ([]rewind.StreamInfo, error) {
 	if opts.Limit < 0 {
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}

@@ -72,16 +72,16 @@ func TestAppendReadStreamAndAll(t *testing.T) {
 		t.Fatalf("wrong expected version: %v", err)
 	}
 	for round := 0; round < 2; round++ {
-		evs, err := s.ReadStream(ctx, "orders-1", ReadStreamOptions{})
+		evs, err := s.ReadStream(ctx, "orders-1", rewind.ReadStreamOptions{})
 		if err != nil || len(evs) != 2 || evs[0].Type != "Placed" || evs[1].Version != 2 || string(evs[0].Data) != `{"n":1}` {
 			t.Fatalf("read stream: %v %+v", err, evs)
 		}
-		back, err := s.ReadStream(ctx, "orders-1", ReadStreamOptions{Backward: true, Limit: 1})
+		back, err := s.ReadStream(ctx, "orders-1", rewind.ReadStreamOptions{Backward: true, Limit: 1})
 		if err != nil || len(back) != 1 || back[0].Version != 2 {
 			t.Fatalf("read backward: %v %+v", err, back)
 		}
 		var all []rewind.Position
-		for e, err := range s.ReadAll(ctx, ReadAllOptions{Filter: Filter{Types: []string{"Placed"}}}) {
+		for e, err := range s.ReadAll(ctx, rewind.ReadAllOptions{Filter: rewind.Filter{Types: []string{"Placed"}}}) {
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +135,7 @@ func TestSubscribeCatchUpThenLive(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sub, err := s.Subscribe(ctx, SubscribeOptions{After: 100})
+	sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,11 +174,11 @@ func TestDeleteStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 0; round < 2; round++ {
-		if _, err := s.ReadStream(ctx, "d", ReadStreamOptions{}); !errors.Is(err, rewind.ErrStreamNotFound) {
+		if _, err := s.ReadStream(ctx, "d", rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrStreamNotFound) {
 			t.Fatalf("read deleted: %v", err)
 		}
 		n := 0
-		for range s.ReadAll(ctx, ReadAllOptions{}) {
+		for range s.ReadAll(ctx, rewind.ReadAllOptions{}) {
 			n++
 		}
 		if n != 3 {
@@ -190,7 +190,7 @@ func TestDeleteStream(t *testing.T) {
 	if err != nil || res.FirstVersion != 3 {
 		t.Fatalf("recreate: %+v %v", res, err)
 	}
-	evs, _ := s.ReadStream(ctx, "d", ReadStreamOptions{})
+	evs, _ := s.ReadStream(ctx, "d", rewind.ReadStreamOptions{})
 	if len(evs) != 1 || evs[0].Type != "C" {
 		t.Fatalf("recreated stream: %+v", evs)
 	}

@@ -5,25 +5,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"time"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
 )
-
-// SubscribeOptions says where a subscription starts and what it delivers.
-type SubscribeOptions struct {
-	// After is the last position already seen: the subscription delivers
-	// the events after it. 0 starts at the first position the log holds.
-	// A position that retention removed fails with a *rewind.TruncatedError.
-	After rewind.Position
-	// FromTime, when set, starts at the first event recorded at or after
-	// it. After must then be 0.
-	FromTime time.Time
-	// Filter selects events. Skipped events still advance Position, so a
-	// resumed subscription does not scan them again.
-	Filter Filter
-}
 
 // Subscription delivers the events of the whole log in position order:
 // first those already in the log (catch-up), then new ones as they become
@@ -36,7 +21,7 @@ type SubscribeOptions struct {
 type Subscription struct {
 	s      *Store
 	r      *eventlog.Reader
-	filter Filter
+	filter rewind.Filter
 	in     interner
 	ev     rewind.RecordedEvent
 	pos    rewind.Position // last position delivered or skipped
@@ -44,8 +29,8 @@ type Subscription struct {
 }
 
 // Subscribe starts a subscription. Close it when done.
-func (s *Store) Subscribe(ctx context.Context, opts SubscribeOptions) (*Subscription, error) {
-	if err := opts.Filter.validate(); err != nil {
+func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*Subscription, error) {
+	if err := validateFilter(&opts.Filter); err != nil {
 		return nil, err
 	}
 	select {
@@ -101,7 +86,7 @@ func (sub *Subscription) TryNext() (*rewind.RecordedEvent, error) {
 			return nil, err
 		}
 		sub.pos = sub.ev.Position
-		if sub.filter.match(&sub.ev) {
+		if sub.filter.Match(&sub.ev) {
 			return &sub.ev, nil
 		}
 	}
