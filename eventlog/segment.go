@@ -137,7 +137,7 @@ func decodeIndex(b []byte, base uint64) (entries []indexEntry, ok bool) {
 type segment struct {
 	base uint64
 	path string
-	f    *os.File // set before any of the segment's records become visible
+	f    *os.File // set under Log.mu before any of the segment's records become visible
 
 	// refs counts the log's own reference plus one per reader; the file is
 	// closed when the last reference goes. removed is set by retention.
@@ -226,7 +226,11 @@ func (l *Log) createSegmentFile(s *segment) error {
 		idx.Close()
 		return err
 	}
+	// Under l.mu: the syncer and Log.Verify look at the active segment's
+	// file while the flusher creates it.
+	l.mu.Lock()
 	s.f, s.idx = f, idx
+	l.mu.Unlock()
 	return nil
 }
 
