@@ -371,7 +371,9 @@ func (l *Log) write(g *group) error {
 	var active *segment
 	for _, sp := range g.spans {
 		if sp.seg.f == nil {
-			for ; sealed < len(g.seal); sealed++ {
+			// Seal the segments before this one only: a group can roll
+			// several times, and a later segment has no file yet.
+			for ; sealed < len(g.seal) && g.seal[sealed].base < sp.seg.base; sealed++ {
 				if err := l.seal(g.seal[sealed], g.idx); err != nil {
 					return err
 				}

@@ -221,3 +221,42 @@ func TestSeekTimeAndRetention(t *testing.T) {
 		t.Fatalf("SeekTime before the start = %d, first %d", pos, l.First())
 	}
 }
+
+// A group that collects batches while the previous one is written can roll
+// over several segments: each segment must be created before it is sealed.
+func TestGroupRollsSeveralSegments(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := Config{SegmentSize: 64 << 10}
+	l := openLog(t, dir, cfg)
+	const writers, batches, size = 8, 20, 40 << 10 // every batch needs a segment of its own
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Go(func() {
+			for i := 0; i < batches; i++ {
+				a, err := l.Append([]Entry{{Kind: 1, Payload: payload(uint64(w*batches+i), size)}})
+				if err == nil {
+					err = a.Wait(context.Background())
+				}
+				if err != nil {
+					t.Errorf("append: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if got := len(readAll(t, l, 1)); got != writers*batches {
+		t.Fatalf("read %d records, want %d", got, writers*batches)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(context.Background(), dir, nil)
+	if err != nil || !rep.OK() || rep.Segments != writers*batches {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+}
