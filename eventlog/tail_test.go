@@ -3,13 +3,17 @@ package eventlog
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/rewindhq/rewind"
 )
 
 var tailFull = flag.Bool("tail.full", false, "torn-tail tests: damage both kinds of segment files, flip every bit of "+
@@ -485,4 +489,85 @@ func firstDiff(a, b []byte) int64 {
 		return int64(min(len(a), len(b)))
 	}
 	return -1
+}
+
+// A crash while a new segment file is being created leaves a file whose
+// header was never completely written. Open removes and recreates it; Verify
+// must call it a torn tail, not corruption. A bad header with records after
+// it is corruption that Open refuses.
+func TestInterruptedSegmentCreation(t *testing.T) {
+	t.Parallel()
+	header := encodeSegmentHeader(0, 1) // base fixed below
+	tests := []struct {
+		name    string
+		content func(base uint64) []byte
+		tail    bool
+	}{
+		{"empty file", func(uint64) []byte { return nil }, true},
+		{"preallocated, no header", func(uint64) []byte { return make([]byte, 64<<10) }, true},
+		{"torn header", func(base uint64) []byte { return append(encodeSegmentHeader(base, 1)[:20:20], make([]byte, 64<<10-20)...) }, true},
+		{"header without its last byte", func(base uint64) []byte { return encodeSegmentHeader(base, 1)[:39] }, true},
+		{"bad header with data after it", func(base uint64) []byte {
+			b := make([]byte, 200)
+			copy(b, header[:30])
+			b[150] = 1
+			return b
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			cfg := Config{SegmentSize: 64 << 10, Logger: quietLogger()}
+			// Fill the first segment until the log rolls, then put the
+			// second one back in the state the crash leaves it in.
+			l := openLog(t, dir, cfg)
+			appendN(t, l, 80, 1, 1000)
+			segs := *l.segments.Load()
+			if len(segs) != 2 {
+				t.Fatalf("%d segments, want 2", len(segs))
+			}
+			next := segs[1].base
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			name := segmentName(next)
+			if err := os.Remove(filepath.Join(dir, strings.TrimSuffix(name, segmentExt)+indexExt)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), tc.content(next), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := Verify(context.Background(), dir, nil)
+			if err != nil || len(rep.Problems) != 1 {
+				t.Fatalf("verify: %v %+v", err, rep)
+			}
+			if p := rep.Problems[0]; p.Segment != name || p.Offset != 0 || p.Tail != tc.tail {
+				t.Fatalf("verify reported %+v, want a problem at offset 0 of %s with tail=%v", p, name, tc.tail)
+			}
+			l, err = Open(dir, cfg)
+			if !tc.tail {
+				if !errors.Is(err, rewind.ErrCorruption) {
+					t.Fatalf("open of a log with a corrupt segment: %v, want corruption", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cuts := l.Recovery()
+			if len(cuts) != 1 || cuts[0].Segment != name || cuts[0].FirstPosition != next || cuts[0].Bytes != 0 || cuts[0].Reason == "" {
+				t.Fatalf("recovery = %+v", cuts)
+			}
+			checkRecords(t, readAll(t, l, 1), 1, next-1, 1000)
+			appendN(t, l, 5, 2, 1000)
+			checkRecords(t, readAll(t, l, 1), 1, next+4, 1000)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := Verify(context.Background(), dir, nil); err != nil || !rep.OK() || rep.LastPosition != next+4 {
+				t.Fatalf("verify after recovery: %v %+v", err, rep)
+			}
+		})
+	}
 }

@@ -116,12 +116,16 @@ func verifyFiles(ctx context.Context, bases []uint64, files []string, total int6
 			return rep, fmt.Errorf("open segment: %w", err)
 		}
 		res, size, err := verifySegment(f, base, sc, limit)
+		if ce, ok := err.(*rewind.CorruptionError); ok {
+			// Like Open, take a last segment whose header was never
+			// completely written, with nothing after it, for a torn tail.
+			dataEnd, zerr := lastNonZero(f, segmentHeaderSize)
+			problem(0, 0, ce.Reason, last && limit == 0 && zerr == nil && dataEnd <= segmentHeaderSize)
+			f.Close()
+			continue
+		}
 		f.Close()
 		if err != nil {
-			if ce, ok := err.(*rewind.CorruptionError); ok {
-				problem(0, 0, ce.Reason, false)
-				continue
-			}
 			return rep, err
 		}
 		if rep.FirstPosition == 0 {
