@@ -505,7 +505,9 @@ func TestInterruptedSegmentCreation(t *testing.T) {
 	}{
 		{"empty file", func(uint64) []byte { return nil }, true},
 		{"preallocated, no header", func(uint64) []byte { return make([]byte, 64<<10) }, true},
-		{"torn header", func(base uint64) []byte { return append(encodeSegmentHeader(base, 1)[:20:20], make([]byte, 64<<10-20)...) }, true},
+		{"torn header", func(base uint64) []byte {
+			return append(encodeSegmentHeader(base, 1)[:20:20], make([]byte, 64<<10-20)...)
+		}, true},
 		{"header without its last byte", func(base uint64) []byte { return encodeSegmentHeader(base, 1)[:39] }, true},
 		{"bad header with data after it", func(base uint64) []byte {
 			b := make([]byte, 200)
