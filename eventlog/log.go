@@ -495,6 +495,12 @@ func (l *Log) waitFlushed() {
 	}
 }
 
+func (l *Log) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
 // Close flushes and fsyncs what was appended, stops the log's goroutines
 // and releases the directory lock. Appends after Close fail with
 // rewind.ErrClosed.

@@ -260,3 +260,45 @@ func TestGroupRollsSeveralSegments(t *testing.T) {
 		t.Fatalf("verify: %v %+v", err, rep)
 	}
 }
+
+// A reader that still has records to read when the log closes must fail
+// with ErrClosed, not wait for a segment it can no longer open.
+func TestReaderAfterClose(t *testing.T) {
+	t.Parallel()
+	l := openLog(t, t.TempDir(), Config{SegmentSize: 64 << 10})
+	appendN(t, l, 200, 10, 1000) // several segments
+	fresh := l.NewReader(1)      // has not opened a segment yet
+	defer fresh.Close()
+	mid := l.NewReader(1) // holds the first segment, must move on to the next
+	defer mid.Close()
+	if _, err := mid.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// readOn reads until an error: a reader holding a segment finishes it.
+	readOn := func(r *Reader) error {
+		done := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := r.Next(); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal("a reader of a closed log did not return (it spins in locate)")
+			return nil
+		}
+	}
+	for name, r := range map[string]*Reader{"fresh": fresh, "mid-segment": mid} {
+		if err := readOn(r); !errors.Is(err, rewind.ErrClosed) {
+			t.Fatalf("%s reader after close: %v, want ErrClosed", name, err)
+		}
+	}
+}

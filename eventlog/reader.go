@@ -73,8 +73,9 @@ func (r *Reader) drop() {
 
 // Next returns the next record. Its payload is valid until the next call.
 // It returns io.EOF when the reader has caught up with Last, a
-// *rewind.TruncatedError when the position was removed by retention and a
-// *rewind.CorruptionError when a record fails its checks.
+// *rewind.TruncatedError when the position was removed by retention, a
+// *rewind.CorruptionError when a record fails its checks and an error
+// matching rewind.ErrClosed when the log was closed before it could read on.
 func (r *Reader) Next() (Record, error) {
 	if r.pos > r.limit {
 		v := r.l.visible.Load()
@@ -134,6 +135,9 @@ func (r *Reader) locate() error {
 			return &rewind.TruncatedError{Requested: rewind.Position(r.pos), FirstAvailable: rewind.Position(first)}
 		}
 		if !s.acquire() {
+			if r.l.isClosed() {
+				return fmt.Errorf("%w: the log is closed", rewind.ErrClosed)
+			}
 			continue // removed by retention meanwhile; the first position moved
 		}
 		if s.f == nil {
