@@ -82,7 +82,7 @@ func (s *Store) rebuild() error {
 			}
 			replayed++
 		}
-		if rec.Position >= dedupFrom {
+		if rec.Position >= dedupFrom && len(rec.Payload) > 1 && clientID(rec.Payload) {
 			s.addRecovered(rec)
 		}
 	}
