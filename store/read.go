@@ -270,7 +270,7 @@ func (s *Store) StreamInfo(ctx context.Context, stream string) (rewind.StreamInf
 }
 
 func (s *Store) infoLocked(v view) rewind.StreamInfo {
-	info := rewind.StreamInfo{Stream: v.st.name, Version: v.version, Deleted: v.version <= v.st.deleted}
+	info := rewind.StreamInfo{Stream: s.idx.name(v.slot), Version: v.version, Deleted: v.version <= v.st.deleted}
 	if info.Deleted {
 		return info
 	}
@@ -313,7 +313,7 @@ func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions)
 	s.mu.RLock()
 	names := make([]string, 0, min(len(s.idx.streams), 4*opts.Limit))
 	for i := range s.idx.streams {
-		name := s.idx.streams[i].name
+		name := s.idx.name(uint32(i))
 		if strings.HasPrefix(name, opts.Prefix) && name > opts.After {
 			names = append(names, name)
 		}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/google/uuid"
@@ -339,6 +338,11 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		s.mu.Unlock()
 		return rewind.AppendResult{}, err
 	}
+	if !ok && s.idx.names.full() {
+		s.mu.Unlock()
+		return rewind.AppendResult{}, &rewind.LimitError{Limit: "stream names (bytes)", Max: maxArena, Got: maxArena,
+			Hint: "the store holds as many stream names as it can; append to existing streams"}
+	}
 	for i, e := range b.entries {
 		setVersion(e.Payload, version+1+uint64(i))
 	}
@@ -346,9 +350,6 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 	if err != nil {
 		s.mu.Unlock()
 		return rewind.AppendResult{}, err
-	}
-	if !ok {
-		stream = strings.Clone(stream)
 	}
 	slot := s.idx.slotFor(stream)
 	if first := s.log.First(); s.idx.chain.firstChunk < first>>chunkBits {

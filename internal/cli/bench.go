@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"time"
 
@@ -23,8 +25,9 @@ figures with 'rewind bench disk' run on the same disk in the same session:
 docs/benchmarks.md explains the method.`,
 	}
 	cmd.AddCommand(a.benchAppendCmd(), a.benchReadCmd(), a.benchDiskCmd())
-	var profile string
+	var profile, memProfile string
 	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	cmd.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
 	var f *os.File
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		if err := a.setLogger(); err != nil || profile == "" {
@@ -37,6 +40,12 @@ docs/benchmarks.md explains the method.`,
 		return pprof.StartCPUProfile(f)
 	}
 	cmd.PersistentPostRun = func(*cobra.Command, []string) {
+		if memProfile != "" {
+			if mf, err := os.Create(memProfile); err == nil {
+				pprof.WriteHeapProfile(mf)
+				mf.Close()
+			}
+		}
 		if f != nil {
 			pprof.StopCPUProfile()
 			f.Close()
@@ -150,7 +159,8 @@ warm, replay is reported.`,
 			if have := int(s.Info().LastPosition); have < events {
 				bar := a.newProgress("fill", "events", int64(events-have))
 				start := time.Now()
-				_, err = bench.Append(ctx, s, bench.AppendConfig{Writers: 4, Batch: 1000, Events: events - have, Streams: streams, Progress: bar.set})
+				batch := max(1, min(1000, (events-have)/streams)) // so that every stream gets events
+				_, err = bench.Append(ctx, s, bench.AppendConfig{Writers: 4, Batch: batch, Events: events - have, Streams: streams, Progress: bar.set})
 				bar.done(err == nil)
 				fill = time.Since(start)
 				if err != nil {
@@ -161,6 +171,10 @@ warm, replay is reported.`,
 			if err := s.Close(); err != nil {
 				return err
 			}
+			// The filling store is closed: return its memory so that the
+			// peak RSS below is that of one store, as in a real process.
+			runtime.GC()
+			debug.FreeOSMemory()
 			start := time.Now()
 			s, err = store.Open(a.dataDir, store.Config{})
 			if err != nil {
