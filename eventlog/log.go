@@ -49,7 +49,8 @@ type Log struct {
 	notifyMu sync.Mutex
 	notifyCh chan struct{}
 
-	counters counters
+	counters       counters
+	pendingAppends atomic.Int64 // appends in the pending group
 
 	kick     chan struct{}
 	retain   chan struct{} // a segment was sealed: apply retention
@@ -293,6 +294,7 @@ func (l *Log) Append(entries []Entry) (Appended, error) {
 		g.first = first
 	}
 	l.next, l.lastTs, g.last = pos, ts, pos-1
+	l.pendingAppends.Add(1)
 	select {
 	case l.kick <- struct{}{}:
 	default:
@@ -347,6 +349,7 @@ func (l *Log) flushPending() {
 		}
 		l.pending = newGroup(l.spareBuf)
 		l.spareBuf = nil
+		l.pendingAppends.Store(0)
 		l.mu.Unlock()
 
 		err := l.write(g)
@@ -381,10 +384,22 @@ func (l *Log) flushPending() {
 			l.spareBuf = g.buf[:0]
 			l.mu.Unlock()
 		}
-		// Let the appenders just woken run and append again before taking
-		// the next group: one fsync then covers all of them instead of
-		// the first few (group commit works best with full groups).
+		l.gather()
+	}
+}
+
+// gather lets the appenders just woken by an acknowledgement run and
+// append again before the next group is taken, so that one fsync covers
+// all of them rather than the first few (group commit works best with full
+// groups). It yields the processor while that brings new appends, at most
+// a few times: when no appender is waiting it costs one yield.
+func (l *Log) gather() {
+	for range 8 {
+		n := l.pendingAppends.Load()
 		runtime.Gosched()
+		if l.pendingAppends.Load() == n {
+			return
+		}
 	}
 }
 
