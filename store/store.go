@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -41,10 +42,12 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	l, err := eventlog.Open(dir, c.Log)
 	if err != nil {
 		return nil, err
 	}
+	c.Logger.Debug("store: log opened", "took", time.Since(start), "first", l.First(), "last", l.Last())
 	s := &Store{cfg: c, dir: dir, log: l, closed: make(chan struct{})}
 	s.bufs.New = func() any { return new(appendBuf) }
 	if err := s.rebuild(); err != nil {
