@@ -162,4 +162,3 @@ delete. Appending to the stream again recreates it; its versions continue.`,
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
-
