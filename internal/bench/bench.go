@@ -14,24 +14,26 @@ import (
 
 // Latencies keeps append latencies for percentiles: every sample up to a
 // cap, then a uniform reservoir sample, so memory stays bounded however
-// long the run.
+// long the run (8 bytes a sample; 64Ki samples by default).
 type Latencies struct {
+	Cap     int
 	samples []time.Duration
 	seen    uint64
 	rng     uint64
 }
 
-const maxSamples = 1 << 20
-
 // Add records one latency.
 func (l *Latencies) Add(d time.Duration) {
 	l.seen++
-	if len(l.samples) < maxSamples {
+	if l.Cap == 0 {
+		l.Cap = 1 << 16
+	}
+	if len(l.samples) < l.Cap {
 		l.samples = append(l.samples, d)
 		return
 	}
 	l.rng = l.rng*6364136223846793005 + 1442695040888963407
-	if j := (l.rng >> 1) % l.seen; j < maxSamples {
+	if j := (l.rng >> 1) % l.seen; j < uint64(l.Cap) {
 		l.samples[j] = d
 	}
 }

@@ -129,7 +129,7 @@ func Append(ctx context.Context, app Appender, cfg AppendConfig) (AppendResult, 
 			return AppendResult{}, err
 		}
 	}
-	var all Latencies
+	all := Latencies{Cap: 1 << 20}
 	for i := range lats {
 		all.Merge(&lats[i])
 	}
