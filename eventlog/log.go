@@ -349,7 +349,7 @@ func (l *Log) flushPending() {
 		}
 		l.pending = newGroup(l.spareBuf)
 		l.spareBuf = nil
-		l.pendingAppends.Store(0)
+		cohort := l.pendingAppends.Swap(0)
 		l.mu.Unlock()
 
 		err := l.write(g)
@@ -384,24 +384,39 @@ func (l *Log) flushPending() {
 			l.spareBuf = g.buf[:0]
 			l.mu.Unlock()
 		}
-		l.gather()
+		if l.cfg.Durability == Sync {
+			l.gather(cohort)
+		}
 	}
 }
 
 // gather lets the appenders just woken by an acknowledgement run and
 // append again before the next group is taken, so that one fsync covers
 // all of them rather than the first few (group commit works best with full
-// groups). It yields the processor while that brings new appends, at most
-// a few times: when no appender is waiting it costs one yield.
-func (l *Log) gather() {
-	for range 8 {
-		n := l.pendingAppends.Load()
+// groups; PostgreSQL's commit_delay is the same idea). It yields the
+// processor until as many appends are pending as the last group had, or
+// until appends stop arriving, for at most gatherWait.
+func (l *Log) gather(cohort int64) {
+	if cohort <= 1 {
 		runtime.Gosched()
-		if l.pendingAppends.Load() == n {
-			return
+		return
+	}
+	deadline := time.Now().Add(gatherWait)
+	last, still := l.pendingAppends.Load(), 0
+	for last < cohort && still < 3 && time.Now().Before(deadline) {
+		runtime.Gosched()
+		n := l.pendingAppends.Load()
+		if n == last {
+			still++
+		} else {
+			last, still = n, 0
 		}
 	}
 }
+
+// gatherWait bounds how long gather holds back an fsync: a fraction of the
+// fsync itself (about 250µs on the disks we measured).
+const gatherWait = 60 * time.Microsecond
 
 // write performs the I/O of one group. A full segment is sealed before the
 // next one is created, so that recovery only ever has to look at the last
