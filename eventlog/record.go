@@ -36,6 +36,9 @@ type Record struct {
 	Position  uint64
 	Timestamp int64 // Unix nanoseconds, never decreasing along the log
 	Kind      uint8
+	// BatchEnd marks the last record of the atomic batch (one Append) the
+	// record belongs to.
+	BatchEnd bool
 	// Payload aliases the reader's buffer: it is valid until the next call
 	// on the reader that returned it.
 	Payload []byte
@@ -97,6 +100,7 @@ func decodeRecord(b []byte) (rec Record, flags uint8, n int, err error) {
 		Position:  binary.LittleEndian.Uint64(b[8:]),
 		Timestamp: int64(binary.LittleEndian.Uint64(b[16:])),
 		Kind:      b[24],
+		BatchEnd:  flags&flagBatchEnd != 0,
 		Payload:   b[recordHeaderSize:n:n],
 	}
 	return rec, flags, n, nil

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
 )
@@ -36,5 +38,54 @@ func TestSubscriptionAfterClose(t *testing.T) {
 	defer cancel()
 	if _, err := sub.Next(cctx); !errors.Is(err, rewind.ErrClosed) {
 		t.Fatalf("next after close: %v, want ErrClosed", err)
+	}
+}
+
+// Found by TestModel: a retry of a contiguous part of an earlier append, or
+// of two adjacent appends as one, was taken for a duplicate (returning
+// positions that were never one append) although the contract says it is
+// an idempotency conflict.
+func TestPartialRetryIsAConflict(t *testing.T) {
+	t.Parallel()
+	s, b := setup(t, Config{})
+	evs := make([]rewind.Event, 4)
+	for i := range evs {
+		evs[i] = ev("T", fmt.Sprint(i))
+		evs[i].ID = uuid.New()
+	}
+	if _, err := s.Append(ctx, "s", rewind.NoStream, evs[:3]...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "s", rewind.Exactly(3), evs[3]); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		for _, tc := range []struct {
+			name     string
+			events   []rewind.Event
+			first    rewind.Position
+			conflict bool
+		}{
+			{"whole first append", evs[:3], 1, false},
+			{"whole second append", evs[3:], 4, false},
+			{"head of an append", evs[:2], 1, true},
+			{"tail of an append", evs[1:3], 2, true},
+			{"middle of an append", evs[1:2], 2, true},
+			{"two appends as one", evs[2:4], 3, true},
+			{"all four as one", evs, 1, true},
+		} {
+			res, err := s.Append(ctx, "s", rewind.Any, tc.events...)
+			var ic *rewind.IdempotencyConflictError
+			switch {
+			case tc.conflict && (!errors.As(err, &ic) || ic.Position != tc.first || ic.EventID != tc.events[0].ID.String()):
+				t.Fatalf("round %d, %s: %+v, %v; want a conflict at %d", round, tc.name, res, err, tc.first)
+			case !tc.conflict && (err != nil || !res.Duplicate || res.FirstPosition != tc.first):
+				t.Fatalf("round %d, %s: %+v, %v; want a duplicate at %d", round, tc.name, res, err, tc.first)
+			}
+		}
+		if info, _ := s.StreamInfo(ctx, "s"); info.Version != 4 {
+			t.Fatalf("version %d after the retries, want 4", info.Version)
+		}
+		s = reopen(t, s, b)
 	}
 }

@@ -300,6 +300,7 @@ func (s *Store) resolveDuplicates(ctx context.Context, b *appendBuf) (rewind.App
 	var res rewind.AppendResult
 	known := 0
 	start := 0
+	wholeBatch := true // the known records so far are one earlier append
 	for i, pos := range b.cands {
 		end := b.ends[i]
 		payload := b.payload[start:end]
@@ -329,14 +330,23 @@ func (s *Store) resolveDuplicates(ctx context.Context, b *appendBuf) (rewind.App
 		}
 		if known == 0 {
 			res.FirstPosition, res.FirstVersion = rewind.Position(pos), ev.Version
+			if wholeBatch, err = s.startsBatch(pos); err != nil {
+				return res, false, err
+			}
 		} else if uint64(res.LastPosition)+1 != pos {
 			return res, false, &rewind.IdempotencyConflictError{EventID: b.ids[i].String(), Position: rewind.Position(pos),
 				Reason: "the ids of this batch belong to different earlier appends or a different order"}
 		}
+		// Only the last record may end the earlier append.
+		wholeBatch = wholeBatch && rec.BatchEnd == (i == len(b.ids)-1)
 		res.LastPosition, res.LastVersion = rewind.Position(pos), ev.Version
 		known++
 	}
 	if known == len(b.ids) {
+		if !wholeBatch {
+			return res, false, &rewind.IdempotencyConflictError{EventID: b.ids[0].String(), Position: res.FirstPosition,
+				Reason: "the batch repeats only part of an earlier append, or several of them"}
+		}
 		res.Duplicate = true
 		return res, true, nil
 	}
@@ -347,6 +357,20 @@ func (s *Store) resolveDuplicates(ctx context.Context, b *appendBuf) (rewind.App
 		}
 	}
 	return res, false, nil
+}
+
+// startsBatch reports whether the record at pos is the first of its
+// append. A segment never splits an append, so the first position of the
+// log always starts one.
+func (s *Store) startsBatch(pos uint64) (bool, error) {
+	if pos <= s.log.First() {
+		return true, nil
+	}
+	rec, err := s.log.Read(pos - 1)
+	if err != nil {
+		return false, fmt.Errorf("read event %d for the idempotency check: %w", pos-1, err)
+	}
+	return rec.BatchEnd, nil
 }
 
 // sameBody compares two envelopes, ignoring the stream version.
