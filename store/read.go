@@ -91,6 +91,11 @@ func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([
 		}
 	} else {
 		lo = max(opts.From, lowest)
+		if first := s.log.First(); first > 1 && lo <= v.version && s.idx.positionOf(v.slot, v.st, lo, first) == 0 {
+			// Retention removed version lo: start at the first version left,
+			// so that Limit counts events that can be read.
+			lo += sortSearch(v.version-lo+1, func(i uint64) bool { return s.idx.positionOf(v.slot, v.st, lo+i, first) != 0 })
+		}
 		hi = v.version
 		if opts.Limit > 0 {
 			hi = min(hi, lo+uint64(opts.Limit)-1)

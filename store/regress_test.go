@@ -89,3 +89,30 @@ func TestPartialRetryIsAConflict(t *testing.T) {
 		s = reopen(t, s, b)
 	}
 }
+
+// Found by TestModel: a forward stream read with a Limit counted the
+// versions retention had removed, so paging from the start of a stream
+// whose first events were gone returned nothing at all.
+func TestForwardReadAfterRetention(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, Config{Log: eventlog.Config{SegmentSize: 64 << 10, MaxBytes: 3 * 64 << 10, RetentionInterval: time.Hour}})
+	for i := range 400 {
+		if _, err := s.Append(ctx, "s", rewind.Any, ev("T", fmt.Sprintf("%0999d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Log().ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.StreamInfo(ctx, "s")
+	if err != nil || info.FirstVersion < 2 || info.Version != 400 {
+		t.Fatalf("retention left %+v, %v; want the first versions removed", info, err)
+	}
+	for _, from := range []uint64{0, 1, info.FirstVersion - 1, info.FirstVersion} {
+		evs, err := s.ReadStream(ctx, "s", rewind.ReadStreamOptions{From: from, Limit: 10})
+		if err != nil || len(evs) != 10 || evs[0].Version != info.FirstVersion || evs[9].Version != info.FirstVersion+9 {
+			t.Fatalf("read from %d, limit 10: %d events at positions %v, %v; want versions %d..%d",
+				from, len(evs), positionsOf(evs), err, info.FirstVersion, info.FirstVersion+9)
+		}
+	}
+}
