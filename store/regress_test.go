@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -114,5 +116,62 @@ func TestForwardReadAfterRetention(t *testing.T) {
 			t.Fatalf("read from %d, limit 10: %d events at positions %v, %v; want versions %d..%d",
 				from, len(evs), positionsOf(evs), err, info.FirstVersion, info.FirstVersion+9)
 		}
+	}
+}
+
+// Found while checking the partial replay TestModel exercises: when
+// retention had removed a deleted stream's events but not the record of the
+// delete, an open without a snapshot set the stream's version one too low,
+// and the next append reused a version the stream already had.
+func TestDeletedStreamVersionAfterRetention(t *testing.T) {
+	t.Parallel()
+	for _, snapshot := range []bool{true, false} {
+		t.Run(fmt.Sprintf("snapshot=%v", snapshot), func(t *testing.T) {
+			t.Parallel()
+			s, b := setup(t, Config{Log: eventlog.Config{SegmentSize: 64 << 10, MaxBytes: 3 * 64 << 10, RetentionInterval: time.Hour}})
+			if _, err := s.Append(ctx, "d", rewind.NoStream, ev("A", "1"), ev("A", "2"), ev("A", "3")); err != nil {
+				t.Fatal(err)
+			}
+			filler := func(n int) {
+				for i := range n {
+					if _, err := s.Append(ctx, "filler", rewind.Any, ev("T", fmt.Sprintf("%0999d", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			filler(240)
+			del, err := s.DeleteStream(ctx, "d", rewind.Exactly(3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			filler(10)
+			if _, err := s.Log().ApplyRetention(); err != nil {
+				t.Fatal(err)
+			}
+			if first := s.Log().First(); first <= 3 || first > uint64(del) {
+				t.Fatalf("first position %d: the test needs the events of d removed and its delete kept (at %d)", first, del)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !snapshot {
+				if err := os.Remove(filepath.Join(b.dir, snapshotName)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err = Open(b.dir, b.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			info, err := s.StreamInfo(ctx, "d")
+			if err != nil || info != (rewind.StreamInfo{Stream: "d", Version: 3, Deleted: true}) {
+				t.Fatalf("stream info after reopen: %+v, %v; want version 3, deleted", info, err)
+			}
+			res, err := s.Append(ctx, "d", rewind.NoStream, ev("B", "again"))
+			if err != nil || res.FirstVersion != 4 {
+				t.Fatalf("append after the delete: %+v, %v; want version 4", res, err)
+			}
+		})
 	}
 }

@@ -117,8 +117,16 @@ func (s *Store) applyRecord(rec eventlog.Record, partial bool) error {
 	}
 	slot := s.idx.slotFor(string(stream))
 	st := &s.idx.streams[slot]
-	if partial && st.last < s.log.First() && version > st.version+1 {
-		s.idx.skipVersions(slot, version-1)
+	if partial && st.last < s.log.First() {
+		// The stream's earlier records are gone: an event follows the
+		// version before it, a delete records the stream's version itself.
+		known := version - 1
+		if rec.Kind == kindTombstone {
+			known = version
+		}
+		if known > st.version {
+			s.idx.skipVersions(slot, known)
+		}
 	}
 	switch rec.Kind {
 	case kindEvent:
