@@ -302,3 +302,15 @@ func TestReaderAfterClose(t *testing.T) {
 		}
 	}
 }
+
+// An index entry that repeats "the entry before the first one" (the
+// position before the segment, at the offset before its first record) has
+// nothing to repeat: decodeIndex must call the index damaged, not panic.
+func TestDecodeIndexEntryBeforeSegment(t *testing.T) {
+	t.Parallel()
+	raw := appendIndexEntry(nil, indexEntry{pos: 9, off: segmentHeaderSize - 1})
+	entries, ok := decodeIndex(raw, 10)
+	if ok || len(entries) != 0 {
+		t.Fatalf("decodeIndex = %v, %v; want a damaged, empty index", entries, ok)
+	}
+}

@@ -120,7 +120,8 @@ func decodeIndex(b []byte, base uint64) (entries []indexEntry, ok bool) {
 			ts:   int64(binary.LittleEndian.Uint64(b[16:])),
 			last: binary.LittleEndian.Uint32(b[24:])&indexFlagLast != 0,
 		}
-		if e.pos < prev.pos || e.off < prev.off || e.ts < prev.ts || (e.pos == prev.pos) != (e.off == prev.off) || prev.last {
+		if e.pos < prev.pos || e.off < prev.off || e.ts < prev.ts || (e.pos == prev.pos) != (e.off == prev.off) || prev.last ||
+			e.pos == prev.pos && len(entries) == 0 { // a repeat of nothing: the entry before the segment
 			return entries, false
 		}
 		if e.pos == prev.pos { // the seal entry may repeat the last sparse entry
