@@ -1,0 +1,242 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog"
+)
+
+// The store-level torn-tail test: the last records of a closed store are
+// damaged at every byte offset (file cut short there, or one bit flipped
+// there). Each time Verify must name the damage, Open must cut exactly the
+// damaged append and what follows, and the store must then be exactly the
+// model of the appends that survived: same events, versions rolled back,
+// the stale snapshot ignored; retrying a cut append writes it again at the
+// positions that follow, retrying a surviving one is a duplicate.
+
+// tailOp is one write of the template store.
+type tailOp struct {
+	stream string
+	events []rewind.Event // nil: a delete
+	first  uint64         // its first position
+}
+
+// tailRecord is a record of the last segment, as its framing places it.
+type tailRecord struct {
+	pos             uint64
+	off, end, batch int64 // batch: offset of the first record of its append
+}
+
+func TestTornTailStore(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Log: eventlog.Config{SegmentSize: 64 << 10, Durability: eventlog.None}, Logger: slog.New(slog.DiscardHandler)}
+	tmpl := t.TempDir()
+	s, err := Open(tmpl, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ops []tailOp
+	appendOp := func(stream string, n, size int) {
+		evs := make([]rewind.Event, n)
+		for i := range evs {
+			evs[i] = rewind.Event{ID: uuid.New(), Type: "T", Data: bytes.Repeat([]byte{byte(rng.Uint32())}, size)}
+		}
+		res, err := s.Append(ctx, stream, rewind.Any, evs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, tailOp{stream, evs, uint64(res.FirstPosition)})
+	}
+	for i := 0; s.Log().Stats().Segments < 2; i++ { // a sealed segment, then the active one
+		appendOp([]string{"a", "b", "c"}[i%3], 1+i%3, 300)
+	}
+	appendOp("c", 2, 10)
+	pos, err := s.DeleteStream(ctx, "c", rewind.Any)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops = append(ops, tailOp{stream: "c", first: uint64(pos)})
+	damageFrom := len(ops) // the appends whose records are damaged
+	appendOp("a", 2, 3)
+	appendOp("c", 1, 5) // recreates c
+	appendOp("b", 1, 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	bases := segmentBases(t, tmpl)
+	lastSeg := fmt.Sprintf("%020d.seg", bases[len(bases)-1])
+	orig, err := os.ReadFile(filepath.Join(tmpl, lastSeg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := frameRecords(orig, bases[len(bases)-1])
+	var damage int64
+	for _, r := range recs {
+		if r.pos == ops[damageFrom].first {
+			damage = r.off
+		}
+	}
+	if damage == 0 {
+		t.Fatal("the damaged appends are not in the last segment")
+	}
+	end := recs[len(recs)-1].end
+
+	// Every offset of the damaged appends with -tail.full. By default
+	// every byte of each record's header and the first, last and every
+	// 8th byte of its payload (the log never looks inside a payload: a
+	// damaged payload byte fails the checksum like its neighbours); and
+	// the retries, close and verify after each damage run at a record's
+	// first and last byte only. The log's own torn-tail tests cover every
+	// byte and bit.
+	dir := t.TempDir()
+	for d := damage; d < end; d++ {
+		r := recordAt(recs, d)
+		edge := d == r.off || d == r.end-1
+		if !*tailFull && !edge && d >= r.off+28 && (d-r.off)%8 != 0 {
+			continue
+		}
+		thorough := *tailFull || edge
+		checkStoreTail(t, fmt.Sprintf("cut at %d", d), dir, tmpl, lastSeg, orig[:d:d], recs, d, false, ops, cfg, thorough)
+		mutated := bytes.Clone(orig)
+		mutated[d] ^= 1 << (d % 8)
+		checkStoreTail(t, fmt.Sprintf("bit %d flipped at %d", d%8, d), dir, tmpl, lastSeg, mutated, recs, d, true, ops, cfg, thorough)
+	}
+}
+
+var tailFull = flag.Bool("tail.full", false, "store torn-tail test: flip a bit at every offset and run every step after each damage (slow)")
+
+func recordAt(recs []tailRecord, d int64) tailRecord {
+	for _, r := range recs {
+		if d < r.end {
+			return r
+		}
+	}
+	return tailRecord{}
+}
+
+// frameRecords walks the records of a segment by their length fields.
+func frameRecords(seg []byte, base uint64) []tailRecord {
+	var out []tailRecord
+	batch := int64(40)
+	for off, pos := int64(40), base; off+4 <= int64(len(seg)); pos++ {
+		l := int64(binary.LittleEndian.Uint32(seg[off:]))
+		if l == 0 {
+			break
+		}
+		r := tailRecord{pos: pos, off: off, end: off + 28 + l, batch: batch}
+		out = append(out, r)
+		if seg[off+25]&1 != 0 { // the batch-end flag
+			batch = r.end
+		}
+		off = r.end
+	}
+	return out
+}
+
+func checkStoreTail(t *testing.T, what, dir, tmpl, lastSeg string, mutated []byte, recs []tailRecord, d int64, flip bool,
+	ops []tailOp, cfg Config, thorough bool) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("%s: %s", what, fmt.Sprintf(format, args...))
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
+	copyDir(t, dir, tmpl)
+	if err := os.WriteFile(filepath.Join(dir, lastSeg), mutated, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := recordAt(recs, d) // the damaged record
+	var cutAt uint64 // the first position of the damaged append
+	for _, r := range recs {
+		if r.off == k.batch {
+			cutAt = r.pos
+		}
+	}
+	damaged := flip || d != k.batch // a file cut at an append's first byte just ends there
+
+	rep, err := eventlog.Verify(context.Background(), dir, nil)
+	if err != nil {
+		fail("verify: %v", err)
+	}
+	switch {
+	case !damaged && !rep.OK():
+		fail("verify reported %v for a log that only lost whole appends", rep.Problems)
+	case damaged && (len(rep.Problems) != 1 || !rep.Problems[0].Tail || rep.Problems[0].Segment != lastSeg):
+		fail("verify reported %v, want one tail problem in %s", rep.Problems, lastSeg)
+	case damaged && rep.Problems[0].Offset != k.off && !(d == k.off && rep.Problems[0].Offset == k.batch):
+		fail("verify reported the damage at offset %d, want %d", rep.Problems[0].Offset, k.off)
+	}
+
+	s, err := Open(dir, cfg)
+	if err != nil {
+		fail("open: %v", err)
+	}
+	defer s.Close()
+	cuts := s.Recovery()
+	if damaged && (len(cuts) != 1 || cuts[0].FirstPosition != cutAt || cuts[0].Offset != k.batch || cuts[0].Segment != lastSeg) {
+		fail("recovery cut %+v, want a cut at offset %d from position %d", cuts, k.batch, cutAt)
+	}
+	if !damaged && len(cuts) != 0 {
+		fail("recovery cut %+v for a log that only lost whole appends", cuts)
+	}
+	if s.Log().Last() != cutAt-1 {
+		fail("last position %d, want %d", s.Log().Last(), cutAt-1)
+	}
+
+	// The store must be exactly the model of what survived.
+	h := &harness{t: t, s: s, m: newModel(), rng: rand.New(rand.NewPCG(1, 1)), outcomes: map[string]int{}, cfg: cfg}
+	var cut []tailOp
+	for _, op := range ops {
+		if op.first >= cutAt {
+			cut = append(cut, op)
+			continue
+		}
+		var err error
+		if op.events == nil {
+			_, err = h.m.delete(op.stream, rewind.Any)
+		} else {
+			_, err = h.m.append(op.stream, rewind.Any, op.events)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.fullCheck()
+	if !thorough {
+		return
+	}
+	// Retries: a cut append is written again, a surviving one is a duplicate.
+	for _, op := range cut {
+		if op.events != nil {
+			h.doAppend("retry of a cut append", op.stream, rewind.Any, op.events)
+		}
+	}
+	h.doAppend("retry of a surviving append", ops[0].stream, rewind.Any, ops[0].events)
+	if h.outcomes["duplicate"] != 1 {
+		fail("the retry of a surviving append was not a duplicate")
+	}
+	h.fullCheck()
+	if err := s.Close(); err != nil {
+		fail("close: %v", err)
+	}
+	if rep, err := eventlog.Verify(context.Background(), dir, nil); err != nil || !rep.OK() {
+		fail("verify after recovery: %v %v", err, rep.Problems)
+	}
+}
