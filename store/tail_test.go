@@ -163,7 +163,7 @@ func checkStoreTail(t *testing.T, what, dir, tmpl, lastSeg string, mutated []byt
 		t.Fatal(err)
 	}
 	k := recordAt(recs, d) // the damaged record
-	var cutAt uint64 // the first position of the damaged append
+	var cutAt uint64       // the first position of the damaged append
 	for _, r := range recs {
 		if r.off == k.batch {
 			cutAt = r.pos
