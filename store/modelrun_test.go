@@ -456,7 +456,7 @@ func (h *harness) opInvalid() {
 	evs := h.randEvents()
 	var err error
 	var want error = rewind.ErrInvalidArgument
-	switch h.rng.IntN(7) {
+	switch h.rng.IntN(8) {
 	case 0:
 		h.logOp("append with no events")
 		_, err = h.s.Append(ctxBG, stream, rewind.Any)
@@ -480,6 +480,10 @@ func (h *harness) opInvalid() {
 		h.logOp("append of an event over the size limit")
 		evs[0].Data = make([]byte, 1<<20+1)
 		want = rewind.ErrLimitExceeded
+		_, err = h.s.Append(ctxBG, stream, rewind.Any, evs...)
+	case 6:
+		h.logOp("append with an occurred-at outside 1677-2262")
+		evs[len(evs)-1].OccurredAt = time.Date([]int{1500, 3000}[h.rng.IntN(2)], 1, 1, 0, 0, 0, 0, time.UTC)
 		_, err = h.s.Append(ctxBG, stream, rewind.Any, evs...)
 	default:
 		h.logOp("delete with expected version no-stream")

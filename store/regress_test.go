@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -173,5 +174,36 @@ func TestDeletedStreamVersionAfterRetention(t *testing.T) {
 				t.Fatalf("append after the delete: %+v, %v; want version 4", res, err)
 			}
 		})
+	}
+}
+
+// Found while writing the model-based test's event generator: an
+// occurred-at time outside the range of int64 Unix nanoseconds (before
+// 1677 or after 2262) was stored wrapped around, as another time, without
+// an error. It is now refused like any other invalid input.
+func TestOccurredAtOutOfRange(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, Config{})
+	for _, at := range []time.Time{time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		e := ev("T", "x")
+		e.OccurredAt = at
+		if _, err := s.Append(ctx, "s", rewind.Any, e); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Fatalf("occurred at %v: %v, want an invalid argument", at, err)
+		}
+	}
+	for _, at := range []time.Time{time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64), time.Date(2200, 5, 6, 7, 8, 9, 10, time.UTC)} {
+		e := ev("T", "x")
+		e.OccurredAt = at
+		res, err := s.Append(ctx, "s", rewind.Any, e)
+		if err != nil {
+			t.Fatalf("occurred at %v: %v", at, err)
+		}
+		evs, err := s.ReadStream(ctx, "s", rewind.ReadStreamOptions{From: res.FirstVersion, Limit: 1})
+		if err != nil || !evs[0].OccurredAt.Equal(at) {
+			t.Fatalf("occurred at %v read back as %v, %v", at, evs[0].OccurredAt, err)
+		}
+	}
+	if info, _ := s.StreamInfo(ctx, "s"); info.Version != 3 {
+		t.Fatalf("version %d: a refused append wrote something", info.Version)
 	}
 }

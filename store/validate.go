@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+	"math"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -49,6 +51,12 @@ const (
 	maxMetadataCount = 64
 )
 
+// The occurred-at times an envelope can hold.
+var (
+	minOccurredAt = time.Unix(0, math.MinInt64)
+	maxOccurredAt = time.Unix(0, math.MaxInt64)
+)
+
 // validateEvent checks what the encoded size does not.
 func validateEvent(i int, e *rewind.Event) error {
 	field := func(f string) string { return fmt.Sprintf("events[%d].%s", i, f) }
@@ -59,6 +67,10 @@ func validateEvent(i int, e *rewind.Event) error {
 	if len(e.ContentType) > maxContentType || !utf8.ValidString(e.ContentType) {
 		return &rewind.ValidationError{Field: field("content_type"), Value: e.ContentType,
 			Reason: fmt.Sprintf("must be UTF-8 of at most %d bytes", maxContentType)}
+	}
+	if t := e.OccurredAt; !t.IsZero() && (t.Before(minOccurredAt) || t.After(maxOccurredAt)) {
+		return &rewind.ValidationError{Field: field("occurred_at"), Value: t.Format(time.RFC3339),
+			Reason: "must be between 1677-09-21 and 2262-04-11, the range of Unix nanoseconds it is stored as"}
 	}
 	if len(e.Metadata) > maxMetadataCount {
 		return &rewind.ValidationError{Field: field("metadata"),
