@@ -207,3 +207,53 @@ func TestOccurredAtOutOfRange(t *testing.T) {
 		t.Fatalf("version %d: a refused append wrote something", info.Version)
 	}
 }
+
+// Found by FuzzSnapshot: a snapshot (with a right checksum) whose stream
+// had fewer anchors than its version calls for passed the load check, and
+// the first read of that stream indexed past the anchors and panicked. The
+// check now requires one anchor per anchorEvery versions; real snapshots,
+// including those of streams retention shortened, still load.
+func TestSnapshotAnchorsChecked(t *testing.T) {
+	t.Parallel()
+	s, b := setup(t, Config{Log: eventlog.Config{SegmentSize: 64 << 10, MaxBytes: 4 * 64 << 10, RetentionInterval: time.Hour}})
+	for i := range 3*anchorEvery + 10 {
+		if _, err := s.Append(ctx, "long", rewind.Any, ev("T", fmt.Sprintf("%0100d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Log().ApplyRetention(); err != nil {
+		t.Fatal(err)
+	}
+	// Replay without a snapshot (versions skipped), then use the snapshot
+	// the close writes.
+	s.Close()
+	os.Remove(filepath.Join(b.dir, snapshotName))
+	for round := range 2 {
+		var err error
+		if s, err = Open(b.dir, b.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if round == 1 && s.replayed != 0 {
+			t.Fatalf("the snapshot was not used: %d events replayed", s.replayed)
+		}
+		info, err := s.StreamInfo(ctx, "long")
+		if err != nil || info.Version != 3*anchorEvery+10 || info.FirstVersion < 2 {
+			t.Fatalf("info %+v, %v", info, err)
+		}
+		for _, v := range []uint64{info.FirstVersion, anchorEvery * 2, anchorEvery*2 + 1, info.Version} {
+			evs, err := s.ReadStream(ctx, "long", rewind.ReadStreamOptions{From: v, Limit: 1})
+			if err != nil || len(evs) != 1 || evs[0].Version != v || string(evs[0].Data) != fmt.Sprintf("%0100d", v-1) {
+				t.Fatalf("round %d: version %d: %v, %v", round, v, positionsOf(evs), err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An index with an anchor missing is refused.
+	x := &index{streams: []streamState{{nameLen: 4, version: 2 * anchorEvery, last: 5}}, anchors: map[uint32][]uint64{0: {3}}}
+	x.names.add("long")
+	if err := x.check(); err == nil {
+		t.Fatal("a stream at version 2048 with one anchor passed the check")
+	}
+}

@@ -544,9 +544,13 @@ func (x *index) check() error {
 		if st.deleted > st.version || (st.version == 0) != (st.last == 0) {
 			return fmt.Errorf("stream %d: inconsistent versions", slot)
 		}
+		// positionOf indexes the anchors by version: one per anchorEvery.
+		if uint64(len(x.anchors[uint32(slot)])) != st.version/anchorEvery {
+			return fmt.Errorf("anchors of stream %d do not match it", slot)
+		}
 	}
-	for slot, ps := range x.anchors {
-		if int(slot) >= len(x.streams) || uint64(len(ps)) > x.streams[slot].version/anchorEvery {
+	for slot := range x.anchors {
+		if int(slot) >= len(x.streams) {
 			return fmt.Errorf("anchors of stream %d do not match it", slot)
 		}
 	}
