@@ -1,0 +1,379 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rewindhq/rewind"
+)
+
+// applier applies a job's change to one chunk inside the chunk's
+// transaction, and previews it without writing.
+type applier interface {
+	prepare(ctx context.Context, db querier, args pgx.NamedArgs) error
+	apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error)
+	preview(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds, n int) ([]Diff, []string, error)
+	explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error)
+}
+
+// chunkEnv is what applying one chunk has at hand.
+type chunkEnv struct {
+	tx      pgx.Tx
+	args    pgx.NamedArgs
+	runID   string
+	seq     int64
+	jobHash string
+	intents *intents // for sinks outside the database
+}
+
+// chunkResult is what a chunk did, as recorded in its checkpoint.
+type chunkResult struct {
+	Seen, Changed, Skipped int64
+	In, Out                string // checksums of input and output
+}
+
+// Diff is one row of a dry run's preview: the columns that would change.
+type Diff struct {
+	Key    Key               `json:"key"`
+	Before map[string]string `json:"before"`
+	After  map[string]string `json:"after"`
+}
+
+func explainText(ctx context.Context, db querier, q string, args pgx.NamedArgs) (string, error) {
+	rows, err := db.Query(ctx, "EXPLAIN "+q, args)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return "", err
+		}
+		lines = append(lines, l)
+	}
+	return strings.Join(lines, "\n"), rows.Err()
+}
+
+// setChange updates the source table's columns with SQL expressions.
+type setChange struct {
+	t    *Table
+	set  map[string]string
+	cols []string // sorted
+}
+
+func newSetChange(t *Table, set map[string]string) *setChange {
+	return &setChange{t: t, set: set, cols: slices.Sorted(maps.Keys(set))}
+}
+
+func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	for _, c := range s.cols {
+		field := "set." + c
+		if _, ok := s.t.types[c]; !ok {
+			return &rewind.ValidationError{Field: field, Value: c, Reason: fmt.Sprintf("table %s has no such column", s.t.ref)}
+		}
+		if slices.Contains(s.t.Key, c) {
+			return &rewind.ValidationError{Field: field, Value: c, Reason: "a set job cannot change a key column"}
+		}
+		if strings.TrimSpace(s.set[c]) == "" {
+			return &rewind.ValidationError{Field: field, Reason: "needs an SQL expression"}
+		}
+		q := fmt.Sprintf("SELECT CAST((%s) AS %s) FROM %s t", s.set[c], s.t.types[c], s.t.ref)
+		if _, err := explainText(ctx, db, q, args); err != nil {
+			return sqlError(field, s.set[c], err)
+		}
+	}
+	return nil
+}
+
+// assignments returns "col = (expr)::type, …" and the row comparison that
+// keeps rows already holding the values from being written.
+func (s *setChange) assignments() (set, differs string) {
+	var sets, olds, news []string
+	for _, c := range s.cols {
+		v := fmt.Sprintf("CAST((%s) AS %s)", s.set[c], s.t.types[c])
+		sets = append(sets, quote(c)+" = "+v)
+		olds = append(olds, "t."+quote(c)+"::text")
+		news = append(news, v+"::text")
+	}
+	return strings.Join(sets, ", "), fmt.Sprintf("ROW(%s) IS DISTINCT FROM ROW(%s)", strings.Join(olds, ", "), strings.Join(news, ", "))
+}
+
+func (s *setChange) updateSQL(args pgx.NamedArgs, b Bounds) string {
+	set, differs := s.assignments()
+	return fmt.Sprintf("UPDATE %s t SET %s WHERE %s AND %s AND %s",
+		s.t.ref, set, s.t.rangeCond(args, b), s.t.where(), differs)
+}
+
+func (s *setChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	var r chunkResult
+	var err error
+	if r.Seen, r.In, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
+		return r, err
+	}
+	a := with(env.args)
+	q := fmt.Sprintf("WITH u AS (%s RETURNING md5(t::text) AS _rw_h, %s) SELECT count(*), coalesce(md5(string_agg(u._rw_h, '' ORDER BY %s)), '') FROM u",
+		s.updateSQL(a, b), s.t.keyCols("t."), s.t.keyCols("u."))
+	err = env.tx.QueryRow(ctx, q, a).Scan(&r.Changed, &r.Out)
+	return r, err
+}
+
+func (s *setChange) preview(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds, n int) ([]Diff, []string, error) {
+	a := with(args)
+	var sel []string
+	for _, c := range s.cols {
+		sel = append(sel, "t."+quote(c)+"::text", fmt.Sprintf("CAST(CAST((%s) AS %s) AS text)", s.set[c], s.t.types[c]))
+	}
+	q := fmt.Sprintf("SELECT %s, %s FROM %s t WHERE %s AND %s ORDER BY %s LIMIT %d",
+		s.t.keyText("t."), strings.Join(sel, ", "), s.t.ref, s.t.rangeCond(a, Bounds{After: b.After}), s.t.where(), s.t.keyCols("t."), n)
+	rows, err := db.Query(ctx, q, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var diffs []Diff
+	nk := len(s.t.Key)
+	for rows.Next() {
+		vals := make([]*string, nk+2*len(s.cols))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, nil, err
+		}
+		d := Diff{Key: make(Key, nk), Before: map[string]string{}, After: map[string]string{}}
+		for i := range nk {
+			d.Key[i] = deref(vals[i])
+		}
+		for i, c := range s.cols {
+			d.Before[c], d.After[c] = deref(vals[nk+2*i]), deref(vals[nk+2*i+1])
+		}
+		diffs = append(diffs, d)
+	}
+	return diffs, nil, rows.Err()
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "NULL"
+	}
+	return *s
+}
+
+func (s *setChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error) {
+	a := with(args)
+	return explainText(ctx, db, s.updateSQL(a, b), a)
+}
+
+// statementChange runs an SQL statement per chunk with the chunk's key
+// bounds bound as @lo and @hi (or @lo_COL and @hi_COL).
+type statementChange struct {
+	t   *Table
+	sql string
+}
+
+var boundRE = regexp.MustCompile(`@(lo|hi)(_[A-Za-z0-9_]+)?\b`)
+
+func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
+	a := with(args)
+	for i, c := range s.t.Key {
+		var lo, hi any
+		if b.Lo != nil {
+			lo, hi = b.Lo[i], b.Hi[i]
+		}
+		a["lo_"+c], a["hi_"+c] = lo, hi
+		if len(s.t.Key) == 1 {
+			a["lo"], a["hi"] = lo, hi
+		}
+	}
+	return a
+}
+
+func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	if !boundRE.MatchString(s.sql) {
+		return &rewind.ValidationError{Field: "statement", Value: s.sql,
+			Reason: "must restrict itself to the chunk with @lo and @hi (or @lo_COLUMN and @hi_COLUMN)"}
+	}
+	if _, err := explainText(ctx, db, s.sql, s.bind(args, Bounds{})); err != nil {
+		return sqlError("statement", s.sql, err)
+	}
+	return nil
+}
+
+func (s *statementChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	var r chunkResult
+	var err error
+	if r.Seen, r.In, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
+		return r, err
+	}
+	tag, err := env.tx.Exec(ctx, s.sql, s.bind(env.args, b))
+	if err != nil {
+		return r, err
+	}
+	r.Changed = tag.RowsAffected()
+	_, r.Out, err = s.t.rangeSum(ctx, env.tx, b)
+	return r, err
+}
+
+func (s *statementChange) preview(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds, n int) ([]Diff, []string, error) {
+	items, err := s.t.read(ctx, db, args, b, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	var diffs []Diff
+	for _, it := range items[:min(n, len(items))] {
+		diffs = append(diffs, Diff{Key: it.Key, Before: rowText(it.Row)})
+	}
+	return diffs, []string{"a statement job's effect is not previewed (that would mean running it); " +
+		"the rows shown are the first chunk's input"}, nil
+}
+
+func (s *statementChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error) {
+	return explainText(ctx, db, s.sql, s.bind(args, b))
+}
+
+func rowText(row map[string]any) map[string]string {
+	out := make(map[string]string, len(row))
+	for k, v := range row {
+		out[k] = valueText(v)
+	}
+	return out
+}
+
+func valueText(v any) string {
+	if v == nil {
+		return "NULL"
+	}
+	if b, err := json.Marshal(jsonValue(v)); err == nil {
+		s := string(b)
+		if len(s) >= 2 && s[0] == '"' {
+			var u string
+			if json.Unmarshal(b, &u) == nil {
+				return u
+			}
+		}
+		return s
+	}
+	return fmt.Sprint(v)
+}
+
+// processChange reads the chunk's items, calls the job's process function
+// and hands its changes to the sink.
+type processChange struct {
+	src  Source
+	fn   ProcessFunc
+	sink Sink
+}
+
+func (p *processChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	return p.sink.prepare(ctx, db)
+}
+
+func (p *processChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	var r chunkResult
+	items, err := p.src.read(ctx, env.tx, env.args, b, true)
+	if err != nil {
+		return r, err
+	}
+	r.Seen, r.In = int64(len(items)), itemsSum(items)
+	changes, err := p.fn(ctx, items)
+	if err != nil {
+		return r, err
+	}
+	r.Out = changesSum(changes)
+	r.Changed, err = writeSink(ctx, p.sink, env, changes)
+	return r, err
+}
+
+func (p *processChange) preview(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds, n int) ([]Diff, []string, error) {
+	items, err := p.src.read(ctx, db, args, b, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	changes, err := p.fn(ctx, items)
+	if err != nil {
+		return nil, nil, fmt.Errorf("process the first chunk: %w", err)
+	}
+	byKey := map[string]Item{}
+	for _, it := range items {
+		byKey[it.Key.String()] = it
+	}
+	var diffs []Diff
+	for _, c := range changes[:min(n, len(changes))] {
+		d := Diff{Key: c.Key, Before: map[string]string{}, After: map[string]string{}}
+		in := byKey[c.Key.String()]
+		if c.Row != nil {
+			for col, v := range c.Row {
+				d.After[col] = valueText(v)
+				if in.Row != nil {
+					d.Before[col] = valueText(in.Row[col])
+				}
+			}
+		} else {
+			d.After["stream"], d.After["type"], d.After["data"] = c.Stream, c.Event.Type, string(c.Event.Data)
+			if in.Event != nil {
+				d.Before["stream"], d.Before["type"], d.Before["data"] = in.Event.Stream, in.Event.Type, string(in.Event.Data)
+			}
+		}
+		diffs = append(diffs, d)
+	}
+	return diffs, nil, nil
+}
+
+func (p *processChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error) {
+	t, ok := p.src.(*Table)
+	if !ok {
+		return "", nil
+	}
+	a := with(args)
+	q := fmt.Sprintf("SELECT * FROM %s t WHERE %s AND %s ORDER BY %s FOR UPDATE", t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."))
+	return explainText(ctx, db, q, a)
+}
+
+func itemsSum(items []Item) string {
+	var b strings.Builder
+	for _, it := range items {
+		var v any = it.Row
+		if it.Event != nil {
+			v = it.Event
+		}
+		j, _ := json.Marshal(jsonRow(v))
+		b.WriteString(md5Of(it.Key.String() + "\x00" + string(j)))
+	}
+	return md5Of(b.String())
+}
+
+func changesSum(changes []Change) string {
+	var b strings.Builder
+	for _, c := range changes {
+		j, _ := json.Marshal(struct {
+			Key    Key
+			Row    any
+			Stream string
+			Event  rewind.Event
+		}{c.Key, jsonRow(c.Row), c.Stream, c.Event})
+		b.WriteString(md5Of(string(j)))
+	}
+	return md5Of(b.String())
+}
+
+func jsonRow(v any) any {
+	row, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	out := make(map[string]any, len(row))
+	for k, x := range row {
+		out[k] = jsonValue(x)
+	}
+	return out
+}
