@@ -115,6 +115,22 @@ var runSchema = []string{
 
 // setup creates the ledger's tables where missing.
 func (l *ledger) setup(ctx context.Context) error {
+	var ok bool
+	err := l.work.QueryRow(ctx, `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
+		AND to_regclass('rewind.backfill_intents') IS NOT NULL`).Scan(&ok)
+	if err != nil {
+		return fmt.Errorf("connect to the target database: %w", err)
+	}
+	if ok {
+		if ok, err = l.exists(ctx); err != nil {
+			return fmt.Errorf("connect to the ledger database: %w", err)
+		}
+	}
+	if ok {
+		if ok, err = l.audit.Exists(ctx); err == nil && ok {
+			return nil
+		}
+	}
 	run := func(db *pgxpool.Pool, stmts []string) error {
 		tx, err := db.Begin(ctx)
 		if err != nil {

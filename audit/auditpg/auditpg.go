@@ -84,6 +84,9 @@ func New(db DB, cfg Config) (*Ledger, error) {
 // Setup creates the ledger's schema, tables and guard triggers if they do
 // not exist. It is safe to call concurrently and repeatedly.
 func (l *Ledger) Setup(ctx context.Context) error {
+	if ok, err := l.Exists(ctx); err == nil && ok {
+		return nil
+	}
 	tx, err := l.db.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("set up audit ledger: %w", err)
