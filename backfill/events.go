@@ -276,12 +276,15 @@ func (s *StoreSink) write(ctx context.Context, env *chunkEnv, changes []Change) 
 		return 0, err
 	}
 	dirty := false
+	var n int64 // events of this chunk in the store: found or appended
 	for _, name := range order {
 		b := byStream[name]
 		if v, ok := intent[name]; ok {
+			all := len(b.events)
 			if b.events, err = s.notYetAppended(ctx, name, v, b.events); err != nil {
 				return 0, err
 			}
+			n += int64(all - len(b.events))
 			continue
 		}
 		info, err := s.Store.StreamInfo(ctx, name)
@@ -295,7 +298,6 @@ func (s *StoreSink) write(ctx context.Context, env *chunkEnv, changes []Change) 
 			return 0, err
 		}
 	}
-	var n int64
 	for _, name := range order {
 		evs := byStream[name].events
 		for len(evs) > 0 {
