@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -36,7 +37,8 @@ type chunkEnv struct {
 // chunkResult is what a chunk did, as recorded in its checkpoint.
 type chunkResult struct {
 	Seen, Changed, Skipped int64
-	In, Out                string // checksums of input and output
+	In, Out                string    // checksums of input and output
+	At                     time.Time // the database's clock during the chunk, for the audit entry
 }
 
 // Diff is one row of a dry run's preview: the columns that would change.
@@ -113,16 +115,25 @@ func (s *setChange) updateSQL(args pgx.NamedArgs, b Bounds) string {
 		s.t.ref, set, s.t.rangeCond(args, b), s.t.where(), differs)
 }
 
+// apply updates the chunk's rows in one statement. The UPDATE locks the
+// rows it writes; rows that already hold the values are neither written
+// nor locked. The input checksum covers the key and set columns of the
+// rows seen, as of the statement's snapshot; the output checksum the same
+// columns of the rows written.
 func (s *setChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
-	var err error
-	if r.Seen, r.In, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
-		return r, err
-	}
 	a := with(env.args)
-	q := fmt.Sprintf("WITH u AS (%s RETURNING md5(t::text) AS _rw_h, %s) SELECT count(*), coalesce(md5(string_agg(u._rw_h, '' ORDER BY %s)), '') FROM u",
-		s.updateSQL(a, b), s.t.keyCols("t."), s.t.keyCols("u."))
-	err = env.tx.QueryRow(ctx, q, a).Scan(&r.Changed, &r.Out)
+	cols := s.t.keyCols("t.")
+	for _, c := range s.cols {
+		cols += ", t." + quote(c)
+	}
+	q := fmt.Sprintf(`WITH i AS (SELECT count(*) AS n, %s AS h FROM %s t WHERE %s AND %s),
+		u AS (%s RETURNING ROW(%s)::text AS _rw_r),
+		o AS (SELECT count(*) AS n, %s AS h FROM u)
+		SELECT i.n, o.n, i.h, o.h, clock_timestamp() FROM i, o`,
+		rowSum("ROW("+cols+")::text"), s.t.ref, s.t.rangeCond(a, b), s.t.where(),
+		s.updateSQL(a, b), cols, rowSum("u._rw_r"))
+	err := env.tx.QueryRow(ctx, q, a).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At)
 	return r, err
 }
 
@@ -152,17 +163,17 @@ func (s *setChange) preview(ctx context.Context, db querier, args pgx.NamedArgs,
 		}
 		d := Diff{Key: make(Key, nk), Before: map[string]string{}, After: map[string]string{}}
 		for i := range nk {
-			d.Key[i] = deref(vals[i])
+			d.Key[i] = derefText(vals[i])
 		}
 		for i, c := range s.cols {
-			d.Before[c], d.After[c] = deref(vals[nk+2*i]), deref(vals[nk+2*i+1])
+			d.Before[c], d.After[c] = derefText(vals[nk+2*i]), derefText(vals[nk+2*i+1])
 		}
 		diffs = append(diffs, d)
 	}
 	return diffs, nil, rows.Err()
 }
 
-func deref(s *string) string {
+func derefText(s *string) string {
 	if s == nil {
 		return "NULL"
 	}
@@ -212,7 +223,7 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 func (s *statementChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	var err error
-	if r.Seen, r.In, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
+	if r.Seen, r.In, r.At, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
 		return r, err
 	}
 	tag, err := env.tx.Exec(ctx, s.sql, s.bind(env.args, b))

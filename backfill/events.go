@@ -369,10 +369,3 @@ func (in *intents) save(ctx context.Context, runID string, seq int64, m map[stri
 	return nil
 }
 
-func (in *intents) done(ctx context.Context, tx pgx.Tx, runID string, seq int64) error {
-	if !in.used {
-		return nil
-	}
-	_, err := tx.Exec(ctx, "DELETE FROM rewind.backfill_intents WHERE run_id = $1 AND seq = $2", runID, seq)
-	return err
-}

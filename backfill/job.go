@@ -73,6 +73,9 @@ type ProcessFunc func(ctx context.Context, items []Item) ([]Change, error)
 type Key []string
 
 func (k Key) String() string {
+	if len(k) == 0 {
+		return ""
+	}
 	if len(k) == 1 {
 		return k[0]
 	}

@@ -386,14 +386,13 @@ func (l *ledger) lastChunk(ctx context.Context, runID string) (hi Key, maxSeq in
 	return h, maxSeq, nil
 }
 
-// checkpoint records a chunk in tx. The primary key (run, seq) fences out
-// a second process applying the same run: its checkpoint fails and its
-// transaction, writes included, rolls back.
-func (l *ledger) checkpoint(ctx context.Context, tx pgx.Tx, runID string, seq int64, retry bool, b Bounds, r chunkResult, attempts int) error {
-	_, err := tx.Exec(ctx, `INSERT INTO rewind.backfill_chunks (run_id, seq, retry, after_key, lo, hi, rows_seen, rows_changed,
+// queueCheckpoint queues the insert of a chunk's checkpoint. The primary
+// key (run, seq) fences out a second process applying the same run: its
+// checkpoint fails and its transaction, writes included, rolls back.
+func (l *ledger) queueCheckpoint(b *pgx.Batch, runID string, seq int64, retry bool, bd Bounds, r chunkResult, attempts int) {
+	b.Queue(`INSERT INTO rewind.backfill_chunks (run_id, seq, retry, after_key, lo, hi, rows_seen, rows_changed,
 		rows_skipped, input_checksum, output_checksum, attempts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
-		runID, seq, retry, []string(b.After), []string(b.Lo), []string(b.Hi), r.Seen, r.Changed, r.Skipped, r.In, r.Out, attempts)
-	return err
+		runID, seq, retry, []string(bd.After), []string(bd.Lo), []string(bd.Hi), r.Seen, r.Changed, r.Skipped, r.In, r.Out, attempts)
 }
 
 // setState updates a run's state and error.

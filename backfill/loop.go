@@ -295,14 +295,13 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int, retry bool,
 	apply func(*chunkEnv) (chunkResult, []Key, error)) (chunkResult, error) {
 	var cr chunkResult
-	tx, err := r.cfg.DB.Begin(ctx)
+	// BEGIN and the lock timeout in one round trip.
+	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{
+		BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", r.cfg.LockTimeout.Milliseconds())})
 	if err != nil {
 		return cr, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", r.cfg.LockTimeout.Milliseconds())); err != nil {
-		return cr, err
-	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
 	var skipped []Key
 	if apply != nil {
@@ -313,17 +312,21 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	if err != nil {
 		return cr, err
 	}
-	if err := r.ledger.checkpoint(ctx, tx, run.ID, seq, retry, b, cr, attempt); err != nil {
-		return cr, err
-	}
-	if retry {
-		if _, err := tx.Exec(ctx, "UPDATE rewind.backfill_quarantine SET resolved_at = clock_timestamp() WHERE run_id = $1 AND key = $2",
-			run.ID, []string(b.Lo)); err != nil {
+	if cr.At.IsZero() {
+		if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&cr.At); err != nil {
 			return cr, err
 		}
 	}
-	if err := env.intents.done(ctx, tx, run.ID, seq); err != nil {
-		return cr, err
+	// The checkpoint, the quarantine's resolution, the intent's removal and
+	// the audit entries in one round trip, then the commit.
+	batch := &pgx.Batch{}
+	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
+	if retry {
+		batch.Queue("UPDATE rewind.backfill_quarantine SET resolved_at = clock_timestamp() WHERE run_id = $1 AND key = $2",
+			run.ID, []string(b.Lo))
+	}
+	if env.intents.used {
+		batch.Queue("DELETE FROM rewind.backfill_intents WHERE run_id = $1 AND seq = $2", run.ID, seq)
 	}
 	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry)}
 	if len(skipped) > 0 {
@@ -335,12 +338,16 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 			map[string]int64{"chunk": seq, "keys": int64(len(skipped))})
 		entries = append([]audit.Entry{e}, entries...)
 	}
-	if r.ledger.same {
-		for _, e := range entries {
-			if _, err := r.ledger.audit.AppendTx(ctx, tx, e); err != nil {
+	for i := range entries {
+		entries[i].Time = cr.At
+		if r.ledger.same {
+			if _, err := r.ledger.audit.QueueAppend(batch, entries[i]); err != nil {
 				return cr, err
 			}
 		}
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return cr, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return cr, err
@@ -349,6 +356,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		// The checkpoint is committed; the audit entry follows. If the
 		// process dies in between, reconcile adds it when the run resumes.
 		for _, e := range entries {
+			e.Time = time.Time{}
 			if err := r.ledger.appendAudit(ctx, e); err != nil {
 				r.cfg.Logger.Warn("backfill: audit entry deferred to the next resume", "run", run.ID, "chunk", seq, "error", err)
 				break

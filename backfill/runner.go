@@ -346,7 +346,7 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 }
 
 func (r *Runner) start(ctx context.Context, p *prepared, planHash string, o ApplyOptions) (*Result, error) {
-	id, err := uuid.NewV7()
+	id, err := uuid.NewRandom() // random, so that a short prefix names a run
 	if err != nil {
 		return nil, err
 	}

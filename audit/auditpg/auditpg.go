@@ -162,38 +162,51 @@ func (l *Ledger) Append(ctx context.Context, e audit.Entry) (audit.Entry, error)
 // commits or rolls back with the work it records. It holds the ledger's
 // append lock until tx ends: keep what follows it in tx short. tx must
 // be READ COMMITTED, so that it sees the head the previous append committed.
+// A zero e.Time is set to the database's clock.
 func (l *Ledger) AppendTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (audit.Entry, error) {
-	if err := e.Validate(); err != nil {
-		return e, err
+	if e.Time.IsZero() {
+		if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&e.Time); err != nil {
+			return e, fmt.Errorf("append to audit ledger %s: %w", l.log, err)
+		}
 	}
 	b := &pgx.Batch{}
-	b.Queue("SELECT pg_advisory_xact_lock($1)", l.lockKey)
-	b.Queue("SELECT h.seq, h.hash, clock_timestamp() FROM " + l.head + " h")
-	br := tx.SendBatch(ctx, b)
-	_, err := br.Exec()
-	var seq int64
-	var prev string
-	if err == nil {
-		err = br.QueryRow().Scan(&seq, &prev, &e.Time)
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	out, err := l.QueueAppend(b, e)
 	if err != nil {
-		return e, fmt.Errorf("append to audit ledger %s: %w", l.log, err)
+		return e, err
 	}
-	e.Seq = seq + 1
-	if err := e.Seal(prev); err != nil {
-		return e, fmt.Errorf("append to audit ledger %s: the head is damaged: %w", l.log, err)
-	}
-	b = &pgx.Batch{}
-	b.Queue("INSERT INTO "+l.log+" (seq, at, kind, subject, actor, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-		e.Seq, e.Time, e.Kind, e.Subject, e.Actor, string(e.Body()), e.PrevHash, e.Hash)
-	b.Queue("UPDATE "+l.head+" SET seq = $1, hash = $2", e.Seq, e.Hash)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return e, fmt.Errorf("append to audit ledger %s: %w", l.log, err)
 	}
-	return e, nil
+	return *out, nil
+}
+
+// QueueAppend queues the append of e to b, to be sent in the caller's
+// transaction together with other work in one round trip. e.Time must be
+// set (use the database's clock). The returned entry is filled in with its
+// sequence number and hashes when the batch has run. The database computes
+// the hash, sha256(previous hash ‖ body), exactly as audit.Entry.Seal does.
+func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	if e.Time.IsZero() {
+		return nil, &rewind.ValidationError{Field: "audit entry time", Reason: "must be set"}
+	}
+	e.Time = e.Time.Truncate(time.Microsecond)
+	out := &e
+	body := string(e.Body())
+	// The lock is taken by a statement of its own, so that the insert's
+	// snapshot, taken after it, sees the head the previous append committed.
+	b.Queue("SELECT pg_advisory_xact_lock($1)", l.lockKey)
+	b.Queue(`WITH h AS (SELECT seq, hash FROM `+l.head+`),
+		i AS (INSERT INTO `+l.log+` (seq, at, kind, subject, actor, body, prev_hash, hash)
+			SELECT h.seq + 1, $1, $2, $3, $4, $5, h.hash, encode(sha256(decode(h.hash, 'hex') || convert_to($5, 'UTF8')), 'hex') FROM h
+			RETURNING seq, prev_hash, hash)
+		UPDATE `+l.head+` SET seq = i.seq, hash = i.hash FROM i RETURNING i.seq, i.prev_hash, i.hash`,
+		e.Time, e.Kind, e.Subject, e.Actor, body).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&out.Seq, &out.PrevHash, &out.Hash)
+	})
+	return out, nil
 }
 
 // Filter selects entries to list.

@@ -82,6 +82,9 @@ Data lives in --data-dir (or $REWIND_DATA_DIR, or ./rewind-data).`,
 func (a *app) commands() []*cobra.Command {
 	return []*cobra.Command{
 		a.versionCmd(),
+		a.backfillCmd(),
+		a.auditCmd(),
+		a.benchCmd(),
 	}
 }
 
