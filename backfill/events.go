@@ -368,4 +368,3 @@ func (in *intents) save(ctx context.Context, runID string, seq int64, m map[stri
 	}
 	return nil
 }
-
