@@ -39,6 +39,11 @@ type chunkResult struct {
 	Seen, Changed, Skipped int64
 	In, Out                string    // checksums of input and output
 	At                     time.Time // the database's clock during the chunk, for the audit entry
+
+	// next is the following chunk, found in the same round trip as the
+	// checkpoint when the change cannot affect it (set jobs).
+	next   *Bounds
+	nextOK bool
 }
 
 // Diff is one row of a dry run's preview: the columns that would change.
@@ -69,7 +74,8 @@ func explainText(ctx context.Context, db querier, q string, args pgx.NamedArgs) 
 type setChange struct {
 	t    *Table
 	set  map[string]string
-	cols []string // sorted
+	cols []string        // sorted
+	noEq map[string]bool // columns whose type has no equality operator (json…): compared as text
 }
 
 func newSetChange(t *Table, set map[string]string) *setChange {
@@ -92,6 +98,13 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		if _, err := explainText(ctx, db, q, args); err != nil {
 			return sqlError(field, s.set[c], err)
 		}
+		q = fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), s.t.ref)
+		if _, err := explainText(ctx, db, q, nil); err != nil {
+			if s.noEq == nil {
+				s.noEq = map[string]bool{}
+			}
+			s.noEq[c] = true
+		}
 	}
 	return nil
 }
@@ -103,8 +116,11 @@ func (s *setChange) assignments() (set, differs string) {
 	for _, c := range s.cols {
 		v := fmt.Sprintf("CAST((%s) AS %s)", s.set[c], s.t.types[c])
 		sets = append(sets, quote(c)+" = "+v)
-		olds = append(olds, "t."+quote(c)+"::text")
-		news = append(news, v+"::text")
+		if s.noEq[c] {
+			olds, news = append(olds, "t."+quote(c)+"::text"), append(news, v+"::text")
+		} else {
+			olds, news = append(olds, "t."+quote(c)), append(news, v)
+		}
 	}
 	return strings.Join(sets, ", "), fmt.Sprintf("ROW(%s) IS DISTINCT FROM ROW(%s)", strings.Join(olds, ", "), strings.Join(news, ", "))
 }

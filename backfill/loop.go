@@ -120,8 +120,16 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 	pr := Progress{RunID: run.ID, Chunks: run.Chunks, RowsSeen: run.RowsSeen, RowsChanged: run.RowsChanged,
 		RowsSkipped: run.RowsSkipped, Total: run.Total, Estimated: run.TotalEstimated}
 	size := p.job.chunkSize()
+	var prefetched *chunkResult
 	for run.End != nil {
-		b, ok, err := r.next(ctx, p, after, run.End, size)
+		var b Bounds
+		var ok bool
+		var err error
+		if prefetched != nil && prefetched.next != nil {
+			b, ok = *prefetched.next, prefetched.nextOK
+		} else {
+			b, ok, err = r.next(ctx, p, after, run.End, size)
+		}
 		if err != nil {
 			return res, r.stop(ctx, p, run, &RunError{RunID: run.ID, Chunk: seq + 1, Class: Classify(err), Err: err})
 		}
@@ -133,7 +141,7 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 		if err != nil {
 			return res, r.stop(ctx, p, run, err)
 		}
-		after = b.Hi
+		after, prefetched = b.Hi, &cr
 		res.Chunks++
 		res.RowsSeen += cr.Seen
 		res.RowsChanged += cr.Changed
@@ -328,6 +336,14 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	if env.intents.used {
 		batch.Queue("DELETE FROM rewind.backfill_intents WHERE run_id = $1 AND seq = $2", run.ID, seq)
 	}
+	var next nextScan
+	t, prefetch := p.src.(*Table)
+	if prefetch = prefetch && apply == nil && !retry && len(p.job.Set) > 0; prefetch {
+		// A set job writes only the chunk's rows, so the next chunk can be
+		// found now, in this round trip.
+		q, a := t.nextSQL(p.args, b.Hi, run.End, p.job.chunkSize())
+		batch.Queue(q, a).QueryRow(next.scan)
+	}
 	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry)}
 	if len(skipped) > 0 {
 		keys := make([]string, len(skipped))
@@ -351,6 +367,10 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return cr, err
+	}
+	if prefetch {
+		nb, ok, _ := next.bounds(b.Hi)
+		cr.next, cr.nextOK = &nb, ok
 	}
 	if !r.ledger.same {
 		// The checkpoint is committed; the audit entry follows. If the

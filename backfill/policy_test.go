@@ -145,7 +145,18 @@ func TestLockTimeoutIsRetried(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SELECT 1 FROM items WHERE id = 150 FOR UPDATE"); err != nil {
 		t.Fatal(err)
 	}
-	go func() { time.Sleep(400 * time.Millisecond); tx.Rollback(ctx) }()
+	go func() { // hold the lock until the runner has recorded a retry
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			var n int64
+			err := b.db.Pool.QueryRow(ctx, "SELECT count(*) FROM rewind.audit_log WHERE kind = 'backfill.chunk.retried'").Scan(&n)
+			if err == nil && n > 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		tx.Rollback(ctx)
+	}()
 	res := b.apply(t, doubleJob(), backfill.ApplyOptions{})
 	if res.RowsChanged != 500 {
 		t.Fatalf("apply %+v", res)

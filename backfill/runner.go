@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -113,6 +114,7 @@ func (c Config) withDefaults() (Config, error) {
 type Runner struct {
 	cfg    Config
 	ledger *ledger
+	bases  sync.Map // *Job → *entryBase
 }
 
 // New returns a runner. It does not touch the database.
@@ -168,19 +170,40 @@ func (r *Runner) origin(job *Job) audit.Origin {
 	return audit.CurrentOrigin(r.cfg.Actor, r.cfg.Command, job.Params.secretNames())
 }
 
-// entry builds an audit entry about a run.
-func (r *Runner) entry(job *Job, kind, runID string, attrs map[string]string, counts map[string]int64) audit.Entry {
+// entryBase is what every audit entry about a job repeats, computed once
+// per job: the chunk loop writes one entry per chunk.
+type entryBase struct {
+	origin audit.Origin
+	attrs  map[string]string
+}
+
+func (r *Runner) base(job *Job) *entryBase {
+	if b, ok := r.bases.Load(job); ok {
+		return b.(*entryBase)
+	}
 	a := map[string]string{"job": job.Name, "job_version": job.Version, "binary": r.cfg.Binary}
 	if job.Source != nil {
 		a["job_hash"] = job.Hash()
 	}
-	for k, v := range attrs {
-		a[k] = v
-	}
 	for k, v := range job.Params.masked() {
 		a["param."+k] = v
 	}
-	return audit.Entry{Kind: "backfill." + kind, Subject: runID, Origin: r.origin(job), Attrs: a, Counts: counts}
+	b := &entryBase{origin: r.origin(job), attrs: a}
+	r.bases.Store(job, b)
+	return b
+}
+
+// entry builds an audit entry about a run.
+func (r *Runner) entry(job *Job, kind, runID string, attrs map[string]string, counts map[string]int64) audit.Entry {
+	b := r.base(job)
+	a := make(map[string]string, len(b.attrs)+len(attrs))
+	for k, v := range b.attrs {
+		a[k] = v
+	}
+	for k, v := range attrs {
+		a[k] = v
+	}
+	return audit.Entry{Kind: "backfill." + kind, Subject: runID, Origin: b.origin, Attrs: a, Counts: counts}
 }
 
 // Plan is what a dry run found.

@@ -230,28 +230,42 @@ func (t *Table) end(ctx context.Context, db querier, args pgx.NamedArgs) (Key, e
 func desc(cols string) string { return strings.ReplaceAll(cols, ", ", " DESC, ") + " DESC" }
 
 func (t *Table) next(ctx context.Context, db querier, args pgx.NamedArgs, after, end Key, size int) (Bounds, bool, error) {
+	q, a := t.nextSQL(args, after, end, size)
+	var n nextScan
+	if err := n.scan(db.QueryRow(ctx, q, a)); err != nil {
+		return Bounds{}, false, err
+	}
+	return n.bounds(after)
+}
+
+// nextSQL is the query that finds the chunk after `after`: one row with its
+// first key, last key and size.
+func (t *Table) nextSQL(args pgx.NamedArgs, after, end Key, size int) (string, pgx.NamedArgs) {
 	a := with(args)
 	inner := fmt.Sprintf("SELECT %s FROM %s t WHERE %s AND %s ORDER BY %s LIMIT %d",
 		t.keyCols("t."), t.ref, t.rangeCond(a, Bounds{After: after, Hi: end}), t.where(), t.keyCols("t."), size)
-	var q string
 	if len(t.Key) == 1 {
 		k := "c." + quote(t.Key[0])
-		q = fmt.Sprintf("SELECT ARRAY[min(%s)::text], ARRAY[max(%s)::text], count(*) FROM (%s) c", k, k, inner)
-	} else {
-		arr := "ARRAY[" + t.keyText("c.") + "]"
-		q = fmt.Sprintf(`WITH c AS (%s) SELECT (SELECT %s FROM c ORDER BY %s LIMIT 1), (SELECT %s FROM c ORDER BY %s LIMIT 1),
-			(SELECT count(*) FROM c)`, inner, arr, t.keyCols("c."), arr, desc(t.keyCols("c.")))
+		return fmt.Sprintf("SELECT ARRAY[min(%s)::text], ARRAY[max(%s)::text], count(*) FROM (%s) c", k, k, inner), a
 	}
-	b := Bounds{After: after}
-	var lo, hi []*string
-	if err := db.QueryRow(ctx, q, a).Scan(&lo, &hi, &b.Count); err != nil {
-		return Bounds{}, false, err
+	arr := "ARRAY[" + t.keyText("c.") + "]"
+	return fmt.Sprintf(`WITH c AS (%s) SELECT (SELECT %s FROM c ORDER BY %s LIMIT 1), (SELECT %s FROM c ORDER BY %s LIMIT 1),
+		(SELECT count(*) FROM c)`, inner, arr, t.keyCols("c."), arr, desc(t.keyCols("c."))), a
+}
+
+// nextScan reads what nextSQL returns.
+type nextScan struct {
+	lo, hi []*string
+	n      int64
+}
+
+func (n *nextScan) scan(row pgx.Row) error { return row.Scan(&n.lo, &n.hi, &n.n) }
+
+func (n *nextScan) bounds(after Key) (Bounds, bool, error) {
+	if n.n == 0 {
+		return Bounds{After: after}, false, nil
 	}
-	if b.Count == 0 {
-		return b, false, nil
-	}
-	b.Lo, b.Hi = deref(lo), deref(hi)
-	return b, true, nil
+	return Bounds{After: after, Lo: deref(n.lo), Hi: deref(n.hi), Count: n.n}, true, nil
 }
 
 func deref(p []*string) Key {

@@ -105,7 +105,7 @@ func (l *Ledger) Setup(ctx context.Context) error {
 			actor     text NOT NULL,
 			body      text NOT NULL,
 			prev_hash text NOT NULL,
-			hash      text NOT NULL UNIQUE)`,
+			hash      text NOT NULL)`,
 		`CREATE INDEX IF NOT EXISTS ` + table + `_subject ON ` + l.log + ` (subject, seq)`,
 		`CREATE TABLE IF NOT EXISTS ` + l.head + ` (
 			one  boolean PRIMARY KEY DEFAULT true CHECK (one),
