@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
@@ -216,5 +217,40 @@ func TestBadJobsWriteNothing(t *testing.T) {
 				t.Fatal("a rejected job changed rows")
 			}
 		})
+	}
+}
+
+func TestEventsWindowByTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	b.db.Exec(t, "CREATE TABLE seen (pos bigint PRIMARY KEY)")
+	s := openStore(t)
+	ctx := context.Background()
+	appendN := func(n int) {
+		for range n {
+			if _, err := s.Append(ctx, "s-1", rewind.Any, rewind.Event{Type: "T", Data: []byte("{}")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	appendN(10)
+	from := time.Now()
+	appendN(20)
+	to := time.Now()
+	appendN(5)
+	job := &backfill.Job{Name: "window", Version: "1", ChunkSize: 7,
+		Source: &backfill.Events{Store: s, FromTime: from, ToTime: to},
+		Process: func(ctx context.Context, items []backfill.Item) ([]backfill.Change, error) {
+			var out []backfill.Change
+			for _, it := range items {
+				out = append(out, backfill.Change{Key: it.Key, Row: map[string]any{"pos": uint64(it.Event.Position)}})
+			}
+			return out, nil
+		},
+		Sink: &backfill.TableSink{Table: "seen", Key: []string{"pos"}, Upsert: true}}
+	b.apply(t, job, backfill.ApplyOptions{})
+	if n, lo, hi := b.scalar(t, "SELECT count(*) FROM seen"), b.scalar(t, "SELECT min(pos) FROM seen"), b.scalar(t, "SELECT max(pos) FROM seen"); n != 20 || lo != 11 || hi != 30 {
+		t.Fatalf("window processed %d events, %d…%d; want 20, 11…30", n, lo, hi)
 	}
 }

@@ -59,6 +59,11 @@ func (r *Runner) takeLease(ctx context.Context, run *Run) (*lease, error) {
 		}
 	}
 	me := owner()
+	// The name shows lease holders in pg_stat_activity.
+	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", "rewind backfill lease "+run.ID); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
+	}
 	if _, err := conn.Exec(ctx, "UPDATE rewind.backfill_runs SET owner = $2, heartbeat_at = clock_timestamp() WHERE id = $1", run.ID, me); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind/audit/auditpg"
 	"github.com/rewindhq/rewind/backfill"
@@ -154,5 +155,59 @@ func TestLedgerInAnotherDatabase(t *testing.T) {
 	}
 	if recovered != "3" {
 		t.Fatalf("recovered entries for chunks %q, want 3", recovered)
+	}
+}
+
+func TestLostLeaseStopsTheRunner(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2000)
+	cfg := b.cfg
+	cfg.Heartbeat = 20 * time.Millisecond
+	started := make(chan string, 1)
+	cfg.Progress = func(p backfill.Progress) {
+		if p.Chunks == 1 {
+			started <- p.RunID
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r, _ := backfill.New(cfg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Apply(context.Background(), countJob(10), backfill.ApplyOptions{})
+		done <- err
+	}()
+	id := <-started
+	b.db.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", "rewind backfill lease "+id)
+	if err := <-done; !errors.Is(err, backfill.ErrLeaseLost) {
+		t.Fatalf("apply after losing its lease = %v", err)
+	}
+	st, _ := b.runner.Status(context.Background(), id)
+	if st.State != backfill.Interrupted || st.Chunks == 200 {
+		t.Fatalf("status %+v", st)
+	}
+	res, err := b.runner.Resume(context.Background(), id, countJob(10), backfill.ApplyOptions{})
+	if err != nil || st.RowsSeen+res.RowsSeen != 2000 {
+		t.Fatalf("resume %+v, %v", res, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+}
+
+func TestSecretParametersAreMasked(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 100)
+	job := doubleJob()
+	job.Source.(*backfill.Table).Where = "NOT done AND @pin::text <> ''"
+	job.Params = backfill.Params{"pin": {Type: "text", Value: "s3cret-pin", Text: "s3cret-pin", Secret: true}}
+	res := b.apply(t, job, backfill.ApplyOptions{})
+	if res.Run.Params["pin"] != "***" {
+		t.Fatalf("run params %v", res.Run.Params)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log WHERE body LIKE '%s3cret%'"); n != 0 {
+		t.Fatalf("%d audit entries hold the secret", n)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_runs WHERE job::text LIKE '%s3cret%' OR params::text LIKE '%s3cret%'"); n != 0 {
+		t.Fatal("the run record holds the secret")
 	}
 }

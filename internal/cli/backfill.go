@@ -341,6 +341,7 @@ succeeds is marked resolved; one that fails again stays in the quarantine with i
 
 func (a *app) backfillCancelCmd() *cobra.Command {
 	var pg pgFlags
+	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "cancel RUN",
 		Short: "Mark an unfinished run cancelled so that its job can start afresh",
@@ -354,11 +355,15 @@ func (a *app) backfillCancelCmd() *cobra.Command {
 			if err := r.Cancel(cmd.Context(), args[0], nil); err != nil {
 				return err
 			}
+			if jsonOut {
+				return a.printJSON(map[string]any{"cancelled": args[0]})
+			}
 			a.printf("run %s cancelled\n", args[0])
 			return nil
 		},
 	}
 	pg.add(cmd)
+	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
 
