@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,16 +20,23 @@ type benchBackfillResult struct {
 	Rows  int64 `json:"rows"`
 	Chunk int   `json:"chunk"`
 	// RawKeysetRPS is a plain keyset loop (find the next chunk's last key,
-	// UPDATE the chunk, one transaction per chunk, no ledger): the mean of
-	// a run before and a run after rewind's, to cancel drift.
-	RawKeysetRPS    float64   `json:"raw_keyset_rps"`
-	RawKeysetRuns   []float64 `json:"raw_keyset_runs"`
-	RowsPerSec      float64   `json:"rows_per_sec"` // rewind's apply, ledger and audit included
+	// UPDATE the chunk, one transaction per chunk, no ledger): the median
+	// of its passes, which alternate with rewind's so that drift in the
+	// machine's load affects both alike.
+	RawKeysetRPS  float64   `json:"raw_keyset_rps"`
+	RawKeysetRuns []float64 `json:"raw_keyset_runs"`
+	// RowsPerSec is rewind's apply, ledger and audit included: the median
+	// of its passes.
+	RowsPerSec      float64   `json:"rows_per_sec"`
+	RowsPerSecRuns  []float64 `json:"rows_per_sec_runs"`
 	RowByRowRPS     float64   `json:"row_by_row_rps"`
 	RowByRowSample  int64     `json:"row_by_row_sample"`
 	RatioVsRaw      float64   `json:"ratio_vs_raw"`
 	RatioVsRowByRow float64   `json:"ratio_vs_row_by_row"`
-	ApplySeconds    float64   `json:"apply_seconds"`
+	// LoadAverage is the machine's 1-minute load average before and after,
+	// from /proc/loadavg (empty where unavailable): figures taken on a
+	// loaded machine say so.
+	LoadAverage []string `json:"load_average,omitempty"`
 }
 
 func (a *app) benchBackfillCmd() *cobra.Command {
@@ -34,6 +44,7 @@ func (a *app) benchBackfillCmd() *cobra.Command {
 	var rows int64
 	var chunk int
 	var sample int64
+	var rounds int
 	var jsonOut, keep bool
 	cmd := &cobra.Command{
 		Use:   "backfill",
@@ -42,12 +53,14 @@ func (a *app) benchBackfillCmd() *cobra.Command {
 in the same run, each pass incrementing a counter of every row:
 
   raw_keyset_rps  a plain keyset loop, --chunk rows per transaction, no ledger
-                  (run before and after rewind's pass; the mean is reported)
   rows_per_sec    rewind backfill apply of the same change: chunk checkpoints,
                   audit entries, leases and checksums included
   row_by_row_rps  one UPDATE per row in autocommit, on a --sample of rows
 
-VACUUM runs between passes. The table is dropped at the end unless --keep. The
+The passes alternate, raw first and last (raw, rewind, raw, … for --rounds
+rewind passes), and the medians are reported, so that a change in the
+machine's load during the run affects both sides alike. VACUUM runs between
+passes. The table is dropped at the end unless --keep. The
 target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_row_rps.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,17 +70,21 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 			if chunk < 1 {
 				return invalidFlag("chunk", fmt.Sprint(chunk), "must be at least 1")
 			}
-			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), keep)
+			if rounds < 1 {
+				return invalidFlag("rounds", fmt.Sprint(rounds), "must be at least 1")
+			}
+			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), rounds, keep)
 			if err != nil {
 				return err
 			}
 			if jsonOut {
 				return a.printJSON(res)
 			}
-			a.printf("rows %d, chunk %d\nraw keyset     %10.0f rows/s  (runs %.0f)\nrewind apply   %10.0f rows/s  (%.2f x raw keyset)\n"+
+			a.printf("rows %d, chunk %d, load average %v\nraw keyset     %10.0f rows/s  (median of %.0f)\n"+
+				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset)\n"+
 				"row by row     %10.0f rows/s  (rewind is %.0f x faster; sample %d rows)\n",
-				res.Rows, res.Chunk, res.RawKeysetRPS, res.RawKeysetRuns, res.RowsPerSec, res.RatioVsRaw,
-				res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
+				res.Rows, res.Chunk, res.LoadAverage, res.RawKeysetRPS, res.RawKeysetRuns, res.RowsPerSec, res.RowsPerSecRuns,
+				res.RatioVsRaw, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
 			return nil
 		},
 	}
@@ -75,6 +92,7 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 	cmd.Flags().Int64Var(&rows, "rows", 1_000_000, "rows in the benchmark table")
 	cmd.Flags().IntVar(&chunk, "chunk", 1000, "rows per chunk (transaction)")
 	cmd.Flags().Int64Var(&sample, "sample", 20_000, "rows updated by the row-by-row loop")
+	cmd.Flags().IntVar(&rounds, "rounds", 2, "rewind passes, each between two raw keyset passes")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the benchmark table")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
@@ -82,7 +100,7 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 
 const benchTable = "rewind_bench_backfill"
 
-func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, keep bool) (*benchBackfillResult, error) {
+func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, rounds int, keep bool) (*benchBackfillResult, error) {
 	work, ledger, closeAll, err := pg.pools(ctx)
 	if err != nil {
 		return nil, err
@@ -107,51 +125,73 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		_, err := work.Exec(ctx, "VACUUM ANALYZE "+benchTable)
 		return err
 	}
-	res := &benchBackfillResult{Rows: rows, Chunk: chunk, RowByRowSample: sample}
-	if err := vacuum(); err != nil {
-		return nil, err
-	}
-	raw1, err := rawKeyset(ctx, work, chunk)
-	if err != nil {
-		return nil, err
-	}
-	if err := vacuum(); err != nil {
-		return nil, err
-	}
 	r, err := backfill.New(backfill.Config{DB: work, Ledger: ledger, Actor: pg.actor})
 	if err != nil {
 		return nil, err
 	}
-	job := &backfill.Job{Name: "bench-backfill", Version: time.Now().UTC().Format(time.RFC3339Nano), ChunkSize: chunk,
-		Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
-	start := time.Now()
-	out, err := r.Apply(ctx, job, backfill.ApplyOptions{})
-	if err != nil {
+	res := &benchBackfillResult{Rows: rows, Chunk: chunk, RowByRowSample: sample, LoadAverage: []string{loadAverage()}}
+	raw := func() error {
+		if err := vacuum(); err != nil {
+			return err
+		}
+		rps, err := rawKeyset(ctx, work, chunk)
+		res.RawKeysetRuns = append(res.RawKeysetRuns, rps)
+		return err
+	}
+	if err := raw(); err != nil {
 		return nil, err
 	}
-	res.ApplySeconds = time.Since(start).Seconds()
-	if out.RowsChanged != rows {
-		return nil, fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
+	for i := range rounds {
+		if err := vacuum(); err != nil {
+			return nil, err
+		}
+		job := &backfill.Job{Name: "bench-backfill", Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
+			ChunkSize: chunk, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
+		start := time.Now()
+		out, err := r.Apply(ctx, job, backfill.ApplyOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if out.RowsChanged != rows {
+			return nil, fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
+		}
+		res.RowsPerSecRuns = append(res.RowsPerSecRuns, float64(rows)/time.Since(start).Seconds())
+		if err := raw(); err != nil {
+			return nil, err
+		}
 	}
-	res.RowsPerSec = float64(rows) / res.ApplySeconds
-	if err := vacuum(); err != nil {
-		return nil, err
-	}
-	raw2, err := rawKeyset(ctx, work, chunk)
-	if err != nil {
-		return nil, err
-	}
-	res.RawKeysetRuns = []float64{raw1, raw2}
-	res.RawKeysetRPS = (raw1 + raw2) / 2
 	if err := vacuum(); err != nil {
 		return nil, err
 	}
 	if res.RowByRowRPS, err = rowByRow(ctx, work, sample); err != nil {
 		return nil, err
 	}
+	res.RawKeysetRPS, res.RowsPerSec = median(res.RawKeysetRuns), median(res.RowsPerSecRuns)
 	res.RatioVsRaw = res.RowsPerSec / res.RawKeysetRPS
 	res.RatioVsRowByRow = res.RowsPerSec / res.RowByRowRPS
+	res.LoadAverage = append(res.LoadAverage, loadAverage())
 	return res, nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// loadAverage is the 1-minute load average, or "" where unknown.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 // rawKeyset is the reference: what a careful hand-written script does.
