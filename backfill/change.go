@@ -76,6 +76,10 @@ type setChange struct {
 	set  map[string]string
 	cols []string        // sorted
 	noEq map[string]bool // columns whose type has no equality operator (json…): compared as text
+	// hashRow hashes a row of the checksummed columns: their record hash
+	// when every type has a hash function (no text conversion), else the
+	// hash of the row's text.
+	hashRow func(row string) string
 }
 
 func newSetChange(t *Table, set map[string]string) *setChange {
@@ -83,6 +87,18 @@ func newSetChange(t *Table, set map[string]string) *setChange {
 }
 
 func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	s.hashRow = func(row string) string { return "hashtextextended(" + row + "::text, 0)" }
+	// Hashing a row of NULLs of the columns' types finds out whether each
+	// type has an extended hash function, without reading the table.
+	var nulls []string
+	for _, c := range append(slices.Clone(s.t.Key), s.cols...) {
+		if typ, ok := s.t.types[c]; ok {
+			nulls = append(nulls, "NULL::"+typ)
+		}
+	}
+	if _, err := db.Exec(ctx, fmt.Sprintf("SELECT hash_record_extended(ROW(%s), 0)", strings.Join(nulls, ", "))); err == nil {
+		s.hashRow = func(row string) string { return "hash_record_extended(" + row + ", 0)" }
+	}
 	for _, c := range s.cols {
 		field := "set." + c
 		if _, ok := s.t.types[c]; !ok {
@@ -107,6 +123,15 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		}
 	}
 	return nil
+}
+
+// checksumCols lists the key and set columns, which a set job's checksums cover.
+func (s *setChange) checksumCols(prefix string) string {
+	cols := s.t.keyCols(prefix)
+	for _, c := range s.cols {
+		cols += ", " + prefix + quote(c)
+	}
+	return cols
 }
 
 // assignments returns "col = (expr)::type, …" and the row comparison that
@@ -139,16 +164,12 @@ func (s *setChange) updateSQL(args pgx.NamedArgs, b Bounds) string {
 func (s *setChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	a := with(env.args)
-	cols := s.t.keyCols("t.")
-	for _, c := range s.cols {
-		cols += ", t." + quote(c)
-	}
-	q := fmt.Sprintf(`WITH i AS (SELECT count(*) AS n, %s AS h FROM %s t WHERE %s AND %s),
-		u AS (%s RETURNING ROW(%s)::text AS _rw_r),
-		o AS (SELECT count(*) AS n, %s AS h FROM u)
+	row := "ROW(" + s.checksumCols("t.") + ")"
+	q := fmt.Sprintf(`WITH i AS (SELECT count(*) AS n, coalesce(sum(%s), 0)::text AS h FROM %s t WHERE %s AND %s),
+		u AS (%s RETURNING %s AS _rw_h),
+		o AS (SELECT count(*) AS n, coalesce(sum(u._rw_h), 0)::text AS h FROM u)
 		SELECT i.n, o.n, i.h, o.h, clock_timestamp() FROM i, o`,
-		rowSum("ROW("+cols+")::text"), s.t.ref, s.t.rangeCond(a, b), s.t.where(),
-		s.updateSQL(a, b), cols, rowSum("u._rw_r"))
+		s.hashRow(row), s.t.ref, s.t.rangeCond(a, b), s.t.where(), s.updateSQL(a, b), s.hashRow(row))
 	err := env.tx.QueryRow(ctx, q, a).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At)
 	return r, err
 }

@@ -254,3 +254,22 @@ func TestEventsWindowByTime(t *testing.T) {
 		t.Fatalf("window processed %d events, %d…%d; want 20, 11…30", n, lo, hi)
 	}
 }
+
+// TestSetJobOnTypesWithoutEquality: json has neither equality nor a hash
+// function, so the change test and the checksums fall back to text.
+func TestSetJobOnTypesWithoutEquality(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	b.db.Exec(t, "CREATE TABLE docs (id int PRIMARY KEY, doc json NOT NULL)")
+	b.db.Exec(t, `INSERT INTO docs SELECT g, CASE WHEN g % 2 = 0 THEN '{"v":2}' ELSE '{"v":1}' END::json FROM generate_series(1, 300) g`)
+	job := &backfill.Job{Name: "docs", Version: "1", ChunkSize: 64,
+		Source: &backfill.Table{Name: "docs", Key: []string{"id"}},
+		Set:    map[string]string{"doc": `'{"v":2}'::json`}}
+	res := b.apply(t, job, backfill.ApplyOptions{})
+	if res.RowsSeen != 300 || res.RowsChanged != 150 {
+		t.Fatalf("apply %+v, want 300 seen and the 150 odd rows changed", res)
+	}
+	if n := b.scalar(t, `SELECT count(*) FROM docs WHERE doc::text <> '{"v":2}'`); n != 0 {
+		t.Fatalf("%d rows unchanged", n)
+	}
+}
