@@ -120,6 +120,18 @@ func (a *app) auditLogCmd() *cobra.Command {
 				return err
 			}
 			defer closeAll()
+			if run != "" && len(run) < 36 { // a run id prefix, as backfill commands accept
+				r, closeRunner, err := pg.runner(cmd.Context(), nil)
+				if err != nil {
+					return err
+				}
+				st, err := r.Status(cmd.Context(), run)
+				closeRunner()
+				if err != nil {
+					return err
+				}
+				run = st.ID
+			}
 			for e, err := range l.Entries(cmd.Context(), auditpg.Filter{Subject: run, AfterSeq: after, Limit: limit}) {
 				if err != nil {
 					return err
@@ -136,7 +148,7 @@ func (a *app) auditLogCmd() *cobra.Command {
 		},
 	}
 	pg.add(cmd)
-	cmd.Flags().StringVar(&run, "run", "", "show only entries about this run id")
+	cmd.Flags().StringVar(&run, "run", "", "show only entries about this run (an id or a unique prefix)")
 	cmd.Flags().Int64Var(&after, "after", 0, "show entries after this sequence number")
 	cmd.Flags().IntVar(&limit, "limit", 0, "show at most this many entries (0: all)")
 	a.jsonFlag(cmd, &jsonOut)

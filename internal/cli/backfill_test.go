@@ -98,7 +98,7 @@ func TestBackfillCommands(t *testing.T) {
 	if st != 0 || !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %d\n%s", st, out)
 	}
-	out, _, st = cli(t, "audit", "log", dsn, "--run", res.Run.ID, "--json")
+	out, _, st = cli(t, "audit", "log", dsn, "--run", res.Run.ID[:8], "--json")
 	if n := strings.Count(out, "\n"); st != 0 || n != 8 { // started, 6 chunks, finished
 		t.Fatalf("audit log: status %d, %d entries\n%s", st, n, out)
 	}
