@@ -136,3 +136,24 @@ func TestDatabaseErrorsNameTheLine(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParse: any input parses or fails with an invalid-argument error, and
+// never panics.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("name: [\n"))
+	f.Add([]byte("key: {a: b}\nset: 3\n"))
+	f.Add([]byte("params:\n  x: {type: bigint, default: nope}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		file, err := jobfile.Parse("fuzz.yaml", b)
+		if err != nil {
+			if !errors.Is(err, rewind.ErrInvalidArgument) {
+				t.Fatalf("error %v is not an invalid-argument error", err)
+			}
+			return
+		}
+		if _, err := file.Job(nil); err != nil && !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Fatalf("Job: %v", err)
+		}
+	})
+}
