@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -36,7 +37,8 @@ func setup(t *testing.T, rows int, mutate ...func(*backfill.Config)) *bundle {
 	db.Exec(t, `CREATE TABLE items (id bigint PRIMARY KEY, val int NOT NULL, n int NOT NULL DEFAULT 0, done boolean NOT NULL DEFAULT false)`)
 	db.Exec(t, `INSERT INTO items (id, val) SELECT g, g % 97 FROM generate_series(1, $1::int) g`, rows)
 	cfg := backfill.Config{DB: db.Pool, Actor: "tester", Binary: "test-binary", Command: []string{"rewind", "test"},
-		RetryInitial: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, LeaseWait: 5 * time.Second}
+		RetryInitial: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, LeaseWait: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
 	for _, m := range mutate {
 		m(&cfg)
 	}
