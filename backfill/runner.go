@@ -373,7 +373,12 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, o Appl
 	if err != nil {
 		return nil, err
 	}
-	total, estimated, err := p.src.count(ctx, r.cfg.DB, p.args, !o.Estimate)
+	// Count exactly unless asked not to or the planner expects more rows
+	// than is worth counting.
+	total, estimated, err := p.src.count(ctx, r.cfg.DB, p.args, false)
+	if err == nil && !o.Estimate && total <= r.cfg.ExactCountLimit {
+		total, estimated, err = p.src.count(ctx, r.cfg.DB, p.args, true)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("count the rows to change: %w", err)
 	}
