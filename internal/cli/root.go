@@ -90,6 +90,9 @@ func (a *app) commands() []*cobra.Command {
 		a.verifyCmd(),
 		a.benchCmd(),
 		a.versionCmd(),
+		a.backfillCmd(),
+		a.auditCmd(),
+		a.benchCmd(),
 	}
 }
 
