@@ -67,11 +67,8 @@ func CurrentOrigin(actor string, args []string, secretParams []string) Origin {
 		host = "unknown"
 	}
 	b := buildinfo.Get()
-	rev := b.Revision
-	if b.Modified {
-		rev += "+modified"
-	}
-	return Origin{Actor: actor, Host: host, Version: b.Version, Revision: rev, Command: MaskArgs(args, secretParams)}
+	return Origin{Actor: actor, Host: host, Version: b.Version, Revision: strings.TrimPrefix(buildinfo.Identity(), b.Version+" "),
+		Command: MaskArgs(args, secretParams)}
 }
 
 func osUser() string {

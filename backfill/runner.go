@@ -35,7 +35,7 @@ type Config struct {
 	// Defaults to os.Args.
 	Command []string
 	// Binary identifies this build; a run refuses to resume under another
-	// one. Defaults to buildinfo.Get().String().
+	// one. Defaults to buildinfo.Identity().
 	Binary string
 	// Heartbeat is how often a running run proves it is alive. Defaults to 5s.
 	Heartbeat time.Duration
@@ -83,7 +83,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Command = os.Args
 	}
 	if c.Binary == "" {
-		c.Binary = buildinfo.Get().String()
+		c.Binary = buildinfo.Identity()
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
