@@ -92,7 +92,6 @@ func (a *app) commands() []*cobra.Command {
 		a.versionCmd(),
 		a.backfillCmd(),
 		a.auditCmd(),
-		a.benchCmd(),
 	}
 }
 
