@@ -63,6 +63,8 @@ type group struct {
 	idx   []pendingIndex
 	seal  []*segment // segments sealed by this group, sealed before its spans are written
 	last  uint64
+	n     int           // records
+	sync  time.Duration // fsync time
 	done  chan struct{}
 	err   error
 }
@@ -274,6 +276,7 @@ func (l *Log) Append(entries []Entry) (Appended, error) {
 		seg.firstTs = ts
 	}
 	l.next, l.lastTs, g.last = pos, ts, pos-1
+	g.n += len(entries)
 	select {
 	case l.kick <- struct{}{}:
 	default:
@@ -346,6 +349,9 @@ func (l *Log) flushPending() {
 			}
 			return
 		}
+		if l.cfg.OnFlush != nil {
+			l.cfg.OnFlush(FlushInfo{Records: g.n, Bytes: len(g.buf), Sync: g.sync})
+		}
 		l.visible.Store(g.last)
 		close(g.done)
 		l.notify()
@@ -394,9 +400,11 @@ func (l *Log) write(g *group) error {
 		return err
 	}
 	if l.cfg.Durability == Sync {
+		start := time.Now()
 		if err := syscall.Fdatasync(int(active.f.Fd())); err != nil {
 			return fmt.Errorf("fsync segment %s: %w", active.name(), err)
 		}
+		g.sync = time.Since(start)
 	}
 	return nil
 }
