@@ -10,16 +10,19 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/rewindhq/rewind"
 )
 
-// Sentinel errors. Authenticate's errors match ErrUnauthenticated; a
-// missing scope is ErrPermissionDenied.
+// Sentinel errors. Authenticate's errors match ErrUnauthenticated (and
+// rewind.ErrUnauthenticated); a missing scope is ErrPermissionDenied (and
+// rewind.ErrPermissionDenied).
 var (
-	ErrUnauthenticated  = errors.New("auth: unauthenticated")
-	ErrPermissionDenied = errors.New("auth: permission denied")
+	ErrUnauthenticated  = fmt.Errorf("auth: %w", rewind.ErrUnauthenticated)
+	ErrPermissionDenied = fmt.Errorf("auth: %w", rewind.ErrPermissionDenied)
 	ErrTokenNotFound    = errors.New("auth: token not found")
 	ErrNameTaken        = errors.New("auth: token name already in use")
-	ErrLocked           = errors.New("auth: token file in use")
+	ErrLocked           = fmt.Errorf("auth: token file in use: %w", rewind.ErrLocked)
 )
 
 // Token is an access token. Its secret is not kept, only its hash.
@@ -44,6 +47,17 @@ func (t *Token) Revoked() bool { return !t.RevokedAt.IsZero() }
 func (t *Token) Allows(action Action, stream string) bool {
 	for _, s := range t.Scopes {
 		if s.Allows(action, stream) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsAll reports whether the token allows action on every stream,
+// through a scope whose pattern is only "*".
+func (t *Token) AllowsAll(action Action) bool {
+	for _, s := range t.Scopes {
+		if s.Action >= action && s.Pattern != "" && strings.Trim(s.Pattern, "*") == "" {
 			return true
 		}
 	}
