@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"connectrpc.com/otelconnect"
 
 	"github.com/rewindhq/rewind"
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
 	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/internal/apiconv"
@@ -146,6 +148,48 @@ func (w *statusWriter) Flush() {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// routeErrors answers requests no RPC handles (an unknown path, a GET of
+// an RPC that has side effects) with an API error that says what to do,
+// rather than a bare status.
+func routeErrors(next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
+	procedures := map[string]bool{}
+	services := rewindv1.File_rewind_v1_rewind_proto.Services()
+	for i := range services.Len() {
+		methods := services.Get(i).Methods()
+		for j := range methods.Len() {
+			procedures["/"+string(services.Get(i).FullName())+"/"+string(methods.Get(j).Name())] = true
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !procedures[r.URL.Path] {
+			errw.Write(w, r, apiconv.Errorf(rewind.CodeNotFound, "rewind: no RPC at %s; the API's procedures are "+
+				"/rewind.v1.EventStoreService/METHOD and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path))
+			return
+		}
+		if r.Method != http.MethodPost && !(r.Method == http.MethodGet && readOnly[r.URL.Path]) {
+			w.Header().Set("Allow", "POST")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			fmt.Fprintf(w, `{"code":"unimplemented","message":"rewind: %s cannot be called with %s: use POST with a JSON or protobuf body"}`,
+				r.URL.Path, r.Method)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readOnly lists the RPCs that may be called with GET.
+var readOnly = map[string]bool{
+	rewindv1connect.EventStoreServiceReadStreamProcedure:    true,
+	rewindv1connect.EventStoreServiceReadAllProcedure:       true,
+	rewindv1connect.EventStoreServiceGetStreamInfoProcedure: true,
+	rewindv1connect.EventStoreServiceListStreamsProcedure:   true,
+	rewindv1connect.EventStoreServiceGetServerInfoProcedure: true,
+	rewindv1connect.EventStoreServiceHealthProcedure:        true,
+	rewindv1connect.TokenServiceListTokensProcedure:         true,
+}
 
 // anonymous is the identity of every request when auth is off.
 var anonymous = &auth.Token{ID: "-", Name: "anonymous", Scopes: []auth.Scope{{Action: auth.Admin, Pattern: "*"}}}

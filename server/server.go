@@ -178,7 +178,7 @@ func (s *Server) Handler() http.Handler {
 	api.Handle(rewindv1connect.NewTokenServiceHandler(&tokenService{s}, opts...))
 
 	mux := http.NewServeMux()
-	mux.Handle("/", s.withRequest(s.authenticate(api)))
+	mux.Handle("/", s.withRequest(routeErrors(s.authenticate(api))))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
