@@ -109,8 +109,8 @@ func TestAuthMatrix(t *testing.T) {
 		wrong  string // token whose scopes do not allow it; "" when any valid token may call it
 		call   func(c *client.Client, right bool) error
 		before func() // prepares the call, before the log is watched
-		leaky  bool // a wrong-scope call succeeds but must deliver nothing it may not
-		public bool // needs no token
+		leaky  bool   // a wrong-scope call succeeds but must deliver nothing it may not
+		public bool   // needs no token
 	}
 	rpcs := []rpc{
 		{name: "Append", right: "writer", wrong: "reader", call: func(c *client.Client, _ bool) error {
