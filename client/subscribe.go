@@ -144,8 +144,11 @@ func (s *Subscription) receive(ctx context.Context) error {
 	if interrupted || ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if err == nil || transient(err) {
+	if (err == nil || transient(err)) && s.c.cfg.MaxRetries >= 0 {
 		return nil // reconnect on the next round
+	}
+	if err == nil {
+		err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
 	}
 	return apiconv.FromConnect(err)
 }
@@ -165,7 +168,7 @@ func (s *Subscription) reconnect(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if tries++; !transient(err) || s.c.cfg.MaxRetries >= 0 && tries > s.c.cfg.MaxRetries {
+		if tries++; !transient(err) || tries > s.c.cfg.MaxRetries {
 			return apiconv.FromConnect(err)
 		}
 	}
