@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +49,9 @@ type Log struct {
 	notifyMu sync.Mutex
 	notifyCh chan struct{}
 
+	counters       counters
+	pendingAppends atomic.Int64 // appends in the pending group
+
 	kick     chan struct{}
 	retain   chan struct{} // a segment was sealed: apply retention
 	stop     chan struct{}
@@ -62,8 +66,8 @@ type group struct {
 	spans []span
 	idx   []pendingIndex
 	seal  []*segment // segments sealed by this group, sealed before its spans are written
+	first uint64
 	last  uint64
-	n     int           // records
 	sync  time.Duration // fsync time
 	done  chan struct{}
 	err   error
@@ -167,17 +171,29 @@ func (l *Log) notify() {
 	l.notifyMu.Unlock()
 }
 
-// Stats counts the log's segments and bytes.
+// counters are updated by the flusher without locks.
+type counters struct {
+	flushes, records, fsyncs, fsyncNanos atomic.Int64
+}
+
+// Stats counts the log's segments and bytes and what the flusher did since
+// Open: Records/Flushes is the mean group-commit size, FsyncNanos/Fsyncs the
+// mean fsync latency.
 type Stats struct {
-	Segments int
-	Bytes    int64
+	Segments   int
+	Bytes      int64
+	Flushes    int64
+	Records    int64
+	Fsyncs     int64
+	FsyncNanos int64
 }
 
 // Stats returns the log's current counters.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Stats{Segments: len(l.segs)}
+	st := Stats{Segments: len(l.segs), Flushes: l.counters.flushes.Load(), Records: l.counters.records.Load(),
+		Fsyncs: l.counters.fsyncs.Load(), FsyncNanos: l.counters.fsyncNanos.Load()}
 	for _, s := range l.segs {
 		st.Bytes += s.size
 	}
@@ -275,8 +291,11 @@ func (l *Log) Append(entries []Entry) (Appended, error) {
 	if seg.firstTs == 0 {
 		seg.firstTs = ts
 	}
+	if len(g.spans) == 0 || g.first == 0 {
+		g.first = first
+	}
 	l.next, l.lastTs, g.last = pos, ts, pos-1
-	g.n += len(entries)
+	l.pendingAppends.Add(1)
 	select {
 	case l.kick <- struct{}{}:
 	default:
@@ -331,6 +350,7 @@ func (l *Log) flushPending() {
 		}
 		l.pending = newGroup(l.spareBuf)
 		l.spareBuf = nil
+		cohort := l.pendingAppends.Swap(0)
 		l.mu.Unlock()
 
 		err := l.write(g)
@@ -349,8 +369,10 @@ func (l *Log) flushPending() {
 			}
 			return
 		}
+		l.counters.flushes.Add(1)
+		l.counters.records.Add(int64(g.last - g.first + 1))
 		if l.cfg.OnFlush != nil {
-			l.cfg.OnFlush(FlushInfo{Records: g.n, Bytes: len(g.buf), Sync: g.sync})
+			l.cfg.OnFlush(FlushInfo{Records: int(g.last - g.first + 1), Bytes: len(g.buf), Sync: g.sync})
 		}
 		l.visible.Store(g.last)
 		close(g.done)
@@ -366,8 +388,39 @@ func (l *Log) flushPending() {
 			l.spareBuf = g.buf[:0]
 			l.mu.Unlock()
 		}
+		if l.cfg.Durability == Sync {
+			l.gather(cohort)
+		}
 	}
 }
+
+// gather lets the appenders just woken by an acknowledgement run and
+// append again before the next group is taken, so that one fsync covers
+// all of them rather than the first few (group commit works best with full
+// groups; PostgreSQL's commit_delay is the same idea). It yields the
+// processor until as many appends are pending as the last group had, or
+// until appends stop arriving, for at most gatherWait.
+func (l *Log) gather(cohort int64) {
+	if cohort <= 1 {
+		runtime.Gosched()
+		return
+	}
+	deadline := time.Now().Add(gatherWait)
+	last, still := l.pendingAppends.Load(), 0
+	for last < cohort && still < 3 && time.Now().Before(deadline) {
+		runtime.Gosched()
+		n := l.pendingAppends.Load()
+		if n == last {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+}
+
+// gatherWait bounds how long gather holds back an fsync: a fraction of the
+// fsync itself (about 250µs on the disks we measured).
+const gatherWait = 60 * time.Microsecond
 
 // write performs the I/O of one group. A full segment is sealed before the
 // next one is created, so that recovery only ever has to look at the last
@@ -401,11 +454,21 @@ func (l *Log) write(g *group) error {
 	}
 	if l.cfg.Durability == Sync {
 		start := time.Now()
-		if err := syscall.Fdatasync(int(active.f.Fd())); err != nil {
-			return fmt.Errorf("fsync segment %s: %w", active.name(), err)
+		if err := l.fdatasync(active); err != nil {
+			return err
 		}
 		g.sync = time.Since(start)
 	}
+	return nil
+}
+
+func (l *Log) fdatasync(s *segment) error {
+	start := time.Now()
+	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+		return fmt.Errorf("fsync segment %s: %w", s.name(), err)
+	}
+	l.counters.fsyncs.Add(1)
+	l.counters.fsyncNanos.Add(int64(time.Since(start)))
 	return nil
 }
 
@@ -473,10 +536,10 @@ func (l *Log) syncActive() error {
 		return nil
 	}
 	defer s.release()
-	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+	if err := l.fdatasync(s); err != nil {
 		l.mu.Lock()
 		if l.failed == nil {
-			l.failed = fmt.Errorf("fsync segment %s: %w", s.name(), err)
+			l.failed = err
 		}
 		l.mu.Unlock()
 		return err

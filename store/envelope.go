@@ -17,10 +17,11 @@ import (
 //
 //	offset  size     field
 //	0       1        envelope format (1)
-//	1       16       event id
-//	17      8        stream version (little endian; set when the append is ordered)
-//	25      8        occurred-at, Unix nanoseconds, 0 when absent
-//	33      uvarint  schema version
+//	1       1        flags: flagGeneratedID when the store made the id up
+//	2       16       event id
+//	18      8        stream version (little endian; set when the append is ordered)
+//	26      8        occurred-at, Unix nanoseconds, 0 when absent
+//	34      uvarint  schema version
 //	        uvarint  stream name length, then the name
 //	        uvarint  event type length, then the type
 //	        uvarint  content type length, then the content type ("" is application/json)
@@ -30,16 +31,23 @@ import (
 // Fixed fields come first so that the version can be patched in place and
 // the id read without decoding the rest.
 const (
-	envelopeFormat = 1
-	versionOffset  = 17
-	envelopeFixed  = 33
-	kindEvent      = 1
-	kindTombstone  = 2
+	envelopeFormat  = 1
+	flagGeneratedID = 1
+	idOffset        = 2
+	versionOffset   = 18
+	occurredOffset  = 26
+	envelopeFixed   = 34
+	kindEvent       = 1
+	kindTombstone   = 2
 )
 
 // encodeEnvelope appends e's envelope to dst, with version 0.
-func encodeEnvelope(dst []byte, stream string, id uuid.UUID, e *rewind.Event) []byte {
-	dst = append(dst, envelopeFormat)
+func encodeEnvelope(dst []byte, stream string, id uuid.UUID, generated bool, e *rewind.Event) []byte {
+	var flags byte
+	if generated {
+		flags = flagGeneratedID
+	}
+	dst = append(dst, envelopeFormat, flags)
 	dst = append(dst, id[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, 0)
 	var occurred int64
@@ -82,37 +90,55 @@ func sortedKeys(m map[string]string) []string {
 func setVersion(payload []byte, v uint64) { binary.LittleEndian.PutUint64(payload[versionOffset:], v) }
 
 func envelopeID(payload []byte) (id uuid.UUID) {
-	copy(id[:], payload[1:17])
+	copy(id[:], payload[idOffset:])
 	return id
 }
+
+// clientID reports whether the envelope's id came from the client, which
+// makes it matter for idempotency.
+func clientID(payload []byte) bool { return payload[1]&flagGeneratedID == 0 }
 
 var errEnvelope = errors.New("malformed event envelope")
 
 // interner turns byte strings that repeat, such as stream names and event
-// types, into strings without allocating each time.
-type interner map[string]string
+// types, into strings without allocating each time. Consecutive events
+// often share their stream and type, so the last string of each kind is
+// checked before the map.
+type interner struct {
+	m    map[string]string
+	last [2]string
+}
 
-func (in interner) get(b []byte) string {
-	if s, ok := in[string(b)]; ok { // no allocation for the lookup
-		return s
+func newInterner() *interner { return &interner{m: make(map[string]string)} }
+
+func (in *interner) get(b []byte, kind int) string {
+	if last := in.last[kind]; last == string(b) { // no allocation for the comparison
+		return last
 	}
-	if len(in) >= 1<<16 {
-		clear(in)
+	s, ok := in.m[string(b)] // nor for the lookup
+	if !ok {
+		if len(in.m) >= 1<<16 {
+			clear(in.m)
+		}
+		s = string(b)
+		in.m[s] = s
 	}
-	s := string(b)
-	in[s] = s
+	in.last[kind] = s
 	return s
 }
 
 // decodeEnvelope fills ev from a record payload. Data aliases payload;
 // strings are copies (through in, when given).
-func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in interner) error {
+func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) error {
 	if len(payload) < envelopeFixed || payload[0] != envelopeFormat {
 		return fmt.Errorf("%w: format %d", errEnvelope, firstByte(payload))
 	}
-	copy(ev.ID[:], payload[1:17])
+	if payload[1]&^flagGeneratedID != 0 {
+		return fmt.Errorf("%w: unknown flags %02x", errEnvelope, payload[1])
+	}
+	copy(ev.ID[:], payload[idOffset:])
 	ev.Version = binary.LittleEndian.Uint64(payload[versionOffset:])
-	if occ := int64(binary.LittleEndian.Uint64(payload[25:])); occ != 0 {
+	if occ := int64(binary.LittleEndian.Uint64(payload[occurredOffset:])); occ != 0 {
 		ev.OccurredAt = time.Unix(0, occ).UTC()
 	} else {
 		ev.OccurredAt = time.Time{}
@@ -129,7 +155,7 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in interner) error
 		return fmt.Errorf("%w: header fields", errEnvelope)
 	}
 	if in != nil {
-		ev.Stream, ev.Type = in.get(stream), in.get(typ)
+		ev.Stream, ev.Type = in.get(stream, 0), in.get(typ, 1)
 	} else {
 		ev.Stream, ev.Type = string(stream), string(typ)
 	}
@@ -137,7 +163,7 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in interner) error
 	case len(ct) == 0:
 		ev.ContentType = rewind.DefaultContentType
 	case in != nil:
-		ev.ContentType = in.get(ct)
+		ev.ContentType = in.get(ct, 1)
 	default:
 		ev.ContentType = string(ct)
 	}
@@ -172,6 +198,11 @@ type decoder struct {
 }
 
 func (d *decoder) uvarint() uint64 {
+	if len(d.b) > 0 && d.b[0] < 0x80 { // one byte: the usual case
+		v := uint64(d.b[0])
+		d.b = d.b[1:]
+		return v
+	}
 	if d.err != nil {
 		return 0
 	}

@@ -1,16 +1,27 @@
 package store
 
+import (
+	"hash/maphash"
+	"unsafe"
+)
+
 // index is the store's in-memory view of streams: for each stream its
 // version and last position, and for each event position the position of
 // the previous event of the same stream (a backward chain). Reading a stream
 // walks its chain; every anchorEvery-th version keeps its position so that a
 // seek inside a long stream walks at most anchorEvery links.
 //
-// Memory: about 4 bytes per event plus about 100 bytes per stream. The
-// index is guarded by Store.mu.
+// Everything large is a flat array without pointers, so that the garbage
+// collector never scans it and the snapshot stores and loads it as it is:
+// stream names live in an arena of fixed-size chunks, streams in a slice
+// addressed by slot, and a hash table of slots finds a name's slot.
+//
+// Memory: about 4 bytes per event plus about 70 bytes per stream (with a
+// 20-byte name). The index is guarded by Store.mu.
 type index struct {
-	ids     map[string]uint32 // stream name -> slot in streams
+	names   arena
 	streams []streamState
+	table   table
 	chain   chain
 	anchors map[uint32][]uint64 // slot -> positions of versions anchorEvery, 2*anchorEvery, …
 }
@@ -18,7 +29,8 @@ type index struct {
 const anchorEvery = 1024
 
 type streamState struct {
-	name    string
+	nameOff uint32 // in the arena
+	nameLen uint16
 	version uint64 // last version assigned, 0 if none
 	last    uint64 // position of the last event, 0 if none
 	deleted uint64 // version at the last soft delete: versions up to it are hidden
@@ -29,11 +41,19 @@ type streamState struct {
 func (s *streamState) exists() bool { return s.version > s.deleted }
 
 func newIndex() *index {
-	return &index{ids: make(map[string]uint32), anchors: make(map[uint32][]uint64)}
+	x := &index{anchors: make(map[uint32][]uint64)}
+	x.table.init(0)
+	return x
+}
+
+// name returns the name of the stream in slot, without allocating.
+func (x *index) name(slot uint32) string {
+	st := &x.streams[slot]
+	return x.names.get(st.nameOff, st.nameLen)
 }
 
 func (x *index) lookup(name string) (*streamState, uint32, bool) {
-	slot, ok := x.ids[name]
+	slot, ok := x.table.find(name, x)
 	if !ok {
 		return nil, 0, false
 	}
@@ -42,12 +62,13 @@ func (x *index) lookup(name string) (*streamState, uint32, bool) {
 
 // slotFor returns the slot of name, creating the stream if needed.
 func (x *index) slotFor(name string) uint32 {
-	if slot, ok := x.ids[name]; ok {
+	if slot, ok := x.table.find(name, x); ok {
 		return slot
 	}
 	slot := uint32(len(x.streams))
-	x.streams = append(x.streams, streamState{name: name})
-	x.ids[name] = slot
+	off := x.names.add(name)
+	x.streams = append(x.streams, streamState{nameOff: off, nameLen: uint16(len(name))})
+	x.table.add(slot, x)
 	return slot
 }
 
@@ -59,6 +80,105 @@ func (x *index) addEvent(slot uint32, pos uint64) {
 	st.last = pos
 	if st.version%anchorEvery == 0 {
 		x.anchors[slot] = append(x.anchors[slot], pos)
+	}
+}
+
+// arena holds stream names back to back in chunks that never move or
+// change once written, so strings can point into them.
+type arena struct {
+	chunks [][]byte
+}
+
+const (
+	arenaChunkBits = 20
+	arenaChunk     = 1 << arenaChunkBits
+	// maxArena bounds the names' total size so that offsets fit 32 bits.
+	maxArena = 1 << 32
+)
+
+func (a *arena) add(name string) uint32 {
+	n := len(a.chunks)
+	if n == 0 || len(a.chunks[n-1])+len(name) > arenaChunk {
+		a.chunks = append(a.chunks, make([]byte, 0, arenaChunk))
+		n++
+	}
+	c := a.chunks[n-1]
+	off := uint32(n-1)<<arenaChunkBits | uint32(len(c))
+	a.chunks[n-1] = append(c, name...)
+	return off
+}
+
+func (a *arena) get(off uint32, n uint16) string {
+	c := a.chunks[off>>arenaChunkBits]
+	i := off & (arenaChunk - 1)
+	return unsafe.String(&c[i], int(n)) // arena bytes never change once written
+}
+
+// full reports whether another name may not fit the 32-bit offsets.
+func (a *arena) full() bool { return uint64(len(a.chunks)+1)<<arenaChunkBits >= maxArena }
+
+// table is an open-addressing hash table from stream name to slot: each
+// entry holds 32 bits of the name's hash and the slot plus one (0 is
+// empty). It is rebuilt, not stored, when the index is loaded, so its hash
+// seed is random per process and names cannot be chosen to collide.
+type table struct {
+	seed    maphash.Seed
+	entries []uint64
+	n       int
+}
+
+func (t *table) init(capacity int) {
+	t.seed = maphash.MakeSeed()
+	size := 1024
+	for size < 2*capacity {
+		size *= 2
+	}
+	t.entries = make([]uint64, size)
+	t.n = 0
+}
+
+func (t *table) find(name string, x *index) (uint32, bool) {
+	h := maphash.String(t.seed, name)
+	mask := uint64(len(t.entries) - 1)
+	tag := h >> 32
+	for i := h & mask; ; i = (i + 1) & mask {
+		e := t.entries[i]
+		if e == 0 {
+			return 0, false
+		}
+		if e>>32 == tag {
+			if slot := uint32(e) - 1; x.name(slot) == name {
+				return slot, true
+			}
+		}
+	}
+}
+
+// add enters the stream just appended to x.streams.
+func (t *table) add(slot uint32, x *index) {
+	if 4*(t.n+1) > 3*len(t.entries) { // keep the load under 3/4
+		t.rebuild(x, 2*len(x.streams)) // includes slot
+		return
+	}
+	t.put(maphash.String(t.seed, x.name(slot)), slot)
+}
+
+func (t *table) put(h uint64, slot uint32) {
+	mask := uint64(len(t.entries) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if t.entries[i] == 0 {
+			t.entries[i] = h>>32<<32 | uint64(slot+1)
+			t.n++
+			return
+		}
+	}
+}
+
+// rebuild refills the table from the streams, sized for capacity streams.
+func (t *table) rebuild(x *index, capacity int) {
+	t.init(capacity)
+	for slot := range x.streams {
+		t.put(maphash.String(t.seed, x.name(uint32(slot))), uint32(slot))
 	}
 }
 

@@ -19,20 +19,26 @@ import (
 
 // The index snapshot lets Open skip replaying the whole log. It is written
 // on Close (and after an Open that had to replay much of the log) and holds
-// the index as of one log position; Open replays only what follows it. It
-// is only a cache: a missing, damaged or stale snapshot means a full replay.
+// the index and the dedup window as of one log position; Open replays only
+// what follows it. It is only a cache: a missing, damaged or stale snapshot
+// means a full replay. Its flat arrays are stored as they are in memory, so
+// loading is reading (all integers little endian):
 //
 //	magic "RWNDSNAP", format uint32, reserved uint32
 //	position uint64, id of the event at position [16]byte
-//	streams uvarint, then per stream: name, version, last, deleted (uvarints)
-//	anchored streams uvarint, then per stream: slot, count, positions (uvarints)
-//	first chunk uint64, chunks uint64, then 64Ki uint32 per chunk
-//	far links uvarint, then pos, prev (uvarints)
+//	streams uint64, then per stream: name offset uint32, name length uint16,
+//	    zero uint16, version, last, deleted uint64
+//	arena chunks uint64, then per chunk: length uint64, bytes
+//	anchored streams uint64, then per stream: slot uint32, count uint32, positions uint64
+//	chain first chunk uint64, chunks uint64, then 64Ki uint32 per chunk
+//	far links uint64, then pos, prev uint64
+//	dedup generation size uint64, generations uint64, then per generation:
+//	    newest int64, keys uint64, (key, position uint64)…, exact uint64, (id [16]byte, position uint64)…
 //	CRC-32C of all the above, uint32
 const (
 	snapshotName   = "index.snapshot"
 	snapshotMagic  = "RWNDSNAP"
-	snapshotFormat = 1
+	snapshotFormat = 2
 	// replays longer than this at open are followed by a new snapshot
 	snapshotAfterReplay = 1_000_000
 )
@@ -44,7 +50,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func (s *Store) rebuild() error {
 	start := time.Now()
 	last := s.log.Last()
-	idx, snapPos, err := loadSnapshot(filepath.Join(s.dir, snapshotName), s.log)
+	idx, dd, snapPos, err := loadSnapshot(filepath.Join(s.dir, snapshotName), s.log)
 	if err != nil {
 		s.cfg.Logger.Warn("store: ignoring the index snapshot; replaying the whole log", "err", err)
 	}
@@ -53,14 +59,20 @@ func (s *Store) rebuild() error {
 	}
 	s.idx = idx
 	s.dedup = newDedup(s.cfg.DedupMaxIDs)
+	if dd != nil && dd.genSize == s.dedup.genSize {
+		s.dedup = dd
+	}
 
 	from := max(snapPos+1, s.log.First())
-	dedupFrom := s.log.First()
-	if last+1 > uint64(s.cfg.DedupMaxIDs) {
-		dedupFrom = max(dedupFrom, last+1-uint64(s.cfg.DedupMaxIDs))
-	}
-	if p, err := s.log.SeekTime(time.Now().Add(-s.cfg.DedupWindow)); err == nil {
-		dedupFrom = max(dedupFrom, p)
+	dedupFrom := from  // the snapshot holds the window up to its position
+	if s.dedup != dd { // no usable window in the snapshot: refill it from the log
+		dedupFrom = s.log.First()
+		if last+1 > uint64(s.cfg.DedupMaxIDs) {
+			dedupFrom = max(dedupFrom, last+1-uint64(s.cfg.DedupMaxIDs))
+		}
+		if p, err := s.log.SeekTime(time.Now().Add(-s.cfg.DedupWindow)); err == nil {
+			dedupFrom = max(dedupFrom, p)
+		}
 	}
 	// Without a snapshot, after retention, the first events of some streams
 	// are gone: their versions start above 1.
@@ -82,7 +94,7 @@ func (s *Store) rebuild() error {
 			}
 			replayed++
 		}
-		if rec.Position >= dedupFrom {
+		if rec.Position >= dedupFrom && len(rec.Payload) > 1 && clientID(rec.Payload) {
 			s.addRecovered(rec)
 		}
 	}
@@ -166,9 +178,7 @@ func (s *Store) saveSnapshot() error {
 	defer f.Close()
 	crc := crc32.New(castagnoli)
 	w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
-	if err := writeSnapshot(w, s.idx, pos, envelopeID(rec.Payload)); err != nil {
-		return fmt.Errorf("write index snapshot: %w", err)
-	}
+	writeSnapshot(w, s.idx, s.dedup, pos, envelopeID(rec.Payload))
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write index snapshot: %w", err)
 	}
@@ -189,157 +199,284 @@ func (s *Store) saveSnapshot() error {
 	return d.Sync()
 }
 
-func writeSnapshot(w *bufio.Writer, x *index, pos uint64, id uuid.UUID) error {
-	var b []byte
-	b = append(b, snapshotMagic...)
-	b = binary.LittleEndian.AppendUint32(b, snapshotFormat)
-	b = binary.LittleEndian.AppendUint32(b, 0)
-	b = binary.LittleEndian.AppendUint64(b, pos)
-	b = append(b, id[:]...)
-	b = binary.AppendUvarint(b, uint64(len(x.streams)))
-	flush := func() error {
-		_, err := w.Write(b)
-		b = b[:0]
-		return err
-	}
+// snapWriter writes little-endian integers; errors surface at Flush.
+type snapWriter struct {
+	w *bufio.Writer
+	b [16]byte
+}
+
+func (sw *snapWriter) u64(v uint64) {
+	binary.LittleEndian.PutUint64(sw.b[:], v)
+	sw.w.Write(sw.b[:8])
+}
+
+func (sw *snapWriter) u32(v uint32) {
+	binary.LittleEndian.PutUint32(sw.b[:], v)
+	sw.w.Write(sw.b[:4])
+}
+
+func writeSnapshot(w *bufio.Writer, x *index, d *dedup, pos uint64, id uuid.UUID) {
+	sw := &snapWriter{w: w}
+	w.WriteString(snapshotMagic)
+	sw.u32(snapshotFormat)
+	sw.u32(0)
+	sw.u64(pos)
+	w.Write(id[:])
+	sw.u64(uint64(len(x.streams)))
 	for i := range x.streams {
 		st := &x.streams[i]
-		b = appendString(b, st.name)
-		b = binary.AppendUvarint(b, st.version)
-		b = binary.AppendUvarint(b, st.last)
-		b = binary.AppendUvarint(b, st.deleted)
-		if len(b) > 64<<10 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
+		sw.u32(st.nameOff)
+		sw.u32(uint32(st.nameLen))
+		sw.u64(st.version)
+		sw.u64(st.last)
+		sw.u64(st.deleted)
 	}
-	b = binary.AppendUvarint(b, uint64(len(x.anchors)))
+	sw.u64(uint64(len(x.names.chunks)))
+	for _, c := range x.names.chunks {
+		sw.u64(uint64(len(c)))
+		w.Write(c)
+	}
+	sw.u64(uint64(len(x.anchors)))
 	for slot, positions := range x.anchors {
-		b = binary.AppendUvarint(b, uint64(slot))
-		b = binary.AppendUvarint(b, uint64(len(positions)))
+		sw.u32(slot)
+		sw.u32(uint32(len(positions)))
 		for _, p := range positions {
-			b = binary.AppendUvarint(b, p)
-		}
-		if len(b) > 64<<10 {
-			if err := flush(); err != nil {
-				return err
-			}
+			sw.u64(p)
 		}
 	}
-	b = binary.LittleEndian.AppendUint64(b, x.chain.firstChunk)
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(x.chain.chunks)))
+	sw.u64(x.chain.firstChunk)
+	sw.u64(uint64(len(x.chain.chunks)))
 	for _, c := range x.chain.chunks {
-		for _, d := range c {
-			b = binary.LittleEndian.AppendUint32(b, d)
-		}
-		if err := flush(); err != nil {
-			return err
+		for _, v := range c {
+			sw.u32(v)
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(len(x.chain.far)))
+	sw.u64(uint64(len(x.chain.far)))
 	for p, prev := range x.chain.far {
-		b = binary.AppendUvarint(b, p)
-		b = binary.AppendUvarint(b, prev)
+		sw.u64(p)
+		sw.u64(prev)
 	}
-	return flush()
+	sw.u64(uint64(d.genSize))
+	sw.u64(uint64(len(d.gens)))
+	for _, g := range d.gens {
+		sw.u64(uint64(g.newest))
+		sw.u64(uint64(len(g.keys)))
+		for k, p := range g.keys {
+			sw.u64(k)
+			sw.u64(p)
+		}
+		sw.u64(uint64(len(g.exact)))
+		for id, p := range g.exact {
+			w.Write(id[:])
+			sw.u64(p)
+		}
+	}
+}
+
+// snapReader reads what snapWriter wrote, checking every count against the
+// bytes left so that a damaged file cannot make it allocate wildly.
+type snapReader struct {
+	r    *bufio.Reader
+	left int64 // bytes before the trailing CRC
+	err  error
+	b    [16]byte
+}
+
+func (sr *snapReader) read(p []byte) {
+	if sr.err != nil {
+		return
+	}
+	if int64(len(p)) > sr.left {
+		sr.err = errors.New("truncated")
+		return
+	}
+	_, sr.err = io.ReadFull(sr.r, p)
+	sr.left -= int64(len(p))
+}
+
+func (sr *snapReader) u64() uint64 {
+	sr.read(sr.b[:8])
+	if sr.err != nil {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(sr.b[:])
+}
+
+func (sr *snapReader) u32() uint32 {
+	sr.read(sr.b[:4])
+	if sr.err != nil {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(sr.b[:])
+}
+
+// count reads a count of items of at least size bytes each.
+func (sr *snapReader) count(size int64) int {
+	n := sr.u64()
+	if sr.err == nil && n > uint64(sr.left/size) {
+		sr.err = fmt.Errorf("count %d exceeds the file", n)
+	}
+	if sr.err != nil {
+		return 0
+	}
+	return int(n)
 }
 
 // loadSnapshot reads the snapshot and checks it against the log. It
 // returns a nil index, and an error saying why, when the snapshot cannot be
 // used; a missing snapshot is not an error.
-func loadSnapshot(path string, l *eventlog.Log) (*index, uint64, error) {
-	raw, err := os.ReadFile(path)
+func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, nil
+		return nil, nil, 0, nil
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	if len(raw) < 44 || string(raw[:8]) != snapshotMagic {
-		return nil, 0, errors.New("not an index snapshot")
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, 0, err
 	}
-	body, sum := raw[:len(raw)-4], binary.LittleEndian.Uint32(raw[len(raw)-4:])
-	if crc32.Checksum(body, castagnoli) != sum {
-		return nil, 0, errors.New("checksum mismatch")
+	if st.Size() < 44 {
+		return nil, nil, 0, errors.New("not an index snapshot")
 	}
-	if v := binary.LittleEndian.Uint32(body[8:]); v != snapshotFormat {
-		return nil, 0, fmt.Errorf("snapshot format %d is not %d", v, snapshotFormat)
+	crc := crc32.New(castagnoli)
+	sr := &snapReader{r: bufio.NewReaderSize(io.TeeReader(io.LimitReader(f, st.Size()-4), crc), 1<<20), left: st.Size() - 4}
+	var head [40]byte
+	sr.read(head[:])
+	if sr.err != nil || string(head[:8]) != snapshotMagic {
+		return nil, nil, 0, errors.New("not an index snapshot")
 	}
-	pos := binary.LittleEndian.Uint64(body[16:])
-	var id uuid.UUID
-	copy(id[:], body[24:40])
+	if v := binary.LittleEndian.Uint32(head[8:]); v != snapshotFormat {
+		return nil, nil, 0, fmt.Errorf("snapshot format %d is not %d", v, snapshotFormat)
+	}
+	pos := binary.LittleEndian.Uint64(head[16:])
+	id := uuid.UUID(head[24:40])
 	if pos > l.Last() {
-		return nil, 0, fmt.Errorf("snapshot is at position %d, after the end of the log (%d)", pos, l.Last())
+		return nil, nil, 0, fmt.Errorf("snapshot is at position %d, after the end of the log (%d)", pos, l.Last())
 	}
 	if pos >= l.First() {
 		rec, err := l.Read(pos)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		if envelopeID(rec.Payload) != id {
-			return nil, 0, fmt.Errorf("the event at position %d is not the one the snapshot was taken at", pos)
+			return nil, nil, 0, fmt.Errorf("the event at position %d is not the one the snapshot was taken at", pos)
 		}
 	}
-	x, err := decodeSnapshot(body[40:])
-	if err != nil {
-		return nil, 0, err
+	x, d := readSnapshot(sr)
+	if sr.err != nil {
+		return nil, nil, 0, fmt.Errorf("damaged snapshot: %w", sr.err)
 	}
+	var sum [4]byte
+	if _, err := io.ReadFull(f, sum[:]); err != nil || binary.LittleEndian.Uint32(sum[:]) != crc.Sum32() || sr.left != 0 {
+		return nil, nil, 0, errors.New("snapshot checksum mismatch")
+	}
+	if err := x.check(); err != nil {
+		return nil, nil, 0, fmt.Errorf("damaged snapshot: %w", err)
+	}
+	x.table.rebuild(x, len(x.streams))
 	x.chain.dropBefore(l.First())
-	return x, pos, nil
+	return x, d, pos, nil
 }
 
-func decodeSnapshot(b []byte) (*index, error) {
-	d := decoder{b: b}
-	n := d.uvarint()
-	if n > uint64(len(b)) {
-		return nil, errEnvelope
-	}
-	x := &index{ids: make(map[string]uint32, n), streams: make([]streamState, n), anchors: make(map[uint32][]uint64)}
+func readSnapshot(sr *snapReader) (*index, *dedup) {
+	x := &index{anchors: make(map[uint32][]uint64)}
+	buf := make([]byte, 1<<16)
+	x.streams = make([]streamState, sr.count(32))
 	for i := range x.streams {
-		name := string(d.bytes())
-		x.streams[i] = streamState{name: name, version: d.uvarint(), last: d.uvarint(), deleted: d.uvarint()}
-		x.ids[name] = uint32(i)
-	}
-	na := d.uvarint()
-	for range na {
-		slot, cnt := d.uvarint(), d.uvarint()
-		if d.err != nil || slot >= n || cnt > uint64(len(d.b)) {
-			return nil, errors.New("damaged anchors")
+		var b [32]byte
+		sr.read(b[:])
+		x.streams[i] = streamState{
+			nameOff: binary.LittleEndian.Uint32(b[0:]), nameLen: uint16(binary.LittleEndian.Uint32(b[4:])),
+			version: binary.LittleEndian.Uint64(b[8:]), last: binary.LittleEndian.Uint64(b[16:]), deleted: binary.LittleEndian.Uint64(b[24:]),
 		}
-		ps := make([]uint64, cnt)
+	}
+	x.names.chunks = make([][]byte, sr.count(8))
+	for i := range x.names.chunks {
+		n := sr.u64()
+		if n > arenaChunk {
+			sr.err = errors.New("arena chunk too large")
+			return nil, nil
+		}
+		c := make([]byte, n, arenaChunk)
+		sr.read(c)
+		x.names.chunks[i] = c
+	}
+	for range sr.count(8) {
+		slot, n := sr.u32(), sr.u32()
+		if sr.err != nil || int64(n)*8 > sr.left {
+			sr.err = errors.New("damaged anchors")
+			return nil, nil
+		}
+		ps := make([]uint64, n)
 		for i := range ps {
-			ps[i] = d.uvarint()
+			ps[i] = sr.u64()
 		}
-		x.anchors[uint32(slot)] = ps
+		x.anchors[slot] = ps
 	}
-	if d.err != nil || len(d.b) < 16 {
-		return nil, errors.New("damaged stream table")
-	}
-	x.chain.firstChunk = binary.LittleEndian.Uint64(d.b)
-	chunks := binary.LittleEndian.Uint64(d.b[8:])
-	d.b = d.b[16:]
-	if chunks > uint64(len(d.b))/(4*chunkLen) {
-		return nil, errors.New("damaged chain")
-	}
-	x.chain.chunks = make([][]uint32, chunks)
+	x.chain.firstChunk = sr.u64()
+	x.chain.chunks = make([][]uint32, sr.count(4*chunkLen))
 	for i := range x.chain.chunks {
 		c := make([]uint32, chunkLen)
-		for j := range c {
-			c[j] = binary.LittleEndian.Uint32(d.b[4*j:])
+		for j := 0; j < chunkLen; j += len(buf) / 4 {
+			sr.read(buf)
+			for k := range len(buf) / 4 {
+				c[j+k] = binary.LittleEndian.Uint32(buf[4*k:])
+			}
 		}
-		d.b = d.b[4*chunkLen:]
 		x.chain.chunks[i] = c
 	}
-	if nf := d.uvarint(); nf > 0 {
-		x.chain.far = make(map[uint64]uint64, nf)
-		for range nf {
-			p, prev := d.uvarint(), d.uvarint()
-			x.chain.far[p] = prev
+	if n := sr.count(16); n > 0 {
+		x.chain.far = make(map[uint64]uint64, n)
+		for range n {
+			p := sr.u64()
+			x.chain.far[p] = sr.u64()
 		}
 	}
-	if d.err != nil || len(d.b) != 0 {
-		return nil, errors.New("damaged snapshot tail")
+	d := &dedup{genSize: int(sr.u64())}
+	for range sr.count(24) {
+		g := &generation{newest: int64(sr.u64())}
+		n := sr.count(16)
+		g.keys = make(map[uint64]uint64, n)
+		for range n {
+			k := sr.u64()
+			g.keys[k] = sr.u64()
+		}
+		if n := sr.count(24); n > 0 {
+			g.exact = make(map[uuid.UUID]uint64, n)
+			for range n {
+				var id uuid.UUID
+				sr.read(id[:])
+				g.exact[id] = sr.u64()
+			}
+		}
+		d.gens = append(d.gens, g)
 	}
-	return x, nil
+	if len(d.gens) == 0 {
+		d.gens = []*generation{d.newGeneration()}
+	}
+	return x, d
+}
+
+// check validates what a loaded snapshot refers to, so that a damaged
+// snapshot is rejected rather than trusted.
+func (x *index) check() error {
+	for slot := range x.streams {
+		st := &x.streams[slot]
+		c := int(st.nameOff >> arenaChunkBits)
+		if c >= len(x.names.chunks) || int(st.nameOff&(arenaChunk-1))+int(st.nameLen) > len(x.names.chunks[c]) || st.nameLen == 0 {
+			return fmt.Errorf("stream %d: name outside the arena", slot)
+		}
+		if st.deleted > st.version || (st.version == 0) != (st.last == 0) {
+			return fmt.Errorf("stream %d: inconsistent versions", slot)
+		}
+	}
+	for slot, ps := range x.anchors {
+		if int(slot) >= len(x.streams) || uint64(len(ps)) > x.streams[slot].version/anchorEvery {
+			return fmt.Errorf("anchors of stream %d do not match it", slot)
+		}
+	}
+	return nil
 }

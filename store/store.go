@@ -3,9 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -42,10 +42,12 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	l, err := eventlog.Open(dir, c.Log)
 	if err != nil {
 		return nil, err
 	}
+	c.Logger.Debug("store: log opened", "took", time.Since(start), "first", l.First(), "last", l.Last())
 	s := &Store{cfg: c, dir: dir, log: l, closed: make(chan struct{})}
 	s.bufs.New = func() any { return new(appendBuf) }
 	if err := s.rebuild(); err != nil {
@@ -81,12 +83,13 @@ func (s *Store) Close() error {
 }
 
 type appendBuf struct {
-	payload []byte
-	entries []eventlog.Entry
-	ends    []int
-	ids     []uuid.UUID
-	cands   []uint64
-	sure    []bool
+	payload   []byte
+	entries   []eventlog.Entry
+	ends      []int
+	ids       []uuid.UUID
+	generated []bool // the store made the id up: no idempotency check
+	cands     []uint64
+	sure      []bool
 }
 
 // Append appends events to stream as one atomic batch if the stream is in
@@ -150,27 +153,32 @@ func (s *Store) encodeBatch(b *appendBuf, stream string, events []rewind.Event) 
 		return &rewind.LimitError{Limit: "batch size (events)", Max: int64(s.cfg.MaxBatchEvents), Got: int64(n),
 			Hint: "split the append into several batches"}
 	}
-	b.payload, b.ends, b.ids = b.payload[:0], b.ends[:0], b.ids[:0]
+	b.payload, b.ends, b.ids, b.generated = b.payload[:0], b.ends[:0], b.ids[:0], b.generated[:0]
+	var base uuid.UUID // ids the store makes up for a batch: one UUID v7, then counting
 	for i := range events {
 		e := &events[i]
 		if err := validateEvent(i, e); err != nil {
 			return err
 		}
-		id := e.ID
-		if id == (uuid.UUID{}) {
-			var err error
-			if id, err = uuid.NewV7(); err != nil {
-				return fmt.Errorf("generate event id: %w", err)
+		id, generated := e.ID, e.ID == (uuid.UUID{})
+		if generated {
+			if base == (uuid.UUID{}) {
+				var err error
+				if base, err = uuid.NewV7(); err != nil {
+					return fmt.Errorf("generate event id: %w", err)
+				}
 			}
-		}
-		for j := range b.ids {
-			if b.ids[j] == id && n <= 64 {
-				return &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id.String(),
-					Reason: fmt.Sprintf("repeats the id of events[%d]; every event needs its own id", j)}
+			id = nextID(base, i)
+		} else if n <= 64 {
+			for j := range b.ids {
+				if b.ids[j] == id {
+					return &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id.String(),
+						Reason: fmt.Sprintf("repeats the id of events[%d]; every event needs its own id", j)}
+				}
 			}
 		}
 		start := len(b.payload)
-		b.payload = encodeEnvelope(b.payload, stream, id, e)
+		b.payload = encodeEnvelope(b.payload, stream, id, generated, e)
 		if size := len(b.payload) - start; size > s.cfg.MaxEventSize {
 			return &rewind.LimitError{Limit: fmt.Sprintf("events[%d] size (bytes)", i), Max: int64(s.cfg.MaxEventSize),
 				Got: int64(size), Hint: "store large bodies elsewhere and put a reference in the event"}
@@ -179,12 +187,16 @@ func (s *Store) encodeBatch(b *appendBuf, stream string, events []rewind.Event) 
 			return &rewind.LimitError{Limit: "batch size (bytes)", Max: int64(s.cfg.MaxBatchBytes), Got: int64(len(b.payload)),
 				Hint: "split the append into several batches"}
 		}
+		b.generated = append(b.generated, generated)
 		b.ids = append(b.ids, id)
 		b.ends = append(b.ends, len(b.payload))
 	}
 	if n > 64 {
 		seen := make(map[uuid.UUID]int, n)
 		for i, id := range b.ids {
+			if b.generated[i] {
+				continue
+			}
 			if j, dup := seen[id]; dup {
 				return &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id.String(),
 					Reason: fmt.Sprintf("repeats the id of events[%d]; every event needs its own id", j)}
@@ -205,10 +217,13 @@ func (s *Store) encodeBatch(b *appendBuf, stream string, events []rewind.Event) 
 // findCandidates looks the batch's ids up in the dedup window. It reports
 // whether any id may already be recorded. Called with s.mu held.
 func (s *Store) findCandidates(b *appendBuf) bool {
-	s.dedup.expire(time.Now().Add(-s.cfg.DedupWindow).UnixNano())
 	b.cands = b.cands[:0]
 	any := false
 	for i, id := range b.ids {
+		if b.generated[i] {
+			b.cands = append(b.cands, 0)
+			continue
+		}
 		pos, sure := s.dedup.find(id)
 		if pos != 0 && !sure && b.sure[i] {
 			pos = 0 // already read: another id with the same key
@@ -326,6 +341,11 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		s.mu.Unlock()
 		return rewind.AppendResult{}, err
 	}
+	if !ok && s.idx.names.full() {
+		s.mu.Unlock()
+		return rewind.AppendResult{}, &rewind.LimitError{Limit: "stream names (bytes)", Max: maxArena, Got: maxArena,
+			Hint: "the store holds as many stream names as it can; append to existing streams"}
+	}
 	for i, e := range b.entries {
 		setVersion(e.Payload, version+1+uint64(i))
 	}
@@ -334,17 +354,17 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		s.mu.Unlock()
 		return rewind.AppendResult{}, err
 	}
-	if !ok {
-		stream = strings.Clone(stream)
-	}
 	slot := s.idx.slotFor(stream)
 	if first := s.log.First(); s.idx.chain.firstChunk < first>>chunkBits {
 		s.idx.chain.dropBefore(first) // retention removed segments
 	}
+	s.dedup.expire(a.Timestamp - int64(s.cfg.DedupWindow))
 	for i := range b.entries {
 		pos := a.First + uint64(i)
 		s.idx.addEvent(slot, pos)
-		s.dedup.add(b.ids[i], pos, a.Timestamp, b.sure[i])
+		if !b.generated[i] {
+			s.dedup.add(b.ids[i], pos, a.Timestamp, b.sure[i])
+		}
 	}
 	s.mu.Unlock()
 
@@ -357,6 +377,17 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		return rewind.AppendResult{}, err
 	}
 	return res, nil
+}
+
+// nextID returns the i-th id of a batch whose ids the store makes up: the
+// batch's UUID v7 with i added to its random bits, which keeps the ids
+// unique and increasing (RFC 9562, section 6.2, method 2).
+func nextID(base uuid.UUID, i int) uuid.UUID {
+	lo := binary.BigEndian.Uint64(base[8:])
+	const randBits = 1<<62 - 1 // below the variant bits
+	lo = lo&^randBits | (lo+uint64(i))&randBits
+	binary.BigEndian.PutUint64(base[8:], lo)
+	return base
 }
 
 func checkExpected(stream string, expected rewind.ExpectedVersion, version uint64, exists bool) error {
@@ -393,7 +424,7 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 	if err != nil {
 		return 0, err
 	}
-	payload := encodeEnvelope(nil, stream, id, &rewind.Event{Type: rewind.TypeStreamDeleted, SchemaVersion: 1})
+	payload := encodeEnvelope(nil, stream, id, true, &rewind.Event{Type: rewind.TypeStreamDeleted, SchemaVersion: 1})
 	s.mu.Lock()
 	st, _, ok := s.idx.lookup(stream)
 	if !ok || !st.exists() {
@@ -411,7 +442,6 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 		return 0, err
 	}
 	st.deleted = st.version
-	s.dedup.add(id, a.First, a.Timestamp, false)
 	s.mu.Unlock()
 	if err := a.Wait(ctx); err != nil {
 		return 0, err

@@ -22,7 +22,7 @@ type Subscription struct {
 	s      *Store
 	r      *eventlog.Reader
 	filter rewind.Filter
-	in     interner
+	in     *interner
 	ev     rewind.RecordedEvent
 	pos    rewind.Position // last position delivered or skipped
 	once   sync.Once
@@ -42,7 +42,7 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*S
 	if err != nil {
 		return nil, err
 	}
-	return &Subscription{s: s, r: s.log.NewReader(uint64(from)), filter: opts.Filter, in: interner{}, pos: from - 1}, nil
+	return &Subscription{s: s, r: s.log.NewReader(uint64(from)), filter: opts.Filter, in: newInterner(), pos: from - 1}, nil
 }
 
 // Position returns the last position the subscription delivered or

@@ -21,6 +21,9 @@ func ValidateEventType(typ string) error { return validateName("event type", typ
 
 func validateName(field, s string) error {
 	bad := func(reason string) error { return &rewind.ValidationError{Field: field, Value: s, Reason: reason} }
+	if len(s) > 0 && len(s) <= maxNameLen && s[0] != '$' && plainASCII(s) {
+		return nil
+	}
 	switch {
 	case s == "":
 		return bad("must not be empty")
@@ -49,7 +52,8 @@ const (
 // validateEvent checks what the encoded size does not.
 func validateEvent(i int, e *rewind.Event) error {
 	field := func(f string) string { return fmt.Sprintf("events[%d].%s", i, f) }
-	if err := validateName(field("type"), e.Type); err != nil {
+	if err := validateName("event type", e.Type); err != nil {
+		err.(*rewind.ValidationError).Field = field("type")
 		return err
 	}
 	if len(e.ContentType) > maxContentType || !utf8.ValidString(e.ContentType) {
@@ -70,4 +74,15 @@ func validateEvent(i int, e *rewind.Event) error {
 		}
 	}
 	return nil
+}
+
+// plainASCII reports whether s holds only printable ASCII other than space:
+// the common case, checked without decoding runes.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

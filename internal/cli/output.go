@@ -44,6 +44,7 @@ type cliError struct {
 	code   rewind.Code
 	status int
 	msg    string
+	quiet  bool // the command already printed its JSON result
 }
 
 func (e *cliError) Error() string { return e.msg }
@@ -94,7 +95,7 @@ func (a *app) report(err error) int {
 	if status == 0 {
 		status = exitStatus(code)
 	}
-	if a.jsonOut {
+	if a.jsonOut && (ce == nil || !ce.quiet) {
 		a.printJSON(map[string]any{"error": map[string]any{"code": code, "message": err.Error()}})
 	}
 	fmt.Fprintf(a.stderr, "rewind: %s\n", trimPrefix(err.Error()))

@@ -81,6 +81,14 @@ Data lives in --data-dir (or $REWIND_DATA_DIR, or ./rewind-data).`,
 // commands lists the subcommands; each file adds its own here.
 func (a *app) commands() []*cobra.Command {
 	return []*cobra.Command{
+		a.appendCmd(),
+		a.readCmd(),
+		a.tailCmd(),
+		a.streamsCmd(),
+		a.statCmd(),
+		a.deleteCmd(),
+		a.verifyCmd(),
+		a.benchCmd(),
 		a.versionCmd(),
 	}
 }

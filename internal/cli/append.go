@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind"
+)
+
+func (a *app) appendCmd() *cobra.Command {
+	var (
+		typ, data, id, expected, contentType string
+		metadata                             []string
+		batch                                int
+		jsonOut                              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "append STREAM",
+		Short: "Append events to a stream",
+		Long: `Append events to a stream, atomically per batch.
+
+With --type, appends one event whose body is --data. Without it, reads events as
+JSON lines from standard input, one object per line:
+
+  {"type":"OrderPlaced","data":{"order":1},"id":"<uuid, optional>","metadata":{"actor":"ana"}}
+
+Fields: type (required), data (a JSON value) or data_base64, id (a UUID: give one
+to make retries safe, since an append whose ids are all recorded already writes
+nothing), schema_version, content_type, metadata, occurred_at (RFC 3339).
+Lines are appended in batches of --batch events; each batch is atomic. The
+expected version applies to the first batch; later batches expect the version
+the previous one left.`,
+		Example: `  rewind append orders-1 --type OrderPlaced --data '{"total":12}' --expected-version no-stream
+  printf '%s\n' '{"type":"A","data":1}' '{"type":"B","data":2}' | rewind append orders-2`,
+		Args: exactArgs(1, "STREAM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stream := args[0]
+			ev, err := rewind.ParseExpectedVersion(expected)
+			if err != nil {
+				return err
+			}
+			if batch < 1 {
+				return invalidFlag("batch", fmt.Sprint(batch), "must be at least 1")
+			}
+			meta, err := parseMetadata(metadata)
+			if err != nil {
+				return err
+			}
+			var single *rewind.Event
+			if typ != "" {
+				e, err := singleEvent(typ, data, id, contentType, meta)
+				if err != nil {
+					return err
+				}
+				single = &e
+			} else if data != "" || id != "" || len(metadata) > 0 || contentType != "" {
+				return invalidFlag("type", "", "is required with --data, --id, --metadata and --content-type; "+
+					"without them, events are read as JSON lines from standard input")
+			}
+			s, err := a.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			var total rewind.AppendResult
+			n := 0
+			appendBatch := func(events []rewind.Event) error {
+				res, err := s.Append(cmd.Context(), stream, ev, events...)
+				if err != nil {
+					if n > 0 {
+						return fmt.Errorf("%w (the first %d events were appended, up to version %d)", err, n, total.LastVersion)
+					}
+					return err
+				}
+				if n == 0 {
+					total = res
+				}
+				total.LastPosition, total.LastVersion, total.Duplicate = res.LastPosition, res.LastVersion, total.Duplicate && res.Duplicate
+				n += len(events)
+				ev = rewind.Exactly(res.LastVersion)
+				return nil
+			}
+			if single != nil {
+				err = appendBatch([]rewind.Event{*single})
+			} else {
+				err = readEventLines(a.stdin, stream, batch, appendBatch)
+			}
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(map[string]any{
+					"stream": stream, "events": n, "duplicate": total.Duplicate,
+					"first_position": total.FirstPosition, "last_position": total.LastPosition,
+					"first_version": total.FirstVersion, "last_version": total.LastVersion,
+				})
+			}
+			verb := "appended"
+			if total.Duplicate {
+				verb = "already recorded (idempotent retry, nothing written):"
+			}
+			a.printf("%s %d events to %s: versions %d-%d, positions %d-%d\n", verb, n, stream,
+				total.FirstVersion, total.LastVersion, total.FirstPosition, total.LastPosition)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&typ, "type", "", "event type of a single event (then the body is --data)")
+	f.StringVar(&data, "data", "", "body of the single event: JSON unless --content-type says otherwise")
+	f.StringVar(&id, "id", "", "event id (UUID) of the single event, for safe retries; generated if absent")
+	f.StringVar(&contentType, "content-type", "", "content type of the single event (default application/json)")
+	f.StringArrayVar(&metadata, "metadata", nil, "metadata key=value of the single event (repeatable)")
+	f.StringVar(&expected, "expected-version", "any", "append only if the stream is in this state: any, no-stream, stream-exists or a version")
+	f.IntVar(&batch, "batch", 1000, "events per atomic append when reading standard input")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func singleEvent(typ, data, id, contentType string, meta map[string]string) (rewind.Event, error) {
+	e := rewind.Event{Type: typ, ContentType: contentType, Metadata: meta, Data: []byte(data)}
+	if id != "" {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return e, invalidFlag("id", id, "must be a UUID")
+		}
+		e.ID = u
+	}
+	if data != "" && isJSON(contentType) && !json.Valid([]byte(data)) {
+		return e, invalidFlag("data", data, "is not valid JSON; quote strings ('\"text\"') or set --content-type")
+	}
+	return e, nil
+}
+
+func parseMetadata(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, invalidFlag("metadata", kv, "must be key=value")
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// exactArgs is cobra.ExactArgs with a message naming the arguments.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError(cmd, fmt.Errorf("expected %s, got %d argument(s)", names, len(args)))
+		}
+		return nil
+	}
+}

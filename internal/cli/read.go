@@ -1,0 +1,212 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind"
+)
+
+// filterFlags are the whole-log filters shared by read and tail.
+type filterFlags struct {
+	category string
+	types    []string
+	fromTime string
+}
+
+func (f *filterFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.category, "category", "", "only streams whose name starts with this prefix, such as orders-")
+	cmd.Flags().StringArrayVar(&f.types, "type", nil, "only events of this type (repeatable)")
+	cmd.Flags().StringVar(&f.fromTime, "from-time", "", "start at the first event recorded at or after this time (RFC 3339, or a duration ago such as 15m)")
+}
+
+func (f *filterFlags) filter() rewind.Filter {
+	return rewind.Filter{StreamPrefix: f.category, Types: f.types}
+}
+
+func (f *filterFlags) time(now time.Time) (time.Time, error) {
+	if f.fromTime == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, f.fromTime); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(f.fromTime); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, invalidFlag("from-time", f.fromTime, "must be an RFC 3339 time (2026-11-23T10:00:00Z) or a positive duration (15m)")
+}
+
+func (a *app) readCmd() *cobra.Command {
+	var (
+		from     string
+		backward bool
+		limit    int
+		jsonOut  bool
+		ff       filterFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "read [STREAM]",
+		Short: "Read a stream, or the whole log",
+		Long: `Read the events of STREAM in version order, or without STREAM the whole log in
+position order, verifying every checksum.
+
+--from is a version when reading a stream and a position when reading the whole
+log. --category, --type and --from-time filter the whole log.`,
+		Example: `  rewind read orders-1
+  rewind read orders-1 --backward --limit 1 --json
+  rewind read --from 1000 --category orders- --type OrderPlaced`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			start, err := parseUint("from", from)
+			if err != nil {
+				return err
+			}
+			if limit < 0 {
+				return invalidFlag("limit", fmt.Sprint(limit), "must not be negative")
+			}
+			ctx := cmd.Context()
+			if len(args) == 1 {
+				if ff.category != "" || len(ff.types) > 0 || ff.fromTime != "" {
+					return invalidFlag("category/--type/--from-time", "", "filter the whole log; drop STREAM to use them")
+				}
+				s, err := a.openStore(ctx)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				events, err := s.ReadStream(ctx, args[0], rewind.ReadStreamOptions{From: start, Backward: backward, Limit: limit})
+				if err != nil {
+					return err
+				}
+				for i := range events {
+					if err := a.printEvent(&events[i], jsonOut); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if backward {
+				return invalidFlag("backward", "true", "only applies to a stream; give STREAM")
+			}
+			t, err := ff.time(time.Now())
+			if err != nil {
+				return err
+			}
+			s, err := a.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			opts := rewind.ReadAllOptions{From: rewind.Position(start), FromTime: t, Filter: ff.filter(), Limit: limit}
+			for ev, err := range s.ReadAll(ctx, opts) {
+				if err != nil {
+					return err
+				}
+				if err := a.printEvent(ev, jsonOut); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "0", "first version (stream) or position (whole log) to read; 0 is the start (backward: the end)")
+	f.BoolVar(&backward, "backward", false, "read the stream from --from towards its first version")
+	f.IntVar(&limit, "limit", 0, "at most this many events (0: no limit)")
+	ff.add(cmd)
+	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
+	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
+	return cmd
+}
+
+func parseUint(flag, s string) (uint64, error) {
+	v, err := strconv.ParseUint(s, 10, 63)
+	if err != nil {
+		return 0, invalidFlag(flag, s, "must be a non-negative whole number")
+	}
+	return v, nil
+}
+
+func (a *app) tailCmd() *cobra.Command {
+	var (
+		after     string
+		fromStart bool
+		jsonOut   bool
+		ff        filterFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "tail",
+		Short: "Follow the log: print events as they are appended",
+		Long: `Follow the whole log and print each event as it becomes visible, until
+interrupted. By default it starts at the end; --after resumes after a position
+(every later event is printed exactly once, in order), --from-start starts at the
+beginning and --from-time at a time.`,
+		Example: `  rewind tail --category orders-
+  rewind tail --after 41000 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			p, err := parseUint("after", after)
+			if err != nil {
+				return err
+			}
+			t, err := ff.time(time.Now())
+			if err != nil {
+				return err
+			}
+			starts := 0
+			for _, set := range []bool{cmd.Flags().Changed("after"), fromStart, !t.IsZero()} {
+				if set {
+					starts++
+				}
+			}
+			if starts > 1 {
+				return invalidFlag("after/--from-start/--from-time", "", "give at most one starting point")
+			}
+			s, err := a.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			opts := rewind.SubscribeOptions{After: rewind.Position(p), FromTime: t, Filter: ff.filter()}
+			if starts == 0 {
+				st, err := s.Stat(ctx)
+				if err != nil {
+					return err
+				}
+				opts.After = st.LastPosition
+			}
+			if fromStart {
+				opts.After = 0
+			}
+			sub, err := s.Subscribe(ctx, opts)
+			if err != nil {
+				return err
+			}
+			defer sub.Close()
+			for {
+				ev, err := sub.Next(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil // interrupted: a normal end for tail
+					}
+					return err
+				}
+				if err := a.printEvent(ev, jsonOut); err != nil {
+					return err
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&after, "after", "0", "print the events after this position")
+	f.BoolVar(&fromStart, "from-start", false, "start at the first event of the log")
+	ff.add(cmd)
+	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
+	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
+	return cmd
+}
