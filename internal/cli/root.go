@@ -32,7 +32,7 @@ type app struct {
 	dataDir        string
 	logLevel       string
 	server, token  string // --server and --token: use a server instead of --data-dir
-	jsonOut        bool // set by a command's --json flag, for error output
+	jsonOut        bool   // set by a command's --json flag, for error output
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {

@@ -117,4 +117,3 @@ and an environment variable (REWIND_KEY_NAME).`,
 	cmd.AddCommand(print)
 	return cmd
 }
-
