@@ -74,7 +74,9 @@ func New(baseURL string, cfg Config) (*Client, error) {
 		c.own = newTransport(u.Scheme == "https", cfg.TLS)
 		c.http = &http.Client{Transport: c.own}
 	}
-	var opts []connect.ClientOption
+	// No gzip: on the networks a store runs on, compressing event batches
+	// costs more CPU than the bytes it saves.
+	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
 	switch cfg.Protocol {
 	case "", "grpc":
 		opts = append(opts, connect.WithGRPC())

@@ -6,6 +6,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
 )
 
 // The server's codecs reject unknown fields, in JSON and in binary
@@ -61,11 +63,30 @@ func (strictProto) Unmarshal(b []byte, m any) error {
 		return fmt.Errorf("the protobuf body does not decode as %s: %w",
 			msg.ProtoReflect().Descriptor().Name(), err)
 	}
-	if path := unknownField(msg.ProtoReflect(), ""); path != "" {
+	if path := unknownFields(msg); path != "" {
 		return fmt.Errorf("the protobuf body of %s has unknown fields in %s: the client uses a newer or different "+
 			"API definition than this server", msg.ProtoReflect().Descriptor().Name(), path)
 	}
 	return nil
+}
+
+// unknownFields returns the path of the first message of msg holding
+// unknown fields, or "". Appends, the hot path, are checked directly.
+func unknownFields(msg proto.Message) string {
+	req, ok := msg.(*rewindv1.AppendRequest)
+	if !ok {
+		return unknownField(msg.ProtoReflect(), "")
+	}
+	if len(req.ProtoReflect().GetUnknown()) > 0 {
+		return "the top-level message"
+	}
+	for i, e := range req.GetEvents() {
+		if len(e.ProtoReflect().GetUnknown()) > 0 ||
+			e.GetOccurredAt() != nil && len(e.GetOccurredAt().ProtoReflect().GetUnknown()) > 0 {
+			return fmt.Sprintf(".events[%d]", i)
+		}
+	}
+	return ""
 }
 
 // unknownField returns the path of the first message holding unknown

@@ -50,7 +50,18 @@ func setup(t *testing.T, cfg server.Config) (*server.Server, *client.Client, *bu
 	return s, c, b
 }
 
-func start(t *testing.T, cfg server.Config) (*server.Server, *bundle) {
+func setupB(b *testing.B, cfg server.Config) (*server.Server, *client.Client, *bundle) {
+	cfg.DataDir, cfg.Addr, cfg.Logger = b.TempDir(), "127.0.0.1:0", slog.New(slog.DiscardHandler)
+	s, bb := start(b, cfg)
+	c, err := client.New(bb.url, client.Config{Token: bb.admin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return s, c, bb
+}
+
+func start(t testing.TB, cfg server.Config) (*server.Server, *bundle) {
 	t.Helper()
 	s, err := server.New(cfg)
 	if err != nil {

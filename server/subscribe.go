@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"errors"
 	"strconv"
 	"sync"
@@ -75,8 +76,10 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 	if err := stream.Send(msg); err != nil { // confirms the start
 		return err
 	}
+	var b batchBuf
 	for {
 		msg.Events = msg.Events[:0]
+		b.reset()
 		size := 0
 		for len(msg.Events) < batchEvents && size < batchBytes {
 			ev, err := sub.TryNext()
@@ -87,9 +90,8 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 				break
 			}
 			if readsAll || tok.Allows(auth.Read, ev.Stream) {
-				c := ev.Clone()
-				msg.Events = append(msg.Events, apiconv.RecordedToProto(&c))
-				size += len(c.Data)
+				msg.Events = append(msg.Events, b.add(ev))
+				size += len(ev.Data)
 			}
 		}
 		// Send events, or, when only skipped ones went by, the new position
@@ -108,8 +110,8 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 			return err
 		}
 		if readsAll || tok.Allows(auth.Read, ev.Stream) {
-			c := ev.Clone()
-			msg.Events = append(msg.Events[:0], apiconv.RecordedToProto(&c))
+			b.reset()
+			msg.Events = append(msg.Events[:0], b.add(ev))
 			sent = sub.Position()
 			msg.Position = uint64(sent)
 			if err := stream.Send(msg); err != nil {
@@ -118,6 +120,44 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 			entry.pos.Store(uint64(sent))
 		}
 	}
+}
+
+// batchBuf copies the events of one batch out of the store's reused
+// buffers with few allocations: bodies go into one arena, and the
+// messages are reused from batch to batch (Send has marshalled them).
+type batchBuf struct {
+	data []byte
+	msgs []*rewindv1.RecordedEvent
+	n    int
+}
+
+func (b *batchBuf) reset() {
+	b.data, b.n = b.data[:0], 0
+	if cap(b.data) > 4*batchBytes {
+		b.data = nil
+	}
+}
+
+// add converts ev, copying what the store will reuse.
+func (b *batchBuf) add(ev *rewind.RecordedEvent) *rewindv1.RecordedEvent {
+	if b.n == len(b.msgs) {
+		b.msgs = append(b.msgs, new(rewindv1.RecordedEvent))
+	}
+	m := b.msgs[b.n]
+	b.n++
+	apiconv.FillRecorded(m, ev)
+	start := len(b.data)
+	if cap(b.data)-start < len(ev.Data) {
+		// A new arena: the messages already filled keep the old one.
+		b.data = make([]byte, 0, max(batchBytes, len(ev.Data)))
+		start = 0
+	}
+	b.data = append(b.data, ev.Data...)
+	m.Data = b.data[start:len(b.data):len(b.data)]
+	if len(ev.Metadata) > 0 {
+		m.Metadata = maps.Clone(ev.Metadata)
+	}
+	return m
 }
 
 // subscriptions tracks open subscriptions: it enforces the per-token

@@ -66,6 +66,28 @@ func RecordedToProto(ev *rewind.RecordedEvent) *rewindv1.RecordedEvent {
 	return p
 }
 
+// FillRecorded sets every field of p from ev, reusing p's timestamps.
+// Data and metadata are shared with ev.
+func FillRecorded(p *rewindv1.RecordedEvent, ev *rewind.RecordedEvent) {
+	recorded, occurred := p.RecordedAt, p.OccurredAt
+	*p = rewindv1.RecordedEvent{
+		Id: ev.ID.String(), Type: ev.Type, SchemaVersion: ev.SchemaVersion, ContentType: ev.ContentType,
+		Data: ev.Data, Metadata: ev.Metadata, Stream: ev.Stream, Version: ev.Version, Position: uint64(ev.Position),
+	}
+	p.RecordedAt = setTime(recorded, ev.RecordedAt)
+	if !ev.OccurredAt.IsZero() {
+		p.OccurredAt = setTime(occurred, ev.OccurredAt)
+	}
+}
+
+func setTime(ts *timestamppb.Timestamp, t time.Time) *timestamppb.Timestamp {
+	if ts == nil {
+		return timestamppb.New(t)
+	}
+	ts.Seconds, ts.Nanos = t.Unix(), int32(t.Nanosecond())
+	return ts
+}
+
 // RecordedFromProto converts a recorded event.
 func RecordedFromProto(p *rewindv1.RecordedEvent) (rewind.RecordedEvent, error) {
 	id, err := uuid.Parse(p.GetId())

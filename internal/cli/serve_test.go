@@ -145,7 +145,7 @@ func TestConfigPrint(t *testing.T) {
 		!strings.Contains(errOut, "adress") {
 		t.Fatalf("unknown key: %d %s", code, errOut)
 	}
-	if code, _, errOut := run(t, t.TempDir(), "", "serve", "--addr", "0.0.0.0:0", "--no-auth", "true"); code != 2 ||
+	if code, _, errOut := run(t, t.TempDir(), "", "serve", "--addr", "0.0.0.0:0", "--no-auth"); code != 2 ||
 		!strings.Contains(errOut, "loopback") {
 		t.Fatalf("no-auth on every interface: %d %s", code, errOut)
 	}

@@ -172,6 +172,9 @@ func AddFlags(fs *pflag.FlagSet, skip ...string) {
 			def = ""
 		}
 		fs.String(FlagName(s.key), def, s.help+" ($"+EnvName(s.key)+")")
+		if _, ok := s.get(&d).(bool); ok {
+			fs.Lookup(FlagName(s.key)).NoOptDefVal = "true" // --no-auth alone means true
+		}
 	}
 }
 
