@@ -2,8 +2,8 @@ package server
 
 import (
 	"context"
-	"maps"
 	"errors"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
