@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -28,7 +29,10 @@ type AppenderConfig struct {
 // with a Pending result, and events of the same stream are sent together,
 // up to MaxBatch per append, with at most MaxInFlight appends in flight.
 // Appends use rewind.Any as expected version; use Client.Append for
-// optimistic concurrency. Events get their ids before they are queued, so
+// optimistic concurrency. The events of one stream land in the order of
+// the Append calls: a stream's batch is sent only after its previous one
+// succeeded (if that one failed, the later ones fail too, so that no
+// event lands after a lost one). Events get their ids before they are queued, so
 // the retries of a batch are idempotent. It is safe for concurrent use.
 type Appender struct {
 	c     *Client
@@ -37,12 +41,14 @@ type Appender struct {
 
 	mu       sync.Mutex
 	batches  map[string]*batch   // open, by stream
+	last     map[string]*batch   // the last batch sent of each stream
 	inflight map[*batch]struct{} // sent, awaiting their response
 	closed   bool
 }
 
 type batch struct {
 	stream string
+	prev   *batch // the stream's previous batch, which must land first
 	events []rewind.Event
 	timer  *time.Timer
 	sent   bool
@@ -85,7 +91,7 @@ func (c *Client) NewAppender(cfg AppenderConfig) *Appender {
 		cfg.Linger = 2 * time.Millisecond
 	}
 	return &Appender{c: c, cfg: cfg, slots: make(chan struct{}, cfg.MaxInFlight),
-		batches: map[string]*batch{}, inflight: map[*batch]struct{}{}}
+		batches: map[string]*batch{}, last: map[string]*batch{}, inflight: map[*batch]struct{}{}}
 }
 
 // Append queues ev for stream. It blocks only while MaxInFlight appends
@@ -155,11 +161,24 @@ func (a *Appender) send(ctx context.Context, b *batch) error {
 	}
 	a.mu.Lock()
 	a.inflight[b] = struct{}{}
+	b.prev = a.last[b.stream]
+	a.last[b.stream] = b
 	a.mu.Unlock()
 	go func() {
-		b.res, b.err = a.c.Append(context.Background(), b.stream, rewind.Any, b.events...)
+		if b.prev != nil {
+			<-b.prev.done
+		}
+		if b.prev != nil && b.prev.err != nil {
+			b.err = fmt.Errorf("not sent: an earlier batch of stream %q failed: %w", b.stream, b.prev.err)
+		} else {
+			b.res, b.err = a.c.Append(context.Background(), b.stream, rewind.Any, b.events...)
+		}
 		a.mu.Lock()
 		delete(a.inflight, b)
+		if a.last[b.stream] == b {
+			delete(a.last, b.stream)
+		}
+		b.prev = nil
 		a.mu.Unlock()
 		<-a.slots
 		close(b.done)
