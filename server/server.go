@@ -89,9 +89,6 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.ln, err = net.Listen("tcp", c.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", c.Addr, err)
 	}
-	if tlsCfg != nil {
-		s.ln = tls.NewListener(s.ln, tlsCfg)
-	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
