@@ -30,6 +30,12 @@ type Config struct {
 	// DedupMaxIDs caps how many event ids are remembered, the newest kept;
 	// each costs about 40 bytes of memory. Defaults to 1,000,000.
 	DedupMaxIDs int
+	// SnapshotEvery is how many appended events make the store write its
+	// index snapshot in the background, so that opening after a crash
+	// replays at most about that many events. Taking it holds appends for
+	// about 10ms per million streams. Defaults to 4,000,000; -1 turns it off
+	// (the snapshot is then only written on Close).
+	SnapshotEvery int
 	// Logger receives recovery reports and other notices. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -61,6 +67,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.DedupMaxIDs == 0 {
 		cfg.DedupMaxIDs = 1_000_000
 	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = 4_000_000
+	}
 	bad := func(field string, v any, reason string) error {
 		return &rewind.ValidationError{Field: field, Value: fmt.Sprint(v), Reason: reason}
 	}
@@ -75,6 +84,8 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, bad("max batch bytes", cfg.MaxBatchBytes, "must be smaller than the segment size less 1 KiB")
 	case cfg.DedupWindow < 0:
 		return cfg, bad("dedup window", cfg.DedupWindow, "must not be negative")
+	case cfg.SnapshotEvery < -1:
+		return cfg, bad("snapshot every", cfg.SnapshotEvery, "must be a number of events, or -1 for never")
 	case cfg.DedupMaxIDs < 0:
 		return cfg, bad("dedup max ids", cfg.DedupMaxIDs, "must not be negative")
 	}

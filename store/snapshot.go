@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,7 +26,7 @@ import (
 // means a full replay. Its flat arrays are stored as they are in memory, so
 // loading is reading (all integers little endian):
 //
-//	magic "RWNDSNAP", format uint32, reserved uint32
+//	magic "RWNDSNAP", format uint32, flags uint32 (1: holds the dedup window)
 //	position uint64, id of the event at position [16]byte
 //	streams uint64, then per stream: name offset uint32, name length uint16,
 //	    zero uint16, version, last, deleted uint64
@@ -32,7 +34,7 @@ import (
 //	anchored streams uint64, then per stream: slot uint32, count uint32, positions uint64
 //	chain first chunk uint64, chunks uint64, then 64Ki uint32 per chunk
 //	far links uint64, then pos, prev uint64
-//	dedup generation size uint64, generations uint64, then per generation:
+//	if flagged, dedup generation size uint64, generations uint64, then per generation:
 //	    newest int64, keys uint64, (key, position uint64)…, exact uint64, (id [16]byte, position uint64)…
 //	CRC-32C of all the above, uint32
 const (
@@ -100,6 +102,7 @@ func (s *Store) rebuild() error {
 	}
 	s.cfg.Logger.Debug("store: index loaded", "snapshot_position", snapPos, "replayed", replayed,
 		"streams", len(s.idx.streams), "took", time.Since(start))
+	s.snapshotPos, s.replayed = snapPos, replayed
 	if replayed > snapshotAfterReplay {
 		return s.saveSnapshot()
 	}
@@ -157,17 +160,63 @@ func envelopeStreamVersion(payload []byte) ([]byte, uint64, error) {
 	return stream, binary.LittleEndian.Uint64(payload[versionOffset:]), nil
 }
 
-// saveSnapshot writes the index as of the log's last position. Called with
-// no append in flight (s.mu held, or before the store is shared).
+// saveSnapshot writes the index, and the dedup window, as of the log's
+// last position. Called with no append in flight (s.mu held, or before the
+// store is shared).
 func (s *Store) saveSnapshot() error {
+	view, err := s.captureLocked(true)
+	if err != nil || view == nil {
+		return err
+	}
+	s.snapshotPos = view.pos
+	return s.writeSnapshotFile(view)
+}
+
+// snapshotView is a consistent copy of what a snapshot holds, cheap to take
+// under s.mu: the parts of the index that never change once written (full
+// chain chunks, the arena's bytes) are shared, the rest copied.
+type snapshotView struct {
+	pos     uint64
+	id      uuid.UUID
+	streams []streamState
+	arena   [][]byte
+	anchors map[uint32][]uint64
+	chain   chain
+	dedup   *dedup // nil: the next open refills the window from the log
+}
+
+// captureLocked copies the index as of the log's last position, which must
+// hold every assigned position: called with s.mu held and the log flushed.
+// It returns nil when the log holds nothing to snapshot.
+func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
 	pos := s.log.Last()
 	if pos == 0 || pos < s.log.First() {
-		return nil
+		return nil, nil
 	}
 	rec, err := s.log.Read(pos)
 	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	x := s.idx
+	v := &snapshotView{
+		pos: pos, id: envelopeID(rec.Payload),
+		streams: slices.Clone(x.streams),
+		arena:   slices.Clone(x.names.chunks), // lengths fixed now; the bytes never change
+		anchors: maps.Clone(x.anchors),        // slices fixed now; later appends do not touch them
+		chain:   chain{firstChunk: x.chain.firstChunk, chunks: slices.Clone(x.chain.chunks), far: maps.Clone(x.chain.far)},
+	}
+	if n := len(v.chain.chunks); n > 0 {
+		v.chain.chunks[n-1] = slices.Clone(v.chain.chunks[n-1]) // the only chunk still written to
+	}
+	if withDedup {
+		v.dedup = s.dedup
+	}
+	return v, nil
+}
+
+// writeSnapshotFile writes v to index.snapshot: a temporary file, fsynced,
+// renamed over the old one, and the directory fsynced.
+func (s *Store) writeSnapshotFile(v *snapshotView) error {
 	path := filepath.Join(s.dir, snapshotName)
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
@@ -178,7 +227,7 @@ func (s *Store) saveSnapshot() error {
 	defer f.Close()
 	crc := crc32.New(castagnoli)
 	w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
-	writeSnapshot(w, s.idx, s.dedup, pos, envelopeID(rec.Payload))
+	writeSnapshot(w, v)
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write index snapshot: %w", err)
 	}
@@ -215,46 +264,57 @@ func (sw *snapWriter) u32(v uint32) {
 	sw.w.Write(sw.b[:4])
 }
 
-func writeSnapshot(w *bufio.Writer, x *index, d *dedup, pos uint64, id uuid.UUID) {
+// snapshotHasDedup is the header flag of a snapshot that holds the dedup window.
+const snapshotHasDedup = 1
+
+func writeSnapshot(w *bufio.Writer, v *snapshotView) {
 	sw := &snapWriter{w: w}
 	w.WriteString(snapshotMagic)
 	sw.u32(snapshotFormat)
-	sw.u32(0)
-	sw.u64(pos)
-	w.Write(id[:])
-	sw.u64(uint64(len(x.streams)))
-	for i := range x.streams {
-		st := &x.streams[i]
+	var flags uint32
+	if v.dedup != nil {
+		flags |= snapshotHasDedup
+	}
+	sw.u32(flags)
+	sw.u64(v.pos)
+	w.Write(v.id[:])
+	sw.u64(uint64(len(v.streams)))
+	for i := range v.streams {
+		st := &v.streams[i]
 		sw.u32(st.nameOff)
 		sw.u32(uint32(st.nameLen))
 		sw.u64(st.version)
 		sw.u64(st.last)
 		sw.u64(st.deleted)
 	}
-	sw.u64(uint64(len(x.names.chunks)))
-	for _, c := range x.names.chunks {
+	sw.u64(uint64(len(v.arena)))
+	for _, c := range v.arena {
 		sw.u64(uint64(len(c)))
 		w.Write(c)
 	}
-	sw.u64(uint64(len(x.anchors)))
-	for slot, positions := range x.anchors {
+	sw.u64(uint64(len(v.anchors)))
+	for slot, positions := range v.anchors {
 		sw.u32(slot)
 		sw.u32(uint32(len(positions)))
 		for _, p := range positions {
 			sw.u64(p)
 		}
 	}
-	sw.u64(x.chain.firstChunk)
-	sw.u64(uint64(len(x.chain.chunks)))
-	for _, c := range x.chain.chunks {
+	sw.u64(v.chain.firstChunk)
+	sw.u64(uint64(len(v.chain.chunks)))
+	for _, c := range v.chain.chunks {
 		for _, v := range c {
 			sw.u32(v)
 		}
 	}
-	sw.u64(uint64(len(x.chain.far)))
-	for p, prev := range x.chain.far {
+	sw.u64(uint64(len(v.chain.far)))
+	for p, prev := range v.chain.far {
 		sw.u64(p)
 		sw.u64(prev)
+	}
+	d := v.dedup
+	if d == nil {
+		return
 	}
 	sw.u64(uint64(d.genSize))
 	sw.u64(uint64(len(d.gens)))
@@ -351,6 +411,7 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 	if v := binary.LittleEndian.Uint32(head[8:]); v != snapshotFormat {
 		return nil, nil, 0, fmt.Errorf("snapshot format %d is not %d", v, snapshotFormat)
 	}
+	flags := binary.LittleEndian.Uint32(head[12:])
 	pos := binary.LittleEndian.Uint64(head[16:])
 	id := uuid.UUID(head[24:40])
 	if pos > l.Last() {
@@ -365,7 +426,7 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 			return nil, nil, 0, fmt.Errorf("the event at position %d is not the one the snapshot was taken at", pos)
 		}
 	}
-	x, d := readSnapshot(sr)
+	x, d := readSnapshot(sr, flags&snapshotHasDedup != 0)
 	if sr.err != nil {
 		return nil, nil, 0, fmt.Errorf("damaged snapshot: %w", sr.err)
 	}
@@ -381,7 +442,7 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 	return x, d, pos, nil
 }
 
-func readSnapshot(sr *snapReader) (*index, *dedup) {
+func readSnapshot(sr *snapReader, withDedup bool) (*index, *dedup) {
 	x := &index{anchors: make(map[uint32][]uint64)}
 	buf := make([]byte, 1<<16)
 	x.streams = make([]streamState, sr.count(32))
@@ -434,6 +495,9 @@ func readSnapshot(sr *snapReader) (*index, *dedup) {
 			p := sr.u64()
 			x.chain.far[p] = sr.u64()
 		}
+	}
+	if !withDedup {
+		return x, nil
 	}
 	d := &dedup{genSize: int(sr.u64())}
 	for range sr.count(24) {

@@ -29,6 +29,14 @@ type Store struct {
 	idx   *index
 	dedup *dedup
 
+	// Guarded by mu: the position of the last snapshot, and whether the
+	// snapshotter is at work.
+	snapshotPos  uint64
+	snapshotting bool
+	snapshotKick chan struct{}
+	wg           sync.WaitGroup
+	replayed     int // events replayed into the index at open, after the snapshot
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	bufs      sync.Pool
@@ -48,13 +56,49 @@ func Open(dir string, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	c.Logger.Debug("store: log opened", "took", time.Since(start), "first", l.First(), "last", l.Last())
-	s := &Store{cfg: c, dir: dir, log: l, closed: make(chan struct{})}
+	s := &Store{cfg: c, dir: dir, log: l, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1)}
 	s.bufs.New = func() any { return new(appendBuf) }
 	if err := s.rebuild(); err != nil {
 		l.Close()
 		return nil, err
 	}
+	if c.SnapshotEvery > 0 {
+		s.wg.Add(1)
+		go s.snapshotter()
+	}
 	return s, nil
+}
+
+// snapshotter writes the index snapshot in the background when
+// SnapshotEvery events were appended since the last one.
+func (s *Store) snapshotter() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-s.snapshotKick:
+		}
+		s.mu.Lock()
+		var v *snapshotView
+		err := s.log.Sync() // every assigned position visible: the index matches the log
+		if err == nil {
+			v, err = s.captureLocked(false)
+		}
+		if v != nil {
+			s.snapshotPos = v.pos
+		}
+		s.mu.Unlock()
+		if err == nil && v != nil {
+			err = s.writeSnapshotFile(v)
+		}
+		if err != nil {
+			s.cfg.Logger.Warn("store: background index snapshot failed; the next open will replay more of the log", "err", err)
+		}
+		s.mu.Lock()
+		s.snapshotting = false
+		s.mu.Unlock()
+	}
 }
 
 // Log returns the log under the store, for inspection.
@@ -70,6 +114,7 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.wg.Wait()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		errs := []error{s.log.Sync()}
@@ -366,9 +411,16 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 			s.dedup.add(b.ids[i], pos, a.Timestamp, b.sure[i])
 		}
 	}
+	n := uint64(len(b.entries))
+	if every := s.cfg.SnapshotEvery; every > 0 && !s.snapshotting && a.First+n-1 >= s.snapshotPos+uint64(every) {
+		s.snapshotting = true
+		select {
+		case s.snapshotKick <- struct{}{}:
+		default:
+		}
+	}
 	s.mu.Unlock()
 
-	n := uint64(len(b.entries))
 	res := rewind.AppendResult{
 		FirstPosition: rewind.Position(a.First), LastPosition: rewind.Position(a.First + n - 1),
 		FirstVersion: version + 1, LastVersion: version + n,
