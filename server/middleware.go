@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/otelconnect"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/rewindhq/rewind"
 	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
@@ -224,7 +225,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 func (s *Server) interceptors() []connect.Interceptor {
 	var out []connect.Interceptor
 	if tp := s.tracing.tracerProvider(); tp != nil {
-		otel, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tp), otelconnect.WithoutMetrics())
+		otel, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tp), otelconnect.WithoutMetrics(),
+			otelconnect.WithPropagator(propagation.TraceContext{}))
 		if err == nil {
 			out = append(out, otel)
 		}

@@ -37,7 +37,7 @@ func (a *app) benchNATSCmd() *cobra.Command {
 	var (
 		natsBin                        string
 		events, syncEvents, writers, n int
-		size                           int
+		syncWriters, size              int
 		jsonOut                        bool
 	)
 	cmd := &cobra.Command{
@@ -71,7 +71,8 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 			}
 			load, _ := os.ReadFile("/proc/loadavg")
 			r := natsReport{LoadAvg: strings.TrimSpace(string(load)), NATSServer: natsBin,
-				Config: map[string]any{"writers": writers, "events": events, "sync_events": syncEvents, "size": size,
+				Config: map[string]any{"writers": writers, "sync_writers": syncWriters, "events": events,
+					"sync_events": syncEvents, "size": size,
 					"connections": n}}
 			var err error
 			say := func(format string, args ...any) {
@@ -88,8 +89,8 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 			if r.NATSPublishDefault, r.NATSPullConsume, err = a.natsDefault(ctx, natsBin, writers, events, size, say); err != nil {
 				return err
 			}
-			say("rewind: durable appends, %d writers, batch 1, %d events", writers, syncEvents)
-			if r.RewindAppend1, err = a.benchAppendServer(ctx, bench.AppendConfig{Writers: writers, Batch: 1,
+			say("rewind: durable appends, %d writers, batch 1, %d events", syncWriters, syncEvents)
+			if r.RewindAppend1, err = a.benchAppendServer(ctx, bench.AppendConfig{Writers: syncWriters, Batch: 1,
 				Events: syncEvents, Size: size}, n); err != nil {
 				return err
 			}
@@ -121,7 +122,8 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 	f.StringVar(&natsBin, "nats-server", def, "nats-server binary ($REWIND_NATS_SERVER)")
 	f.IntVar(&events, "events", 1_000_000, "events for the batch-100 appends and the subscription")
 	f.IntVar(&syncEvents, "sync-events", 30_000, "events for the batch-1 appends and NATS with sync_interval: always")
-	f.IntVar(&writers, "writers", 16, "concurrent writers (rewind) and publishers (NATS)")
+	f.IntVar(&writers, "writers", 16, "concurrent writers (rewind, batch 100) and publishers (NATS)")
+	f.IntVar(&syncWriters, "sync-writers", 64, "concurrent writers of the batch-1 appends (each waits for its append)")
 	f.IntVar(&n, "connections", 4, "client connections the rewind writers share")
 	f.IntVar(&size, "size", 128, "payload bytes")
 	a.jsonFlag(cmd, &jsonOut)
