@@ -98,7 +98,7 @@ func (c *Client) NewAppender(cfg AppenderConfig) *Appender {
 // are in flight and the stream's batch is full, or until ctx ends.
 func (a *Appender) Append(ctx context.Context, stream string, ev rewind.Event) (*Pending, error) {
 	if ev.ID == (uuid.UUID{}) {
-		id, err := uuid.NewV7()
+		id, err := newID()
 		if err != nil {
 			return nil, err
 		}

@@ -1,7 +1,9 @@
 package client
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -180,6 +183,21 @@ func retry[T any](ctx context.Context, c *Client, op func() (T, error)) (T, erro
 	return v, apiconv.FromConnect(err)
 }
 
+// ids reads UUID randomness from a buffer refilled from crypto/rand, so
+// that an append of many events costs one getrandom call, not one each.
+var ids = struct {
+	sync.Mutex
+	r *bufio.Reader
+}{r: bufio.NewReaderSize(rand.Reader, 4096)}
+
+// newID returns a new UUID v7 (time-ordered, so the server's index of
+// recent ids stays compact).
+func newID() (uuid.UUID, error) {
+	ids.Lock()
+	defer ids.Unlock()
+	return uuid.NewV7FromReader(ids.r)
+}
+
 // Append appends events to stream as one atomic batch if the stream is in
 // the expected state; see store.Store.Append for the semantics. Events
 // without an id get a UUID v7 before the first try, so retrying after a
@@ -191,7 +209,7 @@ func (c *Client) Append(ctx context.Context, stream string, expected rewind.Expe
 	for i := range events {
 		p := apiconv.EventToProto(&events[i])
 		if p.Id == "" {
-			id, err := uuid.NewV7()
+			id, err := newID()
 			if err != nil {
 				return rewind.AppendResult{}, fmt.Errorf("generate event id: %w", err)
 			}

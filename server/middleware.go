@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,8 +64,7 @@ func (s *Server) withRequest(next http.Handler) http.Handler {
 		if !ri.observed {
 			code = codeFromResponse(sw)
 		}
-		s.metrics.rpcs.WithLabelValues(procedure, code).Inc()
-		s.metrics.rpcDuration.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
+		s.metrics.observeRPC(procedure, code, time.Since(start))
 		level := slog.LevelDebug
 		if code != "ok" {
 			level = slog.LevelInfo
@@ -87,10 +87,19 @@ func requestID(given string) string {
 	}) {
 		return given
 	}
-	var b [12]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	// A random process prefix and a counter: unique, and no getrandom call
+	// per request.
+	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
 }
+
+var (
+	requestPrefix = func() string {
+		var b [6]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	requestSeq atomic.Uint64
+)
 
 // codeFromResponse reads the result code of an RPC that failed before the
 // interceptors ran (an undecodable or oversized request): from the gRPC
