@@ -124,6 +124,9 @@ func TestTokenCommands(t *testing.T) {
 		!strings.Contains(out, "rwd_") {
 		t.Fatalf("offline token create: %d %q %s", code, out, errOut)
 	}
+	if code, _, errOut := run(t, offline, "", "token", "revoke", "ghost"); code != 3 || !strings.Contains(errOut, "token list") {
+		t.Fatalf("revoke of an unknown token: %d %s", code, errOut)
+	}
 	if code, _, errOut := run(t, offline, "", "token", "create", "--name", "bad", "--allow", "root"); code != 2 ||
 		!strings.Contains(errOut, "read:PATTERN") {
 		t.Fatalf("bad scope: %d %s", code, errOut)
@@ -256,4 +259,49 @@ func TestServeSIGTERMDuringAppends(t *testing.T) {
 		}
 	}
 	t.Logf("%d events acknowledged, all present after SIGTERM", len(acked))
+}
+
+// TestBenchThroughServer runs the --server benchmarks and the NATS
+// comparison at a small scale and checks their JSON.
+func TestBenchThroughServer(t *testing.T) {
+	// Not parallel: the comparison starts `rewind serve` from this test
+	// binary, which needs REWIND_CLI_MAIN in the environment.
+	t.Setenv("REWIND_CLI_MAIN", "1")
+	url, admin := startServer(t)
+	dir := t.TempDir()
+	code, out, errOut := run(t, dir, "", "--server", url, "--token", admin, "bench", "append", "--writers", "4",
+		"--batch", "10", "--events", "2000", "--json")
+	var app serverAppendResult
+	if code != 0 || json.Unmarshal([]byte(out), &app) != nil || app.Events != 2000 || app.EventsPerSec <= 0 ||
+		app.Durability != "sync" || app.GroupSize <= 0 {
+		t.Fatalf("bench append --server: %d %q %s", code, out, errOut)
+	}
+	code, out, errOut = run(t, dir, "", "--server", url, "--token", admin, "bench", "read", "--events", "3000", "--json")
+	var rd serverReadResult
+	if code != 0 || json.Unmarshal([]byte(out), &rd) != nil || rd.Events != 3000 || rd.EventsPerSec <= 0 {
+		t.Fatalf("bench read --server: %d %q %s", code, out, errOut)
+	}
+
+	nats := ""
+	for _, p := range []string{os.Getenv("REWIND_NATS_SERVER"), "nats-server", "/usr/sbin/nats-server"} {
+		if path, err := exec.LookPath(p); p != "" && err == nil {
+			nats = path
+			break
+		}
+	}
+	if nats == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("nats-server is not installed (apt-get install nats-server); CI must run this test")
+		}
+		t.Skip("nats-server is not installed")
+	}
+	code, out, errOut = run(t, t.TempDir(), "", "bench", "nats", "--nats-server", nats, "--events", "3000",
+		"--sync-events", "100", "--sync-writers", "8", "--writers", "4", "--json")
+	var r natsReport
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.RewindAppend100.Events != 3000 ||
+		r.NATSPublishDefault.Messages != 3000 || r.NATSPullConsume.Messages != 3000 || r.RewindSubscribe.Events != 3000 ||
+		r.RewindAppend1.Events != 100 || (r.NATSPublishSync == nil) == (r.NATSSyncUnsupported == "") ||
+		r.Ratios["append_batch100_vs_nats_default_publish"] <= 0 {
+		t.Fatalf("bench nats: %d %q %s", code, out, errOut)
+	}
 }

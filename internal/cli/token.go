@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/client"
 )
@@ -61,7 +63,14 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 		return err
 	}
 	defer s.Close()
-	return local(s)
+	err = local(s)
+	switch {
+	case errors.Is(err, auth.ErrTokenNotFound):
+		return &cliError{code: rewind.CodeNotFound, status: 3, msg: err.Error()}
+	case errors.Is(err, auth.ErrNameTaken):
+		return &cliError{code: rewind.CodeInvalidArgument, status: 2, msg: err.Error()}
+	}
+	return err
 }
 
 func (a *app) tokenCreateCmd() *cobra.Command {
