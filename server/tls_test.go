@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,5 +149,37 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	c.Append(ctx, "s", rewind.NoStream, ev("A", "{}")) // fails: counted by code
 	if _, body := get("/metrics"); !strings.Contains(body, `rewind_rpc_requests_total{code="aborted",procedure="/rewind.v1.EventStoreService/Append"} 1`) {
 		t.Fatalf("/metrics does not count errors by code:\n%s", body)
+	}
+}
+
+// TestTracesExportedOverOTLP points the server at a local HTTP endpoint
+// that records OTLP requests, makes an RPC, shuts down (which flushes the
+// spans) and checks that a trace of the RPC arrived.
+func TestTracesExportedOverOTLP(t *testing.T) {
+	t.Parallel()
+	got := make(chan []byte, 16)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/v1/traces" {
+			got <- body
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(200)
+	}))
+	defer collector.Close()
+	_, c, b := setup(t, server.Config{OTLPEndpoint: collector.URL})
+	if _, err := c.Append(ctx, "s", rewind.Any, ev("A", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case body := <-got:
+		if !strings.Contains(string(body), "rewind.v1.EventStoreService/Append") {
+			t.Fatalf("the exported spans do not name the RPC: %q", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no trace reached the OTLP endpoint")
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -27,6 +28,9 @@ func newTracing(endpoint string) (*tracing, error) {
 	}
 	var opt otlptracehttp.Option
 	if strings.Contains(endpoint, "://") {
+		if u, err := url.Parse(endpoint); err == nil && (u.Path == "" || u.Path == "/") {
+			endpoint = strings.TrimRight(endpoint, "/") + "/v1/traces" // the OTLP/HTTP default path
+		}
 		opt = otlptracehttp.WithEndpointURL(endpoint)
 	} else {
 		opt = otlptracehttp.WithEndpoint(endpoint)
