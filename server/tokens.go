@@ -21,8 +21,12 @@ func requireAdmin(ctx context.Context) error {
 	if tok != nil && tok.IsAdmin() {
 		return nil
 	}
+	name := "(none)"
+	if tok != nil {
+		name = tok.Name
+	}
 	return apiconv.Errorf(rewind.CodePermissionDenied,
-		"rewind: permission denied: token %q may not manage tokens; that needs the scope admin:*", tok.Name)
+		"rewind: permission denied: token %q may not manage tokens; that needs the scope admin:*", name)
 }
 
 // TokenToProto converts a token's description (never its secret).
