@@ -16,9 +16,9 @@ import (
 type AppenderConfig struct {
 	// MaxBatch is the most events sent in one append. Defaults to 500.
 	MaxBatch int
-	// MaxInFlight is the most appends awaiting their response at once;
-	// when they are all busy and a batch is full, Append blocks. Defaults
-	// to 4.
+	// MaxInFlight is the most appends awaiting their response at once.
+	// Append blocks while twice as many full batches wait to be sent.
+	// Defaults to 4.
 	MaxInFlight int
 	// Linger is how long a batch that is not full waits for more events
 	// before it is sent. Defaults to 2ms.
@@ -30,31 +30,38 @@ type AppenderConfig struct {
 // up to MaxBatch per append, with at most MaxInFlight appends in flight.
 // Appends use rewind.Any as expected version; use Client.Append for
 // optimistic concurrency. The events of one stream land in the order of
-// the Append calls: a stream's batch is sent only after its previous one
-// succeeded (if that one failed, the later ones fail too, so that no
-// event lands after a lost one). Events get their ids before they are queued, so
-// the retries of a batch are idempotent. It is safe for concurrent use.
+// the Append calls: a stream's batches are sent one after the other, and
+// when one fails the later ones fail too, so that no event lands after a
+// lost one. Events get their ids before they are queued, so the retries
+// of a batch are idempotent. It is safe for concurrent use.
 type Appender struct {
-	c     *Client
-	cfg   AppenderConfig
-	slots chan struct{} // in-flight permits
+	c       *Client
+	cfg     AppenderConfig
+	permits chan struct{} // appends in flight
 
-	mu       sync.Mutex
-	batches  map[string]*batch   // open, by stream
-	last     map[string]*batch   // the last batch sent of each stream
-	inflight map[*batch]struct{} // sent, awaiting their response
-	closed   bool
+	mu      sync.Mutex
+	open    map[string]*batch     // the batch being filled, by stream
+	streams map[string]*sendQueue // batches waiting to be sent, by stream
+	sealed  int                   // batches sealed and not yet done
+	freed   chan struct{}         // closed when sealed decreases
+	closed  bool
 }
 
 type batch struct {
 	stream string
-	prev   *batch // the stream's previous batch, which must land first
 	events []rewind.Event
 	timer  *time.Timer
-	sent   bool
+	sealed bool
 	done   chan struct{}
 	res    rewind.AppendResult
 	err    error
+}
+
+// sendQueue holds one stream's sealed batches in order; one goroutine per
+// stream sends them while the queue is not empty.
+type sendQueue struct {
+	batches []*batch
+	failed  error
 }
 
 // Pending is the future result of one appended event.
@@ -90,12 +97,12 @@ func (c *Client) NewAppender(cfg AppenderConfig) *Appender {
 	if cfg.Linger <= 0 {
 		cfg.Linger = 2 * time.Millisecond
 	}
-	return &Appender{c: c, cfg: cfg, slots: make(chan struct{}, cfg.MaxInFlight),
-		batches: map[string]*batch{}, last: map[string]*batch{}, inflight: map[*batch]struct{}{}}
+	return &Appender{c: c, cfg: cfg, permits: make(chan struct{}, cfg.MaxInFlight), freed: make(chan struct{}),
+		open: map[string]*batch{}, streams: map[string]*sendQueue{}}
 }
 
-// Append queues ev for stream. It blocks only while MaxInFlight appends
-// are in flight and the stream's batch is full, or until ctx ends.
+// Append queues ev for stream. It blocks only while the appender holds
+// 2 × MaxInFlight batches not yet acknowledged, or until ctx ends.
 func (a *Appender) Append(ctx context.Context, stream string, ev rewind.Event) (*Pending, error) {
 	if ev.ID == (uuid.UUID{}) {
 		id, err := newID()
@@ -109,106 +116,126 @@ func (a *Appender) Append(ctx context.Context, stream string, ev rewind.Event) (
 		a.mu.Unlock()
 		return nil, rewind.ErrClosed
 	}
-	b := a.batches[stream]
+	b := a.open[stream]
 	if b == nil {
 		b = &batch{stream: stream, done: make(chan struct{})}
-		a.batches[stream] = b
-		b.timer = time.AfterFunc(a.cfg.Linger, func() { a.flushBatch(context.Background(), b) })
+		a.open[stream] = b
+		b.timer = time.AfterFunc(a.cfg.Linger, func() { a.seal(b) })
 	}
 	b.events = append(b.events, ev)
 	p := &Pending{b: b, i: len(b.events) - 1}
 	full := len(b.events) >= a.cfg.MaxBatch
 	if full {
-		a.detach(b)
+		a.sealLocked(b)
 	}
 	a.mu.Unlock()
 	if full {
-		return p, a.send(ctx, b)
+		return p, a.throttle(ctx)
 	}
 	return p, nil
 }
 
-// detach removes b from the open batches. Called with a.mu held.
-func (a *Appender) detach(b *batch) bool {
-	if b.sent {
+// seal sends b if it is still open (its linger ran out).
+func (a *Appender) seal(b *batch) {
+	a.mu.Lock()
+	a.sealLocked(b)
+	a.mu.Unlock()
+}
+
+// sealLocked closes b to new events and queues it behind its stream's
+// earlier batches. Called with a.mu held.
+func (a *Appender) sealLocked(b *batch) bool {
+	if b.sealed {
 		return false
 	}
-	b.sent = true
+	b.sealed = true
 	b.timer.Stop()
-	if a.batches[b.stream] == b {
-		delete(a.batches, b.stream)
+	if a.open[b.stream] == b {
+		delete(a.open, b.stream)
+	}
+	q := a.streams[b.stream]
+	if q == nil {
+		q = &sendQueue{}
+		a.streams[b.stream] = q
+	}
+	q.batches = append(q.batches, b)
+	a.sealed++
+	if len(q.batches) == 1 {
+		go a.sendAll(b.stream, q)
 	}
 	return true
 }
 
-func (a *Appender) flushBatch(ctx context.Context, b *batch) {
-	a.mu.Lock()
-	ok := a.detach(b)
-	a.mu.Unlock()
-	if ok {
-		a.send(ctx, b)
+// throttle waits while more than 2 × MaxInFlight batches are sealed and
+// not yet acknowledged, so that a slow server slows the producer.
+func (a *Appender) throttle(ctx context.Context) error {
+	for {
+		a.mu.Lock()
+		if a.sealed <= 2*a.cfg.MaxInFlight {
+			a.mu.Unlock()
+			return nil
+		}
+		ch := a.freed
+		a.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
-// send waits for an in-flight permit, then appends b in the background.
-func (a *Appender) send(ctx context.Context, b *batch) error {
-	select {
-	case a.slots <- struct{}{}:
-	case <-ctx.Done():
-		b.err = ctx.Err()
-		close(b.done)
-		return ctx.Err()
-	}
-	a.mu.Lock()
-	a.inflight[b] = struct{}{}
-	b.prev = a.last[b.stream]
-	a.last[b.stream] = b
-	a.mu.Unlock()
-	go func() {
-		if b.prev != nil {
-			<-b.prev.done
-		}
-		if b.prev != nil && b.prev.err != nil {
-			b.err = fmt.Errorf("not sent: an earlier batch of stream %q failed: %w", b.stream, b.prev.err)
-		} else {
-			b.res, b.err = a.c.Append(context.Background(), b.stream, rewind.Any, b.events...)
-		}
+// sendAll sends a stream's queued batches in order until the queue is
+// empty.
+func (a *Appender) sendAll(stream string, q *sendQueue) {
+	for {
 		a.mu.Lock()
-		delete(a.inflight, b)
-		if a.last[b.stream] == b {
-			delete(a.last, b.stream)
-		}
-		b.prev = nil
+		b := q.batches[0]
+		failed := q.failed
 		a.mu.Unlock()
-		<-a.slots
+
+		if failed != nil {
+			b.err = fmt.Errorf("not sent: an earlier batch of stream %q failed: %w", stream, failed)
+		} else {
+			a.permits <- struct{}{}
+			b.res, b.err = a.c.Append(context.Background(), stream, rewind.Any, b.events...)
+			<-a.permits
+		}
 		close(b.done)
-	}()
-	return nil
+
+		a.mu.Lock()
+		a.sealed--
+		close(a.freed)
+		a.freed = make(chan struct{})
+		if b.err != nil && q.failed == nil {
+			q.failed = b.err
+		}
+		q.batches = q.batches[1:]
+		if len(q.batches) == 0 {
+			if a.streams[stream] == q {
+				delete(a.streams, stream)
+			}
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+	}
 }
 
 // Flush sends every queued event and waits until all appends finished. It
 // returns the first error of those appends.
 func (a *Appender) Flush(ctx context.Context) error {
 	a.mu.Lock()
-	open := make([]*batch, 0, len(a.batches))
-	for _, b := range a.batches {
-		if a.detach(b) {
-			open = append(open, b)
-		}
+	var waits []*batch
+	for _, b := range a.open {
+		a.sealLocked(b)
+	}
+	for _, q := range a.streams {
+		waits = append(waits, q.batches...)
 	}
 	a.mu.Unlock()
 	var errs []error
-	for _, b := range open {
-		if err := a.send(ctx, b); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	a.mu.Lock()
-	for b := range a.inflight {
-		open = append(open, b)
-	}
-	a.mu.Unlock()
-	for _, b := range open {
+	for _, b := range waits {
 		select {
 		case <-b.done:
 		case <-ctx.Done():

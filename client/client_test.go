@@ -203,3 +203,98 @@ func TestTypedErrorsAcrossTheWire(t *testing.T) {
 		t.Fatalf("missing stream: %v", err)
 	}
 }
+
+// TestStreamAppends runs appends over AppendStream: results, typed errors
+// and validation arrive per append, and a broken stream is retried on a
+// new one with the same ids.
+func TestStreamAppends(t *testing.T) {
+	t.Parallel()
+	s, admin := setup(t)
+	c, err := client.New(s.URL(), client.Config{Token: s.AdminSecret(), StreamAppends: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				stream := fmt.Sprintf("s-%d", w)
+				res, err := c.Append(ctx, stream, rewind.Exactly(uint64(i)), rewind.Event{Type: "E"})
+				if err != nil || res.LastVersion != uint64(i+1) {
+					t.Errorf("%s append %d: %+v %v", stream, i, res, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	_, err = c.Append(ctx, "s-0", rewind.NoStream, rewind.Event{Type: "E"})
+	var wev *rewind.WrongExpectedVersionError
+	if !errors.As(err, &wev) || wev.Actual != 20 {
+		t.Fatalf("wrong expected version over the stream: %#v", err)
+	}
+	last := s.Store().Log().Last()
+	_, err = c.Append(ctx, "bad name", rewind.Any, rewind.Event{Type: "E"})
+	var ve *rewind.ValidationError
+	if !errors.As(err, &ve) || s.Store().Log().Last() != last {
+		t.Fatalf("invalid append over the stream: %#v (log %d -> %d)", err, last, s.Store().Log().Last())
+	}
+	// The stream survived the failures.
+	if _, err := c.Append(ctx, "s-0", rewind.Any, rewind.Event{Type: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	infos, err := admin.ListStreams(ctx, rewind.ListStreamsOptions{})
+	if err != nil || len(infos) != 16 {
+		t.Fatalf("streams: %d %v", len(infos), err)
+	}
+}
+
+// TestAppenderBoundsAppendsInFlight counts the appends the server is
+// handling at once while an appender with MaxInFlight 2 sends to many
+// streams.
+func TestAppenderBoundsAppendsInFlight(t *testing.T) {
+	t.Parallel()
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NoAuth: true,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h := s.Handler()
+	var now, peak atomic.Int32
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/Append") {
+			n := now.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			defer now.Add(-1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	ts.Config.Protocols = new(http.Protocols)
+	ts.Config.Protocols.SetUnencryptedHTTP2(true)
+	ts.Start()
+	defer ts.Close()
+	c, err := client.New(ts.URL, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := c.NewAppender(client.AppenderConfig{MaxBatch: 10, MaxInFlight: 2})
+	for i := range 2000 {
+		if _, err := app.Append(ctx, fmt.Sprintf("s-%d", i%10), rewind.Event{Type: "E"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := peak.Load(); p < 1 || p > 2 {
+		t.Fatalf("%d appends were in flight at once, want at most 2", p)
+	}
+	if last := s.Store().Log().Last(); last != 2000 {
+		t.Fatalf("the log holds %d events, want 2000", last)
+	}
+}

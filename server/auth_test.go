@@ -45,6 +45,7 @@ func TestAuthMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	tokenOf := map[*client.Client]string{}
 	n := 0
 	fresh := func(prefix string) string { // a stream to delete
 		n++
@@ -117,6 +118,15 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := c.Append(ctx, "orders-1", rewind.Any, ev("X", "{}"))
 			return err
 		}},
+		{name: "AppendStream", right: "writer", wrong: "reader", call: func(c *client.Client, _ bool) error {
+			sc, err := client.New(b.url, client.Config{Token: tokenOf[c], MaxRetries: -1, StreamAppends: true})
+			if err != nil {
+				return err
+			}
+			defer sc.Close()
+			_, err = sc.Append(ctx, "orders-1", rewind.Any, ev("X", "{}"))
+			return err
+		}},
 		{name: "ReadStream", right: "reader", wrong: "other", call: func(c *client.Client, _ bool) error {
 			_, err := c.ReadStream(ctx, "orders-1", rewind.ReadStreamOptions{})
 			return err
@@ -184,6 +194,7 @@ func TestAuthMatrix(t *testing.T) {
 			t.Fatal(err)
 		}
 		clients[name] = c
+		tokenOf[c] = tok
 	}
 	tokenCount := func() int { return len(mustList(t, admin)) }
 	for _, r := range rpcs {

@@ -42,8 +42,16 @@ func authorize(ctx context.Context, action auth.Action, stream string) error {
 }
 
 func (e *eventStore) Append(ctx context.Context, req *connect.Request[rewindv1.AppendRequest]) (*connect.Response[rewindv1.AppendResponse], error) {
+	res, err := e.appendOne(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(res), nil
+}
+
+// appendOne checks, authorizes and performs one append.
+func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (*rewindv1.AppendResponse, error) {
 	start := time.Now()
-	m := req.Msg
 	if err := store.ValidateStreamName(m.GetStream()); err != nil {
 		return nil, err
 	}
@@ -74,7 +82,7 @@ func (e *eventStore) Append(ctx context.Context, req *connect.Request[rewindv1.A
 		e.s.metrics.appendBytes.Add(float64(bytes))
 	}
 	e.s.metrics.appendDuration.Observe(time.Since(start).Seconds())
-	return connect.NewResponse(apiconv.AppendResultToProto(res)), nil
+	return apiconv.AppendResultToProto(res), nil
 }
 
 func pageLimit(limit uint32) (int, error) {

@@ -30,8 +30,9 @@ func TestSubscriptionAcrossLiveSwitchAndRestart(t *testing.T) {
 	s1, b := start(t, cfg)
 	cfg.Addr = s1.Addr().String()
 	admin := b.admin
-	patient := func() *client.Client {
-		c, err := client.New(b.url, client.Config{Token: admin, MaxRetries: 200, MaxBackoff: 50 * time.Millisecond})
+	patient := func(streamAppends bool) *client.Client {
+		c, err := client.New(b.url, client.Config{Token: admin, MaxRetries: 200, MaxBackoff: 50 * time.Millisecond,
+			StreamAppends: streamAppends})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +41,7 @@ func TestSubscriptionAcrossLiveSwitchAndRestart(t *testing.T) {
 	}
 
 	const writers, batches, batchSize = 4, 60, 10
-	pre := patient()
+	pre := patient(false)
 	for i := range 50 {
 		if _, err := pre.Append(ctx, fmt.Sprintf("pre-%d", i%5), rewind.Any, ev("Pre", "{}"), ev("Pre", "{}")); err != nil {
 			t.Fatal(err)
@@ -55,7 +56,7 @@ func TestSubscriptionAcrossLiveSwitchAndRestart(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := patient()
+			c := patient(w%2 == 0) // half the writers stream their appends
 			for i := range batches {
 				evs := make([]rewind.Event, batchSize)
 				for j := range evs {
@@ -74,7 +75,7 @@ func TestSubscriptionAcrossLiveSwitchAndRestart(t *testing.T) {
 		}()
 	}
 
-	sub, err := patient().Subscribe(ctx, rewind.SubscribeOptions{})
+	sub, err := patient(false).Subscribe(ctx, rewind.SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

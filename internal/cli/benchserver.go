@@ -26,10 +26,10 @@ type clientPool struct {
 	next atomic.Uint64
 }
 
-func (a *app) newClientPool(n int) (*clientPool, error) {
+func (a *app) newClientPool(n int, streamAppends bool) (*clientPool, error) {
 	p := &clientPool{}
 	for range max(n, 1) {
-		c, err := a.newClient()
+		c, err := a.newClientWith(client.Config{StreamAppends: streamAppends})
 		if err != nil {
 			p.Close()
 			return nil, err
@@ -90,15 +90,16 @@ func scrapeMetrics(ctx context.Context, base string) (serverMetrics, error) {
 // local benchmark's fields, from the server's point of view.
 type serverAppendResult struct {
 	bench.AppendResult
-	Durability  string  `json:"durability"`
-	GroupSize   float64 `json:"mean_group_commit_events"`
-	FsyncMicros float64 `json:"mean_fsync_us"`
-	Server      string  `json:"server"`
-	Connections int     `json:"connections"`
+	Durability    string  `json:"durability"`
+	GroupSize     float64 `json:"mean_group_commit_events"`
+	FsyncMicros   float64 `json:"mean_fsync_us"`
+	Server        string  `json:"server"`
+	Connections   int     `json:"connections"`
+	StreamAppends bool    `json:"stream_appends"`
 }
 
-func (a *app) benchAppendServer(ctx context.Context, cfg bench.AppendConfig, conns int) (serverAppendResult, error) {
-	pool, err := a.newClientPool(conns)
+func (a *app) benchAppendServer(ctx context.Context, cfg bench.AppendConfig, conns int, streamAppends bool) (serverAppendResult, error) {
+	pool, err := a.newClientPool(conns, streamAppends)
 	if err != nil {
 		return serverAppendResult{}, err
 	}
@@ -113,7 +114,8 @@ func (a *app) benchAppendServer(ctx context.Context, cfg bench.AppendConfig, con
 		return serverAppendResult{}, err
 	}
 	after, _ := scrapeMetrics(ctx, a.server)
-	out := serverAppendResult{AppendResult: res, Durability: info.Durability, Server: a.server, Connections: len(pool.cs)}
+	out := serverAppendResult{AppendResult: res, Durability: info.Durability, Server: a.server, Connections: len(pool.cs),
+		StreamAppends: streamAppends}
 	if n := after.groupCount - before.groupCount; n > 0 {
 		out.GroupSize = float64(int64((after.groupSum-before.groupSum)/n*10+0.5)) / 10
 	}
@@ -144,7 +146,7 @@ func (a *app) benchReadServer(ctx context.Context, events, streams int, progress
 	}
 	out := serverReadResult{Server: a.server}
 	if have := int(info.LastPosition) - int(info.FirstPosition) + 1; have < events {
-		pool, err := a.newClientPool(4)
+		pool, err := a.newClientPool(4, true)
 		if err != nil {
 			return out, err
 		}
@@ -179,10 +181,10 @@ func (a *app) benchReadServer(ctx context.Context, events, streams int, progress
 	return out, nil
 }
 
-func (a *app) runBenchAppendServer(cmd *cobra.Command, cfg bench.AppendConfig, conns int, jsonOut bool) error {
+func (a *app) runBenchAppendServer(cmd *cobra.Command, cfg bench.AppendConfig, conns int, streamAppends, jsonOut bool) error {
 	bar := a.newProgress("append", "events", int64(cfg.Events))
 	cfg.Progress = bar.set
-	res, err := a.benchAppendServer(cmd.Context(), cfg, conns)
+	res, err := a.benchAppendServer(cmd.Context(), cfg, conns, streamAppends)
 	bar.done(err == nil)
 	if err != nil {
 		return err

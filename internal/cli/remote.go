@@ -8,11 +8,15 @@ import (
 )
 
 // newClient returns a client of --server with --token.
-func (a *app) newClient() (*client.Client, error) {
+func (a *app) newClient() (*client.Client, error) { return a.newClientWith(client.Config{}) }
+
+// newClientWith is newClient with more settings.
+func (a *app) newClientWith(cfg client.Config) (*client.Client, error) {
 	if a.server == "" {
 		return nil, invalidFlag("server", "", "this command needs a server: give --server URL (or set REWIND_SERVER)")
 	}
-	return client.New(a.server, client.Config{Token: a.token})
+	cfg.Token = a.token
+	return client.New(a.server, cfg)
 }
 
 func (a *app) openRemote() (eventStore, error) {

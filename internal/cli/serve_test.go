@@ -190,7 +190,11 @@ func TestServeSIGTERMDuringAppends(t *testing.T) {
 		time.Sleep(25 * time.Millisecond)
 	}
 
-	c, err := client.New(url, client.Config{Token: secret, MaxRetries: -1})
+	unary, err := client.New(url, client.Config{Token: secret, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed, err := client.New(url, client.Config{Token: secret, MaxRetries: -1, StreamAppends: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +205,10 @@ func TestServeSIGTERMDuringAppends(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			c := unary
+			if w%2 == 0 {
+				c = streamed // half the writers use AppendStream
+			}
 			for i := 0; ; i++ {
 				evs := make([]rewind.Event, 20)
 				for j := range evs {
@@ -300,7 +308,7 @@ func TestBenchThroughServer(t *testing.T) {
 	var r natsReport
 	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.RewindAppend100.Events != 3000 ||
 		r.NATSPublishDefault.Messages != 3000 || r.NATSPullConsume.Messages != 3000 || r.RewindSubscribe.Events != 3000 ||
-		r.RewindAppend1.Events != 100 || (r.NATSPublishSync == nil) == (r.NATSSyncUnsupported == "") ||
+		r.RewindAppend1.Events != 100 || r.RewindAppend1Stream.Events != 100 || !r.RewindAppend1Stream.StreamAppends || (r.NATSPublishSync == nil) == (r.NATSSyncUnsupported == "") ||
 		r.Ratios["append_batch100_vs_nats_default_publish"] <= 0 {
 		t.Fatalf("bench nats: %d %q %s", code, out, errOut)
 	}

@@ -44,6 +44,9 @@ const (
 	// EventStoreServiceAppendProcedure is the fully-qualified name of the EventStoreService's Append
 	// RPC.
 	EventStoreServiceAppendProcedure = "/rewind.v1.EventStoreService/Append"
+	// EventStoreServiceAppendStreamProcedure is the fully-qualified name of the EventStoreService's
+	// AppendStream RPC.
+	EventStoreServiceAppendStreamProcedure = "/rewind.v1.EventStoreService/AppendStream"
 	// EventStoreServiceReadStreamProcedure is the fully-qualified name of the EventStoreService's
 	// ReadStream RPC.
 	EventStoreServiceReadStreamProcedure = "/rewind.v1.EventStoreService/ReadStream"
@@ -84,6 +87,13 @@ type EventStoreServiceClient interface {
 	// idempotent on event ids: retrying with the same ids writes nothing and
 	// returns the original positions, so clients that assign ids may retry.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// AppendStream carries many independent appends on one stream, each with
+	// its own id, answered as each one is acknowledged (in any order). It is
+	// the cheap path for many small durable appends from one client: no
+	// HTTP/2 stream set-up per append. Each append has Append's semantics;
+	// an append's failure is reported in its answer and does not end the
+	// stream. Needs HTTP/2 (gRPC, or Connect over h2c/TLS).
+	AppendStream(context.Context) *connect.BidiStreamForClient[v1.AppendStreamRequest, v1.AppendStreamResponse]
 	// ReadStream reads one page of a stream forward or backward.
 	ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest]) (*connect.Response[v1.ReadStreamResponse], error)
 	// ReadAll reads one page of the whole log from a position or a time.
@@ -119,6 +129,12 @@ func NewEventStoreServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			httpClient,
 			baseURL+EventStoreServiceAppendProcedure,
 			connect.WithSchema(eventStoreServiceMethods.ByName("Append")),
+			connect.WithClientOptions(opts...),
+		),
+		appendStream: connect.NewClient[v1.AppendStreamRequest, v1.AppendStreamResponse](
+			httpClient,
+			baseURL+EventStoreServiceAppendStreamProcedure,
+			connect.WithSchema(eventStoreServiceMethods.ByName("AppendStream")),
 			connect.WithClientOptions(opts...),
 		),
 		readStream: connect.NewClient[v1.ReadStreamRequest, v1.ReadStreamResponse](
@@ -181,6 +197,7 @@ func NewEventStoreServiceClient(httpClient connect.HTTPClient, baseURL string, o
 // eventStoreServiceClient implements EventStoreServiceClient.
 type eventStoreServiceClient struct {
 	append        *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	appendStream  *connect.Client[v1.AppendStreamRequest, v1.AppendStreamResponse]
 	readStream    *connect.Client[v1.ReadStreamRequest, v1.ReadStreamResponse]
 	readAll       *connect.Client[v1.ReadAllRequest, v1.ReadAllResponse]
 	subscribe     *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
@@ -194,6 +211,11 @@ type eventStoreServiceClient struct {
 // Append calls rewind.v1.EventStoreService.Append.
 func (c *eventStoreServiceClient) Append(ctx context.Context, req *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
 	return c.append.CallUnary(ctx, req)
+}
+
+// AppendStream calls rewind.v1.EventStoreService.AppendStream.
+func (c *eventStoreServiceClient) AppendStream(ctx context.Context) *connect.BidiStreamForClient[v1.AppendStreamRequest, v1.AppendStreamResponse] {
+	return c.appendStream.CallBidiStream(ctx)
 }
 
 // ReadStream calls rewind.v1.EventStoreService.ReadStream.
@@ -242,6 +264,13 @@ type EventStoreServiceHandler interface {
 	// idempotent on event ids: retrying with the same ids writes nothing and
 	// returns the original positions, so clients that assign ids may retry.
 	Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error)
+	// AppendStream carries many independent appends on one stream, each with
+	// its own id, answered as each one is acknowledged (in any order). It is
+	// the cheap path for many small durable appends from one client: no
+	// HTTP/2 stream set-up per append. Each append has Append's semantics;
+	// an append's failure is reported in its answer and does not end the
+	// stream. Needs HTTP/2 (gRPC, or Connect over h2c/TLS).
+	AppendStream(context.Context, *connect.BidiStream[v1.AppendStreamRequest, v1.AppendStreamResponse]) error
 	// ReadStream reads one page of a stream forward or backward.
 	ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest]) (*connect.Response[v1.ReadStreamResponse], error)
 	// ReadAll reads one page of the whole log from a position or a time.
@@ -273,6 +302,12 @@ func NewEventStoreServiceHandler(svc EventStoreServiceHandler, opts ...connect.H
 		EventStoreServiceAppendProcedure,
 		svc.Append,
 		connect.WithSchema(eventStoreServiceMethods.ByName("Append")),
+		connect.WithHandlerOptions(opts...),
+	)
+	eventStoreServiceAppendStreamHandler := connect.NewBidiStreamHandler(
+		EventStoreServiceAppendStreamProcedure,
+		svc.AppendStream,
+		connect.WithSchema(eventStoreServiceMethods.ByName("AppendStream")),
 		connect.WithHandlerOptions(opts...),
 	)
 	eventStoreServiceReadStreamHandler := connect.NewUnaryHandler(
@@ -333,6 +368,8 @@ func NewEventStoreServiceHandler(svc EventStoreServiceHandler, opts ...connect.H
 		switch r.URL.Path {
 		case EventStoreServiceAppendProcedure:
 			eventStoreServiceAppendHandler.ServeHTTP(w, r)
+		case EventStoreServiceAppendStreamProcedure:
+			eventStoreServiceAppendStreamHandler.ServeHTTP(w, r)
 		case EventStoreServiceReadStreamProcedure:
 			eventStoreServiceReadStreamHandler.ServeHTTP(w, r)
 		case EventStoreServiceReadAllProcedure:
@@ -360,6 +397,10 @@ type UnimplementedEventStoreServiceHandler struct{}
 
 func (UnimplementedEventStoreServiceHandler) Append(context.Context, *connect.Request[v1.AppendRequest]) (*connect.Response[v1.AppendResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.EventStoreService.Append is not implemented"))
+}
+
+func (UnimplementedEventStoreServiceHandler) AppendStream(context.Context, *connect.BidiStream[v1.AppendStreamRequest, v1.AppendStreamResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.EventStoreService.AppendStream is not implemented"))
 }
 
 func (UnimplementedEventStoreServiceHandler) ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest]) (*connect.Response[v1.ReadStreamResponse], error) {
