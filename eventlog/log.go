@@ -126,13 +126,17 @@ func Open(dir string, cfg Config) (*Log, error) {
 	}
 	l.wg.Add(1)
 	go l.flusher()
-	if c.Durability == Interval {
+	if c.Durability == Interval { // fsync the active segment every SyncInterval
 		l.wg.Add(1)
-		go l.syncer()
+		go l.every(c.SyncInterval, nil, func() { l.syncActive() })
 	}
 	if c.MaxAge > 0 || c.MaxBytes > 0 {
 		l.wg.Add(1)
-		go l.retainer()
+		go l.every(c.RetentionInterval, l.retain, func() {
+			if _, err := l.ApplyRetention(); err != nil {
+				l.cfg.Logger.Error("eventlog: retention failed", "err", err)
+			}
+		})
 	}
 	return l, nil
 }
@@ -512,18 +516,19 @@ func (l *Log) seal(s *segment, entries []pendingIndex) error {
 	return nil
 }
 
-// syncer fsyncs the active segment every SyncInterval in Interval mode.
-func (l *Log) syncer() {
+// every runs fn every d, and whenever kick receives, until the log stops.
+func (l *Log) every(d time.Duration, kick <-chan struct{}, fn func()) {
 	defer l.wg.Done()
-	t := time.NewTicker(l.cfg.SyncInterval)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
-			l.syncActive()
+		case <-kick:
 		}
+		fn()
 	}
 }
 

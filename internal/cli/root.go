@@ -97,6 +97,9 @@ func (a *app) commands() []*cobra.Command {
 		a.tokenCmd(),
 		a.configCmd(),
 		a.versionCmd(),
+		a.backfillCmd(),
+		a.auditCmd(),
+		a.benchCmd(),
 	}
 }
 
