@@ -68,6 +68,7 @@ type group struct {
 	seal  []*segment // segments sealed by this group, sealed before its spans are written
 	first uint64
 	last  uint64
+	sync  time.Duration // fsync time
 	done  chan struct{}
 	err   error
 }
@@ -374,6 +375,9 @@ func (l *Log) flushPending() {
 		}
 		l.counters.flushes.Add(1)
 		l.counters.records.Add(int64(g.last - g.first + 1))
+		if l.cfg.OnFlush != nil {
+			l.cfg.OnFlush(FlushInfo{Records: int(g.last - g.first + 1), Bytes: len(g.buf), Sync: g.sync})
+		}
 		l.visible.Store(g.last)
 		close(g.done)
 		l.notify()
@@ -453,9 +457,11 @@ func (l *Log) write(g *group) error {
 		return err
 	}
 	if l.cfg.Durability == Sync {
+		start := time.Now()
 		if err := l.fdatasync(active); err != nil {
 			return err
 		}
+		g.sync = time.Since(start)
 	}
 	return nil
 }
