@@ -18,6 +18,11 @@ var (
 	ErrCorruption           = errors.New("rewind: corruption")
 	ErrLocked               = errors.New("rewind: data directory in use")
 	ErrClosed               = errors.New("rewind: closed")
+	// ErrUnauthenticated: a server request had no token, or an unknown or
+	// revoked one.
+	ErrUnauthenticated = errors.New("rewind: unauthenticated")
+	// ErrPermissionDenied: the request's token lacks the scope it needs.
+	ErrPermissionDenied = errors.New("rewind: permission denied")
 )
 
 // Code is a stable, machine-readable error class, used in JSON output, exit
@@ -36,6 +41,8 @@ const (
 	CodeCorruption           Code = "corruption"
 	CodeLocked               Code = "locked"
 	CodeClosed               Code = "unavailable"
+	CodeUnauthenticated      Code = "unauthenticated"
+	CodePermissionDenied     Code = "permission_denied"
 	CodeCanceled             Code = "canceled"
 	CodeInternal             Code = "internal"
 )
@@ -53,6 +60,8 @@ var codes = []struct {
 	{ErrCorruption, CodeCorruption},
 	{ErrLocked, CodeLocked},
 	{ErrClosed, CodeClosed},
+	{ErrUnauthenticated, CodeUnauthenticated},
+	{ErrPermissionDenied, CodePermissionDenied},
 }
 
 // CodeOf returns the code of err: CodeOK for nil, CodeInternal for an error

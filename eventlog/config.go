@@ -82,6 +82,20 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
+	// OnFlush, when set, is called after each group commit is written (and
+	// fsynced in Sync mode), before its appends are acknowledged, from the
+	// log's flusher goroutine: it must return quickly. It exists for
+	// metrics. Defaults to nil.
+	OnFlush func(FlushInfo)
+}
+
+// FlushInfo describes one group commit.
+type FlushInfo struct {
+	// Records and Bytes count what the group wrote.
+	Records, Bytes int
+	// Sync is how long the fsync took; 0 when the mode does not fsync
+	// each group.
+	Sync time.Duration
 }
 
 const (

@@ -68,6 +68,7 @@ type group struct {
 	seal  []*segment // segments sealed by this group, sealed before its spans are written
 	first uint64
 	last  uint64
+	sync  time.Duration // fsync time
 	done  chan struct{}
 	err   error
 }
@@ -125,13 +126,17 @@ func Open(dir string, cfg Config) (*Log, error) {
 	}
 	l.wg.Add(1)
 	go l.flusher()
-	if c.Durability == Interval {
+	if c.Durability == Interval { // fsync the active segment every SyncInterval
 		l.wg.Add(1)
-		go l.syncer()
+		go l.every(c.SyncInterval, nil, func() { l.syncActive() })
 	}
 	if c.MaxAge > 0 || c.MaxBytes > 0 {
 		l.wg.Add(1)
-		go l.retainer()
+		go l.every(c.RetentionInterval, l.retain, func() {
+			if _, err := l.ApplyRetention(); err != nil {
+				l.cfg.Logger.Error("eventlog: retention failed", "err", err)
+			}
+		})
 	}
 	return l, nil
 }
@@ -370,6 +375,9 @@ func (l *Log) flushPending() {
 		}
 		l.counters.flushes.Add(1)
 		l.counters.records.Add(int64(g.last - g.first + 1))
+		if l.cfg.OnFlush != nil {
+			l.cfg.OnFlush(FlushInfo{Records: int(g.last - g.first + 1), Bytes: len(g.buf), Sync: g.sync})
+		}
 		l.visible.Store(g.last)
 		close(g.done)
 		l.notify()
@@ -451,9 +459,11 @@ func (l *Log) write(g *group) error {
 		return err
 	}
 	if l.cfg.Durability == Sync {
+		start := time.Now()
 		if err := l.fdatasync(active); err != nil {
 			return err
 		}
+		g.sync = time.Since(start)
 	}
 	return nil
 }
@@ -508,18 +518,19 @@ func (l *Log) seal(s *segment, entries []pendingIndex) error {
 	return nil
 }
 
-// syncer fsyncs the active segment every SyncInterval in Interval mode.
-func (l *Log) syncer() {
+// every runs fn every d, and whenever kick receives, until the log stops.
+func (l *Log) every(d time.Duration, kick <-chan struct{}, fn func()) {
 	defer l.wg.Done()
-	t := time.NewTicker(l.cfg.SyncInterval)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
-			l.syncActive()
+		case <-kick:
 		}
+		fn()
 	}
 }
 

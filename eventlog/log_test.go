@@ -314,3 +314,39 @@ func TestDecodeIndexEntryBeforeSegment(t *testing.T) {
 		t.Fatalf("decodeIndex = %v, %v; want a damaged, empty index", entries, ok)
 	}
 }
+
+func TestOnFlushReportsEachGroupCommit(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var infos []FlushInfo
+	cfg := Config{OnFlush: func(fi FlushInfo) {
+		mu.Lock()
+		infos = append(infos, fi)
+		mu.Unlock()
+	}}
+	l, err := Open(t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, err := l.Append([]Entry{{Kind: 1, Payload: []byte("a")}, {Kind: 1, Payload: []byte("bb")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	records, bytes := 0, 0
+	for _, fi := range infos {
+		records += fi.Records
+		bytes += fi.Bytes
+		if fi.Sync <= 0 {
+			t.Errorf("sync mode group reported no fsync time: %+v", fi)
+		}
+	}
+	if records != 2 || bytes < 3 {
+		t.Fatalf("flushes %+v: want 2 records and at least 3 bytes in total", infos)
+	}
+}

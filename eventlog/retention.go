@@ -8,24 +8,6 @@ import (
 	"time"
 )
 
-// retainer applies retention every RetentionInterval.
-func (l *Log) retainer() {
-	defer l.wg.Done()
-	t := time.NewTicker(l.cfg.RetentionInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
-		case <-l.retain:
-		}
-		if _, err := l.ApplyRetention(); err != nil {
-			l.cfg.Logger.Error("eventlog: retention failed", "err", err)
-		}
-	}
-}
-
 // Removed describes a segment that retention deleted.
 type Removed struct {
 	Segment        string `json:"segment"`

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-$(mktemp -d /var/tmp/rewind-bench.XXXXXX)}"
 mkdir -p bin "$work"
-go build -o bin/rewind ./cmd/rewind
+go build -buildvcs=true -o bin/rewind ./cmd/rewind
 rw() { bin/rewind "$@"; }
 j() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 fresh() { rm -rf "$work/$1"; echo "$work/$1"; }

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bin
-go build -o bin/rewind ./cmd/rewind
+go build -buildvcs=true -o bin/rewind ./cmd/rewind
 export REWIND_DATA_DIR="${REWIND_DATA_DIR:-./rewind-data}"
 run() { printf '\n$ %s\n' "$*"; "$@"; }
 

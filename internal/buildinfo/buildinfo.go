@@ -3,6 +3,10 @@
 package buildinfo
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
 	"runtime/debug"
 	"sync"
 )
@@ -53,3 +57,29 @@ func (i Info) String() string {
 	}
 	return i.Version + " (" + rev + ")"
 }
+
+var identity = sync.OnceValue(func() string {
+	info := Get()
+	if info.Revision != "unknown" && !info.Modified {
+		return info.String()
+	}
+	// No VCS stamp (go build -buildvcs=false, go run) or uncommitted
+	// changes: the revision does not tell builds apart, the bytes do.
+	sum := "unreadable"
+	if exe, err := os.Executable(); err == nil {
+		if f, err := os.Open(exe); err == nil {
+			h := sha256.New()
+			if _, err := io.Copy(h, f); err == nil {
+				sum = hex.EncodeToString(h.Sum(nil))[:16]
+			}
+			f.Close()
+		}
+	}
+	return info.String() + " sha256:" + sum
+})
+
+// Identity names this exact build: its version and VCS revision and, when
+// those cannot tell two builds apart (no VCS stamp, or uncommitted
+// changes), the SHA-256 of the executable. It reads the executable once,
+// on first use.
+func Identity() string { return identity() }

@@ -103,7 +103,11 @@ the previous one left.`,
 			if total.Duplicate {
 				verb = "already recorded (idempotent retry, nothing written):"
 			}
-			a.printf("%s %d events to %s: versions %d-%d, positions %d-%d\n", verb, n, stream,
+			noun := "events"
+			if n == 1 {
+				noun = "event"
+			}
+			a.printf("%s %d %s to %s: versions %d-%d, positions %d-%d\n", verb, n, noun, stream,
 				total.FirstVersion, total.LastVersion, total.FirstPosition, total.LastPosition)
 			return nil
 		},

@@ -44,8 +44,12 @@ type storeStat struct {
 	Bytes         int64           `json:"bytes,omitempty"`
 }
 
-// openStore opens the embedded store in --data-dir.
+// openStore opens the embedded store in --data-dir, or a client of
+// --server when one is given.
 func (a *app) openStore(ctx context.Context) (eventStore, error) {
+	if a.server != "" {
+		return a.openRemote()
+	}
 	s, err := store.Open(a.dataDir, store.Config{})
 	if err != nil {
 		return nil, err

@@ -24,7 +24,7 @@ func (a *app) benchCmd() *cobra.Command {
 figures with 'rewind bench disk' run on the same disk in the same session:
 docs/benchmarks.md explains the method.`,
 	}
-	cmd.AddCommand(a.benchAppendCmd(), a.benchReadCmd(), a.benchDiskCmd())
+	cmd.AddCommand(a.benchAppendCmd(), a.benchReadCmd(), a.benchDiskCmd(), a.benchBackfillCmd(), a.benchNATSCmd())
 	var profile, memProfile string
 	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	cmd.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
@@ -71,9 +71,11 @@ func emptyDir(dir string) error {
 
 func (a *app) benchAppendCmd() *cobra.Command {
 	var (
-		cfg        bench.AppendConfig
-		durability string
-		jsonOut    bool
+		cfg           bench.AppendConfig
+		durability    string
+		conns         int
+		streamAppends bool
+		jsonOut       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "append",
@@ -81,10 +83,16 @@ func (a *app) benchAppendCmd() *cobra.Command {
 		Long: `Append --events events of --size bytes from --writers concurrent writers, each
 appending batches of --batch events and waiting for each append before the next,
 into a fresh store in --data-dir. Reports events/s, MB/s of event data and the
-p50/p99 latency of one append.`,
+p50/p99 latency of one append.
+
+With --server URL (and --token), appends go through that server's API over
+--connections client connections, and the server's own durability applies.`,
 		Example: `  rewind bench append --data-dir /tmp/b1 --writers 64 --batch 100 --events 10000000 --size 128 --durability sync --json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.server != "" {
+				return a.runBenchAppendServer(cmd, cfg, conns, streamAppends, jsonOut)
+			}
 			d, err := eventlog.ParseDurability(durability)
 			if err != nil {
 				return err
@@ -127,7 +135,9 @@ p50/p99 latency of one append.`,
 	f.IntVar(&cfg.Events, "events", 1_000_000, "events to append in all")
 	f.IntVar(&cfg.Size, "size", 128, "bytes of data per event")
 	f.IntVar(&cfg.Streams, "streams", 0, "streams to spread appends over, round-robin (default: one per writer)")
-	f.StringVar(&durability, "durability", "sync", "sync, interval or none")
+	f.StringVar(&durability, "durability", "sync", "sync, interval or none (with --server: the server's)")
+	f.IntVar(&conns, "connections", 4, "with --server: client connections the writers share")
+	f.BoolVar(&streamAppends, "stream-appends", false, "with --server: send the appends over AppendStream (one stream per connection) instead of one RPC each")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -143,13 +153,19 @@ func (a *app) benchReadCmd() *cobra.Command {
 		Long: `Fill the store in --data-dir up to --events events (128-byte events over --streams
 streams, when it holds fewer), close it, time reopening it, then replay the whole
 log twice, checking every checksum and decoding every envelope. The second,
-warm, replay is reported.`,
+warm, replay is reported.
+
+With --server URL (and --token), fills the server the same way through its API,
+then times a subscription from the start delivering --events events.`,
 		Example: `  rewind bench read --data-dir /tmp/b2 --events 10000000 --streams 1000000 --json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if events < 1 || streams < 1 {
 				return invalidFlag("events/--streams", fmt.Sprint(events, "/", streams), "must be at least 1")
+			}
+			if a.server != "" {
+				return a.runBenchReadServer(cmd, events, streams, jsonOut)
 			}
 			s, err := store.Open(a.dataDir, store.Config{Log: eventlog.Config{Durability: eventlog.None}})
 			if err != nil {

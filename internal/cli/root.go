@@ -31,7 +31,8 @@ type app struct {
 	stdout, stderr io.Writer
 	dataDir        string
 	logLevel       string
-	jsonOut        bool // set by a command's --json flag, for error output
+	server, token  string // --server and --token: use a server instead of --data-dir
+	jsonOut        bool   // set by a command's --json flag, for error output
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
@@ -72,6 +73,9 @@ Data lives in --data-dir (or $REWIND_DATA_DIR, or ./rewind-data).`,
 		"data directory of the embedded store ($REWIND_DATA_DIR)")
 	pf.StringVar(&a.logLevel, "log-level", envOr("REWIND_LOG_LEVEL", "warn"),
 		"log level on stderr: debug, info, warn or error ($REWIND_LOG_LEVEL)")
+	pf.StringVar(&a.server, "server", os.Getenv("REWIND_SERVER"),
+		"URL of a rewind server to use instead of --data-dir, such as http://127.0.0.1:7070 ($REWIND_SERVER)")
+	pf.StringVar(&a.token, "token", os.Getenv("REWIND_TOKEN"), "token for --server ($REWIND_TOKEN)")
 	for _, c := range a.commands() {
 		root.AddCommand(c)
 	}
@@ -89,7 +93,12 @@ func (a *app) commands() []*cobra.Command {
 		a.deleteCmd(),
 		a.verifyCmd(),
 		a.benchCmd(),
+		a.serveCmd(),
+		a.tokenCmd(),
+		a.configCmd(),
 		a.versionCmd(),
+		a.backfillCmd(),
+		a.auditCmd(),
 	}
 }
 

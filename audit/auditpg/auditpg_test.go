@@ -1,0 +1,211 @@
+package auditpg_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/internal/pgtest"
+)
+
+type bundle struct {
+	db     *pgtest.DB
+	ledger *auditpg.Ledger
+}
+
+func setup(t *testing.T, entries int) bundle {
+	t.Helper()
+	db := pgtest.New(t)
+	l, err := auditpg.New(db.Pool, auditpg.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range entries {
+		if _, err := l.Append(ctx, entry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bundle{db: db, ledger: l}
+}
+
+func entry(i int) audit.Entry {
+	return audit.Entry{Kind: "test.step", Subject: fmt.Sprintf("run-%d", i%2),
+		Origin: audit.Origin{Actor: "alice", Host: "h", Version: "v", Revision: "r", Command: "rewind test"},
+		Attrs:  map[string]string{"job_hash": "abc"}, Counts: map[string]int64{"i": int64(i)}}
+}
+
+// tamper runs sql with the guard triggers disabled, as a table owner could.
+func (b bundle) tamper(t *testing.T, sql string) {
+	t.Helper()
+	b.db.Exec(t, "ALTER TABLE rewind.audit_log DISABLE TRIGGER USER")
+	b.db.Exec(t, sql)
+	b.db.Exec(t, "ALTER TABLE rewind.audit_log ENABLE TRIGGER USER")
+}
+
+func TestAppendAndVerify(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	s, err := b.ledger.Verify(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Entries != 10 || s.HeadSeq != 10 {
+		t.Fatalf("summary %+v, want 10 entries", s)
+	}
+	var n int
+	for e, err := range b.ledger.Entries(context.Background(), auditpg.Filter{Subject: "run-1"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Subject != "run-1" || e.Actor != "alice" || e.Attrs["job_hash"] != "abc" || e.Time.IsZero() {
+			t.Fatalf("entry %+v", e)
+		}
+		n++
+	}
+	if n != 5 {
+		t.Fatalf("%d entries about run-1, want 5", n)
+	}
+}
+
+func TestDatabaseRejectsChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3)
+	for _, sql := range []string{
+		"UPDATE rewind.audit_log SET actor = 'mallory' WHERE seq = 2",
+		"DELETE FROM rewind.audit_log WHERE seq = 2",
+		"TRUNCATE rewind.audit_log",
+	} {
+		_, err := b.db.Pool.Exec(context.Background(), sql)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Errorf("%s: err = %v, want insufficient_privilege from the guard trigger", sql, err)
+		}
+	}
+	if _, err := b.ledger.Verify(context.Background()); err != nil {
+		t.Fatalf("after rejected changes: %v", err)
+	}
+}
+
+func TestVerifyFindsTampering(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		sql     string
+		seq     int64
+		problem audit.Problem
+	}{
+		{"body altered", `UPDATE rewind.audit_log SET body = replace(body, '"i":3', '"i":42') WHERE seq = 4`, 4, audit.Altered},
+		{"column altered", `UPDATE rewind.audit_log SET actor = 'mallory' WHERE seq = 6`, 6, audit.Altered},
+		{"entry deleted", `DELETE FROM rewind.audit_log WHERE seq = 5`, 5, audit.Removed},
+		{"last entry deleted", `DELETE FROM rewind.audit_log WHERE seq = 8`, 8, audit.Removed},
+		{"entry inserted", `
+			UPDATE rewind.audit_log SET seq = seq + 100 WHERE seq >= 3;
+			UPDATE rewind.audit_log SET seq = seq - 99 WHERE seq >= 103;
+			INSERT INTO rewind.audit_log SELECT 3, at, kind, subject, 'mallory',
+				replace(body, '"alice"', '"mallory"'), prev_hash,
+				encode(sha256(decode(prev_hash, 'hex') || convert_to(replace(body, '"alice"', '"mallory"'), 'UTF8')), 'hex')
+				FROM rewind.audit_log WHERE seq = 4`, 3, audit.Inserted},
+		{"entry appended behind the head's back", `
+			INSERT INTO rewind.audit_log SELECT 9, at, kind, subject, actor, body, hash,
+				encode(sha256(decode(hash, 'hex') || convert_to(body, 'UTF8')), 'hex')
+			FROM rewind.audit_log WHERE seq = 8`, 9, audit.Inserted},
+		{"garbage row appended", `
+			INSERT INTO rewind.audit_log SELECT 9, at, kind, subject, actor, body, hash, md5(random()::text)
+			FROM rewind.audit_log WHERE seq = 8`, 9, audit.Altered},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 8)
+			b.tamper(t, tt.sql)
+			_, err := b.ledger.Verify(context.Background())
+			var te *audit.TamperError
+			if !errors.As(err, &te) || te.Seq != tt.seq || te.Problem != tt.problem {
+				t.Fatalf("verify = %v, want entry %d %s", err, tt.seq, tt.problem)
+			}
+		})
+	}
+}
+
+func TestConcurrentAppendsShareOneChain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 25 {
+				if _, err := b.ledger.Append(context.Background(), entry(w*100+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s, err := b.ledger.Verify(context.Background())
+	if err != nil || s.Entries != 100 {
+		t.Fatalf("verify = %+v, %v; want 100 entries", s, err)
+	}
+}
+
+func TestAppendTxRollsBackWithItsTransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	ctx := context.Background()
+	tx, err := b.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ledger.AppendTx(ctx, tx, entry(2)); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback(ctx)
+	e, err := b.ledger.Append(ctx, entry(3))
+	if err != nil || e.Seq != 3 {
+		t.Fatalf("append after rollback: seq %d, %v; want 3", e.Seq, err)
+	}
+	if _, err := b.ledger.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	if _, err := auditpg.New(nil, auditpg.Config{Schema: "Robert'); DROP"}); err == nil {
+		t.Fatal("a schema name that is not an identifier was accepted")
+	}
+	b := setup(t, 0)
+	if _, err := b.ledger.Append(context.Background(), audit.Entry{Kind: "x"}); err == nil {
+		t.Fatal("an entry without actor was accepted")
+	}
+	db := pgtest.New(t)
+	l, _ := auditpg.New(db.Pool, auditpg.Config{})
+	if _, err := l.Verify(context.Background()); err == nil {
+		t.Fatal("verify of a database without ledger succeeded")
+	}
+}
+
+func ExampleLedger() {
+	ctx := context.Background()
+	pool := examplePool()
+	defer pool.Close()
+	l, _ := auditpg.New(pool, auditpg.Config{})
+	if err := l.Setup(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	l.Append(ctx, audit.Entry{Kind: "example", Origin: audit.CurrentOrigin("alice", []string{"rewind", "example"}, nil)})
+	s, err := l.Verify(ctx)
+	fmt.Printf("verified %d entries %v\n", s.Entries, err)
+	// Output: verified 1 entries <nil>
+}

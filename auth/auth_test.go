@@ -1,0 +1,197 @@
+package auth
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind"
+)
+
+func setup(t *testing.T) (*Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
+func TestMatch(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"*", "anything", true},
+		{"*", "", true},
+		{"orders-*", "orders-1", true},
+		{"orders-*", "orders-", true},
+		{"orders-*", "order-1", false},
+		{"orders-*", "xorders-1", false},
+		{"*-audit", "users-audit", true},
+		{"*-audit", "users-audit2", false},
+		{"a*b*c", "a-b-b-c", true},
+		{"a*b*c", "a-c-b", false},
+		{"exact", "exact", true},
+		{"exact", "exactly", false},
+		{"**", "x", true},
+	} {
+		if got := Match(c.pattern, c.name); got != c.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
+		}
+	}
+}
+
+func TestParseScope(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   string
+		want Scope
+		bad  string
+	}{
+		{in: "read:*", want: Scope{Read, "*"}},
+		{in: "write:orders-*", want: Scope{Write, "orders-*"}},
+		{in: "admin:*", want: Scope{Admin, "*"}},
+		{in: "read", bad: "must be"},
+		{in: "delete:*", bad: "unknown action"},
+		{in: "read:", bad: "needs a stream pattern"},
+		{in: "read:a b", bad: "spaces"},
+	} {
+		got, err := ParseScope(c.in)
+		if c.bad != "" {
+			if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), c.bad) {
+				t.Errorf("ParseScope(%q) error %v, want one saying %q", c.in, err, c.bad)
+			}
+			continue
+		}
+		if err != nil || got != c.want || got.String() != c.in {
+			t.Errorf("ParseScope(%q) = %v, %v", c.in, got, err)
+		}
+	}
+}
+
+func TestScopesImplyLowerActions(t *testing.T) {
+	t.Parallel()
+	tok := &Token{Scopes: []Scope{{Write, "orders-*"}, {Read, "users-*"}}}
+	for _, c := range []struct {
+		a      Action
+		stream string
+		want   bool
+	}{
+		{Read, "orders-1", true}, {Write, "orders-1", true}, {Admin, "orders-1", false},
+		{Read, "users-1", true}, {Write, "users-1", false}, {Read, "other", false},
+	} {
+		if got := tok.Allows(c.a, c.stream); got != c.want {
+			t.Errorf("Allows(%v, %q) = %v, want %v", c.a, c.stream, got, c.want)
+		}
+	}
+	if tok.IsAdmin() || !(&Token{Scopes: []Scope{{Admin, "*"}}}).IsAdmin() {
+		t.Error("IsAdmin must need admin:*")
+	}
+}
+
+func TestCreateAuthenticateRevokePersist(t *testing.T) {
+	t.Parallel()
+	s, dir := setup(t)
+	tok, secret, err := s.Create("orders-svc", []Scope{{Write, "orders-*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(secret, "rwd_"+tok.ID+"_") {
+		t.Fatalf("secret %q does not carry the id %s", secret, tok.ID)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, FileName))
+	if strings.Contains(string(raw), secret) || strings.Contains(string(raw), secret[len(secret)-20:]) {
+		t.Fatal("the token file contains the secret")
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, FileName)); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode %v, want 0600", fi.Mode().Perm())
+	}
+	got, err := s.Authenticate(secret)
+	if err != nil || got.ID != tok.ID {
+		t.Fatalf("authenticate: %v %v", got, err)
+	}
+	flipped := secret[:len(secret)-1] + "A" // the same secret but for its last character
+	if strings.HasSuffix(secret, "A") {
+		flipped = secret[:len(secret)-1] + "B"
+	}
+	for _, bad := range []string{"", "nope", secret + "x", flipped, "rwd_" + tok.ID + "_" + strings.Repeat("A", 43)} {
+		if _, err := s.Authenticate(bad); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("authenticate(%q): %v, want unauthenticated", bad, err)
+		}
+	}
+	if _, _, err := s.Create("orders-svc", []Scope{{Read, "*"}}); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := s.Revoke("orders-svc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(secret); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("revoked token: %v", err)
+	}
+	if _, err := s.Revoke("ghost"); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+
+	if _, err := Open(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open while locked: %v", err)
+	}
+	s.Close()
+	s2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if l := s2.List(true); len(l) != 1 || !l[0].Revoked() || l[0].Scopes[0] != (Scope{Write, "orders-*"}) {
+		t.Fatalf("reloaded tokens %+v", l)
+	}
+	if len(s2.List(false)) != 0 {
+		t.Fatal("List(false) shows a revoked token")
+	}
+	if _, err := s2.Authenticate(secret); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("revoked token after reload: %v", err)
+	}
+}
+
+func TestBootstrap(t *testing.T) {
+	t.Parallel()
+	t.Run("generated", func(t *testing.T) {
+		t.Parallel()
+		s, _ := setup(t)
+		secret, err := s.Bootstrap("")
+		if err != nil || secret == "" {
+			t.Fatalf("bootstrap: %q %v", secret, err)
+		}
+		tok, err := s.Authenticate(secret)
+		if err != nil || !tok.IsAdmin() {
+			t.Fatalf("admin token: %+v %v", tok, err)
+		}
+		again, err := s.Bootstrap("")
+		if err != nil || again != "" || len(s.List(true)) != 1 {
+			t.Fatalf("second bootstrap created another token: %q %v", again, err)
+		}
+	})
+	t.Run("from environment", func(t *testing.T) {
+		t.Parallel()
+		s, _ := setup(t)
+		if _, err := s.Bootstrap("short"); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Fatalf("short admin token: %v", err)
+		}
+		env := "an-operator-chosen-secret-of-some-length"
+		secret, err := s.Bootstrap(env)
+		if err != nil || secret != "" {
+			t.Fatalf("bootstrap: %q %v", secret, err)
+		}
+		if tok, err := s.Authenticate(env); err != nil || !tok.IsAdmin() {
+			t.Fatalf("env admin token: %+v %v", tok, err)
+		}
+		if _, err := s.Authenticate(env + "x"); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("wrong env token accepted: %v", err)
+		}
+	})
+}

@@ -1,0 +1,282 @@
+package auth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// FileName is the name of the token file in the data directory.
+const FileName = "tokens.json"
+
+// Store keeps tokens in a file. It is safe for concurrent use. While a
+// Store is open it holds an exclusive lock, so a server and a CLI cannot
+// edit the same file at once.
+type Store struct {
+	path string
+	lock *os.File
+
+	mu     sync.RWMutex
+	tokens []*Token // in creation order
+}
+
+type fileJSON struct {
+	Tokens []tokenJSON `json:"tokens"`
+}
+
+// Open loads the tokens of dir (none when the file does not exist yet) and
+// locks the file. It fails with ErrLocked when another process has it open.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, FileName+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open token lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%w: another rewind process (probably the server) has the tokens of %s open; "+
+			"manage tokens through it with --server", ErrLocked, dir)
+	}
+	s := &Store{path: filepath.Join(dir, FileName), lock: lock}
+	b, err := os.ReadFile(s.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return s, nil
+	case err != nil:
+		s.Close()
+		return nil, fmt.Errorf("read tokens: %w", err)
+	}
+	var f fileJSON
+	if err := json.Unmarshal(b, &f); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("read tokens from %s: %w", s.path, err)
+	}
+	for _, j := range f.Tokens {
+		t, err := j.token()
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("read tokens from %s: %w", s.path, err)
+		}
+		s.tokens = append(s.tokens, t)
+	}
+	return s, nil
+}
+
+// Close releases the lock.
+func (s *Store) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close() // closing the descriptor releases the flock
+	s.lock = nil
+	return err
+}
+
+// Empty reports whether no token was ever created.
+func (s *Store) Empty() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.tokens) == 0
+}
+
+// Bootstrap creates the first admin token, named "admin" with scope admin:*,
+// when no token exists. Its secret is envSecret when that is given
+// (REWIND_ADMIN_TOKEN), else a new random one. It returns the secret to
+// show once, or "" when tokens already existed or the secret was given.
+func (s *Store) Bootstrap(envSecret string) (secret string, err error) {
+	if !s.Empty() {
+		return "", nil
+	}
+	admin := []Scope{{Action: Admin, Pattern: "*"}}
+	if envSecret != "" {
+		if len(envSecret) < MinCustomSecret {
+			return "", &rewind.ValidationError{Field: "REWIND_ADMIN_TOKEN",
+				Reason: fmt.Sprintf("must be at least %d characters; use a long random string", MinCustomSecret)}
+		}
+		_, err := s.create("admin", admin, envSecret)
+		return "", err
+	}
+	_, secret, err = s.Create("admin", admin)
+	return secret, err
+}
+
+// Create makes a token and returns it with its secret, which is not stored
+// and cannot be shown again.
+func (s *Store) Create(name string, scopes []Scope) (Token, string, error) {
+	t, err := s.create(name, scopes, "")
+	if err != nil {
+		return Token{}, "", err
+	}
+	return t.Token, t.secret, nil
+}
+
+type created struct {
+	Token
+	secret string
+}
+
+func (s *Store) create(name string, scopes []Scope, custom string) (created, error) {
+	if err := validateName(name); err != nil {
+		return created{}, err
+	}
+	if len(scopes) == 0 {
+		return created{}, &rewind.ValidationError{Field: "scopes",
+			Reason: `a token needs at least one scope, such as "read:*" or "write:orders-*"`}
+	}
+	id, err := newID()
+	if err != nil {
+		return created{}, err
+	}
+	secret := custom
+	if secret == "" {
+		if secret, err = newSecret(id); err != nil {
+			return created{}, err
+		}
+	}
+	t := &Token{ID: id, Name: name, Scopes: slices.Clone(scopes), CreatedAt: time.Now().UTC().Truncate(time.Second),
+		Custom: custom != "", hash: hashOf(secret)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.tokens {
+		if o.Name == name && !o.Revoked() {
+			return created{}, fmt.Errorf("%w: a token named %q exists (id %s); revoke it first or pick another name",
+				ErrNameTaken, name, o.ID)
+		}
+	}
+	if err := s.saveLocked(append(slices.Clone(s.tokens), t)); err != nil {
+		return created{}, err
+	}
+	s.tokens = append(s.tokens, t)
+	return created{Token: *t, secret: secret}, nil
+}
+
+func validateName(name string) error {
+	if name == "" || len(name) > 64 {
+		return &rewind.ValidationError{Field: "token name", Value: name, Reason: "must be 1 to 64 characters"}
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return &rewind.ValidationError{Field: "token name", Value: name,
+				Reason: "may only contain letters, digits, '-', '_' and '.'"}
+		}
+	}
+	return nil
+}
+
+// List returns the tokens in creation order, revoked ones only when asked.
+func (s *Store) List(includeRevoked bool) []Token {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Token, 0, len(s.tokens))
+	for _, t := range s.tokens {
+		if includeRevoked || !t.Revoked() {
+			out = append(out, *t)
+		}
+	}
+	return out
+}
+
+// Revoke revokes the token with this id, or the live token with this name.
+// Requests using it fail from then on.
+func (s *Store) Revoke(idOrName string) (Token, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.IndexFunc(s.tokens, func(t *Token) bool { return t.ID == idOrName })
+	if i < 0 {
+		i = slices.IndexFunc(s.tokens, func(t *Token) bool { return t.Name == idOrName && !t.Revoked() })
+	}
+	if i < 0 {
+		return Token{}, fmt.Errorf("%w: no token has id or name %q; see 'rewind token list'", ErrTokenNotFound, idOrName)
+	}
+	if s.tokens[i].Revoked() {
+		return *s.tokens[i], nil
+	}
+	next := slices.Clone(s.tokens)
+	t := *next[i]
+	t.RevokedAt = time.Now().UTC().Truncate(time.Second)
+	next[i] = &t
+	if err := s.saveLocked(next); err != nil {
+		return Token{}, err
+	}
+	s.tokens = next
+	return t, nil
+}
+
+// Authenticate returns the token whose secret this is. It fails with an
+// error matching ErrUnauthenticated that says whether the secret was
+// missing, unknown or revoked.
+func (s *Store) Authenticate(secret string) (*Token, error) {
+	if secret == "" {
+		return nil, fmt.Errorf("%w: this server requires a token: send \"Authorization: Bearer TOKEN\" "+
+			"(CLI: --token or REWIND_TOKEN)", ErrUnauthenticated)
+	}
+	sum := hashOf(secret)
+	id := idOf(secret)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var found *Token
+	for _, t := range s.tokens {
+		// Generated secrets are found by their id; operator-chosen ones are
+		// compared with every custom token, without stopping early.
+		if (id != "" && t.ID == id || t.Custom) && t.matches(sum) {
+			found = t
+		}
+	}
+	switch {
+	case found == nil:
+		return nil, fmt.Errorf("%w: the token is not known to this server; check it, or create one with 'rewind token create'",
+			ErrUnauthenticated)
+	case found.Revoked():
+		return nil, fmt.Errorf("%w: token %q was revoked at %s; ask an admin for a new one",
+			ErrUnauthenticated, found.Name, found.RevokedAt.Format(time.RFC3339))
+	}
+	return found, nil
+}
+
+// saveLocked writes tokens to the file atomically: a temporary file,
+// fsynced, renamed over the old one, and the directory fsynced.
+func (s *Store) saveLocked(tokens []*Token) error {
+	file := fileJSON{Tokens: make([]tokenJSON, len(tokens))}
+	for i, t := range tokens {
+		file.Tokens[i] = t.toJSON()
+	}
+	b, err := json.MarshalIndent(file, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := s.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("save tokens: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, s.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save tokens: %w", err)
+	}
+	d, err := os.Open(filepath.Dir(s.path))
+	if err != nil {
+		return fmt.Errorf("save tokens: %w", err)
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,31 @@
+package backfill_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind/backfill"
+)
+
+func TestApplySetJobAndRerunChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1050)
+	res := b.apply(t, doubleJob(), backfill.ApplyOptions{})
+	if res.RowsChanged != 1050 || res.Chunks != 11 || res.Run.State != backfill.Finished {
+		t.Fatalf("apply: %+v", res)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1 OR val <> (id % 97) * 2"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+	again := b.apply(t, doubleJob(), backfill.ApplyOptions{})
+	if again.RowsChanged != 0 || again.Run.ID == res.Run.ID || !strings.Contains(again.Message, "nothing to do") {
+		t.Fatalf("re-run: %+v", again)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("re-run changed %d rows", n)
+	}
+	kinds := b.auditKinds(t, res.Run.ID)
+	if kinds["backfill.run.started"] != 1 || kinds["backfill.chunk.committed"] != 11 || kinds["backfill.run.finished"] != 1 {
+		t.Fatalf("audit entries: %v", kinds)
+	}
+}

@@ -1,0 +1,55 @@
+// Package backfill runs backfills and one-off data corrections against
+// PostgreSQL so that they are idempotent, restartable and audited.
+//
+// A Job is a source iterated in key order (a *Table, composite keys
+// included, or a window of *Events from the embedded store), a change (Set
+// columns to SQL expressions, an SQL Statement per chunk, or a Go Process
+// function with a *TableSink or *StoreSink), typed Params, a name and a
+// version. Its definition and parameters hash to the job hash.
+//
+// Runner.Plan is the dry run: it counts the rows to change (exactly, or
+// estimated and labelled so), shows the first before → after diffs, EXPLAINs
+// the chunk statement and returns a plan hash, writing nothing to the
+// target. Runner.Apply runs the job in chunks found by keyset (the next N
+// keys after the last one, never OFFSET), optionally refusing to start if
+// the input no longer matches a plan hash.
+//
+// # Guarantees
+//
+// Each chunk is one transaction: its rows are locked, changed, and its
+// checkpoint (key range, rows seen and changed, checksums of input and
+// output) is inserted in the same transaction, together with its audit entry
+// when the ledger shares the database. So a chunk is applied exactly once
+// even if the process dies at any instant: either the chunk and its
+// checkpoint committed, or neither did. Resume (or re-running Apply)
+// continues after the last committed chunk. A second process cannot apply
+// the same run: the checkpoint's primary key would reject its chunk and roll
+// its writes back.
+//
+// A job is idempotent by construction when its WHERE selects only rows
+// that still need the change: a finished job run again changes 0 rows, and
+// the result says so.
+//
+// A run holds a lease: a PostgreSQL advisory lock on a dedicated
+// connection, plus a heartbeat. When the process dies its connection closes
+// and the lock goes with it, so the run shows as interrupted at once (never
+// "running" forever) and can be resumed. A run refuses to resume under a
+// different job hash or binary unless ApplyOptions.AllowChangedJob is set,
+// which is recorded.
+//
+// Errors are classified (Classify): transient ones (serialization failure,
+// deadlock, lock timeout, lost connection) are retried with exponential
+// backoff and jitter; data errors (constraint violations, bad values, an
+// *ItemError) follow the job's policy, Halt (the run stops naming the chunk
+// and key, nothing of that chunk is written) or Skip (the failing keys go to
+// a quarantine with their errors, the rest of the chunk commits;
+// RetryFailed processes only them); fatal errors stop the run with the
+// chunk named.
+//
+// Every step is recorded in the audit ledger of package audit: run planned,
+// started, chunk committed, retried, skipped, failed, resumed, finished,
+// with who, host, binary version, command line, job hash and masked
+// parameters.
+//
+// See docs/backfill.md for the design decisions.
+package backfill

@@ -1,0 +1,591 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/audit/auditpg"
+)
+
+// lease is a run's ownership: a session advisory lock held on a dedicated
+// connection to the ledger database, plus a heartbeat. If the process dies,
+// the database closes the connection and the lock goes with it, so the run
+// shows as interrupted at once and can be resumed; no run stays "running"
+// forever.
+type lease struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	conn   *pgx.Conn
+	done   chan struct{}
+}
+
+func (r *Runner) takeLease(ctx context.Context, run *Run) (*lease, error) {
+	pc, err := r.ledger.runs.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the ledger: %w", err)
+	}
+	conn := pc.Hijack() // the lock lives as long as this connection
+	deadline := time.Now().Add(r.cfg.LeaseWait)
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", int32(leaseClass), int32(uint32(run.lockObj))).Scan(&ok); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			conn.Close(context.WithoutCancel(ctx))
+			hb := "never"
+			if run.Heartbeat != nil {
+				hb = time.Since(*run.Heartbeat).Round(time.Second).String() + " ago"
+			}
+			return nil, fmt.Errorf("%w: run %s is held by %s (last heartbeat %s); wait for it or stop that process",
+				ErrRunLocked, run.ID, run.Owner, hb)
+		}
+		select {
+		case <-ctx.Done():
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	me := owner()
+	// The name shows lease holders in pg_stat_activity.
+	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", "rewind backfill lease "+run.ID); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
+	}
+	if _, err := conn.Exec(ctx, "UPDATE rewind.backfill_runs SET owner = $2, heartbeat_at = clock_timestamp() WHERE id = $1", run.ID, me); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
+	}
+	run.Owner = me
+	lctx, cancel := context.WithCancelCause(ctx)
+	l := &lease{ctx: lctx, cancel: cancel, conn: conn, done: make(chan struct{})}
+	go l.heartbeat(run.ID, me, r.cfg.Heartbeat)
+	return l, nil
+}
+
+func (l *lease) heartbeat(runID, me string, every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		tag, err := l.conn.Exec(l.ctx, "UPDATE rewind.backfill_runs SET heartbeat_at = clock_timestamp() WHERE id = $1 AND owner = $2", runID, me)
+		if l.ctx.Err() != nil {
+			return
+		}
+		if err != nil || tag.RowsAffected() != 1 {
+			l.cancel(fmt.Errorf("%w: run %s: heartbeat failed (%v); stopping so that no two processes apply it", ErrLeaseLost, runID, err))
+			return
+		}
+	}
+}
+
+// release ends the heartbeat and closes the connection, which drops the lock.
+func (l *lease) release() {
+	l.cancel(errStop)
+	<-l.done
+	l.conn.Close(context.Background())
+}
+
+// cause is why ctx ended: a lost lease, or the caller's cancellation.
+func cause(ctx context.Context) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, errStop) {
+		return c
+	}
+	return ctx.Err()
+}
+
+// loop applies the run's remaining chunks.
+func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (*Result, error) {
+	if !r.ledger.same {
+		if err := r.reconcile(ctx, p, run); err != nil {
+			return nil, err
+		}
+	}
+	after, seq, err := r.ledger.lastChunk(ctx, run.ID)
+	if err != nil {
+		return nil, err
+	}
+	pr := Progress{RunID: run.ID, Chunks: run.Chunks, RowsSeen: run.RowsSeen, RowsChanged: run.RowsChanged,
+		RowsSkipped: run.RowsSkipped, Total: run.Total, Estimated: run.TotalEstimated}
+	size := p.job.chunkSize()
+	var prefetched *chunkResult
+	for run.End != nil {
+		var b Bounds
+		var ok bool
+		var err error
+		if prefetched != nil && prefetched.next != nil {
+			b, ok = *prefetched.next, prefetched.nextOK
+		} else {
+			b, ok, err = r.next(ctx, p, after, run.End, size)
+		}
+		if err != nil {
+			return res, r.stop(ctx, p, run, &RunError{RunID: run.ID, Chunk: seq + 1, Class: Classify(err), Err: err})
+		}
+		if !ok {
+			break
+		}
+		seq++
+		cr, err := r.chunk(ctx, p, run, seq, b, false)
+		if err != nil {
+			return res, r.stop(ctx, p, run, err)
+		}
+		after, prefetched = b.Hi, &cr
+		res.Chunks++
+		res.RowsSeen += cr.Seen
+		res.RowsChanged += cr.Changed
+		res.RowsSkipped += cr.Skipped
+		pr.Chunks++
+		pr.RowsSeen += cr.Seen
+		pr.RowsChanged += cr.Changed
+		pr.RowsSkipped += cr.Skipped
+		if r.cfg.Progress != nil {
+			r.cfg.Progress(pr)
+		}
+	}
+	if err := r.ledger.setState(ctx, run.ID, Finished, nil); err != nil {
+		return res, err
+	}
+	if err := r.ledger.progress(ctx, run); err != nil {
+		return res, err
+	}
+	run.State = Finished
+	counts := map[string]int64{"chunks": run.Chunks, "rows_seen": run.RowsSeen, "rows_changed": run.RowsChanged,
+		"rows_skipped": run.RowsSkipped, "quarantined": run.Quarantined}
+	if err := r.ledger.appendAudit(ctx, r.entry(p.job, "run.finished", run.ID, nil, counts)); err != nil {
+		return res, err
+	}
+	res.Message = fmt.Sprintf("run %s finished: %d rows changed in %d chunks (%d rows seen, %d skipped to the quarantine)",
+		run.ID, res.RowsChanged, res.Chunks, res.RowsSeen, res.RowsSkipped)
+	if res.RowsSeen == 0 {
+		res.Message = fmt.Sprintf("run %s finished: nothing to do, no row matches the job's WHERE (already applied?); 0 rows changed", run.ID)
+	}
+	return res, nil
+}
+
+// next finds the next chunk, retrying transient errors.
+func (r *Runner) next(ctx context.Context, p *prepared, after, end Key, size int) (Bounds, bool, error) {
+	bo := r.backoff()
+	for attempt := 1; ; attempt++ {
+		b, ok, err := p.src.next(ctx, r.cfg.DB, p.args, after, end, size)
+		if err == nil || Classify(err) != Transient || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				err = cause(ctx)
+			}
+			return b, ok, err
+		}
+		if err := sleep(ctx, bo.NextBackOff()); err != nil {
+			return b, false, err
+		}
+	}
+}
+
+func (r *Runner) backoff() *backoff.ExponentialBackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.Multiplier, bo.RandomizationFactor = r.cfg.RetryInitial, r.cfg.RetryMax, 2, 0.5
+	return bo
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// stop records why a run stopped. A cancelled context leaves the run
+// resumable (it shows as interrupted); a lost lease leaves it to its new
+// owner; anything else marks it failed.
+func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) error {
+	bg := context.WithoutCancel(ctx)
+	if ctx.Err() != nil {
+		c := cause(ctx)
+		if !errors.Is(c, ErrLeaseLost) {
+			r.ledger.appendAudit(bg, r.entry(p.job, "run.interrupted", run.ID, map[string]string{"reason": c.Error()}, nil))
+		}
+		return c
+	}
+	var re *RunError
+	if !errors.As(err, &re) {
+		re = &RunError{RunID: run.ID, Class: Classify(err), Err: err}
+	}
+	re.RunID = run.ID
+	if serr := r.ledger.setState(bg, run.ID, Failed, re); serr != nil {
+		return errors.Join(re, serr)
+	}
+	code, msg := describeErr(re.Err)
+	attrs := map[string]string{"class": string(re.Class), "code": code, "key": re.Key.String()}
+	e := r.entry(p.job, "run.failed", run.ID, attrs, map[string]int64{"chunk": re.Chunk})
+	e.Message = msg
+	if aerr := r.ledger.appendAudit(bg, e); aerr != nil {
+		return errors.Join(re, aerr)
+	}
+	return re
+}
+
+// chunk applies one chunk, retrying transient errors with backoff and
+// handling data errors by the run's policy. retry marks a retry-failed
+// chunk: one quarantined key, resolved when it commits.
+func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, retry bool) (chunkResult, error) {
+	bo := r.backoff()
+	isolating := false
+	for attempt := 1; ; attempt++ {
+		var cr chunkResult
+		var err error
+		if isolating {
+			cr, err = r.isolate(ctx, p, run, seq, b, attempt)
+		} else {
+			cr, err = r.commit(ctx, p, run, seq, b, attempt, retry, nil)
+		}
+		if err == nil {
+			return cr, nil
+		}
+		if ctx.Err() != nil {
+			return cr, cause(ctx)
+		}
+		var re *RunError
+		if errors.As(err, &re) {
+			return cr, err
+		}
+		switch class := Classify(err); {
+		case class == Transient && attempt < r.cfg.MaxAttempts:
+			wait := bo.NextBackOff()
+			code, msg := describeErr(err)
+			r.cfg.Logger.Warn("backfill: transient error, retrying the chunk", "run", run.ID, "chunk", seq,
+				"attempt", attempt, "wait", wait, "code", code, "error", msg)
+			e := r.entry(p.job, "chunk.retried", run.ID, map[string]string{"code": code, "wait": wait.String()},
+				map[string]int64{"chunk": seq, "attempt": int64(attempt)})
+			e.Message = msg
+			if aerr := r.ledger.appendAudit(ctx, e); aerr != nil {
+				r.cfg.Logger.Warn("backfill: could not record the retry", "run", run.ID, "error", aerr)
+			}
+			if err := sleep(ctx, wait); err != nil {
+				return cr, err
+			}
+		case class == Transient:
+			return cr, &RunError{RunID: run.ID, Chunk: seq, Class: Transient,
+				Err: fmt.Errorf("gave up after %d attempts: %w", attempt, err)}
+		case class == Data && !isolating && !retry:
+			isolating = true // find the failing keys, one by one
+			attempt = 0
+			bo.Reset()
+		default:
+			k := b.Hi
+			if !retry {
+				k = nil
+				if ie := itemErrors(err); len(ie) > 0 {
+					k = ie[0].Key
+				}
+			}
+			return cr, &RunError{RunID: run.ID, Chunk: seq, Key: k, Class: class, Err: err}
+		}
+	}
+}
+
+// commit applies b in one transaction with its checkpoint and its audit
+// entry (when the ledger shares the database). skipped are keys the
+// transaction quarantined (by isolate).
+func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int, retry bool,
+	apply func(*chunkEnv) (chunkResult, []Key, error)) (chunkResult, error) {
+	var cr chunkResult
+	// BEGIN and the lock timeout in one round trip.
+	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{
+		BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", r.cfg.LockTimeout.Milliseconds())})
+	if err != nil {
+		return cr, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
+	var skipped []Key
+	if apply != nil {
+		cr, skipped, err = apply(env)
+	} else {
+		cr, err = p.ch.apply(ctx, env, b)
+	}
+	if err != nil {
+		return cr, err
+	}
+	if cr.At.IsZero() {
+		if err := tx.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&cr.At); err != nil {
+			return cr, err
+		}
+	}
+	// The checkpoint, the quarantine's resolution, the intent's removal and
+	// the audit entries in one round trip, then the commit.
+	batch := &pgx.Batch{}
+	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
+	if retry {
+		batch.Queue("UPDATE rewind.backfill_quarantine SET resolved_at = clock_timestamp() WHERE run_id = $1 AND key = $2",
+			run.ID, []string(b.Lo))
+	}
+	if env.intents.used {
+		batch.Queue("DELETE FROM rewind.backfill_intents WHERE run_id = $1 AND seq = $2", run.ID, seq)
+	}
+	var next nextScan
+	t, prefetch := p.src.(*Table)
+	if prefetch = prefetch && apply == nil && !retry && len(p.job.Set) > 0; prefetch {
+		// A set job writes only the chunk's rows, so the next chunk can be
+		// found now, in this round trip.
+		q, a := t.nextSQL(p.args, b.Hi, run.End, p.job.chunkSize())
+		batch.Queue(q, a).QueryRow(next.scan)
+	}
+	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry)}
+	if len(skipped) > 0 {
+		keys := make([]string, len(skipped))
+		for i, k := range skipped {
+			keys[i] = k.String()
+		}
+		e := r.entry(p.job, "chunk.skipped", run.ID, map[string]string{"keys": strings.Join(keys, " ")},
+			map[string]int64{"chunk": seq, "keys": int64(len(skipped))})
+		entries = append([]audit.Entry{e}, entries...)
+	}
+	for i := range entries {
+		entries[i].Time = cr.At
+		if r.ledger.same {
+			if _, err := r.ledger.audit.QueueAppend(batch, entries[i]); err != nil {
+				return cr, err
+			}
+		}
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return cr, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return cr, err
+	}
+	if prefetch {
+		nb, ok, _ := next.bounds(b.Hi)
+		cr.next, cr.nextOK = &nb, ok
+	}
+	if !r.ledger.same {
+		// The checkpoint is committed; the audit entry follows. If the
+		// process dies in between, reconcile adds it when the run resumes.
+		for _, e := range entries {
+			e.Time = time.Time{}
+			if err := r.ledger.appendAudit(ctx, e); err != nil {
+				r.cfg.Logger.Warn("backfill: audit entry deferred to the next resume", "run", run.ID, "chunk", seq, "error", err)
+				break
+			}
+		}
+	}
+	return cr, nil
+}
+
+func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr chunkResult, attempt int, retry bool) audit.Entry {
+	attrs := map[string]string{"chunk": fmt.Sprint(seq), "after": b.After.String(), "lo": b.Lo.String(), "hi": b.Hi.String(),
+		"input_checksum": cr.In, "output_checksum": cr.Out}
+	if retry {
+		attrs["retry_failed"] = "true"
+	}
+	return r.entry(p.job, "chunk.committed", runID, attrs, map[string]int64{"chunk": seq, "rows_seen": cr.Seen,
+		"rows_changed": cr.Changed, "rows_skipped": cr.Skipped, "attempt": int64(attempt)})
+}
+
+// isolate applies a chunk that failed with a data error key by key, each
+// under a savepoint, in one transaction. Under the skip policy failing keys
+// go to the quarantine and the rest commits; under halt the first failing
+// key stops the run and nothing of the chunk is written.
+func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int) (chunkResult, error) {
+	keys, err := p.src.keys(ctx, r.cfg.DB, p.args, b)
+	if err != nil {
+		return chunkResult{}, err
+	}
+	return r.commit(ctx, p, run, seq, b, attempt, false, func(env *chunkEnv) (chunkResult, []Key, error) {
+		var total chunkResult
+		var ins, outs strings.Builder
+		var skipped []Key
+		for _, k := range keys {
+			if _, err := env.tx.Exec(ctx, "SAVEPOINT rewind_key"); err != nil {
+				return total, nil, err
+			}
+			cr, err := p.ch.apply(ctx, env, Bounds{Lo: k, Hi: k})
+			if err == nil {
+				if _, err := env.tx.Exec(ctx, "RELEASE SAVEPOINT rewind_key"); err != nil {
+					return total, nil, err
+				}
+				total.Seen, total.Changed = total.Seen+cr.Seen, total.Changed+cr.Changed
+				ins.WriteString(cr.In)
+				outs.WriteString(cr.Out)
+				continue
+			}
+			if Classify(err) != Data {
+				return total, nil, err
+			}
+			if p.job.policy() == Halt {
+				return total, nil, &RunError{RunID: run.ID, Chunk: seq, Key: k, Class: Data, Err: err}
+			}
+			if _, rerr := env.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT rewind_key"); rerr != nil {
+				return total, nil, rerr
+			}
+			if qerr := r.ledger.quarantine(ctx, env.tx, run.ID, seq, k, err); qerr != nil {
+				return total, nil, qerr
+			}
+			skipped = append(skipped, k)
+			total.Seen++
+			total.Skipped++
+		}
+		total.In, total.Out = md5Of(ins.String()), md5Of(outs.String())
+		return total, skipped, nil
+	})
+}
+
+// RetryFailed processes only the keys run id quarantined, each in its own
+// transaction; a key that commits is marked resolved, one that fails again
+// stays quarantined with its new error.
+func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOptions) (*Result, error) {
+	p, err := r.prepare(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	run, err := r.ledger.loadRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	changes, err := r.checkSame(run, p, o.AllowChangedJob)
+	if err != nil {
+		return nil, err
+	}
+	l, err := r.takeLease(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	defer l.release()
+	ctx = l.ctx
+	keys, err := r.ledger.quarantined(ctx, run.ID, true)
+	if err != nil {
+		return nil, err
+	}
+	attrs := map[string]string{}
+	for k, v := range changes {
+		attrs["changed."+k] = v
+	}
+	if err := r.ledger.appendAudit(ctx, r.entry(p.job, "run.retry_failed", run.ID, attrs,
+		map[string]int64{"keys": int64(len(keys))})); err != nil {
+		return nil, err
+	}
+	_, seq, err := r.ledger.lastChunk(ctx, run.ID)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Run: run}
+	var still int64
+	for _, q := range keys {
+		b := Bounds{Lo: q.Key, Hi: q.Key}
+		cr, err := r.chunk(ctx, p, run, seq+1, b, true)
+		if err != nil {
+			var re *RunError
+			if ctx.Err() != nil || !errors.As(err, &re) || re.Class != Data {
+				return res, err
+			}
+			still++
+			if err := r.requarantine(ctx, p, run, q, re.Err); err != nil {
+				return res, err
+			}
+			continue
+		}
+		seq++
+		res.Chunks++
+		res.RowsSeen += cr.Seen
+		res.RowsChanged += cr.Changed
+	}
+	if err := r.ledger.progress(ctx, run); err != nil {
+		return res, err
+	}
+	res.RowsSkipped = still
+	res.Message = fmt.Sprintf("run %s: %d quarantined keys retried, %d rows changed, %d still failing",
+		run.ID, len(keys), res.RowsChanged, still)
+	return res, nil
+}
+
+func (r *Runner) requarantine(ctx context.Context, p *prepared, run *Run, q Quarantined, cause error) error {
+	tx, err := r.cfg.DB.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := r.ledger.quarantine(ctx, tx, run.ID, q.Chunk, q.Key, cause); err != nil {
+		return err
+	}
+	code, msg := describeErr(cause)
+	e := r.entry(p.job, "chunk.skipped", run.ID, map[string]string{"keys": q.Key.String(), "code": code, "retry_failed": "true"},
+		map[string]int64{"chunk": q.Chunk, "keys": 1})
+	e.Message = msg
+	if r.ledger.same {
+		if _, err := r.ledger.audit.AppendTx(ctx, tx, e); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	return r.ledger.appendAudit(ctx, e)
+}
+
+// reconcile adds the chunk entries a process that died between a chunk's
+// commit and its audit entry did not write (only when the ledger is in
+// another database than the checkpoints).
+func (r *Runner) reconcile(ctx context.Context, p *prepared, run *Run) error {
+	have := map[string]bool{}
+	for e, err := range r.ledger.audit.Entries(ctx, auditpg.Filter{Subject: run.ID}) {
+		if err != nil {
+			return err
+		}
+		if e.Kind == "backfill.chunk.committed" {
+			have[e.Attrs["chunk"]] = true
+		}
+	}
+	rows, err := r.ledger.work.Query(ctx, `SELECT seq, retry, after_key, lo, hi, rows_seen, rows_changed, rows_skipped,
+		input_checksum, output_checksum, attempts FROM rewind.backfill_chunks WHERE run_id = $1 ORDER BY seq`, run.ID)
+	if err != nil {
+		return fmt.Errorf("reconcile run %s: %w", run.ID, err)
+	}
+	type chunkRow struct {
+		seq     int64
+		retry   bool
+		b       Bounds
+		cr      chunkResult
+		attempt int
+	}
+	missing, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (chunkRow, error) {
+		var c chunkRow
+		var after, lo, hi []string
+		err := row.Scan(&c.seq, &c.retry, &after, &lo, &hi, &c.cr.Seen, &c.cr.Changed, &c.cr.Skipped, &c.cr.In, &c.cr.Out, &c.attempt)
+		c.b = Bounds{After: after, Lo: lo, Hi: hi}
+		return c, err
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile run %s: %w", run.ID, err)
+	}
+	for _, c := range missing {
+		if have[fmt.Sprint(c.seq)] {
+			continue
+		}
+		e := r.chunkEntry(p, run.ID, c.seq, c.b, c.cr, c.attempt, c.retry)
+		e.Attrs["recovered"] = "true"
+		if err := r.ledger.appendAudit(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,530 @@
+package backfill
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/internal/buildinfo"
+)
+
+// Config configures a Runner. DB is required; the zero value of every
+// other field means its default.
+type Config struct {
+	// DB is the target database: the source and sink tables, and the
+	// chunk checkpoints that commit with each chunk's writes.
+	DB *pgxpool.Pool
+	// Ledger holds run records and the audit ledger. Defaults to DB.
+	Ledger *pgxpool.Pool
+	// Actor is who runs the job, for the ledger. Defaults to the operating
+	// system user.
+	Actor string
+	// Command is the command line, for the ledger (secrets are masked).
+	// Defaults to os.Args.
+	Command []string
+	// Binary identifies this build; a run refuses to resume under another
+	// one. Defaults to buildinfo.Identity().
+	Binary string
+	// Heartbeat is how often a running run proves it is alive. Defaults to 5s.
+	Heartbeat time.Duration
+	// LeaseWait is how long taking over a run waits for its previous
+	// owner's lease to go (a killed process's connection takes a moment to
+	// close). Defaults to 10s.
+	LeaseWait time.Duration
+	// MaxAttempts bounds how often a chunk is tried on transient errors.
+	// Defaults to 10.
+	MaxAttempts int
+	// RetryInitial and RetryMax bound the exponential backoff between
+	// attempts, which is jittered by ±50%. Default to 100ms and 10s.
+	RetryInitial, RetryMax time.Duration
+	// LockTimeout bounds how long a chunk waits for row locks before the
+	// attempt fails as transient. Defaults to 5s.
+	LockTimeout time.Duration
+	// ExactCountLimit: inputs the planner estimates at or under this many
+	// rows are counted exactly, larger ones are estimated (and labelled
+	// so). Defaults to 10,000,000.
+	ExactCountLimit int64
+	// PreviewRows is how many before → after diffs a plan shows. Defaults to 10.
+	PreviewRows int
+	// Progress, when set, is called after every chunk.
+	Progress func(Progress)
+	// Logger receives retries and other notices. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Progress is a run's progress after a chunk.
+type Progress struct {
+	RunID       string
+	Chunks      int64
+	RowsSeen    int64 // rows (or events) processed
+	RowsChanged int64
+	RowsSkipped int64
+	Total       int64
+	Estimated   bool
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.DB == nil {
+		return c, &rewind.ValidationError{Field: "backfill config DB", Reason: "is required"}
+	}
+	if c.Command == nil {
+		c.Command = os.Args
+	}
+	if c.Binary == "" {
+		c.Binary = buildinfo.Identity()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Heartbeat, 5*time.Second)
+	def(&c.LeaseWait, 10*time.Second)
+	def(&c.RetryInitial, 100*time.Millisecond)
+	def(&c.RetryMax, 10*time.Second)
+	def(&c.LockTimeout, 5*time.Second)
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 10
+	}
+	if c.ExactCountLimit == 0 {
+		c.ExactCountLimit = 10_000_000
+	}
+	if c.PreviewRows == 0 {
+		c.PreviewRows = 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// Runner plans and applies backfill jobs. It is safe for concurrent use.
+type Runner struct {
+	cfg    Config
+	ledger *ledger
+	bases  sync.Map // *Job → *entryBase
+}
+
+// New returns a runner. It does not touch the database.
+func New(cfg Config) (*Runner, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l, err := newLedger(c.DB, c.Ledger)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{cfg: c, ledger: l}, nil
+}
+
+// prepared is a job checked against the database.
+type prepared struct {
+	job  *Job
+	hash string
+	args pgx.NamedArgs
+	src  Source
+	ch   applier
+}
+
+// prepare validates job and checks it against the database without
+// writing anything.
+func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
+	if err := job.validate(); err != nil {
+		return nil, err
+	}
+	if err := r.cfg.DB.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("connect to the target database: %w", err)
+	}
+	p := &prepared{job: job, hash: job.Hash(), args: job.Params.namedArgs(), src: job.Source}
+	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(job.Set) > 0:
+		p.ch = newSetChange(job.Source.(*Table), job.Set)
+	case job.Statement != "":
+		p.ch = &statementChange{t: job.Source.(*Table), sql: job.Statement}
+	default:
+		p.ch = &processChange{src: job.Source, fn: job.Process, sink: job.Sink}
+	}
+	if err := p.ch.prepare(ctx, r.cfg.DB, p.args); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (r *Runner) origin(job *Job) audit.Origin {
+	return audit.CurrentOrigin(r.cfg.Actor, r.cfg.Command, job.Params.secretNames())
+}
+
+// entryBase is what every audit entry about a job repeats, computed once
+// per job: the chunk loop writes one entry per chunk.
+type entryBase struct {
+	origin audit.Origin
+	attrs  map[string]string
+}
+
+func (r *Runner) base(job *Job) *entryBase {
+	if b, ok := r.bases.Load(job); ok {
+		return b.(*entryBase)
+	}
+	a := map[string]string{"job": job.Name, "job_version": job.Version, "binary": r.cfg.Binary}
+	if job.Source != nil {
+		a["job_hash"] = job.Hash()
+	}
+	for k, v := range job.Params.masked() {
+		a["param."+k] = v
+	}
+	b := &entryBase{origin: r.origin(job), attrs: a}
+	r.bases.Store(job, b)
+	return b
+}
+
+// entry builds an audit entry about a run.
+func (r *Runner) entry(job *Job, kind, runID string, attrs map[string]string, counts map[string]int64) audit.Entry {
+	b := r.base(job)
+	a := make(map[string]string, len(b.attrs)+len(attrs))
+	for k, v := range b.attrs {
+		a[k] = v
+	}
+	for k, v := range attrs {
+		a[k] = v
+	}
+	return audit.Entry{Kind: "backfill." + kind, Subject: runID, Origin: b.origin, Attrs: a, Counts: counts}
+}
+
+// Plan is what a dry run found.
+type Plan struct {
+	Job        string   `json:"job"`
+	Version    string   `json:"version"`
+	JobHash    string   `json:"job_hash"`
+	PlanHash   string   `json:"plan_hash"`
+	Rows       int64    `json:"rows"`
+	Estimated  bool     `json:"estimated"`
+	ChunkSize  int      `json:"chunk_size"`
+	Chunks     int64    `json:"chunks"`
+	FirstChunk *Bounds  `json:"first_chunk,omitempty"`
+	Diffs      []Diff   `json:"diffs"`
+	Explain    string   `json:"explain,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// PlanOptions tune a dry run.
+type PlanOptions struct {
+	// Estimate counts with the planner's estimate instead of exactly.
+	Estimate bool
+}
+
+// Plan computes a job's plan without writing to the target: the rows to
+// change (exact, or estimated and labelled so), the chunks, the first
+// before → after diffs, the EXPLAIN of the chunk statement and a plan
+// hash. It records a "planned" entry in the audit ledger.
+func (r *Runner) Plan(ctx context.Context, job *Job, o PlanOptions) (*Plan, error) {
+	p, err := r.prepare(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	plan := &Plan{Job: job.Name, Version: job.Version, JobHash: p.hash, ChunkSize: job.chunkSize(), Diffs: []Diff{}}
+	if plan.Rows, plan.Estimated, plan.PlanHash, err = r.inputHash(ctx, p, o.Estimate); err != nil {
+		return nil, err
+	}
+	if plan.Estimated {
+		plan.Notes = append(plan.Notes, "the row count is the planner's estimate; the plan hash covers the job only, not its input")
+	}
+	plan.Chunks = (plan.Rows + int64(plan.ChunkSize) - 1) / int64(plan.ChunkSize)
+	end, err := p.src.end(ctx, r.cfg.DB, p.args)
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	if end != nil {
+		b, ok, err := p.src.next(ctx, r.cfg.DB, p.args, nil, end, plan.ChunkSize)
+		if err != nil {
+			return nil, fmt.Errorf("plan the first chunk: %w", err)
+		}
+		if ok {
+			plan.FirstChunk = &b
+			diffs, notes, err := p.ch.preview(ctx, r.cfg.DB, p.args, b, r.cfg.PreviewRows)
+			if err != nil {
+				return nil, fmt.Errorf("preview: %w", err)
+			}
+			plan.Diffs = append(plan.Diffs, diffs...)
+			plan.Notes = append(plan.Notes, notes...)
+			if plan.Explain, err = p.ch.explain(ctx, r.cfg.DB, p.args, b); err != nil {
+				return nil, fmt.Errorf("explain the chunk statement: %w", err)
+			}
+		}
+	}
+	if plan.Rows == 0 && !plan.Estimated {
+		plan.Notes = append(plan.Notes, "nothing to do: no row matches the job's WHERE (already applied?)")
+	}
+	if err := r.ledger.setup(ctx); err != nil {
+		return nil, err
+	}
+	e := r.entry(job, "run.planned", "", map[string]string{"plan_hash": plan.PlanHash},
+		map[string]int64{"rows": plan.Rows, "chunks": plan.Chunks})
+	if err := r.ledger.appendAudit(ctx, e); err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// inputHash counts the input and hashes the job with it into a plan hash.
+func (r *Runner) inputHash(ctx context.Context, p *prepared, estimate bool) (int64, bool, string, error) {
+	n, _, err := p.src.count(ctx, r.cfg.DB, p.args, false)
+	if err != nil {
+		return 0, false, "", fmt.Errorf("estimate the rows to change: %w", err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "job %s\nchunk %d\n", p.hash, p.job.chunkSize())
+	if estimate || n > r.cfg.ExactCountLimit {
+		fmt.Fprintf(h, "estimated\n")
+		return n, true, hex.EncodeToString(h.Sum(nil))[:32], nil
+	}
+	fp, err := p.src.fingerprint(ctx, r.cfg.DB, p.args)
+	if err != nil {
+		return 0, false, "", fmt.Errorf("count the rows to change: %w", err)
+	}
+	fmt.Sscanf(fp, "%d:", &n)
+	fmt.Fprintf(h, "input %s\n", fp)
+	return n, false, hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// ApplyOptions tune Apply and Resume.
+type ApplyOptions struct {
+	// PlanHash, when set, makes Apply refuse to start unless the job and
+	// its input still match that plan.
+	PlanHash string
+	// AllowChangedJob lets a run resume under a changed job or binary. The
+	// change is recorded in the run and the audit ledger.
+	AllowChangedJob bool
+	// Estimate counts the input with the planner's estimate.
+	Estimate bool
+}
+
+// Result is what Apply, Resume and RetryFailed did.
+type Result struct {
+	Run *Run `json:"run"`
+	// Resumed is true when an unfinished run was continued.
+	Resumed bool `json:"resumed"`
+	// AlreadyFinished is true when the run had finished before: nothing was done.
+	AlreadyFinished bool `json:"already_finished"`
+	// Chunks, RowsSeen, RowsChanged and RowsSkipped count this call's work.
+	Chunks      int64 `json:"chunks"`
+	RowsSeen    int64 `json:"rows_seen"`
+	RowsChanged int64 `json:"rows_changed"`
+	RowsSkipped int64 `json:"rows_skipped"`
+	// Message says what happened in a sentence.
+	Message string `json:"message"`
+}
+
+// Apply runs job: it continues the job's unfinished run if there is one
+// (same job hash and binary, or AllowChangedJob), else starts a new run,
+// and applies the remaining chunks in key order, each in one transaction
+// with its checkpoint. It returns a *RunError when the run stops on an
+// error; the run can then be resumed.
+func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, error) {
+	p, err := r.prepare(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	var planHash string
+	if o.PlanHash != "" {
+		if _, _, planHash, err = r.inputHash(ctx, p, o.Estimate); err != nil {
+			return nil, err
+		}
+		if planHash != o.PlanHash {
+			return nil, fmt.Errorf("%w: the job or its input changed since plan %s was made (it now plans as %s); "+
+				"run the dry run again and review it", ErrPlanMismatch, o.PlanHash, planHash)
+		}
+	}
+	if err := r.ledger.setup(ctx); err != nil {
+		return nil, err
+	}
+	prev, err := r.ledger.unfinished(ctx, job.Name)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		if prev.JobHash != p.hash && !o.AllowChangedJob {
+			return nil, fmt.Errorf("%w: run %s of job %s is %s with job hash %.12s, this job hashes to %.12s; "+
+				"resume it with `rewind backfill resume %s --allow-changed-job` or cancel it with `rewind backfill cancel %s`",
+				ErrUnfinishedRun, prev.ID, job.Name, prev.State, prev.JobHash, p.hash, prev.ID, prev.ID)
+		}
+		return r.resume(ctx, p, prev, o)
+	}
+	return r.start(ctx, p, planHash, o)
+}
+
+func (r *Runner) start(ctx context.Context, p *prepared, planHash string, o ApplyOptions) (*Result, error) {
+	id, err := uuid.NewRandom() // random, so that a short prefix names a run
+	if err != nil {
+		return nil, err
+	}
+	// Count exactly unless asked not to or the planner expects more rows
+	// than is worth counting.
+	total, estimated, err := p.src.count(ctx, r.cfg.DB, p.args, false)
+	if err == nil && !o.Estimate && total <= r.cfg.ExactCountLimit {
+		total, estimated, err = p.src.count(ctx, r.cfg.DB, p.args, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("count the rows to change: %w", err)
+	}
+	end, err := p.src.end(ctx, r.cfg.DB, p.args)
+	if err != nil {
+		return nil, fmt.Errorf("find the last key: %w", err)
+	}
+	origin := r.origin(p.job)
+	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
+		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
+		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
+		Total: total, TotalEstimated: estimated, End: end, Owner: owner()}
+	if err := r.ledger.createRun(ctx, run); err != nil {
+		return nil, err
+	}
+	l, err := r.takeLease(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	defer l.release()
+	e := r.entry(p.job, "run.started", run.ID, map[string]string{"plan_hash": planHash, "policy": string(run.Policy)},
+		map[string]int64{"total": total})
+	if err := r.ledger.appendAudit(ctx, e); err != nil {
+		return nil, err
+	}
+	return r.loop(l.ctx, p, run, &Result{Run: run})
+}
+
+// Resume continues run id. job must be the run's job: same hash and
+// binary, unless AllowChangedJob.
+func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions) (*Result, error) {
+	p, err := r.prepare(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	run, err := r.ledger.loadRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if run.JobName != job.Name {
+		return nil, &rewind.ValidationError{Field: "job", Value: job.Name,
+			Reason: fmt.Sprintf("run %s belongs to job %s", run.ID, run.JobName)}
+	}
+	return r.resume(ctx, p, run, o)
+}
+
+func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptions) (*Result, error) {
+	switch run.State {
+	case Finished:
+		return &Result{Run: run, AlreadyFinished: true,
+			Message: fmt.Sprintf("run %s already finished: nothing to do", run.ID)}, nil
+	case Cancelled:
+		return nil, fmt.Errorf("%w: run %s was cancelled; start a new run", ErrUnfinishedRun, run.ID)
+	}
+	changes, err := r.checkSame(run, p, o.AllowChangedJob)
+	if err != nil {
+		return nil, err
+	}
+	l, err := r.takeLease(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	defer l.release()
+	if _, err := r.ledger.runs.Exec(ctx, `UPDATE rewind.backfill_runs SET state = 'running', owner = $2, job_hash = $3,
+		binary_version = $4, job = $5, changes_allowed = changes_allowed + $6, heartbeat_at = clock_timestamp(),
+		updated_at = clock_timestamp(), error = '', error_class = '', error_chunk = 0, error_key = NULL WHERE id = $1`,
+		run.ID, owner(), p.hash, r.cfg.Binary, p.job.Describe(), len(changes)); err != nil {
+		return nil, fmt.Errorf("resume run %s: %w", run.ID, err)
+	}
+	attrs := map[string]string{"from_state": string(run.State), "last_key": run.LastKey.String()}
+	for k, v := range changes {
+		attrs["changed."+k] = v
+	}
+	e := r.entry(p.job, "run.resumed", run.ID, attrs, map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
+	if err := r.ledger.appendAudit(ctx, e); err != nil {
+		return nil, err
+	}
+	run.State = Running
+	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true})
+}
+
+// checkSame compares the run's job hash and binary with this process's,
+// and returns what differs ("job_hash" and "binary": "old → new").
+func (r *Runner) checkSame(run *Run, p *prepared, allow bool) (map[string]string, error) {
+	changes := map[string]string{}
+	if run.JobHash != p.hash {
+		changes["job_hash"] = run.JobHash + " → " + p.hash
+	}
+	if run.Binary != r.cfg.Binary {
+		changes["binary"] = run.Binary + " → " + r.cfg.Binary
+	}
+	if len(changes) > 0 && !allow {
+		return nil, fmt.Errorf("%w: run %s: %v; resuming under a changed job or binary could apply two different "+
+			"changes to one table; pass --allow-changed-job to do it anyway (it is recorded)", ErrJobChanged, run.ID, changes)
+	}
+	return changes, nil
+}
+
+func owner() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// Status returns run id (or the run whose id starts with id).
+func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
+	return r.ledger.loadRun(ctx, id)
+}
+
+// List returns runs, newest first.
+func (r *Runner) List(ctx context.Context, o ListOptions) ([]*Run, error) {
+	return r.ledger.list(ctx, o)
+}
+
+// Quarantine returns the keys run id quarantined.
+func (r *Runner) Quarantine(ctx context.Context, id string) ([]Quarantined, error) {
+	run, err := r.ledger.loadRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return r.ledger.quarantined(ctx, run.ID, false)
+}
+
+// Cancel marks an unfinished run cancelled, so that the job can start
+// afresh. It refuses while the run is being applied.
+func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
+	run, err := r.ledger.loadRun(ctx, id)
+	if err != nil {
+		return err
+	}
+	if run.State == Finished || run.State == Cancelled {
+		return fmt.Errorf("%w: run %s is already %s", ErrUnfinishedRun, run.ID, run.State)
+	}
+	l, err := r.takeLease(ctx, run)
+	if err != nil {
+		return err
+	}
+	defer l.release()
+	if err := r.ledger.setState(ctx, run.ID, Cancelled, nil); err != nil {
+		return err
+	}
+	if job == nil {
+		job = &Job{Name: run.JobName, Version: run.JobVersion}
+	}
+	e := r.entry(job, "run.cancelled", run.ID, map[string]string{"job_hash": run.JobHash},
+		map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
+	return r.ledger.appendAudit(ctx, e)
+}
+
+var errStop = errors.New("stop")

@@ -1,0 +1,403 @@
+package backfill
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rewindhq/rewind"
+)
+
+// Table is a PostgreSQL table iterated by its key.
+type Table struct {
+	// Name is the table, optionally schema-qualified.
+	Name string
+	// Key lists the columns of a primary key or unique index, in the order
+	// to iterate. Composite keys are compared as rows.
+	Key []string
+	// Where selects the rows that still need the change, so that a
+	// finished job finds nothing more to do. It may use @parameters.
+	// Empty selects every row.
+	Where string
+	// Columns are the columns a process function reads. Defaults to all.
+	Columns []string
+
+	ref   string            // the table as SQL, quoted
+	types map[string]string // column → type
+	order []string          // all columns in table order
+}
+
+func (t *Table) describe() map[string]any {
+	return map[string]any{"table": t.Name, "key": t.Key, "where": t.Where, "columns": t.Columns}
+}
+
+func quote(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	if t.Name == "" {
+		return &rewind.ValidationError{Field: "table", Reason: "is required"}
+	}
+	if len(t.Key) == 0 {
+		return &rewind.ValidationError{Field: "key", Reason: "is required: the columns of a primary key or unique index"}
+	}
+	var oid *uint32
+	var ref *string
+	err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid, to_regclass($1)::text", t.Name).Scan(&oid, &ref)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "3F000" { // schema does not exist
+			oid = nil
+		} else if errors.As(err, &pe) {
+			return &rewind.ValidationError{Field: "table", Value: t.Name, Reason: pe.Message}
+		} else {
+			return fmt.Errorf("look up table %s: %w", t.Name, err)
+		}
+	}
+	if oid == nil {
+		return &rewind.ValidationError{Field: "table", Value: t.Name, Reason: "no such table in the database"}
+	}
+	t.ref = *ref
+	if err := t.loadColumns(ctx, db, *oid); err != nil {
+		return err
+	}
+	for _, c := range slices.Concat(t.Key, t.Columns) {
+		if _, ok := t.types[c]; !ok {
+			return &rewind.ValidationError{Field: "column", Value: c, Reason: fmt.Sprintf("table %s has no such column", t.ref)}
+		}
+	}
+	if err := t.checkUniqueKey(ctx, db, *oid); err != nil {
+		return err
+	}
+	q := "EXPLAIN SELECT 1 FROM " + t.ref + " t WHERE " + t.where()
+	if _, err := db.Exec(ctx, q, args); err != nil {
+		return sqlError("where", t.Where, err)
+	}
+	return nil
+}
+
+func (t *Table) loadColumns(ctx context.Context, db querier, oid uint32) error {
+	rows, err := db.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
+		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
+	if err != nil {
+		return fmt.Errorf("read columns of %s: %w", t.ref, err)
+	}
+	t.types, t.order = map[string]string{}, nil
+	notNull := map[string]bool{}
+	for rows.Next() {
+		var name, typ string
+		var nn bool
+		if err := rows.Scan(&name, &typ, &nn); err != nil {
+			return err
+		}
+		t.types[name], notNull[name] = typ, nn
+		t.order = append(t.order, name)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read columns of %s: %w", t.ref, err)
+	}
+	for _, k := range t.Key {
+		if _, ok := t.types[k]; ok && !notNull[k] {
+			return &rewind.ValidationError{Field: "key", Value: k, Reason: "key columns must be NOT NULL"}
+		}
+	}
+	return nil
+}
+
+func (t *Table) checkUniqueKey(ctx context.Context, db querier, oid uint32) error {
+	var ok bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique
+		AND i.indpred IS NULL AND i.indexprs IS NULL
+		AND (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_attribute a
+		     WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) k)::name[])`,
+		oid, t.Key).Scan(&ok)
+	if err != nil {
+		return fmt.Errorf("check the key of %s: %w", t.ref, err)
+	}
+	if !ok {
+		return &rewind.ValidationError{Field: "key", Value: strings.Join(t.Key, ", "),
+			Reason: fmt.Sprintf("must be the columns of a primary key or unique index of %s", t.ref)}
+	}
+	return nil
+}
+
+// sqlError turns a database's rejection of a job's SQL into a validation
+// error naming the field.
+func sqlError(field, sql string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		reason := pe.Message
+		if pe.Hint != "" {
+			reason += " (hint: " + pe.Hint + ")"
+		}
+		return &rewind.ValidationError{Field: field, Value: sql, Reason: reason}
+	}
+	return fmt.Errorf("check %s: %w", field, err)
+}
+
+func (t *Table) where() string {
+	if strings.TrimSpace(t.Where) == "" {
+		return "true"
+	}
+	return "(" + t.Where + ")"
+}
+
+func (t *Table) keyCols(prefix string) string {
+	parts := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		parts[i] = prefix + quote(k)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (t *Table) keyText(prefix string) string {
+	parts := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		parts[i] = prefix + quote(k) + "::text"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// keyParams binds k as named arguments name0, name1… cast to the key
+// columns' types, and returns the row of them.
+func (t *Table) keyParams(args pgx.NamedArgs, name string, k Key) string {
+	parts := make([]string, len(t.Key))
+	for i, c := range t.Key {
+		n := fmt.Sprintf("_rw_%s%d", name, i)
+		args[n] = k[i]
+		parts[i] = fmt.Sprintf("CAST(CAST(@%s AS text) AS %s)", n, t.types[c])
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// rangeCond restricts t's rows to b's keys.
+func (t *Table) rangeCond(args pgx.NamedArgs, b Bounds) string {
+	cols := "(" + t.keyCols("t.") + ")"
+	var conds []string
+	if b.After != nil {
+		conds = append(conds, cols+" > "+t.keyParams(args, "a", b.After))
+	} else if b.Lo != nil {
+		conds = append(conds, cols+" >= "+t.keyParams(args, "l", b.Lo))
+	}
+	if b.Hi != nil {
+		conds = append(conds, cols+" <= "+t.keyParams(args, "h", b.Hi))
+	}
+	if len(conds) == 0 {
+		return "true"
+	}
+	return strings.Join(conds, " AND ")
+}
+
+func with(args pgx.NamedArgs) pgx.NamedArgs {
+	out := make(pgx.NamedArgs, len(args)+8)
+	for k, v := range args {
+		out[k] = v
+	}
+	return out
+}
+
+func scanKey(rows pgx.Row, n int) (Key, error) {
+	k := make(Key, n)
+	ptrs := make([]any, n)
+	for i := range k {
+		ptrs[i] = &k[i]
+	}
+	return k, rows.Scan(ptrs...)
+}
+
+func (t *Table) end(ctx context.Context, db querier, args pgx.NamedArgs) (Key, error) {
+	q := fmt.Sprintf("SELECT %s FROM %s t WHERE %s ORDER BY %s LIMIT 1",
+		t.keyText("t."), t.ref, t.where(), desc(t.keyCols("t.")))
+	rows, err := db.Query(ctx, q, args)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	return scanKey(rows, len(t.Key))
+}
+
+func desc(cols string) string { return strings.ReplaceAll(cols, ", ", " DESC, ") + " DESC" }
+
+func (t *Table) next(ctx context.Context, db querier, args pgx.NamedArgs, after, end Key, size int) (Bounds, bool, error) {
+	q, a := t.nextSQL(args, after, end, size)
+	var n nextScan
+	if err := n.scan(db.QueryRow(ctx, q, a)); err != nil {
+		return Bounds{}, false, err
+	}
+	return n.bounds(after)
+}
+
+// nextSQL is the query that finds the chunk after `after`: one row with its
+// first key, last key and size.
+func (t *Table) nextSQL(args pgx.NamedArgs, after, end Key, size int) (string, pgx.NamedArgs) {
+	a := with(args)
+	inner := fmt.Sprintf("SELECT %s FROM %s t WHERE %s AND %s ORDER BY %s LIMIT %d",
+		t.keyCols("t."), t.ref, t.rangeCond(a, Bounds{After: after, Hi: end}), t.where(), t.keyCols("t."), size)
+	if len(t.Key) == 1 {
+		k := "c." + quote(t.Key[0])
+		return fmt.Sprintf("SELECT ARRAY[min(%s)::text], ARRAY[max(%s)::text], count(*) FROM (%s) c", k, k, inner), a
+	}
+	arr := "ARRAY[" + t.keyText("c.") + "]"
+	return fmt.Sprintf(`WITH c AS (%s) SELECT (SELECT %s FROM c ORDER BY %s LIMIT 1), (SELECT %s FROM c ORDER BY %s LIMIT 1),
+		(SELECT count(*) FROM c)`, inner, arr, t.keyCols("c."), arr, desc(t.keyCols("c."))), a
+}
+
+// nextScan reads what nextSQL returns.
+type nextScan struct {
+	lo, hi []*string
+	n      int64
+}
+
+func (n *nextScan) scan(row pgx.Row) error { return row.Scan(&n.lo, &n.hi, &n.n) }
+
+func (n *nextScan) bounds(after Key) (Bounds, bool, error) {
+	if n.n == 0 {
+		return Bounds{After: after}, false, nil
+	}
+	return Bounds{After: after, Lo: deref(n.lo), Hi: deref(n.hi), Count: n.n}, true, nil
+}
+
+func deref(p []*string) Key {
+	k := make(Key, len(p))
+	for i, s := range p {
+		if s != nil {
+			k[i] = *s
+		}
+	}
+	return k
+}
+
+func (t *Table) count(ctx context.Context, db querier, args pgx.NamedArgs, exact bool) (int64, bool, error) {
+	if exact {
+		var n int64
+		err := db.QueryRow(ctx, "SELECT count(*) FROM "+t.ref+" t WHERE "+t.where(), args).Scan(&n)
+		return n, false, err
+	}
+	var plan []struct {
+		Plan struct {
+			Rows float64 `json:"Plan Rows"`
+		} `json:"Plan"`
+	}
+	var raw []byte
+	if err := db.QueryRow(ctx, "EXPLAIN (FORMAT JSON) SELECT 1 FROM "+t.ref+" t WHERE "+t.where(), args).Scan(&raw); err != nil {
+		return 0, true, err
+	}
+	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) == 0 {
+		return 0, true, fmt.Errorf("read the planner's estimate: %v", err)
+	}
+	return int64(plan[0].Plan.Rows), true, nil
+}
+
+func (t *Table) fingerprint(ctx context.Context, db querier, args pgx.NamedArgs) (string, error) {
+	var n int64
+	var sum string
+	q := fmt.Sprintf("SELECT count(*), %s FROM %s t WHERE %s", rowSum("t::text"), t.ref, t.where())
+	err := db.QueryRow(ctx, q, args).Scan(&n, &sum)
+	return fmt.Sprintf("%d:%s", n, sum), err
+}
+
+func (t *Table) readColumns() []string {
+	if len(t.Columns) > 0 {
+		return t.Columns
+	}
+	return t.order
+}
+
+func (t *Table) read(ctx context.Context, q querier, args pgx.NamedArgs, b Bounds, lock bool) ([]Item, error) {
+	a := with(args)
+	cols := t.readColumns()
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		sel[i] = "t." + quote(c)
+	}
+	lockClause := ""
+	if lock {
+		lockClause = " FOR UPDATE"
+	}
+	query := fmt.Sprintf("SELECT %s, %s FROM %s t WHERE %s AND %s ORDER BY %s%s",
+		t.keyText("t."), strings.Join(sel, ", "), t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."), lockClause)
+	rows, err := q.Query(ctx, query, a)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Item
+	nk := len(t.Key)
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, err
+		}
+		it := Item{Key: make(Key, nk), Row: make(map[string]any, len(cols))}
+		for i := range nk {
+			it.Key[i], _ = vals[i].(string)
+		}
+		for i, c := range cols {
+			it.Row[c] = vals[nk+i]
+		}
+		items = append(items, it)
+	}
+	return items, rows.Err()
+}
+
+func (t *Table) keys(ctx context.Context, q querier, args pgx.NamedArgs, b Bounds) ([]Key, error) {
+	a := with(args)
+	query := fmt.Sprintf("SELECT %s FROM %s t WHERE %s AND %s ORDER BY %s",
+		t.keyText("t."), t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."))
+	rows, err := q.Query(ctx, query, a)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Key, error) { return scanKey(row, len(t.Key)) })
+}
+
+// rowSum is the checksum of a set of rows: the sum of a 64-bit hash of each
+// row's text (PostgreSQL's hashtextextended, the stable hash behind hash
+// partitioning), in decimal. Like pt-table-checksum's BIT_XOR of CRC32s it
+// needs no sort, so it costs little on the hot path; unlike XOR, a row
+// counted twice does not cancel out.
+func rowSum(text string) string {
+	return fmt.Sprintf("coalesce(sum(hashtextextended(%s, 0)), 0)::text", text)
+}
+
+// lockRead locks the rows of b that match the job's WHERE and returns
+// their number, their checksum and the database's clock.
+func (t *Table) lockRead(ctx context.Context, tx querier, args pgx.NamedArgs, b Bounds) (int64, string, time.Time, error) {
+	a := with(args)
+	q := fmt.Sprintf(`SELECT count(*), %s, clock_timestamp() FROM (
+		SELECT t::text AS _rw_t FROM %s t WHERE %s AND %s ORDER BY %s FOR NO KEY UPDATE) x`,
+		rowSum("x._rw_t"), t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."))
+	var n int64
+	var sum string
+	var at time.Time
+	err := tx.QueryRow(ctx, q, a).Scan(&n, &sum, &at)
+	return n, sum, at, err
+}
+
+// rangeSum returns the number and md5 of every row in b, matching the
+// WHERE or not: what a statement left behind.
+func (t *Table) rangeSum(ctx context.Context, tx querier, b Bounds) (int64, string, error) {
+	a := pgx.NamedArgs{}
+	q := fmt.Sprintf("SELECT count(*), %s FROM %s t WHERE %s", rowSum("t::text"), t.ref, t.rangeCond(a, b))
+	var n int64
+	var sum string
+	err := tx.QueryRow(ctx, q, a).Scan(&n, &sum)
+	return n, sum, err
+}
+
+// md5Of returns the hex md5 of s.
+func md5Of(s string) string {
+	h := md5.Sum([]byte(s))
+	return hex.EncodeToString(h[:])
+}

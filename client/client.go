@@ -1,0 +1,420 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"iter"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/cenkalti/backoff/v5"
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
+	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
+	"github.com/rewindhq/rewind/internal/apiconv"
+)
+
+// Config configures a Client. The zero value is the default configuration.
+type Config struct {
+	// Token is sent as "Authorization: Bearer Token". Defaults to none.
+	Token string
+	// Protocol is "grpc", "connect" (Connect's protocol with binary
+	// protobuf) or "grpcweb". Defaults to "grpc".
+	Protocol string
+	// TLS configures https URLs, such as a client certificate for mTLS or
+	// a private CA. Defaults to the system's roots.
+	TLS *tls.Config
+	// HTTPClient replaces the client's own HTTP client. Defaults to one
+	// that speaks HTTP/2 (h2c for http:// URLs) and reuses its connection.
+	HTTPClient *http.Client
+	// MaxRetries bounds the retries of an operation that failed with a
+	// transient error (the server unavailable, a broken connection).
+	// Defaults to 8; -1 turns retries off.
+	MaxRetries int
+	// MaxBackoff caps the wait between two retries, which grows
+	// exponentially from 50ms with ±50% jitter. Defaults to 2s.
+	MaxBackoff time.Duration
+	// StreamAppends sends every Append over one long-lived AppendStream
+	// instead of one RPC each: much cheaper for many small concurrent
+	// appends, with the same semantics and retries. It needs HTTP/2 (not
+	// the "connect" protocol over HTTP/1.1). Defaults to false.
+	StreamAppends bool
+}
+
+// Client talks to a rewind server. It is safe for concurrent use, and
+// reuses its connections: create one per server and share it.
+type Client struct {
+	cfg    Config
+	url    string
+	http   *http.Client
+	own    *http.Transport
+	events rewindv1connect.EventStoreServiceClient
+	tokens rewindv1connect.TokenServiceClient
+	pipe   *pipeline
+}
+
+// New returns a client of the server at baseURL, such as
+// "http://127.0.0.1:7070". It does not connect until the first call.
+func New(baseURL string, cfg Config) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, &rewind.ValidationError{Field: "server URL", Value: baseURL,
+			Reason: "must be http://HOST:PORT or https://HOST:PORT"}
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = 8
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 2 * time.Second
+	}
+	c := &Client{cfg: cfg, url: strings.TrimRight(baseURL, "/"), http: cfg.HTTPClient}
+	if c.http == nil {
+		c.own = newTransport(u.Scheme == "https", cfg.TLS)
+		c.http = &http.Client{Transport: c.own}
+	}
+	// No gzip: on the networks a store runs on, compressing event batches
+	// costs more CPU than the bytes it saves.
+	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
+	switch cfg.Protocol {
+	case "", "grpc":
+		opts = append(opts, connect.WithGRPC())
+	case "grpcweb":
+		opts = append(opts, connect.WithGRPCWeb())
+	case "connect":
+	default:
+		return nil, &rewind.ValidationError{Field: "protocol", Value: cfg.Protocol, Reason: `must be "grpc", "connect" or "grpcweb"`}
+	}
+	if cfg.Token != "" {
+		opts = append(opts, connect.WithInterceptors(bearer(cfg.Token)))
+	}
+	c.events = rewindv1connect.NewEventStoreServiceClient(c.http, c.url, opts...)
+	c.tokens = rewindv1connect.NewTokenServiceClient(c.http, c.url, opts...)
+	if cfg.StreamAppends {
+		c.pipe = &pipeline{c: c}
+	}
+	return c, nil
+}
+
+func newTransport(https bool, tlsCfg *tls.Config) *http.Transport {
+	t := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
+		MaxIdleConnsPerHost: 16,
+		ForceAttemptHTTP2:   true,
+	}
+	t.Protocols = new(http.Protocols)
+	if https {
+		t.Protocols.SetHTTP2(true)
+		t.Protocols.SetHTTP1(true)
+	} else {
+		t.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge, which gRPC needs
+	}
+	return t
+}
+
+func bearer(token string) connect.Interceptor {
+	h := "Bearer " + token
+	return &bearerInterceptor{h}
+}
+
+type bearerInterceptor struct{ h string }
+
+func (b *bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", b.h)
+		return next(ctx, req)
+	}
+}
+
+func (b *bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", b.h)
+		return conn
+	}
+}
+
+func (b *bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// URL returns the server's base URL.
+func (c *Client) URL() string { return c.url }
+
+// Close ends the client's append stream and closes its idle connections.
+func (c *Client) Close() error {
+	if c.pipe != nil {
+		c.pipe.close()
+	}
+	if c.own != nil {
+		c.own.CloseIdleConnections()
+	}
+	return nil
+}
+
+// transient reports whether err may go away by itself: the server was
+// unavailable (restarting, draining) or the connection broke.
+func transient(err error) bool {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Code() == connect.CodeUnavailable
+	}
+	return false
+}
+
+// retry runs op until it succeeds, fails with a non-transient error, or
+// the retries run out. Only operations safe to repeat use it.
+func retry[T any](ctx context.Context, c *Client, op func() (T, error)) (T, error) {
+	if c.cfg.MaxRetries < 0 {
+		v, err := op()
+		return v, apiconv.FromConnect(err)
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 50*time.Millisecond, c.cfg.MaxBackoff, 0.5
+	v, err := backoff.Retry(ctx, func() (T, error) {
+		v, err := op()
+		if err != nil && !transient(err) {
+			return v, backoff.Permanent(err)
+		}
+		return v, err
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(c.cfg.MaxRetries)+1), backoff.WithMaxElapsedTime(0))
+	return v, apiconv.FromConnect(err)
+}
+
+// ids reads UUID randomness from a buffer refilled from crypto/rand, so
+// that an append of many events costs one getrandom call, not one each.
+var ids = struct {
+	sync.Mutex
+	r *bufio.Reader
+}{r: bufio.NewReaderSize(rand.Reader, 4096)}
+
+// newID returns a new UUID v7 (time-ordered, so the server's index of
+// recent ids stays compact).
+func newID() (uuid.UUID, error) {
+	ids.Lock()
+	defer ids.Unlock()
+	return uuid.NewV7FromReader(ids.r)
+}
+
+// Append appends events to stream as one atomic batch if the stream is in
+// the expected state; see store.Store.Append for the semantics. Events
+// without an id get a UUID v7 before the first try, so retrying after a
+// lost response is safe: the server recognises the ids and returns the
+// original positions.
+func (c *Client) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
+	req := &rewindv1.AppendRequest{Stream: stream, Events: make([]*rewindv1.Event, len(events))}
+	apiconv.SetAppendExpected(req, expected)
+	for i := range events {
+		p := apiconv.EventToProto(&events[i])
+		if p.Id == "" {
+			id, err := newID()
+			if err != nil {
+				return rewind.AppendResult{}, fmt.Errorf("generate event id: %w", err)
+			}
+			p.Id = id.String()
+		}
+		req.Events[i] = p
+	}
+	res, err := retry(ctx, c, func() (*rewindv1.AppendResponse, error) {
+		if c.pipe != nil {
+			return c.pipe.append(ctx, req)
+		}
+		res, err := c.events.Append(ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg, nil
+	})
+	if err != nil {
+		return rewind.AppendResult{}, err
+	}
+	return apiconv.AppendResultFromProto(res), nil
+}
+
+// ReadStream returns events of a stream in version order (or reverse order
+// when reading backward), fetching as many pages as needed.
+func (c *Client) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
+	if opts.Limit < 0 {
+		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
+	}
+	var out []rewind.RecordedEvent
+	from := opts.From
+	for {
+		page := uint32(0)
+		if opts.Limit > 0 {
+			page = uint32(min(opts.Limit-len(out), 1000))
+		}
+		req := &rewindv1.ReadStreamRequest{Stream: stream, FromVersion: from, Backward: opts.Backward, Limit: page}
+		res, err := retry(ctx, c, func() (*connect.Response[rewindv1.ReadStreamResponse], error) {
+			return c.events.ReadStream(ctx, connect.NewRequest(req))
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range res.Msg.GetEvents() {
+			ev, err := apiconv.RecordedFromProto(p)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ev)
+		}
+		n := len(res.Msg.GetEvents())
+		if res.Msg.GetEndOfStream() || n == 0 || opts.Limit > 0 && len(out) >= opts.Limit {
+			return out, nil
+		}
+		last := out[len(out)-1].Version
+		if opts.Backward {
+			if last <= 1 {
+				return out, nil
+			}
+			from = last - 1
+		} else {
+			from = last + 1
+		}
+	}
+}
+
+// ReadAll iterates over the whole log in position order, one page at a
+// time. The event it yields is valid until the next iteration.
+func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
+	return func(yield func(*rewind.RecordedEvent, error) bool) {
+		req := &rewindv1.ReadAllRequest{FromPosition: uint64(opts.From), FromTime: apiconv.TimeToProto(opts.FromTime),
+			Filter: apiconv.FilterToProto(opts.Filter)}
+		n := 0
+		for {
+			if opts.Limit > 0 {
+				req.Limit = uint32(min(opts.Limit-n, 1000))
+			}
+			res, err := retry(ctx, c, func() (*connect.Response[rewindv1.ReadAllResponse], error) {
+				return c.events.ReadAll(ctx, connect.NewRequest(req))
+			})
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, p := range res.Msg.GetEvents() {
+				ev, err := apiconv.RecordedFromProto(p)
+				if err != nil {
+					yield(nil, err)
+					return
+				}
+				if !yield(&ev, nil) {
+					return
+				}
+				if n++; opts.Limit > 0 && n >= opts.Limit {
+					return
+				}
+			}
+			if res.Msg.GetEndOfLog() {
+				return
+			}
+			req.FromPosition, req.FromTime = res.Msg.GetNextPosition(), nil
+		}
+	}
+}
+
+// StreamInfo describes a stream.
+func (c *Client) StreamInfo(ctx context.Context, stream string) (rewind.StreamInfo, error) {
+	res, err := retry(ctx, c, func() (*connect.Response[rewindv1.GetStreamInfoResponse], error) {
+		return c.events.GetStreamInfo(ctx, connect.NewRequest(&rewindv1.GetStreamInfoRequest{Stream: stream}))
+	})
+	if err != nil {
+		return rewind.StreamInfo{}, err
+	}
+	return apiconv.StreamInfoFromProto(res.Msg.GetInfo()), nil
+}
+
+// ListStreams returns streams sorted by name, fetching pages as needed.
+func (c *Client) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions) ([]rewind.StreamInfo, error) {
+	if opts.Limit < 0 {
+		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
+	}
+	if opts.Limit == 0 {
+		opts.Limit = 1000
+	}
+	var out []rewind.StreamInfo
+	after := opts.After
+	for len(out) < opts.Limit {
+		page := min(opts.Limit-len(out), 1000)
+		req := &rewindv1.ListStreamsRequest{Prefix: opts.Prefix, After: after, Limit: uint32(page),
+			IncludeDeleted: opts.IncludeDeleted}
+		res, err := retry(ctx, c, func() (*connect.Response[rewindv1.ListStreamsResponse], error) {
+			return c.events.ListStreams(ctx, connect.NewRequest(req))
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range res.Msg.GetStreams() {
+			out = append(out, apiconv.StreamInfoFromProto(p))
+		}
+		if len(res.Msg.GetStreams()) < page {
+			break
+		}
+		after = out[len(out)-1].Stream
+	}
+	return out, nil
+}
+
+// DeleteStream soft-deletes a stream and returns the position of the
+// delete record. It is not retried: a repeated delete would fail.
+func (c *Client) DeleteStream(ctx context.Context, stream string, expected rewind.ExpectedVersion) (rewind.Position, error) {
+	req := &rewindv1.DeleteStreamRequest{Stream: stream}
+	apiconv.SetDeleteExpected(req, expected)
+	res, err := c.events.DeleteStream(ctx, connect.NewRequest(req))
+	if err != nil {
+		return 0, apiconv.FromConnect(err)
+	}
+	return rewind.Position(res.Msg.GetPosition()), nil
+}
+
+// ServerInfo describes the server.
+type ServerInfo struct {
+	Version       string          `json:"version"`
+	Durability    string          `json:"durability"`
+	FirstPosition rewind.Position `json:"first_position"`
+	LastPosition  rewind.Position `json:"last_position"`
+	Streams       int             `json:"streams"`
+	Segments      int             `json:"segments"`
+	Bytes         int64           `json:"bytes"`
+}
+
+// ServerInfo returns the server's version, durability mode and log bounds.
+func (c *Client) ServerInfo(ctx context.Context) (ServerInfo, error) {
+	res, err := retry(ctx, c, func() (*connect.Response[rewindv1.GetServerInfoResponse], error) {
+		return c.events.GetServerInfo(ctx, connect.NewRequest(&rewindv1.GetServerInfoRequest{}))
+	})
+	if err != nil {
+		return ServerInfo{}, err
+	}
+	m := res.Msg
+	return ServerInfo{Version: m.GetVersion(), Durability: m.GetDurability(),
+		FirstPosition: rewind.Position(m.GetFirstPosition()), LastPosition: rewind.Position(m.GetLastPosition()),
+		Streams: int(m.GetStreams()), Segments: int(m.GetSegments()), Bytes: int64(m.GetBytes())}, nil
+}
+
+// Health reports whether the server accepts requests (not draining). It
+// is not retried, so it answers quickly.
+func (c *Client) Health(ctx context.Context) error {
+	res, err := c.events.Health(ctx, connect.NewRequest(&rewindv1.HealthRequest{}))
+	if err != nil {
+		return apiconv.FromConnect(err)
+	}
+	if res.Msg.GetStatus() != rewindv1.HealthResponse_STATUS_SERVING {
+		return fmt.Errorf("%w: the server is %s", rewind.ErrClosed, res.Msg.GetStatus())
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+// Package client is the Go client of a rewind server. It mirrors the
+// embedded store's API (package store), so code can move between the two.
+//
+// # Guarantees
+//
+// Errors come back as rewind's typed errors: errors.As finds a
+// *rewind.WrongExpectedVersionError with the stream's actual version, and
+// rewind.CodeOf gives the same codes as the embedded store.
+//
+// Operations that are safe to repeat are retried on transient failures
+// (the server unavailable or restarting, a broken connection) with
+// exponential backoff and jitter: reads, and appends, because the client
+// gives every event an id before the first try and the server recognises
+// a repeated batch by its ids (within its dedup window, 2 minutes by
+// default) and returns the original positions. DeleteStream and
+// CreateToken are not retried.
+//
+// A Subscription reconnects by itself after a disconnect and resumes after
+// the last position it received, so its consumer sees each event once,
+// in order, without gaps.
+//
+// An Appender batches single events into appends for throughput, with a
+// bound on appends in flight so that a slow server slows the producer
+// instead of growing memory.
+//
+// One Client holds one HTTP/2 connection per server (h2c for http://
+// URLs) that all calls share; create one and reuse it.
+package client

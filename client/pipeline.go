@@ -1,0 +1,149 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/rewindhq/rewind"
+
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
+)
+
+// pipeline sends appends over one AppendStream, many in flight at once,
+// and hands each answer to the caller waiting for it. When the stream
+// breaks, every waiting append fails as Unavailable, which Append retries
+// (on a new stream) with the same event ids.
+type pipeline struct {
+	c *Client
+
+	mu      sync.Mutex // serializes Send and guards the fields below
+	stream  *connect.BidiStreamForClient[rewindv1.AppendStreamRequest, rewindv1.AppendStreamResponse]
+	cancel  context.CancelFunc
+	gen     uint64
+	next    uint64
+	waiting map[uint64]chan pipeResult
+	closed  bool
+}
+
+type pipeResult struct {
+	res *rewindv1.AppendResponse
+	err error
+}
+
+func (p *pipeline) append(ctx context.Context, req *rewindv1.AppendRequest) (*rewindv1.AppendResponse, error) {
+	ch := make(chan pipeResult, 1)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, backoff.Permanent(fmt.Errorf("%w: the client is closed", rewind.ErrClosed))
+	}
+	if p.stream == nil {
+		sctx, cancel := context.WithCancel(context.Background())
+		p.stream, p.cancel = p.c.events.AppendStream(sctx), cancel
+		p.gen++
+		if p.waiting == nil {
+			p.waiting = map[uint64]chan pipeResult{}
+		}
+		go p.receive(p.stream, p.gen)
+	}
+	p.next++
+	id := p.next
+	p.waiting[id] = ch
+	err := p.stream.Send(&rewindv1.AppendStreamRequest{Id: id, Append: req})
+	if err != nil {
+		delete(p.waiting, id)
+		p.breakLocked(p.gen, err)
+		p.mu.Unlock()
+		return nil, unavailable(err)
+	}
+	p.mu.Unlock()
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		p.mu.Lock()
+		delete(p.waiting, id)
+		p.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// unavailable is the error of the appends a broken stream leaves without
+// answer: the server's own status when it refused or ended the stream
+// (unauthenticated, shutting down…), else Unavailable, which is retried.
+func unavailable(err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) && ce.Code() != connect.CodeUnknown && ce.Code() != connect.CodeCanceled {
+		return ce
+	}
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the append stream broke: %w", err))
+}
+
+// receive dispatches the answers of one stream until it ends.
+func (p *pipeline) receive(stream *connect.BidiStreamForClient[rewindv1.AppendStreamRequest, rewindv1.AppendStreamResponse], gen uint64) {
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			p.mu.Lock()
+			p.breakLocked(gen, err)
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Lock()
+		ch := p.waiting[msg.GetId()]
+		delete(p.waiting, msg.GetId())
+		p.mu.Unlock()
+		if ch == nil {
+			continue // its caller gave up
+		}
+		switch r := msg.GetResult().(type) {
+		case *rewindv1.AppendStreamResponse_Ok:
+			ch <- pipeResult{res: r.Ok}
+		case *rewindv1.AppendStreamResponse_Error:
+			ch <- pipeResult{err: errorFromAnswer(r.Error)}
+		default:
+			ch <- pipeResult{err: connect.NewError(connect.CodeInternal, errors.New("the server sent an empty answer"))}
+		}
+	}
+}
+
+// breakLocked drops stream generation gen and fails its waiting appends.
+func (p *pipeline) breakLocked(gen uint64, err error) {
+	if p.gen != gen || p.stream == nil {
+		return
+	}
+	p.cancel()
+	p.stream.CloseRequest()
+	p.stream = nil
+	for id, ch := range p.waiting {
+		ch <- pipeResult{err: unavailable(err)}
+		delete(p.waiting, id)
+	}
+}
+
+func (p *pipeline) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	p.breakLocked(p.gen, connect.NewError(connect.CodeCanceled, errors.New("the client is closed")))
+}
+
+// errorFromAnswer rebuilds the connect error of a failed append.
+func errorFromAnswer(a *rewindv1.AppendError) error {
+	var code connect.Code
+	if err := code.UnmarshalText([]byte(a.GetCode())); err != nil {
+		code = connect.CodeUnknown
+	}
+	ce := connect.NewError(code, errors.New(a.GetMessage()))
+	if a.GetDetail() != nil {
+		if d, err := connect.NewErrorDetail(a.GetDetail()); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	return ce
+}

@@ -1,0 +1,182 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/rewindhq/rewind"
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
+	"github.com/rewindhq/rewind/internal/apiconv"
+)
+
+// Subscription delivers the whole log in position order, catching up and
+// then following live. When the connection breaks or the server restarts
+// it reconnects by itself, resuming after the last position it received,
+// so its consumer sees every event exactly once. It is not safe for
+// concurrent use.
+type Subscription struct {
+	c      *Client
+	opts   rewind.SubscribeOptions
+	pos    rewind.Position // last position received (delivered or skipped)
+	stream *connect.ServerStreamForClient[rewindv1.SubscribeResponse]
+	cancel context.CancelFunc
+	batch  []*rewindv1.RecordedEvent
+	next   int
+	ev     rewind.RecordedEvent
+	bo     *backoff.ExponentialBackOff
+	closed bool
+}
+
+// Subscribe starts a subscription and waits for the server to confirm it,
+// so that a bad request fails here rather than in Next. Close it when done.
+func (c *Client) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*Subscription, error) {
+	s := &Subscription{c: c, opts: opts, pos: opts.After}
+	s.bo = backoff.NewExponentialBackOff()
+	s.bo.InitialInterval, s.bo.MaxInterval, s.bo.RandomizationFactor = 50*time.Millisecond, c.cfg.MaxBackoff, 0.5
+	if _, err := retry(ctx, c, func() (struct{}, error) { return struct{}{}, s.connect(ctx) }); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// connect opens the stream from s.pos and reads the confirmation.
+func (s *Subscription) connect(ctx context.Context) error {
+	req := &rewindv1.SubscribeRequest{AfterPosition: uint64(s.pos), Filter: apiconv.FilterToProto(s.opts.Filter)}
+	if s.pos == 0 {
+		req.FromTime = apiconv.TimeToProto(s.opts.FromTime)
+	}
+	// The stream lives until Close, not until the caller's ctx ends; ctx
+	// only bounds the wait for the confirmation.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	stream, err := s.c.events.Subscribe(sctx, connect.NewRequest(req))
+	if err == nil && !stream.Receive() {
+		err = stream.Err()
+		if err == nil {
+			err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription before confirming it"))
+		}
+	}
+	if err != nil {
+		cancel()
+		if stream != nil {
+			stream.Close()
+		}
+		return err
+	}
+	if p := rewind.Position(stream.Msg().GetPosition()); p > s.pos {
+		s.pos = p // a start by time, or after a retention cut
+	}
+	s.stream, s.cancel = stream, cancel
+	return nil
+}
+
+func (s *Subscription) disconnect() {
+	if s.stream != nil {
+		s.cancel()
+		s.stream.Close()
+		s.stream, s.cancel = nil, nil
+	}
+	s.batch, s.next = nil, 0
+}
+
+// Position returns the last position received, delivered or skipped by
+// the filter. Resuming with After set to it continues exactly after it.
+func (s *Subscription) Position() rewind.Position { return s.pos }
+
+// Next waits for the next event. The event is reused by the next call.
+// When ctx ends Next returns its error; the next call resumes where the
+// subscription stood. Transient failures (a broken connection, a server
+// restart) are retried with backoff, resuming after Position.
+func (s *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error) {
+	if s.closed {
+		return nil, rewind.ErrClosed
+	}
+	for {
+		if s.next < len(s.batch) {
+			p := s.batch[s.next]
+			s.next++
+			ev, err := apiconv.RecordedFromProto(p)
+			if err != nil {
+				return nil, err
+			}
+			s.ev = ev
+			s.pos = ev.Position
+			return &s.ev, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if s.stream == nil {
+			if err := s.reconnect(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.receive(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// receive reads the next message into s.batch. ctx ending interrupts it by
+// dropping the stream; the next call reconnects.
+func (s *Subscription) receive(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, s.cancel)
+	ok := s.stream.Receive()
+	interrupted := !stop()
+	if ok && !interrupted {
+		msg := s.stream.Msg()
+		s.batch, s.next = msg.GetEvents(), 0
+		if len(s.batch) == 0 {
+			if p := rewind.Position(msg.GetPosition()); p > s.pos {
+				s.pos = p // events skipped by the filter
+			}
+		}
+		s.bo.Reset()
+		return nil
+	}
+	err := s.stream.Err()
+	s.disconnect()
+	if interrupted || ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if (err == nil || transient(err)) && s.c.cfg.MaxRetries >= 0 {
+		return nil // reconnect on the next round
+	}
+	if err == nil {
+		err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
+	}
+	return apiconv.FromConnect(err)
+}
+
+// reconnect opens a new stream after a backoff wait, retrying transient
+// failures up to the client's MaxRetries.
+func (s *Subscription) reconnect(ctx context.Context) error {
+	tries := 0
+	for {
+		wait := s.bo.NextBackOff()
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err := s.connect(ctx)
+		if err == nil {
+			return nil
+		}
+		if tries++; !transient(err) || tries > s.c.cfg.MaxRetries {
+			return apiconv.FromConnect(err)
+		}
+	}
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() error {
+	s.closed = true
+	s.disconnect()
+	return nil
+}

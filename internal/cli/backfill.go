@@ -1,0 +1,489 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/backfill/jobfile"
+)
+
+// pgFlags are the database flags of the backfill and audit commands.
+type pgFlags struct {
+	dsn, ledgerDSN, actor string
+}
+
+func (f *pgFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.dsn, "dsn", os.Getenv("REWIND_DSN"),
+		"PostgreSQL connection string of the target database ($REWIND_DSN)")
+	cmd.Flags().StringVar(&f.ledgerDSN, "ledger-dsn", os.Getenv("REWIND_LEDGER_DSN"),
+		"database for run records and the audit ledger, if not the target's rewind schema ($REWIND_LEDGER_DSN)")
+	cmd.Flags().StringVar(&f.actor, "actor", os.Getenv("REWIND_ACTOR"), "who runs this, for the audit ledger; defaults to the OS user ($REWIND_ACTOR)")
+}
+
+// pools opens the target and ledger pools.
+func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeAll func(), err error) {
+	if f.dsn == "" {
+		return nil, nil, nil, invalidFlag("dsn", "", "is required (or set REWIND_DSN): the PostgreSQL database to work on")
+	}
+	if work, err = pgxpool.New(ctx, f.dsn); err != nil {
+		return nil, nil, nil, invalidFlag("dsn", "", "is not a valid connection string: "+err.Error())
+	}
+	closeAll = work.Close
+	if f.ledgerDSN != "" {
+		if ledger, err = pgxpool.New(ctx, f.ledgerDSN); err != nil {
+			work.Close()
+			return nil, nil, nil, invalidFlag("ledger-dsn", "", "is not a valid connection string: "+err.Error())
+		}
+		closeAll = func() { ledger.Close(); work.Close() }
+	}
+	return work, ledger, closeAll, nil
+}
+
+// runner opens a backfill runner; tune, when not nil, adjusts its config.
+func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*backfill.Runner, func(), error) {
+	work, ledger, closeAll, err := f.pools(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor}
+	if tune != nil {
+		tune(&cfg)
+	}
+	r, err := backfill.New(cfg)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return r, closeAll, nil
+}
+
+func (a *app) backfillCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "backfill",
+		Short: "Plan and apply backfills and data corrections in checkpointed, audited chunks",
+		Long: `A backfill job (a YAML job file) names a table, its key, a WHERE that selects the
+rows still needing the change, and the change: set (column: SQL expression) or an SQL
+statement run per chunk with @lo and @hi bound to the chunk's key bounds.
+
+'rewind backfill run JOB' only plans (a dry run): it counts the rows to change, shows
+the first before → after diffs, EXPLAINs the chunk statement and prints a plan hash,
+writing nothing to the target. With --execute it applies the job in key order, one
+transaction per chunk together with the chunk's checkpoint, so that a crash at any
+instant loses or repeats nothing: run the same command again (or 'resume RUN') to
+continue. Every step is recorded in a hash-chained audit ledger ('rewind audit').
+
+The database comes from --dsn or $REWIND_DSN. See docs/backfill.md.`,
+	}
+	cmd.AddCommand(a.backfillRunCmd(), a.backfillResumeCmd(), a.backfillStatusCmd(), a.backfillListCmd(),
+		a.backfillRetryFailedCmd(), a.backfillCancelCmd())
+	return cmd
+}
+
+// jobArgs loads a job file with its --param values.
+type jobArgs struct {
+	params []string
+}
+
+func (j *jobArgs) add(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&j.params, "param", "p", nil, "job parameter name=value (repeatable); typed by the job file")
+}
+
+func (j *jobArgs) load(path string) (*jobfile.File, *backfill.Job, error) {
+	f, err := jobfile.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	job, err := f.Job(j.params)
+	return f, job, err
+}
+
+func (a *app) backfillRunCmd() *cobra.Command {
+	var pg pgFlags
+	var ja jobArgs
+	var execute, allowChanged, estimate, jsonOut bool
+	var planHash string
+	var diffs int
+	cmd := &cobra.Command{
+		Use:   "run JOB.yaml",
+		Short: "Plan a job (dry run, the default) or apply it with --execute",
+		Long: `Without --execute, plan the job: count the rows to change (exactly, or estimated
+and labelled so with --estimate), show the first before → after diffs, EXPLAIN the chunk
+statement and print a plan hash. Nothing is written to the target; the plan is recorded
+in the audit ledger.
+
+With --execute, apply the job. If the job has an unfinished run (interrupted or failed),
+it is continued from its last committed chunk. With --plan-hash, refuse to start if the
+job or its input no longer matches that plan.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, job, err := ja.load(args[0])
+			if err != nil {
+				return err
+			}
+			if !execute {
+				r, closeAll, err := pg.runner(cmd.Context(), func(c *backfill.Config) { c.PreviewRows = max(diffs, 1) })
+				if err != nil {
+					return err
+				}
+				defer closeAll()
+				plan, err := r.Plan(cmd.Context(), job, backfill.PlanOptions{Estimate: estimate})
+				if err != nil {
+					return f.Annotate(err)
+				}
+				if jsonOut {
+					return a.printJSON(plan)
+				}
+				a.printPlan(plan, args[0])
+				return nil
+			}
+			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+				return r.Apply(ctx, job, backfill.ApplyOptions{PlanHash: planHash, AllowChangedJob: allowChanged, Estimate: estimate})
+			})
+			if err != nil {
+				return f.Annotate(err)
+			}
+			return a.printResult(res, jsonOut)
+		},
+	}
+	pg.add(cmd)
+	ja.add(cmd)
+	cmd.Flags().BoolVar(&execute, "execute", false, "apply the job; without it, only plan")
+	cmd.Flags().StringVar(&planHash, "plan-hash", "", "refuse to apply unless the job and its input still match this plan")
+	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "continue an unfinished run even if the job or the binary changed (recorded)")
+	cmd.Flags().BoolVar(&estimate, "estimate", false, "estimate the rows to change with the planner instead of counting them")
+	cmd.Flags().IntVar(&diffs, "diffs", 10, "how many before → after diffs the plan shows")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+// applyWithProgress runs fn with a progress bar on the terminal.
+func (a *app) applyWithProgress(ctx context.Context, pg pgFlags, fn func(context.Context, *backfill.Runner) (*backfill.Result, error)) (*backfill.Result, error) {
+	var bar *progress
+	r, closeAll, err := pg.runner(ctx, func(c *backfill.Config) {
+		c.Progress = func(p backfill.Progress) {
+			if bar == nil {
+				unit := "rows"
+				if p.Estimated {
+					unit = "rows (total estimated)"
+				}
+				bar = a.newProgress("backfill", unit, p.Total)
+			}
+			bar.set(p.RowsSeen)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll()
+	res, err := fn(ctx, r)
+	if bar != nil {
+		bar.done(err == nil)
+	}
+	return res, err
+}
+
+func (a *app) printPlan(p *backfill.Plan, path string) {
+	count := fmt.Sprintf("%d (exact)", p.Rows)
+	if p.Estimated {
+		count = fmt.Sprintf("~%d (estimated by the planner)", p.Rows)
+	}
+	a.printf("DRY RUN: nothing was written to the target.\n\n")
+	a.printf("job        %s version %s\njob hash   %s\nrows       %s\nchunks     %d of up to %d rows\n",
+		p.Job, p.Version, p.JobHash, count, p.Chunks, p.ChunkSize)
+	if p.FirstChunk != nil {
+		a.printf("1st chunk  keys %s … %s\n", p.FirstChunk.Lo, p.FirstChunk.Hi)
+	}
+	if len(p.Diffs) > 0 {
+		a.printf("\nfirst %d changes (before → after):\n", len(p.Diffs))
+		for _, d := range p.Diffs {
+			cols := make([]string, 0, len(d.After)+len(d.Before))
+			seen := map[string]bool{}
+			for c := range d.After {
+				cols, seen[c] = append(cols, c), true
+			}
+			for c := range d.Before {
+				if !seen[c] {
+					cols = append(cols, c)
+				}
+			}
+			sort.Strings(cols)
+			var parts []string
+			for _, c := range cols {
+				if after, ok := d.After[c]; ok {
+					parts = append(parts, fmt.Sprintf("%s: %s → %s", c, d.Before[c], after))
+				} else {
+					parts = append(parts, fmt.Sprintf("%s: %s", c, d.Before[c]))
+				}
+			}
+			a.printf("  key %s  %s\n", d.Key, strings.Join(parts, ", "))
+		}
+	}
+	if p.Explain != "" {
+		a.printf("\nchunk statement plan:\n")
+		for _, l := range strings.Split(p.Explain, "\n") {
+			a.printf("  %s\n", l)
+		}
+	}
+	for _, n := range p.Notes {
+		a.printf("\nnote: %s\n", n)
+	}
+	a.printf("\nplan hash  %s\nto apply:  rewind backfill run %s --execute --plan-hash %s\n", p.PlanHash, path, p.PlanHash)
+}
+
+func (a *app) printResult(res *backfill.Result, jsonOut bool) error {
+	if jsonOut {
+		return a.printJSON(res)
+	}
+	if res.Message != "" {
+		a.printf("%s\n", res.Message)
+	}
+	return nil
+}
+
+func (a *app) backfillResumeCmd() *cobra.Command {
+	var pg pgFlags
+	var ja jobArgs
+	var allowChanged, jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "resume RUN [JOB.yaml]",
+		Short: "Continue an interrupted or failed run from its last committed chunk",
+		Long: `Continue RUN (an id or a unique prefix of one) from its last committed chunk. The job
+comes from the run's record unless a job file is given (needed when the job has secret
+parameters). Resuming refuses when the job hash or this binary differ from the run's,
+unless --allow-changed-job is given; the change is recorded.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var f *jobfile.File
+			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+				job, err := a.runJob(ctx, r, args, &ja, &f)
+				if err != nil {
+					return nil, err
+				}
+				return r.Resume(ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
+			})
+			if err != nil {
+				if f != nil {
+					return f.Annotate(err)
+				}
+				return err
+			}
+			return a.printResult(res, jsonOut)
+		},
+	}
+	pg.add(cmd)
+	ja.add(cmd)
+	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "resume even if the job or the binary changed (recorded)")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+// runJob returns the job of a resume or retry: from the file when given,
+// else rebuilt from the run's record.
+func (a *app) runJob(ctx context.Context, r *backfill.Runner, args []string, ja *jobArgs, f **jobfile.File) (*backfill.Job, error) {
+	if len(args) == 2 {
+		file, job, err := ja.load(args[1])
+		*f = file
+		return job, err
+	}
+	if len(ja.params) > 0 {
+		return nil, &cliError{code: "invalid_argument", status: 2, msg: "--param needs the job file: give RUN JOB.yaml"}
+	}
+	run, err := r.Status(ctx, args[0])
+	if err != nil {
+		return nil, err
+	}
+	return jobfile.FromRun(run.Job)
+}
+
+func (a *app) backfillRetryFailedCmd() *cobra.Command {
+	var pg pgFlags
+	var ja jobArgs
+	var allowChanged, jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "retry-failed RUN [JOB.yaml]",
+		Short: "Process only the keys a run quarantined (skip policy)",
+		Long: `Apply the job to each key RUN quarantined, one transaction per key. A key that now
+succeeds is marked resolved; one that fails again stays in the quarantine with its new error.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var f *jobfile.File
+			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+				job, err := a.runJob(ctx, r, args, &ja, &f)
+				if err != nil {
+					return nil, err
+				}
+				return r.RetryFailed(ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
+			})
+			if err != nil {
+				if f != nil {
+					return f.Annotate(err)
+				}
+				return err
+			}
+			return a.printResult(res, jsonOut)
+		},
+	}
+	pg.add(cmd)
+	ja.add(cmd)
+	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "retry even if the job or the binary changed (recorded)")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func (a *app) backfillCancelCmd() *cobra.Command {
+	var pg pgFlags
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "cancel RUN",
+		Short: "Mark an unfinished run cancelled so that its job can start afresh",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, closeAll, err := pg.runner(cmd.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			if err := r.Cancel(cmd.Context(), args[0], nil); err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(map[string]any{"cancelled": args[0]})
+			}
+			a.printf("run %s cancelled\n", args[0])
+			return nil
+		},
+	}
+	pg.add(cmd)
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func (a *app) backfillStatusCmd() *cobra.Command {
+	var pg pgFlags
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "status RUN",
+		Short: "Show a run's state, progress, recent rate, ETA, error and quarantine",
+		Long: `Show RUN (an id or a unique prefix) from any terminal. A run whose process died shows
+as interrupted (its lease went with its database connection) and can be resumed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, closeAll, err := pg.runner(cmd.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			run, err := r.Status(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			q, err := r.Quarantine(cmd.Context(), run.ID)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(map[string]any{"run": run, "quarantine": q})
+			}
+			a.printRun(run, q)
+			return nil
+		},
+	}
+	pg.add(cmd)
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
+	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	total := fmt.Sprint(r.Total)
+	if r.TotalEstimated {
+		total = "~" + total + " (estimated)"
+	}
+	fmt.Fprintf(w, "run\t%s\njob\t%s version %s (hash %.12s)\nstate\t%s\n", r.ID, r.JobName, r.JobVersion, r.JobHash, r.State)
+	fmt.Fprintf(w, "progress\t%d / %s rows in %d chunks; %d changed, %d skipped\n", r.RowsSeen, total, r.Chunks, r.RowsChanged, r.RowsSkipped)
+	if r.RecentRate > 0 {
+		eta := ""
+		if r.ETASeconds > 0 {
+			eta = fmt.Sprintf(", ETA %s", time.Duration(r.ETASeconds*float64(time.Second)).Round(time.Second))
+		}
+		fmt.Fprintf(w, "recent rate\t%.0f rows/s%s\n", r.RecentRate, eta)
+	}
+	if r.LastKey != nil {
+		fmt.Fprintf(w, "last key\t%s\n", r.LastKey)
+	}
+	fmt.Fprintf(w, "started\t%s by %s on %s\nbinary\t%s\ncommand\t%s\n", r.Created.Format(time.RFC3339), r.Actor, r.Host, r.Binary, r.Command)
+	if r.Heartbeat != nil && (r.State == backfill.Running || r.State == backfill.Interrupted) {
+		fmt.Fprintf(w, "owner\t%s, last heartbeat %s ago\n", r.Owner, time.Since(*r.Heartbeat).Round(time.Second))
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "error\t%s error at chunk %d, key %s: %s\n", r.ErrorClass, r.ErrorChunk, r.ErrorKey, r.Error)
+	}
+	if r.ChangesAllowed > 0 {
+		fmt.Fprintf(w, "changes\tresumed %d time(s) with --allow-changed-job\n", r.ChangesAllowed)
+	}
+	w.Flush()
+	if len(q) > 0 {
+		a.printf("\nquarantine (%d keys still failing):\n", r.Quarantined)
+		for _, x := range q {
+			state := "failing"
+			if x.Resolved != nil {
+				state = "resolved"
+			}
+			a.printf("  key %s  chunk %d  %s  %s: %s\n", x.Key, x.Chunk, state, x.Code, x.Error)
+		}
+	}
+	switch r.State {
+	case backfill.Interrupted, backfill.Failed:
+		a.printf("\nresume with: rewind backfill resume %s\n", r.ID)
+	}
+}
+
+func (a *app) backfillListCmd() *cobra.Command {
+	var pg pgFlags
+	var jsonOut bool
+	var job string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List backfill runs, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, closeAll, err := pg.runner(cmd.Context(), nil)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			runs, err := r.List(cmd.Context(), backfill.ListOptions{Job: job, Limit: limit})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				if runs == nil {
+					runs = []*backfill.Run{}
+				}
+				return a.printJSON(runs)
+			}
+			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "RUN\tJOB\tSTATE\tROWS\tCHANGED\tSKIPPED\tSTARTED\tBY")
+			for _, r := range runs {
+				fmt.Fprintf(w, "%s\t%s v%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.ID, r.JobName, r.JobVersion, r.State,
+					r.RowsSeen, r.Total, r.RowsChanged, r.RowsSkipped, r.Created.Format(time.RFC3339), r.Actor)
+			}
+			return w.Flush()
+		},
+	}
+	pg.add(cmd)
+	cmd.Flags().StringVar(&job, "job", "", "list only runs of this job name")
+	cmd.Flags().IntVar(&limit, "limit", 50, "list at most this many runs")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}

@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind/internal/pgtest"
+)
+
+// cli runs the command line and returns stdout, stderr and the exit status.
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := newApp(strings.NewReader(""), &out, &errb)
+	status := a.run(context.Background(), args)
+	return out.String(), errb.String(), status
+}
+
+const jobYAML = `name: normalize-emails
+version: 1
+table: users
+key: [id]
+where: email <> lower(email) AND id <= @max_id
+set:
+  email: lower(email)
+params:
+  max_id: {type: bigint, required: true}
+chunk: 100
+`
+
+type cliBundle struct {
+	db  *pgtest.DB
+	job string
+}
+
+func setupCLI(t *testing.T, job string) cliBundle {
+	t.Helper()
+	db := pgtest.New(t)
+	db.Exec(t, "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL)")
+	db.Exec(t, "INSERT INTO users SELECT g, 'User' || g || '@Example.COM' FROM generate_series(1, 1000) g")
+	path := filepath.Join(t.TempDir(), "job.yaml")
+	if err := os.WriteFile(path, []byte(job), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cliBundle{db: db, job: path}
+}
+
+func TestBackfillCommands(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, jobYAML)
+	dsn := "--dsn=" + b.db.DSN
+	before := b.db.Checksum(t, "users", "id")
+	out, stderr, st := cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600")
+	if st != 0 || !strings.Contains(out, "DRY RUN") || !strings.Contains(out, "600 (exact)") ||
+		!strings.Contains(out, "User1@Example.COM → user1@example.com") {
+		t.Fatalf("dry run: status %d\n%s\n%s", st, out, stderr)
+	}
+	if b.db.Checksum(t, "users", "id") != before {
+		t.Fatal("the dry run changed the table")
+	}
+	out, _, _ = cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--json")
+	var plan struct {
+		PlanHash string `json:"plan_hash"`
+		Rows     int64  `json:"rows"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || plan.Rows != 600 {
+		t.Fatalf("dry run --json: %v\n%s", err, out)
+	}
+	out, stderr, st = cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute", "--plan-hash", plan.PlanHash, "--json")
+	var res struct {
+		RowsChanged int64 `json:"rows_changed"`
+		Run         struct {
+			ID string `json:"id"`
+		} `json:"run"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); st != 0 || err != nil || res.RowsChanged != 600 {
+		t.Fatalf("execute: status %d, %v\n%s\n%s", st, err, out, stderr)
+	}
+	out, _, st = cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute")
+	if st != 0 || !strings.Contains(out, "0 rows changed") {
+		t.Fatalf("re-run: status %d\n%s", st, out)
+	}
+	out, _, st = cli(t, "backfill", "status", res.Run.ID[:8], dsn)
+	if st != 0 || !strings.Contains(out, "finished") || !strings.Contains(out, "600 / 600 rows") {
+		t.Fatalf("status: %d\n%s", st, out)
+	}
+	out, _, st = cli(t, "backfill", "list", dsn, "--json")
+	var runs []map[string]any
+	if err := json.Unmarshal([]byte(out), &runs); st != 0 || err != nil || len(runs) != 2 {
+		t.Fatalf("list: %d %v\n%s", st, err, out)
+	}
+	out, _, st = cli(t, "audit", "verify", dsn)
+	if st != 0 || !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify: %d\n%s", st, out)
+	}
+	out, _, st = cli(t, "audit", "log", dsn, "--run", res.Run.ID[:8], "--json")
+	if n := strings.Count(out, "\n"); st != 0 || n != 8 { // started, 6 chunks, finished
+		t.Fatalf("audit log: status %d, %d entries\n%s", st, n, out)
+	}
+	if !strings.Contains(out, `"param.max_id":"600"`) || !strings.Contains(out, `"actor":`) {
+		t.Fatalf("audit entries lack parameters or actor:\n%s", out)
+	}
+	// Tampering is found, with the corruption exit status.
+	b.db.Exec(t, "ALTER TABLE rewind.audit_log DISABLE TRIGGER USER")
+	b.db.Exec(t, "UPDATE rewind.audit_log SET body = replace(body, '600', '601') WHERE seq = 3")
+	_, stderr, st = cli(t, "audit", "verify", dsn)
+	if st != 5 || !strings.Contains(stderr, "entry 3 altered") {
+		t.Fatalf("verify after tampering: status %d\n%s", st, stderr)
+	}
+}
+
+func TestBackfillBadInput(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		job    string
+		args   []string
+		status int
+		want   string
+	}{
+		{"unknown field", strings.Replace(jobYAML, "set:", "sett:", 1), []string{"-p", "max_id=1"}, 2, `line 6: unknown field "sett"`},
+		{"missing key", strings.Replace(jobYAML, "key: [id]\n", "", 1), []string{"-p", "max_id=1"}, 2, "key"},
+		{"wrong parameter type", jobYAML, []string{"-p", "max_id=ten"}, 2, "--param max_id"},
+		{"missing parameter", jobYAML, nil, 2, "--param max_id=VALUE"},
+		{"unknown table", strings.Replace(jobYAML, "table: users", "table: userz", 1), []string{"-p", "max_id=1"}, 2, "line 3"},
+		{"unknown column", strings.Replace(jobYAML, "  email: lower", "  emial: lower", 1), []string{"-p", "max_id=1"}, 2, "line 7"},
+		{"bad sql", strings.Replace(jobYAML, "AND id <=", "AND AND id <=", 1), []string{"-p", "max_id=1"}, 2, "line 5"},
+		{"unreachable database", jobYAML, []string{"-p", "max_id=1", "--dsn", "postgres://postgres@127.0.0.1:1/x?connect_timeout=2"}, 1, "connect to the target database"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setupCLI(t, tt.job)
+			args := append([]string{"backfill", "run", b.job, "--execute", "--dsn", b.db.DSN}, tt.args...)
+			_, stderr, st := cli(t, args...)
+			if st != tt.status || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("status %d, want %d; stderr:\n%s\nwant it to mention %q", st, tt.status, stderr, tt.want)
+			}
+			var schemas, changed int64
+			b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM pg_namespace WHERE nspname = 'rewind'").Scan(&schemas)
+			b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM users WHERE email = lower(email)").Scan(&changed)
+			if schemas != 0 || changed != 0 {
+				t.Fatal("bad input wrote to the database")
+			}
+		})
+	}
+}
+
+func TestBenchBackfillReportsAllFigures(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	out, stderr, st := cli(t, "bench", "backfill", "--dsn", db.DSN, "--rows", "3000", "--chunk", "500", "--sample", "200", "--rounds", "1", "--json")
+	var r benchBackfillResult
+	if err := json.Unmarshal([]byte(out), &r); st != 0 || err != nil {
+		t.Fatalf("status %d, %v\n%s\n%s", st, err, out, stderr)
+	}
+	if r.Rows != 3000 || r.RawKeysetRPS <= 0 || r.RowsPerSec <= 0 || r.RowByRowRPS <= 0 || r.RatioVsRaw <= 0 || len(r.RawKeysetRuns) != 2 || len(r.RowsPerSecRuns) != 1 {
+		t.Fatalf("result %+v", r)
+	}
+	var n int64
+	db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM pg_tables WHERE tablename = 'rewind_bench_backfill'").Scan(&n)
+	if n != 0 {
+		t.Fatal("the benchmark table was left behind")
+	}
+}

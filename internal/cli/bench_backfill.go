@@ -1,0 +1,239 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind/backfill"
+)
+
+// benchBackfillResult is what `rewind bench backfill --json` prints.
+type benchBackfillResult struct {
+	Rows  int64 `json:"rows"`
+	Chunk int   `json:"chunk"`
+	// RawKeysetRPS is a plain keyset loop (find the next chunk's last key,
+	// UPDATE the chunk, one transaction per chunk, no ledger): the median
+	// of its passes, which alternate with rewind's so that drift in the
+	// machine's load affects both alike.
+	RawKeysetRPS  float64   `json:"raw_keyset_rps"`
+	RawKeysetRuns []float64 `json:"raw_keyset_runs"`
+	// RowsPerSec is rewind's apply, ledger and audit included: the median
+	// of its passes.
+	RowsPerSec      float64   `json:"rows_per_sec"`
+	RowsPerSecRuns  []float64 `json:"rows_per_sec_runs"`
+	RowByRowRPS     float64   `json:"row_by_row_rps"`
+	RowByRowSample  int64     `json:"row_by_row_sample"`
+	RatioVsRaw      float64   `json:"ratio_vs_raw"`
+	RatioVsRowByRow float64   `json:"ratio_vs_row_by_row"`
+	// LoadAverage is the machine's 1-minute load average before and after,
+	// from /proc/loadavg (empty where unavailable): figures taken on a
+	// loaded machine say so.
+	LoadAverage []string `json:"load_average,omitempty"`
+}
+
+func (a *app) benchBackfillCmd() *cobra.Command {
+	var pg pgFlags
+	var rows int64
+	var chunk int
+	var sample int64
+	var rounds int
+	var jsonOut, keep bool
+	cmd := &cobra.Command{
+		Use:   "backfill",
+		Short: "Measure backfill apply throughput against a plain keyset loop and a row-by-row loop",
+		Long: `Build a table rewind_bench_backfill of --rows rows in the --dsn database, then measure
+in the same run, each pass incrementing a counter of every row:
+
+  raw_keyset_rps  a plain keyset loop, --chunk rows per transaction, no ledger
+  rows_per_sec    rewind backfill apply of the same change: chunk checkpoints,
+                  audit entries, leases and checksums included
+  row_by_row_rps  one UPDATE per row in autocommit, on a --sample of rows
+
+The passes alternate, raw first and last (raw, rewind, raw, … for --rounds
+rewind passes), and the medians are reported, so that a change in the
+machine's load during the run affects both sides alike. VACUUM runs between
+passes. The table is dropped at the end unless --keep. The
+target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_row_rps.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if rows < 1000 {
+				return invalidFlag("rows", fmt.Sprint(rows), "must be at least 1000")
+			}
+			if chunk < 1 {
+				return invalidFlag("chunk", fmt.Sprint(chunk), "must be at least 1")
+			}
+			if rounds < 1 {
+				return invalidFlag("rounds", fmt.Sprint(rounds), "must be at least 1")
+			}
+			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), rounds, keep)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(res)
+			}
+			a.printf("rows %d, chunk %d, load average %v\nraw keyset     %10.0f rows/s  (median of %.0f)\n"+
+				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset)\n"+
+				"row by row     %10.0f rows/s  (rewind is %.0f x faster; sample %d rows)\n",
+				res.Rows, res.Chunk, res.LoadAverage, res.RawKeysetRPS, res.RawKeysetRuns, res.RowsPerSec, res.RowsPerSecRuns,
+				res.RatioVsRaw, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
+			return nil
+		},
+	}
+	pg.add(cmd)
+	cmd.Flags().Int64Var(&rows, "rows", 1_000_000, "rows in the benchmark table")
+	cmd.Flags().IntVar(&chunk, "chunk", 1000, "rows per chunk (transaction)")
+	cmd.Flags().Int64Var(&sample, "sample", 20_000, "rows updated by the row-by-row loop")
+	cmd.Flags().IntVar(&rounds, "rounds", 2, "rewind passes, each between two raw keyset passes")
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the benchmark table")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+const benchTable = "rewind_bench_backfill"
+
+func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, rounds int, keep bool) (*benchBackfillResult, error) {
+	work, ledger, closeAll, err := pg.pools(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll()
+	if err := work.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("connect to the database: %w", err)
+	}
+	for _, s := range []string{
+		"DROP TABLE IF EXISTS " + benchTable,
+		"CREATE TABLE " + benchTable + " (id bigint PRIMARY KEY, val int NOT NULL, n int NOT NULL DEFAULT 0, pad text NOT NULL)",
+		fmt.Sprintf("INSERT INTO %s (id, val, pad) SELECT g, g %% 1000, md5(g::text) FROM generate_series(1, %d) g", benchTable, rows),
+	} {
+		if _, err := work.Exec(ctx, s); err != nil {
+			return nil, fmt.Errorf("build the benchmark table: %w", err)
+		}
+	}
+	if !keep {
+		defer work.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+benchTable)
+	}
+	vacuum := func() error {
+		_, err := work.Exec(ctx, "VACUUM ANALYZE "+benchTable)
+		return err
+	}
+	r, err := backfill.New(backfill.Config{DB: work, Ledger: ledger, Actor: pg.actor})
+	if err != nil {
+		return nil, err
+	}
+	res := &benchBackfillResult{Rows: rows, Chunk: chunk, RowByRowSample: sample, LoadAverage: []string{loadAverage()}}
+	raw := func() error {
+		if err := vacuum(); err != nil {
+			return err
+		}
+		rps, err := rawKeyset(ctx, work, chunk)
+		res.RawKeysetRuns = append(res.RawKeysetRuns, rps)
+		return err
+	}
+	if err := raw(); err != nil {
+		return nil, err
+	}
+	for i := range rounds {
+		if err := vacuum(); err != nil {
+			return nil, err
+		}
+		job := &backfill.Job{Name: "bench-backfill", Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
+			ChunkSize: chunk, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
+		start := time.Now()
+		out, err := r.Apply(ctx, job, backfill.ApplyOptions{})
+		if err != nil {
+			return nil, err
+		}
+		if out.RowsChanged != rows {
+			return nil, fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
+		}
+		res.RowsPerSecRuns = append(res.RowsPerSecRuns, float64(rows)/time.Since(start).Seconds())
+		if err := raw(); err != nil {
+			return nil, err
+		}
+	}
+	if err := vacuum(); err != nil {
+		return nil, err
+	}
+	if res.RowByRowRPS, err = rowByRow(ctx, work, sample); err != nil {
+		return nil, err
+	}
+	res.RawKeysetRPS, res.RowsPerSec = median(res.RawKeysetRuns), median(res.RowsPerSecRuns)
+	res.RatioVsRaw = res.RowsPerSec / res.RawKeysetRPS
+	res.RatioVsRowByRow = res.RowsPerSec / res.RowByRowRPS
+	res.LoadAverage = append(res.LoadAverage, loadAverage())
+	return res, nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// loadAverage is the 1-minute load average, or "" where unknown.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// rawKeyset is the reference: what a careful hand-written script does.
+func rawKeyset(ctx context.Context, db *pgxpool.Pool, chunk int) (float64, error) {
+	start := time.Now()
+	var last, n int64
+	next := fmt.Sprintf("SELECT max(id) FROM (SELECT id FROM %s WHERE id > $1 ORDER BY id LIMIT %d) c", benchTable, chunk)
+	update := "UPDATE " + benchTable + " SET n = n + 1 WHERE id > $1 AND id <= $2"
+	for {
+		var hi *int64
+		if err := db.QueryRow(ctx, next, last).Scan(&hi); err != nil {
+			return 0, fmt.Errorf("raw keyset loop: %w", err)
+		}
+		if hi == nil {
+			break
+		}
+		err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, update, last, *hi)
+			n += tag.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("raw keyset loop: %w", err)
+		}
+		last = *hi
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// rowByRow updates sample rows one statement (and transaction) each.
+func rowByRow(ctx context.Context, db *pgxpool.Pool, sample int64) (float64, error) {
+	conn, err := db.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	update := "UPDATE " + benchTable + " SET n = n + 1 WHERE id = $1"
+	start := time.Now()
+	for id := int64(1); id <= sample; id++ {
+		if _, err := conn.Exec(ctx, update, id); err != nil {
+			return 0, fmt.Errorf("row-by-row loop: %w", err)
+		}
+	}
+	return float64(sample) / time.Since(start).Seconds(), nil
+}

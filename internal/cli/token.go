@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/auth"
+	"github.com/rewindhq/rewind/client"
+)
+
+func (a *app) tokenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Manage the server's access tokens",
+		Long: `Create, list and revoke access tokens. With --server (and an admin token in
+--token) the running server does it; without, the token file in --data-dir is
+edited directly, which only works while no server uses that directory.
+
+A scope is read, write or admin on a pattern of stream names, where '*' matches
+any run of characters: read:*, write:orders-*, admin:orders-*. write implies
+read and admin implies both; admin also deletes streams, and admin:* manages
+tokens.`,
+	}
+	cmd.AddCommand(a.tokenCreateCmd(), a.tokenListCmd(), a.tokenRevokeCmd())
+	return cmd
+}
+
+// tokenOut is how a token is printed.
+type tokenOut struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Scopes    []string  `json:"scopes"`
+	CreatedAt time.Time `json:"created_at"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	Secret    string    `json:"secret,omitempty"`
+}
+
+func fromAuth(t auth.Token) tokenOut {
+	return tokenOut{ID: t.ID, Name: t.Name, Scopes: t.ScopeStrings(), CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+}
+
+func fromClient(t client.Token) tokenOut {
+	return tokenOut{ID: t.ID, Name: t.Name, Scopes: t.Scopes, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+}
+
+// withTokens runs remote with a client of --server, or local with the
+// token file of --data-dir.
+func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Store) error) error {
+	if a.server != "" {
+		c, err := a.newClient()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return remote(c)
+	}
+	s, err := auth.Open(a.dataDir)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	err = local(s)
+	switch {
+	case errors.Is(err, auth.ErrTokenNotFound):
+		return &cliError{code: rewind.CodeNotFound, status: 3, msg: err.Error()}
+	case errors.Is(err, auth.ErrNameTaken):
+		return &cliError{code: rewind.CodeInvalidArgument, status: 2, msg: err.Error()}
+	}
+	return err
+}
+
+func (a *app) tokenCreateCmd() *cobra.Command {
+	var (
+		name    string
+		allow   []string
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a token and print its secret (shown only this once)",
+		Example: `  rewind token create --name orders-svc --allow write:orders-* --allow read:* --server http://127.0.0.1:7070 --token $ADMIN
+  rewind token create --name ops --allow admin:* --data-dir ./rewind-data`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out tokenOut
+			err := a.withTokens(func(c *client.Client) error {
+				t, secret, err := c.CreateToken(cmd.Context(), name, allow...)
+				out = fromClient(t)
+				out.Secret = secret
+				return err
+			}, func(s *auth.Store) error {
+				scopes, err := auth.ParseScopes(allow)
+				if err != nil {
+					return err
+				}
+				t, secret, err := s.Create(name, scopes)
+				out = fromAuth(t)
+				out.Secret = secret
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(out)
+			}
+			a.printf("created token %s (id %s) with scopes %v\nsecret (shown only now; the server keeps only its hash):\n\n  %s\n\n",
+				out.Name, out.ID, out.Scopes, out.Secret)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "name of the token, such as the service that uses it")
+	cmd.Flags().StringArrayVar(&allow, "allow", nil, "a scope, such as write:orders-* (repeat for more)")
+	cmd.MarkFlagRequired("name")
+	cmd.MarkFlagRequired("allow")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func (a *app) tokenListCmd() *cobra.Command {
+	var all, jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out []tokenOut
+			err := a.withTokens(func(c *client.Client) error {
+				ts, err := c.ListTokens(cmd.Context(), all)
+				for _, t := range ts {
+					out = append(out, fromClient(t))
+				}
+				return err
+			}, func(s *auth.Store) error {
+				for _, t := range s.List(all) {
+					out = append(out, fromAuth(t))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				if out == nil {
+					out = []tokenOut{}
+				}
+				return a.printJSON(out)
+			}
+			for _, t := range out {
+				state := "active"
+				if !t.RevokedAt.IsZero() {
+					state = "revoked " + t.RevokedAt.Format(time.RFC3339)
+				}
+				a.printf("%s  %-20s %-40s created %s  %s\n", t.ID, t.Name, strings.Join(t.Scopes, ","), t.CreatedAt.Format(time.RFC3339), state)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "include revoked tokens")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func (a *app) tokenRevokeCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "revoke ID|NAME",
+		Short: "Revoke a token: requests using it fail from then on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out tokenOut
+			err := a.withTokens(func(c *client.Client) error {
+				t, err := c.RevokeToken(cmd.Context(), args[0])
+				out = fromClient(t)
+				return err
+			}, func(s *auth.Store) error {
+				t, err := s.Revoke(args[0])
+				out = fromAuth(t)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(out)
+			}
+			a.printf("revoked token %s (id %s)\n", out.Name, out.ID)
+			return nil
+		},
+	}
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}

@@ -1,0 +1,302 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/otelconnect"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/rewindhq/rewind"
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
+	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
+	"github.com/rewindhq/rewind/auth"
+	"github.com/rewindhq/rewind/internal/apiconv"
+)
+
+// requestInfo follows one HTTP request through the middleware, the
+// interceptors and the handler.
+type requestInfo struct {
+	id       string
+	token    *auth.Token
+	code     string // result code once known
+	observed bool   // the interceptors saw the RPC (it was decoded)
+}
+
+type requestKey struct{}
+
+func infoFrom(ctx context.Context) *requestInfo {
+	if ri, ok := ctx.Value(requestKey{}).(*requestInfo); ok {
+		return ri
+	}
+	return &requestInfo{}
+}
+
+// tokenFrom returns the token of the request in ctx.
+func tokenFrom(ctx context.Context) *auth.Token { return infoFrom(ctx).token }
+
+// withRequest gives every request an id (the caller's X-Request-Id when it
+// is sane), echoes it in the response, and records each RPC's outcome in
+// the metrics and the log once it is done.
+func (s *Server) withRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id"))}
+		w.Header().Set("X-Request-Id", ri.id)
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, ri)))
+
+		procedure := r.URL.Path
+		if !strings.HasPrefix(procedure, "/rewind.v1.") {
+			procedure = "unknown"
+		}
+		code := ri.code
+		if !ri.observed {
+			code = codeFromResponse(sw)
+		}
+		s.metrics.observeRPC(procedure, code, time.Since(start))
+		level := slog.LevelDebug
+		if code != "ok" {
+			level = slog.LevelInfo
+		}
+		if s.log.Enabled(r.Context(), level) {
+			attrs := []slog.Attr{slog.String("request_id", ri.id), slog.String("procedure", procedure),
+				slog.String("code", code), slog.Duration("duration", time.Since(start)),
+				slog.String("peer", r.RemoteAddr), slog.String("protocol", r.Header.Get("Content-Type"))}
+			if ri.token != nil {
+				attrs = append(attrs, slog.String("token", ri.token.Name))
+			}
+			s.log.LogAttrs(r.Context(), level, "rpc", attrs...)
+		}
+	})
+}
+
+func requestID(given string) string {
+	if len(given) > 0 && len(given) <= 64 && !strings.ContainsFunc(given, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return given
+	}
+	// A random process prefix and a counter: unique, and no getrandom call
+	// per request.
+	return requestPrefix + strconv.FormatUint(requestSeq.Add(1), 36)
+}
+
+var (
+	requestPrefix = func() string {
+		var b [6]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	requestSeq atomic.Uint64
+)
+
+// codeFromResponse reads the result code of an RPC that failed before the
+// interceptors ran (an undecodable or oversized request): from the gRPC
+// status, or from the HTTP status of the Connect protocol.
+func codeFromResponse(sw *statusWriter) string {
+	h := sw.Header()
+	for _, k := range []string{"Grpc-Status", http.TrailerPrefix + "Grpc-Status"} {
+		if v := h.Get(k); v != "" {
+			n, err := strconv.Atoi(v)
+			if err == nil && n == 0 {
+				return "ok"
+			}
+			if err == nil && n > 0 && n <= 16 {
+				return connect.Code(n).String()
+			}
+		}
+	}
+	switch sw.status {
+	case 0, http.StatusOK:
+		return "ok"
+	case http.StatusBadRequest:
+		return connect.CodeInvalidArgument.String()
+	case http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed, http.StatusNotFound:
+		return connect.CodeUnimplemented.String()
+	case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
+		return connect.CodeResourceExhausted.String()
+	}
+	return "http_" + strconv.Itoa(sw.status)
+}
+
+// statusWriter remembers the HTTP status. It keeps flushing and the
+// response controller working.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// routeErrors answers requests no RPC handles (an unknown path, a GET of
+// an RPC that has side effects) with an API error that says what to do,
+// rather than a bare status.
+func routeErrors(next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
+	procedures := map[string]bool{}
+	services := rewindv1.File_rewind_v1_rewind_proto.Services()
+	for i := range services.Len() {
+		methods := services.Get(i).Methods()
+		for j := range methods.Len() {
+			procedures["/"+string(services.Get(i).FullName())+"/"+string(methods.Get(j).Name())] = true
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !procedures[r.URL.Path] {
+			errw.Write(w, r, apiconv.Errorf(rewind.CodeNotFound, "rewind: no RPC at %s; the API's procedures are "+
+				"/rewind.v1.EventStoreService/METHOD and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path))
+			return
+		}
+		if r.Method != http.MethodPost && !(r.Method == http.MethodGet && readOnly[r.URL.Path]) {
+			w.Header().Set("Allow", "POST")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			fmt.Fprintf(w, `{"code":"unimplemented","message":"rewind: %s cannot be called with %s: use POST with a JSON or protobuf body"}`,
+				r.URL.Path, r.Method)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readOnly lists the RPCs that may be called with GET.
+var readOnly = map[string]bool{
+	rewindv1connect.EventStoreServiceReadStreamProcedure:    true,
+	rewindv1connect.EventStoreServiceReadAllProcedure:       true,
+	rewindv1connect.EventStoreServiceGetStreamInfoProcedure: true,
+	rewindv1connect.EventStoreServiceListStreamsProcedure:   true,
+	rewindv1connect.EventStoreServiceGetServerInfoProcedure: true,
+	rewindv1connect.EventStoreServiceHealthProcedure:        true,
+	rewindv1connect.TokenServiceListTokensProcedure:         true,
+}
+
+// anonymous is the identity of every request when auth is off.
+var anonymous = &auth.Token{ID: "-", Name: "anonymous", Scopes: []auth.Scope{{Action: auth.Admin, Pattern: "*"}}}
+
+// authenticate checks the bearer token of every API request before its
+// body is read, so that nothing reaches a handler unauthenticated. Health
+// needs no token.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	errw := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := infoFrom(r.Context())
+		switch {
+		case s.cfg.NoAuth:
+			ri.token = anonymous
+		case r.URL.Path == rewindv1connect.EventStoreServiceHealthProcedure:
+		default:
+			secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			tok, err := s.tokens.Authenticate(strings.TrimSpace(secret))
+			if err != nil {
+				ri.code, ri.observed = connect.CodeUnauthenticated.String(), true
+				errw.Write(w, r, apiconv.ToConnect(err))
+				return
+			}
+			ri.token = tok
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// interceptors are applied to every RPC, outermost first: tracing, then
+// error mapping, logging and metrics, then deadlines.
+func (s *Server) interceptors() []connect.Interceptor {
+	var out []connect.Interceptor
+	if tp := s.tracing.tracerProvider(); tp != nil {
+		otel, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tp), otelconnect.WithoutMetrics(),
+			otelconnect.WithPropagator(propagation.TraceContext{}))
+		if err == nil {
+			out = append(out, otel)
+		}
+	}
+	return append(out, &observe{s}, deadline(s.cfg.RPCTimeout))
+}
+
+// observe turns handler errors into API errors (logging internal ones in
+// full, since clients only see the request id) and records the result
+// code for withRequest.
+type observe struct{ s *Server }
+
+func (o *observe) result(ctx context.Context, procedure string, err error) error {
+	ri := infoFrom(ctx)
+	ri.observed = true
+	if err == nil {
+		ri.code = "ok"
+		return nil
+	}
+	code := rewind.CodeOf(err)
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		ri.code = ce.Code().String()
+		return err
+	}
+	if code == rewind.CodeInternal {
+		o.s.log.Error("rpc failed", "request_id", ri.id, "procedure", procedure, "err", err)
+		cerr := apiconv.Errorf(rewind.CodeInternal,
+			"rewind: internal error; the server logged it with request id %s", ri.id)
+		ri.code = cerr.Code().String()
+		return cerr
+	}
+	cerr := apiconv.ToConnect(err)
+	ri.code = cerr.Code().String()
+	return cerr
+}
+
+func (o *observe) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		res, err := next(ctx, req)
+		return res, o.result(ctx, req.Spec().Procedure, err)
+	}
+}
+
+func (o *observe) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (o *observe) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return o.result(ctx, conn.Spec().Procedure, next(ctx, conn))
+	}
+}
+
+// deadline bounds every unary RPC; a client may ask for less.
+func deadline(d time.Duration) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			ctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			return next(ctx, req)
+		}
+	})
+}

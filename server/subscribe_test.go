@@ -1,0 +1,192 @@
+package server_test
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/client"
+	"github.com/rewindhq/rewind/server"
+)
+
+// TestSubscriptionAcrossLiveSwitchAndRestart subscribes from the start of
+// a log that writers keep appending to, so delivery crosses from catch-up
+// to live while appends race with it; midway the server shuts down
+// gracefully and a new one starts on the same address and data
+// directory. The subscriber must see every position exactly once, in
+// order, and every acknowledged append must be there after the restart.
+func TestSubscriptionAcrossLiveSwitchAndRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := server.Config{DataDir: dir, Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)}
+	s1, b := start(t, cfg)
+	cfg.Addr = s1.Addr().String()
+	admin := b.admin
+	patient := func(streamAppends bool) *client.Client {
+		c, err := client.New(b.url, client.Config{Token: admin, MaxRetries: 200, MaxBackoff: 50 * time.Millisecond,
+			StreamAppends: streamAppends})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	const writers, batches, batchSize = 4, 60, 10
+	pre := patient(false)
+	for i := range 50 {
+		if _, err := pre.Append(ctx, fmt.Sprintf("pre-%d", i%5), rewind.Any, ev("Pre", "{}"), ev("Pre", "{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var acked sync.Map // event id -> true once its append was acknowledged
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := patient(w%2 == 0) // half the writers stream their appends
+			for i := range batches {
+				evs := make([]rewind.Event, batchSize)
+				for j := range evs {
+					evs[j] = ev("Live", fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))
+					evs[j].ID = uuid.Must(uuid.NewV7())
+				}
+				if _, err := c.Append(ctx, fmt.Sprintf("w-%d", w), rewind.Any, evs...); err != nil {
+					errs <- fmt.Errorf("writer %d batch %d: %w", w, i, err)
+					return
+				}
+				for _, e := range evs {
+					acked.Store(e.ID, true)
+				}
+				done.Add(1)
+			}
+		}()
+	}
+
+	sub, err := patient(false).Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	seen := map[uuid.UUID]bool{}
+	next := rewind.Position(1)
+	restarted := false
+	total := rewind.Position(100 + writers*batches*batchSize)
+	for next <= total {
+		e, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("next after position %d: %v", next-1, err)
+		}
+		if e.Position != next {
+			t.Fatalf("got position %d, want %d: a gap or a duplicate", e.Position, next)
+		}
+		if seen[e.ID] {
+			t.Fatalf("event %s delivered twice", e.ID)
+		}
+		seen[e.ID] = true
+		next++
+		if !restarted && done.Load() >= writers*batches/3 {
+			restarted = true
+			if err := b.stop(); err != nil {
+				t.Fatalf("graceful shutdown: %v", err)
+			}
+			start(t, cfg)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if !restarted {
+		t.Fatal("the server was never restarted")
+	}
+	missing := 0
+	acked.Range(func(k, _ any) bool {
+		if !seen[k.(uuid.UUID)] {
+			missing++
+		}
+		return true
+	})
+	if missing > 0 {
+		t.Fatalf("%d acknowledged events are missing after the restart", missing)
+	}
+}
+
+// TestSubscriptionEndsWithUnavailableOnShutdown checks what a subscriber
+// that does not retry sees when the server shuts down: an Unavailable
+// status whose message says where to resume.
+func TestSubscriptionEndsWithUnavailableOnShutdown(t *testing.T) {
+	t.Parallel()
+	_, admin, b := setup(t, server.Config{})
+	if _, err := admin.Append(ctx, "s", rewind.Any, ev("A", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(b.url, client.Config{Token: b.admin, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		b.stop()
+	}()
+	_, err = sub.Next(ctx)
+	for err == nil { // a reconnect may not have been refused yet
+		_, err = sub.Next(ctx)
+	}
+	if !errors.Is(err, rewind.ErrClosed) {
+		t.Fatalf("subscription at shutdown: %v, want unavailable", err)
+	}
+	if !strings.Contains(err.Error(), "shutting down") && !strings.Contains(err.Error(), "connect") {
+		t.Fatalf("the message does not say what happened: %v", err)
+	}
+}
+
+// TestSubscriptionLimitPerToken checks the per-token cap.
+func TestSubscriptionLimitPerToken(t *testing.T) {
+	t.Parallel()
+	_, c, _ := setup(t, server.Config{MaxSubscriptionsPerToken: 2})
+	var subs []*client.Subscription
+	for range 2 {
+		s, err := c.Subscribe(ctx, rewind.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	if _, err := c.Subscribe(ctx, rewind.SubscribeOptions{}); !errors.Is(err, rewind.ErrLimitExceeded) {
+		t.Fatalf("third subscription: %v, want limit exceeded", err)
+	}
+	subs[0].Close()
+	var err error
+	for range 50 { // the server notices the closed stream shortly after
+		var s *client.Subscription
+		if s, err = c.Subscribe(ctx, rewind.SubscribeOptions{}); err == nil {
+			s.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("subscription after closing one: %v", err)
+	}
+}
