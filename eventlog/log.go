@@ -53,7 +53,10 @@ type Log struct {
 	pendingAppends atomic.Int64 // appends in the pending group
 
 	kick     chan struct{}
-	retain   chan struct{} // a segment was sealed: apply retention
+	zeroKick chan *segment // nil unless Sync and preallocating
+	retain   chan struct{}
+
+	meanGroupBytes float64 // flusher only // a segment was sealed: apply retention
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	recovery []Cut
@@ -126,6 +129,11 @@ func Open(dir string, cfg Config) (*Log, error) {
 	}
 	l.wg.Add(1)
 	go l.flusher()
+	if c.Durability == Sync && !c.NoPreallocate {
+		l.zeroKick = make(chan *segment, 1)
+		l.wg.Add(1)
+		go l.zeroer()
+	}
 	if c.Durability == Interval { // fsync the active segment every SyncInterval
 		l.wg.Add(1)
 		go l.every(c.SyncInterval, nil, func() { l.syncActive() })
@@ -445,8 +453,13 @@ func (l *Log) write(g *group) error {
 				return err
 			}
 		}
+		end := sp.off + int64(sp.end-sp.start)
+		kick := sp.seg.zero.beforeWrite(sp.off, end)
 		if _, err := sp.seg.f.WriteAt(g.buf[sp.start:sp.end], sp.off); err != nil {
 			return fmt.Errorf("write segment %s: %w", sp.seg.name(), err)
+		}
+		if kick && l.zeroKick != nil {
+			l.zeroAheadIfUseful(sp.seg, len(g.buf))
 		}
 		active = sp.seg
 	}
@@ -500,6 +513,7 @@ func writeIndex(s *segment, entries []pendingIndex) error {
 // fsynced, and its index, which ends with an entry for its last record, is
 // fsynced. After a seal, recovery never needs to look at the segment again.
 func (l *Log) seal(s *segment, entries []pendingIndex) error {
+	s.zero.seal()
 	l.mu.Lock()
 	size := s.size
 	l.mu.Unlock()

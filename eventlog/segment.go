@@ -154,6 +154,8 @@ type segment struct {
 	index   []indexEntry
 	sealed  bool
 
+	zero zeroState // zero-filling ahead of the flusher's writes
+
 	// Used by the flusher only.
 	idx        *os.File
 	idxWritten int // entries written to idx
