@@ -78,6 +78,13 @@ type Config struct {
 	// RetentionInterval is how often retention runs when MaxAge or MaxBytes
 	// is set; it also runs whenever a segment is sealed. Defaults to 1 minute.
 	RetentionInterval time.Duration
+	// RetentionLimit, if set, is asked before retention removes segments,
+	// with the last position it would remove; it returns the last position
+	// retention may remove (segments ending after it stay until a later
+	// pass). The store uses it to keep every removed position covered by
+	// its index snapshot. It is called without the log's lock. Defaults to
+	// nil: no limit.
+	RetentionLimit func(want uint64) uint64
 	// Logger receives recovery and retention reports. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Defaults to time.Now.

@@ -38,6 +38,7 @@ type Log struct {
 	next     uint64     // position of the next record
 	lastTs   int64
 	pending  *group
+	flushing *group // the last group taken by the flusher
 	spareBuf []byte
 	failed   error
 	closed   bool
@@ -167,6 +168,13 @@ func (l *Log) First() uint64 { return l.first.Load() }
 // Last returns the last position readers can see: in Sync mode the last
 // fsynced record, otherwise the last record written to the operating system.
 func (l *Log) Last() uint64 { return l.visible.Load() }
+
+// Assigned returns the last position given to an append, acknowledged or not.
+func (l *Log) Assigned() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next - 1
+}
 
 // Changed returns a channel that is closed when Last next advances. Take
 // the channel before checking Last to never miss an advance.
@@ -360,6 +368,7 @@ func (l *Log) flushPending() {
 			l.mu.Unlock()
 			return
 		}
+		l.flushing = g
 		l.pending = newGroup(l.spareBuf)
 		l.spareBuf = nil
 		cohort := l.pendingAppends.Swap(0)
@@ -575,12 +584,16 @@ func (l *Log) Sync() error {
 }
 
 // waitFlushed waits until every append made before the call is written.
+// It waits for the pending group, or else for the group the flusher is
+// writing: groups are acknowledged in order, so either covers all before.
 func (l *Log) waitFlushed() {
 	l.mu.Lock()
 	g := l.pending
-	empty := len(g.spans) == 0
+	if len(g.spans) == 0 {
+		g = l.flushing
+	}
 	l.mu.Unlock()
-	if !empty {
+	if g != nil {
 		<-g.done
 	}
 }

@@ -17,16 +17,9 @@ type Removed struct {
 	NewestRecordAt time.Time
 }
 
-// ApplyRetention drops whole sealed segments beyond MaxAge or MaxBytes,
-// oldest first; the active segment is never dropped. It returns what it
-// removed; First reports the new first available position. Readers still
-// reading a removed segment finish with it undisturbed.
-func (l *Log) ApplyRetention() ([]Removed, error) {
-	if l.cfg.MaxAge == 0 && l.cfg.MaxBytes == 0 {
-		return nil, nil
-	}
-	now := l.cfg.Now().UnixNano()
-	l.mu.Lock()
+// retentionCandidates lists the oldest sealed segments beyond MaxAge or
+// MaxBytes whose last position is at most limit. Called with l.mu held.
+func (l *Log) retentionCandidates(now int64, limit uint64) []*segment {
 	var total int64
 	for _, s := range l.segs {
 		total += s.size
@@ -36,12 +29,38 @@ func (l *Log) ApplyRetention() ([]Removed, error) {
 		s := l.segs[len(drop)]
 		tooOld := l.cfg.MaxAge > 0 && s.lastTs < now-int64(l.cfg.MaxAge)
 		tooBig := l.cfg.MaxBytes > 0 && total > l.cfg.MaxBytes
-		if !s.sealed || !tooOld && !tooBig {
+		if !s.sealed || !tooOld && !tooBig || s.last > limit {
 			break
 		}
 		drop = append(drop, s)
 		total -= s.size
 	}
+	return drop
+}
+
+// ApplyRetention drops whole sealed segments beyond MaxAge or MaxBytes,
+// oldest first; the active segment is never dropped, nor a segment ending
+// after what Config.RetentionLimit allows. It returns what it
+// removed; First reports the new first available position. Readers still
+// reading a removed segment finish with it undisturbed.
+func (l *Log) ApplyRetention() ([]Removed, error) {
+	if l.cfg.MaxAge == 0 && l.cfg.MaxBytes == 0 {
+		return nil, nil
+	}
+	now := l.cfg.Now().UnixNano()
+	limit := ^uint64(0)
+	if l.cfg.RetentionLimit != nil {
+		// Asked without Log.mu: the callback may take its own locks.
+		l.mu.Lock()
+		want := l.retentionCandidates(now, limit)
+		l.mu.Unlock()
+		if len(want) == 0 {
+			return nil, nil
+		}
+		limit = l.cfg.RetentionLimit(want[len(want)-1].last)
+	}
+	l.mu.Lock()
+	drop := l.retentionCandidates(now, limit)
 	if len(drop) == 0 {
 		l.mu.Unlock()
 		return nil, nil

@@ -104,7 +104,7 @@ func TestForwardReadAfterRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Log().ApplyRetention(); err != nil {
+	if _, err := s.ApplyRetention(ctx); err != nil {
 		t.Fatal(err)
 	}
 	info, err := s.StreamInfo(ctx, "s")
@@ -146,7 +146,7 @@ func TestDeletedStreamVersionAfterRetention(t *testing.T) {
 				t.Fatal(err)
 			}
 			filler(10)
-			if _, err := s.Log().ApplyRetention(); err != nil {
+			if _, err := s.ApplyRetention(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if first := s.Log().First(); first <= 3 || first > uint64(del) {
@@ -160,10 +160,7 @@ func TestDeletedStreamVersionAfterRetention(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s, err = Open(b.dir, b.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s = reopenAfterRetention(t, b, snapshot)
 			defer s.Close()
 			info, err := s.StreamInfo(ctx, "d")
 			if err != nil || info != (rewind.StreamInfo{Stream: "d", Version: 3, Deleted: true}) {
@@ -221,16 +218,18 @@ func TestSnapshotAnchorsChecked(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Log().ApplyRetention(); err != nil {
+	if _, err := s.ApplyRetention(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Replay without a snapshot (versions skipped), then use the snapshot
-	// the close writes.
+	// Replay without a snapshot (versions skipped, which takes
+	// AcceptIndexLoss), then use the snapshot the close writes.
 	s.Close()
 	os.Remove(filepath.Join(b.dir, snapshotName))
 	for round := range 2 {
+		cfg := b.cfg
+		cfg.AcceptIndexLoss = round == 0
 		var err error
-		if s, err = Open(b.dir, b.cfg); err != nil {
+		if s, err = Open(b.dir, cfg); err != nil {
 			t.Fatal(err)
 		}
 		if round == 1 && s.replayed != 0 {

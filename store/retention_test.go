@@ -72,7 +72,7 @@ func TestRetentionByBytes(t *testing.T) {
 			for i := range 600 {
 				mustAppend(t, s, []string{"keep", "other"}[i%2], ev("T", kib(i)))
 			}
-			if _, err := s.Log().ApplyRetention(); err != nil { // the background retainer may have run already
+			if _, err := s.ApplyRetention(ctx); err != nil { // the background retainer may have run already
 				t.Fatal(err)
 			}
 			first := rewind.Position(s.Log().First())
@@ -119,10 +119,7 @@ func TestRetentionByBytes(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s, err = Open(b.dir, b.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s = reopenAfterRetention(t, b, snapshot)
 			defer s.Close()
 			if got := rewind.Position(s.Log().First()); got != first {
 				t.Fatalf("first position %d after reopen, was %d", got, first)
@@ -135,8 +132,8 @@ func TestRetentionByBytes(t *testing.T) {
 				}
 			}
 			// "early" has no event left. With the snapshot it keeps its
-			// version; without one it is forgotten, a known limitation
-			// (reported): the store has nowhere else to learn it from.
+			// version; without one (opened with AcceptIndexLoss) it is
+			// forgotten: the store has nowhere else to learn it from.
 			if snapshot && fmt.Sprint(got["early"]) != fmt.Sprint(want["early"]) {
 				t.Fatalf("early after reopen: %v, before: %v", got["early"], want["early"])
 			}
@@ -312,9 +309,7 @@ func TestRetentionByAge(t *testing.T) {
 		if !snapshot {
 			os.Remove(filepath.Join(b.dir, snapshotName))
 		}
-		if s, err = Open(b.dir, b.cfg); err != nil {
-			t.Fatal(err)
-		}
+		s = reopenAfterRetention(t, b, snapshot)
 		t.Cleanup(func() { s.Close() })
 		again, err := s.StreamInfo(ctx, "aging")
 		if err != nil || again != info || rewind.Position(s.Log().First()) != want {
@@ -324,5 +319,74 @@ func TestRetentionByAge(t *testing.T) {
 	// Time before the first record left starts at it.
 	if p, err := s.FirstPositionAt(start); err != nil || p != want {
 		t.Fatalf("first position at the start time: %d, %v; want %d", p, err, want)
+	}
+}
+
+// reopenAfterRetention opens a store whose log lost its first segments to
+// retention. Without the snapshot (removed by the caller) a plain Open must
+// refuse, saying why, and one with AcceptIndexLoss must succeed.
+func reopenAfterRetention(t *testing.T, b *bundle, snapshot bool) *Store {
+	t.Helper()
+	s, err := Open(b.dir, b.cfg)
+	if snapshot {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if err == nil {
+		s.Close()
+		t.Fatal("open without the snapshot covering removed positions succeeded")
+	}
+	if !errors.Is(err, rewind.ErrCorruption) || !strings.Contains(err.Error(), "AcceptIndexLoss") {
+		t.Fatalf("open without the snapshot: %v", err)
+	}
+	cfg := b.cfg
+	cfg.AcceptIndexLoss = true
+	if s, err = Open(b.dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Retention never removes events that the snapshot on disk does not cover:
+// it has the store write one first. So after a crash (no snapshot on
+// close) the store opens without AcceptIndexLoss and a stream whose events
+// were all removed keeps its version.
+func TestRetentionWaitsForACoveringSnapshot(t *testing.T) {
+	t.Parallel()
+	s, b := setup(t, Config{SnapshotEvery: -1, Log: eventlog.Config{SegmentSize: 64 << 10, MaxBytes: 3 * 64 << 10,
+		RetentionInterval: 10 * time.Millisecond}})
+	for range 3 {
+		mustAppend(t, s, "early", ev("T", "x"))
+	}
+	for i := range 600 {
+		mustAppend(t, s, "later", ev("T", kib(i)))
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.Log().First() <= 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the background retainer removed nothing (first position %d)", s.Log().First())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.durableSnapshotPos.Load(); got+1 < s.Log().First() {
+		t.Fatalf("retention removed up to %d but the snapshot on disk is at %d", s.Log().First()-1, got)
+	}
+	// Crash: no snapshot on close.
+	s.closeOnce.Do(func() { close(s.closed) })
+	s.wg.Wait()
+	if err := s.log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(b.dir, b.cfg)
+	if err != nil {
+		t.Fatalf("reopen after a crash with retention: %v", err)
+	}
+	defer s2.Close()
+	if info, err := s2.StreamInfo(ctx, "early"); err != nil || info.Version != 3 || info.Count != 0 {
+		t.Fatalf("early after reopen: %+v, %v; want version 3 and no events left", info, err)
+	}
+	if res, err := s2.Append(ctx, "early", rewind.Exactly(3), ev("T", "y")); err != nil || res.FirstVersion != 4 {
+		t.Fatalf("append after reopen: %+v, %v; want version 4", res, err)
 	}
 }

@@ -76,9 +76,15 @@ func (s *Store) rebuild() error {
 			dedupFrom = max(dedupFrom, p)
 		}
 	}
-	// Without a snapshot, after retention, the first events of some streams
-	// are gone: their versions start above 1.
+	// Without a snapshot covering what retention removed, the index of
+	// streams whose events are all gone cannot be rebuilt.
 	partial := snapPos+1 < s.log.First()
+	if partial && !s.cfg.AcceptIndexLoss {
+		return fmt.Errorf("%w: retention removed positions 1 to %d and no usable index snapshot covers them "+
+			"(index.snapshot is missing, damaged or older), so the versions of streams whose events were all "+
+			"removed are lost; restore the snapshot, or open with AcceptIndexLoss to forget those streams",
+			rewind.ErrCorruption, s.log.First()-1)
+	}
 	r := s.log.NewReader(min(from, dedupFrom))
 	defer r.Close()
 	replayed := 0
@@ -102,7 +108,8 @@ func (s *Store) rebuild() error {
 	}
 	s.cfg.Logger.Debug("store: index loaded", "snapshot_position", snapPos, "replayed", replayed,
 		"streams", len(s.idx.streams), "took", time.Since(start))
-	s.snapshotPos, s.replayed = snapPos, replayed
+	s.snapshotPos, s.filePos, s.replayed = snapPos, snapPos, replayed
+	s.durableSnapshotPos.Store(snapPos)
 	if replayed > snapshotAfterReplay {
 		return s.saveSnapshot()
 	}
@@ -177,7 +184,7 @@ func (s *Store) saveSnapshot() error {
 		return err
 	}
 	s.snapshotPos = view.pos
-	return s.writeSnapshotFile(view)
+	return s.installSnapshot(view)
 }
 
 // snapshotView is a consistent copy of what a snapshot holds, cheap to take
@@ -198,6 +205,12 @@ type snapshotView struct {
 // It returns nil when the log holds nothing to snapshot.
 func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
 	pos := s.log.Last()
+	if assigned := s.log.Assigned(); pos != assigned {
+		// The index holds positions the log has not made visible: a
+		// snapshot at pos would claim them and the next open would replay
+		// them twice.
+		return nil, fmt.Errorf("snapshot: the log is at %d with appends up to %d in flight", pos, assigned)
+	}
 	if pos == 0 || pos < s.log.First() {
 		return nil, nil
 	}
@@ -220,6 +233,22 @@ func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
 		v.dedup = s.dedup
 	}
 	return v, nil
+}
+
+// installSnapshot writes v unless a newer snapshot is on disk already, and
+// then lets retention rely on it. Lock order: s.mu (if held) before snapWrite.
+func (s *Store) installSnapshot(v *snapshotView) error {
+	s.snapWrite.Lock()
+	defer s.snapWrite.Unlock()
+	if v.pos <= s.filePos {
+		return nil
+	}
+	if err := s.writeSnapshotFile(v); err != nil {
+		return err
+	}
+	s.filePos = v.pos
+	s.durableSnapshotPos.Store(v.pos)
+	return nil
 }
 
 // writeSnapshotFile writes v to index.snapshot: a temporary file, fsynced,

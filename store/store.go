@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,8 +32,15 @@ type Store struct {
 
 	// Guarded by mu: the position of the last snapshot, and whether the
 	// snapshotter is at work.
-	snapshotPos  uint64
-	snapshotting bool
+	snapshotPos        uint64        // last snapshot taken
+	durableSnapshotPos atomic.Uint64 // last snapshot whose file is fsynced
+	snapshotting       bool
+	retention          bool // the log has MaxAge or MaxBytes
+
+	// snapWrite serialises snapshot files; filePos is the position of the
+	// one on disk, so that a slower, older capture never replaces a newer.
+	snapWrite    sync.Mutex
+	filePos      uint64
 	snapshotKick chan struct{}
 	wg           sync.WaitGroup
 	replayed     int // events replayed into the index at open, after the snapshot
@@ -50,23 +58,72 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	s := &Store{cfg: c, dir: dir, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1)}
+	s.bufs.New = func() any { return new(appendBuf) }
+	if s.retention = c.Log.MaxAge > 0 || c.Log.MaxBytes > 0; s.retention {
+		c.Log.RetentionLimit = s.retentionLimit
+	}
 	start := time.Now()
 	l, err := eventlog.Open(dir, c.Log)
 	if err != nil {
 		return nil, err
 	}
 	c.Logger.Debug("store: log opened", "took", time.Since(start), "first", l.First(), "last", l.Last())
-	s := &Store{cfg: c, dir: dir, log: l, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1)}
-	s.bufs.New = func() any { return new(appendBuf) }
+	s.log = l
 	if err := s.rebuild(); err != nil {
 		l.Close()
 		return nil, err
 	}
-	if c.SnapshotEvery > 0 {
+	if s.retention || c.SnapshotEvery > 0 {
 		s.wg.Add(1)
 		go s.snapshotter()
 	}
 	return s, nil
+}
+
+// ApplyRetention applies the log's retention (MaxAge, MaxBytes) now,
+// first writing an index snapshot so that it may remove everything due:
+// the store never lets retention remove events its snapshot on disk does
+// not cover. The background retainer does the same on its own schedule.
+func (s *Store) ApplyRetention(ctx context.Context) ([]eventlog.Removed, error) {
+	if !s.retention {
+		return nil, nil
+	}
+	s.mu.Lock()
+	var v *snapshotView
+	err := s.log.Sync()
+	if err == nil {
+		v, err = s.captureLocked(false)
+	}
+	s.mu.Unlock()
+	if err == nil && v != nil {
+		err = s.installSnapshot(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.log.ApplyRetention()
+}
+
+// retentionLimit keeps retention from removing events that the index
+// snapshot on disk does not cover: after a crash the index of streams whose
+// events were all removed exists nowhere else. It asks for a snapshot when
+// retention wants more.
+func (s *Store) retentionLimit(want uint64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	durable := s.durableSnapshotPos.Load()
+	if want > durable && !s.snapshotting {
+		s.snapshotting = true
+		select {
+		case s.snapshotKick <- struct{}{}:
+		default:
+		}
+	}
+	return durable
 }
 
 // snapshotter writes the index snapshot in the background when
@@ -90,7 +147,7 @@ func (s *Store) snapshotter() {
 		}
 		s.mu.Unlock()
 		if err == nil && v != nil {
-			err = s.writeSnapshotFile(v)
+			err = s.installSnapshot(v)
 		}
 		if err != nil {
 			s.cfg.Logger.Warn("store: background index snapshot failed; the next open will replay more of the log", "err", err)
@@ -98,6 +155,11 @@ func (s *Store) snapshotter() {
 		s.mu.Lock()
 		s.snapshotting = false
 		s.mu.Unlock()
+		if s.retention && err == nil {
+			if _, err := s.log.ApplyRetention(); err != nil {
+				s.cfg.Logger.Error("store: retention failed", "err", err)
+			}
+		}
 	}
 }
 
