@@ -61,8 +61,13 @@ func (r *Reader) Seek(pos uint64) {
 	r.drop()
 }
 
-// Close releases the reader's segment.
-func (r *Reader) Close() { r.drop() }
+// Close releases the reader's segment and buffer; the reader is unusable after.
+func (r *Reader) Close() {
+	r.drop()
+	if r.sc.buf != nil {
+		r.sc.release()
+	}
+}
 
 func (r *Reader) drop() {
 	if r.seg != nil {

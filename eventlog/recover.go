@@ -76,6 +76,7 @@ func (l *Log) load() error {
 		return nil
 	}
 	sc := newScanner(defaultScanBuffer)
+	defer sc.release()
 	for i, base := range bases {
 		s := l.newSegment(base)
 		l.segs = append(l.segs, s)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // scanner reads consecutive records of one segment file through a buffer.
@@ -18,7 +19,25 @@ type scanner struct {
 
 const defaultScanBuffer = 1 << 20
 
-func newScanner(size int) *scanner { return &scanner{buf: make([]byte, size)} }
+// scanBuffers recycles the sequential readers' 1 MiB buffers, so that many
+// short-lived readers (subscriptions, verification) do not each allocate one.
+var scanBuffers = sync.Pool{New: func() any { b := make([]byte, defaultScanBuffer); return &b }}
+
+func newScanner(size int) *scanner {
+	if size == defaultScanBuffer {
+		return &scanner{buf: *scanBuffers.Get().(*[]byte)}
+	}
+	return &scanner{buf: make([]byte, size)}
+}
+
+// release returns the scanner's buffer for reuse; the scanner is unusable after.
+func (sc *scanner) release() {
+	if len(sc.buf) == defaultScanBuffer {
+		b := sc.buf
+		scanBuffers.Put(&b)
+	}
+	sc.buf, sc.f = nil, nil
+}
 
 // reset positions the scanner at off in f, discarding buffered bytes.
 func (sc *scanner) reset(f *os.File, off int64) {
@@ -128,7 +147,7 @@ func scanSegment(f *os.File, base uint64, indexInterval int, sc *scanner, limit 
 		}
 		if err != nil {
 			if err == errShort {
-				err = errors.New("the file ends inside a record (torn write)")
+				err = errors.New("a record runs past the end of the file (a torn write, or a damaged length)")
 			}
 			res.stop, res.stopOff = err, off
 			break
@@ -172,7 +191,9 @@ func lastNonZero(f *os.File, from int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	buf := make([]byte, 1<<20)
+	bp := scanBuffers.Get().(*[]byte)
+	defer scanBuffers.Put(bp)
+	buf := *bp
 	end := from
 	for off := from; off < st.Size(); off += int64(len(buf)) {
 		n, err := readFull(f, buf, off)

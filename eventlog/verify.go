@@ -98,6 +98,7 @@ func (l *Log) Verify(ctx context.Context, progress Progress) (VerifyReport, erro
 func verifyFiles(ctx context.Context, bases []uint64, files []string, total int64, limit uint64, progress Progress) (VerifyReport, error) {
 	rep := VerifyReport{Segments: len(bases)}
 	sc := newScanner(defaultScanBuffer)
+	defer sc.release()
 	var done int64
 	for i, base := range bases {
 		if err := ctx.Err(); err != nil {

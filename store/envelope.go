@@ -17,10 +17,11 @@ import (
 //
 //	offset  size     field
 //	0       1        envelope format (1)
-//	1       1        flags: flagGeneratedID when the store made the id up
+//	1       1        flags: flagGeneratedID when the store made the id up,
+//	                 flagOccurredAt when occurred-at is set
 //	2       16       event id
 //	18      8        stream version (little endian; set when the append is ordered)
-//	26      8        occurred-at, Unix nanoseconds, 0 when absent
+//	26      8        occurred-at, Unix nanoseconds (0 when absent)
 //	34      uvarint  schema version
 //	        uvarint  stream name length, then the name
 //	        uvarint  event type length, then the type
@@ -33,6 +34,8 @@ import (
 const (
 	envelopeFormat  = 1
 	flagGeneratedID = 1
+	flagOccurredAt  = 2
+	knownFlags      = flagGeneratedID | flagOccurredAt
 	idOffset        = 2
 	versionOffset   = 18
 	occurredOffset  = 26
@@ -45,15 +48,16 @@ const (
 func encodeEnvelope(dst []byte, stream string, id uuid.UUID, generated bool, e *rewind.Event) []byte {
 	var flags byte
 	if generated {
-		flags = flagGeneratedID
+		flags |= flagGeneratedID
+	}
+	var occurred int64
+	if !e.OccurredAt.IsZero() {
+		flags |= flagOccurredAt
+		occurred = e.OccurredAt.UnixNano()
 	}
 	dst = append(dst, envelopeFormat, flags)
 	dst = append(dst, id[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, 0)
-	var occurred int64
-	if !e.OccurredAt.IsZero() {
-		occurred = e.OccurredAt.UnixNano()
-	}
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(occurred))
 	sv := e.SchemaVersion
 	if sv == 0 {
@@ -133,15 +137,14 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	if len(payload) < envelopeFixed || payload[0] != envelopeFormat {
 		return fmt.Errorf("%w: format %d", errEnvelope, firstByte(payload))
 	}
-	if payload[1]&^flagGeneratedID != 0 {
+	if payload[1]&^knownFlags != 0 {
 		return fmt.Errorf("%w: unknown flags %02x", errEnvelope, payload[1])
 	}
 	copy(ev.ID[:], payload[idOffset:])
 	ev.Version = binary.LittleEndian.Uint64(payload[versionOffset:])
-	if occ := int64(binary.LittleEndian.Uint64(payload[occurredOffset:])); occ != 0 {
-		ev.OccurredAt = time.Unix(0, occ).UTC()
-	} else {
-		ev.OccurredAt = time.Time{}
+	ev.OccurredAt = time.Time{}
+	if payload[1]&flagOccurredAt != 0 {
+		ev.OccurredAt = time.Unix(0, int64(binary.LittleEndian.Uint64(payload[occurredOffset:]))).UTC()
 	}
 	d := decoder{b: payload[envelopeFixed:]}
 	sv := d.uvarint()

@@ -256,3 +256,19 @@ func TestSnapshotAnchorsChecked(t *testing.T) {
 		t.Fatal("a stream at version 2048 with one anchor passed the check")
 	}
 }
+
+// Reported by the logtests branch: an occurred-at of exactly the Unix epoch
+// read back as no time at all, since 0 meant absent. A flag says it is set.
+func TestOccurredAtEpochRoundTrip(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, Config{})
+	e := ev("T", "x")
+	e.OccurredAt = time.Unix(0, 0)
+	if _, err := s.Append(ctx, "epoch", rewind.NoStream, e, ev("T", "no time")); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.ReadStream(ctx, "epoch", rewind.ReadStreamOptions{})
+	if err != nil || len(evs) != 2 || !evs[0].OccurredAt.Equal(time.Unix(0, 0)) || evs[0].OccurredAt.IsZero() || !evs[1].OccurredAt.IsZero() {
+		t.Fatalf("read back %+v, %v", evs, err)
+	}
+}

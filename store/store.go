@@ -374,6 +374,12 @@ func (s *Store) resolveDuplicates(ctx context.Context, b *appendBuf) (rewind.App
 			return res, false, err
 		}
 		rec, err := s.log.Read(pos)
+		if errors.Is(err, rewind.ErrTruncated) {
+			// Retention removed the event: its id is forgotten, as it
+			// would be after a reopen.
+			b.sure[i], b.cands[i] = true, 0
+			continue
+		}
 		if err != nil {
 			return res, false, fmt.Errorf("read event %d for the idempotency check: %w", pos, err)
 		}
