@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -15,18 +16,22 @@ import (
 )
 
 // pipeline sends appends over one AppendStream, many in flight at once,
-// and hands each answer to the caller waiting for it. When the stream
-// breaks, every waiting append fails as Unavailable, which Append retries
-// (on a new stream) with the same event ids.
+// and hands each answer to the caller waiting for it. Appends queue up
+// while a message is being sent, and the next message carries all of them,
+// so one write carries many appends. When the stream breaks, every waiting
+// append fails as Unavailable, which Append retries (on a new stream) with
+// the same event ids.
 type pipeline struct {
 	c *Client
 
-	mu      sync.Mutex // serializes Send and guards the fields below
+	mu      sync.Mutex // guards the fields below
 	stream  *connect.BidiStreamForClient[rewindv1.AppendStreamRequest, rewindv1.AppendStreamResponse]
 	cancel  context.CancelFunc
 	gen     uint64
 	next    uint64
 	waiting map[uint64]chan pipeResult
+	queue   []*rewindv1.AppendStreamItem // to send on the current stream
+	kick    chan struct{}                // the current stream's sender has work
 	closed  bool
 }
 
@@ -46,20 +51,20 @@ func (p *pipeline) append(ctx context.Context, req *rewindv1.AppendRequest) (*re
 		sctx, cancel := context.WithCancel(context.Background())
 		p.stream, p.cancel = p.c.events.AppendStream(sctx), cancel
 		p.gen++
+		p.kick = make(chan struct{}, 1)
 		if p.waiting == nil {
 			p.waiting = map[uint64]chan pipeResult{}
 		}
 		go p.receive(p.stream, p.gen)
+		go p.send(p.stream, p.gen, p.kick)
 	}
 	p.next++
 	id := p.next
 	p.waiting[id] = ch
-	err := p.stream.Send(&rewindv1.AppendStreamRequest{Id: id, Append: req})
-	if err != nil {
-		delete(p.waiting, id)
-		p.breakLocked(p.gen, err)
-		p.mu.Unlock()
-		return nil, unavailable(err)
+	p.queue = append(p.queue, &rewindv1.AppendStreamItem{Id: id, Append: req})
+	select {
+	case p.kick <- struct{}{}:
+	default:
 	}
 	p.mu.Unlock()
 	select {
@@ -84,6 +89,33 @@ func unavailable(err error) error {
 	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the append stream broke: %w", err))
 }
 
+// send sends the queued appends of stream generation gen, all that are
+// queued in one message, until the stream breaks.
+func (p *pipeline) send(stream *connect.BidiStreamForClient[rewindv1.AppendStreamRequest, rewindv1.AppendStreamResponse], gen uint64, kick chan struct{}) {
+	for range kick {
+		// Appends tend to come in bursts (a group commit wakes many
+		// callers at once): let the rest of the burst queue up first.
+		runtime.Gosched()
+		p.mu.Lock()
+		if p.gen != gen || p.stream == nil {
+			p.mu.Unlock()
+			return
+		}
+		items := p.queue
+		p.queue = nil
+		p.mu.Unlock()
+		if len(items) == 0 {
+			continue
+		}
+		if err := stream.Send(&rewindv1.AppendStreamRequest{Appends: items}); err != nil {
+			p.mu.Lock()
+			p.breakLocked(gen, err)
+			p.mu.Unlock()
+			return
+		}
+	}
+}
+
 // receive dispatches the answers of one stream until it ends.
 func (p *pipeline) receive(stream *connect.BidiStreamForClient[rewindv1.AppendStreamRequest, rewindv1.AppendStreamResponse], gen uint64) {
 	for {
@@ -94,20 +126,22 @@ func (p *pipeline) receive(stream *connect.BidiStreamForClient[rewindv1.AppendSt
 			p.mu.Unlock()
 			return
 		}
-		p.mu.Lock()
-		ch := p.waiting[msg.GetId()]
-		delete(p.waiting, msg.GetId())
-		p.mu.Unlock()
-		if ch == nil {
-			continue // its caller gave up
-		}
-		switch r := msg.GetResult().(type) {
-		case *rewindv1.AppendStreamResponse_Ok:
-			ch <- pipeResult{res: r.Ok}
-		case *rewindv1.AppendStreamResponse_Error:
-			ch <- pipeResult{err: errorFromAnswer(r.Error)}
-		default:
-			ch <- pipeResult{err: connect.NewError(connect.CodeInternal, errors.New("the server sent an empty answer"))}
+		for _, r := range msg.GetResults() {
+			p.mu.Lock()
+			ch := p.waiting[r.GetId()]
+			delete(p.waiting, r.GetId())
+			p.mu.Unlock()
+			if ch == nil {
+				continue // its caller gave up
+			}
+			switch r := r.GetResult().(type) {
+			case *rewindv1.AppendStreamResult_Ok:
+				ch <- pipeResult{res: r.Ok}
+			case *rewindv1.AppendStreamResult_Error:
+				ch <- pipeResult{err: errorFromAnswer(r.Error)}
+			default:
+				ch <- pipeResult{err: connect.NewError(connect.CodeInternal, errors.New("the server sent an empty answer"))}
+			}
 		}
 	}
 }
@@ -120,6 +154,8 @@ func (p *pipeline) breakLocked(gen uint64, err error) {
 	p.cancel()
 	p.stream.CloseRequest()
 	p.stream = nil
+	p.queue = nil
+	close(p.kick) // ends the sender
 	for id, ch := range p.waiting {
 		ch <- pipeResult{err: unavailable(err)}
 		delete(p.waiting, id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -19,7 +20,9 @@ import (
 const appendWindow = 1024
 
 // AppendStream performs the appends of one stream concurrently, so that
-// they share group commits, and answers each when it is acknowledged.
+// they share group commits, and answers each when it is acknowledged. One
+// goroutine sends the answers: each message carries every answer ready by
+// then, so that answers cost few writes however many appends there are.
 // On shutdown it stops taking appends, answers those in progress and ends
 // with Unavailable; appends sent but not answered were not taken, and the
 // client resends them (with the same ids, so a resend is safe).
@@ -27,13 +30,29 @@ func (e *eventStore) AppendStream(ctx context.Context, stream *connect.BidiStrea
 	if e.s.draining.Load() {
 		return apiconv.Errorf(rewind.CodeClosed, "rewind: the server is shutting down; send the appends to its successor")
 	}
-	out := make(chan *rewindv1.AppendStreamResponse, appendWindow)
+	out := make(chan *rewindv1.AppendStreamResult, appendWindow)
 	sendErr := make(chan error, 1)
 	go func() { // the stream's only sender
 		var err error
 		for r := range out {
+			// A group commit acknowledges many appends at once: let the
+			// others of the burst queue their answers first.
+			runtime.Gosched()
+			msg := &rewindv1.AppendStreamResponse{Results: []*rewindv1.AppendStreamResult{r}}
+		more:
+			for len(msg.Results) < appendWindow {
+				select {
+				case r, ok := <-out:
+					if !ok {
+						break more
+					}
+					msg.Results = append(msg.Results, r)
+				default:
+					break more
+				}
+			}
 			if err == nil {
-				err = stream.Send(r)
+				err = stream.Send(msg)
 			}
 		}
 		sendErr <- err
@@ -56,26 +75,28 @@ func (e *eventStore) AppendStream(ctx context.Context, stream *connect.BidiStrea
 				recvDone <- err
 				return
 			}
-			slots <- struct{}{}
-			mu.Lock()
-			if !accepting {
-				mu.Unlock()
-				recvDone <- nil
-				return
-			}
-			wg.Add(1)
-			mu.Unlock()
-			go func() {
-				defer wg.Done()
-				res := &rewindv1.AppendStreamResponse{Id: req.GetId()}
-				if ok, err := e.appendOne(ctx, req.GetAppend()); err != nil {
-					res.Result = &rewindv1.AppendStreamResponse_Error{Error: e.s.appendError(ctx, err)}
-				} else {
-					res.Result = &rewindv1.AppendStreamResponse_Ok{Ok: ok}
+			for _, item := range req.GetAppends() {
+				slots <- struct{}{}
+				mu.Lock()
+				if !accepting {
+					mu.Unlock()
+					recvDone <- nil
+					return
 				}
-				out <- res
-				<-slots
-			}()
+				wg.Add(1)
+				mu.Unlock()
+				go func() {
+					defer wg.Done()
+					res := &rewindv1.AppendStreamResult{Id: item.GetId()}
+					if ok, err := e.appendOne(ctx, item.GetAppend()); err != nil {
+						res.Result = &rewindv1.AppendStreamResult_Error{Error: e.s.appendError(ctx, err)}
+					} else {
+						res.Result = &rewindv1.AppendStreamResult_Ok{Ok: ok}
+					}
+					out <- res
+					<-slots
+				}()
+			}
 		}
 	}()
 

@@ -133,7 +133,7 @@ func (x HealthResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthResponse_Status.Descriptor instead.
 func (HealthResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{24, 0}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{26, 0}
 }
 
 // Event is an event to append.
@@ -548,9 +548,8 @@ func (x *AppendResponse) GetDuplicate() bool {
 
 type AppendStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is chosen by the client to match the answer to the append.
-	Id            uint64         `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Append        *AppendRequest `protobuf:"bytes,2,opt,name=append,proto3" json:"append,omitempty"`
+	// appends are independent appends, performed concurrently.
+	Appends       []*AppendStreamItem `protobuf:"bytes,1,rep,name=appends,proto3" json:"appends,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -585,14 +584,60 @@ func (*AppendStreamRequest) Descriptor() ([]byte, []int) {
 	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *AppendStreamRequest) GetId() uint64 {
+func (x *AppendStreamRequest) GetAppends() []*AppendStreamItem {
+	if x != nil {
+		return x.Appends
+	}
+	return nil
+}
+
+type AppendStreamItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is chosen by the client to match the answer to the append.
+	Id            uint64         `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Append        *AppendRequest `protobuf:"bytes,2,opt,name=append,proto3" json:"append,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendStreamItem) Reset() {
+	*x = AppendStreamItem{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendStreamItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendStreamItem) ProtoMessage() {}
+
+func (x *AppendStreamItem) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendStreamItem.ProtoReflect.Descriptor instead.
+func (*AppendStreamItem) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AppendStreamItem) GetId() uint64 {
 	if x != nil {
 		return x.Id
 	}
 	return 0
 }
 
-func (x *AppendStreamRequest) GetAppend() *AppendRequest {
+func (x *AppendStreamItem) GetAppend() *AppendRequest {
 	if x != nil {
 		return x.Append
 	}
@@ -601,19 +646,15 @@ func (x *AppendStreamRequest) GetAppend() *AppendRequest {
 
 type AppendStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Types that are valid to be assigned to Result:
-	//
-	//	*AppendStreamResponse_Ok
-	//	*AppendStreamResponse_Error
-	Result        isAppendStreamResponse_Result `protobuf_oneof:"result"`
+	// results answer appends of earlier requests, in any order.
+	Results       []*AppendStreamResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendStreamResponse) Reset() {
 	*x = AppendStreamResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[5]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +666,7 @@ func (x *AppendStreamResponse) String() string {
 func (*AppendStreamResponse) ProtoMessage() {}
 
 func (x *AppendStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[5]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,56 +679,105 @@ func (x *AppendStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendStreamResponse.ProtoReflect.Descriptor instead.
 func (*AppendStreamResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{5}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *AppendStreamResponse) GetId() uint64 {
+func (x *AppendStreamResponse) GetResults() []*AppendStreamResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type AppendStreamResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*AppendStreamResult_Ok
+	//	*AppendStreamResult_Error
+	Result        isAppendStreamResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendStreamResult) Reset() {
+	*x = AppendStreamResult{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendStreamResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendStreamResult) ProtoMessage() {}
+
+func (x *AppendStreamResult) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendStreamResult.ProtoReflect.Descriptor instead.
+func (*AppendStreamResult) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AppendStreamResult) GetId() uint64 {
 	if x != nil {
 		return x.Id
 	}
 	return 0
 }
 
-func (x *AppendStreamResponse) GetResult() isAppendStreamResponse_Result {
+func (x *AppendStreamResult) GetResult() isAppendStreamResult_Result {
 	if x != nil {
 		return x.Result
 	}
 	return nil
 }
 
-func (x *AppendStreamResponse) GetOk() *AppendResponse {
+func (x *AppendStreamResult) GetOk() *AppendResponse {
 	if x != nil {
-		if x, ok := x.Result.(*AppendStreamResponse_Ok); ok {
+		if x, ok := x.Result.(*AppendStreamResult_Ok); ok {
 			return x.Ok
 		}
 	}
 	return nil
 }
 
-func (x *AppendStreamResponse) GetError() *AppendError {
+func (x *AppendStreamResult) GetError() *AppendError {
 	if x != nil {
-		if x, ok := x.Result.(*AppendStreamResponse_Error); ok {
+		if x, ok := x.Result.(*AppendStreamResult_Error); ok {
 			return x.Error
 		}
 	}
 	return nil
 }
 
-type isAppendStreamResponse_Result interface {
-	isAppendStreamResponse_Result()
+type isAppendStreamResult_Result interface {
+	isAppendStreamResult_Result()
 }
 
-type AppendStreamResponse_Ok struct {
+type AppendStreamResult_Ok struct {
 	Ok *AppendResponse `protobuf:"bytes,2,opt,name=ok,proto3,oneof"`
 }
 
-type AppendStreamResponse_Error struct {
+type AppendStreamResult_Error struct {
 	Error *AppendError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
 }
 
-func (*AppendStreamResponse_Ok) isAppendStreamResponse_Result() {}
+func (*AppendStreamResult_Ok) isAppendStreamResult_Result() {}
 
-func (*AppendStreamResponse_Error) isAppendStreamResponse_Result() {}
+func (*AppendStreamResult_Error) isAppendStreamResult_Result() {}
 
 // AppendError is a failed append of an AppendStream.
 type AppendError struct {
@@ -702,7 +792,7 @@ type AppendError struct {
 
 func (x *AppendError) Reset() {
 	*x = AppendError{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[6]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +804,7 @@ func (x *AppendError) String() string {
 func (*AppendError) ProtoMessage() {}
 
 func (x *AppendError) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[6]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +817,7 @@ func (x *AppendError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendError.ProtoReflect.Descriptor instead.
 func (*AppendError) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{6}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppendError) GetCode() string {
@@ -766,7 +856,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[7]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +868,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[7]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +881,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{7}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadStreamRequest) GetStream() string {
@@ -834,7 +924,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[8]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +936,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[8]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +949,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{8}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReadStreamResponse) GetEvents() []*RecordedEvent {
@@ -890,7 +980,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[9]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +992,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[9]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1005,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{9}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Filter) GetStreamPrefix() string {
@@ -948,7 +1038,7 @@ type ReadAllRequest struct {
 
 func (x *ReadAllRequest) Reset() {
 	*x = ReadAllRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[10]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1050,7 @@ func (x *ReadAllRequest) String() string {
 func (*ReadAllRequest) ProtoMessage() {}
 
 func (x *ReadAllRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[10]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1063,7 @@ func (x *ReadAllRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAllRequest.ProtoReflect.Descriptor instead.
 func (*ReadAllRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{10}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadAllRequest) GetFromPosition() uint64 {
@@ -1017,7 +1107,7 @@ type ReadAllResponse struct {
 
 func (x *ReadAllResponse) Reset() {
 	*x = ReadAllResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[11]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1119,7 @@ func (x *ReadAllResponse) String() string {
 func (*ReadAllResponse) ProtoMessage() {}
 
 func (x *ReadAllResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[11]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1132,7 @@ func (x *ReadAllResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAllResponse.ProtoReflect.Descriptor instead.
 func (*ReadAllResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{11}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadAllResponse) GetEvents() []*RecordedEvent {
@@ -1080,7 +1170,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[12]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1182,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[12]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1195,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{12}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubscribeRequest) GetAfterPosition() uint64 {
@@ -1141,7 +1231,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[13]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1243,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[13]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1256,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{13}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubscribeResponse) GetEvents() []*RecordedEvent {
@@ -1192,7 +1282,7 @@ type GetStreamInfoRequest struct {
 
 func (x *GetStreamInfoRequest) Reset() {
 	*x = GetStreamInfoRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[14]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1294,7 @@ func (x *GetStreamInfoRequest) String() string {
 func (*GetStreamInfoRequest) ProtoMessage() {}
 
 func (x *GetStreamInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[14]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1307,7 @@ func (x *GetStreamInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStreamInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetStreamInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{14}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetStreamInfoRequest) GetStream() string {
@@ -1242,7 +1332,7 @@ type StreamInfo struct {
 
 func (x *StreamInfo) Reset() {
 	*x = StreamInfo{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[15]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1344,7 @@ func (x *StreamInfo) String() string {
 func (*StreamInfo) ProtoMessage() {}
 
 func (x *StreamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[15]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1357,7 @@ func (x *StreamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamInfo.ProtoReflect.Descriptor instead.
 func (*StreamInfo) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{15}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamInfo) GetStream() string {
@@ -1328,7 +1418,7 @@ type GetStreamInfoResponse struct {
 
 func (x *GetStreamInfoResponse) Reset() {
 	*x = GetStreamInfoResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[16]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1430,7 @@ func (x *GetStreamInfoResponse) String() string {
 func (*GetStreamInfoResponse) ProtoMessage() {}
 
 func (x *GetStreamInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[16]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1443,7 @@ func (x *GetStreamInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStreamInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetStreamInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{16}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetStreamInfoResponse) GetInfo() *StreamInfo {
@@ -1378,7 +1468,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[17]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1480,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[17]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1493,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{17}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListStreamsRequest) GetPrefix() string {
@@ -1443,7 +1533,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[18]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1545,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[18]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1558,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{18}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*StreamInfo {
@@ -1494,7 +1584,7 @@ type DeleteStreamRequest struct {
 
 func (x *DeleteStreamRequest) Reset() {
 	*x = DeleteStreamRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[19]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1596,7 @@ func (x *DeleteStreamRequest) String() string {
 func (*DeleteStreamRequest) ProtoMessage() {}
 
 func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[19]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1609,7 @@ func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{19}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteStreamRequest) GetStream() string {
@@ -1580,7 +1670,7 @@ type DeleteStreamResponse struct {
 
 func (x *DeleteStreamResponse) Reset() {
 	*x = DeleteStreamResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[20]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1682,7 @@ func (x *DeleteStreamResponse) String() string {
 func (*DeleteStreamResponse) ProtoMessage() {}
 
 func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[20]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1695,7 @@ func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{20}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteStreamResponse) GetPosition() uint64 {
@@ -1623,7 +1713,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[21]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1725,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[21]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1738,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{21}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{23}
 }
 
 type GetServerInfoResponse struct {
@@ -1668,7 +1758,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[22]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1770,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[22]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1783,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{22}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetServerInfoResponse) GetVersion() string {
@@ -1753,7 +1843,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[23]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1855,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[23]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1868,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{23}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{25}
 }
 
 type HealthResponse struct {
@@ -1790,7 +1880,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[24]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1892,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[24]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1905,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{24}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HealthResponse) GetStatus() HealthResponse_Status {
@@ -1843,7 +1933,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1945,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +1958,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{25}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Token) GetId() string {
@@ -1916,7 +2006,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2018,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2031,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{26}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -1970,7 +2060,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2072,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2085,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{27}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -2021,7 +2111,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2123,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2136,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{28}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTokensRequest) GetIncludeRevoked() bool {
@@ -2065,7 +2155,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2167,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2180,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{29}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -2110,7 +2200,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2212,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2225,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{30}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeTokenRequest) GetIdOrName() string {
@@ -2154,7 +2244,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2256,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2269,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{31}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -2222,7 +2312,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2324,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2337,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{32}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ErrorDetail) GetCode() string {
@@ -2395,11 +2485,15 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\rlast_position\x18\x02 \x01(\x04R\flastPosition\x12#\n" +
 	"\rfirst_version\x18\x03 \x01(\x04R\ffirstVersion\x12!\n" +
 	"\flast_version\x18\x04 \x01(\x04R\vlastVersion\x12\x1c\n" +
-	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"W\n" +
-	"\x13AppendStreamRequest\x12\x0e\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"L\n" +
+	"\x13AppendStreamRequest\x125\n" +
+	"\aappends\x18\x01 \x03(\v2\x1b.rewind.v1.AppendStreamItemR\aappends\"T\n" +
+	"\x10AppendStreamItem\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
-	"\x06append\x18\x02 \x01(\v2\x18.rewind.v1.AppendRequestR\x06append\"\x8d\x01\n" +
-	"\x14AppendStreamResponse\x12\x0e\n" +
+	"\x06append\x18\x02 \x01(\v2\x18.rewind.v1.AppendRequestR\x06append\"O\n" +
+	"\x14AppendStreamResponse\x127\n" +
+	"\aresults\x18\x01 \x03(\v2\x1d.rewind.v1.AppendStreamResultR\aresults\"\x8b\x01\n" +
+	"\x12AppendStreamResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x02ok\x18\x02 \x01(\v2\x19.rewind.v1.AppendResponseH\x00R\x02ok\x12.\n" +
 	"\x05error\x18\x03 \x01(\v2\x16.rewind.v1.AppendErrorH\x00R\x05errorB\b\n" +
@@ -2557,7 +2651,7 @@ func file_rewind_v1_rewind_proto_rawDescGZIP() []byte {
 }
 
 var file_rewind_v1_rewind_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_rewind_v1_rewind_proto_goTypes = []any{
 	(ExpectedState)(0),            // 0: rewind.v1.ExpectedState
 	(HealthResponse_Status)(0),    // 1: rewind.v1.HealthResponse.Status
@@ -2566,97 +2660,101 @@ var file_rewind_v1_rewind_proto_goTypes = []any{
 	(*AppendRequest)(nil),         // 4: rewind.v1.AppendRequest
 	(*AppendResponse)(nil),        // 5: rewind.v1.AppendResponse
 	(*AppendStreamRequest)(nil),   // 6: rewind.v1.AppendStreamRequest
-	(*AppendStreamResponse)(nil),  // 7: rewind.v1.AppendStreamResponse
-	(*AppendError)(nil),           // 8: rewind.v1.AppendError
-	(*ReadStreamRequest)(nil),     // 9: rewind.v1.ReadStreamRequest
-	(*ReadStreamResponse)(nil),    // 10: rewind.v1.ReadStreamResponse
-	(*Filter)(nil),                // 11: rewind.v1.Filter
-	(*ReadAllRequest)(nil),        // 12: rewind.v1.ReadAllRequest
-	(*ReadAllResponse)(nil),       // 13: rewind.v1.ReadAllResponse
-	(*SubscribeRequest)(nil),      // 14: rewind.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 15: rewind.v1.SubscribeResponse
-	(*GetStreamInfoRequest)(nil),  // 16: rewind.v1.GetStreamInfoRequest
-	(*StreamInfo)(nil),            // 17: rewind.v1.StreamInfo
-	(*GetStreamInfoResponse)(nil), // 18: rewind.v1.GetStreamInfoResponse
-	(*ListStreamsRequest)(nil),    // 19: rewind.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),   // 20: rewind.v1.ListStreamsResponse
-	(*DeleteStreamRequest)(nil),   // 21: rewind.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),  // 22: rewind.v1.DeleteStreamResponse
-	(*GetServerInfoRequest)(nil),  // 23: rewind.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil), // 24: rewind.v1.GetServerInfoResponse
-	(*HealthRequest)(nil),         // 25: rewind.v1.HealthRequest
-	(*HealthResponse)(nil),        // 26: rewind.v1.HealthResponse
-	(*Token)(nil),                 // 27: rewind.v1.Token
-	(*CreateTokenRequest)(nil),    // 28: rewind.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 29: rewind.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),     // 30: rewind.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),    // 31: rewind.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),    // 32: rewind.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 33: rewind.v1.RevokeTokenResponse
-	(*ErrorDetail)(nil),           // 34: rewind.v1.ErrorDetail
-	nil,                           // 35: rewind.v1.Event.MetadataEntry
-	nil,                           // 36: rewind.v1.RecordedEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*AppendStreamItem)(nil),      // 7: rewind.v1.AppendStreamItem
+	(*AppendStreamResponse)(nil),  // 8: rewind.v1.AppendStreamResponse
+	(*AppendStreamResult)(nil),    // 9: rewind.v1.AppendStreamResult
+	(*AppendError)(nil),           // 10: rewind.v1.AppendError
+	(*ReadStreamRequest)(nil),     // 11: rewind.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),    // 12: rewind.v1.ReadStreamResponse
+	(*Filter)(nil),                // 13: rewind.v1.Filter
+	(*ReadAllRequest)(nil),        // 14: rewind.v1.ReadAllRequest
+	(*ReadAllResponse)(nil),       // 15: rewind.v1.ReadAllResponse
+	(*SubscribeRequest)(nil),      // 16: rewind.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 17: rewind.v1.SubscribeResponse
+	(*GetStreamInfoRequest)(nil),  // 18: rewind.v1.GetStreamInfoRequest
+	(*StreamInfo)(nil),            // 19: rewind.v1.StreamInfo
+	(*GetStreamInfoResponse)(nil), // 20: rewind.v1.GetStreamInfoResponse
+	(*ListStreamsRequest)(nil),    // 21: rewind.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),   // 22: rewind.v1.ListStreamsResponse
+	(*DeleteStreamRequest)(nil),   // 23: rewind.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),  // 24: rewind.v1.DeleteStreamResponse
+	(*GetServerInfoRequest)(nil),  // 25: rewind.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil), // 26: rewind.v1.GetServerInfoResponse
+	(*HealthRequest)(nil),         // 27: rewind.v1.HealthRequest
+	(*HealthResponse)(nil),        // 28: rewind.v1.HealthResponse
+	(*Token)(nil),                 // 29: rewind.v1.Token
+	(*CreateTokenRequest)(nil),    // 30: rewind.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),   // 31: rewind.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),     // 32: rewind.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),    // 33: rewind.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),    // 34: rewind.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 35: rewind.v1.RevokeTokenResponse
+	(*ErrorDetail)(nil),           // 36: rewind.v1.ErrorDetail
+	nil,                           // 37: rewind.v1.Event.MetadataEntry
+	nil,                           // 38: rewind.v1.RecordedEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_rewind_v1_rewind_proto_depIdxs = []int32{
-	35, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
-	37, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	36, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
-	37, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	37, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
+	37, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
+	39, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	38, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
+	39, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	39, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: rewind.v1.AppendRequest.expected_state:type_name -> rewind.v1.ExpectedState
 	2,  // 6: rewind.v1.AppendRequest.events:type_name -> rewind.v1.Event
-	4,  // 7: rewind.v1.AppendStreamRequest.append:type_name -> rewind.v1.AppendRequest
-	5,  // 8: rewind.v1.AppendStreamResponse.ok:type_name -> rewind.v1.AppendResponse
-	8,  // 9: rewind.v1.AppendStreamResponse.error:type_name -> rewind.v1.AppendError
-	34, // 10: rewind.v1.AppendError.detail:type_name -> rewind.v1.ErrorDetail
-	3,  // 11: rewind.v1.ReadStreamResponse.events:type_name -> rewind.v1.RecordedEvent
-	37, // 12: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
-	11, // 13: rewind.v1.ReadAllRequest.filter:type_name -> rewind.v1.Filter
-	3,  // 14: rewind.v1.ReadAllResponse.events:type_name -> rewind.v1.RecordedEvent
-	37, // 15: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
-	11, // 16: rewind.v1.SubscribeRequest.filter:type_name -> rewind.v1.Filter
-	3,  // 17: rewind.v1.SubscribeResponse.events:type_name -> rewind.v1.RecordedEvent
-	17, // 18: rewind.v1.GetStreamInfoResponse.info:type_name -> rewind.v1.StreamInfo
-	17, // 19: rewind.v1.ListStreamsResponse.streams:type_name -> rewind.v1.StreamInfo
-	0,  // 20: rewind.v1.DeleteStreamRequest.expected_state:type_name -> rewind.v1.ExpectedState
-	1,  // 21: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
-	37, // 22: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	37, // 23: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	27, // 24: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
-	27, // 25: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
-	27, // 26: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
-	4,  // 27: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
-	6,  // 28: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
-	9,  // 29: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
-	12, // 30: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
-	14, // 31: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
-	16, // 32: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
-	19, // 33: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
-	21, // 34: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
-	23, // 35: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
-	25, // 36: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
-	28, // 37: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
-	30, // 38: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
-	32, // 39: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
-	5,  // 40: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
-	7,  // 41: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
-	10, // 42: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
-	13, // 43: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
-	15, // 44: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
-	18, // 45: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
-	20, // 46: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
-	22, // 47: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
-	24, // 48: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
-	26, // 49: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
-	29, // 50: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
-	31, // 51: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
-	33, // 52: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
-	40, // [40:53] is the sub-list for method output_type
-	27, // [27:40] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	7,  // 7: rewind.v1.AppendStreamRequest.appends:type_name -> rewind.v1.AppendStreamItem
+	4,  // 8: rewind.v1.AppendStreamItem.append:type_name -> rewind.v1.AppendRequest
+	9,  // 9: rewind.v1.AppendStreamResponse.results:type_name -> rewind.v1.AppendStreamResult
+	5,  // 10: rewind.v1.AppendStreamResult.ok:type_name -> rewind.v1.AppendResponse
+	10, // 11: rewind.v1.AppendStreamResult.error:type_name -> rewind.v1.AppendError
+	36, // 12: rewind.v1.AppendError.detail:type_name -> rewind.v1.ErrorDetail
+	3,  // 13: rewind.v1.ReadStreamResponse.events:type_name -> rewind.v1.RecordedEvent
+	39, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
+	13, // 15: rewind.v1.ReadAllRequest.filter:type_name -> rewind.v1.Filter
+	3,  // 16: rewind.v1.ReadAllResponse.events:type_name -> rewind.v1.RecordedEvent
+	39, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
+	13, // 18: rewind.v1.SubscribeRequest.filter:type_name -> rewind.v1.Filter
+	3,  // 19: rewind.v1.SubscribeResponse.events:type_name -> rewind.v1.RecordedEvent
+	19, // 20: rewind.v1.GetStreamInfoResponse.info:type_name -> rewind.v1.StreamInfo
+	19, // 21: rewind.v1.ListStreamsResponse.streams:type_name -> rewind.v1.StreamInfo
+	0,  // 22: rewind.v1.DeleteStreamRequest.expected_state:type_name -> rewind.v1.ExpectedState
+	1,  // 23: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
+	39, // 24: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	39, // 25: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	29, // 26: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
+	29, // 27: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
+	29, // 28: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
+	4,  // 29: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
+	6,  // 30: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
+	11, // 31: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
+	14, // 32: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
+	16, // 33: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
+	18, // 34: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
+	21, // 35: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
+	23, // 36: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
+	25, // 37: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
+	27, // 38: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
+	30, // 39: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
+	32, // 40: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
+	34, // 41: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
+	5,  // 42: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
+	8,  // 43: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
+	12, // 44: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
+	15, // 45: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
+	17, // 46: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
+	20, // 47: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
+	22, // 48: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
+	24, // 49: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
+	26, // 50: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
+	28, // 51: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
+	31, // 52: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
+	33, // 53: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
+	35, // 54: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
+	42, // [42:55] is the sub-list for method output_type
+	29, // [29:42] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_rewind_v1_rewind_proto_init() }
@@ -2668,11 +2766,11 @@ func file_rewind_v1_rewind_proto_init() {
 		(*AppendRequest_ExpectedState)(nil),
 		(*AppendRequest_ExpectedVersion)(nil),
 	}
-	file_rewind_v1_rewind_proto_msgTypes[5].OneofWrappers = []any{
-		(*AppendStreamResponse_Ok)(nil),
-		(*AppendStreamResponse_Error)(nil),
+	file_rewind_v1_rewind_proto_msgTypes[7].OneofWrappers = []any{
+		(*AppendStreamResult_Ok)(nil),
+		(*AppendStreamResult_Error)(nil),
 	}
-	file_rewind_v1_rewind_proto_msgTypes[19].OneofWrappers = []any{
+	file_rewind_v1_rewind_proto_msgTypes[21].OneofWrappers = []any{
 		(*DeleteStreamRequest_ExpectedState)(nil),
 		(*DeleteStreamRequest_ExpectedVersion)(nil),
 	}
@@ -2682,7 +2780,7 @@ func file_rewind_v1_rewind_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewind_v1_rewind_proto_rawDesc), len(file_rewind_v1_rewind_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

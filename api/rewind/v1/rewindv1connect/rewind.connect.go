@@ -90,9 +90,11 @@ type EventStoreServiceClient interface {
 	// AppendStream carries many independent appends on one stream, each with
 	// its own id, answered as each one is acknowledged (in any order). It is
 	// the cheap path for many small durable appends from one client: no
-	// HTTP/2 stream set-up per append. Each append has Append's semantics;
-	// an append's failure is reported in its answer and does not end the
-	// stream. Needs HTTP/2 (gRPC, or Connect over h2c/TLS).
+	// HTTP/2 stream set-up per append, and a message carries every append
+	// (or answer) that was ready to go, so one write and one read carry many.
+	// Each append has Append's semantics; an append's failure is reported in
+	// its answer and does not end the stream. Needs HTTP/2 (gRPC, or Connect
+	// over h2c/TLS).
 	AppendStream(context.Context) *connect.BidiStreamForClient[v1.AppendStreamRequest, v1.AppendStreamResponse]
 	// ReadStream reads one page of a stream forward or backward.
 	ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest]) (*connect.Response[v1.ReadStreamResponse], error)
@@ -267,9 +269,11 @@ type EventStoreServiceHandler interface {
 	// AppendStream carries many independent appends on one stream, each with
 	// its own id, answered as each one is acknowledged (in any order). It is
 	// the cheap path for many small durable appends from one client: no
-	// HTTP/2 stream set-up per append. Each append has Append's semantics;
-	// an append's failure is reported in its answer and does not end the
-	// stream. Needs HTTP/2 (gRPC, or Connect over h2c/TLS).
+	// HTTP/2 stream set-up per append, and a message carries every append
+	// (or answer) that was ready to go, so one write and one read carry many.
+	// Each append has Append's semantics; an append's failure is reported in
+	// its answer and does not end the stream. Needs HTTP/2 (gRPC, or Connect
+	// over h2c/TLS).
 	AppendStream(context.Context, *connect.BidiStream[v1.AppendStreamRequest, v1.AppendStreamResponse]) error
 	// ReadStream reads one page of a stream forward or backward.
 	ReadStream(context.Context, *connect.Request[v1.ReadStreamRequest]) (*connect.Response[v1.ReadStreamResponse], error)
