@@ -58,9 +58,9 @@ type Log struct {
 	retain   chan struct{}
 
 	meanGroupBytes float64 // flusher only // a segment was sealed: apply retention
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	recovery []Cut
+	stop           chan struct{}
+	wg             sync.WaitGroup
+	recovery       []Cut
 }
 
 // group is what one flush writes: the records of every append made while
