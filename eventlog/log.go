@@ -55,12 +55,12 @@ type Log struct {
 
 	kick     chan struct{}
 	zeroKick chan *segment // nil unless Sync and preallocating
-	retain   chan struct{}
+	retain   chan struct{} // a segment was sealed: apply retention
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	recovery []Cut
 
-	meanGroupBytes float64 // flusher only // a segment was sealed: apply retention
-	stop           chan struct{}
-	wg             sync.WaitGroup
-	recovery       []Cut
+	meanGroupBytes float64 // flusher only
 }
 
 // group is what one flush writes: the records of every append made while
