@@ -107,11 +107,20 @@ var errEnvelope = errors.New("malformed event envelope")
 // interner turns byte strings that repeat, such as stream names and event
 // types, into strings without allocating each time. Consecutive events
 // often share their stream and type, so the last string of each kind is
-// checked before the map.
+// checked before the map. When the map mostly misses (a replay over more
+// streams than it holds), it steps aside for a while and strings are
+// simply allocated: a miss then costs one allocation, not a lookup too.
 type interner struct {
-	m    map[string]string
-	last [2]string
+	m             map[string]string
+	last          [2]string
+	hits, lookups int
+	bypass        int
 }
+
+const (
+	internMax    = 1 << 16 // strings kept
+	internWindow = 4096    // lookups between two looks at the hit rate
+)
 
 func newInterner() *interner { return &interner{m: make(map[string]string)} }
 
@@ -119,13 +128,26 @@ func (in *interner) get(b []byte, kind int) string {
 	if last := in.last[kind]; last == string(b) { // no allocation for the comparison
 		return last
 	}
+	if in.bypass > 0 {
+		in.bypass--
+		s := string(b)
+		in.last[kind] = s
+		return s
+	}
 	s, ok := in.m[string(b)] // nor for the lookup
-	if !ok {
-		if len(in.m) >= 1<<16 {
-			clear(in.m)
-		}
+	if ok {
+		in.hits++
+	} else {
 		s = string(b)
-		in.m[s] = s
+		if len(in.m) < internMax {
+			in.m[s] = s
+		}
+	}
+	if in.lookups++; in.lookups == internWindow {
+		if in.hits < internWindow/4 && len(in.m) == internMax {
+			in.bypass = internMax
+		}
+		in.hits, in.lookups = 0, 0
 	}
 	in.last[kind] = s
 	return s
@@ -146,17 +168,21 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	if payload[1]&flagOccurredAt != 0 {
 		ev.OccurredAt = time.Unix(0, int64(binary.LittleEndian.Uint64(payload[occurredOffset:]))).UTC()
 	}
-	d := decoder{b: payload[envelopeFixed:]}
-	sv := d.uvarint()
+	sv, stream, typ, ct, n, rest, ok := shortHeader(payload[envelopeFixed:])
+	d := decoder{b: rest}
+	if !ok { // some field needs a longer varint
+		d.b = payload[envelopeFixed:]
+		sv = d.uvarint()
+		stream, typ, ct = d.bytes(), d.bytes(), d.bytes()
+		n = d.uvarint()
+		if d.err != nil || n > uint64(len(d.b)) {
+			return fmt.Errorf("%w: header fields", errEnvelope)
+		}
+	}
 	if sv > 1<<32-1 {
 		return fmt.Errorf("%w: schema version %d", errEnvelope, sv)
 	}
 	ev.SchemaVersion = uint32(sv)
-	stream, typ, ct := d.bytes(), d.bytes(), d.bytes()
-	n := d.uvarint()
-	if d.err != nil || n > uint64(len(d.b)) {
-		return fmt.Errorf("%w: header fields", errEnvelope)
-	}
 	if in != nil {
 		ev.Stream, ev.Type = in.get(stream, 0), in.get(typ, 1)
 	} else {
@@ -188,6 +214,37 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	return nil
 }
 
+// shortHeader parses the variable header fields when each of their
+// varints is one byte long (names under 128 bytes, fewer than 128
+// metadata entries), the usual case, without a call per field. ok is
+// false otherwise, or when the bytes run out.
+func shortHeader(b []byte) (sv uint64, stream, typ, ct []byte, n uint64, rest []byte, ok bool) {
+	if len(b) < 5 || b[0] >= 0x80 {
+		return
+	}
+	sv, p := uint64(b[0]), 1
+	var f [3][]byte
+	for i := range f {
+		if p >= len(b) || b[p] >= 0x80 {
+			return
+		}
+		l := int(b[p])
+		if p+1+l > len(b) {
+			return
+		}
+		f[i] = b[p+1 : p+1+l : p+1+l]
+		p += 1 + l
+	}
+	if p >= len(b) || b[p] >= 0x80 {
+		return
+	}
+	n, rest = uint64(b[p]), b[p+1:]
+	if n > uint64(len(rest)) {
+		return
+	}
+	return sv, f[0], f[1], f[2], n, rest, true
+}
+
 func firstByte(b []byte) int {
 	if len(b) == 0 {
 		return -1
@@ -200,12 +257,18 @@ type decoder struct {
 	err error
 }
 
+// uvarint reads one uvarint. The one-byte case, by far the usual one, is
+// small enough to be inlined.
 func (d *decoder) uvarint() uint64 {
-	if len(d.b) > 0 && d.b[0] < 0x80 { // one byte: the usual case
+	if len(d.b) > 0 && d.b[0] < 0x80 {
 		v := uint64(d.b[0])
 		d.b = d.b[1:]
 		return v
 	}
+	return d.uvarintSlow()
+}
+
+func (d *decoder) uvarintSlow() uint64 {
 	if d.err != nil {
 		return 0
 	}

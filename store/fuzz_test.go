@@ -109,7 +109,7 @@ func FuzzSnapshot(f *testing.F) {
 		if pos != 0 {
 			t.Fatalf("snapshot at position %d accepted for an empty log", pos)
 		}
-		for slot := range x.streams {
+		for slot := range x.streams.len() {
 			name := x.name(uint32(slot))
 			st, got, ok := x.lookup(name)
 			if !ok || x.name(got) != name {
@@ -244,7 +244,7 @@ func writeFuzzSeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if x, _, _, err := loadSnapshot(filepath.Join(b.dir, "check.snapshot"), l); err != nil || x == nil || len(x.streams) != 3 {
+	if x, _, _, err := loadSnapshot(filepath.Join(b.dir, "check.snapshot"), l); err != nil || x == nil || x.streams.len() != 3 {
 		t.Fatalf("the harness does not load a real snapshot: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"hash/maphash"
+	"slices"
 	"unsafe"
 )
 
@@ -20,7 +21,7 @@ import (
 // 20-byte name). The index is guarded by Store.mu.
 type index struct {
 	names   arena
-	streams []streamState
+	streams streamTable
 	table   table
 	chain   chain
 	anchors map[uint32][]uint64 // slot -> positions of versions anchorEvery, 2*anchorEvery, …
@@ -46,9 +47,42 @@ func newIndex() *index {
 	return x
 }
 
+// streamTable holds the streams by slot in chunks of 64Ki, so that it
+// grows without copying (and without a transient second copy of itself).
+type streamTable struct {
+	chunks [][]streamState
+	n      int
+}
+
+const streamChunk = 1 << 16
+
+func (t *streamTable) len() int { return t.n }
+
+func (t *streamTable) at(slot uint32) *streamState {
+	return &t.chunks[slot/streamChunk][slot%streamChunk]
+}
+
+func (t *streamTable) add(st streamState) {
+	if t.n%streamChunk == 0 {
+		t.chunks = append(t.chunks, make([]streamState, 0, streamChunk))
+	}
+	c := &t.chunks[len(t.chunks)-1]
+	*c = append(*c, st)
+	t.n++
+}
+
+// clone copies the table (every stream may still change).
+func (t *streamTable) clone() streamTable {
+	c := streamTable{chunks: make([][]streamState, len(t.chunks)), n: t.n}
+	for i, ch := range t.chunks {
+		c.chunks[i] = slices.Clone(ch)
+	}
+	return c
+}
+
 // name returns the name of the stream in slot, without allocating.
 func (x *index) name(slot uint32) string {
-	st := &x.streams[slot]
+	st := x.streams.at(slot)
 	return x.names.get(st.nameOff, st.nameLen)
 }
 
@@ -57,7 +91,7 @@ func (x *index) lookup(name string) (*streamState, uint32, bool) {
 	if !ok {
 		return nil, 0, false
 	}
-	return &x.streams[slot], slot, true
+	return x.streams.at(slot), slot, true
 }
 
 // slotFor returns the slot of name, creating the stream if needed.
@@ -65,16 +99,16 @@ func (x *index) slotFor(name string) uint32 {
 	if slot, ok := x.table.find(name, x); ok {
 		return slot
 	}
-	slot := uint32(len(x.streams))
+	slot := uint32(x.streams.len())
 	off := x.names.add(name)
-	x.streams = append(x.streams, streamState{nameOff: off, nameLen: uint16(len(name))})
+	x.streams.add(streamState{nameOff: off, nameLen: uint16(len(name))})
 	x.table.add(slot, x)
 	return slot
 }
 
 // addEvent records that the event at pos is the next version of the stream in slot.
 func (x *index) addEvent(slot uint32, pos uint64) {
-	st := &x.streams[slot]
+	st := x.streams.at(slot)
 	st.version++
 	x.chain.set(pos, st.last)
 	st.last = pos
@@ -157,7 +191,7 @@ func (t *table) find(name string, x *index) (uint32, bool) {
 // add enters the stream just appended to x.streams.
 func (t *table) add(slot uint32, x *index) {
 	if 4*(t.n+1) > 3*len(t.entries) { // keep the load under 3/4
-		t.rebuild(x, 2*len(x.streams)) // includes slot
+		t.rebuild(x, x.streams.len()) // includes slot; sized for twice as many
 		return
 	}
 	t.put(maphash.String(t.seed, x.name(slot)), slot)
@@ -177,7 +211,7 @@ func (t *table) put(h uint64, slot uint32) {
 // rebuild refills the table from the streams, sized for capacity streams.
 func (t *table) rebuild(x *index, capacity int) {
 	t.init(capacity)
-	for slot := range x.streams {
+	for slot := range x.streams.len() {
 		t.put(maphash.String(t.seed, x.name(uint32(slot))), uint32(slot))
 	}
 }
@@ -185,7 +219,7 @@ func (t *table) rebuild(x *index, capacity int) {
 // skipVersions moves a stream whose first versions are not in the log
 // (retention removed them) to version v. Their anchors are kept as 0: gone.
 func (x *index) skipVersions(slot uint32, v uint64) {
-	st := &x.streams[slot]
+	st := x.streams.at(slot)
 	for a := (st.version/anchorEvery + 1) * anchorEvery; a <= v; a += anchorEvery {
 		x.anchors[slot] = append(x.anchors[slot], 0)
 	}

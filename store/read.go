@@ -316,8 +316,8 @@ func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions)
 		opts.Limit = 1000
 	}
 	s.mu.RLock()
-	names := make([]string, 0, min(len(s.idx.streams), 4*opts.Limit))
-	for i := range s.idx.streams {
+	names := make([]string, 0, min(s.idx.streams.len(), 4*opts.Limit))
+	for i := range s.idx.streams.len() {
 		name := s.idx.name(uint32(i))
 		if strings.HasPrefix(name, opts.Prefix) && name > opts.After {
 			names = append(names, name)
@@ -365,7 +365,7 @@ func (s *Store) Info() Info {
 	return Info{
 		Dir: s.dir, Durability: s.log.Durability().String(),
 		FirstPosition: rewind.Position(s.log.First()), LastPosition: rewind.Position(s.log.Last()),
-		Streams: len(s.idx.streams), Segments: st.Segments, Bytes: st.Bytes, DedupIDs: s.dedup.size(),
+		Streams: s.idx.streams.len(), Segments: st.Segments, Bytes: st.Bytes, DedupIDs: s.dedup.size(),
 	}
 }
 

@@ -250,7 +250,8 @@ func TestSnapshotAnchorsChecked(t *testing.T) {
 		}
 	}
 	// An index with an anchor missing is refused.
-	x := &index{streams: []streamState{{nameLen: 4, version: 2 * anchorEvery, last: 5}}, anchors: map[uint32][]uint64{0: {3}}}
+	x := &index{anchors: map[uint32][]uint64{0: {3}}}
+	x.streams.add(streamState{nameLen: 4, version: 2 * anchorEvery, last: 5})
 	x.names.add("long")
 	if err := x.check(); err == nil {
 		t.Fatal("a stream at version 2048 with one anchor passed the check")

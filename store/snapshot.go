@@ -107,7 +107,7 @@ func (s *Store) rebuild() error {
 		}
 	}
 	s.cfg.Logger.Debug("store: index loaded", "snapshot_position", snapPos, "replayed", replayed,
-		"streams", len(s.idx.streams), "took", time.Since(start))
+		"streams", s.idx.streams.len(), "took", time.Since(start))
 	s.snapshotPos, s.filePos, s.replayed = snapPos, snapPos, replayed
 	s.durableSnapshotPos.Store(snapPos)
 	if replayed > snapshotAfterReplay {
@@ -123,7 +123,7 @@ func (s *Store) applyRecord(rec eventlog.Record, partial bool) error {
 		return &rewind.CorruptionError{Position: rewind.Position(rec.Position), Reason: err.Error()}
 	}
 	slot := s.idx.slotFor(string(stream))
-	st := &s.idx.streams[slot]
+	st := s.idx.streams.at(slot)
 	if partial && st.last < s.log.First() {
 		// The stream's earlier records are gone: an event follows the
 		// version before it, a delete records the stream's version itself.
@@ -193,7 +193,7 @@ func (s *Store) saveSnapshot() error {
 type snapshotView struct {
 	pos     uint64
 	id      uuid.UUID
-	streams []streamState
+	streams streamTable
 	arena   [][]byte
 	anchors map[uint32][]uint64
 	chain   chain
@@ -221,7 +221,7 @@ func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
 	x := s.idx
 	v := &snapshotView{
 		pos: pos, id: envelopeID(rec.Payload),
-		streams: slices.Clone(x.streams),
+		streams: x.streams.clone(),
 		arena:   slices.Clone(x.names.chunks), // lengths fixed now; the bytes never change
 		anchors: maps.Clone(x.anchors),        // slices fixed now; later appends do not touch them
 		chain:   chain{firstChunk: x.chain.firstChunk, chunks: slices.Clone(x.chain.chunks), far: maps.Clone(x.chain.far)},
@@ -315,9 +315,9 @@ func writeSnapshot(w *bufio.Writer, v *snapshotView) {
 	sw.u32(flags)
 	sw.u64(v.pos)
 	w.Write(v.id[:])
-	sw.u64(uint64(len(v.streams)))
-	for i := range v.streams {
-		st := &v.streams[i]
+	sw.u64(uint64(v.streams.len()))
+	for i := range v.streams.len() {
+		st := v.streams.at(uint32(i))
 		sw.u32(st.nameOff)
 		sw.u32(uint32(st.nameLen))
 		sw.u64(st.version)
@@ -474,7 +474,7 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 	if err := x.check(); err != nil {
 		return nil, nil, 0, fmt.Errorf("damaged snapshot: %w", err)
 	}
-	x.table.rebuild(x, len(x.streams))
+	x.table.rebuild(x, x.streams.len())
 	x.chain.dropBefore(l.First())
 	return x, d, pos, nil
 }
@@ -482,14 +482,14 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 func readSnapshot(sr *snapReader, withDedup bool) (*index, *dedup) {
 	x := &index{anchors: make(map[uint32][]uint64)}
 	buf := make([]byte, 1<<16)
-	x.streams = make([]streamState, sr.count(32))
-	for i := range x.streams {
+	n := sr.count(32)
+	for range n {
 		var b [32]byte
 		sr.read(b[:])
-		x.streams[i] = streamState{
+		x.streams.add(streamState{
 			nameOff: binary.LittleEndian.Uint32(b[0:]), nameLen: uint16(binary.LittleEndian.Uint32(b[4:])),
 			version: binary.LittleEndian.Uint64(b[8:]), last: binary.LittleEndian.Uint64(b[16:]), deleted: binary.LittleEndian.Uint64(b[24:]),
-		}
+		})
 	}
 	x.names.chunks = make([][]byte, sr.count(8))
 	for i := range x.names.chunks {
@@ -564,8 +564,8 @@ func readSnapshot(sr *snapReader, withDedup bool) (*index, *dedup) {
 // check validates what a loaded snapshot refers to, so that a damaged
 // snapshot is rejected rather than trusted.
 func (x *index) check() error {
-	for slot := range x.streams {
-		st := &x.streams[slot]
+	for slot := range x.streams.len() {
+		st := x.streams.at(uint32(slot))
 		c := int(st.nameOff >> arenaChunkBits)
 		if c >= len(x.names.chunks) || int(st.nameOff&(arenaChunk-1))+int(st.nameLen) > len(x.names.chunks[c]) || st.nameLen == 0 {
 			return fmt.Errorf("stream %d: name outside the arena", slot)
@@ -579,7 +579,7 @@ func (x *index) check() error {
 		}
 	}
 	for slot := range x.anchors {
-		if int(slot) >= len(x.streams) {
+		if int(slot) >= x.streams.len() {
 			return fmt.Errorf("anchors of stream %d do not match it", slot)
 		}
 	}
