@@ -350,3 +350,39 @@ func TestOnFlushReportsEachGroupCommit(t *testing.T) {
 		t.Fatalf("flushes %+v: want 2 records and at least 3 bytes in total", infos)
 	}
 }
+
+// NextBatch returns the same records as Next, across segment boundaries,
+// up to what is visible, and io.EOF only when nothing is.
+func TestNextBatchMatchesNext(t *testing.T) {
+	t.Parallel()
+	l := openLog(t, t.TempDir(), Config{SegmentSize: 64 << 10, IndexInterval: 256})
+	defer l.Close()
+	appendN(t, l, 2500, 7, 90)
+	r := l.NewReader(3)
+	defer r.Close()
+	recs := make([]Record, 0, 100)
+	var got []Record
+	for {
+		var err error
+		recs, err = r.NextBatch(recs)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 || len(recs) > 100 {
+			t.Fatalf("batch of %d records", len(recs))
+		}
+		for _, rec := range recs {
+			rec.Payload = append([]byte(nil), rec.Payload...)
+			got = append(got, rec)
+		}
+	}
+	checkRecords(t, got, 3, 2500, 90)
+	appendN(t, l, 10, 3, 90)
+	recs, err := r.NextBatch(recs)
+	if err != nil || len(recs) == 0 || recs[0].Position != 2501 {
+		t.Fatalf("after more appends: %d records, %v", len(recs), err)
+	}
+}

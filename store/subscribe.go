@@ -23,6 +23,8 @@ type Subscription struct {
 	r      *eventlog.Reader
 	filter rewind.Filter
 	in     *interner
+	recs   []eventlog.Record // read ahead by NextBatch; recs[next:] not yet returned
+	next   int
 	ev     rewind.RecordedEvent
 	pos    rewind.Position // last position delivered or skipped
 	once   sync.Once
@@ -42,7 +44,8 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*S
 	if err != nil {
 		return nil, err
 	}
-	return &Subscription{s: s, r: s.log.NewReader(uint64(from)), filter: opts.Filter, in: newInterner(), pos: from - 1}, nil
+	return &Subscription{s: s, r: s.log.NewReader(uint64(from)), filter: opts.Filter, in: newInterner(),
+		recs: make([]eventlog.Record, 0, 64), pos: from - 1}, nil
 }
 
 // Position returns the last position the subscription delivered or
@@ -75,14 +78,20 @@ func (sub *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error
 // TryNext returns the next event if one is visible now, or nil.
 func (sub *Subscription) TryNext() (*rewind.RecordedEvent, error) {
 	for {
-		rec, err := sub.r.Next()
-		if err == io.EOF {
-			return nil, nil
+		if sub.next == len(sub.recs) {
+			var err error
+			sub.recs, err = sub.r.NextBatch(sub.recs[:0])
+			sub.next = 0
+			if err == io.EOF {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
 		}
-		if err == nil {
-			err = decodeRecord(rec, &sub.ev, sub.in)
-		}
-		if err != nil {
+		rec := sub.recs[sub.next]
+		sub.next++
+		if err := decodeRecord(rec, &sub.ev, sub.in); err != nil {
 			return nil, err
 		}
 		sub.pos = sub.ev.Position
