@@ -250,38 +250,45 @@ func (a *app) printResult(res *backfill.Result, jsonOut bool) error {
 }
 
 func (a *app) backfillResumeCmd() *cobra.Command {
-	var pg pgFlags
-	var ja jobArgs
-	var allowChanged, jsonOut bool
-	cmd := &cobra.Command{
+	return a.onRunCmd(&cobra.Command{
 		Use:   "resume RUN [JOB.yaml]",
 		Short: "Continue an interrupted or failed run from its last committed chunk",
 		Long: `Continue RUN (an id or a unique prefix of one) from its last committed chunk. The job
 comes from the run's record unless a job file is given (needed when the job has secret
 parameters). Resuming refuses when the job hash or this binary differ from the run's,
 unless --allow-changed-job is given; the change is recorded.`,
-		Args: cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var f *jobfile.File
-			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
-				job, err := a.runJob(ctx, r, args, &ja, &f)
-				if err != nil {
-					return nil, err
-				}
-				return r.Resume(ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
-			})
+	}, "resume even if the job or the binary changed (recorded)", (*backfill.Runner).Resume)
+}
+
+// onRunCmd completes a command that works on a recorded run (resume,
+// retry-failed): it rebuilds or reads the job, calls the runner and prints
+// the result.
+func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
+	call func(r *backfill.Runner, ctx context.Context, run string, job *backfill.Job, opts backfill.ApplyOptions) (*backfill.Result, error)) *cobra.Command {
+	var pg pgFlags
+	var ja jobArgs
+	var allowChanged, jsonOut bool
+	cmd.Args = cobra.RangeArgs(1, 2)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var f *jobfile.File
+		res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+			job, err := a.runJob(ctx, r, args, &ja, &f)
 			if err != nil {
-				if f != nil {
-					return f.Annotate(err)
-				}
-				return err
+				return nil, err
 			}
-			return a.printResult(res, jsonOut)
-		},
+			return call(r, ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
+		})
+		if err != nil {
+			if f != nil {
+				return f.Annotate(err)
+			}
+			return err
+		}
+		return a.printResult(res, jsonOut)
 	}
 	pg.add(cmd)
 	ja.add(cmd)
-	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "resume even if the job or the binary changed (recorded)")
+	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, allowHelp)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -305,38 +312,12 @@ func (a *app) runJob(ctx context.Context, r *backfill.Runner, args []string, ja 
 }
 
 func (a *app) backfillRetryFailedCmd() *cobra.Command {
-	var pg pgFlags
-	var ja jobArgs
-	var allowChanged, jsonOut bool
-	cmd := &cobra.Command{
+	return a.onRunCmd(&cobra.Command{
 		Use:   "retry-failed RUN [JOB.yaml]",
 		Short: "Process only the keys a run quarantined (skip policy)",
 		Long: `Apply the job to each key RUN quarantined, one transaction per key. A key that now
 succeeds is marked resolved; one that fails again stays in the quarantine with its new error.`,
-		Args: cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var f *jobfile.File
-			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
-				job, err := a.runJob(ctx, r, args, &ja, &f)
-				if err != nil {
-					return nil, err
-				}
-				return r.RetryFailed(ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
-			})
-			if err != nil {
-				if f != nil {
-					return f.Annotate(err)
-				}
-				return err
-			}
-			return a.printResult(res, jsonOut)
-		},
-	}
-	pg.add(cmd)
-	ja.add(cmd)
-	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "retry even if the job or the binary changed (recorded)")
-	a.jsonFlag(cmd, &jsonOut)
-	return cmd
+	}, "retry even if the job or the binary changed (recorded)", (*backfill.Runner).RetryFailed)
 }
 
 func (a *app) backfillCancelCmd() *cobra.Command {
