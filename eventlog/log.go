@@ -375,19 +375,16 @@ func (l *Log) flushPending() {
 		l.mu.Unlock()
 
 		err := l.write(g)
-		if err != nil {
+		if err == nil {
+			// An fsync that failed elsewhere meanwhile (the interval syncer,
+			// Sync) taints this group too: after a failed fsync the kernel
+			// may have dropped dirty pages that a later fsync does not redo.
 			l.mu.Lock()
-			l.failed = err
-			failed := l.pending
-			l.pending = newGroup(nil)
+			err = l.failed
 			l.mu.Unlock()
-			l.cfg.Logger.Error("eventlog: write failed; the log refuses further appends", "err", err)
-			g.err = fmt.Errorf("%w: write failed: %v", rewind.ErrClosed, err)
-			close(g.done)
-			if len(failed.spans) > 0 {
-				failed.err = g.err
-				close(failed.done)
-			}
+		}
+		if err != nil {
+			l.fail(err, g)
 			return
 		}
 		l.counters.flushes.Add(1)
@@ -538,6 +535,9 @@ func (l *Log) seal(s *segment, entries []pendingIndex) error {
 	if err := s.idx.Sync(); err != nil {
 		return fmt.Errorf("fsync index of %s: %w", s.name(), err)
 	}
+	l.mu.Lock()
+	s.durable = true
+	l.mu.Unlock()
 	return nil
 }
 
@@ -567,20 +567,43 @@ func (l *Log) syncActive() error {
 	}
 	defer s.release()
 	if err := l.fdatasync(s); err != nil {
-		l.mu.Lock()
-		if l.failed == nil {
-			l.failed = err
-		}
-		l.mu.Unlock()
+		l.fail(err, nil)
 		return err
 	}
 	return nil
 }
 
-// Sync fsyncs everything written so far, whatever the durability mode.
+// fail makes the log refuse appends for good after a failed write or
+// fsync, and fails every append waiting: inflight (the group the flusher
+// was writing, if any) and the pending group.
+func (l *Log) fail(err error, inflight *group) {
+	l.mu.Lock()
+	if l.failed == nil {
+		l.failed = err
+		l.cfg.Logger.Error("eventlog: a write or fsync failed; the log refuses further appends until reopened", "err", err)
+	}
+	pending := l.pending
+	l.pending = newGroup(nil)
+	l.mu.Unlock()
+	gerr := fmt.Errorf("%w: write failed: %v", rewind.ErrClosed, err)
+	for _, g := range []*group{inflight, pending} {
+		if g != nil && len(g.spans) > 0 {
+			g.err = gerr
+			close(g.done)
+		}
+	}
+}
+
+// Sync fsyncs everything written so far, whatever the durability mode. It
+// fails if the log has failed.
 func (l *Log) Sync() error {
 	l.waitFlushed()
-	return l.syncActive()
+	if err := l.syncActive(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // waitFlushed waits until every append made before the call is written.

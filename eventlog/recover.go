@@ -141,7 +141,7 @@ func (l *Log) loadSealed(s *segment, sc *scanner) error {
 	if err != nil {
 		return err
 	}
-	s.size, s.sealed = st.Size(), true
+	s.size, s.sealed, s.durable = st.Size(), true, true
 	idxPath := strings.TrimSuffix(s.path, segmentExt) + indexExt
 	raw, err := os.ReadFile(idxPath)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

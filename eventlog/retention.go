@@ -29,7 +29,9 @@ func (l *Log) retentionCandidates(now int64, limit uint64) []*segment {
 		s := l.segs[len(drop)]
 		tooOld := l.cfg.MaxAge > 0 && s.lastTs < now-int64(l.cfg.MaxAge)
 		tooBig := l.cfg.MaxBytes > 0 && total > l.cfg.MaxBytes
-		if !s.sealed || !tooOld && !tooBig || s.last > limit {
+		// A segment is only removed once the flusher has sealed it on
+		// disk: until then it is still being written.
+		if !s.durable || !tooOld && !tooBig || s.last > limit {
 			break
 		}
 		drop = append(drop, s)
@@ -79,6 +81,11 @@ func (l *Log) ApplyRetention() ([]Removed, error) {
 				errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
 			}
 		}
+		// Oldest first, each made durable before the next: a crash can
+		// never leave a newer segment removed and an older one back.
+		if err := syncDir(l.dir); err != nil {
+			errs = append(errs, err)
+		}
 		r := Removed{Segment: s.name(), FirstPosition: s.base, LastPosition: s.last, Bytes: s.size,
 			NewestRecordAt: time.Unix(0, s.lastTs).UTC()}
 		removed = append(removed, r)
@@ -86,9 +93,6 @@ func (l *Log) ApplyRetention() ([]Removed, error) {
 			"first_position", r.FirstPosition, "last_position", r.LastPosition, "bytes", r.Bytes,
 			"first_available_position", l.First())
 		s.release()
-	}
-	if err := syncDir(l.dir); err != nil {
-		errs = append(errs, err)
 	}
 	return removed, errors.Join(errs...)
 }

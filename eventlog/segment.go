@@ -152,7 +152,8 @@ type segment struct {
 	firstTs int64
 	lastTs  int64
 	index   []indexEntry
-	sealed  bool
+	sealed  bool // rolled over: no more appends (set when the roll is decided)
+	durable bool // sealed on disk too: trimmed, fsynced, index complete (set by seal)
 
 	zero zeroState // zero-filling ahead of the flusher's writes
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -52,6 +53,7 @@ type view struct {
 	slot    uint32
 	version uint64 // last visible version
 	last    uint64 // its position
+	deleted uint64 // version of the last visible delete
 }
 
 // viewLocked returns the visible state of stream. Called with s.mu held.
@@ -61,10 +63,16 @@ func (s *Store) viewLocked(stream string) (view, bool) {
 		return view{}, false
 	}
 	limit := s.log.Last()
-	v := view{st: st, slot: slot, version: st.version, last: st.last}
+	v := view{st: st, slot: slot, version: st.version, last: st.last, deleted: st.deleted}
 	for v.last > limit && v.version > 0 {
 		v.last = s.idx.chain.prev(v.last)
 		v.version--
+	}
+	for _, d := range s.pendingDeletes[slot] { // deletes not acknowledged yet do not show
+		if d.pos > limit {
+			v.deleted = d.prev
+			break
+		}
 	}
 	return v, true
 }
@@ -74,10 +82,10 @@ func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	v, ok := s.viewLocked(stream)
-	if !ok || v.version <= v.st.deleted {
+	if !ok || v.version <= v.deleted {
 		return nil, notFound(stream, v.st)
 	}
-	lowest := v.st.deleted + 1
+	lowest := v.deleted + 1
 	var lo, hi uint64
 	if opts.Backward {
 		hi = v.version
@@ -132,6 +140,9 @@ func (s *Store) readPositions(ctx context.Context, positions []uint64, fn func(*
 		rec, err := r.Next()
 		if err == io.EOF {
 			return fmt.Errorf("event %d is not readable yet", pos)
+		}
+		if errors.Is(err, rewind.ErrTruncated) {
+			continue // retention removed it since the positions were collected
 		}
 		if err != nil {
 			return err
@@ -280,12 +291,12 @@ func (s *Store) StreamInfo(ctx context.Context, stream string) (rewind.StreamInf
 }
 
 func (s *Store) infoLocked(v view) rewind.StreamInfo {
-	info := rewind.StreamInfo{Stream: s.idx.name(v.slot), Version: v.version, Deleted: v.version <= v.st.deleted}
+	info := rewind.StreamInfo{Stream: s.idx.name(v.slot), Version: v.version, Deleted: v.version <= v.deleted}
 	if info.Deleted {
 		return info
 	}
 	first := s.log.First()
-	lo := v.st.deleted + 1
+	lo := v.deleted + 1
 	pos := s.idx.positionOf(v.slot, v.st, lo, first)
 	if pos == 0 { // retention removed the first versions: find the first left
 		n := sortSearch(v.version-lo+1, func(i uint64) bool { return s.idx.positionOf(v.slot, v.st, lo+i, first) != 0 })

@@ -43,7 +43,13 @@ type Store struct {
 	filePos      uint64
 	snapshotKick chan struct{}
 	wg           sync.WaitGroup
-	replayed     int // events replayed into the index at open, after the snapshot
+	// pendingDeletes holds, per stream slot, the deletes whose records are
+	// not visible yet, oldest first, with the deleted version before each:
+	// readers must not see a delete that a crash could still take back.
+	pendingDeletes map[uint32][]pendingDelete
+
+	replayed int  // events replayed into the index at open, after the snapshot
+	closing  bool // Close has begun: no more appends
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -178,11 +184,14 @@ func (s *Store) Close() error {
 		close(s.closed)
 		s.wg.Wait()
 		s.mu.Lock()
-		defer s.mu.Unlock()
+		s.closing = true // appends from now on fail
 		errs := []error{s.log.Sync()}
 		if errs[0] == nil {
 			errs = append(errs, s.saveSnapshot())
 		}
+		// Not under s.mu: the log's retention goroutine, which Log.Close
+		// waits for, may be waiting for s.mu in retentionLimit.
+		s.mu.Unlock()
 		errs = append(errs, s.log.Close())
 		err = errors.Join(errs...)
 	})
@@ -468,6 +477,10 @@ func (s *Store) waitVisible(ctx context.Context, pos uint64) error {
 // appendLocked checks the expected version, orders the batch in the log
 // and updates the index, then releases s.mu and waits for durability.
 func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, expected rewind.ExpectedVersion) (rewind.AppendResult, error) {
+	if s.closing {
+		s.mu.Unlock()
+		return rewind.AppendResult{}, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+	}
 	st, _, ok := s.idx.lookup(stream)
 	var version uint64
 	exists := false
@@ -570,7 +583,11 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 	}
 	payload := encodeEnvelope(nil, stream, id, true, &rewind.Event{Type: rewind.TypeStreamDeleted, SchemaVersion: 1})
 	s.mu.Lock()
-	st, _, ok := s.idx.lookup(stream)
+	if s.closing {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+	}
+	st, slot, ok := s.idx.lookup(stream)
 	if !ok || !st.exists() {
 		s.mu.Unlock()
 		return 0, notFound(stream, st)
@@ -585,12 +602,39 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 		s.mu.Unlock()
 		return 0, err
 	}
+	s.prunePendingDeletes()
+	s.pendingDeletes[slot] = append(s.pendingDeletes[slot], pendingDelete{pos: a.First, prev: st.deleted})
 	st.deleted = st.version
 	s.mu.Unlock()
 	if err := a.Wait(ctx); err != nil {
 		return 0, err
 	}
 	return rewind.Position(a.First), nil
+}
+
+type pendingDelete struct {
+	pos  uint64 // position of the delete record
+	prev uint64 // the stream's deleted version before it
+}
+
+// prunePendingDeletes forgets the deletes that became visible. Called with
+// s.mu held for writing.
+func (s *Store) prunePendingDeletes() {
+	if s.pendingDeletes == nil {
+		s.pendingDeletes = make(map[uint32][]pendingDelete)
+		return
+	}
+	last := s.log.Last()
+	for slot, ds := range s.pendingDeletes {
+		for len(ds) > 0 && ds[0].pos <= last {
+			ds = ds[1:]
+		}
+		if len(ds) == 0 {
+			delete(s.pendingDeletes, slot)
+		} else {
+			s.pendingDeletes[slot] = ds
+		}
+	}
 }
 
 func notFound(stream string, st *streamState) error {

@@ -89,11 +89,10 @@ func (sub *Subscription) TryNext() (*rewind.RecordedEvent, error) {
 				return nil, err
 			}
 		}
-		rec := sub.recs[sub.next]
-		sub.next++
-		if err := decodeRecord(rec, &sub.ev, sub.in); err != nil {
-			return nil, err
+		if err := decodeRecord(sub.recs[sub.next], &sub.ev, sub.in); err != nil {
+			return nil, err // again on the next call: a bad event is never skipped
 		}
+		sub.next++
 		sub.pos = sub.ev.Position
 		if sub.filter.Match(&sub.ev) {
 			return &sub.ev, nil
