@@ -148,9 +148,6 @@ func (s *Store) snapshotter() {
 		if err == nil {
 			v, err = s.captureLocked(false)
 		}
-		if v != nil {
-			s.snapshotPos = v.pos
-		}
 		s.mu.Unlock()
 		if err == nil && v != nil {
 			err = s.installSnapshot(v)
@@ -159,6 +156,11 @@ func (s *Store) snapshotter() {
 			s.cfg.Logger.Warn("store: background index snapshot failed; the next open will replay more of the log", "err", err)
 		}
 		s.mu.Lock()
+		if err == nil && v != nil {
+			// Only a snapshot on disk counts: after a failed one the next
+			// append past SnapshotEvery tries again.
+			s.snapshotPos = v.pos
+		}
 		s.snapshotting = false
 		s.mu.Unlock()
 		if s.retention && err == nil {
