@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
@@ -24,6 +25,8 @@ type lease struct {
 	cancel context.CancelCauseFunc
 	conn   *pgx.Conn
 	done   chan struct{}
+	pool   *pgxpool.Pool // to wait for the lock to go when conn broke
+	obj    int32
 }
 
 func (r *Runner) takeLease(ctx context.Context, run *Run) (*lease, error) {
@@ -70,7 +73,8 @@ func (r *Runner) takeLease(ctx context.Context, run *Run) (*lease, error) {
 	}
 	run.Owner = me
 	lctx, cancel := context.WithCancelCause(ctx)
-	l := &lease{ctx: lctx, cancel: cancel, conn: conn, done: make(chan struct{})}
+	l := &lease{ctx: lctx, cancel: cancel, conn: conn, done: make(chan struct{}),
+		pool: r.ledger.runs, obj: int32(uint32(run.lockObj))}
 	go l.heartbeat(run.ID, me, r.cfg.Heartbeat)
 	return l, nil
 }
@@ -96,11 +100,32 @@ func (l *lease) heartbeat(runID, me string, every time.Duration) {
 	}
 }
 
-// release ends the heartbeat and closes the connection, which drops the lock.
+// release ends the heartbeat, drops the lock and closes the connection.
+// The explicit unlock matters: a closed connection drops the lock only once
+// the server has noticed, so without it a status read right after the run
+// returned could still see the run as held (running, not interrupted).
 func (l *lease) release() {
 	l.cancel(errStop)
 	<-l.done
-	l.conn.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := l.conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
+	l.conn.Close(ctx)
+	if err == nil {
+		return
+	}
+	// The connection broke (a query cancelled in flight closes it): the
+	// server drops the lock when it notices. Wait for that, briefly, by
+	// taking and dropping the lock from another connection.
+	for ctx.Err() == nil {
+		var ok bool
+		err := l.pool.QueryRow(ctx, "SELECT CASE WHEN pg_try_advisory_lock($1, $2) THEN pg_advisory_unlock($1, $2) ELSE false END",
+			int32(leaseClass), l.obj).Scan(&ok)
+		if err != nil || ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // cause is why ctx ended: a lost lease, or the caller's cancellation.
