@@ -156,9 +156,9 @@ func (s *Store) snapshotter() {
 			s.cfg.Logger.Warn("store: background index snapshot failed; the next open will replay more of the log", "err", err)
 		}
 		s.mu.Lock()
-		if err == nil && v != nil {
-			// Only a snapshot on disk counts: after a failed one the next
-			// append past SnapshotEvery tries again.
+		if v != nil {
+			// Counted even when it failed: the next try comes SnapshotEvery
+			// events later, not on every append while the disk is full.
 			s.snapshotPos = v.pos
 		}
 		s.snapshotting = false
