@@ -128,8 +128,21 @@ func TestCreateAuthenticateRevokePersist(t *testing.T) {
 	if _, _, err := s.Create("orders-svc", []Scope{{Read, "*"}}); !errors.Is(err, ErrNameTaken) {
 		t.Fatalf("duplicate name: %v", err)
 	}
+	watch := s.WhenRevoked(tok.ID)
+	select {
+	case <-watch:
+		t.Fatal("WhenRevoked is closed before the revocation")
+	default:
+	}
 	if _, err := s.Revoke("orders-svc"); err != nil {
 		t.Fatal(err)
+	}
+	for _, ch := range []<-chan struct{}{watch, s.WhenRevoked(tok.ID), s.WhenRevoked("unknown")} {
+		select {
+		case <-ch:
+		default:
+			t.Fatal("WhenRevoked is not closed after the revocation (or for an unknown token)")
+		}
 	}
 	if _, err := s.Authenticate(secret); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("revoked token: %v", err)

@@ -24,8 +24,9 @@ type Store struct {
 	path string
 	lock *os.File
 
-	mu     sync.RWMutex
-	tokens []*Token // in creation order
+	mu      sync.RWMutex
+	tokens  []*Token                 // in creation order
+	revoked map[string]chan struct{} // by token id: closed when it is revoked
 }
 
 type fileJSON struct {
@@ -209,7 +210,34 @@ func (s *Store) Revoke(idOrName string) (Token, error) {
 		return Token{}, err
 	}
 	s.tokens = next
+	if ch, ok := s.revoked[t.ID]; ok {
+		close(ch)
+		delete(s.revoked, t.ID)
+	}
 	return t, nil
+}
+
+// WhenRevoked returns a channel that is closed once the token with this id
+// is revoked (at once if it is already). Long-lived requests, such as
+// subscriptions, end on it: a token checked when a stream opened must not
+// outlive its revocation.
+func (s *Store) WhenRevoked(id string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := slices.IndexFunc(s.tokens, func(t *Token) bool { return t.ID == id }); i < 0 || s.tokens[i].Revoked() {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	ch, ok := s.revoked[id]
+	if !ok {
+		if s.revoked == nil {
+			s.revoked = map[string]chan struct{}{}
+		}
+		ch = make(chan struct{})
+		s.revoked[id] = ch
+	}
+	return ch
 }
 
 // Authenticate returns the token whose secret this is. It fails with an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 
@@ -108,6 +109,11 @@ func (p *pipeline) send(stream *connect.BidiStreamForClient[rewindv1.AppendStrea
 			continue
 		}
 		if err := stream.Send(&rewindv1.AppendStreamRequest{Appends: items}); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The server ended the stream; receive gets its status
+				// (unauthenticated, shutting down…) and breaks with it.
+				return
+			}
 			p.mu.Lock()
 			p.breakLocked(gen, err)
 			p.mu.Unlock()

@@ -58,6 +58,9 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 	if err := authorize(ctx, auth.Write, m.GetStream()); err != nil {
 		return nil, err
 	}
+	if err := checkRevoked(ctx); err != nil { // AppendStream: the token may be revoked since it opened
+		return nil, err
+	}
 	expected, err := apiconv.AppendExpected(m)
 	if err != nil {
 		return nil, err

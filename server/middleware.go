@@ -29,8 +29,9 @@ import (
 type requestInfo struct {
 	id       string
 	token    *auth.Token
-	code     string // result code once known
-	observed bool   // the interceptors saw the RPC (it was decoded)
+	code     string          // result code once known
+	observed bool            // the interceptors saw the RPC (it was decoded)
+	revoked  <-chan struct{} // long-lived RPCs: closed when token is revoked
 }
 
 type requestKey struct{}
@@ -224,9 +225,51 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				return
 			}
 			ri.token = tok
+			if longLived[r.URL.Path] {
+				ri.revoked = s.tokens.WhenRevoked(tok.ID)
+				ctx, cancel := untilRevoked(r.Context())
+				defer cancel()
+				r = r.WithContext(ctx)
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// longLived lists the RPCs that may outlive their token: they end when it
+// is revoked.
+var longLived = map[string]bool{
+	rewindv1connect.EventStoreServiceSubscribeProcedure:    true,
+	rewindv1connect.EventStoreServiceAppendStreamProcedure: true,
+}
+
+// untilRevoked returns ctx, also cancelled, with an ErrUnauthenticated
+// cause, when the request's token is revoked. That ends the waits; before
+// it acts on anything, a stream checks with checkRevoked, which does not
+// depend on when this goroutine runs.
+func untilRevoked(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-infoFrom(ctx).revoked:
+			cancel(checkRevoked(ctx))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// checkRevoked fails with ErrUnauthenticated once the token of a
+// long-lived request was revoked.
+func checkRevoked(ctx context.Context) error {
+	ri := infoFrom(ctx)
+	select {
+	case <-ri.revoked:
+		return fmt.Errorf("%w: token %q was revoked while this stream was open; ask an admin for a new one",
+			rewind.ErrUnauthenticated, ri.token.Name)
+	default:
+		return nil
+	}
 }
 
 // interceptors are applied to every RPC, outermost first: tracing, then
@@ -254,6 +297,9 @@ func (o *observe) result(ctx context.Context, procedure string, err error) error
 	if err == nil {
 		ri.code = "ok"
 		return nil
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, rewind.ErrUnauthenticated) {
+		err = cause // the token was revoked during the stream
 	}
 	code := rewind.CodeOf(err)
 	var ce *connect.Error

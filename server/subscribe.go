@@ -78,6 +78,9 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 	}
 	var b batchBuf
 	for {
+		if err := ctx.Err(); err != nil { // Send does not see ctx: a shutdown, a revoked token
+			return err
+		}
 		msg.Events = msg.Events[:0]
 		b.reset()
 		size := 0
@@ -97,6 +100,9 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 		// Send events, or, when only skipped ones went by, the new position
 		// so that a resumed subscription does not scan them again.
 		if len(msg.Events) > 0 || sub.Position() != sent {
+			if err := checkRevoked(ctx); err != nil {
+				return err
+			}
 			sent = sub.Position()
 			msg.Position = uint64(sent)
 			if err := stream.Send(msg); err != nil {
@@ -107,6 +113,9 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 		}
 		ev, err := sub.Next(ctx) // caught up: wait for the log to grow
 		if err != nil {
+			return err
+		}
+		if err := checkRevoked(ctx); err != nil {
 			return err
 		}
 		if readsAll || tok.Allows(auth.Read, ev.Stream) {

@@ -190,3 +190,67 @@ func TestSubscriptionLimitPerToken(t *testing.T) {
 		t.Fatalf("subscription after closing one: %v", err)
 	}
 }
+
+// A token is checked when a stream opens; revoking it must end the streams
+// that are already open, not only refuse new requests.
+func TestRevokedTokenEndsOpenStreams(t *testing.T) {
+	t.Parallel()
+	_, admin, b := setup(t, server.Config{})
+	if _, err := admin.Append(ctx, "s", rewind.Any, ev("Before", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	_, readSecret, err := admin.CreateToken(ctx, "reader", "read:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, writeSecret, err := admin.CreateToken(ctx, "writer", "write:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := client.New(b.url, client.Config{Token: readSecret, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	writer, err := client.New(b.url, client.Config{Token: writeSecret, MaxRetries: -1, StreamAppends: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	sub, err := reader.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if e, err := sub.Next(ctx); err != nil || e.Type != "Before" {
+		t.Fatalf("first event: %v, %v", e, err)
+	}
+	if _, err := writer.Append(ctx, "w", rewind.Any, ev("Before", "{}")); err != nil { // opens the AppendStream
+		t.Fatal(err)
+	}
+
+	for _, name := range []string{"reader", "writer"} {
+		if _, err := admin.RevokeToken(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.Append(ctx, "s", rewind.Any, ev("After", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	for { // w's first event came before the revocation
+		e, err := sub.Next(ctx)
+		if err == nil && e.Type == "Before" {
+			continue
+		}
+		if !errors.Is(err, rewind.ErrUnauthenticated) || !strings.Contains(err.Error(), "revoked") {
+			t.Fatalf("subscription of a revoked token: event %v, err %v; want unauthenticated, token revoked", e, err)
+		}
+		break
+	}
+	if res, err := writer.Append(ctx, "w", rewind.Any, ev("After", "{}")); !errors.Is(err, rewind.ErrUnauthenticated) {
+		t.Fatalf("append over the open stream of a revoked token: %+v, %v; want unauthenticated", res, err)
+	}
+	if info, err := admin.StreamInfo(ctx, "w"); err != nil || info.Version != 1 {
+		t.Fatalf("stream w after the refused append: %+v, %v; want version 1", info, err)
+	}
+}
