@@ -58,7 +58,7 @@ func (s *Server) withRequest(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, ri)))
 
 		procedure := r.URL.Path
-		if !strings.HasPrefix(procedure, "/rewind.v1.") {
+		if !procedures[procedure] { // a label per path anyone can make up would grow without bound
 			procedure = "unknown"
 		}
 		code := ri.code
@@ -160,19 +160,24 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// procedures holds the path of every RPC of the API, /SERVICE/METHOD.
+var procedures = func() map[string]bool {
+	out := map[string]bool{}
+	services := rewindv1.File_rewind_v1_rewind_proto.Services()
+	for i := range services.Len() {
+		methods := services.Get(i).Methods()
+		for j := range methods.Len() {
+			out["/"+string(services.Get(i).FullName())+"/"+string(methods.Get(j).Name())] = true
+		}
+	}
+	return out
+}()
+
 // routeErrors answers requests no RPC handles (an unknown path, a GET of
 // an RPC that has side effects) with an API error that says what to do,
 // rather than a bare status.
 func routeErrors(next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
-	procedures := map[string]bool{}
-	services := rewindv1.File_rewind_v1_rewind_proto.Services()
-	for i := range services.Len() {
-		methods := services.Get(i).Methods()
-		for j := range methods.Len() {
-			procedures["/"+string(services.Get(i).FullName())+"/"+string(methods.Get(j).Name())] = true
-		}
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !procedures[r.URL.Path] {
 			errw.Write(w, r, apiconv.Errorf(rewind.CodeNotFound, "rewind: no RPC at %s; the API's procedures are "+

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -149,6 +150,19 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	c.Append(ctx, "s", rewind.NoStream, ev("A", "{}")) // fails: counted by code
 	if _, body := get("/metrics"); !strings.Contains(body, `rewind_rpc_requests_total{code="aborted",procedure="/rewind.v1.EventStoreService/Append"} 1`) {
 		t.Fatalf("/metrics does not count errors by code:\n%s", body)
+	}
+	// Made-up paths share one label, so that nobody can grow the metrics.
+	for i := range 3 {
+		res, err := http.Post(fmt.Sprintf("%s/rewind.v1.junk%d", b.url, i), "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+	}
+	if _, body := get("/metrics"); strings.Contains(body, "junk") ||
+		!strings.Contains(body, `rewind_rpc_requests_total{code="unimplemented",procedure="unknown"} 3`) {
+		t.Fatalf("/metrics labels unknown paths by path:\n%s", body)
 	}
 }
 
