@@ -262,16 +262,23 @@ func (s *Server) Close() error {
 	return s.closeResources()
 }
 
+// closeResources closes the store first: its final fsync and the release
+// of the data directory must not wait behind a slow trace collector. Spans
+// get ShutdownTimeout to flush.
 func (s *Server) closeResources() error {
 	var errs []error
-	if s.tracing != nil {
-		errs = append(errs, s.tracing.shutdown(context.Background()))
-	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 	}
 	if s.tokens != nil {
 		errs = append(errs, s.tokens.Close())
+	}
+	if s.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := s.tracing.shutdown(ctx); err != nil {
+			s.log.Warn("could not flush the last trace spans", "err", err)
+		}
 	}
 	return errors.Join(errs...)
 }

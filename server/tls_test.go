@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -23,6 +24,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/client"
 	"github.com/rewindhq/rewind/server"
+	"github.com/rewindhq/rewind/store"
 )
 
 // pki is a throwaway CA with a server and a client certificate.
@@ -195,5 +197,48 @@ func TestTracesExportedOverOTLP(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no trace reached the OTLP endpoint")
+	}
+}
+
+// On shutdown the store is closed (fsynced, its directory released) before
+// the trace spans are flushed: a collector that hangs must not hold the
+// data back.
+func TestShutdownClosesTheStoreBeforeFlushingTraces(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // a collector that accepts and does not answer
+		w.WriteHeader(200)
+	}))
+	defer collector.Close()
+	defer close(release)
+	_, c, b := setup(t, server.Config{OTLPEndpoint: collector.URL, ShutdownTimeout: time.Minute})
+	if _, err := c.Append(ctx, "s", rewind.Any, ev("A", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	for {
+		s, err := store.Open(b.dir, store.Config{})
+		if err == nil {
+			defer s.Close()
+			if info, err := s.StreamInfo(ctx, "s"); err != nil || info.Version != 1 {
+				t.Fatalf("the store after shutdown: %+v, %v", info, err)
+			}
+			break
+		}
+		if !errors.Is(err, rewind.ErrLocked) {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-stopped:
+			t.Fatalf("shutdown returned (%v) before the store could be opened", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("shutdown returned (%v) although the collector never answered: the test proves nothing", err)
+	default:
 	}
 }
