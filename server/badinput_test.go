@@ -1,14 +1,18 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -175,4 +179,28 @@ func FuzzAppendDecoding(f *testing.F) {
 			t.Fatalf("status %d for %q: %s", w.Code, body, w.Body)
 		}
 	})
+}
+
+// A client that sends its headers and then trickles the body (or stops)
+// gets an answer within the RPC deadline, instead of holding a handler.
+func TestRPCTimeoutCoversTheRequestBody(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{RPCTimeout: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"stream":"s","expectedVersion":"any","events":[{"type":"A","data":{}}]}`
+	fmt.Fprintf(conn, "POST /rewind.v1.EventStoreService/Append HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", b.admin, len(body), body[:10])
+	conn.SetReadDeadline(time.Now().Add(time.Minute)) // far beyond the RPC deadline: only a hang reaches it
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a request whose body never came: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		t.Fatalf("an incomplete request got %s", res.Status)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -177,6 +178,12 @@ func (s *Server) Handler() http.Handler {
 	path, h = rewindv1connect.NewTokenServiceHandler(&tokenService{s}, opts...)
 	rpcs[path] = h
 	api := s.withRequest(routeErrors(s.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !longLived[r.URL.Path] {
+			// The RPC's deadline starts once its request is decoded: bound
+			// the reading of the body too, so that a client trickling it
+			// cannot hold a handler (and shutdown) for ever.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.RPCTimeout))
+		}
 		// routeErrors let only known procedures through: /SERVICE/METHOD.
 		service := r.URL.Path[:strings.LastIndexByte(r.URL.Path, '/')+1]
 		rpcs[service].ServeHTTP(w, r)
