@@ -31,9 +31,11 @@ type AppenderConfig struct {
 // Appends use rewind.Any as expected version; use Client.Append for
 // optimistic concurrency. The events of one stream land in the order of
 // the Append calls: a stream's batches are sent one after the other, and
-// when one fails the later ones fail too, so that no event lands after a
-// lost one. Events get their ids before they are queued, so the retries
-// of a batch are idempotent. It is safe for concurrent use.
+// once one fails (after the client's retries) the stream stops: the
+// events queued behind it fail, and so does every later Append to that
+// stream, until Reset, so that no event lands after a lost one. Events get
+// their ids before they are queued, so the retries of a batch are
+// idempotent. It is safe for concurrent use.
 type Appender struct {
 	c       *Client
 	cfg     AppenderConfig
@@ -44,6 +46,7 @@ type Appender struct {
 	streams map[string]*sendQueue // batches waiting to be sent, by stream
 	sealed  int                   // batches sealed and not yet done
 	freed   chan struct{}         // closed when sealed decreases
+	failed  map[string]error      // streams stopped by a failed batch, until Reset
 	closed  bool
 }
 
@@ -61,7 +64,6 @@ type batch struct {
 // stream sends them while the queue is not empty.
 type sendQueue struct {
 	batches []*batch
-	failed  error
 }
 
 // Pending is the future result of one appended event.
@@ -98,7 +100,21 @@ func (c *Client) NewAppender(cfg AppenderConfig) *Appender {
 		cfg.Linger = 2 * time.Millisecond
 	}
 	return &Appender{c: c, cfg: cfg, permits: make(chan struct{}, cfg.MaxInFlight), freed: make(chan struct{}),
-		open: map[string]*batch{}, streams: map[string]*sendQueue{}}
+		open: map[string]*batch{}, streams: map[string]*sendQueue{}, failed: map[string]error{}}
+}
+
+// stoppedError is the error of the events of a stream stopped by err.
+func stoppedError(stream string, err error) error {
+	return fmt.Errorf("not sent: an earlier batch of stream %q failed, so that no event lands after a lost one "+
+		"(Appender.Reset(%q) once that is dealt with): %w", stream, stream, err)
+}
+
+// Reset lets a stream stopped by a failed batch take appends again. Call
+// it once the failed events were dealt with (appended again, or given up).
+func (a *Appender) Reset(stream string) {
+	a.mu.Lock()
+	delete(a.failed, stream)
+	a.mu.Unlock()
 }
 
 // Append queues ev for stream. It blocks only while the appender holds
@@ -115,6 +131,10 @@ func (a *Appender) Append(ctx context.Context, stream string, ev rewind.Event) (
 	if a.closed {
 		a.mu.Unlock()
 		return nil, rewind.ErrClosed
+	}
+	if err := a.failed[stream]; err != nil {
+		a.mu.Unlock()
+		return nil, stoppedError(stream, err)
 	}
 	b := a.open[stream]
 	if b == nil {
@@ -191,25 +211,24 @@ func (a *Appender) sendAll(stream string, q *sendQueue) {
 	for {
 		a.mu.Lock()
 		b := q.batches[0]
-		failed := q.failed
+		failed := a.failed[stream]
 		a.mu.Unlock()
 
 		if failed != nil {
-			b.err = fmt.Errorf("not sent: an earlier batch of stream %q failed: %w", stream, failed)
+			b.err = stoppedError(stream, failed)
 		} else {
 			a.permits <- struct{}{}
 			b.res, b.err = a.c.Append(context.Background(), stream, rewind.Any, b.events...)
 			<-a.permits
 		}
-		close(b.done)
-
 		a.mu.Lock()
+		if b.err != nil && failed == nil {
+			a.failed[stream] = b.err // before the caller can see the failure
+		}
+		close(b.done)
 		a.sealed--
 		close(a.freed)
 		a.freed = make(chan struct{})
-		if b.err != nil && q.failed == nil {
-			q.failed = b.err
-		}
 		q.batches = q.batches[1:]
 		if len(q.batches) == 0 {
 			if a.streams[stream] == q {

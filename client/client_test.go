@@ -298,3 +298,48 @@ func TestAppenderBoundsAppendsInFlight(t *testing.T) {
 		t.Fatalf("the log holds %d events, want 2000", last)
 	}
 }
+
+// Once a batch of a stream fails, no later event of that stream lands,
+// whether it was queued before the failure was known or appended after,
+// until Reset; other streams go on.
+func TestAppenderStopsAStreamAfterAFailedBatch(t *testing.T) {
+	t.Parallel()
+	_, c := setup(t)
+	app := c.NewAppender(client.AppenderConfig{MaxBatch: 1, Linger: time.Millisecond})
+	defer app.Close(ctx)
+	bad, err := app.Append(ctx, "s", rewind.Event{Type: "$bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, err := app.Append(ctx, "s", rewind.Event{Type: "Queued", Data: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Wait(ctx); !errors.Is(err, rewind.ErrInvalidArgument) {
+		t.Fatalf("the bad event: %v, want a validation error", err)
+	}
+	if pos, err := queued.Wait(ctx); err == nil || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("the event queued behind the failed one landed at %d (%v)", pos, err)
+	}
+	if _, err := app.Append(ctx, "s", rewind.Event{Type: "Later", Data: []byte("{}")}); err == nil ||
+		!errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), "Reset") {
+		t.Fatalf("append to a stopped stream: %v, want the first failure and what to do", err)
+	}
+	other, err := app.Append(ctx, "other", rewind.Event{Type: "Fine", Data: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWait(t, other)
+	if evs, err := c.ReadStream(ctx, "s", rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrStreamNotFound) {
+		t.Fatalf("stream s holds %d events (%v), want none", len(evs), err)
+	}
+	app.Reset("s")
+	after, err := app.Append(ctx, "s", rewind.Event{Type: "AfterReset", Data: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWait(t, after)
+	if evs, err := c.ReadStream(ctx, "s", rewind.ReadStreamOptions{}); err != nil || len(evs) != 1 || evs[0].Type != "AfterReset" {
+		t.Fatalf("stream s after Reset: %+v, %v", evs, err)
+	}
+}
