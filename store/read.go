@@ -255,12 +255,14 @@ func (s *Store) startPosition(pos rewind.Position, t time.Time, exclusive bool) 
 	if pos == 0 {
 		return first, nil
 	}
-	if exclusive {
-		pos++
-	}
-	if last := rewind.Position(s.log.Last()); pos > last+1 {
+	// Compared before the increment, which would wrap around at the top.
+	last := rewind.Position(s.log.Last())
+	if limit := last + 1; pos > limit || exclusive && pos == limit {
 		return 0, &rewind.ValidationError{Field: "position", Value: pos.String(),
 			Reason: fmt.Sprintf("is beyond the end of the log (last position %d)", last)}
+	}
+	if exclusive {
+		pos++
 	}
 	if pos < first {
 		return 0, &rewind.TruncatedError{Requested: pos, FirstAvailable: first}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,5 +272,26 @@ func TestOccurredAtEpochRoundTrip(t *testing.T) {
 	evs, err := s.ReadStream(ctx, "epoch", rewind.ReadStreamOptions{})
 	if err != nil || len(evs) != 2 || !evs[0].OccurredAt.Equal(time.Unix(0, 0)) || evs[0].OccurredAt.IsZero() || !evs[1].OccurredAt.IsZero() {
 		t.Fatalf("read back %+v, %v", evs, err)
+	}
+}
+
+// Found in review: After near the top of the position range wrapped around
+// to 0 and was reported as removed by retention.
+func TestSubscribeAfterTheEndIsInvalid(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, Config{})
+	mustAppend(t, s, "s", ev("T", "x"))
+	for _, after := range []rewind.Position{2, 1 << 40, math.MaxUint64} {
+		if _, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: after}); !errors.Is(err, rewind.ErrInvalidArgument) ||
+			!strings.Contains(err.Error(), "beyond the end") {
+			t.Errorf("subscribe after %d: %v, want beyond the end of the log", after, err)
+		}
+	}
+	for _, after := range []rewind.Position{0, 1} {
+		sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: after})
+		if err != nil {
+			t.Fatalf("subscribe after %d: %v", after, err)
+		}
+		sub.Close()
 	}
 }
