@@ -220,12 +220,12 @@ func maskValue(flag, v string, secretParams []string) string {
 	name := strings.TrimLeft(flag, "-")
 	if name == "param" || name == "p" {
 		k, val, ok := strings.Cut(v, "=")
-		if ok && isSecret(k, secretParams) {
+		if ok && IsSecret(k, secretParams) {
 			return k + "=***"
 		}
 		return k + "=" + MaskDSN(val)
 	}
-	if isSecret(name, nil) {
+	if IsSecret(name, nil) {
 		return "***"
 	}
 	return MaskDSN(v)
@@ -238,7 +238,7 @@ func MaskParams(params map[string]string, secretParams []string) map[string]stri
 	}
 	out := make(map[string]string, len(params))
 	for k, v := range params {
-		if isSecret(k, secretParams) {
+		if IsSecret(k, secretParams) {
 			v = "***"
 		}
 		out[k] = MaskDSN(v)
@@ -246,7 +246,9 @@ func MaskParams(params map[string]string, secretParams []string) map[string]stri
 	return out
 }
 
-func isSecret(name string, declared []string) bool {
+// IsSecret reports whether a parameter or flag is secret: declared so, or
+// named like one (password, secret, token, api key, credential).
+func IsSecret(name string, declared []string) bool {
 	n := strings.ToLower(name)
 	for _, d := range declared {
 		if strings.EqualFold(d, name) {

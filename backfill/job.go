@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 )
 
 // Job is a backfill: a source to iterate in key order, a change to make to
@@ -132,11 +133,15 @@ type Param struct {
 // Params are a job's parameters by name.
 type Params map[string]Param
 
+// secret reports whether parameter name is secret: declared so, or named
+// like one (api_token, db_password…), as the audit ledger masks them.
+func (p Param) secret(name string) bool { return p.Secret || audit.IsSecret(name, nil) }
+
 // secretNames lists the secret parameters.
 func (p Params) secretNames() []string {
 	var out []string
 	for _, k := range slices.Sorted(maps.Keys(p)) {
-		if p[k].Secret {
+		if p[k].secret(k) {
 			out = append(out, k)
 		}
 	}
@@ -148,7 +153,7 @@ func (p Params) masked() map[string]string {
 	out := make(map[string]string, len(p))
 	for k, v := range p {
 		out[k] = v.Text
-		if v.Secret {
+		if v.secret(k) {
 			out[k] = "***"
 		}
 	}
@@ -187,7 +192,95 @@ func (j *Job) validate() error {
 	case j.OnDataError != "" && j.OnDataError != Halt && j.OnDataError != Skip:
 		return bad("on_data_error", string(j.OnDataError), `must be "halt" or "skip"`)
 	}
+	if t, ok := j.Source.(*Table); ok {
+		if err := checkExpr("where", t.Where); err != nil {
+			return err
+		}
+	}
+	for _, col := range slices.Sorted(maps.Keys(j.Set)) {
+		if err := checkExpr("set "+col, j.Set[col]); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// checkExpr accepts one SQL expression: the runner wraps it in
+// parentheses inside its own statements, so an expression that closes
+// them, ends the statement or comments the rest out would escape the
+// chunk's key range. Quoted text is skipped: '…' (with E'…' escapes),
+// "…" and $tag$…$tag$.
+func checkExpr(field, expr string) error {
+	bad := func(reason string) error {
+		return &rewind.ValidationError{Field: "job " + field, Value: expr, Reason: reason}
+	}
+	depth := 0
+	for i := 0; i < len(expr); i++ {
+		switch c := expr[i]; {
+		case c == '\'':
+			escapes := i > 0 && (expr[i-1] == 'E' || expr[i-1] == 'e')
+			for i++; i < len(expr); i++ {
+				if escapes && expr[i] == '\\' {
+					i++
+				} else if expr[i] == '\'' {
+					if i+1 < len(expr) && expr[i+1] == '\'' {
+						i++
+						continue
+					}
+					break
+				}
+			}
+			if i >= len(expr) {
+				return bad("has an unterminated string")
+			}
+		case c == '"':
+			end := strings.IndexByte(expr[i+1:], '"')
+			if end < 0 {
+				return bad("has an unterminated quoted identifier")
+			}
+			i += end + 1
+		case c == '$' && (i == 0 || !isIdentByte(expr[i-1])):
+			end := strings.IndexByte(expr[i+1:], '$')
+			if end < 0 || !dollarTag(expr[i+1:i+1+end]) {
+				continue // a parameter such as $1, not a dollar quote
+			}
+			tag := expr[i : i+end+2]
+			close := strings.Index(expr[i+len(tag):], tag)
+			if close < 0 {
+				return bad("has an unterminated dollar-quoted string")
+			}
+			i += len(tag) + close + len(tag) - 1
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth--; depth < 0 {
+				return bad("closes a parenthesis it did not open; give one expression")
+			}
+		case c == ';':
+			return bad("contains ';'; give one expression, not statements")
+		case c == '-' && i+1 < len(expr) && expr[i+1] == '-', c == '/' && i+1 < len(expr) && expr[i+1] == '*':
+			return bad("contains a comment; remove it")
+		}
+	}
+	if depth != 0 {
+		return bad("leaves a parenthesis open")
+	}
+	return nil
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// dollarTag reports whether s can be the tag between the $ signs of a
+// dollar quote: empty, or an identifier not starting with a digit.
+func dollarTag(s string) bool {
+	for i := range len(s) {
+		if !isIdentByte(s[i]) || i == 0 && s[i] >= '0' && s[i] <= '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (j *Job) chunkSize() int {
@@ -223,7 +316,7 @@ func (j *Job) Describe() map[string]any {
 	params := map[string]string{}
 	for k, p := range j.Params {
 		params[k] = p.Type + ":" + p.Text
-		if p.Secret {
+		if p.secret(k) {
 			params[k] = p.Type + ":***"
 		}
 	}

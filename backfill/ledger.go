@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind"
@@ -111,6 +112,10 @@ var runSchema = []string{
 		error_chunk     bigint NOT NULL DEFAULT 0,
 		error_key       text[])`,
 	`CREATE INDEX IF NOT EXISTS backfill_runs_job ON rewind.backfill_runs (job_name, created_at)`,
+	// One open run per job: two processes starting the same job at once
+	// must not start two runs (each would apply every row).
+	`CREATE UNIQUE INDEX IF NOT EXISTS backfill_runs_one_open ON rewind.backfill_runs (job_name)
+		WHERE state IN ('running', 'failed')`,
 }
 
 // setup creates the ledger's tables where missing.
@@ -263,11 +268,17 @@ func (l *ledger) createRun(ctx context.Context, r *Run) error {
 		lock_obj, owner, heartbeat_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp())`,
 		r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
 		r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner)
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "backfill_runs_one_open" {
+		return errRunStarted
+	}
 	if err != nil {
 		return fmt.Errorf("record run: %w", err)
 	}
 	return nil
 }
+
+// errRunStarted: another process started a run of the same job meanwhile.
+var errRunStarted = errors.New("backfill: another process started a run of this job")
 
 // loadRun finds a run by id or unique id prefix, with its progress.
 func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
@@ -279,7 +290,7 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	if len(id) < 4 {
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "give at least 4 characters"}
 	}
-	rows, err := l.runs.Query(ctx, "SELECT "+runCols+" FROM rewind.backfill_runs WHERE id LIKE $1 || '%' ORDER BY id LIMIT 2", id)
+	rows, err := l.runs.Query(ctx, "SELECT "+runCols+" FROM rewind.backfill_runs WHERE starts_with(id, $1) ORDER BY id LIMIT 2", id)
 	if err != nil {
 		return nil, fmt.Errorf("load run %s: %w", id, err)
 	}
@@ -294,6 +305,21 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "matches several runs; give more characters"}
 	}
 	return runs[0], l.progress(ctx, runs[0])
+}
+
+// stillOpen checks, once its lease is held, that run was neither finished
+// nor cancelled meanwhile; run.State is updated.
+func (l *ledger) stillOpen(ctx context.Context, run *Run) error {
+	if err := l.runs.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1", run.ID).Scan(&run.State); err != nil {
+		return fmt.Errorf("load run %s: %w", run.ID, err)
+	}
+	switch run.State {
+	case Finished:
+		return fmt.Errorf("%w: run %s is already finished", ErrUnfinishedRun, run.ID)
+	case Cancelled:
+		return fmt.Errorf("%w: run %s was cancelled; start a new run", ErrUnfinishedRun, run.ID)
+	}
+	return nil
 }
 
 // unfinished returns the newest run of job name that is not finished or

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind/audit"
@@ -243,6 +244,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 // owner; anything else marks it failed.
 func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) error {
 	bg := context.WithoutCancel(ctx)
+	if errors.Is(err, ErrLeaseLost) { // the run is another process's now
+		return err
+	}
 	if ctx.Err() != nil {
 		c := cause(ctx)
 		if !errors.Is(c, ErrLeaseLost) {
@@ -287,6 +291,13 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 		}
 		if ctx.Err() != nil {
 			return cr, cause(ctx)
+		}
+		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "backfill_chunks_pkey" {
+			// The checkpoint's key is the fence between owners: another
+			// process committed this chunk. Not a data error: stop, and
+			// leave the run to that process.
+			return cr, fmt.Errorf("%w: run %s: chunk %d was committed by another process; stopping so that no two processes apply it",
+				ErrLeaseLost, run.ID, seq)
 		}
 		var re *RunError
 		if errors.As(err, &re) {

@@ -353,19 +353,26 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
-	prev, err := r.ledger.unfinished(ctx, job.Name)
-	if err != nil {
-		return nil, err
-	}
-	if prev != nil {
-		if prev.JobHash != p.hash && !o.AllowChangedJob {
-			return nil, fmt.Errorf("%w: run %s of job %s is %s with job hash %.12s, this job hashes to %.12s; "+
-				"resume it with `rewind backfill resume %s --allow-changed-job` or cancel it with `rewind backfill cancel %s`",
-				ErrUnfinishedRun, prev.ID, job.Name, prev.State, prev.JobHash, p.hash, prev.ID, prev.ID)
+	for {
+		prev, err := r.ledger.unfinished(ctx, job.Name)
+		if err != nil {
+			return nil, err
 		}
-		return r.resume(ctx, p, prev, o)
+		if prev != nil {
+			if prev.JobHash != p.hash && !o.AllowChangedJob {
+				return nil, fmt.Errorf("%w: run %s of job %s is %s with job hash %.12s, this job hashes to %.12s; "+
+					"resume it with `rewind backfill resume %s --allow-changed-job` or cancel it with `rewind backfill cancel %s`",
+					ErrUnfinishedRun, prev.ID, job.Name, prev.State, prev.JobHash, p.hash, prev.ID, prev.ID)
+			}
+			return r.resume(ctx, p, prev, o)
+		}
+		res, err := r.start(ctx, p, planHash, o)
+		if !errors.Is(err, errRunStarted) {
+			return res, err
+		}
+		// Another process started the job first: continue its run (it
+		// waits for that process's lease) rather than start a second one.
 	}
-	return r.start(ctx, p, planHash, o)
 }
 
 func (r *Runner) start(ctx context.Context, p *prepared, planHash string, o ApplyOptions) (*Result, error) {
@@ -442,6 +449,14 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 		return nil, err
 	}
 	defer l.release()
+	// The state may have changed while we waited for the lease.
+	if err := r.ledger.stillOpen(ctx, run); err != nil {
+		if run.State == Finished {
+			return &Result{Run: run, AlreadyFinished: true,
+				Message: fmt.Sprintf("run %s already finished: nothing to do", run.ID)}, nil
+		}
+		return nil, err
+	}
 	if _, err := r.ledger.runs.Exec(ctx, `UPDATE rewind.backfill_runs SET state = 'running', owner = $2, job_hash = $3,
 		binary_version = $4, job = $5, changes_allowed = changes_allowed + $6, heartbeat_at = clock_timestamp(),
 		updated_at = clock_timestamp(), error = '', error_class = '', error_chunk = 0, error_key = NULL WHERE id = $1`,
@@ -516,6 +531,9 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 		return err
 	}
 	defer l.release()
+	if err := r.ledger.stillOpen(ctx, run); err != nil { // it may have ended while we waited
+		return err
+	}
 	if err := r.ledger.setState(ctx, run.ID, Cancelled, nil); err != nil {
 		return err
 	}

@@ -244,13 +244,27 @@ func (t *Table) nextSQL(args pgx.NamedArgs, after, end Key, size int) (string, p
 	a := with(args)
 	inner := fmt.Sprintf("SELECT %s FROM %s t WHERE %s AND %s ORDER BY %s LIMIT %d",
 		t.keyCols("t."), t.ref, t.rangeCond(a, Bounds{After: after, Hi: end}), t.where(), t.keyCols("t."), size)
-	if len(t.Key) == 1 {
+	if len(t.Key) == 1 && hasMinMax(t.types[t.Key[0]]) {
 		k := "c." + quote(t.Key[0])
 		return fmt.Sprintf("SELECT ARRAY[min(%s)::text], ARRAY[max(%s)::text], count(*) FROM (%s) c", k, k, inner), a
 	}
 	arr := "ARRAY[" + t.keyText("c.") + "]"
 	return fmt.Sprintf(`WITH c AS (%s) SELECT (SELECT %s FROM c ORDER BY %s LIMIT 1), (SELECT %s FROM c ORDER BY %s LIMIT 1),
 		(SELECT count(*) FROM c)`, inner, arr, t.keyCols("c."), arr, desc(t.keyCols("c."))), a
+}
+
+// hasMinMax reports whether PostgreSQL has min() and max() for a column
+// type (as format_type names it): not for uuid, boolean or bytea, whose
+// keys take the ORDER BY … LIMIT 1 form.
+func hasMinMax(typ string) bool {
+	base, _, _ := strings.Cut(typ, "(")
+	switch strings.TrimSpace(base) {
+	case "smallint", "integer", "bigint", "numeric", "real", "double precision", "text", "character varying",
+		"character", "date", "timestamp without time zone", "timestamp with time zone", "time without time zone",
+		"interval", "oid", "money", "inet":
+		return true
+	}
+	return false
 }
 
 // nextScan reads what nextSQL returns.

@@ -37,6 +37,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 )
 
@@ -203,7 +204,7 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 		val, err := parseValue(p.Type, v)
 		if err != nil {
 			shown := v
-			if p.Secret {
+			if p.Secret || audit.IsSecret(name, nil) {
 				shown = "***"
 			}
 			return nil, &rewind.ValidationError{Field: "--param " + name, Value: shown, Reason: err.Error()}
@@ -220,7 +221,7 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 func (f *File) SecretParams() []string {
 	var out []string
 	for k, p := range f.spec.Params {
-		if p.Secret {
+		if p.Secret || audit.IsSecret(k, nil) {
 			out = append(out, k)
 		}
 	}
