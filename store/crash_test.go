@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,6 +257,32 @@ type storeCrashCheck struct {
 	begun    []*crashBatch // begun and not acknowledged in the last round
 
 	retried, duplicates, cuts int
+	openLog                   syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer for a logger that background goroutines
+// may use too.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (c *storeCrashCheck) fail(format string, args ...any) {
@@ -327,7 +355,10 @@ func (c *storeCrashCheck) check(full bool) {
 			c.fail("verify found damage that is not a torn tail: %v", p)
 		}
 	}
-	s, err := Open(c.dir, crashStoreConfig())
+	cfg := crashStoreConfig()
+	c.openLog.Reset() // what the open did, for a failure's message
+	cfg.Logger = slog.New(slog.NewTextHandler(&c.openLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := Open(c.dir, cfg)
 	if err != nil {
 		c.fail("open after the crash: %v", err)
 	}
@@ -499,7 +530,12 @@ func (c *storeCrashCheck) retry(s *Store, byID map[uuid.UUID]rewind.RecordedEven
 		case acked && res != withDup(orig.res):
 			c.fail("retry of an acknowledged batch returned %+v, want the original %+v as a duplicate", res, orig.res)
 		case present && (!res.Duplicate || res.FirstPosition != first.Position || res.FirstVersion != first.Version):
-			c.fail("retry of a batch found in the store returned %+v, want a duplicate at %d", res, first.Position)
+			s.mu.Lock()
+			pos, sure := s.dedup.find(b.ids[0])
+			s.mu.Unlock()
+			c.fail("retry of a batch found in the store returned %+v, want a duplicate at %d (version %d); "+
+				"the dedup window now says %d (sure %v) for its first id %s; expected %s; the open logged:\n%s",
+				res, first.Position, first.Version, pos, sure, b.ids[0], expected, c.openLog.String())
 		case !present && res.Duplicate:
 			c.fail("retry of a batch not in the store returned a duplicate: %+v", res)
 		}

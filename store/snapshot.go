@@ -107,6 +107,7 @@ func (s *Store) rebuild() error {
 		}
 	}
 	s.cfg.Logger.Debug("store: index loaded", "snapshot_position", snapPos, "replayed", replayed,
+		"dedup_from_snapshot", s.dedup == dd, "dedup_refilled_from", dedupFrom, "dedup_ids", s.dedup.size(),
 		"streams", s.idx.streams.len(), "took", time.Since(start))
 	s.snapshotPos, s.filePos, s.replayed = snapPos, snapPos, replayed
 	s.durableSnapshotPos.Store(snapPos)
