@@ -195,7 +195,10 @@ func (l *Log) SeekTime(t time.Time) (uint64, error) {
 	last := l.visible.Load()
 	segs := *l.segments.Load()
 	l.mu.Lock()
-	i := sort.Search(len(segs), func(i int) bool { return segs[i].lastTs >= ts && segs[i].last >= segs[i].base })
+	// Only the active segment can be empty (recovery leaves it so when a
+	// crash cut all it held); counting it as "at or after t" keeps the
+	// search monotonic, and a search landing on it finds Last()+1.
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].last < segs[i].base || segs[i].lastTs >= ts })
 	var idx []indexEntry
 	if i < len(segs) {
 		idx = segs[i].index[:len(segs[i].index):len(segs[i].index)]

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 )
@@ -562,6 +563,14 @@ func TestInterruptedSegmentCreation(t *testing.T) {
 				t.Fatalf("recovery = %+v", cuts)
 			}
 			checkRecords(t, readAll(t, l, 1), 1, next-1, 1000)
+			// The recreated segment is empty: a seek by time must look
+			// past it at the full one before it.
+			if pos, err := l.SeekTime(time.Unix(0, 0)); err != nil || pos != 1 {
+				t.Fatalf("SeekTime before the start with an empty last segment = %d, %v; want 1", pos, err)
+			}
+			if pos, err := l.SeekTime(time.Now().Add(time.Hour)); err != nil || pos != next {
+				t.Fatalf("SeekTime after the end with an empty last segment = %d, %v; want %d", pos, err, next)
+			}
 			appendN(t, l, 5, 2, 1000)
 			checkRecords(t, readAll(t, l, 1), 1, next+4, 1000)
 			if err := l.Close(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -293,5 +294,76 @@ func TestSubscribeAfterTheEndIsInvalid(t *testing.T) {
 			t.Fatalf("subscribe after %d: %v", after, err)
 		}
 		sub.Close()
+	}
+}
+
+// Found by TestCrashRecoveryStore: after a crash that left the newest
+// segment empty (the log had just rolled), reopening without a snapshot
+// refilled the dedup window from nothing, because the seek by time
+// behind the window's start skipped the full segments. Retries of
+// acknowledged batches were then appended a second time.
+func TestRetryAfterACrashThatEmptiedTheNewestSegment(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Log: eventlog.Config{SegmentSize: 64 << 10}, Logger: slog.New(slog.DiscardHandler)}
+	s, b := setup(t, cfg)
+	segments := func() []string {
+		names, err := filepath.Glob(filepath.Join(b.dir, "*.seg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	type batch struct {
+		stream string
+		events []rewind.Event
+		res    rewind.AppendResult
+	}
+	var batches []batch
+	for i := 0; len(segments()) < 2; i++ {
+		bt := batch{stream: fmt.Sprintf("s-%d", i%7)}
+		for range 1 + i%3 {
+			e := ev("T", strings.Repeat("x", 1000))
+			e.ID = uuid.New()
+			bt.events = append(bt.events, e)
+		}
+		res, err := s.Append(ctx, bt.stream, rewind.Any, bt.events...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bt.res = res
+		batches = append(batches, bt)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The state a crash leaves when the new segment's file was created
+	// but nothing in it reached the disk, and no snapshot was written.
+	newest := segments()[1]
+	for _, path := range []string{filepath.Join(b.dir, snapshotName), strings.TrimSuffix(newest, ".seg") + ".idx"} {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Truncate(newest, 0); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(b.dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	last := rewind.Position(s.Log().Last())
+	if len(s.Recovery()) != 1 || last != batches[len(batches)-1].res.FirstPosition-1 {
+		t.Fatalf("recovery cut %+v and left the log at %d; want the last batch (from %d) cut",
+			s.Recovery(), last, batches[len(batches)-1].res.FirstPosition)
+	}
+	for _, bt := range batches[:len(batches)-1] {
+		res, err := s.Append(ctx, bt.stream, rewind.Any, bt.events...)
+		if want := withDup(bt.res); err != nil || res != want {
+			t.Fatalf("retry of the batch at %d: %+v, %v; want %+v", bt.res.FirstPosition, res, err, want)
+		}
+	}
+	if got := rewind.Position(s.Log().Last()); got != last {
+		t.Fatalf("retries appended: the log is at %d, was at %d", got, last)
 	}
 }
