@@ -557,10 +557,18 @@ func (l *Log) every(d time.Duration, kick <-chan struct{}, fn func()) {
 	}
 }
 
+// syncActive fsyncs the newest segment that has a file. An append that
+// just rolled leaves a newest segment without one; what was written is
+// then in the segment before it, which the flusher has not sealed yet.
 func (l *Log) syncActive() error {
 	l.mu.Lock()
-	s := l.segs[len(l.segs)-1]
-	ok := s.f != nil && s.acquire()
+	var s *segment
+	for i := len(l.segs) - 1; i >= 0 && s == nil; i-- {
+		if l.segs[i].f != nil {
+			s = l.segs[i]
+		}
+	}
+	ok := s != nil && s.acquire()
 	l.mu.Unlock()
 	if !ok {
 		return nil

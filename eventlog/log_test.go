@@ -386,3 +386,166 @@ func TestNextBatchMatchesNext(t *testing.T) {
 		t.Fatalf("after more appends: %d records, %v", len(recs), err)
 	}
 }
+
+// blockingFlusher returns an OnFlush hook that, once armed, holds the
+// flusher after it has written a group and before it makes it visible,
+// until release is called.
+func blockingFlusher() (hook func(FlushInfo), arm func(), release func()) {
+	var mu sync.Mutex
+	armed := false
+	gate := make(chan struct{})
+	hook = func(FlushInfo) {
+		mu.Lock()
+		a := armed
+		mu.Unlock()
+		if a {
+			<-gate
+		}
+	}
+	arm = func() { mu.Lock(); armed = true; mu.Unlock() }
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	return hook, arm, release
+}
+
+// fillPending appends records of size bytes, without waiting, until the
+// next one no longer fits in the active segment.
+func fillPending(t *testing.T, l *Log, size int) {
+	t.Helper()
+	for {
+		l.mu.Lock()
+		seg := l.segs[len(l.segs)-1]
+		full := seg.size+int64(recordSize(size)) > l.cfg.SegmentSize
+		l.mu.Unlock()
+		if full {
+			return
+		}
+		if _, err := l.Append([]Entry{{Kind: 1, Payload: payload(0, size)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Found in review: appends that rolled into a new segment but are not
+// visible yet made SeekTime answer past Last()+1, a position that reads
+// and subscriptions then refused as beyond the end.
+func TestSeekTimeIgnoresAppendsNotVisible(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	tick := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	hook, arm, release := blockingFlusher()
+	l := openLog(t, t.TempDir(), Config{SegmentSize: 64 << 10, OnFlush: hook,
+		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
+	defer l.Close()
+	defer release() // before the close, which waits for the flusher
+	appendN(t, l, 20, 1, 1000)
+	last := l.Last()
+	arm()
+	tick(time.Minute)
+	if _, err := l.Append([]Entry{{Kind: 1, Payload: payload(last+1, 1000)}}); err != nil {
+		t.Fatal(err)
+	}
+	fillPending(t, l, 1000) // the flusher holds the first of these; the rest wait
+	tick(time.Minute)
+	if _, err := l.Append([]Entry{{Kind: 1, Payload: payload(0, 1000)}}); err != nil { // rolls
+		t.Fatal(err)
+	}
+	if n := len(*l.segments.Load()); n != 2 || l.Last() != last {
+		t.Fatalf("%d segments, last %d; the test needs 2 and %d", n, l.Last(), last)
+	}
+	for _, at := range []time.Duration{90 * time.Second, 30 * time.Second, time.Hour} {
+		if pos, err := l.SeekTime(time.Unix(1_700_000_000, 0).Add(at)); err != nil || pos != last+1 {
+			t.Errorf("SeekTime(start+%v) = %d, %v; want Last()+1 = %d", at, pos, err, last+1)
+		}
+	}
+	if pos, err := l.SeekTime(time.Unix(0, 0)); err != nil || pos != 1 {
+		t.Errorf("SeekTime before the start = %d, %v; want 1", pos, err)
+	}
+}
+
+// Found in review: Sync right after an append rolled into a segment whose
+// file the flusher had not created yet fsynced nothing, leaving what was
+// written to the segment before it (not sealed yet) unsynced in the
+// interval and none modes.
+func TestSyncAfterARollFsyncsTheWrittenSegment(t *testing.T) {
+	t.Parallel()
+	hook, arm, release := blockingFlusher()
+	l := openLog(t, t.TempDir(), Config{SegmentSize: 64 << 10, Durability: None, OnFlush: hook})
+	defer l.Close()
+	defer release() // before the close, which waits for the flusher
+	appendN(t, l, 20, 1, 1000)
+	arm()
+	fillPending(t, l, 1000) // written to the first segment, flusher held
+	// This one rolls into a segment whose file is not created yet.
+	if _, err := l.Append([]Entry{{Kind: 1, Payload: payload(0, 1000)}}); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	newest := l.segs[len(l.segs)-1]
+	noFile := len(l.segs) == 2 && newest.f == nil
+	l.mu.Unlock()
+	if !noFile {
+		t.Fatal("the test needs a newest segment without a file")
+	}
+	before := l.Stats().Fsyncs
+	if err := l.syncActive(); err != nil { // what Sync does once the written groups are out
+		t.Fatal(err)
+	}
+	if got := l.Stats().Fsyncs; got != before+1 {
+		t.Fatalf("Sync did %d fsyncs, want 1 of the segment written to", got-before)
+	}
+}
+
+// verifyCtx is a context whose first Err call runs fn: it lets a test act
+// between Log.Verify listing the segments and reading them.
+type verifyCtx struct {
+	context.Context
+	once sync.Once
+	fn   func()
+}
+
+func (c *verifyCtx) Err() error { c.once.Do(c.fn); return c.Context.Err() }
+
+// Found in review: Log.Verify of an open log reported a gap, or failed,
+// when retention removed segments after it had listed them.
+func TestVerifyWhileRetentionRemovesSegments(t *testing.T) {
+	t.Parallel()
+	for _, keep := range []int{4, 3, 2} {
+		t.Run(fmt.Sprint("keep ", keep), func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			allowed := false
+			l := openLog(t, t.TempDir(), Config{SegmentSize: 64 << 10, MaxBytes: int64(keep) * 64 << 10, RetentionInterval: time.Hour,
+				RetentionLimit: func(want uint64) uint64 {
+					mu.Lock()
+					defer mu.Unlock()
+					if allowed {
+						return want
+					}
+					return 0
+				}})
+			defer l.Close()
+			appendN(t, l, 300, 1, 1000)
+			segments := len(*l.segments.Load())
+			var removed []Removed
+			ctx := &verifyCtx{Context: context.Background(), fn: func() {
+				mu.Lock()
+				allowed = true
+				mu.Unlock()
+				var err error
+				if removed, err = l.ApplyRetention(); err != nil {
+					t.Error(err)
+				}
+			}}
+			rep, err := l.Verify(ctx, nil)
+			if len(removed) == 0 || len(removed) < segments-keep {
+				t.Fatalf("retention removed %d of %d segments; the test needs it to remove some", len(removed), segments)
+			}
+			if err != nil || !rep.OK() || rep.FirstPosition != l.First() || rep.LastPosition != l.Last() ||
+				rep.Records != int64(l.Last()-l.First()+1) || rep.Segments != segments-len(removed) {
+				t.Fatalf("verify while retention removed %d segments: %v %+v; log %d..%d", len(removed), err, rep, l.First(), l.Last())
+			}
+		})
+	}
+}

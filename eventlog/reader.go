@@ -191,7 +191,17 @@ func (l *Log) Read(pos uint64) (Record, error) {
 // or Last()+1 when there is none. It is a binary search over segments and
 // their sparse time index, then a short scan.
 func (l *Log) SeekTime(t time.Time) (uint64, error) {
-	ts := t.UnixNano()
+	for {
+		pos, err := l.seekTime(t.UnixNano())
+		var te *rewind.TruncatedError
+		if errors.As(err, &te) && !l.isClosed() {
+			continue // retention removed the segment it looked at: look again
+		}
+		return pos, err
+	}
+}
+
+func (l *Log) seekTime(ts int64) (uint64, error) {
 	last := l.visible.Load()
 	segs := *l.segments.Load()
 	l.mu.Lock()
@@ -210,6 +220,10 @@ func (l *Log) SeekTime(t time.Time) (uint64, error) {
 	from := segs[i].base
 	if j := sort.Search(len(idx), func(j int) bool { return idx[j].ts >= ts }) - 1; j >= 0 {
 		from = idx[j].pos
+	}
+	if from > last {
+		// The segment's times include appends not visible yet.
+		return last + 1, nil
 	}
 	if from < l.first.Load() {
 		from = l.first.Load()

@@ -100,6 +100,7 @@ func verifyFiles(ctx context.Context, bases []uint64, files []string, total int6
 	sc := newScanner(defaultScanBuffer)
 	defer sc.release()
 	var done int64
+	opened := 0 // segments opened so far
 	for i, base := range bases {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -111,11 +112,13 @@ func verifyFiles(ctx context.Context, bases []uint64, files []string, total int6
 		}
 		f, err := os.Open(files[i])
 		if err != nil {
-			if limit != 0 && os.IsNotExist(err) && i == 0 {
-				continue // removed by retention while we started
+			if limit != 0 && os.IsNotExist(err) && opened == 0 {
+				rep.Segments-- // removed by retention since the list was taken
+				continue
 			}
 			return rep, fmt.Errorf("open segment: %w", err)
 		}
+		opened++
 		res, size, err := verifySegment(f, base, sc, limit)
 		if ce, ok := err.(*rewind.CorruptionError); ok {
 			// Like Open, take a last segment whose header was never
@@ -132,7 +135,7 @@ func verifyFiles(ctx context.Context, bases []uint64, files []string, total int6
 		if rep.FirstPosition == 0 {
 			rep.FirstPosition = base
 		}
-		if i > 0 && rep.LastPosition+1 != base {
+		if opened > 1 && rep.LastPosition+1 != base {
 			problem(0, base, fmt.Sprintf("segment starts at position %d but the previous one ends at %d", base, rep.LastPosition), false)
 		}
 		rep.Records += res.records
