@@ -216,6 +216,12 @@ func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
 		return nil, nil
 	}
 	rec, err := s.log.Read(pos)
+	if errors.Is(err, rewind.ErrTruncated) {
+		// Retention removed the segment holding pos since the check above
+		// (pos is in a sealed segment when the newest one is empty): as
+		// when pos < First, there is nothing left to anchor a snapshot on.
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}

@@ -446,6 +446,9 @@ func (s *Store) startsBatch(pos uint64) (bool, error) {
 		return true, nil
 	}
 	rec, err := s.log.Read(pos - 1)
+	if errors.Is(err, rewind.ErrTruncated) {
+		return true, nil // retention removed the segment before pos's since the check above
+	}
 	if err != nil {
 		return false, fmt.Errorf("read event %d for the idempotency check: %w", pos-1, err)
 	}
