@@ -193,8 +193,7 @@ func (l *Log) Read(pos uint64) (Record, error) {
 func (l *Log) SeekTime(t time.Time) (uint64, error) {
 	for {
 		pos, err := l.seekTime(t.UnixNano())
-		var te *rewind.TruncatedError
-		if errors.As(err, &te) && !l.isClosed() {
+		if errors.Is(err, rewind.ErrTruncated) && !l.isClosed() {
 			continue // retention removed the segment it looked at: look again
 		}
 		return pos, err
