@@ -18,6 +18,21 @@ var (
 	ErrCorruption           = errors.New("rewind: corruption")
 	ErrLocked               = errors.New("rewind: data directory in use")
 	ErrClosed               = errors.New("rewind: closed")
+	// ErrFailed: a write or fsync of the store failed (disk full, I/O
+	// error). The store refuses every further write until it is reopened;
+	// the error wraps the operating system's cause, so errors.Is(err,
+	// syscall.ENOSPC) works. It is not transient: retrying against the same
+	// store fails the same way.
+	ErrFailed = errors.New("rewind: store failed")
+	// ErrOutcomeUnknown: an append may or may not have been recorded (its
+	// bytes reached the file but could not be made durable nor removed).
+	// Retry with the same event ids once the store is available again: the
+	// retry either returns the original positions or appends the events.
+	ErrOutcomeUnknown = errors.New("rewind: outcome unknown")
+	// ErrEpochChanged: recovery cut the log back below a position the
+	// caller has already seen, so positions after it were given to other
+	// events. Resuming from that position would silently mix histories.
+	ErrEpochChanged = errors.New("rewind: log epoch changed")
 	// ErrUnauthenticated: a server request had no token, or an unknown or
 	// revoked one.
 	ErrUnauthenticated = errors.New("rewind: unauthenticated")
@@ -41,6 +56,9 @@ const (
 	CodeCorruption           Code = "corruption"
 	CodeLocked               Code = "locked"
 	CodeClosed               Code = "unavailable"
+	CodeFailed               Code = "failed"
+	CodeOutcomeUnknown       Code = "outcome_unknown"
+	CodeEpochChanged         Code = "epoch_changed"
 	CodeUnauthenticated      Code = "unauthenticated"
 	CodePermissionDenied     Code = "permission_denied"
 	CodeCanceled             Code = "canceled"
@@ -59,6 +77,10 @@ var codes = []struct {
 	{ErrTruncated, CodeTruncated},
 	{ErrCorruption, CodeCorruption},
 	{ErrLocked, CodeLocked},
+	// Before ErrClosed: a failed store's errors may also say it is closed.
+	{ErrOutcomeUnknown, CodeOutcomeUnknown},
+	{ErrFailed, CodeFailed},
+	{ErrEpochChanged, CodeEpochChanged},
 	{ErrClosed, CodeClosed},
 	{ErrUnauthenticated, CodeUnauthenticated},
 	{ErrPermissionDenied, CodePermissionDenied},
@@ -201,3 +223,44 @@ func shorten(s string) string {
 	}
 	return s[:max] + "…"
 }
+
+// FailedError is the error of a store whose write or fsync failed. Op says
+// what failed; Cause is the operating system's error, which errors.Is and
+// errors.As reach through Unwrap. It matches ErrFailed.
+type FailedError struct {
+	Op    string // "fsync segment 00000000000000000001.seg", "create segment"…
+	Cause error
+}
+
+func (e *FailedError) Error() string {
+	return fmt.Sprintf("rewind: store failed: %s: %v; it refuses writes until it is reopened "+
+		"(free disk space or repair the device, then restart it)", e.Op, e.Cause)
+}
+
+// Is makes errors.Is(err, ErrFailed) true.
+func (e *FailedError) Is(target error) bool { return target == ErrFailed }
+
+// Unwrap returns the cause.
+func (e *FailedError) Unwrap() error { return e.Cause }
+
+// EpochError is returned when a read or subscription resumes after a
+// position that recovery has since cut from the log: the positions after
+// the cut now belong to other events. It matches ErrEpochChanged.
+type EpochError struct {
+	// After is the position the caller resumed from, seen in epoch Epoch.
+	After Position
+	Epoch uint64
+	// Current is the log's epoch now; CutAt is the first position that the
+	// cut starting a newer epoch removed (at or before After).
+	Current uint64
+	CutAt   Position
+}
+
+func (e *EpochError) Error() string {
+	return fmt.Sprintf("rewind: position %d was seen in log epoch %d, but recovery cut the log at position %d since "+
+		"(now epoch %d): the events after %d are not the ones seen before; rebuild from an earlier position or "+
+		"resume from %d to accept the new history", e.After, e.Epoch, e.CutAt, e.Current, e.CutAt-1, e.CutAt-1)
+}
+
+// Is makes errors.Is(err, ErrEpochChanged) true.
+func (e *EpochError) Is(target error) bool { return target == ErrEpochChanged }
