@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // Durability says when an append is acknowledged.
@@ -94,6 +95,10 @@ type Config struct {
 	// log's flusher goroutine: it must return quickly. It exists for
 	// metrics. Defaults to nil.
 	OnFlush func(FlushInfo)
+	// FS is the filesystem the log's files live in. Tests give one that
+	// injects errors or simulates power cuts. Defaults to vfs.Default, the
+	// operating system's.
+	FS vfs.FS
 }
 
 // FlushInfo describes one group commit.
@@ -129,6 +134,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.FS == nil {
+		cfg.FS = vfs.Default
 	}
 	switch {
 	case cfg.Durability < Sync || cfg.Durability > None:

@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 var errLocked = rewind.ErrLocked
@@ -28,6 +27,7 @@ type Entry struct {
 type Log struct {
 	dir  string
 	cfg  Config
+	fs   vfs.FS
 	lock *dirLock
 
 	// mu guards the fields below it and the Log.mu-guarded fields of every
@@ -98,16 +98,17 @@ func Open(dir string, cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := c.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	lock, err := lockDir(dir)
+	lock, err := lockDir(c.FS, dir)
 	if err != nil {
 		return nil, err
 	}
 	l := &Log{
 		dir:      dir,
 		cfg:      c,
+		fs:       c.FS,
 		lock:     lock,
 		notifyCh: make(chan struct{}),
 		kick:     make(chan struct{}, 1),
@@ -154,6 +155,9 @@ func (l *Log) publishSegments() {
 	segs := append([]*segment(nil), l.segs...)
 	l.segments.Store(&segs)
 }
+
+// FS returns the filesystem the log's files live in.
+func (l *Log) FS() vfs.FS { return l.fs }
 
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }
@@ -489,7 +493,7 @@ func (l *Log) write(g *group) error {
 
 func (l *Log) fdatasync(s *segment) error {
 	start := time.Now()
-	if err := syscall.Fdatasync(int(s.f.Fd())); err != nil {
+	if err := s.f.Datasync(); err != nil {
 		return fmt.Errorf("fsync segment %s: %w", s.name(), err)
 	}
 	l.counters.fsyncs.Add(1)

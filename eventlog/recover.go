@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // Cut describes bytes that recovery removed from the end of the log: a
@@ -45,18 +45,18 @@ func (c Cut) String() string {
 }
 
 // listSegments returns the base positions of the segment files in dir, in order.
-func listSegments(dir string) ([]uint64, error) {
-	entries, err := os.ReadDir(dir)
+func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
+	names, err := fs.List(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read data directory: %w", err)
 	}
 	var bases []uint64
-	for _, e := range entries {
-		if base, ok := parseSegmentName(e.Name()); ok {
+	for _, name := range names {
+		if base, ok := parseSegmentName(name); ok {
 			bases = append(bases, base)
-		} else if strings.HasSuffix(e.Name(), segmentExt) {
+		} else if strings.HasSuffix(name, segmentExt) {
 			return nil, fmt.Errorf("%w: unexpected file %s in %s: segment files are named by their 20-digit base position",
-				rewind.ErrCorruption, e.Name(), dir)
+				rewind.ErrCorruption, name, dir)
 		}
 	}
 	slices.Sort(bases)
@@ -66,7 +66,7 @@ func listSegments(dir string) ([]uint64, error) {
 // load opens every segment: sealed ones by their index, the last one by a
 // full scan that cuts whatever follows the last complete batch.
 func (l *Log) load() error {
-	bases, err := listSegments(l.dir)
+	bases, err := listSegments(l.fs, l.dir)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (l *Log) newSegment(base uint64) *segment {
 }
 
 func (l *Log) openSegmentFile(s *segment) error {
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	f, err := l.fs.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open segment: %w", err)
 	}
@@ -137,13 +137,13 @@ func (l *Log) loadSealed(s *segment, sc *scanner) error {
 	if err := l.openSegmentFile(s); err != nil {
 		return err
 	}
-	st, err := s.f.Stat()
+	size, err := s.f.Size()
 	if err != nil {
-		return err
+		return fmt.Errorf("read segment %s: %w", s.name(), err)
 	}
-	s.size, s.sealed, s.durable = st.Size(), true, true
+	s.size, s.sealed, s.durable = size, true, true
 	idxPath := strings.TrimSuffix(s.path, segmentExt) + indexExt
-	raw, err := os.ReadFile(idxPath)
+	raw, err := vfs.ReadFile(l.fs, idxPath)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read index: %w", err)
 	}
@@ -177,20 +177,20 @@ func (l *Log) loadSealed(s *segment, sc *scanner) error {
 	} else {
 		s.index = append(s.index, indexEntry{pos: s.last, off: s.lastOff, ts: s.lastTs, last: true})
 	}
-	return rewriteIndex(idxPath, s.index, true)
+	return rewriteIndex(l.fs, idxPath, s.index, true)
 }
 
-func rewriteIndex(path string, entries []indexEntry, sync bool) error {
+func rewriteIndex(fs vfs.FS, path string, entries []indexEntry, sync bool) error {
 	buf := make([]byte, 0, len(entries)*indexEntrySize)
 	for _, e := range entries {
 		buf = appendIndexEntry(buf, e)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("rewrite index: %w", err)
 	}
 	defer f.Close()
-	if _, err := f.Write(buf); err != nil {
+	if _, err := f.WriteAt(buf, 0); err != nil {
 		return fmt.Errorf("rewrite index: %w", err)
 	}
 	if sync {
@@ -215,7 +215,7 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 		}
 		s.f.Close()
 		s.f = nil
-		if err := os.Remove(s.path); err != nil {
+		if err := l.fs.Remove(s.path); err != nil {
 			return err
 		}
 		l.recovery = append(l.recovery, Cut{Segment: s.name(), FirstPosition: s.base,
@@ -252,7 +252,7 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 		}
 	}
 	if !l.cfg.NoPreallocate {
-		if err := syscall.Fallocate(int(s.f.Fd()), 0, 0, l.cfg.SegmentSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+		if err := s.f.Allocate(l.cfg.SegmentSize); err != nil && !errors.Is(err, vfs.ErrUnsupported) {
 			return fmt.Errorf("preallocate segment %s: %w", s.name(), err)
 		}
 	}
@@ -260,10 +260,10 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 		return fmt.Errorf("fsync segment %s: %w", s.name(), err)
 	}
 	idxPath := strings.TrimSuffix(s.path, segmentExt) + indexExt
-	if err := rewriteIndex(idxPath, s.index, false); err != nil {
+	if err := rewriteIndex(l.fs, idxPath, s.index, false); err != nil {
 		return err
 	}
-	idx, err := os.OpenFile(idxPath, os.O_RDWR, 0)
+	idx, err := l.fs.OpenFile(idxPath, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}

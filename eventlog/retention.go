@@ -77,14 +77,14 @@ func (l *Log) ApplyRetention() ([]Removed, error) {
 	for _, s := range drop {
 		s.removed.Store(true)
 		for _, p := range []string{s.path, strings.TrimSuffix(s.path, segmentExt) + indexExt} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := l.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
 			}
 		}
 		// Oldest first, each made durable before the next: a crash can
 		// never leave a newer segment removed and an older one back.
-		if err := syncDir(l.dir); err != nil {
-			errs = append(errs, err)
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			errs = append(errs, fmt.Errorf("sync directory %s: %w", l.dir, err))
 		}
 		r := Removed{Segment: s.name(), FirstPosition: s.base, LastPosition: s.last, Bytes: s.size,
 			NewestRecordAt: time.Unix(0, s.lastTs).UTC()}

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
+
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // scanner reads consecutive records of one segment file through a buffer.
 type scanner struct {
-	f    *os.File
+	f    io.ReaderAt
 	buf  []byte
 	base int64 // file offset of buf[0]
 	r, w int   // buf[r:w] holds unread bytes
@@ -40,7 +41,7 @@ func (sc *scanner) release() {
 }
 
 // reset positions the scanner at off in f, discarding buffered bytes.
-func (sc *scanner) reset(f *os.File, off int64) {
+func (sc *scanner) reset(f io.ReaderAt, off int64) {
 	sc.f, sc.base, sc.r, sc.w, sc.eof = f, off, 0, 0, false
 }
 
@@ -127,7 +128,7 @@ type segmentScan struct {
 // has position base, checking checksums, position continuity and batch
 // boundaries, and rebuilds its sparse index.
 // It stops before any position above limit, if limit is not zero.
-func scanSegment(f *os.File, base uint64, indexInterval int, sc *scanner, limit uint64) (segmentScan, error) {
+func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit uint64) (segmentScan, error) {
 	res := segmentScan{last: base - 1, end: segmentHeaderSize, lastOff: segmentHeaderSize}
 	sc.reset(f, segmentHeaderSize)
 	var pending []indexEntry
@@ -186,8 +187,8 @@ func scanSegment(f *os.File, base uint64, indexInterval int, sc *scanner, limit 
 
 // lastNonZero returns one past the offset of the last non-zero byte of f at
 // or after from, or from if there is none.
-func lastNonZero(f *os.File, from int64) (int64, error) {
-	st, err := f.Stat()
+func lastNonZero(f vfs.File, from int64) (int64, error) {
+	size, err := f.Size()
 	if err != nil {
 		return 0, err
 	}
@@ -195,7 +196,7 @@ func lastNonZero(f *os.File, from int64) (int64, error) {
 	defer scanBuffers.Put(bp)
 	buf := *bp
 	end := from
-	for off := from; off < st.Size(); off += int64(len(buf)) {
+	for off := from; off < size; off += int64(len(buf)) {
 		n, err := readFull(f, buf, off)
 		if err != nil {
 			return 0, err

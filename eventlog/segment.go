@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
+
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // A segment file starts with a header:
@@ -138,7 +138,7 @@ func decodeIndex(b []byte, base uint64) (entries []indexEntry, ok bool) {
 type segment struct {
 	base uint64
 	path string
-	f    *os.File // set under Log.mu before any of the segment's records become visible
+	f    vfs.File // set under Log.mu before any of the segment's records become visible
 
 	// refs counts the log's own reference plus one per reader; the file is
 	// closed when the last reference goes. removed is set by retention.
@@ -158,7 +158,7 @@ type segment struct {
 	zero zeroState // zero-filling ahead of the flusher's writes
 
 	// Used by the flusher only.
-	idx        *os.File
+	idx        vfs.File
 	idxWritten int // entries written to idx
 }
 
@@ -201,12 +201,12 @@ func (l *Log) indexSnapshot(s *segment) []indexEntry {
 // createSegmentFile writes the header, preallocates and makes the new file
 // durable, including its directory entry.
 func (l *Log) createSegmentFile(s *segment) error {
-	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := l.fs.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("create segment: %w", err)
 	}
 	if !l.cfg.NoPreallocate {
-		if err := syscall.Fallocate(int(f.Fd()), 0, 0, l.cfg.SegmentSize); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+		if err := f.Allocate(l.cfg.SegmentSize); err != nil && !errors.Is(err, vfs.ErrUnsupported) {
 			f.Close()
 			return fmt.Errorf("preallocate segment %s: %w", s.name(), err)
 		}
@@ -215,7 +215,7 @@ func (l *Log) createSegmentFile(s *segment) error {
 		f.Close()
 		return fmt.Errorf("write segment header %s: %w", s.name(), err)
 	}
-	idx, err := os.OpenFile(strings.TrimSuffix(s.path, segmentExt)+indexExt, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	idx, err := l.fs.OpenFile(strings.TrimSuffix(s.path, segmentExt)+indexExt, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("create index: %w", err)
@@ -225,10 +225,10 @@ func (l *Log) createSegmentFile(s *segment) error {
 		idx.Close()
 		return fmt.Errorf("sync segment %s: %w", s.name(), err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := l.fs.SyncDir(l.dir); err != nil {
 		f.Close()
 		idx.Close()
-		return err
+		return fmt.Errorf("sync directory %s: %w", l.dir, err)
 	}
 	// Under l.mu: the syncer and Log.Verify look at the active segment's
 	// file while the flusher creates it.
@@ -239,7 +239,7 @@ func (l *Log) createSegmentFile(s *segment) error {
 }
 
 // readFull reads len(b) bytes at off, or fewer at the end of the file.
-func readFull(f *os.File, b []byte, off int64) (int, error) {
+func readFull(f io.ReaderAt, b []byte, off int64) (int, error) {
 	n, err := f.ReadAt(b, off)
 	if errors.Is(err, io.EOF) {
 		err = nil
@@ -247,50 +247,32 @@ func readFull(f *os.File, b []byte, off int64) (int, error) {
 	return n, err
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory for sync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
-}
+// dirLock is an exclusive lock on the data directory's LOCK file, which
+// also names the holder's pid for the error a second process gets.
+type dirLock struct{ c io.Closer }
 
-// dirLock is an exclusive flock on the data directory's LOCK file.
-type dirLock struct {
-	once sync.Once
-	f    *os.File
-}
-
-func lockDir(dir string) (*dirLock, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(f.Name())
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			who := strings.TrimSpace(string(holder))
-			if who != "" {
-				who = " (held by pid " + who + ")"
-			}
-			return nil, fmt.Errorf("%w: %s is opened by another process%s; stop it or use another --data-dir",
-				errLocked, dir, who)
+func lockDir(fs vfs.FS, dir string) (*dirLock, error) {
+	path := filepath.Join(dir, "LOCK")
+	c, err := fs.Lock(path)
+	if errors.Is(err, vfs.ErrLocked) {
+		who := ""
+		if holder, rerr := vfs.ReadFile(fs, path); rerr == nil && len(strings.TrimSpace(string(holder))) > 0 {
+			who = " (held by pid " + strings.TrimSpace(string(holder)) + ")"
 		}
+		return nil, fmt.Errorf("%w: %s is opened by another process%s; stop it or use another --data-dir",
+			errLocked, dir, who)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return &dirLock{f: f}, nil
+	// The pid is only a hint for that error: writing it may fail (Windows
+	// refuses writes to a locked range) without harm.
+	if f, err := fs.OpenFile(path, os.O_RDWR, 0); err == nil {
+		f.Truncate(0)
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+		f.Close()
+	}
+	return &dirLock{c: c}, nil
 }
 
-func (d *dirLock) unlock() {
-	d.once.Do(func() {
-		syscall.Flock(int(d.f.Fd()), syscall.LOCK_UN)
-		d.f.Close()
-	})
-}
+func (d *dirLock) unlock() { d.c.Close() }

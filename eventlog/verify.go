@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // Problem is one thing Verify found wrong.
@@ -53,12 +54,17 @@ type Progress func(done, total int64)
 // segment headers. It changes nothing. Damage in the last segment's tail is
 // reported with Tail set; any other problem is corruption.
 func Verify(ctx context.Context, dir string, progress Progress) (VerifyReport, error) {
-	lock, err := lockDir(dir)
+	return VerifyFS(ctx, vfs.Default, dir, progress)
+}
+
+// VerifyFS is Verify on the log in dir of fs.
+func VerifyFS(ctx context.Context, fs vfs.FS, dir string, progress Progress) (VerifyReport, error) {
+	lock, err := lockDir(fs, dir)
 	if err != nil {
 		return VerifyReport{}, err
 	}
 	defer lock.unlock()
-	bases, err := listSegments(dir)
+	bases, err := listSegments(fs, dir)
 	if err != nil {
 		return VerifyReport{}, err
 	}
@@ -66,11 +72,11 @@ func Verify(ctx context.Context, dir string, progress Progress) (VerifyReport, e
 	var total int64
 	for i, base := range bases {
 		files[i] = filepath.Join(dir, segmentName(base))
-		if st, err := os.Stat(files[i]); err == nil {
+		if st, err := fs.Stat(files[i]); err == nil {
 			total += st.Size()
 		}
 	}
-	return verifyFiles(ctx, bases, files, total, 0, progress)
+	return verifyFiles(ctx, fs, bases, files, total, 0, progress)
 }
 
 // Verify scans every record of the open log up to Last, like the package
@@ -92,10 +98,10 @@ func (l *Log) Verify(ctx context.Context, progress Progress) (VerifyReport, erro
 	if len(bases) == 0 {
 		return VerifyReport{FirstPosition: l.First(), LastPosition: limit}, nil
 	}
-	return verifyFiles(ctx, bases, files, total, limit, progress)
+	return verifyFiles(ctx, l.fs, bases, files, total, limit, progress)
 }
 
-func verifyFiles(ctx context.Context, bases []uint64, files []string, total int64, limit uint64, progress Progress) (VerifyReport, error) {
+func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string, total int64, limit uint64, progress Progress) (VerifyReport, error) {
 	rep := VerifyReport{Segments: len(bases)}
 	sc := newScanner(defaultScanBuffer)
 	defer sc.release()
@@ -110,7 +116,7 @@ func verifyFiles(ctx context.Context, bases []uint64, files []string, total int6
 		problem := func(off int64, pos uint64, reason string, tail bool) {
 			rep.Problems = append(rep.Problems, Problem{Segment: name, Offset: off, Position: pos, Reason: reason, Tail: tail})
 		}
-		f, err := os.Open(files[i])
+		f, err := fs.OpenFile(files[i], os.O_RDONLY, 0)
 		if err != nil {
 			if limit != 0 && os.IsNotExist(err) && opened == 0 {
 				rep.Segments-- // removed by retention since the list was taken
@@ -159,7 +165,7 @@ func verifyFiles(ctx context.Context, bases []uint64, files []string, total int6
 	return rep, nil
 }
 
-func verifySegment(f *os.File, base uint64, sc *scanner, limit uint64) (segmentScan, int64, error) {
+func verifySegment(f vfs.File, base uint64, sc *scanner, limit uint64) (segmentScan, int64, error) {
 	h := make([]byte, segmentHeaderSize)
 	n, err := readFull(f, h, 0)
 	if err != nil {
@@ -172,10 +178,10 @@ func verifySegment(f *os.File, base uint64, sc *scanner, limit uint64) (segmentS
 	if hb != base {
 		return segmentScan{}, 0, &rewind.CorruptionError{Reason: fmt.Sprintf("segment header says base position %d", hb)}
 	}
-	st, err := f.Stat()
+	size, err := f.Size()
 	if err != nil {
 		return segmentScan{}, 0, err
 	}
 	res, err := scanSegment(f, base, 1<<30, sc, limit)
-	return res, st.Size(), err
+	return res, size, err
 }

@@ -261,35 +261,35 @@ func (s *Store) installSnapshot(v *snapshotView) error {
 // writeSnapshotFile writes v to index.snapshot: a temporary file, fsynced,
 // renamed over the old one, and the directory fsynced.
 func (s *Store) writeSnapshotFile(v *snapshotView) error {
+	fs := s.log.FS()
 	path := filepath.Join(s.dir, snapshotName)
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("write index snapshot: %w", err)
 	}
-	defer os.Remove(tmp)
+	defer fs.Remove(tmp)
 	defer f.Close()
+	fw := io.NewOffsetWriter(f, 0)
 	crc := crc32.New(castagnoli)
-	w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
+	w := bufio.NewWriterSize(io.MultiWriter(fw, crc), 1<<20)
 	writeSnapshot(w, v)
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write index snapshot: %w", err)
 	}
-	if err := binary.Write(f, binary.LittleEndian, crc.Sum32()); err != nil {
+	if err := binary.Write(fw, binary.LittleEndian, crc.Sum32()); err != nil {
 		return fmt.Errorf("write index snapshot: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync index snapshot: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := fs.Rename(tmp, path); err != nil {
 		return fmt.Errorf("install index snapshot: %w", err)
 	}
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return err
+	if err := fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("install index snapshot: %w", err)
 	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }
 
 // snapWriter writes little-endian integers; errors surface at Flush.
@@ -430,23 +430,24 @@ func (sr *snapReader) count(size int64) int {
 // returns a nil index, and an error saying why, when the snapshot cannot be
 // used; a missing snapshot is not an error.
 func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) {
-	f, err := os.Open(path)
+	file, err := l.FS().OpenFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, 0, nil
 	}
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	defer file.Close()
+	size, err := file.Size()
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if st.Size() < 44 {
+	if size < 44 {
 		return nil, nil, 0, errors.New("not an index snapshot")
 	}
+	f := io.NewSectionReader(file, 0, size)
 	crc := crc32.New(castagnoli)
-	sr := &snapReader{r: bufio.NewReaderSize(io.TeeReader(io.LimitReader(f, st.Size()-4), crc), 1<<20), left: st.Size() - 4}
+	sr := &snapReader{r: bufio.NewReaderSize(io.TeeReader(io.LimitReader(f, size-4), crc), 1<<20), left: size - 4}
 	var head [40]byte
 	sr.read(head[:])
 	if sr.err != nil || string(head[:8]) != snapshotMagic {
