@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"hash/crc32"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rewindhq/rewind"
 )
 
 // Fuzz targets for every decoder and for recovery. Their seed corpus is in
@@ -186,11 +189,11 @@ func FuzzRecoverTail(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		want := referenceScan(mutated, tmpl.base)
+		want, damaged := referenceScan(mutated, tmpl.base)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			checkRecovered(t, dir, tmpl, want)
+			checkRecovered(t, dir, tmpl, want, damaged)
 		}()
 		select {
 		case <-done:
@@ -210,39 +213,77 @@ type refRecord struct {
 
 // referenceScan reads a segment as the format describes it, independently
 // of the scanner: consecutive records with a good checksum, no unknown
-// flag, the expected position and a time that does not go back, up to the
-// first that is not; it returns those of complete batches.
-func referenceScan(seg []byte, base uint64) []refRecord {
-	var out, batch []refRecord
+// flag, the expected position and a time that does not go back. At the
+// first that is not, it looks for the next intact record (a later
+// position, a time not going back): if there is one and the bytes between
+// hold no zero sector (see tornBytes), the bad bytes are damage and the
+// reading goes on after them; otherwise the segment ends there. It returns
+// the records of complete batches, and the damaged positions.
+func referenceScan(seg []byte, base uint64) (out []refRecord, damaged []uint64) {
+	dataEnd := int(lastNonZeroIn(seg, 0))
+	var batch []refRecord
 	var prevTs int64
-	for off, pos := segmentHeaderSize, base; off+4 <= len(seg); {
+	valid := func(off int) (refRecord, bool, int) {
+		if off+recordHeaderSize > dataEnd {
+			return refRecord{}, false, 0
+		}
 		l := int(binary.LittleEndian.Uint32(seg[off:]))
-		if l == 0 || l > MaxPayload || off+recordHeaderSize+l > len(seg) {
-			break
+		if l == 0 || l > MaxPayload || off+recordHeaderSize+l > dataEnd {
+			return refRecord{}, false, 0
 		}
 		r := seg[off : off+recordHeaderSize+l]
 		if crc32.Checksum(r[8:], castagnoli) != binary.LittleEndian.Uint32(r[4:]) || r[25]&^flagBatchEnd != 0 || r[26] != 0 || r[27] != 0 {
-			break
+			return refRecord{}, false, 0
 		}
 		rec := refRecord{pos: binary.LittleEndian.Uint64(r[8:]), ts: int64(binary.LittleEndian.Uint64(r[16:])), kind: r[24], payload: r[28:]}
-		if rec.pos != pos || rec.ts < prevTs {
-			break
+		return rec, r[25]&flagBatchEnd != 0, len(r)
+	}
+	for off, pos := segmentHeaderSize, base; off < dataEnd; {
+		rec, end, n := valid(off)
+		if n == 0 || rec.pos != pos || rec.ts < prevTs {
+			next := -1
+			for o := off + 1; o+recordHeaderSize <= dataEnd; o++ {
+				if r, _, n := valid(o); n > 0 && r.pos > pos && r.pos <= pos+uint64(dataEnd-off)/recordHeaderSize+1 && r.ts >= prevTs {
+					next = o
+					break
+				}
+			}
+			if next < 0 || tornBytes(seg, int64(off), int64(next)) {
+				break
+			}
+			r, _, _ := valid(next)
+			for p := pos; p < r.pos; p++ {
+				damaged = append(damaged, p)
+			}
+			off, pos = next, r.pos
+			continue
 		}
 		prevTs = rec.ts
 		batch = append(batch, rec)
-		if r[25]&flagBatchEnd != 0 {
+		if end {
 			out, batch = append(out, batch...), nil
 		}
-		off += len(r)
+		off += n
 		pos++
 	}
-	return out
+	return out, damaged
 }
 
-func checkRecovered(t *testing.T, dir string, tmpl recoveryTemplate, want []refRecord) {
-	if _, err := Verify(context.Background(), dir, nil); err != nil {
+func checkRecovered(t *testing.T, dir string, tmpl recoveryTemplate, want []refRecord, damaged []uint64) {
+	wantLast := tmpl.base - 1
+	if len(want) > 0 {
+		wantLast = want[len(want)-1].pos
+	}
+	for len(damaged) > 0 && damaged[len(damaged)-1] > wantLast { // in the cut tail
+		damaged = damaged[:len(damaged)-1]
+	}
+	rep, err := Verify(context.Background(), dir, nil)
+	if err != nil {
 		t.Errorf("verify: %v", err)
 		return
+	}
+	if len(damaged) > 0 && (rep.OK() || rep.Problems[0].Tail) {
+		t.Errorf("verify of a segment with damaged positions %v: %+v", damaged, rep.Problems)
 	}
 	l, err := Open(dir, fuzzConfig())
 	if err != nil {
@@ -250,37 +291,43 @@ func checkRecovered(t *testing.T, dir string, tmpl recoveryTemplate, want []refR
 		return
 	}
 	defer l.Close()
-	wantLast := tmpl.base - 1 + uint64(len(want))
 	if l.Last() != wantLast {
 		t.Errorf("recovered up to %d, the format keeps up to %d", l.Last(), wantLast)
 		return
 	}
 	r := l.NewReader(tmpl.base)
 	defer r.Close()
-	for i := 0; ; i++ {
+	i := 0
+	for pos := tmpl.base; pos <= wantLast; pos++ {
+		r.Seek(pos)
 		rec, err := r.Next()
-		if err == io.EOF {
-			if i != len(want) {
-				t.Errorf("read %d records of the last segment, want %d", i, len(want))
+		if len(damaged) > 0 && damaged[0] == pos {
+			damaged = damaged[1:]
+			if !errors.Is(err, rewind.ErrCorruption) {
+				t.Errorf("read of damaged position %d: %v, want corruption", pos, err)
+				return
 			}
-			break
+			continue
 		}
 		if err != nil {
-			t.Errorf("read at %d: %v", r.Position(), err)
-			return
-		}
-		if i >= len(want) {
-			t.Errorf("read record %d, beyond the %d the format keeps", rec.Position, len(want))
+			t.Errorf("read at %d: %v", pos, err)
 			return
 		}
 		w := want[i]
+		i++
 		if rec.Position != w.pos || rec.Timestamp != w.ts || rec.Kind != w.kind || !bytes.Equal(rec.Payload, w.payload) {
 			t.Errorf("record %d differs from the one in the file", rec.Position)
 			return
 		}
 	}
-	if rep, err := l.Verify(context.Background(), nil); err != nil || !rep.OK() {
-		t.Errorf("verify after recovery: %v %v", err, rep.Problems)
+	if i != len(want) {
+		t.Errorf("read %d records of the last segment, want %d", i, len(want))
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Errorf("read past the last record: %v", err)
+	}
+	if rep, err := l.Verify(context.Background(), nil); err != nil || rep.OK() != (len(l.Damage()) == 0) {
+		t.Errorf("verify after recovery: %v %v (damage %v)", err, rep.Problems, l.Damage())
 		return
 	}
 	a, err := l.Append([]Entry{{Kind: 1, Payload: []byte("after")}})
@@ -291,12 +338,13 @@ func checkRecovered(t *testing.T, dir string, tmpl recoveryTemplate, want []refR
 		t.Errorf("append after recovery at %d, %v; want %d", a.First, err, wantLast+1)
 		return
 	}
+	kept := len(l.Damage()) > 0
 	if err := l.Close(); err != nil {
 		t.Errorf("close: %v", err)
 		return
 	}
-	rep, err := Verify(context.Background(), dir, nil)
-	if err != nil || !rep.OK() || rep.LastPosition != wantLast+1 {
+	rep, err = Verify(context.Background(), dir, nil)
+	if err != nil || rep.OK() == kept || rep.LastPosition != wantLast+1 {
 		t.Errorf("verify after the append: %v %+v", err, rep)
 	}
 }

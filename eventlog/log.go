@@ -59,6 +59,7 @@ type Log struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	recovery []Cut
+	damage   []Damage // found by recovery in the newest segment
 
 	meanGroupBytes float64 // flusher only
 }
@@ -226,6 +227,10 @@ func (l *Log) Stats() Stats {
 
 // Recovery returns what opening the log cut from its tail.
 func (l *Log) Recovery() []Cut { return l.recovery }
+
+// Damage returns the damaged records that opening the log found in its
+// newest segment with intact records after them: kept, and refused on read.
+func (l *Log) Damage() []Damage { return l.damage }
 
 // Appended is the result of Append.
 type Appended struct {

@@ -226,6 +226,12 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 	if err != nil {
 		return err
 	}
+	for _, d := range res.damage {
+		d.Segment = s.name()
+		l.damage = append(l.damage, d)
+		l.cfg.Logger.Error("eventlog: damaged records in the newest segment, followed by intact ones: "+
+			"they are kept and refused on read; restore them from a backup or accept their loss", d.attrs()...)
+	}
 	s.last, s.lastOff, s.lastTs, s.firstTs, s.index = res.last, res.lastOff, res.lastTs, res.firstTs, res.index
 	s.size = res.end
 	if res.dataEnd > res.end {
@@ -234,6 +240,9 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 			cut.Records, cut.LastPosition = res.orphans, res.orphanEnd
 		}
 		switch {
+		case res.stop != nil && res.torn:
+			cut.Reason = fmt.Sprintf("torn write at offset %d (%s): sectors of it were never written, so nothing "+
+				"after it was acknowledged", res.stopOff, res.stop)
 		case res.stop != nil:
 			cut.Reason = res.stop.Error()
 			if res.orphans > 0 {

@@ -119,14 +119,18 @@ type segmentScan struct {
 	index     []indexEntry
 	stop      error  // why the scan stopped before the end of the data, if it did
 	stopOff   int64  // where it stopped
+	torn      bool   // intact records follow the stop, but the gap is a torn write
 	orphans   int    // good records after the last complete batch
 	orphanEnd uint64 // position of the last of them
 	dataEnd   int64  // one past the last non-zero byte at or after end
+	damage    []Damage
 }
 
 // scanSegment reads every record of the segment file f, whose first record
 // has position base, checking checksums, position continuity and batch
-// boundaries, and rebuilds its sparse index.
+// boundaries, and rebuilds its sparse index. Damage followed by intact
+// records is skipped and reported in damage (see tornGap for what is a torn
+// write instead); the scan stops at damage that nothing intact follows.
 // It stops before any position above limit, if limit is not zero.
 func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit uint64) (segmentScan, error) {
 	res := segmentScan{last: base - 1, end: segmentHeaderSize, lastOff: segmentHeaderSize}
@@ -135,10 +139,20 @@ func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit 
 	expect := base
 	var firstTs, lastTs int64
 	lastIndexed := int64(-1 << 62)
+	dataEnd, dataFrom := int64(-1), int64(0) // the last non-zero byte at or after dataFrom, when computed
 	for limit == 0 || expect <= limit {
 		rec, flags, off, err := sc.next()
 		if err == errEnd {
-			break
+			if dataEnd < 0 {
+				if dataEnd, err = lastNonZero(f, off); err != nil {
+					return res, err
+				}
+				dataFrom = off
+			}
+			if dataEnd <= off {
+				break
+			}
+			err = fmt.Errorf("a zero record length where %d more bytes of data follow", dataEnd-off)
 		}
 		if err == nil && rec.Position != expect {
 			err = fmt.Errorf("position %d where %d was expected", rec.Position, expect)
@@ -151,7 +165,35 @@ func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit 
 				err = errors.New("a record runs past the end of the file (a torn write, or a damaged length)")
 			}
 			res.stop, res.stopOff = err, off
-			break
+			if dataEnd < 0 {
+				if dataEnd, err = lastNonZero(f, off); err != nil {
+					return res, err
+				}
+				dataFrom = off
+			}
+			next, at, found, err := resync(f, off, dataEnd, expect, lastTs)
+			if err != nil {
+				return res, err
+			}
+			if !found || limit != 0 && next.Position > limit {
+				break
+			}
+			if limit == 0 { // an open log's records up to limit were all acknowledged
+				if res.torn, err = tornGap(f, off, at); err != nil {
+					return res, err
+				}
+				if res.torn {
+					break
+				}
+			}
+			res.damage = append(res.damage, Damage{Offset: off, End: at, FirstPosition: expect,
+				LastPosition: next.Position - 1, Reason: res.stop.Error()})
+			res.stop = nil
+			// Go on at the intact record, with an index entry there so that
+			// reads after the damage do not have to cross it.
+			sc.reset(f, at)
+			expect, lastIndexed = next.Position, -1<<62
+			continue
 		}
 		if firstTs == 0 {
 			firstTs = rec.Timestamp
@@ -173,16 +215,21 @@ func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit 
 			pending = pending[:0]
 		}
 	}
+	// Damage after the last complete batch is part of the tail that is cut.
+	for len(res.damage) > 0 && res.damage[len(res.damage)-1].Offset >= res.end {
+		res.damage = res.damage[:len(res.damage)-1]
+	}
 	if limit != 0 {
 		res.dataEnd = res.end
 		return res, nil
 	}
-	dataEnd, err := lastNonZero(f, res.end)
-	if err != nil {
-		return res, err
+	if dataEnd >= 0 && dataFrom <= res.end { // then the last non-zero byte at or after res.end is known
+		res.dataEnd = max(dataEnd, res.end)
+		return res, nil
 	}
-	res.dataEnd = dataEnd
-	return res, nil
+	var err error
+	res.dataEnd, err = lastNonZero(f, res.end)
+	return res, err
 }
 
 // lastNonZero returns one past the offset of the last non-zero byte of f at

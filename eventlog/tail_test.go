@@ -143,6 +143,9 @@ type tailExpect struct {
 	problem Problem // Verify's only problem when damaged
 	cut     *Cut    // Recovery's only cut, if Open must cut bytes
 	last    uint64  // Last after Open
+	// kept is the damaged record when intact records follow it and it is
+	// not a torn write: corruption that Open keeps (refused on read).
+	kept *Damage
 }
 
 // expectTail computes the outcome of damage whose first changed byte is at
@@ -168,6 +171,13 @@ func (tt *tailTemplate) expectTail(mutated []byte, c int64, asEnd bool) tailExpe
 			cut:     &Cut{Segment: tt.lastSeg, Offset: end, Bytes: lastNonZeroIn(mutated, end) - end, FirstPosition: last + 1}}
 	}
 	dk := tt.recs[k]
+	if next := tt.recs[len(tt.recs)-1]; k < len(tt.recs)-1 && !asEnd && int64(len(mutated)) >= next.end &&
+		bytes.Equal(mutated[next.off:next.end], tt.orig[next.off:next.end]) && !tornBytes(mutated, dk.off, dk.end) {
+		// Intact records follow the damaged one: corruption, kept.
+		return tailExpect{damaged: true, last: last,
+			problem: Problem{Segment: tt.lastSeg, Offset: dk.off, Position: dk.pos},
+			kept:    &Damage{Segment: tt.lastSeg, Offset: dk.off, End: dk.end, FirstPosition: dk.pos, LastPosition: dk.pos}}
+	}
 	e := tailExpect{damaged: true, last: dk.pos - 1}
 	orphans := 0
 	for i := k - 1; i >= 0 && tt.recs[i].off >= dk.batchStart; i-- {
@@ -191,6 +201,22 @@ func (tt *tailTemplate) expectTail(mutated []byte, c int64, asEnd bool) tailExpe
 		e.damaged = false
 	}
 	return e
+}
+
+// tornBytes is the rule of a torn write, written from its documentation
+// (see tornGap): the rest of the sector where the damage starts, or a whole
+// sector inside it, is zero.
+func tornBytes(b []byte, from, to int64) bool {
+	const sector = 512
+	if end := min(to, (from/sector+1)*sector); allZero(b[from:end]) {
+		return true
+	}
+	for s := (from + sector - 1) / sector * sector; s+sector <= to; s += sector {
+		if allZero(b[s : s+sector]) {
+			return true
+		}
+	}
+	return false
 }
 
 func lastNonZeroIn(b []byte, from int64) int64 {
@@ -251,6 +277,22 @@ func (tt *tailTemplate) check(t *testing.T, dir, what string, mutated []byte, e 
 			l.Close()
 		}
 	}()
+	if e.kept != nil {
+		tt.checkKept(t, what, l, e)
+		appendSized(t, l, []int{44, 45})
+		if !reopen {
+			return
+		}
+		if err := l.Close(); err != nil {
+			fail("close: %v", err)
+		}
+		if l, err = Open(dir, cfg); err != nil {
+			fail("reopen: %v", err)
+		}
+		e.last += 2
+		tt.checkKept(t, what+" (reopened)", l, e)
+		return
+	}
 	cuts := l.Recovery()
 	switch {
 	case e.cut == nil && len(cuts) != 0:
@@ -295,6 +337,53 @@ func (tt *tailTemplate) check(t *testing.T, dir, what string, mutated []byte, e 
 		fail("second open cut %v", l.Recovery())
 	}
 	tt.checkRecords(t, what, l, e.last, e.last+2)
+}
+
+// checkKept checks a log that kept a damaged record: nothing cut, the
+// damage reported, every other record served, the damaged one refused.
+func (tt *tailTemplate) checkKept(t *testing.T, what string, l *Log, e tailExpect) {
+	t.Helper()
+	if cuts := l.Recovery(); len(cuts) != 0 {
+		t.Fatalf("%s: recovery cut %v; the damage is followed by intact records and must be kept", what, cuts)
+	}
+	if d := l.Damage(); len(d) != 1 || d[0].Reason == "" {
+		t.Fatalf("%s: damage reported %+v, want %+v", what, d, *e.kept)
+	} else if got := d[0]; func() bool { got.Reason = ""; return got != *e.kept }() {
+		t.Fatalf("%s: damage reported %+v, want %+v", what, got, *e.kept)
+	}
+	if l.Last() != e.last {
+		t.Fatalf("%s: last = %d, want %d", what, l.Last(), e.last)
+	}
+	rep, err := l.Verify(context.Background(), nil)
+	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Offset != e.kept.Offset || rep.Problems[0].Tail {
+		t.Fatalf("%s: open log verify: %v %+v", what, err, rep.Problems)
+	}
+	r := l.NewReader(1)
+	defer r.Close()
+	tmpl := tt.recs[len(tt.recs)-1].pos
+	for pos := uint64(1); pos <= e.last; pos++ {
+		r.Seek(pos)
+		rec, err := r.Next()
+		if pos == e.kept.FirstPosition {
+			var ce *rewind.CorruptionError
+			if !errors.As(err, &ce) || ce.Segment != e.kept.Segment || ce.Position != rewind.Position(pos) {
+				t.Fatalf("%s: reading the damaged position %d: %v, want a corruption error naming it", what, pos, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: read %d: %v", what, pos, err)
+		}
+		var want []byte
+		if pos <= tmpl {
+			want = payload(pos, tt.recs[pos-1].size)
+		} else {
+			want = payload(pos, 44+int(pos-tmpl-1))
+		}
+		if rec.Position != pos || !bytes.Equal(rec.Payload, want) {
+			t.Fatalf("%s: position %d differs", what, pos)
+		}
+	}
 }
 
 // checkRecords reads the whole log and checks that it holds exactly the
@@ -447,6 +536,14 @@ func TestBitFlipTail(t *testing.T) {
 			t.Parallel()
 			tt := writeTailTemplate(t, prealloc)
 			dir := t.TempDir()
+			kept, cut := 0, 0
+			defer func() {
+				// Both outcomes must be exercised: a flip followed by intact
+				// records is kept as corruption, one in the last record cut.
+				if !t.Failed() && (kept == 0 || cut == 0) {
+					t.Errorf("%d flips kept as corruption and %d cut; want both", kept, cut)
+				}
+			}()
 			// Up to 8 bytes past the data: a stray bit where only zeros
 			// belong is damage too.
 			for _, d := range tt.offsets(8) {
@@ -460,7 +557,13 @@ func TestBitFlipTail(t *testing.T) {
 						mutated = append(mutated, make([]byte, d+1-int64(len(mutated)))...)
 					}
 					mutated[d] ^= 1 << bit
-					tt.check(t, dir, fmt.Sprintf("flip bit %d at %d", bit, d), mutated, tt.expectTail(mutated, d, false), tt.reopenAt(d))
+					e := tt.expectTail(mutated, d, false)
+					if e.kept != nil {
+						kept++
+					} else {
+						cut++
+					}
+					tt.check(t, dir, fmt.Sprintf("flip bit %d at %d", bit, d), mutated, e, tt.reopenAt(d))
 				}
 			}
 		})

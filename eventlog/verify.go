@@ -147,6 +147,10 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 		rep.Records += res.records
 		rep.LastPosition = res.last
 		rep.Bytes += res.end
+		for _, d := range res.damage {
+			problem(d.Offset, d.FirstPosition, fmt.Sprintf("%s; positions %d-%d cannot be read, and intact records "+
+				"follow from offset %d, so this is corruption, not a torn write", d.Reason, d.FirstPosition, d.LastPosition, d.End), false)
+		}
 		switch {
 		case res.stop != nil:
 			problem(res.stopOff, res.last+1+uint64(res.orphans), res.stop.Error(), last && limit == 0)

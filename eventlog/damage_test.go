@@ -1,0 +1,136 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind"
+)
+
+// newestSegment writes n records of size bytes (one per batch) and returns
+// the log's directory and the offsets of the records in its only segment.
+func newestSegment(t *testing.T, n, size int) (string, string, []int64) {
+	t.Helper()
+	dir := t.TempDir()
+	l := openLog(t, dir, Config{})
+	appendN(t, l, n, 1, size)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	offs := make([]int64, n)
+	for i := range offs {
+		offs[i] = segmentHeaderSize + int64(i*recordSize(size))
+	}
+	return dir, filepath.Join(dir, segmentName(1)), offs
+}
+
+func editFile(t *testing.T, path string, edit func(b []byte)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(b)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Issue 9: one flipped byte in the middle of the newest segment silently
+// dropped every acknowledged record after it, because recovery took it
+// for a torn tail. Damage that intact records follow is corruption: the
+// damaged records are refused, the others kept.
+func TestDamageInTheNewestSegmentKeepsWhatFollows(t *testing.T) {
+	t.Parallel()
+	const n, size = 200, 100
+	tests := []struct {
+		name        string
+		edit        func(b []byte, offs []int64)
+		first, last uint64 // damaged positions
+	}{
+		{"one flipped byte", func(b []byte, offs []int64) { b[offs[19]+40] ^= 0x10 }, 20, 20},
+		{"a damaged length", func(b []byte, offs []int64) { b[offs[49]] = 0xff }, 50, 50},
+		{"garbage over several records", func(b []byte, offs []int64) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			for i := offs[99] + 3; i < offs[104]+50; i++ {
+				b[i] = byte(rng.IntN(255) + 1)
+			}
+		}, 100, 105},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir, seg, offs := newestSegment(t, n, size)
+			editFile(t, seg, func(b []byte) { tc.edit(b, offs) })
+
+			rep, err := Verify(context.Background(), dir, nil)
+			if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Tail || rep.Problems[0].Offset != offs[tc.first-1] ||
+				rep.Problems[0].Position != tc.first {
+				t.Fatalf("verify: %v %+v; want one corruption at offset %d", err, rep.Problems, offs[tc.first-1])
+			}
+			l := openLog(t, dir, Config{})
+			defer l.Close()
+			if cuts := l.Recovery(); len(cuts) != 0 {
+				t.Fatalf("recovery cut %v", cuts)
+			}
+			if d := l.Damage(); len(d) != 1 || d[0].FirstPosition != tc.first || d[0].LastPosition != tc.last ||
+				d[0].Offset != offs[tc.first-1] || d[0].End != offs[tc.last] {
+				t.Fatalf("damage = %+v; want positions %d-%d", d, tc.first, tc.last)
+			}
+			if l.Last() != n {
+				t.Fatalf("last = %d, want %d: acknowledged records after the damage were dropped", l.Last(), n)
+			}
+			for pos := uint64(1); pos <= n; pos++ {
+				rec, err := l.Read(pos)
+				if pos >= tc.first && pos <= tc.last {
+					var ce *rewind.CorruptionError
+					if !errors.As(err, &ce) || ce.Segment != segmentName(1) {
+						t.Fatalf("read of damaged position %d: %v, want a corruption error naming the segment", pos, err)
+					}
+					continue
+				}
+				if err != nil || string(rec.Payload) != string(payload(pos, size)) {
+					t.Fatalf("read %d: %v", pos, err)
+				}
+			}
+			// Appends go on after the last intact record.
+			appendN(t, l, 3, 1, size)
+			if l.Last() != n+3 {
+				t.Fatalf("last after appends = %d", l.Last())
+			}
+		})
+	}
+}
+
+// A whole sector of zeros in the middle is what a power cut leaves when the
+// disk wrote a later sector of an unsynced write but not an earlier one: a
+// torn tail, cut with everything after it (none of it was acknowledged).
+func TestZeroSectorIsATornWrite(t *testing.T) {
+	t.Parallel()
+	const n, size = 200, 100
+	dir, seg, offs := newestSegment(t, n, size)
+	const sector = 4096 // a sector inside record k
+	editFile(t, seg, func(b []byte) { clear(b[sector : sector+512]) })
+	k := 0
+	for k+1 < len(offs) && offs[k+1] <= sector {
+		k++
+	}
+	rep, err := Verify(context.Background(), dir, nil)
+	if err != nil || len(rep.Problems) != 1 || !rep.Problems[0].Tail || rep.Problems[0].Position != uint64(k+1) {
+		t.Fatalf("verify: %v %+v; want a torn tail at position %d", err, rep.Problems, k+1)
+	}
+	l := openLog(t, dir, Config{})
+	defer l.Close()
+	cuts := l.Recovery()
+	if len(cuts) != 1 || cuts[0].FirstPosition != uint64(k+1) || cuts[0].Offset != offs[k] || !strings.Contains(cuts[0].Reason, "torn write") {
+		t.Fatalf("recovery = %+v; want a torn-write cut at position %d", cuts, k+1)
+	}
+	if len(l.Damage()) != 0 || l.Last() != uint64(k) {
+		t.Fatalf("damage %v, last %d; want none and %d", l.Damage(), l.Last(), k)
+	}
+}
