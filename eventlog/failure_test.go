@@ -44,8 +44,8 @@ func TestFsyncFailureFailsWaitingAppends(t *testing.T) {
 	a0.Wait(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := a1.Wait(ctx); !errors.Is(err, rewind.ErrClosed) {
-		t.Errorf("the pending append after an fsync failure: %v, want ErrClosed", err)
+	if err := a1.Wait(ctx); !errors.Is(err, rewind.ErrFailed) {
+		t.Errorf("the pending append after an fsync failure: %v, want ErrFailed", err)
 	}
 	syncDone := make(chan error, 1)
 	go func() { syncDone <- l.Sync() }()
@@ -57,8 +57,8 @@ func TestFsyncFailureFailsWaitingAppends(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("Sync blocks after an fsync failure")
 	}
-	if _, err := l.Append([]Entry{{Kind: 1, Payload: []byte("c")}}); !errors.Is(err, rewind.ErrClosed) {
-		t.Errorf("append after the failure: %v, want ErrClosed", err)
+	if _, err := l.Append([]Entry{{Kind: 1, Payload: []byte("c")}}); !errors.Is(err, rewind.ErrFailed) {
+		t.Errorf("append after the failure: %v, want ErrFailed", err)
 	}
 	l.Close()
 }

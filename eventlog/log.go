@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +43,7 @@ type Log struct {
 	pending  *group
 	flushing *group // the last group taken by the flusher
 	spareBuf []byte
-	failed   error
+	failed   *rewind.FailedError // the write or fsync that failed the log
 	closed   bool
 
 	segments atomic.Pointer[[]*segment] // a copy of segs for readers
@@ -71,6 +74,9 @@ type group struct {
 	spans []span
 	idx   []pendingIndex
 	seal  []*segment // segments sealed by this group, sealed before its spans are written
+	// created lists the segments whose files writing this group created
+	// (or tried to): undoing the group removes them.
+	created []*segment
 	first uint64
 	last  uint64
 	sync  time.Duration // fsync time
@@ -283,7 +289,7 @@ func (l *Log) Append(entries []Entry) (Appended, error) {
 		return Appended{}, fmt.Errorf("%w: the log is closed", rewind.ErrClosed)
 	}
 	if l.failed != nil {
-		return Appended{}, fmt.Errorf("%w: an earlier write failed, reopen the log: %v", rewind.ErrClosed, l.failed)
+		return Appended{}, l.failed
 	}
 	g := l.pending
 	seg := l.segs[len(l.segs)-1]
@@ -389,7 +395,9 @@ func (l *Log) flushPending() {
 			// Sync) taints this group too: after a failed fsync the kernel
 			// may have dropped dirty pages that a later fsync does not redo.
 			l.mu.Lock()
-			err = l.failed
+			if l.failed != nil {
+				err = l.failed
+			}
 			l.mu.Unlock()
 		}
 		if err != nil {
@@ -464,6 +472,7 @@ func (l *Log) write(g *group) error {
 					return err
 				}
 			}
+			g.created = append(g.created, sp.seg)
 			if err := l.createSegmentFile(sp.seg); err != nil {
 				return err
 			}
@@ -591,24 +600,96 @@ func (l *Log) syncActive() error {
 }
 
 // fail makes the log refuse appends for good after a failed write or
-// fsync, and fails every append waiting: inflight (the group the flusher
-// was writing, if any) and the pending group.
+// fsync, and answers every append waiting: inflight (the group the flusher
+// was writing, if any) and the pending group, whose bytes were never
+// written. The inflight group's bytes are cut from the files first, so
+// that an append answered "failed" never comes back after a restart; if
+// that cut fails too, its appends are answered rewind.ErrOutcomeUnknown.
 func (l *Log) fail(err error, inflight *group) {
 	l.mu.Lock()
 	if l.failed == nil {
-		l.failed = err
+		if fe, ok := err.(*rewind.FailedError); ok {
+			l.failed = fe
+		} else {
+			l.failed = &rewind.FailedError{Op: "a write or fsync of the log", Cause: err}
+		}
 		l.cfg.Logger.Error("eventlog: a write or fsync failed; the log refuses further appends until reopened", "err", err)
 	}
+	failed := l.failed
 	pending := l.pending
 	l.pending = newGroup(nil)
 	l.mu.Unlock()
-	gerr := fmt.Errorf("%w: write failed: %v", rewind.ErrClosed, err)
-	for _, g := range []*group{inflight, pending} {
-		if g != nil && len(g.spans) > 0 {
-			g.err = gerr
-			close(g.done)
+	if inflight != nil && len(inflight.spans) > 0 {
+		inflight.err = failed
+		if cerr := l.cutBack(inflight); cerr != nil {
+			l.cfg.Logger.Error("eventlog: could not remove the bytes of the appends that failed; their outcome is unknown",
+				"first_position", inflight.first, "last_position", inflight.last, "err", cerr)
+			inflight.err = fmt.Errorf("%w: the bytes of positions %d-%d may be in the log, since removing them failed "+
+				"(%v); after the store is back, retry with the same event ids to learn whether they were recorded: %w",
+				rewind.ErrOutcomeUnknown, inflight.first, inflight.last, cerr, failed)
+		}
+		close(inflight.done)
+	}
+	if len(pending.spans) > 0 {
+		pending.err = failed
+		close(pending.done)
+	}
+	l.notify() // waiters on Changed learn of the failure
+}
+
+// cutBack makes the files what they were before g was written, durably:
+// the segments g created are removed, and the one it appended to is
+// truncated back to where g began, with its index. It is called once the
+// log has failed, so nothing else writes.
+func (l *Log) cutBack(g *group) error {
+	var errs []error
+	for _, s := range g.created {
+		s.zero.seal()
+		for _, p := range []string{s.path, strings.TrimSuffix(s.path, segmentExt) + indexExt} {
+			if err := l.fs.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+			}
 		}
 	}
+	if len(g.created) > 0 {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			errs = append(errs, fmt.Errorf("sync directory %s: %w", l.dir, err))
+		}
+	}
+	// The one segment that existed before g and got records of it: g's
+	// first span (unless the write failed before it had a file).
+	if sp := g.spans[0]; !slices.Contains(g.created, sp.seg) && sp.seg.f != nil {
+		s := sp.seg
+		s.zero.seal() // no zero-filling under the truncation
+		if err := s.f.Truncate(sp.off); err != nil {
+			errs = append(errs, fmt.Errorf("cut segment %s back to %d bytes: %w", s.name(), sp.off, err))
+		} else if err := s.f.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("fsync segment %s: %w", s.name(), err))
+		}
+		kept := 0
+		for _, e := range l.indexSnapshot(s) {
+			if e.pos < g.first && !e.last {
+				kept++
+			}
+		}
+		if err := s.idx.Truncate(int64(kept) * indexEntrySize); err != nil {
+			errs = append(errs, fmt.Errorf("cut index of %s: %w", s.name(), err))
+		} else if err := s.idx.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("fsync index of %s: %w", s.name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Err returns the failure of a log whose write or fsync failed, a
+// *rewind.FailedError, or nil.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		return nil
+	}
+	return l.failed
 }
 
 // Sync fsyncs everything written so far, whatever the durability mode. It
@@ -618,9 +699,7 @@ func (l *Log) Sync() error {
 	if err := l.syncActive(); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failed
+	return l.Err()
 }
 
 // waitFlushed waits until every append made before the call is written.
@@ -658,8 +737,8 @@ func (l *Log) Close() error {
 	close(l.stop)
 	l.wg.Wait()
 
+	failed := l.Err()
 	l.mu.Lock()
-	failed := l.failed
 	segs := l.segs
 	l.mu.Unlock()
 	var errs []error
