@@ -257,6 +257,11 @@ type EpochError struct {
 }
 
 func (e *EpochError) Error() string {
+	if e.CutAt == 0 {
+		return fmt.Sprintf("rewind: position %d was seen in log epoch %d, but this log is only at epoch %d: it is not "+
+			"the log that position was read from (a restored backup, another data directory?); rebuild from the "+
+			"start", e.After, e.Epoch, e.Current)
+	}
 	return fmt.Sprintf("rewind: position %d was seen in log epoch %d, but recovery cut the log at position %d since "+
 		"(now epoch %d): the events after %d are not the ones seen before; rebuild from an earlier position or "+
 		"resume from %d to accept the new history", e.After, e.Epoch, e.CutAt, e.Current, e.CutAt-1, e.CutAt-1)

@@ -62,7 +62,12 @@ type Log struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	recovery []Cut
-	damage   []Damage // found by recovery in the newest segment
+	damage   []Damage  // found by recovery in the newest segment
+	missing  []Missing // found by Open: segments gone that retention did not remove
+
+	retainMu sync.Mutex // one retention pass at a time
+	stateMu  sync.Mutex // serialises changes of the state file
+	state    *logState  // as last written; replaced, never changed in place
 
 	meanGroupBytes float64 // flusher only
 }
@@ -77,11 +82,11 @@ type group struct {
 	// created lists the segments whose files writing this group created
 	// (or tried to): undoing the group removes them.
 	created []*segment
-	first uint64
-	last  uint64
-	sync  time.Duration // fsync time
-	done  chan struct{}
-	err   error
+	first   uint64
+	last    uint64
+	sync    time.Duration // fsync time
+	done    chan struct{}
+	err     error
 }
 
 type span struct {
@@ -132,9 +137,13 @@ func Open(dir string, cfg Config) (*Log, error) {
 	l.pending = newGroup(nil)
 	l.publishSegments()
 	l.visible.Store(l.next - 1)
-	l.first.Store(l.segs[0].base)
+	l.first.Store(l.state.Start)
 	for _, cut := range l.recovery {
 		l.cfg.Logger.Warn("eventlog: recovery cut the log's tail", cut.attrs()...)
+	}
+	for _, m := range l.missing {
+		l.cfg.Logger.Error("eventlog: data loss: "+m.String()+"; reads of them fail; restore the segments from a backup",
+			"first_position", m.FirstPosition, "last_position", m.LastPosition)
 	}
 	l.wg.Add(1)
 	go l.flusher()

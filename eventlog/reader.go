@@ -135,6 +135,10 @@ func (r *Reader) locate() error {
 		if r.pos < first {
 			return &rewind.TruncatedError{Requested: rewind.Position(r.pos), FirstAvailable: rewind.Position(first)}
 		}
+		if m, ok := r.l.missingAt(r.pos); ok {
+			return &rewind.CorruptionError{Segment: segmentName(m.FirstPosition), Position: rewind.Position(r.pos),
+				Reason: "data loss: " + m.String() + "; restore them from a backup"}
+		}
 		s := r.l.segmentFor(r.pos)
 		if s == nil {
 			return &rewind.TruncatedError{Requested: rewind.Position(r.pos), FirstAvailable: rewind.Position(first)}

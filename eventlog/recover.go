@@ -70,10 +70,8 @@ func (l *Log) load() error {
 	if err != nil {
 		return err
 	}
-	if len(bases) == 0 {
-		l.segs = []*segment{l.newSegment(1)}
-		l.next = 1
-		return nil
+	if bases, err = l.loadState(bases); err != nil {
+		return err
 	}
 	sc := newScanner(defaultScanBuffer)
 	defer sc.release()
@@ -88,9 +86,12 @@ func (l *Log) load() error {
 		if err != nil {
 			return err
 		}
-		if i > 0 && l.segs[i-1].last+1 != base {
-			return &rewind.CorruptionError{Segment: s.name(),
-				Reason: fmt.Sprintf("segment starts at position %d but the previous one ends at %d", base, l.segs[i-1].last)}
+		if prev := l.segs[max(i-1, 0)]; i > 0 && prev.last+1 != base {
+			if base < prev.last+1 {
+				return &rewind.CorruptionError{Segment: s.name(),
+					Reason: fmt.Sprintf("segment starts at position %d but the previous one ends at %d", base, prev.last)}
+			}
+			l.missing = append(l.missing, Missing{FirstPosition: prev.last + 1, LastPosition: base - 1})
 		}
 	}
 	active := l.segs[len(l.segs)-1]
@@ -215,11 +216,15 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 		}
 		s.f.Close()
 		s.f = nil
+		cut := Cut{Segment: s.name(), FirstPosition: s.base,
+			Reason: "removed a segment file whose creation was interrupted: " + ce.Reason}
+		if err := l.beginEpoch(cut); err != nil {
+			return err
+		}
 		if err := l.fs.Remove(s.path); err != nil {
 			return err
 		}
-		l.recovery = append(l.recovery, Cut{Segment: s.name(), FirstPosition: s.base,
-			Reason: "removed a segment file whose creation was interrupted: " + ce.Reason})
+		l.recovery = append(l.recovery, cut)
 		return l.createSegmentFile(s)
 	}
 	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0)
@@ -252,6 +257,9 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 			cut.Reason = "incomplete batch: its last record was never written"
 		default:
 			cut.Reason = fmt.Sprintf("unexpected bytes after the end of the data at offset %d", res.end)
+		}
+		if err := l.beginEpoch(cut); err != nil {
+			return err
 		}
 		l.recovery = append(l.recovery, cut)
 		// Truncating zeroes the cut bytes for good, so that no stale record

@@ -49,6 +49,10 @@ func (l *Log) ApplyRetention() ([]Removed, error) {
 	if l.cfg.MaxAge == 0 && l.cfg.MaxBytes == 0 {
 		return nil, nil
 	}
+	// One pass at a time: a pass decides, records the new start, then
+	// removes; no other pass may remove meanwhile.
+	l.retainMu.Lock()
+	defer l.retainMu.Unlock()
 	now := l.cfg.Now().UnixNano()
 	limit := ^uint64(0)
 	if l.cfg.RetentionLimit != nil {
@@ -67,6 +71,14 @@ func (l *Log) ApplyRetention() ([]Removed, error) {
 		l.mu.Unlock()
 		return nil, nil
 	}
+	start := l.segs[len(drop)].base
+	l.mu.Unlock()
+	// The new start is on disk before any segment goes: a segment missing
+	// before it is one retention removed, one missing after it is lost.
+	if err := l.moveStart(start); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
 	l.segs = append([]*segment(nil), l.segs[len(drop):]...)
 	l.publishSegments()
 	l.first.Store(l.segs[0].base)

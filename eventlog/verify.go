@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -68,6 +69,32 @@ func VerifyFS(ctx context.Context, fs vfs.FS, dir string, progress Progress) (Ve
 	if err != nil {
 		return VerifyReport{}, err
 	}
+	var stateProblems []Problem
+	st, err := readState(fs, dir)
+	var ce *rewind.CorruptionError
+	switch {
+	case errors.As(err, &ce):
+		stateProblems = append(stateProblems, Problem{Segment: stateName, Reason: ce.Reason})
+	case err != nil:
+		return VerifyReport{}, err
+	case st != nil:
+		for len(bases) > 0 && bases[0] < st.Start {
+			bases = bases[1:] // left by an interrupted retention; the next open removes them
+		}
+		first := st.Start
+		if len(bases) > 0 {
+			first = bases[0]
+		} else if st.Start > 0 {
+			first = st.Start + 1
+			stateProblems = append(stateProblems, Problem{Segment: segmentName(st.Start), Position: st.Start,
+				Reason: fmt.Sprintf("no segment files, but the log starts at position %d: every segment was removed or lost", st.Start)})
+		}
+		if first > st.Start && len(bases) > 0 {
+			m := Missing{FirstPosition: st.Start, LastPosition: first - 1}
+			stateProblems = append(stateProblems, Problem{Segment: segmentName(st.Start), Position: st.Start,
+				Reason: "data loss: " + m.String()})
+		}
+	}
 	files := make([]string, len(bases))
 	var total int64
 	for i, base := range bases {
@@ -76,7 +103,9 @@ func VerifyFS(ctx context.Context, fs vfs.FS, dir string, progress Progress) (Ve
 			total += st.Size()
 		}
 	}
-	return verifyFiles(ctx, fs, bases, files, total, 0, progress)
+	rep, err := verifyFiles(ctx, fs, bases, files, total, 0, progress)
+	rep.Problems = append(stateProblems, rep.Problems...)
+	return rep, err
 }
 
 // Verify scans every record of the open log up to Last, like the package
@@ -95,10 +124,17 @@ func (l *Log) Verify(ctx context.Context, progress Progress) (VerifyReport, erro
 		}
 	}
 	l.mu.Unlock()
-	if len(bases) == 0 {
-		return VerifyReport{FirstPosition: l.First(), LastPosition: limit}, nil
+	var missing []Problem
+	for _, m := range l.missing {
+		missing = append(missing, Problem{Segment: segmentName(m.FirstPosition), Position: m.FirstPosition,
+			Reason: "data loss: " + m.String()})
 	}
-	return verifyFiles(ctx, l.fs, bases, files, total, limit, progress)
+	if len(bases) == 0 {
+		return VerifyReport{FirstPosition: l.First(), LastPosition: limit, Problems: missing}, nil
+	}
+	rep, err := verifyFiles(ctx, l.fs, bases, files, total, limit, progress)
+	rep.Problems = append(missing, rep.Problems...)
+	return rep, err
 }
 
 func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string, total int64, limit uint64, progress Progress) (VerifyReport, error) {
@@ -141,7 +177,11 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 		if rep.FirstPosition == 0 {
 			rep.FirstPosition = base
 		}
-		if opened > 1 && rep.LastPosition+1 != base {
+		if opened > 1 && rep.LastPosition+1 < base {
+			m := Missing{FirstPosition: rep.LastPosition + 1, LastPosition: base - 1}
+			rep.Problems = append(rep.Problems, Problem{Segment: segmentName(m.FirstPosition), Position: m.FirstPosition,
+				Reason: "data loss: " + m.String()})
+		} else if opened > 1 && rep.LastPosition+1 != base {
 			problem(0, base, fmt.Sprintf("segment starts at position %d but the previous one ends at %d", base, rep.LastPosition), false)
 		}
 		rep.Records += res.records

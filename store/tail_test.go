@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -175,6 +176,14 @@ func checkStoreTail(t *testing.T, what, dir, tmpl, lastSeg string, mutated []byt
 	if err != nil {
 		fail("verify: %v", err)
 	}
+	if last := recs[len(recs)-1]; flip && k.end < last.end && !tornBytes(mutated, k.off, k.end) {
+		// Intact records follow the flipped bit: corruption, kept.
+		if len(rep.Problems) != 1 || rep.Problems[0].Tail || rep.Problems[0].Offset != k.off {
+			fail("verify reported %v, want one corruption at offset %d", rep.Problems, k.off)
+		}
+		checkKeptDamage(t, what, dir, cfg, k.pos, last.pos)
+		return
+	}
 	switch {
 	case !damaged && !rep.OK():
 		fail("verify reported %v for a log that only lost whole appends", rep.Problems)
@@ -238,5 +247,58 @@ func checkStoreTail(t *testing.T, what, dir, tmpl, lastSeg string, mutated []byt
 	}
 	if rep, err := eventlog.Verify(context.Background(), dir, nil); err != nil || !rep.OK() {
 		fail("verify after recovery: %v %v", err, rep.Problems)
+	}
+}
+
+// tornBytes is the log's rule for a torn write, from its documentation: the
+// rest of the sector where the damage starts, or a whole sector inside it,
+// is zero.
+func tornBytes(b []byte, from, to int64) bool {
+	const sector = 512
+	zero := func(b []byte) bool { return bytes.Count(b, []byte{0}) == len(b) }
+	if zero(b[from:min(to, (from/sector+1)*sector)]) {
+		return true
+	}
+	for s := (from + sector - 1) / sector * sector; s+sector <= to; s += sector {
+		if zero(b[s : s+sector]) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkKeptDamage checks a store whose newest segment has a damaged record
+// with intact ones after it: nothing is cut, every other event is served,
+// the damaged one is refused as corruption.
+func checkKeptDamage(t *testing.T, what, dir string, cfg Config, damaged, last uint64) {
+	t.Helper()
+	s, err := Open(dir, cfg)
+	if err != nil {
+		t.Fatalf("%s: open: %v", what, err)
+	}
+	defer s.Close()
+	if cuts := s.Recovery(); len(cuts) != 0 || s.Log().Last() != last {
+		t.Fatalf("%s: recovery cut %+v, last %d; want nothing cut and %d", what, cuts, s.Log().Last(), last)
+	}
+	for pos := uint64(1); pos <= last; pos++ {
+		var got error
+		n := 0
+		for ev, err := range s.ReadAll(ctx, rewind.ReadAllOptions{From: rewind.Position(pos), Limit: 1}) {
+			if err != nil {
+				got = err
+				break
+			}
+			n++
+			if ev.Position != rewind.Position(pos) {
+				t.Fatalf("%s: read from %d got position %d", what, pos, ev.Position)
+			}
+		}
+		if pos == damaged {
+			if !errors.Is(got, rewind.ErrCorruption) {
+				t.Fatalf("%s: read of the damaged position %d: %v, want corruption", what, pos, got)
+			}
+		} else if got != nil || n != 1 {
+			t.Fatalf("%s: read of position %d: %v", what, pos, got)
+		}
 	}
 }

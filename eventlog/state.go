@@ -1,0 +1,258 @@
+package eventlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog/vfs"
+)
+
+// The log keeps a small state file beside its segments, log-state.json,
+// replaced atomically (written, fsynced, renamed) whenever it changes:
+//
+//   - start: the first position of the log. It moves only when retention
+//     removes segments, and is written before they are removed, so that a
+//     missing oldest segment that retention did not remove is known for
+//     the data loss it is.
+//   - epochs: the log's history of recovery cuts. A cut that removes
+//     positions starts a new epoch from its first position: positions from
+//     there on are given to new records, and a reader that saw the old ones
+//     must not resume as if nothing happened (CheckEpoch).
+const stateName = "log-state.json"
+
+// Epoch is one stretch of the log's history between recovery cuts.
+type Epoch struct {
+	Epoch uint64 `json:"epoch"`
+	// From is the first position whose record belongs to this epoch: the
+	// first position the cut that began it removed (1 for the first epoch).
+	From uint64    `json:"from"`
+	At   time.Time `json:"at"`
+	// Cuts is what the recovery that began the epoch cut.
+	Cuts []Cut `json:"cuts,omitempty"`
+}
+
+type logState struct {
+	Format int     `json:"format"`
+	Start  uint64  `json:"start"`
+	Epochs []Epoch `json:"epochs"`
+	CRC    string  `json:"crc32c,omitempty"`
+}
+
+// Missing is a range of positions whose segment files are gone although
+// retention did not remove them: data loss, reported by Open and Verify,
+// and refused on read with a *rewind.CorruptionError.
+type Missing struct {
+	FirstPosition uint64 `json:"first_position"`
+	LastPosition  uint64 `json:"last_position"`
+}
+
+func (m Missing) String() string {
+	return fmt.Sprintf("positions %d-%d are missing: the segment files that held them were removed or lost, "+
+		"and retention did not remove them", m.FirstPosition, m.LastPosition)
+}
+
+func (st *logState) encode() []byte {
+	c := *st
+	c.CRC = ""
+	body, _ := json.Marshal(&c)
+	c.CRC = fmt.Sprintf("%08x", crc32.Checksum(body, castagnoli))
+	out, _ := json.MarshalIndent(&c, "", "  ")
+	return append(out, '\n')
+}
+
+func decodeState(b []byte) (*logState, error) {
+	var st logState
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("not a log state: %w", err)
+	}
+	c := st
+	c.CRC = ""
+	body, _ := json.Marshal(&c)
+	if want := fmt.Sprintf("%08x", crc32.Checksum(body, castagnoli)); st.CRC != want {
+		return nil, fmt.Errorf("checksum mismatch (stored %q, computed %q)", st.CRC, want)
+	}
+	if st.Format != 1 {
+		return nil, fmt.Errorf("unsupported format %d (this build reads format 1)", st.Format)
+	}
+	if st.Start == 0 || len(st.Epochs) == 0 || st.Epochs[0].Epoch != 1 {
+		return nil, errors.New("no start position or no first epoch")
+	}
+	for i := 1; i < len(st.Epochs); i++ {
+		if st.Epochs[i].Epoch != st.Epochs[i-1].Epoch+1 || st.Epochs[i].From == 0 {
+			return nil, errors.New("epochs out of order")
+		}
+	}
+	return &st, nil
+}
+
+// readState reads the state file; a missing one is (nil, nil).
+func readState(fs vfs.FS, dir string) (*logState, error) {
+	b, err := vfs.ReadFile(fs, filepath.Join(dir, stateName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stateName, err)
+	}
+	st, err := decodeState(b)
+	if err != nil {
+		return nil, &rewind.CorruptionError{Segment: stateName, Reason: err.Error() + "; if the segment files are " +
+			"complete, remove " + stateName + " and it is rebuilt from them (the record of earlier recovery cuts is then lost)"}
+	}
+	return st, nil
+}
+
+// saveState replaces the state file durably. Called with l.stateMu held.
+func (l *Log) saveState(st *logState) error {
+	st.Format = 1
+	if err := vfs.WriteFileAtomic(l.fs, l.dir, filepath.Join(l.dir, stateName), st.encode()); err != nil {
+		return fmt.Errorf("write %s: %w", stateName, err)
+	}
+	l.state = st
+	return nil
+}
+
+// beginEpoch records that recovery is about to cut positions from
+// cut.FirstPosition on; it is written before the cut, so that a crash in
+// between cuts again into yet another epoch rather than into none.
+func (l *Log) beginEpoch(cut Cut) error {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	next := *l.state
+	last := next.Epochs[len(next.Epochs)-1]
+	next.Epochs = append(append([]Epoch(nil), next.Epochs...),
+		Epoch{Epoch: last.Epoch + 1, From: cut.FirstPosition, At: l.cfg.Now().UTC(), Cuts: []Cut{cut}})
+	return l.saveState(&next)
+}
+
+// moveStart records a new first position before retention removes the
+// segments before it.
+func (l *Log) moveStart(start uint64) error {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	if start <= l.state.Start {
+		return nil
+	}
+	next := *l.state
+	next.Start = start
+	return l.saveState(&next)
+}
+
+// Epoch returns the log's current epoch: 1, plus one for each recovery
+// that cut positions from the log.
+func (l *Log) Epoch() uint64 {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	return l.state.Epochs[len(l.state.Epochs)-1].Epoch
+}
+
+// Epochs returns the log's history of recovery cuts, oldest first.
+func (l *Log) Epochs() []Epoch {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	return append([]Epoch(nil), l.state.Epochs...)
+}
+
+// Missing returns the ranges of positions whose segment files are gone
+// although retention did not remove them.
+func (l *Log) Missing() []Missing { return l.missing }
+
+// CheckEpoch checks that a reader which has seen the log up to position
+// after, in epoch epoch, can resume after it: it fails with a
+// *rewind.EpochError when a recovery cut since removed a position at or
+// before after (the positions it saw now hold other records), or when the
+// epoch is newer than the log's (this is not the log it read). An epoch
+// of 0 means unknown: nothing is checked.
+func (l *Log) CheckEpoch(after, epoch uint64) error {
+	if epoch == 0 {
+		return nil
+	}
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	current := l.state.Epochs[len(l.state.Epochs)-1].Epoch
+	if epoch > current {
+		return &rewind.EpochError{After: rewind.Position(after), Epoch: epoch, Current: current}
+	}
+	for _, e := range l.state.Epochs {
+		if e.Epoch > epoch && e.From <= after {
+			return &rewind.EpochError{After: rewind.Position(after), Epoch: epoch, Current: current, CutAt: rewind.Position(e.From)}
+		}
+	}
+	return nil
+}
+
+// loadState reads the state file, or makes it for a log that has none:
+// a new log, whose first segment file is created first (so that a log with
+// a state file always has a segment, and a crash in between leaves a log
+// that starts at 1), or a log written before the file existed (which starts
+// at its first segment). It removes segments that an interrupted retention
+// left before the start, and returns the bases of the segments to load.
+func (l *Log) loadState(bases []uint64) ([]uint64, error) {
+	st, err := readState(l.fs, l.dir)
+	if err != nil {
+		return nil, err
+	}
+	first := Epoch{Epoch: 1, From: 1, At: l.cfg.Now().UTC()}
+	switch {
+	case st == nil && len(bases) == 0:
+		s := l.newSegment(1)
+		if err := l.createSegmentFile(s); err != nil {
+			return nil, err
+		}
+		s.closeFiles()
+		return []uint64{1}, l.saveState(&logState{Start: 1, Epochs: []Epoch{first}})
+	case st == nil:
+		l.cfg.Logger.Info("eventlog: recording where the log starts in "+stateName, "start", bases[0])
+		if err := l.saveState(&logState{Start: bases[0], Epochs: []Epoch{first}}); err != nil {
+			return nil, err
+		}
+		return bases, nil
+	case len(bases) == 0:
+		return nil, &rewind.CorruptionError{Segment: segmentName(st.Start), Reason: fmt.Sprintf("no segment files, "+
+			"but %s says the log starts at position %d: every segment was removed or lost; restore them from a "+
+			"backup, or remove %s to start an empty log", stateName, st.Start, stateName)}
+	}
+	l.state = st
+	removed := false
+	for len(bases) > 0 && bases[0] < st.Start {
+		// Retention recorded the new start, then was interrupted before
+		// removing this segment: finish its work.
+		p := filepath.Join(l.dir, segmentName(bases[0]))
+		for _, f := range []string{p, strings.TrimSuffix(p, segmentExt) + indexExt} {
+			if err := l.fs.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("finish retention: remove %s: %w", f, err)
+			}
+		}
+		l.cfg.Logger.Info("eventlog: removed a segment an interrupted retention left behind", "segment", filepath.Base(p))
+		bases, removed = bases[1:], true
+	}
+	if removed {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return nil, fmt.Errorf("sync directory %s: %w", l.dir, err)
+		}
+	}
+	if len(bases) > 0 && bases[0] > st.Start {
+		l.missing = append(l.missing, Missing{FirstPosition: st.Start, LastPosition: bases[0] - 1})
+	}
+	return bases, nil
+}
+
+// missingAt returns the missing range that holds pos, if any.
+func (l *Log) missingAt(pos uint64) (Missing, bool) {
+	for _, m := range l.missing {
+		if pos >= m.FirstPosition && pos <= m.LastPosition {
+			return m, true
+		}
+	}
+	return Missing{}, false
+}
