@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -132,5 +133,61 @@ func TestZeroSectorIsATornWrite(t *testing.T) {
 	}
 	if len(l.Damage()) != 0 || l.Last() != uint64(k) {
 		t.Fatalf("damage %v, last %d; want none and %d", l.Damage(), l.Last(), k)
+	}
+}
+
+// A damaged record in a sealed segment costs only its own position: reads
+// of the records after it, up to the next sparse index entry, used to fail
+// too, since the scan from the entry before could not cross the damage.
+func TestReadsPastDamageInASealedSegment(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l := openLog(t, dir, Config{SegmentSize: 64 << 10})
+	for len(*l.segments.Load()) < 2 {
+		appendN(t, l, 10, 1, 100)
+	}
+	sealedLast := (*l.segments.Load())[1].base - 1
+	l.Close()
+	const damaged = 30 // records of 128 bytes: the index has an entry every 32
+	editFile(t, filepath.Join(dir, segmentName(1)), func(b []byte) {
+		b[segmentHeaderSize+(damaged-1)*recordSize(100)+50] ^= 1
+	})
+	l = openLog(t, dir, Config{SegmentSize: 64 << 10})
+	defer l.Close()
+	for pos := uint64(1); pos <= sealedLast; pos++ {
+		rec, err := l.Read(pos)
+		if pos == damaged {
+			if !errors.Is(err, rewind.ErrCorruption) {
+				t.Fatalf("read of the damaged position: %v", err)
+			}
+			continue
+		}
+		if err != nil || string(rec.Payload) != string(payload(pos, 100)) {
+			t.Fatalf("read of intact position %d: %v", pos, err)
+		}
+	}
+	// A whole-log reader stops at the damage and goes on when told to.
+	r := l.NewReader(1)
+	defer r.Close()
+	n := 0
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if !errors.Is(err, rewind.ErrCorruption) || r.Position() != damaged {
+				t.Fatalf("reader at %d: %v", r.Position(), err)
+			}
+			r.Seek(damaged + 1)
+			continue
+		}
+		if rec.Position == damaged {
+			t.Fatal("the damaged record was served")
+		}
+		n++
+	}
+	if uint64(n) != l.Last()-1 {
+		t.Fatalf("read %d records, want all %d but the damaged one", n, l.Last()-1)
 	}
 }

@@ -20,6 +20,10 @@ type Reader struct {
 	limit uint64 // Last() when the buffer was filled
 	seg   *segment
 	sc    *scanner
+	// scanned is the position of the last record the scanner decoded in
+	// seg (or the one before where it started): a damaged record met next
+	// is at scanned+1.
+	scanned uint64
 }
 
 // NewReader returns a reader whose first record is at position from (or the
@@ -113,8 +117,12 @@ func (r *Reader) Next() (Record, error) {
 			continue
 		}
 		if err != nil {
+			if r.pos > r.scanned+1 && r.skipDamage(off) {
+				continue // r.pos is after the damage: read on from the intact record found
+			}
 			return Record{}, &rewind.CorruptionError{Segment: r.seg.name(), Offset: off, Position: rewind.Position(r.pos), Reason: err.Error()}
 		}
+		r.scanned = rec.Position
 		switch {
 		case rec.Position == r.pos:
 			r.pos++
@@ -156,8 +164,29 @@ func (r *Reader) locate() error {
 		e := floorEntry(r.l.indexSnapshot(s), r.pos)
 		r.seg = s
 		r.sc.reset(s.f, e.off)
+		r.scanned = s.base - 1
+		if e.pos != 0 {
+			r.scanned = e.pos - 1
+		}
 		return nil
 	}
+}
+
+// skipDamage moves the scanner past a damaged record at off, to the next
+// intact record, if that is at or before r.pos: a read of an intact
+// position after damage (in any segment, whatever its index) succeeds,
+// and only the damaged positions are refused.
+func (r *Reader) skipDamage(off int64) bool {
+	r.l.mu.Lock()
+	end := r.seg.size
+	r.l.mu.Unlock()
+	rec, at, found, err := resync(r.seg.f, off, end, r.scanned+1, 0)
+	if err != nil || !found || rec.Position > r.pos {
+		return false
+	}
+	r.sc.reset(r.seg.f, at)
+	r.scanned = rec.Position - 1
+	return true
 }
 
 // floorEntry returns the last entry at or before pos, or the segment start.
@@ -260,6 +289,7 @@ func (r *Reader) NextBatch(dst []Record) ([]Record, error) {
 			if err == nil && rec.Position == r.pos {
 				sc.r += n
 				r.pos++
+				r.scanned = rec.Position
 				dst = append(dst, rec)
 				continue
 			}
