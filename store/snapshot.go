@@ -53,7 +53,14 @@ func (s *Store) rebuild() error {
 	start := time.Now()
 	last := s.log.Last()
 	idx, dd, snapPos, err := loadSnapshot(filepath.Join(s.dir, snapshotName), s.log)
-	if err != nil {
+	var ahead *snapshotAhead
+	switch {
+	case errors.As(err, &ahead):
+		// A snapshot only ever covers fsynced positions: they are gone.
+		s.shortened = &shortened{logLast: ahead.last, snapshotPos: ahead.pos}
+		s.cfg.Logger.Error("store: data loss: "+s.shortened.String()+"; replaying the whole log",
+			"snapshot_position", ahead.pos, "log_last", ahead.last)
+	case err != nil:
 		s.cfg.Logger.Warn("store: ignoring the index snapshot; replaying the whole log", "err", err)
 	}
 	if idx == nil {
@@ -460,7 +467,7 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 	pos := binary.LittleEndian.Uint64(head[16:])
 	id := uuid.UUID(head[24:40])
 	if pos > l.Last() {
-		return nil, nil, 0, fmt.Errorf("snapshot is at position %d, after the end of the log (%d)", pos, l.Last())
+		return nil, nil, 0, &snapshotAhead{pos: pos, last: l.Last()}
 	}
 	if pos >= l.First() {
 		rec, err := l.Read(pos)
@@ -592,4 +599,12 @@ func (x *index) check() error {
 		}
 	}
 	return nil
+}
+
+// snapshotAhead is the error of a snapshot taken at a position the log no
+// longer reaches.
+type snapshotAhead struct{ pos, last uint64 }
+
+func (e *snapshotAhead) Error() string {
+	return fmt.Sprintf("snapshot is at position %d, after the end of the log (%d)", e.pos, e.last)
 }

@@ -48,8 +48,10 @@ type Store struct {
 	// readers must not see a delete that a crash could still take back.
 	pendingDeletes map[uint32][]pendingDelete
 
-	replayed int  // events replayed into the index at open, after the snapshot
-	closing  bool // Close has begun: no more appends
+	replayed  int        // events replayed into the index at open, after the snapshot
+	opened    time.Time  // when Open ran
+	shortened *shortened // the log ended before the snapshot's position at open
+	closing   bool       // Close has begun: no more appends
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -64,7 +66,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: c, dir: dir, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1)}
+	s := &Store{cfg: c, dir: dir, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1), opened: time.Now().UTC()}
 	s.bufs.New = func() any { return new(appendBuf) }
 	if s.retention = c.Log.MaxAge > 0 || c.Log.MaxBytes > 0; s.retention {
 		c.Log.RetentionLimit = s.retentionLimit
@@ -227,6 +229,9 @@ type appendBuf struct {
 func (s *Store) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return rewind.AppendResult{}, err
+	}
+	if err := s.log.Err(); err != nil {
+		return rewind.AppendResult{}, err // a failed store answers at once, retries included
 	}
 	if err := ValidateStreamName(stream); err != nil {
 		return rewind.AppendResult{}, err
@@ -469,6 +474,9 @@ func (s *Store) waitVisible(ctx context.Context, pos uint64) error {
 		if s.log.Last() >= pos {
 			return nil
 		}
+		if err := s.log.Err(); err != nil {
+			return err // pos will never become visible
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -576,6 +584,9 @@ func checkExpected(stream string, expected rewind.ExpectedVersion, version uint6
 // position of the delete record.
 func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind.ExpectedVersion) (rewind.Position, error) {
 	if err := ValidateStreamName(stream); err != nil {
+		return 0, err
+	}
+	if err := s.log.Err(); err != nil {
 		return 0, err
 	}
 	if !expected.Valid() || expected == rewind.NoStream {

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
-	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/store"
 )
 
 func (a *app) verifyCmd() *cobra.Command {
@@ -15,18 +15,24 @@ func (a *app) verifyCmd() *cobra.Command {
 		Use:   "verify",
 		Short: "Check every record's checksum and the log's structure",
 		Long: `Read every segment of the data directory and check each record's CRC-32C,
-the continuity of positions, batch boundaries and segment headers. It changes
-nothing and needs the directory not to be open elsewhere.
+the continuity of positions, batch boundaries and segment headers; that no
+segment is missing that retention did not remove; and that the log still
+reaches the position its index snapshot was taken at. It changes nothing and
+needs the directory not to be open elsewhere (it works on a local --data-dir
+only).
 
 It exits 0 when all is well and 5 when anything is damaged, naming the segment,
 the byte offset and the position. Damage after the last complete batch of the
-last segment is a torn tail: the next open of the store cuts it (and says so).`,
+last segment is a torn tail: the next open of the store cuts it (and says so).
+Damage that intact records follow is corruption: those records are refused on
+read, the others kept. Missing segments and a log shorter than its snapshot
+are data loss.`,
 		Example: `  rewind verify --data-dir /var/lib/rewind
   rewind verify --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bar := a.newProgress("verify", "bytes", 0)
-			rep, err := eventlog.Verify(cmd.Context(), a.dataDir, func(done, total int64) {
+			rep, err := store.Verify(cmd.Context(), a.dataDir, func(done, total int64) {
 				bar.setTotal(total)
 				bar.set(done)
 			})

@@ -1,0 +1,55 @@
+package rewind
+
+import (
+	"context"
+	"time"
+)
+
+// Health is the state of a store's storage: whether it can still write, and
+// what recovery found when it was opened. A store that keeps data on disk
+// reports it through HealthReporter; the server serves it in its info and
+// readiness answers, and `rewind stat` prints it.
+type Health struct {
+	// Failed is the write or fsync failure that stopped the store (see
+	// ErrFailed); empty while it can write.
+	Failed string `json:"failed,omitempty"`
+	// Epoch is the log's epoch: 1, plus one for each recovery that cut
+	// positions from the log (see EpochError).
+	Epoch uint64 `json:"epoch"`
+	// Recovery lists what opening the store found and did: cuts of a torn
+	// tail (including the last cut ever made, from an earlier open),
+	// damaged records kept and refused on read, missing segments, a log
+	// shorter than its index snapshot.
+	Recovery []RecoveryEvent `json:"recovery,omitempty"`
+}
+
+// RecoveryEvent is one thing recovery found.
+type RecoveryEvent struct {
+	// Kind is "cut" (a torn tail removed), "damage" (damaged records kept
+	// and refused on read), "missing" (segment files gone that retention did
+	// not remove) or "shortened" (the log ends before its index snapshot).
+	Kind string `json:"kind"`
+	// At is when it was found.
+	At time.Time `json:"at"`
+	// Epoch is the epoch a cut began.
+	Epoch   uint64 `json:"epoch,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	Offset  int64  `json:"offset,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	// FirstPosition and LastPosition bound the positions concerned.
+	FirstPosition Position `json:"first_position,omitempty"`
+	LastPosition  Position `json:"last_position,omitempty"`
+	// DataLoss says whether acknowledged events may be gone or unreadable:
+	// always for damage, missing segments and a shortened log; for a cut,
+	// only when the store does not fsync every append (interval or none
+	// durability) — in sync mode a cut only removes what was never
+	// acknowledged.
+	DataLoss bool   `json:"data_loss"`
+	Reason   string `json:"reason"`
+}
+
+// HealthReporter is the optional capability of a store that can report
+// its Health.
+type HealthReporter interface {
+	Health(ctx context.Context) (Health, error)
+}

@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/eventlog/vfs"
+)
+
+// Issue 9: a failed store is "failed", not "closed": its error wraps the OS
+// cause, every waiting and later append fails at once — a retry with the
+// same ids used to hang until its deadline, waiting for a position the
+// failed log would never make visible — and Health says why.
+func TestAFailedStoreAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	efs := vfs.WithErrors(mem, func(op vfs.Op, path string) error {
+		if armed.Load() && op == vfs.OpSync && strings.HasSuffix(path, ".seg") {
+			return syscall.EIO
+		}
+		return nil
+	})
+	cfg := Config{Log: eventlog.Config{FS: efs}, Logger: slog.New(slog.DiscardHandler)}
+	s, err := Open("/data", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Append(ctx, "s", rewind.NoStream, rewind.Event{ID: uuid.New(), Type: "T", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	var wg sync.WaitGroup
+	batches := make([][]rewind.Event, 8)
+	errs := make([]error, len(batches))
+	for i := range batches {
+		batches[i] = []rewind.Event{{ID: uuid.New(), Type: "T", Data: []byte(fmt.Sprintf(`{"i":%d}`, i))}}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Append(ctx, fmt.Sprintf("w%d", i), rewind.Any, batches[i]...)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, rewind.ErrFailed) || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("append %d: %v, want ErrFailed wrapping EIO", i, err)
+		}
+	}
+	// Retries with the same ids, reads of the streams, a delete: answered
+	// at once, never "closed".
+	for i := range batches {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := s.Append(rctx, fmt.Sprintf("w%d", i), rewind.Any, batches[i]...)
+		cancel()
+		if !errors.Is(err, rewind.ErrFailed) || rewind.CodeOf(err) != rewind.CodeFailed {
+			t.Fatalf("retry %d: %v (code %s), want ErrFailed at once", i, err, rewind.CodeOf(err))
+		}
+	}
+	if _, err := s.DeleteStream(ctx, "s", rewind.Any); !errors.Is(err, rewind.ErrFailed) {
+		t.Fatalf("delete on a failed store: %v", err)
+	}
+	if ev, err := s.ReadStream(ctx, "s", rewind.ReadStreamOptions{}); err != nil || len(ev) != 1 {
+		t.Fatalf("read of what was acknowledged: %d events, %v", len(ev), err)
+	}
+	h, _ := s.Health(ctx)
+	if !strings.Contains(h.Failed, "input/output error") {
+		t.Fatalf("health of a failed store: %+v", h)
+	}
+	if err := s.Close(); !errors.Is(err, rewind.ErrFailed) {
+		t.Fatalf("close of a failed store: %v, want the failure", err)
+	}
+}
+
+// Issue 9: a log shorter than the index snapshot said is reported by
+// verify and by the store's health, not only in one log line.
+func TestALogShorterThanItsSnapshotIsReported(t *testing.T) {
+	t.Parallel()
+	s, b := setup(t, Config{})
+	for i := range 100 {
+		if _, err := s.Append(ctx, fmt.Sprintf("s%d", i%7), rewind.Any, rewind.Event{ID: uuid.New(), Type: "T", Data: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil { // the snapshot is at position 100
+		t.Fatal(err)
+	}
+	// The disk lost the last 40 records, at a batch boundary: nothing
+	// looks torn, the log is simply shorter.
+	seg := filepath.Join(b.dir, "00000000000000000001.seg")
+	st, _ := os.ReadFile(seg)
+	off := int64(40)
+	for pos := 1; pos <= 60; pos++ {
+		off += 28 + int64(uint32(st[off])|uint32(st[off+1])<<8|uint32(st[off+2])<<16|uint32(st[off+3])<<24)
+	}
+	if err := os.Truncate(seg, off); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(ctx, b.dir, nil)
+	if err != nil || rep.OK() || !strings.Contains(rep.Problems[0].Reason, "index snapshot was taken at position 100") {
+		t.Fatalf("verify: %v %+v", err, rep.Problems)
+	}
+	s2, err := Open(b.dir, b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	h, _ := s2.Health(ctx)
+	if len(h.Recovery) != 1 || h.Recovery[0].Kind != "shortened" || !h.Recovery[0].DataLoss ||
+		h.Recovery[0].FirstPosition != 61 || h.Recovery[0].LastPosition != 100 {
+		t.Fatalf("health: %+v", h)
+	}
+}
+
+// Health reports this open's cut, with the epoch it began, and still the
+// last cut after a clean reopen.
+func TestHealthReportsTheLastCut(t *testing.T) {
+	t.Parallel()
+	s, b := setup(t, Config{Log: eventlog.Config{Durability: eventlog.None}})
+	for range 10 {
+		if _, err := s.Append(ctx, "s", rewind.Any, rewind.Event{ID: uuid.New(), Type: "T", Data: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(b.dir, "00000000000000000001.seg")
+	raw, _ := os.ReadFile(seg)
+	end := int64(len(raw))
+	for end > 0 && raw[end-1] == 0 {
+		end--
+	}
+	if err := os.Truncate(seg, end-5); err != nil { // tear the last record
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		s, err := Open(b.dir, b.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := s.Health(ctx)
+		// The snapshot Close wrote was at 10 too: the first open also
+		// finds the log shorter than it; the second, after a new
+		// snapshot, only the last cut.
+		if h.Epoch != 2 || len(h.Recovery) != 2-round || h.Recovery[0].Kind != "cut" || h.Recovery[0].Epoch != 2 ||
+			!h.Recovery[0].DataLoss || h.Recovery[0].FirstPosition != 10 || round == 0 && h.Recovery[1].Kind != "shortened" {
+			t.Fatalf("round %d: health %+v", round, h)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
