@@ -134,6 +134,13 @@ func Open(dir string, cfg Config) (*Log, error) {
 		lock.unlock()
 		return nil, err
 	}
+	if err := l.markRunning(l.next, len(l.recovery) > 0); err != nil {
+		for _, s := range l.segs {
+			s.closeFiles()
+		}
+		lock.unlock()
+		return nil, err
+	}
 	l.pending = newGroup(nil)
 	l.publishSegments()
 	l.visible.Store(l.next - 1)
@@ -760,6 +767,12 @@ func (l *Log) Close() error {
 		}
 		if err := active.idx.Sync(); err != nil {
 			errs = append(errs, fmt.Errorf("fsync index of %s: %w", active.name(), err))
+		}
+	}
+	if len(errs) == 0 {
+		// Everything is on disk: the next open need not start an epoch.
+		if err := l.setRunning(""); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, s := range segs {

@@ -43,7 +43,11 @@ type logState struct {
 	Format int     `json:"format"`
 	Start  uint64  `json:"start"`
 	Epochs []Epoch `json:"epochs"`
-	CRC    string  `json:"crc32c,omitempty"`
+	// Running is the durability mode of the process that has the log open,
+	// cleared by a clean Close: found set at Open, the last run ended
+	// without closing.
+	Running string `json:"running,omitempty"`
+	CRC     string `json:"crc32c,omitempty"`
 }
 
 // Missing is a range of positions whose segment files are gone although
@@ -132,6 +136,37 @@ func (l *Log) beginEpoch(cut Cut) error {
 	last := next.Epochs[len(next.Epochs)-1]
 	next.Epochs = append(append([]Epoch(nil), next.Epochs...),
 		Epoch{Epoch: last.Epoch + 1, From: cut.FirstPosition, At: l.cfg.Now().UTC(), Cuts: []Cut{cut}})
+	return l.saveState(&next)
+}
+
+// markRunning records at Open that the log is open in its durability mode,
+// first starting a new epoch if the last run ended without Close in a mode
+// that acknowledges before fsyncing: its readers may have seen positions
+// from next on that the crash took back, and that new records now get. No
+// bytes show that loss (a power cut simply drops what was not synced), so
+// the unclean end itself is the evidence.
+func (l *Log) markRunning(next uint64, cutNow bool) error {
+	l.stateMu.Lock()
+	prev := l.state.Running
+	l.stateMu.Unlock()
+	if prev != "" && prev != Sync.String() && !cutNow {
+		cut := Cut{FirstPosition: next, Reason: fmt.Sprintf("the last run (durability %s) ended without closing the log: "+
+			"positions from %d on may have been seen by readers and lost", prev, next)}
+		if err := l.beginEpoch(cut); err != nil {
+			return err
+		}
+		l.cfg.Logger.Warn("eventlog: the last run ended without closing the log; a new epoch begins",
+			"durability", prev, "epoch", l.Epoch(), "from_position", next)
+	}
+	return l.setRunning(l.cfg.Durability.String())
+}
+
+// setRunning records that the log is open in a mode, or closed cleanly ("").
+func (l *Log) setRunning(mode string) error {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	next := *l.state
+	next.Running = mode
 	return l.saveState(&next)
 }
 
