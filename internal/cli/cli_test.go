@@ -7,17 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // run executes the CLI in-process with stdin and returns its exit status,
-// stdout and stderr.
+// stdout and stderr. It works on the data directory dir, unless args name
+// a --server.
 func run(t *testing.T, dir, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	a := newApp(strings.NewReader(stdin), &out, &errOut)
-	code := a.run(context.Background(), append([]string{"--data-dir", dir}, args...))
+	if !slices.Contains(args, "--server") {
+		args = append([]string{"--data-dir", dir}, args...)
+	}
+	code := a.run(context.Background(), args)
 	return code, out.String(), errOut.String()
 }
 

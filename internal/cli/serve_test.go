@@ -29,14 +29,22 @@ func TestMain(m *testing.M) {
 	if os.Getenv("REWIND_CLI_MAIN") == "1" {
 		os.Exit(Main(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBinary()
+	os.Exit(code)
 }
 
 // startServer serves a fresh data directory in-process and returns its
 // URL and admin secret.
 func startServer(t *testing.T) (string, string) {
 	t.Helper()
-	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	return startServerIn(t, t.TempDir())
+}
+
+// startServerIn is startServer on the data directory dir.
+func startServerIn(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
