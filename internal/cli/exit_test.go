@@ -82,8 +82,9 @@ func TestExitStatuses(t *testing.T) {
 			[]string{"cannot reach the server at http://127.0.0.1:1", "REWIND_SERVER"}},
 	}
 	for _, tc := range cases {
+		// Not parallel: the cases share one data directory, which one
+		// process at a time may open.
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			code, out, errOut := exe(t, env, tc.stdin, tc.args...)
 			if code != tc.status {
 				t.Errorf("exit status %d, want %d; stderr %q", code, tc.status, errOut)

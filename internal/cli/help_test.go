@@ -158,8 +158,8 @@ func TestChoosingAServerOrADataDirectory(t *testing.T) {
 		{"bad REWIND_LOG_LEVEL", cleanEnv("REWIND_LOG_LEVEL=loud"), []string{"--data-dir", dir, "stat"}, 2, "log-level"},
 	}
 	for _, tc := range cases {
+		// Not parallel: the cases share one data directory.
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			code, out, errOut := exe(t, tc.env, "", tc.args...)
 			if code != tc.status || !strings.Contains(out+errOut, tc.want) {
 				t.Errorf("exit %d (want %d), output %q %q (want %q)", code, tc.status, out, errOut, tc.want)
