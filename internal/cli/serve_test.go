@@ -233,10 +233,15 @@ func TestServeSIGTERMDuringAppends(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(400 * time.Millisecond)
-	mu.Lock()
-	before := len(acked)
-	mu.Unlock()
+	// SIGTERM once appends are being acknowledged: waiting a fixed time
+	// proved nothing on a loaded machine, where none had been yet.
+	var before int
+	for deadline := time.Now().Add(30 * time.Second); before < 100 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		before = len(acked)
+		mu.Unlock()
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
