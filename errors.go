@@ -38,6 +38,9 @@ var (
 	ErrUnauthenticated = errors.New("rewind: unauthenticated")
 	// ErrPermissionDenied: the request's token lacks the scope it needs.
 	ErrPermissionDenied = errors.New("rewind: permission denied")
+	// ErrAlreadyExists: something to be created under a name (a token)
+	// already exists under that name. Nothing was created.
+	ErrAlreadyExists = errors.New("rewind: already exists")
 )
 
 // Code is a stable, machine-readable error class, used in JSON output, exit
@@ -61,6 +64,7 @@ const (
 	CodeEpochChanged         Code = "epoch_changed"
 	CodeUnauthenticated      Code = "unauthenticated"
 	CodePermissionDenied     Code = "permission_denied"
+	CodeAlreadyExists        Code = "already_exists"
 	CodeCanceled             Code = "canceled"
 	CodeInternal             Code = "internal"
 )
@@ -84,6 +88,7 @@ var codes = []struct {
 	{ErrClosed, CodeClosed},
 	{ErrUnauthenticated, CodeUnauthenticated},
 	{ErrPermissionDenied, CodePermissionDenied},
+	{ErrAlreadyExists, CodeAlreadyExists},
 }
 
 // CodeOf returns the code of err: CodeOK for nil, CodeInternal for an error

@@ -64,13 +64,17 @@ type SubscribeOptions struct {
 	Filter Filter
 }
 
+// DefaultListStreamsLimit is how many streams a listing returns when its
+// Limit is 0.
+const DefaultListStreamsLimit = 1000
+
 // ListStreamsOptions selects streams to list.
 type ListStreamsOptions struct {
 	// Prefix keeps streams whose name starts with it.
 	Prefix string
 	// After lists names sorting after it, for paging.
 	After string
-	// Limit caps the number of streams; 0 means 1000.
+	// Limit caps the number of streams; 0 means DefaultListStreamsLimit.
 	Limit int
 	// IncludeDeleted lists deleted streams too.
 	IncludeDeleted bool

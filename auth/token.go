@@ -16,14 +16,26 @@ import (
 
 // Sentinel errors. Authenticate's errors match ErrUnauthenticated (and
 // rewind.ErrUnauthenticated); a missing scope is ErrPermissionDenied (and
-// rewind.ErrPermissionDenied).
+// rewind.ErrPermissionDenied). Each matches its rewind sentinel without
+// repeating that sentinel's "rewind: " prefix in its message.
 var (
-	ErrUnauthenticated  = fmt.Errorf("auth: %w", rewind.ErrUnauthenticated)
-	ErrPermissionDenied = fmt.Errorf("auth: %w", rewind.ErrPermissionDenied)
+	ErrUnauthenticated  = &codedError{"auth: unauthenticated", rewind.ErrUnauthenticated}
+	ErrPermissionDenied = &codedError{"auth: permission denied", rewind.ErrPermissionDenied}
 	ErrTokenNotFound    = errors.New("auth: token not found")
-	ErrNameTaken        = errors.New("auth: token name already in use")
-	ErrLocked           = fmt.Errorf("auth: token file in use: %w", rewind.ErrLocked)
+	ErrNameTaken        = &codedError{"auth: token name already in use", rewind.ErrAlreadyExists}
+	ErrLocked           = &codedError{"auth: token file in use", rewind.ErrLocked}
 )
+
+// codedError is a sentinel of this package that also matches a rewind
+// sentinel, so that rewind.CodeOf classifies it.
+type codedError struct {
+	msg  string
+	also error
+}
+
+func (e *codedError) Error() string { return e.msg }
+
+func (e *codedError) Is(target error) bool { return target == e.also }
 
 // Token is an access token. Its secret is not kept, only its hash.
 type Token struct {

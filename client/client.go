@@ -344,7 +344,7 @@ func (c *Client) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}
 	if opts.Limit == 0 {
-		opts.Limit = 1000
+		opts.Limit = rewind.DefaultListStreamsLimit
 	}
 	var out []rewind.StreamInfo
 	after := opts.After

@@ -56,6 +56,16 @@ func ParseDurability(s string) (Durability, error) {
 	return 0, &rewind.ValidationError{Field: "durability", Value: s, Reason: `must be "sync", "interval" or "none"`}
 }
 
+// Defaults of Config, used by the library and by the flags and config file
+// of `rewind serve` alike.
+const (
+	DefaultDurability        = Sync
+	DefaultSyncInterval      = 100 * time.Millisecond
+	DefaultSegmentSize       = 64 << 20
+	DefaultIndexInterval     = 4096
+	DefaultRetentionInterval = time.Minute
+)
+
 // Config configures a Log. The zero value is the default configuration.
 type Config struct {
 	// Durability says when an append is acknowledged. Defaults to Sync.
@@ -118,16 +128,16 @@ const (
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c
 	if cfg.SyncInterval == 0 {
-		cfg.SyncInterval = 100 * time.Millisecond
+		cfg.SyncInterval = DefaultSyncInterval
 	}
 	if cfg.SegmentSize == 0 {
-		cfg.SegmentSize = 64 << 20
+		cfg.SegmentSize = DefaultSegmentSize
 	}
 	if cfg.IndexInterval == 0 {
-		cfg.IndexInterval = 4096
+		cfg.IndexInterval = DefaultIndexInterval
 	}
 	if cfg.RetentionInterval == 0 {
-		cfg.RetentionInterval = time.Minute
+		cfg.RetentionInterval = DefaultRetentionInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -1,30 +1,51 @@
 #!/usr/bin/env bash
 # A short walk-through of rewind on its embedded default: builds the CLI,
-# then appends, reads, follows and verifies events in ./rewind-data (or
-# $REWIND_DATA_DIR). Run it from the repository root: bash scripts/quickstart.sh
+# then appends, reads, follows and verifies events in a temporary data
+# directory of its own, removed at the end (also on failure or Ctrl-C).
+# It ignores any REWIND_* variable of your shell (such as REWIND_SERVER or
+# REWIND_DATA_DIR), so it works whether or not a server is running.
+# Run it from anywhere: bash scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p bin
-go build -buildvcs=true -o bin/rewind ./cmd/rewind
-export REWIND_DATA_DIR="${REWIND_DATA_DIR:-./rewind-data}"
-run() { printf '\n$ %s\n' "$*"; "$@"; }
 
-echo "rewind quick start: data in $REWIND_DATA_DIR"
-stream="orders-$(date +%s)"
-run bin/rewind append "$stream" --type OrderPlaced --data '{"order":1,"total":12.5}' --expected-version no-stream
+# Forget the caller's rewind settings: this walk-through uses its own.
+while IFS='=' read -r name _; do
+  case "$name" in REWIND_*) unset "$name" ;; esac
+done < <(env)
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/rewind-quickstart.XXXXXX")"
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+go build -o "$work/rewind" ./cmd/rewind
+export REWIND_DATA_DIR="$work/data"
+rewind() { "$work/rewind" "$@"; }
+run() { printf '\n$ rewind %s\n' "$*"; rewind "$@"; }
+
+echo "rewind quick start: data in $REWIND_DATA_DIR (removed at the end)"
+stream="orders-1"
+run append "$stream" --type OrderPlaced --data '{"order":1,"total":12.5}' --expected-version no-stream
 printf '%s\n' '{"type":"OrderPaid","data":{"order":1}}' '{"type":"OrderShipped","data":{"order":1,"carrier":"ups"}}' \
-  > /tmp/rewind-quickstart-events.jsonl
-printf '\n$ printf ... | bin/rewind append %s --expected-version 1\n' "$stream"
-bin/rewind append "$stream" --expected-version 1 < /tmp/rewind-quickstart-events.jsonl
-printf '\n$ bin/rewind append %s --type OrderPlaced --data {} --expected-version no-stream   # a conflict, on purpose\n' "$stream"
-bin/rewind append "$stream" --type OrderPlaced --data '{}' --expected-version no-stream || echo "(exit status $?: nothing was written)"
-run bin/rewind read "$stream"
-run bin/rewind read "$stream" --backward --limit 1 --json
-run bin/rewind streams --prefix orders-
-run bin/rewind stat
+  > "$work/events.jsonl"
+printf '\n$ printf ... | rewind append %s --expected-version 1\n' "$stream"
+rewind append "$stream" --expected-version 1 < "$work/events.jsonl"
+printf '\n$ rewind append %s --type OrderPlaced --data {} --expected-version no-stream   # a conflict, on purpose\n' "$stream"
+status=0
+rewind append "$stream" --type OrderPlaced --data '{}' --expected-version no-stream || status=$?
+if [ "$status" -ne 4 ]; then
+  echo "expected exit status 4 (conflict), got $status" >&2
+  exit 1
+fi
+echo "(exit status 4: a conflict; nothing was written)"
+run read "$stream"
+run read "$stream" --backward --limit 1 --json
+run streams --prefix orders-
+run stat
 
 # tail follows the log live until interrupted; the embedded store belongs to
 # one process at a time, so here it stops after a second (with a server, run
 # it in another terminal while appending).
-run timeout --signal=INT 1 bin/rewind tail --from-start --category orders- || true
-run bin/rewind verify
+printf '\n$ rewind tail --from-start --category orders-   # stopped after 1s\n'
+timeout --signal=INT 1 "$work/rewind" tail --from-start --category orders- || true
+run verify

@@ -11,9 +11,21 @@ import (
 	"github.com/rewindhq/rewind/store"
 )
 
-// DefaultAddr is where the server listens unless told otherwise: loopback
-// only, so that nothing is exposed by accident.
-const DefaultAddr = "127.0.0.1:7070"
+// Defaults of Config, used by the library, the flags and the config file
+// of `rewind serve` alike.
+const (
+	// DefaultAddr is where the server listens unless told otherwise:
+	// loopback only, so that nothing is exposed by accident.
+	DefaultAddr = "127.0.0.1:7070"
+	// DefaultDataDir is the data directory of the server and of the CLI.
+	DefaultDataDir                  = "./rewind-data"
+	DefaultMaxRequestBytes          = 32 << 20
+	DefaultRPCTimeout               = 30 * time.Second
+	DefaultReadHeaderTimeout        = 10 * time.Second
+	DefaultIdleTimeout              = 2 * time.Minute
+	DefaultMaxSubscriptionsPerToken = 64
+	DefaultShutdownTimeout          = 30 * time.Second
+)
 
 // Config configures a Server. The zero value is the default configuration.
 type Config struct {
@@ -66,25 +78,25 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.Addr = DefaultAddr
 	}
 	if cfg.DataDir == "" {
-		cfg.DataDir = "./rewind-data"
+		cfg.DataDir = DefaultDataDir
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = 32 << 20
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	if cfg.RPCTimeout == 0 {
-		cfg.RPCTimeout = 30 * time.Second
+		cfg.RPCTimeout = DefaultRPCTimeout
 	}
 	if cfg.ReadHeaderTimeout == 0 {
-		cfg.ReadHeaderTimeout = 10 * time.Second
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
 	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 2 * time.Minute
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.MaxSubscriptionsPerToken == 0 {
-		cfg.MaxSubscriptionsPerToken = 64
+		cfg.MaxSubscriptionsPerToken = DefaultMaxSubscriptionsPerToken
 	}
 	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = 30 * time.Second
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

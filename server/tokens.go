@@ -43,7 +43,7 @@ func tokenError(err error) error {
 	case errors.Is(err, auth.ErrTokenNotFound):
 		return apiconv.Errorf(rewind.CodeNotFound, "%s", err.Error())
 	case errors.Is(err, auth.ErrNameTaken):
-		return connect.NewError(connect.CodeAlreadyExists, err)
+		return apiconv.Errorf(rewind.CodeAlreadyExists, "%s", err.Error())
 	}
 	return err
 }

@@ -9,6 +9,17 @@ import (
 	"github.com/rewindhq/rewind/eventlog"
 )
 
+// Defaults of Config, used by the library and by the flags and config file
+// of `rewind serve` alike.
+const (
+	DefaultMaxEventSize   = 1 << 20
+	DefaultMaxBatchEvents = 10_000
+	DefaultMaxBatchBytes  = 16 << 20
+	DefaultDedupWindow    = 2 * time.Minute
+	DefaultDedupMaxIDs    = 1_000_000
+	DefaultSnapshotEvery  = 4_000_000
+)
+
 // Config configures a Store. The zero value is the default configuration.
 type Config struct {
 	// Log configures the durable log under the store: durability mode,
@@ -55,26 +66,26 @@ func (c *Config) withDefaults() (Config, error) {
 		cfg.Log.Logger = cfg.Logger
 	}
 	if cfg.MaxBatchEvents == 0 {
-		cfg.MaxBatchEvents = 10_000
+		cfg.MaxBatchEvents = DefaultMaxBatchEvents
 	}
 	segment := cfg.Log.SegmentSize
 	if segment == 0 {
-		segment = 64 << 20
+		segment = eventlog.DefaultSegmentSize
 	}
 	if cfg.MaxBatchBytes == 0 {
-		cfg.MaxBatchBytes = int(min(16<<20, segment-1<<10))
+		cfg.MaxBatchBytes = int(min(DefaultMaxBatchBytes, segment-1<<10))
 	}
 	if cfg.MaxEventSize == 0 {
-		cfg.MaxEventSize = min(1<<20, cfg.MaxBatchBytes)
+		cfg.MaxEventSize = min(DefaultMaxEventSize, cfg.MaxBatchBytes)
 	}
 	if cfg.DedupWindow == 0 {
-		cfg.DedupWindow = 2 * time.Minute
+		cfg.DedupWindow = DefaultDedupWindow
 	}
 	if cfg.DedupMaxIDs == 0 {
-		cfg.DedupMaxIDs = 1_000_000
+		cfg.DedupMaxIDs = DefaultDedupMaxIDs
 	}
 	if cfg.SnapshotEvery == 0 {
-		cfg.SnapshotEvery = 4_000_000
+		cfg.SnapshotEvery = DefaultSnapshotEvery
 	}
 	bad := func(field string, v any, reason string) error {
 		return &rewind.ValidationError{Field: field, Value: fmt.Sprint(v), Reason: reason}

@@ -331,7 +331,7 @@ func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions)
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}
 	if opts.Limit == 0 {
-		opts.Limit = 1000
+		opts.Limit = rewind.DefaultListStreamsLimit
 	}
 	s.mu.RLock()
 	names := make([]string, 0, min(s.idx.streams.len(), 4*opts.Limit))

@@ -25,6 +25,7 @@ var connectCodes = map[rewind.Code]connect.Code{
 	rewind.CodeClosed:               connect.CodeUnavailable,
 	rewind.CodeUnauthenticated:      connect.CodeUnauthenticated,
 	rewind.CodePermissionDenied:     connect.CodePermissionDenied,
+	rewind.CodeAlreadyExists:        connect.CodeAlreadyExists,
 	rewind.CodeCanceled:             connect.CodeCanceled,
 	rewind.CodeInternal:             connect.CodeInternal,
 }
@@ -42,6 +43,7 @@ var sentinels = map[rewind.Code]error{
 	rewind.CodeClosed:               rewind.ErrClosed,
 	rewind.CodeUnauthenticated:      rewind.ErrUnauthenticated,
 	rewind.CodePermissionDenied:     rewind.ErrPermissionDenied,
+	rewind.CodeAlreadyExists:        rewind.ErrAlreadyExists,
 	rewind.CodeCanceled:             context.Canceled,
 }
 
@@ -159,6 +161,8 @@ func codeOfConnect(c connect.Code) rewind.Code {
 		return rewind.CodeUnauthenticated
 	case connect.CodePermissionDenied:
 		return rewind.CodePermissionDenied
+	case connect.CodeAlreadyExists:
+		return rewind.CodeAlreadyExists
 	case connect.CodeNotFound:
 		return rewind.CodeNotFound
 	case connect.CodeUnavailable:

@@ -153,13 +153,3 @@ func parseMetadata(kvs []string) (map[string]string, error) {
 	}
 	return m, nil
 }
-
-// exactArgs is cobra.ExactArgs with a message naming the arguments.
-func exactArgs(n int, names string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usageError(cmd, fmt.Errorf("expected %s, got %d argument(s)", names, len(args)))
-		}
-		return nil
-	}
-}

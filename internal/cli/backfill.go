@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -22,11 +21,14 @@ type pgFlags struct {
 }
 
 func (f *pgFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.dsn, "dsn", os.Getenv("REWIND_DSN"),
-		"PostgreSQL connection string of the target database ($REWIND_DSN)")
-	cmd.Flags().StringVar(&f.ledgerDSN, "ledger-dsn", os.Getenv("REWIND_LEDGER_DSN"),
-		"database for run records and the audit ledger, if not the target's rewind schema ($REWIND_LEDGER_DSN)")
-	cmd.Flags().StringVar(&f.actor, "actor", os.Getenv("REWIND_ACTOR"), "who runs this, for the audit ledger; defaults to the OS user ($REWIND_ACTOR)")
+	fs := cmd.Flags()
+	fs.StringVar(&f.dsn, "dsn", "", "PostgreSQL connection string of the target database")
+	fs.StringVar(&f.ledgerDSN, "ledger-dsn", "",
+		"database for run records and the audit ledger, if not the target's rewind schema")
+	fs.StringVar(&f.actor, "actor", "", "who runs this, for the audit ledger; defaults to the OS user")
+	bindEnv(fs, "dsn", "REWIND_DSN") // from the environment after parsing: --help never shows a password
+	bindEnv(fs, "ledger-dsn", "REWIND_LEDGER_DSN")
+	bindEnv(fs, "actor", "REWIND_ACTOR")
 }
 
 // pools opens the target and ledger pools.

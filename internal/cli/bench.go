@@ -13,6 +13,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
 	"github.com/rewindhq/rewind/internal/bench"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -30,7 +31,7 @@ docs/benchmarks.md explains the method.`,
 	cmd.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
 	var f *os.File
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		if err := a.setLogger(); err != nil || profile == "" {
+		if err := a.prepare(cmd); err != nil || profile == "" {
 			return err
 		}
 		var err error
@@ -74,6 +75,7 @@ func (a *app) benchAppendCmd() *cobra.Command {
 		cfg           bench.AppendConfig
 		durability    string
 		conns         int
+		size          = config.Size(128)
 		streamAppends bool
 		jsonOut       bool
 	)
@@ -88,8 +90,12 @@ p50/p99 latency of one append.
 With --server URL (and --token), appends go through that server's API over
 --connections client connections, and the server's own durability applies.`,
 		Example: `  rewind bench append --data-dir /tmp/b1 --writers 64 --batch 100 --events 10000000 --size 128 --durability sync --json`,
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if size < 0 || size > store.DefaultMaxEventSize {
+				return invalidFlag("size", size.String(), fmt.Sprintf("must be from 0 to %s", config.Size(store.DefaultMaxEventSize)))
+			}
+			cfg.Size = int(size)
 			if a.server != "" {
 				return a.runBenchAppendServer(cmd, cfg, conns, streamAppends, jsonOut)
 			}
@@ -133,9 +139,9 @@ With --server URL (and --token), appends go through that server's API over
 	f.IntVar(&cfg.Writers, "writers", 1, "concurrent writers")
 	f.IntVar(&cfg.Batch, "batch", 1, "events per append")
 	f.IntVar(&cfg.Events, "events", 1_000_000, "events to append in all")
-	f.IntVar(&cfg.Size, "size", 128, "bytes of data per event")
+	f.Var(&size, "size", "data per event, in bytes or with a unit (1KiB)")
 	f.IntVar(&cfg.Streams, "streams", 0, "streams to spread appends over, round-robin (default: one per writer)")
-	f.StringVar(&durability, "durability", "sync", "sync, interval or none (with --server: the server's)")
+	f.StringVar(&durability, "durability", eventlog.DefaultDurability.String(), "sync, interval or none (with --server: the server's)")
 	f.IntVar(&conns, "connections", 4, "with --server: client connections the writers share")
 	f.BoolVar(&streamAppends, "stream-appends", false, "with --server: send the appends over AppendStream (one stream per connection) instead of one RPC each")
 	a.jsonFlag(cmd, &jsonOut)
@@ -158,7 +164,7 @@ warm, replay is reported.
 With --server URL (and --token), fills the server the same way through its API,
 then times a subscription from the start delivering --events events.`,
 		Example: `  rewind bench read --data-dir /tmp/b2 --events 10000000 --streams 1000000 --json`,
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if events < 1 || streams < 1 {
@@ -240,7 +246,7 @@ CRC-32C, position, timestamp) with an fsync every 1000 records
 (sync_every_1000_rps) and with an fsync after every record (sync_each_rps), and
 reading them back with CRC verification (read_rps, warm).`,
 		Example: `  rewind bench disk --data-dir /tmp/b3 --json`,
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Dir = a.dataDir
 			res, err := bench.Disk(cmd.Context(), cfg)

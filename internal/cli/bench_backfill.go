@@ -62,7 +62,7 @@ rewind passes), and the medians are reported, so that a change in the
 machine's load during the run affects both sides alike. VACUUM runs between
 passes. The table is dropped at the end unless --keep. The
 target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_row_rps.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rows < 1000 {
 				return invalidFlag("rows", fmt.Sprint(rows), "must be at least 1000")

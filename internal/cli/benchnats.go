@@ -14,7 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind/internal/bench"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/internal/natsbench"
+	"github.com/rewindhq/rewind/store"
 )
 
 // natsReport is what `rewind bench nats` prints.
@@ -38,7 +40,8 @@ func (a *app) benchNATSCmd() *cobra.Command {
 	var (
 		natsBin                        string
 		events, syncEvents, writers, n int
-		syncWriters, size              int
+		syncWriters                    int
+		payload                        = config.Size(128)
 		jsonOut                        bool
 	)
 	cmd := &cobra.Command{
@@ -58,9 +61,13 @@ port with a fresh data directory under --data-dir (default durability: sync), or
 free loopback port. sync_interval needs NATS 2.10 or later; an older binary is
 reported and that comparison skipped. Ratios are rewind over NATS.`,
 		Example: `  rewind bench nats --data-dir /tmp/cmp --nats-server /usr/sbin/nats-server --json`,
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if payload < 0 || payload > store.DefaultMaxEventSize {
+				return invalidFlag("size", payload.String(), fmt.Sprintf("must be from 0 to %s", config.Size(store.DefaultMaxEventSize)))
+			}
+			size := int(payload)
 			if err := os.MkdirAll(a.dataDir, 0o755); err != nil {
 				return err
 			}
@@ -121,17 +128,14 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 		},
 	}
 	f := cmd.Flags()
-	def := os.Getenv("REWIND_NATS_SERVER")
-	if def == "" {
-		def = "nats-server"
-	}
-	f.StringVar(&natsBin, "nats-server", def, "nats-server binary ($REWIND_NATS_SERVER)")
+	f.StringVar(&natsBin, "nats-server", "nats-server", "nats-server binary")
+	bindEnv(f, "nats-server", "REWIND_NATS_SERVER")
 	f.IntVar(&events, "events", 1_000_000, "events for the batch-100 appends and the subscription")
 	f.IntVar(&syncEvents, "sync-events", 30_000, "events for the batch-1 appends and NATS with sync_interval: always")
 	f.IntVar(&writers, "writers", 16, "concurrent writers (rewind, batch 100) and publishers (NATS)")
 	f.IntVar(&syncWriters, "sync-writers", 128, "concurrent writers of the batch-1 appends (each waits for its append)")
 	f.IntVar(&n, "connections", 4, "client connections the rewind writers share")
-	f.IntVar(&size, "size", 128, "payload bytes")
+	f.Var(&payload, "size", "payload per event, in bytes or with a unit (1KiB)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -7,17 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // run executes the CLI in-process with stdin and returns its exit status,
-// stdout and stderr.
+// stdout and stderr. It works on the data directory dir, unless args name
+// a --server.
 func run(t *testing.T, dir, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	a := newApp(strings.NewReader(stdin), &out, &errOut)
-	code := a.run(context.Background(), append([]string{"--data-dir", dir}, args...))
+	if !slices.Contains(args, "--server") {
+		args = append([]string{"--data-dir", dir}, args...)
+	}
+	code := a.run(context.Background(), args)
 	return code, out.String(), errOut.String()
 }
 
@@ -100,6 +105,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"second line bad", `{"type":"A","data":1}` + "\n" + `{"type":"","data":1}` + "\n", []string{"append", "s"}, 2, "events[1].type"},
 		{"empty stdin", "", []string{"append", "s"}, 2, "no events"},
 		{"bad id", `{"type":"A","id":"nope"}` + "\n", []string{"append", "s"}, 2, "UUID"},
+		{"schema version too large", `{"type":"A","schema_version":99999999999}` + "\n", []string{"append", "s"}, 2,
+			"line 1: schema_version: must be a whole number from 0 to 4294967295"},
+		{"type not a string", `{"type":7}` + "\n", []string{"append", "s"}, 2, "line 1: type: must be a string"},
 		{"data and data_base64", `{"type":"A","data":1,"data_base64":"AA=="}` + "\n", []string{"append", "s"}, 2, "not both"},
 		{"stream mismatch", `{"type":"A","stream":"other"}` + "\n", []string{"append", "s"}, 2, "other"},
 		{"unknown flag", "", []string{"read", "--bogus"}, 2, "unknown flag"},

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -114,8 +116,7 @@ func readEventLines(r io.Reader, stream string, batch int, fn func([]rewind.Even
 		dec.DisallowUnknownFields()
 		var j eventJSON
 		if err := dec.Decode(&j); err != nil {
-			return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line),
-				Reason: "is not an event object: " + err.Error() + `; expected {"type": "...", "data": {...}}`}
+			return lineError(line, err)
 		}
 		if dec.More() {
 			return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line), Reason: "holds more than one JSON value; put one event per line"}
@@ -158,4 +159,26 @@ func (a *app) printEvent(e *rewind.RecordedEvent, asJSON bool) error {
 	a.printf("%-8d %s@%d  %s  %s  %s\n", e.Position, e.Stream, e.Version, e.Type,
 		e.RecordedAt.Format(time.RFC3339Nano), data)
 	return nil
+}
+
+// lineError says what is wrong with an input line that does not decode:
+// for a field of the wrong type or range, which field and what it must
+// be, rather than the decoder's words.
+func lineError(line int, err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		reason := "must be " + map[string]string{
+			"uint32": "a whole number from 0 to 4294967295", "string": "a string",
+			"map[string]string": `an object of strings, such as {"actor":"ana"}`,
+		}[te.Type.String()]
+		if reason == "must be " {
+			reason = "has the wrong type"
+		}
+		if te.Type.Kind() == reflect.Uint32 && strings.HasPrefix(te.Value, "number") {
+			reason += " (a number that large or with a fraction does not fit)"
+		}
+		return &rewind.ValidationError{Field: fmt.Sprintf("line %d: %s", line, te.Field), Reason: reason}
+	}
+	return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line),
+		Reason: "is not an event object: " + err.Error() + `; expected {"type": "...", "data": {...}}`}
 }

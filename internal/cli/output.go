@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -49,36 +52,80 @@ type cliError struct {
 
 func (e *cliError) Error() string { return e.msg }
 
+// usageError is a mistake in how a command was called: an unknown command
+// or flag, a wrong number of arguments, a bad flag value. Exit status 2.
 func usageError(cmd *cobra.Command, err error) error {
+	use := cmd.UseLine()
+	if cmd.HasAvailableSubCommands() {
+		use = cmd.CommandPath() + " COMMAND [flags]"
+	}
 	return &cliError{code: rewind.CodeInvalidArgument, status: 2,
-		msg: fmt.Sprintf("%v\nsee '%s --help'", err, cmd.CommandPath())}
+		msg: fmt.Sprintf("%s\nusage: %s\nsee '%s --help'", trimPrefix(err.Error()), use, cmd.CommandPath())}
 }
 
 func invalidFlag(flag, value, reason string) error {
 	return &rewind.ValidationError{Field: "--" + flag, Value: value, Reason: reason}
 }
 
-// Exit statuses: 0 success, 1 an internal or I/O failure, 2 invalid input,
-// 3 not found, 4 a conflict (wrong expected version, idempotency), 5
-// corruption found, 6 the data directory is in use, 130 interrupted.
+// notFound is an error for something named on the command line that does
+// not exist. Exit status 3.
+func notFound(format string, args ...any) error {
+	return &cliError{code: rewind.CodeNotFound, status: 3, msg: fmt.Sprintf(format, args...)}
+}
+
+// exitStatuses gives the exit status of every error code. The README's
+// table documents it (TestREADMEExitStatuses keeps the two in step).
+var exitStatuses = []struct {
+	status int
+	codes  []rewind.Code
+}{
+	{0, []rewind.Code{rewind.CodeOK}},
+	{1, []rewind.Code{rewind.CodeInternal}},
+	{2, []rewind.Code{rewind.CodeInvalidArgument, rewind.CodeLimitExceeded, rewind.CodeTruncated}},
+	{3, []rewind.Code{rewind.CodeNotFound}},
+	{4, []rewind.Code{rewind.CodeWrongExpectedVersion, rewind.CodeIdempotencyConflict, rewind.CodeAlreadyExists}},
+	{5, []rewind.Code{rewind.CodeCorruption}},
+	{6, []rewind.Code{rewind.CodeLocked}},
+	{7, []rewind.Code{rewind.CodeUnauthenticated}},
+	{8, []rewind.Code{rewind.CodePermissionDenied}},
+	{9, []rewind.Code{rewind.CodeClosed}},
+	{10, []rewind.Code{rewind.CodeFailed}},
+	{11, []rewind.Code{rewind.CodeOutcomeUnknown}},
+	{12, []rewind.Code{rewind.CodeEpochChanged}},
+	{130, []rewind.Code{rewind.CodeCanceled}},
+}
+
+// exitStatus returns the exit status of code; 1 for a code it does not know.
 func exitStatus(code rewind.Code) int {
-	switch code {
-	case rewind.CodeOK:
-		return 0
-	case rewind.CodeInvalidArgument, rewind.CodeLimitExceeded, rewind.CodeTruncated:
-		return 2
-	case rewind.CodeNotFound:
-		return 3
-	case rewind.CodeWrongExpectedVersion, rewind.CodeIdempotencyConflict:
-		return 4
-	case rewind.CodeCorruption:
-		return 5
-	case rewind.CodeLocked:
-		return 6
-	case rewind.CodeCanceled:
-		return 130
+	for _, s := range exitStatuses {
+		for _, c := range s.codes {
+			if c == code {
+				return s.status
+			}
+		}
 	}
 	return 1
+}
+
+// classify returns err's code, exit status and message for the user.
+func (a *app) classify(err error) (rewind.Code, int, string) {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.code, ce.status, trimPrefix(ce.msg)
+	}
+	code, msg := rewind.CodeOf(err), trimPrefix(err.Error())
+	var op *net.OpError
+	switch {
+	case code == rewind.CodeInternal && errors.Is(err, fs.ErrNotExist):
+		code = rewind.CodeNotFound
+	case a.server != "" && errors.As(err, &op) && op.Op == "dial":
+		// The server could not be reached at all: say which one, and how
+		// to point at another.
+		code = rewind.CodeClosed
+		msg = fmt.Sprintf("cannot reach the server at %s: %v; check that it runs and that --server (or REWIND_SERVER) "+
+			"names it", a.server, op.Err)
+	}
+	return code, exitStatus(code), msg
 }
 
 // report prints err, as JSON on stdout when the command had --json, and
@@ -87,25 +134,23 @@ func (a *app) report(err error) int {
 	if err == nil {
 		return 0
 	}
-	code, status := rewind.CodeOf(err), 0
+	code, status, msg := a.classify(err)
 	var ce *cliError
-	if errors.As(err, &ce) {
-		code, status = ce.code, ce.status
+	if a.jsonOut && (!errors.As(err, &ce) || !ce.quiet) {
+		a.printJSON(map[string]any{"error": map[string]any{"code": code, "message": msg}})
 	}
-	if status == 0 {
-		status = exitStatus(code)
-	}
-	if a.jsonOut && (ce == nil || !ce.quiet) {
-		a.printJSON(map[string]any{"error": map[string]any{"code": code, "message": err.Error()}})
-	}
-	fmt.Fprintf(a.stderr, "rewind: %s\n", trimPrefix(err.Error()))
+	fmt.Fprintf(a.stderr, "rewind: %s\n", msg)
 	return status
 }
 
+// trimPrefix removes the "rewind: " that rewind's errors start with: the
+// CLI prints its own.
 func trimPrefix(s string) string {
-	const p = "rewind: "
-	for len(s) >= len(p) && s[:len(p)] == p {
-		s = s[len(p):]
+	for {
+		t, ok := strings.CutPrefix(s, "rewind: ")
+		if !ok {
+			return s
+		}
+		s = t
 	}
-	return s
 }

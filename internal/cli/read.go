@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,7 +41,7 @@ func (f *filterFlags) time(now time.Time) (time.Time, error) {
 
 func (a *app) readCmd() *cobra.Command {
 	var (
-		from     string
+		from     uint64
 		backward bool
 		limit    int
 		jsonOut  bool
@@ -59,12 +58,9 @@ log. --category, --type and --from-time filter the whole log.`,
 		Example: `  rewind read orders-1
   rewind read orders-1 --backward --limit 1 --json
   rewind read --from 1000 --category orders- --type OrderPlaced`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1, "STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			start, err := parseUint("from", from)
-			if err != nil {
-				return err
-			}
+			start := from
 			if limit < 0 {
 				return invalidFlag("limit", fmt.Sprint(limit), "must not be negative")
 			}
@@ -73,7 +69,7 @@ log. --category, --type and --from-time filter the whole log.`,
 				if ff.category != "" || len(ff.types) > 0 || ff.fromTime != "" {
 					return invalidFlag("category/--type/--from-time", "", "filter the whole log; drop STREAM to use them")
 				}
-				s, err := a.openStore(ctx)
+				s, err := a.openExisting(ctx)
 				if err != nil {
 					return err
 				}
@@ -96,7 +92,7 @@ log. --category, --type and --from-time filter the whole log.`,
 			if err != nil {
 				return err
 			}
-			s, err := a.openStore(ctx)
+			s, err := a.openExisting(ctx)
 			if err != nil {
 				return err
 			}
@@ -114,26 +110,18 @@ log. --category, --type and --from-time filter the whole log.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "0", "first version (stream) or position (whole log) to read; 0 is the start (backward: the end)")
+	f.Uint64Var(&from, "from", 0, "first version (stream) or position (whole log) to read; 0 is the start (backward: the end)")
 	f.BoolVar(&backward, "backward", false, "read the stream from --from towards its first version")
-	f.IntVar(&limit, "limit", 0, "at most this many events (0: no limit)")
+	f.IntVar(&limit, "limit", 0, "at most this many events; 0: no limit")
 	ff.add(cmd)
 	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	return cmd
 }
 
-func parseUint(flag, s string) (uint64, error) {
-	v, err := strconv.ParseUint(s, 10, 63)
-	if err != nil {
-		return 0, invalidFlag(flag, s, "must be a non-negative whole number")
-	}
-	return v, nil
-}
-
 func (a *app) tailCmd() *cobra.Command {
 	var (
-		after     string
+		after     uint64
 		fromStart bool
 		jsonOut   bool
 		ff        filterFlags
@@ -147,13 +135,10 @@ interrupted. By default it starts at the end; --after resumes after a position
 beginning and --from-time at a time.`,
 		Example: `  rewind tail --category orders-
   rewind tail --after 41000 --json`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			p, err := parseUint("after", after)
-			if err != nil {
-				return err
-			}
+			p := after
 			t, err := ff.time(time.Now())
 			if err != nil {
 				return err
@@ -167,7 +152,7 @@ beginning and --from-time at a time.`,
 			if starts > 1 {
 				return invalidFlag("after/--from-start/--from-time", "", "give at most one starting point")
 			}
-			s, err := a.openStore(ctx)
+			s, err := a.openExisting(ctx)
 			if err != nil {
 				return err
 			}
@@ -203,7 +188,7 @@ beginning and --from-time at a time.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&after, "after", "0", "print the events after this position")
+	f.Uint64Var(&after, "after", 0, "print the events after this position (default: the end of the log)")
 	f.BoolVar(&fromStart, "from-start", false, "start at the first event of the log")
 	ff.add(cmd)
 	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")

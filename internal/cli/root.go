@@ -6,6 +6,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind/internal/buildinfo"
+	"github.com/rewindhq/rewind/server"
 )
 
 // Main runs the command line with args and returns the exit status.
@@ -57,29 +59,56 @@ func (a *app) rootCmd() *cobra.Command {
 history safe to use: append with optimistic concurrency, read and follow any
 stream or the whole log, and verify every byte.
 
-Data lives in --data-dir (or $REWIND_DATA_DIR, or ./rewind-data).`,
+Data commands work on the embedded store in --data-dir, or on a server with
+--server and --token. A flag given on the command line wins over its REWIND_*
+environment variable, which wins over the default; an explicit --data-dir
+also wins over $REWIND_SERVER.
+
+Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
+3 not found, 4 conflict, 5 corruption, 6 data directory in use,
+7 unauthenticated, 8 permission denied, 9 server unavailable or unreachable,
+10 store failed (disk), 11 append outcome unknown, 12 log epoch changed,
+130 interrupted.`,
 		Version:       buildinfo.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return a.setLogger()
+			return a.prepare(cmd)
 		},
 	}
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError(cmd, err)
-	})
+	root.SetFlagErrorFunc(flagError)
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.dataDir, "data-dir", envOr("REWIND_DATA_DIR", "./rewind-data"),
-		"data directory of the embedded store ($REWIND_DATA_DIR)")
-	pf.StringVar(&a.logLevel, "log-level", envOr("REWIND_LOG_LEVEL", "warn"),
-		"log level on stderr: debug, info, warn or error ($REWIND_LOG_LEVEL)")
-	pf.StringVar(&a.server, "server", os.Getenv("REWIND_SERVER"),
-		"URL of a rewind server to use instead of --data-dir, such as http://127.0.0.1:7070 ($REWIND_SERVER)")
-	pf.StringVar(&a.token, "token", os.Getenv("REWIND_TOKEN"), "token for --server ($REWIND_TOKEN)")
+	pf.StringVar(&a.dataDir, "data-dir", server.DefaultDataDir, "data directory of the embedded store")
+	pf.StringVar(&a.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+	pf.StringVar(&a.server, "server", "",
+		"URL of a rewind server to use instead of --data-dir, such as http://127.0.0.1:7070")
+	pf.StringVar(&a.token, "token", "", "token for --server")
+	bindEnv(pf, "data-dir", "REWIND_DATA_DIR")
+	bindEnv(pf, "log-level", "REWIND_LOG_LEVEL")
+	bindEnv(pf, "server", "REWIND_SERVER")
+	bindEnv(pf, "token", "REWIND_TOKEN")
 	for _, c := range a.commands() {
 		root.AddCommand(c)
 	}
+	checkArgs(root)
 	return root
+}
+
+// prepare runs before every command: environment variables for the flags
+// the command line left unset, the choice between --server and
+// --data-dir, and the logger.
+func (a *app) prepare(cmd *cobra.Command) error {
+	if err := applyEnv(cmd, os.LookupEnv); err != nil {
+		return err
+	}
+	fs := cmd.Flags()
+	if dir, srv := fs.Lookup("data-dir"), fs.Lookup("server"); dir.Changed && srv.Changed {
+		return usageError(cmd, errors.New("give --server or --data-dir, not both: "+
+			"a command works on a server or on a data directory"))
+	} else if dir.Changed {
+		a.server = "" // an explicit --data-dir wins over $REWIND_SERVER
+	}
+	return a.setLogger()
 }
 
 // commands lists the subcommands; each file adds its own here.
@@ -111,19 +140,12 @@ func (a *app) setLogger() error {
 	return nil
 }
 
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
-}
-
 func (a *app) versionCmd() *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version and VCS revision of this binary",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			info := buildinfo.Get()
 			if jsonOut {

@@ -15,11 +15,14 @@ import (
 // loadServerConfig applies flags > REWIND_* environment > --config file >
 // defaults.
 func (a *app) loadServerConfig(cmd *cobra.Command, path string) (config.Server, config.Source, error) {
-	return config.Load(path, os.LookupEnv, cmd.Flags())
+	return config.Load(path, os.Environ(), cmd.Flags())
 }
 
 func (a *app) serveCmd() *cobra.Command {
-	var path string
+	var (
+		path    string
+		jsonOut bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the store over gRPC and HTTP/JSON on one port",
@@ -39,7 +42,7 @@ fsynced and the data directory released; the exit status is then 0.`,
 		Example: `  rewind serve
   rewind serve --addr 0.0.0.0:7070 --tls-cert cert.pem --tls-key key.pem
   REWIND_ADMIN_TOKEN=$(openssl rand -hex 24) rewind serve --config rewind.yaml`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, _, err := a.loadServerConfig(cmd, path)
 			if err != nil {
@@ -58,16 +61,29 @@ fsynced and the data directory released; the exit status is then 0.`,
 			if err != nil {
 				return err
 			}
-			if secret := srv.AdminSecret(); secret != "" {
+			if jsonOut {
+				out := map[string]string{"url": srv.URL(), "data_dir": sc.DataDir}
+				if secret := srv.AdminSecret(); secret != "" {
+					out["admin_secret"] = secret
+				}
+				if err := a.printJSON(out); err != nil {
+					return err
+				}
+			} else if secret := srv.AdminSecret(); secret != "" {
 				a.printf("rewind: created the admin token; this is the only time its secret is shown:\n\n  %s\n\n"+
 					"Use it as --token (or REWIND_TOKEN) to create tokens for services with 'rewind token create'.\n", secret)
 			}
-			a.printf("rewind: serving %s on %s\n", sc.DataDir, srv.URL())
+			if !jsonOut {
+				a.printf("rewind: serving %s on %s\n", sc.DataDir, srv.URL())
+			}
 			return srv.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&path, "config", os.Getenv("REWIND_CONFIG"), "YAML config file ($REWIND_CONFIG)")
+	cmd.Flags().StringVar(&path, "config", "", "YAML config file")
+	bindEnv(cmd.Flags(), "config", "REWIND_CONFIG")
 	config.AddFlags(cmd.Flags(), "data_dir", "log_level")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, `once serving, print {"url", "data_dir", "admin_secret"} as one line of JSON`)
+	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	return cmd
 }
 
@@ -88,7 +104,7 @@ environment and --config file, with where each value came from. Secrets are
 redacted. The keys are those of the YAML file; each is also a flag (--key-name)
 and an environment variable (REWIND_KEY_NAME).`,
 		Example: `  rewind config print --config rewind.yaml --addr 0.0.0.0:7070`,
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, src, err := a.loadServerConfig(cmd, path)
 			if err != nil {
@@ -111,7 +127,8 @@ and an environment variable (REWIND_KEY_NAME).`,
 			return nil
 		},
 	}
-	print.Flags().StringVar(&path, "config", os.Getenv("REWIND_CONFIG"), "YAML config file ($REWIND_CONFIG)")
+	print.Flags().StringVar(&path, "config", "", "YAML config file")
+	bindEnv(print.Flags(), "config", "REWIND_CONFIG")
 	config.AddFlags(print.Flags(), "data_dir", "log_level")
 	a.jsonFlag(print, &jsonOut)
 	cmd.AddCommand(print)

@@ -29,14 +29,22 @@ func TestMain(m *testing.M) {
 	if os.Getenv("REWIND_CLI_MAIN") == "1" {
 		os.Exit(Main(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBinary()
+	os.Exit(code)
 }
 
 // startServer serves a fresh data directory in-process and returns its
 // URL and admin secret.
 func startServer(t *testing.T) (string, string) {
 	t.Helper()
-	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	return startServerIn(t, t.TempDir())
+}
+
+// startServerIn is startServer on the data directory dir.
+func startServerIn(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,10 +233,15 @@ func TestServeSIGTERMDuringAppends(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(400 * time.Millisecond)
-	mu.Lock()
-	before := len(acked)
-	mu.Unlock()
+	// SIGTERM once appends are being acknowledged: waiting a fixed time
+	// proved nothing on a loaded machine, where none had been yet.
+	var before int
+	for deadline := time.Now().Add(30 * time.Second); before < 100 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		before = len(acked)
+		mu.Unlock()
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

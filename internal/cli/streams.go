@@ -21,12 +21,12 @@ func (a *app) streamsCmd() *cobra.Command {
 positions. Page with --after NAME.`,
 		Example: `  rewind streams --prefix orders- --limit 50
   rewind streams --after orders-0420 --json`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Limit < 0 {
 				return invalidFlag("limit", fmt.Sprint(opts.Limit), "must not be negative")
 			}
-			s, err := a.openStore(cmd.Context())
+			s, err := a.openExisting(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -57,7 +57,7 @@ positions. Page with --after NAME.`,
 	f := cmd.Flags()
 	f.StringVar(&opts.Prefix, "prefix", "", "only streams whose name starts with this")
 	f.StringVar(&opts.After, "after", "", "only streams whose name sorts after this (paging)")
-	f.IntVar(&opts.Limit, "limit", 1000, "at most this many streams")
+	f.IntVar(&opts.Limit, "limit", rewind.DefaultListStreamsLimit, "at most this many streams")
 	f.BoolVar(&opts.IncludeDeleted, "deleted", false, "include deleted streams")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
@@ -85,9 +85,9 @@ func (a *app) statCmd() *cobra.Command {
 		Short: "Describe the store, or one stream",
 		Example: `  rewind stat
   rewind stat orders-1 --json`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1, "STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.openStore(cmd.Context())
+			s, err := a.openExisting(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -142,7 +142,7 @@ delete. Appending to the stream again recreates it; its versions continue.`,
 			if err != nil {
 				return err
 			}
-			s, err := a.openStore(cmd.Context())
+			s, err := a.openExisting(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -64,13 +64,10 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 	}
 	defer s.Close()
 	err = local(s)
-	switch {
-	case errors.Is(err, auth.ErrTokenNotFound):
+	if errors.Is(err, auth.ErrTokenNotFound) {
 		return &cliError{code: rewind.CodeNotFound, status: 3, msg: err.Error()}
-	case errors.Is(err, auth.ErrNameTaken):
-		return &cliError{code: rewind.CodeInvalidArgument, status: 2, msg: err.Error()}
 	}
-	return err
+	return err // a name taken is rewind.ErrAlreadyExists: a conflict
 }
 
 func (a *app) tokenCreateCmd() *cobra.Command {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -18,19 +19,30 @@ func (a *app) verifyCmd() *cobra.Command {
 the continuity of positions, batch boundaries and segment headers; that no
 segment is missing that retention did not remove; and that the log still
 reaches the position its index snapshot was taken at. It changes nothing and
-needs the directory not to be open elsewhere (it works on a local --data-dir
-only).
+needs the directory not to be open elsewhere.
 
 It exits 0 when all is well and 5 when anything is damaged, naming the segment,
 the byte offset and the position. Damage after the last complete batch of the
 last segment is a torn tail: the next open of the store cuts it (and says so).
 Damage that intact records follow is corruption: those records are refused on
 read, the others kept. Missing segments and a log shorter than its snapshot
-are data loss.`,
+are data loss.
+
+verify is local-only: it reads the files of --data-dir on this machine and has
+no --server form. To check a server's store, run it on the server's machine,
+against its data directory, while the server is stopped.`,
 		Example: `  rewind verify --data-dir /var/lib/rewind
   rewind verify --json`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.server != "" {
+				return usageError(cmd, errors.New("verify is local-only: it reads the files of a data directory on "+
+					"this machine; run it where the server's data lives, with --data-dir DIR while the server is stopped "+
+					"(--server, or REWIND_SERVER without --data-dir, chose a server)"))
+			}
+			if err := a.checkDataDir(); err != nil {
+				return err
+			}
 			bar := a.newProgress("verify", "bytes", 0)
 			rep, err := store.Verify(cmd.Context(), a.dataDir, func(done, total int64) {
 				bar.setTotal(total)

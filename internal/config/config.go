@@ -1,22 +1,28 @@
-// Package config loads the server's configuration with one precedence
-// everywhere: command-line flags over REWIND_* environment variables over
-// the YAML config file over defaults. The file's unknown keys are
-// rejected, so a misspelt setting is an error rather than ignored.
+// Package config holds the configuration of the rewind binary: the typed
+// values its flags, environment variables and config file share (sizes
+// with units, durations, numbers, each refused with a message that says
+// what it must be), and the layered configuration of `rewind serve`, with
+// one precedence everywhere: command-line flags over REWIND_* environment
+// variables over the YAML config file over defaults. The layering is
+// koanf's; the defaults are the constants of the packages that own them
+// (server.Default…, store.Default…, eventlog.Default…). The file's unknown
+// keys are rejected, so a misspelt setting is an error rather than ignored.
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/providers/rawbytes"
+	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
@@ -24,133 +30,114 @@ import (
 	"github.com/rewindhq/rewind/store"
 )
 
+// DefaultLogLevel is the log level of `rewind serve`.
+const DefaultLogLevel = "info"
+
 // Server is the configuration of `rewind serve`, as written in the YAML
 // file. Every key is also a flag (with '-' for '_') and an environment
 // variable (REWIND_ and the key in upper case).
 type Server struct {
-	Addr                     string        `yaml:"addr"`
-	DataDir                  string        `yaml:"data_dir"`
-	Durability               string        `yaml:"durability"`
-	SyncInterval             time.Duration `yaml:"sync_interval"`
-	NoAuth                   bool          `yaml:"no_auth"`
-	AdminToken               string        `yaml:"admin_token"`
-	TLSCert                  string        `yaml:"tls_cert"`
-	TLSKey                   string        `yaml:"tls_key"`
-	TLSClientCA              string        `yaml:"tls_client_ca"`
-	MaxRequestBytes          int           `yaml:"max_request_bytes"`
-	MaxBatchEvents           int           `yaml:"max_batch_events"`
-	MaxEventBytes            int           `yaml:"max_event_bytes"`
-	RPCTimeout               time.Duration `yaml:"rpc_timeout"`
-	ReadHeaderTimeout        time.Duration `yaml:"read_header_timeout"`
-	MaxSubscriptionsPerToken int           `yaml:"max_subscriptions_per_token"`
-	ShutdownTimeout          time.Duration `yaml:"shutdown_timeout"`
-	OTLPEndpoint             string        `yaml:"otlp_endpoint"`
-	LogLevel                 string        `yaml:"log_level"`
+	Addr                     string
+	DataDir                  string
+	Durability               string
+	SyncInterval             time.Duration
+	NoAuth                   bool
+	AdminToken               string
+	TLSCert                  string
+	TLSKey                   string
+	TLSClientCA              string
+	MaxRequestBytes          Size
+	MaxBatchEvents           int
+	MaxEventBytes            Size
+	RPCTimeout               time.Duration
+	ReadHeaderTimeout        time.Duration
+	MaxSubscriptionsPerToken int
+	ShutdownTimeout          time.Duration
+	OTLPEndpoint             string
+	LogLevel                 string
 }
 
 // Defaults returns the default configuration.
 func Defaults() Server {
 	return Server{
-		Addr: server.DefaultAddr, DataDir: "./rewind-data", Durability: "sync", SyncInterval: 100 * time.Millisecond,
-		MaxRequestBytes: 32 << 20, MaxBatchEvents: 10_000, MaxEventBytes: 1 << 20, RPCTimeout: 30 * time.Second,
-		ReadHeaderTimeout: 10 * time.Second, MaxSubscriptionsPerToken: 64, ShutdownTimeout: 30 * time.Second,
-		LogLevel: "info",
+		Addr: server.DefaultAddr, DataDir: server.DefaultDataDir, Durability: eventlog.DefaultDurability.String(),
+		SyncInterval: eventlog.DefaultSyncInterval, MaxRequestBytes: server.DefaultMaxRequestBytes,
+		MaxBatchEvents: store.DefaultMaxBatchEvents, MaxEventBytes: store.DefaultMaxEventSize,
+		RPCTimeout: server.DefaultRPCTimeout, ReadHeaderTimeout: server.DefaultReadHeaderTimeout,
+		MaxSubscriptionsPerToken: server.DefaultMaxSubscriptionsPerToken, ShutdownTimeout: server.DefaultShutdownTimeout,
+		LogLevel: DefaultLogLevel,
 	}
 }
 
-// setting describes one key.
+// setting is one key: its help and a function that registers its typed
+// flag on a flag set, bound to a field of a Server.
 type setting struct {
 	key    string // YAML key; the flag is the key with '-' for '_'
 	help   string
 	secret bool
-	get    func(*Server) any
-	set    func(*Server, string) error
+	bind   func(fs *pflag.FlagSet, c *Server, name, help string)
 }
 
-func str(p func(*Server) *string) (func(*Server) any, func(*Server, string) error) {
-	return func(s *Server) any { return *p(s) }, func(s *Server, v string) error { *p(s) = v; return nil }
+func str(p func(*Server) *string) func(*pflag.FlagSet, *Server, string, string) {
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.StringVar(p(c), name, *p(c), help) }
 }
 
-func integer(key string, p func(*Server) *int) (func(*Server) any, func(*Server, string) error) {
-	return func(s *Server) any { return *p(s) }, func(s *Server, v string) error {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return &rewind.ValidationError{Field: key, Value: v, Reason: "must be a whole number"}
-		}
-		*p(s) = n
-		return nil
+func integer(p func(*Server) *int) func(*pflag.FlagSet, *Server, string, string) {
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.IntVar(p(c), name, *p(c), help) }
+}
+
+func duration(p func(*Server) *time.Duration) func(*pflag.FlagSet, *Server, string, string) {
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.DurationVar(p(c), name, *p(c), help) }
+}
+
+func boolean(p func(*Server) *bool) func(*pflag.FlagSet, *Server, string, string) {
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.BoolVar(p(c), name, *p(c), help) }
+}
+
+func size(p func(*Server) *Size) func(*pflag.FlagSet, *Server, string, string) {
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.Var(p(c), name, help) }
+}
+
+var settings = []setting{
+	{"addr", "address to listen on, host:port; authentication can be off only on a loopback address", false,
+		str(func(c *Server) *string { return &c.Addr })},
+	{"data_dir", "data directory of the store and its tokens", false, str(func(c *Server) *string { return &c.DataDir })},
+	{"durability", "when an append is acknowledged: sync (fsynced), interval (fsynced every --sync-interval) or none", false,
+		str(func(c *Server) *string { return &c.Durability })},
+	{"sync_interval", "fsync period of the interval durability (a duration: 100ms, 1s)", false,
+		duration(func(c *Server) *time.Duration { return &c.SyncInterval })},
+	{"no_auth", "turn authentication off (loopback addresses only)", false, boolean(func(c *Server) *bool { return &c.NoAuth })},
+	{"admin_token", "secret of the admin token created on the first start (default: a random one, printed once)", true,
+		str(func(c *Server) *string { return &c.AdminToken })},
+	{"tls_cert", "PEM certificate file: serve TLS", false, str(func(c *Server) *string { return &c.TLSCert })},
+	{"tls_key", "PEM private key file of --tls-cert", false, str(func(c *Server) *string { return &c.TLSKey })},
+	{"tls_client_ca", "PEM CA file: require client certificates signed by it (mTLS)", false,
+		str(func(c *Server) *string { return &c.TLSClientCA })},
+	{"max_request_bytes", "largest request message, in bytes or with a unit (64KiB, 32MiB)", false,
+		size(func(c *Server) *Size { return &c.MaxRequestBytes })},
+	{"max_batch_events", "most events in one append (events)", false, integer(func(c *Server) *int { return &c.MaxBatchEvents })},
+	{"max_event_bytes", "largest encoded event, in bytes or with a unit (1MiB)", false,
+		size(func(c *Server) *Size { return &c.MaxEventBytes })},
+	{"rpc_timeout", "deadline of each unary RPC, reading its request included (a duration: 30s, 2m)", false,
+		duration(func(c *Server) *time.Duration { return &c.RPCTimeout })},
+	{"read_header_timeout", "time allowed to read a request's headers (a duration)", false,
+		duration(func(c *Server) *time.Duration { return &c.ReadHeaderTimeout })},
+	{"max_subscriptions_per_token", "open subscriptions allowed per token (subscriptions)", false,
+		integer(func(c *Server) *int { return &c.MaxSubscriptionsPerToken })},
+	{"shutdown_timeout", "how long shutdown waits for in-flight requests (a duration)", false,
+		duration(func(c *Server) *time.Duration { return &c.ShutdownTimeout })},
+	{"otlp_endpoint", "OTLP/HTTP endpoint (host:port or URL) to export traces to", false,
+		str(func(c *Server) *string { return &c.OTLPEndpoint })},
+	{"log_level", "log level: debug, info, warn or error", false, str(func(c *Server) *string { return &c.LogLevel })},
+}
+
+func lookup(key string) (setting, bool) {
+	i := slices.IndexFunc(settings, func(s setting) bool { return s.key == key })
+	if i < 0 {
+		return setting{}, false
 	}
+	return settings[i], true
 }
-
-func duration(key string, p func(*Server) *time.Duration) (func(*Server) any, func(*Server, string) error) {
-	return func(s *Server) any { return p(s).String() }, func(s *Server, v string) error {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			return &rewind.ValidationError{Field: key, Value: v, Reason: `must be a duration such as "30s" or "2m"`}
-		}
-		*p(s) = d
-		return nil
-	}
-}
-
-func boolean(key string, p func(*Server) *bool) (func(*Server) any, func(*Server, string) error) {
-	return func(s *Server) any { return *p(s) }, func(s *Server, v string) error {
-		b, err := strconv.ParseBool(strings.TrimSpace(v))
-		if err != nil {
-			return &rewind.ValidationError{Field: key, Value: v, Reason: "must be true or false"}
-		}
-		*p(s) = b
-		return nil
-	}
-}
-
-func mk(key, help string, secret bool, get func(*Server) any, set func(*Server, string) error) setting {
-	return setting{key: key, help: help, secret: secret, get: get, set: set}
-}
-
-var settings = func() []setting {
-	var out []setting
-	add := func(key, help string, secret bool, g func(*Server) any, s func(*Server, string) error) {
-		out = append(out, mk(key, help, secret, g, s))
-	}
-	g, s := str(func(c *Server) *string { return &c.Addr })
-	add("addr", "address to listen on; auth can be off only on loopback", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.DataDir })
-	add("data_dir", "data directory of the store and its tokens", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.Durability })
-	add("durability", "when an append is acknowledged: sync (fsynced), interval or none", false, g, s)
-	g, s = duration("sync_interval", func(c *Server) *time.Duration { return &c.SyncInterval })
-	add("sync_interval", "fsync period of the interval durability", false, g, s)
-	g, s = boolean("no_auth", func(c *Server) *bool { return &c.NoAuth })
-	add("no_auth", "turn authentication off (loopback addresses only)", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.AdminToken })
-	add("admin_token", "secret of the admin token created on the first start (default: a random one, printed once)", true, g, s)
-	g, s = str(func(c *Server) *string { return &c.TLSCert })
-	add("tls_cert", "PEM certificate file: serve TLS", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.TLSKey })
-	add("tls_key", "PEM private key file of --tls-cert", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.TLSClientCA })
-	add("tls_client_ca", "PEM CA file: require client certificates signed by it (mTLS)", false, g, s)
-	g, s = integer("max_request_bytes", func(c *Server) *int { return &c.MaxRequestBytes })
-	add("max_request_bytes", "largest request message in bytes", false, g, s)
-	g, s = integer("max_batch_events", func(c *Server) *int { return &c.MaxBatchEvents })
-	add("max_batch_events", "most events in one append", false, g, s)
-	g, s = integer("max_event_bytes", func(c *Server) *int { return &c.MaxEventBytes })
-	add("max_event_bytes", "largest encoded event in bytes", false, g, s)
-	g, s = duration("rpc_timeout", func(c *Server) *time.Duration { return &c.RPCTimeout })
-	add("rpc_timeout", "deadline of each unary RPC", false, g, s)
-	g, s = duration("read_header_timeout", func(c *Server) *time.Duration { return &c.ReadHeaderTimeout })
-	add("read_header_timeout", "time allowed to read a request's headers", false, g, s)
-	g, s = integer("max_subscriptions_per_token", func(c *Server) *int { return &c.MaxSubscriptionsPerToken })
-	add("max_subscriptions_per_token", "open subscriptions allowed per token", false, g, s)
-	g, s = duration("shutdown_timeout", func(c *Server) *time.Duration { return &c.ShutdownTimeout })
-	add("shutdown_timeout", "how long shutdown waits for in-flight requests", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.OTLPEndpoint })
-	add("otlp_endpoint", "OTLP/HTTP endpoint (host:port or URL) to export traces to", false, g, s)
-	g, s = str(func(c *Server) *string { return &c.LogLevel })
-	add("log_level", "log level: debug, info, warn or error", false, g, s)
-	return out
-}()
 
 // FlagName returns the flag of a YAML key.
 func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
@@ -158,86 +145,142 @@ func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 // EnvName returns the environment variable of a YAML key.
 func EnvName(key string) string { return "REWIND_" + strings.ToUpper(key) }
 
-// AddFlags registers one flag per setting on fs, except the keys in skip
-// (settings whose flag a parent command already defines, such as the
-// CLI's global --data-dir and --log-level).
+// keyOfFlag returns the YAML key of a flag name.
+func keyOfFlag(name string) string { return strings.ReplaceAll(name, "-", "_") }
+
+// AddFlags registers one typed flag per setting on fs, with its default,
+// except the keys in skip (settings whose flag a parent command already
+// defines, such as the CLI's global --data-dir and --log-level).
 func AddFlags(fs *pflag.FlagSet, skip ...string) {
 	d := Defaults()
 	for _, s := range settings {
 		if fs.Lookup(FlagName(s.key)) != nil || slices.Contains(skip, s.key) {
 			continue
 		}
-		def := fmt.Sprint(s.get(&d))
-		if s.secret {
-			def = ""
-		}
-		fs.String(FlagName(s.key), def, s.help+" ($"+EnvName(s.key)+")")
-		if _, ok := s.get(&d).(bool); ok {
-			fs.Lookup(FlagName(s.key)).NoOptDefVal = "true" // --no-auth alone means true
-		}
+		s.bind(fs, &d, FlagName(s.key), s.help+" ($"+EnvName(s.key)+")")
 	}
 }
 
 // Source says where each effective value came from.
 type Source map[string]string
 
-// Load returns the effective configuration: defaults, then the YAML file
-// at path (if path is not empty), then the environment (lookup), then the
-// flags of fs that were set on the command line.
-func Load(path string, lookup func(string) (string, bool), fs *pflag.FlagSet) (Server, Source, error) {
-	cfg := Defaults()
-	src := Source{}
-	for _, s := range settings {
-		src[s.key] = "default"
+// Load returns the effective configuration: the defaults, then the YAML
+// file at path (if path is not empty), then the REWIND_* variables of
+// environ (such as os.Environ()), then the flags of fs that were set on
+// the command line, each layer overriding the ones before.
+func Load(path string, environ []string, fs *pflag.FlagSet) (Server, Source, error) {
+	k := koanf.New(".")
+	layers := map[string]string{} // key → the last layer that set it
+	layer := func(name string, p koanf.Provider, parser koanf.Parser) error {
+		l := koanf.New(".")
+		if err := l.Load(p, parser); err != nil {
+			return err
+		}
+		for _, key := range l.Keys() {
+			layers[key] = name
+		}
+		return k.Merge(l)
 	}
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			return cfg, src, fmt.Errorf("read config file: %w", err)
+			return Server{}, nil, fmt.Errorf("read config file: %w", err)
 		}
-		var keys map[string]any
-		if err := yaml.Unmarshal(raw, &keys); err != nil {
-			return cfg, src, fmt.Errorf("%w: config file %s: %v", rewind.ErrInvalidArgument, path, err)
+		if err := layer("file", rawbytes.Provider(raw), yaml.Parser()); err != nil {
+			return Server{}, nil, &rewind.ValidationError{Field: "config file", Value: path, Reason: err.Error()}
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-			return cfg, src, fmt.Errorf("%w: config file %s: %v (the keys are listed by 'rewind config print')",
-				rewind.ErrInvalidArgument, path, err)
-		}
-		for k := range keys {
-			src[k] = "file " + path
+		for _, key := range slices.Sorted(maps.Keys(layers)) {
+			if _, ok := lookup(key); !ok {
+				return Server{}, nil, &rewind.ValidationError{Field: "key in config file " + path, Value: key,
+					Reason: "is not a setting; 'rewind config print' lists the keys"}
+			}
 		}
 	}
-	for _, s := range settings {
-		if v, ok := lookup(EnvName(s.key)); ok && v != "" {
-			if err := s.set(&cfg, v); err != nil {
-				return cfg, src, fmt.Errorf("%s: %w", EnvName(s.key), err)
-			}
-			src[s.key] = "env " + EnvName(s.key)
+	envKey := func(name, value string) (string, any) {
+		key := strings.ToLower(strings.TrimPrefix(name, "REWIND_"))
+		if _, ok := lookup(key); !ok || value == "" {
+			return "", nil
 		}
+		return key, value
+	}
+	if err := layer("env", env.Provider(".", env.Opt{Prefix: "REWIND_", TransformFunc: envKey,
+		EnvironFunc: func() []string { return environ }}), nil); err != nil {
+		return Server{}, nil, err
 	}
 	if fs != nil {
-		for _, s := range settings {
-			f := fs.Lookup(FlagName(s.key))
-			if f == nil || !f.Changed {
-				continue
+		// Without a koanf instance, posflag takes only the flags set on
+		// the command line: the flags' defaults are the defaults above.
+		flagKey := func(f *pflag.Flag) (string, any) {
+			if _, ok := lookup(keyOfFlag(f.Name)); !ok {
+				return "", nil
 			}
-			if err := s.set(&cfg, f.Value.String()); err != nil {
-				return cfg, src, fmt.Errorf("--%s: %w", FlagName(s.key), err)
-			}
-			src[s.key] = "flag --" + FlagName(s.key)
+			return keyOfFlag(f.Name), f.Value.String()
+		}
+		if err := layer("flag", posflag.ProviderWithFlag(fs, ".", nil, flagKey), nil); err != nil {
+			return Server{}, nil, err
+		}
+	}
+	return decode(k, layers, path)
+}
+
+// decode sets each key that a layer set, through its typed flag, so that
+// the values of every layer are parsed, and refused, alike.
+func decode(k *koanf.Koanf, layers map[string]string, path string) (Server, Source, error) {
+	cfg := Defaults()
+	src := Source{}
+	fs := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	for _, s := range settings {
+		s.bind(fs, &cfg, FlagName(s.key), s.help)
+	}
+	for _, s := range settings {
+		var where string
+		switch layers[s.key] {
+		case "":
+			src[s.key] = "default"
+			continue
+		case "file":
+			where, src[s.key] = s.key+" in "+path, "file "+path
+		case "env":
+			where = EnvName(s.key)
+			src[s.key] = "env " + where
+		case "flag":
+			where = "--" + FlagName(s.key)
+			src[s.key] = "flag " + where
+		}
+		var text string
+		switch v := k.Get(s.key).(type) {
+		case nil:
+			return cfg, src, &rewind.ValidationError{Field: where, Reason: "has no value"}
+		case []any, map[string]any:
+			return cfg, src, &rewind.ValidationError{Field: where, Value: fmt.Sprint(v), Reason: "must be a single value"}
+		default:
+			text = fmt.Sprint(v)
+		}
+		f := fs.Lookup(FlagName(s.key))
+		if err := f.Value.Set(text); err != nil {
+			return cfg, src, ValueError(f, where, text, err)
 		}
 	}
 	return cfg, src, nil
 }
 
 // Redacted returns the configuration as ordered key/value pairs with
-// secrets replaced, for printing.
+// secrets replaced, for printing: numbers and booleans as such, other
+// values as the config file would hold them.
 func (c Server) Redacted() []KV {
+	fs := pflag.NewFlagSet("print", pflag.ContinueOnError)
 	out := make([]KV, 0, len(settings))
 	for _, s := range settings {
-		v := s.get(&c)
+		s.bind(fs, &c, FlagName(s.key), s.help)
+		var v any = fs.Lookup(FlagName(s.key)).Value.String()
+		switch s.key {
+		case "no_auth":
+			v = c.NoAuth
+		case "max_batch_events":
+			v = c.MaxBatchEvents
+		case "max_subscriptions_per_token":
+			v = c.MaxSubscriptionsPerToken
+		}
 		if s.secret && v != "" {
 			v = "[redacted]"
 		}
@@ -261,10 +304,10 @@ func (c Server) ServerConfig() (server.Config, error) {
 	return server.Config{
 		Addr: c.Addr, DataDir: c.DataDir, NoAuth: c.NoAuth, AdminToken: c.AdminToken,
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
-		MaxRequestBytes: c.MaxRequestBytes, RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
+		MaxRequestBytes: int(c.MaxRequestBytes), RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
 		MaxSubscriptionsPerToken: c.MaxSubscriptionsPerToken, ShutdownTimeout: c.ShutdownTimeout,
 		OTLPEndpoint: c.OTLPEndpoint,
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
-			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: c.MaxEventBytes},
+			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: int(c.MaxEventBytes)},
 	}, nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,29 +12,108 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/server"
+	"github.com/rewindhq/rewind/store"
 )
 
-func TestPrecedenceFlagsOverEnvOverFileOverDefaults(t *testing.T) {
+// TestPrecedenceOfEveryLayer sets one key of each type in every
+// combination of the file, the environment and the flags, and checks that
+// the highest layer wins: flags > environment > file > defaults.
+func TestPrecedenceOfEveryLayer(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "rewind.yaml")
-	os.WriteFile(path, []byte("addr: 127.0.0.1:9000\nrpc_timeout: 5s\nmax_batch_events: 50\nadmin_token: file-secret\n"), 0o600)
-	env := map[string]string{"REWIND_RPC_TIMEOUT": "7s", "REWIND_MAX_BATCH_EVENTS": "60"}
-	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-	AddFlags(fs)
-	if err := fs.Parse([]string{"--max-batch-events", "70"}); err != nil {
-		t.Fatal(err)
+	keys := []struct {
+		key                  string
+		file, env, flag, def string // the values each layer gives, and the default as printed
+	}{
+		{"addr", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", server.DefaultAddr},
+		{"rpc_timeout", "5s", "6s", "7s", "30s"},
+		{"max_batch_events", "50", "60", "70", "10000"},
+		{"max_request_bytes", "1MiB", "2MiB", "3MiB", "32MiB"},
+		{"no_auth", "true", "false", "true", "false"},
 	}
-	cfg, src, err := Load(path, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, fs)
+	for _, k := range keys {
+		for mask := range 8 {
+			inFile, inEnv, inFlag := mask&1 != 0, mask&2 != 0, mask&4 != 0
+			name := fmt.Sprintf("%s/file=%t,env=%t,flag=%t", k.key, inFile, inEnv, inFlag)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				path := ""
+				if inFile {
+					path = filepath.Join(t.TempDir(), "rewind.yaml")
+					os.WriteFile(path, []byte(k.key+": "+k.file+"\n"), 0o600)
+				}
+				var environ []string
+				if inEnv {
+					environ = append(environ, EnvName(k.key)+"="+k.env)
+				}
+				fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+				AddFlags(fs)
+				var args []string
+				if inFlag {
+					args = append(args, "--"+FlagName(k.key)+"="+k.flag)
+				}
+				if err := fs.Parse(args); err != nil {
+					t.Fatal(err)
+				}
+				cfg, src, err := Load(path, environ, fs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, wantSrc := k.def, "default"
+				switch {
+				case inFlag:
+					want, wantSrc = k.flag, "flag --"+FlagName(k.key)
+				case inEnv:
+					want, wantSrc = k.env, "env "+EnvName(k.key)
+				case inFile:
+					want, wantSrc = k.file, "file "+path
+				}
+				got := ""
+				for _, kv := range cfg.Redacted() {
+					if kv.Key == k.key {
+						got = fmt.Sprint(kv.Value)
+					}
+				}
+				if got != want || src[k.key] != wantSrc {
+					t.Fatalf("%s = %q from %q, want %q from %q", k.key, got, src[k.key], want, wantSrc)
+				}
+			})
+		}
+	}
+}
+
+func TestDefaultsAreTheLibrarys(t *testing.T) {
+	t.Parallel()
+	cfg, src, err := Load("", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Addr != "127.0.0.1:9000" || cfg.RPCTimeout != 7*time.Second || cfg.MaxBatchEvents != 70 ||
-		cfg.ShutdownTimeout != 30*time.Second {
-		t.Fatalf("effective config %+v", cfg)
+	sc, err := cfg.ServerConfig()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if src["addr"] != "file "+path || src["rpc_timeout"] != "env REWIND_RPC_TIMEOUT" ||
-		src["max_batch_events"] != "flag --max-batch-events" || src["shutdown_timeout"] != "default" {
-		t.Fatalf("sources %v", src)
+	if sc.MaxRequestBytes != server.DefaultMaxRequestBytes || sc.Store.MaxEventSize != store.DefaultMaxEventSize ||
+		sc.Store.MaxBatchEvents != store.DefaultMaxBatchEvents || sc.RPCTimeout != server.DefaultRPCTimeout ||
+		sc.DataDir != server.DefaultDataDir || sc.Addr != server.DefaultAddr {
+		t.Fatalf("defaults differ from the library's: %+v", sc)
+	}
+	for key, s := range src {
+		if s != "default" {
+			t.Errorf("%s comes from %s with no file, environment or flag", key, s)
+		}
+	}
+	for _, kv := range cfg.Redacted() {
+		if kv.Key == "admin_token" && kv.Value != "" {
+			t.Errorf("empty admin token printed as %v", kv.Value)
+		}
+	}
+}
+
+func TestSecretsAreRedacted(t *testing.T) {
+	t.Parallel()
+	cfg, _, err := Load("", []string{"REWIND_ADMIN_TOKEN=do-not-print-0123456789abcdef"}, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, kv := range cfg.Redacted() {
 		if kv.Key == "admin_token" && kv.Value != "[redacted]" {
@@ -42,26 +122,91 @@ func TestPrecedenceFlagsOverEnvOverFileOverDefaults(t *testing.T) {
 	}
 }
 
-func TestFileRejectsUnknownKeysAndBadValues(t *testing.T) {
+func TestSizes(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	for name, body := range map[string]string{
-		"unknown key": "adr: 127.0.0.1:1\n",
-		"bad type":    "max_batch_events: lots\n",
-		"not yaml":    "addr: [\n",
+	for in, want := range map[string]int64{
+		"1048576": 1 << 20, "1MiB": 1 << 20, "1 MiB": 1 << 20, "1mib": 1 << 20, "64KiB": 64 << 10, "64MB": 64_000_000,
+		"1GiB": 1 << 30, "0": 0, "1.5MiB": 3 << 19,
 	} {
-		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
-		os.WriteFile(path, []byte(body), 0o600)
-		if _, _, err := Load(path, func(string) (string, bool) { return "", false }, nil); !errors.Is(err, rewind.ErrInvalidArgument) {
-			t.Errorf("%s: %v, want invalid argument", name, err)
+		var z Size
+		if err := z.Set(in); err != nil || int64(z) != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, z, err, want)
+		}
+		var back Size
+		if err := back.Set(z.String()); err != nil || back != z {
+			t.Errorf("%q prints as %q, which parses as %d (%v)", in, z.String(), back, err)
 		}
 	}
-	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, nil, 0o600)
-	if _, _, err := Load(empty, func(string) (string, bool) { return "", false }, nil); err != nil {
+	for in, reason := range map[string]string{"lots": "a number of bytes", "1 parsec": "a number of bytes",
+		"-1": "a number of bytes", "100EiB": "too large", "9EiB": "too large"} {
+		var z Size
+		err := z.Set(in)
+		if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), reason) {
+			t.Errorf("Set(%q): %v, want an invalid argument saying %q", in, err, reason)
+		}
+	}
+}
+
+// Bad values name where they came from, once, with what they must be.
+func TestBadValuesNameTheirSource(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(body), 0o600)
+		return path
+	}
+	cases := []struct {
+		name, path string
+		environ    []string
+		want       []string
+	}{
+		{"unknown key", file("unknown.yaml", "adress: 127.0.0.1:1\n"), nil, []string{`"adress"`, "not a setting"}},
+		{"nested key", file("nested.yaml", "addr:\n  host: x\n"), nil, []string{`"addr.host"`}},
+		{"bad number in the file", file("number.yaml", "max_batch_events: lots\n"), nil,
+			[]string{"max_batch_events in " + dir, `"lots"`, "whole number"}},
+		{"bad duration in the file", file("duration.yaml", "rpc_timeout: 30\n"), nil, []string{"rpc_timeout", "duration"}},
+		{"list in the file", file("list.yaml", "addr: [a, b]\n"), nil, []string{"single value"}},
+		{"null in the file", file("null.yaml", "addr:\n"), nil, []string{"addr in", "no value"}},
+		{"not yaml", file("bad.yaml", "addr: [\n"), nil, []string{"config file"}},
+		{"bad number in the environment", "", []string{"REWIND_MAX_BATCH_EVENTS=lots"},
+			[]string{`REWIND_MAX_BATCH_EVENTS "lots"`, "whole number"}},
+		{"too large in the environment", "", []string{"REWIND_MAX_BATCH_EVENTS=99999999999999999999"},
+			[]string{"REWIND_MAX_BATCH_EVENTS", "too large"}},
+		{"bad size in the environment", "", []string{"REWIND_MAX_EVENT_BYTES=big"}, []string{"REWIND_MAX_EVENT_BYTES", "MiB"}},
+		{"bad boolean in the environment", "", []string{"REWIND_NO_AUTH=maybe"}, []string{"REWIND_NO_AUTH", "true or false"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, _, err := Load(tc.path, tc.environ, nil)
+			if !errors.Is(err, rewind.ErrInvalidArgument) {
+				t.Fatalf("%v, want an invalid argument", err)
+			}
+			msg := err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q does not say %q", msg, w)
+				}
+			}
+			if strings.Count(msg, "rewind:") != 1 || strings.Contains(msg, "strconv") {
+				t.Errorf("%q: a doubled prefix or a parser's message", msg)
+			}
+		})
+	}
+	empty := file("empty.yaml", "")
+	if _, _, err := Load(empty, nil, nil); err != nil {
 		t.Errorf("empty file: %v", err)
 	}
-	if _, _, err := Load("", func(k string) (string, bool) { return "soon", k == "REWIND_RPC_TIMEOUT" }, nil); !errors.Is(err, rewind.ErrInvalidArgument) {
-		t.Errorf("bad environment value: %v", err)
+	if _, _, err := Load(filepath.Join(dir, "missing.yaml"), nil, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestUnrelatedEnvironmentIsIgnored(t *testing.T) {
+	t.Parallel()
+	cfg, src, err := Load("", []string{"REWIND_SERVER=http://x", "REWIND_TOKEN=t", "REWIND_SHUTDOWN_TIMEOUT=1m"}, nil)
+	if err != nil || cfg.ShutdownTimeout != time.Minute || src["shutdown_timeout"] != "env REWIND_SHUTDOWN_TIMEOUT" {
+		t.Fatalf("%+v %v %v", cfg, src, err)
 	}
 }
