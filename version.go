@@ -1,7 +1,9 @@
 package rewind
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -55,6 +57,10 @@ func ParseExpectedVersion(s string) (ExpectedVersion, error) {
 		return StreamExists, nil
 	}
 	v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 63)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, &ValidationError{Field: "expected version", Value: s,
+			Reason: fmt.Sprintf("is too large: the largest version is %d", int64(math.MaxInt64))}
+	}
 	if err != nil {
 		return 0, &ValidationError{Field: "expected version", Value: s,
 			Reason: `must be "any", "no-stream", "stream-exists" or a version number`}
