@@ -4,14 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/rewindhq/rewind"
+
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // FileName is the name of the token file in the data directory.
@@ -22,7 +24,7 @@ const FileName = "tokens.json"
 // edit the same file at once.
 type Store struct {
 	path string
-	lock *os.File
+	lock io.Closer
 
 	mu      sync.RWMutex
 	tokens  []*Token                 // in creation order
@@ -39,14 +41,14 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, FileName+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open token lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
+	// The same lock as the event log's (gofrs/flock), on every OS.
+	lock, err := vfs.Default.Lock(filepath.Join(dir, FileName+".lock"))
+	if errors.Is(err, vfs.ErrLocked) {
 		return nil, fmt.Errorf("%w: another rewind process (probably the server) has the tokens of %s open; "+
 			"manage tokens through it with --server", ErrLocked, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock tokens: %w", err)
 	}
 	s := &Store{path: filepath.Join(dir, FileName), lock: lock}
 	b, err := os.ReadFile(s.path)
@@ -78,7 +80,7 @@ func (s *Store) Close() error {
 	if s.lock == nil {
 		return nil
 	}
-	err := s.lock.Close() // closing the descriptor releases the flock
+	err := s.lock.Close()
 	s.lock = nil
 	return err
 }
