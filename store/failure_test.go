@@ -167,3 +167,60 @@ func TestHealthReportsTheLastCut(t *testing.T) {
 		}
 	}
 }
+
+// Damage in the newest segment is kept by the log. The store opens over it
+// when its snapshot covers it (reads of the damaged event fail, the rest
+// are served), and refuses, naming it, when it would have to replay it.
+func TestStoreOverDamage(t *testing.T) {
+	t.Parallel()
+	for _, snapshot := range []bool{true, false} {
+		t.Run(fmt.Sprintf("snapshot=%v", snapshot), func(t *testing.T) {
+			t.Parallel()
+			s, b := setup(t, Config{})
+			for i := range 50 {
+				if _, err := s.Append(ctx, fmt.Sprintf("s%d", i%5), rewind.Any, rewind.Event{ID: uuid.New(), Type: "T",
+					Data: []byte(fmt.Sprintf(`{"i":%d}`, i))}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !snapshot {
+				os.Remove(filepath.Join(b.dir, snapshotName))
+			}
+			seg := filepath.Join(b.dir, "00000000000000000001.seg")
+			raw, _ := os.ReadFile(seg)
+			off := int64(40)
+			for pos := 1; pos < 20; pos++ { // damage the payload of position 20
+				off += 28 + int64(uint32(raw[off])|uint32(raw[off+1])<<8)
+			}
+			raw[off+40] ^= 0xff
+			os.WriteFile(seg, raw, 0o644)
+			s2, err := Open(b.dir, b.cfg)
+			if !snapshot {
+				if !errors.Is(err, rewind.ErrCorruption) || !strings.Contains(err.Error(), "position 20") ||
+					!strings.Contains(err.Error(), "restore the segment") {
+					t.Fatalf("open that must replay a damaged event: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			if _, err := s2.ReadStream(ctx, "s4", rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrCorruption) {
+				t.Fatalf("read of the stream with the damaged event: %v", err)
+			}
+			for _, st := range []string{"s0", "s1", "s2", "s3"} {
+				if evs, err := s2.ReadStream(ctx, st, rewind.ReadStreamOptions{}); err != nil || len(evs) != 10 {
+					t.Fatalf("read %s: %d events, %v", st, len(evs), err)
+				}
+			}
+			h, _ := s2.Health(ctx)
+			if len(h.Recovery) != 1 || h.Recovery[0].Kind != "damage" || h.Recovery[0].FirstPosition != 20 {
+				t.Fatalf("health: %+v", h)
+			}
+		})
+	}
+}

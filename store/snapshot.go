@@ -100,6 +100,11 @@ func (s *Store) rebuild() error {
 		if err == io.EOF {
 			break
 		}
+		if errors.Is(err, rewind.ErrCorruption) {
+			return fmt.Errorf("replay the log into the index: %w; the index cannot be rebuilt across an event it "+
+				"cannot read (whose stream is unknown), and the index snapshot does not cover it: restore the segment "+
+				"from a backup (`rewind verify` lists every damaged or missing record)", err)
+		}
 		if err != nil {
 			return fmt.Errorf("replay the log into the index: %w", err)
 		}

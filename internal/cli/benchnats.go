@@ -266,7 +266,7 @@ func (a *app) startRewindServer(ctx context.Context) (func(), error) {
 		select {
 		case err := <-exited:
 			os.RemoveAll(dir)
-			return nil, fmt.Errorf("rewind serve exited: %v: %s", err, stderr.String())
+			return nil, fmt.Errorf("rewind serve exited: %w: %s", err, stderr.String())
 		case <-time.After(25 * time.Millisecond):
 		case <-ctx.Done():
 			stop()

@@ -72,7 +72,7 @@ func Start(ctx context.Context, binary, dir string, syncAlways bool) (*Server, e
 			if strings.Contains(s.stderr.String(), `unknown field "sync_interval"`) {
 				return nil, ErrSyncUnsupported
 			}
-			return nil, fmt.Errorf("nats-server exited: %v: %s", err, s.stderr.String())
+			return nil, fmt.Errorf("nats-server exited: %w: %s", err, s.stderr.String())
 		default:
 		}
 		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {

@@ -90,7 +90,7 @@ func create() (*DB, error) {
 	defer cancel()
 	admin, err := pgx.Connect(ctx, AdminDSN())
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %v; start it with "+
+		return nil, fmt.Errorf("%w at %s: %w; start it with "+
 			"`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set REWIND_TEST_PG",
 			errUnreachable, redact(AdminDSN()), err)
 	}
