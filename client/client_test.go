@@ -165,7 +165,7 @@ func TestRetriesWaitForARestartingServer(t *testing.T) {
 		s2.Run(runCtx)
 	}()
 	defer func() { close(stop); wg.Wait() }()
-	c, err := client.New("http://"+addr, client.Config{MaxRetries: 30, MaxBackoff: 50 * time.Millisecond})
+	c, err := client.New("http://"+addr, client.Config{MaxRetries: 1000, MaxBackoff: 50 * time.Millisecond}) // up to ~50 s: a loaded machine starts slowly
 	if err != nil {
 		t.Fatal(err)
 	}
