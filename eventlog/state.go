@@ -43,9 +43,9 @@ type logState struct {
 	Format int     `json:"format"`
 	Start  uint64  `json:"start"`
 	Epochs []Epoch `json:"epochs"`
-	// Running is the durability mode of the process that has the log open,
-	// cleared by a clean Close: found set at Open, the last run ended
-	// without closing.
+	// Running is the durability mode of the process that has the log open
+	// in interval or none mode, cleared by a clean Close: found set at
+	// Open, the last such run ended without closing.
 	Running string `json:"running,omitempty"`
 	CRC     string `json:"crc32c,omitempty"`
 }
@@ -158,13 +158,23 @@ func (l *Log) markRunning(next uint64, cutNow bool) error {
 		l.cfg.Logger.Warn("eventlog: the last run ended without closing the log; a new epoch begins",
 			"durability", prev, "epoch", l.Epoch(), "from_position", next)
 	}
-	return l.setRunning(l.cfg.Durability.String())
+	// Only a mode that acknowledges before fsyncing needs the mark: in
+	// sync mode a crash takes back nothing a reader saw.
+	mode := ""
+	if l.cfg.Durability != Sync {
+		mode = l.cfg.Durability.String()
+	}
+	return l.setRunning(mode)
 }
 
-// setRunning records that the log is open in a mode, or closed cleanly ("").
+// setRunning records that the log is open in a mode, or closed cleanly (""),
+// unless the state says so already.
 func (l *Log) setRunning(mode string) error {
 	l.stateMu.Lock()
 	defer l.stateMu.Unlock()
+	if l.state.Running == mode {
+		return nil
+	}
 	next := *l.state
 	next.Running = mode
 	return l.saveState(&next)

@@ -400,8 +400,28 @@ func (n *memNode) truncate(size int64) {
 	}
 }
 
+// sync makes the current content durable, copying only what changed.
 func (n *memNode) sync() {
-	n.durable = slices.Clone(n.data)
+	if len(n.durable) != len(n.data) {
+		if cap(n.durable) >= len(n.data) {
+			old := len(n.durable)
+			n.durable = n.durable[:len(n.data)]
+			if old < len(n.data) {
+				clear(n.durable[old:]) // grown: zeros, unless written (then dirty)
+			}
+		} else {
+			grown := make([]byte, len(n.data), cap(n.data))
+			copy(grown, n.durable)
+			n.durable = grown
+		}
+	}
+	for s := range n.dirty {
+		lo := s * SectorSize
+		if lo < int64(len(n.data)) {
+			hi := min(lo+SectorSize, int64(len(n.data)))
+			copy(n.durable[lo:hi], n.data[lo:hi])
+		}
+	}
 	clear(n.dirty)
 	n.resized = false
 }
