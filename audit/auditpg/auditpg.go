@@ -62,10 +62,11 @@ func (c Config) withDefaults() (Config, error) {
 
 // Ledger is an audit ledger in PostgreSQL. It is safe for concurrent use.
 type Ledger struct {
-	db      DB
-	log     string // schema.table
-	head    string
-	lockKey int64
+	db       DB
+	log      string // schema.table
+	head     string
+	lockKey  int64 // serializes appends
+	setupKey int64 // serializes DDL in the schema
 }
 
 // New returns the ledger in db without touching the database. Call Setup
@@ -75,10 +76,13 @@ func New(db DB, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := fnv.New64a()
-	h.Write([]byte("rewind.audit:" + c.Schema + "." + c.Table))
+	key := func(s string) int64 {
+		h := fnv.New64a()
+		h.Write([]byte(s))
+		return int64(h.Sum64())
+	}
 	return &Ledger{db: db, log: c.Schema + "." + c.Table, head: c.Schema + "." + c.Table + "_head",
-		lockKey: int64(h.Sum64())}, nil
+		lockKey: key("rewind.audit:" + c.Schema + "." + c.Table), setupKey: key("rewind.setup:" + c.Schema)}, nil
 }
 
 // Setup creates the ledger's schema, tables and guard triggers if they do
@@ -92,10 +96,34 @@ func (l *Ledger) Setup(ctx context.Context) error {
 		return fmt.Errorf("set up audit ledger: %w", err)
 	}
 	defer tx.Rollback(ctx)
+	if err := l.SetupTx(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
+	}
+	return nil
+}
+
+// SetupTx is Setup inside the caller's transaction. It first takes a
+// transaction-scoped advisory lock that serializes setups in the ledger's
+// schema (callers creating other tables in that schema can rely on it),
+// then creates what is missing. It runs no DDL when the ledger exists:
+// DDL on a table in use takes locks that deadlock with appends.
+func (l *Ledger) SetupTx(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", l.setupKey); err != nil {
+		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
+	}
+	var ok bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL", l.log, l.head).Scan(&ok); err != nil {
+		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
+	}
+	if ok {
+		return nil
+	}
 	schema, table, _ := cutDot(l.log)
 	fn := schema + "." + table + "_append_only"
 	stmts := []string{
-		fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", l.lockKey),
 		"CREATE SCHEMA IF NOT EXISTS " + schema,
 		`CREATE TABLE IF NOT EXISTS ` + l.log + ` (
 			seq       bigint PRIMARY KEY,
@@ -126,9 +154,6 @@ func (l *Ledger) Setup(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
 	}
 	return nil
 }
