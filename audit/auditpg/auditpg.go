@@ -208,8 +208,10 @@ func (l *Ledger) AppendTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (audit.
 // QueueAppend queues the append of e to b, to be sent in the caller's
 // transaction together with other work in one round trip. e.Time must be
 // set (use the database's clock). The returned entry is filled in with its
-// sequence number and hashes when the batch has run. The database computes
-// the hash, sha256(previous hash ‖ body), exactly as audit.Entry.Seal does.
+// sequence number and hashes when the batch has run. The database assigns
+// the sequence number, completes the body with it ({"seq":N, then
+// e.BodyTail()), stores those bytes verbatim and computes the hash,
+// sha256(previous hash ‖ body), exactly as audit.Entry.Seal does.
 func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
@@ -219,16 +221,16 @@ func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) 
 	}
 	e.Time = e.Time.Truncate(time.Microsecond)
 	out := &e
-	body := string(e.Body())
+	tail := string(e.BodyTail())
 	// The lock is taken by a statement of its own, so that the insert's
 	// snapshot, taken after it, sees the head the previous append committed.
 	b.Queue("SELECT pg_advisory_xact_lock($1)", l.lockKey)
-	b.Queue(`WITH h AS (SELECT seq, hash FROM `+l.head+`),
+	b.Queue(`WITH h AS (SELECT seq + 1 AS seq, hash AS prev, '{"seq":' || (seq + 1)::text || ',' || $5 AS body FROM `+l.head+`),
 		i AS (INSERT INTO `+l.log+` (seq, at, kind, subject, actor, body, prev_hash, hash)
-			SELECT h.seq + 1, $1, $2, $3, $4, $5, h.hash, encode(sha256(decode(h.hash, 'hex') || convert_to($5, 'UTF8')), 'hex') FROM h
+			SELECT h.seq, $1, $2, $3, $4, h.body, h.prev, encode(sha256(decode(h.prev, 'hex') || convert_to(h.body, 'UTF8')), 'hex') FROM h
 			RETURNING seq, prev_hash, hash)
 		UPDATE `+l.head+` SET seq = i.seq, hash = i.hash FROM i RETURNING i.seq, i.prev_hash, i.hash`,
-		e.Time, e.Kind, e.Subject, e.Actor, body).QueryRow(func(row pgx.Row) error {
+		e.Time, e.Kind, e.Subject, e.Actor, tail).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&out.Seq, &out.PrevHash, &out.Hash)
 	})
 	return out, nil
@@ -301,12 +303,19 @@ type Summary struct {
 	Entries  int64  `json:"entries"`
 	HeadSeq  int64  `json:"head_seq"`
 	HeadHash string `json:"head_hash"`
+	// Anchors are the heads recorded outside the ledger that were checked.
+	Anchors []audit.Head `json:"anchors,omitempty"`
 }
 
-// Verify recomputes the whole chain and checks it against the recorded
-// head. It returns a *audit.TamperError naming the first entry that was
-// altered, removed or inserted.
-func (l *Ledger) Verify(ctx context.Context) (Summary, error) {
+// Head is the ledger's head as SEQ:HASH.
+func (s Summary) Head() audit.Head { return audit.Head{Seq: s.HeadSeq, Hash: s.HeadHash} }
+
+// Verify hashes every entry's stored bytes, checks every link and
+// position, and checks the chain's end against the recorded head and
+// against anchors, heads recorded outside the ledger earlier (see
+// audit.Verifier.Expect). It returns a *audit.TamperError naming the
+// first entry that was altered, removed, inserted or moved.
+func (l *Ledger) Verify(ctx context.Context, anchors ...audit.Head) (Summary, error) {
 	// One repeatable-read snapshot, so that appends during the walk neither
 	// break the chain's end nor the head comparison.
 	tx, err := l.db.Begin(ctx)
@@ -317,7 +326,7 @@ func (l *Ledger) Verify(ctx context.Context) (Summary, error) {
 	if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return Summary{}, fmt.Errorf("verify audit ledger: %w", err)
 	}
-	var s Summary
+	s := Summary{Anchors: anchors}
 	if err := tx.QueryRow(ctx, "SELECT seq, hash FROM "+l.head).Scan(&s.HeadSeq, &s.HeadHash); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s, &audit.TamperError{Seq: 1, Problem: audit.Removed, Reason: "the ledger's head row is missing"}
@@ -325,13 +334,30 @@ func (l *Ledger) Verify(ctx context.Context) (Summary, error) {
 		return s, l.readErr(err)
 	}
 	v := audit.NewVerifier()
-	for e, err := range (&Ledger{db: tx, log: l.log, head: l.head}).Entries(ctx, Filter{}) {
-		if err != nil {
+	for _, a := range anchors {
+		v.Expect(a)
+	}
+	rows, err := tx.Query(ctx, "SELECT seq, at, kind, subject, actor, body, prev_hash, hash FROM "+l.log+" ORDER BY seq")
+	if err != nil {
+		return s, l.readErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.seq, &r.at, &r.kind, &r.subject, &r.actor, &r.body, &r.prev, &r.hash); err != nil {
+			return s, l.readErr(err)
+		}
+		if err := v.Add(audit.Stored{Seq: r.seq, Body: []byte(r.body), PrevHash: r.prev, Hash: r.hash}); err != nil {
 			return s, err
 		}
-		if err := v.Add(&e); err != nil {
-			return s, err
+		if e := v.Last(); e != nil && e.Seq == r.seq {
+			if err := r.columns(e); err != nil {
+				return s, err
+			}
 		}
+	}
+	if err := rows.Err(); err != nil {
+		return s, l.readErr(err)
 	}
 	s.Entries = v.Count()
 	return s, v.End(s.HeadSeq, s.HeadHash)
@@ -343,18 +369,25 @@ type row struct {
 	kind, subject, actor, body, prev, hash string
 }
 
-// entry decodes the row from its body, and marks it altered when the
-// columns kept for queries disagree with the body the hash covers.
+// entry decodes the row from its body, and marks it altered when its
+// body is not in canonical form or the columns kept for queries disagree
+// with the body the hash covers. Its Seq is the row's position.
 func (r *row) entry() (audit.Entry, error) {
 	e := audit.Entry{Seq: r.seq, PrevHash: r.prev, Hash: r.hash}
 	if err := audit.ParseBody([]byte(r.body), &e); err != nil {
 		return e, &audit.TamperError{Seq: r.seq, Problem: audit.Altered, Reason: "its body is not a valid entry: " + err.Error()}
 	}
+	e.Seq = r.seq
+	return e, r.columns(&e)
+}
+
+// columns checks the columns kept for queries against the hashed body.
+func (r *row) columns(e *audit.Entry) error {
 	if e.Kind != r.kind || e.Subject != r.subject || e.Actor != r.actor || !e.Time.Equal(r.at) {
-		return e, &audit.TamperError{Seq: r.seq, Problem: audit.Altered,
+		return &audit.TamperError{Seq: r.seq, Problem: audit.Altered,
 			Reason: "its kind, subject, actor or time column differs from what its hash covers"}
 	}
-	return e, nil
+	return nil
 }
 
 func cutDot(s string) (string, string, bool) {
