@@ -37,12 +37,14 @@ type ledger struct {
 // key (leaseClass, 0) serializes the ledger's setup.
 const leaseClass = 0x52574e44
 
-func newLedger(work, runs *pgxpool.Pool) (*ledger, error) {
+// newLedger returns the ledger; idle bounds how long a transaction holding
+// the audit ledger's append lock may sit idle (Config.LeaseTimeout).
+func newLedger(work, runs *pgxpool.Pool, idle time.Duration) (*ledger, error) {
 	same := runs == nil || runs == work
 	if runs == nil {
 		runs = work
 	}
-	a, err := auditpg.New(runs, auditpg.Config{})
+	a, err := auditpg.New(runs, auditpg.Config{IdleTimeout: idle})
 	if err != nil {
 		return nil, err
 	}

@@ -136,7 +136,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := newLedger(c.DB, c.Ledger)
+	l, err := newLedger(c.DB, c.Ledger, c.LeaseTimeout)
 	if err != nil {
 		return nil, err
 	}

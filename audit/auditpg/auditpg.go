@@ -40,6 +40,11 @@ type Config struct {
 	// Table is the entries' table; the head is kept in Table+"_head".
 	// Defaults to "audit_log".
 	Table string
+	// IdleTimeout bounds how long a transaction that appended may then sit
+	// idle (its process frozen, say) while it holds the ledger's append
+	// lock, which every writer of the ledger waits for: the server ends
+	// such a transaction after this long. Defaults to 1m.
+	IdleTimeout time.Duration
 }
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -50,6 +55,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Table == "" {
 		c.Table = "audit_log"
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = time.Minute
+	}
+	if c.IdleTimeout < time.Millisecond {
+		return c, &rewind.ValidationError{Field: "audit ledger idle timeout", Value: c.IdleTimeout.String(), Reason: "must be at least 1ms"}
 	}
 	for _, f := range []struct{ name, v string }{{"schema", c.Schema}, {"table", c.Table}} {
 		if !ident.MatchString(f.v) {
@@ -67,6 +78,7 @@ type Ledger struct {
 	head     string
 	lockKey  int64 // serializes appends
 	setupKey int64 // serializes DDL in the schema
+	idle     string
 }
 
 // New returns the ledger in db without touching the database. Call Setup
@@ -82,7 +94,8 @@ func New(db DB, cfg Config) (*Ledger, error) {
 		return int64(h.Sum64())
 	}
 	return &Ledger{db: db, log: c.Schema + "." + c.Table, head: c.Schema + "." + c.Table + "_head",
-		lockKey: key("rewind.audit:" + c.Schema + "." + c.Table), setupKey: key("rewind.setup:" + c.Schema)}, nil
+		lockKey: key("rewind.audit:" + c.Schema + "." + c.Table), setupKey: key("rewind.setup:" + c.Schema),
+		idle: fmt.Sprintf("%dms", c.IdleTimeout.Milliseconds())}, nil
 }
 
 // Setup creates the ledger's schema, tables and guard triggers if they do
@@ -185,8 +198,9 @@ func (l *Ledger) Append(ctx context.Context, e audit.Entry) (audit.Entry, error)
 
 // AppendTx appends e inside the caller's transaction, so that the entry
 // commits or rolls back with the work it records. It holds the ledger's
-// append lock until tx ends: keep what follows it in tx short. tx must
-// be READ COMMITTED, so that it sees the head the previous append committed.
+// append lock until tx ends: keep what follows it in tx short; tx may not
+// sit idle longer than Config.IdleTimeout from then on. tx must be READ
+// COMMITTED, so that it sees the head the previous append committed.
 // A zero e.Time is set to the database's clock.
 func (l *Ledger) AppendTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (audit.Entry, error) {
 	if e.Time.IsZero() {
@@ -224,6 +238,9 @@ func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) 
 	tail := string(e.BodyTail())
 	// The lock is taken by a statement of its own, so that the insert's
 	// snapshot, taken after it, sees the head the previous append committed.
+	// From then on the transaction may not sit idle for long: a frozen
+	// process must not hold up every writer of the ledger.
+	b.Queue("SELECT set_config('idle_in_transaction_session_timeout', $1, true)", l.idle)
 	b.Queue("SELECT pg_advisory_xact_lock($1)", l.lockKey)
 	b.Queue(`WITH h AS (SELECT seq + 1 AS seq, hash AS prev, '{"seq":' || (seq + 1)::text || ',' || $5 AS body FROM `+l.head+`),
 		i AS (INSERT INTO `+l.log+` (seq, at, kind, subject, actor, body, prev_hash, hash)

@@ -329,3 +329,45 @@ func TestLedgerOfAnEarlierVersion(t *testing.T) {
 		t.Fatalf("verify after a space in an entry of the earlier version = %v, want entry 2 altered", err)
 	}
 }
+
+// A transaction that appended and was then left idle (its process frozen)
+// does not hold the ledger's append lock, and so every writer, forever:
+// the server ends it after IdleTimeout, and its entry is gone.
+func TestAnIdleAppenderDoesNotBlockTheLedger(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	ctx := context.Background()
+	l, err := auditpg.New(b.db.Pool, auditpg.Config{IdleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := l.AppendTx(ctx, tx, entry(2)); err != nil {
+		t.Fatal(err)
+	}
+	// tx now sits idle holding the append lock; another writer waits for it.
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.ledger.Append(ctx, entry(3))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("append behind an idle appender: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an idle appender blocked the ledger")
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("the idle appender's transaction committed after the server should have ended it")
+	}
+	s, err := b.ledger.Verify(ctx)
+	if err != nil || s.Entries != 3 {
+		t.Fatalf("verify = %+v, %v; want 3 entries", s, err)
+	}
+}
