@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,7 +22,8 @@ const Genesis = "000000000000000000000000000000000000000000000000000000000000000
 
 // Entry is one record of the ledger.
 type Entry struct {
-	// Seq numbers entries from 1, without gaps. The backend assigns it.
+	// Seq numbers entries from 1, without gaps. The backend assigns it; the
+	// hash covers it, so that an entry moved to another position is found.
 	Seq int64 `json:"seq"`
 	// Time is when the entry was appended, by the backend's clock, to the
 	// microsecond. The backend assigns it.
@@ -81,10 +84,20 @@ func osUser() string {
 	return "unknown"
 }
 
-// body is what an entry's hash covers besides the link: every field but
-// Seq, PrevHash and Hash. Seq is left out so that the chain, not the
-// numbering, defines the order; Verify checks the numbering separately.
+// body is the canonical encoding of an entry, what its hash covers besides
+// the link: every field but PrevHash and Hash. It starts with the entry's
+// own sequence number, so that an entry moved to another position (entries
+// removed and the rest renumbered, two entries swapped) shows where it
+// belongs, and the entry that was moved is the one named.
 type body struct {
+	Seq int64 `json:"seq"`
+	bodyV1
+}
+
+// bodyV1 is the body of entries written before bodies held their sequence
+// number. Verify still accepts them, before the first entry of the
+// current form.
+type bodyV1 struct {
 	Time     string            `json:"time"`
 	Kind     string            `json:"kind"`
 	Subject  string            `json:"subject"`
@@ -98,39 +111,88 @@ type body struct {
 	Message  string            `json:"message"`
 }
 
-// Body returns the canonical encoding of what e's hash covers: JSON with a
-// fixed field order, map keys sorted, the time in UTC to the microsecond.
-func (e *Entry) Body() []byte {
-	b, err := json.Marshal(body{
-		Time: e.Time.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano), Kind: e.Kind, Subject: e.Subject,
+func (e *Entry) v1() bodyV1 {
+	return bodyV1{Time: e.Time.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano), Kind: e.Kind, Subject: e.Subject,
 		Actor: e.Actor, Host: e.Host, Version: e.Version, Revision: e.Revision, Command: e.Command,
-		Attrs: e.Attrs, Counts: e.Counts, Message: e.Message,
-	})
+		Attrs: e.Attrs, Counts: e.Counts, Message: e.Message}
+}
+
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
 	if err != nil {
 		panic(fmt.Sprintf("audit: encode entry: %v", err)) // strings and ints always encode
 	}
 	return b
 }
 
-// ParseBody decodes what Body returns into e's fields (all but Seq, PrevHash
-// and Hash), for backends that store the body as it was hashed.
+// Body returns the canonical encoding of what e's hash covers: JSON with a
+// fixed field order starting with the sequence number, map keys sorted,
+// the time in UTC to the microsecond, Go's escaping. Backends store these
+// bytes verbatim; Verify hashes the stored bytes, never a re-encoding.
+func (e *Entry) Body() []byte { return encode(body{Seq: e.Seq, bodyV1: e.v1()}) }
+
+// seqPrefix opens every body (with the sequence number after it).
+const seqPrefix = `{"seq":`
+
+// BodyTail returns Body without its opening {"seq":N, for backends that
+// assign sequence numbers in the database: the body is {"seq":, the
+// number in decimal, a comma, then the tail.
+func (e *Entry) BodyTail() []byte {
+	c := *e
+	c.Seq = 0
+	return c.Body()[len(seqPrefix)+2:]
+}
+
+// ParseBody decodes a stored body into e's fields (all but PrevHash and
+// Hash; Seq only when the body holds it). It accepts only the exact bytes
+// Body writes (or wrote, for entries of earlier versions): a body that
+// decodes to the same entry but differs in a byte (a key's case, spacing,
+// an escaped letter, an added field) is refused.
 func ParseBody(b []byte, e *Entry) error {
+	_, err := parseBody(b, e)
+	return err
+}
+
+// parseBody is ParseBody, also returning whether the body holds its
+// sequence number.
+func parseBody(b []byte, e *Entry) (withSeq bool, err error) {
 	var v body
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
+	withSeq = bytes.HasPrefix(b, []byte(seqPrefix))
+	var dst any = &v.bodyV1
+	if withSeq {
+		dst = &v
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(dst); err != nil {
+		return withSeq, err
+	}
+	if d.More() {
+		return withSeq, errors.New("data after the entry")
 	}
 	t, err := time.Parse(time.RFC3339Nano, v.Time)
 	if err != nil {
-		return fmt.Errorf("entry time: %w", err)
+		return withSeq, fmt.Errorf("entry time: %w", err)
 	}
-	e.Time, e.Kind, e.Subject, e.Message = t, v.Kind, v.Subject, v.Message
-	e.Origin = Origin{Actor: v.Actor, Host: v.Host, Version: v.Version, Revision: v.Revision, Command: v.Command}
-	e.Attrs, e.Counts = v.Attrs, v.Counts
-	return nil
+	c := Entry{Time: t, Kind: v.Kind, Subject: v.Subject, Message: v.Message, Attrs: v.Attrs, Counts: v.Counts,
+		Origin: Origin{Actor: v.Actor, Host: v.Host, Version: v.Version, Revision: v.Revision, Command: v.Command}}
+	canon := encode(c.v1())
+	if withSeq {
+		c.Seq = v.Seq
+		canon = c.Body()
+	}
+	if !bytes.Equal(canon, b) {
+		return withSeq, errors.New("it is not in the canonical form its writer produced (a byte was changed, added or removed)")
+	}
+	if withSeq {
+		e.Seq = c.Seq
+	}
+	e.Time, e.Kind, e.Subject, e.Message, e.Origin, e.Attrs, e.Counts = c.Time, c.Kind, c.Subject, c.Message, c.Origin, c.Attrs, c.Counts
+	return withSeq, nil
 }
 
 // Seal sets e.PrevHash to prev and e.Hash to
-// hex(sha256(prev as 32 bytes ‖ e.Body())).
+// hex(sha256(prev as 32 bytes ‖ e.Body())). e.Seq must be set.
 func (e *Entry) Seal(prev string) error {
 	h, err := hashOf(prev, e.Body())
 	if err != nil {
@@ -149,6 +211,29 @@ func hashOf(prev string, body []byte) (string, error) {
 	h.Write(p)
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Head names an entry by its sequence number and hash, written SEQ:HASH.
+// The head of a ledger, recorded outside it (a ticket, a commit, another
+// system's log) and given back to Verify, pins every entry up to it: a
+// ledger rewritten from any entry up to the head, or cut short of it, no
+// longer verifies against it.
+type Head struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+func (h Head) String() string { return fmt.Sprintf("%d:%s", h.Seq, h.Hash) }
+
+// ParseHead parses SEQ:HASH as Head.String writes it.
+func ParseHead(s string) (Head, error) {
+	seq, hash, ok := strings.Cut(strings.TrimSpace(s), ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if _, herr := hex.DecodeString(hash); !ok || err != nil || n < 1 || len(hash) != 2*sha256.Size || herr != nil {
+		return Head{}, &rewind.ValidationError{Field: "head", Value: s,
+			Reason: "must be SEQ:HASH as printed by `rewind audit head` or `rewind audit verify`: a sequence number from 1, a colon and 64 hex digits"}
+	}
+	return Head{Seq: n, Hash: strings.ToLower(hash)}, nil
 }
 
 // Validate checks what a caller must fill in before appending e.
@@ -170,16 +255,23 @@ type Problem string
 
 // The problems Verify names.
 const (
-	Altered  Problem = "altered"
-	Removed  Problem = "removed"
+	// Altered: the entry's bytes, or its hash, changed.
+	Altered Problem = "altered"
+	// Removed: the entry is missing (the entries after it may have been
+	// renumbered to hide the gap).
+	Removed Problem = "removed"
+	// Inserted: the entry was not appended through the ledger.
 	Inserted Problem = "inserted"
+	// Moved: the entry is stored at another position (swapped with
+	// another, or a copy of it put in another's place).
+	Moved Problem = "moved"
 )
 
 // TamperError names the first entry at which the chain does not hold. It
 // matches ErrTampered and rewind.ErrCorruption.
 type TamperError struct {
-	// Seq is the entry that was altered or inserted, or the first one
-	// missing when entries were removed.
+	// Seq is the entry that was altered, inserted or moved, or the first
+	// one missing when entries were removed.
 	Seq     int64
 	Problem Problem
 	Reason  string

@@ -2,17 +2,61 @@ package audit
 
 import "fmt"
 
-// Verifier checks a chain entry by entry, in sequence order, keeping only
-// the last two entries. Feed every entry to Add, then call End.
+// Stored is an entry as a backend keeps it: its position (the sequence
+// number the backend files it under), the bytes its hash covers, and its
+// links. Verify works on these, never on a re-encoding of decoded fields,
+// so that every stored byte counts.
+type Stored struct {
+	Seq      int64
+	Body     []byte
+	PrevHash string
+	Hash     string
+}
+
+// Stored returns e as a backend keeps it, with its canonical body.
+func (e *Entry) Stored() Stored {
+	return Stored{Seq: e.Seq, Body: e.Body(), PrevHash: e.PrevHash, Hash: e.Hash}
+}
+
+// Verifier checks a chain entry by entry, in the order of their
+// positions, keeping only the last two entries. Feed every entry to Add,
+// then call End.
+//
+// It names the entry that was tampered with, not a neighbour: an entry
+// whose bytes no longer match its hash is altered; an entry whose hash was
+// rewritten is found through the next entry's link; a body holds its own
+// sequence number, so an entry stored at another position is named as
+// moved (two entries swapped, a copy of one put in another's place) and a
+// gap hidden by renumbering the entries after it as removed. Entries
+// written before bodies held their sequence number are verified byte for
+// byte too, but there a removal hidden by renumbering is reported at the
+// entry before the gap.
 type Verifier struct {
 	n        int64
-	last     *Entry
+	last     *Entry // the last entry accepted, Seq its position
 	lastHash string // hash of the last entry
 	prevHash string // hash of the entry before it
+	withSeq  bool   // an entry whose body holds its sequence number was seen
+	// pending: position expect held a later entry, renumbered; whether
+	// entries were removed or moved shows in the next entry.
+	pending *pending
+	anchors []Head
+}
+
+type pending struct {
+	expect int64  // the position that holds another entry
+	s      Stored // what it holds
+	seq    int64  // the sequence number its body says
 }
 
 // NewVerifier returns a verifier for a chain that starts at Genesis.
 func NewVerifier() *Verifier { return &Verifier{lastHash: Genesis} }
+
+// Expect makes the verifier check that entry h.Seq has hash h.Hash: a
+// head recorded outside the ledger earlier, which catches a ledger
+// rewritten consistently (hashes and head) from any entry up to it, or
+// cut short of it. Call it before Add.
+func (v *Verifier) Expect(h Head) { v.anchors = append(v.anchors, h) }
 
 // Count is how many entries Add accepted.
 func (v *Verifier) Count() int64 { return v.n }
@@ -20,47 +64,121 @@ func (v *Verifier) Count() int64 { return v.n }
 // Last is the last entry Add accepted, or nil.
 func (v *Verifier) Last() *Entry { return v.last }
 
-// Add checks e against its own hash and the entry before it. It returns a
-// *TamperError at the first problem.
-func (v *Verifier) Add(e *Entry) error {
-	want, err := hashOf(e.PrevHash, e.Body())
-	if err != nil || want != e.Hash {
-		return &TamperError{Seq: e.Seq, Problem: Altered, Reason: "its content no longer matches its hash"}
+func (v *Verifier) next() int64 {
+	if v.last == nil {
+		return 1
 	}
-	expect := int64(1)
-	if v.last != nil {
-		expect = v.last.Seq + 1
+	return v.last.Seq + 1
+}
+
+// Add checks s against its own hash, its body and the entry before it.
+// It returns a *TamperError at the first problem.
+func (v *Verifier) Add(s Stored) error {
+	expect := v.next()
+	var e Entry
+	withSeq, bad := false, ""
+	if want, err := hashOf(s.PrevHash, s.Body); err != nil || want != s.Hash {
+		bad = "its stored bytes no longer match its hash"
+	} else if withSeq, err = parseBody(s.Body, &e); err != nil {
+		bad = "its body is not a valid entry: " + err.Error()
+	} else if !withSeq && v.withSeq {
+		bad = "its body has the form of an earlier version, after entries of the current form"
 	}
-	if e.PrevHash != v.lastHash {
+	seq := s.Seq // where the entry says it belongs
+	if withSeq {
+		seq = e.Seq
+	}
+	switch {
+	case v.pending != nil && bad != "":
+		return v.pending.unresolved()
+	case v.pending != nil:
+		return v.pending.resolve(s, seq)
+	case bad != "":
+		return &TamperError{Seq: s.Seq, Problem: Altered, Reason: bad}
+	}
+	if s.PrevHash == v.lastHash {
 		switch {
-		case e.Seq > expect:
-			return &TamperError{Seq: expect, Problem: Removed, Reason: fmt.Sprintf(
-				"entries %d to %d are missing: entry %d links to an entry that is no longer there", expect, e.Seq-1, e.Seq)}
-		case v.last != nil && e.PrevHash == v.prevHash:
-			return &TamperError{Seq: v.last.Seq, Problem: Inserted, Reason: fmt.Sprintf(
-				"entry %d links to the entry before it, so it was not in the chain", e.Seq)}
-		case v.last != nil:
-			return &TamperError{Seq: v.last.Seq, Problem: Altered, Reason: fmt.Sprintf(
-				"its hash was rewritten: entry %d still records the original hash %.12s…", e.Seq, e.PrevHash)}
-		default:
-			return &TamperError{Seq: e.Seq, Problem: Altered, Reason: "the first entry does not start the chain"}
+		case withSeq && seq != expect:
+			return &TamperError{Seq: s.Seq, Problem: Inserted, Reason: fmt.Sprintf(
+				"it says it is entry %d but follows entry %d: the ledger did not append it", seq, expect-1)}
+		case s.Seq != expect:
+			return &TamperError{Seq: expect, Problem: Moved, Reason: fmt.Sprintf(
+				"entry %d is stored at position %d", expect, s.Seq)}
 		}
+		v.accept(&e, s, withSeq)
+		return v.checkAnchors()
 	}
-	if e.Seq != expect {
-		if e.Seq < expect {
-			return &TamperError{Seq: e.Seq, Problem: Inserted, Reason: fmt.Sprintf("its sequence number repeats or goes back (expected %d)", expect)}
-		}
-		return &TamperError{Seq: e.Seq, Problem: Altered, Reason: fmt.Sprintf("it is numbered %d but follows entry %d", e.Seq, expect-1)}
+	switch {
+	case v.last != nil && s.PrevHash == v.prevHash:
+		return &TamperError{Seq: v.last.Seq, Problem: Inserted, Reason: fmt.Sprintf(
+			"entry %d links to the entry before it, so entry %d was not in the chain", s.Seq, v.last.Seq)}
+	case seq > expect && s.Seq < seq:
+		v.pending = &pending{expect: expect, s: s, seq: seq}
+		return nil
+	case seq > expect:
+		return &TamperError{Seq: expect, Problem: Removed, Reason: fmt.Sprintf(
+			"entries %d to %d are missing: entry %d links to an entry that is no longer there", expect, seq-1, seq)}
+	case seq < expect:
+		return &TamperError{Seq: s.Seq, Problem: Moved, Reason: fmt.Sprintf(
+			"position %d holds entry %d (moved or copied here)", s.Seq, seq)}
+	case v.last != nil:
+		return &TamperError{Seq: v.last.Seq, Problem: Altered, Reason: fmt.Sprintf(
+			"its hash was rewritten: entry %d still records the original hash %.12s…", s.Seq, s.PrevHash)}
 	}
-	c := *e
-	v.last, v.prevHash, v.lastHash = &c, v.lastHash, e.Hash
+	return &TamperError{Seq: s.Seq, Problem: Altered, Reason: "the first entry does not start the chain"}
+}
+
+func (v *Verifier) accept(e *Entry, s Stored, withSeq bool) {
+	e.Seq, e.PrevHash, e.Hash = s.Seq, s.PrevHash, s.Hash
+	v.last, v.prevHash, v.lastHash = e, v.lastHash, s.Hash
+	v.withSeq = v.withSeq || withSeq
 	v.n++
+}
+
+// checkAnchors checks the entry just accepted against the expected heads.
+func (v *Verifier) checkAnchors() error {
+	for _, h := range v.anchors {
+		if h.Seq == v.last.Seq && h.Hash != v.last.Hash {
+			return &TamperError{Seq: h.Seq, Problem: Altered, Reason: fmt.Sprintf(
+				"it no longer has the hash recorded outside the ledger (%.12s…, now %.12s…): "+
+					"the ledger was rewritten from this entry or an earlier one, hashes and head included", h.Hash, v.last.Hash)}
+		}
+	}
 	return nil
 }
 
+// resolve decides, from the entry at the next position, what happened at
+// a position that held a later entry.
+func (p *pending) resolve(next Stored, seq int64) error {
+	switch {
+	case seq == p.expect:
+		return &TamperError{Seq: p.expect, Problem: Moved, Reason: fmt.Sprintf(
+			"entries %d and %d were swapped: entry %d is stored at position %d, entry %d at position %d",
+			p.expect, p.seq, p.expect, next.Seq, p.seq, p.s.Seq)}
+	case seq == p.seq+1 && next.PrevHash == p.s.Hash:
+		return p.removed()
+	}
+	return p.unresolved()
+}
+
+func (p *pending) removed() error {
+	return &TamperError{Seq: p.expect, Problem: Removed, Reason: fmt.Sprintf(
+		"entries %d to %d are missing, and the entries after them were renumbered to hide the gap (entry %d is stored as %d)",
+		p.expect, p.seq-1, p.seq, p.s.Seq)}
+}
+
+func (p *pending) unresolved() error {
+	return &TamperError{Seq: p.expect, Problem: Moved, Reason: fmt.Sprintf(
+		"position %d holds entry %d: entry %d was removed or moved", p.s.Seq, p.seq, p.expect)}
+}
+
 // End checks the chain's end against the head the backend recorded apart
-// from the entries (0 and Genesis when nothing was appended).
+// from the entries (0 and Genesis when nothing was appended), and against
+// the heads given to Expect.
 func (v *Verifier) End(headSeq int64, headHash string) error {
+	if v.pending != nil {
+		return v.pending.removed()
+	}
 	var lastSeq int64
 	if v.last != nil {
 		lastSeq = v.last.Seq
@@ -74,6 +192,13 @@ func (v *Verifier) End(headSeq int64, headHash string) error {
 			"the chain goes on after the ledger's head (entry %d)", headSeq)}
 	case headHash != v.lastHash:
 		return &TamperError{Seq: lastSeq, Problem: Altered, Reason: "the ledger's head records another hash for it"}
+	}
+	for _, h := range v.anchors {
+		if h.Seq > lastSeq {
+			return &TamperError{Seq: lastSeq + 1, Problem: Removed, Reason: fmt.Sprintf(
+				"the ledger ends at entry %d, but entry %d (%.12s…) was recorded outside the ledger: "+
+					"entries were cut off the end and the head rewritten", lastSeq, h.Seq, h.Hash)}
+		}
 	}
 	return nil
 }

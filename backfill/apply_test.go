@@ -1,6 +1,8 @@
 package backfill_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -17,7 +19,12 @@ func TestApplySetJobAndRerunChangesNothing(t *testing.T) {
 	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1 OR val <> (id % 97) * 2"); n != 0 {
 		t.Fatalf("%d rows not changed exactly once", n)
 	}
-	again := b.apply(t, doubleJob(), backfill.ApplyOptions{})
+	// Starting it again is refused, and with a new run asked for, the
+	// job's where makes that run change nothing.
+	if _, err := b.runner.Apply(context.Background(), doubleJob(), backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrAlreadyApplied) {
+		t.Fatalf("re-run without a new run: %v, want ErrAlreadyApplied", err)
+	}
+	again := b.apply(t, doubleJob(), backfill.ApplyOptions{NewRun: res.Run.ID})
 	if again.RowsChanged != 0 || again.Run.ID == res.Run.ID || !strings.Contains(again.Message, "nothing to do") {
 		t.Fatalf("re-run: %+v", again)
 	}

@@ -20,7 +20,22 @@ const (
 	childRunEnv   = "REWIND_BACKFILL_TEST_RUN"
 	childChunkEnv = "REWIND_BACKFILL_TEST_CHUNK"
 	childPaceEnv  = "REWIND_BACKFILL_TEST_PACE" // pause after each chunk, so that kills land mid-run
+	childSlowEnv  = "REWIND_BACKFILL_TEST_SLOW" // a Go job pausing this long inside each chunk's transaction
+	childLeaseEnv = "REWIND_BACKFILL_TEST_LEASE_TIMEOUT"
 )
+
+// slowIncrement increments n of every row with a Go process function that
+// takes pause per chunk, inside the chunk's transaction.
+func slowIncrement(chunk int, pause time.Duration) *backfill.Job {
+	job := processIncrement()
+	job.ChunkSize = chunk
+	process := job.Process
+	job.Process = func(ctx context.Context, items []backfill.Item) ([]backfill.Change, error) {
+		time.Sleep(pause)
+		return process(ctx, items)
+	}
+	return job
+}
 
 func runChild() int {
 	ctx := context.Background()
@@ -32,16 +47,21 @@ func runChild() int {
 	defer pool.Close()
 	pace, _ := time.ParseDuration(os.Getenv(childPaceEnv))
 	chunk, _ := strconv.Atoi(os.Getenv(childChunkEnv))
+	leaseTimeout, _ := time.ParseDuration(os.Getenv(childLeaseEnv))
 	r, err := backfill.New(backfill.Config{DB: pool, Actor: "kill-test", Binary: "test-binary", Heartbeat: time.Second,
-		Progress: func(backfill.Progress) { time.Sleep(pace) }})
+		LeaseTimeout: leaseTimeout, Progress: func(backfill.Progress) { time.Sleep(pace) }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	job := countJob(chunk)
+	if slow, _ := time.ParseDuration(os.Getenv(childSlowEnv)); slow > 0 {
+		job = slowIncrement(chunk, slow)
+	}
 	if os.Getenv(childEnv) == "resume" {
-		_, err = r.Resume(ctx, os.Getenv(childRunEnv), countJob(chunk), backfill.ApplyOptions{})
+		_, err = r.Resume(ctx, os.Getenv(childRunEnv), job, backfill.ApplyOptions{})
 	} else {
-		_, err = r.Apply(ctx, countJob(chunk), backfill.ApplyOptions{})
+		_, err = r.Apply(ctx, job, backfill.ApplyOptions{})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -22,20 +22,26 @@
 // when the ledger shares the database. So a chunk is applied exactly once
 // even if the process dies at any instant: either the chunk and its
 // checkpoint committed, or neither did. Resume (or re-running Apply)
-// continues after the last committed chunk. A second process cannot apply
-// the same run: the checkpoint's primary key would reject its chunk and roll
-// its writes back.
+// continues after the last committed chunk.
 //
-// A job is idempotent by construction when its WHERE selects only rows
-// that still need the change: a finished job run again changes 0 rows, and
-// the result says so.
+// A job is applied once, whatever the timing of the processes that start,
+// resume and finish it: while it has an open run, Apply continues that run;
+// once a run finished, Apply refuses with ErrAlreadyApplied unless
+// ApplyOptions.NewRun names the job's last run. The runs of a job form one
+// line (no two runs follow the same run, enforced by a unique index), so
+// concurrent starts, or concurrent requests for a new run, make one run.
+// With a WHERE that selects only rows that still need the change, a new
+// run changes 0 rows, and the result says so.
 //
 // A run holds a lease: a PostgreSQL advisory lock on a dedicated
-// connection, plus a heartbeat. When the process dies its connection closes
-// and the lock goes with it, so the run shows as interrupted at once (never
-// "running" forever) and can be resumed. A run refuses to resume under a
-// different job hash or binary unless ApplyOptions.AllowChangedJob is set,
-// which is recorded.
+// connection, plus a heartbeat, and a fencing token in the target database
+// that every chunk checks in its own transaction. When the process dies its
+// connection closes and the lock goes with it, so the run shows as
+// interrupted at once (never "running" forever) and can be resumed; a
+// process that lost its lease stops before its next commit; a frozen
+// process is taken over once its lease connection has been idle for
+// Config.LeaseTimeout. A run refuses to resume under a different job hash or
+// binary unless ApplyOptions.AllowChangedJob is set, which is recorded.
 //
 // Errors are classified (Classify): transient ones (serialization failure,
 // deadlock, lock timeout, lost connection) are retried with exponential

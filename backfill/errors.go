@@ -28,6 +28,9 @@ var (
 	ErrPlanMismatch = &codedError{"backfill: plan no longer matches", rewind.ErrWrongExpectedVersion}
 	// ErrUnfinishedRun: an unfinished run of the same job name blocks a new one.
 	ErrUnfinishedRun = &codedError{"backfill: an unfinished run of this job exists", rewind.ErrWrongExpectedVersion}
+	// ErrAlreadyApplied: the job finished in an earlier run and no new run
+	// was asked for (ApplyOptions.NewRun naming the job's last run).
+	ErrAlreadyApplied = &codedError{"backfill: job already applied", rewind.ErrWrongExpectedVersion}
 	// ErrRunFailed: the run stopped on an error (see *RunError).
 	ErrRunFailed = &codedError{"backfill: run failed", nil}
 	// ErrLeaseLost: the run's lease was lost while applying.

@@ -2,6 +2,7 @@ package backfill_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -33,10 +34,15 @@ func ExampleRunner_Apply() {
 	}
 	fmt.Println("applied:", res.RowsChanged, "rows changed")
 
-	again, _ := r.Apply(ctx, job, backfill.ApplyOptions{})
-	fmt.Println("again:", again.RowsChanged, "rows changed")
+	// A job is applied once: starting it again is refused…
+	_, err = r.Apply(ctx, job, backfill.ApplyOptions{})
+	fmt.Println("again:", errors.Is(err, backfill.ErrAlreadyApplied))
+	// …unless a new run after its last one is asked for.
+	again, _ := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: res.Run.ID})
+	fmt.Println("new run:", again.RowsChanged, "rows changed")
 	// Output:
 	// plan: 2500 rows in 3 chunks; User1@Example.COM → user1@example.com
 	// applied: 2500 rows changed
-	// again: 0 rows changed
+	// again: true
+	// new run: 0 rows changed
 }

@@ -76,7 +76,7 @@ func TestProcessJobWithTableSink(t *testing.T) {
 	if n := b.scalar(t, "SELECT count(*) FROM totals t JOIN items i USING (id) WHERE t.doubled = i.val * 2"); n != 500 {
 		t.Fatalf("%d totals right", n)
 	}
-	again := b.apply(t, job, backfill.ApplyOptions{})
+	again := b.apply(t, job, backfill.ApplyOptions{NewRun: res.Run.ID})
 	if again.RowsChanged != 0 {
 		t.Fatalf("re-run wrote %d rows", again.RowsChanged)
 	}

@@ -16,7 +16,7 @@ func TestLeaseReleaseWaitsForABrokenConnection(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
 	ctx := context.Background()
-	r, err := New(Config{DB: db.Pool, Actor: "tester", Binary: "test-binary", Heartbeat: time.Hour,
+	r, err := New(Config{DB: db.Pool, Actor: "tester", Binary: "test-binary", Heartbeat: time.Hour, LeaseTimeout: 3 * time.Hour,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func TestLeaseReleaseWaitsForABrokenConnection(t *testing.T) {
 		return n > 0
 	}
 	for _, kill := range []bool{false, true} {
-		l, err := r.takeLease(ctx, run)
+		l, err := r.lock(ctx, run)
 		if err != nil {
 			t.Fatal(err)
 		}

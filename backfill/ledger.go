@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,21 +26,25 @@ import (
 //     sink intents, because they must commit in the same transaction as the
 //     chunk's writes.
 type ledger struct {
-	work  *pgxpool.Pool
-	runs  *pgxpool.Pool
-	same  bool
-	audit *auditpg.Ledger
+	work     *pgxpool.Pool
+	runs     *pgxpool.Pool
+	same     bool
+	audit    *auditpg.Ledger
+	upgraded atomic.Bool // the run ledger has this version's columns
 }
 
-// leaseClass is the first key of every run's advisory lock ("RWND").
+// leaseClass is the first key of every run's advisory lock ("RWND"). The
+// key (leaseClass, 0) serializes the ledger's setup.
 const leaseClass = 0x52574e44
 
-func newLedger(work, runs *pgxpool.Pool) (*ledger, error) {
+// newLedger returns the ledger; idle bounds how long a transaction holding
+// the audit ledger's append lock may sit idle (Config.LeaseTimeout).
+func newLedger(work, runs *pgxpool.Pool, idle time.Duration) (*ledger, error) {
 	same := runs == nil || runs == work
 	if runs == nil {
 		runs = work
 	}
-	a, err := auditpg.New(runs, auditpg.Config{})
+	a, err := auditpg.New(runs, auditpg.Config{IdleTimeout: idle})
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +83,17 @@ var workSchema = []string{
 		seq    bigint NOT NULL,
 		intent jsonb NOT NULL,
 		PRIMARY KEY (run_id, seq))`,
+	// The fence: each owner of a run takes the next epoch, and a chunk
+	// commits only while the row still holds its owner's epoch (see fence).
+	`CREATE TABLE IF NOT EXISTS rewind.backfill_leases (
+		run_id   text PRIMARY KEY,
+		epoch    bigint NOT NULL,
+		owner    text NOT NULL,
+		taken_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
 }
+
+const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
+	AND to_regclass('rewind.backfill_intents') IS NOT NULL AND to_regclass('rewind.backfill_leases') IS NOT NULL`
 
 var runSchema = []string{
 	`CREATE SCHEMA IF NOT EXISTS rewind`,
@@ -116,49 +131,111 @@ var runSchema = []string{
 	// must not start two runs (each would apply every row).
 	`CREATE UNIQUE INDEX IF NOT EXISTS backfill_runs_one_open ON rewind.backfill_runs (job_name)
 		WHERE state IN ('running', 'failed')`,
+	// The lineage: a run records the run of its job it follows ('' for
+	// the first), and no two runs follow the same one. So the runs of a
+	// job form one line, whatever the timing of their starts. Ledgers of
+	// earlier versions get the line of their runs in creation order.
+	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS prev_run text`,
+	`UPDATE rewind.backfill_runs r SET prev_run = l.prev FROM (SELECT id, coalesce(lag(id) OVER
+		(PARTITION BY job_name ORDER BY created_at, id), '') AS prev FROM rewind.backfill_runs) l
+		WHERE r.id = l.id AND r.prev_run IS NULL`,
+	`ALTER TABLE rewind.backfill_runs ALTER COLUMN prev_run SET NOT NULL`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS backfill_runs_lineage ON rewind.backfill_runs (job_name, prev_run)`,
+	// The epoch of the lease its owner holds, for the heartbeat and the
+	// run's last transitions (the fence itself is in the target).
+	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS lease bigint NOT NULL DEFAULT 0`,
 }
 
-// setup creates the ledger's tables where missing.
+const runsReady = `SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_runs')
+	AND attname IN ('prev_run', 'lease') AND NOT attisdropped`
+
+// setup creates the ledger's tables where missing, and upgrades those of
+// earlier versions. Concurrent setups (several processes starting on a
+// fresh database) are serialized by an advisory lock taken before any
+// DDL, and each checks again under the lock, so that DDL runs once and
+// never against tables in use: running it again would take table locks
+// that deadlock with chunk transactions.
 func (l *ledger) setup(ctx context.Context) error {
-	var ok bool
-	err := l.work.QueryRow(ctx, `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
-		AND to_regclass('rewind.backfill_intents') IS NOT NULL`).Scan(&ok)
-	if err != nil {
-		return fmt.Errorf("connect to the target database: %w", err)
+	ok, err := l.ready(ctx)
+	if err != nil || ok {
+		return err
 	}
-	if ok {
-		if ok, err = l.exists(ctx); err != nil {
-			return fmt.Errorf("connect to the ledger database: %w", err)
-		}
-	}
-	if ok {
-		if ok, err = l.audit.Exists(ctx); err == nil && ok {
-			return nil
-		}
-	}
-	run := func(db *pgxpool.Pool, stmts []string) error {
-		tx, err := db.Begin(ctx)
-		if err != nil {
+	work := func(tx pgx.Tx) error { return setupSchema(ctx, tx, workReady, workSchema) }
+	runs := func(tx pgx.Tx) error {
+		// The audit ledger first: it takes the lock that serializes DDL
+		// in the schema, held until this transaction ends.
+		if err := l.audit.SetupTx(ctx, tx); err != nil {
 			return err
 		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", int32(leaseClass)); err != nil {
-			return err
-		}
-		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s); err != nil {
+		return setupSchema(ctx, tx, runsReady, runSchema)
+	}
+	if l.same {
+		if err := inTx(ctx, l.work, func(tx pgx.Tx) error {
+			if err := runs(tx); err != nil {
 				return err
 			}
+			return work(tx)
+		}); err != nil {
+			return fmt.Errorf("set up the backfill ledger: %w", err)
 		}
-		return tx.Commit(ctx)
+		return nil
 	}
-	if err := run(l.work, workSchema); err != nil {
+	if err := inTx(ctx, l.work, work); err != nil {
 		return fmt.Errorf("set up the backfill ledger in the target database: %w", err)
 	}
-	if err := run(l.runs, runSchema); err != nil {
+	if err := inTx(ctx, l.runs, runs); err != nil {
 		return fmt.Errorf("set up the backfill ledger: %w", err)
 	}
-	return l.audit.Setup(ctx)
+	return nil
+}
+
+// ready reports whether setup has nothing to do.
+func (l *ledger) ready(ctx context.Context) (bool, error) {
+	var ok bool
+	if err := l.work.QueryRow(ctx, workReady).Scan(&ok); err != nil {
+		return false, fmt.Errorf("connect to the target database: %w", err)
+	}
+	if !ok {
+		return false, nil
+	}
+	if err := l.runs.QueryRow(ctx, runsReady).Scan(&ok); err != nil {
+		return false, fmt.Errorf("connect to the ledger database: %w", err)
+	}
+	if !ok {
+		return false, nil
+	}
+	return l.audit.Exists(ctx)
+}
+
+// setupSchema runs stmts in tx unless ready says they ran, under the
+// setup lock.
+func setupSchema(ctx context.Context, tx pgx.Tx, ready string, stmts []string) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", int32(leaseClass)); err != nil {
+		return err
+	}
+	var ok bool
+	if err := tx.QueryRow(ctx, ready).Scan(&ok); err != nil || ok {
+		return err
+	}
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction of db and commits it.
+func inTx(ctx context.Context, db *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // exists reports whether setup ever ran.
@@ -183,10 +260,13 @@ const (
 
 // Run is a run record with its progress.
 type Run struct {
-	ID             string            `json:"id"`
-	JobName        string            `json:"job_name"`
-	JobVersion     string            `json:"job_version"`
-	JobHash        string            `json:"job_hash"`
+	ID         string `json:"id"`
+	JobName    string `json:"job_name"`
+	JobVersion string `json:"job_version"`
+	JobHash    string `json:"job_hash"`
+	// PrevRun is the run of the same job this one followed (empty for
+	// the job's first run): a job's runs form one line.
+	PrevRun        string            `json:"prev_run,omitempty"`
 	Job            map[string]any    `json:"job"`
 	Params         map[string]string `json:"params"` // secrets masked
 	PlanHash       string            `json:"plan_hash,omitempty"`
@@ -211,6 +291,7 @@ type Run struct {
 	ErrorChunk     int64             `json:"error_chunk,omitempty"`
 	ErrorKey       Key               `json:"error_key,omitempty"`
 	lockObj        int64
+	epoch          int64 // the lease epoch this process holds, or 0
 
 	// Progress, from the checkpoints.
 	Chunks      int64   `json:"chunks"`
@@ -223,13 +304,34 @@ type Run struct {
 	ETASeconds  float64 `json:"eta_seconds,omitempty"`
 }
 
+// open reports whether the run can still be applied: running (or
+// interrupted) or failed.
+func (r *Run) open() bool { return r.State != Finished && r.State != Cancelled }
+
 const runCols = `id, job_name, job_version, job_hash, job, params, plan_hash, binary_version, actor, host, command,
 	CASE WHEN state = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'
 		AND l.classid = 1381453380 AND l.objid::bigint = lock_obj AND l.objsubid = 2 AND l.granted
 		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
 	THEN 'interrupted' ELSE state END,
 	policy, chunk_size, total, total_estimated, end_key, lock_obj, owner, heartbeat_at, changes_allowed,
-	created_at, updated_at, finished_at, error, error_class, error_chunk, error_key`
+	created_at, updated_at, finished_at, error, error_class, error_chunk, error_key, `
+
+// cols returns the columns to select runs with: a ledger of an earlier
+// version, which only a run (setup) upgrades, has no lineage yet.
+func (l *ledger) cols(ctx context.Context) (string, error) {
+	if l.upgraded.Load() {
+		return runCols + "prev_run", nil
+	}
+	var ok bool
+	if err := l.runs.QueryRow(ctx, runsReady).Scan(&ok); err != nil {
+		return "", fmt.Errorf("read the run ledger: %w", err)
+	}
+	if !ok {
+		return runCols + "''", nil
+	}
+	l.upgraded.Store(true)
+	return runCols + "prev_run", nil
+}
 
 func scanRun(row pgx.Row) (*Run, error) {
 	var r Run
@@ -238,7 +340,7 @@ func scanRun(row pgx.Row) (*Run, error) {
 	err := row.Scan(&r.ID, &r.JobName, &r.JobVersion, &r.JobHash, &job, &params, &r.PlanHash, &r.Binary, &r.Actor,
 		&r.Host, &r.Command, &r.State, &r.Policy, &r.ChunkSize, &r.Total, &r.TotalEstimated, &end, &r.lockObj,
 		&r.Owner, &r.Heartbeat, &r.ChangesAllowed, &r.Created, &r.Updated, &r.FinishedAt, &r.Error, &r.ErrorClass,
-		&r.ErrorChunk, &ekey)
+		&r.ErrorChunk, &ekey, &r.PrevRun)
 	if err != nil {
 		return nil, err
 	}
@@ -258,17 +360,29 @@ func lockObj(id string) int64 {
 	return int64(h.Sum32())
 }
 
-// createRun inserts a running run owned by owner.
-func (l *ledger) createRun(ctx context.Context, r *Run) error {
+// createRun records a new run, owned by this process under lease epoch
+// r.epoch, and its run.started entry, in one transaction: no other
+// process can see the run before its story begins. It returns
+// errRunStarted when another run of the job is open or already follows
+// r.PrevRun.
+func (l *ledger) createRun(ctx context.Context, r *Run, started func(*Run) audit.Entry) error {
 	job, _ := json.Marshal(r.Job)
 	params, _ := json.Marshal(r.Params)
-	r.lockObj = lockObj(r.ID)
-	_, err := l.runs.Exec(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
-		plan_hash, binary_version, actor, host, command, state, policy, chunk_size, total, total_estimated, end_key,
-		lock_obj, owner, heartbeat_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp())`,
-		r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
-		r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner)
-	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "backfill_runs_one_open" {
+	err := inTx(ctx, l.runs, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
+			plan_hash, binary_version, actor, host, command, state, policy, chunk_size, total, total_estimated, end_key,
+			lock_obj, owner, heartbeat_at, prev_run, lease)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20)`,
+			r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
+			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch)
+		if err != nil {
+			return err
+		}
+		_, err = l.audit.AppendTx(ctx, tx, started(r))
+		return err
+	})
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" &&
+		(pe.ConstraintName == "backfill_runs_one_open" || pe.ConstraintName == "backfill_runs_lineage") {
 		return errRunStarted
 	}
 	if err != nil {
@@ -280,6 +394,10 @@ func (l *ledger) createRun(ctx context.Context, r *Run) error {
 // errRunStarted: another process started a run of the same job meanwhile.
 var errRunStarted = errors.New("backfill: another process started a run of this job")
 
+// errRunClosed: the run finished or was cancelled (run.State says which)
+// before this process could apply it.
+var errRunClosed = errors.New("backfill: run is closed")
+
 // loadRun finds a run by id or unique id prefix, with its progress.
 func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	if ok, err := l.exists(ctx); err != nil {
@@ -290,7 +408,11 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	if len(id) < 4 {
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "give at least 4 characters"}
 	}
-	rows, err := l.runs.Query(ctx, "SELECT "+runCols+" FROM rewind.backfill_runs WHERE starts_with(id, $1) ORDER BY id LIMIT 2", id)
+	cols, err := l.cols(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := l.runs.Query(ctx, "SELECT "+cols+" FROM rewind.backfill_runs WHERE starts_with(id, $1) ORDER BY id LIMIT 2", id)
 	if err != nil {
 		return nil, fmt.Errorf("load run %s: %w", id, err)
 	}
@@ -307,34 +429,103 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	return runs[0], l.progress(ctx, runs[0])
 }
 
-// stillOpen checks, once its lease is held, that run was neither finished
-// nor cancelled meanwhile; run.State is updated.
-func (l *ledger) stillOpen(ctx context.Context, run *Run) error {
-	if err := l.runs.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1", run.ID).Scan(&run.State); err != nil {
-		return fmt.Errorf("load run %s: %w", run.ID, err)
+// lineage is what Apply decides on: the last run of a job (the one no
+// other run follows) and the last one that finished.
+type lineage struct {
+	last, finished *Run
+}
+
+func (l *ledger) lineage(ctx context.Context, name string) (lineage, error) {
+	var ln lineage
+	one := func(where string) (*Run, error) {
+		r, err := scanRun(l.runs.QueryRow(ctx, "SELECT "+runCols+"prev_run FROM rewind.backfill_runs r WHERE job_name = $1 AND "+where, name))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the runs of job %s: %w", name, err)
+		}
+		return r, l.progress(ctx, r)
 	}
-	switch run.State {
-	case Finished:
-		return fmt.Errorf("%w: run %s is already finished", ErrUnfinishedRun, run.ID)
-	case Cancelled:
-		return fmt.Errorf("%w: run %s was cancelled; start a new run", ErrUnfinishedRun, run.ID)
+	var err error
+	if ln.last, err = one(`NOT EXISTS (SELECT 1 FROM rewind.backfill_runs n WHERE n.job_name = r.job_name AND n.prev_run = r.id)
+		ORDER BY created_at DESC LIMIT 1`); err != nil {
+		return ln, err
+	}
+	if ln.finished, err = one("state = 'finished' ORDER BY finished_at DESC LIMIT 1"); err != nil {
+		return ln, err
+	}
+	return ln, nil
+}
+
+// resumeRun makes run this process's again under lease epoch run.epoch,
+// and records its run.resumed entry, in one transaction, unless it was
+// finished or cancelled meanwhile (errRunClosed, run.State updated).
+func (l *ledger) resumeRun(ctx context.Context, run *Run, jobHash, binary string, job map[string]any, changes int,
+	resumed func(from State) audit.Entry) error {
+	jobJSON, _ := json.Marshal(job)
+	return inTx(ctx, l.runs, func(tx pgx.Tx) error {
+		var from State
+		if err := tx.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1 FOR UPDATE", run.ID).Scan(&from); err != nil {
+			return fmt.Errorf("resume run %s: %w", run.ID, err)
+		}
+		if from == Finished || from == Cancelled {
+			run.State = from
+			return errRunClosed
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rewind.backfill_runs SET state = 'running', owner = $2, lease = $3, job_hash = $4,
+			binary_version = $5, job = $6, changes_allowed = changes_allowed + $7, heartbeat_at = clock_timestamp(),
+			updated_at = clock_timestamp(), error = '', error_class = '', error_chunk = 0, error_key = NULL WHERE id = $1`,
+			run.ID, run.Owner, run.epoch, jobHash, binary, jobJSON, changes); err != nil {
+			return fmt.Errorf("resume run %s: %w", run.ID, err)
+		}
+		if _, err := l.audit.AppendTx(ctx, tx, resumed(from)); err != nil {
+			return err
+		}
+		run.State = Running
+		return nil
+	})
+}
+
+// claim records this process as run's owner under lease epoch run.epoch,
+// without changing its state (for retry-failed and cancel).
+func (l *ledger) claim(ctx context.Context, run *Run) error {
+	_, err := l.runs.Exec(ctx, "UPDATE rewind.backfill_runs SET owner = $2, lease = $3, heartbeat_at = clock_timestamp() WHERE id = $1",
+		run.ID, run.Owner, run.epoch)
+	if err != nil {
+		return fmt.Errorf("take run %s: %w", run.ID, err)
 	}
 	return nil
 }
 
-// unfinished returns the newest run of job name that is not finished or
-// cancelled, or nil.
-func (l *ledger) unfinished(ctx context.Context, name string) (*Run, error) {
-	row := l.runs.QueryRow(ctx, "SELECT "+runCols+` FROM rewind.backfill_runs
-		WHERE job_name = $1 AND state IN ('running', 'failed') ORDER BY created_at DESC LIMIT 1`, name)
-	r, err := scanRun(row)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+// end moves a running run this process holds (lease epoch run.epoch) to
+// state s (finished, failed or cancelled) and records entry, in one
+// transaction. A run another process took over meanwhile is left alone:
+// ErrLeaseLost. So a run has one end in the ledger, never two.
+func (l *ledger) end(ctx context.Context, run *Run, s State, rerr *RunError, entry audit.Entry) error {
+	var msg, class string
+	var chunk int64
+	var key []string
+	if rerr != nil {
+		_, msg = describeErr(rerr.Err)
+		class, chunk, key = string(rerr.Class), rerr.Chunk, rerr.Key
 	}
-	if err != nil {
-		return nil, fmt.Errorf("look for unfinished runs of %s: %w", name, err)
-	}
-	return r, l.progress(ctx, r)
+	return inTx(ctx, l.runs, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE rewind.backfill_runs SET state = $2, error = $3, error_class = $4, error_chunk = $5,
+			error_key = $6, updated_at = clock_timestamp(),
+			finished_at = CASE WHEN $2 IN ('finished', 'cancelled') THEN clock_timestamp() ELSE finished_at END
+			WHERE id = $1 AND lease = $7 AND state IN ('running', 'failed')`,
+			run.ID, string(s), msg, class, chunk, key, run.epoch)
+		if err != nil {
+			return fmt.Errorf("update run %s: %w", run.ID, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("%w: run %s was taken over by another process (or closed) before it could be marked %s",
+				ErrLeaseLost, run.ID, s)
+		}
+		_, err = l.audit.AppendTx(ctx, tx, entry)
+		return err
+	})
 }
 
 // progress fills r's progress from the checkpoints and the quarantine.
@@ -383,7 +574,11 @@ func (l *ledger) list(ctx context.Context, o ListOptions) ([]*Run, error) {
 	if o.Limit <= 0 {
 		o.Limit = 50
 	}
-	rows, err := l.runs.Query(ctx, "SELECT "+runCols+` FROM rewind.backfill_runs
+	cols, err := l.cols(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := l.runs.Query(ctx, "SELECT "+cols+` FROM rewind.backfill_runs
 		WHERE $1 = '' OR job_name = $1 ORDER BY created_at DESC LIMIT $2`, o.Job, o.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
@@ -419,25 +614,6 @@ func (l *ledger) queueCheckpoint(b *pgx.Batch, runID string, seq int64, retry bo
 	b.Queue(`INSERT INTO rewind.backfill_chunks (run_id, seq, retry, after_key, lo, hi, rows_seen, rows_changed,
 		rows_skipped, input_checksum, output_checksum, attempts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
 		runID, seq, retry, []string(bd.After), []string(bd.Lo), []string(bd.Hi), r.Seen, r.Changed, r.Skipped, r.In, r.Out, attempts)
-}
-
-// setState updates a run's state and error.
-func (l *ledger) setState(ctx context.Context, runID string, s State, rerr *RunError) error {
-	var msg, class string
-	var chunk int64
-	var key []string
-	if rerr != nil {
-		_, msg = describeErr(rerr.Err)
-		class, chunk, key = string(rerr.Class), rerr.Chunk, rerr.Key
-	}
-	_, err := l.runs.Exec(ctx, `UPDATE rewind.backfill_runs SET state = $2, error = $3, error_class = $4, error_chunk = $5,
-		error_key = $6, updated_at = clock_timestamp(),
-		finished_at = CASE WHEN $2 IN ('finished', 'cancelled') THEN clock_timestamp() ELSE finished_at END WHERE id = $1`,
-		runID, string(s), msg, class, chunk, key)
-	if err != nil {
-		return fmt.Errorf("update run %s: %w", runID, err)
-	}
-	return nil
 }
 
 // quarantine records failing keys in tx.

@@ -10,124 +10,10 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
 )
-
-// lease is a run's ownership: a session advisory lock held on a dedicated
-// connection to the ledger database, plus a heartbeat. If the process dies,
-// the database closes the connection and the lock goes with it, so the run
-// shows as interrupted at once and can be resumed; no run stays "running"
-// forever.
-type lease struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	conn   *pgx.Conn
-	done   chan struct{}
-	pool   *pgxpool.Pool // to wait for the lock to go when conn broke
-	obj    int32
-}
-
-func (r *Runner) takeLease(ctx context.Context, run *Run) (*lease, error) {
-	pc, err := r.ledger.runs.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the ledger: %w", err)
-	}
-	conn := pc.Hijack() // the lock lives as long as this connection
-	deadline := time.Now().Add(r.cfg.LeaseWait)
-	for {
-		var ok bool
-		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", int32(leaseClass), int32(uint32(run.lockObj))).Scan(&ok); err != nil {
-			conn.Close(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
-		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			conn.Close(context.WithoutCancel(ctx))
-			hb := "never"
-			if run.Heartbeat != nil {
-				hb = time.Since(*run.Heartbeat).Round(time.Second).String() + " ago"
-			}
-			return nil, fmt.Errorf("%w: run %s is held by %s (last heartbeat %s); wait for it or stop that process",
-				ErrRunLocked, run.ID, run.Owner, hb)
-		}
-		select {
-		case <-ctx.Done():
-			conn.Close(context.WithoutCancel(ctx))
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	me := owner()
-	// The name shows lease holders in pg_stat_activity.
-	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", "rewind backfill lease "+run.ID); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
-	}
-	if _, err := conn.Exec(ctx, "UPDATE rewind.backfill_runs SET owner = $2, heartbeat_at = clock_timestamp() WHERE id = $1", run.ID, me); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("take the lease of run %s: %w", run.ID, err)
-	}
-	run.Owner = me
-	lctx, cancel := context.WithCancelCause(ctx)
-	l := &lease{ctx: lctx, cancel: cancel, conn: conn, done: make(chan struct{}),
-		pool: r.ledger.runs, obj: int32(uint32(run.lockObj))}
-	go l.heartbeat(run.ID, me, r.cfg.Heartbeat)
-	return l, nil
-}
-
-func (l *lease) heartbeat(runID, me string, every time.Duration) {
-	defer close(l.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.ctx.Done():
-			return
-		case <-t.C:
-		}
-		tag, err := l.conn.Exec(l.ctx, "UPDATE rewind.backfill_runs SET heartbeat_at = clock_timestamp() WHERE id = $1 AND owner = $2", runID, me)
-		if l.ctx.Err() != nil {
-			return
-		}
-		if err != nil || tag.RowsAffected() != 1 {
-			l.cancel(fmt.Errorf("%w: run %s: heartbeat failed (%v); stopping so that no two processes apply it", ErrLeaseLost, runID, err))
-			return
-		}
-	}
-}
-
-// release ends the heartbeat, drops the lock and closes the connection.
-// The explicit unlock matters: a closed connection drops the lock only once
-// the server has noticed, so without it a status read right after the run
-// returned could still see the run as held (running, not interrupted).
-func (l *lease) release() {
-	l.cancel(errStop)
-	<-l.done
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := l.conn.Exec(ctx, "SELECT pg_advisory_unlock_all()")
-	l.conn.Close(ctx)
-	if err == nil {
-		return
-	}
-	// The connection broke (a query cancelled in flight closes it): the
-	// server drops the lock when it notices. Wait for that, briefly, by
-	// taking and dropping the lock from another connection.
-	for ctx.Err() == nil {
-		var ok bool
-		err := l.pool.QueryRow(ctx, "SELECT CASE WHEN pg_try_advisory_lock($1, $2) THEN pg_advisory_unlock($1, $2) ELSE false END",
-			int32(leaseClass), l.obj).Scan(&ok)
-		if err != nil || ok {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // cause is why ctx ended: a lost lease, or the caller's cancellation.
 func cause(ctx context.Context) error {
@@ -185,18 +71,15 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 			r.cfg.Progress(pr)
 		}
 	}
-	if err := r.ledger.setState(ctx, run.ID, Finished, nil); err != nil {
-		return res, err
-	}
 	if err := r.ledger.progress(ctx, run); err != nil {
 		return res, err
 	}
-	run.State = Finished
 	counts := map[string]int64{"chunks": run.Chunks, "rows_seen": run.RowsSeen, "rows_changed": run.RowsChanged,
 		"rows_skipped": run.RowsSkipped, "quarantined": run.Quarantined}
-	if err := r.ledger.appendAudit(ctx, r.entry(p.job, "run.finished", run.ID, nil, counts)); err != nil {
+	if err := r.ledger.end(ctx, run, Finished, nil, r.entry(p.job, "run.finished", run.ID, nil, counts)); err != nil {
 		return res, err
 	}
+	run.State = Finished
 	res.Message = fmt.Sprintf("run %s finished: %d rows changed in %d chunks (%d rows seen, %d skipped to the quarantine)",
 		run.ID, res.RowsChanged, res.Chunks, res.RowsSeen, res.RowsSkipped)
 	if res.RowsSeen == 0 {
@@ -259,16 +142,14 @@ func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) err
 		re = &RunError{RunID: run.ID, Class: Classify(err), Err: err}
 	}
 	re.RunID = run.ID
-	if serr := r.ledger.setState(bg, run.ID, Failed, re); serr != nil {
-		return errors.Join(re, serr)
-	}
 	code, msg := describeErr(re.Err)
 	attrs := map[string]string{"class": string(re.Class), "code": code, "key": re.Key.String()}
 	e := r.entry(p.job, "run.failed", run.ID, attrs, map[string]int64{"chunk": re.Chunk})
 	e.Message = msg
-	if aerr := r.ledger.appendAudit(bg, e); aerr != nil {
-		return errors.Join(re, aerr)
+	if serr := r.ledger.end(bg, run, Failed, re, e); serr != nil {
+		return errors.Join(re, serr)
 	}
+	run.State = Failed
 	return re
 }
 
@@ -291,6 +172,9 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 		}
 		if ctx.Err() != nil {
 			return cr, cause(ctx)
+		}
+		if errors.Is(err, ErrLeaseLost) {
+			return cr, err
 		}
 		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "backfill_chunks_pkey" {
 			// The checkpoint's key is the fence between owners: another
@@ -344,9 +228,7 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int, retry bool,
 	apply func(*chunkEnv) (chunkResult, []Key, error)) (chunkResult, error) {
 	var cr chunkResult
-	// BEGIN and the lock timeout in one round trip.
-	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{
-		BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", r.cfg.LockTimeout.Milliseconds())})
+	tx, err := r.beginChunk(ctx)
 	if err != nil {
 		return cr, err
 	}
@@ -366,9 +248,10 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 			return cr, err
 		}
 	}
-	// The checkpoint, the quarantine's resolution, the intent's removal and
-	// the audit entries in one round trip, then the commit.
+	// The fence, the checkpoint, the quarantine's resolution, the intent's
+	// removal and the audit entries in one round trip, then the commit.
 	batch := &pgx.Batch{}
+	batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
 	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
 	if retry {
 		batch.Queue("UPDATE rewind.backfill_quarantine SET resolved_at = clock_timestamp() WHERE run_id = $1 AND key = $2",
@@ -425,6 +308,15 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		}
 	}
 	return cr, nil
+}
+
+// beginChunk begins a chunk's transaction, with its lock timeout and the
+// bound on idleness that keeps a frozen owner from holding its locks (and
+// the run's fence) past LeaseTimeout, in one round trip.
+func (r *Runner) beginChunk(ctx context.Context) (pgx.Tx, error) {
+	return r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
+		"BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d",
+		r.cfg.LockTimeout.Milliseconds(), r.cfg.LeaseTimeout.Milliseconds())})
 }
 
 func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr chunkResult, attempt int, retry bool) audit.Entry {
@@ -501,11 +393,18 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	if err != nil {
 		return nil, err
 	}
-	l, err := r.takeLease(ctx, run)
+	l, err := r.lock(ctx, run)
 	if err != nil {
 		return nil, err
 	}
 	defer l.release()
+	if err := r.fence(ctx, run); err != nil {
+		return nil, err
+	}
+	if err := r.ledger.claim(ctx, run); err != nil {
+		return nil, err
+	}
+	l.beat(run, r.cfg.Heartbeat)
 	ctx = l.ctx
 	keys, err := r.ledger.quarantined(ctx, run.ID, true)
 	if err != nil {
@@ -554,11 +453,14 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 }
 
 func (r *Runner) requarantine(ctx context.Context, p *prepared, run *Run, q Quarantined, cause error) error {
-	tx, err := r.cfg.DB.Begin(ctx)
+	tx, err := r.beginChunk(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := checkFence(tx.QueryRow(ctx, fenceSQL, run.ID), run); err != nil {
+		return err
+	}
 	if err := r.ledger.quarantine(ctx, tx, run.ID, q.Chunk, q.Key, cause); err != nil {
 		return err
 	}

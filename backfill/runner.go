@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +44,13 @@ type Config struct {
 	// owner's lease to go (a killed process's connection takes a moment to
 	// close). Defaults to 10s.
 	LeaseWait time.Duration
+	// LeaseTimeout bounds how long a frozen owner (a process stopped with
+	// its connections open) blocks a run: once its lease connection has
+	// been idle this long, a process taking the run over ends that
+	// session. It also bounds how long a chunk's transaction may sit idle
+	// (the server then ends it), so a process function must handle a
+	// chunk within it. Must exceed twice Heartbeat. Defaults to 1m.
+	LeaseTimeout time.Duration
 	// MaxAttempts bounds how often a chunk is tried on transient errors.
 	// Defaults to 10.
 	MaxAttempts int
@@ -92,6 +100,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	def(&c.Heartbeat, 5*time.Second)
 	def(&c.LeaseWait, 10*time.Second)
+	def(&c.LeaseTimeout, time.Minute)
 	def(&c.RetryInitial, 100*time.Millisecond)
 	def(&c.RetryMax, 10*time.Second)
 	def(&c.LockTimeout, 5*time.Second)
@@ -106,6 +115,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.LeaseTimeout <= 2*c.Heartbeat {
+		return c, &rewind.ValidationError{Field: "backfill config LeaseTimeout", Value: c.LeaseTimeout.String(),
+			Reason: fmt.Sprintf("must exceed twice the heartbeat (%s): a live owner would look frozen", c.Heartbeat)}
 	}
 	return c, nil
 }
@@ -123,7 +136,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := newLedger(c.DB, c.Ledger)
+	l, err := newLedger(c.DB, c.Ledger, c.LeaseTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +286,14 @@ func (r *Runner) Plan(ctx context.Context, job *Job, o PlanOptions) (*Plan, erro
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
+	ln, err := r.ledger.lineage(ctx, job.Name)
+	if err != nil {
+		return nil, err
+	}
+	if f := ln.finished; f != nil && (ln.last == nil || !ln.last.open()) {
+		plan.Notes = append(plan.Notes, fmt.Sprintf("job %s was already applied by run %s: --execute refuses to apply it again "+
+			"unless given --new-run %s", job.Name, f.ID, ln.last.ID))
+	}
 	e := r.entry(job, "run.planned", "", map[string]string{"plan_hash": plan.PlanHash},
 		map[string]int64{"rows": plan.Rows, "chunks": plan.Chunks})
 	if err := r.ledger.appendAudit(ctx, e); err != nil {
@@ -312,6 +333,11 @@ type ApplyOptions struct {
 	AllowChangedJob bool
 	// Estimate counts the input with the planner's estimate.
 	Estimate bool
+	// NewRun lets Apply start a new run of a job that has finished
+	// before: it names (by id or a unique prefix) the job's last run, so
+	// that several processes asking for a new run at once, or one retrying
+	// its request, start one new run, not one each.
+	NewRun string
 }
 
 // Result is what Apply, Resume and RetryFailed did.
@@ -330,11 +356,18 @@ type Result struct {
 	Message string `json:"message"`
 }
 
-// Apply runs job: it continues the job's unfinished run if there is one
-// (same job hash and binary, or AllowChangedJob), else starts a new run,
-// and applies the remaining chunks in key order, each in one transaction
-// with its checkpoint. It returns a *RunError when the run stops on an
-// error; the run can then be resumed.
+// Apply runs job. It continues the job's open run if there is one (same
+// job hash, or AllowChangedJob), waiting for its owner's lease; else it
+// starts a new run, but only if no run of the job has finished or
+// NewRun names the job's last run; else it returns ErrAlreadyApplied.
+// The run applies the remaining chunks in key order, each in one
+// transaction with its checkpoint. It returns a *RunError when the run
+// stops on an error; the run can then be resumed.
+//
+// So a job is applied at most once per new run asked for, whatever the
+// timing of the processes that start it: the runs of a job form one line
+// (no two runs follow the same run, see backfill_runs_lineage), at most one
+// of them is open, and a run is applied by one process at a time.
 func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, error) {
 	p, err := r.prepare(ctx, job)
 	if err != nil {
@@ -354,28 +387,63 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 		return nil, err
 	}
 	for {
-		prev, err := r.ledger.unfinished(ctx, job.Name)
+		ln, err := r.ledger.lineage(ctx, job.Name)
 		if err != nil {
 			return nil, err
 		}
-		if prev != nil {
+		if prev := ln.last; prev != nil && prev.open() {
 			if prev.JobHash != p.hash && !o.AllowChangedJob {
 				return nil, fmt.Errorf("%w: run %s of job %s is %s with job hash %.12s, this job hashes to %.12s; "+
 					"resume it with `rewind backfill resume %s --allow-changed-job` or cancel it with `rewind backfill cancel %s`",
 					ErrUnfinishedRun, prev.ID, job.Name, prev.State, prev.JobHash, p.hash, prev.ID, prev.ID)
 			}
-			return r.resume(ctx, p, prev, o)
+			res, err := r.resume(ctx, p, prev, o)
+			if errors.Is(err, errRunClosed) {
+				continue // it ended while we waited for its lease: decide again
+			}
+			return res, err
 		}
-		res, err := r.start(ctx, p, planHash, o)
+		if err := mayStart(job.Name, ln, o.NewRun); err != nil {
+			return nil, err
+		}
+		res, err := r.start(ctx, p, planHash, ln.last, o)
 		if !errors.Is(err, errRunStarted) {
 			return res, err
 		}
-		// Another process started the job first: continue its run (it
-		// waits for that process's lease) rather than start a second one.
+		// Another process started a run of the job first: decide again
+		// (continue that run, once its owner lets go).
 	}
 }
 
-func (r *Runner) start(ctx context.Context, p *prepared, planHash string, o ApplyOptions) (*Result, error) {
+// mayStart says whether a new run of job name may start after the job's
+// runs ln: when none finished, or when newRun names the last one.
+func mayStart(name string, ln lineage, newRun string) error {
+	if newRun == "" && ln.finished == nil {
+		return nil
+	}
+	if newRun != "" && ln.last != nil && len(newRun) >= 4 && strings.HasPrefix(ln.last.ID, newRun) {
+		return nil
+	}
+	if ln.finished == nil {
+		reason := fmt.Sprintf("job %s has no run yet; leave it out", name)
+		if ln.last != nil {
+			reason = fmt.Sprintf("is not the last run of job %s (%s is, %s)", name, ln.last.ID, ln.last.State)
+		}
+		return &rewind.ValidationError{Field: "new run", Value: newRun, Reason: reason}
+	}
+	f, last := ln.finished, ln.last
+	msg := fmt.Sprintf("job %s was applied by run %s (version %s, finished %s, %d rows changed)",
+		name, f.ID, f.JobVersion, f.FinishedAt.UTC().Format(time.RFC3339), f.RowsChanged)
+	if last.ID != f.ID {
+		msg += fmt.Sprintf("; its last run is %s (%s)", last.ID, last.State)
+	}
+	if newRun != "" {
+		msg += fmt.Sprintf("; %s is not its last run: another process may have started a new run since", newRun)
+	}
+	return fmt.Errorf("%w: %s; to apply it again in a new run, pass --new-run %s (ApplyOptions.NewRun)", ErrAlreadyApplied, msg, last.ID)
+}
+
+func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *Run, o ApplyOptions) (*Result, error) {
 	id, err := uuid.NewRandom() // random, so that a short prefix names a run
 	if err != nil {
 		return nil, err
@@ -397,20 +465,33 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, o Appl
 	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
 		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
 		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
-		Total: total, TotalEstimated: estimated, End: end, Owner: owner()}
-	if err := r.ledger.createRun(ctx, run); err != nil {
-		return nil, err
+		Total: total, TotalEstimated: estimated, End: end}
+	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy)}
+	if prev != nil {
+		run.PrevRun = prev.ID
+		attrs["prev_run"] = prev.ID
 	}
-	l, err := r.takeLease(ctx, run)
+	// The lease first, then the run: a run is never visible to other
+	// processes without its owner holding it, so none of them can take it
+	// over before its story has begun.
+	l, err := r.lock(ctx, run)
 	if err != nil {
 		return nil, err
 	}
 	defer l.release()
-	e := r.entry(p.job, "run.started", run.ID, map[string]string{"plan_hash": planHash, "policy": string(run.Policy)},
-		map[string]int64{"total": total})
-	if err := r.ledger.appendAudit(ctx, e); err != nil {
+	if err := r.fence(ctx, run); err != nil {
 		return nil, err
 	}
+	started := func(run *Run) audit.Entry {
+		return r.entry(p.job, "run.started", run.ID, attrs, map[string]int64{"total": total})
+	}
+	if err := r.ledger.createRun(ctx, run, started); err != nil {
+		if errors.Is(err, errRunStarted) {
+			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_leases WHERE run_id = $1", run.ID)
+		}
+		return nil, err
+	}
+	l.beat(run, r.cfg.Heartbeat)
 	return r.loop(l.ctx, p, run, &Result{Run: run})
 }
 
@@ -429,49 +510,57 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 		return nil, &rewind.ValidationError{Field: "job", Value: job.Name,
 			Reason: fmt.Sprintf("run %s belongs to job %s", run.ID, run.JobName)}
 	}
-	return r.resume(ctx, p, run, o)
+	res, err := r.resume(ctx, p, run, o)
+	if errors.Is(err, errRunClosed) {
+		if run.State == Finished {
+			return &Result{Run: run, AlreadyFinished: true,
+				Message: fmt.Sprintf("run %s already finished: nothing to do", run.ID)}, nil
+		}
+		return nil, fmt.Errorf("%w: run %s was cancelled; start a new run", ErrUnfinishedRun, run.ID)
+	}
+	return res, err
 }
 
+// resume continues run, once it holds its lease. It returns errRunClosed
+// (run.State says why) when the run was finished or cancelled, before or
+// while it waited.
 func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptions) (*Result, error) {
-	switch run.State {
-	case Finished:
-		return &Result{Run: run, AlreadyFinished: true,
-			Message: fmt.Sprintf("run %s already finished: nothing to do", run.ID)}, nil
-	case Cancelled:
-		return nil, fmt.Errorf("%w: run %s was cancelled; start a new run", ErrUnfinishedRun, run.ID)
+	if !run.open() {
+		return nil, errRunClosed
 	}
 	changes, err := r.checkSame(run, p, o.AllowChangedJob)
 	if err != nil {
 		return nil, err
 	}
-	l, err := r.takeLease(ctx, run)
+	l, err := r.lock(ctx, run)
 	if err != nil {
 		return nil, err
 	}
 	defer l.release()
-	// The state may have changed while we waited for the lease.
-	if err := r.ledger.stillOpen(ctx, run); err != nil {
-		if run.State == Finished {
-			return &Result{Run: run, AlreadyFinished: true,
-				Message: fmt.Sprintf("run %s already finished: nothing to do", run.ID)}, nil
+	if err := r.fence(ctx, run); err != nil {
+		return nil, err
+	}
+	// The progress as of now: the previous owner may have committed
+	// chunks while we waited.
+	if err := r.ledger.progress(ctx, run); err != nil {
+		return nil, err
+	}
+	resumed := func(from State) audit.Entry {
+		attrs := map[string]string{"from_state": string(from), "last_key": run.LastKey.String()}
+		for k, v := range changes {
+			attrs["changed."+k] = v
 		}
+		if l.ended != "" {
+			attrs["ended_frozen_owner"] = l.ended
+		}
+		return r.entry(p.job, "run.resumed", run.ID, attrs, map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
+	}
+	if err := r.ledger.resumeRun(ctx, run, p.hash, r.cfg.Binary, p.job.Describe(), len(changes), resumed); err != nil {
 		return nil, err
 	}
-	if _, err := r.ledger.runs.Exec(ctx, `UPDATE rewind.backfill_runs SET state = 'running', owner = $2, job_hash = $3,
-		binary_version = $4, job = $5, changes_allowed = changes_allowed + $6, heartbeat_at = clock_timestamp(),
-		updated_at = clock_timestamp(), error = '', error_class = '', error_chunk = 0, error_key = NULL WHERE id = $1`,
-		run.ID, owner(), p.hash, r.cfg.Binary, p.job.Describe(), len(changes)); err != nil {
-		return nil, fmt.Errorf("resume run %s: %w", run.ID, err)
-	}
-	attrs := map[string]string{"from_state": string(run.State), "last_key": run.LastKey.String()}
-	for k, v := range changes {
-		attrs["changed."+k] = v
-	}
-	e := r.entry(p.job, "run.resumed", run.ID, attrs, map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
-	if err := r.ledger.appendAudit(ctx, e); err != nil {
-		return nil, err
-	}
-	run.State = Running
+	run.JobHash = p.hash
+	run.Binary = r.cfg.Binary
+	l.beat(run, r.cfg.Heartbeat)
 	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true})
 }
 
@@ -517,24 +606,28 @@ func (r *Runner) Quarantine(ctx context.Context, id string) ([]Quarantined, erro
 }
 
 // Cancel marks an unfinished run cancelled, so that the job can start
-// afresh. It refuses while the run is being applied.
+// afresh. It waits for the run's lease, so it never cancels a run while it
+// is being applied.
 func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	run, err := r.ledger.loadRun(ctx, id)
 	if err != nil {
 		return err
 	}
-	if run.State == Finished || run.State == Cancelled {
+	if !run.open() {
 		return fmt.Errorf("%w: run %s is already %s", ErrUnfinishedRun, run.ID, run.State)
 	}
-	l, err := r.takeLease(ctx, run)
+	l, err := r.lock(ctx, run)
 	if err != nil {
 		return err
 	}
 	defer l.release()
-	if err := r.ledger.stillOpen(ctx, run); err != nil { // it may have ended while we waited
+	if err := r.fence(ctx, run); err != nil {
 		return err
 	}
-	if err := r.ledger.setState(ctx, run.ID, Cancelled, nil); err != nil {
+	if err := r.ledger.claim(ctx, run); err != nil {
+		return err
+	}
+	if err := r.ledger.progress(ctx, run); err != nil {
 		return err
 	}
 	if job == nil {
@@ -542,7 +635,13 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	}
 	e := r.entry(job, "run.cancelled", run.ID, map[string]string{"job_hash": run.JobHash},
 		map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
-	return r.ledger.appendAudit(ctx, e)
+	err = r.ledger.end(ctx, run, Cancelled, nil, e)
+	if errors.Is(err, ErrLeaseLost) { // it ended while we waited
+		if st, lerr := r.ledger.loadRun(ctx, run.ID); lerr == nil && !st.open() {
+			return fmt.Errorf("%w: run %s is already %s", ErrUnfinishedRun, run.ID, st.State)
+		}
+	}
+	return err
 }
 
 var errStop = errors.New("stop")

@@ -40,6 +40,11 @@ type Config struct {
 	// Table is the entries' table; the head is kept in Table+"_head".
 	// Defaults to "audit_log".
 	Table string
+	// IdleTimeout bounds how long a transaction that appended may then sit
+	// idle (its process frozen, say) while it holds the ledger's append
+	// lock, which every writer of the ledger waits for: the server ends
+	// such a transaction after this long. Defaults to 1m.
+	IdleTimeout time.Duration
 }
 
 var ident = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -50,6 +55,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Table == "" {
 		c.Table = "audit_log"
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = time.Minute
+	}
+	if c.IdleTimeout < time.Millisecond {
+		return c, &rewind.ValidationError{Field: "audit ledger idle timeout", Value: c.IdleTimeout.String(), Reason: "must be at least 1ms"}
 	}
 	for _, f := range []struct{ name, v string }{{"schema", c.Schema}, {"table", c.Table}} {
 		if !ident.MatchString(f.v) {
@@ -62,10 +73,12 @@ func (c Config) withDefaults() (Config, error) {
 
 // Ledger is an audit ledger in PostgreSQL. It is safe for concurrent use.
 type Ledger struct {
-	db      DB
-	log     string // schema.table
-	head    string
-	lockKey int64
+	db       DB
+	log      string // schema.table
+	head     string
+	lockKey  int64 // serializes appends
+	setupKey int64 // serializes DDL in the schema
+	idle     string
 }
 
 // New returns the ledger in db without touching the database. Call Setup
@@ -75,10 +88,14 @@ func New(db DB, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := fnv.New64a()
-	h.Write([]byte("rewind.audit:" + c.Schema + "." + c.Table))
+	key := func(s string) int64 {
+		h := fnv.New64a()
+		h.Write([]byte(s))
+		return int64(h.Sum64())
+	}
 	return &Ledger{db: db, log: c.Schema + "." + c.Table, head: c.Schema + "." + c.Table + "_head",
-		lockKey: int64(h.Sum64())}, nil
+		lockKey: key("rewind.audit:" + c.Schema + "." + c.Table), setupKey: key("rewind.setup:" + c.Schema),
+		idle: fmt.Sprintf("%dms", c.IdleTimeout.Milliseconds())}, nil
 }
 
 // Setup creates the ledger's schema, tables and guard triggers if they do
@@ -92,10 +109,34 @@ func (l *Ledger) Setup(ctx context.Context) error {
 		return fmt.Errorf("set up audit ledger: %w", err)
 	}
 	defer tx.Rollback(ctx)
+	if err := l.SetupTx(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
+	}
+	return nil
+}
+
+// SetupTx is Setup inside the caller's transaction. It first takes a
+// transaction-scoped advisory lock that serializes setups in the ledger's
+// schema (callers creating other tables in that schema can rely on it),
+// then creates what is missing. It runs no DDL when the ledger exists:
+// DDL on a table in use takes locks that deadlock with appends.
+func (l *Ledger) SetupTx(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", l.setupKey); err != nil {
+		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
+	}
+	var ok bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL", l.log, l.head).Scan(&ok); err != nil {
+		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
+	}
+	if ok {
+		return nil
+	}
 	schema, table, _ := cutDot(l.log)
 	fn := schema + "." + table + "_append_only"
 	stmts := []string{
-		fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", l.lockKey),
 		"CREATE SCHEMA IF NOT EXISTS " + schema,
 		`CREATE TABLE IF NOT EXISTS ` + l.log + ` (
 			seq       bigint PRIMARY KEY,
@@ -127,9 +168,6 @@ func (l *Ledger) Setup(ctx context.Context) error {
 			return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("set up audit ledger %s: %w", l.log, err)
-	}
 	return nil
 }
 
@@ -160,8 +198,9 @@ func (l *Ledger) Append(ctx context.Context, e audit.Entry) (audit.Entry, error)
 
 // AppendTx appends e inside the caller's transaction, so that the entry
 // commits or rolls back with the work it records. It holds the ledger's
-// append lock until tx ends: keep what follows it in tx short. tx must
-// be READ COMMITTED, so that it sees the head the previous append committed.
+// append lock until tx ends: keep what follows it in tx short; tx may not
+// sit idle longer than Config.IdleTimeout from then on. tx must be READ
+// COMMITTED, so that it sees the head the previous append committed.
 // A zero e.Time is set to the database's clock.
 func (l *Ledger) AppendTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (audit.Entry, error) {
 	if e.Time.IsZero() {
@@ -183,8 +222,10 @@ func (l *Ledger) AppendTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (audit.
 // QueueAppend queues the append of e to b, to be sent in the caller's
 // transaction together with other work in one round trip. e.Time must be
 // set (use the database's clock). The returned entry is filled in with its
-// sequence number and hashes when the batch has run. The database computes
-// the hash, sha256(previous hash ‖ body), exactly as audit.Entry.Seal does.
+// sequence number and hashes when the batch has run. The database assigns
+// the sequence number, completes the body with it ({"seq":N, then
+// e.BodyTail()), stores those bytes verbatim and computes the hash,
+// sha256(previous hash ‖ body), exactly as audit.Entry.Seal does.
 func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
@@ -194,16 +235,19 @@ func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) 
 	}
 	e.Time = e.Time.Truncate(time.Microsecond)
 	out := &e
-	body := string(e.Body())
+	tail := string(e.BodyTail())
 	// The lock is taken by a statement of its own, so that the insert's
 	// snapshot, taken after it, sees the head the previous append committed.
+	// From then on the transaction may not sit idle for long: a frozen
+	// process must not hold up every writer of the ledger.
+	b.Queue("SELECT set_config('idle_in_transaction_session_timeout', $1, true)", l.idle)
 	b.Queue("SELECT pg_advisory_xact_lock($1)", l.lockKey)
-	b.Queue(`WITH h AS (SELECT seq, hash FROM `+l.head+`),
+	b.Queue(`WITH h AS (SELECT seq + 1 AS seq, hash AS prev, '{"seq":' || (seq + 1)::text || ',' || $5 AS body FROM `+l.head+`),
 		i AS (INSERT INTO `+l.log+` (seq, at, kind, subject, actor, body, prev_hash, hash)
-			SELECT h.seq + 1, $1, $2, $3, $4, $5, h.hash, encode(sha256(decode(h.hash, 'hex') || convert_to($5, 'UTF8')), 'hex') FROM h
+			SELECT h.seq, $1, $2, $3, $4, h.body, h.prev, encode(sha256(decode(h.prev, 'hex') || convert_to(h.body, 'UTF8')), 'hex') FROM h
 			RETURNING seq, prev_hash, hash)
 		UPDATE `+l.head+` SET seq = i.seq, hash = i.hash FROM i RETURNING i.seq, i.prev_hash, i.hash`,
-		e.Time, e.Kind, e.Subject, e.Actor, body).QueryRow(func(row pgx.Row) error {
+		e.Time, e.Kind, e.Subject, e.Actor, tail).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&out.Seq, &out.PrevHash, &out.Hash)
 	})
 	return out, nil
@@ -276,12 +320,19 @@ type Summary struct {
 	Entries  int64  `json:"entries"`
 	HeadSeq  int64  `json:"head_seq"`
 	HeadHash string `json:"head_hash"`
+	// Anchors are the heads recorded outside the ledger that were checked.
+	Anchors []audit.Head `json:"anchors,omitempty"`
 }
 
-// Verify recomputes the whole chain and checks it against the recorded
-// head. It returns a *audit.TamperError naming the first entry that was
-// altered, removed or inserted.
-func (l *Ledger) Verify(ctx context.Context) (Summary, error) {
+// Head is the ledger's head as SEQ:HASH.
+func (s Summary) Head() audit.Head { return audit.Head{Seq: s.HeadSeq, Hash: s.HeadHash} }
+
+// Verify hashes every entry's stored bytes, checks every link and
+// position, and checks the chain's end against the recorded head and
+// against anchors, heads recorded outside the ledger earlier (see
+// audit.Verifier.Expect). It returns a *audit.TamperError naming the
+// first entry that was altered, removed, inserted or moved.
+func (l *Ledger) Verify(ctx context.Context, anchors ...audit.Head) (Summary, error) {
 	// One repeatable-read snapshot, so that appends during the walk neither
 	// break the chain's end nor the head comparison.
 	tx, err := l.db.Begin(ctx)
@@ -292,7 +343,7 @@ func (l *Ledger) Verify(ctx context.Context) (Summary, error) {
 	if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return Summary{}, fmt.Errorf("verify audit ledger: %w", err)
 	}
-	var s Summary
+	s := Summary{Anchors: anchors}
 	if err := tx.QueryRow(ctx, "SELECT seq, hash FROM "+l.head).Scan(&s.HeadSeq, &s.HeadHash); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s, &audit.TamperError{Seq: 1, Problem: audit.Removed, Reason: "the ledger's head row is missing"}
@@ -300,13 +351,30 @@ func (l *Ledger) Verify(ctx context.Context) (Summary, error) {
 		return s, l.readErr(err)
 	}
 	v := audit.NewVerifier()
-	for e, err := range (&Ledger{db: tx, log: l.log, head: l.head}).Entries(ctx, Filter{}) {
-		if err != nil {
+	for _, a := range anchors {
+		v.Expect(a)
+	}
+	rows, err := tx.Query(ctx, "SELECT seq, at, kind, subject, actor, body, prev_hash, hash FROM "+l.log+" ORDER BY seq")
+	if err != nil {
+		return s, l.readErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.seq, &r.at, &r.kind, &r.subject, &r.actor, &r.body, &r.prev, &r.hash); err != nil {
+			return s, l.readErr(err)
+		}
+		if err := v.Add(audit.Stored{Seq: r.seq, Body: []byte(r.body), PrevHash: r.prev, Hash: r.hash}); err != nil {
 			return s, err
 		}
-		if err := v.Add(&e); err != nil {
-			return s, err
+		if e := v.Last(); e != nil && e.Seq == r.seq {
+			if err := r.columns(e); err != nil {
+				return s, err
+			}
 		}
+	}
+	if err := rows.Err(); err != nil {
+		return s, l.readErr(err)
 	}
 	s.Entries = v.Count()
 	return s, v.End(s.HeadSeq, s.HeadHash)
@@ -318,18 +386,25 @@ type row struct {
 	kind, subject, actor, body, prev, hash string
 }
 
-// entry decodes the row from its body, and marks it altered when the
-// columns kept for queries disagree with the body the hash covers.
+// entry decodes the row from its body, and marks it altered when its
+// body is not in canonical form or the columns kept for queries disagree
+// with the body the hash covers. Its Seq is the row's position.
 func (r *row) entry() (audit.Entry, error) {
 	e := audit.Entry{Seq: r.seq, PrevHash: r.prev, Hash: r.hash}
 	if err := audit.ParseBody([]byte(r.body), &e); err != nil {
 		return e, &audit.TamperError{Seq: r.seq, Problem: audit.Altered, Reason: "its body is not a valid entry: " + err.Error()}
 	}
+	e.Seq = r.seq
+	return e, r.columns(&e)
+}
+
+// columns checks the columns kept for queries against the hashed body.
+func (r *row) columns(e *audit.Entry) error {
 	if e.Kind != r.kind || e.Subject != r.subject || e.Actor != r.actor || !e.Time.Equal(r.at) {
-		return e, &audit.TamperError{Seq: r.seq, Problem: audit.Altered,
+		return &audit.TamperError{Seq: r.seq, Problem: audit.Altered,
 			Reason: "its kind, subject, actor or time column differs from what its hash covers"}
 	}
-	return e, nil
+	return nil
 }
 
 func cutDot(s string) (string, string, bool) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -122,6 +123,31 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{"garbage row appended", `
 			INSERT INTO rewind.audit_log SELECT 9, at, kind, subject, actor, body, hash, md5(random()::text)
 			FROM rewind.audit_log WHERE seq = 8`, 9, audit.Altered},
+		// Every byte counts, even when the JSON decodes to the same entry.
+		{"key case changed", `UPDATE rewind.audit_log SET body = replace(body, '"counts":', '"Counts":') WHERE seq = 4`, 4, audit.Altered},
+		{"field added", `UPDATE rewind.audit_log SET body = left(body, -1) || ',"note":"x"}' WHERE seq = 4`, 4, audit.Altered},
+		{"space inserted", `UPDATE rewind.audit_log SET body = replace(body, '"kind":', '"kind": ') WHERE seq = 4`, 4, audit.Altered},
+		{"letter escaped", `UPDATE rewind.audit_log SET body = replace(body, '"alice"', '"\u0061lice"') WHERE seq = 4`, 4, audit.Altered},
+		// The entry that was changed is named, not its untouched predecessor.
+		{"entry deleted and the rest renumbered", `
+			DELETE FROM rewind.audit_log WHERE seq = 5;
+			UPDATE rewind.audit_log SET seq = seq + 100 WHERE seq > 5;
+			UPDATE rewind.audit_log SET seq = seq - 101 WHERE seq > 100;
+			UPDATE rewind.audit_log_head SET seq = seq - 1`, 5, audit.Removed},
+		{"two entries swapped", `
+			UPDATE rewind.audit_log SET seq = 100 WHERE seq = 4;
+			UPDATE rewind.audit_log SET seq = 4 WHERE seq = 5;
+			UPDATE rewind.audit_log SET seq = 5 WHERE seq = 100`, 4, audit.Moved},
+		{"two distant entries swapped", `
+			UPDATE rewind.audit_log SET seq = 100 WHERE seq = 3;
+			UPDATE rewind.audit_log SET seq = 3 WHERE seq = 6;
+			UPDATE rewind.audit_log SET seq = 6 WHERE seq = 100`, 3, audit.Moved},
+		{"entry replaced by a copy of another", `
+			DELETE FROM rewind.audit_log WHERE seq = 6;
+			INSERT INTO rewind.audit_log SELECT 6, at, kind, subject, actor, body, prev_hash, hash FROM rewind.audit_log WHERE seq = 2`, 6, audit.Moved},
+		{"entry altered and rehashed", `
+			UPDATE rewind.audit_log SET body = replace(body, '"i":3', '"i":42') WHERE seq = 4;
+			UPDATE rewind.audit_log SET hash = encode(sha256(decode(prev_hash, 'hex') || convert_to(body, 'UTF8')), 'hex') WHERE seq = 4`, 4, audit.Altered},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,4 +234,140 @@ func ExampleLedger() {
 	s, err := l.Verify(ctx)
 	fmt.Printf("verified %d entries %v\n", s.Entries, err)
 	// Output: verified 1 entries <nil>
+}
+
+// rewriteTail rewrites entries from..8 consistently, as an owner who can
+// disable the triggers could: new content, every hash and link recomputed,
+// the head moved along. Verify cannot tell on its own.
+func (b bundle) rewriteTail(t *testing.T, from int) {
+	t.Helper()
+	for seq := from; seq <= 8; seq++ {
+		b.tamper(t, fmt.Sprintf(`
+			UPDATE rewind.audit_log SET prev_hash = coalesce((SELECT hash FROM rewind.audit_log WHERE seq = %[1]d - 1), prev_hash),
+				body = replace(body, '"alice"', '"mallory"'), actor = 'mallory' WHERE seq = %[1]d;
+			UPDATE rewind.audit_log SET hash = encode(sha256(decode(prev_hash, 'hex') || convert_to(body, 'UTF8')), 'hex') WHERE seq = %[1]d;
+			UPDATE rewind.audit_log_head SET hash = (SELECT hash FROM rewind.audit_log WHERE seq = %[1]d) WHERE seq = %[1]d`, seq))
+	}
+}
+
+// A head recorded outside the ledger catches a tail rewritten with its
+// hashes and head, and a tail cut off with the head moved back.
+func TestVerifyAgainstAnExternalAnchor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name    string
+		tamper  func(bundle)
+		seq     int64
+		problem audit.Problem
+	}{
+		{"tail rewritten", func(b bundle) { b.rewriteTail(t, 5) }, 6, audit.Altered},
+		{"tail cut", func(b bundle) {
+			b.tamper(t, `DELETE FROM rewind.audit_log WHERE seq > 4;
+				UPDATE rewind.audit_log_head SET seq = 4, hash = (SELECT hash FROM rewind.audit_log WHERE seq = 4)`)
+		}, 5, audit.Removed},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 8)
+			s, err := b.ledger.Verify(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var anchor audit.Head
+			for e, err := range b.ledger.Entries(ctx, auditpg.Filter{AfterSeq: 5, Limit: 1}) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				anchor = audit.Head{Seq: e.Seq, Hash: e.Hash}
+			}
+			if _, err := b.ledger.Verify(ctx, anchor, s.Head()); err != nil {
+				t.Fatalf("intact ledger against its anchors: %v", err)
+			}
+			tt.tamper(b)
+			if _, err := b.ledger.Verify(ctx); err != nil {
+				t.Fatalf("the test's tampering is detectable without an anchor (%v): it tests nothing", err)
+			}
+			_, err = b.ledger.Verify(ctx, anchor)
+			var te *audit.TamperError
+			if !errors.As(err, &te) || te.Seq != tt.seq || te.Problem != tt.problem {
+				t.Fatalf("verify against anchor %s = %v, want entry %d %s", anchor, err, tt.seq, tt.problem)
+			}
+		})
+	}
+}
+
+// A ledger whose first entries an earlier version wrote (bodies without
+// their sequence number) verifies, goes on in the current form, and its
+// earlier entries are verified byte for byte too.
+func TestLedgerOfAnEarlierVersion(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	ctx := context.Background()
+	for i := range 3 {
+		e := entry(i)
+		e.Time = time.Date(2025, 1, 1, 0, 0, i, 0, time.UTC)
+		b.db.Exec(t, `WITH h AS (SELECT seq + 1 AS seq, hash AS prev, $1::text AS body FROM rewind.audit_log_head),
+			i AS (INSERT INTO rewind.audit_log SELECT h.seq, $2, $3, $4, $5, h.body, h.prev,
+				encode(sha256(decode(h.prev, 'hex') || convert_to(h.body, 'UTF8')), 'hex') FROM h RETURNING seq, hash)
+			UPDATE rewind.audit_log_head SET seq = i.seq, hash = i.hash FROM i`,
+			"{"+string(e.BodyTail()), e.Time, e.Kind, e.Subject, e.Actor)
+	}
+	for i := 3; i < 6; i++ {
+		if _, err := b.ledger.Append(ctx, entry(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := b.ledger.Verify(ctx)
+	if err != nil || s.Entries != 6 {
+		t.Fatalf("verify = %+v, %v", s, err)
+	}
+	b.tamper(t, `UPDATE rewind.audit_log SET body = replace(body, '"kind":', '"kind": ') WHERE seq = 2`)
+	_, err = b.ledger.Verify(ctx)
+	var te *audit.TamperError
+	if !errors.As(err, &te) || te.Seq != 2 || te.Problem != audit.Altered {
+		t.Fatalf("verify after a space in an entry of the earlier version = %v, want entry 2 altered", err)
+	}
+}
+
+// A transaction that appended and was then left idle (its process frozen)
+// does not hold the ledger's append lock, and so every writer, forever:
+// the server ends it after IdleTimeout, and its entry is gone.
+func TestAnIdleAppenderDoesNotBlockTheLedger(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	ctx := context.Background()
+	l, err := auditpg.New(b.db.Pool, auditpg.Config{IdleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := l.AppendTx(ctx, tx, entry(2)); err != nil {
+		t.Fatal(err)
+	}
+	// tx now sits idle holding the append lock; another writer waits for it.
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.ledger.Append(ctx, entry(3))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("append behind an idle appender: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("an idle appender blocked the ledger")
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("the idle appender's transaction committed after the server should have ended it")
+	}
+	s, err := b.ledger.Verify(ctx)
+	if err != nil || s.Entries != 3 {
+		t.Fatalf("verify = %+v, %v; want 3 entries", s, err)
+	}
 }

@@ -20,11 +20,12 @@ func (a *app) auditCmd() *cobra.Command {
 		Long: `The audit ledger records who did what with which build of rewind: every backfill
 run planned, started, chunk committed, retried, skipped, failed, resumed and finished.
 Each entry holds the hash of the one before it, and PostgreSQL rejects updates and
-deletes of entries. 'verify' recomputes the chain and names the first entry that was
-altered, removed or inserted. The ledger lives in the rewind schema of --ledger-dsn,
-else of --dsn ($REWIND_LEDGER_DSN, $REWIND_DSN). See docs/audit.md.`,
+deletes of entries. 'verify' hashes every entry's stored bytes and names the first entry
+that was altered, removed, inserted or moved; 'head' prints the head to record outside
+the database, which 'verify --expect-head' checks later. The ledger lives in the rewind
+schema of --ledger-dsn, else of --dsn ($REWIND_LEDGER_DSN, $REWIND_DSN). See docs/audit.md.`,
 	}
-	cmd.AddCommand(a.auditVerifyCmd(), a.auditLogCmd())
+	cmd.AddCommand(a.auditVerifyCmd(), a.auditHeadCmd(), a.auditLogCmd())
 	return cmd
 }
 
@@ -47,16 +48,80 @@ func (a *app) auditLedger(cmd *cobra.Command, pg *pgFlags) (*auditpg.Ledger, fun
 func (a *app) auditVerifyCmd() *cobra.Command {
 	var pg pgFlags
 	var jsonOut bool
-	var expectHead string
+	var expect []string
 	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Recompute the chain and name the first altered, removed or inserted entry",
-		Long: `Recompute every entry's hash and link, and compare the chain's end with the recorded
-head. Exits 0 and prints the head (sequence number and hash) when the ledger is intact;
-exits 5 naming the first entry that was altered, removed or inserted otherwise. Keep the
-printed head somewhere else and pass it back with --expect-head to detect a rewrite of
-the whole ledger from that point.`,
+		Short: "Hash every entry's stored bytes and name the first altered, removed, inserted or moved entry",
+		Long: `Hash every entry's stored bytes, check every link and sequence number, and compare the
+chain's end with the recorded head. Exits 0 and prints the head (SEQ:HASH) when the ledger
+is intact; exits 5 naming the first entry that was altered, removed, inserted or moved
+otherwise.
+
+On its own the ledger cannot tell a tail rewritten with its hashes and head (or cut off,
+with the head moved back) by someone who can disable its triggers. Record the head outside
+the database ('rewind audit head', into a ticket, a commit, another system's log) and give
+it back with --expect-head SEQ:HASH (repeatable): verify then fails unless entry SEQ still
+has HASH, which catches any rewrite of the entries up to it. See docs/audit.md.`,
+		Example: `  rewind audit verify --dsn "$DSN"
+  rewind audit verify --expect-head 1042:5be2…e0 --json`,
 		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			anchors, err := parseHeads(expect)
+			if err != nil {
+				return err
+			}
+			l, closeAll, err := a.auditLedger(cmd, &pg)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			s, err := l.Verify(cmd.Context(), anchors...)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return a.printJSON(map[string]any{"ok": true, "entries": s.Entries, "head_seq": s.HeadSeq, "head_hash": s.HeadHash,
+					"head": s.Head().String(), "anchors_checked": len(anchors)})
+			}
+			a.printf("audit ledger intact: %d entries, head %s\n", s.Entries, s.Head())
+			if len(anchors) > 0 {
+				a.printf("and it still holds the %d recorded head(s) given with --expect-head\n", len(anchors))
+			}
+			return nil
+		},
+	}
+	pg.add(cmd)
+	cmd.Flags().StringArrayVar(&expect, "expect-head", nil,
+		"SEQ:HASH recorded earlier (by 'audit head' or 'audit verify'); fail unless entry SEQ still has HASH (repeatable)")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+func parseHeads(vals []string) ([]audit.Head, error) {
+	var out []audit.Head
+	for _, v := range vals {
+		h, err := audit.ParseHead(v)
+		if err != nil {
+			return nil, invalidFlag("expect-head", v, "must be SEQ:HASH as printed by 'rewind audit head': a sequence number from 1, a colon and 64 hex digits")
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func (a *app) auditHeadCmd() *cobra.Command {
+	var pg pgFlags
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "head",
+		Short: "Verify the ledger and print its head (SEQ:HASH) for recording outside it",
+		Long: `Verify the ledger, then print its head, SEQ:HASH, alone on a line, for recording
+outside the database: in a ticket, a commit, a chat channel, another system's audit log.
+Later, 'rewind audit verify --expect-head SEQ:HASH' fails unless entry SEQ still has HASH:
+a ledger rewritten (hashes and head included) from any entry up to SEQ, or cut short of it,
+is caught. Exits 5 without printing a head when the ledger is not intact.`,
+		Example: `  rewind audit head --dsn "$DSN" | logger -t rewind-audit-head`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, closeAll, err := a.auditLedger(cmd, &pg)
 			if err != nil {
@@ -67,41 +132,16 @@ the whole ledger from that point.`,
 			if err != nil {
 				return err
 			}
-			if expectHead != "" {
-				if err := checkHead(cmd, l, expectHead); err != nil {
-					return err
-				}
-			}
 			if jsonOut {
-				return a.printJSON(map[string]any{"ok": true, "entries": s.Entries, "head_seq": s.HeadSeq, "head_hash": s.HeadHash})
+				return a.printJSON(map[string]any{"head": s.Head().String(), "seq": s.HeadSeq, "hash": s.HeadHash, "entries": s.Entries})
 			}
-			a.printf("audit ledger intact: %d entries, head %d:%s\n", s.Entries, s.HeadSeq, s.HeadHash)
+			a.printf("%s\n", s.Head())
 			return nil
 		},
 	}
 	pg.add(cmd)
-	cmd.Flags().StringVar(&expectHead, "expect-head", "", "SEQ:HASH printed by an earlier verify; fail unless that entry still has that hash")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
-}
-
-// checkHead checks that entry SEQ still has HASH.
-func checkHead(cmd *cobra.Command, l *auditpg.Ledger, head string) error {
-	var seq int64
-	var hash string
-	if _, err := fmt.Sscanf(strings.Replace(head, ":", " ", 1), "%d %s", &seq, &hash); err != nil || seq < 1 {
-		return invalidFlag("expect-head", head, "must be SEQ:HASH as printed by verify")
-	}
-	for e, err := range l.Entries(cmd.Context(), auditpg.Filter{AfterSeq: seq - 1, Limit: 1}) {
-		if err != nil {
-			return err
-		}
-		if e.Seq == seq && e.Hash == hash {
-			return nil
-		}
-		break
-	}
-	return &audit.TamperError{Seq: seq, Problem: audit.Altered, Reason: "it no longer has the hash recorded earlier (" + hash + ")"}
 }
 
 func (a *app) auditLogCmd() *cobra.Command {

@@ -112,7 +112,7 @@ func (a *app) backfillRunCmd() *cobra.Command {
 	var pg pgFlags
 	var ja jobArgs
 	var execute, allowChanged, estimate, jsonOut bool
-	var planHash string
+	var planHash, newRun string
 	var diffs int
 	cmd := &cobra.Command{
 		Use:   "run JOB.yaml",
@@ -124,7 +124,12 @@ in the audit ledger.
 
 With --execute, apply the job. If the job has an unfinished run (interrupted or failed),
 it is continued from its last committed chunk. With --plan-hash, refuse to start if the
-job or its input no longer matches that plan.`,
+job or its input no longer matches that plan.
+
+A job is applied once: once a run of it has finished, starting it again is refused
+(exit 4) unless --new-run names the job's last run, which the refusal prints. Several
+processes starting the job at once apply it once; several asking for a new run after
+the same run start one new run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, job, err := ja.load(args[0])
@@ -148,7 +153,8 @@ job or its input no longer matches that plan.`,
 				return nil
 			}
 			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
-				return r.Apply(ctx, job, backfill.ApplyOptions{PlanHash: planHash, AllowChangedJob: allowChanged, Estimate: estimate})
+				return r.Apply(ctx, job, backfill.ApplyOptions{PlanHash: planHash, AllowChangedJob: allowChanged, Estimate: estimate,
+					NewRun: newRun})
 			})
 			if err != nil {
 				return f.Annotate(err)
@@ -160,6 +166,7 @@ job or its input no longer matches that plan.`,
 	ja.add(cmd)
 	cmd.Flags().BoolVar(&execute, "execute", false, "apply the job; without it, only plan")
 	cmd.Flags().StringVar(&planHash, "plan-hash", "", "refuse to apply unless the job and its input still match this plan")
+	cmd.Flags().StringVar(&newRun, "new-run", "", "apply a job that already finished again, in a new run after RUN, the job's last run (an id or unique prefix)")
 	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "continue an unfinished run even if the job or the binary changed (recorded)")
 	cmd.Flags().BoolVar(&estimate, "estimate", false, "estimate the rows to change with the planner instead of counting them")
 	cmd.Flags().IntVar(&diffs, "diffs", 10, "how many before → after diffs the plan shows")

@@ -81,9 +81,14 @@ func TestBackfillCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); st != 0 || err != nil || res.RowsChanged != 600 {
 		t.Fatalf("execute: status %d, %v\n%s\n%s", st, err, out, stderr)
 	}
-	out, _, st = cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute")
+	// Applied once: again is refused, naming the run to pass to --new-run.
+	out, stderr, st = cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute", "--json")
+	if st != 4 || !strings.Contains(out, `"wrong_expected_version"`) || !strings.Contains(stderr, "--new-run "+res.Run.ID) {
+		t.Fatalf("re-run: status %d\n%s\n%s", st, out, stderr)
+	}
+	out, _, st = cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute", "--new-run", res.Run.ID[:8])
 	if st != 0 || !strings.Contains(out, "0 rows changed") {
-		t.Fatalf("re-run: status %d\n%s", st, out)
+		t.Fatalf("re-run in a new run: status %d\n%s", st, out)
 	}
 	out, _, st = cli(t, "backfill", "status", res.Run.ID[:8], dsn)
 	if st != 0 || !strings.Contains(out, "finished") || !strings.Contains(out, "600 / 600 rows") {
