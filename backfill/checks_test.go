@@ -301,3 +301,28 @@ func TestDryRunShowsNoSecret(t *testing.T) {
 		t.Fatalf("%d prepared statements left on the connection (%v)", left, err)
 	}
 }
+
+// A database error quoting a secret value (here the failing row, which
+// holds it) reaches neither the returned error nor the ledger.
+func TestChunkErrorsDoNotQuoteSecrets(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-Value-42"
+	b := setup(t, 30)
+	b.db.Exec(t, "ALTER TABLE items ADD note text CHECK (length(note) < 5)")
+	job := &backfill.Job{Name: "secret-fail", Version: "1", ChunkSize: 10,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}},
+		Set:    map[string]string{"note": "CASE WHEN id = 15 THEN @pin ELSE 'ok' END"},
+		Params: backfill.Params{"pin": {Type: "text", Value: secret, Text: secret, Secret: true}}}
+	_, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{})
+	if !errors.Is(err, backfill.ErrRunFailed) || strings.Contains(err.Error(), secret) {
+		t.Fatalf("apply = %v, want a failed run whose error masks the secret", err)
+	}
+	for _, table := range []string{"backfill_runs", "audit_log", "backfill_chunks", "backfill_quarantine"} {
+		if n := b.scalar(t, "SELECT count(*) FROM rewind."+table+" t WHERE strpos(t::text, $1) > 0", secret); n != 0 {
+			t.Fatalf("rewind.%s: %d rows quote the secret", table, n)
+		}
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log WHERE strpos(body, 'Failing row contains') > 0 AND strpos(body, '***') > 0"); n != 1 {
+		t.Fatalf("%d run.failed entries with the failing row, masked", n)
+	}
+}
