@@ -3,14 +3,16 @@ package backfill
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rewindhq/rewind"
 )
@@ -21,7 +23,8 @@ type applier interface {
 	prepare(ctx context.Context, db querier, args pgx.NamedArgs) error
 	apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error)
 	preview(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds, n int) ([]Diff, []string, error)
-	explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error)
+	// explain returns the chunk statement's plan and notes about it.
+	explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, []string, error)
 }
 
 // chunkEnv is what applying one chunk has at hand.
@@ -54,10 +57,14 @@ type Diff struct {
 }
 
 func explainText(ctx context.Context, db querier, q string, args pgx.NamedArgs) (string, error) {
-	rows, err := db.Query(ctx, "EXPLAIN "+q, args)
+	rows, err := db.Query(ctx, "EXPLAIN "+q, bindArgs(args))
 	if err != nil {
 		return "", err
 	}
+	return planLines(rows)
+}
+
+func planLines(rows pgx.Rows) (string, error) {
 	defer rows.Close()
 	var lines []string
 	for rows.Next() {
@@ -70,12 +77,113 @@ func explainText(ctx context.Context, db querier, q string, args pgx.NamedArgs) 
 	return strings.Join(lines, "\n"), rows.Err()
 }
 
+// explainPlan is the plan a dry run shows. PostgreSQL prints the values
+// of bound parameters in a plan, so when q binds a secret parameter the
+// plan is PostgreSQL's generic one, which shows $1, $2… instead; db must
+// then be a transaction (the statement is prepared on its connection).
+func explainPlan(ctx context.Context, db querier, t *Table, q string, args pgx.NamedArgs) (string, []string, error) {
+	b, err := cachedBindSites(q)
+	if err != nil {
+		return "", nil, err
+	}
+	var secrets []string
+	for _, n := range b.names {
+		if t.secret[n] {
+			secrets = append(secrets, "@"+n)
+		}
+	}
+	if len(secrets) == 0 {
+		text, err := explainText(ctx, db, q, args)
+		return text, nil, err
+	}
+	tx, ok := db.(pgx.Tx)
+	if !ok {
+		return "", []string{"the chunk statement's plan is not shown: it binds secret parameters"}, nil
+	}
+	text, err := genericPlan(ctx, tx, b)
+	if err != nil {
+		return "", []string{"the chunk statement's plan is not shown: it binds secret parameters (" +
+			strings.Join(secrets, ", ") + ") and PostgreSQL could not plan it without their values: " + t.masked(err.Error())}, nil
+	}
+	return text, []string{"the plan is PostgreSQL's generic plan, with $1, $2… for the parameters, because the chunk statement binds " +
+		"secret parameters (" + strings.Join(secrets, ", ") + ") whose values must not be shown"}, nil
+}
+
+// genericPlan explains b's statement as PostgreSQL's generic plan: one
+// prepared without parameter values. Everything happens under a
+// savepoint that is rolled back, then the statement is deallocated.
+func genericPlan(ctx context.Context, tx pgx.Tx, b *bound) (string, error) {
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return "", err
+	}
+	name := "rewind_explain_" + strings.ReplaceAll(id.String(), "-", "")
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return "", err
+	}
+	text, err := func() (string, error) {
+		defer sp.Rollback(context.WithoutCancel(ctx))
+		if _, err := sp.Exec(ctx, "PREPARE "+name+" AS "+b.sql); err != nil {
+			return "", err
+		}
+		if _, err := sp.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+			return "", err
+		}
+		nulls := strings.TrimSuffix(strings.Repeat("NULL, ", len(b.names)), ", ")
+		rows, err := sp.Query(ctx, "EXPLAIN EXECUTE "+name+"("+nulls+")")
+		if err != nil {
+			return "", err
+		}
+		return planLines(rows)
+	}()
+	if _, derr := tx.Exec(ctx, "DEALLOCATE "+name); derr != nil && err == nil {
+		err = derr
+	}
+	return text, err
+}
+
+// readOnly runs fn in a read-only transaction that is rolled back, or,
+// when db is a transaction already, under a savepoint that is rolled back:
+// evaluating a job's expressions to check or preview them must change
+// nothing. A read-only transaction refuses nextval() and writes, so a
+// sequence does not advance either.
+func readOnly(ctx context.Context, db querier, fn func(querier) error) error {
+	var tx pgx.Tx
+	var err error
+	switch d := db.(type) {
+	case pgx.Tx:
+		tx, err = d.Begin(ctx)
+	case interface {
+		BeginTx(context.Context, pgx.TxOptions) (pgx.Tx, error)
+	}:
+		tx, err = d.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	default:
+		return fmt.Errorf("backfill: cannot start a read-only transaction on %T", db)
+	}
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	return fn(tx)
+}
+
+// hasSideEffects reports whether err is PostgreSQL refusing a write (such
+// as nextval()) in a read-only transaction.
+func hasSideEffects(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "25006"
+}
+
 // setChange updates the source table's columns with SQL expressions.
 type setChange struct {
 	t    *Table
 	set  map[string]string
 	cols []string        // sorted
 	noEq map[string]bool // columns whose type has no equality operator (json…): compared as text
+	// secretCols are the columns whose expression binds a secret
+	// parameter: a dry run does not show their new values.
+	secretCols map[string]bool
 	// hashRow hashes a row of the checksummed columns: their record hash
 	// when every type has a hash function (no text conversion), else the
 	// hash of the row's text.
@@ -107,12 +215,28 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		if slices.Contains(s.t.Key, c) {
 			return &rewind.ValidationError{Field: field, Value: c, Reason: "a set job cannot change a key column"}
 		}
-		if strings.TrimSpace(s.set[c]) == "" {
-			return &rewind.ValidationError{Field: field, Reason: "needs an SQL expression"}
+		e, err := parseExpr(field, s.set[c])
+		if err != nil {
+			return err
 		}
-		q := fmt.Sprintf("SELECT CAST((%s) AS %s) FROM %s t", s.set[c], s.t.types[c], s.t.ref)
+		for _, n := range e.names {
+			if s.t.secret[n] {
+				if s.secretCols == nil {
+					s.secretCols = map[string]bool{}
+				}
+				s.secretCols[c] = true
+			}
+		}
+		if s.t.notNull[c] && e.alwaysNull(args) {
+			return &rewind.ValidationError{Field: field, Value: s.set[c],
+				Reason: fmt.Sprintf("is NULL for every row, and column %s is NOT NULL", c)}
+		}
+		// PostgreSQL's analysis of the UPDATE itself refuses what a
+		// SELECT would take: a generated or identity column, an aggregate,
+		// window or set-returning function. EXPLAIN runs nothing.
+		q := fmt.Sprintf("UPDATE %s t SET %s = %s WHERE false", s.t.ref, quote(c), s.value(c))
 		if _, err := explainText(ctx, db, q, args); err != nil {
-			return sqlError(field, s.set[c], err)
+			return s.t.sqlError(field, s.set[c], err)
 		}
 		q = fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), s.t.ref)
 		if _, err := explainText(ctx, db, q, nil); err != nil {
@@ -120,6 +244,55 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 				s.noEq = map[string]bool{}
 			}
 			s.noEq[c] = true
+		}
+	}
+	a := with(args)
+	if _, err := explainText(ctx, db, s.updateSQL(a, Bounds{}), a); err != nil {
+		return s.t.sqlError("set", fmt.Sprint(s.set), err)
+	}
+	if s.t.policy == Skip {
+		return nil // failing rows are quarantined, not refused
+	}
+	return s.checkFirstChunk(ctx, db, args)
+}
+
+// value is the new value of column c: its expression cast to c's type.
+func (s *setChange) value(c string) string {
+	return fmt.Sprintf("CAST(%s AS %s)", wrap(s.set[c]), s.t.types[c])
+}
+
+// checkFirstChunk evaluates each set expression on the first chunk's rows,
+// read-only and rolled back, so that what PostgreSQL would refuse in chunk
+// 1 under the halt policy (a NOT NULL column given NULL, a value that does
+// not convert, a division by zero) is refused before a run exists. An
+// expression with side effects (nextval()) is not evaluated: a read-only
+// transaction refuses it, and the chunks are where it runs.
+func (s *setChange) checkFirstChunk(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	first := s.t.firstChunkSQL()
+	for _, c := range s.cols {
+		var k Key
+		err := readOnly(ctx, db, func(tx querier) error {
+			a := with(args)
+			q := fmt.Sprintf("SELECT %s FROM (%s) t WHERE %s IS NULL", s.t.keyText("t."), first, s.value(c))
+			rows, err := tx.Query(ctx, q, bindArgs(a))
+			if err != nil {
+				return err
+			}
+			keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Key, error) { return scanKey(row, len(s.t.Key)) })
+			if len(keys) > 0 {
+				k = keys[0]
+			}
+			return err
+		})
+		switch {
+		case hasSideEffects(err):
+			continue
+		case err != nil:
+			return s.t.sqlError("set."+c, s.set[c], err)
+		case k != nil && s.t.notNull[c]:
+			return &rewind.ValidationError{Field: "set." + c, Value: s.set[c],
+				Reason: fmt.Sprintf("is NULL for key %s in the first chunk, and column %s is NOT NULL "+
+					"(the run would halt there; on_data_error: skip quarantines such rows instead)", s.t.masked(k.String()), c)}
 		}
 	}
 	return nil
@@ -139,7 +312,7 @@ func (s *setChange) checksumCols(prefix string) string {
 func (s *setChange) assignments() (set, differs string) {
 	var sets, olds, news []string
 	for _, c := range s.cols {
-		v := fmt.Sprintf("CAST((%s) AS %s)", s.set[c], s.t.types[c])
+		v := s.value(c)
 		sets = append(sets, quote(c)+" = "+v)
 		if s.noEq[c] {
 			olds, news = append(olds, "t."+quote(c)+"::text"), append(news, v+"::text")
@@ -170,44 +343,64 @@ func (s *setChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkRe
 		o AS (SELECT count(*) AS n, coalesce(sum(u._rw_h), 0)::text AS h FROM u)
 		SELECT i.n, o.n, i.h, o.h, clock_timestamp() FROM i, o`,
 		s.hashRow(row), s.t.ref, s.t.rangeCond(a, b), s.t.where(), s.updateSQL(a, b), s.hashRow(row))
-	err := env.tx.QueryRow(ctx, q, a).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At)
-	return r, err
+	err := env.tx.QueryRow(ctx, q, bindArgs(a)).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At)
+	return r, s.t.maskErr(err)
 }
 
+// preview shows the first n rows' changes, evaluated read-only and rolled
+// back. New values computed from a secret parameter are shown as "***";
+// expressions with side effects (nextval()) are not evaluated at all.
 func (s *setChange) preview(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds, n int) ([]Diff, []string, error) {
 	a := with(args)
 	var sel []string
 	for _, c := range s.cols {
-		sel = append(sel, "t."+quote(c)+"::text", fmt.Sprintf("CAST(CAST((%s) AS %s) AS text)", s.set[c], s.t.types[c]))
+		sel = append(sel, "t."+quote(c)+"::text", fmt.Sprintf("CAST(%s AS text)", s.value(c)))
 	}
 	q := fmt.Sprintf("SELECT %s, %s FROM %s t WHERE %s AND %s ORDER BY %s LIMIT %d",
 		s.t.keyText("t."), strings.Join(sel, ", "), s.t.ref, s.t.rangeCond(a, Bounds{After: b.After}), s.t.where(), s.t.keyCols("t."), n)
-	rows, err := db.Query(ctx, q, a)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer rows.Close()
 	var diffs []Diff
-	nk := len(s.t.Key)
-	for rows.Next() {
-		vals := make([]*string, nk+2*len(s.cols))
-		ptrs := make([]any, len(vals))
-		for i := range vals {
-			ptrs[i] = &vals[i]
+	err := readOnly(ctx, db, func(tx querier) error {
+		rows, err := tx.Query(ctx, q, bindArgs(a))
+		if err != nil {
+			return err
 		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, nil, err
+		defer rows.Close()
+		nk := len(s.t.Key)
+		for rows.Next() {
+			vals := make([]*string, nk+2*len(s.cols))
+			ptrs := make([]any, len(vals))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				return err
+			}
+			d := Diff{Key: make(Key, nk), Before: map[string]string{}, After: map[string]string{}}
+			for i := range nk {
+				d.Key[i] = derefText(vals[i])
+			}
+			for i, c := range s.cols {
+				d.Before[c], d.After[c] = derefText(vals[nk+2*i]), derefText(vals[nk+2*i+1])
+				if s.secretCols[c] {
+					d.After[c] = "***"
+				}
+			}
+			diffs = append(diffs, d)
 		}
-		d := Diff{Key: make(Key, nk), Before: map[string]string{}, After: map[string]string{}}
-		for i := range nk {
-			d.Key[i] = derefText(vals[i])
-		}
-		for i, c := range s.cols {
-			d.Before[c], d.After[c] = derefText(vals[nk+2*i]), derefText(vals[nk+2*i+1])
-		}
-		diffs = append(diffs, d)
+		return rows.Err()
+	})
+	if hasSideEffects(err) {
+		return nil, []string{"the new values are not previewed: evaluating the set expressions has side effects (" +
+			s.t.masked(err.Error()) + "), which a dry run does not allow; they are evaluated only by --execute"}, nil
 	}
-	return diffs, nil, rows.Err()
+	if err != nil {
+		return nil, nil, s.t.maskErr(err)
+	}
+	var notes []string
+	if len(s.secretCols) > 0 {
+		notes = append(notes, "new values computed from secret parameters are shown as ***")
+	}
+	return diffs, notes, nil
 }
 
 func derefText(s *string) string {
@@ -217,9 +410,9 @@ func derefText(s *string) string {
 	return *s
 }
 
-func (s *setChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error) {
+func (s *setChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, []string, error) {
 	a := with(args)
-	return explainText(ctx, db, s.updateSQL(a, b), a)
+	return explainPlan(ctx, db, s.t, s.updateSQL(a, b), a)
 }
 
 // statementChange runs an SQL statement per chunk with the chunk's key
@@ -228,8 +421,6 @@ type statementChange struct {
 	t   *Table
 	sql string
 }
-
-var boundRE = regexp.MustCompile(`@(lo|hi)(_[A-Za-z0-9_]+)?\b`)
 
 func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
 	a := with(args)
@@ -246,13 +437,27 @@ func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
 	return a
 }
 
+// prepare checks the statement against the database: every table it
+// writes, in a data-modifying WITH too, must be the job's table (the
+// parser found them; the database resolves their names as the statement
+// would), and PostgreSQL must accept it (EXPLAIN runs nothing).
 func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
-	if !boundRE.MatchString(s.sql) {
-		return &rewind.ValidationError{Field: "statement", Value: s.sql,
-			Reason: "must restrict itself to the chunk with @lo and @hi (or @lo_COLUMN and @hi_COLUMN)"}
+	info, err := parseStatement("statement", s.sql)
+	if err != nil {
+		return err
+	}
+	for _, rel := range info.targets {
+		var oid *uint32
+		if err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid", rel.sql()).Scan(&oid); err != nil {
+			return s.t.sqlError("statement", s.sql, err)
+		}
+		if oid == nil || *oid != s.t.oid {
+			return &rewind.ValidationError{Field: "statement", Value: s.sql,
+				Reason: fmt.Sprintf("writes %s, which is not the job's table %s; a statement may write only the job's table", rel, s.t.ref)}
+		}
 	}
 	if _, err := explainText(ctx, db, s.sql, s.bind(args, Bounds{})); err != nil {
-		return sqlError("statement", s.sql, err)
+		return s.t.sqlError("statement", s.sql, err)
 	}
 	return nil
 }
@@ -263,9 +468,9 @@ func (s *statementChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (c
 	if r.Seen, r.In, r.At, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
 		return r, err
 	}
-	tag, err := env.tx.Exec(ctx, s.sql, s.bind(env.args, b))
+	tag, err := env.tx.Exec(ctx, s.sql, bindArgs(s.bind(env.args, b)))
 	if err != nil {
-		return r, err
+		return r, s.t.maskErr(err)
 	}
 	r.Changed = tag.RowsAffected()
 	_, r.Out, err = s.t.rangeSum(ctx, env.tx, b)
@@ -285,8 +490,8 @@ func (s *statementChange) preview(ctx context.Context, db querier, args pgx.Name
 		"the rows shown are the first chunk's input"}, nil
 }
 
-func (s *statementChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error) {
-	return explainText(ctx, db, s.sql, s.bind(args, b))
+func (s *statementChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, []string, error) {
+	return explainPlan(ctx, db, s.t, s.sql, s.bind(args, b))
 }
 
 func rowText(row map[string]any) map[string]string {
@@ -377,14 +582,14 @@ func (p *processChange) preview(ctx context.Context, db querier, args pgx.NamedA
 	return diffs, nil, nil
 }
 
-func (p *processChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, error) {
+func (p *processChange) explain(ctx context.Context, db querier, args pgx.NamedArgs, b Bounds) (string, []string, error) {
 	t, ok := p.src.(*Table)
 	if !ok {
-		return "", nil
+		return "", nil, nil
 	}
 	a := with(args)
 	q := fmt.Sprintf("SELECT * FROM %s t WHERE %s AND %s ORDER BY %s FOR UPDATE", t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."))
-	return explainText(ctx, db, q, a)
+	return explainPlan(ctx, db, t, q, a)
 }
 
 func itemsSum(items []Item) string {

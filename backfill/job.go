@@ -122,7 +122,9 @@ type Param struct {
 	// Type is a PostgreSQL type name: text, bigint, integer, numeric,
 	// boolean, timestamptz, date, uuid, double precision.
 	Type string
-	// Value is the Go value bound to @name.
+	// Value is the Go value bound to @name; nil binds NULL. A parameter
+	// the job's SQL uses must be in Params, with a nil Value if it is to
+	// be NULL: an @name that is not declared is an error.
 	Value any
 	// Text is the value as given, for the job hash and the ledger.
 	Text string
@@ -160,9 +162,42 @@ func (p Params) masked() map[string]string {
 	return out
 }
 
+// described is how the job hash and a run's record show a parameter:
+// "type:text", or the type alone for NULL.
+func (p Param) described(text string) string {
+	if p.Value == nil {
+		return p.Type
+	}
+	return p.Type + ":" + text
+}
+
+// redactor replaces the text of every secret parameter's value with
+// "***": the last line of defence for messages that quote a value, such
+// as a database error.
+func (p Params) redactor() func(string) string {
+	var pairs []string
+	for _, k := range p.secretNames() {
+		if t := p[k].Text; t != "" {
+			pairs = append(pairs, t)
+		}
+	}
+	if len(pairs) == 0 {
+		return func(s string) string { return s }
+	}
+	// longer values first, so that a secret containing another is replaced whole
+	slices.SortFunc(pairs, func(a, b string) int { return len(b) - len(a) })
+	var args []string
+	for _, t := range pairs {
+		args = append(args, t, "***")
+	}
+	r := strings.NewReplacer(args...)
+	return r.Replace
+}
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 
-// validate checks what can be checked without a database.
+// validate checks what can be checked without a database: the job's
+// fields, and its SQL with PostgreSQL's parser (see expr.go).
 func (j *Job) validate() error {
 	bad := func(field, value, reason string) error {
 		return &rewind.ValidationError{Field: "job " + field, Value: value, Reason: reason}
@@ -173,7 +208,7 @@ func (j *Job) validate() error {
 			n++
 		}
 	}
-	_, isTable := j.Source.(*Table)
+	t, isTable := j.Source.(*Table)
 	switch {
 	case !nameRE.MatchString(j.Name):
 		return bad("name", j.Name, "must be 1 to 100 letters, digits, '.', '_' or '-'")
@@ -192,95 +227,133 @@ func (j *Job) validate() error {
 	case j.OnDataError != "" && j.OnDataError != Halt && j.OnDataError != Skip:
 		return bad("on_data_error", string(j.OnDataError), `must be "halt" or "skip"`)
 	}
-	if t, ok := j.Source.(*Table); ok {
-		if err := checkExpr("where", t.Where); err != nil {
+	if !isTable {
+		return nil
+	}
+	bounds := j.boundNames(t)
+	for _, name := range slices.Sorted(maps.Keys(j.Params)) {
+		switch {
+		case !bindNameRE.MatchString(name):
+			return &rewind.ValidationError{Field: "params." + name, Value: name,
+				Reason: "a parameter name must be a letter or '_' followed by letters, digits or '_'"}
+		case strings.HasPrefix(name, "_rw_"):
+			return &rewind.ValidationError{Field: "params." + name, Value: name, Reason: "names starting with _rw_ are the runner's own"}
+		case bounds[name]:
+			return &rewind.ValidationError{Field: "params." + name, Value: name,
+				Reason: "is the name of a chunk bound the runner binds in the statement; rename the parameter"}
+		}
+	}
+	t.chunk, t.policy, t.redact = j.chunkSize(), j.policy(), j.Params.redactor()
+	t.secret = map[string]bool{}
+	for _, name := range j.Params.secretNames() {
+		t.secret[name] = true
+	}
+	if strings.TrimSpace(t.Where) != "" {
+		e, err := parseExpr("where", t.Where)
+		if err != nil {
+			return err
+		}
+		if err := j.declared("where", t.Where, e.names, nil); err != nil {
 			return err
 		}
 	}
 	for _, col := range slices.Sorted(maps.Keys(j.Set)) {
-		if err := checkExpr("set "+col, j.Set[col]); err != nil {
+		field := "set." + col
+		if strings.TrimSpace(j.Set[col]) == "" {
+			return &rewind.ValidationError{Field: field, Reason: "needs an SQL expression"}
+		}
+		e, err := parseExpr(field, j.Set[col])
+		if err != nil {
+			return err
+		}
+		if err := j.declared(field, j.Set[col], e.names, nil); err != nil {
 			return err
 		}
 	}
-	return nil
-}
-
-// checkExpr accepts one SQL expression: the runner wraps it in
-// parentheses inside its own statements, so an expression that closes
-// them, ends the statement or comments the rest out would escape the
-// chunk's key range. Quoted text is skipped: '…' (with E'…' escapes),
-// "…" and $tag$…$tag$.
-func checkExpr(field, expr string) error {
-	bad := func(reason string) error {
-		return &rewind.ValidationError{Field: "job " + field, Value: expr, Reason: reason}
-	}
-	depth := 0
-	for i := 0; i < len(expr); i++ {
-		switch c := expr[i]; {
-		case c == '\'':
-			escapes := i > 0 && (expr[i-1] == 'E' || expr[i-1] == 'e')
-			for i++; i < len(expr); i++ {
-				if escapes && expr[i] == '\\' {
-					i++
-				} else if expr[i] == '\'' {
-					if i+1 < len(expr) && expr[i+1] == '\'' {
-						i++
-						continue
-					}
-					break
-				}
-			}
-			if i >= len(expr) {
-				return bad("has an unterminated string")
-			}
-		case c == '"':
-			end := strings.IndexByte(expr[i+1:], '"')
-			if end < 0 {
-				return bad("has an unterminated quoted identifier")
-			}
-			i += end + 1
-		case c == '$' && (i == 0 || !isIdentByte(expr[i-1])):
-			end := strings.IndexByte(expr[i+1:], '$')
-			if end < 0 || !dollarTag(expr[i+1:i+1+end]) {
-				continue // a parameter such as $1, not a dollar quote
-			}
-			tag := expr[i : i+end+2]
-			close := strings.Index(expr[i+len(tag):], tag)
-			if close < 0 {
-				return bad("has an unterminated dollar-quoted string")
-			}
-			i += len(tag) + close + len(tag) - 1
-		case c == '(':
-			depth++
-		case c == ')':
-			if depth--; depth < 0 {
-				return bad("closes a parenthesis it did not open; give one expression")
-			}
-		case c == ';':
-			return bad("contains ';'; give one expression, not statements")
-		case c == '-' && i+1 < len(expr) && expr[i+1] == '-', c == '/' && i+1 < len(expr) && expr[i+1] == '*':
-			return bad("contains a comment; remove it")
-		}
-	}
-	if depth != 0 {
-		return bad("leaves a parenthesis open")
+	if j.Statement != "" {
+		return j.validateStatement(t, bounds)
 	}
 	return nil
 }
 
-func isIdentByte(c byte) bool {
-	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+// boundNames are the names a statement job binds to its chunk's bounds:
+// @lo and @hi for a one-column key, @lo_COLUMN and @hi_COLUMN always.
+func (j *Job) boundNames(t *Table) map[string]bool {
+	if j.Statement == "" {
+		return nil
+	}
+	names := map[string]bool{}
+	for _, c := range t.Key {
+		names["lo_"+c], names["hi_"+c] = true, true
+	}
+	if len(t.Key) == 1 {
+		names["lo"], names["hi"] = true, true
+	}
+	return names
 }
 
-// dollarTag reports whether s can be the tag between the $ signs of a
-// dollar quote: empty, or an identifier not starting with a digit.
-func dollarTag(s string) bool {
-	for i := range len(s) {
-		if !isIdentByte(s[i]) || i == 0 && s[i] >= '0' && s[i] <= '9' {
-			return false
+// validateStatement checks a statement's shape and its bind sites: every
+// @name declared or a bound, and the chunk's bounds really bound (a @lo
+// inside a string literal is not). What it writes is checked against the
+// database when the job is prepared.
+func (j *Job) validateStatement(t *Table, bounds map[string]bool) error {
+	info, err := parseStatement("statement", j.Statement)
+	if err != nil {
+		return err
+	}
+	if err := j.declared("statement", j.Statement, info.names, bounds); err != nil {
+		return err
+	}
+	used := map[string]bool{}
+	for _, n := range info.names {
+		used[n] = true
+	}
+	var missing []string
+	for _, c := range t.Key {
+		for _, side := range []string{"lo", "hi"} {
+			if used[side+"_"+c] || len(t.Key) == 1 && used[side] {
+				continue
+			}
+			if len(t.Key) == 1 {
+				missing = append(missing, "@"+side)
+			} else {
+				missing = append(missing, "@"+side+"_"+c)
+			}
 		}
 	}
-	return true
+	if len(missing) == 0 {
+		return nil
+	}
+	want := "@lo and @hi (or @lo_COLUMN and @hi_COLUMN)"
+	if len(t.Key) > 1 {
+		want = "@lo_COLUMN and @hi_COLUMN for every key column"
+	}
+	return &rewind.ValidationError{Field: "statement", Value: j.Statement,
+		Reason: fmt.Sprintf("must restrict itself to the chunk with %s as parameters; it does not bind %s "+
+			"(text inside quotes or comments binds nothing)", want, strings.Join(missing, ", "))}
+}
+
+// declared checks that every @name a field binds is a parameter of the
+// job (or one of bounds): an undeclared one would otherwise be NULL.
+func (j *Job) declared(field, sql string, names []string, bounds map[string]bool) error {
+	for _, n := range names {
+		if _, ok := j.Params[n]; ok || bounds[n] {
+			continue
+		}
+		decl := slices.Sorted(maps.Keys(j.Params))
+		for b := range bounds {
+			decl = append(decl, b+" (chunk bound)")
+		}
+		list := "none"
+		if len(decl) > 0 {
+			slices.Sort(decl)
+			list = strings.Join(decl, ", ")
+		}
+		return &rewind.ValidationError{Field: field, Value: sql,
+			Reason: fmt.Sprintf("uses @%s, which the job does not declare (declared: %s); "+
+				"declare it under params, or put a space after @ if it is meant as an operator", n, list)}
+	}
+	return nil
 }
 
 func (j *Job) chunkSize() int {
@@ -315,9 +388,9 @@ func (j *Job) Describe() map[string]any {
 	}
 	params := map[string]string{}
 	for k, p := range j.Params {
-		params[k] = p.Type + ":" + p.Text
+		params[k] = p.described(p.Text)
 		if p.secret(k) {
-			params[k] = p.Type + ":***"
+			params[k] = p.described("***")
 		}
 	}
 	d["params"] = params
@@ -330,7 +403,7 @@ func (j *Job) Hash() string {
 	d := j.Describe()
 	params := map[string]string{}
 	for k, p := range j.Params {
-		params[k] = p.Type + ":" + p.Text
+		params[k] = p.described(p.Text)
 	}
 	d["params"] = params
 	b, err := json.Marshal(d) // map keys are sorted: the encoding is canonical

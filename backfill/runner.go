@@ -161,6 +161,13 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	if err := r.cfg.DB.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("connect to the target database: %w", err)
 	}
+	// Nothing may be written (the ledger's schema in the target included)
+	// unless both databases can be reached.
+	if r.cfg.Ledger != nil && r.cfg.Ledger != r.cfg.DB {
+		if err := r.cfg.Ledger.Ping(ctx); err != nil {
+			return nil, fmt.Errorf("connect to the ledger database: %w", err)
+		}
+	}
 	p := &prepared{job: job, hash: job.Hash(), args: job.Params.namedArgs(), src: job.Source}
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
@@ -251,35 +258,44 @@ func (r *Runner) Plan(ctx context.Context, job *Job, o PlanOptions) (*Plan, erro
 		return nil, err
 	}
 	plan := &Plan{Job: job.Name, Version: job.Version, JobHash: p.hash, ChunkSize: job.chunkSize(), Diffs: []Diff{}}
-	if plan.Rows, plan.Estimated, plan.PlanHash, err = r.inputHash(ctx, p, o.Estimate); err != nil {
+	// Everything the dry run evaluates runs in a read-only transaction that
+	// is rolled back: it changes nothing, and cannot advance a sequence.
+	db, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the target database: %w", err)
+	}
+	defer db.Rollback(context.WithoutCancel(ctx))
+	if plan.Rows, plan.Estimated, plan.PlanHash, err = r.inputHash(ctx, db, p, o.Estimate); err != nil {
 		return nil, err
 	}
 	if plan.Estimated {
 		plan.Notes = append(plan.Notes, "the row count is the planner's estimate; the plan hash covers the job only, not its input")
 	}
 	plan.Chunks = (plan.Rows + int64(plan.ChunkSize) - 1) / int64(plan.ChunkSize)
-	end, err := p.src.end(ctx, r.cfg.DB, p.args)
+	end, err := p.src.end(ctx, db, p.args)
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	if end != nil {
-		b, ok, err := p.src.next(ctx, r.cfg.DB, p.args, nil, end, plan.ChunkSize)
+		b, ok, err := p.src.next(ctx, db, p.args, nil, end, plan.ChunkSize)
 		if err != nil {
 			return nil, fmt.Errorf("plan the first chunk: %w", err)
 		}
 		if ok {
 			plan.FirstChunk = &b
-			diffs, notes, err := p.ch.preview(ctx, r.cfg.DB, p.args, b, r.cfg.PreviewRows)
+			diffs, notes, err := p.ch.preview(ctx, db, p.args, b, r.cfg.PreviewRows)
 			if err != nil {
 				return nil, fmt.Errorf("preview: %w", err)
 			}
 			plan.Diffs = append(plan.Diffs, diffs...)
 			plan.Notes = append(plan.Notes, notes...)
-			if plan.Explain, err = p.ch.explain(ctx, r.cfg.DB, p.args, b); err != nil {
+			if plan.Explain, notes, err = p.ch.explain(ctx, db, p.args, b); err != nil {
 				return nil, fmt.Errorf("explain the chunk statement: %w", err)
 			}
+			plan.Notes = append(plan.Notes, notes...)
 		}
 	}
+	db.Rollback(ctx)
 	if plan.Rows == 0 && !plan.Estimated {
 		plan.Notes = append(plan.Notes, "nothing to do: no row matches the job's WHERE (already applied?)")
 	}
@@ -303,8 +319,8 @@ func (r *Runner) Plan(ctx context.Context, job *Job, o PlanOptions) (*Plan, erro
 }
 
 // inputHash counts the input and hashes the job with it into a plan hash.
-func (r *Runner) inputHash(ctx context.Context, p *prepared, estimate bool) (int64, bool, string, error) {
-	n, _, err := p.src.count(ctx, r.cfg.DB, p.args, false)
+func (r *Runner) inputHash(ctx context.Context, db querier, p *prepared, estimate bool) (int64, bool, string, error) {
+	n, _, err := p.src.count(ctx, db, p.args, false)
 	if err != nil {
 		return 0, false, "", fmt.Errorf("estimate the rows to change: %w", err)
 	}
@@ -314,7 +330,7 @@ func (r *Runner) inputHash(ctx context.Context, p *prepared, estimate bool) (int
 		fmt.Fprintf(h, "estimated\n")
 		return n, true, hex.EncodeToString(h.Sum(nil))[:32], nil
 	}
-	fp, err := p.src.fingerprint(ctx, r.cfg.DB, p.args)
+	fp, err := p.src.fingerprint(ctx, db, p.args)
 	if err != nil {
 		return 0, false, "", fmt.Errorf("count the rows to change: %w", err)
 	}
@@ -375,7 +391,7 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 	}
 	var planHash string
 	if o.PlanHash != "" {
-		if _, _, planHash, err = r.inputHash(ctx, p, o.Estimate); err != nil {
+		if _, _, planHash, err = r.inputHash(ctx, r.cfg.DB, p, o.Estimate); err != nil {
 			return nil, err
 		}
 		if planHash != o.PlanHash {

@@ -31,9 +31,17 @@ type Table struct {
 	// Columns are the columns a process function reads. Defaults to all.
 	Columns []string
 
-	ref   string            // the table as SQL, quoted
-	types map[string]string // column → type
-	order []string          // all columns in table order
+	ref     string            // the table as SQL, quoted
+	oid     uint32            // the table's oid
+	types   map[string]string // column → type
+	notNull map[string]bool   // columns declared NOT NULL
+	order   []string          // all columns in table order
+
+	// Set by Job.validate, for the job's own table.
+	chunk  int                 // the job's chunk size
+	policy Policy              // the job's data-error policy
+	secret map[string]bool     // the secret parameters' names
+	redact func(string) string // masks secret values in messages
 }
 
 func (t *Table) describe() map[string]any {
@@ -65,7 +73,7 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 	if oid == nil {
 		return &rewind.ValidationError{Field: "table", Value: t.Name, Reason: "no such table in the database"}
 	}
-	t.ref = *ref
+	t.ref, t.oid = *ref, *oid
 	if err := t.loadColumns(ctx, db, *oid); err != nil {
 		return err
 	}
@@ -78,8 +86,34 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 		return err
 	}
 	q := "EXPLAIN SELECT 1 FROM " + t.ref + " t WHERE " + t.where()
-	if _, err := db.Exec(ctx, q, args); err != nil {
-		return sqlError("where", t.Where, err)
+	if _, err := db.Exec(ctx, q, bindArgs(args)); err != nil {
+		return t.sqlError("where", t.Where, err)
+	}
+	if t.chunk > 0 && strings.TrimSpace(t.Where) != "" {
+		return t.checkWhere(ctx, db, args)
+	}
+	return nil
+}
+
+// firstChunkSQL selects the rows of the job's first chunk.
+func (t *Table) firstChunkSQL() string {
+	return fmt.Sprintf("SELECT * FROM %s t WHERE %s ORDER BY %s LIMIT %d", t.ref, t.where(), t.keyCols("t."), t.chunk)
+}
+
+// checkWhere finds the first chunk, read-only and rolled back: the WHERE
+// is evaluated many times per chunk, so one that writes (nextval(), a
+// function that inserts) or fails on the first rows is refused now.
+func (t *Table) checkWhere(ctx context.Context, db querier, args pgx.NamedArgs) error {
+	err := readOnly(ctx, db, func(tx querier) error {
+		var n int64
+		return tx.QueryRow(ctx, "SELECT count(*) FROM ("+t.firstChunkSQL()+") t", bindArgs(args)).Scan(&n)
+	})
+	if hasSideEffects(err) {
+		return &rewind.ValidationError{Field: "where", Value: t.Where,
+			Reason: "must not write or advance a sequence, as it is evaluated several times per chunk: " + t.masked(err.Error())}
+	}
+	if err != nil {
+		return t.sqlError("where", t.Where, err)
 	}
 	return nil
 }
@@ -90,8 +124,8 @@ func (t *Table) loadColumns(ctx context.Context, db querier, oid uint32) error {
 	if err != nil {
 		return fmt.Errorf("read columns of %s: %w", t.ref, err)
 	}
-	t.types, t.order = map[string]string{}, nil
-	notNull := map[string]bool{}
+	t.types, t.notNull, t.order = map[string]string{}, map[string]bool{}, nil
+	notNull := t.notNull
 	for rows.Next() {
 		var name, typ string
 		var nn bool
@@ -130,24 +164,53 @@ func (t *Table) checkUniqueKey(ctx context.Context, db querier, oid uint32) erro
 }
 
 // sqlError turns a database's rejection of a job's SQL into a validation
-// error naming the field.
-func sqlError(field, sql string, err error) error {
+// error naming the field, with secret values masked.
+func (t *Table) sqlError(field, sql string, err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		reason := pe.Message
 		if pe.Hint != "" {
 			reason += " (hint: " + pe.Hint + ")"
 		}
-		return &rewind.ValidationError{Field: field, Value: sql, Reason: reason}
+		return &rewind.ValidationError{Field: field, Value: sql, Reason: t.masked(reason)}
 	}
 	return fmt.Errorf("check %s: %w", field, err)
 }
+
+// masked returns s with the job's secret values replaced by "***".
+func (t *Table) masked(s string) string {
+	if t.redact == nil {
+		return s
+	}
+	return t.redact(s)
+}
+
+// maskErr masks secret values in a database error's text, keeping its
+// SQLSTATE (which classifies it): what reaches the ledger and the
+// terminal about a chunk must not quote a secret.
+func (t *Table) maskErr(err error) error {
+	var pe *pgconn.PgError
+	if t.redact == nil || !errors.As(err, &pe) {
+		return err
+	}
+	c := *pe
+	c.Message, c.Detail, c.Hint, c.Where, c.InternalQuery = t.redact(c.Message), t.redact(c.Detail), t.redact(c.Hint),
+		t.redact(c.Where), t.redact(c.InternalQuery)
+	if c == *pe {
+		return err
+	}
+	return &c
+}
+
+// wrap puts a job's expression on lines of its own inside parentheses: a
+// trailing -- comment ends with its line, not with the runner's SQL.
+func wrap(expr string) string { return "(\n" + expr + "\n)" }
 
 func (t *Table) where() string {
 	if strings.TrimSpace(t.Where) == "" {
 		return "true"
 	}
-	return "(" + t.Where + ")"
+	return wrap(t.Where)
 }
 
 func (t *Table) keyCols(prefix string) string {
@@ -216,7 +279,7 @@ func scanKey(rows pgx.Row, n int) (Key, error) {
 func (t *Table) end(ctx context.Context, db querier, args pgx.NamedArgs) (Key, error) {
 	q := fmt.Sprintf("SELECT %s FROM %s t WHERE %s ORDER BY %s LIMIT 1",
 		t.keyText("t."), t.ref, t.where(), desc(t.keyCols("t.")))
-	rows, err := db.Query(ctx, q, args)
+	rows, err := db.Query(ctx, q, bindArgs(args))
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +303,10 @@ func (t *Table) next(ctx context.Context, db querier, args pgx.NamedArgs, after,
 
 // nextSQL is the query that finds the chunk after `after`: one row with its
 // first key, last key and size.
-func (t *Table) nextSQL(args pgx.NamedArgs, after, end Key, size int) (string, pgx.NamedArgs) {
-	a := with(args)
+func (t *Table) nextSQL(args pgx.NamedArgs, after, end Key, size int) (string, bindArgs) {
+	a := bindArgs(with(args))
 	inner := fmt.Sprintf("SELECT %s FROM %s t WHERE %s AND %s ORDER BY %s LIMIT %d",
-		t.keyCols("t."), t.ref, t.rangeCond(a, Bounds{After: after, Hi: end}), t.where(), t.keyCols("t."), size)
+		t.keyCols("t."), t.ref, t.rangeCond(pgx.NamedArgs(a), Bounds{After: after, Hi: end}), t.where(), t.keyCols("t."), size)
 	if len(t.Key) == 1 && hasMinMax(t.types[t.Key[0]]) {
 		k := "c." + quote(t.Key[0])
 		return fmt.Sprintf("SELECT ARRAY[min(%s)::text], ARRAY[max(%s)::text], count(*) FROM (%s) c", k, k, inner), a
@@ -295,7 +358,7 @@ func deref(p []*string) Key {
 func (t *Table) count(ctx context.Context, db querier, args pgx.NamedArgs, exact bool) (int64, bool, error) {
 	if exact {
 		var n int64
-		err := db.QueryRow(ctx, "SELECT count(*) FROM "+t.ref+" t WHERE "+t.where(), args).Scan(&n)
+		err := db.QueryRow(ctx, "SELECT count(*) FROM "+t.ref+" t WHERE "+t.where(), bindArgs(args)).Scan(&n)
 		return n, false, err
 	}
 	var plan []struct {
@@ -304,7 +367,7 @@ func (t *Table) count(ctx context.Context, db querier, args pgx.NamedArgs, exact
 		} `json:"Plan"`
 	}
 	var raw []byte
-	if err := db.QueryRow(ctx, "EXPLAIN (FORMAT JSON) SELECT 1 FROM "+t.ref+" t WHERE "+t.where(), args).Scan(&raw); err != nil {
+	if err := db.QueryRow(ctx, "EXPLAIN (FORMAT JSON) SELECT 1 FROM "+t.ref+" t WHERE "+t.where(), bindArgs(args)).Scan(&raw); err != nil {
 		return 0, true, err
 	}
 	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) == 0 {
@@ -317,7 +380,7 @@ func (t *Table) fingerprint(ctx context.Context, db querier, args pgx.NamedArgs)
 	var n int64
 	var sum string
 	q := fmt.Sprintf("SELECT count(*), %s FROM %s t WHERE %s", rowSum("t::text"), t.ref, t.where())
-	err := db.QueryRow(ctx, q, args).Scan(&n, &sum)
+	err := db.QueryRow(ctx, q, bindArgs(args)).Scan(&n, &sum)
 	return fmt.Sprintf("%d:%s", n, sum), err
 }
 
@@ -341,7 +404,7 @@ func (t *Table) read(ctx context.Context, q querier, args pgx.NamedArgs, b Bound
 	}
 	query := fmt.Sprintf("SELECT %s, %s FROM %s t WHERE %s AND %s ORDER BY %s%s",
 		t.keyText("t."), strings.Join(sel, ", "), t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."), lockClause)
-	rows, err := q.Query(ctx, query, a)
+	rows, err := q.Query(ctx, query, bindArgs(a))
 	if err != nil {
 		return nil, err
 	}
@@ -369,7 +432,7 @@ func (t *Table) keys(ctx context.Context, q querier, args pgx.NamedArgs, b Bound
 	a := with(args)
 	query := fmt.Sprintf("SELECT %s FROM %s t WHERE %s AND %s ORDER BY %s",
 		t.keyText("t."), t.ref, t.rangeCond(a, b), t.where(), t.keyCols("t."))
-	rows, err := q.Query(ctx, query, a)
+	rows, err := q.Query(ctx, query, bindArgs(a))
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +458,7 @@ func (t *Table) lockRead(ctx context.Context, tx querier, args pgx.NamedArgs, b 
 	var n int64
 	var sum string
 	var at time.Time
-	err := tx.QueryRow(ctx, q, a).Scan(&n, &sum, &at)
+	err := tx.QueryRow(ctx, q, bindArgs(a)).Scan(&n, &sum, &at)
 	return n, sum, at, err
 }
 
@@ -406,7 +469,7 @@ func (t *Table) rangeSum(ctx context.Context, tx querier, b Bounds) (int64, stri
 	q := fmt.Sprintf("SELECT count(*), %s FROM %s t WHERE %s", rowSum("t::text"), t.ref, t.rangeCond(a, b))
 	var n int64
 	var sum string
-	err := tx.QueryRow(ctx, q, a).Scan(&n, &sum)
+	err := tx.QueryRow(ctx, q, bindArgs(a)).Scan(&n, &sum)
 	return n, sum, err
 }
 

@@ -14,13 +14,14 @@
 //
 // A job has either set (column: SQL expression) or statement (SQL run per
 // chunk with @lo and @hi bound to the chunk's first and last keys).
-// Unknown fields are errors with their line; so are missing fields, and,
-// through Annotate, what the database rejects (an unknown table or column,
-// bad SQL) is reported at the line of the field that holds it.
+// Each field is decoded with its type (chunk is a whole number, required a
+// boolean…); a value of the wrong type, an unknown or repeated field, a
+// missing one and an empty file are errors naming the field and its line,
+// and, through Annotate, so is what the runner rejects (an unknown table or
+// column, bad SQL).
 package jobfile
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -43,39 +44,23 @@ import (
 
 // spec is the file's schema.
 type spec struct {
-	Name        string               `yaml:"name"`
-	Version     string               `yaml:"version"`
-	Table       string               `yaml:"table"`
-	Key         stringList           `yaml:"key"`
-	Where       string               `yaml:"where"`
-	Set         map[string]string    `yaml:"set"`
-	Statement   string               `yaml:"statement"`
-	Params      map[string]paramSpec `yaml:"params"`
-	Chunk       int                  `yaml:"chunk"`
-	OnDataError string               `yaml:"on_data_error"`
+	Name        string
+	Version     string
+	Table       string
+	Key         []string
+	Where       string
+	Set         map[string]string
+	Statement   string
+	Params      map[string]paramSpec
+	Chunk       *int // nil: not given
+	OnDataError string
 }
 
 type paramSpec struct {
-	Type     string  `yaml:"type"`
-	Required bool    `yaml:"required"`
-	Default  *string `yaml:"default"`
-	Secret   bool    `yaml:"secret"`
-}
-
-// stringList accepts "id" or [a, b].
-type stringList []string
-
-func (s *stringList) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		*s = stringList{n.Value}
-		return nil
-	}
-	var l []string
-	if err := n.Decode(&l); err != nil {
-		return err
-	}
-	*s = l
-	return nil
+	Type     string
+	Required bool
+	Default  *string
+	Secret   bool
 }
 
 // File is a parsed job file.
@@ -94,24 +79,196 @@ func Load(path string) (*File, error) {
 	return Parse(path, b)
 }
 
-var lineRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
-
-// Parse parses a job file's content; path names it in errors.
+// Parse parses a job file's content; path names it in errors. Each field
+// is decoded with its type, and an error names the field and its line.
 func Parse(path string, b []byte) (*File, error) {
 	f := &File{Path: path, lines: map[string]int{}}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f.spec); err != nil {
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
-		msg = lineRE.ReplaceAllString(msg, `line $1: unknown field "$2"`)
-		return nil, f.errorf("", "%s", msg)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, f.errorf("", "is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err == nil && len(root.Content) == 1 {
-		f.index("", root.Content[0])
+	if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
+		return nil, f.errorf("", "is empty: a job needs name, version, table, key, and set or statement")
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, f.errorf("", "must be a mapping of fields (name: …, table: …), not %s", kindName(root))
+	}
+	f.index("", root)
+	if err := f.decode(root); err != nil {
+		return nil, err
 	}
 	return f, f.check()
+}
+
+// fieldDecoders decode each top-level field of a job file.
+var fieldDecoders = map[string]func(f *File, v *yaml.Node) error{
+	"name":          func(f *File, v *yaml.Node) error { return f.scalar("name", v, &f.spec.Name) },
+	"version":       func(f *File, v *yaml.Node) error { return f.scalar("version", v, &f.spec.Version) },
+	"table":         func(f *File, v *yaml.Node) error { return f.scalar("table", v, &f.spec.Table) },
+	"where":         func(f *File, v *yaml.Node) error { return f.scalar("where", v, &f.spec.Where) },
+	"statement":     func(f *File, v *yaml.Node) error { return f.scalar("statement", v, &f.spec.Statement) },
+	"on_data_error": func(f *File, v *yaml.Node) error { return f.scalar("on_data_error", v, &f.spec.OnDataError) },
+	"key":           (*File).decodeKey,
+	"set":           (*File).decodeSet,
+	"params":        (*File).decodeParams,
+	"chunk":         (*File).decodeChunk,
+}
+
+func (f *File) decode(root *yaml.Node) error {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if l, dup := seen[k.Value]; dup {
+			return f.errorf("", "line %d: field %q is given twice (first at line %d)", k.Line, k.Value, l)
+		}
+		seen[k.Value] = k.Line
+		dec, ok := fieldDecoders[k.Value]
+		if !ok {
+			return f.errorf("", "line %d: unknown field %q (the fields are %s)", k.Line, k.Value,
+				strings.Join(slices.Sorted(maps.Keys(fieldDecoders)), ", "))
+		}
+		if err := dec(f, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	}
+	if n.Tag == "!!null" {
+		return "empty"
+	}
+	return fmt.Sprintf("%s %q", strings.TrimPrefix(n.Tag, "!!"), n.Value)
+}
+
+// scalar decodes a text field: any scalar, as written (version: 2 is "2").
+func (f *File) scalar(field string, v *yaml.Node, out *string) error {
+	if v.Kind != yaml.ScalarNode {
+		return f.errorf(field, "must be text, not %s", kindName(v))
+	}
+	if v.Tag != "!!null" {
+		*out = v.Value
+	}
+	return nil
+}
+
+func (f *File) decodeKey(v *yaml.Node) error {
+	var one string
+	if v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
+		f.spec.Key = []string{v.Value}
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		return f.errorf("key", "must be a column name or a list of them, not %s", kindName(v))
+	}
+	for _, c := range v.Content {
+		if err := f.scalar("key", c, &one); err != nil {
+			return err
+		}
+		f.spec.Key = append(f.spec.Key, one)
+	}
+	return nil
+}
+
+func (f *File) decodeSet(v *yaml.Node) error {
+	if v.Tag == "!!null" {
+		return nil
+	}
+	if v.Kind != yaml.MappingNode {
+		return f.errorf("set", "must be a mapping of column: SQL expression, not %s", kindName(v))
+	}
+	f.spec.Set = map[string]string{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		col := v.Content[i].Value
+		if _, dup := f.spec.Set[col]; dup {
+			return f.errorf("set."+col, "column %s is given twice", col)
+		}
+		var e string
+		val := v.Content[i+1]
+		if err := f.scalar("set."+col, val, &e); err != nil {
+			return err
+		}
+		if val.Tag == "!!null" && val.Value != "~" {
+			e = val.Value // "email: NULL" is SQL's NULL (an empty value stays empty)
+		}
+		f.spec.Set[col] = e
+	}
+	return nil
+}
+
+func (f *File) decodeChunk(v *yaml.Node) error {
+	var n int
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&n) != nil {
+		return f.errorf("chunk", "must be a whole number of rows between 1 and 1,000,000, not %s", kindName(v))
+	}
+	f.spec.Chunk = &n
+	return nil
+}
+
+// paramFields decode the fields of one parameter's declaration.
+var paramFields = map[string]func(f *File, field string, v *yaml.Node, p *paramSpec) error{
+	"type": func(f *File, field string, v *yaml.Node, p *paramSpec) error { return f.scalar(field, v, &p.Type) },
+	"default": func(f *File, field string, v *yaml.Node, p *paramSpec) error {
+		var d string
+		if err := f.scalar(field, v, &d); err != nil || v.Tag == "!!null" {
+			return err
+		}
+		p.Default = &d
+		return nil
+	},
+	"required": func(f *File, field string, v *yaml.Node, p *paramSpec) error {
+		return f.boolean(field, "required", v, &p.Required)
+	},
+	"secret": func(f *File, field string, v *yaml.Node, p *paramSpec) error {
+		return f.boolean(field, "secret", v, &p.Secret)
+	},
+}
+
+func (f *File) boolean(field, name string, v *yaml.Node, out *bool) error {
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" || v.Decode(out) != nil {
+		return f.errorf(field, "%s must be true or false, not %s", name, kindName(v))
+	}
+	return nil
+}
+
+func (f *File) decodeParams(v *yaml.Node) error {
+	if v.Tag == "!!null" {
+		return nil
+	}
+	if v.Kind != yaml.MappingNode {
+		return f.errorf("params", "must be a mapping of name: {type: …}, not %s", kindName(v))
+	}
+	f.spec.Params = map[string]paramSpec{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		name, decl := v.Content[i].Value, v.Content[i+1]
+		field := "params." + name
+		if _, dup := f.spec.Params[name]; dup {
+			return f.errorf(field, "parameter %s is declared twice", name)
+		}
+		if decl.Kind != yaml.MappingNode {
+			return f.errorf(field, "must be a mapping such as {type: text}, not %s", kindName(decl))
+		}
+		var p paramSpec
+		for j := 0; j+1 < len(decl.Content); j += 2 {
+			k := decl.Content[j]
+			dec, ok := paramFields[k.Value]
+			if !ok {
+				return f.errorf(field, "line %d: unknown field %q (the fields are default, required, secret, type)", k.Line, k.Value)
+			}
+			if err := dec(f, field, decl.Content[j+1], &p); err != nil {
+				return err
+			}
+		}
+		f.spec.Params[name] = p
+	}
+	return nil
 }
 
 // index records the line of every mapping key, two levels deep.
@@ -159,10 +316,14 @@ func (f *File) check() error {
 		return f.errorf("statement", "give set or statement, not both")
 	case s.OnDataError != "" && s.OnDataError != "halt" && s.OnDataError != "skip":
 		return f.errorf("on_data_error", "must be halt or skip, not %q", s.OnDataError)
-	case s.Chunk < 0 || s.Chunk > 1_000_000:
-		return f.errorf("chunk", "must be between 1 and 1,000,000")
+	case s.Chunk != nil && (*s.Chunk < 1 || *s.Chunk > 1_000_000):
+		return f.errorf("chunk", "must be between 1 and 1,000,000 rows, not %d", *s.Chunk)
 	}
-	for name, p := range s.Params {
+	for _, name := range slices.Sorted(maps.Keys(s.Params)) {
+		p := s.Params[name]
+		if !paramNameRE.MatchString(name) {
+			return f.errorf("params."+name, "%q cannot be written as @%s: use letters, digits and '_', not starting with a digit", name, name)
+		}
 		if _, ok := parsers[normType(p.Type)]; !ok {
 			return f.errorf("params."+name, "type %q is not one of %s", p.Type, strings.Join(typeNames(), ", "))
 		}
@@ -174,6 +335,8 @@ func (f *File) check() error {
 	}
 	return nil
 }
+
+var paramNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Job builds the job with parameter values given as name=value.
 func (f *File) Job(values []string) (*backfill.Job, error) {
@@ -199,6 +362,8 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 			if p.Required {
 				return nil, f.errorf("params."+name, "parameter %s is required: give --param %s=VALUE", name, name)
 			}
+			// declared, not given, no default: bound as NULL
+			params[name] = backfill.Param{Type: normType(p.Type), Secret: p.Secret}
 			continue
 		}
 		val, err := parseValue(p.Type, v)
@@ -212,7 +377,11 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 		params[name] = backfill.Param{Type: normType(p.Type), Value: val, Text: v, Secret: p.Secret}
 	}
 	s := &f.spec
-	return &backfill.Job{Name: s.Name, Version: s.Version, ChunkSize: s.Chunk, OnDataError: backfill.Policy(s.OnDataError),
+	chunk := 0 // the default
+	if s.Chunk != nil {
+		chunk = *s.Chunk
+	}
+	return &backfill.Job{Name: s.Name, Version: s.Version, ChunkSize: chunk, OnDataError: backfill.Policy(s.OnDataError),
 		Source: &backfill.Table{Name: s.Table, Key: s.Key, Where: s.Where},
 		Set:    s.Set, Statement: s.Statement, Params: params}, nil
 }
@@ -291,7 +460,11 @@ func FromRun(d map[string]any) (*backfill.Job, error) {
 	}
 	params, _ := d["params"].(map[string]any)
 	for name, v := range params {
-		typ, text, _ := strings.Cut(fmt.Sprint(v), ":")
+		typ, text, given := strings.Cut(fmt.Sprint(v), ":")
+		if !given { // declared without a value: NULL
+			job.Params[name] = backfill.Param{Type: typ}
+			continue
+		}
 		if text == "***" {
 			return nil, &rewind.ValidationError{Field: "--param " + name,
 				Reason: "is secret and not recorded; pass the job file and --param again"}

@@ -38,6 +38,28 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		{"bad policy", good + "on_data_error: ignore\n", "on_data_error (job file job.yaml line 14)"},
 		{"bad param type", strings.Replace(good, "type: bigint", "type: bignum", 1), "params.min (job file job.yaml line 10)"},
 		{"not yaml", "name: [", "job file job.yaml"},
+		// Issue 11: values are checked with their types, and an error
+		// names the field: 1.5 and 0 were taken as chunk sizes (0 as the
+		// default), an empty file said "EOF", a wrong type named no field.
+		{"fractional chunk", strings.Replace(good, "chunk: 100", "chunk: 1.5", 1), "chunk (job file job.yaml line 13): must be a whole number"},
+		{"zero chunk", strings.Replace(good, "chunk: 100", "chunk: 0", 1), "chunk (job file job.yaml line 13): must be between 1 and 1,000,000"},
+		{"negative chunk", strings.Replace(good, "chunk: 100", "chunk: -5", 1), "chunk (job file job.yaml line 13)"},
+		{"quoted chunk", strings.Replace(good, "chunk: 100", `chunk: "100"`, 1), "chunk (job file job.yaml line 13): must be a whole number"},
+		{"empty chunk", strings.Replace(good, "chunk: 100", `chunk:`, 1), "chunk (job file job.yaml line 13)"},
+		{"empty file", "", "job file job.yaml: is empty"},
+		{"only comments", "# a job\n\n", "job file job.yaml: is empty"},
+		{"a list", "- name: x\n", "must be a mapping of fields"},
+		{"name as a list", strings.Replace(good, "name: double", "name: [a, b]", 1), "name (job file job.yaml line 1): must be text, not a list"},
+		{"key as a mapping", strings.Replace(good, "key: id", "key: {a: b}", 1), "key (job file job.yaml line 4): must be a column name or a list"},
+		{"set as a list", strings.Replace(good, "set:\n  val: val * 2\n  done: \"true\"", "set: [val]", 1), "set (job file job.yaml line 6): must be a mapping"},
+		{"set value as a list", strings.Replace(good, "val: val * 2", "val: [1]", 1), "set.val (job file job.yaml line 7): must be text"},
+		{"params as a list", strings.Replace(good, "params:\n", "params: [min]\nx:\n", 1), "params (job file job.yaml line 9): must be a mapping"},
+		{"param as a number", strings.Replace(good, "cutoff: {type: timestamptz}", "cutoff: 5", 1), "params.cutoff (job file job.yaml line 11): must be a mapping"},
+		{"required as text", strings.Replace(good, "{type: timestamptz}", `{type: timestamptz, required: "yes"}`, 1), "params.cutoff (job file job.yaml line 11): required must be true or false"},
+		{"secret as a number", strings.Replace(good, "secret: true", "secret: 1", 1), "params.token (job file job.yaml line 12): secret must be true or false"},
+		{"unknown param field", strings.Replace(good, "secret: true", "hidden: true", 1), `params.token (job file job.yaml line 12): line 12: unknown field "hidden"`},
+		{"field given twice", good + "name: other\n", `line 14: field "name" is given twice (first at line 1)`},
+		{"bad param name", strings.Replace(good, "  cutoff:", "  cut-off:", 1), "params.cut-off"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,4 +178,27 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Job: %v", err)
 		}
 	})
+}
+
+// Issue 11: an @parameter the job does not declare is an error, so a
+// declared one without a value or default must be in the job, as NULL; a
+// run's record rebuilds it.
+func TestDeclaredParameterWithoutValueIsNull(t *testing.T) {
+	t.Parallel()
+	f, _ := jobfile.Parse("job.yaml", []byte(strings.Replace(good, "  token: {type: text, secret: true}\n", "", 1)))
+	job, err := f.Job(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := job.Params["cutoff"]
+	if !ok || p.Value != nil || p.Type != "timestamptz" {
+		t.Fatalf("cutoff = %+v (present %v), want a NULL timestamptz", p, ok)
+	}
+	raw, _ := json.Marshal(job.Describe())
+	var d map[string]any
+	json.Unmarshal(raw, &d)
+	back, err := jobfile.FromRun(d)
+	if err != nil || back.Hash() != job.Hash() || back.Params["cutoff"].Value != nil {
+		t.Fatalf("rebuilt: %v, %+v", err, back)
+	}
 }

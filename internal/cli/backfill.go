@@ -10,7 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/jobfile"
 )
@@ -18,6 +20,9 @@ import (
 // pgFlags are the database flags of the backfill and audit commands.
 type pgFlags struct {
 	dsn, ledgerDSN, actor string
+	connectTimeout        time.Duration
+	// command is the command line to record, masked (see recordedCommand).
+	command []string
 }
 
 func (f *pgFlags) add(cmd *cobra.Command) {
@@ -29,6 +34,8 @@ func (f *pgFlags) add(cmd *cobra.Command) {
 	bindEnv(fs, "dsn", "REWIND_DSN") // from the environment after parsing: --help never shows a password
 	bindEnv(fs, "ledger-dsn", "REWIND_LEDGER_DSN")
 	bindEnv(fs, "actor", "REWIND_ACTOR")
+	fs.DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second,
+		"give up connecting to a database after this long, unless its connection string sets connect_timeout")
 }
 
 // pools opens the target and ledger pools.
@@ -36,18 +43,35 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 	if f.dsn == "" {
 		return nil, nil, nil, invalidFlag("dsn", "", "is required (or set REWIND_DSN): the PostgreSQL database to work on")
 	}
-	if work, err = pgxpool.New(ctx, f.dsn); err != nil {
-		return nil, nil, nil, invalidFlag("dsn", "", "is not a valid connection string: "+err.Error())
+	if f.connectTimeout <= 0 {
+		return nil, nil, nil, invalidFlag("connect-timeout", f.connectTimeout.String(), "must be positive, such as 10s")
+	}
+	if work, err = f.pool(ctx, "dsn", f.dsn); err != nil {
+		return nil, nil, nil, err
 	}
 	closeAll = work.Close
 	if f.ledgerDSN != "" {
-		if ledger, err = pgxpool.New(ctx, f.ledgerDSN); err != nil {
+		if ledger, err = f.pool(ctx, "ledger-dsn", f.ledgerDSN); err != nil {
 			work.Close()
-			return nil, nil, nil, invalidFlag("ledger-dsn", "", "is not a valid connection string: "+err.Error())
+			return nil, nil, nil, err
 		}
 		closeAll = func() { ledger.Close(); work.Close() }
 	}
 	return work, ledger, closeAll, nil
+}
+
+// pool opens a pool on dsn. A database that cannot be reached fails
+// after --connect-timeout (or the DSN's connect_timeout) rather than
+// hanging on a connection that never answers.
+func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, invalidFlag(flag, "", "is not a valid connection string: "+err.Error())
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 // runner opens a backfill runner; tune, when not nil, adjusts its config.
@@ -56,7 +80,7 @@ func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*bac
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor}
+	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor, Command: f.command}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -66,6 +90,78 @@ func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*bac
 		return nil, nil, err
 	}
 	return r, closeAll, nil
+}
+
+// recordedCommand is the command line the ledger records. It parses the
+// command line again with the command's own flag set (cobra's Find, then
+// pflag), so it knows each flag's value whatever the order: "--execute -p
+// token=…" is --execute then --param token=…, whatever a guess would make of
+// it. Each flag is written --name=value, in the order given, then the
+// arguments; values of secret parameters (secret(name)) and of flags named
+// like secrets are "***", DSN passwords are masked.
+func (a *app) recordedCommand(cmd *cobra.Command, secret func(param string) bool) []string {
+	out := strings.Fields(cmd.CommandPath())
+	_, rest, err := cmd.Root().Find(a.args)
+	if err != nil {
+		return append(out, "(arguments not recorded: "+err.Error()+")")
+	}
+	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
+	fs.AddFlagSet(cmd.Flags())
+	fs.AddFlagSet(cmd.InheritedFlags())
+	err = fs.ParseAll(rest, func(fl *pflag.Flag, value string) error {
+		switch {
+		case fl.Value.Type() == "bool" && value == "true":
+			out = append(out, "--"+fl.Name)
+			return nil
+		case fl.Name == "param":
+			if k, v, ok := strings.Cut(value, "="); ok {
+				value = k + "=" + audit.MaskDSN(v)
+				if secret(k) || audit.IsSecret(k, nil) {
+					value = k + "=***"
+				}
+			}
+		case audit.IsSecret(fl.Name, nil):
+			value = "***"
+		default:
+			value = audit.MaskDSN(value)
+		}
+		out = append(out, "--"+fl.Name+"="+value)
+		return nil
+	})
+	if err != nil {
+		return append(out, "(arguments not recorded: "+err.Error()+")")
+	}
+	for _, arg := range fs.Args() {
+		out = append(out, audit.MaskDSN(arg))
+	}
+	return out
+}
+
+// redacted is an error whose message has secret values masked; errors.Is
+// and errors.As see the original.
+type redacted struct {
+	err error
+	msg string
+}
+
+func (e *redacted) Error() string { return e.msg }
+func (e *redacted) Unwrap() error { return e.err }
+
+// redact masks the values of job's secret parameters in err's message.
+func redact(err error, job *backfill.Job) error {
+	if err == nil || job == nil {
+		return err
+	}
+	msg := err.Error()
+	for name, p := range job.Params {
+		if p.Text != "" && (p.Secret || audit.IsSecret(name, nil)) {
+			msg = strings.ReplaceAll(msg, p.Text, "***")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redacted{err: err, msg: msg}
 }
 
 func (a *app) backfillCmd() *cobra.Command {
@@ -119,8 +215,13 @@ func (a *app) backfillRunCmd() *cobra.Command {
 		Short: "Plan a job (dry run, the default) or apply it with --execute",
 		Long: `Without --execute, plan the job: count the rows to change (exactly, or estimated
 and labelled so with --estimate), show the first before → after diffs, EXPLAIN the chunk
-statement and print a plan hash. Nothing is written to the target; the plan is recorded
-in the audit ledger.
+statement and print a plan hash. Nothing is written to the target: what the plan evaluates
+runs in a read-only transaction that is rolled back, so no sequence advances either. The
+plan is recorded in the audit ledger. Secret parameters are never shown or recorded.
+
+The job is checked before anything is written: its SQL by PostgreSQL's parser (every
+@parameter declared; a statement binds @lo and @hi and writes only the job's table), then
+against the database, including what PostgreSQL would refuse in the first chunk.
 
 With --execute, apply the job. If the job has an unfinished run (interrupted or failed),
 it is continued from its last committed chunk. With --plan-hash, refuse to start if the
@@ -132,10 +233,14 @@ processes starting the job at once apply it once; several asking for a new run a
 the same run start one new run.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if diffs < 0 {
+				return invalidFlag("diffs", fmt.Sprint(diffs), "must be 0 (no diffs) or more")
+			}
 			f, job, err := ja.load(args[0])
 			if err != nil {
-				return err
+				return redact(err, job)
 			}
+			pg.command = a.recordedCommand(cmd, fileSecret(f))
 			if !execute {
 				r, closeAll, err := pg.runner(cmd.Context(), func(c *backfill.Config) { c.PreviewRows = max(diffs, 1) })
 				if err != nil {
@@ -144,8 +249,9 @@ the same run start one new run.`,
 				defer closeAll()
 				plan, err := r.Plan(cmd.Context(), job, backfill.PlanOptions{Estimate: estimate})
 				if err != nil {
-					return f.Annotate(err)
+					return redact(f.Annotate(err), job)
 				}
+				plan.Diffs = plan.Diffs[:min(diffs, len(plan.Diffs))]
 				if jsonOut {
 					return a.printJSON(plan)
 				}
@@ -157,7 +263,7 @@ the same run start one new run.`,
 					NewRun: newRun})
 			})
 			if err != nil {
-				return f.Annotate(err)
+				return redact(f.Annotate(err), job)
 			}
 			return a.printResult(res, jsonOut)
 		},
@@ -169,7 +275,7 @@ the same run start one new run.`,
 	cmd.Flags().StringVar(&newRun, "new-run", "", "apply a job that already finished again, in a new run after RUN, the job's last run (an id or unique prefix)")
 	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "continue an unfinished run even if the job or the binary changed (recorded)")
 	cmd.Flags().BoolVar(&estimate, "estimate", false, "estimate the rows to change with the planner instead of counting them")
-	cmd.Flags().IntVar(&diffs, "diffs", 10, "how many before → after diffs the plan shows")
+	cmd.Flags().IntVar(&diffs, "diffs", 10, "how many before → after diffs the plan shows (0 for none)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -280,18 +386,34 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	cmd.Args = cobra.RangeArgs(1, 2)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var f *jobfile.File
+		var job *backfill.Job
+		switch {
+		case len(args) == 2:
+			var err error
+			if f, job, err = ja.load(args[1]); err != nil {
+				return redact(err, job)
+			}
+		case len(ja.params) > 0:
+			return &cliError{code: "invalid_argument", status: 2, msg: "--param needs the job file: give RUN JOB.yaml"}
+		}
+		pg.command = a.recordedCommand(cmd, fileSecret(f))
 		res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
-			job, err := a.runJob(ctx, r, args, &ja, &f)
-			if err != nil {
-				return nil, err
+			if job == nil { // rebuilt from the run's record
+				run, err := r.Status(ctx, args[0])
+				if err != nil {
+					return nil, err
+				}
+				if job, err = jobfile.FromRun(run.Job); err != nil {
+					return nil, err
+				}
 			}
 			return call(r, ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
 		})
 		if err != nil {
 			if f != nil {
-				return f.Annotate(err)
+				err = f.Annotate(err)
 			}
-			return err
+			return redact(err, job)
 		}
 		return a.printResult(res, jsonOut)
 	}
@@ -302,22 +424,15 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	return cmd
 }
 
-// runJob returns the job of a resume or retry: from the file when given,
-// else rebuilt from the run's record.
-func (a *app) runJob(ctx context.Context, r *backfill.Runner, args []string, ja *jobArgs, f **jobfile.File) (*backfill.Job, error) {
-	if len(args) == 2 {
-		file, job, err := ja.load(args[1])
-		*f = file
-		return job, err
+// fileSecret reports whether a job file declares a parameter secret.
+func fileSecret(f *jobfile.File) func(string) bool {
+	secret := map[string]bool{}
+	if f != nil {
+		for _, n := range f.SecretParams() {
+			secret[n] = true
+		}
 	}
-	if len(ja.params) > 0 {
-		return nil, &cliError{code: "invalid_argument", status: 2, msg: "--param needs the job file: give RUN JOB.yaml"}
-	}
-	run, err := r.Status(ctx, args[0])
-	if err != nil {
-		return nil, err
-	}
-	return jobfile.FromRun(run.Job)
+	return func(name string) bool { return secret[name] }
 }
 
 func (a *app) backfillRetryFailedCmd() *cobra.Command {
@@ -337,6 +452,7 @@ func (a *app) backfillCancelCmd() *cobra.Command {
 		Short: "Mark an unfinished run cancelled so that its job can start afresh",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			pg.command = a.recordedCommand(cmd, fileSecret(nil))
 			r, closeAll, err := pg.runner(cmd.Context(), nil)
 			if err != nil {
 				return err

@@ -35,6 +35,10 @@ type app struct {
 	logLevel       string
 	server, token  string // --server and --token: use a server instead of --data-dir
 	jsonOut        bool   // set by a command's --json flag, for error output
+
+	// args is the command line as given, for commands that record it
+	// (backfill parses it again with its own flag set, to mask secrets).
+	args []string
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
@@ -42,6 +46,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
+	a.args = args
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(a.stdin)

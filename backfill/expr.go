@@ -1,0 +1,369 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/backfill/internal/pgparse"
+)
+
+// A job's SQL (where, set, statement) is read with PostgreSQL's own lexer
+// and parser (package pgparse). Two things follow from it:
+//
+//   - Bind sites: @name is not PostgreSQL syntax; the runner replaces each
+//     @name with a positional parameter $n itself, at the places
+//     PostgreSQL's lexer sees code (never inside a string, a quoted
+//     identifier or a comment), and binds every name it replaced. An @name
+//     the job does not declare is an error, never a NULL.
+//   - Shape: a where or set is exactly one expression, a statement is
+//     exactly one INSERT, UPDATE, DELETE or MERGE, and the tree tells what
+//     a statement writes.
+
+// sqlSyntaxError is what the parser says about SQL it cannot read.
+type sqlSyntaxError struct {
+	msg string
+	pos int // 1-based character position in the parsed text, 0 when unknown
+}
+
+func (e *sqlSyntaxError) Error() string { return e.msg }
+
+func parserError(err error) error {
+	var pe *pgparse.Error
+	if errors.As(err, &pe) {
+		return &sqlSyntaxError{msg: pe.Message, pos: pe.Cursorpos}
+	}
+	return fmt.Errorf("read SQL: %w", err)
+}
+
+// parseSQL returns sql's parse tree, as pg_query's JSON decodes.
+func parseSQL(sql string) (map[string]any, error) {
+	s, err := pgparse.ParseJSON(sql)
+	if err != nil {
+		return nil, parserError(err)
+	}
+	var tree map[string]any
+	if err := json.Unmarshal([]byte(s), &tree); err != nil {
+		return nil, fmt.Errorf("read the parse tree: %w", err)
+	}
+	return tree, nil
+}
+
+var (
+	bindNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	positionalRE = regexp.MustCompile(`^\$[0-9]+$`)
+)
+
+const opChars = "~!@#^&|`?+-*/%<>="
+
+func isOperator(s string) bool { return s != "" && strings.Trim(s, opChars) == "" }
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+}
+
+// bound is SQL with its @name bind sites replaced by $1, $2… (numbered in
+// order of first appearance) and the names in that order.
+type bound struct {
+	sql   string
+	names []string
+}
+
+// positionalError is a $n parameter in a job's SQL, which would bind
+// nothing the job declares.
+type positionalError struct{ param string }
+
+func (e *positionalError) Error() string {
+	return fmt.Sprintf("uses the positional parameter %s; name job parameters @name instead", e.param)
+}
+
+// bindSites finds sql's bind sites with PostgreSQL's lexer: an operator
+// token ending in @ immediately followed by a name (@cutoff, or the @lo of
+// "id>=@lo", which PostgreSQL would read as the operator >=@). Quoted text
+// and comments are single tokens, so nothing in them is a bind site.
+func bindSites(sql string) (*bound, error) {
+	toks, err := pgparse.Scan(sql)
+	if err != nil {
+		return nil, parserError(err)
+	}
+	var out strings.Builder
+	b := &bound{}
+	ordinal := map[string]int{}
+	last := 0
+	for i, t := range toks {
+		text := sql[t.Start:t.End]
+		if positionalRE.MatchString(text) {
+			return nil, &positionalError{param: text}
+		}
+		if i+1 == len(toks) || !isOperator(text) || !strings.HasSuffix(text, "@") || toks[i+1].Start != t.End {
+			continue
+		}
+		name := sql[toks[i+1].Start:toks[i+1].End]
+		if !bindNameRE.MatchString(name) {
+			continue
+		}
+		n, ok := ordinal[name]
+		if !ok {
+			b.names = append(b.names, name)
+			n = len(b.names)
+			ordinal[name] = n
+		}
+		at := t.End - 1 // the @
+		out.WriteString(sql[last:at])
+		if at > 0 && isIdentByte(sql[at-1]) {
+			out.WriteByte(' ') // a$1 would be one identifier
+		}
+		out.WriteString("$" + strconv.Itoa(n))
+		last = toks[i+1].End
+	}
+	out.WriteString(sql[last:])
+	b.sql = out.String()
+	return b, nil
+}
+
+// bindCache holds the statements the runner sends, rewritten: the same few
+// statements run for every chunk.
+var bindCache struct {
+	sync.Mutex
+	m map[string]*bound
+}
+
+func cachedBindSites(sql string) (*bound, error) {
+	bindCache.Lock()
+	b, ok := bindCache.m[sql]
+	bindCache.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := bindSites(sql)
+	if err != nil {
+		return nil, err
+	}
+	bindCache.Lock()
+	defer bindCache.Unlock()
+	if bindCache.m == nil || len(bindCache.m) >= 1024 {
+		bindCache.m = map[string]*bound{}
+	}
+	bindCache.m[sql] = b
+	return b, nil
+}
+
+// bindArgs are named arguments bound at the bind sites PostgreSQL's lexer
+// finds (see bindSites). Passed as a query's only argument, they replace
+// pgx.NamedArgs, whose own lexer can disagree with PostgreSQL's about
+// what is quoted. A name without a value is an error, never NULL.
+type bindArgs map[string]any
+
+// RewriteQuery implements pgx.QueryRewriter.
+func (a bindArgs) RewriteQuery(_ context.Context, _ *pgx.Conn, sql string, _ []any) (string, []any, error) {
+	b, err := cachedBindSites(sql)
+	if err != nil {
+		return "", nil, fmt.Errorf("backfill: bind the parameters of %q: %w", sql, err)
+	}
+	args := make([]any, len(b.names))
+	for i, n := range b.names {
+		v, ok := a[n]
+		if !ok {
+			return "", nil, fmt.Errorf("backfill: @%s has no value", n)
+		}
+		args[i] = v
+	}
+	return b.sql, args, nil
+}
+
+// node returns the only key and value of a parse tree node such as
+// {"A_Const": {…}}.
+func node(v any) (string, map[string]any) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		return "", nil
+	}
+	for k, x := range m {
+		body, _ := x.(map[string]any)
+		return k, body
+	}
+	return "", nil
+}
+
+// walk calls fn for every node of a parse tree with its kind.
+func walk(v any, fn func(kind string, body map[string]any)) {
+	switch x := v.(type) {
+	case map[string]any:
+		if k, body := node(x); body != nil {
+			fn(k, body)
+		}
+		for _, y := range x {
+			walk(y, fn)
+		}
+	case []any:
+		for _, y := range x {
+			walk(y, fn)
+		}
+	}
+}
+
+// expr is a checked where or set expression.
+type expr struct {
+	names []string       // @names it binds
+	tree  map[string]any // its parse tree (the expression's node)
+}
+
+// exprError is a reason why a where or set is not one expression.
+func exprError(field, sql, reason string) error {
+	return &rewind.ValidationError{Field: field, Value: sql, Reason: reason}
+}
+
+// parseExpr checks that sql is exactly one SQL expression, as the runner
+// wraps it in parentheses inside its own statements: nothing that closes
+// them, ends the statement, names a column alias or adds a clause.
+func parseExpr(field, sql string) (*expr, error) {
+	b, err := bindSites(sql)
+	if err != nil {
+		return nil, sqlTextError(field, sql, err, 0)
+	}
+	const prefix = "SELECT\n"
+	tree, err := parseSQL(prefix + b.sql + "\n")
+	if err != nil {
+		return nil, sqlTextError(field, sql, err, len(prefix))
+	}
+	stmts, _ := tree["stmts"].([]any)
+	if len(stmts) != 1 {
+		return nil, exprError(field, sql, "must be one SQL expression, not several statements")
+	}
+	stmt, _ := stmts[0].(map[string]any)
+	kind, sel := node(stmt["stmt"])
+	if kind != "SelectStmt" {
+		return nil, exprError(field, sql, "must be one SQL expression")
+	}
+	for k, v := range sel {
+		switch {
+		case k == "targetList", k == "limitOption" && v == "LIMIT_OPTION_DEFAULT", k == "op" && v == "SETOP_NONE":
+		default:
+			return nil, exprError(field, sql, "must be one SQL expression, without clauses of its own (FROM, LIMIT, UNION…)")
+		}
+	}
+	targets, _ := sel["targetList"].([]any)
+	if len(targets) != 1 {
+		return nil, exprError(field, sql, "must be one SQL expression, not a list")
+	}
+	_, rt := node(targets[0])
+	if _, named := rt["name"]; named || rt["val"] == nil {
+		return nil, exprError(field, sql, "must be one SQL expression, without an alias")
+	}
+	val, _ := rt["val"].(map[string]any)
+	if k, col := node(val); k == "ColumnRef" {
+		if f, _ := col["fields"].([]any); len(f) > 0 {
+			if k, _ := node(f[len(f)-1]); k == "A_Star" {
+				return nil, exprError(field, sql, "must be one SQL expression, not *")
+			}
+		}
+	}
+	return &expr{names: b.names, tree: val}, nil
+}
+
+// sqlTextError explains SQL that could not be read; offset is the length
+// of what the runner put before it.
+func sqlTextError(field, sql string, err error, offset int) error {
+	var pe *positionalError
+	if errors.As(err, &pe) {
+		return exprError(field, sql, pe.Error())
+	}
+	var se *sqlSyntaxError
+	if errors.As(err, &se) {
+		reason := se.msg
+		if p := se.pos - offset; se.pos > 0 && p > 0 && p <= len([]rune(sql))+1 {
+			reason += fmt.Sprintf(" (at character %d)", p)
+		}
+		return exprError(field, sql, reason)
+	}
+	return err
+}
+
+// alwaysNull reports whether an expression is NULL whatever the row: a
+// NULL constant (cast or not), or a parameter bound to NULL.
+func (e *expr) alwaysNull(args map[string]any) bool {
+	v := e.tree
+	for {
+		kind, body := node(v)
+		switch kind {
+		case "TypeCast":
+			v, _ = body["arg"].(map[string]any)
+			continue
+		case "A_Const":
+			return body["isnull"] == true
+		case "ParamRef":
+			n, _ := body["number"].(float64)
+			if i := int(n) - 1; i >= 0 && i < len(e.names) {
+				val, ok := args[e.names[i]]
+				return ok && val == nil
+			}
+		}
+		return false
+	}
+}
+
+// statementInfo is what a checked statement binds and writes.
+type statementInfo struct {
+	names   []string
+	targets []relation // every table the statement writes, CTEs included
+}
+
+// relation is a table as the parser read it (names already case-folded).
+type relation struct{ schema, name string }
+
+func (r relation) String() string {
+	if r.schema == "" {
+		return r.name
+	}
+	return r.schema + "." + r.name
+}
+
+// sql is the relation as SQL, quoted.
+func (r relation) sql() string {
+	if r.schema == "" {
+		return quote(r.name)
+	}
+	return quote(r.schema) + "." + quote(r.name)
+}
+
+var writeKinds = map[string]bool{"InsertStmt": true, "UpdateStmt": true, "DeleteStmt": true, "MergeStmt": true}
+
+// parseStatement checks that sql is exactly one INSERT, UPDATE, DELETE or
+// MERGE, and returns the parameters it binds and every table it writes.
+func parseStatement(field, sql string) (*statementInfo, error) {
+	b, err := bindSites(sql)
+	if err != nil {
+		return nil, sqlTextError(field, sql, err, 0)
+	}
+	tree, err := parseSQL(b.sql)
+	if err != nil {
+		return nil, sqlTextError(field, sql, err, 0)
+	}
+	stmts, _ := tree["stmts"].([]any)
+	if len(stmts) != 1 {
+		return nil, exprError(field, sql, fmt.Sprintf("must be exactly one statement, not %d", len(stmts)))
+	}
+	stmt, _ := stmts[0].(map[string]any)
+	if kind, _ := node(stmt["stmt"]); !writeKinds[kind] {
+		return nil, exprError(field, sql, "must be one UPDATE, DELETE, INSERT or MERGE of the job's table")
+	}
+	info := &statementInfo{names: b.names}
+	walk(stmt["stmt"], func(kind string, body map[string]any) {
+		if !writeKinds[kind] {
+			return
+		}
+		rel, _ := body["relation"].(map[string]any)
+		schema, _ := rel["schemaname"].(string)
+		name, _ := rel["relname"].(string)
+		info.targets = append(info.targets, relation{schema: schema, name: name})
+	})
+	return info, nil
+}
