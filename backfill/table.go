@@ -371,7 +371,7 @@ func (t *Table) count(ctx context.Context, db querier, args pgx.NamedArgs, exact
 		return 0, true, err
 	}
 	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) == 0 {
-		return 0, true, fmt.Errorf("read the planner's estimate: %v", err)
+		return 0, true, fmt.Errorf("read the planner's estimate: %w", err)
 	}
 	return int64(plan[0].Plan.Rows), true, nil
 }
