@@ -370,8 +370,11 @@ func (t *Table) count(ctx context.Context, db querier, args pgx.NamedArgs, exact
 	if err := db.QueryRow(ctx, "EXPLAIN (FORMAT JSON) SELECT 1 FROM "+t.ref+" t WHERE "+t.where(), bindArgs(args)).Scan(&raw); err != nil {
 		return 0, true, err
 	}
-	if err := json.Unmarshal(raw, &plan); err != nil || len(plan) == 0 {
+	if err := json.Unmarshal(raw, &plan); err != nil {
 		return 0, true, fmt.Errorf("read the planner's estimate: %w", err)
+	}
+	if len(plan) == 0 {
+		return 0, true, errors.New("read the planner's estimate: EXPLAIN returned no plan")
 	}
 	return int64(plan[0].Plan.Rows), true, nil
 }
