@@ -61,6 +61,12 @@ type requestBody struct {
 	complete atomic.Bool // the request is complete: at its end, or a stream's first message came
 	timedOut atomic.Bool // the body did not arrive before the read deadline
 	shutdown atomic.Bool // the server cut the read short: it is shutting down
+
+	// mu orders the deadlines set from other goroutines (a stream's
+	// receiver, shutdown) with the end of the handler, after which the
+	// response controller must not be used.
+	mu          sync.Mutex
+	handlerDone bool
 }
 
 // newRequestBody wraps r's body. framed, one and bidi describe the
@@ -113,8 +119,25 @@ func (b *requestBody) done() bool { return b.eof.Load() }
 // body, is not cut by it.
 func (b *requestBody) release() {
 	if !b.complete.Swap(true) {
-		b.rc.SetReadDeadline(time.Time{})
+		b.control(func(rc *http.ResponseController) { rc.SetReadDeadline(time.Time{}) })
 	}
+}
+
+// control calls f with the response controller unless the handler is done.
+func (b *requestBody) control(f func(*http.ResponseController)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.handlerDone {
+		f(b.rc)
+	}
+}
+
+// finish marks the end of the handler: the response controller is not used
+// from then on.
+func (b *requestBody) finish() {
+	b.mu.Lock()
+	b.handlerDone = true
+	b.mu.Unlock()
 }
 
 // scan follows the envelopes in data, returning the bytes that precede a
@@ -224,7 +247,6 @@ type inflight struct {
 
 type liveRequest struct {
 	body      *requestBody
-	rc        *http.ResponseController
 	streaming bool
 }
 
@@ -275,11 +297,13 @@ func (in *inflight) cutAll() {
 // it yet, so the client can safely send it again), and gives a stream
 // shutdownWriteGrace to deliver its last message.
 func (lr *liveRequest) cut() {
-	if !lr.body.complete.Load() {
-		lr.body.shutdown.Store(true)
-		lr.rc.SetReadDeadline(time.Now())
-	}
-	if lr.streaming {
-		lr.rc.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
-	}
+	lr.body.control(func(rc *http.ResponseController) {
+		if !lr.body.complete.Load() {
+			lr.body.shutdown.Store(true)
+			rc.SetReadDeadline(time.Now())
+		}
+		if lr.streaming {
+			rc.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
+		}
+	})
 }

@@ -196,7 +196,8 @@ func (s *Server) Handler() http.Handler {
 		}
 		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, rt, p)
 		r.Body = ri.body
-		lr := &liveRequest{body: ri.body, rc: rc, streaming: rt.streaming()}
+		defer ri.body.finish()
+		lr := &liveRequest{body: ri.body, streaming: rt.streaming()}
 		s.inflight.add(lr)
 		defer s.inflight.remove(lr)
 		rpcs[rt.service].ServeHTTP(w, r)
