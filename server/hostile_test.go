@@ -402,6 +402,8 @@ func TestHostileRequestsMalformed(t *testing.T) {
 		{name: "grpc-web: long timeout", raw: grpcWeb(pReadAll, env(0, readAll), "Grpc-Timeout: 999999999S")},
 		{name: "grpc-web: unknown method", raw: grpcWeb("/rewind.v1.EventStoreService/Nope", env(0, "{}")),
 			want: "unimplemented"},
+		{name: "grpc-web: reflection without token", raw: grpcWeb("/grpc.reflection.v1.ServerReflection/"+
+			"ServerReflectionInfo", env(0, "{}"), "-auth"), want: "unauthenticated"},
 
 		// Connect unary: timeouts and compression.
 		{name: "zero timeout", raw: post(pAppend, "application/json", okJSON, "Connect-Timeout-Ms: 0")},

@@ -2,6 +2,8 @@ package server
 
 import (
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
@@ -19,7 +21,17 @@ type route struct {
 	// longLived procedures may outlive their token: they end when it is
 	// revoked or expires.
 	longLived bool
+	// foreign procedures are the standard gRPC services (health,
+	// reflection): their streams end when shutdown begins, as ours do.
+	foreign bool
 }
+
+// The paths of the standard gRPC services the server also serves.
+const (
+	healthService     = "/" + grpchealth.HealthV1ServiceName + "/"
+	reflectionV1      = "/" + grpcreflect.ReflectV1ServiceName + "/"
+	reflectionV1Alpha = "/" + grpcreflect.ReflectV1AlphaServiceName + "/"
+)
 
 // routes holds every procedure the server serves.
 var routes = func() map[string]*route {
@@ -45,6 +57,13 @@ var routes = func() map[string]*route {
 	out[rewindv1connect.EventStoreServiceSubscribeProcedure].longLived = true
 	out[rewindv1connect.EventStoreServiceAppendStreamProcedure].longLived = true
 
+	out[healthService+"Check"] = &route{service: healthService, stream: connect.StreamTypeUnary,
+		public: true, foreign: true}
+	out[healthService+"Watch"] = &route{service: healthService, stream: connect.StreamTypeServer,
+		public: true, foreign: true}
+	for _, s := range []string{reflectionV1, reflectionV1Alpha} {
+		out[s+"ServerReflectionInfo"] = &route{service: s, stream: connect.StreamTypeBidi, foreign: true}
+	}
 	return out
 }()
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -39,6 +40,7 @@ type Server struct {
 	http     *http.Server
 
 	inflight    inflight
+	health      *grpchealth.StaticChecker
 	adminSecret string
 	draining    atomic.Bool
 	// stopSubs ends every subscription when the server starts to shut down.
@@ -179,6 +181,7 @@ func (s *Server) Handler() http.Handler {
 	rpcs[path] = h
 	path, h = rewindv1connect.NewTokenServiceHandler(&tokenService{s}, opts...)
 	rpcs[path] = h
+	s.addGRPCServices(rpcs, opts)
 	errw := connect.NewErrorWriter()
 	api := s.withRequest(routeErrors(s.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := infoFrom(r.Context())
@@ -200,6 +203,14 @@ func (s *Server) Handler() http.Handler {
 		lr := &liveRequest{body: ri.body, streaming: rt.streaming()}
 		s.inflight.add(lr)
 		defer s.inflight.remove(lr)
+		if rt.foreign && rt.streaming() {
+			// Health watches and reflection end with the server, as
+			// subscriptions do.
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			defer context.AfterFunc(s.stopSubs, cancel)()
+			r = r.WithContext(ctx)
+		}
 		rpcs[rt.service].ServeHTTP(w, r)
 	}))))
 
@@ -257,6 +268,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) shutdown() error {
 	s.log.Info("rewind server shutting down: draining requests")
 	s.draining.Store(true)
+	s.setHealth(grpchealth.StatusNotServing)
 	s.endSubs()
 	// Requests waiting on a client that stalls (a body that does not
 	// come, a stream nobody reads) are cut now rather than waited for.
