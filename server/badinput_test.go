@@ -204,3 +204,35 @@ func TestRPCTimeoutCoversTheRequestBody(t *testing.T) {
 		t.Fatalf("an incomplete request got %s", res.Status)
 	}
 }
+
+// TestJSONErrorsNameTheField checks that a JSON body the API refuses gets
+// a message naming the field by its path and what it must hold.
+func TestJSONErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{})
+	for _, c := range []struct{ method, body, want string }{
+		{"Append", `{"stream":"s","events":[{"type":"T","data":"%%%"}]}`, "events[0].data must be base64"},
+		{"Append", `{"stream":"s","events":[{"type":"T"},{"type":"T","occurredAt":"yesterday"}]}`,
+			"events[1].occurredAt must be an RFC 3339 time"},
+		{"Append", `{"stream":"s","expectedVersion":"x","events":[{"type":"T"}]}`, "expectedVersion must be a whole number"},
+		{"Append", `{"stream":"s","expectedState":"SOON","events":[{"type":"T"}]}`,
+			"expectedState must be one of EXPECTED_STATE_UNSPECIFIED, EXPECTED_STATE_ANY"},
+		{"Append", `{"stream":"s","expectedState":"EXPECTED_STATE_ANY","expectedVersion":"1","events":[{"type":"T"}]}`,
+			"expectedState and expectedVersion are alternatives"},
+		{"Append", `{"stream":"s","events":[{"type":"T","dta":"x"}]}`, "events[0].dta is not a field of Event; its fields are id, type"},
+		{"Append", `{"stream":1,"events":[{"type":"T"}]}`, "stream must be a JSON string"},
+		{"Append", `{"stream":"s","events":{"type":"T"}}`, "events must be a JSON array"},
+		{"Append", `{"stream":"s","events":[{"type":"T","metadata":{"k":1}}]}`, `events[0].metadata["k"] must be a JSON string`},
+		{"Append", `{"stream":"s","events":[]}{}`, "more than one JSON value"},
+		{"Append", `[1]`, "the body must be a JSON object"},
+		{"ReadAll", `{"limit":-1}`, "limit must be a whole number from 0 to 4294967295"},
+		{"ReadStream", `{"stream":"s","backward":"yes"}`, "backward must be true or false"},
+	} {
+		status, body := do(t, b, "POST", c.method, "", c.body, 0)
+		var e struct{ Code, Message string }
+		json.Unmarshal(body, &e)
+		if status != http.StatusBadRequest || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s %s: %d %s, want 400 saying %q", c.method, c.body, status, body, c.want)
+		}
+	}
+}
