@@ -58,6 +58,9 @@ type Config struct {
 	OTLPEndpoint string
 	// Logger receives JSON logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Now is the clock that decides when tokens expire; for tests.
+	// Defaults to time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -88,6 +91,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	bad := func(field string, v any, reason string) error {
 		return &rewind.ValidationError{Field: field, Value: fmt.Sprint(v), Reason: reason}

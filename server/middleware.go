@@ -33,6 +33,7 @@ type requestInfo struct {
 	code     string          // result code once known
 	observed bool            // the interceptors saw the RPC (it was decoded)
 	revoked  <-chan struct{} // long-lived RPCs: closed when token is revoked
+	now      func() time.Time
 }
 
 type requestKey struct{}
@@ -267,7 +268,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			ri.token = tok
 			if ri.route.longLived {
-				ri.revoked = s.tokens.WhenRevoked(tok.ID)
+				ri.revoked, ri.now = s.tokens.WhenRevoked(tok.ID), s.cfg.Now
 				ctx, cancel := untilRevoked(r.Context())
 				defer cancel()
 				r = r.WithContext(ctx)
@@ -302,23 +303,32 @@ func bearer(h http.Header) (string, error) {
 }
 
 // untilRevoked returns ctx, also cancelled, with an ErrUnauthenticated
-// cause, when the request's token is revoked. That ends the waits; before
-// it acts on anything, a stream checks with checkRevoked, which does not
-// depend on when this goroutine runs.
+// cause, when the request's token is revoked or expires. That ends the
+// waits; before it acts on anything, a stream checks with checkRevoked,
+// which does not depend on when this goroutine runs.
 func untilRevoked(ctx context.Context) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
+	ri := infoFrom(ctx)
 	go func() {
-		select {
-		case <-infoFrom(ctx).revoked:
-			cancel(checkRevoked(ctx))
-		case <-ctx.Done():
+		var expiry <-chan time.Time
+		if !ri.token.ExpiresAt.IsZero() {
+			t := time.NewTimer(ri.token.ExpiresAt.Sub(ri.now()))
+			defer t.Stop()
+			expiry = t.C
 		}
+		select {
+		case <-ri.revoked:
+		case <-expiry:
+		case <-ctx.Done():
+			return
+		}
+		cancel(checkRevoked(ctx))
 	}()
 	return ctx, func() { cancel(nil) }
 }
 
 // checkRevoked fails with ErrUnauthenticated once the token of a
-// long-lived request was revoked.
+// long-lived request was revoked or has expired.
 func checkRevoked(ctx context.Context) error {
 	ri := infoFrom(ctx)
 	select {
@@ -326,8 +336,12 @@ func checkRevoked(ctx context.Context) error {
 		return fmt.Errorf("%w: token %q was revoked while this stream was open; ask an admin for a new one",
 			rewind.ErrUnauthenticated, ri.token.Name)
 	default:
-		return nil
 	}
+	if ri.now != nil && ri.token.Expired(ri.now()) {
+		return fmt.Errorf("%w: token %q expired at %s while this stream was open; ask an admin for a new one",
+			rewind.ErrUnauthenticated, ri.token.Name, ri.token.ExpiresAt.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // interceptors are applied to every RPC, outermost first: tracing, then

@@ -79,6 +79,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.tokens, err = auth.Open(c.DataDir); err != nil {
 		return nil, err
 	}
+	s.tokens.SetClock(c.Now)
 	if s.adminSecret, err = s.tokens.Bootstrap(c.AdminToken); err != nil {
 		return nil, err
 	}
