@@ -40,6 +40,13 @@ type Config struct {
 	TLSClientCA string
 	// MaxRequestBytes bounds one request message. Defaults to 32 MiB.
 	MaxRequestBytes int
+	// MaxInflightAppendBytes bounds the bytes of the appends in progress
+	// on the whole server (event data, metadata and types, and 64 bytes
+	// an event), from their decoding to their acknowledgement. An append
+	// that does not fit is refused with ResourceExhausted and a retry
+	// hint. It must be at least MaxRequestBytes. Defaults to 256 MiB, or
+	// MaxRequestBytes when that is larger.
+	MaxInflightAppendBytes int64
 	// RPCTimeout bounds each unary RPC (a client may ask for less).
 	// Defaults to 30s.
 	RPCTimeout time.Duration
@@ -74,6 +81,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = 32 << 20
 	}
+	if cfg.MaxInflightAppendBytes == 0 {
+		cfg.MaxInflightAppendBytes = max(DefaultMaxInflightAppendBytes, int64(cfg.MaxRequestBytes))
+	}
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = 30 * time.Second
 	}
@@ -101,6 +111,9 @@ func (c *Config) withDefaults() (Config, error) {
 	switch {
 	case cfg.MaxRequestBytes < 1<<10:
 		return cfg, bad("max request bytes", cfg.MaxRequestBytes, "must be at least 1 KiB")
+	case cfg.MaxInflightAppendBytes < int64(cfg.MaxRequestBytes):
+		return cfg, bad("max inflight append bytes", cfg.MaxInflightAppendBytes,
+			fmt.Sprintf("must be at least max request bytes (%d)", cfg.MaxRequestBytes))
 	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0:
 		return cfg, bad("timeouts", "", "must not be negative")
 	case cfg.MaxSubscriptionsPerToken < 1:

@@ -66,7 +66,7 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 		return nil, err
 	}
 	events := make([]rewind.Event, len(m.GetEvents()))
-	bytes := 0
+	bytes, cost := 0, int64(len(m.GetStream()))
 	for i, p := range m.GetEvents() {
 		if events[i], err = apiconv.EventFromProto(i, p); err != nil {
 			return nil, err
@@ -75,7 +75,13 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 		for k, v := range p.GetMetadata() {
 			bytes += len(k) + len(v)
 		}
+		cost += int64(len(p.GetType()) + eventOverhead)
 	}
+	cost += int64(bytes)
+	if err := e.s.budget.acquire(cost); err != nil { // the server-wide bound on appends in progress
+		return nil, err
+	}
+	defer e.s.budget.release(cost)
 	res, err := e.s.store.Append(ctx, m.GetStream(), expected, events...)
 	if err != nil {
 		return nil, err
@@ -88,6 +94,8 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 	return apiconv.AppendResultToProto(res), nil
 }
 
+// pageLimit reads a page's limit; unit says what the page counts (events,
+// streams) and hint how to get the next page.
 func pageLimit(limit uint32) (int, error) {
 	switch {
 	case limit == 0:

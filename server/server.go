@@ -40,6 +40,7 @@ type Server struct {
 	http     *http.Server
 
 	inflight    inflight
+	budget      appendBudget
 	health      *grpchealth.StaticChecker
 	adminSecret string
 	draining    atomic.Bool
@@ -84,8 +85,12 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.subs = newSubscriptions(s.store, c.MaxSubscriptionsPerToken)
+	s.budget.max = c.MaxInflightAppendBytes
 	s.registry.MustRegister(s.subs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
-		Help: "API requests being served (streams included)."}, func() float64 { return float64(s.inflight.count()) }))
+		Help: "API requests being served (streams included)."}, func() float64 { return float64(s.inflight.count()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_append_inflight_bytes",
+			Help: "Bytes of the appends in progress, counted against max_inflight_append_bytes."},
+			func() float64 { return float64(s.budget.used.Load()) }))
 	if s.tracing, err = newTracing(c.OTLPEndpoint); err != nil {
 		return nil, err
 	}

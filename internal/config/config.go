@@ -38,6 +38,7 @@ type Server struct {
 	TLSKey                   string        `yaml:"tls_key"`
 	TLSClientCA              string        `yaml:"tls_client_ca"`
 	MaxRequestBytes          int           `yaml:"max_request_bytes"`
+	MaxInflightAppendBytes   int           `yaml:"max_inflight_append_bytes"`
 	MaxBatchEvents           int           `yaml:"max_batch_events"`
 	MaxEventBytes            int           `yaml:"max_event_bytes"`
 	RPCTimeout               time.Duration `yaml:"rpc_timeout"`
@@ -52,7 +53,7 @@ type Server struct {
 func Defaults() Server {
 	return Server{
 		Addr: server.DefaultAddr, DataDir: "./rewind-data", Durability: "sync", SyncInterval: 100 * time.Millisecond,
-		MaxRequestBytes: 32 << 20, MaxBatchEvents: 10_000, MaxEventBytes: 1 << 20, RPCTimeout: 30 * time.Second,
+		MaxRequestBytes: 32 << 20, MaxInflightAppendBytes: server.DefaultMaxInflightAppendBytes, MaxBatchEvents: 10_000, MaxEventBytes: 1 << 20, RPCTimeout: 30 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second, MaxSubscriptionsPerToken: 64, ShutdownTimeout: 30 * time.Second,
 		LogLevel: "info",
 	}
@@ -133,6 +134,9 @@ var settings = func() []setting {
 	add("tls_client_ca", "PEM CA file: require client certificates signed by it (mTLS)", false, g, s)
 	g, s = integer("max_request_bytes", func(c *Server) *int { return &c.MaxRequestBytes })
 	add("max_request_bytes", "largest request message in bytes", false, g, s)
+	g, s = integer("max_inflight_append_bytes", func(c *Server) *int { return &c.MaxInflightAppendBytes })
+	add("max_inflight_append_bytes", "bytes of appends in progress on the whole server; beyond it appends are "+
+		"refused with a retry hint", false, g, s)
 	g, s = integer("max_batch_events", func(c *Server) *int { return &c.MaxBatchEvents })
 	add("max_batch_events", "most events in one append", false, g, s)
 	g, s = integer("max_event_bytes", func(c *Server) *int { return &c.MaxEventBytes })
@@ -261,7 +265,8 @@ func (c Server) ServerConfig() (server.Config, error) {
 	return server.Config{
 		Addr: c.Addr, DataDir: c.DataDir, NoAuth: c.NoAuth, AdminToken: c.AdminToken,
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
-		MaxRequestBytes: c.MaxRequestBytes, RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
+		MaxRequestBytes: c.MaxRequestBytes, MaxInflightAppendBytes: int64(c.MaxInflightAppendBytes),
+		RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
 		MaxSubscriptionsPerToken: c.MaxSubscriptionsPerToken, ShutdownTimeout: c.ShutdownTimeout,
 		OTLPEndpoint: c.OTLPEndpoint,
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
