@@ -243,3 +243,22 @@ func TestJSONErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// TestPageLimitsSayWhatTheyCount checks that a page too large is refused
+// with a message that names what a page counts and how to page.
+func TestPageLimitsSayWhatTheyCount(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{})
+	for _, c := range []struct{ method, body, want string }{
+		{"ReadStream", `{"stream":"s","limit":20000}`, "events per page (limit) 20000 exceeds the limit of 10000"},
+		{"ReadAll", `{"limit":20000}`, "events per page (limit) 20000 exceeds the limit of 10000; read in pages: continue from next_position"},
+		{"ListStreams", `{"limit":20000}`, "streams per page (limit) 20000 exceeds the limit of 10000; list in pages"},
+	} {
+		status, body := do(t, b, "POST", c.method, "", c.body, 0)
+		var e struct{ Message string }
+		json.Unmarshal(body, &e)
+		if status != http.StatusTooManyRequests || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s %s: %d %s, want 429 saying %q", c.method, c.body, status, body, c.want)
+		}
+	}
+}

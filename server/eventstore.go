@@ -96,16 +96,22 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 
 // pageLimit reads a page's limit; unit says what the page counts (events,
 // streams) and hint how to get the next page.
-func pageLimit(limit uint32) (int, error) {
+func pageLimit(limit uint32, unit, hint string) (int, error) {
 	switch {
 	case limit == 0:
 		return defaultPage, nil
 	case limit > maxPage:
-		return 0, &rewind.LimitError{Limit: "page size (events)", Max: maxPage, Got: int64(limit),
-			Hint: "read in pages: continue from the last event you got"}
+		return 0, &rewind.LimitError{Limit: unit + " per page (limit)", Max: maxPage, Got: int64(limit), Hint: hint}
 	}
 	return int(limit), nil
 }
+
+// Hints for the next page.
+const (
+	nextStreamPage = "read in pages: continue from the version after the last event you got"
+	nextLogPage    = "read in pages: continue from next_position"
+	nextListPage   = "list in pages: continue with after set to the last stream you got"
+)
 
 func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewindv1.ReadStreamRequest]) (*connect.Response[rewindv1.ReadStreamResponse], error) {
 	m := req.Msg
@@ -115,7 +121,7 @@ func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewind
 	if err := authorize(ctx, auth.Read, m.GetStream()); err != nil {
 		return nil, err
 	}
-	limit, err := pageLimit(m.GetLimit())
+	limit, err := pageLimit(m.GetLimit(), "events", nextStreamPage)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +149,7 @@ func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewind
 
 func (e *eventStore) ReadAll(ctx context.Context, req *connect.Request[rewindv1.ReadAllRequest]) (*connect.Response[rewindv1.ReadAllResponse], error) {
 	m := req.Msg
-	limit, err := pageLimit(m.GetLimit())
+	limit, err := pageLimit(m.GetLimit(), "events", nextLogPage)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +205,7 @@ func (e *eventStore) GetStreamInfo(ctx context.Context, req *connect.Request[rew
 
 func (e *eventStore) ListStreams(ctx context.Context, req *connect.Request[rewindv1.ListStreamsRequest]) (*connect.Response[rewindv1.ListStreamsResponse], error) {
 	m := req.Msg
-	limit, err := pageLimit(m.GetLimit())
+	limit, err := pageLimit(m.GetLimit(), "streams", nextListPage)
 	if err != nil {
 		return nil, err
 	}
