@@ -2,10 +2,12 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 )
@@ -98,7 +100,7 @@ func TestScopesImplyLowerActions(t *testing.T) {
 func TestCreateAuthenticateRevokePersist(t *testing.T) {
 	t.Parallel()
 	s, dir := setup(t)
-	tok, secret, err := s.Create("orders-svc", []Scope{{Write, "orders-*"}})
+	tok, secret, err := s.Create("orders-svc", []Scope{{Write, "orders-*"}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +127,7 @@ func TestCreateAuthenticateRevokePersist(t *testing.T) {
 			t.Errorf("authenticate(%q): %v, want unauthenticated", bad, err)
 		}
 	}
-	if _, _, err := s.Create("orders-svc", []Scope{{Read, "*"}}); !errors.Is(err, ErrNameTaken) {
+	if _, _, err := s.Create("orders-svc", []Scope{{Read, "*"}}, 0); !errors.Is(err, ErrNameTaken) {
 		t.Fatalf("duplicate name: %v", err)
 	}
 	watch := s.WhenRevoked(tok.ID)
@@ -207,4 +209,77 @@ func TestBootstrap(t *testing.T) {
 			t.Fatalf("wrong env token accepted: %v", err)
 		}
 	})
+}
+
+// TestTokenTTL checks that a token created with a TTL works until it runs
+// out and is then refused as a revoked one is, on a clock the test moves.
+func TestTokenTTL(t *testing.T) {
+	t.Parallel()
+	s, dir := setup(t)
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	s.SetClock(func() time.Time { return now })
+	tok, secret, err := s.Create("ci", []Scope{{Read, "*"}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("expires at %v, want %v", tok.ExpiresAt, now.Add(time.Hour))
+	}
+	now = now.Add(time.Hour - time.Second)
+	if _, err := s.Authenticate(secret); err != nil {
+		t.Fatalf("a second before expiry: %v", err)
+	}
+	now = now.Add(time.Second)
+	if _, err := s.Authenticate(secret); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("at expiry: %v, want unauthenticated: expired", err)
+	}
+	if l := s.List(false); len(l) != 0 {
+		t.Fatalf("List(false) shows an expired token: %+v", l)
+	}
+	if l := s.List(true); len(l) != 1 || !l[0].Expired(now) {
+		t.Fatalf("List(true): %+v", l)
+	}
+	// The name is free again; revoking by name finds the live token.
+	again, _, err := s.Create("ci", []Scope{{Read, "*"}}, 0)
+	if err != nil {
+		t.Fatalf("the name of an expired token: %v", err)
+	}
+	if r, err := s.Revoke("ci"); err != nil || r.ID != again.ID {
+		t.Fatalf("revoke by name: %+v %v, want the live token %s", r, err, again.ID)
+	}
+	// The expiry survives a reopen.
+	s.Close()
+	s2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	s2.SetClock(func() time.Time { return now })
+	if _, err := s2.Authenticate(secret); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("expired token after reopen: %v", err)
+	}
+	for _, ttl := range []time.Duration{-time.Hour, time.Millisecond} {
+		if _, _, err := s2.Create("bad", []Scope{{Read, "*"}}, ttl); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("ttl %v: %v, want invalid", ttl, err)
+		}
+	}
+}
+
+// TestTokenLimits checks the documented bounds of a token.
+func TestTokenLimits(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	many := make([]Scope, MaxScopes+1)
+	for i := range many {
+		many[i] = Scope{Read, fmt.Sprintf("s%d-*", i)}
+	}
+	if _, _, err := s.Create("many", many, 0); !errors.Is(err, rewind.ErrInvalidArgument) {
+		t.Fatalf("%d scopes: %v, want invalid", len(many), err)
+	}
+	if _, _, err := s.Create("enough", many[:MaxScopes], 0); err != nil {
+		t.Fatalf("%d scopes: %v", MaxScopes, err)
+	}
+	if _, _, err := s.Create(strings.Repeat("n", MaxNameLen+1), many[:1], 0); !errors.Is(err, rewind.ErrInvalidArgument) {
+		t.Fatalf("a long name: %v, want invalid", err)
+	}
 }

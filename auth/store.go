@@ -26,6 +26,8 @@ type Store struct {
 	path string
 	lock io.Closer
 
+	now func() time.Time // the clock of creations, revocations and expiry; nil: time.Now
+
 	mu      sync.RWMutex
 	tokens  []*Token                 // in creation order
 	revoked map[string]chan struct{} // by token id: closed when it is revoked
@@ -75,6 +77,18 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
+// SetClock sets the clock that dates creations and revocations and decides
+// expiry; for tests. Defaults to time.Now. Call it before the Store is
+// shared.
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
+func (s *Store) clock() time.Time {
+	if s.now == nil {
+		return time.Now()
+	}
+	return s.now()
+}
+
 // Close releases the lock.
 func (s *Store) Close() error {
 	if s.lock == nil {
@@ -106,17 +120,26 @@ func (s *Store) Bootstrap(envSecret string) (secret string, err error) {
 			return "", &rewind.ValidationError{Field: "REWIND_ADMIN_TOKEN",
 				Reason: fmt.Sprintf("must be at least %d characters; use a long random string", MinCustomSecret)}
 		}
-		_, err := s.create("admin", admin, envSecret)
+		_, err := s.create("admin", admin, 0, envSecret)
 		return "", err
 	}
-	_, secret, err = s.Create("admin", admin)
+	_, secret, err = s.Create("admin", admin, 0)
 	return secret, err
 }
 
+// Limits of a token.
+const (
+	// MaxNameLen bounds a token's name.
+	MaxNameLen = 64
+	// MaxScopes bounds the scopes of one token.
+	MaxScopes = 64
+)
+
 // Create makes a token and returns it with its secret, which is not stored
-// and cannot be shown again.
-func (s *Store) Create(name string, scopes []Scope) (Token, string, error) {
-	t, err := s.create(name, scopes, "")
+// and cannot be shown again. With a ttl the token expires that long after
+// its creation; 0 means it works until it is revoked.
+func (s *Store) Create(name string, scopes []Scope, ttl time.Duration) (Token, string, error) {
+	t, err := s.create(name, scopes, ttl, "")
 	if err != nil {
 		return Token{}, "", err
 	}
@@ -128,13 +151,21 @@ type created struct {
 	secret string
 }
 
-func (s *Store) create(name string, scopes []Scope, custom string) (created, error) {
+func (s *Store) create(name string, scopes []Scope, ttl time.Duration, custom string) (created, error) {
 	if err := validateName(name); err != nil {
 		return created{}, err
 	}
-	if len(scopes) == 0 {
+	switch {
+	case len(scopes) == 0:
 		return created{}, &rewind.ValidationError{Field: "scopes",
 			Reason: `a token needs at least one scope, such as "read:*" or "write:orders-*"`}
+	case len(scopes) > MaxScopes:
+		return created{}, &rewind.ValidationError{Field: "scopes",
+			Reason: fmt.Sprintf("a token has at most %d scopes, got %d; use patterns such as orders-*", MaxScopes,
+				len(scopes))}
+	case ttl < 0 || ttl > 0 && ttl < time.Second:
+		return created{}, &rewind.ValidationError{Field: "ttl", Value: ttl.String(),
+			Reason: "must be at least 1s, such as 24h; leave it out for a token that lasts until it is revoked"}
 	}
 	id, err := newID()
 	if err != nil {
@@ -146,12 +177,16 @@ func (s *Store) create(name string, scopes []Scope, custom string) (created, err
 			return created{}, err
 		}
 	}
-	t := &Token{ID: id, Name: name, Scopes: slices.Clone(scopes), CreatedAt: time.Now().UTC().Truncate(time.Second),
+	now := s.clock().UTC()
+	t := &Token{ID: id, Name: name, Scopes: slices.Clone(scopes), CreatedAt: now.Truncate(time.Second),
 		Custom: custom != "", hash: hashOf(secret)}
+	if ttl > 0 {
+		t.ExpiresAt = now.Add(ttl)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, o := range s.tokens {
-		if o.Name == name && !o.Revoked() {
+		if o.Name == name && o.Live(now) {
 			return created{}, fmt.Errorf("%w: a token named %q exists (id %s); revoke it first or pick another name",
 				ErrNameTaken, name, o.ID)
 		}
@@ -164,8 +199,9 @@ func (s *Store) create(name string, scopes []Scope, custom string) (created, err
 }
 
 func validateName(name string) error {
-	if name == "" || len(name) > 64 {
-		return &rewind.ValidationError{Field: "token name", Value: name, Reason: "must be 1 to 64 characters"}
+	if name == "" || len(name) > MaxNameLen {
+		return &rewind.ValidationError{Field: "token name", Value: name,
+			Reason: fmt.Sprintf("must be 1 to %d characters", MaxNameLen)}
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
@@ -176,13 +212,15 @@ func validateName(name string) error {
 	return nil
 }
 
-// List returns the tokens in creation order, revoked ones only when asked.
+// List returns the tokens in creation order; revoked and expired ones
+// only when asked.
 func (s *Store) List(includeRevoked bool) []Token {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	now := s.clock()
 	out := make([]Token, 0, len(s.tokens))
 	for _, t := range s.tokens {
-		if includeRevoked || !t.Revoked() {
+		if includeRevoked || t.Live(now) {
 			out = append(out, *t)
 		}
 	}
@@ -194,9 +232,13 @@ func (s *Store) List(includeRevoked bool) []Token {
 func (s *Store) Revoke(idOrName string) (Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.clock()
 	i := slices.IndexFunc(s.tokens, func(t *Token) bool { return t.ID == idOrName })
+	if i < 0 { // by name: the live token, else the newest expired one not yet revoked
+		i = slices.IndexFunc(s.tokens, func(t *Token) bool { return t.Name == idOrName && t.Live(now) })
+	}
 	if i < 0 {
-		i = slices.IndexFunc(s.tokens, func(t *Token) bool { return t.Name == idOrName && !t.Revoked() })
+		i = lastIndexFunc(s.tokens, func(t *Token) bool { return t.Name == idOrName && !t.Revoked() })
 	}
 	if i < 0 {
 		return Token{}, fmt.Errorf("%w: no token has id or name %q; see 'rewind token list'", ErrTokenNotFound, idOrName)
@@ -206,7 +248,7 @@ func (s *Store) Revoke(idOrName string) (Token, error) {
 	}
 	next := slices.Clone(s.tokens)
 	t := *next[i]
-	t.RevokedAt = time.Now().UTC().Truncate(time.Second)
+	t.RevokedAt = now.UTC().Truncate(time.Second)
 	next[i] = &t
 	if err := s.saveLocked(next); err != nil {
 		return Token{}, err
@@ -269,8 +311,20 @@ func (s *Store) Authenticate(secret string) (*Token, error) {
 	case found.Revoked():
 		return nil, fmt.Errorf("%w: token %q was revoked at %s; ask an admin for a new one",
 			ErrUnauthenticated, found.Name, found.RevokedAt.Format(time.RFC3339))
+	case found.Expired(s.clock()):
+		return nil, fmt.Errorf("%w: token %q expired at %s; ask an admin for a new one",
+			ErrUnauthenticated, found.Name, found.ExpiresAt.Format(time.RFC3339))
 	}
 	return found, nil
+}
+
+func lastIndexFunc[T any](s []T, f func(T) bool) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if f(s[i]) {
+			return i
+		}
+	}
+	return -1
 }
 
 // saveLocked writes tokens to the file atomically: a temporary file,

@@ -14,13 +14,14 @@ import (
 	"github.com/rewindhq/rewind"
 )
 
-// Sentinel errors. Authenticate's errors match ErrUnauthenticated (and
-// rewind.ErrUnauthenticated); a missing scope is ErrPermissionDenied (and
-// rewind.ErrPermissionDenied). Each matches its rewind sentinel without
-// repeating that sentinel's "rewind: " prefix in its message.
+// Sentinel errors. Authenticate's errors match ErrUnauthenticated, which
+// is rewind.ErrUnauthenticated; a missing scope is ErrPermissionDenied,
+// which is rewind.ErrPermissionDenied. They are rewind's own, so that
+// their messages read "rewind: unauthenticated: …", without a second
+// prefix, when a server sends them to its clients.
 var (
-	ErrUnauthenticated  = &codedError{"auth: unauthenticated", rewind.ErrUnauthenticated}
-	ErrPermissionDenied = &codedError{"auth: permission denied", rewind.ErrPermissionDenied}
+	ErrUnauthenticated  = rewind.ErrUnauthenticated
+	ErrPermissionDenied = rewind.ErrPermissionDenied
 	ErrTokenNotFound    = errors.New("auth: token not found")
 	ErrNameTaken        = &codedError{"auth: token name already in use", rewind.ErrAlreadyExists}
 	ErrLocked           = &codedError{"auth: token file in use", rewind.ErrLocked}
@@ -45,6 +46,9 @@ type Token struct {
 	CreatedAt time.Time `json:"created_at"`
 	// RevokedAt is set once the token is revoked.
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// ExpiresAt, when set, is when the token stops working (its TTL ran
+	// out): from then on it is refused as a revoked one is.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// Custom marks a token whose secret was chosen by the operator
 	// (REWIND_ADMIN_TOKEN) rather than generated: it has no id inside.
 	Custom bool `json:"custom,omitempty"`
@@ -54,6 +58,13 @@ type Token struct {
 
 // Revoked reports whether the token was revoked.
 func (t *Token) Revoked() bool { return !t.RevokedAt.IsZero() }
+
+// Expired reports whether the token's TTL has run out at now.
+func (t *Token) Expired(now time.Time) bool { return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) }
+
+// Live reports whether the token works at now: neither revoked nor
+// expired.
+func (t *Token) Live(now time.Time) bool { return !t.Revoked() && !t.Expired(now) }
 
 // Allows reports whether one of the token's scopes allows action on stream.
 func (t *Token) Allows(action Action, stream string) bool {
@@ -103,12 +114,13 @@ type tokenJSON struct {
 	Hash      string    `json:"sha256"`
 	CreatedAt time.Time `json:"created_at"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	Custom    bool      `json:"custom,omitempty"`
 }
 
 func (t *Token) toJSON() tokenJSON {
 	return tokenJSON{ID: t.ID, Name: t.Name, Scopes: t.ScopeStrings(), Hash: hex.EncodeToString(t.hash[:]),
-		CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt, Custom: t.Custom}
+		CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt, ExpiresAt: t.ExpiresAt, Custom: t.Custom}
 }
 
 func (j *tokenJSON) token() (*Token, error) {
@@ -120,7 +132,8 @@ func (j *tokenJSON) token() (*Token, error) {
 	if err != nil || len(h) != sha256.Size {
 		return nil, fmt.Errorf("token %s: bad sha256 %q", j.ID, j.Hash)
 	}
-	t := &Token{ID: j.ID, Name: j.Name, Scopes: scopes, CreatedAt: j.CreatedAt, RevokedAt: j.RevokedAt, Custom: j.Custom}
+	t := &Token{ID: j.ID, Name: j.Name, Scopes: scopes, CreatedAt: j.CreatedAt, RevokedAt: j.RevokedAt,
+		ExpiresAt: j.ExpiresAt, Custom: j.Custom}
 	copy(t.hash[:], h)
 	return t, nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
 	"github.com/rewindhq/rewind/internal/apiconv"
@@ -17,12 +18,17 @@ type Token struct {
 	Scopes    []string  `json:"scopes"`
 	CreatedAt time.Time `json:"created_at"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// ExpiresAt is set for a token created with a TTL.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 func tokenFromProto(p *rewindv1.Token) Token {
 	t := Token{ID: p.GetId(), Name: p.GetName(), Scopes: p.GetScopes(), CreatedAt: p.GetCreatedAt().AsTime()}
 	if p.GetRevokedAt() != nil {
 		t.RevokedAt = p.GetRevokedAt().AsTime()
+	}
+	if p.GetExpiresAt() != nil {
+		t.ExpiresAt = p.GetExpiresAt().AsTime()
 	}
 	return t
 }
@@ -31,7 +37,18 @@ func tokenFromProto(p *rewindv1.Token) Token {
 // returns it with its secret, which the server shows only this once. It
 // needs an admin:* token.
 func (c *Client) CreateToken(ctx context.Context, name string, scopes ...string) (Token, string, error) {
-	res, err := c.tokens.CreateToken(ctx, connect.NewRequest(&rewindv1.CreateTokenRequest{Name: name, Scopes: scopes}))
+	return c.CreateExpiringToken(ctx, name, 0, scopes...)
+}
+
+// CreateExpiringToken is CreateToken for a token that expires ttl after
+// its creation (at least 1s; 0 means never): from then on the server
+// refuses it as a revoked one, and ends the streams it opened.
+func (c *Client) CreateExpiringToken(ctx context.Context, name string, ttl time.Duration, scopes ...string) (Token, string, error) {
+	req := &rewindv1.CreateTokenRequest{Name: name, Scopes: scopes}
+	if ttl != 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	res, err := c.tokens.CreateToken(ctx, connect.NewRequest(req))
 	if err != nil {
 		return Token{}, "", apiconv.FromConnect(err)
 	}

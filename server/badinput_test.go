@@ -65,6 +65,13 @@ func TestBadInputCorpus(t *testing.T) {
 		{name: "long stream name", method: "Append", body: `{"stream":"` + strings.Repeat("s", 300) + `","events":[{"type":"T"}]}`},
 		{name: "empty event type", method: "Append", body: `{"stream":"s","events":[{"type":""}]}`},
 		{name: "bad event id", method: "Append", body: `{"stream":"s","events":[{"id":"not-a-uuid","type":"T"}]}`},
+		{name: "nil event id", method: "Append", body: `{"stream":"s","events":[{"id":"00000000-0000-0000-0000-000000000000","type":"T"}]}`},
+		{name: "nil event id as URN", method: "Append", body: `{"stream":"s","events":[{"id":"urn:uuid:00000000000000000000000000000000","type":"T"}]}`},
+		{name: "zero-width space in stream name", method: "Append", body: `{"stream":"s\u200b","events":[{"type":"T"}]}`},
+		{name: "bidi override in stream name", method: "ReadStream", body: `{"stream":"\u202es"}`},
+		{name: "CRLF in content type", method: "Append", body: `{"stream":"s","events":[{"type":"T","contentType":"a/b\r\nX: y"}]}`},
+		{name: "LF in metadata key", method: "Append", body: `{"stream":"s","events":[{"type":"T","metadata":{"a\nb":"v"}}]}`},
+		{name: "CRLF in metadata value", method: "Append", body: `{"stream":"s","events":[{"type":"T","metadata":{"k":"v\r\nX: y"}}]}`},
 		{name: "unknown expected state", method: "Append", body: `{"stream":"s","expectedState":7,"events":[{"type":"T"}]}`},
 		{name: "huge expected version", method: "Append", body: `{"stream":"s","expectedVersion":"18446744073709551615","events":[{"type":"T"}]}`},
 		{name: "negative expected version", method: "Append", body: `{"stream":"s","expectedVersion":"-1","events":[{"type":"T"}]}`},
@@ -202,5 +209,56 @@ func TestRPCTimeoutCoversTheRequestBody(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode == http.StatusOK {
 		t.Fatalf("an incomplete request got %s", res.Status)
+	}
+}
+
+// TestJSONErrorsNameTheField checks that a JSON body the API refuses gets
+// a message naming the field by its path and what it must hold.
+func TestJSONErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{})
+	for _, c := range []struct{ method, body, want string }{
+		{"Append", `{"stream":"s","events":[{"type":"T","data":"%%%"}]}`, "events[0].data must be base64"},
+		{"Append", `{"stream":"s","events":[{"type":"T"},{"type":"T","occurredAt":"yesterday"}]}`,
+			"events[1].occurredAt must be an RFC 3339 time"},
+		{"Append", `{"stream":"s","expectedVersion":"x","events":[{"type":"T"}]}`, "expectedVersion must be a whole number"},
+		{"Append", `{"stream":"s","expectedState":"SOON","events":[{"type":"T"}]}`,
+			"expectedState must be one of EXPECTED_STATE_UNSPECIFIED, EXPECTED_STATE_ANY"},
+		{"Append", `{"stream":"s","expectedState":"EXPECTED_STATE_ANY","expectedVersion":"1","events":[{"type":"T"}]}`,
+			"expectedState and expectedVersion are alternatives"},
+		{"Append", `{"stream":"s","events":[{"type":"T","dta":"x"}]}`, "events[0].dta is not a field of Event; its fields are id, type"},
+		{"Append", `{"stream":1,"events":[{"type":"T"}]}`, "stream must be a JSON string"},
+		{"Append", `{"stream":"s","events":{"type":"T"}}`, "events must be a JSON array"},
+		{"Append", `{"stream":"s","events":[{"type":"T","metadata":{"k":1}}]}`, `events[0].metadata["k"] must be a JSON string`},
+		{"Append", `{"stream":"s","events":[]}{}`, "more than one JSON value"},
+		{"Append", `[1]`, "the body must be a JSON object"},
+		{"ReadAll", `{"limit":-1}`, "limit must be a whole number from 0 to 4294967295"},
+		{"ReadStream", `{"stream":"s","backward":"yes"}`, "backward must be true or false"},
+	} {
+		status, body := do(t, b, "POST", c.method, "", c.body, 0)
+		var e struct{ Code, Message string }
+		json.Unmarshal(body, &e)
+		if status != http.StatusBadRequest || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s %s: %d %s, want 400 saying %q", c.method, c.body, status, body, c.want)
+		}
+	}
+}
+
+// TestPageLimitsSayWhatTheyCount checks that a page too large is refused
+// with a message that names what a page counts and how to page.
+func TestPageLimitsSayWhatTheyCount(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{})
+	for _, c := range []struct{ method, body, want string }{
+		{"ReadStream", `{"stream":"s","limit":20000}`, "events per page (limit) 20000 exceeds the limit of 10000"},
+		{"ReadAll", `{"limit":20000}`, "events per page (limit) 20000 exceeds the limit of 10000; read in pages: continue from next_position"},
+		{"ListStreams", `{"limit":20000}`, "streams per page (limit) 20000 exceeds the limit of 10000; list in pages"},
+	} {
+		status, body := do(t, b, "POST", c.method, "", c.body, 0)
+		var e struct{ Message string }
+		json.Unmarshal(body, &e)
+		if status != http.StatusTooManyRequests || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s %s: %d %s, want 429 saying %q", c.method, c.body, status, body, c.want)
+		}
 	}
 }

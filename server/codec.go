@@ -36,8 +36,12 @@ func (strictJSON) Unmarshal(b []byte, m any) error {
 		b = []byte("{}") // an empty body is an empty message, as in Connect's own codec
 	}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, msg); err != nil {
+		md := msg.ProtoReflect().Descriptor()
+		if why := jsonProblem(b, md); why != "" {
+			return fmt.Errorf("the JSON body does not match %s: %s", md.Name(), why)
+		}
 		return fmt.Errorf("the JSON body does not match %s: %w (field names are those of the API, "+
-			"in snake_case or lowerCamelCase; see docs/server.md)", msg.ProtoReflect().Descriptor().Name(), err)
+			"in snake_case or lowerCamelCase; see docs/server.md)", md.Name(), err)
 	}
 	return nil
 }

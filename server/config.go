@@ -52,6 +52,13 @@ type Config struct {
 	TLSClientCA string
 	// MaxRequestBytes bounds one request message. Defaults to 32 MiB.
 	MaxRequestBytes int
+	// MaxInflightAppendBytes bounds the bytes of the appends in progress
+	// on the whole server (event data, metadata and types, and 64 bytes
+	// an event), from their decoding to their acknowledgement. An append
+	// that does not fit is refused with ResourceExhausted and a retry
+	// hint. It must be at least MaxRequestBytes. Defaults to 256 MiB, or
+	// MaxRequestBytes when that is larger.
+	MaxInflightAppendBytes int64
 	// RPCTimeout bounds each unary RPC (a client may ask for less).
 	// Defaults to 30s.
 	RPCTimeout time.Duration
@@ -70,6 +77,9 @@ type Config struct {
 	OTLPEndpoint string
 	// Logger receives JSON logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Now is the clock that decides when tokens expire; for tests.
+	// Defaults to time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -82,6 +92,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxRequestBytes == 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxInflightAppendBytes == 0 {
+		cfg.MaxInflightAppendBytes = max(DefaultMaxInflightAppendBytes, int64(cfg.MaxRequestBytes))
 	}
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = DefaultRPCTimeout
@@ -101,12 +114,18 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	bad := func(field string, v any, reason string) error {
 		return &rewind.ValidationError{Field: field, Value: fmt.Sprint(v), Reason: reason}
 	}
 	switch {
 	case cfg.MaxRequestBytes < 1<<10:
 		return cfg, bad("max request bytes", cfg.MaxRequestBytes, "must be at least 1 KiB")
+	case cfg.MaxInflightAppendBytes < int64(cfg.MaxRequestBytes):
+		return cfg, bad("max inflight append bytes", cfg.MaxInflightAppendBytes,
+			fmt.Sprintf("must be at least max request bytes (%d)", cfg.MaxRequestBytes))
 	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0:
 		return cfg, bad("timeouts", "", "must not be negative")
 	case cfg.MaxSubscriptionsPerToken < 1:

@@ -9,10 +9,21 @@
 // any error nothing was written. Appends are idempotent on event ids, so a
 // client that assigns ids may retry after a lost response.
 //
-// Every RPC but Health needs a bearer token (package auth) whose scopes
-// allow it; ReadAll and Subscribe deliver only the events of streams the
-// token may read. Authentication can be turned off only on a loopback
-// listen address.
+// Every RPC but the health checks needs a bearer token (package auth)
+// whose scopes allow it; ReadAll and Subscribe deliver only the events of
+// streams the token may read. Authentication can be turned off only on a
+// loopback listen address. The standard gRPC health service needs no
+// token; gRPC server reflection needs one of any scope.
+//
+// # Hostile input
+//
+// A client's mistake is answered with a 4xx (or a client-error gRPC
+// status) and a message that says what to fix, never a 5xx: malformed
+// bodies, envelopes, timeouts and content codings included. rpc_timeout
+// bounds the reading of every request (a stream's: its first message), a
+// request refused on its headers is answered at once and its HTTP/1.x
+// connection closed, and a server-wide budget bounds the bytes of appends
+// in progress. docs/server.md lists every limit.
 //
 // A subscription delivers the log in position order, each event once,
 // first catching up from the log and then live. It is flow-controlled: the
@@ -24,9 +35,11 @@
 //
 // Run returns when its context ends, after a graceful shutdown: the
 // listener closes, subscriptions end with an Unavailable status that
-// names the position to resume after, in-flight requests (appends
-// included) finish within ShutdownTimeout, and the store is fsynced and
-// closed, which releases the data directory.
+// names the position to resume after, requests still waiting for their
+// body are refused and streams whose client reads nothing are cut after a
+// second, requests being processed (appends included) finish within
+// ShutdownTimeout, and the store is fsynced and closed, which releases
+// the data directory.
 //
 // # Observability
 //

@@ -66,7 +66,7 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 		return nil, err
 	}
 	events := make([]rewind.Event, len(m.GetEvents()))
-	bytes := 0
+	bytes, cost := 0, int64(len(m.GetStream()))
 	for i, p := range m.GetEvents() {
 		if events[i], err = apiconv.EventFromProto(i, p); err != nil {
 			return nil, err
@@ -75,7 +75,13 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 		for k, v := range p.GetMetadata() {
 			bytes += len(k) + len(v)
 		}
+		cost += int64(len(p.GetType()) + eventOverhead)
 	}
+	cost += int64(bytes)
+	if err := e.s.budget.acquire(cost); err != nil { // the server-wide bound on appends in progress
+		return nil, err
+	}
+	defer e.s.budget.release(cost)
 	res, err := e.s.store.Append(ctx, m.GetStream(), expected, events...)
 	if err != nil {
 		return nil, err
@@ -88,16 +94,24 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 	return apiconv.AppendResultToProto(res), nil
 }
 
-func pageLimit(limit uint32) (int, error) {
+// pageLimit reads a page's limit; unit says what the page counts (events,
+// streams) and hint how to get the next page.
+func pageLimit(limit uint32, unit, hint string) (int, error) {
 	switch {
 	case limit == 0:
 		return defaultPage, nil
 	case limit > maxPage:
-		return 0, &rewind.LimitError{Limit: "page size (events)", Max: maxPage, Got: int64(limit),
-			Hint: "read in pages: continue from the last event you got"}
+		return 0, &rewind.LimitError{Limit: unit + " per page (limit)", Max: maxPage, Got: int64(limit), Hint: hint}
 	}
 	return int(limit), nil
 }
+
+// Hints for the next page.
+const (
+	nextStreamPage = "read in pages: continue from the version after the last event you got"
+	nextLogPage    = "read in pages: continue from next_position"
+	nextListPage   = "list in pages: continue with after set to the last stream you got"
+)
 
 func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewindv1.ReadStreamRequest]) (*connect.Response[rewindv1.ReadStreamResponse], error) {
 	m := req.Msg
@@ -107,7 +121,7 @@ func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewind
 	if err := authorize(ctx, auth.Read, m.GetStream()); err != nil {
 		return nil, err
 	}
-	limit, err := pageLimit(m.GetLimit())
+	limit, err := pageLimit(m.GetLimit(), "events", nextStreamPage)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +149,7 @@ func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewind
 
 func (e *eventStore) ReadAll(ctx context.Context, req *connect.Request[rewindv1.ReadAllRequest]) (*connect.Response[rewindv1.ReadAllResponse], error) {
 	m := req.Msg
-	limit, err := pageLimit(m.GetLimit())
+	limit, err := pageLimit(m.GetLimit(), "events", nextLogPage)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +205,7 @@ func (e *eventStore) GetStreamInfo(ctx context.Context, req *connect.Request[rew
 
 func (e *eventStore) ListStreams(ctx context.Context, req *connect.Request[rewindv1.ListStreamsRequest]) (*connect.Response[rewindv1.ListStreamsResponse], error) {
 	m := req.Msg
-	limit, err := pageLimit(m.GetLimit())
+	limit, err := pageLimit(m.GetLimit(), "streams", nextListPage)
 	if err != nil {
 		return nil, err
 	}

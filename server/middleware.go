@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,8 +19,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/rewindhq/rewind"
-	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
-	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/internal/apiconv"
 )
@@ -28,10 +27,13 @@ import (
 // interceptors and the handler.
 type requestInfo struct {
 	id       string
+	route    *route // nil for a path the server does not serve
 	token    *auth.Token
+	body     *requestBody    // once the request is let through to its handler
 	code     string          // result code once known
 	observed bool            // the interceptors saw the RPC (it was decoded)
 	revoked  <-chan struct{} // long-lived RPCs: closed when token is revoked
+	now      func() time.Time
 }
 
 type requestKey struct{}
@@ -52,13 +54,13 @@ func tokenFrom(ctx context.Context) *auth.Token { return infoFrom(ctx).token }
 func (s *Server) withRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id"))}
+		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: routes[r.URL.Path]}
 		w.Header().Set("X-Request-Id", ri.id)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, r: r, ri: ri}
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, ri)))
 
 		procedure := r.URL.Path
-		if !procedures[procedure] { // a label per path anyone can make up would grow without bound
+		if ri.route == nil { // a label per path anyone can make up would grow without bound
 			procedure = "unknown"
 		}
 		code := ri.code
@@ -121,10 +123,12 @@ func codeFromResponse(sw *statusWriter) string {
 	switch sw.status {
 	case 0, http.StatusOK:
 		return "ok"
-	case http.StatusBadRequest:
+	case http.StatusBadRequest, http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed:
 		return connect.CodeInvalidArgument.String()
-	case http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed, http.StatusNotFound:
+	case http.StatusNotFound:
 		return connect.CodeUnimplemented.String()
+	case http.StatusRequestTimeout:
+		return connect.CodeDeadlineExceeded.String()
 	case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
 		return connect.CodeResourceExhausted.String()
 	}
@@ -132,22 +136,57 @@ func codeFromResponse(sw *statusWriter) string {
 }
 
 // statusWriter remembers the HTTP status. It keeps flushing and the
-// response controller working.
+// response controller working. Before the status goes out it makes sure
+// that an early answer does not wait for the rest of the request:
+//
+//   - an answer sent before an HTTP/1.x request's body was read in full
+//     (a request refused on its headers) closes the connection, and the
+//     unread rest of the body is not waited for: otherwise a client that
+//     keeps the connection alive and stalls its body would hold the
+//     answer, the connection and a goroutine indefinitely (net/http reads
+//     up to 256 KiB of an unread body to keep the connection);
+//   - a body that did not arrive in time is answered with 408 Request
+//     Timeout, not the Connect protocol's 504 for a missed deadline: the
+//     client was late, not the server;
+//   - the 415 connect-go answers bare gets a body that says what to send.
 type statusWriter struct {
 	http.ResponseWriter
+	r      *http.Request
+	ri     *requestInfo
 	status int
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+	if w.status != 0 {
+		w.ResponseWriter.WriteHeader(code) // superfluous: net/http logs it
+		return
+	}
+	if code == http.StatusGatewayTimeout && w.ri.body != nil && w.ri.body.timedOut.Load() {
+		code = http.StatusRequestTimeout
+	}
+	w.status = code
+	if w.bodyPending() {
+		w.Header().Set("Connection", "close")
+		http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now())
+	}
+	if explainStatus(w.ResponseWriter, w.r, code) {
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// bodyPending reports whether an HTTP/1.x request's body has not been read
+// to its end.
+func (w *statusWriter) bodyPending() bool {
+	if w.r.ProtoMajor != 1 || w.r.ContentLength == 0 {
+		return false
+	}
+	return w.ri.body == nil || !w.ri.body.done()
+}
+
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -160,51 +199,46 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// procedures holds the path of every RPC of the API, /SERVICE/METHOD.
-var procedures = func() map[string]bool {
-	out := map[string]bool{}
-	services := rewindv1.File_rewind_v1_rewind_proto.Services()
-	for i := range services.Len() {
-		methods := services.Get(i).Methods()
-		for j := range methods.Len() {
-			out["/"+string(services.Get(i).FullName())+"/"+string(methods.Get(j).Name())] = true
-		}
-	}
-	return out
-}()
-
 // routeErrors answers requests no RPC handles (an unknown path, a GET of
 // an RPC that has side effects) with an API error that says what to do,
-// rather than a bare status.
+// rather than a bare status. An unknown procedure is Unimplemented, as
+// gRPC tools expect (grpcurl, health probes), and 404 Not Found over
+// plain HTTP.
 func routeErrors(next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !procedures[r.URL.Path] {
-			errw.Write(w, r, apiconv.Errorf(rewind.CodeNotFound, "rewind: no RPC at %s; the API's procedures are "+
-				"/rewind.v1.EventStoreService/METHOD and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path))
+		rt := infoFrom(r.Context()).route
+		if rt == nil {
+			msg := fmt.Sprintf("rewind: no RPC at %s; the API's procedures are /rewind.v1.EventStoreService/METHOD "+
+				"and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path)
+			if p := protocolOf(r); p == grpcProtocol || p == grpcWeb {
+				errw.Write(w, r, connect.NewError(connect.CodeUnimplemented, errors.New(msg)))
+				return
+			}
+			writeJSONError(w, http.StatusNotFound, connect.CodeUnimplemented, msg)
 			return
 		}
-		if r.Method != http.MethodPost && !(r.Method == http.MethodGet && readOnly[r.URL.Path]) {
-			w.Header().Set("Allow", "POST")
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			fmt.Fprintf(w, `{"code":"unimplemented","message":"rewind: %s cannot be called with %s: use POST with a JSON or protobuf body"}`,
-				r.URL.Path, r.Method)
+		if r.Method != http.MethodPost && !(r.Method == http.MethodGet && rt.readOnly) {
+			allow, how := "POST", "POST with a JSON or protobuf body"
+			if rt.readOnly {
+				allow, how = "GET, POST", "POST with a JSON or protobuf body, or GET with the message in the query"
+			}
+			w.Header().Set("Allow", allow)
+			writeJSONError(w, http.StatusMethodNotAllowed, connect.CodeInvalidArgument,
+				fmt.Sprintf("rewind: %s cannot be called with %s: use %s", r.URL.Path, r.Method, how))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// readOnly lists the RPCs that may be called with GET.
-var readOnly = map[string]bool{
-	rewindv1connect.EventStoreServiceReadStreamProcedure:    true,
-	rewindv1connect.EventStoreServiceReadAllProcedure:       true,
-	rewindv1connect.EventStoreServiceGetStreamInfoProcedure: true,
-	rewindv1connect.EventStoreServiceListStreamsProcedure:   true,
-	rewindv1connect.EventStoreServiceGetServerInfoProcedure: true,
-	rewindv1connect.EventStoreServiceHealthProcedure:        true,
-	rewindv1connect.TokenServiceListTokensProcedure:         true,
+// writeJSONError answers with an HTTP status of our choosing and an error
+// body in the Connect protocol's JSON form.
+func writeJSONError(w http.ResponseWriter, status int, code connect.Code, msg string) {
+	body, _ := json.Marshal(map[string]string{"code": code.String(), "message": msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
 }
 
 // anonymous is the identity of every request when auth is off.
@@ -220,18 +254,21 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		switch {
 		case s.cfg.NoAuth:
 			ri.token = anonymous
-		case r.URL.Path == rewindv1connect.EventStoreServiceHealthProcedure:
+		case ri.route.public:
 		default:
-			secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			tok, err := s.tokens.Authenticate(strings.TrimSpace(secret))
+			secret, err := bearer(r.Header)
+			var tok *auth.Token
+			if err == nil {
+				tok, err = s.tokens.Authenticate(secret)
+			}
 			if err != nil {
 				ri.code, ri.observed = connect.CodeUnauthenticated.String(), true
 				errw.Write(w, r, apiconv.ToConnect(err))
 				return
 			}
 			ri.token = tok
-			if longLived[r.URL.Path] {
-				ri.revoked = s.tokens.WhenRevoked(tok.ID)
+			if ri.route.longLived {
+				ri.revoked, ri.now = s.tokens.WhenRevoked(tok.ID), s.cfg.Now
 				ctx, cancel := untilRevoked(r.Context())
 				defer cancel()
 				r = r.WithContext(ctx)
@@ -241,31 +278,57 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-// longLived lists the RPCs that may outlive their token: they end when it
-// is revoked.
-var longLived = map[string]bool{
-	rewindv1connect.EventStoreServiceSubscribeProcedure:    true,
-	rewindv1connect.EventStoreServiceAppendStreamProcedure: true,
+// bearer reads the secret of the request's Authorization header: one
+// header, "Bearer SECRET", the scheme in any case (RFC 9110 §11.1). A
+// header without a scheme, or with another one, is refused rather than
+// taken as a secret. No header at all gives "", which Authenticate
+// refuses with a message that says how to send a token.
+func bearer(h http.Header) (string, error) {
+	values := h.Values("Authorization")
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", fmt.Errorf("%w: the request has %d Authorization headers; send one: \"Authorization: Bearer TOKEN\"",
+			auth.ErrUnauthenticated, len(values))
+	}
+	scheme, secret, _ := strings.Cut(strings.TrimSpace(values[0]), " ")
+	secret = strings.TrimSpace(secret)
+	if !strings.EqualFold(scheme, "Bearer") || secret == "" {
+		return "", fmt.Errorf("%w: the Authorization header must be \"Bearer TOKEN\" (the scheme, a space, the token)",
+			auth.ErrUnauthenticated)
+	}
+	return secret, nil
 }
 
 // untilRevoked returns ctx, also cancelled, with an ErrUnauthenticated
-// cause, when the request's token is revoked. That ends the waits; before
-// it acts on anything, a stream checks with checkRevoked, which does not
-// depend on when this goroutine runs.
+// cause, when the request's token is revoked or expires. That ends the
+// waits; before it acts on anything, a stream checks with checkRevoked,
+// which does not depend on when this goroutine runs.
 func untilRevoked(ctx context.Context) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
+	ri := infoFrom(ctx)
 	go func() {
-		select {
-		case <-infoFrom(ctx).revoked:
-			cancel(checkRevoked(ctx))
-		case <-ctx.Done():
+		var expiry <-chan time.Time
+		if !ri.token.ExpiresAt.IsZero() {
+			t := time.NewTimer(ri.token.ExpiresAt.Sub(ri.now()))
+			defer t.Stop()
+			expiry = t.C
 		}
+		select {
+		case <-ri.revoked:
+		case <-expiry:
+		case <-ctx.Done():
+			return
+		}
+		cancel(checkRevoked(ctx))
 	}()
 	return ctx, func() { cancel(nil) }
 }
 
 // checkRevoked fails with ErrUnauthenticated once the token of a
-// long-lived request was revoked.
+// long-lived request was revoked or has expired.
 func checkRevoked(ctx context.Context) error {
 	ri := infoFrom(ctx)
 	select {
@@ -273,8 +336,12 @@ func checkRevoked(ctx context.Context) error {
 		return fmt.Errorf("%w: token %q was revoked while this stream was open; ask an admin for a new one",
 			rewind.ErrUnauthenticated, ri.token.Name)
 	default:
-		return nil
 	}
+	if ri.now != nil && ri.token.Expired(ri.now()) {
+		return fmt.Errorf("%w: token %q expired at %s while this stream was open; ask an admin for a new one",
+			rewind.ErrUnauthenticated, ri.token.Name, ri.token.ExpiresAt.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // interceptors are applied to every RPC, outermost first: tracing, then

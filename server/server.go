@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -38,6 +39,9 @@ type Server struct {
 	ln       net.Listener
 	http     *http.Server
 
+	inflight    inflight
+	budget      appendBudget
+	health      *grpchealth.StaticChecker
 	adminSecret string
 	draining    atomic.Bool
 	// stopSubs ends every subscription when the server starts to shut down.
@@ -76,11 +80,17 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.tokens, err = auth.Open(c.DataDir); err != nil {
 		return nil, err
 	}
+	s.tokens.SetClock(c.Now)
 	if s.adminSecret, err = s.tokens.Bootstrap(c.AdminToken); err != nil {
 		return nil, err
 	}
 	s.subs = newSubscriptions(s.store, c.MaxSubscriptionsPerToken)
-	s.registry.MustRegister(s.subs)
+	s.budget.max = c.MaxInflightAppendBytes
+	s.registry.MustRegister(s.subs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
+		Help: "API requests being served (streams included)."}, func() float64 { return float64(s.inflight.count()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_append_inflight_bytes",
+			Help: "Bytes of the appends in progress, counted against max_inflight_append_bytes."},
+			func() float64 { return float64(s.budget.used.Load()) }))
 	if s.tracing, err = newTracing(c.OTLPEndpoint); err != nil {
 		return nil, err
 	}
@@ -177,16 +187,37 @@ func (s *Server) Handler() http.Handler {
 	rpcs[path] = h
 	path, h = rewindv1connect.NewTokenServiceHandler(&tokenService{s}, opts...)
 	rpcs[path] = h
+	s.addGRPCServices(rpcs, opts)
+	errw := connect.NewErrorWriter()
 	api := s.withRequest(routeErrors(s.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !longLived[r.URL.Path] {
-			// The RPC's deadline starts once its request is decoded: bound
-			// the reading of the body too, so that a client trickling it
-			// cannot hold a handler (and shutdown) for ever.
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.RPCTimeout))
+		ri := infoFrom(r.Context())
+		rt := ri.route // routeErrors let only known procedures through
+		rc := http.NewResponseController(w)
+		// The RPC's deadline starts once its request is decoded: bound the
+		// reading of the request too, so that a client trickling it cannot
+		// hold a handler (and shutdown) for ever. A stream's deadline ends
+		// with its first message.
+		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.RPCTimeout))
+		p := protocolOf(r)
+		if err := checkProtocol(rt, p, r); err != nil {
+			errw.Write(w, r, err)
+			return
 		}
-		// routeErrors let only known procedures through: /SERVICE/METHOD.
-		service := r.URL.Path[:strings.LastIndexByte(r.URL.Path, '/')+1]
-		rpcs[service].ServeHTTP(w, r)
+		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, rt, p)
+		r.Body = ri.body
+		defer ri.body.finish()
+		lr := &liveRequest{body: ri.body, streaming: rt.streaming()}
+		s.inflight.add(lr)
+		defer s.inflight.remove(lr)
+		if rt.foreign && rt.streaming() {
+			// Health watches and reflection end with the server, as
+			// subscriptions do.
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			defer context.AfterFunc(s.stopSubs, cancel)()
+			r = r.WithContext(ctx)
+		}
+		rpcs[rt.service].ServeHTTP(w, r)
 	}))))
 
 	mux := http.NewServeMux()
@@ -243,7 +274,11 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) shutdown() error {
 	s.log.Info("rewind server shutting down: draining requests")
 	s.draining.Store(true)
+	s.setHealth(grpchealth.StatusNotServing)
 	s.endSubs()
+	// Requests waiting on a client that stalls (a body that does not
+	// come, a stream nobody reads) are cut now rather than waited for.
+	s.inflight.cutAll()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error

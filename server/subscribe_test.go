@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,5 +253,82 @@ func TestRevokedTokenEndsOpenStreams(t *testing.T) {
 	}
 	if info, err := admin.StreamInfo(ctx, "w"); err != nil || info.Version != 1 {
 		t.Fatalf("stream w after the refused append: %+v, %v; want version 1", info, err)
+	}
+}
+
+// TestExpiredTokenIsRefused creates a token with a TTL on a clock the test
+// moves: once it has run out, the token is refused as a revoked one is,
+// by new requests and by the streams it opened before.
+func TestExpiredTokenIsRefused(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64
+	clock.Store(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	_, admin, b := setup(t, server.Config{Now: now})
+	if _, err := admin.Append(ctx, "s", rewind.Any, ev("Before", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	for _, ttl := range []time.Duration{-time.Hour, time.Millisecond} {
+		if _, _, err := admin.CreateExpiringToken(ctx, "bad", ttl, "read:*"); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("ttl %v: %v, want invalid", ttl, err)
+		}
+	}
+	tok, secret, err := admin.CreateExpiringToken(ctx, "ci", time.Hour, "read:*", "write:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.ExpiresAt.Equal(now().Add(time.Hour)) {
+		t.Fatalf("expires at %v, want %v", tok.ExpiresAt, now().Add(time.Hour))
+	}
+	c, err := client.New(b.url, client.Config{Token: secret, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w, err := client.New(b.url, client.Config{Token: secret, MaxRetries: -1, StreamAppends: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sub, err := c.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if e, err := sub.Next(ctx); err != nil || e.Type != "Before" {
+		t.Fatalf("first event: %v, %v", e, err)
+	}
+	if _, err := w.Append(ctx, "w", rewind.Any, ev("Before", "{}")); err != nil { // opens the AppendStream
+		t.Fatal(err)
+	}
+
+	clock.Add(int64(time.Hour))
+	if _, err := c.ServerInfo(ctx); !errors.Is(err, rewind.ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("a new request with an expired token: %v, want unauthenticated, expired", err)
+	}
+	if _, err := admin.Append(ctx, "s", rewind.Any, ev("After", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	for { // w's first event came before the expiry
+		e, err := sub.Next(ctx)
+		if err == nil && e.Type == "Before" {
+			continue
+		}
+		if !errors.Is(err, rewind.ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("subscription of an expired token: event %v, err %v; want unauthenticated, expired", e, err)
+		}
+		break
+	}
+	if _, err := w.Append(ctx, "w", rewind.Any, ev("After", "{}")); !errors.Is(err, rewind.ErrUnauthenticated) {
+		t.Fatalf("append over the open stream of an expired token: %v, want unauthenticated", err)
+	}
+	live, err := admin.ListTokens(ctx, false)
+	if err != nil || slices.ContainsFunc(live, func(t client.Token) bool { return t.Name == "ci" }) {
+		t.Fatalf("ListTokens(false) lists the expired token: %+v %v", live, err)
+	}
+	all, err := admin.ListTokens(ctx, true)
+	if i := slices.IndexFunc(all, func(t client.Token) bool { return t.Name == "ci" }); err != nil || i < 0 ||
+		!all[i].ExpiresAt.Equal(tok.ExpiresAt) {
+		t.Fatalf("ListTokens(true): %+v %v", all, err)
 	}
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -35,6 +37,9 @@ func tokenToProto(t auth.Token) *rewindv1.Token {
 	if t.Revoked() {
 		p.RevokedAt = timestamppb.New(t.RevokedAt)
 	}
+	if !t.ExpiresAt.IsZero() {
+		p.ExpiresAt = timestamppb.New(t.ExpiresAt)
+	}
 	return p
 }
 
@@ -52,16 +57,28 @@ func (t *tokenService) CreateToken(ctx context.Context, req *connect.Request[rew
 	if err := requireAdmin(ctx); err != nil {
 		return nil, err
 	}
+	if n := len(req.Msg.GetScopes()); n > auth.MaxScopes {
+		return nil, &rewind.ValidationError{Field: "scopes",
+			Reason: fmt.Sprintf("a token has at most %d scopes, got %d; use patterns such as orders-*", auth.MaxScopes, n)}
+	}
 	scopes, err := auth.ParseScopes(req.Msg.GetScopes())
 	if err != nil {
 		return nil, err
 	}
-	tok, secret, err := t.s.tokens.Create(req.Msg.GetName(), scopes)
+	var ttl time.Duration
+	if d := req.Msg.GetTtl(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
+			return nil, &rewind.ValidationError{Field: "ttl", Value: d.String(),
+				Reason: "must be a positive duration, such as \"86400s\"; leave it out for a token that lasts until it is revoked"}
+		}
+		ttl = d.AsDuration()
+	}
+	tok, secret, err := t.s.tokens.Create(req.Msg.GetName(), scopes, ttl)
 	if err != nil {
 		return nil, tokenError(err)
 	}
 	t.s.log.Info("token created", "request_id", infoFrom(ctx).id, "by", tokenFrom(ctx).Name, "token", tok.Name,
-		"id", tok.ID, "scopes", tok.ScopeStrings())
+		"id", tok.ID, "scopes", tok.ScopeStrings(), "expires_at", tok.ExpiresAt)
 	return connect.NewResponse(&rewindv1.CreateTokenResponse{Token: tokenToProto(tok), Secret: secret}), nil
 }
 

@@ -27,6 +27,13 @@ func EventFromProto(i int, p *rewindv1.Event) (rewind.Event, error) {
 			return ev, &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id,
 				Reason: "must be a UUID such as 0190f6b1-7d2c-7b3e-9a4f-2c1d5e6f7a8b, or empty to let the server pick one"}
 		}
+		if u == uuid.Nil {
+			// The store reads a zero id as "none given" and picks a new
+			// one, which would make a retry of this event a second event.
+			return ev, &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id,
+				Reason: "must not be the nil UUID: give each event its own id (a UUID v7 is best), or leave it " +
+					"empty to let the server pick one"}
+		}
 		ev.ID = u
 	}
 	if t := p.GetOccurredAt(); t != nil {

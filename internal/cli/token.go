@@ -36,15 +36,31 @@ type tokenOut struct {
 	Scopes    []string  `json:"scopes"`
 	CreatedAt time.Time `json:"created_at"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	Secret    string    `json:"secret,omitempty"`
 }
 
 func fromAuth(t auth.Token) tokenOut {
-	return tokenOut{ID: t.ID, Name: t.Name, Scopes: t.ScopeStrings(), CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+	return tokenOut{ID: t.ID, Name: t.Name, Scopes: t.ScopeStrings(), CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt,
+		ExpiresAt: t.ExpiresAt}
 }
 
 func fromClient(t client.Token) tokenOut {
-	return tokenOut{ID: t.ID, Name: t.Name, Scopes: t.Scopes, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt}
+	return tokenOut{ID: t.ID, Name: t.Name, Scopes: t.Scopes, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt,
+		ExpiresAt: t.ExpiresAt}
+}
+
+// state says whether a token works, and until when.
+func (t tokenOut) state(now time.Time) string {
+	switch {
+	case !t.RevokedAt.IsZero():
+		return "revoked " + t.RevokedAt.Format(time.RFC3339)
+	case t.ExpiresAt.IsZero():
+		return "active"
+	case !now.Before(t.ExpiresAt):
+		return "expired " + t.ExpiresAt.Format(time.RFC3339)
+	}
+	return "active, expires " + t.ExpiresAt.Format(time.RFC3339)
 }
 
 // withTokens runs remote with a client of --server, or local with the
@@ -74,18 +90,30 @@ func (a *app) tokenCreateCmd() *cobra.Command {
 	var (
 		name    string
 		allow   []string
+		ttl     time.Duration
 		jsonOut bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token and print its secret (shown only this once)",
+		Long: `Create a token with the scopes given by --allow and print its secret, which is
+shown only this once: the server keeps only its hash.
+
+With --ttl the token expires that long after its creation: from then on it is
+refused as a revoked token is, and the streams it opened end. Without, it
+works until it is revoked.`,
 		Example: `  rewind token create --name orders-svc --allow write:orders-* --allow read:* --server http://127.0.0.1:7070 --token $ADMIN
+  rewind token create --name ci --allow read:* --ttl 24h --server http://127.0.0.1:7070 --token $ADMIN
   rewind token create --name ops --allow admin:* --data-dir ./rewind-data`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ttl < 0 || ttl > 0 && ttl < time.Second {
+				return invalidFlag("ttl", ttl.String(), "must be at least 1s, such as 24h or 720h; leave it out for a "+
+					"token that lasts until it is revoked")
+			}
 			var out tokenOut
 			err := a.withTokens(func(c *client.Client) error {
-				t, secret, err := c.CreateToken(cmd.Context(), name, allow...)
+				t, secret, err := c.CreateExpiringToken(cmd.Context(), name, ttl, allow...)
 				out = fromClient(t)
 				out.Secret = secret
 				return err
@@ -94,7 +122,7 @@ func (a *app) tokenCreateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				t, secret, err := s.Create(name, scopes)
+				t, secret, err := s.Create(name, scopes, ttl)
 				out = fromAuth(t)
 				out.Secret = secret
 				return err
@@ -105,13 +133,18 @@ func (a *app) tokenCreateCmd() *cobra.Command {
 			if jsonOut {
 				return a.printJSON(out)
 			}
-			a.printf("created token %s (id %s) with scopes %v\nsecret (shown only now; the server keeps only its hash):\n\n  %s\n\n",
-				out.Name, out.ID, out.Scopes, out.Secret)
+			expiry := ""
+			if !out.ExpiresAt.IsZero() {
+				expiry = ", expiring " + out.ExpiresAt.Format(time.RFC3339)
+			}
+			a.printf("created token %s (id %s) with scopes %v%s\nsecret (shown only now; the server keeps only its hash):\n\n  %s\n\n",
+				out.Name, out.ID, out.Scopes, expiry, out.Secret)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "name of the token, such as the service that uses it")
 	cmd.Flags().StringArrayVar(&allow, "allow", nil, "a scope, such as write:orders-* (repeat for more)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "expire the token this long after its creation, such as 24h (default: never)")
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("allow")
 	a.jsonFlag(cmd, &jsonOut)
@@ -147,17 +180,15 @@ func (a *app) tokenListCmd() *cobra.Command {
 				}
 				return a.printJSON(out)
 			}
+			now := time.Now()
 			for _, t := range out {
-				state := "active"
-				if !t.RevokedAt.IsZero() {
-					state = "revoked " + t.RevokedAt.Format(time.RFC3339)
-				}
-				a.printf("%s  %-20s %-40s created %s  %s\n", t.ID, t.Name, strings.Join(t.Scopes, ","), t.CreatedAt.Format(time.RFC3339), state)
+				a.printf("%s  %-20s %-40s created %s  %s\n", t.ID, t.Name, strings.Join(t.Scopes, ","),
+					t.CreatedAt.Format(time.RFC3339), t.state(now))
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&all, "all", false, "include revoked tokens")
+	cmd.Flags().BoolVar(&all, "all", false, "include revoked and expired tokens")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

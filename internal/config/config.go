@@ -47,6 +47,7 @@ type Server struct {
 	TLSKey                   string
 	TLSClientCA              string
 	MaxRequestBytes          Size
+	MaxInflightAppendBytes   Size
 	MaxBatchEvents           int
 	MaxEventBytes            Size
 	RPCTimeout               time.Duration
@@ -62,7 +63,8 @@ func Defaults() Server {
 	return Server{
 		Addr: server.DefaultAddr, DataDir: server.DefaultDataDir, Durability: eventlog.DefaultDurability.String(),
 		SyncInterval: eventlog.DefaultSyncInterval, MaxRequestBytes: server.DefaultMaxRequestBytes,
-		MaxBatchEvents: store.DefaultMaxBatchEvents, MaxEventBytes: store.DefaultMaxEventSize,
+		MaxInflightAppendBytes: server.DefaultMaxInflightAppendBytes, MaxBatchEvents: store.DefaultMaxBatchEvents,
+		MaxEventBytes: store.DefaultMaxEventSize,
 		RPCTimeout: server.DefaultRPCTimeout, ReadHeaderTimeout: server.DefaultReadHeaderTimeout,
 		MaxSubscriptionsPerToken: server.DefaultMaxSubscriptionsPerToken, ShutdownTimeout: server.DefaultShutdownTimeout,
 		LogLevel: DefaultLogLevel,
@@ -115,6 +117,9 @@ var settings = []setting{
 		str(func(c *Server) *string { return &c.TLSClientCA })},
 	{"max_request_bytes", "largest request message, in bytes or with a unit (64KiB, 32MiB)", false,
 		size(func(c *Server) *Size { return &c.MaxRequestBytes })},
+	{"max_inflight_append_bytes", "bytes of appends in progress on the whole server, in bytes or with a unit (256MiB); " +
+		"beyond it appends are refused with a retry hint", false,
+		size(func(c *Server) *Size { return &c.MaxInflightAppendBytes })},
 	{"max_batch_events", "most events in one append (events)", false, integer(func(c *Server) *int { return &c.MaxBatchEvents })},
 	{"max_event_bytes", "largest encoded event, in bytes or with a unit (1MiB)", false,
 		size(func(c *Server) *Size { return &c.MaxEventBytes })},
@@ -304,7 +309,8 @@ func (c Server) ServerConfig() (server.Config, error) {
 	return server.Config{
 		Addr: c.Addr, DataDir: c.DataDir, NoAuth: c.NoAuth, AdminToken: c.AdminToken,
 		TLSCert: c.TLSCert, TLSKey: c.TLSKey, TLSClientCA: c.TLSClientCA,
-		MaxRequestBytes: int(c.MaxRequestBytes), RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
+		MaxRequestBytes: int(c.MaxRequestBytes), MaxInflightAppendBytes: int64(c.MaxInflightAppendBytes),
+		RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
 		MaxSubscriptionsPerToken: c.MaxSubscriptionsPerToken, ShutdownTimeout: c.ShutdownTimeout,
 		OTLPEndpoint: c.OTLPEndpoint,
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},

@@ -15,6 +15,7 @@ package rewindv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1926,7 +1927,10 @@ type Token struct {
 	Scopes    []string               `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// revoked_at is set once the token is revoked.
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// expires_at is set when the token was created with a TTL: from then on
+	// it is refused as a revoked token is.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1996,10 +2000,20 @@ func (x *Token) GetRevokedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Token) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 type CreateTokenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Scopes        []string               `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Scopes []string               `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// ttl, when set, makes the token expire that long after its creation (at
+	// least 1s). Unset, the token works until it is revoked.
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2044,6 +2058,13 @@ func (x *CreateTokenRequest) GetName() string {
 func (x *CreateTokenRequest) GetScopes() []string {
 	if x != nil {
 		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
 	}
 	return nil
 }
@@ -2442,7 +2463,7 @@ var File_rewind_v1_rewind_proto protoreflect.FileDescriptor
 
 const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\n" +
-	"\x16rewind/v1/rewind.proto\x12\trewind.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x02\n" +
+	"\x16rewind/v1/rewind.proto\x12\trewind.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12%\n" +
@@ -2575,7 +2596,7 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_SERVING\x10\x01\x12\x13\n" +
-	"\x0fSTATUS_DRAINING\x10\x02\"\xb9\x01\n" +
+	"\x0fSTATUS_DRAINING\x10\x02\"\xf4\x01\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -2583,10 +2604,13 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"@\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"m\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06scopes\x18\x02 \x03(\tR\x06scopes\"U\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"U\n" +
 	"\x13CreateTokenResponse\x12&\n" +
 	"\x05token\x18\x01 \x01(\v2\x10.rewind.v1.TokenR\x05token\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"<\n" +
@@ -2693,6 +2717,7 @@ var file_rewind_v1_rewind_proto_goTypes = []any{
 	nil,                           // 37: rewind.v1.Event.MetadataEntry
 	nil,                           // 38: rewind.v1.RecordedEvent.MetadataEntry
 	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
 }
 var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	37, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
@@ -2721,40 +2746,42 @@ var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	1,  // 23: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
 	39, // 24: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
 	39, // 25: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	29, // 26: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
-	29, // 27: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
-	29, // 28: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
-	4,  // 29: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
-	6,  // 30: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
-	11, // 31: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
-	14, // 32: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
-	16, // 33: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
-	18, // 34: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
-	21, // 35: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
-	23, // 36: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
-	25, // 37: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
-	27, // 38: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
-	30, // 39: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
-	32, // 40: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
-	34, // 41: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
-	5,  // 42: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
-	8,  // 43: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
-	12, // 44: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
-	15, // 45: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
-	17, // 46: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
-	20, // 47: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
-	22, // 48: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
-	24, // 49: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
-	26, // 50: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
-	28, // 51: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
-	31, // 52: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
-	33, // 53: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
-	35, // 54: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
-	42, // [42:55] is the sub-list for method output_type
-	29, // [29:42] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	39, // 26: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 27: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	29, // 28: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
+	29, // 29: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
+	29, // 30: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
+	4,  // 31: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
+	6,  // 32: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
+	11, // 33: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
+	14, // 34: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
+	16, // 35: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
+	18, // 36: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
+	21, // 37: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
+	23, // 38: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
+	25, // 39: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
+	27, // 40: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
+	30, // 41: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
+	32, // 42: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
+	34, // 43: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
+	5,  // 44: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
+	8,  // 45: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
+	12, // 46: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
+	15, // 47: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
+	17, // 48: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
+	20, // 49: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
+	22, // 50: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
+	24, // 51: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
+	26, // 52: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
+	28, // 53: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
+	31, // 54: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
+	33, // 55: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
+	35, // 56: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
+	44, // [44:57] is the sub-list for method output_type
+	31, // [31:44] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_rewind_v1_rewind_proto_init() }
