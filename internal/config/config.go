@@ -64,8 +64,8 @@ func Defaults() Server {
 		Addr: server.DefaultAddr, DataDir: server.DefaultDataDir, Durability: eventlog.DefaultDurability.String(),
 		SyncInterval: eventlog.DefaultSyncInterval, MaxRequestBytes: server.DefaultMaxRequestBytes,
 		MaxInflightAppendBytes: server.DefaultMaxInflightAppendBytes, MaxBatchEvents: store.DefaultMaxBatchEvents,
-		MaxEventBytes: store.DefaultMaxEventSize,
-		RPCTimeout: server.DefaultRPCTimeout, ReadHeaderTimeout: server.DefaultReadHeaderTimeout,
+		MaxEventBytes: store.DefaultMaxEventSize, RPCTimeout: server.DefaultRPCTimeout,
+		ReadHeaderTimeout:        server.DefaultReadHeaderTimeout,
 		MaxSubscriptionsPerToken: server.DefaultMaxSubscriptionsPerToken, ShutdownTimeout: server.DefaultShutdownTimeout,
 		LogLevel: DefaultLogLevel,
 	}
