@@ -26,8 +26,12 @@ var connectCodes = map[rewind.Code]connect.Code{
 	rewind.CodeUnauthenticated:      connect.CodeUnauthenticated,
 	rewind.CodePermissionDenied:     connect.CodePermissionDenied,
 	rewind.CodeAlreadyExists:        connect.CodeAlreadyExists,
-	rewind.CodeCanceled:             connect.CodeCanceled,
-	rewind.CodeInternal:             connect.CodeInternal,
+	// A failed store is not transient: clients retry only Unavailable.
+	rewind.CodeFailed:         connect.CodeFailedPrecondition,
+	rewind.CodeOutcomeUnknown: connect.CodeUnknown,
+	rewind.CodeEpochChanged:   connect.CodeFailedPrecondition,
+	rewind.CodeCanceled:       connect.CodeCanceled,
+	rewind.CodeInternal:       connect.CodeInternal,
 }
 
 // sentinels gives the rewind sentinel of each code, for the client.
@@ -44,6 +48,9 @@ var sentinels = map[rewind.Code]error{
 	rewind.CodeUnauthenticated:      rewind.ErrUnauthenticated,
 	rewind.CodePermissionDenied:     rewind.ErrPermissionDenied,
 	rewind.CodeAlreadyExists:        rewind.ErrAlreadyExists,
+	rewind.CodeFailed:               rewind.ErrFailed,
+	rewind.CodeOutcomeUnknown:       rewind.ErrOutcomeUnknown,
+	rewind.CodeEpochChanged:         rewind.ErrEpochChanged,
 	rewind.CodeCanceled:             context.Canceled,
 }
 
