@@ -53,13 +53,17 @@ func (s *Subscription) connect(ctx context.Context) error {
 	// only bounds the wait for the confirmation.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
 	stream, err := s.c.events.Subscribe(sctx, connect.NewRequest(req))
 	if err == nil && !stream.Receive() {
 		err = stream.Err()
 		if err == nil {
 			err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription before confirming it"))
 		}
+	}
+	if !stop() && err == nil {
+		// ctx ended as the confirmation came: the stream is being
+		// cancelled, so it cannot be kept.
+		err = ctx.Err()
 	}
 	if err != nil {
 		cancel()
@@ -167,6 +171,9 @@ func (s *Subscription) reconnect(ctx context.Context) error {
 		err := s.connect(ctx)
 		if err == nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // what cut the connect short, not how it failed
 		}
 		if tries++; !transient(err) || tries > s.c.cfg.MaxRetries {
 			return apiconv.FromConnect(err)
