@@ -216,7 +216,7 @@ func TestAuthMatrix(t *testing.T) {
 				if r.before != nil {
 					r.before()
 				}
-				last := s.Store().Log().Last()
+				last := lastPosition(t, s)
 				before := tokenCount()
 				err := r.call(clients[tok], who == "right")
 				code := rewind.CodeOf(err)
@@ -232,7 +232,7 @@ func TestAuthMatrix(t *testing.T) {
 					t.Fatalf("code %s (%v), want %s", code, err, want)
 				}
 				if want != rewind.CodeOK {
-					if got := s.Store().Log().Last(); got != last {
+					if got := lastPosition(t, s); got != last {
 						t.Fatalf("a refused call wrote to the log: last position %d -> %d", last, got)
 					}
 					if got := tokenCount(); got != before {

@@ -19,6 +19,9 @@ import (
 // deleted and not written since, fails with rewind.ErrStreamNotFound.
 // Versions removed by retention are simply absent.
 func (s *Store) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
 	if err := ValidateStreamName(stream); err != nil {
 		return nil, err
 	}
@@ -189,6 +192,10 @@ func validateFilter(f *rewind.Filter) error {
 // rewind.TypeStreamDeleted.
 func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
 	return func(yield func(*rewind.RecordedEvent, error) bool) {
+		if err := s.checkOpen(); err != nil {
+			yield(nil, err)
+			return
+		}
 		from, err := s.startPosition(opts.From, opts.FromTime, false)
 		if err != nil {
 			yield(nil, err)
@@ -280,6 +287,9 @@ func (s *Store) FirstPositionAt(t time.Time) (rewind.Position, error) {
 // StreamInfo describes a stream. A stream that was never written fails
 // with rewind.ErrStreamNotFound; a deleted one is described with Deleted set.
 func (s *Store) StreamInfo(ctx context.Context, stream string) (rewind.StreamInfo, error) {
+	if err := s.checkOpen(); err != nil {
+		return rewind.StreamInfo{}, err
+	}
 	if err := ValidateStreamName(stream); err != nil {
 		return rewind.StreamInfo{}, err
 	}
@@ -327,6 +337,9 @@ func sortSearch(n uint64, f func(uint64) bool) uint64 {
 
 // ListStreams returns streams sorted by name.
 func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions) ([]rewind.StreamInfo, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
 	if opts.Limit < 0 {
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}

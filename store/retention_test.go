@@ -54,16 +54,8 @@ func TestRetentionByBytes(t *testing.T) {
 			for i := range 5 {
 				mustAppend(t, s, "early", ev("T", kib(i)))
 			}
-			fresh, err := s.Subscribe(ctx, rewind.SubscribeOptions{}) // will not have read anything
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fresh.Close()
-			mid, err := s.Subscribe(ctx, rewind.SubscribeOptions{}) // holds the first segment
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer mid.Close()
+			fresh := subscribe(t, s, rewind.SubscribeOptions{}) // will not have read anything
+			mid := subscribe(t, s, rewind.SubscribeOptions{})   // holds the first segment
 			for range 3 {
 				if e, err := mid.TryNext(); err != nil || e == nil {
 					t.Fatalf("subscription: %v, %v", e, err)
@@ -145,6 +137,17 @@ func TestRetentionByBytes(t *testing.T) {
 	}
 }
 
+// subscribe starts a subscription closed at the end of the test.
+func subscribe(t *testing.T, s *Store, opts rewind.SubscribeOptions) *Subscription {
+	t.Helper()
+	sub, err := s.Subscribe(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	return sub.(*Subscription)
+}
+
 func mustAppend(t *testing.T, s *Store, stream string, e rewind.Event) rewind.AppendResult {
 	t.Helper()
 	res, err := s.Append(ctx, stream, rewind.Any, e)
@@ -190,11 +193,7 @@ func checkTruncatedReads(t *testing.T, s *Store, first rewind.Position) {
 	if _, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: first - 2}); !isTruncated(err, first) {
 		t.Fatalf("subscribe after %d (first %d): %v", first-2, first, err)
 	}
-	sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: first - 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, s, rewind.SubscribeOptions{After: first - 1})
 	if e, err := sub.TryNext(); err != nil || e == nil || e.Position != first {
 		t.Fatalf("subscription after %d: %v, %v", first-1, e, err)
 	}

@@ -91,9 +91,12 @@ func Open(dir string, cfg Config) (*Store, error) {
 // first writing an index snapshot so that it may remove everything due:
 // the store never lets retention remove events its snapshot on disk does
 // not cover. The background retainer does the same on its own schedule.
-func (s *Store) ApplyRetention(ctx context.Context) ([]eventlog.Removed, error) {
+func (s *Store) ApplyRetention(ctx context.Context) (rewind.Position, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
 	if !s.retention {
-		return nil, nil
+		return rewind.Position(s.log.First()), nil
 	}
 	s.mu.Lock()
 	var v *snapshotView
@@ -106,12 +109,15 @@ func (s *Store) ApplyRetention(ctx context.Context) ([]eventlog.Removed, error) 
 		err = s.installSnapshot(v)
 	}
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return 0, err
 	}
-	return s.log.ApplyRetention()
+	if _, err := s.log.ApplyRetention(); err != nil {
+		return 0, err
+	}
+	return rewind.Position(s.log.First()), nil
 }
 
 // retentionLimit keeps retention from removing events that the index

@@ -31,14 +31,14 @@ type Subscription struct {
 }
 
 // Subscribe starts a subscription. Close it when done.
-func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*Subscription, error) {
+//
+// It returns a *Subscription, which also offers TryNext and Lag.
+func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (rewind.Subscription, error) {
 	if err := validateFilter(&opts.Filter); err != nil {
 		return nil, err
 	}
-	select {
-	case <-s.closed:
-		return nil, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
-	default:
+	if err := s.checkOpen(); err != nil {
+		return nil, err
 	}
 	from, err := s.startPosition(opts.After, opts.FromTime, true)
 	if err != nil {
@@ -65,6 +65,9 @@ func (sub *Subscription) Lag() uint64 {
 // when the store closes.
 func (sub *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		ev, err := sub.TryNext()
 		if err != nil || ev != nil {
 			return ev, err
