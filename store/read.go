@@ -86,7 +86,7 @@ func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([
 	defer s.mu.RUnlock()
 	v, ok := s.viewLocked(stream)
 	if !ok || v.version <= v.deleted {
-		return nil, notFound(stream, v.st)
+		return nil, notFoundView(stream, v, ok)
 	}
 	lowest := v.deleted + 1
 	var lo, hi uint64

@@ -50,6 +50,11 @@ type Store struct {
 
 	replayed int  // events replayed into the index at open, after the snapshot
 	closing  bool // Close has begun: no more appends
+	// lastAppend is the log's answer to the last append or delete, if
+	// any (guarded by mu): waiting for it waits for every append before
+	// it, since the log acknowledges appends in order.
+	lastAppend eventlog.Appended
+	appended   bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -249,7 +254,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 	for {
 		s.mu.Lock()
 		if !s.findCandidates(b) {
-			return s.appendLocked(ctx, b, stream, expected)
+			if res, again, err := s.appendLocked(ctx, b, stream, expected); !again {
+				return res, err
+			}
+			continue
 		}
 		s.mu.Unlock()
 		res, done, err := s.resolveDuplicates(ctx, b)
@@ -261,7 +269,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 		s.mu.Lock()
 		changed := s.candidatesChanged(b)
 		if !changed {
-			return s.appendLocked(ctx, b, stream, expected)
+			if res, again, err := s.appendLocked(ctx, b, stream, expected); !again {
+				return res, err
+			}
+			continue
 		}
 		s.mu.Unlock()
 	}
@@ -486,11 +497,14 @@ func (s *Store) waitVisible(ctx context.Context, pos uint64) error {
 }
 
 // appendLocked checks the expected version, orders the batch in the log
-// and updates the index, then releases s.mu and waits for durability.
-func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, expected rewind.ExpectedVersion) (rewind.AppendResult, error) {
+// and updates the index, then releases s.mu and waits for durability. It
+// reports again when the check failed only because of appends not yet
+// acknowledged: it waited for them, and the caller must start over.
+func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, expected rewind.ExpectedVersion) (
+	_ rewind.AppendResult, again bool, _ error) {
 	if s.closing {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+		return rewind.AppendResult{}, false, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
 	st, _, ok := s.idx.lookup(stream)
 	var version uint64
@@ -499,12 +513,17 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		version, exists = st.version, st.exists()
 	}
 	if err := checkExpected(stream, expected, version, exists); err != nil {
-		s.mu.Unlock()
-		return rewind.AppendResult{}, err
+		again, err := s.answerConflictLocked(ctx, stream, func(v view, found bool) error {
+			if !found {
+				return checkExpected(stream, expected, 0, false)
+			}
+			return checkExpected(stream, expected, v.version, v.version > v.deleted)
+		})
+		return rewind.AppendResult{}, again, err
 	}
 	if !ok && s.idx.names.full() {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, &rewind.LimitError{Limit: "stream names (bytes)", Max: maxArena, Got: maxArena,
+		return rewind.AppendResult{}, false, &rewind.LimitError{Limit: "stream names (bytes)", Max: maxArena, Got: maxArena,
 			Hint: "the store holds as many stream names as it can; append to existing streams"}
 	}
 	for i, e := range b.entries {
@@ -513,8 +532,9 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 	a, err := s.log.Append(b.entries)
 	if err != nil {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, err
+		return rewind.AppendResult{}, false, err
 	}
+	s.lastAppend, s.appended = a, true
 	slot := s.idx.slotFor(stream)
 	if first := s.log.First(); s.idx.chain.firstChunk < first>>chunkBits {
 		s.idx.chain.dropBefore(first) // retention removed segments
@@ -542,9 +562,32 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		FirstVersion: version + 1, LastVersion: version + n,
 	}
 	if err := a.Wait(ctx); err != nil {
-		return rewind.AppendResult{}, err
+		return rewind.AppendResult{}, false, err
 	}
-	return res, nil
+	return res, false, nil
+}
+
+// answerConflictLocked answers a write whose condition failed against the
+// index, which also holds appends and deletes not yet acknowledged. An
+// answer must describe only acknowledged state (a reader asking next must
+// see it, and a crash cannot take it back), so the condition is checked
+// again against what readers see (check, given the stream's visible state):
+// if it fails there too, that is the answer; if it holds there, only
+// unacknowledged writes make it fail, and the answer must wait until they
+// are acknowledged (or fail). Then again is true: the caller starts over.
+// Called with s.mu held; returns with it released.
+func (s *Store) answerConflictLocked(ctx context.Context, stream string, check func(v view, found bool) error) (again bool, _ error) {
+	v, found := s.viewLocked(stream)
+	if err := check(v, found); err != nil || !s.appended {
+		s.mu.Unlock()
+		return false, err
+	}
+	pending := s.lastAppend
+	s.mu.Unlock()
+	if err := pending.Wait(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // nextID returns the i-th id of a batch whose ids the store makes up: the
@@ -593,34 +636,53 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 		return 0, err
 	}
 	payload := encodeEnvelope(nil, stream, id, true, &rewind.Event{Type: rewind.TypeStreamDeleted, SchemaVersion: 1})
+	for {
+		pos, again, err := s.deleteOnce(ctx, stream, expected, payload)
+		if !again {
+			return pos, err
+		}
+	}
+}
+
+// deleteOnce is one try of DeleteStream; see answerConflictLocked for again.
+func (s *Store) deleteOnce(ctx context.Context, stream string, expected rewind.ExpectedVersion, payload []byte) (
+	_ rewind.Position, again bool, _ error) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return 0, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+		return 0, false, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
 	st, slot, ok := s.idx.lookup(stream)
+	var err error
 	if !ok || !st.exists() {
-		s.mu.Unlock()
-		return 0, notFound(stream, st)
+		err = notFound(stream, st)
+	} else {
+		err = checkExpected(stream, expected, st.version, true)
 	}
-	if err := checkExpected(stream, expected, st.version, true); err != nil {
-		s.mu.Unlock()
-		return 0, err
+	if err != nil {
+		again, err := s.answerConflictLocked(ctx, stream, func(v view, found bool) error {
+			if !found || v.version <= v.deleted {
+				return notFoundView(stream, v, found)
+			}
+			return checkExpected(stream, expected, v.version, true)
+		})
+		return 0, again, err
 	}
 	setVersion(payload, st.version)
 	a, err := s.log.Append([]eventlog.Entry{{Kind: kindTombstone, Payload: payload}})
 	if err != nil {
 		s.mu.Unlock()
-		return 0, err
+		return 0, false, err
 	}
+	s.lastAppend, s.appended = a, true
 	s.prunePendingDeletes()
 	s.pendingDeletes[slot] = append(s.pendingDeletes[slot], pendingDelete{pos: a.First, prev: st.deleted})
 	st.deleted = st.version
 	s.mu.Unlock()
 	if err := a.Wait(ctx); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return rewind.Position(a.First), nil
+	return rewind.Position(a.First), false, nil
 }
 
 type pendingDelete struct {
@@ -646,6 +708,14 @@ func (s *Store) prunePendingDeletes() {
 			s.pendingDeletes[slot] = ds
 		}
 	}
+}
+
+// notFoundView is notFound for a stream's visible state.
+func notFoundView(stream string, v view, found bool) error {
+	if !found || v.version == 0 {
+		return notFound(stream, nil)
+	}
+	return fmt.Errorf("%w: stream %q was deleted at version %d", rewind.ErrStreamNotFound, stream, v.deleted)
 }
 
 func notFound(stream string, st *streamState) error {

@@ -19,7 +19,9 @@
 // resume exactly after a position, cancellation and Close. A randomized
 // model test (Model) runs long seeded sequences of every operation against
 // the store and a trivially correct in-memory model and compares every
-// answer.
+// answer; a linearizability check (Linearizable) runs concurrent
+// expected-version appends, reads, stream info and deletes from many
+// goroutines and checks the history with porcupine.
 //
 // Guarantees that need more than a store — a restart, a crash, retention —
 // run when the Harness provides the hook for them; see Harness. The
@@ -27,5 +29,6 @@
 // rewind.Describer, rewind.Retainer, rewind.Verifier, rewind.Poller) are
 // checked when the store offers them.
 //
-// The flags -model.ops and -model.seed size and reproduce the model test.
+// The flags -model.ops and -model.seed size and reproduce the model test;
+// -linearize.trials sets how many concurrent histories are checked.
 package storetest

@@ -41,6 +41,7 @@ type Features struct {
 var (
 	modelOps  = flag.Int("model.ops", 2500, "storetest: operations of the randomized model test")
 	modelSeed = flag.Uint64("model.seed", 0, "storetest: seed of the randomized model test (0: from the clock)")
+	trials    = flag.Int("linearize.trials", 12, "storetest: concurrent histories checked for linearizability")
 )
 
 // DefaultModelOps returns the -model.ops flag: the operations of a model
@@ -95,6 +96,8 @@ func Run(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
 		{"Model", func(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
 			RunModel(t, newStore, f)
 		}, ""},
+		{"Linearizable", testLinearizable, ""},
+		{"LinearizableAcrossCrashes", testLinearizableAcrossCrashes, "Crash"},
 	}
 	for _, tc := range tests {
 		if tc.needs == "Reopen" && f.Reopen == nil || tc.needs == "Crash" && f.Crash == nil {
