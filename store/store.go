@@ -104,17 +104,12 @@ func (s *Store) ApplyRetention(ctx context.Context) (rewind.Position, error) {
 		return rewind.Position(s.log.First()), nil
 	}
 	s.mu.Lock()
-	var v *snapshotView
-	err := s.log.Sync()
-	if err == nil {
-		v, err = s.captureLocked(false)
-	}
+	v := s.captureLocked(false)
 	s.mu.Unlock()
-	if err == nil && v != nil {
-		err = s.installSnapshot(v)
-	}
-	if err != nil {
-		return 0, err
+	if v != nil {
+		if err := s.installSnapshot(v); err != nil {
+			return 0, err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -154,13 +149,10 @@ func (s *Store) snapshotter() {
 		case <-s.snapshotKick:
 		}
 		s.mu.Lock()
-		var v *snapshotView
-		err := s.log.Sync() // every assigned position visible: the index matches the log
-		if err == nil {
-			v, err = s.captureLocked(false)
-		}
+		v := s.captureLocked(false)
 		s.mu.Unlock()
-		if err == nil && v != nil {
+		var err error
+		if v != nil {
 			err = s.installSnapshot(v)
 		}
 		if err != nil {
@@ -190,7 +182,9 @@ func (s *Store) Recovery() []eventlog.Cut { return s.log.Recovery() }
 
 // Close flushes and fsyncs what was appended, saves the index snapshot so
 // that the next open is fast, ends subscriptions with rewind.ErrClosed and
-// releases the data directory.
+// releases the data directory. Appends that come in meanwhile fail with
+// rewind.ErrClosed at once: the fsync and the snapshot's file are written
+// without holding Store.mu.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -198,13 +192,12 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		s.mu.Lock()
 		s.closing = true // appends from now on fail
-		errs := []error{s.log.Sync()}
-		if errs[0] == nil {
-			errs = append(errs, s.saveSnapshot())
-		}
-		// Not under s.mu: the log's retention goroutine, which Log.Close
-		// waits for, may be waiting for s.mu in retentionLimit.
+		v := s.captureLocked(true)
 		s.mu.Unlock()
+		errs := []error{s.log.Sync()}
+		if errs[0] == nil && v != nil {
+			errs = append(errs, s.installSnapshot(v))
+		}
 		errs = append(errs, s.log.Close())
 		err = errors.Join(errs...)
 	})
