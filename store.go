@@ -76,7 +76,8 @@ type Store interface {
 	// disappear from stream reads and listings but stay in the whole log,
 	// where a record of type TypeStreamDeleted marks the delete, and
 	// appending again continues its versions. It returns the position of
-	// that record. A stream with no readable events fails with
+	// that record. (A store with retention forgets a stream once all of
+	// its events are removed: writing to it again starts at version 1.) A stream with no readable events fails with
 	// ErrStreamNotFound; a wrong expected version as in Append.
 	DeleteStream(ctx context.Context, stream string, expected ExpectedVersion) (Position, error)
 

@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
@@ -82,5 +85,54 @@ func TestFilteredSubscriptionChecksCancellationWhileSkipping(t *testing.T) {
 			t.Fatalf("next delivered position %d, want %d", ev.Position, kept)
 		}
 		break
+	}
+}
+
+// The stream-name arena has a limit (4 GiB, its 32-bit offsets); a full one
+// refuses new streams. Before, names were never removed, so once full it
+// refused new streams for ever, even after retention had emptied most of
+// the streams. Now the names of streams retention emptied are reclaimed.
+// The arena is limited to two of its 1 MiB chunks here.
+func TestNameArenaIsReclaimedAfterRetention(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, Config{SnapshotEvery: -1, Log: eventlog.Config{Durability: eventlog.None, SegmentSize: 1 << 20,
+		MaxBytes: 6 << 20, RetentionInterval: time.Hour}})
+	s.mu.Lock()
+	s.idx.names.limit = 3 << arenaChunkBits
+	s.mu.Unlock()
+	name := func(i int) string { return fmt.Sprintf("%0200d", i) }
+	if _, err := s.Append(ctx, "filler", rewind.Any, ev("T", "x")); err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for ; ; created++ {
+		_, err := s.Append(ctx, name(created), rewind.Any, ev("T", "x"))
+		if errors.Is(err, rewind.ErrLimitExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if created > 1e6 {
+			t.Fatal("the arena never filled up")
+		}
+	}
+	// Push every one of those streams out of the log.
+	for range 80 {
+		batch := make([]rewind.Event, 100)
+		for i := range batch {
+			batch[i] = ev("T", strings.Repeat("f", 1000))
+		}
+		if _, err := s.Append(ctx, "filler", rewind.Any, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first, err := s.ApplyRetention(ctx); err != nil || uint64(first) <= uint64(created) {
+		t.Fatalf("retention: first position %d, %v; it should have removed the %d named streams", first, err, created)
+	}
+	for i := range created {
+		if _, err := s.Append(ctx, name(1e6+i), rewind.Any, ev("T", "x")); err != nil {
+			t.Fatalf("new stream %d of %d after retention emptied the old ones: %v", i, created, err)
+		}
 	}
 }

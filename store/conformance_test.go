@@ -20,7 +20,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	h := newHarness(Config{}, false)
+	h := newHarness(Config{})
 	// Segments of 1 MiB: an event of the default limit (1 MiB less 1 KiB
 	// here) must fit one.
 	h.cfg.Log.SegmentSize, h.cfg.MaxBatchBytes = 1<<20, 0
@@ -31,14 +31,14 @@ func TestConformance(t *testing.T) {
 
 func TestConformanceModelNoSync(t *testing.T) {
 	t.Parallel()
-	h := newHarness(Config{Log: eventlog.Config{Durability: eventlog.None}}, false)
+	h := newHarness(Config{Log: eventlog.Config{Durability: eventlog.None}})
 	storetest.RunModel(t, h.open, storetest.Features{Reopen: h.reopen})
 }
 
 func TestConformanceModelRetention(t *testing.T) {
 	t.Parallel()
 	h := newHarness(Config{Log: eventlog.Config{Durability: eventlog.None, MaxBytes: 5 * 64 << 10,
-		RetentionInterval: time.Hour}}, true)
+		RetentionInterval: time.Hour}})
 	storetest.RunModel(t, h.open, storetest.Features{Reopen: h.reopen, Retention: true})
 }
 
@@ -46,20 +46,18 @@ func TestConformanceModelRetention(t *testing.T) {
 // (64 KiB unless a test says otherwise) and a sparse index make segments
 // roll and seeks scan during the tests.
 type harness struct {
-	cfg       Config
-	retention bool
+	cfg Config
 
-	mu       sync.Mutex
-	reopens  int
-	dirs     map[rewind.Store]string
-	lastSnap map[string]bool
+	mu      sync.Mutex
+	reopens int
+	dirs    map[rewind.Store]string
 }
 
-func newHarness(cfg Config, retention bool) *harness {
+func newHarness(cfg Config) *harness {
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.DedupWindow = 24 * time.Hour
 	cfg.Log.SegmentSize, cfg.Log.IndexInterval = 64<<10, 256
-	return &harness{cfg: cfg, retention: retention, dirs: map[rewind.Store]string{}}
+	return &harness{cfg: cfg, dirs: map[rewind.Store]string{}}
 }
 
 func (h *harness) openDir(t *testing.T, dir string) rewind.Store {
@@ -78,9 +76,7 @@ func (h *harness) open(t *testing.T) rewind.Store { return h.openDir(t, t.TempDi
 
 // reopen closes s and opens its directory again, in turn: as it is, without
 // its index snapshot, with a damaged one, and from a copy taken while it
-// was open (what a crash leaves: a stale snapshot). With retention only
-// the first and the last: without the snapshot covering what retention
-// removed the store refuses to open (see TestRetention).
+// was open (what a crash leaves: a stale snapshot).
 func (h *harness) reopen(t *testing.T, s rewind.Store) rewind.Store {
 	t.Helper()
 	h.mu.Lock()
@@ -90,9 +86,6 @@ func (h *harness) reopen(t *testing.T, s rewind.Store) rewind.Store {
 	h.reopens++
 	h.mu.Unlock()
 	modes := []string{"close", "close", "no snapshot", "damaged snapshot", "crash image"}
-	if h.retention {
-		modes = []string{"close", "crash image"}
-	}
 	mode := modes[n%len(modes)]
 	if mode == "crash image" {
 		image := t.TempDir()

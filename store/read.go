@@ -62,7 +62,7 @@ type view struct {
 // viewLocked returns the visible state of stream. Called with s.mu held.
 func (s *Store) viewLocked(stream string) (view, bool) {
 	st, slot, ok := s.idx.lookup(stream)
-	if !ok {
+	if !ok || !st.live(s.log.First()) { // retention emptied it: forgotten
 		return view{}, false
 	}
 	limit := s.log.Last()
@@ -392,6 +392,13 @@ type Info struct {
 func (s *Store) Info() Info {
 	st := s.log.Stats()
 	s.mu.RLock()
+	if s.forgotAt != s.log.First() { // streams retention emptied are not counted
+		s.mu.RUnlock()
+		s.mu.Lock()
+		s.forgetLocked()
+		s.mu.Unlock()
+		s.mu.RLock()
+	}
 	defer s.mu.RUnlock()
 	return Info{
 		Dir: s.dir, Durability: s.log.Durability().String(),

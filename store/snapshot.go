@@ -76,15 +76,11 @@ func (s *Store) rebuild() error {
 			dedupFrom = max(dedupFrom, p)
 		}
 	}
-	// Without a snapshot covering what retention removed, the index of
-	// streams whose events are all gone cannot be rebuilt.
+	// Without a snapshot covering what retention removed, streams are
+	// rebuilt from the records left: one whose first records are gone
+	// continues at the versions those records carry, and one with no event
+	// left is forgotten, as it is in a store that stayed open.
 	partial := snapPos+1 < s.log.First()
-	if partial && !s.cfg.AcceptIndexLoss {
-		return fmt.Errorf("%w: retention removed positions 1 to %d and no usable index snapshot covers them "+
-			"(index.snapshot is missing, damaged or older), so the versions of streams whose events were all "+
-			"removed are lost; restore the snapshot, or open with AcceptIndexLoss to forget those streams",
-			rewind.ErrCorruption, s.log.First()-1)
-	}
 	r := s.log.NewReader(min(from, dedupFrom))
 	defer r.Close()
 	replayed := 0
@@ -111,6 +107,7 @@ func (s *Store) rebuild() error {
 		"streams", s.idx.streams.len(), "took", time.Since(start))
 	s.snapshotPos, s.filePos, s.replayed = snapPos, snapPos, replayed
 	s.durableSnapshotPos.Store(snapPos)
+	s.forgetLocked()
 	if replayed > snapshotAfterReplay {
 		return s.saveSnapshot()
 	}
@@ -125,6 +122,11 @@ func (s *Store) applyRecord(rec eventlog.Record, partial bool) error {
 	}
 	slot := s.idx.slotFor(string(stream))
 	st := s.idx.streams.at(slot)
+	if rec.Kind == kindEvent && version == 1 && st.version > 0 && !st.live(s.log.First()) {
+		// Retention had removed every event of the stream and the store
+		// forgot it; this is the stream written anew.
+		s.idx.reset(slot)
+	}
 	if partial && st.last < s.log.First() {
 		// The stream's earlier records are gone: an event follows the
 		// version before it, a delete records the stream's version itself.

@@ -25,10 +25,14 @@ type Store struct {
 	// mu orders appends: the expected-version check, the position
 	// assignment and the index update of one append happen under it, so
 	// stream versions follow global positions. Readers take it shared, only
-	// to look up positions. It is never held while waiting for an fsync.
+	// to look up positions. It is never held during I/O or a wait (see
+	// docs/architecture.md, "Locking").
 	mu    sync.RWMutex
 	idx   *index
 	dedup *dedup
+	// forgotAt is the log's first position when the index last forgot the
+	// streams retention emptied (guarded by mu).
+	forgotAt uint64
 
 	// Guarded by mu: the position of the last snapshot, and whether the
 	// snapshotter is at work.
@@ -71,9 +75,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: c, dir: dir, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1)}
 	s.bufs.New = func() any { return new(appendBuf) }
-	if s.retention = c.Log.MaxAge > 0 || c.Log.MaxBytes > 0; s.retention {
-		c.Log.RetentionLimit = s.retentionLimit
-	}
+	s.retention = c.Log.MaxAge > 0 || c.Log.MaxBytes > 0
 	start := time.Now()
 	l, err := eventlog.Open(dir, c.Log)
 	if err != nil {
@@ -85,57 +87,55 @@ func Open(dir string, cfg Config) (*Store, error) {
 		l.Close()
 		return nil, err
 	}
-	if s.retention || c.SnapshotEvery > 0 {
+	if c.SnapshotEvery > 0 {
 		s.wg.Add(1)
 		go s.snapshotter()
 	}
 	return s, nil
 }
 
-// ApplyRetention applies the log's retention (MaxAge, MaxBytes) now,
-// first writing an index snapshot so that it may remove everything due:
-// the store never lets retention remove events its snapshot on disk does
-// not cover. The background retainer does the same on its own schedule.
+// ApplyRetention applies the log's retention (MaxAge, MaxBytes) now, as
+// the log's background retainer does on its own schedule, and forgets the
+// streams it emptied. It returns the first position left in the log.
 func (s *Store) ApplyRetention(ctx context.Context) (rewind.Position, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
 	}
-	if !s.retention {
-		return rewind.Position(s.log.First()), nil
-	}
-	s.mu.Lock()
-	v := s.captureLocked(false)
-	s.mu.Unlock()
-	if v != nil {
-		if err := s.installSnapshot(v); err != nil {
+	if s.retention {
+		if _, err := s.log.ApplyRetention(); err != nil {
 			return 0, err
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	if _, err := s.log.ApplyRetention(); err != nil {
-		return 0, err
-	}
-	return rewind.Position(s.log.First()), nil
+	s.mu.Lock()
+	s.forgetLocked()
+	first := s.forgotAt
+	s.mu.Unlock()
+	return rewind.Position(first), nil
 }
 
-// retentionLimit keeps retention from removing events that the index
-// snapshot on disk does not cover: after a crash the index of streams whose
-// events were all removed exists nowhere else. It asks for a snapshot when
-// retention wants more.
-func (s *Store) retentionLimit(want uint64) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	durable := s.durableSnapshotPos.Load()
-	if want > durable && !s.snapshotting {
-		s.snapshotting = true
-		select {
-		case s.snapshotKick <- struct{}{}:
-		default:
+// forgetLocked drops from the index the streams that retention emptied
+// since it last ran: a stream all of whose events are gone is forgotten,
+// its slot and name reclaimed, and writing to it again starts it anew at
+// version 1. It costs a pass over the streams, once per move of the log's
+// start. Called with s.mu held for writing.
+func (s *Store) forgetLocked() {
+	first := s.log.First()
+	if first == s.forgotAt {
+		return
+	}
+	s.forgotAt = first
+	dropped, remap := s.idx.forget(first)
+	if dropped == 0 {
+		return
+	}
+	pending := make(map[uint32][]pendingDelete, len(s.pendingDeletes))
+	for slot, ds := range s.pendingDeletes {
+		if ns, ok := remap(slot); ok {
+			pending[ns] = ds
 		}
 	}
-	return durable
+	s.pendingDeletes = pending
+	s.cfg.Logger.Debug("store: forgot the streams retention emptied", "streams", dropped, "first_position", first)
 }
 
 // snapshotter writes the index snapshot in the background when
@@ -166,11 +166,6 @@ func (s *Store) snapshotter() {
 		}
 		s.snapshotting = false
 		s.mu.Unlock()
-		if s.retention && err == nil {
-			if _, err := s.log.ApplyRetention(); err != nil {
-				s.cfg.Logger.Error("store: retention failed", "err", err)
-			}
-		}
 	}
 }
 
@@ -499,6 +494,7 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		s.mu.Unlock()
 		return rewind.AppendResult{}, false, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
+	s.forgetLocked()
 	st, _, ok := s.idx.lookup(stream)
 	var version uint64
 	exists := false
@@ -516,8 +512,10 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 	}
 	if !ok && s.idx.names.full() {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, false, &rewind.LimitError{Limit: "stream names (bytes)", Max: maxArena, Got: maxArena,
-			Hint: "the store holds as many stream names as it can; append to existing streams"}
+		limit := int64(s.idx.names.size())
+		return rewind.AppendResult{}, false, &rewind.LimitError{Limit: "stream names (bytes)", Max: limit, Got: limit,
+			Hint: "the store holds as many stream names as it can; append to existing streams, or let retention " +
+				"remove old streams (their names are reclaimed)"}
 	}
 	for i, e := range b.entries {
 		setVersion(e.Payload, version+1+uint64(i))
@@ -645,6 +643,7 @@ func (s *Store) deleteOnce(ctx context.Context, stream string, expected rewind.E
 		s.mu.Unlock()
 		return 0, false, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
+	s.forgetLocked()
 	st, slot, ok := s.idx.lookup(stream)
 	var err error
 	if !ok || !st.exists() {

@@ -205,6 +205,16 @@ func (m *model) delete(stream string, expected rewind.ExpectedVersion) (uint64, 
 	return pos, nil
 }
 
+// forgetEmptied forgets the streams all of whose events retention removed:
+// they read as never written, and writing to one starts it anew.
+func (m *model) forgetEmptied() {
+	for name, st := range m.streams {
+		if len(st.positions) == 0 || st.positions[len(st.positions)-1] < m.first {
+			delete(m.streams, name)
+		}
+	}
+}
+
 // learn records what only the store knows of the record at pos: the id it
 // chose and the time it recorded.
 func (m *model) learn(got *rewind.RecordedEvent) error {

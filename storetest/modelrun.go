@@ -324,6 +324,7 @@ func (h *harness) applyRetention() {
 		h.logOp("retention: first position %d -> %d", h.m.first, first)
 	}
 	h.m.first = first
+	h.m.forgetEmptied()
 }
 
 // retryable returns a random earlier append whose events are all still in
