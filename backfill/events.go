@@ -17,12 +17,13 @@ import (
 	"github.com/rewindhq/rewind/store"
 )
 
-// Events is a window of an embedded store's log, iterated by position. Its
+// Events is a window of an event store's log, iterated by position. Its
 // checkpoints still live in the target database, so an *Events job with a
 // *TableSink writes and checkpoints each chunk in one transaction.
 type Events struct {
-	// Store is the embedded event store to read.
-	Store *store.Store
+	// Store is the event store to read: the embedded store, a client of a
+	// server, or any other rewind.Store.
+	Store rewind.Store
 	// From is the first position of the window; 0 starts at the log's start.
 	From rewind.Position
 	// To is the last position of the window; 0 means the log's last
@@ -77,15 +78,37 @@ func (e *Events) start(ctx context.Context) (rewind.Position, error) {
 	if !e.FromTime.IsZero() {
 		p, err := e.firstAt(ctx, e.FromTime)
 		if p == 0 && err == nil {
-			p = e.Store.Info().LastPosition + 1
+			var last rewind.Position
+			if last, err = lastPosition(ctx, e.Store); err == nil {
+				p = last + 1
+			}
 		}
 		return p, err
 	}
 	return max(e.From, 1), nil
 }
 
+// lastPosition returns st's last acknowledged position: cheaply when the
+// store tells it (rewind.LastPositioner), else by reading to the log's end.
+func lastPosition(ctx context.Context, st rewind.Store) (rewind.Position, error) {
+	if lp, ok := st.(rewind.LastPositioner); ok {
+		return lp.LastPosition(ctx)
+	}
+	var last rewind.Position
+	for ev, err := range st.ReadAll(ctx, rewind.ReadAllOptions{}) {
+		if err != nil {
+			return 0, err
+		}
+		last = ev.Position
+	}
+	return last, nil
+}
+
 func (e *Events) end(ctx context.Context, db querier, args pgx.NamedArgs) (Key, error) {
-	last := e.Store.Info().LastPosition
+	last, err := lastPosition(ctx, e.Store)
+	if err != nil {
+		return nil, err
+	}
 	if e.To != 0 {
 		last = min(last, e.To)
 	}
@@ -219,7 +242,8 @@ func (e *Events) keys(ctx context.Context, q querier, args pgx.NamedArgs, b Boun
 	return keys, err
 }
 
-// StoreSink appends a process function's events to an embedded store.
+// StoreSink appends a process function's events to an event store (the
+// embedded store, a client of a server, or any other rewind.Store).
 //
 // A store append cannot join the chunk's database transaction, so exactly
 // once is kept another way: every event gets an id derived from the job
@@ -230,7 +254,7 @@ func (e *Events) keys(ctx context.Context, q querier, args pgx.NamedArgs, b Boun
 // recorded versions are not appended again. The intent is deleted in the
 // chunk's transaction.
 type StoreSink struct {
-	Store *store.Store
+	Store rewind.Store
 }
 
 func (s *StoreSink) describe() map[string]any { return map[string]any{"store": true} }

@@ -62,7 +62,20 @@ type Client struct {
 	events rewindv1connect.EventStoreServiceClient
 	tokens rewindv1connect.TokenServiceClient
 	pipe   *pipeline
+	// life ends with Close: every call fails with rewind.ErrClosed from
+	// then on, and open subscriptions end.
+	life context.Context
+	end  context.CancelFunc
 }
+
+// The client keeps the rewind.Store contract, describing the server's
+// store and its last position through GetServerInfo.
+var (
+	_ rewind.Store          = (*Client)(nil)
+	_ rewind.LastPositioner = (*Client)(nil)
+	_ rewind.Describer      = (*Client)(nil)
+	_ rewind.Subscription   = (*Subscription)(nil)
+)
 
 // New returns a client of the server at baseURL, such as
 // "http://127.0.0.1:7070". It does not connect until the first call.
@@ -79,6 +92,7 @@ func New(baseURL string, cfg Config) (*Client, error) {
 		cfg.MaxBackoff = 2 * time.Second
 	}
 	c := &Client{cfg: cfg, url: strings.TrimRight(baseURL, "/"), http: cfg.HTTPClient}
+	c.life, c.end = context.WithCancel(context.Background())
 	if c.http == nil {
 		c.own = newTransport(u.Scheme == "https", cfg.TLS)
 		c.http = &http.Client{Transport: c.own}
@@ -155,13 +169,23 @@ func (b *bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 // URL returns the server's base URL.
 func (c *Client) URL() string { return c.url }
 
-// Close ends the client's append stream and closes its idle connections.
+// Close ends the client's append stream and its subscriptions, and closes
+// its idle connections. Calls after Close fail with rewind.ErrClosed.
 func (c *Client) Close() error {
+	c.end()
 	if c.pipe != nil {
 		c.pipe.close()
 	}
 	if c.own != nil {
 		c.own.CloseIdleConnections()
+	}
+	return nil
+}
+
+// checkOpen fails with rewind.ErrClosed once Close was called.
+func (c *Client) checkOpen() error {
+	if c.life.Err() != nil {
+		return fmt.Errorf("%w: the client is closed", rewind.ErrClosed)
 	}
 	return nil
 }
@@ -216,6 +240,9 @@ func newID() (uuid.UUID, error) {
 // lost response is safe: the server recognises the ids and returns the
 // original positions.
 func (c *Client) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
+	if err := c.checkOpen(); err != nil {
+		return rewind.AppendResult{}, err
+	}
 	req := &rewindv1.AppendRequest{Stream: stream, Events: make([]*rewindv1.Event, len(events))}
 	apiconv.SetAppendExpected(req, expected)
 	for i := range events {
@@ -248,6 +275,9 @@ func (c *Client) Append(ctx context.Context, stream string, expected rewind.Expe
 // ReadStream returns events of a stream in version order (or reverse order
 // when reading backward), fetching as many pages as needed.
 func (c *Client) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
 	if opts.Limit < 0 {
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}
@@ -289,9 +319,17 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts rewind.Read
 }
 
 // ReadAll iterates over the whole log in position order, one page at a
-// time. The event it yields is valid until the next iteration.
+// time. The event it yields is valid until the next iteration. A read of
+// several pages stops at the log's last position as of the end of its first
+// page (it asks the server for it then), so that it ends even while
+// appends go on.
 func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
 	return func(yield func(*rewind.RecordedEvent, error) bool) {
+		end := rewind.Position(0) // 0: not known yet
+		if err := c.checkOpen(); err != nil {
+			yield(nil, err)
+			return
+		}
 		req := &rewindv1.ReadAllRequest{FromPosition: uint64(opts.From), FromTime: apiconv.TimeToProto(opts.FromTime),
 			Filter: apiconv.FilterToProto(opts.Filter)}
 		n := 0
@@ -312,6 +350,9 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 					yield(nil, err)
 					return
 				}
+				if end != 0 && ev.Position > end {
+					return
+				}
 				if !yield(&ev, nil) {
 					return
 				}
@@ -322,6 +363,15 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 			if res.Msg.GetEndOfLog() {
 				return
 			}
+			if end == 0 {
+				if end, err = c.LastPosition(ctx); err != nil {
+					yield(nil, err)
+					return
+				}
+			}
+			if rewind.Position(res.Msg.GetNextPosition()) > end {
+				return
+			}
 			req.FromPosition, req.FromTime = res.Msg.GetNextPosition(), nil
 		}
 	}
@@ -329,6 +379,9 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 
 // StreamInfo describes a stream.
 func (c *Client) StreamInfo(ctx context.Context, stream string) (rewind.StreamInfo, error) {
+	if err := c.checkOpen(); err != nil {
+		return rewind.StreamInfo{}, err
+	}
 	res, err := retry(ctx, c, func() (*connect.Response[rewindv1.GetStreamInfoResponse], error) {
 		return c.events.GetStreamInfo(ctx, connect.NewRequest(&rewindv1.GetStreamInfoRequest{Stream: stream}))
 	})
@@ -340,6 +393,9 @@ func (c *Client) StreamInfo(ctx context.Context, stream string) (rewind.StreamIn
 
 // ListStreams returns streams sorted by name, fetching pages as needed.
 func (c *Client) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions) ([]rewind.StreamInfo, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
 	if opts.Limit < 0 {
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}
@@ -372,6 +428,9 @@ func (c *Client) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions
 // DeleteStream soft-deletes a stream and returns the position of the
 // delete record. It is not retried: a repeated delete would fail.
 func (c *Client) DeleteStream(ctx context.Context, stream string, expected rewind.ExpectedVersion) (rewind.Position, error) {
+	if err := c.checkOpen(); err != nil {
+		return 0, err
+	}
 	req := &rewindv1.DeleteStreamRequest{Stream: stream}
 	apiconv.SetDeleteExpected(req, expected)
 	res, err := c.events.DeleteStream(ctx, connect.NewRequest(req))
@@ -394,6 +453,9 @@ type ServerInfo struct {
 
 // ServerInfo returns the server's version, durability mode and log bounds.
 func (c *Client) ServerInfo(ctx context.Context) (ServerInfo, error) {
+	if err := c.checkOpen(); err != nil {
+		return ServerInfo{}, err
+	}
 	res, err := retry(ctx, c, func() (*connect.Response[rewindv1.GetServerInfoResponse], error) {
 		return c.events.GetServerInfo(ctx, connect.NewRequest(&rewindv1.GetServerInfoRequest{}))
 	})
@@ -404,6 +466,23 @@ func (c *Client) ServerInfo(ctx context.Context) (ServerInfo, error) {
 	return ServerInfo{Version: m.GetVersion(), Durability: m.GetDurability(),
 		FirstPosition: rewind.Position(m.GetFirstPosition()), LastPosition: rewind.Position(m.GetLastPosition()),
 		Streams: int(m.GetStreams()), Segments: int(m.GetSegments()), Bytes: int64(m.GetBytes())}, nil
+}
+
+// LastPosition returns the position of the last event the server's store
+// acknowledged.
+func (c *Client) LastPosition(ctx context.Context) (rewind.Position, error) {
+	i, err := c.ServerInfo(ctx)
+	return i.LastPosition, err
+}
+
+// Describe describes the server's store.
+func (c *Client) Describe(ctx context.Context) (rewind.StoreInfo, error) {
+	i, err := c.ServerInfo(ctx)
+	if err != nil {
+		return rewind.StoreInfo{}, err
+	}
+	return rewind.StoreInfo{Location: c.url, Durability: i.Durability, FirstPosition: i.FirstPosition,
+		LastPosition: i.LastPosition, Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes, Version: i.Version}, nil
 }
 
 // Health reports whether the server accepts requests (not draining). It

@@ -131,7 +131,7 @@ func TestAppendRetryAfterLostResponseIsIdempotent(t *testing.T) {
 	if appends.Load() != 2 || !res.Duplicate || res.FirstPosition != 1 || res.LastPosition != 2 {
 		t.Fatalf("after %d tries: %+v, want the original positions 1-2 marked duplicate", appends.Load(), res)
 	}
-	if last := s.Store().Log().Last(); last != 2 {
+	if last := lastPosition(t, s); last != 2 {
 		t.Fatalf("the log holds %d records, want 2: the retry wrote again", last)
 	}
 }
@@ -236,11 +236,11 @@ func TestStreamAppends(t *testing.T) {
 	if !errors.As(err, &wev) || wev.Actual != 20 {
 		t.Fatalf("wrong expected version over the stream: %#v", err)
 	}
-	last := s.Store().Log().Last()
+	last := lastPosition(t, s)
 	_, err = c.Append(ctx, "bad name", rewind.Any, rewind.Event{Type: "E"})
 	var ve *rewind.ValidationError
-	if !errors.As(err, &ve) || s.Store().Log().Last() != last {
-		t.Fatalf("invalid append over the stream: %#v (log %d -> %d)", err, last, s.Store().Log().Last())
+	if !errors.As(err, &ve) || lastPosition(t, s) != last {
+		t.Fatalf("invalid append over the stream: %#v (log %d -> %d)", err, last, lastPosition(t, s))
 	}
 	// The stream survived the failures.
 	if _, err := c.Append(ctx, "s-0", rewind.Any, rewind.Event{Type: "E"}); err != nil {
@@ -294,7 +294,7 @@ func TestAppenderBoundsAppendsInFlight(t *testing.T) {
 	if p := peak.Load(); p < 1 || p > 2 {
 		t.Fatalf("%d appends were in flight at once, want at most 2", p)
 	}
-	if last := s.Store().Log().Last(); last != 2000 {
+	if last := lastPosition(t, s); last != 2000 {
 		t.Fatalf("the log holds %d events, want 2000", last)
 	}
 }

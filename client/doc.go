@@ -1,5 +1,9 @@
-// Package client is the Go client of a rewind server. It mirrors the
-// embedded store's API (package store), so code can move between the two.
+// Package client is the Go client of a rewind server. A *Client keeps the
+// rewind.Store contract, as the embedded store (package store) does, so
+// code written against rewind.Store runs on either; it passes the same
+// conformance suite (package storetest) against a live server. It also
+// offers rewind.LastPositioner and rewind.Describer. After Close every call
+// fails with rewind.ErrClosed and its subscriptions end.
 //
 // # Guarantees
 //

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
@@ -24,6 +25,7 @@ type Subscription struct {
 	pos    rewind.Position // last position received (delivered or skipped)
 	stream *connect.ServerStreamForClient[rewindv1.SubscribeResponse]
 	cancel context.CancelFunc
+	unlink func() bool // stops the client's Close from cancelling the stream
 	batch  []*rewindv1.RecordedEvent
 	next   int
 	ev     rewind.RecordedEvent
@@ -33,7 +35,11 @@ type Subscription struct {
 
 // Subscribe starts a subscription and waits for the server to confirm it,
 // so that a bad request fails here rather than in Next. Close it when done.
-func (c *Client) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*Subscription, error) {
+// It returns a *Subscription.
+func (c *Client) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (rewind.Subscription, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
 	s := &Subscription{c: c, opts: opts, pos: opts.After}
 	s.bo = backoff.NewExponentialBackOff()
 	s.bo.InitialInterval, s.bo.MaxInterval, s.bo.RandomizationFactor = 50*time.Millisecond, c.cfg.MaxBackoff, 0.5
@@ -49,11 +55,12 @@ func (s *Subscription) connect(ctx context.Context) error {
 	if s.pos == 0 {
 		req.FromTime = apiconv.TimeToProto(s.opts.FromTime)
 	}
-	// The stream lives until Close, not until the caller's ctx ends; ctx
-	// only bounds the wait for the confirmation.
+	// The stream lives until Close (of the subscription or the client),
+	// not until the caller's ctx ends; ctx only bounds the wait for the
+	// confirmation.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	unlink := context.AfterFunc(s.c.life, cancel)
 	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
 	stream, err := s.c.events.Subscribe(sctx, connect.NewRequest(req))
 	if err == nil && !stream.Receive() {
 		err = stream.Err()
@@ -61,7 +68,13 @@ func (s *Subscription) connect(ctx context.Context) error {
 			err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription before confirming it"))
 		}
 	}
+	if !stop() && err == nil {
+		// ctx ended as the confirmation came: the stream is being
+		// cancelled, so it cannot be kept.
+		err = ctx.Err()
+	}
 	if err != nil {
+		unlink()
 		cancel()
 		if stream != nil {
 			stream.Close()
@@ -71,15 +84,16 @@ func (s *Subscription) connect(ctx context.Context) error {
 	if p := rewind.Position(stream.Msg().GetPosition()); p > s.pos {
 		s.pos = p // a start by time, or after a retention cut
 	}
-	s.stream, s.cancel = stream, cancel
+	s.stream, s.cancel, s.unlink = stream, cancel, unlink
 	return nil
 }
 
 func (s *Subscription) disconnect() {
 	if s.stream != nil {
+		s.unlink()
 		s.cancel()
 		s.stream.Close()
-		s.stream, s.cancel = nil, nil
+		s.stream, s.cancel, s.unlink = nil, nil, nil
 	}
 	s.batch, s.next = nil, 0
 }
@@ -94,7 +108,7 @@ func (s *Subscription) Position() rewind.Position { return s.pos }
 // restart) are retried with backoff, resuming after Position.
 func (s *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error) {
 	if s.closed {
-		return nil, rewind.ErrClosed
+		return nil, fmt.Errorf("%w: the subscription is closed", rewind.ErrClosed)
 	}
 	for {
 		if s.next < len(s.batch) {
@@ -109,6 +123,10 @@ func (s *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error) 
 			return &s.ev, nil
 		}
 		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := s.c.checkOpen(); err != nil {
+			s.disconnect()
 			return nil, err
 		}
 		if s.stream == nil {
@@ -144,6 +162,9 @@ func (s *Subscription) receive(ctx context.Context) error {
 	if interrupted || ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if err := s.c.checkOpen(); err != nil {
+		return err
+	}
 	if (err == nil || transient(err)) && s.c.cfg.MaxRetries >= 0 {
 		return nil // reconnect on the next round
 	}
@@ -163,10 +184,15 @@ func (s *Subscription) reconnect(ctx context.Context) error {
 		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.c.life.Done():
+			return s.c.checkOpen()
 		}
 		err := s.connect(ctx)
 		if err == nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // what cut the connect short, not how it failed
 		}
 		if tries++; !transient(err) || tries > s.c.cfg.MaxRetries {
 			return apiconv.FromConnect(err)

@@ -87,7 +87,7 @@ func TestAuthMatrix(t *testing.T) {
 	// current end. The subscription's position passes events it skips, so
 	// the end is reached whether or not the last events are delivered.
 	subscribe := func(c *client.Client) ([]string, error) {
-		last := rewind.Position(s.Store().Log().Last())
+		last := rewind.Position(lastPosition(t, s))
 		sub, err := c.Subscribe(ctx, rewind.SubscribeOptions{})
 		if err != nil {
 			return nil, err
@@ -224,7 +224,7 @@ func TestAuthMatrix(t *testing.T) {
 				if r.before != nil {
 					r.before()
 				}
-				last := s.Store().Log().Last()
+				last := lastPosition(t, s)
 				before := tokenCount()
 				err := r.call(clients[tok], who == "right")
 				code := rewind.CodeOf(err)
@@ -240,7 +240,7 @@ func TestAuthMatrix(t *testing.T) {
 					t.Fatalf("code %s (%v), want %s", code, err, want)
 				}
 				if want != rewind.CodeOK {
-					if got := s.Store().Log().Last(); got != last {
+					if got := lastPosition(t, s); got != last {
 						t.Fatalf("a refused call wrote to the log: last position %d -> %d", last, got)
 					}
 					if got := tokenCount(); got != before {

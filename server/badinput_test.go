@@ -97,7 +97,7 @@ func TestBadInputCorpus(t *testing.T) {
 	do(t, b, "POST", "Append", "", okBody, 200)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			last := s.Store().Log().Last()
+			last := lastPosition(t, s)
 			verb := c.verb
 			if verb == "" {
 				verb = "POST"
@@ -106,7 +106,7 @@ func TestBadInputCorpus(t *testing.T) {
 			if status < 400 || status > 499 {
 				t.Fatalf("status %d, want 4xx; body %s", status, body)
 			}
-			if got := s.Store().Log().Last(); got != last {
+			if got := lastPosition(t, s); got != last {
 				t.Fatalf("the log changed: last position %d -> %d", last, got)
 			}
 			if c.ctype == "" || c.ctype == "application/proto" {
@@ -174,12 +174,12 @@ func FuzzAppendDecoding(f *testing.F) {
 		req := httptest.NewRequest("POST", "/rewind.v1.EventStoreService/Append", bytes.NewReader(body))
 		req.Header.Set("Content-Type", ctype)
 		w := httptest.NewRecorder()
-		last := s.Store().Log().Last()
+		last := lastPosition(t, s)
 		h.ServeHTTP(w, req)
 		switch {
 		case w.Code == 200:
 		case w.Code >= 400 && w.Code <= 499:
-			if got := s.Store().Log().Last(); got != last {
+			if got := lastPosition(t, s); got != last {
 				t.Fatalf("status %d but the log changed: %d -> %d", w.Code, last, got)
 			}
 		default:

@@ -159,7 +159,16 @@ func (e *eventStore) ReadAll(ctx context.Context, req *connect.Request[rewindv1.
 	}
 	tok := tokenFrom(ctx)
 	readsAll := tok.AllowsAll(auth.Read)
-	last := e.s.store.Log().Last()
+	// Taken before the read, which goes at least this far when it reaches
+	// the end: a page that skipped everything still moves the reader on.
+	var last uint64
+	if lp, ok := e.s.store.(rewind.LastPositioner); ok {
+		p, err := lp.LastPosition(ctx)
+		if err != nil {
+			return nil, err
+		}
+		last = uint64(p)
+	}
 	res := &rewindv1.ReadAllResponse{EndOfLog: true}
 	var seen uint64
 	size := 0
@@ -253,7 +262,13 @@ func (e *eventStore) DeleteStream(ctx context.Context, req *connect.Request[rewi
 }
 
 func (e *eventStore) GetServerInfo(ctx context.Context, req *connect.Request[rewindv1.GetServerInfoRequest]) (*connect.Response[rewindv1.GetServerInfoResponse], error) {
-	i := e.s.store.Info()
+	var i rewind.StoreInfo
+	if d, ok := e.s.store.(rewind.Describer); ok {
+		var err error
+		if i, err = d.Describe(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return connect.NewResponse(&rewindv1.GetServerInfoResponse{
 		Version: buildinfo.Get().String(), Durability: i.Durability,
 		FirstPosition: uint64(i.FirstPosition), LastPosition: uint64(i.LastPosition),

@@ -455,10 +455,10 @@ func TestHostileRequestsMalformed(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			last := s.Store().Log().Last()
+			last := lastPosition(t, s)
 			a, _ := exchange(t, addr, b.admin, c.raw, false)
 			c.check(t, a)
-			if got := s.Store().Log().Last(); got != last {
+			if got := lastPosition(t, s); got != last {
 				t.Errorf("the log changed: last position %d -> %d", last, got)
 			}
 		})

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/eventlog"
@@ -26,11 +27,12 @@ import (
 )
 
 // Server serves one embedded store over the API. Create it with New, run
-// it with Run.
+// it with Run. Past opening it, the server only uses the store through the
+// rewind.Store contract and its optional capabilities.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	store    *store.Store
+	store    rewind.Store
 	tokens   *auth.Store
 	metrics  *metrics
 	registry *prometheus.Registry
@@ -74,9 +76,11 @@ func New(cfg Config) (_ *Server, err error) {
 			prev(fi)
 		}
 	}
-	if s.store, err = store.Open(c.DataDir, sc); err != nil {
+	st, err := store.Open(c.DataDir, sc)
+	if err != nil {
 		return nil, err
 	}
+	s.store = st
 	if s.tokens, err = auth.Open(c.DataDir); err != nil {
 		return nil, err
 	}
@@ -169,7 +173,7 @@ func (s *Server) URL() string {
 func (s *Server) AdminSecret() string { return s.adminSecret }
 
 // Store returns the served store.
-func (s *Server) Store() *store.Store { return s.store }
+func (s *Server) Store() rewind.Store { return s.store }
 
 // Handler returns the server's HTTP handler: the API services, /metrics,
 // /healthz and /readyz.
@@ -250,8 +254,14 @@ func (s *Server) Handler() http.Handler {
 // included) up to ShutdownTimeout, fsyncs and closes the store, releasing
 // the data directory. It returns nil after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
+	durability := ""
+	if d, ok := s.store.(rewind.Describer); ok {
+		if info, err := d.Describe(ctx); err == nil {
+			durability = info.Durability
+		}
+	}
 	s.log.Info("rewind server listening", "addr", s.ln.Addr().String(), "url", s.URL(),
-		"data_dir", s.cfg.DataDir, "durability", s.store.Log().Durability().String(), "auth", !s.cfg.NoAuth)
+		"data_dir", s.cfg.DataDir, "durability", durability, "auth", !s.cfg.NoAuth)
 	errc := make(chan error, 1)
 	go func() {
 		var err error

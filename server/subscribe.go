@@ -15,7 +15,6 @@ import (
 	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/internal/apiconv"
-	"github.com/rewindhq/rewind/store"
 )
 
 // A subscription sends batches of at most batchEvents events, and stops
@@ -67,9 +66,13 @@ func (e *eventStore) Subscribe(ctx context.Context, req *connect.Request[rewindv
 	return err
 }
 
-func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *auth.Token, entry *subEntry,
+// pump sends the subscription's events in batches. A store subscription
+// that can poll (rewind.Poller) fills a batch with the events ready now;
+// one that cannot sends each event as Next returns it.
+func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *auth.Token, entry *subEntry,
 	stream *connect.ServerStream[rewindv1.SubscribeResponse]) error {
 	readsAll := tok.AllowsAll(auth.Read)
+	poller, _ := sub.(rewind.Poller)
 	sent := sub.Position()
 	entry.pos.Store(uint64(sent))
 	msg := &rewindv1.SubscribeResponse{Position: uint64(sent)}
@@ -84,8 +87,8 @@ func (e *eventStore) pump(ctx context.Context, sub *store.Subscription, tok *aut
 		msg.Events = msg.Events[:0]
 		b.reset()
 		size := 0
-		for len(msg.Events) < batchEvents && size < batchBytes {
-			ev, err := sub.TryNext()
+		for poller != nil && len(msg.Events) < batchEvents && size < batchBytes {
+			ev, err := poller.TryNext()
 			if err != nil {
 				return err
 			}
@@ -172,8 +175,8 @@ func (b *batchBuf) add(ev *rewind.RecordedEvent) *rewindv1.RecordedEvent {
 // subscriptions tracks open subscriptions: it enforces the per-token
 // limit and reports each one's lag as a metric.
 type subscriptions struct {
-	store *store.Store
-	max   int
+	last func() (uint64, bool) // the store's last position, if it tells
+	max  int
 
 	mu      sync.Mutex
 	next    uint64
@@ -191,8 +194,15 @@ type subEntry struct {
 	pos     atomic.Uint64
 }
 
-func newSubscriptions(st *store.Store, max int) *subscriptions {
-	return &subscriptions{store: st, max: max, open: map[*subEntry]struct{}{}, byToken: map[string]int{},
+func newSubscriptions(st rewind.Store, max int) *subscriptions {
+	last := func() (uint64, bool) { return 0, false }
+	if lp, ok := st.(rewind.LastPositioner); ok {
+		last = func() (uint64, bool) {
+			p, err := lp.LastPosition(context.Background())
+			return uint64(p), err == nil
+		}
+	}
+	return &subscriptions{last: last, max: max, open: map[*subEntry]struct{}{}, byToken: map[string]int{},
 		lagDesc: prometheus.NewDesc("rewind_subscription_lag_events",
 			"Positions between the log's end and the last position a subscription sent.",
 			[]string{"subscription", "token"}, nil),
@@ -208,7 +218,8 @@ func (ss *subscriptions) add(tok *auth.Token) (*subEntry, error) {
 	}
 	ss.next++
 	e := &subEntry{id: strconv.FormatUint(ss.next, 10), token: tok.Name, tokenID: tok.ID}
-	e.pos.Store(ss.store.Log().Last()) // until the first batch: not counted as lag
+	last, _ := ss.last()
+	e.pos.Store(last) // until the first batch: not counted as lag
 	ss.open[e] = struct{}{}
 	ss.byToken[tok.ID]++
 	ss.wg.Add(1)
@@ -242,12 +253,15 @@ func (ss *subscriptions) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector: the lag of each subscription,
-// computed at scrape time.
+// computed at scrape time (when the store tells its last position).
 func (ss *subscriptions) Collect(ch chan<- prometheus.Metric) {
-	last := ss.store.Log().Last()
+	last, known := ss.last()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(ss.activeDesc, prometheus.GaugeValue, float64(len(ss.open)))
+	if !known {
+		return
+	}
 	for e := range ss.open {
 		lag := uint64(0)
 		if p := e.pos.Load(); last > p {

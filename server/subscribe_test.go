@@ -166,7 +166,7 @@ func TestSubscriptionEndsWithUnavailableOnShutdown(t *testing.T) {
 func TestSubscriptionLimitPerToken(t *testing.T) {
 	t.Parallel()
 	_, c, _ := setup(t, server.Config{MaxSubscriptionsPerToken: 2})
-	var subs []*client.Subscription
+	var subs []rewind.Subscription
 	for range 2 {
 		s, err := c.Subscribe(ctx, rewind.SubscribeOptions{})
 		if err != nil {
@@ -180,7 +180,7 @@ func TestSubscriptionLimitPerToken(t *testing.T) {
 	subs[0].Close()
 	var err error
 	for range 50 { // the server notices the closed stream shortly after
-		var s *client.Subscription
+		var s rewind.Subscription
 		if s, err = c.Subscribe(ctx, rewind.SubscribeOptions{}); err == nil {
 			s.Close()
 			break

@@ -47,12 +47,6 @@ type Config struct {
 	// about 10ms per million streams. Defaults to 4,000,000; -1 turns it off
 	// (the snapshot is then only written on Close).
 	SnapshotEvery int
-	// AcceptIndexLoss lets Open proceed when retention removed events that
-	// no usable index snapshot covers (the snapshot file was deleted or
-	// damaged). Streams whose events were all removed are then forgotten:
-	// appending to one starts again at version 1. Without it such an Open
-	// fails with an error that says so. Defaults to false.
-	AcceptIndexLoss bool
 	// Logger receives recovery reports and other notices. Defaults to slog.Default().
 	Logger *slog.Logger
 }

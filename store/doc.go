@@ -1,6 +1,7 @@
 // Package store is rewind's embedded event store: streams of immutable
 // events on top of the durable log in package eventlog, in one directory
-// that one process opens at a time.
+// that one process opens at a time. A *Store keeps the rewind.Store
+// contract and every optional capability of package rewind.
 //
 // # Guarantees
 //
@@ -10,6 +11,9 @@
 //     an expected version writes nothing unless the stream is in that state,
 //     and fails with a *rewind.WrongExpectedVersionError carrying the actual
 //     version.
+//   - Every answer describes acknowledged state only: no success, conflict,
+//     read or stream info reveals an append still waiting for its fsync, so
+//     concurrent calls are linearizable (see rewind.Store).
 //   - Global positions start at 1 and strictly increase. A Subscription
 //     delivers every event after its starting position exactly once, in
 //     order, from history and then live, through one reader.

@@ -201,14 +201,10 @@ func writeFuzzSeeds(t *testing.T) {
 	// chunks (64Ki entries each, 256 KiB), which would make every input of
 	// the fuzzer that large; their reading is a plain loop.
 	s.mu.Lock()
-	err := s.log.Sync()
-	var v *snapshotView
-	if err == nil {
-		v, err = s.captureLocked(true)
-	}
+	v := s.captureLocked(true)
 	s.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
+	if v == nil {
+		t.Fatal("nothing to snapshot")
 	}
 	v.chain.chunks = nil
 	v.chain.far = map[uint64]uint64{7: 3, 1 << 40: 5}

@@ -17,8 +17,11 @@ import (
 // stream names live in an arena of fixed-size chunks, streams in a slice
 // addressed by slot, and a hash table of slots finds a name's slot.
 //
-// Memory: about 4 bytes per event plus about 70 bytes per stream (with a
-// 20-byte name). The index is guarded by Store.mu.
+// Memory: about 4 bytes per event still in the log, plus about 70 bytes
+// per stream (with a 20-byte name) and 8 bytes per 1024 versions of a
+// stream. A stream leaves the index once retention removed all of its
+// events (see forget), so with retention the index is bounded by what the
+// log holds. The index is guarded by Store.mu.
 type index struct {
 	names   arena
 	streams streamTable
@@ -40,6 +43,12 @@ type streamState struct {
 // exists reports whether the stream has events that are not deleted. (Events
 // removed by retention still count: the stream exists, with fewer events.)
 func (s *streamState) exists() bool { return s.version > s.deleted }
+
+// live reports whether the stream has an event at or after first, the
+// log's first position: a stream all of whose events retention removed is
+// forgotten, as if it had never been written (its slot goes at the next
+// forget).
+func (s *streamState) live(first uint64) bool { return s.last >= first }
 
 func newIndex() *index {
 	x := &index{anchors: make(map[uint32][]uint64)}
@@ -121,6 +130,7 @@ func (x *index) addEvent(slot uint32, pos uint64) {
 // change once written, so strings can point into them.
 type arena struct {
 	chunks [][]byte
+	limit  uint64 // bytes; 0 means maxArena (tests set less)
 }
 
 const (
@@ -148,8 +158,16 @@ func (a *arena) get(off uint32, n uint16) string {
 	return unsafe.String(&c[i], int(n)) // arena bytes never change once written
 }
 
+// size is the arena's limit in bytes.
+func (a *arena) size() uint64 {
+	if a.limit == 0 {
+		return maxArena
+	}
+	return a.limit
+}
+
 // full reports whether another name may not fit the 32-bit offsets.
-func (a *arena) full() bool { return uint64(len(a.chunks)+1)<<arenaChunkBits >= maxArena }
+func (a *arena) full() bool { return uint64(len(a.chunks)+1)<<arenaChunkBits >= a.size() }
 
 // table is an open-addressing hash table from stream name to slot: each
 // entry holds 32 bits of the name's hash and the slot plus one (0 is
@@ -213,6 +231,57 @@ func (t *table) rebuild(x *index, capacity int) {
 	t.init(capacity)
 	for slot := range x.streams.len() {
 		t.put(maphash.String(t.seed, x.name(uint32(slot))), uint32(slot))
+	}
+}
+
+// reset forgets what the stream in slot was: it is written again from
+// version 1 after retention removed all of its events.
+func (x *index) reset(slot uint32) {
+	st := x.streams.at(slot)
+	st.version, st.last, st.deleted = 0, 0, 0
+	delete(x.anchors, slot)
+}
+
+// forget drops the streams that have no event at or after first (retention
+// removed them all), reclaiming their slots, names and anchors: the names
+// left are copied into a new arena, so that the arena never fills up with
+// names of streams that are gone. Slots change; remap gives the new slot
+// of an old one (false: dropped). Strings handed out earlier stay valid:
+// the old arena's chunks are not changed, only let go.
+func (x *index) forget(first uint64) (dropped int, remap func(uint32) (uint32, bool)) {
+	n := x.streams.len()
+	for slot := range n {
+		if !x.streams.at(uint32(slot)).live(first) {
+			dropped++
+		}
+	}
+	if dropped == 0 {
+		return 0, nil
+	}
+	const gone = ^uint32(0)
+	newSlot := make([]uint32, n)
+	var streams streamTable
+	names := arena{limit: x.names.limit}
+	anchors := make(map[uint32][]uint64, len(x.anchors))
+	for slot := range n {
+		st := *x.streams.at(uint32(slot))
+		if !st.live(first) {
+			newSlot[slot] = gone
+			continue
+		}
+		ns := uint32(streams.len())
+		newSlot[slot] = ns
+		st.nameOff = names.add(x.name(uint32(slot)))
+		streams.add(st)
+		if a, ok := x.anchors[uint32(slot)]; ok {
+			anchors[ns] = a
+		}
+	}
+	x.streams, x.names, x.anchors = streams, names, anchors
+	x.table.rebuild(x, x.streams.len())
+	return dropped, func(old uint32) (uint32, bool) {
+		ns := newSlot[old]
+		return ns, ns != gone
 	}
 }
 

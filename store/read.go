@@ -19,6 +19,9 @@ import (
 // deleted and not written since, fails with rewind.ErrStreamNotFound.
 // Versions removed by retention are simply absent.
 func (s *Store) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
 	if err := ValidateStreamName(stream); err != nil {
 		return nil, err
 	}
@@ -59,7 +62,7 @@ type view struct {
 // viewLocked returns the visible state of stream. Called with s.mu held.
 func (s *Store) viewLocked(stream string) (view, bool) {
 	st, slot, ok := s.idx.lookup(stream)
-	if !ok {
+	if !ok || !st.live(s.log.First()) { // retention emptied it: forgotten
 		return view{}, false
 	}
 	limit := s.log.Last()
@@ -83,7 +86,7 @@ func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([
 	defer s.mu.RUnlock()
 	v, ok := s.viewLocked(stream)
 	if !ok || v.version <= v.deleted {
-		return nil, notFound(stream, v.st)
+		return nil, notFoundView(stream, v, ok)
 	}
 	lowest := v.deleted + 1
 	var lo, hi uint64
@@ -189,6 +192,10 @@ func validateFilter(f *rewind.Filter) error {
 // rewind.TypeStreamDeleted.
 func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
 	return func(yield func(*rewind.RecordedEvent, error) bool) {
+		if err := s.checkOpen(); err != nil {
+			yield(nil, err)
+			return
+		}
 		from, err := s.startPosition(opts.From, opts.FromTime, false)
 		if err != nil {
 			yield(nil, err)
@@ -280,6 +287,9 @@ func (s *Store) FirstPositionAt(t time.Time) (rewind.Position, error) {
 // StreamInfo describes a stream. A stream that was never written fails
 // with rewind.ErrStreamNotFound; a deleted one is described with Deleted set.
 func (s *Store) StreamInfo(ctx context.Context, stream string) (rewind.StreamInfo, error) {
+	if err := s.checkOpen(); err != nil {
+		return rewind.StreamInfo{}, err
+	}
 	if err := ValidateStreamName(stream); err != nil {
 		return rewind.StreamInfo{}, err
 	}
@@ -327,6 +337,9 @@ func sortSearch(n uint64, f func(uint64) bool) uint64 {
 
 // ListStreams returns streams sorted by name.
 func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions) ([]rewind.StreamInfo, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
 	if opts.Limit < 0 {
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}
@@ -379,6 +392,13 @@ type Info struct {
 func (s *Store) Info() Info {
 	st := s.log.Stats()
 	s.mu.RLock()
+	if s.forgotAt != s.log.First() { // streams retention emptied are not counted
+		s.mu.RUnlock()
+		s.mu.Lock()
+		s.forgetLocked()
+		s.mu.Unlock()
+		s.mu.RLock()
+	}
 	defer s.mu.RUnlock()
 	return Info{
 		Dir: s.dir, Durability: s.log.Durability().String(),

@@ -54,16 +54,8 @@ func TestRetentionByBytes(t *testing.T) {
 			for i := range 5 {
 				mustAppend(t, s, "early", ev("T", kib(i)))
 			}
-			fresh, err := s.Subscribe(ctx, rewind.SubscribeOptions{}) // will not have read anything
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fresh.Close()
-			mid, err := s.Subscribe(ctx, rewind.SubscribeOptions{}) // holds the first segment
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer mid.Close()
+			fresh := subscribe(t, s, rewind.SubscribeOptions{}) // will not have read anything
+			mid := subscribe(t, s, rewind.SubscribeOptions{})   // holds the first segment
 			for range 3 {
 				if e, err := mid.TryNext(); err != nil || e == nil {
 					t.Fatalf("subscription: %v, %v", e, err)
@@ -119,7 +111,10 @@ func TestRetentionByBytes(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s = reopenAfterRetention(t, b, snapshot)
+			s, err := Open(b.dir, b.cfg)
+			if err != nil {
+				t.Fatalf("reopen after retention (snapshot %v): %v", snapshot, err)
+			}
 			defer s.Close()
 			if got := rewind.Position(s.Log().First()); got != first {
 				t.Fatalf("first position %d after reopen, was %d", got, first)
@@ -131,18 +126,23 @@ func TestRetentionByBytes(t *testing.T) {
 					t.Fatalf("%s after reopen:\n%v\nbefore:\n%v", stream, got[stream], want[stream])
 				}
 			}
-			// "early" has no event left. With the snapshot it keeps its
-			// version; without one (opened with AcceptIndexLoss) it is
-			// forgotten: the store has nowhere else to learn it from.
-			if snapshot && fmt.Sprint(got["early"]) != fmt.Sprint(want["early"]) {
-				t.Fatalf("early after reopen: %v, before: %v", got["early"], want["early"])
-			}
 			res, err := s.Append(ctx, "keep", rewind.Exactly(300), ev("T", "after"))
 			if err != nil || res.FirstVersion != 301 || uint64(res.FirstPosition) != s.Log().Last() {
 				t.Fatalf("append after retention and reopen: %+v, %v", res, err)
 			}
 		})
 	}
+}
+
+// subscribe starts a subscription closed at the end of the test.
+func subscribe(t *testing.T, s *Store, opts rewind.SubscribeOptions) *Subscription {
+	t.Helper()
+	sub, err := s.Subscribe(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	return sub.(*Subscription)
 }
 
 func mustAppend(t *testing.T, s *Store, stream string, e rewind.Event) rewind.AppendResult {
@@ -190,11 +190,7 @@ func checkTruncatedReads(t *testing.T, s *Store, first rewind.Position) {
 	if _, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: first - 2}); !isTruncated(err, first) {
 		t.Fatalf("subscribe after %d (first %d): %v", first-2, first, err)
 	}
-	sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: first - 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribe(t, s, rewind.SubscribeOptions{After: first - 1})
 	if e, err := sub.TryNext(); err != nil || e == nil || e.Position != first {
 		t.Fatalf("subscription after %d: %v, %v", first-1, e, err)
 	}
@@ -253,8 +249,8 @@ func retentionView(t *testing.T, s *Store, first rewind.Position) map[string]str
 		}
 		out[stream] = v
 	}
-	if v, ok := out["early"]; ok && (v.info.Count != 0 || v.info.Version != 5) {
-		t.Fatalf("early: %+v; want version 5 with nothing left", v.info)
+	if v, ok := out["early"]; ok {
+		t.Fatalf("early: %+v; retention removed all of its events, so it should be forgotten", v.info)
 	}
 	return out
 }
@@ -309,7 +305,10 @@ func TestRetentionByAge(t *testing.T) {
 		if !snapshot {
 			os.Remove(filepath.Join(b.dir, snapshotName))
 		}
-		s = reopenAfterRetention(t, b, snapshot)
+		var err error
+		if s, err = Open(b.dir, b.cfg); err != nil {
+			t.Fatalf("reopen (snapshot %v): %v", snapshot, err)
+		}
 		t.Cleanup(func() { s.Close() })
 		again, err := s.StreamInfo(ctx, "aging")
 		if err != nil || again != info || rewind.Position(s.Log().First()) != want {
@@ -322,74 +321,76 @@ func TestRetentionByAge(t *testing.T) {
 	}
 }
 
-// reopenAfterRetention opens a store whose log lost its first segments to
-// retention. Without the snapshot (removed by the caller) a plain Open must
-// refuse, saying why, and one with AcceptIndexLoss must succeed.
-func reopenAfterRetention(t *testing.T, b *bundle, snapshot bool) *Store {
-	t.Helper()
-	s, err := Open(b.dir, b.cfg)
-	if snapshot {
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	if err == nil {
-		s.Close()
-		t.Fatal("open without the snapshot covering removed positions succeeded")
-	}
-	if !errors.Is(err, rewind.ErrCorruption) || !strings.Contains(err.Error(), "AcceptIndexLoss") {
-		t.Fatalf("open without the snapshot: %v", err)
-	}
-	cfg := b.cfg
-	cfg.AcceptIndexLoss = true
-	if s, err = Open(b.dir, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// Retention never removes events that the snapshot on disk does not cover:
-// it has the store write one first. So after a crash (no snapshot on
-// close) the store opens without AcceptIndexLoss and a stream whose events
-// were all removed keeps its version.
-func TestRetentionWaitsForACoveringSnapshot(t *testing.T) {
+// A stream whose events retention removed all of is forgotten: it reads
+// as never written, leaves the list and the count of streams, and writing
+// to it starts it anew at version 1 — also when its delete record is still
+// in the log — and a reopen after a crash, without the snapshot, rebuilds
+// exactly that. Before, such streams stayed in the index for ever, holding
+// their name and slot.
+func TestRetentionForgetsEmptiedStreams(t *testing.T) {
 	t.Parallel()
 	s, b := setup(t, Config{SnapshotEvery: -1, Log: eventlog.Config{SegmentSize: 64 << 10, MaxBytes: 3 * 64 << 10,
-		RetentionInterval: 10 * time.Millisecond}})
+		RetentionInterval: time.Hour}})
 	for range 3 {
 		mustAppend(t, s, "early", ev("T", "x"))
+		mustAppend(t, s, "gone", ev("T", "x"))
 	}
-	for i := range 600 {
+	for i := range 150 {
 		mustAppend(t, s, "later", ev("T", kib(i)))
 	}
-	for deadline := time.Now().Add(30 * time.Second); s.Log().First() <= 3; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the background retainer removed nothing (first position %d)", s.Log().First())
+	// Deleted after its events: its delete record outlives them.
+	if _, err := s.DeleteStream(ctx, "gone", rewind.Exactly(3)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 150 {
+		mustAppend(t, s, "later", ev("T", kib(i)))
+	}
+	first, err := s.ApplyRetention(ctx)
+	if err != nil || first <= 6 {
+		t.Fatalf("retention: first position %d, %v; it should have removed the first segments", first, err)
+	}
+	check := func(what string, s *Store, want map[string]uint64) {
+		t.Helper()
+		for _, stream := range []string{"early", "gone"} {
+			info, err := s.StreamInfo(ctx, stream)
+			if v, ok := want[stream]; ok {
+				if err != nil || info.Version != v || info.Count != 1 {
+					t.Fatalf("%s: %s: %+v, %v; want version %d", what, stream, info, err, v)
+				}
+				continue
+			}
+			if !errors.Is(err, rewind.ErrStreamNotFound) {
+				t.Fatalf("%s: info of %s, emptied by retention: %+v, %v; want not found", what, stream, info, err)
+			}
+			if _, err := s.ReadStream(ctx, stream, rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrStreamNotFound) {
+				t.Fatalf("%s: read of %s, emptied by retention: %v; want not found", what, stream, err)
+			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		list, err := s.ListStreams(ctx, rewind.ListStreamsOptions{IncludeDeleted: true})
+		if err != nil || len(list) != 1+len(want) || s.Info().Streams != 1+len(want) {
+			t.Fatalf("%s: list %+v, %v; %d streams counted; want later and %v", what, list, err, s.Info().Streams, want)
+		}
 	}
-	// First before the snapshot position: both only grow, and a snapshot
-	// and a retention pass may run between the two loads.
-	first := s.Log().First()
-	if got := s.durableSnapshotPos.Load(); got+1 < first {
-		t.Fatalf("retention removed up to %d but the snapshot on disk is at %d", first-1, got)
+	check("after retention", s, nil)
+	if res, err := s.Append(ctx, "early", rewind.NoStream, ev("T", "again")); err != nil || res.FirstVersion != 1 {
+		t.Fatalf("append to a forgotten stream: %+v, %v; want version 1", res, err)
 	}
-	// Crash: no snapshot on close.
+	if res, err := s.Append(ctx, "gone", rewind.Exactly(0), ev("T", "again")); err != nil || res.FirstVersion != 1 {
+		t.Fatalf("append to a forgotten stream with its delete record left: %+v, %v; want version 1", res, err)
+	}
+	want := map[string]uint64{"early": 1, "gone": 1}
+	check("written again", s, want)
+	// A crash: no snapshot on close; the log is replayed from its start.
 	s.closeOnce.Do(func() { close(s.closed) })
 	s.wg.Wait()
 	if err := s.log.Close(); err != nil {
 		t.Fatal(err)
 	}
+	os.Remove(filepath.Join(b.dir, snapshotName))
 	s2, err := Open(b.dir, b.cfg)
 	if err != nil {
 		t.Fatalf("reopen after a crash with retention: %v", err)
 	}
-	defer s2.Close()
-	if info, err := s2.StreamInfo(ctx, "early"); err != nil || info.Version != 3 || info.Count != 0 {
-		t.Fatalf("early after reopen: %+v, %v; want version 3 and no events left", info, err)
-	}
-	if res, err := s2.Append(ctx, "early", rewind.Exactly(3), ev("T", "y")); err != nil || res.FirstVersion != 4 {
-		t.Fatalf("append after reopen: %+v, %v; want version 4", res, err)
-	}
+	check("after a crash", s2, want)
+	check("after a clean reopen", reopen(t, s2, b), want)
 }

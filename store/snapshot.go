@@ -83,15 +83,11 @@ func (s *Store) rebuild() error {
 			dedupFrom = max(dedupFrom, p)
 		}
 	}
-	// Without a snapshot covering what retention removed, the index of
-	// streams whose events are all gone cannot be rebuilt.
+	// Without a snapshot covering what retention removed, streams are
+	// rebuilt from the records left: one whose first records are gone
+	// continues at the versions those records carry, and one with no event
+	// left is forgotten, as it is in a store that stayed open.
 	partial := snapPos+1 < s.log.First()
-	if partial && !s.cfg.AcceptIndexLoss {
-		return fmt.Errorf("%w: retention removed positions 1 to %d and no usable index snapshot covers them "+
-			"(index.snapshot is missing, damaged or older), so the versions of streams whose events were all "+
-			"removed are lost; restore the snapshot, or open with AcceptIndexLoss to forget those streams",
-			rewind.ErrCorruption, s.log.First()-1)
-	}
 	r := s.log.NewReader(min(from, dedupFrom))
 	defer r.Close()
 	replayed := 0
@@ -123,6 +119,7 @@ func (s *Store) rebuild() error {
 		"streams", s.idx.streams.len(), "took", time.Since(start))
 	s.snapshotPos, s.filePos, s.replayed = snapPos, snapPos, replayed
 	s.durableSnapshotPos.Store(snapPos)
+	s.forgetLocked()
 	if replayed > snapshotAfterReplay {
 		return s.saveSnapshot()
 	}
@@ -137,6 +134,11 @@ func (s *Store) applyRecord(rec eventlog.Record, partial bool) error {
 	}
 	slot := s.idx.slotFor(string(stream))
 	st := s.idx.streams.at(slot)
+	if rec.Kind == kindEvent && version == 1 && st.version > 0 && !st.live(s.log.First()) {
+		// Retention had removed every event of the stream and the store
+		// forgot it; this is the stream written anew.
+		s.idx.reset(slot)
+	}
 	if partial && st.last < s.log.First() {
 		// The stream's earlier records are gone: an event follows the
 		// version before it, a delete records the stream's version itself.
@@ -189,12 +191,11 @@ func envelopeStreamVersion(payload []byte) ([]byte, uint64, error) {
 }
 
 // saveSnapshot writes the index, and the dedup window, as of the log's
-// last position. Called with no append in flight (s.mu held, or before the
-// store is shared).
+// last position. Called before the store is shared.
 func (s *Store) saveSnapshot() error {
-	view, err := s.captureLocked(true)
-	if err != nil || view == nil {
-		return err
+	view := s.captureLocked(true)
+	if view == nil {
+		return nil
 	}
 	s.snapshotPos = view.pos
 	return s.installSnapshot(view)
@@ -205,7 +206,7 @@ func (s *Store) saveSnapshot() error {
 // chain chunks, the arena's bytes) are shared, the rest copied.
 type snapshotView struct {
 	pos     uint64
-	id      uuid.UUID
+	id      uuid.UUID // of the event at pos, read by installSnapshot
 	streams streamTable
 	arena   [][]byte
 	anchors map[uint32][]uint64
@@ -213,33 +214,20 @@ type snapshotView struct {
 	dedup   *dedup // nil: the next open refills the window from the log
 }
 
-// captureLocked copies the index as of the log's last position, which must
-// hold every assigned position: called with s.mu held and the log flushed.
-// It returns nil when the log holds nothing to snapshot.
-func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
-	pos := s.log.Last()
-	if assigned := s.log.Assigned(); pos != assigned {
-		// The index holds positions the log has not made visible: a
-		// snapshot at pos would claim them and the next open would replay
-		// them twice.
-		return nil, fmt.Errorf("snapshot: the log is at %d with appends up to %d in flight", pos, assigned)
-	}
+// captureLocked copies the index as of the last position the log gave to
+// an append: under s.mu the index holds exactly the positions up to it. It
+// does no I/O — installSnapshot waits for those positions to be durable
+// and writes the file, without s.mu. It returns nil when the log holds
+// nothing to snapshot. withDedup shares the dedup window, which only a
+// closing store (no more appends) may do.
+func (s *Store) captureLocked(withDedup bool) *snapshotView {
+	pos := s.log.Assigned()
 	if pos == 0 || pos < s.log.First() {
-		return nil, nil
-	}
-	rec, err := s.log.Read(pos)
-	if errors.Is(err, rewind.ErrTruncated) {
-		// Retention removed the segment holding pos since the check above
-		// (pos is in a sealed segment when the newest one is empty): as
-		// when pos < First, there is nothing left to anchor a snapshot on.
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
+		return nil
 	}
 	x := s.idx
 	v := &snapshotView{
-		pos: pos, id: envelopeID(rec.Payload),
+		pos:     pos,
 		streams: x.streams.clone(),
 		arena:   slices.Clone(x.names.chunks), // lengths fixed now; the bytes never change
 		anchors: maps.Clone(x.anchors),        // slices fixed now; later appends do not touch them
@@ -251,12 +239,27 @@ func (s *Store) captureLocked(withDedup bool) (*snapshotView, error) {
 	if withDedup {
 		v.dedup = s.dedup
 	}
-	return v, nil
+	return v
 }
 
-// installSnapshot writes v unless a newer snapshot is on disk already, and
-// then lets retention rely on it. Lock order: s.mu (if held) before snapWrite.
+// installSnapshot makes v's positions durable (a snapshot must never
+// claim a position the log could lose), reads the id of the event at its
+// position, and writes it unless a newer snapshot is on disk already; then
+// retention may rely on it. It holds no lock but snapWrite.
 func (s *Store) installSnapshot(v *snapshotView) error {
+	if err := s.log.Sync(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	rec, err := s.log.Read(v.pos)
+	if errors.Is(err, rewind.ErrTruncated) {
+		// Retention removed the segment holding pos since the capture:
+		// there is nothing left to anchor a snapshot on.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	v.id = envelopeID(rec.Payload)
 	s.snapWrite.Lock()
 	defer s.snapWrite.Unlock()
 	if v.pos <= s.filePos {

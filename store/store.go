@@ -25,10 +25,14 @@ type Store struct {
 	// mu orders appends: the expected-version check, the position
 	// assignment and the index update of one append happen under it, so
 	// stream versions follow global positions. Readers take it shared, only
-	// to look up positions. It is never held while waiting for an fsync.
+	// to look up positions. It is never held during I/O or a wait (see
+	// docs/architecture.md, "Locking").
 	mu    sync.RWMutex
 	idx   *index
 	dedup *dedup
+	// forgotAt is the log's first position when the index last forgot the
+	// streams retention emptied (guarded by mu).
+	forgotAt uint64
 
 	// Guarded by mu: the position of the last snapshot, and whether the
 	// snapshotter is at work.
@@ -52,6 +56,11 @@ type Store struct {
 	opened    time.Time  // when Open ran
 	shortened *shortened // the log ended before the snapshot's position at open
 	closing   bool       // Close has begun: no more appends
+	// lastAppend is the log's answer to the last append or delete, if
+	// any (guarded by mu): waiting for it waits for every append before
+	// it, since the log acknowledges appends in order.
+	lastAppend eventlog.Appended
+	appended   bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -68,9 +77,7 @@ func Open(dir string, cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: c, dir: dir, closed: make(chan struct{}), snapshotKick: make(chan struct{}, 1), opened: time.Now().UTC()}
 	s.bufs.New = func() any { return new(appendBuf) }
-	if s.retention = c.Log.MaxAge > 0 || c.Log.MaxBytes > 0; s.retention {
-		c.Log.RetentionLimit = s.retentionLimit
-	}
+	s.retention = c.Log.MaxAge > 0 || c.Log.MaxBytes > 0
 	start := time.Now()
 	l, err := eventlog.Open(dir, c.Log)
 	if err != nil {
@@ -82,56 +89,55 @@ func Open(dir string, cfg Config) (*Store, error) {
 		l.Close()
 		return nil, err
 	}
-	if s.retention || c.SnapshotEvery > 0 {
+	if c.SnapshotEvery > 0 {
 		s.wg.Add(1)
 		go s.snapshotter()
 	}
 	return s, nil
 }
 
-// ApplyRetention applies the log's retention (MaxAge, MaxBytes) now,
-// first writing an index snapshot so that it may remove everything due:
-// the store never lets retention remove events its snapshot on disk does
-// not cover. The background retainer does the same on its own schedule.
-func (s *Store) ApplyRetention(ctx context.Context) ([]eventlog.Removed, error) {
-	if !s.retention {
-		return nil, nil
+// ApplyRetention applies the log's retention (MaxAge, MaxBytes) now, as
+// the log's background retainer does on its own schedule, and forgets the
+// streams it emptied. It returns the first position left in the log.
+func (s *Store) ApplyRetention(ctx context.Context) (rewind.Position, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
 	}
-	s.mu.Lock()
-	var v *snapshotView
-	err := s.log.Sync()
-	if err == nil {
-		v, err = s.captureLocked(false)
-	}
-	s.mu.Unlock()
-	if err == nil && v != nil {
-		err = s.installSnapshot(v)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return s.log.ApplyRetention()
-}
-
-// retentionLimit keeps retention from removing events that the index
-// snapshot on disk does not cover: after a crash the index of streams whose
-// events were all removed exists nowhere else. It asks for a snapshot when
-// retention wants more.
-func (s *Store) retentionLimit(want uint64) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	durable := s.durableSnapshotPos.Load()
-	if want > durable && !s.snapshotting {
-		s.snapshotting = true
-		select {
-		case s.snapshotKick <- struct{}{}:
-		default:
+	if s.retention {
+		if _, err := s.log.ApplyRetention(); err != nil {
+			return 0, err
 		}
 	}
-	return durable
+	s.mu.Lock()
+	s.forgetLocked()
+	first := s.forgotAt
+	s.mu.Unlock()
+	return rewind.Position(first), nil
+}
+
+// forgetLocked drops from the index the streams that retention emptied
+// since it last ran: a stream all of whose events are gone is forgotten,
+// its slot and name reclaimed, and writing to it again starts it anew at
+// version 1. It costs a pass over the streams, once per move of the log's
+// start. Called with s.mu held for writing.
+func (s *Store) forgetLocked() {
+	first := s.log.First()
+	if first == s.forgotAt {
+		return
+	}
+	s.forgotAt = first
+	dropped, remap := s.idx.forget(first)
+	if dropped == 0 {
+		return
+	}
+	pending := make(map[uint32][]pendingDelete, len(s.pendingDeletes))
+	for slot, ds := range s.pendingDeletes {
+		if ns, ok := remap(slot); ok {
+			pending[ns] = ds
+		}
+	}
+	s.pendingDeletes = pending
+	s.cfg.Logger.Debug("store: forgot the streams retention emptied", "streams", dropped, "first_position", first)
 }
 
 // snapshotter writes the index snapshot in the background when
@@ -145,13 +151,10 @@ func (s *Store) snapshotter() {
 		case <-s.snapshotKick:
 		}
 		s.mu.Lock()
-		var v *snapshotView
-		err := s.log.Sync() // every assigned position visible: the index matches the log
-		if err == nil {
-			v, err = s.captureLocked(false)
-		}
+		v := s.captureLocked(false)
 		s.mu.Unlock()
-		if err == nil && v != nil {
+		var err error
+		if v != nil {
 			err = s.installSnapshot(v)
 		}
 		if err != nil {
@@ -165,11 +168,6 @@ func (s *Store) snapshotter() {
 		}
 		s.snapshotting = false
 		s.mu.Unlock()
-		if s.retention && err == nil {
-			if _, err := s.log.ApplyRetention(); err != nil {
-				s.cfg.Logger.Error("store: retention failed", "err", err)
-			}
-		}
 	}
 }
 
@@ -181,7 +179,9 @@ func (s *Store) Recovery() []eventlog.Cut { return s.log.Recovery() }
 
 // Close flushes and fsyncs what was appended, saves the index snapshot so
 // that the next open is fast, ends subscriptions with rewind.ErrClosed and
-// releases the data directory.
+// releases the data directory. Appends that come in meanwhile fail with
+// rewind.ErrClosed at once: the fsync and the snapshot's file are written
+// without holding Store.mu.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
@@ -189,13 +189,12 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		s.mu.Lock()
 		s.closing = true // appends from now on fail
-		errs := []error{s.log.Sync()}
-		if errs[0] == nil {
-			errs = append(errs, s.saveSnapshot())
-		}
-		// Not under s.mu: the log's retention goroutine, which Log.Close
-		// waits for, may be waiting for s.mu in retentionLimit.
+		v := s.captureLocked(true)
 		s.mu.Unlock()
+		errs := []error{s.log.Sync()}
+		if errs[0] == nil && v != nil {
+			errs = append(errs, s.installSnapshot(v))
+		}
 		errs = append(errs, s.log.Close())
 		err = errors.Join(errs...)
 	})
@@ -248,7 +247,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 	for {
 		s.mu.Lock()
 		if !s.findCandidates(b) {
-			return s.appendLocked(ctx, b, stream, expected)
+			if res, again, err := s.appendLocked(ctx, b, stream, expected); !again {
+				return res, err
+			}
+			continue
 		}
 		s.mu.Unlock()
 		res, done, err := s.resolveDuplicates(ctx, b)
@@ -260,7 +262,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 		s.mu.Lock()
 		changed := s.candidatesChanged(b)
 		if !changed {
-			return s.appendLocked(ctx, b, stream, expected)
+			if res, again, err := s.appendLocked(ctx, b, stream, expected); !again {
+				return res, err
+			}
+			continue
 		}
 		s.mu.Unlock()
 	}
@@ -488,12 +493,16 @@ func (s *Store) waitVisible(ctx context.Context, pos uint64) error {
 }
 
 // appendLocked checks the expected version, orders the batch in the log
-// and updates the index, then releases s.mu and waits for durability.
-func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, expected rewind.ExpectedVersion) (rewind.AppendResult, error) {
+// and updates the index, then releases s.mu and waits for durability. It
+// reports again when the check failed only because of appends not yet
+// acknowledged: it waited for them, and the caller must start over.
+func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, expected rewind.ExpectedVersion) (
+	_ rewind.AppendResult, again bool, _ error) {
 	if s.closing {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+		return rewind.AppendResult{}, false, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
+	s.forgetLocked()
 	st, _, ok := s.idx.lookup(stream)
 	var version uint64
 	exists := false
@@ -501,13 +510,20 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		version, exists = st.version, st.exists()
 	}
 	if err := checkExpected(stream, expected, version, exists); err != nil {
-		s.mu.Unlock()
-		return rewind.AppendResult{}, err
+		again, err := s.answerConflictLocked(ctx, stream, func(v view, found bool) error {
+			if !found {
+				return checkExpected(stream, expected, 0, false)
+			}
+			return checkExpected(stream, expected, v.version, v.version > v.deleted)
+		})
+		return rewind.AppendResult{}, again, err
 	}
 	if !ok && s.idx.names.full() {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, &rewind.LimitError{Limit: "stream names (bytes)", Max: maxArena, Got: maxArena,
-			Hint: "the store holds as many stream names as it can; append to existing streams"}
+		limit := int64(s.idx.names.size())
+		return rewind.AppendResult{}, false, &rewind.LimitError{Limit: "stream names (bytes)", Max: limit, Got: limit,
+			Hint: "the store holds as many stream names as it can; append to existing streams, or let retention " +
+				"remove old streams (their names are reclaimed)"}
 	}
 	for i, e := range b.entries {
 		setVersion(e.Payload, version+1+uint64(i))
@@ -515,8 +531,9 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 	a, err := s.log.Append(b.entries)
 	if err != nil {
 		s.mu.Unlock()
-		return rewind.AppendResult{}, err
+		return rewind.AppendResult{}, false, err
 	}
+	s.lastAppend, s.appended = a, true
 	slot := s.idx.slotFor(stream)
 	if first := s.log.First(); s.idx.chain.firstChunk < first>>chunkBits {
 		s.idx.chain.dropBefore(first) // retention removed segments
@@ -544,9 +561,32 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 		FirstVersion: version + 1, LastVersion: version + n,
 	}
 	if err := a.Wait(ctx); err != nil {
-		return rewind.AppendResult{}, err
+		return rewind.AppendResult{}, false, err
 	}
-	return res, nil
+	return res, false, nil
+}
+
+// answerConflictLocked answers a write whose condition failed against the
+// index, which also holds appends and deletes not yet acknowledged. An
+// answer must describe only acknowledged state (a reader asking next must
+// see it, and a crash cannot take it back), so the condition is checked
+// again against what readers see (check, given the stream's visible state):
+// if it fails there too, that is the answer; if it holds there, only
+// unacknowledged writes make it fail, and the answer must wait until they
+// are acknowledged (or fail). Then again is true: the caller starts over.
+// Called with s.mu held; returns with it released.
+func (s *Store) answerConflictLocked(ctx context.Context, stream string, check func(v view, found bool) error) (again bool, _ error) {
+	v, found := s.viewLocked(stream)
+	if err := check(v, found); err != nil || !s.appended {
+		s.mu.Unlock()
+		return false, err
+	}
+	pending := s.lastAppend
+	s.mu.Unlock()
+	if err := pending.Wait(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // nextID returns the i-th id of a batch whose ids the store makes up: the
@@ -598,34 +638,54 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 		return 0, err
 	}
 	payload := encodeEnvelope(nil, stream, id, true, &rewind.Event{Type: rewind.TypeStreamDeleted, SchemaVersion: 1})
+	for {
+		pos, again, err := s.deleteOnce(ctx, stream, expected, payload)
+		if !again {
+			return pos, err
+		}
+	}
+}
+
+// deleteOnce is one try of DeleteStream; see answerConflictLocked for again.
+func (s *Store) deleteOnce(ctx context.Context, stream string, expected rewind.ExpectedVersion, payload []byte) (
+	_ rewind.Position, again bool, _ error) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		return 0, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+		return 0, false, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
+	s.forgetLocked()
 	st, slot, ok := s.idx.lookup(stream)
+	var err error
 	if !ok || !st.exists() {
-		s.mu.Unlock()
-		return 0, notFound(stream, st)
+		err = notFound(stream, st)
+	} else {
+		err = checkExpected(stream, expected, st.version, true)
 	}
-	if err := checkExpected(stream, expected, st.version, true); err != nil {
-		s.mu.Unlock()
-		return 0, err
+	if err != nil {
+		again, err := s.answerConflictLocked(ctx, stream, func(v view, found bool) error {
+			if !found || v.version <= v.deleted {
+				return notFoundView(stream, v, found)
+			}
+			return checkExpected(stream, expected, v.version, true)
+		})
+		return 0, again, err
 	}
 	setVersion(payload, st.version)
 	a, err := s.log.Append([]eventlog.Entry{{Kind: kindTombstone, Payload: payload}})
 	if err != nil {
 		s.mu.Unlock()
-		return 0, err
+		return 0, false, err
 	}
+	s.lastAppend, s.appended = a, true
 	s.prunePendingDeletes()
 	s.pendingDeletes[slot] = append(s.pendingDeletes[slot], pendingDelete{pos: a.First, prev: st.deleted})
 	st.deleted = st.version
 	s.mu.Unlock()
 	if err := a.Wait(ctx); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return rewind.Position(a.First), nil
+	return rewind.Position(a.First), false, nil
 }
 
 type pendingDelete struct {
@@ -651,6 +711,14 @@ func (s *Store) prunePendingDeletes() {
 			s.pendingDeletes[slot] = ds
 		}
 	}
+}
+
+// notFoundView is notFound for a stream's visible state.
+func notFoundView(stream string, v view, found bool) error {
+	if !found || v.version == 0 {
+		return notFound(stream, nil)
+	}
+	return fmt.Errorf("%w: stream %q was deleted at version %d", rewind.ErrStreamNotFound, stream, v.deleted)
 }
 
 func notFound(stream string, st *streamState) error {

@@ -30,15 +30,20 @@ type Subscription struct {
 	once   sync.Once
 }
 
+// scanBudget bounds the events TryNext skips (its filter rejects them)
+// before it returns nothing and lets its caller check for cancellation:
+// about half a millisecond of scanning.
+const scanBudget = 4096
+
 // Subscribe starts a subscription. Close it when done.
-func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (*Subscription, error) {
+//
+// It returns a *Subscription, which also offers TryNext and Lag.
+func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (rewind.Subscription, error) {
 	if err := validateFilter(&opts.Filter); err != nil {
 		return nil, err
 	}
-	select {
-	case <-s.closed:
-		return nil, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
-	default:
+	if err := s.checkOpen(); err != nil {
+		return nil, err
 	}
 	from, err := s.startPosition(opts.After, opts.FromTime, true)
 	if err != nil {
@@ -62,9 +67,14 @@ func (sub *Subscription) Lag() uint64 {
 
 // Next waits for the next event. The event is reused by the next call:
 // use Clone to keep it. It fails with ctx's error, or with rewind.ErrClosed
-// when the store closes.
+// when the store closes. It checks ctx at least every scanBudget events it
+// skips, so that cancelling a filtered subscription over millions of
+// events it rejects takes effect within a millisecond.
 func (sub *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		ev, err := sub.TryNext()
 		if err != nil || ev != nil {
 			return ev, err
@@ -75,9 +85,12 @@ func (sub *Subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error
 	}
 }
 
-// TryNext returns the next event if one is visible now, or nil.
+// TryNext returns the next event if one is visible now, or nil. It also
+// returns nil after skipping scanBudget events its filter rejects, having
+// advanced Position, so that a caller looping on it can check for
+// cancellation; call it again to go on.
 func (sub *Subscription) TryNext() (*rewind.RecordedEvent, error) {
-	for {
+	for skipped := 0; skipped < scanBudget; skipped++ {
 		if sub.next == len(sub.recs) {
 			var err error
 			sub.recs, err = sub.r.NextBatch(sub.recs[:0])
@@ -98,10 +111,15 @@ func (sub *Subscription) TryNext() (*rewind.RecordedEvent, error) {
 			return &sub.ev, nil
 		}
 	}
+	return nil, nil
 }
 
-// wait blocks until the log has positions after the subscription's.
+// wait blocks until the log has positions after the subscription's (or
+// it holds records read ahead that TryNext left for the next call).
 func (sub *Subscription) wait(ctx context.Context) error {
+	if sub.next < len(sub.recs) {
+		return nil
+	}
 	for {
 		ch := sub.s.log.Changed()
 		if sub.s.log.Last() >= sub.r.Position() {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/storetest"
 )
 
 // The store-level torn-tail test: the last records of a closed store are
@@ -210,7 +211,7 @@ func checkStoreTail(t *testing.T, what, dir, tmpl, lastSeg string, mutated []byt
 	}
 
 	// The store must be exactly the model of what survived.
-	h := &harness{t: t, s: s, m: newModel(), rng: rand.New(rand.NewPCG(1, 1)), outcomes: map[string]int{}, cfg: cfg}
+	m := storetest.NewModel(t, s)
 	var cut []tailOp
 	for _, op := range ops {
 		if op.first >= cutAt {
@@ -219,29 +220,30 @@ func checkStoreTail(t *testing.T, what, dir, tmpl, lastSeg string, mutated []byt
 		}
 		var err error
 		if op.events == nil {
-			_, err = h.m.delete(op.stream, rewind.Any)
+			err = m.ApplyDelete(op.stream, rewind.Any)
 		} else {
-			_, err = h.m.append(op.stream, rewind.Any, op.events)
+			err = m.Apply(op.stream, rewind.Any, op.events...)
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	h.fullCheck()
+	m.Check()
 	if !thorough {
 		return
 	}
 	// Retries: a cut append is written again, a surviving one is a duplicate.
 	for _, op := range cut {
 		if op.events != nil {
-			h.doAppend("retry of a cut append", op.stream, rewind.Any, op.events)
+			if res, _ := m.Append(op.stream, rewind.Any, op.events...); res.Duplicate {
+				fail("the retry of a cut append was a duplicate")
+			}
 		}
 	}
-	h.doAppend("retry of a surviving append", ops[0].stream, rewind.Any, ops[0].events)
-	if h.outcomes["duplicate"] != 1 {
+	if res, _ := m.Append(ops[0].stream, rewind.Any, ops[0].events...); !res.Duplicate {
 		fail("the retry of a surviving append was not a duplicate")
 	}
-	h.fullCheck()
+	m.Check()
 	if err := s.Close(); err != nil {
 		fail("close: %v", err)
 	}

@@ -2,36 +2,19 @@ package cli
 
 import (
 	"context"
-	"iter"
+	"fmt"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/store"
 )
 
-// eventStore is what the data commands (append, read, tail, streams, stat)
-// need. The embedded store provides it; so does the server client, which
-// the commands use when --server is given.
-type eventStore interface {
-	Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error)
-	ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error)
-	ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error]
-	Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (subscription, error)
-	StreamInfo(ctx context.Context, stream string) (rewind.StreamInfo, error)
-	ListStreams(ctx context.Context, opts rewind.ListStreamsOptions) ([]rewind.StreamInfo, error)
-	DeleteStream(ctx context.Context, stream string, expected rewind.ExpectedVersion) (rewind.Position, error)
-	// Stat describes the store as a whole.
-	Stat(ctx context.Context) (storeStat, error)
-	Close() error
-}
-
-// subscription is a catch-up-then-live subscription.
-type subscription interface {
-	// Next waits for the next event; it is valid until the next call.
-	Next(ctx context.Context) (*rewind.RecordedEvent, error)
-	// Position is the last position delivered or skipped by the filter.
-	Position() rewind.Position
-	Close() error
-}
+// The data commands (append, read, tail, streams, stat) work on the
+// rewind.Store contract, which the embedded store and the server client
+// both keep.
+type (
+	eventStore   = rewind.Store
+	subscription = rewind.Subscription
+)
 
 // storeStat is what `rewind stat` prints.
 type storeStat struct {
@@ -44,6 +27,20 @@ type storeStat struct {
 	Bytes         int64           `json:"bytes,omitempty"`
 }
 
+// stat describes the store as a whole, through its rewind.Describer.
+func stat(ctx context.Context, s eventStore) (storeStat, error) {
+	d, ok := s.(rewind.Describer)
+	if !ok {
+		return storeStat{}, fmt.Errorf("this store cannot describe itself (%T)", s)
+	}
+	i, err := d.Describe(ctx)
+	if err != nil {
+		return storeStat{}, err
+	}
+	return storeStat{Target: i.Location, Durability: i.Durability, FirstPosition: i.FirstPosition,
+		LastPosition: i.LastPosition, Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes}, nil
+}
+
 // openStore opens the embedded store in --data-dir, or a client of
 // --server when one is given.
 func (a *app) openStore(ctx context.Context) (eventStore, error) {
@@ -54,18 +51,5 @@ func (a *app) openStore(ctx context.Context) (eventStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return embedded{s}, nil
-}
-
-// embedded adapts *store.Store to eventStore.
-type embedded struct{ *store.Store }
-
-func (e embedded) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (subscription, error) {
-	return e.Store.Subscribe(ctx, opts)
-}
-
-func (e embedded) Stat(ctx context.Context) (storeStat, error) {
-	i := e.Info()
-	return storeStat{Target: i.Dir, Durability: i.Durability, FirstPosition: i.FirstPosition, LastPosition: i.LastPosition,
-		Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes}, nil
+	return s, nil
 }

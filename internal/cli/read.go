@@ -159,7 +159,7 @@ beginning and --from-time at a time.`,
 			defer s.Close()
 			opts := rewind.SubscribeOptions{After: rewind.Position(p), FromTime: t, Filter: ff.filter()}
 			if starts == 0 {
-				st, err := s.Stat(ctx)
+				st, err := stat(ctx, s)
 				if err != nil {
 					return err
 				}

@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"context"
-
-	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/client"
 )
 
@@ -24,22 +21,5 @@ func (a *app) openRemote() (eventStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return remote{c}, nil
-}
-
-// remote adapts *client.Client to eventStore, so that every data command
-// works against a server.
-type remote struct{ *client.Client }
-
-func (r remote) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (subscription, error) {
-	return r.Client.Subscribe(ctx, opts)
-}
-
-func (r remote) Stat(ctx context.Context) (storeStat, error) {
-	i, err := r.ServerInfo(ctx)
-	if err != nil {
-		return storeStat{}, err
-	}
-	return storeStat{Target: r.URL(), Durability: i.Durability, FirstPosition: i.FirstPosition,
-		LastPosition: i.LastPosition, Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes}, nil
+	return c, nil
 }

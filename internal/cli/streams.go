@@ -105,7 +105,7 @@ func (a *app) statCmd() *cobra.Command {
 					info.Stream, info.Version, info.FirstVersion, info.Count, info.FirstPosition, info.LastPosition, info.Deleted)
 				return nil
 			}
-			st, err := s.Stat(cmd.Context())
+			st, err := stat(cmd.Context(), s)
 			if err != nil {
 				return err
 			}

@@ -1,15 +1,10 @@
-package store
+package storetest
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,67 +13,46 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rewindhq/rewind"
-	"github.com/rewindhq/rewind/eventlog"
 )
 
 // The model-based test (in the style of Pebble's metamorphic tests): a
 // seeded random sequence of operations runs against the real store and
-// against the model of model_test.go, and every result must agree exactly:
+// against the model of model.go, and every result must agree exactly:
 // appends with every kind of expected version, retries (exact, changed,
 // partial, mixed), deletes, stream reads in both directions, whole-log
 // reads with filters, limits and start times, stream info and lists,
-// subscriptions resumed from any position, close and reopen with a
-// current, missing, damaged or stale snapshot, and (in one configuration)
-// retention. Segments are small so that they roll often.
-var (
-	modelOps  = flag.Int("model.ops", 2500, "model-based test: operations per configuration")
-	modelSeed = flag.Uint64("model.seed", 0, "model-based test: seed (0: from the clock)")
-)
+// subscriptions resumed from any position, restarts (Features.Reopen) and
+// retention (Features.Retention).
 
-func TestModel(t *testing.T) {
-	t.Parallel()
-	configs := []struct {
-		name      string
-		log       eventlog.Config
-		retention bool
-	}{
-		{"none", eventlog.Config{Durability: eventlog.None}, false},
-		{"retention", eventlog.Config{Durability: eventlog.None, MaxBytes: 5 * 64 << 10, RetentionInterval: time.Hour}, true},
-		{"sync", eventlog.Config{Durability: eventlog.Sync}, false},
+// RunModel runs the randomized model test alone, for a configuration of a
+// store that does not need the whole suite again (another durability mode,
+// retention). Run includes it.
+func RunModel(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
+	f = f.withDefaults()
+	seed := *modelSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
 	}
-	for i, tc := range configs {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			seed := *modelSeed
-			if seed == 0 {
-				seed = uint64(time.Now().UnixNano()) + uint64(i)
-			}
-			ops := *modelOps
-			if tc.log.Durability == eventlog.Sync {
-				ops /= 5 // every append waits for an fsync
-			}
-			tc.log.SegmentSize, tc.log.IndexInterval = 64<<10, 256
-			h := newHarness(t, seed, Config{Log: tc.log, DedupWindow: 24 * time.Hour}, tc.retention)
-			defer h.close()
-			for h.op = 0; h.op < ops; h.op++ {
-				h.step()
-			}
-			h.fullCheck()
-			t.Logf("seed %d: %d operations, %d records, first position %d, %d streams, %d reopens; outcomes %v",
-				seed, ops, h.m.last(), h.m.first, len(h.m.streams), h.reopens, h.outcomes)
-			// A long enough run must have reached every outcome, or it
-			// tested less than it claims.
-			want := []string{"duplicate", string(rewind.CodeOK), string(rewind.CodeWrongExpectedVersion),
-				string(rewind.CodeIdempotencyConflict), string(rewind.CodeNotFound), string(rewind.CodeInvalidArgument)}
-			if tc.retention {
-				want = append(want, string(rewind.CodeTruncated))
-			}
-			for _, o := range want {
-				if ops >= 2000 && h.outcomes[o] == 0 {
-					t.Errorf("no operation had the outcome %q in %d operations", o, ops)
-				}
-			}
-		})
+	h := newHarness(t, seed, newStore, f)
+	defer h.close()
+	ops := f.ModelOps
+	for h.op = 0; h.op < ops; h.op++ {
+		h.step()
+	}
+	h.fullCheck()
+	t.Logf("seed %d: %d operations, %d records, first position %d, %d streams, %d reopens; outcomes %v",
+		seed, ops, h.m.last(), h.m.first, len(h.m.streams), h.reopens, h.outcomes)
+	// A long enough run must have reached every outcome, or it tested less
+	// than it claims.
+	want := []string{"duplicate", string(rewind.CodeOK), string(rewind.CodeWrongExpectedVersion),
+		string(rewind.CodeIdempotencyConflict), string(rewind.CodeNotFound), string(rewind.CodeInvalidArgument)}
+	if f.Retention {
+		want = append(want, string(rewind.CodeTruncated))
+	}
+	for _, o := range want {
+		if ops >= 2000 && h.outcomes[o] == 0 {
+			t.Errorf("no operation had the outcome %q in %d operations", o, ops)
+		}
 	}
 }
 
@@ -86,37 +60,32 @@ type harness struct {
 	t         *testing.T
 	seed      uint64
 	rng       *rand.Rand
-	dir       string
-	cfg       Config
+	f         Features
 	retention bool
-	s         *Store
+	s         rewind.Store
 	m         *model
 	subs      []*mSub
 	op        int
 	trace     []string // the last operations, for failure messages
 	newNames  int
 	reopens   int
-	snapPos   uint64 // position of the snapshot in the directory (0: none)
 	outcomes  map[string]int
 }
 
 type mSub struct {
-	sub    *Subscription
+	sub    rewind.Subscription
 	filter rewind.Filter
 	pos    uint64 // the last position delivered or skipped
 }
 
-var ctxBG = context.Background()
-
-func newHarness(t *testing.T, seed uint64, cfg Config, retention bool) *harness {
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	h := &harness{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x5eed)), dir: t.TempDir(), cfg: cfg,
-		retention: retention, m: newModel(), outcomes: map[string]int{}}
-	s, err := Open(h.dir, cfg)
-	if err != nil {
-		t.Fatal(err)
+func newHarness(t *testing.T, seed uint64, newStore func(t *testing.T) rewind.Store, f Features) *harness {
+	h := &harness{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x5eed)), f: f, retention: f.Retention,
+		m: newModel(), outcomes: map[string]int{}}
+	h.s = newStore(t)
+	if _, ok := h.s.(rewind.Retainer); h.retention && !ok {
+		h.s.Close()
+		t.Fatal("Features.Retention is set but the store does not implement rewind.Retainer")
 	}
-	h.s = s
 	return h
 }
 
@@ -176,7 +145,11 @@ func (h *harness) step() {
 	case r < 95:
 		h.opSubLive()
 	case r < 97:
-		h.opReopen()
+		if h.f.Reopen != nil {
+			h.opReopen()
+		} else {
+			h.fullCheck()
+		}
 	default:
 		h.fullCheck()
 	}
@@ -285,25 +258,26 @@ func (h *harness) opAppend() {
 }
 
 // doAppend runs one append on both sides and compares.
-func (h *harness) doAppend(what, stream string, expected rewind.ExpectedVersion, events []rewind.Event) {
+func (h *harness) doAppend(what, stream string, expected rewind.ExpectedVersion, events []rewind.Event) (rewind.AppendResult, error) {
 	h.t.Helper()
 	h.logOp("%s %s expected %s, %d events", what, stream, expected, len(events))
 	want, wantErr := h.m.append(stream, expected, events)
 	got, err := h.s.Append(ctxBG, stream, expected, events...)
 	h.outcome(fmt.Sprintf("%s to %s (expected %s)", what, stream, expected), err, wantErr)
 	if err != nil {
-		return
+		return got, err
 	}
 	if got != want {
 		h.failf("%s to %s: result %+v, want %+v", what, stream, got, want)
 	}
 	if got.Duplicate {
 		h.outcomes["duplicate"]++
-		return
+		return got, nil
 	}
 	h.learn(uint64(got.FirstPosition), len(events))
 	h.m.batches = append(h.m.batches, mBatch{stream: stream, events: slices.Clone(events), res: got})
 	h.applyRetention()
+	return got, nil
 }
 
 // learn reads back n records from pos to learn the ids the store chose and
@@ -331,27 +305,26 @@ func (h *harness) learn(pos uint64, n int) {
 	}
 }
 
-// applyRetention runs retention as the background retainer would, so that
+// applyRetention runs retention as a background retainer would, so that
 // the model knows exactly where the log starts.
 func (h *harness) applyRetention() {
 	h.t.Helper()
 	if !h.retention {
 		return
 	}
-	if _, err := h.s.ApplyRetention(ctxBG); err != nil {
+	p, err := h.s.(rewind.Retainer).ApplyRetention(ctxBG)
+	if err != nil {
 		h.failf("retention: %v", err)
 	}
-	first := h.s.Log().First()
+	first := uint64(p)
 	if first < h.m.first || first > h.m.last()+1 {
 		h.failf("retention moved the first position from %d to %d (last %d)", h.m.first, first, h.m.last())
-	}
-	if st := h.s.Log().Stats(); st.Bytes > h.cfg.Log.MaxBytes && st.Segments > 1 {
-		h.failf("after retention the log holds %d bytes in %d segments, more than %d", st.Bytes, st.Segments, h.cfg.Log.MaxBytes)
 	}
 	if first != h.m.first {
 		h.logOp("retention: first position %d -> %d", h.m.first, first)
 	}
 	h.m.first = first
+	h.m.forgetEmptied()
 }
 
 // retryable returns a random earlier append whose events are all still in
@@ -492,8 +465,18 @@ func (h *harness) opInvalid() {
 	if !errors.Is(err, want) {
 		h.failf("invalid input: got %v, want %v", err, want)
 	}
-	if last := h.s.Log().Last(); last != h.m.last() {
-		h.failf("invalid input changed the log: last %d, want %d", last, h.m.last())
+	h.checkNothingNew("invalid input")
+}
+
+// checkNothingNew checks that the log holds nothing after the model's last
+// position.
+func (h *harness) checkNothingNew(what string) {
+	h.t.Helper()
+	for ev, err := range h.s.ReadAll(ctxBG, rewind.ReadAllOptions{From: rewind.Position(h.m.last() + 1)}) {
+		if err != nil {
+			h.failf("%s: read after the last position: %v", what, err)
+		}
+		h.failf("%s changed the log: position %d was written", what, ev.Position)
 	}
 }
 
@@ -696,9 +679,10 @@ func (h *harness) opSubNext() {
 	i := h.rng.IntN(len(h.subs))
 	ms := h.subs[i]
 	n := 1 + h.rng.IntN(20)
-	h.logOp("subscription %d (at %d, filter %+v): %d × TryNext", i, ms.pos, ms.filter, n)
+	h.logOp("subscription %d (at %d, filter %+v): %d × next", i, ms.pos, ms.filter, n)
 	for range n {
-		ev, err := ms.sub.TryNext()
+		want := h.m.subNext(ms.pos, ms.filter)
+		ev, err := h.poll(ms.sub, want != 0)
 		var te *rewind.TruncatedError
 		if errors.As(err, &te) && ms.pos+1 < h.m.first && uint64(te.FirstAvailable) == h.m.first {
 			// Retention removed what the subscription had still to read.
@@ -709,16 +693,23 @@ func (h *harness) opSubNext() {
 		if err != nil {
 			h.failf("subscription at %d: %v", ms.pos, err)
 		}
-		want := h.m.subNext(ms.pos, ms.filter)
+		got := uint64(ms.sub.Position())
 		if ev == nil {
-			if want != 0 {
-				h.failf("subscription at %d: nothing, want position %d", ms.pos, want)
+			// Nothing now: the subscription may have skipped events its
+			// filter rejects, up to the log's end, but none it should
+			// deliver.
+			if got < ms.pos || got > h.m.last() || want != 0 && got >= want {
+				h.failf("subscription at %d: nothing, at position %d; want position %d next (last %d)",
+					ms.pos, got, want, h.m.last())
 			}
-			ms.pos = max(ms.pos, h.m.last())
-			if uint64(ms.sub.Position()) != ms.pos {
-				h.failf("caught-up subscription at position %d, want %d", ms.sub.Position(), ms.pos)
+			if want != 0 && got == ms.pos {
+				h.failf("subscription at %d: nothing and no progress, want position %d", ms.pos, want)
 			}
-			return
+			ms.pos = got
+			if want == 0 {
+				return
+			}
+			continue
 		}
 		if uint64(ev.Position) != want {
 			h.failf("subscription at %d: position %d, want %d", ms.pos, ev.Position, want)
@@ -727,10 +718,30 @@ func (h *harness) opSubNext() {
 			h.failf("subscription: %s", d)
 		}
 		ms.pos = want
-		if uint64(ms.sub.Position()) != want {
-			h.failf("subscription delivered %d but says position %d", want, ms.sub.Position())
+		if got != want {
+			h.failf("subscription delivered %d but says position %d", want, got)
 		}
 	}
+}
+
+// poll asks a subscription for its next event without waiting for the
+// log to grow: with TryNext when it is a rewind.Poller, else with Next and
+// a deadline, generous when an event is due (due) and short otherwise.
+func (h *harness) poll(sub rewind.Subscription, due bool) (*rewind.RecordedEvent, error) {
+	if p, ok := sub.(rewind.Poller); ok {
+		return p.TryNext()
+	}
+	wait := 20 * time.Millisecond
+	if due {
+		wait = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctxBG, wait)
+	defer cancel()
+	ev, err := sub.Next(ctx)
+	if !due && errors.Is(err, context.DeadlineExceeded) {
+		return nil, nil
+	}
+	return ev, err
 }
 
 // opSubLive waits on a caught-up subscription while an append happens:
@@ -778,76 +789,26 @@ func (h *harness) opSubLive() {
 	ms.pos = uint64(r.ev.Position)
 }
 
-// opReopen closes the store and opens it again: with its snapshot, without
-// it, with a damaged one, or from a copy of the directory taken while the
-// store was open (what a crash leaves: a stale snapshot). Subscriptions
-// resume from their positions.
+// opReopen restarts the store (Features.Reopen). Subscriptions that had
+// caught up must end with rewind.ErrClosed; they are then resumed from
+// their positions on the new store.
 func (h *harness) opReopen() {
 	h.reopens++
-	mode := []string{"close", "close", "no snapshot", "damaged snapshot", "crash image"}[h.rng.IntN(5)]
-	snapPos := h.m.last() // Close writes a snapshot at the last position
-	switch mode {
-	case "no snapshot", "damaged snapshot":
-		snapPos = 0
-	case "crash image":
-		snapPos = h.snapPos // the image has the snapshot of the previous close
-	}
-	// Without a snapshot that covers what retention removed, a plain Open
-	// refuses (the versions of streams with no record left would be lost);
-	// with AcceptIndexLoss it forgets those streams, which the model cannot
-	// follow, so it only goes on that way when no stream would be lost.
-	indexLoss := snapPos+1 < h.m.first && mode != "crash image"
-	if indexLoss && h.m.lostStreams() != "" {
-		h.logOp("reopen (%s) would lose stream %s: reopening after a clean close", mode, h.m.lostStreams())
-		mode, snapPos, indexLoss = "close", h.m.last(), false
-	}
-	h.logOp("reopen (%s)", mode)
-	var image string
-	if mode == "crash image" {
-		image = h.t.TempDir()
-		copyDir(h.t, image, h.dir)
-	}
-	if err := h.s.Close(); err != nil {
-		h.failf("close: %v", err)
-	}
+	h.logOp("reopen")
+	s := h.f.Reopen(h.t, h.s)
 	for _, ms := range h.subs {
 		if h.m.subNext(ms.pos, ms.filter) == 0 {
 			// A subscription behind retention may find that out first.
-			_, err := ms.sub.Next(ctxBG)
+			ctx, cancel := context.WithTimeout(ctxBG, time.Minute)
+			_, err := ms.sub.Next(ctx)
+			cancel()
 			if !errors.Is(err, rewind.ErrClosed) && !(errors.Is(err, rewind.ErrTruncated) && ms.pos+1 < h.m.first) {
 				h.failf("caught-up subscription after close: %v, want ErrClosed", err)
 			}
 		}
 		ms.sub.Close()
 	}
-	snap := filepath.Join(h.dir, snapshotName)
-	switch mode {
-	case "no snapshot":
-		os.Remove(snap)
-	case "damaged snapshot":
-		if b, err := os.ReadFile(snap); err == nil && len(b) > 0 {
-			b[h.rng.IntN(len(b))] ^= 0x10
-			os.WriteFile(snap, b, 0o644)
-		}
-	case "crash image":
-		h.dir = image
-	}
-	s, err := Open(h.dir, h.cfg)
-	if indexLoss {
-		if !errors.Is(err, rewind.ErrCorruption) || !strings.Contains(err.Error(), "AcceptIndexLoss") {
-			h.failf("reopen (%s) after retention: %v, want an index-loss error", mode, err)
-		}
-		cfg := h.cfg
-		cfg.AcceptIndexLoss = true
-		s, err = Open(h.dir, cfg)
-	}
-	if err != nil {
-		h.failf("reopen: %v", err)
-	}
-	h.s, h.snapPos = s, snapPos
-	if len(s.Recovery()) != 0 {
-		h.failf("reopen cut %v", s.Recovery())
-	}
+	h.s = s
 	h.applyRetention()
 	subs := h.subs
 	h.subs = nil
@@ -857,7 +818,8 @@ func (h *harness) opReopen() {
 	h.fullCheck()
 }
 
-// fullCheck compares everything: the whole log, every stream, the list.
+// fullCheck compares everything: the whole log, every stream, the list,
+// and what the optional capabilities say.
 func (h *harness) fullCheck() {
 	h.t.Helper()
 	h.logOp("full check")
@@ -883,40 +845,21 @@ func (h *harness) fullCheck() {
 		h.compareEvents("read stream "+name, got, want)
 	}
 	h.checkList(rewind.ListStreamsOptions{IncludeDeleted: true, Limit: 100_000})
-	info := h.s.Info()
-	if uint64(info.FirstPosition) != h.m.first || uint64(info.LastPosition) != h.m.last() || info.Streams != len(h.m.streams) {
-		h.failf("info %+v; model: first %d, last %d, %d streams", info, h.m.first, h.m.last(), len(h.m.streams))
+	if d, ok := h.s.(rewind.Describer); ok {
+		info, err := d.Describe(ctxBG)
+		if err != nil || uint64(info.FirstPosition) != h.m.first || uint64(info.LastPosition) != h.m.last() ||
+			info.Streams != len(h.m.streams) {
+			h.failf("describe: %+v, %v; model: first %d, last %d, %d streams", info, err, h.m.first, h.m.last(), len(h.m.streams))
+		}
 	}
-	if rep, err := h.s.Log().Verify(ctxBG, nil); err != nil || !rep.OK() {
-		h.failf("verify: %v %v", err, rep.Problems)
+	if lp, ok := h.s.(rewind.LastPositioner); ok {
+		if last, err := lp.LastPosition(ctxBG); err != nil || uint64(last) != h.m.last() {
+			h.failf("last position %d, %v; want %d", last, err, h.m.last())
+		}
 	}
-}
-
-// copyDir copies the files of src into dst (not the lock).
-func copyDir(t *testing.T, dst, src string) {
-	t.Helper()
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() == "LOCK" || e.IsDir() {
-			continue
-		}
-		in, err := os.Open(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := os.Create(filepath.Join(dst, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			t.Fatal(err)
-		}
-		in.Close()
-		if err := out.Close(); err != nil {
-			t.Fatal(err)
+	if v, ok := h.s.(rewind.Verifier); ok {
+		if err := v.Verify(ctxBG); err != nil {
+			h.failf("verify: %v", err)
 		}
 	}
 }
