@@ -47,6 +47,11 @@ type ReadAllOptions struct {
 	Filter Filter
 	// Limit caps the number of events yielded; 0 means no cap.
 	Limit int
+	// Epoch is the log epoch in which the reader saw the positions before
+	// From (see Health.Epoch and EpochReporter). When set, the read fails
+	// with an *EpochError if a recovery cut since took back a position
+	// before From. 0 checks nothing.
+	Epoch uint64
 }
 
 // SubscribeOptions says where a subscription starts and what it delivers.
@@ -62,6 +67,13 @@ type SubscribeOptions struct {
 	// subscription's position, so a resumed subscription does not scan
 	// them again.
 	Filter Filter
+	// Epoch is the log epoch in which After was seen (the earlier
+	// subscription's Epoch, see EpochReporter). When set, Subscribe fails
+	// with an *EpochError if a recovery cut since took back a position at
+	// or before After: the events after it are no longer the ones the
+	// caller saw. Without it a resumed subscription cannot tell. 0 checks
+	// nothing.
+	Epoch uint64
 }
 
 // DefaultListStreamsLimit is how many streams a listing returns when its

@@ -164,6 +164,15 @@ type Verifier interface {
 	Verify(ctx context.Context) error
 }
 
+// EpochReporter is a Subscription that tells the log epoch its events were
+// read in. Keep it with Position, and resume with both (SubscribeOptions
+// Epoch), so that a recovery cut in between is noticed: in interval or none
+// durability a power cut can take back positions a subscriber saw, and
+// recovery gives them to new events.
+type EpochReporter interface {
+	Epoch() uint64
+}
+
 // Poller is a Subscription that can hand out an event without waiting.
 // TryNext returns the next event if one is acknowledged now, or nil. It
 // also returns nil, having advanced Position, after skipping a few thousand

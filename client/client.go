@@ -74,7 +74,9 @@ var (
 	_ rewind.Store          = (*Client)(nil)
 	_ rewind.LastPositioner = (*Client)(nil)
 	_ rewind.Describer      = (*Client)(nil)
+	_ rewind.HealthReporter = (*Client)(nil)
 	_ rewind.Subscription   = (*Subscription)(nil)
+	_ rewind.EpochReporter  = (*Subscription)(nil)
 )
 
 // New returns a client of the server at baseURL, such as
@@ -331,7 +333,7 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 			return
 		}
 		req := &rewindv1.ReadAllRequest{FromPosition: uint64(opts.From), FromTime: apiconv.TimeToProto(opts.FromTime),
-			Filter: apiconv.FilterToProto(opts.Filter)}
+			Filter: apiconv.FilterToProto(opts.Filter), Epoch: opts.Epoch}
 		n := 0
 		for {
 			if opts.Limit > 0 {
@@ -373,6 +375,9 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 				return
 			}
 			req.FromPosition, req.FromTime = res.Msg.GetNextPosition(), nil
+			if e := res.Msg.GetEpoch(); e != 0 {
+				req.Epoch = e // a cut between pages is noticed
+			}
 		}
 	}
 }
@@ -449,6 +454,9 @@ type ServerInfo struct {
 	Streams       int             `json:"streams"`
 	Segments      int             `json:"segments"`
 	Bytes         int64           `json:"bytes"`
+	// Health is the store's: whether it can write, its epoch, and what
+	// recovery found when the server opened it.
+	Health rewind.Health `json:"health"`
 }
 
 // ServerInfo returns the server's version, durability mode and log bounds.
@@ -465,7 +473,14 @@ func (c *Client) ServerInfo(ctx context.Context) (ServerInfo, error) {
 	m := res.Msg
 	return ServerInfo{Version: m.GetVersion(), Durability: m.GetDurability(),
 		FirstPosition: rewind.Position(m.GetFirstPosition()), LastPosition: rewind.Position(m.GetLastPosition()),
-		Streams: int(m.GetStreams()), Segments: int(m.GetSegments()), Bytes: int64(m.GetBytes())}, nil
+		Streams: int(m.GetStreams()), Segments: int(m.GetSegments()), Bytes: int64(m.GetBytes()),
+		Health: apiconv.HealthFromProto(m.GetHealth())}, nil
+}
+
+// Health returns the health of the server's store (rewind.HealthReporter).
+func (c *Client) Health(ctx context.Context) (rewind.Health, error) {
+	i, err := c.ServerInfo(ctx)
+	return i.Health, err
 }
 
 // LastPosition returns the position of the last event the server's store
@@ -485,15 +500,19 @@ func (c *Client) Describe(ctx context.Context) (rewind.StoreInfo, error) {
 		LastPosition: i.LastPosition, Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes, Version: i.Version}, nil
 }
 
-// Health reports whether the server accepts requests (not draining). It
-// is not retried, so it answers quickly.
-func (c *Client) Health(ctx context.Context) error {
+// Ping reports whether the server accepts requests: an error matching
+// rewind.ErrClosed while it drains, rewind.ErrFailed when its store failed.
+// It is not retried, so it answers quickly.
+func (c *Client) Ping(ctx context.Context) error {
 	res, err := c.events.Health(ctx, connect.NewRequest(&rewindv1.HealthRequest{}))
 	if err != nil {
 		return apiconv.FromConnect(err)
 	}
-	if res.Msg.GetStatus() != rewindv1.HealthResponse_STATUS_SERVING {
-		return fmt.Errorf("%w: the server is %s", rewind.ErrClosed, res.Msg.GetStatus())
+	switch res.Msg.GetStatus() {
+	case rewindv1.HealthResponse_STATUS_SERVING:
+		return nil
+	case rewindv1.HealthResponse_STATUS_FAILED:
+		return fmt.Errorf("%w: the server's store failed: %s", rewind.ErrFailed, res.Msg.GetReason())
 	}
-	return nil
+	return fmt.Errorf("%w: the server is %s", rewind.ErrClosed, res.Msg.GetStatus())
 }

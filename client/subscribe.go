@@ -23,6 +23,7 @@ type Subscription struct {
 	c      *Client
 	opts   rewind.SubscribeOptions
 	pos    rewind.Position // last position received (delivered or skipped)
+	epoch  uint64          // the log epoch pos was received in: a reconnect checks it
 	stream *connect.ServerStreamForClient[rewindv1.SubscribeResponse]
 	cancel context.CancelFunc
 	unlink func() bool // stops the client's Close from cancelling the stream
@@ -40,7 +41,7 @@ func (c *Client) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (r
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	s := &Subscription{c: c, opts: opts, pos: opts.After}
+	s := &Subscription{c: c, opts: opts, pos: opts.After, epoch: opts.Epoch}
 	s.bo = backoff.NewExponentialBackOff()
 	s.bo.InitialInterval, s.bo.MaxInterval, s.bo.RandomizationFactor = 50*time.Millisecond, c.cfg.MaxBackoff, 0.5
 	if _, err := retry(ctx, c, func() (struct{}, error) { return struct{}{}, s.connect(ctx) }); err != nil {
@@ -51,7 +52,8 @@ func (c *Client) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (r
 
 // connect opens the stream from s.pos and reads the confirmation.
 func (s *Subscription) connect(ctx context.Context) error {
-	req := &rewindv1.SubscribeRequest{AfterPosition: uint64(s.pos), Filter: apiconv.FilterToProto(s.opts.Filter)}
+	req := &rewindv1.SubscribeRequest{AfterPosition: uint64(s.pos), Filter: apiconv.FilterToProto(s.opts.Filter),
+		Epoch: s.epoch}
 	if s.pos == 0 {
 		req.FromTime = apiconv.TimeToProto(s.opts.FromTime)
 	}
@@ -84,9 +86,19 @@ func (s *Subscription) connect(ctx context.Context) error {
 	if p := rewind.Position(stream.Msg().GetPosition()); p > s.pos {
 		s.pos = p // a start by time, or after a retention cut
 	}
+	if e := stream.Msg().GetEpoch(); e != 0 {
+		s.epoch = e
+	}
 	s.stream, s.cancel, s.unlink = stream, cancel, unlink
 	return nil
 }
+
+// Epoch returns the log epoch of the events received (see
+// rewind.EpochReporter): keep it with Position to resume with both. The
+// subscription resumes with it by itself when it reconnects, and fails with
+// an error matching rewind.ErrEpochChanged if the server's log was cut at
+// or before its position meanwhile.
+func (s *Subscription) Epoch() uint64 { return s.epoch }
 
 func (s *Subscription) disconnect() {
 	if s.stream != nil {
@@ -149,6 +161,9 @@ func (s *Subscription) receive(ctx context.Context) error {
 	if ok && !interrupted {
 		msg := s.stream.Msg()
 		s.batch, s.next = msg.GetEvents(), 0
+		if e := msg.GetEpoch(); e != 0 {
+			s.epoch = e
+		}
 		if len(s.batch) == 0 {
 			if p := rewind.Position(msg.GetPosition()); p > s.pos {
 				s.pos = p // events skipped by the filter

@@ -286,3 +286,41 @@ func TestFirstSegmentOnAFullDisk(t *testing.T) {
 		})
 	}
 }
+
+// An I/O error while reading is not damage: a read reports it as it is
+// (wrapping the cause), never as corruption, and Open fails rather than
+// cut or keep anything.
+func TestReadErrorsAreNotCorruption(t *testing.T) {
+	t.Parallel()
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	efs := vfs.WithErrors(mem, func(op vfs.Op, path string) error {
+		if armed.Load() && op == vfs.OpRead && strings.HasSuffix(path, ".seg") {
+			return syscall.EIO
+		}
+		return nil
+	})
+	cfg := Config{FS: efs, Logger: quietLogger()}
+	l, err := Open("/data", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 10, 1, 100)
+	armed.Store(true)
+	_, err = l.Read(5)
+	if !errors.Is(err, syscall.EIO) || errors.Is(err, rewind.ErrCorruption) {
+		t.Fatalf("read with a failing disk: %v, want EIO and not corruption", err)
+	}
+	armed.Store(false)
+	l.Close()
+	armed.Store(true)
+	if _, err := Open("/data", cfg); !errors.Is(err, syscall.EIO) || errors.Is(err, rewind.ErrCorruption) {
+		t.Fatalf("open with a failing disk: %v, want EIO", err)
+	}
+	armed.Store(false)
+	l, err = Open("/data", cfg)
+	if err != nil || l.Last() != 10 || len(l.Recovery()) != 0 || len(l.Damage()) != 0 {
+		t.Fatalf("open once the disk reads again: %v, last %d, cut %v, damage %v", err, l.Last(), l.Recovery(), l.Damage())
+	}
+	l.Close()
+}

@@ -116,6 +116,10 @@ func (r *Reader) Next() (Record, error) {
 			}
 			continue
 		}
+		var re *readError
+		if errors.As(err, &re) {
+			return Record{}, fmt.Errorf("segment %s at offset %d: %w", r.seg.name(), off, err)
+		}
 		if err != nil {
 			if r.pos > r.scanned+1 && r.skipDamage(off) {
 				continue // r.pos is after the damage: read on from the intact record found

@@ -99,10 +99,17 @@ func (sc *scanner) next() (rec Record, flags uint8, off int64, err error) {
 			need = recordSize(int(le32(sc.buf[sc.r:])))
 		}
 		if err := sc.fill(need); err != nil {
-			return Record{}, 0, sc.offset(), fmt.Errorf("read segment: %w", err)
+			return Record{}, 0, sc.offset(), &readError{err}
 		}
 	}
 }
+
+// readError is an I/O error reading a segment: not damage, and never
+// reported as corruption.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return "read segment: " + e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
 
 func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
@@ -153,6 +160,10 @@ func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit 
 				break
 			}
 			err = fmt.Errorf("a zero record length where %d more bytes of data follow", dataEnd-off)
+		}
+		var re *readError
+		if errors.As(err, &re) {
+			return res, err // the disk failed to read: not a torn tail, not damage
 		}
 		if err == nil && rec.Position != expect {
 			err = fmt.Errorf("position %d where %d was expected", rec.Position, expect)

@@ -177,7 +177,7 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := c.ServerInfo(ctx)
 			return err
 		}},
-		{name: "Health", public: true, call: func(c *client.Client, _ bool) error { return c.Health(ctx) }},
+		{name: "Health", public: true, call: func(c *client.Client, _ bool) error { return c.Ping(ctx) }},
 		{name: "CreateToken", right: "admin", wrong: "orders-admin", call: func(c *client.Client, _ bool) error {
 			n++
 			_, _, err := c.CreateToken(ctx, fmt.Sprintf("t%d", n), "read:*")

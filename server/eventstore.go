@@ -173,7 +173,10 @@ func (e *eventStore) ReadAll(ctx context.Context, req *connect.Request[rewindv1.
 	var seen uint64
 	size := 0
 	opts := rewind.ReadAllOptions{From: rewind.Position(m.GetFromPosition()), FromTime: from,
-		Filter: apiconv.FilterFromProto(m.GetFilter())}
+		Filter: apiconv.FilterFromProto(m.GetFilter()), Epoch: m.GetEpoch()}
+	if h, ok := e.s.storeHealth(ctx); ok {
+		res.Epoch = h.Epoch
+	}
 	for ev, err := range e.s.store.ReadAll(ctx, opts) {
 		if err != nil {
 			return nil, err
@@ -269,17 +272,24 @@ func (e *eventStore) GetServerInfo(ctx context.Context, req *connect.Request[rew
 			return nil, err
 		}
 	}
-	return connect.NewResponse(&rewindv1.GetServerInfoResponse{
+	res := &rewindv1.GetServerInfoResponse{
 		Version: buildinfo.Get().String(), Durability: i.Durability,
 		FirstPosition: uint64(i.FirstPosition), LastPosition: uint64(i.LastPosition),
 		Streams: uint64(i.Streams), Segments: uint64(i.Segments), Bytes: uint64(i.Bytes),
-	}), nil
+	}
+	if h, ok := e.s.storeHealth(ctx); ok {
+		res.Health = apiconv.HealthToProto(h)
+	}
+	return connect.NewResponse(res), nil
 }
 
 func (e *eventStore) Health(ctx context.Context, req *connect.Request[rewindv1.HealthRequest]) (*connect.Response[rewindv1.HealthResponse], error) {
-	status := rewindv1.HealthResponse_STATUS_SERVING
-	if e.s.draining.Load() {
-		status = rewindv1.HealthResponse_STATUS_DRAINING
+	res := &rewindv1.HealthResponse{Status: rewindv1.HealthResponse_STATUS_SERVING}
+	if h, ok := e.s.storeHealth(ctx); ok && h.Failed != "" {
+		res.Status, res.Reason = rewindv1.HealthResponse_STATUS_FAILED, h.Failed
 	}
-	return connect.NewResponse(&rewindv1.HealthResponse{Status: status}), nil
+	if e.s.draining.Load() {
+		res.Status, res.Reason = rewindv1.HealthResponse_STATUS_DRAINING, "the server is shutting down"
+	}
+	return connect.NewResponse(res), nil
 }

@@ -31,7 +31,7 @@ func (s *Server) addGRPCServices(rpcs map[string]http.Handler, opts []connect.Ha
 	if s.health == nil {
 		s.health = grpchealth.NewStaticChecker(served...)
 	}
-	path, h := grpchealth.NewHandler(s.health, opts...)
+	path, h := grpchealth.NewHandler(healthChecker{s.health, s}, opts...)
 	rpcs[path] = h
 	reflector := grpcreflect.NewStaticReflector(append([]string{grpchealth.HealthV1ServiceName}, served...)...)
 	path, h = grpcreflect.NewHandlerV1(reflector, opts...)

@@ -46,6 +46,7 @@ type Server struct {
 	health      *grpchealth.StaticChecker
 	adminSecret string
 	draining    atomic.Bool
+	failedSeen  atomic.Bool // the store's failure was logged and turned health to NOT_SERVING
 	// stopSubs ends every subscription when the server starts to shut down.
 	stopSubs context.Context
 	endSubs  context.CancelFunc
@@ -90,7 +91,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.subs = newSubscriptions(s.store, c.MaxSubscriptionsPerToken)
 	s.budget.max = c.MaxInflightAppendBytes
-	s.registry.MustRegister(s.subs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
+	s.registry.MustRegister(s.subs, newStoreCollector(s), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
 		Help: "API requests being served (streams included)."}, func() float64 { return float64(s.inflight.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_append_inflight_bytes",
 			Help: "Bytes of the appends in progress, counted against max_inflight_append_bytes."},
@@ -229,13 +230,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if s.draining.Load() {
-			http.Error(w, "draining: the server is shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
+	mux.HandleFunc("GET /readyz", s.readyz)
 	// API paths are dispatched without the mux's pattern matching, which
 	// showed in profiles of small appends.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -161,7 +161,7 @@ func TestClientEndToEnd(t *testing.T) {
 	if err != nil || si.Durability != "sync" || si.LastPosition != 6 || si.FirstPosition != 1 {
 		t.Fatalf("server info: %+v %v", si, err)
 	}
-	if err := c.Health(ctx); err != nil {
+	if err := c.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 

@@ -46,7 +46,7 @@ func (e *eventStore) Subscribe(ctx context.Context, req *connect.Request[rewindv
 	}
 	defer s.subs.remove(entry)
 	sub, err := s.store.Subscribe(ctx, rewind.SubscribeOptions{After: rewind.Position(m.GetAfterPosition()),
-		FromTime: from, Filter: apiconv.FilterFromProto(m.GetFilter())})
+		FromTime: from, Filter: apiconv.FilterFromProto(m.GetFilter()), Epoch: m.GetEpoch()})
 	if err != nil {
 		return err
 	}
@@ -76,6 +76,9 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 	sent := sub.Position()
 	entry.pos.Store(uint64(sent))
 	msg := &rewindv1.SubscribeResponse{Position: uint64(sent)}
+	if er, ok := sub.(rewind.EpochReporter); ok {
+		msg.Epoch = er.Epoch() // on every message: the client resumes with it
+	}
 	if err := stream.Send(msg); err != nil { // confirms the start
 		return err
 	}

@@ -16,8 +16,10 @@ var (
 	_ rewind.Describer      = (*Store)(nil)
 	_ rewind.Retainer       = (*Store)(nil)
 	_ rewind.Verifier       = (*Store)(nil)
+	_ rewind.HealthReporter = (*Store)(nil)
 	_ rewind.Subscription   = (*Subscription)(nil)
 	_ rewind.Poller         = (*Subscription)(nil)
+	_ rewind.EpochReporter  = (*Subscription)(nil)
 )
 
 // checkOpen fails with rewind.ErrClosed once Close has begun.

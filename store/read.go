@@ -196,6 +196,12 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			yield(nil, err)
 			return
 		}
+		if opts.From > 0 {
+			if err := s.log.CheckEpoch(uint64(opts.From-1), opts.Epoch); err != nil {
+				yield(nil, err)
+				return
+			}
+		}
 		from, err := s.startPosition(opts.From, opts.FromTime, false)
 		if err != nil {
 			yield(nil, err)

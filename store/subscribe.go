@@ -45,6 +45,9 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (re
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := s.log.CheckEpoch(uint64(opts.After), opts.Epoch); err != nil {
+		return nil, err
+	}
 	from, err := s.startPosition(opts.After, opts.FromTime, true)
 	if err != nil {
 		return nil, err
@@ -56,6 +59,10 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (re
 // Position returns the last position the subscription delivered or
 // skipped. Resuming with After set to it continues exactly after it.
 func (sub *Subscription) Position() rewind.Position { return sub.pos }
+
+// Epoch returns the log epoch the subscription reads in (see
+// rewind.EpochReporter); it changes only when the store is reopened.
+func (sub *Subscription) Epoch() uint64 { return sub.s.log.Epoch() }
 
 // Lag returns how many positions the subscription is behind the log.
 func (sub *Subscription) Lag() uint64 {

@@ -280,6 +280,18 @@ func (m *MemFS) Crash(mode CrashMode, rng *rand.Rand) *MemFS {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.off = true
+	return m.imageLocked(mode, rng)
+}
+
+// CrashImage returns what the disk would hold if the power failed now,
+// while m keeps running: a crash image taken from a live system.
+func (m *MemFS) CrashImage(mode CrashMode, rng *rand.Rand) *MemFS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.imageLocked(mode, rng)
+}
+
+func (m *MemFS) imageLocked(mode CrashMode, rng *rand.Rand) *MemFS {
 	ns := make(map[string]*memNode, len(m.durable))
 	for p, n := range m.durable {
 		ns[p] = n

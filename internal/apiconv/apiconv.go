@@ -246,3 +246,30 @@ func AppendResultFromProto(p *rewindv1.AppendResponse) rewind.AppendResult {
 		LastPosition: rewind.Position(p.GetLastPosition()), FirstVersion: p.GetFirstVersion(),
 		LastVersion: p.GetLastVersion(), Duplicate: p.GetDuplicate()}
 }
+
+// HealthToProto converts a store's health for the wire.
+func HealthToProto(h rewind.Health) *rewindv1.StoreHealth {
+	p := &rewindv1.StoreHealth{Failed: h.Failed, Epoch: h.Epoch}
+	for _, e := range h.Recovery {
+		p.Recovery = append(p.Recovery, &rewindv1.RecoveryEvent{Kind: e.Kind, At: TimeToProto(e.At), Epoch: e.Epoch,
+			Segment: e.Segment, Offset: e.Offset, Bytes: e.Bytes, FirstPosition: uint64(e.FirstPosition),
+			LastPosition: uint64(e.LastPosition), DataLoss: e.DataLoss, Reason: e.Reason})
+	}
+	return p
+}
+
+// HealthFromProto converts a store's health from the wire.
+func HealthFromProto(p *rewindv1.StoreHealth) rewind.Health {
+	h := rewind.Health{Failed: p.GetFailed(), Epoch: p.GetEpoch()}
+	for _, e := range p.GetRecovery() {
+		var at time.Time
+		if e.GetAt() != nil {
+			at = e.GetAt().AsTime()
+		}
+		h.Recovery = append(h.Recovery, rewind.RecoveryEvent{Kind: e.GetKind(), At: at, Epoch: e.GetEpoch(),
+			Segment: e.GetSegment(), Offset: e.GetOffset(), Bytes: e.GetBytes(),
+			FirstPosition: rewind.Position(e.GetFirstPosition()), LastPosition: rewind.Position(e.GetLastPosition()),
+			DataLoss: e.GetDataLoss(), Reason: e.GetReason()})
+	}
+	return h
+}

@@ -25,6 +25,9 @@ type storeStat struct {
 	Streams       int             `json:"streams"`
 	Segments      int             `json:"segments,omitempty"`
 	Bytes         int64           `json:"bytes,omitempty"`
+	// Health: whether the store can write, its epoch, and what recovery
+	// found when it was opened.
+	Health *rewind.Health `json:"health,omitempty"`
 }
 
 // stat describes the store as a whole, through its rewind.Describer.
@@ -37,8 +40,16 @@ func stat(ctx context.Context, s eventStore) (storeStat, error) {
 	if err != nil {
 		return storeStat{}, err
 	}
-	return storeStat{Target: i.Location, Durability: i.Durability, FirstPosition: i.FirstPosition,
-		LastPosition: i.LastPosition, Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes}, nil
+	st := storeStat{Target: i.Location, Durability: i.Durability, FirstPosition: i.FirstPosition,
+		LastPosition: i.LastPosition, Streams: i.Streams, Segments: i.Segments, Bytes: i.Bytes}
+	if hr, ok := s.(rewind.HealthReporter); ok {
+		h, err := hr.Health(ctx)
+		if err != nil {
+			return storeStat{}, err
+		}
+		st.Health = &h
+	}
+	return st, nil
 }
 
 // openStore opens the embedded store in --data-dir, or a client of

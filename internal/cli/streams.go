@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"time"
+
 	"fmt"
 	"text/tabwriter"
 
@@ -116,6 +118,20 @@ func (a *app) statCmd() *cobra.Command {
 				st.Target, st.Durability, st.FirstPosition, st.LastPosition, st.Streams)
 			if st.Segments > 0 {
 				a.printf("segments        %d\nbytes           %d\n", st.Segments, st.Bytes)
+			}
+			if h := st.Health; h != nil {
+				a.printf("epoch           %d\n", h.Epoch)
+				if h.Failed != "" {
+					a.printf("FAILED          %s\n", h.Failed)
+				}
+				for _, e := range h.Recovery {
+					loss := ""
+					if e.DataLoss {
+						loss = " (data loss)"
+					}
+					a.printf("recovery        %s%s at %s, positions %d-%d: %s\n", e.Kind, loss,
+						e.At.Format(time.RFC3339), e.FirstPosition, e.LastPosition, e.Reason)
+				}
 			}
 			return nil
 		},

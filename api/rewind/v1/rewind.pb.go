@@ -94,6 +94,9 @@ const (
 	HealthResponse_STATUS_SERVING HealthResponse_Status = 1
 	// STATUS_DRAINING: the server is shutting down.
 	HealthResponse_STATUS_DRAINING HealthResponse_Status = 2
+	// STATUS_FAILED: the store's disk failed; it refuses writes until the
+	// server restarts (reason says why).
+	HealthResponse_STATUS_FAILED HealthResponse_Status = 3
 )
 
 // Enum value maps for HealthResponse_Status.
@@ -102,11 +105,13 @@ var (
 		0: "STATUS_UNSPECIFIED",
 		1: "STATUS_SERVING",
 		2: "STATUS_DRAINING",
+		3: "STATUS_FAILED",
 	}
 	HealthResponse_Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"STATUS_SERVING":     1,
 		"STATUS_DRAINING":    2,
+		"STATUS_FAILED":      3,
 	}
 )
 
@@ -134,7 +139,7 @@ func (x HealthResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthResponse_Status.Descriptor instead.
 func (HealthResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{26, 0}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{28, 0}
 }
 
 // Event is an event to append.
@@ -1032,7 +1037,12 @@ type ReadAllRequest struct {
 	FromTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
 	Filter   *Filter                `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	// limit caps the page; 0 means the server's page size (1,000).
-	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// epoch is the log epoch in which the reader saw the positions before
+	// from_position (a previous page's epoch). When set, the read fails with
+	// epoch_changed if a recovery cut since took back a position before
+	// from_position. 0 checks nothing.
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1095,13 +1105,23 @@ func (x *ReadAllRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ReadAllRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type ReadAllResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Events []*RecordedEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// next_position is the from_position that continues the read.
 	NextPosition uint64 `protobuf:"varint,2,opt,name=next_position,json=nextPosition,proto3" json:"next_position,omitempty"`
 	// end_of_log is true when the read reached the last position the log had.
-	EndOfLog      bool `protobuf:"varint,3,opt,name=end_of_log,json=endOfLog,proto3" json:"end_of_log,omitempty"`
+	EndOfLog bool `protobuf:"varint,3,opt,name=end_of_log,json=endOfLog,proto3" json:"end_of_log,omitempty"`
+	// epoch is the log epoch the events were read in: pass it with the next
+	// page's request.
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1157,14 +1177,27 @@ func (x *ReadAllResponse) GetEndOfLog() bool {
 	return false
 }
 
+func (x *ReadAllResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// after_position is the last position already seen: delivery starts after
 	// it. 0 starts at the beginning of the log.
 	AfterPosition uint64 `protobuf:"varint,1,opt,name=after_position,json=afterPosition,proto3" json:"after_position,omitempty"`
 	// from_time, when set, starts at the first event recorded at or after it.
-	FromTime      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
-	Filter        *Filter                `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from_time,json=fromTime,proto3" json:"from_time,omitempty"`
+	Filter   *Filter                `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// epoch is the log epoch in which after_position was seen (a previous
+	// subscription's epoch). When set, the subscription fails with
+	// epoch_changed if a recovery cut since took back a position at or before
+	// after_position: the events after it are not the ones seen. 0 checks
+	// nothing.
+	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1220,12 +1253,21 @@ func (x *SubscribeRequest) GetFilter() *Filter {
 	return nil
 }
 
+func (x *SubscribeRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// events are the next events in position order; may be empty.
 	Events []*RecordedEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// position is the last position delivered or skipped: resume after it.
-	Position      uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// epoch is the log epoch the events were read in: resume with it.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1270,6 +1312,13 @@ func (x *SubscribeResponse) GetEvents() []*RecordedEvent {
 func (x *SubscribeResponse) GetPosition() uint64 {
 	if x != nil {
 		return x.Position
+	}
+	return 0
+}
+
+func (x *SubscribeResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -1753,6 +1802,8 @@ type GetServerInfoResponse struct {
 	Streams       uint64 `protobuf:"varint,5,opt,name=streams,proto3" json:"streams,omitempty"`
 	Segments      uint64 `protobuf:"varint,6,opt,name=segments,proto3" json:"segments,omitempty"`
 	Bytes         uint64 `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// health says whether the store can write and what recovery found.
+	Health        *StoreHealth `protobuf:"bytes,8,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1836,6 +1887,198 @@ func (x *GetServerInfoResponse) GetBytes() uint64 {
 	return 0
 }
 
+func (x *GetServerInfoResponse) GetHealth() *StoreHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+// StoreHealth is the state of the server's storage.
+type StoreHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// failed is the write or fsync failure that stopped the store; empty
+	// while it can write.
+	Failed string `protobuf:"bytes,1,opt,name=failed,proto3" json:"failed,omitempty"`
+	// epoch is the log's epoch: 1, plus one for each recovery cut.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// recovery lists what opening the store found and did.
+	Recovery      []*RecoveryEvent `protobuf:"bytes,3,rep,name=recovery,proto3" json:"recovery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreHealth) Reset() {
+	*x = StoreHealth{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreHealth) ProtoMessage() {}
+
+func (x *StoreHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreHealth.ProtoReflect.Descriptor instead.
+func (*StoreHealth) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StoreHealth) GetFailed() string {
+	if x != nil {
+		return x.Failed
+	}
+	return ""
+}
+
+func (x *StoreHealth) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *StoreHealth) GetRecovery() []*RecoveryEvent {
+	if x != nil {
+		return x.Recovery
+	}
+	return nil
+}
+
+// RecoveryEvent is one thing recovery found: a torn tail cut, damaged
+// records kept, missing segments, a log shorter than its index snapshot.
+type RecoveryEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "cut", "damage", "missing" or "shortened".
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Segment       string                 `protobuf:"bytes,4,opt,name=segment,proto3" json:"segment,omitempty"`
+	Offset        int64                  `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	Bytes         int64                  `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	FirstPosition uint64                 `protobuf:"varint,7,opt,name=first_position,json=firstPosition,proto3" json:"first_position,omitempty"`
+	LastPosition  uint64                 `protobuf:"varint,8,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	// data_loss says whether acknowledged events may be gone or unreadable.
+	DataLoss      bool   `protobuf:"varint,9,opt,name=data_loss,json=dataLoss,proto3" json:"data_loss,omitempty"`
+	Reason        string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoveryEvent) Reset() {
+	*x = RecoveryEvent{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoveryEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoveryEvent) ProtoMessage() {}
+
+func (x *RecoveryEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoveryEvent.ProtoReflect.Descriptor instead.
+func (*RecoveryEvent) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RecoveryEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RecoveryEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *RecoveryEvent) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RecoveryEvent) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
+func (x *RecoveryEvent) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *RecoveryEvent) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *RecoveryEvent) GetFirstPosition() uint64 {
+	if x != nil {
+		return x.FirstPosition
+	}
+	return 0
+}
+
+func (x *RecoveryEvent) GetLastPosition() uint64 {
+	if x != nil {
+		return x.LastPosition
+	}
+	return 0
+}
+
+func (x *RecoveryEvent) GetDataLoss() bool {
+	if x != nil {
+		return x.DataLoss
+	}
+	return false
+}
+
+func (x *RecoveryEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type HealthRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1844,7 +2087,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2099,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[25]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,19 +2112,21 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{25}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{27}
 }
 
 type HealthResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        HealthResponse_Status  `protobuf:"varint,1,opt,name=status,proto3,enum=rewind.v1.HealthResponse_Status" json:"status,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status HealthResponse_Status  `protobuf:"varint,1,opt,name=status,proto3,enum=rewind.v1.HealthResponse_Status" json:"status,omitempty"`
+	// reason says why the server is not serving.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2138,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[26]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2151,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{26}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HealthResponse) GetStatus() HealthResponse_Status {
@@ -1914,6 +2159,13 @@ func (x *HealthResponse) GetStatus() HealthResponse_Status {
 		return x.Status
 	}
 	return HealthResponse_STATUS_UNSPECIFIED
+}
+
+func (x *HealthResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // Token describes an access token; its secret is never returned after
@@ -1937,7 +2189,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2201,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[27]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2214,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{27}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Token) GetId() string {
@@ -2020,7 +2272,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2284,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[28]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2297,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{28}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -2081,7 +2333,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2345,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[29]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2358,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{29}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -2132,7 +2384,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2396,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[30]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2409,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{30}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListTokensRequest) GetIncludeRevoked() bool {
@@ -2176,7 +2428,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2440,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[31]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2453,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{31}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -2221,7 +2473,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2485,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[32]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2498,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{32}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeTokenRequest) GetIdOrName() string {
@@ -2265,7 +2517,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[33]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2529,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[33]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2542,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{33}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -2333,7 +2585,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[34]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2597,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[34]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2610,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{34}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ErrorDetail) GetCode() string {
@@ -2533,24 +2785,28 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\rend_of_stream\x18\x02 \x01(\bR\vendOfStream\"C\n" +
 	"\x06Filter\x12#\n" +
 	"\rstream_prefix\x18\x01 \x01(\tR\fstreamPrefix\x12\x14\n" +
-	"\x05types\x18\x02 \x03(\tR\x05types\"\xaf\x01\n" +
+	"\x05types\x18\x02 \x03(\tR\x05types\"\xc5\x01\n" +
 	"\x0eReadAllRequest\x12#\n" +
 	"\rfrom_position\x18\x01 \x01(\x04R\ffromPosition\x127\n" +
 	"\tfrom_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x12)\n" +
 	"\x06filter\x18\x03 \x01(\v2\x11.rewind.v1.FilterR\x06filter\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x86\x01\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x9c\x01\n" +
 	"\x0fReadAllResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.rewind.v1.RecordedEventR\x06events\x12#\n" +
 	"\rnext_position\x18\x02 \x01(\x04R\fnextPosition\x12\x1c\n" +
 	"\n" +
-	"end_of_log\x18\x03 \x01(\bR\bendOfLog\"\x9d\x01\n" +
+	"end_of_log\x18\x03 \x01(\bR\bendOfLog\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"\xb3\x01\n" +
 	"\x10SubscribeRequest\x12%\n" +
 	"\x0eafter_position\x18\x01 \x01(\x04R\rafterPosition\x127\n" +
 	"\tfrom_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bfromTime\x12)\n" +
-	"\x06filter\x18\x03 \x01(\v2\x11.rewind.v1.FilterR\x06filter\"a\n" +
+	"\x06filter\x18\x03 \x01(\v2\x11.rewind.v1.FilterR\x06filter\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"w\n" +
 	"\x11SubscribeResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.rewind.v1.RecordedEventR\x06events\x12\x1a\n" +
-	"\bposition\x18\x02 \x01(\x04R\bposition\".\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\".\n" +
 	"\x14GetStreamInfoRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\"\xdf\x01\n" +
 	"\n" +
@@ -2579,7 +2835,7 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\bexpected\"2\n" +
 	"\x14DeleteStreamResponse\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\"\x16\n" +
-	"\x14GetServerInfoRequest\"\xe9\x01\n" +
+	"\x14GetServerInfoRequest\"\x99\x02\n" +
 	"\x15GetServerInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1e\n" +
 	"\n" +
@@ -2589,14 +2845,33 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\rlast_position\x18\x04 \x01(\x04R\flastPosition\x12\x18\n" +
 	"\astreams\x18\x05 \x01(\x04R\astreams\x12\x1a\n" +
 	"\bsegments\x18\x06 \x01(\x04R\bsegments\x12\x14\n" +
-	"\x05bytes\x18\a \x01(\x04R\x05bytes\"\x0f\n" +
-	"\rHealthRequest\"\x95\x01\n" +
+	"\x05bytes\x18\a \x01(\x04R\x05bytes\x12.\n" +
+	"\x06health\x18\b \x01(\v2\x16.rewind.v1.StoreHealthR\x06health\"q\n" +
+	"\vStoreHealth\x12\x16\n" +
+	"\x06failed\x18\x01 \x01(\tR\x06failed\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x124\n" +
+	"\brecovery\x18\x03 \x03(\v2\x18.rewind.v1.RecoveryEventR\brecovery\"\xae\x02\n" +
+	"\rRecoveryEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\asegment\x18\x04 \x01(\tR\asegment\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12%\n" +
+	"\x0efirst_position\x18\a \x01(\x04R\rfirstPosition\x12#\n" +
+	"\rlast_position\x18\b \x01(\x04R\flastPosition\x12\x1b\n" +
+	"\tdata_loss\x18\t \x01(\bR\bdataLoss\x12\x16\n" +
+	"\x06reason\x18\n" +
+	" \x01(\tR\x06reason\"\x0f\n" +
+	"\rHealthRequest\"\xc0\x01\n" +
 	"\x0eHealthResponse\x128\n" +
-	"\x06status\x18\x01 \x01(\x0e2 .rewind.v1.HealthResponse.StatusR\x06status\"I\n" +
+	"\x06status\x18\x01 \x01(\x0e2 .rewind.v1.HealthResponse.StatusR\x06status\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\\\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_SERVING\x10\x01\x12\x13\n" +
-	"\x0fSTATUS_DRAINING\x10\x02\"\xf4\x01\n" +
+	"\x0fSTATUS_DRAINING\x10\x02\x12\x11\n" +
+	"\rSTATUS_FAILED\x10\x03\"\xf4\x01\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -2675,7 +2950,7 @@ func file_rewind_v1_rewind_proto_rawDescGZIP() []byte {
 }
 
 var file_rewind_v1_rewind_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_rewind_v1_rewind_proto_goTypes = []any{
 	(ExpectedState)(0),            // 0: rewind.v1.ExpectedState
 	(HealthResponse_Status)(0),    // 1: rewind.v1.HealthResponse.Status
@@ -2704,27 +2979,29 @@ var file_rewind_v1_rewind_proto_goTypes = []any{
 	(*DeleteStreamResponse)(nil),  // 24: rewind.v1.DeleteStreamResponse
 	(*GetServerInfoRequest)(nil),  // 25: rewind.v1.GetServerInfoRequest
 	(*GetServerInfoResponse)(nil), // 26: rewind.v1.GetServerInfoResponse
-	(*HealthRequest)(nil),         // 27: rewind.v1.HealthRequest
-	(*HealthResponse)(nil),        // 28: rewind.v1.HealthResponse
-	(*Token)(nil),                 // 29: rewind.v1.Token
-	(*CreateTokenRequest)(nil),    // 30: rewind.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 31: rewind.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),     // 32: rewind.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),    // 33: rewind.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),    // 34: rewind.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 35: rewind.v1.RevokeTokenResponse
-	(*ErrorDetail)(nil),           // 36: rewind.v1.ErrorDetail
-	nil,                           // 37: rewind.v1.Event.MetadataEntry
-	nil,                           // 38: rewind.v1.RecordedEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*StoreHealth)(nil),           // 27: rewind.v1.StoreHealth
+	(*RecoveryEvent)(nil),         // 28: rewind.v1.RecoveryEvent
+	(*HealthRequest)(nil),         // 29: rewind.v1.HealthRequest
+	(*HealthResponse)(nil),        // 30: rewind.v1.HealthResponse
+	(*Token)(nil),                 // 31: rewind.v1.Token
+	(*CreateTokenRequest)(nil),    // 32: rewind.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),   // 33: rewind.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),     // 34: rewind.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),    // 35: rewind.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),    // 36: rewind.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 37: rewind.v1.RevokeTokenResponse
+	(*ErrorDetail)(nil),           // 38: rewind.v1.ErrorDetail
+	nil,                           // 39: rewind.v1.Event.MetadataEntry
+	nil,                           // 40: rewind.v1.RecordedEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
 }
 var file_rewind_v1_rewind_proto_depIdxs = []int32{
-	37, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
-	39, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	38, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
-	39, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	39, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
+	39, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
+	41, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	40, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
+	41, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	41, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: rewind.v1.AppendRequest.expected_state:type_name -> rewind.v1.ExpectedState
 	2,  // 6: rewind.v1.AppendRequest.events:type_name -> rewind.v1.Event
 	7,  // 7: rewind.v1.AppendStreamRequest.appends:type_name -> rewind.v1.AppendStreamItem
@@ -2732,56 +3009,59 @@ var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	9,  // 9: rewind.v1.AppendStreamResponse.results:type_name -> rewind.v1.AppendStreamResult
 	5,  // 10: rewind.v1.AppendStreamResult.ok:type_name -> rewind.v1.AppendResponse
 	10, // 11: rewind.v1.AppendStreamResult.error:type_name -> rewind.v1.AppendError
-	36, // 12: rewind.v1.AppendError.detail:type_name -> rewind.v1.ErrorDetail
+	38, // 12: rewind.v1.AppendError.detail:type_name -> rewind.v1.ErrorDetail
 	3,  // 13: rewind.v1.ReadStreamResponse.events:type_name -> rewind.v1.RecordedEvent
-	39, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
+	41, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
 	13, // 15: rewind.v1.ReadAllRequest.filter:type_name -> rewind.v1.Filter
 	3,  // 16: rewind.v1.ReadAllResponse.events:type_name -> rewind.v1.RecordedEvent
-	39, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
+	41, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
 	13, // 18: rewind.v1.SubscribeRequest.filter:type_name -> rewind.v1.Filter
 	3,  // 19: rewind.v1.SubscribeResponse.events:type_name -> rewind.v1.RecordedEvent
 	19, // 20: rewind.v1.GetStreamInfoResponse.info:type_name -> rewind.v1.StreamInfo
 	19, // 21: rewind.v1.ListStreamsResponse.streams:type_name -> rewind.v1.StreamInfo
 	0,  // 22: rewind.v1.DeleteStreamRequest.expected_state:type_name -> rewind.v1.ExpectedState
-	1,  // 23: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
-	39, // 24: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	39, // 25: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	39, // 26: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 27: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	29, // 28: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
-	29, // 29: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
-	29, // 30: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
-	4,  // 31: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
-	6,  // 32: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
-	11, // 33: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
-	14, // 34: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
-	16, // 35: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
-	18, // 36: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
-	21, // 37: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
-	23, // 38: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
-	25, // 39: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
-	27, // 40: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
-	30, // 41: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
-	32, // 42: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
-	34, // 43: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
-	5,  // 44: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
-	8,  // 45: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
-	12, // 46: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
-	15, // 47: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
-	17, // 48: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
-	20, // 49: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
-	22, // 50: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
-	24, // 51: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
-	26, // 52: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
-	28, // 53: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
-	31, // 54: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
-	33, // 55: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
-	35, // 56: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
-	44, // [44:57] is the sub-list for method output_type
-	31, // [31:44] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	27, // 23: rewind.v1.GetServerInfoResponse.health:type_name -> rewind.v1.StoreHealth
+	28, // 24: rewind.v1.StoreHealth.recovery:type_name -> rewind.v1.RecoveryEvent
+	41, // 25: rewind.v1.RecoveryEvent.at:type_name -> google.protobuf.Timestamp
+	1,  // 26: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
+	41, // 27: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	41, // 28: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 29: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 30: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	31, // 31: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
+	31, // 32: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
+	31, // 33: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
+	4,  // 34: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
+	6,  // 35: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
+	11, // 36: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
+	14, // 37: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
+	16, // 38: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
+	18, // 39: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
+	21, // 40: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
+	23, // 41: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
+	25, // 42: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
+	29, // 43: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
+	32, // 44: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
+	34, // 45: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
+	36, // 46: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
+	5,  // 47: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
+	8,  // 48: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
+	12, // 49: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
+	15, // 50: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
+	17, // 51: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
+	20, // 52: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
+	22, // 53: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
+	24, // 54: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
+	26, // 55: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
+	30, // 56: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
+	33, // 57: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
+	35, // 58: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
+	37, // 59: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
+	47, // [47:60] is the sub-list for method output_type
+	34, // [34:47] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_rewind_v1_rewind_proto_init() }
@@ -2807,7 +3087,7 @@ func file_rewind_v1_rewind_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewind_v1_rewind_proto_rawDesc), len(file_rewind_v1_rewind_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
