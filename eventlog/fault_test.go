@@ -324,3 +324,42 @@ func TestReadErrorsAreNotCorruption(t *testing.T) {
 	}
 	l.Close()
 }
+
+// Retention records the new start before removing anything: when that
+// write fails (a full disk), nothing is removed and the error says why.
+func TestRetentionOnAFullDisk(t *testing.T) {
+	t.Parallel()
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	efs := vfs.WithErrors(mem, func(op vfs.Op, path string) error {
+		if armed.Load() && strings.Contains(path, stateName) && (op == vfs.OpCreate || op == vfs.OpWrite || op == vfs.OpRename) {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	cfg := Config{FS: efs, SegmentSize: 64 << 10, MaxAge: time.Hour, RetentionInterval: time.Hour, Logger: quietLogger(),
+		Now: func() time.Time { return time.Unix(0, now.Load()) }}
+	l, err := Open("/data", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for len(*l.segments.Load()) < 5 {
+		appendN(t, l, 20, 2, 1000)
+	}
+	now.Add(int64(2 * time.Hour)) // every sealed segment is now due
+	files := len(mem.Files())
+	armed.Store(true)
+	if _, err := l.ApplyRetention(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("retention while the state cannot be written: %v", err)
+	}
+	if len(mem.Files()) != files || l.First() != 1 {
+		t.Fatalf("retention removed segments without recording the new start: %d files of %d, first %d", len(mem.Files()), files, l.First())
+	}
+	armed.Store(false)
+	if removed, err := l.ApplyRetention(); err != nil || len(removed) == 0 || l.First() == 1 {
+		t.Fatalf("retention once the disk has room: %v %v, first %d", removed, err, l.First())
+	}
+}

@@ -224,3 +224,46 @@ func TestStoreOverDamage(t *testing.T) {
 		})
 	}
 }
+
+// A full disk while the index snapshot is written costs only a longer next
+// open: the store keeps appending, nothing half-written is left as the
+// snapshot, and the next open replays the log.
+func TestSnapshotOnAFullDisk(t *testing.T) {
+	t.Parallel()
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	efs := vfs.WithErrors(mem, func(op vfs.Op, path string) error {
+		if armed.Load() && strings.Contains(path, "index.snapshot") && (op == vfs.OpWrite || op == vfs.OpRename || op == vfs.OpCreate) {
+			return &vfs.PartialWrite{N: 100, Err: syscall.ENOSPC}
+		}
+		return nil
+	})
+	cfg := Config{Log: eventlog.Config{FS: efs}, SnapshotEvery: 50, Logger: slog.New(slog.DiscardHandler)}
+	s, err := Open("/data", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	for i := range 300 {
+		if _, err := s.Append(ctx, fmt.Sprintf("s%d", i%3), rewind.Any, rewind.Event{ID: uuid.New(), Type: "T", Data: []byte("{}")}); err != nil {
+			t.Fatalf("append %d while snapshots fail: %v", i, err)
+		}
+	}
+	if err := s.Close(); err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("close could not save its snapshot and must say why: %v", err)
+	}
+	if _, ok := mem.Bytes("/data/index.snapshot"); ok {
+		t.Fatal("a half-written snapshot was installed")
+	}
+	armed.Store(false)
+	s, err = Open("/data", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		if info, err := s.StreamInfo(ctx, fmt.Sprintf("s%d", i)); err != nil || info.Version != 100 {
+			t.Fatalf("stream s%d after reopening: %+v %v", i, info, err)
+		}
+	}
+}
