@@ -87,6 +87,46 @@ func TestAFailedStoreAnswersAtOnce(t *testing.T) {
 	}
 }
 
+// Outside test of issue 9: an append whose answer was lost, retried after
+// the disk failed, was answered "failed" — which means "never there" —
+// although it was recorded and came back after a restart. A retry of an
+// acknowledged batch answers the original result, failed store or not;
+// only a batch with something new to write gets the failure.
+func TestRetryOfAnAcknowledgedAppendOnAFailedStore(t *testing.T) {
+	t.Parallel()
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	efs := vfs.WithErrors(mem, func(op vfs.Op, path string) error {
+		if armed.Load() && op == vfs.OpSync && strings.HasSuffix(path, ".seg") {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+	s, err := Open("/data", Config{Log: eventlog.Config{FS: efs}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	acked := []rewind.Event{{ID: uuid.New(), Type: "T", Data: []byte(`{"n":1}`)}, {ID: uuid.New(), Type: "T", Data: []byte(`{"n":2}`)}}
+	first, err := s.Append(ctx, "s", rewind.NoStream, acked...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	if _, err := s.Append(ctx, "t", rewind.Any, rewind.Event{ID: uuid.New(), Type: "T", Data: []byte("{}")}); !errors.Is(err, rewind.ErrFailed) {
+		t.Fatalf("append on a full disk: %v, want ErrFailed", err)
+	}
+	again, err := s.Append(ctx, "s", rewind.NoStream, acked...)
+	if err != nil || !again.Duplicate || again.FirstPosition != first.FirstPosition || again.LastVersion != first.LastVersion {
+		t.Fatalf("retry of an acknowledged batch on a failed store: %+v, %v; want the original %+v as a duplicate", again, err, first)
+	}
+	// Part of it plus a new event: there is something to write, so it fails.
+	mixed := append(acked[:1:1], rewind.Event{ID: uuid.New(), Type: "T", Data: []byte("{}")})
+	if _, err := s.Append(ctx, "s", rewind.Any, mixed...); err == nil {
+		t.Fatal("a batch with a new event was accepted by a failed store")
+	}
+}
+
 // Issue 9: a log shorter than the index snapshot said is reported by
 // verify and by the store's health, not only in one log line.
 func TestALogShorterThanItsSnapshotIsReported(t *testing.T) {

@@ -229,9 +229,6 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 	if err := ctx.Err(); err != nil {
 		return rewind.AppendResult{}, err
 	}
-	if err := s.log.Err(); err != nil {
-		return rewind.AppendResult{}, err // a failed store answers at once, retries included
-	}
 	if err := ValidateStreamName(stream); err != nil {
 		return rewind.AppendResult{}, err
 	}
@@ -244,9 +241,16 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 	if err := s.encodeBatch(b, stream, events); err != nil {
 		return rewind.AppendResult{}, err
 	}
+	// A failed store answers at once, except a retry of a batch it already
+	// acknowledged: that gets its original answer, as before the failure
+	// ("failed" would say it was never written).
 	for {
 		s.mu.Lock()
 		if !s.findCandidates(b) {
+			if err := s.log.Err(); err != nil {
+				s.mu.Unlock()
+				return rewind.AppendResult{}, err
+			}
 			if res, again, err := s.appendLocked(ctx, b, stream, expected); !again {
 				return res, err
 			}
@@ -262,6 +266,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 		s.mu.Lock()
 		changed := s.candidatesChanged(b)
 		if !changed {
+			if err := s.log.Err(); err != nil {
+				s.mu.Unlock()
+				return rewind.AppendResult{}, err
+			}
 			if res, again, err := s.appendLocked(ctx, b, stream, expected); !again {
 				return res, err
 			}
