@@ -100,7 +100,7 @@ func explainPlan(ctx context.Context, db querier, t *Table, q string, args pgx.N
 	if !ok {
 		return "", []string{"the chunk statement's plan is not shown: it binds secret parameters"}, nil
 	}
-	text, err := genericPlan(ctx, tx, b)
+	text, err := genericPlan(ctx, tx, b, args)
 	if err != nil {
 		return "", []string{"the chunk statement's plan is not shown: it binds secret parameters (" +
 			strings.Join(secrets, ", ") + ") and PostgreSQL could not plan it without their values: " + t.masked(err.Error())}, nil
@@ -112,7 +112,11 @@ func explainPlan(ctx context.Context, db querier, t *Table, q string, args pgx.N
 // genericPlan explains b's statement as PostgreSQL's generic plan: one
 // prepared without parameter values. Everything happens under a
 // savepoint that is rolled back, then the statement is deallocated.
-func genericPlan(ctx context.Context, tx pgx.Tx, b *bound) (string, error) {
+func genericPlan(ctx context.Context, tx pgx.Tx, b *bound, args pgx.NamedArgs) (string, error) {
+	sql, _, err := b.render(args)
+	if err != nil {
+		return "", err
+	}
 	id, err := uuid.NewRandom()
 	if err != nil {
 		return "", err
@@ -124,7 +128,7 @@ func genericPlan(ctx context.Context, tx pgx.Tx, b *bound) (string, error) {
 	}
 	text, err := func() (string, error) {
 		defer sp.Rollback(context.WithoutCancel(ctx))
-		if _, err := sp.Exec(ctx, "PREPARE "+name+" AS "+b.sql); err != nil {
+		if _, err := sp.Exec(ctx, "PREPARE "+name+" AS "+sql); err != nil {
 			return "", err
 		}
 		if _, err := sp.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
@@ -233,8 +237,11 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		}
 		// PostgreSQL's analysis of the UPDATE itself refuses what a
 		// SELECT would take: a generated or identity column, an aggregate,
-		// window or set-returning function. EXPLAIN runs nothing.
-		q := fmt.Sprintf("UPDATE %s t SET %s = %s WHERE false", s.t.ref, quote(c), s.value(c))
+		// window or set-returning function, and a value of a type the
+		// column cannot be assigned (a text parameter into an integer
+		// column), as plain SQL would: the chunks' explicit CAST to the
+		// column's type would accept more. EXPLAIN runs nothing.
+		q := fmt.Sprintf("UPDATE %s t SET %s = %s WHERE false", s.t.ref, quote(c), wrap(s.set[c]))
 		if _, err := explainText(ctx, db, q, args); err != nil {
 			return s.t.sqlError(field, s.set[c], err)
 		}
@@ -429,9 +436,12 @@ func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
 		if b.Lo != nil {
 			lo, hi = b.Lo[i], b.Hi[i]
 		}
-		a["lo_"+c], a["hi_"+c] = lo, hi
+		// The bounds are bound as the key column's type, whatever the
+		// statement compares them with.
+		typ := s.t.types[c]
+		a["lo_"+c], a["hi_"+c] = typed{typ: typ, v: lo}, typed{typ: typ, v: hi}
 		if len(s.t.Key) == 1 {
-			a["lo"], a["hi"] = lo, hi
+			a["lo"], a["hi"] = a["lo_"+c], a["hi_"+c]
 		}
 	}
 	return a

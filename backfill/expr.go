@@ -75,6 +75,52 @@ func isIdentByte(c byte) bool {
 type bound struct {
 	sql   string
 	names []string
+	// segs is the SQL around the bind sites (one more than sites), and
+	// sites the index in names of each bind site, for render.
+	segs  []string
+	sites []int
+}
+
+// typed is a value bound with its type stated: its bind sites read
+// ($n::typ), so that PostgreSQL takes the parameter as that type instead
+// of inferring one from where it stands. A job's parameters are bound so
+// (typ is their declared type, a name typeNameRE accepts), and the chunk
+// bounds of a statement job with their key column's type.
+type typed struct {
+	typ string
+	v   any
+}
+
+// render returns b's SQL with each bind site replaced by its positional
+// parameter, cast to its type when its argument is typed, and the
+// arguments in order. A name without a value is an error, never NULL.
+func (b *bound) render(a map[string]any) (string, []any, error) {
+	args := make([]any, len(b.names))
+	types := make([]string, len(b.names))
+	for i, n := range b.names {
+		v, ok := a[n]
+		if !ok {
+			return "", nil, fmt.Errorf("backfill: @%s has no value", n)
+		}
+		if tv, ok := v.(typed); ok {
+			types[i], v = tv.typ, tv.v
+		}
+		args[i] = v
+	}
+	var out strings.Builder
+	for i, s := range b.segs {
+		out.WriteString(s)
+		if i == len(b.sites) {
+			break
+		}
+		k := b.sites[i]
+		if types[k] == "" {
+			fmt.Fprintf(&out, "$%d", k+1)
+		} else {
+			fmt.Fprintf(&out, "($%d::%s)", k+1, types[k])
+		}
+	}
+	return out.String(), args, nil
 }
 
 // positionalError is a $n parameter in a job's SQL, which would bind
@@ -117,14 +163,17 @@ func bindSites(sql string) (*bound, error) {
 			ordinal[name] = n
 		}
 		at := t.End - 1 // the @
-		out.WriteString(sql[last:at])
+		seg := sql[last:at]
 		if at > 0 && isIdentByte(sql[at-1]) {
-			out.WriteByte(' ') // a$1 would be one identifier
+			seg += " " // a$1 would be one identifier
 		}
+		out.WriteString(seg)
 		out.WriteString("$" + strconv.Itoa(n))
+		b.segs, b.sites = append(b.segs, seg), append(b.sites, n-1)
 		last = toks[i+1].End
 	}
 	out.WriteString(sql[last:])
+	b.segs = append(b.segs, sql[last:])
 	b.sql = out.String()
 	return b, nil
 }
@@ -168,15 +217,7 @@ func (a bindArgs) RewriteQuery(_ context.Context, _ *pgx.Conn, sql string, _ []a
 	if err != nil {
 		return "", nil, fmt.Errorf("backfill: bind the parameters of %q: %w", sql, err)
 	}
-	args := make([]any, len(b.names))
-	for i, n := range b.names {
-		v, ok := a[n]
-		if !ok {
-			return "", nil, fmt.Errorf("backfill: @%s has no value", n)
-		}
-		args[i] = v
-	}
-	return b.sql, args, nil
+	return b.render(a)
 }
 
 // node returns the only key and value of a parse tree node such as
@@ -303,6 +344,9 @@ func (e *expr) alwaysNull(args map[string]any) bool {
 			n, _ := body["number"].(float64)
 			if i := int(n) - 1; i >= 0 && i < len(e.names) {
 				val, ok := args[e.names[i]]
+				if tv, isTyped := val.(typed); isTyped {
+					val = tv.v
+				}
 				return ok && val == nil
 			}
 		}

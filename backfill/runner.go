@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind"
@@ -169,6 +172,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		}
 	}
 	p := &prepared{job: job, hash: job.Hash(), args: job.Params.namedArgs(), src: job.Source}
+	if err := checkParams(ctx, r.cfg.DB, job.Params, p.args); err != nil {
+		return nil, err
+	}
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
 	}
@@ -184,6 +190,30 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkParams has PostgreSQL read each parameter as its declared type, as
+// every bind site will: an unknown type or a value the type's input
+// function refuses is an error naming the parameter.
+func checkParams(ctx context.Context, db querier, params Params, args pgx.NamedArgs) error {
+	redact := params.redactor()
+	for _, name := range slices.Sorted(maps.Keys(params)) {
+		var s *string
+		err := db.QueryRow(ctx, "SELECT @"+name+"::text", bindArgs(args)).Scan(&s)
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe):
+			shown := params[name].Text
+			if params[name].secret(name) {
+				shown = "***"
+			}
+			return &rewind.ValidationError{Field: "params." + name, Value: shown,
+				Reason: redact(fmt.Sprintf("is not a valid %s: %s", params[name].Type, pe.Message))}
+		case err != nil:
+			return fmt.Errorf("check parameter %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func (r *Runner) origin(job *Job) audit.Origin {

@@ -41,6 +41,7 @@ type Table struct {
 	chunk  int                 // the job's chunk size
 	policy Policy              // the job's data-error policy
 	secret map[string]bool     // the secret parameters' names
+	ptypes map[string]string   // the parameters' declared types
 	redact func(string) string // masks secret values in messages
 }
 
@@ -172,9 +173,37 @@ func (t *Table) sqlError(field, sql string, err error) error {
 		if pe.Hint != "" {
 			reason += " (hint: " + pe.Hint + ")"
 		}
+		reason += t.typeNote(sql, pe.Code)
 		return &rewind.ValidationError{Field: field, Value: sql, Reason: t.masked(reason)}
 	}
 	return fmt.Errorf("check %s: %w", field, err)
+}
+
+// typeNote names the parameters sql binds and their declared types when
+// PostgreSQL refused a type (no such operator or function, a value of
+// the wrong type): the parameters are the usual cause, since they are
+// bound with their declared types, not the types PostgreSQL would infer.
+func (t *Table) typeNote(sql, code string) string {
+	switch code {
+	case "42804", "42883", "42846", "42725", "22P02", "22007", "22008", "22003":
+	default:
+		return ""
+	}
+	b, err := bindSites(sql)
+	if err != nil {
+		return ""
+	}
+	var ps []string
+	for _, n := range b.names {
+		if typ, ok := t.ptypes[n]; ok {
+			ps = append(ps, "@"+n+" is "+typ)
+		}
+	}
+	if len(ps) == 0 {
+		return ""
+	}
+	return "; parameters are bound with their declared types (" + strings.Join(ps, ", ") +
+		"): cast in the SQL (@name::type) or declare another type"
 }
 
 // masked returns s with the job's secret values replaced by "***".
