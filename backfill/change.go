@@ -427,6 +427,10 @@ func (s *setChange) explain(ctx context.Context, db querier, args pgx.NamedArgs,
 type statementChange struct {
 	t   *Table
 	sql string
+	// checked is the statement that runs: sql with a RETURNING of the
+	// key of every row it changes, inside a query that counts those rows
+	// and finds the first outside the chunk (see apply).
+	checked string
 }
 
 func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
@@ -456,6 +460,18 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 	if err != nil {
 		return err
 	}
+	if info.kind == "MergeStmt" {
+		var version int
+		if err := db.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+			return fmt.Errorf("check the server's version: %w", err)
+		}
+		if version < 170000 {
+			return &rewind.ValidationError{Field: "statement", Value: s.sql,
+				Reason: fmt.Sprintf("MERGE has no RETURNING before PostgreSQL 17 (this server is %d), so the runner cannot check "+
+					"that it changes only the chunk's rows; write it as UPDATE, or INSERT … ON CONFLICT", version)}
+		}
+	}
+	s.checked = s.checkedSQL(info)
 	for _, rel := range info.targets {
 		var oid *uint32
 		if err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid", rel.sql()).Scan(&oid); err != nil {
@@ -466,23 +482,87 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 				Reason: fmt.Sprintf("writes %s, which is not the job's table %s; a statement may write only the job's table", rel, s.t.ref)}
 		}
 	}
-	if _, err := explainText(ctx, db, s.sql, s.bind(args, Bounds{})); err != nil {
+	if _, err := explainText(ctx, db, s.checked, s.bind(args, Bounds{})); err != nil {
 		return s.t.sqlError("statement", s.sql, err)
 	}
 	return nil
 }
 
+// checkedSQL is the statement as it runs: with a RETURNING of the key of
+// each row it changes (inserted, updated or deleted) as a data-modifying
+// WITH, counted, and the first of them outside [@_rw_slo, @_rw_shi]
+// found. PostgreSQL allows a data-modifying WITH only at the top level,
+// which is one reason why a statement may not have its own.
+func (s *statementChange) checkedSQL(info *statementInfo) string {
+	ret := make([]string, len(s.t.Key))
+	cols := make([]string, len(s.t.Key))
+	texts := make([]string, len(s.t.Key))
+	for i, k := range s.t.Key {
+		col := fmt.Sprintf("_rw_k%d", i)
+		ret[i] = quote(info.ref) + "." + quote(k) + " AS " + col
+		cols[i], texts[i] = col, col+"::text"
+	}
+	lo, hi := s.boundRow("lo"), s.boundRow("hi")
+	row := strings.Join(cols, ", ")
+	if len(cols) > 1 {
+		row = "ROW(" + row + ")"
+	}
+	outside := fmt.Sprintf("NOT (%s >= %s AND %s <= %s)", row, lo, row, hi)
+	return fmt.Sprintf("WITH _rw_w AS (\n%s\nRETURNING %s\n)\nSELECT count(*), count(*) FILTER (WHERE %s), "+
+		"(SELECT ARRAY[%s] FROM _rw_w WHERE %s ORDER BY %s LIMIT 1) FROM _rw_w",
+		s.sql[:info.end], strings.Join(ret, ", "), outside, strings.Join(texts, ", "), outside, strings.Join(cols, ", "))
+}
+
+// boundRow is the chunk's lo or hi bound as a row of the key's types.
+func (s *statementChange) boundRow(side string) string {
+	parts := make([]string, len(s.t.Key))
+	for i, c := range s.t.Key {
+		parts[i] = "@" + side + "_" + c
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "ROW(" + strings.Join(parts, ", ") + ")"
+}
+
+// EscapeError is a statement job's statement changing rows outside the
+// chunk it was given: rows of other chunks would be changed again by
+// theirs. The chunk's transaction is rolled back and the run stops.
+type EscapeError struct {
+	Statement string
+	Lo, Hi    Key
+	Rows      int64 // rows changed outside the chunk
+	Key       Key   // the first of them
+}
+
+func (e *EscapeError) Error() string {
+	return fmt.Sprintf("statement %q changed %d row(s) outside its chunk [%s, %s], the first with key %s; "+
+		"the chunk's transaction was rolled back: restrict the statement to the rows between @lo and @hi",
+		e.Statement, e.Rows, e.Lo, e.Hi, e.Key)
+}
+
+// apply runs the statement on the chunk. Every row it changes must be in
+// the chunk: the keys it returns are checked in the same query, and one
+// outside fails the chunk (and its transaction) with an *EscapeError.
 func (s *statementChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	var err error
 	if r.Seen, r.In, r.At, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
 		return r, err
 	}
-	tag, err := env.tx.Exec(ctx, s.sql, bindArgs(s.bind(env.args, b)))
+	var outside int64
+	var first []*string
+	err = env.tx.QueryRow(ctx, s.checked, bindArgs(s.bind(env.args, b))).Scan(&r.Changed, &outside, &first)
 	if err != nil {
 		return r, s.t.maskErr(err)
 	}
-	r.Changed = tag.RowsAffected()
+	if outside > 0 {
+		k := deref(first)
+		for i := range k {
+			k[i] = s.t.masked(k[i])
+		}
+		return r, &EscapeError{Statement: s.sql, Lo: b.Lo, Hi: b.Hi, Rows: outside, Key: k}
+	}
 	_, r.Out, err = s.t.rangeSum(ctx, env.tx, b)
 	return r, err
 }

@@ -358,6 +358,22 @@ func (e *expr) alwaysNull(args map[string]any) bool {
 type statementInfo struct {
 	names   []string
 	targets []relation // every table the statement writes, CTEs included
+	// withWrites are the tables its data-modifying WITH parts write.
+	withWrites []relation
+	// kind is the statement's node: InsertStmt, UpdateStmt, DeleteStmt or
+	// MergeStmt.
+	kind string
+	// ref is how the statement's own columns name the table it writes:
+	// its alias, or its name.
+	ref string
+	// returning: the statement has a RETURNING clause of its own.
+	returning bool
+	// assigned lists the columns its UPDATE parts assign (UPDATE SET, ON
+	// CONFLICT DO UPDATE SET, MERGE's WHEN … THEN UPDATE SET).
+	assigned []string
+	// end is the length of the statement's text without a trailing
+	// semicolon and comments: where a RETURNING clause can follow it.
+	end int
 }
 
 // relation is a table as the parser read it (names already case-folded).
@@ -400,14 +416,63 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 		return nil, exprError(field, sql, "must be one UPDATE, DELETE, INSERT or MERGE of the job's table")
 	}
 	info := &statementInfo{names: b.names}
-	walk(stmt["stmt"], func(kind string, body map[string]any) {
-		if !writeKinds[kind] {
-			return
+	writes := func(v any) []relation {
+		var out []relation
+		walk(v, func(kind string, body map[string]any) {
+			if !writeKinds[kind] {
+				return
+			}
+			rel, _ := body["relation"].(map[string]any)
+			schema, _ := rel["schemaname"].(string)
+			name, _ := rel["relname"].(string)
+			out = append(out, relation{schema: schema, name: name})
+		})
+		return out
+	}
+	info.targets = writes(stmt["stmt"])
+	kind, top := node(stmt["stmt"])
+	info.withWrites = writes(top["withClause"])
+	info.kind = kind
+	rel, _ := top["relation"].(map[string]any)
+	info.ref, _ = rel["relname"].(string)
+	if alias, ok := rel["alias"].(map[string]any); ok {
+		if a, _ := alias["aliasname"].(string); a != "" {
+			info.ref = a
 		}
-		rel, _ := body["relation"].(map[string]any)
-		schema, _ := rel["schemaname"].(string)
-		name, _ := rel["relname"].(string)
-		info.targets = append(info.targets, relation{schema: schema, name: name})
-	})
+	}
+	_, info.returning = top["returningList"]
+	assigned := func(targets any) {
+		l, _ := targets.([]any)
+		for _, t := range l {
+			if _, rt := node(t); rt != nil {
+				if n, _ := rt["name"].(string); n != "" {
+					info.assigned = append(info.assigned, n)
+				}
+			}
+		}
+	}
+	assigned(top["targetList"]) // UPDATE's SET; an INSERT's columns are in "cols"
+	if oc, ok := top["onConflictClause"].(map[string]any); ok {
+		assigned(oc["targetList"])
+	}
+	if whens, ok := top["mergeWhenClauses"].([]any); ok {
+		for _, w := range whens {
+			if _, mw := node(w); mw != nil && mw["commandType"] == "CMD_UPDATE" {
+				assigned(mw["targetList"])
+			}
+		}
+	}
+	// The statement's text ends at its last token that is neither a
+	// semicolon nor a comment.
+	toks, err := pgparse.Scan(sql)
+	if err != nil {
+		return nil, sqlTextError(field, sql, parserError(err), 0)
+	}
+	for _, t := range toks {
+		text := sql[t.Start:t.End]
+		if text != ";" && !strings.HasPrefix(text, "--") && !strings.HasPrefix(text, "/*") {
+			info.end = t.End
+		}
+	}
 	return info, nil
 }

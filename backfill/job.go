@@ -317,6 +317,29 @@ func (j *Job) validateStatement(t *Table, bounds map[string]bool) error {
 	if err := j.declared("statement", j.Statement, info.names, bounds); err != nil {
 		return err
 	}
+	// The runner checks the keys of the rows a statement changes, with a
+	// RETURNING clause of its own (see statementChange.apply); what that
+	// cannot see is refused.
+	refuse := func(reason string) error {
+		return &rewind.ValidationError{Field: "statement", Value: j.Statement, Reason: reason}
+	}
+	switch {
+	case len(info.targets) > 1:
+		var parts []string
+		for _, r := range info.withWrites {
+			parts = append(parts, r.String())
+		}
+		return refuse(fmt.Sprintf("has a data-modifying WITH part (it writes %s): the runner cannot check that it changes only "+
+			"the chunk's rows; write one statement restricted to @lo..@hi, or a Go process function", strings.Join(parts, ", ")))
+	case info.returning:
+		return refuse("has a RETURNING clause: remove it; the runner adds its own to check that the statement changes only the chunk's rows")
+	}
+	for _, c := range info.assigned {
+		if slices.Contains(t.Key, c) {
+			return refuse(fmt.Sprintf("assigns the key column %s: a statement may not move rows between chunks "+
+				"(the runner could not check which rows it changed)", c))
+		}
+	}
 	used := map[string]bool{}
 	for _, n := range info.names {
 		used[n] = true
