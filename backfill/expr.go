@@ -307,7 +307,79 @@ func parseExpr(field, sql string) (*expr, error) {
 			}
 		}
 	}
+	if err := sessionFuncError(field, sql, val); err != nil {
+		return nil, err
+	}
 	return &expr{names: b.names, tree: val}, nil
+}
+
+// sessionFuncs are functions whose effect outlives the transaction that
+// calls them or reaches beyond it, so that neither a dry run's rollback
+// nor a failed chunk's undoes it: session settings (set_config with
+// is_local false changes the search_path or role of the runner's later
+// queries), session-level advisory locks (held after the transaction ends,
+// on a pooled connection), other sessions and the server, files on the
+// server, and other databases (dblink). A job's SQL may not call them.
+// pg_advisory_xact_lock and the like, released at commit, are fine.
+var sessionFuncs = map[string]string{
+	"set_config":                          "changes a setting for the rest of the session",
+	"pg_advisory_lock":                    "takes a session-level lock that outlives the transaction",
+	"pg_advisory_lock_shared":             "takes a session-level lock that outlives the transaction",
+	"pg_try_advisory_lock":                "takes a session-level lock that outlives the transaction",
+	"pg_try_advisory_lock_shared":         "takes a session-level lock that outlives the transaction",
+	"pg_advisory_unlock":                  "releases a session-level lock",
+	"pg_advisory_unlock_shared":           "releases a session-level lock",
+	"pg_advisory_unlock_all":              "releases session-level locks",
+	"pg_terminate_backend":                "ends another session",
+	"pg_cancel_backend":                   "cancels another session's query",
+	"pg_reload_conf":                      "reloads the server's configuration",
+	"pg_rotate_logfile":                   "acts on the server",
+	"pg_promote":                          "acts on the server",
+	"pg_switch_wal":                       "acts on the server",
+	"pg_create_restore_point":             "acts on the server",
+	"pg_logical_emit_message":             "writes to the WAL outside the transaction",
+	"lo_import":                           "reads a file on the server",
+	"lo_export":                           "writes a file on the server",
+	"pg_file_write":                       "writes a file on the server",
+	"pg_file_rename":                      "renames a file on the server",
+	"pg_file_unlink":                      "removes a file on the server",
+	"pg_stat_reset":                       "resets the server's statistics",
+	"pg_stat_reset_shared":                "resets the server's statistics",
+	"pg_create_logical_replication_slot":  "acts on the server",
+	"pg_create_physical_replication_slot": "acts on the server",
+	"pg_drop_replication_slot":            "acts on the server",
+}
+
+// sessionFunc returns the first function of sessionFuncs (or of the
+// dblink extension) a parse tree calls, and what it does.
+func sessionFunc(tree any) (name, does string) {
+	walk(tree, func(kind string, body map[string]any) {
+		if kind != "FuncCall" || name != "" {
+			return
+		}
+		parts, _ := body["funcname"].([]any)
+		if len(parts) == 0 {
+			return
+		}
+		_, last := node(parts[len(parts)-1])
+		fn, _ := last["sval"].(string)
+		if d, ok := sessionFuncs[fn]; ok {
+			name, does = fn, d
+		} else if strings.HasPrefix(fn, "dblink") {
+			name, does = fn, "runs SQL in another database, outside the transaction"
+		}
+	})
+	return name, does
+}
+
+// sessionFuncError refuses SQL that calls one of sessionFuncs.
+func sessionFuncError(field, sql string, tree any) error {
+	fn, does := sessionFunc(tree)
+	if fn == "" {
+		return nil
+	}
+	return exprError(field, sql, fmt.Sprintf("calls %s(), which %s: a rolled-back dry run or chunk would not undo it; "+
+		"a job's SQL may not call it", fn, does))
 }
 
 // sqlTextError explains SQL that could not be read; offset is the length
@@ -414,6 +486,9 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 	stmt, _ := stmts[0].(map[string]any)
 	if kind, _ := node(stmt["stmt"]); !writeKinds[kind] {
 		return nil, exprError(field, sql, "must be one UPDATE, DELETE, INSERT or MERGE of the job's table")
+	}
+	if err := sessionFuncError(field, sql, stmt["stmt"]); err != nil {
+		return nil, err
 	}
 	info := &statementInfo{names: b.names}
 	writes := func(v any) []relation {

@@ -233,6 +233,10 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		return cr, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	var before session
+	if err := before.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
+		return cr, err
+	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
 	var skipped []Key
 	if apply != nil {
@@ -251,6 +255,13 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	// The fence, the checkpoint, the quarantine's resolution, the intent's
 	// removal and the audit entries in one round trip, then the commit.
 	batch := &pgx.Batch{}
+	batch.Queue(sessionSQL).QueryRow(func(row pgx.Row) error {
+		var after session
+		if err := after.scan(row); err != nil {
+			return err
+		}
+		return before.compare(after)
+	})
 	batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
 	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
 	if retry {
@@ -308,6 +319,53 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		}
 	}
 	return cr, nil
+}
+
+// sessionSQL reads what a chunk's transaction must leave as it found it:
+// the settings that decide what the chunk's statements reach
+// (search_path), with whose rights they run (the current and session
+// roles) and whether triggers fire (session_replication_role). The job's
+// SQL may call a function that changes them (set_config in a PL/pgSQL
+// body, which the check of the job's SQL cannot see), for the rest of the
+// chunk or of the session; such a chunk fails, and its rollback undoes
+// the change. A function declared with SET search_path = … restores it
+// on return, and is fine.
+const sessionSQL = `SELECT current_setting('search_path'), current_user::text, session_user::text,
+	current_setting('session_replication_role')`
+
+// session is what sessionSQL reads.
+type session struct{ searchPath, user, sessionUser, replicationRole string }
+
+func (s *session) scan(row pgx.Row) error {
+	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole)
+}
+
+// SessionChangedError is a chunk whose SQL changed the session's
+// settings. The chunk's transaction is rolled back, which undoes the
+// change, and the run stops.
+type SessionChangedError struct {
+	// What changed, such as `search_path from "\"$user\", public" to "other"`.
+	What string
+}
+
+func (e *SessionChangedError) Error() string {
+	return "the job's SQL changed the session during the chunk (" + e.What + "), as set_config() or SET in a " +
+		"function it calls would; the chunk was rolled back, which undoes the change, and the run stopped: a job's SQL " +
+		"must leave search_path, the role and session_replication_role alone (a function may declare SET search_path = …)"
+}
+
+func (s session) compare(after session) error {
+	for _, c := range []struct{ what, before, after string }{
+		{"search_path", s.searchPath, after.searchPath},
+		{"the current role", s.user, after.user},
+		{"the session role", s.sessionUser, after.sessionUser},
+		{"session_replication_role", s.replicationRole, after.replicationRole},
+	} {
+		if c.before != c.after {
+			return &SessionChangedError{What: fmt.Sprintf("%s from %q to %q", c.what, c.before, c.after)}
+		}
+	}
+	return nil
 }
 
 // beginChunk begins a chunk's transaction, with its lock timeout and the

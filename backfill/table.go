@@ -60,7 +60,11 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 	}
 	var oid *uint32
 	var ref *string
-	err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid, to_regclass($1)::text", t.Name).Scan(&oid, &ref)
+	// The table is named with its schema in every query the runner sends,
+	// so that nothing that changes the search_path can send them to
+	// another schema's table of the same name.
+	err := db.QueryRow(ctx, `SELECT to_regclass($1)::oid, (SELECT format('%I.%I', n.nspname, c.relname)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))`, t.Name).Scan(&oid, &ref)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "3F000" { // schema does not exist

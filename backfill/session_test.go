@@ -1,0 +1,82 @@
+package backfill_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/backfill"
+)
+
+// Issue 11 (F9): set_config(…, false) in a job's SQL outlived its chunk:
+// after chunk 1 the session's search_path named another schema, and the
+// later chunks updated that schema's table of the same name. Functions
+// whose effect outlives the transaction or reaches beyond it are refused
+// where the SQL calls them; a function the job calls that changes the
+// session's settings fails the chunk, whose rollback undoes the change.
+func TestJobSQLCannotChangeTheSession(t *testing.T) {
+	t.Parallel()
+	refused := []struct {
+		name, field string
+		job         func(*backfill.Job)
+		want        string
+	}{
+		{"set_config in set", "set.n", func(j *backfill.Job) {
+			j.Set = map[string]string{"n": "n + length(set_config('search_path', 'other', false))"}
+		}, "set_config"},
+		{"qualified set_config in where", "where", func(j *backfill.Job) {
+			j.Source.(*backfill.Table).Where = "pg_catalog.set_config('work_mem', '1MB', false) IS NOT NULL"
+		}, "set_config"},
+		{"advisory lock in where", "where", func(j *backfill.Job) { j.Source.(*backfill.Table).Where = "pg_advisory_lock(id)::text <> ''" }, "pg_advisory_lock"},
+		{"set_config in a statement", "statement", func(j *backfill.Job) {
+			j.Set, j.Statement = nil, "UPDATE items SET n = length(set_config('search_path', 'other', false)) WHERE id BETWEEN @lo AND @hi"
+		}, "set_config"},
+		{"dblink in set", "set.n", func(j *backfill.Job) { j.Set = map[string]string{"n": "(SELECT 1 FROM dblink('x', 'y') AS t(a int))"} }, "dblink"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 20)
+			job := &backfill.Job{Name: "session", Version: "1", ChunkSize: 5,
+				Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
+			tt.job(job)
+			sum := b.db.Checksum(t, "items", "id")
+			_, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{})
+			var ve *rewind.ValidationError
+			if !errors.As(err, &ve) || ve.Field != tt.field || !strings.Contains(ve.Reason, tt.want+"()") {
+				t.Fatalf("apply = %v, want a validation error on %q whose reason names %s()", err, tt.field, tt.want)
+			}
+			b.wroteNothing(t, sum)
+		})
+	}
+
+	// A function the parser cannot see into: the chunk that changes the
+	// session fails and rolls back, and neither table is changed.
+	b := setup(t, 20)
+	b.db.Exec(t, `CREATE SCHEMA other; CREATE TABLE other.items (LIKE items INCLUDING ALL); INSERT INTO other.items SELECT * FROM items;
+		CREATE FUNCTION sneaky() RETURNS int LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('search_path', 'other', false); RETURN 1; END $$`)
+	sum, otherSum := b.db.Checksum(t, "items", "id"), b.db.Checksum(t, "other.items", "id")
+	job := &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "n + sneaky()"}}
+	ctx := context.Background()
+	// The dry run, read-only and rolled back, leaves the session as it was.
+	if _, err := b.runner.Plan(ctx, job, backfill.PlanOptions{}); err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	var path string
+	if err := b.db.Pool.QueryRow(ctx, "SHOW search_path").Scan(&path); err != nil || strings.Contains(path, "other") {
+		t.Fatalf("after the dry run, search_path = %q (%v)", path, err)
+	}
+	_, err := b.runner.Apply(ctx, job, backfill.ApplyOptions{})
+	if err == nil || !strings.Contains(err.Error(), "search_path") || !strings.Contains(err.Error(), "session") {
+		t.Fatalf("apply = %v, want the run stopped because the session's search_path changed", err)
+	}
+	if b.db.Checksum(t, "items", "id") != sum || b.db.Checksum(t, "other.items", "id") != otherSum {
+		t.Fatal("a chunk that changed the session was committed")
+	}
+	if err := b.db.Pool.QueryRow(ctx, "SHOW search_path").Scan(&path); err != nil || strings.Contains(path, "other") {
+		t.Fatalf("after the run, search_path = %q (%v)", path, err)
+	}
+}
