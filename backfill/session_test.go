@@ -80,3 +80,42 @@ func TestJobSQLCannotChangeTheSession(t *testing.T) {
 		t.Fatalf("after the run, search_path = %q (%v)", path, err)
 	}
 }
+
+// Issue 11: a dry run must not execute volatile functions or advance
+// sequences, for statement and Go jobs as for set jobs
+// (TestDryRunChangesNothingAtAll).
+func TestDryRunOfStatementAndGoJobsChangesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 50)
+	b.db.Exec(t, `CREATE SEQUENCE s; CREATE TABLE side (id bigint PRIMARY KEY, n bigint);
+		CREATE FUNCTION noisy(x bigint) RETURNS bigint LANGUAGE sql VOLATILE AS 'INSERT INTO side VALUES (x, 0) RETURNING x'`)
+	sum := b.db.Checksum(t, "items", "id")
+	ctx := context.Background()
+	jobs := []*backfill.Job{
+		{Name: "stmt", Version: "1", Source: &backfill.Table{Name: "items", Key: []string{"id"}},
+			Statement: "UPDATE items SET n = nextval('s') + noisy(id) WHERE id BETWEEN @lo AND @hi"},
+		{Name: "go", Version: "1", Source: &backfill.Table{Name: "items", Key: []string{"id"}},
+			Process: func(_ context.Context, items []backfill.Item) ([]backfill.Change, error) {
+				var out []backfill.Change
+				for _, it := range items {
+					out = append(out, backfill.Change{Key: it.Key, Row: map[string]any{"id": it.Row["id"], "n": 1}})
+				}
+				return out, nil
+			},
+			Sink: &backfill.TableSink{Table: "side", Key: []string{"id"}, Upsert: true}},
+	}
+	for _, job := range jobs {
+		if _, err := b.runner.Plan(ctx, job, backfill.PlanOptions{}); err != nil {
+			t.Fatalf("plan %s: %v", job.Name, err)
+		}
+		if n := b.scalar(t, "SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END FROM s"); n != 1 {
+			t.Errorf("plan %s: the sequence advanced to %d", job.Name, n)
+		}
+		if n := b.scalar(t, "SELECT count(*) FROM side"); n != 0 {
+			t.Errorf("plan %s: %d rows written to side", job.Name, n)
+		}
+		if b.db.Checksum(t, "items", "id") != sum {
+			t.Errorf("plan %s: items changed", job.Name)
+		}
+	}
+}
