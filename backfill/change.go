@@ -485,22 +485,36 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 	if _, err := explainText(ctx, db, s.checked, s.bind(args, Bounds{})); err != nil {
 		return s.t.sqlError("statement", s.sql, err)
 	}
-	return nil
+	return s.checkFirstChunk(ctx, db, args, info)
+}
+
+// keyReturning lists the key columns of the statement's table as
+// _rw_k0, _rw_k1….
+func (s *statementChange) keyReturning(info *statementInfo) string {
+	ret := make([]string, len(s.t.Key))
+	for i, k := range s.t.Key {
+		ret[i] = fmt.Sprintf("%s.%s AS _rw_k%d", quote(info.ref), quote(k), i)
+	}
+	return strings.Join(ret, ", ")
 }
 
 // checkedSQL is the statement as it runs: with a RETURNING of the key of
 // each row it changes (inserted, updated or deleted) as a data-modifying
-// WITH, counted, and the first of them outside [@_rw_slo, @_rw_shi]
-// found. PostgreSQL allows a data-modifying WITH only at the top level,
-// which is one reason why a statement may not have its own.
+// WITH, counted, and the first of them outside [@lo, @hi] found.
+// PostgreSQL allows a data-modifying WITH only at the top level, which is
+// one reason why a statement may not have its own.
 func (s *statementChange) checkedSQL(info *statementInfo) string {
-	ret := make([]string, len(s.t.Key))
+	return s.outsideSQL(s.sql[:info.end] + "\nRETURNING " + s.keyReturning(info))
+}
+
+// outsideSQL counts the keys _rw_k0… that rows returns, and finds the
+// first of them outside [@lo, @hi].
+func (s *statementChange) outsideSQL(rows string) string {
 	cols := make([]string, len(s.t.Key))
 	texts := make([]string, len(s.t.Key))
-	for i, k := range s.t.Key {
-		col := fmt.Sprintf("_rw_k%d", i)
-		ret[i] = quote(info.ref) + "." + quote(k) + " AS " + col
-		cols[i], texts[i] = col, col+"::text"
+	for i := range s.t.Key {
+		cols[i] = fmt.Sprintf("_rw_k%d", i)
+		texts[i] = cols[i] + "::text"
 	}
 	lo, hi := s.boundRow("lo"), s.boundRow("hi")
 	row := strings.Join(cols, ", ")
@@ -508,9 +522,50 @@ func (s *statementChange) checkedSQL(info *statementInfo) string {
 		row = "ROW(" + row + ")"
 	}
 	outside := fmt.Sprintf("NOT (%s >= %s AND %s <= %s)", row, lo, row, hi)
-	return fmt.Sprintf("WITH _rw_w AS (\n%s\nRETURNING %s\n)\nSELECT count(*), count(*) FILTER (WHERE %s), "+
+	return fmt.Sprintf("WITH _rw_w AS (\n%s\n)\nSELECT count(*), count(*) FILTER (WHERE %s), "+
 		"(SELECT ARRAY[%s] FROM _rw_w WHERE %s ORDER BY %s LIMIT 1) FROM _rw_w",
-		s.sql[:info.end], strings.Join(ret, ", "), outside, strings.Join(texts, ", "), outside, strings.Join(cols, ", "))
+		rows, outside, strings.Join(texts, ", "), outside, strings.Join(cols, ", "))
+}
+
+// checkFirstChunk selects the rows an UPDATE or DELETE would change in the
+// first chunk, without changing them (read-only, rolled back), so that a
+// statement that would leave its chunk is refused before a run exists, by
+// the dry run too. It is a preview: when the statement's parts cannot be
+// told apart, or evaluating them fails or has side effects, it says
+// nothing, and the check of the rows the statement really changes, as it
+// runs, is the guarantee.
+func (s *statementChange) checkFirstChunk(ctx context.Context, db querier, args pgx.NamedArgs, info *statementInfo) error {
+	if info.rows == nil {
+		return nil
+	}
+	b, ok, err := s.t.next(ctx, db, args, nil, nil, s.t.chunk)
+	if err != nil || !ok {
+		return nil
+	}
+	r := info.rows
+	q := r.with + "SELECT " + s.keyReturning(info) + " FROM " + r.rel
+	if strings.TrimSpace(r.from) != "" {
+		q += ",\n" + r.from
+	}
+	if strings.TrimSpace(r.where) != "" {
+		q += "\nWHERE " + r.where
+	}
+	var n, outside int64
+	var first []*string
+	err = readOnly(ctx, db, func(tx querier) error {
+		return tx.QueryRow(ctx, s.outsideSQL(q), bindArgs(s.bind(args, b))).Scan(&n, &outside, &first)
+	})
+	if err != nil || outside == 0 {
+		return nil
+	}
+	k := deref(first)
+	for i := range k {
+		k[i] = s.t.masked(k[i])
+	}
+	return &rewind.ValidationError{Field: "statement", Value: s.sql, Reason: fmt.Sprintf("changes rows outside its chunk: "+
+		"on the first chunk [%s, %s] it would change %d row(s) outside it, the first with key %s; restrict it to the rows "+
+		"between @lo and @hi (a run would stop at the first chunk that does this, having changed nothing in it)",
+		b.Lo, b.Hi, outside, k)}
 }
 
 // boundRow is the chunk's lo or hi bound as a row of the key's types.

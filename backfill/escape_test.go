@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
 )
 
@@ -17,34 +18,74 @@ import (
 // refused before a run exists.
 func TestStatementCannotChangeRowsOutsideItsChunk(t *testing.T) {
 	t.Parallel()
-	escapes := []struct{ name, sql, key string }{
+	// An UPDATE or DELETE that leaves its first chunk is refused before a
+	// run exists, by the dry run too: the runner selects the rows it would
+	// change, read-only.
+	leaves := []struct{ name, sql, key string }{
 		{"no upper bound", "UPDATE items SET n = n + 1 WHERE id >= @lo AND @hi IS NOT NULL", "101"},
 		{"OR instead of AND", "UPDATE items SET n = n + 1 WHERE id >= @lo OR id <= @hi", "101"},
 		{"subquery past the chunk", "UPDATE items SET n = n + 1 WHERE id IN (SELECT id FROM items WHERE id BETWEEN @lo AND @hi + 5)", "101"},
 		{"read-only WITH past the chunk", `WITH x AS (SELECT id FROM items WHERE id >= @lo ORDER BY id LIMIT 150)
 			UPDATE items SET n = n + 1 FROM x WHERE items.id = x.id AND @hi IS NOT NULL`, "101"},
 		{"delete past the chunk", "DELETE FROM items WHERE id >= @lo AND id <= @hi + 1", "101"},
-		{"insert outside the chunk", "INSERT INTO items (id, val) SELECT id + 1000, val FROM items WHERE id BETWEEN @lo AND @hi", "1001"},
+		{"delete with USING", "DELETE FROM items AS i USING items AS j WHERE j.id = i.id - 1 AND j.id BETWEEN @lo AND @hi", "101"},
+	}
+	for _, tt := range leaves {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 300)
+			job := &backfill.Job{Name: "stmt", Version: "1", ChunkSize: 100,
+				Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Statement: tt.sql}
+			_, err := b.runner.Plan(context.Background(), job, backfill.PlanOptions{})
+			var ve *rewind.ValidationError
+			if !errors.As(err, &ve) || !strings.Contains(ve.Reason, "outside its chunk") || !strings.Contains(ve.Reason, "key "+tt.key) {
+				t.Fatalf("plan = %v; want a validation error naming key %s outside the chunk", err, tt.key)
+			}
+			b.refused(t, job, "statement", "key "+tt.key)
+		})
+	}
+
+	// What only running the statement shows fails the run at the chunk
+	// that leaves its bounds; that chunk rolls back, so no row is
+	// changed twice.
+	escapes := []struct {
+		name, sql, key string
+		chunk          int64
+	}{
+		{"insert outside the chunk", "INSERT INTO items (id, val) SELECT id + 1000, val FROM items WHERE id BETWEEN @lo AND @hi", "1001", 1},
 		{"upsert outside the chunk", `INSERT INTO items AS i (id, val) SELECT id + 200, val FROM items WHERE id BETWEEN @lo AND @hi
-			ON CONFLICT (id) DO UPDATE SET n = i.n + 1`, "201"},
+			ON CONFLICT (id) DO UPDATE SET n = i.n + 1`, "201", 1},
+		{"past the bounds from the second chunk on", `UPDATE items SET n = n + 1
+			WHERE id BETWEEN @lo AND @hi + CASE WHEN @lo > 100 THEN 5 ELSE 0 END`, "201", 2},
+		{"a function's choice of rows", `UPDATE items SET n = n + 1 WHERE id IN (SELECT unnest(more(@lo, @hi)))`, "101", 1},
 	}
 	for _, tt := range escapes {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 300)
-			sum := b.db.Checksum(t, "items", "id")
+			// A function with a side effect (nextval) is not evaluated
+			// before the run, read-only: only running it shows its rows.
+			b.db.Exec(t, `CREATE SEQUENCE s; CREATE FUNCTION more(lo bigint, hi bigint) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS
+				$$ BEGIN PERFORM nextval('s'); RETURN ARRAY(SELECT generate_series(lo, hi + 1)); END $$`)
 			job := &backfill.Job{Name: "stmt", Version: "1", ChunkSize: 100,
 				Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Statement: tt.sql}
 			_, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{})
 			var re *backfill.RunError
-			if !errors.As(err, &re) || re.Chunk != 1 || !strings.Contains(err.Error(), "outside its chunk") ||
+			var ee *backfill.EscapeError
+			if !errors.As(err, &re) || re.Chunk != tt.chunk || !errors.As(err, &ee) || !strings.Contains(err.Error(), "outside its chunk") ||
 				!strings.Contains(err.Error(), "key "+tt.key) || !strings.Contains(err.Error(), strings.Fields(tt.sql)[0]) {
-				t.Fatalf("apply = %v; want the run to fail at chunk 1 naming the statement and key %s", err, tt.key)
+				t.Fatalf("apply = %v; want the run to fail at chunk %d naming the statement and key %s", err, tt.chunk, tt.key)
 			}
-			// The chunk rolled back: nothing changed, so no row twice.
-			if b.db.Checksum(t, "items", "id") != sum {
-				t.Fatalf("the statement's changes were kept: n ranges %d..%d over %d rows", b.scalar(t, "SELECT min(n) FROM items"),
-					b.scalar(t, "SELECT max(n) FROM items"), b.scalar(t, "SELECT count(*) FROM items"))
+			// The failing chunk rolled back: rows 1..100 changed once by
+			// chunk 1 at most, none twice, and no row inserted.
+			if n := b.scalar(t, "SELECT count(*) FROM items WHERE n > 1"); n != 0 {
+				t.Fatalf("%d rows changed twice", n)
+			}
+			if n := b.scalar(t, "SELECT count(*) FROM items WHERE n = 1"); n != 100*(tt.chunk-1) {
+				t.Fatalf("%d rows changed once, want those of the %d chunks before", n, tt.chunk-1)
+			}
+			if n := b.scalar(t, "SELECT count(*) FROM items"); n != 300 {
+				t.Fatalf("%d rows, want 300", n)
 			}
 			if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_runs WHERE state = 'failed'"); n != 1 {
 				t.Fatalf("%d failed runs, want 1", n)
@@ -98,7 +139,7 @@ func TestStatementCannotChangeRowsOutsideItsChunk(t *testing.T) {
 			Statement: "UPDATE pairs SET n = n + 1 WHERE (a, b) >= (@lo_a, @lo_b) AND @hi_a IS NOT NULL AND @hi_b IS NOT NULL"}
 		_, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{})
 		if err == nil || !strings.Contains(err.Error(), "outside its chunk") || !strings.Contains(err.Error(), "key (2, k5)") {
-			t.Fatalf("apply = %v, want the run stopped at key (2, k5)", err)
+			t.Fatalf("apply = %v, want the statement refused at key (2, k5)", err)
 		}
 		if b.db.Checksum(t, "pairs", "a, b") != sum {
 			t.Fatal("the statement's changes were kept")

@@ -446,6 +446,104 @@ type statementInfo struct {
 	// end is the length of the statement's text without a trailing
 	// semicolon and comments: where a RETURNING clause can follow it.
 	end int
+	// rows, for an UPDATE or DELETE, is the statement's choice of rows
+	// as the parts of a SELECT (see rowsOf); nil when they could not be
+	// told apart.
+	rows *rowsSQL
+}
+
+// rowsSQL is the text of an UPDATE's or DELETE's parts that choose its
+// rows, taken from the statement: with, the WITH clause before it; rel, the
+// table with its alias; from, its FROM (UPDATE) or USING (DELETE) list;
+// where, its condition. "with SELECT … FROM rel, from WHERE where" selects
+// the rows the statement changes, without changing them.
+type rowsSQL struct{ with, rel, from, where string }
+
+// rowsOf finds the parts of an UPDATE or DELETE with PostgreSQL's
+// lexer: its keywords at the statement's own level of parentheses. It
+// returns nil when it cannot tell them apart (the caller then has no
+// preview of the rows, never a wrong one: the runner checks the rows the
+// statement really changes as it runs).
+func rowsOf(sql, kind string, toks []pgparse.Token, end int) *rowsSQL {
+	type word struct {
+		text       string
+		start, end int
+	}
+	var words []word // tokens at depth 0, comments left out
+	depth := 0
+	for _, t := range toks {
+		text := sql[t.Start:t.End]
+		switch {
+		case t.End > end, strings.HasPrefix(text, "--"), strings.HasPrefix(text, "/*"):
+			continue
+		case text == "(" || text == "[":
+			depth++
+			continue
+		case text == ")" || text == "]":
+			depth--
+			continue
+		}
+		if depth == 0 {
+			words = append(words, word{strings.ToUpper(text), t.Start, t.End})
+		}
+	}
+	find := func(from int, w string) int {
+		for i := from; i < len(words); i++ {
+			// IS [NOT] DISTINCT FROM is an operator, not a clause.
+			if words[i].text == w && (w != "FROM" || i == 0 || words[i-1].text != "DISTINCT") {
+				return i
+			}
+		}
+		return -1
+	}
+	r := &rowsSQL{}
+	var relStart, relEnd, listKw int
+	switch kind {
+	case "UpdateStmt":
+		u := find(0, "UPDATE")
+		set := find(u+1, "SET")
+		if u < 0 || set < 0 {
+			return nil
+		}
+		r.with = sql[:words[u].start]
+		relStart, relEnd = words[u].end, words[set].start
+		listKw = find(set+1, "FROM")
+	case "DeleteStmt":
+		d := find(0, "DELETE")
+		if d < 0 || d+1 >= len(words) || words[d+1].text != "FROM" {
+			return nil
+		}
+		r.with = sql[:words[d].start]
+		relStart = words[d+1].end
+		listKw = find(d+2, "USING")
+		relEnd = end
+		if listKw >= 0 {
+			relEnd = words[listKw].start
+		} else if w := find(d+2, "WHERE"); w >= 0 {
+			relEnd = words[w].start
+		}
+	default:
+		return nil
+	}
+	r.rel = sql[relStart:relEnd]
+	where := find(0, "WHERE")
+	if where >= 0 && (words[where].start < relStart || where != len(words)-1 && find(where+1, "WHERE") >= 0) {
+		return nil // a WHERE before the table or two of them: not a shape this reads
+	}
+	if listKw >= 0 {
+		listEnd := end
+		if where >= 0 {
+			listEnd = words[where].start
+		}
+		if listEnd < words[listKw].end {
+			return nil
+		}
+		r.from = sql[words[listKw].end:listEnd]
+	}
+	if where >= 0 {
+		r.where = sql[words[where].end:end]
+	}
+	return r
 }
 
 // relation is a table as the parser read it (names already case-folded).
@@ -549,5 +647,6 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 			info.end = t.End
 		}
 	}
+	info.rows = rowsOf(sql, kind, toks, info.end)
 	return info, nil
 }
