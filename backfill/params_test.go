@@ -102,6 +102,24 @@ func TestParametersAreBoundWithTheirDeclaredTypes(t *testing.T) {
 			case got == nil || *got != *want:
 				t.Errorf("%s: stored %v, plain SQL stores %q", what, deref(got), *want)
 			}
+
+			// Compared in a where, the parameter is the literal too.
+			var plainN int64
+			plainErr = db.Pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE c = '%s'::%s", name, v.value, v.typ)).Scan(&plainN)
+			cmp := &backfill.Job{Name: name + "_cmp", Version: "1", Source: &backfill.Table{Name: name, Key: []string{"id"}, Where: "c = @p"},
+				Set: map[string]string{"twin": "twin"}, Params: job.Params}
+			plan, err := r.Plan(ctx, cmp, backfill.PlanOptions{})
+			switch {
+			case plainErr != nil:
+				var ve *rewind.ValidationError
+				if !errors.As(err, &ve) || !strings.Contains(err.Error(), "@p") {
+					t.Errorf("%s compared: plain SQL refuses it (%v), the runner says %v; want a validation error naming @p", what, plainErr, err)
+				}
+			case err != nil:
+				t.Errorf("%s compared: plain SQL counts %d rows, the runner fails: %v", what, plainN, err)
+			case plan.Rows != plainN:
+				t.Errorf("%s compared: the runner counts %d rows, plain SQL %d", what, plan.Rows, plainN)
+			}
 		}
 	}
 }
