@@ -378,8 +378,8 @@ func sessionFuncError(field, sql string, tree any) error {
 	if fn == "" {
 		return nil
 	}
-	return exprError(field, sql, fmt.Sprintf("calls %s(), which %s: a rolled-back dry run or chunk would not undo it; "+
-		"a job's SQL may not call it", fn, does))
+	return exprError(field, sql, fmt.Sprintf("calls %s(), which %s: its effect can outlive the dry run or chunk that "+
+		"runs it, on the runner's pooled connections, so a job's SQL may not call it", fn, does))
 }
 
 // sqlTextError explains SQL that could not be read; offset is the length
