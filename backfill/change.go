@@ -279,19 +279,24 @@ func (s *setChange) checkFirstChunk(ctx context.Context, db querier, args pgx.Na
 	for _, c := range s.cols {
 		var k Key
 		err := readOnly(ctx, db, func(tx querier) error {
-			a := with(args)
-			q := fmt.Sprintf("SELECT %s FROM (%s) t WHERE %s IS NULL", s.t.keyText("t."), first, s.value(c))
-			rows, err := tx.Query(ctx, q, bindArgs(a))
-			if err != nil {
+			return unchangedSession(ctx, tx, func() error {
+				a := with(args)
+				q := fmt.Sprintf("SELECT %s FROM (%s) t WHERE %s IS NULL", s.t.keyText("t."), first, s.value(c))
+				rows, err := tx.Query(ctx, q, bindArgs(a))
+				if err != nil {
+					return err
+				}
+				keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Key, error) { return scanKey(row, len(s.t.Key)) })
+				if len(keys) > 0 {
+					k = keys[0]
+				}
 				return err
-			}
-			keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Key, error) { return scanKey(row, len(s.t.Key)) })
-			if len(keys) > 0 {
-				k = keys[0]
-			}
-			return err
+			})
 		})
+		var se *SessionChangedError
 		switch {
+		case errors.As(err, &se):
+			return sessionRefused("set."+c, s.set[c], se)
 		case hasSideEffects(err):
 			continue
 		case err != nil:
@@ -553,8 +558,13 @@ func (s *statementChange) checkFirstChunk(ctx context.Context, db querier, args 
 	var n, outside int64
 	var first []*string
 	err = readOnly(ctx, db, func(tx querier) error {
-		return tx.QueryRow(ctx, s.outsideSQL(q), bindArgs(s.bind(args, b))).Scan(&n, &outside, &first)
+		return unchangedSession(ctx, tx, func() error {
+			return tx.QueryRow(ctx, s.outsideSQL(q), bindArgs(s.bind(args, b))).Scan(&n, &outside, &first)
+		})
 	})
+	if se := (*SessionChangedError)(nil); errors.As(err, &se) {
+		return sessionRefused("statement", s.sql, se)
+	}
 	if err != nil || outside == 0 {
 		return nil
 	}

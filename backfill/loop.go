@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
@@ -92,7 +93,7 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 func (r *Runner) next(ctx context.Context, p *prepared, after, end Key, size int) (Bounds, bool, error) {
 	bo := r.backoff()
 	for attempt := 1; ; attempt++ {
-		b, ok, err := p.src.next(ctx, r.cfg.DB, p.args, after, end, size)
+		b, ok, err := p.src.next(ctx, r.guard(p), p.args, after, end, size)
 		if err == nil || Classify(err) != Transient || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				err = cause(ctx)
@@ -233,8 +234,17 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		return cr, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	var before session
-	if err := before.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
+	// The chunk begins with the session the job was prepared on: the
+	// job's SQL also runs outside chunks (its where finds the next chunk),
+	// and a change made there would otherwise go on unseen. Such a
+	// connection is closed, so that the pool does not hand it out again.
+	var start session
+	if err := start.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
+		return cr, err
+	}
+	if err := p.session.compare(start); err != nil {
+		tx.Conn().Close(context.WithoutCancel(ctx))
+		err.(*SessionChangedError).When = "before the chunk began, outside a chunk (its where finding the chunks)"
 		return cr, err
 	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
@@ -255,13 +265,6 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	// The fence, the checkpoint, the quarantine's resolution, the intent's
 	// removal and the audit entries in one round trip, then the commit.
 	batch := &pgx.Batch{}
-	batch.Queue(sessionSQL).QueryRow(func(row pgx.Row) error {
-		var after session
-		if err := after.scan(row); err != nil {
-			return err
-		}
-		return before.compare(after)
-	})
 	batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
 	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
 	if retry {
@@ -279,6 +282,15 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		q, a := t.nextSQL(p.args, b.Hi, run.End, p.job.chunkSize())
 		batch.Queue(q, a).QueryRow(next.scan)
 	}
+	// Last of the job's SQL in the transaction (the prefetch evaluates its
+	// where): the session must be as the job was prepared.
+	batch.Queue(sessionSQL).QueryRow(func(row pgx.Row) error {
+		var after session
+		if err := after.scan(row); err != nil {
+			return err
+		}
+		return p.session.compare(after)
+	})
 	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry)}
 	if len(skipped) > 0 {
 		keys := make([]string, len(skipped))
@@ -340,18 +352,27 @@ func (s *session) scan(row pgx.Row) error {
 	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole)
 }
 
-// SessionChangedError is a chunk whose SQL changed the session's
-// settings. The chunk's transaction is rolled back, which undoes the
-// change, and the run stops.
+// SessionChangedError is the job's SQL changing the session's settings.
+// Changed in a chunk, the chunk's transaction is rolled back, which undoes
+// the change; changed outside one (the where finding the chunks), the
+// connection is closed. Either way the run stops.
 type SessionChangedError struct {
 	// What changed, such as `search_path from "\"$user\", public" to "other"`.
 	What string
+	// When is empty for a change in a chunk's transaction, else says
+	// where the change was found.
+	When string
 }
 
 func (e *SessionChangedError) Error() string {
-	return "the job's SQL changed the session during the chunk (" + e.What + "), as set_config() or SET in a " +
-		"function it calls would; the chunk was rolled back, which undoes the change, and the run stopped: a job's SQL " +
-		"must leave search_path, the role and session_replication_role alone (a function may declare SET search_path = …)"
+	undo := "the chunk was rolled back, which undoes the change"
+	when := "during the chunk"
+	if e.When != "" {
+		undo, when = "the connection was closed", e.When
+	}
+	return "the job's SQL changed the session " + when + " (" + e.What + "), as set_config() or SET in a function it " +
+		"calls would; " + undo + ", and the run stopped: a job's SQL must leave search_path, the role and " +
+		"session_replication_role alone (a function may declare SET search_path = …)"
 }
 
 func (s session) compare(after session) error {
@@ -366,6 +387,88 @@ func (s session) compare(after session) error {
 		}
 	}
 	return nil
+}
+
+// guard returns a querier that runs the job's SQL outside a chunk's
+// transaction (finding and counting the chunks evaluates its where) on
+// the target database, checking after each query that the session is
+// still as the job was prepared: a connection the query changed is
+// closed, so that the pool does not hand it out again, and the query
+// fails with a *SessionChangedError.
+func (r *Runner) guard(p *prepared) querier { return &guarded{pool: r.cfg.DB, want: p.session} }
+
+type guarded struct {
+	pool *pgxpool.Pool
+	want session
+}
+
+func (g *guarded) run(ctx context.Context, fn func(c *pgxpool.Conn) error) error {
+	c, err := g.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if err := fn(c); err != nil {
+		return err
+	}
+	var got session
+	if err := got.scan(c.QueryRow(ctx, sessionSQL)); err != nil {
+		return err
+	}
+	if err := g.want.compare(got); err != nil {
+		c.Conn().Close(context.WithoutCancel(ctx))
+		err.(*SessionChangedError).When = "outside a chunk, in the SQL that finds or counts the chunks"
+		return err
+	}
+	return nil
+}
+
+func (g *guarded) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	var tag pgconn.CommandTag
+	err := g.run(ctx, func(c *pgxpool.Conn) error {
+		var err error
+		tag, err = c.Exec(ctx, sql, args...)
+		return err
+	})
+	return tag, err
+}
+
+// Query is not offered: its rows would be read after the check.
+func (g *guarded) Query(context.Context, string, ...any) (pgx.Rows, error) {
+	return nil, errors.New("backfill: internal error: Query on a guarded querier")
+}
+
+func (g *guarded) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return guardedRow{g: g, ctx: ctx, sql: sql, args: args}
+}
+
+// guardedRow runs its query when scanned, then checks the session.
+type guardedRow struct {
+	g    *guarded
+	ctx  context.Context
+	sql  string
+	args []any
+}
+
+func (r guardedRow) Scan(dest ...any) error {
+	return r.g.run(r.ctx, func(c *pgxpool.Conn) error { return c.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...) })
+}
+
+// unchangedSession runs fn in tx and fails with a *SessionChangedError if
+// the session's settings differ afterwards: a check of the job's SQL, run
+// read-only and rolled back, finds out so whether it changes the session.
+func unchangedSession(ctx context.Context, tx querier, fn func() error) error {
+	var before, after session
+	if err := before.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
+		return err
+	}
+	if err := fn(); err != nil {
+		return err
+	}
+	if err := after.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
+		return err
+	}
+	return before.compare(after)
 }
 
 // beginChunk begins a chunk's transaction, with its lock timeout and the
@@ -392,11 +495,13 @@ func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr c
 // go to the quarantine and the rest commits; under halt the first failing
 // key stops the run and nothing of the chunk is written.
 func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int) (chunkResult, error) {
-	keys, err := p.src.keys(ctx, r.cfg.DB, p.args, b)
-	if err != nil {
-		return chunkResult{}, err
-	}
 	return r.commit(ctx, p, run, seq, b, attempt, false, func(env *chunkEnv) (chunkResult, []Key, error) {
+		// The keys are read in the chunk's transaction, whose end checks
+		// that the job's where left the session alone.
+		keys, err := p.src.keys(ctx, env.tx, p.args, b)
+		if err != nil {
+			return chunkResult{}, nil, err
+		}
 		var total chunkResult
 		var ins, outs strings.Builder
 		var skipped []Key

@@ -153,6 +153,9 @@ type prepared struct {
 	args pgx.NamedArgs
 	src  Source
 	ch   applier
+	// session is the target database's session as the job was prepared:
+	// every chunk must begin and end with it (see sessionSQL).
+	session session
 }
 
 // prepare validates job and checks it against the database without
@@ -172,6 +175,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		}
 	}
 	p := &prepared{job: job, hash: job.Hash(), args: job.Params.namedArgs(), src: job.Source}
+	if err := p.session.scan(r.cfg.DB.QueryRow(ctx, sessionSQL)); err != nil {
+		return nil, fmt.Errorf("read the target database's session: %w", err)
+	}
 	if err := checkParams(ctx, r.cfg.DB, job.Params, p.args); err != nil {
 		return nil, err
 	}
@@ -421,7 +427,7 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 	}
 	var planHash string
 	if o.PlanHash != "" {
-		if _, _, planHash, err = r.inputHash(ctx, r.cfg.DB, p, o.Estimate); err != nil {
+		if _, _, planHash, err = r.inputHash(ctx, r.guard(p), p, o.Estimate); err != nil {
 			return nil, err
 		}
 		if planHash != o.PlanHash {
@@ -496,14 +502,14 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	}
 	// Count exactly unless asked not to or the planner expects more rows
 	// than is worth counting.
-	total, estimated, err := p.src.count(ctx, r.cfg.DB, p.args, false)
+	total, estimated, err := p.src.count(ctx, r.guard(p), p.args, false)
 	if err == nil && !o.Estimate && total <= r.cfg.ExactCountLimit {
-		total, estimated, err = p.src.count(ctx, r.cfg.DB, p.args, true)
+		total, estimated, err = p.src.count(ctx, r.guard(p), p.args, true)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("count the rows to change: %w", err)
 	}
-	end, err := p.src.end(ctx, r.cfg.DB, p.args)
+	end, err := p.src.end(ctx, r.guard(p), p.args)
 	if err != nil {
 		return nil, fmt.Errorf("find the last key: %w", err)
 	}

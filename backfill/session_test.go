@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
 )
@@ -52,33 +54,100 @@ func TestJobSQLCannotChangeTheSession(t *testing.T) {
 		})
 	}
 
-	// A function the parser cannot see into: the chunk that changes the
-	// session fails and rolls back, and neither table is changed.
-	b := setup(t, 20)
-	b.db.Exec(t, `CREATE SCHEMA other; CREATE TABLE other.items (LIKE items INCLUDING ALL); INSERT INTO other.items SELECT * FROM items;
-		CREATE FUNCTION sneaky() RETURNS int LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('search_path', 'other', false); RETURN 1; END $$`)
-	sum, otherSum := b.db.Checksum(t, "items", "id"), b.db.Checksum(t, "other.items", "id")
-	job := &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5,
-		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "n + sneaky()"}}
+	// Functions the parser cannot see into.
+	sneaky := func(t *testing.T) (*bundle, func()) {
+		b := setup(t, 20)
+		// One connection for the chunks, so that a changed session would
+		// be used again.
+		cfg, err := pgxpool.ParseConfig(b.db.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = 1
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		b.cfg.DB = pool
+		if b.runner, err = backfill.New(b.cfg); err != nil {
+			t.Fatal(err)
+		}
+		b.db.Exec(t, `CREATE SCHEMA other; CREATE TABLE other.items (LIKE items INCLUDING ALL); INSERT INTO other.items SELECT * FROM items;
+			CREATE FUNCTION sneaky() RETURNS int LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('search_path', 'other, public', false); RETURN 1; END $$`)
+		sum, otherSum := b.db.Checksum(t, "items", "id"), b.db.Checksum(t, "other.items", "id")
+		return b, func() {
+			t.Helper()
+			var path string
+			if err := b.cfg.DB.QueryRow(context.Background(), "SHOW search_path").Scan(&path); err != nil || strings.Contains(path, "other") {
+				t.Fatalf("the runner's connection has search_path = %q (%v)", path, err)
+			}
+			if b.db.Checksum(t, "items", "id") != sum || b.db.Checksum(t, "other.items", "id") != otherSum {
+				t.Fatal("a chunk that changed the session was committed")
+			}
+		}
+	}
 	ctx := context.Background()
-	// The dry run, read-only and rolled back, leaves the session as it was.
-	if _, err := b.runner.Plan(ctx, job, backfill.PlanOptions{}); err != nil {
-		t.Fatalf("plan: %v", err)
+	for _, tt := range []struct {
+		name, field string
+		job         *backfill.Job
+	}{
+		{"set", "set.n", &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5,
+			Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "n + sneaky()"}}},
+		{"where", "where", &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5,
+			Source: &backfill.Table{Name: "items", Key: []string{"id"}, Where: "sneaky() = 1"}, Set: map[string]string{"n": "n + 1"}}},
+		{"statement", "statement", &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5,
+			Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Statement: "UPDATE items SET n = n + 1 WHERE id BETWEEN @lo AND @hi AND sneaky() = 1"}},
+	} {
+		t.Run("refused: "+tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, check := sneaky(t)
+			// Evaluated on the first chunk, read-only: refused, by the dry
+			// run too, and the session is as it was.
+			for _, run := range []func() error{
+				func() error { _, err := b.runner.Plan(ctx, tt.job, backfill.PlanOptions{}); return err },
+				func() error { _, err := b.runner.Apply(ctx, tt.job, backfill.ApplyOptions{}); return err },
+			} {
+				var ve *rewind.ValidationError
+				if err := run(); !errors.As(err, &ve) || ve.Field != tt.field || !strings.Contains(ve.Reason, "search_path") {
+					t.Fatalf("= %v, want a validation error on %s saying the search_path changes", err, tt.field)
+				}
+				check()
+			}
+			b.wroteNothing(t, b.db.Checksum(t, "items", "id"))
+		})
 	}
-	var path string
-	if err := b.db.Pool.QueryRow(ctx, "SHOW search_path").Scan(&path); err != nil || strings.Contains(path, "other") {
-		t.Fatalf("after the dry run, search_path = %q (%v)", path, err)
-	}
-	_, err := b.runner.Apply(ctx, job, backfill.ApplyOptions{})
-	if err == nil || !strings.Contains(err.Error(), "search_path") || !strings.Contains(err.Error(), "session") {
-		t.Fatalf("apply = %v, want the run stopped because the session's search_path changed", err)
-	}
-	if b.db.Checksum(t, "items", "id") != sum || b.db.Checksum(t, "other.items", "id") != otherSum {
-		t.Fatal("a chunk that changed the session was committed")
-	}
-	if err := b.db.Pool.QueryRow(ctx, "SHOW search_path").Scan(&path); err != nil || strings.Contains(path, "other") {
-		t.Fatalf("after the run, search_path = %q (%v)", path, err)
-	}
+
+	// Not evaluated before the run (the skip policy evaluates nothing on
+	// the first chunk): the chunk that changes the session fails and is
+	// rolled back.
+	t.Run("in a chunk", func(t *testing.T) {
+		t.Parallel()
+		b, check := sneaky(t)
+		job := &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5, OnDataError: backfill.Skip,
+			Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "n + sneaky()"}}
+		_, err := b.runner.Apply(ctx, job, backfill.ApplyOptions{})
+		var se *backfill.SessionChangedError
+		if !errors.As(err, &se) || !strings.Contains(err.Error(), "search_path") {
+			t.Fatalf("apply = %v, want the run stopped because the session's search_path changed", err)
+		}
+		check()
+	})
+
+	// Changed outside a chunk, by the where counting or finding the
+	// chunks: the run stops and the connection is closed.
+	t.Run("outside a chunk", func(t *testing.T) {
+		t.Parallel()
+		b, check := sneaky(t)
+		job := &backfill.Job{Name: "sneaky", Version: "1", ChunkSize: 5, OnDataError: backfill.Skip,
+			Source: &backfill.Table{Name: "items", Key: []string{"id"}, Where: "id <= 5 OR sneaky() = 1"}, Set: map[string]string{"n": "n + 1"}}
+		_, err := b.runner.Apply(ctx, job, backfill.ApplyOptions{})
+		var se *backfill.SessionChangedError
+		if !errors.As(err, &se) || se.When == "" || !strings.Contains(err.Error(), "search_path") {
+			t.Fatalf("apply = %v, want the run stopped because the session changed outside a chunk", err)
+		}
+		check()
+	})
 }
 
 // Issue 11: a dry run must not execute volatile functions or advance

@@ -110,9 +110,14 @@ func (t *Table) firstChunkSQL() string {
 // function that inserts) or fails on the first rows is refused now.
 func (t *Table) checkWhere(ctx context.Context, db querier, args pgx.NamedArgs) error {
 	err := readOnly(ctx, db, func(tx querier) error {
-		var n int64
-		return tx.QueryRow(ctx, "SELECT count(*) FROM ("+t.firstChunkSQL()+") t", bindArgs(args)).Scan(&n)
+		return unchangedSession(ctx, tx, func() error {
+			var n int64
+			return tx.QueryRow(ctx, "SELECT count(*) FROM ("+t.firstChunkSQL()+") t", bindArgs(args)).Scan(&n)
+		})
 	})
+	if se := (*SessionChangedError)(nil); errors.As(err, &se) {
+		return sessionRefused("where", t.Where, se)
+	}
 	if hasSideEffects(err) {
 		return &rewind.ValidationError{Field: "where", Value: t.Where,
 			Reason: "must not write or advance a sequence, as it is evaluated several times per chunk: " + t.masked(err.Error())}
@@ -208,6 +213,14 @@ func (t *Table) typeNote(sql, code string) string {
 	}
 	return "; parameters are bound with their declared types (" + strings.Join(ps, ", ") +
 		"): cast in the SQL (@name::type) or declare another type"
+}
+
+// sessionRefused refuses a job's SQL that changed the session when it
+// was evaluated on the first chunk's rows.
+func sessionRefused(field, sql string, se *SessionChangedError) error {
+	return &rewind.ValidationError{Field: field, Value: sql, Reason: "changes the session (" + se.What +
+		"), as set_config() or SET in a function it calls would: the change would outlive the chunk on the runner's " +
+		"pooled connections, so a job's SQL must leave search_path, the role and session_replication_role alone"}
 }
 
 // masked returns s with the job's secret values replaced by "***".
@@ -312,15 +325,11 @@ func scanKey(rows pgx.Row, n int) (Key, error) {
 func (t *Table) end(ctx context.Context, db querier, args pgx.NamedArgs) (Key, error) {
 	q := fmt.Sprintf("SELECT %s FROM %s t WHERE %s ORDER BY %s LIMIT 1",
 		t.keyText("t."), t.ref, t.where(), desc(t.keyCols("t.")))
-	rows, err := db.Query(ctx, q, bindArgs(args))
-	if err != nil {
-		return nil, err
+	k, err := scanKey(db.QueryRow(ctx, q, bindArgs(args)), len(t.Key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
-	return scanKey(rows, len(t.Key))
+	return k, err
 }
 
 func desc(cols string) string { return strings.ReplaceAll(cols, ", ", " DESC, ") + " DESC" }
