@@ -590,22 +590,6 @@ func (s *statementChange) boundRow(side string) string {
 	return "ROW(" + strings.Join(parts, ", ") + ")"
 }
 
-// EscapeError is a statement job's statement changing rows outside the
-// chunk it was given: rows of other chunks would be changed again by
-// theirs. The chunk's transaction is rolled back and the run stops.
-type EscapeError struct {
-	Statement string
-	Lo, Hi    Key
-	Rows      int64 // rows changed outside the chunk
-	Key       Key   // the first of them
-}
-
-func (e *EscapeError) Error() string {
-	return fmt.Sprintf("statement %q changed %d row(s) outside its chunk [%s, %s], the first with key %s; "+
-		"the chunk's transaction was rolled back: restrict the statement to the rows between @lo and @hi",
-		e.Statement, e.Rows, e.Lo, e.Hi, e.Key)
-}
-
 // apply runs the statement on the chunk. Every row it changes must be in
 // the chunk: the keys it returns are checked in the same query, and one
 // outside fails the chunk (and its transaction) with an *EscapeError.
