@@ -153,3 +153,20 @@ func TestParametersCompareAsTheirDeclaredTypes(t *testing.T) {
 		t.Fatalf("%d rows at or before the instant, want 3", n)
 	}
 }
+
+// A Go value that cannot be bound as its declared type, or an unknown
+// type, is refused naming the parameter, before a run exists.
+func TestGoParameterOfTheWrongTypeIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 5)
+	for _, p := range []backfill.Param{
+		{Type: "date", Value: struct{}{}, Text: "?"},
+		{Type: "no_such_type", Value: "1", Text: "1"},
+		{Type: "int; DROP TABLE items", Value: "1", Text: "1"},
+		{Type: "", Value: "1", Text: "1"},
+	} {
+		job := &backfill.Job{Name: "typed", Version: "1", Source: &backfill.Table{Name: "items", Key: []string{"id"}},
+			Set: map[string]string{"n": "1"}, Params: backfill.Params{"p": p}}
+		b.refused(t, job, "params.p", "")
+	}
+}

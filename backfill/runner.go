@@ -206,17 +206,20 @@ func checkParams(ctx context.Context, db querier, params Params, args pgx.NamedA
 	for _, name := range slices.Sorted(maps.Keys(params)) {
 		var s *string
 		err := db.QueryRow(ctx, "SELECT @"+name+"::text", bindArgs(args)).Scan(&s)
+		shown := params[name].Text
+		if params[name].secret(name) {
+			shown = "***"
+		}
 		var pe *pgconn.PgError
 		switch {
 		case errors.As(err, &pe):
-			shown := params[name].Text
-			if params[name].secret(name) {
-				shown = "***"
-			}
 			return &rewind.ValidationError{Field: "params." + name, Value: shown,
 				Reason: redact(fmt.Sprintf("is not a valid %s: %s", params[name].Type, pe.Message))}
-		case err != nil:
+		case err != nil && Classify(err) == Transient:
 			return fmt.Errorf("check parameter %s: %w", name, err)
+		case err != nil: // a Go value pgx cannot encode as the type
+			return &rewind.ValidationError{Field: "params." + name, Value: shown,
+				Reason: redact(fmt.Sprintf("cannot be bound as %s: %v", params[name].Type, err))}
 		}
 	}
 	return nil
