@@ -100,7 +100,7 @@ func explainPlan(ctx context.Context, db querier, t *Table, q string, args pgx.N
 	if !ok {
 		return "", []string{"the chunk statement's plan is not shown: it binds secret parameters"}, nil
 	}
-	text, err := genericPlan(ctx, tx, b)
+	text, err := genericPlan(ctx, tx, b, args)
 	if err != nil {
 		return "", []string{"the chunk statement's plan is not shown: it binds secret parameters (" +
 			strings.Join(secrets, ", ") + ") and PostgreSQL could not plan it without their values: " + t.masked(err.Error())}, nil
@@ -112,7 +112,11 @@ func explainPlan(ctx context.Context, db querier, t *Table, q string, args pgx.N
 // genericPlan explains b's statement as PostgreSQL's generic plan: one
 // prepared without parameter values. Everything happens under a
 // savepoint that is rolled back, then the statement is deallocated.
-func genericPlan(ctx context.Context, tx pgx.Tx, b *bound) (string, error) {
+func genericPlan(ctx context.Context, tx pgx.Tx, b *bound, args pgx.NamedArgs) (string, error) {
+	sql, _, err := b.render(args)
+	if err != nil {
+		return "", err
+	}
 	id, err := uuid.NewRandom()
 	if err != nil {
 		return "", err
@@ -124,7 +128,7 @@ func genericPlan(ctx context.Context, tx pgx.Tx, b *bound) (string, error) {
 	}
 	text, err := func() (string, error) {
 		defer sp.Rollback(context.WithoutCancel(ctx))
-		if _, err := sp.Exec(ctx, "PREPARE "+name+" AS "+b.sql); err != nil {
+		if _, err := sp.Exec(ctx, "PREPARE "+name+" AS "+sql); err != nil {
 			return "", err
 		}
 		if _, err := sp.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
@@ -233,8 +237,11 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		}
 		// PostgreSQL's analysis of the UPDATE itself refuses what a
 		// SELECT would take: a generated or identity column, an aggregate,
-		// window or set-returning function. EXPLAIN runs nothing.
-		q := fmt.Sprintf("UPDATE %s t SET %s = %s WHERE false", s.t.ref, quote(c), s.value(c))
+		// window or set-returning function, and a value of a type the
+		// column cannot be assigned (a text parameter into an integer
+		// column), as plain SQL would: the chunks' explicit CAST to the
+		// column's type would accept more. EXPLAIN runs nothing.
+		q := fmt.Sprintf("UPDATE %s t SET %s = %s WHERE false", s.t.ref, quote(c), wrap(s.set[c]))
 		if _, err := explainText(ctx, db, q, args); err != nil {
 			return s.t.sqlError(field, s.set[c], err)
 		}
@@ -272,19 +279,24 @@ func (s *setChange) checkFirstChunk(ctx context.Context, db querier, args pgx.Na
 	for _, c := range s.cols {
 		var k Key
 		err := readOnly(ctx, db, func(tx querier) error {
-			a := with(args)
-			q := fmt.Sprintf("SELECT %s FROM (%s) t WHERE %s IS NULL", s.t.keyText("t."), first, s.value(c))
-			rows, err := tx.Query(ctx, q, bindArgs(a))
-			if err != nil {
+			return unchangedSession(ctx, tx, func() error {
+				a := with(args)
+				q := fmt.Sprintf("SELECT %s FROM (%s) t WHERE %s IS NULL", s.t.keyText("t."), first, s.value(c))
+				rows, err := tx.Query(ctx, q, bindArgs(a))
+				if err != nil {
+					return err
+				}
+				keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Key, error) { return scanKey(row, len(s.t.Key)) })
+				if len(keys) > 0 {
+					k = keys[0]
+				}
 				return err
-			}
-			keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Key, error) { return scanKey(row, len(s.t.Key)) })
-			if len(keys) > 0 {
-				k = keys[0]
-			}
-			return err
+			})
 		})
+		var se *SessionChangedError
 		switch {
+		case errors.As(err, &se):
+			return sessionRefused("set."+c, s.set[c], se)
 		case hasSideEffects(err):
 			continue
 		case err != nil:
@@ -420,6 +432,10 @@ func (s *setChange) explain(ctx context.Context, db querier, args pgx.NamedArgs,
 type statementChange struct {
 	t   *Table
 	sql string
+	// checked is the statement that runs: sql with a RETURNING of the
+	// key of every row it changes, inside a query that counts those rows
+	// and finds the first outside the chunk (see apply).
+	checked string
 }
 
 func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
@@ -429,9 +445,12 @@ func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
 		if b.Lo != nil {
 			lo, hi = b.Lo[i], b.Hi[i]
 		}
-		a["lo_"+c], a["hi_"+c] = lo, hi
+		// The bounds are bound as the key column's type, whatever the
+		// statement compares them with.
+		typ := s.t.types[c]
+		a["lo_"+c], a["hi_"+c] = typed{typ: typ, v: lo}, typed{typ: typ, v: hi}
 		if len(s.t.Key) == 1 {
-			a["lo"], a["hi"] = lo, hi
+			a["lo"], a["hi"] = a["lo_"+c], a["hi_"+c]
 		}
 	}
 	return a
@@ -446,6 +465,18 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 	if err != nil {
 		return err
 	}
+	if info.kind == "MergeStmt" {
+		var version int
+		if err := db.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+			return fmt.Errorf("check the server's version: %w", err)
+		}
+		if version < 170000 {
+			return &rewind.ValidationError{Field: "statement", Value: s.sql,
+				Reason: fmt.Sprintf("MERGE has no RETURNING before PostgreSQL 17 (this server is %d), so the runner cannot check "+
+					"that it changes only the chunk's rows; write it as UPDATE, or INSERT … ON CONFLICT", version)}
+		}
+	}
+	s.checked = s.checkedSQL(info)
 	for _, rel := range info.targets {
 		var oid *uint32
 		if err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid", rel.sql()).Scan(&oid); err != nil {
@@ -456,23 +487,131 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 				Reason: fmt.Sprintf("writes %s, which is not the job's table %s; a statement may write only the job's table", rel, s.t.ref)}
 		}
 	}
-	if _, err := explainText(ctx, db, s.sql, s.bind(args, Bounds{})); err != nil {
+	if _, err := explainText(ctx, db, s.checked, s.bind(args, Bounds{})); err != nil {
 		return s.t.sqlError("statement", s.sql, err)
 	}
-	return nil
+	return s.checkFirstChunk(ctx, db, args, info)
 }
 
+// keyReturning lists the key columns of the statement's table as
+// _rw_k0, _rw_k1….
+func (s *statementChange) keyReturning(info *statementInfo) string {
+	ret := make([]string, len(s.t.Key))
+	for i, k := range s.t.Key {
+		ret[i] = fmt.Sprintf("%s.%s AS _rw_k%d", quote(info.ref), quote(k), i)
+	}
+	return strings.Join(ret, ", ")
+}
+
+// checkedSQL is the statement as it runs: with a RETURNING of the key of
+// each row it changes (inserted, updated or deleted) as a data-modifying
+// WITH, counted, and the first of them outside [@lo, @hi] found.
+// PostgreSQL allows a data-modifying WITH only at the top level, which is
+// one reason why a statement may not have its own.
+func (s *statementChange) checkedSQL(info *statementInfo) string {
+	return s.outsideSQL(s.sql[:info.end] + "\nRETURNING " + s.keyReturning(info))
+}
+
+// outsideSQL counts the keys _rw_k0… that rows returns, and finds the
+// first of them outside [@lo, @hi].
+func (s *statementChange) outsideSQL(rows string) string {
+	cols := make([]string, len(s.t.Key))
+	texts := make([]string, len(s.t.Key))
+	for i := range s.t.Key {
+		cols[i] = fmt.Sprintf("_rw_k%d", i)
+		texts[i] = cols[i] + "::text"
+	}
+	lo, hi := s.boundRow("lo"), s.boundRow("hi")
+	row := strings.Join(cols, ", ")
+	if len(cols) > 1 {
+		row = "ROW(" + row + ")"
+	}
+	outside := fmt.Sprintf("NOT (%s >= %s AND %s <= %s)", row, lo, row, hi)
+	return fmt.Sprintf("WITH _rw_w AS (\n%s\n)\nSELECT count(*), count(*) FILTER (WHERE %s), "+
+		"(SELECT ARRAY[%s] FROM _rw_w WHERE %s ORDER BY %s LIMIT 1) FROM _rw_w",
+		rows, outside, strings.Join(texts, ", "), outside, strings.Join(cols, ", "))
+}
+
+// checkFirstChunk selects the rows an UPDATE or DELETE would change in the
+// first chunk, without changing them (read-only, rolled back), so that a
+// statement that would leave its chunk is refused before a run exists, by
+// the dry run too. It is a preview: when the statement's parts cannot be
+// told apart, or evaluating them fails or has side effects, it says
+// nothing, and the check of the rows the statement really changes, as it
+// runs, is the guarantee.
+func (s *statementChange) checkFirstChunk(ctx context.Context, db querier, args pgx.NamedArgs, info *statementInfo) error {
+	if info.rows == nil {
+		return nil
+	}
+	b, ok, err := s.t.next(ctx, db, args, nil, nil, s.t.chunk)
+	if err != nil || !ok {
+		return nil
+	}
+	r := info.rows
+	q := r.with + "SELECT " + s.keyReturning(info) + " FROM " + r.rel
+	if strings.TrimSpace(r.from) != "" {
+		q += ",\n" + r.from
+	}
+	if strings.TrimSpace(r.where) != "" {
+		q += "\nWHERE " + r.where
+	}
+	var n, outside int64
+	var first []*string
+	err = readOnly(ctx, db, func(tx querier) error {
+		return unchangedSession(ctx, tx, func() error {
+			return tx.QueryRow(ctx, s.outsideSQL(q), bindArgs(s.bind(args, b))).Scan(&n, &outside, &first)
+		})
+	})
+	if se := (*SessionChangedError)(nil); errors.As(err, &se) {
+		return sessionRefused("statement", s.sql, se)
+	}
+	if err != nil || outside == 0 {
+		return nil
+	}
+	k := deref(first)
+	for i := range k {
+		k[i] = s.t.masked(k[i])
+	}
+	return &rewind.ValidationError{Field: "statement", Value: s.sql, Reason: fmt.Sprintf("changes rows outside its chunk: "+
+		"on the first chunk [%s, %s] it would change %d row(s) outside it, the first with key %s; restrict it to the rows "+
+		"between @lo and @hi (a run would stop at the first chunk that does this, having changed nothing in it)",
+		b.Lo, b.Hi, outside, k)}
+}
+
+// boundRow is the chunk's lo or hi bound as a row of the key's types.
+func (s *statementChange) boundRow(side string) string {
+	parts := make([]string, len(s.t.Key))
+	for i, c := range s.t.Key {
+		parts[i] = "@" + side + "_" + c
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "ROW(" + strings.Join(parts, ", ") + ")"
+}
+
+// apply runs the statement on the chunk. Every row it changes must be in
+// the chunk: the keys it returns are checked in the same query, and one
+// outside fails the chunk (and its transaction) with an *EscapeError.
 func (s *statementChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	var err error
 	if r.Seen, r.In, r.At, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
 		return r, err
 	}
-	tag, err := env.tx.Exec(ctx, s.sql, bindArgs(s.bind(env.args, b)))
+	var outside int64
+	var first []*string
+	err = env.tx.QueryRow(ctx, s.checked, bindArgs(s.bind(env.args, b))).Scan(&r.Changed, &outside, &first)
 	if err != nil {
 		return r, s.t.maskErr(err)
 	}
-	r.Changed = tag.RowsAffected()
+	if outside > 0 {
+		k := deref(first)
+		for i := range k {
+			k[i] = s.t.masked(k[i])
+		}
+		return r, &EscapeError{Statement: s.sql, Lo: b.Lo, Hi: b.Hi, Rows: outside, Key: k}
+	}
 	_, r.Out, err = s.t.rangeSum(ctx, env.tx, b)
 	return r, err
 }

@@ -43,6 +43,16 @@
 // Config.LeaseTimeout. A run refuses to resume under a different job hash or
 // binary unless ApplyOptions.AllowChangedJob is set, which is recorded.
 //
+// A job's SQL means what plain SQL would: every @parameter is bound with
+// its declared type, as the literal 'value'::type. A Statement can never
+// change a row outside the chunk it is given: the keys of the rows it
+// changes are checked in its own transaction, and one outside fails the
+// run (*EscapeError) with that chunk rolled back. A job's SQL may not
+// change the session the runner's pooled connections keep: functions
+// such as set_config are refused, and a chunk that changes the
+// search_path or role anyway fails and is rolled back
+// (*SessionChangedError).
+//
 // Errors are classified (Classify): transient ones (serialization failure,
 // deadlock, lock timeout, lost connection) are retried with exponential
 // backoff and jitter; data errors (constraint violations, bad values, an

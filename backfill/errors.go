@@ -179,3 +179,19 @@ func describeErr(err error) (code, msg string) {
 	}
 	return "", err.Error()
 }
+
+// EscapeError is a statement job's statement changing rows outside the
+// chunk it was given: rows of other chunks would be changed again by
+// theirs. The chunk's transaction is rolled back and the run stops.
+type EscapeError struct {
+	Statement string
+	Lo, Hi    Key
+	Rows      int64 // rows changed outside the chunk
+	Key       Key   // the first of them
+}
+
+func (e *EscapeError) Error() string {
+	return fmt.Sprintf("statement %q changed %d row(s) outside its chunk [%s, %s], the first with key %s; "+
+		"the chunk's transaction was rolled back: restrict the statement to the rows between @lo and @hi",
+		e.Statement, e.Rows, e.Lo, e.Hi, e.Key)
+}

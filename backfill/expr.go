@@ -75,6 +75,52 @@ func isIdentByte(c byte) bool {
 type bound struct {
 	sql   string
 	names []string
+	// segs is the SQL around the bind sites (one more than sites), and
+	// sites the index in names of each bind site, for render.
+	segs  []string
+	sites []int
+}
+
+// typed is a value bound with its type stated: its bind sites read
+// ($n::typ), so that PostgreSQL takes the parameter as that type instead
+// of inferring one from where it stands. A job's parameters are bound so
+// (typ is their declared type, a name typeNameRE accepts), and the chunk
+// bounds of a statement job with their key column's type.
+type typed struct {
+	typ string
+	v   any
+}
+
+// render returns b's SQL with each bind site replaced by its positional
+// parameter, cast to its type when its argument is typed, and the
+// arguments in order. A name without a value is an error, never NULL.
+func (b *bound) render(a map[string]any) (string, []any, error) {
+	args := make([]any, len(b.names))
+	types := make([]string, len(b.names))
+	for i, n := range b.names {
+		v, ok := a[n]
+		if !ok {
+			return "", nil, fmt.Errorf("backfill: @%s has no value", n)
+		}
+		if tv, ok := v.(typed); ok {
+			types[i], v = tv.typ, tv.v
+		}
+		args[i] = v
+	}
+	var out strings.Builder
+	for i, s := range b.segs {
+		out.WriteString(s)
+		if i == len(b.sites) {
+			break
+		}
+		k := b.sites[i]
+		if types[k] == "" {
+			fmt.Fprintf(&out, "$%d", k+1)
+		} else {
+			fmt.Fprintf(&out, "($%d::%s)", k+1, types[k])
+		}
+	}
+	return out.String(), args, nil
 }
 
 // positionalError is a $n parameter in a job's SQL, which would bind
@@ -117,14 +163,17 @@ func bindSites(sql string) (*bound, error) {
 			ordinal[name] = n
 		}
 		at := t.End - 1 // the @
-		out.WriteString(sql[last:at])
+		seg := sql[last:at]
 		if at > 0 && isIdentByte(sql[at-1]) {
-			out.WriteByte(' ') // a$1 would be one identifier
+			seg += " " // a$1 would be one identifier
 		}
+		out.WriteString(seg)
 		out.WriteString("$" + strconv.Itoa(n))
+		b.segs, b.sites = append(b.segs, seg), append(b.sites, n-1)
 		last = toks[i+1].End
 	}
 	out.WriteString(sql[last:])
+	b.segs = append(b.segs, sql[last:])
 	b.sql = out.String()
 	return b, nil
 }
@@ -168,15 +217,7 @@ func (a bindArgs) RewriteQuery(_ context.Context, _ *pgx.Conn, sql string, _ []a
 	if err != nil {
 		return "", nil, fmt.Errorf("backfill: bind the parameters of %q: %w", sql, err)
 	}
-	args := make([]any, len(b.names))
-	for i, n := range b.names {
-		v, ok := a[n]
-		if !ok {
-			return "", nil, fmt.Errorf("backfill: @%s has no value", n)
-		}
-		args[i] = v
-	}
-	return b.sql, args, nil
+	return b.render(a)
 }
 
 // node returns the only key and value of a parse tree node such as
@@ -266,7 +307,79 @@ func parseExpr(field, sql string) (*expr, error) {
 			}
 		}
 	}
+	if err := sessionFuncError(field, sql, val); err != nil {
+		return nil, err
+	}
 	return &expr{names: b.names, tree: val}, nil
+}
+
+// sessionFuncs are functions whose effect outlives the transaction that
+// calls them or reaches beyond it, so that neither a dry run's rollback
+// nor a failed chunk's undoes it: session settings (set_config with
+// is_local false changes the search_path or role of the runner's later
+// queries), session-level advisory locks (held after the transaction ends,
+// on a pooled connection), other sessions and the server, files on the
+// server, and other databases (dblink). A job's SQL may not call them.
+// pg_advisory_xact_lock and the like, released at commit, are fine.
+var sessionFuncs = map[string]string{
+	"set_config":                          "changes a setting for the rest of the session",
+	"pg_advisory_lock":                    "takes a session-level lock that outlives the transaction",
+	"pg_advisory_lock_shared":             "takes a session-level lock that outlives the transaction",
+	"pg_try_advisory_lock":                "takes a session-level lock that outlives the transaction",
+	"pg_try_advisory_lock_shared":         "takes a session-level lock that outlives the transaction",
+	"pg_advisory_unlock":                  "releases a session-level lock",
+	"pg_advisory_unlock_shared":           "releases a session-level lock",
+	"pg_advisory_unlock_all":              "releases session-level locks",
+	"pg_terminate_backend":                "ends another session",
+	"pg_cancel_backend":                   "cancels another session's query",
+	"pg_reload_conf":                      "reloads the server's configuration",
+	"pg_rotate_logfile":                   "acts on the server",
+	"pg_promote":                          "acts on the server",
+	"pg_switch_wal":                       "acts on the server",
+	"pg_create_restore_point":             "acts on the server",
+	"pg_logical_emit_message":             "writes to the WAL outside the transaction",
+	"lo_import":                           "reads a file on the server",
+	"lo_export":                           "writes a file on the server",
+	"pg_file_write":                       "writes a file on the server",
+	"pg_file_rename":                      "renames a file on the server",
+	"pg_file_unlink":                      "removes a file on the server",
+	"pg_stat_reset":                       "resets the server's statistics",
+	"pg_stat_reset_shared":                "resets the server's statistics",
+	"pg_create_logical_replication_slot":  "acts on the server",
+	"pg_create_physical_replication_slot": "acts on the server",
+	"pg_drop_replication_slot":            "acts on the server",
+}
+
+// sessionFunc returns the first function of sessionFuncs (or of the
+// dblink extension) a parse tree calls, and what it does.
+func sessionFunc(tree any) (name, does string) {
+	walk(tree, func(kind string, body map[string]any) {
+		if kind != "FuncCall" || name != "" {
+			return
+		}
+		parts, _ := body["funcname"].([]any)
+		if len(parts) == 0 {
+			return
+		}
+		_, last := node(parts[len(parts)-1])
+		fn, _ := last["sval"].(string)
+		if d, ok := sessionFuncs[fn]; ok {
+			name, does = fn, d
+		} else if strings.HasPrefix(fn, "dblink") {
+			name, does = fn, "runs SQL in another database, outside the transaction"
+		}
+	})
+	return name, does
+}
+
+// sessionFuncError refuses SQL that calls one of sessionFuncs.
+func sessionFuncError(field, sql string, tree any) error {
+	fn, does := sessionFunc(tree)
+	if fn == "" {
+		return nil
+	}
+	return exprError(field, sql, fmt.Sprintf("calls %s(), which %s: its effect can outlive the dry run or chunk that "+
+		"runs it, on the runner's pooled connections, so a job's SQL may not call it", fn, does))
 }
 
 // sqlTextError explains SQL that could not be read; offset is the length
@@ -303,6 +416,9 @@ func (e *expr) alwaysNull(args map[string]any) bool {
 			n, _ := body["number"].(float64)
 			if i := int(n) - 1; i >= 0 && i < len(e.names) {
 				val, ok := args[e.names[i]]
+				if tv, isTyped := val.(typed); isTyped {
+					val = tv.v
+				}
 				return ok && val == nil
 			}
 		}
@@ -314,6 +430,120 @@ func (e *expr) alwaysNull(args map[string]any) bool {
 type statementInfo struct {
 	names   []string
 	targets []relation // every table the statement writes, CTEs included
+	// withWrites are the tables its data-modifying WITH parts write.
+	withWrites []relation
+	// kind is the statement's node: InsertStmt, UpdateStmt, DeleteStmt or
+	// MergeStmt.
+	kind string
+	// ref is how the statement's own columns name the table it writes:
+	// its alias, or its name.
+	ref string
+	// returning: the statement has a RETURNING clause of its own.
+	returning bool
+	// assigned lists the columns its UPDATE parts assign (UPDATE SET, ON
+	// CONFLICT DO UPDATE SET, MERGE's WHEN … THEN UPDATE SET).
+	assigned []string
+	// end is the length of the statement's text without a trailing
+	// semicolon and comments: where a RETURNING clause can follow it.
+	end int
+	// rows, for an UPDATE or DELETE, is the statement's choice of rows
+	// as the parts of a SELECT (see rowsOf); nil when they could not be
+	// told apart.
+	rows *rowsSQL
+}
+
+// rowsSQL is the text of an UPDATE's or DELETE's parts that choose its
+// rows, taken from the statement: with, the WITH clause before it; rel, the
+// table with its alias; from, its FROM (UPDATE) or USING (DELETE) list;
+// where, its condition. "with SELECT … FROM rel, from WHERE where" selects
+// the rows the statement changes, without changing them.
+type rowsSQL struct{ with, rel, from, where string }
+
+// rowsOf finds the parts of an UPDATE or DELETE with PostgreSQL's
+// lexer: its keywords at the statement's own level of parentheses. It
+// returns nil when it cannot tell them apart (the caller then has no
+// preview of the rows, never a wrong one: the runner checks the rows the
+// statement really changes as it runs).
+func rowsOf(sql, kind string, toks []pgparse.Token, end int) *rowsSQL {
+	type word struct {
+		text       string
+		start, end int
+	}
+	var words []word // tokens at depth 0, comments left out
+	depth := 0
+	for _, t := range toks {
+		text := sql[t.Start:t.End]
+		switch {
+		case t.End > end, strings.HasPrefix(text, "--"), strings.HasPrefix(text, "/*"):
+			continue
+		case text == "(" || text == "[":
+			depth++
+			continue
+		case text == ")" || text == "]":
+			depth--
+			continue
+		}
+		if depth == 0 {
+			words = append(words, word{strings.ToUpper(text), t.Start, t.End})
+		}
+	}
+	find := func(from int, w string) int {
+		for i := from; i < len(words); i++ {
+			// IS [NOT] DISTINCT FROM is an operator, not a clause.
+			if words[i].text == w && (w != "FROM" || i == 0 || words[i-1].text != "DISTINCT") {
+				return i
+			}
+		}
+		return -1
+	}
+	r := &rowsSQL{}
+	var relStart, relEnd, listKw int
+	switch kind {
+	case "UpdateStmt":
+		u := find(0, "UPDATE")
+		set := find(u+1, "SET")
+		if u < 0 || set < 0 {
+			return nil
+		}
+		r.with = sql[:words[u].start]
+		relStart, relEnd = words[u].end, words[set].start
+		listKw = find(set+1, "FROM")
+	case "DeleteStmt":
+		d := find(0, "DELETE")
+		if d < 0 || d+1 >= len(words) || words[d+1].text != "FROM" {
+			return nil
+		}
+		r.with = sql[:words[d].start]
+		relStart = words[d+1].end
+		listKw = find(d+2, "USING")
+		relEnd = end
+		if listKw >= 0 {
+			relEnd = words[listKw].start
+		} else if w := find(d+2, "WHERE"); w >= 0 {
+			relEnd = words[w].start
+		}
+	default:
+		return nil
+	}
+	r.rel = sql[relStart:relEnd]
+	where := find(0, "WHERE")
+	if where >= 0 && (words[where].start < relStart || where != len(words)-1 && find(where+1, "WHERE") >= 0) {
+		return nil // a WHERE before the table or two of them: not a shape this reads
+	}
+	if listKw >= 0 {
+		listEnd := end
+		if where >= 0 {
+			listEnd = words[where].start
+		}
+		if listEnd < words[listKw].end {
+			return nil
+		}
+		r.from = sql[words[listKw].end:listEnd]
+	}
+	if where >= 0 {
+		r.where = sql[words[where].end:end]
+	}
+	return r
 }
 
 // relation is a table as the parser read it (names already case-folded).
@@ -355,15 +585,68 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 	if kind, _ := node(stmt["stmt"]); !writeKinds[kind] {
 		return nil, exprError(field, sql, "must be one UPDATE, DELETE, INSERT or MERGE of the job's table")
 	}
+	if err := sessionFuncError(field, sql, stmt["stmt"]); err != nil {
+		return nil, err
+	}
 	info := &statementInfo{names: b.names}
-	walk(stmt["stmt"], func(kind string, body map[string]any) {
-		if !writeKinds[kind] {
-			return
+	writes := func(v any) []relation {
+		var out []relation
+		walk(v, func(kind string, body map[string]any) {
+			if !writeKinds[kind] {
+				return
+			}
+			rel, _ := body["relation"].(map[string]any)
+			schema, _ := rel["schemaname"].(string)
+			name, _ := rel["relname"].(string)
+			out = append(out, relation{schema: schema, name: name})
+		})
+		return out
+	}
+	info.targets = writes(stmt["stmt"])
+	kind, top := node(stmt["stmt"])
+	info.withWrites = writes(top["withClause"])
+	info.kind = kind
+	rel, _ := top["relation"].(map[string]any)
+	info.ref, _ = rel["relname"].(string)
+	if alias, ok := rel["alias"].(map[string]any); ok {
+		if a, _ := alias["aliasname"].(string); a != "" {
+			info.ref = a
 		}
-		rel, _ := body["relation"].(map[string]any)
-		schema, _ := rel["schemaname"].(string)
-		name, _ := rel["relname"].(string)
-		info.targets = append(info.targets, relation{schema: schema, name: name})
-	})
+	}
+	_, info.returning = top["returningList"]
+	assigned := func(targets any) {
+		l, _ := targets.([]any)
+		for _, t := range l {
+			if _, rt := node(t); rt != nil {
+				if n, _ := rt["name"].(string); n != "" {
+					info.assigned = append(info.assigned, n)
+				}
+			}
+		}
+	}
+	assigned(top["targetList"]) // UPDATE's SET; an INSERT's columns are in "cols"
+	if oc, ok := top["onConflictClause"].(map[string]any); ok {
+		assigned(oc["targetList"])
+	}
+	if whens, ok := top["mergeWhenClauses"].([]any); ok {
+		for _, w := range whens {
+			if _, mw := node(w); mw != nil && mw["commandType"] == "CMD_UPDATE" {
+				assigned(mw["targetList"])
+			}
+		}
+	}
+	// The statement's text ends at its last token that is neither a
+	// semicolon nor a comment.
+	toks, err := pgparse.Scan(sql)
+	if err != nil {
+		return nil, sqlTextError(field, sql, parserError(err), 0)
+	}
+	for _, t := range toks {
+		text := sql[t.Start:t.End]
+		if text != ";" && !strings.HasPrefix(text, "--") && !strings.HasPrefix(text, "/*") {
+			info.end = t.End
+		}
+	}
+	info.rows = rowsOf(sql, kind, toks, info.end)
 	return info, nil
 }

@@ -93,3 +93,33 @@ func TestAlwaysNull(t *testing.T) {
 		}
 	}
 }
+
+// The parts of an UPDATE or DELETE that choose its rows, read to select
+// them before a run (see statementChange.checkFirstChunk).
+func TestRowsOfAStatement(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		sql  string
+		want *rowsSQL
+	}{
+		{"UPDATE items SET n = 1 WHERE id BETWEEN @lo AND @hi",
+			&rowsSQL{rel: " items ", where: " id BETWEEN @lo AND @hi"}},
+		{"UPDATE ONLY items AS x SET d = x.a IS DISTINCT FROM x.b, e = extract(year FROM t) FROM y WHERE x.id=@lo; -- c",
+			&rowsSQL{rel: " ONLY items AS x ", from: " y ", where: " x.id=@lo"}},
+		{"WITH y AS (SELECT 1 WHERE true) update items set n = 1 from y",
+			&rowsSQL{with: "WITH y AS (SELECT 1 WHERE true) ", rel: " items ", from: " y"}},
+		{"DELETE FROM items i USING j WHERE i.id = j.id /* c */", &rowsSQL{rel: " items i ", from: " j ", where: " i.id = j.id"}},
+		{"DELETE FROM items", &rowsSQL{rel: " items"}},
+		{"INSERT INTO items VALUES (1)", nil},
+		{"UPDATE items SET n = 1 WHERE CURRENT OF c", &rowsSQL{rel: " items ", where: " CURRENT OF c"}},
+	}
+	for _, tt := range tests {
+		info, err := parseStatement("statement", tt.sql)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.sql, err)
+		}
+		if (info.rows == nil) != (tt.want == nil) || info.rows != nil && *info.rows != *tt.want {
+			t.Errorf("rowsOf(%q) = %+v, want %+v", tt.sql, info.rows, tt.want)
+		}
+	}
+}

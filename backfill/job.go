@@ -120,9 +120,15 @@ type Bounds struct {
 // Param is a typed job parameter.
 type Param struct {
 	// Type is a PostgreSQL type name: text, bigint, integer, numeric,
-	// boolean, timestamptz, date, uuid, double precision.
+	// boolean, timestamptz, date, uuid, double precision, or any other
+	// written without quotes. Every bind site of the parameter is bound
+	// with this type, ($1::Type), so that PostgreSQL takes it as declared
+	// rather than inferring a type from where it stands.
 	Type string
-	// Value is the Go value bound to @name; nil binds NULL. A parameter
+	// Value is the value bound to @name; nil binds NULL. A string is
+	// PostgreSQL's text form of Type, read by the type's input function
+	// exactly as the literal 'Value'::Type would be (job files bind their
+	// values so); other Go values are encoded as Type by pgx. A parameter
 	// the job's SQL uses must be in Params, with a nil Value if it is to
 	// be NULL: an @name that is not declared is an error.
 	Value any
@@ -241,10 +247,17 @@ func (j *Job) validate() error {
 		case bounds[name]:
 			return &rewind.ValidationError{Field: "params." + name, Value: name,
 				Reason: "is the name of a chunk bound the runner binds in the statement; rename the parameter"}
+		case !typeNameRE.MatchString(j.Params[name].Type):
+			return &rewind.ValidationError{Field: "params." + name, Value: j.Params[name].Type,
+				Reason: "needs a type, a PostgreSQL type name such as text, bigint, numeric, timestamptz or date: " +
+					"the parameter is bound with it"}
 		}
 	}
 	t.chunk, t.policy, t.redact = j.chunkSize(), j.policy(), j.Params.redactor()
-	t.secret = map[string]bool{}
+	t.secret, t.ptypes = map[string]bool{}, map[string]string{}
+	for name, p := range j.Params {
+		t.ptypes[name] = p.Type
+	}
 	for _, name := range j.Params.secretNames() {
 		t.secret[name] = true
 	}
@@ -303,6 +316,29 @@ func (j *Job) validateStatement(t *Table, bounds map[string]bool) error {
 	}
 	if err := j.declared("statement", j.Statement, info.names, bounds); err != nil {
 		return err
+	}
+	// The runner checks the keys of the rows a statement changes, with a
+	// RETURNING clause of its own (see statementChange.apply); what that
+	// cannot see is refused.
+	refuse := func(reason string) error {
+		return &rewind.ValidationError{Field: "statement", Value: j.Statement, Reason: reason}
+	}
+	switch {
+	case len(info.targets) > 1:
+		var parts []string
+		for _, r := range info.withWrites {
+			parts = append(parts, r.String())
+		}
+		return refuse(fmt.Sprintf("has a data-modifying WITH part (it writes %s): the runner cannot check that it changes only "+
+			"the chunk's rows; write one statement restricted to @lo..@hi, or a Go process function", strings.Join(parts, ", ")))
+	case info.returning:
+		return refuse("has a RETURNING clause: remove it; the runner adds its own to check that the statement changes only the chunk's rows")
+	}
+	for _, c := range info.assigned {
+		if slices.Contains(t.Key, c) {
+			return refuse(fmt.Sprintf("assigns the key column %s: a statement may not move rows between chunks "+
+				"(the runner could not check which rows it changed)", c))
+		}
 	}
 	used := map[string]bool{}
 	for _, n := range info.names {
@@ -414,11 +450,20 @@ func (j *Job) Hash() string {
 	return hex.EncodeToString(h[:])
 }
 
-// namedArgs returns the parameters as named arguments.
+// namedArgs returns the parameters as named arguments, each bound with
+// its declared type (see typed).
 func (p Params) namedArgs() map[string]any {
 	args := make(map[string]any, len(p)+8)
 	for k, v := range p {
-		args[k] = v.Value
+		args[k] = typed{typ: v.Type, v: v.Value}
 	}
 	return args
 }
+
+// typeNameRE accepts a type name as PostgreSQL writes it without quotes:
+// words, an optional schema, modifiers and array brackets ("double
+// precision", "numeric(10,2)", "timestamp(3) with time zone", "text[]").
+// The type is written into the SQL (@p becomes ($1::TYPE)), so nothing
+// else may pass: no quote, comment, semicolon or parenthesis of its own.
+var typeNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?(\(\d+(,\s?\d+)?\))?` +
+	`( [A-Za-z_][A-Za-z0-9_]*(\(\d+(,\s?\d+)?\))?)*(\[\d*\])*$`)

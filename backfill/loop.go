@@ -92,7 +92,7 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 func (r *Runner) next(ctx context.Context, p *prepared, after, end Key, size int) (Bounds, bool, error) {
 	bo := r.backoff()
 	for attempt := 1; ; attempt++ {
-		b, ok, err := p.src.next(ctx, r.cfg.DB, p.args, after, end, size)
+		b, ok, err := p.src.next(ctx, r.guard(p), p.args, after, end, size)
 		if err == nil || Classify(err) != Transient || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				err = cause(ctx)
@@ -233,6 +233,19 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		return cr, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	// The chunk begins with the session the job was prepared on: the
+	// job's SQL also runs outside chunks (its where finds the next chunk),
+	// and a change made there would otherwise go on unseen. Such a
+	// connection is closed, so that the pool does not hand it out again.
+	var start session
+	if err := start.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
+		return cr, err
+	}
+	if err := p.session.compare(start); err != nil {
+		tx.Conn().Close(context.WithoutCancel(ctx))
+		err.(*SessionChangedError).When = "before the chunk began, outside a chunk (its where finding the chunks)"
+		return cr, err
+	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
 	var skipped []Key
 	if apply != nil {
@@ -268,6 +281,15 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		q, a := t.nextSQL(p.args, b.Hi, run.End, p.job.chunkSize())
 		batch.Queue(q, a).QueryRow(next.scan)
 	}
+	// Last of the job's SQL in the transaction (the prefetch evaluates its
+	// where): the session must be as the job was prepared.
+	batch.Queue(sessionSQL).QueryRow(func(row pgx.Row) error {
+		var after session
+		if err := after.scan(row); err != nil {
+			return err
+		}
+		return p.session.compare(after)
+	})
 	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry)}
 	if len(skipped) > 0 {
 		keys := make([]string, len(skipped))
@@ -334,11 +356,13 @@ func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr c
 // go to the quarantine and the rest commits; under halt the first failing
 // key stops the run and nothing of the chunk is written.
 func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int) (chunkResult, error) {
-	keys, err := p.src.keys(ctx, r.cfg.DB, p.args, b)
-	if err != nil {
-		return chunkResult{}, err
-	}
 	return r.commit(ctx, p, run, seq, b, attempt, false, func(env *chunkEnv) (chunkResult, []Key, error) {
+		// The keys are read in the chunk's transaction, whose end checks
+		// that the job's where left the session alone.
+		keys, err := p.src.keys(ctx, env.tx, p.args, b)
+		if err != nil {
+			return chunkResult{}, nil, err
+		}
 		var total chunkResult
 		var ins, outs strings.Builder
 		var skipped []Key

@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind"
@@ -150,6 +153,9 @@ type prepared struct {
 	args pgx.NamedArgs
 	src  Source
 	ch   applier
+	// session is the target database's session as the job was prepared:
+	// every chunk must begin and end with it (see sessionSQL).
+	session session
 }
 
 // prepare validates job and checks it against the database without
@@ -169,6 +175,12 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		}
 	}
 	p := &prepared{job: job, hash: job.Hash(), args: job.Params.namedArgs(), src: job.Source}
+	if err := p.session.scan(r.cfg.DB.QueryRow(ctx, sessionSQL)); err != nil {
+		return nil, fmt.Errorf("read the target database's session: %w", err)
+	}
+	if err := checkParams(ctx, r.cfg.DB, job.Params, p.args); err != nil {
+		return nil, err
+	}
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
 	}
@@ -184,6 +196,33 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkParams has PostgreSQL read each parameter as its declared type, as
+// every bind site will: an unknown type or a value the type's input
+// function refuses is an error naming the parameter.
+func checkParams(ctx context.Context, db querier, params Params, args pgx.NamedArgs) error {
+	redact := params.redactor()
+	for _, name := range slices.Sorted(maps.Keys(params)) {
+		var s *string
+		err := db.QueryRow(ctx, "SELECT @"+name+"::text", bindArgs(args)).Scan(&s)
+		shown := params[name].Text
+		if params[name].secret(name) {
+			shown = "***"
+		}
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe):
+			return &rewind.ValidationError{Field: "params." + name, Value: shown,
+				Reason: redact(fmt.Sprintf("is not a valid %s: %s", params[name].Type, pe.Message))}
+		case err != nil && Classify(err) == Transient:
+			return fmt.Errorf("check parameter %s: %w", name, err)
+		case err != nil: // a Go value pgx cannot encode as the type
+			return &rewind.ValidationError{Field: "params." + name, Value: shown,
+				Reason: redact(fmt.Sprintf("cannot be bound as %s: %v", params[name].Type, err))}
+		}
+	}
+	return nil
 }
 
 func (r *Runner) origin(job *Job) audit.Origin {
@@ -391,7 +430,7 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 	}
 	var planHash string
 	if o.PlanHash != "" {
-		if _, _, planHash, err = r.inputHash(ctx, r.cfg.DB, p, o.Estimate); err != nil {
+		if _, _, planHash, err = r.inputHash(ctx, r.guard(p), p, o.Estimate); err != nil {
 			return nil, err
 		}
 		if planHash != o.PlanHash {
@@ -466,14 +505,14 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	}
 	// Count exactly unless asked not to or the planner expects more rows
 	// than is worth counting.
-	total, estimated, err := p.src.count(ctx, r.cfg.DB, p.args, false)
+	total, estimated, err := p.src.count(ctx, r.guard(p), p.args, false)
 	if err == nil && !o.Estimate && total <= r.cfg.ExactCountLimit {
-		total, estimated, err = p.src.count(ctx, r.cfg.DB, p.args, true)
+		total, estimated, err = p.src.count(ctx, r.guard(p), p.args, true)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("count the rows to change: %w", err)
 	}
-	end, err := p.src.end(ctx, r.cfg.DB, p.args)
+	end, err := p.src.end(ctx, r.guard(p), p.args)
 	if err != nil {
 		return nil, fmt.Errorf("find the last key: %w", err)
 	}

@@ -41,6 +41,7 @@ type Table struct {
 	chunk  int                 // the job's chunk size
 	policy Policy              // the job's data-error policy
 	secret map[string]bool     // the secret parameters' names
+	ptypes map[string]string   // the parameters' declared types
 	redact func(string) string // masks secret values in messages
 }
 
@@ -59,7 +60,11 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 	}
 	var oid *uint32
 	var ref *string
-	err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid, to_regclass($1)::text", t.Name).Scan(&oid, &ref)
+	// The table is named with its schema in every query the runner sends,
+	// so that nothing that changes the search_path can send them to
+	// another schema's table of the same name.
+	err := db.QueryRow(ctx, `SELECT to_regclass($1)::oid, (SELECT format('%I.%I', n.nspname, c.relname)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))`, t.Name).Scan(&oid, &ref)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "3F000" { // schema does not exist
@@ -105,9 +110,14 @@ func (t *Table) firstChunkSQL() string {
 // function that inserts) or fails on the first rows is refused now.
 func (t *Table) checkWhere(ctx context.Context, db querier, args pgx.NamedArgs) error {
 	err := readOnly(ctx, db, func(tx querier) error {
-		var n int64
-		return tx.QueryRow(ctx, "SELECT count(*) FROM ("+t.firstChunkSQL()+") t", bindArgs(args)).Scan(&n)
+		return unchangedSession(ctx, tx, func() error {
+			var n int64
+			return tx.QueryRow(ctx, "SELECT count(*) FROM ("+t.firstChunkSQL()+") t", bindArgs(args)).Scan(&n)
+		})
 	})
+	if se := (*SessionChangedError)(nil); errors.As(err, &se) {
+		return sessionRefused("where", t.Where, se)
+	}
 	if hasSideEffects(err) {
 		return &rewind.ValidationError{Field: "where", Value: t.Where,
 			Reason: "must not write or advance a sequence, as it is evaluated several times per chunk: " + t.masked(err.Error())}
@@ -172,9 +182,45 @@ func (t *Table) sqlError(field, sql string, err error) error {
 		if pe.Hint != "" {
 			reason += " (hint: " + pe.Hint + ")"
 		}
+		reason += t.typeNote(sql, pe.Code)
 		return &rewind.ValidationError{Field: field, Value: sql, Reason: t.masked(reason)}
 	}
 	return fmt.Errorf("check %s: %w", field, err)
+}
+
+// typeNote names the parameters sql binds and their declared types when
+// PostgreSQL refused a type (no such operator or function, a value of
+// the wrong type): the parameters are the usual cause, since they are
+// bound with their declared types, not the types PostgreSQL would infer.
+func (t *Table) typeNote(sql, code string) string {
+	switch code {
+	case "42804", "42883", "42846", "42725", "22P02", "22007", "22008", "22003":
+	default:
+		return ""
+	}
+	b, err := bindSites(sql)
+	if err != nil {
+		return ""
+	}
+	var ps []string
+	for _, n := range b.names {
+		if typ, ok := t.ptypes[n]; ok {
+			ps = append(ps, "@"+n+" is "+typ)
+		}
+	}
+	if len(ps) == 0 {
+		return ""
+	}
+	return "; parameters are bound with their declared types (" + strings.Join(ps, ", ") +
+		"): cast in the SQL (@name::type) or declare another type"
+}
+
+// sessionRefused refuses a job's SQL that changed the session when it
+// was evaluated on the first chunk's rows.
+func sessionRefused(field, sql string, se *SessionChangedError) error {
+	return &rewind.ValidationError{Field: field, Value: sql, Reason: "changes the session (" + se.What +
+		"), as set_config() or SET in a function it calls would: the change would outlive the chunk on the runner's " +
+		"pooled connections, so a job's SQL must leave search_path, the role and session_replication_role alone"}
 }
 
 // masked returns s with the job's secret values replaced by "***".
@@ -279,15 +325,11 @@ func scanKey(rows pgx.Row, n int) (Key, error) {
 func (t *Table) end(ctx context.Context, db querier, args pgx.NamedArgs) (Key, error) {
 	q := fmt.Sprintf("SELECT %s FROM %s t WHERE %s ORDER BY %s LIMIT 1",
 		t.keyText("t."), t.ref, t.where(), desc(t.keyCols("t.")))
-	rows, err := db.Query(ctx, q, bindArgs(args))
-	if err != nil {
-		return nil, err
+	k, err := scanKey(db.QueryRow(ctx, q, bindArgs(args)), len(t.Key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
-	return scanKey(rows, len(t.Key))
+	return k, err
 }
 
 func desc(cols string) string { return strings.ReplaceAll(cols, ", ", " DESC, ") + " DESC" }

@@ -366,15 +366,17 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 			params[name] = backfill.Param{Type: normType(p.Type), Secret: p.Secret}
 			continue
 		}
-		val, err := parseValue(p.Type, v)
-		if err != nil {
+		if _, err := parseValue(p.Type, v); err != nil {
 			shown := v
 			if p.Secret || audit.IsSecret(name, nil) {
 				shown = "***"
 			}
 			return nil, &rewind.ValidationError{Field: "--param " + name, Value: shown, Reason: err.Error()}
 		}
-		params[name] = backfill.Param{Type: normType(p.Type), Value: val, Text: v, Secret: p.Secret}
+		// The value is bound as its text, which PostgreSQL reads with the
+		// type's input function: exactly the literal 'v'::type. Parsing it
+		// here only names a bad value early.
+		params[name] = backfill.Param{Type: normType(p.Type), Value: v, Text: v, Secret: p.Secret}
 	}
 	s := &f.spec
 	chunk := 0 // the default
@@ -469,11 +471,10 @@ func FromRun(d map[string]any) (*backfill.Job, error) {
 			return nil, &rewind.ValidationError{Field: "--param " + name,
 				Reason: "is secret and not recorded; pass the job file and --param again"}
 		}
-		val, err := parseValue(typ, text)
-		if err != nil {
+		if _, err := parseValue(typ, text); err != nil {
 			return nil, err
 		}
-		job.Params[name] = backfill.Param{Type: typ, Value: val, Text: text}
+		job.Params[name] = backfill.Param{Type: typ, Value: text, Text: text}
 	}
 	return job, nil
 }

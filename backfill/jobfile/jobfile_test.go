@@ -82,7 +82,7 @@ func TestParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.Params["min"].Value != int64(0) || job.Params["cutoff"].Type != "timestamptz" || !job.Params["token"].Secret {
+	if job.Params["min"].Value != "0" || job.Params["cutoff"].Type != "timestamptz" || !job.Params["token"].Secret {
 		t.Fatalf("params %+v", job.Params)
 	}
 	for _, tt := range []struct {
