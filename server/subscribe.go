@@ -66,6 +66,11 @@ func (e *eventStore) Subscribe(ctx context.Context, req *connect.Request[rewindv
 	return err
 }
 
+// scopeSkipRound is how many events a token's scope may hide before the
+// subscription reports its position (and checks for cancellation and
+// revocation), like the store's filter rounds.
+const scopeSkipRound = 4096
+
 // pump sends the subscription's events in batches. A store subscription
 // that can poll (rewind.Poller) fills a batch with the events ready now;
 // one that cannot sends each event as Next returns it.
@@ -89,8 +94,10 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 		}
 		msg.Events = msg.Events[:0]
 		b.reset()
-		size := 0
-		for poller != nil && len(msg.Events) < batchEvents && size < batchBytes {
+		size, scoped := 0, 0
+		// Events the token's scope hides end a round too, every
+		// scopeSkipRound of them, as those the filter skips do in the store.
+		for poller != nil && len(msg.Events) < batchEvents && size < batchBytes && scoped < scopeSkipRound {
 			ev, err := poller.TryNext()
 			if err != nil {
 				return err
@@ -101,6 +108,8 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 			if readsAll || tok.Allows(auth.Read, ev.Stream) {
 				msg.Events = append(msg.Events, b.add(ev))
 				size += len(ev.Data)
+			} else {
+				scoped++
 			}
 		}
 		// Send events, or, when only skipped ones went by, the new position
