@@ -193,7 +193,12 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		errs := []error{s.log.Sync()}
 		if errs[0] == nil && v != nil {
-			errs = append(errs, s.installSnapshot(v))
+			if err := s.installSnapshot(v); err != nil {
+				// The log is synced: nothing is lost, but the device the
+				// store writes to is failing, which is what "failed" says.
+				errs = append(errs, &rewind.FailedError{
+					Op: "write the index snapshot at close (the log is synced and intact; the next open replays it)", Cause: err})
+			}
 		}
 		errs = append(errs, s.log.Close())
 		err = errors.Join(errs...)
