@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rewindhq/rewind/audit"
 )
 
 // A lease is a run's ownership. It has two parts:
@@ -249,5 +251,54 @@ func (l *lease) release() {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// owning runs write while this process still holds run's lease: in a
+// transaction of the target database that holds the run's fencing token
+// FOR SHARE, so that no process can take the run over (its fence waits)
+// until write is done. write gets that transaction, which is the
+// ledger's too when the ledger shares the target database; otherwise
+// write uses its own transaction in the ledger database, which commits
+// before the fence lets go. It returns ErrLeaseLost, having written
+// nothing, when another process took the run over: an owner that lost its
+// run never writes about it again, so the run's entries tell one story.
+func (r *Runner) owning(ctx context.Context, run *Run, write func(tx pgx.Tx) error) error {
+	tx, err := r.beginChunk(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := checkFence(tx.QueryRow(ctx, fenceSQL, run.ID), run); err != nil {
+		return err
+	}
+	if err := write(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// appendOwned appends e about run while this process still holds the
+// run's lease (see owning).
+func (r *Runner) appendOwned(ctx context.Context, run *Run, e audit.Entry) error {
+	return r.owning(ctx, run, func(tx pgx.Tx) error {
+		if r.ledger.same {
+			_, err := r.ledger.audit.AppendTx(ctx, tx, e)
+			return err
+		}
+		return r.ledger.appendAudit(ctx, e)
+	})
+}
+
+// takenOverEntry records that this process took run over from prevOwner,
+// which held it under lease prevLease and never recorded an end.
+func (r *Runner) takenOverEntry(job *Job, run *Run, l *lease) func(prevOwner string, prevLease int64) audit.Entry {
+	return func(prevOwner string, prevLease int64) audit.Entry {
+		how := "the previous owner's lease was gone: its process ended or its connection to the ledger was cut"
+		if l.ended != "" {
+			how = "the previous owner looked frozen: its session was ended (" + l.ended + ")"
+		}
+		return r.entry(job, "run.taken_over", run.ID, map[string]string{"previous_owner": prevOwner, "owner": run.Owner,
+			"how": how}, map[string]int64{"previous_lease": prevLease, "lease": run.epoch})
 	}
 }
