@@ -21,6 +21,7 @@ import (
 type pgFlags struct {
 	dsn, ledgerDSN, actor string
 	connectTimeout        time.Duration
+	lockTimeout           time.Duration
 	// command is the command line to record, masked (see recordedCommand).
 	command []string
 }
@@ -36,6 +37,9 @@ func (f *pgFlags) add(cmd *cobra.Command) {
 	bindEnv(fs, "actor", "REWIND_ACTOR")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second,
 		"give up connecting to a database after this long, unless its connection string sets connect_timeout")
+	fs.DurationVar(&f.lockTimeout, "lock-timeout", 5*time.Second,
+		"give up waiting for a lock another session holds (a locked table, a row, the ledger) after this long; "+
+			"a chunk that waits this long is retried")
 }
 
 // pools opens the target and ledger pools.
@@ -45,6 +49,9 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 	}
 	if f.connectTimeout <= 0 {
 		return nil, nil, nil, invalidFlag("connect-timeout", f.connectTimeout.String(), "must be positive, such as 10s")
+	}
+	if f.lockTimeout < time.Millisecond {
+		return nil, nil, nil, invalidFlag("lock-timeout", f.lockTimeout.String(), "must be at least 1ms, such as 5s")
 	}
 	if work, err = f.pool(ctx, "dsn", f.dsn); err != nil {
 		return nil, nil, nil, err
@@ -71,6 +78,12 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
 	}
+	// Every statement's wait for a lock is bounded (a table locked by
+	// another session would otherwise hang the command), unless the DSN
+	// sets its own lock_timeout.
+	if _, ok := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["lock_timeout"] = fmt.Sprint(f.lockTimeout.Milliseconds())
+	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
@@ -80,7 +93,7 @@ func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*bac
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor, Command: f.command}
+	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor, Command: f.command, LockTimeout: f.lockTimeout}
 	if tune != nil {
 		tune(&cfg)
 	}

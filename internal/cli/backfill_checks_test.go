@@ -206,7 +206,7 @@ func TestUnansweringDatabaseTimesOut(t *testing.T) {
 		}()
 		select {
 		case r := <-done:
-			if r.status == 0 || !strings.Contains(r.stderr, "connect to the target database") || !strings.Contains(r.stderr, "timeout") {
+			if r.status != 9 || !strings.Contains(r.stderr, "cannot reach the database") || !strings.Contains(r.stderr, "no answer within") {
 				t.Fatalf("%q: status %d, stderr:\n%s", args, r.status, r.stderr)
 			}
 		case <-time.After(2 * time.Minute):

@@ -113,6 +113,9 @@ func (a *app) classify(err error) (rewind.Code, int, string) {
 	if errors.As(err, &ce) {
 		return ce.code, ce.status, trimPrefix(ce.msg)
 	}
+	if code, msg, ok := pgError(err); ok {
+		return code, exitStatus(code), msg
+	}
 	code, msg := rewind.CodeOf(err), trimPrefix(err.Error())
 	var op *net.OpError
 	switch {
