@@ -284,6 +284,21 @@ func TestMaskArgs(t *testing.T) {
 			t.Errorf("MaskArgs(%q) = %q, want %q", tt.args, got, tt.want)
 		}
 	}
+	// Every way libpq lets a password be written.
+	for dsn, want := range map[string]string{
+		"host=db password = hunter2 user=app":                "host=db password=*** user=app",
+		"host=db password='hunter 2' user=app":               "host=db password=*** user=app",
+		`host=db password='hun\'ter 2' user=app`:             "host=db password=*** user=app",
+		"host=db PASSWORD=hunter2":                           "host=db password=***",
+		"host=db sslpassword=hunter2 password=x":             "host=db sslpassword=*** password=***",
+		"postgres://app:hun@ter2@db/x":                       "postgres://app:***@db/x",
+		"postgres://app@db/x?password=hunter2&a=b":           "postgres://app@db/x?password=***&a=b",
+		"postgresql://app:hunter2@db:5432/x?sslmode=disable": "postgresql://app:***@db:5432/x?sslmode=disable",
+	} {
+		if got := audit.MaskDSN(dsn); got != want || strings.Contains(got, "hunter") || strings.Contains(got, "ter2") {
+			t.Errorf("MaskDSN(%q) = %q, want %q", dsn, got, want)
+		}
+	}
 	got := audit.MaskParams(map[string]string{"pin": "1", "client_secret": "s", "n": "2"}, []string{"pin"})
 	if got["pin"] != "***" || got["client_secret"] != "***" || got["n"] != "2" {
 		t.Errorf("MaskParams = %v", got)

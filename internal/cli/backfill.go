@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/jobfile"
@@ -127,11 +128,14 @@ func (a *app) recordedCommand(cmd *cobra.Command, secret func(param string) bool
 			out = append(out, "--"+fl.Name)
 			return nil
 		case fl.Name == "param":
-			if k, v, ok := strings.Cut(value, "="); ok {
+			k, v, ok := strings.Cut(value, "=")
+			switch {
+			case !ok || k == "": // malformed: it may be a secret value alone
+				value = "***"
+			case secret(k) || audit.IsSecret(k, nil):
+				value = k + "=***"
+			default:
 				value = k + "=" + audit.MaskDSN(v)
-				if secret(k) || audit.IsSecret(k, nil) {
-					value = k + "=***"
-				}
 			}
 		case audit.IsSecret(fl.Name, nil):
 			value = "***"
@@ -160,17 +164,13 @@ type redacted struct {
 func (e *redacted) Error() string { return e.msg }
 func (e *redacted) Unwrap() error { return e.err }
 
-// redact masks the values of job's secret parameters in err's message.
+// redact masks the values of job's secret parameters in err's message,
+// in every form they may be printed (backfill.Params.Redact).
 func redact(err error, job *backfill.Job) error {
 	if err == nil || job == nil {
 		return err
 	}
-	msg := err.Error()
-	for name, p := range job.Params {
-		if p.Text != "" && (p.Secret || audit.IsSecret(name, nil)) {
-			msg = strings.ReplaceAll(msg, p.Text, "***")
-		}
-	}
+	msg := job.Params.Redact(err.Error())
 	if msg == err.Error() {
 		return err
 	}
@@ -209,6 +209,14 @@ func (j *jobArgs) add(cmd *cobra.Command) {
 }
 
 func (j *jobArgs) load(path string) (*jobfile.File, *backfill.Job, error) {
+	for i, kv := range j.params {
+		// Checked here so that the value is never echoed: "-p s3cret"
+		// or "-p =s3cret" may be a secret without its name.
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, nil, &rewind.ValidationError{Field: fmt.Sprintf("--param (the %s one)", ordinal(i+1)),
+				Reason: "must be name=value, such as -p cutoff=2026-01-01 (the value given is not shown: it may be a secret)"}
+		}
+	}
 	f, err := jobfile.Load(path)
 	if err != nil {
 		return nil, nil, err
@@ -265,6 +273,7 @@ the same run start one new run.`,
 					return redact(f.Annotate(err), job)
 				}
 				plan.Diffs = plan.Diffs[:min(diffs, len(plan.Diffs))]
+				maskPlan(plan, job)
 				if jsonOut {
 					return a.printJSON(plan)
 				}
@@ -435,6 +444,51 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, allowHelp)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+func ordinal(n int) string {
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+		return fmt.Sprintf("%dth", n)
+	case n%10 == 1:
+		return fmt.Sprintf("%dst", n)
+	case n%10 == 2:
+		return fmt.Sprintf("%dnd", n)
+	case n%10 == 3:
+		return fmt.Sprintf("%drd", n)
+	}
+	return fmt.Sprintf("%dth", n)
+}
+
+// maskPlan masks every rendering of job's secret values in what a plan
+// shows: diffs before and after (a row may already hold a secret), keys,
+// the EXPLAIN text and the notes.
+func maskPlan(p *backfill.Plan, job *backfill.Job) {
+	m := job.Params.Redact
+	for i := range p.Diffs {
+		d := &p.Diffs[i]
+		for j := range d.Key {
+			d.Key[j] = m(d.Key[j])
+		}
+		for c, v := range d.Before {
+			d.Before[c] = m(v)
+		}
+		for c, v := range d.After {
+			d.After[c] = m(v)
+		}
+	}
+	if p.FirstChunk != nil {
+		for j := range p.FirstChunk.Lo {
+			p.FirstChunk.Lo[j] = m(p.FirstChunk.Lo[j])
+		}
+		for j := range p.FirstChunk.Hi {
+			p.FirstChunk.Hi[j] = m(p.FirstChunk.Hi[j])
+		}
+	}
+	p.Explain = m(p.Explain)
+	for i := range p.Notes {
+		p.Notes[i] = m(p.Notes[i])
+	}
 }
 
 // fileSecret reports whether a job file declares a parameter secret.

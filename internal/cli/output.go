@@ -138,6 +138,7 @@ func (a *app) report(err error) int {
 		return 0
 	}
 	code, status, msg := a.classify(err)
+	msg = a.maskPasswords(msg)
 	var ce *cliError
 	if a.jsonOut && (!errors.As(err, &ce) || !ce.quiet) {
 		a.printJSON(map[string]any{"error": map[string]any{"code": code, "message": msg}})

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 )
 
 // pgError gives a PostgreSQL connection failure or lock wait its code and a
@@ -22,7 +24,14 @@ import (
 func pgError(err error) (code rewind.Code, msg string, ok bool) {
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) && ce.Config != nil {
-		return connectError(ce)
+		code, msg, ok := connectError(ce)
+		// What the command was connecting for ("connect to the ledger
+		// database"), when it said so.
+		full := trimPrefix(err.Error())
+		if i := strings.Index(full, ce.Error()); i > 0 {
+			msg = strings.TrimSuffix(full[:i], ": ") + ": " + msg
+		}
+		return code, msg, ok
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "55P03" {
@@ -75,4 +84,34 @@ func context0(err error) string {
 		return msg[:i]
 	}
 	return strings.TrimPrefix(msg, "ERROR: ")
+}
+
+// maskPasswords masks, in a message about to be printed, the passwords of
+// the connection strings this command was given (--dsn, --ledger-dsn and
+// their environment variables) as the driver reads them, and anything
+// that looks like a DSN password: an error may quote a connection string
+// the driver could not parse, or part of one.
+func (a *app) maskPasswords(msg string) string {
+	var dsns []string
+	for _, env := range []string{"REWIND_DSN", "REWIND_LEDGER_DSN"} {
+		if v := os.Getenv(env); v != "" {
+			dsns = append(dsns, v)
+		}
+	}
+	for i, arg := range a.args {
+		for _, flag := range []string{"--dsn", "--ledger-dsn"} {
+			switch {
+			case arg == flag && i+1 < len(a.args):
+				dsns = append(dsns, a.args[i+1])
+			case strings.HasPrefix(arg, flag+"="):
+				dsns = append(dsns, strings.TrimPrefix(arg, flag+"="))
+			}
+		}
+	}
+	for _, dsn := range dsns {
+		if cfg, err := pgconn.ParseConfig(dsn); err == nil && len(cfg.Password) >= 3 {
+			msg = strings.ReplaceAll(msg, cfg.Password, "***")
+		}
+	}
+	return audit.MaskDSN(msg)
 }
