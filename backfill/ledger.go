@@ -403,7 +403,7 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	if ok, err := l.exists(ctx); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, fmt.Errorf("%w: %s (no backfill has run against this database)", ErrRunNotFound, id)
+		return nil, fmt.Errorf("%w: %s: no backfill has run against this database (check --dsn, or --ledger-dsn if the runs are recorded elsewhere)", ErrRunNotFound, id)
 	}
 	if len(id) < 4 {
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "give at least 4 characters"}
@@ -422,7 +422,7 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	}
 	switch len(runs) {
 	case 0:
-		return nil, fmt.Errorf("%w: %s", ErrRunNotFound, id)
+		return nil, fmt.Errorf("%w: no run id starts with %s; 'rewind backfill list' shows the runs", ErrRunNotFound, id)
 	case 2:
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "matches several runs; give more characters"}
 	}

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -216,6 +219,9 @@ func (j *jobArgs) load(path string) (*jobfile.File, *backfill.Job, error) {
 			return nil, nil, &rewind.ValidationError{Field: fmt.Sprintf("--param (the %s one)", ordinal(i+1)),
 				Reason: "must be name=value, such as -p cutoff=2026-01-01 (the value given is not shown: it may be a secret)"}
 		}
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, notFound("job file %s does not exist; give the path of a job file (see docs/backfill.md)", path)
 	}
 	f, err := jobfile.Load(path)
 	if err != nil {

@@ -22,6 +22,9 @@ import (
 // another session past --lock-timeout "locked". ok is false for other
 // errors.
 func pgError(err error) (code rewind.Code, msg string, ok bool) {
+	if errors.Is(err, context.Canceled) {
+		return "", "", false // interrupted (Ctrl-C, SIGTERM) while connecting: exit 130
+	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) && ce.Config != nil {
 		code, msg, ok := connectError(ce)
