@@ -166,10 +166,24 @@ func (r *Runner) lockedErr(run *Run, h holder) error {
 // database (into run.epoch). It waits for a chunk of the previous owner
 // that is committing; chunks of the previous owner that commit after it
 // fail. Call it after lock, before reading the run's progress.
+//
+// The wait is bounded by LeaseTimeout (plus a margin), whatever the
+// session's lock_timeout: a chunk transaction that a frozen owner left
+// holding the token is ended by the server after LeaseTimeout idle, and
+// the process taking over must outwait it rather than fail.
 func (r *Runner) fence(ctx context.Context, run *Run) error {
-	err := r.cfg.DB.QueryRow(ctx, `INSERT INTO rewind.backfill_leases AS f (run_id, epoch, owner) VALUES ($1, 1, $2)
+	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d",
+		(r.cfg.LeaseTimeout + 10*time.Second).Milliseconds())})
+	if err != nil {
+		return fmt.Errorf("take the lease of run %s: %w", run.ID, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	err = tx.QueryRow(ctx, `INSERT INTO rewind.backfill_leases AS f (run_id, epoch, owner) VALUES ($1, 1, $2)
 		ON CONFLICT (run_id) DO UPDATE SET epoch = f.epoch + 1, owner = EXCLUDED.owner, taken_at = clock_timestamp()
 		RETURNING epoch`, run.ID, run.Owner).Scan(&run.epoch)
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("take the lease of run %s: %w", run.ID, err)
 	}

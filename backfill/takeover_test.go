@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/rewindhq/rewind/audit/auditpg"
 	"github.com/rewindhq/rewind/backfill"
 )
@@ -91,5 +93,65 @@ func TestTakenOverOwnerWritesNothingAfterwards(t *testing.T) {
 					taken["previous_owner"], leases["previous_lease"], taken["owner"], leases["lease"], ownerA)
 			}
 		})
+	}
+}
+
+// The process taking a run over waits for a chunk transaction the
+// previous owner left holding the run's fencing token (a frozen owner's,
+// which the server ends after LeaseTimeout idle) even when its sessions
+// bound lock waits (the CLI's --lock-timeout): the legitimate new owner
+// must not be the one that fails.
+func TestTakeoverOutwaitsTheOldOwnersChunk(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300)
+	ctx := context.Background()
+	ctxA, cancelA := context.WithCancel(ctx)
+	a := runnerOn(t, b, func(c *backfill.Config) {
+		c.Progress = func(p backfill.Progress) { cancelA() } // interrupted after chunk 1
+	})
+	if _, err := a.Apply(ctxA, countJob(100), backfill.ApplyOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("A: %v", err)
+	}
+	var id string
+	b.db.Pool.QueryRow(ctx, "SELECT id FROM rewind.backfill_runs").Scan(&id)
+	// The old owner's chunk transaction, frozen just before its commit.
+	frozen, err := b.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := frozen.Exec(ctx, "SELECT epoch FROM rewind.backfill_leases WHERE run_id = $1 FOR SHARE", id); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(b.db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "200"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	bcfg := b.cfg
+	bcfg.DB = pool
+	newOwner, err := backfill.New(bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errB := make(chan error, 1)
+	go func() {
+		_, err := newOwner.Resume(ctx, id, countJob(100), backfill.ApplyOptions{})
+		errB <- err
+	}()
+	waitFor(t, "the new owner to wait for the token", func() bool {
+		return b.scalar(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") >= 1
+	})
+	time.Sleep(time.Second) // well past the sessions' lock_timeout
+	frozen.Rollback(ctx)    // the server ends it
+	if err := <-errB; err != nil {
+		t.Fatalf("the new owner failed: %v", err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Errorf("%d rows not changed exactly once", n)
 	}
 }
