@@ -230,9 +230,11 @@ func (l *lease) heartbeat(runID string, epoch int64, every time.Duration) {
 		if err != nil || tag.RowsAffected() != 1 {
 			reason := "another process took the run over"
 			if err != nil {
-				reason = err.Error()
+				reason = "its lease connection failed, so another process may take the run over (" + err.Error() + ")"
 			}
-			l.cancel(fmt.Errorf("%w: run %s: heartbeat failed (%s); stopping so that no two processes apply it", ErrLeaseLost, runID, reason))
+			l.cancel(fmt.Errorf("%w: run %s: %s; stopping so that no two processes apply it; "+
+				"'rewind backfill status %s' shows who holds it, 'rewind backfill resume %s' continues it if nobody does",
+				ErrLeaseLost, runID, reason, runID, runID))
 			return
 		}
 	}

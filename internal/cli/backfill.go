@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -77,7 +78,8 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, invalidFlag(flag, "", "is not a valid connection string: "+err.Error())
+		return nil, invalidFlag(flag, "", "is not a valid connection string: "+strconvText.ReplaceAllString(audit.MaskDSN(err.Error()), "")+
+			"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… (libpq's forms)")
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
@@ -90,6 +92,10 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
+
+// strconvText is the parser's own detail in a connection string error,
+// which says nothing more than the message around it.
+var strconvText = regexp.MustCompile(` ?\(strconv\.[A-Za-z]+: [^)]*\)`)
 
 // runner opens a backfill runner; tune, when not nil, adjusts its config.
 func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*backfill.Runner, func(), error) {

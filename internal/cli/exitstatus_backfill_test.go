@@ -32,6 +32,7 @@ func TestBackfillAndAuditExitStatuses(t *testing.T) {
 		want   string
 	}{
 		{"invalid job file", []string{"backfill", "run", bad, dsn, "-p", "max_id=1"}, "", 2, "chunk (job file"},
+		{"bad connection string", []string{"backfill", "list", "--dsn", b.db.DSN + "&connect_timeout=abc"}, "", 2, "invalid connect_timeout; write it as"},
 		{"missing job file", []string{"backfill", "run", "no-such-job.yaml", dsn}, "", 3, "does not exist"},
 		{"run not found", []string{"backfill", "status", "abcd1234", dsn}, "", 3, "'rewind backfill list'"},
 		{"resume a run not found", []string{"backfill", "resume", "abcd1234", dsn}, "", 3, "'rewind backfill list'"},
@@ -46,7 +47,7 @@ func TestBackfillAndAuditExitStatuses(t *testing.T) {
 			b.db.Exec(t, tt.setup)
 		}
 		_, stderr, st := cli(t, tt.args...)
-		if st != tt.status || !strings.Contains(stderr, tt.want) {
+		if st != tt.status || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "strconv") {
 			t.Errorf("%s: %q: status %d, want %d with %q:\n%s", tt.name, tt.args[:3], st, tt.status, tt.want, stderr)
 		}
 	}
