@@ -90,6 +90,14 @@ func TestVerifyNamesTheTamperedEntry(t *testing.T) {
 			s[3] = c[3].Stored()
 			return s
 		}, 4, audit.Altered},
+		// Hashed over a link of its own: neither neighbour links to it, so
+		// it is named, not the entry before it.
+		{"entry forged with a link of its own", func(s []audit.Stored, c []audit.Entry) []audit.Stored {
+			c[3].Actor = "mallory"
+			c[3].Seal(strings.Repeat("ab", 32))
+			s[3] = c[3].Stored()
+			return s
+		}, 4, audit.Altered},
 		{"entry removed", func(s []audit.Stored, _ []audit.Entry) []audit.Stored { return append(s[:4:4], s[5:]...) }, 5, audit.Removed},
 		{"entry removed and the rest renumbered", func(s []audit.Stored, _ []audit.Entry) []audit.Stored {
 			return renumber(append(s[:4:4], s[5:]...), 4, 5)
