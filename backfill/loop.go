@@ -488,12 +488,10 @@ func (r *Runner) requarantine(ctx context.Context, p *prepared, run *Run, q Quar
 		}
 		return tx.Commit(ctx)
 	}
-	// The entry before the commit, while the fence is held: a process
-	// that took the run over meanwhile waits for both.
-	if err := r.ledger.appendAudit(ctx, e); err != nil {
+	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	return r.appendOwned(ctx, run, e)
 }
 
 // reconcile adds the chunk entries a process that died between a chunk's
