@@ -76,6 +76,9 @@ func connectError(ce *pgconn.ConnectError) (rewind.Code, string, bool) {
 	if i := strings.LastIndex(reason, "): "); i >= 0 { // "host:port (host): reason"
 		reason = reason[i+3:]
 	}
+	if strings.Contains(reason, "receive message") {
+		reason = "what answered there does not speak PostgreSQL's protocol (" + reason + "): is it the right host and port?"
+	}
 	return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: %s; %s", where, reason, check), true
 }
 

@@ -53,6 +53,22 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 			defer c.Close() // accept, then say nothing
 		}
 	}()
+	// An HTTP server (or proxy) where PostgreSQL was expected.
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	go func() {
+		for {
+			c, err := web.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+			c.Close()
+		}
+	}()
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +83,7 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 		want      string
 	}{
 		{"stalled server", fmt.Sprintf("postgres://postgres@%s/x?sslmode=disable", stalled.Addr()), 9, "no answer within 300ms"},
+		{"not PostgreSQL", fmt.Sprintf("postgres://postgres@%s/x?sslmode=disable", web.Addr()), 9, "does not speak PostgreSQL's protocol"},
 		{"connection refused", fmt.Sprintf("postgres://postgres@%s/x?sslmode=disable", refused), 9, "connection refused"},
 		{"no such database", base + "/rewind_no_such_db?sslmode=disable", 3, "does not exist"},
 		{"no such role", strings.Replace(base, "postgres@", "rewind_no_such_role@", 1) + "/postgres?sslmode=disable", 7, "refused user"},
