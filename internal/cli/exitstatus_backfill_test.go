@@ -40,13 +40,17 @@ func TestBackfillAndAuditExitStatuses(t *testing.T) {
 		{"cancel a finished run", []string{"backfill", "cancel", runID[:8], dsn}, "", 4, "nothing to cancel"},
 		{"tampered ledger", []string{"audit", "verify", dsn}, `ALTER TABLE rewind.audit_log DISABLE TRIGGER USER;
 			UPDATE rewind.audit_log SET body = replace(body, '"kind"', '"Kind"') WHERE seq = 2`, 5, "entry 2 altered"},
+		{"tampered ledger, as JSON", []string{"audit", "verify", dsn, "--json"}, "", 5, "entry 2 altered"},
 		{"dropped ledger against its head", []string{"audit", "verify", dsn, "--expect-head", head}, "DROP SCHEMA rewind CASCADE", 5, "was dropped"},
 		{"no ledger", []string{"audit", "verify", dsn}, "", 3, "--expect-head"},
 	} {
 		if tt.setup != "" {
 			b.db.Exec(t, tt.setup)
 		}
-		_, stderr, st := cli(t, tt.args...)
+		out, stderr, st := cli(t, tt.args...)
+		if strings.HasSuffix(tt.name, "as JSON") && (!strings.Contains(out, `"problem":"altered"`) || !strings.Contains(out, `"seq":2`)) {
+			t.Errorf("%s: %s", tt.name, out)
+		}
 		if st != tt.status || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "strconv") {
 			t.Errorf("%s: %q: status %d, want %d with %q:\n%s", tt.name, tt.args[:3], st, tt.status, tt.want, stderr)
 		}
