@@ -39,9 +39,9 @@ func pgError(err error) (code rewind.Code, msg string, ok bool) {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "55P03" {
 		return rewind.CodeLocked, fmt.Sprintf("a table, row or run this command needs is locked by another database session, "+
-			"and the wait for it ran out (--lock-timeout): %s; find the session with "+
-			"SELECT pid, state, query FROM pg_stat_activity WHERE wait_event_type IS NULL AND state <> 'idle', "+
-			"wait for it to end, or raise --lock-timeout", context0(err)), true
+			"and the wait for it ran out (--lock-timeout): %s; find that session (for a table: SELECT l.pid, a.state, a.query "+
+			"FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.granted AND l.mode = 'AccessExclusiveLock'), "+
+			"wait for it to end and try again, or raise --lock-timeout", context0(err)), true
 	}
 	return "", "", false
 }
