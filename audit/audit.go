@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -355,22 +356,27 @@ func IsSecret(name string, declared []string) bool {
 	return false
 }
 
-// MaskDSN hides the password of a URL-style DSN (postgres://u:p@h) or of a
-// key=value one (password=p).
+// MaskDSN hides the passwords of a DSN: of a URL-style one
+// (postgres://u:p@h, the password up to the last '@' of the authority,
+// and ?password=p), and of a keyword/value one, whatever its spacing and
+// quoting (password=p, password = p, password='p q'), sslpassword too.
 func MaskDSN(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		rest := s[i+3:]
-		at := strings.IndexByte(rest, '@')
-		if colon := strings.IndexByte(rest, ':'); at > 0 && colon >= 0 && colon < at {
-			s = s[:i+3] + rest[:colon] + ":***" + rest[at:]
+		auth := rest
+		if q := strings.IndexAny(auth, "?#"); q >= 0 {
+			auth = auth[:q]
+		}
+		if at := strings.LastIndexByte(auth, '@'); at > 0 {
+			if colon := strings.IndexByte(auth[:at], ':'); colon >= 0 {
+				s = s[:i+3] + rest[:colon] + ":***" + rest[at:]
+			}
 		}
 	}
-	if j := strings.Index(strings.ToLower(s), "password="); j >= 0 {
-		end := strings.IndexAny(s[j:], " &")
-		if end < 0 {
-			end = len(s) - j
-		}
-		s = s[:j] + "password=***" + s[j+end:]
-	}
-	return s
+	return kvPassword.ReplaceAllString(s, "${1}password=***")
 }
+
+// kvPassword matches a password in a DSN: a keyword (any case, optional
+// spaces around '=') and its value, quoted (with \' escapes) or up to a
+// space or '&'.
+var kvPassword = regexp.MustCompile(`(?i)\b(ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&]*)`)

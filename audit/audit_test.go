@@ -90,6 +90,14 @@ func TestVerifyNamesTheTamperedEntry(t *testing.T) {
 			s[3] = c[3].Stored()
 			return s
 		}, 4, audit.Altered},
+		// Hashed over a link of its own: neither neighbour links to it, so
+		// it is named, not the entry before it.
+		{"entry forged with a link of its own", func(s []audit.Stored, c []audit.Entry) []audit.Stored {
+			c[3].Actor = "mallory"
+			c[3].Seal(strings.Repeat("ab", 32))
+			s[3] = c[3].Stored()
+			return s
+		}, 4, audit.Altered},
 		{"entry removed", func(s []audit.Stored, _ []audit.Entry) []audit.Stored { return append(s[:4:4], s[5:]...) }, 5, audit.Removed},
 		{"entry removed and the rest renumbered", func(s []audit.Stored, _ []audit.Entry) []audit.Stored {
 			return renumber(append(s[:4:4], s[5:]...), 4, 5)
@@ -282,6 +290,21 @@ func TestMaskArgs(t *testing.T) {
 	for _, tt := range tests {
 		if got := audit.MaskArgs(tt.args, []string{"pin"}); got != tt.want {
 			t.Errorf("MaskArgs(%q) = %q, want %q", tt.args, got, tt.want)
+		}
+	}
+	// Every way libpq lets a password be written.
+	for dsn, want := range map[string]string{
+		"host=db password = hunter2 user=app":                "host=db password=*** user=app",
+		"host=db password='hunter 2' user=app":               "host=db password=*** user=app",
+		`host=db password='hun\'ter 2' user=app`:             "host=db password=*** user=app",
+		"host=db PASSWORD=hunter2":                           "host=db password=***",
+		"host=db sslpassword=hunter2 password=x":             "host=db sslpassword=*** password=***",
+		"postgres://app:hun@ter2@db/x":                       "postgres://app:***@db/x",
+		"postgres://app@db/x?password=hunter2&a=b":           "postgres://app@db/x?password=***&a=b",
+		"postgresql://app:hunter2@db:5432/x?sslmode=disable": "postgresql://app:***@db:5432/x?sslmode=disable",
+	} {
+		if got := audit.MaskDSN(dsn); got != want || strings.Contains(got, "hunter") || strings.Contains(got, "ter2") {
+			t.Errorf("MaskDSN(%q) = %q, want %q", dsn, got, want)
 		}
 	}
 	got := audit.MaskParams(map[string]string{"pin": "1", "client_secret": "s", "n": "2"}, []string{"pin"})

@@ -40,6 +40,10 @@ type Verifier struct {
 	// pending: position expect held a later entry, renumbered; whether
 	// entries were removed or moved shows in the next entry.
 	pending *pending
+	// broken: the entry at the next position says it is that entry but
+	// does not link to the last one accepted; the entry after it tells
+	// whether the last one's hash was rewritten or this one was forged.
+	broken  *Stored
 	anchors []Head
 }
 
@@ -88,6 +92,9 @@ func (v *Verifier) Add(s Stored) error {
 	if withSeq {
 		seq = e.Seq
 	}
+	if v.broken != nil {
+		return v.brokenLink(s)
+	}
 	switch {
 	case v.pending != nil && bad != "":
 		return v.pending.unresolved()
@@ -122,10 +129,36 @@ func (v *Verifier) Add(s Stored) error {
 		return &TamperError{Seq: s.Seq, Problem: Moved, Reason: fmt.Sprintf(
 			"position %d holds entry %d (moved or copied here)", s.Seq, seq)}
 	case v.last != nil:
-		return &TamperError{Seq: v.last.Seq, Problem: Altered, Reason: fmt.Sprintf(
-			"its hash was rewritten: entry %d still records the original hash %.12s…", s.Seq, s.PrevHash)}
+		v.broken = &s
+		return nil
 	}
 	return &TamperError{Seq: s.Seq, Problem: Altered, Reason: "the first entry does not start the chain"}
+}
+
+// brokenLink decides, from the entry after it (next), which of the last
+// entry accepted and the entry v.broken, which does not link to it, was
+// changed: if next links to v.broken, the chain went on from v.broken as
+// it was written, so the last entry's hash was rewritten (or, in entries
+// of the earlier form, entries before v.broken were removed and the rest
+// renumbered); otherwise v.broken links to neither neighbour: it was
+// replaced by an entry that hashes over a link of its own (forged, or
+// copied from another ledger).
+func (v *Verifier) brokenLink(next Stored) error {
+	if next.PrevHash == v.broken.Hash {
+		return v.rewritten()
+	}
+	return v.forged("the next entry does not link to it either")
+}
+
+func (v *Verifier) rewritten() error {
+	return &TamperError{Seq: v.last.Seq, Problem: Altered, Reason: fmt.Sprintf(
+		"its hash was rewritten: entry %d still records the original hash %.12s…", v.broken.Seq, v.broken.PrevHash)}
+}
+
+func (v *Verifier) forged(why string) error {
+	return &TamperError{Seq: v.broken.Seq, Problem: Altered, Reason: fmt.Sprintf(
+		"it does not link to entry %d (it records %.12s…, entry %d has %.12s…) and %s: it was replaced or forged",
+		v.last.Seq, v.broken.PrevHash, v.last.Seq, v.lastHash, why)}
 }
 
 func (v *Verifier) accept(e *Entry, s Stored, withSeq bool) {
@@ -176,6 +209,15 @@ func (p *pending) unresolved() error {
 // from the entries (0 and Genesis when nothing was appended), and against
 // the heads given to Expect.
 func (v *Verifier) End(headSeq int64, headHash string) error {
+	if v.broken != nil {
+		// The last entry: the head, kept apart from the entries, tells as
+		// the next entry would. A head moved to it leaves the two
+		// readings open; the earlier entry is named.
+		if headSeq == v.broken.Seq && headHash == v.broken.Hash {
+			return v.rewritten()
+		}
+		return v.forged("the ledger's head does not record it")
+	}
 	if v.pending != nil {
 		return v.pending.removed()
 	}

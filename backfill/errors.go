@@ -31,6 +31,9 @@ var (
 	// ErrAlreadyApplied: the job finished in an earlier run and no new run
 	// was asked for (ApplyOptions.NewRun naming the job's last run).
 	ErrAlreadyApplied = &codedError{"backfill: job already applied", rewind.ErrWrongExpectedVersion}
+	// ErrRunEnded: the run finished or was cancelled: there is nothing
+	// left to do to it.
+	ErrRunEnded = &codedError{"backfill: run already ended", rewind.ErrWrongExpectedVersion}
 	// ErrRunFailed: the run stopped on an error (see *RunError).
 	ErrRunFailed = &codedError{"backfill: run failed", nil}
 	// ErrLeaseLost: the run's lease was lost while applying.

@@ -177,27 +177,14 @@ func (p Param) described(text string) string {
 	return p.Type + ":" + text
 }
 
-// redactor replaces the text of every secret parameter's value with
-// "***": the last line of defence for messages that quote a value, such
-// as a database error.
+// redactor masks every rendering of every secret parameter's value (see
+// Params.Redact): the last line of defence for messages that quote a
+// value, such as a database error.
 func (p Params) redactor() func(string) string {
-	var pairs []string
-	for _, k := range p.secretNames() {
-		if t := p[k].Text; t != "" {
-			pairs = append(pairs, t)
-		}
-	}
-	if len(pairs) == 0 {
+	if len(p.secretNames()) == 0 {
 		return func(s string) string { return s }
 	}
-	// longer values first, so that a secret containing another is replaced whole
-	slices.SortFunc(pairs, func(a, b string) int { return len(b) - len(a) })
-	var args []string
-	for _, t := range pairs {
-		args = append(args, t, "***")
-	}
-	r := strings.NewReplacer(args...)
-	return r.Replace
+	return p.Redact
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rewindhq/rewind/audit"
 )
 
 // A lease is a run's ownership. It has two parts:
@@ -164,10 +166,24 @@ func (r *Runner) lockedErr(run *Run, h holder) error {
 // database (into run.epoch). It waits for a chunk of the previous owner
 // that is committing; chunks of the previous owner that commit after it
 // fail. Call it after lock, before reading the run's progress.
+//
+// The wait is bounded by LeaseTimeout (plus a margin), whatever the
+// session's lock_timeout: a chunk transaction that a frozen owner left
+// holding the token is ended by the server after LeaseTimeout idle, and
+// the process taking over must outwait it rather than fail.
 func (r *Runner) fence(ctx context.Context, run *Run) error {
-	err := r.cfg.DB.QueryRow(ctx, `INSERT INTO rewind.backfill_leases AS f (run_id, epoch, owner) VALUES ($1, 1, $2)
+	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d",
+		(r.cfg.LeaseTimeout + 10*time.Second).Milliseconds())})
+	if err != nil {
+		return fmt.Errorf("take the lease of run %s: %w", run.ID, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	err = tx.QueryRow(ctx, `INSERT INTO rewind.backfill_leases AS f (run_id, epoch, owner) VALUES ($1, 1, $2)
 		ON CONFLICT (run_id) DO UPDATE SET epoch = f.epoch + 1, owner = EXCLUDED.owner, taken_at = clock_timestamp()
 		RETURNING epoch`, run.ID, run.Owner).Scan(&run.epoch)
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("take the lease of run %s: %w", run.ID, err)
 	}
@@ -214,9 +230,11 @@ func (l *lease) heartbeat(runID string, epoch int64, every time.Duration) {
 		if err != nil || tag.RowsAffected() != 1 {
 			reason := "another process took the run over"
 			if err != nil {
-				reason = err.Error()
+				reason = "its lease connection failed, so another process may take the run over (" + err.Error() + ")"
 			}
-			l.cancel(fmt.Errorf("%w: run %s: heartbeat failed (%s); stopping so that no two processes apply it", ErrLeaseLost, runID, reason))
+			l.cancel(fmt.Errorf("%w: run %s: %s; stopping so that no two processes apply it; "+
+				"'rewind backfill status %s' shows who holds it, 'rewind backfill resume %s' continues it if nobody does",
+				ErrLeaseLost, runID, reason, runID, runID))
 			return
 		}
 	}
@@ -249,5 +267,54 @@ func (l *lease) release() {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// owning runs write while this process still holds run's lease: in a
+// transaction of the target database that holds the run's fencing token
+// FOR SHARE, so that no process can take the run over (its fence waits)
+// until write is done. write gets that transaction, which is the
+// ledger's too when the ledger shares the target database; otherwise
+// write uses its own transaction in the ledger database, which commits
+// before the fence lets go. It returns ErrLeaseLost, having written
+// nothing, when another process took the run over: an owner that lost its
+// run never writes about it again, so the run's entries tell one story.
+func (r *Runner) owning(ctx context.Context, run *Run, write func(tx pgx.Tx) error) error {
+	tx, err := r.beginChunk(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := checkFence(tx.QueryRow(ctx, fenceSQL, run.ID), run); err != nil {
+		return err
+	}
+	if err := write(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// appendOwned appends e about run while this process still holds the
+// run's lease (see owning).
+func (r *Runner) appendOwned(ctx context.Context, run *Run, e audit.Entry) error {
+	return r.owning(ctx, run, func(tx pgx.Tx) error {
+		if r.ledger.same {
+			_, err := r.ledger.audit.AppendTx(ctx, tx, e)
+			return err
+		}
+		return r.ledger.appendAudit(ctx, e)
+	})
+}
+
+// takenOverEntry records that this process took run over from prevOwner,
+// which held it under lease prevLease and never recorded an end.
+func (r *Runner) takenOverEntry(job *Job, run *Run, l *lease) func(prevOwner string, prevLease int64) audit.Entry {
+	return func(prevOwner string, prevLease int64) audit.Entry {
+		how := "the previous owner's lease was gone: its process ended or its connection to the ledger was cut"
+		if l.ended != "" {
+			how = "the previous owner looked frozen: its session was ended (" + l.ended + ")"
+		}
+		return r.entry(job, "run.taken_over", run.ID, map[string]string{"previous_owner": prevOwner, "owner": run.Owner,
+			"how": how}, map[string]int64{"previous_lease": prevLease, "lease": run.epoch})
 	}
 }

@@ -403,7 +403,7 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	if ok, err := l.exists(ctx); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, fmt.Errorf("%w: %s (no backfill has run against this database)", ErrRunNotFound, id)
+		return nil, fmt.Errorf("%w: %s: no backfill has run against this database (check --dsn, or --ledger-dsn if the runs are recorded elsewhere)", ErrRunNotFound, id)
 	}
 	if len(id) < 4 {
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "give at least 4 characters"}
@@ -422,7 +422,7 @@ func (l *ledger) loadRun(ctx context.Context, id string) (*Run, error) {
 	}
 	switch len(runs) {
 	case 0:
-		return nil, fmt.Errorf("%w: %s", ErrRunNotFound, id)
+		return nil, fmt.Errorf("%w: no run id starts with %s; 'rewind backfill list' shows the runs", ErrRunNotFound, id)
 	case 2:
 		return nil, &rewind.ValidationError{Field: "run id", Value: id, Reason: "matches several runs; give more characters"}
 	}
@@ -462,15 +462,14 @@ func (l *ledger) lineage(ctx context.Context, name string) (lineage, error) {
 // and records its run.resumed entry, in one transaction, unless it was
 // finished or cancelled meanwhile (errRunClosed, run.State updated).
 func (l *ledger) resumeRun(ctx context.Context, run *Run, jobHash, binary string, job map[string]any, changes int,
-	resumed func(from State) audit.Entry) error {
+	takenOver func(prevOwner string, prevLease int64) audit.Entry, resumed func(from State) audit.Entry) error {
 	jobJSON, _ := json.Marshal(job)
 	return inTx(ctx, l.runs, func(tx pgx.Tx) error {
-		var from State
-		if err := tx.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1 FOR UPDATE", run.ID).Scan(&from); err != nil {
-			return fmt.Errorf("resume run %s: %w", run.ID, err)
+		if err := l.takeOver(ctx, tx, run, takenOver); err != nil {
+			return err
 		}
+		from := run.State
 		if from == Finished || from == Cancelled {
-			run.State = from
 			return errRunClosed
 		}
 		if _, err := tx.Exec(ctx, `UPDATE rewind.backfill_runs SET state = 'running', owner = $2, lease = $3, job_hash = $4,
@@ -488,21 +487,50 @@ func (l *ledger) resumeRun(ctx context.Context, run *Run, jobHash, binary string
 }
 
 // claim records this process as run's owner under lease epoch run.epoch,
-// without changing its state (for retry-failed and cancel).
-func (l *ledger) claim(ctx context.Context, run *Run) error {
-	_, err := l.runs.Exec(ctx, "UPDATE rewind.backfill_runs SET owner = $2, lease = $3, heartbeat_at = clock_timestamp() WHERE id = $1",
-		run.ID, run.Owner, run.epoch)
-	if err != nil {
+// without changing its state (for retry-failed and cancel). A run still
+// marked running was taken over: takenOver's entry records it.
+func (l *ledger) claim(ctx context.Context, run *Run, takenOver func(prevOwner string, prevLease int64) audit.Entry) error {
+	return inTx(ctx, l.runs, func(tx pgx.Tx) error {
+		if err := l.takeOver(ctx, tx, run, takenOver); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE rewind.backfill_runs SET owner = $2, lease = $3, heartbeat_at = clock_timestamp() WHERE id = $1",
+			run.ID, run.Owner, run.epoch)
+		if err != nil {
+			return fmt.Errorf("take run %s: %w", run.ID, err)
+		}
+		return nil
+	})
+}
+
+// takeOver locks run's record in tx and, when it is still marked running
+// under another lease (its owner died, was cut off or frozen, and never
+// recorded an end), appends takenOver's entry: the ledger says who ran the
+// run before and who runs it now. It returns the run's stored state in
+// run.State.
+func (l *ledger) takeOver(ctx context.Context, tx pgx.Tx, run *Run, takenOver func(prevOwner string, prevLease int64) audit.Entry) error {
+	var prevOwner string
+	var prevLease int64
+	if err := tx.QueryRow(ctx, "SELECT state, owner, lease FROM rewind.backfill_runs WHERE id = $1 FOR UPDATE", run.ID).
+		Scan(&run.State, &prevOwner, &prevLease); err != nil {
 		return fmt.Errorf("take run %s: %w", run.ID, err)
+	}
+	if run.State != Running || prevLease == run.epoch {
+		return nil
+	}
+	if _, err := l.audit.AppendTx(ctx, tx, takenOver(prevOwner, prevLease)); err != nil {
+		return err
 	}
 	return nil
 }
 
 // end moves a running run this process holds (lease epoch run.epoch) to
 // state s (finished, failed or cancelled) and records entry, in one
-// transaction. A run another process took over meanwhile is left alone:
-// ErrLeaseLost. So a run has one end in the ledger, never two.
-func (l *ledger) end(ctx context.Context, run *Run, s State, rerr *RunError, entry audit.Entry) error {
+// transaction: tx, the transaction holding the run's fence (see
+// Runner.owning), when the ledger shares the target database. A run
+// another process took over meanwhile is left alone: ErrLeaseLost. So a
+// run has one end in the ledger, never two.
+func (l *ledger) end(ctx context.Context, tx pgx.Tx, run *Run, s State, rerr *RunError, entry audit.Entry) error {
 	var msg, class string
 	var chunk int64
 	var key []string
@@ -510,7 +538,7 @@ func (l *ledger) end(ctx context.Context, run *Run, s State, rerr *RunError, ent
 		_, msg = describeErr(rerr.Err)
 		class, chunk, key = string(rerr.Class), rerr.Chunk, rerr.Key
 	}
-	return inTx(ctx, l.runs, func(tx pgx.Tx) error {
+	do := func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE rewind.backfill_runs SET state = $2, error = $3, error_class = $4, error_chunk = $5,
 			error_key = $6, updated_at = clock_timestamp(),
 			finished_at = CASE WHEN $2 IN ('finished', 'cancelled') THEN clock_timestamp() ELSE finished_at END
@@ -525,7 +553,11 @@ func (l *ledger) end(ctx context.Context, run *Run, s State, rerr *RunError, ent
 		}
 		_, err = l.audit.AppendTx(ctx, tx, entry)
 		return err
-	})
+	}
+	if l.same && tx != nil {
+		return do(tx)
+	}
+	return inTx(ctx, l.runs, do)
 }
 
 // progress fills r's progress from the checkpoints and the quarantine.

@@ -76,7 +76,8 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 	}
 	counts := map[string]int64{"chunks": run.Chunks, "rows_seen": run.RowsSeen, "rows_changed": run.RowsChanged,
 		"rows_skipped": run.RowsSkipped, "quarantined": run.Quarantined}
-	if err := r.ledger.end(ctx, run, Finished, nil, r.entry(p.job, "run.finished", run.ID, nil, counts)); err != nil {
+	finished := r.entry(p.job, "run.finished", run.ID, nil, counts)
+	if err := r.owning(ctx, run, func(tx pgx.Tx) error { return r.ledger.end(ctx, tx, run, Finished, nil, finished) }); err != nil {
 		return res, err
 	}
 	run.State = Finished
@@ -132,8 +133,16 @@ func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) err
 	}
 	if ctx.Err() != nil {
 		c := cause(ctx)
-		if !errors.Is(c, ErrLeaseLost) {
-			r.ledger.appendAudit(bg, r.entry(p.job, "run.interrupted", run.ID, map[string]string{"reason": c.Error()}, nil))
+		if errors.Is(c, ErrLeaseLost) {
+			return c
+		}
+		// Only while this process still holds the run: one taken over
+		// meanwhile is its new owner's story to tell.
+		wctx, cancel := context.WithTimeout(bg, 10*time.Second)
+		defer cancel()
+		e := r.entry(p.job, "run.interrupted", run.ID, map[string]string{"reason": c.Error()}, nil)
+		if err := r.appendOwned(wctx, run, e); errors.Is(err, ErrLeaseLost) {
+			return err
 		}
 		return c
 	}
@@ -146,7 +155,10 @@ func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) err
 	attrs := map[string]string{"class": string(re.Class), "code": code, "key": re.Key.String()}
 	e := r.entry(p.job, "run.failed", run.ID, attrs, map[string]int64{"chunk": re.Chunk})
 	e.Message = msg
-	if serr := r.ledger.end(bg, run, Failed, re, e); serr != nil {
+	if serr := r.owning(bg, run, func(tx pgx.Tx) error { return r.ledger.end(bg, tx, run, Failed, re, e) }); serr != nil {
+		if errors.Is(serr, ErrLeaseLost) {
+			return serr
+		}
 		return errors.Join(re, serr)
 	}
 	run.State = Failed
@@ -196,7 +208,9 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 			e := r.entry(p.job, "chunk.retried", run.ID, map[string]string{"code": code, "wait": wait.String()},
 				map[string]int64{"chunk": seq, "attempt": int64(attempt)})
 			e.Message = msg
-			if aerr := r.ledger.appendAudit(ctx, e); aerr != nil {
+			if aerr := r.appendOwned(ctx, run, e); errors.Is(aerr, ErrLeaseLost) {
+				return cr, aerr
+			} else if aerr != nil {
 				r.cfg.Logger.Warn("backfill: could not record the retry", "run", run.ID, "error", aerr)
 			}
 			if err := sleep(ctx, wait); err != nil {
@@ -323,7 +337,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		// process dies in between, reconcile adds it when the run resumes.
 		for _, e := range entries {
 			e.Time = time.Time{}
-			if err := r.ledger.appendAudit(ctx, e); err != nil {
+			if err := r.appendOwned(ctx, run, e); err != nil {
 				r.cfg.Logger.Warn("backfill: audit entry deferred to the next resume", "run", run.ID, "chunk", seq, "error", err)
 				break
 			}
@@ -425,7 +439,7 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	if err := r.fence(ctx, run); err != nil {
 		return nil, err
 	}
-	if err := r.ledger.claim(ctx, run); err != nil {
+	if err := r.ledger.claim(ctx, run, r.takenOverEntry(p.job, run, l)); err != nil {
 		return nil, err
 	}
 	l.beat(run, r.cfg.Heartbeat)
@@ -438,7 +452,7 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	for k, v := range changes {
 		attrs["changed."+k] = v
 	}
-	if err := r.ledger.appendAudit(ctx, r.entry(p.job, "run.retry_failed", run.ID, attrs,
+	if err := r.appendOwned(ctx, run, r.entry(p.job, "run.retry_failed", run.ID, attrs,
 		map[string]int64{"keys": int64(len(keys))})); err != nil {
 		return nil, err
 	}
@@ -501,7 +515,7 @@ func (r *Runner) requarantine(ctx context.Context, p *prepared, run *Run, q Quar
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
-	return r.ledger.appendAudit(ctx, e)
+	return r.appendOwned(ctx, run, e)
 }
 
 // reconcile adds the chunk entries a process that died between a chunk's
@@ -545,7 +559,7 @@ func (r *Runner) reconcile(ctx context.Context, p *prepared, run *Run) error {
 		}
 		e := r.chunkEntry(p, run.ID, c.seq, c.b, c.cr, c.attempt, c.retry)
 		e.Attrs["recovered"] = "true"
-		if err := r.ledger.appendAudit(ctx, e); err != nil {
+		if err := r.appendOwned(ctx, run, e); err != nil {
 			return err
 		}
 	}

@@ -610,7 +610,8 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 		}
 		return r.entry(p.job, "run.resumed", run.ID, attrs, map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
 	}
-	if err := r.ledger.resumeRun(ctx, run, p.hash, r.cfg.Binary, p.job.Describe(), len(changes), resumed); err != nil {
+	if err := r.ledger.resumeRun(ctx, run, p.hash, r.cfg.Binary, p.job.Describe(), len(changes),
+		r.takenOverEntry(p.job, run, l), resumed); err != nil {
 		return nil, err
 	}
 	run.JobHash = p.hash
@@ -669,7 +670,7 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 		return err
 	}
 	if !run.open() {
-		return fmt.Errorf("%w: run %s is already %s", ErrUnfinishedRun, run.ID, run.State)
+		return fmt.Errorf("%w: run %s is already %s: nothing to cancel", ErrRunEnded, run.ID, run.State)
 	}
 	l, err := r.lock(ctx, run)
 	if err != nil {
@@ -679,24 +680,21 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	if err := r.fence(ctx, run); err != nil {
 		return err
 	}
-	if err := r.ledger.claim(ctx, run); err != nil {
+	if job == nil {
+		job = &Job{Name: run.JobName, Version: run.JobVersion}
+	}
+	if err := r.ledger.claim(ctx, run, r.takenOverEntry(job, run, l)); err != nil {
 		return err
+	}
+	if !run.open() { // it ended while we waited
+		return fmt.Errorf("%w: run %s is already %s: nothing to cancel", ErrRunEnded, run.ID, run.State)
 	}
 	if err := r.ledger.progress(ctx, run); err != nil {
 		return err
 	}
-	if job == nil {
-		job = &Job{Name: run.JobName, Version: run.JobVersion}
-	}
 	e := r.entry(job, "run.cancelled", run.ID, map[string]string{"job_hash": run.JobHash},
 		map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
-	err = r.ledger.end(ctx, run, Cancelled, nil, e)
-	if errors.Is(err, ErrLeaseLost) { // it ended while we waited
-		if st, lerr := r.ledger.loadRun(ctx, run.ID); lerr == nil && !st.open() {
-			return fmt.Errorf("%w: run %s is already %s", ErrUnfinishedRun, run.ID, st.State)
-		}
-	}
-	return err
+	return r.owning(ctx, run, func(tx pgx.Tx) error { return r.ledger.end(ctx, tx, run, Cancelled, nil, e) })
 }
 
 var errStop = errors.New("stop")

@@ -174,10 +174,11 @@ func (t *Table) checkUniqueKey(ctx context.Context, db querier, oid uint32) erro
 }
 
 // sqlError turns a database's rejection of a job's SQL into a validation
-// error naming the field, with secret values masked.
+// error naming the field, with secret values masked. A lock wait that ran
+// out or a lost connection says nothing about the SQL: it stays what it is.
 func (t *Table) sqlError(field, sql string, err error) error {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) && Classify(err) != Transient {
 		reason := pe.Message
 		if pe.Hint != "" {
 			reason += " (hint: " + pe.Hint + ")"

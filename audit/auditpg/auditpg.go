@@ -344,6 +344,9 @@ func (l *Ledger) Verify(ctx context.Context, anchors ...audit.Head) (Summary, er
 		return Summary{}, fmt.Errorf("verify audit ledger: %w", err)
 	}
 	s := Summary{Anchors: anchors}
+	if err := l.checkTables(ctx, tx, anchors); err != nil {
+		return s, err
+	}
 	if err := tx.QueryRow(ctx, "SELECT seq, hash FROM "+l.head).Scan(&s.HeadSeq, &s.HeadHash); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s, &audit.TamperError{Seq: 1, Problem: audit.Removed, Reason: "the ledger's head row is missing"}
@@ -378,6 +381,33 @@ func (l *Ledger) Verify(ctx context.Context, anchors ...audit.Head) (Summary, er
 	}
 	s.Entries = v.Count()
 	return s, v.End(s.HeadSeq, s.HeadHash)
+}
+
+// checkTables checks that the ledger's two tables exist. Neither of them
+// is "not found" (nothing was ever recorded) unless a head recorded
+// outside the ledger is given: then the ledger was dropped. One without
+// the other is tampering in any case.
+func (l *Ledger) checkTables(ctx context.Context, tx pgx.Tx, anchors []audit.Head) error {
+	var log, head bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL", l.log, l.head).Scan(&log, &head); err != nil {
+		return fmt.Errorf("verify audit ledger: %w", err)
+	}
+	switch {
+	case !log && !head && len(anchors) > 0:
+		return &audit.TamperError{Seq: 1, Problem: audit.Removed, Reason: fmt.Sprintf(
+			"the ledger's tables %s and %s are gone, but its head %s was recorded outside the ledger: the ledger was dropped",
+			l.log, l.head, anchors[0])}
+	case !log && !head:
+		return fmt.Errorf("%w: no audit ledger %s in this database: nothing was recorded here, or the ledger was dropped "+
+			"(verify with --expect-head SEQ:HASH, a head recorded earlier, to tell)", errNotFound, l.log)
+	case !log:
+		return &audit.TamperError{Seq: 1, Problem: audit.Removed, Reason: fmt.Sprintf(
+			"the ledger's entries table %s is gone, but its head table %s remains", l.log, l.head)}
+	case !head:
+		return &audit.TamperError{Seq: 1, Problem: audit.Removed, Reason: fmt.Sprintf(
+			"the ledger's head table %s is gone, but its entries table %s remains", l.head, l.log)}
+	}
+	return nil
 }
 
 type row struct {

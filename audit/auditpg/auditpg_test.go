@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +149,19 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{"entry altered and rehashed", `
 			UPDATE rewind.audit_log SET body = replace(body, '"i":3', '"i":42') WHERE seq = 4;
 			UPDATE rewind.audit_log SET hash = encode(sha256(decode(prev_hash, 'hex') || convert_to(body, 'UTF8')), 'hex') WHERE seq = 4`, 4, audit.Altered},
+		// A forged entry that hashes correctly over a made-up link (or an
+		// entry copied from another ledger) is the one named, not the
+		// entry before it, whose hash it does not link to.
+		{"entry replaced by a forgery with its own link", `
+			UPDATE rewind.audit_log SET body = replace(body, '"i":4', '"i":42'), prev_hash = md5('x') || md5('y') WHERE seq = 5;
+			UPDATE rewind.audit_log SET hash = encode(sha256(decode(prev_hash, 'hex') || convert_to(body, 'UTF8')), 'hex') WHERE seq = 5`, 5, audit.Altered},
+		{"last entry replaced by a forgery with its own link", `
+			UPDATE rewind.audit_log SET body = replace(body, '"i":7', '"i":42'), prev_hash = md5('x') || md5('y') WHERE seq = 8;
+			UPDATE rewind.audit_log SET hash = encode(sha256(decode(prev_hash, 'hex') || convert_to(body, 'UTF8')), 'hex') WHERE seq = 8`, 8, audit.Altered},
+		{"tail cut", `DELETE FROM rewind.audit_log WHERE seq >= 7`, 7, audit.Removed},
+		{"first entry deleted", `DELETE FROM rewind.audit_log WHERE seq = 1`, 1, audit.Removed},
+		{"entry moved after the end", `UPDATE rewind.audit_log SET seq = 20 WHERE seq = 5`, 5, audit.Removed},
+		{"entries table emptied", `DELETE FROM rewind.audit_log`, 1, audit.Removed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,6 +172,52 @@ func TestVerifyFindsTampering(t *testing.T) {
 			var te *audit.TamperError
 			if !errors.As(err, &te) || te.Seq != tt.seq || te.Problem != tt.problem {
 				t.Fatalf("verify = %v, want entry %d %s", err, tt.seq, tt.problem)
+			}
+		})
+	}
+}
+
+// A ledger whose tables were dropped, or emptied with its head reset, is
+// only "not found" or "intact" when nobody recorded its head: given a head
+// recorded outside it (--expect-head), it is tampering. One of its two
+// tables without the other is tampering in any case.
+func TestMissingLedgerAgainstAnAnchor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, sql string
+		anchored  bool // detectable only against the anchor
+	}{
+		{"tables dropped", "DROP TABLE rewind.audit_log, rewind.audit_log_head", true},
+		{"schema dropped", "DROP SCHEMA rewind CASCADE", true},
+		{"emptied, head reset", "DELETE FROM rewind.audit_log; UPDATE rewind.audit_log_head SET seq = 0, hash = repeat('0', 64)", true},
+		{"head table dropped", "DROP TABLE rewind.audit_log_head", false},
+		{"entries table dropped", "DROP TABLE rewind.audit_log", false},
+		{"head row deleted", "DELETE FROM rewind.audit_log_head", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 3)
+			s, err := b.ledger.Verify(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(tt.sql, "DROP") {
+				b.db.Exec(t, tt.sql)
+			} else {
+				b.tamper(t, tt.sql)
+			}
+			_, err = b.ledger.Verify(ctx)
+			var te *audit.TamperError
+			if tt.anchored && errors.As(err, &te) {
+				t.Fatalf("without an anchor: %v, want not found or intact", err)
+			}
+			if !tt.anchored && (!errors.As(err, &te) || te.Problem != audit.Removed) {
+				t.Fatalf("without an anchor: %v, want a removal", err)
+			}
+			_, err = b.ledger.Verify(ctx, s.Head())
+			if !errors.As(err, &te) || te.Seq != 1 || te.Problem != audit.Removed || !errors.Is(err, audit.ErrTampered) {
+				t.Fatalf("against anchor %s: %v, want entry 1 removed", s.Head(), err)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
 )
@@ -76,6 +78,15 @@ has HASH, which catches any rewrite of the entries up to it. See docs/audit.md.`
 			}
 			defer closeAll()
 			s, err := l.Verify(cmd.Context(), anchors...)
+			var te *audit.TamperError
+			if errors.As(err, &te) && jsonOut {
+				// The entry and the problem as fields, for a script to act on.
+				if perr := a.printJSON(map[string]any{"ok": false, "seq": te.Seq, "problem": te.Problem, "reason": te.Reason,
+					"error": map[string]any{"code": rewind.CodeCorruption, "message": trimPrefix(err.Error())}}); perr != nil {
+					return perr
+				}
+				return &cliError{code: rewind.CodeCorruption, status: exitStatus(rewind.CodeCorruption), msg: err.Error(), quiet: true}
+			}
 			if err != nil {
 				return err
 			}

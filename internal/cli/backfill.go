@@ -2,7 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -12,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/jobfile"
@@ -21,6 +26,7 @@ import (
 type pgFlags struct {
 	dsn, ledgerDSN, actor string
 	connectTimeout        time.Duration
+	lockTimeout           time.Duration
 	// command is the command line to record, masked (see recordedCommand).
 	command []string
 }
@@ -36,6 +42,9 @@ func (f *pgFlags) add(cmd *cobra.Command) {
 	bindEnv(fs, "actor", "REWIND_ACTOR")
 	fs.DurationVar(&f.connectTimeout, "connect-timeout", 10*time.Second,
 		"give up connecting to a database after this long, unless its connection string sets connect_timeout")
+	fs.DurationVar(&f.lockTimeout, "lock-timeout", 5*time.Second,
+		"give up waiting for a lock another session holds (a locked table, a row, the ledger) after this long; "+
+			"a chunk that waits this long is retried")
 }
 
 // pools opens the target and ledger pools.
@@ -45,6 +54,9 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 	}
 	if f.connectTimeout <= 0 {
 		return nil, nil, nil, invalidFlag("connect-timeout", f.connectTimeout.String(), "must be positive, such as 10s")
+	}
+	if f.lockTimeout < time.Millisecond {
+		return nil, nil, nil, invalidFlag("lock-timeout", f.lockTimeout.String(), "must be at least 1ms, such as 5s")
 	}
 	if work, err = f.pool(ctx, "dsn", f.dsn); err != nil {
 		return nil, nil, nil, err
@@ -66,13 +78,24 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, invalidFlag(flag, "", "is not a valid connection string: "+err.Error())
+		return nil, invalidFlag(flag, "", "is not a valid connection string: "+strconvText.ReplaceAllString(audit.MaskDSN(err.Error()), "")+
+			"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… (libpq's forms)")
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
 	}
+	// Every statement's wait for a lock is bounded (a table locked by
+	// another session would otherwise hang the command), unless the DSN
+	// sets its own lock_timeout.
+	if _, ok := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["lock_timeout"] = fmt.Sprint(f.lockTimeout.Milliseconds())
+	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
+
+// strconvText is the parser's own detail in a connection string error,
+// which says nothing more than the message around it.
+var strconvText = regexp.MustCompile(` ?\(strconv\.[A-Za-z]+: [^)]*\)`)
 
 // runner opens a backfill runner; tune, when not nil, adjusts its config.
 func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*backfill.Runner, func(), error) {
@@ -80,7 +103,7 @@ func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*bac
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor, Command: f.command}
+	cfg := backfill.Config{DB: work, Ledger: ledger, Actor: f.actor, Command: f.command, LockTimeout: f.lockTimeout}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -114,11 +137,14 @@ func (a *app) recordedCommand(cmd *cobra.Command, secret func(param string) bool
 			out = append(out, "--"+fl.Name)
 			return nil
 		case fl.Name == "param":
-			if k, v, ok := strings.Cut(value, "="); ok {
+			k, v, ok := strings.Cut(value, "=")
+			switch {
+			case !ok || k == "": // malformed: it may be a secret value alone
+				value = "***"
+			case secret(k) || audit.IsSecret(k, nil):
+				value = k + "=***"
+			default:
 				value = k + "=" + audit.MaskDSN(v)
-				if secret(k) || audit.IsSecret(k, nil) {
-					value = k + "=***"
-				}
 			}
 		case audit.IsSecret(fl.Name, nil):
 			value = "***"
@@ -147,17 +173,13 @@ type redacted struct {
 func (e *redacted) Error() string { return e.msg }
 func (e *redacted) Unwrap() error { return e.err }
 
-// redact masks the values of job's secret parameters in err's message.
+// redact masks the values of job's secret parameters in err's message,
+// in every form they may be printed (backfill.Params.Redact).
 func redact(err error, job *backfill.Job) error {
 	if err == nil || job == nil {
 		return err
 	}
-	msg := err.Error()
-	for name, p := range job.Params {
-		if p.Text != "" && (p.Secret || audit.IsSecret(name, nil)) {
-			msg = strings.ReplaceAll(msg, p.Text, "***")
-		}
-	}
+	msg := job.Params.Redact(err.Error())
 	if msg == err.Error() {
 		return err
 	}
@@ -196,6 +218,17 @@ func (j *jobArgs) add(cmd *cobra.Command) {
 }
 
 func (j *jobArgs) load(path string) (*jobfile.File, *backfill.Job, error) {
+	for i, kv := range j.params {
+		// Checked here so that the value is never echoed: "-p s3cret"
+		// or "-p =s3cret" may be a secret without its name.
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, nil, &rewind.ValidationError{Field: fmt.Sprintf("--param (the %s one)", ordinal(i+1)),
+				Reason: "must be name=value, such as -p cutoff=2026-01-01 (the value given is not shown: it may be a secret)"}
+		}
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, notFound("job file %s does not exist; give the path of a job file (see docs/backfill.md)", path)
+	}
 	f, err := jobfile.Load(path)
 	if err != nil {
 		return nil, nil, err
@@ -252,6 +285,7 @@ the same run start one new run.`,
 					return redact(f.Annotate(err), job)
 				}
 				plan.Diffs = plan.Diffs[:min(diffs, len(plan.Diffs))]
+				maskPlan(plan, job)
 				if jsonOut {
 					return a.printJSON(plan)
 				}
@@ -422,6 +456,51 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, allowHelp)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+func ordinal(n int) string {
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+		return fmt.Sprintf("%dth", n)
+	case n%10 == 1:
+		return fmt.Sprintf("%dst", n)
+	case n%10 == 2:
+		return fmt.Sprintf("%dnd", n)
+	case n%10 == 3:
+		return fmt.Sprintf("%drd", n)
+	}
+	return fmt.Sprintf("%dth", n)
+}
+
+// maskPlan masks every rendering of job's secret values in what a plan
+// shows: diffs before and after (a row may already hold a secret), keys,
+// the EXPLAIN text and the notes.
+func maskPlan(p *backfill.Plan, job *backfill.Job) {
+	m := job.Params.Redact
+	for i := range p.Diffs {
+		d := &p.Diffs[i]
+		for j := range d.Key {
+			d.Key[j] = m(d.Key[j])
+		}
+		for c, v := range d.Before {
+			d.Before[c] = m(v)
+		}
+		for c, v := range d.After {
+			d.After[c] = m(v)
+		}
+	}
+	if p.FirstChunk != nil {
+		for j := range p.FirstChunk.Lo {
+			p.FirstChunk.Lo[j] = m(p.FirstChunk.Lo[j])
+		}
+		for j := range p.FirstChunk.Hi {
+			p.FirstChunk.Hi[j] = m(p.FirstChunk.Hi[j])
+		}
+	}
+	p.Explain = m(p.Explain)
+	for i := range p.Notes {
+		p.Notes[i] = m(p.Notes[i])
+	}
 }
 
 // fileSecret reports whether a job file declares a parameter secret.

@@ -135,7 +135,7 @@ func TestBackfillBadInput(t *testing.T) {
 		{"unknown table", strings.Replace(jobYAML, "table: users", "table: userz", 1), []string{"-p", "max_id=1"}, 2, "line 3"},
 		{"unknown column", strings.Replace(jobYAML, "  email: lower", "  emial: lower", 1), []string{"-p", "max_id=1"}, 2, "line 7"},
 		{"bad sql", strings.Replace(jobYAML, "AND id <=", "AND AND id <=", 1), []string{"-p", "max_id=1"}, 2, "line 5"},
-		{"unreachable database", jobYAML, []string{"-p", "max_id=1", "--dsn", "postgres://postgres@127.0.0.1:1/x?connect_timeout=2"}, 1, "connect to the target database"},
+		{"unreachable database", jobYAML, []string{"-p", "max_id=1", "--dsn", "postgres://postgres@127.0.0.1:1/x?connect_timeout=2"}, 9, "connect to the target database"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

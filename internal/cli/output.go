@@ -113,6 +113,9 @@ func (a *app) classify(err error) (rewind.Code, int, string) {
 	if errors.As(err, &ce) {
 		return ce.code, ce.status, trimPrefix(ce.msg)
 	}
+	if code, msg, ok := pgError(err); ok {
+		return code, exitStatus(code), msg
+	}
 	code, msg := rewind.CodeOf(err), trimPrefix(err.Error())
 	var op *net.OpError
 	switch {
@@ -135,6 +138,7 @@ func (a *app) report(err error) int {
 		return 0
 	}
 	code, status, msg := a.classify(err)
+	msg = a.maskPasswords(msg)
 	var ce *cliError
 	if a.jsonOut && (!errors.As(err, &ce) || !ce.quiet) {
 		a.printJSON(map[string]any{"error": map[string]any{"code": code, "message": msg}})

@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
+)
+
+// pgError gives a PostgreSQL connection failure or lock wait its code and a
+// message that says what happened and what to do, instead of the driver's
+// text alone: a database that cannot be reached is "unavailable" (exit 9)
+// even when the wait for it ran out (not "interrupted"), one that does not
+// exist is "not found", a refused login "unauthenticated", a lock held by
+// another session past --lock-timeout "locked". ok is false for other
+// errors.
+func pgError(err error) (code rewind.Code, msg string, ok bool) {
+	if errors.Is(err, context.Canceled) {
+		return "", "", false // interrupted (Ctrl-C, SIGTERM) while connecting: exit 130
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && ce.Config != nil {
+		code, msg, ok := connectError(ce)
+		// What the command was connecting for ("connect to the ledger
+		// database"), when it said so.
+		full := trimPrefix(err.Error())
+		if i := strings.Index(full, ce.Error()); i > 0 {
+			msg = strings.TrimSuffix(full[:i], ": ") + ": " + msg
+		}
+		return code, msg, ok
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "55P03" {
+		return rewind.CodeLocked, fmt.Sprintf("a table, row or run this command needs is locked by another database session, "+
+			"and the wait for it ran out (--lock-timeout): %s; find that session (for a table: SELECT l.pid, a.state, a.query "+
+			"FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.granted AND l.mode = 'AccessExclusiveLock'), "+
+			"wait for it to end and try again, or raise --lock-timeout", context0(err)), true
+	}
+	return "", "", false
+}
+
+func connectError(ce *pgconn.ConnectError) (rewind.Code, string, bool) {
+	c := ce.Config
+	where := fmt.Sprintf("the database %q at %s:%d", c.Database, c.Host, c.Port)
+	if strings.HasPrefix(c.Host, "/") {
+		where = fmt.Sprintf("the database %q at socket %s", c.Database, c.Host)
+	}
+	check := "check that PostgreSQL runs there and that --dsn (or --ledger-dsn, $REWIND_DSN, $REWIND_LEDGER_DSN) names it"
+	var pe *pgconn.PgError
+	var op *net.OpError
+	switch {
+	case errors.As(ce, &pe) && pe.Code == "3D000":
+		return rewind.CodeNotFound, fmt.Sprintf("%s does not exist: %s; check the database name in --dsn", where, pe.Message), true
+	case errors.As(ce, &pe) && strings.HasPrefix(pe.Code, "28"):
+		return rewind.CodeUnauthenticated, fmt.Sprintf("%s refused user %q: %s; check the user and password in --dsn "+
+			"(and pg_hba.conf)", where, c.User, pe.Message), true
+	case errors.As(ce, &pe):
+		return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: the server said %q (SQLSTATE %s); %s", where, pe.Message, pe.Code, check), true
+	case errors.Is(ce, context.DeadlineExceeded):
+		timeout := "--connect-timeout"
+		if c.ConnectTimeout > 0 {
+			timeout = fmt.Sprintf("%s (--connect-timeout, or the DSN's connect_timeout)", c.ConnectTimeout)
+		}
+		return rewind.CodeClosed, fmt.Sprintf("cannot reach %s: no answer within %s; %s", where, timeout, check), true
+	case errors.As(ce, &op):
+		return rewind.CodeClosed, fmt.Sprintf("cannot reach %s: %v; %s", where, op.Err, check), true
+	}
+	reason := ce.Unwrap().Error()
+	if i := strings.LastIndex(reason, "): "); i >= 0 { // "host:port (host): reason"
+		reason = reason[i+3:]
+	}
+	if strings.Contains(reason, "receive message") {
+		reason = "what answered there does not speak PostgreSQL's protocol (" + reason + "): is it the right host and port?"
+	}
+	return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: %s; %s", where, reason, check), true
+}
+
+// context0 is err's message up to the driver's own text: what the command
+// was doing when the lock wait ran out.
+func context0(err error) string {
+	msg := trimPrefix(err.Error())
+	if i := strings.Index(msg, ": ERROR: "); i >= 0 {
+		return msg[:i]
+	}
+	return strings.TrimPrefix(msg, "ERROR: ")
+}
+
+// maskPasswords masks, in a message about to be printed, the passwords of
+// the connection strings this command was given (--dsn, --ledger-dsn and
+// their environment variables) as the driver reads them, and anything
+// that looks like a DSN password: an error may quote a connection string
+// the driver could not parse, or part of one.
+func (a *app) maskPasswords(msg string) string {
+	var dsns []string
+	for _, env := range []string{"REWIND_DSN", "REWIND_LEDGER_DSN"} {
+		if v := os.Getenv(env); v != "" {
+			dsns = append(dsns, v)
+		}
+	}
+	for i, arg := range a.args {
+		for _, flag := range []string{"--dsn", "--ledger-dsn"} {
+			switch {
+			case arg == flag && i+1 < len(a.args):
+				dsns = append(dsns, a.args[i+1])
+			case strings.HasPrefix(arg, flag+"="):
+				dsns = append(dsns, strings.TrimPrefix(arg, flag+"="))
+			}
+		}
+	}
+	for _, dsn := range dsns {
+		if cfg, err := pgconn.ParseConfig(dsn); err == nil && len(cfg.Password) >= 3 {
+			msg = strings.ReplaceAll(msg, cfg.Password, "***")
+		}
+	}
+	return audit.MaskDSN(msg)
+}

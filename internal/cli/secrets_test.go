@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ledgerText is every row of every table of the rewind schema, as text.
+func ledgerText(t *testing.T, b cliBundle) string {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := b.db.Pool.Query(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'rewind'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var name string
+		rows.Scan(&name)
+		tables = append(tables, name)
+	}
+	var all strings.Builder
+	for _, table := range tables {
+		var s string
+		if err := b.db.Pool.QueryRow(ctx, fmt.Sprintf("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM rewind.%s t", table)).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		all.WriteString(s)
+	}
+	return all.String()
+}
+
+// Secrets reached the ledger or the terminal through paths the flag-order
+// fix did not cover: a keyword/value DSN written with spaces or quotes, a
+// malformed -p, a value the type parser normalizes (bigint 007 is quoted
+// back as 7, a date as a timestamp) in a database error, and a dry-run
+// diff's before-value (a row that already holds the secret). Each is
+// masked now; the test looks for the secret in every table of the rewind
+// schema and in stdout and stderr.
+func TestSecretsMaskedInEveryRendering(t *testing.T) {
+	t.Parallel()
+	const job = `name: pins
+version: 1
+table: users
+key: [id]
+where: id <= @max_id
+set:
+  pin: "@pin"
+  due: "@due"
+  note: "@token"
+params:
+  max_id: {type: bigint, required: true}
+  pin:    {type: bigint, secret: true}
+  due:    {type: timestamptz, secret: true}
+  token:  {type: text, secret: true}
+chunk: 100
+`
+	b := setupCLI(t, job)
+	b.db.Exec(t, "ALTER TABLE users ADD pin bigint, ADD due timestamptz, ADD note text")
+	const token, pin, pinShown, due, dueShown = "Tok-3c2b1a", "0074123", "74123", "2031-02-03", "2031-02-03 00:00:00"
+	// Row 2 already holds the token: a dry run's before-value shows it.
+	b.db.Exec(t, "UPDATE users SET note = $1 WHERE id = 2", token)
+	cfg, err := pgconn.ParseConfig(b.db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const password = "Pw-8d7c6b"
+	kv := func(pw string) string {
+		return fmt.Sprintf("host=%s port=%d user=%s %s dbname=%s sslmode=disable", cfg.Host, cfg.Port, cfg.User, pw, cfg.Database)
+	}
+	secrets := []string{token, pinShown, "2031-02-03", password, "8d7c6b"}
+	check := func(args []string, out, stderr string) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(out+stderr, s) {
+				t.Errorf("%q printed %q:\n%s\n%s", args, s, out, stderr)
+			}
+		}
+	}
+	params := []string{"-p", "max_id=3", "-p", "pin=" + pin, "-p", "due=" + due, "-p", "token=" + token}
+	for _, tt := range []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{append([]string{"--dsn", kv("password = " + password)}, params...), 0, "DRY RUN"},
+		{append([]string{"--dsn=" + kv("password='"+password+" x'")}, params...), 0, "DRY RUN"},
+		{append([]string{"--dsn", kv("password=" + password), "-p", token}, params...), 2, "name=value"},
+		{append([]string{"--dsn", kv("password=" + password), "-p", "=" + token}, params...), 2, "name=value"},
+		{append([]string{"--dsn", kv("password="+password) + " port=x"}, params...), 2, "connection string"},
+		{append([]string{"--dsn", kv("password =" + password), "--execute"}, params...), 1, "check constraint"},
+	} {
+		args := append([]string{"backfill", "run", b.job}, tt.args...)
+		if tt.status == 1 {
+			// Chunk 1 fails on a CHECK constraint whose message quotes
+			// the row: 74123 and the timestamp, as PostgreSQL prints them.
+			b.db.Exec(t, "ALTER TABLE users ADD CONSTRAINT small_pin CHECK (pin < 1000 OR due < '2030-01-01')")
+		}
+		out, stderr, st := cli(t, args...)
+		if st != tt.status || !strings.Contains(out+stderr, tt.want) {
+			t.Errorf("%q: status %d, want %d with %q:\n%s\n%s", args, st, tt.status, tt.want, out, stderr)
+		}
+		check(args, out, stderr)
+		if tt.want == "DRY RUN" && !strings.Contains(out, "note: *** → ***") {
+			t.Errorf("the diff of row 2 does not show its before-value masked:\n%s", out)
+		}
+	}
+	status, _, _ := cli(t, "backfill", "list", "--dsn", b.db.DSN)
+	if !strings.Contains(status, "failed") {
+		t.Fatalf("no failed run:\n%s", status)
+	}
+	text := ledgerText(t, b)
+	for _, s := range append(secrets, dueShown) {
+		if strings.Contains(text, s) {
+			i := strings.Index(text, s)
+			t.Errorf("the rewind schema holds %q: …%s…", s, text[max(0, i-200):min(len(text), i+100)])
+		}
+	}
+	if !strings.Contains(text, "check constraint") {
+		t.Errorf("the failure is not recorded")
+	}
+	// The same holds for the job file's own error path.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(job, "pin: \"@pin\"", "pin: \"@pin / 0\"", 1)), 0o600)
+	out, stderr, _ := cli(t, append([]string{"backfill", "run", bad, "--dsn", b.db.DSN}, params...)...)
+	check([]string{"bad.yaml"}, out, stderr)
+}
