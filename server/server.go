@@ -208,7 +208,7 @@ func (s *Server) Handler() http.Handler {
 			errw.Write(w, r, err)
 			return
 		}
-		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, rt, p)
+		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, s.cfg.MaxRequestBytes, rt, p)
 		r.Body = ri.body
 		defer ri.body.finish()
 		lr := &liveRequest{body: ri.body, streaming: rt.streaming()}

@@ -32,6 +32,53 @@ var connectCodes = map[rewind.Code]connect.Code{
 	rewind.CodeEpochChanged:   connect.CodeFailedPrecondition,
 	rewind.CodeCanceled:       connect.CodeCanceled,
 	rewind.CodeInternal:       connect.CodeInternal,
+	CodeDeadlineExceeded:      connect.CodeDeadlineExceeded,
+	CodeUnimplemented:         connect.CodeUnimplemented,
+}
+
+// Codes of the ErrorDetail of errors the server's HTTP layer makes, which
+// have no counterpart in the store: a request that did not arrive in time,
+// a path where no RPC is.
+const (
+	CodeDeadlineExceeded rewind.Code = "deadline_exceeded"
+	CodeUnimplemented    rewind.Code = "unimplemented"
+)
+
+// DetailCode returns the code of the ErrorDetail that goes with a status
+// code, for errors made without one (by connect-go, net/http or the
+// middleware).
+func DetailCode(c connect.Code) rewind.Code {
+	switch c {
+	case connect.CodeInvalidArgument:
+		return rewind.CodeInvalidArgument
+	case connect.CodeResourceExhausted:
+		return rewind.CodeLimitExceeded
+	case connect.CodeDeadlineExceeded:
+		return CodeDeadlineExceeded
+	case connect.CodeUnimplemented:
+		return CodeUnimplemented
+	case connect.CodeAborted:
+		return rewind.CodeWrongExpectedVersion
+	case connect.CodeAlreadyExists:
+		return rewind.CodeAlreadyExists
+	case connect.CodeNotFound:
+		return rewind.CodeNotFound
+	case connect.CodeOutOfRange:
+		return rewind.CodeTruncated
+	case connect.CodeUnauthenticated:
+		return rewind.CodeUnauthenticated
+	case connect.CodePermissionDenied:
+		return rewind.CodePermissionDenied
+	case connect.CodeUnavailable:
+		return rewind.CodeClosed
+	case connect.CodeDataLoss:
+		return rewind.CodeCorruption
+	case connect.CodeFailedPrecondition:
+		return rewind.CodeFailed
+	case connect.CodeCanceled:
+		return rewind.CodeCanceled
+	}
+	return rewind.CodeInternal
 }
 
 // sentinels gives the rewind sentinel of each code, for the client.
@@ -52,6 +99,7 @@ var sentinels = map[rewind.Code]error{
 	rewind.CodeOutcomeUnknown:       rewind.ErrOutcomeUnknown,
 	rewind.CodeEpochChanged:         rewind.ErrEpochChanged,
 	rewind.CodeCanceled:             context.Canceled,
+	CodeDeadlineExceeded:            context.DeadlineExceeded,
 }
 
 // ConnectCode returns the status code the API uses for a rewind code.

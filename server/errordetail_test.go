@@ -1,0 +1,201 @@
+package server_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/rewindhq/rewind/server"
+)
+
+// h2Exchange sends one request over HTTP/2 (h2c) and reads the answer in
+// any protocol: the gRPC status from the headers (trailers-only) or the
+// trailers, or the Connect error from the body.
+func h2Exchange(t *testing.T, hc *http.Client, url_, token, ctype, body string, headers ...string) answer {
+	t.Helper()
+	req, err := http.NewRequest("POST", url_, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ctype)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(ctype, "application/grpc") || strings.HasPrefix(ctype, "application/grpc-web") {
+		return readAnswer(t, res)
+	}
+	defer res.Body.Close()
+	io.Copy(io.Discard, res.Body)
+	a := answer{status: res.StatusCode, header: res.Header}
+	for _, h := range []http.Header{res.Header, res.Trailer} {
+		if s := h.Get("Grpc-Status"); s != "" {
+			n, _ := strconv.Atoi(s)
+			a.code = connect.Code(n).String()
+			if n == 0 {
+				a.code = "ok"
+			}
+			a.message, _ = url.PathUnescape(h.Get("Grpc-Message"))
+			a.detail = grpcDetail(t, h.Get("Grpc-Status-Details-Bin"))
+		}
+	}
+	return a
+}
+
+// TestEveryErrorCarriesTheDetail sends a corpus of bad requests over gRPC,
+// gRPC-Web, Connect streaming and Connect unary (JSON and protobuf), over
+// HTTP/2, and checks that every answer is an error with rewind's
+// ErrorDetail and the documented code for its status: errors made by
+// connect-go (decoding, decompression, size limits, content types), by
+// the middleware (authentication, routing, framing checks) and by the
+// handlers alike.
+func TestEveryErrorCarriesTheDetail(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{MaxRequestBytes: 4 << 10})
+	_, readerSecret, err := c.CreateToken(ctx, "reader", "read:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := h2c()
+	big := `{"stream":"s","events":[{"type":"T","data":"` + strings.Repeat("QUFB", 2<<10) + `"}]}`
+	okAppend := `{"stream":"s","events":[{"type":"T"}]}`
+	type req struct {
+		name, path, body string
+		token            string // "" for the admin's, "-" for none
+		headers          []string
+		want             string
+	}
+	corpus := []req{
+		{name: "no token", path: pAppend, body: okAppend, token: "-", want: "unauthenticated"},
+		{name: "unknown token", path: pAppend, body: okAppend, token: "rwd_000000000000_" + strings.Repeat("x", 43),
+			want: "unauthenticated"},
+		{name: "permission denied", path: pAppend, body: okAppend, token: readerSecret, want: "permission_denied"},
+		{name: "unknown method", path: "/rewind.v1.EventStoreService/Nope", body: "{}", want: "unimplemented"},
+		{name: "unknown service", path: "/nope.v1.Nope/Nope", body: "{}", want: "unimplemented"},
+		{name: "bad JSON", path: pAppend, body: `{"stream":`, want: "invalid_argument"},
+		{name: "unknown field", path: pAppend, body: `{"stream":"s","nope":1}`, want: "invalid_argument"},
+		{name: "bad stream name", path: pAppend, body: `{"stream":"a b","events":[{"type":"T"}]}`,
+			want: "invalid_argument"},
+		{name: "message too large", path: pAppend, body: big, want: "resource_exhausted"},
+		{name: "not gzip", path: pAppend, body: okAppend, headers: []string{"$ENC: gzip"}, want: "invalid_argument"},
+		{name: "unknown coding", path: pAppend, body: okAppend, headers: []string{"$ENC: br"}, want: "invalid_argument"},
+		{name: "missing stream", path: pReadStream, body: `{"stream":"nope"}`, want: "not_found"},
+		{name: "page too large", path: pReadAll, body: `{"limit":1000000}`, want: "resource_exhausted"},
+		{name: "reflection without token", path: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+			body: "{}", token: "-", want: "unauthenticated"},
+		{name: "subscription bad filter", path: pSubscribe, body: `{"filter":{"types":["a b"]}}`,
+			want: "invalid_argument"},
+	}
+	protocols := []struct {
+		name, ctype, enc string
+		framed           bool
+	}{
+		{"grpc", "application/grpc+json", "Grpc-Encoding", true},
+		{"grpc-web", "application/grpc-web+json", "Grpc-Encoding", true},
+		{"connect", "application/json", "Content-Encoding", false},
+		{"connect-stream", "application/connect+json", "Connect-Content-Encoding", true},
+	}
+	for _, p := range protocols {
+		for _, r := range corpus {
+			streaming := r.path == pSubscribe
+			if streaming && p.name == "connect" || !streaming && p.name == "connect-stream" {
+				continue // each procedure in the protocols that can call it
+			}
+			t.Run(p.name+"/"+r.name, func(t *testing.T) {
+				t.Parallel()
+				body := r.body
+				flags := byte(0)
+				var headers []string
+				for _, h := range r.headers {
+					headers = append(headers, strings.ReplaceAll(h, "$ENC", p.enc))
+					flags = 1
+				}
+				if p.framed {
+					body = env(flags, body)
+				}
+				token := b.admin
+				switch r.token {
+				case "-":
+					token = ""
+				case "":
+				default:
+					token = r.token
+				}
+				a := h2Exchange(t, hc, b.url+r.path, token, p.ctype, body, headers...)
+				if a.code != r.want {
+					t.Fatalf("%d %s: %s; want code %s", a.status, a.code, a.message, r.want)
+				}
+				checkDetail(t, a)
+				if a.status >= 500 {
+					t.Errorf("status %d for a client's mistake", a.status)
+				}
+				t.Logf("%d %s: %s", a.status, a.code, a.message)
+			})
+		}
+	}
+}
+
+// TestMalformedEnvelopesAreInvalidArgument sends envelopes whose prefix
+// lies (a length beyond the body, beyond any limit, unknown flags, a
+// prefix cut short) over gRPC, gRPC-Web and Connect streaming: each is the
+// client's mistake, InvalidArgument with a message that says the envelope
+// is malformed, never ResourceExhausted or a server error.
+func TestMalformedEnvelopesAreInvalidArgument(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{MaxRequestBytes: 4 << 10})
+	hc := h2c()
+	msg := `{"fromPosition":"1"}`
+	cases := map[string]string{
+		"length beyond the body":         envLen(0, uint32(len(msg)+100), msg),
+		"length beyond max request size": envLen(0, 1<<30, msg),
+		"length of 4 GiB":                envLen(0, 0xffffffff, msg),
+		"unknown flags":                  env(0x40, msg),
+		"trailer flag":                   env(0x80, msg),
+		"truncated prefix":               "\x00\x00\x01",
+	}
+	for _, p := range []struct{ name, path, ctype string }{
+		{"grpc", pReadAll, "application/grpc+json"},
+		{"grpc-web", pReadAll, "application/grpc-web+json"},
+		{"connect-stream", pSubscribe, "application/connect+json"},
+	} {
+		for name, body := range cases {
+			t.Run(p.name+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				a := h2Exchange(t, hc, b.url+p.path, b.admin, p.ctype, body)
+				if a.code != "invalid_argument" || !strings.Contains(a.message, "malformed") {
+					t.Fatalf("%d %s: %s; want invalid_argument saying the envelope is malformed", a.status, a.code,
+						a.message)
+				}
+				checkDetail(t, a)
+			})
+		}
+		// Over HTTP/1.1 with a Content-Length, as gRPC-Web and Connect
+		// clients in browsers send them.
+		if p.name == "grpc" {
+			continue
+		}
+		for name, body := range cases {
+			t.Run(p.name+"/http1/"+name, func(t *testing.T) {
+				t.Parallel()
+				a, _ := exchange(t, strings.TrimPrefix(b.url, "http://"), b.admin, post(p.path, p.ctype, body), false)
+				if a.code != "invalid_argument" || !strings.Contains(a.message, "malformed") {
+					t.Fatalf("%d %s: %s; want invalid_argument saying the envelope is malformed", a.status, a.code,
+						a.message)
+				}
+				checkDetail(t, a)
+			})
+		}
+	}
+}
