@@ -51,7 +51,7 @@ type requestBody struct {
 	compressed bool
 	// maxMessage is max_request_bytes; length is the body's
 	// Content-Length, -1 when unknown, and read the bytes read so far.
-	maxMessage    uint32
+	maxMessage   uint32
 	length, read int64
 
 	prefix    [5]byte
