@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -290,11 +291,25 @@ type inflight struct {
 type liveRequest struct {
 	body      *requestBody
 	streaming bool
+	conn      net.Conn // the request's connection, from the server's ConnContext; nil in tests of Handler
 }
 
 // shutdownWriteGrace is how long a stream may still take to deliver its
 // last message once shutdown begins, when its client is not reading.
 const shutdownWriteGrace = time.Second
+
+type connKey struct{}
+
+// withConn is the server's ConnContext: it lets a request reach its
+// connection.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+func connFrom(ctx context.Context) net.Conn {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	return c
+}
 
 func (in *inflight) add(lr *liveRequest) {
 	in.mu.Lock()
@@ -338,14 +353,29 @@ func (in *inflight) cutAll() {
 // cut refuses a request whose body has not arrived (nothing was done with
 // it yet, so the client can safely send it again), and gives a stream
 // shutdownWriteGrace to deliver its last message.
+//
+// A stream still writing after that is blocked on a client that reads
+// nothing: its connection is closed. A write deadline would do it too, but
+// over HTTP/2 that resets the stream with INTERNAL_ERROR, which gRPC
+// clients report as Internal; a connection that closes after the server's
+// GOAWAY is Unavailable to them, which they retry. The stream's status
+// cannot be sent instead: its trailers would have to follow the message
+// that flow control holds back.
 func (lr *liveRequest) cut() {
 	lr.body.control(func(rc *http.ResponseController) {
 		if !lr.body.complete.Load() {
 			lr.body.shutdown.Store(true)
 			rc.SetReadDeadline(time.Now())
 		}
-		if lr.streaming {
-			rc.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
+		if !lr.streaming {
+			return
 		}
+		if lr.conn == nil {
+			rc.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
+			return
+		}
+		time.AfterFunc(shutdownWriteGrace, func() {
+			lr.body.control(func(*http.ResponseController) { lr.conn.Close() })
+		})
 	})
 }

@@ -113,6 +113,7 @@ func New(cfg Config) (_ *Server, err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsCfg,
+		ConnContext:       withConn,
 	}
 	s.http.Protocols = new(http.Protocols)
 	s.http.Protocols.SetHTTP1(true)
@@ -211,7 +212,7 @@ func (s *Server) Handler() http.Handler {
 		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, s.cfg.MaxRequestBytes, rt, p)
 		r.Body = ri.body
 		defer ri.body.finish()
-		lr := &liveRequest{body: ri.body, streaming: rt.streaming()}
+		lr := &liveRequest{body: ri.body, streaming: rt.streaming(), conn: connFrom(r.Context())}
 		s.inflight.add(lr)
 		defer s.inflight.remove(lr)
 		if rt.foreign && rt.streaming() {
