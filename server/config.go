@@ -25,6 +25,9 @@ const (
 	DefaultIdleTimeout              = 2 * time.Minute
 	DefaultMaxSubscriptionsPerToken = 64
 	DefaultShutdownTimeout          = 30 * time.Second
+	// DefaultDrainDelay is no delay: a process that is not behind a load
+	// balancer stops at once.
+	DefaultDrainDelay = 0
 )
 
 // Config configures a Server. The zero value is the default configuration.
@@ -72,6 +75,13 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	// Defaults to 30s.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long a graceful stop keeps the listener open and
+	// serving once it has turned /readyz to 503 ("draining") and gRPC
+	// health to NOT_SERVING, so that load balancers and orchestrators
+	// probing readiness stop sending requests before connections are
+	// refused. Subscriptions end, and new ones are refused, at once.
+	// Defaults to 0 (no delay).
+	DrainDelay time.Duration
 	// OTLPEndpoint, when set, exports traces of every RPC over OTLP/HTTP to
 	// this endpoint (host:port, or a URL). Defaults to no tracing.
 	OTLPEndpoint string
@@ -126,7 +136,8 @@ func (c *Config) withDefaults() (Config, error) {
 	case cfg.MaxInflightAppendBytes < int64(cfg.MaxRequestBytes):
 		return cfg, bad("max inflight append bytes", cfg.MaxInflightAppendBytes,
 			fmt.Sprintf("must be at least max request bytes (%d)", cfg.MaxRequestBytes))
-	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0:
+	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0,
+		cfg.DrainDelay < 0:
 		return cfg, bad("timeouts", "", "must not be negative")
 	case cfg.MaxSubscriptionsPerToken < 1:
 		return cfg, bad("max subscriptions per token", cfg.MaxSubscriptionsPerToken, "must be at least 1")

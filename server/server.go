@@ -244,9 +244,10 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
-// Run serves until ctx ends, then shuts down gracefully: it stops
-// accepting connections, ends subscriptions with an Unavailable status
-// that says where to resume, waits for in-flight requests (appends
+// Run serves until ctx ends, then shuts down gracefully: it turns /readyz
+// and gRPC health unready, ends subscriptions with an Unavailable status
+// that says where to resume, keeps serving other requests for DrainDelay,
+// stops accepting connections, waits for in-flight requests (appends
 // included) up to ShutdownTimeout, fsyncs and closes the store, releasing
 // the data directory. It returns nil after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
@@ -279,9 +280,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 func (s *Server) shutdown() error {
 	s.log.Info("rewind server shutting down: draining requests")
+	// Unready first, while the listener still accepts: probes see 503
+	// "draining" and NOT_SERVING for DrainDelay before connections are
+	// refused.
 	s.draining.Store(true)
 	s.setHealth(grpchealth.StatusNotServing)
 	s.endSubs()
+	if s.cfg.DrainDelay > 0 {
+		s.log.Info("draining: /readyz is 503 until the listener closes", "drain_delay", s.cfg.DrainDelay)
+		time.Sleep(s.cfg.DrainDelay)
+	}
 	// Requests waiting on a client that stalls (a body that does not
 	// come, a stream nobody reads) are cut now rather than waited for.
 	s.inflight.cutAll()

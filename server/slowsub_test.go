@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -216,5 +217,34 @@ func TestShutdownEndsBlockedGRPCStreamsWithUnavailable(t *testing.T) {
 		}
 	case <-time.After(answerDeadline):
 		t.Fatal("shutdown waits for a stream blocked on flow control")
+	}
+}
+
+// TestReadinessTurnsUnreadyBeforeTheListenerCloses starts a graceful stop
+// with a drain delay: while the listener still accepts, /readyz must say
+// 503 "draining" and gRPC health NOT_SERVING, and other requests are
+// still served.
+func TestReadinessTurnsUnreadyBeforeTheListenerCloses(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{DrainDelay: 3 * time.Second})
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	waitFor(t, func() bool {
+		status, body := get(t, b.url+"/readyz")
+		if status == http.StatusServiceUnavailable && !strings.Contains(body, "draining") {
+			t.Fatalf("/readyz: %d %s; want the reason draining", status, body)
+		}
+		return status == http.StatusServiceUnavailable
+	})
+	hc := grpchealth.NewClient(h2c(), b.url, connect.WithGRPC())
+	res, err := hc.Check(ctx, &grpchealth.CheckRequest{})
+	if err != nil || res.Status != grpchealth.StatusNotServing {
+		t.Fatalf("gRPC health while draining: %+v %v; want NOT_SERVING", res, err)
+	}
+	if _, err := c.Append(ctx, "s", rewind.Any, ev("A", "{}")); err != nil {
+		t.Fatalf("an append while draining: %v", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
 	}
 }
