@@ -25,6 +25,9 @@ const (
 	DefaultIdleTimeout              = 2 * time.Minute
 	DefaultMaxSubscriptionsPerToken = 64
 	DefaultShutdownTimeout          = 30 * time.Second
+	// DefaultSlowSubscriberTimeout is how long one subscription message may
+	// wait for its client to read it.
+	DefaultSlowSubscriberTimeout = time.Minute
 	// DefaultDrainDelay is no delay: a process that is not behind a load
 	// balancer stops at once.
 	DefaultDrainDelay = 0
@@ -72,6 +75,13 @@ type Config struct {
 	// MaxSubscriptionsPerToken bounds the open subscriptions of one token.
 	// Defaults to 64.
 	MaxSubscriptionsPerToken int
+	// SlowSubscriberTimeout bounds how long one message of a subscription
+	// may wait for the client to read it (for HTTP/2 flow control to let
+	// it through). A subscription whose message waited longer is ended,
+	// once the message is through, with ResourceExhausted ("too slow")
+	// and the position to resume after. Until then, the subscription
+	// holds one message in server memory, never more. Defaults to 1m.
+	SlowSubscriberTimeout time.Duration
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	// Defaults to 30s.
 	ShutdownTimeout time.Duration
@@ -118,6 +128,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.MaxSubscriptionsPerToken == 0 {
 		cfg.MaxSubscriptionsPerToken = DefaultMaxSubscriptionsPerToken
 	}
+	if cfg.SlowSubscriberTimeout == 0 {
+		cfg.SlowSubscriberTimeout = DefaultSlowSubscriberTimeout
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -137,7 +150,7 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, bad("max inflight append bytes", cfg.MaxInflightAppendBytes,
 			fmt.Sprintf("must be at least max request bytes (%d)", cfg.MaxRequestBytes))
 	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0,
-		cfg.DrainDelay < 0:
+		cfg.DrainDelay < 0, cfg.SlowSubscriberTimeout < 0:
 		return cfg, bad("timeouts", "", "must not be negative")
 	case cfg.MaxSubscriptionsPerToken < 1:
 		return cfg, bad("max subscriptions per token", cfg.MaxSubscriptionsPerToken, "must be at least 1")

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -247,4 +248,73 @@ func TestReadinessTurnsUnreadyBeforeTheListenerCloses(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// heapInUse returns the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestSlowSubscribersCostLittleMemory opens 50 subscriptions whose
+// clients grant only HTTP/2's initial window and never read, over a log
+// far larger than that, and checks the server's live heap grows by less
+// than slowSubscriberBound each: what a subscriber the client does not
+// read holds is bounded, whatever the log holds.
+func TestSlowSubscribersCostLittleMemory(t *testing.T) {
+	_, _, b := setup(t, server.Config{MaxSubscriptionsPerToken: 100})
+	fillLog(t, b, 64, 128<<10) // 8 MiB
+	before := heapInUse()
+	const n = 50
+	for range n {
+		sub := newRawH2Subscriber(t, b)
+		data := 0
+		if end := sub.next(t, &data, func() bool { return data >= 65535-5 }); end != "" {
+			t.Fatalf("a subscription ended before it filled the window: %s", end)
+		}
+	}
+	waitFor(t, func() bool { return strings.Contains(scrape(t, b.url), "rewind_subscriptions_active 50") })
+	time.Sleep(500 * time.Millisecond) // let every one block in its write
+	grown := int64(heapInUse()) - int64(before)
+	t.Logf("heap grew %d KiB for %d deaf subscribers: %d KiB each", grown>>10, n, grown/n>>10)
+	if per := grown / n; per > slowSubscriberBound {
+		t.Errorf("each deaf subscriber holds %d KiB of heap, more than %d KiB", per>>10, slowSubscriberBound>>10)
+	}
+}
+
+// slowSubscriberBound is the memory docs/server.md promises a subscriber
+// that does not read costs at most, with room for the connection's own
+// buffers.
+const slowSubscriberBound = 1 << 20
+
+// TestTooSlowSubscriberEndsWithResourceExhausted subscribes with a client
+// that stops reading for longer than SlowSubscriberTimeout, then reads
+// again: the subscription must end, once the waiting message is through,
+// with ResourceExhausted saying the subscriber is too slow and where to
+// resume, rather than be buffered for.
+func TestTooSlowSubscriberEndsWithResourceExhausted(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{SlowSubscriberTimeout: 300 * time.Millisecond})
+	fillLog(t, b, 8, 64<<10)
+	sub := newRawH2Subscriber(t, b)
+	data := 0
+	if end := sub.next(t, &data, func() bool { return data >= 65535-5 }); end != "" {
+		t.Fatalf("the subscription ended before it filled the window: %s", end)
+	}
+	time.Sleep(time.Second) // reads nothing, longer than the timeout
+	if err := sub.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.fr.WriteWindowUpdate(1, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	end := sub.next(t, &data, func() bool { return false })
+	if !strings.HasPrefix(end, "trailers 8 ") || !strings.Contains(end, "too slow") ||
+		!strings.Contains(end, "after_position") {
+		t.Fatalf("the slow subscription ended with %q; want trailers with status 8 (resource exhausted) "+
+			"saying it is too slow and where to resume", end)
+	}
+	t.Log(end)
 }
