@@ -33,6 +33,42 @@ const (
 	DefaultDrainDelay = 0
 )
 
+// Limits of the HTTP layer: they apply before rewind's code sees a
+// request, and are set explicitly rather than left to net/http's
+// defaults, which may change from one Go release to the next.
+// docs/server.md lists each.
+const (
+	// MaxHeaderBytes bounds a request's headers (HTTP/1.1: the request
+	// line and headers, with net/http's slack of 4 KiB; HTTP/2: the
+	// SETTINGS_MAX_HEADER_LIST_SIZE advertised, this plus 320 bytes).
+	MaxHeaderBytes = 64 << 10
+	// HTTP2MaxConcurrentStreams is the streams (RPCs) one HTTP/2
+	// connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+	HTTP2MaxConcurrentStreams = 250
+	// HTTP2MaxReadFrameSize is the largest HTTP/2 frame the server reads
+	// (SETTINGS_MAX_FRAME_SIZE).
+	HTTP2MaxReadFrameSize = 1 << 20
+	// HTTP2MaxReceiveBufferPerStream and HTTP2MaxReceiveBufferPerConnection
+	// are the flow-control windows the server grants a client for request
+	// data: what it buffers of a request ahead of the handler reading it,
+	// per stream and per connection.
+	HTTP2MaxReceiveBufferPerStream     = 1 << 20
+	HTTP2MaxReceiveBufferPerConnection = 1 << 20
+	// HTTP2HeaderTableSize bounds HPACK's dynamic tables, decoding and
+	// encoding (SETTINGS_HEADER_TABLE_SIZE).
+	HTTP2HeaderTableSize = 4 << 10
+	// HTTP2SendPingTimeout: an HTTP/2 connection on which nothing arrived
+	// for this long is pinged, and closed if the answer does not come
+	// within HTTP2PingTimeout, so that a vanished client does not hold its
+	// subscriptions open.
+	HTTP2SendPingTimeout = time.Minute
+	HTTP2PingTimeout     = 15 * time.Second
+	// HTTP2WriteByteTimeout closes an HTTP/2 connection on which the
+	// server has had bytes to write, and could write none, for this long:
+	// a client that stopped reading its socket altogether.
+	HTTP2WriteByteTimeout = time.Minute
+)
+
 // Config configures a Server. The zero value is the default configuration.
 type Config struct {
 	// Addr is the TCP address to listen on. Defaults to 127.0.0.1:7070.

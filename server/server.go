@@ -110,10 +110,21 @@ func New(cfg Config) (_ *Server, err error) {
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		IdleTimeout:       c.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn),
-		TLSConfig:         tlsCfg,
-		ConnContext:       withConn,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          HTTP2MaxConcurrentStreams,
+			MaxReadFrameSize:              HTTP2MaxReadFrameSize,
+			MaxReceiveBufferPerStream:     HTTP2MaxReceiveBufferPerStream,
+			MaxReceiveBufferPerConnection: HTTP2MaxReceiveBufferPerConnection,
+			MaxDecoderHeaderTableSize:     HTTP2HeaderTableSize,
+			MaxEncoderHeaderTableSize:     HTTP2HeaderTableSize,
+			SendPingTimeout:               HTTP2SendPingTimeout,
+			PingTimeout:                   HTTP2PingTimeout,
+			WriteByteTimeout:              HTTP2WriteByteTimeout,
+		},
+		ErrorLog:    slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn),
+		TLSConfig:   tlsCfg,
+		ConnContext: withConn,
 	}
 	s.http.Protocols = new(http.Protocols)
 	s.http.Protocols.SetHTTP1(true)
