@@ -156,7 +156,7 @@ func TestMalformedEnvelopesAreInvalidArgument(t *testing.T) {
 	t.Parallel()
 	_, _, b := setup(t, server.Config{MaxRequestBytes: 4 << 10})
 	hc := h2c()
-	msg := `{"fromPosition":"1"}`
+	msg := `{"epoch":"0"}` // a ReadAllRequest and a SubscribeRequest alike
 	cases := map[string]string{
 		"length beyond the body":         envLen(0, uint32(len(msg)+100), msg),
 		"length beyond max request size": envLen(0, 1<<30, msg),
@@ -164,6 +164,8 @@ func TestMalformedEnvelopesAreInvalidArgument(t *testing.T) {
 		"unknown flags":                  env(0x40, msg),
 		"trailer flag":                   env(0x80, msg),
 		"truncated prefix":               "\x00\x00\x01",
+		"no message":                     "",
+		"two messages":                   env(0, msg) + env(0, msg),
 	}
 	for _, p := range []struct{ name, path, ctype string }{
 		{"grpc", pReadAll, "application/grpc+json"},
@@ -181,6 +183,27 @@ func TestMalformedEnvelopesAreInvalidArgument(t *testing.T) {
 				checkDetail(t, a)
 			})
 		}
+		if p.name != "connect-stream" { // a subscription taken would stream on
+			t.Run(p.name+"/GZIP in capitals", func(t *testing.T) {
+				t.Parallel()
+				a := h2Exchange(t, hc, b.url+p.path, b.admin, p.ctype, env(1, gzipped(msg)), "Grpc-Encoding: GZIP")
+				if a.code != "ok" {
+					t.Fatalf("%d %s: %s; want the request taken", a.status, a.code, a.message)
+				}
+			})
+		}
+		t.Run(p.name+"/zero timeout", func(t *testing.T) {
+			t.Parallel()
+			h := "Grpc-Timeout: 0S"
+			if p.name == "connect-stream" {
+				h = "Connect-Timeout-Ms: 0"
+			}
+			a := h2Exchange(t, hc, b.url+p.path, b.admin, p.ctype, env(0, msg), h)
+			if a.code != "invalid_argument" {
+				t.Fatalf("%d %s: %s; want invalid_argument", a.status, a.code, a.message)
+			}
+			checkDetail(t, a)
+		})
 		// Over HTTP/1.1 with a Content-Length, as gRPC-Web and Connect
 		// clients in browsers send them.
 		if p.name == "grpc" {
