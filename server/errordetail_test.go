@@ -222,3 +222,29 @@ func TestMalformedEnvelopesAreInvalidArgument(t *testing.T) {
 		}
 	}
 }
+
+// TestOperationalPathsRefuseWithTheDetail checks the paths beside the
+// API: a wrong method on /healthz, /readyz or /metrics, and a path no one
+// serves, are answered like API errors, with a message and the detail.
+func TestOperationalPathsRefuseWithTheDetail(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{})
+	addr := strings.TrimPrefix(b.url, "http://")
+	for _, c := range []hostileCase{
+		{name: "POST /healthz", raw: post("/healthz", "application/json", "{}")},
+		{name: "DELETE /readyz", raw: head("DELETE", "/readyz")},
+		{name: "PUT /metrics", raw: post("/metrics", "text/plain", "x")},
+		{name: "GET /metricsx", raw: head("GET", "/metricsx"), want: "unimplemented"},
+		{name: "GET /healthz/", raw: head("GET", "/healthz/"), want: "unimplemented"},
+		{name: "GET /", raw: head("GET", "/"), want: "unimplemented"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a, _ := exchange(t, addr, b.admin, c.raw, false)
+			c.check(t, a)
+		})
+	}
+	if status, body := get(t, b.url+"/healthz"); status != 200 || body != "ok\n" {
+		t.Fatalf("GET /healthz: %d %q", status, body)
+	}
+}

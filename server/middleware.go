@@ -231,9 +231,13 @@ func routeErrors(next http.Handler) http.Handler {
 }
 
 // writeJSONError answers with an HTTP status of our choosing and an error
-// body in the Connect protocol's JSON form.
+// body in the Connect protocol's JSON form, with its ErrorDetail.
 func writeJSONError(w http.ResponseWriter, status int, code connect.Code, msg string) {
-	body, _ := json.Marshal(map[string]string{"code": code.String(), "message": msg})
+	e := wireError{}
+	e["code"], _ = json.Marshal(code.String())
+	e["message"], _ = json.Marshal(msg)
+	e.addDetail()
+	body, _ := json.Marshal(e)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(body)
