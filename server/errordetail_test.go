@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -246,5 +247,51 @@ func TestOperationalPathsRefuseWithTheDetail(t *testing.T) {
 	}
 	if status, body := get(t, b.url+"/healthz"); status != 200 || body != "ok\n" {
 		t.Fatalf("GET /healthz: %d %q", status, body)
+	}
+}
+
+// TestStreamsFirstMessageHasADeadline opens streams over HTTP/2 whose
+// first message never comes: each is answered DeadlineExceeded once
+// rpc_timeout passes, with the detail, instead of holding its handler.
+func TestStreamsFirstMessageHasADeadline(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{RPCTimeout: 300 * time.Millisecond})
+	for _, p := range []struct{ name, path, ctype string }{
+		{"grpc append stream", pAppendStream, "application/grpc+json"},
+		{"connect append stream", pAppendStream, "application/connect+json"},
+		{"grpc subscribe", pSubscribe, "application/grpc+json"},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequest("POST", b.url+p.path, pr)
+			req.Header.Set("Content-Type", p.ctype)
+			req.Header.Set("Authorization", "Bearer "+b.admin)
+			res, err := h2c().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a answer
+			if strings.HasPrefix(p.ctype, "application/grpc") {
+				defer res.Body.Close()
+				io.Copy(io.Discard, res.Body)
+				for _, h := range []http.Header{res.Header, res.Trailer} {
+					if s := h.Get("Grpc-Status"); s != "" {
+						n, _ := strconv.Atoi(s)
+						a.code = connect.Code(n).String()
+						a.message, _ = url.PathUnescape(h.Get("Grpc-Message"))
+						a.detail = grpcDetail(t, h.Get("Grpc-Status-Details-Bin"))
+					}
+				}
+			} else {
+				a = readAnswer(t, res)
+			}
+			if a.code != "deadline_exceeded" || !strings.Contains(a.message, "first message") &&
+				!strings.Contains(a.message, "request body") {
+				t.Fatalf("%s: %s; want deadline_exceeded saying the first message did not come", a.code, a.message)
+			}
+			checkDetail(t, a)
+		})
 	}
 }
