@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,6 +12,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/client"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -293,5 +296,27 @@ func TestStreamsFirstMessageHasADeadline(t *testing.T) {
 			}
 			checkDetail(t, a)
 		})
+	}
+}
+
+// TestClientKeepsTheMessageOfDetailsWithoutData checks that an error whose
+// detail carries only its code (one connect-go made, such as a message
+// beyond max_request_bytes) reaches a client's caller with its message,
+// and its code, not as an empty typed error.
+func TestClientKeepsTheMessageOfDetailsWithoutData(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{MaxRequestBytes: 4 << 10})
+	for _, protocol := range []string{"grpc", "grpcweb", "connect"} {
+		c, err := client.New(b.url, client.Config{Token: b.admin, Protocol: protocol, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = c.Append(ctx, "s", rewind.Any, ev("Big", strings.Repeat("x", 8<<10)))
+		if !errors.Is(err, rewind.ErrLimitExceeded) || !strings.Contains(err.Error(), "4096") ||
+			strings.Contains(err.Error(), "limit of 0") {
+			t.Errorf("%s: append beyond max_request_bytes: %v; want limit exceeded with a message", protocol, err)
+		}
+		t.Logf("%s: %v", protocol, err)
 	}
 }

@@ -186,15 +186,28 @@ func FromConnect(err error) error {
 		if d.Field != "" {
 			return &rewind.ValidationError{Field: d.Field, Reason: d.Reason}
 		}
+	// A detail with only its code (an error the server's HTTP layer or
+	// connect-go made) keeps its message rather than become an empty
+	// typed error.
 	case rewind.CodeLimitExceeded:
-		return &rewind.LimitError{Limit: d.Limit, Max: d.Max, Got: d.Got, Hint: d.Hint}
+		if d.Limit != "" {
+			return &rewind.LimitError{Limit: d.Limit, Max: d.Max, Got: d.Got, Hint: d.Hint}
+		}
 	case rewind.CodeWrongExpectedVersion:
-		return &rewind.WrongExpectedVersionError{Stream: d.Stream, Expected: rewind.ExpectedVersion(d.ExpectedVersion),
-			Actual: d.ActualVersion, Exists: d.StreamExists}
+		if d.Stream != "" {
+			return &rewind.WrongExpectedVersionError{Stream: d.Stream,
+				Expected: rewind.ExpectedVersion(d.ExpectedVersion), Actual: d.ActualVersion, Exists: d.StreamExists}
+		}
 	case rewind.CodeIdempotencyConflict:
-		return &rewind.IdempotencyConflictError{EventID: d.EventId, Position: rewind.Position(d.Position), Reason: d.Reason}
+		if d.EventId != "" {
+			return &rewind.IdempotencyConflictError{EventID: d.EventId, Position: rewind.Position(d.Position),
+				Reason: d.Reason}
+		}
 	case rewind.CodeTruncated:
-		return &rewind.TruncatedError{Requested: rewind.Position(d.Position), FirstAvailable: rewind.Position(d.FirstAvailable)}
+		if d.Position != 0 || d.FirstAvailable != 0 {
+			return &rewind.TruncatedError{Requested: rewind.Position(d.Position),
+				FirstAvailable: rewind.Position(d.FirstAvailable)}
+		}
 	}
 	return &RemoteError{Code: rewind.Code(d.Code), Connect: ce.Code(), Msg: prefixed(msg), cause: ce}
 }
