@@ -2,10 +2,12 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -322,8 +324,8 @@ func grpcWebTrailersDetail(payload []byte) []byte {
 }
 
 // frameRewriter passes the envelopes of a streamed answer through, and
-// holds its end frame (flags endFlag, uncompressed) until it is complete,
-// to write it as fix rewrites it.
+// holds its end frame (flags endFlag) until it is complete, to write it as
+// fix rewrites it.
 type frameRewriter struct {
 	endFlag byte
 	fix     func([]byte) []byte
@@ -364,7 +366,7 @@ func (f *frameRewriter) write(w http.ResponseWriter, data []byte) (int, error) {
 		}
 		f.prefixN = 0
 		f.remaining = binary.BigEndian.Uint32(f.prefix[1:])
-		f.end = f.prefix[0]&f.endFlag != 0 && f.prefix[0]&1 == 0
+		f.end = f.prefix[0]&f.endFlag != 0
 		if f.end {
 			f.held = f.held[:0]
 			if f.remaining == 0 {
@@ -382,12 +384,35 @@ func (f *frameRewriter) write(w http.ResponseWriter, data []byte) (int, error) {
 }
 
 func (f *frameRewriter) writeEnd(w http.ResponseWriter) error {
-	payload := f.fix(f.held)
+	flags, payload := f.prefix[0], f.held
+	if flags&1 != 0 {
+		// connect-go compresses an end frame of 1 KiB or more; gzip is
+		// the only coding the server takes. It goes out uncompressed.
+		plain, err := gunzip(payload)
+		if err != nil {
+			return f.writeFrame(w, flags, payload)
+		}
+		flags, payload = flags&^1, plain
+	}
+	return f.writeFrame(w, flags, f.fix(payload))
+}
+
+func (f *frameRewriter) writeFrame(w http.ResponseWriter, flags byte, payload []byte) error {
 	out := make([]byte, 5, 5+len(payload))
-	out[0] = f.prefix[0]
+	out[0] = flags
 	binary.BigEndian.PutUint32(out[1:], uint32(len(payload)))
 	out = append(out, payload...)
 	f.end = false
 	_, err := w.Write(out)
 	return err
+}
+
+// gunzip decompresses an end frame, bounded: an error answer is small.
+func gunzip(b []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	return io.ReadAll(io.LimitReader(zr, 1<<20))
 }

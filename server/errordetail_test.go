@@ -320,3 +320,18 @@ func TestClientKeepsTheMessageOfDetailsWithoutData(t *testing.T) {
 		t.Logf("%s: %v", protocol, err)
 	}
 }
+
+// TestCompressedEndOfStreamCarriesTheDetail asks for compressed answers
+// and provokes a Connect stream error over 1 KiB, which connect-go
+// compresses: the end-of-stream message must still carry the detail.
+func TestCompressedEndOfStreamCarriesTheDetail(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{})
+	field := strings.Repeat("x", 2<<10)
+	a := h2Exchange(t, h2c(), b.url+pSubscribe, b.admin, "application/connect+json", env(0, `{"`+field+`":1}`),
+		"Connect-Accept-Encoding: gzip")
+	if a.code != "invalid_argument" {
+		t.Fatalf("%d %q: %.200s; want invalid_argument", a.status, a.code, a.message)
+	}
+	checkDetail(t, a)
+}
