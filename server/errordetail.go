@@ -36,7 +36,8 @@ import (
 //   - Connect unary and plain HTTP: an error status with a JSON body. The
 //     answer is held until the handler returns (an error body is small and
 //     final), then written with the detail added; a bare status (connect-go
-//     answers 415 without a body) gets a body that says what to send;
+//     answers 415 without a body, in any protocol) gets a body that says
+//     what to send;
 //   - gRPC: the Grpc-Status-Details-Bin header (a trailers-only answer) or
 //     trailer;
 //   - gRPC-Web: the same, in the headers or in the trailers frame that ends
@@ -74,7 +75,10 @@ func (d *detailWriter) WriteHeader(code int) {
 	case d.wroteHeader:
 		d.ResponseWriter.WriteHeader(code) // superfluous: net/http logs it
 		return
-	case d.p == connectUnary && code >= 400:
+	case code >= 400:
+		// Connect unary's errors, and the bare statuses connect-go
+		// answers in any protocol (415 for a streaming content type on a
+		// unary procedure).
 		d.held = code
 		return
 	}

@@ -516,6 +516,8 @@ func TestHostileRequestsMalformed(t *testing.T) {
 		{name: "two content encodings", raw: post(pAppend, "application/json", gzipped(gzipped(okJSON)),
 			"Content-Encoding: gzip, gzip")},
 		{name: "unknown charset", raw: post(pAppend, "application/json; charset=latin1", okJSON)},
+		{name: "streaming content type on a unary RPC", raw: post(pReadAll, "application/connect+json",
+			env(0, readAll))},
 
 		// Header tricks.
 		{name: "token without scheme", raw: head("POST", pReadAll, "Authorization: $TOKEN",
