@@ -291,7 +291,7 @@ var documentedCodes = map[string][]string{
 	"unavailable":         {"unavailable"},
 	"data_loss":           {"corruption"},
 	"failed_precondition": {"failed", "epoch_changed"},
-	"unknown":             {"outcome_unknown"},
+	"unknown":             {"outcome_unknown", "internal"},
 	"canceled":            {"canceled"},
 	"internal":            {"internal"},
 }
