@@ -32,6 +32,13 @@ func (l *Log) NewReader(from uint64) *Reader {
 	return l.newReader(from, defaultScanBuffer)
 }
 
+// NewReaderSize is NewReader with a buffer of size bytes, grown when a
+// record needs more: for long-lived readers, such as subscriptions, that
+// should hold little memory while they wait.
+func (l *Log) NewReaderSize(from uint64, size int) *Reader {
+	return l.newReader(from, max(size, 4<<10))
+}
+
 // NewRandomReader returns a reader with a small buffer, suited to reading
 // scattered positions with Seek.
 func (l *Log) NewRandomReader() *Reader { return l.newReader(1, 16<<10) }

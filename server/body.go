@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -49,6 +50,10 @@ type requestBody struct {
 	// compressed: the request names a content coding, so envelopes may
 	// carry the compressed flag.
 	compressed bool
+	// maxMessage is max_request_bytes; length is the body's
+	// Content-Length, -1 when unknown, and read the bytes read so far.
+	maxMessage   uint32
+	length, read int64
 
 	prefix    [5]byte
 	prefixN   int    // bytes of the current envelope's prefix seen
@@ -71,10 +76,11 @@ type requestBody struct {
 
 // newRequestBody wraps r's body. framed, one and bidi describe the
 // protocol and the procedure.
-func newRequestBody(r *http.Request, rc *http.ResponseController, timeout time.Duration, rt *route,
-	p protocol) *requestBody {
+func newRequestBody(r *http.Request, rc *http.ResponseController, timeout time.Duration, maxMessage int,
+	rt *route, p protocol) *requestBody {
 	b := &requestBody{src: r.Body, rc: rc, timeout: timeout, framed: p.framed(), one: rt.oneMessage(),
-		bidi: rt.stream == connect.StreamTypeBidi, compressed: p.compressed(r)}
+		bidi: rt.stream == connect.StreamTypeBidi, compressed: p.compressed(r), maxMessage: uint32(maxMessage),
+		length: r.ContentLength}
 	if r.Body == nil || r.Body == http.NoBody {
 		b.src = http.NoBody
 	}
@@ -86,6 +92,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	n, err := b.src.Read(p)
+	b.read += int64(n)
 	if b.framed {
 		if k, ferr := b.scan(p[:n]); ferr != nil {
 			b.err = ferr
@@ -141,7 +148,10 @@ func (b *requestBody) finish() {
 }
 
 // scan follows the envelopes in data, returning the bytes that precede a
-// framing error with the error.
+// framing error with the error. An error found on an envelope's prefix
+// holds back the prefix's last byte, so that connect-go's read of the
+// prefix fails with it (io.ReadFull drops the error of a read that fills
+// its buffer).
 func (b *requestBody) scan(data []byte) (int, error) {
 	for i := 0; i < len(data); {
 		if b.remaining > 0 {
@@ -166,19 +176,52 @@ func (b *requestBody) scan(data []byte) (int, error) {
 		flags := b.prefix[0]
 		switch {
 		case flags&^1 != 0:
-			return i, framingError(fmt.Sprintf("envelope flags 0x%02x are not those of a request message: "+
+			return i - 1, framingError(fmt.Sprintf("envelope flags 0x%02x are not those of a request message: "+
 				"0 for a plain message, 1 for a compressed one", flags))
 		case flags == 1 && !b.compressed:
-			return i, framingError("a message is marked compressed, but the request names no content coding " +
+			return i - 1, framingError("a message is marked compressed, but the request names no content coding " +
 				"(Grpc-Encoding or Connect-Content-Encoding: gzip)")
 		}
 		b.declared = binary.BigEndian.Uint32(b.prefix[1:])
+		if b.maxMessage > 0 && b.declared > b.maxMessage {
+			return i - 1, b.oversized(len(data) - i)
+		}
 		b.remaining = b.declared
 		if b.remaining == 0 {
 			b.messageDone()
 		}
 	}
 	return len(data), nil
+}
+
+// oversized tells an envelope that declares more than max_request_bytes
+// from one whose body ends before its declared length: the first is a
+// message too large (ResourceExhausted), the second a malformed envelope
+// (InvalidArgument), as connect-go, which only sees the declared length,
+// cannot tell. With a Content-Length it is told at once; without one the
+// body is read (and dropped) up to the declared length, as connect-go
+// would, within the read deadline. have is the message's bytes already
+// read.
+func (b *requestBody) oversized(have int) error {
+	left := int64(b.declared) - int64(have)
+	if b.length >= 0 {
+		if b.length-b.read < left {
+			return framingError(fmt.Sprintf("an envelope declares a message of %d bytes, but the body ends %d "+
+				"bytes after its prefix", b.declared, int64(have)+b.length-b.read))
+		}
+	} else {
+		n, err := io.CopyN(io.Discard, b.src, left)
+		b.read += n
+		switch {
+		case errors.Is(err, io.EOF):
+			return framingError(fmt.Sprintf("an envelope declares a message of %d bytes, but the body ends %d "+
+				"bytes after its prefix", b.declared, int64(have)+n))
+		case err != nil:
+			return b.readError(err)
+		}
+	}
+	return apiconv.ToConnect(&rewind.LimitError{Limit: "bytes of a request message (max_request_bytes)",
+		Max: int64(b.maxMessage), Got: int64(b.declared), Hint: "send smaller messages: split the append into several"})
 }
 
 func (b *requestBody) messageDone() {
@@ -223,8 +266,8 @@ func (b *requestBody) readError(err error) error {
 			what = "the stream's first message"
 		}
 		b.timedOut.Store(true)
-		return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("rewind: %s did not arrive within %s "+
-			"(the server's rpc_timeout); send the whole request without pausing", what, b.timeout))
+		return apiconv.Errorf(apiconv.CodeDeadlineExceeded, "rewind: %s did not arrive within %s "+
+			"(the server's rpc_timeout); send the whole request without pausing", what, b.timeout)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: the request body ended before its declared "+
 			"length (Content-Length or chunk size): send the whole body")
@@ -248,11 +291,25 @@ type inflight struct {
 type liveRequest struct {
 	body      *requestBody
 	streaming bool
+	conn      net.Conn // the request's connection, from the server's ConnContext; nil in tests of Handler
 }
 
 // shutdownWriteGrace is how long a stream may still take to deliver its
 // last message once shutdown begins, when its client is not reading.
 const shutdownWriteGrace = time.Second
+
+type connKey struct{}
+
+// withConn is the server's ConnContext: it lets a request reach its
+// connection.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+func connFrom(ctx context.Context) net.Conn {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	return c
+}
 
 func (in *inflight) add(lr *liveRequest) {
 	in.mu.Lock()
@@ -296,14 +353,29 @@ func (in *inflight) cutAll() {
 // cut refuses a request whose body has not arrived (nothing was done with
 // it yet, so the client can safely send it again), and gives a stream
 // shutdownWriteGrace to deliver its last message.
+//
+// A stream still writing after that is blocked on a client that reads
+// nothing: its connection is closed. A write deadline would do it too, but
+// over HTTP/2 that resets the stream with INTERNAL_ERROR, which gRPC
+// clients report as Internal; a connection that closes after the server's
+// GOAWAY is Unavailable to them, which they retry. The stream's status
+// cannot be sent instead: its trailers would have to follow the message
+// that flow control holds back.
 func (lr *liveRequest) cut() {
 	lr.body.control(func(rc *http.ResponseController) {
 		if !lr.body.complete.Load() {
 			lr.body.shutdown.Store(true)
 			rc.SetReadDeadline(time.Now())
 		}
-		if lr.streaming {
-			rc.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
+		if !lr.streaming {
+			return
 		}
+		if lr.conn == nil {
+			rc.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
+			return
+		}
+		time.AfterFunc(shutdownWriteGrace, func() {
+			lr.body.control(func(*http.ResponseController) { lr.conn.Close() })
+		})
 	})
 }

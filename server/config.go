@@ -25,6 +25,48 @@ const (
 	DefaultIdleTimeout              = 2 * time.Minute
 	DefaultMaxSubscriptionsPerToken = 64
 	DefaultShutdownTimeout          = 30 * time.Second
+	// DefaultSlowSubscriberTimeout is how long one subscription message may
+	// wait for its client to read it.
+	DefaultSlowSubscriberTimeout = time.Minute
+	// DefaultDrainDelay is no delay: a process that is not behind a load
+	// balancer stops at once.
+	DefaultDrainDelay = 0
+)
+
+// Limits of the HTTP layer: they apply before rewind's code sees a
+// request, and are set explicitly rather than left to net/http's
+// defaults, which may change from one Go release to the next.
+// docs/server.md lists each.
+const (
+	// MaxHeaderBytes bounds a request's headers (HTTP/1.1: the request
+	// line and headers, with net/http's slack of 4 KiB; HTTP/2: the
+	// SETTINGS_MAX_HEADER_LIST_SIZE advertised, this plus 320 bytes).
+	MaxHeaderBytes = 64 << 10
+	// HTTP2MaxConcurrentStreams is the streams (RPCs) one HTTP/2
+	// connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+	HTTP2MaxConcurrentStreams = 250
+	// HTTP2MaxReadFrameSize is the largest HTTP/2 frame the server reads
+	// (SETTINGS_MAX_FRAME_SIZE).
+	HTTP2MaxReadFrameSize = 1 << 20
+	// HTTP2MaxReceiveBufferPerStream and HTTP2MaxReceiveBufferPerConnection
+	// are the flow-control windows the server grants a client for request
+	// data: what it buffers of a request ahead of the handler reading it,
+	// per stream and per connection.
+	HTTP2MaxReceiveBufferPerStream     = 1 << 20
+	HTTP2MaxReceiveBufferPerConnection = 1 << 20
+	// HTTP2HeaderTableSize bounds HPACK's dynamic tables, decoding and
+	// encoding (SETTINGS_HEADER_TABLE_SIZE).
+	HTTP2HeaderTableSize = 4 << 10
+	// HTTP2SendPingTimeout: an HTTP/2 connection on which nothing arrived
+	// for this long is pinged, and closed if the answer does not come
+	// within HTTP2PingTimeout, so that a vanished client does not hold its
+	// subscriptions open.
+	HTTP2SendPingTimeout = time.Minute
+	HTTP2PingTimeout     = 15 * time.Second
+	// HTTP2WriteByteTimeout closes an HTTP/2 connection on which the
+	// server has had bytes to write, and could write none, for this long:
+	// a client that stopped reading its socket altogether.
+	HTTP2WriteByteTimeout = time.Minute
 )
 
 // Config configures a Server. The zero value is the default configuration.
@@ -69,9 +111,23 @@ type Config struct {
 	// MaxSubscriptionsPerToken bounds the open subscriptions of one token.
 	// Defaults to 64.
 	MaxSubscriptionsPerToken int
+	// SlowSubscriberTimeout bounds how long one message of a subscription
+	// may wait for the client to read it (for HTTP/2 flow control to let
+	// it through). A subscription whose message waited longer is ended,
+	// once the message is through, with ResourceExhausted ("too slow")
+	// and the position to resume after. Until then, the subscription
+	// holds one message in server memory, never more. Defaults to 1m.
+	SlowSubscriberTimeout time.Duration
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	// Defaults to 30s.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long a graceful stop keeps the listener open and
+	// serving once it has turned /readyz to 503 ("draining") and gRPC
+	// health to NOT_SERVING, so that load balancers and orchestrators
+	// probing readiness stop sending requests before connections are
+	// refused. Subscriptions end, and new ones are refused, at once.
+	// Defaults to 0 (no delay).
+	DrainDelay time.Duration
 	// OTLPEndpoint, when set, exports traces of every RPC over OTLP/HTTP to
 	// this endpoint (host:port, or a URL). Defaults to no tracing.
 	OTLPEndpoint string
@@ -108,6 +164,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if cfg.MaxSubscriptionsPerToken == 0 {
 		cfg.MaxSubscriptionsPerToken = DefaultMaxSubscriptionsPerToken
 	}
+	if cfg.SlowSubscriberTimeout == 0 {
+		cfg.SlowSubscriberTimeout = DefaultSlowSubscriberTimeout
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -126,7 +185,8 @@ func (c *Config) withDefaults() (Config, error) {
 	case cfg.MaxInflightAppendBytes < int64(cfg.MaxRequestBytes):
 		return cfg, bad("max inflight append bytes", cfg.MaxInflightAppendBytes,
 			fmt.Sprintf("must be at least max request bytes (%d)", cfg.MaxRequestBytes))
-	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0:
+	case cfg.RPCTimeout < 0, cfg.ReadHeaderTimeout < 0, cfg.IdleTimeout < 0, cfg.ShutdownTimeout < 0,
+		cfg.DrainDelay < 0, cfg.SlowSubscriberTimeout < 0:
 		return cfg, bad("timeouts", "", "must not be negative")
 	case cfg.MaxSubscriptionsPerToken < 1:
 		return cfg, bad("max subscriptions per token", cfg.MaxSubscriptionsPerToken, "must be at least 1")

@@ -19,7 +19,10 @@
 //
 // A client's mistake is answered with a 4xx (or a client-error gRPC
 // status) and a message that says what to fix, never a 5xx: malformed
-// bodies, envelopes, timeouts and content codings included. rpc_timeout
+// bodies, envelopes, timeouts and content codings included. Every error
+// answer, whoever made it (a handler, the middleware, connect-go),
+// carries a rewind.v1.ErrorDetail with rewind's code: detailWriter adds it
+// on the way out when it is missing. rpc_timeout
 // bounds the reading of every request (a stream's: its first message), a
 // request refused on its headers is answered at once and its HTTP/1.x
 // connection closed, and a server-wide budget bounds the bytes of appends
@@ -28,16 +31,20 @@
 // A subscription delivers the log in position order, each event once,
 // first catching up from the log and then live. It is flow-controlled: the
 // server reads the next batch only after the previous one was handed to
-// the connection, so a slow client costs at most one batch of memory.
+// the connection, so a slow client costs at most one batch of memory
+// (about 0.6 MiB), and one whose message waits longer than
+// SlowSubscriberTimeout to be read is ended with ResourceExhausted.
 // Every message carries the position to resume after.
 //
 // # Shutdown
 //
-// Run returns when its context ends, after a graceful shutdown: the
-// listener closes, subscriptions end with an Unavailable status that
-// names the position to resume after, requests still waiting for their
-// body are refused and streams whose client reads nothing are cut after a
-// second, requests being processed (appends included) finish within
+// Run returns when its context ends, after a graceful shutdown: /readyz
+// and gRPC health turn unready at once, subscriptions end with an
+// Unavailable status that names the position to resume after, other
+// requests are served for DrainDelay, then the listener closes, requests
+// still waiting for their body are refused and streams whose client reads
+// nothing have their connection closed after a second (Unavailable to
+// gRPC clients), requests being processed (appends included) finish within
 // ShutdownTimeout, and the store is fsynced and closed, which releases
 // the data directory.
 //

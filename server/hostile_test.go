@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -14,14 +15,18 @@ import (
 	"net/url"
 
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rewindhq/rewind"
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -99,6 +104,9 @@ type answer struct {
 	status        int
 	code, message string
 	header        http.Header
+	// detail is the rewind.v1.ErrorDetail of an error answer, nil when it
+	// has none.
+	detail *rewindv1.ErrorDetail
 }
 
 // clientErrors are the codes that tell a client it made a mistake (or ran
@@ -172,6 +180,7 @@ func readAnswer(t *testing.T, res *http.Response) answer {
 				a.code = "ok"
 			}
 			a.message, _ = url.PathUnescape(h.Get("Grpc-Message"))
+			a.detail = grpcDetail(t, h.Get("Grpc-Status-Details-Bin"))
 		}
 	}
 	switch {
@@ -197,25 +206,107 @@ func readAnswer(t *testing.T, res *http.Response) answer {
 			msg := make([]byte, binary.BigEndian.Uint32(p[1:]))
 			io.ReadFull(r, msg)
 			if p[0]&0x02 != 0 {
-				var end struct {
-					Error struct{ Code, Message string }
-				}
+				var end struct{ Error wireError }
 				json.Unmarshal(msg, &end)
-				a.code, a.message = end.Error.Code, end.Error.Message
+				a.code, a.message, a.detail = end.Error.Code, end.Error.Message, end.Error.detail(t)
 				if a.code == "" {
 					a.code = "ok"
 				}
 			}
 		}
 	default:
-		var e struct{ Code, Message string }
+		var e wireError
 		if json.Unmarshal(body, &e) == nil && e.Code != "" {
-			a.code, a.message = e.Code, e.Message
+			a.code, a.message, a.detail = e.Code, e.Message, e.detail(t)
 		} else {
 			a.message = strings.TrimSpace(string(body))
 		}
 	}
 	return a
+}
+
+// wireError is an error in the Connect protocol's JSON form.
+type wireError struct {
+	Code, Message string
+	Details       []struct{ Type, Value string }
+}
+
+// detail returns e's rewind.v1.ErrorDetail, or nil.
+func (e wireError) detail(t *testing.T) *rewindv1.ErrorDetail {
+	t.Helper()
+	for _, d := range e.Details {
+		if d.Type != "rewind.v1.ErrorDetail" {
+			continue
+		}
+		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(d.Value, "="))
+		if err != nil {
+			t.Fatalf("detail %q is not base64: %v", d.Value, err)
+		}
+		var ed rewindv1.ErrorDetail
+		if err := proto.Unmarshal(b, &ed); err != nil {
+			t.Fatalf("detail %q: %v", d.Value, err)
+		}
+		return &ed
+	}
+	return nil
+}
+
+// grpcDetail returns the rewind.v1.ErrorDetail of a gRPC
+// Grpc-Status-Details-Bin value, or nil.
+func grpcDetail(t *testing.T, bin string) *rewindv1.ErrorDetail {
+	t.Helper()
+	if bin == "" {
+		return nil
+	}
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(bin, "="))
+	if err != nil {
+		t.Fatalf("Grpc-Status-Details-Bin %q is not base64: %v", bin, err)
+	}
+	var st spb.Status
+	if err := proto.Unmarshal(b, &st); err != nil {
+		t.Fatalf("Grpc-Status-Details-Bin: %v", err)
+	}
+	for _, d := range st.GetDetails() {
+		var ed rewindv1.ErrorDetail
+		if d.MessageIs(&ed) && d.UnmarshalTo(&ed) == nil {
+			return &ed
+		}
+	}
+	return nil
+}
+
+// documentedCodes are the codes of rewind.v1.ErrorDetail that docs/server.md
+// lists, by the gRPC / Connect code each goes with.
+var documentedCodes = map[string][]string{
+	"invalid_argument":    {"invalid_argument"},
+	"resource_exhausted":  {"limit_exceeded"},
+	"deadline_exceeded":   {"deadline_exceeded"},
+	"aborted":             {"wrong_expected_version"},
+	"already_exists":      {"idempotency_conflict", "already_exists"},
+	"not_found":           {"not_found"},
+	"unimplemented":       {"unimplemented"},
+	"out_of_range":        {"out_of_range"},
+	"unauthenticated":     {"unauthenticated"},
+	"permission_denied":   {"permission_denied"},
+	"unavailable":         {"unavailable"},
+	"data_loss":           {"corruption"},
+	"failed_precondition": {"failed", "epoch_changed"},
+	"unknown":             {"outcome_unknown", "internal"},
+	"canceled":            {"canceled"},
+	"internal":            {"internal"},
+}
+
+// checkDetail asserts that an error answer carries rewind's ErrorDetail
+// with a documented code that goes with its status code.
+func checkDetail(t *testing.T, a answer) {
+	t.Helper()
+	switch {
+	case a.detail == nil:
+		t.Errorf("%d %s: %s: the answer carries no rewind.v1.ErrorDetail", a.status, a.code, a.message)
+	case !slices.Contains(documentedCodes[a.code], a.detail.GetCode()):
+		t.Errorf("%d %s: %s: the detail's code %q is not the documented one for %s (%v)", a.status, a.code,
+			a.message, a.detail.GetCode(), a.code, documentedCodes[a.code])
+	}
 }
 
 // hostileCase is one request of the corpus.
@@ -258,6 +349,8 @@ func (c hostileCase) check(t *testing.T, a answer) {
 		t.Errorf("status %d, code %q: the message %q does not say what to fix", a.status, a.code, a.message)
 	case socketAddr.MatchString(a.message):
 		t.Errorf("the message gives away a socket address: %s", a.message)
+	default:
+		checkDetail(t, a)
 	}
 	t.Logf("%d %s: %s", a.status, a.code, a.message)
 }
@@ -423,6 +516,8 @@ func TestHostileRequestsMalformed(t *testing.T) {
 		{name: "two content encodings", raw: post(pAppend, "application/json", gzipped(gzipped(okJSON)),
 			"Content-Encoding: gzip, gzip")},
 		{name: "unknown charset", raw: post(pAppend, "application/json; charset=latin1", okJSON)},
+		{name: "streaming content type on a unary RPC", raw: post(pReadAll, "application/connect+json",
+			env(0, readAll))},
 
 		// Header tricks.
 		{name: "token without scheme", raw: head("POST", pReadAll, "Authorization: $TOKEN",

@@ -57,7 +57,9 @@ func (s *Server) withRequest(next http.Handler) http.Handler {
 		ri := &requestInfo{id: requestID(r.Header.Get("X-Request-Id")), route: routes[r.URL.Path]}
 		w.Header().Set("X-Request-Id", ri.id)
 		sw := &statusWriter{ResponseWriter: w, r: r, ri: ri}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), requestKey{}, ri)))
+		dw := newDetailWriter(sw, r)
+		next.ServeHTTP(dw, r.WithContext(context.WithValue(r.Context(), requestKey{}, ri)))
+		dw.finish()
 
 		procedure := r.URL.Path
 		if ri.route == nil { // a label per path anyone can make up would grow without bound
@@ -147,8 +149,7 @@ func codeFromResponse(sw *statusWriter) string {
 //     up to 256 KiB of an unread body to keep the connection);
 //   - a body that did not arrive in time is answered with 408 Request
 //     Timeout, not the Connect protocol's 504 for a missed deadline: the
-//     client was late, not the server;
-//   - the 415 connect-go answers bare gets a body that says what to send.
+//     client was late, not the server.
 type statusWriter struct {
 	http.ResponseWriter
 	r      *http.Request
@@ -168,9 +169,6 @@ func (w *statusWriter) WriteHeader(code int) {
 	if w.bodyPending() {
 		w.Header().Set("Connection", "close")
 		http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now())
-	}
-	if explainStatus(w.ResponseWriter, w.r, code) {
-		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -212,7 +210,7 @@ func routeErrors(next http.Handler) http.Handler {
 			msg := fmt.Sprintf("rewind: no RPC at %s; the API's procedures are /rewind.v1.EventStoreService/METHOD "+
 				"and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path)
 			if p := protocolOf(r); p == grpcProtocol || p == grpcWeb {
-				errw.Write(w, r, connect.NewError(connect.CodeUnimplemented, errors.New(msg)))
+				errw.Write(w, r, apiconv.Errorf(apiconv.CodeUnimplemented, "%s", msg))
 				return
 			}
 			writeJSONError(w, http.StatusNotFound, connect.CodeUnimplemented, msg)
@@ -233,9 +231,13 @@ func routeErrors(next http.Handler) http.Handler {
 }
 
 // writeJSONError answers with an HTTP status of our choosing and an error
-// body in the Connect protocol's JSON form.
+// body in the Connect protocol's JSON form, with its ErrorDetail.
 func writeJSONError(w http.ResponseWriter, status int, code connect.Code, msg string) {
-	body, _ := json.Marshal(map[string]string{"code": code.String(), "message": msg})
+	e := wireError{}
+	e["code"], _ = json.Marshal(code.String())
+	e["message"], _ = json.Marshal(msg)
+	e.addDetail()
+	body, _ := json.Marshal(e)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(body)

@@ -2,8 +2,6 @@ package server
 
 import (
 	"encoding/base64"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -200,23 +198,4 @@ func parseQuery(raw string) (url.Values, error) {
 			err, getUsage)
 	}
 	return q, nil
-}
-
-// explainStatus writes the body connect-go leaves out of the statuses it
-// answers bare: 415 for a content type no protocol takes.
-func explainStatus(w http.ResponseWriter, r *http.Request, code int) bool {
-	if code != http.StatusUnsupportedMediaType {
-		return false
-	}
-	accepted := w.Header().Get("Accept-Post")
-	if accepted == "" {
-		accepted = "application/json, application/proto, application/connect+json, application/connect+proto, " +
-			"application/grpc, application/grpc+json, application/grpc-web, application/grpc-web+json"
-	}
-	body, _ := json.Marshal(map[string]string{"code": "invalid_argument", "message": fmt.Sprintf(
-		"rewind: content type %q is not one this server takes; send one of: %s", r.Header.Get("Content-Type"), accepted)})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	w.Write(body)
-	return true
 }

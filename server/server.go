@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -110,9 +109,21 @@ func New(cfg Config) (_ *Server, err error) {
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		IdleTimeout:       c.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn),
-		TLSConfig:         tlsCfg,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          HTTP2MaxConcurrentStreams,
+			MaxReadFrameSize:              HTTP2MaxReadFrameSize,
+			MaxReceiveBufferPerStream:     HTTP2MaxReceiveBufferPerStream,
+			MaxReceiveBufferPerConnection: HTTP2MaxReceiveBufferPerConnection,
+			MaxDecoderHeaderTableSize:     HTTP2HeaderTableSize,
+			MaxEncoderHeaderTableSize:     HTTP2HeaderTableSize,
+			SendPingTimeout:               HTTP2SendPingTimeout,
+			PingTimeout:                   HTTP2PingTimeout,
+			WriteByteTimeout:              HTTP2WriteByteTimeout,
+		},
+		ErrorLog:    slog.NewLogLogger(c.Logger.Handler(), slog.LevelWarn),
+		TLSConfig:   tlsCfg,
+		ConnContext: withConn,
 	}
 	s.http.Protocols = new(http.Protocols)
 	s.http.Protocols.SetHTTP1(true)
@@ -208,10 +219,10 @@ func (s *Server) Handler() http.Handler {
 			errw.Write(w, r, err)
 			return
 		}
-		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, rt, p)
+		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, s.cfg.MaxRequestBytes, rt, p)
 		r.Body = ri.body
 		defer ri.body.finish()
-		lr := &liveRequest{body: ri.body, streaming: rt.streaming()}
+		lr := &liveRequest{body: ri.body, streaming: rt.streaming(), conn: connFrom(r.Context())}
 		s.inflight.add(lr)
 		defer s.inflight.remove(lr)
 		if rt.foreign && rt.streaming() {
@@ -226,26 +237,34 @@ func (s *Server) Handler() http.Handler {
 	}))))
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("/readyz", s.readyz)
 	// API paths are dispatched without the mux's pattern matching, which
-	// showed in profiles of small appends.
+	// showed in profiles of small appends. Every other path is the API's
+	// to refuse, with an error that says what is served.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/rewind.") || !strings.HasPrefix(r.URL.Path, "/metrics") &&
-			!strings.HasPrefix(r.URL.Path, "/healthz") && !strings.HasPrefix(r.URL.Path, "/readyz") {
+		switch r.URL.Path {
+		case "/metrics", "/healthz", "/readyz":
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				w.Header().Set("Allow", "GET, HEAD")
+				writeJSONError(w, http.StatusMethodNotAllowed, connect.CodeInvalidArgument,
+					fmt.Sprintf("rewind: %s cannot be called with %s: use GET", r.URL.Path, r.Method))
+				return
+			}
+			mux.ServeHTTP(w, r)
+		default:
 			api.ServeHTTP(w, r)
-			return
 		}
-		mux.ServeHTTP(w, r)
 	})
 }
 
-// Run serves until ctx ends, then shuts down gracefully: it stops
-// accepting connections, ends subscriptions with an Unavailable status
-// that says where to resume, waits for in-flight requests (appends
+// Run serves until ctx ends, then shuts down gracefully: it turns /readyz
+// and gRPC health unready, ends subscriptions with an Unavailable status
+// that says where to resume, keeps serving other requests for DrainDelay,
+// stops accepting connections, waits for in-flight requests (appends
 // included) up to ShutdownTimeout, fsyncs and closes the store, releasing
 // the data directory. It returns nil after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
@@ -278,9 +297,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 func (s *Server) shutdown() error {
 	s.log.Info("rewind server shutting down: draining requests")
+	// Unready first, while the listener still accepts: probes see 503
+	// "draining" and NOT_SERVING for DrainDelay before connections are
+	// refused.
 	s.draining.Store(true)
 	s.setHealth(grpchealth.StatusNotServing)
 	s.endSubs()
+	if s.cfg.DrainDelay > 0 {
+		s.log.Info("draining: /readyz is 503 until the listener closes", "drain_delay", s.cfg.DrainDelay)
+		time.Sleep(s.cfg.DrainDelay)
+	}
 	// Requests waiting on a client that stalls (a body that does not
 	// come, a stream nobody reads) are cut now rather than waited for.
 	s.inflight.cutAll()

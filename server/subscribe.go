@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,17 +20,23 @@ import (
 )
 
 // A subscription sends batches of at most batchEvents events, and stops
-// adding to a batch once it holds batchBytes of data.
+// adding to a batch once it holds batchBytes of data. Small batches keep
+// what a slow subscriber holds small (see Subscribe); at 128 KiB a batch
+// is still large enough that its framing costs nothing.
 const (
 	batchEvents = 512
-	batchBytes  = 1 << 20
+	batchBytes  = 128 << 10
 )
 
 // Subscribe streams the log. Flow control: the store's subscription reads
 // the log only when asked, and the next batch is read only after Send of
 // the previous one returned, which waits for the client's HTTP/2 flow
 // control window; so a slow client holds at most one batch in server
-// memory and simply falls behind, to catch up later from disk.
+// memory (the batch, its encoding and the store's 256 KiB read buffer:
+// about 0.6 MiB, more only for events larger than a batch) and simply
+// falls behind, to catch up later from disk. A client too slow for too
+// long, whose message waited more than SlowSubscriberTimeout to be read,
+// is ended with ResourceExhausted once the message is through.
 func (e *eventStore) Subscribe(ctx context.Context, req *connect.Request[rewindv1.SubscribeRequest], stream *connect.ServerStream[rewindv1.SubscribeResponse]) error {
 	s := e.s
 	if s.draining.Load() {
@@ -84,7 +92,18 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 	if er, ok := sub.(rewind.EpochReporter); ok {
 		msg.Epoch = er.Epoch() // on every message: the client resumes with it
 	}
-	if err := stream.Send(msg); err != nil { // confirms the start
+	limit := e.s.cfg.SlowSubscriberTimeout
+	send := func(msg *rewindv1.SubscribeResponse) error {
+		start := time.Now()
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		if waited := time.Since(start); waited > limit {
+			return tooSlow(waited, limit, msg.Position)
+		}
+		return nil
+	}
+	if err := send(msg); err != nil { // confirms the start
 		return err
 	}
 	var b batchBuf
@@ -120,7 +139,7 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 			}
 			sent = sub.Position()
 			msg.Position = uint64(sent)
-			if err := stream.Send(msg); err != nil {
+			if err := send(msg); err != nil {
 				return err
 			}
 			entry.pos.Store(uint64(sent))
@@ -138,12 +157,22 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 			msg.Events = append(msg.Events[:0], b.add(ev))
 			sent = sub.Position()
 			msg.Position = uint64(sent)
-			if err := stream.Send(msg); err != nil {
+			if err := send(msg); err != nil {
 				return err
 			}
 			entry.pos.Store(uint64(sent))
 		}
 	}
+}
+
+// tooSlow is the error that ends a subscription whose client took longer
+// than the limit to read one message.
+func tooSlow(waited, limit time.Duration, resume uint64) error {
+	return apiconv.ToConnect(&rewind.LimitError{
+		Limit: "milliseconds a subscription message waited for the client to read it (slow_subscriber_timeout)",
+		Max:   limit.Milliseconds(), Got: waited.Milliseconds(),
+		Hint: fmt.Sprintf("the subscriber is too slow: read as the events come (or filter them), and resume with "+
+			"after_position %d", resume)})
 }
 
 // batchBuf copies the events of one batch out of the store's reused

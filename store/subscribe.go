@@ -52,9 +52,14 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (re
 	if err != nil {
 		return nil, err
 	}
-	return &Subscription{s: s, r: s.log.NewReader(uint64(from)), filter: opts.Filter, in: newInterner(),
+	return &Subscription{s: s, r: s.log.NewReaderSize(uint64(from), subscriptionBuffer), filter: opts.Filter, in: newInterner(),
 		recs: make([]eventlog.Record, 0, 64), pos: from - 1}, nil
 }
+
+// subscriptionBuffer is the read buffer of a subscription: a subscription
+// may live long and wait on a slow consumer, so it holds less than a
+// one-off reader's 1 MiB (it grows for a larger record).
+const subscriptionBuffer = 256 << 10
 
 // Position returns the last position the subscription delivered or
 // skipped. Resuming with After set to it continues exactly after it.

@@ -32,6 +32,53 @@ var connectCodes = map[rewind.Code]connect.Code{
 	rewind.CodeEpochChanged:   connect.CodeFailedPrecondition,
 	rewind.CodeCanceled:       connect.CodeCanceled,
 	rewind.CodeInternal:       connect.CodeInternal,
+	CodeDeadlineExceeded:      connect.CodeDeadlineExceeded,
+	CodeUnimplemented:         connect.CodeUnimplemented,
+}
+
+// Codes of the ErrorDetail of errors the server's HTTP layer makes, which
+// have no counterpart in the store: a request that did not arrive in time,
+// a path where no RPC is.
+const (
+	CodeDeadlineExceeded rewind.Code = "deadline_exceeded"
+	CodeUnimplemented    rewind.Code = "unimplemented"
+)
+
+// DetailCode returns the code of the ErrorDetail that goes with a status
+// code, for errors made without one (by connect-go, net/http or the
+// middleware).
+func DetailCode(c connect.Code) rewind.Code {
+	switch c {
+	case connect.CodeInvalidArgument:
+		return rewind.CodeInvalidArgument
+	case connect.CodeResourceExhausted:
+		return rewind.CodeLimitExceeded
+	case connect.CodeDeadlineExceeded:
+		return CodeDeadlineExceeded
+	case connect.CodeUnimplemented:
+		return CodeUnimplemented
+	case connect.CodeAborted:
+		return rewind.CodeWrongExpectedVersion
+	case connect.CodeAlreadyExists:
+		return rewind.CodeAlreadyExists
+	case connect.CodeNotFound:
+		return rewind.CodeNotFound
+	case connect.CodeOutOfRange:
+		return rewind.CodeTruncated
+	case connect.CodeUnauthenticated:
+		return rewind.CodeUnauthenticated
+	case connect.CodePermissionDenied:
+		return rewind.CodePermissionDenied
+	case connect.CodeUnavailable:
+		return rewind.CodeClosed
+	case connect.CodeDataLoss:
+		return rewind.CodeCorruption
+	case connect.CodeFailedPrecondition:
+		return rewind.CodeFailed
+	case connect.CodeCanceled:
+		return rewind.CodeCanceled
+	}
+	return rewind.CodeInternal
 }
 
 // sentinels gives the rewind sentinel of each code, for the client.
@@ -52,6 +99,7 @@ var sentinels = map[rewind.Code]error{
 	rewind.CodeOutcomeUnknown:       rewind.ErrOutcomeUnknown,
 	rewind.CodeEpochChanged:         rewind.ErrEpochChanged,
 	rewind.CodeCanceled:             context.Canceled,
+	CodeDeadlineExceeded:            context.DeadlineExceeded,
 }
 
 // ConnectCode returns the status code the API uses for a rewind code.
@@ -138,15 +186,28 @@ func FromConnect(err error) error {
 		if d.Field != "" {
 			return &rewind.ValidationError{Field: d.Field, Reason: d.Reason}
 		}
+	// A detail with only its code (an error the server's HTTP layer or
+	// connect-go made) keeps its message rather than become an empty
+	// typed error.
 	case rewind.CodeLimitExceeded:
-		return &rewind.LimitError{Limit: d.Limit, Max: d.Max, Got: d.Got, Hint: d.Hint}
+		if d.Limit != "" {
+			return &rewind.LimitError{Limit: d.Limit, Max: d.Max, Got: d.Got, Hint: d.Hint}
+		}
 	case rewind.CodeWrongExpectedVersion:
-		return &rewind.WrongExpectedVersionError{Stream: d.Stream, Expected: rewind.ExpectedVersion(d.ExpectedVersion),
-			Actual: d.ActualVersion, Exists: d.StreamExists}
+		if d.Stream != "" {
+			return &rewind.WrongExpectedVersionError{Stream: d.Stream,
+				Expected: rewind.ExpectedVersion(d.ExpectedVersion), Actual: d.ActualVersion, Exists: d.StreamExists}
+		}
 	case rewind.CodeIdempotencyConflict:
-		return &rewind.IdempotencyConflictError{EventID: d.EventId, Position: rewind.Position(d.Position), Reason: d.Reason}
+		if d.EventId != "" {
+			return &rewind.IdempotencyConflictError{EventID: d.EventId, Position: rewind.Position(d.Position),
+				Reason: d.Reason}
+		}
 	case rewind.CodeTruncated:
-		return &rewind.TruncatedError{Requested: rewind.Position(d.Position), FirstAvailable: rewind.Position(d.FirstAvailable)}
+		if d.Position != 0 || d.FirstAvailable != 0 {
+			return &rewind.TruncatedError{Requested: rewind.Position(d.Position),
+				FirstAvailable: rewind.Position(d.FirstAvailable)}
+		}
 	}
 	return &RemoteError{Code: rewind.Code(d.Code), Connect: ce.Code(), Msg: prefixed(msg), cause: ce}
 }

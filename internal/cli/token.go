@@ -107,7 +107,9 @@ works until it is revoked.`,
   rewind token create --name ops --allow admin:* --data-dir ./rewind-data`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if ttl < 0 || ttl > 0 && ttl < time.Second {
+			// --ttl 0s is not "never": a token expired at birth is a
+			// mistake, refused like a negative TTL.
+			if ttl < time.Second && (ttl != 0 || cmd.Flags().Changed("ttl")) {
 				return invalidFlag("ttl", ttl.String(), "must be at least 1s, such as 24h or 720h; leave it out for a "+
 					"token that lasts until it is revoked")
 			}

@@ -32,7 +32,7 @@ func TestTokenTTL(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &tok) != nil || tok.ExpiresAt.IsZero() {
 		t.Fatalf("offline token create --ttl: %d %q %s", code, out, errOut)
 	}
-	for _, ttl := range []string{"10ms", "-1h"} {
+	for _, ttl := range []string{"10ms", "-1h", "0s", "0"} {
 		if code, _, errOut := run(t, offline, "", "token", "create", "--name", "bad", "--allow", "read:*",
 			"--ttl", ttl); code != 2 || !strings.Contains(errOut, "at least 1s") {
 			t.Errorf("--ttl %s: %d %s, want a usage error saying at least 1s", ttl, code, errOut)

@@ -54,6 +54,8 @@ type Server struct {
 	ReadHeaderTimeout        time.Duration
 	MaxSubscriptionsPerToken int
 	ShutdownTimeout          time.Duration
+	DrainDelay               time.Duration
+	SlowSubscriberTimeout    time.Duration
 	OTLPEndpoint             string
 	LogLevel                 string
 }
@@ -67,6 +69,7 @@ func Defaults() Server {
 		MaxEventBytes: store.DefaultMaxEventSize, RPCTimeout: server.DefaultRPCTimeout,
 		ReadHeaderTimeout:        server.DefaultReadHeaderTimeout,
 		MaxSubscriptionsPerToken: server.DefaultMaxSubscriptionsPerToken, ShutdownTimeout: server.DefaultShutdownTimeout,
+		DrainDelay: server.DefaultDrainDelay, SlowSubscriberTimeout: server.DefaultSlowSubscriberTimeout,
 		LogLevel: DefaultLogLevel,
 	}
 }
@@ -131,6 +134,11 @@ var settings = []setting{
 		integer(func(c *Server) *int { return &c.MaxSubscriptionsPerToken })},
 	{"shutdown_timeout", "how long shutdown waits for in-flight requests (a duration)", false,
 		duration(func(c *Server) *time.Duration { return &c.ShutdownTimeout })},
+	{"drain_delay", "how long a graceful stop keeps serving with /readyz at 503 before the listener closes (a duration)",
+		false, duration(func(c *Server) *time.Duration { return &c.DrainDelay })},
+	{"slow_subscriber_timeout", "how long one subscription message may wait for its client to read it; a " +
+		"subscriber slower than that is ended with resource_exhausted (a duration)", false,
+		duration(func(c *Server) *time.Duration { return &c.SlowSubscriberTimeout })},
 	{"otlp_endpoint", "OTLP/HTTP endpoint (host:port or URL) to export traces to", false,
 		str(func(c *Server) *string { return &c.OTLPEndpoint })},
 	{"log_level", "log level: debug, info, warn or error", false, str(func(c *Server) *string { return &c.LogLevel })},
@@ -312,6 +320,7 @@ func (c Server) ServerConfig() (server.Config, error) {
 		MaxRequestBytes: int(c.MaxRequestBytes), MaxInflightAppendBytes: int64(c.MaxInflightAppendBytes),
 		RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
 		MaxSubscriptionsPerToken: c.MaxSubscriptionsPerToken, ShutdownTimeout: c.ShutdownTimeout,
+		DrainDelay: c.DrainDelay, SlowSubscriberTimeout: c.SlowSubscriberTimeout,
 		OTLPEndpoint: c.OTLPEndpoint,
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
 			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: int(c.MaxEventBytes)},
