@@ -422,6 +422,9 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 				return c.events.ReadAll(ctx, connect.NewRequest(req))
 			})
 			if err != nil {
+				if req.FromPosition > 0 {
+					err = c.lostPositions(ctx, err, rewind.Position(req.FromPosition-1), req.Epoch)
+				}
 				yield(nil, err)
 				return
 			}
@@ -459,6 +462,26 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 			}
 		}
 	}
+}
+
+// lostPositions turns the server's refusal of a position beyond the end of
+// its log into an epoch change (rewind.EpochError) when the caller saw
+// position after in a known epoch: the log lost positions the caller saw,
+// even if its store did not notice and kept its epoch, and the positions
+// it gives next will hold other events. Other errors are returned as they
+// are.
+func (c *Client) lostPositions(ctx context.Context, err error, after rewind.Position, epoch uint64) error {
+	var ve *rewind.ValidationError
+	if epoch == 0 || after == 0 || !errors.As(apiconv.FromConnect(err), &ve) || ve.Field != "position" {
+		return err
+	}
+	info, ierr := c.ServerInfo(ctx)
+	if ierr != nil || info.LastPosition >= after {
+		return err
+	}
+	return fmt.Errorf("%w (the server's log ends at position %d, before position %d that was read in it)",
+		&rewind.EpochError{After: after, Epoch: epoch, Current: info.Health.Epoch, CutAt: info.LastPosition + 1},
+		info.LastPosition, after)
 }
 
 // StreamInfo describes a stream.

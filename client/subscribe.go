@@ -81,7 +81,7 @@ func (s *Subscription) connect(ctx context.Context) error {
 		if stream != nil {
 			stream.Close()
 		}
-		return err
+		return s.c.lostPositions(ctx, err, s.pos, s.epoch)
 	}
 	if p := rewind.Position(stream.Msg().GetPosition()); p > s.pos {
 		s.pos = p // a start by time, or after a retention cut
@@ -97,7 +97,7 @@ func (s *Subscription) connect(ctx context.Context) error {
 // rewind.EpochReporter): keep it with Position to resume with both. The
 // subscription resumes with it by itself when it reconnects, and fails with
 // an error matching rewind.ErrEpochChanged if the server's log was cut at
-// or before its position meanwhile.
+// or before its position meanwhile, or now ends before it.
 func (s *Subscription) Epoch() uint64 { return s.epoch }
 
 func (s *Subscription) disconnect() {
