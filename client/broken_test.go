@@ -67,6 +67,23 @@ func TestBrokenConnectionsAreRetriedThenUnavailable(t *testing.T) {
 					t.Errorf("Append without ids over broken connections: %v (code %s), want outcome_unknown",
 						err, rewind.CodeOf(err))
 				}
+				// The same through an Appender, which gives events their ids.
+				app := c.NewAppender(client.AppenderConfig{})
+				withID, err := app.Append(ctx, "s", rewind.Event{ID: uuid.New(), Type: "A"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = withID.Wait(ctx)
+				wantUnavailable("Appender with ids", err)
+				app.Reset("s")
+				withoutID, err := app.Append(ctx, "s", rewind.Event{Type: "A"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err = withoutID.Wait(ctx); !errors.Is(err, rewind.ErrOutcomeUnknown) {
+					t.Errorf("Appender without ids over broken connections: %v (code %s), want outcome_unknown",
+						err, rewind.CodeOf(err))
+				}
 			})
 		}
 	}

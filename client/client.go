@@ -304,12 +304,23 @@ func newID() (uuid.UUID, error) {
 // not know the ids the client made up, and the error matches
 // rewind.ErrOutcomeUnknown.
 func (c *Client) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
+	callerIDs := true
+	for i := range events {
+		if events[i].ID == (uuid.UUID{}) {
+			callerIDs = false
+		}
+	}
+	return c.append(ctx, stream, expected, events, callerIDs)
+}
+
+// append is Append; callerIDs says whether the caller knows the ids of all
+// the events (else an append whose outcome is unknown says so).
+func (c *Client) append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events []rewind.Event, callerIDs bool) (rewind.AppendResult, error) {
 	if err := c.checkOpen(); err != nil {
 		return rewind.AppendResult{}, err
 	}
 	req := &rewindv1.AppendRequest{Stream: stream, Events: make([]*rewindv1.Event, len(events))}
 	apiconv.SetAppendExpected(req, expected)
-	callerIDs := true
 	for i := range events {
 		p := apiconv.EventToProto(&events[i])
 		if p.Id == "" {
@@ -342,8 +353,9 @@ func (c *Client) Append(ctx context.Context, stream string, expected rewind.Expe
 		if sent && errors.Is(err, rewind.ErrClosed) && c.checkOpen() == nil {
 			if !callerIDs {
 				return rewind.AppendResult{}, fmt.Errorf("%w: the connection to the server broke after the append was "+
-					"sent and the retries did not get its answer (%v); it may or may not be recorded, under event ids "+
-					"the client made up: give events ids to retry safely", rewind.ErrOutcomeUnknown, err)
+					"sent and the retries did not get its answer (%s); it may or may not be recorded, under event ids "+
+					"the client made up: give events ids to retry safely", rewind.ErrOutcomeUnknown,
+					strings.TrimPrefix(err.Error(), "rewind: "))
 			}
 			return rewind.AppendResult{}, fmt.Errorf("%w; the append may or may not be recorded: appending it again "+
 				"with the same event ids is safe", err)
