@@ -224,10 +224,11 @@ unreachable after the retries (exit status 9), tail says where to resume.`,
 	}
 	f := cmd.Flags()
 	f.Uint64Var(&after, "after", 0, "print the events after this position (default: the end of the log)")
-	f.Uint64Var(&epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")
 	f.BoolVar(&fromStart, "from-start", false, "start at the first event of the log")
 	ff.add(cmd)
-	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines), with its log epoch")
+	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
+	// The epoch --json prints with every event.
+	f.Uint64Var(&epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")
 	return cmd
 }
