@@ -53,11 +53,14 @@ type Appender struct {
 type batch struct {
 	stream string
 	events []rewind.Event
-	timer  *time.Timer
-	sealed bool
-	done   chan struct{}
-	res    rewind.AppendResult
-	err    error
+	// madeUpIDs: some events got their ids here, not from the caller, who
+	// cannot repeat them: a batch whose outcome is unknown says so.
+	madeUpIDs bool
+	timer     *time.Timer
+	sealed    bool
+	done      chan struct{}
+	res       rewind.AppendResult
+	err       error
 }
 
 // sendQueue holds one stream's sealed batches in order; one goroutine per
@@ -120,7 +123,8 @@ func (a *Appender) Reset(stream string) {
 // Append queues ev for stream. It blocks only while the appender holds
 // 2 × MaxInFlight batches not yet acknowledged, or until ctx ends.
 func (a *Appender) Append(ctx context.Context, stream string, ev rewind.Event) (*Pending, error) {
-	if ev.ID == (uuid.UUID{}) {
+	madeUp := ev.ID == (uuid.UUID{})
+	if madeUp {
 		id, err := newID()
 		if err != nil {
 			return nil, err
@@ -143,6 +147,7 @@ func (a *Appender) Append(ctx context.Context, stream string, ev rewind.Event) (
 		b.timer = time.AfterFunc(a.cfg.Linger, func() { a.seal(b) })
 	}
 	b.events = append(b.events, ev)
+	b.madeUpIDs = b.madeUpIDs || madeUp
 	p := &Pending{b: b, i: len(b.events) - 1}
 	full := len(b.events) >= a.cfg.MaxBatch
 	if full {
@@ -218,7 +223,7 @@ func (a *Appender) sendAll(stream string, q *sendQueue) {
 			b.err = stoppedError(stream, failed)
 		} else {
 			a.permits <- struct{}{}
-			b.res, b.err = a.c.Append(context.Background(), stream, rewind.Any, b.events...)
+			b.res, b.err = a.c.append(context.Background(), stream, rewind.Any, b.events, !b.madeUpIDs)
 			<-a.permits
 		}
 		a.mu.Lock()

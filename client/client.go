@@ -7,12 +7,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -193,13 +195,66 @@ func (c *Client) checkOpen() error {
 }
 
 // transient reports whether err may go away by itself: the server was
-// unavailable (restarting, draining) or the connection broke.
+// unavailable (restarting, draining) or the connection broke (see
+// asUnavailable).
 func transient(err error) bool {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
-		return ce.Code() == connect.CodeUnavailable
+		return ce.Code() == connect.CodeUnavailable || brokenConnection(err)
 	}
 	return false
+}
+
+// brokenConnection reports whether err is the failure of the connection to
+// the server, not an answer of the server nor the end of the caller's
+// context: the connection reset, closed before the answer ended, or lost
+// (a server killed mid-request, a network failure). connect-go reports
+// such a failure as Canceled (a reset), Unknown or Internal ("protocol
+// error: incomplete envelope: unexpected EOF"), under an error of the
+// transport; an error the server sent never carries one.
+func brokenConnection(err error) bool {
+	var ce *connect.Error
+	if err == nil || !errors.As(err, &ce) || connect.IsWireError(ce) {
+		return false
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // the caller's context (or the client's Close) ended it
+	}
+	var ne net.Error
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+		return true
+	}
+	// net/http's HTTP/2 errors are not exported.
+	msg := err.Error()
+	for _, s := range []string{"http2: client connection lost", "http2: client conn is closed",
+		"http2: server sent GOAWAY", "http2: Transport: cannot retry err", "connection reset by peer", "broken pipe"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// asUnavailable returns a broken connection (see brokenConnection) as the
+// Unavailable error it stands for, which is retried, and which the caller
+// sees once the retries run out (rewind.ErrClosed, exit status 9) rather
+// than a Canceled that would pass for an interrupt. Other errors are
+// returned as they are.
+func asUnavailable(err error) error {
+	var ce *connect.Error
+	if !brokenConnection(err) || errors.As(err, &ce) && ce.Code() == connect.CodeUnavailable {
+		return err
+	}
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the connection to the server broke: %w", ce.Unwrap()))
+}
+
+// dialFailed reports whether err is a failure to connect at all, so that
+// no byte of the request reached the server.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // retry runs op until it succeeds, fails with a non-transient error, or
@@ -207,13 +262,13 @@ func transient(err error) bool {
 func retry[T any](ctx context.Context, c *Client, op func() (T, error)) (T, error) {
 	if c.cfg.MaxRetries < 0 {
 		v, err := op()
-		return v, apiconv.FromConnect(err)
+		return v, apiconv.FromConnect(asUnavailable(err))
 	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.RandomizationFactor = 50*time.Millisecond, c.cfg.MaxBackoff, 0.5
 	v, err := backoff.Retry(ctx, func() (T, error) {
 		v, err := op()
-		if err != nil && !transient(err) {
+		if err = asUnavailable(err); err != nil && !transient(err) {
 			return v, backoff.Permanent(err)
 		}
 		return v, err
@@ -239,9 +294,28 @@ func newID() (uuid.UUID, error) {
 // Append appends events to stream as one atomic batch if the stream is in
 // the expected state; see store.Store.Append for the semantics. Events
 // without an id get a UUID v7 before the first try, so retrying after a
-// lost response is safe: the server recognises the ids and returns the
-// original positions.
+// lost response (a broken connection, a server killed mid-request) is
+// safe: the server recognises the ids and returns the original positions.
+//
+// When the retries run out after a try that may have reached the server,
+// the append may or may not be recorded. With ids the caller gave every
+// event, the error is the server's unavailability (rewind.ErrClosed):
+// appending again with the same ids is safe. Otherwise the caller does
+// not know the ids the client made up, and the error matches
+// rewind.ErrOutcomeUnknown.
 func (c *Client) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
+	callerIDs := true
+	for i := range events {
+		if events[i].ID == (uuid.UUID{}) {
+			callerIDs = false
+		}
+	}
+	return c.append(ctx, stream, expected, events, callerIDs)
+}
+
+// append is Append; callerIDs says whether the caller knows the ids of all
+// the events (else an append whose outcome is unknown says so).
+func (c *Client) append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events []rewind.Event, callerIDs bool) (rewind.AppendResult, error) {
 	if err := c.checkOpen(); err != nil {
 		return rewind.AppendResult{}, err
 	}
@@ -254,21 +328,38 @@ func (c *Client) Append(ctx context.Context, stream string, expected rewind.Expe
 			if err != nil {
 				return rewind.AppendResult{}, fmt.Errorf("generate event id: %w", err)
 			}
-			p.Id = id.String()
+			p.Id, callerIDs = id.String(), false
 		}
 		req.Events[i] = p
 	}
+	sent := false // a try may have reached the server without its answer coming back
 	res, err := retry(ctx, c, func() (*rewindv1.AppendResponse, error) {
+		var res *rewindv1.AppendResponse
+		var err error
 		if c.pipe != nil {
-			return c.pipe.append(ctx, req)
+			res, err = c.pipe.append(ctx, req)
+		} else {
+			var r *connect.Response[rewindv1.AppendResponse]
+			if r, err = c.events.Append(ctx, connect.NewRequest(req)); err == nil {
+				res = r.Msg
+			}
 		}
-		res, err := c.events.Append(ctx, connect.NewRequest(req))
-		if err != nil {
-			return nil, err
+		if (brokenConnection(err) || errors.Is(err, errStreamBroke)) && !dialFailed(err) {
+			sent = true
 		}
-		return res.Msg, nil
+		return res, err
 	})
 	if err != nil {
+		if sent && errors.Is(err, rewind.ErrClosed) && c.checkOpen() == nil {
+			if !callerIDs {
+				return rewind.AppendResult{}, fmt.Errorf("%w: the connection to the server broke after the append was "+
+					"sent and the retries did not get its answer (%s); it may or may not be recorded, under event ids "+
+					"the client made up: give events ids to retry safely", rewind.ErrOutcomeUnknown,
+					strings.TrimPrefix(err.Error(), "rewind: "))
+			}
+			return rewind.AppendResult{}, fmt.Errorf("%w; the append may or may not be recorded: appending it again "+
+				"with the same event ids is safe", err)
+		}
 		return rewind.AppendResult{}, err
 	}
 	return apiconv.AppendResultFromProto(res), nil
@@ -343,6 +434,9 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 				return c.events.ReadAll(ctx, connect.NewRequest(req))
 			})
 			if err != nil {
+				if req.FromPosition > 0 {
+					err = c.lostPositions(ctx, err, rewind.Position(req.FromPosition-1), req.Epoch)
+				}
 				yield(nil, err)
 				return
 			}
@@ -380,6 +474,26 @@ func (c *Client) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.S
 			}
 		}
 	}
+}
+
+// lostPositions turns the server's refusal of a position beyond the end of
+// its log into an epoch change (rewind.EpochError) when the caller saw
+// position after in a known epoch: the log lost positions the caller saw,
+// even if its store did not notice and kept its epoch, and the positions
+// it gives next will hold other events. Other errors are returned as they
+// are.
+func (c *Client) lostPositions(ctx context.Context, err error, after rewind.Position, epoch uint64) error {
+	var ve *rewind.ValidationError
+	if epoch == 0 || after == 0 || !errors.As(apiconv.FromConnect(err), &ve) || ve.Field != "position" {
+		return err
+	}
+	info, ierr := c.ServerInfo(ctx)
+	if ierr != nil || info.LastPosition >= after {
+		return err
+	}
+	return fmt.Errorf("%w (the server's log ends at position %d, before position %d that was read in it)",
+		&rewind.EpochError{After: after, Epoch: epoch, Current: info.Health.Epoch, CutAt: info.LastPosition + 1},
+		info.LastPosition, after)
 }
 
 // StreamInfo describes a stream.

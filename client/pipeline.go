@@ -79,15 +79,21 @@ func (p *pipeline) append(ctx context.Context, req *rewindv1.AppendRequest) (*re
 	}
 }
 
+// errStreamBroke marks the error of the appends a broken stream left
+// without answer: they may have reached the server.
+var errStreamBroke = errors.New("the append stream broke")
+
 // unavailable is the error of the appends a broken stream leaves without
 // answer: the server's own status when it refused or ended the stream
-// (unauthenticated, shutting down…), else Unavailable, which is retried.
+// (unauthenticated, shutting down…), else Unavailable, which is retried:
+// also when connect-go reports the broken connection as Canceled, Unknown
+// or Internal ("protocol error: incomplete envelope").
 func unavailable(err error) error {
 	var ce *connect.Error
-	if errors.As(err, &ce) && ce.Code() != connect.CodeUnknown && ce.Code() != connect.CodeCanceled {
+	if errors.As(err, &ce) && ce.Code() != connect.CodeUnknown && ce.Code() != connect.CodeCanceled && !brokenConnection(err) {
 		return ce
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the append stream broke: %w", err))
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w: %w", errStreamBroke, err))
 }
 
 // send sends the queued appends of stream generation gen, all that are

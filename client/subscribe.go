@@ -81,7 +81,7 @@ func (s *Subscription) connect(ctx context.Context) error {
 		if stream != nil {
 			stream.Close()
 		}
-		return err
+		return s.c.lostPositions(ctx, err, s.pos, s.epoch)
 	}
 	if p := rewind.Position(stream.Msg().GetPosition()); p > s.pos {
 		s.pos = p // a start by time, or after a retention cut
@@ -97,7 +97,7 @@ func (s *Subscription) connect(ctx context.Context) error {
 // rewind.EpochReporter): keep it with Position to resume with both. The
 // subscription resumes with it by itself when it reconnects, and fails with
 // an error matching rewind.ErrEpochChanged if the server's log was cut at
-// or before its position meanwhile.
+// or before its position meanwhile, or now ends before it.
 func (s *Subscription) Epoch() uint64 { return s.epoch }
 
 func (s *Subscription) disconnect() {
@@ -180,11 +180,14 @@ func (s *Subscription) receive(ctx context.Context) error {
 	if err := s.c.checkOpen(); err != nil {
 		return err
 	}
-	if (err == nil || transient(err)) && s.c.cfg.MaxRetries >= 0 {
-		return nil // reconnect on the next round
-	}
 	if err == nil {
 		err = connect.NewError(connect.CodeUnavailable, errors.New("the server ended the subscription"))
+	}
+	// A server killed mid-stream breaks the connection: connect-go says
+	// Internal ("incomplete envelope") or Canceled (a reset).
+	err = asUnavailable(err)
+	if transient(err) && s.c.cfg.MaxRetries >= 0 {
+		return nil // reconnect on the next round
 	}
 	return apiconv.FromConnect(err)
 }
@@ -209,6 +212,10 @@ func (s *Subscription) reconnect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err() // what cut the connect short, not how it failed
 		}
+		if err := s.c.checkOpen(); err != nil {
+			return err
+		}
+		err = asUnavailable(err)
 		if tries++; !transient(err) || tries > s.c.cfg.MaxRetries {
 			return apiconv.FromConnect(err)
 		}

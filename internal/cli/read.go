@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -119,9 +120,17 @@ log. --category, --type and --from-time filter the whole log.`,
 	return cmd
 }
 
+// tailEventJSON is an event as tail --json prints it: with the log epoch
+// it was read in, to resume with --after POSITION --epoch EPOCH.
+type tailEventJSON struct {
+	eventJSON
+	Epoch uint64 `json:"epoch,omitempty"`
+}
+
 func (a *app) tailCmd() *cobra.Command {
 	var (
 		after     uint64
+		epoch     uint64
 		fromStart bool
 		jsonOut   bool
 		ff        filterFlags
@@ -130,11 +139,18 @@ func (a *app) tailCmd() *cobra.Command {
 		Use:   "tail",
 		Short: "Follow the log: print events as they are appended",
 		Long: `Follow the whole log and print each event as it becomes visible, until
-interrupted. By default it starts at the end; --after resumes after a position
-(every later event is printed exactly once, in order), --from-start starts at the
-beginning and --from-time at a time.`,
+interrupted (exit status 130). By default it starts at the end; --after resumes
+after a position (every later event is printed exactly once, in order),
+--from-start starts at the beginning and --from-time at a time.
+
+With --json every event carries the log epoch it was read in. Resume with both,
+--after POSITION --epoch EPOCH: if recovery cut the log at or before POSITION
+since (a crash took back events that were already seen, and their positions now
+hold other events), tail fails with epoch_changed (exit status 12) instead of
+following a different history. When interrupted, or when the server stays
+unreachable after the retries (exit status 9), tail says where to resume.`,
 		Example: `  rewind tail --category orders-
-  rewind tail --after 41000 --json`,
+  rewind tail --after 41000 --epoch 1 --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -152,12 +168,15 @@ beginning and --from-time at a time.`,
 			if starts > 1 {
 				return invalidFlag("after/--from-start/--from-time", "", "give at most one starting point")
 			}
+			if cmd.Flags().Changed("epoch") && !cmd.Flags().Changed("after") {
+				return invalidFlag("epoch", fmt.Sprint(epoch), "is the log epoch of the --after position; give --after too")
+			}
 			s, err := a.openExisting(ctx)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			opts := rewind.SubscribeOptions{After: rewind.Position(p), FromTime: t, Filter: ff.filter()}
+			opts := rewind.SubscribeOptions{After: rewind.Position(p), Epoch: epoch, FromTime: t, Filter: ff.filter()}
 			if starts == 0 {
 				st, err := stat(ctx, s)
 				if err != nil {
@@ -173,15 +192,31 @@ beginning and --from-time at a time.`,
 				return err
 			}
 			defer sub.Close()
+			epochOf := func() uint64 {
+				if er, ok := sub.(rewind.EpochReporter); ok {
+					return er.Epoch()
+				}
+				return 0
+			}
 			for {
 				ev, err := sub.Next(ctx)
 				if err != nil {
+					// Interrupted (exit status 130) or the server gone
+					// (9): say where to resume.
 					if ctx.Err() != nil {
-						return nil // interrupted: a normal end for tail
+						err = fmt.Errorf("interrupted: %w", ctx.Err())
+					}
+					if ctx.Err() != nil || errors.Is(err, rewind.ErrClosed) {
+						fmt.Fprintf(a.stderr, "tail: stopped after position %d (epoch %d); resume with: rewind tail --after %d --epoch %d\n",
+							sub.Position(), epochOf(), sub.Position(), epochOf())
 					}
 					return err
 				}
-				if err := a.printEvent(ev, jsonOut); err != nil {
+				if jsonOut {
+					if err := a.printJSON(tailEventJSON{toJSON(ev), epochOf()}); err != nil {
+						return err
+					}
+				} else if err := a.printEvent(ev, false); err != nil {
 					return err
 				}
 			}
@@ -193,5 +228,7 @@ beginning and --from-time at a time.`,
 	ff.add(cmd)
 	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
+	// The epoch --json prints with every event.
+	f.Uint64Var(&epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")
 	return cmd
 }

@@ -1,0 +1,218 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// child is `rewind` run in a child process (this test binary, re-executed
+// as the command line).
+type child struct {
+	cmd    *exec.Cmd
+	lines  chan string // stdout, line by line; closed at its end
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	done   chan struct{}
+	status int
+}
+
+type lockedWriter struct{ c *child }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	return w.c.stderr.Write(b)
+}
+
+func startChild(t *testing.T, env []string, args ...string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(os.Args[0], args...), lines: make(chan string, 1000), done: make(chan struct{})}
+	c.cmd.Env = append(env, "REWIND_CLI_MAIN=1")
+	c.cmd.Stderr = lockedWriter{c}
+	out, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+		err := c.cmd.Wait()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			c.status = -1
+		} else {
+			c.status = c.cmd.ProcessState.ExitCode()
+		}
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		<-c.done
+	})
+	return c
+}
+
+func (c *child) errOut() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stderr.String()
+}
+
+// line waits for the next line of stdout.
+func (c *child) line(t *testing.T) string {
+	t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			t.Fatalf("the command ended without output; stderr: %s", c.errOut())
+		}
+		return l
+	case <-time.After(time.Minute):
+		t.Fatalf("no output after a minute; stderr: %s", c.errOut())
+	}
+	return ""
+}
+
+// wait waits for the exit status.
+func (c *child) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-c.done:
+		return c.status
+	case <-time.After(within):
+		t.Fatalf("still running after %s; stderr: %s", within, c.errOut())
+	}
+	return 0
+}
+
+// tailLine decodes a line of tail --json.
+func tailLine(t *testing.T, l string) (pos, epoch uint64) {
+	t.Helper()
+	var e struct{ Position, Epoch uint64 }
+	if err := json.Unmarshal([]byte(l), &e); err != nil {
+		t.Fatalf("tail --json printed %q: %v", l, err)
+	}
+	return e.Position, e.Epoch
+}
+
+// tail runs until interrupted: SIGINT and SIGTERM end it with exit status
+// 130, as the README's table says, and it says where to resume.
+func TestTailInterruptedExits130(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if code, _, errOut := run(t, dir, "", "append", "s", "--type", "A", "--data", "1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		c := startChild(t, cleanEnv(), "--data-dir", dir, "tail", "--from-start", "--json")
+		if pos, epoch := tailLine(t, c.line(t)); pos != 1 || epoch != 1 {
+			t.Fatalf("tail printed position %d epoch %d, want 1 and 1", pos, epoch)
+		}
+		c.cmd.Process.Signal(sig)
+		if st := c.wait(t, time.Minute); st != 130 || !strings.Contains(c.errOut(), "--after 1 --epoch 1") {
+			t.Fatalf("tail interrupted by %v: exit status %d, stderr %q; want 130 and where to resume", sig, st, c.errOut())
+		}
+	}
+}
+
+// tail --epoch resumes with the epoch the events were read in: the server
+// refuses a resume across an epoch change with epoch_changed (12).
+func TestTailEpoch(t *testing.T) {
+	t.Parallel()
+	url, admin := startServer(t)
+	remote := []string{"--server", url, "--token", admin}
+	for range 3 {
+		if code, _, errOut := run(t, "", "", append(remote, "append", "s", "--type", "A", "--data", "1")...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+	}
+	c := startChild(t, cleanEnv(), append(remote, "tail", "--after", "2", "--epoch", "1", "--json")...)
+	if pos, epoch := tailLine(t, c.line(t)); pos != 3 || epoch != 1 {
+		t.Fatalf("tail printed position %d epoch %d, want 3 and 1", pos, epoch)
+	}
+	c.cmd.Process.Signal(os.Interrupt)
+	if st := c.wait(t, time.Minute); st != 130 {
+		t.Fatalf("tail interrupted: exit status %d, stderr %q", st, c.errOut())
+	}
+	// Position 2 of epoch 2 was never read from this log (it is at 1).
+	code, _, errOut := run(t, "", "", append(remote, "tail", "--after", "2", "--epoch", "2")...)
+	if code != 12 || !strings.Contains(errOut, "epoch") {
+		t.Fatalf("tail --after 2 --epoch 2 on a log in epoch 1: %d %s, want exit status 12", code, errOut)
+	}
+	code, _, errOut = run(t, "", "", append(remote, "tail", "--epoch", "1")...)
+	if code != 2 || !strings.Contains(errOut, "--after") {
+		t.Fatalf("tail --epoch without --after: %d %s, want exit status 2", code, errOut)
+	}
+}
+
+// A server killed with SIGKILL under a running tail: tail reconnects when
+// it comes back and goes on; when it stays away, tail exits with 9
+// (unavailable) after its retries, not 1 with a protocol error.
+func TestTailAgainstAKilledServer(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	const token = "adminadminadminadminadmin0123456789"
+	serve := func() *child {
+		s := startChild(t, cleanEnv("REWIND_ADMIN_TOKEN="+token), "serve", "--data-dir", dir, "--addr", addr)
+		for i := 0; ; i++ {
+			if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
+				res.Body.Close()
+				return s
+			}
+			if i == 600 {
+				t.Fatalf("the server did not start: %s", s.errOut())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	kill := func(s *child) {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		s.wait(t, time.Minute)
+	}
+	remote := []string{"--server", "http://" + addr, "--token", token}
+	appendOne := func() {
+		t.Helper()
+		if code, _, errOut := run(t, "", "", append(remote, "append", "s", "--type", "A", "--data", "1")...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+	}
+	s := serve()
+	appendOne()
+	tail := startChild(t, cleanEnv(), append(remote, "tail", "--from-start", "--json")...)
+	if pos, _ := tailLine(t, tail.line(t)); pos != 1 {
+		t.Fatalf("tail printed position %d, want 1", pos)
+	}
+	kill(s)
+	s = serve()
+	appendOne()
+	if pos, _ := tailLine(t, tail.line(t)); pos != 2 {
+		t.Fatalf("tail after the server's restart printed position %d, want 2", pos)
+	}
+	kill(s)
+	if st := tail.wait(t, 2*time.Minute); st != 9 || !strings.Contains(tail.errOut(), "--after 2 --epoch 1") {
+		t.Fatalf("tail with the server killed: exit status %d, stderr %q; want 9 and where to resume", st, tail.errOut())
+	}
+}
