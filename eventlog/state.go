@@ -336,7 +336,13 @@ func (l *Log) ReportShortened(last uint64, reason string) error {
 	first := end + 1
 	l.stateMu.Lock()
 	e := l.state.Epochs[len(l.state.Epochs)-1]
+	found := slices.ContainsFunc(l.state.Losses, func(ls Loss) bool {
+		return ls.Kind == "shortened" && ls.FirstPosition == first && ls.Epoch == e.Epoch
+	})
 	l.stateMu.Unlock()
+	if found {
+		return nil // this open found the loss itself
+	}
 	if e.From != first || e.At.Before(l.openedAt) {
 		if err := l.beginEpoch(Cut{FirstPosition: first, Reason: reason}); err != nil {
 			return err
