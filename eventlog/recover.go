@@ -338,7 +338,7 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 	for _, d := range res.damage {
 		d.Segment = s.name()
 		l.damage = append(l.damage, d)
-		l.cfg.Logger.Error("eventlog: damaged records in the newest segment, followed by intact ones: "+
+		l.cfg.Logger.Error("eventlog: damaged records in the newest segment, followed by intact ones or known to have been acknowledged: "+
 			"they are kept and refused on read; restore them from a backup or accept their loss", d.attrs()...)
 	}
 	s.last, s.lastOff, s.lastTs, s.firstTs, s.index = res.last, res.lastOff, res.lastTs, res.firstTs, res.index
