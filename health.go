@@ -16,10 +16,12 @@ type Health struct {
 	// Epoch is the log's epoch: 1, plus one for each recovery that cut
 	// positions from the log (see EpochError).
 	Epoch uint64 `json:"epoch"`
-	// Recovery lists what opening the store found and did: cuts of a torn
-	// tail (including the last cut ever made, from an earlier open),
-	// damaged records kept and refused on read, missing segments, a log
-	// shorter than its index snapshot.
+	// Recovery lists what recovery found and did: cuts of a torn tail
+	// (this open's, or the last cut ever made), and every data loss the
+	// log recorded, at this open or an earlier one (the last 16): damaged
+	// records kept and refused on read, missing segments, a log shorter
+	// than what was acknowledged, cuts that may have lost acknowledged
+	// events. A recorded loss stays reported after the bytes stop showing it.
 	Recovery []RecoveryEvent `json:"recovery,omitempty"`
 }
 
@@ -27,11 +29,13 @@ type Health struct {
 type RecoveryEvent struct {
 	// Kind is "cut" (a torn tail removed), "damage" (damaged records kept
 	// and refused on read), "missing" (segment files gone that retention did
-	// not remove) or "shortened" (the log ends before its index snapshot).
+	// not remove, or a start the log cannot prove) or "shortened" (the log
+	// ends before positions known to have been acknowledged).
 	Kind string `json:"kind"`
-	// At is when it was found.
+	// At is when it was first found.
 	At time.Time `json:"at"`
-	// Epoch is the epoch a cut began.
+	// Epoch is the epoch a cut or a shortened log began; for other kinds,
+	// the epoch it was found in.
 	Epoch   uint64 `json:"epoch,omitempty"`
 	Segment string `json:"segment,omitempty"`
 	Offset  int64  `json:"offset,omitempty"`
@@ -41,9 +45,8 @@ type RecoveryEvent struct {
 	LastPosition  Position `json:"last_position,omitempty"`
 	// DataLoss says whether acknowledged events may be gone or unreadable:
 	// always for damage, missing segments and a shortened log; for a cut,
-	// only when the store does not fsync every append (interval or none
-	// durability) — in sync mode a cut only removes what was never
-	// acknowledged.
+	// only when it was made in interval or none durability — in sync mode
+	// a cut only removes what was never acknowledged.
 	DataLoss bool   `json:"data_loss"`
 	Reason   string `json:"reason"`
 }

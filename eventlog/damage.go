@@ -30,8 +30,12 @@ func (d Damage) attrs() []any {
 }
 
 func (d Damage) String() string {
-	return fmt.Sprintf("segment %s: positions %d-%d at offsets %d-%d are damaged (%s); the records after them are intact",
-		d.Segment, d.FirstPosition, d.LastPosition, d.Offset, d.End, d.Reason)
+	what := fmt.Sprintf("positions %d-%d", d.FirstPosition, d.LastPosition)
+	if d.FirstPosition == d.LastPosition {
+		what = fmt.Sprintf("position %d", d.FirstPosition)
+	}
+	return fmt.Sprintf("segment %s: %s at offsets %d-%d damaged (%s); they are refused on read, the other records kept",
+		d.Segment, what, d.Offset, d.End, d.Reason)
 }
 
 // resync looks for the first intact record after the damaged one at off:

@@ -115,7 +115,8 @@ func TestZeroSectorIsATornWrite(t *testing.T) {
 	t.Parallel()
 	const n, size = 200, 100
 	dir, seg, offs := newestSegment(t, n, size)
-	const sector = 4096 // a sector inside record k
+	asIfCrashed(t, dir, 0) // nothing after the open was known to be on disk
+	const sector = 4096    // a sector inside record k
 	editFile(t, seg, func(b []byte) { clear(b[sector : sector+512]) })
 	k := 0
 	for k+1 < len(offs) && offs[k+1] <= sector {

@@ -148,6 +148,11 @@ func writeRecoveryTemplate(dir string) (recoveryTemplate, error) {
 	if err := l.Close(); err != nil {
 		return t, err
 	}
+	// The fuzzer damages the tail as a crash would: as if the log had not
+	// been closed, nothing was recorded as on disk.
+	if err := setDurable(dir, 0); err != nil {
+		return t, err
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return t, err

@@ -64,6 +64,12 @@ type Log struct {
 	recovery []Cut
 	damage   []Damage  // found by recovery in the newest segment
 	missing  []Missing // found by Open: segments gone that retention did not remove
+	openedAt time.Time // when Open ran, by Config.Now
+	// shortened: Open found the log ending before what the state file
+	// knows was acknowledged, and began an epoch. startUnproven: the state
+	// file was missing and the first segment starts here, after 1.
+	shortened     bool
+	startUnproven uint64
 
 	retainMu sync.Mutex // one retention pass at a time
 	stateMu  sync.Mutex // serialises changes of the state file
@@ -126,6 +132,7 @@ func Open(dir string, cfg Config) (*Log, error) {
 		kick:     make(chan struct{}, 1),
 		retain:   make(chan struct{}, 1),
 		stop:     make(chan struct{}),
+		openedAt: c.Now().UTC(),
 	}
 	if err := l.load(); err != nil {
 		for _, s := range l.segs {
@@ -134,7 +141,11 @@ func Open(dir string, cfg Config) (*Log, error) {
 		lock.unlock()
 		return nil, err
 	}
-	if err := l.markRunning(l.next, len(l.recovery) > 0); err != nil {
+	err = l.markRunning(l.next, len(l.recovery) > 0 || l.shortened)
+	if err == nil {
+		err = l.recordFindings()
+	}
+	if err != nil {
 		for _, s := range l.segs {
 			s.closeFiles()
 		}
@@ -406,6 +417,11 @@ func (l *Log) flushPending() {
 		l.mu.Unlock()
 
 		err := l.write(g)
+		if err == nil && len(g.created) > 0 {
+			// Before any record of the new segment is acknowledged: a newest
+			// segment gone is then known for the loss it is.
+			err = l.setNewest(g.created[len(g.created)-1].base)
+		}
 		if err == nil {
 			// An fsync that failed elsewhere meanwhile (the interval syncer,
 			// Sync) taints this group too: after a failed fsync the kernel
@@ -771,7 +787,10 @@ func (l *Log) Close() error {
 	}
 	if len(errs) == 0 {
 		// Everything is on disk: the next open need not start an epoch.
-		if err := l.setRunning(""); err != nil {
+		l.mu.Lock()
+		last := l.next - 1
+		l.mu.Unlock()
+		if err := l.setRunning("", last); err != nil {
 			errs = append(errs, err)
 		}
 	}

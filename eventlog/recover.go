@@ -102,7 +102,93 @@ func (l *Log) load() error {
 			break
 		}
 	}
-	return nil
+	return l.checkShortened(active)
+}
+
+// checkShortened compares where the log ends with what the state file
+// knows was acknowledged: positions up to its durable position, and the
+// newest segment a roll created. A log that ends before them lost
+// acknowledged records (a newest segment removed, a tail zeroed or
+// truncated): the loss is recorded, and since the positions after the end
+// will be given to new records, a new epoch begins there, as for a cut.
+func (l *Log) checkShortened(active *segment) error {
+	l.stateMu.Lock()
+	st := *l.state
+	l.stateMu.Unlock()
+	end := l.next - 1
+	var reasons []string
+	last := uint64(0)
+	if st.Newest > active.base {
+		reasons = append(reasons, fmt.Sprintf("segment %s, which %s records as the newest, is gone",
+			segmentName(st.Newest), stateName))
+		last = max(last, st.Newest) // its first record was acknowledged
+	}
+	if st.Durable > end {
+		reasons = append(reasons, fmt.Sprintf("the log ends at position %d, but %s records that positions up to %d "+
+			"were acknowledged and on disk", end, stateName, st.Durable))
+		last = max(last, st.Durable)
+	}
+	if len(reasons) == 0 {
+		return nil
+	}
+	reason := "data loss: " + strings.Join(reasons, "; ") + ": those records were removed or lost; restore them " +
+		"from a backup. The positions after the end go to new records, in a new epoch"
+	loss := Loss{Kind: "shortened", At: l.cfg.Now().UTC(), FirstPosition: end + 1, LastPosition: last, Reason: reason}
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	next := *l.state
+	prev := next.Epochs[len(next.Epochs)-1]
+	loss.Epoch = prev.Epoch + 1
+	next.Epochs = append(append([]Epoch(nil), next.Epochs...), Epoch{Epoch: loss.Epoch, From: end + 1, At: loss.At,
+		Cuts: []Cut{{Segment: active.name(), Offset: active.size, FirstPosition: end + 1, LastPosition: last, Reason: reason}}})
+	next.Durable, next.Newest = end, active.base
+	next.Losses = append(append([]Loss(nil), next.Losses...), loss)
+	if n := len(next.Losses); n > maxLosses {
+		next.Losses = next.Losses[n-maxLosses:]
+	}
+	l.shortened = true
+	l.cfg.Logger.Error("eventlog: "+reason, "first_position", loss.FirstPosition, "last_position", last, "epoch", loss.Epoch)
+	return l.saveState(&next)
+}
+
+// recordFindings records in the state file the losses this open found,
+// so that later opens and Verify keep reporting them.
+func (l *Log) recordFindings() error {
+	var losses []Loss
+	now := l.cfg.Now().UTC()
+	epoch := l.Epoch()
+	for _, d := range l.damage {
+		losses = append(losses, Loss{Kind: "damage", At: now, Epoch: epoch, Segment: d.Segment, Offset: d.Offset,
+			FirstPosition: d.FirstPosition, LastPosition: d.LastPosition, Reason: d.String()})
+	}
+	for _, m := range l.missing {
+		losses = append(losses, Loss{Kind: "missing", At: now, Epoch: epoch, Segment: segmentName(m.FirstPosition),
+			FirstPosition: m.FirstPosition, LastPosition: m.LastPosition, Reason: "data loss: " + m.String()})
+	}
+	if l.startUnproven != 0 {
+		losses = append(losses, Loss{Kind: "missing", At: now, Epoch: epoch, FirstPosition: 1, LastPosition: l.startUnproven - 1,
+			Reason: fmt.Sprintf("possible data loss: %s was missing and the first segment starts at position %d: nothing "+
+				"proves that retention removed positions 1-%d; they may have been lost", stateName, l.startUnproven, l.startUnproven-1)})
+	}
+	if l.cfg.Durability != Sync {
+		// A cut in a mode that acknowledges before fsyncing may have taken
+		// back what readers saw; so may an unclean end (an epoch without
+		// a cut of bytes).
+		for _, e := range l.Epochs() {
+			if e.At.Before(l.openedAt) || e.Epoch == 1 || l.shortened && e.Epoch == epoch {
+				continue
+			}
+			for _, c := range e.Cuts {
+				losses = append(losses, Loss{Kind: "cut", At: e.At, Epoch: e.Epoch, Segment: c.Segment, Offset: c.Offset,
+					FirstPosition: c.FirstPosition, LastPosition: c.LastPosition, Reason: "possible data loss " +
+						"(durability " + l.cfg.Durability.String() + " acknowledges before fsyncing): " + c.Reason})
+			}
+		}
+	}
+	if len(losses) == 0 {
+		return nil
+	}
+	return l.recordLosses(losses...)
 }
 
 func (l *Log) newSegment(base uint64) *segment {
@@ -156,7 +242,7 @@ func (l *Log) loadSealed(s *segment, sc *scanner) error {
 		return nil
 	}
 	l.cfg.Logger.Warn("eventlog: rebuilding a damaged or missing segment index", "segment", s.name())
-	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0)
+	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -227,14 +313,32 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 		l.recovery = append(l.recovery, cut)
 		return l.createSegmentFile(s)
 	}
-	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0)
+	durable := l.durable()
+	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0, durable)
 	if err != nil {
 		return err
+	}
+	if res.dataEnd > res.end && res.last < durable {
+		// What follows the last complete batch holds records known to have
+		// been acknowledged: it is damage, not a torn tail. Nothing intact
+		// follows it (the scan would have gone on there), so the records
+		// from res.last+1 to durable are refused on read, the bytes kept,
+		// and new records go after them.
+		reason := "the records after the last complete batch are damaged"
+		if res.stop != nil {
+			reason = res.stop.Error()
+		} else if res.orphans > 0 {
+			reason = "incomplete batch: its last record is damaged or gone"
+		}
+		res.damage = append(res.damage, Damage{Offset: res.end, End: res.dataEnd, FirstPosition: res.last + 1,
+			LastPosition: durable, Reason: reason + fmt.Sprintf("; positions up to %d were acknowledged "+
+				"(recorded in %s), so this is not a torn tail", durable, stateName)})
+		res.last, res.lastOff, res.end = durable, res.end, res.dataEnd
 	}
 	for _, d := range res.damage {
 		d.Segment = s.name()
 		l.damage = append(l.damage, d)
-		l.cfg.Logger.Error("eventlog: damaged records in the newest segment, followed by intact ones: "+
+		l.cfg.Logger.Error("eventlog: damaged records in the newest segment, followed by intact ones or known to have been acknowledged: "+
 			"they are kept and refused on read; restore them from a backup or accept their loss", d.attrs()...)
 	}
 	s.last, s.lastOff, s.lastTs, s.firstTs, s.index = res.last, res.lastOff, res.lastTs, res.firstTs, res.index

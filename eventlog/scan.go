@@ -138,8 +138,10 @@ type segmentScan struct {
 // boundaries, and rebuilds its sparse index. Damage followed by intact
 // records is skipped and reported in damage (see tornGap for what is a torn
 // write instead); the scan stops at damage that nothing intact follows.
-// It stops before any position above limit, if limit is not zero.
-func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit uint64) (segmentScan, error) {
+// It stops before any position above limit, if limit is not zero. Damage
+// at or before durable, a position known to have been acknowledged, is
+// never a torn write.
+func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit, durable uint64) (segmentScan, error) {
 	res := segmentScan{last: base - 1, end: segmentHeaderSize, lastOff: segmentHeaderSize}
 	sc.reset(f, segmentHeaderSize)
 	var pending []indexEntry
@@ -189,7 +191,7 @@ func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit 
 			if !found || limit != 0 && next.Position > limit {
 				break
 			}
-			if limit == 0 { // an open log's records up to limit were all acknowledged
+			if limit == 0 && expect > durable { // an open log's records up to limit were all acknowledged
 				if res.torn, err = tornGap(f, off, at); err != nil {
 					return res, err
 				}

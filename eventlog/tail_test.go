@@ -84,6 +84,7 @@ func writeTailTemplate(t *testing.T, preallocate bool) *tailTemplate {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	asIfCrashed(t, tt.dir, 0) // the tests damage the tail as a crash would
 
 	pos, off := uint64(1), int64(segmentHeaderSize)
 	for bi, batch := range sizes {
@@ -637,6 +638,7 @@ func TestInterruptedSegmentCreation(t *testing.T) {
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
+			asIfCrashed(t, dir, 0)
 			name := segmentName(next)
 			if err := os.Remove(filepath.Join(dir, strings.TrimSuffix(name, segmentExt)+indexExt)); err != nil {
 				t.Fatal(err)

@@ -42,9 +42,16 @@ type VerifyReport struct {
 	FirstPosition uint64    `json:"first_position"`
 	LastPosition  uint64    `json:"last_position"`
 	Problems      []Problem `json:"problems"`
+	// Recorded lists the data losses that opens of the log found earlier
+	// and recorded in its state file (see Loss). They are history: the
+	// bytes may no longer show them (a lost tail, a missing segment whose
+	// positions were given to new records), so they do not make the report
+	// fail, but they are always printed.
+	Recorded []Loss `json:"recorded_losses,omitempty"`
 }
 
-// OK reports whether nothing was found wrong.
+// OK reports whether nothing was found wrong in the files as they are now.
+// Losses recorded earlier (Recorded) do not count.
 func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 
 // Progress receives the bytes verified so far and the total.
@@ -77,6 +84,10 @@ func VerifyFS(ctx context.Context, fs vfs.FS, dir string, progress Progress) (Ve
 		stateProblems = append(stateProblems, Problem{Segment: stateName, Reason: ce.Reason})
 	case err != nil:
 		return VerifyReport{}, err
+	case st == nil && len(bases) > 0 && bases[0] > 1:
+		stateProblems = append(stateProblems, Problem{Segment: stateName, Position: 1, Reason: fmt.Sprintf("possible data "+
+			"loss: %s is missing and the first segment starts at position %d: nothing proves that retention removed "+
+			"positions 1-%d; they may have been lost", stateName, bases[0], bases[0]-1)})
 	case st != nil:
 		for len(bases) > 0 && bases[0] < st.Start {
 			bases = bases[1:] // left by an interrupted retention; the next open removes them
@@ -103,9 +114,32 @@ func VerifyFS(ctx context.Context, fs vfs.FS, dir string, progress Progress) (Ve
 			total += st.Size()
 		}
 	}
-	rep, err := verifyFiles(ctx, fs, bases, files, total, 0, progress)
+	var durable uint64
+	if st != nil {
+		durable = st.Durable
+	}
+	rep, err := verifyFiles(ctx, fs, bases, files, total, 0, durable, progress)
 	rep.Problems = append(stateProblems, rep.Problems...)
-	return rep, err
+	if err != nil || st == nil {
+		return rep, err
+	}
+	rep.Recorded = st.Losses
+	// What Open would find: a log ending before what the state file knows
+	// was acknowledged, or without the newest segment a roll recorded.
+	end := rep.LastPosition
+	if n := len(rep.Problems); n > 0 && rep.Problems[n-1].Tail {
+		end = min(end, rep.Problems[n-1].Position-1)
+	}
+	if len(bases) > 0 && st.Newest > bases[len(bases)-1] {
+		rep.Problems = append(rep.Problems, Problem{Segment: segmentName(st.Newest), Position: end + 1,
+			Reason: fmt.Sprintf("data loss: segment %s, which %s records as the newest, is gone: positions from %d on "+
+				"were removed or lost", segmentName(st.Newest), stateName, end+1)})
+	} else if len(bases) > 0 && st.Durable > end {
+		rep.Problems = append(rep.Problems, Problem{Segment: segmentName(bases[len(bases)-1]), Position: end + 1,
+			Reason: fmt.Sprintf("data loss: the log ends at position %d, but %s records that positions up to %d were "+
+				"acknowledged and on disk", end, stateName, st.Durable)})
+	}
+	return rep, nil
 }
 
 // Verify scans every record of the open log up to Last, like the package
@@ -132,12 +166,16 @@ func (l *Log) Verify(ctx context.Context, progress Progress) (VerifyReport, erro
 	if len(bases) == 0 {
 		return VerifyReport{FirstPosition: l.First(), LastPosition: limit, Problems: missing}, nil
 	}
-	rep, err := verifyFiles(ctx, l.fs, bases, files, total, limit, progress)
+	rep, err := verifyFiles(ctx, l.fs, bases, files, total, limit, 0, progress)
+	rep.Recorded = l.Losses()
 	rep.Problems = append(missing, rep.Problems...)
 	return rep, err
 }
 
-func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string, total int64, limit uint64, progress Progress) (VerifyReport, error) {
+// verifyFiles scans the segment files. Damage at or before durable, known
+// to have been acknowledged, is never a torn tail.
+func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string, total int64, limit, durable uint64,
+	progress Progress) (VerifyReport, error) {
 	rep := VerifyReport{Segments: len(bases)}
 	sc := newScanner(defaultScanBuffer)
 	defer sc.release()
@@ -161,7 +199,7 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 			return rep, fmt.Errorf("open segment: %w", err)
 		}
 		opened++
-		res, size, err := verifySegment(f, base, sc, limit)
+		res, size, err := verifySegment(f, base, sc, limit, durable)
 		if ce, ok := err.(*rewind.CorruptionError); ok {
 			// Like Open, take a last segment whose header was never
 			// completely written, with nothing after it, for a torn tail.
@@ -191,13 +229,23 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 			problem(d.Offset, d.FirstPosition, fmt.Sprintf("%s; positions %d-%d cannot be read, and intact records "+
 				"follow from offset %d, so this is corruption, not a torn write", d.Reason, d.FirstPosition, d.LastPosition, d.End), false)
 		}
+		// Tail damage before what is known acknowledged is kept by Open,
+		// not cut.
+		tail := last && limit == 0 && res.last >= durable
+		if last && limit == 0 && !tail && (res.stop != nil || res.orphans > 0 || res.dataEnd > res.end) {
+			problem(res.end, res.last+1, fmt.Sprintf("data loss: the records after the last complete batch are damaged or "+
+				"gone, but positions up to %d were acknowledged (recorded in %s): the next open keeps the bytes and refuses "+
+				"positions %d-%d on read", durable, stateName, res.last+1, durable), false)
+			rep.LastPosition = durable
+		}
 		switch {
+		case last && limit == 0 && !tail:
 		case res.stop != nil:
-			problem(res.stopOff, res.last+1+uint64(res.orphans), res.stop.Error(), last && limit == 0)
+			problem(res.stopOff, res.last+1+uint64(res.orphans), res.stop.Error(), tail)
 		case res.orphans > 0:
-			problem(res.end, res.last+1, fmt.Sprintf("incomplete batch: %d records without the batch's last record", res.orphans), last && limit == 0)
+			problem(res.end, res.last+1, fmt.Sprintf("incomplete batch: %d records without the batch's last record", res.orphans), tail)
 		case res.dataEnd > res.end:
-			problem(res.end, res.last+1, fmt.Sprintf("%d unexpected bytes after the end of the data", res.dataEnd-res.end), last && limit == 0)
+			problem(res.end, res.last+1, fmt.Sprintf("%d unexpected bytes after the end of the data", res.dataEnd-res.end), tail)
 		case !last && res.end != size:
 			problem(res.end, res.last+1, fmt.Sprintf("sealed segment has %d bytes after its last record", size-res.end), false)
 		}
@@ -209,7 +257,7 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 	return rep, nil
 }
 
-func verifySegment(f vfs.File, base uint64, sc *scanner, limit uint64) (segmentScan, int64, error) {
+func verifySegment(f vfs.File, base uint64, sc *scanner, limit, durable uint64) (segmentScan, int64, error) {
 	h := make([]byte, segmentHeaderSize)
 	n, err := readFull(f, h, 0)
 	if err != nil {
@@ -226,6 +274,6 @@ func verifySegment(f vfs.File, base uint64, sc *scanner, limit uint64) (segmentS
 	if err != nil {
 		return segmentScan{}, 0, err
 	}
-	res, err := scanSegment(f, base, 1<<30, sc, limit)
+	res, err := scanSegment(f, base, 1<<30, sc, limit, durable)
 	return res, size, err
 }

@@ -93,10 +93,10 @@ func newStoreCollector(s *Server) *storeCollector {
 		epoch: prometheus.NewDesc("rewind_log_epoch",
 			"The log's epoch: 1, plus one for each recovery that cut positions.", nil, nil),
 		recovery: prometheus.NewDesc("rewind_recovery_events",
-			"What recovery found when the store was opened (and the last cut ever made), by kind: cut, damage, missing, shortened.",
+			"What recovery found: this open's cuts (or the last cut ever made) and every data loss recorded at this or an earlier open (the last 16), by kind: cut, damage, missing, shortened.",
 			[]string{"kind"}, nil),
 		lossy: prometheus.NewDesc("rewind_recovery_data_loss",
-			"1 when what recovery found may have lost or made unreadable acknowledged events.", nil, nil),
+			"1 when recovery, at this or an earlier open, found that acknowledged events may be lost or unreadable; it stays 1 while the loss is recorded in the log's state file (the last 16 losses).", nil, nil),
 	}
 }
 

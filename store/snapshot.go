@@ -52,14 +52,22 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func (s *Store) rebuild() error {
 	start := time.Now()
 	last := s.log.Last()
+	stale := false // the snapshot on disk is ahead of the log: replace it
 	idx, dd, snapPos, err := loadSnapshot(filepath.Join(s.dir, snapshotName), s.log)
 	var ahead *snapshotAhead
 	switch {
 	case errors.As(err, &ahead):
-		// A snapshot only ever covers fsynced positions: they are gone.
-		s.shortened = &shortened{logLast: ahead.last, snapshotPos: ahead.pos}
-		s.cfg.Logger.Error("store: data loss: "+s.shortened.String()+"; replaying the whole log",
+		// A snapshot only ever covers fsynced positions: they are gone. The
+		// positions after the log's end go to new records: the log records
+		// the loss and begins a new epoch (unless it found the loss itself),
+		// so that a reader who saw them is told rather than served others.
+		sh := shortened{logLast: ahead.last, snapshotPos: ahead.pos}
+		s.cfg.Logger.Error("store: data loss: "+sh.String()+"; replaying the whole log",
 			"snapshot_position", ahead.pos, "log_last", ahead.last)
+		if err := s.log.ReportShortened(ahead.pos, "data loss: "+sh.String()); err != nil {
+			return fmt.Errorf("record the data loss: %w", err)
+		}
+		stale = true
 	case err != nil:
 		s.cfg.Logger.Warn("store: ignoring the index snapshot; replaying the whole log", "err", err)
 	}
@@ -120,7 +128,15 @@ func (s *Store) rebuild() error {
 	s.snapshotPos, s.filePos, s.replayed = snapPos, snapPos, replayed
 	s.durableSnapshotPos.Store(snapPos)
 	s.forgetLocked()
-	if replayed > snapshotAfterReplay {
+	if replayed > snapshotAfterReplay || stale {
+		if s.log.Assigned() == 0 {
+			// Nothing to snapshot: remove the stale one, so that the next
+			// open does not find the loss again.
+			if err := s.log.FS().Remove(filepath.Join(s.dir, snapshotName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove the stale index snapshot: %w", err)
+			}
+			return nil
+		}
 		return s.saveSnapshot()
 	}
 	return nil
@@ -198,7 +214,10 @@ func (s *Store) saveSnapshot() error {
 		return nil
 	}
 	s.snapshotPos = view.pos
-	return s.installSnapshot(view)
+	if err := s.installSnapshot(view); err != nil {
+		return err
+	}
+	return s.log.NoteDurable(view.pos)
 }
 
 // snapshotView is a consistent copy of what a snapshot holds, cheap to take
@@ -479,10 +498,14 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 	}
 	if pos >= l.First() {
 		rec, err := l.Read(pos)
-		if err != nil {
+		switch {
+		case errors.Is(err, rewind.ErrCorruption) && !reassigned(l, pos):
+			// The event the snapshot is anchored on is damaged, but no cut
+			// ever gave its position to another record: the snapshot is
+			// this log's, and it covers the damage (the log reports it).
+		case err != nil:
 			return nil, nil, 0, err
-		}
-		if envelopeID(rec.Payload) != id {
+		case envelopeID(rec.Payload) != id:
 			return nil, nil, 0, fmt.Errorf("the event at position %d is not the one the snapshot was taken at", pos)
 		}
 	}
@@ -500,6 +523,17 @@ func loadSnapshot(path string, l *eventlog.Log) (*index, *dedup, uint64, error) 
 	x.table.rebuild(x, x.streams.len())
 	x.chain.dropBefore(l.First())
 	return x, d, pos, nil
+}
+
+// reassigned reports whether a recovery cut ever gave position pos, or
+// one before it, to another record.
+func reassigned(l *eventlog.Log, pos uint64) bool {
+	for _, e := range l.Epochs()[1:] {
+		if e.From <= pos {
+			return true
+		}
+	}
+	return false
 }
 
 func readSnapshot(sr *snapReader, withDedup bool) (*index, *dedup) {

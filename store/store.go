@@ -52,10 +52,9 @@ type Store struct {
 	// readers must not see a delete that a crash could still take back.
 	pendingDeletes map[uint32][]pendingDelete
 
-	replayed  int        // events replayed into the index at open, after the snapshot
-	opened    time.Time  // when Open ran
-	shortened *shortened // the log ended before the snapshot's position at open
-	closing   bool       // Close has begun: no more appends
+	replayed int       // events replayed into the index at open, after the snapshot
+	opened   time.Time // when Open ran
+	closing  bool      // Close has begun: no more appends
 	// lastAppend is the log's answer to the last append or delete, if
 	// any (guarded by mu): waiting for it waits for every append before
 	// it, since the log acknowledges appends in order.
@@ -156,6 +155,11 @@ func (s *Store) snapshotter() {
 		var err error
 		if v != nil {
 			err = s.installSnapshot(v)
+		}
+		if err == nil && v != nil {
+			// The log records that the snapshot's positions were
+			// acknowledged: damage before them is never a torn tail.
+			err = s.log.NoteDurable(v.pos)
 		}
 		if err != nil {
 			s.cfg.Logger.Warn("store: background index snapshot failed; the next open will replay more of the log", "err", err)

@@ -75,7 +75,17 @@ func TestTornTailStore(t *testing.T) {
 	appendOp("a", 2, 3)
 	appendOp("c", 1, 5) // recreates c
 	appendOp("b", 1, 1)
+	// The damage models what a crash leaves: the log's state file as the
+	// crash would have left it, without what Close records (that the
+	// records are on disk, which makes damage to them corruption).
+	crashedState, err := os.ReadFile(filepath.Join(tmpl, "log-state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmpl, "log-state.json"), crashedState, 0o644); err != nil {
 		t.Fatal(err)
 	}
 

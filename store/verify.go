@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/rewindhq/rewind/eventlog"
 	"github.com/rewindhq/rewind/eventlog/vfs"
@@ -27,7 +28,13 @@ func VerifyFS(ctx context.Context, fs vfs.FS, dir string, progress eventlog.Prog
 		return rep, err
 	}
 	// A damaged snapshot only costs a longer open (it replays the log).
-	if pos, err := snapshotPosition(fs, filepath.Join(dir, snapshotName)); err == nil && pos > rep.LastPosition && rep.Segments > 0 {
+	// The log's state file usually knows of such a loss itself (it records
+	// the snapshot's position); then the log reported it already.
+	reported := false
+	for _, p := range rep.Problems {
+		reported = reported || p.Position == rep.LastPosition+1 && strings.HasPrefix(p.Reason, "data loss")
+	}
+	if pos, err := snapshotPosition(fs, filepath.Join(dir, snapshotName)); err == nil && pos > rep.LastPosition && rep.Segments > 0 && !reported {
 		sh := shortened{logLast: rep.LastPosition, snapshotPos: pos}
 		rep.Problems = append(rep.Problems, eventlog.Problem{Segment: snapshotName, Position: rep.LastPosition + 1,
 			Reason: "data loss: " + sh.String()})

@@ -129,8 +129,8 @@ func (a *app) statCmd() *cobra.Command {
 					if e.DataLoss {
 						loss = " (data loss)"
 					}
-					a.printf("recovery        %s%s at %s, positions %d-%d: %s\n", e.Kind, loss,
-						e.At.Format(time.RFC3339), e.FirstPosition, e.LastPosition, e.Reason)
+					a.printf("recovery        %s%s at %s, %s: %s\n", e.Kind, loss,
+						e.At.Format(time.RFC3339), positionRange(e.FirstPosition, e.LastPosition), e.Reason)
 				}
 			}
 			return nil
@@ -177,4 +177,16 @@ delete. Appending to the stream again recreates it; its versions continue.`,
 	cmd.Flags().StringVar(&expected, "expected-version", "any", "delete only if the stream is in this state: any, stream-exists or a version")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+// positionRange describes the positions a recovery event concerns: a last
+// position of 0 (or before the first) means the end is unknown.
+func positionRange(first, last rewind.Position) string {
+	switch {
+	case last == 0 || last < first:
+		return fmt.Sprintf("positions from %d", first)
+	case last == first:
+		return fmt.Sprintf("position %d", first)
+	}
+	return fmt.Sprintf("positions %d-%d", first, last)
 }

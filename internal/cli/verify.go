@@ -24,9 +24,15 @@ needs the directory not to be open elsewhere.
 It exits 0 when all is well and 5 when anything is damaged, naming the segment,
 the byte offset and the position. Damage after the last complete batch of the
 last segment is a torn tail: the next open of the store cuts it (and says so).
-Damage that intact records follow is corruption: those records are refused on
-read, the others kept. Missing segments and a log shorter than its snapshot
-are data loss.
+Damage to records known to have been acknowledged (up to the position the
+log's state file records as on disk: at each open, clean close and index
+snapshot) is corruption too, never a torn tail. Damage that intact records
+follow is corruption: those records are refused on read, the others kept.
+Missing segments and a log shorter than what was acknowledged are data loss.
+
+Data losses that earlier opens found are recorded in log-state.json and
+printed as RECORDED LOSS lines (recorded_losses in --json). They are history
+(the bytes may no longer show them): they do not change the exit status.
 
 verify is local-only: it reads the files of --data-dir on this machine and has
 no --server form. To check a server's store, run it on the server's machine,
@@ -62,7 +68,12 @@ against its data directory, while the server is stopped.`,
 				for _, p := range rep.Problems {
 					a.printf("DAMAGED %s\n", p)
 				}
-				if rep.OK() {
+				for _, ls := range rep.Recorded {
+					a.printf("RECORDED LOSS %s\n", ls)
+				}
+				if rep.OK() && len(rep.Recorded) > 0 {
+					a.printf("ok: every checksum matches, but earlier opens recorded the data loss above\n")
+				} else if rep.OK() {
 					a.printf("ok: every checksum matches\n")
 				}
 			}
