@@ -90,10 +90,15 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 		msg.Events = msg.Events[:0]
 		b.reset()
 		size := 0
+		var stop error // a read error after events of this batch: sent after them
 		for poller != nil && len(msg.Events) < batchEvents && size < batchBytes {
 			ev, err := poller.TryNext()
-			if err != nil {
+			if err != nil && len(msg.Events) == 0 && sub.Position() == sent {
 				return err
+			}
+			if err != nil {
+				stop = err
+				break
 			}
 			if ev == nil {
 				break
@@ -115,6 +120,9 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 				return err
 			}
 			entry.pos.Store(uint64(sent))
+			if stop != nil {
+				return stop
+			}
 			continue
 		}
 		ev, err := sub.Next(ctx) // caught up: wait for the log to grow

@@ -221,6 +221,7 @@ func TestStoreOverDamage(t *testing.T) {
 			if len(h.Recovery) != 1 || h.Recovery[0].Kind != "damage" || h.Recovery[0].FirstPosition != 20 {
 				t.Fatalf("health: %+v", h)
 			}
+			wholeLogReadsAcrossDamage(t, s2, 20, 50)
 		})
 	}
 }
@@ -264,6 +265,62 @@ func TestSnapshotOnAFullDisk(t *testing.T) {
 	for i := range 3 {
 		if info, err := s.StreamInfo(ctx, fmt.Sprintf("s%d", i)); err != nil || info.Version != 100 {
 			t.Fatalf("stream s%d after reopening: %+v %v", i, info, err)
+		}
+	}
+}
+
+// wholeLogReadsAcrossDamage checks how ReadAll and a subscription meet the
+// damaged position of a log of n events: every event before it is
+// delivered, then a *rewind.CorruptionError naming it; reading again fails
+// the same way (it is never skipped silently), and a read resumed after it
+// (From damaged+1, or After damaged) delivers the rest.
+func wholeLogReadsAcrossDamage(t *testing.T, s *Store, damaged, n rewind.Position) {
+	t.Helper()
+	readAll := func(from rewind.Position) (got rewind.Position, err error) {
+		got = from - 1
+		for ev, err := range s.ReadAll(ctx, rewind.ReadAllOptions{From: from}) {
+			if err != nil {
+				return got, err
+			}
+			if ev.Position != got+1 {
+				t.Fatalf("ReadAll from %d delivered %d after %d", from, ev.Position, got)
+			}
+			got = ev.Position
+		}
+		return got, nil
+	}
+	var ce *rewind.CorruptionError
+	for _, from := range []rewind.Position{1, damaged - 1, damaged} {
+		if got, err := readAll(from); got != damaged-1 || !errors.As(err, &ce) || ce.Position != damaged || ce.Segment == "" {
+			t.Fatalf("ReadAll from %d: up to %d, %v; want every event up to %d, then corruption at %d", from, got, err, damaged-1, damaged)
+		}
+	}
+	if got, err := readAll(damaged + 1); got != n || err != nil {
+		t.Fatalf("ReadAll resumed after the damage: up to %d, %v", got, err)
+	}
+	sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for want := rewind.Position(1); want < damaged; want++ {
+		if ev, err := sub.Next(ctx); err != nil || ev.Position != want {
+			t.Fatalf("subscription: %v, want %d", err, want)
+		}
+	}
+	for range 2 {
+		if _, err := sub.Next(ctx); !errors.As(err, &ce) || ce.Position != damaged || sub.Position() != damaged-1 {
+			t.Fatalf("subscription at the damage: %v at %d", err, sub.Position())
+		}
+	}
+	sub2, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: damaged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Close()
+	for want := damaged + 1; want <= n; want++ {
+		if ev, err := sub2.Next(ctx); err != nil || ev.Position != want {
+			t.Fatalf("subscription resumed after the damage: %v, want %d", err, want)
 		}
 	}
 }
