@@ -129,8 +129,17 @@ func (a *app) statCmd() *cobra.Command {
 					if e.DataLoss {
 						loss = " (data loss)"
 					}
-					a.printf("recovery        %s%s at %s, positions %d-%d: %s\n", e.Kind, loss,
-						e.At.Format(time.RFC3339), e.FirstPosition, e.LastPosition, e.Reason)
+					// A damaged segment header concerns no position; a cut
+					// names only its first one unless it cut intact records.
+					where := ""
+					switch {
+					case e.FirstPosition == 0:
+					case e.LastPosition < e.FirstPosition:
+						where = fmt.Sprintf(", from position %d", e.FirstPosition)
+					default:
+						where = fmt.Sprintf(", positions %d-%d", e.FirstPosition, e.LastPosition)
+					}
+					a.printf("recovery        %s%s at %s%s: %s\n", e.Kind, loss, e.At.Format(time.RFC3339), where, e.Reason)
 				}
 			}
 			return nil
