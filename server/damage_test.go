@@ -116,14 +116,34 @@ func TestWholeLogReadsServeEveryIntactEventNextToDamage(t *testing.T) {
 	for want := 1; ; want++ {
 		ev, err := sub.Next(ctx)
 		if err != nil {
-			if want != damaged || !errors.Is(err, rewind.ErrCorruption) {
-				t.Fatalf("subscription: %v after %d events; want a corruption error at %d", err, want-1, damaged)
+			if want != damaged || !errors.Is(err, rewind.ErrCorruption) || sub.Position() != damaged-1 {
+				t.Fatalf("subscription: %v after %d events, at %d; want a corruption error at %d",
+					err, want-1, sub.Position(), damaged)
 			}
 			break
 		}
 		if ev.Position != rewind.Position(want) {
 			t.Fatalf("subscription delivered %d, want %d", ev.Position, want)
 		}
+	}
+	// A filtered one too: its position tells where the damage is, so that it
+	// can resume after it with After = Position()+1.
+	fsub, err := c.Subscribe(ctx, rewind.SubscribeOptions{Filter: rewind.Filter{StreamPrefix: "s-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsub.Close()
+	delivered := 0
+	for {
+		_, err := fsub.Next(ctx)
+		if err != nil {
+			if delivered != 100 || !errors.Is(err, rewind.ErrCorruption) || fsub.Position() != damaged-1 {
+				t.Fatalf("filtered subscription: %v after %d events, at %d; want 100 events, then corruption after %d",
+					err, delivered, fsub.Position(), damaged-1)
+			}
+			break
+		}
+		delivered++
 	}
 	sub2, err := c.Subscribe(ctx, rewind.SubscribeOptions{After: damaged})
 	if err != nil {

@@ -121,6 +121,15 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 			}
 			entry.pos.Store(uint64(sent))
 			if stop != nil {
+				// Clients take a batch's position from its last event: the
+				// events skipped after it are told apart, so that the
+				// subscription's position is just before the error's.
+				if n := len(msg.Events); n > 0 && msg.Events[n-1].GetPosition() < uint64(sent) {
+					msg.Events = msg.Events[:0]
+					if err := stream.Send(msg); err != nil {
+						return err
+					}
+				}
 				return stop
 			}
 			continue
