@@ -115,8 +115,9 @@ func readRecordAt(f vfs.File, off int64) (*Record, error) {
 		return nil, err
 	}
 	l := binary.LittleEndian.Uint32(h)
-	if l == 0 || l > MaxPayload {
-		return nil, nil
+	size, err := f.Size()
+	if err != nil || l == 0 || l > MaxPayload || off+int64(recordSize(int(l))) > size {
+		return nil, err // no allocation for a damaged length
 	}
 	b := make([]byte, recordSize(int(l)))
 	if n, err = readFull(f, b, off); err != nil || n < len(b) {
