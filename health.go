@@ -44,9 +44,11 @@ type RecoveryEvent struct {
 	FirstPosition Position `json:"first_position,omitempty"`
 	LastPosition  Position `json:"last_position,omitempty"`
 	// DataLoss says whether acknowledged events may be gone or unreadable:
-	// always for damage, missing segments and a shortened log; for a cut,
-	// only when it was made in interval or none durability — in sync mode
-	// a cut only removes what was never acknowledged.
+	// always for damaged records, missing segments and a shortened log
+	// (never for a damaged segment header, which loses no event); for a cut,
+	// only when the store does not fsync every append (interval or none
+	// durability) — in sync mode a cut only removes what was never
+	// acknowledged.
 	DataLoss bool   `json:"data_loss"`
 	Reason   string `json:"reason"`
 }

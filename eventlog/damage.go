@@ -22,14 +22,26 @@ type Damage struct {
 	FirstPosition uint64 `json:"first_position"`
 	LastPosition  uint64 `json:"last_position"`
 	Reason        string `json:"reason"`
+	// Header is true for a damaged segment header (Offset 0, End the
+	// header's size). No position is lost: the base position comes from
+	// the file name, confirmed by the first record, and the records carry
+	// their own checksums. Only the segment's creation time is unknown.
+	Header bool `json:"header,omitempty"`
 }
 
 func (d Damage) attrs() []any {
+	if d.Header {
+		return []any{"segment", d.Segment, "header", true, "reason", d.Reason}
+	}
 	return []any{"segment", d.Segment, "offset", d.Offset, "end", d.End, "first_position", d.FirstPosition,
 		"last_position", d.LastPosition, "reason", d.Reason}
 }
 
 func (d Damage) String() string {
+	if d.Header {
+		return fmt.Sprintf("segment %s: its header is damaged (%s); its records are intact and read without it "+
+			"(the base position is the file name's)", d.Segment, d.Reason)
+	}
 	what := fmt.Sprintf("positions %d-%d", d.FirstPosition, d.LastPosition)
 	if d.FirstPosition == d.LastPosition {
 		what = fmt.Sprintf("position %d", d.FirstPosition)

@@ -2,7 +2,10 @@ package eventlog
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -191,4 +194,110 @@ func TestReadsPastDamageInASealedSegment(t *testing.T) {
 	if uint64(n) != l.Last()-1 {
 		t.Fatalf("read %d records, want all %d but the damaged one", n, l.Last()-1)
 	}
+}
+
+// Issue 9: one flipped byte in any segment header — even the creation time
+// of the oldest sealed segment — made the log impossible to open. The
+// header is redundant with the file name (the base position) and with the
+// records' own checksums and positions: a damaged header is reported as
+// damage, by Verify and by Open, on every open, and every record of the
+// segment stays readable.
+func TestDamagedSegmentHeaderKeepsItsRecords(t *testing.T) {
+	t.Parallel()
+	fields := []struct {
+		name string
+		off  int
+	}{{"magic", 0}, {"format version", 8}, {"base position", 16}, {"creation time", 24}, {"checksum", 32}}
+	for _, newest := range []bool{false, true} {
+		for _, fl := range fields {
+			t.Run(fmt.Sprintf("newest=%v/%s", newest, fl.name), func(t *testing.T) {
+				t.Parallel()
+				dir := t.TempDir()
+				cfg := Config{SegmentSize: 64 << 10}
+				l := openLog(t, dir, cfg)
+				for len(*l.segments.Load()) < 3 {
+					appendN(t, l, 10, 1, 100)
+				}
+				appendN(t, l, 10, 1, 100) // the newest segment holds records too
+				segs := *l.segments.Load()
+				seg := segs[0]
+				if newest {
+					seg = segs[len(segs)-1]
+				}
+				name, last := seg.name(), l.Last()
+				l.Close()
+				editFile(t, filepath.Join(dir, name), func(b []byte) { b[fl.off] ^= 0x04 })
+
+				rep, err := Verify(context.Background(), dir, nil)
+				if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Segment != name || rep.Problems[0].Tail ||
+					!strings.Contains(rep.Problems[0].Reason, "header") || rep.LastPosition != last {
+					t.Fatalf("verify: %v %+v, last %d; want one header problem in %s and every record checked",
+						err, rep.Problems, rep.LastPosition, name)
+				}
+				for range 2 { // reported on every open, not only the first
+					l = openLog(t, dir, cfg)
+					d := l.Damage()
+					if len(d) != 1 || d[0].Segment != name || !d[0].Header || d[0].FirstPosition != 0 || len(l.Recovery()) != 0 {
+						t.Fatalf("damage %+v, recovery %v; want the header of %s", d, l.Recovery(), name)
+					}
+					if l.Last() != last {
+						t.Fatalf("last %d, want %d", l.Last(), last)
+					}
+					for pos := uint64(1); pos <= last; pos++ {
+						if rec, err := l.Read(pos); err != nil || string(rec.Payload) != string(payload(pos, 100)) {
+							t.Fatalf("read %d: %v", pos, err)
+						}
+					}
+					if rep, err := l.Verify(context.Background(), nil); err != nil || len(rep.Problems) != 1 {
+						t.Fatalf("verify of the open log: %v %+v", err, rep.Problems)
+					}
+					appendN(t, l, 5, 1, 100)
+					last += 5
+					if err := l.Close(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// What a damaged header cannot tell is refused: an intact header of another
+// format version, or a segment whose first record contradicts its name.
+func TestSegmentHeaderRefusals(t *testing.T) {
+	t.Parallel()
+	setupLog := func(t *testing.T) (string, string) {
+		dir := t.TempDir()
+		l := openLog(t, dir, Config{SegmentSize: 64 << 10})
+		for len(*l.segments.Load()) < 2 {
+			appendN(t, l, 10, 1, 100)
+		}
+		l.Close()
+		return dir, filepath.Join(dir, segmentName(1))
+	}
+	t.Run("intact header of another version", func(t *testing.T) {
+		t.Parallel()
+		dir, seg := setupLog(t)
+		editFile(t, seg, func(b []byte) {
+			b[8] = 2
+			binary.LittleEndian.PutUint32(b[32:], crc32.Checksum(b[:32], castagnoli))
+		})
+		if _, err := Open(dir, Config{Logger: quietLogger()}); err == nil || !strings.Contains(err.Error(), "unsupported format version 2") {
+			t.Fatalf("open: %v", err)
+		}
+	})
+	t.Run("damaged header and a first record of another position", func(t *testing.T) {
+		t.Parallel()
+		dir, seg := setupLog(t)
+		next := filepath.Join(dir, segmentName(2))
+		if err := os.Rename(seg, next); err != nil { // the name now says 2, the records say 1
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(dir, "00000000000000000001.idx"))
+		editFile(t, next, func(b []byte) { b[24] ^= 1 })
+		_, err := Open(dir, Config{Logger: quietLogger()})
+		if !errors.Is(err, rewind.ErrCorruption) || !strings.Contains(err.Error(), "first record") {
+			t.Fatalf("open: %v", err)
+		}
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
 // Fuzz targets for every decoder and for recovery. Their seed corpus is in
@@ -448,4 +449,51 @@ func checkFuzzSeeds(t *testing.T, targets map[string]int) {
 			}
 		}
 	}
+}
+
+// FuzzSegmentHeader checks that a segment header of any bytes, followed by
+// one intact record at position 5, is either accepted as intact (exactly
+// when it is the header of base 5), reported as damaged (the record
+// confirms the base), or refused with a corruption error, and never read
+// as another base.
+func FuzzSegmentHeader(f *testing.F) {
+	f.Add(encodeSegmentHeader(5, 1))
+	f.Add(encodeSegmentHeader(6, 1))
+	f.Add(make([]byte, segmentHeaderSize))
+	f.Add([]byte("RWNDLOG"))
+	f.Fuzz(func(t *testing.T, h []byte) {
+		fs := vfs.NewMem()
+		file, err := fs.OpenFile("/s.seg", os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		h = h[:min(len(h), segmentHeaderSize)]
+		b := append(append([]byte(nil), h...), make([]byte, segmentHeaderSize-len(h))...)
+		b = appendRecord(b, 5, 1, 1, flagBatchEnd, []byte("payload"))
+		if len(h) < segmentHeaderSize {
+			b = h // a short file
+		}
+		if _, err := file.WriteAt(b, 0); err != nil {
+			t.Fatal(err)
+		}
+		damaged, err := checkSegmentHeader(file, "s.seg", 5)
+		intact := len(h) == segmentHeaderSize && string(h[:8]) == segmentMagic &&
+			crc32.Checksum(h[:32], castagnoli) == binary.LittleEndian.Uint32(h[32:]) &&
+			binary.LittleEndian.Uint32(h[8:]) == formatVersion && binary.LittleEndian.Uint64(h[16:]) == 5
+		switch {
+		case err != nil:
+			if !errors.Is(err, rewind.ErrCorruption) || intact {
+				t.Fatalf("refused %x: %v", h, err)
+			}
+		case damaged == "":
+			if !intact {
+				t.Fatalf("accepted %x as an intact header of base 5", h)
+			}
+		default:
+			if intact {
+				t.Fatalf("intact header %x reported damaged: %s", h, damaged)
+			}
+		}
+	})
 }

@@ -62,7 +62,7 @@ type Log struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	recovery []Cut
-	damage   []Damage  // found by recovery in the newest segment
+	damage   []Damage  // found by recovery: in the newest segment's records, in any segment's header
 	missing  []Missing // found by Open: segments gone that retention did not remove
 	openedAt time.Time // when Open ran, by Config.Now
 	// shortened: Open found the log ending before what the state file
@@ -261,8 +261,10 @@ func (l *Log) Stats() Stats {
 // Recovery returns what opening the log cut from its tail.
 func (l *Log) Recovery() []Cut { return l.recovery }
 
-// Damage returns the damaged records that opening the log found in its
-// newest segment with intact records after them: kept, and refused on read.
+// Damage returns the damage that opening the log found: damaged records of
+// its newest segment with intact records after them (kept, and refused on
+// read), and damaged segment headers in any segment (the records are read
+// without them; see Damage.Header).
 func (l *Log) Damage() []Damage { return l.damage }
 
 // Appended is the result of Append.

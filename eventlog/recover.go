@@ -158,6 +158,9 @@ func (l *Log) recordFindings() error {
 	now := l.cfg.Now().UTC()
 	epoch := l.Epoch()
 	for _, d := range l.damage {
+		if d.Header {
+			continue // costs no event; found again by every open
+		}
 		losses = append(losses, Loss{Kind: "damage", At: now, Epoch: epoch, Segment: d.Segment, Offset: d.Offset,
 			FirstPosition: d.FirstPosition, LastPosition: d.LastPosition, Reason: d.String()})
 	}
@@ -197,32 +200,35 @@ func (l *Log) newSegment(base uint64) *segment {
 	return s
 }
 
-func (l *Log) openSegmentFile(s *segment) error {
+// openSegmentFile opens s's file and checks its header. It returns why the
+// header is damaged, if it is (see checkSegmentHeader).
+func (l *Log) openSegmentFile(s *segment) (damaged string, err error) {
 	f, err := l.fs.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("open segment: %w", err)
+		return "", fmt.Errorf("open segment: %w", err)
 	}
 	s.f = f
-	h := make([]byte, segmentHeaderSize)
-	n, err := readFull(f, h, 0)
-	if err != nil {
-		return fmt.Errorf("read segment %s: %w", s.name(), err)
-	}
-	base, err := decodeSegmentHeader(h[:n])
-	if err != nil {
-		return &rewind.CorruptionError{Segment: s.name(), Reason: err.Error()}
-	}
-	if base != s.base {
-		return &rewind.CorruptionError{Segment: s.name(), Reason: fmt.Sprintf("header says base position %d", base)}
-	}
-	return nil
+	return checkSegmentHeader(f, s.name(), s.base)
+}
+
+// headerDamage reports a damaged segment header: kept as it is (it is
+// evidence, and the next open reports it again), and read around.
+func (l *Log) headerDamage(s *segment, reason string) {
+	d := Damage{Segment: s.name(), End: segmentHeaderSize, Reason: reason, Header: true}
+	l.damage = append(l.damage, d)
+	l.cfg.Logger.Error("eventlog: damaged segment header: the segment's records are read without it, "+
+		"its base position taken from the file name; restore the file from a backup or accept it", d.attrs()...)
 }
 
 // loadSealed opens a sealed segment from its index, rebuilding the index by
 // a scan when it is missing or damaged.
 func (l *Log) loadSealed(s *segment, sc *scanner) error {
-	if err := l.openSegmentFile(s); err != nil {
+	damaged, err := l.openSegmentFile(s)
+	if err != nil {
 		return err
+	}
+	if damaged != "" {
+		l.headerDamage(s, damaged)
 	}
 	size, err := s.f.Size()
 	if err != nil {
@@ -289,7 +295,14 @@ func rewriteIndex(fs vfs.FS, path string, entries []indexEntry, sync bool) error
 // recoverActive scans the last segment, cuts everything after its last
 // complete batch and rebuilds its index.
 func (l *Log) recoverActive(s *segment, sc *scanner) error {
-	if err := l.openSegmentFile(s); err != nil {
+	damaged, err := l.openSegmentFile(s)
+	if err == nil && damaged != "" {
+		if end, zerr := lastNonZero(s.f, segmentHeaderSize); zerr == nil && end <= segmentHeaderSize {
+			// Nothing after it: taken for a creation that was interrupted.
+			err = &rewind.CorruptionError{Segment: s.name(), Reason: "segment header: " + damaged}
+		}
+	}
+	if err != nil {
 		var ce *rewind.CorruptionError
 		if !errors.As(err, &ce) || s.f == nil {
 			return err
@@ -312,6 +325,9 @@ func (l *Log) recoverActive(s *segment, sc *scanner) error {
 		}
 		l.recovery = append(l.recovery, cut)
 		return l.createSegmentFile(s)
+	}
+	if damaged != "" {
+		l.headerDamage(s, damaged)
 	}
 	durable := l.durable()
 	res, err := scanSegment(s.f, s.base, l.cfg.IndexInterval, sc, 0, durable)

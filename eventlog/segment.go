@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog/vfs"
 )
 
@@ -57,19 +58,76 @@ func encodeSegmentHeader(base uint64, created int64) []byte {
 	return h
 }
 
-func decodeSegmentHeader(h []byte) (base uint64, err error) {
-	switch {
-	case len(h) < segmentHeaderSize:
-		return 0, errors.New("header is truncated")
-	case string(h[:8]) != segmentMagic:
-		return 0, errors.New("not a rewind segment (bad magic)")
-	case crc32.Checksum(h[:32], castagnoli) != binary.LittleEndian.Uint32(h[32:]):
-		return 0, errors.New("header checksum mismatch")
-	case binary.LittleEndian.Uint32(h[8:]) != formatVersion:
-		return 0, fmt.Errorf("unsupported format version %d (this build reads version %d)",
-			binary.LittleEndian.Uint32(h[8:]), formatVersion)
+// checkSegmentHeader reads and checks the header of f, the segment file
+// name whose base position is base. The header only repeats what is known
+// otherwise: the base position is in the file name, the format version is
+// the only one there is, and the records carry their own checksums and
+// positions; only the creation time is nowhere else, and nothing needs it.
+// So a header that fails its own checks (magic, checksum) is damage, not a
+// reason to refuse the segment: checkSegmentHeader returns why, and the
+// segment is read without it. What cannot be known is an error (a
+// *rewind.CorruptionError): a file too short to hold a header, an intact
+// header of another format version or naming another base position, and a
+// damaged header whose segment's first record is not at base.
+func checkSegmentHeader(f vfs.File, name string, base uint64) (damaged string, err error) {
+	h := make([]byte, segmentHeaderSize)
+	n, err := readFull(f, h, 0)
+	if err != nil {
+		return "", fmt.Errorf("read segment %s: %w", name, err)
 	}
-	return binary.LittleEndian.Uint64(h[16:]), nil
+	corrupt := func(format string, args ...any) error {
+		return &rewind.CorruptionError{Segment: name, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case n < segmentHeaderSize:
+		return "", corrupt("segment header is truncated")
+	case string(h[:8]) != segmentMagic:
+		damaged = "bad magic"
+	case crc32.Checksum(h[:32], castagnoli) != binary.LittleEndian.Uint32(h[32:]):
+		damaged = "checksum mismatch"
+	case binary.LittleEndian.Uint32(h[8:]) != formatVersion:
+		return "", corrupt("unsupported format version %d (this build reads version %d)",
+			binary.LittleEndian.Uint32(h[8:]), formatVersion)
+	case binary.LittleEndian.Uint64(h[16:]) != base:
+		return "", corrupt("segment header says base position %d", binary.LittleEndian.Uint64(h[16:]))
+	default:
+		return "", nil
+	}
+	// The file name stands for the header's base position when the first
+	// record, if intact, agrees.
+	rec, err := readRecordAt(f, segmentHeaderSize)
+	if err != nil {
+		return "", fmt.Errorf("read segment %s: %w", name, err)
+	}
+	if rec != nil && rec.Position != base {
+		return "", corrupt("the segment header is damaged (%s) and the first record has position %d, "+
+			"not %d as the file name says", damaged, rec.Position, base)
+	}
+	return damaged, nil
+}
+
+// readRecordAt returns the record at off, or nil when there is no intact
+// one there.
+func readRecordAt(f vfs.File, off int64) (*Record, error) {
+	h := make([]byte, recordHeaderSize)
+	n, err := readFull(f, h, off)
+	if err != nil || n < recordHeaderSize {
+		return nil, err
+	}
+	l := binary.LittleEndian.Uint32(h)
+	size, err := f.Size()
+	if err != nil || l == 0 || l > MaxPayload || off+int64(recordSize(int(l))) > size {
+		return nil, err // no allocation for a damaged length
+	}
+	b := make([]byte, recordSize(int(l)))
+	if n, err = readFull(f, b, off); err != nil || n < len(b) {
+		return nil, err
+	}
+	rec, _, _, err := decodeRecord(b)
+	if err != nil {
+		return nil, nil
+	}
+	return &rec, nil
 }
 
 // indexEntry is one entry of a segment's sparse index: the record at file

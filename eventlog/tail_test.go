@@ -598,8 +598,9 @@ func firstDiff(a, b []byte) int64 {
 
 // A crash while a new segment file is being created leaves a file whose
 // header was never completely written. Open removes and recreates it; Verify
-// must call it a torn tail, not corruption. A bad header with records after
-// it is corruption that Open refuses.
+// must call it a torn tail, not corruption. A bad header with data after it
+// is damage that Open reports, reading the segment without it (here the
+// data is no record: a torn tail, cut).
 func TestInterruptedSegmentCreation(t *testing.T) {
 	t.Parallel()
 	header := encodeSegmentHeader(0, 1) // base fixed below
@@ -647,7 +648,7 @@ func TestInterruptedSegmentCreation(t *testing.T) {
 				t.Fatal(err)
 			}
 			rep, err := Verify(context.Background(), dir, nil)
-			if err != nil || len(rep.Problems) != 1 {
+			if err != nil || len(rep.Problems) != 1 && tc.tail || len(rep.Problems) != 2 && !tc.tail {
 				t.Fatalf("verify: %v %+v", err, rep)
 			}
 			if p := rep.Problems[0]; p.Segment != name || p.Offset != 0 || p.Tail != tc.tail {
@@ -655,9 +656,19 @@ func TestInterruptedSegmentCreation(t *testing.T) {
 			}
 			l, err = Open(dir, cfg)
 			if !tc.tail {
-				if !errors.Is(err, rewind.ErrCorruption) {
-					t.Fatalf("open of a log with a corrupt segment: %v, want corruption", err)
+				if p := rep.Problems[1]; p.Offset != segmentHeaderSize || !p.Tail {
+					t.Fatalf("verify reported %+v after the header, want the torn tail", p)
 				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				d, cuts := l.Damage(), l.Recovery()
+				if len(d) != 1 || !d[0].Header || d[0].Segment != name || len(cuts) != 1 || cuts[0].Offset != segmentHeaderSize {
+					t.Fatalf("damage %+v, recovery %+v; want the header damage and the tail cut", d, cuts)
+				}
+				appendN(t, l, 5, 2, 1000)
+				checkRecords(t, readAll(t, l, 1), 1, next+4, 1000)
 				return
 			}
 			if err != nil {

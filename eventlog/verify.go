@@ -199,8 +199,13 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 			return rep, fmt.Errorf("open segment: %w", err)
 		}
 		opened++
-		res, size, err := verifySegment(f, base, sc, limit, durable)
-		if ce, ok := err.(*rewind.CorruptionError); ok {
+		res, size, damaged, err := verifySegment(f, name, base, sc, limit, durable)
+		if err == nil && damaged != "" && res.records == 0 && res.orphans == 0 && res.dataEnd <= segmentHeaderSize {
+			// Nothing after it: like Open, take it for an interrupted creation.
+			err = &rewind.CorruptionError{Segment: name, Reason: "segment header: " + damaged}
+		}
+		var ce *rewind.CorruptionError
+		if errors.As(err, &ce) {
 			// Like Open, take a last segment whose header was never
 			// completely written, with nothing after it, for a torn tail.
 			dataEnd, zerr := lastNonZero(f, segmentHeaderSize)
@@ -221,6 +226,10 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 				Reason: "data loss: " + m.String()})
 		} else if opened > 1 && rep.LastPosition+1 != base {
 			problem(0, base, fmt.Sprintf("segment starts at position %d but the previous one ends at %d", base, rep.LastPosition), false)
+		}
+		if damaged != "" {
+			problem(0, 0, "segment header: "+damaged+"; its records are intact and read without it "+
+				"(the base position is the file name's)", false)
 		}
 		rep.Records += res.records
 		rep.LastPosition = res.last
@@ -257,23 +266,18 @@ func verifyFiles(ctx context.Context, fs vfs.FS, bases []uint64, files []string,
 	return rep, nil
 }
 
-func verifySegment(f vfs.File, base uint64, sc *scanner, limit, durable uint64) (segmentScan, int64, error) {
-	h := make([]byte, segmentHeaderSize)
-	n, err := readFull(f, h, 0)
+// verifySegment checks the segment file f: its header, then every record.
+// It returns why the header is damaged, if it is but the records can be
+// read without it (see checkSegmentHeader).
+func verifySegment(f vfs.File, name string, base uint64, sc *scanner, limit, durable uint64) (segmentScan, int64, string, error) {
+	damaged, err := checkSegmentHeader(f, name, base)
 	if err != nil {
-		return segmentScan{}, 0, err
-	}
-	hb, err := decodeSegmentHeader(h[:n])
-	if err != nil {
-		return segmentScan{}, 0, &rewind.CorruptionError{Reason: "segment header: " + err.Error()}
-	}
-	if hb != base {
-		return segmentScan{}, 0, &rewind.CorruptionError{Reason: fmt.Sprintf("segment header says base position %d", hb)}
+		return segmentScan{}, 0, "", err
 	}
 	size, err := f.Size()
 	if err != nil {
-		return segmentScan{}, 0, err
+		return segmentScan{}, 0, "", err
 	}
 	res, err := scanSegment(f, base, 1<<30, sc, limit, durable)
-	return res, size, err
+	return res, size, damaged, err
 }

@@ -179,7 +179,14 @@ func (e *eventStore) ReadAll(ctx context.Context, req *connect.Request[rewindv1.
 	}
 	for ev, err := range e.s.store.ReadAll(ctx, opts) {
 		if err != nil {
-			return nil, err
+			if seen == 0 || ctx.Err() != nil {
+				return nil, err
+			}
+			// The events read before a damaged record are intact: the page
+			// ends with them, and the next one, from next_position, meets
+			// the error with nothing before it.
+			res.EndOfLog = false
+			break
 		}
 		if len(res.Events) == limit || len(res.Events) > 0 && size >= pageBytes {
 			res.EndOfLog = false

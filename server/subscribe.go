@@ -114,12 +114,17 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 		msg.Events = msg.Events[:0]
 		b.reset()
 		size, scoped := 0, 0
+		var stop error // a read error after events of this batch: sent after them
 		// Events the token's scope hides end a round too, every
 		// scopeSkipRound of them, as those the filter skips do in the store.
 		for poller != nil && len(msg.Events) < batchEvents && size < batchBytes && scoped < scopeSkipRound {
 			ev, err := poller.TryNext()
-			if err != nil {
+			if err != nil && len(msg.Events) == 0 && sub.Position() == sent {
 				return err
+			}
+			if err != nil {
+				stop = err
+				break
 			}
 			if ev == nil {
 				break
@@ -143,6 +148,18 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 				return err
 			}
 			entry.pos.Store(uint64(sent))
+			if stop != nil {
+				// Clients take a batch's position from its last event: the
+				// events skipped after it are told apart, so that the
+				// subscription's position is just before the error's.
+				if n := len(msg.Events); n > 0 && msg.Events[n-1].GetPosition() < uint64(sent) {
+					msg.Events = msg.Events[:0]
+					if err := send(msg); err != nil {
+						return err
+					}
+				}
+				return stop
+			}
 			continue
 		}
 		ev, err := sub.Next(ctx) // caught up: wait for the log to grow

@@ -269,6 +269,7 @@ func TestStoreOverDamage(t *testing.T) {
 			if len(h.Recovery) != 1 || h.Recovery[0].Kind != "damage" || h.Recovery[0].FirstPosition != 20 {
 				t.Fatalf("health: %+v", h)
 			}
+			wholeLogReadsAcrossDamage(t, s2, 20, 50)
 		})
 	}
 }
@@ -315,5 +316,122 @@ func TestSnapshotOnAFullDisk(t *testing.T) {
 		if info, err := s.StreamInfo(ctx, fmt.Sprintf("s%d", i)); err != nil || info.Version != 100 {
 			t.Fatalf("stream s%d after reopening: %+v %v", i, info, err)
 		}
+	}
+}
+
+// wholeLogReadsAcrossDamage checks how ReadAll and a subscription meet the
+// damaged position of a log of n events: every event before it is
+// delivered, then a *rewind.CorruptionError naming it; reading again fails
+// the same way (it is never skipped silently), and a read resumed after it
+// (From damaged+1, or After damaged) delivers the rest.
+func wholeLogReadsAcrossDamage(t *testing.T, s *Store, damaged, n rewind.Position) {
+	t.Helper()
+	readAll := func(from rewind.Position) (got rewind.Position, err error) {
+		got = from - 1
+		for ev, err := range s.ReadAll(ctx, rewind.ReadAllOptions{From: from}) {
+			if err != nil {
+				return got, err
+			}
+			if ev.Position != got+1 {
+				t.Fatalf("ReadAll from %d delivered %d after %d", from, ev.Position, got)
+			}
+			got = ev.Position
+		}
+		return got, nil
+	}
+	var ce *rewind.CorruptionError
+	for _, from := range []rewind.Position{1, damaged - 1, damaged} {
+		if got, err := readAll(from); got != damaged-1 || !errors.As(err, &ce) || ce.Position != damaged || ce.Segment == "" {
+			t.Fatalf("ReadAll from %d: up to %d, %v; want every event up to %d, then corruption at %d", from, got, err, damaged-1, damaged)
+		}
+	}
+	if got, err := readAll(damaged + 1); got != n || err != nil {
+		t.Fatalf("ReadAll resumed after the damage: up to %d, %v", got, err)
+	}
+	sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for want := rewind.Position(1); want < damaged; want++ {
+		if ev, err := sub.Next(ctx); err != nil || ev.Position != want {
+			t.Fatalf("subscription: %v, want %d", err, want)
+		}
+	}
+	for range 2 {
+		if _, err := sub.Next(ctx); !errors.As(err, &ce) || ce.Position != damaged || sub.Position() != damaged-1 {
+			t.Fatalf("subscription at the damage: %v at %d", err, sub.Position())
+		}
+	}
+	sub2, err := s.Subscribe(ctx, rewind.SubscribeOptions{After: damaged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Close()
+	for want := damaged + 1; want <= n; want++ {
+		if ev, err := sub2.Next(ctx); err != nil || ev.Position != want {
+			t.Fatalf("subscription resumed after the damage: %v, want %d", err, want)
+		}
+	}
+}
+
+// Issue 9: one flipped byte in a segment header (here the creation time of
+// the oldest sealed one) made the store impossible to open. It opens, with
+// or without its index snapshot (a replay reads through the segment), every
+// event is readable, and the damage is reported by Health — without data
+// loss: no event is lost — and by Verify.
+func TestStoreOverADamagedSegmentHeader(t *testing.T) {
+	t.Parallel()
+	for _, snapshot := range []bool{true, false} {
+		t.Run(fmt.Sprintf("snapshot=%v", snapshot), func(t *testing.T) {
+			t.Parallel()
+			s, b := setup(t, Config{Log: eventlog.Config{SegmentSize: 64 << 10}})
+			const n = 600
+			for i := range n {
+				if _, err := s.Append(ctx, fmt.Sprintf("s%d", i%5), rewind.Any, rewind.Event{ID: uuid.New(), Type: "T",
+					Data: []byte(fmt.Sprintf(`{"i":%d,"pad":"%0100d"}`, i, 0))}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if s.Info().Segments < 2 {
+				t.Fatalf("%d segments, want a sealed one", s.Info().Segments)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !snapshot {
+				os.Remove(filepath.Join(b.dir, snapshotName))
+			}
+			seg := filepath.Join(b.dir, "00000000000000000001.seg")
+			raw, _ := os.ReadFile(seg)
+			raw[24] ^= 0x01 // the creation time
+			os.WriteFile(seg, raw, 0o644)
+
+			rep, err := Verify(ctx, b.dir, nil)
+			if err != nil || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0].Reason, "segment header") ||
+				rep.LastPosition != n {
+				t.Fatalf("verify: %v %+v", err, rep)
+			}
+			s2, err := Open(b.dir, b.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			got := 0
+			for ev, err := range s2.ReadAll(ctx, rewind.ReadAllOptions{}) {
+				if err != nil || ev.Position != rewind.Position(got+1) {
+					t.Fatalf("ReadAll: %v at %d", err, got)
+				}
+				got++
+			}
+			if got != n {
+				t.Fatalf("read %d events, want %d", got, n)
+			}
+			h, _ := s2.Health(ctx)
+			if len(h.Recovery) != 1 || h.Recovery[0].Kind != "damage" || h.Recovery[0].DataLoss ||
+				h.Recovery[0].Segment != "00000000000000000001.seg" || !strings.Contains(h.Recovery[0].Reason, "header") {
+				t.Fatalf("health: %+v", h)
+			}
+		})
 	}
 }

@@ -57,7 +57,7 @@ func (s *Store) Health(context.Context) (rewind.Health, error) {
 		if !recorded("damage", 0, d.FirstPosition, d.LastPosition) {
 			h.Recovery = append(h.Recovery, rewind.RecoveryEvent{Kind: "damage", At: s.opened, Segment: d.Segment,
 				Offset: d.Offset, Bytes: d.End - d.Offset, FirstPosition: rewind.Position(d.FirstPosition),
-				LastPosition: rewind.Position(d.LastPosition), DataLoss: true, Reason: d.String()})
+				LastPosition: rewind.Position(d.LastPosition), DataLoss: !d.Header, Reason: d.String()})
 		}
 	}
 	for _, m := range s.log.Missing() {

@@ -129,8 +129,12 @@ func (a *app) statCmd() *cobra.Command {
 					if e.DataLoss {
 						loss = " (data loss)"
 					}
-					a.printf("recovery        %s%s at %s, %s: %s\n", e.Kind, loss,
-						e.At.Format(time.RFC3339), positionRange(e.FirstPosition, e.LastPosition), e.Reason)
+					// A damaged segment header concerns no position.
+					where := ""
+					if e.FirstPosition != 0 {
+						where = ", " + positionRange(e.FirstPosition, e.LastPosition)
+					}
+					a.printf("recovery        %s%s at %s%s: %s\n", e.Kind, loss, e.At.Format(time.RFC3339), where, e.Reason)
 				}
 			}
 			return nil
