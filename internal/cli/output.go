@@ -11,11 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // jsonFlag adds --json to cmd.
 func (a *app) jsonFlag(cmd *cobra.Command, p *bool) {
-	cmd.Flags().BoolVar(p, "json", false, "print the result as JSON")
+	config.BoolVar(cmd.Flags(), p, "json", false, "print the result as JSON")
 	cmd.PreRun = chainPreRun(cmd.PreRun, func(*cobra.Command, []string) { a.jsonOut = *p })
 }
 

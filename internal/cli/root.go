@@ -47,6 +47,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 
 func (a *app) run(ctx context.Context, args []string) int {
 	a.args = args
+	// With --json every error is JSON, also one found before the command
+	// runs (an unknown flag, a bad value, a wrong number of arguments).
+	a.jsonOut = wantsJSON(args)
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(a.stdin)
@@ -106,6 +109,9 @@ func (a *app) prepare(cmd *cobra.Command) error {
 	if err := applyEnv(cmd, os.LookupEnv); err != nil {
 		return err
 	}
+	if err := checkMinimums(cmd); err != nil {
+		return err
+	}
 	fs := cmd.Flags()
 	if dir, srv := fs.Lookup("data-dir"), fs.Lookup("server"); dir.Changed && srv.Changed {
 		return usageError(cmd, errors.New("give --server or --data-dir, not both: "+
@@ -162,4 +168,21 @@ func (a *app) versionCmd() *cobra.Command {
 	}
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+// wantsJSON reports whether args, as given, ask for --json: the last
+// --json, --json=true or --json=false before a "--" decides.
+func wantsJSON(args []string) bool {
+	want := false
+	for _, arg := range args {
+		switch arg {
+		case "--":
+			return want
+		case "--json", "--json=true":
+			want = true
+		case "--json=false":
+			want = false
+		}
+	}
+	return want
 }

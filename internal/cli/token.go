@@ -2,6 +2,8 @@ package cli
 
 import (
 	"errors"
+	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/client"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 func (a *app) tokenCmd() *cobra.Command {
@@ -74,6 +77,9 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 		defer c.Close()
 		return remote(c)
 	}
+	if err := a.checkTokenDir(); err != nil {
+		return err
+	}
 	s, err := auth.Open(a.dataDir)
 	if err != nil {
 		return err
@@ -84,6 +90,23 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 		return &cliError{code: rewind.CodeNotFound, status: 3, msg: err.Error()}
 	}
 	return err // a name taken is rewind.ErrAlreadyExists: a conflict
+}
+
+// checkTokenDir fails with a not-found error naming --data-dir unless it is
+// an existing directory: the token commands never create one, so that a
+// mistyped path is an error rather than a new, empty token file.
+func (a *app) checkTokenDir() error {
+	st, err := os.Stat(a.dataDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return notFound("no data directory %s: it does not exist; give the data directory of the store and its tokens "+
+			"with --data-dir (or REWIND_DATA_DIR), or a server with --server", a.dataDir)
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return notFound("no data directory %s: it is not a directory; give the data directory with --data-dir", a.dataDir)
+	}
+	return nil
 }
 
 func (a *app) tokenCreateCmd() *cobra.Command {
@@ -105,7 +128,7 @@ works until it is revoked.`,
 		Example: `  rewind token create --name orders-svc --allow write:orders-* --allow read:* --server http://127.0.0.1:7070 --token $ADMIN
   rewind token create --name ci --allow read:* --ttl 24h --server http://127.0.0.1:7070 --token $ADMIN
   rewind token create --name ops --allow admin:* --data-dir ./rewind-data`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl < 0 || ttl > 0 && ttl < time.Second {
 				return invalidFlag("ttl", ttl.String(), "must be at least 1s, such as 24h or 720h; leave it out for a "+
@@ -156,7 +179,7 @@ func (a *app) tokenListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List tokens (never their secrets)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out []tokenOut
 			err := a.withTokens(func(c *client.Client) error {
@@ -188,7 +211,7 @@ func (a *app) tokenListCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&all, "all", false, "include revoked and expired tokens")
+	config.BoolVar(cmd.Flags(), &all, "all", false, "include revoked and expired tokens")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -198,7 +221,7 @@ func (a *app) tokenRevokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke ID|NAME",
 		Short: "Revoke a token: requests using it fail from then on",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1, "ID or NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out tokenOut
 			err := a.withTokens(func(c *client.Client) error {
