@@ -144,14 +144,19 @@ func (a *app) report(err error) int {
 	return status
 }
 
-// trimPrefix removes the "rewind: " that rewind's errors start with: the
-// CLI prints its own.
+// trimPrefix removes the "rewind: " that rewind's errors start with (the
+// CLI prints its own), also where one error wraps another that has it
+// ("auth: rewind: …" becomes "auth: …"), so that no message repeats it.
 func trimPrefix(s string) string {
 	for {
 		t, ok := strings.CutPrefix(s, "rewind: ")
 		if !ok {
-			return s
+			break
 		}
 		s = t
 	}
+	for strings.Contains(s, ": rewind: ") {
+		s = strings.ReplaceAll(s, ": rewind: ", ": ")
+	}
+	return s
 }

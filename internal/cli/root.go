@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind/internal/buildinfo"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -85,6 +86,11 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 		},
 	}
 	root.SetFlagErrorFunc(flagError)
+	// --json on the root alone, so that "rewind bogus --json" is the
+	// unknown command it is, reported as JSON, not an unknown flag.
+	var rootJSON bool
+	config.BoolVar(root.Flags(), &rootJSON, "json", false, "print errors as JSON")
+	root.Flags().MarkHidden("json")
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.dataDir, "data-dir", server.DefaultDataDir, "data directory of the embedded store")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
