@@ -130,7 +130,7 @@ the previous one left.`,
 	f.StringVar(&typ, "type", "", "event type of a single event (then the body is --data)")
 	f.StringVar(&data, "data", "", "body of the single event: JSON unless --content-type says otherwise")
 	f.StringVar(&id, "id", "", "event id (UUID) of the single event, for safe retries; generated if absent")
-	f.StringVar(&contentType, "content-type", "", "content type of the single event (default application/json)")
+	f.StringVar(&contentType, "content-type", "", "content type of the single event (default "+rewind.DefaultContentType+")")
 	f.StringArrayVar(&metadata, "metadata", nil, "metadata key=value of the single event (repeatable)")
 	f.StringVar(&expected, "expected-version", "any", "append only if the stream is in this state: any, no-stream, stream-exists or a version")
 	config.IntVar(f, &batch, "batch", 1000, "events per atomic append when reading standard input")

@@ -21,7 +21,12 @@ func (a *app) tokenCmd() *cobra.Command {
 		Short: "Manage the server's access tokens",
 		Long: `Create, list and revoke access tokens. With --server (and an admin token in
 --token) the running server does it; without, the token file in --data-dir is
-edited directly, which only works while no server uses that directory.
+edited directly, which only works while no server uses that directory, and
+only on a directory that exists (a mistyped --data-dir is not created).
+
+A lost admin secret is recovered that way: stop the server, then
+  rewind token create --name admin-2 --allow 'admin:*' --data-dir DIR
+prints a new admin secret.
 
 A scope is read, write or admin on a pattern of stream names, where '*' matches
 any run of characters: read:*, write:orders-*, admin:orders-*. write implies
