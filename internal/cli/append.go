@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -43,7 +44,7 @@ the previous one left.`,
 		Args: exactArgs(1, "STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stream := args[0]
-			ev, err := rewind.ParseExpectedVersion(expected)
+			ev, err := parseExpectedVersion(expected)
 			if err != nil {
 				return err
 			}
@@ -220,4 +221,19 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	case <-c.ctx.Done():
 		return 0, c.ctx.Err()
 	}
+}
+
+// parseExpectedVersion parses --expected-version strictly: the library
+// also takes surrounding spaces and an empty string (for "any"), which on
+// a command line are more likely a mistake than meant.
+func parseExpectedVersion(s string) (rewind.ExpectedVersion, error) {
+	if s == "" || s != strings.TrimSpace(s) {
+		return 0, invalidFlag("expected-version", s, `must be "any", "no-stream", "stream-exists" or a version number`)
+	}
+	ev, err := rewind.ParseExpectedVersion(s)
+	var ve *rewind.ValidationError
+	if errors.As(err, &ve) {
+		return 0, invalidFlag("expected-version", s, ve.Reason)
+	}
+	return ev, err
 }

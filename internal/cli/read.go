@@ -134,7 +134,8 @@ func (a *app) tailCmd() *cobra.Command {
 		Long: `Follow the whole log and print each event as it becomes visible, until
 interrupted. By default it starts at the end; --after resumes after a position
 (every later event is printed exactly once, in order), --from-start starts at the
-beginning and --from-time at a time.`,
+beginning and --from-time at a time. Interrupted (Ctrl-C, SIGTERM), it exits 0:
+that is how it is meant to stop.`,
 		Example: `  rewind tail --category orders-
   rewind tail --after 41000 --json`,
 		Args: noArgs,

@@ -156,7 +156,7 @@ delete. Appending to the stream again recreates it; its versions continue.`,
 		Example: `  rewind delete orders-1 --expected-version 7`,
 		Args:    exactArgs(1, "STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ev, err := rewind.ParseExpectedVersion(expected)
+			ev, err := parseExpectedVersion(expected)
 			if err != nil {
 				return err
 			}
