@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // TestFailedFirstStartKeepsNoAdminToken starts `rewind serve` on a new
@@ -215,5 +217,24 @@ func TestInterruptedAppendExits130(t *testing.T) {
 	}
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Fatalf("exit status %d, want 130; stderr %q", code, errOut.String())
+	}
+}
+
+// TestServeHelpShowsServeDefaults checks that `serve --help` and `config
+// print --help` show the defaults serve runs with, from config.Defaults,
+// for every setting they share with the global flags (--log-level's
+// global default is the CLI's own, not the server's).
+func TestServeHelpShowsServeDefaults(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"serve", "--help"}, {"config", "print", "--help"}} {
+		code, out, errOut := exe(t, cleanEnv(), "", args...)
+		if code != 0 {
+			t.Fatalf("%v: %d %s", args, code, errOut)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "--log-level") && !strings.Contains(line, `(default "`+config.DefaultLogLevel+`")`) {
+				t.Errorf("%v: %q does not show serve's default log level %q", args, line, config.DefaultLogLevel)
+			}
+		}
 	}
 }
