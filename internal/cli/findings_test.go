@@ -92,6 +92,7 @@ func TestFindingsExitStatuses(t *testing.T) {
 	url, admin := startServer(t)
 	remote := func(args ...string) []string { return append([]string{"--server", url, "--token", admin}, args...) }
 	missing := filepath.Join(t.TempDir(), "no-such-dir")
+	empty := t.TempDir() // exists, but holds no store and no tokens
 	const nilID = "00000000-0000-0000-0000-000000000000"
 	nilLine := `{"type":"A","id":"` + nilID + `"}` + "\n"
 
@@ -125,6 +126,8 @@ func TestFindingsExitStatuses(t *testing.T) {
 		{"token create, no data dir", []string{"--data-dir", missing, "token", "create", "--name", "x", "--allow", "read:*"},
 			"", 3, "not_found", []string{missing}},
 		{"token revoke, no data dir", []string{"--data-dir", missing, "token", "revoke", "x"}, "", 3, "not_found", []string{missing}},
+		{"token list, empty data dir", []string{"--data-dir", empty, "token", "list"}, "", 3, "not_found", []string{empty}},
+		{"token revoke, empty data dir", []string{"--data-dir", empty, "token", "revoke", "x"}, "", 3, "not_found", []string{empty}},
 		// F18: zero never quietly means the default.
 		{"streams limit zero", local("streams", "--limit", "0"), "", 2, "invalid_argument", []string{"--limit", "at least 1"}},
 		{"bench events zero", []string{"--data-dir", missing, "bench", "append", "--events", "0"}, "", 2, "invalid_argument",
@@ -184,6 +187,9 @@ func TestFindingsExitStatuses(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Errorf("a refused command created %s: %v", missing, err)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("a refused command wrote %v in %s", entries, empty)
 	}
 }
 

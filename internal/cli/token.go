@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -73,7 +74,9 @@ func (t tokenOut) state(now time.Time) string {
 
 // withTokens runs remote with a client of --server, or local with the
 // token file of --data-dir.
-func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Store) error) error {
+// Only create may start a token file; list and revoke (readOnly) need one,
+// or a store, in --data-dir.
+func (a *app) withTokens(readOnly bool, remote func(*client.Client) error, local func(*auth.Store) error) error {
 	if a.server != "" {
 		c, err := a.newClient()
 		if err != nil {
@@ -84,6 +87,11 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 	}
 	if err := a.checkTokenDir(); err != nil {
 		return err
+	}
+	if _, err := os.Stat(filepath.Join(a.dataDir, auth.FileName)); readOnly && err != nil {
+		if err := a.checkDataDir(); err != nil {
+			return err
+		}
 	}
 	s, err := auth.Open(a.dataDir)
 	if err != nil {
@@ -140,7 +148,7 @@ works until it is revoked.`,
 					"token that lasts until it is revoked")
 			}
 			var out tokenOut
-			err := a.withTokens(func(c *client.Client) error {
+			err := a.withTokens(false, func(c *client.Client) error {
 				t, secret, err := c.CreateExpiringToken(cmd.Context(), name, ttl, allow...)
 				out = fromClient(t)
 				out.Secret = secret
@@ -187,7 +195,7 @@ func (a *app) tokenListCmd() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out []tokenOut
-			err := a.withTokens(func(c *client.Client) error {
+			err := a.withTokens(true, func(c *client.Client) error {
 				ts, err := c.ListTokens(cmd.Context(), all)
 				for _, t := range ts {
 					out = append(out, fromClient(t))
@@ -229,7 +237,7 @@ func (a *app) tokenRevokeCmd() *cobra.Command {
 		Args:  exactArgs(1, "ID or NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out tokenOut
-			err := a.withTokens(func(c *client.Client) error {
+			err := a.withTokens(true, func(c *client.Client) error {
 				t, err := c.RevokeToken(cmd.Context(), args[0])
 				out = fromClient(t)
 				return err
