@@ -14,9 +14,23 @@ while IFS='=' read -r name _; do
 done < <(env)
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/rewind-quickstart.XXXXXX")"
-cleanup() { rm -rf "$work"; }
+# Clean up on every way out: success, failure (set -e), Ctrl-C, kill, and a
+# closed terminal (SIGHUP). Any rewind still running is stopped first, so
+# that nothing holds the data directory being removed.
+cleanup() {
+  trap - EXIT INT TERM HUP
+  local pids
+  pids="$(jobs -p)"
+  if [ -n "$pids" ]; then
+    kill $pids 2>/dev/null || true
+    wait $pids 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 go build -o "$work/rewind" ./cmd/rewind
 export REWIND_DATA_DIR="$work/data"
@@ -47,5 +61,6 @@ run stat
 # one process at a time, so here it stops after a second (with a server, run
 # it in another terminal while appending).
 printf '\n$ rewind tail --from-start --category orders-   # stopped after 1s\n'
-timeout --signal=INT 1 "$work/rewind" tail --from-start --category orders- || true
+timeout --signal=INT 1 "$work/rewind" tail --from-start --category orders- &
+wait $! || true
 run verify

@@ -138,6 +138,13 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Validate checks c as New would, without opening anything: for `rewind
+// config print`, which shows a configuration only once it would start.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c
 	if cfg.Addr == "" {

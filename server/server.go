@@ -51,9 +51,9 @@ type Server struct {
 	endSubs  context.CancelFunc
 }
 
-// New opens the store and the tokens in cfg.DataDir, creates the admin
-// token on the first start, and binds the listen address. Nothing is
-// served until Run.
+// New opens the store and the tokens in cfg.DataDir, binds the listen
+// address and, on the first start, creates the admin token, after all else
+// succeeded. Nothing is served until Run.
 func New(cfg Config) (_ *Server, err error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
@@ -64,6 +64,9 @@ func New(cfg Config) (_ *Server, err error) {
 	s.metrics = newMetrics(s.registry)
 	defer func() {
 		if err != nil {
+			if s.ln != nil {
+				s.ln.Close()
+			}
 			s.closeResources()
 		}
 	}()
@@ -85,9 +88,6 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.tokens.SetClock(c.Now)
-	if s.adminSecret, err = s.tokens.Bootstrap(c.AdminToken); err != nil {
-		return nil, err
-	}
 	s.subs = newSubscriptions(s.store, c.MaxSubscriptionsPerToken)
 	s.budget.max = c.MaxInflightAppendBytes
 	s.registry.MustRegister(s.subs, newStoreCollector(s), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
@@ -104,6 +104,12 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if s.ln, err = net.Listen("tcp", c.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", c.Addr, err)
+	}
+	// The admin token is created last, once everything that can fail has
+	// succeeded: a start that fails (a port taken, a bad TLS file) leaves
+	// no token whose secret nobody saw, which would lock the operator out.
+	if s.adminSecret, err = s.tokens.Bootstrap(c.AdminToken); err != nil {
+		return nil, err
 	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),

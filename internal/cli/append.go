@@ -1,14 +1,19 @@
 package cli
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 func (a *app) appendCmd() *cobra.Command {
@@ -39,7 +44,7 @@ the previous one left.`,
 		Args: exactArgs(1, "STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stream := args[0]
-			ev, err := rewind.ParseExpectedVersion(expected)
+			ev, err := parseExpectedVersion(expected)
 			if err != nil {
 				return err
 			}
@@ -60,6 +65,16 @@ the previous one left.`,
 			} else if data != "" || id != "" || len(metadata) > 0 || contentType != "" {
 				return invalidFlag("type", "", "is required with --data, --id, --metadata and --content-type; "+
 					"without them, events are read as JSON lines from standard input")
+			}
+			var in *bufio.Reader
+			if single == nil {
+				// Nothing to append is refused before the store is opened
+				// (and a data directory created). Reading standard input
+				// ends with Ctrl-C even while it waits for a line.
+				in = bufio.NewReaderSize(ctxReader{cmd.Context(), a.stdin}, 64<<10)
+				if err := requireInput(in); err != nil {
+					return err
+				}
 			}
 			s, err := a.openStore(cmd.Context())
 			if err != nil {
@@ -87,7 +102,7 @@ the previous one left.`,
 			if single != nil {
 				err = appendBatch([]rewind.Event{*single})
 			} else {
-				err = readEventLines(a.stdin, stream, batch, appendBatch)
+				err = readEventLines(in, stream, batch, appendBatch)
 			}
 			if err != nil {
 				return err
@@ -116,10 +131,11 @@ the previous one left.`,
 	f.StringVar(&typ, "type", "", "event type of a single event (then the body is --data)")
 	f.StringVar(&data, "data", "", "body of the single event: JSON unless --content-type says otherwise")
 	f.StringVar(&id, "id", "", "event id (UUID) of the single event, for safe retries; generated if absent")
-	f.StringVar(&contentType, "content-type", "", "content type of the single event (default application/json)")
+	f.StringVar(&contentType, "content-type", "", "content type of the single event (default "+rewind.DefaultContentType+")")
 	f.StringArrayVar(&metadata, "metadata", nil, "metadata key=value of the single event (repeatable)")
 	f.StringVar(&expected, "expected-version", "any", "append only if the stream is in this state: any, no-stream, stream-exists or a version")
-	f.IntVar(&batch, "batch", 1000, "events per atomic append when reading standard input")
+	config.IntVar(f, &batch, "batch", 1000, "events per atomic append when reading standard input")
+	atLeast(f, 1, "batch")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -128,8 +144,11 @@ func singleEvent(typ, data, id, contentType string, meta map[string]string) (rew
 	e := rewind.Event{Type: typ, ContentType: contentType, Metadata: meta, Data: []byte(data)}
 	if id != "" {
 		u, err := uuid.Parse(id)
-		if err != nil {
-			return e, invalidFlag("id", id, "must be a UUID")
+		switch {
+		case err != nil:
+			return e, invalidFlag("id", id, "must be a UUID such as 0190b5a4-6c4e-7f2a-9d3e-1a2b3c4d5e6f")
+		case u == uuid.Nil:
+			return e, invalidFlag("id", id, nilIDReason)
 		}
 		e.ID = u
 	}
@@ -152,4 +171,69 @@ func parseMetadata(kvs []string) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
+}
+
+// noEvents is the error of an append with nothing to append.
+var noEvents = &rewind.ValidationError{Field: "standard input", Reason: `holds no events, so there is nothing to ` +
+	`append; give JSON lines such as {"type":"OrderPlaced","data":{"id":1}} or use --type and --data`}
+
+// requireInput fails with noEvents unless r holds more than white space,
+// which it leaves unread.
+func requireInput(r *bufio.Reader) error {
+	for {
+		b, err := r.ReadByte()
+		switch {
+		case err == io.EOF:
+			return noEvents
+		case err != nil:
+			return fmt.Errorf("read standard input: %w", err)
+		case b != ' ' && b != '\t' && b != '\n' && b != '\r':
+			return r.UnreadByte()
+		}
+	}
+}
+
+// ctxReader is a reader that returns ctx's error once ctx ends, even while
+// a read of r blocks (a terminal, a pipe nobody writes to): the read is
+// abandoned, which is fine for a process about to exit.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	buf := make([]byte, len(p)) // an abandoned read must not write into p later
+	done := make(chan result, 1)
+	go func() {
+		n, err := c.r.Read(buf)
+		done <- result{n, err}
+	}()
+	select {
+	case res := <-done:
+		return copy(p, buf[:res.n]), res.err
+	case <-c.ctx.Done():
+		return 0, c.ctx.Err()
+	}
+}
+
+// parseExpectedVersion parses --expected-version strictly: the library
+// also takes surrounding spaces and an empty string (for "any"), which on
+// a command line are more likely a mistake than meant.
+func parseExpectedVersion(s string) (rewind.ExpectedVersion, error) {
+	if s == "" || s != strings.TrimSpace(s) {
+		return 0, invalidFlag("expected-version", s, `must be "any", "no-stream", "stream-exists" or a version number`)
+	}
+	ev, err := rewind.ParseExpectedVersion(s)
+	var ve *rewind.ValidationError
+	if errors.As(err, &ve) {
+		return 0, invalidFlag("expected-version", s, ve.Reason)
+	}
+	return ev, err
 }

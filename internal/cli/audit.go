@@ -13,6 +13,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 func (a *app) auditCmd() *cobra.Command {
@@ -66,7 +67,7 @@ it back with --expect-head SEQ:HASH (repeatable): verify then fails unless entry
 has HASH, which catches any rewrite of the entries up to it. See docs/audit.md.`,
 		Example: `  rewind audit verify --dsn "$DSN"
   rewind audit verify --expect-head 1042:5be2…e0 --json`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			anchors, err := parseHeads(expect)
 			if err != nil {
@@ -132,7 +133,7 @@ Later, 'rewind audit verify --expect-head SEQ:HASH' fails unless entry SEQ still
 a ledger rewritten (hashes and head included) from any entry up to SEQ, or cut short of it,
 is caught. Exits 5 without printing a head when the ledger is not intact.`,
 		Example: `  rewind audit head --dsn "$DSN" | logger -t rewind-audit-head`,
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, closeAll, err := a.auditLedger(cmd, &pg)
 			if err != nil {
@@ -164,7 +165,7 @@ func (a *app) auditLogCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "log",
 		Short: "Show audit ledger entries, oldest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, closeAll, err := a.auditLedger(cmd, &pg)
 			if err != nil {
@@ -200,8 +201,9 @@ func (a *app) auditLogCmd() *cobra.Command {
 	}
 	pg.add(cmd)
 	cmd.Flags().StringVar(&run, "run", "", "show only entries about this run (an id or a unique prefix)")
-	cmd.Flags().Int64Var(&after, "after", 0, "show entries after this sequence number")
-	cmd.Flags().IntVar(&limit, "limit", 0, "show at most this many entries (0: all)")
+	config.Int64Var(cmd.Flags(), &after, "after", 0, "show entries after this sequence number")
+	config.IntVar(cmd.Flags(), &limit, "limit", 0, "show at most this many entries (0: all)")
+	atLeast(cmd.Flags(), 0, "after", "limit")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

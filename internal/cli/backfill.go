@@ -20,6 +20,7 @@ import (
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/jobfile"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // pgFlags are the database flags of the backfill and audit commands.
@@ -264,7 +265,7 @@ A job is applied once: once a run of it has finished, starting it again is refus
 (exit 4) unless --new-run names the job's last run, which the refusal prints. Several
 processes starting the job at once apply it once; several asking for a new run after
 the same run start one new run.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1, "JOB.yaml"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if diffs < 0 {
 				return invalidFlag("diffs", fmt.Sprint(diffs), "must be 0 (no diffs) or more")
@@ -304,12 +305,13 @@ the same run start one new run.`,
 	}
 	pg.add(cmd)
 	ja.add(cmd)
-	cmd.Flags().BoolVar(&execute, "execute", false, "apply the job; without it, only plan")
+	config.BoolVar(cmd.Flags(), &execute, "execute", false, "apply the job; without it, only plan")
 	cmd.Flags().StringVar(&planHash, "plan-hash", "", "refuse to apply unless the job and its input still match this plan")
 	cmd.Flags().StringVar(&newRun, "new-run", "", "apply a job that already finished again, in a new run after RUN, the job's last run (an id or unique prefix)")
-	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, "continue an unfinished run even if the job or the binary changed (recorded)")
-	cmd.Flags().BoolVar(&estimate, "estimate", false, "estimate the rows to change with the planner instead of counting them")
-	cmd.Flags().IntVar(&diffs, "diffs", 10, "how many before → after diffs the plan shows (0 for none)")
+	config.BoolVar(cmd.Flags(), &allowChanged, "allow-changed-job", false, "continue an unfinished run even if the job or the binary changed (recorded)")
+	config.BoolVar(cmd.Flags(), &estimate, "estimate", false, "estimate the rows to change with the planner instead of counting them")
+	config.IntVar(cmd.Flags(), &diffs, "diffs", 10, "how many before → after diffs the plan shows (0 for none)")
+	atLeast(cmd.Flags(), 0, "diffs")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -417,7 +419,7 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	var pg pgFlags
 	var ja jobArgs
 	var allowChanged, jsonOut bool
-	cmd.Args = cobra.RangeArgs(1, 2)
+	cmd.Args = rangeArgs(1, 2, "RUN [JOB.yaml]")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var f *jobfile.File
 		var job *backfill.Job
@@ -453,7 +455,7 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	}
 	pg.add(cmd)
 	ja.add(cmd)
-	cmd.Flags().BoolVar(&allowChanged, "allow-changed-job", false, allowHelp)
+	config.BoolVar(cmd.Flags(), &allowChanged, "allow-changed-job", false, allowHelp)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -529,7 +531,7 @@ func (a *app) backfillCancelCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cancel RUN",
 		Short: "Mark an unfinished run cancelled so that its job can start afresh",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1, "RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pg.command = a.recordedCommand(cmd, fileSecret(nil))
 			r, closeAll, err := pg.runner(cmd.Context(), nil)
@@ -560,7 +562,7 @@ func (a *app) backfillStatusCmd() *cobra.Command {
 		Short: "Show a run's state, progress, recent rate, ETA, error and quarantine",
 		Long: `Show RUN (an id or a unique prefix) from any terminal. A run whose process died shows
 as interrupted (its lease went with its database connection) and can be resumed.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1, "RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, closeAll, err := pg.runner(cmd.Context(), nil)
 			if err != nil {
@@ -640,7 +642,7 @@ func (a *app) backfillListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List backfill runs, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, closeAll, err := pg.runner(cmd.Context(), nil)
 			if err != nil {
@@ -668,7 +670,8 @@ func (a *app) backfillListCmd() *cobra.Command {
 	}
 	pg.add(cmd)
 	cmd.Flags().StringVar(&job, "job", "", "list only runs of this job name")
-	cmd.Flags().IntVar(&limit, "limit", 50, "list at most this many runs")
+	config.IntVar(cmd.Flags(), &limit, "limit", 50, "list at most this many runs")
+	atLeast(cmd.Flags(), 1, "limit")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -136,14 +136,16 @@ With --server URL (and --token), appends go through that server's API over
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&cfg.Writers, "writers", 1, "concurrent writers")
-	f.IntVar(&cfg.Batch, "batch", 1, "events per append")
-	f.IntVar(&cfg.Events, "events", 1_000_000, "events to append in all")
+	config.IntVar(f, &cfg.Writers, "writers", 1, "concurrent writers")
+	config.IntVar(f, &cfg.Batch, "batch", 1, "events per append")
+	config.IntVar(f, &cfg.Events, "events", 1_000_000, "events to append in all")
 	f.Var(&size, "size", "data per event, in bytes or with a unit (1KiB)")
-	f.IntVar(&cfg.Streams, "streams", 0, "streams to spread appends over, round-robin (default: one per writer)")
+	config.IntVar(f, &cfg.Streams, "streams", 0, "streams to spread appends over, round-robin (default: one per writer)")
 	f.StringVar(&durability, "durability", eventlog.DefaultDurability.String(), "sync, interval or none (with --server: the server's)")
-	f.IntVar(&conns, "connections", 4, "with --server: client connections the writers share")
-	f.BoolVar(&streamAppends, "stream-appends", false, "with --server: send the appends over AppendStream (one stream per connection) instead of one RPC each")
+	config.IntVar(f, &conns, "connections", 4, "with --server: client connections the writers share")
+	config.BoolVar(f, &streamAppends, "stream-appends", false, "with --server: send the appends over AppendStream (one stream per connection) instead of one RPC each")
+	atLeast(f, 1, "writers", "batch", "events", "connections")
+	atLeast(f, 0, "streams")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -226,8 +228,9 @@ then times a subscription from the start delivering --events events.`,
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&events, "events", 1_000_000, "events the store should hold")
-	cmd.Flags().IntVar(&streams, "streams", 1000, "streams to spread filled events over")
+	config.IntVar(cmd.Flags(), &events, "events", 1_000_000, "events the store should hold")
+	config.IntVar(cmd.Flags(), &streams, "streams", 1000, "streams to spread filled events over")
+	atLeast(cmd.Flags(), 1, "events", "streams")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -261,8 +264,9 @@ reading them back with CRC verification (read_rps, warm).`,
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&cfg.Records, "events", 2_000_000, "records for the batched-fsync loop and the read-back")
-	cmd.Flags().IntVar(&cfg.SyncEachRecords, "sync-each-events", 3000, "records for the fsync-per-record loop")
+	config.IntVar(cmd.Flags(), &cfg.Records, "events", 2_000_000, "records for the batched-fsync loop and the read-back")
+	config.IntVar(cmd.Flags(), &cfg.SyncEachRecords, "sync-each-events", 3000, "records for the fsync-per-record loop")
+	atLeast(cmd.Flags(), 1, "events", "sync-each-events")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

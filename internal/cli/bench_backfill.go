@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // benchBackfillResult is what `rewind bench backfill --json` prints.
@@ -89,11 +90,11 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 		},
 	}
 	pg.add(cmd)
-	cmd.Flags().Int64Var(&rows, "rows", 1_000_000, "rows in the benchmark table")
-	cmd.Flags().IntVar(&chunk, "chunk", 1000, "rows per chunk (transaction)")
-	cmd.Flags().Int64Var(&sample, "sample", 20_000, "rows updated by the row-by-row loop")
-	cmd.Flags().IntVar(&rounds, "rounds", 2, "rewind passes, each between two raw keyset passes")
-	cmd.Flags().BoolVar(&keep, "keep", false, "keep the benchmark table")
+	config.Int64Var(cmd.Flags(), &rows, "rows", 1_000_000, "rows in the benchmark table")
+	config.IntVar(cmd.Flags(), &chunk, "chunk", 1000, "rows per chunk (transaction)")
+	config.Int64Var(cmd.Flags(), &sample, "sample", 20_000, "rows updated by the row-by-row loop")
+	config.IntVar(cmd.Flags(), &rounds, "rounds", 2, "rewind passes, each between two raw keyset passes")
+	config.BoolVar(cmd.Flags(), &keep, "keep", false, "keep the benchmark table")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

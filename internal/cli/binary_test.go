@@ -26,6 +26,12 @@ var binary struct {
 func rewindBinary(t *testing.T) string {
 	t.Helper()
 	binary.once.Do(func() {
+		if p := os.Getenv("REWIND_TEST_BINARY"); p != "" {
+			// A binary built elsewhere, such as from main to check that a
+			// test fails there.
+			binary.path = p
+			return
+		}
 		binary.dir, binary.err = os.MkdirTemp("", "rewind-cli-test-")
 		if binary.err != nil {
 			return

@@ -98,7 +98,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		want   string
 	}{
 		{"wrong expected version", "", []string{"append", "s", "--type", "A", "--data", "1", "--expected-version", "7"}, 4, "actual version 1"},
-		{"bad expected version", "", []string{"append", "s", "--type", "A", "--expected-version", "seven"}, 2, "expected version"},
+		{"bad expected version", "", []string{"append", "s", "--type", "A", "--expected-version", "seven"}, 2, "--expected-version"},
 		{"invalid stream", "", []string{"append", "$system", "--type", "A", "--data", "1"}, 2, "reserved"},
 		{"invalid json data", "", []string{"append", "s", "--type", "A", "--data", "{"}, 2, "not valid JSON"},
 		{"unknown field", `{"type":"A","dta":1}` + "\n", []string{"append", "s"}, 2, "line 1"},

@@ -58,6 +58,11 @@ func isJSON(ct string) bool {
 	return ct == "" || ct == rewind.DefaultContentType || strings.HasSuffix(ct, "+json")
 }
 
+// nilIDReason is why the nil UUID is refused as an event id: ids make
+// retries idempotent, and the nil UUID would be the same id for every
+// event of every writer that leaves its id unset by mistake.
+const nilIDReason = "is the nil UUID, which is not an event id; give a unique UUID, or leave the id out to have one generated"
+
 // toEvent converts one input line; line numbers errors for the user.
 func (j *eventJSON) toEvent(stream string, line int) (rewind.Event, error) {
 	bad := func(field, reason string) error {
@@ -69,8 +74,11 @@ func (j *eventJSON) toEvent(stream string, line int) (rewind.Event, error) {
 	e := rewind.Event{Type: j.Type, SchemaVersion: j.SchemaVersion, ContentType: j.ContentType, Metadata: j.Metadata}
 	if j.ID != "" {
 		id, err := uuid.Parse(j.ID)
-		if err != nil {
+		switch {
+		case err != nil:
 			return e, bad("id", "must be a UUID such as 0190b5a4-6c4e-7f2a-9d3e-1a2b3c4d5e6f")
+		case id == uuid.Nil:
+			return e, bad("id", nilIDReason)
 		}
 		e.ID = id
 	}
@@ -102,7 +110,7 @@ func readEventLines(r io.Reader, stream string, batch int, fn func([]rewind.Even
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	var events []rewind.Event
-	line := 0
+	line, appended := 0, false
 	for sc.Scan() {
 		line++
 		raw := bytes.TrimSpace(sc.Bytes())
@@ -131,6 +139,7 @@ func readEventLines(r io.Reader, stream string, batch int, fn func([]rewind.Even
 				return err
 			}
 			events = events[:0]
+			appended = true
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -139,8 +148,8 @@ func readEventLines(r io.Reader, stream string, batch int, fn func([]rewind.Even
 	if len(events) > 0 {
 		return fn(events)
 	}
-	if line == 0 {
-		return &rewind.ValidationError{Field: "standard input", Reason: `holds no events; give JSON lines such as {"type":"OrderPlaced","data":{"id":1}} or use --type and --data`}
+	if !appended {
+		return noEvents
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -103,6 +104,35 @@ func rangeArgs(lo, hi int, names string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// minAnnotation holds the smallest value of a numeric flag.
+const minAnnotation = "rewind_min"
+
+// atLeast refuses values of the numeric flags names of fs below min. Zero
+// is then refused where it would otherwise quietly mean "the default" of
+// the code underneath, rather than zero.
+func atLeast(fs *pflag.FlagSet, min int64, names ...string) {
+	for _, name := range names {
+		fs.SetAnnotation(name, minAnnotation, []string{strconv.FormatInt(min, 10)})
+	}
+}
+
+// checkMinimums applies atLeast to the flags of cmd, whether set on the
+// command line, from the environment or left at their default.
+func checkMinimums(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		m := f.Annotations[minAnnotation]
+		if err != nil || len(m) == 0 {
+			return
+		}
+		min, _ := strconv.ParseInt(m[0], 10, 64)
+		if n, perr := strconv.ParseInt(f.Value.String(), 10, 64); perr == nil && n < min {
+			err = invalidFlag(f.Name, f.Value.String(), fmt.Sprintf("must be at least %d", min))
+		}
+	})
+	return err
 }
 
 // envAnnotation names the environment variable a flag falls back to.

@@ -11,11 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // jsonFlag adds --json to cmd.
 func (a *app) jsonFlag(cmd *cobra.Command, p *bool) {
-	cmd.Flags().BoolVar(p, "json", false, "print the result as JSON")
+	config.BoolVar(cmd.Flags(), p, "json", false, "print the result as JSON")
 	cmd.PreRun = chainPreRun(cmd.PreRun, func(*cobra.Command, []string) { a.jsonOut = *p })
 }
 
@@ -147,14 +148,19 @@ func (a *app) report(err error) int {
 	return status
 }
 
-// trimPrefix removes the "rewind: " that rewind's errors start with: the
-// CLI prints its own.
+// trimPrefix removes the "rewind: " that rewind's errors start with (the
+// CLI prints its own), also where one error wraps another that has it
+// ("auth: rewind: …" becomes "auth: …"), so that no message repeats it.
 func trimPrefix(s string) string {
 	for {
 		t, ok := strings.CutPrefix(s, "rewind: ")
 		if !ok {
-			return s
+			break
 		}
 		s = t
 	}
+	for strings.Contains(s, ": rewind: ") {
+		s = strings.ReplaceAll(s, ": rewind: ", ": ")
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // filterFlags are the whole-log filters shared by read and tail.
@@ -111,11 +112,12 @@ log. --category, --type and --from-time filter the whole log.`,
 		},
 	}
 	f := cmd.Flags()
-	f.Uint64Var(&from, "from", 0, "first version (stream) or position (whole log) to read; 0 is the start (backward: the end)")
-	f.BoolVar(&backward, "backward", false, "read the stream from --from towards its first version")
-	f.IntVar(&limit, "limit", 0, "at most this many events; 0: no limit")
+	config.Uint64Var(f, &from, "from", 0, "first version (stream) or position (whole log) to read; 0 is the start (backward: the end)")
+	config.BoolVar(f, &backward, "backward", false, "read the stream from --from towards its first version")
+	config.IntVar(f, &limit, "limit", 0, "at most this many events; 0: no limit")
+	atLeast(f, 0, "limit")
 	ff.add(cmd)
-	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
+	config.BoolVar(f, &jsonOut, "json", false, "print one JSON object per event (JSON lines)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	return cmd
 }
@@ -223,10 +225,10 @@ unreachable after the retries (exit status 9), tail says where to resume.`,
 		},
 	}
 	f := cmd.Flags()
-	f.Uint64Var(&after, "after", 0, "print the events after this position (default: the end of the log)")
-	f.BoolVar(&fromStart, "from-start", false, "start at the first event of the log")
+	config.Uint64Var(f, &after, "after", 0, "print the events after this position (default: the end of the log)")
+	config.BoolVar(f, &fromStart, "from-start", false, "start at the first event of the log")
 	ff.add(cmd)
-	f.BoolVar(&jsonOut, "json", false, "print one JSON object per event (JSON lines)")
+	config.BoolVar(f, &jsonOut, "json", false, "print one JSON object per event (JSON lines)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	// The epoch --json prints with every event.
 	f.Uint64Var(&epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind/internal/buildinfo"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -47,6 +48,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 
 func (a *app) run(ctx context.Context, args []string) int {
 	a.args = args
+	// With --json every error is JSON, also one found before the command
+	// runs (an unknown flag, a bad value, a wrong number of arguments).
+	a.jsonOut = wantsJSON(args)
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(a.stdin)
@@ -82,6 +86,11 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 		},
 	}
 	root.SetFlagErrorFunc(flagError)
+	// --json on the root alone, so that "rewind bogus --json" is the
+	// unknown command it is, reported as JSON, not an unknown flag.
+	var rootJSON bool
+	config.BoolVar(root.Flags(), &rootJSON, "json", false, "print errors as JSON")
+	root.Flags().MarkHidden("json")
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.dataDir, "data-dir", server.DefaultDataDir, "data directory of the embedded store")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
@@ -104,6 +113,9 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 // --data-dir, and the logger.
 func (a *app) prepare(cmd *cobra.Command) error {
 	if err := applyEnv(cmd, os.LookupEnv); err != nil {
+		return err
+	}
+	if err := checkMinimums(cmd); err != nil {
 		return err
 	}
 	fs := cmd.Flags()
@@ -162,4 +174,21 @@ func (a *app) versionCmd() *cobra.Command {
 	}
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+// wantsJSON reports whether args, as given, ask for --json: the last
+// --json, --json=true or --json=false before a "--" decides.
+func wantsJSON(args []string) bool {
+	want := false
+	for _, arg := range args {
+		switch arg {
+		case "--":
+			return want
+		case "--json", "--json=true":
+			want = true
+		case "--json=false":
+			want = false
+		}
+	}
+	return want
 }

@@ -81,8 +81,8 @@ fsynced and the data directory released; the exit status is then 0.`,
 	}
 	cmd.Flags().StringVar(&path, "config", "", "YAML config file")
 	bindEnv(cmd.Flags(), "config", "REWIND_CONFIG")
-	config.AddFlags(cmd.Flags(), "data_dir", "log_level")
-	cmd.Flags().BoolVar(&jsonOut, "json", false, `once serving, print {"url", "data_dir", "admin_secret"} as one line of JSON`)
+	config.AddFlags(cmd.Flags(), "data_dir")
+	config.BoolVar(cmd.Flags(), &jsonOut, "json", false, `once serving, print {"url", "data_dir", "admin_secret"} as one line of JSON`)
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	return cmd
 }
@@ -129,7 +129,7 @@ and an environment variable (REWIND_KEY_NAME).`,
 	}
 	print.Flags().StringVar(&path, "config", "", "YAML config file")
 	bindEnv(print.Flags(), "config", "REWIND_CONFIG")
-	config.AddFlags(print.Flags(), "data_dir", "log_level")
+	config.AddFlags(print.Flags(), "data_dir")
 	a.jsonFlag(print, &jsonOut)
 	cmd.AddCommand(print)
 	return cmd

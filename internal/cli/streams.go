@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 func (a *app) streamsCmd() *cobra.Command {
@@ -59,8 +60,9 @@ positions. Page with --after NAME.`,
 	f := cmd.Flags()
 	f.StringVar(&opts.Prefix, "prefix", "", "only streams whose name starts with this")
 	f.StringVar(&opts.After, "after", "", "only streams whose name sorts after this (paging)")
-	f.IntVar(&opts.Limit, "limit", rewind.DefaultListStreamsLimit, "at most this many streams")
-	f.BoolVar(&opts.IncludeDeleted, "deleted", false, "include deleted streams")
+	config.IntVar(f, &opts.Limit, "limit", rewind.DefaultListStreamsLimit, "at most this many streams")
+	atLeast(f, 1, "limit")
+	config.BoolVar(f, &opts.IncludeDeleted, "deleted", false, "include deleted streams")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -158,7 +160,7 @@ delete. Appending to the stream again recreates it; its versions continue.`,
 		Example: `  rewind delete orders-1 --expected-version 7`,
 		Args:    exactArgs(1, "STREAM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ev, err := rewind.ParseExpectedVersion(expected)
+			ev, err := parseExpectedVersion(expected)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/client"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 func (a *app) tokenCmd() *cobra.Command {
@@ -18,7 +22,12 @@ func (a *app) tokenCmd() *cobra.Command {
 		Short: "Manage the server's access tokens",
 		Long: `Create, list and revoke access tokens. With --server (and an admin token in
 --token) the running server does it; without, the token file in --data-dir is
-edited directly, which only works while no server uses that directory.
+edited directly, which only works while no server uses that directory, and
+only on a directory that exists (a mistyped --data-dir is not created).
+
+A lost admin secret is recovered that way: stop the server, then
+  rewind token create --name admin-2 --allow 'admin:*' --data-dir DIR
+prints a new admin secret.
 
 A scope is read, write or admin on a pattern of stream names, where '*' matches
 any run of characters: read:*, write:orders-*, admin:orders-*. write implies
@@ -65,7 +74,9 @@ func (t tokenOut) state(now time.Time) string {
 
 // withTokens runs remote with a client of --server, or local with the
 // token file of --data-dir.
-func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Store) error) error {
+// Only create may start a token file; list and revoke (readOnly) need one,
+// or a store, in --data-dir.
+func (a *app) withTokens(readOnly bool, remote func(*client.Client) error, local func(*auth.Store) error) error {
 	if a.server != "" {
 		c, err := a.newClient()
 		if err != nil {
@@ -73,6 +84,14 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 		}
 		defer c.Close()
 		return remote(c)
+	}
+	if err := a.checkTokenDir(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(a.dataDir, auth.FileName)); readOnly && err != nil {
+		if err := a.checkDataDir(); err != nil {
+			return err
+		}
 	}
 	s, err := auth.Open(a.dataDir)
 	if err != nil {
@@ -84,6 +103,23 @@ func (a *app) withTokens(remote func(*client.Client) error, local func(*auth.Sto
 		return &cliError{code: rewind.CodeNotFound, status: 3, msg: err.Error()}
 	}
 	return err // a name taken is rewind.ErrAlreadyExists: a conflict
+}
+
+// checkTokenDir fails with a not-found error naming --data-dir unless it is
+// an existing directory: the token commands never create one, so that a
+// mistyped path is an error rather than a new, empty token file.
+func (a *app) checkTokenDir() error {
+	st, err := os.Stat(a.dataDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return notFound("no data directory %s: it does not exist; give the data directory of the store and its tokens "+
+			"with --data-dir (or REWIND_DATA_DIR), or a server with --server", a.dataDir)
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return notFound("no data directory %s: it is not a directory; give the data directory with --data-dir", a.dataDir)
+	}
+	return nil
 }
 
 func (a *app) tokenCreateCmd() *cobra.Command {
@@ -105,7 +141,7 @@ works until it is revoked.`,
 		Example: `  rewind token create --name orders-svc --allow write:orders-* --allow read:* --server http://127.0.0.1:7070 --token $ADMIN
   rewind token create --name ci --allow read:* --ttl 24h --server http://127.0.0.1:7070 --token $ADMIN
   rewind token create --name ops --allow admin:* --data-dir ./rewind-data`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// --ttl 0s is not "never": a token expired at birth is a
 			// mistake, refused like a negative TTL.
@@ -114,7 +150,7 @@ works until it is revoked.`,
 					"token that lasts until it is revoked")
 			}
 			var out tokenOut
-			err := a.withTokens(func(c *client.Client) error {
+			err := a.withTokens(false, func(c *client.Client) error {
 				t, secret, err := c.CreateExpiringToken(cmd.Context(), name, ttl, allow...)
 				out = fromClient(t)
 				out.Secret = secret
@@ -158,10 +194,10 @@ func (a *app) tokenListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List tokens (never their secrets)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out []tokenOut
-			err := a.withTokens(func(c *client.Client) error {
+			err := a.withTokens(true, func(c *client.Client) error {
 				ts, err := c.ListTokens(cmd.Context(), all)
 				for _, t := range ts {
 					out = append(out, fromClient(t))
@@ -190,7 +226,7 @@ func (a *app) tokenListCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&all, "all", false, "include revoked and expired tokens")
+	config.BoolVar(cmd.Flags(), &all, "all", false, "include revoked and expired tokens")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -200,10 +236,10 @@ func (a *app) tokenRevokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke ID|NAME",
 		Short: "Revoke a token: requests using it fail from then on",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1, "ID or NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out tokenOut
-			err := a.withTokens(func(c *client.Client) error {
+			err := a.withTokens(true, func(c *client.Client) error {
 				t, err := c.RevokeToken(cmd.Context(), args[0])
 				out = fromClient(t)
 				return err

@@ -11,6 +11,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -88,7 +89,7 @@ func str(p func(*Server) *string) func(*pflag.FlagSet, *Server, string, string) 
 }
 
 func integer(p func(*Server) *int) func(*pflag.FlagSet, *Server, string, string) {
-	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.IntVar(p(c), name, *p(c), help) }
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { IntVar(fs, p(c), name, *p(c), help) }
 }
 
 func duration(p func(*Server) *time.Duration) func(*pflag.FlagSet, *Server, string, string) {
@@ -96,7 +97,7 @@ func duration(p func(*Server) *time.Duration) func(*pflag.FlagSet, *Server, stri
 }
 
 func boolean(p func(*Server) *bool) func(*pflag.FlagSet, *Server, string, string) {
-	return func(fs *pflag.FlagSet, c *Server, name, help string) { fs.BoolVar(p(c), name, *p(c), help) }
+	return func(fs *pflag.FlagSet, c *Server, name, help string) { BoolVar(fs, p(c), name, *p(c), help) }
 }
 
 func size(p func(*Server) *Size) func(*pflag.FlagSet, *Server, string, string) {
@@ -233,7 +234,65 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Server, Source, err
 			return Server{}, nil, err
 		}
 	}
-	return decode(k, layers, path)
+	cfg, src, err := decode(k, layers, path)
+	if err != nil {
+		return cfg, src, err
+	}
+	return cfg, src, cfg.validate(src, path)
+}
+
+// validate refuses what would not start, naming where each value came
+// from. Zero is refused where the library would take it for "the
+// default": a value written out must mean what it says.
+func (c Server) validate(src Source, path string) error {
+	field := func(key string) string {
+		switch s := src[key]; {
+		case strings.HasPrefix(s, "flag "), strings.HasPrefix(s, "env "):
+			return s[strings.IndexByte(s, ' ')+1:]
+		case strings.HasPrefix(s, "file "):
+			return key + " in " + path
+		}
+		return key + " (default)"
+	}
+	bad := func(key string, v any, reason string) error {
+		return &rewind.ValidationError{Field: field(key), Value: fmt.Sprint(v), Reason: reason}
+	}
+	for key, d := range map[string]time.Duration{"sync_interval": c.SyncInterval, "rpc_timeout": c.RPCTimeout,
+		"read_header_timeout": c.ReadHeaderTimeout, "shutdown_timeout": c.ShutdownTimeout} {
+		if d <= 0 {
+			return bad(key, d, "must be a positive duration, such as 100ms, 30s or 2m")
+		}
+	}
+	for key, n := range map[string]int{"max_batch_events": c.MaxBatchEvents,
+		"max_subscriptions_per_token": c.MaxSubscriptionsPerToken} {
+		if n < 1 {
+			return bad(key, n, "must be at least 1")
+		}
+	}
+	for key, z := range map[string]Size{"max_request_bytes": c.MaxRequestBytes,
+		"max_inflight_append_bytes": c.MaxInflightAppendBytes, "max_event_bytes": c.MaxEventBytes} {
+		if z < 1 {
+			return bad(key, z, "must be at least 1 byte (and the server's minimum, 1KiB)")
+		}
+	}
+	switch {
+	case c.Addr == "":
+		return bad("addr", c.Addr, "must be host:port, such as 127.0.0.1:7070")
+	case c.DataDir == "":
+		return bad("data_dir", c.DataDir, "must name a directory")
+	}
+	if _, err := eventlog.ParseDurability(c.Durability); err != nil {
+		return bad("durability", c.Durability, "must be sync, interval or none")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return bad("log_level", c.LogLevel, "must be debug, info, warn or error")
+	}
+	sc, err := c.ServerConfig()
+	if err != nil {
+		return err
+	}
+	return sc.Validate()
 }
 
 // decode sets each key that a layer set, through its typed flag, so that

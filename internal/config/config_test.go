@@ -137,8 +137,10 @@ func TestSizes(t *testing.T) {
 			t.Errorf("%q prints as %q, which parses as %d (%v)", in, z.String(), back, err)
 		}
 	}
-	for in, reason := range map[string]string{"lots": "a number of bytes", "1 parsec": "a number of bytes",
-		"-1": "a number of bytes", "100EiB": "too large", "9EiB": "too large"} {
+	for in, reason := range map[string]string{"lots": "a number of bytes", "1 parsec": "unknown unit",
+		"-1": "a number of bytes", "100EiB": "too large", "9EiB": "too large", " 1MiB": "a number of bytes",
+		"1MiB ": "a number of bytes", "1M": "unknown unit", "1  MiB": "a number of bytes", "1e3": "a number of bytes",
+		"0x10": "a number of bytes", "1.5": "whole number of bytes", "1_000": "a number of bytes", "+1": "a number of bytes"} {
 		var z Size
 		err := z.Set(in)
 		if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), reason) {
@@ -175,6 +177,18 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 			[]string{"REWIND_MAX_BATCH_EVENTS", "too large"}},
 		{"bad size in the environment", "", []string{"REWIND_MAX_EVENT_BYTES=big"}, []string{"REWIND_MAX_EVENT_BYTES", "MiB"}},
 		{"bad boolean in the environment", "", []string{"REWIND_NO_AUTH=maybe"}, []string{"REWIND_NO_AUTH", "true or false"}},
+		{"lenient boolean in the environment", "", []string{"REWIND_NO_AUTH=1"}, []string{"REWIND_NO_AUTH", "true or false"}},
+		{"hexadecimal number in the environment", "", []string{"REWIND_MAX_BATCH_EVENTS=0x10"},
+			[]string{"REWIND_MAX_BATCH_EVENTS", "whole number"}},
+		{"zero duration in the environment", "", []string{"REWIND_RPC_TIMEOUT=0"}, []string{"REWIND_RPC_TIMEOUT", "positive"}},
+		{"negative duration in the environment", "", []string{"REWIND_SHUTDOWN_TIMEOUT=-1s"},
+			[]string{"REWIND_SHUTDOWN_TIMEOUT", "positive"}},
+		{"zero in the file", file("zero.yaml", "max_batch_events: 0\n"), nil, []string{"max_batch_events in " + dir, "at least 1"}},
+		{"zero size in the file", file("zerosize.yaml", "max_request_bytes: 0\n"), nil, []string{"max_request_bytes in", "at least"}},
+		{"bad durability in the environment", "", []string{"REWIND_DURABILITY=sometimes"},
+			[]string{"REWIND_DURABILITY", "sync, interval or none"}},
+		{"bad log level in the file", file("level.yaml", "log_level: loud\n"), nil, []string{"log_level in", "debug, info"}},
+		{"no auth off loopback", "", []string{"REWIND_NO_AUTH=true", "REWIND_ADDR=0.0.0.0:7070"}, []string{"loopback"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,9 +3,9 @@ package config
 import (
 	"fmt"
 	"math"
+	"math/big"
+	"regexp"
 	"strings"
-
-	"github.com/dustin/go-humanize"
 
 	"github.com/rewindhq/rewind"
 )
@@ -16,19 +16,45 @@ import (
 // variables and the config file accept the same forms.
 type Size int64
 
-// Set parses s.
+// Set parses s: a whole or decimal number, then optionally one space and
+// a unit. Nothing else is accepted (no spaces around, no other units such
+// as "M" or "Mb"), and the result must be a whole number of bytes.
 func (z *Size) Set(s string) error {
-	n, err := humanize.ParseBytes(strings.TrimSpace(s))
-	switch {
-	case err != nil && strings.HasPrefix(err.Error(), "too large"), err == nil && n > math.MaxInt64:
-		return &rewind.ValidationError{Field: "size", Value: s,
-			Reason: fmt.Sprintf("is too large: the largest is %s", Size(math.MaxInt64))}
-	case err != nil:
-		return &rewind.ValidationError{Field: "size", Value: s,
-			Reason: "must be a number of bytes, with or without a unit: 1048576, 512KiB, 32MiB, 1GiB or 64MB"}
+	bad := func(reason string) error { return &rewind.ValidationError{Field: "size", Value: s, Reason: reason} }
+	const what = "must be a number of bytes, with or without a unit: 1048576, 512KiB, 32MiB, 1GiB or 64MB"
+	m := sizePattern.FindStringSubmatch(s)
+	if m == nil {
+		return bad(what)
 	}
-	*z = Size(n)
+	unit, ok := sizeUnits[strings.ToLower(m[3])]
+	if !ok {
+		return bad(fmt.Sprintf("has an unknown unit %q: use B, KiB, MiB, GiB, TiB, PiB, EiB (powers of 1024) or "+
+			"KB, MB, GB, TB, PB, EB (powers of 1000)", m[3]))
+	}
+	// n = digits × unit / 10^len(fraction), exactly.
+	n, _ := new(big.Int).SetString(m[1]+m[2], 10)
+	n.Mul(n, new(big.Int).SetUint64(unit))
+	den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(m[2]))), nil)
+	q, r := new(big.Int).QuoRem(n, den, new(big.Int))
+	switch {
+	case r.Sign() != 0:
+		return bad("is not a whole number of bytes")
+	case !q.IsInt64():
+		return bad(fmt.Sprintf("is too large: the largest is %s", Size(math.MaxInt64)))
+	}
+	*z = Size(q.Int64())
 	return nil
+}
+
+// sizePattern is a size: digits, an optional fraction, an optional single
+// space and an optional unit.
+var sizePattern = regexp.MustCompile(`^([0-9]+)(?:\.([0-9]+))?(?: ?([A-Za-z]+))?$`)
+
+// sizeUnits are the units a size takes, in lower case.
+var sizeUnits = map[string]uint64{
+	"": 1, "b": 1,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "pb": 1e15, "eb": 1e18,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "pib": 1 << 50, "eib": 1 << 60,
 }
 
 // String writes z exactly, in the largest binary unit that divides it.
