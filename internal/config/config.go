@@ -258,10 +258,14 @@ func (c Server) validate(src Source, path string) error {
 		return &rewind.ValidationError{Field: field(key), Value: fmt.Sprint(v), Reason: reason}
 	}
 	for key, d := range map[string]time.Duration{"sync_interval": c.SyncInterval, "rpc_timeout": c.RPCTimeout,
-		"read_header_timeout": c.ReadHeaderTimeout, "shutdown_timeout": c.ShutdownTimeout} {
+		"read_header_timeout": c.ReadHeaderTimeout, "shutdown_timeout": c.ShutdownTimeout,
+		"slow_subscriber_timeout": c.SlowSubscriberTimeout} {
 		if d <= 0 {
 			return bad(key, d, "must be a positive duration, such as 100ms, 30s or 2m")
 		}
+	}
+	if c.DrainDelay < 0 {
+		return bad("drain_delay", c.DrainDelay, "must be 0 (no delay) or a positive duration, such as 5s")
 	}
 	for key, n := range map[string]int{"max_batch_events": c.MaxBatchEvents,
 		"max_subscriptions_per_token": c.MaxSubscriptionsPerToken} {
