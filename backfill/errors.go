@@ -36,6 +36,9 @@ var (
 	ErrRunEnded = &codedError{"backfill: run already ended", rewind.ErrWrongExpectedVersion}
 	// ErrRunFailed: the run stopped on an error (see *RunError).
 	ErrRunFailed = &codedError{"backfill: run failed", nil}
+	// ErrSessionSettings: a database session lexes SQL otherwise than the
+	// check of the job's SQL does (see *SessionSettingsError).
+	ErrSessionSettings = &codedError{"backfill: database session settings refused", rewind.ErrInvalidArgument}
 	// ErrLeaseLost: the run's lease was lost while applying.
 	ErrLeaseLost = &codedError{"backfill: lease lost", rewind.ErrLocked}
 )

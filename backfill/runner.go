@@ -178,6 +178,16 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	if err := p.session.scan(r.cfg.DB.QueryRow(ctx, sessionSQL)); err != nil {
 		return nil, fmt.Errorf("read the target database's session: %w", err)
 	}
+	// The session every chunk is compared with must lex SQL as the parser
+	// that checked the job's SQL did.
+	if p.session.standardStrings != "on" {
+		return nil, &SessionSettingsError{Database: "target", Setting: "standard_conforming_strings", Value: p.session.standardStrings}
+	}
+	if r.cfg.Ledger != nil && r.cfg.Ledger != r.cfg.DB {
+		if err := checkLexing(ctx, r.cfg.Ledger, "ledger"); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkParams(ctx, r.cfg.DB, job.Params, p.args); err != nil {
 		return nil, err
 	}

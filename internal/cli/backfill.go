@@ -90,6 +90,10 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	if _, ok := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["lock_timeout"] = fmt.Sprint(f.lockTimeout.Milliseconds())
 	}
+	// SQL is lexed as the parser that checks a job's SQL lexes it,
+	// whatever the database's or role's defaults (the runner refuses a
+	// session that does not).
+	backfill.ConfigurePool(cfg)
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
