@@ -191,6 +191,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	if err := checkParams(ctx, r.cfg.DB, job.Params, p.args); err != nil {
 		return nil, err
 	}
+	if err := learnRenderings(ctx, r.cfg.DB, job.Params, p.args); err != nil {
+		return nil, err
+	}
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
 	}

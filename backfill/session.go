@@ -38,7 +38,7 @@ const sessionSQL = `SELECT current_setting('search_path'), current_user::text, s
 
 // session is what sessionSQL reads.
 type session struct {
-	searchPath, user, sessionUser, replicationRole string
+	searchPath, user, sessionUser, replicationRole      string
 	timeZone, dateStyle, intervalStyle, standardStrings string
 }
 
@@ -57,7 +57,8 @@ func (s *session) scan(row pgx.Row) error {
 // the parser found bounded by the chunk could reach every row. The
 // runner therefore refuses a session without it (*SessionSettingsError).
 // backslash_quote is set to the parser's own default (safe_encoding); it
-// only decides whether E'\'' is refused, not how text is split.
+// only decides whether a backslash before a quote in an E'…' string is refused,
+// not how text is split.
 var SessionParams = map[string]string{"standard_conforming_strings": "on", "backslash_quote": "safe_encoding"}
 
 // ConfigurePool sets SessionParams on cfg: connections then start with
