@@ -78,8 +78,9 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, invalidFlag(flag, "", "is not a valid connection string: "+strconvText.ReplaceAllString(audit.MaskDSN(err.Error()), "")+
-			"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… (libpq's forms)")
+		return nil, invalidFlag(flag, "", "is not a valid connection string: "+dsnProblem(err)+" (the value is not shown: "+
+			"it may hold a password); write it as postgres://user:password@host:port/dbname?option=value or "+
+			"host=… port=… dbname=… (libpq's forms)")
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
@@ -95,6 +96,22 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	// session that does not).
 	backfill.ConfigurePool(cfg)
 	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// dsnProblem says what is wrong with a connection string the driver
+// could not parse, without quoting it: the driver's message quotes the
+// string with the password replaced, which a password it could not find
+// the end of defeats.
+func dsnProblem(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	msg = strconvText.ReplaceAllString(msg, "")
+	if strings.Contains(msg, "percent-encoded") {
+		msg += ": in the URL form a '%' must begin a %XX escape; write %25 for a '%' in the password"
+	}
+	return audit.MaskDSN(msg)
 }
 
 // strconvText is the parser's own detail in a connection string error,
