@@ -672,6 +672,16 @@ func (a *app) backfillListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// No ledger is no runs, not an error (unlike status of a run,
+			// which names one): said on stderr, so that --json stays a list.
+			if len(runs) == 0 {
+				if ok, err := r.LedgerExists(cmd.Context()); err != nil {
+					return err
+				} else if !ok {
+					fmt.Fprintln(a.stderr, "note: this database has no backfill ledger (the rewind schema): no run or plan was "+
+						"ever recorded here, or --ledger-dsn names the database that holds it")
+				}
+			}
 			if jsonOut {
 				if runs == nil {
 					runs = []*backfill.Run{}

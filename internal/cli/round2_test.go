@@ -68,3 +68,41 @@ chunk: 100
 		t.Fatalf("status %d, want 4 naming the plan hash %s whole:\n%s", st, hash, stderr)
 	}
 }
+
+// Issue 11, outside test round 2 (5): list on a database without a ledger
+// said nothing, resuming a finished run exited 0 while the docs say 4,
+// and a failed run did not say what to do next.
+func TestBackfillListResumeAndFailureMessages(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, `name: fails
+version: 1
+table: users
+key: [id]
+where: id <= 250
+set:
+  email: "CASE WHEN id = 150 THEN NULL ELSE lower(email) END"
+chunk: 100
+`)
+	dsn := "--dsn=" + b.db.DSN
+	out, stderr, st := cli(t, "backfill", "list", dsn)
+	if st != 0 || !strings.Contains(stderr, "no backfill ledger") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("list without a ledger: status %d, want 0, the header and a note:\n%s\n%s", st, out, stderr)
+	}
+	_, stderr, st = cli(t, "backfill", "run", b.job, dsn, "--execute")
+	if st != 1 || !strings.Contains(stderr, "rewind backfill resume ") || !strings.Contains(stderr, "on_data_error: skip") {
+		t.Fatalf("failed run: status %d, want 1 saying how to go on:\n%s", st, stderr)
+	}
+	b.db.Exec(t, "UPDATE users SET email = 'x' || email WHERE id = 150")
+	b.db.Exec(t, "ALTER TABLE users ALTER email DROP NOT NULL")
+	var id string
+	if err := b.db.Pool.QueryRow(t.Context(), "SELECT id::text FROM rewind.backfill_runs").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, st = cli(t, "backfill", "resume", id, b.job, dsn); st != 0 {
+		t.Fatalf("resume: status %d\n%s", st, stderr)
+	}
+	_, stderr, st = cli(t, "backfill", "resume", id, b.job, dsn)
+	if st != 4 || !strings.Contains(stderr, "already finished") || !strings.Contains(stderr, "--new-run") {
+		t.Fatalf("resume of a finished run: status %d, want 4:\n%s", st, stderr)
+	}
+}
