@@ -206,3 +206,32 @@ func TestJobHashDoesNotDependOnSecretValues(t *testing.T) {
 		t.Error("the job hash does not depend on a plain parameter's value")
 	}
 }
+
+// Issue 11, outside test round 2 (observation iii): a volatile set
+// expression was evaluated twice per row, once to compare with the row's
+// value and once to write it: nextval() gave 2, 4, 6… and the value
+// compared was not the one written. It is evaluated once per row.
+func TestVolatileSetExpressionIsEvaluatedOncePerRow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 20)
+	b.db.Exec(t, "CREATE SEQUENCE s")
+	job := &backfill.Job{Name: "seq", Version: "1", ChunkSize: 5,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "nextval('s')"}}
+	res := b.apply(t, job, backfill.ApplyOptions{})
+	if res.RowsChanged != 20 {
+		t.Fatalf("changed %d rows, want 20", res.RowsChanged)
+	}
+	if last := b.scalar(t, "SELECT last_value FROM s"); last != 20 {
+		t.Fatalf("the sequence is at %d after 20 rows: the expression was evaluated %d times", last, last)
+	}
+	if n := b.scalar(t, "SELECT count(DISTINCT n) FROM items WHERE n BETWEEN 1 AND 20"); n != 20 {
+		t.Fatalf("%d distinct values 1..20 written, want 20", n)
+	}
+	// A stable expression still leaves rows that hold the value alone.
+	b.db.Exec(t, "UPDATE items SET val = 0 WHERE id <= 10")
+	stable := &backfill.Job{Name: "zero", Version: "1", ChunkSize: 5,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"val": "0"}}
+	if res := b.apply(t, stable, backfill.ApplyOptions{}); res.RowsChanged != 10 {
+		t.Fatalf("a stable expression changed %d rows, want the 10 that differ", res.RowsChanged)
+	}
+}
