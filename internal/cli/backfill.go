@@ -78,9 +78,9 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, invalidFlag(flag, "", "is not a valid connection string: "+dsnProblem(err)+" (the value is not shown: "+
-			"it may hold a password); write it as postgres://user:password@host:port/dbname?option=value or "+
-			"host=… port=… dbname=… (libpq's forms)")
+		return nil, invalidFlag(flag, "", "is not a valid connection string (not shown: it may hold a password): "+
+			dsnProblem(err)+"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… "+
+			"(libpq's forms)")
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
