@@ -7,12 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/user"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/buildinfo"
@@ -358,25 +362,66 @@ func IsSecret(name string, declared []string) bool {
 
 // MaskDSN hides the passwords of a DSN: of a URL-style one
 // (postgres://u:p@h, the password up to the last '@' of the authority,
-// and ?password=p), and of a keyword/value one, whatever its spacing and
-// quoting (password=p, password = p, password='p q'), sslpassword too.
+// and ?password=p), and of a keyword/value one, whatever its spacing,
+// quoting and escaping (password=p, password = p, password='p q',
+// password=p\ q), sslpassword too. The result is then checked against
+// the driver's own reading of s (pgconn.ParseConfig): unless the driver
+// reads the masked text's password as "***" (or none), and if any part of
+// the password it read in s is still in the text, the whole of s is
+// replaced by "***" rather than recorded with part of a password.
 func MaskDSN(s string) string {
-	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
+	masked := s
+	if i := strings.Index(masked, "://"); i >= 0 {
+		rest := masked[i+3:]
 		auth := rest
 		if q := strings.IndexAny(auth, "?#"); q >= 0 {
 			auth = auth[:q]
 		}
 		if at := strings.LastIndexByte(auth, '@'); at > 0 {
 			if colon := strings.IndexByte(auth[:at], ':'); colon >= 0 {
-				s = s[:i+3] + rest[:colon] + ":***" + rest[at:]
+				masked = masked[:i+3] + rest[:colon] + ":***" + rest[at:]
 			}
 		}
 	}
-	return kvPassword.ReplaceAllString(s, "${1}password=***")
+	masked = kvPassword.ReplaceAllString(masked, "${1}password=***")
+	if !strings.Contains(s, "=") && !strings.Contains(s, "://") {
+		return masked
+	}
+	cfg, err := pgconn.ParseConfig(s)
+	if err != nil || cfg.Password == "" {
+		return masked
+	}
+	if after, err := pgconn.ParseConfig(masked); err == nil && (after.Password == "***" || after.Password == "") {
+		return masked // the password the driver reads is the mask
+	}
+	for _, piece := range passwordPieces(cfg.Password) {
+		if strings.Contains(masked, piece) {
+			return "***"
+		}
+	}
+	return masked
+}
+
+// passwordPieces are the parts of a password that must not be left in a
+// masked DSN: the password as read, as written escaped (libpq's \ and
+// URL %-escapes), and each of its runs of 4 or more characters between
+// spaces, quotes and backslashes (what a mask that stopped early leaves).
+// Shorter runs are not looked for: they are too likely to stand in the
+// DSN for another reason.
+func passwordPieces(pw string) []string {
+	out := []string{url.QueryEscape(pw), url.PathEscape(pw), strings.NewReplacer(`\`, `\\`, " ", `\ `, "'", `\'`).Replace(pw)}
+	if len(pw) >= 4 {
+		out = append(out, pw)
+	}
+	for _, f := range strings.FieldsFunc(pw, func(r rune) bool { return r == ' ' || r == '\'' || r == '\\' || r == '%' }) {
+		if len(f) >= 4 {
+			out = append(out, f)
+		}
+	}
+	return slices.DeleteFunc(out, func(p string) bool { return len(p) < 4 })
 }
 
 // kvPassword matches a password in a DSN: a keyword (any case, optional
-// spaces around '=') and its value, quoted (with \' escapes) or up to a
-// space or '&'.
-var kvPassword = regexp.MustCompile(`(?i)\b(ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&]*)`)
+// spaces around '=') and its value, quoted (with \' escapes) or up to an
+// unescaped space or '&'.
+var kvPassword = regexp.MustCompile(`(?i)\b(ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'?|(?:[^\s&\\]|\\.?)*)`)

@@ -302,6 +302,10 @@ func TestMaskArgs(t *testing.T) {
 		"postgres://app:hun@ter2@db/x":                       "postgres://app:***@db/x",
 		"postgres://app@db/x?password=hunter2&a=b":           "postgres://app@db/x?password=***&a=b",
 		"postgresql://app:hunter2@db:5432/x?sslmode=disable": "postgresql://app:***@db:5432/x?sslmode=disable",
+		// Issue 11, outside test round 2 (4b): libpq's escaped space.
+		`host=db password=hun\ ter2 user=app`:     "host=db password=*** user=app",
+		`host=db password=hun\ter2\ \'x user=app`: "host=db password=*** user=app",
+		"postgres://postgres:postgres@db/x":       "postgres://postgres:***@db/x",
 	} {
 		if got := audit.MaskDSN(dsn); got != want || strings.Contains(got, "hunter") || strings.Contains(got, "ter2") {
 			t.Errorf("MaskDSN(%q) = %q, want %q", dsn, got, want)

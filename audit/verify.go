@@ -81,7 +81,13 @@ func (v *Verifier) Add(s Stored) error {
 	expect := v.next()
 	var e Entry
 	withSeq, bad := false, ""
-	if want, err := hashOf(s.PrevHash, s.Body); err != nil || want != s.Hash {
+	if !canonicalHash(s.PrevHash) {
+		// hashOf decodes the link, so another spelling of the same bytes
+		// (upper-case hex) would hash the same and only fail to match the
+		// entry before: the entry holding it is the one changed.
+		bad = fmt.Sprintf("its link to the entry before (%.12s…) is not written as the ledger writes it "+
+			"(64 lower-case hex digits)", s.PrevHash)
+	} else if want, err := hashOf(s.PrevHash, s.Body); err != nil || want != s.Hash {
 		bad = "its stored bytes no longer match its hash"
 	} else if withSeq, err = parseBody(s.Body, &e); err != nil {
 		bad = "its body is not a valid entry: " + err.Error()
@@ -243,4 +249,18 @@ func (v *Verifier) End(headSeq int64, headHash string) error {
 		}
 	}
 	return nil
+}
+
+// canonicalHash reports whether h is a hash as the ledger writes it: 64
+// lower-case hex digits.
+func canonicalHash(h string) bool {
+	if len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -192,6 +192,12 @@ type setChange struct {
 	// when every type has a hash function (no text conversion), else the
 	// hash of the row's text.
 	hashRow func(row string) string
+	// volatile: a set expression calls a volatile function (nextval(),
+	// random(), clock_timestamp()…). Comparing its value with the row's
+	// would evaluate it a second time, and the value written would not be
+	// the value compared; so every row the chunk selects is written, and
+	// each row's expressions are evaluated once.
+	volatile bool
 }
 
 func newSetChange(t *Table, set map[string]string) *setChange {
@@ -210,6 +216,20 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 	}
 	if _, err := db.Exec(ctx, fmt.Sprintf("SELECT hash_record_extended(ROW(%s), 0)", strings.Join(nulls, ", "))); err == nil {
 		s.hashRow = func(row string) string { return "hash_record_extended(" + row + ", 0)" }
+	}
+	var calls []string
+	for _, c := range s.cols {
+		if e, err := parseExpr("set."+c, s.set[c]); err == nil {
+			calls = append(calls, funcNames(e.tree)...)
+		}
+	}
+	if len(calls) > 0 {
+		// By name: an overloaded name with one volatile variant counts as
+		// volatile, which only costs writing rows that hold the value.
+		if err := db.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_proc WHERE proname = ANY($1) AND provolatile = 'v')",
+			calls).Scan(&s.volatile); err != nil {
+			return fmt.Errorf("check whether the set expressions are volatile: %w", err)
+		}
 	}
 	for _, c := range s.cols {
 		field := "set." + c
@@ -331,6 +351,9 @@ func (s *setChange) assignments() (set, differs string) {
 		} else {
 			olds, news = append(olds, "t."+quote(c)), append(news, v)
 		}
+	}
+	if s.volatile {
+		return strings.Join(sets, ", "), "true"
 	}
 	return strings.Join(sets, ", "), fmt.Sprintf("ROW(%s) IS DISTINCT FROM ROW(%s)", strings.Join(olds, ", "), strings.Join(news, ", "))
 }

@@ -36,6 +36,9 @@ var (
 	ErrRunEnded = &codedError{"backfill: run already ended", rewind.ErrWrongExpectedVersion}
 	// ErrRunFailed: the run stopped on an error (see *RunError).
 	ErrRunFailed = &codedError{"backfill: run failed", nil}
+	// ErrSessionSettings: a database session lexes SQL otherwise than the
+	// check of the job's SQL does (see *SessionSettingsError).
+	ErrSessionSettings = &codedError{"backfill: database session settings refused", rewind.ErrInvalidArgument}
 	// ErrLeaseLost: the run's lease was lost while applying.
 	ErrLeaseLost = &codedError{"backfill: lease lost", rewind.ErrLocked}
 )
@@ -162,7 +165,19 @@ func (e *RunError) Error() string {
 		fmt.Fprintf(&b, ", key %s", e.Key)
 	}
 	fmt.Fprintf(&b, " (%s error): %v", e.Class, e.Err)
+	b.WriteString("; " + e.next())
 	return b.String()
+}
+
+// next says what to do about the failed run.
+func (e *RunError) next() string {
+	resume := fmt.Sprintf("then continue it from where it stopped with 'rewind backfill resume %s' (or the same run "+
+		"command again); resuming under a changed job file needs --allow-changed-job", e.RunID)
+	if e.Class == Data {
+		return "fix the failing row or the job's SQL, " + resume + "; or set on_data_error: skip to quarantine " +
+			"failing rows and go on (see 'rewind backfill retry-failed')"
+	}
+	return "fix the cause, " + resume
 }
 
 func (e *RunError) Unwrap() error { return e.Err }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -370,6 +371,26 @@ func sessionFunc(tree any) (name, does string) {
 		}
 	})
 	return name, does
+}
+
+// funcNames lists the names of the functions a parse tree calls (without
+// their schema).
+func funcNames(tree any) []string {
+	var out []string
+	walk(tree, func(kind string, body map[string]any) {
+		if kind != "FuncCall" {
+			return
+		}
+		parts, _ := body["funcname"].([]any)
+		if len(parts) == 0 {
+			return
+		}
+		_, last := node(parts[len(parts)-1])
+		if fn, _ := last["sval"].(string); fn != "" && !slices.Contains(out, fn) {
+			out = append(out, fn)
+		}
+	})
+	return out
 }
 
 // sessionFuncError refuses SQL that calls one of sessionFuncs.

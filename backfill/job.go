@@ -421,14 +421,15 @@ func (j *Job) Describe() map[string]any {
 }
 
 // Hash is the job hash: a SHA-256 over the job's definition and its
-// parameters (secret ones included, so a changed secret changes the hash).
+// parameters' types and values, secret ones by type alone (and whether
+// they are NULL). A secret's value stays out of it because the hash is
+// printed and stored in the ledger: a hash over the value would let
+// anyone holding the ledger confirm a guessed value with a dry run. So a
+// change of a secret's value alone is not a change of the job: an
+// unfinished run resumes with the new value, and a finished job is not
+// applied again for it (bump the job's version, or --new-run).
 func (j *Job) Hash() string {
-	d := j.Describe()
-	params := map[string]string{}
-	for k, p := range j.Params {
-		params[k] = p.described(p.Text)
-	}
-	d["params"] = params
+	d := j.Describe()         // secret values are "***" there
 	b, err := json.Marshal(d) // map keys are sorted: the encoding is canonical
 	if err != nil {
 		panic(fmt.Sprintf("backfill: encode job: %v", err))

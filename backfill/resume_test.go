@@ -3,9 +3,11 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit/auditpg"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/internal/pgtest"
@@ -45,9 +47,11 @@ func TestInterruptedRunResumes(t *testing.T) {
 	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
 		t.Fatalf("%d rows not changed exactly once", n)
 	}
+	// Issue 11, outside test round 2: resuming a finished run is an
+	// error (exit 4), as cancelling one is, not a success.
 	again, err := b.runner.Resume(context.Background(), id, countJob(100), backfill.ApplyOptions{})
-	if err != nil || !again.AlreadyFinished {
-		t.Fatalf("resume of a finished run %+v, %v", again, err)
+	if !errors.Is(err, backfill.ErrRunEnded) || !errors.Is(err, rewind.ErrWrongExpectedVersion) || !strings.Contains(err.Error(), "--new-run") {
+		t.Fatalf("resume of a finished run %+v, %v; want ErrRunEnded saying how to start a new run", again, err)
 	}
 }
 
@@ -58,8 +62,11 @@ func TestResumeRefusesChangedJobOrBinary(t *testing.T) {
 	ctx := context.Background()
 	changed := countJob(100)
 	changed.Set["n"] = "n + 2"
-	if _, err := b.runner.Resume(ctx, id, changed, backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrJobChanged) {
-		t.Fatalf("resume with a changed job = %v", err)
+	// Issue 11, outside test round 2: the refusal printed a Go map; it
+	// lists what changed.
+	if _, err := b.runner.Resume(ctx, id, changed, backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrJobChanged) ||
+		!strings.Contains(err.Error(), `set.n: "n + 1" → "n + 2"`) || strings.Contains(err.Error(), "map[") {
+		t.Fatalf("resume with a changed job = %v, want ErrJobChanged listing set.n's change", err)
 	}
 	if _, err := b.runner.Apply(ctx, changed, backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrUnfinishedRun) {
 		t.Fatalf("apply of a changed job over an unfinished run = %v", err)
@@ -67,7 +74,8 @@ func TestResumeRefusesChangedJobOrBinary(t *testing.T) {
 	cfg := b.cfg
 	cfg.Binary = "another-binary"
 	other, _ := backfill.New(cfg)
-	if _, err := other.Resume(ctx, id, countJob(100), backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrJobChanged) {
+	if _, err := other.Resume(ctx, id, countJob(100), backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrJobChanged) ||
+		!strings.Contains(err.Error(), "the binary: test-binary → another-binary") {
 		t.Fatalf("resume under another binary = %v", err)
 	}
 	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 0"); n != 200 {

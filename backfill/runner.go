@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -178,7 +179,20 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	if err := p.session.scan(r.cfg.DB.QueryRow(ctx, sessionSQL)); err != nil {
 		return nil, fmt.Errorf("read the target database's session: %w", err)
 	}
+	// The session every chunk is compared with must lex SQL as the parser
+	// that checked the job's SQL did.
+	if p.session.standardStrings != "on" {
+		return nil, &SessionSettingsError{Database: "target", Setting: "standard_conforming_strings", Value: p.session.standardStrings}
+	}
+	if r.cfg.Ledger != nil && r.cfg.Ledger != r.cfg.DB {
+		if err := checkLexing(ctx, r.cfg.Ledger, "ledger"); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkParams(ctx, r.cfg.DB, job.Params, p.args); err != nil {
+		return nil, err
+	}
+	if err := learnRenderings(ctx, r.cfg.DB, job.Params, p.args); err != nil {
 		return nil, err
 	}
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
@@ -400,8 +414,6 @@ type Result struct {
 	Run *Run `json:"run"`
 	// Resumed is true when an unfinished run was continued.
 	Resumed bool `json:"resumed"`
-	// AlreadyFinished is true when the run had finished before: nothing was done.
-	AlreadyFinished bool `json:"already_finished"`
 	// Chunks, RowsSeen, RowsChanged and RowsSkipped count this call's work.
 	Chunks      int64 `json:"chunks"`
 	RowsSeen    int64 `json:"rows_seen"`
@@ -568,10 +580,10 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 	res, err := r.resume(ctx, p, run, o)
 	if errors.Is(err, errRunClosed) {
 		if run.State == Finished {
-			return &Result{Run: run, AlreadyFinished: true,
-				Message: fmt.Sprintf("run %s already finished: nothing to do", run.ID)}, nil
+			return nil, fmt.Errorf("%w: run %s already finished: nothing to resume; to apply the job again, start a "+
+				"new run: rewind backfill run JOB.yaml --execute --new-run %s", ErrRunEnded, run.ID, run.ID)
 		}
-		return nil, fmt.Errorf("%w: run %s was cancelled; start a new run", ErrUnfinishedRun, run.ID)
+		return nil, fmt.Errorf("%w: run %s was cancelled: nothing to resume; start a new run", ErrRunEnded, run.ID)
 	}
 	return res, err
 }
@@ -631,10 +643,69 @@ func (r *Runner) checkSame(run *Run, p *prepared, allow bool) (map[string]string
 		changes["binary"] = run.Binary + " → " + r.cfg.Binary
 	}
 	if len(changes) > 0 && !allow {
-		return nil, fmt.Errorf("%w: run %s: %v; resuming under a changed job or binary could apply two different "+
-			"changes to one table; pass --allow-changed-job to do it anyway (it is recorded)", ErrJobChanged, run.ID, changes)
+		var what []string
+		if run.JobHash != p.hash {
+			what = append(what, jobDiff(run.Job, p.job.Describe())...)
+			if len(what) == 0 { // the same description: a parameter's type or NULL-ness
+				what = append(what, fmt.Sprintf("the job hash (%.12s… → %.12s…)", run.JobHash, p.hash))
+			}
+		}
+		if run.Binary != r.cfg.Binary {
+			what = append(what, fmt.Sprintf("the binary: %s → %s", run.Binary, r.cfg.Binary))
+		}
+		return nil, fmt.Errorf("%w: run %s was started under another job or binary; what changed: %s. Resuming under "+
+			"a changed job or binary could apply two different changes to one table; pass --allow-changed-job to do it "+
+			"anyway (it is recorded), or bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "))
 	}
 	return changes, nil
+}
+
+// jobDiff lists, field by field ("set.n: \"n + 1\" → \"n + 2\""), how the
+// job description was (as the run recorded it) differs from now.
+func jobDiff(was, now map[string]any) []string {
+	flat := func(d map[string]any) map[string]string {
+		out := map[string]string{}
+		var walk func(prefix string, v any)
+		walk = func(prefix string, v any) {
+			if m, ok := v.(map[string]any); ok {
+				for k, x := range m {
+					walk(strings.TrimPrefix(prefix+"."+k, "."), x)
+				}
+				return
+			}
+			b, _ := json.Marshal(v)
+			out[prefix] = string(b)
+		}
+		// Through JSON, so that the recorded description (decoded JSON)
+		// and the current one (Go values) compare alike.
+		var norm map[string]any
+		b, _ := json.Marshal(d)
+		_ = json.Unmarshal(b, &norm)
+		walk("", norm)
+		return out
+	}
+	a, b := flat(was), flat(now)
+	keys := slices.Sorted(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var out []string
+	for _, k := range keys {
+		x, okx := a[k]
+		y, oky := b[k]
+		switch {
+		case !okx:
+			out = append(out, fmt.Sprintf("%s: added (%s)", k, y))
+		case !oky:
+			out = append(out, fmt.Sprintf("%s: removed (was %s)", k, x))
+		case x != y:
+			out = append(out, fmt.Sprintf("%s: %s → %s", k, x, y))
+		}
+	}
+	return out
 }
 
 func owner() string {
@@ -650,6 +721,12 @@ func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 // List returns runs, newest first.
 func (r *Runner) List(ctx context.Context, o ListOptions) ([]*Run, error) {
 	return r.ledger.list(ctx, o)
+}
+
+// LedgerExists reports whether the ledger's tables exist: a database no
+// run or plan was recorded in has none, and List returns no runs.
+func (r *Runner) LedgerExists(ctx context.Context) (bool, error) {
+	return r.ledger.exists(ctx)
 }
 
 // Quarantine returns the keys run id quarantined.

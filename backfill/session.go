@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rewindhq/rewind"
 )
 
 // A job's SQL runs on the runner's pooled connections, and a change it
@@ -21,20 +23,83 @@ import (
 // sessionSQL reads what a chunk's transaction must leave as it found it:
 // the settings that decide what the chunk's statements reach
 // (search_path), with whose rights they run (the current and session
-// roles) and whether triggers fire (session_replication_role). The job's
-// SQL may call a function that changes them (set_config in a PL/pgSQL
-// body, which the check of the job's SQL cannot see), for the rest of the
-// chunk or of the session; such a chunk fails, and its rollback undoes
-// the change. A function declared with SET search_path = … restores it
-// on return, and is fine.
+// roles), whether triggers fire (session_replication_role), how values
+// read and print (TimeZone, DateStyle, IntervalStyle: a timestamp
+// written under another TimeZone is another instant) and how the job's
+// SQL is lexed (standard_conforming_strings, see SessionParams). The
+// job's SQL may call a function that changes them (set_config in a
+// PL/pgSQL body, which the check of the job's SQL cannot see), for the
+// rest of the chunk or of the session; such a chunk fails, and its
+// rollback undoes the change. A function declared with SET search_path =
+// … restores it on return, and is fine.
 const sessionSQL = `SELECT current_setting('search_path'), current_user::text, session_user::text,
-	current_setting('session_replication_role')`
+	current_setting('session_replication_role'), current_setting('TimeZone'), current_setting('DateStyle'),
+	current_setting('IntervalStyle'), current_setting('standard_conforming_strings')`
 
 // session is what sessionSQL reads.
-type session struct{ searchPath, user, sessionUser, replicationRole string }
+type session struct {
+	searchPath, user, sessionUser, replicationRole      string
+	timeZone, dateStyle, intervalStyle, standardStrings string
+}
 
 func (s *session) scan(row pgx.Row) error {
-	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole)
+	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole, &s.timeZone, &s.dateStyle,
+		&s.intervalStyle, &s.standardStrings)
+}
+
+// SessionParams are the settings every connection the runner and the
+// ledger use must start with, as pgx RuntimeParams (see ConfigurePool).
+// The job's SQL is checked by PostgreSQL's parser as PostgreSQL lexes it
+// by default, with standard_conforming_strings on: a backslash in '…' is
+// an ordinary character. A server that reads it off (a database or role
+// set so) lexes the same text otherwise: '\' = ' || ' is one string to
+// the parser and a string followed by more SQL to the server, so a where
+// the parser found bounded by the chunk could reach every row. The
+// runner therefore refuses a session without it (*SessionSettingsError).
+// backslash_quote is set to the parser's own default (safe_encoding); it
+// only decides whether a backslash before a quote in an E'…' string is refused,
+// not how text is split.
+var SessionParams = map[string]string{"standard_conforming_strings": "on", "backslash_quote": "safe_encoding"}
+
+// ConfigurePool sets SessionParams on cfg: connections then start with
+// them whatever the database's or role's defaults.
+func ConfigurePool(cfg *pgxpool.Config) {
+	for k, v := range SessionParams {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+}
+
+// SessionSettingsError is a database session the runner cannot work in:
+// one that lexes SQL otherwise than the check of the job's SQL does.
+type SessionSettingsError struct {
+	// Database is "target" or "ledger".
+	Database string
+	Setting  string
+	Value    string
+}
+
+func (e *SessionSettingsError) Error() string {
+	return fmt.Sprintf("the %s database's session has %s = %s, so PostgreSQL would read the job's SQL otherwise than "+
+		"the check of it did (a backslash in a '…' string would escape the quote); refusing to run: connect with "+
+		"options '-c %s=on' (the rewind command does), or ALTER DATABASE … SET %s = on", e.Database, e.Setting, e.Value,
+		e.Setting, e.Setting)
+}
+
+// Is makes errors.Is match ErrSessionSettings and rewind.ErrInvalidArgument.
+func (e *SessionSettingsError) Is(target error) bool {
+	return target == ErrSessionSettings || target == rewind.ErrInvalidArgument
+}
+
+// checkLexing refuses a session that lexes SQL otherwise than the parser.
+func checkLexing(ctx context.Context, db querier, database string) error {
+	var v string
+	if err := db.QueryRow(ctx, "SELECT current_setting('standard_conforming_strings')").Scan(&v); err != nil {
+		return fmt.Errorf("read the %s database's session: %w", database, err)
+	}
+	if v != "on" {
+		return &SessionSettingsError{Database: database, Setting: "standard_conforming_strings", Value: v}
+	}
+	return nil
 }
 
 // SessionChangedError is the job's SQL changing the session's settings.
@@ -57,7 +122,8 @@ func (e *SessionChangedError) Error() string {
 	}
 	return "the job's SQL changed the session " + when + " (" + e.What + "), as set_config() or SET in a function it " +
 		"calls would; " + undo + ", and the run stopped: a job's SQL must leave search_path, the role and " +
-		"session_replication_role alone (a function may declare SET search_path = …)"
+		"session_replication_role, TimeZone, DateStyle, IntervalStyle and standard_conforming_strings alone " +
+		"(a function may declare SET search_path = … or SET TimeZone = …)"
 }
 
 func (s session) compare(after session) error {
@@ -66,6 +132,10 @@ func (s session) compare(after session) error {
 		{"the current role", s.user, after.user},
 		{"the session role", s.sessionUser, after.sessionUser},
 		{"session_replication_role", s.replicationRole, after.replicationRole},
+		{"TimeZone", s.timeZone, after.timeZone},
+		{"DateStyle", s.dateStyle, after.dateStyle},
+		{"IntervalStyle", s.intervalStyle, after.intervalStyle},
+		{"standard_conforming_strings", s.standardStrings, after.standardStrings},
 	} {
 		if c.before != c.after {
 			return &SessionChangedError{What: fmt.Sprintf("%s from %q to %q", c.what, c.before, c.after)}

@@ -186,7 +186,7 @@ func (t *Table) sqlError(field, sql string, err error) error {
 		reason += t.typeNote(sql, pe.Code)
 		return &rewind.ValidationError{Field: field, Value: sql, Reason: t.masked(reason)}
 	}
-	return fmt.Errorf("check %s: %w", field, err)
+	return fmt.Errorf("check the job's %s against table %s: %w", field, t.ref, err)
 }
 
 // typeNote names the parameters sql binds and their declared types when

@@ -158,6 +158,11 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{"last entry replaced by a forgery with its own link", `
 			UPDATE rewind.audit_log SET body = replace(body, '"i":7', '"i":42'), prev_hash = md5('x') || md5('y') WHERE seq = 8;
 			UPDATE rewind.audit_log SET hash = encode(sha256(decode(prev_hash, 'hex') || convert_to(body, 'UTF8')), 'hex') WHERE seq = 8`, 8, audit.Altered},
+		// Issue 11, outside test round 2: a link or hash written in
+		// another case decodes to the same bytes; the entry holding it is
+		// the one changed, not its predecessor.
+		{"link upper-cased", `UPDATE rewind.audit_log SET prev_hash = upper(prev_hash) WHERE seq = 6`, 6, audit.Altered},
+		{"hash upper-cased", `UPDATE rewind.audit_log SET hash = upper(hash) WHERE seq = 6`, 6, audit.Altered},
 		{"tail cut", `DELETE FROM rewind.audit_log WHERE seq >= 7`, 7, audit.Removed},
 		{"first entry deleted", `DELETE FROM rewind.audit_log WHERE seq = 1`, 1, audit.Removed},
 		{"entry moved after the end", `UPDATE rewind.audit_log SET seq = 20 WHERE seq = 5`, 5, audit.Removed},

@@ -79,8 +79,9 @@ func (f *pgFlags) pools(ctx context.Context) (work, ledger *pgxpool.Pool, closeA
 func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, invalidFlag(flag, "", "is not a valid connection string: "+strconvText.ReplaceAllString(audit.MaskDSN(err.Error()), "")+
-			"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… (libpq's forms)")
+		return nil, invalidFlag(flag, "", "is not a valid connection string (not shown: it may hold a password): "+
+			dsnProblem(err)+"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… "+
+			"(libpq's forms)")
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = f.connectTimeout
@@ -91,7 +92,27 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	if _, ok := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["lock_timeout"] = fmt.Sprint(f.lockTimeout.Milliseconds())
 	}
+	// SQL is lexed as the parser that checks a job's SQL lexes it,
+	// whatever the database's or role's defaults (the runner refuses a
+	// session that does not).
+	backfill.ConfigurePool(cfg)
 	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// dsnProblem says what is wrong with a connection string the driver
+// could not parse, without quoting it: the driver's message quotes the
+// string with the password replaced, which a password it could not find
+// the end of defeats.
+func dsnProblem(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	msg = strconvText.ReplaceAllString(msg, "")
+	if strings.Contains(msg, "percent-encoded") {
+		msg += ": in the URL form a '%' must begin a %XX escape; write %25 for a '%' in the password"
+	}
+	return audit.MaskDSN(msg)
 }
 
 // strconvText is the parser's own detail in a connection string error,
@@ -652,6 +673,16 @@ func (a *app) backfillListCmd() *cobra.Command {
 			runs, err := r.List(cmd.Context(), backfill.ListOptions{Job: job, Limit: limit})
 			if err != nil {
 				return err
+			}
+			// No ledger is no runs, not an error (unlike status of a run,
+			// which names one): said on stderr, so that --json stays a list.
+			if len(runs) == 0 {
+				if ok, err := r.LedgerExists(cmd.Context()); err != nil {
+					return err
+				} else if !ok {
+					fmt.Fprintln(a.stderr, "note: this database has no backfill ledger (the rewind schema): no run or plan was "+
+						"ever recorded here, or --ledger-dsn names the database that holds it")
+				}
 			}
 			if jsonOut {
 				if runs == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,10 +39,16 @@ func pgError(err error) (code rewind.Code, msg string, ok bool) {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "55P03" {
+		doing := context0(err)
+		find := "SELECT l.pid, l.relation::regclass, l.mode, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a " +
+			"USING (pid) WHERE l.granted AND l.mode = 'AccessExclusiveLock'"
+		if m := lockedTable.FindStringSubmatch(doing); m != nil {
+			find = fmt.Sprintf("SELECT l.pid, l.mode, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) "+
+				"WHERE l.relation = '%s'::regclass AND l.granted", strings.ReplaceAll(m[1], "'", "''"))
+		}
 		return rewind.CodeLocked, fmt.Sprintf("a table, row or run this command needs is locked by another database session, "+
-			"and the wait for it ran out (--lock-timeout): %s; find that session (for a table: SELECT l.pid, a.state, a.query "+
-			"FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.granted AND l.mode = 'AccessExclusiveLock'), "+
-			"wait for it to end and try again, or raise --lock-timeout", context0(err)), true
+			"and the wait for it ran out (--lock-timeout) while trying to %s; find the session holding the lock (%s), "+
+			"wait for it to end and try again, or raise --lock-timeout", doing, find), true
 	}
 	return "", "", false
 }
@@ -81,6 +88,10 @@ func connectError(ce *pgconn.ConnectError) (rewind.Code, string, bool) {
 	}
 	return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: %s; %s", where, reason, check), true
 }
+
+// lockedTable finds the table a lock wait was for in what the command was
+// doing ("check the job's where against table public.users").
+var lockedTable = regexp.MustCompile(`\btable (\S+)$`)
 
 // context0 is err's message up to the driver's own text: what the command
 // was doing when the lock wait ran out.
