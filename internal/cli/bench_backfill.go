@@ -142,12 +142,14 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	if err := raw(); err != nil {
 		return nil, err
 	}
-	lastRun := "" // each pass is a new run of the same job, asked for by name
+	// Each pass is a new run of one job, asked for by name; the job is this
+	// invocation's own, whatever earlier ones left in the ledger.
+	name, lastRun := "bench-backfill-"+time.Now().UTC().Format("20060102T150405.000000000"), ""
 	for i := range rounds {
 		if err := vacuum(); err != nil {
 			return nil, err
 		}
-		job := &backfill.Job{Name: "bench-backfill", Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
+		job := &backfill.Job{Name: name, Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
 			ChunkSize: chunk, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
 		start := time.Now()
 		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun})
