@@ -648,3 +648,69 @@ func scrape(t *testing.T, url string) string {
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
 }
+
+// TestProbesDoNotWaitForABody sends /healthz, /readyz and /metrics
+// requests, allowed methods and refused ones, whose body stops arriving.
+// The probes read no body: the answer must come at once and the connection
+// must then be closed, so that neither the connection nor a graceful
+// shutdown waits for the rest (net/http would otherwise read up to 256 KiB
+// of it before answering).
+func TestProbesDoNotWaitForABody(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{RPCTimeout: 10 * time.Minute, ShutdownTimeout: 10 * time.Minute})
+	addr := strings.TrimPrefix(b.url, "http://")
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		for _, method := range []string{"GET", "HEAD", "POST", "DELETE"} {
+			for body, headers := range map[string][]string{
+				"length":  {"-auth", "Content-Length: 1000"},
+				"chunked": {"-auth", "Transfer-Encoding: chunked"},
+			} {
+				t.Run(path+" "+method+" "+body, func(t *testing.T) {
+					t.Parallel()
+					raw := head(method, path, headers...) + "40\r\nab"
+					a, closed := exchange(t, addr, b.admin, raw, true)
+					want := http.StatusOK
+					if method != "GET" && method != "HEAD" {
+						want = http.StatusMethodNotAllowed
+					}
+					if a.status != want {
+						t.Errorf("status %d, want %d: %s", a.status, want, a.message)
+					}
+					if !closed {
+						t.Errorf("the connection stays open after the answer, waiting for a body that never comes")
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestShutdownDoesNotWaitForAStalledProbe starts a graceful shutdown while
+// a probe's body stalls and its client reads nothing: shutdown must end
+// before answerDeadline, not wait out its timeout (twice that).
+func TestShutdownDoesNotWaitForAStalledProbe(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{ShutdownTimeout: 2 * answerDeadline})
+	addr := strings.TrimPrefix(b.url, "http://")
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := io.WriteString(conn, head("POST", path, "-auth", "Content-Length: 1000")+"ab"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let the server take the requests (it cannot be observed)
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(answerDeadline):
+		t.Fatal("shutdown waits for stalled probes")
+	}
+}

@@ -143,10 +143,7 @@ func codeFromResponse(sw *statusWriter) string {
 //
 //   - an answer sent before an HTTP/1.x request's body was read in full
 //     (a request refused on its headers) closes the connection, and the
-//     unread rest of the body is not waited for: otherwise a client that
-//     keeps the connection alive and stalls its body would hold the
-//     answer, the connection and a goroutine indefinitely (net/http reads
-//     up to 256 KiB of an unread body to keep the connection);
+//     unread rest of the body is not waited for (see ignoreBody);
 //   - a body that did not arrive in time is answered with 408 Request
 //     Timeout, not the Connect protocol's 504 for a missed deadline: the
 //     client was late, not the server.
@@ -167,8 +164,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	if w.bodyPending() {
-		w.Header().Set("Connection", "close")
-		http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now())
+		ignoreBody(w.ResponseWriter, w.r)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -180,6 +176,21 @@ func (w *statusWriter) bodyPending() bool {
 		return false
 	}
 	return w.ri.body == nil || !w.ri.body.done()
+}
+
+// ignoreBody makes sure that an answer given without reading an HTTP/1.x
+// request's body (all of it, or the rest) does not wait for it: net/http
+// reads up to 256 KiB of an unread body before it sends the answer, to
+// keep the connection, and a client that stalls its body would hold the
+// answer, the connection and a goroutine (and so a graceful shutdown)
+// indefinitely. The connection closes after the answer instead, and reads
+// of the body fail at once. Call it before the status is written.
+func ignoreBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {

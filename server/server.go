@@ -248,6 +248,7 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/metrics", "/healthz", "/readyz":
+			ignoreBody(w, r) // a probe reads none
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				w.Header().Set("Allow", "GET, HEAD")
 				writeJSONError(w, http.StatusMethodNotAllowed, connect.CodeInvalidArgument,
