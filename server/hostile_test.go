@@ -714,3 +714,37 @@ func TestShutdownDoesNotWaitForAStalledProbe(t *testing.T) {
 		t.Fatal("shutdown waits for stalled probes")
 	}
 }
+
+// TestClientDeadlineBoundsTheBody sends requests with a client deadline far
+// shorter than the server's rpc_timeout (ten minutes here) and a body that
+// stalls: the client's deadline wins, so the answer is a deadline error
+// naming the client's timeout header, not a wait of rpc_timeout (which
+// answerDeadline, a minute, shows as a hang).
+func TestClientDeadlineBoundsTheBody(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{RPCTimeout: 10 * time.Minute})
+	addr := strings.TrimPrefix(b.url, "http://")
+	sub := env(0, `{"afterPosition":"0"}`)
+	for _, c := range []struct {
+		name, raw, header string
+	}{
+		{"connect unary", head("POST", pReadStream, "Content-Type: application/json", "Connect-Timeout-Ms: 300",
+			"Content-Length: 100") + `{"str`, "Connect-Timeout-Ms"},
+		{"connect chunked", head("POST", pReadStream, "Content-Type: application/json", "Connect-Timeout-Ms: 300",
+			"Transfer-Encoding: chunked") + "40\r\n" + `{"str`, "Connect-Timeout-Ms"},
+		{"connect subscription", head("POST", pSubscribe, "Content-Type: application/connect+json",
+			"Connect-Timeout-Ms: 300", "Content-Length: "+strconv.Itoa(len(sub))) + sub[:8], "Connect-Timeout-Ms"},
+		{"grpc-web unary", head("POST", pReadAll, "Content-Type: application/grpc-web+json", "Grpc-Timeout: 300m",
+			"Content-Length: 40") + envLen(0, 35, "{"), "Grpc-Timeout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a, _ := exchange(t, addr, b.admin, c.raw, true)
+			hc := hostileCase{raw: c.raw, want: "deadline_exceeded"}
+			hc.check(t, a)
+			if !strings.Contains(a.message, c.header) {
+				t.Errorf("the message %q does not name the client's deadline (%s)", a.message, c.header)
+			}
+		})
+	}
+}

@@ -2,10 +2,12 @@ package server
 
 import (
 	"encoding/base64"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -137,6 +139,34 @@ func checkTimeout(p protocol, h http.Header) error {
 			"request arrived: send a positive timeout, or none for the server's own")
 	}
 	return nil
+}
+
+// clientTimeout returns the timeout a request's header gives, checked by
+// checkTimeout, and that header's name and value; ok is false without one.
+// A timeout beyond what a time.Duration holds is the longest it holds.
+func clientTimeout(p protocol, h http.Header) (d time.Duration, header string, ok bool) {
+	name, unit := "Connect-Timeout-Ms", time.Millisecond
+	if p == grpcProtocol || p == grpcWeb {
+		name = "Grpc-Timeout"
+	}
+	v := strings.Join(h[name], ",")
+	if v == "" {
+		return 0, "", false
+	}
+	n := v
+	if name == "Grpc-Timeout" {
+		n = v[:len(v)-1]
+		unit = map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond,
+			'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	}
+	k, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || unit == 0 {
+		return 0, "", false
+	}
+	if k > math.MaxInt64/int64(unit) {
+		return math.MaxInt64, name + ": " + v, true
+	}
+	return time.Duration(k) * unit, name + ": " + v, true
 }
 
 func digits(s string) bool {
