@@ -193,13 +193,21 @@ func checkGet(r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	for _, k := range []string{"encoding", "message", "base64", "compression", "connect"} {
+		if n := len(q[k]); n > 1 {
+			return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: the query names %s %d times; give it once. %s",
+				k, n, getUsage)
+		}
+	}
 	switch enc := q.Get("encoding"); {
 	case !q.Has("encoding"), !q.Has("message"):
 		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: %s", getUsage)
 	case enc != "json" && enc != "proto":
 		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: encoding %q is not supported; %s", enc, getUsage)
 	}
-	if q.Get("base64") == "1" {
+	switch q.Get("base64") {
+	case "", "0":
+	case "1":
 		msg := q.Get("message")
 		enc := base64.URLEncoding
 		if len(msg)%4 != 0 {
@@ -209,6 +217,9 @@ func checkGet(r *http.Request) error {
 			return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: with base64=1 the message must be URL-safe "+
 				"base64 (RFC 4648 §5, padding optional): %v", err)
 		}
+	default:
+		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: base64 %q must be 1 (the message is base64) "+
+			"or 0, or be left out", q.Get("base64"))
 	}
 	if q.Has("compression") {
 		coding, err := contentCoding("compression", q["compression"])
