@@ -48,14 +48,14 @@ func TestTokenErrorsAreDocumented(t *testing.T) {
 	if status, body := do(t, b, "POST", "/rewind.v1.TokenService/CreateToken", "", create, 0); status != 200 {
 		t.Fatalf("create: %d %s", status, body)
 	}
-	addr := strings.TrimPrefix(b.url, "http://")
-	for _, c := range []struct{ name, raw, code, detail, says string }{
-		{"name in use", post("/rewind.v1.TokenService/CreateToken", "application/json", create), "already_exists",
+	hc := h2c()
+	for _, c := range []struct{ name, path, body, code, detail, says string }{
+		{"name in use", "/rewind.v1.TokenService/CreateToken", create, "already_exists",
 			"already_exists", "revoke it first or pick another name"},
-		{"unknown token", post("/rewind.v1.TokenService/RevokeToken", "application/json", `{"idOrName":"nope"}`),
+		{"unknown token", "/rewind.v1.TokenService/RevokeToken", `{"idOrName":"nope"}`,
 			"not_found", "not_found", "rewind token list"},
 	} {
-		a, _ := exchange(t, addr, b.admin, c.raw, false)
+		a := h2Exchange(t, hc, b.url+c.path, b.admin, "application/json", c.body)
 		switch {
 		case a.code != c.code || a.detail.GetCode() != c.detail:
 			t.Errorf("%s: %d %s (detail %q): %s; want %s with detail %s", c.name, a.status, a.code,
