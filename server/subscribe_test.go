@@ -409,3 +409,44 @@ func TestSubscriptionBatchesKeepTheirSize(t *testing.T) {
 		t.Fatalf("got %d events, want %d: %v", got, want, stream.Err())
 	}
 }
+
+// TestAppendStreamRefusesAnIDInUse sends two appends with the same id in
+// one AppendStream message: their answers could not be told apart. The
+// first is taken and answered; the second is refused by ending the stream
+// with InvalidArgument, naming the id, and is not taken.
+func TestAppendStreamRefusesAnIDInUse(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	events := rewindv1connect.NewEventStoreServiceClient(h2c(), b.url, connect.WithGRPC())
+	stream := events.AppendStream(ctx)
+	stream.RequestHeader().Set("Authorization", "Bearer "+b.admin)
+	item := func(typ string) *rewindv1.AppendStreamItem {
+		return &rewindv1.AppendStreamItem{Id: 7, Append: &rewindv1.AppendRequest{Stream: "s",
+			Events: []*rewindv1.Event{{Type: typ}}}}
+	}
+	if err := stream.Send(&rewindv1.AppendStreamRequest{Appends: []*rewindv1.AppendStreamItem{item("A"), item("B")}}); err != nil {
+		t.Fatal(err)
+	}
+	answers := 0
+	var err error
+	for {
+		var res *rewindv1.AppendStreamResponse
+		if res, err = stream.Receive(); err != nil {
+			break
+		}
+		answers += len(res.GetResults())
+		if answers == 2 {
+			stream.CloseRequest()
+		}
+	}
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "id 7") {
+		t.Errorf("the stream ended with %v; want InvalidArgument naming id 7", err)
+	}
+	if answers != 1 {
+		t.Errorf("%d answers for id 7, want 1", answers)
+	}
+	info, err := c.StreamInfo(ctx, "s")
+	if err != nil || info.Count != 1 {
+		t.Errorf("stream s after the refusal: %+v %v; want one event", info, err)
+	}
+}
