@@ -347,7 +347,25 @@ func TestSlowHTTP1SubscribersCostLittleMemory(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return strings.Contains(scrape(t, b.url), "rewind_subscriptions_active 50") })
-	time.Sleep(500 * time.Millisecond) // let every one block in its write
+	// The server's socket buffers take megabytes before its writes block:
+	// wait until no subscription moves any more, each blocked in a write.
+	lags := func() string {
+		var out []string
+		for _, l := range strings.Split(scrape(t, b.url), "\n") {
+			if strings.HasPrefix(l, "rewind_subscription_lag_events{") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	prev := lags()
+	waitFor(t, func() bool {
+		time.Sleep(500 * time.Millisecond)
+		cur := lags()
+		still := cur == prev
+		prev = cur
+		return still
+	})
 	grown := int64(heapInUse()) - int64(before)
 	t.Logf("heap grew %d KiB for %d deaf HTTP/1.1 subscribers: %d KiB each", grown>>10, n, grown/n>>10)
 	if per := grown / n; per > slowSubscriberBound {
