@@ -283,3 +283,21 @@ func TestTokenLimits(t *testing.T) {
 		t.Fatalf("a long name: %v, want invalid", err)
 	}
 }
+
+// TestCreateRefusesInvisiblePatterns checks that a new token's scope
+// pattern follows the stream name rules on characters: a pattern with a
+// zero-width space or a bidi override would print as another one (and
+// match no stream, since no stream name may hold it). Nothing is created.
+func TestCreateRefusesInvisiblePatterns(t *testing.T) {
+	s, _ := setup(t)
+	for _, p := range []string{"orders-\u200b*", "\u202eorders", "a\ufeffb", "x\u00ady"} {
+		_, _, err := s.Create("t", []Scope{{Action: Read, Pattern: p}}, 0)
+		var ve *rewind.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "scope" || !strings.Contains(ve.Reason, "invisible") {
+			t.Errorf("pattern %q: %v; want a validation error of the scope naming invisible characters", p, err)
+		}
+	}
+	if toks := s.List(true); len(toks) != 0 {
+		t.Errorf("refused creations left tokens: %v", toks)
+	}
+}

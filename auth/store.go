@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/rewindhq/rewind"
 
@@ -167,6 +168,11 @@ func (s *Store) create(name string, scopes []Scope, ttl time.Duration, custom st
 		return created{}, &rewind.ValidationError{Field: "ttl", Value: ttl.String(),
 			Reason: "must be at least 1s, such as 24h; leave it out for a token that lasts until it is revoked"}
 	}
+	for _, sc := range scopes {
+		if err := checkPattern(sc); err != nil {
+			return created{}, err
+		}
+	}
 	id, err := newID()
 	if err != nil {
 		return created{}, err
@@ -207,6 +213,23 @@ func validateName(name string) error {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
 			return &rewind.ValidationError{Field: "token name", Value: name,
 				Reason: "may only contain letters, digits, '-', '_' and '.'"}
+		}
+	}
+	return nil
+}
+
+// checkPattern applies the stream name rules on characters to the pattern
+// of a new token's scope: no invisible or direction-changing characters
+// (Unicode's format characters and the other default-ignorable ones, as
+// package store refuses in names), which would make the pattern print as
+// another one. ParseScope does not check them, so that tokens created
+// before this rule still load.
+func checkPattern(sc Scope) error {
+	for i, r := range sc.Pattern {
+		if unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) ||
+			unicode.Is(unicode.Variation_Selector, r) {
+			return &rewind.ValidationError{Field: "scope", Value: sc.String(), Reason: fmt.Sprintf(
+				"the pattern must not contain invisible or direction-changing characters (found %U at byte %d)", r, i)}
 		}
 	}
 	return nil

@@ -18,13 +18,14 @@ import (
 // is rewind.ErrUnauthenticated; a missing scope is ErrPermissionDenied,
 // which is rewind.ErrPermissionDenied. They are rewind's own, so that
 // their messages read "rewind: unauthenticated: …", without a second
-// prefix, when a server sends them to its clients.
+// prefix, when a server sends them to its clients; this package's own
+// sentinels carry the same prefix, for the same reason.
 var (
 	ErrUnauthenticated  = rewind.ErrUnauthenticated
 	ErrPermissionDenied = rewind.ErrPermissionDenied
-	ErrTokenNotFound    = errors.New("auth: token not found")
-	ErrNameTaken        = &codedError{"auth: token name already in use", rewind.ErrAlreadyExists}
-	ErrLocked           = &codedError{"auth: token file in use", rewind.ErrLocked}
+	ErrTokenNotFound    = errors.New("rewind: token not found")
+	ErrNameTaken        = &codedError{"rewind: token name already in use", rewind.ErrAlreadyExists}
+	ErrLocked           = &codedError{"rewind: token file in use", rewind.ErrLocked}
 )
 
 // codedError is a sentinel of this package that also matches a rewind

@@ -59,10 +59,13 @@ func (e *eventStore) AppendStream(ctx context.Context, stream *connect.BidiStrea
 	}()
 
 	var (
-		mu        sync.Mutex // guards accepting and wg.Add against wg.Wait
+		mu        sync.Mutex // guards accepting, inUse, and wg.Add against wg.Wait
 		accepting = true
-		wg        sync.WaitGroup
-		slots     = make(chan struct{}, appendWindow)
+		// inUse holds the ids of the appends awaiting their answer: the
+		// client tells answers apart by id, so two at once cannot share one.
+		inUse = map[uint64]bool{}
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, appendWindow)
 	)
 	recvDone := make(chan error, 1)
 	go func() {
@@ -77,22 +80,35 @@ func (e *eventStore) AppendStream(ctx context.Context, stream *connect.BidiStrea
 			}
 			for _, item := range req.GetAppends() {
 				slots <- struct{}{}
+				id := item.GetId()
 				mu.Lock()
 				if !accepting {
 					mu.Unlock()
 					recvDone <- nil
 					return
 				}
+				if inUse[id] {
+					mu.Unlock()
+					recvDone <- apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: AppendStream item id %d is "+
+						"already used by an append awaiting its answer; ids must be unique among the appends in "+
+						"progress. This append and the ones sent after it were not taken: resend them with ids of "+
+						"their own", id)
+					return
+				}
+				inUse[id] = true
 				wg.Add(1)
 				mu.Unlock()
 				go func() {
 					defer wg.Done()
-					res := &rewindv1.AppendStreamResult{Id: item.GetId()}
+					res := &rewindv1.AppendStreamResult{Id: id}
 					if ok, err := e.appendOne(ctx, item.GetAppend()); err != nil {
 						res.Result = &rewindv1.AppendStreamResult_Error{Error: e.s.appendError(ctx, err)}
 					} else {
 						res.Result = &rewindv1.AppendStreamResult_Ok{Ok: ok}
 					}
+					mu.Lock()
+					delete(inUse, id) // answered: the client may use the id again once it has the answer
+					mu.Unlock()
 					out <- res
 					<-slots
 				}()

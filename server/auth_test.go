@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -291,5 +294,24 @@ func TestAdminTokenFromEnvironment(t *testing.T) {
 	c := newClient(t, b.url, secret)
 	if _, err := c.ListTokens(ctx, false); err != nil {
 		t.Fatalf("admin token from the environment: %v", err)
+	}
+}
+
+// TestShortAdminTokenCreatesNothing starts a server with a
+// REWIND_ADMIN_TOKEN too short to be one: the start is refused with an
+// error naming it, before the data directory is created.
+func TestShortAdminTokenCreatesNothing(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := server.New(server.Config{DataDir: dir, Addr: "127.0.0.1:0", AdminToken: "short-secret"})
+	if err == nil {
+		s.Close()
+	}
+	if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), "REWIND_ADMIN_TOKEN") ||
+		strings.Contains(err.Error(), "short-secret") {
+		t.Fatalf("start with a short admin token: %v; want invalid argument naming REWIND_ADMIN_TOKEN, not its value", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused start left the data directory %s behind (%v)", dir, err)
 	}
 }

@@ -233,6 +233,15 @@ func TestJSONErrorsNameTheField(t *testing.T) {
 		{"Append", `{"stream":"s","events":[]}{}`, "more than one JSON value"},
 		{"Append", `[1]`, "the body must be a JSON object"},
 		{"ReadAll", `{"limit":-1}`, "limit must be a whole number from 0 to 4294967295"},
+		{"Append", `{"stream":"s","events":[{"type":"T","occurredAt":"0000-01-01T00:00:00Z"}]}`,
+			"events[0].occurredAt must be an RFC 3339 time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z"},
+		{"Append", `{"stream":"s","expectedVersion":"18446744073709551616","events":[{"type":"T"}]}`,
+			"expectedVersion must be a whole number from 0 to 18446744073709551615, got 18446744073709551616"},
+		{"Append", `{"stream":"s","expectedVersion":"-1","events":[{"type":"T"}]}`,
+			"expectedVersion must be a whole number from 0 to 18446744073709551615, got -1"},
+		{"Append", `{"stream":"s","expectedVersion":1.5,"events":[{"type":"T"}]}`,
+			"expectedVersion must be a whole number from 0 to 18446744073709551615, got 1.5"},
+		{"ReadAll", `{"fromTime":"10000-01-01T00:00:00Z"}`, "fromTime must be an RFC 3339 time"},
 		{"ReadStream", `{"stream":"s","backward":"yes"}`, "backward must be true or false"},
 	} {
 		status, body := do(t, b, "POST", c.method, "", c.body, 0)

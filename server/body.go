@@ -38,9 +38,9 @@ import (
 // of the body, or, for a bidirectional stream, once its first message has
 // arrived (later messages may come whenever the client has them).
 type requestBody struct {
-	src     io.ReadCloser
-	rc      *http.ResponseController
-	timeout time.Duration
+	src   io.ReadCloser
+	rc    *http.ResponseController
+	limit readLimit
 	// framed: the body is a sequence of envelopes (flags byte, 4-byte
 	// big-endian length, message).
 	framed bool
@@ -74,11 +74,18 @@ type requestBody struct {
 	handlerDone bool
 }
 
-// newRequestBody wraps r's body. framed, one and bidi describe the
-// protocol and the procedure.
-func newRequestBody(r *http.Request, rc *http.ResponseController, timeout time.Duration, maxMessage int,
+// readLimit is the time a request has to arrive, and whose limit it is,
+// for the message of a body that did not.
+type readLimit struct {
+	timeout time.Duration
+	whose   string
+}
+
+// newRequestBody wraps r's body, whose read deadline rc has set to limit.
+// rt and p give the procedure and the protocol.
+func newRequestBody(r *http.Request, rc *http.ResponseController, limit readLimit, maxMessage int,
 	rt *route, p protocol) *requestBody {
-	b := &requestBody{src: r.Body, rc: rc, timeout: timeout, framed: p.framed(), one: rt.oneMessage(),
+	b := &requestBody{src: r.Body, rc: rc, limit: limit, framed: p.framed(), one: rt.oneMessage(),
 		bidi: rt.stream == connect.StreamTypeBidi, compressed: p.compressed(r), maxMessage: uint32(maxMessage),
 		length: r.ContentLength}
 	if r.Body == nil || r.Body == http.NoBody {
@@ -267,7 +274,7 @@ func (b *requestBody) readError(err error) error {
 		}
 		b.timedOut.Store(true)
 		return apiconv.Errorf(apiconv.CodeDeadlineExceeded, "rewind: %s did not arrive within %s "+
-			"(the server's rpc_timeout); send the whole request without pausing", what, b.timeout)
+			"(%s); send the whole request without pausing", what, b.limit.timeout, b.limit.whose)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: the request body ended before its declared "+
 			"length (Content-Length or chunk size): send the whole body")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -201,6 +202,10 @@ func (c *Config) withDefaults() (Config, error) {
 		return cfg, bad("tls", "", "give both --tls-cert and --tls-key, or neither")
 	case cfg.TLSClientCA != "" && cfg.TLSCert == "":
 		return cfg, bad("tls client ca", cfg.TLSClientCA, "client certificates need TLS: give --tls-cert and --tls-key too")
+	case cfg.AdminToken != "" && len(cfg.AdminToken) < auth.MinCustomSecret:
+		// Refused here, before the data directory is made; never echoed.
+		return cfg, &rewind.ValidationError{Field: "REWIND_ADMIN_TOKEN",
+			Reason: fmt.Sprintf("must be at least %d characters; use a long random string", auth.MinCustomSecret)}
 	}
 	if cfg.NoAuth && !IsLoopback(cfg.Addr) {
 		return cfg, bad("no auth", cfg.Addr, "authentication can only be turned off when listening on a loopback "+

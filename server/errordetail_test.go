@@ -335,3 +335,44 @@ func TestCompressedEndOfStreamCarriesTheDetail(t *testing.T) {
 	}
 	checkDetail(t, a)
 }
+
+// TestClientDeadlineIsDeadlineExceeded calls with a client deadline that
+// passes before the call ends: a unary RPC whose deadline (a nanosecond)
+// has passed when its handler runs, and subscriptions on an empty log,
+// which wait for events until theirs passes. The answer must be
+// DeadlineExceeded with the documented detail code and a message that says
+// which deadline passed and what to do, not Go's "context deadline
+// exceeded".
+func TestClientDeadlineIsDeadlineExceeded(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	if _, err := c.Append(ctx, "s", rewind.Any, ev("A", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	hc := h2c()
+	for _, r := range []struct {
+		name, path, ctype, header string
+	}{
+		{"grpc unary", pReadStream, "application/grpc+json", "Grpc-Timeout: 1n"},
+		{"grpc-web unary", pReadStream, "application/grpc-web+json", "Grpc-Timeout: 1n"},
+		{"grpc subscription", pSubscribe, "application/grpc+json", "Grpc-Timeout: 300m"},
+		{"connect subscription", pSubscribe, "application/connect+json", "Connect-Timeout-Ms: 300"},
+	} {
+		t.Run(r.name, func(t *testing.T) {
+			t.Parallel()
+			body := env(0, `{"stream":"s"}`)
+			if r.path == pSubscribe {
+				body = env(0, `{"afterPosition":"1"}`)
+			}
+			a := h2Exchange(t, hc, b.url+r.path, b.admin, r.ctype, body, r.header)
+			if a.code != "deadline_exceeded" {
+				t.Fatalf("%d %s: %s; want deadline_exceeded", a.status, a.code, a.message)
+			}
+			checkDetail(t, a)
+			if !strings.HasPrefix(a.message, "rewind: ") || !strings.Contains(a.message, strings.Split(r.header, ":")[0]) {
+				t.Errorf("the message %q does not say which deadline passed", a.message)
+			}
+			t.Logf("%d %s: %s", a.status, a.code, a.message)
+		})
+	}
+}

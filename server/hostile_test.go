@@ -461,6 +461,10 @@ func TestHostileRequestsMalformed(t *testing.T) {
 		{name: "GET compressed message not gzip", raw: get("encoding=json&compression=gzip&message=%7B%7D")},
 		{name: "GET unknown compression", raw: get("encoding=json&compression=br&message=%7B%7D")},
 		{name: "GET unknown connect version", raw: get("encoding=json&connect=v9&message=%7B%7D")},
+		{name: "GET base64 neither 0 nor 1", raw: get("encoding=json&base64=2&message=%7B%7D")},
+		{name: "GET encoding twice", raw: get("encoding=json&encoding=xml&message=%7B%7D")},
+		{name: "GET message twice", raw: get("encoding=json&message=%7B%7D&message=%7Bnope")},
+		{name: "GET base64 twice", raw: get("encoding=json&base64=0&base64=1&message=%7B%7D")},
 		{name: "GET with a body", raw: head("GET", pReadAll+"?encoding=json&message=%7B%7D",
 			"Content-Length: 2") + "{}"},
 		{name: "HEAD", raw: head("HEAD", pReadAll+"?encoding=json&message=%7B%7D")},
@@ -647,4 +651,104 @@ func scrape(t *testing.T, url string) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
+}
+
+// TestProbesDoNotWaitForABody sends /healthz, /readyz and /metrics
+// requests, allowed methods and refused ones, whose body stops arriving.
+// The probes read no body: the answer must come at once and the connection
+// must then be closed, so that neither the connection nor a graceful
+// shutdown waits for the rest (net/http would otherwise read up to 256 KiB
+// of it before answering).
+func TestProbesDoNotWaitForABody(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{RPCTimeout: 10 * time.Minute, ShutdownTimeout: 10 * time.Minute})
+	addr := strings.TrimPrefix(b.url, "http://")
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		for _, method := range []string{"GET", "HEAD", "POST", "DELETE"} {
+			for body, headers := range map[string][]string{
+				"length":  {"-auth", "Content-Length: 1000"},
+				"chunked": {"-auth", "Transfer-Encoding: chunked"},
+			} {
+				t.Run(path+" "+method+" "+body, func(t *testing.T) {
+					t.Parallel()
+					raw := head(method, path, headers...) + "40\r\nab"
+					a, closed := exchange(t, addr, b.admin, raw, true)
+					want := http.StatusOK
+					if method != "GET" && method != "HEAD" {
+						want = http.StatusMethodNotAllowed
+					}
+					if a.status != want {
+						t.Errorf("status %d, want %d: %s", a.status, want, a.message)
+					}
+					if !closed {
+						t.Errorf("the connection stays open after the answer, waiting for a body that never comes")
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestShutdownDoesNotWaitForAStalledProbe starts a graceful shutdown while
+// a probe's body stalls and its client reads nothing: shutdown must end
+// before answerDeadline, not wait out its timeout (twice that).
+func TestShutdownDoesNotWaitForAStalledProbe(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{ShutdownTimeout: 2 * answerDeadline})
+	addr := strings.TrimPrefix(b.url, "http://")
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := io.WriteString(conn, head("POST", path, "-auth", "Content-Length: 1000")+"ab"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let the server take the requests (it cannot be observed)
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(answerDeadline):
+		t.Fatal("shutdown waits for stalled probes")
+	}
+}
+
+// TestClientDeadlineBoundsTheBody sends requests with a client deadline far
+// shorter than the server's rpc_timeout (ten minutes here) and a body that
+// stalls: the client's deadline wins, so the answer is a deadline error
+// naming the client's timeout header, not a wait of rpc_timeout (which
+// answerDeadline, a minute, shows as a hang).
+func TestClientDeadlineBoundsTheBody(t *testing.T) {
+	t.Parallel()
+	_, _, b := setup(t, server.Config{RPCTimeout: 10 * time.Minute})
+	addr := strings.TrimPrefix(b.url, "http://")
+	sub := env(0, `{"afterPosition":"0"}`)
+	for _, c := range []struct {
+		name, raw, header string
+	}{
+		{"connect unary", head("POST", pReadStream, "Content-Type: application/json", "Connect-Timeout-Ms: 300",
+			"Content-Length: 100") + `{"str`, "Connect-Timeout-Ms"},
+		{"connect chunked", head("POST", pReadStream, "Content-Type: application/json", "Connect-Timeout-Ms: 300",
+			"Transfer-Encoding: chunked") + "40\r\n" + `{"str`, "Connect-Timeout-Ms"},
+		{"connect subscription", head("POST", pSubscribe, "Content-Type: application/connect+json",
+			"Connect-Timeout-Ms: 300", "Content-Length: "+strconv.Itoa(len(sub))) + sub[:8], "Connect-Timeout-Ms"},
+		{"grpc-web unary", head("POST", pReadAll, "Content-Type: application/grpc-web+json", "Grpc-Timeout: 300m",
+			"Content-Length: 40") + envLen(0, 35, "{"), "Grpc-Timeout"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a, _ := exchange(t, addr, b.admin, c.raw, true)
+			hc := hostileCase{raw: c.raw, want: "deadline_exceeded"}
+			hc.check(t, a)
+			if !strings.Contains(a.message, c.header) {
+				t.Errorf("the message %q does not name the client's deadline (%s)", a.message, c.header)
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,24 +120,26 @@ func valueProblem(v any, fd protoreflect.FieldDescriptor, path string) string {
 			return path + ` must be base64 (standard or URL-safe), such as "eyJ0b3RhbCI6MTJ9" for {"total":12}`
 		}
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		return integerProblem(v, path, math.MinInt32, math.MaxInt32)
+		return integerProblem(v, path, big.NewInt(math.MinInt32), big.NewInt(math.MaxInt32))
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return integerProblem(v, path, math.MinInt64, math.MaxInt64)
+		return integerProblem(v, path, big.NewInt(math.MinInt64), big.NewInt(math.MaxInt64))
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		return integerProblem(v, path, 0, math.MaxUint32)
+		return integerProblem(v, path, new(big.Int), big.NewInt(math.MaxUint32))
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return integerProblem(v, path, 0, math.MaxUint64)
+		return integerProblem(v, path, new(big.Int), new(big.Int).SetUint64(math.MaxUint64))
 	case protoreflect.EnumKind:
 		return enumProblem(v, fd.Enum(), path)
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		switch fd.Message().FullName() {
 		case "google.protobuf.Timestamp":
 			if s, ok := v.(string); !ok || !isTimestamp(s) {
-				return path + ` must be an RFC 3339 time in a string, such as "2024-05-01T12:00:00Z"`
+				return path + ` must be an RFC 3339 time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z ` +
+					`in a string, such as "2024-05-01T12:00:00Z"`
 			}
 		case "google.protobuf.Duration":
 			if s, ok := v.(string); !ok || !isDuration(s) {
-				return path + ` must be a duration in seconds in a string, such as "3600s" or "1.5s"`
+				return path + ` must be a duration in seconds in a string, at most 315576000000s either way, ` +
+					`such as "3600s" or "1.5s"`
 			}
 		default:
 			return messageProblem(v, fd.Message(), path)
@@ -147,7 +150,9 @@ func valueProblem(v any, fd protoreflect.FieldDescriptor, path string) string {
 
 // integerProblem accepts what protojson accepts for an integer field: a
 // JSON number or a string holding one, with an integral value in range.
-func integerProblem(v any, path string, lo, hi float64) string {
+// The value is compared exactly: as a float64, 2^64 would pass for the
+// largest uint64.
+func integerProblem(v any, path string, lo, hi *big.Int) string {
 	var s string
 	switch n := v.(type) {
 	case json.Number:
@@ -157,9 +162,11 @@ func integerProblem(v any, path string, lo, hi float64) string {
 	default:
 		return fmt.Sprintf("%s must be a whole number (a JSON number, or a string for 64-bit values)", path)
 	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil || f != math.Trunc(f) || f < lo || f > hi {
-		return fmt.Sprintf("%s must be a whole number from %.0f to %.0f, got %s", path, lo, hi, s)
+	// 256 bits hold every integer in range exactly, and a huge exponent
+	// ("1e99999999") costs no more than a small one.
+	f, _, err := big.ParseFloat(strings.TrimSpace(s), 10, 256, big.ToNearestEven)
+	if err != nil || !f.IsInt() || f.Cmp(new(big.Float).SetInt(lo)) < 0 || f.Cmp(new(big.Float).SetInt(hi)) > 0 {
+		return fmt.Sprintf("%s must be a whole number from %s to %s, got %s", path, lo, hi, s)
 	}
 	return ""
 }
@@ -192,15 +199,26 @@ func isBase64(s string) bool {
 	return false
 }
 
+// isTimestamp accepts an RFC 3339 time in the range of
+// google.protobuf.Timestamp, years 1 to 9999.
 func isTimestamp(s string) bool {
-	_, err := time.Parse(time.RFC3339Nano, s)
-	return err == nil
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return err == nil && t.Unix() >= minTimestamp && t.Unix() <= maxTimestamp
 }
 
+// The range of google.protobuf.Timestamp and Duration, in seconds.
+const (
+	minTimestamp = -62135596800 // 0001-01-01T00:00:00Z
+	maxTimestamp = 253402300799 // 9999-12-31T23:59:59Z
+	maxDuration  = 315576000000 // 10,000 years
+)
+
+// isDuration accepts seconds with an "s" in the range of
+// google.protobuf.Duration.
 func isDuration(s string) bool {
 	n, ok := strings.CutSuffix(s, "s")
-	_, err := strconv.ParseFloat(n, 64)
-	return ok && err == nil
+	f, err := strconv.ParseFloat(n, 64)
+	return ok && err == nil && math.Abs(f) <= maxDuration
 }
 
 func join(path, key string) string {

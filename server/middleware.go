@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/internal/apiconv"
 )
@@ -143,10 +144,7 @@ func codeFromResponse(sw *statusWriter) string {
 //
 //   - an answer sent before an HTTP/1.x request's body was read in full
 //     (a request refused on its headers) closes the connection, and the
-//     unread rest of the body is not waited for: otherwise a client that
-//     keeps the connection alive and stalls its body would hold the
-//     answer, the connection and a goroutine indefinitely (net/http reads
-//     up to 256 KiB of an unread body to keep the connection);
+//     unread rest of the body is not waited for (see ignoreBody);
 //   - a body that did not arrive in time is answered with 408 Request
 //     Timeout, not the Connect protocol's 504 for a missed deadline: the
 //     client was late, not the server.
@@ -167,8 +165,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	if w.bodyPending() {
-		w.Header().Set("Connection", "close")
-		http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Now())
+		ignoreBody(w.ResponseWriter, w.r)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -180,6 +177,21 @@ func (w *statusWriter) bodyPending() bool {
 		return false
 	}
 	return w.ri.body == nil || !w.ri.body.done()
+}
+
+// ignoreBody makes sure that an answer given without reading an HTTP/1.x
+// request's body (all of it, or the rest) does not wait for it: net/http
+// reads up to 256 KiB of an unread body before it sends the answer, to
+// keep the connection, and a client that stalls its body would hold the
+// answer, the connection and a goroutine (and so a graceful shutdown)
+// indefinitely. The connection closes after the answer instead, and reads
+// of the body fail at once. Call it before the status is written.
+func ignoreBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
@@ -365,7 +377,7 @@ func (s *Server) interceptors() []connect.Interceptor {
 // code for withRequest.
 type observe struct{ s *Server }
 
-func (o *observe) result(ctx context.Context, procedure string, err error) error {
+func (o *observe) result(ctx context.Context, procedure string, h http.Header, err error) error {
 	ri := infoFrom(ctx)
 	ri.observed = true
 	if err == nil {
@@ -374,6 +386,9 @@ func (o *observe) result(ctx context.Context, procedure string, err error) error
 	}
 	if cause := context.Cause(ctx); errors.Is(cause, rewind.ErrUnauthenticated) {
 		err = cause // the token was revoked during the stream
+	}
+	if derr := o.s.deadlineError(ctx, h, ri.route, err); derr != nil {
+		err = derr
 	}
 	code := rewind.CodeOf(err)
 	var ce *connect.Error
@@ -396,7 +411,7 @@ func (o *observe) result(ctx context.Context, procedure string, err error) error
 func (o *observe) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		res, err := next(ctx, req)
-		return res, o.result(ctx, req.Spec().Procedure, err)
+		return res, o.result(ctx, req.Spec().Procedure, req.Header(), err)
 	}
 }
 
@@ -406,8 +421,40 @@ func (o *observe) WrapStreamingClient(next connect.StreamingClientFunc) connect.
 
 func (o *observe) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		return o.result(ctx, conn.Spec().Procedure, next(ctx, conn))
+		return o.result(ctx, conn.Spec().Procedure, conn.RequestHeader(), next(ctx, conn))
 	}
+}
+
+// deadlineError explains a deadline that passed while an RPC ran, or
+// returns nil when err is not that: which deadline it was (the client's,
+// from its timeout header, or the server's rpc_timeout) and what to do,
+// rather than Go's bare "context deadline exceeded". ctx carries the
+// client's deadline only: rpc_timeout is set inside it.
+func (s *Server) deadlineError(ctx context.Context, h http.Header, rt *route, err error) error {
+	if errors.As(err, new(*connect.Error)) || !errors.Is(err, context.DeadlineExceeded) {
+		return nil // not a deadline, or one already explained (a body that did not arrive)
+	}
+	if ctx.Err() == nil {
+		return apiconv.Errorf(apiconv.CodeDeadlineExceeded, "rewind: the call did not finish within the server's "+
+			"rpc_timeout (%s): ask for less at a time (a smaller limit)", s.cfg.RPCTimeout)
+	}
+	given := "its deadline"
+	for _, k := range []string{"Grpc-Timeout", "Connect-Timeout-Ms"} {
+		if v := h.Get(k); v != "" {
+			given = k + ": " + v
+		}
+	}
+	switch {
+	case rt == routes[rewindv1connect.EventStoreServiceSubscribeProcedure]:
+		return apiconv.Errorf(apiconv.CodeDeadlineExceeded, "rewind: the subscription ended at the deadline the "+
+			"client set (%s): resume after the position of the last message received; to stay live, subscribe "+
+			"without a deadline", given)
+	case rt.streaming():
+		return apiconv.Errorf(apiconv.CodeDeadlineExceeded, "rewind: the stream ended at the deadline the client "+
+			"set (%s): open it with a longer deadline, or none", given)
+	}
+	return apiconv.Errorf(apiconv.CodeDeadlineExceeded, "rewind: the call did not finish within the deadline the "+
+		"client set (%s): allow it more time, or ask for less at a time (a smaller limit)", given)
 }
 
 // deadline bounds every unary RPC; a client may ask for less.

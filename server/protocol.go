@@ -2,10 +2,12 @@ package server
 
 import (
 	"encoding/base64"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -139,6 +141,34 @@ func checkTimeout(p protocol, h http.Header) error {
 	return nil
 }
 
+// clientTimeout returns the timeout a request's header gives, checked by
+// checkTimeout, and that header's name and value; ok is false without one.
+// A timeout beyond what a time.Duration holds is the longest it holds.
+func clientTimeout(p protocol, h http.Header) (d time.Duration, header string, ok bool) {
+	name, unit := "Connect-Timeout-Ms", time.Millisecond
+	if p == grpcProtocol || p == grpcWeb {
+		name = "Grpc-Timeout"
+	}
+	v := strings.Join(h[name], ",")
+	if v == "" {
+		return 0, "", false
+	}
+	n := v
+	if name == "Grpc-Timeout" {
+		n = v[:len(v)-1]
+		unit = map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond,
+			'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	}
+	k, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || unit == 0 {
+		return 0, "", false
+	}
+	if k > math.MaxInt64/int64(unit) {
+		return math.MaxInt64, name + ": " + v, true
+	}
+	return time.Duration(k) * unit, name + ": " + v, true
+}
+
 func digits(s string) bool {
 	for i := range len(s) {
 		if s[i] < '0' || s[i] > '9' {
@@ -163,13 +193,21 @@ func checkGet(r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	for _, k := range []string{"encoding", "message", "base64", "compression", "connect"} {
+		if n := len(q[k]); n > 1 {
+			return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: the query names %s %d times; give it once. %s",
+				k, n, getUsage)
+		}
+	}
 	switch enc := q.Get("encoding"); {
 	case !q.Has("encoding"), !q.Has("message"):
 		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: %s", getUsage)
 	case enc != "json" && enc != "proto":
 		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: encoding %q is not supported; %s", enc, getUsage)
 	}
-	if q.Get("base64") == "1" {
+	switch q.Get("base64") {
+	case "", "0":
+	case "1":
 		msg := q.Get("message")
 		enc := base64.URLEncoding
 		if len(msg)%4 != 0 {
@@ -179,6 +217,9 @@ func checkGet(r *http.Request) error {
 			return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: with base64=1 the message must be URL-safe "+
 				"base64 (RFC 4648 §5, padding optional): %v", err)
 		}
+	default:
+		return apiconv.Errorf(rewind.CodeInvalidArgument, "rewind: base64 %q must be 1 (the message is base64) "+
+			"or 0, or be left out", q.Get("base64"))
 	}
 	if q.Has("compression") {
 		coding, err := contentCoding("compression", q["compression"])

@@ -215,17 +215,22 @@ func (s *Server) Handler() http.Handler {
 		ri := infoFrom(r.Context())
 		rt := ri.route // routeErrors let only known procedures through
 		rc := http.NewResponseController(w)
-		// The RPC's deadline starts once its request is decoded: bound the
-		// reading of the request too, so that a client trickling it cannot
-		// hold a handler (and shutdown) for ever. A stream's deadline ends
-		// with its first message.
-		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.RPCTimeout))
 		p := protocolOf(r)
 		if err := checkProtocol(rt, p, r); err != nil {
 			errw.Write(w, r, err)
 			return
 		}
-		ri.body = newRequestBody(r, rc, s.cfg.RPCTimeout, s.cfg.MaxRequestBytes, rt, p)
+		// The RPC's deadline starts once its request is decoded: bound the
+		// reading of the request too, so that a client trickling it cannot
+		// hold a handler (and shutdown) for ever. A client's shorter
+		// deadline bounds it instead. A stream's deadline ends with its
+		// first message.
+		limit := readLimit{timeout: s.cfg.RPCTimeout, whose: "the server's rpc_timeout"}
+		if d, header, ok := clientTimeout(p, r.Header); ok && d < limit.timeout {
+			limit = readLimit{timeout: d, whose: "the client's deadline, " + header}
+		}
+		_ = rc.SetReadDeadline(time.Now().Add(limit.timeout))
+		ri.body = newRequestBody(r, rc, limit, s.cfg.MaxRequestBytes, rt, p)
 		r.Body = ri.body
 		defer ri.body.finish()
 		lr := &liveRequest{body: ri.body, streaming: rt.streaming(), conn: connFrom(r.Context())}
@@ -254,6 +259,7 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/metrics", "/healthz", "/readyz":
+			ignoreBody(w, r) // a probe reads none
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				w.Header().Set("Allow", "GET, HEAD")
 				writeJSONError(w, http.StatusMethodNotAllowed, connect.CodeInvalidArgument,

@@ -318,3 +318,58 @@ func TestTooSlowSubscriberEndsWithResourceExhausted(t *testing.T) {
 	}
 	t.Log(end)
 }
+
+// TestSlowHTTP1SubscribersCostLittleMemory is TestSlowSubscribersCostLittleMemory
+// over HTTP/1.1, which has no flow control of its own: the server's writes
+// block once the sockets' buffers are full. Each deaf subscriber must hold
+// less than slowSubscriberBound of heap.
+func TestSlowHTTP1SubscribersCostLittleMemory(t *testing.T) {
+	_, _, b := setup(t, server.Config{MaxSubscriptionsPerToken: 100})
+	fillLog(t, b, 64, 128<<10) // 8 MiB
+	addr := strings.TrimPrefix(b.url, "http://")
+	sub := env(0, `{"afterPosition":"0"}`)
+	before := heapInUse()
+	const n = 50
+	for range n {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+		if _, err := io.WriteString(conn, strings.ReplaceAll(post(pSubscribe, "application/connect+json", sub),
+			"$TOKEN", b.admin)); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(answerDeadline))
+		if _, err := io.ReadFull(conn, make([]byte, 12)); err != nil {
+			t.Fatalf("the subscription did not start: %v", err)
+		}
+	}
+	waitFor(t, func() bool { return strings.Contains(scrape(t, b.url), "rewind_subscriptions_active 50") })
+	// The server's socket buffers take megabytes before its writes block:
+	// wait until no subscription moves any more, each blocked in a write.
+	lags := func() string {
+		var out []string
+		for _, l := range strings.Split(scrape(t, b.url), "\n") {
+			if strings.HasPrefix(l, "rewind_subscription_lag_events{") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	prev := lags()
+	waitFor(t, func() bool {
+		time.Sleep(500 * time.Millisecond)
+		cur := lags()
+		still := cur == prev
+		prev = cur
+		return still
+	})
+	grown := int64(heapInUse()) - int64(before)
+	t.Logf("heap grew %d KiB for %d deaf HTTP/1.1 subscribers: %d KiB each", grown>>10, n, grown/n>>10)
+	if per := grown / n; per > slowSubscriberBound {
+		t.Errorf("each deaf HTTP/1.1 subscriber holds %d KiB of heap, more than %d KiB", per>>10,
+			slowSubscriberBound>>10)
+	}
+}

@@ -176,3 +176,30 @@ func TestACutIsVisibleAndSubscribersAreTold(t *testing.T) {
 		break
 	}
 }
+
+// TestEpochFromTheFutureIsRefused reads and subscribes with an epoch newer
+// than the log's, from the start, from a position and from a time: the log
+// never had that epoch, so the call fails with epoch_changed (this is not
+// the log the client read), whatever the starting point.
+func TestEpochFromTheFutureIsRefused(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	if _, err := c.Append(ctx, "s", rewind.Any, ev("A", "{}")); err != nil {
+		t.Fatal(err)
+	}
+	hc := h2c()
+	for _, body := range []string{`{"epoch":"77"}`, `{"epoch":"77","fromPosition":"1"}`,
+		`{"epoch":"77","fromTime":"2020-01-01T00:00:00Z"}`} {
+		a := h2Exchange(t, hc, b.url+pReadAll, b.admin, "application/json", body)
+		if a.code != "failed_precondition" || a.detail.GetCode() != "epoch_changed" {
+			t.Errorf("ReadAll %s: %d %s: %s; want epoch_changed", body, a.status, a.code, a.message)
+		}
+	}
+	for _, body := range []string{`{"epoch":"77"}`, `{"epoch":"77","afterPosition":"1"}`,
+		`{"epoch":"77","fromTime":"2020-01-01T00:00:00Z"}`} {
+		a := h2Exchange(t, hc, b.url+pSubscribe, b.admin, "application/connect+json", env(0, body))
+		if a.code != "failed_precondition" || a.detail.GetCode() != "epoch_changed" {
+			t.Errorf("Subscribe %s: %d %s: %s; want epoch_changed", body, a.status, a.code, a.message)
+		}
+	}
+}

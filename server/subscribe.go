@@ -19,8 +19,10 @@ import (
 	"github.com/rewindhq/rewind/internal/apiconv"
 )
 
-// A subscription sends batches of at most batchEvents events, and stops
-// adding to a batch once it holds batchBytes of data. Small batches keep
+// A subscription sends batches of at most batchEvents events and
+// batchBytes of data: an event that would take a batch beyond batchBytes
+// starts the next one, and one larger than batchBytes goes alone. Small
+// batches keep
 // what a slow subscriber holds small (see Subscribe); at 128 KiB a batch
 // is still large enough that its framing costs nothing.
 const (
@@ -107,6 +109,11 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 		return err
 	}
 	var b batchBuf
+	// held is an event read for a batch it would have taken beyond
+	// batchBytes: it starts the next batch. heldAfter is the position
+	// before it, the one the batch it did not join ends at.
+	var held *rewind.RecordedEvent
+	var heldAfter rewind.Position
 	for {
 		if err := ctx.Err(); err != nil { // Send does not see ctx: a shutdown, a revoked token
 			return err
@@ -114,10 +121,15 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 		msg.Events = msg.Events[:0]
 		b.reset()
 		size, scoped := 0, 0
+		if held != nil {
+			msg.Events = append(msg.Events, b.add(held))
+			size, held = len(held.Data), nil
+		}
 		var stop error // a read error after events of this batch: sent after them
 		// Events the token's scope hides end a round too, every
 		// scopeSkipRound of them, as those the filter skips do in the store.
 		for poller != nil && len(msg.Events) < batchEvents && size < batchBytes && scoped < scopeSkipRound {
+			before := sub.Position()
 			ev, err := poller.TryNext()
 			if err != nil && len(msg.Events) == 0 && sub.Position() == sent {
 				return err
@@ -129,12 +141,17 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 			if ev == nil {
 				break
 			}
-			if readsAll || tok.Allows(auth.Read, ev.Stream) {
-				msg.Events = append(msg.Events, b.add(ev))
-				size += len(ev.Data)
-			} else {
+			if !readsAll && !tok.Allows(auth.Read, ev.Stream) {
 				scoped++
+				continue
 			}
+			if len(msg.Events) > 0 && size+len(ev.Data) > batchBytes {
+				c := ev.Clone() // the store reuses ev's buffers
+				held, heldAfter = &c, before
+				break
+			}
+			msg.Events = append(msg.Events, b.add(ev))
+			size += len(ev.Data)
 		}
 		// Send events, or, when only skipped ones went by, the new position
 		// so that a resumed subscription does not scan them again.
@@ -143,6 +160,9 @@ func (e *eventStore) pump(ctx context.Context, sub rewind.Subscription, tok *aut
 				return err
 			}
 			sent = sub.Position()
+			if held != nil {
+				sent = heldAfter
+			}
 			msg.Position = uint64(sent)
 			if err := send(msg); err != nil {
 				return err

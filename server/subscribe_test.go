@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
 	"github.com/rewindhq/rewind"
+	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
+	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/client"
 	"github.com/rewindhq/rewind/server"
 )
@@ -330,5 +334,119 @@ func TestExpiredTokenIsRefused(t *testing.T) {
 	if i := slices.IndexFunc(all, func(t client.Token) bool { return t.Name == "ci" }); err != nil || i < 0 ||
 		!all[i].ExpiresAt.Equal(tok.ExpiresAt) {
 		t.Fatalf("ListTokens(true): %+v %v", all, err)
+	}
+}
+
+// TestSubscriptionBatchesKeepTheirSize subscribes to a log of small and
+// large events, with events the filter skips in between, and checks every
+// message against the documented batch rule: at most 512 events and
+// 128 KiB of data, or one larger event alone. Every event must arrive once,
+// in order, and each message's position must be a place to resume from:
+// at or after its last event, before the next message's first.
+func TestSubscriptionBatchesKeepTheirSize(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	const batchEvents, batchBytes = 512, 128 << 10
+	appendN := func(n, size int, typ string) {
+		t.Helper()
+		for n > 0 {
+			k := min(n, 100)
+			evs := make([]rewind.Event, k)
+			for i := range evs {
+				evs[i] = ev(typ, strings.Repeat("x", size))
+			}
+			if _, err := c.Append(ctx, "s", rewind.Any, evs...); err != nil {
+				t.Fatal(err)
+			}
+			n -= k
+		}
+	}
+	appendN(3, 2, "Small")
+	appendN(1, 900_000, "Big") // would have joined the three before it
+	for range 6 {
+		appendN(50, 1<<10, "Small")
+		appendN(1, 10, "Skipped")
+	}
+	appendN(1, 200<<10, "Big")
+	appendN(1, 100<<10, "Big")
+	appendN(1, 100<<10, "Big")
+	appendN(600, 10, "Small")
+	appendN(1, 10, "Skipped")
+	appendN(1, 129<<10, "Big")
+	const want = 3 + 1 + 300 + 3 + 600 + 1
+
+	events := rewindv1connect.NewEventStoreServiceClient(http.DefaultClient, b.url)
+	req := connect.NewRequest(&rewindv1.SubscribeRequest{Filter: &rewindv1.Filter{Types: []string{"Small", "Big"}}})
+	req.Header().Set("Authorization", "Bearer "+b.admin)
+	stream, err := events.Subscribe(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	got, last, resume := 0, uint64(0), uint64(0)
+	for got < want && stream.Receive() {
+		msg := stream.Msg()
+		size := 0
+		for _, e := range msg.GetEvents() {
+			size += len(e.GetData())
+			if e.GetPosition() <= last || e.GetPosition() <= resume {
+				t.Fatalf("event at position %d after position %d and a message's position %d", e.GetPosition(), last, resume)
+			}
+			last = e.GetPosition()
+		}
+		n := len(msg.GetEvents())
+		if n > batchEvents || n > 1 && size > batchBytes {
+			t.Errorf("a message holds %d events and %d bytes of data; the batch rule allows %d events and %d bytes, "+
+				"or one larger event alone", n, size, batchEvents, batchBytes)
+		}
+		if msg.GetPosition() < last {
+			t.Fatalf("a message's position %d is before its last event %d", msg.GetPosition(), last)
+		}
+		resume = msg.GetPosition()
+		got += n
+	}
+	if got != want {
+		t.Fatalf("got %d events, want %d: %v", got, want, stream.Err())
+	}
+}
+
+// TestAppendStreamRefusesAnIDInUse sends two appends with the same id in
+// one AppendStream message: their answers could not be told apart. The
+// first is taken and answered; the second is refused by ending the stream
+// with InvalidArgument, naming the id, and is not taken.
+func TestAppendStreamRefusesAnIDInUse(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	events := rewindv1connect.NewEventStoreServiceClient(h2c(), b.url, connect.WithGRPC())
+	stream := events.AppendStream(ctx)
+	stream.RequestHeader().Set("Authorization", "Bearer "+b.admin)
+	item := func(typ string) *rewindv1.AppendStreamItem {
+		return &rewindv1.AppendStreamItem{Id: 7, Append: &rewindv1.AppendRequest{Stream: "s",
+			Events: []*rewindv1.Event{{Type: typ}}}}
+	}
+	if err := stream.Send(&rewindv1.AppendStreamRequest{Appends: []*rewindv1.AppendStreamItem{item("A"), item("B")}}); err != nil {
+		t.Fatal(err)
+	}
+	answers := 0
+	var err error
+	for {
+		var res *rewindv1.AppendStreamResponse
+		if res, err = stream.Receive(); err != nil {
+			break
+		}
+		answers += len(res.GetResults())
+		if answers == 2 {
+			stream.CloseRequest()
+		}
+	}
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "id 7") {
+		t.Errorf("the stream ended with %v; want InvalidArgument naming id 7", err)
+	}
+	if answers != 1 {
+		t.Errorf("%d answers for id 7, want 1", answers)
+	}
+	info, err := c.StreamInfo(ctx, "s")
+	if err != nil || info.Count != 1 {
+		t.Errorf("stream s after the refusal: %+v %v; want one event", info, err)
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rewindhq/rewind"
@@ -53,6 +55,12 @@ func tokenError(err error) error {
 	return err
 }
 
+// durationJSON writes d as the API's JSON does ("-5s", "1.5s"), not in
+// protobuf's text form ("seconds:-5").
+func durationJSON(d *durationpb.Duration) string {
+	return strconv.FormatFloat(float64(d.GetSeconds())+float64(d.GetNanos())/1e9, 'f', -1, 64) + "s"
+}
+
 func (t *tokenService) CreateToken(ctx context.Context, req *connect.Request[rewindv1.CreateTokenRequest]) (*connect.Response[rewindv1.CreateTokenResponse], error) {
 	if err := requireAdmin(ctx); err != nil {
 		return nil, err
@@ -68,7 +76,7 @@ func (t *tokenService) CreateToken(ctx context.Context, req *connect.Request[rew
 	var ttl time.Duration
 	if d := req.Msg.GetTtl(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
-			return nil, &rewind.ValidationError{Field: "ttl", Value: d.String(),
+			return nil, &rewind.ValidationError{Field: "ttl", Value: durationJSON(d),
 				Reason: "must be a positive duration, such as \"86400s\"; leave it out for a token that lasts until it is revoked"}
 		}
 		ttl = d.AsDuration()

@@ -196,11 +196,11 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			yield(nil, err)
 			return
 		}
-		if opts.From > 0 {
-			if err := s.log.CheckEpoch(uint64(opts.From-1), opts.Epoch); err != nil {
-				yield(nil, err)
-				return
-			}
+		// From the start or from a time nothing was seen before: only an
+		// epoch newer than the log's fails (it is not the log read).
+		if err := s.log.CheckEpoch(uint64(max(opts.From, 1)-1), opts.Epoch); err != nil {
+			yield(nil, err)
+			return
 		}
 		from, err := s.startPosition(opts.From, opts.FromTime, false)
 		if err != nil {

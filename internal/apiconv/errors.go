@@ -123,10 +123,10 @@ func ToConnect(err error) *connect.Error {
 	if errors.As(err, &cerr) {
 		code = cerr.code
 	}
-	cc := ConnectCode(code)
 	if errors.Is(err, context.DeadlineExceeded) {
-		cc = connect.CodeDeadlineExceeded
+		code = CodeDeadlineExceeded // not rewind.CodeOf's "canceled": the detail's code goes with the status
 	}
+	cc := ConnectCode(code)
 	d := &rewindv1.ErrorDetail{Code: string(code)}
 	var (
 		ve  *rewind.ValidationError
