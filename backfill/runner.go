@@ -180,12 +180,13 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		return nil, fmt.Errorf("read the target database's session: %w", err)
 	}
 	// The session every chunk is compared with must lex SQL as the parser
-	// that checked the job's SQL did.
-	if p.session.standardStrings != "on" {
-		return nil, &SessionSettingsError{Database: "target", Setting: "standard_conforming_strings", Value: p.session.standardStrings}
+	// that checked the job's SQL did, and print values as the
+	// checkpoints store them (session.check).
+	if err := p.session.check("target"); err != nil {
+		return nil, err
 	}
 	if r.cfg.Ledger != nil && r.cfg.Ledger != r.cfg.DB {
-		if err := checkLexing(ctx, r.cfg.Ledger, "ledger"); err != nil {
+		if err := checkSession(ctx, r.cfg.Ledger, "ledger"); err != nil {
 			return nil, err
 		}
 	}

@@ -1,0 +1,150 @@
+package backfill_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/backfill"
+)
+
+// Issue 11, outside test round 3 (A, B, C, D and session_replication_role):
+// how the server reads SQL text and prints values depends on session
+// settings a database, a role or a DSN can set. A pool left as the database
+// says is refused; a pool configured with ConfigurePool starts with the
+// settings the runner's checks and checkpoints assume.
+func TestSessionSettingsArePinnedOrRefused(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ setting, value string }{
+		{"client_encoding", "SJIS"},
+		{"client_encoding", "LATIN1"},
+		{"DateStyle", "SQL, DMY"},
+		{"IntervalStyle", "sql_standard"},
+		{"extra_float_digits", "0"},
+		{"session_replication_role", "replica"},
+	} {
+		t.Run(c.setting+"="+c.value, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 20)
+			b.db.Exec(t, "ALTER DATABASE "+b.db.Name+" SET "+c.setting+" = '"+c.value+"'")
+			sum := b.db.Checksum(t, "items", "id")
+			cfg := b.cfg
+			cfg.DB = poolOn(t, b.db.DSN, nil)
+			r, err := backfill.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = r.Apply(context.Background(), countJob(5), backfill.ApplyOptions{})
+			var se *backfill.SessionSettingsError
+			if !errors.As(err, &se) || !errors.Is(err, rewind.ErrInvalidArgument) {
+				t.Fatalf("apply on a session with %s = %s: %v, want a *SessionSettingsError", c.setting, c.value, err)
+			}
+			b.wroteNothing(t, sum)
+			if c.setting == "session_replication_role" {
+				// Not pinned (only a superuser may set it): refused either way.
+				cfg.DB = poolOn(t, b.db.DSN, backfill.ConfigurePool)
+				r, _ = backfill.New(cfg)
+				if _, err := r.Apply(context.Background(), countJob(5), backfill.ApplyOptions{}); !errors.As(err, &se) {
+					t.Fatalf("apply on a configured pool with session_replication_role = replica: %v, want refused", err)
+				}
+				b.wroteNothing(t, sum)
+			}
+		})
+	}
+}
+
+// A: under SJIS the server read the last byte of さ and the backslash as
+// one character, so the string ended early and `OR (true` escaped the
+// chunk's key range. B: under LATIN1 the actor was stored garbled and
+// verify then reported tampering.
+func TestClientEncodingIsUTF8(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 20)
+	b.db.Exec(t, "ALTER TABLE items ADD COLUMN email text")
+	for _, enc := range []string{"SJIS", "LATIN1"} {
+		b.db.Exec(t, "ALTER DATABASE "+b.db.Name+" SET client_encoding = '"+enc+"'")
+		cfg := b.cfg
+		cfg.DB, cfg.Actor = poolOn(t, b.db.DSN, backfill.ConfigurePool), "Jürgen"
+		r, err := backfill.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		job := countJob(5)
+		job.Name = "enc-" + enc
+		job.Source.(*backfill.Table).Where = "email = E'さ\\') OR (true --'"
+		res, err := r.Apply(context.Background(), job, backfill.ApplyOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", enc, err)
+		}
+		if res.RowsChanged != 0 || b.scalar(t, "SELECT count(*) FROM items WHERE n <> 0") != 0 {
+			t.Fatalf("%s: the where escaped its string: %d rows changed", enc, res.RowsChanged)
+		}
+		if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_runs WHERE actor = 'Jürgen' AND job_name = $1", job.Name); n != 1 {
+			t.Fatalf("%s: the actor is not stored as given", enc)
+		}
+		l, _ := auditpg.New(cfg.DB, auditpg.Config{})
+		if _, err := l.Verify(context.Background()); err != nil {
+			t.Fatalf("%s: verify: %v", enc, err)
+		}
+	}
+}
+
+// C: checkpoint keys were stored in the session's DateStyle (01/03/2031)
+// and read back in the resuming session's: 57 rows were changed twice.
+func TestResumeUnderAnotherDateStyleChangesEachRowOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	b.db.Exec(t, `CREATE TABLE dt (k date PRIMARY KEY, n int NOT NULL DEFAULT 0);
+		INSERT INTO dt (k) SELECT date '2031-01-01' + g FROM generate_series(0, 70) g;
+		ALTER TABLE dt ADD CONSTRAINT cc CHECK (k <> '2031-03-05' OR n < 1) NOT VALID`)
+	b.db.Exec(t, "ALTER DATABASE "+b.db.Name+" SET DateStyle = 'SQL, DMY'")
+	job := func() *backfill.Job {
+		return &backfill.Job{Name: "dates", Version: "1", ChunkSize: 5,
+			Source: &backfill.Table{Name: "dt", Key: []string{"k"}}, Set: map[string]string{"n": "n + 1"}}
+	}
+	cfg := b.cfg
+	cfg.DB = poolOn(t, b.db.DSN, backfill.ConfigurePool)
+	r, _ := backfill.New(cfg)
+	_, err := r.Apply(context.Background(), job(), backfill.ApplyOptions{})
+	var re *backfill.RunError
+	if !errors.As(err, &re) {
+		t.Fatalf("apply = %v, want the run to fail at 2031-03-05", err)
+	}
+	b.db.Exec(t, "ALTER TABLE dt DROP CONSTRAINT cc")
+	b.db.Exec(t, "ALTER DATABASE "+b.db.Name+" SET DateStyle = 'SQL, MDY'")
+	cfg.DB = poolOn(t, b.db.DSN, backfill.ConfigurePool)
+	r, _ = backfill.New(cfg)
+	if _, err := r.Resume(context.Background(), re.RunID, job(), backfill.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM dt WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+}
+
+// D: with extra_float_digits = 0 every key printed as "1", and the run
+// looped over empty chunks forever.
+func TestFloatKeysAreExchangedExactly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	b.db.Exec(t, `CREATE TABLE ft (k float8 PRIMARY KEY, n int NOT NULL DEFAULT 0);
+		INSERT INTO ft (k) SELECT 1 + g * 1e-15 FROM generate_series(0, 9) g`)
+	b.db.Exec(t, "ALTER DATABASE "+b.db.Name+" SET extra_float_digits = 0")
+	cfg := b.cfg
+	cfg.DB = poolOn(t, b.db.DSN, backfill.ConfigurePool)
+	r, _ := backfill.New(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := &backfill.Job{Name: "floats", Version: "1", ChunkSize: 2,
+		Source: &backfill.Table{Name: "ft", Key: []string{"k"}}, Set: map[string]string{"n": "n + 1"}}
+	res, err := r.Apply(ctx, job, backfill.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RowsChanged != 10 || res.Chunks > 5 || b.scalar(t, "SELECT count(*) FROM ft WHERE n <> 1") != 0 {
+		t.Fatalf("changed %d rows in %d chunks, want 10 in 5", res.RowsChanged, res.Chunks)
+	}
+}
