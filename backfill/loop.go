@@ -427,6 +427,9 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRecorded(run, p); err != nil {
+		return nil, err
+	}
 	changes, err := r.checkSame(run, p, o.AllowChangedJob)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit/auditpg"
 	"github.com/rewindhq/rewind/backfill"
@@ -146,5 +148,56 @@ func TestFloatKeysAreExchangedExactly(t *testing.T) {
 	}
 	if res.RowsChanged != 10 || res.Chunks > 5 || b.scalar(t, "SELECT count(*) FROM ft WHERE n <> 1") != 0 {
 		t.Fatalf("changed %d rows in %d chunks, want 10 in 5", res.RowsChanged, res.Chunks)
+	}
+}
+
+// E, F: a resume under another search_path finished the run on another
+// schema's table of the same name; one under another TimeZone wrote a
+// second instant for a timestamptz parameter given without an offset.
+// The run records both at its start, and a resume on a session that
+// differs is refused before it writes anything.
+func TestResumeOnAnotherSearchPathOrTimeZoneIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 20)
+	b.db.Exec(t, `ALTER TABLE items ADD COLUMN ts timestamptz;
+		CREATE SCHEMA s2; CREATE TABLE s2.items (LIKE public.items INCLUDING ALL); INSERT INTO s2.items SELECT * FROM public.items;
+		ALTER TABLE public.items ADD CONSTRAINT cc CHECK (id <> 8 OR n < 1) NOT VALID`)
+	job := func() *backfill.Job {
+		return &backfill.Job{Name: "sp", Version: "1", ChunkSize: 5,
+			Source: &backfill.Table{Name: "items", Key: []string{"id"}},
+			Set:    map[string]string{"n": "n + 1", "ts": "@p"},
+			Params: backfill.Params{"p": {Type: "timestamptz", Value: "2031-01-01", Text: "2031-01-01"}}}
+	}
+	_, err := b.runner.Apply(context.Background(), job(), backfill.ApplyOptions{})
+	var re *backfill.RunError
+	if !errors.As(err, &re) {
+		t.Fatalf("apply = %v, want the run to fail at id 8", err)
+	}
+	b.db.Exec(t, "ALTER TABLE public.items DROP CONSTRAINT cc")
+	sum := b.db.Checksum(t, "s2.items", "id")
+	for _, c := range []struct{ setting, value, want string }{
+		{"search_path", "s2, public", "table"},
+		{"TimeZone", "Asia/Tokyo", "time_zone"},
+	} {
+		cfg := b.cfg
+		cfg.DB = poolOn(t, b.db.DSN, func(pc *pgxpool.Config) {
+			backfill.ConfigurePool(pc)
+			pc.ConnConfig.RuntimeParams[c.setting] = c.value
+		})
+		r, _ := backfill.New(cfg)
+		_, err := r.Resume(context.Background(), re.RunID, job(), backfill.ApplyOptions{AllowChangedJob: true})
+		var se *backfill.RunSettingsError
+		if !errors.As(err, &se) || se.Setting != c.want || !errors.Is(err, rewind.ErrWrongExpectedVersion) {
+			t.Fatalf("resume with %s = %s: %v, want a *RunSettingsError on %s", c.setting, c.value, err, c.want)
+		}
+		if b.db.Checksum(t, "s2.items", "id") != sum || b.scalar(t, "SELECT count(*) FROM public.items WHERE n <> 0") != 5 {
+			t.Fatalf("resume with %s = %s wrote", c.setting, c.value)
+		}
+	}
+	if _, err := b.runner.Resume(context.Background(), re.RunID, job(), backfill.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM public.items WHERE n = 1 AND ts = '2031-01-01 00:00+00'"); n != 20 {
+		t.Fatalf("%d of 20 rows changed once at the run's instant", n)
 	}
 }

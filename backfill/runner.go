@@ -533,7 +533,7 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
 		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
 		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
-		Total: total, TotalEstimated: estimated, End: end}
+		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded()}
 	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy)}
 	if prev != nil {
 		run.PrevRun = prev.ID
@@ -595,6 +595,9 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptions) (*Result, error) {
 	if !run.open() {
 		return nil, errRunClosed
+	}
+	if err := checkRecorded(run, p); err != nil {
+		return nil, err
 	}
 	changes, err := r.checkSame(run, p, o.AllowChangedJob)
 	if err != nil {

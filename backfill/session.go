@@ -286,3 +286,60 @@ func unchangedSession(ctx context.Context, tx querier, fn func() error) error {
 	}
 	return before.compare(after)
 }
+
+// recorded is what a run records of the settings that give its job its
+// meaning and are not pinned (Run.Session): the TimeZone (a timestamptz
+// parameter or literal written without an offset is read in it), the
+// search_path (which the job's SQL resolves its functions and types in)
+// and the job's table as the search_path resolved it.
+func (p *prepared) recorded() map[string]string {
+	m := map[string]string{"time_zone": p.session.timeZone, "search_path": p.session.searchPath}
+	if t, ok := p.src.(*Table); ok {
+		m["table"] = t.ref
+	}
+	return m
+}
+
+// RunSettingsError is a run resumed (or retried, or taken over) on a
+// session that gives its job another meaning than the session it started
+// on: the job's table resolved to another schema's table, or a timestamp
+// without an offset read in another time zone. Nothing is written.
+type RunSettingsError struct {
+	RunID, Setting, Recorded, Now string
+}
+
+func (e *RunSettingsError) Error() string {
+	what := map[string]string{
+		"table": "the job's table resolves to another table (through the search_path), so the rest of the run " +
+			"would change another table than its first chunks did",
+		"search_path": "the job's SQL would resolve its tables, functions and types in other schemas",
+		"time_zone":   "a timestamp without an offset in the job or its parameters would be read as another instant",
+	}[e.Setting]
+	how := map[string]string{
+		"table":       "connect with the run's search_path",
+		"search_path": "connect with options '-c search_path=" + e.Recorded + "' (or PGOPTIONS)",
+		"time_zone":   "connect with options '-c TimeZone=" + e.Recorded + "' (or PGOPTIONS)",
+	}[e.Setting]
+	return fmt.Sprintf("run %s started with %s = %s, and this session has %s: %s; refusing to resume (nothing was "+
+		"written): %s", e.RunID, e.Setting, e.Recorded, e.Now, what, how)
+}
+
+// Is makes errors.Is match ErrRunSettings and rewind.ErrWrongExpectedVersion.
+func (e *RunSettingsError) Is(target error) bool {
+	return target == ErrRunSettings || target == rewind.ErrWrongExpectedVersion
+}
+
+// checkRecorded refuses to continue run on a session that gives its job
+// another meaning (RunSettingsError). --allow-changed-job does not lift
+// it: the job did not change, the database it reaches did. A run of an
+// earlier version recorded nothing and is not checked.
+func checkRecorded(run *Run, p *prepared) error {
+	now := p.recorded()
+	for _, k := range []string{"table", "search_path", "time_zone"} {
+		was, ok := run.Session[k]
+		if ok && was != now[k] {
+			return &RunSettingsError{RunID: run.ID, Setting: k, Recorded: was, Now: now[k]}
+		}
+	}
+	return nil
+}
