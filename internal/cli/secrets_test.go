@@ -131,3 +131,18 @@ chunk: 100
 	out, stderr, _ := cli(t, append([]string{"backfill", "run", bad, "--dsn", b.db.DSN}, params...)...)
 	check([]string{"bad.yaml"}, out, stderr)
 }
+
+// Issue 11, outside test round 3 (I): in postgres://u:pa@ssWORD9@host/db
+// the driver takes "pa" as the password and "ssWORD9@host" as the host,
+// and the connection error printed the host: the tail of the password
+// the user meant. What lies between the userinfo's first '@' and the
+// authority's last '@' may be part of a password, and is masked.
+func TestMaskDSNPasswordTailTheDriverTakesAsHost(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, "name: j\nversion: 1\ntable: users\nkey: [id]\nset:\n  name: name\n")
+	out, stderr, st := cli(t, "backfill", "run", b.job, "--connect-timeout", "3s",
+		"--dsn", "postgres://postgres:pa@ssWORD9@127.0.0.1:5432/db")
+	if st == 0 || strings.Contains(out+stderr, "ssWORD9") {
+		t.Fatalf("status %d, the password's tail shows:\n%s\n%s", st, out, stderr)
+	}
+}
