@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +200,45 @@ func TestResumeOnAnotherSearchPathOrTimeZoneIsRefused(t *testing.T) {
 	}
 	if n := b.scalar(t, "SELECT count(*) FROM public.items WHERE n = 1 AND ts = '2031-01-01 00:00+00'"); n != 20 {
 		t.Fatalf("%d of 20 rows changed once at the run's instant", n)
+	}
+}
+
+// G: a secret written into a column of another type is printed by that
+// type in "Failing row contains (…)": bigint 0031415926 in numeric(14,2)
+// as 31415926.00, a timestamptz in a timestamp column as the local time.
+func TestSecretRenderedByItsColumnTypeIsMasked(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 20)
+	b.db.Exec(t, `ALTER TABLE items ADD COLUMN amt numeric(14,2), ADD COLUMN tsl timestamp,
+		ADD CONSTRAINT c8 CHECK (id <> 8 OR amt IS NULL)`)
+	cfg := b.cfg
+	cfg.DB = poolOn(t, b.db.DSN, func(pc *pgxpool.Config) {
+		backfill.ConfigurePool(pc)
+		pc.ConnConfig.RuntimeParams["TimeZone"] = "America/Chicago"
+	})
+	r, _ := backfill.New(cfg)
+	job := &backfill.Job{Name: "coltypes", Version: "1", ChunkSize: 5, OnDataError: backfill.Skip,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}},
+		Set:    map[string]string{"amt": "@num", "tsl": "@ts"},
+		Params: backfill.Params{
+			"num": {Type: "bigint", Value: "0031415926", Text: "0031415926", Secret: true},
+			"ts":  {Type: "timestamptz", Value: "2031-07-19T01:02:03+05:00", Text: "2031-07-19T01:02:03+05:00", Secret: true},
+		}}
+	if _, err := r.Apply(context.Background(), job, backfill.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var stored string
+	if err := b.db.Pool.QueryRow(context.Background(), `SELECT concat_ws(E'\n',
+		(SELECT string_agg(q::text, E'\n') FROM rewind.backfill_quarantine q),
+		(SELECT string_agg(t::text, E'\n') FROM rewind.audit_log t))`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stored, "Failing row contains") {
+		t.Fatalf("the failure is not recorded:\n%s", stored)
+	}
+	for _, secret := range []string{"31415926", "2031-07-18 15:02:03", "15:02:03"} {
+		if strings.Contains(stored, secret) {
+			t.Errorf("%q is stored:\n%s", secret, stored)
+		}
 	}
 }

@@ -199,6 +199,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
 	}
+	if t, ok := p.src.(*Table); ok {
+		learnColumnRenderings(ctx, r.cfg.DB, job.Params, p.args, slices.Collect(maps.Values(t.types)))
+	}
 	switch {
 	case len(job.Set) > 0:
 		p.ch = newSetChange(job.Source.(*Table), job.Set)
