@@ -242,3 +242,32 @@ func TestSecretRenderedByItsColumnTypeIsMasked(t *testing.T) {
 		}
 	}
 }
+
+// H: a STABLE function that calls nextval() was evaluated by the planner
+// when a check EXPLAINed the chunk statement outside a read-only
+// transaction: each dry run advanced the sequence, then failed with an
+// internal-looking error. Every check now runs read-only, and such a
+// function is refused as the set expression it is, naming the fix.
+func TestStableFunctionThatWritesIsRefusedWithoutAdvancingItsSequence(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 20)
+	b.db.Exec(t, `CREATE SEQUENCE s; CREATE FUNCTION sf() RETURNS int STABLE LANGUAGE plpgsql AS 'BEGIN RETURN nextval(''s''); END'`)
+	job := &backfill.Job{Name: "stable", Version: "1", ChunkSize: 5,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "sf()"}}
+	sum := b.db.Checksum(t, "items", "id")
+	for _, run := range []func() error{
+		func() error { _, err := b.runner.Plan(context.Background(), job, backfill.PlanOptions{}); return err },
+		func() error { _, err := b.runner.Plan(context.Background(), job, backfill.PlanOptions{Estimate: true}); return err },
+		func() error { _, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{}); return err },
+	} {
+		err := run()
+		var ve *rewind.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "set.n" || !strings.Contains(ve.Reason, "VOLATILE") {
+			t.Fatalf("= %v, want a validation error on set.n saying to declare the function VOLATILE", err)
+		}
+	}
+	if n := b.scalar(t, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM s"); n != 0 {
+		t.Fatalf("the checks advanced the sequence to %d", n)
+	}
+	b.wroteNothing(t, sum)
+}
