@@ -257,7 +257,10 @@ func TestStableFunctionThatWritesIsRefusedWithoutAdvancingItsSequence(t *testing
 	sum := b.db.Checksum(t, "items", "id")
 	for _, run := range []func() error{
 		func() error { _, err := b.runner.Plan(context.Background(), job, backfill.PlanOptions{}); return err },
-		func() error { _, err := b.runner.Plan(context.Background(), job, backfill.PlanOptions{Estimate: true}); return err },
+		func() error {
+			_, err := b.runner.Plan(context.Background(), job, backfill.PlanOptions{Estimate: true})
+			return err
+		},
 		func() error { _, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{}); return err },
 	} {
 		err := run()
