@@ -662,7 +662,7 @@ func (r *Runner) checkSame(run *Run, p *prepared, allow bool) (map[string]string
 		}
 		return nil, fmt.Errorf("%w: run %s was started under another job or binary; what changed: %s. Resuming under "+
 			"a changed job or binary could apply two different changes to one table; pass --allow-changed-job to do it "+
-			"anyway (it is recorded), or bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "))
+			"anyway (it is recorded), or cancel it (rewind backfill cancel %s) and bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "), run.ID)
 	}
 	return changes, nil
 }
