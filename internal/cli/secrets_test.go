@@ -146,3 +146,44 @@ func TestMaskDSNPasswordTailTheDriverTakesAsHost(t *testing.T) {
 		t.Fatalf("status %d, the password's tail shows:\n%s\n%s", st, out, stderr)
 	}
 }
+
+// Issue 11, outside test round 3 (F): a resume under another TimeZone
+// wrote a second instant for a timestamptz parameter without offset. The
+// resume command connects to the target with the run's recorded TimeZone
+// and search_path.
+func TestResumeUsesTheRunsTimeZone(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, `name: tz
+version: 1
+table: users
+key: [id]
+where: id <= 20
+set:
+  ts: "@p"
+params:
+  p: {type: timestamptz}
+chunk: 5
+`)
+	b.db.Exec(t, "ALTER TABLE users ADD ts timestamptz, ADD CONSTRAINT c8 CHECK (id <> 8 OR ts IS NULL)")
+	if _, stderr, st := cli(t, "backfill", "run", b.job, "--dsn", b.db.DSN, "-p", "p=2031-01-01", "--execute"); st != 1 {
+		t.Fatalf("run: status %d, want 1 (chunk 2 fails):\n%s", st, stderr)
+	}
+	b.db.Exec(t, "ALTER TABLE users DROP CONSTRAINT c8")
+	var id string
+	if err := b.db.Pool.QueryRow(context.Background(), "SELECT id FROM rewind.backfill_runs").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	sep := "?"
+	if strings.Contains(b.db.DSN, "?") {
+		sep = "&"
+	}
+	tokyo := b.db.DSN + sep + "options=-c%20TimeZone%3DAsia/Tokyo"
+	if out, stderr, st := cli(t, "backfill", "resume", id, b.job, "--dsn", tokyo, "-p", "p=2031-01-01"); st != 0 {
+		t.Fatalf("resume: status %d:\n%s\n%s", st, out, stderr)
+	}
+	var n int64
+	if err := b.db.Pool.QueryRow(context.Background(),
+		"SELECT count(*) FROM users WHERE ts = '2031-01-01 00:00+00'").Scan(&n); err != nil || n != 20 {
+		t.Fatalf("%d of 20 rows hold the run's instant (%v)", n, err)
+	}
+}
