@@ -56,12 +56,35 @@ type Diff struct {
 	After  map[string]string `json:"after"`
 }
 
+// explainText explains q, in a read-only transaction that is rolled back
+// (a savepoint when db is a transaction): planning evaluates functions
+// declared STABLE or IMMUTABLE to estimate selectivities, and one that
+// writes or calls nextval() despite its declaration would otherwise
+// change the database when a job is merely checked. Such a function
+// fails the EXPLAIN with SQLSTATE 25006 (see stableWrites).
 func explainText(ctx context.Context, db querier, q string, args pgx.NamedArgs) (string, error) {
-	rows, err := db.Query(ctx, "EXPLAIN "+q, bindArgs(args))
-	if err != nil {
-		return "", err
-	}
-	return planLines(rows)
+	var text string
+	err := readOnly(ctx, db, func(tx querier) error {
+		rows, err := tx.Query(ctx, "EXPLAIN "+q, bindArgs(args))
+		if err != nil {
+			return err
+		}
+		text, err = planLines(rows)
+		return err
+	})
+	return text, err
+}
+
+// stableWrites is the refusal of a job whose SQL, merely planned, tried
+// to write or advance a sequence: it calls a function declared STABLE or
+// IMMUTABLE that does (nextval() in a PL/pgSQL body), which PostgreSQL
+// may evaluate while planning, any number of times, so the value written
+// is not the value a row gets once.
+func stableWrites(field, sql string, t *Table, err error) error {
+	return &rewind.ValidationError{Field: field, Value: sql,
+		Reason: "calls a function declared STABLE or IMMUTABLE that writes or advances a sequence (PostgreSQL " +
+			"evaluates such functions while planning, so even a dry run would run them): declare the function " +
+			"VOLATILE (ALTER FUNCTION … VOLATILE), which the runner evaluates once per row: " + t.masked(err.Error())}
 }
 
 func planLines(rows pgx.Rows) (string, error) {
@@ -262,7 +285,9 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		// column), as plain SQL would: the chunks' explicit CAST to the
 		// column's type would accept more. EXPLAIN runs nothing.
 		q := fmt.Sprintf("UPDATE %s t SET %s = %s WHERE false", s.t.ref, quote(c), wrap(s.set[c]))
-		if _, err := explainText(ctx, db, q, args); err != nil {
+		if _, err := explainText(ctx, db, q, args); hasSideEffects(err) {
+			return stableWrites(field, s.set[c], s.t, err)
+		} else if err != nil {
 			return s.t.sqlError(field, s.set[c], err)
 		}
 		q = fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), s.t.ref)
@@ -274,13 +299,31 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		}
 	}
 	a := with(args)
-	if _, err := explainText(ctx, db, s.updateSQL(a, Bounds{}), a); err != nil {
+	if _, err := explainText(ctx, db, s.updateSQL(a, Bounds{}), a); hasSideEffects(err) {
+		return s.stableWrites(ctx, db, a, err)
+	} else if err != nil {
 		return s.t.sqlError("set", fmt.Sprint(s.set), err)
 	}
 	if s.t.policy == Skip {
 		return nil // failing rows are quarantined, not refused
 	}
 	return s.checkFirstChunk(ctx, db, args)
+}
+
+// stableWrites names the set expression whose planning wrote (see
+// stableWrites): the one whose comparison with the column fails to plan
+// read-only, else the whole set.
+func (s *setChange) stableWrites(ctx context.Context, db querier, a pgx.NamedArgs, err error) error {
+	for _, c := range s.cols {
+		q := fmt.Sprintf("SELECT 1 FROM %s t WHERE t.%s IS DISTINCT FROM %s", s.t.ref, quote(c), s.value(c))
+		if s.noEq[c] {
+			q = fmt.Sprintf("SELECT 1 FROM %s t WHERE t.%s::text IS DISTINCT FROM %s::text", s.t.ref, quote(c), s.value(c))
+		}
+		if _, cerr := explainText(ctx, db, q, a); hasSideEffects(cerr) {
+			return stableWrites("set."+c, s.set[c], s.t, cerr)
+		}
+	}
+	return stableWrites("set", fmt.Sprint(s.set), s.t, err)
 }
 
 // value is the new value of column c: its expression cast to c's type.
@@ -510,7 +553,9 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 				Reason: fmt.Sprintf("writes %s, which is not the job's table %s; a statement may write only the job's table", rel, s.t.ref)}
 		}
 	}
-	if _, err := explainText(ctx, db, s.checked, s.bind(args, Bounds{})); err != nil {
+	if _, err := explainText(ctx, db, s.checked, s.bind(args, Bounds{})); hasSideEffects(err) {
+		return stableWrites("statement", s.sql, s.t, err)
+	} else if err != nil {
 		return s.t.sqlError("statement", s.sql, err)
 	}
 	return s.checkFirstChunk(ctx, db, args, info)

@@ -39,6 +39,10 @@ var (
 	// ErrSessionSettings: a database session lexes SQL otherwise than the
 	// check of the job's SQL does (see *SessionSettingsError).
 	ErrSessionSettings = &codedError{"backfill: database session settings refused", rewind.ErrInvalidArgument}
+	// ErrRunSettings: the session a run is resumed on gives its job
+	// another meaning than the session it started on (another TimeZone,
+	// search_path or resolved table; see *RunSettingsError).
+	ErrRunSettings = &codedError{"backfill: session settings differ from the run's", rewind.ErrWrongExpectedVersion}
 	// ErrLeaseLost: the run's lease was lost while applying.
 	ErrLeaseLost = &codedError{"backfill: lease lost", rewind.ErrLocked}
 )

@@ -144,10 +144,15 @@ var runSchema = []string{
 	// The epoch of the lease its owner holds, for the heartbeat and the
 	// run's last transitions (the fence itself is in the target).
 	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS lease bigint NOT NULL DEFAULT 0`,
+	// The settings that give the job its meaning and are not pinned (the
+	// TimeZone, the search_path and the table it resolved), as the run's
+	// start found them: a resume must find the same (RunSettingsError).
+	// Runs of earlier versions have none recorded.
+	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS session jsonb NOT NULL DEFAULT '{}'`,
 }
 
-const runsReady = `SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_runs')
-	AND attname IN ('prev_run', 'lease') AND NOT attisdropped`
+const runsReady = `SELECT count(*) = 3 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_runs')
+	AND attname IN ('prev_run', 'lease', 'session') AND NOT attisdropped`
 
 // setup creates the ledger's tables where missing, and upgrades those of
 // earlier versions. Concurrent setups (several processes starting on a
@@ -290,8 +295,13 @@ type Run struct {
 	ErrorClass     string            `json:"error_class,omitempty"`
 	ErrorChunk     int64             `json:"error_chunk,omitempty"`
 	ErrorKey       Key               `json:"error_key,omitempty"`
-	lockObj        int64
-	epoch          int64 // the lease epoch this process holds, or 0
+	// Session is what the run's start found of the settings that give the
+	// job its meaning and are not pinned: time_zone, search_path and
+	// table (the job's table, schema-qualified). Empty for runs of
+	// earlier versions.
+	Session map[string]string `json:"session,omitempty"`
+	lockObj int64
+	epoch   int64 // the lease epoch this process holds, or 0
 
 	// Progress, from the checkpoints.
 	Chunks      int64   `json:"chunks"`
@@ -320,29 +330,32 @@ const runCols = `id, job_name, job_version, job_hash, job, params, plan_hash, bi
 // version, which only a run (setup) upgrades, has no lineage yet.
 func (l *ledger) cols(ctx context.Context) (string, error) {
 	if l.upgraded.Load() {
-		return runCols + "prev_run", nil
+		return runCols + "prev_run, session", nil
 	}
 	var ok bool
 	if err := l.runs.QueryRow(ctx, runsReady).Scan(&ok); err != nil {
 		return "", fmt.Errorf("read the run ledger: %w", err)
 	}
 	if !ok {
-		return runCols + "''", nil
+		return runCols + "'', '{}'::jsonb", nil
 	}
 	l.upgraded.Store(true)
-	return runCols + "prev_run", nil
+	return runCols + "prev_run, session", nil
 }
 
 func scanRun(row pgx.Row) (*Run, error) {
 	var r Run
-	var job, params []byte
+	var job, params, sess []byte
 	var end, ekey []string
 	err := row.Scan(&r.ID, &r.JobName, &r.JobVersion, &r.JobHash, &job, &params, &r.PlanHash, &r.Binary, &r.Actor,
 		&r.Host, &r.Command, &r.State, &r.Policy, &r.ChunkSize, &r.Total, &r.TotalEstimated, &end, &r.lockObj,
 		&r.Owner, &r.Heartbeat, &r.ChangesAllowed, &r.Created, &r.Updated, &r.FinishedAt, &r.Error, &r.ErrorClass,
-		&r.ErrorChunk, &ekey, &r.PrevRun)
+		&r.ErrorChunk, &ekey, &r.PrevRun, &sess)
 	if err != nil {
 		return nil, err
+	}
+	if err := json.Unmarshal(sess, &r.Session); err != nil {
+		return nil, fmt.Errorf("decode run %s: %w", r.ID, err)
 	}
 	r.End, r.ErrorKey = end, ekey
 	if err := json.Unmarshal(job, &r.Job); err != nil {
@@ -368,13 +381,14 @@ func lockObj(id string) int64 {
 func (l *ledger) createRun(ctx context.Context, r *Run, started func(*Run) audit.Entry) error {
 	job, _ := json.Marshal(r.Job)
 	params, _ := json.Marshal(r.Params)
+	sess, _ := json.Marshal(r.Session)
 	err := inTx(ctx, l.runs, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
 			plan_hash, binary_version, actor, host, command, state, policy, chunk_size, total, total_estimated, end_key,
-			lock_obj, owner, heartbeat_at, prev_run, lease)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20)`,
+			lock_obj, owner, heartbeat_at, prev_run, lease, session)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20,$21)`,
 			r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
-			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch)
+			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch, sess)
 		if err != nil {
 			return err
 		}
@@ -438,7 +452,7 @@ type lineage struct {
 func (l *ledger) lineage(ctx context.Context, name string) (lineage, error) {
 	var ln lineage
 	one := func(where string) (*Run, error) {
-		r, err := scanRun(l.runs.QueryRow(ctx, "SELECT "+runCols+"prev_run FROM rewind.backfill_runs r WHERE job_name = $1 AND "+where, name))
+		r, err := scanRun(l.runs.QueryRow(ctx, "SELECT "+runCols+"prev_run, session FROM rewind.backfill_runs r WHERE job_name = $1 AND "+where, name))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil
 		}

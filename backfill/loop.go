@@ -257,7 +257,8 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	}
 	if err := p.session.compare(start); err != nil {
 		tx.Conn().Close(context.WithoutCancel(ctx))
-		err.(*SessionChangedError).When = "before the chunk began, outside a chunk (its where finding the chunks)"
+		err.(*SessionChangedError).When = "before the chunk began: outside a chunk (its where finding the chunks), or on a " +
+			"connection that started so (a database or role setting, such as session_replication_role, changed during the run)"
 		return cr, err
 	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
@@ -425,6 +426,9 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	}
 	run, err := r.ledger.loadRun(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkRecorded(run, p); err != nil {
 		return nil, err
 	}
 	changes, err := r.checkSame(run, p, o.AllowChangedJob)

@@ -180,12 +180,13 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		return nil, fmt.Errorf("read the target database's session: %w", err)
 	}
 	// The session every chunk is compared with must lex SQL as the parser
-	// that checked the job's SQL did.
-	if p.session.standardStrings != "on" {
-		return nil, &SessionSettingsError{Database: "target", Setting: "standard_conforming_strings", Value: p.session.standardStrings}
+	// that checked the job's SQL did, and print values as the
+	// checkpoints store them (session.check).
+	if err := p.session.check("target"); err != nil {
+		return nil, err
 	}
 	if r.cfg.Ledger != nil && r.cfg.Ledger != r.cfg.DB {
-		if err := checkLexing(ctx, r.cfg.Ledger, "ledger"); err != nil {
+		if err := checkSession(ctx, r.cfg.Ledger, "ledger"); err != nil {
 			return nil, err
 		}
 	}
@@ -197,6 +198,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	}
 	if err := p.src.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
+	}
+	if t, ok := p.src.(*Table); ok {
+		learnColumnRenderings(ctx, r.cfg.DB, job.Params, p.args, slices.Collect(maps.Values(t.types)))
 	}
 	switch {
 	case len(job.Set) > 0:
@@ -532,7 +536,7 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
 		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
 		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
-		Total: total, TotalEstimated: estimated, End: end}
+		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded()}
 	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy)}
 	if prev != nil {
 		run.PrevRun = prev.ID
@@ -595,6 +599,9 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	if !run.open() {
 		return nil, errRunClosed
 	}
+	if err := checkRecorded(run, p); err != nil {
+		return nil, err
+	}
 	changes, err := r.checkSame(run, p, o.AllowChangedJob)
 	if err != nil {
 		return nil, err
@@ -655,7 +662,7 @@ func (r *Runner) checkSame(run *Run, p *prepared, allow bool) (map[string]string
 		}
 		return nil, fmt.Errorf("%w: run %s was started under another job or binary; what changed: %s. Resuming under "+
 			"a changed job or binary could apply two different changes to one table; pass --allow-changed-job to do it "+
-			"anyway (it is recorded), or bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "))
+			"anyway (it is recorded), or cancel it (rewind backfill cancel %s) and bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "), run.ID)
 	}
 	return changes, nil
 }

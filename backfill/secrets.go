@@ -92,6 +92,44 @@ func learnRenderings(ctx context.Context, db querier, params Params, args pgx.Na
 	return nil
 }
 
+// learnColumnRenderings adds to what Redact masks how each secret
+// parameter's value prints once cast to each type of the job table's
+// columns: a value written into a column is stored, and quoted back by
+// PostgreSQL ("Failing row contains (…)"), as the column's type prints
+// it (bigint 0031415926 in a numeric(14,2) column as 31415926.00, a
+// timestamptz in a timestamp column as the session's local time). A cast
+// the server refuses is a column the value cannot be written into, and
+// is passed over. Boolean columns are passed over: true and false are
+// everywhere.
+func learnColumnRenderings(ctx context.Context, db querier, params Params, args pgx.NamedArgs, types []string) {
+	slices.Sort(types)
+	types = slices.Compact(types)
+	for _, name := range params.secretNames() {
+		par := params[name]
+		if par.Value == nil || par.Text == "" {
+			continue
+		}
+		key := par.Type + "\x00" + par.Text
+		for _, typ := range types {
+			if typ == "boolean" || typ == par.Type {
+				continue
+			}
+			var text *string
+			if err := db.QueryRow(ctx, "SELECT ((@"+name+")::"+typ+")::text", bindArgs(args)).Scan(&text); err != nil ||
+				text == nil || *text == "" {
+				continue
+			}
+			var shown []string
+			if old, ok := serverShown.Load(key); ok {
+				shown = old.([]string)
+			}
+			if !slices.Contains(shown, *text) {
+				serverShown.Store(key, append(slices.Clip(shown), *text))
+			}
+		}
+	}
+}
+
 // Redact returns s with every rendering of every secret parameter's value
 // replaced by "***": the text as given, the forms its type prints it in
 // (see renderings) and the forms the server printed it in (see

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,17 +36,59 @@ import (
 // … restores it on return, and is fine.
 const sessionSQL = `SELECT current_setting('search_path'), current_user::text, session_user::text,
 	current_setting('session_replication_role'), current_setting('TimeZone'), current_setting('DateStyle'),
-	current_setting('IntervalStyle'), current_setting('standard_conforming_strings')`
+	current_setting('IntervalStyle'), current_setting('standard_conforming_strings'),
+	current_setting('client_encoding'), current_setting('extra_float_digits')`
 
 // session is what sessionSQL reads.
 type session struct {
 	searchPath, user, sessionUser, replicationRole      string
 	timeZone, dateStyle, intervalStyle, standardStrings string
+	clientEncoding, floatDigits                         string
 }
 
 func (s *session) scan(row pgx.Row) error {
 	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole, &s.timeZone, &s.dateStyle,
-		&s.intervalStyle, &s.standardStrings)
+		&s.intervalStyle, &s.standardStrings, &s.clientEncoding, &s.floatDigits)
+}
+
+// check refuses a session whose settings change what the job's SQL says
+// or how the runner's values read back (see SessionParams), or that
+// skips triggers and foreign keys (session_replication_role = replica).
+func (s session) check(database string) error {
+	bad := func(setting, value, want, why string) error {
+		return &SessionSettingsError{Database: database, Setting: setting, Value: value, Want: want, Why: why}
+	}
+	switch {
+	case s.standardStrings != "on":
+		return bad("standard_conforming_strings", s.standardStrings, "on",
+			"PostgreSQL would read the job's SQL otherwise than the check of it did (a backslash in a '…' string would escape the quote)")
+	case !strings.EqualFold(s.clientEncoding, "UTF8"):
+		return bad("client_encoding", s.clientEncoding, "UTF8",
+			"PostgreSQL would read the job's SQL and the ledger's text in another encoding than they are written in "+
+				"(a multibyte character can swallow a quote's backslash, and the ledger's entries would be stored garbled)")
+	case !strings.HasPrefix(s.dateStyle, "ISO"):
+		return bad("DateStyle", s.dateStyle, "ISO, MDY",
+			"dates and times would print in a form another session reads otherwise (checkpoint keys such as 01/03/2031)")
+	case s.intervalStyle != "postgres":
+		return bad("IntervalStyle", s.intervalStyle, "postgres",
+			"intervals would print in a form another session reads otherwise (checkpoint keys)")
+	case floatDigits(s.floatDigits) < 1:
+		return bad("extra_float_digits", s.floatDigits, "3",
+			"floating-point values would print rounded, so that distinct keys print alike and a run over them never ends")
+	case s.replicationRole == "replica":
+		return bad("session_replication_role", s.replicationRole, "origin",
+			"triggers and foreign keys would not fire: the job's writes would skip the table's checks and triggers, "+
+				"and the ledger's append-only triggers")
+	}
+	return nil
+}
+
+func floatDigits(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // SessionParams are the settings every connection the runner and the
@@ -59,7 +103,18 @@ func (s *session) scan(row pgx.Row) error {
 // backslash_quote is set to the parser's own default (safe_encoding); it
 // only decides whether a backslash before a quote in an E'…' string is refused,
 // not how text is split.
-var SessionParams = map[string]string{"standard_conforming_strings": "on", "backslash_quote": "safe_encoding"}
+//
+// The other settings decide how text is read and how values print:
+// client_encoding (the job's SQL and the ledger's text are UTF-8),
+// DateStyle and IntervalStyle (checkpoint keys are stored as text and
+// read back by a later process, which must read them as they were
+// written) and extra_float_digits (a float key printed rounded reads
+// back as another value). They are set to fixed values on every
+// connection, and a session with other values is refused.
+// session_replication_role cannot be set here (only a superuser may);
+// a session with it set to replica is refused.
+var SessionParams = map[string]string{"standard_conforming_strings": "on", "backslash_quote": "safe_encoding",
+	"client_encoding": "UTF8", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "extra_float_digits": "3"}
 
 // ConfigurePool sets SessionParams on cfg: connections then start with
 // them whatever the database's or role's defaults.
@@ -76,13 +131,19 @@ type SessionSettingsError struct {
 	Database string
 	Setting  string
 	Value    string
+	// Want is the value the runner works with; Why says what the
+	// setting would break.
+	Want, Why string
 }
 
 func (e *SessionSettingsError) Error() string {
-	return fmt.Sprintf("the %s database's session has %s = %s, so PostgreSQL would read the job's SQL otherwise than "+
-		"the check of it did (a backslash in a '…' string would escape the quote); refusing to run: connect with "+
-		"options '-c %s=on' (the rewind command does), or ALTER DATABASE … SET %s = on", e.Database, e.Setting, e.Value,
-		e.Setting, e.Setting)
+	how := fmt.Sprintf("connect with options '-c %s=%s' (the rewind command does: backfill.ConfigurePool)",
+		e.Setting, strings.ReplaceAll(e.Want, " ", ""))
+	if e.Setting == "session_replication_role" {
+		how = "reset it where it is set (ALTER DATABASE … RESET session_replication_role, ALTER ROLE …, the DSN's options)"
+	}
+	return fmt.Sprintf("the %s database's session has %s = %s, so %s; refusing to run: %s, or ALTER DATABASE … SET %s = '%s'",
+		e.Database, e.Setting, e.Value, e.Why, how, e.Setting, e.Want)
 }
 
 // Is makes errors.Is match ErrSessionSettings and rewind.ErrInvalidArgument.
@@ -90,16 +151,13 @@ func (e *SessionSettingsError) Is(target error) bool {
 	return target == ErrSessionSettings || target == rewind.ErrInvalidArgument
 }
 
-// checkLexing refuses a session that lexes SQL otherwise than the parser.
-func checkLexing(ctx context.Context, db querier, database string) error {
-	var v string
-	if err := db.QueryRow(ctx, "SELECT current_setting('standard_conforming_strings')").Scan(&v); err != nil {
+// checkSession refuses a session the runner cannot work in (session.check).
+func checkSession(ctx context.Context, db querier, database string) error {
+	var s session
+	if err := s.scan(db.QueryRow(ctx, sessionSQL)); err != nil {
 		return fmt.Errorf("read the %s database's session: %w", database, err)
 	}
-	if v != "on" {
-		return &SessionSettingsError{Database: database, Setting: "standard_conforming_strings", Value: v}
-	}
-	return nil
+	return s.check(database)
 }
 
 // SessionChangedError is the job's SQL changing the session's settings.
@@ -122,7 +180,8 @@ func (e *SessionChangedError) Error() string {
 	}
 	return "the job's SQL changed the session " + when + " (" + e.What + "), as set_config() or SET in a function it " +
 		"calls would; " + undo + ", and the run stopped: a job's SQL must leave search_path, the role and " +
-		"session_replication_role, TimeZone, DateStyle, IntervalStyle and standard_conforming_strings alone " +
+		"session_replication_role, TimeZone, DateStyle, IntervalStyle, standard_conforming_strings, client_encoding " +
+		"and extra_float_digits alone " +
 		"(a function may declare SET search_path = … or SET TimeZone = …)"
 }
 
@@ -136,6 +195,8 @@ func (s session) compare(after session) error {
 		{"DateStyle", s.dateStyle, after.dateStyle},
 		{"IntervalStyle", s.intervalStyle, after.intervalStyle},
 		{"standard_conforming_strings", s.standardStrings, after.standardStrings},
+		{"client_encoding", s.clientEncoding, after.clientEncoding},
+		{"extra_float_digits", s.floatDigits, after.floatDigits},
 	} {
 		if c.before != c.after {
 			return &SessionChangedError{What: fmt.Sprintf("%s from %q to %q", c.what, c.before, c.after)}
@@ -224,4 +285,61 @@ func unchangedSession(ctx context.Context, tx querier, fn func() error) error {
 		return err
 	}
 	return before.compare(after)
+}
+
+// recorded is what a run records of the settings that give its job its
+// meaning and are not pinned (Run.Session): the TimeZone (a timestamptz
+// parameter or literal written without an offset is read in it), the
+// search_path (which the job's SQL resolves its functions and types in)
+// and the job's table as the search_path resolved it.
+func (p *prepared) recorded() map[string]string {
+	m := map[string]string{"time_zone": p.session.timeZone, "search_path": p.session.searchPath}
+	if t, ok := p.src.(*Table); ok {
+		m["table"] = t.ref
+	}
+	return m
+}
+
+// RunSettingsError is a run resumed (or retried, or taken over) on a
+// session that gives its job another meaning than the session it started
+// on: the job's table resolved to another schema's table, or a timestamp
+// without an offset read in another time zone. Nothing is written.
+type RunSettingsError struct {
+	RunID, Setting, Recorded, Now string
+}
+
+func (e *RunSettingsError) Error() string {
+	what := map[string]string{
+		"table": "the job's table resolves to another table (through the search_path), so the rest of the run " +
+			"would change another table than its first chunks did",
+		"search_path": "the job's SQL would resolve its tables, functions and types in other schemas",
+		"time_zone":   "a timestamp without an offset in the job or its parameters would be read as another instant",
+	}[e.Setting]
+	how := map[string]string{
+		"table":       "connect with the run's search_path",
+		"search_path": "connect with options '-c search_path=" + e.Recorded + "' (or PGOPTIONS)",
+		"time_zone":   "connect with options '-c TimeZone=" + e.Recorded + "' (or PGOPTIONS)",
+	}[e.Setting]
+	return fmt.Sprintf("run %s started with %s = %s, and this session has %s: %s; refusing to resume (nothing was "+
+		"written): %s", e.RunID, e.Setting, e.Recorded, e.Now, what, how)
+}
+
+// Is makes errors.Is match ErrRunSettings and rewind.ErrWrongExpectedVersion.
+func (e *RunSettingsError) Is(target error) bool {
+	return target == ErrRunSettings || target == rewind.ErrWrongExpectedVersion
+}
+
+// checkRecorded refuses to continue run on a session that gives its job
+// another meaning (RunSettingsError). --allow-changed-job does not lift
+// it: the job did not change, the database it reaches did. A run of an
+// earlier version recorded nothing and is not checked.
+func checkRecorded(run *Run, p *prepared) error {
+	now := p.recorded()
+	for _, k := range []string{"table", "search_path", "time_zone"} {
+		was, ok := run.Session[k]
+		if ok && was != now[k] {
+			return &RunSettingsError{RunID: run.ID, Setting: k, Recorded: was, Now: now[k]}
+		}
+	}
+	return nil
 }

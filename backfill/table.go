@@ -90,8 +90,10 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 	if err := t.checkUniqueKey(ctx, db, *oid); err != nil {
 		return err
 	}
-	q := "EXPLAIN SELECT 1 FROM " + t.ref + " t WHERE " + t.where()
-	if _, err := db.Exec(ctx, q, bindArgs(args)); err != nil {
+	q := "SELECT 1 FROM " + t.ref + " t WHERE " + t.where()
+	if _, err := explainText(ctx, db, q, args); hasSideEffects(err) {
+		return stableWrites("where", t.Where, t, err)
+	} else if err != nil {
 		return t.sqlError("where", t.Where, err)
 	}
 	if t.chunk > 0 && strings.TrimSpace(t.Where) != "" {

@@ -162,6 +162,10 @@ func (l *Ledger) SetupTx(ctx context.Context, tx pgx.Tx) error {
 			` FOR EACH ROW EXECUTE FUNCTION ` + fn + `()`,
 		`CREATE OR REPLACE TRIGGER ` + table + `_no_truncate BEFORE TRUNCATE ON ` + l.log +
 			` FOR EACH STATEMENT EXECUTE FUNCTION ` + fn + `()`,
+		// A trigger fires by default only in origin sessions: one with
+		// session_replication_role = replica would skip the guards.
+		`ALTER TABLE ` + l.log + ` ENABLE ALWAYS TRIGGER ` + table + `_no_update_delete`,
+		`ALTER TABLE ` + l.log + ` ENABLE ALWAYS TRIGGER ` + table + `_no_truncate`,
 	}
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {

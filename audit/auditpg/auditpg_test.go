@@ -436,3 +436,31 @@ func TestAnIdleAppenderDoesNotBlockTheLedger(t *testing.T) {
 		t.Fatalf("verify = %+v, %v; want 3 entries", s, err)
 	}
 }
+
+// Issue 11, outside test round 3: the guard triggers fired only in
+// origin sessions, so a session with session_replication_role = replica
+// could UPDATE the ledger without ALTER TABLE. They fire always now.
+func TestDatabaseRejectsChangesInAReplicaSession(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"UPDATE rewind.audit_log SET actor = 'mallory' WHERE seq = 2",
+		"DELETE FROM rewind.audit_log WHERE seq = 2",
+		"TRUNCATE rewind.audit_log",
+	} {
+		tx, err := b.db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, sql)
+		tx.Rollback(ctx)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Errorf("%s as a replica: err = %v, want insufficient_privilege from the guard trigger", sql, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"regexp"
 	"sort"
@@ -30,6 +31,34 @@ type pgFlags struct {
 	lockTimeout           time.Duration
 	// command is the command line to record, masked (see recordedCommand).
 	command []string
+	// target are settings the target's connections start with, over the
+	// DSN's: a recorded run's TimeZone and search_path (see runSettings).
+	target map[string]string
+}
+
+// runSettings sets pg to connect to the target with the settings run id
+// recorded at its start (TimeZone, search_path): a run resumed under
+// another TimeZone would read a timestamp without an offset as another
+// instant, and under another search_path its table as another schema's.
+// Errors are left to the command itself, which reads the run again.
+func (f *pgFlags) runSettings(ctx context.Context, id string) {
+	r, closeAll, err := f.runner(ctx, nil)
+	if err != nil {
+		return
+	}
+	defer closeAll()
+	run, err := r.Status(ctx, id)
+	if err != nil {
+		return
+	}
+	for k, param := range map[string]string{"time_zone": "TimeZone", "search_path": "search_path"} {
+		if v, ok := run.Session[k]; ok {
+			if f.target == nil {
+				f.target = map[string]string{}
+			}
+			f.target[param] = v
+		}
+	}
 }
 
 func (f *pgFlags) add(cmd *cobra.Command) {
@@ -96,6 +125,9 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	// whatever the database's or role's defaults (the runner refuses a
 	// session that does not).
 	backfill.ConfigurePool(cfg)
+	if flag == "dsn" {
+		maps.Copy(cfg.ConnConfig.RuntimeParams, f.target)
+	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
@@ -454,6 +486,7 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 			return &cliError{code: "invalid_argument", status: 2, msg: "--param needs the job file: give RUN JOB.yaml"}
 		}
 		pg.command = a.recordedCommand(cmd, fileSecret(f))
+		pg.runSettings(cmd.Context(), args[0])
 		res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
 			if job == nil { // rebuilt from the run's record
 				run, err := r.Status(ctx, args[0])

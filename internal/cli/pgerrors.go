@@ -129,6 +129,33 @@ func (a *app) maskPasswords(msg string) string {
 		if cfg, err := pgconn.ParseConfig(dsn); err == nil && len(cfg.Password) >= 3 {
 			msg = strings.ReplaceAll(msg, cfg.Password, "***")
 		}
+		if tail := urlPasswordTail(dsn); tail != "" {
+			msg = strings.ReplaceAll(msg, tail+"@", "***@")
+			if len(tail) >= 3 {
+				msg = strings.ReplaceAll(msg, tail, "***")
+			}
+		}
 	}
 	return audit.MaskDSN(msg)
+}
+
+// urlPasswordTail is, in a URL DSN whose authority holds more than one
+// '@' (postgres://u:pa@ssWORD9@host/db), what lies between the first and
+// the last: the driver ends the userinfo at the first '@' and takes the
+// rest as the host ("ssWORD9@host"), but a password with an unescaped '@'
+// is the likelier intent, and the driver's messages print the host.
+func urlPasswordTail(dsn string) string {
+	i := strings.Index(dsn, "://")
+	if i < 0 {
+		return ""
+	}
+	auth := dsn[i+3:]
+	if j := strings.IndexAny(auth, "/?#"); j >= 0 {
+		auth = auth[:j]
+	}
+	first, last := strings.IndexByte(auth, '@'), strings.LastIndexByte(auth, '@')
+	if first < 0 || last <= first {
+		return ""
+	}
+	return auth[first+1 : last]
 }

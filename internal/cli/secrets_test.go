@@ -131,3 +131,59 @@ chunk: 100
 	out, stderr, _ := cli(t, append([]string{"backfill", "run", bad, "--dsn", b.db.DSN}, params...)...)
 	check([]string{"bad.yaml"}, out, stderr)
 }
+
+// Issue 11, outside test round 3 (I): in postgres://u:pa@ssWORD9@host/db
+// the driver takes "pa" as the password and "ssWORD9@host" as the host,
+// and the connection error printed the host: the tail of the password
+// the user meant. What lies between the userinfo's first '@' and the
+// authority's last '@' may be part of a password, and is masked.
+func TestMaskDSNPasswordTailTheDriverTakesAsHost(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, "name: j\nversion: 1\ntable: users\nkey: [id]\nset:\n  name: name\n")
+	out, stderr, st := cli(t, "backfill", "run", b.job, "--connect-timeout", "3s",
+		"--dsn", "postgres://postgres:pa@ssWORD9@127.0.0.1:5432/db")
+	if st == 0 || strings.Contains(out+stderr, "ssWORD9") {
+		t.Fatalf("status %d, the password's tail shows:\n%s\n%s", st, out, stderr)
+	}
+}
+
+// Issue 11, outside test round 3 (F): a resume under another TimeZone
+// wrote a second instant for a timestamptz parameter without offset. The
+// resume command connects to the target with the run's recorded TimeZone
+// and search_path.
+func TestResumeUsesTheRunsTimeZone(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, `name: tz
+version: 1
+table: users
+key: [id]
+where: id <= 20
+set:
+  ts: "@p"
+params:
+  p: {type: timestamptz}
+chunk: 5
+`)
+	b.db.Exec(t, "ALTER TABLE users ADD ts timestamptz, ADD CONSTRAINT c8 CHECK (id <> 8 OR ts IS NULL)")
+	if _, stderr, st := cli(t, "backfill", "run", b.job, "--dsn", b.db.DSN, "-p", "p=2031-01-01", "--execute"); st != 1 {
+		t.Fatalf("run: status %d, want 1 (chunk 2 fails):\n%s", st, stderr)
+	}
+	b.db.Exec(t, "ALTER TABLE users DROP CONSTRAINT c8")
+	var id string
+	if err := b.db.Pool.QueryRow(context.Background(), "SELECT id FROM rewind.backfill_runs").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	sep := "?"
+	if strings.Contains(b.db.DSN, "?") {
+		sep = "&"
+	}
+	tokyo := b.db.DSN + sep + "options=-c%20TimeZone%3DAsia/Tokyo"
+	if out, stderr, st := cli(t, "backfill", "resume", id, b.job, "--dsn", tokyo, "-p", "p=2031-01-01"); st != 0 {
+		t.Fatalf("resume: status %d:\n%s\n%s", st, out, stderr)
+	}
+	var n int64
+	if err := b.db.Pool.QueryRow(context.Background(),
+		"SELECT count(*) FROM users WHERE ts = '2031-01-01 00:00+00'").Scan(&n); err != nil || n != 20 {
+		t.Fatalf("%d of 20 rows hold the run's instant (%v)", n, err)
+	}
+}
