@@ -236,7 +236,8 @@ func (t *Table) masked(s string) string {
 
 // maskErr masks secret values in a database error's text, keeping its
 // SQLSTATE (which classifies it): what reaches the ledger and the
-// terminal about a chunk must not quote a secret.
+// terminal about a chunk must not quote a secret. A job with secret
+// parameters keeps no DETAIL at all (see withholdDetail).
 func (t *Table) maskErr(err error) error {
 	var pe *pgconn.PgError
 	if t.redact == nil || !errors.As(err, &pe) {
@@ -245,6 +246,9 @@ func (t *Table) maskErr(err error) error {
 	c := *pe
 	c.Message, c.Detail, c.Hint, c.Where, c.InternalQuery = t.redact(c.Message), t.redact(c.Detail), t.redact(c.Hint),
 		t.redact(c.Where), t.redact(c.InternalQuery)
+	if len(t.secret) > 0 && c.Detail != "" {
+		c.Detail = DetailWithheld
+	}
 	if c == *pe {
 		return err
 	}
