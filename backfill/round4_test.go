@@ -151,6 +151,10 @@ func TestRoleSubjectToRowLevelSecurityIsRefused(t *testing.T) {
 		!strings.Contains(ve.Reason, role) {
 		t.Fatalf("apply as %s = %v, want a validation error on the table naming row-level security and the role", role, err)
 	}
+	if _, err := limited.Plan(context.Background(), countJob(5), backfill.PlanOptions{}); !errors.As(err, &ve) ||
+		!strings.Contains(ve.Reason, "row-level security") {
+		t.Fatalf("dry run as %s = %v, want refused", role, err)
+	}
 	b.wroteNothing(t, sum)
 	// The owner is not subject to it: the run goes through every row.
 	res := b.apply(t, countJob(5), backfill.ApplyOptions{})
