@@ -189,6 +189,46 @@ func (e *RunError) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrRunFailed) true.
 func (e *RunError) Is(target error) bool { return target == ErrRunFailed }
 
+// DetailWithheld replaces the DETAIL of a database error about a job
+// with secret parameters, wherever the error is recorded or shown.
+const DetailWithheld = "row contents withheld: the job has secret parameters"
+
+// withholdDetail returns err with the DETAIL of the *pgconn.PgError in it
+// replaced by DetailWithheld. PostgreSQL puts row contents there
+// ("Failing row contains (…)", "Key (…)=(…) already exists"), as the
+// columns' types print them, of the job's table or of any table a
+// trigger writes: a secret parameter's value may be there in a form no
+// masking can know (see Params.Redact). The message, SQLSTATE, schema,
+// table, column and constraint names are kept. errors.As finds the copy.
+func withholdDetail(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Detail == "" || pe.Detail == DetailWithheld {
+		return err
+	}
+	c := *pe
+	c.Detail = DetailWithheld
+	return &withheldErr{err: err, pe: &c}
+}
+
+// withheldErr is err whose *pgconn.PgError reads as pe.
+type withheldErr struct {
+	err error
+	pe  *pgconn.PgError
+}
+
+func (e *withheldErr) Error() string { return e.err.Error() }
+func (e *withheldErr) Unwrap() error { return e.err }
+
+// As makes errors.As find the copy whose DETAIL is withheld, not the
+// original below it.
+func (e *withheldErr) As(target any) bool {
+	if t, ok := target.(**pgconn.PgError); ok {
+		*t = e.pe
+		return true
+	}
+	return false
+}
+
 // describeErr is an error's message with its SQLSTATE, for the ledger.
 func describeErr(err error) (code, msg string) {
 	var pe *pgconn.PgError

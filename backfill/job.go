@@ -177,6 +177,10 @@ func (p Param) described(text string) string {
 	return p.Type + ":" + text
 }
 
+// hasSecrets reports whether any parameter is secret: then no error's
+// DETAIL is kept (see withholdDetail).
+func (p Params) hasSecrets() bool { return len(p.secretNames()) > 0 }
+
 // redactor masks every rendering of every secret parameter's value (see
 // Params.Redact): the last line of defence for messages that quote a
 // value, such as a database error.

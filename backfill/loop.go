@@ -151,6 +151,9 @@ func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) err
 		re = &RunError{RunID: run.ID, Class: Classify(err), Err: err}
 	}
 	re.RunID = run.ID
+	if p.job.Params.hasSecrets() {
+		re.Err = withholdDetail(re.Err)
+	}
 	code, msg := describeErr(re.Err)
 	attrs := map[string]string{"class": string(re.Class), "code": code, "key": re.Key.String()}
 	e := r.entry(p.job, "run.failed", run.ID, attrs, map[string]int64{"chunk": re.Chunk})
@@ -178,6 +181,10 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 			cr, err = r.isolate(ctx, p, run, seq, b, attempt)
 		} else {
 			cr, err = r.commit(ctx, p, run, seq, b, attempt, retry, nil)
+		}
+		if err != nil && p.job.Params.hasSecrets() {
+			// Before the error is logged, recorded or quarantined.
+			err = withholdDetail(err)
 		}
 		if err == nil {
 			return cr, nil

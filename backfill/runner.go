@@ -200,6 +200,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 		return nil, err
 	}
 	if t, ok := p.src.(*Table); ok {
+		if err := checkRowSecurity(ctx, r.cfg.DB, t, p.session.user); err != nil {
+			return nil, err
+		}
 		learnColumnRenderings(ctx, r.cfg.DB, job.Params, p.args, slices.Collect(maps.Values(t.types)))
 	}
 	switch {

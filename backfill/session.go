@@ -37,18 +37,23 @@ import (
 const sessionSQL = `SELECT current_setting('search_path'), current_user::text, session_user::text,
 	current_setting('session_replication_role'), current_setting('TimeZone'), current_setting('DateStyle'),
 	current_setting('IntervalStyle'), current_setting('standard_conforming_strings'),
-	current_setting('client_encoding'), current_setting('extra_float_digits')`
+	current_setting('client_encoding'), current_setting('extra_float_digits'),
+	array_to_string(current_schemas(false), ', ')`
 
 // session is what sessionSQL reads.
 type session struct {
 	searchPath, user, sessionUser, replicationRole      string
 	timeZone, dateStyle, intervalStyle, standardStrings string
 	clientEncoding, floatDigits                         string
+	// schemas is the search_path as it resolves: the schemas that exist
+	// and that the role may use, "$user" replaced by the current role's
+	// schema (current_schemas(false)).
+	schemas string
 }
 
 func (s *session) scan(row pgx.Row) error {
 	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole, &s.timeZone, &s.dateStyle,
-		&s.intervalStyle, &s.standardStrings, &s.clientEncoding, &s.floatDigits)
+		&s.intervalStyle, &s.standardStrings, &s.clientEncoding, &s.floatDigits, &s.schemas)
 }
 
 // check refuses a session whose settings change what the job's SQL says
@@ -290,10 +295,15 @@ func unchangedSession(ctx context.Context, tx querier, fn func() error) error {
 // recorded is what a run records of the settings that give its job its
 // meaning and are not pinned (Run.Session): the TimeZone (a timestamptz
 // parameter or literal written without an offset is read in it), the
-// search_path (which the job's SQL resolves its functions and types in)
-// and the job's table as the search_path resolved it.
+// search_path as written and as it resolved (the schemas the job's SQL
+// finds its functions and types in: "$user" names the current role's
+// schema, and a schema created since resolves too), the job's table as
+// the search_path resolved it, and the role (current_user: whose rights
+// the job's SQL runs with, which rows row-level security lets it see,
+// and what "$user" names).
 func (p *prepared) recorded() map[string]string {
-	m := map[string]string{"time_zone": p.session.timeZone, "search_path": p.session.searchPath}
+	m := map[string]string{"time_zone": p.session.timeZone, "search_path": p.session.searchPath,
+		"schemas": p.session.schemas, "role": p.session.user}
 	if t, ok := p.src.(*Table); ok {
 		m["table"] = t.ref
 	}
@@ -302,26 +312,39 @@ func (p *prepared) recorded() map[string]string {
 
 // RunSettingsError is a run resumed (or retried, or taken over) on a
 // session that gives its job another meaning than the session it started
-// on: the job's table resolved to another schema's table, or a timestamp
-// without an offset read in another time zone. Nothing is written.
+// on: another role, the job's table resolved to another schema's table,
+// the search_path resolved to other schemas, or a timestamp without an
+// offset read in another time zone. Nothing is written.
 type RunSettingsError struct {
 	RunID, Setting, Recorded, Now string
 }
 
 func (e *RunSettingsError) Error() string {
 	what := map[string]string{
+		"role": "the job's SQL would run with another role's rights, see the rows that role's row-level security " +
+			"policies let it see, and resolve \"$user\" in the search_path to that role's schema, so the rest of the " +
+			"run could change other rows, or the same rows otherwise, than its first chunks did",
 		"table": "the job's table resolves to another table (through the search_path), so the rest of the run " +
 			"would change another table than its first chunks did",
 		"search_path": "the job's SQL would resolve its tables, functions and types in other schemas",
-		"time_zone":   "a timestamp without an offset in the job or its parameters would be read as another instant",
+		"schemas": "the search_path resolves to other schemas than it did (a schema named by it, such as \"$user\", " +
+			"was created, dropped or made unusable since), so the job's SQL would resolve its tables, functions and " +
+			"types elsewhere",
+		"time_zone": "a timestamp without an offset in the job or its parameters would be read as another instant",
 	}[e.Setting]
 	how := map[string]string{
+		"role":        "connect as role " + e.Recorded + " (the user in --dsn, or its options' role)",
 		"table":       "connect with the run's search_path",
 		"search_path": "connect with options '-c search_path=" + e.Recorded + "' (or PGOPTIONS)",
+		"schemas":     "restore the schemas as they were, or cancel the run and start a new one",
 		"time_zone":   "connect with options '-c TimeZone=" + e.Recorded + "' (or PGOPTIONS)",
 	}[e.Setting]
+	setting := e.Setting
+	if setting == "schemas" {
+		setting = "search_path resolved to"
+	}
 	return fmt.Sprintf("run %s started with %s = %s, and this session has %s: %s; refusing to resume (nothing was "+
-		"written): %s", e.RunID, e.Setting, e.Recorded, e.Now, what, how)
+		"written): %s", e.RunID, setting, e.Recorded, e.Now, what, how)
 }
 
 // Is makes errors.Is match ErrRunSettings and rewind.ErrWrongExpectedVersion.
@@ -331,15 +354,34 @@ func (e *RunSettingsError) Is(target error) bool {
 
 // checkRecorded refuses to continue run on a session that gives its job
 // another meaning (RunSettingsError). --allow-changed-job does not lift
-// it: the job did not change, the database it reaches did. A run of an
-// earlier version recorded nothing and is not checked.
+// it: the job did not change, the database it reaches did. A setting a
+// run of an earlier version did not record is not checked.
 func checkRecorded(run *Run, p *prepared) error {
 	now := p.recorded()
-	for _, k := range []string{"table", "search_path", "time_zone"} {
+	for _, k := range []string{"role", "table", "search_path", "schemas", "time_zone"} {
 		was, ok := run.Session[k]
 		if ok && was != now[k] {
 			return &RunSettingsError{RunID: run.ID, Setting: k, Recorded: was, Now: now[k]}
 		}
 	}
 	return nil
+}
+
+// checkRowSecurity refuses a table that row-level security filters for
+// this session's role (row_security_active: enabled on the table, and
+// the role neither its owner, unless forced, nor a superuser or BYPASSRLS
+// role): the run would find and change only the rows the policies let
+// the role see, and report the job finished with the others unchanged.
+func checkRowSecurity(ctx context.Context, db querier, t *Table, role string) error {
+	var active bool
+	if err := db.QueryRow(ctx, "SELECT row_security_active($1::text::regclass)", t.ref).Scan(&active); err != nil {
+		return fmt.Errorf("read whether row-level security applies to %s: %w", t.ref, err)
+	}
+	if !active {
+		return nil
+	}
+	return &rewind.ValidationError{Field: "table", Value: t.Name, Reason: fmt.Sprintf("has row-level security "+
+		"enabled, and role %s is subject to it: the run would find and change only the rows its policies let %s "+
+		"see, and report the job finished with the others unchanged; run the job as the table's owner (if the "+
+		"table does not FORCE ROW LEVEL SECURITY), a superuser or a role with BYPASSRLS", role, role)}
 }

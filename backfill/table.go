@@ -223,7 +223,9 @@ func (t *Table) typeNote(sql, code string) string {
 func sessionRefused(field, sql string, se *SessionChangedError) error {
 	return &rewind.ValidationError{Field: field, Value: sql, Reason: "changes the session (" + se.What +
 		"), as set_config() or SET in a function it calls would: the change would outlive the chunk on the runner's " +
-		"pooled connections, so a job's SQL must leave search_path, the role and session_replication_role alone"}
+		"pooled connections, so a job's SQL must leave search_path, the role, session_replication_role, TimeZone, " +
+		"DateStyle, IntervalStyle, standard_conforming_strings, client_encoding and extra_float_digits alone " +
+		"(a function may declare SET search_path = … or SET TimeZone = …)"}
 }
 
 // masked returns s with the job's secret values replaced by "***".
@@ -236,7 +238,8 @@ func (t *Table) masked(s string) string {
 
 // maskErr masks secret values in a database error's text, keeping its
 // SQLSTATE (which classifies it): what reaches the ledger and the
-// terminal about a chunk must not quote a secret.
+// terminal about a chunk must not quote a secret. A job with secret
+// parameters keeps no DETAIL at all (see withholdDetail).
 func (t *Table) maskErr(err error) error {
 	var pe *pgconn.PgError
 	if t.redact == nil || !errors.As(err, &pe) {
@@ -245,6 +248,9 @@ func (t *Table) maskErr(err error) error {
 	c := *pe
 	c.Message, c.Detail, c.Hint, c.Where, c.InternalQuery = t.redact(c.Message), t.redact(c.Detail), t.redact(c.Hint),
 		t.redact(c.Where), t.redact(c.InternalQuery)
+	if len(t.secret) > 0 && c.Detail != "" {
+		c.Detail = DetailWithheld
+	}
 	if c == *pe {
 		return err
 	}
