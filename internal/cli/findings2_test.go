@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestBadInputAppendsNothing feeds append standard input with a bad line
+// after more than one batch of good ones, locally and through a server:
+// the error names the input line, and nothing is appended (issue 10,
+// second round, 5a-5c).
+func TestBadInputAppendsNothing(t *testing.T) {
+	t.Parallel()
+	good := strings.Repeat(`{"type":"T","data":{}}`+"\n", 1500)
+	badType := strings.Repeat(`{"type":"T","data":{}}`+"\n", 1099) + `{"type":"a b","data":{}}` + "\n" +
+		strings.Repeat(`{"type":"T","data":{}}`+"\n", 100)
+	long := `{"type":"T","data":"` + strings.Repeat("x", 65<<20) + `"}` + "\n"
+	id := `"id":"0190b5a4-6c4e-7f2a-9d3e-1a2b3c4d5e6f"`
+	url, admin := startServer(t)
+	for _, where := range []string{"local", "server"} {
+		for _, tc := range []struct {
+			name, stdin string
+			batch       string
+			want        []string
+		}{
+			{"garbage after 1500 lines", good + "garbage\n", "1000", []string{"line 1501", "not an event object"}},
+			{"bad type on line 1100", badType, "1000", []string{"line 1100: type", "spaces"}},
+			{"bad line, batch 1", `{"type":"T"}` + "\n" + `{"type":""}` + "\n", "1", []string{"line 2: type", "empty"}},
+			{"array", good[:100] + "[]\n", "1", []string{"line 5", "not an event object"}},
+			{"null", "null\n", "1", []string{"line 1", "not an event object"}},
+			{"repeated key", `{"type":"T","type":"U"}` + "\n", "1", []string{"line 1: type", "twice"}},
+			{"repeated id", "{" + id + `,"type":"T"}` + "\n{" + id + `,"type":"T"}` + "\n", "1",
+				[]string{"line 2: id", "line 1"}},
+			{"line too long", good[:100] + long, "1", []string{"line 5", "longer than 64MiB"}},
+		} {
+			t.Run(where+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				stream := "s"
+				args := []string{"--data-dir", t.TempDir()}
+				if where == "server" {
+					stream = fmt.Sprintf("bad-%p", t)
+					args = []string{"--server", url, "--token", admin}
+				}
+				code, _, errOut := exe(t, cleanEnv(), tc.stdin, append(args, "append", stream, "--batch", tc.batch)...)
+				if code != 2 {
+					t.Fatalf("exit status %d, want 2: %s", code, errOut)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(errOut, w) {
+						t.Errorf("stderr %q does not say %q", errOut, w)
+					}
+				}
+				if strings.Contains(errOut, "cli.eventJSON") || strings.Contains(errOut, "events[") {
+					t.Errorf("stderr %q speaks Go or of batch indexes", errOut)
+				}
+				code, out, errOut := exe(t, cleanEnv(), "", append(args, "read", stream, "--json")...)
+				if code == 0 && strings.TrimSpace(out) != "" || code != 0 && code != 3 {
+					t.Fatalf("bad input appended events: %d %q %s", code, out[:min(len(out), 200)], errOut)
+				}
+			})
+		}
+	}
+}
+
+// TestAppendFlagMistakes: --type '' and repeated --metadata keys are refused.
+func TestAppendFlagMistakes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"empty type":        {[]string{"append", "s", "--type", ""}, "--type"},
+		"repeated metadata": {[]string{"append", "s", "--type", "T", "--metadata", "k=v", "--metadata", "k=w"}, "repeats the key"},
+	} {
+		code, out, errOut := exe(t, cleanEnv(), `{"type":"T"}`+"\n", append([]string{"--data-dir", dir, "--json"}, tc.args...)...)
+		var e struct{ Error struct{ Code string } }
+		if code != 2 || !strings.Contains(errOut, tc.want) || json.Unmarshal([]byte(out), &e) != nil {
+			t.Errorf("%s: %d %q %q", name, code, out, errOut)
+		}
+	}
+	if code, out, _ := exe(t, cleanEnv(), "", "--data-dir", dir, "read", "s", "--json"); code == 0 && out != "" {
+		t.Errorf("refused appends wrote %q", out)
+	}
+}
