@@ -64,7 +64,7 @@ func TestBadInputAppendsNothing(t *testing.T) {
 	}
 }
 
-// TestAppendFlagMistakes: --type '' and repeated --metadata keys are refused.
+// TestAppendFlagMistakes: --type ” and repeated --metadata keys are refused.
 func TestAppendFlagMistakes(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
