@@ -1,10 +1,15 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBadInputAppendsNothing feeds append standard input with a bad line
@@ -83,5 +88,51 @@ func TestAppendFlagMistakes(t *testing.T) {
 	}
 	if code, out, _ := exe(t, cleanEnv(), "", "--data-dir", dir, "read", "s", "--json"); code == 0 && out != "" {
 		t.Errorf("refused appends wrote %q", out)
+	}
+}
+
+// TestServeSecretUnwritable starts a first serve whose standard output
+// fails (a full device): the admin secret nobody saw must not stay behind,
+// and the start must fail, saying why (issue 10, second round, 6).
+func TestServeSecretUnwritable(t *testing.T) {
+	t.Parallel()
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip("no /dev/full on this system")
+	}
+	defer full.Close()
+	for _, tc := range []struct {
+		out  *os.File // nil: /dev/null, as for a closed standard output
+		args []string
+	}{{full, nil}, {full, []string{"--json"}}, {nil, nil}} {
+		args := tc.args
+		dir := filepath.Join(t.TempDir(), "data")
+		cmd := exec.Command(rewindBinary(t), append([]string{"serve", "--data-dir", dir, "--addr", "127.0.0.1:0"}, args...)...)
+		cmd.Env = cleanEnv()
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		if tc.out != nil {
+			cmd.Stdout = tc.out
+		}
+		done := make(chan error, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(errOut.String(), "secret") {
+				t.Fatalf("%v: serve with stdout on a full device: %v %q", args, err, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%v: serve kept running though its admin secret could not be shown; stderr %q", args, errOut.String())
+		}
+		code, out, errText := exe(t, cleanEnv(), "", "--data-dir", dir, "token", "list", "--all", "--json")
+		var toks []tokenOut
+		if code != 3 && (code != 0 || json.Unmarshal([]byte(out), &toks) != nil || len(toks) != 0) {
+			t.Fatalf("%v: the unseen admin token stayed: %d %s %s", args, code, out, errText)
+		}
 	}
 }
