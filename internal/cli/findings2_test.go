@@ -136,3 +136,34 @@ func TestServeSecretUnwritable(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigFileStrict: the config file's values are read as written and
+// parsed as flags are, and an error names the file and line (issue 10,
+// second round, 1a, 1b).
+func TestConfigFileStrict(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ line, want string }{
+		{"max_batch_events: 1e3", `max_batch_events in %s:2 "1e3": must be a whole number`},
+		{"max_batch_events: 0x10", `"0x10": must be a whole number`},
+		{"max_batch_events: 1_000", `"1_000": must be a whole number`},
+		{"max_batch_events: 1000.0", `"1000.0": must be a whole number`},
+		{"max_batch_events: !!int 0x20", "YAML tag"},
+		{"max_batch_events: 99999999999999999999", `"99999999999999999999": is too large`},
+		{"max_event_bytes: 1e6", `max_event_bytes in %s:2 "1e6"`},
+		{"max_event_bytes: 0x400", `"0x400"`},
+		{"max_batch_events: 5\nmax_batch_events: 6", "set twice"},
+	} {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte("addr: 127.0.0.1:7070\n"+tc.line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		want := tc.want
+		if strings.Contains(want, "%s") {
+			want = fmt.Sprintf(want, path)
+		}
+		code, out, errOut := exe(t, cleanEnv(), "", "config", "print", "--config", path)
+		if code != 2 || !strings.Contains(errOut, want) {
+			t.Errorf("%q: %d %q, want exit 2 saying %q", tc.line, code, out+errOut, want)
+		}
+	}
+}

@@ -10,20 +10,19 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/posflag"
-	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
@@ -191,23 +190,22 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Server, Source, err
 			return err
 		}
 		for _, key := range l.Keys() {
-			layers[key] = name
+			if name != "file" {
+				layers[key] = name
+			}
 		}
 		return k.Merge(l)
 	}
 	if path != "" {
-		raw, err := os.ReadFile(path)
+		values, lines, err := readFile(path)
 		if err != nil {
-			return Server{}, nil, fmt.Errorf("read config file: %w", err)
+			return Server{}, nil, err
 		}
-		if err := layer("file", rawbytes.Provider(raw), yaml.Parser()); err != nil {
-			return Server{}, nil, &rewind.ValidationError{Field: "config file", Value: path, Reason: err.Error()}
+		if err := layer("file", values, nil); err != nil {
+			return Server{}, nil, err
 		}
-		for _, key := range slices.Sorted(maps.Keys(layers)) {
-			if _, ok := lookup(key); !ok {
-				return Server{}, nil, &rewind.ValidationError{Field: "key in config file " + path, Value: key,
-					Reason: "is not a setting; 'rewind config print' lists the keys"}
-			}
+		for key, line := range lines {
+			layers[key] = fmt.Sprintf("file %s:%d", path, line)
 		}
 	}
 	envKey := func(name, value string) (string, any) {
@@ -250,7 +248,7 @@ func (c Server) validate(src Source, path string) error {
 		case strings.HasPrefix(s, "flag "), strings.HasPrefix(s, "env "):
 			return s[strings.IndexByte(s, ' ')+1:]
 		case strings.HasPrefix(s, "file "):
-			return key + " in " + path
+			return key + " in " + strings.TrimPrefix(s, "file ")
 		}
 		return key + " (default)"
 	}
@@ -310,16 +308,16 @@ func decode(k *koanf.Koanf, layers map[string]string, path string) (Server, Sour
 	}
 	for _, s := range settings {
 		var where string
-		switch layers[s.key] {
-		case "":
+		switch l := layers[s.key]; {
+		case l == "":
 			src[s.key] = "default"
 			continue
-		case "file":
-			where, src[s.key] = s.key+" in "+path, "file "+path
-		case "env":
+		case strings.HasPrefix(l, "file "):
+			where, src[s.key] = s.key+" in "+strings.TrimPrefix(l, "file "), l
+		case l == "env":
 			where = EnvName(s.key)
 			src[s.key] = "env " + where
-		case "flag":
+		case l == "flag":
 			where = "--" + FlagName(s.key)
 			src[s.key] = "flag " + where
 		}
@@ -388,4 +386,62 @@ func (c Server) ServerConfig() (server.Config, error) {
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
 			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: int(c.MaxEventBytes)},
 	}, nil
+}
+
+// fileValues is the settings of a config file as a koanf provider: each
+// value the text written in the file, so that the typed flags parse it as
+// they parse a flag (YAML's own reading would take 1e3, 0x10 or 017 for
+// numbers, and lose what was written).
+type fileValues map[string]any
+
+func (v fileValues) Read() (map[string]any, error) { return v, nil }
+func (v fileValues) ReadBytes() ([]byte, error) {
+	return nil, errors.New("config file values are read as a map")
+}
+
+// readFile reads the YAML config file at path: a mapping of known keys to
+// plain values. It returns each value's text and line.
+func readFile(path string) (fileValues, map[string]int, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config file: %w", err)
+	}
+	bad := func(line int, field, value, reason string) error {
+		if line > 0 {
+			field += fmt.Sprintf(" in %s:%d", path, line)
+		} else {
+			field += " " + path
+		}
+		return &rewind.ValidationError{Field: field, Value: value, Reason: reason}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, nil, bad(0, "config file", "", "is not valid YAML: "+strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	values, lines := fileValues{}, map[string]int{}
+	if len(doc.Content) == 0 {
+		return values, lines, nil // an empty file
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return nil, nil, bad(m.Line, "config file", "", "must be a mapping of settings, such as \"addr: 127.0.0.1:7070\"")
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		key := k.Value
+		switch _, known := lookup(key); {
+		case k.Kind != yaml.ScalarNode || !known:
+			return nil, nil, bad(k.Line, "key", key, "is not a setting; 'rewind config print' lists the keys")
+		case lines[key] != 0:
+			return nil, nil, bad(k.Line, key, "", fmt.Sprintf("is set twice (also on line %d); set it once", lines[key]))
+		case v.Kind != yaml.ScalarNode:
+			return nil, nil, bad(v.Line, key, "", "must be a single value")
+		case v.Tag == "!!null":
+			return nil, nil, bad(v.Line, key, v.Value, "has no value")
+		case v.Style&yaml.TaggedStyle != 0:
+			return nil, nil, bad(v.Line, key, v.Value, "must be a plain value, without a YAML tag such as "+v.Tag)
+		}
+		values[key], lines[key] = v.Value, v.Line
+	}
+	return values, lines, nil
 }
