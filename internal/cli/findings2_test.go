@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -166,4 +167,61 @@ func TestConfigFileStrict(t *testing.T) {
 			t.Errorf("%q: %d %q, want exit 2 saying %q", tc.line, code, out+errOut, want)
 		}
 	}
+}
+
+// TestConfigPrintChecksAsServe: config print refuses what serve would,
+// with exit status 2, naming the flag or variable; serve refuses a bad
+// address as a usage error too (issue 10, second round, 1d, 2a, 2b).
+func TestConfigPrintChecksAsServe(t *testing.T) {
+	t.Parallel()
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junk, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{nil, []string{"--addr", "bogus"}, `--addr "bogus"`},
+		{nil, []string{"--addr", "127.0.0.1:99999"}, "port number"},
+		{[]string{"REWIND_ADMIN_TOKEN=short"}, nil, "REWIND_ADMIN_TOKEN"},
+		{nil, []string{"--max-event-bytes", "1B"}, "--max-event-bytes"},
+		{nil, []string{"--tls-cert", "nonexist.pem", "--tls-key", "nonexist.pem"}, "--tls-cert"},
+		{nil, []string{"--tls-cert", junk, "--tls-key", junk}, "--tls-cert"},
+		{nil, []string{"--otlp-endpoint", "http://[::1"}, "--otlp-endpoint"},
+		{nil, []string{"--max-request-bytes=1MiB", "--max-inflight-append-bytes=512KiB"}, "--max-inflight-append-bytes"},
+		{nil, []string{"--max-request-bytes=1B"}, "--max-request-bytes"},
+		{[]string{"REWIND_ADDR=0.0.0.0:1", "REWIND_NO_AUTH=true"}, nil, "REWIND_NO_AUTH with REWIND_ADDR"},
+		{nil, []string{"--tls-client-ca", "x"}, "--tls-client-ca"},
+	} {
+		for _, cmd := range [][]string{{"config", "print"}, {"serve", "--data-dir", filepath.Join(t.TempDir(), "d")}} {
+			code, errOut := exeWithin(t, 20*time.Second, cleanEnv(tc.env...), append(cmd, tc.args...)...)
+			if code != 2 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("%v %v %v: %d %q, want exit 2 naming %q", tc.env, cmd, tc.args, code, errOut, tc.want)
+			}
+		}
+	}
+}
+
+// exeWithin runs the binary as exe does, killing it after d (a serve that
+// should have refused to start); it returns the exit status and stderr.
+func exeWithin(t *testing.T, d time.Duration, env []string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, rewindBinary(t), args...)
+	cmd.Env = env
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return -1, "still running after " + d.String() + ": " + errOut.String()
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), errOut.String()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, errOut.String()
 }

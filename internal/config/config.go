@@ -10,11 +10,16 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/eventlog"
 	"github.com/rewindhq/rewind/server"
 	"github.com/rewindhq/rewind/store"
@@ -271,17 +277,29 @@ func (c Server) validate(src Source, path string) error {
 			return bad(key, n, "must be at least 1")
 		}
 	}
-	for key, z := range map[string]Size{"max_request_bytes": c.MaxRequestBytes,
-		"max_inflight_append_bytes": c.MaxInflightAppendBytes, "max_event_bytes": c.MaxEventBytes} {
-		if z < 1 {
-			return bad(key, z, "must be at least 1 byte (and the server's minimum, 1KiB)")
-		}
-	}
 	switch {
+	case c.MaxRequestBytes < 1<<10:
+		return bad("max_request_bytes", c.MaxRequestBytes, "must be at least 1KiB")
+	case c.MaxInflightAppendBytes < c.MaxRequestBytes:
+		return bad("max_inflight_append_bytes", c.MaxInflightAppendBytes,
+			fmt.Sprintf("must be at least max_request_bytes (%s)", c.MaxRequestBytes))
+	case c.MaxEventBytes < 1<<10 || c.MaxEventBytes > eventlog.MaxPayload:
+		return bad("max_event_bytes", c.MaxEventBytes, fmt.Sprintf("must be from 1KiB to %s", Size(eventlog.MaxPayload)))
 	case c.Addr == "":
 		return bad("addr", c.Addr, "must be host:port, such as 127.0.0.1:7070")
 	case c.DataDir == "":
 		return bad("data_dir", c.DataDir, "must name a directory")
+	case c.AdminToken != "" && len(c.AdminToken) < auth.MinCustomSecret:
+		return &rewind.ValidationError{Field: field("admin_token"), Reason: fmt.Sprintf("must be at least %d "+
+			"characters; use a long random string, such as the output of 'openssl rand -hex 24'", auth.MinCustomSecret)}
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		return bad("addr", c.Addr, "must be host:port, such as 127.0.0.1:7070 (a host may be empty: :7070)")
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(n, 10) != port {
+		return bad("addr", c.Addr, "must end in a port number from 0 to 65535")
+	}
+	if err := checkOTLP(c.OTLPEndpoint); err != nil {
+		return bad("otlp_endpoint", c.OTLPEndpoint, err.Error())
 	}
 	if _, err := eventlog.ParseDurability(c.Durability); err != nil {
 		return bad("durability", c.Durability, "must be sync, interval or none")
@@ -294,7 +312,22 @@ func (c Server) validate(src Source, path string) error {
 	if err != nil {
 		return err
 	}
-	return sc.Validate()
+	if err := sc.Validate(); err != nil {
+		// The server names its settings in words; name the flag,
+		// variable or file line instead.
+		var ve *rewind.ValidationError
+		if errors.As(err, &ve) {
+			if key, ok := serverFields[ve.Field]; ok {
+				if key == "no_auth" {
+					return &rewind.ValidationError{Field: field("no_auth") + " with " + field("addr"), Value: ve.Value,
+						Reason: ve.Reason}
+				}
+				return &rewind.ValidationError{Field: field(key), Value: ve.Value, Reason: ve.Reason}
+			}
+		}
+		return err
+	}
+	return checkTLS(c, field)
 }
 
 // decode sets each key that a layer set, through its typed flag, so that
@@ -444,4 +477,52 @@ func readFile(path string) (fileValues, map[string]int, error) {
 		values[key], lines[key] = v.Value, v.Line
 	}
 	return values, lines, nil
+}
+
+// serverFields maps the setting names of server.Config's errors to keys.
+var serverFields = map[string]string{
+	"max request bytes": "max_request_bytes", "max inflight append bytes": "max_inflight_append_bytes",
+	"max subscriptions per token": "max_subscriptions_per_token", "tls": "tls_cert", "tls client ca": "tls_client_ca",
+	"no auth": "no_auth",
+}
+
+// checkOTLP checks an OTLP endpoint as the server takes it: host:port, or
+// an http or https URL.
+func checkOTLP(endpoint string) error {
+	if endpoint == "" {
+		return nil
+	}
+	if strings.Contains(endpoint, "://") {
+		u, err := url.Parse(endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("must be host:port or an http:// or https:// URL, such as http://127.0.0.1:4318")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(endpoint); err != nil {
+		return errors.New("must be host:port or an http:// or https:// URL, such as 127.0.0.1:4318")
+	}
+	return nil
+}
+
+// checkTLS loads the TLS files as the server will, so that a missing or
+// bad file is found before the start.
+func checkTLS(c Server, field func(string) string) error {
+	if c.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			return &rewind.ValidationError{Field: field("tls_cert") + " and " + field("tls_key"),
+				Value: c.TLSCert + ", " + c.TLSKey, Reason: "must be a PEM certificate and its private key: " + err.Error()}
+		}
+	}
+	if c.TLSClientCA != "" {
+		pem, err := os.ReadFile(c.TLSClientCA)
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			err = errors.New("holds no PEM certificate")
+		}
+		if err != nil {
+			return &rewind.ValidationError{Field: field("tls_client_ca"), Value: c.TLSClientCA,
+				Reason: "must be a file of PEM CA certificates: " + err.Error()}
+		}
+	}
+	return nil
 }
