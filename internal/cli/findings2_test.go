@@ -225,3 +225,13 @@ func exeWithin(t *testing.T, d time.Duration, env []string, args ...string) (int
 	}
 	return 0, errOut.String()
 }
+
+// TestRequiredFlagIsUsageError: a missing required flag is exit 2 with
+// code invalid_argument (issue 10, second round, 3).
+func TestRequiredFlagIsUsageError(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := exe(t, cleanEnv(), "", "--data-dir", t.TempDir(), "token", "create", "--name", "a", "--json")
+	if code != 2 || !strings.Contains(out, `"invalid_argument"`) || !strings.Contains(errOut, "allow") {
+		t.Fatalf("%d %q %q", code, out, errOut)
+	}
+}
