@@ -235,3 +235,13 @@ func TestRequiredFlagIsUsageError(t *testing.T) {
 		t.Fatalf("%d %q %q", code, out, errOut)
 	}
 }
+
+// TestEnvErrorsNameTheVariable: a bad value from the environment is named
+// by its variable, not by the flag it stands for (issue 10, second round, 1d).
+func TestEnvErrorsNameTheVariable(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := exe(t, cleanEnv("REWIND_LOG_LEVEL=bogus"), "", "--data-dir", t.TempDir(), "read")
+	if code != 2 || !strings.Contains(errOut, `REWIND_LOG_LEVEL "bogus"`) {
+		t.Fatalf("%d %q", code, errOut)
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/buildinfo"
 	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/server"
@@ -131,7 +132,7 @@ func (a *app) prepare(cmd *cobra.Command) error {
 	} else if dir.Changed {
 		a.server = "" // an explicit --data-dir wins over $REWIND_SERVER
 	}
-	return a.setLogger()
+	return a.setLogger(cmd)
 }
 
 // commands lists the subcommands; each file adds its own here.
@@ -154,10 +155,11 @@ func (a *app) commands() []*cobra.Command {
 	}
 }
 
-func (a *app) setLogger() error {
+func (a *app) setLogger(cmd *cobra.Command) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
-		return invalidFlag("log-level", a.logLevel, "must be debug, info, warn or error")
+		return &rewind.ValidationError{Field: flagSource(cmd, "log-level"), Value: a.logLevel,
+			Reason: "must be debug, info, warn or error"}
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level})))
 	return nil
@@ -197,4 +199,16 @@ func wantsJSON(args []string) bool {
 		}
 	}
 	return want
+}
+
+// flagSource names where the value of the flag name came from: the flag,
+// or the environment variable applyEnv set it from.
+func flagSource(cmd *cobra.Command, name string) string {
+	f := cmd.Flags().Lookup(name)
+	if f != nil && !f.Changed {
+		if env := f.Annotations[envAnnotation]; len(env) > 0 && os.Getenv(env[0]) != "" {
+			return env[0]
+		}
+	}
+	return "--" + name
 }
