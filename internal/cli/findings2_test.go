@@ -245,3 +245,15 @@ func TestEnvErrorsNameTheVariable(t *testing.T) {
 		t.Fatalf("%d %q", code, errOut)
 	}
 }
+
+// TestEmptyDataDir: --data-dir "" is refused as such, and creates nothing
+// (issue 10, second round, 4).
+func TestEmptyDataDir(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"read"}, {"append", "s", "--type", "T"}, {"stat"}} {
+		code, _, errOut := exe(t, cleanEnv(), "", append([]string{"--data-dir", ""}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "--data-dir") || !strings.Contains(errOut, "must name a directory") {
+			t.Errorf("%v: %d %q", args, code, errOut)
+		}
+	}
+}

@@ -126,6 +126,10 @@ func (a *app) prepare(cmd *cobra.Command) error {
 		return err
 	}
 	fs := cmd.Flags()
+	if a.dataDir == "" {
+		return &rewind.ValidationError{Field: flagSource(cmd, "data-dir"), Value: a.dataDir,
+			Reason: "must name a directory (leave it out for ./rewind-data)"}
+	}
 	if dir, srv := fs.Lookup("data-dir"), fs.Lookup("server"); dir.Changed && srv.Changed {
 		return usageError(cmd, errors.New("give --server or --data-dir, not both: "+
 			"a command works on a server or on a data directory"))
