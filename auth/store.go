@@ -284,6 +284,23 @@ func (s *Store) Revoke(idOrName string) (Token, error) {
 	return t, nil
 }
 
+// Unbootstrap removes the admin token that Bootstrap created with secret
+// when it is still the only token, as if the start that created it never
+// happened: for a start that could not show the secret to anyone. It
+// reports whether it removed it.
+func (s *Store) Unbootstrap(secret string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tokens) != 1 || !s.tokens[0].matches(hashOf(secret)) {
+		return false, nil
+	}
+	if err := s.saveLocked(nil); err != nil {
+		return false, err
+	}
+	s.tokens = nil
+	return true, nil
+}
+
 // WhenRevoked returns a channel that is closed once the token with this id
 // is revoked (at once if it is already). Long-lived requests, such as
 // subscriptions, end on it: a token checked when a stream opened must not

@@ -7,6 +7,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/rewindhq/rewind"
 )
 
@@ -78,6 +80,17 @@ var (
 	minOccurredAt = time.Unix(0, math.MinInt64)
 	maxOccurredAt = time.Unix(0, math.MaxInt64)
 )
+
+// ValidateEvent reports whether e can be appended, as an append checks
+// each of its events, except for the encoded size (see EncodedSize) and
+// ids repeated within a batch. Its field names the event as events[0].
+func ValidateEvent(e *rewind.Event) error { return validateEvent(0, e) }
+
+// EncodedSize returns the size of e as an append to stream stores it, the
+// size that Config.MaxEventSize bounds.
+func EncodedSize(stream string, e *rewind.Event) int {
+	return len(encodeEnvelope(nil, stream, e.ID, e.ID == (uuid.UUID{}), e))
+}
 
 // validateEvent checks what the encoded size does not.
 func validateEvent(i int, e *rewind.Event) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/config"
+	"github.com/rewindhq/rewind/store"
 )
 
 func (a *app) appendCmd() *cobra.Command {
@@ -36,9 +37,11 @@ JSON lines from standard input, one object per line:
 Fields: type (required), data (a JSON value) or data_base64, id (a UUID: give one
 to make retries safe, since an append whose ids are all recorded already writes
 nothing), schema_version, content_type, metadata, occurred_at (RFC 3339).
-Lines are appended in batches of --batch events; each batch is atomic. The
-expected version applies to the first batch; later batches expect the version
-the previous one left.`,
+Every line is read and checked before the first is appended, so a bad line
+anywhere appends nothing; the input is held in memory meanwhile, up to 256MiB
+(lines up to 64MiB each). Lines are then appended in batches of --batch events;
+each batch is atomic. The expected version applies to the first batch; later
+batches expect the version the previous one left.`,
 		Example: `  rewind append orders-1 --type OrderPlaced --data '{"total":12}' --expected-version no-stream
   printf '%s\n' '{"type":"A","data":1}' '{"type":"B","data":2}' | rewind append orders-2`,
 		Args: exactArgs(1, "STREAM"),
@@ -56,6 +59,10 @@ the previous one left.`,
 				return err
 			}
 			var single *rewind.Event
+			if cmd.Flags().Changed("type") && typ == "" {
+				return invalidFlag("type", typ, "must not be empty; leave --type out to read events as JSON lines "+
+					"from standard input")
+			}
 			if typ != "" {
 				e, err := singleEvent(typ, data, id, contentType, meta)
 				if err != nil {
@@ -66,13 +73,21 @@ the previous one left.`,
 				return invalidFlag("type", "", "is required with --data, --id, --metadata and --content-type; "+
 					"without them, events are read as JSON lines from standard input")
 			}
-			var in *bufio.Reader
+			var lines []rewind.Event
 			if single == nil {
-				// Nothing to append is refused before the store is opened
-				// (and a data directory created). Reading standard input
-				// ends with Ctrl-C even while it waits for a line.
-				in = bufio.NewReaderSize(ctxReader{cmd.Context(), a.stdin}, 64<<10)
+				// Every line is read and checked before the store is
+				// opened (and a data directory created): a bad line
+				// anywhere appends nothing. Reading standard input ends
+				// with Ctrl-C even while it waits for a line.
+				in := bufio.NewReaderSize(ctxReader{cmd.Context(), a.stdin}, 64<<10)
 				if err := requireInput(in); err != nil {
+					return err
+				}
+				maxSize := store.DefaultMaxEventSize // a server checks its own limit
+				if a.server != "" {
+					maxSize = 0
+				}
+				if lines, err = readEventLines(in, stream, maxSize); err != nil {
 					return err
 				}
 			}
@@ -101,8 +116,11 @@ the previous one left.`,
 			}
 			if single != nil {
 				err = appendBatch([]rewind.Event{*single})
-			} else {
-				err = readEventLines(in, stream, batch, appendBatch)
+			}
+			for len(lines) > 0 && err == nil {
+				k := min(batch, len(lines))
+				err = appendBatch(lines[:k])
+				lines = lines[k:]
 			}
 			if err != nil {
 				return err
@@ -167,6 +185,9 @@ func parseMetadata(kvs []string) (map[string]string, error) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return nil, invalidFlag("metadata", kv, "must be key=value")
+		}
+		if _, dup := m[k]; dup {
+			return nil, invalidFlag("metadata", kv, fmt.Sprintf("repeats the key %q; give each key once", k))
 		}
 		m[k] = v
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -240,6 +241,9 @@ func (a *app) startRewindServer(ctx context.Context) (func(), error) {
 	cmd := exec.Command(exe, "serve", "--no-auth", "--addr", addr, "--data-dir", dir, "--log-level", "warn")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
+	// A pipe, not the null device: a first start refuses to show its
+	// admin secret to nobody.
+	cmd.Stdout = io.Discard
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

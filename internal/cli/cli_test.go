@@ -102,7 +102,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"invalid stream", "", []string{"append", "$system", "--type", "A", "--data", "1"}, 2, "reserved"},
 		{"invalid json data", "", []string{"append", "s", "--type", "A", "--data", "{"}, 2, "not valid JSON"},
 		{"unknown field", `{"type":"A","dta":1}` + "\n", []string{"append", "s"}, 2, "line 1"},
-		{"second line bad", `{"type":"A","data":1}` + "\n" + `{"type":"","data":1}` + "\n", []string{"append", "s"}, 2, "events[1].type"},
+		{"second line bad", `{"type":"A","data":1}` + "\n" + `{"type":"","data":1}` + "\n", []string{"append", "s"}, 2, "line 2: type"},
 		{"empty stdin", "", []string{"append", "s"}, 2, "no events"},
 		{"bad id", `{"type":"A","id":"nope"}` + "\n", []string{"append", "s"}, 2, "UUID"},
 		{"schema version too large", `{"type":"A","schema_version":99999999999}` + "\n", []string{"append", "s"}, 2,

@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
+	"github.com/rewindhq/rewind/store"
 )
 
 // eventJSON is an event as the CLI reads and prints it. `rewind read
@@ -103,55 +105,146 @@ func (j *eventJSON) toEvent(stream string, line int) (rewind.Event, error) {
 	return e, nil
 }
 
-// readEventLines reads JSON lines from r, calling fn with each batch of up
-// to batch events. Every line is checked before its batch is appended; a
-// bad line stops the input with an error naming it.
-func readEventLines(r io.Reader, stream string, batch int, fn func([]rewind.Event) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
+// Bounds of the events append reads from standard input, all of which it
+// checks before it appends the first batch, so that a bad line anywhere
+// writes nothing.
+const (
+	// maxInputLine bounds one input line.
+	maxInputLine = 64 << 20
+	// maxInput bounds the whole input, which is held in memory until
+	// every line was checked.
+	maxInput = 256 << 20
+)
+
+// readEventLines reads and checks every JSON line of r, and returns the
+// events. A bad line stops the input with an error naming it; nothing has
+// been appended then. maxEventSize, when not 0, bounds the encoded size of
+// each event, as the store that takes them does.
+func readEventLines(r io.Reader, stream string, maxEventSize int) ([]rewind.Event, error) {
+	cr := &countingReader{r: r}
+	sc := bufio.NewScanner(cr)
+	sc.Buffer(make([]byte, 64<<10), maxInputLine)
 	var events []rewind.Event
-	line, appended := 0, false
+	ids := map[uuid.UUID]int{}
+	line := 0
 	for sc.Scan() {
 		line++
+		if cr.n > maxInput {
+			return nil, &rewind.ValidationError{Field: "standard input", Reason: fmt.Sprintf("is larger than %s, "+
+				"the most one append reads (every line is checked before the first is appended); split it into "+
+				"several appends; nothing was appended", config.Size(maxInput))}
+		}
 		raw := bytes.TrimSpace(sc.Bytes())
 		if len(raw) == 0 {
 			continue
 		}
-		if !utf8.Valid(raw) {
-			return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line), Reason: "is not valid UTF-8"}
-		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		var j eventJSON
-		if err := dec.Decode(&j); err != nil {
-			return lineError(line, err)
-		}
-		if dec.More() {
-			return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line), Reason: "holds more than one JSON value; put one event per line"}
-		}
-		e, err := j.toEvent(stream, line)
+		e, err := parseEventLine(raw, stream, line)
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if e.ID != (uuid.UUID{}) {
+			if prev, ok := ids[e.ID]; ok {
+				return nil, &rewind.ValidationError{Field: fmt.Sprintf("line %d: id", line), Value: e.ID.String(),
+					Reason: fmt.Sprintf("repeats the id of line %d; every event needs its own id", prev)}
+			}
+			ids[e.ID] = line
+		}
+		if maxEventSize > 0 {
+			if n := store.EncodedSize(stream, &e); n > maxEventSize {
+				return nil, &rewind.LimitError{Limit: fmt.Sprintf("line %d: event size (bytes)", line),
+					Max: int64(maxEventSize), Got: int64(n),
+					Hint: "store large bodies elsewhere and put a reference in the event; nothing was appended"}
+			}
 		}
 		events = append(events, e)
-		if len(events) == batch {
-			if err := fn(events); err != nil {
-				return err
-			}
-			events = events[:0]
-			appended = true
+	}
+	switch err := sc.Err(); {
+	case errors.Is(err, bufio.ErrTooLong):
+		return nil, &rewind.ValidationError{Field: fmt.Sprintf("line %d", line+1), Reason: fmt.Sprintf(
+			"is longer than %s, the longest line append reads; nothing was appended", config.Size(maxInputLine))}
+	case err != nil:
+		return nil, fmt.Errorf("read standard input: %w", err)
+	case len(events) == 0:
+		return nil, noEvents
+	}
+	return events, nil
+}
+
+// parseEventLine decodes and checks one input line.
+func parseEventLine(raw []byte, stream string, line int) (rewind.Event, error) {
+	bad := func(reason string) error {
+		return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line), Reason: reason}
+	}
+	if !utf8.Valid(raw) {
+		return rewind.Event{}, bad("is not valid UTF-8")
+	}
+	if raw[0] != '{' {
+		return rewind.Event{}, bad(`is not an event object; expected {"type": "...", "data": {...}}`)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var j eventJSON
+	if err := dec.Decode(&j); err != nil {
+		return rewind.Event{}, lineError(line, err)
+	}
+	if dec.More() {
+		return rewind.Event{}, bad("holds more than one JSON value; put one event per line")
+	}
+	if key := repeatedKey(raw); key != "" {
+		return rewind.Event{}, &rewind.ValidationError{Field: fmt.Sprintf("line %d: %s", line, key),
+			Reason: "is given twice; give each field once"}
+	}
+	e, err := j.toEvent(stream, line)
+	if err != nil {
+		return e, err
+	}
+	if err := store.ValidateEvent(&e); err != nil {
+		var ve *rewind.ValidationError
+		if errors.As(err, &ve) {
+			return e, &rewind.ValidationError{Field: fmt.Sprintf("line %d: %s", line,
+				strings.TrimPrefix(ve.Field, "events[0].")), Value: ve.Value, Reason: ve.Reason}
+		}
+		return e, err
+	}
+	return e, nil
+}
+
+// repeatedKey returns a key the JSON object raw (valid JSON) holds twice
+// at its top level, or "": the decoder would keep the last silently.
+func repeatedKey(raw []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		key, _ := t.(string)
+		if seen[key] {
+			return key
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read standard input: %w", err)
-	}
-	if len(events) > 0 {
-		return fn(events)
-	}
-	if !appended {
-		return noEvents
-	}
-	return nil
+	return ""
+}
+
+// countingReader counts the bytes read from r.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // printEvent prints one event as a line of text or JSON.
@@ -188,6 +281,11 @@ func lineError(line int, err error) error {
 		}
 		return &rewind.ValidationError{Field: fmt.Sprintf("line %d: %s", line, te.Field), Reason: reason}
 	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line),
+			Reason: fmt.Sprintf("is not valid JSON (%s at byte %d)", se.Error(), se.Offset)}
+	}
 	return &rewind.ValidationError{Field: fmt.Sprintf("line %d", line),
-		Reason: "is not an event object: " + err.Error() + `; expected {"type": "...", "data": {...}}`}
+		Reason: `is not an event object; expected {"type": "...", "data": {...}}`}
 }

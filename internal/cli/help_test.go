@@ -155,7 +155,7 @@ func TestChoosingAServerOrADataDirectory(t *testing.T) {
 		{"REWIND_SERVER without --data-dir", cleanEnv(down, "REWIND_DATA_DIR="+dir), []string{"stat"}, 9, "cannot reach"},
 		{"both flags", cleanEnv(), []string{"--data-dir", dir, "--server", "http://127.0.0.1:1", "stat"}, 2, "not both"},
 		{"verify is local-only", cleanEnv(), []string{"--server", "http://127.0.0.1:1", "verify"}, 2, "local-only"},
-		{"bad REWIND_LOG_LEVEL", cleanEnv("REWIND_LOG_LEVEL=loud"), []string{"--data-dir", dir, "stat"}, 2, "log-level"},
+		{"bad REWIND_LOG_LEVEL", cleanEnv("REWIND_LOG_LEVEL=loud"), []string{"--data-dir", dir, "stat"}, 2, "REWIND_LOG_LEVEL"},
 	}
 	for _, tc := range cases {
 		// Not parallel: the cases share one data directory.

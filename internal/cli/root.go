@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/buildinfo"
 	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/server"
@@ -56,7 +58,12 @@ func (a *app) run(ctx context.Context, args []string) int {
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil && strings.HasPrefix(err.Error(), "required flag(s) ") {
+		// cobra's check of required flags, before the command runs: a
+		// usage error like any other missing piece of the command line.
+		err = usageError(cmd, err)
+	}
 	return a.report(err)
 }
 
@@ -119,13 +126,17 @@ func (a *app) prepare(cmd *cobra.Command) error {
 		return err
 	}
 	fs := cmd.Flags()
+	if a.dataDir == "" {
+		return &rewind.ValidationError{Field: flagSource(cmd, "data-dir"), Value: a.dataDir,
+			Reason: "must name a directory (leave it out for ./rewind-data)"}
+	}
 	if dir, srv := fs.Lookup("data-dir"), fs.Lookup("server"); dir.Changed && srv.Changed {
 		return usageError(cmd, errors.New("give --server or --data-dir, not both: "+
 			"a command works on a server or on a data directory"))
 	} else if dir.Changed {
 		a.server = "" // an explicit --data-dir wins over $REWIND_SERVER
 	}
-	return a.setLogger()
+	return a.setLogger(cmd)
 }
 
 // commands lists the subcommands; each file adds its own here.
@@ -148,10 +159,11 @@ func (a *app) commands() []*cobra.Command {
 	}
 }
 
-func (a *app) setLogger() error {
+func (a *app) setLogger(cmd *cobra.Command) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
-		return invalidFlag("log-level", a.logLevel, "must be debug, info, warn or error")
+		return &rewind.ValidationError{Field: flagSource(cmd, "log-level"), Value: a.logLevel,
+			Reason: "must be debug, info, warn or error"}
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level})))
 	return nil
@@ -191,4 +203,16 @@ func wantsJSON(args []string) bool {
 		}
 	}
 	return want
+}
+
+// flagSource names where the value of the flag name came from: the flag,
+// or the environment variable applyEnv set it from.
+func flagSource(cmd *cobra.Command, name string) string {
+	f := cmd.Flags().Lookup(name)
+	if f != nil && !f.Changed {
+		if env := f.Annotations[envAnnotation]; len(env) > 0 && os.Getenv(env[0]) != "" {
+			return env[0]
+		}
+	}
+	return "--" + name
 }

@@ -1,13 +1,20 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/server"
 )
@@ -61,20 +68,8 @@ fsynced and the data directory released; the exit status is then 0.`,
 			if err != nil {
 				return err
 			}
-			if jsonOut {
-				out := map[string]string{"url": srv.URL(), "data_dir": sc.DataDir}
-				if secret := srv.AdminSecret(); secret != "" {
-					out["admin_secret"] = secret
-				}
-				if err := a.printJSON(out); err != nil {
-					return err
-				}
-			} else if secret := srv.AdminSecret(); secret != "" {
-				a.printf("rewind: created the admin token; this is the only time its secret is shown:\n\n  %s\n\n"+
-					"Use it as --token (or REWIND_TOKEN) to create tokens for services with 'rewind token create'.\n", secret)
-			}
-			if !jsonOut {
-				a.printf("rewind: serving %s on %s\n", sc.DataDir, srv.URL())
+			if err := a.announce(srv, sc.DataDir, jsonOut); err != nil {
+				return err
 			}
 			return srv.Run(cmd.Context())
 		},
@@ -133,4 +128,87 @@ and an environment variable (REWIND_KEY_NAME).`,
 	a.jsonFlag(print, &jsonOut)
 	cmd.AddCommand(print)
 	return cmd
+}
+
+// announce prints where srv serves and, on the first start, the admin
+// secret. A secret nobody saw would lock the operator out: when it cannot
+// be written (standard output closed or full), the start fails and the
+// admin token it created is removed again.
+func (a *app) announce(srv *server.Server, dataDir string, jsonOut bool) error {
+	secret := srv.AdminSecret()
+	var b bytes.Buffer
+	if jsonOut {
+		out := map[string]string{"url": srv.URL(), "data_dir": dataDir}
+		if secret != "" {
+			out["admin_secret"] = secret
+		}
+		j, err := json.Marshal(out)
+		if err != nil {
+			return err
+		}
+		b.Write(append(j, '\n'))
+	} else {
+		if secret != "" {
+			fmt.Fprintf(&b, "rewind: created the admin token; this is the only time its secret is shown:\n\n  %s\n\n"+
+				"Use it as --token (or REWIND_TOKEN) to create tokens for services with 'rewind token create'.\n", secret)
+		}
+		fmt.Fprintf(&b, "rewind: serving %s on %s\n", dataDir, srv.URL())
+	}
+	err := discarded(a.stdout, secret)
+	if err == nil {
+		_, err = a.stdout.Write(b.Bytes())
+	}
+	if f, ok := a.stdout.(interface{ Sync() error }); ok && err == nil && secret != "" {
+		// A file or a device such as /dev/full may fail only here;
+		// a pipe or terminal cannot sync, and says so, which is fine.
+		if serr := f.Sync(); serr != nil && !errors.Is(serr, syscall.EINVAL) && !errors.Is(serr, syscall.ENOTSUP) {
+			err = serr
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if cerr := srv.Close(); cerr != nil {
+		return fmt.Errorf("write the start message to standard output: %w (closing the server: %v)", err, cerr)
+	}
+	if secret == "" {
+		return fmt.Errorf("write the start message to standard output: %w", err)
+	}
+	tokens, terr := auth.Open(dataDir)
+	removed := false
+	if terr == nil {
+		removed, terr = tokens.Unbootstrap(secret)
+		tokens.Close()
+	}
+	if terr != nil || !removed {
+		return fmt.Errorf("could not show the new admin token's secret on standard output: %w; the token was left "+
+			"in %s and could not be removed (%v): revoke the token named \"admin\" offline with 'rewind token revoke "+
+			"admin' and create another", err, dataDir, terr)
+	}
+	return fmt.Errorf("could not show the new admin token's secret on standard output: %w; the server did not "+
+		"start and the token was removed, so nobody is locked out: start again with standard output on a "+
+		"terminal or file, or give the secret with REWIND_ADMIN_TOKEN", err)
+}
+
+// errDiscarded is the error of a secret that would be written where nobody
+// can read it.
+var errDiscarded = errors.New("standard output is " + os.DevNull + " (or was closed, which the Go runtime turns into " +
+	os.DevNull + ")")
+
+// discarded returns errDiscarded when there is a secret to show and out is
+// the null device.
+func discarded(out io.Writer, secret string) error {
+	f, ok := out.(*os.File)
+	if secret == "" || !ok {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	null, err := os.Stat(os.DevNull)
+	if err == nil && os.SameFile(fi, null) {
+		return errDiscarded
+	}
+	return nil
 }

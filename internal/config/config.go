@@ -10,22 +10,27 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
+	"net"
+	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/posflag"
-	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/eventlog"
 	"github.com/rewindhq/rewind/server"
 	"github.com/rewindhq/rewind/store"
@@ -191,23 +196,22 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Server, Source, err
 			return err
 		}
 		for _, key := range l.Keys() {
-			layers[key] = name
+			if name != "file" {
+				layers[key] = name
+			}
 		}
 		return k.Merge(l)
 	}
 	if path != "" {
-		raw, err := os.ReadFile(path)
+		values, lines, err := readFile(path)
 		if err != nil {
-			return Server{}, nil, fmt.Errorf("read config file: %w", err)
+			return Server{}, nil, err
 		}
-		if err := layer("file", rawbytes.Provider(raw), yaml.Parser()); err != nil {
-			return Server{}, nil, &rewind.ValidationError{Field: "config file", Value: path, Reason: err.Error()}
+		if err := layer("file", values, nil); err != nil {
+			return Server{}, nil, err
 		}
-		for _, key := range slices.Sorted(maps.Keys(layers)) {
-			if _, ok := lookup(key); !ok {
-				return Server{}, nil, &rewind.ValidationError{Field: "key in config file " + path, Value: key,
-					Reason: "is not a setting; 'rewind config print' lists the keys"}
-			}
+		for key, line := range lines {
+			layers[key] = fmt.Sprintf("file %s:%d", path, line)
 		}
 	}
 	envKey := func(name, value string) (string, any) {
@@ -250,7 +254,7 @@ func (c Server) validate(src Source, path string) error {
 		case strings.HasPrefix(s, "flag "), strings.HasPrefix(s, "env "):
 			return s[strings.IndexByte(s, ' ')+1:]
 		case strings.HasPrefix(s, "file "):
-			return key + " in " + path
+			return key + " in " + strings.TrimPrefix(s, "file ")
 		}
 		return key + " (default)"
 	}
@@ -273,17 +277,29 @@ func (c Server) validate(src Source, path string) error {
 			return bad(key, n, "must be at least 1")
 		}
 	}
-	for key, z := range map[string]Size{"max_request_bytes": c.MaxRequestBytes,
-		"max_inflight_append_bytes": c.MaxInflightAppendBytes, "max_event_bytes": c.MaxEventBytes} {
-		if z < 1 {
-			return bad(key, z, "must be at least 1 byte (and the server's minimum, 1KiB)")
-		}
-	}
 	switch {
+	case c.MaxRequestBytes < 1<<10:
+		return bad("max_request_bytes", c.MaxRequestBytes, "must be at least 1KiB")
+	case c.MaxInflightAppendBytes < c.MaxRequestBytes:
+		return bad("max_inflight_append_bytes", c.MaxInflightAppendBytes,
+			fmt.Sprintf("must be at least max_request_bytes (%s)", c.MaxRequestBytes))
+	case c.MaxEventBytes < 1<<10 || c.MaxEventBytes > eventlog.MaxPayload:
+		return bad("max_event_bytes", c.MaxEventBytes, fmt.Sprintf("must be from 1KiB to %s", Size(eventlog.MaxPayload)))
 	case c.Addr == "":
 		return bad("addr", c.Addr, "must be host:port, such as 127.0.0.1:7070")
 	case c.DataDir == "":
 		return bad("data_dir", c.DataDir, "must name a directory")
+	case c.AdminToken != "" && len(c.AdminToken) < auth.MinCustomSecret:
+		return &rewind.ValidationError{Field: field("admin_token"), Reason: fmt.Sprintf("must be at least %d "+
+			"characters; use a long random string, such as the output of 'openssl rand -hex 24'", auth.MinCustomSecret)}
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		return bad("addr", c.Addr, "must be host:port, such as 127.0.0.1:7070 (a host may be empty: :7070)")
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || strconv.FormatUint(n, 10) != port {
+		return bad("addr", c.Addr, "must end in a port number from 0 to 65535")
+	}
+	if err := checkOTLP(c.OTLPEndpoint); err != nil {
+		return bad("otlp_endpoint", c.OTLPEndpoint, err.Error())
 	}
 	if _, err := eventlog.ParseDurability(c.Durability); err != nil {
 		return bad("durability", c.Durability, "must be sync, interval or none")
@@ -296,7 +312,22 @@ func (c Server) validate(src Source, path string) error {
 	if err != nil {
 		return err
 	}
-	return sc.Validate()
+	if err := sc.Validate(); err != nil {
+		// The server names its settings in words; name the flag,
+		// variable or file line instead.
+		var ve *rewind.ValidationError
+		if errors.As(err, &ve) {
+			if key, ok := serverFields[ve.Field]; ok {
+				if key == "no_auth" {
+					return &rewind.ValidationError{Field: field("no_auth") + " with " + field("addr"), Value: ve.Value,
+						Reason: ve.Reason}
+				}
+				return &rewind.ValidationError{Field: field(key), Value: ve.Value, Reason: ve.Reason}
+			}
+		}
+		return err
+	}
+	return checkTLS(c, field)
 }
 
 // decode sets each key that a layer set, through its typed flag, so that
@@ -310,16 +341,16 @@ func decode(k *koanf.Koanf, layers map[string]string, path string) (Server, Sour
 	}
 	for _, s := range settings {
 		var where string
-		switch layers[s.key] {
-		case "":
+		switch l := layers[s.key]; {
+		case l == "":
 			src[s.key] = "default"
 			continue
-		case "file":
-			where, src[s.key] = s.key+" in "+path, "file "+path
-		case "env":
+		case strings.HasPrefix(l, "file "):
+			where, src[s.key] = s.key+" in "+strings.TrimPrefix(l, "file "), l
+		case l == "env":
 			where = EnvName(s.key)
 			src[s.key] = "env " + where
-		case "flag":
+		case l == "flag":
 			where = "--" + FlagName(s.key)
 			src[s.key] = "flag " + where
 		}
@@ -388,4 +419,110 @@ func (c Server) ServerConfig() (server.Config, error) {
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
 			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: int(c.MaxEventBytes)},
 	}, nil
+}
+
+// fileValues is the settings of a config file as a koanf provider: each
+// value the text written in the file, so that the typed flags parse it as
+// they parse a flag (YAML's own reading would take 1e3, 0x10 or 017 for
+// numbers, and lose what was written).
+type fileValues map[string]any
+
+func (v fileValues) Read() (map[string]any, error) { return v, nil }
+func (v fileValues) ReadBytes() ([]byte, error) {
+	return nil, errors.New("config file values are read as a map")
+}
+
+// readFile reads the YAML config file at path: a mapping of known keys to
+// plain values. It returns each value's text and line.
+func readFile(path string) (fileValues, map[string]int, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config file: %w", err)
+	}
+	bad := func(line int, field, value, reason string) error {
+		if line > 0 {
+			field += fmt.Sprintf(" in %s:%d", path, line)
+		} else {
+			field += " " + path
+		}
+		return &rewind.ValidationError{Field: field, Value: value, Reason: reason}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, nil, bad(0, "config file", "", "is not valid YAML: "+strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	values, lines := fileValues{}, map[string]int{}
+	if len(doc.Content) == 0 {
+		return values, lines, nil // an empty file
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return nil, nil, bad(m.Line, "config file", "", "must be a mapping of settings, such as \"addr: 127.0.0.1:7070\"")
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		key := k.Value
+		switch _, known := lookup(key); {
+		case k.Kind != yaml.ScalarNode || !known:
+			return nil, nil, bad(k.Line, "key", key, "is not a setting; 'rewind config print' lists the keys")
+		case lines[key] != 0:
+			return nil, nil, bad(k.Line, key, "", fmt.Sprintf("is set twice (also on line %d); set it once", lines[key]))
+		case v.Kind != yaml.ScalarNode:
+			return nil, nil, bad(v.Line, key, "", "must be a single value")
+		case v.Tag == "!!null":
+			return nil, nil, bad(v.Line, key, v.Value, "has no value")
+		case v.Style&yaml.TaggedStyle != 0:
+			return nil, nil, bad(v.Line, key, v.Value, "must be a plain value, without a YAML tag such as "+v.Tag)
+		}
+		values[key], lines[key] = v.Value, v.Line
+	}
+	return values, lines, nil
+}
+
+// serverFields maps the setting names of server.Config's errors to keys.
+var serverFields = map[string]string{
+	"max request bytes": "max_request_bytes", "max inflight append bytes": "max_inflight_append_bytes",
+	"max subscriptions per token": "max_subscriptions_per_token", "tls": "tls_cert", "tls client ca": "tls_client_ca",
+	"no auth": "no_auth",
+}
+
+// checkOTLP checks an OTLP endpoint as the server takes it: host:port, or
+// an http or https URL.
+func checkOTLP(endpoint string) error {
+	if endpoint == "" {
+		return nil
+	}
+	if strings.Contains(endpoint, "://") {
+		u, err := url.Parse(endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("must be host:port or an http:// or https:// URL, such as http://127.0.0.1:4318")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(endpoint); err != nil {
+		return errors.New("must be host:port or an http:// or https:// URL, such as 127.0.0.1:4318")
+	}
+	return nil
+}
+
+// checkTLS loads the TLS files as the server will, so that a missing or
+// bad file is found before the start.
+func checkTLS(c Server, field func(string) string) error {
+	if c.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			return &rewind.ValidationError{Field: field("tls_cert") + " and " + field("tls_key"),
+				Value: c.TLSCert + ", " + c.TLSKey, Reason: "must be a PEM certificate and its private key: " + err.Error()}
+		}
+	}
+	if c.TLSClientCA != "" {
+		pem, err := os.ReadFile(c.TLSClientCA)
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			err = errors.New("holds no PEM certificate")
+		}
+		if err != nil {
+			return &rewind.ValidationError{Field: field("tls_client_ca"), Value: c.TLSClientCA,
+				Reason: "must be a file of PEM CA certificates: " + err.Error()}
+		}
+	}
+	return nil
 }

@@ -66,7 +66,7 @@ func TestPrecedenceOfEveryLayer(t *testing.T) {
 				case inEnv:
 					want, wantSrc = k.env, "env "+EnvName(k.key)
 				case inFile:
-					want, wantSrc = k.file, "file "+path
+					want, wantSrc = k.file, "file "+path+":1"
 				}
 				got := ""
 				for _, kv := range cfg.Redacted() {
@@ -164,7 +164,7 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", file("unknown.yaml", "adress: 127.0.0.1:1\n"), nil, []string{`"adress"`, "not a setting"}},
-		{"nested key", file("nested.yaml", "addr:\n  host: x\n"), nil, []string{`"addr.host"`}},
+		{"nested key", file("nested.yaml", "addr:\n  host: x\n"), nil, []string{"addr in", "nested.yaml:2", "single value"}},
 		{"bad number in the file", file("number.yaml", "max_batch_events: lots\n"), nil,
 			[]string{"max_batch_events in " + dir, `"lots"`, "whole number"}},
 		{"bad duration in the file", file("duration.yaml", "rpc_timeout: 30\n"), nil, []string{"rpc_timeout", "duration"}},
