@@ -65,17 +65,25 @@ func Open(dir string) (*Store, error) {
 	var f fileJSON
 	if err := json.Unmarshal(b, &f); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("read tokens from %s: %w", s.path, err)
+		return nil, s.corrupt(err)
 	}
 	for _, j := range f.Tokens {
 		t, err := j.token()
 		if err != nil {
 			s.Close()
-			return nil, fmt.Errorf("read tokens from %s: %w", s.path, err)
+			return nil, s.corrupt(err)
 		}
 		s.tokens = append(s.tokens, t)
 	}
 	return s, nil
+}
+
+// corrupt is the error for a token file that cannot be read as one:
+// marked as corruption, naming the file and what to do.
+func (s *Store) corrupt(err error) error {
+	return fmt.Errorf("%w: token file %s is damaged (%w); restore it from a backup, "+
+		"or move it away and create tokens again (a first start then makes a new admin token)",
+		rewind.ErrCorruption, s.path, err)
 }
 
 // SetClock sets the clock that dates creations and revocations and decides

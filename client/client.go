@@ -85,9 +85,12 @@ var (
 // "http://127.0.0.1:7070". It does not connect until the first call.
 func New(baseURL string, cfg Config) (*Client, error) {
 	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	// A path, query or fragment is refused rather than ignored or sent on:
+	// the server serves its API at the root of its address only.
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		strings.TrimRight(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, &rewind.ValidationError{Field: "server URL", Value: baseURL,
-			Reason: "must be http://HOST:PORT or https://HOST:PORT"}
+			Reason: "must be http://HOST:PORT or https://HOST:PORT, with no path (the API is served at the root)"}
 	}
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = 8

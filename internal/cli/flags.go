@@ -42,6 +42,13 @@ func checkArgs(cmd *cobra.Command) {
 	check := cmd.Args
 	if cmd.HasSubCommands() {
 		check = unknownCommand
+		if cmd.Flags().Lookup("json") == nil {
+			// So that "rewind token bogus --json" is the unknown command
+			// it is, reported as JSON, not an unknown flag.
+			var jsonOut bool
+			config.BoolVar(cmd.Flags(), &jsonOut, "json", false, "print errors as JSON")
+			cmd.Flags().MarkHidden("json")
+		}
 		if cmd.Run == nil && cmd.RunE == nil {
 			cmd.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
 		}
@@ -68,6 +75,15 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 		msg += "; did you mean " + strings.Join(s, " or ") + "?"
 	}
 	return errors.New(msg)
+}
+
+// helpTopic refuses a help topic that names no command.
+func helpTopic(cmd *cobra.Command, args []string) error {
+	found, rest, err := cmd.Root().Find(args)
+	if err != nil || found == nil || len(rest) > 0 {
+		return fmt.Errorf("no help topic %q: %s help lists the commands", strings.Join(args, " "), cmd.Root().Name())
+	}
+	return nil
 }
 
 // noArgs, maxArgs and exactArgs are cobra's argument checks with messages

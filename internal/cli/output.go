@@ -48,7 +48,8 @@ type cliError struct {
 	code   rewind.Code
 	status int
 	msg    string
-	quiet  bool // the command already printed its JSON result
+	hint   string // how to call the command, after msg on stderr and apart from it in JSON
+	quiet  bool   // the command already printed its JSON result
 }
 
 func (e *cliError) Error() string { return e.msg }
@@ -60,8 +61,8 @@ func usageError(cmd *cobra.Command, err error) error {
 	if cmd.HasAvailableSubCommands() {
 		use = cmd.CommandPath() + " COMMAND [flags]"
 	}
-	return &cliError{code: rewind.CodeInvalidArgument, status: 2,
-		msg: fmt.Sprintf("%s\nusage: %s\nsee '%s --help'", trimPrefix(err.Error()), use, cmd.CommandPath())}
+	return &cliError{code: rewind.CodeInvalidArgument, status: 2, msg: trimPrefix(err.Error()),
+		hint: fmt.Sprintf("usage: %s\nsee '%s --help'", use, cmd.CommandPath())}
 }
 
 func invalidFlag(flag, value, reason string) error {
@@ -141,8 +142,16 @@ func (a *app) report(err error) int {
 	code, status, msg := a.classify(err)
 	msg = a.maskPasswords(msg)
 	var ce *cliError
-	if a.jsonOut && (!errors.As(err, &ce) || !ce.quiet) {
-		a.printJSON(map[string]any{"error": map[string]any{"code": code, "message": msg}})
+	errors.As(err, &ce)
+	if a.jsonOut && (ce == nil || !ce.quiet) {
+		e := map[string]any{"code": code, "message": msg}
+		if ce != nil && ce.hint != "" {
+			e["hint"] = ce.hint
+		}
+		a.printJSON(map[string]any{"error": e})
+	}
+	if ce != nil && ce.hint != "" {
+		msg += "\n" + ce.hint
 	}
 	fmt.Fprintf(a.stderr, "rewind: %s\n", msg)
 	return status

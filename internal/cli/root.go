@@ -111,6 +111,15 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 	for _, c := range a.commands() {
 		root.AddCommand(c)
 	}
+	// cobra adds help and completion itself when it runs; add them now so
+	// that their usage errors are checked like every other command's.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "help" {
+			c.Args = helpTopic
+		}
+	}
 	checkArgs(root)
 	return root
 }
