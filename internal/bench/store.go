@@ -4,13 +4,27 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/store"
 )
+
+// eventType is the type of every event the append benchmark appends.
+const eventType = "BenchEvent"
+
+// MaxSize is the largest AppendConfig.Size that fits the store's default
+// maximum event size, which bounds an event's data with its envelope
+// (stream name, type, id, time), not its data alone.
+func MaxSize() int {
+	e := rewind.Event{Type: eventType, Data: make([]byte, store.DefaultMaxEventSize)}
+	longest := "bench-" + strconv.FormatInt(math.MaxInt64, 10)
+	return store.DefaultMaxEventSize - (store.EncodedSize(longest, &e) - store.DefaultMaxEventSize)
+}
 
 // Appender is what the append benchmark drives: the embedded store or a
 // server client.
@@ -100,7 +114,7 @@ func Append(ctx context.Context, app Appender, cfg AppendConfig) (AppendResult, 
 		wg.Go(func() {
 			events := make([]rewind.Event, cfg.Batch)
 			for i := range events {
-				events[i] = rewind.Event{Type: "BenchEvent", Data: data}
+				events[i] = rewind.Event{Type: eventType, Data: data}
 			}
 			for {
 				n := next.Add(1) - 1

@@ -63,6 +63,10 @@ batches expect the version the previous one left.`,
 				return invalidFlag("type", typ, "must not be empty; leave --type out to read events as JSON lines "+
 					"from standard input")
 			}
+			if cmd.Flags().Changed("content-type") && contentType == "" {
+				return invalidFlag("content-type", "", "must not be empty; leave --content-type out for "+
+					rewind.DefaultContentType)
+			}
 			if typ != "" {
 				e, err := singleEvent(typ, data, id, contentType, meta)
 				if err != nil {

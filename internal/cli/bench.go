@@ -92,8 +92,8 @@ With --server URL (and --token), appends go through that server's API over
 		Example: `  rewind bench append --data-dir /tmp/b1 --writers 64 --batch 100 --events 10000000 --size 128 --durability sync --json`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if size < 0 || size > store.DefaultMaxEventSize {
-				return invalidFlag("size", size.String(), fmt.Sprintf("must be from 0 to %s", config.Size(store.DefaultMaxEventSize)))
+			if err := checkBenchSize(size); err != nil {
+				return err
 			}
 			cfg.Size = int(size)
 			if a.server != "" {
@@ -139,7 +139,7 @@ With --server URL (and --token), appends go through that server's API over
 	config.IntVar(f, &cfg.Writers, "writers", 1, "concurrent writers")
 	config.IntVar(f, &cfg.Batch, "batch", 1, "events per append")
 	config.IntVar(f, &cfg.Events, "events", 1_000_000, "events to append in all")
-	f.Var(&size, "size", "data per event, in bytes or with a unit (1KiB)")
+	f.Var(&size, "size", "data per event, in bytes or with a unit (1KiB): from 1 byte to 1MiB less the event's envelope")
 	config.IntVar(f, &cfg.Streams, "streams", 0, "streams to spread appends over, round-robin (default: one per writer)")
 	f.StringVar(&durability, "durability", eventlog.DefaultDurability.String(), "sync, interval or none (with --server: the server's)")
 	config.IntVar(f, &conns, "connections", 4, "with --server: client connections the writers share")
@@ -276,4 +276,15 @@ func ratio(a, b int64) float64 {
 		return 0
 	}
 	return float64(int64(float64(a)/float64(b)*10+0.5)) / 10
+}
+
+// checkBenchSize refuses a --size of 0 (not taken for the default) and one
+// whose event, with its envelope, would not fit the store's default maximum
+// event size.
+func checkBenchSize(size config.Size) error {
+	if size < 1 || size > config.Size(bench.MaxSize()) {
+		return invalidFlag("size", size.String(), fmt.Sprintf("must be from 1 to %d bytes "+
+			"(an event's data and its envelope together fit in %s)", bench.MaxSize(), config.Size(store.DefaultMaxEventSize)))
+	}
+	return nil
 }

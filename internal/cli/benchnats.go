@@ -17,7 +17,6 @@ import (
 	"github.com/rewindhq/rewind/internal/bench"
 	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/internal/natsbench"
-	"github.com/rewindhq/rewind/store"
 )
 
 // natsReport is what `rewind bench nats` prints.
@@ -65,8 +64,8 @@ reported and that comparison skipped. Ratios are rewind over NATS.`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if payload < 0 || payload > store.DefaultMaxEventSize {
-				return invalidFlag("size", payload.String(), fmt.Sprintf("must be from 0 to %s", config.Size(store.DefaultMaxEventSize)))
+			if err := checkBenchSize(payload); err != nil {
+				return err
 			}
 			size := int(payload)
 			if err := os.MkdirAll(a.dataDir, 0o755); err != nil {

@@ -3,8 +3,11 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/rewindhq/rewind/internal/bench"
 )
 
 // TestUsageErrorsExit2 runs the usage mistakes the outside tester found
@@ -68,3 +71,41 @@ func TestCorruptTokenFile(t *testing.T) {
 	}
 }
 
+// TestEmptyOrZeroIsNoDefault: an explicit 0 or empty value is refused, not
+// silently taken for the default (issue 10, second round, 1e and 1g), and
+// bench's --size range is true: its largest value runs, one more is
+// refused before anything runs.
+func TestEmptyOrZeroIsNoDefault(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if code, _, errOut := exe(t, cleanEnv(), "", "--data-dir", dir, "append", "s", "--type", "T"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	max := strconv.Itoa(bench.MaxSize())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "append", "--data-dir", filepath.Join(dir, "b0"), "--size", "0", "--events", "10",
+			"--durability", "none"}, "--size"},
+		{[]string{"bench", "append", "--data-dir", filepath.Join(dir, "b1"), "--size", "1MiB", "--events", "10",
+			"--durability", "none"}, "from 1 to " + max},
+		{[]string{"--data-dir", dir, "append", "s", "--type", "T", "--content-type", ""}, "--content-type"},
+		{[]string{"--data-dir", dir, "read", "--from-time", ""}, "--from-time"},
+	} {
+		code, _, errOut := exe(t, cleanEnv(), "", append(tc.args, "--json")...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "must") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+	code, out, errOut := exe(t, cleanEnv(), "", "bench", "append", "--data-dir", filepath.Join(dir, "bmax"),
+		"--size", max, "--events", "2", "--durability", "none", "--json")
+	if code != 0 || !strings.Contains(out, `"size":`+max) {
+		t.Errorf("bench append --size %s: exit %d %q %s", max, code, out, errOut)
+	}
+	// Nothing was appended by the refused append.
+	if code, out, errOut := exe(t, cleanEnv(), "", "--data-dir", dir, "read", "s", "--json"); code != 0 ||
+		strings.Count(out, "\n") != 1 {
+		t.Errorf("read s: %d %q %s", code, out, errOut)
+	}
+}
