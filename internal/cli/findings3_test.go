@@ -109,3 +109,25 @@ func TestEmptyOrZeroIsNoDefault(t *testing.T) {
 		t.Errorf("read s: %d %q %s", code, out, errOut)
 	}
 }
+
+// TestTooLargeDuration: a duration past what Go can hold is called too
+// large, not badly written (issue 10, second round, 1c).
+func TestTooLargeDuration(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"config", "print", "--rpc-timeout=99999999999h"},
+		{"--data-dir", dir, "token", "create", "--name", "a", "--allow", "read", "--ttl", "99999999999h"},
+		{"--data-dir", dir, "read", "--from-time", "99999999999h"},
+	} {
+		code, _, errOut := exe(t, cleanEnv(), "", args...)
+		if code != 2 || !strings.Contains(errOut, "too large") || !strings.Contains(errOut, "2562047h") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and too large", args, code, errOut)
+		}
+		checkMessage(t, errOut)
+	}
+	if code, _, errOut := exe(t, cleanEnv(), "", "config", "print", "--rpc-timeout=10x"); code != 2 ||
+		!strings.Contains(errOut, "with its unit") {
+		t.Errorf("--rpc-timeout=10x: %d %q", code, errOut)
+	}
+}

@@ -44,6 +44,9 @@ func (f *filterFlags) time(now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(f.fromTime); err == nil && d > 0 {
 		return now.Add(-d), nil
 	}
+	if config.DurationOutOfRange(f.fromTime) {
+		return time.Time{}, invalidFlag("from-time", f.fromTime, config.DurationRangeReason(f.fromTime))
+	}
 	return time.Time{}, invalidFlag("from-time", f.fromTime, "must be an RFC 3339 time (2026-11-23T10:00:00Z) or a positive duration (15m)")
 }
 

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -46,9 +48,33 @@ func reasonFor(typ, value string, cause error) string {
 	case "bool":
 		return "must be true or false"
 	case "duration":
+		if DurationOutOfRange(value) {
+			return DurationRangeReason(value)
+		}
 		return "must be a duration with its unit, such as 500ms, 30s, 5m or 1h30m"
 	}
 	return cause.Error()
+}
+
+// DurationRangeReason says how long a duration like value can be.
+func DurationRangeReason(value string) string {
+	if strings.HasPrefix(value, "-") {
+		return fmt.Sprintf("is too small: a duration is at least %s (about 292 years back)", time.Duration(math.MinInt64))
+	}
+	return fmt.Sprintf("is too large: a duration is at most %s (about 292 years)", time.Duration(math.MaxInt64))
+}
+
+// durationSyntax is the grammar time.ParseDuration accepts.
+var durationSyntax = regexp.MustCompile(`^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// DurationOutOfRange reports whether s is written as a duration but
+// time.ParseDuration refuses it, which can only be for its size.
+func DurationOutOfRange(s string) bool {
+	if !durationSyntax.MatchString(s) {
+		return false
+	}
+	_, err := time.ParseDuration(s)
+	return err != nil
 }
 
 func intBits(typ string) uint {
