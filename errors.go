@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Sentinel errors. Every error rewind returns matches one of them with
@@ -240,6 +241,13 @@ type FailedError struct {
 func (e *FailedError) Error() string {
 	return fmt.Sprintf("rewind: store failed: %s: %v; it refuses writes until it is reopened "+
 		"(free disk space or repair the device, then restart it)", e.Op, e.Cause)
+}
+
+// IsDiskFailure reports whether err comes from a full disk, an exhausted
+// quota or an I/O error of the device: a failure of the disk under the
+// store, which the caller reports as ErrFailed.
+func IsDiskFailure(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EIO)
 }
 
 // Is makes errors.Is(err, ErrFailed) true.

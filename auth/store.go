@@ -378,6 +378,16 @@ func lastIndexFunc[T any](s []T, f func(T) bool) int {
 // saveLocked writes tokens to the file atomically: a temporary file,
 // fsynced, renamed over the old one, and the directory fsynced.
 func (s *Store) saveLocked(tokens []*Token) error {
+	err := s.write(tokens)
+	if err != nil && rewind.IsDiskFailure(err) {
+		// A full or failing disk is the data directory's disk failing,
+		// reported as the store's would be.
+		return fmt.Errorf("%w: %w; free disk space or repair the device, then try again", rewind.ErrFailed, err)
+	}
+	return err
+}
+
+func (s *Store) write(tokens []*Token) error {
 	file := fileJSON{Tokens: make([]tokenJSON, len(tokens))}
 	for i, t := range tokens {
 		file.Tokens[i] = t.toJSON()
@@ -410,5 +420,8 @@ func (s *Store) saveLocked(tokens []*Token) error {
 		return fmt.Errorf("save tokens: %w", err)
 	}
 	defer d.Close()
-	return d.Sync()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("save tokens: %w", err)
+	}
+	return nil
 }

@@ -112,6 +112,16 @@ func newGroup(buf []byte) *group { return &group{buf: buf[:0], done: make(chan s
 // corrupt tail, or the records of a batch that was not completely written,
 // are cut, and each cut is logged and returned by Recovery.
 func Open(dir string, cfg Config) (*Log, error) {
+	l, err := open(dir, cfg)
+	if err != nil && rewind.IsDiskFailure(err) && !errors.Is(err, rewind.ErrFailed) {
+		// A full or failing disk while creating or opening the files
+		// is the store's disk failing, as it is on a later write.
+		return nil, &rewind.FailedError{Op: "open the log in " + dir, Cause: err}
+	}
+	return l, err
+}
+
+func open(dir string, cfg Config) (*Log, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
