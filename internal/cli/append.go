@@ -29,8 +29,10 @@ func (a *app) appendCmd() *cobra.Command {
 		Short: "Append events to a stream",
 		Long: `Append events to a stream, atomically per batch.
 
-With --type, appends one event whose body is --data. Without it, reads events as
-JSON lines from standard input, one object per line:
+With --type, appends one event whose body is --data and does not read standard
+input; if standard input holds data (a non-empty file, or a pipe with bytes
+already waiting) it says so on stderr. Without --type, reads events as JSON
+lines from standard input, one object per line:
 
   {"type":"OrderPlaced","data":{"order":1},"id":"<uuid, optional>","metadata":{"actor":"ana"}}
 
@@ -66,6 +68,14 @@ batches expect the version the previous one left.`,
 			if cmd.Flags().Changed("content-type") && contentType == "" {
 				return invalidFlag("content-type", "", "must not be empty; leave --content-type out for "+
 					rewind.DefaultContentType)
+			}
+			if typ != "" && pendingInput(a.stdin) {
+				// A warning, not a refusal: a shell loop reading a file
+				// ("while read …; do rewind append … --type T; done < f")
+				// gives every command that file as its standard input.
+				fmt.Fprintln(a.stderr, "rewind: warning: standard input holds data that --type leaves unread: "+
+					"with --type, append appends the one event of the flags; leave --type out to append the "+
+					"JSON lines of standard input")
 			}
 			if typ != "" {
 				e, err := singleEvent(typ, data, id, contentType, meta)

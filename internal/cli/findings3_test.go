@@ -2,6 +2,7 @@ package cli
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -129,5 +130,36 @@ func TestTooLargeDuration(t *testing.T) {
 	if code, _, errOut := exe(t, cleanEnv(), "", "config", "print", "--rpc-timeout=10x"); code != 2 ||
 		!strings.Contains(errOut, "with its unit") {
 		t.Errorf("--rpc-timeout=10x: %d %q", code, errOut)
+	}
+}
+
+// TestAppendTypeWithInput: append --type does not read standard input, and
+// says so on stderr when it holds data (issue 10, second round, 5c).
+func TestAppendTypeWithInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	in := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(in, []byte(`{"type":"A"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(rewindBinary(t), "--data-dir", dir, "append", "s", "--type", "T")
+	cmd.Env, cmd.Stdin = cleanEnv(), f
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "warning: standard input holds data that --type leaves unread") {
+		t.Errorf("append --type < file: %v %q; want it appended with a warning", err, out)
+	}
+	// Without data on standard input, no warning.
+	if code, _, errOut := exe(t, cleanEnv(), "", "--data-dir", dir, "append", "s", "--type", "T"); code != 0 ||
+		errOut != "" {
+		t.Errorf("append --type: %d %q", code, errOut)
+	}
+	code, out2, _ := exe(t, cleanEnv(), "", "--data-dir", dir, "read", "s", "--json")
+	if code != 0 || strings.Count(out2, `"type":"T"`) != 2 || strings.Contains(out2, `"type":"A"`) {
+		t.Errorf("read: %d %q", code, out2)
 	}
 }
