@@ -82,7 +82,8 @@ var (
 )
 
 // New returns a client of the server at baseURL, such as
-// "http://127.0.0.1:7070". It does not connect until the first call.
+// "http://127.0.0.1:7070": scheme, host and port, no path (the server
+// serves its API at the root). It does not connect until the first call.
 func New(baseURL string, cfg Config) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	// A path, query or fragment is refused rather than ignored or sent on:
