@@ -99,6 +99,9 @@ func TestServeSecretUnwritable(t *testing.T) {
 	t.Parallel()
 	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI must run this test: %v", err)
+		}
 		t.Skip("no /dev/full on this system")
 	}
 	defer full.Close()
