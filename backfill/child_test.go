@@ -15,7 +15,7 @@ import (
 // The kill test re-executes this test binary as the runner: TestMain sees
 // childEnv and calls runChild instead of running tests.
 const (
-	childEnv      = "REWIND_BACKFILL_TEST_CHILD" // "apply" or "resume"
+	childEnv      = "REWIND_BACKFILL_TEST_CHILD" // "apply", "resume" or "promote"
 	childDSNEnv   = "REWIND_BACKFILL_TEST_DSN"
 	childRunEnv   = "REWIND_BACKFILL_TEST_RUN"
 	childChunkEnv = "REWIND_BACKFILL_TEST_CHUNK"
@@ -58,9 +58,12 @@ func runChild() int {
 	if slow, _ := time.ParseDuration(os.Getenv(childSlowEnv)); slow > 0 {
 		job = slowIncrement(chunk, slow)
 	}
-	if os.Getenv(childEnv) == "resume" {
+	switch os.Getenv(childEnv) {
+	case "resume":
 		_, err = r.Resume(ctx, os.Getenv(childRunEnv), job, backfill.ApplyOptions{})
-	} else {
+	case "promote":
+		_, err = r.Promote(ctx, os.Getenv(childRunEnv), job, backfill.ApplyOptions{})
+	default:
 		_, err = r.Apply(ctx, job, backfill.ApplyOptions{})
 	}
 	if err != nil {

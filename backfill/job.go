@@ -47,6 +47,11 @@ type Job struct {
 	ChunkSize int
 	// OnDataError is the policy for data errors. Defaults to Halt.
 	OnDataError Policy
+	// Validate are SQL assertions about the data the job leaves behind,
+	// run read-only by Runner.Validate and by a canary (see validate.go).
+	// They are recorded with a run but not part of the job hash: they
+	// check what the job writes, they do not change it.
+	Validate []Validation
 }
 
 // Policy says what a run does with a data error.
@@ -223,6 +228,9 @@ func (j *Job) validate() error {
 		return bad("chunk size", fmt.Sprint(j.ChunkSize), "must be between 1 and 1,000,000")
 	case j.OnDataError != "" && j.OnDataError != Halt && j.OnDataError != Skip:
 		return bad("on_data_error", string(j.OnDataError), `must be "halt" or "skip"`)
+	}
+	if err := j.validateValidations(); err != nil {
+		return err
 	}
 	if !isTable {
 		return nil
@@ -421,6 +429,9 @@ func (j *Job) Describe() map[string]any {
 		}
 	}
 	d["params"] = params
+	if len(j.Validate) > 0 {
+		d["validate"] = j.Validate
+	}
 	return d
 }
 
@@ -434,6 +445,7 @@ func (j *Job) Describe() map[string]any {
 // applied again for it (bump the job's version, or --new-run).
 func (j *Job) Hash() string {
 	d := j.Describe()         // secret values are "***" there
+	delete(d, "validate")     // assertions about the data, not the change
 	b, err := json.Marshal(d) // map keys are sorted: the encoding is canonical
 	if err != nil {
 		panic(fmt.Sprintf("backfill: encode job: %v", err))

@@ -90,10 +90,17 @@ var workSchema = []string{
 		epoch    bigint NOT NULL,
 		owner    text NOT NULL,
 		taken_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+	// The chunk's transaction ids, for verify (see verify.go): xid, the
+	// transaction's own (txid_current()), and xid_end, the id of the
+	// subtransaction that wrote the checkpoint, above the ids of all the
+	// chunk's writes (see queueCheckpoint). NULL for chunks of earlier
+	// versions.
+	`ALTER TABLE rewind.backfill_chunks ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS xid_end bigint`,
 }
 
 const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
-	AND to_regclass('rewind.backfill_intents') IS NOT NULL AND to_regclass('rewind.backfill_leases') IS NOT NULL`
+	AND to_regclass('rewind.backfill_intents') IS NOT NULL AND to_regclass('rewind.backfill_leases') IS NOT NULL
+	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_chunks') AND attname = 'xid_end' AND NOT attisdropped)`
 
 var runSchema = []string{
 	`CREATE SCHEMA IF NOT EXISTS rewind`,
@@ -149,10 +156,16 @@ var runSchema = []string{
 	// start found them: a resume must find the same (RunSettingsError).
 	// Runs of earlier versions have none recorded.
 	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS session jsonb NOT NULL DEFAULT '{}'`,
+	canarySchema,
 }
 
 const runsReady = `SELECT count(*) = 3 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_runs')
 	AND attname IN ('prev_run', 'lease', 'session') AND NOT attisdropped`
+
+// runsSetUp: the run ledger has everything this version uses (runsReady
+// says whether its runs can be read with their lineage).
+const runsSetUp = `SELECT count(*) = 3 AND to_regclass('rewind.backfill_canaries') IS NOT NULL FROM pg_attribute
+	WHERE attrelid = to_regclass('rewind.backfill_runs') AND attname IN ('prev_run', 'lease', 'session') AND NOT attisdropped`
 
 // setup creates the ledger's tables where missing, and upgrades those of
 // earlier versions. Concurrent setups (several processes starting on a
@@ -172,7 +185,7 @@ func (l *ledger) setup(ctx context.Context) error {
 		if err := l.audit.SetupTx(ctx, tx); err != nil {
 			return err
 		}
-		return setupSchema(ctx, tx, runsReady, runSchema)
+		return setupSchema(ctx, tx, runsSetUp, runSchema)
 	}
 	if l.same {
 		if err := inTx(ctx, l.work, func(tx pgx.Tx) error {
@@ -203,7 +216,7 @@ func (l *ledger) ready(ctx context.Context) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	if err := l.runs.QueryRow(ctx, runsReady).Scan(&ok); err != nil {
+	if err := l.runs.QueryRow(ctx, runsSetUp).Scan(&ok); err != nil {
 		return false, fmt.Errorf("connect to the ledger database: %w", err)
 	}
 	if !ok {
@@ -295,6 +308,8 @@ type Run struct {
 	ErrorClass     string            `json:"error_class,omitempty"`
 	ErrorChunk     int64             `json:"error_chunk,omitempty"`
 	ErrorKey       Key               `json:"error_key,omitempty"`
+	// Canary is the run's canary (see ApplyOptions.Canary), when it has one.
+	Canary *CanaryState `json:"canary,omitempty"`
 	// Session is what the run's start found of the settings that give the
 	// job its meaning and are not pinned: time_zone, search_path and
 	// table (the job's table, schema-qualified). Empty for runs of
@@ -390,6 +405,9 @@ func (l *ledger) createRun(ctx context.Context, r *Run, started func(*Run) audit
 			r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
 			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch, sess)
 		if err != nil {
+			return err
+		}
+		if err := insertCanary(ctx, tx, r); err != nil {
 			return err
 		}
 		_, err = l.audit.AppendTx(ctx, tx, started(r))
@@ -556,7 +574,7 @@ func (l *ledger) end(ctx context.Context, tx pgx.Tx, run *Run, s State, rerr *Ru
 		tag, err := tx.Exec(ctx, `UPDATE rewind.backfill_runs SET state = $2, error = $3, error_class = $4, error_chunk = $5,
 			error_key = $6, updated_at = clock_timestamp(),
 			finished_at = CASE WHEN $2 IN ('finished', 'cancelled') THEN clock_timestamp() ELSE finished_at END
-			WHERE id = $1 AND lease = $7 AND state IN ('running', 'failed')`,
+			WHERE id = $1 AND lease = $7 AND state IN ('running', 'failed', 'paused')`,
 			run.ID, string(s), msg, class, chunk, key, run.epoch)
 		if err != nil {
 			return fmt.Errorf("update run %s: %w", run.ID, err)
@@ -657,9 +675,16 @@ func (l *ledger) lastChunk(ctx context.Context, runID string) (hi Key, maxSeq in
 // key (run, seq) fences out a second process applying the same run: its
 // checkpoint fails and its transaction, writes included, rolls back.
 func (l *ledger) queueCheckpoint(b *pgx.Batch, runID string, seq int64, retry bool, bd Bounds, r chunkResult, attempts int) {
+	// The checkpoint is written in a subtransaction of its own, whose id,
+	// assigned by that write, is above the ids of everything the chunk
+	// wrote before (its own and its subtransactions'): xid_end, for verify.
+	b.Queue("SAVEPOINT rewind_checkpoint")
 	b.Queue(`INSERT INTO rewind.backfill_chunks (run_id, seq, retry, after_key, lo, hi, rows_seen, rows_changed,
-		rows_skipped, input_checksum, output_checksum, attempts) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
+		rows_skipped, input_checksum, output_checksum, attempts, xid) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12, txid_current())`,
 		runID, seq, retry, []string(bd.After), []string(bd.Lo), []string(bd.Hi), r.Seen, r.Changed, r.Skipped, r.In, r.Out, attempts)
+	b.Queue(`UPDATE rewind.backfill_chunks SET xid_end = xid + ((((xmin::text::bigint - xid) % 4294967296) + 4294967296) % 4294967296)
+		WHERE run_id = $1 AND seq = $2`, runID, seq)
+	b.Queue("RELEASE SAVEPOINT rewind_checkpoint")
 }
 
 // quarantine records failing keys in tx.

@@ -36,13 +36,23 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 	}
 	pr := Progress{RunID: run.ID, Chunks: run.Chunks, RowsSeen: run.RowsSeen, RowsChanged: run.RowsChanged,
 		RowsSkipped: run.RowsSkipped, Total: run.Total, Estimated: run.TotalEstimated}
-	size := p.job.chunkSize()
+	full := p.job.chunkSize()
 	var prefetched *chunkResult
 	for run.End != nil {
+		// A canary's chunks stop at its rows, then its validations decide
+		// (see canary.go).
+		size := run.Canary.limit(full, pr.RowsSeen)
+		if size == 0 {
+			if stop, err := r.canaryCheck(ctx, p, run, res, pr); stop || err != nil {
+				return res, err
+			}
+			prefetched = nil
+			continue
+		}
 		var b Bounds
 		var ok bool
 		var err error
-		if prefetched != nil && prefetched.next != nil {
+		if prefetched != nil && prefetched.next != nil && size == full {
 			b, ok = *prefetched.next, prefetched.nextOK
 		} else {
 			b, ok, err = r.next(ctx, p, after, run.End, size)
@@ -69,6 +79,11 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 		pr.RowsSkipped += cr.Skipped
 		if r.cfg.Progress != nil {
 			r.cfg.Progress(pr)
+		}
+	}
+	if run.Canary.applying() { // the whole run was its canary
+		if stop, err := r.canaryCheck(ctx, p, run, res, pr); stop || err != nil {
+			return res, err
 		}
 	}
 	if err := r.ledger.progress(ctx, run); err != nil {
@@ -386,7 +401,7 @@ func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, 
 			return chunkResult{}, nil, err
 		}
 		var total chunkResult
-		var ins, outs strings.Builder
+		var ins, outs []string
 		var skipped []Key
 		for _, k := range keys {
 			if _, err := env.tx.Exec(ctx, "SAVEPOINT rewind_key"); err != nil {
@@ -398,8 +413,7 @@ func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, 
 					return total, nil, err
 				}
 				total.Seen, total.Changed = total.Seen+cr.Seen, total.Changed+cr.Changed
-				ins.WriteString(cr.In)
-				outs.WriteString(cr.Out)
+				ins, outs = append(ins, cr.In), append(outs, cr.Out)
 				continue
 			}
 			if Classify(err) != Data {
@@ -418,7 +432,14 @@ func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, 
 			total.Seen++
 			total.Skipped++
 		}
-		total.In, total.Out = md5Of(ins.String()), md5Of(outs.String())
+		// Sums of the keys' sums are the chunk's checksums as one statement
+		// would have recorded them, which verify recomputes.
+		total.In, total.Out = combineSums(ins), combineSums(outs)
+		if rs, ok := p.ch.(interface{ rangeOut(context.Context, pgx.Tx, Bounds) (string, error) }); ok {
+			if total.Out, err = rs.rangeOut(ctx, env.tx, b); err != nil {
+				return total, nil, err
+			}
+		}
 		return total, skipped, nil
 	})
 }

@@ -216,6 +216,9 @@ func (r *Runner) prepare(ctx context.Context, job *Job) (*prepared, error) {
 	if err := p.ch.prepare(ctx, r.cfg.DB, p.args); err != nil {
 		return nil, err
 	}
+	if err := prepareValidations(ctx, r.cfg.DB, p); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -414,6 +417,12 @@ type ApplyOptions struct {
 	// that several processes asking for a new run at once, or one retrying
 	// its request, start one new run, not one each.
 	NewRun string
+	// Canary, when set, makes a new run apply a first sample of its rows,
+	// run the job's validations, and go on only if they pass (see
+	// canary.go). Nil applies the whole run at once.
+	Canary *Canary
+
+	promote bool // Promote: continue a run its canary stopped
 }
 
 // Result is what Apply, Resume and RetryFailed did.
@@ -428,6 +437,8 @@ type Result struct {
 	RowsSkipped int64 `json:"rows_skipped"`
 	// Message says what happened in a sentence.
 	Message string `json:"message"`
+	// Canary is what the run's canary found, when this call checked it.
+	Canary *CanaryReport `json:"canary,omitempty"`
 }
 
 // Apply runs job. It continues the job's open run if there is one (same
@@ -443,6 +454,9 @@ type Result struct {
 // (no two runs follow the same run, see backfill_runs_lineage), at most one
 // of them is open, and a run is applied by one process at a time.
 func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, error) {
+	if err := o.Canary.check(job); err != nil {
+		return nil, err
+	}
 	p, err := r.prepare(ctx, job)
 	if err != nil {
 		return nil, err
@@ -470,6 +484,11 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 				return nil, fmt.Errorf("%w: run %s of job %s is %s with job hash %.12s, this job hashes to %.12s; "+
 					"resume it with `rewind backfill resume %s --allow-changed-job` or cancel it with `rewind backfill cancel %s`",
 					ErrUnfinishedRun, prev.ID, job.Name, prev.State, prev.JobHash, p.hash, prev.ID, prev.ID)
+			}
+			if o.Canary != nil {
+				if err := r.canaryOfOpen(ctx, prev); err != nil {
+					return nil, err
+				}
 			}
 			res, err := r.resume(ctx, p, prev, o)
 			if errors.Is(err, errRunClosed) {
@@ -539,8 +558,9 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
 		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
 		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
-		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded()}
+		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded(), Canary: o.Canary.state(total)}
 	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy)}
+	run.Canary.describe(attrs)
 	if prev != nil {
 		run.PrevRun = prev.ID
 		attrs["prev_run"] = prev.ID
@@ -615,6 +635,10 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	}
 	defer l.release()
 	if err := r.fence(ctx, run); err != nil {
+		return nil, err
+	}
+	// A run its canary stopped goes on only when promoted.
+	if err := r.canaryGate(ctx, p, run, o.promote); err != nil {
 		return nil, err
 	}
 	// The progress as of now: the previous owner may have committed
@@ -725,12 +749,20 @@ func owner() string {
 
 // Status returns run id (or the run whose id starts with id).
 func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
-	return r.ledger.loadRun(ctx, id)
+	run, err := r.ledger.loadRun(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return run, r.ledger.canaries(ctx, run)
 }
 
 // List returns runs, newest first.
 func (r *Runner) List(ctx context.Context, o ListOptions) ([]*Run, error) {
-	return r.ledger.list(ctx, o)
+	runs, err := r.ledger.list(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return runs, r.ledger.canaries(ctx, runs...)
 }
 
 // LedgerExists reports whether the ledger's tables exist: a database no

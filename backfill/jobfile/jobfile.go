@@ -54,6 +54,7 @@ type spec struct {
 	Params      map[string]paramSpec
 	Chunk       *int // nil: not given
 	OnDataError string
+	Validate    []backfill.Validation
 }
 
 type paramSpec struct {
@@ -113,6 +114,7 @@ var fieldDecoders = map[string]func(f *File, v *yaml.Node) error{
 	"set":           (*File).decodeSet,
 	"params":        (*File).decodeParams,
 	"chunk":         (*File).decodeChunk,
+	"validate":      (*File).decodeValidate,
 }
 
 func (f *File) decode(root *yaml.Node) error {
@@ -385,7 +387,7 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 	}
 	return &backfill.Job{Name: s.Name, Version: s.Version, ChunkSize: chunk, OnDataError: backfill.Policy(s.OnDataError),
 		Source: &backfill.Table{Name: s.Table, Key: s.Key, Where: s.Where},
-		Set:    s.Set, Statement: s.Statement, Params: params}, nil
+		Set:    s.Set, Statement: s.Statement, Params: params, Validate: s.Validate}, nil
 }
 
 // SecretParams lists the parameters declared secret.
@@ -459,6 +461,9 @@ func FromRun(d map[string]any) (*backfill.Job, error) {
 		for k, v := range set {
 			job.Set[k], _ = v.(string)
 		}
+	}
+	if err := validationsFromRun(d, job); err != nil {
+		return nil, err
 	}
 	params, _ := d["params"].(map[string]any)
 	for name, v := range params {

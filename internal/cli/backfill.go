@@ -258,7 +258,7 @@ continue. Every step is recorded in a hash-chained audit ledger ('rewind audit')
 The database comes from --dsn or $REWIND_DSN. See docs/backfill.md.`,
 	}
 	cmd.AddCommand(a.backfillRunCmd(), a.backfillResumeCmd(), a.backfillStatusCmd(), a.backfillListCmd(),
-		a.backfillRetryFailedCmd(), a.backfillCancelCmd())
+		a.backfillRetryFailedCmd(), a.backfillCancelCmd(), a.backfillVerifyCmd(), a.backfillValidateCmd(), a.backfillPromoteCmd())
 	return cmd
 }
 
@@ -294,6 +294,7 @@ func (j *jobArgs) load(path string) (*jobfile.File, *backfill.Job, error) {
 func (a *app) backfillRunCmd() *cobra.Command {
 	var pg pgFlags
 	var ja jobArgs
+	var cf canaryFlags
 	var execute, allowChanged, estimate, jsonOut bool
 	var planHash, newRun string
 	var diffs int
@@ -317,11 +318,21 @@ job or its input no longer matches that plan.
 A job is applied once: once a run of it has finished, starting it again is refused
 (exit 4) unless --new-run names the job's last run, which the refusal prints. Several
 processes starting the job at once apply it once; several asking for a new run after
-the same run start one new run.`,
+the same run start one new run.
+
+With --canary N (rows) or PCT% (of the run's rows), a new run first applies that many of
+its leading rows in key order, runs the job's validations (its validate: block), and goes
+on only if they all pass. If one fails (exit 5), or with --canary-wait, the run pauses
+with nothing beyond the canary written, until 'rewind backfill promote RUN' (from any
+terminal) continues it or 'cancel' ends it.`,
 		Args: exactArgs(1, "JOB.yaml"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if diffs < 0 {
 				return invalidFlag("diffs", fmt.Sprint(diffs), "must be 0 (no diffs) or more")
+			}
+			canary, err := cf.options(execute)
+			if err != nil {
+				return err
 			}
 			f, job, err := ja.load(args[0])
 			if err != nil {
@@ -348,10 +359,10 @@ the same run start one new run.`,
 			}
 			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
 				return r.Apply(ctx, job, backfill.ApplyOptions{PlanHash: planHash, AllowChangedJob: allowChanged, Estimate: estimate,
-					NewRun: newRun})
+					NewRun: newRun, Canary: canary})
 			})
 			if err != nil {
-				return redact(f.Annotate(err), job)
+				return a.canaryFailed(res, redact(f.Annotate(err), job), jsonOut)
 			}
 			return a.printResult(res, jsonOut)
 		},
@@ -365,6 +376,7 @@ the same run start one new run.`,
 	config.BoolVar(cmd.Flags(), &estimate, "estimate", false, "estimate the rows to change with the planner instead of counting them")
 	config.IntVar(cmd.Flags(), &diffs, "diffs", 10, "how many before → after diffs the plan shows (0 for none)")
 	atLeast(cmd.Flags(), 0, "diffs")
+	cf.add(cmd)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -671,6 +683,13 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 	if r.ChangesAllowed > 0 {
 		fmt.Fprintf(w, "changes\tresumed %d time(s) with --allow-changed-job\n", r.ChangesAllowed)
 	}
+	if c := r.Canary; c != nil {
+		fmt.Fprintf(w, "canary\t%d rows, %s", c.Rows, c.State)
+		if c.Message != "" {
+			fmt.Fprintf(w, ": %s", c.Message)
+		}
+		fmt.Fprintln(w)
+	}
 	w.Flush()
 	if len(q) > 0 {
 		a.printf("\nquarantine (%d keys still failing):\n", r.Quarantined)
@@ -685,6 +704,8 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 	switch r.State {
 	case backfill.Interrupted, backfill.Failed:
 		a.printf("\nresume with: rewind backfill resume %s\n", r.ID)
+	case backfill.Paused:
+		a.printf("\npaused after its canary: continue with 'rewind backfill promote %s', or end with 'rewind backfill cancel %s'\n", r.ID, r.ID)
 	}
 }
 

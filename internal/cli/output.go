@@ -86,7 +86,7 @@ var exitStatuses = []struct {
 	{2, []rewind.Code{rewind.CodeInvalidArgument, rewind.CodeLimitExceeded, rewind.CodeTruncated}},
 	{3, []rewind.Code{rewind.CodeNotFound}},
 	{4, []rewind.Code{rewind.CodeWrongExpectedVersion, rewind.CodeIdempotencyConflict, rewind.CodeAlreadyExists}},
-	{5, []rewind.Code{rewind.CodeCorruption}},
+	{5, []rewind.Code{rewind.CodeCorruption, codeCheckFailed}},
 	{6, []rewind.Code{rewind.CodeLocked}},
 	{7, []rewind.Code{rewind.CodeUnauthenticated}},
 	{8, []rewind.Code{rewind.CodePermissionDenied}},
