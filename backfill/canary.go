@@ -118,7 +118,9 @@ type CanaryState struct {
 func (c *CanaryState) applying() bool { return c != nil && c.State == CanaryApplying }
 
 // Holds reports whether the canary stopped the run until it is promoted.
-func (c *CanaryState) Holds() bool { return c != nil && (c.State == CanaryFailed || c.State == CanaryWaiting) }
+func (c *CanaryState) Holds() bool {
+	return c != nil && (c.State == CanaryFailed || c.State == CanaryWaiting)
+}
 
 // limit is the size of the next chunk: full, cut so that the canary stops
 // at its rows; 0 when they are applied.

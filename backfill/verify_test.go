@@ -99,10 +99,10 @@ func TestVerifyFindsPlantedDiscrepancies(t *testing.T) {
 			b := setup(t, 1000)
 			ctx := context.Background()
 			id := b.apply(t, job(), backfill.ApplyOptions{}).Run.ID
-			b.db.Exec(t, "UPDATE items SET val = val + 1 WHERE id = 250")                // chunk 3: changed since
-			b.db.Exec(t, "UPDATE items SET done = false WHERE id IN (420, 421)")         // chunk 5: matches the where again
+			b.db.Exec(t, "UPDATE items SET val = val + 1 WHERE id = 250")        // chunk 3: changed since
+			b.db.Exec(t, "UPDATE items SET done = false WHERE id IN (420, 421)") // chunk 5: matches the where again
 			b.db.Exec(t, "UPDATE rewind.backfill_chunks SET output_checksum = '42' WHERE run_id = $1 AND seq = 7", id)
-			b.db.Exec(t, "DELETE FROM items WHERE id = 905")                             // chunk 10: a row gone
+			b.db.Exec(t, "DELETE FROM items WHERE id = 905") // chunk 10: a row gone
 			b.db.Exec(t, "DELETE FROM rewind.backfill_chunks WHERE run_id = $1 AND seq = 9", id)
 			before := b.db.Checksum(t, "items", "id")
 			rep, err := b.runner.Verify(ctx, id, job(), backfill.VerifyOptions{})
