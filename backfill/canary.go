@@ -265,7 +265,7 @@ func (r *Runner) canaryGate(ctx context.Context, p *prepared, run *Run, promote 
 		return fmt.Errorf("%w: run %s %s, it is not paused after a canary: nothing to promote "+
 			"('rewind backfill resume %s' continues an interrupted or failed run)", ErrNotPaused, run.ID, what, run.ID)
 	case !promote && c.Holds():
-		return fmt.Errorf("%w: run %s stopped after its canary (%s) and waits to be promoted; look at the rows "+
+		return fmt.Errorf("%w: run %s waits to be promoted (its canary: %s); look at the rows "+
 			"(rewind backfill status %s, rewind backfill validate %s), then continue it with 'rewind backfill promote %s', "+
 			"or cancel it with 'rewind backfill cancel %s'", ErrRunPaused, run.ID, c.Message, run.ID, run.ID, run.ID, run.ID)
 	case !promote:
@@ -321,7 +321,7 @@ func (r *Runner) canaryCheck(ctx context.Context, p *prepared, run *Run, res *Re
 		res.Message = fmt.Sprintf("run %s paused after its canary: %s", run.ID, msg)
 		return true, &CanaryError{RunID: run.ID, Report: res.Canary}
 	}
-	res.Message = fmt.Sprintf("run %s applied its canary (%d rows in %d chunks) and is paused: %s. Nothing beyond the canary "+
+	res.Message = fmt.Sprintf("run %s applied its canary (%d rows in %d chunk(s)) and is paused: %s. Nothing beyond the canary "+
 		"was written; continue it with 'rewind backfill promote %s', or cancel it with 'rewind backfill cancel %s'",
 		run.ID, pr.RowsSeen, pr.Chunks, msg, run.ID, run.ID)
 	return true, nil

@@ -435,9 +435,7 @@ func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, 
 		// Sums of the keys' sums are the chunk's checksums as one statement
 		// would have recorded them, which verify recomputes.
 		total.In, total.Out = combineSums(ins), combineSums(outs)
-		if rs, ok := p.ch.(interface {
-			rangeOut(context.Context, pgx.Tx, Bounds) (string, error)
-		}); ok {
+		if rs, ok := p.ch.(rangeOutputer); ok {
 			if total.Out, err = rs.rangeOut(ctx, env.tx, b); err != nil {
 				return total, nil, err
 			}

@@ -253,8 +253,9 @@ type ValidationResult struct {
 	Got string `json:"got"`
 	// Rows are the first rows the query returned when it was to return
 	// a number of rows (each row's columns as text), for a report to name
-	// the keys still wrong.
-	Rows [][]string `json:"rows,omitempty"`
+	// the keys still wrong; RowCount is how many it returned.
+	Rows     [][]string `json:"rows,omitempty"`
+	RowCount int64      `json:"row_count,omitempty"`
 	// Reason says why it failed, when the value alone does not.
 	Reason string `json:"reason,omitempty"`
 }
@@ -419,7 +420,7 @@ func runValidation(ctx context.Context, db querier, v Validation, args pgx.Named
 		return res, err
 	}
 	if e := v.Expect; e.Rows != nil {
-		res.Passed = count == *e.Rows
+		res.Passed, res.RowCount = count == *e.Rows, count
 		res.Got = fmt.Sprintf("%d row(s)", count)
 		for _, row := range rows[:min(len(rows), sampleRows)] {
 			texts := make([]string, len(row))
@@ -532,7 +533,7 @@ type CanaryError struct {
 }
 
 func (e *CanaryError) Error() string {
-	return fmt.Sprintf("backfill: run %s stopped after its canary (%d rows in %d chunks): %s. Nothing beyond the canary "+
+	return fmt.Sprintf("backfill: run %s stopped after its canary (%d rows in %d chunk(s)): %s. Nothing beyond the canary "+
 		"was written. Look at the rows (rewind backfill status %s, rewind backfill validate %s); then continue the run "+
 		"with 'rewind backfill promote %s', or cancel it ('rewind backfill cancel %s') and fix the job",
 		e.RunID, e.Report.Rows, e.Report.Chunks, e.Report.Validations.summary(), e.RunID, e.RunID, e.RunID, e.RunID)

@@ -258,7 +258,7 @@ func (v *verifier) verify(ctx context.Context) error {
 	v.rep.Checked, v.rep.Discrepant = int64(len(chosen)), int64(len(bad))
 	v.rep.Rate = float64(v.rep.Discrepant) / float64(v.rep.Checked)
 	if v.rep.Checked < v.rep.Chunks {
-		lo, hi := Wilson(v.rep.Discrepant, v.rep.Checked, z95)
+		lo, hi := SampleInterval(v.rep.Discrepant, v.rep.Checked, v.rep.Chunks)
 		v.rep.Interval = &Interval{Low: lo, High: hi, Confidence: 0.95, Method: "Wilson score interval"}
 	}
 	return nil
@@ -296,7 +296,29 @@ func Wilson(x, n int64, z float64) (lo, hi float64) {
 	z2 := z * z
 	center := (p + z2/(2*nf)) / (1 + z2/nf)
 	half := z / (1 + z2/nf) * math.Sqrt(p*(1-p)/nf+z2/(4*nf*nf))
-	return max(0, center-half), min(1, center+half)
+	lo, hi = max(0, center-half), min(1, center+half)
+	if x == 0 { // exactly, not a rounding error away from it
+		lo = 0
+	}
+	if x == n {
+		hi = 1
+	}
+	return lo, hi
+}
+
+// SampleInterval is the 95% confidence interval of the proportion of a
+// run's n chunks that have a discrepancy, when x of a random sample of k of
+// them have one: the Wilson score interval, narrowed to what the sample
+// proves whatever the unchecked chunks hold (at least x of n, at most
+// x + n − k of n). The narrowing keeps the interval's coverage, since the
+// true proportion always lies within those bounds.
+func SampleInterval(x, k, n int64) (lo, hi float64) {
+	lo, hi = Wilson(x, k, z95)
+	if n > 0 {
+		lo = max(lo, float64(x)/float64(n))
+		hi = min(hi, float64(x+n-k)/float64(n))
+	}
+	return lo, hi
 }
 
 func (v *verifier) note(n string) {
@@ -679,6 +701,12 @@ func combineSums(parts []string) string {
 		total.Add(total, n)
 	}
 	return total.String()
+}
+
+// rangeOutputer is an applier whose output checksum covers the chunk's
+// whole key range (a statement job's), not the keys it applied.
+type rangeOutputer interface {
+	rangeOut(ctx context.Context, tx pgx.Tx, b Bounds) (string, error)
 }
 
 // rangeOut is the output checksum of a statement job's chunk applied key

@@ -236,7 +236,7 @@ func TestVerifySampleGivesARateAndInterval(t *testing.T) {
 		}
 		bad[f.Chunk] = true
 	}
-	lo, hi := backfill.Wilson(int64(len(bad)), 10, 1.959963984540054)
+	lo, hi := backfill.SampleInterval(int64(len(bad)), 10, 20)
 	if rep.Discrepant != int64(len(bad)) || rep.Rate != float64(len(bad))/10 || rep.Interval.Low != lo || rep.Interval.High != hi ||
 		rep.Interval.Method != "Wilson score interval" || rep.Interval.Confidence != 0.95 {
 		t.Fatalf("rate %v interval %+v, want %d/10 in [%v, %v]", rep.Rate, rep.Interval, len(bad), lo, hi)
@@ -276,6 +276,16 @@ func TestWilsonInterval(t *testing.T) {
 	}
 	if lo, hi := backfill.Wilson(0, 0, 1.96); lo != 0 || hi != 1 {
 		t.Errorf("Wilson of no trials = [%v, %v], want [0, 1]", lo, hi)
+	}
+	// A sample narrows the interval to what it proves: 1 of 3 chunks of 6
+	// bad means at least 1 and at most 4 of the 6 are.
+	lo, hi := backfill.SampleInterval(1, 3, 6)
+	wlo, whi := backfill.Wilson(1, 3, 1.959963984540054)
+	if math.Abs(wlo-0.0615) > 0.00005 || math.Abs(whi-0.7923) > 0.00005 || lo != 1.0/6 || hi != 4.0/6 {
+		t.Errorf("SampleInterval(1, 3, 6) = [%v, %v] (Wilson [%v, %v]), want [1/6, 4/6]", lo, hi, wlo, whi)
+	}
+	if lo, hi := backfill.SampleInterval(0, 18, 20); lo != 0 || hi != 0.1 {
+		t.Errorf("SampleInterval(0, 18, 20) = [%v, %v], want [0, 2/20]", lo, hi)
 	}
 }
 

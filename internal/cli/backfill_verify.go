@@ -369,6 +369,9 @@ func (a *app) printValidations(rep *backfill.ValidateReport) {
 		for _, row := range v.Rows {
 			fmt.Fprintf(w, "  \t\t  %s\n", strings.Join(row, ", "))
 		}
+		if n := v.RowCount - int64(len(v.Rows)); n > 0 && len(v.Rows) > 0 {
+			fmt.Fprintf(w, "  \t\t  … and %d more row(s)\n", n)
+		}
 	}
 	w.Flush()
 	a.printf("%d validation(s): %d passed, %d failed\n", len(rep.Results), rep.Passed, rep.Failed)
