@@ -62,6 +62,15 @@
 // RetryFailed processes only them); fatal errors stop the run with the
 // chunk named.
 //
+// Runner.Verify re-reads a run's committed chunks, read-only, and reports
+// discrepancies with the ledger by chunk and key: checkpoints altered
+// since, rows written since the chunk committed, output checksums that no
+// longer match, rows of finished ranges the job's where still selects; a
+// sample gives a rate with a confidence interval. A job's Validate
+// assertions run read-only (Runner.Validate), and a canary
+// (ApplyOptions.Canary) applies a run's first rows, runs them, and pauses
+// the run until Runner.Promote unless they pass.
+//
 // Every step is recorded in the audit ledger of package audit: run planned,
 // started, chunk committed, retried, skipped, failed, resumed, finished,
 // with who, host, binary version, command line, job hash and masked

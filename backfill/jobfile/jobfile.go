@@ -11,6 +11,10 @@
 //	  cutoff: {type: timestamptz, required: true}
 //	chunk: 1000
 //	on_data_error: halt
+//	validate:
+//	  - name: no_upper_emails
+//	    sql: SELECT count(*) FROM users WHERE email <> lower(email)
+//	    expect: 0
 //
 // A job has either set (column: SQL expression) or statement (SQL run per
 // chunk with @lo and @hi bound to the chunk's first and last keys).
