@@ -204,6 +204,30 @@ func TestCanaryLargerThanTheRun(t *testing.T) {
 	}
 }
 
+// A paused run can be cancelled; the job then starts afresh.
+func TestCancelOfAPausedRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300)
+	ctx := context.Background()
+	res, err := b.runner.Apply(ctx, countOnce(100), backfill.ApplyOptions{Canary: &backfill.Canary{Rows: 100, Wait: true}})
+	if err != nil || res.Run.State != backfill.Paused {
+		t.Fatalf("apply: %+v, %v", res, err)
+	}
+	if err := b.runner.Cancel(ctx, res.Run.ID, nil); err != nil {
+		t.Fatalf("cancel of a paused run: %v", err)
+	}
+	st, _ := b.runner.Status(ctx, res.Run.ID)
+	if st.State != backfill.Cancelled {
+		t.Fatalf("state after cancel: %s", st.State)
+	}
+	if _, err := b.runner.Promote(ctx, res.Run.ID, countOnce(100), backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrRunEnded) {
+		t.Fatalf("promote of a cancelled run = %v", err)
+	}
+	if again := b.apply(t, countOnce(100), backfill.ApplyOptions{}); again.Run.ID == res.Run.ID || again.RowsChanged != 300 {
+		t.Fatalf("a new run after cancelling the paused one: %+v", again)
+	}
+}
+
 func TestCanaryBadInputWritesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 300)

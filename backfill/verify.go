@@ -214,7 +214,10 @@ func (r *Runner) Verify(ctx context.Context, id string, job *Job, o VerifyOption
 	v := &verifier{r: r, p: p, run: run, o: o, noted: map[string]bool{},
 		rep: &VerifyReport{RunID: run.ID, Job: run.JobName, JobVersion: run.JobVersion, State: run.State, Sample: 100,
 			Seed: o.Seed, Findings: []Finding{}}}
-	v.t, _ = p.src.(*Table)
+	switch p.ch.(type) {
+	case *setChange, *statementChange: // jobs that write their own table
+		v.t = p.src.(*Table)
+	}
 	if o.Sample != 0 {
 		v.rep.Sample = o.Sample
 	}
@@ -638,12 +641,13 @@ func (v *verifier) keys(ctx context.Context, tx pgx.Tx, a pgx.NamedArgs, from, c
 
 // mask masks the job's secret values in a key.
 func (v *verifier) mask(k Key) Key {
-	if k == nil || v.t == nil {
+	if k == nil {
 		return k
 	}
+	redact := v.p.job.Params.redactor()
 	out := make(Key, len(k))
 	for i, s := range k {
-		out[i] = v.t.masked(s)
+		out[i] = redact(s)
 	}
 	return out
 }

@@ -71,6 +71,25 @@ func TestVerifyAfterACleanRunFindsNothing(t *testing.T) {
 	}
 }
 
+// A Go process job's checkpoints are checked against the audit ledger;
+// its output is not recomputed, which the report says.
+func TestVerifyOfAGoJobChecksItsCheckpoints(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 200)
+	ctx := context.Background()
+	id := b.apply(t, processIncrement(), backfill.ApplyOptions{}).Run.ID
+	rep, err := b.runner.Verify(ctx, id, processIncrement(), backfill.VerifyOptions{})
+	if err != nil || !rep.Clean() || rep.Checked != 4 || !strings.Contains(strings.Join(rep.Notes, " "), "Go process job") {
+		t.Fatalf("verify of a Go job: %+v, %v", rep, err)
+	}
+	b.db.Exec(t, "UPDATE rewind.backfill_chunks SET rows_changed = 7 WHERE run_id = $1 AND seq = 2", id)
+	rep, err = b.runner.Verify(ctx, id, processIncrement(), backfill.VerifyOptions{})
+	if f := findings(rep)["2/checkpoint_altered"]; err != nil || len(rep.Findings) != 1 ||
+		!strings.Contains(f.Message, "rows_changed 7 in the checkpoint, 50 in the ledger") {
+		t.Fatalf("verify of a Go job with an altered checkpoint: %+v, %v", rep.Findings, err)
+	}
+}
+
 // findings indexes a report's findings by chunk and kind.
 func findings(rep *backfill.VerifyReport) map[string]backfill.Finding {
 	out := map[string]backfill.Finding{}
