@@ -163,9 +163,9 @@ func TestBackfillVerifyCanaryBadInput(t *testing.T) {
 		{"promote unknown run", []string{"promote", "ffffffff"}, 3, "no backfill has run"},
 		{"validate a missing file", []string{"validate", "nope.yaml"}, 3, "nope.yaml does not exist"},
 		{"validate a job without validations", []string{"validate", writeJob(t, jobYAML), "-p", "max_id=600"}, 2, "no validations"},
-		{"malformed validate block", []string{"validate", writeJob(t, jobYAML + "validate:\n  - name: a\n    sql: SELECT 1\n    expect: [1]\n"), "-p", "max_id=600"},
+		{"malformed validate block", []string{"validate", writeJob(t, jobYAML+"validate:\n  - name: a\n    sql: SELECT 1\n    expect: [1]\n"), "-p", "max_id=600"},
 			2, "validate.a.expect (job file"},
-		{"validation that writes", []string{"run", writeJob(t, jobYAML + "validate:\n  - name: a\n    sql: DELETE FROM users\n    expect: 0\n"), "-p", "max_id=600", "--execute", "--canary", "5"},
+		{"validation that writes", []string{"run", writeJob(t, jobYAML+"validate:\n  - name: a\n    sql: DELETE FROM users\n    expect: 0\n"), "-p", "max_id=600", "--execute", "--canary", "5"},
 			2, "validate.a.sql (job file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
