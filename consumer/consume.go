@@ -1,0 +1,134 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+)
+
+// Message is an event handed to a Handler, with its delivery.
+type Message struct {
+	Delivery
+	Group  string
+	member *Member
+}
+
+// InProgress extends the message's ack deadline (see Member.InProgress).
+func (m *Message) InProgress(ctx context.Context) error {
+	if m.member == nil {
+		return nil
+	}
+	return m.member.InProgress(ctx, m.ID)
+}
+
+// NewMessage builds a Message for a delivery of group, for tests of
+// handlers and middleware that run without an engine.
+func NewMessage(group string, d Delivery) *Message { return &Message{Delivery: d, Group: group} }
+
+// Handler handles one event. Its result decides what becomes of it: nil
+// acks it; an error made by Park parks it at once (term); one made by
+// RetryAfter naks it with that delay; any other naks it, to be
+// redelivered after the group's backoff step (or parked after its last
+// delivery), with the error recorded as its last error.
+type Handler func(ctx context.Context, m *Message) error
+
+// Middleware wraps a Handler (see package consumer/middleware).
+type Middleware func(Handler) Handler
+
+// Chain wraps h in mws, the first the outermost.
+func Chain(h Handler, mws ...Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// ConsumeOptions configures Consume.
+type ConsumeOptions struct {
+	// Concurrency is how many events are handled at once. Defaults to 1.
+	Concurrency int
+}
+
+// Consume fetches events for member and handles each with h, acking,
+// nak'ing or parking it by h's result, until ctx ends (it then waits for
+// the handlers running, and returns nil) or the member fails. It does not
+// leave the group; call Leave after it.
+func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions) error {
+	n := opts.Concurrency
+	if n == 0 {
+		n = 1
+	}
+	if n < 1 || n > maxLimit {
+		return bad("concurrency", n, "must be between 1 and 1000000")
+	}
+	work := make(chan Delivery, n)
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	var firstErr error
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		cancel()
+	}
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				if err := member.settle(ctx, d, h(ctx, &Message{Delivery: d, Group: member.Group(),
+					member: member})); err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+	for ctx.Err() == nil {
+		ds, err := member.Fetch(ctx, n)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail(err)
+			}
+			break
+		}
+		for _, d := range ds {
+			work <- d
+		}
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
+}
+
+// settle acts on a handler's result. A stale delivery (its ack wait ran
+// out meanwhile) is not an error of the consumer's: the event went back.
+func (mb *Member) settle(ctx context.Context, d Delivery, herr error) error {
+	if mb.Mode() == AtMostOnce {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	var park *ParkError
+	var retry *RetryError
+	switch {
+	case herr == nil:
+		err = mb.Ack(ctx, d.ID)
+	case errors.As(herr, &park):
+		errMsg := ""
+		if park.Err != nil {
+			errMsg = park.Err.Error()
+		}
+		err = mb.Term(ctx, d.ID, park.Reason, errMsg)
+	case errors.As(herr, &retry):
+		err = mb.Nak(ctx, d.ID, NakOptions{Delay: retry.Delay, Error: herr.Error()})
+	default:
+		err = mb.Nak(ctx, d.ID, NakOptions{Error: herr.Error()})
+	}
+	if errors.Is(err, ErrStaleDelivery) {
+		return nil
+	}
+	return err
+}
+
+func isSystem(stream string) bool { return strings.HasPrefix(stream, SystemStreamPrefix) }

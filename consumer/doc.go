@@ -1,0 +1,2 @@
+// Package consumer runs durable consumer groups over any rewind.Store.
+package consumer

@@ -1,0 +1,405 @@
+package consumer
+
+import (
+	"container/heap"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tidwall/btree"
+
+	"github.com/rewindhq/rewind"
+)
+
+// group is one consumer group in memory. Everything below mu is guarded
+// by it; the reader, the committer and the replayer are its goroutines.
+type group struct {
+	e      *Engine
+	name   string
+	stream string // its state stream
+	cfg    GroupConfig
+	// ordered and orderField come from cfg.OrderBy.
+	ordered    bool
+	orderField string
+	prio       map[string]bool
+
+	commitMu sync.Mutex // one append to the state stream at a time
+
+	mu sync.Mutex
+	// version is the state stream's last version.
+	version uint64
+	// entries are the outstanding events read from the log, by position.
+	entries btree.Map[rewind.Position, *entry]
+	// replaying are parked events a replay handed back, by position.
+	replaying map[rewind.Position]*entry
+	keys      map[string]*keyQueue
+	ready     readyHeap
+	delayed   delayHeap
+	deadlines deadlineHeap
+	inflight  map[DeliveryID]*delivery
+	members   map[uint64]*member
+	parked    btree.Map[rewind.Position, *ParkedEntry]
+	// cursor is the log position the reader has taken up to; prev the
+	// last event it took (done or not).
+	cursor, prev rewind.Position
+	// recovered is what the records said is done above the floor, for
+	// the reader to skip; recAttempts the delivery counts they kept.
+	recovered   doneSet
+	recAttempts map[rewind.Position]int
+	// buf collects the changes of the next commit; bufSeq numbers it.
+	buf          delta
+	bufSeq       uint64
+	committedSeq uint64
+	commitWake   chan struct{} // closed when a commit lands
+	sinceSnap    int
+	// committedFloor is the floor the last commit wrote; pendingFloor the
+	// one the commit being written holds.
+	committedFloor, pendingFloor rewind.Position
+	wantSnapshot bool
+	lastID       DeliveryID
+	changed      chan struct{} // closed (and replaced) at every change
+	failed       error
+	parkedFull   bool
+	replay       replayState
+	stats        stats
+	deleted      bool
+
+	urgent     chan struct{} // asks the committer for a commit now
+	replayWake chan struct{} // asks the replayer for the next chunk
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// readerCancel stops only the reader (a reset restarts it).
+	readerCancel context.CancelFunc
+	readerDone   chan struct{}
+}
+
+type stats struct {
+	acked, redeliveries, parkedTotal, timeouts uint64
+}
+
+type replayState struct {
+	active bool
+	stop   rewind.Position // parked events up to it
+	after  rewind.Position // handed back up to it
+}
+
+func newGroup(e *Engine, cfg GroupConfig) *group {
+	ordered, field, _ := parseOrderBy(cfg.OrderBy)
+	g := &group{e: e, name: cfg.Name, stream: stateStreamPrefix + cfg.Name, cfg: cfg, ordered: ordered,
+		orderField: field, prio: map[string]bool{}, replaying: map[rewind.Position]*entry{},
+		keys: map[string]*keyQueue{}, inflight: map[DeliveryID]*delivery{}, members: map[uint64]*member{},
+		changed: make(chan struct{}), commitWake: make(chan struct{}), bufSeq: 1,
+		urgent: make(chan struct{}, 1), replayWake: make(chan struct{}, 1),
+		// Ids follow the wall clock's nanoseconds, so that those of an
+		// earlier run of the engine are never handed out again.
+		lastID: DeliveryID(time.Now().UnixNano())}
+	for _, t := range cfg.Priority {
+		g.prio[t] = true
+	}
+	return g
+}
+
+// signal wakes everyone waiting for a change.
+func (g *group) signal() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// floor is the ack floor: every event at or before it is done (acked,
+// parked or not matching).
+func (g *group) floor() rewind.Position {
+	if p, _, ok := g.entries.Min(); ok {
+		return min(p-1, g.cursor)
+	}
+	return g.cursor
+}
+
+// keyOf returns the ordering key of ev.
+func (g *group) keyOf(ev *rewind.RecordedEvent) (string, bool) {
+	if !g.ordered {
+		return "", false
+	}
+	if g.orderField == "" {
+		return ev.Stream, true
+	}
+	k, ok := ev.Metadata[g.orderField]
+	return k, ok
+}
+
+// admit takes an event the reader read. The caller moved prev.
+func (g *group) admit(ev *rewind.RecordedEvent, prev rewind.Position) {
+	e := &entry{ev: ev, prev: prev, prio: g.prio[ev.Type], heapIdx: -1}
+	if n, ok := g.recAttempts[ev.Position]; ok {
+		e.attempts = n
+		delete(g.recAttempts, ev.Position)
+	}
+	g.entries.Set(ev.Position, e)
+	e.key, e.keyed = g.keyOf(ev)
+	if e.keyed {
+		k := g.keys[e.key]
+		if k == nil {
+			k = &keyQueue{}
+			g.keys[e.key] = k
+		}
+		k.q = append(k.q, e)
+		if len(k.q) > 1 {
+			e.state = stWaiting
+			return
+		}
+	}
+	g.makeReady(e)
+}
+
+func (g *group) makeReady(e *entry) {
+	e.state = stReady
+	heap.Push(&g.ready, e)
+}
+
+// schedule makes e deliverable after delay.
+func (g *group) schedule(e *entry, delay time.Duration, now time.Time) {
+	if delay <= 0 {
+		g.makeReady(e)
+		return
+	}
+	e.state, e.readyAt = stDelayed, now.Add(delay)
+	heap.Push(&g.delayed, e)
+}
+
+// backoff is the delay before redelivery after n deliveries.
+func (g *group) backoff(n int) time.Duration {
+	b := g.cfg.Backoff
+	return b[min(max(n-1, 0), len(b)-1)]
+}
+
+// full reports whether the group holds as many events as it may.
+func (g *group) full() bool { return g.entries.Len() >= g.cfg.MaxPending }
+
+// fetch hands up to n ready events to m.
+func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
+	var out []Delivery
+	for len(out) < n && len(m.inflight) < m.max && len(g.inflight) < g.cfg.MaxAckPending && g.ready.Len() > 0 {
+		e := heap.Pop(&g.ready).(*entry)
+		e.attempts++
+		if e.attempts > 1 {
+			g.stats.redeliveries++
+		}
+		g.lastID++
+		d := &delivery{id: g.lastID, e: e, m: m, deadline: now.Add(g.cfg.AckWait)}
+		out = append(out, Delivery{ID: d.id, Event: e.ev, Attempt: e.attempts, Replay: e.replay})
+		if g.cfg.Mode == AtMostOnce {
+			// Done before it is handed out: the caller waits for the commit.
+			e.state = stInFlight
+			g.resolve(e)
+			g.stats.acked++
+			continue
+		}
+		e.state, e.d = stInFlight, d
+		g.inflight[d.id] = d
+		m.inflight[d.id] = d
+		heap.Push(&g.deadlines, deadline{at: d.deadline, d: d})
+	}
+	return out
+}
+
+// lookup finds m's delivery id, or says why it cannot be acted on.
+func (g *group) lookup(m *member, id DeliveryID, op string) (*delivery, error) {
+	d := g.inflight[id]
+	switch {
+	case d == nil && (id == 0 || id > g.lastID):
+		return nil, &Error{Op: op, Group: g.name, ID: id, Err: ErrUnknownDelivery,
+			Reason: "use the id of a delivery this group handed out"}
+	case d == nil:
+		return nil, &Error{Op: op, Group: g.name, ID: id, Err: ErrStaleDelivery,
+			Reason: "it was acked, nak'ed, timed out or released already; nothing changed"}
+	case d.m != m:
+		return nil, &Error{Op: op, Group: g.name, ID: id, Err: ErrForeignDelivery,
+			Reason: "only the member it was delivered to can act on it; nothing changed"}
+	}
+	return d, nil
+}
+
+// release ends a delivery.
+func (g *group) release(d *delivery) {
+	d.done = true
+	delete(g.inflight, d.id)
+	delete(d.m.inflight, d.id)
+	d.e.d = nil
+}
+
+// ack resolves d's event as done.
+func (g *group) ack(d *delivery) {
+	g.release(d)
+	e := d.e
+	g.stats.acked++
+	if e.replay {
+		delete(g.replaying, e.pos())
+		if _, ok := g.parked.Delete(e.pos()); ok {
+			g.buf.Unparked = append(g.buf.Unparked, e.pos())
+		}
+		g.replayed(e)
+		return
+	}
+	g.resolve(e)
+}
+
+// resolve removes a finished (acked or parked) event read from the log and
+// records its span as done; the next event of its key becomes ready.
+func (g *group) resolve(e *entry) {
+	g.entries.Delete(e.pos())
+	g.buf.Done = appendSpan(g.buf.Done, span{From: e.prev, To: e.pos()})
+	if !e.keyed {
+		return
+	}
+	k := g.keys[e.key]
+	k.popHead()
+	if len(k.q) == 0 {
+		delete(g.keys, e.key)
+		return
+	}
+	if h := k.head(); h.state == stWaiting {
+		g.makeReady(h)
+	}
+}
+
+// appendSpan appends s, joining it to the last span when they touch.
+func appendSpan(spans []span, s span) []span {
+	if n := len(spans); n > 0 && spans[n-1].To == s.From {
+		spans[n-1].To = s.To
+		return spans
+	}
+	return append(spans, s)
+}
+
+// retry puts a failed delivery's event back: parked when it may not be
+// delivered again, else after delay (or the backoff step when !explicit).
+func (g *group) retry(e *entry, delay time.Duration, explicit bool, now time.Time) {
+	switch {
+	case e.replay:
+		g.park(e, "failed again after a replay", now)
+		return
+	case g.cfg.MaxDeliveries > 0 && e.attempts >= g.cfg.MaxDeliveries:
+		g.park(e, "max deliveries reached", now)
+		return
+	}
+	if !explicit {
+		delay = g.backoff(e.attempts)
+	}
+	g.buf.Attempts = append(g.buf.Attempts, attemptCount{Pos: e.pos(), N: e.attempts})
+	g.schedule(e, delay, now)
+}
+
+// park moves e to the parked events.
+func (g *group) park(e *entry, reason string, now time.Time) {
+	p := &ParkedEntry{Position: e.pos(), Stream: e.ev.Stream, Type: e.ev.Type, EventID: e.ev.ID,
+		Reason: reason, LastError: e.lastErr, Attempts: e.attempts, ParkedAt: now.UTC()}
+	if e.replay {
+		old, _ := g.parked.Get(e.pos())
+		if old != nil {
+			p.Attempts += old.Attempts
+		}
+		delete(g.replaying, e.pos())
+		g.parked.Set(p.Position, p)
+		g.buf.Parked = append(g.buf.Parked, *p)
+		g.stats.parkedTotal++
+		g.replayed(e)
+		return
+	}
+	if g.parked.Len() >= g.cfg.MaxParked {
+		g.parkedFull = true
+		g.buf.Attempts = append(g.buf.Attempts, attemptCount{Pos: e.pos(), N: e.attempts})
+		g.schedule(e, g.cfg.Backoff[len(g.cfg.Backoff)-1], now)
+		return
+	}
+	g.parked.Set(p.Position, p)
+	g.buf.Parked = append(g.buf.Parked, *p)
+	g.stats.parkedTotal++
+	g.resolve(e)
+}
+
+// nak puts d's event back for redelivery.
+func (g *group) nak(d *delivery, delay time.Duration, explicit bool, errMsg string, now time.Time) {
+	g.release(d)
+	d.e.lastErr = truncate(errMsg)
+	g.retry(d.e, delay, explicit, now)
+}
+
+// term parks d's event at once.
+func (g *group) term(d *delivery, reason, errMsg string, now time.Time) {
+	g.release(d)
+	if errMsg != "" {
+		d.e.lastErr = truncate(errMsg)
+	}
+	if reason == "" {
+		reason = "terminated by the consumer"
+	}
+	g.park(d.e, reason, now)
+}
+
+func truncate(s string) string {
+	if len(s) > maxLastError {
+		return s[:maxLastError] + "…"
+	}
+	return s
+}
+
+// tick makes due redeliveries ready and expires deliveries past their ack
+// wait. It reports whether anything changed.
+func (g *group) tick(now time.Time) bool {
+	changed := false
+	for g.delayed.Len() > 0 && !g.delayed[0].readyAt.After(now) {
+		e := heap.Pop(&g.delayed).(*entry)
+		g.makeReady(e)
+		changed = true
+	}
+	for g.deadlines.Len() > 0 && !g.deadlines[0].at.After(now) {
+		dl := heap.Pop(&g.deadlines).(deadline)
+		if dl.d.done || !dl.at.Equal(dl.d.deadline) {
+			continue
+		}
+		g.stats.timeouts++
+		g.nak(dl.d, 0, false, "ack wait expired", now)
+		changed = true
+	}
+	return changed
+}
+
+// leave releases every delivery of m at once: each event is ready again
+// (or parked, if it had its last delivery).
+func (g *group) leave(m *member, now time.Time) {
+	ids := make([]DeliveryID, 0, len(m.inflight))
+	for id := range m.inflight {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		d := m.inflight[id]
+		g.release(d)
+		d.e.lastErr = "member left"
+		if d.e.replay || g.cfg.MaxDeliveries > 0 && d.e.attempts >= g.cfg.MaxDeliveries {
+			g.retry(d.e, 0, true, now)
+			continue
+		}
+		g.makeReady(d.e)
+	}
+	m.left = true
+	delete(g.members, m.id)
+}
+
+// clear drops every outstanding event and delivery (a reset).
+func (g *group) clear() {
+	for _, d := range g.inflight {
+		d.done = true
+		delete(d.m.inflight, d.id)
+	}
+	g.inflight = map[DeliveryID]*delivery{}
+	g.entries.Clear()
+	g.replaying = map[rewind.Position]*entry{}
+	g.keys = map[string]*keyQueue{}
+	g.ready, g.delayed, g.deadlines = nil, nil, nil
+	g.recovered = doneSet{}
+	g.recAttempts = nil
+	g.buf = delta{}
+	g.replay = replayState{}
+}

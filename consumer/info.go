@@ -1,0 +1,110 @@
+package consumer
+
+import (
+	"container/heap"
+	"fmt"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// Status says whether a group is moving, and if not, why.
+type Status string
+
+// The statuses of a group.
+const (
+	// StatusActive: the group has events in flight or ready.
+	StatusActive Status = "active"
+	// StatusIdle: the group holds no event: it has delivered everything
+	// it read and waits for new events.
+	StatusIdle Status = "idle"
+	// StatusFull: the group holds MaxPending events and reads no further
+	// until some are acked or parked.
+	StatusFull Status = "full"
+	// StatusAckPendingFull: MaxAckPending deliveries are un-acked; nothing
+	// more is handed out until some are acked.
+	StatusAckPendingFull Status = "ack_pending_full"
+	// StatusNoMembers: events are ready and no member is there to take them.
+	StatusNoMembers Status = "no_members"
+	// StatusParkedFull: MaxParked events are parked; events that should be
+	// parked are redelivered after the last backoff step instead.
+	StatusParkedFull Status = "parked_full"
+	// StatusFailed: the group's state could not be written or the log
+	// not read; see StatusReason. Reopen the engine.
+	StatusFailed Status = "failed"
+)
+
+// GroupInfo describes a group and its lag. Every number is kept as the
+// group works: reading it scans nothing.
+type GroupInfo struct {
+	Config       GroupConfig `json:"config"`
+	Status       Status      `json:"status"`
+	StatusReason string      `json:"status_reason,omitempty"`
+	Members      int         `json:"members"`
+	// AckFloor is the position at and before which every event is done;
+	// ReadPosition the position the group has read the log to.
+	AckFloor     rewind.Position `json:"ack_floor"`
+	ReadPosition rewind.Position `json:"read_position"`
+	// Pending counts the events held and not in flight (ready, waiting for
+	// their key, or for a redelivery delay); InFlight the un-acked
+	// deliveries; Delayed those waiting for a redelivery delay.
+	Pending  int `json:"pending"`
+	InFlight int `json:"in_flight"`
+	Delayed  int `json:"delayed"`
+	// Keys counts the ordering keys with events held.
+	Keys int `json:"keys"`
+	// OldestUnackedAge is how long ago the oldest event not yet done was
+	// recorded (0 when there is none).
+	OldestUnackedAge time.Duration `json:"oldest_unacked_age"`
+	// Acked, Redeliveries, Timeouts and ParkedTotal count since the engine opened.
+	Acked        uint64 `json:"acked"`
+	Redeliveries uint64 `json:"redeliveries"`
+	Timeouts     uint64 `json:"timeouts"`
+	ParkedTotal  uint64 `json:"parked_total"`
+	// Parked counts the events parked now; Replaying those a replay has
+	// handed back and that are not yet done.
+	Parked    int `json:"parked"`
+	Replaying int `json:"replaying"`
+}
+
+// info describes g. Called with g.mu held.
+func (g *group) info() GroupInfo {
+	in := GroupInfo{Config: g.cfg, Members: len(g.members), AckFloor: g.floor(), ReadPosition: g.cursor,
+		InFlight: len(g.inflight), Delayed: g.delayed.Len(), Keys: len(g.keys),
+		Acked: g.stats.acked, Redeliveries: g.stats.redeliveries, Timeouts: g.stats.timeouts,
+		ParkedTotal: g.stats.parkedTotal, Parked: g.parked.Len(), Replaying: len(g.replaying)}
+	held := g.entries.Len() + len(g.replaying)
+	in.Pending = held - in.InFlight
+	if _, e, ok := g.entries.Min(); ok {
+		in.OldestUnackedAge = max(g.e.cfg.Now().Sub(e.ev.RecordedAt), 0)
+	}
+	in.Status, in.StatusReason = g.status(in)
+	return in
+}
+
+func (g *group) status(in GroupInfo) (Status, string) {
+	switch {
+	case g.failed != nil:
+		return StatusFailed, g.failed.Error()
+	case g.full():
+		return StatusFull, fmt.Sprintf("holds %d events (max pending): %d in flight, %d delayed, %d waiting behind "+
+			"earlier events of their key; it reads no further until some are acked or parked", g.entries.Len(),
+			in.InFlight, in.Delayed, g.entries.Len()-in.InFlight-in.Delayed-g.ready.Len())
+	case len(g.inflight) >= g.cfg.MaxAckPending:
+		return StatusAckPendingFull, fmt.Sprintf("%d deliveries are not acked (max ack pending): nothing more is "+
+			"handed out until some are acked", len(g.inflight))
+	case g.parkedFull && g.parked.Len() >= g.cfg.MaxParked:
+		return StatusParkedFull, fmt.Sprintf("%d events are parked (max parked): events that fail their last "+
+			"delivery are retried instead; replay or purge parked events", g.parked.Len())
+	case g.ready.Len() > 0 && len(g.members) == 0:
+		return StatusNoMembers, fmt.Sprintf("%d events are ready and no member has joined", g.ready.Len())
+	case in.Pending+in.InFlight == 0:
+		return StatusIdle, ""
+	}
+	return StatusActive, ""
+}
+
+// deadlinesPush adds d's current deadline to the deadline heap.
+func (g *group) deadlinesPush(d *delivery) {
+	heap.Push(&g.deadlines, deadline{at: d.deadline, d: d})
+}

@@ -1,0 +1,237 @@
+package consumer
+
+import (
+	"context"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// DeliveryID identifies one delivery of an event to a member. Every
+// delivery of a group gets a new one, a redelivery too, so that an ack
+// meant for an earlier delivery cannot ack a later one.
+type DeliveryID uint64
+
+// Delivery is an event handed to a member.
+type Delivery struct {
+	ID DeliveryID
+	// Event is shared with the engine: read it, do not change it.
+	Event *rewind.RecordedEvent
+	// Attempt is 1 for the first delivery, 2 for the first redelivery…
+	Attempt int
+	// Replay is set for a parked event handed back by a replay: if it
+	// fails again it is parked again.
+	Replay bool
+}
+
+// MemberOptions configures a member joining a group.
+type MemberOptions struct {
+	// Name describes the member in the group's description. Optional.
+	Name string
+	// MaxAckPending caps the member's deliveries not yet acked. Defaults
+	// to the group's MemberMaxAckPending, and cannot exceed it.
+	MaxAckPending int
+}
+
+// Member is one consumer of a group (members compete for the group's
+// events). A server keeps one per connected client; it is safe for
+// concurrent use.
+type Member struct {
+	g *group
+	m *member
+}
+
+type member struct {
+	id       uint64
+	name     string
+	max      int
+	joined   time.Time
+	inflight map[DeliveryID]*delivery
+	left     bool
+}
+
+// Join adds a member to a group.
+func (e *Engine) Join(ctx context.Context, group string, opts MemberOptions) (*Member, error) {
+	g, err := e.group("join", group)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	max := g.cfg.MemberMaxAckPending
+	switch {
+	case opts.MaxAckPending < 0:
+		return nil, bad("member max ack pending", opts.MaxAckPending, "must not be negative")
+	case opts.MaxAckPending > max:
+		return nil, tooLarge("member max ack pending", int64(opts.MaxAckPending), int64(max),
+			"the group's member_max_ack_pending caps it")
+	case opts.MaxAckPending > 0:
+		max = opts.MaxAckPending
+	}
+	if g.deleted {
+		return nil, notFound("join", group)
+	}
+	e.mu.Lock()
+	e.nextID++
+	id := e.nextID
+	e.mu.Unlock()
+	m := &member{id: id, name: opts.Name, max: max, joined: e.cfg.Now(), inflight: map[DeliveryID]*delivery{}}
+	g.members[id] = m
+	return &Member{g: g, m: m}, nil
+}
+
+// Group returns the name of the member's group.
+func (mb *Member) Group() string { return mb.g.name }
+
+// Mode returns the group's delivery mode. At-most-once deliveries need no
+// ack (they are done before they are handed out).
+func (mb *Member) Mode() Mode { return mb.g.cfg.Mode }
+
+// Fetch waits until at least one event is ready for the member, and
+// returns up to max of them. It fails when ctx ends, when the member has
+// left, or when the group failed.
+func (mb *Member) Fetch(ctx context.Context, max int) ([]Delivery, error) {
+	if max < 1 || max > maxLimit {
+		return nil, bad("fetch max", max, "must be between 1 and 1000000")
+	}
+	g := mb.g
+	for {
+		g.mu.Lock()
+		if err := mb.usable("fetch"); err != nil {
+			g.mu.Unlock()
+			return nil, err
+		}
+		ds := g.fetch(mb.m, max, g.e.cfg.Now())
+		ch := g.changed
+		seq := g.bufSeq
+		if len(ds) > 0 {
+			g.signal()
+		}
+		g.mu.Unlock()
+		if len(ds) > 0 {
+			if g.cfg.Mode == AtMostOnce {
+				if err := g.waitCommitted(ctx, seq); err != nil {
+					return nil, err
+				}
+			}
+			return ds, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// waitCommitted asks for a commit and waits until buffer seq is durable.
+func (g *group) waitCommitted(ctx context.Context, seq uint64) error {
+	for {
+		select {
+		case g.urgent <- struct{}{}:
+		default:
+		}
+		g.mu.Lock()
+		done, failed, ch := g.committedSeq >= seq, g.failed, g.commitWake
+		g.mu.Unlock()
+		if failed != nil {
+			return failed
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// usable fails when the member cannot act. Called with g.mu held.
+func (mb *Member) usable(op string) error {
+	switch {
+	case mb.g.failed != nil:
+		return mb.g.failed
+	case mb.m.left:
+		return &Error{Op: op, Group: mb.g.name, Err: ErrMemberLeft, Reason: "join the group again"}
+	}
+	return nil
+}
+
+// act runs f on delivery id of the member, with the group locked.
+func (mb *Member) act(op string, id DeliveryID, f func(d *delivery, now time.Time)) error {
+	g := mb.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := mb.usable(op); err != nil {
+		return err
+	}
+	d, err := g.lookup(mb.m, id, op)
+	if err != nil {
+		return err
+	}
+	f(d, g.e.cfg.Now())
+	g.signal()
+	return nil
+}
+
+// Ack marks the delivered event done: it will not be delivered again
+// (unless a crash loses the ack before its commit, see the package docs).
+func (mb *Member) Ack(_ context.Context, id DeliveryID) error {
+	return mb.act("ack", id, func(d *delivery, _ time.Time) { mb.g.ack(d) })
+}
+
+// NakOptions says how a nak'ed event comes back.
+type NakOptions struct {
+	// Delay, when set, is the delay before the redelivery; otherwise the
+	// group's backoff step applies.
+	Delay time.Duration
+	// Error is recorded as the event's last error (kept if it is parked).
+	Error string
+}
+
+// Nak hands the event back for redelivery, after opts.Delay or the group's
+// backoff step; an event that had its last delivery is parked instead.
+func (mb *Member) Nak(_ context.Context, id DeliveryID, opts NakOptions) error {
+	if opts.Delay < 0 || opts.Delay > maxAckWait {
+		return bad("nak delay", opts.Delay, "must be between 0 and 24h")
+	}
+	return mb.act("nak", id, func(d *delivery, now time.Time) {
+		mb.g.nak(d, opts.Delay, opts.Delay > 0, opts.Error, now)
+	})
+}
+
+// InProgress tells the group the member is still working on the event:
+// its ack deadline moves to now plus the ack wait.
+func (mb *Member) InProgress(_ context.Context, id DeliveryID) error {
+	return mb.act("in-progress", id, func(d *delivery, now time.Time) {
+		d.deadline = now.Add(mb.g.cfg.AckWait)
+		mb.g.deadlinesPush(d)
+	})
+}
+
+// Term parks the event now, with reason and the last error.
+func (mb *Member) Term(_ context.Context, id DeliveryID, reason, errMsg string) error {
+	return mb.act("term", id, func(d *delivery, now time.Time) { mb.g.term(d, reason, errMsg, now) })
+}
+
+// Leave removes the member from its group. Its deliveries not yet acked
+// go back to the group at once, to be delivered to other members.
+func (mb *Member) Leave() {
+	g := mb.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if mb.m.left {
+		return
+	}
+	g.leave(mb.m, g.e.cfg.Now())
+	g.signal()
+}
+
+// InFlight returns how many of the member's deliveries are not yet acked.
+func (mb *Member) InFlight() int {
+	mb.g.mu.Lock()
+	defer mb.g.mu.Unlock()
+	return len(mb.m.inflight)
+}

@@ -1,0 +1,149 @@
+package consumer
+
+import (
+	"container/heap"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// entryState says where an outstanding event is.
+type entryState uint8
+
+const (
+	stWaiting  entryState = iota // behind an earlier event of its key
+	stReady                      // deliverable now: in the ready heap
+	stDelayed                    // waiting for a redelivery delay: in the delayed heap
+	stInFlight                   // delivered, not yet acked
+)
+
+// entry is one event the group holds: read from the log (or handed back
+// by a replay of parked events) and not yet acked or parked.
+type entry struct {
+	ev   *rewind.RecordedEvent
+	prev rewind.Position // the previous event the reader took: (prev, pos] is done once this is
+	key  string
+	// keyed: the event waits for the earlier events of its key.
+	keyed    bool
+	prio     bool
+	attempts int // deliveries so far
+	state    entryState
+	readyAt  time.Time
+	heapIdx  int
+	d        *delivery
+	lastErr  string
+	// replay is set for a parked event handed back by a replay: it stays
+	// parked (durably) until acked, and is parked again if it fails.
+	replay bool
+}
+
+func (e *entry) pos() rewind.Position { return e.ev.Position }
+
+// delivery is one hand-out of an entry to a member.
+type delivery struct {
+	id       DeliveryID
+	e        *entry
+	m        *member
+	deadline time.Time
+	done     bool // acked, nak'ed, timed out or released
+}
+
+// readyHeap orders deliverable entries: priority types first, then by
+// position, so that redeliveries go before newer events.
+type readyHeap []*entry
+
+func (h readyHeap) Len() int { return len(h) }
+func (h readyHeap) Less(i, j int) bool {
+	if h[i].prio != h[j].prio {
+		return h[i].prio
+	}
+	return h[i].pos() < h[j].pos()
+}
+func (h readyHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *readyHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIdx = len(*h)
+	*h = append(*h, e)
+}
+func (h *readyHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.heapIdx = -1
+	return e
+}
+
+// delayHeap orders entries waiting for a redelivery by when they are due.
+type delayHeap []*entry
+
+func (h delayHeap) Len() int           { return len(h) }
+func (h delayHeap) Less(i, j int) bool { return h[i].readyAt.Before(h[j].readyAt) }
+func (h delayHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *delayHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIdx = len(*h)
+	*h = append(*h, e)
+}
+func (h *delayHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.heapIdx = -1
+	return e
+}
+
+// deadline is an ack deadline in the deadline heap. An InProgress pushes
+// a new one; stale ones (the delivery is done, or its deadline moved) are
+// dropped when they come up.
+type deadline struct {
+	at time.Time
+	d  *delivery
+}
+
+type deadlineHeap []deadline
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h deadlineHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *deadlineHeap) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = deadline{}
+	*h = old[:len(old)-1]
+	return x
+}
+
+// removeFromHeap takes e out of whichever heap its state says it is in.
+func (g *group) unqueue(e *entry) {
+	switch e.state {
+	case stReady:
+		heap.Remove(&g.ready, e.heapIdx)
+	case stDelayed:
+		heap.Remove(&g.delayed, e.heapIdx)
+	}
+}
+
+// keyQueue holds the outstanding events of one key in position order;
+// only its head may be delivered.
+type keyQueue struct {
+	q []*entry
+}
+
+func (k *keyQueue) head() *entry { return k.q[0] }
+
+func (k *keyQueue) popHead() {
+	k.q[0] = nil
+	k.q = k.q[1:]
+	if len(k.q) == 0 {
+		k.q = nil
+	}
+}

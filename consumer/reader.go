@@ -1,0 +1,133 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+
+	"github.com/rewindhq/rewind"
+)
+
+// The reader is one subscription per group, from the group's floor: it
+// takes the matching events into memory while the group holds fewer than
+// MaxPending, and waits otherwise, so a group never buffers without bound.
+// After a restart it skips what the records say is done or parked.
+
+const readBatch = 256
+
+func (g *group) startReader() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	g.mu.Lock()
+	g.readerCancel, g.readerDone = cancel, done
+	after := g.cursor
+	g.mu.Unlock()
+	go g.readLoop(ctx, after, done)
+}
+
+func (g *group) stopReader() {
+	g.mu.Lock()
+	cancel, done := g.readerCancel, g.readerDone
+	g.readerCancel, g.readerDone = nil, nil
+	g.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (g *group) readLoop(ctx context.Context, after rewind.Position, done chan struct{}) {
+	defer close(done)
+	sub, err := g.e.store.Subscribe(ctx, rewind.SubscribeOptions{After: after, Filter: g.cfg.Filter})
+	if err != nil {
+		g.readFailed(ctx, err)
+		return
+	}
+	defer sub.Close()
+	poller, _ := sub.(rewind.Poller)
+	batch := make([]*rewind.RecordedEvent, 0, readBatch)
+	for {
+		room, err := g.waitRoom(ctx)
+		if err != nil {
+			return
+		}
+		ev, err := sub.Next(ctx)
+		if err != nil {
+			g.readFailed(ctx, err)
+			return
+		}
+		batch = append(batch[:0], clone(ev))
+		for poller != nil && len(batch) < min(room, readBatch) {
+			ev, err := poller.TryNext()
+			if err != nil || ev == nil {
+				break // an error comes back from Next
+			}
+			batch = append(batch, clone(ev))
+		}
+		g.mu.Lock()
+		if ctx.Err() != nil {
+			g.mu.Unlock()
+			return
+		}
+		for _, ev := range batch {
+			g.take(ev)
+		}
+		g.cursor = max(g.cursor, sub.Position())
+		g.signal()
+		g.mu.Unlock()
+	}
+}
+
+func clone(ev *rewind.RecordedEvent) *rewind.RecordedEvent {
+	c := ev.Clone()
+	return &c
+}
+
+// take admits ev unless the group skips it: the engine's own streams,
+// and after a restart what is done or parked already.
+func (g *group) take(ev *rewind.RecordedEvent) {
+	p := ev.Position
+	if isSystem(ev.Stream) {
+		return
+	}
+	prev := g.prev
+	g.prev = p
+	if g.recovered.contains(p) {
+		return
+	}
+	if _, ok := g.parked.Get(p); ok {
+		return
+	}
+	g.admit(ev, prev)
+}
+
+// waitRoom waits until the group may hold more events and returns how many.
+func (g *group) waitRoom(ctx context.Context) (int, error) {
+	for {
+		g.mu.Lock()
+		room := g.cfg.MaxPending - g.entries.Len()
+		ch := g.changed
+		g.mu.Unlock()
+		if room > 0 {
+			return room, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// readFailed records why the reader stopped, unless it was told to.
+func (g *group) readFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failed == nil && !g.deleted {
+		g.failed = &Error{Op: "read", Group: g.name, Err: ErrGroupFailed,
+			Reason: "reading the log failed: " + err.Error()}
+		g.signal()
+	}
+}

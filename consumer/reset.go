@@ -1,0 +1,204 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// ResetOptions says where to move a group's ack floor. Exactly one of
+// ToPosition (with ToPositionSet), ToTime, ByDuration or ShiftBy is given.
+type ResetOptions struct {
+	// ToPosition moves the floor to this position: the group then delivers
+	// the events after it. Set ToPositionSet too (0 is the beginning).
+	ToPosition    rewind.Position
+	ToPositionSet bool
+	// ToTime moves the floor before the first event recorded at or after it.
+	ToTime time.Time
+	// ByDuration moves the floor before the first event recorded at or
+	// after now minus it.
+	ByDuration time.Duration
+	// ShiftBy moves the floor by this many of the group's events: back
+	// (redelivering them) when negative, forward (skipping them) when
+	// positive.
+	ShiftBy int64
+	// Execute applies the reset; without it Reset only returns the plan.
+	Execute bool
+}
+
+// maxPlanCount caps how many events a plan counts.
+const maxPlanCount = 10_000_000
+
+// ResetPlan says what a reset does.
+type ResetPlan struct {
+	Group string `json:"group"`
+	// From is the ack floor now, To the floor after the reset.
+	From rewind.Position `json:"from"`
+	To   rewind.Position `json:"to"`
+	// Redeliver counts the group's events after To up to the group's read
+	// position that are done and would be delivered again (a move back);
+	// Skip counts those after the floor up to To that would never be
+	// delivered (a move forward). Counts stop at 10,000,000 (CountCapped).
+	Redeliver   int64 `json:"redeliver"`
+	Skip        int64 `json:"skip"`
+	CountCapped bool  `json:"count_capped,omitempty"`
+	// InFlight counts the deliveries a reset makes stale: their events are
+	// delivered again from the new floor if they are after it.
+	InFlight int  `json:"in_flight"`
+	Executed bool `json:"executed"`
+}
+
+// Reset moves a group's ack floor, or with opts.Execute unset only says
+// what moving it would do. Applying it drops every outstanding delivery
+// (acks for them fail as stale), keeps the parked events, and delivers the
+// group's events after the new floor.
+func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (ResetPlan, error) {
+	g, err := e.group("reset", name)
+	if err != nil {
+		return ResetPlan{}, err
+	}
+	target, err := e.resetTarget(ctx, g, opts)
+	if err != nil {
+		return ResetPlan{}, err
+	}
+	g.mu.Lock()
+	plan := ResetPlan{Group: name, From: g.floor(), To: target, InFlight: len(g.inflight)}
+	cursor := g.cursor
+	g.mu.Unlock()
+	if target < plan.From {
+		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, max(cursor, plan.From))
+	} else {
+		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, target)
+	}
+	if err != nil || !opts.Execute {
+		return plan, err
+	}
+	g.stopReader()
+	g.mu.Lock()
+	plan.InFlight = len(g.inflight)
+	g.clear()
+	g.cursor, g.prev = target, target
+	g.wantSnapshot = true
+	g.signal()
+	g.mu.Unlock()
+	if err := g.commit(ctx, true); err != nil {
+		return plan, err
+	}
+	g.startReader()
+	plan.Executed = true
+	return plan, nil
+}
+
+func (e *Engine) resetTarget(ctx context.Context, g *group, opts ResetOptions) (rewind.Position, error) {
+	given := 0
+	for _, set := range []bool{opts.ToPositionSet, !opts.ToTime.IsZero(), opts.ByDuration != 0, opts.ShiftBy != 0} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		return 0, bad("reset", fmt.Sprintf("%d targets", given),
+			"give exactly one of to-position, to-time, by-duration or shift-by")
+	}
+	last, err := e.lastPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case opts.ToPositionSet:
+		if opts.ToPosition > last {
+			return 0, bad("reset position", opts.ToPosition, fmt.Sprintf("is after the end of the log (%d)", last))
+		}
+		return opts.ToPosition, nil
+	case opts.ByDuration < 0:
+		return 0, bad("reset by duration", opts.ByDuration, "must be positive (how far back)")
+	case opts.ByDuration > 0:
+		return e.resolveStart(ctx, Start{Kind: StartTime, Time: e.cfg.Now().Add(-opts.ByDuration)})
+	case !opts.ToTime.IsZero():
+		return e.resolveStart(ctx, Start{Kind: StartTime, Time: opts.ToTime})
+	}
+	g.mu.Lock()
+	floor := g.floor()
+	g.mu.Unlock()
+	if opts.ShiftBy > 0 {
+		return e.shiftForward(ctx, g, floor, opts.ShiftBy)
+	}
+	return e.shiftBack(ctx, g, floor, -opts.ShiftBy)
+}
+
+// matches reports whether the group delivers ev.
+func (g *group) matches(ev *rewind.RecordedEvent) bool {
+	return g.cfg.Filter.Match(ev) && !isSystem(ev.Stream)
+}
+
+// shiftForward returns the position of the n-th of the group's events
+// after floor (the log's end if there are fewer).
+func (e *Engine) shiftForward(ctx context.Context, g *group, floor rewind.Position, n int64) (rewind.Position, error) {
+	to := floor
+	for ev, err := range e.store.ReadAll(ctx, rewind.ReadAllOptions{From: floor + 1, Filter: g.cfg.Filter}) {
+		if err != nil {
+			return 0, err
+		}
+		to = ev.Position
+		if g.matches(ev) {
+			if n--; n == 0 {
+				return to, nil
+			}
+		}
+	}
+	return to, nil
+}
+
+// shiftBack returns the position just before the n-th of the group's
+// events back from floor (0 if there are fewer), reading windows of the
+// log that double in size.
+func (e *Engine) shiftBack(ctx context.Context, g *group, floor rewind.Position, n int64) (rewind.Position, error) {
+	for window := rewind.Position(1024); ; window *= 2 {
+		lo := rewind.Position(0)
+		if floor > window {
+			lo = floor - window
+		}
+		var ps []rewind.Position
+		for ev, err := range e.store.ReadAll(ctx, rewind.ReadAllOptions{From: lo + 1, Filter: g.cfg.Filter}) {
+			if err != nil {
+				return 0, err
+			}
+			if ev.Position > floor {
+				break
+			}
+			if g.matches(ev) {
+				ps = append(ps, ev.Position)
+			}
+		}
+		if int64(len(ps)) >= n {
+			return ps[int64(len(ps))-n] - 1, nil
+		}
+		if lo == 0 {
+			return 0, nil
+		}
+	}
+}
+
+// countEvents counts the group's events in (from, to].
+func (e *Engine) countEvents(ctx context.Context, g *group, from, to rewind.Position) (int64, bool, error) {
+	var n int64
+	if to <= from {
+		return 0, false, nil
+	}
+	for ev, err := range e.store.ReadAll(ctx, rewind.ReadAllOptions{From: from + 1, Filter: g.cfg.Filter}) {
+		if err != nil {
+			return n, false, err
+		}
+		if ev.Position > to {
+			break
+		}
+		if g.matches(ev) {
+			if n++; n >= maxPlanCount {
+				return n, true, nil
+			}
+		}
+	}
+	return n, false, nil
+}

@@ -1,0 +1,243 @@
+package consumer
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rewindhq/rewind"
+)
+
+// A group's state lives in its state stream (SystemStreamPrefix +
+// "group." + name) as records of three types:
+//
+//   - a snapshot: a header (the configuration, the ack floor, the read
+//     position) followed, in the same atomic append, by parts holding the
+//     whole state above the floor (done ranges, delivery counts, parked
+//     events);
+//   - a commit: what changed since the previous record (ranges acked, the
+//     floor reached, delivery counts, events parked and unparked).
+//
+// Opening reads the stream backward to the last snapshot header and
+// applies it and everything after it. Every record is appended with the
+// stream's exact expected version, which fences a second engine out.
+const (
+	typeSnapshot     = "GroupSnapshot"
+	typeSnapshotPart = "GroupSnapshotPart"
+	typeCommit       = "GroupCommit"
+	// partItems bounds the items of one part or commit event, to keep each
+	// well under the store's event size limit.
+	partItems = 8192
+	// floorOnlyCommit is how far the floor must move over skipped events
+	// before a commit is written for that alone.
+	floorOnlyCommit = 4096
+)
+
+// span is a range of positions (From, To] that is done: acked, parked,
+// or not matching the group's filter.
+type span struct {
+	From rewind.Position `json:"f"`
+	To   rewind.Position `json:"t"`
+}
+
+// ParkedEntry is a parked (dead-lettered) event of a group.
+type ParkedEntry struct {
+	Position  rewind.Position `json:"position"`
+	Stream    string          `json:"stream"`
+	Type      string          `json:"type"`
+	EventID   uuid.UUID       `json:"event_id"`
+	Reason    string          `json:"reason"`
+	LastError string          `json:"last_error,omitempty"`
+	Attempts  int             `json:"attempts"`
+	ParkedAt  time.Time       `json:"parked_at"`
+}
+
+type attemptCount struct {
+	Pos rewind.Position `json:"p"`
+	N   int             `json:"n"`
+}
+
+// snapshotHeader opens a snapshot.
+type snapshotHeader struct {
+	Config GroupConfig     `json:"config"`
+	Floor  rewind.Position `json:"floor"`
+	Cursor rewind.Position `json:"cursor"`
+	Parts  int             `json:"parts"`
+}
+
+// delta is a commit, or a part of a snapshot.
+type delta struct {
+	Floor    rewind.Position   `json:"floor,omitempty"`
+	Done     []span            `json:"done,omitempty"`
+	Attempts []attemptCount    `json:"attempts,omitempty"`
+	Parked   []ParkedEntry     `json:"parked,omitempty"`
+	Unparked []rewind.Position `json:"unparked,omitempty"`
+}
+
+func (d *delta) empty() bool {
+	return len(d.Done) == 0 && len(d.Attempts) == 0 && len(d.Parked) == 0 && len(d.Unparked) == 0
+}
+
+func (d *delta) items() int { return len(d.Done) + len(d.Attempts) + len(d.Parked) + len(d.Unparked) }
+
+// split cuts d into pieces of at most partItems items.
+func (d *delta) split() []delta {
+	var out []delta
+	cur := delta{Floor: d.Floor}
+	flush := func() {
+		out = append(out, cur)
+		cur = delta{Floor: d.Floor}
+	}
+	add := func(n int, put func()) {
+		for range n {
+			if cur.items() >= partItems {
+				flush()
+			}
+			put()
+		}
+	}
+	i := 0
+	add(len(d.Done), func() { cur.Done = append(cur.Done, d.Done[i]); i++ })
+	i = 0
+	add(len(d.Attempts), func() { cur.Attempts = append(cur.Attempts, d.Attempts[i]); i++ })
+	i = 0
+	add(len(d.Parked), func() { cur.Parked = append(cur.Parked, d.Parked[i]); i++ })
+	i = 0
+	add(len(d.Unparked), func() { cur.Unparked = append(cur.Unparked, d.Unparked[i]); i++ })
+	flush()
+	return out
+}
+
+// mergeSpans sorts spans and joins those that touch or overlap.
+func mergeSpans(s []span) []span {
+	if len(s) < 2 {
+		return s
+	}
+	slices.SortFunc(s, func(a, b span) int { return cmp.Compare(a.From, b.From) })
+	out := s[:1]
+	for _, x := range s[1:] {
+		last := &out[len(out)-1]
+		if x.From <= last.To {
+			last.To = max(last.To, x.To)
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// doneSet is the done ranges above the floor that a reopened group
+// learned from its records: the reader skips their events.
+type doneSet struct {
+	spans []span // merged, sorted
+	i     int    // the reader's place: spans before it end at or before the reader
+}
+
+// contains reports whether p is done; p must not decrease between calls.
+func (s *doneSet) contains(p rewind.Position) bool {
+	for s.i < len(s.spans) && s.spans[s.i].To < p {
+		s.i++
+	}
+	return s.i < len(s.spans) && s.spans[s.i].From < p
+}
+
+// above returns the spans reaching beyond p, cut at p.
+func (s *doneSet) above(p rewind.Position) []span {
+	var out []span
+	for _, x := range s.spans[s.i:] {
+		if x.To <= p {
+			continue
+		}
+		out = append(out, span{From: max(x.From, p), To: x.To})
+	}
+	return out
+}
+
+func encodeEvent(typ string, v any) (rewind.Event, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return rewind.Event{}, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return rewind.Event{}, err
+	}
+	return rewind.Event{ID: id, Type: typ, Data: data}, nil
+}
+
+// recovered is a group's state as its records say.
+type recovered struct {
+	cfg      GroupConfig
+	floor    rewind.Position
+	done     []span
+	attempts map[rewind.Position]int
+	parked   map[rewind.Position]ParkedEntry
+}
+
+// apply adds one delta.
+func (r *recovered) apply(d *delta) {
+	r.floor = max(r.floor, d.Floor)
+	r.done = append(r.done, d.Done...)
+	for _, a := range d.Attempts {
+		r.attempts[a.Pos] = a.N
+	}
+	for _, p := range d.Parked {
+		r.parked[p.Position] = p
+	}
+	for _, p := range d.Unparked {
+		delete(r.parked, p)
+	}
+}
+
+// finish merges and prunes what the floor covers.
+func (r *recovered) finish() {
+	r.done = mergeSpans(r.done)
+	keep := r.done[:0]
+	for _, s := range r.done {
+		if s.To > r.floor {
+			keep = append(keep, span{From: max(s.From, r.floor), To: s.To})
+		}
+	}
+	r.done = keep
+	for p := range r.attempts {
+		if p <= r.floor {
+			delete(r.attempts, p)
+		}
+	}
+}
+
+// decodeRecords rebuilds a group's state from its records, oldest first,
+// starting at a snapshot header.
+func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
+	r := &recovered{attempts: map[rewind.Position]int{}, parked: map[rewind.Position]ParkedEntry{}}
+	for i := range evs {
+		ev := &evs[i]
+		switch ev.Type {
+		case typeSnapshot:
+			var h snapshotHeader
+			if err := json.Unmarshal(ev.Data, &h); err != nil {
+				return nil, corrupt(ev, err)
+			}
+			*r = recovered{cfg: h.Config, floor: h.Floor, attempts: map[rewind.Position]int{},
+				parked: map[rewind.Position]ParkedEntry{}}
+		case typeSnapshotPart, typeCommit:
+			var d delta
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return nil, corrupt(ev, err)
+			}
+			r.apply(&d)
+		default:
+			return nil, corrupt(ev, fmt.Errorf("unknown record type %q", ev.Type))
+		}
+	}
+	r.finish()
+	return r, nil
+}
+
+func corrupt(ev *rewind.RecordedEvent, err error) error {
+	return fmt.Errorf("%w: group state record %s@%d: %v", rewind.ErrCorruption, ev.Stream, ev.Version, err)
+}
