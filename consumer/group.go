@@ -56,14 +56,14 @@ type group struct {
 	// committedFloor is the floor the last commit wrote; pendingFloor the
 	// one the commit being written holds.
 	committedFloor, pendingFloor rewind.Position
-	wantSnapshot bool
-	lastID       DeliveryID
-	changed      chan struct{} // closed (and replaced) at every change
-	failed       error
-	parkedFull   bool
-	replay       replayState
-	stats        stats
-	deleted      bool
+	wantSnapshot                 bool
+	lastID                       DeliveryID
+	changed                      chan struct{} // closed (and replaced) at every change
+	failed                       error
+	parkedFull                   bool
+	replay                       replayState
+	stats                        stats
+	deleted                      bool
 
 	urgent     chan struct{} // asks the committer for a commit now
 	replayWake chan struct{} // asks the replayer for the next chunk
