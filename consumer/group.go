@@ -381,6 +381,9 @@ func (g *group) leave(m *member, now time.Time) {
 			g.retry(d.e, 0, true, now)
 			continue
 		}
+		// Its delivery counts, as a failed one would (a member that dies
+		// on an event must not get it forever).
+		g.buf.Attempts = append(g.buf.Attempts, attemptCount{Pos: d.e.pos(), N: d.e.attempts})
 		g.makeReady(d.e)
 	}
 	m.left = true

@@ -91,6 +91,16 @@ func (mb *Member) Mode() Mode { return mb.g.cfg.Mode }
 // returns up to max of them. It fails when ctx ends, when the member has
 // left, or when the group failed.
 func (mb *Member) Fetch(ctx context.Context, max int) ([]Delivery, error) {
+	return mb.fetch(ctx, max, true)
+}
+
+// TryFetch returns up to max events ready for the member now, without
+// waiting (none if none is ready).
+func (mb *Member) TryFetch(ctx context.Context, max int) ([]Delivery, error) {
+	return mb.fetch(ctx, max, false)
+}
+
+func (mb *Member) fetch(ctx context.Context, max int, wait bool) ([]Delivery, error) {
 	if max < 1 || max > maxLimit {
 		return nil, bad("fetch max", max, "must be between 1 and 1000000")
 	}
@@ -115,6 +125,9 @@ func (mb *Member) Fetch(ctx context.Context, max int) ([]Delivery, error) {
 				}
 			}
 			return ds, nil
+		}
+		if !wait {
+			return nil, nil
 		}
 		select {
 		case <-ch:
