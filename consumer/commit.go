@@ -31,7 +31,8 @@ func (g *group) commitLoop(ctx context.Context, urgent <-chan struct{}) {
 		case <-t.C:
 		case <-urgent:
 		}
-		if err := g.commit(ctx, false); err != nil && ctx.Err() == nil {
+		// An append under way finishes: stopping waits for it.
+		if err := g.commit(context.WithoutCancel(ctx), false); err != nil {
 			g.e.cfg.Logger.Error("consumer group commit failed", "group", g.name, "err", err)
 		}
 	}

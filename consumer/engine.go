@@ -116,6 +116,8 @@ func (e *Engine) load(ctx context.Context, name string) (*group, error) {
 	g.recovered = doneSet{spans: r.done}
 	g.recAttempts = r.attempts
 	for _, p := range r.parked {
+		g.parkSeq++
+		p.seq = g.parkSeq
 		g.parked.Set(p.Position, &p)
 	}
 	return g, nil

@@ -61,6 +61,7 @@ type group struct {
 	changed                      chan struct{} // closed (and replaced) at every change
 	failed                       error
 	parkedFull                   bool
+	parkSeq                      uint64 // numbers parks, so that a replay knows what was parked before it
 	replay                       replayState
 	stats                        stats
 	deleted                      bool
@@ -83,6 +84,7 @@ type replayState struct {
 	active bool
 	stop   rewind.Position // parked events up to it
 	after  rewind.Position // handed back up to it
+	maxSeq uint64          // parked events up to this park sequence number
 }
 
 func newGroup(e *Engine, cfg GroupConfig) *group {
@@ -292,8 +294,9 @@ func (g *group) retry(e *entry, delay time.Duration, explicit bool, now time.Tim
 
 // park moves e to the parked events.
 func (g *group) park(e *entry, reason string, now time.Time) {
+	g.parkSeq++
 	p := &ParkedEntry{Position: e.pos(), Stream: e.ev.Stream, Type: e.ev.Type, EventID: e.ev.ID,
-		Reason: reason, LastError: e.lastErr, Attempts: e.attempts, ParkedAt: now.UTC()}
+		Reason: reason, LastError: e.lastErr, Attempts: e.attempts, ParkedAt: now.UTC(), seq: g.parkSeq}
 	if e.replay {
 		old, _ := g.parked.Get(e.pos())
 		if old != nil {
@@ -316,6 +319,7 @@ func (g *group) park(e *entry, reason string, now time.Time) {
 	g.buf.Parked = append(g.buf.Parked, *p)
 	g.stats.parkedTotal++
 	g.resolve(e)
+
 }
 
 // nak puts d's event back for redelivery.

@@ -50,8 +50,9 @@ type ReplayOptions struct {
 }
 
 // ReplayParked starts handing a group's parked events back to its
-// members, in chunks, and returns how many it will hand back. A replay
-// already running is extended. A replay is not resumed after a restart:
+// members, in chunks, and returns how many it will hand back: those
+// parked now, through opts.Through. Asking again while a replay runs
+// extends it to what is parked then. A replay is not resumed after a restart:
 // the events it had not finished are still parked; start it again.
 func (e *Engine) ReplayParked(_ context.Context, name string, opts ReplayOptions) (int, error) {
 	g, err := e.group("replay", name)
@@ -67,21 +68,25 @@ func (e *Engine) ReplayParked(_ context.Context, name string, opts ReplayOptions
 	if stop == 0 {
 		stop = ^rewind.Position(0)
 	}
-	if !g.replay.active {
-		g.replay = replayState{active: true, stop: stop}
-	} else {
-		g.replay.stop = max(g.replay.stop, stop)
+	if g.replay.active {
+		stop = max(stop, g.replay.stop)
 	}
+	// The replay takes the events parked now, not those parked later
+	// (those that fail again included).
+	g.replay = replayState{active: true, stop: stop, maxSeq: g.parkSeq}
 	n := 0
-	g.parked.Ascend(g.replay.after+1, func(p rewind.Position, _ *ParkedEntry) bool {
+	g.parked.Scan(func(p rewind.Position, pe *ParkedEntry) bool {
 		if p > g.replay.stop {
 			return false
 		}
-		if g.replaying[p] == nil {
+		if g.replayCandidate(p, pe) {
 			n++
 		}
 		return true
 	})
+	if n == 0 && len(g.replaying) == 0 {
+		g.replay.active = false
+	}
 	g.pokeReplay()
 	return n, nil
 }
@@ -133,8 +138,33 @@ func (g *group) pokeReplay() {
 	}
 }
 
-// replayed is called when a replayed event is done or parked again.
-func (g *group) replayed(*entry) { g.pokeReplay() }
+// replayed is called when a replayed event is done or parked again. The
+// replay ends at once when nothing is left to hand back, so that it never
+// takes events parked after it ran out.
+func (g *group) replayed(*entry) {
+	if len(g.replaying) == 0 && !g.replayLeft() {
+		g.replay.active = false
+		return
+	}
+	g.pokeReplay()
+}
+
+// replayCandidate reports whether the running replay is yet to hand back
+// the parked event at p.
+func (g *group) replayCandidate(p rewind.Position, pe *ParkedEntry) bool {
+	return p <= g.replay.stop && pe.seq <= g.replay.maxSeq && g.replaying[p] == nil
+}
+
+// replayLeft reports whether the running replay has parked events left to
+// hand back (those handed back are all at or before replay.after).
+func (g *group) replayLeft() bool {
+	left := false
+	g.parked.Ascend(g.replay.after+1, func(p rewind.Position, pe *ParkedEntry) bool {
+		left = g.replayCandidate(p, pe)
+		return !left && p <= g.replay.stop
+	})
+	return left
+}
 
 // replayLoop hands back the next chunk of a running replay whenever there
 // is room for it.
@@ -161,11 +191,11 @@ func (g *group) replayChunk(ctx context.Context) bool {
 	}
 	room := g.cfg.ReplayChunk - len(g.replaying)
 	var next []rewind.Position
-	g.parked.Ascend(g.replay.after+1, func(p rewind.Position, _ *ParkedEntry) bool {
+	g.parked.Ascend(g.replay.after+1, func(p rewind.Position, pe *ParkedEntry) bool {
 		if p > g.replay.stop || len(next) >= room {
 			return false
 		}
-		if g.replaying[p] == nil {
+		if g.replayCandidate(p, pe) {
 			next = append(next, p)
 		}
 		return true
@@ -190,12 +220,12 @@ func (g *group) replayChunk(ctx context.Context) bool {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.replay.active != gen.active || g.replay.after != gen.after {
+	if g.replay != gen {
 		return false // a reset or another chunk came in between
 	}
 	for i, p := range next {
 		g.replay.after = p
-		if _, ok := g.parked.Get(p); !ok || evs[i] == nil || g.replaying[p] != nil {
+		if pe, ok := g.parked.Get(p); !ok || evs[i] == nil || !g.replayCandidate(p, pe) {
 			continue
 		}
 		e := &entry{ev: evs[i], prev: p - 1, prio: g.prio[evs[i].Type], heapIdx: -1, replay: true}

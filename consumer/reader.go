@@ -92,9 +92,11 @@ func (g *group) take(ev *rewind.RecordedEvent) {
 	prev := g.prev
 	g.prev = p
 	if g.recovered.contains(p) {
+		delete(g.recAttempts, p)
 		return
 	}
 	if _, ok := g.parked.Get(p); ok {
+		delete(g.recAttempts, p)
 		return
 	}
 	g.admit(ev, prev)

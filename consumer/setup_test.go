@@ -176,15 +176,7 @@ func waitReplay(t testing.TB, g *group) {
 		}
 		if !idle {
 			more := false
-			g.parked.Ascend(g.replay.after+1, func(p rewind.Position, _ *ParkedEntry) bool {
-				if p > g.replay.stop {
-					return false
-				}
-				if g.replaying[p] == nil {
-					more = true
-				}
-				return !more
-			})
+			more = g.replayLeft()
 			idle = !more
 		}
 		g.mu.Unlock()

@@ -54,6 +54,8 @@ type ParkedEntry struct {
 	LastError string          `json:"last_error,omitempty"`
 	Attempts  int             `json:"attempts"`
 	ParkedAt  time.Time       `json:"parked_at"`
+
+	seq uint64 // when it was parked, in this run of the engine
 }
 
 type attemptCount struct {
