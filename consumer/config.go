@@ -316,8 +316,9 @@ type Config struct {
 	// Logger receives notices. Defaults to slog.Default().
 	Logger *slog.Logger
 
-	// manualTicks turns the background tick off (tests call tick).
-	manualTicks bool
+	// manualTicks turns the background tick off (tests call tick), and
+	// manualCommits the background commits (tests call Flush).
+	manualTicks, manualCommits bool
 }
 
 func (c *Config) withDefaults() (Config, error) {

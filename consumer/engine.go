@@ -127,8 +127,11 @@ func (e *Engine) load(ctx context.Context, name string) (*group, error) {
 func (e *Engine) start(g *group) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
-	g.wg.Add(2)
-	go g.commitLoop(ctx, g.urgent)
+	g.wg.Add(1)
+	if !e.cfg.manualCommits {
+		g.wg.Add(1)
+		go g.commitLoop(ctx, g.urgent)
+	}
 	go g.replayLoop(ctx)
 	g.startReader()
 }

@@ -14,7 +14,7 @@ import (
 )
 
 var (
-	modelOps  = flag.Int("consumer.model.ops", 1500, "consumer: operations of the model test")
+	modelOps  = flag.Int("consumer.model.ops", 1000, "consumer: operations of the model test")
 	modelSeed = flag.Uint64("consumer.model.seed", 0, "consumer: seed of the model test (0: from the clock)")
 )
 
