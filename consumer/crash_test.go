@@ -38,7 +38,7 @@ func crashRun(t *testing.T, r *rand.Rand, orderBy string) {
 	b.create(GroupConfig{Name: "g", OrderBy: orderBy, MaxDeliveries: 6, Backoff: []time.Duration{0}})
 	var last rewind.Position
 	appended := map[rewind.Position]bool{}
-	committed := map[rewind.Position]bool{} // acked, and the ack committed
+	committed := map[rewind.Position]bool{}  // acked, and the ack committed
 	ackedSince := map[rewind.Position]bool{} // acked since the last commit
 	parkedSeen := map[rewind.Position]bool{}
 	appendSome := func() {

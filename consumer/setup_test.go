@@ -52,7 +52,8 @@ type bundle struct {
 func setup(t testing.TB, cfg Config) *bundle {
 	t.Helper()
 	b := &bundle{t: t, dir: t.TempDir(), clock: newFakeClock()}
-	b.scfg = store.Config{Logger: slog.New(slog.DiscardHandler), Log: eventlog.Config{Durability: eventlog.None}}
+	b.scfg = store.Config{Logger: slog.New(slog.DiscardHandler),
+		Log: eventlog.Config{Durability: eventlog.None, SegmentSize: 1 << 20}}
 	if cfg.Now == nil {
 		cfg.Now = b.clock.Now
 		cfg.manualTicks = true
