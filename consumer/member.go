@@ -145,10 +145,13 @@ func (g *group) waitCommitted(ctx context.Context, seq uint64) error {
 		default:
 		}
 		g.mu.Lock()
-		done, failed, ch := g.committedSeq >= seq, g.failed, g.commitWake
+		done, failed, gone, ch := g.committedSeq >= seq, g.failed, g.deleted, g.commitWake
 		g.mu.Unlock()
 		if failed != nil {
 			return failed
+		}
+		if gone && !done {
+			return &Error{Op: "fetch", Group: g.name, Err: ErrMemberLeft, Reason: "the group was deleted or closed"}
 		}
 		if done {
 			return nil
