@@ -20,11 +20,12 @@ import (
 //	go test -run '^$' -bench AtLeastOnce -benchtime 200000x ./consumer/
 func BenchmarkAtLeastOnce4Members(b *testing.B) {
 	for _, orderBy := range []string{"", "stream"} {
-		b.Run("order="+orderBy, func(b *testing.B) { benchDeliver(b, orderBy) })
+		b.Run("order="+orderBy, func(b *testing.B) { benchDeliver(b, orderBy, false) })
 	}
+	b.Run("order=/acks=batched", func(b *testing.B) { benchDeliver(b, "", true) })
 }
 
-func benchDeliver(b *testing.B, orderBy string) {
+func benchDeliver(b *testing.B, orderBy string, batchAcks bool) {
 	bu := setup(b, Config{Now: time.Now})
 	const batch = 1000
 	for i := 0; i < b.N; i += batch {
@@ -72,7 +73,20 @@ func benchDeliver(b *testing.B, orderBy string) {
 				if err != nil {
 					return
 				}
+				if batchAcks {
+					ids := make([]DeliveryID, len(ds))
+					for i, d := range ds {
+						ids[i] = d.ID
+					}
+					if err := m.AckAll(ctx, ids); err != nil {
+						b.Error(err)
+						return
+					}
+				}
 				for _, d := range ds {
+					if batchAcks {
+						break
+					}
 					if err := m.Ack(ctx, d.ID); err != nil {
 						b.Error(err)
 						return

@@ -222,6 +222,8 @@ func (e *Engine) CreateGroup(ctx context.Context, cfg GroupConfig) (GroupInfo, e
 	g.version = res.LastVersion
 	e.groups[c.Name] = g
 	e.start(g)
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	return g.info(), nil
 }
 

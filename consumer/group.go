@@ -34,7 +34,7 @@ type group struct {
 	// replaying are parked events a replay handed back, by position.
 	replaying map[rewind.Position]*entry
 	keys      map[string]*keyQueue
-	ready     readyHeap
+	ready     readyQueue
 	delayed   delayHeap
 	deadlines deadlineHeap
 	inflight  map[DeliveryID]*delivery
@@ -58,7 +58,8 @@ type group struct {
 	committedFloor, pendingFloor rewind.Position
 	wantSnapshot                 bool
 	lastID                       DeliveryID
-	changed                      chan struct{} // closed (and replaced) at every change
+	changed                      chan struct{} // closed (and replaced) at the next change someone waits for
+	waiters                      bool          // someone waits on changed
 	failed                       error
 	parkedFull                   bool
 	parkSeq                      uint64 // numbers parks, so that a replay knows what was parked before it
@@ -105,8 +106,18 @@ func newGroup(e *Engine, cfg GroupConfig) *group {
 
 // signal wakes everyone waiting for a change.
 func (g *group) signal() {
+	if !g.waiters {
+		return
+	}
 	close(g.changed)
-	g.changed = make(chan struct{})
+	g.changed, g.waiters = make(chan struct{}), false
+}
+
+// waitCh returns the channel signal closes at the next change, for a
+// caller about to wait on it.
+func (g *group) waitCh() <-chan struct{} {
+	g.waiters = true
+	return g.changed
 }
 
 // floor is the ack floor: every event at or before it is done (acked,
@@ -151,12 +162,17 @@ func (g *group) admit(ev *rewind.RecordedEvent, prev rewind.Position) {
 			return
 		}
 	}
-	g.makeReady(e)
+	e.state = stReady
+	if e.prio {
+		g.ready.push(e)
+		return
+	}
+	g.ready.pushFresh(e)
 }
 
 func (g *group) makeReady(e *entry) {
 	e.state = stReady
-	heap.Push(&g.ready, e)
+	g.ready.push(e)
 }
 
 // schedule makes e deliverable after delay.
@@ -182,7 +198,7 @@ func (g *group) full() bool { return g.entries.Len() >= g.cfg.MaxPending }
 func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
 	var out []Delivery
 	for len(out) < n && len(m.inflight) < m.max && len(g.inflight) < g.cfg.MaxAckPending && g.ready.Len() > 0 {
-		e := heap.Pop(&g.ready).(*entry)
+		e := g.ready.pop()
 		e.attempts++
 		if e.attempts > 1 {
 			g.stats.redeliveries++
@@ -404,7 +420,7 @@ func (g *group) clear() {
 	g.entries.Clear()
 	g.replaying = map[rewind.Position]*entry{}
 	g.keys = map[string]*keyQueue{}
-	g.ready, g.delayed, g.deadlines = nil, nil, nil
+	g.ready, g.delayed, g.deadlines = readyQueue{}, nil, nil
 	g.recovered = doneSet{}
 	g.recAttempts = nil
 	g.buf = delta{}

@@ -256,3 +256,21 @@ func TestAtMostOnce(t *testing.T) {
 		t.Fatalf("after crash %v", got)
 	}
 }
+
+func TestAckAll(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("s", "T", 4)
+	g := b.create(GroupConfig{Name: "g"})
+	waitRead(t, g, 4)
+	m := b.join("g", 0)
+	ds := fetchNow(t, m, 4)
+	m.Ack(bg, ds[0].ID)
+	err := m.AckAll(bg, []DeliveryID{ds[0].ID, ds[1].ID, ds[2].ID})
+	if !errors.Is(err, ErrStaleDelivery) {
+		t.Fatalf("AckAll with a stale id: %v", err)
+	}
+	if in, _ := b.engine.Info("g"); in.InFlight != 1 || in.Acked != 3 {
+		t.Fatalf("the valid ids were not acked: %+v", in)
+	}
+}

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -112,11 +113,11 @@ func (mb *Member) fetch(ctx context.Context, max int, wait bool) ([]Delivery, er
 			return nil, err
 		}
 		ds := g.fetch(mb.m, max, g.e.cfg.Now())
-		ch := g.changed
-		seq := g.bufSeq
-		if len(ds) > 0 {
-			g.signal()
+		var ch <-chan struct{}
+		if len(ds) == 0 && wait {
+			ch = g.waitCh()
 		}
+		seq := g.bufSeq
 		g.mu.Unlock()
 		if len(ds) > 0 {
 			if g.cfg.Mode == AtMostOnce {
@@ -196,6 +197,30 @@ func (mb *Member) act(op string, id DeliveryID, f func(d *delivery, now time.Tim
 // (unless a crash loses the ack before its commit, see the package docs).
 func (mb *Member) Ack(_ context.Context, id DeliveryID) error {
 	return mb.act("ack", id, func(d *delivery, _ time.Time) { mb.g.ack(d) })
+}
+
+// AckAll acks many deliveries at once (one lock for all, as a server does
+// with the acks a client streams back). Each is acked or fails as Ack
+// would; the errors of those that failed are returned joined, the others
+// are acked.
+func (mb *Member) AckAll(_ context.Context, ids []DeliveryID) error {
+	g := mb.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := mb.usable("ack"); err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		d, err := g.lookup(mb.m, id, "ack")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		g.ack(d)
+	}
+	g.signal()
+	return errors.Join(errs...)
 }
 
 // NakOptions says how a nak'ed event comes back.

@@ -122,14 +122,45 @@ func (h *deadlineHeap) Pop() any {
 	return x
 }
 
-// removeFromHeap takes e out of whichever heap its state says it is in.
-func (g *group) unqueue(e *entry) {
-	switch e.state {
-	case stReady:
-		heap.Remove(&g.ready, e.heapIdx)
-	case stDelayed:
-		heap.Remove(&g.delayed, e.heapIdx)
+// readyQueue holds the deliverable entries: fresh ones the reader
+// admitted in position order in a FIFO, everything else (redeliveries,
+// heads of keys, priority types) in a heap. Pop takes priority types
+// first, then the lowest position of the two.
+type readyQueue struct {
+	fifo []*entry
+	head int
+	heap readyHeap
+}
+
+func (q *readyQueue) Len() int { return len(q.fifo) - q.head + q.heap.Len() }
+
+// pushFresh adds an entry whose position is above every entry pushed
+// fresh before it.
+func (q *readyQueue) pushFresh(e *entry) {
+	if q.head > 0 && q.head == len(q.fifo) {
+		q.fifo, q.head = q.fifo[:0], 0
 	}
+	q.fifo = append(q.fifo, e)
+}
+
+func (q *readyQueue) push(e *entry) { heap.Push(&q.heap, e) }
+
+func (q *readyQueue) pop() *entry {
+	if q.head < len(q.fifo) {
+		f := q.fifo[q.head]
+		if q.heap.Len() == 0 || !q.heap[0].prio && f.pos() < q.heap[0].pos() {
+			q.fifo[q.head] = nil
+			q.head++
+			// Compact once the consumed front is most of the slice.
+			if q.head > 1024 && q.head*2 > len(q.fifo) {
+				n := copy(q.fifo, q.fifo[q.head:])
+				clear(q.fifo[n:])
+				q.fifo, q.head = q.fifo[:n], 0
+			}
+			return f
+		}
+	}
+	return heap.Pop(&q.heap).(*entry)
 }
 
 // keyQueue holds the outstanding events of one key in position order;

@@ -107,11 +107,12 @@ func (g *group) waitRoom(ctx context.Context) (int, error) {
 	for {
 		g.mu.Lock()
 		room := g.cfg.MaxPending - g.entries.Len()
-		ch := g.changed
-		g.mu.Unlock()
 		if room > 0 {
+			g.mu.Unlock()
 			return room, nil
 		}
+		ch := g.waitCh()
+		g.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
