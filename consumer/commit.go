@@ -33,7 +33,8 @@ func (g *group) commitLoop(ctx context.Context, urgent <-chan struct{}) {
 		}
 		// An append under way finishes: stopping waits for it.
 		if err := g.commit(context.WithoutCancel(ctx), false); err != nil {
-			g.e.cfg.Logger.Error("consumer group commit failed", "group", g.name, "err", err)
+			g.e.cfg.Logger.Error("consumer group stopped: its commit failed", "group", g.name, "err", err)
+			return
 		}
 	}
 }

@@ -204,7 +204,7 @@ func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
 			g.stats.redeliveries++
 		}
 		g.lastID++
-		d := &delivery{id: g.lastID, e: e, m: m, deadline: now.Add(g.cfg.AckWait)}
+		d := &delivery{id: g.lastID, e: e, m: m, deadline: now.Add(g.cfg.AckWait), heapIdx: -1}
 		out = append(out, Delivery{ID: d.id, Event: e.ev, Attempt: e.attempts, Replay: e.replay})
 		if g.cfg.Mode == AtMostOnce {
 			// Done before it is handed out: the caller waits for the commit.
@@ -216,7 +216,7 @@ func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
 		e.state, e.d = stInFlight, d
 		g.inflight[d.id] = d
 		m.inflight[d.id] = d
-		heap.Push(&g.deadlines, deadline{at: d.deadline, d: d})
+		heap.Push(&g.deadlines, d)
 	}
 	return out
 }
@@ -241,6 +241,9 @@ func (g *group) lookup(m *member, id DeliveryID, op string) (*delivery, error) {
 // release ends a delivery.
 func (g *group) release(d *delivery) {
 	d.done = true
+	if d.heapIdx >= 0 {
+		heap.Remove(&g.deadlines, d.heapIdx)
+	}
 	delete(g.inflight, d.id)
 	delete(d.m.inflight, d.id)
 	d.e.d = nil
@@ -373,13 +376,10 @@ func (g *group) tick(now time.Time) bool {
 		g.makeReady(e)
 		changed = true
 	}
-	for g.deadlines.Len() > 0 && !g.deadlines[0].at.After(now) {
-		dl := heap.Pop(&g.deadlines).(deadline)
-		if dl.d.done || !dl.at.Equal(dl.d.deadline) {
-			continue
-		}
+	for g.deadlines.Len() > 0 && !g.deadlines[0].deadline.After(now) {
+		d := heap.Pop(&g.deadlines).(*delivery)
 		g.stats.timeouts++
-		g.nak(dl.d, 0, false, "ack wait expired", now)
+		g.nak(d, 0, false, "ack wait expired", now)
 		changed = true
 	}
 	return changed

@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"container/heap"
 	"fmt"
 	"time"
 
@@ -102,9 +101,4 @@ func (g *group) status(in GroupInfo) (Status, string) {
 		return StatusIdle, ""
 	}
 	return StatusActive, ""
-}
-
-// deadlinesPush adds d's current deadline to the deadline heap.
-func (g *group) deadlinesPush(d *delivery) {
-	heap.Push(&g.deadlines, deadline{at: d.deadline, d: d})
 }

@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"time"
@@ -248,7 +249,7 @@ func (mb *Member) Nak(_ context.Context, id DeliveryID, opts NakOptions) error {
 func (mb *Member) InProgress(_ context.Context, id DeliveryID) error {
 	return mb.act("in-progress", id, func(d *delivery, now time.Time) {
 		d.deadline = now.Add(mb.g.cfg.AckWait)
-		mb.g.deadlinesPush(d)
+		heap.Fix(&mb.g.deadlines, d.heapIdx)
 	})
 }
 

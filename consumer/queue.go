@@ -45,6 +45,7 @@ type delivery struct {
 	e        *entry
 	m        *member
 	deadline time.Time
+	heapIdx  int  // in the deadline heap, -1 once out of it
 	done     bool // acked, nak'ed, timed out or released
 }
 
@@ -100,26 +101,28 @@ func (h *delayHeap) Pop() any {
 	return e
 }
 
-// deadline is an ack deadline in the deadline heap. An InProgress pushes
-// a new one; stale ones (the delivery is done, or its deadline moved) are
-// dropped when they come up.
-type deadline struct {
-	at time.Time
-	d  *delivery
-}
-
-type deadlineHeap []deadline
+// deadlineHeap orders the deliveries in flight by ack deadline. A
+// delivery leaves it when it ends, so it holds only those in flight.
+type deadlineHeap []*delivery
 
 func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h deadlineHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *deadlineHeap) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	d := x.(*delivery)
+	d.heapIdx = len(*h)
+	*h = append(*h, d)
+}
 func (h *deadlineHeap) Pop() any {
 	old := *h
-	x := old[len(old)-1]
-	old[len(old)-1] = deadline{}
+	d := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return x
+	d.heapIdx = -1
+	return d
 }
 
 // readyQueue holds the deliverable entries: fresh ones the reader
