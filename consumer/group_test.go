@@ -274,3 +274,39 @@ func TestAckAll(t *testing.T) {
 		t.Fatalf("the valid ids were not acked: %+v", in)
 	}
 }
+
+// TestSecondEngineFencedOut: two engines on one store; the one whose
+// commit finds the state stream moved on stops the group, and says so.
+func TestSecondEngineFencedOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{manualCommits: true})
+	b.appendN("s", "T", 4)
+	g := b.create(GroupConfig{Name: "g"})
+	waitRead(t, g, 4)
+	other, err := Open(bg, b.store, Config{Now: b.clock.Now, manualTicks: true, manualCommits: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.abandon()
+	for _, e := range []*Engine{other, b.engine} {
+		m, _ := e.Join(bg, "g", MemberOptions{})
+		waitRead(t, e.groups["g"], 4)
+		d := fetchNow(t, m, 1)[0]
+		m.Ack(bg, d.ID)
+	}
+	if err := other.Flush(bg); err != nil {
+		t.Fatalf("first commit: %v", err)
+	}
+	err = b.engine.Flush(bg)
+	if !errors.Is(err, ErrGroupFailed) || rewind.CodeOf(err) != rewind.CodeFailed {
+		t.Fatalf("second engine's commit: %v", err)
+	}
+	in, _ := b.engine.Info("g")
+	if in.Status != StatusFailed || in.StatusReason == "" {
+		t.Fatalf("status %s %q", in.Status, in.StatusReason)
+	}
+	m := b.join("g", 0)
+	if _, err := m.Fetch(bg, 1); !errors.Is(err, ErrGroupFailed) {
+		t.Fatalf("fetch from a failed group: %v", err)
+	}
+}
