@@ -177,10 +177,14 @@ func (g *group) snapshotEvents() ([]rewind.Event, error) {
 	// outstanding events.
 	from := floor
 	g.entries.Scan(func(p rewind.Position, e *entry) bool {
-		if p-1 > from {
-			d.Done = append(d.Done, span{From: from, To: p - 1})
+		// Events the priority lane took beyond the cursor leave the
+		// positions before them as they are.
+		if p <= g.cursor {
+			if p-1 > from {
+				d.Done = append(d.Done, span{From: from, To: p - 1})
+			}
+			from = p
 		}
-		from = p
 		// Failed deliveries count; one in flight does not yet.
 		n := e.attempts
 		if e.state == stInFlight {
@@ -195,6 +199,7 @@ func (g *group) snapshotEvents() ([]rewind.Event, error) {
 		d.Done = append(d.Done, span{From: from, To: g.cursor})
 	}
 	d.Done = append(d.Done, g.recovered.above(g.cursor)...)
+	d.Done = mergeSpans(append(d.Done, g.laneDone()...))
 	for p, n := range g.recAttempts {
 		d.Attempts = append(d.Attempts, attemptCount{Pos: p, N: n})
 	}

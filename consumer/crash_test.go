@@ -31,26 +31,34 @@ var crashRounds = flag.Int("consumer.crash.rounds", 40, "consumer: crash-and-reo
 //     those un-acked at the crash and those acked since the last commit.
 func TestCrashRedeliveryBound(t *testing.T) {
 	t.Parallel()
-	for _, orderBy := range []string{"", "stream"} {
-		t.Run("order="+orderBy, func(t *testing.T) {
+	for _, tc := range []struct {
+		orderBy string
+		prio    bool
+	}{{"", false}, {"stream", false}, {"", true}} {
+		t.Run(fmt.Sprintf("order=%s/priority=%v", tc.orderBy, tc.prio), func(t *testing.T) {
 			t.Parallel()
 			seed := uint64(time.Now().UnixNano())
 			t.Logf("seed %d", seed)
-			crashRun(t, rand.New(rand.NewPCG(seed, 11)), orderBy)
+			crashRun(t, rand.New(rand.NewPCG(seed, 11)), tc.orderBy, tc.prio)
 		})
 	}
 }
 
-func crashRun(t *testing.T, r *rand.Rand, orderBy string) {
+func crashRun(t *testing.T, r *rand.Rand, orderBy string, prio bool) {
 	b := setup(t, Config{manualCommits: true, SnapshotEvery: 2})
-	b.create(GroupConfig{Name: "g", OrderBy: orderBy, MaxDeliveries: 6, Backoff: []time.Duration{0}})
+	cfg := GroupConfig{Name: "g", OrderBy: orderBy, MaxDeliveries: 6, Backoff: []time.Duration{0}, MaxPending: 40,
+		MaxAckPending: 30}
+	if prio {
+		cfg.Priority = []string{"P"} // a lane reads them ahead of the backlog
+	}
+	b.create(cfg)
 	var last rewind.Position
 	appended := map[rewind.Position]bool{}
 	committed := map[rewind.Position]bool{}  // acked, and the ack committed
 	ackedSince := map[rewind.Position]bool{} // acked since the last commit
 	parkedSeen := map[rewind.Position]bool{}
 	appendSome := func() {
-		res := b.appendN(fmt.Sprintf("s-%d", r.IntN(5)), "T", 1+r.IntN(20))
+		res := b.appendN(fmt.Sprintf("s-%d", r.IntN(5)), []string{"T", "P"}[r.IntN(2)], 1+r.IntN(20))
 		for p := res.FirstPosition; p <= res.LastPosition; p++ {
 			appended[p] = true
 		}
@@ -110,10 +118,19 @@ func crashRun(t *testing.T, r *rand.Rand, orderBy string) {
 	}
 	// Drain: every event ends acked or parked.
 	m := b.join("g", 0)
-	for range 10_000 {
+	g := b.group("g")
+	for range 100_000 {
+		waitRead(t, g, last)
 		ds := fetchNow(t, m, 100)
 		if len(ds) == 0 {
-			break
+			g.mu.Lock()
+			drained := g.cursor >= last && g.entries.Len() == 0
+			g.mu.Unlock()
+			if drained {
+				break
+			}
+			time.Sleep(time.Millisecond) // the reader reads on
+			continue
 		}
 		for _, d := range ds {
 			if committed[d.Event.Position] {
@@ -152,7 +169,7 @@ func checkNothingLost(t *testing.T, round int, b *bundle, g *group, appended, co
 		switch {
 		case committed[p] && held:
 			t.Fatalf("round %d: event %d is held again after its ack was committed", round, p)
-		case !committed[p] && !held && !isParked:
+		case !committed[p] && !held && !isParked && p <= g.cursor: // beyond it, still to be read
 			t.Fatalf("round %d: event %d lost after a crash: not acked, held nor parked", round, p)
 		}
 	}

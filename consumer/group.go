@@ -34,6 +34,9 @@ type group struct {
 	// replaying are parked events a replay handed back, by position.
 	replaying map[rewind.Position]*entry
 	keys      map[string]*keyQueue
+	// laneTaken are the positions the priority lane took ahead of the
+	// main reader (held or done), until the main reader passes them.
+	laneTaken map[rewind.Position]bool
 	ready     readyQueue
 	delayed   delayHeap
 	deadlines deadlineHeap
@@ -92,7 +95,7 @@ func newGroup(e *Engine, cfg GroupConfig) *group {
 	ordered, field, _ := parseOrderBy(cfg.OrderBy)
 	g := &group{e: e, name: cfg.Name, stream: stateStreamPrefix + cfg.Name, cfg: cfg, ordered: ordered,
 		orderField: field, prio: map[string]bool{}, replaying: map[rewind.Position]*entry{},
-		keys: map[string]*keyQueue{}, inflight: map[DeliveryID]*delivery{}, members: map[uint64]*member{},
+		keys: map[string]*keyQueue{}, laneTaken: map[rewind.Position]bool{}, inflight: map[DeliveryID]*delivery{}, members: map[uint64]*member{},
 		changed: make(chan struct{}), commitWake: make(chan struct{}), bufSeq: 1,
 		urgent: make(chan struct{}, 1), replayWake: make(chan struct{}, 1),
 		// Ids follow the wall clock's nanoseconds, so that those of an
@@ -420,6 +423,7 @@ func (g *group) clear() {
 	g.entries.Clear()
 	g.replaying = map[rewind.Position]*entry{}
 	g.keys = map[string]*keyQueue{}
+	g.laneTaken = map[rewind.Position]bool{}
 	g.ready, g.delayed, g.deadlines = readyQueue{}, nil, nil
 	g.recovered = doneSet{}
 	g.recAttempts = nil

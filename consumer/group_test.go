@@ -310,3 +310,55 @@ func TestSecondEngineFencedOut(t *testing.T) {
 		t.Fatalf("fetch from a failed group: %v", err)
 	}
 }
+
+// TestPriorityAheadOfBacklog: priority types are delivered ahead of a
+// backlog far larger than what the group holds in memory, and the main
+// reader does not deliver them again when it gets there, also after a
+// restart.
+func TestPriorityAheadOfBacklog(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("s", "Low", 100)
+	b.appendN("s", "Urgent", 2) // 101, 102
+	g := b.create(GroupConfig{Name: "g", Priority: []string{"Urgent"}, MaxAckPending: 10, MaxPending: 10})
+	waitRead(t, g, 10)
+	m := b.join("g", 100)
+	var got []rewind.Position
+	for range 5000 {
+		g.mu.Lock()
+		n := len(g.laneTaken)
+		g.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond) // the lane reads on its own
+	}
+	for _, d := range fetchNow(t, m, 3) {
+		got = append(got, d.Event.Position)
+		m.Ack(bg, d.ID)
+	}
+	if !slices.Equal(got, []rewind.Position{101, 102, 1}) {
+		t.Fatalf("fetched %v", got)
+	}
+	b.restart(false)
+	g = b.group("g")
+	m = b.join("g", 100)
+	seen := map[rewind.Position]int{}
+	for len(seen) < 99 {
+		waitRead(t, g, 102)
+		ds := fetchNow(t, m, 10)
+		if len(ds) == 0 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		for _, d := range ds {
+			seen[d.Event.Position]++
+			m.Ack(bg, d.ID)
+		}
+	}
+	for p, n := range seen {
+		if n != 1 || p < 2 || p > 100 {
+			t.Fatalf("after the restart event %d delivered %d times", p, n)
+		}
+	}
+}

@@ -20,8 +20,17 @@ func (g *group) startReader() {
 	g.mu.Lock()
 	g.readerCancel, g.readerDone = cancel, done
 	after := g.cursor
+	lane, laneFilter := g.laneFilter()
 	g.mu.Unlock()
-	go g.readLoop(ctx, after, done)
+	mainDone := make(chan struct{})
+	go g.readLoop(ctx, after, mainDone)
+	if !lane {
+		go func() { <-mainDone; close(done) }()
+		return
+	}
+	laneDone := make(chan struct{})
+	go g.laneLoop(ctx, after, laneFilter, laneDone)
+	go func() { <-mainDone; <-laneDone; close(done) }()
 }
 
 func (g *group) stopReader() {
@@ -91,6 +100,10 @@ func (g *group) take(ev *rewind.RecordedEvent) {
 	}
 	prev := g.prev
 	g.prev = p
+	if g.laneTaken[p] {
+		delete(g.laneTaken, p) // the priority lane took it already
+		return
+	}
 	if g.recovered.contains(p) {
 		delete(g.recAttempts, p)
 		return

@@ -147,6 +147,17 @@ func (s *doneSet) contains(p rewind.Position) bool {
 	return s.i < len(s.spans) && s.spans[s.i].From < p
 }
 
+// has reports whether p is done, wherever the reader is.
+func (s *doneSet) has(p rewind.Position) bool {
+	i, _ := slices.BinarySearchFunc(s.spans, p, func(x span, p rewind.Position) int {
+		if x.To < p {
+			return -1
+		}
+		return 1
+	})
+	return i < len(s.spans) && s.spans[i].From < p
+}
+
 // above returns the spans reaching beyond p, cut at p.
 func (s *doneSet) above(p rewind.Position) []span {
 	var out []span
