@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -29,7 +30,7 @@ type Engine struct {
 
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
-	nextID uint64 // member ids
+	nextID atomic.Uint64 // member ids
 }
 
 // Open starts an engine over store and resumes every group recorded in it.

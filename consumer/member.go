@@ -73,12 +73,8 @@ func (e *Engine) Join(ctx context.Context, group string, opts MemberOptions) (*M
 	if g.deleted {
 		return nil, notFound("join", group)
 	}
-	e.mu.Lock()
-	e.nextID++
-	id := e.nextID
-	e.mu.Unlock()
-	m := &member{id: id, name: opts.Name, max: max, joined: e.cfg.Now(), inflight: map[DeliveryID]*delivery{}}
-	g.members[id] = m
+	m := &member{id: e.nextID.Add(1), name: opts.Name, max: max, joined: e.cfg.Now(), inflight: map[DeliveryID]*delivery{}}
+	g.members[m.id] = m
 	return &Member{g: g, m: m}, nil
 }
 

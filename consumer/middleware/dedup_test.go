@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/rewindhq/rewind/consumer"
-	"github.com/rewindhq/rewind/internal/pgtest"
 )
 
 // dedupContract checks a DedupStore through the middleware: a handled
@@ -58,24 +57,5 @@ func TestDedupMemory(t *testing.T) {
 	}
 	if seen, _ := s.Seen(context.Background(), "a"); seen || s.Len() != 3 {
 		t.Fatalf("cap not kept: a seen %v, %d keys", seen, s.Len())
-	}
-}
-
-func TestDedupPostgres(t *testing.T) {
-	t.Parallel()
-	db := pgtest.New(t)
-	s := NewPGDedup(db.Pool, "public.consumer_dedup")
-	if err := s.Setup(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	// PostgreSQL's clock cannot be moved: expire by rewriting the marks.
-	dedupContract(t, s, func(d time.Duration) {
-		if _, err := db.Pool.Exec(context.Background(),
-			`UPDATE consumer_dedup SET expires_at = expires_at - $1::interval`, d); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if n, err := s.Sweep(context.Background()); err != nil || n == 0 {
-		t.Fatalf("sweep %d %v", n, err)
 	}
 }

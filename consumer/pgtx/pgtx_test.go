@@ -72,7 +72,7 @@ func TestExactlyOnceAcrossRedeliveries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		ds, err := m.Fetch(fctx, 4)
 		cancel()
 		if err != nil {
