@@ -75,12 +75,12 @@ func (g *group) commit(ctx context.Context, snapshot bool) error {
 	if err != nil {
 		return g.fail(err)
 	}
-	res, err := g.appendState(ctx, expected, events)
+	version, err := g.appendRecords(ctx, expected, events)
 	if err != nil {
 		return g.fail(err)
 	}
 	g.mu.Lock()
-	g.version = res.LastVersion
+	g.version = version
 	g.committedFloor = g.pendingFloor
 	if snapshot {
 		g.sinceSnap, g.wantSnapshot = 0, false
@@ -100,6 +100,26 @@ func (g *group) markCommitted(seq uint64) {
 	}
 	close(g.commitWake)
 	g.commitWake = make(chan struct{})
+}
+
+// appendRecords appends events in order, in appends of at most
+// appendBytes, and returns the stream's version after the last. A crash
+// between two appends leaves a prefix: a commit's floor is in its last
+// record, and a snapshot counts only once all its parts are there.
+func (g *group) appendRecords(ctx context.Context, expected uint64, events []rewind.Event) (uint64, error) {
+	for len(events) > 0 {
+		n, size := 0, 0
+		for n < len(events) && (n == 0 || size+len(events[n].Data) <= appendBytes) {
+			size += len(events[n].Data)
+			n++
+		}
+		res, err := g.appendState(ctx, expected, events[:n])
+		if err != nil {
+			return 0, err
+		}
+		expected, events = res.LastVersion, events[n:]
+	}
+	return expected, nil
 }
 
 // appendState appends events with the exact expected version, retrying
@@ -155,8 +175,12 @@ func (g *group) commitEvents() ([]rewind.Event, error) {
 	d.Floor = g.floor()
 	g.pendingFloor = d.Floor
 	d.Done = mergeSpans(d.Done)
+	parts := d.split()
+	// The floor goes in the last record: it covers the acks and parks of
+	// every record before it.
+	parts[len(parts)-1].Floor = d.Floor
 	var out []rewind.Event
-	for _, part := range d.split() {
+	for _, part := range parts {
 		ev, err := encodeEvent(typeCommit, &part)
 		if err != nil {
 			return nil, err

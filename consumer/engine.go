@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -93,7 +94,7 @@ func (e *Engine) load(ctx context.Context, name string) (*group, error) {
 		}
 		for i := range page {
 			recs = append(recs, page[i])
-			if page[i].Type == typeSnapshot {
+			if page[i].Type == typeSnapshot && completeBackward(recs) {
 				found = true
 				break
 			}
@@ -122,6 +123,18 @@ func (e *Engine) load(ctx context.Context, name string) (*group, error) {
 		g.parked.Set(p.Position, &p)
 	}
 	return g, nil
+}
+
+// completeBackward reports whether the snapshot header last in recs (read
+// backward) is followed by all its parts.
+func completeBackward(recs []rewind.RecordedEvent) bool {
+	var h snapshotHeader
+	if json.Unmarshal(recs[len(recs)-1].Data, &h) != nil {
+		return true // decodeRecords reports it
+	}
+	after := slices.Clone(recs[:len(recs)-1])
+	slices.Reverse(after)
+	return complete(after, h.Parts)
 }
 
 // start runs g's goroutines.

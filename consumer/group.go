@@ -360,6 +360,7 @@ func (g *group) term(d *delivery, reason, errMsg string, now time.Time) {
 	if reason == "" {
 		reason = "terminated by the consumer"
 	}
+	reason = truncate(reason)
 	g.park(d.e, reason, now)
 }
 

@@ -29,9 +29,11 @@ const (
 	typeSnapshot     = "GroupSnapshot"
 	typeSnapshotPart = "GroupSnapshotPart"
 	typeCommit       = "GroupCommit"
-	// partItems bounds the items of one part or commit event, to keep each
-	// well under the store's event size limit.
-	partItems = 8192
+	// partBytes bounds the encoding of one record, and appendBytes the
+	// records of one append, well under the store's default limits (1 MiB
+	// per event, 16 MiB per append).
+	partBytes   = 128 << 10
+	appendBytes = 512 << 10
 	// floorOnlyCommit is how far the floor must move over skipped events
 	// before a commit is written for that alone.
 	floorOnlyCommit = 4096
@@ -84,34 +86,37 @@ func (d *delta) empty() bool {
 	return len(d.Done) == 0 && len(d.Attempts) == 0 && len(d.Parked) == 0 && len(d.Unparked) == 0
 }
 
-func (d *delta) items() int { return len(d.Done) + len(d.Attempts) + len(d.Parked) + len(d.Unparked) }
-
-// split cuts d into pieces of at most partItems items.
+// split cuts d into pieces whose encoding stays under partBytes, without
+// the floor (the caller puts it where it belongs).
 func (d *delta) split() []delta {
 	var out []delta
-	cur := delta{Floor: d.Floor}
-	flush := func() {
-		out = append(out, cur)
-		cur = delta{Floor: d.Floor}
-	}
-	add := func(n int, put func()) {
-		for range n {
-			if cur.items() >= partItems {
-				flush()
-			}
-			put()
+	var cur delta
+	size := 0
+	room := func(n int) {
+		if size+n > partBytes && !cur.empty() {
+			out = append(out, cur)
+			cur, size = delta{}, 0
 		}
+		size += n
 	}
-	i := 0
-	add(len(d.Done), func() { cur.Done = append(cur.Done, d.Done[i]); i++ })
-	i = 0
-	add(len(d.Attempts), func() { cur.Attempts = append(cur.Attempts, d.Attempts[i]); i++ })
-	i = 0
-	add(len(d.Parked), func() { cur.Parked = append(cur.Parked, d.Parked[i]); i++ })
-	i = 0
-	add(len(d.Unparked), func() { cur.Unparked = append(cur.Unparked, d.Unparked[i]); i++ })
-	flush()
-	return out
+	for _, x := range d.Done {
+		room(48)
+		cur.Done = append(cur.Done, x)
+	}
+	for _, x := range d.Attempts {
+		room(40)
+		cur.Attempts = append(cur.Attempts, x)
+	}
+	for _, x := range d.Parked {
+		b, _ := json.Marshal(&x)
+		room(len(b) + 1)
+		cur.Parked = append(cur.Parked, x)
+	}
+	for _, x := range d.Unparked {
+		room(24)
+		cur.Unparked = append(cur.Unparked, x)
+	}
+	return append(out, cur)
 }
 
 // mergeSpans sorts spans and joins those that touch or overlap.
@@ -224,7 +229,10 @@ func (r *recovered) finish() {
 }
 
 // decodeRecords rebuilds a group's state from its records, oldest first,
-// starting at a snapshot header.
+// starting at a complete snapshot header. A snapshot is written in several
+// appends; one a crash cut short (fewer parts follow its header than it
+// announces) does not reset the state: its parts are true facts (done
+// spans, parked events), applied like a commit's.
 func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
 	r := &recovered{attempts: map[rewind.Position]int{}, parked: map[rewind.Position]ParkedEntry{}}
 	for i := range evs {
@@ -234,6 +242,9 @@ func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
 			var h snapshotHeader
 			if err := json.Unmarshal(ev.Data, &h); err != nil {
 				return nil, corrupt(ev, err)
+			}
+			if !complete(evs[i+1:], h.Parts) {
+				continue
 			}
 			*r = recovered{cfg: h.Config, floor: h.Floor, attempts: map[rewind.Position]int{},
 				parked: map[rewind.Position]ParkedEntry{}}
@@ -249,6 +260,20 @@ func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
 	}
 	r.finish()
 	return r, nil
+}
+
+// complete reports whether the parts records after a snapshot header
+// start with all parts of it.
+func complete(after []rewind.RecordedEvent, parts int) bool {
+	if len(after) < parts {
+		return false
+	}
+	for _, ev := range after[:parts] {
+		if ev.Type != typeSnapshotPart {
+			return false
+		}
+	}
+	return true
 }
 
 func corrupt(ev *rewind.RecordedEvent, err error) error {
