@@ -1,0 +1,80 @@
+package consumer
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind"
+)
+
+// TestLargeStateSplits: thousands of parked events with long errors make
+// commits and snapshots far larger than one event may be; they are split
+// into records and appends the store takes, and read back whole.
+func TestLargeStateSplits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{manualCommits: true})
+	const n = 2000
+	b.appendN("s", "T", n)
+	g := b.create(GroupConfig{Name: "g", MaxParked: n, MaxAckPending: n, MaxPending: n, MemberMaxAckPending: n})
+	waitRead(t, g, n)
+	m := b.join("g", n)
+	long := strings.Repeat("\"x\\", 1000) // long, and longer once escaped
+	for _, d := range fetchNow(t, m, n) {
+		if err := m.Term(bg, d.ID, strings.Repeat("r", 300), long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.engine.Flush(bg); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := g.commit(bg, true); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	b.restart(false)
+	ps, err := b.engine.Parked(bg, "g", ParkedOptions{Limit: 10_000})
+	if err != nil || len(ps) != n {
+		t.Fatalf("%d parked after restart, %v", len(ps), err)
+	}
+	if ps[0].LastError != long[:maxLastError]+"…" || ps[n-1].Position != n {
+		t.Fatalf("parked entry %+v", ps[0])
+	}
+}
+
+// TestIncompleteSnapshot: a snapshot a crash cut short (its header and
+// only some of its parts written) does not reset the state; the facts in
+// its parts still count.
+func TestIncompleteSnapshot(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{manualCommits: true})
+	b.appendN("s", "T", 5)
+	g := b.create(GroupConfig{Name: "g"})
+	waitRead(t, g, 5)
+	m := b.join("g", 0)
+	ds := fetchNow(t, m, 5)
+	m.Ack(bg, ds[0].ID)
+	m.Ack(bg, ds[1].ID)
+	m.Term(bg, ds[2].ID, "bad", "")
+	if err := b.engine.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	version := g.version
+	b.engine.abandon()
+	// What a crash in the middle of a snapshot leaves: the header says two
+	// parts, one made it (saying event 4 is done).
+	h, _ := encodeEvent(typeSnapshot, &snapshotHeader{Config: g.cfg, Floor: 5, Cursor: 5, Parts: 2})
+	p, _ := encodeEvent(typeSnapshotPart, &delta{Done: []span{{From: 3, To: 4}}})
+	if _, err := b.store.Append(bg, g.stream, rewind.Exactly(version), h, p); err != nil {
+		t.Fatal(err)
+	}
+	b.openEngine()
+	g = b.group("g")
+	waitRead(t, g, 5)
+	m = b.join("g", 0)
+	if got := positions(fetchNow(t, m, 10)); !slices.Equal(got, []rewind.Position{5}) {
+		t.Fatalf("after an incomplete snapshot delivered %v, want [5]", got)
+	}
+	if ps, _ := b.engine.Parked(bg, "g", ParkedOptions{}); len(ps) != 1 || ps[0].Position != 3 {
+		t.Fatalf("parked %+v", ps)
+	}
+}
