@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -77,4 +78,30 @@ func TestIncompleteSnapshot(t *testing.T) {
 	if ps, _ := b.engine.Parked(bg, "g", ParkedOptions{}); len(ps) != 1 || ps[0].Position != 3 {
 		t.Fatalf("parked %+v", ps)
 	}
+}
+
+// FuzzDecodeRecords: whatever a state record holds, decoding it returns
+// a state or an error matching rewind.ErrCorruption, never a panic.
+func FuzzDecodeRecords(f *testing.F) {
+	f.Add([]byte(`{"config":{"name":"g"},"floor":3,"cursor":4,"parts":1}`), []byte(`{"done":[{"f":1,"t":9}]}`), uint8(0))
+	f.Add([]byte(`{"parts":2}`), []byte(`{"floor":7,"parked":[{"position":9}],"unparked":[9]}`), uint8(1))
+	f.Add([]byte(`{}`), []byte(`{"attempts":[{"p":4,"n":2}]}`), uint8(2))
+	f.Fuzz(func(t *testing.T, header, record []byte, kind uint8) {
+		types := []string{typeSnapshotPart, typeCommit, typeSnapshot, "Other"}
+		evs := []rewind.RecordedEvent{
+			{Event: rewind.Event{Type: typeSnapshot, Data: header}, Version: 1},
+			{Event: rewind.Event{Type: types[int(kind)%len(types)], Data: record}, Version: 2},
+		}
+		r, err := decodeRecords(evs)
+		if err != nil && !errors.Is(err, rewind.ErrCorruption) {
+			t.Fatalf("error %v is not corruption", err)
+		}
+		if err == nil {
+			for _, s := range r.done {
+				if s.To <= r.floor {
+					t.Fatalf("span %v at or below the floor %d kept", s, r.floor)
+				}
+			}
+		}
+	})
 }
