@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -187,7 +186,7 @@ func TestCrashImages(t *testing.T) {
 		SnapshotEvery: 5})
 	b.create(GroupConfig{Name: "g", AckWait: 50 * time.Millisecond, MaxDeliveries: 3, Backoff: []time.Duration{0}})
 	var mu sync.Mutex
-	acked := map[rewind.Position]bool{}
+	acked, tried := map[rewind.Position]bool{}, map[rewind.Position]bool{}
 	ctx, cancel := context.WithCancel(bg)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -196,15 +195,29 @@ func TestCrashImages(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			Consume(ctx, m, func(_ context.Context, msg *Message) error {
-				if rand.IntN(5) == 0 {
-					return errors.New("flaky")
+			for ctx.Err() == nil {
+				ds, err := m.Fetch(ctx, 8)
+				if err != nil {
+					return
 				}
-				mu.Lock()
-				acked[msg.Event.Position] = true // acked right after, unless the ack wait ran out
-				mu.Unlock()
-				return nil
-			}, ConsumeOptions{Concurrency: 4})
+				for _, d := range ds {
+					if rand.IntN(5) == 0 {
+						m.Nak(bg, d.ID, NakOptions{Error: "flaky"})
+						continue
+					}
+					// Tried before the ack (an image may hold it as done),
+					// acked once it is in: a Flush after that commits it.
+					// (It fails if the ack wait ran out first.)
+					mu.Lock()
+					tried[d.Event.Position] = true
+					mu.Unlock()
+					if m.Ack(bg, d.ID) == nil {
+						mu.Lock()
+						acked[d.Event.Position] = true
+						mu.Unlock()
+					}
+				}
+			}
 		}()
 	}
 	appended := map[rewind.Position]bool{}
@@ -225,7 +238,7 @@ func TestCrashImages(t *testing.T) {
 		image := t.TempDir()
 		copyDir(t, image, b.dir)
 		mu.Lock()
-		everAcked := maps.Clone(acked)
+		everAcked := maps.Clone(tried)
 		mu.Unlock()
 		checkImage(t, round, b, image, appended, before, everAcked)
 	}
