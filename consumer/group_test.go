@@ -362,3 +362,46 @@ func TestPriorityAheadOfBacklog(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupLifecycle(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("s", "T", 5)
+	g := b.create(GroupConfig{Name: "g", Start: Start{Kind: StartPosition, Position: 3}})
+	waitRead(t, g, 5)
+	m := b.join("g", 0)
+	if got := positions(fetchNow(t, m, 10)); !slices.Equal(got, []rewind.Position{4, 5}) {
+		t.Fatalf("start after 3 delivered %v", got)
+	}
+	if err := b.engine.DeleteGroup(bg, "g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Fetch(bg, 1); !errors.Is(err, ErrMemberLeft) {
+		t.Fatalf("fetch after delete: %v", err)
+	}
+	if _, err := b.engine.Info("g"); !errors.Is(err, ErrGroupNotFound) {
+		t.Fatalf("info after delete: %v", err)
+	}
+	// Created again under the same name, it starts afresh, also after a restart.
+	g = b.create(GroupConfig{Name: "g"})
+	waitRead(t, g, 5)
+	b.restart(false)
+	if gs := b.engine.Groups(); len(gs) != 1 || gs[0].Config.Start.Kind != StartBeginning {
+		t.Fatalf("groups after re-create and restart: %+v", gs)
+	}
+	waitRead(t, b.group("g"), 5)
+	if got := positions(fetchNow(t, b.join("g", 0), 10)); len(got) != 5 {
+		t.Fatalf("re-created group delivered %v", got)
+	}
+}
+
+func TestEngineConfig(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	for _, cfg := range []Config{{CommitInterval: -1}, {CommitInterval: time.Hour}, {SnapshotEvery: -3},
+		{TickInterval: time.Nanosecond}} {
+		if _, err := Open(bg, b.store, cfg); rewind.CodeOf(err) != rewind.CodeInvalidArgument {
+			t.Errorf("config %+v: %v", cfg, err)
+		}
+	}
+}
