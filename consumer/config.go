@@ -11,25 +11,24 @@ import (
 
 // Defaults of GroupConfig and Config.
 const (
-	DefaultAckWait            = 30 * time.Second
-	DefaultMaxDeliveries      = 5
-	DefaultMaxAckPending      = 10_000
-	DefaultMaxPending         = 20_000
-	DefaultMemberMaxAckPend   = 1000
-	DefaultMaxParked          = 10_000
-	DefaultReplayChunk        = 100
-	DefaultCommitInterval     = 100 * time.Millisecond
-	DefaultSnapshotEvery      = 256
-	DefaultTickInterval       = 50 * time.Millisecond
-	maxLastError              = 1 << 10
-	maxGroupName              = 128
-	maxLimit                  = 1_000_000
-	maxAckWait                = 24 * time.Hour
-	maxBackoffSteps           = 32
-	maxCommitInterval         = 10 * time.Second
-	unlimitedDeliveries       = -1
-	stateStreamPrefix         = "_rewind.group."
-	defaultOrderMetadataField = ""
+	DefaultAckWait             = 30 * time.Second
+	DefaultMaxDeliveries       = 5
+	DefaultMaxAckPending       = 10_000
+	DefaultMaxPending          = 20_000
+	DefaultMemberMaxAckPending = 1000
+	DefaultMaxParked           = 10_000
+	DefaultReplayChunk         = 100
+	DefaultCommitInterval      = 100 * time.Millisecond
+	DefaultSnapshotEvery       = 256
+	DefaultTickInterval        = 50 * time.Millisecond
+	maxLastError               = 1 << 10
+	maxGroupName               = 128
+	maxLimit                   = 1_000_000
+	maxAckWait                 = 24 * time.Hour
+	maxBackoffSteps            = 32
+	maxCommitInterval          = 10 * time.Second
+	unlimitedDeliveries        = -1
+	stateStreamPrefix          = "_rewind.group."
 )
 
 // DefaultBackoff is the redelivery schedule of a group that sets none: the
@@ -155,7 +154,7 @@ func (c *GroupConfig) withDefaults() GroupConfig {
 		g.MaxPending = max(DefaultMaxPending, g.MaxAckPending)
 	}
 	if g.MemberMaxAckPending == 0 {
-		g.MemberMaxAckPending = DefaultMemberMaxAckPend
+		g.MemberMaxAckPending = DefaultMemberMaxAckPending
 	}
 	if g.MaxParked == 0 {
 		g.MaxParked = DefaultMaxParked
