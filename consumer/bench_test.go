@@ -27,14 +27,15 @@ func BenchmarkAtLeastOnce4Members(b *testing.B) {
 
 func benchDeliver(b *testing.B, orderBy string, batchAcks bool) {
 	bu := setup(b, Config{Now: time.Now})
-	const batch = 1000
+	// 10,000 streams (the keys, when ordered), each written in one append.
+	const keys = 10_000
+	batch := max(1, b.N/keys)
 	for i := 0; i < b.N; i += batch {
 		evs := make([]rewind.Event, min(batch, b.N-i))
 		for j := range evs {
 			evs[j] = rewind.Event{Type: "T", Data: []byte(`{"amount":42}`)}
 		}
-		// 10,000 keys when ordered.
-		if _, err := bu.store.Append(bg, fmt.Sprintf("acct-%d", (i/batch)%10_000), rewind.Any, evs...); err != nil {
+		if _, err := bu.store.Append(bg, fmt.Sprintf("acct-%d", (i/batch)%keys), rewind.Any, evs...); err != nil {
 			b.Fatal(err)
 		}
 	}

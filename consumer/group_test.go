@@ -324,7 +324,7 @@ func TestPriorityAheadOfBacklog(t *testing.T) {
 	waitRead(t, g, 10)
 	m := b.join("g", 100)
 	var got []rewind.Position
-	for range 5000 {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		g.mu.Lock()
 		n := len(g.laneTaken)
 		g.mu.Unlock()
