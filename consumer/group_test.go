@@ -195,7 +195,8 @@ func TestBackpressure(t *testing.T) {
 		t.Fatalf("group cap: got %d", len(ds))
 	}
 	in, _ = b.engine.Info("g")
-	if in.Status != StatusFull || in.InFlight != 8 {
+	if in.Status != StatusFull || in.InFlight != 8 || len(in.MemberList) != 2 || in.MemberList[0].InFlight != 5 ||
+		in.MemberList[1].InFlight != 3 {
 		t.Fatalf("info %+v", in)
 	}
 	if _, err := b.engine.Join(bg, "g", MemberOptions{MaxAckPending: 6}); !errors.Is(err, rewind.ErrLimitExceeded) {

@@ -1,7 +1,9 @@
 package consumer
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -64,6 +66,18 @@ type GroupInfo struct {
 	// handed back and that are not yet done.
 	Parked    int `json:"parked"`
 	Replaying int `json:"replaying"`
+	// MemberList describes each member, in the order they joined.
+	MemberList []MemberInfo `json:"member_list,omitempty"`
+}
+
+// MemberInfo describes a member of a group.
+type MemberInfo struct {
+	ID       uint64    `json:"id"`
+	Name     string    `json:"name,omitempty"`
+	Joined   time.Time `json:"joined"`
+	InFlight int       `json:"in_flight"`
+	// MaxAckPending is the member's cap of deliveries not yet acked.
+	MaxAckPending int `json:"max_ack_pending"`
 }
 
 // info describes g. Called with g.mu held.
@@ -77,6 +91,11 @@ func (g *group) info() GroupInfo {
 	if _, e, ok := g.entries.Min(); ok {
 		in.OldestUnackedAge = max(g.e.cfg.Now().Sub(e.ev.RecordedAt), 0)
 	}
+	for _, m := range g.members {
+		in.MemberList = append(in.MemberList, MemberInfo{ID: m.id, Name: m.name, Joined: m.joined,
+			InFlight: len(m.inflight), MaxAckPending: m.max})
+	}
+	slices.SortFunc(in.MemberList, func(a, b MemberInfo) int { return cmp.Compare(a.ID, b.ID) })
 	in.Status, in.StatusReason = g.status(in)
 	return in
 }
