@@ -35,6 +35,10 @@ type chunkEnv struct {
 	seq     int64
 	jobHash string
 	intents *intents // for sinks outside the database
+	// images: save before-images (images.go) in the chunk's transaction;
+	// part numbers the chunk's image rows.
+	images bool
+	part   int
 }
 
 // chunkResult is what a chunk did, as recorded in its checkpoint.
@@ -413,6 +417,9 @@ func (s *setChange) updateSQL(args pgx.NamedArgs, b Bounds) string {
 // rows seen, as of the statement's snapshot; the output checksum the same
 // columns of the rows written.
 func (s *setChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	if env.images {
+		return s.applyImaged(ctx, env, b)
+	}
 	var r chunkResult
 	a := with(env.args)
 	row := "ROW(" + s.checksumCols("t.") + ")"
@@ -500,8 +507,9 @@ type statementChange struct {
 	sql string
 	// checked is the statement that runs: sql with a RETURNING of the
 	// key of every row it changes, inside a query that counts those rows
-	// and finds the first outside the chunk (see apply).
-	checked string
+	// and finds the first outside the chunk (see apply); imaged is the
+	// same with the rows' before-images saved (images.go).
+	checked, imaged string
 }
 
 func (s *statementChange) bind(args pgx.NamedArgs, b Bounds) pgx.NamedArgs {
@@ -543,6 +551,8 @@ func (s *statementChange) prepare(ctx context.Context, db querier, args pgx.Name
 		}
 	}
 	s.checked = s.checkedSQL(info)
+	im := rowImager{t: s.t, ref: quote(info.ref), kind: info.kind}
+	s.imaged = s.outsideSQL(s.sql[:info.end]+"\nRETURNING "+im.returning(), im.ctes(), ", "+unimaged)
 	for _, rel := range info.targets {
 		var oid *uint32
 		if err := db.QueryRow(ctx, "SELECT to_regclass($1)::oid", rel.sql()).Scan(&oid); err != nil {
@@ -577,12 +587,13 @@ func (s *statementChange) keyReturning(info *statementInfo) string {
 // PostgreSQL allows a data-modifying WITH only at the top level, which is
 // one reason why a statement may not have its own.
 func (s *statementChange) checkedSQL(info *statementInfo) string {
-	return s.outsideSQL(s.sql[:info.end] + "\nRETURNING " + s.keyReturning(info))
+	return s.outsideSQL(s.sql[:info.end]+"\nRETURNING "+s.keyReturning(info), "", "")
 }
 
 // outsideSQL counts the keys _rw_k0… that rows returns, and finds the
-// first of them outside [@lo, @hi].
-func (s *statementChange) outsideSQL(rows string) string {
+// first of them outside [@lo, @hi]; ctes are more WITH parts after rows'
+// (_rw_w), extra more columns of the result.
+func (s *statementChange) outsideSQL(rows, ctes, extra string) string {
 	cols := make([]string, len(s.t.Key))
 	texts := make([]string, len(s.t.Key))
 	for i := range s.t.Key {
@@ -595,9 +606,9 @@ func (s *statementChange) outsideSQL(rows string) string {
 		row = "ROW(" + row + ")"
 	}
 	outside := fmt.Sprintf("NOT (%s >= %s AND %s <= %s)", row, lo, row, hi)
-	return fmt.Sprintf("WITH _rw_w AS (\n%s\n)\nSELECT count(*), count(*) FILTER (WHERE %s), "+
-		"(SELECT ARRAY[%s] FROM _rw_w WHERE %s ORDER BY %s LIMIT 1) FROM _rw_w",
-		rows, outside, strings.Join(texts, ", "), outside, strings.Join(cols, ", "))
+	return fmt.Sprintf("WITH _rw_w AS (\n%s\n)%s\nSELECT count(*), count(*) FILTER (WHERE %s), "+
+		"(SELECT ARRAY[%s] FROM _rw_w WHERE %s ORDER BY %s LIMIT 1)%s FROM _rw_w",
+		rows, ctes, outside, strings.Join(texts, ", "), outside, strings.Join(cols, ", "), extra)
 }
 
 // checkFirstChunk selects the rows an UPDATE or DELETE would change in the
@@ -627,7 +638,7 @@ func (s *statementChange) checkFirstChunk(ctx context.Context, db querier, args 
 	var first []*string
 	err = readOnly(ctx, db, func(tx querier) error {
 		return unchangedSession(ctx, tx, func() error {
-			return tx.QueryRow(ctx, s.outsideSQL(q), bindArgs(s.bind(args, b))).Scan(&n, &outside, &first)
+			return tx.QueryRow(ctx, s.outsideSQL(q, "", ""), bindArgs(s.bind(args, b))).Scan(&n, &outside, &first)
 		})
 	})
 	if se := (*SessionChangedError)(nil); errors.As(err, &se) {
@@ -664,14 +675,27 @@ func (s *statementChange) boundRow(side string) string {
 func (s *statementChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	var err error
-	if r.Seen, r.In, r.At, err = s.t.lockRead(ctx, env.tx, env.args, b); err != nil {
+	lock := s.t.lockRead
+	if env.images {
+		lock = s.t.lockReadAll
+	}
+	if r.Seen, r.In, r.At, err = lock(ctx, env.tx, env.args, b); err != nil {
 		return r, err
 	}
-	var outside int64
+	var outside, noImage int64
 	var first []*string
-	err = env.tx.QueryRow(ctx, s.checked, bindArgs(s.bind(env.args, b))).Scan(&r.Changed, &outside, &first)
+	if env.images {
+		a := s.bind(env.args, b)
+		imageArgs(a, env, s.t, imageRows, s.t.order)
+		err = env.tx.QueryRow(ctx, s.imaged, bindArgs(a)).Scan(&r.Changed, &outside, &first, &noImage)
+	} else {
+		err = env.tx.QueryRow(ctx, s.checked, bindArgs(s.bind(env.args, b))).Scan(&r.Changed, &outside, &first)
+	}
 	if err != nil {
 		return r, s.t.maskErr(err)
+	}
+	if noImage > 0 && outside == 0 {
+		return r, errChangedMeanwhile(fmt.Sprintf("%d row(s) the statement changed", noImage))
 	}
 	if outside > 0 {
 		k := deref(first)

@@ -15,7 +15,7 @@ import (
 // The kill test re-executes this test binary as the runner: TestMain sees
 // childEnv and calls runChild instead of running tests.
 const (
-	childEnv      = "REWIND_BACKFILL_TEST_CHILD" // "apply", "resume" or "promote"
+	childEnv      = "REWIND_BACKFILL_TEST_CHILD" // "apply", "resume", "promote" or "rollback"
 	childDSNEnv   = "REWIND_BACKFILL_TEST_DSN"
 	childRunEnv   = "REWIND_BACKFILL_TEST_RUN"
 	childChunkEnv = "REWIND_BACKFILL_TEST_CHUNK"
@@ -59,6 +59,8 @@ func runChild() int {
 		job = slowIncrement(chunk, slow)
 	}
 	switch os.Getenv(childEnv) {
+	case "rollback":
+		_, err = r.Rollback(ctx, os.Getenv(childRunEnv), backfill.RollbackOptions{})
 	case "resume":
 		_, err = r.Resume(ctx, os.Getenv(childRunEnv), job, backfill.ApplyOptions{})
 	case "promote":

@@ -277,6 +277,7 @@ func (s *StoreSink) write(ctx context.Context, env *chunkEnv, changes []Change) 
 	var order []string
 	byStream := map[string]*batch{}
 	perKey := map[string]int{}
+	var streams, ids, types []string // every event of the chunk, for its image
 	for _, c := range changes {
 		if err := store.ValidateStreamName(c.Stream); err != nil {
 			return 0, &ItemError{Key: c.Key, Err: err}
@@ -294,6 +295,7 @@ func (s *StoreSink) write(ctx context.Context, env *chunkEnv, changes []Change) 
 			order = append(order, c.Stream)
 		}
 		b.events = append(b.events, ev)
+		streams, ids, types = append(streams, c.Stream), append(ids, ev.ID.String()), append(types, ev.Type)
 	}
 	intent, err := env.intents.load(ctx, env.runID, env.seq)
 	if err != nil {
@@ -336,6 +338,9 @@ func (s *StoreSink) write(ctx context.Context, env *chunkEnv, changes []Change) 
 			}
 			n += int64(len(part))
 		}
+	}
+	if env.images {
+		return n, saveEvents(ctx, env, streams, ids, types)
 	}
 	return n, nil
 }

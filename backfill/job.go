@@ -52,6 +52,12 @@ type Job struct {
 	// They are recorded with a run but not part of the job hash: they
 	// check what the job writes, they do not change it.
 	Validate []Validation
+	// NoRollback keeps no before-images: the chunks do not save the old
+	// values of what they change, and the run cannot be rolled back
+	// (Runner.Rollback refuses it). Defaults to false: every chunk saves
+	// its before-images in its own transaction (see docs/backfill.md,
+	// Rollback). A job file says rollback: false.
+	NoRollback bool
 }
 
 // Policy says what a run does with a data error.
@@ -420,6 +426,11 @@ func (j *Job) Describe() map[string]any {
 	default:
 		d["process"] = "go function (identified by the job version)"
 		d["sink"] = j.Sink.describe()
+	}
+	if j.NoRollback {
+		// Only when set, so that the job hash of a job that keeps its
+		// before-images is what it was before they existed.
+		d["rollback"] = false
 	}
 	params := map[string]string{}
 	for k, p := range j.Params {

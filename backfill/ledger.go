@@ -96,11 +96,15 @@ var workSchema = []string{
 	// chunk's writes (see queueCheckpoint). NULL for chunks of earlier
 	// versions.
 	`ALTER TABLE rewind.backfill_chunks ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS xid_end bigint`,
+	// Before-images and what rollbacks did with them: see images.go.
+	imagesTable, undoneTable, purgesTable, imageRowsView,
 }
 
 const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
 	AND to_regclass('rewind.backfill_intents') IS NOT NULL AND to_regclass('rewind.backfill_leases') IS NOT NULL
-	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_chunks') AND attname = 'xid_end' AND NOT attisdropped)`
+	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_chunks') AND attname = 'xid_end' AND NOT attisdropped)
+	AND to_regclass('rewind.backfill_images') IS NOT NULL AND to_regclass('rewind.backfill_undone') IS NOT NULL
+	AND to_regclass('rewind.backfill_image_purges') IS NOT NULL AND to_regclass('rewind.backfill_image_rows') IS NOT NULL`
 
 var runSchema = []string{
 	`CREATE SCHEMA IF NOT EXISTS rewind`,
@@ -157,15 +161,15 @@ var runSchema = []string{
 	// Runs of earlier versions have none recorded.
 	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS session jsonb NOT NULL DEFAULT '{}'`,
 	canarySchema,
+	// A rollback is a run too: undoes names the run it rolls back ('' for
+	// a run of a job).
+	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS undoes text NOT NULL DEFAULT ''`,
 }
 
-const runsReady = `SELECT count(*) = 3 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_runs')
-	AND attname IN ('prev_run', 'lease', 'session') AND NOT attisdropped`
-
-// runsSetUp: the run ledger has everything this version uses (runsReady
-// says whether its runs can be read with their lineage).
-const runsSetUp = `SELECT count(*) = 3 AND to_regclass('rewind.backfill_canaries') IS NOT NULL FROM pg_attribute
-	WHERE attrelid = to_regclass('rewind.backfill_runs') AND attname IN ('prev_run', 'lease', 'session') AND NOT attisdropped`
+// runsSetUp: the run ledger has everything this version uses (cols says
+// which of its columns a ledger of an earlier version has).
+const runsSetUp = `SELECT count(*) = 4 AND to_regclass('rewind.backfill_canaries') IS NOT NULL FROM pg_attribute
+	WHERE attrelid = to_regclass('rewind.backfill_runs') AND attname IN ('prev_run', 'lease', 'session', 'undoes') AND NOT attisdropped`
 
 // setup creates the ledger's tables where missing, and upgrades those of
 // earlier versions. Concurrent setups (several processes starting on a
@@ -315,6 +319,14 @@ type Run struct {
 	// table (the job's table, schema-qualified). Empty for runs of
 	// earlier versions.
 	Session map[string]string `json:"session,omitempty"`
+	// Kind is "apply" for a run of a job and "rollback" for a rollback,
+	// which names the run it undoes in Undoes.
+	Kind   string `json:"kind"`
+	Undoes string `json:"undoes,omitempty"`
+	// Rollbacks are the rollbacks of this run, and Images what is kept of
+	// its before-images (filled by Status and List; see rollback.go).
+	Rollbacks []RollbackRef `json:"rollbacks,omitempty"`
+	Images    *ImagesInfo   `json:"images,omitempty"`
 	lockObj int64
 	epoch   int64 // the lease epoch this process holds, or 0
 
@@ -342,20 +354,27 @@ const runCols = `id, job_name, job_version, job_hash, job, params, plan_hash, bi
 	created_at, updated_at, finished_at, error, error_class, error_chunk, error_key, `
 
 // cols returns the columns to select runs with: a ledger of an earlier
-// version, which only a run (setup) upgrades, has no lineage yet.
+// version, which only a run (setup) upgrades, lacks the later ones.
 func (l *ledger) cols(ctx context.Context) (string, error) {
 	if l.upgraded.Load() {
-		return runCols + "prev_run, session", nil
+		return runCols + "prev_run, session, undoes", nil
 	}
-	var ok bool
-	if err := l.runs.QueryRow(ctx, runsReady).Scan(&ok); err != nil {
+	var prev, sess, undoes bool
+	if err := l.runs.QueryRow(ctx, `SELECT coalesce(bool_or(attname = 'prev_run'), false), coalesce(bool_or(attname = 'session'), false),
+		coalesce(bool_or(attname = 'undoes'), false) FROM pg_attribute
+		WHERE attrelid = to_regclass('rewind.backfill_runs') AND NOT attisdropped`).Scan(&prev, &sess, &undoes); err != nil {
 		return "", fmt.Errorf("read the run ledger: %w", err)
 	}
-	if !ok {
-		return runCols + "'', '{}'::jsonb", nil
+	if prev && sess && undoes {
+		l.upgraded.Store(true)
 	}
-	l.upgraded.Store(true)
-	return runCols + "prev_run, session", nil
+	pick := func(ok bool, col, missing string) string {
+		if ok {
+			return col
+		}
+		return missing
+	}
+	return runCols + pick(prev, "prev_run", "''") + ", " + pick(sess, "session", "'{}'::jsonb") + ", " + pick(undoes, "undoes", "''"), nil
 }
 
 func scanRun(row pgx.Row) (*Run, error) {
@@ -365,9 +384,13 @@ func scanRun(row pgx.Row) (*Run, error) {
 	err := row.Scan(&r.ID, &r.JobName, &r.JobVersion, &r.JobHash, &job, &params, &r.PlanHash, &r.Binary, &r.Actor,
 		&r.Host, &r.Command, &r.State, &r.Policy, &r.ChunkSize, &r.Total, &r.TotalEstimated, &end, &r.lockObj,
 		&r.Owner, &r.Heartbeat, &r.ChangesAllowed, &r.Created, &r.Updated, &r.FinishedAt, &r.Error, &r.ErrorClass,
-		&r.ErrorChunk, &ekey, &r.PrevRun, &sess)
+		&r.ErrorChunk, &ekey, &r.PrevRun, &sess, &r.Undoes)
 	if err != nil {
 		return nil, err
+	}
+	r.Kind = "apply"
+	if r.Undoes != "" {
+		r.Kind = "rollback"
 	}
 	if err := json.Unmarshal(sess, &r.Session); err != nil {
 		return nil, fmt.Errorf("decode run %s: %w", r.ID, err)
@@ -400,10 +423,10 @@ func (l *ledger) createRun(ctx context.Context, r *Run, started func(*Run) audit
 	err := inTx(ctx, l.runs, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
 			plan_hash, binary_version, actor, host, command, state, policy, chunk_size, total, total_estimated, end_key,
-			lock_obj, owner, heartbeat_at, prev_run, lease, session)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20,$21)`,
+			lock_obj, owner, heartbeat_at, prev_run, lease, session, undoes)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20,$21,$22)`,
 			r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
-			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch, sess)
+			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch, sess, r.Undoes)
 		if err != nil {
 			return err
 		}
@@ -470,7 +493,7 @@ type lineage struct {
 func (l *ledger) lineage(ctx context.Context, name string) (lineage, error) {
 	var ln lineage
 	one := func(where string) (*Run, error) {
-		r, err := scanRun(l.runs.QueryRow(ctx, "SELECT "+runCols+"prev_run, session FROM rewind.backfill_runs r WHERE job_name = $1 AND "+where, name))
+		r, err := scanRun(l.runs.QueryRow(ctx, "SELECT "+runCols+"prev_run, session, undoes FROM rewind.backfill_runs r WHERE job_name = $1 AND "+where, name))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil
 		}

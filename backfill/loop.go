@@ -283,7 +283,8 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 			"connection that started so (a database or role setting, such as session_replication_role, changed during the run)"
 		return cr, err
 	}
-	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB}}
+	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB},
+		images: !p.job.NoRollback}
 	var skipped []Key
 	if apply != nil {
 		cr, skipped, err = apply(env)
@@ -456,7 +457,13 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	if err != nil {
 		return nil, err
 	}
+	if run.Undoes != "" {
+		return nil, errIsRollback(run)
+	}
 	if err := checkRecorded(run, p); err != nil {
+		return nil, err
+	}
+	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
 	changes, err := r.checkSame(run, p, o.AllowChangedJob)

@@ -600,6 +600,9 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 	if err != nil {
 		return nil, err
 	}
+	if run.Undoes != "" {
+		return nil, errIsRollback(run)
+	}
 	if run.JobName != job.Name {
 		return nil, &rewind.ValidationError{Field: "job", Value: job.Name,
 			Reason: fmt.Sprintf("run %s belongs to job %s", run.ID, run.JobName)}
@@ -621,6 +624,11 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptions) (*Result, error) {
 	if !run.open() {
 		return nil, errRunClosed
+	}
+	// A run started by an earlier version continues with this one's
+	// tables (before-images).
+	if err := r.ledger.setup(ctx); err != nil {
+		return nil, err
 	}
 	if err := checkRecorded(run, p); err != nil {
 		return nil, err
@@ -747,13 +755,17 @@ func owner() string {
 	return fmt.Sprintf("%s:%d", host, os.Getpid())
 }
 
-// Status returns run id (or the run whose id starts with id).
+// Status returns run id (or the run whose id starts with id), with its
+// rollbacks and what is kept of its before-images.
 func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 	run, err := r.ledger.loadRun(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return run, r.ledger.canaries(ctx, run)
+	if err := r.ledger.canaries(ctx, run); err != nil {
+		return nil, err
+	}
+	return run, r.fillRollback(ctx, run)
 }
 
 // List returns runs, newest first.
@@ -762,7 +774,10 @@ func (r *Runner) List(ctx context.Context, o ListOptions) ([]*Run, error) {
 	if err != nil {
 		return nil, err
 	}
-	return runs, r.ledger.canaries(ctx, runs...)
+	if err := r.ledger.canaries(ctx, runs...); err != nil {
+		return nil, err
+	}
+	return runs, r.fillRollback(ctx, runs...)
 }
 
 // LedgerExists reports whether the ledger's tables exist: a database no

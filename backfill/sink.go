@@ -48,8 +48,9 @@ func (s *TableSink) prepare(ctx context.Context, db querier) error {
 	return nil
 }
 
-// write writes changes and returns the number of rows written.
-func (s *TableSink) write(ctx context.Context, tx pgx.Tx, changes []Change) (int64, error) {
+// write writes changes and returns the number of rows written, saving
+// their before-images when env says so.
+func (s *TableSink) write(ctx context.Context, env *chunkEnv, changes []Change) (int64, error) {
 	if len(changes) == 0 {
 		return 0, nil
 	}
@@ -105,11 +106,42 @@ func (s *TableSink) write(ctx context.Context, tx pgx.Tx, changes []Change) (int
 			s.t.ref, strings.Join(sets, ", "), recordset, s.t.keyCols("t."), s.t.keyCols("v."),
 			strings.Join(olds, ", "), strings.Join(news, ", "))
 	}
-	tag, err := tx.Exec(ctx, q, pgx.NamedArgs{"_rw_rows": string(payload)})
+	if env.images {
+		return s.writeImaged(ctx, env, q, recordset, string(payload))
+	}
+	tag, err := env.tx.Exec(ctx, q, pgx.NamedArgs{"_rw_rows": string(payload)})
 	if err != nil {
 		return 0, err
 	}
 	return tag.RowsAffected(), nil
+}
+
+// writeImaged runs the sink's write q with its rows' before-images
+// (rowImager): the rows with the changes' keys are locked first, so that
+// none changes between the write's snapshot and the write.
+func (s *TableSink) writeImaged(ctx context.Context, env *chunkEnv, q, recordset, payload string) (int64, error) {
+	a := pgx.NamedArgs{"_rw_rows": payload}
+	lock := fmt.Sprintf("SELECT count(*) FROM (SELECT 1 FROM %s t WHERE (%s) IN (SELECT %s FROM %s) FOR NO KEY UPDATE OF t) x",
+		s.t.ref, s.t.keyCols("t."), s.t.keyCols("v."), recordset)
+	if _, err := env.tx.Exec(ctx, lock, bindArgs(a)); err != nil {
+		return 0, err
+	}
+	kind := "UpdateStmt"
+	if s.Upsert {
+		kind = "InsertStmt"
+	}
+	im := rowImager{t: s.t, ref: "t", kind: kind}
+	imageArgs(a, env, s.t, imageRows, s.t.order)
+	var n, noImage int64
+	err := env.tx.QueryRow(ctx, "WITH _rw_w AS (\n"+q+"\nRETURNING "+im.returning()+"\n)"+im.ctes()+
+		"\nSELECT count(*), "+unimaged+" FROM _rw_w", bindArgs(a)).Scan(&n, &noImage)
+	if err != nil {
+		return 0, err
+	}
+	if noImage > 0 {
+		return 0, errChangedMeanwhile(fmt.Sprintf("%d row(s) of sink table %s", noImage, s.t.ref))
+	}
+	return n, nil
 }
 
 // jsonValue converts a Go value to what PostgreSQL's input functions read
@@ -132,7 +164,7 @@ func jsonValue(v any) any {
 func writeSink(ctx context.Context, sink Sink, env *chunkEnv, changes []Change) (int64, error) {
 	switch s := sink.(type) {
 	case *TableSink:
-		return s.write(ctx, env.tx, changes)
+		return s.write(ctx, env, changes)
 	case *StoreSink:
 		return s.write(ctx, env, changes)
 	}

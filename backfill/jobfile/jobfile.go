@@ -15,6 +15,7 @@
 //	  - name: no_upper_emails
 //	    sql: SELECT count(*) FROM users WHERE email <> lower(email)
 //	    expect: 0
+//	rollback: true
 //
 // A job has either set (column: SQL expression) or statement (SQL run per
 // chunk with @lo and @hi bound to the chunk's first and last keys).
@@ -59,6 +60,7 @@ type spec struct {
 	Chunk       *int // nil: not given
 	OnDataError string
 	Validate    []backfill.Validation
+	Rollback    *bool // nil: not given (before-images are kept)
 }
 
 type paramSpec struct {
@@ -119,6 +121,14 @@ var fieldDecoders = map[string]func(f *File, v *yaml.Node) error{
 	"params":        (*File).decodeParams,
 	"chunk":         (*File).decodeChunk,
 	"validate":      (*File).decodeValidate,
+	"rollback": func(f *File, v *yaml.Node) error {
+		var b bool
+		if err := f.boolean("rollback", "rollback", v, &b); err != nil {
+			return err
+		}
+		f.spec.Rollback = &b
+		return nil
+	},
 }
 
 func (f *File) decode(root *yaml.Node) error {
@@ -391,7 +401,8 @@ func (f *File) Job(values []string) (*backfill.Job, error) {
 	}
 	return &backfill.Job{Name: s.Name, Version: s.Version, ChunkSize: chunk, OnDataError: backfill.Policy(s.OnDataError),
 		Source: &backfill.Table{Name: s.Table, Key: s.Key, Where: s.Where},
-		Set:    s.Set, Statement: s.Statement, Params: params, Validate: s.Validate}, nil
+		Set:    s.Set, Statement: s.Statement, Params: params, Validate: s.Validate,
+		NoRollback: s.Rollback != nil && !*s.Rollback}, nil
 }
 
 // SecretParams lists the parameters declared secret.
@@ -451,6 +462,9 @@ func FromRun(d map[string]any) (*backfill.Job, error) {
 		OnDataError: backfill.Policy(str("on_data_error")), Params: backfill.Params{}}
 	if n, ok := d["chunk_size"].(float64); ok {
 		job.ChunkSize = int(n)
+	}
+	if keep, ok := d["rollback"].(bool); ok {
+		job.NoRollback = !keep
 	}
 	t := &backfill.Table{}
 	t.Name, _ = src["table"].(string)

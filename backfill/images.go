@@ -1,0 +1,271 @@
+package backfill
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Before-images: what a chunk changed, saved in the chunk's own
+// transaction so that a rollback can put it back (see rollback.go).
+//
+// A chunk saves one row per part (one part, or one per key when the chunk
+// is applied key by key after a data error) in rewind.backfill_images of
+// the target database: the table it wrote (rel), its key columns, the
+// columns the values are of, and four parallel arrays with one element
+// per row it changed — the key, what happened to the row (ops: u updated,
+// d deleted, i inserted, e an event appended; NULL means all u), the
+// values before and the values the chunk wrote. Each key and each row's
+// values are the text of a text[] ('{42}', '{a@b.c,NULL}'): every value in
+// PostgreSQL's text form, which its input function reads back exactly.
+// One row per chunk rather than one per key: writing a thousand index
+// entries per chunk halved the throughput of a set job, one TOASTed row
+// costs a fraction of that. rewind.backfill_image_rows shows them one row
+// per key.
+//
+// Three kinds:
+//   - columns (set jobs): the set columns of each row the chunk wrote;
+//   - rows (statement jobs and TableSink): whole rows, before and after,
+//     including deleted rows (no after) and inserted ones (no before);
+//   - events (StoreSink): the stream, id and type of each event appended,
+//     which no rollback can take back.
+const (
+	imagesTable = `CREATE TABLE IF NOT EXISTS rewind.backfill_images (
+		run_id      text NOT NULL,
+		seq         bigint NOT NULL,
+		part        int NOT NULL,
+		rel         text NOT NULL,
+		kind        text NOT NULL,
+		key_columns text[] NOT NULL,
+		columns     text[] NOT NULL,
+		keys        text[] NOT NULL,
+		ops         "char"[],
+		before      text[],
+		after       text[],
+		PRIMARY KEY (run_id, seq, part))`
+	// undoneTable: each chunk of a run is undone once, whatever the
+	// rollback runs (the primary key fences a second one).
+	undoneTable = `CREATE TABLE IF NOT EXISTS rewind.backfill_undone (
+		run_id    text NOT NULL,
+		seq       bigint NOT NULL,
+		by_run    text NOT NULL,
+		undone_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+		PRIMARY KEY (run_id, seq))`
+	purgesTable = `CREATE TABLE IF NOT EXISTS rewind.backfill_image_purges (
+		run_id    text PRIMARY KEY,
+		purged_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+		actor     text NOT NULL,
+		chunks    bigint NOT NULL,
+		images    bigint NOT NULL)`
+	imageRowsView = `CREATE OR REPLACE VIEW rewind.backfill_image_rows AS
+		SELECT im.run_id, im.seq, im.part, im.rel, im.kind, im.key_columns, im.columns, u.k::text[] AS key,
+			coalesce(u.op, 'u') AS op, u.b::text[] AS before, u.a::text[] AS after
+		FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)`
+)
+
+// Image kinds.
+const (
+	imageColumns = "columns"
+	imageRows    = "rows"
+	imageEvents  = "events"
+)
+
+// textArray is the SQL of the text of a text[] of cols of the row prefix
+// names: ARRAY[t."a"::text, t."b"::text]::text.
+func textArray(prefix string, cols []string) string {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = prefix + quote(c) + "::text"
+	}
+	return "ARRAY[" + strings.Join(parts, ", ") + "]::text"
+}
+
+// imageArgs binds what an image row records of itself.
+func imageArgs(a pgx.NamedArgs, env *chunkEnv, t *Table, kind string, cols []string) {
+	env.part++
+	a["_rw_run"] = typed{typ: "text", v: env.runID}
+	a["_rw_seq"] = typed{typ: "bigint", v: env.seq}
+	a["_rw_part"] = typed{typ: "integer", v: int32(env.part)}
+	a["_rw_rel"] = typed{typ: "text", v: t.ref}
+	a["_rw_kind"] = typed{typ: "text", v: kind}
+	a["_rw_keycols"] = typed{typ: "text[]", v: t.Key}
+	a["_rw_cols"] = typed{typ: "text[]", v: cols}
+}
+
+const insertImage = `INSERT INTO rewind.backfill_images (run_id, seq, part, rel, kind, key_columns, columns, keys, ops, before, after)`
+
+// errChangedMeanwhile is a row of the chunk that another transaction
+// changed between the chunk statement's snapshot and its write: its
+// before-image would be the older version's. It is transient: the chunk
+// is tried again, on a new snapshot.
+func errChangedMeanwhile(what string) error {
+	return &pgconn.PgError{Severity: "ERROR", Code: "40001", Message: "backfill: " + what +
+		" changed while the chunk ran, so its before-image would not be the version the chunk replaced; " +
+		"the chunk is tried again"}
+}
+
+// applyImaged is a set job's chunk with its before-images, in one
+// statement. _rw_i reads the chunk's rows once: the input checksum, which
+// rows differ from their new values, and their old values; the UPDATE
+// writes exactly those row versions, by (tableoid, ctid), so that the old
+// values saved are those of the version it replaced. A row another
+// transaction changed in between has another ctid and is left out, which
+// the counts show: the chunk is then tried again (errChangedMeanwhile).
+// Reading the old values in the UPDATE's RETURNING (a subquery per row) or
+// locking the rows first cost twice as much.
+func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	var r chunkResult
+	a := with(env.args)
+	imageArgs(a, env, s.t, imageColumns, s.cols)
+	set, differs := s.assignments()
+	rng := s.t.rangeCond(a, b)
+	hash := s.hashRow("ROW(" + s.checksumCols("t.") + ")")
+	key, vals := textArray("t.", s.t.Key), textArray("t.", s.cols)
+	q := fmt.Sprintf(`WITH _rw_i AS (SELECT t.tableoid AS _rw_o, t.ctid AS _rw_c, %[1]s AS _rw_k, %[2]s AS _rw_b,
+			%[3]s AS _rw_d, %[4]s AS _rw_h FROM %[5]s t WHERE %[6]s AND %[7]s),
+		_rw_s AS (SELECT count(*) AS n, coalesce(sum(_rw_h), 0)::text AS h, count(*) FILTER (WHERE _rw_d) AS d FROM _rw_i),
+		_rw_u AS (UPDATE %[5]s t SET %[8]s WHERE %[6]s AND (t.tableoid, t.ctid) IN (SELECT _rw_o, _rw_c FROM _rw_i WHERE _rw_d)
+			RETURNING %[4]s AS _rw_h, %[1]s AS _rw_k, %[2]s AS _rw_a),
+		_rw_o AS (SELECT count(*) AS n, coalesce(sum(_rw_h), 0)::text AS h FROM _rw_u),
+		_rw_m AS (%[9]s SELECT @_rw_run, @_rw_seq, @_rw_part, @_rw_rel, @_rw_kind, @_rw_keycols, @_rw_cols,
+			array_agg(u._rw_k), NULL, array_agg(i._rw_b), array_agg(u._rw_a)
+			FROM _rw_u u JOIN _rw_i i ON i._rw_k = u._rw_k HAVING count(*) > 0)
+		SELECT s.n, o.n, s.h, o.h, clock_timestamp(), s.d FROM _rw_s s, _rw_o o`,
+		key, vals, differs, hash, s.t.ref, rng, s.t.where(), set, insertImage)
+	var want int64
+	err := env.tx.QueryRow(ctx, q, bindArgs(a)).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want)
+	if err != nil {
+		return r, s.t.maskErr(err)
+	}
+	if r.Changed != want {
+		return r, errChangedMeanwhile(fmt.Sprintf("%d row(s) of the chunk", want-r.Changed))
+	}
+	return r, nil
+}
+
+// rowImager saves whole-row before-images of the rows a statement (a
+// statement job's, or a TableSink's write) changed: the statement returns
+// the key and new values of each row it changed (_rw_w), and the rows as
+// the statement's snapshot saw them — their old versions — are joined to
+// them. The rows it may change must be locked by the chunk beforehand
+// (lockReadAll, TableSink.lockRows), so that the snapshot's version is the
+// one the statement changed; a row the statement updated without having
+// seen it (INSERT … ON CONFLICT DO UPDATE on a row inserted meanwhile) is
+// counted as unimaged, and the chunk is tried again.
+type rowImager struct {
+	t    *Table
+	ref  string // the statement's name for its table (alias), quoted
+	kind string // InsertStmt, UpdateStmt, DeleteStmt or MergeStmt
+}
+
+// returning is what the statement returns of each row it changed: its
+// key (_rw_k0…), its values afterwards (_rw_a), whether it existed before
+// (_rw_x: xmax is set on the new version of a row that INSERT … ON
+// CONFLICT DO UPDATE updated) and MERGE's action.
+func (im rowImager) returning() string {
+	parts := make([]string, 0, len(im.t.Key)+3)
+	for i, k := range im.t.Key {
+		parts = append(parts, fmt.Sprintf("%s.%s AS _rw_k%d", im.ref, quote(k), i))
+	}
+	parts = append(parts, textArray(im.ref+".", im.t.order)+" AS _rw_a", im.ref+".xmax::text <> '0' AS _rw_x")
+	if im.kind == "MergeStmt" {
+		parts = append(parts, "merge_action() AS _rw_act")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ctes follow the WITH part _rw_w that returns returning(): _rw_x joins
+// each changed row with its old version, _rw_m saves the images.
+func (im rowImager) ctes() string {
+	on := make([]string, len(im.t.Key))
+	for i, k := range im.t.Key {
+		on[i] = fmt.Sprintf("o.%s = w._rw_k%d", quote(k), i)
+	}
+	keys := make([]string, len(im.t.Key))
+	for i := range im.t.Key {
+		keys[i] = fmt.Sprintf("w._rw_k%d::text", i)
+	}
+	var op string
+	switch im.kind {
+	case "DeleteStmt":
+		op = "'d'"
+	case "UpdateStmt":
+		op = "'u'"
+	case "MergeStmt":
+		op = "CASE w._rw_act WHEN 'DELETE' THEN 'd' WHEN 'INSERT' THEN 'i' ELSE 'u' END"
+	default: // INSERT, or INSERT … ON CONFLICT DO UPDATE of an existing row
+		op = "CASE WHEN o.ctid IS NULL THEN 'i' ELSE 'u' END"
+	}
+	return fmt.Sprintf(`,
+_rw_x AS (SELECT ARRAY[%s]::text AS _rw_k, (%s)::"char" AS _rw_op,
+	CASE WHEN o.ctid IS NOT NULL THEN %s END AS _rw_b, w._rw_a, w._rw_x, o.ctid IS NOT NULL AS _rw_old
+	FROM _rw_w w LEFT JOIN %s o ON %s),
+_rw_m AS (%s SELECT @_rw_run, @_rw_seq, @_rw_part, @_rw_rel, @_rw_kind, @_rw_keycols, @_rw_cols,
+	array_agg(_rw_k), array_agg(_rw_op), array_agg(_rw_b), array_agg(CASE WHEN _rw_op = 'd' THEN NULL ELSE _rw_a END)
+	FROM _rw_x HAVING count(*) > 0)`,
+		strings.Join(keys, ", "), op, textArray("o.", im.t.order), im.t.ref, strings.Join(on, " AND "), insertImage)
+}
+
+// unimaged counts the changed rows whose old version the snapshot did
+// not show: an update or delete of a row it did not see, or an insert
+// that turned into an update.
+const unimaged = `(SELECT count(*) FROM _rw_x WHERE (_rw_op <> 'i' AND NOT _rw_old) OR (_rw_op = 'i' AND _rw_x))`
+
+// lockReadAll is lockRead for a chunk that saves whole-row images: it
+// locks every row of the chunk's key range, not only those matching the
+// job's where (the statement may change any row of its range), so that
+// none of them changes between the statement's snapshot and its write.
+// The count and checksum still cover the rows matching the where.
+func (t *Table) lockReadAll(ctx context.Context, tx querier, args pgx.NamedArgs, b Bounds) (int64, string, time.Time, error) {
+	a := with(args)
+	q := fmt.Sprintf(`SELECT count(*) FILTER (WHERE x._rw_m), coalesce(sum(hashtextextended(x._rw_t, 0)) FILTER (WHERE x._rw_m), 0)::text,
+		clock_timestamp() FROM (SELECT t::text AS _rw_t, coalesce(%s, false) AS _rw_m FROM %s t WHERE %s ORDER BY %s FOR NO KEY UPDATE) x`,
+		t.where(), t.ref, t.rangeCond(a, b), t.keyCols("t."))
+	var n int64
+	var sum string
+	var at time.Time
+	err := tx.QueryRow(ctx, q, bindArgs(a)).Scan(&n, &sum, &at)
+	return n, sum, at, err
+}
+
+// saveEvents records the events a StoreSink chunk appended (stream, id,
+// type), in the chunk's transaction: what a rollback of the run reports
+// it cannot take back.
+func saveEvents(ctx context.Context, env *chunkEnv, streams, ids, types []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	env.part++
+	keys, after, ops := make([]string, len(ids)), make([]string, len(ids)), make([]string, len(ids))
+	for i := range ids {
+		keys[i] = pgTextArray(streams[i], ids[i])
+		after[i] = pgTextArray(types[i])
+		ops[i] = "e"
+	}
+	_, err := env.tx.Exec(ctx, insertImage+` VALUES ($1, $2, $3, '', 'events', '{stream,event_id}', '{type}', $4, $5::"char"[], NULL, $6)`,
+		env.runID, env.seq, env.part, keys, ops, after)
+	if err != nil {
+		return fmt.Errorf("record the events of chunk %d: %w", env.seq, err)
+	}
+	return nil
+}
+
+// pgTextArray is the text of a text[] of vals, as PostgreSQL prints it.
+func pgTextArray(vals ...string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, v := range vals {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}

@@ -1,0 +1,271 @@
+package backfill
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// imageHeader is what an image row says of itself: the table it is of,
+// its key columns, what it holds and of which columns.
+type imageHeader struct {
+	rel     string
+	kind    string
+	keyCols []string
+	cols    []string
+}
+
+func (h imageHeader) same(o imageHeader) bool {
+	return h.rel == o.rel && h.kind == o.kind && slices.Equal(h.keyCols, o.keyCols) && slices.Equal(h.cols, o.cols)
+}
+
+// restorer builds the SQL that compares a run's before-images with the
+// table as it is now and puts back what can be put back.
+//
+// Each image row gets an action (_rw_act):
+//
+//	update, insert, delete  what restoring it takes
+//	none                    the row is as before already (or an inserted row is gone)
+//	conflict                the row changed since the run wrote it (or was deleted,
+//	                        or inserted again): skipped unless forced
+//	deleted                 a set job's row deleted since: its image holds only the
+//	                        changed columns, so it cannot be put back
+//
+// "Changed since the run wrote it" compares the row's current values with
+// the values the chunk wrote, column by column with the columns' types
+// (a column without an equality operator, such as json, as text).
+type restorer struct {
+	h        imageHeader
+	t        *Table
+	idx      map[string]int  // column → its 1-based place in the image's values
+	present  []string        // the image's columns the table still has
+	missing  []string        // the image's columns the table no longer has
+	writable []string        // present, not generated: what an INSERT restores
+	settable []string        // writable, not GENERATED ALWAYS AS IDENTITY: what an UPDATE restores
+	noEq     map[string]bool // compared as text
+}
+
+// newRestorer checks the image's table as it is now.
+func newRestorer(ctx context.Context, db querier, h imageHeader) (*restorer, error) {
+	t := &Table{Name: h.rel, Key: h.keyCols}
+	if err := t.prepare(ctx, db, pgx.NamedArgs{}); err != nil {
+		return nil, fmt.Errorf("the table run images are of, %s: %w", h.rel, err)
+	}
+	rs := &restorer{h: h, t: t, idx: map[string]int{}, noEq: map[string]bool{}}
+	special := map[string]string{}
+	rows, err := db.Query(ctx, `SELECT attname, CASE WHEN attgenerated <> '' THEN 'generated' WHEN attidentity = 'a' THEN 'identity' ELSE '' END
+		FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, t.oid)
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.ref, err)
+	}
+	for rows.Next() {
+		var name, what string
+		if err := rows.Scan(&name, &what); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		special[name] = what
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.ref, err)
+	}
+	for i, c := range h.cols {
+		rs.idx[c] = i + 1
+		if _, ok := t.types[c]; !ok {
+			rs.missing = append(rs.missing, c)
+			continue
+		}
+		rs.present = append(rs.present, c)
+		if special[c] != "generated" {
+			rs.writable = append(rs.writable, c)
+			if special[c] != "identity" {
+				rs.settable = append(rs.settable, c)
+			}
+		}
+		q := fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), t.ref)
+		if _, err := explainText(ctx, db, q, nil); err != nil {
+			rs.noEq[c] = true
+		}
+	}
+	return rs, nil
+}
+
+// value is image column c of the values array arr, as c's type.
+func (rs *restorer) value(arr, c string) string {
+	return fmt.Sprintf("CAST(%s[%d] AS %s)", arr, rs.idx[c], rs.t.types[c])
+}
+
+// differs compares the row t with the image values arr, column by column.
+func (rs *restorer) differs(arr string) string {
+	if len(rs.present) == 0 {
+		return "false"
+	}
+	var now, then []string
+	for _, c := range rs.present {
+		if rs.noEq[c] {
+			now, then = append(now, "t."+quote(c)+"::text"), append(then, fmt.Sprintf("%s[%d]", arr, rs.idx[c]))
+		} else {
+			now, then = append(now, "t."+quote(c)), append(then, rs.value(arr, c))
+		}
+	}
+	return fmt.Sprintf("ROW(%s) IS DISTINCT FROM ROW(%s)", strings.Join(now, ", "), strings.Join(then, ", "))
+}
+
+// classify is the WITH parts every statement of a restore shares: _rw_m,
+// the image rows of @_rw_r's chunks @_rw_seqs (only the keys rollback run
+// @_rw_prev left as conflicts, when it is not NULL); _rw_c, each with the table's row now, as the
+// statement's snapshot sees it; _rw_x, each with its action (@_rw_force
+// turns conflicts into restores).
+func (rs *restorer) classify() string {
+	keyMatch := make([]string, len(rs.t.Key))
+	order := make([]string, len(rs.t.Key))
+	for i, k := range rs.t.Key {
+		keyMatch[i] = fmt.Sprintf("t.%s = CAST(m._rw_kt[%d] AS %s)", quote(k), i+1, rs.t.types[k])
+		order[i] = fmt.Sprintf("CAST(_rw_kt[%d] AS %s)", i+1, rs.t.types[k])
+	}
+	now := "NULL::text[]"
+	if len(rs.present) > 0 {
+		parts := make([]string, len(rs.present))
+		for i, c := range rs.present {
+			parts[i] = "t." + quote(c) + "::text"
+		}
+		now = "CASE WHEN t.ctid IS NOT NULL THEN ARRAY[" + strings.Join(parts, ", ") + "] END"
+	}
+	var act string
+	if rs.h.kind == imageColumns {
+		act = `CASE WHEN NOT _rw_here THEN 'deleted' WHEN NOT _rw_differs THEN 'none'
+			WHEN NOT _rw_changed OR @_rw_force THEN 'update' ELSE 'conflict' END`
+	} else {
+		act = `CASE _rw_op
+			WHEN 'u' THEN CASE WHEN NOT _rw_here THEN CASE WHEN @_rw_force THEN 'insert' ELSE 'conflict' END
+				WHEN NOT _rw_differs THEN 'none' WHEN NOT _rw_changed OR @_rw_force THEN 'update' ELSE 'conflict' END
+			WHEN 'd' THEN CASE WHEN NOT _rw_here THEN 'insert' WHEN NOT _rw_differs THEN 'none'
+				WHEN @_rw_force THEN 'update' ELSE 'conflict' END
+			WHEN 'i' THEN CASE WHEN NOT _rw_here THEN 'none' WHEN NOT _rw_changed OR @_rw_force THEN 'delete' ELSE 'conflict' END
+			ELSE 'none' END`
+	}
+	return fmt.Sprintf(`WITH _rw_m AS (
+	SELECT im.seq AS _rw_s, u.k AS _rw_k, u.k::text[] AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, u.b::text[] AS _rw_b, u.a::text[] AS _rw_a
+	FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)
+	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs) AND (@_rw_prev::text IS NULL OR EXISTS (SELECT 1
+		FROM rewind.backfill_quarantine q WHERE q.run_id = @_rw_prev AND q.key = u.k::text[] AND q.code = 'conflict'
+		AND q.resolved_at IS NULL))),
+_rw_c AS (
+	SELECT m.*, t.tableoid AS _rw_o, t.ctid AS _rw_c, t.ctid IS NOT NULL AS _rw_here, %[1]s AS _rw_now,
+		coalesce(%[2]s, true) AS _rw_changed, coalesce(%[3]s, true) AS _rw_differs
+	FROM _rw_m m LEFT JOIN %[4]s t ON %[5]s),
+_rw_x AS (SELECT c.*, %[6]s AS _rw_act, %[7]s AS _rw_order FROM _rw_c c)`,
+		now, rs.differs("m._rw_a"), rs.differs("m._rw_b"), rs.t.ref, strings.Join(keyMatch, " AND "), act,
+		"ROW("+strings.Join(order, ", ")+")")
+}
+
+// why says, in the quarantine, why a row was not restored.
+const why = `CASE WHEN _rw_act = 'deleted' THEN 'deleted since the run wrote it; the image holds only the columns the run changed, so the row cannot be put back'
+	WHEN _rw_op = 'u' AND NOT _rw_here THEN 'deleted since the run wrote it (--force inserts it back as it was before)'
+	WHEN _rw_op = 'd' THEN 'inserted again since the run deleted it (--force overwrites it with the row as it was before)'
+	WHEN _rw_op = 'i' THEN 'changed since the run inserted it (--force deletes it)'
+	ELSE 'changed since the run wrote it (--force overwrites it with its values before the run)' END`
+
+// restoreSQL restores the image rows classify selects, in one statement,
+// and records those it skips in the rollback run's quarantine. Its row:
+// image rows, rows to restore, rows restored, conflicts, rows deleted
+// since (not restorable), rows already as before, and the checksums of
+// the rows as they were and as restored. With resolve, the keys
+// restored are marked resolved in @_rw_prev's quarantine (a forced pass
+// over an earlier rollback's conflicts).
+func (rs *restorer) restoreSQL(resolve bool) string {
+	var b strings.Builder
+	b.WriteString(rs.classify())
+	match := "t.ctid = x._rw_c AND t.tableoid = x._rw_o"
+	if len(rs.settable) > 0 {
+		sets := make([]string, len(rs.settable))
+		for i, c := range rs.settable {
+			sets[i] = quote(c) + " = " + rs.value("x._rw_b", c)
+		}
+		fmt.Fprintf(&b, ",\n_rw_u AS (UPDATE %s t SET %s FROM _rw_x x WHERE x._rw_act = 'update' AND %s RETURNING 1)",
+			rs.t.ref, strings.Join(sets, ", "), match)
+	} else {
+		b.WriteString(",\n_rw_u AS (SELECT 1 FROM _rw_x WHERE _rw_act = 'update')")
+	}
+	fmt.Fprintf(&b, ",\n_rw_d AS (DELETE FROM %s t USING _rw_x x WHERE x._rw_act = 'delete' AND %s RETURNING 1)", rs.t.ref, match)
+	if rs.h.kind == imageRows {
+		names, vals := make([]string, len(rs.writable)), make([]string, len(rs.writable))
+		for i, c := range rs.writable {
+			names[i], vals[i] = quote(c), rs.value("x._rw_b", c)
+		}
+		// ON CONFLICT DO NOTHING: a row inserted meanwhile is left out,
+		// which the counts show (the chunk is tried again and finds it).
+		fmt.Fprintf(&b, ",\n_rw_i AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM _rw_x x "+
+			"WHERE x._rw_act = 'insert' ON CONFLICT DO NOTHING RETURNING 1)",
+			rs.t.ref, strings.Join(names, ", "), strings.Join(vals, ", "))
+	} else {
+		b.WriteString(",\n_rw_i AS (SELECT 1 WHERE false)")
+	}
+	fmt.Fprintf(&b, `,
+_rw_q AS (INSERT INTO rewind.backfill_quarantine (run_id, key, chunk_seq, code, error)
+	SELECT @_rw_rb, _rw_kt, _rw_s, CASE WHEN _rw_act = 'deleted' THEN 'deleted' ELSE 'conflict' END, %s
+	FROM _rw_x WHERE _rw_act IN ('conflict', 'deleted')
+	ON CONFLICT (run_id, key) DO UPDATE SET attempts = backfill_quarantine.attempts + 1, resolved_at = NULL)`, why)
+	if resolve {
+		b.WriteString(`,
+_rw_r AS (UPDATE rewind.backfill_quarantine q SET resolved_at = clock_timestamp() FROM _rw_x x
+	WHERE q.run_id = @_rw_prev AND q.key = x._rw_kt AND x._rw_act NOT IN ('conflict', 'deleted') AND q.resolved_at IS NULL)`)
+	}
+	b.WriteString(`
+SELECT count(*), count(*) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')),
+	(SELECT count(*) FROM _rw_u) + (SELECT count(*) FROM _rw_d) + (SELECT count(*) FROM _rw_i),
+	count(*) FILTER (WHERE _rw_act = 'conflict'), count(*) FILTER (WHERE _rw_act = 'deleted'), count(*) FILTER (WHERE _rw_act = 'none'),
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_now::text, ''), 0)), 0)::text,
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_b::text, ''), 0)) FILTER (WHERE _rw_act IN ('update', 'insert')), 0)::text,
+	clock_timestamp()
+FROM _rw_x`)
+	return b.String()
+}
+
+// countSQL counts the actions, read-only (a plan).
+func (rs *restorer) countSQL() string {
+	return rs.classify() + `
+SELECT count(*), count(*) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')), count(*) FILTER (WHERE _rw_act = 'conflict'),
+	count(*) FILTER (WHERE _rw_act = 'deleted'), count(*) FILTER (WHERE _rw_act = 'none') FROM _rw_x`
+}
+
+// sampleSQL lists up to @_rw_limit rows whose action is in @_rw_acts, in
+// chunk and key order: chunk, key, action, the row now, before, written,
+// why.
+func (rs *restorer) sampleSQL() string {
+	return rs.classify() + `
+SELECT _rw_s, _rw_kt, _rw_act, _rw_op, _rw_now, _rw_b, _rw_a, ` + why + `
+FROM _rw_x WHERE _rw_act = ANY(@_rw_acts) ORDER BY _rw_s, _rw_order LIMIT @_rw_limit`
+}
+
+// restoreArgs binds what classify needs.
+func restoreArgs(run string, seqs []int64, force bool, prev string) pgx.NamedArgs {
+	var p any
+	if prev != "" {
+		p = prev
+	}
+	return pgx.NamedArgs{
+		"_rw_r":     typed{typ: "text", v: run},
+		"_rw_seqs":  typed{typ: "bigint[]", v: seqs},
+		"_rw_force": typed{typ: "boolean", v: force},
+		"_rw_prev":  typed{typ: "text", v: p},
+	}
+}
+
+// columnsOf maps the values of an image row (a text[] of the image's
+// columns, or of the present ones for now) to their columns.
+func (rs *restorer) columnsOf(vals []*string, cols []string) map[string]string {
+	if vals == nil {
+		return nil
+	}
+	out := make(map[string]string, len(cols))
+	for i, c := range cols {
+		if i < len(vals) {
+			out[c] = derefText(vals[i])
+		}
+	}
+	return out
+}
