@@ -327,8 +327,9 @@ type Run struct {
 	// its before-images (filled by Status and List; see rollback.go).
 	Rollbacks []RollbackRef `json:"rollbacks,omitempty"`
 	Images    *ImagesInfo   `json:"images,omitempty"`
-	lockObj   int64
-	epoch     int64 // the lease epoch this process holds, or 0
+
+	lockObj int64
+	epoch   int64 // the lease epoch this process holds, or 0
 
 	// Progress, from the checkpoints.
 	Chunks      int64   `json:"chunks"`
