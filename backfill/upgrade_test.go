@@ -75,3 +75,71 @@ func TestLedgerOfAnEarlierVersionIsUpgraded(t *testing.T) {
 		t.Fatalf("new run after the upgrade: %+v, %v", res, err)
 	}
 }
+
+// A ledger and work schema of the version before before-images (no
+// rewind.backfill_images, no undoes column), holding a finished run and a
+// run interrupted after two chunks: status reads them as they are; a
+// rollback of the finished run says it kept no images and writes
+// nothing; resuming the interrupted run upgrades the schemas and images
+// its remaining chunks, so that those can be rolled back (--chunks), and
+// a rollback of the whole run names the chunks without images.
+func TestLedgerWithoutBeforeImagesIsUpgraded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 500)
+	ctx := context.Background()
+	old := b.apply(t, &backfill.Job{Name: "old", Version: "1", ChunkSize: 100,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"val": "val + 1"}}, backfill.ApplyOptions{})
+	before := b.db.Checksum(t, "items", "id")
+	// Interrupted after two chunks.
+	cctx, cancel := context.WithCancel(ctx)
+	cfg := b.cfg
+	cfg.Progress = func(p backfill.Progress) {
+		if p.Chunks == 2 {
+			cancel()
+		}
+	}
+	r2, _ := backfill.New(cfg)
+	if _, err := r2.Apply(cctx, countJob(100), backfill.ApplyOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted apply: %v", err)
+	}
+	var runID string
+	b.db.Pool.QueryRow(ctx, "SELECT id FROM rewind.backfill_runs WHERE job_name = 'count'").Scan(&runID)
+	// What the earlier version had: no images, no rollbacks.
+	b.db.Exec(t, "DROP VIEW rewind.backfill_image_rows")
+	b.db.Exec(t, "DROP TABLE rewind.backfill_images, rewind.backfill_undone, rewind.backfill_image_purges")
+	b.db.Exec(t, "ALTER TABLE rewind.backfill_runs DROP COLUMN undoes")
+	fresh, _ := backfill.New(b.cfg) // a process of this version, new to this ledger
+	st, err := fresh.Status(ctx, old.Run.ID)
+	if err != nil || st.State != backfill.Finished || st.Session["time_zone"] == "" || st.Kind != "apply" {
+		t.Fatalf("status on the earlier ledger: %+v, %v", st, err)
+	}
+	audits := b.scalar(t, "SELECT count(*) FROM rewind.audit_log")
+	if _, err := fresh.Rollback(ctx, old.Run.ID, backfill.RollbackOptions{}); !errors.Is(err, backfill.ErrNoImages) ||
+		!strings.Contains(err.Error(), "earlier version") {
+		t.Fatalf("rollback of a run of the earlier version: %v", err)
+	}
+	if b.scalar(t, "SELECT count(*) FROM rewind.audit_log") != audits ||
+		b.scalar(t, "SELECT count(*) FROM pg_class WHERE relname = 'backfill_images'") != 0 {
+		t.Fatal("the refused rollback wrote something")
+	}
+	res, err := fresh.Resume(ctx, runID, countJob(100), backfill.ApplyOptions{})
+	if err != nil || res.RowsChanged != 300 {
+		t.Fatalf("resume after the upgrade: %+v, %v", res, err)
+	}
+	_, err = fresh.Rollback(ctx, runID, backfill.RollbackOptions{})
+	if !errors.Is(err, backfill.ErrNoImages) || !strings.Contains(err.Error(), "chunk(s) 1-2") || !strings.Contains(err.Error(), "--chunks") {
+		t.Fatalf("rollback of a run half applied by the earlier version: %v", err)
+	}
+	rb, err := fresh.Rollback(ctx, runID, backfill.RollbackOptions{Chunks: backfill.ChunkRange{From: 3}})
+	if err != nil || rb.Restored != 300 {
+		t.Fatalf("rollback of the chunks this version applied: %+v, %v", rb, err)
+	}
+	// Rows 201-500 are as before the count job; rows 1-200 keep its change.
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> CASE WHEN id <= 200 THEN 1 ELSE 0 END"); n != 0 {
+		t.Fatalf("%d rows not as expected", n)
+	}
+	b.db.Exec(t, "UPDATE items SET n = 0 WHERE id <= 200")
+	if got := b.db.Checksum(t, "items", "id"); got != before {
+		t.Fatal("rows 201-500 differ from before the run")
+	}
+}

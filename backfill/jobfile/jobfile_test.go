@@ -60,6 +60,10 @@ func TestParseErrorsNameTheLine(t *testing.T) {
 		{"unknown param field", strings.Replace(good, "secret: true", "hidden: true", 1), `params.token (job file job.yaml line 12): line 12: unknown field "hidden"`},
 		{"field given twice", good + "name: other\n", `line 14: field "name" is given twice (first at line 1)`},
 		{"bad param name", strings.Replace(good, "  cutoff:", "  cut-off:", 1), "params.cut-off"},
+		{"rollback as text", good + "rollback: no\n", "rollback (job file job.yaml line 14): rollback must be true or false, not str \"no\""},
+		{"rollback as a number", good + "rollback: 0\n", "rollback (job file job.yaml line 14): rollback must be true or false"},
+		{"rollback empty", good + "rollback:\n", "rollback (job file job.yaml line 14): rollback must be true or false, not empty"},
+		{"rollback twice", good + "rollback: false\nrollback: true\n", `line 15: field "rollback" is given twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,20 +111,37 @@ func TestParams(t *testing.T) {
 
 func TestFromRunRebuildsTheSameJob(t *testing.T) {
 	t.Parallel()
-	f, _ := jobfile.Parse("job.yaml", []byte(strings.Replace(good, "  token: {type: text, secret: true}\n", "", 1)))
-	job, err := f.Job([]string{"cutoff=2024-01-31T10:00:00Z", "min=5"})
-	if err != nil {
-		t.Fatal(err)
+	for _, extra := range []string{"", "rollback: true\n", "rollback: false\n"} {
+		f, err := jobfile.Parse("job.yaml", []byte(strings.Replace(good, "  token: {type: text, secret: true}\n", "", 1)+extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := f.Job([]string{"cutoff=2024-01-31T10:00:00Z", "min=5"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job.NoRollback != (extra == "rollback: false\n") {
+			t.Fatalf("%q: NoRollback %v", extra, job.NoRollback)
+		}
+		raw, _ := json.Marshal(job.Describe())
+		var d map[string]any
+		json.Unmarshal(raw, &d)
+		back, err := jobfile.FromRun(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back.Hash() != job.Hash() || back.NoRollback != job.NoRollback {
+			t.Fatalf("%q: rebuilt job hashes to %s, want %s", extra, back.Hash(), job.Hash())
+		}
 	}
-	raw, _ := json.Marshal(job.Describe())
-	var d map[string]any
-	json.Unmarshal(raw, &d)
-	back, err := jobfile.FromRun(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if back.Hash() != job.Hash() {
-		t.Fatalf("rebuilt job hashes to %s, want %s", back.Hash(), job.Hash())
+	// Keeping the images is the default: saying so does not change the
+	// job hash of a job written before the field existed.
+	a, _ := jobfile.Parse("job.yaml", []byte(good))
+	b, _ := jobfile.Parse("job.yaml", []byte(good+"rollback: true\n"))
+	ja, _ := a.Job(nil)
+	jb, _ := b.Job(nil)
+	if ja.Hash() != jb.Hash() {
+		t.Fatal("rollback: true changed the job hash")
 	}
 }
 
