@@ -254,11 +254,14 @@ writing nothing to the target. With --execute it applies the job in key order, o
 transaction per chunk together with the chunk's checkpoint, so that a crash at any
 instant loses or repeats nothing: run the same command again (or 'resume RUN') to
 continue. Every step is recorded in a hash-chained audit ledger ('rewind audit').
+Each chunk also saves the before-images of what it changed, so that 'rollback RUN'
+can put a run back (planned first, like a run).
 
 The database comes from --dsn or $REWIND_DSN. See docs/backfill.md.`,
 	}
 	cmd.AddCommand(a.backfillRunCmd(), a.backfillResumeCmd(), a.backfillStatusCmd(), a.backfillListCmd(),
-		a.backfillRetryFailedCmd(), a.backfillCancelCmd(), a.backfillVerifyCmd(), a.backfillValidateCmd(), a.backfillPromoteCmd())
+		a.backfillRetryFailedCmd(), a.backfillCancelCmd(), a.backfillVerifyCmd(), a.backfillValidateCmd(), a.backfillPromoteCmd(),
+		a.backfillRollbackCmd(), a.backfillPurgeImagesCmd())
 	return cmd
 }
 
@@ -505,6 +508,10 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 				if err != nil {
 					return nil, err
 				}
+				if run.Kind == "rollback" {
+					return nil, &rewind.ValidationError{Field: "run id", Value: run.ID, Reason: fmt.Sprintf("run %s is a "+
+						"rollback of run %s: continue it with 'rewind backfill rollback %s --execute'", run.ID, run.Undoes, run.Undoes)}
+				}
 				if job, err = jobfile.FromRun(run.Job); err != nil {
 					return nil, err
 				}
@@ -670,7 +677,9 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 		}
 		fmt.Fprintf(w, "recent rate\t%.0f rows/s%s\n", r.RecentRate, eta)
 	}
-	if r.LastKey != nil {
+	if r.LastKey != nil && r.Kind == "rollback" {
+		fmt.Fprintf(w, "last undone\tchunk %s of run %s\n", r.LastKey, r.Undoes)
+	} else if r.LastKey != nil {
 		fmt.Fprintf(w, "last key\t%s\n", r.LastKey)
 	}
 	fmt.Fprintf(w, "started\t%s by %s on %s\nbinary\t%s\ncommand\t%s\n", r.Created.Format(time.RFC3339), r.Actor, r.Host, r.Binary, r.Command)
@@ -691,8 +700,13 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 		fmt.Fprintln(w)
 	}
 	w.Flush()
+	a.printRollbackStatus(r)
 	if len(q) > 0 {
-		a.printf("\nquarantine (%d keys still failing):\n", r.Quarantined)
+		if r.Kind == "rollback" {
+			a.printf("\nleft as they are (%d rows: changed or deleted since the run wrote them):\n", r.Quarantined)
+		} else {
+			a.printf("\nquarantine (%d keys still failing):\n", r.Quarantined)
+		}
 		for _, x := range q {
 			state := "failing"
 			if x.Resolved != nil {
@@ -701,10 +715,13 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 			a.printf("  key %s  chunk %d  %s  %s: %s\n", x.Key, x.Chunk, state, x.Code, x.Error)
 		}
 	}
-	switch r.State {
-	case backfill.Interrupted, backfill.Failed:
+	switch {
+	case r.Kind == "rollback" && (r.State == backfill.Interrupted || r.State == backfill.Failed):
+		a.printf("\ncontinue with: rewind backfill rollback %s --chunks %v%s --execute\n", r.Undoes, r.Job["chunks"],
+			map[bool]string{true: " --force"}[r.Job["force"] == true])
+	case r.State == backfill.Interrupted || r.State == backfill.Failed:
 		a.printf("\nresume with: rewind backfill resume %s\n", r.ID)
-	case backfill.Paused:
+	case r.State == backfill.Paused:
 		a.printf("\npaused after its canary: continue with 'rewind backfill promote %s', or end with 'rewind backfill cancel %s'\n", r.ID, r.ID)
 	}
 }
@@ -747,7 +764,14 @@ func (a *app) backfillListCmd() *cobra.Command {
 			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "RUN\tJOB\tSTATE\tROWS\tCHANGED\tSKIPPED\tSTARTED\tBY")
 			for _, r := range runs {
-				fmt.Fprintf(w, "%s\t%s v%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.ID, r.JobName, r.JobVersion, r.State,
+				state := string(r.State)
+				for _, rb := range r.Rollbacks {
+					if rb.State == backfill.Finished {
+						state += " (rolled back)"
+						break
+					}
+				}
+				fmt.Fprintf(w, "%s\t%s v%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.ID, r.JobName, r.JobVersion, state,
 					r.RowsSeen, r.Total, r.RowsChanged, r.RowsSkipped, r.Created.Format(time.RFC3339), r.Actor)
 			}
 			return w.Flush()
