@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
@@ -446,5 +447,56 @@ func TestRollbackOfAStoreSinkRunSaysWhatItCannotUndo(t *testing.T) {
 	}
 	if got := s.Info().LastPosition; got != 241 {
 		t.Fatalf("the store holds %d events, want 241", got)
+	}
+}
+
+// A row another transaction changes while a chunk waits to write it: the
+// chunk is tried again (its first attempt would have saved the older
+// version as the before-image), the run changes the new version, and the
+// rollback puts back the other transaction's value, not the older one.
+func TestBeforeImageIsTheVersionTheChunkReplaced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300, func(c *backfill.Config) { c.LockTimeout = time.Minute })
+	ctx := context.Background()
+	other, err := b.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, "UPDATE items SET val = 1000 WHERE id = 50"); err != nil {
+		t.Fatal(err)
+	}
+	applied := make(chan *backfill.Result, 1)
+	go func() {
+		res, err := b.runner.Apply(ctx, doubleJob(), backfill.ApplyOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		applied <- res
+	}()
+	// The chunk's UPDATE waits for row 50.
+	for b.scalar(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+		AND query LIKE '%_rw_u AS (UPDATE%'`) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := <-applied
+	if res == nil || res.RowsChanged != 300 {
+		t.Fatalf("apply: %+v", res)
+	}
+	if v := b.scalar(t, "SELECT val FROM items WHERE id = 50"); v != 2000 {
+		t.Fatalf("row 50 has val %d, want 2000 (the other transaction's value, doubled)", v)
+	}
+	if k := b.auditKinds(t, res.Run.ID); k["backfill.chunk.retried"] != 1 {
+		t.Fatalf("entries: %v", k)
+	}
+	b.rollback(t, res.Run.ID, backfill.RollbackOptions{})
+	if v := b.scalar(t, "SELECT val FROM items WHERE id = 50"); v != 1000 {
+		t.Fatalf("row 50 restored to val %d, want 1000", v)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE id <> 50 AND (val <> id % 97 OR done OR n <> 0)"); n != 0 {
+		t.Fatalf("%d other rows not restored", n)
 	}
 }
