@@ -111,12 +111,13 @@ func errChangedMeanwhile(what string) error {
 // applyImaged is a set job's chunk with its before-images, in one
 // statement. _rw_i reads the chunk's rows once: the input checksum, which
 // rows differ from their new values, and their old values; the UPDATE
-// writes exactly those row versions, by (tableoid, ctid), so that the old
-// values saved are those of the version it replaced. A row another
-// transaction changed in between has another ctid and is left out, which
-// the counts show: the chunk is then tried again (errChangedMeanwhile).
-// Reading the old values in the UPDATE's RETURNING (a subquery per row) or
-// locking the rows first cost twice as much.
+// joins it by (tableoid, ctid), so that it writes exactly the row versions
+// read and returns their old values with the new ones. A row another
+// transaction changed in between has another ctid, and PostgreSQL's
+// recheck of the join leaves it out, which the counts show: the chunk is
+// then tried again (errChangedMeanwhile). Reading the old values in the
+// UPDATE's RETURNING (a subquery per row), or locking the rows first,
+// cost twice as much.
 func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	a := with(env.args)
@@ -124,18 +125,17 @@ func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (c
 	set, differs := s.assignments()
 	rng := s.t.rangeCond(a, b)
 	hash := s.hashRow("ROW(" + s.checksumCols("t.") + ")")
-	key, vals := textArray("t.", s.t.Key), textArray("t.", s.cols)
-	q := fmt.Sprintf(`WITH _rw_i AS (SELECT t.tableoid AS _rw_o, t.ctid AS _rw_c, %[1]s AS _rw_k, %[2]s AS _rw_b,
+	q := fmt.Sprintf(`WITH _rw_i AS (SELECT t.tableoid AS _rw_o, t.ctid AS _rw_c, %[2]s AS _rw_b,
 			%[3]s AS _rw_d, %[4]s AS _rw_h FROM %[5]s t WHERE %[6]s AND %[7]s),
 		_rw_s AS (SELECT count(*) AS n, coalesce(sum(_rw_h), 0)::text AS h, count(*) FILTER (WHERE _rw_d) AS d FROM _rw_i),
-		_rw_u AS (UPDATE %[5]s t SET %[8]s WHERE %[6]s AND (t.tableoid, t.ctid) IN (SELECT _rw_o, _rw_c FROM _rw_i WHERE _rw_d)
-			RETURNING %[4]s AS _rw_h, %[1]s AS _rw_k, %[2]s AS _rw_a),
+		_rw_u AS (UPDATE %[5]s t SET %[8]s FROM _rw_i i WHERE %[6]s AND t.tableoid = i._rw_o AND t.ctid = i._rw_c AND i._rw_d
+			RETURNING %[4]s AS _rw_h, %[1]s AS _rw_k, i._rw_b, %[9]s AS _rw_a),
 		_rw_o AS (SELECT count(*) AS n, coalesce(sum(_rw_h), 0)::text AS h FROM _rw_u),
-		_rw_m AS (%[9]s SELECT @_rw_run, @_rw_seq, @_rw_part, @_rw_rel, @_rw_kind, @_rw_keycols, @_rw_cols,
-			array_agg(u._rw_k), NULL, array_agg(i._rw_b), array_agg(u._rw_a)
-			FROM _rw_u u JOIN _rw_i i ON i._rw_k = u._rw_k HAVING count(*) > 0)
+		_rw_m AS (%[10]s SELECT @_rw_run, @_rw_seq, @_rw_part, @_rw_rel, @_rw_kind, @_rw_keycols, @_rw_cols,
+			array_agg(_rw_k), NULL, array_agg(_rw_b), array_agg(_rw_a) FROM _rw_u HAVING count(*) > 0)
 		SELECT s.n, o.n, s.h, o.h, clock_timestamp(), s.d FROM _rw_s s, _rw_o o`,
-		key, vals, differs, hash, s.t.ref, rng, s.t.where(), set, insertImage)
+		textArray("t.", s.t.Key), textArray("t.", s.cols), differs, hash, s.t.ref, rng, s.t.where(), set,
+		textArray("t.", s.cols), insertImage)
 	var want int64
 	err := env.tx.QueryRow(ctx, q, bindArgs(a)).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want)
 	if err != nil {

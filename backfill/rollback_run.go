@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"strconv"
 	"time"
 
@@ -397,19 +398,8 @@ func (r *Runner) commitUndo(ctx context.Context, p *prepared, tg *rbTarget, run 
 		return cr, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	a := restoreArgs(tg.run.ID, []int64{u.seq}, tg.force(u), u.prev)
-	a["_rw_rb"] = typed{typ: "text", v: run.ID}
-	var want int64
-	err = tx.QueryRow(ctx, u.rs.restoreSQL(u.prev != ""), bindArgs(a)).Scan(&cr.Seen, &want, &cr.Changed, &cr.conflicts,
-		&cr.deleted, &cr.unchanged, &cr.In, &cr.Out, &cr.At)
-	if err != nil {
+	if cr, err = r.restoreChunk(ctx, tx, tg, run, u); err != nil {
 		return cr, err
-	}
-	if cr.Changed != want {
-		return cr, errChangedMeanwhile(fmt.Sprintf("%d row(s) to restore", want-cr.Changed))
-	}
-	if cr.Seen == 0 && u.prev == "" {
-		return cr, fmt.Errorf("the before-images of chunk %d of run %s are gone (purged while the rollback ran?)", u.seq, tg.run.ID)
 	}
 	cr.Skipped = cr.conflicts + cr.deleted
 	b := Bounds{Lo: Key{fmt.Sprint(u.seq)}, Hi: Key{fmt.Sprint(u.seq)}}
@@ -439,6 +429,59 @@ func (r *Runner) commitUndo(ctx context.Context, p *prepared, tg *rbTarget, run 
 		}
 	}
 	return cr, nil
+}
+
+// restoreChunk restores chunk u of the run in tx: first every row as the
+// run wrote it, in one statement (fastSQL); if some are not, the full
+// classification (restoreSQL) restores what it can and records the rest.
+// A pass over an earlier rollback's conflicts takes the second way only.
+func (r *Runner) restoreChunk(ctx context.Context, tx pgx.Tx, tg *rbTarget, run *Run, u undo) (undoneChunk, error) {
+	var cr undoneChunk
+	a := restoreArgs(tg.run.ID, []int64{u.seq}, tg.force(u), u.prev)
+	a["_rw_rb"] = typed{typ: "text", v: run.ID}
+	var fast int64
+	var fastOut string
+	if u.prev == "" {
+		if err := tx.QueryRow(ctx, u.rs.fastSQL(), bindArgs(a)).Scan(&cr.Seen, &fast, &cr.In, &fastOut, &cr.At); err != nil {
+			return cr, err
+		}
+		if cr.Seen == 0 {
+			return cr, fmt.Errorf("the before-images of chunk %d of run %s are gone (purged while the rollback ran?)", u.seq, tg.run.ID)
+		}
+		if fast == cr.Seen {
+			cr.Changed, cr.Out = fast, fastOut
+			return cr, nil
+		}
+	}
+	var want, seen int64
+	var in, out string
+	err := tx.QueryRow(ctx, u.rs.restoreSQL(u.prev != ""), bindArgs(a)).Scan(&seen, &want, &cr.Changed, &cr.conflicts,
+		&cr.deleted, &cr.unchanged, &in, &out, &cr.At)
+	if err != nil {
+		return cr, err
+	}
+	if cr.Changed != want {
+		return cr, errChangedMeanwhile(fmt.Sprintf("%d row(s) to restore", want-cr.Changed))
+	}
+	if u.prev != "" {
+		cr.Seen, cr.In, cr.Out = seen, in, out
+		return cr, nil
+	}
+	// The rows the first statement restored are as before now.
+	cr.Changed += fast
+	cr.unchanged -= fast
+	cr.Out = addSums(fastOut, out)
+	return cr, nil
+}
+
+// addSums adds two checksums (decimal sums of 64-bit hashes).
+func addSums(a, b string) string {
+	x, _ := new(big.Int).SetString(a, 10)
+	y, _ := new(big.Int).SetString(b, 10)
+	if x == nil || y == nil {
+		return a + "+" + b
+	}
+	return x.Add(x, y).String()
 }
 
 // force: a pass over an earlier rollback's conflicts restores them.

@@ -173,7 +173,8 @@ const why = `CASE WHEN _rw_act = 'deleted' THEN 'deleted since the run wrote it;
 // and records those it skips in the rollback run's quarantine. Its row:
 // image rows, rows to restore, rows restored, conflicts, rows deleted
 // since (not restorable), rows already as before, and the checksums of
-// the rows as they were and as restored. With resolve, the keys
+// the images (each key with the values the run wrote) and of what was
+// restored (each key with its values before). With resolve, the keys
 // restored are marked resolved in @_rw_prev's quarantine (a forced pass
 // over an earlier rollback's conflicts).
 func (rs *restorer) restoreSQL(resolve bool) string {
@@ -218,11 +219,84 @@ _rw_r AS (UPDATE rewind.backfill_quarantine q SET resolved_at = clock_timestamp(
 SELECT count(*), count(*) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')),
 	(SELECT count(*) FROM _rw_u) + (SELECT count(*) FROM _rw_d) + (SELECT count(*) FROM _rw_i),
 	count(*) FILTER (WHERE _rw_act = 'conflict'), count(*) FILTER (WHERE _rw_act = 'deleted'), count(*) FILTER (WHERE _rw_act = 'none'),
-	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_now::text, ''), 0)), 0)::text,
-	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_b::text, ''), 0)) FILTER (WHERE _rw_act IN ('update', 'insert')), 0)::text,
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_a::text, ''), 0)), 0)::text,
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_b::text, ''), 0)) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')), 0)::text,
 	clock_timestamp()
 FROM _rw_x`)
 	return b.String()
+}
+
+// fastSQL restores, in one statement, every image row of chunk @_rw_seqs
+// whose row is as the run wrote it (or every row there is, with
+// @_rw_force): the conflict test is in the writes' own WHERE, so that
+// PostgreSQL checks it again on the row's latest version if another
+// transaction changes it meanwhile. It is the whole rollback of a chunk
+// that nobody touched since: its row is image rows, rows restored and the
+// checksums as restoreSQL's. When it restores fewer rows than there are
+// images, restoreSQL, run next in the same transaction, classifies the
+// rest (those restored show as before already) and records the conflicts.
+func (rs *restorer) fastSQL() string {
+	keyMatch := make([]string, len(rs.t.Key))
+	for i, k := range rs.t.Key {
+		keyMatch[i] = fmt.Sprintf("t.%s = CAST(m._rw_kt[%d] AS %s)", quote(k), i+1, rs.t.types[k])
+	}
+	match := strings.Join(keyMatch, " AND ")
+	asWritten := fmt.Sprintf("(@_rw_force OR NOT (%s))", rs.differs("m._rw_a"))
+	done := "hashtextextended(m._rw_k || coalesce(m._rw_b::text, ''), 0) AS _rw_h"
+	var b strings.Builder
+	fmt.Fprintf(&b, `WITH _rw_m AS (
+	SELECT u.k AS _rw_k, u.k::text[] AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, u.b::text[] AS _rw_b, u.a::text[] AS _rw_a
+	FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)
+	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs))`)
+	if len(rs.settable) > 0 {
+		sets := make([]string, len(rs.settable))
+		for i, c := range rs.settable {
+			sets[i] = quote(c) + " = " + rs.value("m._rw_b", c)
+		}
+		fmt.Fprintf(&b, ",\n_rw_u AS (UPDATE %s t SET %s FROM _rw_m m WHERE m._rw_op = 'u' AND %s AND %s AND %s RETURNING %s)",
+			rs.t.ref, strings.Join(sets, ", "), match, asWritten, rs.differs("m._rw_b"), done)
+	} else {
+		b.WriteString(",\n_rw_u AS (SELECT 0::bigint AS _rw_h WHERE false)")
+	}
+	if rs.h.kind == imageRows {
+		names, vals := make([]string, len(rs.writable)), make([]string, len(rs.writable))
+		for i, c := range rs.writable {
+			names[i], vals[i] = quote(c), rs.value("m._rw_b", c)
+		}
+		fmt.Fprintf(&b, ",\n_rw_d AS (DELETE FROM %s t USING _rw_m m WHERE m._rw_op = 'i' AND %s AND %s RETURNING %s)",
+			rs.t.ref, match, asWritten, done)
+		fmt.Fprintf(&b, ",\n_rw_i AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM _rw_m m "+
+			"WHERE m._rw_op = 'd' ON CONFLICT DO NOTHING RETURNING hashtextextended(%s, 0) AS _rw_h)",
+			rs.t.ref, strings.Join(names, ", "), strings.Join(vals, ", "), rs.restoredText())
+	} else {
+		b.WriteString(",\n_rw_d AS (SELECT 0::bigint AS _rw_h WHERE false),\n_rw_i AS (SELECT 0::bigint AS _rw_h WHERE false)")
+	}
+	b.WriteString(`
+SELECT count(*), (SELECT count(*) FROM _rw_u) + (SELECT count(*) FROM _rw_d) + (SELECT count(*) FROM _rw_i),
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_a::text, ''), 0)), 0)::text,
+	(coalesce((SELECT sum(_rw_h) FROM _rw_u), 0) + coalesce((SELECT sum(_rw_h) FROM _rw_d), 0) + coalesce((SELECT sum(_rw_h) FROM _rw_i), 0))::text,
+	clock_timestamp()
+FROM _rw_m`)
+	return b.String()
+}
+
+// restoredText is, in an INSERT's RETURNING, the text the output checksum
+// hashes for the row inserted: its key and values before, as the image
+// wrote them.
+func (rs *restorer) restoredText() string {
+	keys := make([]string, len(rs.t.Key))
+	for i, k := range rs.t.Key {
+		keys[i] = "t." + quote(k) + "::text"
+	}
+	vals := make([]string, len(rs.h.cols))
+	for i, c := range rs.h.cols {
+		if _, ok := rs.t.types[c]; ok {
+			vals[i] = "t." + quote(c) + "::text"
+		} else {
+			vals[i] = "NULL::text"
+		}
+	}
+	return fmt.Sprintf("ARRAY[%s]::text || ARRAY[%s]::text", strings.Join(keys, ", "), strings.Join(vals, ", "))
 }
 
 // countSQL counts the actions, read-only (a plan).

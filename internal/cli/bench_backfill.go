@@ -34,6 +34,18 @@ type benchBackfillResult struct {
 	RowByRowSample  int64     `json:"row_by_row_sample"`
 	RatioVsRaw      float64   `json:"ratio_vs_raw"`
 	RatioVsRowByRow float64   `json:"ratio_vs_row_by_row"`
+	// BeforeImagesRatio is rows_per_sec (whose job keeps before-images,
+	// the default) over raw_keyset_rps; RowsPerSecNoImages the same job
+	// with rollback: false, for what the images cost.
+	BeforeImagesRatio      float64   `json:"before_images_ratio"`
+	RowsPerSecNoImages     float64   `json:"rows_per_sec_no_images"`
+	RowsPerSecNoImagesRuns []float64 `json:"rows_per_sec_no_images_runs"`
+	// RollbackRPS is Runner.Rollback of each images pass's run, right after
+	// it (rows restored per second), and RollbackRatio its median over
+	// raw_keyset_rps.
+	RollbackRPS   float64   `json:"rollback_rps"`
+	RollbackRuns  []float64 `json:"rollback_runs"`
+	RollbackRatio float64   `json:"rollback_ratio"`
 	// LoadAverage is the machine's 1-minute load average before and after,
 	// from /proc/loadavg (empty where unavailable): figures taken on a
 	// loaded machine say so.
@@ -49,20 +61,25 @@ func (a *app) benchBackfillCmd() *cobra.Command {
 	var jsonOut, keep bool
 	cmd := &cobra.Command{
 		Use:   "backfill",
-		Short: "Measure backfill apply throughput against a plain keyset loop and a row-by-row loop",
+		Short: "Measure backfill apply and rollback throughput against a plain keyset loop and a row-by-row loop",
 		Long: `Build a table rewind_bench_backfill of --rows rows in the --dsn database, then measure
 in the same run, each pass incrementing a counter of every row:
 
-  raw_keyset_rps  a plain keyset loop, --chunk rows per transaction, no ledger
-  rows_per_sec    rewind backfill apply of the same change: chunk checkpoints,
-                  audit entries, leases and checksums included
-  row_by_row_rps  one UPDATE per row in autocommit, on a --sample of rows
+  raw_keyset_rps          a plain keyset loop, --chunk rows per transaction, no ledger
+  rows_per_sec            rewind backfill apply of the same change: chunk checkpoints,
+                          audit entries, leases, checksums and before-images included
+  rows_per_sec_no_images  the same with rollback: false (no before-images)
+  rollback_rps            rewind backfill rollback of each rows_per_sec pass's run,
+                          right after it: rows restored per second
+  row_by_row_rps          one UPDATE per row in autocommit, on a --sample of rows
 
-The passes alternate, raw first and last (raw, rewind, raw, … for --rounds
-rewind passes), and the medians are reported, so that a change in the
-machine's load during the run affects both sides alike. VACUUM runs between
-passes. The table is dropped at the end unless --keep. The
-target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_row_rps.`,
+The passes alternate, raw first and last (raw, then for each of --rounds:
+rewind, its rollback, raw, rewind without images, raw), and the medians are
+reported, so that a change in the machine's load during the run affects
+every side alike. VACUUM runs before each apply and raw pass. The table is
+dropped at the end unless --keep. Targets: rows_per_sec (before_images_ratio)
+>= 0.6 x raw_keyset_rps, rollback_ratio >= 0.5, and rows_per_sec >= 60 x
+row_by_row_rps.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rows < 1000 {
@@ -82,10 +99,13 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 				return a.printJSON(res)
 			}
 			a.printf("rows %d, chunk %d, load average %v\nraw keyset     %10.0f rows/s  (median of %.0f)\n"+
-				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset)\n"+
+				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset, before-images included)\n"+
+				"  no images    %10.0f rows/s  (median of %.0f)\n"+
+				"rollback       %10.0f rows/s  (median of %.0f; %.2f x raw keyset)\n"+
 				"row by row     %10.0f rows/s  (rewind is %.0f x faster; sample %d rows)\n",
 				res.Rows, res.Chunk, res.LoadAverage, res.RawKeysetRPS, res.RawKeysetRuns, res.RowsPerSec, res.RowsPerSecRuns,
-				res.RatioVsRaw, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
+				res.RatioVsRaw, res.RowsPerSecNoImages, res.RowsPerSecNoImagesRuns, res.RollbackRPS, res.RollbackRuns,
+				res.RollbackRatio, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
 			return nil
 		},
 	}
@@ -161,6 +181,18 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 			return nil, fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
 		}
 		res.RowsPerSecRuns = append(res.RowsPerSecRuns, float64(rows)/time.Since(start).Seconds())
+		if err := benchRollback(ctx, r, out.Run.ID, rows, res); err != nil {
+			return nil, err
+		}
+		if err := raw(); err != nil {
+			return nil, err
+		}
+		if err := vacuum(); err != nil {
+			return nil, err
+		}
+		if err := benchNoImages(ctx, r, name, i, chunk, rows, res); err != nil {
+			return nil, err
+		}
 		if err := raw(); err != nil {
 			return nil, err
 		}
@@ -173,9 +205,48 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	}
 	res.RawKeysetRPS, res.RowsPerSec = median(res.RawKeysetRuns), median(res.RowsPerSecRuns)
 	res.RatioVsRaw = res.RowsPerSec / res.RawKeysetRPS
+	res.BeforeImagesRatio = res.RatioVsRaw
+	res.RowsPerSecNoImages, res.RollbackRPS = median(res.RowsPerSecNoImagesRuns), median(res.RollbackRuns)
+	res.RollbackRatio = res.RollbackRPS / res.RawKeysetRPS
 	res.RatioVsRowByRow = res.RowsPerSec / res.RowByRowRPS
 	res.LoadAverage = append(res.LoadAverage, loadAverage())
 	return res, nil
+}
+
+// benchRollback times the rollback of run, which changed rows rows.
+func benchRollback(ctx context.Context, r *backfill.Runner, run string, rows int64, res *benchBackfillResult) error {
+	start := time.Now()
+	out, err := r.Rollback(ctx, run, backfill.RollbackOptions{})
+	if err != nil {
+		return err
+	}
+	if out.Restored != rows {
+		return fmt.Errorf("rewind's rollback restored %d rows, want %d", out.Restored, rows)
+	}
+	res.RollbackRuns = append(res.RollbackRuns, float64(rows)/time.Since(start).Seconds())
+	return nil
+}
+
+// benchNoImages times rewind's apply of a job with rollback: false.
+func benchNoImages(ctx context.Context, r *backfill.Runner, name string, i, chunk int, rows int64, res *benchBackfillResult) error {
+	job := &backfill.Job{Name: name + "-no-images", Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
+		ChunkSize: chunk, NoRollback: true, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
+	var o backfill.ApplyOptions
+	if runs, err := r.List(ctx, backfill.ListOptions{Job: job.Name, Limit: 1}); err != nil {
+		return err
+	} else if len(runs) > 0 {
+		o.NewRun = runs[0].ID
+	}
+	start := time.Now()
+	out, err := r.Apply(ctx, job, o)
+	if err != nil {
+		return err
+	}
+	if out.RowsChanged != rows {
+		return fmt.Errorf("rewind's apply (no images) changed %d rows, want %d", out.RowsChanged, rows)
+	}
+	res.RowsPerSecNoImagesRuns = append(res.RowsPerSecNoImagesRuns, float64(rows)/time.Since(start).Seconds())
+	return nil
 }
 
 func median(v []float64) float64 {
