@@ -33,7 +33,7 @@ func (r *Runner) AppendedEvents(ctx context.Context, id string) ([]AppendedEvent
 	if err := r.cfg.DB.QueryRow(ctx, "SELECT to_regclass('rewind.backfill_images') IS NOT NULL").Scan(&have); err != nil || !have {
 		return nil, err
 	}
-	rows, err := r.cfg.DB.Query(ctx, `SELECT im.seq, u.k::text[], u.a::text[] FROM rewind.backfill_images im,
+	rows, err := r.cfg.DB.Query(ctx, `SELECT im.seq, u.k::text[], ARRAY[u.a] FROM rewind.backfill_images im,
 		unnest(im.keys, im.after) WITH ORDINALITY AS u(k, a, n) WHERE im.run_id = $1 AND im.kind = 'events' ORDER BY im.seq, im.part, u.n`, run.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read the events run %s appended: %w", run.ID, err)

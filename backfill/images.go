@@ -19,9 +19,12 @@ import (
 // columns the values are of, and four parallel arrays with one element
 // per row it changed — the key, what happened to the row (ops: u updated,
 // d deleted, i inserted, e an event appended; NULL means all u), the
-// values before and the values the chunk wrote. Each key and each row's
-// values are the text of a text[] ('{42}', '{a@b.c,NULL}'): every value in
+// values before and the values the chunk wrote. A key, and a row's
+// values, of one column are that value's text ('42'); of several, the
+// text of a text[] of them ('{42,7}', '{a@b.c,NULL}'): every value in
 // PostgreSQL's text form, which its input function reads back exactly.
+// (One column saves building and parsing an array per value: a set job
+// of one column, the most common, kept its throughput.)
 // One row per chunk rather than one per key: writing a thousand index
 // entries per chunk halved the throughput of a set job, one TOASTed row
 // costs a fraction of that. rewind.backfill_image_rows shows them one row
@@ -62,8 +65,12 @@ const (
 		chunks    bigint NOT NULL,
 		images    bigint NOT NULL)`
 	imageRowsView = `CREATE OR REPLACE VIEW rewind.backfill_image_rows AS
-		SELECT im.run_id, im.seq, im.part, im.rel, im.kind, im.key_columns, im.columns, u.k::text[] AS key,
-			coalesce(u.op, 'u') AS op, u.b::text[] AS before, u.a::text[] AS after
+		SELECT im.run_id, im.seq, im.part, im.rel, im.kind, im.key_columns, im.columns,
+			CASE WHEN cardinality(im.key_columns) = 1 THEN ARRAY[u.k] ELSE u.k::text[] END AS key, coalesce(u.op, 'u') AS op,
+			CASE WHEN cardinality(im.columns) = 1 THEN CASE WHEN coalesce(u.op, 'u') NOT IN ('i', 'e') THEN ARRAY[u.b] END
+				ELSE u.b::text[] END AS before,
+			CASE WHEN cardinality(im.columns) = 1 THEN CASE WHEN coalesce(u.op, 'u') NOT IN ('d', 'e') OR im.kind = 'events' THEN ARRAY[u.a] END
+				ELSE u.a::text[] END AS after
 		FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)`
 )
 
@@ -74,14 +81,36 @@ const (
 	imageEvents  = "events"
 )
 
-// textArray is the SQL of the text of a text[] of cols of the row prefix
-// names: ARRAY[t."a"::text, t."b"::text]::text.
+// textArray is the SQL of an image's text of cols of the row prefix
+// names: t."a"::text for one column, ARRAY[t."a"::text, t."b"::text]::text
+// for several.
 func textArray(prefix string, cols []string) string {
+	if len(cols) == 1 {
+		return prefix + quote(cols[0]) + "::text"
+	}
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		parts[i] = prefix + quote(c) + "::text"
 	}
 	return "ARRAY[" + strings.Join(parts, ", ") + "]::text"
+}
+
+// parsedKey and parsedValues read an image element back as a text[]:
+// the SQL of elem as the key (n key columns) or values (n columns).
+func parsedKey(elem string, n int) string {
+	if n == 1 {
+		return "ARRAY[" + elem + "]"
+	}
+	return elem + "::text[]"
+}
+
+// parsedValues is parsedKey for values, NULL when there is no row (the
+// before of an inserted row, the after of a deleted one: op says which).
+func parsedValues(elem string, n int, absent string) string {
+	if n == 1 {
+		return "CASE WHEN NOT (" + absent + ") THEN ARRAY[" + elem + "] END"
+	}
+	return elem + "::text[]"
 }
 
 // imageArgs binds what an image row records of itself.
@@ -189,6 +218,10 @@ func (im rowImager) ctes() string {
 	for i := range im.t.Key {
 		keys[i] = fmt.Sprintf("w._rw_k%d::text", i)
 	}
+	key := "ARRAY[" + strings.Join(keys, ", ") + "]::text"
+	if len(keys) == 1 {
+		key = keys[0]
+	}
 	var op string
 	switch im.kind {
 	case "DeleteStmt":
@@ -201,13 +234,13 @@ func (im rowImager) ctes() string {
 		op = "CASE WHEN o.ctid IS NULL THEN 'i' ELSE 'u' END"
 	}
 	return fmt.Sprintf(`,
-_rw_x AS (SELECT ARRAY[%s]::text AS _rw_k, (%s)::"char" AS _rw_op,
+_rw_x AS (SELECT %s AS _rw_k, (%s)::"char" AS _rw_op,
 	CASE WHEN o.ctid IS NOT NULL THEN %s END AS _rw_b, w._rw_a, w._rw_x, o.ctid IS NOT NULL AS _rw_old
 	FROM _rw_w w LEFT JOIN %s o ON %s),
 _rw_m AS (%s SELECT @_rw_run, @_rw_seq, @_rw_part, @_rw_rel, @_rw_kind, @_rw_keycols, @_rw_cols,
 	array_agg(_rw_k), array_agg(_rw_op), array_agg(_rw_b), array_agg(CASE WHEN _rw_op = 'd' THEN NULL ELSE _rw_a END)
 	FROM _rw_x HAVING count(*) > 0)`,
-		strings.Join(keys, ", "), op, textArray("o.", im.t.order), im.t.ref, strings.Join(on, " AND "), insertImage)
+		key, op, textArray("o.", im.t.order), im.t.ref, strings.Join(on, " AND "), insertImage)
 }
 
 // unimaged counts the changed rows whose old version the snapshot did
@@ -243,7 +276,7 @@ func saveEvents(ctx context.Context, env *chunkEnv, streams, ids, types []string
 	keys, after, ops := make([]string, len(ids)), make([]string, len(ids)), make([]string, len(ids))
 	for i := range ids {
 		keys[i] = pgTextArray(streams[i], ids[i])
-		after[i] = pgTextArray(types[i])
+		after[i] = types[i] // one column: the value itself
 		ops[i] = "e"
 	}
 	_, err := env.tx.Exec(ctx, insertImage+` VALUES ($1, $2, $3, '', 'events', '{stream,event_id}', '{type}', $4, $5::"char"[], NULL, $6)`,

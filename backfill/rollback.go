@@ -312,9 +312,8 @@ func (r *Runner) readChunks(ctx context.Context, tg *rbTarget) error {
 		return fmt.Errorf("%w: chunk(s) %s of run %s changed rows but kept no before-images (a part of the run applied by an "+
 			"earlier version of rewind?); roll back the other chunks with --chunks", ErrNoImages, seqList(unimaged), id)
 	}
-	err = r.cfg.DB.QueryRow(ctx, `SELECT count(*), coalesce(array_agg(DISTINCT (u.x::text[])[1]), '{}')
-		FROM rewind.backfill_images im, unnest(im.keys) AS u(x)
-		WHERE im.run_id = $1 AND im.kind = 'events' AND im.seq BETWEEN $2 AND $3`, id, tg.rng.From, tg.rng.To).Scan(&tg.events, &tg.streams)
+	err = r.cfg.DB.QueryRow(ctx, `SELECT count(*), coalesce(array_agg(DISTINCT key[1]), '{}') FROM rewind.backfill_image_rows
+		WHERE run_id = $1 AND kind = 'events' AND seq BETWEEN $2 AND $3`, id, tg.rng.From, tg.rng.To).Scan(&tg.events, &tg.streams)
 	if err != nil {
 		return fmt.Errorf("read the events run %s appended: %w", id, err)
 	}

@@ -148,10 +148,11 @@ func (rs *restorer) classify() string {
 			ELSE 'none' END`
 	}
 	return fmt.Sprintf(`WITH _rw_m AS (
-	SELECT im.seq AS _rw_s, u.k AS _rw_k, u.k::text[] AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, u.b::text[] AS _rw_b, u.a::text[] AS _rw_a
+	SELECT im.seq AS _rw_s, u.k AS _rw_k, %[8]s AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, %[9]s AS _rw_b, %[10]s AS _rw_a,
+		u.b AS _rw_bt, u.a AS _rw_at
 	FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)
 	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs) AND (@_rw_prev::text IS NULL OR EXISTS (SELECT 1
-		FROM rewind.backfill_quarantine q WHERE q.run_id = @_rw_prev AND q.key = u.k::text[] AND q.code = 'conflict'
+		FROM rewind.backfill_quarantine q WHERE q.run_id = @_rw_prev AND q.key = %[8]s AND q.code = 'conflict'
 		AND q.resolved_at IS NULL))),
 _rw_c AS (
 	SELECT m.*, t.tableoid AS _rw_o, t.ctid AS _rw_c, t.ctid IS NOT NULL AS _rw_here, %[1]s AS _rw_now,
@@ -159,7 +160,8 @@ _rw_c AS (
 	FROM _rw_m m LEFT JOIN %[4]s t ON %[5]s),
 _rw_x AS (SELECT c.*, %[6]s AS _rw_act, %[7]s AS _rw_order FROM _rw_c c)`,
 		now, rs.differs("m._rw_a"), rs.differs("m._rw_b"), rs.t.ref, strings.Join(keyMatch, " AND "), act,
-		"ROW("+strings.Join(order, ", ")+")")
+		"ROW("+strings.Join(order, ", ")+")", parsedKey("u.k", len(rs.h.keyCols)), rs.parsed("u.b", "before"),
+		rs.parsed("u.a", "after"))
 }
 
 // why says, in the quarantine, why a row was not restored.
@@ -219,8 +221,8 @@ _rw_r AS (UPDATE rewind.backfill_quarantine q SET resolved_at = clock_timestamp(
 SELECT count(*), count(*) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')),
 	(SELECT count(*) FROM _rw_u) + (SELECT count(*) FROM _rw_d) + (SELECT count(*) FROM _rw_i),
 	count(*) FILTER (WHERE _rw_act = 'conflict'), count(*) FILTER (WHERE _rw_act = 'deleted'), count(*) FILTER (WHERE _rw_act = 'none'),
-	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_a::text, ''), 0)), 0)::text,
-	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_b::text, ''), 0)) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')), 0)::text,
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_at, ''), 0)), 0)::text,
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_bt, ''), 0)) FILTER (WHERE _rw_act IN ('update', 'insert', 'delete')), 0)::text,
 	clock_timestamp()
 FROM _rw_x`)
 	return b.String()
@@ -242,12 +244,13 @@ func (rs *restorer) fastSQL() string {
 	}
 	match := strings.Join(keyMatch, " AND ")
 	asWritten := fmt.Sprintf("(@_rw_force OR NOT (%s))", rs.differs("m._rw_a"))
-	done := "hashtextextended(m._rw_k || coalesce(m._rw_b::text, ''), 0) AS _rw_h"
+	done := "hashtextextended(m._rw_k || coalesce(m._rw_bt, ''), 0) AS _rw_h"
 	var b strings.Builder
 	fmt.Fprintf(&b, `WITH _rw_m AS (
-	SELECT u.k AS _rw_k, u.k::text[] AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, u.b::text[] AS _rw_b, u.a::text[] AS _rw_a
+	SELECT u.k AS _rw_k, %s AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, %s AS _rw_b, %s AS _rw_a, u.b AS _rw_bt, u.a AS _rw_at
 	FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)
-	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs))`)
+	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs))`, parsedKey("u.k", len(rs.h.keyCols)), rs.parsed("u.b", "before"),
+		rs.parsed("u.a", "after"))
 	if len(rs.settable) > 0 {
 		sets := make([]string, len(rs.settable))
 		for i, c := range rs.settable {
@@ -273,7 +276,7 @@ func (rs *restorer) fastSQL() string {
 	}
 	b.WriteString(`
 SELECT count(*), (SELECT count(*) FROM _rw_u) + (SELECT count(*) FROM _rw_d) + (SELECT count(*) FROM _rw_i),
-	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_a::text, ''), 0)), 0)::text,
+	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_at, ''), 0)), 0)::text,
 	(coalesce((SELECT sum(_rw_h) FROM _rw_u), 0) + coalesce((SELECT sum(_rw_h) FROM _rw_d), 0) + coalesce((SELECT sum(_rw_h) FROM _rw_i), 0))::text,
 	clock_timestamp()
 FROM _rw_m`)
@@ -296,7 +299,23 @@ func (rs *restorer) restoredText() string {
 			vals[i] = "NULL::text"
 		}
 	}
-	return fmt.Sprintf("ARRAY[%s]::text || ARRAY[%s]::text", strings.Join(keys, ", "), strings.Join(vals, ", "))
+	join := func(parts []string) string {
+		if len(parts) == 1 {
+			return parts[0]
+		}
+		return "ARRAY[" + strings.Join(parts, ", ") + "]::text"
+	}
+	return join(keys) + " || " + join(vals)
+}
+
+// parsed reads the image element elem (u.b or u.a) as a text[] of the
+// image's columns; which is before or after.
+func (rs *restorer) parsed(elem, which string) string {
+	absent := "coalesce(u.op, 'u') = 'i'"
+	if which == "after" {
+		absent = "coalesce(u.op, 'u') = 'd'"
+	}
+	return parsedValues(elem, len(rs.h.cols), absent)
 }
 
 // countSQL counts the actions, read-only (a plan).
