@@ -199,8 +199,11 @@ func (r *Runner) rollbackTarget(ctx context.Context, id string, o RollbackOption
 	}
 	if run.open() {
 		how := "cancel it (rewind backfill cancel " + run.ID + ") or finish it (rewind backfill resume " + run.ID + ")"
-		if run.State == Running {
+		switch run.State {
+		case Running:
 			how = "wait for it to finish, or stop " + run.Owner + " and cancel it"
+		case Paused:
+			how = "promote it (rewind backfill promote " + run.ID + ") or cancel it (rewind backfill cancel " + run.ID + ")"
 		}
 		return nil, fmt.Errorf("%w: run %s is %s: a rollback would race with its chunks; %s, then roll it back",
 			ErrRunOpen, run.ID, run.State, how)

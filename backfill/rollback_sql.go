@@ -244,22 +244,36 @@ func (rs *restorer) fastSQL() string {
 	}
 	match := strings.Join(keyMatch, " AND ")
 	asWritten := fmt.Sprintf("(@_rw_force OR NOT (%s))", rs.differs("m._rw_a"))
-	done := "hashtextextended(m._rw_k || coalesce(m._rw_bt, ''), 0) AS _rw_h"
-	var b strings.Builder
-	fmt.Fprintf(&b, `WITH _rw_m AS (
-	SELECT u.k AS _rw_k, %s AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, %s AS _rw_b, %s AS _rw_a, u.b AS _rw_bt, u.a AS _rw_at
+	done := "hashtextextended(m._rw_k || coalesce(m._rw_bt, ''), 0) AS _rw_h, hashtextextended(m._rw_k || coalesce(m._rw_at, ''), 0) AS _rw_ih"
+	images := fmt.Sprintf(`SELECT u.k AS _rw_k, %s AS _rw_kt, coalesce(u.op, 'u') AS _rw_op, %s AS _rw_b, %s AS _rw_a, u.b AS _rw_bt, u.a AS _rw_at
 	FROM rewind.backfill_images im, unnest(im.keys, im.ops, im.before, im.after) AS u(k, op, b, a)
-	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs))`, parsedKey("u.k", len(rs.h.keyCols)), rs.parsed("u.b", "before"),
+	WHERE im.run_id = @_rw_r AND im.seq = ANY(@_rw_seqs)`, parsedKey("u.k", len(rs.h.keyCols)), rs.parsed("u.b", "before"),
 		rs.parsed("u.a", "after"))
+	// The rows restored give both checksums: when they are all the image
+	// rows (which the first column compares), their input checksum is the
+	// chunk's. The image rows are counted from the arrays' length, so that
+	// a set job's images are read once, by the UPDATE.
+	result := `
+SELECT (SELECT coalesce(sum(cardinality(keys)), 0) FROM rewind.backfill_images WHERE run_id = @_rw_r AND seq = ANY(@_rw_seqs)),
+	count(*), coalesce(sum(_rw_ih), 0)::text, coalesce(sum(_rw_h), 0)::text, clock_timestamp()
+FROM (SELECT _rw_h, _rw_ih FROM _rw_u UNION ALL SELECT _rw_h, _rw_ih FROM _rw_d UNION ALL SELECT _rw_h, _rw_ih FROM _rw_i) x`
+	var b strings.Builder
+	source := "(" + images + ") m"
+	if rs.h.kind == imageRows {
+		fmt.Fprintf(&b, "WITH _rw_m AS (\n\t%s)", images)
+		source = "_rw_m m"
+	} else {
+		b.WriteString("WITH _rw_none AS (SELECT)")
+	}
 	if len(rs.settable) > 0 {
 		sets := make([]string, len(rs.settable))
 		for i, c := range rs.settable {
 			sets[i] = quote(c) + " = " + rs.value("m._rw_b", c)
 		}
-		fmt.Fprintf(&b, ",\n_rw_u AS (UPDATE %s t SET %s FROM _rw_m m WHERE m._rw_op = 'u' AND %s AND %s AND %s RETURNING %s)",
-			rs.t.ref, strings.Join(sets, ", "), match, asWritten, rs.differs("m._rw_b"), done)
+		fmt.Fprintf(&b, ",\n_rw_u AS (UPDATE %s t SET %s FROM %s WHERE m._rw_op = 'u' AND %s AND %s AND %s RETURNING %s)",
+			rs.t.ref, strings.Join(sets, ", "), source, match, asWritten, rs.differs("m._rw_b"), done)
 	} else {
-		b.WriteString(",\n_rw_u AS (SELECT 0::bigint AS _rw_h WHERE false)")
+		b.WriteString(",\n_rw_u AS (SELECT 0::bigint AS _rw_h, 0::bigint AS _rw_ih WHERE false)")
 	}
 	if rs.h.kind == imageRows {
 		names, vals := make([]string, len(rs.writable)), make([]string, len(rs.writable))
@@ -269,18 +283,28 @@ func (rs *restorer) fastSQL() string {
 		fmt.Fprintf(&b, ",\n_rw_d AS (DELETE FROM %s t USING _rw_m m WHERE m._rw_op = 'i' AND %s AND %s RETURNING %s)",
 			rs.t.ref, match, asWritten, done)
 		fmt.Fprintf(&b, ",\n_rw_i AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM _rw_m m "+
-			"WHERE m._rw_op = 'd' ON CONFLICT DO NOTHING RETURNING hashtextextended(%s, 0) AS _rw_h)",
-			rs.t.ref, strings.Join(names, ", "), strings.Join(vals, ", "), rs.restoredText())
+			"WHERE m._rw_op = 'd' ON CONFLICT DO NOTHING RETURNING hashtextextended(%s, 0) AS _rw_h, "+
+			"hashtextextended(%s || '', 0) AS _rw_ih)",
+			rs.t.ref, strings.Join(names, ", "), strings.Join(vals, ", "), rs.restoredText(), rs.keyText())
 	} else {
-		b.WriteString(",\n_rw_d AS (SELECT 0::bigint AS _rw_h WHERE false),\n_rw_i AS (SELECT 0::bigint AS _rw_h WHERE false)")
+		b.WriteString(",\n_rw_d AS (SELECT 0::bigint AS _rw_h, 0::bigint AS _rw_ih WHERE false)," +
+			"\n_rw_i AS (SELECT 0::bigint AS _rw_h, 0::bigint AS _rw_ih WHERE false)")
 	}
-	b.WriteString(`
-SELECT count(*), (SELECT count(*) FROM _rw_u) + (SELECT count(*) FROM _rw_d) + (SELECT count(*) FROM _rw_i),
-	coalesce(sum(hashtextextended(_rw_k || coalesce(_rw_at, ''), 0)), 0)::text,
-	(coalesce((SELECT sum(_rw_h) FROM _rw_u), 0) + coalesce((SELECT sum(_rw_h) FROM _rw_d), 0) + coalesce((SELECT sum(_rw_h) FROM _rw_i), 0))::text,
-	clock_timestamp()
-FROM _rw_m`)
+	b.WriteString(result)
 	return b.String()
+}
+
+// keyText is, in an INSERT's RETURNING, the key's text as an image
+// stores it.
+func (rs *restorer) keyText() string {
+	keys := make([]string, len(rs.t.Key))
+	for i, k := range rs.t.Key {
+		keys[i] = "t." + quote(k) + "::text"
+	}
+	if len(keys) == 1 {
+		return keys[0]
+	}
+	return "ARRAY[" + strings.Join(keys, ", ") + "]::text"
 }
 
 // restoredText is, in an INSERT's RETURNING, the text the output checksum

@@ -81,6 +81,11 @@ func TestRollbackOfASetJobRestoresTheTable(t *testing.T) {
 	if err != nil || rst.Kind != "rollback" || rst.Undoes != res.Run.ID || rst.RowsChanged != 1000 {
 		t.Fatalf("status of the rollback: %+v, %v", rst, err)
 	}
+	// Verify of the run says why its rows changed since.
+	rep, err := b.runner.Verify(ctx, res.Run.ID, doubleJob(), backfill.VerifyOptions{})
+	if err != nil || !strings.Contains(strings.Join(rep.Notes, " "), "rollback "+rb.Run.ID+" put back 10 chunk(s)") {
+		t.Fatalf("verify of a rolled-back run: %+v, %v", rep, err)
+	}
 	// Twice: refused, clearly, and nothing changes.
 	_, err = b.runner.Rollback(ctx, res.Run.ID, backfill.RollbackOptions{})
 	if !errors.Is(err, backfill.ErrNothingToRollBack) || !strings.Contains(err.Error(), rb.Run.ID) {

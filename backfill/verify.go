@@ -236,6 +236,15 @@ func (v *verifier) verify(ctx context.Context) error {
 		return err
 	}
 	v.rep.Chunks = int64(len(cps))
+	if err := v.r.fillRollback(ctx, v.run); err != nil {
+		return err
+	}
+	for _, rb := range v.run.Rollbacks {
+		if rb.Undone > 0 {
+			v.note(fmt.Sprintf("rollback %s put back %d chunk(s) of this run: their rows show as changed since, and as still "+
+				"matching the where", rb.Run, rb.Undone))
+		}
+	}
 	if v.run.State == Running {
 		v.note("the run is being applied: chunks committed after this verify began are not checked")
 	}

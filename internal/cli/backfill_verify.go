@@ -139,6 +139,10 @@ func (a *app) runJob(ctx context.Context, r *backfill.Runner, job *backfill.Job,
 	if err != nil {
 		return nil, err
 	}
+	if run.Kind == "rollback" {
+		return nil, &rewind.ValidationError{Field: "run id", Value: run.ID, Reason: fmt.Sprintf("run %s is a rollback "+
+			"of run %s, not a run of a job; its status lists what it did and the rows it left", run.ID, run.Undoes)}
+	}
 	return jobfile.FromRun(run.Job)
 }
 
