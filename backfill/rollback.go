@@ -349,6 +349,9 @@ func (r *Runner) pendingConflicts(ctx context.Context, id string, rng ChunkRange
 		return nil, fmt.Errorf("read the rollbacks of run %s: %w", id, err)
 	}
 	prev, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if isUndefinedColumn(err) {
+		return nil, nil // a ledger of an earlier version: no rollback yet
+	}
 	if err != nil || len(prev) == 0 {
 		return nil, err
 	}
