@@ -96,11 +96,21 @@ var workSchema = []string{
 	// chunk's writes (see queueCheckpoint). NULL for chunks of earlier
 	// versions.
 	`ALTER TABLE rewind.backfill_chunks ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS xid_end bigint`,
+	// Parallel workers (shard.go): the run's worker caps on its fencing
+	// token's row, its shards, and the keys of the shards' lease locks.
+	`ALTER TABLE rewind.backfill_leases ADD COLUMN IF NOT EXISTS workers int NOT NULL DEFAULT 1`,
+	`ALTER TABLE rewind.backfill_leases ADD COLUMN IF NOT EXISTS max_db_workers int NOT NULL DEFAULT 0`,
+	shardSchema,
+	`CREATE INDEX IF NOT EXISTS backfill_shards_lock ON rewind.backfill_shards (lock_obj) WHERE state = 'pending'`,
+	`CREATE SEQUENCE IF NOT EXISTS rewind.backfill_shard_locks AS integer CYCLE`,
 }
 
 const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
 	AND to_regclass('rewind.backfill_intents') IS NOT NULL AND to_regclass('rewind.backfill_leases') IS NOT NULL
-	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_chunks') AND attname = 'xid_end' AND NOT attisdropped)`
+	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_chunks') AND attname = 'xid_end' AND NOT attisdropped)
+	AND to_regclass('rewind.backfill_shards') IS NOT NULL AND to_regclass('rewind.backfill_shard_locks') IS NOT NULL
+	AND (SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_leases')
+		AND attname IN ('workers', 'max_db_workers') AND NOT attisdropped)`
 
 var runSchema = []string{
 	`CREATE SCHEMA IF NOT EXISTS rewind`,
@@ -315,8 +325,14 @@ type Run struct {
 	// table (the job's table, schema-qualified). Empty for runs of
 	// earlier versions.
 	Session map[string]string `json:"session,omitempty"`
-	lockObj int64
-	epoch   int64 // the lease epoch this process holds, or 0
+	// Workers caps the shard leases the run's workers hold at once, in
+	// all processes; MaxDBWorkers, when not 0, caps those of every run
+	// in the target database (see shard.go). Shards is filled by Status.
+	Workers      int           `json:"workers,omitempty"`
+	MaxDBWorkers int           `json:"max_db_workers,omitempty"`
+	Shards       []ShardStatus `json:"shards,omitempty"`
+	lockObj      int64
+	epoch        int64 // the lease epoch this process holds, or 0
 
 	// Progress, from the checkpoints.
 	Chunks      int64   `json:"chunks"`
@@ -335,7 +351,7 @@ func (r *Run) open() bool { return r.State != Finished && r.State != Cancelled }
 
 const runCols = `id, job_name, job_version, job_hash, job, params, plan_hash, binary_version, actor, host, command,
 	CASE WHEN state = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'
-		AND l.classid = 1381453380 AND l.objid::bigint = lock_obj AND l.objsubid = 2 AND l.granted
+		AND l.classid IN (1381453380, 1381453399) AND l.objid::bigint = lock_obj AND l.objsubid = 2 AND l.granted
 		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
 	THEN 'interrupted' ELSE state END,
 	policy, chunk_size, total, total_estimated, end_key, lock_obj, owner, heartbeat_at, changes_allowed,
