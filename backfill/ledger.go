@@ -626,7 +626,7 @@ func (l *ledger) progress(ctx context.Context, r *Run) error {
 	var span float64
 	err = l.work.QueryRow(ctx, `SELECT coalesce(sum(rows_seen), 0), coalesce(extract(epoch FROM max(committed_at) - min(committed_at)), 0)
 		FROM (SELECT rows_seen, committed_at FROM rewind.backfill_chunks WHERE run_id = $1 AND NOT retry
-		      AND committed_at > clock_timestamp() - interval '1 minute' ORDER BY seq DESC LIMIT 50) c`, r.ID).Scan(&rows, &span)
+		      AND committed_at > clock_timestamp() - interval '1 minute' ORDER BY committed_at DESC LIMIT 50) c`, r.ID).Scan(&rows, &span)
 	if err != nil {
 		return fmt.Errorf("read the progress of run %s: %w", r.ID, err)
 	}

@@ -499,3 +499,52 @@ func TestBadParallelOptionsWriteNothing(t *testing.T) {
 		t.Errorf("work on a cancelled run wrote %d audit entries", n-entries)
 	}
 }
+
+// A data error in any worker's shard, in any process, fails the run once:
+// the shard records it, every worker stops at its next shard, the run is
+// marked failed with the key; resumed once the cause is fixed, the failed
+// shard is applied again and every row is changed once.
+func TestAShardsFailureFailsTheRunOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3000)
+	ctx := context.Background()
+	b.db.Exec(t, "ALTER TABLE items ADD CONSTRAINT not_1700 CHECK (n < 1 OR id <> 1700)")
+	paced := func(c *backfill.Config) { c.Progress = func(backfill.Progress) { time.Sleep(2 * time.Millisecond) } }
+	a, w := runnerOn(t, b, paced), runnerOn(t, b, paced)
+	var wg sync.WaitGroup
+	var errA, errW error
+	wg.Go(func() {
+		_, errA = a.Apply(ctx, countJob(20), backfill.ApplyOptions{Workers: 3, LocalWorkers: 1, Shards: 10})
+	})
+	var id string
+	waitFor(t, "the run to start", func() bool {
+		return b.db.Pool.QueryRow(ctx, "SELECT id FROM rewind.backfill_runs").Scan(&id) == nil
+	})
+	wg.Go(func() { _, errW = w.Work(ctx, id, countJob(20), backfill.WorkOptions{Workers: 2}) })
+	wg.Wait()
+	for who, err := range map[string]error{"the run's process": errA, "the work process": errW} {
+		var re *backfill.RunError
+		if !errors.As(err, &re) || !strings.Contains(err.Error(), "not_1700") {
+			t.Errorf("%s returned %v, want the shard's data error", who, err)
+		}
+	}
+	st, err := b.runner.Status(ctx, id)
+	if err != nil || st.State != backfill.Failed || st.ErrorKey.String() != "1700" && !strings.Contains(st.Error, "1700") {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log WHERE kind = 'backfill.run.failed'"); n != 1 {
+		t.Errorf("%d run.failed entries, want 1", n)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n > 1"); n != 0 {
+		t.Fatalf("%d rows changed twice", n)
+	}
+	b.db.Exec(t, "ALTER TABLE items DROP CONSTRAINT not_1700")
+	res, err := b.runner.Resume(ctx, id, countJob(20), backfill.ApplyOptions{})
+	if err != nil || res.Run.State != backfill.Finished {
+		t.Fatalf("resume after the fix: %+v, %v", res, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+	checkShards(t, b.db.Pool, id, 3000)
+}

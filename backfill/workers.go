@@ -191,6 +191,9 @@ func (r *Runner) finishAsWorker(ctx context.Context, p *prepared, run *Run) (boo
 // lease; otherwise its owner's workers find the failed shard and stop.
 func (r *Runner) failAsWorker(ctx context.Context, p *prepared, run *Run, re *RunError) error {
 	_, err := r.asOwner(ctx, p, run, func() error {
+		if run.State == Failed { // recorded by its owner, or another worker process
+			return nil
+		}
 		if err := r.stop(ctx, p, run, re); !errors.Is(err, re) {
 			return err
 		}

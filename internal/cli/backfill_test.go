@@ -164,7 +164,8 @@ func TestBenchBackfillReportsAllFigures(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); st != 0 || err != nil {
 		t.Fatalf("status %d, %v\n%s\n%s", st, err, out, stderr)
 	}
-	if r.Rows != 3000 || r.RawKeysetRPS <= 0 || r.RowsPerSec <= 0 || r.RowByRowRPS <= 0 || r.RatioVsRaw <= 0 || len(r.RawKeysetRuns) != 3 || len(r.RowsPerSecRuns) != 2 {
+	if r.Rows != 3000 || r.RawKeysetRPS <= 0 || r.RowsPerSec <= 0 || r.RowByRowRPS <= 0 || r.RatioVsRaw <= 0 || len(r.RawKeysetRuns) != 3 || len(r.RowsPerSecRuns) != 2 ||
+		len(r.TwoWorkersRuns) != 2 || r.WorkersRatio <= 0 {
 		t.Fatalf("result %+v", r)
 	}
 	var n int64

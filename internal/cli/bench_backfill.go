@@ -30,6 +30,12 @@ type benchBackfillResult struct {
 	// of its passes.
 	RowsPerSec      float64   `json:"rows_per_sec"`
 	RowsPerSecRuns  []float64 `json:"rows_per_sec_runs"`
+	// TwoWorkersRPS is the same apply with two workers (eight shards),
+	// each pass right after a one-worker pass; WorkersRatio is its
+	// median over rows_per_sec.
+	TwoWorkersRPS  float64   `json:"two_workers_rps"`
+	TwoWorkersRuns []float64 `json:"two_workers_runs"`
+	WorkersRatio   float64   `json:"workers_ratio"`
 	RowByRowRPS     float64   `json:"row_by_row_rps"`
 	RowByRowSample  int64     `json:"row_by_row_sample"`
 	RatioVsRaw      float64   `json:"ratio_vs_raw"`
@@ -56,10 +62,12 @@ in the same run, each pass incrementing a counter of every row:
   raw_keyset_rps  a plain keyset loop, --chunk rows per transaction, no ledger
   rows_per_sec    rewind backfill apply of the same change: chunk checkpoints,
                   audit entries, leases and checksums included
+  two_workers_rps the same apply with --workers 2 (8 shards); workers_ratio is
+                  two_workers_rps / rows_per_sec
   row_by_row_rps  one UPDATE per row in autocommit, on a --sample of rows
 
-The passes alternate, raw first and last (raw, rewind, raw, … for --rounds
-rewind passes), and the medians are reported, so that a change in the
+The passes alternate, raw first and last (raw, rewind, rewind with 2 workers,
+raw, … for --rounds rounds), and the medians are reported, so that a change in the
 machine's load during the run affects both sides alike. VACUUM runs between
 passes. The table is dropped at the end unless --keep. The
 target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_row_rps.`,
@@ -83,9 +91,10 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 			}
 			a.printf("rows %d, chunk %d, load average %v\nraw keyset     %10.0f rows/s  (median of %.0f)\n"+
 				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset)\n"+
+				"2 workers      %10.0f rows/s  (median of %.0f; %.2f x one worker)\n"+
 				"row by row     %10.0f rows/s  (rewind is %.0f x faster; sample %d rows)\n",
 				res.Rows, res.Chunk, res.LoadAverage, res.RawKeysetRPS, res.RawKeysetRuns, res.RowsPerSec, res.RowsPerSecRuns,
-				res.RatioVsRaw, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
+				res.RatioVsRaw, res.TwoWorkersRPS, res.TwoWorkersRuns, res.WorkersRatio, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
 			return nil
 		},
 	}
@@ -93,7 +102,7 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 	config.Int64Var(cmd.Flags(), &rows, "rows", 1_000_000, "rows in the benchmark table")
 	config.IntVar(cmd.Flags(), &chunk, "chunk", 1000, "rows per chunk (transaction)")
 	config.Int64Var(cmd.Flags(), &sample, "sample", 20_000, "rows updated by the row-by-row loop")
-	config.IntVar(cmd.Flags(), &rounds, "rounds", 2, "rewind passes, each between two raw keyset passes")
+	config.IntVar(cmd.Flags(), &rounds, "rounds", 2, "rewind passes (one worker, then two), each round between two raw keyset passes")
 	config.BoolVar(cmd.Flags(), &keep, "keep", false, "keep the benchmark table")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
@@ -102,6 +111,7 @@ target of the design: rows_per_sec >= 0.7 x raw_keyset_rps and >= 60 x row_by_ro
 const benchTable = "rewind_bench_backfill"
 
 func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, rounds int, keep bool) (*benchBackfillResult, error) {
+	pg.conns = 8 // two workers
 	work, ledger, closeAll, err := pg.pools(ctx)
 	if err != nil {
 		return nil, err
@@ -145,22 +155,31 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	// Each pass is a new run of one job, asked for by name; the job is this
 	// invocation's own, whatever earlier ones left in the ledger.
 	name, lastRun := "bench-backfill-"+time.Now().UTC().Format("20060102T150405.000000000"), ""
-	for i := range rounds {
+	apply := func(i, workers int, runs *[]float64) error {
 		if err := vacuum(); err != nil {
-			return nil, err
+			return err
 		}
-		job := &backfill.Job{Name: name, Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
+		job := &backfill.Job{Name: name, Version: fmt.Sprintf("%s-%d-%d", time.Now().UTC().Format(time.RFC3339Nano), i, workers),
 			ChunkSize: chunk, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
 		start := time.Now()
-		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun})
+		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun, Workers: workers})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		lastRun = out.Run.ID
 		if out.RowsChanged != rows {
-			return nil, fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
+			return fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
 		}
-		res.RowsPerSecRuns = append(res.RowsPerSecRuns, float64(rows)/time.Since(start).Seconds())
+		*runs = append(*runs, float64(rows)/time.Since(start).Seconds())
+		return nil
+	}
+	for i := range rounds {
+		if err := apply(i, 1, &res.RowsPerSecRuns); err != nil {
+			return nil, err
+		}
+		if err := apply(i, 2, &res.TwoWorkersRuns); err != nil {
+			return nil, err
+		}
 		if err := raw(); err != nil {
 			return nil, err
 		}
@@ -172,6 +191,8 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		return nil, err
 	}
 	res.RawKeysetRPS, res.RowsPerSec = median(res.RawKeysetRuns), median(res.RowsPerSecRuns)
+	res.TwoWorkersRPS = median(res.TwoWorkersRuns)
+	res.WorkersRatio = res.TwoWorkersRPS / res.RowsPerSec
 	res.RatioVsRaw = res.RowsPerSec / res.RawKeysetRPS
 	res.RatioVsRowByRow = res.RowsPerSec / res.RowByRowRPS
 	res.LoadAverage = append(res.LoadAverage, loadAverage())
