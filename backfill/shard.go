@@ -292,9 +292,13 @@ var errNoShard = errors.New("backfill: no shard free")
 // returns nil when no shard is pending any more, errNoShard when the free
 // ones are all held or the workers caps are reached, a *RunError when a
 // shard failed, and ErrRunEnded when the run was cancelled. Claims in a
-// database are serialized, so that the caps hold across processes.
-func claim(ctx context.Context, conn *pgx.Conn, run *Run, runLease int64, owner string) (_ *shardLease, prev string, err error) {
-	tx, err := conn.Begin(ctx)
+// database are serialized, so that the caps hold across processes; idle
+// bounds how long a claim's transaction may sit idle (LeaseTimeout).
+func claim(ctx context.Context, conn *pgx.Conn, run *Run, runLease int64, owner string, idle time.Duration) (_ *shardLease, prev string, err error) {
+	// A worker frozen in the middle of a claim would hold the claims lock
+	// of the database: the server ends its transaction once idle that long.
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d",
+		idle.Milliseconds())})
 	if err != nil {
 		return nil, "", err
 	}

@@ -298,7 +298,7 @@ func (r *Runner) runWorker(ctx context.Context, p *prepared, run *Run, name stri
 			return cause(ctx)
 		}
 		w.mu.Lock()
-		sh, prev, err := claim(ctx, w.conn, run, run.epoch, w.owner)
+		sh, prev, err := claim(ctx, w.conn, run, run.epoch, w.owner, r.cfg.LeaseTimeout)
 		w.mu.Unlock()
 		switch {
 		case ctx.Err() != nil:
