@@ -548,3 +548,31 @@ func TestAShardsFailureFailsTheRunOnce(t *testing.T) {
 	}
 	checkShards(t, b.db.Pool, id, 3000)
 }
+
+// A canary of a run with several workers is still the run's leading rows,
+// applied in key order by one worker, shard after shard; work processes
+// may not join it until it is promoted; then the workers apply the rest.
+func TestCanaryOfAParallelRunIsItsLeadingRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2000)
+	ctx := context.Background()
+	o := backfill.ApplyOptions{Workers: 3, Shards: 8, Canary: &backfill.Canary{Rows: 700, Wait: true}}
+	res, err := b.runner.Apply(ctx, countOnce(100), o)
+	if err != nil || res.Run.State != backfill.Paused || res.Canary == nil || res.Canary.Rows != 700 {
+		t.Fatalf("apply with a canary: %+v, %v", res, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n = 1"); n != 700 || b.scalar(t, "SELECT max(id) FROM items WHERE n = 1") != 700 {
+		t.Fatalf("the canary changed %d rows, want the first 700 keys", n)
+	}
+	if _, err := b.runner.Work(ctx, res.Run.ID, countOnce(100), backfill.WorkOptions{}); !errors.Is(err, backfill.ErrRunNotRunning) {
+		t.Fatalf("work on a paused run = %v", err)
+	}
+	res, err = b.runner.Promote(ctx, res.Run.ID, countOnce(100), backfill.ApplyOptions{Workers: 2})
+	if err != nil || res.Run.State != backfill.Finished {
+		t.Fatalf("promote: %+v, %v", res, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+	checkShards(t, b.db.Pool, res.Run.ID, 2000)
+}
