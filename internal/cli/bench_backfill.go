@@ -28,14 +28,14 @@ type benchBackfillResult struct {
 	RawKeysetRuns []float64 `json:"raw_keyset_runs"`
 	// RowsPerSec is rewind's apply, ledger and audit included: the median
 	// of its passes.
-	RowsPerSec      float64   `json:"rows_per_sec"`
-	RowsPerSecRuns  []float64 `json:"rows_per_sec_runs"`
+	RowsPerSec     float64   `json:"rows_per_sec"`
+	RowsPerSecRuns []float64 `json:"rows_per_sec_runs"`
 	// TwoWorkersRPS is the same apply with two workers (eight shards),
 	// each pass right after a one-worker pass; WorkersRatio is its
 	// median over rows_per_sec.
-	TwoWorkersRPS  float64   `json:"two_workers_rps"`
-	TwoWorkersRuns []float64 `json:"two_workers_runs"`
-	WorkersRatio   float64   `json:"workers_ratio"`
+	TwoWorkersRPS   float64   `json:"two_workers_rps"`
+	TwoWorkersRuns  []float64 `json:"two_workers_runs"`
+	WorkersRatio    float64   `json:"workers_ratio"`
 	RowByRowRPS     float64   `json:"row_by_row_rps"`
 	RowByRowSample  int64     `json:"row_by_row_sample"`
 	RatioVsRaw      float64   `json:"ratio_vs_raw"`
