@@ -335,7 +335,7 @@ func (r *Runner) runWorker(ctx context.Context, p *prepared, run *Run, name stri
 		w.setCur(nil)
 		w.release(sh)
 		if err != nil {
-			return w.stopped(ctx, sh, err)
+			return w.stopped(ctx, p, sh, err)
 		}
 	}
 }
@@ -426,7 +426,7 @@ func (w *worker) release(sh *shardLease) {
 // stopped says why a shard stopped: an error that stops the run is
 // recorded on the shard, under its lease, so that the run's other workers
 // stop at their next claim; a lost fence is told apart from a cancelled run.
-func (w *worker) stopped(ctx context.Context, sh *shardLease, err error) error {
+func (w *worker) stopped(ctx context.Context, p *prepared, sh *shardLease, err error) error {
 	if ctx.Err() != nil {
 		return cause(ctx)
 	}
@@ -435,6 +435,9 @@ func (w *worker) stopped(ctx context.Context, sh *shardLease, err error) error {
 	var re *RunError
 	switch {
 	case errors.As(err, &re):
+		if p.job.Params.hasSecrets() { // as the run's record keeps it (see stop)
+			re.Err = withholdDetail(re.Err)
+		}
 		if fe := failShard(bg, w.r.cfg.DB, w.run, sh, re); fe != nil {
 			w.r.cfg.Logger.Warn("backfill: could not record the shard's failure", "run", w.run.ID, "shard", sh.shard, "error", fe)
 		}
