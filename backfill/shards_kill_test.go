@@ -97,16 +97,24 @@ func TestWorkerProcessesKilledAtRandomChangeEachRowOnce(t *testing.T) {
 	const rows, chunk, par = 18000, 20, "3/1/12"
 	b := setup(t, rows)
 	ctx := context.Background()
-	procs := [3]*child{startChild(t, b, "apply", "", chunk, "20ms", "", par)}
+	// While the kills go on, each process pauses 100ms after each chunk,
+	// so that the run outlasts them; the last processes run at full speed.
+	const pace = "100ms"
+	procs := [3]*child{startChild(t, b, "apply", "", chunk, pace, "", par)}
 	var runID string
 	waitFor(t, "the run to start", func() bool {
 		err := b.db.Pool.QueryRow(ctx, "SELECT id FROM rewind.backfill_runs").Scan(&runID)
 		return err == nil
 	})
 	for i := 1; i < 3; i++ {
-		procs[i] = startChild(t, b, "work", runID, chunk, "20ms", "", par)
+		procs[i] = startChild(t, b, "work", runID, chunk, pace, "", par)
 	}
-	chunks := func() int64 { return b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks") }
+	// committed is how many chunks the shards a child holds or finished
+	// have committed.
+	committed := func(c *child) int64 {
+		return b.scalar(t, `SELECT coalesce(sum(chunks), 0) FROM rewind.backfill_shards WHERE run_id = $1 AND owner LIKE '%:' || $2 || '/%'`,
+			runID, fmt.Sprint(c.cmd.Process.Pid))
+	}
 	// ended checks a child that exited by itself: it found no shard left,
 	// or the run ended, which only a finished run may do this early.
 	ended := func(c *child) {
@@ -115,27 +123,31 @@ func TestWorkerProcessesKilledAtRandomChangeEachRowOnce(t *testing.T) {
 		}
 	}
 	kills, modes := 0, map[string]int{}
+	kill := func(c *child) {
+		c.kill()
+		kills++
+		modes[c.mode]++
+	}
 	for kills < *workerKills {
 		i := rand.IntN(3)
 		c := procs[i]
-		if !c.exitedNow() {
-			if rand.IntN(3) == 0 {
-				time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond) // start-up, claims, takeovers
-			} else {
-				start := chunks()
-				deadline := time.Now().Add(30 * time.Second)
-				for chunks() == start && time.Now().Before(deadline) && !c.exitedNow() {
-					time.Sleep(2 * time.Millisecond)
-				}
-				time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond) // mostly among chunk transactions
+		if rand.IntN(4) == 0 {
+			// Anywhere in its life: start-up, claims, takeovers.
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+		} else {
+			// Once it has committed a chunk, mostly among its next
+			// chunk's statements.
+			start := committed(c)
+			deadline := time.Now().Add(30 * time.Second)
+			for committed(c) == start && time.Now().Before(deadline) && !c.exitedNow() {
+				time.Sleep(2 * time.Millisecond)
 			}
+			time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
 		}
 		if c.exitedNow() {
 			ended(c)
 		} else {
-			c.kill()
-			kills++
-			modes[c.mode]++
+			kill(c)
 		}
 		if st, _ := b.runner.Status(ctx, runID); st.State == backfill.Finished {
 			t.Fatalf("the run finished after %d kills, before %d: make the job longer", kills, *workerKills)
@@ -144,16 +156,15 @@ func TestWorkerProcessesKilledAtRandomChangeEachRowOnce(t *testing.T) {
 		if rand.IntN(3) == 0 && !anyMode(procs, "apply") {
 			mode = "apply" // running the same command again continues the run
 		}
-		procs[i] = startChild(t, b, mode, runID, chunk, "20ms", "", par)
+		procs[i] = startChild(t, b, mode, runID, chunk, pace, "", par)
 	}
+	atLastKill := b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks")
 	// The last processes run at full speed until no shard is left.
 	for i, c := range procs {
-		if rand.IntN(2) == 0 && !c.exitedNow() {
-			c.kill()
-			kills++
-			modes[c.mode]++
-			procs[i] = startChild(t, b, "work", runID, chunk, "0s", "", par)
+		if !c.exitedNow() {
+			kill(c)
 		}
+		procs[i] = startChild(t, b, "work", runID, chunk, "0s", "", par)
 	}
 	for _, c := range procs {
 		c.wait()
@@ -171,7 +182,8 @@ func TestWorkerProcessesKilledAtRandomChangeEachRowOnce(t *testing.T) {
 	}
 	checkShards(t, b.db.Pool, runID, rows)
 	takeovers := b.scalar(t, "SELECT count(*) FROM rewind.audit_log WHERE kind = 'backfill.shard.taken_over'")
-	t.Logf("%d kills (%v), %d chunks, %d shard takeovers", kills, modes, st.Chunks, takeovers)
+	t.Logf("%d kills (%v), %d of %d chunks committed when the kills ended, %d shard takeovers", kills, modes, atLastKill,
+		st.Chunks, takeovers)
 }
 
 func anyMode(procs [3]*child, mode string) bool {
