@@ -43,6 +43,16 @@
 // Config.LeaseTimeout. A run refuses to resume under a different job hash or
 // binary unless ApplyOptions.AllowChangedJob is set, which is recorded.
 //
+// A run may be applied by several workers (ApplyOptions.Workers), in this
+// process and in others that join it (Runner.Work). Its keys are split
+// into shards when it starts; each worker leases one shard at a time, with
+// a lease like the run's (an advisory lock on its own connection, a
+// heartbeat, and an epoch that every chunk's transaction checks when it
+// updates the shard's checkpoint). A dead worker's shard is leased again at
+// once, a frozen one's after LeaseTimeout, and a worker whose shard was
+// taken over stops before its next commit. So a row is still changed at
+// most once per run, whatever the number of workers and their failures.
+//
 // A job's SQL means what plain SQL would: every @parameter is bound with
 // its declared type, as the literal 'value'::type. A Statement can never
 // change a row outside the chunk it is given: the keys of the rows it

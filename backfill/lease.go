@@ -50,6 +50,11 @@ type lease struct {
 // LeaseWait for its owner to let go, and ending the session of an owner
 // that looks frozen.
 func (r *Runner) lock(ctx context.Context, run *Run) (*lease, error) {
+	return r.lockWithin(ctx, run, r.cfg.LeaseWait)
+}
+
+// lockWithin is lock, waiting up to wait.
+func (r *Runner) lockWithin(ctx context.Context, run *Run, wait time.Duration) (*lease, error) {
 	if run.lockObj == 0 {
 		run.lockObj = lockObj(run.ID)
 	}
@@ -63,7 +68,7 @@ func (r *Runner) lock(ctx context.Context, run *Run) (*lease, error) {
 		return nil, err
 	}
 	l := &lease{conn: conn, done: make(chan struct{}), pool: r.ledger.runs, obj: int32(uint32(run.lockObj))}
-	deadline := time.Now().Add(r.cfg.LeaseWait)
+	deadline := time.Now().Add(wait)
 	for try := 0; ; try++ {
 		// Wait on the lock itself, so that the wait ends the moment the
 		// owner lets go, but for at most a second at a time, to look for
@@ -172,6 +177,13 @@ func (r *Runner) lockedErr(run *Run, h holder) error {
 // holding the token is ended by the server after LeaseTimeout idle, and
 // the process taking over must outwait it rather than fail.
 func (r *Runner) fence(ctx context.Context, run *Run) error {
+	return r.fenceWith(ctx, run, nil)
+}
+
+// fenceWith is fence, running also, when not nil, in the same transaction
+// of the target database: then a run's shards and settings change with
+// the token, all or nothing.
+func (r *Runner) fenceWith(ctx context.Context, run *Run, also func(pgx.Tx) error) error {
 	tx, err := r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d",
 		(r.cfg.LeaseTimeout + 10*time.Second).Milliseconds())})
 	if err != nil {
@@ -181,6 +193,9 @@ func (r *Runner) fence(ctx context.Context, run *Run) error {
 	err = tx.QueryRow(ctx, `INSERT INTO rewind.backfill_leases AS f (run_id, epoch, owner) VALUES ($1, 1, $2)
 		ON CONFLICT (run_id) DO UPDATE SET epoch = f.epoch + 1, owner = EXCLUDED.owner, taken_at = clock_timestamp()
 		RETURNING epoch`, run.ID, run.Owner).Scan(&run.epoch)
+	if err == nil && also != nil {
+		err = also(tx)
+	}
 	if err == nil {
 		err = tx.Commit(ctx)
 	}

@@ -98,13 +98,23 @@ var workSchema = []string{
 	`ALTER TABLE rewind.backfill_chunks ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS xid_end bigint`,
 	// Before-images and what rollbacks did with them: see images.go.
 	imagesTable, undoneTable, purgesTable, imageRowsView,
+	// Parallel workers (shard.go): the run's worker caps on its fencing
+	// token's row, its shards, and the keys of the shards' lease locks.
+	`ALTER TABLE rewind.backfill_leases ADD COLUMN IF NOT EXISTS workers int NOT NULL DEFAULT 1`,
+	`ALTER TABLE rewind.backfill_leases ADD COLUMN IF NOT EXISTS max_db_workers int NOT NULL DEFAULT 0`,
+	shardSchema,
+	`CREATE INDEX IF NOT EXISTS backfill_shards_lock ON rewind.backfill_shards (lock_obj) WHERE state = 'pending'`,
+	`CREATE SEQUENCE IF NOT EXISTS rewind.backfill_shard_locks AS integer CYCLE`,
 }
 
 const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
 	AND to_regclass('rewind.backfill_intents') IS NOT NULL AND to_regclass('rewind.backfill_leases') IS NOT NULL
 	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_chunks') AND attname = 'xid_end' AND NOT attisdropped)
 	AND to_regclass('rewind.backfill_images') IS NOT NULL AND to_regclass('rewind.backfill_undone') IS NOT NULL
-	AND to_regclass('rewind.backfill_image_purges') IS NOT NULL AND to_regclass('rewind.backfill_image_rows') IS NOT NULL`
+	AND to_regclass('rewind.backfill_image_purges') IS NOT NULL AND to_regclass('rewind.backfill_image_rows') IS NOT NULL
+	AND to_regclass('rewind.backfill_shards') IS NOT NULL AND to_regclass('rewind.backfill_shard_locks') IS NOT NULL
+	AND (SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_leases')
+		AND attname IN ('workers', 'max_db_workers') AND NOT attisdropped)`
 
 var runSchema = []string{
 	`CREATE SCHEMA IF NOT EXISTS rewind`,
@@ -328,8 +338,14 @@ type Run struct {
 	Rollbacks []RollbackRef `json:"rollbacks,omitempty"`
 	Images    *ImagesInfo   `json:"images,omitempty"`
 
-	lockObj int64
-	epoch   int64 // the lease epoch this process holds, or 0
+	// Workers caps the shard leases the run's workers hold at once, in
+	// all processes; MaxDBWorkers, when not 0, caps those of every run
+	// in the target database (see shard.go). Shards is filled by Status.
+	Workers      int           `json:"workers,omitempty"`
+	MaxDBWorkers int           `json:"max_db_workers,omitempty"`
+	Shards       []ShardStatus `json:"shards,omitempty"`
+	lockObj      int64
+	epoch        int64 // the lease epoch this process holds, or 0
 
 	// Progress, from the checkpoints.
 	Chunks      int64   `json:"chunks"`
@@ -348,7 +364,7 @@ func (r *Run) open() bool { return r.State != Finished && r.State != Cancelled }
 
 const runCols = `id, job_name, job_version, job_hash, job, params, plan_hash, binary_version, actor, host, command,
 	CASE WHEN state = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'
-		AND l.classid = 1381453380 AND l.objid::bigint = lock_obj AND l.objsubid = 2 AND l.granted
+		AND l.classid IN (1381453380, 1381453399) AND l.objid::bigint = lock_obj AND l.objsubid = 2 AND l.granted
 		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
 	THEN 'interrupted' ELSE state END,
 	policy, chunk_size, total, total_estimated, end_key, lock_obj, owner, heartbeat_at, changes_allowed,
@@ -634,7 +650,7 @@ func (l *ledger) progress(ctx context.Context, r *Run) error {
 	var span float64
 	err = l.work.QueryRow(ctx, `SELECT coalesce(sum(rows_seen), 0), coalesce(extract(epoch FROM max(committed_at) - min(committed_at)), 0)
 		FROM (SELECT rows_seen, committed_at FROM rewind.backfill_chunks WHERE run_id = $1 AND NOT retry
-		      AND committed_at > clock_timestamp() - interval '1 minute' ORDER BY seq DESC LIMIT 50) c`, r.ID).Scan(&rows, &span)
+		      AND committed_at > clock_timestamp() - interval '1 minute' ORDER BY committed_at DESC LIMIT 50) c`, r.ID).Scan(&rows, &span)
 	if err != nil {
 		return fmt.Errorf("read the progress of run %s: %w", r.ID, err)
 	}

@@ -23,31 +23,71 @@ func cause(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// loop applies the run's remaining chunks.
-func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (*Result, error) {
+// loop applies the run's remaining shards with workers workers of this
+// process (other processes may work on the run too), then records the run
+// finished.
+func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, workers int) (*Result, error) {
 	if !r.ledger.same {
 		if err := r.reconcile(ctx, p, run); err != nil {
 			return nil, err
 		}
 	}
-	after, seq, err := r.ledger.lastChunk(ctx, run.ID)
-	if err != nil {
-		return nil, err
+	t := newTally(run, res, r.cfg.Progress)
+	if run.Canary.applying() {
+		// A canary's rows are the run's leading rows: one worker applies
+		// them, shard after shard in key order, and stops at their count;
+		// then its validations decide (see canary.go).
+		if err := r.runWorkers(ctx, p, run, t, 1); err != nil && !errors.Is(err, errCanaryApplied) {
+			return res, r.stop(ctx, p, run, err)
+		}
+		if stop, err := r.canaryCheck(ctx, p, run, res, t.progress()); stop || err != nil {
+			return res, err
+		}
 	}
-	pr := Progress{RunID: run.ID, Chunks: run.Chunks, RowsSeen: run.RowsSeen, RowsChanged: run.RowsChanged,
-		RowsSkipped: run.RowsSkipped, Total: run.Total, Estimated: run.TotalEstimated}
+	if err := r.runWorkers(ctx, p, run, t, workers); err != nil {
+		return res, r.stop(ctx, p, run, err)
+	}
+	if err := r.ledger.progress(ctx, run); err != nil {
+		return res, err
+	}
+	if err := r.endFinished(ctx, p, run); err != nil {
+		return res, err
+	}
+	res.Message = fmt.Sprintf("run %s finished: %d rows changed in %d chunks (%d rows seen, %d skipped to the quarantine)",
+		run.ID, res.RowsChanged, res.Chunks, res.RowsSeen, res.RowsSkipped)
+	if res.RowsSeen == 0 {
+		res.Message = fmt.Sprintf("run %s finished: nothing to do, no row matches the job's WHERE (already applied?); 0 rows changed", run.ID)
+	}
+	return res, nil
+}
+
+// endFinished records run finished, under its lease.
+func (r *Runner) endFinished(ctx context.Context, p *prepared, run *Run) error {
+	counts := map[string]int64{"chunks": run.Chunks, "rows_seen": run.RowsSeen, "rows_changed": run.RowsChanged,
+		"rows_skipped": run.RowsSkipped, "quarantined": run.Quarantined}
+	finished := r.entry(p.job, "run.finished", run.ID, nil, counts)
+	if err := r.owning(ctx, run, func(tx pgx.Tx) error { return r.ledger.end(ctx, tx, run, Finished, nil, finished) }); err != nil {
+		return err
+	}
+	run.State = Finished
+	return nil
+}
+
+// applyShard applies the chunks of the shard sh holds, in key order, one
+// transaction each with its checkpoint, then marks the shard done. Each
+// worker runs it for each shard it leases: this is the per-chunk loop.
+func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shardLease, t *tally) error {
+	end := sh.end(run)
+	if end == nil { // the run has nothing to do
+		return finishShard(ctx, r.cfg.DB, run, sh)
+	}
 	full := p.job.chunkSize()
 	var prefetched *chunkResult
-	for run.End != nil {
-		// A canary's chunks stop at its rows, then its validations decide
-		// (see canary.go).
-		size := run.Canary.limit(full, pr.RowsSeen)
+	for {
+		// A canary's chunks stop at its rows (see canary.go).
+		size := run.Canary.limit(full, t.seen())
 		if size == 0 {
-			if stop, err := r.canaryCheck(ctx, p, run, res, pr); stop || err != nil {
-				return res, err
-			}
-			prefetched = nil
-			continue
+			return errCanaryApplied
 		}
 		var b Bounds
 		var ok bool
@@ -55,53 +95,24 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result) (
 		if prefetched != nil && prefetched.next != nil && size == full {
 			b, ok = *prefetched.next, prefetched.nextOK
 		} else {
-			b, ok, err = r.next(ctx, p, after, run.End, size)
+			b, ok, err = r.next(ctx, p, sh.after, end, size)
 		}
 		if err != nil {
-			return res, r.stop(ctx, p, run, &RunError{RunID: run.ID, Chunk: seq + 1, Class: Classify(err), Err: err})
+			if ctx.Err() != nil {
+				return cause(ctx)
+			}
+			return &RunError{RunID: run.ID, Chunk: sh.seq, Class: Classify(err), Err: err}
 		}
 		if !ok {
-			break
+			return finishShard(ctx, r.cfg.DB, run, sh)
 		}
-		seq++
-		cr, err := r.chunk(ctx, p, run, seq, b, false)
+		cr, err := r.chunk(ctx, p, run, sh, sh.seq, b, false)
 		if err != nil {
-			return res, r.stop(ctx, p, run, err)
+			return err
 		}
-		after, prefetched = b.Hi, &cr
-		res.Chunks++
-		res.RowsSeen += cr.Seen
-		res.RowsChanged += cr.Changed
-		res.RowsSkipped += cr.Skipped
-		pr.Chunks++
-		pr.RowsSeen += cr.Seen
-		pr.RowsChanged += cr.Changed
-		pr.RowsSkipped += cr.Skipped
-		if r.cfg.Progress != nil {
-			r.cfg.Progress(pr)
-		}
+		sh.after, sh.seq, prefetched = b.Hi, sh.seq+1, &cr
+		t.add(cr)
 	}
-	if run.Canary.applying() { // the whole run was its canary
-		if stop, err := r.canaryCheck(ctx, p, run, res, pr); stop || err != nil {
-			return res, err
-		}
-	}
-	if err := r.ledger.progress(ctx, run); err != nil {
-		return res, err
-	}
-	counts := map[string]int64{"chunks": run.Chunks, "rows_seen": run.RowsSeen, "rows_changed": run.RowsChanged,
-		"rows_skipped": run.RowsSkipped, "quarantined": run.Quarantined}
-	finished := r.entry(p.job, "run.finished", run.ID, nil, counts)
-	if err := r.owning(ctx, run, func(tx pgx.Tx) error { return r.ledger.end(ctx, tx, run, Finished, nil, finished) }); err != nil {
-		return res, err
-	}
-	run.State = Finished
-	res.Message = fmt.Sprintf("run %s finished: %d rows changed in %d chunks (%d rows seen, %d skipped to the quarantine)",
-		run.ID, res.RowsChanged, res.Chunks, res.RowsSeen, res.RowsSkipped)
-	if res.RowsSeen == 0 {
-		res.Message = fmt.Sprintf("run %s finished: nothing to do, no row matches the job's WHERE (already applied?); 0 rows changed", run.ID)
-	}
-	return res, nil
 }
 
 // next finds the next chunk, retrying transient errors.
@@ -143,7 +154,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 // owner; anything else marks it failed.
 func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) error {
 	bg := context.WithoutCancel(ctx)
-	if errors.Is(err, ErrLeaseLost) { // the run is another process's now
+	if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrRunEnded) { // the run is another process's now, or cancelled
 		return err
 	}
 	if ctx.Err() != nil {
@@ -186,16 +197,17 @@ func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) err
 // chunk applies one chunk, retrying transient errors with backoff and
 // handling data errors by the run's policy. retry marks a retry-failed
 // chunk: one quarantined key, resolved when it commits.
-func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, retry bool) (chunkResult, error) {
+// sh is the worker's shard lease, nil for a retry-failed chunk.
+func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, sh *shardLease, seq int64, b Bounds, retry bool) (chunkResult, error) {
 	bo := r.backoff()
 	isolating := false
 	for attempt := 1; ; attempt++ {
 		var cr chunkResult
 		var err error
 		if isolating {
-			cr, err = r.isolate(ctx, p, run, seq, b, attempt)
+			cr, err = r.isolate(ctx, p, run, sh, seq, b, attempt)
 		} else {
-			cr, err = r.commit(ctx, p, run, seq, b, attempt, retry, nil)
+			cr, err = r.commit(ctx, p, run, sh, seq, b, attempt, retry, nil)
 		}
 		if err != nil && p.job.Params.hasSecrets() {
 			// Before the error is logged, recorded or quarantined.
@@ -230,7 +242,7 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 			e := r.entry(p.job, "chunk.retried", run.ID, map[string]string{"code": code, "wait": wait.String()},
 				map[string]int64{"chunk": seq, "attempt": int64(attempt)})
 			e.Message = msg
-			if aerr := r.appendOwned(ctx, run, e); errors.Is(aerr, ErrLeaseLost) {
+			if aerr := r.appendFenced(ctx, run, sh, e); errors.Is(aerr, ErrLeaseLost) {
 				return cr, aerr
 			} else if aerr != nil {
 				r.cfg.Logger.Warn("backfill: could not record the retry", "run", run.ID, "error", aerr)
@@ -261,7 +273,7 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, seq int64, b 
 // commit applies b in one transaction with its checkpoint and its audit
 // entry (when the ledger shares the database). skipped are keys the
 // transaction quarantined (by isolate).
-func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int, retry bool,
+func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLease, seq int64, b Bounds, attempt int, retry bool,
 	apply func(*chunkEnv) (chunkResult, []Key, error)) (chunkResult, error) {
 	var cr chunkResult
 	tx, err := r.beginChunk(ctx)
@@ -301,8 +313,17 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	}
 	// The fence, the checkpoint, the quarantine's resolution, the intent's
 	// removal and the audit entries in one round trip, then the commit.
+	// A worker of a process without the run's lease is fenced by its
+	// shard's lease alone.
 	batch := &pgx.Batch{}
-	batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
+	end := run.End
+	if run.epoch != 0 || sh == nil {
+		batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
+	}
+	if sh != nil {
+		queueShardCheckpoint(batch, run, sh, b.Hi, cr.Seen)
+		end = sh.end(run)
+	}
 	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
 	if retry {
 		batch.Queue("UPDATE rewind.backfill_quarantine SET resolved_at = clock_timestamp() WHERE run_id = $1 AND key = $2",
@@ -316,7 +337,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 	if prefetch = prefetch && apply == nil && !retry && len(p.job.Set) > 0; prefetch {
 		// A set job writes only the chunk's rows, so the next chunk can be
 		// found now, in this round trip.
-		q, a := t.nextSQL(p.args, b.Hi, run.End, p.job.chunkSize())
+		q, a := t.nextSQL(p.args, b.Hi, end, p.job.chunkSize())
 		batch.Queue(q, a).QueryRow(next.scan)
 	}
 	// Last of the job's SQL in the transaction (the prefetch evaluates its
@@ -361,7 +382,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, seq int64, b
 		// process dies in between, reconcile adds it when the run resumes.
 		for _, e := range entries {
 			e.Time = time.Time{}
-			if err := r.appendOwned(ctx, run, e); err != nil {
+			if err := r.appendFenced(ctx, run, sh, e); err != nil {
 				r.cfg.Logger.Warn("backfill: audit entry deferred to the next resume", "run", run.ID, "chunk", seq, "error", err)
 				break
 			}
@@ -393,8 +414,8 @@ func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr c
 // under a savepoint, in one transaction. Under the skip policy failing keys
 // go to the quarantine and the rest commits; under halt the first failing
 // key stops the run and nothing of the chunk is written.
-func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, seq int64, b Bounds, attempt int) (chunkResult, error) {
-	return r.commit(ctx, p, run, seq, b, attempt, false, func(env *chunkEnv) (chunkResult, []Key, error) {
+func (r *Runner) isolate(ctx context.Context, p *prepared, run *Run, sh *shardLease, seq int64, b Bounds, attempt int) (chunkResult, error) {
+	return r.commit(ctx, p, run, sh, seq, b, attempt, false, func(env *chunkEnv) (chunkResult, []Key, error) {
 		// The keys are read in the chunk's transaction, whose end checks
 		// that the job's where left the session alone.
 		keys, err := p.src.keys(ctx, env.tx, p.args, b)
@@ -503,7 +524,7 @@ func (r *Runner) RetryFailed(ctx context.Context, id string, job *Job, o ApplyOp
 	var still int64
 	for _, q := range keys {
 		b := Bounds{Lo: q.Key, Hi: q.Key}
-		cr, err := r.chunk(ctx, p, run, seq+1, b, true)
+		cr, err := r.chunk(ctx, p, run, nil, seq+1, b, true)
 		if err != nil {
 			var re *RunError
 			if ctx.Err() != nil || !errors.As(err, &re) || re.Class != Data {

@@ -421,8 +421,57 @@ type ApplyOptions struct {
 	// run the job's validations, and go on only if they pass (see
 	// canary.go). Nil applies the whole run at once.
 	Canary *Canary
+	// Workers is the run's number of workers: at most this many of its
+	// shards are leased at once, by all its processes together (this one
+	// and those of Work). A new run defaults to 1; a continued run keeps
+	// its own unless given. At most MaxWorkers.
+	Workers int
+	// LocalWorkers is how many workers this process runs. Defaults to
+	// Workers (a continued run's, when not given).
+	LocalWorkers int
+	// Shards is how many shards a new run's keys are split into (fewer
+	// when there are fewer keys). Defaults to 1 for one worker, else 4
+	// per worker. A continued run keeps its shards. At most MaxShards.
+	Shards int
+	// MaxDBWorkers, when not 0, caps the shard leases of all runs in the
+	// target database: this run's workers lease a shard only while fewer
+	// are held. A continued run keeps its own unless given.
+	MaxDBWorkers int
 
 	promote bool // Promote: continue a run its canary stopped
+}
+
+// validate checks the options' numbers before anything is read or written.
+func (o ApplyOptions) validate() error {
+	for _, f := range []struct {
+		name   string
+		v, max int
+	}{{"workers", o.Workers, MaxWorkers}, {"local workers", o.LocalWorkers, MaxWorkers}, {"shards", o.Shards, MaxShards},
+		{"max db workers", o.MaxDBWorkers, MaxWorkers}} {
+		if f.v < 0 || f.v > f.max {
+			return &rewind.ValidationError{Field: f.name, Value: fmt.Sprint(f.v), Reason: fmt.Sprintf("must be from 1 to %d", f.max)}
+		}
+	}
+	return nil
+}
+
+// shards is the shard count a new run asks for.
+func (o ApplyOptions) shards() int {
+	switch {
+	case o.Shards > 0:
+		return o.Shards
+	case o.Workers <= 1:
+		return 1
+	}
+	return min(4*o.Workers, MaxShards)
+}
+
+// local is how many workers this process runs on a run of workers.
+func (o ApplyOptions) local(workers int) int {
+	if o.LocalWorkers > 0 {
+		return o.LocalWorkers
+	}
+	return max(workers, 1)
 }
 
 // Result is what Apply, Resume and RetryFailed did.
@@ -454,6 +503,9 @@ type Result struct {
 // (no two runs follow the same run, see backfill_runs_lineage), at most one
 // of them is open, and a run is applied by one process at a time.
 func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	if err := o.Canary.check(job); err != nil {
 		return nil, err
 	}
@@ -554,12 +606,18 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	if err != nil {
 		return nil, fmt.Errorf("find the last key: %w", err)
 	}
+	sp, err := r.planShards(ctx, p, end, o.shards())
+	if err != nil {
+		return nil, err
+	}
 	origin := r.origin(p.job)
 	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
 		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
 		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
-		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded(), Canary: o.Canary.state(total)}
-	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy)}
+		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded(), Canary: o.Canary.state(total),
+		Workers: max(o.Workers, 1), MaxDBWorkers: o.MaxDBWorkers}
+	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy), "workers": fmt.Sprint(run.Workers),
+		"shards": fmt.Sprint(sp.count()), "shard_method": sp.method}
 	run.Canary.describe(attrs)
 	if prev != nil {
 		run.PrevRun = prev.ID
@@ -573,7 +631,15 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 		return nil, err
 	}
 	defer l.release()
-	if err := r.fence(ctx, run); err != nil {
+	// The shards are recorded with the run's first fencing token, in one
+	// transaction.
+	if err := r.fenceWith(ctx, run, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue("UPDATE rewind.backfill_leases SET workers = $2, max_db_workers = $3 WHERE run_id = $1",
+			run.ID, run.Workers, run.MaxDBWorkers)
+		queueShards(b, run.ID, sp)
+		return tx.SendBatch(ctx, b).Close()
+	}); err != nil {
 		return nil, err
 	}
 	started := func(run *Run) audit.Entry {
@@ -582,16 +648,20 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 	if err := r.ledger.createRun(ctx, run, started); err != nil {
 		if errors.Is(err, errRunStarted) {
 			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_leases WHERE run_id = $1", run.ID)
+			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_shards WHERE run_id = $1", run.ID)
 		}
 		return nil, err
 	}
 	l.beat(run, r.cfg.Heartbeat)
-	return r.loop(l.ctx, p, run, &Result{Run: run})
+	return r.loop(l.ctx, p, run, &Result{Run: run}, o.local(run.Workers))
 }
 
 // Resume continues run id. job must be the run's job: same hash and
 // binary, unless AllowChangedJob.
 func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions) (*Result, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	p, err := r.prepare(ctx, job)
 	if err != nil {
 		return nil, err
@@ -606,6 +676,9 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 	if run.JobName != job.Name {
 		return nil, &rewind.ValidationError{Field: "job", Value: job.Name,
 			Reason: fmt.Sprintf("run %s belongs to job %s", run.ID, run.JobName)}
+	}
+	if err := r.ledger.setup(ctx); err != nil { // a ledger of an earlier version gets shards
+		return nil, err
 	}
 	res, err := r.resume(ctx, p, run, o)
 	if errors.Is(err, errRunClosed) {
@@ -642,7 +715,21 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 		return nil, err
 	}
 	defer l.release()
-	if err := r.fence(ctx, run); err != nil {
+	// A run of an earlier version gets its one shard, failed shards are
+	// pending again, and given worker caps replace the run's, with the
+	// new fencing token.
+	if err := r.fenceWith(ctx, run, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE rewind.backfill_leases SET workers = CASE WHEN $2 > 0 THEN $2 ELSE workers END,
+			max_db_workers = CASE WHEN $3 > 0 THEN $3 ELSE max_db_workers END WHERE run_id = $1`,
+			run.ID, o.Workers, o.MaxDBWorkers); err != nil {
+			return err
+		}
+		if _, err := ensureShards(ctx, tx, run.ID); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "SELECT workers, max_db_workers FROM rewind.backfill_leases WHERE run_id = $1", run.ID).
+			Scan(&run.Workers, &run.MaxDBWorkers)
+	}); err != nil {
 		return nil, err
 	}
 	// A run its canary stopped goes on only when promoted.
@@ -662,6 +749,9 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 		if l.ended != "" {
 			attrs["ended_frozen_owner"] = l.ended
 		}
+		if o.Workers > 0 || o.MaxDBWorkers > 0 {
+			attrs["workers"], attrs["max_db_workers"] = fmt.Sprint(run.Workers), fmt.Sprint(run.MaxDBWorkers)
+		}
 		return r.entry(p.job, "run.resumed", run.ID, attrs, map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
 	}
 	if err := r.ledger.resumeRun(ctx, run, p.hash, r.cfg.Binary, p.job.Describe(), len(changes),
@@ -671,7 +761,7 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	run.JobHash = p.hash
 	run.Binary = r.cfg.Binary
 	l.beat(run, r.cfg.Heartbeat)
-	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true})
+	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true}, o.local(run.Workers))
 }
 
 // checkSame compares the run's job hash and binary with this process's,
@@ -765,7 +855,10 @@ func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 	if err := r.ledger.canaries(ctx, run); err != nil {
 		return nil, err
 	}
-	return run, r.fillRollback(ctx, run)
+	if err := r.fillRollback(ctx, run); err != nil {
+		return nil, err
+	}
+	return run, r.ledger.shardStatus(ctx, run)
 }
 
 // List returns runs, newest first.
@@ -806,6 +899,9 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	if !run.open() {
 		return fmt.Errorf("%w: run %s is already %s: nothing to cancel", ErrRunEnded, run.ID, run.State)
 	}
+	if err := r.ledger.setup(ctx); err != nil { // a ledger of an earlier version gets shards
+		return err
+	}
 	l, err := r.lock(ctx, run)
 	if err != nil {
 		return err
@@ -828,7 +924,14 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	}
 	e := r.entry(job, "run.cancelled", run.ID, map[string]string{"job_hash": run.JobHash},
 		map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
-	return r.owning(ctx, run, func(tx pgx.Tx) error { return r.ledger.end(ctx, tx, run, Cancelled, nil, e) })
+	return r.owning(ctx, run, func(tx pgx.Tx) error {
+		// Workers of other processes stop before their next commit.
+		if _, err := tx.Exec(ctx, `UPDATE rewind.backfill_shards SET state = 'cancelled' WHERE run_id = $1
+			AND state IN ('pending', 'failed')`, run.ID); err != nil {
+			return fmt.Errorf("cancel the shards of run %s: %w", run.ID, err)
+		}
+		return r.ledger.end(ctx, tx, run, Cancelled, nil, e)
+	})
 }
 
 var errStop = errors.New("stop")

@@ -34,6 +34,9 @@ type pgFlags struct {
 	// target are settings the target's connections start with, over the
 	// DSN's: a recorded run's TimeZone and search_path (see runSettings).
 	target map[string]string
+	// conns, when more than the pool's default, is how many connections
+	// to the target the command may open (its workers need two each).
+	conns int
 }
 
 // runSettings sets pg to connect to the target with the settings run id
@@ -127,6 +130,7 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	backfill.ConfigurePool(cfg)
 	if flag == "dsn" {
 		maps.Copy(cfg.ConnConfig.RuntimeParams, f.target)
+		cfg.MaxConns = max(cfg.MaxConns, int32(f.conns))
 	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
@@ -261,7 +265,8 @@ The database comes from --dsn or $REWIND_DSN. See docs/backfill.md.`,
 	}
 	cmd.AddCommand(a.backfillRunCmd(), a.backfillResumeCmd(), a.backfillStatusCmd(), a.backfillListCmd(),
 		a.backfillRetryFailedCmd(), a.backfillCancelCmd(), a.backfillVerifyCmd(), a.backfillValidateCmd(), a.backfillPromoteCmd(),
-		a.backfillRollbackCmd(), a.backfillPurgeImagesCmd())
+		a.backfillRollbackCmd(), a.backfillPurgeImagesCmd(),
+		a.backfillWorkCmd())
 	return cmd
 }
 
@@ -298,6 +303,7 @@ func (a *app) backfillRunCmd() *cobra.Command {
 	var pg pgFlags
 	var ja jobArgs
 	var cf canaryFlags
+	var par parallelFlags
 	var execute, allowChanged, estimate, jsonOut bool
 	var planHash, newRun string
 	var diffs int
@@ -327,7 +333,11 @@ With --canary N (rows) or PCT% (of the run's rows), a new run first applies that
 its leading rows in key order, runs the job's validations (its validate: block), and goes
 on only if they all pass. If one fails (exit 5), or with --canary-wait, the run pauses
 with nothing beyond the canary written, until 'rewind backfill promote RUN' (from any
-terminal) continues it or 'cancel' ends it.`,
+terminal) continues it or 'cancel' ends it.
+
+With --workers N, N workers apply the run's shards (its keys split into --shards parts)
+in parallel, each shard's chunks in key order; 'rewind backfill work RUN' on other
+machines joins the run, within those N.`,
 		Args: exactArgs(1, "JOB.yaml"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if diffs < 0 {
@@ -337,6 +347,11 @@ terminal) continues it or 'cancel' ends it.`,
 			if err != nil {
 				return err
 			}
+			o, err := par.options()
+			if err != nil {
+				return err
+			}
+			pg.conns = par.connections()
 			f, job, err := ja.load(args[0])
 			if err != nil {
 				return redact(err, job)
@@ -361,8 +376,8 @@ terminal) continues it or 'cancel' ends it.`,
 				return nil
 			}
 			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
-				return r.Apply(ctx, job, backfill.ApplyOptions{PlanHash: planHash, AllowChangedJob: allowChanged, Estimate: estimate,
-					NewRun: newRun, Canary: canary})
+				o.PlanHash, o.AllowChangedJob, o.Estimate, o.NewRun, o.Canary = planHash, allowChanged, estimate, newRun, canary
+				return r.Apply(ctx, job, o)
 			})
 			if err != nil {
 				return a.canaryFailed(res, redact(f.Annotate(err), job), jsonOut)
@@ -372,6 +387,7 @@ terminal) continues it or 'cancel' ends it.`,
 	}
 	pg.add(cmd)
 	ja.add(cmd)
+	par.add(cmd, true)
 	config.BoolVar(cmd.Flags(), &execute, "execute", false, "apply the job; without it, only plan")
 	cmd.Flags().StringVar(&planHash, "plan-hash", "", "refuse to apply unless the job and its input still match this plan")
 	cmd.Flags().StringVar(&newRun, "new-run", "", "apply a job that already finished again, in a new run after RUN, the job's last run (an id or unique prefix)")
@@ -476,19 +492,27 @@ func (a *app) backfillResumeCmd() *cobra.Command {
 comes from the run's record unless a job file is given (needed when the job has secret
 parameters). Resuming refuses when the job hash or this binary differ from the run's,
 unless --allow-changed-job is given; the change is recorded.`,
-	}, "resume even if the job or the binary changed (recorded)", (*backfill.Runner).Resume)
+	}, "resume even if the job or the binary changed (recorded)", &parallelFlags{}, (*backfill.Runner).Resume)
 }
 
 // onRunCmd completes a command that works on a recorded run (resume,
 // retry-failed): it rebuilds or reads the job, calls the runner and prints
 // the result.
-func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
+func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string, par *parallelFlags,
 	call func(r *backfill.Runner, ctx context.Context, run string, job *backfill.Job, opts backfill.ApplyOptions) (*backfill.Result, error)) *cobra.Command {
 	var pg pgFlags
 	var ja jobArgs
 	var allowChanged, jsonOut bool
 	cmd.Args = rangeArgs(1, 2, "RUN [JOB.yaml]")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var o backfill.ApplyOptions
+		if par != nil {
+			var err error
+			if o, err = par.options(); err != nil {
+				return err
+			}
+			pg.conns = par.connections()
+		}
 		var f *jobfile.File
 		var job *backfill.Job
 		switch {
@@ -516,7 +540,8 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 					return nil, err
 				}
 			}
-			return call(r, ctx, args[0], job, backfill.ApplyOptions{AllowChangedJob: allowChanged})
+			o.AllowChangedJob = allowChanged
+			return call(r, ctx, args[0], job, o)
 		})
 		if err != nil {
 			if f != nil {
@@ -528,6 +553,9 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string,
 	}
 	pg.add(cmd)
 	ja.add(cmd)
+	if par != nil {
+		par.add(cmd, false)
+	}
 	config.BoolVar(cmd.Flags(), &allowChanged, "allow-changed-job", false, allowHelp)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
@@ -595,7 +623,7 @@ func (a *app) backfillRetryFailedCmd() *cobra.Command {
 		Short: "Process only the keys a run quarantined (skip policy)",
 		Long: `Apply the job to each key RUN quarantined, one transaction per key. A key that now
 succeeds is marked resolved; one that fails again stays in the quarantine with its new error.`,
-	}, "retry even if the job or the binary changed (recorded)", (*backfill.Runner).RetryFailed)
+	}, "retry even if the job or the binary changed (recorded)", nil, (*backfill.Runner).RetryFailed)
 }
 
 func (a *app) backfillCancelCmd() *cobra.Command {
@@ -654,6 +682,7 @@ as interrupted (its lease went with its database connection) and can be resumed.
 				return a.printJSON(map[string]any{"run": run, "quarantine": q})
 			}
 			a.printRun(run, q)
+			a.printShards(run)
 			return nil
 		},
 	}

@@ -166,7 +166,7 @@ func TestBenchBackfillReportsAllFigures(t *testing.T) {
 	}
 	if r.Rows != 3000 || r.RawKeysetRPS <= 0 || r.RowsPerSec <= 0 || r.RowByRowRPS <= 0 || r.RatioVsRaw <= 0 || len(r.RawKeysetRuns) != 5 ||
 		len(r.RowsPerSecRuns) != 2 || len(r.RowsPerSecNoImagesRuns) != 2 || len(r.RollbackRuns) != 2 || r.BeforeImagesRatio <= 0 ||
-		r.RollbackRatio <= 0 || r.RowsPerSecNoImages <= 0 {
+		r.RollbackRatio <= 0 || r.RowsPerSecNoImages <= 0 || len(r.TwoWorkersRuns) != 2 || r.WorkersRatio <= 0 {
 		t.Fatalf("result %+v", r)
 	}
 	var n int64

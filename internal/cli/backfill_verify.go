@@ -390,5 +390,5 @@ failed, or because it was started with --canary-wait. The promotion is recorded 
 ledger with its actor (run.promoted), then the run goes on from its last checkpoint, as
 'resume' does, in this process. Works from any terminal or machine. Promoting does not run
 the validations again: run 'rewind backfill validate RUN' first to see them.`,
-	}, "promote even if the job or the binary changed (recorded)", (*backfill.Runner).Promote)
+	}, "promote even if the job or the binary changed (recorded)", &parallelFlags{}, (*backfill.Runner).Promote)
 }

@@ -28,8 +28,14 @@ type benchBackfillResult struct {
 	RawKeysetRuns []float64 `json:"raw_keyset_runs"`
 	// RowsPerSec is rewind's apply, ledger and audit included: the median
 	// of its passes.
-	RowsPerSec      float64   `json:"rows_per_sec"`
-	RowsPerSecRuns  []float64 `json:"rows_per_sec_runs"`
+	RowsPerSec     float64   `json:"rows_per_sec"`
+	RowsPerSecRuns []float64 `json:"rows_per_sec_runs"`
+	// TwoWorkersRPS is the same apply with two workers (eight shards),
+	// each pass right after a one-worker pass; WorkersRatio is its
+	// median over rows_per_sec.
+	TwoWorkersRPS   float64   `json:"two_workers_rps"`
+	TwoWorkersRuns  []float64 `json:"two_workers_runs"`
+	WorkersRatio    float64   `json:"workers_ratio"`
 	RowByRowRPS     float64   `json:"row_by_row_rps"`
 	RowByRowSample  int64     `json:"row_by_row_sample"`
 	RatioVsRaw      float64   `json:"ratio_vs_raw"`
@@ -71,15 +77,17 @@ in the same run, each pass incrementing a counter of every row:
   rows_per_sec_no_images  the same with rollback: false (no before-images)
   rollback_rps            rewind backfill rollback of each rows_per_sec pass's run,
                           right after it: rows restored per second
+  two_workers_rps         the same apply with --workers 2 (8 shards); workers_ratio
+                          is two_workers_rps / rows_per_sec
   row_by_row_rps          one UPDATE per row in autocommit, on a --sample of rows
 
 The passes alternate, raw first and last (raw, then for each of --rounds:
-rewind, its rollback, raw, rewind without images, raw), and the medians are
-reported, so that a change in the machine's load during the run affects
-every side alike. VACUUM runs before each apply and raw pass. The table is
-dropped at the end unless --keep. Targets: rows_per_sec (before_images_ratio)
->= 0.6 x raw_keyset_rps, rollback_ratio >= 0.5, and rows_per_sec >= 60 x
-row_by_row_rps.`,
+rewind, its rollback, rewind with 2 workers, raw, rewind without images, raw),
+and the medians are reported, so that a change in the machine's load during the
+run affects every side alike. VACUUM runs before each apply and raw pass. The
+table is dropped at the end unless --keep. Targets: rows_per_sec
+(before_images_ratio) >= 0.6 x raw_keyset_rps, rollback_ratio >= 0.5,
+workers_ratio >= 1.3, and rows_per_sec >= 60 x row_by_row_rps.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rows < 1000 {
@@ -102,10 +110,11 @@ row_by_row_rps.`,
 				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset, before-images included)\n"+
 				"  no images    %10.0f rows/s  (median of %.0f)\n"+
 				"rollback       %10.0f rows/s  (median of %.0f; %.2f x raw keyset)\n"+
+				"2 workers      %10.0f rows/s  (median of %.0f; %.2f x one worker)\n"+
 				"row by row     %10.0f rows/s  (rewind is %.0f x faster; sample %d rows)\n",
 				res.Rows, res.Chunk, res.LoadAverage, res.RawKeysetRPS, res.RawKeysetRuns, res.RowsPerSec, res.RowsPerSecRuns,
 				res.RatioVsRaw, res.RowsPerSecNoImages, res.RowsPerSecNoImagesRuns, res.RollbackRPS, res.RollbackRuns,
-				res.RollbackRatio, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
+				res.RollbackRatio, res.TwoWorkersRPS, res.TwoWorkersRuns, res.WorkersRatio, res.RowByRowRPS, res.RatioVsRowByRow, res.RowByRowSample)
 			return nil
 		},
 	}
@@ -113,7 +122,7 @@ row_by_row_rps.`,
 	config.Int64Var(cmd.Flags(), &rows, "rows", 1_000_000, "rows in the benchmark table")
 	config.IntVar(cmd.Flags(), &chunk, "chunk", 1000, "rows per chunk (transaction)")
 	config.Int64Var(cmd.Flags(), &sample, "sample", 20_000, "rows updated by the row-by-row loop")
-	config.IntVar(cmd.Flags(), &rounds, "rounds", 2, "rewind passes, each between two raw keyset passes")
+	config.IntVar(cmd.Flags(), &rounds, "rounds", 2, "rewind passes (one worker, then two), each round between two raw keyset passes")
 	config.BoolVar(cmd.Flags(), &keep, "keep", false, "keep the benchmark table")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
@@ -122,6 +131,7 @@ row_by_row_rps.`,
 const benchTable = "rewind_bench_backfill"
 
 func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, rounds int, keep bool) (*benchBackfillResult, error) {
+	pg.conns = 8 // two workers
 	work, ledger, closeAll, err := pg.pools(ctx)
 	if err != nil {
 		return nil, err
@@ -165,23 +175,32 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	// Each pass is a new run of one job, asked for by name; the job is this
 	// invocation's own, whatever earlier ones left in the ledger.
 	name, lastRun := "bench-backfill-"+time.Now().UTC().Format("20060102T150405.000000000"), ""
-	for i := range rounds {
+	apply := func(i, workers int, runs *[]float64) error {
 		if err := vacuum(); err != nil {
-			return nil, err
+			return err
 		}
-		job := &backfill.Job{Name: name, Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
+		job := &backfill.Job{Name: name, Version: fmt.Sprintf("%s-%d-%d", time.Now().UTC().Format(time.RFC3339Nano), i, workers),
 			ChunkSize: chunk, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
 		start := time.Now()
-		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun})
+		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun, Workers: workers})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		lastRun = out.Run.ID
 		if out.RowsChanged != rows {
-			return nil, fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
+			return fmt.Errorf("rewind's apply changed %d rows, want %d", out.RowsChanged, rows)
 		}
-		res.RowsPerSecRuns = append(res.RowsPerSecRuns, float64(rows)/time.Since(start).Seconds())
-		if err := benchRollback(ctx, r, out.Run.ID, rows, res); err != nil {
+		*runs = append(*runs, float64(rows)/time.Since(start).Seconds())
+		return nil
+	}
+	for i := range rounds {
+		if err := apply(i, 1, &res.RowsPerSecRuns); err != nil {
+			return nil, err
+		}
+		if err := benchRollback(ctx, r, lastRun, rows, res); err != nil {
+			return nil, err
+		}
+		if err := apply(i, 2, &res.TwoWorkersRuns); err != nil {
 			return nil, err
 		}
 		if err := raw(); err != nil {
@@ -204,6 +223,8 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		return nil, err
 	}
 	res.RawKeysetRPS, res.RowsPerSec = median(res.RawKeysetRuns), median(res.RowsPerSecRuns)
+	res.TwoWorkersRPS = median(res.TwoWorkersRuns)
+	res.WorkersRatio = res.TwoWorkersRPS / res.RowsPerSec
 	res.RatioVsRaw = res.RowsPerSec / res.RawKeysetRPS
 	res.BeforeImagesRatio = res.RatioVsRaw
 	res.RowsPerSecNoImages, res.RollbackRPS = median(res.RowsPerSecNoImagesRuns), median(res.RollbackRuns)

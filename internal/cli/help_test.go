@@ -63,7 +63,7 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	a := newApp(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{})
 	root := a.rootCmd()
 	units := regexp.MustCompile(`events|bytes|rows|streams|writers|connections|records|entries|runs|position|` +
-		`version|diffs|passes|subscriptions|sequence|0:`)
+		`version|diffs|passes|subscriptions|sequence|workers|shards|0:`)
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {
