@@ -23,12 +23,14 @@ import (
 //
 //   - the checkpoint against the chunk's chunk.committed audit entry (the
 //     audit ledger is hash-chained, the checkpoint table is not): a
-//     checkpoint altered after its commit differs from its entry;
+//     checkpoint altered after its commit differs from its entry, and the
+//     quarantine's keys against its chunk.skipped entries;
 //   - which rows of the chunk's key range were written after the chunk
 //     committed, by their xmin (the id of the transaction that wrote the
 //     row's current version) compared with the chunk's transaction ids,
-//     recorded with its checkpoint: such a row was changed since, by
-//     someone, which is not necessarily the backfill's fault;
+//     recorded with its checkpoint and in its audit entry (the entry's are
+//     used): such a row was changed since, by someone, which is not
+//     necessarily the backfill's fault;
 //   - the output checksum, recomputed over the chunk's key range as the
 //     table is now: for a set job, over the rows whose current version the
 //     chunk's transaction wrote; for a statement job, over every row of the

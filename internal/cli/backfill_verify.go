@@ -157,9 +157,11 @@ func (a *app) backfillVerifyCmd() *cobra.Command {
 		Long: `Re-read every committed chunk of RUN (or a random --sample PCT of them) and compare
 with the ledger, writing nothing to the target (read-only transactions):
 
-  - each checkpoint against its chunk.committed audit entry (a checkpoint altered since);
-  - the rows of the chunk's key range written after the chunk committed (changed since: a
-    later write, not necessarily a wrong backfill), named by key;
+  - each checkpoint against its chunk.committed audit entry (a checkpoint altered since,
+    its transaction ids included), and the quarantine against the chunk.skipped entries;
+  - the rows of the chunk's key range written after the chunk committed, by the audit
+    entry's transaction ids (changed since: a later write, not necessarily a wrong
+    backfill), named by key;
   - the chunk's output checksum recomputed over its key range as the table is now;
   - the job's where over the chunk's range: a finished range must match no row (for a set
     job, no row the set would still change), naming the keys that do.
