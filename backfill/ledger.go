@@ -711,10 +711,17 @@ func (l *ledger) lastChunk(ctx context.Context, runID string) (hi Key, maxSeq in
 	return h, maxSeq, nil
 }
 
+// txIDs are a chunk's transaction ids, as its checkpoint records them
+// (see verify.go); set once the batch has run.
+type txIDs struct{ xid, xidEnd int64 }
+
 // queueCheckpoint queues the insert of a chunk's checkpoint. The primary
 // key (run, seq) fences out a second process applying the same run: its
-// checkpoint fails and its transaction, writes included, rolls back.
-func (l *ledger) queueCheckpoint(b *pgx.Batch, runID string, seq int64, retry bool, bd Bounds, r chunkResult, attempts int) {
+// checkpoint fails and its transaction, writes included, rolls back. The
+// ids it returns are filled in when the batch has run, for the chunk's
+// audit entry.
+func (l *ledger) queueCheckpoint(b *pgx.Batch, runID string, seq int64, retry bool, bd Bounds, r chunkResult, attempts int) *txIDs {
+	ids := &txIDs{}
 	// The checkpoint is written in a subtransaction of its own, whose id,
 	// assigned by that write, is above the ids of everything the chunk
 	// wrote before (its own and its subtransactions'): xid_end, for verify.
@@ -723,8 +730,11 @@ func (l *ledger) queueCheckpoint(b *pgx.Batch, runID string, seq int64, retry bo
 		rows_skipped, input_checksum, output_checksum, attempts, xid) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12, txid_current())`,
 		runID, seq, retry, []string(bd.After), []string(bd.Lo), []string(bd.Hi), r.Seen, r.Changed, r.Skipped, r.In, r.Out, attempts)
 	b.Queue(`UPDATE rewind.backfill_chunks SET xid_end = xid + ((((xmin::text::bigint - xid) % 4294967296) + 4294967296) % 4294967296)
-		WHERE run_id = $1 AND seq = $2`, runID, seq)
+		WHERE run_id = $1 AND seq = $2 RETURNING xid, xid_end`, runID, seq).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&ids.xid, &ids.xidEnd)
+	})
 	b.Queue("RELEASE SAVEPOINT rewind_checkpoint")
+	return ids
 }
 
 // quarantine records failing keys in tx.

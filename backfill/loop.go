@@ -311,8 +311,9 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 			return cr, err
 		}
 	}
-	// The fence, the checkpoint, the quarantine's resolution, the intent's
-	// removal and the audit entries in one round trip, then the commit.
+	// The fence, the checkpoint, the quarantine's resolution and the
+	// intent's removal in one round trip, the audit entries in a second
+	// (they record the transaction ids the first assigns), then the commit.
 	// A worker of a process without the run's lease is fenced by its
 	// shard's lease alone.
 	batch := &pgx.Batch{}
@@ -324,7 +325,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 		queueShardCheckpoint(batch, run, sh, b.Hi, cr.Seen)
 		end = sh.end(run)
 	}
-	r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
+	ids := r.ledger.queueCheckpoint(batch, run.ID, seq, retry, b, cr, attempt)
 	if retry {
 		batch.Queue("UPDATE rewind.backfill_quarantine SET resolved_at = clock_timestamp() WHERE run_id = $1 AND key = $2",
 			run.ID, []string(b.Lo))
@@ -349,7 +350,11 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 		}
 		return p.session.compare(after)
 	})
-	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry)}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return cr, err
+	}
+	batch = &pgx.Batch{}
+	entries := []audit.Entry{r.chunkEntry(p, run.ID, seq, b, cr, attempt, retry, ids)}
 	if len(skipped) > 0 {
 		keys := make([]string, len(skipped))
 		for i, k := range skipped {
@@ -367,8 +372,10 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 			}
 		}
 	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return cr, err
+	if r.ledger.same {
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			return cr, err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return cr, err
@@ -400,9 +407,15 @@ func (r *Runner) beginChunk(ctx context.Context) (pgx.Tx, error) {
 		r.cfg.LockTimeout.Milliseconds(), r.cfg.LeaseTimeout.Milliseconds())})
 }
 
-func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr chunkResult, attempt int, retry bool) audit.Entry {
+// chunkEntry is a chunk's chunk.committed audit entry. ids (nil when the
+// checkpoint has none) are its transaction ids, which verify compares with
+// the checkpoint's and trusts over them.
+func (r *Runner) chunkEntry(p *prepared, runID string, seq int64, b Bounds, cr chunkResult, attempt int, retry bool, ids *txIDs) audit.Entry {
 	attrs := map[string]string{"chunk": fmt.Sprint(seq), "after": b.After.String(), "lo": b.Lo.String(), "hi": b.Hi.String(),
 		"input_checksum": cr.In, "output_checksum": cr.Out}
+	if ids != nil {
+		attrs["xid"], attrs["xid_end"] = fmt.Sprint(ids.xid), fmt.Sprint(ids.xidEnd)
+	}
 	if retry {
 		attrs["retry_failed"] = "true"
 	}
@@ -592,7 +605,7 @@ func (r *Runner) reconcile(ctx context.Context, p *prepared, run *Run) error {
 		}
 	}
 	rows, err := r.ledger.work.Query(ctx, `SELECT seq, retry, after_key, lo, hi, rows_seen, rows_changed, rows_skipped,
-		input_checksum, output_checksum, attempts FROM rewind.backfill_chunks WHERE run_id = $1 ORDER BY seq`, run.ID)
+		input_checksum, output_checksum, attempts, xid, xid_end FROM rewind.backfill_chunks WHERE run_id = $1 ORDER BY seq`, run.ID)
 	if err != nil {
 		return fmt.Errorf("reconcile run %s: %w", run.ID, err)
 	}
@@ -602,11 +615,14 @@ func (r *Runner) reconcile(ctx context.Context, p *prepared, run *Run) error {
 		b       Bounds
 		cr      chunkResult
 		attempt int
+		xid     *int64
+		xidEnd  *int64
 	}
 	missing, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (chunkRow, error) {
 		var c chunkRow
 		var after, lo, hi []string
-		err := row.Scan(&c.seq, &c.retry, &after, &lo, &hi, &c.cr.Seen, &c.cr.Changed, &c.cr.Skipped, &c.cr.In, &c.cr.Out, &c.attempt)
+		err := row.Scan(&c.seq, &c.retry, &after, &lo, &hi, &c.cr.Seen, &c.cr.Changed, &c.cr.Skipped, &c.cr.In, &c.cr.Out, &c.attempt,
+			&c.xid, &c.xidEnd)
 		c.b = Bounds{After: after, Lo: lo, Hi: hi}
 		return c, err
 	})
@@ -617,7 +633,11 @@ func (r *Runner) reconcile(ctx context.Context, p *prepared, run *Run) error {
 		if have[fmt.Sprint(c.seq)] {
 			continue
 		}
-		e := r.chunkEntry(p, run.ID, c.seq, c.b, c.cr, c.attempt, c.retry)
+		var ids *txIDs
+		if c.xid != nil && c.xidEnd != nil {
+			ids = &txIDs{xid: *c.xid, xidEnd: *c.xidEnd}
+		}
+		e := r.chunkEntry(p, run.ID, c.seq, c.b, c.cr, c.attempt, c.retry, ids)
 		e.Attrs["recovered"] = "true"
 		if err := r.appendOwned(ctx, run, e); err != nil {
 			return err

@@ -23,12 +23,14 @@ import (
 //
 //   - the checkpoint against the chunk's chunk.committed audit entry (the
 //     audit ledger is hash-chained, the checkpoint table is not): a
-//     checkpoint altered after its commit differs from its entry;
+//     checkpoint altered after its commit differs from its entry, and the
+//     quarantine's keys against its chunk.skipped entries;
 //   - which rows of the chunk's key range were written after the chunk
 //     committed, by their xmin (the id of the transaction that wrote the
 //     row's current version) compared with the chunk's transaction ids,
-//     recorded with its checkpoint: such a row was changed since, by
-//     someone, which is not necessarily the backfill's fault;
+//     recorded with its checkpoint and in its audit entry (the entry's are
+//     used): such a row was changed since, by someone, which is not
+//     necessarily the backfill's fault;
 //   - the output checksum, recomputed over the chunk's key range as the
 //     table is now: for a set job, over the rows whose current version the
 //     chunk's transaction wrote; for a statement job, over every row of the
@@ -96,6 +98,10 @@ const (
 	FindingInput = "input_checksum"
 	// FindingAuditLedger: the audit ledger's chain is broken.
 	FindingAuditLedger = "audit_ledger"
+	// FindingQuarantine: the quarantine holds a key of the chunk that no
+	// chunk.skipped audit entry records: it was added after the fact, and
+	// verify does not exempt that key.
+	FindingQuarantine = "quarantine_unaudited"
 )
 
 // Finding is one discrepancy.
@@ -176,6 +182,8 @@ type verifier struct {
 	retied map[int64][]Key   // quarantined keys a retry chunk rewrote since, by chunk
 	noted  map[string]bool   // notes already given
 	audit  map[int64][]entry // chunk.committed entries by chunk
+	forged map[int64][]Key   // quarantined keys no chunk.skipped entry records, by chunk
+	gone   int64             // chunks the audit ledger records whose checkpoint is gone
 }
 
 type entry struct {
@@ -235,7 +243,9 @@ func (v *verifier) verify(ctx context.Context) error {
 	if err := v.readLedger(ctx, cps); err != nil {
 		return err
 	}
-	v.rep.Chunks = int64(len(cps))
+	// A chunk whose checkpoint is gone counts as checked and discrepant,
+	// sampled or not (readLedger reported it).
+	v.rep.Chunks, v.rep.Checked, v.rep.Discrepant = int64(len(cps))+v.gone, v.gone, v.gone
 	if err := v.r.fillRollback(ctx, v.run); err != nil {
 		return err
 	}
@@ -249,7 +259,11 @@ func (v *verifier) verify(ctx context.Context) error {
 		v.note("the run is being applied: chunks committed after this verify began are not checked")
 	}
 	if len(cps) == 0 {
-		v.note("the run committed no chunk: nothing to verify")
+		if v.gone == 0 {
+			v.note("the run committed no chunk: nothing to verify")
+		} else {
+			v.rep.Rate = 1
+		}
 		return nil
 	}
 	chosen := cps
@@ -267,7 +281,8 @@ func (v *verifier) verify(ctx context.Context) error {
 		}
 		v.rep.Findings = append(v.rep.Findings, found...)
 	}
-	v.rep.Checked, v.rep.Discrepant = int64(len(chosen)), int64(len(bad))
+	v.rep.Checked += int64(len(chosen))
+	v.rep.Discrepant += int64(len(bad))
 	v.rep.Rate = float64(v.rep.Discrepant) / float64(v.rep.Checked)
 	if v.rep.Checked < v.rep.Chunks {
 		lo, hi := SampleInterval(v.rep.Discrepant, v.rep.Checked, v.rep.Chunks)
@@ -364,12 +379,33 @@ func (v *verifier) checkpoints(ctx context.Context) ([]checkpoint, error) {
 // checks the audit chain, and reports the chunks the entries record whose
 // checkpoint is gone.
 func (v *verifier) readLedger(ctx context.Context, cps []checkpoint) error {
+	v.audit = map[int64][]entry{}
+	skipped := map[int64]string{} // the keys chunk.skipped entries record, by chunk, each between spaces
+	for e, err := range v.r.ledger.audit.Entries(ctx, auditpg.Filter{Subject: v.run.ID}) {
+		if err != nil {
+			return fmt.Errorf("read the audit entries of run %s: %w", v.run.ID, err)
+		}
+		switch e.Kind {
+		case "backfill.chunk.committed":
+			seq := e.Counts["chunk"]
+			v.audit[seq] = append(v.audit[seq], entry{attrs: e.Attrs, counts: e.Counts})
+		case "backfill.chunk.skipped":
+			skipped[e.Counts["chunk"]] += " " + e.Attrs["keys"] + " "
+		}
+	}
 	qs, err := v.r.ledger.quarantined(ctx, v.run.ID, false)
 	if err != nil {
 		return err
 	}
-	v.quar, v.unres, v.retied = map[int64][]Key{}, map[int64][]Key{}, map[int64][]Key{}
+	v.quar, v.unres, v.retied, v.forged = map[int64][]Key{}, map[int64][]Key{}, map[int64][]Key{}, map[int64][]Key{}
 	for _, q := range qs {
+		// A key is exempt only as far as the hash-chained audit ledger
+		// records it skipped by its chunk: a row added to the quarantine
+		// table after the fact would otherwise hide it.
+		if !strings.Contains(skipped[q.Chunk], " "+q.Key.String()+" ") {
+			v.forged[q.Chunk] = append(v.forged[q.Chunk], q.Key)
+			continue
+		}
 		v.quar[q.Chunk] = append(v.quar[q.Chunk], q.Key)
 		if q.Resolved == nil {
 			v.unres[q.Chunk] = append(v.unres[q.Chunk], q.Key)
@@ -385,18 +421,9 @@ func (v *verifier) readLedger(ctx context.Context, cps []checkpoint) error {
 			v.first = c.seq
 		}
 	}
-	v.audit = map[int64][]entry{}
-	for e, err := range v.r.ledger.audit.Entries(ctx, auditpg.Filter{Subject: v.run.ID}) {
-		if err != nil {
-			return fmt.Errorf("read the audit entries of run %s: %w", v.run.ID, err)
-		}
-		if e.Kind == "backfill.chunk.committed" {
-			seq := e.Counts["chunk"]
-			v.audit[seq] = append(v.audit[seq], entry{attrs: e.Attrs, counts: e.Counts})
-		}
-	}
 	for _, seq := range slices.Sorted(mapKeys(v.audit)) {
 		if !have[seq] {
+			v.gone++
 			v.rep.Findings = append(v.rep.Findings, Finding{Chunk: seq, Kind: FindingNoCheckpoint,
 				Message: fmt.Sprintf("the audit ledger records chunk %d committed (keys %s … %s), but its checkpoint is gone: "+
 					"resuming the run would apply that range again", seq, v.audit[seq][0].attrs["lo"], v.audit[seq][0].attrs["hi"])})
@@ -427,8 +454,17 @@ func (v *verifier) chunk(ctx context.Context, c checkpoint) ([]Finding, error) {
 		f.Chunk, f.Retry, f.Lo, f.Hi = c.seq, c.retry, v.mask(c.b.Lo), v.mask(c.b.Hi)
 		found = append(found, f)
 	}
-	if f, ok := v.againstAudit(c); ok {
+	f, ids, ok := v.againstAudit(c)
+	if ok {
 		add(f)
+	}
+	if ids != nil { // the ledger's ids, which a checkpoint altered since cannot move
+		c.xid, c.xidEnd = &ids.xid, &ids.xidEnd
+	}
+	if keys := v.forged[c.seq]; len(keys) > 0 {
+		add(Finding{Kind: FindingQuarantine, Keys: v.maskAll(keys[:min(len(keys), v.o.MaxKeys)]), Count: int64(len(keys)),
+			Message: fmt.Sprintf("%d key(s) of the chunk are in the quarantine, but no chunk.skipped audit entry records "+
+				"them skipped: added to the quarantine after the fact; they are checked as any other key", len(keys))})
 	}
 	if v.t == nil {
 		v.note("a Go process job's output is not recomputed (its checksums are over what the function returned), nor " +
@@ -484,12 +520,15 @@ func (v *verifier) chunk(ctx context.Context, c checkpoint) ([]Finding, error) {
 	return found, nil
 }
 
-// againstAudit compares c with its chunk.committed audit entries.
-func (v *verifier) againstAudit(c checkpoint) (Finding, bool) {
+// againstAudit compares c with its chunk.committed audit entries. ids are
+// the transaction ids the entry records (nil for an entry of an earlier
+// version, which recorded none): verify uses them rather than the
+// checkpoint's, which is not hash-chained.
+func (v *verifier) againstAudit(c checkpoint) (f Finding, ids *txIDs, found bool) {
 	entries := v.audit[c.seq]
 	if len(entries) == 0 {
 		return Finding{Kind: FindingNoAuditEntry, Message: fmt.Sprintf("chunk %d has no chunk.committed audit entry "+
-			"(with --ledger-dsn, an entry the process could not write is added by the run's next resume)", c.seq)}, true
+			"(with --ledger-dsn, an entry the process could not write is added by the run's next resume)", c.seq)}, nil, true
 	}
 	var diffs []string
 	for _, e := range entries {
@@ -507,12 +546,38 @@ func (v *verifier) againstAudit(c checkpoint) (Finding, bool) {
 		cmp("rows_seen", fmt.Sprint(c.cr.Seen), fmt.Sprint(e.counts["rows_seen"]))
 		cmp("rows_changed", fmt.Sprint(c.cr.Changed), fmt.Sprint(e.counts["rows_changed"]))
 		cmp("rows_skipped", fmt.Sprint(c.cr.Skipped), fmt.Sprint(e.counts["rows_skipped"]))
+		eids := e.ids()
+		if eids != nil {
+			cmp("xid", idText(c.xid), fmt.Sprint(eids.xid))
+			cmp("xid_end", idText(c.xidEnd), fmt.Sprint(eids.xidEnd))
+			if ids == nil {
+				ids = eids
+			}
+		}
 		if len(diffs) == 0 {
-			return Finding{}, false
+			return Finding{}, eids, false
 		}
 	}
 	return Finding{Kind: FindingCheckpoint, Message: fmt.Sprintf("chunk %d's checkpoint differs from its audit entry, "+
-		"so it was altered after it committed: %s", c.seq, v.p.job.Params.redactor()(strings.Join(diffs, "; ")))}, true
+		"so it was altered after it committed: %s", c.seq, v.p.job.Params.redactor()(strings.Join(diffs, "; ")))}, ids, true
+}
+
+// ids returns the transaction ids a chunk.committed entry records; nil for
+// an entry of a version that recorded none.
+func (e entry) ids() *txIDs {
+	x, err1 := strconv.ParseInt(e.attrs["xid"], 10, 64)
+	xe, err2 := strconv.ParseInt(e.attrs["xid_end"], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	return &txIDs{xid: x, xidEnd: xe}
+}
+
+func idText(id *int64) string {
+	if id == nil {
+		return "NULL"
+	}
+	return strconv.FormatInt(*id, 10)
 }
 
 // fullXmin is the 64-bit id of the transaction that wrote the current
@@ -646,6 +711,15 @@ func (v *verifier) keys(ctx context.Context, tx pgx.Tx, a pgx.NamedArgs, from, c
 		keys = append(keys, v.mask(k))
 	}
 	return keys, n, v.t.maskErr(rows.Err())
+}
+
+// maskAll masks the job's secret values in keys.
+func (v *verifier) maskAll(keys []Key) []Key {
+	out := make([]Key, len(keys))
+	for i, k := range keys {
+		out[i] = v.mask(k)
+	}
+	return out
 }
 
 // mask masks the job's secret values in a key.

@@ -157,8 +157,8 @@ func TestVerifyFindsPlantedDiscrepancies(t *testing.T) {
 			if f := fs["9/checkpoint_missing"]; !strings.Contains(f.Message, "keys 801 … 900") {
 				t.Errorf("chunk 9 missing checkpoint: %+v", f)
 			}
-			// 3, 5, 7 and 10 of the 9 checkpoints left; 9's is reported apart.
-			if rep.Chunks != 9 || rep.Checked != 9 || rep.Discrepant != 4 || len(rep.Findings) != 9 {
+			// 3, 5, 7 and 10 of the 9 checkpoints left, and 9, whose checkpoint is gone.
+			if rep.Chunks != 10 || rep.Checked != 10 || rep.Discrepant != 5 || len(rep.Findings) != 9 {
 				for _, f := range rep.Findings {
 					t.Logf("%d %s %v %s", f.Chunk, f.Kind, keysOf(f), f.Message)
 				}

@@ -157,9 +157,11 @@ func (a *app) backfillVerifyCmd() *cobra.Command {
 		Long: `Re-read every committed chunk of RUN (or a random --sample PCT of them) and compare
 with the ledger, writing nothing to the target (read-only transactions):
 
-  - each checkpoint against its chunk.committed audit entry (a checkpoint altered since);
-  - the rows of the chunk's key range written after the chunk committed (changed since: a
-    later write, not necessarily a wrong backfill), named by key;
+  - each checkpoint against its chunk.committed audit entry (a checkpoint altered since,
+    its transaction ids included), and the quarantine against the chunk.skipped entries;
+  - the rows of the chunk's key range written after the chunk committed, by the audit
+    entry's transaction ids (changed since: a later write, not necessarily a wrong
+    backfill), named by key;
   - the chunk's output checksum recomputed over its key range as the table is now;
   - the job's where over the chunk's range: a finished range must match no row (for a set
     job, no row the set would still change), naming the keys that do.
@@ -205,8 +207,8 @@ a job file is given (needed when the job has secret parameters). See docs/backfi
 				a.printVerify(rep)
 			}
 			if !rep.Clean() {
-				return checkFailed(fmt.Sprintf("run %s: %d finding(s) in %d of %d chunks checked; see above", rep.RunID,
-					len(rep.Findings), rep.Discrepant, rep.Checked), jsonOut)
+				return checkFailed(fmt.Sprintf("run %s: %d finding(s): in %d of %d chunks checked, and %d about the whole run; "+
+					"see above", rep.RunID, len(rep.Findings), rep.Discrepant, rep.Checked, runFindings(rep)), jsonOut)
 			}
 			return nil
 		},
@@ -270,6 +272,9 @@ func (a *app) printVerify(rep *backfill.VerifyReport) {
 	if i := rep.Interval; i != nil {
 		a.printf("; for all %d chunks of the run: %.1f%% to %.1f%% (%.0f%% %s)", rep.Chunks, i.Low*100, i.High*100,
 			i.Confidence*100, i.Method)
+	}
+	if n := runFindings(rep); n > 0 {
+		a.printf("; and %d finding(s) about the whole run", n)
 	}
 	a.printf("\n")
 }
@@ -391,4 +396,16 @@ ledger with its actor (run.promoted), then the run goes on from its last checkpo
 'resume' does, in this process. Works from any terminal or machine. Promoting does not run
 the validations again: run 'rewind backfill validate RUN' first to see them.`,
 	}, "promote even if the job or the binary changed (recorded)", &parallelFlags{}, (*backfill.Runner).Promote)
+}
+
+// runFindings counts the findings about the whole run, not one chunk
+// (a broken audit ledger chain).
+func runFindings(rep *backfill.VerifyReport) int {
+	n := 0
+	for _, f := range rep.Findings {
+		if f.Chunk == 0 {
+			n++
+		}
+	}
+	return n
 }

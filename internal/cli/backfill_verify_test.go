@@ -201,3 +201,37 @@ func writeJob(t *testing.T, content string) string {
 	}
 	return path
 }
+
+// The rate line counts a chunk whose checkpoint is gone, and names the
+// findings about the whole run (a broken audit chain), which no chunk
+// carries.
+func TestBackfillVerifyCountsEveryFinding(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, jobYAML)
+	dsn := "--dsn=" + b.db.DSN
+	out, stderr, st := cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute", "--json")
+	var res struct {
+		Run struct {
+			ID string `json:"id"`
+		} `json:"run"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); st != 0 || err != nil {
+		t.Fatalf("execute: status %d, %v\n%s\n%s", st, err, out, stderr)
+	}
+	id := res.Run.ID
+	b.db.Exec(t, "DELETE FROM rewind.backfill_chunks WHERE run_id = $1 AND seq = 3", id)
+	out, stderr, st = cli(t, "backfill", "verify", id[:8], dsn)
+	if st != 5 || !strings.Contains(out, "checkpoint_missing") || !strings.Contains(out, "discrepancies in 1 of 6 chunks checked (16.7%)\n") ||
+		!strings.Contains(stderr, "in 1 of 6 chunks checked, and 0 about the whole run") {
+		t.Fatalf("verify after a checkpoint is deleted: %d\n%s\n%s", st, out, stderr)
+	}
+	b.db.Exec(t, "ALTER TABLE rewind.audit_log DISABLE TRIGGER USER")
+	b.db.Exec(t, `UPDATE rewind.audit_log SET body = replace(body, '"600"', '"601"')
+		WHERE kind = 'backfill.run.started' AND subject = $1`, id)
+	out, stderr, st = cli(t, "backfill", "verify", id[:8], dsn)
+	if st != 5 || !strings.Contains(out, "audit_ledger") ||
+		!strings.Contains(out, "discrepancies in 1 of 6 chunks checked (16.7%); and 1 finding(s) about the whole run\n") ||
+		!strings.Contains(stderr, "2 finding(s): in 1 of 6 chunks checked, and 1 about the whole run") {
+		t.Fatalf("verify after the audit ledger is altered: %d\n%s\n%s", st, out, stderr)
+	}
+}
