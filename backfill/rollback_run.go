@@ -88,6 +88,16 @@ func (r *Runner) Rollback(ctx context.Context, id string, o RollbackOptions) (*R
 			}
 			return res, err
 		}
+		// No rollback is open: what is left to undo is what the target
+		// says now, read after the lineage. One read before it could
+		// predate a rollback another process finished meanwhile, and
+		// start a second, empty one.
+		if tg, err = r.rollbackTarget(ctx, id, o); err != nil {
+			return nil, err
+		}
+		if err := tg.nothingToDo(o, false); err != nil {
+			return nil, err
+		}
 		res, err := r.startRollback(ctx, tg, o, ln.last, spec, hash)
 		if !errors.Is(err, errRunStarted) {
 			return res, err
