@@ -27,8 +27,9 @@ import (
 // rows are not a random sample (they are often the oldest rows): write
 // validations that would catch a wrong change on any row.
 
-// Paused is the state of a run stopped on purpose, to be continued: today
-// by its canary (CanaryState says why), until Runner.Promote.
+// Paused is the state of a run stopped on purpose, to be continued: by
+// its canary (CanaryState says why) until Runner.Promote, or through its
+// control record (see control.go) until it is resumed.
 const Paused State = "paused"
 
 var (
@@ -274,6 +275,9 @@ func (r *Runner) canaryGate(ctx context.Context, p *prepared, run *Run, promote 
 	e := r.entry(p.job, "run.promoted", run.ID, map[string]string{"canary_state": c.State, "canary": c.Message},
 		map[string]int64{"canary_rows": c.Rows})
 	if err := r.owning(ctx, run, func(tx pgx.Tx) error {
+		if _, err := setControl(ctx, tx, run.ID, requestRun, PauseReason{}, r.cfg.Actor, false, r.cfg.LeaseTimeout); err != nil {
+			return err
+		}
 		return r.ledger.setCanary(ctx, tx, run, []string{CanaryFailed, CanaryWaiting}, CanaryPromoted, c.Message, false, e)
 	}); err != nil {
 		return err
@@ -307,6 +311,14 @@ func (r *Runner) canaryCheck(ctx context.Context, p *prepared, run *Run, res *Re
 	e.Message = msg
 	pause := state != CanaryPassed
 	if err := r.owning(ctx, run, func(tx pgx.Tx) error {
+		// The run's control says paused, kind canary, from now: its owner
+		// stops here, nothing is left in flight.
+		if pause {
+			if _, err := setControl(ctx, tx, run.ID, requestPause, PauseReason{Kind: PauseCanary, Detail: msg}, r.cfg.Actor,
+				true, r.cfg.LeaseTimeout); err != nil {
+				return err
+			}
+		}
 		return r.ledger.setCanary(ctx, tx, run, []string{CanaryApplying}, state, msg, pause, e)
 	}); err != nil {
 		return true, err

@@ -105,6 +105,10 @@ var workSchema = []string{
 	shardSchema,
 	`CREATE INDEX IF NOT EXISTS backfill_shards_lock ON rewind.backfill_shards (lock_obj) WHERE state = 'pending'`,
 	`CREATE SEQUENCE IF NOT EXISTS rewind.backfill_shard_locks AS integer CYCLE`,
+	// Live control (control.go): each run's control record, and the pause
+	// generation each shard's worker acknowledged at a chunk boundary.
+	controlSchema,
+	`ALTER TABLE rewind.backfill_shards ADD COLUMN IF NOT EXISTS paused_gen bigint NOT NULL DEFAULT 0`,
 }
 
 const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
@@ -114,7 +118,9 @@ const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND 
 	AND to_regclass('rewind.backfill_image_purges') IS NOT NULL AND to_regclass('rewind.backfill_image_rows') IS NOT NULL
 	AND to_regclass('rewind.backfill_shards') IS NOT NULL AND to_regclass('rewind.backfill_shard_locks') IS NOT NULL
 	AND (SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_leases')
-		AND attname IN ('workers', 'max_db_workers') AND NOT attisdropped)`
+		AND attname IN ('workers', 'max_db_workers') AND NOT attisdropped)
+	AND to_regclass('rewind.backfill_control') IS NOT NULL
+	AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_shards') AND attname = 'paused_gen' AND NOT attisdropped)`
 
 var runSchema = []string{
 	`CREATE SCHEMA IF NOT EXISTS rewind`,
@@ -322,6 +328,9 @@ type Run struct {
 	ErrorClass     string            `json:"error_class,omitempty"`
 	ErrorChunk     int64             `json:"error_chunk,omitempty"`
 	ErrorKey       Key               `json:"error_key,omitempty"`
+	// Control is the run's control record (see control.go), when it has
+	// one: a pause or cancel asked for, by whom and why, and overrides.
+	Control *Control `json:"control,omitempty"`
 	// Canary is the run's canary (see ApplyOptions.Canary), when it has one.
 	Canary *CanaryState `json:"canary,omitempty"`
 	// Session is what the run's start found of the settings that give the

@@ -84,6 +84,10 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 	full := p.job.chunkSize()
 	var prefetched *chunkResult
 	for {
+		// The chunk boundary: go on, wait while paused, stop if cancelled.
+		if err := r.boundary(ctx, p, run, sh, t); err != nil {
+			return err
+		}
 		// A canary's chunks stop at its rows (see canary.go).
 		size := run.Canary.limit(full, t.seen())
 		if size == 0 {
@@ -107,6 +111,10 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 			return finishShard(ctx, r.cfg.DB, run, sh)
 		}
 		cr, err := r.chunk(ctx, p, run, sh, sh.seq, b, false)
+		if errors.Is(err, errAtBoundary) { // rolled back: a pause or cancel was asked for
+			prefetched = nil
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -219,7 +227,7 @@ func (r *Runner) chunk(ctx context.Context, p *prepared, run *Run, sh *shardLeas
 		if ctx.Err() != nil {
 			return cr, cause(ctx)
 		}
-		if errors.Is(err, ErrLeaseLost) {
+		if errors.Is(err, ErrLeaseLost) || errors.Is(err, errAtBoundary) {
 			return cr, err
 		}
 		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "backfill_chunks_pkey" {
@@ -322,6 +330,9 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 		batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
 	}
 	if sh != nil {
+		// A worker's chunk commits only while no pause or cancel is asked
+		// for (see control.go); the request waits for it.
+		batch.Queue(controlFenceSQL, run.ID).QueryRow(checkControlFence)
 		queueShardCheckpoint(batch, run, sh, b.Hi, cr.Seen)
 		end = sh.end(run)
 	}

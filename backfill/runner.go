@@ -85,6 +85,10 @@ type Progress struct {
 	RowsSkipped int64
 	Total       int64
 	Estimated   bool
+	// Paused, when not empty, says the run is pausing or paused, by whom
+	// and why ("paused by alice: maintenance window"); the workers of this
+	// process wait at a chunk boundary.
+	Paused string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -855,6 +859,9 @@ func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 	if err := r.ledger.canaries(ctx, run); err != nil {
 		return nil, err
 	}
+	if err := r.ledger.controls(ctx, run); err != nil {
+		return nil, err
+	}
 	if err := r.fillRollback(ctx, run); err != nil {
 		return nil, err
 	}
@@ -868,6 +875,9 @@ func (r *Runner) List(ctx context.Context, o ListOptions) ([]*Run, error) {
 		return nil, err
 	}
 	if err := r.ledger.canaries(ctx, runs...); err != nil {
+		return nil, err
+	}
+	if err := r.ledger.controls(ctx, runs...); err != nil {
 		return nil, err
 	}
 	return runs, r.fillRollback(ctx, runs...)

@@ -209,6 +209,7 @@ type tally struct {
 	res *Result
 	pr  Progress
 	fn  func(Progress)
+	ctl *Control // as a worker last read it
 }
 
 func newTally(run *Run, res *Result, fn func(Progress)) *tally {
@@ -225,6 +226,39 @@ func (t *tally) progress() Progress {
 
 // seen is the rows the run has seen, as this process knows it.
 func (t *tally) seen() int64 { return t.progress().RowsSeen }
+
+// setControl keeps the run's control as a worker read it at a chunk
+// boundary, and tells Config.Progress when the run is paused or goes on.
+func (t *tally) setControl(c *Control) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ctl = c
+	paused := ""
+	if c.Action() == Wait {
+		paused = fmt.Sprintf("paused by %s", c.Actor)
+		if c.Reason.Detail != "" {
+			paused += ": " + c.Reason.Detail
+		}
+		if c.PausedAt == nil {
+			paused = "pausing (" + paused + ")"
+		}
+	}
+	if paused != t.pr.Paused {
+		t.pr.Paused = paused
+		if t.fn != nil {
+			t.fn(t.pr)
+		}
+	}
+}
+
+// control is the run's control as this process's workers last read it
+// (nil before the first boundary): the overrides Runner.Set stored
+// (max rate, chunk time, workers) for the throttle to apply.
+func (t *tally) control() *Control {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ctl
+}
 
 // errCanaryApplied: a canary's worker applied the canary's rows.
 var errCanaryApplied = errors.New("backfill: the canary's rows are applied")
@@ -296,6 +330,10 @@ func (r *Runner) runWorker(ctx context.Context, p *prepared, run *Run, name stri
 	for {
 		if ctx.Err() != nil {
 			return cause(ctx)
+		}
+		// No shard is claimed while the run is paused.
+		if err := r.boundary(ctx, p, run, nil, t); err != nil {
+			return err
 		}
 		w.mu.Lock()
 		sh, prev, err := claim(ctx, w.conn, run, run.epoch, w.owner, r.cfg.LeaseTimeout)
