@@ -16,6 +16,10 @@ func TestApplySetJobAndRerunChangesNothing(t *testing.T) {
 	if res.RowsChanged != 1050 || res.Chunks != 11 || res.Run.State != backfill.Finished {
 		t.Fatalf("apply: %+v", res)
 	}
+	// The result's run carries its times (--json printed year 1 before).
+	if res.Run.Created.IsZero() || res.Run.Updated.IsZero() {
+		t.Fatalf("the run's created/updated times are zero: %v, %v", res.Run.Created, res.Run.Updated)
+	}
 	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1 OR val <> (id % 97) * 2"); n != 0 {
 		t.Fatalf("%d rows not changed exactly once", n)
 	}

@@ -447,12 +447,14 @@ func (l *ledger) createRun(ctx context.Context, r *Run, started func(*Run) audit
 	params, _ := json.Marshal(r.Params)
 	sess, _ := json.Marshal(r.Session)
 	err := inTx(ctx, l.runs, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
+		err := tx.QueryRow(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
 			plan_hash, binary_version, actor, host, command, state, policy, chunk_size, total, total_estimated, end_key,
 			lock_obj, owner, heartbeat_at, prev_run, lease, session, undoes)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20,$21,$22)`,
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'running',$12,$13,$14,$15,$16,$17,$18,clock_timestamp(),$19,$20,$21,$22)
+			RETURNING created_at, updated_at`,
 			r.ID, r.JobName, r.JobVersion, r.JobHash, job, params, r.PlanHash, r.Binary, r.Actor, r.Host, r.Command,
-			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch, sess, r.Undoes)
+			r.Policy, r.ChunkSize, r.Total, r.TotalEstimated, []string(r.End), r.lockObj, r.Owner, r.PrevRun, r.epoch, sess,
+			r.Undoes).Scan(&r.Created, &r.Updated)
 		if err != nil {
 			return err
 		}
