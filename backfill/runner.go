@@ -456,6 +456,11 @@ func (o ApplyOptions) validate() error {
 			return &rewind.ValidationError{Field: f.name, Value: fmt.Sprint(f.v), Reason: fmt.Sprintf("must be from 1 to %d", f.max)}
 		}
 	}
+	if o.Workers > 0 && o.LocalWorkers > o.Workers {
+		return &rewind.ValidationError{Field: "local workers", Value: fmt.Sprint(o.LocalWorkers), Reason: fmt.Sprintf(
+			"more than the run's %d workers: at most --workers shards are applied at once, by every process together; "+
+				"raise --workers or lower --local-workers", o.Workers)}
+	}
 	return nil
 }
 

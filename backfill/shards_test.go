@@ -468,7 +468,7 @@ func TestBadParallelOptionsWriteNothing(t *testing.T) {
 	b := setup(t, 100)
 	ctx := context.Background()
 	for _, o := range []backfill.ApplyOptions{{Workers: -1}, {Shards: -1}, {Shards: backfill.MaxShards + 1},
-		{Workers: backfill.MaxWorkers + 1}, {LocalWorkers: -2}, {MaxDBWorkers: -1}} {
+		{Workers: backfill.MaxWorkers + 1}, {LocalWorkers: -2}, {MaxDBWorkers: -1}, {Workers: 2, LocalWorkers: 3}} {
 		_, err := b.runner.Apply(ctx, countJob(10), o)
 		var ve *rewind.ValidationError
 		if !errors.As(err, &ve) {

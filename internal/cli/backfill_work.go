@@ -56,6 +56,10 @@ func (f *parallelFlags) options() (backfill.ApplyOptions, error) {
 		}
 		*c.to = c.v
 	}
+	if o.Workers > 0 && o.LocalWorkers > o.Workers {
+		return o, invalidFlag("local-workers", fmt.Sprint(o.LocalWorkers), fmt.Sprintf("more than --workers %d: at most "+
+			"--workers shards are applied at once, by every process together; raise --workers or lower --local-workers", o.Workers))
+	}
 	return o, nil
 }
 

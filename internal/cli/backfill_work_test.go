@@ -73,6 +73,8 @@ func TestBackfillParallelBadInput(t *testing.T) {
 		{[]string{"--shards", "0"}, "--shards"},
 		{[]string{"--shards", "10001"}, "--shards"},
 		{[]string{"--local-workers", "0"}, "--local-workers"},
+		{[]string{"--workers", "2", "--local-workers", "3"}, "--local-workers"},
+		{[]string{"--local-workers", "3", "--workers", "2"}, "--local-workers"},
 		{[]string{"--max-db-workers", "-1"}, "--max-db-workers"},
 		{[]string{"--shards", "two"}, "--shards"},
 	} {
