@@ -88,3 +88,40 @@ func withConfig(c backfill.Config, f func(*backfill.Config)) backfill.Config {
 	f(&c)
 	return c
 }
+
+// A run applied by several workers over shards (chunk numbers s·2³²+n)
+// rolls back like a one-worker run: the table checksum-identical to
+// before, and a second rollback finds nothing left.
+func TestRollbackOfAParallelRunRestoresTheTable(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3000)
+	ctx := context.Background()
+	before := b.db.Checksum(t, "items", "id")
+	res := b.apply(t, countJob(50), backfill.ApplyOptions{Workers: 3, Shards: 6})
+	if res.RowsChanged != 3000 {
+		t.Fatalf("apply: %+v", res)
+	}
+	if n := b.scalar(t, "SELECT count(DISTINCT seq >> 32) FROM rewind.backfill_images WHERE run_id = $1", res.Run.ID); n < 2 {
+		t.Fatalf("the run's images come from %d shards, want several", n)
+	}
+	plan, err := b.runner.PlanRollback(ctx, res.Run.ID, backfill.RollbackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Restore != 3000 || plan.Conflicts != 0 {
+		t.Fatalf("plan: %+v", plan)
+	}
+	rb, err := b.runner.Rollback(ctx, res.Run.ID, backfill.RollbackOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Restored != 3000 || rb.Conflicts != 0 {
+		t.Fatalf("rollback: %+v", rb)
+	}
+	if after := b.db.Checksum(t, "items", "id"); after != before {
+		t.Fatal("the table after the rollback of a parallel run differs from before it")
+	}
+	if _, err := b.runner.Rollback(ctx, res.Run.ID, backfill.RollbackOptions{}); !errors.Is(err, backfill.ErrNothingToRollBack) {
+		t.Fatalf("second rollback: %v, want ErrNothingToRollBack", err)
+	}
+}
