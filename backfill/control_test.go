@@ -116,3 +116,132 @@ func TestPauseAndResumeFromAnotherRunner(t *testing.T) {
 		t.Errorf("entries %v", k)
 	}
 }
+
+// Cancel from another runner while a run executes: its workers stop at a
+// chunk boundary, its owner records it cancelled with who asked, and
+// nothing commits after that.
+func TestCancelFromAnotherRunnerWhileARunExecutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3000)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var notes []string
+	exec := slowRunner(t, b, 20*time.Millisecond, &notes, &mu)
+	done := make(chan error, 1)
+	go func() {
+		_, err := exec.Apply(ctx, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4})
+		done <- err
+	}()
+	id := runningID(t, b, "count")
+	canceller := runnerOn(t, b, func(c *backfill.Config) { c.Actor = "canceller" })
+	if err := canceller.Cancel(ctx, id[:8], nil); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	if err := <-done; !errors.Is(err, backfill.ErrRunEnded) || !strings.Contains(err.Error(), "canceller") {
+		t.Fatalf("the executing process returned %v", err)
+	}
+	chunks := b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks")
+	st, err := canceller.Status(ctx, id)
+	if err != nil || st.State != backfill.Cancelled {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks"); n != chunks {
+		t.Fatalf("%d chunks committed after the cancel", n-chunks)
+	}
+	changed := b.scalar(t, "SELECT coalesce(sum(rows_changed), 0) FROM rewind.backfill_chunks")
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n = 1"); n != changed || changed == 3000 ||
+		b.scalar(t, "SELECT count(*) FROM items WHERE n > 1") != 0 {
+		t.Fatalf("%d rows changed once, the checkpoints say %d", n, changed)
+	}
+	if e := b.lastEntry(t, id, "run.cancelled"); e == nil || e["requested_by"] != "canceller" {
+		t.Fatalf("run.cancelled entry %v", e)
+	}
+	if e := b.lastEntry(t, id, "run.cancelling"); e == nil || e["actor"] != "canceller" {
+		t.Fatalf("run.cancelling entry %v", e)
+	}
+	if k := b.auditKinds(t, id); k["backfill.run.cancelled"] != 1 {
+		t.Fatalf("entries %v", k)
+	}
+}
+
+// A pause of a run nobody applies takes effect at once (no live worker to
+// wait for); a run or takeover of it is refused while paused; Resume
+// lifts the pause and, nobody being there to go on, applies it here.
+func TestPauseOfARunNobodyAppliesAndResumeHere(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1000)
+	ctx := context.Background()
+	id := interruptParallel(t, b, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4}, 2)
+	st, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Reason: "look first", Wait: 10 * time.Second})
+	if err != nil || st.State != backfill.Paused {
+		t.Fatalf("pause of an interrupted run: %+v, %v", st, err)
+	}
+	if _, err := b.runner.Apply(ctx, countJob(50), backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrRunPaused) ||
+		!strings.Contains(err.Error(), "rewind backfill resume "+id) {
+		t.Fatalf("apply over a paused run = %v", err)
+	}
+	w := runnerOn(t, b, func(*backfill.Config) {})
+	done := make(chan error, 1)
+	go func() { _, err := w.Work(ctx, id, countJob(50), backfill.WorkOptions{Workers: 1}); done <- err }()
+	time.Sleep(300 * time.Millisecond)
+	before := b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks")
+	select {
+	case err := <-done:
+		t.Fatalf("a work process joining a paused run returned %v; it should wait", err)
+	default:
+	}
+	res, err := b.runner.Resume(ctx, id, countJob(50), backfill.ApplyOptions{})
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if res.Run.State == backfill.Running { // the work process went on with it
+		if err := <-done; err != nil {
+			t.Fatalf("work: %v", err)
+		}
+	} else if res.Run.State != backfill.Finished {
+		t.Fatalf("resume: %+v", res)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 || before == 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+}
+
+// A paused run whose executing process is killed stays paused (never
+// "running" with nobody); a work process waiting on it goes on once
+// resumed, and finishes it.
+func TestPausedRunSurvivesAKilledOwner(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2000)
+	ctx := context.Background()
+	child := startChild(t, b, "apply", "", 20, "30ms", "", "2/2/4")
+	id := runningID(t, b, "count")
+	w := runnerOn(t, b, func(*backfill.Config) {})
+	done := make(chan error, 1)
+	go func() { _, err := w.Work(ctx, id, countJob(20), backfill.WorkOptions{Workers: 1}); done <- err }()
+	st, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Wait: 20 * time.Second})
+	if err != nil || st.State != backfill.Paused {
+		t.Fatalf("pause: %+v, %v", st, err)
+	}
+	chunks := b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks")
+	child.kill()
+	time.Sleep(300 * time.Millisecond)
+	if st, _ := b.runner.Status(ctx, id); st.State != backfill.Paused {
+		t.Fatalf("a paused run whose owner was killed is %s", st.State)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_chunks"); n != chunks {
+		t.Fatalf("%d chunks committed while paused", n-chunks)
+	}
+	if _, live, err := b.runner.Unpause(ctx, id); err != nil || !live {
+		t.Fatalf("unpause: live %v, %v", live, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("work: %v", err)
+	}
+	if st, _ := b.runner.Status(ctx, id); st.State != backfill.Finished {
+		t.Fatalf("state %s", st.State)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+}

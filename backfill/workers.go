@@ -61,8 +61,12 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 		return nil, fmt.Errorf("%w: run %s failed (%s); workers join a running run only: fix the cause, then "+
 			"'rewind backfill resume %s' continues it, and workers may join it again", ErrRunNotRunning, run.ID, run.Error, run.ID)
 	case Paused:
-		return nil, fmt.Errorf("%w: run %s is paused after its canary; workers join a running run only: "+
-			"'rewind backfill promote %s' continues it, and workers may join it then", ErrRunNotRunning, run.ID, run.ID)
+		// A run paused through its control may be joined: the workers
+		// wait at a chunk boundary until it is resumed.
+		if c, err := readControl(ctx, r.cfg.DB, run.ID); err != nil || c.Requested != requestPause || c.Reason.Kind == PauseCanary {
+			return nil, fmt.Errorf("%w: run %s is paused after its canary; workers join a running run only: "+
+				"'rewind backfill promote %s' continues it, and workers may join it then", ErrRunNotRunning, run.ID, run.ID)
+		}
 	}
 	if err := checkRecorded(run, p); err != nil {
 		return nil, err
@@ -110,6 +114,17 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 			res.Message += "; the run is finished"
 		}
 		return res, nil
+	case errors.Is(err, errCancelAsked) && ctx.Err() == nil:
+		// Ended by the run's owner, or here when it has none.
+		if _, ferr := r.asOwner(ctx, p, run, func() error {
+			c, err := readControl(ctx, r.cfg.DB, run.ID)
+			if err != nil {
+				return err
+			}
+			return r.endCancelled(ctx, p.job, run, c)
+		}); ferr != nil {
+			return res, errors.Join(err, ferr)
+		}
 	case errors.As(err, &re) && ctx.Err() == nil:
 		if ferr := r.failAsWorker(ctx, p, run, re); ferr != nil {
 			return res, errors.Join(err, ferr)
