@@ -287,7 +287,7 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 		if err != nil {
 			return err
 		}
-		if c.gen == 0 {
+		if c.Since.IsZero() { // no record
 			continue
 		}
 		run.Control = c

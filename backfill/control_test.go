@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
 )
 
@@ -243,5 +244,117 @@ func TestPausedRunSurvivesAKilledOwner(t *testing.T) {
 	}
 	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
 		t.Fatalf("%d rows not changed exactly once", n)
+	}
+}
+
+// Set from another runner while a run executes: a raised worker cap
+// starts workers in the executing process, a lowered one makes workers
+// let their shard go at a chunk boundary; max rate and chunk time are
+// stored for the throttle and shown; each row is changed once.
+func TestSetFromAnotherRunnerWhileARunExecutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 4000)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var notes []string
+	exec := slowRunner(t, b, 15*time.Millisecond, &notes, &mu)
+	done := make(chan error, 1)
+	go func() {
+		_, err := exec.Apply(ctx, countJob(40), backfill.ApplyOptions{Workers: 1, Shards: 8})
+		done <- err
+	}()
+	id := runningID(t, b, "count")
+	setter := runnerOn(t, b, func(c *backfill.Config) { c.Actor = "setter" })
+	three, rate, ct := 3, 250.0, 400*time.Millisecond
+	st, err := setter.Set(ctx, id, backfill.SetOptions{Workers: &three, MaxRate: &rate, ChunkTime: &ct})
+	if err != nil || st.Control == nil || *st.Control.Workers != 3 || *st.Control.MaxRate != 250 || *st.Control.ChunkTime != ct ||
+		st.Control.SetBy != "setter" || st.Workers != 3 {
+		t.Fatalf("set: %+v, %v", st, err)
+	}
+	leased := func() int64 {
+		return b.scalar(t, `SELECT count(*) FROM rewind.backfill_shards s WHERE run_id = $1 AND state = 'pending' AND lock_obj IN
+			(SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381453395 AND granted)`, id)
+	}
+	most := int64(0)
+	for i := 0; i < 300 && most < 2; i++ {
+		most = max(most, leased())
+		time.Sleep(10 * time.Millisecond)
+	}
+	if most < 2 {
+		t.Fatalf("a raised worker cap started no worker: %d shards leased at most", most)
+	}
+	one := 1
+	if _, err := setter.Set(ctx, id, backfill.SetOptions{Workers: &one}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for range 10 {
+		if n := leased(); n > 1 {
+			t.Fatalf("%d shards leased under a cap of 1", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+	if e := b.lastEntry(t, id, "run.set"); e == nil || e["actor"] != "setter" || e["workers"] != "3 → 1" {
+		t.Fatalf("run.set entry %v", e)
+	}
+}
+
+// Bad control requests get a clear error and change nothing: the ledger,
+// the control records and the audit log are as before.
+func TestBadControlRequestsChangeNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300)
+	ctx := context.Background()
+	done := b.apply(t, countJob(100), backfill.ApplyOptions{}).Run.ID
+	open := interruptParallel(t, b, &backfill.Job{Name: "other", Version: "1", ChunkSize: 10,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"val": "val + 1"}},
+		backfill.ApplyOptions{Workers: 2, Shards: 4, MaxDBWorkers: 4}, 1)
+	snapshot := func() string {
+		var s string
+		err := b.db.Pool.QueryRow(ctx, `SELECT (SELECT md5(string_agg(r::text, '|' ORDER BY id)) FROM rewind.backfill_runs r) ||
+			(SELECT coalesce(md5(string_agg(c::text, '|' ORDER BY run_id)), '') FROM rewind.backfill_control c) ||
+			(SELECT count(*)::text FROM rewind.audit_log) || (SELECT md5(string_agg(l::text, '|' ORDER BY run_id)) FROM rewind.backfill_leases l)`).Scan(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := snapshot()
+	neg, zero, five, big := -1.0, 0, 5, backfill.MaxWorkers+1
+	short, long := time.Duration(0), 2*time.Hour
+	for _, c := range []struct {
+		name string
+		err  error
+		call func() error
+	}{
+		{"pause unknown", backfill.ErrRunNotFound, func() error { _, err := b.runner.Pause(ctx, "ffffffff", backfill.ControlOptions{}); return err }},
+		{"pause finished", backfill.ErrRunEnded, func() error { _, err := b.runner.Pause(ctx, done, backfill.ControlOptions{}); return err }},
+		{"cancel finished", backfill.ErrRunEnded, func() error { return b.runner.Cancel(ctx, done, nil) }},
+		{"unpause finished", backfill.ErrRunEnded, func() error { _, _, err := b.runner.Unpause(ctx, done); return err }},
+		{"unpause running", backfill.ErrNotPaused, func() error { _, _, err := b.runner.Unpause(ctx, open); return err }},
+		{"set finished", backfill.ErrRunEnded, func() error { _, err := b.runner.Set(ctx, done, backfill.SetOptions{Workers: &five}); return err }},
+		{"set nothing", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{}); return err }},
+		{"negative rate", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{MaxRate: &neg}); return err }},
+		{"chunk time 0", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{ChunkTime: &short}); return err }},
+		{"chunk time 2h", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{ChunkTime: &long}); return err }},
+		{"workers 0", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{Workers: &zero}); return err }},
+		{"workers above cap", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{Workers: &big}); return err }},
+		{"workers above max-db-workers", rewind.ErrInvalidArgument, func() error {
+			_, err := b.runner.Set(ctx, open, backfill.SetOptions{Workers: &five})
+			return err
+		}},
+	} {
+		if err := c.call(); !errors.Is(err, c.err) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.err)
+		}
+		if after := snapshot(); after != before {
+			t.Fatalf("%s changed the ledger", c.name)
+		}
 	}
 }

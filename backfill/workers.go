@@ -307,13 +307,50 @@ func (r *Runner) runWorkers(ctx context.Context, p *prepared, run *Run, t *tally
 	// Workers are named host:pid/tag.wN: the tag tells apart the runs of
 	// workers of one process.
 	tag := uuid.NewString()[:4]
-	for i := range n {
+	var mu sync.Mutex
+	started, running := 0, 0
+	idle := make(chan struct{}) // closed when the last worker ends
+	start := func() {
+		started++
+		running++
+		name := fmt.Sprintf("%s/%s.w%d", owner(), tag, started)
 		wg.Go(func() {
-			if err := r.runWorker(ctx, p, run, fmt.Sprintf("%s/%s.w%d", owner(), tag, i+1), t); err != nil {
+			if err := r.runWorker(ctx, p, run, name, t); err != nil {
 				once.Do(func() { first = err; cancel(errStop) })
 			}
+			mu.Lock()
+			if running--; running == 0 {
+				close(idle)
+			}
+			mu.Unlock()
 		})
 	}
+	mu.Lock()
+	for range n {
+		start()
+	}
+	mu.Unlock()
+	// A worker cap raised by Set starts workers here, up to it, while
+	// workers run (never after the last one ended: the run is done). A
+	// canary's rows are applied by one worker.
+	grow := !run.Canary.applying()
+	wg.Go(func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-idle:
+				return
+			case <-tick.C:
+			}
+			c := t.control()
+			mu.Lock()
+			for grow && running > 0 && c != nil && c.Workers != nil && running < min(*c.Workers, MaxWorkers) {
+				start()
+			}
+			mu.Unlock()
+		}
+	})
 	wg.Wait()
 	return first
 }
@@ -387,6 +424,9 @@ func (r *Runner) runWorker(ctx context.Context, p *prepared, run *Run, name stri
 		}
 		w.setCur(nil)
 		w.release(sh)
+		if errors.Is(err, errYield) {
+			continue // to a claim, which waits while the cap is reached
+		}
 		if err != nil {
 			return w.stopped(ctx, p, sh, err)
 		}
