@@ -172,6 +172,10 @@ func (r *Runner) unpause(ctx context.Context, run *Run, only *PauseKind) error {
 			return nil, fmt.Errorf("%w: run %s is not paused (it is %s): nothing to resume", ErrNotPaused, run.ID, run.State)
 		case only != nil && c.Reason.Kind != *only:
 			return nil, nil // paused for another reason: left alone
+		case c.Reason.Kind == PauseDisabled && only == nil:
+			if err := refuseDisabled(ctx, r.ledger.runs, run.JobName); err != nil {
+				return nil, err
+			}
 		case c.Reason.Kind == PauseCanary:
 			return nil, fmt.Errorf("%w: run %s is paused by its canary (%s); look at the rows (rewind backfill status %s, "+
 				"rewind backfill validate %s), then continue it with 'rewind backfill promote %s'",

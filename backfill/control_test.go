@@ -358,3 +358,62 @@ func TestBadControlRequestsChangeNothing(t *testing.T) {
 		}
 	}
 }
+
+// Disable while a run executes: the run pauses (kind disabled), the job
+// starts no run; enable resumes it, not a run an operator paused; an
+// unknown job, or a second disable, is refused and changes nothing.
+func TestDisableWhileRunningPausesAndEnableContinues(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3000)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var notes []string
+	exec := slowRunner(t, b, 15*time.Millisecond, &notes, &mu)
+	done := make(chan error, 1)
+	go func() {
+		_, err := exec.Apply(ctx, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4})
+		done <- err
+	}()
+	id := runningID(t, b, "count")
+	admin := runnerOn(t, b, func(c *backfill.Config) { c.Actor = "admin" })
+	if _, err := admin.Disable(ctx, "nosuchjob", "x"); !errors.Is(err, backfill.ErrJobNotFound) {
+		t.Fatalf("disable of an unknown job = %v", err)
+	}
+	tg, err := admin.Disable(ctx, "count", "bad data found")
+	if err != nil || !tg.Disabled || len(tg.Runs) != 1 || tg.Runs[0] != id {
+		t.Fatalf("disable: %+v, %v", tg, err)
+	}
+	if _, err := admin.Disable(ctx, "count", "again"); !errors.Is(err, rewind.ErrWrongExpectedVersion) {
+		t.Fatalf("a second disable = %v", err)
+	}
+	var st *backfill.Run
+	for range 200 {
+		if st, _ = admin.Status(ctx, id); st.State == backfill.Paused {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st.State != backfill.Paused || st.Control.Reason.Kind != backfill.PauseDisabled {
+		t.Fatalf("the run of a disabled job: %s %+v", st.State, st.Control)
+	}
+	if _, err := admin.Apply(ctx, countJob(50), backfill.ApplyOptions{}); !errors.Is(err, backfill.ErrJobDisabled) ||
+		!strings.Contains(err.Error(), "disabled by admin") || !strings.Contains(err.Error(), "rewind backfill enable count") {
+		t.Fatalf("apply of a disabled job = %v", err)
+	}
+	if _, _, err := admin.Unpause(ctx, id); !errors.Is(err, backfill.ErrJobDisabled) {
+		t.Fatalf("resume of a run of a disabled job = %v", err)
+	}
+	tg, err = admin.Enable(ctx, "count")
+	if err != nil || tg.Disabled || len(tg.Runs) != 1 {
+		t.Fatalf("enable: %+v, %v", tg, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the run after enable: %v", err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+	if e := b.lastEntry(t, "job:count", "job.disabled"); e == nil || e["actor"] != "admin" || e["reason"] != "bad data found" {
+		t.Fatalf("job.disabled entry %v", e)
+	}
+}

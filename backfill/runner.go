@@ -535,6 +535,9 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
+	if err := refuseDisabled(ctx, r.ledger.runs, job.Name); err != nil {
+		return nil, err
+	}
 	for {
 		ln, err := r.ledger.lineage(ctx, job.Name)
 		if err != nil {
@@ -655,7 +658,7 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 		return r.entry(p.job, "run.started", run.ID, attrs, map[string]int64{"total": total})
 	}
 	if err := r.ledger.createRun(ctx, run, started); err != nil {
-		if errors.Is(err, errRunStarted) {
+		if errors.Is(err, errRunStarted) || errors.Is(err, ErrJobDisabled) {
 			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_leases WHERE run_id = $1", run.ID)
 			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_shards WHERE run_id = $1", run.ID)
 		}
@@ -687,6 +690,9 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 			Reason: fmt.Sprintf("run %s belongs to job %s", run.ID, run.JobName)}
 	}
 	if err := r.ledger.setup(ctx); err != nil { // a ledger of an earlier version gets shards
+		return nil, err
+	}
+	if err := refuseDisabled(ctx, r.ledger.runs, run.JobName); err != nil {
 		return nil, err
 	}
 	if res, done, err := r.resumePaused(ctx, run, o.promote); done || err != nil {

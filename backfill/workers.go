@@ -68,6 +68,9 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 				"'rewind backfill promote %s' continues it, and workers may join it then", ErrRunNotRunning, run.ID, run.ID)
 		}
 	}
+	if err := refuseDisabled(ctx, r.ledger.runs, run.JobName); err != nil {
+		return nil, err
+	}
 	if err := checkRecorded(run, p); err != nil {
 		return nil, err
 	}
