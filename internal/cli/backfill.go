@@ -645,7 +645,7 @@ func (a *app) backfillCancelCmd() *cobra.Command {
 		Long: `Cancel RUN: the workers applying it, in any process, stop at their next chunk boundary
 and the process holding the run records it cancelled; a run nobody applies is cancelled
 here at once. Until then it shows as 'cancelling'. Recorded with the actor.`,
-		Args:  exactArgs(1, "RUN"),
+		Args: exactArgs(1, "RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pg.command = a.recordedCommand(cmd, fileSecret(nil))
 			r, closeAll, err := pg.runner(cmd.Context(), nil)

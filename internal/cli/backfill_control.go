@@ -176,7 +176,7 @@ func (a *app) backfillToggleCmd(disable bool) *cobra.Command {
 	var reason string
 	verb := map[bool]string{true: "disable", false: "enable"}[disable]
 	cmd := &cobra.Command{
-		Use:   verb + " JOB",
+		Use: verb + " JOB",
 		Short: map[bool]string{true: "Disable a job by name: it starts no run, and its running runs pause",
 			false: "Enable a disabled job: runs start again, and the runs its disable paused go on"}[disable],
 		Args: exactArgs(1, "JOB"),
