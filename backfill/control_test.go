@@ -3,6 +3,9 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -415,5 +418,91 @@ func TestDisableWhileRunningPausesAndEnableContinues(t *testing.T) {
 	}
 	if e := b.lastEntry(t, "job:count", "job.disabled"); e == nil || e["actor"] != "admin" || e["reason"] != "bad data found" {
 		t.Fatalf("job.disabled entry %v", e)
+	}
+}
+
+var controlTrials = flag.Int("control-trials", 20, "trials of racing pause/resume/cancel in TestRacingControlChangesEachRowAtMostOnce")
+
+// Pause, resume and cancel raced from three runners while a run executes
+// with two workers: every row is changed at most once (exactly once when
+// the run finishes), and the run ends in one consistent state: finished
+// with every row, or cancelled with the rows its checkpoints count.
+func TestRacingControlChangesEachRowAtMostOnce(t *testing.T) {
+	t.Parallel()
+	for trial := range *controlTrials {
+		t.Run(fmt.Sprint(trial), func(t *testing.T) { raceControl(t, trial) })
+	}
+}
+
+// raceControl is one trial of TestRacingControlChangesEachRowAtMostOnce.
+func raceControl(t *testing.T, trial int) {
+	{
+		b := setup(t, 600)
+		ctx := context.Background()
+		var mu sync.Mutex
+		var notes []string
+		exec := slowRunner(t, b, 5*time.Millisecond, &notes, &mu)
+		done := make(chan error, 1)
+		go func() {
+			_, err := exec.Apply(ctx, countJob(20), backfill.ApplyOptions{Workers: 2, Shards: 4})
+			done <- err
+		}()
+		id := runningID(t, b, "count")
+		rng := rand.New(rand.NewPCG(uint64(trial), 7))
+		var wg sync.WaitGroup
+		for i := range 3 {
+			seed := rng.Uint64()
+			wg.Go(func() {
+				r := runnerOn(t, b, func(c *backfill.Config) { c.Actor = fmt.Sprintf("op%d", i) })
+				rr := rand.New(rand.NewPCG(seed, 1))
+				for range 4 {
+					time.Sleep(time.Duration(rr.IntN(60)) * time.Millisecond)
+					switch n := rr.IntN(10); {
+					case n < 4:
+						r.Pause(ctx, id, backfill.ControlOptions{Wait: time.Duration(rr.IntN(2)) * time.Second})
+					case n < 9:
+						r.Unpause(ctx, id)
+					case trial%2 == 0:
+						r.Cancel(ctx, id, nil)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		// Let it end: resume whatever pause is left.
+		for {
+			st, err := b.runner.Status(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State == backfill.Paused || st.State == backfill.Pausing {
+				b.runner.Unpause(ctx, id)
+			}
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, backfill.ErrRunEnded) {
+					t.Fatalf("trial %d: apply: %v", trial, err)
+				}
+			case <-time.After(100 * time.Millisecond):
+				continue
+			}
+			break
+		}
+		st, _ := b.runner.Status(ctx, id)
+		changed := b.scalar(t, "SELECT coalesce(sum(rows_changed), 0) FROM rewind.backfill_chunks")
+		if n := b.scalar(t, "SELECT count(*) FROM items WHERE n > 1"); n != 0 {
+			t.Fatalf("trial %d: %d rows changed twice", trial, n)
+		}
+		once := b.scalar(t, "SELECT count(*) FROM items WHERE n = 1")
+		switch {
+		case once != changed:
+			t.Fatalf("trial %d: %d rows changed, the checkpoints say %d", trial, once, changed)
+		case st.State == backfill.Finished && once != 600, st.State != backfill.Finished && st.State != backfill.Cancelled:
+			t.Fatalf("trial %d: run %s with %d rows changed", trial, st.State, once)
+		}
+		k := b.auditKinds(t, id)
+		if k["backfill.run.finished"]+k["backfill.run.cancelled"] != 1 {
+			t.Fatalf("trial %d: ends %v", trial, k)
+		}
 	}
 }
