@@ -436,73 +436,71 @@ func TestRacingControlChangesEachRowAtMostOnce(t *testing.T) {
 
 // raceControl is one trial of TestRacingControlChangesEachRowAtMostOnce.
 func raceControl(t *testing.T, trial int) {
-	{
-		b := setup(t, 600)
-		ctx := context.Background()
-		var mu sync.Mutex
-		var notes []string
-		exec := slowRunner(t, b, 5*time.Millisecond, &notes, &mu)
-		done := make(chan error, 1)
-		go func() {
-			_, err := exec.Apply(ctx, countJob(20), backfill.ApplyOptions{Workers: 2, Shards: 4})
-			done <- err
-		}()
-		id := runningID(t, b, "count")
-		rng := rand.New(rand.NewPCG(uint64(trial), 7))
-		var wg sync.WaitGroup
-		for i := range 3 {
-			seed := rng.Uint64()
-			wg.Go(func() {
-				r := runnerOn(t, b, func(c *backfill.Config) { c.Actor = fmt.Sprintf("op%d", i) })
-				rr := rand.New(rand.NewPCG(seed, 1))
-				for range 4 {
-					time.Sleep(time.Duration(rr.IntN(60)) * time.Millisecond)
-					switch n := rr.IntN(10); {
-					case n < 4:
-						r.Pause(ctx, id, backfill.ControlOptions{Wait: time.Duration(rr.IntN(2)) * time.Second})
-					case n < 9:
-						r.Unpause(ctx, id)
-					case trial%2 == 0:
-						r.Cancel(ctx, id, nil)
-					}
+	b := setup(t, 600)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var notes []string
+	exec := slowRunner(t, b, 5*time.Millisecond, &notes, &mu)
+	done := make(chan error, 1)
+	go func() {
+		_, err := exec.Apply(ctx, countJob(20), backfill.ApplyOptions{Workers: 2, Shards: 4})
+		done <- err
+	}()
+	id := runningID(t, b, "count")
+	rng := rand.New(rand.NewPCG(uint64(trial), 7))
+	var wg sync.WaitGroup
+	for i := range 3 {
+		seed := rng.Uint64()
+		wg.Go(func() {
+			r := runnerOn(t, b, func(c *backfill.Config) { c.Actor = fmt.Sprintf("op%d", i) })
+			rr := rand.New(rand.NewPCG(seed, 1))
+			for range 4 {
+				time.Sleep(time.Duration(rr.IntN(60)) * time.Millisecond)
+				switch n := rr.IntN(10); {
+				case n < 4:
+					r.Pause(ctx, id, backfill.ControlOptions{Wait: time.Duration(rr.IntN(2)) * time.Second})
+				case n < 9:
+					r.Unpause(ctx, id)
+				case trial%2 == 0:
+					r.Cancel(ctx, id, nil)
 				}
-			})
-		}
-		wg.Wait()
-		// Let it end: resume whatever pause is left.
-		for {
-			st, err := b.runner.Status(ctx, id)
-			if err != nil {
-				t.Fatal(err)
 			}
-			if st.State == backfill.Paused || st.State == backfill.Pausing {
-				b.runner.Unpause(ctx, id)
+		})
+	}
+	wg.Wait()
+	// Let it end: resume whatever pause is left.
+	for {
+		st, err := b.runner.Status(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == backfill.Paused || st.State == backfill.Pausing {
+			b.runner.Unpause(ctx, id)
+		}
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, backfill.ErrRunEnded) {
+				t.Fatalf("trial %d: apply: %v", trial, err)
 			}
-			select {
-			case err := <-done:
-				if err != nil && !errors.Is(err, backfill.ErrRunEnded) {
-					t.Fatalf("trial %d: apply: %v", trial, err)
-				}
-			case <-time.After(100 * time.Millisecond):
-				continue
-			}
-			break
+		case <-time.After(100 * time.Millisecond):
+			continue
 		}
-		st, _ := b.runner.Status(ctx, id)
-		changed := b.scalar(t, "SELECT coalesce(sum(rows_changed), 0) FROM rewind.backfill_chunks")
-		if n := b.scalar(t, "SELECT count(*) FROM items WHERE n > 1"); n != 0 {
-			t.Fatalf("trial %d: %d rows changed twice", trial, n)
-		}
-		once := b.scalar(t, "SELECT count(*) FROM items WHERE n = 1")
-		switch {
-		case once != changed:
-			t.Fatalf("trial %d: %d rows changed, the checkpoints say %d", trial, once, changed)
-		case st.State == backfill.Finished && once != 600, st.State != backfill.Finished && st.State != backfill.Cancelled:
-			t.Fatalf("trial %d: run %s with %d rows changed", trial, st.State, once)
-		}
-		k := b.auditKinds(t, id)
-		if k["backfill.run.finished"]+k["backfill.run.cancelled"] != 1 {
-			t.Fatalf("trial %d: ends %v", trial, k)
-		}
+		break
+	}
+	st, _ := b.runner.Status(ctx, id)
+	changed := b.scalar(t, "SELECT coalesce(sum(rows_changed), 0) FROM rewind.backfill_chunks")
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n > 1"); n != 0 {
+		t.Fatalf("trial %d: %d rows changed twice", trial, n)
+	}
+	once := b.scalar(t, "SELECT count(*) FROM items WHERE n = 1")
+	switch {
+	case once != changed:
+		t.Fatalf("trial %d: %d rows changed, the checkpoints say %d", trial, once, changed)
+	case st.State == backfill.Finished && once != 600, st.State != backfill.Finished && st.State != backfill.Cancelled:
+		t.Fatalf("trial %d: run %s with %d rows changed", trial, st.State, once)
+	}
+	k := b.auditKinds(t, id)
+	if k["backfill.run.finished"]+k["backfill.run.cancelled"] != 1 {
+		t.Fatalf("trial %d: ends %v", trial, k)
 	}
 }
