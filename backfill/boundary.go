@@ -30,11 +30,32 @@ func (r *Runner) boundary(ctx context.Context, p *prepared, run *Run, sh *shardL
 	t.setControl(c)
 	switch c.Action() {
 	case GoOn:
-		return nil
+		return r.overCap(ctx, run, sh, c)
 	case Stop:
 		return cancelAsked(run, c)
 	}
 	return r.waitPaused(ctx, p, run, sh, t, c)
+}
+
+// errYield: a worker lets its shard go at a chunk boundary because the
+// run has more shards leased than its worker cap, lowered by Set.
+var errYield = errors.New("backfill: the run's worker cap was lowered; letting the shard go")
+
+// overCap returns errYield when a worker cap was set on run and more of
+// its shards are leased than it allows: the shard's checkpoint is
+// committed, so another worker goes on from it later, each row once.
+func (r *Runner) overCap(ctx context.Context, run *Run, sh *shardLease, c *Control) error {
+	if sh == nil || c.Workers == nil {
+		return nil
+	}
+	var leased int
+	err := r.cfg.DB.QueryRow(ctx, `WITH `+heldSQL+` SELECT count(*) FROM rewind.backfill_shards s
+		LEFT JOIN rewind.backfill_leases f ON f.run_id = s.run_id
+		WHERE s.run_id = $1 AND s.state = 'pending' AND `+leasedFSQL, run.ID).Scan(&leased)
+	if err != nil || leased <= *c.Workers {
+		return nil
+	}
+	return errYield
 }
 
 // errCancelAsked marks the error of a worker that stopped for a cancel

@@ -36,9 +36,10 @@ var (
 	// ErrCanaryFailed: a canary's validations failed; the run is paused
 	// (see *CanaryError).
 	ErrCanaryFailed = &codedError{"backfill: canary validations failed", nil}
-	// ErrRunPaused: the run waits for promotion after its canary; resume
-	// is refused.
-	ErrRunPaused = &codedError{"backfill: run is paused after its canary", rewind.ErrWrongExpectedVersion}
+	// ErrRunPaused: the run is paused: by its canary, until promoted
+	// (resume is refused), or through its control, until resumed (a run
+	// or takeover of it is refused).
+	ErrRunPaused = &codedError{"backfill: run is paused", rewind.ErrWrongExpectedVersion}
 	// ErrNotPaused: Promote of a run that is not waiting for promotion.
 	ErrNotPaused = &codedError{"backfill: run is not waiting for promotion", rewind.ErrWrongExpectedVersion}
 )

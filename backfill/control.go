@@ -223,6 +223,16 @@ func (r *Runner) requestPause(ctx context.Context, job *Job, run *Run, reason Pa
 	})
 }
 
+// requestCancel records a cancel of run asked by this runner's actor (a
+// run.cancelling entry), whatever it was asked before.
+func (r *Runner) requestCancel(ctx context.Context, job *Job, run *Run) error {
+	e := r.entry(job, "run.cancelling", run.ID, nil, nil)
+	return r.controlTx(ctx, run, func(tx pgx.Tx) (*entryFn, error) {
+		_, err := setControl(ctx, tx, run.ID, requestCancel, PauseReason{}, r.cfg.Actor, false, r.cfg.LeaseTimeout)
+		return &entryFn{entry: e}, err
+	})
+}
+
 // entryFn is what a control change records in the ledger database: its
 // audit entry, and mark, when not nil, the change of the run's record.
 type entryFn struct {
@@ -277,7 +287,7 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 		if err != nil {
 			return err
 		}
-		if c.gen == 0 {
+		if c.Since.IsZero() { // no record
 			continue
 		}
 		run.Control = c

@@ -172,6 +172,10 @@ func (r *Runner) unpause(ctx context.Context, run *Run, only *PauseKind) error {
 			return nil, fmt.Errorf("%w: run %s is not paused (it is %s): nothing to resume", ErrNotPaused, run.ID, run.State)
 		case only != nil && c.Reason.Kind != *only:
 			return nil, nil // paused for another reason: left alone
+		case c.Reason.Kind == PauseDisabled && only == nil:
+			if err := refuseDisabled(ctx, r.ledger.runs, run.JobName); err != nil {
+				return nil, err
+			}
 		case c.Reason.Kind == PauseCanary:
 			return nil, fmt.Errorf("%w: run %s is paused by its canary (%s); look at the rows (rewind backfill status %s, "+
 				"rewind backfill validate %s), then continue it with 'rewind backfill promote %s'",
@@ -188,4 +192,49 @@ func (r *Runner) unpause(ctx context.Context, run *Run, only *PauseKind) error {
 			return err
 		}}, nil
 	})
+}
+
+// resumePaused lifts a pause asked through run's control (not its
+// canary's: promote does) before Resume continues it. When a process is
+// there to go on with it (its owner, or work processes, waiting at a
+// chunk boundary), they do, and done is true: nothing is applied here.
+func (r *Runner) resumePaused(ctx context.Context, run *Run, promote bool) (res *Result, done bool, err error) {
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil || promote || c.Requested != requestPause || c.Reason.Kind == PauseCanary {
+		return nil, false, err
+	}
+	if err := r.unpause(ctx, run, nil); err != nil {
+		return nil, false, err
+	}
+	st, err := r.Status(ctx, run.ID)
+	if err != nil || st.State != Running {
+		return nil, false, err
+	}
+	return &Result{Run: st, Message: fmt.Sprintf("run %s resumed: the process(es) waiting at a chunk boundary (%s) go on with it; "+
+		"'rewind backfill status %s' follows it", run.ID, st.Owner, run.ID)}, true, nil
+}
+
+// controlGate, once this process holds run's lease, completes a cancel
+// asked for while nobody applied the run (the forced transition:
+// errRunClosed, run cancelled), and refuses to apply a run paused through
+// its control (ErrRunPaused): Resume lifts the pause first.
+func (r *Runner) controlGate(ctx context.Context, p *prepared, run *Run, l *lease) error {
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.Requested == requestCancel:
+		if err := r.ledger.claim(ctx, run, r.takenOverEntry(p.job, run, l)); err != nil {
+			return err
+		}
+		if err := r.endCancelled(ctx, p.job, run, c); err != nil {
+			return err
+		}
+		return errRunClosed
+	case c.Requested == requestPause && c.Reason.Kind != PauseCanary:
+		return fmt.Errorf("%w: run %s is paused by %s since %s (%s: %s); continue it with 'rewind backfill resume %s'",
+			ErrRunPaused, run.ID, c.Actor, c.Since.UTC().Format(time.RFC3339), c.Reason.Kind, c.Reason.Detail, run.ID)
+	}
+	return nil
 }

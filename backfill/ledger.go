@@ -180,11 +180,14 @@ var runSchema = []string{
 	// A rollback is a run too: undoes names the run it rolls back ('' for
 	// a run of a job).
 	`ALTER TABLE rewind.backfill_runs ADD COLUMN IF NOT EXISTS undoes text NOT NULL DEFAULT ''`,
+	// Jobs turned off and on (toggle.go).
+	toggleSchema,
 }
 
 // runsSetUp: the run ledger has everything this version uses (cols says
 // which of its columns a ledger of an earlier version has).
-const runsSetUp = `SELECT count(*) = 4 AND to_regclass('rewind.backfill_canaries') IS NOT NULL FROM pg_attribute
+const runsSetUp = `SELECT count(*) = 4 AND to_regclass('rewind.backfill_canaries') IS NOT NULL
+	AND to_regclass('rewind.backfill_toggles') IS NOT NULL FROM pg_attribute
 	WHERE attrelid = to_regclass('rewind.backfill_runs') AND attname IN ('prev_run', 'lease', 'session', 'undoes') AND NOT attisdropped`
 
 // setup creates the ledger's tables where missing, and upgrades those of
@@ -447,6 +450,14 @@ func (l *ledger) createRun(ctx context.Context, r *Run, started func(*Run) audit
 	params, _ := json.Marshal(r.Params)
 	sess, _ := json.Marshal(r.Session)
 	err := inTx(ctx, l.runs, func(tx pgx.Tx) error {
+		// A disabled job starts no run; the lock orders this start and a
+		// disable, so that a run started meanwhile is paused by it.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", int32(toggleClass), r.JobName); err != nil {
+			return err
+		}
+		if err := refuseDisabled(ctx, tx, r.JobName); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, `INSERT INTO rewind.backfill_runs (id, job_name, job_version, job_hash, job, params,
 			plan_hash, binary_version, actor, host, command, state, policy, chunk_size, total, total_estimated, end_key,
 			lock_obj, owner, heartbeat_at, prev_run, lease, session, undoes)

@@ -38,6 +38,9 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, w
 		// them, shard after shard in key order, and stops at their count;
 		// then its validations decide (see canary.go).
 		if err := r.runWorkers(ctx, p, run, t, 1); err != nil && !errors.Is(err, errCanaryApplied) {
+			if errors.Is(err, errCancelAsked) && ctx.Err() == nil {
+				return res, r.cancelAtRequest(ctx, p, run, res)
+			}
 			return res, r.stop(ctx, p, run, err)
 		}
 		if stop, err := r.canaryCheck(ctx, p, run, res, t.progress()); stop || err != nil {
@@ -45,6 +48,9 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, w
 		}
 	}
 	if err := r.runWorkers(ctx, p, run, t, workers); err != nil {
+		if errors.Is(err, errCancelAsked) && ctx.Err() == nil {
+			return res, r.cancelAtRequest(ctx, p, run, res)
+		}
 		return res, r.stop(ctx, p, run, err)
 	}
 	if err := r.ledger.progress(ctx, run); err != nil {
@@ -59,6 +65,21 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, w
 		res.Message = fmt.Sprintf("run %s finished: nothing to do, no row matches the job's WHERE (already applied?); 0 rows changed", run.ID)
 	}
 	return res, nil
+}
+
+// cancelAtRequest ends run, which this process holds and whose workers
+// all stopped at a chunk boundary, cancelled as its control asks.
+func (r *Runner) cancelAtRequest(ctx context.Context, p *prepared, run *Run, res *Result) error {
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil {
+		return err
+	}
+	if err := r.endCancelled(ctx, p.job, run, c); err != nil {
+		return err
+	}
+	res.Message = fmt.Sprintf("run %s cancelled at the request of %s, at a chunk boundary: %d rows changed in %d chunks by this process",
+		run.ID, c.Actor, res.RowsChanged, res.Chunks)
+	return fmt.Errorf("%w: run %s was cancelled by %s", ErrRunEnded, run.ID, c.Actor)
 }
 
 // endFinished records run finished, under its lease.

@@ -535,6 +535,9 @@ func (r *Runner) Apply(ctx context.Context, job *Job, o ApplyOptions) (*Result, 
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
+	if err := refuseDisabled(ctx, r.ledger.runs, job.Name); err != nil {
+		return nil, err
+	}
 	for {
 		ln, err := r.ledger.lineage(ctx, job.Name)
 		if err != nil {
@@ -655,7 +658,7 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 		return r.entry(p.job, "run.started", run.ID, attrs, map[string]int64{"total": total})
 	}
 	if err := r.ledger.createRun(ctx, run, started); err != nil {
-		if errors.Is(err, errRunStarted) {
+		if errors.Is(err, errRunStarted) || errors.Is(err, ErrJobDisabled) {
 			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_leases WHERE run_id = $1", run.ID)
 			r.cfg.DB.Exec(context.WithoutCancel(ctx), "DELETE FROM rewind.backfill_shards WHERE run_id = $1", run.ID)
 		}
@@ -688,6 +691,12 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 	}
 	if err := r.ledger.setup(ctx); err != nil { // a ledger of an earlier version gets shards
 		return nil, err
+	}
+	if err := refuseDisabled(ctx, r.ledger.runs, run.JobName); err != nil {
+		return nil, err
+	}
+	if res, done, err := r.resumePaused(ctx, run, o.promote); done || err != nil {
+		return res, err
 	}
 	res, err := r.resume(ctx, p, run, o)
 	if errors.Is(err, errRunClosed) {
@@ -741,8 +750,12 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	}); err != nil {
 		return nil, err
 	}
-	// A run its canary stopped goes on only when promoted.
+	// A run its canary stopped goes on only when promoted; one paused or
+	// being cancelled through its control is resumed or cancelled first.
 	if err := r.canaryGate(ctx, p, run, o.promote); err != nil {
+		return nil, err
+	}
+	if err := r.controlGate(ctx, p, run, l); err != nil {
 		return nil, err
 	}
 	// The progress as of now: the previous owner may have committed
@@ -903,9 +916,16 @@ func (r *Runner) Quarantine(ctx context.Context, id string) ([]Quarantined, erro
 	return r.ledger.quarantined(ctx, run.ID, false)
 }
 
-// Cancel marks an unfinished run cancelled, so that the job can start
-// afresh. It waits for the run's lease, so it never cancels a run while it
-// is being applied.
+// Cancel cancels an unfinished run, so that the job can start afresh.
+// The request is recorded first in the run's control (run.cancelling,
+// with this runner's actor): the workers applying the run, in any
+// process, stop at their next chunk boundary, and the process holding the
+// run records it cancelled. Then Cancel takes the run's lease, waiting up
+// to LeaseWait: when nobody holds it (no owner, or its owner just ended
+// the run) it records the end itself. A run whose owner holds on past
+// that (a slow chunk) is left cancelling: its owner ends it at its next
+// boundary, or whoever takes the run next (resume, run, cancel) does.
+// Status says which.
 func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	run, err := r.ledger.loadRun(ctx, id)
 	if err != nil {
@@ -917,7 +937,16 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	if err := r.ledger.setup(ctx); err != nil { // a ledger of an earlier version gets shards
 		return err
 	}
+	if job == nil {
+		job = &Job{Name: run.JobName, Version: run.JobVersion}
+	}
+	if err := r.requestCancel(ctx, job, run); err != nil {
+		return err
+	}
 	l, err := r.lock(ctx, run)
+	if errors.Is(err, ErrRunLocked) {
+		return nil // cancelling: its owner ends it at its next chunk boundary
+	}
 	if err != nil {
 		return err
 	}
@@ -925,28 +954,42 @@ func (r *Runner) Cancel(ctx context.Context, id string, job *Job) error {
 	if err := r.fence(ctx, run); err != nil {
 		return err
 	}
-	if job == nil {
-		job = &Job{Name: run.JobName, Version: run.JobVersion}
-	}
 	if err := r.ledger.claim(ctx, run, r.takenOverEntry(job, run, l)); err != nil {
 		return err
+	}
+	if run.State == Cancelled { // its owner ended it at our request
+		return nil
 	}
 	if !run.open() { // it ended while we waited
 		return fmt.Errorf("%w: run %s is already %s: nothing to cancel", ErrRunEnded, run.ID, run.State)
 	}
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil {
+		return err
+	}
+	return r.endCancelled(ctx, job, run, c)
+}
+
+// endCancelled records run, which this process holds, cancelled at the
+// request c: its pending shards cancelled (workers of other processes
+// stop before their next commit) and run.cancelled, with who asked.
+func (r *Runner) endCancelled(ctx context.Context, job *Job, run *Run, c *Control) error {
 	if err := r.ledger.progress(ctx, run); err != nil {
 		return err
 	}
-	e := r.entry(job, "run.cancelled", run.ID, map[string]string{"job_hash": run.JobHash},
+	e := r.entry(job, "run.cancelled", run.ID, map[string]string{"job_hash": run.JobHash, "requested_by": c.Actor},
 		map[string]int64{"chunks_done": run.Chunks, "rows_done": run.RowsSeen})
-	return r.owning(ctx, run, func(tx pgx.Tx) error {
-		// Workers of other processes stop before their next commit.
+	if err := r.owning(ctx, run, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE rewind.backfill_shards SET state = 'cancelled' WHERE run_id = $1
 			AND state IN ('pending', 'failed')`, run.ID); err != nil {
 			return fmt.Errorf("cancel the shards of run %s: %w", run.ID, err)
 		}
 		return r.ledger.end(ctx, tx, run, Cancelled, nil, e)
-	})
+	}); err != nil {
+		return err
+	}
+	run.State = Cancelled
+	return nil
 }
 
 var errStop = errors.New("stop")

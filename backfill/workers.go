@@ -61,8 +61,15 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 		return nil, fmt.Errorf("%w: run %s failed (%s); workers join a running run only: fix the cause, then "+
 			"'rewind backfill resume %s' continues it, and workers may join it again", ErrRunNotRunning, run.ID, run.Error, run.ID)
 	case Paused:
-		return nil, fmt.Errorf("%w: run %s is paused after its canary; workers join a running run only: "+
-			"'rewind backfill promote %s' continues it, and workers may join it then", ErrRunNotRunning, run.ID, run.ID)
+		// A run paused through its control may be joined: the workers
+		// wait at a chunk boundary until it is resumed.
+		if c, err := readControl(ctx, r.cfg.DB, run.ID); err != nil || c.Requested != requestPause || c.Reason.Kind == PauseCanary {
+			return nil, fmt.Errorf("%w: run %s is paused after its canary; workers join a running run only: "+
+				"'rewind backfill promote %s' continues it, and workers may join it then", ErrRunNotRunning, run.ID, run.ID)
+		}
+	}
+	if err := refuseDisabled(ctx, r.ledger.runs, run.JobName); err != nil {
+		return nil, err
 	}
 	if err := checkRecorded(run, p); err != nil {
 		return nil, err
@@ -110,6 +117,17 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 			res.Message += "; the run is finished"
 		}
 		return res, nil
+	case errors.Is(err, errCancelAsked) && ctx.Err() == nil:
+		// Ended by the run's owner, or here when it has none.
+		if _, ferr := r.asOwner(ctx, p, run, func() error {
+			c, err := readControl(ctx, r.cfg.DB, run.ID)
+			if err != nil {
+				return err
+			}
+			return r.endCancelled(ctx, p.job, run, c)
+		}); ferr != nil {
+			return res, errors.Join(err, ferr)
+		}
 	case errors.As(err, &re) && ctx.Err() == nil:
 		if ferr := r.failAsWorker(ctx, p, run, re); ferr != nil {
 			return res, errors.Join(err, ferr)
@@ -292,13 +310,50 @@ func (r *Runner) runWorkers(ctx context.Context, p *prepared, run *Run, t *tally
 	// Workers are named host:pid/tag.wN: the tag tells apart the runs of
 	// workers of one process.
 	tag := uuid.NewString()[:4]
-	for i := range n {
+	var mu sync.Mutex
+	started, running := 0, 0
+	idle := make(chan struct{}) // closed when the last worker ends
+	start := func() {
+		started++
+		running++
+		name := fmt.Sprintf("%s/%s.w%d", owner(), tag, started)
 		wg.Go(func() {
-			if err := r.runWorker(ctx, p, run, fmt.Sprintf("%s/%s.w%d", owner(), tag, i+1), t); err != nil {
+			if err := r.runWorker(ctx, p, run, name, t); err != nil {
 				once.Do(func() { first = err; cancel(errStop) })
 			}
+			mu.Lock()
+			if running--; running == 0 {
+				close(idle)
+			}
+			mu.Unlock()
 		})
 	}
+	mu.Lock()
+	for range n {
+		start()
+	}
+	mu.Unlock()
+	// A worker cap raised by Set starts workers here, up to it, while
+	// workers run (never after the last one ended: the run is done). A
+	// canary's rows are applied by one worker.
+	grow := !run.Canary.applying()
+	wg.Go(func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-idle:
+				return
+			case <-tick.C:
+			}
+			c := t.control()
+			mu.Lock()
+			for grow && running > 0 && c != nil && c.Workers != nil && running < min(*c.Workers, MaxWorkers) {
+				start()
+			}
+			mu.Unlock()
+		}
+	})
 	wg.Wait()
 	return first
 }
@@ -372,6 +427,9 @@ func (r *Runner) runWorker(ctx context.Context, p *prepared, run *Run, name stri
 		}
 		w.setCur(nil)
 		w.release(sh)
+		if errors.Is(err, errYield) {
+			continue // to a claim, which waits while the cap is reached
+		}
 		if err != nil {
 			return w.stopped(ctx, p, sh, err)
 		}

@@ -266,7 +266,7 @@ The database comes from --dsn or $REWIND_DSN. See docs/backfill.md.`,
 	cmd.AddCommand(a.backfillRunCmd(), a.backfillResumeCmd(), a.backfillStatusCmd(), a.backfillListCmd(),
 		a.backfillRetryFailedCmd(), a.backfillCancelCmd(), a.backfillVerifyCmd(), a.backfillValidateCmd(), a.backfillPromoteCmd(),
 		a.backfillRollbackCmd(), a.backfillPurgeImagesCmd(),
-		a.backfillWorkCmd())
+		a.backfillWorkCmd(), a.backfillPauseCmd(), a.backfillSetCmd(), a.backfillToggleCmd(true), a.backfillToggleCmd(false))
 	return cmd
 }
 
@@ -403,6 +403,7 @@ machines joins the run, within those N.`,
 // applyWithProgress runs fn with a progress bar on the terminal.
 func (a *app) applyWithProgress(ctx context.Context, pg pgFlags, fn func(context.Context, *backfill.Runner) (*backfill.Result, error)) (*backfill.Result, error) {
 	var bar *progress
+	lastPaused := ""
 	r, closeAll, err := pg.runner(ctx, func(c *backfill.Config) {
 		c.Progress = func(p backfill.Progress) {
 			if bar == nil {
@@ -413,6 +414,10 @@ func (a *app) applyWithProgress(ctx context.Context, pg pgFlags, fn func(context
 				bar = a.newProgress("backfill", unit, p.Total)
 			}
 			bar.set(p.RowsSeen)
+			if p.Paused != lastPaused {
+				lastPaused = p.Paused
+				a.progressNote(bar, p)
+			}
 		}
 	})
 	if err != nil {
@@ -491,7 +496,12 @@ func (a *app) backfillResumeCmd() *cobra.Command {
 		Long: `Continue RUN (an id or a unique prefix of one) from its last committed chunk. The job
 comes from the run's record unless a job file is given (needed when the job has secret
 parameters). Resuming refuses when the job hash or this binary differ from the run's,
-unless --allow-changed-job is given; the change is recorded.`,
+unless --allow-changed-job is given; the change is recorded.
+
+A run paused with 'rewind backfill pause' (or by a disable, or a throttle) is un-paused
+first, recorded with the actor: if a process is waiting on it at a chunk boundary, that
+process goes on and this command returns; if none is, this process applies it. A run its
+canary paused needs 'promote'.`,
 	}, "resume even if the job or the binary changed (recorded)", &parallelFlags{}, (*backfill.Runner).Resume)
 }
 
@@ -631,8 +641,11 @@ func (a *app) backfillCancelCmd() *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "cancel RUN",
-		Short: "Mark an unfinished run cancelled so that its job can start afresh",
-		Args:  exactArgs(1, "RUN"),
+		Short: "Cancel an unfinished run, from any terminal, so that its job can start afresh",
+		Long: `Cancel RUN: the workers applying it, in any process, stop at their next chunk boundary
+and the process holding the run records it cancelled; a run nobody applies is cancelled
+here at once. Until then it shows as 'cancelling'. Recorded with the actor.`,
+		Args: exactArgs(1, "RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pg.command = a.recordedCommand(cmd, fileSecret(nil))
 			r, closeAll, err := pg.runner(cmd.Context(), nil)
@@ -643,10 +656,19 @@ func (a *app) backfillCancelCmd() *cobra.Command {
 			if err := r.Cancel(cmd.Context(), args[0], nil); err != nil {
 				return err
 			}
-			if jsonOut {
-				return a.printJSON(map[string]any{"cancelled": args[0]})
+			run, err := r.Status(cmd.Context(), args[0])
+			if err != nil {
+				return err
 			}
-			a.printf("run %s cancelled\n", args[0])
+			if jsonOut {
+				return a.printJSON(map[string]any{"cancelled": run.State == backfill.Cancelled, "run": run})
+			}
+			if run.State == backfill.Cancelled {
+				a.printf("run %s cancelled\n", run.ID)
+				return nil
+			}
+			a.printf("run %s is %s: its owner %s ends it at its next chunk boundary; 'rewind backfill status %s' follows it\n",
+				run.ID, run.State, run.Owner, run.ID)
 			return nil
 		},
 	}
@@ -697,7 +719,11 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 	if r.TotalEstimated {
 		total = "~" + total + " (estimated)"
 	}
-	fmt.Fprintf(w, "run\t%s\njob\t%s version %s (hash %.12s)\nstate\t%s\n", r.ID, r.JobName, r.JobVersion, r.JobHash, r.State)
+	fmt.Fprintf(w, "run\t%s\njob\t%s version %s (hash %.12s)\nstate\t%s%s\n", r.ID, r.JobName, r.JobVersion, r.JobHash, r.State,
+		controlLine(r.Control))
+	if c := r.Control; c != nil && (c.MaxRate != nil || c.ChunkTime != nil || c.Workers != nil) {
+		fmt.Fprintf(w, "set\t%s\n", overrides(r))
+	}
 	fmt.Fprintf(w, "progress\t%d / %s rows in %d chunks; %d changed, %d skipped\n", r.RowsSeen, total, r.Chunks, r.RowsChanged, r.RowsSkipped)
 	if r.RecentRate > 0 {
 		eta := ""
@@ -750,8 +776,10 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 			map[bool]string{true: " --force"}[r.Job["force"] == true])
 	case r.State == backfill.Interrupted || r.State == backfill.Failed:
 		a.printf("\nresume with: rewind backfill resume %s\n", r.ID)
-	case r.State == backfill.Paused:
+	case r.State == backfill.Paused && (r.Control == nil || r.Control.Reason.Kind == backfill.PauseCanary):
 		a.printf("\npaused after its canary: continue with 'rewind backfill promote %s', or end with 'rewind backfill cancel %s'\n", r.ID, r.ID)
+	case r.State == backfill.Paused || r.State == backfill.Pausing:
+		a.printf("\ncontinue with: rewind backfill resume %s\n", r.ID)
 	}
 }
 
