@@ -69,7 +69,7 @@ Figures are medians over the rounds; ratio = events_per_sec / raw_events_per_sec
 	}
 	config.IntVar(cmd.Flags(), &events, "events", 1_000_000, "events the store should hold (and frames the raw loop reads)")
 	config.IntVar(cmd.Flags(), &streams, "streams", 1000, "streams to spread filled events over")
-	config.IntVar(cmd.Flags(), &rounds, "rounds", 3, "measured rounds of each loop, interleaved")
+	config.IntVar(cmd.Flags(), &rounds, "rounds", 3, "measured passes of each loop, interleaved (the median is reported)")
 	atLeast(cmd.Flags(), 1, "events", "streams", "rounds")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
