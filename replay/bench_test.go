@@ -28,15 +28,19 @@ func BenchmarkRun(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, digest := range []bool{false, true} {
-		b.Run(fmt.Sprintf("digest=%v", digest), func(b *testing.B) {
+	for _, c := range []struct {
+		digest bool
+		size   int
+	}{{false, 16}, {false, 64}, {false, 256}, {true, 0}} {
+		digest := c.digest
+		b.Run(fmt.Sprintf("digest=%v/batch=%d", digest, c.size), func(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				if _, err := replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
 					n += len(ev.Data) & 1
 					n++
 					return nil
-				}, replay.Options{Digest: digest}); err != nil {
+				}, replay.Options{Digest: digest, BatchSize: c.size}); err != nil {
 					b.Fatal(err)
 				}
 			}
