@@ -181,3 +181,44 @@ type EpochReporter interface {
 type Poller interface {
 	TryNext() (*RecordedEvent, error)
 }
+
+// BatchReader is a Store that reads the whole log into a buffer the caller
+// owns and reuses, without an allocation per event in the steady state: the
+// fast path of replays. Package replay uses it when the store has it and
+// ReadAll otherwise.
+type BatchReader interface {
+	// ReadBatches returns a cursor over the log from opts.From to opts.To.
+	// A From that retention removed fails with a *TruncatedError; bad
+	// options fail with a *ValidationError.
+	ReadBatches(ctx context.Context, opts BatchReadOptions) (BatchCursor, error)
+}
+
+// BatchReadOptions selects a range of the whole log for a BatchReader.
+type BatchReadOptions struct {
+	// From is the first position to read; 0 means the first position the
+	// log still holds.
+	From Position
+	// To is the last position to read. 0, or a position beyond the end,
+	// means the last position acknowledged when the cursor is made: a
+	// cursor never waits for events to come.
+	To Position
+	// Filter selects events; skipped ones still advance the cursor.
+	Filter Filter
+}
+
+// BatchCursor reads consecutive batches of the log. It is not safe for
+// concurrent use.
+type BatchCursor interface {
+	// NextBatch fills buf[:0] with up to cap(buf) events that follow, in
+	// position order, and returns it. It returns an empty batch and io.EOF
+	// once every position up to the cursor's end has been read. The
+	// events' Data and Metadata are valid until the next call (a slot's
+	// Metadata map is reused); their strings stay valid. Clone an event to
+	// keep it.
+	NextBatch(ctx context.Context, buf []RecordedEvent) ([]RecordedEvent, error)
+	// Position returns the last position read, delivered or skipped by the
+	// filter (From-1 before the first call).
+	Position() Position
+	// Close releases the cursor.
+	Close() error
+}

@@ -112,9 +112,13 @@ var errEnvelope = errors.New("malformed event envelope")
 // simply allocated: a miss then costs one allocation, not a lookup too.
 type interner struct {
 	m             map[string]string
-	last          [2]string
+	last          [3]string
 	hits, lookups int
 	bypass        int
+	// reuseMaps makes decodeEnvelope refill the event's metadata map
+	// rather than make a new one, with interned keys: for batch reads,
+	// whose events are only valid until the next batch.
+	reuseMaps bool
 }
 
 const (
@@ -196,15 +200,26 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	default:
 		ev.ContentType = string(ct)
 	}
+	meta := ev.Metadata
 	ev.Metadata = nil
 	if n > 0 {
-		ev.Metadata = make(map[string]string, n)
+		reuse := in != nil && in.reuseMaps
+		if reuse && meta != nil {
+			clear(meta)
+			ev.Metadata = meta
+		} else {
+			ev.Metadata = make(map[string]string, n)
+		}
 		for range n {
 			k, v := d.bytes(), d.bytes()
 			if d.err != nil {
 				return fmt.Errorf("%w: metadata", errEnvelope)
 			}
-			ev.Metadata[string(k)] = string(v)
+			if reuse {
+				ev.Metadata[in.get(k, 2)] = string(v)
+			} else {
+				ev.Metadata[string(k)] = string(v)
+			}
 		}
 	}
 	ev.Data = d.b

@@ -168,3 +168,43 @@ func readFrames(path string) (int, error) {
 		}
 	}
 }
+
+// WriteFrames writes records framed records of size bytes to path, as the
+// read-back of Disk reads them, without fsync: the file of the raw read
+// reference.
+func WriteFrames(path string, records, size int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	buf := make([]byte, 0, 1<<20)
+	for i := range records {
+		buf = appendFrame(buf, uint64(i+1), payload)
+		if len(buf) >= 1<<20-frameHeader-size || i == records-1 {
+			if _, err := f.Write(buf); err != nil {
+				f.Close()
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	return f.Close()
+}
+
+// ReadFramesRPS reads a file WriteFrames wrote, verifying every CRC with
+// the loop Disk's read_rps uses, and returns the records per second.
+func ReadFramesRPS(path string, records int) (float64, error) {
+	start := time.Now()
+	n, err := readFrames(path)
+	if err != nil {
+		return 0, err
+	}
+	if n != records {
+		return 0, fmt.Errorf("read back %d records, wrote %d", n, records)
+	}
+	return round(float64(n)/time.Since(start).Seconds(), 0), nil
+}

@@ -154,6 +154,7 @@ func (a *app) commands() []*cobra.Command {
 		a.appendCmd(),
 		a.readCmd(),
 		a.tailCmd(),
+		a.replayCmd(),
 		a.streamsCmd(),
 		a.statCmd(),
 		a.deleteCmd(),

@@ -1,0 +1,109 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Pacing says how fast a replay delivers. The zero value delivers as fast
+// as the handler takes the events. Pacing applies to the events delivered,
+// after the filters.
+type Pacing struct {
+	// Speed replays at the original timing divided by Speed: 1 keeps the
+	// gaps between the events' RecordedAt, 2 halves them, 0.5 doubles
+	// them. The first delivered event sets the origin. A handler slower
+	// than the schedule is not caught up with a burst beyond what the
+	// schedule allows: events late already are delivered at once, in order.
+	// 0 means no timing.
+	Speed float64
+	// Rate delivers at most Rate events per second (a token bucket,
+	// golang.org/x/time/rate). 0 means no limit.
+	Rate float64
+	// Burst is how many events Rate lets through at once. Defaults to 1.
+	Burst int
+}
+
+// Validate checks the pacing; mistakes are reported as an *Error.
+func (p *Pacing) Validate() error {
+	bad := func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) || v < 0 }
+	switch {
+	case bad(p.Speed):
+		return &Error{Field: "speed", Value: strconv.FormatFloat(p.Speed, 'g', -1, 64), Err: ErrBadPacing,
+			Reason: "must be a positive number: 1 is the original timing, 2 twice as fast"}
+	case bad(p.Rate):
+		return &Error{Field: "rate", Value: strconv.FormatFloat(p.Rate, 'g', -1, 64), Err: ErrBadPacing,
+			Reason: "must be a positive number of events per second"}
+	case p.Speed > 0 && p.Rate > 0:
+		return &Error{Field: "pacing", Err: ErrBadPacing, Reason: "give either a speed or a rate, not both"}
+	case p.Burst < 0:
+		return &Error{Field: "burst", Value: fmt.Sprint(p.Burst), Err: ErrBadPacing, Reason: "must not be negative"}
+	}
+	return nil
+}
+
+// pacer delays deliveries as a Pacing says. Its clock and sleep are fields
+// so that tests check the schedule it asks for, never wall-clock time.
+type pacer struct {
+	speed   float64
+	lim     *rate.Limiter
+	started bool
+	origin  time.Time // RecordedAt of the first delivered event
+	start   time.Time // when it was delivered
+	now     func() time.Time
+	sleep   func(ctx context.Context, d time.Duration) error
+}
+
+// newPacer returns nil for as fast as possible, so that the hot loop pays
+// one nil check.
+func newPacer(p Pacing) *pacer {
+	if p.Speed == 0 && p.Rate == 0 {
+		return nil
+	}
+	pc := &pacer{speed: p.Speed, now: time.Now, sleep: sleep}
+	if p.Rate > 0 {
+		pc.lim = rate.NewLimiter(rate.Limit(p.Rate), max(p.Burst, 1))
+	}
+	return pc
+}
+
+// due is when an event recorded at recordedAt is to be delivered.
+func (p *pacer) due(recordedAt time.Time) time.Time {
+	gap := float64(recordedAt.Sub(p.origin)) / p.speed
+	if gap >= float64(math.MaxInt64) {
+		gap = math.MaxInt64
+	}
+	return p.start.Add(time.Duration(gap))
+}
+
+// wait blocks until the event recorded at recordedAt may be delivered.
+func (p *pacer) wait(ctx context.Context, recordedAt time.Time) error {
+	now := p.now()
+	if p.lim != nil {
+		r := p.lim.ReserveN(now, 1)
+		return p.sleep(ctx, r.DelayFrom(now))
+	}
+	if !p.started {
+		p.started, p.origin, p.start = true, recordedAt, now
+		return nil
+	}
+	return p.sleep(ctx, p.due(recordedAt).Sub(now))
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
