@@ -146,3 +146,33 @@ func TestMaxRateAndAdaptiveChunksShowInStatus(t *testing.T) {
 		t.Errorf("status throttle %+v: want the chunk size and the time throttled", run.Throttle)
 	}
 }
+
+// The overrides an operator sets on a run (the control record's max_rate
+// and chunk_time, as 'rewind backfill set' stores them) are applied at the
+// next chunk boundary, by the running process.
+func TestOverridesSetOnTheRunApplyAtTheNextBoundary(t *testing.T) {
+	t.Parallel()
+	var set atomic.Bool
+	var b *bundle
+	b = setup(t, 1000, func(c *backfill.Config) {
+		c.Progress = func(p backfill.Progress) {
+			if p.Chunks == 2 && !set.Swap(true) {
+				b.db.Exec(t, `INSERT INTO rewind.backfill_control (run_id, max_rate, chunk_time) VALUES ($1, 50000, '200ms')
+					ON CONFLICT (run_id) DO UPDATE SET max_rate = 50000, chunk_time = '200ms'`, p.RunID)
+			}
+		}
+	})
+	thr, err := throttle.New(throttle.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.runner.Apply(t.Context(), countJob(100), backfill.ApplyOptions{Throttle: thr}); err != nil {
+		t.Fatal(err)
+	}
+	if got := thr.MaxRate(); got != 50000 {
+		t.Errorf("max rate after the override: %g, want 50000", got)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Errorf("%d rows not changed once", n)
+	}
+}

@@ -182,6 +182,9 @@ func (t *Throttler) SetMaxRate(rowsPerSec float64) error {
 	return nil
 }
 
+// MaxRate is the rows-per-second cap now (0: none).
+func (t *Throttler) MaxRate() float64 { return t.rate.limit() }
+
 // Wait blocks until the next chunk, of rows rows, may start: while a
 // signal is at or over its max it waits, reading them again every
 // Interval, then it takes rows from the rate cap. It returns a *PauseError
