@@ -465,10 +465,13 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 
 // beginChunk begins a chunk's transaction, with its lock timeout and the
 // bound on idleness that keeps a frozen owner from holding its locks (and
-// the run's fence) past LeaseTimeout, in one round trip.
+// the run's fence) past LeaseTimeout, in one round trip. The session is
+// named for the chunk, so that the throttle's load signal leaves the
+// run's own chunks out of the load it measures (see throttle.Load).
 func (r *Runner) beginChunk(ctx context.Context) (pgx.Tx, error) {
 	return r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
-		"BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d",
+		"BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d; "+
+			"SET LOCAL application_name = 'rewind backfill chunk'",
 		r.cfg.LockTimeout.Milliseconds(), r.cfg.LeaseTimeout.Milliseconds())})
 }
 

@@ -12,7 +12,9 @@ import (
 // backfill's tables, grows the bloat every chunk leaves). The reading
 // sees every database of the cluster, as far as the role may see it
 // (pg_read_all_stats, or a superuser, sees all); the reading's own
-// backend is left out. Each part has its own thresholds; a zero threshold
+// backend and the backfill's own sessions (application_name starting
+// with "rewind backfill", which backfill.ConfigurePool sets) are left
+// out: a backfill does not throttle itself. Each part has its own thresholds; a zero threshold
 // ignores that part. The Util is the highest of the parts.
 type Load struct {
 	DB Querier
@@ -34,7 +36,8 @@ func (l *Load) Read(ctx context.Context) (Reading, error) {
 	err := l.DB.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'active')::float8,
 		count(*) FILTER (WHERE wait_event_type = 'Lock')::float8,
 		coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)::float8
-		FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'`).Scan(&active, &waits, &age)
+		FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+		AND application_name NOT LIKE 'rewind backfill%'`).Scan(&active, &waits, &age)
 	if err != nil {
 		return Reading{}, fmt.Errorf("read pg_stat_activity: %w", err)
 	}

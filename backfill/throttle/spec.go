@@ -79,7 +79,7 @@ type FileSpec struct {
 // The default thresholds.
 const (
 	DefaultMaxLag       = 1500 * time.Millisecond
-	DefaultMaxActive    = 32
+	DefaultMaxActive    = 4
 	DefaultMaxLockWaits = 16
 	DefaultMaxXactAge   = time.Hour
 )
