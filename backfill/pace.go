@@ -187,19 +187,6 @@ func (r *Runner) pauseThrottled(ctx context.Context, p *prepared, run *Run, pe *
 	return &ThrottlePausedError{RunID: run.ID, PauseError: pe}
 }
 
-// liftThrottlePause lifts a pause of run its throttle made, when a run is
-// continued (resume, run --execute): the continuing process's throttle
-// reads the signals again before its first chunk. A pause of another
-// kind is left alone.
-func (r *Runner) liftThrottlePause(ctx context.Context, run *Run) error {
-	c, err := readControl(ctx, r.cfg.DB, run.ID)
-	if err != nil || c.Requested != requestPause || c.Reason.Kind != PauseThrottle {
-		return err
-	}
-	kind := PauseThrottle
-	return r.unpause(ctx, run, &kind)
-}
-
 // apply applies the overrides set on the run (Runner.Set: max rate, chunk
 // time), as a worker read them at a chunk boundary. An override stays in
 // force until it is set again.

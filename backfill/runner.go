@@ -791,9 +791,6 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	run.JobHash = p.hash
 	run.Binary = r.cfg.Binary
 	l.beat(run, r.cfg.Heartbeat)
-	if err := r.liftThrottlePause(l.ctx, run); err != nil {
-		return nil, err
-	}
 	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true}, o.local(run.Workers), o.Throttle)
 }
 
