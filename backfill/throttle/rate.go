@@ -9,19 +9,20 @@ import (
 )
 
 // rateCap caps rows per second with a token bucket (golang.org/x/time/rate).
-// Its burst is the largest chunk, so that any chunk can be admitted; a
-// chunk waits until the bucket holds its rows, which it then takes.
+// Its burst is one second's worth of rows: a chunk larger than that is
+// taken from the bucket in parts, waiting for each.
 type rateCap struct {
-	mu    sync.Mutex
-	lim   *rate.Limiter // nil: no cap
-	burst int
+	mu  sync.Mutex
+	lim *rate.Limiter // nil: no cap
 }
 
-func newRateCap(rowsPerSec float64, burst int) *rateCap {
-	c := &rateCap{burst: burst}
+func newRateCap(rowsPerSec float64) *rateCap {
+	c := &rateCap{}
 	c.set(rowsPerSec)
 	return c
 }
+
+func burstOf(rowsPerSec float64) int { return max(1, int(math.Ceil(rowsPerSec))) }
 
 func (c *rateCap) set(rowsPerSec float64) {
 	c.mu.Lock()
@@ -30,12 +31,10 @@ func (c *rateCap) set(rowsPerSec float64) {
 	case rowsPerSec <= 0:
 		c.lim = nil
 	case c.lim == nil:
-		// A cap starts with an empty bucket: the first chunk waits its
-		// share too, so the rate holds from the first row.
-		c.lim = rate.NewLimiter(rate.Limit(rowsPerSec), c.burst)
-		c.lim.ReserveN(time.Now(), c.burst)
+		c.lim = rate.NewLimiter(rate.Limit(rowsPerSec), burstOf(rowsPerSec))
 	default:
 		c.lim.SetLimit(rate.Limit(rowsPerSec))
+		c.lim.SetBurst(burstOf(rowsPerSec))
 	}
 }
 
@@ -52,15 +51,14 @@ func (c *rateCap) limit() float64 {
 // caller must wait before using them.
 func (c *rateCap) reserve(now time.Time, rows int) time.Duration {
 	c.mu.Lock()
-	lim := c.lim
-	c.mu.Unlock()
-	if lim == nil || rows <= 0 {
+	defer c.mu.Unlock()
+	if c.lim == nil || rows <= 0 {
 		return 0
 	}
 	var wait time.Duration
 	for rows > 0 { // a chunk larger than the burst is taken in parts
-		n := min(rows, c.burst)
-		r := lim.ReserveN(now, n)
+		n := min(rows, c.lim.Burst())
+		r := c.lim.ReserveN(now, n)
 		if !r.OK() {
 			return time.Duration(math.MaxInt64)
 		}

@@ -166,7 +166,7 @@ func New(cfg Config) (*Throttler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Throttler{cfg: c, rate: newRateCap(c.MaxRate, c.MaxChunk), fails: map[string]int{}, waiting: map[int64]string{}}, nil
+	return &Throttler{cfg: c, rate: newRateCap(c.MaxRate), fails: map[string]int{}, waiting: map[int64]string{}}, nil
 }
 
 // Config returns the throttler's configuration, defaults applied.
