@@ -126,7 +126,9 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 		if size == 0 {
 			return errCanaryApplied
 		}
-		if err := t.pace.wait(ctx, size); err != nil {
+		// While it waits, the worker stays at its chunk boundary: a
+		// pause, a cancel or a lowered worker cap still applies.
+		if err := t.pace.wait(ctx, size, func() error { return r.boundary(ctx, p, run, sh, t) }); err != nil {
 			return err
 		}
 		start := time.Now()

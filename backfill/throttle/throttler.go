@@ -191,6 +191,15 @@ func (t *Throttler) MaxRate() float64 { return t.rate.limit() }
 // when a signal is critical or cannot be read (after Grace failed reads
 // in a row), and ctx's error when ctx ends.
 func (t *Throttler) Wait(ctx context.Context, rows int) error {
+	return t.WaitBetween(ctx, rows, nil)
+}
+
+// WaitBetween is Wait, calling between (when not nil) each time it is
+// about to sleep before reading the signals again: a worker's chunk
+// boundary, so that a run waiting on its throttle still heeds a pause, a
+// cancel or a lowered worker cap. An error from between ends the wait
+// with that error.
+func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() error) error {
 	id := t.begin()
 	defer t.end(id)
 	var started time.Time
@@ -207,6 +216,12 @@ func (t *Throttler) Wait(ctx context.Context, rows int) error {
 			t.cfg.Logger.Info("throttle: waiting", "reason", busy)
 		}
 		t.setReason(id, busy)
+		if between != nil {
+			if err := between(); err != nil {
+				t.add(time.Since(started), 0)
+				return err
+			}
+		}
 		if err := sleep(ctx, t.cfg.Interval); err != nil {
 			t.add(time.Since(started), 0)
 			return err
