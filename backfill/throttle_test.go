@@ -118,7 +118,7 @@ func TestUnreadableSignalPausesTheRun(t *testing.T) {
 func TestMaxRateAndAdaptiveChunksShowInStatus(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 3000, func(c *backfill.Config) { c.Heartbeat = 50 * time.Millisecond; c.LeaseTimeout = time.Second })
-	thr, err := throttle.New(throttle.Config{MaxRate: 20_000, MinChunk: 100, MaxChunk: 400})
+	thr, err := throttle.New(throttle.Config{MaxRate: 2000, MinChunk: 100, MaxChunk: 400}) // burst: one second, 2,000 rows
 	if err != nil {
 		t.Fatal(err)
 	}
