@@ -49,8 +49,9 @@ type chunkResult struct {
 
 	// next is the following chunk, found in the same round trip as the
 	// checkpoint when the change cannot affect it (set jobs).
-	next   *Bounds
-	nextOK bool
+	next     *Bounds
+	nextOK   bool
+	nextSize int // the size next was found for
 }
 
 // Diff is one row of a dry run's preview: the columns that would change.

@@ -274,9 +274,13 @@ func TestSetFromAnotherRunnerWhileARunExecutes(t *testing.T) {
 		st.Control.SetBy != "setter" || st.Workers != 3 {
 		t.Fatalf("set: %+v, %v", st, err)
 	}
+	// Shard lock numbers come from a sequence of each database: a lock
+	// of another database's run (a test running beside this one) may
+	// carry the same number, so only this database's locks count.
 	leased := func() int64 {
 		return b.scalar(t, `SELECT count(*) FROM rewind.backfill_shards s WHERE run_id = $1 AND state = 'pending' AND lock_obj IN
-			(SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381453395 AND granted)`, id)
+			(SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND classid = 1381453395 AND objsubid = 2 AND granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`, id)
 	}
 	most := int64(0)
 	for i := 0; i < 300 && most < 2; i++ {

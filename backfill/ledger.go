@@ -109,6 +109,8 @@ var workSchema = []string{
 	// generation each shard's worker acknowledged at a chunk boundary.
 	controlSchema,
 	`ALTER TABLE rewind.backfill_shards ADD COLUMN IF NOT EXISTS paused_gen bigint NOT NULL DEFAULT 0`,
+	// What each process's throttle did on a run (pace.go).
+	throttleSchema,
 }
 
 const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND to_regclass('rewind.backfill_quarantine') IS NOT NULL
@@ -117,6 +119,7 @@ const workReady = `SELECT to_regclass('rewind.backfill_chunks') IS NOT NULL AND 
 	AND to_regclass('rewind.backfill_images') IS NOT NULL AND to_regclass('rewind.backfill_undone') IS NOT NULL
 	AND to_regclass('rewind.backfill_image_purges') IS NOT NULL AND to_regclass('rewind.backfill_image_rows') IS NOT NULL
 	AND to_regclass('rewind.backfill_shards') IS NOT NULL AND to_regclass('rewind.backfill_shard_locks') IS NOT NULL
+	AND to_regclass('rewind.backfill_throttle') IS NOT NULL
 	AND (SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass('rewind.backfill_leases')
 		AND attname IN ('workers', 'max_db_workers') AND NOT attisdropped)
 	AND to_regclass('rewind.backfill_control') IS NOT NULL
@@ -356,8 +359,11 @@ type Run struct {
 	Workers      int           `json:"workers,omitempty"`
 	MaxDBWorkers int           `json:"max_db_workers,omitempty"`
 	Shards       []ShardStatus `json:"shards,omitempty"`
-	lockObj      int64
-	epoch        int64 // the lease epoch this process holds, or 0
+	// Throttle is what the run's throttle did (filled by Status and
+	// List; nil for a run never paced).
+	Throttle *ThrottleStatus `json:"throttle,omitempty"`
+	lockObj  int64
+	epoch    int64 // the lease epoch this process holds, or 0
 
 	// Progress, from the checkpoints.
 	Chunks      int64   `json:"chunks"`
@@ -715,6 +721,9 @@ func (l *ledger) list(ctx context.Context, o ListOptions) ([]*Run, error) {
 	}
 	for _, r := range runs {
 		if err := l.progress(ctx, r); err != nil {
+			return nil, err
+		}
+		if err := l.throttleStatus(ctx, r); err != nil {
 			return nil, err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/backfill/throttle"
 )
 
 // cause is why ctx ended: a lost lease, or the caller's cancellation.
@@ -26,13 +27,19 @@ func cause(ctx context.Context) error {
 // loop applies the run's remaining shards with workers workers of this
 // process (other processes may work on the run too), then records the run
 // finished.
-func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, workers int) (*Result, error) {
+func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, workers int, thr *throttle.Throttler) (*Result, error) {
 	if !r.ledger.same {
 		if err := r.reconcile(ctx, p, run); err != nil {
 			return nil, err
 		}
 	}
 	t := newTally(run, res, r.cfg.Progress)
+	pc, err := r.newPacer(p, run, thr)
+	if err != nil {
+		return nil, err
+	}
+	defer pc.close(r, run)
+	t.pace = pc
 	if run.Canary.applying() {
 		// A canary's rows are the run's leading rows: one worker applies
 		// them, shard after shard in key order, and stops at their count;
@@ -102,22 +109,37 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 	if end == nil { // the run has nothing to do
 		return finishShard(ctx, r.cfg.DB, run, sh)
 	}
-	full := p.job.chunkSize()
 	var prefetched *chunkResult
 	for {
-		// The chunk boundary: go on, wait while paused, stop if cancelled.
+		// The chunk boundary: go on, wait while paused, stop if cancelled;
+		// the overrides set for the run apply from here.
 		if err := r.boundary(ctx, p, run, sh, t); err != nil {
 			return err
 		}
-		// A canary's chunks stop at its rows (see canary.go).
+		t.pace.apply(t.control())
+		// Then the throttle: it may wait, or pause the run. Then the
+		// chunk's size, which the sizer adapts to the chunk time unless
+		// the job fixes it; a canary's chunks stop at its rows (see
+		// canary.go).
+		full := t.pace.sizer.Size()
 		size := run.Canary.limit(full, t.seen())
 		if size == 0 {
 			return errCanaryApplied
 		}
+		// While it waits, the worker stays at its chunk boundary: a
+		// pause, a cancel or a lowered worker cap still applies.
+		if err := t.pace.wait(ctx, size, func() error { return r.boundary(ctx, p, run, sh, t) }); err != nil {
+			return err
+		}
+		start := time.Now()
+		sh.size = full
 		var b Bounds
 		var ok bool
 		var err error
-		if prefetched != nil && prefetched.next != nil && size == full {
+		// The chunk found with the last checkpoint is used unless it is
+		// larger than the sizer now wants (it shrinks at once) or a
+		// canary cuts it.
+		if prefetched != nil && prefetched.next != nil && size == full && prefetched.nextSize <= size {
 			b, ok = *prefetched.next, prefetched.nextOK
 		} else {
 			b, ok, err = r.next(ctx, p, sh.after, end, size)
@@ -139,6 +161,11 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 		if err != nil {
 			return err
 		}
+		rows := b.Count
+		if rows == 0 {
+			rows = cr.Seen
+		}
+		t.pace.sizer.Observe(int(rows), time.Since(start))
 		sh.after, sh.seq, prefetched = b.Hi, sh.seq+1, &cr
 		t.add(cr)
 	}
@@ -200,6 +227,9 @@ func (r *Runner) stop(ctx context.Context, p *prepared, run *Run, err error) err
 			return err
 		}
 		return c
+	}
+	if pe := (*throttle.PauseError)(nil); errors.As(err, &pe) {
+		return r.pauseThrottled(bg, p, run, pe)
 	}
 	var re *RunError
 	if !errors.As(err, &re) {
@@ -370,7 +400,12 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 	if prefetch = prefetch && apply == nil && !retry && len(p.job.Set) > 0; prefetch {
 		// A set job writes only the chunk's rows, so the next chunk can be
 		// found now, in this round trip.
-		q, a := t.nextSQL(p.args, b.Hi, end, p.job.chunkSize())
+		size := p.job.chunkSize()
+		if sh != nil && sh.size > 0 {
+			size = sh.size
+		}
+		cr.nextSize = size
+		q, a := t.nextSQL(p.args, b.Hi, end, size)
 		batch.Queue(q, a).QueryRow(next.scan)
 	}
 	// Last of the job's SQL in the transaction (the prefetch evaluates its
@@ -432,10 +467,13 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 
 // beginChunk begins a chunk's transaction, with its lock timeout and the
 // bound on idleness that keeps a frozen owner from holding its locks (and
-// the run's fence) past LeaseTimeout, in one round trip.
+// the run's fence) past LeaseTimeout, in one round trip. The session is
+// named for the chunk, so that the throttle's load signal leaves the
+// run's own chunks out of the load it measures (see throttle.Load).
 func (r *Runner) beginChunk(ctx context.Context) (pgx.Tx, error) {
 	return r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
-		"BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d",
+		"BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d; "+
+			"SET LOCAL application_name = 'rewind backfill chunk'",
 		r.cfg.LockTimeout.Milliseconds(), r.cfg.LeaseTimeout.Milliseconds())})
 }
 

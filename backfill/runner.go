@@ -22,6 +22,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/backfill/throttle"
 	"github.com/rewindhq/rewind/internal/buildinfo"
 )
 
@@ -441,6 +442,13 @@ type ApplyOptions struct {
 	// target database: this run's workers lease a shard only while fewer
 	// are held. A continued run keeps its own unless given.
 	MaxDBWorkers int
+	// Throttle paces this process's workers: it waits while a signal is
+	// at its max, pauses the run when one is critical or cannot be read,
+	// caps the rows per second, and sizes the chunks of a job without a
+	// fixed ChunkSize (see package throttle). Nil is the default throttle
+	// on Config.DB: replication lag max 1.5s, the load defaults, chunks of
+	// 500ms. A Throttler with no signal and no rate only sizes chunks.
+	Throttle *throttle.Throttler
 
 	promote bool // Promote: continue a run its canary stopped
 }
@@ -665,7 +673,7 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 		return nil, err
 	}
 	l.beat(run, r.cfg.Heartbeat)
-	return r.loop(l.ctx, p, run, &Result{Run: run}, o.local(run.Workers))
+	return r.loop(l.ctx, p, run, &Result{Run: run}, o.local(run.Workers), o.Throttle)
 }
 
 // Resume continues run id. job must be the run's job: same hash and
@@ -783,7 +791,7 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	run.JobHash = p.hash
 	run.Binary = r.cfg.Binary
 	l.beat(run, r.cfg.Heartbeat)
-	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true}, o.local(run.Workers))
+	return r.loop(l.ctx, p, run, &Result{Run: run, Resumed: true}, o.local(run.Workers), o.Throttle)
 }
 
 // checkSame compares the run's job hash and binary with this process's,
@@ -881,6 +889,9 @@ func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 		return nil, err
 	}
 	if err := r.fillRollback(ctx, run); err != nil {
+		return nil, err
+	}
+	if err := r.ledger.throttleStatus(ctx, run); err != nil {
 		return nil, err
 	}
 	return run, r.ledger.shardStatus(ctx, run)

@@ -127,6 +127,11 @@ func ConfigurePool(cfg *pgxpool.Config) {
 	for k, v := range SessionParams {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
+	// The throttle's load signal leaves the backfill's own sessions out
+	// by this name (see throttle.Load).
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "rewind backfill"
+	}
 }
 
 // SessionSettingsError is a database session the runner cannot work in:

@@ -273,6 +273,7 @@ type shardLease struct {
 	epoch   int64
 	seq     int64 // the sequence number of the shard's next chunk
 	lockObj int32
+	size    int // the chunk size the sizer wants now, for the prefetch
 }
 
 // end is the last key of the shard.

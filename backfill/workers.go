@@ -13,6 +13,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/backfill/throttle"
 )
 
 // WorkOptions tune Work.
@@ -22,6 +23,8 @@ type WorkOptions struct {
 	// leases of all its processes together, so workers beyond it wait for
 	// a free one. Defaults to 1; at most MaxWorkers.
 	Workers int
+	// Throttle paces this process's workers, as ApplyOptions.Throttle.
+	Throttle *throttle.Throttler
 }
 
 // ErrRunNotRunning: `work` joins only a run that is running (or
@@ -103,8 +106,14 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 	}
 	defer present()
 	res := &Result{Run: run}
-	err = r.runWorkers(ctx, p, run, newTally(run, res, r.cfg.Progress), max(o.Workers, 1))
+	t := newTally(run, res, r.cfg.Progress)
+	if t.pace, err = r.newPacer(p, run, o.Throttle); err != nil {
+		return nil, err
+	}
+	defer t.pace.close(r, run)
+	err = r.runWorkers(ctx, p, run, t, max(o.Workers, 1))
 	var re *RunError
+	var pe *throttle.PauseError
 	switch {
 	case err == nil:
 		finished, ferr := r.finishAsWorker(ctx, p, run)
@@ -132,6 +141,8 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 		if ferr := r.failAsWorker(ctx, p, run, re); ferr != nil {
 			return res, errors.Join(err, ferr)
 		}
+	case errors.As(err, &pe) && ctx.Err() == nil:
+		return res, r.pauseAsWorker(ctx, p, run, pe)
 	}
 	return res, err
 }
@@ -220,14 +231,35 @@ func (r *Runner) failAsWorker(ctx context.Context, p *prepared, run *Run, re *Ru
 	return err
 }
 
+// pauseAsWorker pauses run for its throttle when no process holds its
+// lease; otherwise this process stops and leaves the run to its owner,
+// whose throttle reads the signals too.
+func (r *Runner) pauseAsWorker(ctx context.Context, p *prepared, run *Run, pe *throttle.PauseError) error {
+	var paused error
+	_, err := r.asOwner(ctx, p, run, func() error {
+		if run.State != Paused { // not paused by another process already
+			paused = r.stop(ctx, p, run, pe)
+		}
+		return nil
+	})
+	if err != nil {
+		return errors.Join(&ThrottlePausedError{RunID: run.ID, PauseError: pe}, err)
+	}
+	if paused != nil {
+		return paused
+	}
+	return &ThrottlePausedError{RunID: run.ID, PauseError: pe}
+}
+
 // tally adds up what this process's workers did, for the Result and
 // Config.Progress, which it calls after every chunk, one call at a time.
 type tally struct {
-	mu  sync.Mutex
-	res *Result
-	pr  Progress
-	fn  func(Progress)
-	ctl *Control // as a worker last read it
+	pace *pacer // the process's throttle and sizer on the run
+	mu   sync.Mutex
+	res  *Result
+	pr   Progress
+	fn   func(Progress)
+	ctl  *Control // as a worker last read it
 }
 
 func newTally(run *Run, res *Result, fn func(Progress)) *tally {

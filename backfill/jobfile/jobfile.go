@@ -16,6 +16,11 @@
 //	    sql: SELECT count(*) FROM users WHERE email <> lower(email)
 //	    expect: 0
 //	rollback: true
+//	throttle:
+//	  chunk_time: 500ms
+//	  max_rate: 5000
+//	  queries:
+//	    - {name: queue, sql: "SELECT count(*) FROM jobs", max: 1000}
 //
 // A job has either set (column: SQL expression) or statement (SQL run per
 // chunk with @lo and @hi bound to the chunk's first and last keys).
@@ -45,6 +50,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/backfill/throttle"
 )
 
 // spec is the file's schema.
@@ -61,6 +67,7 @@ type spec struct {
 	OnDataError string
 	Validate    []backfill.Validation
 	Rollback    *bool // nil: not given (before-images are kept)
+	Throttle    *throttle.Spec
 }
 
 type paramSpec struct {
@@ -121,6 +128,7 @@ var fieldDecoders = map[string]func(f *File, v *yaml.Node) error{
 	"params":        (*File).decodeParams,
 	"chunk":         (*File).decodeChunk,
 	"validate":      (*File).decodeValidate,
+	"throttle":      (*File).decodeThrottle,
 	"rollback": func(f *File, v *yaml.Node) error {
 		var b bool
 		if err := f.boolean("rollback", "rollback", v, &b); err != nil {
@@ -334,6 +342,9 @@ func (f *File) check() error {
 		return f.errorf("on_data_error", "must be halt or skip, not %q", s.OnDataError)
 	case s.Chunk != nil && (*s.Chunk < 1 || *s.Chunk > 1_000_000):
 		return f.errorf("chunk", "must be between 1 and 1,000,000 rows, not %d", *s.Chunk)
+	}
+	if err := f.checkThrottle(); err != nil {
+		return err
 	}
 	for _, name := range slices.Sorted(maps.Keys(s.Params)) {
 		p := s.Params[name]

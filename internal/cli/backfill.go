@@ -21,6 +21,7 @@ import (
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/jobfile"
+	"github.com/rewindhq/rewind/backfill/throttle"
 	"github.com/rewindhq/rewind/internal/config"
 )
 
@@ -304,6 +305,7 @@ func (a *app) backfillRunCmd() *cobra.Command {
 	var ja jobArgs
 	var cf canaryFlags
 	var par parallelFlags
+	var tf throttleFlags
 	var execute, allowChanged, estimate, jsonOut bool
 	var planHash, newRun string
 	var diffs int
@@ -375,8 +377,13 @@ machines joins the run, within those N.`,
 				a.printPlan(plan, args[0])
 				return nil
 			}
-			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+			spec, err := tf.spec(f)
+			if err != nil {
+				return err
+			}
+			res, err := a.applyWithProgress(cmd.Context(), pg, &spec, func(ctx context.Context, r *backfill.Runner, thr *throttle.Throttler) (*backfill.Result, error) {
 				o.PlanHash, o.AllowChangedJob, o.Estimate, o.NewRun, o.Canary = planHash, allowChanged, estimate, newRun, canary
+				o.Throttle = thr
 				return r.Apply(ctx, job, o)
 			})
 			if err != nil {
@@ -388,6 +395,7 @@ machines joins the run, within those N.`,
 	pg.add(cmd)
 	ja.add(cmd)
 	par.add(cmd, true)
+	tf.add(cmd)
 	config.BoolVar(cmd.Flags(), &execute, "execute", false, "apply the job; without it, only plan")
 	cmd.Flags().StringVar(&planHash, "plan-hash", "", "refuse to apply unless the job and its input still match this plan")
 	cmd.Flags().StringVar(&newRun, "new-run", "", "apply a job that already finished again, in a new run after RUN, the job's last run (an id or unique prefix)")
@@ -401,10 +409,14 @@ machines joins the run, within those N.`,
 }
 
 // applyWithProgress runs fn with a progress bar on the terminal.
-func (a *app) applyWithProgress(ctx context.Context, pg pgFlags, fn func(context.Context, *backfill.Runner) (*backfill.Result, error)) (*backfill.Result, error) {
+// spec, when not nil, is the throttle fn's run is paced by.
+func (a *app) applyWithProgress(ctx context.Context, pg pgFlags, spec *throttle.Spec,
+	fn func(context.Context, *backfill.Runner, *throttle.Throttler) (*backfill.Result, error)) (*backfill.Result, error) {
 	var bar *progress
 	lastPaused := ""
+	var cfg backfill.Config
 	r, closeAll, err := pg.runner(ctx, func(c *backfill.Config) {
+		defer func() { cfg = *c }()
 		c.Progress = func(p backfill.Progress) {
 			if bar == nil {
 				unit := "rows"
@@ -424,7 +436,12 @@ func (a *app) applyWithProgress(ctx context.Context, pg pgFlags, fn func(context
 		return nil, err
 	}
 	defer closeAll()
-	res, err := fn(ctx, r)
+	thr, release, err := throttleFor(spec, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	res, err := fn(ctx, r, thr)
 	if bar != nil {
 		bar.done(err == nil)
 	}
@@ -512,6 +529,7 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string, par *parallelFlags,
 	call func(r *backfill.Runner, ctx context.Context, run string, job *backfill.Job, opts backfill.ApplyOptions) (*backfill.Result, error)) *cobra.Command {
 	var pg pgFlags
 	var ja jobArgs
+	var tf throttleFlags
 	var allowChanged, jsonOut bool
 	cmd.Args = rangeArgs(1, 2, "RUN [JOB.yaml]")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -534,9 +552,17 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string, par *parallelFlags,
 		case len(ja.params) > 0:
 			return &cliError{code: "invalid_argument", status: 2, msg: "--param needs the job file: give RUN JOB.yaml"}
 		}
+		var spec *throttle.Spec
+		if par != nil { // resume and promote apply chunks: paced
+			s, err := tf.spec(f)
+			if err != nil {
+				return err
+			}
+			spec = &s
+		}
 		pg.command = a.recordedCommand(cmd, fileSecret(f))
 		pg.runSettings(cmd.Context(), args[0])
-		res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+		res, err := a.applyWithProgress(cmd.Context(), pg, spec, func(ctx context.Context, r *backfill.Runner, thr *throttle.Throttler) (*backfill.Result, error) {
 			if job == nil { // rebuilt from the run's record
 				run, err := r.Status(ctx, args[0])
 				if err != nil {
@@ -550,7 +576,7 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string, par *parallelFlags,
 					return nil, err
 				}
 			}
-			o.AllowChangedJob = allowChanged
+			o.AllowChangedJob, o.Throttle = allowChanged, thr
 			return call(r, ctx, args[0], job, o)
 		})
 		if err != nil {
@@ -565,6 +591,7 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string, par *parallelFlags,
 	ja.add(cmd)
 	if par != nil {
 		par.add(cmd, false)
+		tf.add(cmd)
 	}
 	config.BoolVar(cmd.Flags(), &allowChanged, "allow-changed-job", false, allowHelp)
 	a.jsonFlag(cmd, &jsonOut)
@@ -741,11 +768,21 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 	if r.Heartbeat != nil && (r.State == backfill.Running || r.State == backfill.Interrupted) {
 		fmt.Fprintf(w, "owner\t%s, last heartbeat %s ago\n", r.Owner, time.Since(*r.Heartbeat).Round(time.Second))
 	}
-	if r.Error != "" {
+	switch {
+	case r.Throttle != nil && r.Throttle.PausedBy != "":
+		fmt.Fprintf(w, "paused\tby throttle signal %s: %s\n", r.Throttle.PausedBy, r.Error)
+	case r.Error != "":
 		fmt.Fprintf(w, "error\t%s error at chunk %d, key %s: %s\n", r.ErrorClass, r.ErrorChunk, r.ErrorKey, r.Error)
 	}
 	if r.ChangesAllowed > 0 {
 		fmt.Fprintf(w, "changes\tresumed %d time(s) with --allow-changed-job\n", r.ChangesAllowed)
+	}
+	if th := r.Throttle; th != nil {
+		fmt.Fprintf(w, "chunk size\t%d rows now\n", th.ChunkSize)
+		fmt.Fprintf(w, "throttled\t%s in all (%d waits)\n", time.Duration(th.ThrottledSeconds*float64(time.Second)).Round(time.Millisecond), th.Waits)
+		if th.Reason != "" && th.PausedBy == "" {
+			fmt.Fprintf(w, "throttle\twaiting: %s\n", th.Reason)
+		}
 	}
 	if c := r.Canary; c != nil {
 		fmt.Fprintf(w, "canary\t%d rows, %s", c.Rows, c.State)
@@ -776,6 +813,9 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 			map[bool]string{true: " --force"}[r.Job["force"] == true])
 	case r.State == backfill.Interrupted || r.State == backfill.Failed:
 		a.printf("\nresume with: rewind backfill resume %s\n", r.ID)
+	case r.State == backfill.Paused && r.Throttle != nil && r.Throttle.PausedBy != "":
+		a.printf("\npaused by its throttle: once signal %s is below its critical threshold (or readable), continue with "+
+			"'rewind backfill resume %s'\n", r.Throttle.PausedBy, r.ID)
 	case r.State == backfill.Paused && (r.Control == nil || r.Control.Reason.Kind == backfill.PauseCanary):
 		a.printf("\npaused after its canary: continue with 'rewind backfill promote %s', or end with 'rewind backfill cancel %s'\n", r.ID, r.ID)
 	case r.State == backfill.Paused || r.State == backfill.Pausing:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/jobfile"
+	"github.com/rewindhq/rewind/backfill/throttle"
 	"github.com/rewindhq/rewind/internal/config"
 )
 
@@ -79,6 +80,7 @@ func (a *app) backfillWorkCmd() *cobra.Command {
 	var ja jobArgs
 	var workers int
 	var jsonOut bool
+	var tf throttleFlags
 	cmd := &cobra.Command{
 		Use:   "work RUN [JOB.yaml]",
 		Short: "Join a running run as more workers, from any machine, until none of its shards is left",
@@ -112,10 +114,14 @@ resume it first. See docs/backfill.md.`,
 			case len(ja.params) > 0:
 				return &cliError{code: "invalid_argument", status: 2, msg: "--param needs the job file: give RUN JOB.yaml"}
 			}
+			spec, err := tf.spec(f)
+			if err != nil {
+				return err
+			}
 			pg.command = a.recordedCommand(cmd, fileSecret(f))
 			pg.conns = 2*workers + 4
 			pg.runSettings(cmd.Context(), args[0])
-			res, err := a.applyWithProgress(cmd.Context(), pg, func(ctx context.Context, r *backfill.Runner) (*backfill.Result, error) {
+			res, err := a.applyWithProgress(cmd.Context(), pg, &spec, func(ctx context.Context, r *backfill.Runner, thr *throttle.Throttler) (*backfill.Result, error) {
 				if job == nil { // rebuilt from the run's record
 					run, err := r.Status(ctx, args[0])
 					if err != nil {
@@ -125,7 +131,7 @@ resume it first. See docs/backfill.md.`,
 						return nil, err
 					}
 				}
-				return r.Work(ctx, args[0], job, backfill.WorkOptions{Workers: workers})
+				return r.Work(ctx, args[0], job, backfill.WorkOptions{Workers: workers, Throttle: thr})
 			})
 			if err != nil {
 				if f != nil {
@@ -139,6 +145,7 @@ resume it first. See docs/backfill.md.`,
 	pg.add(cmd)
 	ja.add(cmd)
 	config.IntVar(cmd.Flags(), &workers, "workers", 1, "how many workers this process runs")
+	tf.add(cmd)
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -56,6 +56,9 @@ type benchBackfillResult struct {
 	// from /proc/loadavg (empty where unavailable): figures taken on a
 	// loaded machine say so.
 	LoadAverage []string `json:"load_average,omitempty"`
+	// With --load pgbench: pgbench's p99 latency alone and during
+	// default-throttled backfills, their ratio, and the backfill's rate.
+	*pgbenchResult
 }
 
 func (a *app) benchBackfillCmd() *cobra.Command {
@@ -65,6 +68,8 @@ func (a *app) benchBackfillCmd() *cobra.Command {
 	var sample int64
 	var rounds int
 	var jsonOut, keep bool
+	var load string
+	var pl pgbenchLoad
 	cmd := &cobra.Command{
 		Use:   "backfill",
 		Short: "Measure backfill apply and rollback throughput against a plain keyset loop and a row-by-row loop",
@@ -87,7 +92,15 @@ and the medians are reported, so that a change in the machine's load during the
 run affects every side alike. VACUUM runs before each apply and raw pass. The
 table is dropped at the end unless --keep. Targets: rows_per_sec
 (before_images_ratio) >= 0.6 x raw_keyset_rps, rollback_ratio >= 0.5,
-workers_ratio >= 1.3, and rows_per_sec >= 60 x row_by_row_rps.`,
+workers_ratio >= 1.3, and rows_per_sec >= 60 x row_by_row_rps.
+
+With --load pgbench, it then runs pgbench's built-in TPC-B-like script with
+--pgbench-clients clients (pgbench -i -s --pgbench-scale in a scratch database of
+the same cluster, dropped at the end) for --pgbench-time alone, then again while
+default-throttled backfills of the table (no chunk: sizes adapt to 500ms; the
+default throttle) follow each other, and adds pgbench_p99_ratio (p99 latency during
+/ alone, from pgbench's per-transaction logs; target <= 1.5) and the backfill's
+rows/s (pgbench_backfill_rps) to the result.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rows < 1000 {
@@ -99,12 +112,26 @@ workers_ratio >= 1.3, and rows_per_sec >= 60 x row_by_row_rps.`,
 			if rounds < 1 {
 				return invalidFlag("rounds", fmt.Sprint(rounds), "must be at least 1")
 			}
-			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), rounds, keep)
+			if load != "" && load != "pgbench" {
+				return invalidFlag("load", load, "must be pgbench (or left out)")
+			}
+			if pl.clients < 1 || pl.scale < 1 || pl.dur < time.Second {
+				return invalidFlag("pgbench-clients", fmt.Sprint(pl.clients), "--pgbench-clients and --pgbench-scale must be at least 1, --pgbench-time at least 1s")
+			}
+			if load == "" {
+				pl.clients = 0
+			}
+			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), rounds, keep, pl)
 			if err != nil {
 				return err
 			}
 			if jsonOut {
 				return a.printJSON(res)
+			}
+			if p := res.pgbenchResult; p != nil {
+				a.printf("pgbench -c %d: p99 %.2f ms alone, %.2f ms during the backfill (%.2f x); %.0f vs %.0f tps; "+
+					"backfill %.0f rows/s, %.1f s throttled\n", p.Clients, p.P99Alone, p.P99During, p.P99Ratio, p.TPSAlone, p.TPSDuring,
+					p.BackfillRPS, p.ThrottledSeconds)
 			}
 			a.printf("rows %d, chunk %d, load average %v\nraw keyset     %10.0f rows/s  (median of %.0f)\n"+
 				"rewind apply   %10.0f rows/s  (median of %.0f; %.2f x raw keyset, before-images included)\n"+
@@ -124,13 +151,19 @@ workers_ratio >= 1.3, and rows_per_sec >= 60 x row_by_row_rps.`,
 	config.Int64Var(cmd.Flags(), &sample, "sample", 20_000, "rows updated by the row-by-row loop")
 	config.IntVar(cmd.Flags(), &rounds, "rounds", 2, "rewind passes (one worker, then two), each round between two raw keyset passes")
 	config.BoolVar(cmd.Flags(), &keep, "keep", false, "keep the benchmark table")
+	cmd.Flags().StringVar(&load, "load", "", "also measure a concurrent load's latency: pgbench")
+	config.IntVar(cmd.Flags(), &pl.clients, "pgbench-clients", 4, "pgbench connections (-c), one client each, with --load pgbench")
+	config.IntVar(cmd.Flags(), &pl.scale, "pgbench-scale", 10, "pgbench scale (-i -s), in units of 100,000 rows of pgbench_accounts, with --load pgbench")
+	cmd.Flags().DurationVar(&pl.dur, "pgbench-time", 30*time.Second, "how long each pgbench pass runs (whole seconds)")
+	cmd.Flags().StringVar(&pl.binary, "pgbench", "", "the pgbench binary (default: on PATH, else /usr/lib/postgresql/*/bin)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
 
 const benchTable = "rewind_bench_backfill"
 
-func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, rounds int, keep bool) (*benchBackfillResult, error) {
+func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk int, sample int64, rounds int, keep bool,
+	pl pgbenchLoad) (*benchBackfillResult, error) {
 	pg.conns = 8 // two workers
 	work, ledger, closeAll, err := pg.pools(ctx)
 	if err != nil {
@@ -230,6 +263,14 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	res.RowsPerSecNoImages, res.RollbackRPS = median(res.RowsPerSecNoImagesRuns), median(res.RollbackRuns)
 	res.RollbackRatio = res.RollbackRPS / res.RawKeysetRPS
 	res.RatioVsRowByRow = res.RowsPerSec / res.RowByRowRPS
+	if pl.clients > 0 {
+		if err := vacuum(); err != nil {
+			return nil, err
+		}
+		if res.pgbenchResult, err = pl.run(ctx, work, r, rows); err != nil {
+			return nil, err
+		}
+	}
 	res.LoadAverage = append(res.LoadAverage, loadAverage())
 	return res, nil
 }

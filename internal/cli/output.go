@@ -94,6 +94,7 @@ var exitStatuses = []struct {
 	{10, []rewind.Code{rewind.CodeFailed}},
 	{11, []rewind.Code{rewind.CodeOutcomeUnknown}},
 	{12, []rewind.Code{rewind.CodeEpochChanged}},
+	{13, []rewind.Code{codeThrottled}},
 	{130, []rewind.Code{rewind.CodeCanceled}},
 }
 
@@ -114,6 +115,9 @@ func (a *app) classify(err error) (rewind.Code, int, string) {
 	var ce *cliError
 	if errors.As(err, &ce) {
 		return ce.code, ce.status, trimPrefix(ce.msg)
+	}
+	if code, ok := throttleError(err); ok {
+		return code, exitStatus(code), trimPrefix(err.Error())
 	}
 	if code, msg, ok := pgError(err); ok {
 		return code, exitStatus(code), msg
