@@ -303,7 +303,9 @@ type failure struct {
 	err     error
 }
 
-func (f *failure) Error() string { return fmt.Sprintf("projection: batch failed through %d: %v", f.through, f.err) }
+func (f *failure) Error() string {
+	return fmt.Sprintf("projection: batch failed through %d: %v", f.through, f.err)
+}
 
 // batch is the open transaction of a pass.
 type batch struct {
