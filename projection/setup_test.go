@@ -145,3 +145,5 @@ func newRunner(t testing.TB, p projection.Projection, cfg projection.Config) *pr
 }
 
 func (b *bundle) count2(t testing.TB, sql string) string { return fmt.Sprint(b.count(t, sql)) }
+
+func fmtInt(i int) string { return fmt.Sprint(i) }
