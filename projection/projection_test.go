@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -158,5 +159,44 @@ func TestBadInput(t *testing.T) {
 		if after := snapshot(); after != before {
 			t.Fatalf("%s changed the control tables or schemas", c.name)
 		}
+	}
+}
+
+// A projection writing only with CopyRow streams its COPY while handling;
+// an event failing in the middle of a streamed batch is parked and the
+// rest applied once.
+func TestStreamedCopyWithAFailure(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for i := range 300 {
+		data := []byte(`{}`)
+		if i == 150 {
+			data = []byte(`"fail"`)
+		}
+		if _, err := b.store.Append(ctx, "s", rewind.Any, rewind.Event{Type: "Row", Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := projection.Projection{Name: "rows", Version: 1,
+		Setup: func(schema string) string {
+			return "CREATE TABLE " + schema + ".r (position bigint PRIMARY KEY, data bytea)"
+		},
+		Handlers: map[string]projection.Handler{"Row": func(ctx context.Context, tx *projection.Tx, ev *rewind.RecordedEvent) error {
+			if string(ev.Data) == `"fail"` {
+				return errors.New("no")
+			}
+			tx.CopyRow("r", []string{"position", "data"}, int64(ev.Position), ev.Data)
+			return nil
+		}}}
+	cfg := b.config()
+	cfg.BatchSize = 1000
+	if err := newRunner(t, p, cfg).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.count(t, `SELECT count(*) FROM proj_rows_v1.r WHERE data = '{}'`); n != 299 {
+		t.Fatalf("%d rows, want 299", n)
+	}
+	if st := b.status(t, "rows", 1); st.Parked != 1 || st.Position != 300 {
+		t.Fatalf("status %+v", st)
 	}
 }

@@ -22,8 +22,11 @@ type Config struct {
 	// Store is the event store read. It must tell where its log ends
 	// (rewind.LastPositioner or rewind.Describer). Required.
 	Store rewind.Store
-	// BatchSize is how many handled events at most one transaction applies.
-	// Defaults to 5000.
+	// BatchSize is how many handled events at most one transaction applies
+	// while catching up (a live runner commits at the end of the log or
+	// after BatchInterval first). Large batches make rebuilds fast (one
+	// COPY, one commit each); a batch with a failing event is applied again
+	// one event at a time. Defaults to 50,000.
 	BatchSize int
 	// BatchInterval is how long a batch may stay open before it commits,
 	// so that a slow trickle of events is not held back. Defaults to 200ms.
@@ -88,7 +91,7 @@ func New(p Projection, cfg Config) (*Runner, error) {
 		}
 	}
 	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 5000
+		cfg.BatchSize = 50_000
 	}
 	if cfg.BatchInterval == 0 {
 		cfg.BatchInterval = 200 * time.Millisecond
@@ -332,6 +335,7 @@ func (b *batch) begin(ctx context.Context) error {
 
 func (b *batch) rollback(ctx context.Context) {
 	if b.tx != nil {
+		b.tx.endStream() // the connection is the COPY's until it ends
 		b.tx.pg.Rollback(context.WithoutCancel(ctx))
 		b.tx = nil
 	}
@@ -344,7 +348,7 @@ func (b *batch) handle(ctx context.Context, ev *rewind.RecordedEvent) error {
 		}
 	}
 	t := b.tx
-	t.ev, t.seq = ev, 0
+	t.ev, t.seq, t.ctx = ev, 0, ctx
 	t.live = b.role.effectsFrom != nil && int64(ev.Position) >= *b.role.effectsFrom
 	if err := b.r.p.Handlers[ev.Type](ctx, t, ev); err != nil {
 		if ctx.Err() != nil {
@@ -421,6 +425,7 @@ func (r *Runner) careful(ctx context.Context, ro role, from, through, end rewind
 	}
 	defer b.rollback(ctx)
 	t := b.tx
+	t.noStream = true
 	w := replay.Window{From: replay.AtPosition(from + 1), To: replay.AtPosition(through), Types: r.p.types()}
 	_, err := replay.Run(ctx, r.cfg.Store, w, func(ctx context.Context, ev *rewind.RecordedEvent) error {
 		sp, err := t.pg.Begin(ctx)

@@ -31,6 +31,95 @@ type Tx struct {
 	seq  int // effects recorded for the current event
 	// effects counts the effects recorded in the batch.
 	effects int
+	// ctx is the batch's context, for a COPY streamed while handlers run.
+	ctx context.Context
+	// stream, when not nil, is a COPY under way that CopyRow feeds while
+	// the batch goes on, so that PostgreSQL ingests rows while the next
+	// events are read and handled. noStream turns it off (the careful
+	// path sends each event's writes at once anyway).
+	stream   *copyStream
+	noStream bool
+}
+
+// copyStream is a COPY running in its own goroutine on the batch's
+// connection, fed rows in chunks. Nothing else may use the connection
+// until it ended (endStream).
+type copyStream struct {
+	ident pgx.Identifier
+	cols  []string
+	buf   [][]any
+	ch    chan [][]any
+	done  chan error
+	err   error // the COPY's error, once it ended
+	ended bool
+}
+
+// copyChunk is how many rows go to the COPY goroutine at once.
+const copyChunk = 512
+
+// chanSource adapts a copyStream's chunks to pgx.CopyFromSource.
+type chanSource struct {
+	ch   chan [][]any
+	rows [][]any
+	i    int
+}
+
+func (s *chanSource) Next() bool {
+	s.i++
+	for s.i >= len(s.rows) {
+		rows, ok := <-s.ch
+		if !ok {
+			return false
+		}
+		s.rows, s.i = rows, 0
+	}
+	return true
+}
+
+func (s *chanSource) Values() ([]any, error) { return s.rows[s.i], nil }
+func (s *chanSource) Err() error             { return nil }
+
+// startStream starts a COPY into ident fed by later CopyRow calls.
+func (t *Tx) startStream(ident pgx.Identifier, cols []string) {
+	c := &copyStream{ident: ident, cols: cols, ch: make(chan [][]any, 4), done: make(chan error, 1)}
+	ctx := t.ctx
+	go func() {
+		_, err := t.pg.CopyFrom(ctx, ident, cols, &chanSource{ch: c.ch, i: -1})
+		c.done <- err
+	}()
+	t.stream = c
+}
+
+// send hands the buffered rows to the COPY, unless it ended already.
+func (c *copyStream) send() {
+	if len(c.buf) == 0 || c.ended {
+		c.buf = c.buf[:0]
+		return
+	}
+	select {
+	case c.ch <- c.buf:
+	case c.err = <-c.done:
+		c.ended = true
+	}
+	c.buf = make([][]any, 0, copyChunk)
+}
+
+// endStream ends the COPY under way, if any, and returns its error.
+func (t *Tx) endStream() error {
+	c := t.stream
+	if c == nil {
+		return nil
+	}
+	t.stream = nil
+	c.send()
+	close(c.ch)
+	if !c.ended {
+		c.err = <-c.done
+	}
+	if c.err != nil {
+		return fmt.Errorf("copy into %s: %w", c.ident.Sanitize(), c.err)
+	}
+	return nil
 }
 
 // op is one queued write: a statement, or a row for COPY into ident.
@@ -58,7 +147,23 @@ func (t *Tx) Queue(sql string, args ...any) {
 // unquoted) with the given columns: consecutive rows for the same table
 // and columns are sent with one COPY, the fastest way into PostgreSQL.
 func (t *Tx) CopyRow(table string, columns []string, values ...any) {
-	t.ops = append(t.ops, op{ident: pgx.Identifier{t.schema[1 : len(t.schema)-1], table}, cols: columns, args: ownArgs(values)})
+	values = ownArgs(values)
+	// Rows join the COPY under way only while nothing else was queued
+	// after it, so that writes keep their order.
+	if c := t.stream; c != nil && len(t.ops) == 0 && c.ident[1] == table && slices.Equal(c.cols, columns) {
+		c.buf = append(c.buf, values)
+		if len(c.buf) == copyChunk {
+			c.send()
+		}
+		return
+	}
+	ident := pgx.Identifier{t.schema[1 : len(t.schema)-1], table}
+	if t.stream == nil && len(t.ops) == 0 && !t.noStream && t.ctx != nil {
+		t.startStream(ident, columns)
+		t.stream.buf = append(make([][]any, 0, copyChunk), values)
+		return
+	}
+	t.ops = append(t.ops, op{ident: ident, cols: columns, args: values})
 }
 
 // PG sends the queued writes and returns the transaction itself, for reads
@@ -107,6 +212,9 @@ func ownArgs(args []any) []any {
 // flush sends the queued writes in order: runs of rows for one table with
 // COPY, runs of statements in one pipeline.
 func (t *Tx) flush(ctx context.Context) error {
+	if err := t.endStream(); err != nil {
+		return err
+	}
 	ops := t.ops
 	for i := 0; i < len(ops); {
 		j := i + 1

@@ -75,7 +75,7 @@ projection's control rows are dropped at the end.`,
 	f.add(cmd)
 	config.IntVar(cmd.Flags(), &events, "events", 1_000_000, "events the store should hold and the projection applies")
 	config.IntVar(cmd.Flags(), &streams, "streams", 1000, "streams to spread filled events over")
-	config.IntVar(cmd.Flags(), &batch, "batch-size", 5000, "events per projection transaction (projection.Config.BatchSize)")
+	config.IntVar(cmd.Flags(), &batch, "batch-size", 50_000, "events per projection transaction (projection.Config.BatchSize)")
 	atLeast(cmd.Flags(), 1, "events", "streams", "batch-size")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
