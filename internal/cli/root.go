@@ -166,6 +166,7 @@ func (a *app) commands() []*cobra.Command {
 		a.versionCmd(),
 		a.backfillCmd(),
 		a.auditCmd(),
+		a.projectionsCmd(),
 	}
 }
 
