@@ -166,6 +166,8 @@ func (a *app) commands() []*cobra.Command {
 		a.versionCmd(),
 		a.backfillCmd(),
 		a.auditCmd(),
+		a.groupsCmd(),
+		a.consumeCmd(),
 	}
 }
 
