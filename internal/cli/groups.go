@@ -45,7 +45,9 @@ func (l *localGroups) GroupInfo(_ context.Context, group string) (consumer.Group
 	return l.e.Info(group)
 }
 
-func (l *localGroups) DeleteGroup(ctx context.Context, group string) error { return l.e.DeleteGroup(ctx, group) }
+func (l *localGroups) DeleteGroup(ctx context.Context, group string) error {
+	return l.e.DeleteGroup(ctx, group)
+}
 
 func (l *localGroups) ResetGroup(ctx context.Context, group string, opts consumer.ResetOptions) (consumer.ResetPlan, error) {
 	return l.e.Reset(ctx, group, opts)
