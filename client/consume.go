@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -259,6 +260,9 @@ func (s *consumeSession) handle(ctx context.Context) {
 func (s *consumeSession) send() {
 	var failed bool
 	for first := range s.settled {
+		// Handlers settle one event at a time: let the others of a batch
+		// queue theirs, so that one message carries many.
+		runtime.Gosched()
 		req := &rewindv1.ConsumeRequest{}
 		add := func(st settlement) {
 			id := uint64(st.id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -137,6 +138,17 @@ func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member,
 		ds, err := member.Fetch(ctx, batch)
 		if err != nil {
 			return err
+		}
+		if len(ds) < batch/4 {
+			// Acks free slots one message at a time: let the settlements
+			// being applied free more before sending, so that a message
+			// carries many deliveries rather than one.
+			runtime.Gosched()
+			more, err := member.TryFetch(ctx, batch-len(ds))
+			if err != nil {
+				return err
+			}
+			ds = append(ds, more...)
 		}
 		if err := checkRevoked(ctx); err != nil {
 			return err

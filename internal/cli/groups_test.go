@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -194,5 +195,32 @@ func TestGroupsHelp(t *testing.T) {
 	_, out, _ := run(t, t.TempDir(), "", "groups", "reset", "--help")
 	if !strings.Contains(out, "--execute") || !strings.Contains(out, "changes nothing") {
 		t.Errorf("reset --help does not explain the plan: %q", out)
+	}
+}
+
+// TestBenchGroups runs `rewind bench groups` small, against a server and
+// the NATS server of the test environment ($REWIND_NATS_URL, or
+// nats://127.0.0.1:4222), unordered and ordered: every event is counted
+// and acked, and the report carries the rates and the ratio.
+func TestBenchGroups(t *testing.T) {
+	t.Parallel()
+	url, admin := startServer(t)
+	natsURL := cmpOr(os.Getenv("REWIND_NATS_URL"), "nats://127.0.0.1:4222")
+	for _, ordered := range []bool{false, true} {
+		args := []string{"--server", url, "--token", admin, "bench", "groups", "--members", "3", "--events", "3000",
+			"--keys", "100", "--nats", natsURL, "--json"}
+		if ordered {
+			args = append(args, "--ordered")
+		}
+		code, out, errOut := run(t, "", "", args...)
+		var r groupsBenchReport
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Events != 3000 || r.EventsPerSec <= 0 ||
+			r.Ordered != ordered || r.Members != 3 || r.NATS == nil || r.NATS.Messages != 3000 || r.Ratio <= 0 {
+			t.Fatalf("bench groups (ordered %t): %d %q %s", ordered, code, out, errOut)
+		}
+	}
+	if code, _, errOut := run(t, "", "", "--server", url, "--token", admin, "bench", "groups", "--events", "10",
+		"--keys", "20"); code != 2 || !strings.Contains(errOut, "--keys") {
+		t.Fatalf("more keys than events: %d %s", code, errOut)
 	}
 }
