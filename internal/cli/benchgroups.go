@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,20 +30,31 @@ type groupsBenchReport struct {
 	Ordered      bool              `json:"ordered"`
 	Keys         int               `json:"keys"`
 	Size         int               `json:"size"`
+	Rounds       int               `json:"rounds"`
 	Seconds      float64           `json:"seconds"`
 	EventsPerSec float64           `json:"events_per_sec"`
 	Redelivered  uint64            `json:"redeliveries"`
 	NATS         *natsbench.Result `json:"nats_pull_consumer,omitempty"`
 	NATSURL      string            `json:"nats_url,omitempty"`
 	Ratio        float64           `json:"ratio_vs_nats,omitempty"`
+	// EachRound holds every round's figures; the ones above are the
+	// rounds' medians (by rate).
+	EachRound []groupsBenchRound `json:"each_round"`
+}
+
+// groupsBenchRound is one round: rewind, then NATS.
+type groupsBenchRound struct {
+	EventsPerSec float64 `json:"events_per_sec"`
+	NATSPerSec   float64 `json:"nats_messages_per_sec,omitempty"`
+	LoadAvg      string  `json:"load_avg_before"`
 }
 
 func (a *app) benchGroupsCmd() *cobra.Command {
 	var (
-		members, events, keys, concurrency, batch int
-		ordered, jsonOut                          bool
-		natsURL                                   string
-		payload                                   = config.Size(128)
+		members, events, keys, concurrency, batch, rounds int
+		ordered, jsonOut                                  bool
+		natsURL                                           string
+		payload                                           = config.Size(128)
 	)
 	cmd := &cobra.Command{
 		Use:   "groups",
@@ -56,7 +69,9 @@ With --nats URL it also times a NATS JetStream durable pull consumer with
 explicit acks on the same machine: the same number of members, each on its own
 connection fetching batches of --fetch-batch and acking each message
 asynchronously, over a file-storage stream of the same events (created, then
-deleted). The ratio is rewind over NATS.
+deleted). The ratio is rewind over NATS. --rounds rounds alternate the two, so
+that both see the same machine, and the medians are reported (each round's
+figures too).
 
 The rewind server is --server, or 'rewind serve' started from this binary on a
 free loopback port with a fresh data directory under --data-dir.`,
@@ -88,17 +103,37 @@ free loopback port with a fresh data directory under --data-dir.`,
 			}
 			load, _ := os.ReadFile("/proc/loadavg")
 			r := groupsBenchReport{LoadAvg: strings.TrimSpace(string(load)), Server: a.server, Members: members,
-				Events: events, Ordered: ordered, Keys: keys, Size: int(payload)}
-			say("rewind: appending %d events to %d streams", events, keys)
-			if err := a.benchGroups(ctx, &r, concurrency); err != nil {
-				return err
-			}
-			if natsURL != "" {
-				say("nats: %d members of a durable pull consumer, %d messages", members, events)
-				res, err := natsbench.GroupConsume(ctx, natsURL, members, events, int(payload), batch)
-				if err != nil {
-					return fmt.Errorf("nats at %s: %w", natsURL, err)
+				Events: events, Ordered: ordered, Keys: keys, Size: int(payload), Rounds: rounds}
+			// Rounds alternate rewind and NATS, so that both see the same
+			// machine (other load comes and goes); medians are reported.
+			var ours []groupsBenchReport
+			var theirs []natsbench.Result
+			for i := range rounds {
+				round := r
+				load, _ := os.ReadFile("/proc/loadavg")
+				say("round %d: rewind, %d events over %d streams, %d members", i+1, events, keys, members)
+				if err := a.benchGroups(ctx, &round, concurrency); err != nil {
+					return err
 				}
+				ours = append(ours, round)
+				rr := groupsBenchRound{EventsPerSec: round.EventsPerSec, LoadAvg: strings.TrimSpace(string(load))}
+				if natsURL != "" {
+					say("round %d: nats, %d members of a durable pull consumer, %d messages", i+1, members, events)
+					res, err := natsbench.GroupConsume(ctx, natsURL, members, events, int(payload), batch)
+					if err != nil {
+						return fmt.Errorf("nats at %s: %w", natsURL, err)
+					}
+					theirs = append(theirs, res)
+					rr.NATSPerSec = res.MessagesPerS
+				}
+				r.EachRound = append(r.EachRound, rr)
+			}
+			slices.SortFunc(ours, func(x, y groupsBenchReport) int { return cmp.Compare(x.EventsPerSec, y.EventsPerSec) })
+			med := ours[len(ours)/2]
+			r.Seconds, r.EventsPerSec, r.Redelivered = med.Seconds, med.EventsPerSec, med.Redelivered
+			if len(theirs) > 0 {
+				slices.SortFunc(theirs, func(x, y natsbench.Result) int { return cmp.Compare(x.MessagesPerS, y.MessagesPerS) })
+				res := theirs[len(theirs)/2]
 				r.NATS, r.NATSURL, r.Ratio = &res, natsURL, ratio2(r.EventsPerSec, res.MessagesPerS)
 			}
 			if jsonOut {
@@ -108,8 +143,8 @@ free loopback port with a fresh data directory under --data-dir.`,
 			if ordered {
 				order = fmt.Sprintf("ordered by stream, %d keys", keys)
 			}
-			a.printf("rewind group, %d members, %s: %d events in %.2fs, %.0f events/s (%d redeliveries)\n",
-				members, order, events, r.Seconds, r.EventsPerSec, r.Redelivered)
+			a.printf("rewind group, %d members, %s: %d events in %.2fs, %.0f events/s (%d redeliveries; median of %d rounds)\n",
+				members, order, events, r.Seconds, r.EventsPerSec, r.Redelivered, rounds)
 			if r.NATS != nil {
 				a.printf("NATS pull consumer, %d members: %.0f messages/s; ratio %.2f\n", members, r.NATS.MessagesPerS, r.Ratio)
 			}
@@ -121,11 +156,12 @@ free loopback port with a fresh data directory under --data-dir.`,
 	config.IntVar(f, &events, "events", 200_000, "events appended and consumed")
 	config.IntVar(f, &keys, "keys", 10_000, "streams the events are spread over (the ordering keys with --ordered)")
 	config.IntVar(f, &concurrency, "concurrency", 1, "handlers each member runs at once (workers per member)")
+	config.IntVar(f, &rounds, "rounds", 3, "rounds of rewind then NATS; the medians are reported (runs)")
 	config.IntVar(f, &batch, "fetch-batch", 500, "messages per fetch of each NATS member")
 	config.BoolVar(f, &ordered, "ordered", false, "order the group by stream: each key's events in order, one at a time")
 	f.StringVar(&natsURL, "nats", "", "URL of a NATS server with JetStream to compare with, such as nats://127.0.0.1:4222")
 	f.Var(&payload, "size", "payload per event, in bytes or with a unit (1KiB)")
-	atLeast(f, 1, "members", "events", "keys", "concurrency", "fetch-batch")
+	atLeast(f, 1, "members", "events", "keys", "concurrency", "fetch-batch", "rounds")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -208,7 +208,7 @@ func TestBenchGroups(t *testing.T) {
 	natsURL := cmpOr(os.Getenv("REWIND_NATS_URL"), "nats://127.0.0.1:4222")
 	for _, ordered := range []bool{false, true} {
 		args := []string{"--server", url, "--token", admin, "bench", "groups", "--members", "3", "--events", "3000",
-			"--keys", "100", "--nats", natsURL, "--json"}
+			"--keys", "100", "--nats", natsURL, "--rounds", "1", "--json"}
 		if ordered {
 			args = append(args, "--ordered")
 		}
