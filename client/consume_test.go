@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/rewindhq/rewind/client"
 	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/consumer/middleware"
+	"github.com/rewindhq/rewind/server"
 )
 
 // TestConsumeThroughServer runs a middleware chain under Client.Consume:
@@ -124,4 +126,93 @@ func TestConsumeUnknownGroup(t *testing.T) {
 		t.Fatalf("bad concurrency: %v", err)
 	}
 	_ = fmt.Sprint
+}
+
+// TestConsumeSurvivesServerRestart: a server shut down under a member
+// ends its stream; Consume joins again once a new server runs on the same
+// data directory and goes on with the group where its last commit left
+// it: every event is handled, and the group ends with all of them acked.
+func TestConsumeSurvivesServerRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	serve := func(addr string) (*server.Server, func()) {
+		s, err := server.New(server.Config{Addr: addr, DataDir: dir, NoAuth: true, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.Run(runCtx) }()
+		return s, func() { cancel(); <-done }
+	}
+	s1, stop1 := serve("127.0.0.1:0")
+	addr := s1.Addr().String()
+	c, err := client.New("http://"+addr, client.Config{MaxRetries: 1000, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	appendAll := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := c.Append(ctx, "s", rewind.Any, rewind.Event{Type: "E", Data: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendAll(0, 10)
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	got := make(chan struct{}, 100)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(cctx, "g", func(_ context.Context, m *consumer.Message) error {
+			mu.Lock()
+			seen[string(m.Event.Data)] = true
+			mu.Unlock()
+			got <- struct{}{}
+			return nil
+		}, client.ConsumeOptions{})
+	}()
+	wait := func(n int) {
+		deadline := time.After(30 * time.Second)
+		for {
+			mu.Lock()
+			k := len(seen)
+			mu.Unlock()
+			if k >= n {
+				return
+			}
+			select {
+			case <-got:
+			case <-deadline:
+				t.Fatalf("%d distinct events handled, want %d", k, n)
+			}
+		}
+	}
+	wait(10)
+	time.Sleep(200 * time.Millisecond) // the acks committed (every 100 ms)
+	stop1()
+	_, stop2 := serve(addr)
+	defer stop2()
+	appendAll(10, 20)
+	wait(20)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		in, err := c.GroupInfo(ctx, "g")
+		if err == nil && in.AckFloor > 0 && in.Pending == 0 && in.InFlight == 0 && in.Members == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group did not settle after the restart: %+v %v", in, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
 }
