@@ -69,9 +69,11 @@ func (g *groupService) Consume(ctx context.Context, stream *connect.BidiStream[r
 	sendDone := make(chan error, 1)
 	go func() { sendDone <- g.deliverLoop(ctx, member, min(max, consumeBatch), send) }()
 
+	sent := false // sendDone was received
 	select {
 	case err = <-recvDone:
 	case err = <-sendDone:
+		sent = true
 	case <-s.stopSubs.Done():
 		err = apiconv.Errorf(rewind.CodeClosed, "rewind: the server is shutting down; its un-acked deliveries went "+
 			"back to the group: consume again from its successor")
@@ -83,7 +85,9 @@ func (g *groupService) Consume(ctx context.Context, stream *connect.BidiStream[r
 	// nor goes away holds the handler until its connection is cut (the
 	// client's end, shutdown's cut), as a subscription's does; its member
 	// has left already.
-	<-sendDone
+	if !sent {
+		<-sendDone
+	}
 	sendMu.Lock()
 	ended = true
 	sendMu.Unlock()

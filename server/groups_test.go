@@ -619,3 +619,50 @@ func TestGroupMetrics(t *testing.T) {
 }
 
 func durationpbOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// TestConsumeEndsWhenTokenRevoked: revoking the token of a member ends its
+// stream with Unauthenticated, and its deliveries go back at once.
+func TestConsumeEndsWhenTokenRevoked(t *testing.T) {
+	t.Parallel()
+	_, admin, b := setup(t, server.Config{})
+	if _, err := admin.CreateGroup(ctx, consumer.GroupConfig{Name: "g", AckWait: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, admin, "s-1", 3)
+	m := join(t, b, secretOf(t, admin, b, "worker", "write:_rewind.group.g", "read:*"), "g", 0)
+	m.deliveries(3)
+	if _, err := admin.RevokeToken(ctx, "worker"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.stream.Receive()
+	if rewind.CodeOf(fromConnect(err)) != rewind.CodeUnauthenticated {
+		t.Fatalf("the stream after the revocation: %v", err)
+	}
+	in := waitInfo(t, admin, "g", func(in consumer.GroupInfo) bool { return in.Members == 0 })
+	if in.InFlight != 0 || in.Pending != 3 {
+		t.Fatalf("after the revocation: %+v", in)
+	}
+}
+
+// TestConsumeEndsWhenGroupDeleted: deleting a group ends its members'
+// streams with Unavailable.
+func TestConsumeEndsWhenGroupDeleted(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	if _, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, c, "s-1", 2)
+	m := join(t, b, b.admin, "g", 0)
+	m.deliveries(2)
+	if err := c.DeleteGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.stream.Receive()
+	if rewind.CodeOf(fromConnect(err)) != rewind.CodeClosed {
+		t.Fatalf("the stream after the delete: %v", err)
+	}
+	if _, err := c.GroupInfo(ctx, "g"); rewind.CodeOf(err) != rewind.CodeNotFound {
+		t.Fatalf("info after the delete: %v", err)
+	}
+}

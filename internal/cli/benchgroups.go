@@ -152,12 +152,12 @@ free loopback port with a fresh data directory under --data-dir.`,
 		},
 	}
 	f := cmd.Flags()
-	config.IntVar(f, &members, "members", 4, "members consuming the group, each with its own connection")
+	config.IntVar(f, &members, "members", 4, "members consuming the group, each with its own connection (connections)")
 	config.IntVar(f, &events, "events", 200_000, "events appended and consumed")
 	config.IntVar(f, &keys, "keys", 10_000, "streams the events are spread over (the ordering keys with --ordered)")
 	config.IntVar(f, &concurrency, "concurrency", 1, "handlers each member runs at once (workers per member)")
 	config.IntVar(f, &rounds, "rounds", 3, "rounds of rewind then NATS; the medians are reported (runs)")
-	config.IntVar(f, &batch, "fetch-batch", 500, "messages per fetch of each NATS member")
+	config.IntVar(f, &batch, "fetch-batch", 500, "messages (events) per fetch of each NATS member")
 	config.BoolVar(f, &ordered, "ordered", false, "order the group by stream: each key's events in order, one at a time")
 	f.StringVar(&natsURL, "nats", "", "URL of a NATS server with JetStream to compare with, such as nats://127.0.0.1:4222")
 	f.Var(&payload, "size", "payload per event, in bytes or with a unit (1KiB)")
