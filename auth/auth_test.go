@@ -301,3 +301,23 @@ func TestCreateRefusesInvisiblePatterns(t *testing.T) {
 		t.Errorf("refused creations left tokens: %v", toks)
 	}
 }
+
+func TestAllowsPrefix(t *testing.T) {
+	t.Parallel()
+	tok := &Token{Scopes: []Scope{{Read, "orders-*"}, {Write, "users-eu-*"}, {Read, "*-audit"}}}
+	for _, c := range []struct {
+		a      Action
+		prefix string
+		want   bool
+	}{
+		{Read, "orders-", true}, {Read, "orders-eu-", true}, {Read, "order", false}, {Read, "", false},
+		{Write, "orders-", false}, {Read, "users-eu-1", true}, {Read, "users-", false}, {Read, "x-audit", false},
+	} {
+		if got := tok.AllowsPrefix(c.a, c.prefix); got != c.want {
+			t.Errorf("AllowsPrefix(%v, %q) = %t, want %t", c.a, c.prefix, got, c.want)
+		}
+	}
+	if !(&Token{Scopes: []Scope{{Read, "*"}}}).AllowsPrefix(Read, "") {
+		t.Error("read:* must allow every prefix")
+	}
+}

@@ -88,6 +88,24 @@ func (t *Token) AllowsAll(action Action) bool {
 	return false
 }
 
+// AllowsPrefix reports whether the token allows action on every stream
+// whose name starts with prefix: through a scope whose pattern is only
+// "*", or is a plain name ending in "*" that prefix starts with (such as
+// "orders-*" for the prefix "orders-eu-"). It may say no to a combination
+// of scopes that together would cover the prefix.
+func (t *Token) AllowsPrefix(action Action, prefix string) bool {
+	if t.AllowsAll(action) {
+		return true
+	}
+	for _, s := range t.Scopes {
+		head, ok := strings.CutSuffix(s.Pattern, "*")
+		if s.Action >= action && ok && !strings.Contains(head, "*") && strings.HasPrefix(prefix, head) {
+			return true
+		}
+	}
+	return false
+}
+
 // IsAdmin reports whether the token has admin:*, which manages tokens.
 func (t *Token) IsAdmin() bool {
 	for _, s := range t.Scopes {

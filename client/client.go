@@ -63,6 +63,7 @@ type Client struct {
 	own    *http.Transport
 	events rewindv1connect.EventStoreServiceClient
 	tokens rewindv1connect.TokenServiceClient
+	groups rewindv1connect.ConsumerGroupServiceClient
 	pipe   *pipeline
 	// life ends with Close: every call fails with rewind.ErrClosed from
 	// then on, and open subscriptions end.
@@ -122,6 +123,7 @@ func New(baseURL string, cfg Config) (*Client, error) {
 	}
 	c.events = rewindv1connect.NewEventStoreServiceClient(c.http, c.url, opts...)
 	c.tokens = rewindv1connect.NewTokenServiceClient(c.http, c.url, opts...)
+	c.groups = rewindv1connect.NewConsumerGroupServiceClient(c.http, c.url, opts...)
 	if cfg.StreamAppends {
 		c.pipe = &pipeline{c: c}
 	}

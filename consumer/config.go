@@ -39,6 +39,10 @@ var DefaultBackoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Sec
 // groups' state in. Groups never deliver events of these streams.
 const SystemStreamPrefix = "_rewind."
 
+// StateStream returns the name of the stream group keeps its state in
+// ("_rewind.group." + group). A server's scopes name the group by it.
+func StateStream(group string) string { return stateStreamPrefix + group }
+
 // Mode is a group's delivery guarantee.
 type Mode string
 

@@ -5,21 +5,74 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Message is an event handed to a Handler, with its delivery.
 type Message struct {
 	Delivery
-	Group  string
-	member *Member
+	Group    string
+	member   *Member
+	progress func(context.Context) error
 }
 
 // InProgress extends the message's ack deadline (see Member.InProgress).
 func (m *Message) InProgress(ctx context.Context) error {
-	if m.member == nil {
+	switch {
+	case m.progress != nil:
+		return m.progress(ctx)
+	case m.member == nil:
 		return nil
 	}
 	return m.member.InProgress(ctx, m.ID)
+}
+
+// NewRemoteMessage builds a Message of a member that settles its
+// deliveries elsewhere (a client of a server): its InProgress calls
+// inProgress.
+func NewRemoteMessage(group string, d Delivery, inProgress func(context.Context) error) *Message {
+	return &Message{Delivery: d, Group: group, progress: inProgress}
+}
+
+// SettleKind is what becomes of a handled event.
+type SettleKind int
+
+// The settlements of a handled event.
+const (
+	SettleAck SettleKind = iota
+	SettleNak
+	SettleTerm
+)
+
+// Settlement is what a handler's result asks for (see Handler): an ack, a
+// nak (after Delay, or the group's backoff step when it is 0) or a term
+// (park, with Reason). Error is the handler's error, recorded as the
+// event's last error.
+type Settlement struct {
+	Kind   SettleKind
+	Delay  time.Duration
+	Reason string
+	Error  string
+}
+
+// SettlementOf returns what the handler result herr asks for, as Consume
+// applies it; a remote member sends it to its server.
+func SettlementOf(herr error) Settlement {
+	var park *ParkError
+	var retry *RetryError
+	switch {
+	case herr == nil:
+		return Settlement{Kind: SettleAck}
+	case errors.As(herr, &park):
+		s := Settlement{Kind: SettleTerm, Reason: park.Reason}
+		if park.Err != nil {
+			s.Error = park.Err.Error()
+		}
+		return s
+	case errors.As(herr, &retry):
+		return Settlement{Kind: SettleNak, Delay: retry.Delay, Error: herr.Error()}
+	}
+	return Settlement{Kind: SettleNak, Error: herr.Error()}
 }
 
 // NewMessage builds a Message for a delivery of group, for tests of
@@ -109,21 +162,13 @@ func (mb *Member) settle(ctx context.Context, d Delivery, herr error) error {
 	}
 	ctx = context.WithoutCancel(ctx)
 	var err error
-	var park *ParkError
-	var retry *RetryError
-	switch {
-	case herr == nil:
+	switch s := SettlementOf(herr); s.Kind {
+	case SettleAck:
 		err = mb.Ack(ctx, d.ID)
-	case errors.As(herr, &park):
-		errMsg := ""
-		if park.Err != nil {
-			errMsg = park.Err.Error()
-		}
-		err = mb.Term(ctx, d.ID, park.Reason, errMsg)
-	case errors.As(herr, &retry):
-		err = mb.Nak(ctx, d.ID, NakOptions{Delay: retry.Delay, Error: herr.Error()})
+	case SettleTerm:
+		err = mb.Term(ctx, d.ID, s.Reason, s.Error)
 	default:
-		err = mb.Nak(ctx, d.ID, NakOptions{Error: herr.Error()})
+		err = mb.Nak(ctx, d.ID, NakOptions{Delay: s.Delay, Error: s.Error})
 	}
 	if errors.Is(err, ErrStaleDelivery) {
 		return nil

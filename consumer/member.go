@@ -78,6 +78,12 @@ func (e *Engine) Join(ctx context.Context, group string, opts MemberOptions) (*M
 	return &Member{g: g, m: m}, nil
 }
 
+// ID returns the member's id, as the group's description lists it.
+func (mb *Member) ID() uint64 { return mb.m.id }
+
+// MaxAckPending returns the member's cap of un-acked deliveries.
+func (mb *Member) MaxAckPending() int { return mb.m.max }
+
 // Group returns the name of the member's group.
 func (mb *Member) Group() string { return mb.g.name }
 

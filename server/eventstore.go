@@ -55,6 +55,9 @@ func (e *eventStore) appendOne(ctx context.Context, m *rewindv1.AppendRequest) (
 	if err := store.ValidateStreamName(m.GetStream()); err != nil {
 		return nil, err
 	}
+	if err := refuseSystemStream(m.GetStream()); err != nil {
+		return nil, err
+	}
 	if err := authorize(ctx, auth.Write, m.GetStream()); err != nil {
 		return nil, err
 	}
@@ -255,6 +258,9 @@ func (e *eventStore) ListStreams(ctx context.Context, req *connect.Request[rewin
 func (e *eventStore) DeleteStream(ctx context.Context, req *connect.Request[rewindv1.DeleteStreamRequest]) (*connect.Response[rewindv1.DeleteStreamResponse], error) {
 	m := req.Msg
 	if err := store.ValidateStreamName(m.GetStream()); err != nil {
+		return nil, err
+	}
+	if err := refuseSystemStream(m.GetStream()); err != nil {
 		return nil, err
 	}
 	if err := authorize(ctx, auth.Admin, m.GetStream()); err != nil {

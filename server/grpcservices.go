@@ -12,7 +12,8 @@ import (
 
 // served are the services the gRPC health and reflection services speak
 // of.
-var served = []string{rewindv1connect.EventStoreServiceName, rewindv1connect.TokenServiceName}
+var served = []string{rewindv1connect.EventStoreServiceName, rewindv1connect.TokenServiceName,
+	rewindv1connect.ConsumerGroupServiceName}
 
 // addGRPCServices adds the standard services gRPC tools and orchestrators
 // expect:

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/eventlog"
 )
 
@@ -75,5 +76,63 @@ func (m *metrics) observeFlush(fi eventlog.FlushInfo) {
 	m.groupCommit.Observe(float64(fi.Records))
 	if fi.Sync > 0 {
 		m.fsyncDuration.Observe(fi.Sync.Seconds())
+	}
+}
+
+// groupCollector reports each consumer group's lag at scrape time, from
+// the counters the engine keeps as the group works (consumer.GroupInfo):
+// a scrape scans nothing.
+type groupCollector struct {
+	e                                                            *consumer.Engine
+	pending, inFlight, oldest, redeliveries, parked, stalled, up *prometheus.Desc
+}
+
+func newGroupCollector(e *consumer.Engine) *groupCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("rewind_consumer_group_"+name, help, append([]string{"group"}, labels...), nil)
+	}
+	return &groupCollector{e: e,
+		pending:      d("pending_events", "Events a group holds that are not in flight (ready, waiting for their key or a redelivery delay)."),
+		inFlight:     d("in_flight_events", "Un-acked deliveries of a group."),
+		oldest:       d("oldest_unacked_age_seconds", "Age (from its recording) of the oldest event a group has not finished."),
+		redeliveries: d("redeliveries_total", "Redeliveries of a group since the server started."),
+		parked:       d("parked_events", "Events a group has parked now."),
+		stalled: d("stalled", "1 while a group cannot move, by reason: full (max pending), ack_pending_full, "+
+			"parked_full, no_members or failed; 0 otherwise.", "reason"),
+		up: d("members", "Members connected to a group."),
+	}
+}
+
+// stalledReasons are the statuses that mean a group cannot move.
+var stalledReasons = []consumer.Status{consumer.StatusFull, consumer.StatusAckPendingFull, consumer.StatusParkedFull,
+	consumer.StatusNoMembers, consumer.StatusFailed}
+
+// Describe implements prometheus.Collector.
+func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.pending, c.inFlight, c.oldest, c.redeliveries, c.parked, c.stalled, c.up} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, in := range c.e.Groups() {
+		name := in.Config.Name
+		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{name}, labels...)...)
+		}
+		gauge(c.pending, float64(in.Pending))
+		gauge(c.inFlight, float64(in.InFlight))
+		gauge(c.oldest, in.OldestUnackedAge.Seconds())
+		ch <- prometheus.MustNewConstMetric(c.redeliveries, prometheus.CounterValue, float64(in.Redeliveries), name)
+		gauge(c.parked, float64(in.Parked))
+		gauge(c.up, float64(in.Members))
+		for _, r := range stalledReasons {
+			v := 0.0
+			if in.Status == r {
+				v = 1
+			}
+			gauge(c.stalled, v, string(r))
+		}
 	}
 }

@@ -219,8 +219,8 @@ func routeErrors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt := infoFrom(r.Context()).route
 		if rt == nil {
-			msg := fmt.Sprintf("rewind: no RPC at %s; the API's procedures are /rewind.v1.EventStoreService/METHOD "+
-				"and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path)
+			msg := fmt.Sprintf("rewind: no RPC at %s; the API's procedures are /rewind.v1.EventStoreService/METHOD, "+
+				"/rewind.v1.ConsumerGroupService/METHOD and /rewind.v1.TokenService/METHOD (see docs/server.md)", r.URL.Path)
 			if p := protocolOf(r); p == grpcProtocol || p == grpcWeb {
 				errw.Write(w, r, apiconv.Errorf(apiconv.CodeUnimplemented, "%s", msg))
 				return

@@ -49,13 +49,15 @@ var routes = func() map[string]*route {
 		rewindv1connect.EventStoreServiceReadStreamProcedure, rewindv1connect.EventStoreServiceReadAllProcedure,
 		rewindv1connect.EventStoreServiceGetStreamInfoProcedure, rewindv1connect.EventStoreServiceListStreamsProcedure,
 		rewindv1connect.EventStoreServiceGetServerInfoProcedure, rewindv1connect.EventStoreServiceHealthProcedure,
-		rewindv1connect.TokenServiceListTokensProcedure,
+		rewindv1connect.TokenServiceListTokensProcedure, rewindv1connect.ConsumerGroupServiceListGroupsProcedure,
+		rewindv1connect.ConsumerGroupServiceGroupInfoProcedure, rewindv1connect.ConsumerGroupServiceListParkedProcedure,
 	} {
 		out[p].readOnly = true
 	}
 	out[rewindv1connect.EventStoreServiceHealthProcedure].public = true
 	out[rewindv1connect.EventStoreServiceSubscribeProcedure].longLived = true
 	out[rewindv1connect.EventStoreServiceAppendStreamProcedure].longLived = true
+	out[rewindv1connect.ConsumerGroupServiceConsumeProcedure].longLived = true
 
 	out[healthService+"Check"] = &route{service: healthService, stream: connect.StreamTypeUnary,
 		public: true, foreign: true}

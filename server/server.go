@@ -21,6 +21,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/auth"
+	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/eventlog"
 	"github.com/rewindhq/rewind/store"
 )
@@ -32,6 +33,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	store    rewind.Store
+	groups   *consumer.Engine
 	tokens   *auth.Store
 	metrics  *metrics
 	registry *prometheus.Registry
@@ -84,13 +86,16 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.store = st
+	if s.groups, err = consumer.Open(context.Background(), s.store, consumer.Config{Logger: c.Logger}); err != nil {
+		return nil, fmt.Errorf("open the consumer groups: %w", err)
+	}
 	if s.tokens, err = auth.Open(c.DataDir); err != nil {
 		return nil, err
 	}
 	s.tokens.SetClock(c.Now)
 	s.subs = newSubscriptions(s.store, c.MaxSubscriptionsPerToken)
 	s.budget.max = c.MaxInflightAppendBytes
-	s.registry.MustRegister(s.subs, newStoreCollector(s), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
+	s.registry.MustRegister(s.subs, newStoreCollector(s), newGroupCollector(s.groups), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
 		Help: "API requests being served (streams included)."}, func() float64 { return float64(s.inflight.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_append_inflight_bytes",
 			Help: "Bytes of the appends in progress, counted against max_inflight_append_bytes."},
@@ -208,6 +213,8 @@ func (s *Server) Handler() http.Handler {
 	path, h := rewindv1connect.NewEventStoreServiceHandler(&eventStore{s}, opts...)
 	rpcs[path] = h
 	path, h = rewindv1connect.NewTokenServiceHandler(&tokenService{s}, opts...)
+	rpcs[path] = h
+	path, h = rewindv1connect.NewConsumerGroupServiceHandler(&groupService{s}, opts...)
 	rpcs[path] = h
 	s.addGRPCServices(rpcs, opts)
 	errw := connect.NewErrorWriter()
@@ -352,6 +359,12 @@ func (s *Server) Close() error {
 // get ShutdownTimeout to flush.
 func (s *Server) closeResources() error {
 	var errs []error
+	if s.groups != nil {
+		// Before the store: the groups' last commits go to it.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		errs = append(errs, s.groups.Close(ctx))
+		cancel()
+	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 	}

@@ -167,6 +167,8 @@ func (a *app) commands() []*cobra.Command {
 		a.backfillCmd(),
 		a.auditCmd(),
 		a.projectionsCmd(),
+		a.groupsCmd(),
+		a.consumeCmd(),
 	}
 }
 

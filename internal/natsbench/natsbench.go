@@ -227,3 +227,103 @@ func PullConsume(ctx context.Context, url string, msgs int) (Result, error) {
 	}
 	return result(msgs, time.Since(start)), nil
 }
+
+// GroupConsume measures what a rewind consumer group is compared with: a
+// JetStream durable pull consumer with explicit acks shared by members
+// connections (competing consumers), each fetching batches of batch
+// messages and acking each one asynchronously (Ack, not DoubleAck). It
+// publishes msgs messages of size bytes into a stream of its own first,
+// then times from the first fetch until every message was received and
+// the consumer has no ack pending, and deletes the stream.
+func GroupConsume(ctx context.Context, url string, members, msgs, size, batch int) (Result, error) {
+	name := fmt.Sprintf("BENCHGROUPS%d", time.Now().UnixNano())
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return Result{}, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return Result{}, err
+	}
+	subject := strings.ToLower(name)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subject + ".>"},
+		Storage: jetstream.FileStorage})
+	if err != nil {
+		return Result{}, err
+	}
+	defer js.DeleteStream(context.WithoutCancel(ctx), name)
+	data := make([]byte, size)
+	for i := 0; i < msgs; i++ {
+		if _, err := js.PublishAsync(fmt.Sprintf("%s.%d", subject, i%1000), data,
+			jetstream.WithStallWait(time.Minute)); err != nil {
+			return Result{}, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "bench",
+		AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return Result{}, err
+	}
+	var got atomic.Int64
+	errs := make([]error, members)
+	conns := make([]jetstream.Consumer, members)
+	for m := range members {
+		mc, err := nats.Connect(url)
+		if err != nil {
+			return Result{}, err
+		}
+		defer mc.Close()
+		mjs, err := jetstream.New(mc)
+		if err != nil {
+			return Result{}, err
+		}
+		if conns[m], err = mjs.Consumer(ctx, name, "bench"); err != nil {
+			return Result{}, err
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for m := range members {
+		wg.Go(func() {
+			for got.Load() < int64(msgs) && ctx.Err() == nil {
+				b, err := conns[m].Fetch(batch, jetstream.FetchMaxWait(200*time.Millisecond))
+				if err != nil {
+					errs[m] = err
+					return
+				}
+				for msg := range b.Messages() {
+					if err := msg.Ack(); err != nil {
+						errs[m] = err
+						return
+					}
+					got.Add(1)
+				}
+				if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+					errs[m] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Result{}, err
+	}
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		if info.NumAckPending == 0 && info.AckFloor.Consumer >= uint64(msgs) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return result(msgs, time.Since(start)), nil
+}

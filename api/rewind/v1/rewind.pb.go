@@ -2711,6 +2711,2085 @@ func (x *ErrorDetail) GetHint() string {
 	return ""
 }
 
+// GroupStart says where a new group starts reading the log.
+type GroupStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind is "beginning" (the default), "end" (only events appended after
+	// the group is created), "position" or "time".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// position: the group delivers the events after it (kind "position").
+	Position uint64 `protobuf:"varint,2,opt,name=position,proto3" json:"position,omitempty"`
+	// time: the group starts at the first event recorded at or after it
+	// (kind "time").
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupStart) Reset() {
+	*x = GroupStart{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupStart) ProtoMessage() {}
+
+func (x *GroupStart) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupStart.ProtoReflect.Descriptor instead.
+func (*GroupStart) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GroupStart) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GroupStart) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *GroupStart) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// GroupConfig configures a group. Every field but name may be left unset
+// for its default (docs/consumer.md lists them).
+type GroupConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name: 1 to 128 letters, digits, '.', '_' or '-'.
+	Name   string      `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Filter *Filter     `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	Start  *GroupStart `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	// mode is "at-least-once" (the default), "at-most-once" or
+	// "effectively-once".
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// ack_wait: a delivery not acked by then is delivered again. 30s.
+	AckWait *durationpb.Duration `protobuf:"bytes,5,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
+	// max_deliveries: an event is parked after that many. 5; -1 no limit.
+	MaxDeliveries int32 `protobuf:"varint,6,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// backoff: the delay before the n-th redelivery, the last repeating.
+	Backoff []*durationpb.Duration `protobuf:"bytes,7,rep,name=backoff,proto3" json:"backoff,omitempty"`
+	// max_ack_pending caps the group's un-acked deliveries. 10,000.
+	MaxAckPending uint32 `protobuf:"varint,8,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	// max_pending caps the events the group holds in memory. 20,000.
+	MaxPending uint32 `protobuf:"varint,9,opt,name=max_pending,json=maxPending,proto3" json:"max_pending,omitempty"`
+	// member_max_ack_pending caps one member's un-acked deliveries. 1,000.
+	MemberMaxAckPending uint32 `protobuf:"varint,10,opt,name=member_max_ack_pending,json=memberMaxAckPending,proto3" json:"member_max_ack_pending,omitempty"`
+	// order_by is "stream" or "metadata:NAME" to deliver the events of one
+	// key in order; empty delivers without order.
+	OrderBy string `protobuf:"bytes,11,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
+	// priority names event types delivered ahead of the others.
+	Priority []string `protobuf:"bytes,12,rep,name=priority,proto3" json:"priority,omitempty"`
+	// max_parked caps the parked events. 10,000.
+	MaxParked uint32 `protobuf:"varint,13,opt,name=max_parked,json=maxParked,proto3" json:"max_parked,omitempty"`
+	// replay_chunk: how many parked events a replay hands back at a time. 100.
+	ReplayChunk   uint32 `protobuf:"varint,14,opt,name=replay_chunk,json=replayChunk,proto3" json:"replay_chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupConfig) Reset() {
+	*x = GroupConfig{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupConfig) ProtoMessage() {}
+
+func (x *GroupConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupConfig.ProtoReflect.Descriptor instead.
+func (*GroupConfig) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GroupConfig) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupConfig) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *GroupConfig) GetStart() *GroupStart {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *GroupConfig) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *GroupConfig) GetAckWait() *durationpb.Duration {
+	if x != nil {
+		return x.AckWait
+	}
+	return nil
+}
+
+func (x *GroupConfig) GetMaxDeliveries() int32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
+func (x *GroupConfig) GetBackoff() []*durationpb.Duration {
+	if x != nil {
+		return x.Backoff
+	}
+	return nil
+}
+
+func (x *GroupConfig) GetMaxAckPending() uint32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
+func (x *GroupConfig) GetMaxPending() uint32 {
+	if x != nil {
+		return x.MaxPending
+	}
+	return 0
+}
+
+func (x *GroupConfig) GetMemberMaxAckPending() uint32 {
+	if x != nil {
+		return x.MemberMaxAckPending
+	}
+	return 0
+}
+
+func (x *GroupConfig) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
+func (x *GroupConfig) GetPriority() []string {
+	if x != nil {
+		return x.Priority
+	}
+	return nil
+}
+
+func (x *GroupConfig) GetMaxParked() uint32 {
+	if x != nil {
+		return x.MaxParked
+	}
+	return 0
+}
+
+func (x *GroupConfig) GetReplayChunk() uint32 {
+	if x != nil {
+		return x.ReplayChunk
+	}
+	return 0
+}
+
+// Group describes a group and its lag. Every number is kept as the group
+// works: describing it scans nothing.
+type Group struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Config *GroupConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	// status is "active", "idle", "full", "ack_pending_full", "parked_full",
+	// "no_members" or "failed"; status_reason says why in words.
+	Status       string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	StatusReason string `protobuf:"bytes,3,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
+	Members      uint32 `protobuf:"varint,4,opt,name=members,proto3" json:"members,omitempty"`
+	// ack_floor: every event at or before it is done. read_position: the
+	// group has read the log to it.
+	AckFloor     uint64 `protobuf:"varint,5,opt,name=ack_floor,json=ackFloor,proto3" json:"ack_floor,omitempty"`
+	ReadPosition uint64 `protobuf:"varint,6,opt,name=read_position,json=readPosition,proto3" json:"read_position,omitempty"`
+	// pending: events held and not in flight; in_flight: un-acked
+	// deliveries; delayed: events waiting for a redelivery delay.
+	Pending  uint64 `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
+	InFlight uint64 `protobuf:"varint,8,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Delayed  uint64 `protobuf:"varint,9,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	Keys     uint64 `protobuf:"varint,10,opt,name=keys,proto3" json:"keys,omitempty"`
+	// oldest_unacked_age: how long ago the oldest event not yet done was
+	// recorded.
+	OldestUnackedAge *durationpb.Duration `protobuf:"bytes,11,opt,name=oldest_unacked_age,json=oldestUnackedAge,proto3" json:"oldest_unacked_age,omitempty"`
+	// acked, redeliveries, timeouts and parked_total count since the
+	// server started.
+	Acked        uint64 `protobuf:"varint,12,opt,name=acked,proto3" json:"acked,omitempty"`
+	Redeliveries uint64 `protobuf:"varint,13,opt,name=redeliveries,proto3" json:"redeliveries,omitempty"`
+	Timeouts     uint64 `protobuf:"varint,14,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	ParkedTotal  uint64 `protobuf:"varint,15,opt,name=parked_total,json=parkedTotal,proto3" json:"parked_total,omitempty"`
+	// parked: events parked now; replaying: those a replay handed back.
+	Parked        uint64         `protobuf:"varint,16,opt,name=parked,proto3" json:"parked,omitempty"`
+	Replaying     uint64         `protobuf:"varint,17,opt,name=replaying,proto3" json:"replaying,omitempty"`
+	MemberList    []*GroupMember `protobuf:"bytes,18,rep,name=member_list,json=memberList,proto3" json:"member_list,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Group) Reset() {
+	*x = Group{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Group) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Group) ProtoMessage() {}
+
+func (x *Group) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Group.ProtoReflect.Descriptor instead.
+func (*Group) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Group) GetConfig() *GroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *Group) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Group) GetStatusReason() string {
+	if x != nil {
+		return x.StatusReason
+	}
+	return ""
+}
+
+func (x *Group) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *Group) GetAckFloor() uint64 {
+	if x != nil {
+		return x.AckFloor
+	}
+	return 0
+}
+
+func (x *Group) GetReadPosition() uint64 {
+	if x != nil {
+		return x.ReadPosition
+	}
+	return 0
+}
+
+func (x *Group) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *Group) GetInFlight() uint64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *Group) GetDelayed() uint64 {
+	if x != nil {
+		return x.Delayed
+	}
+	return 0
+}
+
+func (x *Group) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *Group) GetOldestUnackedAge() *durationpb.Duration {
+	if x != nil {
+		return x.OldestUnackedAge
+	}
+	return nil
+}
+
+func (x *Group) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *Group) GetRedeliveries() uint64 {
+	if x != nil {
+		return x.Redeliveries
+	}
+	return 0
+}
+
+func (x *Group) GetTimeouts() uint64 {
+	if x != nil {
+		return x.Timeouts
+	}
+	return 0
+}
+
+func (x *Group) GetParkedTotal() uint64 {
+	if x != nil {
+		return x.ParkedTotal
+	}
+	return 0
+}
+
+func (x *Group) GetParked() uint64 {
+	if x != nil {
+		return x.Parked
+	}
+	return 0
+}
+
+func (x *Group) GetReplaying() uint64 {
+	if x != nil {
+		return x.Replaying
+	}
+	return 0
+}
+
+func (x *Group) GetMemberList() []*GroupMember {
+	if x != nil {
+		return x.MemberList
+	}
+	return nil
+}
+
+type GroupMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Joined        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=joined,proto3" json:"joined,omitempty"`
+	InFlight      uint32                 `protobuf:"varint,4,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	MaxAckPending uint32                 `protobuf:"varint,5,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupMember) Reset() {
+	*x = GroupMember{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupMember) ProtoMessage() {}
+
+func (x *GroupMember) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
+func (*GroupMember) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GroupMember) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *GroupMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupMember) GetJoined() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *GroupMember) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *GroupMember) GetMaxAckPending() uint32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
+type CreateGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *GroupConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupRequest) Reset() {
+	*x = CreateGroupRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupRequest) ProtoMessage() {}
+
+func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CreateGroupRequest) GetConfig() *GroupConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type CreateGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateGroupResponse) Reset() {
+	*x = CreateGroupResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateGroupResponse) ProtoMessage() {}
+
+func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
+func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *CreateGroupResponse) GetGroup() *Group {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+type ListGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsRequest) Reset() {
+	*x = ListGroupsRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsRequest) ProtoMessage() {}
+
+func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
+func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{43}
+}
+
+type ListGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*Group               `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGroupsResponse) Reset() {
+	*x = ListGroupsResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGroupsResponse) ProtoMessage() {}
+
+func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
+func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListGroupsResponse) GetGroups() []*Group {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type GroupInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfoRequest) Reset() {
+	*x = GroupInfoRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfoRequest) ProtoMessage() {}
+
+func (x *GroupInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfoRequest.ProtoReflect.Descriptor instead.
+func (*GroupInfoRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GroupInfoRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+type GroupInfoResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         *Group                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupInfoResponse) Reset() {
+	*x = GroupInfoResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupInfoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupInfoResponse) ProtoMessage() {}
+
+func (x *GroupInfoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupInfoResponse.ProtoReflect.Descriptor instead.
+func (*GroupInfoResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GroupInfoResponse) GetGroup() *Group {
+	if x != nil {
+		return x.Group
+	}
+	return nil
+}
+
+type DeleteGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupRequest) Reset() {
+	*x = DeleteGroupRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupRequest) ProtoMessage() {}
+
+func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
+func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *DeleteGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+type DeleteGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupResponse) Reset() {
+	*x = DeleteGroupResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupResponse) ProtoMessage() {}
+
+func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
+func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{48}
+}
+
+type ResetGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// target is where the ack floor moves; exactly one is given.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*ResetGroupRequest_ToPosition
+	//	*ResetGroupRequest_ToTime
+	//	*ResetGroupRequest_ByDuration
+	//	*ResetGroupRequest_ShiftBy
+	Target isResetGroupRequest_Target `protobuf_oneof:"target"`
+	// execute applies the reset; without it the plan is returned and
+	// nothing changes.
+	Execute       bool `protobuf:"varint,6,opt,name=execute,proto3" json:"execute,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetGroupRequest) Reset() {
+	*x = ResetGroupRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetGroupRequest) ProtoMessage() {}
+
+func (x *ResetGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetGroupRequest.ProtoReflect.Descriptor instead.
+func (*ResetGroupRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ResetGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ResetGroupRequest) GetTarget() isResetGroupRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *ResetGroupRequest) GetToPosition() uint64 {
+	if x != nil {
+		if x, ok := x.Target.(*ResetGroupRequest_ToPosition); ok {
+			return x.ToPosition
+		}
+	}
+	return 0
+}
+
+func (x *ResetGroupRequest) GetToTime() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Target.(*ResetGroupRequest_ToTime); ok {
+			return x.ToTime
+		}
+	}
+	return nil
+}
+
+func (x *ResetGroupRequest) GetByDuration() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.Target.(*ResetGroupRequest_ByDuration); ok {
+			return x.ByDuration
+		}
+	}
+	return nil
+}
+
+func (x *ResetGroupRequest) GetShiftBy() int64 {
+	if x != nil {
+		if x, ok := x.Target.(*ResetGroupRequest_ShiftBy); ok {
+			return x.ShiftBy
+		}
+	}
+	return 0
+}
+
+func (x *ResetGroupRequest) GetExecute() bool {
+	if x != nil {
+		return x.Execute
+	}
+	return false
+}
+
+type isResetGroupRequest_Target interface {
+	isResetGroupRequest_Target()
+}
+
+type ResetGroupRequest_ToPosition struct {
+	// to_position: the group delivers the events after it.
+	ToPosition uint64 `protobuf:"varint,2,opt,name=to_position,json=toPosition,proto3,oneof"`
+}
+
+type ResetGroupRequest_ToTime struct {
+	// to_time: the floor moves before the first event recorded at or
+	// after it.
+	ToTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to_time,json=toTime,proto3,oneof"`
+}
+
+type ResetGroupRequest_ByDuration struct {
+	// by_duration: to_time now minus it.
+	ByDuration *durationpb.Duration `protobuf:"bytes,4,opt,name=by_duration,json=byDuration,proto3,oneof"`
+}
+
+type ResetGroupRequest_ShiftBy struct {
+	// shift_by moves the floor by this many of the group's events: back
+	// when negative, forward when positive.
+	ShiftBy int64 `protobuf:"varint,5,opt,name=shift_by,json=shiftBy,proto3,oneof"`
+}
+
+func (*ResetGroupRequest_ToPosition) isResetGroupRequest_Target() {}
+
+func (*ResetGroupRequest_ToTime) isResetGroupRequest_Target() {}
+
+func (*ResetGroupRequest_ByDuration) isResetGroupRequest_Target() {}
+
+func (*ResetGroupRequest_ShiftBy) isResetGroupRequest_Target() {}
+
+// ResetPlan says what a reset does (or did, when executed).
+type ResetPlan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// from is the ack floor now, to the floor after the reset.
+	From uint64 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To   uint64 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	// redeliver: events that would be delivered again; skip: events that
+	// would never be delivered. Counts stop at 10,000,000 (count_capped).
+	Redeliver   int64 `protobuf:"varint,4,opt,name=redeliver,proto3" json:"redeliver,omitempty"`
+	Skip        int64 `protobuf:"varint,5,opt,name=skip,proto3" json:"skip,omitempty"`
+	CountCapped bool  `protobuf:"varint,6,opt,name=count_capped,json=countCapped,proto3" json:"count_capped,omitempty"`
+	// in_flight: deliveries the reset makes stale.
+	InFlight      uint32 `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Executed      bool   `protobuf:"varint,8,opt,name=executed,proto3" json:"executed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPlan) Reset() {
+	*x = ResetPlan{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPlan) ProtoMessage() {}
+
+func (x *ResetPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPlan.ProtoReflect.Descriptor instead.
+func (*ResetPlan) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ResetPlan) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ResetPlan) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *ResetPlan) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *ResetPlan) GetRedeliver() int64 {
+	if x != nil {
+		return x.Redeliver
+	}
+	return 0
+}
+
+func (x *ResetPlan) GetSkip() int64 {
+	if x != nil {
+		return x.Skip
+	}
+	return 0
+}
+
+func (x *ResetPlan) GetCountCapped() bool {
+	if x != nil {
+		return x.CountCapped
+	}
+	return false
+}
+
+func (x *ResetPlan) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ResetPlan) GetExecuted() bool {
+	if x != nil {
+		return x.Executed
+	}
+	return false
+}
+
+type ResetGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plan          *ResetPlan             `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetGroupResponse) Reset() {
+	*x = ResetGroupResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetGroupResponse) ProtoMessage() {}
+
+func (x *ResetGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetGroupResponse.ProtoReflect.Descriptor instead.
+func (*ResetGroupResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ResetGroupResponse) GetPlan() *ResetPlan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+// ParkedEvent is a parked (dead-lettered) event of a group.
+type ParkedEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Position      uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Stream        string                 `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	Type          string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	EventId       string                 `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	LastError     string                 `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Attempts      uint32                 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	ParkedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=parked_at,json=parkedAt,proto3" json:"parked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParkedEvent) Reset() {
+	*x = ParkedEvent{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParkedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParkedEvent) ProtoMessage() {}
+
+func (x *ParkedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParkedEvent.ProtoReflect.Descriptor instead.
+func (*ParkedEvent) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ParkedEvent) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *ParkedEvent) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *ParkedEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ParkedEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *ParkedEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ParkedEvent) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ParkedEvent) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *ParkedEvent) GetParkedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ParkedAt
+	}
+	return nil
+}
+
+type ListParkedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// after lists parked events after this position (paging).
+	After uint64 `protobuf:"varint,2,opt,name=after,proto3" json:"after,omitempty"`
+	// limit caps the page; 0 means 100, at most 10,000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListParkedRequest) Reset() {
+	*x = ListParkedRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListParkedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListParkedRequest) ProtoMessage() {}
+
+func (x *ListParkedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListParkedRequest.ProtoReflect.Descriptor instead.
+func (*ListParkedRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListParkedRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ListParkedRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *ListParkedRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListParkedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Parked        []*ParkedEvent         `protobuf:"bytes,1,rep,name=parked,proto3" json:"parked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListParkedResponse) Reset() {
+	*x = ListParkedResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListParkedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListParkedResponse) ProtoMessage() {}
+
+func (x *ListParkedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListParkedResponse.ProtoReflect.Descriptor instead.
+func (*ListParkedResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListParkedResponse) GetParked() []*ParkedEvent {
+	if x != nil {
+		return x.Parked
+	}
+	return nil
+}
+
+type ReplayParkedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// through is the last position replayed; 0 replays every parked event.
+	Through       uint64 `protobuf:"varint,2,opt,name=through,proto3" json:"through,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayParkedRequest) Reset() {
+	*x = ReplayParkedRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayParkedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayParkedRequest) ProtoMessage() {}
+
+func (x *ReplayParkedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayParkedRequest.ProtoReflect.Descriptor instead.
+func (*ReplayParkedRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ReplayParkedRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ReplayParkedRequest) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+type ReplayParkedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count is how many parked events the replay hands back.
+	Count         uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayParkedResponse) Reset() {
+	*x = ReplayParkedResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayParkedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayParkedResponse) ProtoMessage() {}
+
+func (x *ReplayParkedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayParkedResponse.ProtoReflect.Descriptor instead.
+func (*ReplayParkedResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ReplayParkedResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type PurgeParkedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// through is the last position purged; 0 purges every parked event.
+	Through       uint64 `protobuf:"varint,2,opt,name=through,proto3" json:"through,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeParkedRequest) Reset() {
+	*x = PurgeParkedRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeParkedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeParkedRequest) ProtoMessage() {}
+
+func (x *PurgeParkedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeParkedRequest.ProtoReflect.Descriptor instead.
+func (*PurgeParkedRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *PurgeParkedRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *PurgeParkedRequest) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+type PurgeParkedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Purged        uint64                 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeParkedResponse) Reset() {
+	*x = PurgeParkedResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeParkedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeParkedResponse) ProtoMessage() {}
+
+func (x *PurgeParkedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeParkedResponse.ProtoReflect.Descriptor instead.
+func (*PurgeParkedResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *PurgeParkedResponse) GetPurged() uint64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
+}
+
+// ConsumeRequest is a message of the member. The first one carries start
+// and nothing else; the following ones settle deliveries.
+type ConsumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start *ConsumeStart          `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// acks are delivery ids whose events are done.
+	Acks []uint64      `protobuf:"varint,2,rep,packed,name=acks,proto3" json:"acks,omitempty"`
+	Naks []*ConsumeNak `protobuf:"bytes,3,rep,name=naks,proto3" json:"naks,omitempty"`
+	// in_progress are delivery ids whose ack deadline moves to now plus
+	// the group's ack wait.
+	InProgress    []uint64       `protobuf:"varint,4,rep,packed,name=in_progress,json=inProgress,proto3" json:"in_progress,omitempty"`
+	Terms         []*ConsumeTerm `protobuf:"bytes,5,rep,name=terms,proto3" json:"terms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeRequest) ProtoMessage() {}
+
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ConsumeRequest) GetStart() *ConsumeStart {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetAcks() []uint64 {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetNaks() []*ConsumeNak {
+	if x != nil {
+		return x.Naks
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetInProgress() []uint64 {
+	if x != nil {
+		return x.InProgress
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetTerms() []*ConsumeTerm {
+	if x != nil {
+		return x.Terms
+	}
+	return nil
+}
+
+type ConsumeStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// member_name describes the member in the group's description.
+	MemberName string `protobuf:"bytes,2,opt,name=member_name,json=memberName,proto3" json:"member_name,omitempty"`
+	// max_ack_pending caps the member's un-acked deliveries; 0 means the
+	// group's member_max_ack_pending, which it cannot exceed.
+	MaxAckPending uint32 `protobuf:"varint,3,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeStart) Reset() {
+	*x = ConsumeStart{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeStart) ProtoMessage() {}
+
+func (x *ConsumeStart) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeStart.ProtoReflect.Descriptor instead.
+func (*ConsumeStart) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ConsumeStart) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ConsumeStart) GetMemberName() string {
+	if x != nil {
+		return x.MemberName
+	}
+	return ""
+}
+
+func (x *ConsumeStart) GetMaxAckPending() uint32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
+// ConsumeNak hands a delivery back for redelivery.
+type ConsumeNak struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId uint64                 `protobuf:"varint,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	// delay before the redelivery; unset means the group's backoff step.
+	Delay *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	// error is recorded as the event's last error.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeNak) Reset() {
+	*x = ConsumeNak{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeNak) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeNak) ProtoMessage() {}
+
+func (x *ConsumeNak) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeNak.ProtoReflect.Descriptor instead.
+func (*ConsumeNak) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ConsumeNak) GetDeliveryId() uint64 {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return 0
+}
+
+func (x *ConsumeNak) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *ConsumeNak) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ConsumeTerm parks a delivery's event now.
+type ConsumeTerm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId    uint64                 `protobuf:"varint,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeTerm) Reset() {
+	*x = ConsumeTerm{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeTerm) ProtoMessage() {}
+
+func (x *ConsumeTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeTerm.ProtoReflect.Descriptor instead.
+func (*ConsumeTerm) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ConsumeTerm) GetDeliveryId() uint64 {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return 0
+}
+
+func (x *ConsumeTerm) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ConsumeTerm) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ConsumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// started confirms the join, in the first message only.
+	Started    *ConsumeStarted `protobuf:"bytes,1,opt,name=started,proto3" json:"started,omitempty"`
+	Deliveries []*Delivery     `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// errors answer settlements that failed and changed nothing.
+	Errors        []*ConsumeError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeResponse) ProtoMessage() {}
+
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ConsumeResponse) GetStarted() *ConsumeStarted {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetErrors() []*ConsumeError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+type ConsumeStarted struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	MemberId uint64                 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// max_ack_pending is the member's cap of un-acked deliveries.
+	MaxAckPending uint32 `protobuf:"varint,2,opt,name=max_ack_pending,json=maxAckPending,proto3" json:"max_ack_pending,omitempty"`
+	// mode is the group's delivery mode: at-most-once deliveries need no ack.
+	Mode          string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeStarted) Reset() {
+	*x = ConsumeStarted{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeStarted) ProtoMessage() {}
+
+func (x *ConsumeStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeStarted.ProtoReflect.Descriptor instead.
+func (*ConsumeStarted) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ConsumeStarted) GetMemberId() uint64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+func (x *ConsumeStarted) GetMaxAckPending() uint32 {
+	if x != nil {
+		return x.MaxAckPending
+	}
+	return 0
+}
+
+func (x *ConsumeStarted) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+// Delivery is an event handed to the member.
+type Delivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is this delivery's own id: a redelivery has another.
+	Id    uint64         `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Event *RecordedEvent `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// attempt is 1 for the first delivery, 2 for the first redelivery...
+	Attempt uint32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// replay is set for a parked event handed back by a replay.
+	Replay        bool `protobuf:"varint,4,opt,name=replay,proto3" json:"replay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *Delivery) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Delivery) GetEvent() *RecordedEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Delivery) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Delivery) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
+// ConsumeError is a settlement that failed and changed nothing.
+type ConsumeError struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId uint64                 `protobuf:"varint,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	// op is "ack", "nak", "in-progress" or "term".
+	Op string `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	// kind is "stale" (acked, nak'ed, timed out or released already),
+	// "foreign" (another member's), "unknown" (never handed out) or
+	// "invalid" (a bad nak delay).
+	Kind          string       `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Code          string       `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string       `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	Detail        *ErrorDetail `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeError) Reset() {
+	*x = ConsumeError{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeError) ProtoMessage() {}
+
+func (x *ConsumeError) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeError.ProtoReflect.Descriptor instead.
+func (*ConsumeError) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ConsumeError) GetDeliveryId() uint64 {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return 0
+}
+
+func (x *ConsumeError) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *ConsumeError) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ConsumeError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *ConsumeError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ConsumeError) GetDetail() *ErrorDetail {
+	if x != nil {
+		return x.Detail
+	}
+	return nil
+}
+
 var File_rewind_v1_rewind_proto protoreflect.FileDescriptor
 
 const file_rewind_v1_rewind_proto_rawDesc = "" +
@@ -2913,7 +4992,164 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\bevent_id\x18\v \x01(\tR\aeventId\x12\x1a\n" +
 	"\bposition\x18\f \x01(\x04R\bposition\x12'\n" +
 	"\x0ffirst_available\x18\r \x01(\x04R\x0efirstAvailable\x12\x12\n" +
-	"\x04hint\x18\x0e \x01(\tR\x04hint*\x87\x01\n" +
+	"\x04hint\x18\x0e \x01(\tR\x04hint\"l\n" +
+	"\n" +
+	"GroupStart\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bposition\x18\x02 \x01(\x04R\bposition\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x96\x04\n" +
+	"\vGroupConfig\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
+	"\x06filter\x18\x02 \x01(\v2\x11.rewind.v1.FilterR\x06filter\x12+\n" +
+	"\x05start\x18\x03 \x01(\v2\x15.rewind.v1.GroupStartR\x05start\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x124\n" +
+	"\back_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\aackWait\x12%\n" +
+	"\x0emax_deliveries\x18\x06 \x01(\x05R\rmaxDeliveries\x123\n" +
+	"\abackoff\x18\a \x03(\v2\x19.google.protobuf.DurationR\abackoff\x12&\n" +
+	"\x0fmax_ack_pending\x18\b \x01(\rR\rmaxAckPending\x12\x1f\n" +
+	"\vmax_pending\x18\t \x01(\rR\n" +
+	"maxPending\x123\n" +
+	"\x16member_max_ack_pending\x18\n" +
+	" \x01(\rR\x13memberMaxAckPending\x12\x19\n" +
+	"\border_by\x18\v \x01(\tR\aorderBy\x12\x1a\n" +
+	"\bpriority\x18\f \x03(\tR\bpriority\x12\x1d\n" +
+	"\n" +
+	"max_parked\x18\r \x01(\rR\tmaxParked\x12!\n" +
+	"\freplay_chunk\x18\x0e \x01(\rR\vreplayChunk\"\xe6\x04\n" +
+	"\x05Group\x12.\n" +
+	"\x06config\x18\x01 \x01(\v2\x16.rewind.v1.GroupConfigR\x06config\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12#\n" +
+	"\rstatus_reason\x18\x03 \x01(\tR\fstatusReason\x12\x18\n" +
+	"\amembers\x18\x04 \x01(\rR\amembers\x12\x1b\n" +
+	"\tack_floor\x18\x05 \x01(\x04R\backFloor\x12#\n" +
+	"\rread_position\x18\x06 \x01(\x04R\freadPosition\x12\x18\n" +
+	"\apending\x18\a \x01(\x04R\apending\x12\x1b\n" +
+	"\tin_flight\x18\b \x01(\x04R\binFlight\x12\x18\n" +
+	"\adelayed\x18\t \x01(\x04R\adelayed\x12\x12\n" +
+	"\x04keys\x18\n" +
+	" \x01(\x04R\x04keys\x12G\n" +
+	"\x12oldest_unacked_age\x18\v \x01(\v2\x19.google.protobuf.DurationR\x10oldestUnackedAge\x12\x14\n" +
+	"\x05acked\x18\f \x01(\x04R\x05acked\x12\"\n" +
+	"\fredeliveries\x18\r \x01(\x04R\fredeliveries\x12\x1a\n" +
+	"\btimeouts\x18\x0e \x01(\x04R\btimeouts\x12!\n" +
+	"\fparked_total\x18\x0f \x01(\x04R\vparkedTotal\x12\x16\n" +
+	"\x06parked\x18\x10 \x01(\x04R\x06parked\x12\x1c\n" +
+	"\treplaying\x18\x11 \x01(\x04R\treplaying\x127\n" +
+	"\vmember_list\x18\x12 \x03(\v2\x16.rewind.v1.GroupMemberR\n" +
+	"memberList\"\xaa\x01\n" +
+	"\vGroupMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x122\n" +
+	"\x06joined\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06joined\x12\x1b\n" +
+	"\tin_flight\x18\x04 \x01(\rR\binFlight\x12&\n" +
+	"\x0fmax_ack_pending\x18\x05 \x01(\rR\rmaxAckPending\"D\n" +
+	"\x12CreateGroupRequest\x12.\n" +
+	"\x06config\x18\x01 \x01(\v2\x16.rewind.v1.GroupConfigR\x06config\"=\n" +
+	"\x13CreateGroupResponse\x12&\n" +
+	"\x05group\x18\x01 \x01(\v2\x10.rewind.v1.GroupR\x05group\"\x13\n" +
+	"\x11ListGroupsRequest\">\n" +
+	"\x12ListGroupsResponse\x12(\n" +
+	"\x06groups\x18\x01 \x03(\v2\x10.rewind.v1.GroupR\x06groups\"(\n" +
+	"\x10GroupInfoRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\";\n" +
+	"\x11GroupInfoResponse\x12&\n" +
+	"\x05group\x18\x01 \x01(\v2\x10.rewind.v1.GroupR\x05group\"*\n" +
+	"\x12DeleteGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\"\x15\n" +
+	"\x13DeleteGroupResponse\"\x82\x02\n" +
+	"\x11ResetGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12!\n" +
+	"\vto_position\x18\x02 \x01(\x04H\x00R\n" +
+	"toPosition\x125\n" +
+	"\ato_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x06toTime\x12<\n" +
+	"\vby_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\n" +
+	"byDuration\x12\x1b\n" +
+	"\bshift_by\x18\x05 \x01(\x03H\x00R\ashiftBy\x12\x18\n" +
+	"\aexecute\x18\x06 \x01(\bR\aexecuteB\b\n" +
+	"\x06target\"\xd3\x01\n" +
+	"\tResetPlan\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\x04R\x02to\x12\x1c\n" +
+	"\tredeliver\x18\x04 \x01(\x03R\tredeliver\x12\x12\n" +
+	"\x04skip\x18\x05 \x01(\x03R\x04skip\x12!\n" +
+	"\fcount_capped\x18\x06 \x01(\bR\vcountCapped\x12\x1b\n" +
+	"\tin_flight\x18\a \x01(\rR\binFlight\x12\x1a\n" +
+	"\bexecuted\x18\b \x01(\bR\bexecuted\">\n" +
+	"\x12ResetGroupResponse\x12(\n" +
+	"\x04plan\x18\x01 \x01(\v2\x14.rewind.v1.ResetPlanR\x04plan\"\xfc\x01\n" +
+	"\vParkedEvent\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x16\n" +
+	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x19\n" +
+	"\bevent_id\x18\x04 \x01(\tR\aeventId\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1a\n" +
+	"\battempts\x18\a \x01(\rR\battempts\x127\n" +
+	"\tparked_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bparkedAt\"U\n" +
+	"\x11ListParkedRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\x04R\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"D\n" +
+	"\x12ListParkedResponse\x12.\n" +
+	"\x06parked\x18\x01 \x03(\v2\x16.rewind.v1.ParkedEventR\x06parked\"E\n" +
+	"\x13ReplayParkedRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\athrough\x18\x02 \x01(\x04R\athrough\",\n" +
+	"\x14ReplayParkedResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\"D\n" +
+	"\x12PurgeParkedRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\athrough\x18\x02 \x01(\x04R\athrough\"-\n" +
+	"\x13PurgeParkedResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x04R\x06purged\"\xcd\x01\n" +
+	"\x0eConsumeRequest\x12-\n" +
+	"\x05start\x18\x01 \x01(\v2\x17.rewind.v1.ConsumeStartR\x05start\x12\x12\n" +
+	"\x04acks\x18\x02 \x03(\x04R\x04acks\x12)\n" +
+	"\x04naks\x18\x03 \x03(\v2\x15.rewind.v1.ConsumeNakR\x04naks\x12\x1f\n" +
+	"\vin_progress\x18\x04 \x03(\x04R\n" +
+	"inProgress\x12,\n" +
+	"\x05terms\x18\x05 \x03(\v2\x16.rewind.v1.ConsumeTermR\x05terms\"m\n" +
+	"\fConsumeStart\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1f\n" +
+	"\vmember_name\x18\x02 \x01(\tR\n" +
+	"memberName\x12&\n" +
+	"\x0fmax_ack_pending\x18\x03 \x01(\rR\rmaxAckPending\"t\n" +
+	"\n" +
+	"ConsumeNak\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\x04R\n" +
+	"deliveryId\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\\\n" +
+	"\vConsumeTerm\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\x04R\n" +
+	"deliveryId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xac\x01\n" +
+	"\x0fConsumeResponse\x123\n" +
+	"\astarted\x18\x01 \x01(\v2\x19.rewind.v1.ConsumeStartedR\astarted\x123\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x13.rewind.v1.DeliveryR\n" +
+	"deliveries\x12/\n" +
+	"\x06errors\x18\x03 \x03(\v2\x17.rewind.v1.ConsumeErrorR\x06errors\"i\n" +
+	"\x0eConsumeStarted\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\x04R\bmemberId\x12&\n" +
+	"\x0fmax_ack_pending\x18\x02 \x01(\rR\rmaxAckPending\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\"|\n" +
+	"\bDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
+	"\x05event\x18\x02 \x01(\v2\x18.rewind.v1.RecordedEventR\x05event\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x16\n" +
+	"\x06replay\x18\x04 \x01(\bR\x06replay\"\xb1\x01\n" +
+	"\fConsumeError\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\x04R\n" +
+	"deliveryId\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12.\n" +
+	"\x06detail\x18\x06 \x01(\v2\x16.rewind.v1.ErrorDetailR\x06detail*\x87\x01\n" +
 	"\rExpectedState\x12\x1e\n" +
 	"\x1aEXPECTED_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EXPECTED_STATE_ANY\x10\x01\x12\x1c\n" +
@@ -2935,7 +5171,20 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\vCreateToken\x12\x1d.rewind.v1.CreateTokenRequest\x1a\x1e.rewind.v1.CreateTokenResponse\"\x00\x12N\n" +
 	"\n" +
 	"ListTokens\x12\x1c.rewind.v1.ListTokensRequest\x1a\x1d.rewind.v1.ListTokensResponse\"\x03\x90\x02\x01\x12N\n" +
-	"\vRevokeToken\x12\x1d.rewind.v1.RevokeTokenRequest\x1a\x1e.rewind.v1.RevokeTokenResponse\"\x00B3Z1github.com/rewindhq/rewind/api/rewind/v1;rewindv1b\x06proto3"
+	"\vRevokeToken\x12\x1d.rewind.v1.RevokeTokenRequest\x1a\x1e.rewind.v1.RevokeTokenResponse\"\x002\xdb\x05\n" +
+	"\x14ConsumerGroupService\x12N\n" +
+	"\vCreateGroup\x12\x1d.rewind.v1.CreateGroupRequest\x1a\x1e.rewind.v1.CreateGroupResponse\"\x00\x12N\n" +
+	"\n" +
+	"ListGroups\x12\x1c.rewind.v1.ListGroupsRequest\x1a\x1d.rewind.v1.ListGroupsResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\tGroupInfo\x12\x1b.rewind.v1.GroupInfoRequest\x1a\x1c.rewind.v1.GroupInfoResponse\"\x03\x90\x02\x01\x12N\n" +
+	"\vDeleteGroup\x12\x1d.rewind.v1.DeleteGroupRequest\x1a\x1e.rewind.v1.DeleteGroupResponse\"\x00\x12K\n" +
+	"\n" +
+	"ResetGroup\x12\x1c.rewind.v1.ResetGroupRequest\x1a\x1d.rewind.v1.ResetGroupResponse\"\x00\x12N\n" +
+	"\n" +
+	"ListParked\x12\x1c.rewind.v1.ListParkedRequest\x1a\x1d.rewind.v1.ListParkedResponse\"\x03\x90\x02\x01\x12Q\n" +
+	"\fReplayParked\x12\x1e.rewind.v1.ReplayParkedRequest\x1a\x1f.rewind.v1.ReplayParkedResponse\"\x00\x12N\n" +
+	"\vPurgeParked\x12\x1d.rewind.v1.PurgeParkedRequest\x1a\x1e.rewind.v1.PurgeParkedResponse\"\x00\x12F\n" +
+	"\aConsume\x12\x19.rewind.v1.ConsumeRequest\x1a\x1a.rewind.v1.ConsumeResponse\"\x00(\x010\x01B3Z1github.com/rewindhq/rewind/api/rewind/v1;rewindv1b\x06proto3"
 
 var (
 	file_rewind_v1_rewind_proto_rawDescOnce sync.Once
@@ -2950,7 +5199,7 @@ func file_rewind_v1_rewind_proto_rawDescGZIP() []byte {
 }
 
 var file_rewind_v1_rewind_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_rewind_v1_rewind_proto_goTypes = []any{
 	(ExpectedState)(0),            // 0: rewind.v1.ExpectedState
 	(HealthResponse_Status)(0),    // 1: rewind.v1.HealthResponse.Status
@@ -2991,17 +5240,47 @@ var file_rewind_v1_rewind_proto_goTypes = []any{
 	(*RevokeTokenRequest)(nil),    // 36: rewind.v1.RevokeTokenRequest
 	(*RevokeTokenResponse)(nil),   // 37: rewind.v1.RevokeTokenResponse
 	(*ErrorDetail)(nil),           // 38: rewind.v1.ErrorDetail
-	nil,                           // 39: rewind.v1.Event.MetadataEntry
-	nil,                           // 40: rewind.v1.RecordedEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
+	(*GroupStart)(nil),            // 39: rewind.v1.GroupStart
+	(*GroupConfig)(nil),           // 40: rewind.v1.GroupConfig
+	(*Group)(nil),                 // 41: rewind.v1.Group
+	(*GroupMember)(nil),           // 42: rewind.v1.GroupMember
+	(*CreateGroupRequest)(nil),    // 43: rewind.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),   // 44: rewind.v1.CreateGroupResponse
+	(*ListGroupsRequest)(nil),     // 45: rewind.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),    // 46: rewind.v1.ListGroupsResponse
+	(*GroupInfoRequest)(nil),      // 47: rewind.v1.GroupInfoRequest
+	(*GroupInfoResponse)(nil),     // 48: rewind.v1.GroupInfoResponse
+	(*DeleteGroupRequest)(nil),    // 49: rewind.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),   // 50: rewind.v1.DeleteGroupResponse
+	(*ResetGroupRequest)(nil),     // 51: rewind.v1.ResetGroupRequest
+	(*ResetPlan)(nil),             // 52: rewind.v1.ResetPlan
+	(*ResetGroupResponse)(nil),    // 53: rewind.v1.ResetGroupResponse
+	(*ParkedEvent)(nil),           // 54: rewind.v1.ParkedEvent
+	(*ListParkedRequest)(nil),     // 55: rewind.v1.ListParkedRequest
+	(*ListParkedResponse)(nil),    // 56: rewind.v1.ListParkedResponse
+	(*ReplayParkedRequest)(nil),   // 57: rewind.v1.ReplayParkedRequest
+	(*ReplayParkedResponse)(nil),  // 58: rewind.v1.ReplayParkedResponse
+	(*PurgeParkedRequest)(nil),    // 59: rewind.v1.PurgeParkedRequest
+	(*PurgeParkedResponse)(nil),   // 60: rewind.v1.PurgeParkedResponse
+	(*ConsumeRequest)(nil),        // 61: rewind.v1.ConsumeRequest
+	(*ConsumeStart)(nil),          // 62: rewind.v1.ConsumeStart
+	(*ConsumeNak)(nil),            // 63: rewind.v1.ConsumeNak
+	(*ConsumeTerm)(nil),           // 64: rewind.v1.ConsumeTerm
+	(*ConsumeResponse)(nil),       // 65: rewind.v1.ConsumeResponse
+	(*ConsumeStarted)(nil),        // 66: rewind.v1.ConsumeStarted
+	(*Delivery)(nil),              // 67: rewind.v1.Delivery
+	(*ConsumeError)(nil),          // 68: rewind.v1.ConsumeError
+	nil,                           // 69: rewind.v1.Event.MetadataEntry
+	nil,                           // 70: rewind.v1.RecordedEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 72: google.protobuf.Duration
 }
 var file_rewind_v1_rewind_proto_depIdxs = []int32{
-	39, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
-	41, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	40, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
-	41, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	41, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
+	69, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
+	71, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	70, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
+	71, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	71, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: rewind.v1.AppendRequest.expected_state:type_name -> rewind.v1.ExpectedState
 	2,  // 6: rewind.v1.AppendRequest.events:type_name -> rewind.v1.Event
 	7,  // 7: rewind.v1.AppendStreamRequest.appends:type_name -> rewind.v1.AppendStreamItem
@@ -3011,10 +5290,10 @@ var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	10, // 11: rewind.v1.AppendStreamResult.error:type_name -> rewind.v1.AppendError
 	38, // 12: rewind.v1.AppendError.detail:type_name -> rewind.v1.ErrorDetail
 	3,  // 13: rewind.v1.ReadStreamResponse.events:type_name -> rewind.v1.RecordedEvent
-	41, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
+	71, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
 	13, // 15: rewind.v1.ReadAllRequest.filter:type_name -> rewind.v1.Filter
 	3,  // 16: rewind.v1.ReadAllResponse.events:type_name -> rewind.v1.RecordedEvent
-	41, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
+	71, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
 	13, // 18: rewind.v1.SubscribeRequest.filter:type_name -> rewind.v1.Filter
 	3,  // 19: rewind.v1.SubscribeResponse.events:type_name -> rewind.v1.RecordedEvent
 	19, // 20: rewind.v1.GetStreamInfoResponse.info:type_name -> rewind.v1.StreamInfo
@@ -3022,46 +5301,91 @@ var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	0,  // 22: rewind.v1.DeleteStreamRequest.expected_state:type_name -> rewind.v1.ExpectedState
 	27, // 23: rewind.v1.GetServerInfoResponse.health:type_name -> rewind.v1.StoreHealth
 	28, // 24: rewind.v1.StoreHealth.recovery:type_name -> rewind.v1.RecoveryEvent
-	41, // 25: rewind.v1.RecoveryEvent.at:type_name -> google.protobuf.Timestamp
+	71, // 25: rewind.v1.RecoveryEvent.at:type_name -> google.protobuf.Timestamp
 	1,  // 26: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
-	41, // 27: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	41, // 28: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	41, // 29: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	42, // 30: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	71, // 27: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	71, // 28: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	71, // 29: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	72, // 30: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
 	31, // 31: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
 	31, // 32: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
 	31, // 33: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
-	4,  // 34: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
-	6,  // 35: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
-	11, // 36: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
-	14, // 37: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
-	16, // 38: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
-	18, // 39: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
-	21, // 40: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
-	23, // 41: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
-	25, // 42: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
-	29, // 43: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
-	32, // 44: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
-	34, // 45: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
-	36, // 46: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
-	5,  // 47: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
-	8,  // 48: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
-	12, // 49: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
-	15, // 50: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
-	17, // 51: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
-	20, // 52: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
-	22, // 53: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
-	24, // 54: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
-	26, // 55: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
-	30, // 56: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
-	33, // 57: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
-	35, // 58: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
-	37, // 59: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
-	47, // [47:60] is the sub-list for method output_type
-	34, // [34:47] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	71, // 34: rewind.v1.GroupStart.time:type_name -> google.protobuf.Timestamp
+	13, // 35: rewind.v1.GroupConfig.filter:type_name -> rewind.v1.Filter
+	39, // 36: rewind.v1.GroupConfig.start:type_name -> rewind.v1.GroupStart
+	72, // 37: rewind.v1.GroupConfig.ack_wait:type_name -> google.protobuf.Duration
+	72, // 38: rewind.v1.GroupConfig.backoff:type_name -> google.protobuf.Duration
+	40, // 39: rewind.v1.Group.config:type_name -> rewind.v1.GroupConfig
+	72, // 40: rewind.v1.Group.oldest_unacked_age:type_name -> google.protobuf.Duration
+	42, // 41: rewind.v1.Group.member_list:type_name -> rewind.v1.GroupMember
+	71, // 42: rewind.v1.GroupMember.joined:type_name -> google.protobuf.Timestamp
+	40, // 43: rewind.v1.CreateGroupRequest.config:type_name -> rewind.v1.GroupConfig
+	41, // 44: rewind.v1.CreateGroupResponse.group:type_name -> rewind.v1.Group
+	41, // 45: rewind.v1.ListGroupsResponse.groups:type_name -> rewind.v1.Group
+	41, // 46: rewind.v1.GroupInfoResponse.group:type_name -> rewind.v1.Group
+	71, // 47: rewind.v1.ResetGroupRequest.to_time:type_name -> google.protobuf.Timestamp
+	72, // 48: rewind.v1.ResetGroupRequest.by_duration:type_name -> google.protobuf.Duration
+	52, // 49: rewind.v1.ResetGroupResponse.plan:type_name -> rewind.v1.ResetPlan
+	71, // 50: rewind.v1.ParkedEvent.parked_at:type_name -> google.protobuf.Timestamp
+	54, // 51: rewind.v1.ListParkedResponse.parked:type_name -> rewind.v1.ParkedEvent
+	62, // 52: rewind.v1.ConsumeRequest.start:type_name -> rewind.v1.ConsumeStart
+	63, // 53: rewind.v1.ConsumeRequest.naks:type_name -> rewind.v1.ConsumeNak
+	64, // 54: rewind.v1.ConsumeRequest.terms:type_name -> rewind.v1.ConsumeTerm
+	72, // 55: rewind.v1.ConsumeNak.delay:type_name -> google.protobuf.Duration
+	66, // 56: rewind.v1.ConsumeResponse.started:type_name -> rewind.v1.ConsumeStarted
+	67, // 57: rewind.v1.ConsumeResponse.deliveries:type_name -> rewind.v1.Delivery
+	68, // 58: rewind.v1.ConsumeResponse.errors:type_name -> rewind.v1.ConsumeError
+	3,  // 59: rewind.v1.Delivery.event:type_name -> rewind.v1.RecordedEvent
+	38, // 60: rewind.v1.ConsumeError.detail:type_name -> rewind.v1.ErrorDetail
+	4,  // 61: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
+	6,  // 62: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
+	11, // 63: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
+	14, // 64: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
+	16, // 65: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
+	18, // 66: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
+	21, // 67: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
+	23, // 68: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
+	25, // 69: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
+	29, // 70: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
+	32, // 71: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
+	34, // 72: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
+	36, // 73: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
+	43, // 74: rewind.v1.ConsumerGroupService.CreateGroup:input_type -> rewind.v1.CreateGroupRequest
+	45, // 75: rewind.v1.ConsumerGroupService.ListGroups:input_type -> rewind.v1.ListGroupsRequest
+	47, // 76: rewind.v1.ConsumerGroupService.GroupInfo:input_type -> rewind.v1.GroupInfoRequest
+	49, // 77: rewind.v1.ConsumerGroupService.DeleteGroup:input_type -> rewind.v1.DeleteGroupRequest
+	51, // 78: rewind.v1.ConsumerGroupService.ResetGroup:input_type -> rewind.v1.ResetGroupRequest
+	55, // 79: rewind.v1.ConsumerGroupService.ListParked:input_type -> rewind.v1.ListParkedRequest
+	57, // 80: rewind.v1.ConsumerGroupService.ReplayParked:input_type -> rewind.v1.ReplayParkedRequest
+	59, // 81: rewind.v1.ConsumerGroupService.PurgeParked:input_type -> rewind.v1.PurgeParkedRequest
+	61, // 82: rewind.v1.ConsumerGroupService.Consume:input_type -> rewind.v1.ConsumeRequest
+	5,  // 83: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
+	8,  // 84: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
+	12, // 85: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
+	15, // 86: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
+	17, // 87: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
+	20, // 88: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
+	22, // 89: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
+	24, // 90: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
+	26, // 91: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
+	30, // 92: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
+	33, // 93: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
+	35, // 94: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
+	37, // 95: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
+	44, // 96: rewind.v1.ConsumerGroupService.CreateGroup:output_type -> rewind.v1.CreateGroupResponse
+	46, // 97: rewind.v1.ConsumerGroupService.ListGroups:output_type -> rewind.v1.ListGroupsResponse
+	48, // 98: rewind.v1.ConsumerGroupService.GroupInfo:output_type -> rewind.v1.GroupInfoResponse
+	50, // 99: rewind.v1.ConsumerGroupService.DeleteGroup:output_type -> rewind.v1.DeleteGroupResponse
+	53, // 100: rewind.v1.ConsumerGroupService.ResetGroup:output_type -> rewind.v1.ResetGroupResponse
+	56, // 101: rewind.v1.ConsumerGroupService.ListParked:output_type -> rewind.v1.ListParkedResponse
+	58, // 102: rewind.v1.ConsumerGroupService.ReplayParked:output_type -> rewind.v1.ReplayParkedResponse
+	60, // 103: rewind.v1.ConsumerGroupService.PurgeParked:output_type -> rewind.v1.PurgeParkedResponse
+	65, // 104: rewind.v1.ConsumerGroupService.Consume:output_type -> rewind.v1.ConsumeResponse
+	83, // [83:105] is the sub-list for method output_type
+	61, // [61:83] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_rewind_v1_rewind_proto_init() }
@@ -3081,15 +5405,21 @@ func file_rewind_v1_rewind_proto_init() {
 		(*DeleteStreamRequest_ExpectedState)(nil),
 		(*DeleteStreamRequest_ExpectedVersion)(nil),
 	}
+	file_rewind_v1_rewind_proto_msgTypes[49].OneofWrappers = []any{
+		(*ResetGroupRequest_ToPosition)(nil),
+		(*ResetGroupRequest_ToTime)(nil),
+		(*ResetGroupRequest_ByDuration)(nil),
+		(*ResetGroupRequest_ShiftBy)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewind_v1_rewind_proto_rawDesc), len(file_rewind_v1_rewind_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   69,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_rewind_v1_rewind_proto_goTypes,
 		DependencyIndexes: file_rewind_v1_rewind_proto_depIdxs,

@@ -31,6 +31,8 @@ const (
 	EventStoreServiceName = "rewind.v1.EventStoreService"
 	// TokenServiceName is the fully-qualified name of the TokenService service.
 	TokenServiceName = "rewind.v1.TokenService"
+	// ConsumerGroupServiceName is the fully-qualified name of the ConsumerGroupService service.
+	ConsumerGroupServiceName = "rewind.v1.ConsumerGroupService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -79,6 +81,33 @@ const (
 	// TokenServiceRevokeTokenProcedure is the fully-qualified name of the TokenService's RevokeToken
 	// RPC.
 	TokenServiceRevokeTokenProcedure = "/rewind.v1.TokenService/RevokeToken"
+	// ConsumerGroupServiceCreateGroupProcedure is the fully-qualified name of the
+	// ConsumerGroupService's CreateGroup RPC.
+	ConsumerGroupServiceCreateGroupProcedure = "/rewind.v1.ConsumerGroupService/CreateGroup"
+	// ConsumerGroupServiceListGroupsProcedure is the fully-qualified name of the ConsumerGroupService's
+	// ListGroups RPC.
+	ConsumerGroupServiceListGroupsProcedure = "/rewind.v1.ConsumerGroupService/ListGroups"
+	// ConsumerGroupServiceGroupInfoProcedure is the fully-qualified name of the ConsumerGroupService's
+	// GroupInfo RPC.
+	ConsumerGroupServiceGroupInfoProcedure = "/rewind.v1.ConsumerGroupService/GroupInfo"
+	// ConsumerGroupServiceDeleteGroupProcedure is the fully-qualified name of the
+	// ConsumerGroupService's DeleteGroup RPC.
+	ConsumerGroupServiceDeleteGroupProcedure = "/rewind.v1.ConsumerGroupService/DeleteGroup"
+	// ConsumerGroupServiceResetGroupProcedure is the fully-qualified name of the ConsumerGroupService's
+	// ResetGroup RPC.
+	ConsumerGroupServiceResetGroupProcedure = "/rewind.v1.ConsumerGroupService/ResetGroup"
+	// ConsumerGroupServiceListParkedProcedure is the fully-qualified name of the ConsumerGroupService's
+	// ListParked RPC.
+	ConsumerGroupServiceListParkedProcedure = "/rewind.v1.ConsumerGroupService/ListParked"
+	// ConsumerGroupServiceReplayParkedProcedure is the fully-qualified name of the
+	// ConsumerGroupService's ReplayParked RPC.
+	ConsumerGroupServiceReplayParkedProcedure = "/rewind.v1.ConsumerGroupService/ReplayParked"
+	// ConsumerGroupServicePurgeParkedProcedure is the fully-qualified name of the
+	// ConsumerGroupService's PurgeParked RPC.
+	ConsumerGroupServicePurgeParkedProcedure = "/rewind.v1.ConsumerGroupService/PurgeParked"
+	// ConsumerGroupServiceConsumeProcedure is the fully-qualified name of the ConsumerGroupService's
+	// Consume RPC.
+	ConsumerGroupServiceConsumeProcedure = "/rewind.v1.ConsumerGroupService/Consume"
 )
 
 // EventStoreServiceClient is a client for the rewind.v1.EventStoreService service.
@@ -569,4 +598,328 @@ func (UnimplementedTokenServiceHandler) ListTokens(context.Context, *connect.Req
 
 func (UnimplementedTokenServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.TokenService.RevokeToken is not implemented"))
+}
+
+// ConsumerGroupServiceClient is a client for the rewind.v1.ConsumerGroupService service.
+type ConsumerGroupServiceClient interface {
+	// CreateGroup creates a durable group. Its filter cannot change later.
+	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// ListGroups describes every group the token may read, by name.
+	ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error)
+	// GroupInfo describes one group and its lag.
+	GroupInfo(context.Context, *connect.Request[v1.GroupInfoRequest]) (*connect.Response[v1.GroupInfoResponse], error)
+	// DeleteGroup deletes a group, its parked events with it; its members'
+	// streams end.
+	DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error)
+	// ResetGroup moves a group's ack floor. Without execute it only returns
+	// the plan (what would be delivered again or skipped) and changes
+	// nothing.
+	ResetGroup(context.Context, *connect.Request[v1.ResetGroupRequest]) (*connect.Response[v1.ResetGroupResponse], error)
+	// ListParked lists a group's parked (dead-lettered) events by position.
+	ListParked(context.Context, *connect.Request[v1.ListParkedRequest]) (*connect.Response[v1.ListParkedResponse], error)
+	// ReplayParked hands a group's parked events back to its members, in
+	// chunks; each gets one more delivery.
+	ReplayParked(context.Context, *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error)
+	// PurgeParked removes a group's parked events.
+	PurgeParked(context.Context, *connect.Request[v1.PurgeParkedRequest]) (*connect.Response[v1.PurgeParkedResponse], error)
+	// Consume joins a group as one member. The client's first message names
+	// the group (start); the server confirms with started, then sends
+	// deliveries, never more un-acked ones than the member's max ack
+	// pending. The client sends acks, naks, in-progress and terms by
+	// delivery id; those that fail (a stale, foreign or unknown delivery)
+	// are answered in errors and change nothing. When the stream ends, for
+	// any reason, the member's un-acked deliveries go back to the group at
+	// once. Needs HTTP/2 (gRPC, or Connect over h2c/TLS).
+	Consume(context.Context) *connect.BidiStreamForClient[v1.ConsumeRequest, v1.ConsumeResponse]
+}
+
+// NewConsumerGroupServiceClient constructs a client for the rewind.v1.ConsumerGroupService service.
+// By default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped
+// responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
+// connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewConsumerGroupServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) ConsumerGroupServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	consumerGroupServiceMethods := v1.File_rewind_v1_rewind_proto.Services().ByName("ConsumerGroupService").Methods()
+	return &consumerGroupServiceClient{
+		createGroup: connect.NewClient[v1.CreateGroupRequest, v1.CreateGroupResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceCreateGroupProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("CreateGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		listGroups: connect.NewClient[v1.ListGroupsRequest, v1.ListGroupsResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceListGroupsProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("ListGroups")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		groupInfo: connect.NewClient[v1.GroupInfoRequest, v1.GroupInfoResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceGroupInfoProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("GroupInfo")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		deleteGroup: connect.NewClient[v1.DeleteGroupRequest, v1.DeleteGroupResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceDeleteGroupProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("DeleteGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		resetGroup: connect.NewClient[v1.ResetGroupRequest, v1.ResetGroupResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceResetGroupProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("ResetGroup")),
+			connect.WithClientOptions(opts...),
+		),
+		listParked: connect.NewClient[v1.ListParkedRequest, v1.ListParkedResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceListParkedProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("ListParked")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		replayParked: connect.NewClient[v1.ReplayParkedRequest, v1.ReplayParkedResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceReplayParkedProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("ReplayParked")),
+			connect.WithClientOptions(opts...),
+		),
+		purgeParked: connect.NewClient[v1.PurgeParkedRequest, v1.PurgeParkedResponse](
+			httpClient,
+			baseURL+ConsumerGroupServicePurgeParkedProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("PurgeParked")),
+			connect.WithClientOptions(opts...),
+		),
+		consume: connect.NewClient[v1.ConsumeRequest, v1.ConsumeResponse](
+			httpClient,
+			baseURL+ConsumerGroupServiceConsumeProcedure,
+			connect.WithSchema(consumerGroupServiceMethods.ByName("Consume")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// consumerGroupServiceClient implements ConsumerGroupServiceClient.
+type consumerGroupServiceClient struct {
+	createGroup  *connect.Client[v1.CreateGroupRequest, v1.CreateGroupResponse]
+	listGroups   *connect.Client[v1.ListGroupsRequest, v1.ListGroupsResponse]
+	groupInfo    *connect.Client[v1.GroupInfoRequest, v1.GroupInfoResponse]
+	deleteGroup  *connect.Client[v1.DeleteGroupRequest, v1.DeleteGroupResponse]
+	resetGroup   *connect.Client[v1.ResetGroupRequest, v1.ResetGroupResponse]
+	listParked   *connect.Client[v1.ListParkedRequest, v1.ListParkedResponse]
+	replayParked *connect.Client[v1.ReplayParkedRequest, v1.ReplayParkedResponse]
+	purgeParked  *connect.Client[v1.PurgeParkedRequest, v1.PurgeParkedResponse]
+	consume      *connect.Client[v1.ConsumeRequest, v1.ConsumeResponse]
+}
+
+// CreateGroup calls rewind.v1.ConsumerGroupService.CreateGroup.
+func (c *consumerGroupServiceClient) CreateGroup(ctx context.Context, req *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
+	return c.createGroup.CallUnary(ctx, req)
+}
+
+// ListGroups calls rewind.v1.ConsumerGroupService.ListGroups.
+func (c *consumerGroupServiceClient) ListGroups(ctx context.Context, req *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error) {
+	return c.listGroups.CallUnary(ctx, req)
+}
+
+// GroupInfo calls rewind.v1.ConsumerGroupService.GroupInfo.
+func (c *consumerGroupServiceClient) GroupInfo(ctx context.Context, req *connect.Request[v1.GroupInfoRequest]) (*connect.Response[v1.GroupInfoResponse], error) {
+	return c.groupInfo.CallUnary(ctx, req)
+}
+
+// DeleteGroup calls rewind.v1.ConsumerGroupService.DeleteGroup.
+func (c *consumerGroupServiceClient) DeleteGroup(ctx context.Context, req *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error) {
+	return c.deleteGroup.CallUnary(ctx, req)
+}
+
+// ResetGroup calls rewind.v1.ConsumerGroupService.ResetGroup.
+func (c *consumerGroupServiceClient) ResetGroup(ctx context.Context, req *connect.Request[v1.ResetGroupRequest]) (*connect.Response[v1.ResetGroupResponse], error) {
+	return c.resetGroup.CallUnary(ctx, req)
+}
+
+// ListParked calls rewind.v1.ConsumerGroupService.ListParked.
+func (c *consumerGroupServiceClient) ListParked(ctx context.Context, req *connect.Request[v1.ListParkedRequest]) (*connect.Response[v1.ListParkedResponse], error) {
+	return c.listParked.CallUnary(ctx, req)
+}
+
+// ReplayParked calls rewind.v1.ConsumerGroupService.ReplayParked.
+func (c *consumerGroupServiceClient) ReplayParked(ctx context.Context, req *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error) {
+	return c.replayParked.CallUnary(ctx, req)
+}
+
+// PurgeParked calls rewind.v1.ConsumerGroupService.PurgeParked.
+func (c *consumerGroupServiceClient) PurgeParked(ctx context.Context, req *connect.Request[v1.PurgeParkedRequest]) (*connect.Response[v1.PurgeParkedResponse], error) {
+	return c.purgeParked.CallUnary(ctx, req)
+}
+
+// Consume calls rewind.v1.ConsumerGroupService.Consume.
+func (c *consumerGroupServiceClient) Consume(ctx context.Context) *connect.BidiStreamForClient[v1.ConsumeRequest, v1.ConsumeResponse] {
+	return c.consume.CallBidiStream(ctx)
+}
+
+// ConsumerGroupServiceHandler is an implementation of the rewind.v1.ConsumerGroupService service.
+type ConsumerGroupServiceHandler interface {
+	// CreateGroup creates a durable group. Its filter cannot change later.
+	CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error)
+	// ListGroups describes every group the token may read, by name.
+	ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error)
+	// GroupInfo describes one group and its lag.
+	GroupInfo(context.Context, *connect.Request[v1.GroupInfoRequest]) (*connect.Response[v1.GroupInfoResponse], error)
+	// DeleteGroup deletes a group, its parked events with it; its members'
+	// streams end.
+	DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error)
+	// ResetGroup moves a group's ack floor. Without execute it only returns
+	// the plan (what would be delivered again or skipped) and changes
+	// nothing.
+	ResetGroup(context.Context, *connect.Request[v1.ResetGroupRequest]) (*connect.Response[v1.ResetGroupResponse], error)
+	// ListParked lists a group's parked (dead-lettered) events by position.
+	ListParked(context.Context, *connect.Request[v1.ListParkedRequest]) (*connect.Response[v1.ListParkedResponse], error)
+	// ReplayParked hands a group's parked events back to its members, in
+	// chunks; each gets one more delivery.
+	ReplayParked(context.Context, *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error)
+	// PurgeParked removes a group's parked events.
+	PurgeParked(context.Context, *connect.Request[v1.PurgeParkedRequest]) (*connect.Response[v1.PurgeParkedResponse], error)
+	// Consume joins a group as one member. The client's first message names
+	// the group (start); the server confirms with started, then sends
+	// deliveries, never more un-acked ones than the member's max ack
+	// pending. The client sends acks, naks, in-progress and terms by
+	// delivery id; those that fail (a stale, foreign or unknown delivery)
+	// are answered in errors and change nothing. When the stream ends, for
+	// any reason, the member's un-acked deliveries go back to the group at
+	// once. Needs HTTP/2 (gRPC, or Connect over h2c/TLS).
+	Consume(context.Context, *connect.BidiStream[v1.ConsumeRequest, v1.ConsumeResponse]) error
+}
+
+// NewConsumerGroupServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewConsumerGroupServiceHandler(svc ConsumerGroupServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	consumerGroupServiceMethods := v1.File_rewind_v1_rewind_proto.Services().ByName("ConsumerGroupService").Methods()
+	consumerGroupServiceCreateGroupHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceCreateGroupProcedure,
+		svc.CreateGroup,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("CreateGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceListGroupsHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceListGroupsProcedure,
+		svc.ListGroups,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("ListGroups")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceGroupInfoHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceGroupInfoProcedure,
+		svc.GroupInfo,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("GroupInfo")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceDeleteGroupHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceDeleteGroupProcedure,
+		svc.DeleteGroup,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("DeleteGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceResetGroupHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceResetGroupProcedure,
+		svc.ResetGroup,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("ResetGroup")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceListParkedHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceListParkedProcedure,
+		svc.ListParked,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("ListParked")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceReplayParkedHandler := connect.NewUnaryHandler(
+		ConsumerGroupServiceReplayParkedProcedure,
+		svc.ReplayParked,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("ReplayParked")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServicePurgeParkedHandler := connect.NewUnaryHandler(
+		ConsumerGroupServicePurgeParkedProcedure,
+		svc.PurgeParked,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("PurgeParked")),
+		connect.WithHandlerOptions(opts...),
+	)
+	consumerGroupServiceConsumeHandler := connect.NewBidiStreamHandler(
+		ConsumerGroupServiceConsumeProcedure,
+		svc.Consume,
+		connect.WithSchema(consumerGroupServiceMethods.ByName("Consume")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/rewind.v1.ConsumerGroupService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ConsumerGroupServiceCreateGroupProcedure:
+			consumerGroupServiceCreateGroupHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceListGroupsProcedure:
+			consumerGroupServiceListGroupsHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceGroupInfoProcedure:
+			consumerGroupServiceGroupInfoHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceDeleteGroupProcedure:
+			consumerGroupServiceDeleteGroupHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceResetGroupProcedure:
+			consumerGroupServiceResetGroupHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceListParkedProcedure:
+			consumerGroupServiceListParkedHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceReplayParkedProcedure:
+			consumerGroupServiceReplayParkedHandler.ServeHTTP(w, r)
+		case ConsumerGroupServicePurgeParkedProcedure:
+			consumerGroupServicePurgeParkedHandler.ServeHTTP(w, r)
+		case ConsumerGroupServiceConsumeProcedure:
+			consumerGroupServiceConsumeHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedConsumerGroupServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedConsumerGroupServiceHandler struct{}
+
+func (UnimplementedConsumerGroupServiceHandler) CreateGroup(context.Context, *connect.Request[v1.CreateGroupRequest]) (*connect.Response[v1.CreateGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.CreateGroup is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) ListGroups(context.Context, *connect.Request[v1.ListGroupsRequest]) (*connect.Response[v1.ListGroupsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.ListGroups is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) GroupInfo(context.Context, *connect.Request[v1.GroupInfoRequest]) (*connect.Response[v1.GroupInfoResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.GroupInfo is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) DeleteGroup(context.Context, *connect.Request[v1.DeleteGroupRequest]) (*connect.Response[v1.DeleteGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.DeleteGroup is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) ResetGroup(context.Context, *connect.Request[v1.ResetGroupRequest]) (*connect.Response[v1.ResetGroupResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.ResetGroup is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) ListParked(context.Context, *connect.Request[v1.ListParkedRequest]) (*connect.Response[v1.ListParkedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.ListParked is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) ReplayParked(context.Context, *connect.Request[v1.ReplayParkedRequest]) (*connect.Response[v1.ReplayParkedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.ReplayParked is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) PurgeParked(context.Context, *connect.Request[v1.PurgeParkedRequest]) (*connect.Response[v1.PurgeParkedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.PurgeParked is not implemented"))
+}
+
+func (UnimplementedConsumerGroupServiceHandler) Consume(context.Context, *connect.BidiStream[v1.ConsumeRequest, v1.ConsumeResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("rewind.v1.ConsumerGroupService.Consume is not implemented"))
 }

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind/client"
+	"github.com/rewindhq/rewind/consumer"
+	"github.com/rewindhq/rewind/internal/config"
+)
+
+func (a *app) consumeCmd() *cobra.Command {
+	var (
+		count, maxAckPending int
+		idle                 time.Duration
+		name                 string
+		jsonOut              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "consume GROUP",
+		Short: "Join a consumer group as one member: print each event and ack it",
+		Long: `Join GROUP as one member, print each event delivered to it (one line of text,
+or one JSON object per line with --json, with the delivery's id and attempt)
+and ack it once it is printed. It runs until interrupted, until --count events
+were printed, or until no event came for --idle.
+
+Members compete: with several consumers of one group each event goes to one of
+them. Events delivered to this member and not yet printed when it stops go
+back to the group at once (their delivery counts towards max deliveries).
+With --server the member is a client of the server; without, it runs the
+group on the embedded store in --data-dir (no server may hold it).`,
+		Example: `  rewind consume billing --server http://127.0.0.1:7070
+  rewind consume billing --count 10 --json
+  rewind consume billing --idle 2s`,
+		Args: exactArgs(1, "GROUP"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			group := args[0]
+			if err := consumer.ValidateGroupName(group); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			var (
+				mu       sync.Mutex // one event printed at a time
+				printed  atomic.Int64
+				printErr error
+				last     = make(chan struct{}, 1)
+			)
+			h := func(hctx context.Context, m *consumer.Message) error {
+				if count > 0 && printed.Load() >= int64(count) {
+					<-hctx.Done() // beyond --count: it goes back to the group
+					return hctx.Err()
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				var err error
+				if jsonOut {
+					err = a.printJSON(map[string]any{"group": m.Group, "delivery_id": m.ID, "attempt": m.Attempt,
+						"replay": m.Replay, "event": toJSON(m.Event)})
+				} else {
+					err = a.printEvent(m.Event, false)
+				}
+				if err != nil {
+					printErr = err
+					cancel()
+					return err
+				}
+				if n := printed.Add(1); count > 0 && n >= int64(count) {
+					cancel()
+				}
+				select {
+				case last <- struct{}{}:
+				default:
+				}
+				return nil
+			}
+			if idle > 0 {
+				go func() {
+					t := time.NewTimer(idle)
+					defer t.Stop()
+					for {
+						select {
+						case <-ctx.Done():
+							return
+						case <-last:
+							t.Reset(idle)
+						case <-t.C:
+							cancel()
+							return
+						}
+					}
+				}()
+			}
+			var err error
+			if a.server != "" {
+				c, cerr := a.newClient()
+				if cerr != nil {
+					return cerr
+				}
+				defer c.Close()
+				err = c.Consume(ctx, group, h, client.ConsumeOptions{MaxAckPending: maxAckPending, Name: name})
+			} else {
+				err = a.consumeLocal(ctx, group, h, consumer.MemberOptions{Name: name, MaxAckPending: maxAckPending})
+			}
+			if printErr != nil {
+				return printErr
+			}
+			if err == nil && cmd.Context().Err() != nil {
+				return cmd.Context().Err() // interrupted: exit status 130
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	config.IntVar(f, &count, "count", 0, "stop after printing this many events (0: no limit)")
+	f.DurationVar(&idle, "idle", 0, "stop once no event came for this long (0: never)")
+	f.StringVar(&name, "name", "cli", "the member's name in the group's description")
+	config.IntVar(f, &maxAckPending, "max-ack-pending", 0, "cap on this member's un-acked delivered events (default: the group's member max)")
+	a.jsonFlag(cmd, &jsonOut)
+	return cmd
+}
+
+// consumeLocal runs one member of a group of the embedded store.
+func (a *app) consumeLocal(ctx context.Context, group string, h consumer.Handler, opts consumer.MemberOptions) error {
+	g, err := a.openGroups(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	l := g.(*localGroups)
+	m, err := l.e.Join(ctx, group, opts)
+	if err != nil {
+		return err
+	}
+	defer m.Leave()
+	return consumer.Consume(ctx, m, h, consumer.ConsumeOptions{})
+}

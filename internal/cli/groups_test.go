@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestGroupsEmbedded walks the groups commands on the embedded store:
+// create, ls and info with --json, consume with --count, a reset that
+// only plans and one that is executed, parked ls and purge, rm.
+func TestGroupsEmbedded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var lines strings.Builder
+	for i := range 6 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	if code, _, errOut := run(t, dir, lines.String(), "append", "orders-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	if code, out, errOut := run(t, dir, "", "groups", "create", "billing", "--prefix", "orders-", "--json"); code != 0 ||
+		!strings.Contains(out, `"name":"billing"`) {
+		t.Fatalf("create: %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "create", "billing"); code != 4 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("create again: %d %s", code, errOut)
+	}
+	code, out, errOut := run(t, dir, "", "groups", "ls", "--json")
+	var ls struct {
+		Groups []struct {
+			Config struct {
+				Name string `json:"name"`
+			} `json:"config"`
+			Status  string  `json:"status"`
+			Stalled bool    `json:"stalled"`
+			Pending int     `json:"pending"`
+			Age     float64 `json:"oldest_unacked_age_seconds"`
+		} `json:"groups"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &ls) != nil || len(ls.Groups) != 1 || ls.Groups[0].Config.Name != "billing" {
+		t.Fatalf("ls: %d %q %s", code, out, errOut)
+	}
+
+	// consume prints and acks 4 of the 6 events.
+	code, out, errOut = run(t, dir, "", "consume", "billing", "--count", "4", "--json")
+	if code != 0 || strings.Count(out, "\n") != 4 || !strings.Contains(out, `"attempt":1`) {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	var first struct {
+		Event struct {
+			Position uint64 `json:"position"`
+		} `json:"event"`
+	}
+	json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &first)
+	code, out, _ = run(t, dir, "", "groups", "info", "billing", "--json")
+	var info struct {
+		AckFloor uint64 `json:"ack_floor"`
+		Acked    int    `json:"acked"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.AckFloor != first.Event.Position+3 {
+		t.Fatalf("info after consuming 4: %d %q (first at %d)", code, out, first.Event.Position)
+	}
+
+	// A reset without --execute prints the plan and changes nothing.
+	code, out, errOut = run(t, dir, "", "groups", "reset", "billing", "--shift-by", "-2")
+	if code != 0 || !strings.Contains(out, "would move") || !strings.Contains(out, "events delivered again") ||
+		!strings.Contains(out, "--execute") {
+		t.Fatalf("reset plan: %d %q %s", code, out, errOut)
+	}
+	if _, out, _ := run(t, dir, "", "groups", "info", "billing", "--json"); !strings.Contains(out, fmt.Sprintf(`"ack_floor":%d`, info.AckFloor)) {
+		t.Fatalf("the plan changed the group: %s", out)
+	}
+	code, out, errOut = run(t, dir, "", "groups", "reset", "billing", "--shift-by", "-2", "--execute", "--json")
+	var plan struct {
+		From, To  uint64
+		Redeliver int
+		Executed  bool
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &plan) != nil || !plan.Executed || plan.Redeliver < 2 || plan.To != info.AckFloor-2 {
+		t.Fatalf("reset --execute: %d %q %s", code, out, errOut)
+	}
+	// The two events come again, then the two never consumed.
+	code, out, _ = run(t, dir, "", "consume", "billing", "--count", "4", "--json")
+	if code != 0 || strings.Count(out, "\n") != 4 || !strings.Contains(out, fmt.Sprintf(`"position":%d`, plan.To+1)) {
+		t.Fatalf("consume after the reset: %d %q", code, out)
+	}
+
+	if code, _, errOut := run(t, dir, "", "groups", "reset", "billing"); code != 2 || !strings.Contains(errOut, "exactly one") {
+		t.Fatalf("reset without a target: %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "info", "nope"); code != 3 || !strings.Contains(errOut, "list the groups") {
+		t.Fatalf("info of an unknown group: %d %s", code, errOut)
+	}
+	if code, out, _ := run(t, dir, "", "groups", "parked", "ls", "billing", "--json"); code != 0 || !strings.Contains(out, `"parked":[]`) {
+		t.Fatalf("parked ls: %d %q", code, out)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "parked", "replay", "billing"); code != 2 || !strings.Contains(errOut, "--server") {
+		t.Fatalf("parked replay without a server: %d %s", code, errOut)
+	}
+	if code, out, _ := run(t, dir, "", "groups", "parked", "purge", "billing", "--json"); code != 0 || !strings.Contains(out, `"purged":0`) {
+		t.Fatalf("parked purge: %d %q", code, out)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "create", "bad", "--start", "middle"); code != 2 || !strings.Contains(errOut, "--start") {
+		t.Fatalf("a bad start: %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "create", "huge", "--max-ack-pending", "50000000", "--max-pending", "50000000"); code != 2 {
+		t.Fatalf("an absurd limit: %d %s", code, errOut)
+	}
+	if code, out, _ := run(t, dir, "", "groups", "rm", "billing", "--json"); code != 0 || !strings.Contains(out, `"deleted":true`) {
+		t.Fatalf("rm: %d %q", code, out)
+	}
+	if code, out, _ := run(t, dir, "", "groups", "ls", "--json"); code != 0 || strings.TrimSpace(out) != `{"groups":[]}` {
+		t.Fatalf("ls after rm: %d %q", code, out)
+	}
+}
+
+// TestGroupsThroughServer: the same commands against a server, with
+// parked events: a member parks them (term through the API), parked ls
+// shows them, replay hands them back to a consumer that acks them, purge
+// removes what is left.
+func TestGroupsThroughServer(t *testing.T) {
+	t.Parallel()
+	url, token := startServer(t)
+	srv := []string{"--server", url, "--token", token}
+	cmd := func(args ...string) (int, string, string) { return run(t, "", "", append(args, srv...)...) }
+	var lines strings.Builder
+	for i := range 3 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	if code, _, errOut := run(t, "", lines.String(), append([]string{"append", "orders-1"}, srv...)...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	if code, _, errOut := cmd("groups", "create", "billing", "--prefix", "orders-", "--max-deliveries", "1",
+		"--ack-wait", "50ms"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	// A member that takes the events and dies with them: max deliveries 1
+	// parks each.
+	if code, out, errOut := cmd("consume", "billing", "--count", "3", "--json"); code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	if code, out, _ := cmd("groups", "info", "billing", "--json"); code != 0 || !strings.Contains(out, `"acked":3`) {
+		t.Fatalf("info: %d %q", code, out)
+	}
+	if code, _, errOut := cmd("groups", "reset", "billing", "--to-position", "0", "--execute"); code != 0 {
+		t.Fatalf("reset: %d %s", code, errOut)
+	}
+	// Now a member that never acks: consume --count 1 takes one, and the
+	// rest go back at once when it leaves; with max deliveries 1 they are
+	// parked.
+	if code, _, errOut := cmd("consume", "billing", "--count", "1", "--max-ack-pending", "3"); code != 0 {
+		t.Fatalf("consume 1: %d %s", code, errOut)
+	}
+	code, out, errOut := cmd("groups", "parked", "ls", "billing", "--json")
+	var parked struct {
+		Parked []struct {
+			Reason string `json:"reason"`
+		} `json:"parked"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &parked) != nil || len(parked.Parked) != 2 {
+		t.Fatalf("parked ls: %d %q %s", code, out, errOut)
+	}
+	if code, out, _ := cmd("groups", "parked", "ls", "billing"); code != 0 || !strings.Contains(out, "max deliveries reached") {
+		t.Fatalf("parked ls text: %d %q", code, out)
+	}
+	if code, out, _ := cmd("groups", "parked", "replay", "billing", "--json"); code != 0 || !strings.Contains(out, `"replaying":2`) {
+		t.Fatalf("parked replay: %d %q", code, out)
+	}
+	if code, out, _ := cmd("consume", "billing", "--count", "2", "--json"); code != 0 || strings.Count(out, `"replay":true`) != 2 {
+		t.Fatalf("consume the replay: %d %q", code, out)
+	}
+	if code, out, _ := cmd("groups", "parked", "purge", "billing", "--json"); code != 0 || !strings.Contains(out, `"purged":0`) {
+		t.Fatalf("parked purge: %d %q", code, out)
+	}
+	if code, out, _ := cmd("groups", "ls"); code != 0 || !strings.Contains(out, "billing") || !strings.Contains(out, "OLDEST UNACKED") {
+		t.Fatalf("ls: %d %q", code, out)
+	}
+	if code, _, errOut := run(t, "", `{"type":"GroupCommit","data":{}}`, append([]string{"append", "_rewind.group.billing"}, srv...)...); code != 2 || !strings.Contains(errOut, "only the server writes it") {
+		t.Fatalf("append to a state stream: %d %s", code, errOut)
+	}
+}
+
+// TestGroupsHelp: every groups command explains itself.
+func TestGroupsHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"groups"}, {"groups", "reset"}, {"groups", "parked"}, {"consume"}, {"groups", "create"}} {
+		code, out, _ := run(t, t.TempDir(), "", append(args, "--help")...)
+		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "Example") && args[len(args)-1] != "parked" {
+			t.Errorf("%v --help: %d %q", args, code, out)
+		}
+	}
+	_, out, _ := run(t, t.TempDir(), "", "groups", "reset", "--help")
+	if !strings.Contains(out, "--execute") || !strings.Contains(out, "changes nothing") {
+		t.Errorf("reset --help does not explain the plan: %q", out)
+	}
+}
+
+// TestBenchGroups runs `rewind bench groups` small, against a server and
+// the NATS server of the test environment ($REWIND_NATS_URL, or
+// nats://127.0.0.1:4222), unordered and ordered: every event is counted
+// and acked, and the report carries the rates and the ratio.
+func TestBenchGroups(t *testing.T) {
+	t.Parallel()
+	url, admin := startServer(t)
+	natsURL := cmpOr(os.Getenv("REWIND_NATS_URL"), "nats://127.0.0.1:4222")
+	for _, ordered := range []bool{false, true} {
+		args := []string{"--server", url, "--token", admin, "bench", "groups", "--members", "3", "--events", "3000",
+			"--keys", "100", "--nats", natsURL, "--rounds", "1", "--json"}
+		if ordered {
+			args = append(args, "--ordered")
+		}
+		code, out, errOut := run(t, "", "", args...)
+		var r groupsBenchReport
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Events != 3000 || r.EventsPerSec <= 0 ||
+			r.Ordered != ordered || r.Members != 3 || r.NATS == nil || r.NATS.Messages != 3000 || r.Ratio <= 0 {
+			t.Fatalf("bench groups (ordered %t): %d %q %s", ordered, code, out, errOut)
+		}
+	}
+	if code, _, errOut := run(t, "", "", "--server", url, "--token", admin, "bench", "groups", "--events", "10",
+		"--keys", "20"); code != 2 || !strings.Contains(errOut, "--keys") {
+		t.Fatalf("more keys than events: %d %s", code, errOut)
+	}
+}
