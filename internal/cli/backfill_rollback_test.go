@@ -100,8 +100,9 @@ func TestBackfillRollbackCommand(t *testing.T) {
 	if out, _, st = cli(t, "audit", "verify", dsn); st != 0 || !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %d\n%s", st, out)
 	}
-	// Resuming a rollback as a run is refused, pointing at rollback.
-	if _, stderr, st = cli(t, "backfill", "resume", rb, dsn); st != 2 || !strings.Contains(stderr, "rewind backfill rollback "+run) {
+	// Resuming a finished rollback is refused (exit 4, as any ended run),
+	// pointing at rollback for what is left.
+	if _, stderr, st = cli(t, "backfill", "resume", rb, dsn); st != 4 || !strings.Contains(stderr, "rewind backfill rollback "+run) {
 		t.Fatalf("resume of a rollback: %d\n%s", st, stderr)
 	}
 }
