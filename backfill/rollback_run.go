@@ -49,7 +49,10 @@ type RollbackResult struct {
 // (code conflict), unless o.Force. A rollback is a run (kind rollback,
 // job "rollback:JOB"): it holds a lease, it is continued where it
 // stopped by calling Rollback again with the same options, and each
-// chunk is undone once, whatever the crashes and the rollbacks. Call
+// chunk is undone once, whatever the crashes and the rollbacks. It is
+// paced by o.Throttle and controlled as a run: Pause, Unpause, Cancel and
+// Set (max rate) apply at the boundary before each chunk; a rollback
+// paused through its control is un-paused by calling Rollback again. Call
 // PlanRollback first to see what it would do.
 func (r *Runner) Rollback(ctx context.Context, id string, o RollbackOptions) (*RollbackResult, error) {
 	tg, err := r.rollbackTarget(ctx, id, o)
