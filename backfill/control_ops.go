@@ -16,7 +16,8 @@ var (
 	// ErrAlreadyPaused: a pause of a run that is pausing or paused.
 	ErrAlreadyPaused = &codedError{"backfill: run is already paused", rewind.ErrWrongExpectedVersion}
 	// ErrNotControllable: a pause, resume or set of a run nobody can
-	// apply now (failed, a rollback) or that is being cancelled.
+	// apply now (failed) or that is being cancelled, or a set of what a
+	// rollback does not have (workers, a chunk time).
 	ErrNotControllable = &codedError{"backfill: run cannot be controlled now", rewind.ErrWrongExpectedVersion}
 )
 
@@ -32,7 +33,9 @@ type ControlOptions struct {
 }
 
 // controlTarget loads run id for a control request and refuses what no
-// request applies to: an unknown run, one that ended, a rollback.
+// request applies to: an unknown run, one that ended. A rollback run is
+// controlled as a run of a job: its loop stands at the same chunk
+// boundary.
 func (r *Runner) controlTarget(ctx context.Context, id, what string) (*Run, error) {
 	run, err := r.ledger.loadRun(ctx, id)
 	if err != nil {
@@ -40,10 +43,6 @@ func (r *Runner) controlTarget(ctx context.Context, id, what string) (*Run, erro
 	}
 	if !run.open() {
 		return nil, fmt.Errorf("%w: run %s is %s: nothing to %s", ErrRunEnded, run.ID, run.State, what)
-	}
-	if run.Undoes != "" {
-		return nil, fmt.Errorf("%w: run %s is a rollback of run %s; a rollback is not paused or resumed: stop it with "+
-			"Ctrl-C and run it again to continue", ErrNotControllable, run.ID, run.Undoes)
 	}
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
@@ -199,19 +198,33 @@ func (r *Runner) unpause(ctx context.Context, run *Run, only *PauseKind) error {
 // there to go on with it (its owner, or work processes, waiting at a
 // chunk boundary), they do, and done is true: nothing is applied here.
 func (r *Runner) resumePaused(ctx context.Context, run *Run, promote bool) (res *Result, done bool, err error) {
+	if promote {
+		return nil, false, nil
+	}
+	st, done, err := r.liftPause(ctx, run)
+	if !done || err != nil {
+		return nil, false, err
+	}
+	return &Result{Run: st, Message: fmt.Sprintf("run %s resumed: the process(es) waiting at a chunk boundary (%s) go on with it; "+
+		"'rewind backfill status %s' follows it", run.ID, st.Owner, run.ID)}, true, nil
+}
+
+// liftPause lifts a pause asked through run's control, but its canary's,
+// and returns the run as Status shows it then, and whether a process is
+// there to go on with it (goesOn): one waiting at a chunk boundary.
+func (r *Runner) liftPause(ctx context.Context, run *Run) (st *Run, goesOn bool, err error) {
 	c, err := readControl(ctx, r.cfg.DB, run.ID)
-	if err != nil || promote || c.Requested != requestPause || c.Reason.Kind == PauseCanary {
+	if err != nil || c.Requested != requestPause || c.Reason.Kind == PauseCanary {
 		return nil, false, err
 	}
 	if err := r.unpause(ctx, run, nil); err != nil {
 		return nil, false, err
 	}
-	st, err := r.Status(ctx, run.ID)
+	st, err = r.Status(ctx, run.ID)
 	if err != nil || st.State != Running {
 		return nil, false, err
 	}
-	return &Result{Run: st, Message: fmt.Sprintf("run %s resumed: the process(es) waiting at a chunk boundary (%s) go on with it; "+
-		"'rewind backfill status %s' follows it", run.ID, st.Owner, run.ID)}, true, nil
+	return st, true, nil
 }
 
 // controlGate, once this process holds run's lease, completes a cancel

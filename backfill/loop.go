@@ -77,16 +77,23 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, w
 // cancelAtRequest ends run, which this process holds and whose workers
 // all stopped at a chunk boundary, cancelled as its control asks.
 func (r *Runner) cancelAtRequest(ctx context.Context, p *prepared, run *Run, res *Result) error {
-	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	c, err := r.endAtRequest(ctx, p, run)
 	if err != nil {
-		return err
-	}
-	if err := r.endCancelled(ctx, p.job, run, c); err != nil {
 		return err
 	}
 	res.Message = fmt.Sprintf("run %s cancelled at the request of %s, at a chunk boundary: %d rows changed in %d chunks by this process",
 		run.ID, c.Actor, res.RowsChanged, res.Chunks)
 	return fmt.Errorf("%w: run %s was cancelled by %s", ErrRunEnded, run.ID, c.Actor)
+}
+
+// endAtRequest records run, which this process holds, cancelled as its
+// control asks, and returns the control (who asked).
+func (r *Runner) endAtRequest(ctx context.Context, p *prepared, run *Run) (*Control, error) {
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil {
+		return nil, err
+	}
+	return c, r.endCancelled(ctx, p.job, run, c)
 }
 
 // endFinished records run finished, under its lease.

@@ -56,13 +56,18 @@ type ThrottleStatus struct {
 // resume continues it.
 type ThrottlePausedError struct {
 	RunID string
+	// Undoes is the run a paused rollback undoes ("" for a run of a job).
+	Undoes string
 	*throttle.PauseError
 }
 
 func (e *ThrottlePausedError) Error() string {
+	how := "rewind backfill resume " + e.RunID
+	if e.Undoes != "" {
+		how = "rewind backfill rollback " + e.Undoes + " --execute' (with the same --chunks and --force) or '" + how
+	}
 	return fmt.Sprintf("run %s paused: %s; nothing after the last committed chunk was written. Once the signal is "+
-		"below its critical threshold (or readable again), continue with 'rewind backfill resume %s'",
-		e.RunID, e.PauseError.Error(), e.RunID)
+		"below its critical threshold (or readable again), continue with '%s'", e.RunID, e.PauseError.Error(), how)
 }
 
 // ErrThrottled is matched by a *ThrottlePausedError.
@@ -182,10 +187,10 @@ func (r *Runner) pauseThrottled(ctx context.Context, p *prepared, run *Run, pe *
 		if errors.Is(err, ErrLeaseLost) {
 			return err
 		}
-		return errors.Join(&ThrottlePausedError{RunID: run.ID, PauseError: pe}, err)
+		return errors.Join(&ThrottlePausedError{RunID: run.ID, Undoes: run.Undoes, PauseError: pe}, err)
 	}
 	run.State = Paused
-	return &ThrottlePausedError{RunID: run.ID, PauseError: pe}
+	return &ThrottlePausedError{RunID: run.ID, Undoes: run.Undoes, PauseError: pe}
 }
 
 // apply applies the overrides set on the run (Runner.Set: max rate, chunk

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/backfill/throttle"
 )
 
 // A rollback puts back what a run changed, from the before-images its
@@ -103,6 +104,12 @@ type RollbackOptions struct {
 	// of the run left. A set job's row deleted since cannot be restored,
 	// forced or not.
 	Force bool
+	// Throttle paces the rollback's chunks, as ApplyOptions.Throttle: it
+	// waits while a signal is at its max and pauses the rollback when one
+	// is critical or cannot be read. Its max rate counts the rows each
+	// chunk restores; chunk sizes are the run's chunks and do not adapt.
+	// Defaults to the default throttle on the target (nil).
+	Throttle *throttle.Throttler
 }
 
 // RollbackDiff is a row a rollback restores, or leaves as a conflict:
@@ -165,9 +172,10 @@ type rbTarget struct {
 	pending  []rbPending      // conflicts earlier rollbacks left, with Force
 	events   int64
 	streams  []string
-	rows     int64 // image rows to undo
-	withheld bool  // the job had secret parameters: no values shown
-	forced   bool  // RollbackOptions.Force
+	rows     int64           // image rows to undo
+	sizes    map[int64]int64 // rows each chunk to undo changed
+	withheld bool            // the job had secret parameters: no values shown
+	forced   bool            // RollbackOptions.Force
 }
 
 type rbGroup struct {
@@ -292,6 +300,7 @@ func (r *Runner) readChunks(ctx context.Context, tg *rbTarget) error {
 		return fmt.Errorf("read the chunks of run %s: %w", id, err)
 	}
 	var toUndo, unimaged []int64
+	tg.sizes = map[int64]int64{}
 	for rows.Next() {
 		var seq, changed int64
 		var kind, by *string
@@ -306,6 +315,7 @@ func (r *Runner) readChunks(ctx context.Context, tg *rbTarget) error {
 			unimaged = append(unimaged, seq)
 		case kind != nil && *kind != imageEvents:
 			toUndo = append(toUndo, seq)
+			tg.sizes[seq] = changed
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -49,7 +49,10 @@ type RollbackResult struct {
 // (code conflict), unless o.Force. A rollback is a run (kind rollback,
 // job "rollback:JOB"): it holds a lease, it is continued where it
 // stopped by calling Rollback again with the same options, and each
-// chunk is undone once, whatever the crashes and the rollbacks. Call
+// chunk is undone once, whatever the crashes and the rollbacks. It is
+// paced by o.Throttle and controlled as a run: Pause, Unpause, Cancel and
+// Set (max rate) apply at the boundary before each chunk; a rollback
+// paused through its control is un-paused by calling Rollback again. Call
 // PlanRollback first to see what it would do.
 func (r *Runner) Rollback(ctx context.Context, id string, o RollbackOptions) (*RollbackResult, error) {
 	tg, err := r.rollbackTarget(ctx, id, o)
@@ -82,6 +85,16 @@ func (r *Runner) Rollback(ctx context.Context, id string, o RollbackOptions) (*R
 					"(rewind backfill cancel %s), before another rollback of the job", ErrUnfinishedRun, last.ID, last.Undoes,
 					last.Job["chunks"], last.Job["force"], tg.run.JobName, last.State, last.Undoes, last.Job["chunks"], last.ID)
 			}
+			// A rollback paused through its control (an operator, its
+			// throttle) is un-paused: the process waiting at its chunk
+			// boundary goes on, or, with none, this one continues it.
+			if st, goesOn, err := r.liftPause(ctx, last); err != nil {
+				return nil, err
+			} else if goesOn {
+				return &RollbackResult{Run: st, Undoes: tg.run.ID, Resumed: true, ConflictRows: []RollbackDiff{},
+					Message: fmt.Sprintf("rollback %s of run %s resumed: the process waiting at a chunk boundary (%s) goes on "+
+						"with it; 'rewind backfill status %s' follows it", last.ID, tg.run.ID, st.Owner, last.ID)}, nil
+			}
 			res, err := r.continueRollback(ctx, tg, o, last, spec, hash)
 			if errors.Is(err, errRunClosed) {
 				continue
@@ -111,6 +124,32 @@ func errIsRollback(run *Run) error {
 	return &rewind.ValidationError{Field: "run id", Value: run.ID, Reason: fmt.Sprintf("run %s is a rollback of run %s: "+
 		"continue it with 'rewind backfill rollback %s --execute' (Runner.Rollback), with the same --chunks and --force",
 		run.ID, run.Undoes, run.Undoes)}
+}
+
+// resumeRollback continues rollback run as Rollback does, with the
+// chunks and force it was started with: a pause through its control is
+// lifted, and the process waiting at its chunk boundary goes on, or this
+// one continues it. A canary's promote does not apply to a rollback.
+func (r *Runner) resumeRollback(ctx context.Context, run *Run, o ApplyOptions) (*Result, error) {
+	if o.promote {
+		return nil, errIsRollback(run)
+	}
+	if !run.open() {
+		return nil, fmt.Errorf("%w: rollback %s of run %s is %s: nothing to resume; 'rewind backfill rollback %s --execute' "+
+			"rolls back what is left", ErrRunEnded, run.ID, run.Undoes, run.State, run.Undoes)
+	}
+	chunks, _ := run.Job["chunks"].(string)
+	rng, err := ParseChunkRange(chunks)
+	if err != nil {
+		return nil, fmt.Errorf("rollback %s recorded chunks %q: %w", run.ID, chunks, err)
+	}
+	force, _ := run.Job["force"].(bool)
+	rr, err := r.Rollback(ctx, run.Undoes, RollbackOptions{Chunks: rng, Force: force, Throttle: o.Throttle})
+	if rr == nil {
+		return nil, err
+	}
+	return &Result{Run: rr.Run, Resumed: true, Chunks: rr.Chunks, RowsSeen: rr.Rows, RowsChanged: rr.Restored,
+		RowsSkipped: rr.Conflicts + rr.Deleted, Message: rr.Message}, err
 }
 
 // openRunOfJob refuses a rollback while the run's job has an open run:
@@ -203,7 +242,11 @@ func (r *Runner) continueRollback(ctx context.Context, tg *rbTarget, o RollbackO
 }
 
 // rollbackLoop undoes the chunks left, then, with Force, the conflicts
-// earlier rollbacks left, and ends the rollback run.
+// earlier rollbacks left, and ends the rollback run. Each chunk is undone
+// as a forward run applies one: at a chunk boundary that reads the run's
+// control (a pause waits there, holding the lease; a cancel ends the
+// rollback cancelled), after the run's throttle (which may wait, or pause
+// the rollback), in one transaction fenced by the control record.
 func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptions, run *Run, res *RollbackResult) (*RollbackResult, error) {
 	p := &prepared{job: tg.job()}
 	// What is left, now that this process holds the rollback: its previous
@@ -219,40 +262,64 @@ func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptio
 	if err != nil {
 		return res, err
 	}
-	pr := Progress{RunID: run.ID, Chunks: run.Chunks, RowsSeen: run.RowsSeen, RowsChanged: run.RowsChanged,
-		RowsSkipped: run.RowsSkipped, Total: run.Total}
+	t := newTally(run, &Result{}, r.cfg.Progress)
+	if t.pace, err = r.newPacer(p, run, o.Throttle); err != nil {
+		return res, err
+	}
+	defer t.pace.close(r, run)
 	step := func(u undo) error {
-		seq++
-		cr, err := r.undoChunk(ctx, p, tg, run, seq, u)
-		if err != nil {
-			return err
+		for {
+			// The chunk boundary, then the throttle, as a forward run's
+			// worker (applyShard); the chunk's size is the run's chunk's.
+			if err := r.boundary(ctx, p, run, nil, t); err != nil {
+				return err
+			}
+			t.pace.apply(t.control())
+			if err := t.pace.wait(ctx, int(max(u.rows, 1)), func() error { return r.boundary(ctx, p, run, nil, t) }); err != nil {
+				return err
+			}
+			cr, err := r.undoChunk(ctx, p, tg, run, seq+1, u)
+			if errors.Is(err, errAtBoundary) { // rolled back: a pause or cancel was asked for
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			seq++
+			res.Chunks++
+			res.Rows += cr.Seen
+			res.Restored += cr.Changed
+			res.Conflicts += cr.conflicts
+			res.Deleted += cr.deleted
+			res.Unchanged += cr.unchanged
+			t.add(cr.chunkResult)
+			return nil
 		}
-		res.Chunks++
-		res.Rows += cr.Seen
-		res.Restored += cr.Changed
-		res.Conflicts += cr.conflicts
-		res.Deleted += cr.deleted
-		res.Unchanged += cr.unchanged
-		pr.Chunks++
-		pr.RowsSeen += cr.Seen
-		pr.RowsChanged += cr.Changed
-		pr.RowsSkipped += cr.Skipped
-		if r.cfg.Progress != nil {
-			r.cfg.Progress(pr)
+	}
+	stop := func(err error) (*RollbackResult, error) {
+		if errors.Is(err, errCancelAsked) && ctx.Err() == nil {
+			c, err := r.endAtRequest(ctx, p, run)
+			if err != nil {
+				return res, err
+			}
+			res.Message = fmt.Sprintf("rollback %s of run %s cancelled at the request of %s, at a chunk boundary: %d rows "+
+				"restored in %d chunks by this process; the chunks undone stay undone, and 'rewind backfill rollback %s "+
+				"--execute' starts a rollback of the rest", run.ID, tg.run.ID, c.Actor, res.Restored, res.Chunks, tg.run.ID)
+			return res, fmt.Errorf("%w: rollback %s was cancelled by %s", ErrRunEnded, run.ID, c.Actor)
 		}
-		return nil
+		return res, r.stop(ctx, p, run, err)
 	}
 	for _, g := range tg.groups {
 		for _, s := range g.seqs {
-			if err := step(undo{seq: s, rs: g.rs}); err != nil {
-				return res, r.stop(ctx, p, run, err)
+			if err := step(undo{seq: s, rs: g.rs, rows: tg.sizes[s]}); err != nil {
+				return stop(err)
 			}
 		}
 	}
 	if o.Force {
 		pending, err := r.pendingConflicts(ctx, tg.run.ID, tg.rng)
 		if err != nil {
-			return res, r.stop(ctx, p, run, err)
+			return stop(err)
 		}
 		for _, pc := range pending {
 			if pc.prev == run.ID {
@@ -260,17 +327,17 @@ func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptio
 			}
 			rs, err := r.restorerOf(ctx, tg, pc.seq)
 			if err != nil {
-				return res, r.stop(ctx, p, run, err)
+				return stop(err)
 			}
-			if err := step(undo{seq: pc.seq, rs: rs, prev: pc.prev}); err != nil {
-				return res, r.stop(ctx, p, run, err)
+			if err := step(undo{seq: pc.seq, rs: rs, prev: pc.prev, rows: pc.n}); err != nil {
+				return stop(err)
 			}
 		}
 	}
 	// A purge of the images while this ran would leave chunks undone
 	// without a word: say so instead.
 	if err := r.checkPurged(ctx, tg.run); err != nil {
-		return res, r.stop(ctx, p, run, err)
+		return stop(err)
 	}
 	return res, r.finishRollback(ctx, tg, o, run, res)
 }
@@ -281,6 +348,7 @@ type undo struct {
 	seq  int64
 	rs   *restorer
 	prev string
+	rows int64 // rows to restore, for the throttle's max rate
 }
 
 // undoneChunk is a chunk's result with the rollback's own counts.
@@ -364,7 +432,7 @@ func (r *Runner) undoChunk(ctx context.Context, p *prepared, tg *rbTarget, run *
 		if ctx.Err() != nil {
 			return cr, cause(ctx)
 		}
-		if errors.Is(err, ErrLeaseLost) {
+		if errors.Is(err, ErrLeaseLost) || errors.Is(err, errAtBoundary) {
 			return cr, err
 		}
 		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" &&
@@ -415,6 +483,9 @@ func (r *Runner) commitUndo(ctx context.Context, p *prepared, tg *rbTarget, run 
 	b := Bounds{Lo: Key{fmt.Sprint(u.seq)}, Hi: Key{fmt.Sprint(u.seq)}}
 	batch := &pgx.Batch{}
 	batch.Queue(fenceSQL, run.ID).QueryRow(func(row pgx.Row) error { return checkFence(row, run) })
+	// It commits only while no pause or cancel is asked for, as a forward
+	// run's chunk (see control.go).
+	batch.Queue(controlFenceSQL, run.ID).QueryRow(checkControlFence)
 	r.ledger.queueCheckpoint(batch, run.ID, seq, u.prev != "", b, cr.chunkResult, attempt)
 	if u.prev == "" {
 		batch.Queue("INSERT INTO rewind.backfill_undone (run_id, seq, by_run) VALUES ($1, $2, $3)", tg.run.ID, u.seq, run.ID)

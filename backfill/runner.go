@@ -677,10 +677,22 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 }
 
 // Resume continues run id. job must be the run's job: same hash and
-// binary, unless AllowChangedJob.
+// binary, unless AllowChangedJob. A rollback run is continued as Rollback
+// does, with the chunks and force it was started with (job is then
+// ignored, and may be nil).
 func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
+	}
+	if job == nil {
+		run, err := r.ledger.loadRun(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if run.Undoes == "" {
+			return nil, &rewind.ValidationError{Field: "job", Reason: fmt.Sprintf("run %s is a run of job %s: give its job", run.ID, run.JobName)}
+		}
+		return r.resumeRollback(ctx, run, o)
 	}
 	p, err := r.prepare(ctx, job)
 	if err != nil {
@@ -691,7 +703,7 @@ func (r *Runner) Resume(ctx context.Context, id string, job *Job, o ApplyOptions
 		return nil, err
 	}
 	if run.Undoes != "" {
-		return nil, errIsRollback(run)
+		return r.resumeRollback(ctx, run, o)
 	}
 	if run.JobName != job.Name {
 		return nil, &rewind.ValidationError{Field: "job", Value: job.Name,

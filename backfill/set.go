@@ -56,8 +56,9 @@ func (o SetOptions) validate() error {
 // Set changes a run's max rate, chunk time or worker cap while it runs,
 // from any process: stored in its control record with this runner's
 // actor (a run.set entry), and picked up by its workers at their next
-// chunk boundary. A run that ended, failed, is a rollback or is being
-// cancelled is refused, as are values out of bounds; nothing is changed.
+// chunk boundary. A run that ended, failed or is being cancelled is
+// refused, as are values out of bounds and a worker cap or chunk time
+// for a rollback (its chunks are the run's); nothing is changed.
 func (r *Runner) Set(ctx context.Context, id string, o SetOptions) (*Run, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -65,6 +66,10 @@ func (r *Runner) Set(ctx context.Context, id string, o SetOptions) (*Run, error)
 	run, err := r.controlTarget(ctx, id, "set")
 	if err != nil {
 		return nil, err
+	}
+	if run.Undoes != "" && (o.Workers != nil || o.ChunkTime != nil || o.ClearChunkTime) {
+		return nil, fmt.Errorf("%w: run %s is a rollback of run %s: it undoes the run's chunks as they were, one at a time, "+
+			"so it has no worker cap or chunk time to set; --max-rate paces it", ErrNotControllable, run.ID, run.Undoes)
 	}
 	job := &Job{Name: run.JobName, Version: run.JobVersion}
 	err = r.controlTx(ctx, run, func(tx pgx.Tx) (*entryFn, error) {

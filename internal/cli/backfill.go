@@ -568,6 +568,10 @@ func (a *app) onRunCmd(cmd *cobra.Command, allowHelp string, par *parallelFlags,
 				if err != nil {
 					return nil, err
 				}
+				if run.Kind == "rollback" && par != nil { // resume continues it as rollback --execute does
+					o.Throttle = thr
+					return call(r, ctx, run.ID, nil, o)
+				}
 				if run.Kind == "rollback" {
 					return nil, &rewind.ValidationError{Field: "run id", Value: run.ID, Reason: fmt.Sprintf("run %s is a "+
 						"rollback of run %s: continue it with 'rewind backfill rollback %s --execute'", run.ID, run.Undoes, run.Undoes)}

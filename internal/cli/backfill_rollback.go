@@ -18,6 +18,7 @@ import (
 
 func (a *app) backfillRollbackCmd() *cobra.Command {
 	var pg pgFlags
+	var tf throttleFlags
 	var execute, force, jsonOut bool
 	var chunks, eventsOut string
 	var diffs int
@@ -37,6 +38,13 @@ which overwrites it with its value before RUN (and restores the conflicts earlie
 RUN left). A set job's row deleted since cannot be put back (its image holds only the changed
 columns). --chunks limits the rollback to some of RUN's chunks: 7, 3-9 or 3- (to the last).
 
+A rollback is paced and controlled as a run is: before each chunk it reads its control
+('rewind backfill pause / resume / cancel / set --max-rate ROLLBACK' from any terminal) and
+waits on its throttle (the default signals, --max-rate, --max-lag, --throttle-file). A
+critical or unreadable signal pauses it (exit 13); running this command again, or 'rewind
+backfill resume ROLLBACK', continues it. Its chunks are RUN's chunks: --chunk-time does not
+apply.
+
 Events RUN appended to an event store cannot be taken back: the plan says so and
 --events-out FILE writes them as JSON lines, the input of a compensating job (see
 docs/backfill.md, Rollback).`,
@@ -53,6 +61,17 @@ docs/backfill.md, Rollback).`,
 					return invalidFlag("chunks", chunks, err.(*rewind.ValidationError).Reason)
 				}
 				o.Chunks = rng
+			}
+			// The run's throttle flags, checked before anything is read
+			// or written; a rollback's chunks are the run's, so no chunk
+			// time applies.
+			if tf.changed("chunk-time") {
+				return invalidFlag("chunk-time", tf.chunkTime.String(), "a rollback undoes the run's chunks as they were: "+
+					"their sizes do not adapt; --max-rate paces it")
+			}
+			spec, err := tf.spec(nil)
+			if err != nil {
+				return err
 			}
 			pg.command = a.recordedCommand(cmd, fileSecret(nil))
 			if !execute {
@@ -79,19 +98,32 @@ docs/backfill.md, Rollback).`,
 				return nil
 			}
 			var bar *progress
+			var cfg backfill.Config
+			lastPaused := ""
 			r, closeAll, err := pg.runner(cmd.Context(), func(c *backfill.Config) {
+				defer func() { cfg = *c }()
 				c.PreviewRows = max(diffs, 1)
 				c.Progress = func(p backfill.Progress) {
 					if bar == nil {
 						bar = a.newProgress("rollback", "rows", p.Total)
 					}
 					bar.set(p.RowsSeen)
+					if p.Paused != lastPaused {
+						lastPaused = p.Paused
+						a.progressNote(bar, p)
+					}
 				}
 			})
 			if err != nil {
 				return err
 			}
 			defer closeAll()
+			thr, release, err := throttleFor(&spec, &cfg)
+			if err != nil {
+				return err
+			}
+			defer release()
+			o.Throttle = thr
 			res, err := r.Rollback(cmd.Context(), args[0], o)
 			if bar != nil {
 				bar.done(err == nil)
@@ -112,6 +144,8 @@ docs/backfill.md, Rollback).`,
 		},
 	}
 	pg.add(cmd)
+	tf.add(cmd)
+	_ = cmd.Flags().MarkHidden("chunk-time") // refused: a rollback's chunks are the run's
 	config.BoolVar(cmd.Flags(), &execute, "execute", false, "roll back; without it, only plan")
 	config.BoolVar(cmd.Flags(), &force, "force", false,
 		"overwrite rows changed since the run wrote them with their values before the run")

@@ -100,8 +100,9 @@ func TestBackfillRollbackCommand(t *testing.T) {
 	if out, _, st = cli(t, "audit", "verify", dsn); st != 0 || !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %d\n%s", st, out)
 	}
-	// Resuming a rollback as a run is refused, pointing at rollback.
-	if _, stderr, st = cli(t, "backfill", "resume", rb, dsn); st != 2 || !strings.Contains(stderr, "rewind backfill rollback "+run) {
+	// Resuming a finished rollback is refused (exit 4, as any ended run),
+	// pointing at rollback for what is left.
+	if _, stderr, st = cli(t, "backfill", "resume", rb, dsn); st != 4 || !strings.Contains(stderr, "rewind backfill rollback "+run) {
 		t.Fatalf("resume of a rollback: %d\n%s", st, stderr)
 	}
 }
@@ -134,6 +135,11 @@ func TestBackfillRollbackBadInput(t *testing.T) {
 		{"chunks past the end", []string{"backfill", "rollback", run, dsn, "--chunks", "3-99", "--execute"}, 2,
 			`--chunks "3-99": is out of range: run ` + run + " has chunks 1 to 6"},
 		{"negative diffs", []string{"backfill", "rollback", run, dsn, "--diffs", "-1"}, 2, "--diffs"},
+		{"negative max rate", []string{"backfill", "rollback", run, dsn, "--execute", "--max-rate", "-5"}, 2, "--max-rate"},
+		{"max rate not a number", []string{"backfill", "rollback", run, dsn, "--execute", "--max-rate", "fast"}, 2, "max-rate"},
+		{"negative max lag", []string{"backfill", "rollback", run, dsn, "--execute", "--max-lag", "-1s"}, 2, "--max-lag"},
+		{"empty throttle file", []string{"backfill", "rollback", run, dsn, "--execute", "--throttle-file", ""}, 2, "--throttle-file"},
+		{"chunk time", []string{"backfill", "rollback", run, dsn, "--execute", "--chunk-time", "1s"}, 2, "their sizes do not adapt"},
 		{"purge without a run", []string{"backfill", "purge-images", dsn}, 2, "give a RUN, or --older-than"},
 		{"purge with both", []string{"backfill", "purge-images", run, "--older-than", "1h", dsn}, 2, "not both"},
 		{"purge negative age", []string{"backfill", "purge-images", "--older-than", "-1h", dsn}, 2, "--older-than"},
@@ -157,6 +163,41 @@ func TestBackfillRollbackBadInput(t *testing.T) {
 	}
 	if state(other) != otherBefore {
 		t.Fatal("the refused rollback or purge wrote something")
+	}
+}
+
+// A rollback takes run's throttle flags: a flag file that cannot be
+// checked pauses it (exit 13, saying how to continue); 'resume ROLLBACK'
+// continues it with a readable one, --max-rate 0 (no cap) and --max-lag
+// 0 (no lag signal) accepted as on run; the table is as before the run.
+func TestBackfillRollbackThrottled(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, jobYAML)
+	dsn := "--dsn=" + b.db.DSN
+	before := b.db.Checksum(t, "users", "id")
+	run := applyCLI(t, b, "600")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A path under a regular file cannot be checked (ENOTDIR): fail closed.
+	_, stderr, st := cli(t, "backfill", "rollback", run, dsn, "--execute", "--throttle-file", filepath.Join(file, "flag"))
+	if st != 13 || !strings.Contains(stderr, "rewind backfill rollback "+run+" --execute") {
+		t.Fatalf("rollback with an unreadable flag file: status %d, want 13\n%s", st, stderr)
+	}
+	var rb string
+	b.db.Pool.QueryRow(context.Background(), "SELECT id FROM rewind.backfill_runs WHERE undoes = $1 AND state = 'paused'", run).Scan(&rb)
+	if rb == "" || b.db.Checksum(t, "users", "id") == before {
+		t.Fatalf("after the throttle pause: rollback %q paused; the table must still be as applied", rb)
+	}
+	out, stderr, st := cli(t, "backfill", "resume", rb[:8], dsn, "--max-rate", "0", "--max-lag", "0",
+		"--throttle-file", filepath.Join(dir, "absent"), "--json")
+	if st != 0 || !strings.Contains(out, "rollback "+rb) || !strings.Contains(out, "finished") {
+		t.Fatalf("resume of the rollback: status %d\n%s\n%s", st, out, stderr)
+	}
+	if b.db.Checksum(t, "users", "id") != before {
+		t.Fatal("the table after the rollback differs from before the run")
 	}
 }
 
