@@ -221,7 +221,7 @@ func (r *Runner) purgeable(ctx context.Context, run *Run) error {
 		return fmt.Errorf("%w: run %s's job sets rollback: false: there are no before-images to purge", ErrNoImages, run.ID)
 	}
 	var open string
-	err := r.ledger.runs.QueryRow(ctx, `SELECT id FROM rewind.backfill_runs WHERE undoes = $1 AND state IN ('running', 'failed') LIMIT 1`,
+	err := r.ledger.runs.QueryRow(ctx, `SELECT id FROM rewind.backfill_runs WHERE undoes = $1 AND state IN ('running', 'failed', 'paused') LIMIT 1`,
 		run.ID).Scan(&open)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):

@@ -125,3 +125,25 @@ func TestRollbackOfAParallelRunRestoresTheTable(t *testing.T) {
 		t.Fatalf("second rollback: %v, want ErrNothingToRollBack", err)
 	}
 }
+
+// A rollback is refused while a later run of the same job is paused (by
+// its canary here): resumed, that run would change the rows the rollback
+// restores, at the same time.
+func TestRollbackRefusedWhileALaterRunOfTheJobIsPaused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 500)
+	ctx := context.Background()
+	first := b.apply(t, countJob(50), backfill.ApplyOptions{}).Run.ID
+	res, err := b.runner.Apply(ctx, countJob(50), backfill.ApplyOptions{NewRun: first,
+		Canary: &backfill.Canary{Rows: 100, Wait: true}})
+	if err != nil || res.Run.State != backfill.Paused {
+		t.Fatalf("canary run: %+v, %v; want it paused", res, err)
+	}
+	sum := b.db.Checksum(t, "items", "id")
+	if _, err := b.runner.Rollback(ctx, first, backfill.RollbackOptions{}); !errors.Is(err, backfill.ErrUnfinishedRun) {
+		t.Fatalf("rollback while a later run is paused: %v, want ErrUnfinishedRun", err)
+	}
+	if b.db.Checksum(t, "items", "id") != sum {
+		t.Fatal("the refused rollback changed the table")
+	}
+}

@@ -156,7 +156,7 @@ func (r *Runner) resumeRollback(ctx context.Context, run *Run, o ApplyOptions) (
 // it would change the same rows at the same time.
 func (r *Runner) openRunOfJob(ctx context.Context, run *Run) error {
 	var open, state string
-	err := r.ledger.runs.QueryRow(ctx, `SELECT id, state FROM rewind.backfill_runs WHERE job_name = $1 AND state IN ('running', 'failed')
+	err := r.ledger.runs.QueryRow(ctx, `SELECT id, state FROM rewind.backfill_runs WHERE job_name = $1 AND state IN ('running', 'failed', 'paused')
 		ORDER BY created_at DESC LIMIT 1`, run.JobName).Scan(&open, &state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
