@@ -68,6 +68,12 @@ func (r *Runner) lockWithin(ctx context.Context, run *Run, wait time.Duration) (
 		return nil, err
 	}
 	l := &lease{conn: conn, done: make(chan struct{}), pool: r.ledger.runs, obj: int32(uint32(run.lockObj))}
+	// Named while it waits, too: the throttle's load signal leaves the
+	// backfill's own sessions out by name, and processes racing for a run
+	// wait on its lock as active backends (they throttled each other).
+	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", "rewind backfill waiting for run "+run.ID); err != nil {
+		return fail(fmt.Errorf("take the lease of run %s: %w", run.ID, err))
+	}
 	deadline := time.Now().Add(wait)
 	for try := 0; ; try++ {
 		// Wait on the lock itself, so that the wait ends the moment the
