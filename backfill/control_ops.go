@@ -47,7 +47,33 @@ func (r *Runner) controlTarget(ctx context.Context, id, what string) (*Run, erro
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
+	if settled, err := r.settleUnheld(ctx, run); err != nil {
+		return nil, err
+	} else if settled {
+		return r.ledger.loadRun(ctx, run.ID)
+	}
 	return run, nil
+}
+
+// settleUnheld records the pause of a run nobody holds (its processes
+// died while it was pausing) as taken effect: no worker is left to
+// acknowledge it, and nothing of the run can commit. Status and the
+// control commands call it, so that a run shown paused is recorded
+// paused (settlePause: once, whoever records it). It reports whether it
+// recorded it.
+func (r *Runner) settleUnheld(ctx context.Context, run *Run) (bool, error) {
+	if run.State != Interrupted {
+		return false, nil
+	}
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil || c.Since.IsZero() || c.Requested != requestPause || c.PausedAt != nil {
+		return false, err
+	}
+	job := &Job{Name: run.JobName, Version: run.JobVersion}
+	if err := r.settlePause(ctx, job, run, c); err != nil {
+		return false, fmt.Errorf("record the pause of run %s: %w", run.ID, err)
+	}
+	return true, nil
 }
 
 // lockControl reads run's control record in tx FOR UPDATE, creating it

@@ -101,3 +101,52 @@ func TestFrozenProcessWokenDuringAPauseStaysPaused(t *testing.T) {
 		})
 	}
 }
+
+// A run whose only process dies while it is pausing (the pause asked for,
+// not yet acknowledged) is paused: nothing of it can commit. The next
+// control command or status records it so, once (the control's paused_at,
+// the run's stored state paused, a run.paused entry), so that what status
+// shows is what the ledger holds. Before, status showed paused while the
+// stored state stayed running, with no run.paused entry.
+func TestPauseOfARunWhoseOwnerDiedPausingIsRecorded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 400)
+	ctx := context.Background()
+	c := startChild(t, b, "apply", "", 20, "0s", "400ms", "1/1/1", childLeaseEnv+"=3s")
+	var runID string
+	waitFor(t, "the child to commit a chunk", func() bool {
+		return b.db.Pool.QueryRow(ctx, "SELECT run_id FROM rewind.backfill_chunks LIMIT 1").Scan(&runID) == nil
+	})
+	// Stopped first, so that it cannot acknowledge the pause before it dies.
+	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.runner.Pause(ctx, runID, backfill.ControlOptions{Reason: "window"})
+	if err != nil || st.State != backfill.Pausing {
+		t.Fatalf("pause --no-wait: %+v, %v", st, err)
+	}
+	c.kill()
+	waitFor(t, "the dead owner's lease to go", func() bool {
+		return b.scalar(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rewind backfill lease%'`) == 0
+	})
+	for range 2 {
+		st, err = b.runner.Status(ctx, runID)
+		if err != nil || st.State != backfill.Paused || st.Control == nil || st.Control.PausedAt == nil {
+			t.Fatalf("status of a run whose owner died pausing: %+v, %v", st, err)
+		}
+	}
+	var state string
+	if err := b.db.Pool.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1", runID).Scan(&state); err != nil ||
+		state != "paused" {
+		t.Errorf("stored state %q (%v), want paused", state, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log WHERE kind = 'backfill.run.paused'"); n != 1 {
+		t.Errorf("%d run.paused entries, want 1", n)
+	}
+	if _, live, err := b.runner.Unpause(ctx, runID); err != nil || live {
+		t.Fatalf("unpause: live %v, %v", live, err)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log WHERE kind = 'backfill.run.unpaused'"); n != 1 {
+		t.Errorf("%d run.unpaused entries, want 1", n)
+	}
+}

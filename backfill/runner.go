@@ -894,6 +894,13 @@ func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if settled, err := r.settleUnheld(ctx, run); err != nil {
+		return nil, err
+	} else if settled {
+		if run, err = r.ledger.loadRun(ctx, run.ID); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.ledger.canaries(ctx, run); err != nil {
 		return nil, err
 	}
