@@ -271,9 +271,28 @@ func (r *Runner) controlGate(ctx context.Context, p *prepared, run *Run, l *leas
 			return err
 		}
 		return errRunClosed
-	case c.Requested == requestPause && c.Reason.Kind != PauseCanary:
-		return fmt.Errorf("%w: run %s is paused by %s since %s (%s: %s); continue it with 'rewind backfill resume %s'",
-			ErrRunPaused, run.ID, c.Actor, c.Since.UTC().Format(time.RFC3339), c.Reason.Kind, c.Reason.Detail, run.ID)
 	}
-	return nil
+	return pausedErr(run, c)
+}
+
+// pausedErr is ErrRunPaused when run is paused through its control c
+// (not by its canary: canaryGate answers that), else nil.
+func pausedErr(run *Run, c *Control) error {
+	if c.Requested != requestPause || c.Reason.Kind == PauseCanary {
+		return nil
+	}
+	return fmt.Errorf("%w: run %s is paused by %s since %s (%s: %s); continue it with 'rewind backfill resume %s'",
+		ErrRunPaused, run.ID, c.Actor, c.Since.UTC().Format(time.RFC3339), c.Reason.Kind, c.Reason.Detail, run.ID)
+}
+
+// refusePaused refuses, before waiting for run's lease, to apply a run
+// paused through its control: its owner may be alive and waiting at a
+// boundary, holding the lease, and the answer is resume, not a wait
+// (controlGate checks again once the lease is held).
+func (r *Runner) refusePaused(ctx context.Context, run *Run) error {
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil {
+		return err
+	}
+	return pausedErr(run, c)
 }

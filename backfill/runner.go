@@ -748,6 +748,9 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	if err != nil {
 		return nil, err
 	}
+	if err := r.refusePaused(ctx, run); err != nil {
+		return nil, err
+	}
 	l, err := r.lock(ctx, run)
 	if err != nil {
 		return nil, err
