@@ -49,3 +49,65 @@ func TestApplyOverAPausedRunWithALiveOwnerIsRefusedAsPaused(t *testing.T) {
 		t.Fatalf("%d rows not changed exactly once", n)
 	}
 }
+
+// Resume racing a cancel of a paused run: the resume finds the run
+// cancelling, waits for the owner's lease while the owner ends the run
+// cancelled, then takes the lease. It answers that the run was cancelled
+// (ErrRunEnded, exit 4), not a lost lease (exit 6), and records no second
+// end. The owner's end is held back by a lock on the run's row until the
+// resume waits for the lease, so that the race goes this way every time.
+func TestResumeRacingACancelSaysTheRunWasCancelled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2000)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var notes []string
+	exec := slowRunner(t, b, 20*time.Millisecond, &notes, &mu)
+	t.Cleanup(cancel)
+	owner := make(chan error, 1)
+	go func() {
+		_, err := exec.Apply(ctx, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4})
+		owner <- err
+	}()
+	id := runningID(t, b, "count")
+	if st, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Wait: 20 * time.Second}); err != nil || st.State != backfill.Paused {
+		t.Fatalf("pause: %+v, %v", st, err)
+	}
+	hold, err := b.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, "SELECT 1 FROM rewind.backfill_runs WHERE id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	canceller := runnerOn(t, b, func(c *backfill.Config) { c.LeaseWait = time.Millisecond })
+	if err := canceller.Cancel(ctx, id, nil); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	resumed := make(chan error, 1)
+	resumer := runnerOn(t, b, func(c *backfill.Config) { c.LeaseWait = 30 * time.Second })
+	go func() {
+		_, err := resumer.Resume(ctx, id, countJob(50), backfill.ApplyOptions{})
+		resumed <- err
+	}()
+	waitFor(t, "the resume to wait for the owner's lease", func() bool {
+		return b.scalar(t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") > 0
+	})
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = <-resumed
+	if !errors.Is(err, backfill.ErrRunEnded) || errors.Is(err, backfill.ErrLeaseLost) || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("resume racing a cancel = %v, want ErrRunEnded (cancelled)", err)
+	}
+	<-owner
+	if k := b.auditKinds(t, id); k["backfill.run.cancelled"] != 1 {
+		t.Errorf("entries %v", k)
+	}
+	var state string
+	if err := b.db.Pool.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1", id).Scan(&state); err != nil ||
+		state != "cancelled" {
+		t.Errorf("stored state %q (%v)", state, err)
+	}
+}

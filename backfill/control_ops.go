@@ -267,6 +267,9 @@ func (r *Runner) controlGate(ctx context.Context, p *prepared, run *Run, l *leas
 		if err := r.ledger.claim(ctx, run, r.takenOverEntry(p.job, run, l)); err != nil {
 			return err
 		}
+		if !run.open() { // its owner ended it while this process waited for the lease
+			return errRunClosed
+		}
 		if err := r.endCancelled(ctx, p.job, run, c); err != nil {
 			return err
 		}
