@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"os/user"
 	"strings"
 	"sync"
 	"testing"
@@ -109,5 +110,40 @@ func TestResumeRacingACancelSaysTheRunWasCancelled(t *testing.T) {
 	if err := b.db.Pool.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1", id).Scan(&state); err != nil ||
 		state != "cancelled" {
 		t.Errorf("stored state %q (%v)", state, err)
+	}
+}
+
+// Without Config.Actor, live control records the operating system user
+// (as every audit entry's own actor does) in the control record (actor,
+// set_by) and in the entries' requested_by and paused_by, never an empty
+// name.
+func TestControlWithoutAnActorRecordsTheOSUser(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1000)
+	ctx := context.Background()
+	id := interruptParallel(t, b, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4}, 2)
+	r := runnerOn(t, b, func(c *backfill.Config) { c.Actor = "" })
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Pause(ctx, id, backfill.ControlOptions{Wait: 10 * time.Second})
+	if err != nil || st.Control == nil || st.Control.Actor != u.Username {
+		t.Fatalf("pause without an actor: control %+v, %v; want actor %q", st.Control, err, u.Username)
+	}
+	two := 2
+	if st, err = r.Set(ctx, id, backfill.SetOptions{Workers: &two}); err != nil || st.Control.SetBy != u.Username {
+		t.Fatalf("set without an actor: control %+v, %v", st.Control, err)
+	}
+	if _, _, err := r.Unpause(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Cancel(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	for kind, attr := range map[string]string{"run.paused": "requested_by", "run.unpaused": "paused_by", "run.cancelled": "requested_by"} {
+		if e := b.lastEntry(t, id, kind); e == nil || e[attr] != u.Username || e["actor"] != u.Username {
+			t.Errorf("%s entry %v: want %s and actor %q", kind, e, attr, u.Username)
+		}
 	}
 }

@@ -99,6 +99,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Command == nil {
 		c.Command = os.Args
 	}
+	if c.Actor == "" { // the same name every audit entry's origin carries
+		c.Actor = audit.CurrentOrigin("", nil, nil).Actor
+	}
 	if c.Binary == "" {
 		c.Binary = buildinfo.Identity()
 	}
