@@ -11,6 +11,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // Live control of a run from any terminal: pause, set, disable/enable (and
@@ -143,7 +144,7 @@ process that started the run starts workers up to it. Recorded with the actor.`,
 	pg.add(cmd)
 	cmd.Flags().StringVar(&rate, "max-rate", "", "rows per second at most, or off")
 	cmd.Flags().StringVar(&chunkTime, "chunk-time", "", "target time per chunk (50ms to 1m), or off")
-	cmd.Flags().IntVar(&workers, "workers", 0, "the run's workers at most, in all its processes (1 to its --max-db-workers, or 1000)")
+	config.IntVar(cmd.Flags(), &workers, "workers", 0, "the run's workers at most, in all its processes (1 to its --max-db-workers, or 1000)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
