@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
 )
 
@@ -145,5 +146,37 @@ func TestControlWithoutAnActorRecordsTheOSUser(t *testing.T) {
 		if e := b.lastEntry(t, id, kind); e == nil || e[attr] != u.Username || e["actor"] != u.Username {
 			t.Errorf("%s entry %v: want %s and actor %q", kind, e, attr, u.Username)
 		}
+	}
+}
+
+// A reason or an actor with control characters (a newline, a terminal
+// escape sequence) or invalid UTF-8 is refused as invalid input (exit 2)
+// and changes nothing: status prints them, and a newline in a reason
+// could forge a line of its own.
+func TestControlTextWithControlCharactersIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300)
+	ctx := context.Background()
+	id := interruptParallel(t, b, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4}, 1)
+	entries := b.scalar(t, "SELECT count(*) FROM rewind.audit_log")
+	for _, bad := range []string{"line1\nstate        finished", "ev\x1b[2Jil", "\xff\xfe bad utf8", "tab\there", "nul\x00"} {
+		if _, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Reason: bad}); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("pause --reason %q = %v, want ErrInvalidArgument", bad, err)
+		}
+		if _, err := b.runner.Disable(ctx, "count", bad); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("disable --reason %q = %v, want ErrInvalidArgument", bad, err)
+		}
+		if _, err := backfill.New(backfill.Config{DB: b.db.Pool, Actor: bad}); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("actor %q = %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log"); n != entries {
+		t.Errorf("%d entries recorded by refused requests", n-entries)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_control WHERE requested <> 'run'"); n != 0 {
+		t.Errorf("a refused pause was recorded")
+	}
+	if _, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Reason: "fenêtre de maintenance — 🛠"}); err != nil {
+		t.Errorf("a reason in plain UTF-8: %v", err)
 	}
 }

@@ -100,6 +100,9 @@ func (r *Runner) lockControl(ctx context.Context, tx pgx.Tx, run *Run) (*Control
 // run.paused). A run that is not running, or already pausing, paused or
 // cancelling, is refused, and nothing is changed.
 func (r *Runner) Pause(ctx context.Context, id string, o ControlOptions) (*Run, error) {
+	if err := checkText("reason", o.Reason); err != nil {
+		return nil, err
+	}
 	run, err := r.controlTarget(ctx, id, "pause")
 	if err != nil {
 		return nil, err

@@ -102,6 +102,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Actor == "" { // the same name every audit entry's origin carries
 		c.Actor = audit.CurrentOrigin("", nil, nil).Actor
 	}
+	if err := checkText("actor", c.Actor); err != nil {
+		return c, err
+	}
 	if c.Binary == "" {
 		c.Binary = buildinfo.Identity()
 	}

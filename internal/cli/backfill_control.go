@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -73,14 +75,25 @@ func controlLine(c *backfill.Control) string {
 	if c == nil || c.Requested == "run" {
 		return ""
 	}
-	s := fmt.Sprintf(" (%s asked by %s at %s", c.Requested, c.Actor, c.Since.UTC().Format(time.RFC3339))
+	s := fmt.Sprintf(" (%s asked by %s at %s", printable(c.Requested), printable(c.Actor), c.Since.UTC().Format(time.RFC3339))
 	if c.Reason.Kind != "" {
-		s += ", " + string(c.Reason.Kind)
+		s += ", " + printable(string(c.Reason.Kind))
 	}
 	if c.Reason.Detail != "" {
-		s += ": " + c.Reason.Detail
+		s += ": " + printable(c.Reason.Detail)
 	}
 	return s + ")"
+}
+
+// printable is s as status prints it: as it is when it is one line of
+// plain text (what pause, disable and --actor accept), else quoted with Go
+// escapes, so that a value stored otherwise (by an earlier version, or by
+// hand) can neither forge a line nor send the terminal escape sequences.
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func (a *app) backfillSetCmd() *cobra.Command {
@@ -168,7 +181,7 @@ func overrides(run *backfill.Run) string {
 	if len(parts) == 0 {
 		return "no values set"
 	}
-	return strings.Join(parts, ", ") + fmt.Sprintf(" (set by %s)", c.SetBy)
+	return strings.Join(parts, ", ") + fmt.Sprintf(" (set by %s)", printable(c.SetBy))
 }
 
 func (a *app) backfillToggleCmd(disable bool) *cobra.Command {
@@ -201,7 +214,7 @@ func (a *app) backfillToggleCmd(disable bool) *cobra.Command {
 				return a.printJSON(tg)
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "job\t%s %sd by %s\n", tg.Job, verb, tg.Actor)
+			fmt.Fprintf(w, "job\t%s %sd by %s\n", tg.Job, verb, printable(tg.Actor))
 			fmt.Fprintf(w, "runs %s\t%d %s\n", map[bool]string{true: "paused", false: "resumed"}[disable], len(tg.Runs), strings.Join(tg.Runs, " "))
 			return w.Flush()
 		},
@@ -220,7 +233,7 @@ func (a *app) progressNote(bar *progress, p backfill.Progress) {
 	if a.jsonOut {
 		return
 	}
-	msg := "backfill: " + p.Paused + "; waiting at a chunk boundary (rewind backfill resume " + p.RunID + " continues it)\n"
+	msg := "backfill: " + printable(p.Paused) + "; waiting at a chunk boundary (rewind backfill resume " + p.RunID + " continues it)\n"
 	if p.Paused == "" {
 		msg = "backfill: resumed\n"
 	}

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/rewindhq/rewind/backfill"
 )
 
 // TestEveryIntegerFlagIsDecimal walks every command: each whole-number
@@ -48,5 +51,28 @@ func TestEveryIntegerFlagIsDecimal(t *testing.T) {
 	walk(a.rootCmd())
 	if seen == 0 {
 		t.Fatal("no integer flag found")
+	}
+}
+
+// A reason or actor already stored with control characters (recorded
+// before they were refused, or written into the control table by hand)
+// is printed escaped by status and the progress line: it cannot forge a
+// line or reach the terminal as an escape sequence.
+func TestControlTextIsPrintedEscaped(t *testing.T) {
+	t.Parallel()
+	c := &backfill.Control{Requested: "pause", Actor: "ev\x1b[2Jil", SetBy: "x\ny",
+		Reason: backfill.PauseReason{Kind: backfill.PauseOperator, Detail: "line1\nstate        finished\x1b[31m\xff"}}
+	two := 2
+	c.Workers = &two
+	for _, s := range []string{controlLine(c), overrides(&backfill.Run{Control: c}), printable(c.Reason.Detail)} {
+		if strings.ContainsAny(s, "\n\x1b") || !utf8.ValidString(s) {
+			t.Errorf("printed raw: %q", s)
+		}
+	}
+	if got := controlLine(c); !strings.Contains(got, `line1\nstate`) || !strings.Contains(got, `ev\x1b[2Jil`) {
+		t.Errorf("controlLine = %q", got)
+	}
+	if printable("alice — fenêtre") != "alice — fenêtre" {
+		t.Error("plain text is changed")
 	}
 }
