@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -313,11 +312,11 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 // an escape sequence drive the reader's terminal.
 func checkText(field, s string) error {
 	if !utf8.ValidString(s) {
-		return &rewind.ValidationError{Field: field, Value: strconv.Quote(s), Reason: "is not valid UTF-8"}
+		return &rewind.ValidationError{Field: field, Value: s, Reason: "is not valid UTF-8"}
 	}
 	for _, c := range s {
 		if unicode.IsControl(c) {
-			return &rewind.ValidationError{Field: field, Value: strconv.Quote(s),
+			return &rewind.ValidationError{Field: field, Value: s,
 				Reason: fmt.Sprintf("holds the control character %U: give one line of plain text", c)}
 		}
 	}
