@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 )
 
@@ -299,6 +302,23 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 			s = Paused
 		}
 		run.State = s
+	}
+	return nil
+}
+
+// checkText refuses a reason or an actor that status and the progress
+// line could not print as written: invalid UTF-8 (the database refuses
+// it), or a control character — a newline could forge a line of status,
+// an escape sequence drive the reader's terminal.
+func checkText(field, s string) error {
+	if !utf8.ValidString(s) {
+		return &rewind.ValidationError{Field: field, Value: s, Reason: "is not valid UTF-8"}
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return &rewind.ValidationError{Field: field, Value: s,
+				Reason: fmt.Sprintf("holds the control character %U: give one line of plain text", c)}
+		}
 	}
 	return nil
 }

@@ -47,7 +47,33 @@ func (r *Runner) controlTarget(ctx context.Context, id, what string) (*Run, erro
 	if err := r.ledger.setup(ctx); err != nil {
 		return nil, err
 	}
+	if settled, err := r.settleUnheld(ctx, run); err != nil {
+		return nil, err
+	} else if settled {
+		return r.ledger.loadRun(ctx, run.ID)
+	}
 	return run, nil
+}
+
+// settleUnheld records the pause of a run nobody holds (its processes
+// died while it was pausing) as taken effect: no worker is left to
+// acknowledge it, and nothing of the run can commit. Status and the
+// control commands call it, so that a run shown paused is recorded
+// paused (settlePause: once, whoever records it). It reports whether it
+// recorded it.
+func (r *Runner) settleUnheld(ctx context.Context, run *Run) (bool, error) {
+	if run.State != Interrupted {
+		return false, nil
+	}
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil || c.Since.IsZero() || c.Requested != requestPause || c.PausedAt != nil {
+		return false, err
+	}
+	job := &Job{Name: run.JobName, Version: run.JobVersion}
+	if err := r.settlePause(ctx, job, run, c); err != nil {
+		return false, fmt.Errorf("record the pause of run %s: %w", run.ID, err)
+	}
+	return true, nil
 }
 
 // lockControl reads run's control record in tx FOR UPDATE, creating it
@@ -74,6 +100,9 @@ func (r *Runner) lockControl(ctx context.Context, tx pgx.Tx, run *Run) (*Control
 // run.paused). A run that is not running, or already pausing, paused or
 // cancelling, is refused, and nothing is changed.
 func (r *Runner) Pause(ctx context.Context, id string, o ControlOptions) (*Run, error) {
+	if err := checkText("reason", o.Reason); err != nil {
+		return nil, err
+	}
 	run, err := r.controlTarget(ctx, id, "pause")
 	if err != nil {
 		return nil, err
@@ -241,13 +270,35 @@ func (r *Runner) controlGate(ctx context.Context, p *prepared, run *Run, l *leas
 		if err := r.ledger.claim(ctx, run, r.takenOverEntry(p.job, run, l)); err != nil {
 			return err
 		}
+		if !run.open() { // its owner ended it while this process waited for the lease
+			return errRunClosed
+		}
 		if err := r.endCancelled(ctx, p.job, run, c); err != nil {
 			return err
 		}
 		return errRunClosed
-	case c.Requested == requestPause && c.Reason.Kind != PauseCanary:
-		return fmt.Errorf("%w: run %s is paused by %s since %s (%s: %s); continue it with 'rewind backfill resume %s'",
-			ErrRunPaused, run.ID, c.Actor, c.Since.UTC().Format(time.RFC3339), c.Reason.Kind, c.Reason.Detail, run.ID)
 	}
-	return nil
+	return pausedErr(run, c)
+}
+
+// pausedErr is ErrRunPaused when run is paused through its control c
+// (not by its canary: canaryGate answers that), else nil.
+func pausedErr(run *Run, c *Control) error {
+	if c.Requested != requestPause || c.Reason.Kind == PauseCanary {
+		return nil
+	}
+	return fmt.Errorf("%w: run %s is paused by %s since %s (%s: %s); continue it with 'rewind backfill resume %s'",
+		ErrRunPaused, run.ID, c.Actor, c.Since.UTC().Format(time.RFC3339), c.Reason.Kind, c.Reason.Detail, run.ID)
+}
+
+// refusePaused refuses, before waiting for run's lease, to apply a run
+// paused through its control: its owner may be alive and waiting at a
+// boundary, holding the lease, and the answer is resume, not a wait
+// (controlGate checks again once the lease is held).
+func (r *Runner) refusePaused(ctx context.Context, run *Run) error {
+	c, err := readControl(ctx, r.cfg.DB, run.ID)
+	if err != nil {
+		return err
+	}
+	return pausedErr(run, c)
 }

@@ -322,6 +322,13 @@ func TestBadControlRequestsChangeNothing(t *testing.T) {
 	open := interruptParallel(t, b, &backfill.Job{Name: "other", Version: "1", ChunkSize: 10,
 		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"val": "val + 1"}},
 		backfill.ApplyOptions{Workers: 2, Shards: 4, MaxDBWorkers: 4}, 1)
+	res, err := b.runner.Apply(ctx, &backfill.Job{Name: "boom", Version: "1", ChunkSize: 10,
+		Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"val": "CASE WHEN id > 50 THEN 1/(val-val) ELSE val END"}},
+		backfill.ApplyOptions{})
+	if !errors.Is(err, backfill.ErrRunFailed) {
+		t.Fatalf("a failing job: %+v, %v", res, err)
+	}
+	failed := res.Run.ID
 	snapshot := func() string {
 		var s string
 		err := b.db.Pool.QueryRow(ctx, `SELECT (SELECT md5(string_agg(r::text, '|' ORDER BY id)) FROM rewind.backfill_runs r) ||
@@ -346,6 +353,8 @@ func TestBadControlRequestsChangeNothing(t *testing.T) {
 		{"unpause finished", backfill.ErrRunEnded, func() error { _, _, err := b.runner.Unpause(ctx, done); return err }},
 		{"unpause running", backfill.ErrNotPaused, func() error { _, _, err := b.runner.Unpause(ctx, open); return err }},
 		{"set finished", backfill.ErrRunEnded, func() error { _, err := b.runner.Set(ctx, done, backfill.SetOptions{Workers: &five}); return err }},
+		{"set failed", backfill.ErrNotControllable, func() error { _, err := b.runner.Set(ctx, failed, backfill.SetOptions{Workers: &five}); return err }},
+		{"pause failed", backfill.ErrNotControllable, func() error { _, err := b.runner.Pause(ctx, failed, backfill.ControlOptions{}); return err }},
 		{"set nothing", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{}); return err }},
 		{"negative rate", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{MaxRate: &neg}); return err }},
 		{"chunk time 0", rewind.ErrInvalidArgument, func() error { _, err := b.runner.Set(ctx, open, backfill.SetOptions{ChunkTime: &short}); return err }},

@@ -63,7 +63,10 @@ type Class string
 const (
 	// Transient errors are retried with exponential backoff and jitter:
 	// serialization failures, deadlocks, lock and statement timeouts, lost
-	// connections, a server shutting down or out of connections.
+	// connections, a server shutting down or out of connections, a
+	// transaction the server ended after it sat idle for LeaseTimeout (the
+	// process was frozen: tried again, its chunk meets the run's fence and
+	// control, so a worker taken over stops and one paused waits).
 	Transient Class = "transient"
 	// Data errors concern particular rows: constraint violations, invalid
 	// values, an *ItemError from a process function. The run's policy
@@ -85,6 +88,7 @@ func Classify(err error) Class {
 		switch {
 		case pe.Code == "40001", pe.Code == "40P01", pe.Code == "55P03", pe.Code == "57014",
 			strings.HasPrefix(pe.Code, "08"), pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03",
+			pe.Code == "25P03", pe.Code == "57P05",
 			strings.HasPrefix(pe.Code, "53"):
 			return Transient
 		case strings.HasPrefix(pe.Code, "22"), strings.HasPrefix(pe.Code, "23"), pe.Code == "P0001":

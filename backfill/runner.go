@@ -99,6 +99,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Command == nil {
 		c.Command = os.Args
 	}
+	if c.Actor == "" { // the same name every audit entry's origin carries
+		c.Actor = audit.CurrentOrigin("", nil, nil).Actor
+	}
+	if err := checkText("actor", c.Actor); err != nil {
+		return c, err
+	}
 	if c.Binary == "" {
 		c.Binary = buildinfo.Identity()
 	}
@@ -748,6 +754,9 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 	if err != nil {
 		return nil, err
 	}
+	if err := r.refusePaused(ctx, run); err != nil {
+		return nil, err
+	}
 	l, err := r.lock(ctx, run)
 	if err != nil {
 		return nil, err
@@ -893,6 +902,13 @@ func (r *Runner) Status(ctx context.Context, id string) (*Run, error) {
 	run, err := r.ledger.loadRun(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if settled, err := r.settleUnheld(ctx, run); err != nil {
+		return nil, err
+	} else if settled {
+		if run, err = r.ledger.loadRun(ctx, run.ID); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.ledger.canaries(ctx, run); err != nil {
 		return nil, err

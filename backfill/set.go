@@ -67,6 +67,11 @@ func (r *Runner) Set(ctx context.Context, id string, o SetOptions) (*Run, error)
 	if err != nil {
 		return nil, err
 	}
+	if run.State == Failed {
+		return nil, fmt.Errorf("%w: run %s failed (%s): nothing applies it, so there is nothing to set; "+
+			"'rewind backfill resume %s' continues it once the cause is fixed, with --workers and --max-rate for its new start",
+			ErrNotControllable, run.ID, run.Error, run.ID)
+	}
 	if run.Undoes != "" && (o.Workers != nil || o.ChunkTime != nil || o.ClearChunkTime) {
 		return nil, fmt.Errorf("%w: run %s is a rollback of run %s: it undoes the run's chunks as they were, one at a time, "+
 			"so it has no worker cap or chunk time to set; --max-rate paces it", ErrNotControllable, run.ID, run.Undoes)

@@ -91,6 +91,9 @@ func (r *Runner) Enable(ctx context.Context, name string) (*Toggle, error) {
 }
 
 func (r *Runner) setToggle(ctx context.Context, name string, disabled bool, reason string) (*Toggle, error) {
+	if err := checkText("reason", reason); err != nil {
+		return nil, err
+	}
 	if ok, err := r.ledger.exists(ctx); err != nil || !ok {
 		if err == nil {
 			err = fmt.Errorf("%w: %s: no backfill has run against this database (check --dsn, or --ledger-dsn)", ErrJobNotFound, name)

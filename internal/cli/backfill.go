@@ -768,7 +768,7 @@ func (a *app) printRun(r *backfill.Run, q []backfill.Quarantined) {
 	} else if r.LastKey != nil {
 		fmt.Fprintf(w, "last key\t%s\n", r.LastKey)
 	}
-	fmt.Fprintf(w, "started\t%s by %s on %s\nbinary\t%s\ncommand\t%s\n", r.Created.Format(time.RFC3339), r.Actor, r.Host, r.Binary, r.Command)
+	fmt.Fprintf(w, "started\t%s by %s on %s\nbinary\t%s\ncommand\t%s\n", r.Created.Format(time.RFC3339), printable(r.Actor), r.Host, r.Binary, r.Command)
 	if r.Heartbeat != nil && (r.State == backfill.Running || r.State == backfill.Interrupted) {
 		fmt.Fprintf(w, "owner\t%s, last heartbeat %s ago\n", r.Owner, time.Since(*r.Heartbeat).Round(time.Second))
 	}

@@ -6,11 +6,14 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/internal/config"
 )
 
 // Live control of a run from any terminal: pause, set, disable/enable (and
@@ -72,14 +75,25 @@ func controlLine(c *backfill.Control) string {
 	if c == nil || c.Requested == "run" {
 		return ""
 	}
-	s := fmt.Sprintf(" (%s asked by %s at %s", c.Requested, c.Actor, c.Since.UTC().Format(time.RFC3339))
+	s := fmt.Sprintf(" (%s asked by %s at %s", printable(c.Requested), printable(c.Actor), c.Since.UTC().Format(time.RFC3339))
 	if c.Reason.Kind != "" {
-		s += ", " + string(c.Reason.Kind)
+		s += ", " + printable(string(c.Reason.Kind))
 	}
 	if c.Reason.Detail != "" {
-		s += ": " + c.Reason.Detail
+		s += ": " + printable(c.Reason.Detail)
 	}
 	return s + ")"
+}
+
+// printable is s as status prints it: as it is when it is one line of
+// plain text (what pause, disable and --actor accept), else quoted with Go
+// escapes, so that a value stored otherwise (by an earlier version, or by
+// hand) can neither forge a line nor send the terminal escape sequences.
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func (a *app) backfillSetCmd() *cobra.Command {
@@ -143,7 +157,7 @@ process that started the run starts workers up to it. Recorded with the actor.`,
 	pg.add(cmd)
 	cmd.Flags().StringVar(&rate, "max-rate", "", "rows per second at most, or off")
 	cmd.Flags().StringVar(&chunkTime, "chunk-time", "", "target time per chunk (50ms to 1m), or off")
-	cmd.Flags().IntVar(&workers, "workers", 0, "the run's workers at most, in all its processes (1 to its --max-db-workers, or 1000)")
+	config.IntVar(cmd.Flags(), &workers, "workers", 0, "the run's workers at most, in all its processes (1 to its --max-db-workers, or 1000)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -167,7 +181,7 @@ func overrides(run *backfill.Run) string {
 	if len(parts) == 0 {
 		return "no values set"
 	}
-	return strings.Join(parts, ", ") + fmt.Sprintf(" (set by %s)", c.SetBy)
+	return strings.Join(parts, ", ") + fmt.Sprintf(" (set by %s)", printable(c.SetBy))
 }
 
 func (a *app) backfillToggleCmd(disable bool) *cobra.Command {
@@ -200,7 +214,7 @@ func (a *app) backfillToggleCmd(disable bool) *cobra.Command {
 				return a.printJSON(tg)
 			}
 			w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "job\t%s %sd by %s\n", tg.Job, verb, tg.Actor)
+			fmt.Fprintf(w, "job\t%s %sd by %s\n", tg.Job, verb, printable(tg.Actor))
 			fmt.Fprintf(w, "runs %s\t%d %s\n", map[bool]string{true: "paused", false: "resumed"}[disable], len(tg.Runs), strings.Join(tg.Runs, " "))
 			return w.Flush()
 		},
@@ -219,7 +233,7 @@ func (a *app) progressNote(bar *progress, p backfill.Progress) {
 	if a.jsonOut {
 		return
 	}
-	msg := "backfill: " + p.Paused + "; waiting at a chunk boundary (rewind backfill resume " + p.RunID + " continues it)\n"
+	msg := "backfill: " + printable(p.Paused) + "; waiting at a chunk boundary (rewind backfill resume " + p.RunID + " continues it)\n"
 	if p.Paused == "" {
 		msg = "backfill: resumed\n"
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/projection"
 )
 
@@ -223,7 +224,7 @@ exist yet exits with status 3 and says how to start it.`,
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the rebuild is at most --max-lag positions behind the serving version")
-	cmd.Flags().Uint64Var(&maxLag, "max-lag", 10_000, "positions behind the serving version that count as caught up")
+	config.Uint64Var(cmd.Flags(), &maxLag, "max-lag", 10_000, "positions behind the serving version that count as caught up")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
@@ -270,7 +271,7 @@ version stays stopped at P: run the same swap again to finish it.`,
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().Uint64Var(&maxLag, "max-lag", 10_000, "refuse if VERSION is more than this many positions behind the serving version")
+	config.Uint64Var(cmd.Flags(), &maxLag, "max-lag", 10_000, "refuse if VERSION is more than this many positions behind the serving version")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up waiting for VERSION to reach the swap position after this long")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd

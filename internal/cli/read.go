@@ -240,6 +240,6 @@ unreachable after the retries (exit status 9), tail says where to resume.`,
 	config.BoolVar(f, &jsonOut, "json", false, "print one JSON object per event (JSON lines)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	// The epoch --json prints with every event.
-	f.Uint64Var(&epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")
+	config.Uint64Var(f, &epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")
 	return cmd
 }
