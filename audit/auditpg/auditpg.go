@@ -246,15 +246,24 @@ func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) 
 	// process must not hold up every writer of the ledger.
 	b.Queue("SELECT set_config('idle_in_transaction_session_timeout', $1, true)", l.idle)
 	b.Queue("SELECT pg_advisory_xact_lock($1)", l.lockKey)
-	b.Queue(`WITH h AS (SELECT seq + 1 AS seq, hash AS prev, '{"seq":' || (seq + 1)::text || ',' || $5 AS body FROM `+l.head+`),
-		i AS (INSERT INTO `+l.log+` (seq, at, kind, subject, actor, body, prev_hash, hash)
-			SELECT h.seq, $1, $2, $3, $4, h.body, h.prev, encode(sha256(decode(h.prev, 'hex') || convert_to(h.body, 'UTF8')), 'hex') FROM h
-			RETURNING seq, prev_hash, hash)
-		UPDATE `+l.head+` SET seq = i.seq, hash = i.hash FROM i RETURNING i.seq, i.prev_hash, i.hash`,
-		e.Time, e.Kind, e.Subject, e.Actor, tail).QueryRow(func(row pgx.Row) error {
+	b.Queue(l.appendSQL(), e.Time, e.Kind, e.Subject, e.Actor, tail).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&out.Seq, &out.PrevHash, &out.Hash)
 	})
 	return out, nil
+}
+
+// appendSQL appends an entry ($1 time, $2 kind, $3 subject, $4 actor, $5
+// the body's tail) after the head and moves the head, in one statement.
+// The head is read with LIMIT 1: it holds one row, but a head table with
+// dead row versions and no statistics yet is estimated at thousands of
+// rows, and the join of two such estimates cost enough for PostgreSQL to
+// JIT-compile every append (about 30 ms each, where 0.3 ms does).
+func (l *Ledger) appendSQL() string {
+	return `WITH h AS (SELECT seq + 1 AS seq, hash AS prev, '{"seq":' || (seq + 1)::text || ',' || $5 AS body FROM ` + l.head + ` LIMIT 1),
+		i AS (INSERT INTO ` + l.log + ` (seq, at, kind, subject, actor, body, prev_hash, hash)
+			SELECT h.seq, $1, $2, $3, $4, h.body, h.prev, encode(sha256(decode(h.prev, 'hex') || convert_to(h.body, 'UTF8')), 'hex') FROM h
+			RETURNING seq, prev_hash, hash)
+		UPDATE ` + l.head + ` SET seq = i.seq, hash = i.hash FROM i RETURNING i.seq, i.prev_hash, i.hash`
 }
 
 // Filter selects entries to list.

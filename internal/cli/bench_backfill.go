@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/backfill/throttle"
 	"github.com/rewindhq/rewind/internal/config"
 )
 
@@ -193,6 +194,14 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	if err != nil {
 		return nil, err
 	}
+	// The engine's passes read no throttle signal: they measure what a
+	// chunk costs against the raw loop, and the machine's other load must
+	// not make them wait. The default throttle is measured by --load.
+	off, release, err := throttle.Spec{Off: true}.Build(work, throttle.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	res := &benchBackfillResult{Rows: rows, Chunk: chunk, RowByRowSample: sample, LoadAverage: []string{loadAverage()}}
 	raw := func() error {
 		if err := vacuum(); err != nil {
@@ -215,7 +224,7 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		job := &backfill.Job{Name: name, Version: fmt.Sprintf("%s-%d-%d", time.Now().UTC().Format(time.RFC3339Nano), i, workers),
 			ChunkSize: chunk, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
 		start := time.Now()
-		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun, Workers: workers})
+		out, err := r.Apply(ctx, job, backfill.ApplyOptions{NewRun: lastRun, Workers: workers, Throttle: off})
 		if err != nil {
 			return err
 		}
@@ -230,7 +239,7 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		if err := apply(i, 1, &res.RowsPerSecRuns); err != nil {
 			return nil, err
 		}
-		if err := benchRollback(ctx, r, lastRun, rows, res); err != nil {
+		if err := benchRollback(ctx, r, lastRun, rows, off, res); err != nil {
 			return nil, err
 		}
 		if err := apply(i, 2, &res.TwoWorkersRuns); err != nil {
@@ -242,7 +251,7 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		if err := vacuum(); err != nil {
 			return nil, err
 		}
-		if err := benchNoImages(ctx, r, name, i, chunk, rows, res); err != nil {
+		if err := benchNoImages(ctx, r, name, i, chunk, rows, off, res); err != nil {
 			return nil, err
 		}
 		if err := raw(); err != nil {
@@ -276,9 +285,9 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 }
 
 // benchRollback times the rollback of run, which changed rows rows.
-func benchRollback(ctx context.Context, r *backfill.Runner, run string, rows int64, res *benchBackfillResult) error {
+func benchRollback(ctx context.Context, r *backfill.Runner, run string, rows int64, off *throttle.Throttler, res *benchBackfillResult) error {
 	start := time.Now()
-	out, err := r.Rollback(ctx, run, backfill.RollbackOptions{})
+	out, err := r.Rollback(ctx, run, backfill.RollbackOptions{Throttle: off})
 	if err != nil {
 		return err
 	}
@@ -290,10 +299,11 @@ func benchRollback(ctx context.Context, r *backfill.Runner, run string, rows int
 }
 
 // benchNoImages times rewind's apply of a job with rollback: false.
-func benchNoImages(ctx context.Context, r *backfill.Runner, name string, i, chunk int, rows int64, res *benchBackfillResult) error {
+func benchNoImages(ctx context.Context, r *backfill.Runner, name string, i, chunk int, rows int64, off *throttle.Throttler,
+	res *benchBackfillResult) error {
 	job := &backfill.Job{Name: name + "-no-images", Version: fmt.Sprintf("%s-%d", time.Now().UTC().Format(time.RFC3339Nano), i),
 		ChunkSize: chunk, NoRollback: true, Source: &backfill.Table{Name: benchTable, Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
-	var o backfill.ApplyOptions
+	o := backfill.ApplyOptions{Throttle: off}
 	if runs, err := r.List(ctx, backfill.ListOptions{Job: job.Name, Limit: 1}); err != nil {
 		return err
 	} else if len(runs) > 0 {
