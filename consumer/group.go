@@ -198,9 +198,20 @@ func (g *group) backoff(n int) time.Duration {
 func (g *group) full() bool { return g.entries.Len() >= g.cfg.MaxPending }
 
 // fetch hands up to n ready events to m.
-func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
+func (g *group) fetch(m *member, n, maxBytes int, now time.Time) []Delivery {
 	var out []Delivery
+	size, strict := 0, maxBytes < 0
+	if strict {
+		maxBytes = -maxBytes
+	}
 	for len(out) < n && len(m.inflight) < m.max && len(g.inflight) < g.cfg.MaxAckPending && g.ready.Len() > 0 {
+		if maxBytes != 0 {
+			b := EventBytes(g.ready.peek().ev)
+			if size+b > maxBytes && (strict || len(out) > 0) {
+				break
+			}
+			size += b
+		}
 		e := g.ready.pop()
 		e.attempts++
 		if e.attempts > 1 {
