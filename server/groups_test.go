@@ -414,6 +414,18 @@ func TestGroupBadInput(t *testing.T) {
 			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x2", Filter: rewind.Filter{Types: []string{""}}})
 			return err
 		}},
+		{"an event type with a space", rewind.CodeInvalidArgument, func() error {
+			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x6", Filter: rewind.Filter{Types: []string{"a b"}}})
+			return err
+		}},
+		{"a stream prefix with a space", rewind.CodeInvalidArgument, func() error {
+			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x7", Filter: rewind.Filter{StreamPrefix: "a b"}})
+			return err
+		}},
+		{"a stream prefix no stream name starts with", rewind.CodeInvalidArgument, func() error {
+			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x8", Filter: rewind.Filter{StreamPrefix: "$x"}})
+			return err
+		}},
 		{"a bad order by", rewind.CodeInvalidArgument, func() error {
 			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x3", OrderBy: "key"})
 			return err
