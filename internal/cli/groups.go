@@ -166,6 +166,9 @@ later: reset the group or create another. Unset limits take their defaults
 		Args: exactArgs(1, "GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Name = args[0]
+			if err := checkGroupLimitFlags(cmd, cfg); err != nil {
+				return err
+			}
 			cfg.Filter = rewind.Filter{StreamPrefix: prefix, Types: types}
 			cfg.Priority = priorities
 			cfg.AckWait = ackWait
@@ -212,6 +215,37 @@ later: reset the group or create another. Unset limits take their defaults
 	config.IntVar(f, &cfg.ReplayChunk, "replay-chunk", 0, "parked events a replay hands back at a time (default 100)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+// checkGroupLimitFlags refuses a limit given on the command line that the
+// group would not take as given: a cap below 1 (leave the flag out for the
+// default), max deliveries below 1 other than -1 (no limit). The library
+// reads 0 as "the default", which on a command line would only hide a
+// mistake.
+func checkGroupLimitFlags(cmd *cobra.Command, cfg consumer.GroupConfig) error {
+	f := cmd.Flags()
+	if f.Changed("max-deliveries") && cfg.MaxDeliveries < 1 && cfg.MaxDeliveries != -1 {
+		return invalidFlag("max-deliveries", fmt.Sprint(cfg.MaxDeliveries), "must be between 1 and 1000000, or -1 "+
+			"for no limit (leave it out for the default, 5)")
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{
+		{"max-ack-pending", cfg.MaxAckPending}, {"max-pending", cfg.MaxPending},
+		{"member-max-ack-pending", cfg.MemberMaxAckPending}, {"max-parked", cfg.MaxParked},
+		{"replay-chunk", cfg.ReplayChunk},
+	} {
+		if f.Changed(l.flag) && l.v < 1 {
+			return invalidFlag(l.flag, fmt.Sprint(l.v), "must be at least 1 (leave it out for the default)")
+		}
+	}
+	if f.Changed("ack-wait") {
+		if d, _ := f.GetDuration("ack-wait"); d <= 0 {
+			return invalidFlag("ack-wait", d.String(), "must be positive (leave it out for the default, 30s)")
+		}
+	}
+	return nil
 }
 
 // parseStart reads --start.

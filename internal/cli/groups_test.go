@@ -224,3 +224,41 @@ func TestBenchGroups(t *testing.T) {
 		t.Fatalf("more keys than events: %d %s", code, errOut)
 	}
 }
+
+// TestGroupsBadNumbers: a cap, a count or a duration given on the command
+// line that the group or the member would not take as given (a negative,
+// or 0 for a cap, which the library would read as its default) is refused
+// with exit status 2, naming the flag, and nothing is created or consumed;
+// so is a filter no stream can match.
+func TestGroupsBadNumbers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if code, _, errOut := run(t, dir, `{"type":"E","data":{}}`+"\n", "append", "s-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"--max-ack-pending", "-5"}, {"--max-parked", "-1"}, {"--max-deliveries", "0"}, {"--max-deliveries", "-2"},
+		{"--max-pending", "0"}, {"--member-max-ack-pending", "-1"}, {"--replay-chunk", "0"}, {"--ack-wait", "-1s"},
+		{"--types", "a b"}, {"--prefix", "a b"}, {"--prefix", "$x"},
+	} {
+		code, _, errOut := run(t, dir, "", append([]string{"groups", "create", "x"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, strings.TrimPrefix(args[0], "--")[:4]) {
+			t.Errorf("create %v: exit %d %s, want 2 naming the flag", args, code, errOut)
+		}
+	}
+	if code, out, _ := run(t, dir, "", "groups", "ls", "--json"); code != 0 || strings.Contains(out, `"name"`) {
+		t.Fatalf("bad input created a group: %d %s", code, out)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "create", "g"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	for _, args := range [][]string{{"--count", "-1"}, {"--idle", "-1s"}, {"--max-ack-pending", "-3"}} {
+		code, _, errOut := run(t, dir, "", append([]string{"consume", "g"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("consume %v: exit %d %s, want 2 naming the flag", args, code, errOut)
+		}
+	}
+	if _, out, _ := run(t, dir, "", "groups", "info", "g", "--json"); !strings.Contains(out, `"acked":0`) {
+		t.Fatalf("a refused consume acked events: %s", out)
+	}
+}
