@@ -262,3 +262,40 @@ func TestGroupsBadNumbers(t *testing.T) {
 		t.Fatalf("a refused consume acked events: %s", out)
 	}
 }
+
+// TestConsumeCountReleasesAtOnce: the events a `consume --count N` member
+// holds beyond N go back to the group at once when it stops, not after the
+// backoff of a nak: none is delayed, all are pending for the next member.
+func TestConsumeCountReleasesAtOnce(t *testing.T) {
+	t.Parallel()
+	url, token := startServer(t)
+	srv := []string{"--server", url, "--token", token}
+	cmd := func(args ...string) (int, string, string) { return run(t, "", "", append(args, srv...)...) }
+	var lines strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	if code, _, errOut := run(t, "", lines.String(), append([]string{"append", "orders-1"}, srv...)...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	if code, _, errOut := cmd("groups", "create", "g", "--backoff", "1h"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	if code, out, errOut := cmd("consume", "g", "--count", "3", "--json"); code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	var in struct {
+		Pending, Delayed, InFlight int
+		Acked                      int
+	}
+	for range 500 {
+		_, out, _ := cmd("groups", "info", "g", "--json")
+		json.Unmarshal([]byte(out), &in)
+		if in.InFlight == 0 {
+			break
+		}
+	}
+	if in.Acked != 3 || in.Delayed != 0 || in.Pending != 7 || in.InFlight != 0 {
+		t.Fatalf("after consume --count 3: %+v, want 7 pending, none delayed", in)
+	}
+}
