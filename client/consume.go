@@ -250,6 +250,9 @@ func (s *consumeSession) handle(ctx context.Context) {
 		if s.mode == consumer.AtMostOnce {
 			continue // done before it was handed out
 		}
+		if consumer.Abandoned(ctx, herr) {
+			continue // the consume stopped: the server releases it at once when the stream ends
+		}
 		s.settled <- settlement{id: d.ID, s: consumer.SettlementOf(herr)}
 	}
 }

@@ -24,6 +24,21 @@ func (c *Client) CreateGroup(ctx context.Context, cfg consumer.GroupConfig) (con
 	if err := c.checkOpen(); err != nil {
 		return consumer.GroupInfo{}, err
 	}
+	// The wire carries caps unsigned: refuse a negative one here rather
+	// than let it arrive as 0, the default.
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"max ack pending", cfg.MaxAckPending}, {"max pending", cfg.MaxPending},
+		{"member max ack pending", cfg.MemberMaxAckPending}, {"max parked", cfg.MaxParked},
+		{"replay chunk", cfg.ReplayChunk},
+	} {
+		if l.v < 0 {
+			return consumer.GroupInfo{}, &rewind.ValidationError{Field: l.name, Value: fmt.Sprint(l.v),
+				Reason: "must not be negative (0 takes the default)"}
+		}
+	}
 	res, err := c.groups.CreateGroup(ctx, connect.NewRequest(&rewindv1.CreateGroupRequest{
 		Config: apiconv.GroupConfigToProto(cfg)}))
 	if err != nil {

@@ -85,6 +85,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"foreign ack", other.Ack(bg, d.ID), rewind.CodeInvalidArgument},
 		{"unknown delivery", m.Ack(bg, d.ID+1_000_000), rewind.CodeInvalidArgument},
 		{"zero delivery", m.InProgress(bg, 0), rewind.CodeInvalidArgument},
+		{"small never-issued id", m.Ack(bg, 1), rewind.CodeInvalidArgument},
+		{"never-issued id 123", m.Nak(bg, 123, NakOptions{}), rewind.CodeInvalidArgument},
 		{"negative nak delay", m.Nak(bg, d.ID, NakOptions{Delay: -time.Second}), rewind.CodeInvalidArgument},
 		{"fetch 0", func() error { _, err := m.Fetch(bg, 0); return err }(), rewind.CodeInvalidArgument},
 		{"negative member max", func() error {
@@ -115,6 +117,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	if !errors.Is(args[0].err, ErrForeignDelivery) || !errors.Is(args[1].err, ErrUnknownDelivery) {
 		t.Errorf("foreign %v, unknown %v", args[0].err, args[1].err)
+	}
+	for _, i := range []int{2, 3, 4} { // ids never handed out, below the first: unknown, not stale
+		if !errors.Is(args[i].err, ErrUnknownDelivery) {
+			t.Errorf("%s: %v, want ErrUnknownDelivery", args[i].name, args[i].err)
+		}
 	}
 
 	// Nothing changed: the delivery is still the member's to ack.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/store"
 )
 
 // Defaults of GroupConfig and Config.
@@ -266,7 +267,10 @@ func validateFilter(f rewind.Filter) error {
 			return bad("filter types", "", "event types must not be empty")
 		}
 	}
-	return nil
+	// The store's own rules: a filter it would refuse to read with, or a
+	// prefix no stream name can start with, would leave the group failed
+	// or idle for ever.
+	return store.ValidateFilter(f)
 }
 
 // ValidateGroupName reports whether name can name a group.

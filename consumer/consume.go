@@ -83,7 +83,9 @@ func NewMessage(group string, d Delivery) *Message { return &Message{Delivery: d
 // acks it; an error made by Park parks it at once (term); one made by
 // RetryAfter naks it with that delay; any other naks it, to be
 // redelivered after the group's backoff step (or parked after its last
-// delivery), with the error recorded as its last error.
+// delivery), with the error recorded as its last error — except ctx's own
+// error once ctx has ended (the consume stopped): that event is left
+// unsettled and goes back to the group at once when the member leaves.
 type Handler func(ctx context.Context, m *Message) error
 
 // Middleware wraps a Handler (see package consumer/middleware).
@@ -154,10 +156,18 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 	return firstErr
 }
 
+// Abandoned reports whether a handler's result herr only says that the
+// consume stopped: ctx ended and the handler returned its error. Such an
+// event is not settled (a nak would delay it by the backoff): it goes
+// back to the group at once when the member leaves.
+func Abandoned(ctx context.Context, herr error) bool {
+	return herr != nil && ctx.Err() != nil && errors.Is(herr, ctx.Err())
+}
+
 // settle acts on a handler's result. A stale delivery (its ack wait ran
 // out meanwhile) is not an error of the consumer's: the event went back.
 func (mb *Member) settle(ctx context.Context, d Delivery, herr error) error {
-	if mb.Mode() == AtMostOnce {
+	if mb.Mode() == AtMostOnce || Abandoned(ctx, herr) {
 		return nil
 	}
 	ctx = context.WithoutCancel(ctx)

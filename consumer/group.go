@@ -91,6 +91,11 @@ type replayState struct {
 	maxSeq uint64          // parked events up to this park sequence number
 }
 
+// firstDeliveryID is below every delivery id any run of the engine handed
+// out (they follow the wall clock's nanoseconds, and this engine was
+// written after 2024 began): an id below it is unknown, not stale.
+var firstDeliveryID = DeliveryID(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+
 func newGroup(e *Engine, cfg GroupConfig) *group {
 	ordered, field, _ := parseOrderBy(cfg.OrderBy)
 	g := &group{e: e, name: cfg.Name, stream: stateStreamPrefix + cfg.Name, cfg: cfg, ordered: ordered,
@@ -198,9 +203,20 @@ func (g *group) backoff(n int) time.Duration {
 func (g *group) full() bool { return g.entries.Len() >= g.cfg.MaxPending }
 
 // fetch hands up to n ready events to m.
-func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
+func (g *group) fetch(m *member, n, maxBytes int, now time.Time) []Delivery {
 	var out []Delivery
+	size, strict := 0, maxBytes < 0
+	if strict {
+		maxBytes = -maxBytes
+	}
 	for len(out) < n && len(m.inflight) < m.max && len(g.inflight) < g.cfg.MaxAckPending && g.ready.Len() > 0 {
+		if maxBytes != 0 {
+			b := EventBytes(g.ready.peek().ev)
+			if size+b > maxBytes && (strict || len(out) > 0) {
+				break
+			}
+			size += b
+		}
 		e := g.ready.pop()
 		e.attempts++
 		if e.attempts > 1 {
@@ -228,7 +244,7 @@ func (g *group) fetch(m *member, n int, now time.Time) []Delivery {
 func (g *group) lookup(m *member, id DeliveryID, op string) (*delivery, error) {
 	d := g.inflight[id]
 	switch {
-	case d == nil && (id == 0 || id > g.lastID):
+	case d == nil && (id < firstDeliveryID || id > g.lastID):
 		return nil, &Error{Op: op, Group: g.name, ID: id, Err: ErrUnknownDelivery,
 			Reason: "use the id of a delivery this group handed out"}
 	case d == nil:

@@ -95,16 +95,47 @@ func (mb *Member) Mode() Mode { return mb.g.cfg.Mode }
 // returns up to max of them. It fails when ctx ends, when the member has
 // left, or when the group failed.
 func (mb *Member) Fetch(ctx context.Context, max int) ([]Delivery, error) {
-	return mb.fetch(ctx, max, true)
+	return mb.fetch(ctx, max, 0, true)
+}
+
+// FetchBytes is Fetch bounded by bytes too: the events returned carry at
+// most maxBytes of data and metadata, except that the first is returned
+// whatever its size (an event larger than maxBytes comes alone). Events
+// that do not fit stay with the group, free for any member.
+func (mb *Member) FetchBytes(ctx context.Context, max, maxBytes int) ([]Delivery, error) {
+	return mb.fetch(ctx, max, maxBytes, true)
 }
 
 // TryFetch returns up to max events ready for the member now, without
 // waiting (none if none is ready).
 func (mb *Member) TryFetch(ctx context.Context, max int) ([]Delivery, error) {
-	return mb.fetch(ctx, max, false)
+	return mb.fetch(ctx, max, 0, false)
 }
 
-func (mb *Member) fetch(ctx context.Context, max int, wait bool) ([]Delivery, error) {
+// TryFetchBytes is TryFetch bounded by bytes as FetchBytes is, except
+// that it returns nothing when the first event ready is larger than
+// maxBytes (a caller topping up a batch leaves it for the next one).
+func (mb *Member) TryFetchBytes(ctx context.Context, max, maxBytes int) ([]Delivery, error) {
+	if maxBytes < 1 {
+		return nil, nil
+	}
+	return mb.fetch(ctx, max, -maxBytes, false)
+}
+
+// EventBytes is the size of an event as FetchBytes counts it: its data
+// and metadata.
+func EventBytes(ev *rewind.RecordedEvent) int {
+	n := len(ev.Data)
+	for k, v := range ev.Metadata {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// fetch hands out up to max events; maxBytes > 0 bounds their bytes
+// (the first goes whatever its size), maxBytes < 0 bounds them strictly
+// by -maxBytes, 0 not at all.
+func (mb *Member) fetch(ctx context.Context, max, maxBytes int, wait bool) ([]Delivery, error) {
 	if max < 1 || max > maxLimit {
 		return nil, bad("fetch max", max, "must be between 1 and 1000000")
 	}
@@ -115,7 +146,7 @@ func (mb *Member) fetch(ctx context.Context, max int, wait bool) ([]Delivery, er
 			g.mu.Unlock()
 			return nil, err
 		}
-		ds := g.fetch(mb.m, max, g.e.cfg.Now())
+		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
 		var ch <-chan struct{}
 		if len(ds) == 0 && wait {
 			ch = g.waitCh()

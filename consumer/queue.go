@@ -148,6 +148,17 @@ func (q *readyQueue) pushFresh(e *entry) {
 
 func (q *readyQueue) push(e *entry) { heap.Push(&q.heap, e) }
 
+// peek returns the entry pop would return, without taking it.
+func (q *readyQueue) peek() *entry {
+	if q.head < len(q.fifo) {
+		f := q.fifo[q.head]
+		if q.heap.Len() == 0 || !q.heap[0].prio && f.pos() < q.heap[0].pos() {
+			return f
+		}
+	}
+	return q.heap[0]
+}
+
 func (q *readyQueue) pop() *entry {
 	if q.head < len(q.fifo) {
 		f := q.fifo[q.head]

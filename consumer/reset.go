@@ -41,8 +41,11 @@ type ResetPlan struct {
 	// position that are done and would be delivered again (a move back);
 	// Skip counts those after the floor up to To that would never be
 	// delivered (a move forward). Counts stop at 10,000,000 (CountCapped).
+	// Redeliver leaves out the parked events of that range: a reset keeps
+	// them parked, they are counted in Parked.
 	Redeliver   int64 `json:"redeliver"`
 	Skip        int64 `json:"skip"`
+	Parked      int64 `json:"parked"`
 	CountCapped bool  `json:"count_capped,omitempty"`
 	// InFlight counts the deliveries a reset makes stale: their events are
 	// delivered again from the new floor if they are after it.
@@ -68,7 +71,10 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	cursor := g.cursor
 	g.mu.Unlock()
 	if target < plan.From {
-		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, max(cursor, plan.From))
+		to := max(cursor, plan.From)
+		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, to)
+		plan.Parked = g.parkedIn(target, to)
+		plan.Redeliver = max(0, plan.Redeliver-plan.Parked)
 	} else {
 		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, target)
 	}
@@ -179,6 +185,21 @@ func (e *Engine) shiftBack(ctx context.Context, g *group, floor rewind.Position,
 			return 0, nil
 		}
 	}
+}
+
+// parkedIn counts the parked events in (from, to].
+func (g *group) parkedIn(from, to rewind.Position) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var n int64
+	g.parked.Ascend(from+1, func(p rewind.Position, _ *ParkedEntry) bool {
+		if p > to {
+			return false
+		}
+		n++
+		return true
+	})
+	return n
 }
 
 // countEvents counts the group's events in (from, to].

@@ -94,3 +94,38 @@ func TestResetToTime(t *testing.T) {
 		t.Fatalf("after reset to time delivered %v", got)
 	}
 }
+
+// TestResetPlanLeavesParkedOut: a reset back over parked events keeps
+// them parked, so its plan counts as delivered again only the others (the
+// parked ones apart), and executing it delivers exactly that many.
+func TestResetPlanLeavesParkedOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("orders-1", "T", 6) // 1..6
+	g := b.create(GroupConfig{Name: "g"})
+	waitRead(t, g, 6)
+	m := b.join("g", 0)
+	for _, d := range fetchNow(t, m, 6) {
+		var err error
+		if d.Event.Position == 2 || d.Event.Position == 4 {
+			err = m.Term(bg, d.ID, "bad", "")
+		} else {
+			err = m.Ack(bg, d.ID)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan, err := b.engine.Reset(bg, "g", ResetOptions{ToPositionSet: true, ToPosition: 0})
+	if err != nil || plan.Redeliver != 4 || plan.Parked != 2 {
+		t.Fatalf("plan %+v %v, want 4 delivered again and 2 parked", plan, err)
+	}
+	if plan, err = b.engine.Reset(bg, "g", ResetOptions{ToPositionSet: true, ToPosition: 0, Execute: true}); err != nil ||
+		plan.Redeliver != 4 {
+		t.Fatalf("execute %+v %v", plan, err)
+	}
+	waitRead(t, b.group("g"), 6)
+	if got := ackAll(t, m, 10); !slices.Equal(got, []rewind.Position{1, 3, 5, 6}) {
+		t.Fatalf("after the reset delivered %v, want the 4 not parked", got)
+	}
+}

@@ -17,7 +17,11 @@ import (
 )
 
 // consumeBatch caps the deliveries of one message; the member's max ack
-// pending caps them further.
+// pending caps them further, and batchBytes their bytes as it does a
+// subscription's batches: an event that would take a batch beyond
+// batchBytes waits with the group for the next one (free for any member
+// meanwhile), one larger than batchBytes goes alone. So a member that
+// does not read holds the server to one batch of about batchBytes.
 const consumeBatch = 256
 
 // maxMemberName bounds the member name a client gives.
@@ -139,20 +143,27 @@ func (g *groupService) join(ctx context.Context, stream *connect.BidiStream[rewi
 func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member, batch int,
 	send func(*rewindv1.ConsumeResponse) error) error {
 	for {
-		ds, err := member.Fetch(ctx, batch)
+		ds, err := member.FetchBytes(ctx, batch, batchBytes)
 		if err != nil {
 			return err
 		}
-		if len(ds) < batch/4 {
+		size := 0
+		for _, d := range ds {
+			size += consumer.EventBytes(d.Event)
+		}
+		if len(ds) < batch/4 && size < batchBytes/4 {
 			// Acks free slots one message at a time: let the settlements
 			// being applied free more before sending, so that a message
 			// carries many deliveries rather than one.
 			runtime.Gosched()
-			more, err := member.TryFetch(ctx, batch-len(ds))
+			more, err := member.TryFetchBytes(ctx, batch-len(ds), batchBytes-size)
 			if err != nil {
 				return err
 			}
 			ds = append(ds, more...)
+			for _, d := range more {
+				size += consumer.EventBytes(d.Event)
+			}
 		}
 		if err := checkRevoked(ctx); err != nil {
 			return err
@@ -162,7 +173,10 @@ func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member,
 			msg.Deliveries[i] = &rewindv1.Delivery{Id: uint64(d.ID), Event: apiconv.RecordedToProto(d.Event),
 				Attempt: uint32(d.Attempt), Replay: d.Replay}
 		}
-		if err := send(msg); err != nil {
+		g.s.metrics.consumeHeld.Add(float64(size))
+		err = send(msg)
+		g.s.metrics.consumeHeld.Sub(float64(size))
+		if err != nil {
 			return err
 		}
 	}

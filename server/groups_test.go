@@ -414,6 +414,18 @@ func TestGroupBadInput(t *testing.T) {
 			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x2", Filter: rewind.Filter{Types: []string{""}}})
 			return err
 		}},
+		{"an event type with a space", rewind.CodeInvalidArgument, func() error {
+			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x6", Filter: rewind.Filter{Types: []string{"a b"}}})
+			return err
+		}},
+		{"a stream prefix with a space", rewind.CodeInvalidArgument, func() error {
+			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x7", Filter: rewind.Filter{StreamPrefix: "a b"}})
+			return err
+		}},
+		{"a stream prefix no stream name starts with", rewind.CodeInvalidArgument, func() error {
+			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x8", Filter: rewind.Filter{StreamPrefix: "$x"}})
+			return err
+		}},
 		{"a bad order by", rewind.CodeInvalidArgument, func() error {
 			_, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "x3", OrderBy: "key"})
 			return err
@@ -664,5 +676,63 @@ func TestConsumeEndsWhenGroupDeleted(t *testing.T) {
 	}
 	if _, err := c.GroupInfo(ctx, "g"); rewind.CodeOf(err) != rewind.CodeNotFound {
 		t.Fatalf("info after the delete: %v", err)
+	}
+}
+
+// TestDeafMemberHoldsOneSmallBatch: a member that joins and never reads
+// holds the server to one Consume batch bounded by bytes as a
+// subscription's batches are (an event larger than the bound goes alone),
+// not to its max ack pending of events of any size.
+func TestDeafMemberHoldsOneSmallBatch(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	if _, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "g", AckWait: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	const n, size = 60, 300 << 10
+	pad := strings.Repeat("x", size)
+	for i := 0; i < n; i += 10 {
+		evs := make([]rewind.Event, 10)
+		for j := range evs {
+			evs[j] = ev("E", fmt.Sprintf(`{"i":%d,"pad":%q}`, i+j, pad))
+		}
+		if _, err := c.Append(ctx, "big-1", rewind.Any, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitInfo(t, c, "g", func(in consumer.GroupInfo) bool { return in.Pending == n })
+	join(t, b, b.admin, "g", 0) // and never reads again
+	held := func() int64 {
+		res, err := http.Get(b.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "rewind_consume_batch_bytes "); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				return int64(f)
+			}
+		}
+		t.Fatal("/metrics lacks rewind_consume_batch_bytes")
+		return 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for held() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never held a batch for the member that does not read")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Let the sender try to go on, then look again: still one batch.
+	time.Sleep(200 * time.Millisecond)
+	if h := held(); h > size+100 {
+		t.Fatalf("the server holds %d bytes for a member that does not read, want one event (%d)", h, size+100)
+	}
+	in := waitInfo(t, c, "g", func(consumer.GroupInfo) bool { return true })
+	if in.InFlight >= n {
+		t.Fatalf("the deaf member took all %d events: %+v", in.InFlight, in)
 	}
 }

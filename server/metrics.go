@@ -20,6 +20,7 @@ type metrics struct {
 	groupCommit    prometheus.Histogram
 	rpcs           *prometheus.CounterVec
 	rpcDuration    *prometheus.HistogramVec
+	consumeHeld    prometheus.Gauge
 	handles        sync.Map // procedure -> *rpcHandles
 }
 
@@ -44,9 +45,12 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "rewind_rpc_duration_seconds", Help: "Time to handle an RPC (a subscription: its whole life).",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 12)}, []string{"procedure"}),
+		consumeHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rewind_consume_batch_bytes",
+			Help: "Bytes of event data and metadata in the Consume batches being sent (one per member at most)."}),
 	}
 	reg.MustRegister(m.appendEvents, m.appendBytes, m.appendDuration, m.fsyncDuration, m.groupCommit, m.rpcs,
-		m.rpcDuration, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.rpcDuration, m.consumeHeld, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

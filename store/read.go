@@ -185,6 +185,24 @@ func validateFilter(f *rewind.Filter) error {
 	return nil
 }
 
+// ValidateFilter reports whether f can select events of this store, as a
+// long-lived reader (a consumer group) checks its filter before it is
+// kept: its types are event types (or rewind.TypeStreamDeleted), as a read
+// checks them, and its stream prefix, when set, can begin a stream name (a
+// read takes any prefix and simply matches nothing).
+func ValidateFilter(f rewind.Filter) error {
+	if err := validateFilter(&f); err != nil {
+		return err
+	}
+	if p := f.StreamPrefix; p != "" {
+		if err := ValidateStreamName(p); err != nil {
+			return &rewind.ValidationError{Field: "filter stream prefix", Value: p,
+				Reason: err.(*rewind.ValidationError).Reason + ", as the stream names it is to match"}
+		}
+	}
+	return nil
+}
+
 // ReadAll iterates over the whole log in position order, from the start of
 // opts to the last position visible when the iteration starts, verifying
 // every checksum. The event it yields is reused: it is valid until the next

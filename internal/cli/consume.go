@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,17 @@ group on the embedded store in --data-dir (no server may hold it).`,
 			group := args[0]
 			if err := consumer.ValidateGroupName(group); err != nil {
 				return err
+			}
+			switch {
+			case count < 0:
+				return invalidFlag("count", fmt.Sprint(count), "must not be negative (0, the default, prints events "+
+					"until interrupted)")
+			case idle < 0:
+				return invalidFlag("idle", idle.String(), "must not be negative (0, the default, never stops for "+
+					"want of events)")
+			case maxAckPending < 0:
+				return invalidFlag("max-ack-pending", fmt.Sprint(maxAckPending), "must not be negative (0, the "+
+					"default, takes the group's member max ack pending)")
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -119,7 +131,7 @@ group on the embedded store in --data-dir (no server may hold it).`,
 	config.IntVar(f, &count, "count", 0, "stop after printing this many events (0: no limit)")
 	f.DurationVar(&idle, "idle", 0, "stop once no event came for this long (0: never)")
 	f.StringVar(&name, "name", "cli", "the member's name in the group's description")
-	config.IntVar(f, &maxAckPending, "max-ack-pending", 0, "cap on this member's un-acked delivered events (default: the group's member max)")
+	config.IntVar(f, &maxAckPending, "max-ack-pending", 0, "cap on this member's un-acked delivered events (0: the group's member max ack pending)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

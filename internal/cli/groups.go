@@ -166,6 +166,9 @@ later: reset the group or create another. Unset limits take their defaults
 		Args: exactArgs(1, "GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Name = args[0]
+			if err := checkGroupLimitFlags(cmd, cfg); err != nil {
+				return err
+			}
 			cfg.Filter = rewind.Filter{StreamPrefix: prefix, Types: types}
 			cfg.Priority = priorities
 			cfg.AckWait = ackWait
@@ -212,6 +215,37 @@ later: reset the group or create another. Unset limits take their defaults
 	config.IntVar(f, &cfg.ReplayChunk, "replay-chunk", 0, "parked events a replay hands back at a time (default 100)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
+}
+
+// checkGroupLimitFlags refuses a limit given on the command line that the
+// group would not take as given: a cap below 1 (leave the flag out for the
+// default), max deliveries below 1 other than -1 (no limit). The library
+// reads 0 as "the default", which on a command line would only hide a
+// mistake.
+func checkGroupLimitFlags(cmd *cobra.Command, cfg consumer.GroupConfig) error {
+	f := cmd.Flags()
+	if f.Changed("max-deliveries") && cfg.MaxDeliveries < 1 && cfg.MaxDeliveries != -1 {
+		return invalidFlag("max-deliveries", fmt.Sprint(cfg.MaxDeliveries), "must be between 1 and 1000000, or -1 "+
+			"for no limit (leave it out for the default, 5)")
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{
+		{"max-ack-pending", cfg.MaxAckPending}, {"max-pending", cfg.MaxPending},
+		{"member-max-ack-pending", cfg.MemberMaxAckPending}, {"max-parked", cfg.MaxParked},
+		{"replay-chunk", cfg.ReplayChunk},
+	} {
+		if f.Changed(l.flag) && l.v < 1 {
+			return invalidFlag(l.flag, fmt.Sprint(l.v), "must be at least 1 (leave it out for the default)")
+		}
+	}
+	if f.Changed("ack-wait") {
+		if d, _ := f.GetDuration("ack-wait"); d <= 0 {
+			return invalidFlag("ack-wait", d.String(), "must be positive (leave it out for the default, 30s)")
+		}
+	}
+	return nil
 }
 
 // parseStart reads --start.
@@ -403,8 +437,11 @@ stale), parked events stay parked, and the group reads on from the new floor.
 
 Give exactly one target: --to-time (an RFC 3339 time: the floor moves before
 the first event recorded at or after it), --to-position (the group delivers the
-events after it), --by-duration (back from now), or --shift-by (N of the
-group's events: back when negative, forward when positive).`,
+events after it), --by-duration (the same, at now minus D), or --shift-by (N of
+the group's events: back when negative, forward when positive). A time target
+sets the floor at that time: back if the group is ahead of it, forward
+(skipping events never delivered) if the group lags further behind; the plan
+says which.`,
 		Example: `  rewind groups reset billing --by-duration 1h
   rewind groups reset billing --to-time 2026-11-30T08:00:00Z --execute
   rewind groups reset billing --shift-by -100 --execute --json`,
@@ -455,6 +492,9 @@ group's events: back when negative, forward when positive).`,
 				a.printf("group %s: ack floor %s from %d to %d\n", plan.Group, verb, plan.From, plan.To)
 				if plan.To < plan.From {
 					a.printf("  %d events delivered again%s\n", plan.Redeliver, capped)
+					if plan.Parked > 0 {
+						a.printf("  %d parked events in that range stay parked (replay them to deliver them)\n", plan.Parked)
+					}
 				} else {
 					a.printf("  %d events skipped%s\n", plan.Skip, capped)
 				}
@@ -470,7 +510,7 @@ group's events: back when negative, forward when positive).`,
 	f := cmd.Flags()
 	f.StringVar(&toTime, "to-time", "", "move the floor before the first event recorded at or after this RFC 3339 time")
 	config.Uint64Var(f, &toPos, "to-position", 0, "move the floor to this position (0 is the beginning)")
-	f.DurationVar(&byDur, "by-duration", 0, "move the floor back to the events recorded this long ago")
+	f.DurationVar(&byDur, "by-duration", 0, "move the floor to the events recorded this long ago (forward if the group lags further behind)")
 	config.Int64Var(f, &shiftBy, "shift-by", 0, "move the floor by this many of the group's events (negative: back)")
 	config.BoolVar(f, &execute, "execute", false, "apply the plan (without it nothing changes)")
 	a.jsonFlag(cmd, &jsonOut)

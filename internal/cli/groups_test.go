@@ -224,3 +224,78 @@ func TestBenchGroups(t *testing.T) {
 		t.Fatalf("more keys than events: %d %s", code, errOut)
 	}
 }
+
+// TestGroupsBadNumbers: a cap, a count or a duration given on the command
+// line that the group or the member would not take as given (a negative,
+// or 0 for a cap, which the library would read as its default) is refused
+// with exit status 2, naming the flag, and nothing is created or consumed;
+// so is a filter no stream can match.
+func TestGroupsBadNumbers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if code, _, errOut := run(t, dir, `{"type":"E","data":{}}`+"\n", "append", "s-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"--max-ack-pending", "-5"}, {"--max-parked", "-1"}, {"--max-deliveries", "0"}, {"--max-deliveries", "-2"},
+		{"--max-pending", "0"}, {"--member-max-ack-pending", "-1"}, {"--replay-chunk", "0"}, {"--ack-wait", "-1s"},
+		{"--types", "a b"}, {"--prefix", "a b"}, {"--prefix", "$x"},
+	} {
+		code, _, errOut := run(t, dir, "", append([]string{"groups", "create", "x"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, strings.TrimPrefix(args[0], "--")[:4]) {
+			t.Errorf("create %v: exit %d %s, want 2 naming the flag", args, code, errOut)
+		}
+	}
+	if code, out, _ := run(t, dir, "", "groups", "ls", "--json"); code != 0 || strings.Contains(out, `"name"`) {
+		t.Fatalf("bad input created a group: %d %s", code, out)
+	}
+	if code, _, errOut := run(t, dir, "", "groups", "create", "g"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	for _, args := range [][]string{{"--count", "-1"}, {"--idle", "-1s"}, {"--max-ack-pending", "-3"}} {
+		code, _, errOut := run(t, dir, "", append([]string{"consume", "g"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("consume %v: exit %d %s, want 2 naming the flag", args, code, errOut)
+		}
+	}
+	if _, out, _ := run(t, dir, "", "groups", "info", "g", "--json"); !strings.Contains(out, `"acked":0`) {
+		t.Fatalf("a refused consume acked events: %s", out)
+	}
+}
+
+// TestConsumeCountReleasesAtOnce: the events a `consume --count N` member
+// holds beyond N go back to the group at once when it stops, not after the
+// backoff of a nak: none is delayed, all are pending for the next member.
+func TestConsumeCountReleasesAtOnce(t *testing.T) {
+	t.Parallel()
+	url, token := startServer(t)
+	srv := []string{"--server", url, "--token", token}
+	cmd := func(args ...string) (int, string, string) { return run(t, "", "", append(args, srv...)...) }
+	var lines strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	if code, _, errOut := run(t, "", lines.String(), append([]string{"append", "orders-1"}, srv...)...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	if code, _, errOut := cmd("groups", "create", "g", "--backoff", "1h"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	if code, out, errOut := cmd("consume", "g", "--count", "3", "--json"); code != 0 || strings.Count(out, "\n") != 3 {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	var in struct {
+		Pending, Delayed, InFlight int
+		Acked                      int
+	}
+	for range 500 {
+		_, out, _ := cmd("groups", "info", "g", "--json")
+		json.Unmarshal([]byte(out), &in)
+		if in.InFlight == 0 {
+			break
+		}
+	}
+	if in.Acked != 3 || in.Delayed != 0 || in.Pending != 7 || in.InFlight != 0 {
+		t.Fatalf("after consume --count 3: %+v, want 7 pending, none delayed", in)
+	}
+}
