@@ -37,10 +37,7 @@ func (h *HTTP) Name() string { return "http:" + h.Label }
 
 // Read asks the endpoint.
 func (h *HTTP) Read(ctx context.Context) (Reading, error) {
-	timeout := h.Timeout
-	if timeout == 0 {
-		timeout = 2 * time.Second
-	}
+	timeout := h.readTimeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL, nil)
@@ -86,4 +83,12 @@ func (h *HTTP) Read(ctx context.Context) (Reading, error) {
 		return Reading{}, fmt.Errorf("GET %s answered 200 with %q, not a number", h.URL, first)
 	}
 	return h.Threshold.level(h.Name(), v, number), nil
+}
+
+// readTimeout is the request's timeout: Timeout, or 2s.
+func (h *HTTP) readTimeout() time.Duration {
+	if h.Timeout == 0 {
+		return 2 * time.Second
+	}
+	return h.Timeout
 }

@@ -3,6 +3,7 @@ package throttle
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -48,6 +49,10 @@ type Threshold struct {
 // the signal's unit ("2.1s", "12 active backends").
 func (th Threshold) level(name string, value float64, what func(float64) string) Reading {
 	var r Reading
+	if math.IsNaN(value) || math.IsInf(value, 0) {
+		// Not a reading: the throttler treats it as unreadable.
+		return Reading{Util: math.NaN(), Reason: fmt.Sprintf("%s read %v", name, value)}
+	}
 	if th.Max > 0 {
 		r.Util = value / th.Max
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,11 @@ type Config struct {
 	// are read again when their last reading is older. A negative value
 	// reads them before every chunk. Defaults to 100ms.
 	ReadEvery time.Duration
+	// ReadTimeout bounds each read of a signal: one that takes longer (a
+	// query stuck behind a lock, an endpoint that hangs) cannot be read,
+	// and the throttle fails closed. A signal with a longer timeout of its
+	// own (HTTP's) gets that one and a second. Defaults to 10s.
+	ReadTimeout time.Duration
 	// Grace is how many reads in a row of one signal may fail before the
 	// run pauses: a transient error (a dropped connection) then only
 	// waits for Interval. Defaults to 0: the first failure pauses.
@@ -57,6 +63,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ReadEvery == 0 {
 		c.ReadEvery = 100 * time.Millisecond
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
 	}
 	if c.ChunkTime == 0 {
 		c.ChunkTime = 500 * time.Millisecond
@@ -254,7 +263,7 @@ func (t *Throttler) check(ctx context.Context) (string, error) {
 	if t.seen == nil || t.cfg.ReadEvery < 0 || time.Since(t.last) >= t.cfg.ReadEvery {
 		t.seen = t.seen[:0]
 		for _, s := range t.cfg.Signals {
-			r, err := s.Read(ctx)
+			r, err := t.read(ctx, s)
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
@@ -344,4 +353,25 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-tm.C:
 		return nil
 	}
+}
+
+// read reads s within the read timeout. A reading that is not a finite
+// number (NaN, ±Inf) is no reading: it cannot be read, as an error is.
+func (t *Throttler) read(ctx context.Context, s Signal) (Reading, error) {
+	bound := t.cfg.ReadTimeout
+	if o, ok := s.(interface{ readTimeout() time.Duration }); ok {
+		bound = max(bound, o.readTimeout()+time.Second)
+	}
+	rctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	r, err := s.Read(rctx)
+	switch {
+	case err != nil && ctx.Err() == nil && rctx.Err() != nil:
+		return r, fmt.Errorf("it did not answer within %s: %w", bound, err)
+	case err != nil:
+		return r, err
+	case math.IsNaN(r.Util) || math.IsInf(r.Util, 0):
+		return r, fmt.Errorf("its reading is not a finite number (%s)", r.Reason)
+	}
+	return r, nil
 }

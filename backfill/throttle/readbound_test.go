@@ -1,0 +1,50 @@
+package throttle_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rewindhq/rewind/backfill/throttle"
+	"github.com/rewindhq/rewind/internal/pgtest"
+)
+
+// A signal whose read hangs (a query stuck behind a lock or sleeping) must
+// not hang the run: a read that takes longer than ReadTimeout cannot be
+// read, and the throttle fails closed. (An outside test saw a query signal
+// of pg_sleep(3600) hold a run forever, its status saying running.)
+func TestASignalThatHangsCannotBeRead(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	q := &throttle.Query{Label: "slow", DB: db.Pool, SQL: "SELECT 1 FROM pg_sleep(30)", Threshold: throttle.Threshold{Max: 5}}
+	thr := newThrottler(t, throttle.Config{Signals: []throttle.Signal{q}, ReadTimeout: 200 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- thr.Wait(t.Context(), 10) }()
+	select {
+	case err := <-done:
+		var pe *throttle.PauseError
+		if !errors.As(err, &pe) || !pe.Unreadable || pe.Signal != "query:slow" || !strings.Contains(err.Error(), "did not answer") {
+			t.Fatalf("hanging query: %v, want an unreadable PauseError naming query:slow", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the throttle still waits on a hanging query")
+	}
+}
+
+// NaN and ±Inf are not readings: a query or endpoint answering one cannot
+// be read (fail closed), rather than counting as healthy.
+func TestANonFiniteReadingCannotBeRead(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	for _, sql := range []string{"SELECT 'NaN'::float8", "SELECT 'NaN'::numeric", "SELECT '-Infinity'::float8", "SELECT 'Infinity'::float8"} {
+		for _, th := range []throttle.Threshold{{Max: 5, Critical: 10}, {Critical: 10}, {Max: 5}} {
+			q := &throttle.Query{Label: "nan", DB: db.Pool, SQL: sql, Threshold: th}
+			err := newThrottler(t, throttle.Config{Signals: []throttle.Signal{q}}).Wait(t.Context(), 10)
+			var pe *throttle.PauseError
+			if !errors.As(err, &pe) || !pe.Unreadable {
+				t.Errorf("%s against %+v: %v, want unreadable", sql, th, err)
+			}
+		}
+	}
+}
