@@ -93,6 +93,10 @@ type pacer struct {
 	mu        sync.Mutex // guards the overrides applied
 	rate      *float64
 	chunkTime *time.Duration
+	// ownRate and ownChunkTime are the run's own (job file, flags), put
+	// back when an override is cleared.
+	ownRate      float64
+	ownChunkTime time.Duration
 }
 
 // newPacer starts the pacing of run by this process: thr, or the default
@@ -107,6 +111,7 @@ func (r *Runner) newPacer(p *prepared, run *Run, thr *throttle.Throttler) (*pace
 	}
 	pc := &pacer{thr: thr, sizer: thr.NewSizer(p.job.ChunkSize, defaultChunk), release: release,
 		process: owner() + "/" + uuid.NewString()[:4], stop: make(chan struct{})}
+	pc.ownRate, pc.ownChunkTime = thr.MaxRate(), pc.sizer.Target()
 	pc.done.Go(func() {
 		t := time.NewTicker(r.cfg.Heartbeat)
 		defer t.Stop()
@@ -202,16 +207,25 @@ func (pc *pacer) apply(c *Control) {
 	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	if c.MaxRate != nil && (pc.rate == nil || *pc.rate != *c.MaxRate) {
+	switch {
+	case c.MaxRate != nil && (pc.rate == nil || *pc.rate != *c.MaxRate):
 		if pc.thr.SetMaxRate(*c.MaxRate) == nil {
 			v := *c.MaxRate
 			pc.rate = &v
 		}
+	case c.MaxRate == nil && pc.rate != nil: // cleared: the run's own rate again
+		if pc.thr.SetMaxRate(pc.ownRate) == nil {
+			pc.rate = nil
+		}
 	}
-	if c.ChunkTime != nil && (pc.chunkTime == nil || *pc.chunkTime != *c.ChunkTime) {
+	switch {
+	case c.ChunkTime != nil && (pc.chunkTime == nil || *pc.chunkTime != *c.ChunkTime):
 		pc.sizer.SetTarget(*c.ChunkTime)
 		v := *c.ChunkTime
 		pc.chunkTime = &v
+	case c.ChunkTime == nil && pc.chunkTime != nil:
+		pc.sizer.SetTarget(pc.ownChunkTime)
+		pc.chunkTime = nil
 	}
 }
 

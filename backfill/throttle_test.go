@@ -176,3 +176,36 @@ func TestOverridesSetOnTheRunApplyAtTheNextBoundary(t *testing.T) {
 		t.Errorf("%d rows not changed once", n)
 	}
 }
+
+// An override cleared (set --max-rate off, --chunk-time off) gives the run
+// its own rate back at the next boundary: an outside test saw the process
+// keep pacing at the cleared override.
+func TestAClearedOverrideGivesTheRunItsOwnRateBack(t *testing.T) {
+	t.Parallel()
+	var b *bundle
+	rates := map[int64]float64{}
+	var thr *throttle.Throttler
+	b = setup(t, 1000, func(c *backfill.Config) {
+		c.Progress = func(p backfill.Progress) {
+			rates[p.Chunks] = thr.MaxRate()
+			switch p.Chunks {
+			case 2:
+				b.db.Exec(t, `INSERT INTO rewind.backfill_control (run_id, max_rate) VALUES ($1, 50000)
+					ON CONFLICT (run_id) DO UPDATE SET max_rate = 50000`, p.RunID)
+			case 5:
+				b.db.Exec(t, `UPDATE rewind.backfill_control SET max_rate = NULL WHERE run_id = $1`, p.RunID)
+			}
+		}
+	})
+	var err error
+	if thr, err = throttle.New(throttle.Config{MaxRate: 900000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.runner.Apply(t.Context(), countJob(100), backfill.ApplyOptions{Throttle: thr}); err != nil {
+		t.Fatal(err)
+	}
+	if rates[4] != 50000 || rates[7] != 900000 || thr.MaxRate() != 900000 {
+		t.Errorf("max rate after chunks 4 and 7 and at the end: %g, %g, %g; want 50000 (the override), then 900000 (the run's own)",
+			rates[4], rates[7], thr.MaxRate())
+	}
+}

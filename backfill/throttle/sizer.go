@@ -45,6 +45,13 @@ func (s *Sizer) Size() int {
 // Fixed reports whether the size never changes.
 func (s *Sizer) Fixed() bool { return s.fixed }
 
+// Target is the target chunk time now.
+func (s *Sizer) Target() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.target
+}
+
 // SetTarget changes the target chunk time (an override while a run goes
 // on); the next Observe sizes to it.
 func (s *Sizer) SetTarget(d time.Duration) {
