@@ -128,6 +128,34 @@ func countField(out *int) tfield {
 	}
 }
 
+// wholeField is a count (backends) kept as a number: a whole one.
+func wholeField(out *float64) tfield {
+	return func(f *File, field string, v *yaml.Node) error {
+		var n int
+		if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&n) != nil {
+			return f.errorf(field, "must be a whole number, not %s", kindName(v))
+		}
+		if n < 0 {
+			return f.errorf(field, "must not be negative, not %d", n)
+		}
+		*out = float64(n)
+		return nil
+	}
+}
+
+// nonZero refuses 0 for a field where leaving it out means the default:
+// written 0 would silently mean the default too.
+func nonZero(decode tfield) tfield {
+	return func(f *File, field string, v *yaml.Node) error {
+		if v.Kind == yaml.ScalarNode {
+			if d, err := time.ParseDuration(v.Value); (err == nil && d == 0) || strings.TrimLeft(v.Value, "+0") == "" {
+				return f.errorf(field, "must not be 0: leave it out for the default")
+			}
+		}
+		return decode(f, field, v)
+	}
+}
+
 func textField(out *string) tfield {
 	return func(f *File, field string, v *yaml.Node) error { return f.scalar(field, v, out) }
 }
@@ -163,9 +191,9 @@ func (f *File) decodeThrottle(v *yaml.Node) error {
 		return nil
 	}
 	return f.mapping("throttle", v, map[string]tfield{
-		"chunk_time": durationField(&s.ChunkTime),
-		"min_chunk":  countField(&s.MinChunk),
-		"max_chunk":  countField(&s.MaxChunk),
+		"chunk_time": nonZero(durationField(&s.ChunkTime)),
+		"min_chunk":  nonZero(countField(&s.MinChunk)),
+		"max_chunk":  nonZero(countField(&s.MaxChunk)),
 		"max_rate":   numberField(&s.MaxRate),
 		"interval":   durationField(&s.Interval),
 		"grace":      countField(&s.Grace),
@@ -185,8 +213,8 @@ func (f *File) decodeThrottle(v *yaml.Node) error {
 				return nil
 			}
 			return f.mapping(field, v, map[string]tfield{
-				"max_active": numberField(&l.MaxActive), "critical_active": numberField(&l.CriticalActive),
-				"max_lock_waits": numberField(&l.MaxLockWaits), "critical_lock_waits": numberField(&l.CriticalLockWaits),
+				"max_active": wholeField(&l.MaxActive), "critical_active": wholeField(&l.CriticalActive),
+				"max_lock_waits": wholeField(&l.MaxLockWaits), "critical_lock_waits": wholeField(&l.CriticalLockWaits),
 				"max_xact_age": durationField(&l.MaxXactAge), "critical_xact_age": durationField(&l.CriticalXactAge)})
 		},
 		"heartbeat": func(f *File, field string, v *yaml.Node) error {

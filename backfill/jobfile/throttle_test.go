@@ -67,6 +67,14 @@ func TestThrottleBlockErrorsNameTheLine(t *testing.T) {
 		{"query without sql", "      sql: SELECT count(*) FROM jobs\n", "", "throttle.queries[1] (job file job.yaml line 15): sql is required"},
 		{"load without thresholds", "load: off", "load: {}", "throttle.load (job file job.yaml line 13): needs a threshold"},
 		{"key twice", "  max_rate: 2500\n", "  max_rate: 2500\n  max_rate: 10\n", "throttle.max_rate (job file job.yaml line 12): is given twice"},
+		// An outside test found these accepted: 0 meant the default, a
+		// count took 2.5, a blank or two-statement query ran.
+		{"chunk time 0", "chunk_time: 250ms", "chunk_time: 0s", "throttle.chunk_time (job file job.yaml line 8): must not be 0"},
+		{"max chunk 0", "max_chunk: 5000", "max_chunk: 0", "throttle.max_chunk (job file job.yaml line 10): must not be 0"},
+		{"active not whole", "load: off", "load: {max_active: 2.5}", "throttle.load.max_active (job file job.yaml line 13): must be a whole number"},
+		{"rate NaN", "max_rate: 2500", "max_rate: .nan", "throttle.max_rate (job file job.yaml line 11): must be a number"},
+		{"blank sql", "sql: SELECT count(*) FROM jobs", `sql: " "`, "throttle.queries[1].sql (job file job.yaml line 16): is required"},
+		{"two statements", "sql: SELECT count(*) FROM jobs", `sql: "SELECT 1; SELECT 50"`, "must be one SELECT"},
 	} {
 		y := strings.Replace(throttled, c.from, c.to, 1)
 		if y == throttled {

@@ -69,6 +69,8 @@ func (th Threshold) level(name string, value float64, what func(float64) string)
 // validate checks a threshold: not negative, and critical not under max.
 func (th Threshold) validate(what func(float64) string) error {
 	switch {
+	case math.IsNaN(th.Max) || math.IsInf(th.Max, 0) || math.IsNaN(th.Critical) || math.IsInf(th.Critical, 0):
+		return fmt.Errorf("max and critical must be numbers, not %s and %s", what(th.Max), what(th.Critical))
 	case th.Max < 0:
 		return fmt.Errorf("max must not be negative, not %s", what(th.Max))
 	case th.Critical < 0:

@@ -3,8 +3,11 @@ package throttle
 import (
 	"context"
 	"fmt"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"math"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -114,6 +117,8 @@ func (s *Spec) Validate() error {
 		return bad("max_chunk", "must be from 1 to %d rows, not %d", ChunkLimit, s.MaxChunk)
 	case s.MinChunk > 0 && s.MaxChunk > 0 && s.MinChunk > s.MaxChunk:
 		return bad("min_chunk", "%d must not exceed max_chunk %d", s.MinChunk, s.MaxChunk)
+	case math.IsNaN(s.MaxRate) || math.IsInf(s.MaxRate, 0):
+		return bad("max_rate", "must be a number of rows per second, not %g", s.MaxRate)
 	case s.MaxRate < 0:
 		return bad("max_rate", "must be a positive number of rows per second (or 0 for no cap), not %g", s.MaxRate)
 	case s.Interval < 0:
@@ -179,8 +184,11 @@ func (s *Spec) Validate() error {
 		if err := name(f, "q", q.Name); err != nil {
 			return err
 		}
-		if q.SQL == "" {
+		if strings.TrimSpace(q.SQL) == "" {
 			return bad(f+".sql", "is required: a query returning one number")
+		}
+		if err := oneQuery(q.SQL); err != nil {
+			return bad(f+".sql", "%v", err)
 		}
 		if err := (Threshold{q.Max, q.Critical}).validate(number); err != nil {
 			return bad(f, "%v", err)
@@ -299,4 +307,17 @@ func pick[T comparable](v, def T) T {
 		return v
 	}
 	return def
+}
+
+// oneQuery checks that sql is one SELECT (or VALUES, or WITH … SELECT):
+// the signal reads its one number as (sql)::float8.
+func oneQuery(sql string) error {
+	tree, err := pg_query.Parse(sql)
+	if err != nil {
+		return fmt.Errorf("is not valid SQL: %v", err)
+	}
+	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt.GetSelectStmt() == nil {
+		return fmt.Errorf("must be one SELECT returning one number, not %d statement(s) or another kind", len(tree.Stmts))
+	}
+	return nil
 }

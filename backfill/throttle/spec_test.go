@@ -2,6 +2,7 @@ package throttle_test
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -29,6 +30,11 @@ func TestSpecRefusesBadValuesNamingTheField(t *testing.T) {
 		{throttle.Spec{HTTP: []throttle.HTTPSpec{{Name: "h", URL: "http://"}}}, "http[1].url"},
 		{throttle.Spec{Heartbeats: []throttle.HeartbeatSpec{{Name: "r", DSN: "postgres://x:bad port/", Table: "hb", Max: time.Second}}}, "heartbeat[1].dsn"},
 		{throttle.Spec{File: &throttle.FileSpec{}}, "file"},
+		{throttle.Spec{MaxRate: math.NaN()}, "max_rate"},
+		{throttle.Spec{MaxRate: math.Inf(1)}, "max_rate"},
+		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT 1; SELECT 50", Max: 1}}}, "queries[1].sql"},
+		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "DELETE FROM t", Max: 1}}}, "queries[1].sql"},
+		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT 1", Max: math.NaN()}}}, "queries[1]"},
 	} {
 		err := c.spec.Validate()
 		var fe *throttle.FieldError

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -59,7 +60,7 @@ func (f *throttleFlags) spec(file *jobfile.File) (throttle.Spec, error) {
 		s = file.Throttle()
 	}
 	if f.changed("max-rate") {
-		if f.maxRate < 0 {
+		if f.maxRate < 0 || math.IsNaN(f.maxRate) || math.IsInf(f.maxRate, 0) {
 			return s, invalidFlag("max-rate", fmt.Sprint(f.maxRate), "must be 0 (no cap) or a positive number of rows per second")
 		}
 		s.MaxRate = f.maxRate

@@ -64,6 +64,8 @@ func TestBackfillThrottleBadInput(t *testing.T) {
 		want  string
 	}{
 		{"negative rate", jobYAML, []string{"--max-rate", "-5"}, "--max-rate"},
+		{"rate NaN", jobYAML, []string{"--max-rate", "NaN"}, "--max-rate"},
+		{"rate Inf", jobYAML, []string{"--max-rate", "Inf"}, "--max-rate"},
 		{"chunk time too short", jobYAML, []string{"--chunk-time", "1ms"}, "--chunk-time"},
 		{"negative lag", jobYAML, []string{"--max-lag", "-1s"}, "--max-lag"},
 		{"lag over the file's critical", jobYAML + "throttle:\n  replication_lag: {max: 1s, critical: 2s}\n", []string{"--max-lag", "5s"}, "--max-lag"},
