@@ -48,3 +48,25 @@ func TestANonFiniteReadingCannotBeRead(t *testing.T) {
 		}
 	}
 }
+
+// A signal that turns critical while a worker sleeps for rate tokens
+// pauses before the chunk: the signals are read again after the rate
+// wait (an outside test saw a chunk start up to a second after the flip).
+func TestACriticalSignalDuringARateWaitPausesBeforeTheChunk(t *testing.T) {
+	t.Parallel()
+	s := &flip{name: "file", at: func(n int) (throttle.Reading, error) {
+		if n <= 2 {
+			return throttle.Reading{}, nil
+		}
+		return throttle.Reading{Util: 1, Critical: true, Reason: "pause file exists"}, nil
+	}}
+	thr := newThrottler(t, throttle.Config{Signals: []throttle.Signal{s}, MaxRate: 10000, ReadEvery: -1})
+	if err := thr.Wait(t.Context(), 10000); err != nil { // the bucket's second
+		t.Fatal(err)
+	}
+	err := thr.Wait(t.Context(), 500) // waits for tokens; the signal flips meanwhile
+	var pe *throttle.PauseError
+	if !errors.As(err, &pe) || pe.Signal != "file" || s.reads != 3 {
+		t.Fatalf("after a rate wait: %v after %d reads, want a PauseError from the third read", err, s.reads)
+	}
+}

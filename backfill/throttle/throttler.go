@@ -239,17 +239,23 @@ func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() er
 	if !started.IsZero() {
 		t.cfg.Logger.Info("throttle: going on", "waited", time.Since(started).Round(time.Millisecond))
 	}
+	var waited time.Duration
+	if !started.IsZero() {
+		waited = time.Since(started)
+	}
 	d := t.rate.reserve(time.Now(), rows)
 	if d > 0 {
 		t.setReason(id, fmt.Sprintf("max rate %s rows/s", number(t.rate.limit())))
 		if err := sleep(ctx, d); err != nil {
-			t.add(time.Since(started)+d, 0)
+			t.add(waited+d, 0)
 			return err
 		}
-	}
-	var waited time.Duration
-	if !started.IsZero() {
-		waited = time.Since(started)
+		// A signal may have turned critical (or unreadable) while this
+		// worker slept for tokens: read again before the chunk starts.
+		if _, err := t.check(ctx); err != nil {
+			t.add(waited+d, 0)
+			return err
+		}
 	}
 	t.add(waited+d, int64(rows))
 	return nil
