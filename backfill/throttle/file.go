@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // File is a flag-file signal, as gh-ost's: while the file Path exists the
 // run waits; while Critical exists the run pauses. Either may be empty.
-// A file that cannot be checked (a directory without permission) cannot
-// be read: the run pauses.
+// A file that cannot be checked (a directory without permission, or one
+// that does not exist) cannot be read: the run pauses.
 type File struct {
 	Path, Critical string
 }
@@ -27,6 +28,12 @@ func (f *File) Read(context.Context) (Reading, error) {
 		}
 		_, err := os.Stat(p)
 		if errors.Is(err, fs.ErrNotExist) {
+			// Absent, if its directory is there: a flag file in a
+			// directory that does not exist (a typo) could never be
+			// created, and would silently never throttle.
+			if _, derr := os.Stat(filepath.Dir(p)); derr != nil {
+				return false, fmt.Errorf("the directory of flag file %s cannot be checked: %w", p, derr)
+			}
 			return false, nil
 		}
 		return err == nil, err

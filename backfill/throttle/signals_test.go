@@ -197,6 +197,13 @@ func TestFileSignal(t *testing.T) {
 	if r := read(t, f); !r.Critical {
 		t.Errorf("critical file: %+v, want critical", r)
 	}
+	// A flag file in a directory that does not exist could never be
+	// created: it cannot be read (an outside test saw it count as absent).
+	for _, typo := range []*throttle.File{{Path: filepath.Join(dir, "nosuchdir", "throttle")}, {Critical: filepath.Join(dir, "nosuchdir", "x", "pause")}} {
+		if _, err := typo.Read(t.Context()); err == nil {
+			t.Errorf("flag file %+v in a missing directory read without error", typo)
+		}
+	}
 }
 
 // flip is a signal that reads as its fields say, counting reads.
