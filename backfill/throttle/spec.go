@@ -2,8 +2,8 @@ package throttle
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"math"
 	"net/url"
 	"regexp"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rewindhq/rewind/backfill/internal/pgparse"
 )
 
 // Spec is a throttle in declarative form: what a job file's throttle:
@@ -312,11 +314,19 @@ func pick[T comparable](v, def T) T {
 // oneQuery checks that sql is one SELECT (or VALUES, or WITH … SELECT):
 // the signal reads its one number as (sql)::float8.
 func oneQuery(sql string) error {
-	tree, err := pg_query.Parse(sql)
+	out, err := pgparse.ParseJSON(sql)
 	if err != nil {
 		return fmt.Errorf("is not valid SQL: %v", err)
 	}
-	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt.GetSelectStmt() == nil {
+	var tree struct {
+		Stmts []struct {
+			Stmt map[string]json.RawMessage `json:"stmt"`
+		} `json:"stmts"`
+	}
+	if err := json.Unmarshal([]byte(out), &tree); err != nil {
+		return fmt.Errorf("could not be read: %v", err)
+	}
+	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt["SelectStmt"] == nil {
 		return fmt.Errorf("must be one SELECT returning one number, not %d statement(s) or another kind", len(tree.Stmts))
 	}
 	return nil

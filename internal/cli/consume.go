@@ -58,6 +58,7 @@ group on the embedded store in --data-dir (no server may hold it).`,
 			defer cancel()
 			var (
 				mu       sync.Mutex // one event printed at a time
+				errMu    sync.Mutex // guards printErr (mu may be held by an abandoned write)
 				printed  atomic.Int64
 				printErr error
 				last     = make(chan struct{}, 1)
@@ -67,16 +68,33 @@ group on the embedded store in --data-dir (no server may hold it).`,
 					<-hctx.Done() // beyond --count: it goes back to the group
 					return hctx.Err()
 				}
-				mu.Lock()
-				defer mu.Unlock()
+				// The write runs apart, so that a stop (a signal) is not
+				// held up by an output nobody reads: the event then goes
+				// back to the group, unacked, and the write is abandoned.
+				wrote := make(chan error, 1)
+				go func() {
+					mu.Lock()
+					defer mu.Unlock()
+					if hctx.Err() != nil {
+						wrote <- hctx.Err()
+						return
+					}
+					if jsonOut {
+						wrote <- a.printJSON(map[string]any{"group": m.Group, "delivery_id": m.ID, "attempt": m.Attempt,
+							"replay": m.Replay, "event": toJSON(m.Event)})
+					} else {
+						wrote <- a.printEvent(m.Event, false)
+					}
+				}()
 				var err error
-				if jsonOut {
-					err = a.printJSON(map[string]any{"group": m.Group, "delivery_id": m.ID, "attempt": m.Attempt,
-						"replay": m.Replay, "event": toJSON(m.Event)})
-				} else {
-					err = a.printEvent(m.Event, false)
+				select {
+				case err = <-wrote:
+				case <-hctx.Done():
+					return hctx.Err()
 				}
 				if err != nil {
+					errMu.Lock()
+					defer errMu.Unlock()
 					printErr = err
 					cancel()
 					return err
@@ -118,8 +136,11 @@ group on the embedded store in --data-dir (no server may hold it).`,
 			} else {
 				err = a.consumeLocal(ctx, group, h, consumer.MemberOptions{Name: name, MaxAckPending: maxAckPending})
 			}
-			if printErr != nil {
-				return printErr
+			errMu.Lock()
+			perr := printErr
+			errMu.Unlock()
+			if perr != nil {
+				return perr
 			}
 			if err == nil && cmd.Context().Err() != nil {
 				return cmd.Context().Err() // interrupted: exit status 130

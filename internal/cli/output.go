@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -152,7 +153,20 @@ func (a *app) report(err error) int {
 		if ce != nil && ce.hint != "" {
 			e["hint"] = ce.hint
 		}
-		a.printJSON(map[string]any{"error": e})
+		line := map[string]any{"error": e}
+		if status != 130 { // not interrupted
+			a.printJSON(line)
+		} else {
+			// Interrupted: the output may be a pipe nobody reads any more
+			// (that may be why the user interrupted); the line is written
+			// if it goes within a second, and the command ends either way.
+			wrote := make(chan struct{})
+			go func() { a.printJSON(line); close(wrote) }()
+			select {
+			case <-wrote:
+			case <-time.After(time.Second):
+			}
+		}
 	}
 	if ce != nil && ce.hint != "" {
 		msg += "\n" + ce.hint
