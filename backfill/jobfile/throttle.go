@@ -132,11 +132,8 @@ func countField(out *int) tfield {
 func wholeField(out *float64) tfield {
 	return func(f *File, field string, v *yaml.Node) error {
 		var n int
-		if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&n) != nil {
-			return f.errorf(field, "must be a whole number, not %s", kindName(v))
-		}
-		if n < 0 {
-			return f.errorf(field, "must not be negative, not %d", n)
+		if err := countField(&n)(f, field, v); err != nil {
+			return err
 		}
 		*out = float64(n)
 		return nil
