@@ -104,10 +104,14 @@ func (g *group) status(in GroupInfo) (Status, string) {
 	switch {
 	case g.failed != nil:
 		return StatusFailed, g.failed.Error()
+	case g.full() && g.ready.Len() > 0 && len(g.members) == 0:
+		// Full and nobody to hand the ready ones to: the cure is a member.
+		return StatusNoMembers, fmt.Sprintf("%d events are ready and no member has joined; the group holds %d events "+
+			"(max pending) and reads no further until some are acked", g.ready.Len(), g.entries.Len())
 	case g.full():
-		return StatusFull, fmt.Sprintf("holds %d events (max pending): %d in flight, %d delayed, %d waiting behind "+
-			"earlier events of their key; it reads no further until some are acked or parked", g.entries.Len(),
-			in.InFlight, in.Delayed, g.entries.Len()-in.InFlight-in.Delayed-g.ready.Len())
+		return StatusFull, fmt.Sprintf("holds %d events (max pending): %d in flight, %d delayed, %d ready, %d waiting "+
+			"behind earlier events of their key; it reads no further until some are acked or parked", g.entries.Len(),
+			in.InFlight, in.Delayed, g.ready.Len(), g.entries.Len()-in.InFlight-in.Delayed-g.ready.Len())
 	case len(g.inflight) >= g.cfg.MaxAckPending:
 		return StatusAckPendingFull, fmt.Sprintf("%d deliveries are not acked (max ack pending): nothing more is "+
 			"handed out until some are acked", len(g.inflight))
