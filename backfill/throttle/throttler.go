@@ -243,16 +243,18 @@ func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() er
 	if !started.IsZero() {
 		waited = time.Since(started)
 	}
-	d := t.rate.reserve(time.Now(), rows)
+	d, cancel := t.rate.reserve(time.Now(), rows)
 	if d > 0 {
 		t.setReason(id, fmt.Sprintf("max rate %s rows/s", number(t.rate.limit())))
 		if err := sleep(ctx, d); err != nil {
+			cancel(time.Now()) // the tokens not yet due go back to the bucket
 			t.add(waited+d, 0)
 			return err
 		}
 		// A signal may have turned critical (or unreadable) while this
 		// worker slept for tokens: read again before the chunk starts.
 		if _, err := t.check(ctx); err != nil {
+			cancel(time.Now())
 			t.add(waited+d, 0)
 			return err
 		}
