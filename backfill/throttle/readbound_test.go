@@ -100,3 +100,33 @@ func TestAnOngoingWaitCountsInStatus(t *testing.T) {
 		t.Errorf("after the wait: %+v, want 1 wait and no reason", st)
 	}
 }
+
+// A query the read gave up on does not go on in the database: the read's
+// deadline ends it there too (pgx sends the server a cancel request when
+// the context ends; a dropped connection alone would leave a sleeping
+// backend running, as an outside test saw after killing the process).
+func TestAQueryTheReadGaveUpOnEndsInTheDatabase(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	q := &throttle.Query{Label: "slow", DB: db.Pool, SQL: "SELECT 1 FROM pg_sleep(60)", Threshold: throttle.Threshold{Max: 5}}
+	thr := newThrottler(t, throttle.Config{Signals: []throttle.Signal{q}, ReadTimeout: 300 * time.Millisecond})
+	var pe *throttle.PauseError
+	if err := thr.Wait(t.Context(), 10); !errors.As(err, &pe) || !pe.Unreadable {
+		t.Fatalf("hanging query: %v, want unreadable", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n int
+		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%pg_sleep(60)%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backend(s) still run the query the read gave up on", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
