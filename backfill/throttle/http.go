@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // HTTP is a signal served by an endpoint. The contract, for a GET of URL:
@@ -80,7 +81,7 @@ func (h *HTTP) Read(ctx context.Context) (Reading, error) {
 	}
 	v, err := strconv.ParseFloat(text, 64)
 	if err != nil {
-		return Reading{}, fmt.Errorf("GET %s answered 200 with %q, not a number", h.URL, first)
+		return Reading{}, fmt.Errorf("GET %s answered 200 with %q, not one number", h.URL, truncate(text, 100))
 	}
 	return h.Threshold.level(h.Name(), v, number), nil
 }
@@ -91,4 +92,15 @@ func (h *HTTP) readTimeout() time.Duration {
 		return 2 * time.Second
 	}
 	return h.Timeout
+}
+
+// truncate cuts s to n bytes at most (on a rune boundary), marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -48,22 +48,32 @@ func (c *rateCap) limit() float64 {
 }
 
 // reserve takes rows from the bucket at now and returns how long the
-// caller must wait before using them.
-func (c *rateCap) reserve(now time.Time, rows int) time.Duration {
+// caller must wait before using them, and a cancel that gives back what
+// the caller did not use when it abandons the wait (a pause, a cancel).
+func (c *rateCap) reserve(now time.Time, rows int) (time.Duration, func(time.Time)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.lim == nil || rows <= 0 {
-		return 0
+		return 0, func(time.Time) {}
 	}
 	var wait time.Duration
+	var taken []*rate.Reservation
 	for rows > 0 { // a chunk larger than the burst is taken in parts
 		n := min(rows, c.lim.Burst())
 		r := c.lim.ReserveN(now, n)
 		if !r.OK() {
-			return time.Duration(math.MaxInt64)
+			wait = time.Duration(math.MaxInt64)
+			break
 		}
+		taken = append(taken, r)
 		wait = max(wait, r.DelayFrom(now))
 		rows -= n
 	}
-	return wait
+	return wait, func(at time.Time) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i := len(taken) - 1; i >= 0; i-- { // the last taken gives back first
+			taken[i].CancelAt(at)
+		}
+	}
 }

@@ -144,6 +144,8 @@ func TestHTTPSignalContract(t *testing.T) {
 		case "/locked":
 			w.WriteHeader(http.StatusLocked)
 			fmt.Fprintln(w, "maintenance window")
+		case "/long":
+			fmt.Fprint(w, strings.Repeat("9", 500)+"x")
 		case "/broken":
 			w.WriteHeader(http.StatusInternalServerError)
 		}
@@ -174,6 +176,14 @@ func TestHTTPSignalContract(t *testing.T) {
 		if _, err := bad.Read(t.Context()); err == nil {
 			t.Errorf("%s read without error", bad.URL)
 		}
+	}
+	// A body that is not one number is quoted whole (truncated), not only
+	// its first line: "0.1\njunk" was reported as "0.1", not a number.
+	if _, err := h("/number?v=0.1%0Ajunk", throttle.Threshold{Max: 1}).Read(t.Context()); err == nil || !strings.Contains(err.Error(), `"0.1\njunk"`) {
+		t.Errorf("200 \"0.1\\njunk\": %v, want the whole body quoted", err)
+	}
+	if _, err := h("/long", throttle.Threshold{Max: 1}).Read(t.Context()); err == nil || len(err.Error()) > 400 {
+		t.Errorf("a long bad body: %v, want it quoted truncated", err)
 	}
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()

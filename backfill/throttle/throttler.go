@@ -134,9 +134,10 @@ func (e *PauseError) Unwrap() []error { return []error{ErrPaused, e.Err} }
 type Status struct {
 	// Reason is why the work waits now, or "" when it does not.
 	Reason string `json:"reason,omitempty"`
-	// Throttled is the time workers spent waiting, summed over workers.
+	// Throttled is the time workers spent waiting, summed over workers,
+	// the waits going on included up to now.
 	Throttled time.Duration `json:"-"`
-	// Waits counts the waits.
+	// Waits counts the waits, the ones going on included.
 	Waits int64 `json:"waits"`
 	// Rows counts the rows admitted through Wait.
 	Rows int64 `json:"rows"`
@@ -155,11 +156,18 @@ type Throttler struct {
 	fails  map[string]int
 
 	mu        sync.Mutex
-	waiting   map[int64]string // wait id → reason
+	waiting   map[int64]*wait // by wait id: the Waits going on
 	nextID    int64
 	throttled time.Duration
 	waits     int64
 	rows      int64
+}
+
+// wait is one Wait going on: why it waits now, and since when ("" and
+// zero while it has not had to wait).
+type wait struct {
+	reason string
+	since  time.Time
 }
 
 type reading struct {
@@ -175,7 +183,7 @@ func New(cfg Config) (*Throttler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Throttler{cfg: c, rate: newRateCap(c.MaxRate), fails: map[string]int{}, waiting: map[int64]string{}}, nil
+	return &Throttler{cfg: c, rate: newRateCap(c.MaxRate), fails: map[string]int{}, waiting: map[int64]*wait{}}, nil
 }
 
 // Config returns the throttler's configuration, defaults applied.
@@ -215,6 +223,7 @@ func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() er
 	for {
 		busy, err := t.check(ctx)
 		if err != nil {
+			t.add(id, started, 0)
 			return err
 		}
 		if busy == "" {
@@ -224,40 +233,41 @@ func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() er
 			started = time.Now()
 			t.cfg.Logger.Info("throttle: waiting", "reason", busy)
 		}
-		t.setReason(id, busy)
+		t.setReason(id, busy, started)
 		if between != nil {
 			if err := between(); err != nil {
-				t.add(time.Since(started), 0)
+				t.add(id, started, 0)
 				return err
 			}
 		}
 		if err := sleep(ctx, t.cfg.Interval); err != nil {
-			t.add(time.Since(started), 0)
+			t.add(id, started, 0)
 			return err
 		}
 	}
 	if !started.IsZero() {
 		t.cfg.Logger.Info("throttle: going on", "waited", time.Since(started).Round(time.Millisecond))
 	}
-	var waited time.Duration
-	if !started.IsZero() {
-		waited = time.Since(started)
-	}
-	d := t.rate.reserve(time.Now(), rows)
+	d, cancel := t.rate.reserve(time.Now(), rows)
 	if d > 0 {
-		t.setReason(id, fmt.Sprintf("max rate %s rows/s", number(t.rate.limit())))
+		if started.IsZero() {
+			started = time.Now()
+		}
+		t.setReason(id, fmt.Sprintf("max rate %s rows/s", number(t.rate.limit())), started)
 		if err := sleep(ctx, d); err != nil {
-			t.add(waited+d, 0)
+			cancel(time.Now()) // the tokens not yet due go back to the bucket
+			t.add(id, started, 0)
 			return err
 		}
 		// A signal may have turned critical (or unreadable) while this
 		// worker slept for tokens: read again before the chunk starts.
 		if _, err := t.check(ctx); err != nil {
-			t.add(waited+d, 0)
+			cancel(time.Now())
+			t.add(id, started, 0)
 			return err
 		}
 	}
-	t.add(waited+d, int64(rows))
+	t.add(id, started, int64(rows))
 	return nil
 }
 
@@ -311,6 +321,7 @@ func (t *Throttler) begin() int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.nextID++
+	t.waiting[t.nextID] = &wait{}
 	return t.nextID
 }
 
@@ -320,31 +331,42 @@ func (t *Throttler) end(id int64) {
 	delete(t.waiting, id)
 }
 
-func (t *Throttler) setReason(id int64, reason string) {
+// setReason says why wait id waits now, and since when it waits.
+func (t *Throttler) setReason(id int64, reason string, since time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.waiting[id] = reason
+	t.waiting[id] = &wait{reason: reason, since: since}
 }
 
-func (t *Throttler) add(waited time.Duration, rows int64) {
+// add ends wait id, which waited since started (zero: it did not), and
+// counts rows admitted. Counting it and ending it are one step, so that
+// Status never counts a wait twice, as done and as going on.
+func (t *Throttler) add(id int64, started time.Time, rows int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if waited > 0 {
-		t.throttled += waited
+	if !started.IsZero() {
+		t.throttled += time.Since(started)
 		t.waits++
 	}
+	delete(t.waiting, id)
 	t.rows += rows
 }
 
 // Status returns the current reason to wait (of any worker), the time
-// spent waiting and the rows admitted so far.
+// spent waiting and the rows admitted so far. The waits going on count,
+// up to now: a run waiting from its first chunk shows that wait.
 func (t *Throttler) Status() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := Status{Throttled: t.throttled, Waits: t.waits, Rows: t.rows}
-	for _, r := range t.waiting {
-		if r != "" && (s.Reason == "" || r < s.Reason) {
-			s.Reason = r
+	now := time.Now()
+	for _, w := range t.waiting {
+		if !w.since.IsZero() {
+			s.Throttled += now.Sub(w.since)
+			s.Waits++
+		}
+		if w.reason != "" && (s.Reason == "" || w.reason < s.Reason) {
+			s.Reason = w.reason
 		}
 	}
 	return s
