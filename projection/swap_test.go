@@ -242,6 +242,11 @@ func TestCancelledRunsResumeWithoutDuplicates(t *testing.T) {
 	done := make(chan error, 1)
 	r2 := newRunner(t, orders("orders", 2), cfg)
 	go func() { done <- r2.Run(runCtx) }()
+	// Every earlier run of version 2 may have been cancelled before it
+	// registered the version; Swap refuses a version no runner has built.
+	waitFor(t, "version 2 to be registered", func() bool {
+		return b.count(t, `SELECT count(*) FROM rewind_proj.versions WHERE name = 'orders' AND version = 2`) == 1
+	})
 	if _, err := projection.Swap(ctx, b.db.Pool, "orders", 2, projection.SwapOptions{MaxLag: 1 << 40}); err != nil {
 		t.Fatal(err)
 	}
