@@ -221,37 +221,6 @@ func (a bindArgs) RewriteQuery(_ context.Context, _ *pgx.Conn, sql string, _ []a
 	return b.render(a)
 }
 
-// node returns the only key and value of a parse tree node such as
-// {"A_Const": {…}}.
-func node(v any) (string, map[string]any) {
-	m, ok := v.(map[string]any)
-	if !ok || len(m) != 1 {
-		return "", nil
-	}
-	for k, x := range m {
-		body, _ := x.(map[string]any)
-		return k, body
-	}
-	return "", nil
-}
-
-// walk calls fn for every node of a parse tree with its kind.
-func walk(v any, fn func(kind string, body map[string]any)) {
-	switch x := v.(type) {
-	case map[string]any:
-		if k, body := node(x); body != nil {
-			fn(k, body)
-		}
-		for _, y := range x {
-			walk(y, fn)
-		}
-	case []any:
-		for _, y := range x {
-			walk(y, fn)
-		}
-	}
-}
-
 // expr is a checked where or set expression.
 type expr struct {
 	names []string       // @names it binds
@@ -281,7 +250,7 @@ func parseExpr(field, sql string) (*expr, error) {
 		return nil, exprError(field, sql, "must be one SQL expression, not several statements")
 	}
 	stmt, _ := stmts[0].(map[string]any)
-	kind, sel := node(stmt["stmt"])
+	kind, sel := pgparse.Node(stmt["stmt"])
 	if kind != "SelectStmt" {
 		return nil, exprError(field, sql, "must be one SQL expression")
 	}
@@ -296,14 +265,14 @@ func parseExpr(field, sql string) (*expr, error) {
 	if len(targets) != 1 {
 		return nil, exprError(field, sql, "must be one SQL expression, not a list")
 	}
-	_, rt := node(targets[0])
+	_, rt := pgparse.Node(targets[0])
 	if _, named := rt["name"]; named || rt["val"] == nil {
 		return nil, exprError(field, sql, "must be one SQL expression, without an alias")
 	}
 	val, _ := rt["val"].(map[string]any)
-	if k, col := node(val); k == "ColumnRef" {
+	if k, col := pgparse.Node(val); k == "ColumnRef" {
 		if f, _ := col["fields"].([]any); len(f) > 0 {
-			if k, _ := node(f[len(f)-1]); k == "A_Star" {
+			if k, _ := pgparse.Node(f[len(f)-1]); k == "A_Star" {
 				return nil, exprError(field, sql, "must be one SQL expression, not *")
 			}
 		}
@@ -314,70 +283,11 @@ func parseExpr(field, sql string) (*expr, error) {
 	return &expr{names: b.names, tree: val}, nil
 }
 
-// sessionFuncs are functions whose effect outlives the transaction that
-// calls them or reaches beyond it, so that neither a dry run's rollback
-// nor a failed chunk's undoes it: session settings (set_config with
-// is_local false changes the search_path or role of the runner's later
-// queries), session-level advisory locks (held after the transaction ends,
-// on a pooled connection), other sessions and the server, files on the
-// server, and other databases (dblink). A job's SQL may not call them.
-// pg_advisory_xact_lock and the like, released at commit, are fine.
-var sessionFuncs = map[string]string{
-	"set_config":                          "changes a setting for the rest of the session",
-	"pg_advisory_lock":                    "takes a session-level lock that outlives the transaction",
-	"pg_advisory_lock_shared":             "takes a session-level lock that outlives the transaction",
-	"pg_try_advisory_lock":                "takes a session-level lock that outlives the transaction",
-	"pg_try_advisory_lock_shared":         "takes a session-level lock that outlives the transaction",
-	"pg_advisory_unlock":                  "releases a session-level lock",
-	"pg_advisory_unlock_shared":           "releases a session-level lock",
-	"pg_advisory_unlock_all":              "releases session-level locks",
-	"pg_terminate_backend":                "ends another session",
-	"pg_cancel_backend":                   "cancels another session's query",
-	"pg_reload_conf":                      "reloads the server's configuration",
-	"pg_rotate_logfile":                   "acts on the server",
-	"pg_promote":                          "acts on the server",
-	"pg_switch_wal":                       "acts on the server",
-	"pg_create_restore_point":             "acts on the server",
-	"pg_logical_emit_message":             "writes to the WAL outside the transaction",
-	"lo_import":                           "reads a file on the server",
-	"lo_export":                           "writes a file on the server",
-	"pg_file_write":                       "writes a file on the server",
-	"pg_file_rename":                      "renames a file on the server",
-	"pg_file_unlink":                      "removes a file on the server",
-	"pg_stat_reset":                       "resets the server's statistics",
-	"pg_stat_reset_shared":                "resets the server's statistics",
-	"pg_create_logical_replication_slot":  "acts on the server",
-	"pg_create_physical_replication_slot": "acts on the server",
-	"pg_drop_replication_slot":            "acts on the server",
-}
-
-// sessionFunc returns the first function of sessionFuncs (or of the
-// dblink extension) a parse tree calls, and what it does.
-func sessionFunc(tree any) (name, does string) {
-	walk(tree, func(kind string, body map[string]any) {
-		if kind != "FuncCall" || name != "" {
-			return
-		}
-		parts, _ := body["funcname"].([]any)
-		if len(parts) == 0 {
-			return
-		}
-		_, last := node(parts[len(parts)-1])
-		fn, _ := last["sval"].(string)
-		if d, ok := sessionFuncs[fn]; ok {
-			name, does = fn, d
-		} else if strings.HasPrefix(fn, "dblink") {
-			name, does = fn, "runs SQL in another database, outside the transaction"
-		}
-	})
-	return name, does
-}
-
 // funcNames lists the names of the functions a parse tree calls (without
 // their schema).
 func funcNames(tree any) []string {
 	var out []string
-	walk(tree, func(kind string, body map[string]any) {
+	pgparse.Walk(tree, func(kind string, body map[string]any) {
 		if kind != "FuncCall" {
 			return
 		}
@@ -385,7 +295,7 @@ func funcNames(tree any) []string {
 		if len(parts) == 0 {
 			return
 		}
-		_, last := node(parts[len(parts)-1])
+		_, last := pgparse.Node(parts[len(parts)-1])
 		if fn, _ := last["sval"].(string); fn != "" && !slices.Contains(out, fn) {
 			out = append(out, fn)
 		}
@@ -395,7 +305,7 @@ func funcNames(tree any) []string {
 
 // sessionFuncError refuses SQL that calls one of sessionFuncs.
 func sessionFuncError(field, sql string, tree any) error {
-	fn, does := sessionFunc(tree)
+	fn, does := pgparse.SessionFunc(tree)
 	if fn == "" {
 		return nil
 	}
@@ -426,7 +336,7 @@ func sqlTextError(field, sql string, err error, offset int) error {
 func (e *expr) alwaysNull(args map[string]any) bool {
 	v := e.tree
 	for {
-		kind, body := node(v)
+		kind, body := pgparse.Node(v)
 		switch kind {
 		case "TypeCast":
 			v, _ = body["arg"].(map[string]any)
@@ -603,7 +513,7 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 		return nil, exprError(field, sql, fmt.Sprintf("must be exactly one statement, not %d", len(stmts)))
 	}
 	stmt, _ := stmts[0].(map[string]any)
-	if kind, _ := node(stmt["stmt"]); !writeKinds[kind] {
+	if kind, _ := pgparse.Node(stmt["stmt"]); !writeKinds[kind] {
 		return nil, exprError(field, sql, "must be one UPDATE, DELETE, INSERT or MERGE of the job's table")
 	}
 	if err := sessionFuncError(field, sql, stmt["stmt"]); err != nil {
@@ -612,7 +522,7 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 	info := &statementInfo{names: b.names}
 	writes := func(v any) []relation {
 		var out []relation
-		walk(v, func(kind string, body map[string]any) {
+		pgparse.Walk(v, func(kind string, body map[string]any) {
 			if !writeKinds[kind] {
 				return
 			}
@@ -624,7 +534,7 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 		return out
 	}
 	info.targets = writes(stmt["stmt"])
-	kind, top := node(stmt["stmt"])
+	kind, top := pgparse.Node(stmt["stmt"])
 	info.withWrites = writes(top["withClause"])
 	info.kind = kind
 	rel, _ := top["relation"].(map[string]any)
@@ -638,7 +548,7 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 	assigned := func(targets any) {
 		l, _ := targets.([]any)
 		for _, t := range l {
-			if _, rt := node(t); rt != nil {
+			if _, rt := pgparse.Node(t); rt != nil {
 				if n, _ := rt["name"].(string); n != "" {
 					info.assigned = append(info.assigned, n)
 				}
@@ -651,7 +561,7 @@ func parseStatement(field, sql string) (*statementInfo, error) {
 	}
 	if whens, ok := top["mergeWhenClauses"].([]any); ok {
 		for _, w := range whens {
-			if _, mw := node(w); mw != nil && mw["commandType"] == "CMD_UPDATE" {
+			if _, mw := pgparse.Node(w); mw != nil && mw["commandType"] == "CMD_UPDATE" {
 				assigned(mw["targetList"])
 			}
 		}

@@ -3,12 +3,12 @@ package backfill
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/backfill/throttle"
 )
 
 // Bounds of a chunk time set on a run (Spirit allows 100 ms to 5 s; a
@@ -39,9 +39,9 @@ func (o SetOptions) validate() error {
 	switch {
 	case o.MaxRate == nil && o.ChunkTime == nil && !o.ClearChunkTime && o.Workers == nil:
 		return &rewind.ValidationError{Field: "set", Reason: "give --max-rate, --chunk-time or --workers"}
-	case o.MaxRate != nil && (*o.MaxRate < 0 || math.IsNaN(*o.MaxRate) || math.IsInf(*o.MaxRate, 0)):
+	case o.MaxRate != nil && throttle.CheckRate(*o.MaxRate) != nil:
 		return &rewind.ValidationError{Field: "max rate", Value: fmt.Sprint(*o.MaxRate),
-			Reason: "must be a number of rows per second above 0, or 0 (off) to remove the cap"}
+			Reason: throttle.CheckRate(*o.MaxRate).Error() + " (0 or off removes the cap)"}
 	case o.ChunkTime != nil && o.ClearChunkTime:
 		return &rewind.ValidationError{Field: "chunk time", Reason: "give a duration or off, not both"}
 	case o.ChunkTime != nil && (*o.ChunkTime < MinChunkTime || *o.ChunkTime > MaxChunkTime):

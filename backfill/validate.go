@@ -176,11 +176,11 @@ func parseQuery(field, sql string) ([]string, string, error) {
 		return nil, "", exprError(field, sql, fmt.Sprintf("must be exactly one query, not %d statements", len(stmts)))
 	}
 	stmt, _ := stmts[0].(map[string]any)
-	if kind, _ := node(stmt["stmt"]); kind != "SelectStmt" {
+	if kind, _ := pgparse.Node(stmt["stmt"]); kind != "SelectStmt" {
 		return nil, "", exprError(field, sql, "must be one SELECT: a validation reads, it never writes")
 	}
 	var refused string
-	walk(stmt["stmt"], func(kind string, body map[string]any) {
+	pgparse.Walk(stmt["stmt"], func(kind string, body map[string]any) {
 		switch {
 		case refused != "":
 		case writeKinds[kind]:

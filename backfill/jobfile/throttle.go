@@ -192,7 +192,7 @@ func (f *File) decodeThrottle(v *yaml.Node) error {
 		"min_chunk":  nonZero(countField(&s.MinChunk)),
 		"max_chunk":  nonZero(countField(&s.MaxChunk)),
 		"max_rate":   numberField(&s.MaxRate),
-		"interval":   durationField(&s.Interval),
+		"interval":   nonZero(durationField(&s.Interval)),
 		"grace":      countField(&s.Grace),
 		"replication_lag": func(f *File, field string, v *yaml.Node) error {
 			s.Lag = &throttle.LagSpec{}
@@ -237,7 +237,7 @@ func (f *File) decodeThrottle(v *yaml.Node) error {
 			return f.list(field, v, func(sub string, n *yaml.Node) error {
 				var h throttle.HTTPSpec
 				err := f.mapping(sub, n, map[string]tfield{"name": textField(&h.Name), "url": textField(&h.URL),
-					"max": numberField(&h.Max), "critical": numberField(&h.Critical), "timeout": durationField(&h.Timeout)})
+					"max": numberField(&h.Max), "critical": numberField(&h.Critical), "timeout": nonZero(durationField(&h.Timeout))})
 				s.HTTP = append(s.HTTP, h)
 				return err
 			})

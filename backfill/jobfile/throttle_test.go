@@ -75,6 +75,13 @@ func TestThrottleBlockErrorsNameTheLine(t *testing.T) {
 		{"rate NaN", "max_rate: 2500", "max_rate: .nan", "throttle.max_rate (job file job.yaml line 11): must be a number"},
 		{"blank sql", "sql: SELECT count(*) FROM jobs", `sql: " "`, "throttle.queries[1].sql (job file job.yaml line 16): is required"},
 		{"two statements", "sql: SELECT count(*) FROM jobs", `sql: "SELECT 1; SELECT 50"`, "must be one SELECT"},
+		// A second outside test found these accepted: 0 meant the default,
+		// a rate of one row per 10^292 years never ran, a query changed
+		// the session of the chunks after it.
+		{"interval 0", "max_rate: 2500", "max_rate: 2500\n  interval: 0s", "throttle.interval (job file job.yaml line 12): must not be 0"},
+		{"http timeout 0", `url: "https://ops.example/throttle"}`, `url: "https://ops.example/throttle", timeout: 0s}`, "throttle.http[1].timeout (job file job.yaml line 20): must not be 0"},
+		{"rate tiny", "max_rate: 2500", "max_rate: 1e-300", "throttle.max_rate (job file job.yaml line 11): must be 0 (no cap) or at least 0.01"},
+		{"query sets the session", "sql: SELECT count(*) FROM jobs", `sql: "SELECT set_config('role', 'x', false)::int"`, "throttle.queries[1].sql (job file job.yaml line 16): calls set_config()"},
 	} {
 		y := strings.Replace(throttled, c.from, c.to, 1)
 		if y == throttled {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/url"
 	"regexp"
 	"strings"
@@ -119,10 +118,8 @@ func (s *Spec) Validate() error {
 		return bad("max_chunk", "must be from 1 to %d rows, not %d", ChunkLimit, s.MaxChunk)
 	case s.MinChunk > 0 && s.MaxChunk > 0 && s.MinChunk > s.MaxChunk:
 		return bad("min_chunk", "%d must not exceed max_chunk %d", s.MinChunk, s.MaxChunk)
-	case math.IsNaN(s.MaxRate) || math.IsInf(s.MaxRate, 0):
-		return bad("max_rate", "must be a number of rows per second, not %g", s.MaxRate)
-	case s.MaxRate < 0:
-		return bad("max_rate", "must be a positive number of rows per second (or 0 for no cap), not %g", s.MaxRate)
+	case CheckRate(s.MaxRate) != nil:
+		return bad("max_rate", "%v", CheckRate(s.MaxRate))
 	case s.Interval < 0:
 		return bad("interval", "must be positive, not %s", s.Interval)
 	case s.Grace < 0:
@@ -328,6 +325,16 @@ func oneQuery(sql string) error {
 	}
 	if len(tree.Stmts) != 1 || tree.Stmts[0].Stmt["SelectStmt"] == nil {
 		return fmt.Errorf("must be one SELECT returning one number, not %d statement(s) or another kind", len(tree.Stmts))
+	}
+	var stmt any
+	if err := json.Unmarshal(tree.Stmts[0].Stmt["SelectStmt"], &stmt); err != nil {
+		return fmt.Errorf("could not be read: %v", err)
+	}
+	// The query runs on the backfill's pooled connections, between its
+	// chunks: a change it made to the session would reach the chunks.
+	if fn, does := pgparse.SessionFunc(stmt); fn != "" {
+		return fmt.Errorf("calls %s(), which %s: a throttle query runs on the backfill's pooled connections, "+
+			"so it may not call it", fn, does)
 	}
 	return nil
 }

@@ -35,12 +35,22 @@ func TestSpecRefusesBadValuesNamingTheField(t *testing.T) {
 		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT 1; SELECT 50", Max: 1}}}, "queries[1].sql"},
 		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "DELETE FROM t", Max: 1}}}, "queries[1].sql"},
 		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT 1", Max: math.NaN()}}}, "queries[1]"},
+		// A throttle query runs on the backfill's pooled connections: one
+		// that changes the session would reach the chunks after it.
+		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT set_config('search_path', 'evil', false)::int", Max: 1}}}, "queries[1].sql"},
+		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "WITH l AS (SELECT pg_catalog.pg_advisory_lock(1)) SELECT 0 FROM l", Max: 1}}}, "queries[1].sql"},
+		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT (SELECT count(*) FROM dblink('x', 'y') AS t(a int))", Max: 1}}}, "queries[1].sql"},
 	} {
 		err := c.spec.Validate()
 		var fe *throttle.FieldError
 		if !errors.As(err, &fe) || fe.Field != c.field {
 			t.Errorf("%+v: %v, want an error about %s", c.spec, err, c.field)
 		}
+	}
+	ok := throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", Max: 5,
+		SQL: "WITH a AS (SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active') SELECT greatest(n, 0) FROM a"}}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("a query reading pg_stat_activity: %v", err)
 	}
 }
 

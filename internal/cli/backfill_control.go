@@ -13,6 +13,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/backfill/throttle"
 	"github.com/rewindhq/rewind/internal/config"
 )
 
@@ -117,8 +118,8 @@ process that started the run starts workers up to it. Recorded with the actor.`,
 				v := 0.0
 				if rate != "off" {
 					var err error
-					if v, err = strconv.ParseFloat(rate, 64); err != nil {
-						return &rewind.ValidationError{Field: "--max-rate", Value: rate, Reason: "must be rows per second, such as 500, or off"}
+					if v, err = throttle.ParseRate(rate); err != nil {
+						return &rewind.ValidationError{Field: "--max-rate", Value: rate, Reason: err.Error() + ", or off"}
 					}
 				}
 				o.MaxRate = &v

@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,7 +28,7 @@ func throttleError(err error) (rewind.Code, bool) {
 // throttleFlags override a job file's throttle: block.
 type throttleFlags struct {
 	cmd       *cobra.Command
-	maxRate   float64
+	maxRate   string
 	chunkTime time.Duration
 	maxLag    time.Duration
 	file      string
@@ -38,7 +37,7 @@ type throttleFlags struct {
 func (f *throttleFlags) add(cmd *cobra.Command) {
 	f.cmd = cmd
 	fs := cmd.Flags()
-	fs.Float64Var(&f.maxRate, "max-rate", 0, "cap the rows per second of this process's workers on the run (0: no cap; "+
+	fs.StringVar(&f.maxRate, "max-rate", "", "cap the rows per second of this process's workers on the run (0: no cap; "+
 		"overrides the job file's throttle max_rate)")
 	fs.DurationVar(&f.chunkTime, "chunk-time", 0, "the time a chunk should take: chunk sizes adapt to it unless the "+
 		"job fixes chunk: (default 500ms, from 10ms to 1m; overrides throttle chunk_time)")
@@ -60,10 +59,11 @@ func (f *throttleFlags) spec(file *jobfile.File) (throttle.Spec, error) {
 		s = file.Throttle()
 	}
 	if f.changed("max-rate") {
-		if f.maxRate < 0 || math.IsNaN(f.maxRate) || math.IsInf(f.maxRate, 0) {
-			return s, invalidFlag("max-rate", fmt.Sprint(f.maxRate), "must be 0 (no cap) or a positive number of rows per second")
+		r, err := throttle.ParseRate(f.maxRate)
+		if err != nil {
+			return s, invalidFlag("max-rate", f.maxRate, err.Error())
 		}
-		s.MaxRate = f.maxRate
+		s.MaxRate = r
 	}
 	if f.changed("chunk-time") {
 		if f.chunkTime < throttle.MinChunkTime || f.chunkTime > throttle.MaxChunkTime {
