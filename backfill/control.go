@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -308,17 +309,30 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 
 // checkText refuses a reason or an actor that status and the progress
 // line could not print as written: invalid UTF-8 (the database refuses
-// it), or a control character — a newline could forge a line of status,
-// an escape sequence drive the reader's terminal.
+// it), or a character that is not plain text (see unplain).
 func checkText(field, s string) error {
 	if !utf8.ValidString(s) {
 		return &rewind.ValidationError{Field: field, Value: s, Reason: "is not valid UTF-8"}
 	}
-	for _, c := range s {
-		if unicode.IsControl(c) {
-			return &rewind.ValidationError{Field: field, Value: s,
-				Reason: fmt.Sprintf("holds the control character %U: give one line of plain text", c)}
-		}
+	if i := strings.IndexFunc(s, unplain); i >= 0 {
+		c, _ := utf8.DecodeRuneInString(s[i:])
+		return &rewind.ValidationError{Field: field, Value: s,
+			Reason: fmt.Sprintf("holds the character %U, which is not plain text: give one line of plain text", c)}
 	}
 	return nil
+}
+
+// unplain reports a character that does not print as itself: a control
+// character (a newline could forge a line of status, an escape sequence
+// drive the reader's terminal), a line or paragraph separator, or a
+// format character (a zero-width space hides text, a right-to-left
+// override makes it read backwards).
+func unplain(c rune) bool {
+	return unicode.IsControl(c) || unicode.In(c, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// PlainText reports whether s prints as itself on one line: what pause,
+// disable and an actor accept. Status quotes any other stored text.
+func PlainText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, unplain) < 0
 }

@@ -159,7 +159,8 @@ func TestControlTextWithControlCharactersIsRefused(t *testing.T) {
 	ctx := context.Background()
 	id := interruptParallel(t, b, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4}, 1)
 	entries := b.scalar(t, "SELECT count(*) FROM rewind.audit_log")
-	for _, bad := range []string{"line1\nstate        finished", "ev\x1b[2Jil", "\xff\xfe bad utf8", "tab\there", "nul\x00"} {
+	for _, bad := range []string{"line1\nstate        finished", "ev\x1b[2Jil", "\xff\xfe bad utf8", "tab\there", "nul\x00",
+		"zero\u200bwidth", "right\u202eleft", "line\u2028separator", "para\u2029graph"} {
 		if _, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Reason: bad}); !errors.Is(err, rewind.ErrInvalidArgument) {
 			t.Errorf("pause --reason %q = %v, want ErrInvalidArgument", bad, err)
 		}

@@ -54,3 +54,14 @@ func TestLeaseReleaseWaitsForABrokenConnection(t *testing.T) {
 		}
 	}
 }
+
+// The reason a disabled job's runs pause with ends with the operator's
+// reason, and with no dangling colon when none was given.
+func TestDisabledDetail(t *testing.T) {
+	if got := disabledDetail("count", ""); got != "job count disabled" {
+		t.Errorf("no reason: %q", got)
+	}
+	if got := disabledDetail("count", "bad data"); got != "job count disabled: bad data" {
+		t.Errorf("with a reason: %q", got)
+	}
+}

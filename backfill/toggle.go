@@ -164,7 +164,7 @@ func (r *Runner) toggleRuns(ctx context.Context, name string, disabled bool, rea
 		switch {
 		case disabled && c.Requested == requestRun:
 			err = r.requestPause(ctx, &Job{Name: name, Version: run.JobVersion}, run,
-				PauseReason{Kind: PauseDisabled, Detail: "job " + name + " disabled: " + reason})
+				PauseReason{Kind: PauseDisabled, Detail: disabledDetail(name, reason)})
 		case !disabled && c.Requested == requestPause && c.Reason.Kind == kind:
 			err = r.unpause(ctx, run, &kind)
 		default:
@@ -176,4 +176,12 @@ func (r *Runner) toggleRuns(ctx context.Context, name string, disabled bool, rea
 		ids = append(ids, run.ID)
 	}
 	return ids, nil
+}
+
+// disabledDetail is the reason a disabled job's runs pause with.
+func disabledDetail(name, reason string) string {
+	if reason == "" {
+		return "job " + name + " disabled"
+	}
+	return "job " + name + " disabled: " + reason
 }

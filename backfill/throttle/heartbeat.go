@@ -52,6 +52,14 @@ func (h *HeartbeatLag) Read(ctx context.Context) (Reading, error) {
 	if age == nil {
 		return Reading{}, fmt.Errorf("heartbeat table %s has no heartbeat: update its %s column on the primary every second", h.Table, col)
 	}
+	// A heartbeat ahead of this clock is clock skew between the primary
+	// and the replica: a little reads as no lag, but skew beyond the max
+	// lag would hide a lag as large, so the lag cannot be read.
+	if limit := max(h.Max, time.Second).Seconds(); *age < -limit {
+		return Reading{}, fmt.Errorf("the newest heartbeat in %s is %.1fs ahead of this database's clock: the clocks "+
+			"of the primary and the replica disagree by more than the lag limit, so the lag cannot be read; "+
+			"synchronise them (NTP)", h.Table, -*age)
+	}
 	return seconds(h.Max, h.Critical).level("heartbeat lag", max(*age, 0), secondsText), nil
 }
 

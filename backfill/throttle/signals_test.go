@@ -105,6 +105,18 @@ func TestHeartbeatLag(t *testing.T) {
 	if _, err := (&throttle.HeartbeatLag{DB: db.Pool, Table: "nope", Max: time.Second}).Read(t.Context()); err == nil {
 		t.Error("a missing heartbeat table read without error")
 	}
+	// A heartbeat ahead of the replica's clock by less than the max is
+	// skew and reads as no lag; by more, the clocks disagree too much for
+	// any lag to be read (it would hide a real one): unreadable.
+	db.Exec(t, "TRUNCATE hb")
+	db.Exec(t, "INSERT INTO hb VALUES (clock_timestamp() + interval '200 milliseconds')")
+	if r := read(t, hb); r.Util != 0 || r.Critical {
+		t.Errorf("a heartbeat 200ms ahead: %+v, want no lag", r)
+	}
+	db.Exec(t, "INSERT INTO hb VALUES (clock_timestamp() + interval '1 hour')")
+	if _, err := hb.Read(t.Context()); err == nil || !strings.Contains(err.Error(), "ahead of") {
+		t.Errorf("a heartbeat an hour ahead: %v, want it unreadable", err)
+	}
 }
 
 func TestQuerySignal(t *testing.T) {

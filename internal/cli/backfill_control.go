@@ -6,8 +6,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -91,7 +89,7 @@ func controlLine(c *backfill.Control) string {
 // escapes, so that a value stored otherwise (by an earlier version, or by
 // hand) can neither forge a line nor send the terminal escape sequences.
 func printable(s string) string {
-	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+	if !backfill.PlainText(s) {
 		return strconv.Quote(s)
 	}
 	return s

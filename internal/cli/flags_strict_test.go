@@ -72,6 +72,11 @@ func TestControlTextIsPrintedEscaped(t *testing.T) {
 	if got := controlLine(c); !strings.Contains(got, `line1\nstate`) || !strings.Contains(got, `ev\x1b[2Jil`) {
 		t.Errorf("controlLine = %q", got)
 	}
+	for _, s := range []string{"right\u202eleft", "zero\u200bwidth", "line\u2028separator"} {
+		if got := printable(s); got == s || !utf8.ValidString(got) || strings.ContainsAny(got, "\u202e\u200b\u2028") {
+			t.Errorf("printable(%q) = %q, printed raw", s, got)
+		}
+	}
 	if printable("alice — fenêtre") != "alice — fenêtre" {
 		t.Error("plain text is changed")
 	}
