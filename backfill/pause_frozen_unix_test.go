@@ -129,6 +129,16 @@ func TestPauseOfARunWhoseOwnerDiedPausingIsRecorded(t *testing.T) {
 	waitFor(t, "the dead owner's lease to go", func() bool {
 		return b.scalar(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rewind backfill lease%'`) == 0
 	})
+	// list alone records it too (an outside test found it did not).
+	runs, err := b.runner.List(ctx, backfill.ListOptions{})
+	if err != nil || len(runs) != 1 || runs[0].State != backfill.Paused || runs[0].Control == nil || runs[0].Control.PausedAt == nil {
+		t.Fatalf("list with a run whose owner died pausing: %v, %v", runs, err)
+	}
+	var stored string
+	if err := b.db.Pool.QueryRow(ctx, "SELECT state FROM rewind.backfill_runs WHERE id = $1", runID).Scan(&stored); err != nil ||
+		stored != "paused" {
+		t.Errorf("stored state after list %q (%v), want paused", stored, err)
+	}
 	for range 2 {
 		st, err = b.runner.Status(ctx, runID)
 		if err != nil || st.State != backfill.Paused || st.Control == nil || st.Control.PausedAt == nil {

@@ -931,6 +931,15 @@ func (r *Runner) List(ctx context.Context, o ListOptions) ([]*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i, run := range runs { // as Status: a run shown paused is recorded paused
+		if settled, err := r.settleUnheld(ctx, run); err != nil {
+			return nil, err
+		} else if settled {
+			if runs[i], err = r.ledger.loadRun(ctx, run.ID); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := r.ledger.canaries(ctx, runs...); err != nil {
 		return nil, err
 	}
