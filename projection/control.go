@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS rewind_proj.outbox (
 	fired_at timestamptz,
 	PRIMARY KEY (name, position, seq)
 );
+CREATE TABLE IF NOT EXISTS rewind_proj.baselines (
+	name text NOT NULL,
+	tag text NOT NULL,
+	version int NOT NULL,
+	position bigint NOT NULL,
+	schema_name text NOT NULL UNIQUE,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (name, tag)
+);
 CREATE INDEX IF NOT EXISTS outbox_unfired ON rewind_proj.outbox (name, position, seq) WHERE fired_at IS NULL;
 `
 

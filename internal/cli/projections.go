@@ -35,12 +35,14 @@ These commands work on those control tables by --dsn, from any terminal:
   swap NAME VERSION       make VERSION serve in place of the serving version, at one
                           position, with no effect recorded twice or lost
   drop NAME VERSION       drop a version that does not serve (its schema and rows)
+  baseline NAME VERSION TAG  save a copy of a version's tables as of its checkpoint
+  diff NAME A B           compare two versions, or a version and a baseline (@TAG), row by row
 
 docs/projections.md explains the swap protocol and what runs where.`,
 		Args: noArgs,
 	}
 	cmd.AddCommand(a.projectionsLsCmd(), a.projectionsStatusCmd(), a.projectionsRebuildCmd(),
-		a.projectionsSwapCmd(), a.projectionsDropCmd())
+		a.projectionsSwapCmd(), a.projectionsDropCmd(), a.projectionsBaselineCmd(), a.projectionsDiffCmd())
 	return cmd
 }
 

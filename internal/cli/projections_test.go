@@ -109,3 +109,89 @@ func TestProjectionsCommands(t *testing.T) {
 		t.Fatal("the dropped version's schema is still there")
 	}
 }
+
+// baseline saves a version's tables; diff compares a baseline or version
+// with another: exit 0 when the same, 5 with the differing keys, 2 when
+// the positions differ or the input is bad, 3 for what does not exist.
+func TestProjectionsBaselineAndDiff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	s, err := store.Open(t.TempDir(), store.Config{Logger: slog.New(slog.DiscardHandler), Log: eventlog.Config{Durability: eventlog.None}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	appendN := func(n int) {
+		for i := range n {
+			if _, err := s.Append(ctx, fmt.Sprint("s-", i%3), rewind.Any, rewind.Event{Type: "Counted", Data: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(12)
+	catchUp := func() {
+		r, err := projection.New(projection.Projection{Name: "counts", Version: 1,
+			Setup: func(schema string) string { return "CREATE TABLE " + schema + ".c (stream text PRIMARY KEY, n int)" },
+			Handlers: map[string]projection.Handler{"Counted": func(ctx context.Context, tx *projection.Tx, ev *rewind.RecordedEvent) error {
+				tx.Queue("INSERT INTO "+tx.Table("c")+" VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = c.n + 1", ev.Stream)
+				return nil
+			}}}, projection.Config{Pool: db.Pool, Store: s, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUp()
+	dsn := "--dsn=" + db.DSN
+	dir := t.TempDir()
+	if code, out, errOut := run(t, dir, "", "projections", "baseline", "counts", "1", "before", dsn, "--json"); code != 0 ||
+		!strings.Contains(out, `"schema":"proj_counts_b_before"`) {
+		t.Fatalf("baseline: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := run(t, dir, "", "projections", "diff", "counts", "@before", "1", dsn); code != 0 || !strings.Contains(out, "same") {
+		t.Fatalf("diff of a baseline with its version: %d %s %s", code, out, errOut)
+	}
+	db.Exec(t, `UPDATE proj_counts_v1.c SET n = 99 WHERE stream = 's-1'`)
+	code, out, errOut := run(t, dir, "", "projections", "diff", "counts", "@before", "1", dsn, "--json")
+	var d struct {
+		Diff projection.DiffResult
+		Same bool
+	}
+	if code != 5 || json.Unmarshal([]byte(out), &d) != nil || d.Same || len(d.Diff.Keys) != 1 ||
+		!strings.Contains(string(d.Diff.Keys[0].Key), `"s-1"`) || !strings.Contains(string(d.Diff.Keys[0].B), "99") {
+		t.Fatalf("diff after a change by hand: %d %s %s", code, out, errOut)
+	}
+	appendN(3)
+	catchUp()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"diff", "counts", "@before", "1"}, 2, "same position"},
+		{[]string{"diff", "counts", "x", "1"}, 2, "@TAG"},
+		{[]string{"diff", "counts", "@", "1"}, 2, "@TAG"},
+		{[]string{"diff", "counts", "@nope", "1"}, 3, "neither"},
+		{[]string{"diff", "counts", "1", "1", "--limit", "0"}, 2, "--limit"},
+		{[]string{"baseline", "counts", "1", "before"}, 2, "exists"},
+		{[]string{"baseline", "counts", "1", "Bad-Tag"}, 2, "tag"},
+		{[]string{"baseline", "counts", "7", "other"}, 3, "not found"},
+		{[]string{"baseline", "counts", "1", "nope", "--drop"}, 3, "no baseline"},
+	} {
+		code, out, errOut := run(t, dir, "", append([]string{"projections"}, append(c.args, dsn)...)...)
+		if code != c.code || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("%v: exit %d, %q %q; want exit %d mentioning %q", c.args, code, out, errOut, c.code, c.want)
+		}
+	}
+	if code, out, errOut := run(t, dir, "", "projections", "baseline", "counts", "1", "before", "--drop", dsn); code != 0 {
+		t.Fatalf("drop the baseline: %d %s %s", code, out, errOut)
+	}
+	var n int
+	db.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'proj_counts_b_before'`).Scan(&n)
+	if n != 0 {
+		t.Fatal("the dropped baseline's schema is still there")
+	}
+}
