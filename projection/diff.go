@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind"
@@ -401,7 +403,10 @@ func (d *differ) build(ctx context.Context, watch map[string]*watched) error {
 				Reason: fmt.Sprintf("its Setup failed: %v", err)}
 		}
 	}
-	types := slices.Concat(d.sides[0].p.types(), d.sides[1].p.types())
+	var types []string
+	for _, s := range d.sides {
+		types = append(types, s.p.types()...)
+	}
 	slices.Sort(types)
 	types = slices.Compact(types)
 	var batch []rewind.RecordedEvent
@@ -567,4 +572,65 @@ func (d *differ) check(ctx context.Context, tx pgx.Tx, watch map[string]*watched
 		}
 	}
 	return changed, nil
+}
+
+// AsOf is a projection built as of a position by BuildAsOf.
+type AsOf struct {
+	// Schema holds the projection's tables as of Position.
+	Schema   string          `json:"schema"`
+	Position rewind.Position `json:"position"`
+	Events   int64           `json:"events"`
+	// Parked lists the events the handlers failed on (skipped).
+	Parked []DiffParked `json:"parked,omitempty"`
+}
+
+var asOfSchemaRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// BuildAsOf builds p from the start of the log up to position at into a
+// new schema of that name, with effects never recorded: the state of a
+// projection over many streams as of a position, to query and then drop
+// (DROP SCHEMA … CASCADE). The schema must not exist; at must be in the
+// log (0: its end). On an error the schema is dropped.
+func BuildAsOf(ctx context.Context, cfg Config, p Projection, at rewind.Position, schema string) (*AsOf, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	bad := func(reason string) error {
+		return &Error{Op: "as-of", Name: p.Name, Version: p.Version, Err: ErrBadDefinition, Reason: reason}
+	}
+	switch {
+	case p.Setup == nil:
+		return nil, bad("Setup is required: the build creates the tables")
+	case cfg.Pool == nil || cfg.Store == nil:
+		return nil, bad("Config.Pool and Config.Store are required")
+	case !asOfSchemaRE.MatchString(schema) || strings.HasPrefix(schema, "pg_") || schema == "rewind_proj":
+		return nil, bad(fmt.Sprintf("the schema must be 1–63 lower-case letters, digits or _, starting with a letter, "+
+			"not pg_… nor rewind_proj, not %q", schema))
+	}
+	end, err := logEnd(ctx, cfg.Store)
+	if err != nil {
+		return nil, err
+	}
+	if at > end {
+		return nil, bad(fmt.Sprintf("position %d is past the end of the log (%d)", at, end))
+	}
+	if at == 0 {
+		at = end
+	}
+	// Created here, so that a schema someone else has is never dropped.
+	if _, err := cfg.Pool.Exec(ctx, "CREATE SCHEMA "+quoteSchema(schema)); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42P06" {
+			return nil, bad(fmt.Sprintf("schema %s exists: choose another name, or drop it first", schema))
+		}
+		return nil, err
+	}
+	res := &DiffResult{Position: at}
+	d := &differ{cfg: cfg, sides: []*side{{name: "a", p: &p, schema: schema}}, opts: DiffOptions{To: at}, res: res}
+	d.opts.defaults()
+	if err := d.build(ctx, nil); err != nil {
+		cfg.Pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+quoteSchema(schema)+" CASCADE")
+		return nil, err
+	}
+	return &AsOf{Schema: schema, Position: at, Events: res.Events, Parked: res.Parked}, nil
 }

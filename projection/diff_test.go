@@ -235,3 +235,48 @@ func TestBaselineAndCompare(t *testing.T) {
 		t.Error("the baseline's schema is left")
 	}
 }
+
+// A projection over many streams built as of a position holds exactly
+// what an offline build stopped there holds; bad input changes nothing.
+func TestBuildAsOf(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendOrders(t, 0, 20)
+	at := b.positionOf(t, "order-9", "Placed") // order-9 placed, not paid
+	res, err := projection.BuildAsOf(ctx, b.config(), orders("orders", 1), at, "orders_asof")
+	if err != nil || res.Position != at || res.Schema != "orders_asof" {
+		t.Fatalf("as of %d: %+v, %v", at, res, err)
+	}
+	if n := b.count(t, `SELECT count(*) FROM orders_asof.orders`); n != 10 {
+		t.Errorf("%d orders as of %d, want 10", n, at)
+	}
+	if n := b.count(t, `SELECT count(*) FROM orders_asof.orders WHERE paid`); n != 9 {
+		t.Errorf("%d paid orders as of %d, want 9", n, at)
+	}
+	if n := b.count(t, `SELECT count(*) FROM orders_asof.applied WHERE position > $1`, int64(at)); n != 0 {
+		t.Errorf("%d events after %d applied", n, at)
+	}
+	b.db.Exec(t, `CREATE TABLE orders_asof.mine (x int)`)
+	for _, c := range []struct {
+		name   string
+		schema string
+		at     rewind.Position
+	}{
+		{"exists", "orders_asof", at},
+		{"bad name", "Orders-AsOf", at},
+		{"system", "pg_temp_x", at},
+		{"control", "rewind_proj", at},
+		{"past the end", "later", 1 << 40},
+	} {
+		if _, err := projection.BuildAsOf(ctx, b.config(), orders("orders", 1), c.at, c.schema); !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+	// The refused build left the existing schema alone.
+	if n := b.count(t, `SELECT count(*) FROM orders_asof.mine`); n != 0 {
+		t.Error("the existing schema changed")
+	}
+	if n := b.count(t, `SELECT count(*) FROM pg_namespace WHERE nspname = 'later'`); n != 0 {
+		t.Error("a refused build left a schema")
+	}
+}
