@@ -32,7 +32,8 @@ type Status struct {
 	Lag    uint64          `json:"lag"`
 	// Rate is the positions per second the checkpoint advanced recently.
 	Rate float64 `json:"rate"`
-	// Events counts the events applied (handled or parked).
+	// Events counts the events the handlers applied (parked ones are
+	// counted in Parked, not here).
 	Events int64 `json:"events"`
 	// Parked counts the version's parked events.
 	Parked int64 `json:"parked"`

@@ -132,6 +132,10 @@ type Config struct {
 	// OTLPEndpoint, when set, exports traces of every RPC over OTLP/HTTP to
 	// this endpoint (host:port, or a URL). Defaults to no tracing.
 	OTLPEndpoint string
+	// ProjectionsDSN, when set, is the PostgreSQL database of projections
+	// (package projection) whose status /metrics exports
+	// (rewind_projection_*, read at each scrape). Defaults to none.
+	ProjectionsDSN string
 	// Logger receives JSON logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// Now is the clock that decides when tokens expire; for tests.

@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/projection"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -37,10 +39,12 @@ type Server struct {
 	tokens   *auth.Store
 	metrics  *metrics
 	registry *prometheus.Registry
-	subs     *subscriptions
-	tracing  *tracing
-	ln       net.Listener
-	http     *http.Server
+	// projections is the pool of Config.ProjectionsDSN, or nil.
+	projections *pgxpool.Pool
+	subs        *subscriptions
+	tracing     *tracing
+	ln          net.Listener
+	http        *http.Server
 
 	inflight    inflight
 	budget      appendBudget
@@ -102,6 +106,17 @@ func New(cfg Config) (_ *Server, err error) {
 			func() float64 { return float64(s.budget.used.Load()) }))
 	if s.tracing, err = newTracing(c.OTLPEndpoint); err != nil {
 		return nil, err
+	}
+	if c.ProjectionsDSN != "" {
+		pc, err := pgxpool.ParseConfig(c.ProjectionsDSN)
+		if err != nil {
+			return nil, &rewind.ValidationError{Field: "projections_dsn", Reason: "is not a PostgreSQL connection string: " + err.Error()}
+		}
+		pc.MaxConns = 2
+		if s.projections, err = pgxpool.NewWithConfig(context.Background(), pc); err != nil {
+			return nil, err
+		}
+		s.registry.MustRegister(projection.Collector(s.projections, s.log))
 	}
 	tlsCfg, err := c.tlsConfig()
 	if err != nil {
@@ -370,6 +385,9 @@ func (s *Server) closeResources() error {
 	}
 	if s.tokens != nil {
 		errs = append(errs, s.tokens.Close())
+	}
+	if s.projections != nil {
+		s.projections.Close()
 	}
 	if s.tracing != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

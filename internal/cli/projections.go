@@ -169,7 +169,8 @@ serving version keeps serving: your program starts it by running the new version
 Runner (projection.New(p, cfg).Run(ctx)), since only it has the handlers. This command
 shows how far the rebuild stands behind the serving version; with --wait it waits until
 it is at most --max-lag positions behind, then says how to swap. A version that does not
-exist yet exits with status 3 and says how to start it.`,
+exist yet exits with status 3 and says how to start it; with --wait, it is waited for
+(your program may be starting it).`,
 		Example: `  rewind projections rebuild orders 2 --wait --dsn postgres://postgres@127.0.0.1/app`,
 		Args:    exactArgs(2, "NAME VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -183,6 +184,7 @@ exist yet exits with status 3 and says how to start it.`,
 				return err
 			}
 			defer pool.Close()
+			announced := false
 			for {
 				all, err := projection.List(ctx, pool, args[0])
 				if err != nil {
@@ -197,9 +199,24 @@ exist yet exits with status 3 and says how to start it.`,
 						serving = &all[i]
 					}
 				}
-				if shadow == nil {
+				if shadow == nil && wait {
+					// Started by the program just now: its runner registers
+					// the version when it first runs.
+					if !announced {
+						fmt.Fprintf(a.stderr, "waiting for version %d of %s to start (projection.New(p, cfg).Run(ctx) in your program)…\n", v, args[0])
+						announced = true
+					}
+				} else if shadow == nil {
 					return notFound("projection %q has no version %d: start it in your program (projection.New(p, cfg).Run(ctx) "+
 						"with Version %d); it builds schema %s from the start of the log", args[0], v, v, projection.SchemaName(args[0], v))
+				}
+				if shadow == nil {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(200 * time.Millisecond):
+					}
+					continue
 				}
 				behind := uint64(0)
 				if serving != nil && serving.Position > shadow.Position {

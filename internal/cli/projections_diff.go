@@ -141,7 +141,7 @@ which has both versions' handlers (docs/projections.md, Diff).`,
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 1000, "list at most this many differing keys")
+	cmd.Flags().IntVar(&limit, "limit", 1000, "list at most this many differing keys (rows)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
@@ -63,6 +64,7 @@ type Server struct {
 	DrainDelay               time.Duration
 	SlowSubscriberTimeout    time.Duration
 	OTLPEndpoint             string
+	ProjectionsDSN           string
 	LogLevel                 string
 }
 
@@ -147,6 +149,8 @@ var settings = []setting{
 		duration(func(c *Server) *time.Duration { return &c.SlowSubscriberTimeout })},
 	{"otlp_endpoint", "OTLP/HTTP endpoint (host:port or URL) to export traces to", false,
 		str(func(c *Server) *string { return &c.OTLPEndpoint })},
+	{"projections_dsn", "PostgreSQL connection string of the projections (package projection) whose status /metrics " +
+		"exports as rewind_projection_* (default: none)", true, str(func(c *Server) *string { return &c.ProjectionsDSN })},
 	{"log_level", "log level: debug, info, warn or error", false, str(func(c *Server) *string { return &c.LogLevel })},
 }
 
@@ -301,6 +305,12 @@ func (c Server) validate(src Source, path string) error {
 	if err := checkOTLP(c.OTLPEndpoint); err != nil {
 		return bad("otlp_endpoint", c.OTLPEndpoint, err.Error())
 	}
+	if c.ProjectionsDSN != "" {
+		if _, err := pgxpool.ParseConfig(c.ProjectionsDSN); err != nil {
+			return &rewind.ValidationError{Field: field("projections_dsn"),
+				Reason: "is not a PostgreSQL connection string (postgres://user@host:5432/db, or key=value pairs)"}
+		}
+	}
 	if _, err := eventlog.ParseDurability(c.Durability); err != nil {
 		return bad("durability", c.Durability, "must be sync, interval or none")
 	}
@@ -415,7 +425,7 @@ func (c Server) ServerConfig() (server.Config, error) {
 		RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
 		MaxSubscriptionsPerToken: c.MaxSubscriptionsPerToken, ShutdownTimeout: c.ShutdownTimeout,
 		DrainDelay: c.DrainDelay, SlowSubscriberTimeout: c.SlowSubscriberTimeout,
-		OTLPEndpoint: c.OTLPEndpoint,
+		OTLPEndpoint: c.OTLPEndpoint, ProjectionsDSN: c.ProjectionsDSN,
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
 			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: int(c.MaxEventBytes)},
 	}, nil
