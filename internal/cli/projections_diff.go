@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/projection"
 )
 
@@ -141,7 +142,7 @@ which has both versions' handlers (docs/projections.md, Diff).`,
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 1000, "list at most this many differing keys (rows)")
+	config.IntVar(cmd.Flags(), &limit, "limit", 1000, "list at most this many differing keys (rows)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }
