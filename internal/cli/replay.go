@@ -106,6 +106,7 @@ to stderr otherwise. See docs/replay.md.`,
 	config.BoolVar(f, &countOnly, "count-only", false, "print the count and digest, not the events")
 	config.BoolVar(f, &jsonOut, "json", false, "print events as JSON lines (with --count-only: the result as one JSON object)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
+	cmd.AddCommand(a.replayPlanCmd(), a.replayRunCmd())
 	return cmd
 }
 

@@ -1,0 +1,370 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/internal/config"
+	"github.com/rewindhq/rewind/replay/mask"
+	"github.com/rewindhq/rewind/replay/template"
+	"github.com/rewindhq/rewind/store"
+)
+
+// templateFlags are the flags replay plan and replay run share.
+type templateFlags struct {
+	params  []string
+	keyFile string
+	jsonOut bool
+}
+
+func (f *templateFlags) add(a *app, cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&f.params, "param", "p", nil, "template parameter name=value (repeatable); typed by the template")
+	cmd.Flags().StringVar(&f.keyFile, "mask-key-file", "",
+		"file holding the key of the template's hash masking (at least 16 bytes; a final newline is not part of it); else $REWIND_MASK_KEY")
+	a.jsonFlag(cmd, &f.jsonOut)
+}
+
+// templateLoaded is a template with its parameters bound and its masker.
+type templateLoaded struct {
+	t      *template.Template
+	spec   *template.Spec
+	masker *mask.Masker
+}
+
+// load reads the template, binds the parameters, checks the target against
+// the source store, and builds the masker. Every mistake is an error of
+// invalid input (exit 2), found before anything is read or written.
+func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, error) {
+	for i, kv := range f.params {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, &rewind.ValidationError{Field: fmt.Sprintf("--param (the %s one)", ordinal(i+1)),
+				Reason: "must be name=value, such as -p since=2026-11-01T00:00:00Z (the value given is not shown: it may be a secret)"}
+		}
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, notFound("replay template %s does not exist; give the path of a template file (see docs/replay.md)", path)
+	}
+	t, err := template.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := t.Resolve(f.params)
+	if err != nil {
+		return nil, err
+	}
+	if sp.Target.Kind == "store" && a.server == "" {
+		if same, err := overlaps(a.dataDir, sp.Target.DataDir); err != nil {
+			return nil, err
+		} else if same {
+			return nil, &template.Error{Path: t.Path, Line: t.Line("target.data_dir"), Key: "target.data_dir", Value: sp.Target.DataDir,
+				Reason: fmt.Sprintf("is the source store (--data-dir %s), or inside it, or holds it: a replay never writes into the store it reads", a.dataDir)}
+		}
+	}
+	l := &templateLoaded{t: t, spec: sp}
+	if sp.Masking {
+		key, err := maskKey(f.keyFile, sp.Mask.HasHash())
+		if err != nil {
+			return nil, err
+		}
+		if l.masker, err = mask.New(sp.Mask, key); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// maskKey reads the hashing key from --mask-key-file or $REWIND_MASK_KEY.
+func maskKey(file string, needed bool) ([]byte, error) {
+	var key []byte
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, invalidFlag("mask-key-file", file, "cannot be read: "+errText(err))
+		}
+		key = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
+	default:
+		key = []byte(os.Getenv("REWIND_MASK_KEY"))
+	}
+	if needed && len(key) < mask.MinKeyLen {
+		return nil, &rewind.ValidationError{Field: "mask key", Reason: fmt.Sprintf("the template hashes fields for a target "+
+			"that is not production: give a key of at least %d bytes with --mask-key-file FILE or $REWIND_MASK_KEY "+
+			"(the same key gives the same hashes, run after run; got %d bytes)", mask.MinKeyLen, len(key))}
+	}
+	return key, nil
+}
+
+func errText(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// overlaps reports whether two directories are the same, or one lies in
+// the other, after following symbolic links (of the part of b that exists).
+func overlaps(a, b string) (bool, error) {
+	ra, err := realPath(a)
+	if err != nil {
+		return false, err
+	}
+	rb, err := realPath(b)
+	if err != nil {
+		return false, err
+	}
+	inside := func(x, y string) bool { return x == y || strings.HasPrefix(x, strings.TrimSuffix(y, "/")+"/") }
+	if inside(ra, rb) || inside(rb, ra) {
+		return true, nil
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb), nil
+}
+
+// realPath is the absolute path with symbolic links followed, for the
+// longest leading part of p that exists.
+func realPath(p string) (string, error) {
+	p, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	var rest []string
+	for {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(append([]string{r}, rest...)...), nil
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return filepath.Join(append([]string{p}, rest...)...), nil
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+		p = parent
+	}
+}
+
+func (a *app) replayPlanCmd() *cobra.Command {
+	var tf templateFlags
+	cmd := &cobra.Command{
+		Use:   "plan TEMPLATE.yaml",
+		Short: "Plan a replay template: the resolved window, counts, digest, masking and checks; nothing is written",
+		Long: `Read the template, bind its parameters (-p name=value), resolve its window against the
+log and read it once, without pacing: print the window as positions, the events in it
+(by type), their digest, the target, how many events and values would be masked, and
+each check's outcome. Nothing is written and nothing is recorded.
+
+Exit 0 when every check holds, 5 when one does not, 2 for a template, parameter, window
+or target that is wrong (the error names the key and its line) or an event the masking
+cannot handle. See docs/replay.md.`,
+		Example: `  rewind replay plan rebuild-orders.yaml -p since=2026-11-01T00:00:00Z
+  rewind replay plan verify-day.yaml --json`,
+		Args: exactArgs(1, "TEMPLATE.yaml"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := a.loadTemplate(args[0], &tf)
+			if err != nil {
+				return err
+			}
+			s, err := a.openExisting(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			rep, err := l.t.Plan(cmd.Context(), s, l.spec, l.masker)
+			if err != nil {
+				return err
+			}
+			return a.printTemplateReport(rep, tf.jsonOut, "")
+		},
+	}
+	tf.add(a, cmd)
+	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = tf.jsonOut }
+	return cmd
+}
+
+func (a *app) replayRunCmd() *cobra.Command {
+	var tf templateFlags
+	var execute bool
+	var ledgerDSN, actor string
+	var connectTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "run TEMPLATE.yaml",
+		Short: "Run a replay template with --execute (recorded in the audit ledger); without it, plan",
+		Long: `Without --execute, plan the template (as 'rewind replay plan'): nothing is written.
+
+With --execute, run it and record the run in the audit ledger of --ledger-dsn
+($REWIND_LEDGER_DSN), which is required: replay.run.started before anything is read
+(a ledger that cannot be written stops the run there), then replay.run.finished or
+replay.run.failed, with the actor (--actor, $REWIND_ACTOR, else the OS user), the build,
+the template's name, version and SHA-256, the parameters (secret ones as ***), the
+target, the resolved window, the events, their digest, and whether the target received
+masked data. The run reads the window once to plan and check it: a check that fails
+(exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
+It then replays the same positions, paced, into the target.
+
+Masking: the template's mask rules apply to every target that writes unless the
+template says production: true; a verify target writes nothing. Hash rules need a key of
+at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
+		Example: `  rewind replay run rebuild-orders.yaml -p since=2026-11-01T00:00:00Z --execute --ledger-dsn "$LEDGER"
+  REWIND_MASK_KEY=… rewind replay run staging-copy.yaml --execute`,
+		Args: exactArgs(1, "TEMPLATE.yaml"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			l, err := a.loadTemplate(args[0], &tf)
+			if err != nil {
+				return err
+			}
+			if !execute {
+				s, err := a.openExisting(ctx)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				rep, err := l.t.Plan(ctx, s, l.spec, l.masker)
+				if err != nil {
+					return err
+				}
+				return a.printTemplateReport(rep, tf.jsonOut, "nothing was written: add --execute to run it")
+			}
+			if ledgerDSN == "" {
+				return invalidFlag("ledger-dsn", "", "is required with --execute (or set REWIND_LEDGER_DSN): every replay run is "+
+					"recorded in the audit ledger, which lives in PostgreSQL")
+			}
+			if connectTimeout <= 0 {
+				return invalidFlag("connect-timeout", connectTimeout.String(), "must be positive, such as 10s")
+			}
+			s, err := a.openExisting(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			pg := pgFlags{connectTimeout: connectTimeout, lockTimeout: 5 * time.Second}
+			pool, err := pg.pool(ctx, "ledger-dsn", ledgerDSN)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			ledger, err := auditpg.New(pool, auditpg.Config{})
+			if err != nil {
+				return err
+			}
+			if err := ledger.Setup(ctx); err != nil {
+				return err
+			}
+			id, err := uuid.NewV7()
+			if err != nil {
+				return err
+			}
+			secret := map[string]bool{}
+			for _, n := range l.t.SecretParams() {
+				secret[n] = true
+			}
+			command := a.recordedCommand(cmd, func(p string) bool { return secret[p] })
+			rep, err := l.t.Execute(ctx, s, l.spec, template.RunOptions{
+				Ledger: ledger, RunID: id.String(), Masker: l.masker,
+				Origin: audit.CurrentOrigin(actor, command, l.t.SecretParams()),
+				OpenTarget: func() (rewind.Store, error) {
+					return store.Open(l.spec.Target.DataDir, store.Config{})
+				},
+			})
+			if errors.Is(err, template.ErrCheckFailed) {
+				// The report, then exit 5 with the run's own message.
+				rep.RunID = id.String()
+				if perr := a.printTemplateReport(rep, tf.jsonOut, ""); perr != nil && !errors.As(perr, new(*cliError)) {
+					return perr
+				}
+				return checkFailed(err.Error()+" (run "+id.String()+", recorded as replay.run.failed)", tf.jsonOut)
+			}
+			if err != nil {
+				return err
+			}
+			return a.printTemplateReport(rep, tf.jsonOut, "")
+		},
+	}
+	tf.add(a, cmd)
+	config.BoolVar(cmd.Flags(), &execute, "execute", false, "run the template and record it; without it, only plan")
+	cmd.Flags().StringVar(&ledgerDSN, "ledger-dsn", "", "PostgreSQL database of the audit ledger that records the run")
+	cmd.Flags().StringVar(&actor, "actor", "", "who runs this, for the audit ledger; defaults to the OS user")
+	bindEnv(cmd.Flags(), "ledger-dsn", "REWIND_LEDGER_DSN")
+	bindEnv(cmd.Flags(), "actor", "REWIND_ACTOR")
+	cmd.Flags().DurationVar(&connectTimeout, "connect-timeout", 10*time.Second,
+		"give up connecting to the ledger's database after this long, unless its connection string sets connect_timeout")
+	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = tf.jsonOut }
+	return cmd
+}
+
+// printTemplateReport prints a plan or a run; a plan whose checks fail
+// is an error (exit 5) after the report.
+func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note string) error {
+	var err error
+	if !rep.ChecksPassed() {
+		err = checkFailed("replay template "+rep.Template+": a check failed (see above); a run would write nothing", false)
+	}
+	if jsonOut {
+		if perr := a.printJSON(rep); perr != nil {
+			return perr
+		}
+		if err != nil {
+			return checkFailed(err.Error(), true)
+		}
+		return nil
+	}
+	verb := "plan"
+	if rep.RunID != "" {
+		verb = "run " + rep.RunID
+	}
+	a.printf("replay template %s version %s (sha256 %s): %s\n", rep.Template, rep.Version, rep.Hash[:12], verb)
+	for _, k := range slices.Sorted(maps.Keys(rep.Params)) {
+		a.printf("  param %s = %s\n", k, rep.Params[k])
+	}
+	w := rep.Window
+	if w.From > w.To {
+		a.printf("  window: empty (it resolves to %d..%d)\n", w.From, w.To)
+	} else {
+		a.printf("  window: %d..%d, %d events (first %d, last %d)\n", w.From, w.To, w.Events, w.FirstPosition, w.LastPosition)
+	}
+	for _, t := range slices.Sorted(maps.Keys(rep.Types)) {
+		a.printf("    %-30s %d\n", t, rep.Types[t])
+	}
+	a.printf("  digest: %s\n", w.Digest)
+	prod := ""
+	if rep.Production {
+		prod = " (production)"
+	}
+	a.printf("  target: %s%s\n", rep.Target, prod)
+	if rep.Masking {
+		a.printf("  masking: %d events, %d values masked, hashed or dropped", rep.MaskedEvents, rep.MaskedValues)
+		if rep.MaskKeyID != "" {
+			a.printf(" (hash key id %s)", rep.MaskKeyID)
+		}
+		a.printf("\n")
+	} else {
+		a.printf("  masking: none\n")
+	}
+	for _, c := range rep.Checks {
+		status := "ok"
+		if !c.OK {
+			status = "FAILED"
+		}
+		a.printf("  check %s: want %s, got %s: %s\n", c.Name, c.Want, c.Got, status)
+	}
+	if rep.Executed {
+		a.printf("  written: %d events\n", rep.Written)
+	}
+	if note != "" {
+		a.printf("%s\n", note)
+	}
+	return err
+}

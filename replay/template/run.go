@@ -1,0 +1,318 @@
+package template
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/internal/buildinfo"
+	"github.com/rewindhq/rewind/replay"
+	"github.com/rewindhq/rewind/replay/mask"
+)
+
+// ErrCheckFailed: a validation check of the template did not hold. Nothing
+// was written to the target.
+var ErrCheckFailed = errors.New("replay template: a check failed")
+
+// CheckResult is one validation check.
+type CheckResult struct {
+	Name string `json:"name"` // events, min_events, max_events, digest, types.T
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	OK   bool   `json:"ok"`
+}
+
+// Report is what a plan found in the window, and what a run did.
+type Report struct {
+	Template   string            `json:"template"`
+	Version    string            `json:"version"`
+	Hash       string            `json:"template_hash"`
+	Target     string            `json:"target"`
+	Production bool              `json:"production"`
+	Params     map[string]string `json:"params,omitempty"`
+	// Window is the replay's result over the source: the window resolved to
+	// positions, the events in it and their digest (of the source's data,
+	// before masking).
+	Window replay.Result    `json:"window"`
+	Types  map[string]int64 `json:"types"`
+	// Masking says whether the target receives masked data. MaskedEvents
+	// counts the events whose data a rule changed, MaskedValues the values
+	// masked, hashed or dropped; MaskKeyID names the hashing key.
+	Masking      bool          `json:"masking"`
+	MaskedEvents int64         `json:"masked_events"`
+	MaskedValues int64         `json:"masked_values"`
+	MaskKeyID    string        `json:"mask_key_id,omitempty"`
+	Checks       []CheckResult `json:"checks,omitempty"`
+	// Executed is true when the run wrote to its target (or, for a verify
+	// target, ran as a recorded run); Written counts the events appended
+	// (the records of soft deletes are not copied).
+	Executed bool   `json:"executed"`
+	Written  int64  `json:"written"`
+	RunID    string `json:"run_id,omitempty"`
+}
+
+// ChecksPassed reports whether every check held.
+func (r *Report) ChecksPassed() bool {
+	for _, c := range r.Checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Report) failedChecks() string {
+	var out []string
+	for _, c := range r.Checks {
+		if !c.OK {
+			out = append(out, fmt.Sprintf("%s: want %s, got %s", c.Name, c.Want, c.Got))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// Plan reads the spec's window in the source, once, without pacing and
+// without writing anything: it resolves the window, counts the events (by
+// type), computes their digest, checks that every event the target would
+// receive can be masked, and evaluates the checks. An event that cannot
+// be masked ends the plan with an *mask.UnmaskableError.
+func (t *Template) Plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask.Masker) (*Report, error) {
+	rep := &Report{Template: t.Name, Version: t.Version, Hash: t.Hash, Target: sp.Target.String(), Production: t.Production,
+		Params: sp.Params, Types: map[string]int64{}, Masking: sp.Masking}
+	if sp.Masking {
+		rep.MaskKeyID = m.KeyID()
+	}
+	res, err := replay.Run(ctx, src, sp.Window, func(_ context.Context, ev *rewind.RecordedEvent) error {
+		rep.Types[ev.Type]++
+		if sp.Masking && ev.Type != rewind.TypeStreamDeleted {
+			_, n, err := m.Apply(ev)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				rep.MaskedEvents++
+				rep.MaskedValues += int64(n)
+			}
+		}
+		return nil
+	}, replay.Options{Digest: true})
+	rep.Window = res
+	if err != nil {
+		return rep, unwrapUnmaskable(err)
+	}
+	rep.Checks = sp.Checks.evaluate(rep)
+	return rep, nil
+}
+
+// unwrapUnmaskable returns the *mask.UnmaskableError inside err, whose
+// message names the event already.
+func unwrapUnmaskable(err error) error {
+	var ue *mask.UnmaskableError
+	if errors.As(err, &ue) {
+		return ue
+	}
+	return err
+}
+
+func (c *Checks) evaluate(rep *Report) []CheckResult {
+	var out []CheckResult
+	n := rep.Window.Events
+	count := func(name string, want *int64, ok func(int64) bool) {
+		if want != nil {
+			out = append(out, CheckResult{Name: name, Want: fmt.Sprint(*want), Got: fmt.Sprint(n), OK: ok(*want)})
+		}
+	}
+	count("events", c.Events, func(w int64) bool { return n == w })
+	count("min_events", c.MinEvents, func(w int64) bool { return n >= w })
+	count("max_events", c.MaxEvents, func(w int64) bool { return n <= w })
+	if c.Digest != "" {
+		out = append(out, CheckResult{Name: "digest", Want: c.Digest, Got: rep.Window.Digest, OK: c.Digest == rep.Window.Digest})
+	}
+	for _, typ := range slices.Sorted(maps.Keys(c.Types)) {
+		got := rep.Types[typ]
+		out = append(out, CheckResult{Name: "types." + typ, Want: fmt.Sprint(c.Types[typ]), Got: fmt.Sprint(got), OK: got == c.Types[typ]})
+	}
+	return out
+}
+
+// Ledger is where runs are recorded: an audit ledger (auditpg.Ledger).
+type Ledger interface {
+	Append(ctx context.Context, e audit.Entry) (audit.Entry, error)
+}
+
+// RunOptions say how to execute a template.
+type RunOptions struct {
+	// Ledger records the run. Required.
+	Ledger Ledger
+	// Origin is who runs it (audit.CurrentOrigin).
+	Origin audit.Origin
+	// RunID names the run in the ledger (the entries' subject).
+	RunID string
+	// Masker masks the data the target receives when Spec.Masking.
+	Masker *mask.Masker
+	// OpenTarget opens the target store. It is called only once the run
+	// is recorded and its checks hold; Execute closes what it returns. Not
+	// called for a verify target.
+	OpenTarget func() (rewind.Store, error)
+}
+
+// Execute runs the spec and records it in the ledger.
+//
+// It appends replay.run.started before reading anything (a ledger that
+// cannot be written stops the run there: nothing is written to the
+// target), then plans (Plan). Failed checks or an event that cannot be
+// masked end the run before the target is opened: nothing is written. It
+// then replays the window resolved by the plan, by position, with pacing,
+// into the target, each event's data masked when sp.Masking, and checks
+// that it delivered the events the plan saw (the same digest). The run
+// ends with replay.run.finished, or replay.run.failed with the error.
+func (t *Template) Execute(ctx context.Context, src rewind.Store, sp *Spec, o RunOptions) (*Report, error) {
+	if o.Ledger == nil {
+		return nil, &rewind.ValidationError{Field: "ledger", Reason: "a replay run is recorded in the audit ledger: give one"}
+	}
+	if sp.Masking && o.Masker == nil {
+		return nil, &rewind.ValidationError{Field: "masker", Reason: "the template masks fields: give a masker"}
+	}
+	base := t.attrs(sp, o)
+	entry := func(kind string, attrs map[string]string, counts map[string]int64, msg string) audit.Entry {
+		a := maps.Clone(base)
+		maps.Copy(a, attrs)
+		return audit.Entry{Kind: "replay.run." + kind, Subject: o.RunID, Origin: o.Origin, Attrs: a, Counts: counts, Message: msg}
+	}
+	if _, err := o.Ledger.Append(ctx, entry("started", nil, nil, "")); err != nil {
+		return nil, fmt.Errorf("replay: record the run in the audit ledger (nothing was replayed): %w", err)
+	}
+	rep, err := t.execute(ctx, src, sp, o)
+	if rep != nil {
+		rep.RunID = o.RunID
+	}
+	counts := map[string]int64{}
+	attrs := map[string]string{}
+	if rep != nil {
+		counts = map[string]int64{"events": rep.Window.Events, "written": rep.Written,
+			"masked_events": rep.MaskedEvents, "masked_values": rep.MaskedValues}
+		attrs = map[string]string{"from": rep.Window.From.String(), "to": rep.Window.To.String(), "digest": rep.Window.Digest}
+		if len(rep.Checks) > 0 {
+			attrs["checks"] = "passed"
+			if !rep.ChecksPassed() {
+				attrs["checks"] = "failed: " + rep.failedChecks()
+			}
+		}
+	}
+	kind, msg := "finished", ""
+	if err != nil {
+		kind, msg = "failed", err.Error()
+	}
+	// The outcome is recorded even when ctx was cancelled (an interrupted
+	// run is still a run).
+	if _, lerr := o.Ledger.Append(context.WithoutCancel(ctx), entry(kind, attrs, counts, msg)); lerr != nil && err == nil {
+		err = fmt.Errorf("replay: the run finished but its outcome could not be recorded in the audit ledger: %w", lerr)
+	}
+	return rep, err
+}
+
+func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o RunOptions) (*Report, error) {
+	rep, err := t.Plan(ctx, src, sp, o.Masker)
+	if err != nil {
+		return rep, err
+	}
+	if !rep.ChecksPassed() {
+		return rep, fmt.Errorf("%w (nothing was written): %s", ErrCheckFailed, rep.failedChecks())
+	}
+	rep.Executed = true
+	if !sp.Target.Writes() {
+		return rep, nil
+	}
+	dst, err := o.OpenTarget()
+	if err != nil {
+		return rep, fmt.Errorf("replay: open the target %s: %w", sp.Target, err)
+	}
+	defer dst.Close()
+	// The same events as the plan: its window by position, the same filters.
+	w := sp.Window
+	w.From, w.To = replay.AtPosition(rep.Window.From), replay.AtPosition(rep.Window.To)
+	if rep.Window.From > rep.Window.To {
+		return rep, nil // empty
+	}
+	into := replay.IntoStore(dst)
+	res, err := replay.Run(ctx, src, w, func(ctx context.Context, ev *rewind.RecordedEvent) error {
+		if ev.Type == rewind.TypeStreamDeleted {
+			return nil
+		}
+		out := ev
+		if sp.Masking {
+			data, n, err := o.Masker.Apply(ev)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				c := *ev
+				c.Data = data
+				out = &c
+			}
+		}
+		if err := into(ctx, out); err != nil {
+			return err
+		}
+		rep.Written++
+		return nil
+	}, replay.Options{Digest: true, Pacing: sp.Pacing})
+	if err != nil {
+		return rep, unwrapUnmaskable(err)
+	}
+	if res.Digest != rep.Window.Digest {
+		return rep, fmt.Errorf("replay: the window changed between the plan and the copy (digest %s, then %s; retention removed events?): "+
+			"the target holds %d events of it", rep.Window.Digest, res.Digest, rep.Written)
+	}
+	return rep, nil
+}
+
+// attrs are what every entry of a run repeats.
+func (t *Template) attrs(sp *Spec, o RunOptions) map[string]string {
+	a := map[string]string{"template": t.Name, "template_version": t.Version, "template_hash": t.Hash,
+		"template_file": t.Path, "binary": buildinfo.Identity(), "target": sp.Target.String(),
+		"production": fmt.Sprint(t.Production), "masked": fmt.Sprint(sp.Masking)}
+	w := sp.Window
+	if !w.From.IsZero() {
+		a["window.from"] = w.From.String()
+	}
+	if !w.To.IsZero() {
+		a["window.to"] = w.To.String()
+	}
+	if w.StreamPrefix != "" {
+		a["filter.prefix"] = w.StreamPrefix
+	}
+	if len(w.Streams) > 0 {
+		a["filter.streams"] = strings.Join(w.Streams, ",")
+	}
+	if len(w.Types) > 0 {
+		a["filter.types"] = strings.Join(w.Types, ",")
+	}
+	if len(sp.Mask) > 0 {
+		a["mask_rules"] = describeRules(sp.Mask)
+	}
+	if sp.Masking && o.Masker != nil && o.Masker.KeyID() != "" {
+		a["mask_key_id"] = o.Masker.KeyID()
+	}
+	for k, v := range sp.Params {
+		a["param."+k] = v
+	}
+	return a
+}
+
+// describeRules writes rules as TYPE:PATH=ACTION, sorted.
+func describeRules(r mask.Rules) string {
+	var out []string
+	for typ, rules := range r {
+		for _, x := range rules {
+			out = append(out, fmt.Sprintf("%s:%s=%s", typ, x.Path, x.Action))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
