@@ -162,15 +162,14 @@ func (r *resolver) filter() error {
 }
 
 func (r *resolver) target() error {
-	n := r.t.sections["target"]
 	f, err := r.fields("target", []string{"kind", "data_dir"})
 	if err != nil {
 		return err
 	}
 	t := &r.sp.Target
-	t.Line = n.Line
+	t.Line = r.t.Line("target")
 	if f["kind"] == nil {
-		return r.t.err("target", n, "", "needs a kind: verify (count and digest, nothing written) or store (with data_dir)")
+		return r.t.errLine(0, "target", "", "needs a kind: verify (count and digest, nothing written) or store (with data_dir)")
 	}
 	v, ok, err := r.scalar("target.kind", f["kind"])
 	if err != nil || !ok {

@@ -1,0 +1,355 @@
+package template_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/internal/pgtest"
+	"github.com/rewindhq/rewind/replay/mask"
+	"github.com/rewindhq/rewind/replay/template"
+	"github.com/rewindhq/rewind/store"
+)
+
+var ctx = context.Background()
+
+const planted = "PLANTED-S3CRET-4111"
+
+var testKey = []byte("a-test-key-of-enough-bytes")
+
+func openStore(t *testing.T, dir string) *store.Store {
+	t.Helper()
+	s, err := store.Open(dir, store.Config{Logger: slog.New(slog.DiscardHandler), Log: eventlog.Config{Durability: eventlog.None}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// shapes are events holding the planted secret where the masking template
+// below declares it sensitive, in every shape a path can meet.
+var shapes = []struct {
+	stream, typ, data string
+}{
+	{"users-1", "UserRegistered", `{"email":"` + planted + `","name":"Ann"}`},
+	{"users-2", "UserRegistered", `{"email":"` + planted + `","card":{"number":"` + planted + `","brand":"visa"}}`},
+	{"users-3", "UserRegistered", `{"name":"no secret here"}`},                            // missing paths
+	{"users-4", "UserRegistered", `{"card":"` + planted + `","email":null}`},             // a string where an object is expected
+	{"users-5", "UserRegistered", `{"card":["` + planted + `"],"email":["` + planted + `"]}`}, // lists where objects are
+	{"orders-1", "OrderPlaced", `{"items":[{"sku":"A","note":"` + planted + `"},{"sku":"B"},"` + planted + `"],"n":1}`},
+	{"orders-2", "OrderPlaced", `{"items":{"note":"` + planted + `"}}`}, // an object where a list is expected
+	{"orders-3", "OrderPlaced", `{"deep":{"a":[{"b":{"ssn":"` + planted + `"}}]}}`},
+	{"orders-4", "OrderPlaced", `{"password":"` + planted + `"}`},
+	{"batch-1", "Batch", `[{"ssn":"` + planted + `","k":1},{"k":2}]`},
+	{"batch-2", "Batch", `[{"ssn":"S\u0033CRET-escaped"}]`},
+	{"other-1", "Unrelated", `{"public":"kept as is"}`},
+	{"other-2", "Binary", "\x00\x01 not json at all"}, // a type without rules: passes
+}
+
+const maskingTemplate = `name: staging-copy
+version: 7
+params:
+  dest: {type: text, required: true}
+  token: {type: text, secret: true, default: xyz}
+target:
+  kind: store
+  data_dir: ${dest}
+filter:
+  types: [UserRegistered, OrderPlaced, Batch, Unrelated, Binary, "${token}"]
+mask:
+  UserRegistered:
+    email: hash
+    card.number: mask
+  OrderPlaced:
+    items[].note: drop
+    deep.a[].b.ssn: hash
+    password: drop
+  Batch:
+    "[].ssn": mask
+`
+
+func source(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	t.Cleanup(func() { s.Close() })
+	for _, e := range shapes {
+		if _, err := s.Append(ctx, e.stream, rewind.Any, rewind.Event{Type: e.typ, Data: []byte(e.data), ContentType: "application/octet-stream"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.DeleteStream(ctx, "users-3", rewind.Any); err != nil { // a delete record in the window
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+func ledger(t *testing.T) *auditpg.Ledger {
+	t.Helper()
+	db := pgtest.New(t)
+	l, err := auditpg.New(db.Pool, auditpg.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func entries(t *testing.T, l *auditpg.Ledger) []audit.Entry {
+	t.Helper()
+	var out []audit.Entry
+	for e, err := range l.Entries(ctx, auditpg.Filter{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	if _, err := l.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// grepDir reports the files under dir that hold s.
+func grepDir(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var hits []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(s)) {
+			hits = append(hits, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hits
+}
+
+func execute(t *testing.T, src rewind.Store, file string, l template.Ledger, params ...string) (*template.Report, error, bool) {
+	t.Helper()
+	tp, err := template.Parse("t.yaml", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := tp.Resolve(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *mask.Masker
+	if sp.Masking {
+		if m, err = mask.New(sp.Mask, testKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opened := false
+	rep, err := tp.Execute(ctx, src, sp, template.RunOptions{Ledger: l, RunID: "run-" + t.Name(), Masker: m,
+		Origin: audit.CurrentOrigin("tester", []string{"rewind", "replay", "run"}, tp.SecretParams()),
+		OpenTarget: func() (rewind.Store, error) {
+			opened = true
+			return openStore(t, sp.Target.DataDir), nil
+		}})
+	return rep, err, opened
+}
+
+func TestExecuteMasksEveryShape(t *testing.T) {
+	t.Parallel()
+	src, srcDir := source(t)
+	l := ledger(t)
+	if len(grepDir(t, srcDir, planted)) == 0 {
+		t.Fatal("the source does not hold the planted secret: the grep below proves nothing")
+	}
+	masked := filepath.Join(t.TempDir(), "masked")
+	rep, err, _ := execute(t, src, maskingTemplate, l, "dest="+masked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hits := grepDir(t, masked, planted); len(hits) > 0 {
+		t.Fatalf("the planted secret reached the target: %v", hits)
+	}
+	if hits := grepDir(t, masked, "S3CRET-escaped"); len(hits) > 0 {
+		t.Fatalf("an escaped secret reached the target: %v", hits)
+	}
+	if rep.Written != int64(len(shapes)) || !rep.Masking || rep.MaskedEvents != 10 || rep.MaskKeyID == "" {
+		t.Fatalf("report %+v", rep)
+	}
+	// What the target holds: masked where declared, the rest as it was.
+	dst := openStore(t, masked)
+	defer dst.Close()
+	got := map[string]string{}
+	for ev, err := range dst.ReadAll(ctx, rewind.ReadAllOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[ev.Stream] = string(ev.Data)
+	}
+	h := func(s string) string {
+		m, _ := mask.New(func() mask.Rules { r := mask.Rules{}; _ = r.Add("X", "v", mask.Hash); return r }(), testKey)
+		out, _, _ := m.Apply(&rewind.RecordedEvent{Event: rewind.Event{Type: "X", Data: []byte(`{"v":"` + s + `"}`)}})
+		return string(out)[6 : len(out)-2]
+	}
+	for stream, want := range map[string]string{
+		"users-1":  `{"email":"` + h(planted) + `","name":"Ann"}`,
+		"users-3":  `{"name":"no secret here"}`,
+		"users-4":  `{"card":"***","email":null}`,
+		"orders-1": `{"items":[{"sku":"A"},{"sku":"B"}],"n":1}`,
+		"orders-2": `{}`,
+		"orders-4": `{}`,
+		"batch-1":  `[{"k":1,"ssn":"***"},{"k":2}]`,
+		"other-1":  `{"public":"kept as is"}`,
+		"other-2":  "\x00\x01 not json at all",
+	} {
+		if got[stream] != want {
+			t.Errorf("%s: %s, want %s", stream, got[stream], want)
+		}
+	}
+	// The ledger: started and finished, marked masked, the secret parameter masked.
+	es := entries(t, l)
+	if len(es) != 2 || es[0].Kind != "replay.run.started" || es[1].Kind != "replay.run.finished" {
+		t.Fatalf("ledger %+v", es)
+	}
+	for _, e := range es {
+		a := e.Attrs
+		if a["masked"] != "true" || a["template"] != "staging-copy" || a["template_version"] != "7" || len(a["template_hash"]) != 64 ||
+			a["param.dest"] != masked || a["param.token"] != "***" || a["binary"] == "" || a["mask_key_id"] != rep.MaskKeyID ||
+			e.Actor != "tester" || e.Subject != "run-"+t.Name() {
+			t.Fatalf("entry %+v", e)
+		}
+	}
+	if c := es[1].Counts; c["events"] != int64(len(shapes)) || c["written"] != int64(len(shapes)) || c["masked_events"] != 10 ||
+		es[1].Attrs["digest"] != rep.Window.Digest {
+		t.Fatalf("finished entry %+v", es[1])
+	}
+
+	// The same window as production: unmasked, so the grep above can fail.
+	prod := filepath.Join(t.TempDir(), "prod")
+	rep, err, _ = execute(t, src, "production: true\n"+maskingTemplate, l, "dest="+prod)
+	if err != nil || rep.Masking {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if len(grepDir(t, prod, planted)) == 0 {
+		t.Fatal("a production copy lacks the secret: the grep cannot see it")
+	}
+	if es := entries(t, l); es[len(es)-1].Attrs["masked"] != "false" || es[len(es)-1].Attrs["production"] != "true" {
+		t.Fatalf("production entry %+v", es[len(es)-1])
+	}
+
+	// Hashes are stable across runs with one key: a second masked copy is identical.
+	again := filepath.Join(t.TempDir(), "again")
+	if _, err, _ := execute(t, src, maskingTemplate, l, "dest="+again); err != nil {
+		t.Fatal(err)
+	}
+	d2 := openStore(t, again)
+	defer d2.Close()
+	for ev, err := range d2.ReadAll(ctx, rewind.ReadAllOptions{}) {
+		if err != nil || got[ev.Stream] != string(ev.Data) {
+			t.Fatalf("%s: %s, first run %s (%v)", ev.Stream, ev.Data, got[ev.Stream], err)
+		}
+	}
+}
+
+func TestExecuteWritesNothingWhenItCannotMask(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	if _, err := src.Append(ctx, "users-9", rewind.Any, rewind.Event{Type: "UserRegistered", Data: []byte("email=" + planted),
+		ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	l := ledger(t)
+	dest := filepath.Join(t.TempDir(), "dst")
+	_, err, opened := execute(t, src, maskingTemplate, l, "dest="+dest)
+	var ue *mask.UnmaskableError
+	if !errors.As(err, &ue) || ue.Stream != "users-9" || opened || strings.Contains(err.Error(), planted) {
+		t.Fatalf("err %v, target opened %v", err, opened)
+	}
+	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the target was created: %v", err)
+	}
+	es := entries(t, l)
+	if len(es) != 2 || es[1].Kind != "replay.run.failed" || !strings.Contains(es[1].Message, "cannot be masked") {
+		t.Fatalf("ledger %+v", es)
+	}
+	// Rules of every type ("*") apply to every event: a list-rooted event
+	// (Batch) has no top-level keys to look in, and is refused.
+	_, err, opened = execute(t, src, strings.Replace(maskingTemplate, "  UserRegistered:\n", "  \"*\":\n    ssn: mask\n  UserRegistered:\n", 1),
+		l, "dest="+dest)
+	if !errors.As(err, &ue) || ue.Type != "Batch" || opened {
+		t.Fatalf("every type's rule on a list: %v", err)
+	}
+}
+
+func TestExecuteChecks(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	l := ledger(t)
+	verify := "name: v\nversion: 1\ntarget: {kind: verify}\n"
+	rep, err, opened := execute(t, src, verify, l)
+	if err != nil || opened || !rep.Executed || rep.Written != 0 || rep.Window.Events != int64(len(shapes))+1 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	digest := rep.Window.Digest
+	// The digest and counts as checks: they hold.
+	checks := "checks:\n  events: 14\n  digest: " + digest + "\n  types: {Batch: 2, UserRegistered: 5}\n"
+	if rep, err, _ = execute(t, src, verify+checks, l); err != nil || len(rep.Checks) != 4 || !rep.ChecksPassed() {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	// A check that fails: into a store, nothing is written.
+	dest := filepath.Join(t.TempDir(), "dst")
+	bad := strings.Replace(maskingTemplate, "mask:\n", "checks:\n  max_events: 3\n  types: {Batch: 1}\nmask:\n", 1)
+	rep, err, opened = execute(t, src, bad, l, "dest="+dest)
+	if !errors.Is(err, template.ErrCheckFailed) || opened || rep.Executed || rep.ChecksPassed() {
+		t.Fatalf("failed checks: %+v %v opened %v", rep, err, opened)
+	}
+	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the target was created: %v", err)
+	}
+	es := entries(t, l)
+	last := es[len(es)-1]
+	if last.Kind != "replay.run.failed" || !strings.Contains(last.Attrs["checks"], "max_events: want 3, got 13") ||
+		!strings.Contains(last.Attrs["checks"], "types.Batch") {
+		t.Fatalf("failed entry %+v", last)
+	}
+	// A window of positions: the digest over the same positions is the same.
+	rep1, err, _ := execute(t, src, verify+"window: {from: 3, to: 5}\n", l)
+	rep2, err2, _ := execute(t, src, verify+"window: {from: 3, to: 5}\n", l)
+	if err != nil || err2 != nil || rep1.Window.Digest != rep2.Window.Digest || rep1.Window.Events != 3 {
+		t.Fatalf("%+v %+v %v %v", rep1, rep2, err, err2)
+	}
+}
+
+func TestExecuteNeedsTheLedgerFirst(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	db := pgtest.New(t)
+	l, err := auditpg.New(db.Pool, auditpg.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No ledger tables: the first append fails, and nothing is replayed.
+	dest := filepath.Join(t.TempDir(), "dst")
+	_, err, opened := execute(t, src, maskingTemplate, l, "dest="+dest)
+	if err == nil || opened || !strings.Contains(err.Error(), "nothing was replayed") {
+		t.Fatalf("%v, opened %v", err, opened)
+	}
+	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the target was created: %v", err)
+	}
+}
