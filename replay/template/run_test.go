@@ -42,8 +42,8 @@ var shapes = []struct {
 }{
 	{"users-1", "UserRegistered", `{"email":"` + planted + `","name":"Ann"}`},
 	{"users-2", "UserRegistered", `{"email":"` + planted + `","card":{"number":"` + planted + `","brand":"visa"}}`},
-	{"users-3", "UserRegistered", `{"name":"no secret here"}`},                            // missing paths
-	{"users-4", "UserRegistered", `{"card":"` + planted + `","email":null}`},             // a string where an object is expected
+	{"users-3", "UserRegistered", `{"name":"no secret here"}`},                                // missing paths
+	{"users-4", "UserRegistered", `{"card":"` + planted + `","email":null}`},                  // a string where an object is expected
 	{"users-5", "UserRegistered", `{"card":["` + planted + `"],"email":["` + planted + `"]}`}, // lists where objects are
 	{"orders-1", "OrderPlaced", `{"items":[{"sku":"A","note":"` + planted + `"},{"sku":"B"},"` + planted + `"],"n":1}`},
 	{"orders-2", "OrderPlaced", `{"items":{"note":"` + planted + `"}}`}, // an object where a list is expected
