@@ -45,6 +45,13 @@ func (r *resolver) scalar(key string, n *yaml.Node) (value, bool, error) {
 	if err != nil {
 		return v, false, err
 	}
+	if v.secret {
+		field := strings.SplitN(key, "[", 2)[0]
+		if parts := strings.SplitN(field, ".", 3); parts[0] == "target" || parts[0] == "checks" || parts[0] == "pacing" {
+			field = parts[0]
+		}
+		r.sp.secret[field] = true
+	}
 	return v, v.s != "", nil
 }
 

@@ -76,6 +76,21 @@ func (r *Report) failedChecks() string {
 	return strings.Join(out, "; ")
 }
 
+// hideSecrets replaces what holds a secret parameter's value by "***".
+func (r *Report) hideSecrets(sp *Spec) {
+	if sp.Secret("target") {
+		r.Target = Masked
+	}
+	if sp.Secret("checks") {
+		for i := range r.Checks {
+			r.Checks[i].Want = Masked
+		}
+	}
+}
+
+// Masked is what a secret parameter's value is shown and recorded as.
+const Masked = "***"
+
 // Plan reads the spec's window in the source, once, without pacing and
 // without writing anything: it resolves the window, counts the events (by
 // type), computes their digest, checks that every event the target would
@@ -84,6 +99,7 @@ func (r *Report) failedChecks() string {
 func (t *Template) Plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask.Masker) (*Report, error) {
 	rep := &Report{Template: t.Name, Version: t.Version, Hash: t.Hash, Target: sp.Target.String(), Production: t.Production,
 		Params: sp.Params, Types: map[string]int64{}, Masking: sp.Masking}
+
 	if sp.Masking {
 		rep.MaskKeyID = m.KeyID()
 	}
@@ -106,6 +122,7 @@ func (t *Template) Plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask
 		return rep, unwrapUnmaskable(err)
 	}
 	rep.Checks = sp.Checks.evaluate(rep)
+	rep.hideSecrets(sp)
 	return rep, nil
 }
 
@@ -230,7 +247,7 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	}
 	dst, err := o.OpenTarget()
 	if err != nil {
-		return rep, fmt.Errorf("replay: open the target %s: %w", sp.Target, err)
+		return rep, fmt.Errorf("replay: open the target %s: %w", rep.Target, err)
 	}
 	defer dst.Close()
 	// The same events as the plan: its window by position, the same filters.
@@ -275,23 +292,23 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 // attrs are what every entry of a run repeats.
 func (t *Template) attrs(sp *Spec, o RunOptions) map[string]string {
 	a := map[string]string{"template": t.Name, "template_version": t.Version, "template_hash": t.Hash,
-		"template_file": t.Path, "binary": buildinfo.Identity(), "target": sp.Target.String(),
+		"template_file": t.Path, "binary": buildinfo.Identity(), "target": hide(sp, "target", sp.Target.String()),
 		"production": fmt.Sprint(t.Production), "masked": fmt.Sprint(sp.Masking)}
 	w := sp.Window
 	if !w.From.IsZero() {
-		a["window.from"] = w.From.String()
+		a["window.from"] = hide(sp, "window.from", w.From.String())
 	}
 	if !w.To.IsZero() {
-		a["window.to"] = w.To.String()
+		a["window.to"] = hide(sp, "window.to", w.To.String())
 	}
 	if w.StreamPrefix != "" {
-		a["filter.prefix"] = w.StreamPrefix
+		a["filter.prefix"] = hide(sp, "filter.prefix", w.StreamPrefix)
 	}
 	if len(w.Streams) > 0 {
-		a["filter.streams"] = strings.Join(w.Streams, ",")
+		a["filter.streams"] = hide(sp, "filter.streams", strings.Join(w.Streams, ","))
 	}
 	if len(w.Types) > 0 {
-		a["filter.types"] = strings.Join(w.Types, ",")
+		a["filter.types"] = hide(sp, "filter.types", strings.Join(w.Types, ","))
 	}
 	if len(sp.Mask) > 0 {
 		a["mask_rules"] = describeRules(sp.Mask)
@@ -303,6 +320,13 @@ func (t *Template) attrs(sp *Spec, o RunOptions) map[string]string {
 		a["param."+k] = v
 	}
 	return a
+}
+
+func hide(sp *Spec, field, v string) string {
+	if sp.Secret(field) {
+		return Masked
+	}
+	return v
 }
 
 // describeRules writes rules as TYPE:PATH=ACTION, sorted.

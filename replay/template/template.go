@@ -164,7 +164,14 @@ type Spec struct {
 	// Params are the values bound, by name ("" for a parameter declared,
 	// not given, without a default), secret ones as "***".
 	Params map[string]string
+	// secret holds the fields ("window.from", "filter.types", "target",
+	// "checks") whose value holds a secret parameter's: they are recorded
+	// and printed as "***".
+	secret map[string]bool
 }
+
+// Secret reports whether a field's value holds a secret parameter's.
+func (sp *Spec) Secret(field string) bool { return sp.secret[field] }
 
 // Load reads and parses a template file.
 func Load(path string) (*Template, error) {
@@ -655,7 +662,7 @@ func (t *Template) scalar(key string, n *yaml.Node, vals map[string]string, part
 }
 
 func (t *Template) resolve(vals map[string]string, partial bool) (*Spec, error) {
-	sp := &Spec{Target: Target{Kind: ""}, Params: map[string]string{}}
+	sp := &Spec{Params: map[string]string{}, secret: map[string]bool{}}
 	for name, p := range t.Params {
 		v := vals[name]
 		if p.Secret && v != "" {

@@ -246,6 +246,10 @@ func TestSecretParamsAreNotShown(t *testing.T) {
 	if err != nil || sp.Params["token"] != "***" || sp.Params["tenant"] != "***" || sp.Window.StreamPrefix != "acme-" {
 		t.Fatalf("%+v %v", sp, err)
 	}
+	// The fields a secret went into are known, to be recorded as ***.
+	if !sp.Secret("window.from") || !sp.Secret("filter.prefix") || sp.Secret("window.to") || sp.Secret("target") {
+		t.Fatalf("secret fields of %+v", sp)
+	}
 }
 
 func TestMaskRulesKeepTheFileOrder(t *testing.T) {

@@ -1,0 +1,305 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind/internal/pgtest"
+)
+
+const plantedSecret = "PLANTED-4111-SECRET"
+
+// templateSetup returns a source store holding events with the planted
+// secret, a ledger database, and a function writing a template file.
+func templateSetup(t *testing.T) (src string, db *pgtest.DB, write func(name, body string) string) {
+	t.Helper()
+	src = filepath.Join(t.TempDir(), "src")
+	env := cleanEnv()
+	for _, e := range []struct{ stream, typ, data, ct string }{
+		{"users-1", "UserRegistered", `{"email":"` + plantedSecret + `","name":"Ann","card":{"number":"` + plantedSecret + `"}}`, ""},
+		{"users-2", "UserRegistered", `{"email":"a@b","tags":[{"ssn":"` + plantedSecret + `"}]}`, ""},
+		{"orders-1", "OrderPlaced", `{"total":12,"notes":"` + plantedSecret + `"}`, ""},
+		{"orders-1", "OrderPaid", `{"amount":12}`, ""},
+		{"blobs-1", "Blob", "raw bytes, not JSON", "text/plain"},
+	} {
+		args := []string{"--data-dir", src, "append", e.stream, "--type", e.typ, "--data", e.data}
+		if e.ct != "" {
+			args = append(args, "--content-type", e.ct)
+		}
+		if code, _, errOut := exe(t, env, "", args...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+	}
+	dir := t.TempDir()
+	return src, pgtest.New(t), func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
+const stagingTemplate = `name: staging-copy
+version: 2
+params:
+  dest: {type: text, required: true}
+  api_token: {type: text, default: none}
+  expect: {type: integer}
+target:
+  kind: store
+  data_dir: ${dest}
+filter:
+  types: [UserRegistered, OrderPlaced, OrderPaid, Blob, "x-${api_token}"]
+checks:
+  events: ${expect}
+mask:
+  UserRegistered:
+    email: hash
+    card.number: mask
+    tags[].ssn: drop
+  OrderPlaced:
+    notes: mask
+`
+
+func ledgerRows(t *testing.T, db *pgtest.DB) (n int, bodies string) {
+	t.Helper()
+	var exists bool
+	if err := db.Pool.QueryRow(context.Background(), "SELECT to_regclass('rewind.audit_log') IS NOT NULL").Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if !exists {
+		return 0, ""
+	}
+	if err := db.Pool.QueryRow(context.Background(), "SELECT count(*), coalesce(string_agg(body, E'\\n' ORDER BY seq), '') FROM rewind.audit_log").
+		Scan(&n, &bodies); err != nil {
+		t.Fatal(err)
+	}
+	return n, bodies
+}
+
+func grepTree(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var hits []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(s)) {
+				hits = append(hits, p)
+			}
+		}
+		return nil
+	})
+	return hits
+}
+
+func TestReplayTemplateRunMasksAndRecords(t *testing.T) {
+	t.Parallel()
+	src, db, write := templateSetup(t)
+	tpl := write("staging.yaml", stagingTemplate)
+	dest := filepath.Join(t.TempDir(), "staging")
+	keyFile := write("key", "0123456789abcdef-key\n")
+	env := cleanEnv()
+	if len(grepTree(t, src, plantedSecret)) == 0 {
+		t.Fatal("the source does not hold the secret: the grep proves nothing")
+	}
+
+	// Plan (the default, and run without --execute): nothing written, nothing recorded.
+	code, out, errOut := exe(t, env, "", "--data-dir", src, "replay", "plan", tpl, "-p", "dest="+dest, "--mask-key-file", keyFile)
+	if code != 0 || !strings.Contains(out, "window: 1..5, 5 events") || !strings.Contains(out, "masking: 3 events, 5 values") ||
+		!strings.Contains(out, "target: store "+dest) {
+		t.Fatalf("plan: %d %q %q", code, out, errOut)
+	}
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "dest="+dest, "--mask-key-file", keyFile,
+		"--ledger-dsn", db.DSN)
+	if code != 0 || !strings.Contains(out, "add --execute") {
+		t.Fatalf("run without --execute: %d %q %q", code, out, errOut)
+	}
+	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a plan created the target: %v", err)
+	}
+	if n, _ := ledgerRows(t, db); n != 0 {
+		t.Fatalf("a plan was recorded: %d entries", n)
+	}
+
+	// --execute: masked into the target, recorded in the ledger.
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "dest="+dest, "-p", "api_token=tok-"+plantedSecret,
+		"--mask-key-file", keyFile, "--execute", "--ledger-dsn", db.DSN, "--actor", "ana", "--json")
+	var rep struct {
+		RunID   string `json:"run_id"`
+		Written int64
+		Masking bool
+		Window  struct{ Events int64 }
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Written != 5 || !rep.Masking || rep.RunID == "" {
+		t.Fatalf("run: %d %q %q", code, out, errOut)
+	}
+	if hits := grepTree(t, dest, plantedSecret); len(hits) > 0 {
+		t.Fatalf("the planted secret reached the target: %v", hits)
+	}
+	code, out, _ = exe(t, env, "", "--data-dir", dest, "read", "users-1", "--json")
+	if code != 0 || !strings.Contains(out, `"card":{"number":"***"}`) || !strings.Contains(out, `"name":"Ann"`) {
+		t.Fatalf("the target's users-1: %d %s", code, out)
+	}
+	n, bodies := ledgerRows(t, db)
+	if n != 2 || !strings.Contains(bodies, `"replay.run.started"`) || !strings.Contains(bodies, `"replay.run.finished"`) ||
+		!strings.Contains(bodies, `"masked":"true"`) || !strings.Contains(bodies, `"actor":"ana"`) ||
+		!strings.Contains(bodies, `"param.api_token":"***"`) || !strings.Contains(bodies, `"template_hash":"`) ||
+		!strings.Contains(bodies, rep.RunID) {
+		t.Fatalf("ledger: %d %s", n, bodies)
+	}
+	if strings.Contains(bodies, plantedSecret) || strings.Contains(bodies, "0123456789abcdef-key") {
+		t.Fatalf("the ledger holds a secret: %s", bodies)
+	}
+	if code, out, errOut := exe(t, env, "", "audit", "verify", "--dsn", db.DSN); code != 0 {
+		t.Fatalf("audit verify: %d %s %s", code, out, errOut)
+	}
+	if code, out, _ := exe(t, env, "", "audit", "log", "--dsn", db.DSN); code != 0 || !strings.Contains(out, "replay.run.finished") {
+		t.Fatalf("audit log: %d %s", code, out)
+	}
+
+	// A check that fails: exit 5, nothing written, recorded as failed.
+	dest2 := filepath.Join(t.TempDir(), "staging2")
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "dest="+dest2, "-p", "expect=4",
+		"--mask-key-file", keyFile, "--execute", "--ledger-dsn", db.DSN)
+	if code != 5 || !strings.Contains(out, "check events: want 4, got 5: FAILED") || !strings.Contains(errOut, "nothing was written") {
+		t.Fatalf("failed check: %d %q %q", code, out, errOut)
+	}
+	if _, err := os.Stat(dest2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a failed check created the target: %v", err)
+	}
+	if n, bodies := ledgerRows(t, db); n != 4 || !strings.Contains(bodies, `"replay.run.failed"`) {
+		t.Fatalf("ledger after a failed check: %d", n)
+	}
+	// The plan of it exits 5 too.
+	if code, _, _ := exe(t, env, "", "--data-dir", src, "replay", "plan", tpl, "-p", "dest="+dest2, "-p", "expect=4",
+		"--mask-key-file", keyFile); code != 5 {
+		t.Fatalf("plan with a failing check: %d", code)
+	}
+	// An event the masking cannot handle: exit 2, nothing written.
+	if code, _, errOut := exe(t, env, "", "--data-dir", src, "append", "users-3", "--type", "UserRegistered", "--data",
+		"email="+plantedSecret, "--content-type", "text/plain"); code != 0 {
+		t.Fatalf("append: %s", errOut)
+	}
+	code, _, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "dest="+dest2, "--mask-key-file", keyFile,
+		"--execute", "--ledger-dsn", db.DSN)
+	if code != 2 || !strings.Contains(errOut, `stream "users-3"`) || strings.Contains(errOut, plantedSecret) {
+		t.Fatalf("unmaskable: %d %q", code, errOut)
+	}
+	if _, err := os.Stat(dest2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an unmaskable event created the target: %v", err)
+	}
+	// The key from the environment works as the file's.
+	code, _, errOut = exe(t, cleanEnv("REWIND_MASK_KEY=0123456789abcdef-key"), "", "--data-dir", src, "replay", "plan", tpl,
+		"-p", "dest="+dest2, "--json")
+	if code != 2 || !strings.Contains(errOut, "users-3") {
+		t.Fatalf("plan with the key from the environment: %d %q", code, errOut)
+	}
+}
+
+func TestReplayTemplateVerifyRun(t *testing.T) {
+	t.Parallel()
+	src, db, write := templateSetup(t)
+	env := cleanEnv()
+	verify := write("verify.yaml", "name: v\nversion: 1\ntarget: {kind: verify}\nwindow: {from: 2, to: 4}\nmask:\n  OrderPlaced: {notes: hash}\n")
+	code, out, errOut := exe(t, env, "", "--data-dir", src, "replay", "plan", verify, "--json")
+	var rep struct {
+		Window struct {
+			Events int64
+			Digest string
+		}
+		Masking bool
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Window.Events != 3 || rep.Masking {
+		t.Fatalf("plan: %d %q %q (a verify target writes nothing: no masking, no key)", code, out, errOut)
+	}
+	// The digest as a check, run and recorded.
+	withDigest := write("verify2.yaml", "name: v\nversion: 2\ntarget: {kind: verify}\nwindow: {from: 2, to: 4}\nchecks: {digest: "+
+		rep.Window.Digest+", events: 3}\n")
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", withDigest, "--execute", "--ledger-dsn", db.DSN)
+	if code != 0 || !strings.Contains(out, "check digest") || !strings.Contains(out, "written: 0 events") {
+		t.Fatalf("verify run: %d %q %q", code, out, errOut)
+	}
+	if n, bodies := ledgerRows(t, db); n != 2 || !strings.Contains(bodies, `"masked":"false"`) || !strings.Contains(bodies, `"target":"verify"`) {
+		t.Fatalf("ledger: %d %s", n, bodies)
+	}
+	// --execute without a ledger: refused, nothing recorded.
+	if code, _, errOut := exe(t, env, "", "--data-dir", src, "replay", "run", withDigest, "--execute"); code != 2 ||
+		!strings.Contains(errOut, "--ledger-dsn") {
+		t.Fatalf("no ledger: %d %q", code, errOut)
+	}
+}
+
+// TestReplayTemplateHostile runs bad templates, parameters and targets
+// through the binary: each exits 2 naming the key and its line (or the
+// flag), and nothing is written: no target, no ledger entry.
+func TestReplayTemplateHostile(t *testing.T) {
+	t.Parallel()
+	src, db, write := templateSetup(t)
+	dest := filepath.Join(t.TempDir(), "never")
+	key := write("key", "0123456789abcdef-key")
+	head := "name: h\nversion: 1\n"
+	store := "target:\n  kind: store\n  data_dir: " + dest + "\n"
+	cases := []struct {
+		name, body string
+		params     []string
+		want       string // in stderr
+	}{
+		{"unknown key", head + store + "widow: {from: 1}\n", nil, "line 6: widow: is not a known key"},
+		{"wrong type", head + store + "checks: {events: many}\n", nil, `line 6: checks.events "many": must be a whole number`},
+		{"duplicate key", head + store + "target: {kind: verify}\n", nil, "line 6: target: is given twice (first at line 3)"},
+		{"missing required param", "params:\n  since: {type: time, required: true}\n" + head + store + "window: {from: '${since}'}\n", nil,
+			"line 2: params.since: is required: give --param since=VALUE"},
+		{"param of wrong type", "params:\n  since: {type: time}\n" + head + store + "window: {from: '${since}'}\n", []string{"since=yesterday"},
+			`--param since "yesterday": is not an RFC 3339 time`},
+		{"undeclared param", head + store, []string{"x=1"}, "--param x: the template declares no such parameter"},
+		{"from after to", head + store + "window:\n  from: 9\n  to: 3\n", nil, `line 7: window.from "9": is after window.to 3`},
+		{"unknown target", head + "target: {kind: s3}\n", nil, `line 3: target.kind "s3": is not a target kind`},
+		{"target is the source", head + "target: {kind: store, data_dir: " + src + "}\n", nil, "line 3: target.data_dir"},
+		{"target inside the source", head + "target: {kind: store, data_dir: " + src + "/copy}\n", nil, "is the source store"},
+		{"target holds the source", head + "target: {kind: store, data_dir: " + filepath.Dir(src) + "}\n", nil, "is the source store"},
+		{"bad mask path", head + store + "mask:\n  T: {'a..b': mask}\n", nil, "line 7: mask.T.a..b"},
+		{"bad mask action", head + store + "mask:\n  T: {a: blur}\n", nil, "line 7: mask.T.a"},
+		{"empty file", "", nil, "is empty"},
+		{"not yaml", "name: [\n", nil, "not valid YAML"},
+	}
+	for _, tc := range cases {
+		tpl := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.body)
+		for _, sub := range [][]string{{"plan"}, {"run", "--execute", "--ledger-dsn", db.DSN}} {
+			args := append([]string{"--data-dir", src, "replay"}, sub...)
+			args = append(args, tpl, "--mask-key-file", key)
+			for _, p := range tc.params {
+				args = append(args, "-p", p)
+			}
+			code, _, errOut := exe(t, cleanEnv(), "", args...)
+			if code != 2 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, tpl) && !strings.Contains(tc.want, "--param") {
+				t.Errorf("%s (%s): exit %d, %q; want 2 and %q", tc.name, sub[0], code, errOut, tc.want)
+			}
+		}
+	}
+	// A hashing template without a key.
+	tpl := write("nokey.yaml", head+store+"mask:\n  T: {a: hash}\n")
+	if code, _, errOut := exe(t, cleanEnv(), "", "--data-dir", src, "replay", "run", tpl, "--execute", "--ledger-dsn", db.DSN); code != 2 ||
+		!strings.Contains(errOut, "mask key") {
+		t.Errorf("no key: %d %q", code, errOut)
+	}
+	// A template that does not exist: exit 3.
+	if code, _, _ := exe(t, cleanEnv(), "", "--data-dir", src, "replay", "plan", filepath.Join(t.TempDir(), "nope.yaml")); code != 3 {
+		t.Errorf("missing template: %d", code)
+	}
+	if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused template created the target: %v", err)
+	}
+	if n, _ := ledgerRows(t, db); n != 0 {
+		t.Fatalf("refused templates were recorded: %d entries", n)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(src))
+	if len(entries) != 1 {
+		t.Fatalf("something was written beside the source: %v", entries)
+	}
+}
