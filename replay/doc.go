@@ -19,5 +19,8 @@
 // Run works on every rewind.Store through ReadAll; on a store that offers
 // rewind.BatchReader (the embedded store) it reads batches into a buffer it
 // reuses, without an allocation per event. Fold and AsOf read one stream up
-// to a version, a time or a position. docs/replay.md explains the limits.
+// to a version, a time or a position. Package replay/template runs replays
+// described in YAML templates, recorded in the audit ledger, and package
+// replay/mask masks sensitive fields on the way. docs/replay.md explains the
+// limits.
 package replay
