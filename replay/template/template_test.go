@@ -266,3 +266,25 @@ func TestMaskRulesKeepTheFileOrder(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// FuzzParse: whatever the file, Parse and Resolve return a template or an
+// *Error, never panic.
+func FuzzParse(f *testing.F) {
+	f.Add(good, "since=2026-11-01T00:00:00Z")
+	f.Add(base+"window: {from: 1, to: 2}\nmask:\n  T: {a[].b: drop}\n", "")
+	f.Add("params:\n  x: {type: bound}\n"+base+"window: {from: '${x}'}\n", "x=5")
+	f.Fuzz(func(t *testing.T, file, param string) {
+		tp, err := template.Parse("f.yaml", []byte(file))
+		if err == nil {
+			var params []string
+			if param != "" {
+				params = []string{param}
+			}
+			_, err = tp.Resolve(params)
+		}
+		var te *template.Error
+		if err != nil && !errors.As(err, &te) {
+			t.Fatalf("%T %v", err, err)
+		}
+	})
+}
