@@ -69,7 +69,11 @@ func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, erro
 		if same, err := overlaps(a.dataDir, sp.Target.DataDir); err != nil {
 			return nil, err
 		} else if same {
-			return nil, &template.Error{Path: t.Path, Line: t.Line("target.data_dir"), Key: "target.data_dir", Value: sp.Target.DataDir,
+			shown := sp.Target.DataDir
+			if sp.Secret("target") {
+				shown = template.Masked
+			}
+			return nil, &template.Error{Path: t.Path, Line: t.Line("target.data_dir"), Key: "target.data_dir", Value: shown,
 				Reason: fmt.Sprintf("is the source store (--data-dir %s), or inside it, or holds it: a replay never writes into the store it reads", a.dataDir)}
 		}
 	}
