@@ -438,14 +438,11 @@ func (d *differ) build(ctx context.Context, watch map[string]*watched) error {
 // checking the watched keys after each event.
 func (d *differ) apply(ctx context.Context, batch []rewind.RecordedEvent, watch map[string]*watched) error {
 	fast := func() (ok bool, err error) {
-		tx, err := d.cfg.Pool.Begin(ctx)
+		tx, err := d.begin(ctx)
 		if err != nil {
 			return false, err
 		}
 		defer tx.Rollback(context.WithoutCancel(ctx))
-		for _, s := range d.sides {
-			s.tx = &Tx{pg: tx, schema: quoteSchema(s.schema), name: s.p.Name, version: s.p.Version, noStream: true}
-		}
 		for i := range batch {
 			ev := &batch[i]
 			for _, s := range d.sides {
@@ -471,14 +468,11 @@ func (d *differ) apply(ctx context.Context, batch []rewind.RecordedEvent, watch 
 		d.res.Events += int64(len(batch))
 		return err
 	}
-	tx, err := d.cfg.Pool.Begin(ctx)
+	tx, err := d.begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	for _, s := range d.sides {
-		s.tx = &Tx{pg: tx, schema: quoteSchema(s.schema), name: s.p.Name, version: s.p.Version, noStream: true}
-	}
 	for i := range batch {
 		ev := &batch[i]
 		for _, s := range d.sides {
@@ -517,6 +511,18 @@ func (d *differ) apply(ctx context.Context, batch []rewind.RecordedEvent, watch 
 	}
 	d.res.Events += int64(len(batch))
 	return tx.Commit(ctx)
+}
+
+// begin starts a transaction and gives each side a Tx on it.
+func (d *differ) begin(ctx context.Context) (pgx.Tx, error) {
+	tx, err := d.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range d.sides {
+		s.tx = &Tx{pg: tx, schema: quoteSchema(s.schema), name: s.p.Name, version: s.p.Version, noStream: true}
+	}
+	return tx, nil
 }
 
 // check compares the watched keys not localised yet on both sides. With
