@@ -1,0 +1,534 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/store"
+)
+
+// Store is a rewind.Store on PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	location string
+	q        sqlText
+	lk1, lk2 int32 // the append lock's keys
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when the log may have grown
+	closed  chan struct{}
+	isOpen  bool
+
+	listener sync.WaitGroup
+	stop     context.CancelFunc
+
+	// beforeCommit, when set (by tests), runs in every append's and
+	// delete's transaction after its writes, before its commit. An error
+	// rolls the transaction back and is returned.
+	beforeCommit func(ctx context.Context, tx pgx.Tx) error
+}
+
+var _ interface {
+	rewind.Store
+	rewind.LastPositioner
+	rewind.Describer
+} = (*Store)(nil)
+
+// Open opens the store in the schema cfg names of the database connString
+// names (a postgres:// URL or a key=value string). It writes nothing: the
+// schema must have been made by Migrate at this binary's version, or Open
+// fails with a *SchemaError saying what to do.
+func Open(ctx context.Context, connString string, cfg Config) (*Store, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, &rewind.ValidationError{Field: "store", Value: redact(connString), Reason: "is not a PostgreSQL " +
+			"connection string (postgres://user@host:5432/db or key=value pairs): " + err.Error()}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: connect: %w", err)
+	}
+	have, err := readVersion(ctx, pool, c.Schema)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if want := SchemaVersion(); have != want {
+		pool.Close()
+		return nil, &SchemaError{Schema: c.Schema, Database: have, Binary: want}
+	}
+	s := &Store{cfg: c, pool: pool, q: newSQL(c.Schema), changed: make(chan struct{}), closed: make(chan struct{}),
+		isOpen: true, location: locationOf(pc.ConnConfig, c.Schema)}
+	s.lk1, s.lk2 = lockKeys(c.Schema, lockAppend)
+	lctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.listener.Go(func() { s.listen(lctx, pc.ConnConfig) })
+	return s, nil
+}
+
+func locationOf(cc *pgx.ConnConfig, schema string) string {
+	return fmt.Sprintf("postgres://%s:%d/%s (schema %s)", cc.Host, cc.Port, cc.Database, schema)
+}
+
+func redact(dsn string) string {
+	if i := strings.Index(dsn, "@"); i >= 0 && strings.Contains(dsn[:i], "://") {
+		return dsn[:strings.Index(dsn, "://")+3] + "…" + dsn[i:]
+	}
+	if strings.Contains(dsn, "password") {
+		return "(a connection string with a password)"
+	}
+	return dsn
+}
+
+// Close stops the store's listener and closes its connections. Calls after
+// Close fail with rewind.ErrClosed, and so does Next of its subscriptions.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if !s.isOpen {
+		s.mu.Unlock()
+		return nil
+	}
+	s.isOpen = false
+	close(s.closed)
+	s.mu.Unlock()
+	s.stop()
+	s.listener.Wait()
+	s.pool.Close()
+	return nil
+}
+
+func (s *Store) checkOpen() error {
+	select {
+	case <-s.closed:
+		return fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
+	default:
+		return nil
+	}
+}
+
+// signal wakes the subscriptions waiting for the log to grow.
+func (s *Store) signal() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// wait returns the channel the next signal closes.
+func (s *Store) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// batch is an append's events as columns, ready for unnest.
+type batch struct {
+	ids       []uuid.UUID
+	generated []bool
+	types     []string
+	schemas   []int32
+	contents  []string
+	data      [][]byte
+	metadata  []*string
+	occurred  []*int64
+}
+
+func (s *Store) encode(stream string, events []rewind.Event) (*batch, error) {
+	n := len(events)
+	switch {
+	case n == 0:
+		return nil, &rewind.ValidationError{Field: "events", Reason: "an append needs at least one event"}
+	case n > s.cfg.MaxBatchEvents:
+		return nil, &rewind.LimitError{Limit: "batch size (events)", Max: int64(s.cfg.MaxBatchEvents), Got: int64(n),
+			Hint: "split the append into several batches"}
+	}
+	b := &batch{ids: make([]uuid.UUID, n), generated: make([]bool, n), types: make([]string, n),
+		schemas: make([]int32, n), contents: make([]string, n), data: make([][]byte, n), metadata: make([]*string, n),
+		occurred: make([]*int64, n)}
+	seen := make(map[uuid.UUID]int, n)
+	var base uuid.UUID
+	total := 0
+	for i := range events {
+		e := &events[i]
+		if err := store.ValidateEvent(e); err != nil {
+			var ve *rewind.ValidationError
+			if errors.As(err, &ve) {
+				ve.Field = strings.Replace(ve.Field, "events[0]", fmt.Sprintf("events[%d]", i), 1)
+			}
+			return nil, err
+		}
+		size := store.EncodedSize(stream, e)
+		if size > s.cfg.MaxEventSize {
+			return nil, &rewind.LimitError{Limit: fmt.Sprintf("events[%d] size (bytes)", i), Max: int64(s.cfg.MaxEventSize),
+				Got: int64(size), Hint: "store large bodies elsewhere and put a reference in the event"}
+		}
+		if total += size; total > s.cfg.MaxBatchBytes {
+			return nil, &rewind.LimitError{Limit: "batch size (bytes)", Max: int64(s.cfg.MaxBatchBytes), Got: int64(total),
+				Hint: "split the append into several batches"}
+		}
+		id := e.ID
+		if id == (uuid.UUID{}) {
+			if base == (uuid.UUID{}) {
+				var err error
+				if base, err = uuid.NewV7(); err != nil {
+					return nil, fmt.Errorf("generate event id: %w", err)
+				}
+			}
+			id, b.generated[i] = nextID(base, i), true
+		} else if j, dup := seen[id]; dup {
+			return nil, &rewind.ValidationError{Field: fmt.Sprintf("events[%d].id", i), Value: id.String(),
+				Reason: fmt.Sprintf("repeats the id of events[%d]; every event needs its own id", j)}
+		} else {
+			seen[id] = i
+		}
+		b.ids[i] = id
+		b.types[i] = e.Type
+		b.schemas[i] = int32(max(e.SchemaVersion, 1))
+		if e.SchemaVersion > 1<<31-1 {
+			return nil, &rewind.ValidationError{Field: fmt.Sprintf("events[%d].schema_version", i),
+				Value: fmt.Sprint(e.SchemaVersion), Reason: "must be at most 2147483647"}
+		}
+		b.contents[i] = e.ContentType
+		if b.contents[i] == "" {
+			b.contents[i] = rewind.DefaultContentType
+		}
+		b.data[i] = e.Data
+		if b.data[i] == nil {
+			b.data[i] = []byte{}
+		}
+		if len(e.Metadata) > 0 {
+			js, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return nil, err
+			}
+			m := string(js)
+			b.metadata[i] = &m
+		}
+		if !e.OccurredAt.IsZero() {
+			ns := e.OccurredAt.UnixNano()
+			b.occurred[i] = &ns
+		}
+	}
+	return b, nil
+}
+
+// nextID returns the i-th id of a batch whose ids the store makes up, as
+// the embedded store does: the batch's UUID v7 with i added to its random
+// bits, unique and increasing.
+func nextID(base uuid.UUID, i int) uuid.UUID {
+	lo := binary.BigEndian.Uint64(base[8:])
+	const randBits = 1<<62 - 1
+	lo = lo&^randBits | (lo+uint64(i))&randBits
+	binary.BigEndian.PutUint64(base[8:], lo)
+	return base
+}
+
+// Append appends events to stream as one atomic batch if the stream is in
+// the expected state; see rewind.Store.
+//
+// It runs one transaction: lock the stream's row, check the expected
+// version, then — under the store's append lock — take positions from the
+// head row, insert the events (skipping ids already recorded) and update
+// the stream, and commit. An id already recorded rolls it all back and the
+// append is answered from the recorded events: a duplicate or a conflict.
+func (s *Store) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	if err := store.ValidateStreamName(stream); err != nil {
+		return rewind.AppendResult{}, err
+	}
+	if !expected.Valid() {
+		return rewind.AppendResult{}, &rewind.ValidationError{Field: "expected version", Value: expected.String(),
+			Reason: "must be any, no-stream, stream-exists or a version number"}
+	}
+	b, err := s.encode(stream, events)
+	if err != nil {
+		return rewind.AppendResult{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		res, again, err := s.appendOnce(ctx, stream, expected, events, b)
+		if !again || attempt == 100 {
+			return res, err
+		}
+	}
+}
+
+// appendOnce is one try of Append. again asks for another: the ids met an
+// append that has since been rolled back.
+func (s *Store) appendOnce(ctx context.Context, stream string, expected rewind.ExpectedVersion, events []rewind.Event, b *batch) (
+	res rewind.AppendResult, again bool, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return res, false, s.dbError("begin append", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var version, deleted uint64
+	if err := tx.QueryRow(ctx, s.q.lockStream, stream).Scan(&version, &deleted); err != nil {
+		return res, false, s.dbError("lock stream", err)
+	}
+	if err := checkExpected(stream, expected, version, version > deleted); err != nil {
+		// A retry of a recorded append is a duplicate whatever its
+		// expected version: look its ids up (under the stream's lock,
+		// so an append of the same ids to this stream has committed).
+		if r, known, err2 := s.resolve(ctx, tx, stream, events, b); known || err2 != nil {
+			return r, false, err2
+		}
+		return res, false, err
+	}
+	n := len(events)
+	var base int64
+	var recordedAt time.Time
+	var inserted int
+	err = tx.QueryRow(ctx, s.q.insert, stream, n, b.ids, b.generated, b.types, b.schemas, b.contents, b.data,
+		b.metadata, b.occurred, int64(version), s.lk1, s.lk2, channel(s.cfg.Schema)).Scan(&base, &recordedAt, &inserted)
+	if err != nil {
+		return res, false, s.dbError("insert events", err)
+	}
+	if inserted < n {
+		// Some ids are recorded already: nothing of this append stays.
+		tx.Rollback(ctx)
+		r, known, err := s.resolve(ctx, s.pool, stream, events, b)
+		if known || err != nil {
+			return r, false, err
+		}
+		return res, true, nil
+	}
+	if s.beforeCommit != nil {
+		if err := s.beforeCommit(ctx, tx); err != nil {
+			return res, false, err
+		}
+	}
+	if err := s.commit(ctx, tx); err != nil {
+		return res, false, err
+	}
+	s.signal()
+	return rewind.AppendResult{FirstPosition: rewind.Position(base + 1), LastPosition: rewind.Position(base + int64(n)),
+		FirstVersion: version + 1, LastVersion: version + uint64(n)}, false, nil
+}
+
+// commit commits tx. A commit that fails without PostgreSQL's answer (a
+// lost connection, a cancelled context) may or may not have happened.
+func (s *Store) commit(ctx context.Context, tx pgx.Tx) error {
+	err := tx.Commit(ctx)
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return s.dbError("commit", err)
+	}
+	return fmt.Errorf("%w: the commit got no answer from PostgreSQL (%w); retry with the same event ids",
+		rewind.ErrOutcomeUnknown, err)
+}
+
+// dbError wraps an error of PostgreSQL or of the connection to it.
+func (s *Store) dbError(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if s.checkOpen() != nil {
+		return fmt.Errorf("%w: %s: %w", rewind.ErrClosed, op, err)
+	}
+	return fmt.Errorf("pgstore: %s: %w", op, err)
+}
+
+func checkExpected(stream string, expected rewind.ExpectedVersion, version uint64, exists bool) error {
+	ok := true
+	switch expected {
+	case rewind.Any:
+	case rewind.NoStream:
+		ok = !exists
+	case rewind.StreamExists:
+		ok = exists
+	default:
+		ok = uint64(expected) == version
+	}
+	if !ok {
+		return &rewind.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: version, Exists: exists}
+	}
+	return nil
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// resolve answers an append some of whose ids are recorded: known is false
+// when none is. All of them, as one whole earlier append with the same
+// bodies, is a duplicate; anything else is a conflict.
+func (s *Store) resolve(ctx context.Context, q querier, stream string, events []rewind.Event, b *batch) (
+	res rewind.AppendResult, known bool, err error) {
+	var client []uuid.UUID
+	for i, id := range b.ids {
+		if !b.generated[i] {
+			client = append(client, id)
+		}
+	}
+	if len(client) == 0 {
+		return res, false, nil
+	}
+	rows, err := q.Query(ctx, s.q.selectCols+" WHERE event_id = ANY($1)", client)
+	if err != nil {
+		return res, false, s.dbError("look up event ids", err)
+	}
+	recorded := map[uuid.UUID]*row{}
+	for rows.Next() {
+		r, err := scanRow(rows)
+		if err != nil {
+			rows.Close()
+			return res, false, s.dbError("look up event ids", err)
+		}
+		recorded[r.ev.ID] = r
+	}
+	if err := rows.Err(); err != nil {
+		return res, false, s.dbError("look up event ids", err)
+	}
+	if len(recorded) == 0 {
+		return res, false, nil
+	}
+	conflict := func(id uuid.UUID, pos rewind.Position, reason string) (rewind.AppendResult, bool, error) {
+		return rewind.AppendResult{}, true, &rewind.IdempotencyConflictError{EventID: id.String(), Position: pos, Reason: reason}
+	}
+	count := 0
+	var first *row
+	var firstID uuid.UUID
+	for i := range events {
+		if b.generated[i] {
+			continue
+		}
+		r := recorded[b.ids[i]]
+		if r == nil {
+			continue
+		}
+		if !sameBody(r, stream, b, i) {
+			return conflict(b.ids[i], r.ev.Position, "the event recorded with this id differs (stream, type, schema "+
+				"version, content type, data, metadata or occurred-at)")
+		}
+		if count == 0 {
+			first, firstID = r, b.ids[i]
+			res.FirstPosition, res.FirstVersion = r.ev.Position, r.ev.Version
+		} else if res.LastPosition+1 != r.ev.Position {
+			return conflict(b.ids[i], r.ev.Position, "the ids are recorded in another order or in several appends")
+		}
+		res.LastPosition, res.LastVersion = r.ev.Position, r.ev.Version
+		count++
+	}
+	if count < len(events) {
+		return conflict(firstID, res.FirstPosition, "the append mixes recorded ids with new events; "+
+			"retry the earlier append exactly as it was")
+	}
+	if first.batchFirst != int64(res.FirstPosition) || first.batchLast != int64(res.LastPosition) {
+		return conflict(firstID, res.FirstPosition, "the ids are only part of an earlier append, or of several; "+
+			"retry the earlier append exactly as it was")
+	}
+	res.Duplicate = true
+	return res, true, nil
+}
+
+// sameBody reports whether the recorded r is events[i] appended to stream.
+func sameBody(r *row, stream string, b *batch, i int) bool {
+	e := &r.ev
+	if e.Stream != stream || e.Type != b.types[i] || e.SchemaVersion != uint32(b.schemas[i]) ||
+		e.ContentType != b.contents[i] || string(e.Data) != string(b.data[i]) || r.generated {
+		return false
+	}
+	var md map[string]string
+	if b.metadata[i] != nil {
+		json.Unmarshal([]byte(*b.metadata[i]), &md)
+	}
+	if len(md) != len(e.Metadata) {
+		return false
+	}
+	for k, v := range md {
+		if w, ok := e.Metadata[k]; !ok || w != v {
+			return false
+		}
+	}
+	var ns *int64
+	if !e.OccurredAt.IsZero() {
+		v := e.OccurredAt.UnixNano()
+		ns = &v
+	}
+	return (ns == nil) == (b.occurred[i] == nil) && (ns == nil || *ns == *b.occurred[i])
+}
+
+// DeleteStream soft-deletes a stream; see rewind.Store. Its record is
+// written like an append, under the same locks.
+func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind.ExpectedVersion) (rewind.Position, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if err := store.ValidateStreamName(stream); err != nil {
+		return 0, err
+	}
+	if !expected.Valid() || expected == rewind.NoStream {
+		return 0, &rewind.ValidationError{Field: "expected version", Value: expected.String(),
+			Reason: "must be any, stream-exists or a version number"}
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return 0, err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, s.dbError("begin delete", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var version, deleted uint64
+	err = tx.QueryRow(ctx, s.q.lockStreamForDelete, stream).Scan(&version, &deleted)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && version == deleted {
+		return 0, notFound(stream, version)
+	}
+	if err != nil {
+		return 0, s.dbError("lock stream", err)
+	}
+	if err := checkExpected(stream, expected, version, true); err != nil {
+		return 0, err
+	}
+	var pos int64
+	if err := tx.QueryRow(ctx, s.q.tombstone, stream, id, int64(version), s.lk1, s.lk2, channel(s.cfg.Schema)).Scan(&pos); err != nil {
+		return 0, s.dbError("write the delete record", err)
+	}
+	if s.beforeCommit != nil {
+		if err := s.beforeCommit(ctx, tx); err != nil {
+			return 0, err
+		}
+	}
+	if err := s.commit(ctx, tx); err != nil {
+		return 0, err
+	}
+	s.signal()
+	return rewind.Position(pos), nil
+}
+
+func notFound(stream string, version uint64) error {
+	if version > 0 {
+		return fmt.Errorf("%w: stream %q was deleted at version %d", rewind.ErrStreamNotFound, stream, version)
+	}
+	return fmt.Errorf("%w: stream %q has no events", rewind.ErrStreamNotFound, stream)
+}
