@@ -32,8 +32,8 @@ func newSQL(schema string) sqlText {
 			ON CONFLICT (name) DO UPDATE SET name = s.name RETURNING version, deleted`),
 		lockStreamForDelete: r.Replace(`SELECT version, deleted FROM S.streams WHERE name = $1 FOR UPDATE`),
 		// Takes the append lock, then positions from the head row, and
-		// writes. Rows whose id is recorded already are skipped and
-		// counted out: the caller rolls back when any is. The lock is held
+		// writes. An id recorded already fails it on events_event_id
+		// (after waiting for a transaction still writing it). The lock is held
 		// to the commit, so positions are given out and become visible in
 		// one order: a reader that sees position p sees everything before.
 		insert: r.Replace(`WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock($12, $13)),
@@ -45,13 +45,12 @@ func newSQL(schema string) sqlText {
 					h.recorded_at, h.base + 1, h.base + $2
 				FROM h, unnest($3::uuid[], $4::boolean[], $5::text[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
 					$10::bigint[]) WITH ORDINALITY AS u(id, gen, typ, sv, ct, data, md, occ, ord)
-				ON CONFLICT (event_id) DO NOTHING
 				RETURNING 1),
 			st AS (UPDATE S.streams SET version = $11 + $2,
 					first_pos = CASE WHEN version = deleted THEN h.base + 1 ELSE first_pos END, last_pos = h.base + $2
 				FROM h WHERE name = $1 RETURNING 1)
-			SELECT h.base, h.recorded_at, (SELECT count(*) FROM ins)::integer
-			FROM h, (SELECT count(*) FROM st) AS st, (SELECT pg_notify($14, '')) AS n`),
+			SELECT h.base, h.recorded_at
+			FROM h, (SELECT count(*) FROM ins) AS i, (SELECT count(*) FROM st) AS st, (SELECT pg_notify($14, '')) AS n`),
 		tombstone: r.Replace(`WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock($4, $5)),
 			h AS (UPDATE S.head SET last = last + 1, recorded_at = greatest(recorded_at, clock_timestamp())
 				FROM lk RETURNING last AS pos, recorded_at),

@@ -35,10 +35,10 @@ type Store struct {
 	listener sync.WaitGroup
 	stop     context.CancelFunc
 
-	// beforeCommit, when set (by tests), runs in every append's and
-	// delete's transaction after its writes, before its commit. An error
-	// rolls the transaction back and is returned.
-	beforeCommit func(ctx context.Context, tx pgx.Tx) error
+	// testFate, when set (by tests), decides for each append and delete
+	// whether PostgreSQL pauses between its write and its COMMIT, and
+	// whether it rolls back instead.
+	testFate func(ctx context.Context) (sleep time.Duration, rollback bool)
 }
 
 var _ interface {
@@ -276,22 +276,30 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 
 // appendOnce is one try of Append. again asks for another: the ids met an
 // append that has since been rolled back.
+//
+// It takes two round trips: BEGIN and the stream's lock, then — once the
+// expected version holds — the write and COMMIT sent together, so that the
+// append lock the write takes is held only while PostgreSQL runs the write
+// and the commit, never while a packet travels back to this process.
 func (s *Store) appendOnce(ctx context.Context, stream string, expected rewind.ExpectedVersion, events []rewind.Event, b *batch) (
 	res rewind.AppendResult, again bool, err error) {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return res, false, s.dbError("begin append", err)
+		return res, false, s.dbError("connect", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	// A connection left in a transaction is closed, not reused, by Release.
+	defer conn.Release()
 	var version, deleted uint64
-	if err := tx.QueryRow(ctx, s.q.lockStream, stream).Scan(&version, &deleted); err != nil {
+	if err := s.begin(ctx, conn, s.q.lockStream, stream, &version, &deleted); err != nil {
 		return res, false, s.dbError("lock stream", err)
 	}
 	if err := checkExpected(stream, expected, version, version > deleted); err != nil {
 		// A retry of a recorded append is a duplicate whatever its
 		// expected version: look its ids up (under the stream's lock,
 		// so an append of the same ids to this stream has committed).
-		if r, known, err2 := s.resolve(ctx, tx, stream, events, b); known || err2 != nil {
+		r, known, err2 := s.resolve(ctx, conn, stream, events, b)
+		rollback(ctx, conn)
+		if known || err2 != nil {
 			return r, false, err2
 		}
 		return res, false, err
@@ -299,46 +307,110 @@ func (s *Store) appendOnce(ctx context.Context, stream string, expected rewind.E
 	n := len(events)
 	var base int64
 	var recordedAt time.Time
-	var inserted int
-	err = tx.QueryRow(ctx, s.q.insert, stream, n, b.ids, b.generated, b.types, b.schemas, b.contents, b.data,
-		b.metadata, b.occurred, int64(version), s.lk1, s.lk2, channel(s.cfg.Schema)).Scan(&base, &recordedAt, &inserted)
+	var wb pgx.Batch
+	wb.Queue(s.q.insert, stream, n, b.ids, b.generated, b.types, b.schemas, b.contents, b.data, b.metadata, b.occurred,
+		int64(version), s.lk1, s.lk2, channel(s.cfg.Schema))
+	ends, rolledBack := s.queueEnd(ctx, &wb)
+	br := conn.SendBatch(ctx, &wb)
+	err = br.QueryRow().Scan(&base, &recordedAt)
+	if err == nil {
+		err = endResults(br, ends)
+	}
+	closeErr := br.Close()
+	if err == nil {
+		err = closeErr
+	}
 	if err != nil {
-		return res, false, s.dbError("insert events", err)
-	}
-	if inserted < n {
-		// Some ids are recorded already: nothing of this append stays.
-		tx.Rollback(ctx)
-		r, known, err := s.resolve(ctx, s.pool, stream, events, b)
-		if known || err != nil {
-			return r, false, err
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "events_event_id" {
+			// Some ids are recorded already: nothing of this append stays.
+			rollback(ctx, conn)
+			r, known, err := s.resolve(ctx, s.pool, stream, events, b)
+			if known || err != nil {
+				return r, false, err
+			}
+			return res, true, nil
 		}
-		return res, true, nil
+		return res, false, s.writeError(ctx, conn, err)
 	}
-	if s.beforeCommit != nil {
-		if err := s.beforeCommit(ctx, tx); err != nil {
-			return res, false, err
-		}
-	}
-	if err := s.commit(ctx, tx); err != nil {
-		return res, false, err
+	if rolledBack {
+		return res, false, errTestRollback
 	}
 	s.signal()
 	return rewind.AppendResult{FirstPosition: rewind.Position(base + 1), LastPosition: rewind.Position(base + int64(n)),
 		FirstVersion: version + 1, LastVersion: version + uint64(n)}, false, nil
 }
 
-// commit commits tx. A commit that fails without PostgreSQL's answer (a
-// lost connection, a cancelled context) may or may not have happened.
-func (s *Store) commit(ctx context.Context, tx pgx.Tx) error {
-	err := tx.Commit(ctx)
+// begin starts a transaction on conn and runs the stream's lock, which
+// scans into version and deleted, in one round trip.
+func (s *Store) begin(ctx context.Context, conn *pgxpool.Conn, lock, stream string, version, deleted *uint64) error {
+	var bb pgx.Batch
+	bb.Queue("BEGIN")
+	bb.Queue(lock, stream)
+	br := conn.SendBatch(ctx, &bb)
+	_, err := br.Exec()
 	if err == nil {
-		return nil
+		err = br.QueryRow().Scan(version, deleted)
 	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		rollback(ctx, conn)
+	}
+	return err
+}
+
+// errTestRollback is what an append rolled back by a test's fate returns.
+var errTestRollback = errors.New("pgstore: rolled back by the test hook")
+
+// queueEnd queues the end of a write's transaction: COMMIT, or what the
+// test hook asks for (a pause in PostgreSQL before COMMIT, or ROLLBACK).
+// It returns how many statements it queued and whether it queued a
+// rollback.
+func (s *Store) queueEnd(ctx context.Context, b *pgx.Batch) (int, bool) {
+	n := 1
+	if s.testFate != nil {
+		sleep, rollback := s.testFate(ctx)
+		if sleep > 0 {
+			b.Queue("SELECT pg_sleep($1::float8)", sleep.Seconds())
+			n++
+		}
+		if rollback {
+			b.Queue("ROLLBACK")
+			return n, true
+		}
+	}
+	b.Queue("COMMIT")
+	return n, false
+}
+
+// endResults reads the n results queued by queueEnd.
+func endResults(br pgx.BatchResults, n int) error {
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollback ends conn's transaction; a connection that cannot is closed by
+// Release.
+func rollback(ctx context.Context, conn *pgxpool.Conn) {
+	conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+}
+
+// writeError is the error of a write sent with its COMMIT. PostgreSQL's own
+// error means the transaction failed and nothing was written; anything else
+// (a lost connection, a cancelled context) leaves the outcome unknown.
+func (s *Store) writeError(ctx context.Context, conn *pgxpool.Conn, err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		return s.dbError("commit", err)
+		rollback(ctx, conn)
+		return s.dbError("write", err)
 	}
-	return fmt.Errorf("%w: the commit got no answer from PostgreSQL (%w); retry with the same event ids",
+	return fmt.Errorf("%w: the write and its commit got no answer from PostgreSQL (%w); retry with the same event ids",
 		rewind.ErrOutcomeUnknown, err)
 }
 
@@ -494,33 +566,41 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 	if err != nil {
 		return 0, err
 	}
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return 0, s.dbError("begin delete", err)
+		return 0, s.dbError("connect", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer conn.Release()
 	var version, deleted uint64
-	err = tx.QueryRow(ctx, s.q.lockStreamForDelete, stream).Scan(&version, &deleted)
+	err = s.begin(ctx, conn, s.q.lockStreamForDelete, stream, &version, &deleted)
 	if errors.Is(err, pgx.ErrNoRows) || err == nil && version == deleted {
+		rollback(ctx, conn)
 		return 0, notFound(stream, version)
 	}
 	if err != nil {
 		return 0, s.dbError("lock stream", err)
 	}
 	if err := checkExpected(stream, expected, version, true); err != nil {
+		rollback(ctx, conn)
 		return 0, err
 	}
+	var wb pgx.Batch
+	wb.Queue(s.q.tombstone, stream, id, int64(version), s.lk1, s.lk2, channel(s.cfg.Schema))
+	ends, rolledBack := s.queueEnd(ctx, &wb)
+	br := conn.SendBatch(ctx, &wb)
 	var pos int64
-	if err := tx.QueryRow(ctx, s.q.tombstone, stream, id, int64(version), s.lk1, s.lk2, channel(s.cfg.Schema)).Scan(&pos); err != nil {
-		return 0, s.dbError("write the delete record", err)
+	err = br.QueryRow().Scan(&pos)
+	if err == nil {
+		err = endResults(br, ends)
 	}
-	if s.beforeCommit != nil {
-		if err := s.beforeCommit(ctx, tx); err != nil {
-			return 0, err
-		}
+	if cerr := br.Close(); err == nil {
+		err = cerr
 	}
-	if err := s.commit(ctx, tx); err != nil {
-		return 0, err
+	if err != nil {
+		return 0, s.writeError(ctx, conn, err)
+	}
+	if rolledBack {
+		return 0, errTestRollback
 	}
 	s.signal()
 	return rewind.Position(pos), nil
