@@ -37,7 +37,10 @@ func (d *testDB) schema(t *testing.T, migrate bool) string {
 func (d *testDB) open(t *testing.T, cfg Config) *Store {
 	t.Helper()
 	if cfg.Schema == "" {
-		cfg.Schema = d.schema(t, true)
+		cfg.Schema = d.schema(t, false)
+	}
+	if _, err := Migrate(context.Background(), d.DSN, cfg); err != nil {
+		t.Fatalf("migrate %s: %v", cfg.Schema, err)
 	}
 	s, err := Open(context.Background(), d.DSN, cfg)
 	if err != nil {

@@ -325,7 +325,7 @@ func (s *Store) appendOnce(ctx context.Context, stream string, expected rewind.E
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "events_event_id" {
 			// Some ids are recorded already: nothing of this append stays.
 			rollback(ctx, conn)
-			r, known, err := s.resolve(ctx, s.pool, stream, events, b)
+			r, known, err := s.resolve(ctx, conn, stream, events, b)
 			if known || err != nil {
 				return r, false, err
 			}
@@ -385,15 +385,25 @@ func (s *Store) queueEnd(ctx context.Context, b *pgx.Batch) (int, bool) {
 	return n, false
 }
 
-// endResults reads the n results queued by queueEnd.
+// endResults reads the n results queued by queueEnd. An error of the last
+// one, the COMMIT, is wrapped in a commitError.
 func endResults(br pgx.BatchResults, n int) error {
-	for range n {
+	for i := range n {
 		if _, err := br.Exec(); err != nil {
+			if i == n-1 {
+				return &commitError{err}
+			}
 			return err
 		}
 	}
 	return nil
 }
+
+// commitError is an error PostgreSQL answered a COMMIT with.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return "commit: " + e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
 
 // rollback ends conn's transaction; a connection that cannot is closed by
 // Release.
@@ -401,14 +411,20 @@ func rollback(ctx context.Context, conn *pgxpool.Conn) {
 	conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 }
 
-// writeError is the error of a write sent with its COMMIT. PostgreSQL's own
-// error means the transaction failed and nothing was written; anything else
-// (a lost connection, a cancelled context) leaves the outcome unknown.
+// writeError is the error of a write sent with its COMMIT. PostgreSQL's
+// error for a statement before the COMMIT means the COMMIT never ran
+// (PostgreSQL skips the rest of a pipeline after an error, and runs
+// nothing after a FATAL one): nothing was written. So does an ERROR for
+// the COMMIT itself. A FATAL answer to the COMMIT (a backend terminated
+// while it waited for a synchronous standby, which PostgreSQL answers
+// "already committed locally"), a lost connection or a cancelled context
+// leave the outcome unknown.
 func (s *Store) writeError(ctx context.Context, conn *pgxpool.Conn, err error) error {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
+	var ce *commitError
+	if errors.As(err, &pe) && !(errors.As(err, &ce) && (pe.Severity == "FATAL" || pe.Severity == "PANIC")) {
 		rollback(ctx, conn)
-		return s.dbError("write", err)
+		return s.dbError("write (nothing was written)", err)
 	}
 	return fmt.Errorf("%w: the write and its commit got no answer from PostgreSQL (%w); retry with the same event ids",
 		rewind.ErrOutcomeUnknown, err)
