@@ -127,4 +127,3 @@ func TestSchemaNames(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
