@@ -154,6 +154,10 @@ func (s *Store) LastPosition(ctx context.Context) (rewind.Position, error) {
 	return rewind.Position(last), nil
 }
 
+// Location says where the store is: host, port, database and schema (no
+// user or password).
+func (s *Store) Location() string { return s.location }
+
 // Describe describes the store; Durability is "sync": an append returns
 // once PostgreSQL has committed it, which under the server's default
 // synchronous_commit means flushed to its WAL.

@@ -80,6 +80,11 @@ type Config struct {
 	// Store configures the embedded store (durability, segment size,
 	// limits). Its zero value is the store's default: fsync before ack.
 	Store store.Config
+	// Backend, when set, is the store served instead of the embedded one
+	// in DataDir (a PostgreSQL store, say); tokens still live in DataDir.
+	// The server closes it when it stops. Defaults to nil: the embedded
+	// store.
+	Backend rewind.Store
 	// NoAuth turns authentication off. It is refused unless Addr is a
 	// loopback address. Defaults to false.
 	NoAuth bool

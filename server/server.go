@@ -76,20 +76,24 @@ func New(cfg Config) (_ *Server, err error) {
 			s.closeResources()
 		}
 	}()
-	sc := c.Store
-	sc.Logger = cmpOr(sc.Logger, c.Logger)
-	prev := sc.Log.OnFlush
-	sc.Log.OnFlush = func(fi eventlog.FlushInfo) {
-		s.metrics.observeFlush(fi)
-		if prev != nil {
-			prev(fi)
+	if c.Backend != nil {
+		s.store = c.Backend
+	} else {
+		sc := c.Store
+		sc.Logger = cmpOr(sc.Logger, c.Logger)
+		prev := sc.Log.OnFlush
+		sc.Log.OnFlush = func(fi eventlog.FlushInfo) {
+			s.metrics.observeFlush(fi)
+			if prev != nil {
+				prev(fi)
+			}
 		}
+		st, err := store.Open(c.DataDir, sc)
+		if err != nil {
+			return nil, err
+		}
+		s.store = st
 	}
-	st, err := store.Open(c.DataDir, sc)
-	if err != nil {
-		return nil, err
-	}
-	s.store = st
 	if s.groups, err = consumer.Open(context.Background(), s.store, consumer.Config{Logger: c.Logger}); err != nil {
 		return nil, fmt.Errorf("open the consumer groups: %w", err)
 	}

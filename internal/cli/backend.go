@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/pgstore"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -52,11 +53,14 @@ func stat(ctx context.Context, s eventStore) (storeStat, error) {
 	return st, nil
 }
 
-// openStore opens the embedded store in --data-dir, or a client of
-// --server when one is given.
+// openStore opens the embedded store in --data-dir, a client of --server
+// when one is given, or the PostgreSQL store of --store.
 func (a *app) openStore(ctx context.Context) (eventStore, error) {
 	if a.server != "" {
 		return a.openRemote()
+	}
+	if a.storeURL != "" {
+		return pgstore.Open(ctx, a.storeURL, pgstore.Config{Schema: a.storeSchema})
 	}
 	s, err := store.Open(a.dataDir, store.Config{})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // which must already hold a store. A mistyped --data-dir is then an error
 // naming the path, never a new empty store.
 func (a *app) openExisting(ctx context.Context) (eventStore, error) {
-	if a.server == "" {
+	if a.server == "" && a.storeURL == "" {
 		if err := a.checkDataDir(); err != nil {
 			return nil, err
 		}

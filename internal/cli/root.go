@@ -19,6 +19,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/buildinfo"
 	"github.com/rewindhq/rewind/internal/config"
+	"github.com/rewindhq/rewind/pgstore"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -37,6 +38,8 @@ type app struct {
 	dataDir        string
 	logLevel       string
 	server, token  string // --server and --token: use a server instead of --data-dir
+	storeURL       string // --store: a PostgreSQL store instead of --data-dir
+	storeSchema    string // --store-schema
 	jsonOut        bool   // set by a command's --json flag, for error output
 
 	// args is the command line as given, for commands that record it
@@ -104,10 +107,15 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 	pf.StringVar(&a.server, "server", "",
 		"URL of a rewind server to use instead of --data-dir, such as http://127.0.0.1:7070")
 	pf.StringVar(&a.token, "token", "", "token for --server")
+	pf.StringVar(&a.storeURL, "store", "",
+		"PostgreSQL store to use instead of --data-dir, such as postgres://rewind@db:5432/events (see 'rewind migrate')")
+	pf.StringVar(&a.storeSchema, "store-schema", pgstore.DefaultSchema, "PostgreSQL schema of --store")
 	bindEnv(pf, "data-dir", "REWIND_DATA_DIR")
 	bindEnv(pf, "log-level", "REWIND_LOG_LEVEL")
 	bindEnv(pf, "server", "REWIND_SERVER")
 	bindEnv(pf, "token", "REWIND_TOKEN")
+	bindEnv(pf, "store", "REWIND_STORE")
+	bindEnv(pf, "store-schema", "REWIND_STORE_SCHEMA")
 	for _, c := range a.commands() {
 		root.AddCommand(c)
 	}
@@ -145,6 +153,14 @@ func (a *app) prepare(cmd *cobra.Command) error {
 	} else if dir.Changed {
 		a.server = "" // an explicit --data-dir wins over $REWIND_SERVER
 	}
+	if st, srv := fs.Lookup("store"), fs.Lookup("server"); st.Changed && srv.Changed {
+		return usageError(cmd, errors.New("give --server or --store, not both: "+
+			"a command works on a server or on a PostgreSQL store"))
+	} else if st.Changed {
+		a.server = "" // an explicit --store wins over $REWIND_SERVER
+	} else if srv.Changed || fs.Lookup("data-dir").Changed {
+		a.storeURL = "" // and an explicit --server or --data-dir over $REWIND_STORE
+	}
 	return a.setLogger(cmd)
 }
 
@@ -161,6 +177,7 @@ func (a *app) commands() []*cobra.Command {
 		a.verifyCmd(),
 		a.benchCmd(),
 		a.serveCmd(),
+		a.migrateCmd(),
 		a.tokenCmd(),
 		a.configCmd(),
 		a.versionCmd(),

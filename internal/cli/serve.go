@@ -16,6 +16,7 @@ import (
 
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/internal/config"
+	"github.com/rewindhq/rewind/pgstore"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -33,7 +34,8 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the store over gRPC and HTTP/JSON on one port",
-		Long: `Serve the embedded store in --data-dir over rewind's API: gRPC (h2c or TLS),
+		Long: `Serve the embedded store in --data-dir, or the PostgreSQL store of --store
+(made by 'rewind migrate'; tokens stay in --data-dir), over rewind's API: gRPC (h2c or TLS),
 gRPC-Web and Connect's HTTP/JSON on one port, plus /metrics, /healthz and /readyz.
 
 Settings come from flags, then REWIND_* environment variables, then the YAML file
@@ -47,6 +49,7 @@ SIGTERM or SIGINT shuts down gracefully: no new connections, subscriptions end
 with a status that says where to resume, in-flight appends finish, the store is
 fsynced and the data directory released; the exit status is then 0.`,
 		Example: `  rewind serve
+  rewind serve --store postgres://rewind@db:5432/events
   rewind serve --addr 0.0.0.0:7070 --tls-cert cert.pem --tls-key key.pem
   REWIND_ADMIN_TOKEN=$(openssl rand -hex 24) rewind serve --config rewind.yaml`,
 		Args: noArgs,
@@ -64,11 +67,24 @@ fsynced and the data directory released; the exit status is then 0.`,
 				return invalidFlag("log-level", cfg.LogLevel, "must be debug, info, warn or error")
 			}
 			sc.Logger = slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+			storeLoc := ""
+			if cfg.Store != "" {
+				ps, err := pgstore.Open(cmd.Context(), cfg.Store, pgstore.Config{Schema: cfg.StoreSchema,
+					MaxBatchEvents: cfg.MaxBatchEvents, MaxEventSize: int(cfg.MaxEventBytes), Logger: sc.Logger})
+				if err != nil {
+					return err
+				}
+				sc.Backend = ps
+				storeLoc = ps.Location()
+			}
 			srv, err := server.New(sc)
 			if err != nil {
+				if sc.Backend != nil {
+					sc.Backend.Close()
+				}
 				return err
 			}
-			if err := a.announce(srv, sc.DataDir, jsonOut); err != nil {
+			if err := a.announce(srv, sc.DataDir, storeLoc, jsonOut); err != nil {
 				return err
 			}
 			return srv.Run(cmd.Context())
@@ -76,7 +92,7 @@ fsynced and the data directory released; the exit status is then 0.`,
 	}
 	cmd.Flags().StringVar(&path, "config", "", "YAML config file")
 	bindEnv(cmd.Flags(), "config", "REWIND_CONFIG")
-	config.AddFlags(cmd.Flags(), "data_dir")
+	config.AddFlags(cmd.Flags(), "data_dir", "store", "store_schema")
 	config.BoolVar(cmd.Flags(), &jsonOut, "json", false, `once serving, print {"url", "data_dir", "admin_secret"} as one line of JSON`)
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	return cmd
@@ -124,7 +140,7 @@ and an environment variable (REWIND_KEY_NAME).`,
 	}
 	print.Flags().StringVar(&path, "config", "", "YAML config file")
 	bindEnv(print.Flags(), "config", "REWIND_CONFIG")
-	config.AddFlags(print.Flags(), "data_dir")
+	config.AddFlags(print.Flags(), "data_dir", "store", "store_schema")
 	a.jsonFlag(print, &jsonOut)
 	cmd.AddCommand(print)
 	return cmd
@@ -134,11 +150,14 @@ and an environment variable (REWIND_KEY_NAME).`,
 // secret. A secret nobody saw would lock the operator out: when it cannot
 // be written (standard output closed or full), the start fails and the
 // admin token it created is removed again.
-func (a *app) announce(srv *server.Server, dataDir string, jsonOut bool) error {
+func (a *app) announce(srv *server.Server, dataDir, storeLoc string, jsonOut bool) error {
 	secret := srv.AdminSecret()
 	var b bytes.Buffer
 	if jsonOut {
 		out := map[string]string{"url": srv.URL(), "data_dir": dataDir}
+		if storeLoc != "" {
+			out["store"] = storeLoc
+		}
 		if secret != "" {
 			out["admin_secret"] = secret
 		}
@@ -152,7 +171,11 @@ func (a *app) announce(srv *server.Server, dataDir string, jsonOut bool) error {
 			fmt.Fprintf(&b, "rewind: created the admin token; this is the only time its secret is shown:\n\n  %s\n\n"+
 				"Use it as --token (or REWIND_TOKEN) to create tokens for services with 'rewind token create'.\n", secret)
 		}
-		fmt.Fprintf(&b, "rewind: serving %s on %s\n", dataDir, srv.URL())
+		serving := dataDir
+		if storeLoc != "" {
+			serving = storeLoc + " (tokens in " + dataDir + ")"
+		}
+		fmt.Fprintf(&b, "rewind: serving %s on %s\n", serving, srv.URL())
 	}
 	err := discarded(a.stdout, secret)
 	if err == nil {

@@ -46,6 +46,10 @@ against its data directory, while the server is stopped.`,
 					"this machine; run it where the server's data lives, with --data-dir DIR while the server is stopped "+
 					"(--server, or REWIND_SERVER without --data-dir, chose a server)"))
 			}
+			if a.storeURL != "" {
+				return usageError(cmd, errors.New("verify reads the files of a data directory; a PostgreSQL store "+
+					"(--store, or REWIND_STORE) has none: PostgreSQL checks its own pages (data checksums, pg_amcheck)"))
+			}
 			if err := a.checkDataDir(); err != nil {
 				return err
 			}

@@ -33,6 +33,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/auth"
 	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/pgstore"
 	"github.com/rewindhq/rewind/server"
 	"github.com/rewindhq/rewind/store"
 )
@@ -46,6 +47,8 @@ const DefaultLogLevel = "info"
 type Server struct {
 	Addr                     string
 	DataDir                  string
+	Store                    string
+	StoreSchema              string
 	Durability               string
 	SyncInterval             time.Duration
 	NoAuth                   bool
@@ -71,7 +74,7 @@ type Server struct {
 // Defaults returns the default configuration.
 func Defaults() Server {
 	return Server{
-		Addr: server.DefaultAddr, DataDir: server.DefaultDataDir, Durability: eventlog.DefaultDurability.String(),
+		Addr: server.DefaultAddr, DataDir: server.DefaultDataDir, StoreSchema: pgstore.DefaultSchema, Durability: eventlog.DefaultDurability.String(),
 		SyncInterval: eventlog.DefaultSyncInterval, MaxRequestBytes: server.DefaultMaxRequestBytes,
 		MaxInflightAppendBytes: server.DefaultMaxInflightAppendBytes, MaxBatchEvents: store.DefaultMaxBatchEvents,
 		MaxEventBytes: store.DefaultMaxEventSize, RPCTimeout: server.DefaultRPCTimeout,
@@ -115,6 +118,9 @@ var settings = []setting{
 	{"addr", "address to listen on, host:port; authentication can be off only on a loopback address", false,
 		str(func(c *Server) *string { return &c.Addr })},
 	{"data_dir", "data directory of the store and its tokens", false, str(func(c *Server) *string { return &c.DataDir })},
+	{"store", "PostgreSQL store to serve instead of the embedded one (postgres://user@host:5432/db); tokens stay in data_dir",
+		true, str(func(c *Server) *string { return &c.Store })},
+	{"store_schema", "PostgreSQL schema of --store", false, str(func(c *Server) *string { return &c.StoreSchema })},
 	{"durability", "when an append is acknowledged: sync (fsynced), interval (fsynced every --sync-interval) or none", false,
 		str(func(c *Server) *string { return &c.Durability })},
 	{"sync_interval", "fsync period of the interval durability (a duration: 100ms, 1s)", false,
@@ -381,6 +387,21 @@ func decode(k *koanf.Koanf, layers map[string]string, path string) (Server, Sour
 	return cfg, src, nil
 }
 
+// redactURL hides the password of a PostgreSQL URL; a key=value string,
+// which may hold one anywhere, is hidden whole.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return "[redacted]"
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
 // Redacted returns the configuration as ordered key/value pairs with
 // secrets replaced, for printing: numbers and booleans as such, other
 // values as the config file would hold them.
@@ -398,7 +419,10 @@ func (c Server) Redacted() []KV {
 		case "max_subscriptions_per_token":
 			v = c.MaxSubscriptionsPerToken
 		}
-		if s.secret && v != "" {
+		switch {
+		case s.key == "store" && v != "":
+			v = redactURL(c.Store)
+		case s.secret && v != "":
 			v = "[redacted]"
 		}
 		out = append(out, KV{Key: s.key, Value: v})
