@@ -49,3 +49,6 @@ func (d *testDB) open(t *testing.T, cfg Config) *Store {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// newBenchDB is pgtest.New for benchmarks.
+func newBenchDB(b *testing.B) *pgtest.DB { return pgtest.New(b) }

@@ -29,6 +29,9 @@ type storeStat struct {
 	// Health: whether the store can write, its epoch, and what recovery
 	// found when it was opened.
 	Health *rewind.Health `json:"health,omitempty"`
+	// Horizon, for a PostgreSQL store: the last committed position and the
+	// append transaction holding the others back, if any.
+	Horizon *pgstore.Horizon `json:"horizon,omitempty"`
 }
 
 // stat describes the store as a whole, through its rewind.Describer.
@@ -49,6 +52,13 @@ func stat(ctx context.Context, s eventStore) (storeStat, error) {
 			return storeStat{}, err
 		}
 		st.Health = &h
+	}
+	if ps, ok := s.(*pgstore.Store); ok {
+		h, err := ps.Horizon(ctx)
+		if err != nil {
+			return storeStat{}, err
+		}
+		st.Horizon = &h
 	}
 	return st, nil
 }

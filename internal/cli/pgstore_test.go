@@ -47,7 +47,8 @@ func TestPostgresStore(t *testing.T) {
 	}
 	code, out, _ = pg("", "stat", "--json")
 	var st storeStat
-	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.LastPosition != 1 || !strings.Contains(st.Target, "schema cli") {
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.LastPosition != 1 || !strings.Contains(st.Target, "schema cli") ||
+		st.Horizon == nil || st.Horizon.Safe != 1 || st.Horizon.Holder != nil {
 		t.Fatalf("stat: %d %q", code, out)
 	}
 	if code, _, errOut := run(t, dir, "", "--store", db.DSN, "--server", "http://127.0.0.1:1", "read"); code != 2 ||
@@ -56,6 +57,9 @@ func TestPostgresStore(t *testing.T) {
 	}
 	if code, _, errOut := pg("", "verify"); code != 2 || !strings.Contains(errOut, "PostgreSQL") {
 		t.Fatalf("verify of a PostgreSQL store: %d %s", code, errOut)
+	}
+	if code, _, errOut := run(t, dir, "", "--store", "postgres://postgres@127.0.0.1:1/nowhere?connect_timeout=5", "read", "x"); code != 9 {
+		t.Fatalf("a store that cannot be reached: %d %s; want 9 (unavailable)", code, errOut)
 	}
 }
 
