@@ -59,10 +59,13 @@ func TestBackendKilledMidAppend(t *testing.T) {
 		heldErr <- err
 	}()
 	pid := sleepingPID(t, db)
+	// Another process's append waits behind it for the append lock (the
+	// appends of one store wait in its committer instead).
+	other := db.open(t, Config{Schema: s.cfg.Schema})
 	waiter := make(chan error, 1)
 	waiterEv := rewind.Event{ID: uuid.New(), Type: "T"}
 	go func() {
-		_, err := s.Append(ctx, "k-2", rewind.Any, waiterEv)
+		_, err := other.Append(ctx, "k-2", rewind.Any, waiterEv)
 		waiter <- err
 	}()
 	// The horizon names the holder and, soon, the append waiting behind it.

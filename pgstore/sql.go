@@ -36,21 +36,31 @@ func newSQL(schema string) sqlText {
 		// (after waiting for a transaction still writing it). The lock is held
 		// to the commit, so positions are given out and become visible in
 		// one order: a reader that sees position p sees everything before.
-		insert: r.Replace(`WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock($12, $13)),
-			h AS (UPDATE S.head SET last = last + $2, recorded_at = greatest(recorded_at, clock_timestamp())
-				FROM lk RETURNING last - $2 AS base, recorded_at),
+		// Takes the append lock, then positions from the head row for
+		// every event of the group, inserts them and updates the streams
+		// (one row of $16.. each). An id recorded already fails it on
+		// events_event_id (after waiting for a transaction still writing
+		// it). The lock is held to the commit, so positions are given out
+		// and become visible in one order: a reader that sees position p
+		// sees everything before.
+		insert: r.Replace(`WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock($1, $2)),
+			h AS (UPDATE S.head SET last = last + $3, recorded_at = greatest(recorded_at, clock_timestamp())
+				FROM lk RETURNING last - $3 AS base, recorded_at),
 			ins AS (INSERT INTO S.events (position, stream, version, kind, event_id, generated, type, schema_version,
 					content_type, data, metadata, occurred_at, recorded_at, batch_first, batch_last)
-				SELECT h.base + u.ord, $1, $11 + u.ord, 0, u.id, u.gen, u.typ, u.sv, u.ct, u.data, u.md::jsonb, u.occ,
-					h.recorded_at, h.base + 1, h.base + $2
-				FROM h, unnest($3::uuid[], $4::boolean[], $5::text[], $6::integer[], $7::text[], $8::bytea[], $9::text[],
-					$10::bigint[]) WITH ORDINALITY AS u(id, gen, typ, sv, ct, data, md, occ, ord)
+				SELECT h.base + u.ord, u.stream, u.version, 0, u.id, u.gen, u.typ, u.sv, u.ct, u.data, u.md::jsonb, u.occ,
+					h.recorded_at, h.base + u.bfirst, h.base + u.blast
+				FROM h, unnest($4::text[], $5::bigint[], $6::uuid[], $7::boolean[], $8::text[], $9::integer[], $10::text[],
+					$11::bytea[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[])
+					WITH ORDINALITY AS u(stream, version, id, gen, typ, sv, ct, data, md, occ, bfirst, blast, ord)
 				RETURNING 1),
-			st AS (UPDATE S.streams SET version = $11 + $2,
-					first_pos = CASE WHEN version = deleted THEN h.base + 1 ELSE first_pos END, last_pos = h.base + $2
-				FROM h WHERE name = $1 RETURNING 1)
+			st AS (UPDATE S.streams s SET version = v.version,
+					first_pos = CASE WHEN v.first_off > 0 THEN h.base + v.first_off ELSE s.first_pos END,
+					last_pos = h.base + v.last_off
+				FROM h, unnest($16::text[], $17::bigint[], $18::bigint[], $19::bigint[]) AS v(name, version, first_off, last_off)
+				WHERE s.name = v.name RETURNING 1)
 			SELECT h.base, h.recorded_at
-			FROM h, (SELECT count(*) FROM ins) AS i, (SELECT count(*) FROM st) AS st, (SELECT pg_notify($14, '')) AS n`),
+			FROM h, (SELECT count(*) FROM ins) AS i, (SELECT count(*) FROM st) AS st, (SELECT pg_notify($20, '')) AS n`),
 		tombstone: r.Replace(`WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock($4, $5)),
 			h AS (UPDATE S.head SET last = last + 1, recorded_at = greatest(recorded_at, clock_timestamp())
 				FROM lk RETURNING last AS pos, recorded_at),

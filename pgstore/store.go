@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,8 +33,10 @@ type Store struct {
 	closed  chan struct{}
 	isOpen  bool
 
-	listener sync.WaitGroup
-	stop     context.CancelFunc
+	reqs    chan *appendReq // to the committer
+	grouped atomic.Int64    // group transactions of more than one append, for tests
+	workers sync.WaitGroup  // the listener and the committer
+	stop    context.CancelFunc
 
 	// testFate, when set (by tests), decides for each append and delete
 	// whether PostgreSQL pauses between its write and its COMMIT, and
@@ -79,7 +82,9 @@ func Open(ctx context.Context, connString string, cfg Config) (*Store, error) {
 	s.lk1, s.lk2 = lockKeys(c.Schema, lockAppend)
 	lctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	s.listener.Go(func() { s.listen(lctx, pc.ConnConfig) })
+	s.reqs = make(chan *appendReq)
+	s.workers.Go(func() { s.listen(lctx, pc.ConnConfig) })
+	s.workers.Go(func() { s.committer(lctx) })
 	return s, nil
 }
 
@@ -109,7 +114,7 @@ func (s *Store) Close() error {
 	close(s.closed)
 	s.mu.Unlock()
 	s.stop()
-	s.listener.Wait()
+	s.workers.Wait()
 	s.pool.Close()
 	return nil
 }
@@ -140,6 +145,7 @@ func (s *Store) wait() <-chan struct{} {
 
 // batch is an append's events as columns, ready for unnest.
 type batch struct {
+	size      int // encoded bytes, as MaxBatchBytes counts them
 	ids       []uuid.UUID
 	generated []bool
 	types     []string
@@ -199,6 +205,7 @@ func (s *Store) encode(stream string, events []rewind.Event) (*batch, error) {
 			seen[id] = i
 		}
 		b.ids[i] = id
+		b.size = total
 		b.types[i] = e.Type
 		b.schemas[i] = int32(max(e.SchemaVersion, 1))
 		if e.SchemaVersion > 1<<31-1 {
@@ -243,11 +250,16 @@ func nextID(base uuid.UUID, i int) uuid.UUID {
 // Append appends events to stream as one atomic batch if the stream is in
 // the expected state; see rewind.Store.
 //
-// It runs one transaction: lock the stream's row, check the expected
-// version, then — under the store's append lock — take positions from the
-// head row, insert the events (skipping ids already recorded) and update
-// the stream, and commit. An id already recorded rolls it all back and the
-// append is answered from the recorded events: a duplicate or a conflict.
+// The store's committer writes it, with the other appends waiting at that
+// moment (group.go), in one transaction that takes two round trips: BEGIN
+// and the locks of the streams' rows; then — once the expected versions
+// are checked — the write and the COMMIT sent together, so that the append
+// lock the write takes is held only while PostgreSQL runs the write and
+// the commit, never while a packet travels back to this process. Under the
+// lock the write takes positions from the head row, inserts the events and
+// updates the streams. An id already recorded fails the write on its
+// unique index; the append is then answered from the recorded events: a
+// duplicate or a conflict.
 func (s *Store) Append(ctx context.Context, stream string, expected rewind.ExpectedVersion, events ...rewind.Event) (rewind.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return rewind.AppendResult{}, err
@@ -266,79 +278,22 @@ func (s *Store) Append(ctx context.Context, stream string, expected rewind.Expec
 	if err != nil {
 		return rewind.AppendResult{}, err
 	}
-	for attempt := 0; ; attempt++ {
-		res, again, err := s.appendOnce(ctx, stream, expected, events, b)
-		if !again || attempt == 100 {
-			return res, err
-		}
+	r := &appendReq{ctx: ctx, stream: stream, expected: expected, events: events, b: b, size: b.size,
+		done: make(chan struct{})}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return rewind.AppendResult{}, ctx.Err()
+	case <-s.closed:
+		return rewind.AppendResult{}, fmt.Errorf("%w: the store is closed", rewind.ErrClosed)
 	}
-}
-
-// appendOnce is one try of Append. again asks for another: the ids met an
-// append that has since been rolled back.
-//
-// It takes two round trips: BEGIN and the stream's lock, then — once the
-// expected version holds — the write and COMMIT sent together, so that the
-// append lock the write takes is held only while PostgreSQL runs the write
-// and the commit, never while a packet travels back to this process.
-func (s *Store) appendOnce(ctx context.Context, stream string, expected rewind.ExpectedVersion, events []rewind.Event, b *batch) (
-	res rewind.AppendResult, again bool, err error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return res, false, s.dbError("connect", err)
+	// The committer has it: it answers, also when the store closes.
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return rewind.AppendResult{}, ctx.Err()
 	}
-	// A connection left in a transaction is closed, not reused, by Release.
-	defer conn.Release()
-	var version, deleted uint64
-	if err := s.begin(ctx, conn, s.q.lockStream, stream, &version, &deleted); err != nil {
-		return res, false, s.dbError("lock stream", err)
-	}
-	if err := checkExpected(stream, expected, version, version > deleted); err != nil {
-		// A retry of a recorded append is a duplicate whatever its
-		// expected version: look its ids up (under the stream's lock,
-		// so an append of the same ids to this stream has committed).
-		r, known, err2 := s.resolve(ctx, conn, stream, events, b)
-		rollback(ctx, conn)
-		if known || err2 != nil {
-			return r, false, err2
-		}
-		return res, false, err
-	}
-	n := len(events)
-	var base int64
-	var recordedAt time.Time
-	var wb pgx.Batch
-	wb.Queue(s.q.insert, stream, n, b.ids, b.generated, b.types, b.schemas, b.contents, b.data, b.metadata, b.occurred,
-		int64(version), s.lk1, s.lk2, channel(s.cfg.Schema))
-	ends, rolledBack := s.queueEnd(ctx, &wb)
-	br := conn.SendBatch(ctx, &wb)
-	err = br.QueryRow().Scan(&base, &recordedAt)
-	if err == nil {
-		err = endResults(br, ends)
-	}
-	closeErr := br.Close()
-	if err == nil {
-		err = closeErr
-	}
-	if err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "events_event_id" {
-			// Some ids are recorded already: nothing of this append stays.
-			rollback(ctx, conn)
-			r, known, err := s.resolve(ctx, conn, stream, events, b)
-			if known || err != nil {
-				return r, false, err
-			}
-			return res, true, nil
-		}
-		return res, false, s.writeError(ctx, conn, err)
-	}
-	if rolledBack {
-		return res, false, errTestRollback
-	}
-	s.signal()
-	return rewind.AppendResult{FirstPosition: rewind.Position(base + 1), LastPosition: rewind.Position(base + int64(n)),
-		FirstVersion: version + 1, LastVersion: version + uint64(n)}, false, nil
 }
 
 // begin starts a transaction on conn and runs the stream's lock, which
@@ -432,11 +387,11 @@ func (s *Store) writeError(ctx context.Context, conn *pgxpool.Conn, err error) e
 
 // dbError wraps an error of PostgreSQL or of the connection to it.
 func (s *Store) dbError(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
 	if s.checkOpen() != nil {
 		return fmt.Errorf("%w: %s: %w", rewind.ErrClosed, op, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
 	return fmt.Errorf("pgstore: %s: %w", op, err)
 }
