@@ -16,9 +16,10 @@
 // back, and a reader that sees position p sees every position before it.
 // So a subscriber never passes a position a still-open transaction could
 // fill, and never needs a timer to decide that a gap is a gap: there are
-// none. The price is that appends take turns for the short end of their
-// transaction (the insert and the commit); see docs/postgres.md for the
-// measured cost.
+// none. The price is that appends take turns for the end of their
+// transaction (the insert and the commit's WAL flush), which the store
+// offsets by writing the appends waiting at one moment in one transaction
+// (group commit); see docs/postgres.md for the measured cost.
 //
 // Expected versions are checked under a lock on the stream's row and
 // enforced by a unique (stream, version) index; event ids are unique in the
