@@ -15,7 +15,9 @@ import (
 // transaction can fill one of them later. What holds readers back is
 // therefore only the append holding the lock (Holder): its events, and
 // those of the appends waiting behind it (Waiting), become readable when
-// it commits or rolls back. Transactions that are not appends (a long
+// it commits or rolls back. The positions the holder took are known only
+// to its own transaction until then: the highest position given out is
+// Safe plus the holder's events. Transactions that are not appends (a long
 // report, a backfill in the same database) never hold readers back.
 type Horizon struct {
 	// Safe is the last committed position: readers and subscriptions read

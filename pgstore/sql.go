@@ -75,7 +75,8 @@ func newSQL(schema string) sqlText {
 		head:       r.Replace(`SELECT last FROM S.head`),
 		streamInfo: r.Replace(`SELECT name, version, deleted, first_pos, last_pos FROM S.streams WHERE name = $1 AND version > 0`),
 		listStreams: r.Replace(`SELECT name, version, deleted, first_pos, last_pos FROM S.streams
-			WHERE version > 0 AND starts_with(name, $1) AND name > $2::text COLLATE "C" AND ($3 OR version > deleted)
+			WHERE version > 0 AND name >= $1::text COLLATE "C" AND starts_with(name, $1) AND name > $2::text COLLATE "C"
+				AND ($3 OR version > deleted)
 			ORDER BY name LIMIT $4`),
 		count: r.Replace(`SELECT (SELECT last FROM S.head), (SELECT count(*) FROM S.streams WHERE version > 0)`),
 		// One statement, one snapshot: the stream's state and its events.
