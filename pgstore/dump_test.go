@@ -2,12 +2,16 @@ package pgstore
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/rewindhq/rewind"
 )
@@ -47,16 +51,43 @@ func TestDumpRestore(t *testing.T) {
 	if out, err := exec.Command("pg_dump", "--format=custom", "--schema="+s.cfg.Schema, "--file="+file, src.DSN).CombinedOutput(); err != nil {
 		t.Fatalf("pg_dump: %v: %s", err, out)
 	}
-	dst := newTestDB(t)
-	// Burn transaction ids in the new database so that they differ from
-	// the old one's (a fresh cluster starts lower; either way they differ).
-	for range 50 {
-		dst.Exec(t, "SELECT pg_current_xact_id()")
-	}
-	if out, err := exec.Command("pg_restore", "--dbname="+dst.DSN, file).CombinedOutput(); err != nil {
+	t.Run("another database", func(t *testing.T) {
+		dst := newTestDB(t)
+		checkRestored(t, dst.DSN, file, s.cfg.Schema, before, batches)
+	})
+	t.Run("a fresh cluster", func(t *testing.T) {
+		// A new cluster's transaction ids start low again, far below
+		// those of the shared test cluster: what breaks an event store
+		// that reads by transaction id (watermill-sql #576).
+		dsn := freshCluster(t)
+		xid := func(dsn string) int64 {
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var x int64
+			if err := conn.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint").Scan(&x); err != nil {
+				t.Fatal(err)
+			}
+			return x
+		}
+		if old, fresh := xid(src.DSN), xid(dsn); fresh >= old {
+			t.Fatalf("the fresh cluster's transaction ids (%d) are not below the old one's (%d): the test shows nothing", fresh, old)
+		}
+		checkRestored(t, dsn, file, s.cfg.Schema, before, batches)
+	})
+}
+
+// checkRestored restores the dump file into the database dsn names and
+// checks it is the same store.
+func checkRestored(t *testing.T, dsn, file, schema string, before []rewind.RecordedEvent, batches [][]rewind.Event) {
+	t.Helper()
+	ctx := context.Background()
+	if out, err := exec.Command("pg_restore", "--dbname="+dsn, file).CombinedOutput(); err != nil {
 		t.Fatalf("pg_restore: %v: %s", err, out)
 	}
-	r, err := Open(ctx, dst.DSN, Config{Schema: s.cfg.Schema})
+	r, err := Open(ctx, dsn, Config{Schema: schema})
 	if err != nil {
 		t.Fatalf("open the restored store: %v", err)
 	}
@@ -96,6 +127,55 @@ func TestDumpRestore(t *testing.T) {
 	if res, err := r.Append(ctx, "d-3", rewind.NoStream, rewind.Event{Type: "T"}); err != nil || res.FirstVersion != 21 {
 		t.Fatalf("recreate the deleted stream after the restore: %+v, %v", res, err)
 	}
+}
+
+// freshCluster starts a new PostgreSQL cluster (initdb, as the postgres
+// user when the test runs as root) on a free loopback port for the test,
+// stopped and removed when it ends, and returns the DSN of its postgres
+// database.
+func freshCluster(t *testing.T) string {
+	t.Helper()
+	bin := "/usr/lib/postgresql/15/bin"
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		bin = strings.TrimSpace(string(out))
+	}
+	need := func(err error, what string) {
+		if err == nil {
+			return
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot start a fresh cluster: %s: %v", what, err)
+		}
+		t.Skipf("cannot start a fresh cluster: %s: %v", what, err)
+	}
+	_, err := os.Stat(filepath.Join(bin, "initdb"))
+	need(err, "initdb")
+	dir, err := os.MkdirTemp("", "rewind-pgstore-cluster-")
+	need(err, "temporary directory")
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	as := func(name string, args ...string) *exec.Cmd {
+		if os.Geteuid() == 0 {
+			return exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
+		}
+		return exec.Command(name, args...)
+	}
+	if os.Geteuid() == 0 {
+		need(exec.Command("chown", "postgres", dir).Run(), "chown to postgres")
+	}
+	data := filepath.Join(dir, "data")
+	if out, err := as(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres").CombinedOutput(); err != nil {
+		need(fmt.Errorf("%w: %s", err, out), "initdb")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	need(err, "a free port")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
+	if out, err := as(filepath.Join(bin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "start").CombinedOutput(); err != nil {
+		need(fmt.Errorf("%w: %s", err, out), "pg_ctl start")
+	}
+	t.Cleanup(func() { as(filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "immediate", "stop").Run() })
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 }
 
 func readAllOf(t *testing.T, s rewind.Store) []rewind.RecordedEvent {
