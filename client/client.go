@@ -108,7 +108,7 @@ func New(baseURL string, cfg Config) (*Client, error) {
 	}
 	// No gzip: on the networks a store runs on, compressing event batches
 	// costs more CPU than the bytes it saves.
-	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
+	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil), connect.WithCodec(protoCodec{})}
 	switch cfg.Protocol {
 	case "", "grpc":
 		opts = append(opts, connect.WithGRPC())

@@ -192,13 +192,20 @@ func (s *consumeSession) run(ctx context.Context) error {
 }
 
 // receive reads deliveries and failed settlements until the stream ends.
+// It decodes each message straight into deliveries (apiconv.ConsumeFrame,
+// which the client's codec knows) rather than through protobuf messages.
 func (s *consumeSession) receive() error {
+	conn, err := s.stream.Conn()
+	if err != nil {
+		return err
+	}
+	strs := &apiconv.Interner{}
 	for {
-		msg, err := s.stream.Receive()
-		if err != nil {
+		msg := apiconv.ConsumeFrame{Strings: strs}
+		if err := conn.Receive(&msg); err != nil {
 			return err
 		}
-		for _, e := range msg.GetErrors() {
+		for _, e := range msg.Errors {
 			if e.GetKind() == "stale" {
 				continue // its ack wait ran out, or it was released: the event went back
 			}
@@ -206,14 +213,7 @@ func (s *consumeSession) receive() error {
 				Msg: fmt.Sprintf("rewind: the server refused the %s of delivery %d: %s", e.GetOp(), e.GetDeliveryId(),
 					e.GetMessage())})
 		}
-		for _, p := range msg.GetDeliveries() {
-			ev, err := apiconv.RecordedFromProto(p.GetEvent())
-			if err != nil {
-				s.fail(err)
-				continue
-			}
-			d := consumer.Delivery{ID: consumer.DeliveryID(p.GetId()), Event: &ev, Attempt: int(p.GetAttempt()),
-				Replay: p.GetReplay()}
+		for _, d := range msg.Deliveries {
 			s.mu.Lock()
 			if !s.stopped {
 				s.work <- d // never blocks: the server sends at most max un-acked

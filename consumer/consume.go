@@ -58,11 +58,14 @@ type Settlement struct {
 // SettlementOf returns what the handler result herr asks for, as Consume
 // applies it; a remote member sends it to its server.
 func SettlementOf(herr error) Settlement {
+	if herr == nil {
+		// Before the targets of errors.As, which escape: an ack, the
+		// common case, allocates nothing.
+		return Settlement{Kind: SettleAck}
+	}
 	var park *ParkError
 	var retry *RetryError
 	switch {
-	case herr == nil:
-		return Settlement{Kind: SettleAck}
 	case errors.As(herr, &park):
 		s := Settlement{Kind: SettleTerm, Reason: park.Reason}
 		if park.Err != nil {

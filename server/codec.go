@@ -20,6 +20,9 @@ type strictJSON struct{ name string }
 func (c strictJSON) Name() string { return c.name }
 
 func (strictJSON) Marshal(m any) ([]byte, error) {
+	if w, ok := m.(wireMessage); ok {
+		m = w.message()
+	}
 	msg, ok := m.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("%T is not a protobuf message", m)
@@ -50,12 +53,26 @@ type strictProto struct{}
 
 func (strictProto) Name() string { return "proto" }
 
-func (strictProto) Marshal(m any) ([]byte, error) {
+func (c strictProto) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, m) }
+
+// MarshalAppend lets connect marshal into its pooled buffers.
+func (strictProto) MarshalAppend(b []byte, m any) ([]byte, error) {
+	if w, ok := m.(wireMessage); ok {
+		return w.appendProto(b), nil
+	}
 	msg, ok := m.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("%T is not a protobuf message", m)
 	}
-	return proto.Marshal(msg)
+	return proto.MarshalOptions{}.MarshalAppend(b, msg)
+}
+
+// wireMessage is a message the server writes in the protobuf wire format
+// itself, on a hot path (consumeDeliveries); the JSON codecs marshal its
+// protobuf message.
+type wireMessage interface {
+	appendProto(b []byte) []byte
+	message() proto.Message
 }
 
 func (strictProto) Unmarshal(b []byte, m any) error {

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rewindhq/rewind"
 	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
@@ -54,13 +55,14 @@ func (g *groupService) Consume(ctx context.Context, stream *connect.BidiStream[r
 		sendMu sync.Mutex
 		ended  bool // the handler returned: nothing may be sent any more
 	)
-	send := func(msg *rewindv1.ConsumeResponse) error {
+	// msg is a *rewindv1.ConsumeResponse or consumeDeliveries.
+	send := func(msg any) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
 		if ended {
 			return context.Canceled
 		}
-		return stream.Send(msg)
+		return stream.Conn().Send(msg)
 	}
 	max := member.MaxAckPending()
 	if err := send(&rewindv1.ConsumeResponse{Started: &rewindv1.ConsumeStarted{MemberId: member.ID(),
@@ -141,7 +143,7 @@ func (g *groupService) join(ctx context.Context, stream *connect.BidiStream[rewi
 // deliverLoop fetches the member's deliveries and sends them, one batch
 // at a time.
 func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member, batch int,
-	send func(*rewindv1.ConsumeResponse) error) error {
+	send func(any) error) error {
 	for {
 		ds, err := member.FetchBytes(ctx, batch, batchBytes)
 		if err != nil {
@@ -168,13 +170,8 @@ func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member,
 		if err := checkRevoked(ctx); err != nil {
 			return err
 		}
-		msg := &rewindv1.ConsumeResponse{Deliveries: make([]*rewindv1.Delivery, len(ds))}
-		for i, d := range ds {
-			msg.Deliveries[i] = &rewindv1.Delivery{Id: uint64(d.ID), Event: apiconv.RecordedToProto(d.Event),
-				Attempt: uint32(d.Attempt), Replay: d.Replay}
-		}
 		g.s.metrics.consumeHeld.Add(float64(size))
-		err = send(msg)
+		err = send(consumeDeliveries(ds))
 		g.s.metrics.consumeHeld.Sub(float64(size))
 		if err != nil {
 			return err
@@ -186,7 +183,7 @@ func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member,
 // until the client ends its side of the stream (io.EOF).
 func (g *groupService) settleLoop(ctx context.Context, member *consumer.Member,
 	stream *connect.BidiStream[rewindv1.ConsumeRequest, rewindv1.ConsumeResponse],
-	send func(*rewindv1.ConsumeResponse) error) error {
+	send func(any) error) error {
 	for {
 		req, err := stream.Receive()
 		if err != nil {
@@ -259,6 +256,17 @@ func (g *groupService) settleLoop(ctx context.Context, member *consumer.Member,
 		}
 	}
 }
+
+// consumeDeliveries is a ConsumeResponse carrying deliveries, which the
+// binary codec writes straight from the engine's events (see
+// apiconv.AppendConsumeDeliveries) rather than through a protobuf message
+// per event.
+type consumeDeliveries []consumer.Delivery
+
+func (ds consumeDeliveries) appendProto(b []byte) []byte {
+	return apiconv.AppendConsumeDeliveries(b, ds)
+}
+func (ds consumeDeliveries) message() proto.Message { return apiconv.ConsumeResponseOf(ds) }
 
 // unjoin returns the errors errors.Join joined, or err alone.
 func unjoin(err error) []error {

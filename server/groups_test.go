@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/rewindhq/rewind/api/rewind/v1/rewindv1connect"
 	"github.com/rewindhq/rewind/client"
 	"github.com/rewindhq/rewind/consumer"
+	"github.com/rewindhq/rewind/internal/apiconv"
 	"github.com/rewindhq/rewind/server"
 )
 
@@ -83,6 +85,12 @@ func join(t *testing.T, b *bundle, token, group string, maxAckPending uint32) *m
 
 func tryJoin(t *testing.T, b *bundle, token, group string, maxAckPending uint32) (*member, error) {
 	t.Helper()
+	return tryJoinWith(t, b, token, group, maxAckPending, connect.WithGRPC())
+}
+
+// tryJoinWith is tryJoin over the protocol and codec opts choose.
+func tryJoinWith(t *testing.T, b *bundle, token, group string, maxAckPending uint32, opts ...connect.ClientOption) (*member, error) {
+	t.Helper()
 	sctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	conns := &connList{}
@@ -98,7 +106,6 @@ func tryJoin(t *testing.T, b *bundle, token, group string, maxAckPending uint32)
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	t.Cleanup(func() { conns.kill() })
-	opts := []connect.ClientOption{connect.WithGRPC()}
 	if token != "" {
 		opts = append(opts, connect.WithInterceptors(authHeader(token)))
 	}
@@ -252,6 +259,88 @@ func TestMemberKilledMidBatch(t *testing.T) {
 	if d := bm.deliveries(1); d[0].GetEvent().GetStream() != "orders-2" {
 		t.Fatalf("delivered %v, want the new event", d[0].GetEvent())
 	}
+}
+
+// TestConsumeWireForms: the deliveries the server writes itself (see
+// apiconv.AppendConsumeDeliveries) read the same in every form a client
+// may ask for — binary protobuf over gRPC, JSON over the Connect protocol,
+// and the Go client's own reader — and equal the events as read.
+func TestConsumeWireForms(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	evs := []rewind.Event{ev("Plain", `{"i":1}`), ev("Rich", `{"i":2}`)}
+	evs[1].Metadata = map[string]string{"correlation-id": "c-1", "actor": "ü"}
+	evs[1].OccurredAt = time.Date(2020, 2, 3, 4, 5, 6, 789, time.UTC)
+	evs[1].SchemaVersion = 3
+	if _, err := c.Append(ctx, "orders-1", rewind.Any, evs...); err != nil {
+		t.Fatal(err)
+	}
+	want, err := c.ReadStream(ctx, "orders-1", rewind.ReadStreamOptions{})
+	if err != nil || len(want) != 2 {
+		t.Fatalf("read: %v, %d events", err, len(want))
+	}
+	check := func(form string, got []rewind.RecordedEvent) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d events, want %d", form, len(got), len(want))
+		}
+		for i := range want {
+			if !reflect.DeepEqual(got[i], want[i]) {
+				t.Errorf("%s: event %d\n got %+v\nwant %+v", form, i, got[i], want[i])
+			}
+		}
+	}
+	for form, opts := range map[string][]connect.ClientOption{
+		"grpc+proto":    {connect.WithGRPC()},
+		"connect+json":  {connect.WithProtoJSON()},
+		"connect+proto": nil,
+	} {
+		group := "g-" + strings.ReplaceAll(form, "+", "-")
+		if _, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: group, AckWait: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := tryJoinWith(t, b, b.admin, group, 10, opts...)
+		if err != nil {
+			t.Fatalf("%s: join: %v", form, err)
+		}
+		var got []rewind.RecordedEvent
+		var ids []uint64
+		for _, d := range m.deliveries(2) {
+			e, err := apiconv.RecordedFromProto(d.GetEvent())
+			if err != nil {
+				t.Fatalf("%s: %v", form, err)
+			}
+			got, ids = append(got, e), append(ids, d.GetId())
+		}
+		check(form, got)
+		m.send(&rewindv1.ConsumeRequest{Acks: ids})
+		waitInfo(t, c, group, func(in consumer.GroupInfo) bool { return in.Acked == 2 })
+	}
+
+	if _, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "g-client", AckWait: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []rewind.RecordedEvent
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Consume(cctx, "g-client", func(_ context.Context, m *consumer.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, *m.Event)
+			return nil
+		}, client.ConsumeOptions{})
+	}()
+	waitInfo(t, c, "g-client", func(in consumer.GroupInfo) bool { return in.Acked == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	check("client.Consume", got)
 }
 
 // TestDisconnectReleasesAtOnce: a member that closes its stream cleanly
