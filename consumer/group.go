@@ -3,7 +3,6 @@ package consumer
 import (
 	"container/heap"
 	"context"
-	"slices"
 	"sync"
 	"time"
 
@@ -39,7 +38,7 @@ type group struct {
 	laneTaken map[rewind.Position]bool
 	ready     readyQueue
 	delayed   delayHeap
-	deadlines deadlineHeap
+	deadlines deliveryList // in flight, by ack deadline
 	inflight  map[DeliveryID]*delivery
 	members   map[uint64]*member
 	parked    btree.Map[rewind.Position, *ParkedEntry]
@@ -100,6 +99,7 @@ func newGroup(e *Engine, cfg GroupConfig) *group {
 	ordered, field, _ := parseOrderBy(cfg.OrderBy)
 	g := &group{e: e, name: cfg.Name, stream: stateStreamPrefix + cfg.Name, cfg: cfg, ordered: ordered,
 		orderField: field, prio: map[string]bool{}, replaying: map[rewind.Position]*entry{},
+		deadlines: deliveryList{link: byDeadline},
 		keys: map[string]*keyQueue{}, laneTaken: map[rewind.Position]bool{}, inflight: map[DeliveryID]*delivery{}, members: map[uint64]*member{},
 		changed: make(chan struct{}), commitWake: make(chan struct{}), bufSeq: 1,
 		urgent: make(chan struct{}, 1), replayWake: make(chan struct{}, 1),
@@ -209,7 +209,7 @@ func (g *group) fetch(m *member, n, maxBytes int, now time.Time) []Delivery {
 	if strict {
 		maxBytes = -maxBytes
 	}
-	for len(out) < n && len(m.inflight) < m.max && len(g.inflight) < g.cfg.MaxAckPending && g.ready.Len() > 0 {
+	for len(out) < n && m.inflight.n < m.max && len(g.inflight) < g.cfg.MaxAckPending && g.ready.Len() > 0 {
 		if maxBytes != 0 {
 			b := EventBytes(g.ready.peek().ev)
 			if size+b > maxBytes && (strict || len(out) > 0) {
@@ -223,7 +223,7 @@ func (g *group) fetch(m *member, n, maxBytes int, now time.Time) []Delivery {
 			g.stats.redeliveries++
 		}
 		g.lastID++
-		d := &delivery{id: g.lastID, e: e, m: m, deadline: now.Add(g.cfg.AckWait), heapIdx: -1}
+		d := &delivery{id: g.lastID, e: e, m: m, deadline: now.Add(g.cfg.AckWait)}
 		out = append(out, Delivery{ID: d.id, Event: e.ev, Attempt: e.attempts, Replay: e.replay})
 		if g.cfg.Mode == AtMostOnce {
 			// Done before it is handed out: the caller waits for the commit.
@@ -234,8 +234,8 @@ func (g *group) fetch(m *member, n, maxBytes int, now time.Time) []Delivery {
 		}
 		e.state, e.d = stInFlight, d
 		g.inflight[d.id] = d
-		m.inflight[d.id] = d
-		heap.Push(&g.deadlines, d)
+		m.inflight.pushBack(d)
+		g.deadlines.insertByDeadline(d)
 	}
 	return out
 }
@@ -260,11 +260,9 @@ func (g *group) lookup(m *member, id DeliveryID, op string) (*delivery, error) {
 // release ends a delivery.
 func (g *group) release(d *delivery) {
 	d.done = true
-	if d.heapIdx >= 0 {
-		heap.Remove(&g.deadlines, d.heapIdx)
-	}
+	g.deadlines.remove(d)
 	delete(g.inflight, d.id)
-	delete(d.m.inflight, d.id)
+	d.m.inflight.remove(d)
 	d.e.d = nil
 }
 
@@ -396,8 +394,7 @@ func (g *group) tick(now time.Time) bool {
 		g.makeReady(e)
 		changed = true
 	}
-	for g.deadlines.Len() > 0 && !g.deadlines[0].deadline.After(now) {
-		d := heap.Pop(&g.deadlines).(*delivery)
+	for d := g.deadlines.front(); d != nil && !d.deadline.After(now); d = g.deadlines.front() {
 		g.stats.timeouts++
 		g.nak(d, 0, false, "ack wait expired", now)
 		changed = true
@@ -408,13 +405,8 @@ func (g *group) tick(now time.Time) bool {
 // leave releases every delivery of m at once: each event is ready again
 // (or parked, if it had its last delivery).
 func (g *group) leave(m *member, now time.Time) {
-	ids := make([]DeliveryID, 0, len(m.inflight))
-	for id := range m.inflight {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		d := m.inflight[id]
+	// In the order they were handed out (of their ids).
+	for d := m.inflight.front(); d != nil; d = m.inflight.front() {
 		g.release(d)
 		d.e.lastErr = "member left"
 		if d.e.replay || g.cfg.MaxDeliveries > 0 && d.e.attempts >= g.cfg.MaxDeliveries {
@@ -434,14 +426,15 @@ func (g *group) leave(m *member, now time.Time) {
 func (g *group) clear() {
 	for _, d := range g.inflight {
 		d.done = true
-		delete(d.m.inflight, d.id)
+		d.m.inflight.remove(d)
+		d.byDeadline = link{} // the list is dropped whole below
 	}
 	g.inflight = map[DeliveryID]*delivery{}
 	g.entries.Clear()
 	g.replaying = map[rewind.Position]*entry{}
 	g.keys = map[string]*keyQueue{}
 	g.laneTaken = map[rewind.Position]bool{}
-	g.ready, g.delayed, g.deadlines = readyQueue{}, nil, nil
+	g.ready, g.delayed, g.deadlines = readyQueue{}, nil, deliveryList{link: byDeadline}
 	g.recovered = doneSet{}
 	g.recAttempts = nil
 	g.buf = delta{}

@@ -93,7 +93,7 @@ func (g *group) info() GroupInfo {
 	}
 	for _, m := range g.members {
 		in.MemberList = append(in.MemberList, MemberInfo{ID: m.id, Name: m.name, Joined: m.joined,
-			InFlight: len(m.inflight), MaxAckPending: m.max})
+			InFlight: m.inflight.n, MaxAckPending: m.max})
 	}
 	slices.SortFunc(in.MemberList, func(a, b MemberInfo) int { return cmp.Compare(a.ID, b.ID) })
 	in.Status, in.StatusReason = g.status(in)

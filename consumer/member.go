@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"time"
@@ -48,7 +47,7 @@ type member struct {
 	name     string
 	max      int
 	joined   time.Time
-	inflight map[DeliveryID]*delivery
+	inflight deliveryList // its deliveries in flight, in the order handed out
 	left     bool
 }
 
@@ -73,7 +72,7 @@ func (e *Engine) Join(ctx context.Context, group string, opts MemberOptions) (*M
 	if g.deleted {
 		return nil, notFound("join", group)
 	}
-	m := &member{id: e.nextID.Add(1), name: opts.Name, max: max, joined: e.cfg.Now(), inflight: map[DeliveryID]*delivery{}}
+	m := &member{id: e.nextID.Add(1), name: opts.Name, max: max, joined: e.cfg.Now(), inflight: deliveryList{link: byMember}}
 	g.members[m.id] = m
 	return &Member{g: g, m: m}, nil
 }
@@ -282,7 +281,8 @@ func (mb *Member) Nak(_ context.Context, id DeliveryID, opts NakOptions) error {
 func (mb *Member) InProgress(_ context.Context, id DeliveryID) error {
 	return mb.act("in-progress", id, func(d *delivery, now time.Time) {
 		d.deadline = now.Add(mb.g.cfg.AckWait)
-		heap.Fix(&mb.g.deadlines, d.heapIdx)
+		mb.g.deadlines.remove(d)
+		mb.g.deadlines.insertByDeadline(d)
 	})
 }
 
@@ -308,5 +308,5 @@ func (mb *Member) Leave() {
 func (mb *Member) InFlight() int {
 	mb.g.mu.Lock()
 	defer mb.g.mu.Unlock()
-	return len(mb.m.inflight)
+	return mb.m.inflight.n
 }
