@@ -99,8 +99,8 @@ func newGroup(e *Engine, cfg GroupConfig) *group {
 	ordered, field, _ := parseOrderBy(cfg.OrderBy)
 	g := &group{e: e, name: cfg.Name, stream: stateStreamPrefix + cfg.Name, cfg: cfg, ordered: ordered,
 		orderField: field, prio: map[string]bool{}, replaying: map[rewind.Position]*entry{},
-		deadlines: deliveryList{link: byDeadline},
-		keys: map[string]*keyQueue{}, laneTaken: map[rewind.Position]bool{}, inflight: map[DeliveryID]*delivery{}, members: map[uint64]*member{},
+		keys: map[string]*keyQueue{}, laneTaken: map[rewind.Position]bool{}, inflight: map[DeliveryID]*delivery{},
+		deadlines: deliveryList{link: byDeadline}, members: map[uint64]*member{},
 		changed: make(chan struct{}), commitWake: make(chan struct{}), bufSeq: 1,
 		urgent: make(chan struct{}, 1), replayWake: make(chan struct{}, 1),
 		// Ids follow the wall clock's nanoseconds, so that those of an
