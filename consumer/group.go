@@ -149,9 +149,13 @@ func (g *group) keyOf(ev *rewind.RecordedEvent) (string, bool) {
 	return k, ok
 }
 
-// admit takes an event the reader read. The caller moved prev.
+// admit takes an event the reader read, copying *ev (its buffers are
+// the caller's copies, kept). The caller moved prev.
 func (g *group) admit(ev *rewind.RecordedEvent, prev rewind.Position) {
-	e := &entry{ev: ev, prev: prev, prio: g.prio[ev.Type], heapIdx: -1}
+	h := &heldEntry{ev: *ev} // the entry and its event in one allocation
+	e := &h.entry
+	*e = entry{ev: &h.ev, prev: prev, prio: g.prio[ev.Type], heapIdx: -1}
+	ev = e.ev
 	if n, ok := g.recAttempts[ev.Position]; ok {
 		e.attempts = n
 		delete(g.recAttempts, ev.Position)

@@ -53,13 +53,13 @@ func (g *group) laneLoop(ctx context.Context, after rewind.Position, f rewind.Fi
 			g.readFailed(ctx, err)
 			return
 		}
-		c := clone(ev)
+		c := ev.Clone()
 		g.mu.Lock()
 		if ctx.Err() != nil {
 			g.mu.Unlock()
 			return
 		}
-		g.laneTake(c)
+		g.laneTake(&c)
 		g.signal()
 		g.mu.Unlock()
 	}

@@ -245,7 +245,8 @@ func (g *group) readAt(ctx context.Context, p rewind.Position) (*rewind.Recorded
 		if ev.Position != p {
 			break
 		}
-		return clone(ev), nil
+		c := ev.Clone() // the store reuses ev
+		return &c, nil
 	}
 	return nil, rewind.ErrStreamNotFound
 }

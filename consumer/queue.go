@@ -39,6 +39,12 @@ type entry struct {
 
 func (e *entry) pos() rewind.Position { return e.ev.Position }
 
+// heldEntry is an entry with its event, allocated together.
+type heldEntry struct {
+	entry
+	ev rewind.RecordedEvent
+}
+
 // delivery is one hand-out of an entry to a member.
 type delivery struct {
 	id       DeliveryID

@@ -53,7 +53,9 @@ func (g *group) readLoop(ctx context.Context, after rewind.Position, done chan s
 	}
 	defer sub.Close()
 	poller, _ := sub.(rewind.Poller)
-	batch := make([]*rewind.RecordedEvent, 0, readBatch)
+	// Copies of the events (the subscription reuses its buffers); admit
+	// copies each into its entry, so the slice is reused.
+	batch := make([]rewind.RecordedEvent, 0, readBatch)
 	for {
 		room, err := g.waitRoom(ctx)
 		if err != nil {
@@ -64,31 +66,26 @@ func (g *group) readLoop(ctx context.Context, after rewind.Position, done chan s
 			g.readFailed(ctx, err)
 			return
 		}
-		batch = append(batch[:0], clone(ev))
+		batch = append(batch[:0], ev.Clone())
 		for poller != nil && len(batch) < min(room, readBatch) {
 			ev, err := poller.TryNext()
 			if err != nil || ev == nil {
 				break // an error comes back from Next
 			}
-			batch = append(batch, clone(ev))
+			batch = append(batch, ev.Clone())
 		}
 		g.mu.Lock()
 		if ctx.Err() != nil {
 			g.mu.Unlock()
 			return
 		}
-		for _, ev := range batch {
-			g.take(ev)
+		for i := range batch {
+			g.take(&batch[i])
 		}
 		g.cursor = max(g.cursor, sub.Position())
 		g.signal()
 		g.mu.Unlock()
 	}
-}
-
-func clone(ev *rewind.RecordedEvent) *rewind.RecordedEvent {
-	c := ev.Clone()
-	return &c
 }
 
 // take admits ev unless the group skips it: the engine's own streams,
