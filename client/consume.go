@@ -46,6 +46,10 @@ type ConsumeOptions struct {
 // (to this member or another), and the settlements of the old stream's
 // deliveries are dropped. Other failures (an unknown group, a missing
 // scope, the group deleted) end it with the error.
+//
+// The events' Data of one received batch share one buffer: a handler
+// that keeps an event's data long after it returns keeps that buffer (up
+// to 128 KiB); copy the bytes to keep them alone.
 func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, opts ConsumeOptions) error {
 	if err := c.checkOpen(); err != nil {
 		return err
