@@ -48,8 +48,9 @@ type ConsumeOptions struct {
 // scope, the group deleted) end it with the error.
 //
 // The events' Data of one received batch share one buffer: a handler
-// that keeps an event's data long after it returns keeps that buffer (up
-// to 128 KiB); copy the bytes to keep them alone.
+// that keeps an event's data long after it returns keeps that buffer
+// (about the batch's size: up to 128 KiB of event data, or one larger
+// event); copy the bytes to keep them alone.
 func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, opts ConsumeOptions) error {
 	if err := c.checkOpen(); err != nil {
 		return err
