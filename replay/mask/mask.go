@@ -247,6 +247,13 @@ func (m *Masker) Apply(ev *rewind.RecordedEvent) ([]byte, int, error) {
 	if doc == nil {
 		return ev.Data, 0, nil // null holds nothing
 	}
+	// A key given twice in one object: readers differ on which value
+	// counts (Go's decoder keeps the last, others the first), and the
+	// event's bytes, passed on when no path matched the decoded value,
+	// would carry an earlier one unmasked. Fail closed.
+	if key, dup := duplicateKey(ev.Data); dup {
+		return refuse(fmt.Sprintf("its data gives the key %q twice in one object", key))
+	}
 	total := 0
 	for _, r := range rules {
 		switch _, isMap := doc.(map[string]any); {
@@ -360,5 +367,56 @@ func (m *Masker) act(v any, act Action) (any, bool, int) {
 		return hex.EncodeToString(h.Sum(nil)), false, 1
 	default:
 		return Masked, false, 1
+	}
+}
+
+// duplicateKey reports the first key that an object of data (valid JSON)
+// gives twice.
+func duplicateKey(data []byte) (string, bool) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	type frame struct {
+		keys  map[string]bool // nil for an array
+		isKey bool            // the next string token of an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return "", false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top != nil && top.keys != nil {
+					top.isKey = true // the value of a key ends: a key comes next
+				}
+				f := &frame{}
+				if t == '{' {
+					f.keys, f.isKey = map[string]bool{}, true
+				}
+				stack = append(stack, f)
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		case string:
+			if top != nil && top.keys != nil && top.isKey {
+				if top.keys[t] {
+					return t, true
+				}
+				top.keys[t] = true
+				top.isKey = false
+				continue
+			}
+		}
+		if top != nil && top.keys != nil {
+			top.isKey = true // a scalar value ends: a key comes next
+		}
 	}
 }
