@@ -344,7 +344,10 @@ func MaskParams(params map[string]string, secretParams []string) map[string]stri
 }
 
 // IsSecret reports whether a parameter or flag is secret: declared so, or
-// named like one (password, secret, token, api key, credential).
+// named like one: containing password, passwd, passphrase, secret, token,
+// apikey or credential, or with a word (between _, - and .) that is key,
+// pwd, pass, auth, authorization, cookie, session, bearer or private
+// (private_key, access_key, db_pwd; not author or monkey).
 func IsSecret(name string, declared []string) bool {
 	n := strings.ToLower(name)
 	for _, d := range declared {
@@ -352,8 +355,14 @@ func IsSecret(name string, declared []string) bool {
 			return true
 		}
 	}
-	for _, w := range []string{"password", "passwd", "secret", "token", "apikey", "api_key", "api-key", "credential"} {
+	for _, w := range []string{"password", "passwd", "passphrase", "secret", "token", "apikey", "api_key", "api-key", "credential"} {
 		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	for _, w := range strings.FieldsFunc(n, func(r rune) bool { return r == '_' || r == '-' || r == '.' }) {
+		switch w {
+		case "key", "pwd", "pass", "auth", "authorization", "cookie", "session", "bearer", "private":
 			return true
 		}
 	}

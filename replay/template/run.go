@@ -317,16 +317,18 @@ func (t *Template) attrs(sp *Spec, o RunOptions) map[string]string {
 		a["mask_key_id"] = o.Masker.KeyID()
 	}
 	for k, v := range sp.Params {
-		a["param."+k] = v
+		a["param."+k] = audit.MaskDSN(v)
 	}
 	return a
 }
 
+// hide is v as recorded: "***" when a secret parameter went into it, and
+// with the passwords of DSNs in it masked.
 func hide(sp *Spec, field, v string) string {
 	if sp.Secret(field) {
 		return Masked
 	}
-	return v
+	return audit.MaskDSN(v)
 }
 
 // describeRules writes rules as TYPE:PATH=ACTION, sorted.

@@ -668,7 +668,7 @@ func (t *Template) resolve(vals map[string]string, partial bool) (*Spec, error) 
 		if p.Secret && v != "" {
 			v = "***"
 		}
-		sp.Params[name] = v
+		sp.Params[name] = audit.MaskDSN(v)
 	}
 	r := &resolver{t: t, vals: vals, partial: partial, sp: sp}
 	for _, step := range []func() error{r.window, r.filter, r.target, r.pacing, r.checks, r.mask} {
