@@ -25,10 +25,12 @@ type Baseline struct {
 	CreatedAt time.Time       `json:"created_at"`
 }
 
-var tagRE = regexp.MustCompile(`^[a-z0-9_]{1,15}$`)
+var tagRE = regexp.MustCompile(`^[a-z0-9]{1,15}$`) // no _: projb_NAME_TAG names one baseline
 
-// BaselineSchema returns the schema of a baseline, proj_NAME_b_TAG.
-func BaselineSchema(name, tag string) string { return fmt.Sprintf("proj_%s_b_%s", name, tag) }
+// BaselineSchema returns the schema of a baseline, projb_NAME_TAG: never
+// a version's schema (proj_NAME_vN; with proj_NAME_b_TAG, baseline v2 of
+// projection a was version 2 of projection a_b).
+func BaselineSchema(name, tag string) string { return fmt.Sprintf("projb_%s_%s", name, tag) }
 
 // SaveBaseline copies the tables of a version of a projection into the
 // schema BaselineSchema(name, tag), with the version's checkpoint, in one
@@ -43,7 +45,7 @@ func SaveBaseline(ctx context.Context, pool *pgxpool.Pool, name string, version 
 	case !nameRE.MatchString(name):
 		return bad(ErrBadDefinition, "the name must be 1–40 lower-case letters, digits or _, starting with a letter")
 	case !tagRE.MatchString(tag):
-		return bad(ErrBadDefinition, fmt.Sprintf("the tag must be 1–15 lower-case letters, digits or _, not %q", tag))
+		return bad(ErrBadDefinition, fmt.Sprintf("the tag must be 1–15 lower-case letters or digits, not %q", tag))
 	}
 	if err := EnsureControl(ctx, pool); err != nil {
 		return Baseline{}, err

@@ -172,7 +172,7 @@ func TestBaselineAndCompare(t *testing.T) {
 		t.Fatal(err)
 	}
 	base, err := projection.SaveBaseline(ctx, b.db.Pool, "orders", 1, "before")
-	if err != nil || base.Position != b.lastPosition(t) || base.Schema != "proj_orders_b_before" {
+	if err != nil || base.Position != b.lastPosition(t) || base.Schema != "projb_orders_before" {
 		t.Fatalf("baseline: %+v, %v", base, err)
 	}
 	v1 := projection.SchemaName("orders", 1)
@@ -200,6 +200,7 @@ func TestBaselineAndCompare(t *testing.T) {
 	}{
 		{"tag again", rewind.ErrInvalidArgument, func() error { _, err := projection.SaveBaseline(ctx, b.db.Pool, "orders", 1, "before"); return err }},
 		{"bad tag", rewind.ErrInvalidArgument, func() error { _, err := projection.SaveBaseline(ctx, b.db.Pool, "orders", 1, "Before!"); return err }},
+		{"tag with _", rewind.ErrInvalidArgument, func() error { _, err := projection.SaveBaseline(ctx, b.db.Pool, "orders", 1, "v_2"); return err }},
 		{"long tag", rewind.ErrInvalidArgument, func() error {
 			_, err := projection.SaveBaseline(ctx, b.db.Pool, "orders", 1, "abcdefghijklmnop")
 			return err
@@ -231,7 +232,7 @@ func TestBaselineAndCompare(t *testing.T) {
 	if err := projection.DropBaseline(ctx, b.db.Pool, "orders", "before"); err != nil {
 		t.Fatal(err)
 	}
-	if n := b.count(t, `SELECT count(*) FROM pg_namespace WHERE nspname = 'proj_orders_b_before'`); n != 0 {
+	if n := b.count(t, `SELECT count(*) FROM pg_namespace WHERE nspname = 'projb_orders_before'`); n != 0 {
 		t.Error("the baseline's schema is left")
 	}
 }

@@ -17,12 +17,12 @@ func (a *app) projectionsBaselineCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "baseline NAME VERSION TAG",
 		Short: "Save a copy of a version's tables as of its checkpoint, to diff later builds against",
-		Long: `Copy the tables of version VERSION of projection NAME into the schema proj_NAME_b_TAG,
+		Long: `Copy the tables of version VERSION of projection NAME into the schema projb_NAME_TAG,
 with the version's checkpoint position, in one snapshot (its runner may go on). TAG is 1–15
-lower-case letters, digits or _. A tag saved already is refused (exit 2, nothing written);
+lower-case letters or digits. A tag saved already is refused (exit 2, nothing written);
 --drop removes a baseline (its schema and record) instead, and then VERSION is ignored.
 Compare it with 'rewind projections diff NAME @TAG VERSION'.`,
-		Example: `  rewind projections baseline orders 1 before_fix --dsn postgres://postgres@127.0.0.1/app`,
+		Example: `  rewind projections baseline orders 1 beforefix --dsn postgres://postgres@127.0.0.1/app`,
 		Args:    exactArgs(3, "NAME VERSION TAG"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := versionArg(args[1])
@@ -89,7 +89,7 @@ Exits 0 when they are the same, 5 (check_failed) when they differ.
 
 To find the first event after which each key differed, use projection.Diff from your program,
 which has both versions' handlers (docs/projections.md, Diff).`,
-		Example: `  rewind projections diff orders @before_fix 2 --dsn postgres://postgres@127.0.0.1/app --json`,
+		Example: `  rewind projections diff orders @beforefix 2 --dsn postgres://postgres@127.0.0.1/app --json`,
 		Args:    exactArgs(3, "NAME A B"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sa, err := sideArg(args[0], args[1])

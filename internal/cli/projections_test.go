@@ -148,7 +148,7 @@ func TestProjectionsBaselineAndDiff(t *testing.T) {
 	dsn := "--dsn=" + db.DSN
 	dir := t.TempDir()
 	if code, out, errOut := run(t, dir, "", "projections", "baseline", "counts", "1", "before", dsn, "--json"); code != 0 ||
-		!strings.Contains(out, `"schema":"proj_counts_b_before"`) {
+		!strings.Contains(out, `"schema":"projb_counts_before"`) {
 		t.Fatalf("baseline: %d %s %s", code, out, errOut)
 	}
 	if code, out, errOut := run(t, dir, "", "projections", "diff", "counts", "@before", "1", dsn); code != 0 || !strings.Contains(out, "same") {
@@ -190,7 +190,7 @@ func TestProjectionsBaselineAndDiff(t *testing.T) {
 		t.Fatalf("drop the baseline: %d %s %s", code, out, errOut)
 	}
 	var n int
-	db.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'proj_counts_b_before'`).Scan(&n)
+	db.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'projb_counts_before'`).Scan(&n)
 	if n != 0 {
 		t.Fatal("the dropped baseline's schema is still there")
 	}

@@ -69,7 +69,7 @@ func (r *resolver) integer(key string, n *yaml.Node, min int64) (*int64, error) 
 		return nil, err
 	}
 	i, perr := strconv.ParseInt(v.s, 10, 64)
-	if perr != nil || literal(n) && n.Tag != "!!int" || i < min {
+	if perr != nil || !integerText.MatchString(v.s) || literal(n) && n.Tag != "!!int" || i < min {
 		return nil, r.bad(v, "must be a whole number of at least %d", min)
 	}
 	return &i, nil
@@ -81,7 +81,7 @@ func (r *resolver) number(key string, n *yaml.Node) (float64, error) {
 		return 0, err
 	}
 	f, perr := strconv.ParseFloat(v.s, 64)
-	if perr != nil || literal(n) && n.Tag != "!!int" && n.Tag != "!!float" || f != f || f <= 0 || f > 1e12 {
+	if perr != nil || !numberText.MatchString(v.s) || literal(n) && n.Tag != "!!int" && n.Tag != "!!float" || f <= 0 || f > 1e12 {
 		return 0, r.bad(v, "must be a positive decimal number, such as 2 or 0.5")
 	}
 	return f, nil

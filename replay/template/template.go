@@ -34,16 +34,19 @@
 package template
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -175,12 +178,35 @@ func (sp *Spec) Secret(field string) bool { return sp.secret[field] }
 
 // Load reads and parses a template file.
 func Load(path string) (*Template, error) {
-	b, err := os.ReadFile(path)
+	bad := func(reason string) error { return &Error{Path: path, Reason: reason} }
+	// A regular file of bounded size: a FIFO would block the read, a
+	// device or a huge file exhaust memory.
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, bad("cannot be read: " + strings.TrimPrefix(err.Error(), "stat "+path+": "))
+	case !fi.Mode().IsRegular():
+		return nil, bad("is not a regular file (" + fi.Mode().Type().String() + "): give a template file")
+	case fi.Size() > MaxTemplateSize:
+		return nil, bad(fmt.Sprintf("is %d bytes: a template is at most %d", fi.Size(), MaxTemplateSize))
+	}
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, &Error{Path: path, Reason: "cannot be read: " + strings.TrimPrefix(err.Error(), "open "+path+": ")}
+		return nil, bad("cannot be read: " + strings.TrimPrefix(err.Error(), "open "+path+": "))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxTemplateSize+1))
+	if err != nil {
+		return nil, bad("cannot be read: " + err.Error())
+	}
+	if len(b) > MaxTemplateSize {
+		return nil, bad(fmt.Sprintf("is over %d bytes: a template is at most that", MaxTemplateSize))
 	}
 	return Parse(path, b)
 }
+
+// MaxTemplateSize is the largest template file, in bytes.
+const MaxTemplateSize = 1 << 20
 
 var topKeys = []string{"name", "version", "description", "params", "production", "window", "filter", "target", "pacing", "checks", "mask"}
 
@@ -189,9 +215,19 @@ func Parse(path string, b []byte) (*Template, error) {
 	sum := sha256.Sum256(b)
 	t := &Template{Path: path, Hash: hex.EncodeToString(sum[:]), Params: map[string]*Param{},
 		sections: map[string]*yaml.Node{}, lines: map[string]int{}}
+	if len(b) > MaxTemplateSize {
+		return nil, t.errLine(0, "", "", "is %d bytes: a template is at most %d", len(b), MaxTemplateSize)
+	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, t.errLine(yamlLine(err), "", "", "is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	// One document: what follows a "---" would otherwise be ignored, with
+	// whatever a reviewer read in it (mask rules).
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, t.errLine(more.Line, "", "", "holds more than one YAML document (a second one after ---): a template is one")
 	}
 	if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
 		return nil, t.errLine(0, "", "", "is empty: a template needs name, version and target")
@@ -220,6 +256,13 @@ func Parse(path string, b []byte) (*Template, error) {
 			}
 			if k != "description" && strings.TrimSpace(s) == "" {
 				return nil, t.err(k, v, "", "must not be empty")
+			}
+			// Printed by plan and run, and recorded: one line of plain text,
+			// no escape sequence for the reader's terminal.
+			if k != "description" && strings.IndexFunc(s, func(r rune) bool {
+				return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+			}) >= 0 {
+				return nil, t.err(k, v, "", "must be one line of plain text (no control or format characters)")
 			}
 			switch k {
 			case "name":
@@ -370,7 +413,9 @@ func (t *Template) scalarText(key string, n *yaml.Node) (string, error) {
 }
 
 func (t *Template) boolean(key string, n *yaml.Node, v string) (bool, error) {
-	if n.Kind == yaml.ScalarNode && (n.Tag == "!!bool" || n.Tag == "!!str") {
+	// Written out, a boolean is one (production: "true" is text); from a
+	// parameter, its text is true or false.
+	if n.Kind == yaml.ScalarNode && (n.Tag == "!!bool" || n.Tag == "!!str" && !literal(n)) {
 		switch v {
 		case "true":
 			return true, nil
@@ -477,11 +522,11 @@ func (t *Template) SecretParams() []string {
 func checkParam(typ, v string) string {
 	switch typ {
 	case "integer":
-		if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+		if _, err := strconv.ParseInt(v, 10, 64); err != nil || !integerText.MatchString(v) {
 			return "is not an integer (a whole number such as 1200)"
 		}
 	case "number":
-		if f, err := strconv.ParseFloat(v, 64); err != nil || f != f || f > 1e300 || f < -1e300 {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || !numberText.MatchString(v) || f > 1e300 || f < -1e300 {
 			return "is not a number (a decimal such as 2.5)"
 		}
 	case "boolean":
@@ -505,6 +550,13 @@ func checkParam(typ, v string) string {
 }
 
 // refRE finds parameter references: ${name}.
+// Numbers as people write them: decimal, no sign but -, no leading zero,
+// no _ or exponent or hexadecimal (which Go's parsers take).
+var (
+	integerText = regexp.MustCompile(`^-?(0|[1-9][0-9]*)$`)
+	numberText  = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?$`)
+)
+
 var refRE = regexp.MustCompile(`\$\{([^}]*)\}`)
 
 // paramSections are the sections whose values may hold references.

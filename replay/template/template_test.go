@@ -194,6 +194,15 @@ func TestHostileTemplates(t *testing.T) {
 		{"mask overlapping paths", base + "mask:\n  T:\n    card: mask\n    card.number: hash\n", nil, "mask.T.card.number", 8, "overlaps"},
 		{"mask drop a list's elements", base + "mask:\n  T:\n    tags[]: drop\n", nil, "mask.T.tags[]", 7, "ends in []"},
 		{"mask overlap with every type", base + "mask:\n  '*':\n    card: mask\n  T:\n    card.n: drop\n", nil, "mask.T.card.n", 9, "overlaps"},
+		// An outside test found these accepted.
+		{"escape sequence in the name", "name: \"t\\e[2J\"\nversion: 1\ntarget: {kind: verify}\n", nil, "name", 1, "plain text"},
+		{"two documents", base + "---\nmask:\n  T:\n    email: mask\n", nil, "", 5, "more than one YAML document"},
+		{"production as text", base + "production: \"true\"\n", nil, "production", 5, "true or false"},
+		{"rate with underscores", base + "pacing:\n  rate: 1_000\n", nil, "pacing.rate", 6, "positive"},
+		{"number param in hex", "params:\n  x: {type: number}\n" + base + "pacing: {rate: '${x}'}\n", []string{"x=0x1p3"}, "--param x", 0, "not a number"},
+		{"number param with underscores", "params:\n  x: {type: number}\n" + base + "pacing: {rate: '${x}'}\n", []string{"x=1_0"}, "--param x", 0, "not a number"},
+		{"integer param with a plus", "params:\n  x: {type: integer}\n" + base + "checks: {events: '${x}'}\n", []string{"x=+5"}, "--param x", 0, "not an integer"},
+		{"integer param with a leading zero", "params:\n  x: {type: integer}\n" + base + "checks: {events: '${x}'}\n", []string{"x=05"}, "--param x", 0, "not an integer"},
 		// Parameters given on the command line.
 		{"required param missing", "params:\n  x: {type: position, required: true}\n" + base + "window: {from: '${x}'}\n", nil, "params.x", 2, "is required"},
 		{"param of wrong type", "params:\n  x: {type: position}\n" + base + "window: {from: '${x}'}\n", []string{"x=yesterday"}, "--param x", 0, "not a position"},
