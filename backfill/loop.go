@@ -117,6 +117,7 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 		return finishShard(ctx, r.cfg.DB, run, sh)
 	}
 	var prefetched *chunkResult
+	var took time.Duration // the last chunk's time: the throttle's slow-down rests in proportion
 	for {
 		// The chunk boundary: go on, wait while paused, stop if cancelled;
 		// the overrides set for the run apply from here.
@@ -135,7 +136,7 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 		}
 		// While it waits, the worker stays at its chunk boundary: a
 		// pause, a cancel or a lowered worker cap still applies.
-		if err := t.pace.wait(ctx, size, func() error { return r.boundary(ctx, p, run, sh, t) }); err != nil {
+		if err := t.pace.wait(ctx, size, took, func() error { return r.boundary(ctx, p, run, sh, t) }); err != nil {
 			return err
 		}
 		start := time.Now()
@@ -172,7 +173,8 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 		if rows == 0 {
 			rows = cr.Seen
 		}
-		t.pace.sizer.Observe(int(rows), time.Since(start))
+		took = time.Since(start)
+		t.pace.sizer.Observe(int(rows), took)
 		sh.after, sh.seq, prefetched = b.Hi, sh.seq+1, &cr
 		t.add(cr)
 	}

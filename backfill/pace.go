@@ -158,8 +158,8 @@ func (pc *pacer) report(r *Runner, run *Run) {
 
 // wait waits for the throttle before a chunk of size rows; boundary is
 // the worker's chunk boundary, called while it waits.
-func (pc *pacer) wait(ctx context.Context, size int, boundary func() error) error {
-	if err := pc.thr.WaitBetween(ctx, size, boundary); err != nil {
+func (pc *pacer) wait(ctx context.Context, size int, took time.Duration, boundary func() error) error {
+	if err := pc.thr.WaitAfter(ctx, size, took, boundary); err != nil {
 		if ctx.Err() != nil {
 			return cause(ctx)
 		}

@@ -267,6 +267,7 @@ func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptio
 		return res, err
 	}
 	defer t.pace.close(r, run)
+	var took time.Duration // the last chunk's time: the throttle's slow-down rests in proportion
 	step := func(u undo) error {
 		for {
 			// The chunk boundary, then the throttle, as a forward run's
@@ -275,10 +276,12 @@ func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptio
 				return err
 			}
 			t.pace.apply(t.control())
-			if err := t.pace.wait(ctx, int(max(u.rows, 1)), func() error { return r.boundary(ctx, p, run, nil, t) }); err != nil {
+			if err := t.pace.wait(ctx, int(max(u.rows, 1)), took, func() error { return r.boundary(ctx, p, run, nil, t) }); err != nil {
 				return err
 			}
+			start := time.Now()
 			cr, err := r.undoChunk(ctx, p, tg, run, seq+1, u)
+			took = time.Since(start)
 			if errors.Is(err, errAtBoundary) { // rolled back: a pause or cancel was asked for
 				continue
 			}

@@ -10,9 +10,12 @@ import (
 // of recent chunks and sizes the next chunk to that rate × the target,
 // growing at most twofold per chunk, shrinking at once (to the size that
 // the slow chunk's own rate gives) when a chunk took more than five times
-// the target, always within [min, max]. A fixed size never changes. It is
-// safe for concurrent use: a process's workers on a run share one.
+// the target, always within [min, max]. While its throttler slows down
+// (see slow.go), Size is shorter, in proportion to the shorter target
+// chunk time. A fixed size never changes. It is safe for concurrent use:
+// a process's workers on a run share one.
 type Sizer struct {
+	thr      *Throttler // its slowness shortens the chunks; nil: never
 	mu       sync.Mutex
 	fixed    bool
 	target   time.Duration
@@ -32,14 +35,22 @@ func (t *Throttler) NewSizer(fixed, initial int) *Sizer {
 		return &Sizer{fixed: true, size: fixed}
 	}
 	c := t.cfg
-	return &Sizer{target: c.ChunkTime, min: c.MinChunk, max: c.MaxChunk, size: clamp(initial, c.MinChunk, c.MaxChunk)}
+	return &Sizer{thr: t, target: c.ChunkTime, min: c.MinChunk, max: c.MaxChunk, size: clamp(initial, c.MinChunk, c.MaxChunk)}
 }
 
-// Size is the next chunk's size in rows.
+// Size is the next chunk's size in rows: the size for the target chunk
+// time, shortened in proportion while the throttler slows down.
 func (s *Sizer) Size() int {
+	x := 0.0
+	if s.thr != nil && !s.fixed {
+		x = s.thr.Slowness()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.size
+	if x <= 0 || s.target <= 0 {
+		return s.size
+	}
+	return clamp(int(float64(s.size)*float64(chunkTarget(s.target, x))/float64(s.target)), s.min, s.max)
 }
 
 // Fixed reports whether the size never changes.

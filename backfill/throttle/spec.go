@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"strings"
@@ -28,6 +29,10 @@ type Spec struct {
 	MaxRate            float64
 	Interval           time.Duration
 	Grace              int
+	// SlowFrom is Config.SlowFrom: where the proportional slow-down
+	// begins, a share of the signals' max; 1 turns it off. Zero is the
+	// default, 0.25.
+	SlowFrom float64
 	// Lag is the target's replication lag (pg_stat_replication). Nil is
 	// the default: max 1.5s, no critical.
 	Lag *LagSpec
@@ -124,6 +129,8 @@ func (s *Spec) Validate() error {
 		return bad("interval", "must be positive, not %s", s.Interval)
 	case s.Grace < 0:
 		return bad("grace", "must be 0 or more failed reads, not %d", s.Grace)
+	case math.IsNaN(s.SlowFrom) || s.SlowFrom < 0 || s.SlowFrom > 1:
+		return bad("slow_from", "must be a share of the signals' max from 0 to 1 (1 or off: no slow-down), not %g", s.SlowFrom)
 	}
 	if l := s.Lag; l != nil && !l.Off {
 		if err := seconds(l.Max, l.Critical).validate(secondsText); err != nil {
@@ -240,6 +247,7 @@ func (s Spec) Build(target *pgxpool.Pool, cfg Config) (*Throttler, func(), error
 		cfg.MinChunk = min(s.MaxChunk, 10)
 	}
 	cfg.MaxRate = s.MaxRate
+	cfg.SlowFrom = pick(s.SlowFrom, cfg.SlowFrom)
 	if !s.Off {
 		cfg.Signals = append(cfg.Signals, s.signals(target)...)
 		for _, h := range s.Heartbeats {

@@ -31,6 +31,8 @@ func TestSpecRefusesBadValuesNamingTheField(t *testing.T) {
 		{throttle.Spec{Heartbeats: []throttle.HeartbeatSpec{{Name: "r", DSN: "postgres://x:bad port/", Table: "hb", Max: time.Second}}}, "heartbeat[1].dsn"},
 		{throttle.Spec{File: &throttle.FileSpec{}}, "file"},
 		{throttle.Spec{MaxRate: math.NaN()}, "max_rate"},
+		{throttle.Spec{SlowFrom: 1.5}, "slow_from"},
+		{throttle.Spec{SlowFrom: -0.1}, "slow_from"},
 		{throttle.Spec{MaxRate: math.Inf(1)}, "max_rate"},
 		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "SELECT 1; SELECT 50", Max: 1}}}, "queries[1].sql"},
 		{throttle.Spec{Queries: []throttle.QuerySpec{{Name: "q", SQL: "DELETE FROM t", Max: 1}}}, "queries[1].sql"},

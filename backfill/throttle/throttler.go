@@ -44,6 +44,13 @@ type Config struct {
 	// MinChunk and MaxChunk bound the Sizer's chunk sizes. Default to 10
 	// and 100,000 rows.
 	MinChunk, MaxChunk int
+	// SlowFrom is the level (the signals' highest reading over its max,
+	// averaged over the recent reads) from which the workers slow down in
+	// proportion: shorter chunks and a rest after each, more as the level
+	// nears the max (see slow.go). Between 0 and 1; 1 turns the slow-down
+	// off, so that workers run at full speed until a signal is at its
+	// max. Defaults to 0.25.
+	SlowFrom float64
 	// Logger receives a line when the throttler starts and stops waiting.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
@@ -76,6 +83,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxChunk == 0 {
 		c.MaxChunk = 100_000
 	}
+	if c.SlowFrom == 0 {
+		c.SlowFrom = DefaultSlowFrom
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -89,6 +99,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, bad("interval", c.Interval.String(), "must be positive, such as 1s")
 	case c.Grace < 0:
 		return c, bad("grace", fmt.Sprint(c.Grace), "must be 0 or more reads")
+	case math.IsNaN(c.SlowFrom) || c.SlowFrom < 0 || c.SlowFrom > 1:
+		return c, bad("slow_from", number(c.SlowFrom), "must be from 0 to 1 (a share of the signals' max; 1 turns the slow-down off)")
 	case c.ChunkTime < MinChunkTime || c.ChunkTime > MaxChunkTime:
 		return c, bad("chunk_time", c.ChunkTime.String(), fmt.Sprintf("must be from %s to %s", MinChunkTime, MaxChunkTime))
 	case c.MinChunk < 1 || c.MinChunk > ChunkLimit:
@@ -154,6 +166,15 @@ type Throttler struct {
 	last   time.Time
 	seen   []reading
 	fails  map[string]int
+	// level is the average of the reads' highest utilisation, of
+	// signal levelOf lately (see slow.go).
+	level   float64
+	leveled bool
+	levelOf string
+
+	// now and sleep are the clock; tests replace them.
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
 
 	mu        sync.Mutex
 	waiting   map[int64]*wait // by wait id: the Waits going on
@@ -183,7 +204,8 @@ func New(cfg Config) (*Throttler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Throttler{cfg: c, rate: newRateCap(c.MaxRate), fails: map[string]int{}, waiting: map[int64]*wait{}}, nil
+	return &Throttler{cfg: c, rate: newRateCap(c.MaxRate), fails: map[string]int{}, waiting: map[int64]*wait{},
+		now: time.Now, sleep: sleep}, nil
 }
 
 // Config returns the throttler's configuration, defaults applied.
@@ -217,9 +239,30 @@ func (t *Throttler) Wait(ctx context.Context, rows int) error {
 // cancel or a lowered worker cap. An error from between ends the wait
 // with that error.
 func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() error) error {
+	return t.WaitAfter(ctx, rows, 0, between)
+}
+
+// WaitAfter is WaitBetween after a chunk that took took: while the
+// signals are between Config.SlowFrom and their max, the worker first
+// rests in proportion to took (see slow.go); the rest counts as a wait.
+// took 0 (the first chunk) rests not.
+func (t *Throttler) WaitAfter(ctx context.Context, rows int, took time.Duration, between func() error) error {
 	id := t.begin()
 	defer t.end(id)
 	var started time.Time
+	if took > 0 {
+		// The level after this chunk decides its rest.
+		if _, err := t.check(ctx); err != nil {
+			t.add(id, started, 0)
+			return err
+		}
+		var err error
+		if started, err = t.rest(ctx, id, took, between); err != nil {
+			t.add(id, started, 0)
+			return err
+		}
+	}
+	waited := false
 	for {
 		busy, err := t.check(ctx)
 		if err != nil {
@@ -229,8 +272,11 @@ func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() er
 		if busy == "" {
 			break
 		}
-		if started.IsZero() {
-			started = time.Now()
+		if !waited {
+			waited = true
+			if started.IsZero() {
+				started = t.now()
+			}
 			t.cfg.Logger.Info("throttle: waiting", "reason", busy)
 		}
 		t.setReason(id, busy, started)
@@ -240,21 +286,21 @@ func (t *Throttler) WaitBetween(ctx context.Context, rows int, between func() er
 				return err
 			}
 		}
-		if err := sleep(ctx, t.cfg.Interval); err != nil {
+		if err := t.sleep(ctx, t.cfg.Interval); err != nil {
 			t.add(id, started, 0)
 			return err
 		}
 	}
-	if !started.IsZero() {
-		t.cfg.Logger.Info("throttle: going on", "waited", time.Since(started).Round(time.Millisecond))
+	if waited {
+		t.cfg.Logger.Info("throttle: going on", "waited", t.now().Sub(started).Round(time.Millisecond))
 	}
-	d, cancel := t.rate.reserve(time.Now(), rows)
+	d, cancel := t.rate.reserve(t.now(), rows)
 	if d > 0 {
 		if started.IsZero() {
-			started = time.Now()
+			started = t.now()
 		}
 		t.setReason(id, fmt.Sprintf("max rate %s rows/s", number(t.rate.limit())), started)
-		if err := sleep(ctx, d); err != nil {
+		if err := t.sleep(ctx, d); err != nil {
 			cancel(time.Now()) // the tokens not yet due go back to the bucket
 			t.add(id, started, 0)
 			return err
@@ -291,6 +337,15 @@ func (t *Throttler) check(ctx context.Context) (string, error) {
 			}
 		}
 		t.last = time.Now()
+		top, name := 0.0, ""
+		for _, x := range t.seen {
+			if x.err == nil && (name == "" || x.r.Util > top) {
+				top, name = x.r.Util, x.signal
+			}
+		}
+		if name != "" {
+			t.observe(top, name)
+		}
 	}
 	var busy []string
 	for _, x := range t.seen {
@@ -345,7 +400,7 @@ func (t *Throttler) add(id int64, started time.Time, rows int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !started.IsZero() {
-		t.throttled += time.Since(started)
+		t.throttled += t.now().Sub(started)
 		t.waits++
 	}
 	delete(t.waiting, id)
