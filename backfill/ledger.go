@@ -97,7 +97,7 @@ var workSchema = []string{
 	// versions.
 	`ALTER TABLE rewind.backfill_chunks ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS xid_end bigint`,
 	// Before-images and what rollbacks did with them: see images.go.
-	imagesTable, undoneTable, purgesTable, imageRowsView,
+	imagesTable, imagesLZ4, undoneTable, purgesTable, imageRowsView,
 	// Parallel workers (shard.go): the run's worker caps on its fencing
 	// token's row, its shards, and the keys of the shards' lease locks.
 	`ALTER TABLE rewind.backfill_leases ADD COLUMN IF NOT EXISTS workers int NOT NULL DEFAULT 1`,
