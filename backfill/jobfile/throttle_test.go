@@ -20,7 +20,6 @@ throttle:
   min_chunk: 20
   max_chunk: 5000
   max_rate: 2500
-  slow_from: 0.5
   replication_lag: {max: 2s, critical: 30s}
   load: off
   queries:
@@ -31,6 +30,7 @@ throttle:
   http:
     - {name: ops, url: "https://ops.example/throttle"}
   file: {path: /tmp/slow, critical: /tmp/stop}
+  slow_from: 0.5
 `
 
 func TestThrottleBlock(t *testing.T) {
@@ -60,27 +60,27 @@ func TestThrottleBlockErrorsNameTheLine(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ name, from, to, want string }{
 		{"unknown key", "max_rate: 2500", "max_rows: 2500", `throttle (job file job.yaml line 7): line 11: unknown key "max_rows"`},
-		{"negative max", "max: 100", "max: -100", "throttle.queries[1].max (job file job.yaml line 18): must not be negative"},
-		{"critical under max", "critical: 1000", "critical: 10", "throttle.queries[1] (job file job.yaml line 16): critical 10 must not be under max 100"},
-		{"lag critical under max", "{max: 2s, critical: 30s}", "{max: 2s, critical: 1s}", "throttle.replication_lag (job file job.yaml line 13): critical 1s must not be under max 2s"},
+		{"negative max", "max: 100", "max: -100", "throttle.queries[1].max (job file job.yaml line 17): must not be negative"},
+		{"critical under max", "critical: 1000", "critical: 10", "throttle.queries[1] (job file job.yaml line 15): critical 10 must not be under max 100"},
+		{"lag critical under max", "{max: 2s, critical: 30s}", "{max: 2s, critical: 1s}", "throttle.replication_lag (job file job.yaml line 12): critical 1s must not be under max 2s"},
 		{"bad duration", "chunk_time: 250ms", "chunk_time: 250", `throttle.chunk_time (job file job.yaml line 8): must be a duration with a unit`},
 		{"chunk time out of range", "chunk_time: 250ms", "chunk_time: 1h", "throttle.chunk_time (job file job.yaml line 8): must be from 10ms to 1m0s"},
-		{"bad url", `"https://ops.example/throttle"`, `"ops.example"`, `throttle.http[1].url (job file job.yaml line 21): must be an http:// or https:// URL`},
+		{"bad url", `"https://ops.example/throttle"`, `"ops.example"`, `throttle.http[1].url (job file job.yaml line 20): must be an http:// or https:// URL`},
+		{"slow_from over 1", "slow_from: 0.5", "slow_from: 2", "throttle.slow_from (job file job.yaml line 22): must be a share of the signals' max"},
+		{"slow_from 0", "slow_from: 0.5", "slow_from: 0", "throttle.slow_from (job file job.yaml line 22): must be a share"},
 		{"negative rate", "max_rate: 2500", "max_rate: -1", "throttle.max_rate (job file job.yaml line 11): must not be negative"},
 		{"rate as text", "max_rate: 2500", "max_rate: fast", "throttle.max_rate (job file job.yaml line 11): must be a number"},
 		{"min over max", "min_chunk: 20", "min_chunk: 9000", "throttle.min_chunk (job file job.yaml line 9): 9000 must not exceed max_chunk 5000"},
-		{"query without sql", "      sql: SELECT count(*) FROM jobs\n", "", "throttle.queries[1] (job file job.yaml line 16): sql is required"},
-		{"load without thresholds", "load: off", "load: {}", "throttle.load (job file job.yaml line 14): needs a threshold"},
+		{"query without sql", "      sql: SELECT count(*) FROM jobs\n", "", "throttle.queries[1] (job file job.yaml line 15): sql is required"},
+		{"load without thresholds", "load: off", "load: {}", "throttle.load (job file job.yaml line 13): needs a threshold"},
 		{"key twice", "  max_rate: 2500\n", "  max_rate: 2500\n  max_rate: 10\n", "throttle.max_rate (job file job.yaml line 12): is given twice"},
 		// An outside test found these accepted: 0 meant the default, a
 		// count took 2.5, a blank or two-statement query ran.
 		{"chunk time 0", "chunk_time: 250ms", "chunk_time: 0s", "throttle.chunk_time (job file job.yaml line 8): must not be 0"},
 		{"max chunk 0", "max_chunk: 5000", "max_chunk: 0", "throttle.max_chunk (job file job.yaml line 10): must not be 0"},
-		{"active not whole", "load: off", "load: {max_active: 2.5}", "throttle.load.max_active (job file job.yaml line 14): must be a whole number"},
-		{"slow_from over 1", "slow_from: 0.5", "slow_from: 2", "throttle.slow_from (job file job.yaml line 12): must be a share of the signals' max"},
-		{"slow_from 0", "slow_from: 0.5", "slow_from: 0", "throttle.slow_from (job file job.yaml line 12): must be a share"},
+		{"active not whole", "load: off", "load: {max_active: 2.5}", "throttle.load.max_active (job file job.yaml line 13): must be a whole number"},
 		{"rate NaN", "max_rate: 2500", "max_rate: .nan", "throttle.max_rate (job file job.yaml line 11): must be a number"},
-		{"blank sql", "sql: SELECT count(*) FROM jobs", `sql: " "`, "throttle.queries[1].sql (job file job.yaml line 17): is required"},
+		{"blank sql", "sql: SELECT count(*) FROM jobs", `sql: " "`, "throttle.queries[1].sql (job file job.yaml line 16): is required"},
 		{"two statements", "sql: SELECT count(*) FROM jobs", `sql: "SELECT 1; SELECT 50"`, "must be one SELECT"},
 		// A second outside test found these accepted: 0 meant the default,
 		// a rate of one row per 10^292 years never ran, a query changed
