@@ -21,7 +21,7 @@ import (
 //	  min_chunk: 10
 //	  max_chunk: 100000
 //	  max_rate: 5000               # rows per second, per process
-//	  slow_from: 0.25              # slow down from this share of the signals' max; or off
+//	  slow_from: 0                 # slow down from this share of the signals' max (default 0); or off
 //	  replication_lag: {max: 1.5s, critical: 30s}     # or off
 //	  load: {max_active: 32, max_lock_waits: 16, max_xact_age: 1h}   # or off
 //	  heartbeat:
@@ -203,8 +203,8 @@ func (f *File) decodeThrottle(v *yaml.Node) error {
 			if err := numberField(&s.SlowFrom)(f, field, v); err != nil {
 				return err
 			}
-			if s.SlowFrom == 0 || s.SlowFrom > 1 {
-				return f.errorf(field, "must be a share of the signals' max above 0 and at most 1 (or off), not %s", v.Value)
+			if s.SlowFrom > 1 {
+				return f.errorf(field, "must be a share of the signals' max from 0 to 1 (or off), not %s", v.Value)
 			}
 			return nil
 		},

@@ -67,7 +67,7 @@ func TestThrottleBlockErrorsNameTheLine(t *testing.T) {
 		{"chunk time out of range", "chunk_time: 250ms", "chunk_time: 1h", "throttle.chunk_time (job file job.yaml line 8): must be from 10ms to 1m0s"},
 		{"bad url", `"https://ops.example/throttle"`, `"ops.example"`, `throttle.http[1].url (job file job.yaml line 20): must be an http:// or https:// URL`},
 		{"slow_from over 1", "slow_from: 0.5", "slow_from: 2", "throttle.slow_from (job file job.yaml line 22): must be a share of the signals' max"},
-		{"slow_from 0", "slow_from: 0.5", "slow_from: 0", "throttle.slow_from (job file job.yaml line 22): must be a share"},
+		{"slow_from negative", "slow_from: 0.5", "slow_from: -0.5", "throttle.slow_from (job file job.yaml line 22): must not be negative"},
 		{"negative rate", "max_rate: 2500", "max_rate: -1", "throttle.max_rate (job file job.yaml line 11): must not be negative"},
 		{"rate as text", "max_rate: 2500", "max_rate: fast", "throttle.max_rate (job file job.yaml line 11): must be a number"},
 		{"min over max", "min_chunk: 20", "min_chunk: 9000", "throttle.min_chunk (job file job.yaml line 9): 9000 must not exceed max_chunk 5000"},

@@ -105,9 +105,10 @@ func TestSlowDownCurve(t *testing.T) {
 		want   time.Duration
 	}{
 		{500 * time.Millisecond, 0, 500 * time.Millisecond}, // full speed: the target as configured
-		{500 * time.Millisecond, 0.5, 50 * time.Millisecond},
+		{500 * time.Millisecond, 0.1, 328050 * time.Microsecond},
+		{500 * time.Millisecond, 0.5, 31250 * time.Microsecond},
 		{500 * time.Millisecond, maxSlow, minSlowChunkTime},
-		{50 * time.Millisecond, 0.5, 25 * time.Millisecond},
+		{50 * time.Millisecond, 0.5, minSlowChunkTime},
 		{10 * time.Millisecond, 0.9, 10 * time.Millisecond}, // never longer than configured
 	} {
 		if got := chunkTarget(c.target, c.x); got != c.want {
@@ -121,7 +122,7 @@ func TestSlowDownCurve(t *testing.T) {
 // reason; below SlowFrom, none.
 func TestWaitAfterRestsInProportion(t *testing.T) {
 	t.Parallel()
-	thr, clock, sig := slowThrottler(t, Config{Interval: 100 * time.Millisecond})
+	thr, clock, sig := slowThrottler(t, Config{Interval: 100 * time.Millisecond, SlowFrom: 0.25})
 	ctx := t.Context()
 	sig.set(0.1)
 	if err := thr.WaitAfter(ctx, 100, 200*time.Millisecond, nil); err != nil {
@@ -199,7 +200,7 @@ func TestSlowDownOff(t *testing.T) {
 // in proportion to the shorter target; a fixed size is the job's own.
 func TestSizerShortensChunksWhileSlowingDown(t *testing.T) {
 	t.Parallel()
-	thr, _, sig := slowThrottler(t, Config{ChunkTime: 500 * time.Millisecond})
+	thr, _, sig := slowThrottler(t, Config{ChunkTime: 500 * time.Millisecond, SlowFrom: 0.25})
 	s, fixed := thr.NewSizer(0, 1000), thr.NewSizer(1000, 0)
 	for range 20 { // 10,000 rows/s: 5,000-row chunks at 500ms
 		s.Observe(s.Size(), time.Duration(float64(s.Size())/10_000*float64(time.Second)))
@@ -211,9 +212,9 @@ func TestSizerShortensChunksWhileSlowingDown(t *testing.T) {
 	for range 40 {
 		thr.check(t.Context())
 	}
-	// Slowness 0.5: chunks of 100ms × 0.5 = 50ms, a tenth of 500ms.
-	if got := s.Size(); got < 490 || got > 510 {
-		t.Errorf("while slowing down: %d rows, want about 500 (50ms at 10,000 rows/s)", got)
+	// Slowness 0.5: chunks of 500ms × 0.5⁴ = 31.25ms, a sixteenth.
+	if got := s.Size(); got < 300 || got > 325 {
+		t.Errorf("while slowing down: %d rows, want about 312 (31ms at 10,000 rows/s)", got)
 	}
 	if fixed.Size() != 1000 {
 		t.Errorf("a fixed chunk while slowing down: %d, want 1000", fixed.Size())
@@ -224,5 +225,24 @@ func TestSizerShortensChunksWhileSlowingDown(t *testing.T) {
 	}
 	if got := s.Size(); got < 4900 {
 		t.Errorf("back below slow_from: %d rows, want about 5000 again", got)
+	}
+	// By default the slow-down begins at the first reading above 0, and
+	// grows with it: no step from full-size chunks to short ones.
+	def, _, dsig := slowThrottler(t, Config{ChunkTime: 500 * time.Millisecond})
+	ds := def.NewSizer(0, 1000)
+	for range 20 {
+		ds.Observe(ds.Size(), time.Duration(float64(ds.Size())/10_000*float64(time.Second)))
+	}
+	prev := ds.Size()
+	for _, u := range []float64{0.02, 0.1, 0.3, 0.6} {
+		dsig.set(u)
+		for range 40 {
+			def.check(t.Context())
+		}
+		got := ds.Size()
+		if got >= prev || (u == 0.02 && got < prev*85/100) {
+			t.Errorf("default, load %g: %d rows after %d, want fewer (and at 2%% of the max, nearly as many)", u, got, prev)
+		}
+		prev = got
 	}
 }

@@ -31,7 +31,7 @@ type Spec struct {
 	Grace              int
 	// SlowFrom is Config.SlowFrom: where the proportional slow-down
 	// begins, a share of the signals' max; 1 turns it off. Zero is the
-	// default, 0.25.
+	// default: from the first reading above 0.
 	SlowFrom float64
 	// Lag is the target's replication lag (pg_stat_replication). Nil is
 	// the default: max 1.5s, no critical.

@@ -49,7 +49,7 @@ type Config struct {
 	// proportion: shorter chunks and a rest after each, more as the level
 	// nears the max (see slow.go). Between 0 and 1; 1 turns the slow-down
 	// off, so that workers run at full speed until a signal is at its
-	// max. Defaults to 0.25.
+	// max. Defaults to 0: in proportion from the first reading above 0.
 	SlowFrom float64
 	// Logger receives a line when the throttler starts and stops waiting.
 	// Defaults to slog.Default().
@@ -82,9 +82,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxChunk == 0 {
 		c.MaxChunk = 100_000
-	}
-	if c.SlowFrom == 0 {
-		c.SlowFrom = DefaultSlowFrom
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

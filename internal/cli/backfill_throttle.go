@@ -45,7 +45,7 @@ func (f *throttleFlags) add(cmd *cobra.Command) {
 	fs.DurationVar(&f.maxLag, "max-lag", 0, "wait while a replica of the target lags more than this "+
 		"(pg_stat_replication; default 1.5s; 0 turns the lag signal off; overrides throttle replication_lag max)")
 	fs.Float64Var(&f.slowFrom, "slow-from", 0, "slow down in proportion once the signals reach this share of their max "+
-		"(default 0.25; 1 turns the slow-down off; overrides throttle slow_from)")
+		"(default 0: from any load; 1 turns the slow-down off; overrides throttle slow_from)")
 	fs.StringVar(&f.file, "throttle-file", "", "wait while this file exists (overrides throttle file path)")
 }
 
@@ -76,8 +76,8 @@ func (f *throttleFlags) spec(file *jobfile.File) (throttle.Spec, error) {
 		s.ChunkTime = f.chunkTime
 	}
 	if f.changed("slow-from") {
-		if !(f.slowFrom > 0 && f.slowFrom <= 1) { // NaN too
-			return s, invalidFlag("slow-from", fmt.Sprint(f.slowFrom), "must be a share of the signals' max above 0 and at most 1 (1: no slow-down)")
+		if !(f.slowFrom >= 0 && f.slowFrom <= 1) { // NaN too
+			return s, invalidFlag("slow-from", fmt.Sprint(f.slowFrom), "must be a share of the signals' max from 0 to 1 (1: no slow-down)")
 		}
 		s.SlowFrom = f.slowFrom
 	}

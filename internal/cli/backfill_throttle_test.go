@@ -73,7 +73,7 @@ func TestBackfillThrottleBadInput(t *testing.T) {
 		{"chunk time too short", jobYAML, []string{"--chunk-time", "1ms"}, "--chunk-time"},
 		{"negative lag", jobYAML, []string{"--max-lag", "-1s"}, "--max-lag"},
 		{"slow-from over 1", jobYAML, []string{"--slow-from", "1.5"}, "--slow-from"},
-		{"slow-from 0", jobYAML, []string{"--slow-from", "0"}, "--slow-from"},
+		{"slow-from negative", jobYAML, []string{"--slow-from", "-0.5"}, "--slow-from"},
 		{"lag over the file's critical", jobYAML + "throttle:\n  replication_lag: {max: 1s, critical: 2s}\n", []string{"--max-lag", "5s"}, "--max-lag"},
 		{"unknown key", jobYAML + "throttle:\n  max_rows: 5\n", nil, `line 12: unknown key "max_rows"`},
 		{"critical under max", jobYAML + "throttle:\n  queries:\n    - {name: q, sql: SELECT 1, max: 10, critical: 5}\n", nil, "throttle.queries[1] (job file"},
