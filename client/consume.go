@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/cenkalti/backoff/v5"
@@ -61,6 +63,10 @@ func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, 
 	if opts.Concurrency < 1 || opts.Concurrency > 1_000_000 {
 		return &rewind.ValidationError{Field: "concurrency", Value: fmt.Sprint(opts.Concurrency),
 			Reason: "must be between 1 and 1000000"}
+	}
+	if !utf8.ValidString(opts.Name) {
+		// Not even sent: protobuf refuses to encode it (the stream hung on it).
+		return &rewind.ValidationError{Field: "member name", Value: strconv.Quote(opts.Name), Reason: "must be valid UTF-8"}
 	}
 	if opts.MaxAckPending < 0 || opts.MaxAckPending > 1_000_000 {
 		return &rewind.ValidationError{Field: "max ack pending", Value: fmt.Sprint(opts.MaxAckPending),

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"max pending below max ack pending", GroupConfig{Name: "x", MaxAckPending: 50, MaxPending: 10},
 			rewind.CodeInvalidArgument},
 		{"bad order by", GroupConfig{Name: "x", OrderBy: "random"}, rewind.CodeInvalidArgument},
+		// An outside test found these created: a priority type no event can
+		// have failed the group at once; an impossible key ordered nothing.
+		{"priority not a type", GroupConfig{Name: "x", Priority: []string{"bad type"}}, rewind.CodeInvalidArgument},
+		{"priority reserved", GroupConfig{Name: "x", Priority: []string{"$bad"}}, rewind.CodeInvalidArgument},
+		{"order by a key with a space", GroupConfig{Name: "x", OrderBy: "metadata:a b"}, rewind.CodeInvalidArgument},
+		{"order by a key too long", GroupConfig{Name: "x", OrderBy: "metadata:" + strings.Repeat("k", 200)}, rewind.CodeInvalidArgument},
 	}
 	for _, tc := range creates {
 		_, err := b.engine.CreateGroup(bg, tc.cfg)

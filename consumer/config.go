@@ -228,6 +228,10 @@ func (c *GroupConfig) validate() error {
 		if t == "" {
 			return bad("priority", "", "event types must not be empty")
 		}
+		// A type no event can have failed the group at its first read.
+		if err := store.ValidateEventType(t); err != nil {
+			return bad("priority", t, "is not an event type: "+err.Error())
+		}
 	}
 	return nil
 }
@@ -299,6 +303,10 @@ func parseOrderBy(s string) (ordered bool, field string, err error) {
 	case s == "stream":
 		return true, "", nil
 	case strings.HasPrefix(s, "metadata:") && len(s) > len("metadata:"):
+		// A key no event can carry would order nothing, silently.
+		if err := store.ValidateMetadataKey(s[len("metadata:"):]); err != nil {
+			return false, "", bad("order by", s, "names no possible metadata key: "+err.Error())
+		}
 		return true, s[len("metadata:"):], nil
 	}
 	return false, "", bad("order by", s, `must be "stream" or "metadata:NAME"`)

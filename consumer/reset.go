@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -131,7 +132,11 @@ func (e *Engine) resetTarget(ctx context.Context, g *group, opts ResetOptions) (
 	if opts.ShiftBy > 0 {
 		return e.shiftForward(ctx, g, floor, opts.ShiftBy)
 	}
-	return e.shiftBack(ctx, g, floor, -opts.ShiftBy)
+	back := -opts.ShiftBy
+	if opts.ShiftBy == math.MinInt64 { // has no positive: as far back as the log goes
+		back = math.MaxInt64
+	}
+	return e.shiftBack(ctx, g, floor, back)
 }
 
 // matches reports whether the group delivers ev.

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -47,6 +48,17 @@ func TestResetPlanAndExecute(t *testing.T) {
 	plan, err = b.engine.Reset(bg, "g", ResetOptions{ShiftBy: -3})
 	if err != nil || plan.From != 9 || plan.To != 6 || plan.Redeliver != 4 {
 		t.Fatalf("shift plan %+v %v", plan, err)
+	}
+	// The smallest int64 has no positive: it panicked (an outside test);
+	// it goes as far back as the log goes. A time before every event is
+	// the beginning, one after every event the end (they wrapped around).
+	for _, o := range []ResetOptions{{ShiftBy: math.MinInt64}, {ToTime: time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)}} {
+		if plan, err := b.engine.Reset(bg, "g", o); err != nil || plan.To != 0 {
+			t.Fatalf("%+v: plan %+v %v", o, plan, err)
+		}
+	}
+	if plan, err := b.engine.Reset(bg, "g", ResetOptions{ToTime: time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil || plan.Redeliver != 0 {
+		t.Fatalf("a time after every event: plan %+v %v", plan, err)
 	}
 	// Shift forward by 1: skips 10.
 	plan, err = b.engine.Reset(bg, "g", ResetOptions{ShiftBy: 1})

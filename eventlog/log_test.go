@@ -193,6 +193,20 @@ func TestSeekTimeAndRetention(t *testing.T) {
 	if pos, _ := l.SeekTime(now.Add(time.Hour)); pos != l.Last()+1 {
 		t.Fatalf("SeekTime after the end = %d", pos)
 	}
+	// Times outside UnixNano's range (about 1678–2262) wrapped around: an
+	// outside test saw 1600 seek the end and 2999 the start.
+	for _, c := range []struct {
+		t    time.Time
+		want uint64
+	}{
+		{time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), 1},
+		{time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC), l.Last() + 1},
+		{time.Date(2262, 4, 11, 23, 47, 17, 0, time.UTC), l.Last() + 1},
+	} {
+		if pos, err := l.SeekTime(c.t); err != nil || pos != c.want {
+			t.Errorf("SeekTime(%s) = %d, %v; want %d", c.t, pos, err, c.want)
+		}
+	}
 	r := l.NewReader(1)
 	defer r.Close()
 	if _, err := r.Next(); err != nil {

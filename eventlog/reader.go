@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"time"
 
@@ -235,8 +236,20 @@ func (l *Log) Read(pos uint64) (Record, error) {
 // or Last()+1 when there is none. It is a binary search over segments and
 // their sparse time index, then a short scan.
 func (l *Log) SeekTime(t time.Time) (uint64, error) {
+	// UnixNano is undefined outside about 1678–2262 (it wrapped around: a
+	// time in 1600 sought the end, one in 2999 the start). Records carry
+	// times within that range, so an earlier time is before all of them
+	// and a later one after all of them.
+	ts := int64(math.MinInt64)
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+	case t.After(time.Unix(0, math.MaxInt64)):
+		ts = math.MaxInt64
+	default:
+		ts = t.UnixNano()
+	}
 	for {
-		pos, err := l.seekTime(t.UnixNano())
+		pos, err := l.seekTime(ts)
 		if errors.Is(err, rewind.ErrTruncated) && !l.isClosed() {
 			continue // retention removed the segment it looked at: look again
 		}

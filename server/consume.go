@@ -3,9 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -125,6 +130,13 @@ func (g *groupService) join(ctx context.Context, stream *connect.BidiStream[rewi
 	if err := checkGroup(ctx, auth.Write, name); err != nil {
 		return nil, err
 	}
+	if name := st.GetMemberName(); !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool {
+		return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+	}) >= 0 {
+		// groups info prints it: no escape sequence for the reader's terminal.
+		return nil, &rewind.ValidationError{Field: "member_name", Value: strconv.Quote(name),
+			Reason: "must be one line of plain UTF-8 text (no control or format characters)"}
+	}
 	if len(st.GetMemberName()) > maxMemberName {
 		return nil, &rewind.LimitError{Limit: "bytes of member_name", Max: maxMemberName,
 			Got: int64(len(st.GetMemberName())), Hint: "name the member more briefly"}
@@ -179,6 +191,10 @@ func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member,
 	}
 }
 
+// MaxSettlementsPerMessage caps the acks, naks, in-progress reports and
+// terms of one Consume message (the Go client sends at most 4,097).
+const MaxSettlementsPerMessage = 10_000
+
 // settleLoop applies the client's settlements, in the order they come,
 // until the client ends its side of the stream (io.EOF).
 func (g *groupService) settleLoop(ctx context.Context, member *consumer.Member,
@@ -197,6 +213,16 @@ func (g *groupService) settleLoop(ctx context.Context, member *consumer.Member,
 				"is one member of one group; open another stream to join again"}
 		}
 		var failed []*rewindv1.ConsumeError
+		if n := len(req.GetAcks()) + len(req.GetNaks()) + len(req.GetInProgress()) + len(req.GetTerms()); n > MaxSettlementsPerMessage {
+			// Refused whole, answered with one error: millions of unknown
+			// ids in one message took gigabytes to answer one by one.
+			err := &rewind.ValidationError{Field: "settlements", Value: strconv.Itoa(n), Reason: fmt.Sprintf(
+				"are more than %d in one message: none of them was applied; send them in several messages", MaxSettlementsPerMessage)}
+			if err := send(&rewindv1.ConsumeResponse{Errors: []*rewindv1.ConsumeError{g.s.settleError(ctx, "settle", 0, err)}}); err != nil {
+				return err
+			}
+			continue
+		}
 		fail := func(op string, id uint64, err error) error {
 			if errors.Is(err, consumer.ErrMemberLeft) || errors.Is(err, consumer.ErrGroupFailed) {
 				return err // the member cannot go on: end the stream with it

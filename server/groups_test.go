@@ -453,6 +453,21 @@ func TestBadSettlementsChangeNothing(t *testing.T) {
 	if after.Acked != before.Acked || after.InFlight != 3 || after.Parked != 0 || after.Redeliveries != 0 {
 		t.Fatalf("bad settlements changed the group: before %+v after %+v", before, after)
 	}
+	// Too many settlements in one message (an outside test sent millions
+	// of unknown ids: gigabytes to answer one by one): one error, none
+	// applied, a good one among them included.
+	many := make([]uint64, server.MaxSettlementsPerMessage)
+	for i := range many {
+		many[i] = 1<<50 + uint64(i)
+	}
+	a.send(&rewindv1.ConsumeRequest{Acks: append(many, da[1].GetId())})
+	if msg := a.recv(); len(msg.GetErrors()) != 1 || msg.GetErrors()[0].GetOp() != "settle" ||
+		msg.GetErrors()[0].GetCode() != "invalid_argument" || !strings.Contains(msg.GetErrors()[0].GetMessage(), "10000") {
+		t.Fatalf("too many settlements: %v", msg.GetErrors())
+	}
+	if in := waitInfo(t, c, "g", func(consumer.GroupInfo) bool { return true }); in.Acked != before.Acked {
+		t.Fatalf("a refused message acked: %+v", in)
+	}
 	// The stream goes on: a good ack works.
 	a.send(&rewindv1.ConsumeRequest{Acks: []uint64{da[1].GetId()}})
 	waitInfo(t, c, "g", func(in consumer.GroupInfo) bool { return in.Acked == 2 })
@@ -823,5 +838,27 @@ func TestDeafMemberHoldsOneSmallBatch(t *testing.T) {
 	in := waitInfo(t, c, "g", func(consumer.GroupInfo) bool { return true })
 	if in.InFlight >= n {
 		t.Fatalf("the deaf member took all %d events: %+v", in.InFlight, in)
+	}
+}
+
+// A member name with control or format characters is refused at join:
+// groups info printed it raw, escape sequences included (outside test).
+func TestMemberNameIsPlainText(t *testing.T) {
+	t.Parallel()
+	_, c, _ := setup(t, server.Config{})
+	if _, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	h := func(context.Context, *consumer.Message) error { return nil }
+	for _, name := range []string{"a\x1b[31mred", "a\x00b", "right\u202eleft", "zero\u200bwidth", "bad\xffutf8"} {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := c.Consume(cctx, "g", h, client.ConsumeOptions{Name: name})
+		cancel()
+		if rewind.CodeOf(err) != rewind.CodeInvalidArgument {
+			t.Errorf("member name %q: %v", name, err)
+		}
+	}
+	if in, err := c.GroupInfo(ctx, "g"); err != nil || in.Members != 0 {
+		t.Fatalf("after refused joins: %+v %v", in, err)
 	}
 }

@@ -121,6 +121,16 @@ func validateEvent(i int, e *rewind.Event) error {
 	return nil
 }
 
+// ValidateMetadataKey reports whether k can be a metadata key (the name
+// rules, '$' allowed first), as Append checks it: a consumer group ordered
+// by a metadata key nothing can carry would order nothing.
+func ValidateMetadataKey(k string) error {
+	if err := validateMetadata(k, ""); err != nil {
+		return err
+	}
+	return nil
+}
+
 // validateMetadata checks one metadata entry. A key follows the name rules
 // but may start with '$'; a value is UTF-8 without control characters
 // other than tab, so that neither can smuggle a line break into a header,
