@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -393,7 +396,55 @@ func (s *Store) dbError(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if unavailable(err) {
+		return &UnavailableError{Op: op, Err: err}
+	}
 	return fmt.Errorf("pgstore: %s: %w", op, err)
+}
+
+// UnavailableError is the error of an operation PostgreSQL could not take:
+// it cannot be reached, is starting up or shutting down, ended the session,
+// or is a standby that refuses writes. The operation was not done (an
+// append whose outcome is unknown is rewind.ErrOutcomeUnknown instead). It
+// matches rewind.ErrClosed, whose code is "unavailable": retry, with the
+// same event ids for an append; the store reconnects by itself.
+type UnavailableError struct {
+	Op  string // what the store was doing
+	Err error  // the driver's error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("pgstore: PostgreSQL is unavailable: %s: %v; retry once it is back (the store reconnects by itself)",
+		e.Op, e.Err)
+}
+
+// Is makes it match rewind.ErrClosed (code "unavailable", which clients
+// retry).
+func (e *UnavailableError) Is(target error) bool { return target == rewind.ErrClosed }
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// unavailable reports whether err says PostgreSQL is out of reach rather
+// than refusing the operation itself: no connection could be made, the
+// connection broke, or the server ended the session or refuses writes
+// (SQLSTATE class 08, 57P01–57P03 admin/crash shutdown and cannot connect
+// now, 25006 read-only transaction, 53300 too many connections).
+func unavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P01", "57P02", "57P03", "25006", "53300":
+			return true
+		}
+		return strings.HasPrefix(pe.Code, "08")
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || pgconn.SafeToRetry(err)
 }
 
 func checkExpected(stream string, expected rewind.ExpectedVersion, version uint64, exists bool) error {

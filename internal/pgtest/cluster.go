@@ -208,7 +208,7 @@ func (c *Cluster) Standby(synchronous bool) *Cluster {
 	dir, run := newClusterDir(c.t)
 	s := &Cluster{t: c.t, Dir: filepath.Join(dir, "data"), Port: freePort(c.t), bin: c.bin, run: run}
 	c.must("pg_basebackup", "-D", s.Dir, "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port), "-U", "postgres",
-		"-X", "stream", "-R", "--no-sync", "-d", "application_name=standby")
+		"-X", "stream", "-R", "--no-sync", "--checkpoint=fast", "-d", "application_name=standby")
 	s.appendConf(fmt.Sprintf("port = %d", s.Port), "primary_conninfo = 'host=127.0.0.1 port="+strconv.Itoa(c.Port)+
 		" user=postgres application_name=standby'")
 	s.setDSN()
