@@ -32,6 +32,7 @@ type childServer struct {
 	dir    string
 	addr   string
 	secret string
+	args   []string // more arguments of serve (--store …)
 	cmd    *exec.Cmd
 	stderr *strings.Builder
 	exited chan error
@@ -39,7 +40,7 @@ type childServer struct {
 
 func (c *childServer) start() {
 	c.t.Helper()
-	c.cmd = exec.Command(os.Args[0], "serve", "--data-dir", c.dir, "--addr", c.addr)
+	c.cmd = exec.Command(os.Args[0], append([]string{"serve", "--data-dir", c.dir, "--addr", c.addr}, c.args...)...)
 	c.cmd.Env = cleanEnv("REWIND_CLI_MAIN=1", "REWIND_ADMIN_TOKEN="+c.secret)
 	c.stderr = &strings.Builder{}
 	c.cmd.Stderr = c.stderr
