@@ -9,11 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/consumer"
+	"github.com/rewindhq/rewind/internal/pgtest"
 )
 
 // TestDumpRestore: pg_dump of a store's schema restored into another
@@ -188,4 +191,153 @@ func readAllOf(t *testing.T, s rewind.Store) []rewind.RecordedEvent {
 		out = append(out, ev.Clone())
 	}
 	return out
+}
+
+// TestDumpRestoreConsumers: a consumer group (package consumer over the
+// store) and a subscription resume where they were after the database is
+// dumped with pg_dump and restored into a fresh cluster: the group
+// delivers exactly the events it had not acked (none it had), then new
+// ones; the subscription goes on after its position.
+func TestDumpRestoreConsumers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	old := pgtest.NewCluster(t, pgtest.ClusterOptions{})
+	old.SQL("CREATE DATABASE events")
+	if _, err := Migrate(ctx, old.Database("events"), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, old.Database("events"), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []uuid.UUID
+	for i := range 100 {
+		id := uuid.New()
+		if _, err := s.Append(ctx, fmt.Sprintf("o-%d", i%7), rewind.Any, rewind.Event{ID: id, Type: "T"}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	group := consumer.GroupConfig{Name: "g", Filter: rewind.Filter{StreamPrefix: "o-"}}
+	e, err := consumer.Open(ctx, s, consumer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateGroup(ctx, group); err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.Join(ctx, "g", consumer.MemberOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[uuid.UUID]bool{}
+	for len(acked) < 40 {
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ds, err := m.Fetch(fctx, 40-len(acked))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if err := m.Ack(ctx, d.ID); err != nil {
+				t.Fatal(err)
+			}
+			acked[d.Event.ID] = true
+		}
+	}
+	m.Leave()
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Info("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := s.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		next(t, sub)
+	}
+	resumeAt := sub.Position()
+	sub.Close()
+
+	dump := old.Dump("events")
+	fresh := pgtest.NewCluster(t, pgtest.ClusterOptions{})
+	fresh.Restore(dump, "events")
+	r, err := Open(ctx, fresh.Database("events"), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e2, err := consumer.Open(ctx, r, consumer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close(ctx)
+	after, err := e2.Info("g")
+	if err != nil {
+		t.Fatalf("the group after the restore: %v", err)
+	}
+	if after.AckFloor != before.AckFloor {
+		t.Fatalf("ack floor %d after the restore, %d before", after.AckFloor, before.AckFloor)
+	}
+	var more []uuid.UUID
+	for i := range 10 {
+		id := uuid.New()
+		if _, err := r.Append(ctx, fmt.Sprintf("o-%d", i), rewind.Any, rewind.Event{ID: id, Type: "T"}); err != nil {
+			t.Fatal(err)
+		}
+		more = append(more, id)
+	}
+	m2, err := e2.Join(ctx, "g", consumer.MemberOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Leave()
+	want := map[uuid.UUID]bool{}
+	for _, id := range append(ids, more...) {
+		if !acked[id] {
+			want[id] = true
+		}
+	}
+	got := map[uuid.UUID]bool{}
+	for len(got) < len(want) {
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ds, err := m2.Fetch(fctx, 100)
+		cancel()
+		if err != nil {
+			t.Fatalf("fetch after the restore, %d of %d delivered: %v", len(got), len(want), err)
+		}
+		for _, d := range ds {
+			switch {
+			case acked[d.Event.ID]:
+				t.Fatalf("event %s at %d, acked before the dump, delivered again after the restore", d.Event.ID, d.Event.Position)
+			case !want[d.Event.ID] || got[d.Event.ID]:
+				t.Fatalf("event %s at %d delivered twice or not of the group", d.Event.ID, d.Event.Position)
+			}
+			got[d.Event.ID] = true
+			if err := m2.Ack(ctx, d.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ds, err := m2.TryFetch(ctx, 10); err != nil || len(ds) != 0 {
+		t.Fatalf("more deliveries after every event was delivered: %d, %v", len(ds), err)
+	}
+
+	sub2, err := r.Subscribe(ctx, rewind.SubscribeOptions{After: resumeAt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Close()
+	all := readAllOf(t, r)
+	if ev := next(t, sub2); ev.Position != resumeAt+1 || ev.ID != all[resumeAt].ID {
+		t.Fatalf("the subscription resumed after %d at %+v, want the event at %d", resumeAt, ev, resumeAt+1)
+	}
 }
