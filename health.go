@@ -13,6 +13,12 @@ type Health struct {
 	// Failed is the write or fsync failure that stopped the store (see
 	// ErrFailed); empty while it can write.
 	Failed string `json:"failed,omitempty"`
+	// Unavailable says why the store cannot reach its storage at the
+	// moment (a database that is down, restarting or failing over); empty
+	// while it can. Unlike Failed it is transient: it clears by itself
+	// when the storage is back, and the store's calls fail meanwhile with
+	// errors matching ErrClosed (code "unavailable"), which clients retry.
+	Unavailable string `json:"unavailable,omitempty"`
 	// Epoch is the log's epoch: 1, plus one for each recovery that cut
 	// positions from the log (see EpochError).
 	Epoch uint64 `json:"epoch"`

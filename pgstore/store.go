@@ -36,6 +36,8 @@ type Store struct {
 	closed  chan struct{}
 	isOpen  bool
 
+	health healthCache // the last probe of PostgreSQL, for Health
+
 	reqs    chan *appendReq // to the committer
 	grouped atomic.Int64    // group transactions of more than one append, for tests
 	workers sync.WaitGroup  // the listener and the committer
@@ -51,6 +53,7 @@ var _ interface {
 	rewind.Store
 	rewind.LastPositioner
 	rewind.Describer
+	rewind.HealthReporter
 } = (*Store)(nil)
 
 // Open opens the store in the schema cfg names of the database connString

@@ -50,9 +50,21 @@ func TestPostgresOutageOverTheAPI(t *testing.T) {
 		t.Fatalf("before the outage: readyz %d %s, grpc %v", code, body, st)
 	}
 	pg.Stop("immediate")
-	code, body, st := probe()
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") || st != grpchealth.StatusNotServing {
-		t.Fatalf("while PostgreSQL is down: readyz %d %s, grpc %v; want 503 saying it is unavailable, NOT_SERVING", code, body, st)
+	var code int
+	var body string
+	var st grpchealth.Status
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		code, body, st = probe()
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "unavailable") && st == grpchealth.StatusNotServing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("while PostgreSQL is down: readyz %d %s, grpc %v; want 503 saying it is unavailable, NOT_SERVING",
+				code, body, st)
+		}
+	}
+	if _, m := get(t, b.url+"/metrics"); !strings.Contains(m, "rewind_store_unavailable 1") {
+		t.Fatalf("metrics lack rewind_store_unavailable 1")
 	}
 	impatient, err := client.New(b.url, client.Config{Token: b.admin, MaxRetries: 1, MaxBackoff: 10 * time.Millisecond})
 	if err != nil {
@@ -77,5 +89,9 @@ func TestPostgresOutageOverTheAPI(t *testing.T) {
 	}
 	if _, err := c.Append(ctx, "s", rewind.Any, ev("T", `{}`)); err != nil {
 		t.Fatalf("append once PostgreSQL is back: %v", err)
+	}
+	if _, m := get(t, b.url+"/metrics"); !strings.Contains(m, "rewind_store_unavailable 0") ||
+		!strings.Contains(m, "rewind_store_failed 0") {
+		t.Fatalf("metrics once PostgreSQL is back lack rewind_store_unavailable 0 and rewind_store_failed 0")
 	}
 }

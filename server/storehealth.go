@@ -40,15 +40,19 @@ type readiness struct {
 }
 
 // readyz answers 200 while the server serves and its store can write, 503
-// when it drains or the store failed; the JSON body says why, with the
+// when it drains, the store failed, or cannot reach its storage for now
+// (a PostgreSQL store whose database is down: ready again once it is back); the JSON body says why, with the
 // store's epoch and what recovery found at its last open (cuts, damage,
 // missing segments), so that an operator sees a cut beyond one log line.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	rd := readiness{Ready: true}
 	if h, ok := s.storeHealth(r.Context()); ok {
 		rd.Health = h
-		if h.Failed != "" {
+		switch {
+		case h.Failed != "":
 			rd.Ready, rd.Reason = false, "store failed: "+h.Failed
+		case h.Unavailable != "":
+			rd.Ready, rd.Reason = false, "store unavailable: "+h.Unavailable
 		}
 	}
 	if s.draining.Load() {
@@ -63,7 +67,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // healthChecker is grpc.health.v1.Health's checker: the static statuses
 // (SERVING, NOT_SERVING once shutdown begins), and NOT_SERVING for
-// everything once the store failed.
+// everything once the store failed, or while it cannot reach its storage.
 type healthChecker struct {
 	*grpchealth.StaticChecker
 	s *Server
@@ -72,7 +76,7 @@ type healthChecker struct {
 func (c healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	res, err := c.StaticChecker.Check(ctx, req)
 	if err == nil && res.Status == grpchealth.StatusServing {
-		if h, ok := c.s.storeHealth(ctx); ok && h.Failed != "" {
+		if h, ok := c.s.storeHealth(ctx); ok && (h.Failed != "" || h.Unavailable != "") {
 			res.Status = grpchealth.StatusNotServing
 		}
 	}
@@ -82,14 +86,16 @@ func (c healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 // storeCollector exports the store's health as metrics: whether it failed,
 // its epoch, and what recovery found at open, by kind.
 type storeCollector struct {
-	s                              *Server
-	failed, epoch, recovery, lossy *prometheus.Desc
+	s                                           *Server
+	failed, unavailable, epoch, recovery, lossy *prometheus.Desc
 }
 
 func newStoreCollector(s *Server) *storeCollector {
 	return &storeCollector{s: s,
 		failed: prometheus.NewDesc("rewind_store_failed",
 			"1 when a write or fsync of the store failed: it refuses writes until the server restarts.", nil, nil),
+		unavailable: prometheus.NewDesc("rewind_store_unavailable",
+			"1 while the store cannot reach its storage (a PostgreSQL store whose database is down); 0 once it can again.", nil, nil),
 		epoch: prometheus.NewDesc("rewind_log_epoch",
 			"The log's epoch: 1, plus one for each recovery that cut positions.", nil, nil),
 		recovery: prometheus.NewDesc("rewind_recovery_events",
@@ -102,6 +108,7 @@ func newStoreCollector(s *Server) *storeCollector {
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.failed
+	ch <- c.unavailable
 	ch <- c.epoch
 	ch <- c.recovery
 	ch <- c.lossy
@@ -112,9 +119,12 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	if !ok {
 		return
 	}
-	failed, lossy := 0.0, 0.0
+	failed, unavailable, lossy := 0.0, 0.0, 0.0
 	if h.Failed != "" {
 		failed = 1
+	}
+	if h.Unavailable != "" {
+		unavailable = 1
 	}
 	counts := map[string]float64{"cut": 0, "damage": 0, "missing": 0, "shortened": 0}
 	for _, e := range h.Recovery {
@@ -124,6 +134,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.GaugeValue, failed)
+	ch <- prometheus.MustNewConstMetric(c.unavailable, prometheus.GaugeValue, unavailable)
 	ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(h.Epoch))
 	ch <- prometheus.MustNewConstMetric(c.lossy, prometheus.GaugeValue, lossy)
 	for kind, n := range counts {

@@ -1,0 +1,60 @@
+package pgstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rewindhq/rewind"
+)
+
+// healthTTL is how long a probe of PostgreSQL answers Health: the server
+// asks for it at each readiness probe, metrics scrape and page of ReadAll,
+// which must not each cost a round trip.
+const healthTTL = 500 * time.Millisecond
+
+// healthProbeTimeout bounds one probe: a database that does not answer
+// within it is reported unavailable.
+const healthProbeTimeout = 2 * time.Second
+
+// healthCache is the last probe of PostgreSQL.
+type healthCache struct {
+	mu          sync.Mutex
+	at          time.Time
+	unavailable string
+}
+
+// Health reports whether PostgreSQL can be reached (rewind.HealthReporter):
+// Unavailable says why not, and clears by itself once it can again. It
+// is never Failed: PostgreSQL keeps its own data safe, and an outage is not
+// a reason to restart the server. The epoch is always 1 (the log is never
+// cut back).
+func (s *Store) Health(ctx context.Context) (rewind.Health, error) {
+	if err := s.checkOpen(); err != nil {
+		return rewind.Health{}, err
+	}
+	h := rewind.Health{Epoch: 1}
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	if time.Since(s.health.at) >= healthTTL {
+		s.health.unavailable = s.probe(ctx)
+		s.health.at = time.Now()
+	}
+	h.Unavailable = s.health.unavailable
+	return h, nil
+}
+
+// probe pings PostgreSQL, as an append would reach it (a connection of
+// the pool, which reconnects), and says why it cannot; "" when it can.
+func (s *Store) probe(ctx context.Context) string {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthProbeTimeout)
+	defer cancel()
+	err := s.pool.Ping(pctx)
+	switch {
+	case err == nil:
+		return ""
+	case pctx.Err() != nil:
+		return "PostgreSQL did not answer within " + healthProbeTimeout.String()
+	}
+	return s.dbError("ping", err).Error()
+}
