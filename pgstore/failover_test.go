@@ -365,3 +365,63 @@ func TestRestartUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestReadOnlyPrimaryLeavesThePool: the host the store writes to turns
+// read-only without a restart (default_transaction_read_only, as a fenced
+// old primary) while another host of the DSN takes writes. Appends on the
+// pool's connections to it fail as unavailable, and each such connection
+// is closed, so that the pool connects anew — to the host that takes
+// writes (target_session_attrs=read-write) — instead of failing for as
+// long as the connections live.
+func TestReadOnlyPrimaryLeavesThePool(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := pgtest.NewCluster(t, pgtest.ClusterOptions{})
+	b := pgtest.NewCluster(t, pgtest.ClusterOptions{})
+	for _, c := range []*pgtest.Cluster{a, b} {
+		c.SQL("CREATE DATABASE events")
+		if _, err := Migrate(ctx, c.Database("events"), Config{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(ctx, clusterDSN("events", a, b), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Fill the pool with connections to a.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := s.Append(ctx, "ro", rewind.Any, rewind.Event{Type: "T"}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	a.SQL("ALTER SYSTEM SET default_transaction_read_only = on")
+	a.SQL("SELECT pg_reload_conf()")
+	id := uuid.New()
+	failures := 0
+	for {
+		_, err := s.Append(ctx, "ro", rewind.Any, rewind.Event{ID: id, Type: "T"})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, rewind.ErrClosed) {
+			t.Fatalf("append on a read-only host: %v, want unavailable", err)
+		}
+		if failures++; failures > 100 {
+			t.Fatalf("appends still fail after %d attempts: the pool keeps its connections to the read-only host: %v",
+				failures, err)
+		}
+	}
+	onB, err := Open(ctx, b.Database("events"), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onB.Close()
+	if evs, err := onB.ReadStream(ctx, "ro", rewind.ReadStreamOptions{}); err != nil || len(evs) != 1 || evs[0].ID != id {
+		t.Fatalf("the append after a turned read-only: %d events on b (%v), want it alone", len(evs), err)
+	}
+}
