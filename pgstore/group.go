@@ -177,6 +177,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*appendReq) (rerun []*ap
 	}
 	if err != nil {
 		rollback(ctx, conn)
+		dropIfReadOnly(ctx, conn, err)
 		return fail(s.dbError("lock streams", err))
 	}
 	// Check each append in arrival order, against the streams as the

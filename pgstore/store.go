@@ -372,6 +372,18 @@ func rollback(ctx context.Context, conn *pgxpool.Conn) {
 	conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 }
 
+// dropIfReadOnly closes conn when err says its server refuses writes
+// (25006: a standby, or a primary turned read-only without a restart), so
+// that Release drops it and the pool connects anew — with a DSN listing
+// several hosts and target_session_attrs=read-write, to the one that takes
+// writes now — instead of failing on it for as long as it lives.
+func dropIfReadOnly(ctx context.Context, conn *pgxpool.Conn, err error) {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "25006" {
+		conn.Conn().Close(context.WithoutCancel(ctx))
+	}
+}
+
 // writeError is the error of a write sent with its COMMIT. PostgreSQL's
 // error for a statement before the COMMIT means the COMMIT never ran
 // (PostgreSQL skips the rest of a pipeline after an error, and runs
@@ -385,6 +397,7 @@ func (s *Store) writeError(ctx context.Context, conn *pgxpool.Conn, err error) e
 	var ce *commitError
 	if errors.As(err, &pe) && !(errors.As(err, &ce) && (pe.Severity == "FATAL" || pe.Severity == "PANIC")) {
 		rollback(ctx, conn)
+		dropIfReadOnly(ctx, conn, err)
 		return s.dbError("write (nothing was written)", err)
 	}
 	return fmt.Errorf("%w: the write and its commit got no answer from PostgreSQL (%w); retry with the same event ids",
@@ -603,6 +616,7 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 		return 0, notFound(stream, version)
 	}
 	if err != nil {
+		dropIfReadOnly(ctx, conn, err)
 		return 0, s.dbError("lock stream", err)
 	}
 	if err := checkExpected(stream, expected, version, true); err != nil {
