@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/pgtest"
@@ -423,5 +424,28 @@ func TestReadOnlyPrimaryLeavesThePool(t *testing.T) {
 	defer onB.Close()
 	if evs, err := onB.ReadStream(ctx, "ro", rewind.ReadStreamOptions{}); err != nil || len(evs) != 1 || evs[0].ID != id {
 		t.Fatalf("the append after a turned read-only: %d events on b (%v), want it alone", len(evs), err)
+	}
+}
+
+// What is transient — PostgreSQL out of reach — is unavailable; a login
+// it refuses is not, since retrying cannot help.
+func TestUnavailableClasses(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&pgconn.ConnectError{}, true},
+		{&pgconn.PgError{Code: "57P01"}, true},
+		{&pgconn.PgError{Code: "57P03"}, true},
+		{&pgconn.PgError{Code: "08006"}, true},
+		{&pgconn.PgError{Code: "25006"}, true},
+		{fmt.Errorf("connect: %w", &pgconn.PgError{Code: "28P01"}), false},
+		{&pgconn.PgError{Code: "3D000"}, false},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{errors.New("something else"), false},
+	} {
+		if got := unavailable(c.err); got != c.want {
+			t.Errorf("unavailable(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

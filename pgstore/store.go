@@ -444,12 +444,10 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // than refusing the operation itself: no connection could be made, the
 // connection broke, or the server ended the session or refuses writes
 // (SQLSTATE class 08, 57P01–57P03 admin/crash shutdown and cannot connect
-// now, 25006 read-only transaction, 53300 too many connections).
+// now, 25006 read-only transaction, 53300 too many connections). A login
+// PostgreSQL refuses (a wrong password, a database that does not exist)
+// is not: retrying does not help.
 func unavailable(err error) bool {
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return true
-	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
@@ -458,8 +456,9 @@ func unavailable(err error) bool {
 		}
 		return strings.HasPrefix(pe.Code, "08")
 	}
+	var ce *pgconn.ConnectError
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || pgconn.SafeToRetry(err)
 }
 
