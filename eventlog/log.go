@@ -306,7 +306,19 @@ func (a Appended) Wait(ctx context.Context) error {
 // Append assigns positions to entries, which form one atomic batch: after a
 // crash either all of them are in the log or none. It does not wait for
 // durability; call Wait on the result.
-func (l *Log) Append(entries []Entry) (Appended, error) {
+func (l *Log) Append(entries []Entry) (Appended, error) { return l.append(entries, 0) }
+
+// AppendAt is Append with the batch's timestamp (Unix nanoseconds) given
+// instead of read from the clock, for a copy from another store that keeps
+// its recorded-at times. ts must not be before the last record's.
+func (l *Log) AppendAt(entries []Entry, ts int64) (Appended, error) {
+	if ts <= 0 {
+		return Appended{}, &rewind.ValidationError{Field: "timestamp", Value: fmt.Sprint(ts), Reason: "must be positive"}
+	}
+	return l.append(entries, ts)
+}
+
+func (l *Log) append(entries []Entry, at int64) (Appended, error) {
 	if len(entries) == 0 {
 		return Appended{}, &rewind.ValidationError{Field: "batch", Reason: "must hold at least one record"}
 	}
@@ -330,14 +342,21 @@ func (l *Log) Append(entries []Entry) (Appended, error) {
 	if l.failed != nil {
 		return Appended{}, l.failed
 	}
+	if at != 0 && at < l.lastTs {
+		return Appended{}, &rewind.ValidationError{Field: "timestamp", Value: fmt.Sprint(at),
+			Reason: fmt.Sprintf("goes back in time: the log's last record has %d", l.lastTs)}
+	}
 	g := l.pending
 	seg := l.segs[len(l.segs)-1]
 	if seg.size+need > l.cfg.SegmentSize && seg.last >= seg.base {
 		seg = l.roll(g)
 	}
-	ts := l.cfg.Now().UnixNano()
-	if ts < l.lastTs {
-		ts = l.lastTs
+	ts := at
+	if at == 0 {
+		ts = l.cfg.Now().UnixNano()
+		if ts < l.lastTs {
+			ts = l.lastTs
+		}
 	}
 	pos, off, start := l.next, seg.size, len(g.buf)
 	for i, e := range entries {

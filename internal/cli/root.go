@@ -178,6 +178,7 @@ func (a *app) commands() []*cobra.Command {
 		a.benchCmd(),
 		a.serveCmd(),
 		a.migrateCmd(),
+		a.copyCmd(),
 		a.tokenCmd(),
 		a.configCmd(),
 		a.versionCmd(),

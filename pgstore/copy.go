@@ -1,0 +1,260 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/store"
+)
+
+// The log as records, for `rewind copy` (rewind.LogExporter and
+// rewind.LogImporter). An import is one transaction that keeps the
+// discipline of appends: it locks its streams' rows (in name order), takes
+// the append lock, checks that its first record follows head.last, writes
+// the records by COPY at their own positions, moves head.last to the last
+// of them and commits, holding the lock to the end. So a reader of the
+// target sees the whole import or none of it, never a gap, exactly as for
+// an append.
+
+var _ interface {
+	rewind.LogExporter
+	rewind.LogImporter
+} = (*Store)(nil)
+
+// copyColumns are the events columns an import writes, in CopyFrom's order.
+var copyColumns = []string{"position", "stream", "version", "kind", "event_id", "generated", "type", "schema_version",
+	"content_type", "data", "metadata", "occurred_at", "recorded_at", "batch_first", "batch_last"}
+
+// ExportLog returns up to max records from position from on; see
+// rewind.LogExporter.
+func (s *Store) ExportLog(ctx context.Context, from rewind.Position, n int) ([]rewind.LogRecord, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	q := `SELECT e.position, e.stream, e.version, e.kind, e.event_id, e.generated, e.type, e.schema_version, e.content_type,
+			e.data, e.metadata, e.occurred_at, e.recorded_at, e.batch_last
+		FROM ` + quoteIdent(s.cfg.Schema) + `.head h JOIN ` + quoteIdent(s.cfg.Schema) + `.events e
+			ON e.position >= $1 AND e.position <= h.last
+		ORDER BY e.position LIMIT $2`
+	rows, err := s.pool.Query(ctx, q, int64(max(from, 1)), n)
+	if err != nil {
+		return nil, s.dbError("export", err)
+	}
+	defer rows.Close()
+	var out []rewind.LogRecord
+	for rows.Next() {
+		var (
+			r                       rewind.LogRecord
+			pos, version, batchLast int64
+			kind                    int16
+			sv                      int32
+			md                      map[string]string
+			occurred                *int64
+		)
+		if err := rows.Scan(&pos, &r.Stream, &version, &kind, &r.ID, &r.GeneratedID, &r.Type, &sv, &r.ContentType,
+			&r.Data, &md, &occurred, &r.RecordedAt, &batchLast); err != nil {
+			return nil, s.dbError("export", err)
+		}
+		r.Position, r.Version, r.SchemaVersion = rewind.Position(pos), uint64(version), uint32(sv)
+		r.Delete, r.BatchEnd = kind == 1, pos == batchLast
+		r.RecordedAt = r.RecordedAt.UTC()
+		if len(md) > 0 {
+			r.Metadata = md
+		}
+		if occurred != nil {
+			r.OccurredAt = time.Unix(0, *occurred).UTC()
+		}
+		if r.Data == nil {
+			r.Data = []byte{}
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.dbError("export", err)
+	}
+	return out, nil
+}
+
+// importedStream is a stream's row as an import leaves it.
+type importedStream struct {
+	version, deleted, first, last int64
+}
+
+// ImportLog writes records at their own positions in one transaction; see
+// rewind.LogImporter. PostgreSQL keeps recorded-at times to the
+// microsecond: finer digits are dropped.
+func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error {
+	if len(records) == 0 {
+		return nil
+	}
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if !records[len(records)-1].BatchEnd {
+		return &rewind.ValidationError{Field: "records", Reason: "must end at the end of a batch"}
+	}
+	names := make([]string, 0, 16)
+	for i := range records {
+		r := &records[i]
+		if err := store.ValidateStreamName(r.Stream); err != nil {
+			return err
+		}
+		if !r.Delete {
+			if err := store.ValidateEvent(&r.Event); err != nil {
+				return err
+			}
+			if size := store.EncodedSize(r.Stream, &r.Event); size > s.cfg.MaxEventSize {
+				return &rewind.LimitError{Limit: fmt.Sprintf("event at position %d size (bytes)", r.Position),
+					Max: int64(s.cfg.MaxEventSize), Got: int64(size)}
+			}
+		}
+		if r.SchemaVersion > 1<<31-1 {
+			return &rewind.ValidationError{Field: "schema_version", Value: fmt.Sprint(r.SchemaVersion),
+				Reason: "must be at most 2147483647"}
+		}
+		names = append(names, r.Stream)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return s.dbError("import: begin", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	schema := quoteIdent(s.cfg.Schema)
+	// The streams' rows first, in name order, then the append lock: the
+	// order appends take them in.
+	rows, err := tx.Query(ctx, `INSERT INTO `+schema+`.streams AS s (name, version, deleted, first_pos, last_pos)
+			SELECT n, 0, 0, 0, 0 FROM unnest($1::text[]) WITH ORDINALITY AS u(n, o) ORDER BY o
+			ON CONFLICT (name) DO UPDATE SET name = s.name
+			RETURNING name, version, deleted, first_pos, last_pos`, names)
+	if err != nil {
+		return s.dbError("import: lock streams", err)
+	}
+	states := make(map[string]*importedStream, len(names))
+	for rows.Next() {
+		var name string
+		st := &importedStream{}
+		if err := rows.Scan(&name, &st.version, &st.deleted, &st.first, &st.last); err != nil {
+			rows.Close()
+			return s.dbError("import: lock streams", err)
+		}
+		states[name] = st
+	}
+	if err := rows.Err(); err != nil {
+		return s.dbError("import: lock streams", err)
+	}
+	var last int64
+	var lastAtp *time.Time
+	if err := tx.QueryRow(ctx, `SELECT h.last, nullif(h.recorded_at, '-infinity') FROM (SELECT pg_advisory_xact_lock($1, $2)) lk, `+schema+`.head h`,
+		s.lk1, s.lk2).Scan(&last, &lastAtp); err != nil {
+		return s.dbError("import: take the append lock", err)
+	}
+	var lastAt time.Time // zero: the log is empty
+	if lastAtp != nil {
+		lastAt = *lastAtp
+	}
+	if int64(records[0].Position) != last+1 {
+		return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(records[0].Position),
+			Reason: fmt.Sprintf("the first record must take the log's next position, %d", last+1)}
+	}
+	rowsIn := make([][]any, len(records))
+	batchFirst := int64(records[0].Position)
+	at := lastAt
+	for i := range records {
+		r := &records[i]
+		pos := int64(r.Position)
+		if pos != last+1+int64(i) {
+			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position),
+				Reason: fmt.Sprintf("positions must follow each other: expected %d", last+1+int64(i))}
+		}
+		rec := r.RecordedAt.UTC().Truncate(time.Microsecond)
+		if rec.Before(at) {
+			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position),
+				Reason: fmt.Sprintf("recorded-at %s goes back in time (the log is at %s)", rec.Format(time.RFC3339Nano),
+					at.Format(time.RFC3339Nano))}
+		}
+		at = rec
+		st := states[r.Stream]
+		exists := st.version > st.deleted
+		kind := int16(0)
+		switch {
+		case r.Delete && (!exists || int64(r.Version) != st.version):
+			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position), Reason: fmt.Sprintf(
+				"deletes stream %q at version %d, which here is at version %d (exists: %v)", r.Stream, r.Version, st.version, exists)}
+		case !r.Delete && int64(r.Version) != st.version+1:
+			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position), Reason: fmt.Sprintf(
+				"is version %d of stream %q, which here is at version %d", r.Version, r.Stream, st.version)}
+		case r.Delete:
+			kind = 1
+			st.deleted, st.first, st.last = st.version, 0, 0
+		default:
+			st.version++
+			if st.first == 0 {
+				st.first = pos
+			}
+			st.last = pos
+		}
+		ct := r.ContentType
+		if ct == "" {
+			ct = rewind.DefaultContentType
+		}
+		var md any
+		if len(r.Metadata) > 0 {
+			md = r.Metadata
+		}
+		var occ any
+		if !r.OccurredAt.IsZero() {
+			occ = r.OccurredAt.UnixNano()
+		}
+		data := r.Data
+		if data == nil {
+			data = []byte{}
+		}
+		rowsIn[i] = []any{pos, r.Stream, int64(r.Version), kind, uuid.UUID(r.ID), r.GeneratedID || r.Delete, r.Type,
+			int32(max(r.SchemaVersion, 1)), ct, data, md, occ, rec, batchFirst, int64(0)}
+		if r.BatchEnd {
+			for j := i; j >= 0 && rowsIn[j][14] == int64(0); j-- {
+				rowsIn[j][14] = pos
+			}
+			batchFirst = pos + 1
+		}
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "events"}, copyColumns, pgx.CopyFromRows(rowsIn)); err != nil {
+		return s.dbError("import: copy events", err)
+	}
+	sv, sd, sf, sl := make([]int64, len(names)), make([]int64, len(names)), make([]int64, len(names)), make([]int64, len(names))
+	for i, n := range names {
+		st := states[n]
+		sv[i], sd[i], sf[i], sl[i] = st.version, st.deleted, st.first, st.last
+	}
+	end := int64(records[len(records)-1].Position)
+	var bb pgx.Batch
+	bb.Queue(`UPDATE `+schema+`.streams s SET version = v.version, deleted = v.deleted, first_pos = v.f, last_pos = v.l
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS v(name, version, deleted, f, l)
+		WHERE s.name = v.name`, names, sv, sd, sf, sl)
+	bb.Queue(`UPDATE `+schema+`.head SET last = $1, recorded_at = greatest(recorded_at, $2)`, end, at)
+	bb.Queue(`SELECT pg_notify($1, '')`, channel(s.cfg.Schema))
+	if err := tx.SendBatch(ctx, &bb).Close(); err != nil {
+		return s.dbError("import: update streams and head", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return s.dbError("import: commit (nothing was written)", err)
+		}
+		return fmt.Errorf("%w: the import's commit got no answer (%w); run the copy again: it resumes from where the "+
+			"target stands", rewind.ErrOutcomeUnknown, err)
+	}
+	s.signal()
+	return nil
+}
