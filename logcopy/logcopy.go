@@ -97,7 +97,9 @@ type RefusedError struct {
 	Cause  error
 }
 
-func (e *RefusedError) Error() string { return "logcopy: copy refused, nothing was written: " + e.Reason }
+func (e *RefusedError) Error() string {
+	return "logcopy: copy refused, nothing was written: " + e.Reason
+}
 func (e *RefusedError) Unwrap() error { return e.Cause }
 
 // Is makes errors.Is(err, rewind.ErrInvalidArgument) true: the copy was

@@ -323,3 +323,38 @@ func TestVerifyNamesFirstDifference(t *testing.T) {
 		t.Fatalf("empty target: %v; want a mismatch at 1", err)
 	}
 }
+
+// TestReaderSeesNoGap: a subscription to a PostgreSQL target, reading while
+// a copy imports, sees every position once, in order, and never one with
+// the positions before it missing.
+func TestReaderSeesNoGap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t)
+	src := openDir(t, filepath.Join(t.TempDir(), "src"))
+	fill(t, src, *events, 9)
+	end, _ := src.LastPosition(ctx)
+	pg := openPG(t, db, "gap")
+	sub, err := pg.Subscribe(ctx, rewind.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := logcopy.Copy(ctx, src, pg, logcopy.Options{Batch: 50, TimePrecision: time.Microsecond})
+		errc <- err
+	}()
+	for want := rewind.Position(1); want <= end; want++ {
+		e, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Position != want {
+			t.Fatalf("the subscription got position %d; want %d", e.Position, want)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
