@@ -27,6 +27,12 @@ type Target interface {
 	rewind.LogImporter
 }
 
+// analyzer is a target that updates its query planner's statistics after
+// a bulk import (PostgreSQL).
+type analyzer interface {
+	Analyze(ctx context.Context) error
+}
+
 // Options tunes a copy or a verification.
 type Options struct {
 	// Batch is how many records one import writes (one transaction in
@@ -165,6 +171,11 @@ func Copy(ctx context.Context, src Source, dst Target, opts Options) (Result, er
 	res.Copied, res.Seconds = n, time.Since(start).Seconds()
 	if err != nil {
 		return res, err
+	}
+	if a, ok := dst.(analyzer); ok && n > 0 {
+		if err := a.Analyze(ctx); err != nil {
+			return res, err
+		}
 	}
 	v, err := Verify(ctx, src, dst, end, opts)
 	res.Verified = &v

@@ -97,7 +97,10 @@ func newSQL(schema string) sqlText {
 		firstAt: r.Replace(`SELECT min(position) FROM S.events WHERE recorded_at >= $1`),
 		// The log's end and the page after a subscription's position, in
 		// one snapshot.
-		poll: r.Replace(`SELECT h.last, e.* FROM S.head h LEFT JOIN LATERAL (
+		// (LIMIT 1 tells the planner head is one row: without statistics,
+		// in a store just filled, it guesses thousands and pays for JIT
+		// compiling the statement on every page.)
+		poll: r.Replace(`SELECT h.last, e.* FROM (SELECT last FROM S.head LIMIT 1) h LEFT JOIN LATERAL (
 				SELECT ` + eventCols + ` FROM S.events
 				WHERE position > $1 AND position <= h.last AND starts_with(stream, $2)
 					AND (cardinality($3::text[]) = 0 OR type = ANY($3))

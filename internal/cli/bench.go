@@ -26,7 +26,7 @@ figures with 'rewind bench disk' run on the same disk in the same session:
 docs/benchmarks.md explains the method.`,
 	}
 	cmd.AddCommand(a.benchAppendCmd(), a.benchReadCmd(), a.benchDiskCmd(), a.benchReplayCmd(), a.benchBackfillCmd(),
-		a.benchNATSCmd(), a.benchGroupsCmd(), a.benchProjectionCmd())
+		a.benchNATSCmd(), a.benchGroupsCmd(), a.benchProjectionCmd(), a.benchPgstoreCmd())
 	var profile, memProfile string
 	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	cmd.PersistentFlags().StringVar(&memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
