@@ -97,12 +97,17 @@ func newSQL(schema string) sqlText {
 		firstAt: r.Replace(`SELECT min(position) FROM S.events WHERE recorded_at >= $1`),
 		// The log's end and the page after a subscription's position, in
 		// one snapshot.
-		// (LIMIT 1 tells the planner head is one row: without statistics,
-		// in a store just filled, it guesses thousands and pays for JIT
-		// compiling the statement on every page.)
+		// Written for the plan a page needs, the primary key walked from
+		// the position, whatever the statistics: in a store just filled
+		// (none until autovacuum analyzes it) the planner guesses thousands
+		// of head rows (LIMIT 1 says one; else it JIT-compiles every
+		// page) and few events passing the bounds and the filters
+		// (position + 0 keeps the upper bound out of the index range, and
+		// $2 = '' lets an empty prefix fold away; else it sorts the rest of
+		// the log for each page: 0.03-0.05 x a keyset read instead of ~0.7 x).
 		poll: r.Replace(`SELECT h.last, e.* FROM (SELECT last FROM S.head LIMIT 1) h LEFT JOIN LATERAL (
 				SELECT ` + eventCols + ` FROM S.events
-				WHERE position > $1 AND position <= h.last AND starts_with(stream, $2)
+				WHERE position > $1 AND position + 0 <= h.last AND ($2 = '' OR starts_with(stream, $2))
 					AND (cardinality($3::text[]) = 0 OR type = ANY($3))
 				ORDER BY position LIMIT $4) e ON true`),
 		horizon: r.Replace(`SELECT (SELECT last FROM S.head),
