@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -97,18 +99,25 @@ func fill(t *testing.T, s rewind.Store, n int, seed uint64) {
 func sameContent(t *testing.T, a, b rewind.Store, precision time.Duration) {
 	t.Helper()
 	ctx := context.Background()
+	// ReadAll's events may share buffers with the next: keep copies.
+	keep := func(e *rewind.RecordedEvent) rewind.RecordedEvent {
+		c := *e
+		c.Data = slices.Clone(e.Data)
+		c.Metadata = maps.Clone(e.Metadata)
+		return c
+	}
 	var ea, eb []rewind.RecordedEvent
 	for e, err := range a.ReadAll(ctx, rewind.ReadAllOptions{}) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ea = append(ea, *e)
+		ea = append(ea, keep(e))
 	}
 	for e, err := range b.ReadAll(ctx, rewind.ReadAllOptions{}) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eb = append(eb, *e)
+		eb = append(eb, keep(e))
 	}
 	if len(ea) != len(eb) {
 		t.Fatalf("%d records against %d", len(ea), len(eb))
@@ -179,7 +188,8 @@ func TestRoundTrip(t *testing.T) {
 		if e.Type != rewind.TypeStreamDeleted && e.Version == 1 {
 			recs, _ := src.ExportLog(ctx, e.Position, 1)
 			if !recs[0].GeneratedID && recs[0].BatchEnd {
-				first = e
+				c := recs[0].RecordedEvent // the caller's to keep, unlike e
+				first = &c
 				break
 			}
 		}

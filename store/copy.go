@@ -124,7 +124,10 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 		clear(batch)
 	}
 	s.mu.Unlock()
-	return last.Wait(ctx)
+	// Wait for durability even when ctx ends: the records have their
+	// positions, and a copy resumed in this process must find them
+	// readable, not the log's visible end behind its assigned one.
+	return last.Wait(context.WithoutCancel(ctx))
 }
 
 // checkImported checks that r agrees with the index as the records before
