@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/pgstore"
 )
 
@@ -90,9 +91,9 @@ figures. docs/benchmarks.md has the method and the figures.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&dsn, "dsn", "", "PostgreSQL database to run in (scratch schemas are made and dropped)")
-	f.IntVar(&events, "events", 100_000, "events appended, copied and read")
-	f.IntVar(&batch, "batch", 1000, "events per append")
-	f.IntVar(&copyBatch, "copy-batch", 5000, "records per import transaction (rewind copy's --batch)")
+	config.IntVar(f, &events, "events", 100_000, "events appended, copied and read")
+	config.IntVar(f, &batch, "batch", 1000, "events per append")
+	config.IntVar(f, &copyBatch, "copy-batch", 5000, "records per import transaction (rewind copy's --batch)")
 	a.jsonFlag(cmd, &jsonOut)
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/logcopy"
 	"github.com/rewindhq/rewind/pgstore"
 	"github.com/rewindhq/rewind/store"
@@ -74,8 +75,8 @@ summary on stdout.`,
 	f.StringVar(&to, "to", "", "the target: a data directory (made if missing) or postgres://…")
 	f.StringVar(&fromSchema, "from-schema", pgstore.DefaultSchema, "PostgreSQL schema of --from")
 	f.StringVar(&toSchema, "to-schema", pgstore.DefaultSchema, "PostgreSQL schema of --to")
-	f.BoolVar(&verifyOnly, "verify-only", false, "only compare the two logs over the source's range; write nothing")
-	f.IntVar(&batch, "batch", 5000, "records per import (one PostgreSQL transaction)")
+	config.BoolVar(f, &verifyOnly, "verify-only", false, "only compare the two logs over the source's range; write nothing")
+	config.IntVar(f, &batch, "batch", 5000, "records per import (one PostgreSQL transaction)")
 	f.DurationVar(&precision, "time-precision", 0, "precision recorded-at times are compared at (default 1us when "+
 		"either side is PostgreSQL, else 1ns); 1us compares two data directories one of which went through PostgreSQL")
 	a.jsonFlag(cmd, &jsonOut)
