@@ -206,7 +206,7 @@ func TestGroupsSurviveServerKills(t *testing.T) {
 	<-appendDone
 
 	// Drain: every event acked or parked.
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(4 * time.Minute)
 	for {
 		info, err := c.GroupInfo(ctx, "g")
 		last, lerr := c.LastPosition(ctx)
