@@ -67,3 +67,23 @@ func ParseExpectedVersion(s string) (ExpectedVersion, error) {
 	}
 	return ExpectedVersion(v), nil
 }
+
+// Check returns a *WrongExpectedVersionError when a stream at version
+// (existing or not) is not in the state e expects, and nil when it is.
+// Stores call it under their stream's lock.
+func (e ExpectedVersion) Check(stream string, version uint64, exists bool) error {
+	ok := true
+	switch e {
+	case Any:
+	case NoStream:
+		ok = !exists
+	case StreamExists:
+		ok = exists
+	default:
+		ok = uint64(e) == version
+	}
+	if !ok {
+		return &WrongExpectedVersionError{Stream: stream, Expected: e, Actual: version, Exists: exists}
+	}
+	return nil
+}

@@ -187,7 +187,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*appendReq) (rerun []*ap
 	for _, r := range group {
 		r.firstOff, r.dependent = 0, false
 		st := states[r.stream]
-		if err := checkExpected(r.stream, r.expected, st.version, st.version > st.deleted); err != nil {
+		if err := r.expected.Check(r.stream, st.version, st.version > st.deleted); err != nil {
 			res, known, err2 := s.resolve(ctx, conn, r.stream, r.events, r.b)
 			switch {
 			case known || err2 != nil:

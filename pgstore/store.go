@@ -462,23 +462,6 @@ func unavailable(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || pgconn.SafeToRetry(err)
 }
 
-func checkExpected(stream string, expected rewind.ExpectedVersion, version uint64, exists bool) error {
-	ok := true
-	switch expected {
-	case rewind.Any:
-	case rewind.NoStream:
-		ok = !exists
-	case rewind.StreamExists:
-		ok = exists
-	default:
-		ok = uint64(expected) == version
-	}
-	if !ok {
-		return &rewind.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: version, Exists: exists}
-	}
-	return nil
-}
-
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -618,7 +601,7 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 		dropIfReadOnly(ctx, conn, err)
 		return 0, s.dbError("lock stream", err)
 	}
-	if err := checkExpected(stream, expected, version, true); err != nil {
+	if err := expected.Check(stream, version, true); err != nil {
 		rollback(ctx, conn)
 		return 0, err
 	}

@@ -526,12 +526,12 @@ func (s *Store) appendLocked(ctx context.Context, b *appendBuf, stream string, e
 	if ok {
 		version, exists = st.version, st.exists()
 	}
-	if err := checkExpected(stream, expected, version, exists); err != nil {
+	if err := expected.Check(stream, version, exists); err != nil {
 		again, err := s.answerConflictLocked(ctx, stream, func(v view, found bool) error {
 			if !found {
-				return checkExpected(stream, expected, 0, false)
+				return expected.Check(stream, 0, false)
 			}
-			return checkExpected(stream, expected, v.version, v.version > v.deleted)
+			return expected.Check(stream, v.version, v.version > v.deleted)
 		})
 		return rewind.AppendResult{}, again, err
 	}
@@ -617,23 +617,6 @@ func nextID(base uuid.UUID, i int) uuid.UUID {
 	return base
 }
 
-func checkExpected(stream string, expected rewind.ExpectedVersion, version uint64, exists bool) error {
-	ok := true
-	switch expected {
-	case rewind.Any:
-	case rewind.NoStream:
-		ok = !exists
-	case rewind.StreamExists:
-		ok = exists
-	default:
-		ok = uint64(expected) == version
-	}
-	if !ok {
-		return &rewind.WrongExpectedVersionError{Stream: stream, Expected: expected, Actual: version, Exists: exists}
-	}
-	return nil
-}
-
 // DeleteStream soft-deletes a stream: its events are hidden from stream
 // reads but stay in the whole log (until retention), where a record of type
 // rewind.TypeStreamDeleted marks the delete. Appending to the stream again
@@ -677,14 +660,14 @@ func (s *Store) deleteOnce(ctx context.Context, stream string, expected rewind.E
 	if !ok || !st.exists() {
 		err = notFound(stream, st)
 	} else {
-		err = checkExpected(stream, expected, st.version, true)
+		err = expected.Check(stream, st.version, true)
 	}
 	if err != nil {
 		again, err := s.answerConflictLocked(ctx, stream, func(v view, found bool) error {
 			if !found || v.version <= v.deleted {
 				return notFoundView(stream, v, found)
 			}
-			return checkExpected(stream, expected, v.version, true)
+			return expected.Check(stream, v.version, true)
 		})
 		return 0, again, err
 	}
