@@ -402,26 +402,37 @@ func TestReadOnlyPrimaryLeavesThePool(t *testing.T) {
 	wg.Wait()
 	a.SQL("ALTER SYSTEM SET default_transaction_read_only = on")
 	a.SQL("SELECT pg_reload_conf()")
-	id := uuid.New()
-	failures := 0
-	for {
-		_, err := s.Append(ctx, "ro", rewind.Any, rewind.Event{ID: id, Type: "T"})
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, rewind.ErrClosed) {
-			t.Fatalf("append on a read-only host: %v, want unavailable", err)
-		}
-		if failures++; failures > 100 {
-			t.Fatalf("appends still fail after %d attempts: the pool keeps its connections to the read-only host: %v",
-				failures, err)
-		}
-	}
 	onB, err := Open(ctx, b.Database("events"), Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer onB.Close()
+	onBHas := func(id uuid.UUID) bool {
+		evs, _ := onB.ReadStream(ctx, "ro", rewind.ReadStreamOptions{})
+		return len(evs) > 0 && evs[len(evs)-1].ID == id
+	}
+	// pg_reload_conf reaches a's backends asynchronously: an append may
+	// still land on a, which is right while a takes writes. Go on with new
+	// ids until one lands on b.
+	var id uuid.UUID
+	failures := 0
+	for attempts := 0; ; attempts++ {
+		id = uuid.New()
+		_, err := s.Append(ctx, "ro", rewind.Any, rewind.Event{ID: id, Type: "T"})
+		if err == nil && onBHas(id) {
+			break
+		}
+		if err != nil && !errors.Is(err, rewind.ErrClosed) {
+			t.Fatalf("append on a read-only host: %v, want unavailable", err)
+		}
+		if err != nil {
+			failures++
+		}
+		if attempts > 100 {
+			t.Fatalf("appends still fail or land on the read-only host after %d attempts (%d failed): the pool keeps "+
+				"its connections to it: %v", attempts, failures, err)
+		}
+	}
 	if evs, err := onB.ReadStream(ctx, "ro", rewind.ReadStreamOptions{}); err != nil || len(evs) != 1 || evs[0].ID != id {
 		t.Fatalf("the append after a turned read-only: %d events on b (%v), want it alone", len(evs), err)
 	}
