@@ -430,6 +430,40 @@ func passwordPieces(pw string) []string {
 	return slices.DeleteFunc(out, func(p string) bool { return len(p) < 4 })
 }
 
+// MaskText masks the passwords of the connection strings in a message:
+// each URL in it (from its scheme's "://" to the next space, quote or
+// backquote) is masked by MaskDSN on its own, and so is each keyword/value
+// password. A message is not one DSN: masking it whole took the text
+// between its first "://" and its last '@' for a URL's userinfo.
+func MaskText(msg string) string {
+	msg = urlInText.ReplaceAllStringFunc(msg, MaskDSN)
+	return kvPassword.ReplaceAllString(msg, "${1}password=***")
+}
+
+// urlInText matches a URL in a message.
+var urlInText = regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*://[^\\s\"'`<>]*")
+
+// DSNProblem says what is wrong with a connection string the driver
+// could not parse (err from pgconn.ParseConfig or pgxpool.ParseConfig),
+// without quoting the string: the driver's message quotes it with the
+// password replaced, which a password whose end it could not find
+// defeats.
+func DSNProblem(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	msg = strconvText.ReplaceAllString(msg, "")
+	if strings.Contains(msg, "percent-encoded") {
+		msg += ": in the URL form a '%' must begin a %XX escape; write %25 for a '%' in the password"
+	}
+	return MaskText(msg)
+}
+
+// strconvText is the parser's own detail in a connection string error,
+// which says nothing more than the message around it.
+var strconvText = regexp.MustCompile(` ?\(strconv\.[A-Za-z]+: [^)]*\)`)
+
 // kvPassword matches a password in a DSN: a keyword (any case, optional
 // spaces around '=') and its value, quoted (with \' escapes) or up to an
 // unescaped space or '&'.

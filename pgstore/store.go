@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -67,8 +68,8 @@ func Open(ctx context.Context, connString string, cfg Config) (*Store, error) {
 	}
 	pc, err := pgxpool.ParseConfig(connString)
 	if err != nil {
-		return nil, &rewind.ValidationError{Field: "store", Value: redact(connString), Reason: "is not a PostgreSQL " +
-			"connection string (postgres://user@host:5432/db or key=value pairs): " + err.Error()}
+		return nil, &rewind.ValidationError{Field: "store", Reason: "is not a PostgreSQL connection string (not shown: " +
+			"it may hold a password): " + audit.DSNProblem(err) + "; write it as postgres://user@host:5432/db or key=value pairs"}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -96,16 +97,6 @@ func Open(ctx context.Context, connString string, cfg Config) (*Store, error) {
 
 func locationOf(cc *pgx.ConnConfig, schema string) string {
 	return fmt.Sprintf("postgres://%s:%d/%s (schema %s)", cc.Host, cc.Port, cc.Database, schema)
-}
-
-func redact(dsn string) string {
-	if i := strings.Index(dsn, "@"); i >= 0 && strings.Contains(dsn[:i], "://") {
-		return dsn[:strings.Index(dsn, "://")+3] + "…" + dsn[i:]
-	}
-	if strings.Contains(dsn, "password") {
-		return "(a connection string with a password)"
-	}
-	return dsn
 }
 
 // Close stops the store's listener and closes its connections. Calls after

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -113,7 +112,7 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, invalidFlag(flag, "", "is not a valid connection string (not shown: it may hold a password): "+
-			dsnProblem(err)+"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… "+
+			audit.DSNProblem(err)+"; write it as postgres://user@host:port/dbname?option=value or host=… port=… dbname=… "+
 			"(libpq's forms)")
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
@@ -135,26 +134,6 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
-
-// dsnProblem says what is wrong with a connection string the driver
-// could not parse, without quoting it: the driver's message quotes the
-// string with the password replaced, which a password it could not find
-// the end of defeats.
-func dsnProblem(err error) string {
-	msg := err.Error()
-	if i := strings.LastIndex(msg, "`: "); i >= 0 {
-		msg = msg[i+3:]
-	}
-	msg = strconvText.ReplaceAllString(msg, "")
-	if strings.Contains(msg, "percent-encoded") {
-		msg += ": in the URL form a '%' must begin a %XX escape; write %25 for a '%' in the password"
-	}
-	return audit.MaskDSN(msg)
-}
-
-// strconvText is the parser's own detail in a connection string error,
-// which says nothing more than the message around it.
-var strconvText = regexp.MustCompile(` ?\(strconv\.[A-Za-z]+: [^)]*\)`)
 
 // runner opens a backfill runner; tune, when not nil, adjusts its config.
 func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*backfill.Runner, func(), error) {

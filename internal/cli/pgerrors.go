@@ -110,13 +110,13 @@ func context0(err error) string {
 // the driver could not parse, or part of one.
 func (a *app) maskPasswords(msg string) string {
 	var dsns []string
-	for _, env := range []string{"REWIND_DSN", "REWIND_LEDGER_DSN"} {
+	for _, env := range []string{"REWIND_DSN", "REWIND_LEDGER_DSN", "REWIND_STORE"} {
 		if v := os.Getenv(env); v != "" {
 			dsns = append(dsns, v)
 		}
 	}
 	for i, arg := range a.args {
-		for _, flag := range []string{"--dsn", "--ledger-dsn"} {
+		for _, flag := range []string{"--dsn", "--ledger-dsn", "--store"} {
 			switch {
 			case arg == flag && i+1 < len(a.args):
 				dsns = append(dsns, a.args[i+1])
@@ -136,7 +136,7 @@ func (a *app) maskPasswords(msg string) string {
 			}
 		}
 	}
-	return audit.MaskDSN(msg)
+	return audit.MaskText(msg)
 }
 
 // urlPasswordTail is, in a URL DSN whose authority holds more than one

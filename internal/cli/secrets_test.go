@@ -187,3 +187,26 @@ chunk: 5
 		t.Fatalf("%d of 20 rows hold the run's instant (%v)", n, err)
 	}
 }
+
+// A --store the driver cannot parse gets the driver's reason, without the
+// string (as --dsn): the message quoted it twice, and masking the whole
+// message as if it were one URL ate the text between its first "://" and
+// its last '@' ("postgres://…@127.0.0.1:***@127.0.0.1:99999/db`: invalid
+// port").
+func TestBadStoreURLIsNamedOnceMasked(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ url, reason string }{
+		{"postgres://u:s3cretpw@127.0.0.1:99999/db", "invalid port"},
+		{"postgres://u:s3cretpw@127.0.0.1:5432/db?sslmode=bogus", "sslmode is invalid"},
+		{"postgres://u:s3cr%ZZetpw@127.0.0.1/db", "percent-encoded"},
+	} {
+		out, stderr, st := cli(t, "streams", "--store", c.url)
+		msg := out + stderr
+		if st == 0 || strings.Contains(msg, "s3cr") || !strings.Contains(msg, c.reason) {
+			t.Errorf("--store %s: status %d, want an error with %q and no password:\n%s", c.url, st, c.reason, msg)
+		}
+		if strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "`") || !strings.Contains(msg, "invalid store") {
+			t.Errorf("--store %s: want the flag named and the string not quoted:\n%s", c.url, msg)
+		}
+	}
+}
