@@ -23,8 +23,9 @@ import (
 //     by a rest of d × (1/duty − 1), with duty = (1 − x)², the share of
 //     time the worker works;
 //   - chunks are short: the Sizer's target chunk time becomes the
-//     configured one × (1 − x)⁴ (a 500 ms target: 100 ms at x = 1/3, 31 ms
-//     at x = 0.5), and at least minSlowChunkTime. A long chunk
+//     configured one × (1 − x)⁴, and at most maxSlowChunkTime and at least
+//     minSlowChunkTime (a 500 ms target: 25 ms from the first load on,
+//     15.6 ms at x = 0.6, 10 ms from x ≈ 0.64). A long chunk
 //     commits its whole write at once (its WAL flushed in one go, which
 //     every other commit then waits behind) and holds a core for its whole
 //     time; short ones spread the same work into small bursts.
@@ -35,9 +36,15 @@ const (
 	levelWeight = 0.3
 	// maxSlow caps x, so that a rest is at most 399 × its chunk.
 	maxSlow = 0.95
-	// minSlowChunkTime is the floor of the target chunk time while
-	// slowing down (or ChunkTime, when shorter).
-	minSlowChunkTime = 20 * time.Millisecond
+	// minSlowChunkTime and maxSlowChunkTime bound the target chunk time
+	// while slowing down (or ChunkTime, when shorter). The cap holds from
+	// the first load on: the tail latency of the other sessions follows
+	// the length of the backfill's bursts more than its average rate (at
+	// the same 20,000 rows/s, 500 ms chunks raised pgbench's p99 2.7×,
+	// 50 ms ones 1.3×), while a chunk's fixed cost (a few round trips
+	// and a commit, under 1 ms) stays a few percent of 25 ms.
+	minSlowChunkTime = 10 * time.Millisecond
+	maxSlowChunkTime = 25 * time.Millisecond
 )
 
 // DefaultSlowFrom is Config.SlowFrom's default: the slow-down is in
@@ -70,7 +77,7 @@ func chunkTarget(target time.Duration, x float64) time.Duration {
 		return target
 	}
 	f := (1 - x) * (1 - x)
-	return max(time.Duration(float64(target)*f*f), min(target, minSlowChunkTime))
+	return max(min(time.Duration(float64(target)*f*f), maxSlowChunkTime), min(target, minSlowChunkTime))
 }
 
 // observe folds a read's highest utilisation (of signal name) into the

@@ -104,12 +104,13 @@ func TestSlowDownCurve(t *testing.T) {
 		x      float64
 		want   time.Duration
 	}{
-		{500 * time.Millisecond, 0, 500 * time.Millisecond}, // full speed: the target as configured
-		{500 * time.Millisecond, 0.1, 328050 * time.Microsecond},
-		{500 * time.Millisecond, 0.5, 31250 * time.Microsecond},
+		{500 * time.Millisecond, 0, 500 * time.Millisecond},     // full speed: the target as configured
+		{500 * time.Millisecond, 0.01, maxSlowChunkTime},        // any load: short chunks at once
+		{500 * time.Millisecond, 0.6, 12800 * time.Microsecond}, // 500 ms × 0.4⁴
 		{500 * time.Millisecond, maxSlow, minSlowChunkTime},
 		{50 * time.Millisecond, 0.5, minSlowChunkTime},
-		{10 * time.Millisecond, 0.9, 10 * time.Millisecond}, // never longer than configured
+		{20 * time.Millisecond, 0.1, 13122 * time.Microsecond}, // 20 ms × 0.9⁴, under the cap
+		{5 * time.Millisecond, 0.9, 5 * time.Millisecond},      // never longer than configured
 	} {
 		if got := chunkTarget(c.target, c.x); got != c.want {
 			t.Errorf("chunk target %s at x %g: %s, want %s", c.target, c.x, got, c.want)
@@ -212,9 +213,9 @@ func TestSizerShortensChunksWhileSlowingDown(t *testing.T) {
 	for range 40 {
 		thr.check(t.Context())
 	}
-	// Slowness 0.5: chunks of 500ms × 0.5⁴ = 31.25ms, a sixteenth.
-	if got := s.Size(); got < 300 || got > 325 {
-		t.Errorf("while slowing down: %d rows, want about 312 (31ms at 10,000 rows/s)", got)
+	// Slowness 0.5: chunks of 500ms × 0.5⁴ = 31.25ms, capped at 25ms.
+	if got := s.Size(); got < 240 || got > 260 {
+		t.Errorf("while slowing down: %d rows, want about 250 (25ms at 10,000 rows/s)", got)
 	}
 	if fixed.Size() != 1000 {
 		t.Errorf("a fixed chunk while slowing down: %d, want 1000", fixed.Size())
@@ -226,23 +227,28 @@ func TestSizerShortensChunksWhileSlowingDown(t *testing.T) {
 	if got := s.Size(); got < 4900 {
 		t.Errorf("back below slow_from: %d rows, want about 5000 again", got)
 	}
-	// By default the slow-down begins at the first reading above 0, and
-	// grows with it: no step from full-size chunks to short ones.
+	// By default the slow-down begins at the first reading above 0: from
+	// it on chunks are at most 25ms, and shorter as the load grows.
 	def, _, dsig := slowThrottler(t, Config{ChunkTime: 500 * time.Millisecond})
 	ds := def.NewSizer(0, 1000)
 	for range 20 {
 		ds.Observe(ds.Size(), time.Duration(float64(ds.Size())/10_000*float64(time.Second)))
 	}
-	prev := ds.Size()
-	for _, u := range []float64{0.02, 0.1, 0.3, 0.6} {
-		dsig.set(u)
+	for _, c := range []struct {
+		util     float64
+		min, max int
+	}{
+		{0.02, 240, 260}, // 25ms
+		{0.3, 240, 260},  // 500ms × 0.7⁴ = 120ms, capped at 25ms
+		{0.6, 120, 135},  // 500ms × 0.4⁴ = 12.8ms
+		{0.9, 95, 105},   // 10ms, the floor
+	} {
+		dsig.set(c.util)
 		for range 40 {
 			def.check(t.Context())
 		}
-		got := ds.Size()
-		if got >= prev || (u == 0.02 && got < prev*85/100) {
-			t.Errorf("default, load %g: %d rows after %d, want fewer (and at 2%% of the max, nearly as many)", u, got, prev)
+		if got := ds.Size(); got < c.min || got > c.max {
+			t.Errorf("default, load %g: %d rows, want %d to %d", c.util, got, c.min, c.max)
 		}
-		prev = got
 	}
 }
