@@ -50,9 +50,11 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts rewind.ReadS
 	var out []rewind.RecordedEvent
 	found := false
 	var version, deleted int64
+	var dec eventDecoder
+	dec.start(rows, 2)
 	for rows.Next() {
 		var r row
-		ok, err := scanInto(rows, &r, &version, &deleted)
+		ok, err := dec.next(rows, &r, &version, &deleted)
 		if err != nil {
 			return nil, s.dbError("read stream", err)
 		}
@@ -262,6 +264,7 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			return
 		}
 		types := filterTypes(opts.Filter)
+		var dec eventDecoder
 		n := 0
 		for from <= int64(end) {
 			page := readPage
@@ -274,9 +277,10 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 				return
 			}
 			evs := make([]rewind.RecordedEvent, 0, page)
+			dec.start(rows, 0)
 			for rows.Next() {
 				var r row
-				if _, err := scanInto(rows, &r); err != nil {
+				if _, err := dec.next(rows, &r); err != nil {
 					rows.Close()
 					yield(nil, s.dbError("read all", err))
 					return

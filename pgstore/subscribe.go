@@ -59,6 +59,7 @@ type subscription struct {
 	scanned int64 // the last position the buffered page covers
 	buf     []rewind.RecordedEvent
 	next    int
+	dec     eventDecoder
 	done    chan struct{}
 	closed  bool
 }
@@ -102,16 +103,23 @@ func (sub *subscription) Next(ctx context.Context) (*rewind.RecordedEvent, error
 
 // fetch reads the page after the subscription's position.
 func (sub *subscription) fetch(ctx context.Context) error {
-	rows, err := sub.s.pool.Query(ctx, sub.s.q.poll, sub.pos, sub.filter.StreamPrefix, sub.types, readPage)
+	var rows pgx.Rows
+	var err error
+	if sub.filter.StreamPrefix == "" && len(sub.types) == 0 {
+		rows, err = sub.s.pool.Query(ctx, sub.s.q.pollAll, sub.pos)
+	} else {
+		rows, err = sub.s.pool.Query(ctx, sub.s.q.poll, sub.pos, sub.filter.StreamPrefix, sub.types)
+	}
 	if err != nil {
 		return sub.s.dbError("subscription read", err)
 	}
 	defer rows.Close()
 	sub.buf, sub.next = sub.buf[:0], 0
+	sub.dec.start(rows, 1)
 	var last int64
 	for rows.Next() {
 		var r row
-		ok, err := scanInto(rows, &r, &last)
+		ok, err := sub.dec.next(rows, &r, &last)
 		if err != nil {
 			return sub.s.dbError("subscription read", err)
 		}
