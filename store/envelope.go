@@ -79,6 +79,32 @@ func encodeEnvelope(dst []byte, stream string, id uuid.UUID, generated bool, e *
 	return append(dst, e.Data...)
 }
 
+// envelopeSize is len(encodeEnvelope(nil, stream, …, e)), counted without
+// encoding (the key order does not change the size).
+func envelopeSize(stream string, e *rewind.Event) int {
+	sv := max(e.SchemaVersion, 1)
+	ct := e.ContentType
+	if ct == rewind.DefaultContentType {
+		ct = ""
+	}
+	n := 2 + len(uuid.UUID{}) + 8 + 8 + uvarintSize(uint64(sv)) + stringSize(stream) + stringSize(e.Type) +
+		stringSize(ct) + uvarintSize(uint64(len(e.Metadata)))
+	for k, v := range e.Metadata {
+		n += stringSize(k) + stringSize(v)
+	}
+	return n + len(e.Data)
+}
+
+func stringSize(s string) int { return uvarintSize(uint64(len(s))) + len(s) }
+
+func uvarintSize(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
+}
+
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)

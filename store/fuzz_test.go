@@ -58,6 +58,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			t.Fatalf("envelopeID = %s, the envelope has %s", envelopeID(b), ev.ID)
 		}
 		again := encodeEnvelope(nil, ev.Stream, ev.ID, !clientID(b), &ev.Event)
+		if n := EncodedSize(ev.Stream, &ev.Event); n != len(again) {
+			t.Fatalf("EncodedSize = %d, the envelope has %d bytes", n, len(again))
+		}
 		setVersion(again, ev.Version)
 		var back rewind.RecordedEvent
 		if err := decodeEnvelope(again, &back, nil); err != nil {

@@ -7,8 +7,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
-
 	"github.com/rewindhq/rewind"
 )
 
@@ -88,9 +86,7 @@ func ValidateEvent(e *rewind.Event) error { return validateEvent(0, e) }
 
 // EncodedSize returns the size of e as an append to stream stores it, the
 // size that Config.MaxEventSize bounds.
-func EncodedSize(stream string, e *rewind.Event) int {
-	return len(encodeEnvelope(nil, stream, e.ID, e.ID == (uuid.UUID{}), e))
-}
+func EncodedSize(stream string, e *rewind.Event) int { return envelopeSize(stream, e) }
 
 // validateEvent checks what the encoded size does not.
 func validateEvent(i int, e *rewind.Event) error {

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/rewindhq/rewind"
 )
@@ -80,5 +83,27 @@ func TestValidationRefusesInvisibleAndInjectedCharacters(t *testing.T) {
 				t.Fatalf("a refused append wrote: last %d -> %d", last, got)
 			}
 		})
+	}
+}
+
+// TestEncodedSize: EncodedSize, which counts without encoding, is the
+// length of the envelope an append writes, across the lengths where a
+// varint takes another byte.
+func TestEncodedSize(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 200)
+	md := map[string]string{"k": "v", long: long, "": strings.Repeat("y", 20_000)}
+	for _, c := range []struct {
+		stream string
+		e      rewind.Event
+	}{
+		{"s", rewind.Event{Type: "T"}},
+		{long, rewind.Event{ID: uuid.New(), Type: long, Data: []byte(long), ContentType: rewind.DefaultContentType}},
+		{"orders-1", rewind.Event{Type: "Placed", SchemaVersion: 1 << 31, ContentType: "text/plain", Metadata: md,
+			OccurredAt: time.Unix(5, 6), Data: make([]byte, 1<<20)}},
+	} {
+		if got, want := EncodedSize(c.stream, &c.e), len(encodeEnvelope(nil, c.stream, c.e.ID, true, &c.e)); got != want {
+			t.Errorf("EncodedSize(%.10q, type %.10q) = %d, the envelope has %d bytes", c.stream, c.e.Type, got, want)
+		}
 	}
 }
