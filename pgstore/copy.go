@@ -131,107 +131,43 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	schema := quoteIdent(s.cfg.Schema)
-	// The streams' rows first, in name order, then the append lock: the
-	// order appends take them in.
-	rows, err := tx.Query(ctx, `INSERT INTO `+schema+`.streams AS s (name, version, deleted, first_pos, last_pos)
-			SELECT n, 0, 0, 0, 0 FROM unnest($1::text[]) WITH ORDINALITY AS u(n, o) ORDER BY o
-			ON CONFLICT (name) DO UPDATE SET name = s.name
-			RETURNING name, version, deleted, first_pos, last_pos`, names)
-	if err != nil {
-		return s.dbError("import: lock streams", err)
-	}
+	// In one round trip: the streams' rows first, in name order, then the
+	// append lock: the order appends take them in.
 	states := make(map[string]*importedStream, len(names))
-	for rows.Next() {
-		var name string
-		st := &importedStream{}
-		if err := rows.Scan(&name, &st.version, &st.deleted, &st.first, &st.last); err != nil {
-			rows.Close()
-			return s.dbError("import: lock streams", err)
-		}
-		states[name] = st
-	}
-	if err := rows.Err(); err != nil {
-		return s.dbError("import: lock streams", err)
-	}
 	var last int64
 	var lastAtp *time.Time
-	if err := tx.QueryRow(ctx, `SELECT h.last, nullif(h.recorded_at, '-infinity') FROM (SELECT pg_advisory_xact_lock($1, $2)) lk, `+schema+`.head h`,
-		s.lk1, s.lk2).Scan(&last, &lastAtp); err != nil {
-		return s.dbError("import: take the append lock", err)
-	}
-	var lastAt time.Time // zero: the log is empty
-	if lastAtp != nil {
-		lastAt = *lastAtp
+	var lock pgx.Batch
+	lock.Queue(`INSERT INTO `+schema+`.streams AS s (name, version, deleted, first_pos, last_pos)
+			SELECT n, 0, 0, 0, 0 FROM unnest($1::text[]) WITH ORDINALITY AS u(n, o) ORDER BY o
+			ON CONFLICT (name) DO UPDATE SET name = s.name
+			RETURNING name, version, deleted, first_pos, last_pos`, names).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			st := &importedStream{}
+			if err := rows.Scan(&name, &st.version, &st.deleted, &st.first, &st.last); err != nil {
+				return err
+			}
+			states[name] = st
+		}
+		return rows.Err()
+	})
+	lock.Queue(`SELECT h.last, nullif(h.recorded_at, '-infinity') FROM (SELECT pg_advisory_xact_lock($1, $2)) lk, `+
+		schema+`.head h`, s.lk1, s.lk2).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &lastAtp) })
+	if err := tx.SendBatch(ctx, &lock).Close(); err != nil {
+		return s.dbError("import: lock the streams and the log", err)
 	}
 	if int64(records[0].Position) != last+1 {
 		return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(records[0].Position),
 			Reason: fmt.Sprintf("the first record must take the log's next position, %d", last+1)}
 	}
-	rowsIn := make([][]any, len(records))
-	batchFirst := int64(records[0].Position)
-	at := lastAt
-	for i := range records {
-		r := &records[i]
-		pos := int64(r.Position)
-		if pos != last+1+int64(i) {
-			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position),
-				Reason: fmt.Sprintf("positions must follow each other: expected %d", last+1+int64(i))}
+	rowsIn := newImportRows(records, states, last, lastAtp)
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "events"}, copyColumns, rowsIn); err != nil {
+		if rowsIn.err != nil {
+			return rowsIn.err // a record refused: the transaction rolls back what was sent
 		}
-		rec := r.RecordedAt.UTC().Truncate(time.Microsecond)
-		if rec.Before(at) {
-			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position),
-				Reason: fmt.Sprintf("recorded-at %s goes back in time (the log is at %s)", rec.Format(time.RFC3339Nano),
-					at.Format(time.RFC3339Nano))}
-		}
-		at = rec
-		st := states[r.Stream]
-		exists := st.version > st.deleted
-		kind := int16(0)
-		switch {
-		case r.Delete && (!exists || int64(r.Version) != st.version):
-			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position), Reason: fmt.Sprintf(
-				"deletes stream %q at version %d, which here is at version %d (exists: %v)", r.Stream, r.Version, st.version, exists)}
-		case !r.Delete && int64(r.Version) != st.version+1:
-			return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(r.Position), Reason: fmt.Sprintf(
-				"is version %d of stream %q, which here is at version %d", r.Version, r.Stream, st.version)}
-		case r.Delete:
-			kind = 1
-			st.deleted, st.first, st.last = st.version, 0, 0
-		default:
-			st.version++
-			if st.first == 0 {
-				st.first = pos
-			}
-			st.last = pos
-		}
-		ct := r.ContentType
-		if ct == "" {
-			ct = rewind.DefaultContentType
-		}
-		var md any
-		if len(r.Metadata) > 0 {
-			md = r.Metadata
-		}
-		var occ any
-		if !r.OccurredAt.IsZero() {
-			occ = r.OccurredAt.UnixNano()
-		}
-		data := r.Data
-		if data == nil {
-			data = []byte{}
-		}
-		rowsIn[i] = []any{pos, r.Stream, int64(r.Version), kind, [16]byte(r.ID), r.GeneratedID || r.Delete, r.Type,
-			int32(max(r.SchemaVersion, 1)), ct, data, md, occ, rec, batchFirst, int64(0)}
-		if r.BatchEnd {
-			for j := i; j >= 0 && rowsIn[j][14] == int64(0); j-- {
-				rowsIn[j][14] = pos
-			}
-			batchFirst = pos + 1
-		}
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "events"}, copyColumns, pgx.CopyFromRows(rowsIn)); err != nil {
 		return s.dbError("import: copy events", err)
 	}
+	at := rowsIn.at
 	sv, sd, sf, sl := make([]int64, len(names)), make([]int64, len(names)), make([]int64, len(names)), make([]int64, len(names))
 	for i, n := range names {
 		st := states[n]
