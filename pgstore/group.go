@@ -326,8 +326,10 @@ func (s *Store) groupBatch(group, writers []*appendReq, states map[string]*strea
 			append(lastOffs, st.lastOff)
 	}
 	var wb pgx.Batch
-	wb.Queue(s.q.insert, s.lk1, s.lk2, total, streams, versions, ids, gen, types, schemas, contents, data, metadata,
-		occurred, batchFrom, batchTo, names, stVersions, firstOffs, lastOffs, channel(s.cfg.Schema))
+	wb.Queue(s.q.insert, s.lk1, s.lk2, total, textArray(streams), int8Array(versions), uuidArray(ids), gen,
+		textArray(types), schemas, textArray(contents), byteaArray(data), nullTextArray(metadata), nullInt8Array(occurred),
+		int8Array(batchFrom), int8Array(batchTo), textArray(names), int8Array(stVersions), int8Array(firstOffs),
+		int8Array(lastOffs), channel(s.cfg.Schema))
 	// A test's fates: the longest pause any append of the group asks
 	// for, and a rollback if any asks for one.
 	var sleep time.Duration

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -217,7 +218,11 @@ func (s *Store) encode(stream string, events []rewind.Event) (*batch, error) {
 		if b.data[i] == nil {
 			b.data[i] = []byte{}
 		}
-		if len(e.Metadata) > 0 {
+		switch {
+		case len(e.Metadata) == 0:
+		case i > 0 && b.metadata[i-1] != nil && maps.Equal(e.Metadata, events[i-1].Metadata):
+			b.metadata[i] = b.metadata[i-1] // events of a batch often carry the same metadata
+		default:
 			js, err := json.Marshal(e.Metadata)
 			if err != nil {
 				return nil, err
