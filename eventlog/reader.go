@@ -1,8 +1,10 @@
 package eventlog
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"sort"
@@ -302,20 +304,17 @@ func (l *Log) seekTime(ts int64) (uint64, error) {
 
 // NextBatch appends to dst[:0] up to cap(dst) records that follow, and
 // returns it; it returns io.EOF only when no record is visible. Payloads
-// are valid until the next call. It reads what is already buffered without
-// a call per record, so a replay costs less per record than with Next.
+// are valid until the next call. It decodes what is already buffered in
+// one loop (frame checks and checksum, no call per record), so a replay
+// costs less per record than with Next; whatever that loop does not take
+// (a refill, the end of a segment, damage) goes through Next.
 func (r *Reader) NextBatch(dst []Record) ([]Record, error) {
 	dst = dst[:0]
 	for len(dst) < cap(dst) {
 		if r.seg != nil && r.pos <= r.limit {
-			sc := r.sc
-			rec, _, n, err := decodeRecord(sc.buf[sc.r:sc.w])
-			if err == nil && rec.Position == r.pos {
-				sc.r += n
-				r.pos++
-				r.scanned = rec.Position
-				dst = append(dst, rec)
-				continue
+			dst = r.takeBuffered(dst)
+			if len(dst) == cap(dst) {
+				return dst, nil
 			}
 		}
 		if len(dst) > 0 {
@@ -328,4 +327,48 @@ func (r *Reader) NextBatch(dst []Record) ([]Record, error) {
 		dst = append(dst, rec)
 	}
 	return dst, nil
+}
+
+// takeBuffered appends to dst the buffered records that follow, up to
+// cap(dst) and r.limit, with the checks of decodeRecord. It stops at the
+// first record it cannot take as it is (not all buffered, the end of the
+// data, a damaged frame, another position) and leaves that one to Next,
+// which reports it: a record whose checksum fails is never returned.
+func (r *Reader) takeBuffered(dst []Record) []Record {
+	sc := r.sc
+	b := sc.buf[sc.r:sc.w]
+	// Fill out in place, up to r.limit (r.pos <= r.limit here): few
+	// values live across the checksum's call.
+	out := dst[len(dst):cap(dst)]
+	if room := r.limit - r.pos + 1; room < uint64(len(out)) {
+		out = out[:room]
+	}
+	pos, n := r.pos, 0
+	for n < len(out) && len(b) >= recordHeaderSize {
+		l := binary.LittleEndian.Uint32(b)
+		if l == 0 || l > MaxPayload || len(b)-recordHeaderSize < int(l) {
+			break
+		}
+		size := recordHeaderSize + int(l)
+		if crc32.Checksum(b[8:size], castagnoli) != binary.LittleEndian.Uint32(b[4:]) ||
+			b[25]&^knownFlags != 0 || b[26] != 0 || b[27] != 0 ||
+			binary.LittleEndian.Uint64(b[8:]) != pos {
+			break
+		}
+		out[n] = Record{
+			Position:  pos,
+			Timestamp: int64(binary.LittleEndian.Uint64(b[16:])),
+			Kind:      b[24],
+			BatchEnd:  b[25]&flagBatchEnd != 0,
+			Payload:   b[recordHeaderSize:size:size],
+		}
+		b = b[size:]
+		pos++
+		n++
+	}
+	if n > 0 {
+		sc.r = sc.w - len(b)
+		r.pos, r.scanned = pos, pos-1
+	}
+	return dst[:len(dst)+n]
 }

@@ -15,7 +15,9 @@ const benchEvents = 500_000
 
 // BenchmarkRun measures replay.Run of the whole log into a counting
 // handler, warm; BenchmarkRawRead the raw read+CRC loop of `rewind bench
-// disk` over as many 128-byte frames. Compare their events/s.
+// disk` over as many 128-byte frames. Compare their events/s, or, on a
+// machine other processes share, their cpu-ns/event (the process's CPU
+// time per event, which their load does not inflate as much).
 func BenchmarkRun(b *testing.B) {
 	s := open(b, nil)
 	data := make([]byte, 128)
@@ -35,6 +37,7 @@ func BenchmarkRun(b *testing.B) {
 		digest := c.digest
 		b.Run(fmt.Sprintf("digest=%v/batch=%d", digest, c.size), func(b *testing.B) {
 			n := 0
+			cpu := processCPU()
 			for b.Loop() {
 				if _, err := replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
 					n += len(ev.Data) & 1
@@ -45,6 +48,7 @@ func BenchmarkRun(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(processCPU()-cpu)/float64(n), "cpu-ns/event")
 		})
 	}
 }
@@ -54,10 +58,12 @@ func BenchmarkRawRead(b *testing.B) {
 	if err := bench.WriteFrames(path, benchEvents, 128); err != nil {
 		b.Fatal(err)
 	}
+	cpu := processCPU()
 	for b.Loop() {
 		if _, err := bench.ReadFramesRPS(path, benchEvents); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N)*benchEvents/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(processCPU()-cpu)/(float64(b.N)*benchEvents), "cpu-ns/event")
 }

@@ -143,11 +143,20 @@ func (r *run) batches(ctx context.Context, br rewind.BatchReader, f rewind.Filte
 	}
 	defer c.Close()
 	buf := make([]rewind.RecordedEvent, 0, size)
+	// Without a stream set or pacing, nothing is decided per event but the
+	// handler's call: the batch goes to the handler in one loop.
+	direct := r.streams == nil && r.pace == nil
 	for {
 		buf, err = c.NextBatch(ctx, buf)
-		for i := range buf {
-			if err := r.deliver(ctx, &buf[i]); err != nil {
+		if direct {
+			if err := r.deliverBatch(ctx, buf); err != nil {
 				return err
+			}
+		} else {
+			for i := range buf {
+				if err := r.deliver(ctx, &buf[i]); err != nil {
+					return err
+				}
 			}
 		}
 		if err == io.EOF {
@@ -187,14 +196,59 @@ func (r *run) deliver(ctx context.Context, ev *rewind.RecordedEvent) error {
 			return err
 		}
 	}
-	if err := r.h(ctx, ev); err != nil && !errors.Is(err, ErrStop) {
-		return fmt.Errorf("replay: the handler failed at position %d (stream %q, version %d): %w", ev.Position, ev.Stream, ev.Version, err)
-	} else if err != nil {
-		r.took(ev)
-		return err
+	err := r.h(ctx, ev)
+	if err != nil && !errors.Is(err, ErrStop) {
+		return r.failed(ev, err)
 	}
 	r.took(ev)
+	return err
+}
+
+// deliverBatch hands evs to the handler in turn, as deliver does each,
+// when no event is to be skipped or paced: the result is counted once
+// per batch unless the digest needs each event as it is taken.
+func (r *run) deliverBatch(ctx context.Context, evs []rewind.RecordedEvent) error {
+	if r.digest != nil {
+		for i := range evs {
+			err := r.h(ctx, &evs[i])
+			if err != nil && !errors.Is(err, ErrStop) {
+				return r.failed(&evs[i], err)
+			}
+			r.took(&evs[i])
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for i := range evs {
+		if err := r.h(ctx, &evs[i]); err != nil {
+			if !errors.Is(err, ErrStop) {
+				r.tookAll(evs[:i])
+				return r.failed(&evs[i], err)
+			}
+			r.tookAll(evs[:i+1])
+			return err
+		}
+	}
+	r.tookAll(evs)
 	return nil
+}
+
+func (r *run) failed(ev *rewind.RecordedEvent, err error) error {
+	return fmt.Errorf("replay: the handler failed at position %d (stream %q, version %d): %w", ev.Position, ev.Stream, ev.Version, err)
+}
+
+// tookAll counts evs as taken, without a digest.
+func (r *run) tookAll(evs []rewind.RecordedEvent) {
+	if len(evs) == 0 {
+		return
+	}
+	if r.res.Events == 0 {
+		r.res.FirstPosition = evs[0].Position
+	}
+	r.res.Events += int64(len(evs))
+	r.res.LastPosition = evs[len(evs)-1].Position
 }
 
 func (r *run) took(ev *rewind.RecordedEvent) {

@@ -105,31 +105,51 @@ func TestDeterministicWhileAppendsContinue(t *testing.T) {
 	}
 }
 
+// A handler's error or ErrStop ends the replay at its event, wherever the
+// event falls in a batch, and the result counts the events taken before
+// it (and the stopping one), with or without the digest.
 func TestHandlerErrorAndStop(t *testing.T) {
 	t.Parallel()
 	s, _ := setup(t)
 	boom := errors.New("boom")
-	n := 0
-	res, err := replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
-		if n++; ev.Position == 7 {
-			return boom
-		}
-		return nil
-	}, replay.Options{})
-	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "position 7") {
-		t.Fatalf("handler error: %v", err)
-	}
-	if res.Events != 6 || res.LastPosition != 6 || n != 7 {
-		t.Fatalf("after a failure at 7: %+v, %d calls", res, n)
-	}
-	res, err = replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
-		if ev.Position == 4 {
-			return replay.ErrStop
-		}
-		return nil
-	}, replay.Options{})
-	if err != nil || !res.Stopped || res.Events != 4 || res.LastPosition != 4 {
-		t.Fatalf("stop at 4: %+v, %v", res, err)
+	for _, opts := range []replay.Options{{}, {BatchSize: 1}, {BatchSize: 5}, {Digest: true}, {Digest: true, BatchSize: 5}} {
+		t.Run(fmt.Sprintf("digest=%v/batch=%d", opts.Digest, opts.BatchSize), func(t *testing.T) {
+			n := 0
+			res, err := replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
+				if n++; ev.Position == 7 {
+					return boom
+				}
+				return nil
+			}, opts)
+			if !errors.Is(err, boom) || !strings.Contains(err.Error(), "position 7") {
+				t.Fatalf("handler error: %v", err)
+			}
+			if res.Events != 6 || res.FirstPosition != 1 || res.LastPosition != 6 || n != 7 {
+				t.Fatalf("after a failure at 7: %+v, %d calls", res, n)
+			}
+			res, err = replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
+				return boom
+			}, opts)
+			if !errors.Is(err, boom) || res.Events != 0 || res.FirstPosition != 0 || res.LastPosition != 0 {
+				t.Fatalf("a failure at the first event: %+v, %v", res, err)
+			}
+			res, err = replay.Run(ctx, s, replay.Window{}, func(_ context.Context, ev *rewind.RecordedEvent) error {
+				if ev.Position == 4 {
+					return replay.ErrStop
+				}
+				return nil
+			}, opts)
+			if err != nil || !res.Stopped || res.Events != 4 || res.FirstPosition != 1 || res.LastPosition != 4 {
+				t.Fatalf("stop at 4: %+v, %v", res, err)
+			}
+			if opts.Digest {
+				// The digest of a replay stopped at 4 is that of the window 1..4.
+				whole, err := replay.Run(ctx, s, replay.Window{To: replay.AtPosition(4)}, func(context.Context, *rewind.RecordedEvent) error { return nil }, replay.Options{Digest: true})
+				if err != nil || whole.Digest != res.Digest || res.Digest == "" {
+					t.Fatalf("digest stopped at 4 %q, of 1..4 %q (%v)", res.Digest, whole.Digest, err)
+				}
+			}
+		})
 	}
 }
 

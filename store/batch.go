@@ -95,19 +95,38 @@ func (c *batchCursor) NextBatch(ctx context.Context, buf []rewind.RecordedEvent)
 		if err != nil {
 			return buf, err
 		}
-		for i := range recs {
-			buf = buf[:len(buf)+1]
-			ev := &buf[len(buf)-1]
-			if err := decodeRecord(recs[i], ev, c.in); err != nil {
-				return buf[:len(buf)-1], err
-			}
-			c.pos = ev.Position
-			if !c.filter.Match(ev) {
-				buf = buf[:len(buf)-1]
-			}
+		if buf, err = c.decodeAll(recs, buf); err != nil {
+			return buf, err
 		}
 		if len(buf) > 0 {
 			return buf, nil
 		}
 	}
+}
+
+// decodeAll appends the events of recs that the filter keeps to buf, as
+// decodeRecord decodes each, in one loop.
+func (c *batchCursor) decodeAll(recs []eventlog.Record, buf []rewind.RecordedEvent) ([]rewind.RecordedEvent, error) {
+	filtered := c.filter.StreamPrefix != "" || len(c.filter.Types) > 0
+	in := c.in
+	for i := range recs {
+		rec := &recs[i]
+		buf = buf[:len(buf)+1]
+		ev := &buf[len(buf)-1]
+		if rec.Kind != kindEvent && rec.Kind != kindTombstone {
+			c.pos = rewind.Position(rec.Position) - 1
+			return buf[:len(buf)-1], &rewind.CorruptionError{Position: rewind.Position(rec.Position), Reason: fmt.Sprintf("unknown record kind %d", rec.Kind)}
+		}
+		if err := decodeEnvelope(rec.Payload, ev, in); err != nil {
+			c.pos = rewind.Position(rec.Position) - 1
+			return buf[:len(buf)-1], &rewind.CorruptionError{Position: rewind.Position(rec.Position), Reason: err.Error()}
+		}
+		ev.Position = rewind.Position(rec.Position)
+		ev.RecordedAt = in.recordedAt(rec.Timestamp)
+		if filtered && !c.filter.Match(ev) {
+			buf = buf[:len(buf)-1]
+		}
+	}
+	c.pos = rewind.Position(recs[len(recs)-1].Position)
+	return buf, nil
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 )
@@ -89,6 +91,55 @@ func TestReadBatchesMatchesReadAll(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// A batch read decodes each event as a single read does (ReadStream
+// decodes without the batch path's interned strings, reused metadata maps
+// and recorded-at time kept across the events of one append): over
+// appends of several events, with and without metadata, occurred-at,
+// content types, schema versions and names too long for one-byte lengths.
+func TestReadBatchesDecodeAsReadStream(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t, Config{})
+	long := strings.Repeat("n", 140)
+	for i := range 40 {
+		stream := fmt.Sprintf("orders-%d", i%6)
+		if i%9 == 4 {
+			stream += "-" + long
+		}
+		batch := make([]rewind.Event, 1+i%4)
+		for j := range batch {
+			e := ev([]string{"Placed", "Paid", "Shipped-" + long}[(i+j)%3], fmt.Sprintf(`{"i":%d,"j":%d}`, i, j))
+			if (i+j)%4 == 1 {
+				e.Metadata = map[string]string{"correlation-id": fmt.Sprint(i), "actor": "ann"}
+			}
+			if (i+j)%5 == 2 {
+				e.OccurredAt = time.Unix(1700000000+int64(i), int64(j))
+			}
+			if (i+j)%7 == 3 {
+				e.ContentType, e.SchemaVersion = "text/plain", 200
+			}
+			batch[j] = e
+		}
+		if _, err := s.Append(ctx, stream, rewind.Any, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, size := range []int{1, 5, 64} {
+		got := readBatches(t, s, rewind.BatchReadOptions{}, size)
+		if len(got) != int(s.Info().LastPosition) {
+			t.Fatalf("batch %d: %d events, want %d", size, len(got), s.Info().LastPosition)
+		}
+		for _, e := range got {
+			one, err := s.ReadStream(ctx, e.Stream, rewind.ReadStreamOptions{From: e.Version, Limit: 1})
+			if err != nil || len(one) != 1 {
+				t.Fatalf("read %s@%d: %v", e.Stream, e.Version, err)
+			}
+			if g, w := fmt.Sprintf("%+v", e), fmt.Sprintf("%+v", one[0]); g != w {
+				t.Fatalf("batch %d, position %d:\n got %s\nwant %s", size, e.Position, g, w)
+			}
 		}
 	}
 }

@@ -138,13 +138,35 @@ var errEnvelope = errors.New("malformed event envelope")
 // simply allocated: a miss then costs one allocation, not a lookup too.
 type interner struct {
 	m             map[string]string
-	last          [3]string
+	last          [4]string // by kind: stream, type, metadata key, content type
 	hits, lookups int
 	bypass        int
 	// reuseMaps makes decodeEnvelope refill the event's metadata map
 	// rather than make a new one, with interned keys: for batch reads,
 	// whose events are only valid until the next batch.
 	reuseMaps bool
+	// lastTs and lastAt are the last record timestamp converted and its
+	// time: the records of one append share their timestamp.
+	lastTs int64
+	lastAt time.Time
+	haveAt bool
+}
+
+// recordedAt returns the time of a record's timestamp, in UTC. A nil
+// interner converts every time.
+func (in *interner) recordedAt(ts int64) time.Time {
+	if in != nil && ts == in.lastTs && in.haveAt { // small enough to be inlined
+		return in.lastAt
+	}
+	return in.convertTime(ts)
+}
+
+func (in *interner) convertTime(ts int64) time.Time {
+	t := time.Unix(0, ts).UTC()
+	if in != nil {
+		in.lastTs, in.lastAt, in.haveAt = ts, t, true
+	}
+	return t
 }
 
 const (
@@ -155,9 +177,13 @@ const (
 func newInterner() *interner { return &interner{m: make(map[string]string)} }
 
 func (in *interner) get(b []byte, kind int) string {
-	if last := in.last[kind]; last == string(b) { // no allocation for the comparison
+	if last := in.last[kind]; last == string(b) { // no allocation for the comparison; inlined
 		return last
 	}
+	return in.lookup(b, kind)
+}
+
+func (in *interner) lookup(b []byte, kind int) string {
 	if in.bypass > 0 {
 		in.bypass--
 		s := string(b)
@@ -185,7 +211,63 @@ func (in *interner) get(b []byte, kind int) string {
 
 // decodeEnvelope fills ev from a record payload. Data aliases payload;
 // strings are copies (through in, when given).
+//
+// It is on the path of every read, once per event. The usual envelope
+// (every varint of the header one byte long: names under 128 bytes, fewer
+// than 128 metadata entries) is decoded here in a straight line, without a
+// call per field; any other goes to decodeEnvelopeLong, which decodes them
+// all and which FuzzDecodeEnvelope holds this one to.
 func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) error {
+	if len(payload) < envelopeFixed+5 || payload[0] != envelopeFormat || payload[1]&^knownFlags != 0 {
+		return decodeEnvelopeLong(payload, ev, in)
+	}
+	b := payload[envelopeFixed:]
+	if b[0]|b[1] >= 0x80 || b[1] == 0 { // schema version, stream name length
+		return decodeEnvelopeLong(payload, ev, in)
+	}
+	t := 2 + int(b[1]) // the event type's length
+	if t >= len(b) || b[t] == 0 || b[t] >= 0x80 {
+		return decodeEnvelopeLong(payload, ev, in)
+	}
+	c := t + 1 + int(b[t]) // the content type's length
+	if c >= len(b) || b[c] >= 0x80 {
+		return decodeEnvelopeLong(payload, ev, in)
+	}
+	m := c + 1 + int(b[c]) // the metadata entry count
+	if m >= len(b) || b[m] >= 0x80 || int(b[m]) >= len(b)-m {
+		return decodeEnvelopeLong(payload, ev, in)
+	}
+	copy(ev.ID[:], payload[idOffset:])
+	ev.Version = binary.LittleEndian.Uint64(payload[versionOffset:])
+	if payload[1]&flagOccurredAt != 0 {
+		ev.OccurredAt = unixUTC(int64(binary.LittleEndian.Uint64(payload[occurredOffset:])))
+	} else if ev.OccurredAt != (time.Time{}) {
+		ev.OccurredAt = time.Time{}
+	}
+	ev.SchemaVersion = uint32(b[0])
+	if in != nil {
+		ev.Stream, ev.Type = in.get(b[2:t], 0), in.get(b[t+1:c], 1)
+	} else {
+		ev.Stream, ev.Type = string(b[2:t]), string(b[t+1:c])
+	}
+	switch {
+	case c+1 == m:
+		ev.ContentType = rewind.DefaultContentType
+	case in != nil:
+		ev.ContentType = in.get(b[c+1:m], 3)
+	default:
+		ev.ContentType = string(b[c+1 : m])
+	}
+	if b[m] == 0 {
+		ev.Metadata = nil
+		ev.Data = b[m+1:]
+		return nil
+	}
+	return decodeMetadata(b[m+1:], uint64(b[m]), ev, in)
+}
+
+// decodeEnvelopeLong is decodeEnvelope for any envelope: a call per field.
+func decodeEnvelopeLong(payload []byte, ev *rewind.RecordedEvent, in *interner) error {
 	if len(payload) < envelopeFixed || payload[0] != envelopeFormat {
 		return fmt.Errorf("%w: format %d", errEnvelope, firstByte(payload))
 	}
@@ -196,21 +278,20 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	ev.Version = binary.LittleEndian.Uint64(payload[versionOffset:])
 	ev.OccurredAt = time.Time{}
 	if payload[1]&flagOccurredAt != 0 {
-		ev.OccurredAt = time.Unix(0, int64(binary.LittleEndian.Uint64(payload[occurredOffset:]))).UTC()
+		ev.OccurredAt = unixUTC(int64(binary.LittleEndian.Uint64(payload[occurredOffset:])))
 	}
-	sv, stream, typ, ct, n, rest, ok := shortHeader(payload[envelopeFixed:])
-	d := decoder{b: rest}
-	if !ok { // some field needs a longer varint
-		d.b = payload[envelopeFixed:]
-		sv = d.uvarint()
-		stream, typ, ct = d.bytes(), d.bytes(), d.bytes()
-		n = d.uvarint()
-		if d.err != nil || n > uint64(len(d.b)) {
-			return fmt.Errorf("%w: header fields", errEnvelope)
-		}
+	d := decoder{b: payload[envelopeFixed:]}
+	sv := d.uvarint()
+	stream, typ, ct := d.bytes(), d.bytes(), d.bytes()
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) {
+		return fmt.Errorf("%w: header fields", errEnvelope)
 	}
 	if sv > 1<<32-1 {
 		return fmt.Errorf("%w: schema version %d", errEnvelope, sv)
+	}
+	if len(stream) == 0 || len(typ) == 0 {
+		return fmt.Errorf("%w: empty or invalid stream or type", errEnvelope)
 	}
 	ev.SchemaVersion = uint32(sv)
 	if in != nil {
@@ -222,69 +303,48 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	case len(ct) == 0:
 		ev.ContentType = rewind.DefaultContentType
 	case in != nil:
-		ev.ContentType = in.get(ct, 1)
+		ev.ContentType = in.get(ct, 3)
 	default:
 		ev.ContentType = string(ct)
 	}
+	if n == 0 {
+		ev.Metadata = nil
+		ev.Data = d.b
+		return nil
+	}
+	return decodeMetadata(d.b, n, ev, in)
+}
+
+// decodeMetadata decodes the n metadata entries at the start of b into
+// ev.Metadata, reusing its map when in says so, and sets ev.Data to the
+// bytes that follow.
+func decodeMetadata(b []byte, n uint64, ev *rewind.RecordedEvent, in *interner) error {
 	meta := ev.Metadata
-	ev.Metadata = nil
-	if n > 0 {
-		reuse := in != nil && in.reuseMaps
-		if reuse && meta != nil {
-			clear(meta)
-			ev.Metadata = meta
-		} else {
-			ev.Metadata = make(map[string]string, n)
+	reuse := in != nil && in.reuseMaps
+	if reuse && meta != nil {
+		clear(meta)
+	} else {
+		meta = make(map[string]string, n)
+	}
+	ev.Metadata = meta
+	d := decoder{b: b}
+	for range n {
+		k, v := d.bytes(), d.bytes()
+		if d.err != nil {
+			ev.Metadata = nil
+			return fmt.Errorf("%w: metadata", errEnvelope)
 		}
-		for range n {
-			k, v := d.bytes(), d.bytes()
-			if d.err != nil {
-				return fmt.Errorf("%w: metadata", errEnvelope)
-			}
-			if reuse {
-				ev.Metadata[in.get(k, 2)] = string(v)
-			} else {
-				ev.Metadata[string(k)] = string(v)
-			}
+		if reuse {
+			meta[in.get(k, 2)] = string(v)
+		} else {
+			meta[string(k)] = string(v)
 		}
 	}
 	ev.Data = d.b
-	if len(stream) == 0 || len(typ) == 0 {
-		return fmt.Errorf("%w: empty or invalid stream or type", errEnvelope)
-	}
 	return nil
 }
 
-// shortHeader parses the variable header fields when each of their
-// varints is one byte long (names under 128 bytes, fewer than 128
-// metadata entries), the usual case, without a call per field. ok is
-// false otherwise, or when the bytes run out.
-func shortHeader(b []byte) (sv uint64, stream, typ, ct []byte, n uint64, rest []byte, ok bool) {
-	if len(b) < 5 || b[0] >= 0x80 {
-		return
-	}
-	sv, p := uint64(b[0]), 1
-	var f [3][]byte
-	for i := range f {
-		if p >= len(b) || b[p] >= 0x80 {
-			return
-		}
-		l := int(b[p])
-		if p+1+l > len(b) {
-			return
-		}
-		f[i] = b[p+1 : p+1+l : p+1+l]
-		p += 1 + l
-	}
-	if p >= len(b) || b[p] >= 0x80 {
-		return
-	}
-	n, rest = uint64(b[p]), b[p+1:]
-	if n > uint64(len(rest)) {
-		return
-	}
-	return sv, f[0], f[1], f[2], n, rest, true
-}
+func unixUTC(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 
 func firstByte(b []byte) int {
 	if len(b) == 0 {

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -37,15 +38,35 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	e := rewind.Event{Type: "Placed", Data: []byte(`{"n":1}`), Metadata: map[string]string{"k": "v"}, OccurredAt: time.Unix(5, 6)}
 	f.Add(encodeEnvelope(nil, "orders-1", uuid.New(), false, &e))
 	f.Add(encodeEnvelope(nil, "s", uuid.New(), true, &rewind.Event{Type: rewind.TypeStreamDeleted}))
+	// Envelopes off decodeEnvelope's straight line: a varint of two bytes
+	// in each header field in turn.
+	long := strings.Repeat("x", 130)
+	f.Add(encodeEnvelope(nil, "s-"+long, uuid.New(), false, &rewind.Event{Type: "T", Data: []byte("d")}))
+	f.Add(encodeEnvelope(nil, "s", uuid.New(), false, &rewind.Event{Type: "T" + long, SchemaVersion: 300}))
+	f.Add(encodeEnvelope(nil, "s", uuid.New(), false, &rewind.Event{Type: "T", ContentType: "text/" + long}))
+	many := make(map[string]string, 130)
+	for i := range 130 {
+		many[fmt.Sprint("k", i)] = "v"
+	}
+	f.Add(encodeEnvelope(nil, "s", uuid.New(), false, &rewind.Event{Type: "T", ContentType: "text/plain", Metadata: many}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var ev, interned rewind.RecordedEvent
+		var ev, interned, slow rewind.RecordedEvent
 		err := decodeEnvelope(b, &ev, nil)
 		errInterned := decodeEnvelope(b, &interned, newInterner())
 		if (err == nil) != (errInterned == nil) {
 			t.Fatalf("with the interner: %v, without: %v", errInterned, err)
 		}
+		// The straight line for the usual envelope decodes exactly as the
+		// general decoder does, errors included.
+		errSlow := decodeEnvelopeLong(b, &slow, nil)
+		if fmt.Sprint(err) != fmt.Sprint(errSlow) {
+			t.Fatalf("decodeEnvelope: %v, decodeEnvelopeLong: %v", err, errSlow)
+		}
 		if err != nil {
 			return
+		}
+		if d := diffDecoded(&ev, &slow); d != "" || (ev.Metadata == nil) != (slow.Metadata == nil) || !reflect.DeepEqual(ev, slow) {
+			t.Fatalf("decodeEnvelope and decodeEnvelopeLong differ: %s\n%+v\n%+v", d, ev, slow)
 		}
 		if d := diffDecoded(&ev, &interned); d != "" {
 			t.Fatalf("the interner changes the event: %s", d)

@@ -169,7 +169,7 @@ func decodeRecord(rec eventlog.Record, ev *rewind.RecordedEvent, in *interner) e
 		return &rewind.CorruptionError{Position: rewind.Position(rec.Position), Reason: err.Error()}
 	}
 	ev.Position = rewind.Position(rec.Position)
-	ev.RecordedAt = time.Unix(0, rec.Timestamp).UTC()
+	ev.RecordedAt = in.recordedAt(rec.Timestamp)
 	return nil
 }
 
