@@ -135,6 +135,15 @@ func EventBytes(ev *rewind.RecordedEvent) int {
 // (the first goes whatever its size), maxBytes < 0 bounds them strictly
 // by -maxBytes, 0 not at all.
 func (mb *Member) fetch(ctx context.Context, max, maxBytes int, wait bool) ([]Delivery, error) {
+	return mb.fetchUntil(ctx, max, maxBytes, wait, false)
+}
+
+// errComplete ends Consume: the member's bounded group is complete.
+var errComplete = errors.New("consumer: group complete")
+
+// fetchUntil is fetch that, with untilComplete, returns errComplete
+// instead of waiting once the member's bounded group is complete.
+func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, untilComplete bool) ([]Delivery, error) {
 	if max < 1 || max > maxLimit {
 		return nil, bad("fetch max", max, "must be between 1 and 1000000")
 	}
@@ -146,6 +155,10 @@ func (mb *Member) fetch(ctx context.Context, max, maxBytes int, wait bool) ([]De
 			return nil, err
 		}
 		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
+		if len(ds) == 0 && untilComplete && g.complete() {
+			g.mu.Unlock()
+			return nil, errComplete
+		}
 		var ch <-chan struct{}
 		if len(ds) == 0 && wait {
 			ch = g.waitCh()
