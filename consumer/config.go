@@ -208,6 +208,14 @@ func tooLarge(limit string, got, max int64, hint string) error {
 	return &rewind.LimitError{Limit: limit, Max: max, Got: got, Hint: hint}
 }
 
+// Validate checks a configuration as CreateGroup does before it reads the
+// log (an end beyond the log, or a start position after it, is found only
+// there). Mistakes are *rewind.ValidationError or *rewind.LimitError.
+func (c GroupConfig) Validate() error {
+	d := c.withDefaults()
+	return d.validate()
+}
+
 // validate checks a configuration with its defaults applied.
 func (c *GroupConfig) validate() error {
 	if err := ValidateGroupName(c.Name); err != nil {
