@@ -307,18 +307,16 @@ type side struct {
 	schema string
 	tx     *Tx
 	// masker masks the events the side's handlers see (nil: not masked);
-	// masked holds the masked data of the current batch by position.
+	// masked holds the masked events of the current batch by position.
 	masker *mask.Masker
-	masked map[rewind.Position][]byte
+	masked map[rewind.Position]*rewind.RecordedEvent
 }
 
 // view returns ev as the side's handlers see it: its data masked when
 // the side masks and a rule changed it.
 func (s *side) view(ev *rewind.RecordedEvent) *rewind.RecordedEvent {
-	if d, ok := s.masked[ev.Position]; ok {
-		c := *ev
-		c.Data = d
-		return &c
+	if m, ok := s.masked[ev.Position]; ok {
+		return m
 	}
 	return ev
 }
@@ -331,7 +329,7 @@ func setMaskers(cfg *Config, op string, sides []*side, res *DiffResult) error {
 			return err
 		}
 		if m != nil {
-			s.masker, s.masked = m, map[rewind.Position][]byte{}
+			s.masker, s.masked = m, map[rewind.Position]*rewind.RecordedEvent{}
 			res.Masked = true
 			if id := m.KeyID(); id != "" {
 				res.MaskKeyID = id
@@ -492,12 +490,13 @@ func (d *differ) mask(ev *rewind.RecordedEvent) error {
 		if s.masker == nil || s.p.Handlers[ev.Type] == nil {
 			continue
 		}
-		data, n, err := s.masker.Apply(ev)
+		m, n, err := s.masker.Event(ev)
 		if err != nil {
 			return err
 		}
 		if n > 0 {
-			s.masked[ev.Position] = data
+			c := m.Clone() // ev is the reader's, valid until the callback returns
+			s.masked[ev.Position] = &c
 			d.res.MaskedEvents++
 			d.res.MaskedValues += int64(n)
 		}

@@ -14,16 +14,17 @@ import (
 
 const planted = "PLANTED-SECRET-4111"
 
-// customers is a projection that stores each event's whole data as text
-// (so a secret that reaches a handler reaches a table) and declares the
-// email hashed and the card dropped.
+// customers is a projection that stores each event's whole data and its
+// metadata "ip" as text (so a secret that reaches a handler reaches a
+// table) and declares the email and the ip hashed, the card dropped and
+// the notes masked.
 func customers(t *testing.T, version int) projection.Projection {
 	t.Helper()
 	rules := mask.Rules{}
 	for _, r := range []struct {
 		path string
 		act  mask.Action
-	}{{"email", mask.Hash}, {"card", mask.Drop}, {"notes[].text", mask.Mask}} {
+	}{{"email", mask.Hash}, {"card", mask.Drop}, {"notes[].text", mask.Mask}, {"metadata:ip", mask.Hash}} {
 		if err := rules.Add("Registered", r.path, r.act); err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +36,8 @@ func customers(t *testing.T, version int) projection.Projection {
 		},
 		Handlers: map[string]projection.Handler{
 			"Registered": func(ctx context.Context, tx *projection.Tx, ev *rewind.RecordedEvent) error {
-				tx.Queue("INSERT INTO "+tx.Table("customers")+" (id, data) VALUES ($1, $2)", ev.Stream, string(ev.Data))
+				tx.Queue("INSERT INTO "+tx.Table("customers")+" (id, data) VALUES ($1, $2)", ev.Stream,
+					string(ev.Data)+" ip="+ev.Metadata["ip"])
 				return nil
 			},
 		},
@@ -47,7 +49,7 @@ func (b *bundle) appendCustomers(t *testing.T, n int) {
 	for i := range n {
 		data := fmt.Sprintf(`{"email":"%[1]s-%[2]d@x","card":{"number":"%[1]s"},"notes":[{"text":"%[1]s"}],"name":"c%[2]d"}`, planted, i)
 		if _, err := b.store.Append(ctx, fmt.Sprintf("customer-%d", i), rewind.Any,
-			rewind.Event{Type: "Registered", Data: []byte(data)}); err != nil {
+			rewind.Event{Type: "Registered", Data: []byte(data), Metadata: map[string]string{"ip": planted}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,7 +71,7 @@ func TestBuildAsOfMasksSensitiveFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Masked || res.MaskedEvents != 5 || res.MaskedValues != 15 || res.MaskKeyID == "" {
+	if !res.Masked || res.MaskedEvents != 5 || res.MaskedValues != 20 || res.MaskKeyID == "" {
 		t.Fatalf("as-of result %+v, want masked: 5 events, 15 values, a key id", res)
 	}
 	if n := b.count(t, `SELECT count(*) FROM cust_masked.customers`); n != 5 {
@@ -80,7 +82,7 @@ func TestBuildAsOfMasksSensitiveFields(t *testing.T) {
 	}
 	var comment string
 	if err := b.db.Pool.QueryRow(ctx, `SELECT obj_description('cust_masked'::regnamespace, 'pg_namespace')`).Scan(&comment); err != nil ||
-		!strings.Contains(comment, "masked (5 events, 15 values, hash key id "+res.MaskKeyID+")") {
+		!strings.Contains(comment, "masked (5 events, 20 values, hash key id "+res.MaskKeyID+")") {
 		t.Fatalf("schema comment %q (%v)", comment, err)
 	}
 	// The same key hashes the same email alike in a second build.

@@ -114,7 +114,7 @@ func (t *Template) Plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask
 	res, err := replay.Run(ctx, src, sp.Window, func(_ context.Context, ev *rewind.RecordedEvent) error {
 		rep.Types[ev.Type]++
 		if sp.Masking && ev.Type != rewind.TypeStreamDeleted {
-			_, n, err := m.Apply(ev)
+			_, n, err := m.Event(ev)
 			if err != nil {
 				return err
 			}
@@ -278,14 +278,9 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 		}
 		out := ev
 		if sp.Masking {
-			data, n, err := o.Masker.Apply(ev)
-			if err != nil {
+			var err error
+			if out, _, err = o.Masker.Event(ev); err != nil {
 				return err
-			}
-			if n > 0 {
-				c := *ev
-				c.Data = data
-				out = &c
 			}
 		}
 		if err := into(ctx, out); err != nil {
