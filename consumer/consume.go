@@ -144,8 +144,8 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 		}()
 	}
 	for ctx.Err() == nil {
-		ds, err := member.fetchUntil(ctx, n, 0, true, true)
-		if errors.Is(err, errComplete) {
+		ds, err := member.FetchUntilComplete(ctx, n, 0)
+		if errors.Is(err, ErrGroupComplete) {
 			break
 		}
 		if err != nil {

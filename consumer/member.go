@@ -138,10 +138,14 @@ func (mb *Member) fetch(ctx context.Context, max, maxBytes int, wait bool) ([]De
 	return mb.fetchUntil(ctx, max, maxBytes, wait, false)
 }
 
-// errComplete ends Consume: the member's bounded group is complete.
-var errComplete = errors.New("consumer: group complete")
+// FetchUntilComplete is FetchBytes (maxBytes 0: no bound) that, once the
+// member's group is bounded and complete, returns ErrGroupComplete instead
+// of waiting for events that will never come.
+func (mb *Member) FetchUntilComplete(ctx context.Context, max, maxBytes int) ([]Delivery, error) {
+	return mb.fetchUntil(ctx, max, maxBytes, true, true)
+}
 
-// fetchUntil is fetch that, with untilComplete, returns errComplete
+// fetchUntil is fetch that, with untilComplete, returns ErrGroupComplete
 // instead of waiting once the member's bounded group is complete.
 func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, untilComplete bool) ([]Delivery, error) {
 	if max < 1 || max > maxLimit {
@@ -157,7 +161,8 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
 		if len(ds) == 0 && untilComplete && g.complete() {
 			g.mu.Unlock()
-			return nil, errComplete
+			return nil, &Error{Op: "fetch", Group: g.name, Err: ErrGroupComplete,
+				Reason: "the bounded group delivered its whole window"}
 		}
 		var ch <-chan struct{}
 		if len(ds) == 0 && wait {

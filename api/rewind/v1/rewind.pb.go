@@ -4603,7 +4603,10 @@ type ConsumeResponse struct {
 	Started    *ConsumeStarted `protobuf:"bytes,1,opt,name=started,proto3" json:"started,omitempty"`
 	Deliveries []*Delivery     `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	// errors answer settlements that failed and changed nothing.
-	Errors        []*ConsumeError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*ConsumeError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	// complete: the member's group is bounded and has delivered its whole
+	// window; the server ends the stream after this message.
+	Complete      bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4657,6 +4660,13 @@ func (x *ConsumeResponse) GetErrors() []*ConsumeError {
 		return x.Errors
 	}
 	return nil
+}
+
+func (x *ConsumeResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
 }
 
 type ConsumeStarted struct {
@@ -5225,13 +5235,14 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\vdelivery_id\x18\x01 \x01(\x04R\n" +
 	"deliveryId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xac\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xc8\x01\n" +
 	"\x0fConsumeResponse\x123\n" +
 	"\astarted\x18\x01 \x01(\v2\x19.rewind.v1.ConsumeStartedR\astarted\x123\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x13.rewind.v1.DeliveryR\n" +
 	"deliveries\x12/\n" +
-	"\x06errors\x18\x03 \x03(\v2\x17.rewind.v1.ConsumeErrorR\x06errors\"i\n" +
+	"\x06errors\x18\x03 \x03(\v2\x17.rewind.v1.ConsumeErrorR\x06errors\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"i\n" +
 	"\x0eConsumeStarted\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\x04R\bmemberId\x12&\n" +
 	"\x0fmax_ack_pending\x18\x02 \x01(\rR\rmaxAckPending\x12\x12\n" +
