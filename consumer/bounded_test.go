@@ -118,7 +118,7 @@ func TestBoundedGroupDeliversExactlyItsWindow(t *testing.T) {
 	from, to := rewind.Position(17), last-23
 	f := rewind.Filter{StreamPrefix: "orders-"}
 	b.create(GroupConfig{Name: "window", Filter: f, Start: Start{Kind: StartPosition, Position: from - 1},
-		End: End{Position: to}, Backoff: []time.Duration{0}})
+		End: End{Position: to}, Backoff: []time.Duration{0}, Priority: []string{"OrderPlaced"}})
 	want := matching(t, b, from, to, f)
 	nak := map[rewind.Position]bool{want[0]: true, want[len(want)/2]: true, want[len(want)-1]: true}
 	got := consumeAll(t, b, "window", nak)
@@ -307,5 +307,26 @@ func TestBoundedGroupBadInput(t *testing.T) {
 	}
 	if _, err := b.store.ReadStream(bg, StateStream("bad"), rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrStreamNotFound) {
 		t.Fatalf("a refused create wrote its state stream: %v", err)
+	}
+}
+
+// TestBoundedGroupReset: a reset back redelivers the window from there
+// (not beyond the end) and the group completes again; a plan forward
+// past the end counts only the window's events as skipped.
+func TestBoundedGroupReset(t *testing.T) {
+	b := setup(t, Config{Now: time.Now, TickInterval: time.Millisecond})
+	b.appendN("s", "T", 10)
+	b.create(GroupConfig{Name: "r", End: End{Position: 5}})
+	sameSet(t, "first pass", consumeAll(t, b, "r", nil), []rewind.Position{1, 2, 3, 4, 5})
+	plan, err := b.engine.Reset(bg, "r", ResetOptions{ToPosition: 2, ToPositionSet: true, Execute: true})
+	if err != nil || plan.Redeliver != 3 {
+		t.Fatalf("reset back: %+v %v, want 3 to redeliver", plan, err)
+	}
+	sameSet(t, "after the reset", consumeAll(t, b, "r", nil), []rewind.Position{3, 4, 5})
+	if in := mustInfo(t, b, "r"); in.Status != StatusComplete || in.End != 5 {
+		t.Fatalf("after the reset: %s end %d", in.Status, in.End)
+	}
+	if plan, err = b.engine.Reset(bg, "r", ResetOptions{ToPosition: 9, ToPositionSet: true}); err != nil || plan.Skip != 0 {
+		t.Fatalf("a plan forward past the end of a complete group: %+v %v, want nothing skipped", plan, err)
 	}
 }
