@@ -416,3 +416,36 @@ mask:
 		t.Fatalf("bad group targets created groups: %s", g)
 	}
 }
+
+// TestReplayTemplateGroupTargetThroughServer: with --server the group of a
+// group target is created in the server's engine, and a consumer through
+// the server gets the window and ends when the group is complete.
+func TestReplayTemplateGroupTargetThroughServer(t *testing.T) {
+	t.Parallel()
+	url, token := startServer(t)
+	srv := []string{"--server", url, "--token", token}
+	var lines strings.Builder
+	for i := range 6 {
+		lines.WriteString(`{"type":"Placed","data":{"i":` + string(rune('0'+i)) + `}}` + "\n")
+	}
+	if code, _, errOut := run(t, "", lines.String(), append([]string{"append", "orders-1"}, srv...)...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	db := pgtest.New(t)
+	tpl := filepath.Join(t.TempDir(), "g.yaml")
+	if err := os.WriteFile(tpl, []byte("name: g\nversion: 1\nwindow: {from: 2, to: 4}\nfilter: {prefix: orders-}\n"+
+		"target: {kind: group, group: remote-fix}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "", append([]string{"replay", "run", tpl, "--execute", "--ledger-dsn", db.DSN}, srv...)...)
+	if code != 0 || !strings.Contains(out, "created group remote-fix: events 2..4") {
+		t.Fatalf("run: %d %q %s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "", "", append([]string{"consume", "remote-fix", "--json"}, srv...)...)
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"position":2,`) || !strings.Contains(out, `"position":4,`) {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	if n, bodies := ledgerRows(t, db); n != 2 || !strings.Contains(bodies, `"target":"group remote-fix"`) {
+		t.Fatalf("ledger: %d %s", n, bodies)
+	}
+}
