@@ -41,7 +41,8 @@ type ConsumeOptions struct {
 // over the same stream, many in one message.
 //
 // It runs until ctx ends, then waits for the handlers running, sends
-// their settlements, leaves the group and returns nil. When the
+// their settlements, leaves the group and returns nil; it also returns
+// nil when the group is bounded and complete (the server says so). When the
 // connection breaks or the server restarts it joins again with backoff,
 // up to the client's MaxRetries in a row: the server released the
 // member's un-acked deliveries when the stream broke, so they come again
@@ -78,7 +79,7 @@ func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, 
 	for {
 		s := &consumeSession{c: c, group: group, h: h, opts: opts}
 		err := s.run(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, consumer.ErrGroupComplete) {
 			return nil
 		}
 		if err := c.checkOpen(); err != nil {
@@ -180,6 +181,8 @@ func (s *consumeSession) run(ctx context.Context) error {
 		graceful = true
 	case end = <-recvDone:
 		recvDone <- end
+		// A complete group has nothing in flight: nothing to settle.
+		graceful = errors.Is(end, consumer.ErrGroupComplete)
 	case end = <-s.fatal:
 	}
 	s.stopWork()
@@ -193,6 +196,9 @@ func (s *consumeSession) run(ctx context.Context) error {
 		select {
 		case <-recvDone:
 		case <-time.After(5 * time.Second):
+		}
+		if errors.Is(end, consumer.ErrGroupComplete) {
+			return end
 		}
 		return nil
 	}
@@ -230,6 +236,9 @@ func (s *consumeSession) receive() error {
 				s.work <- d // never blocks: the server sends at most max un-acked
 			}
 			s.mu.Unlock()
+		}
+		if msg.Complete {
+			return consumer.ErrGroupComplete
 		}
 	}
 }

@@ -216,3 +216,55 @@ func TestConsumeSurvivesServerRestart(t *testing.T) {
 		t.Fatalf("Consume: %v", err)
 	}
 }
+
+// TestConsumeBoundedGroupEnds: Client.Consume of a bounded group handles
+// each event of the window once (a nak'ed one again) and returns nil by
+// itself once the server says the group is complete; appends after the
+// end are not delivered.
+func TestConsumeBoundedGroupEnds(t *testing.T) {
+	t.Parallel()
+	_, c := setup(t)
+	for i := range 20 {
+		if _, err := c.Append(ctx, "orders-"+strconv.Itoa(i%3), rewind.Any,
+			rewind.Event{Type: "E", Data: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, err := c.CreateGroup(ctx, consumer.GroupConfig{Name: "w", Backoff: []time.Duration{0},
+		Start: consumer.Start{Kind: consumer.StartPosition, Position: 5}, End: consumer.End{Position: 15}})
+	if err != nil || !in.Bounded || in.End != 15 {
+		t.Fatalf("create: %+v %v", in, err)
+	}
+	if _, err := c.Append(ctx, "orders-9", rewind.Any, rewind.Event{Type: "E", Data: []byte("99")}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	acked := map[rewind.Position]int{}
+	tries := map[rewind.Position]int{}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	err = c.Consume(cctx, "w", func(_ context.Context, m *consumer.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		p := m.Event.Position
+		if tries[p]++; p == 10 && tries[p] == 1 {
+			return errors.New("once more")
+		}
+		acked[p]++
+		return nil
+	}, client.ConsumeOptions{Concurrency: 3})
+	if err != nil || cctx.Err() != nil {
+		t.Fatalf("consume: %v (ctx %v): it should end by itself when the group is complete", err, cctx.Err())
+	}
+	for p := rewind.Position(6); p <= 15; p++ {
+		if acked[p] != 1 {
+			t.Errorf("position %d acked %d times, want once", p, acked[p])
+		}
+	}
+	if len(acked) != 10 {
+		t.Fatalf("acked %v, want exactly 6..15", acked)
+	}
+	if in, err := c.GroupInfo(ctx, "w"); err != nil || in.Status != consumer.StatusComplete || !in.Complete {
+		t.Fatalf("info: %+v %v", in, err)
+	}
+}

@@ -55,7 +55,10 @@ func (g *group) commit(ctx context.Context, snapshot bool) error {
 		// A floor moved only over events the group skips is written once it
 		// moved far: writing every move would make groups write each
 		// time another group's commit moves the log.
-		if g.floor() < g.committedFloor+floorOnlyCommit {
+		// A bounded group that just completed writes its floor at once, so
+		// that it reopens complete.
+		reachedEnd := g.bounded && g.floor() >= g.end && g.committedFloor < g.end
+		if g.floor() < g.committedFloor+floorOnlyCommit && !reachedEnd {
 			g.markCommitted(g.bufSeq - 1)
 			g.mu.Unlock()
 			return nil
@@ -232,7 +235,11 @@ func (g *group) snapshotEvents() ([]rewind.Event, error) {
 		return true
 	})
 	parts := d.split()
-	h, err := encodeEvent(typeSnapshot, &snapshotHeader{Config: g.cfg, Floor: floor, Cursor: g.cursor, Parts: len(parts)})
+	hdr := &snapshotHeader{Config: g.cfg, Floor: floor, Cursor: g.cursor, Parts: len(parts)}
+	if g.bounded {
+		hdr.End = &g.end
+	}
+	h, err := encodeEvent(typeSnapshot, hdr)
 	if err != nil {
 		return nil, err
 	}

@@ -82,6 +82,31 @@ type Start struct {
 	Time     time.Time       `json:"time,omitzero"`
 }
 
+// End bounds a group: it delivers the events up to its end and none
+// appended later, and then says it is complete. Give a position (the last
+// one delivered, inclusive) or a time (the last event delivered is the
+// last one recorded at or before it), not both. The end is resolved to a
+// position once, when the group is created, against the log as it stands
+// then; the zero End leaves the group unbounded.
+type End struct {
+	Position rewind.Position `json:"position,omitempty"`
+	Time     time.Time       `json:"time,omitzero"`
+}
+
+// IsZero reports whether the end is unset (an unbounded group).
+func (e End) IsZero() bool { return e.Position == 0 && e.Time.IsZero() }
+
+// String returns the end as a position or an RFC 3339 time ("" when unset).
+func (e End) String() string {
+	switch {
+	case !e.Time.IsZero():
+		return e.Time.Format(time.RFC3339Nano)
+	case e.Position != 0:
+		return e.Position.String()
+	}
+	return ""
+}
+
 // GroupConfig configures a consumer group. The zero value of every field
 // but Name means its default.
 type GroupConfig struct {
@@ -93,6 +118,11 @@ type GroupConfig struct {
 	Filter rewind.Filter `json:"filter"`
 	// Start says where the group starts. Defaults to the beginning.
 	Start Start `json:"start"`
+	// End bounds the group: with it the group delivers exactly the
+	// events from Start through End that its filter selects, then is
+	// complete (StatusComplete). Defaults to none: the group follows the
+	// log for ever.
+	End End `json:"end,omitzero"`
 	// Mode is the delivery guarantee. Defaults to AtLeastOnce.
 	Mode Mode `json:"mode,omitempty"`
 	// AckWait is how long a member has to ack a delivery before it is
@@ -178,6 +208,14 @@ func tooLarge(limit string, got, max int64, hint string) error {
 	return &rewind.LimitError{Limit: limit, Max: max, Got: got, Hint: hint}
 }
 
+// Validate checks a configuration as CreateGroup does before it reads the
+// log (an end beyond the log, or a start position after it, is found only
+// there). Mistakes are *rewind.ValidationError or *rewind.LimitError.
+func (c GroupConfig) Validate() error {
+	d := c.withDefaults()
+	return d.validate()
+}
+
 // validate checks a configuration with its defaults applied.
 func (c *GroupConfig) validate() error {
 	if err := ValidateGroupName(c.Name); err != nil {
@@ -198,6 +236,9 @@ func (c *GroupConfig) validate() error {
 	}
 	if c.Start.Kind != StartPosition && c.Start.Position != 0 {
 		return bad("start position", c.Start.Position, `is only allowed with the start "position"`)
+	}
+	if err := c.validateEnd(); err != nil {
+		return err
 	}
 	switch c.Mode {
 	case AtLeastOnce, AtMostOnce, EffectivelyOnce:
@@ -232,6 +273,28 @@ func (c *GroupConfig) validate() error {
 		if err := store.ValidateEventType(t); err != nil {
 			return bad("priority", t, "is not an event type: "+err.Error())
 		}
+	}
+	return nil
+}
+
+// validateEnd checks the end against itself and the start, without
+// reading the log (CreateGroup checks it against the log).
+func (c *GroupConfig) validateEnd() error {
+	e := c.End
+	switch {
+	case e.IsZero():
+		return nil
+	case e.Position != 0 && !e.Time.IsZero():
+		return bad("end", e.String()+" and "+e.Time.Format(time.RFC3339Nano), "give either a position or a time, not both")
+	case c.Start.Kind == StartEnd:
+		return bad("end", e.String(), `a bounded group cannot start at the end of the log: it would deliver nothing; `+
+			`start at a position or a time`)
+	case e.Position != 0 && c.Start.Kind == StartPosition && e.Position <= c.Start.Position:
+		return bad("end", e.Position, fmt.Sprintf("must be after the start position %d (the group delivers the "+
+			"events after its start position, through its end position)", c.Start.Position))
+	case !e.Time.IsZero() && c.Start.Kind == StartTime && e.Time.Before(c.Start.Time):
+		return bad("end", e.Time.Format(time.RFC3339Nano), "must not be before the start time "+
+			c.Start.Time.Format(time.RFC3339Nano))
 	}
 	return nil
 }

@@ -110,8 +110,9 @@ type ConsumeOptions struct {
 
 // Consume fetches events for member and handles each with h, acking,
 // nak'ing or parking it by h's result, until ctx ends (it then waits for
-// the handlers running, and returns nil) or the member fails. It does not
-// leave the group; call Leave after it.
+// the handlers running, and returns nil), the member fails, or the
+// member's group is bounded and complete (it returns nil once the handlers
+// finished). It does not leave the group; call Leave after it.
 func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions) error {
 	n := opts.Concurrency
 	if n == 0 {
@@ -143,7 +144,10 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 		}()
 	}
 	for ctx.Err() == nil {
-		ds, err := member.Fetch(ctx, n)
+		ds, err := member.FetchUntilComplete(ctx, n, 0)
+		if errors.Is(err, ErrGroupComplete) {
+			break
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				fail(err)

@@ -113,6 +113,9 @@ func (e *Engine) load(ctx context.Context, name string) (*group, error) {
 		return nil, err
 	}
 	g := newGroup(e, r.cfg)
+	if r.end != nil {
+		g.bounded, g.end = true, *r.end
+	}
 	g.version = recs[len(recs)-1].Version
 	g.cursor, g.prev, g.committedFloor = r.floor, r.floor, r.floor
 	g.recovered = doneSet{spans: r.done}
@@ -221,6 +224,12 @@ func (e *Engine) CreateGroup(ctx context.Context, cfg GroupConfig) (GroupInfo, e
 	}
 	g := newGroup(e, c)
 	g.cursor, g.prev, g.committedFloor = start, start, start
+	if !c.End.IsZero() {
+		if g.end, err = e.resolveEnd(ctx, c.End); err != nil {
+			return GroupInfo{}, err
+		}
+		g.bounded = true
+	}
 	events, err := g.snapshotEvents()
 	if err != nil {
 		return GroupInfo{}, err
@@ -264,6 +273,33 @@ func (e *Engine) resolveStart(ctx context.Context, s Start) (rewind.Position, er
 		}
 	}
 	return e.lastPosition(ctx)
+}
+
+// resolveEnd turns a bounded group's end into the last position it
+// delivers. A position must be in the log already; a time after the last
+// event ends at the last event (a bounded group never waits for events to
+// come).
+func (e *Engine) resolveEnd(ctx context.Context, end End) (rewind.Position, error) {
+	last, err := e.lastPosition(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if end.Position != 0 {
+		if end.Position > last {
+			return 0, bad("end position", end.Position, fmt.Sprintf("is after the end of the log (%d): a bounded "+
+				"group delivers events already written; give a position up to %d or a time", last, last))
+		}
+		return end.Position, nil
+	}
+	// The last event recorded at or before the time: the one before the
+	// first recorded after it.
+	for ev, err := range e.store.ReadAll(ctx, rewind.ReadAllOptions{FromTime: end.Time.Add(time.Nanosecond), Limit: 1}) {
+		if err != nil {
+			return 0, err
+		}
+		return min(ev.Position-1, last), nil
+	}
+	return last, nil
 }
 
 // lastPosition returns the log's last position: cheaply when the store

@@ -32,6 +32,9 @@ var (
 	// written (the store failed, or another engine wrote the group's state
 	// stream). Reopen the engine (code failed).
 	ErrGroupFailed = errors.New("consumer: group failed")
+	// ErrGroupComplete: the member's bounded group has delivered its whole
+	// window (FetchUntilComplete). Not a failure: there is nothing more.
+	ErrGroupComplete = errors.New("consumer: group complete")
 )
 
 // Error is the typed error of the engine: Op and Group say what was asked,

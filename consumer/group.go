@@ -22,6 +22,9 @@ type group struct {
 	ordered    bool
 	orderField string
 	prio       map[string]bool
+	// bounded groups deliver the events up to end (inclusive) only.
+	bounded bool
+	end     rewind.Position
 
 	commitMu sync.Mutex // one append to the state stream at a time
 

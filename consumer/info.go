@@ -30,6 +30,10 @@ const (
 	// StatusParkedFull: MaxParked events are parked; events that should be
 	// parked are redelivered after the last backoff step instead.
 	StatusParkedFull Status = "parked_full"
+	// StatusComplete: a bounded group has read the log through its end and
+	// every event of its window is done (acked or parked); it delivers
+	// nothing more (a replay of its parked events still does).
+	StatusComplete Status = "complete"
 	// StatusFailed: the group's state could not be written or the log
 	// not read; see StatusReason. Reopen the engine.
 	StatusFailed Status = "failed"
@@ -66,6 +70,12 @@ type GroupInfo struct {
 	// handed back and that are not yet done.
 	Parked    int `json:"parked"`
 	Replaying int `json:"replaying"`
+	// Bounded is set for a group with an End; End is the last position
+	// it delivers, resolved when it was created, and Complete says that
+	// it has delivered its whole window (its status is then "complete").
+	Bounded  bool            `json:"bounded,omitempty"`
+	End      rewind.Position `json:"end,omitempty"`
+	Complete bool            `json:"complete,omitempty"`
 	// MemberList describes each member, in the order they joined.
 	MemberList []MemberInfo `json:"member_list,omitempty"`
 }
@@ -85,7 +95,8 @@ func (g *group) info() GroupInfo {
 	in := GroupInfo{Config: g.cfg, Members: len(g.members), AckFloor: g.floor(), ReadPosition: g.cursor,
 		InFlight: len(g.inflight), Delayed: g.delayed.Len(), Keys: len(g.keys),
 		Acked: g.stats.acked, Redeliveries: g.stats.redeliveries, Timeouts: g.stats.timeouts,
-		ParkedTotal: g.stats.parkedTotal, Parked: g.parked.Len(), Replaying: len(g.replaying)}
+		ParkedTotal: g.stats.parkedTotal, Parked: g.parked.Len(), Replaying: len(g.replaying),
+		Bounded: g.bounded, End: g.end, Complete: g.complete()}
 	held := g.entries.Len() + len(g.replaying)
 	in.Pending = held - in.InFlight
 	if _, e, ok := g.entries.Min(); ok {
@@ -100,10 +111,19 @@ func (g *group) info() GroupInfo {
 	return in
 }
 
+// complete reports whether a bounded group has read through its end and
+// holds nothing: every event of its window is acked or parked.
+func (g *group) complete() bool {
+	return g.bounded && g.failed == nil && g.cursor >= g.end && g.entries.Len() == 0 && len(g.replaying) == 0
+}
+
 func (g *group) status(in GroupInfo) (Status, string) {
 	switch {
 	case g.failed != nil:
 		return StatusFailed, g.failed.Error()
+	case in.Complete:
+		return StatusComplete, fmt.Sprintf("delivered every event of its window through position %d (%d parked); "+
+			"it delivers nothing more", g.end, g.parked.Len())
 	case g.full() && g.ready.Len() > 0 && len(g.members) == 0:
 		// Full and nobody to hand the ready ones to: the cure is a member.
 		return StatusNoMembers, fmt.Sprintf("%d events are ready and no member has joined; the group holds %d events "+

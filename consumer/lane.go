@@ -69,7 +69,7 @@ func (g *group) laneLoop(ctx context.Context, after rewind.Position, f rewind.Fi
 // it already or the records say it is done or parked.
 func (g *group) laneTake(ev *rewind.RecordedEvent) {
 	p := ev.Position
-	if p <= g.cursor || isSystem(ev.Stream) || g.laneTaken[p] || g.recovered.has(p) {
+	if p <= g.cursor || g.bounded && p > g.end || isSystem(ev.Stream) || g.laneTaken[p] || g.recovered.has(p) {
 		return
 	}
 	if _, ok := g.parked.Get(p); ok {

@@ -135,6 +135,19 @@ func EventBytes(ev *rewind.RecordedEvent) int {
 // (the first goes whatever its size), maxBytes < 0 bounds them strictly
 // by -maxBytes, 0 not at all.
 func (mb *Member) fetch(ctx context.Context, max, maxBytes int, wait bool) ([]Delivery, error) {
+	return mb.fetchUntil(ctx, max, maxBytes, wait, false)
+}
+
+// FetchUntilComplete is FetchBytes (maxBytes 0: no bound) that, once the
+// member's group is bounded and complete, returns ErrGroupComplete instead
+// of waiting for events that will never come.
+func (mb *Member) FetchUntilComplete(ctx context.Context, max, maxBytes int) ([]Delivery, error) {
+	return mb.fetchUntil(ctx, max, maxBytes, true, true)
+}
+
+// fetchUntil is fetch that, with untilComplete, returns ErrGroupComplete
+// instead of waiting once the member's bounded group is complete.
+func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, untilComplete bool) ([]Delivery, error) {
 	if max < 1 || max > maxLimit {
 		return nil, bad("fetch max", max, "must be between 1 and 1000000")
 	}
@@ -146,6 +159,11 @@ func (mb *Member) fetch(ctx context.Context, max, maxBytes int, wait bool) ([]De
 			return nil, err
 		}
 		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
+		if len(ds) == 0 && untilComplete && g.complete() {
+			g.mu.Unlock()
+			return nil, &Error{Op: "fetch", Group: g.name, Err: ErrGroupComplete,
+				Reason: "the bounded group delivered its whole window"}
+		}
 		var ch <-chan struct{}
 		if len(ds) == 0 && wait {
 			ch = g.waitCh()

@@ -23,7 +23,11 @@ func (g *group) startReader() {
 	lane, laneFilter := g.laneFilter()
 	g.mu.Unlock()
 	mainDone := make(chan struct{})
-	go g.readLoop(ctx, after, mainDone)
+	if g.bounded {
+		go g.readBounded(ctx, after, mainDone)
+	} else {
+		go g.readLoop(ctx, after, mainDone)
+	}
 	if !lane {
 		go func() { <-mainDone; close(done) }()
 		return
@@ -85,6 +89,56 @@ func (g *group) readLoop(ctx context.Context, after rewind.Position, done chan s
 		g.cursor = max(g.cursor, sub.Position())
 		g.signal()
 		g.mu.Unlock()
+	}
+}
+
+// readBounded is the reader of a bounded group: it reads the log in pages
+// from after through the group's end, never beyond, and stops there. Its
+// end is in the log already (CreateGroup checked), so the read never waits
+// for appends; once it is done the cursor is the end, and the group is
+// complete when the events it holds are done.
+func (g *group) readBounded(ctx context.Context, after rewind.Position, done chan struct{}) {
+	defer close(done)
+	batch := make([]rewind.RecordedEvent, 0, readBatch)
+	for after < g.end {
+		room, err := g.waitRoom(ctx)
+		if err != nil {
+			return
+		}
+		limit := min(room, readBatch)
+		batch = batch[:0]
+		from := after + 1
+		if after == 0 {
+			from = 0 // the first position the log still holds
+		}
+		for ev, err := range g.e.store.ReadAll(ctx, rewind.ReadAllOptions{From: from, Filter: g.cfg.Filter, Limit: limit}) {
+			if err != nil {
+				g.readFailed(ctx, err)
+				return
+			}
+			if ev.Position > g.end {
+				break
+			}
+			batch = append(batch, ev.Clone())
+		}
+		// A short page passed the end (or the last event of the filter
+		// before it): everything through the end is read.
+		next := g.end
+		if len(batch) == limit {
+			next = batch[len(batch)-1].Position
+		}
+		g.mu.Lock()
+		if ctx.Err() != nil {
+			g.mu.Unlock()
+			return
+		}
+		for i := range batch {
+			g.take(&batch[i])
+		}
+		g.cursor = max(g.cursor, next)
+		g.signal()
+		g.mu.Unlock()
+		after = next
 	}
 }
 

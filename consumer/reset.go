@@ -77,7 +77,11 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 		plan.Parked = g.parkedIn(target, to)
 		plan.Redeliver = max(0, plan.Redeliver-plan.Parked)
 	} else {
-		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, target)
+		to := target
+		if g.bounded {
+			to = max(plan.From, min(target, g.end)) // a bounded group would not deliver those after its end anyway
+		}
+		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, to)
 	}
 	if err != nil || !opts.Execute {
 		return plan, err

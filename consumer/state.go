@@ -71,6 +71,8 @@ type snapshotHeader struct {
 	Floor  rewind.Position `json:"floor"`
 	Cursor rewind.Position `json:"cursor"`
 	Parts  int             `json:"parts"`
+	// End is a bounded group's last position, resolved at its creation.
+	End *rewind.Position `json:"end,omitempty"`
 }
 
 // delta is a commit, or a part of a snapshot.
@@ -190,6 +192,7 @@ func encodeEvent(typ string, v any) (rewind.Event, error) {
 // recovered is a group's state as its records say.
 type recovered struct {
 	cfg      GroupConfig
+	end      *rewind.Position
 	floor    rewind.Position
 	done     []span
 	attempts map[rewind.Position]int
@@ -246,7 +249,7 @@ func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
 			if !complete(evs[i+1:], h.Parts) {
 				continue
 			}
-			*r = recovered{cfg: h.Config, floor: h.Floor, attempts: map[rewind.Position]int{},
+			*r = recovered{cfg: h.Config, end: h.End, floor: h.Floor, attempts: map[rewind.Position]int{},
 				parked: map[rewind.Position]ParkedEntry{}}
 		case typeSnapshotPart, typeCommit:
 			var d delta

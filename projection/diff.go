@@ -17,6 +17,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/replay"
+	"github.com/rewindhq/rewind/replay/mask"
 )
 
 // A diff compares two builds of a projection table by table: rows are
@@ -66,6 +67,15 @@ type DiffResult struct {
 	// Parked lists the events a side's handler failed on (they are
 	// skipped on that side, as a runner parks them).
 	Parked []DiffParked `json:"parked,omitempty"`
+	// Masked says the handlers saw events with the sensitive fields of
+	// their projection (Projection.Sensitive) masked, so the rows
+	// reported hold no more than masked values; MaskKeyID names the hash
+	// key (see replay/mask). MaskedEvents and MaskedValues count, over the
+	// build and for both sides, the events and values masked.
+	Masked       bool   `json:"masked,omitempty"`
+	MaskKeyID    string `json:"mask_key_id,omitempty"`
+	MaskedEvents int64  `json:"masked_events,omitempty"`
+	MaskedValues int64  `json:"masked_values,omitempty"`
 }
 
 // Same reports whether the two sides are equal.
@@ -296,6 +306,37 @@ type side struct {
 	p      *Projection
 	schema string
 	tx     *Tx
+	// masker masks the events the side's handlers see (nil: not masked);
+	// masked holds the masked events of the current batch by position.
+	masker *mask.Masker
+	masked map[rewind.Position]*rewind.RecordedEvent
+}
+
+// view returns ev as the side's handlers see it: its data masked when
+// the side masks and a rule changed it.
+func (s *side) view(ev *rewind.RecordedEvent) *rewind.RecordedEvent {
+	if m, ok := s.masked[ev.Position]; ok {
+		return m
+	}
+	return ev
+}
+
+// setMaskers gives each side the masker of its projection and marks res.
+func setMaskers(cfg *Config, op string, sides []*side, res *DiffResult) error {
+	for _, s := range sides {
+		m, err := s.p.masker(cfg, op)
+		if err != nil {
+			return err
+		}
+		if m != nil {
+			s.masker, s.masked = m, map[rewind.Position]*rewind.RecordedEvent{}
+			res.Masked = true
+			if id := m.KeyID(); id != "" {
+				res.MaskKeyID = id
+			}
+		}
+	}
+	return nil
 }
 
 // Diff builds a and b from the start of the log to opts.To into
@@ -339,6 +380,9 @@ func Diff(ctx context.Context, cfg Config, a, b Projection, opts DiffOptions) (*
 		}
 	}()
 	res := &DiffResult{A: sides[0].schema, B: sides[1].schema, Position: opts.To}
+	if err := setMaskers(&cfg, "diff", sides, res); err != nil {
+		return nil, err
+	}
 	d := &differ{cfg: cfg, sides: sides, opts: opts, res: res}
 	if err := d.build(ctx, nil); err != nil {
 		return nil, err
@@ -373,7 +417,7 @@ func Diff(ctx context.Context, cfg Config, a, b Projection, opts DiffOptions) (*
 	if len(watch) == 0 {
 		return res, nil
 	}
-	res.Parked, res.Events = nil, 0
+	res.Parked, res.Events, res.MaskedEvents, res.MaskedValues = nil, 0, 0, 0
 	return res, d.build(ctx, watch)
 }
 
@@ -416,10 +460,16 @@ func (d *differ) build(ctx context.Context, watch map[string]*watched) error {
 		}
 		err := d.apply(ctx, batch, watch)
 		batch = batch[:0]
+		for _, s := range d.sides {
+			clear(s.masked)
+		}
 		return err
 	}
 	w := replay.Window{To: replay.AtPosition(d.opts.To), Types: types}
 	_, err := replay.Run(ctx, d.cfg.Store, w, func(ctx context.Context, ev *rewind.RecordedEvent) error {
+		if err := d.mask(ev); err != nil {
+			return err
+		}
 		batch = append(batch, ev.Clone())
 		if len(batch) >= d.opts.Batch {
 			return flush()
@@ -430,6 +480,28 @@ func (d *differ) build(ctx context.Context, watch map[string]*watched) error {
 		return err
 	}
 	return flush()
+}
+
+// mask masks ev for each side that masks and handles its type, before
+// any handler sees it: an event that cannot be masked fails the build
+// (fail closed: its data reaches no handler, so no table).
+func (d *differ) mask(ev *rewind.RecordedEvent) error {
+	for _, s := range d.sides {
+		if s.masker == nil || s.p.Handlers[ev.Type] == nil {
+			continue
+		}
+		m, n, err := s.masker.Event(ev)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			c := m.Clone() // ev is the reader's, valid until the callback returns
+			s.masked[ev.Position] = &c
+			d.res.MaskedEvents++
+			d.res.MaskedValues += int64(n)
+		}
+	}
+	return nil
 }
 
 // apply applies a batch to both sides in one transaction. If a handler
@@ -447,8 +519,9 @@ func (d *differ) apply(ctx context.Context, batch []rewind.RecordedEvent, watch 
 			ev := &batch[i]
 			for _, s := range d.sides {
 				if h := s.p.Handlers[ev.Type]; h != nil {
-					s.tx.ev = ev
-					if h(ctx, s.tx, ev) != nil {
+					v := s.view(ev)
+					s.tx.ev = v
+					if h(ctx, s.tx, v) != nil {
 						return false, ctx.Err()
 					}
 				}
@@ -484,8 +557,9 @@ func (d *differ) apply(ctx context.Context, batch []rewind.RecordedEvent, watch 
 			if err != nil {
 				return err
 			}
-			s.tx.ev = ev
-			herr := h(ctx, s.tx, ev)
+			v := s.view(ev)
+			s.tx.ev = v
+			herr := h(ctx, s.tx, v)
 			if herr == nil {
 				herr = s.tx.flush(ctx)
 			}
@@ -588,6 +662,28 @@ type AsOf struct {
 	Events   int64           `json:"events"`
 	// Parked lists the events the handlers failed on (skipped).
 	Parked []DiffParked `json:"parked,omitempty"`
+	// Masked says the handlers saw the events with the projection's
+	// sensitive fields masked (the schema's comment says so too);
+	// MaskKeyID names the hash key, MaskedEvents and MaskedValues count
+	// what was masked.
+	Masked       bool   `json:"masked"`
+	MaskKeyID    string `json:"mask_key_id,omitempty"`
+	MaskedEvents int64  `json:"masked_events,omitempty"`
+	MaskedValues int64  `json:"masked_values,omitempty"`
+}
+
+// asOfComment marks an as-of schema with what it holds, so that whoever
+// finds it knows whether its data was masked.
+func asOfComment(p *Projection, res *DiffResult) string {
+	s := fmt.Sprintf("rewind as-of build of projection %s v%d at position %d; ", p.Name, p.Version, res.Position)
+	if !res.Masked {
+		return s + "unmasked"
+	}
+	s += fmt.Sprintf("masked (%d events, %d values", res.MaskedEvents, res.MaskedValues)
+	if res.MaskKeyID != "" {
+		s += ", hash key id " + res.MaskKeyID
+	}
+	return s + ")"
 }
 
 var asOfSchemaRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
@@ -623,6 +719,11 @@ func BuildAsOf(ctx context.Context, cfg Config, p Projection, at rewind.Position
 	if at == 0 {
 		at = end
 	}
+	res := &DiffResult{Position: at}
+	sides := []*side{{name: "a", p: &p, schema: schema}}
+	if err := setMaskers(&cfg, "as-of", sides, res); err != nil {
+		return nil, err
+	}
 	// Created here, so that a schema someone else has is never dropped.
 	if _, err := cfg.Pool.Exec(ctx, "CREATE SCHEMA "+quoteSchema(schema)); err != nil {
 		var pe *pgconn.PgError
@@ -631,12 +732,16 @@ func BuildAsOf(ctx context.Context, cfg Config, p Projection, at rewind.Position
 		}
 		return nil, err
 	}
-	res := &DiffResult{Position: at}
-	d := &differ{cfg: cfg, sides: []*side{{name: "a", p: &p, schema: schema}}, opts: DiffOptions{To: at}, res: res}
+	d := &differ{cfg: cfg, sides: sides, opts: DiffOptions{To: at}, res: res}
 	d.opts.defaults()
-	if err := d.build(ctx, nil); err != nil {
+	err = d.build(ctx, nil)
+	if err == nil {
+		_, err = cfg.Pool.Exec(ctx, "COMMENT ON SCHEMA "+quoteSchema(schema)+" IS "+quoteLiteral(asOfComment(&p, res)))
+	}
+	if err != nil {
 		cfg.Pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+quoteSchema(schema)+" CASCADE")
 		return nil, err
 	}
-	return &AsOf{Schema: schema, Position: at, Events: res.Events, Parked: res.Parked}, nil
+	return &AsOf{Schema: schema, Position: at, Events: res.Events, Parked: res.Parked, Masked: res.Masked,
+		MaskKeyID: res.MaskKeyID, MaskedEvents: res.MaskedEvents, MaskedValues: res.MaskedValues}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/replay/mask"
 )
 
 // Handler applies one event to the projection's target through tx. It must
@@ -40,6 +41,14 @@ type Projection struct {
 	// when the version first starts, in the transaction that creates the
 	// schema.
 	Setup func(schema string) string
+	// Sensitive declares the sensitive fields of the events' data, per
+	// event type (package replay/mask: a JSON path and an action — mask,
+	// hash or drop; build it with Rules.Add). Builds into a target that
+	// does not serve — BuildAsOf and Diff — hand the handlers each event
+	// with these fields masked, unless Config.Unmasked; a Runner (the
+	// serving version and its blue/green rebuilds) never masks. Nil
+	// declares none.
+	Sensitive mask.Rules
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
@@ -63,6 +72,20 @@ func (p *Projection) validate() error {
 		}
 	}
 	return nil
+}
+
+// masker returns the masker of a build that does not serve: nil when
+// the projection declares no sensitive field or cfg turns masking off.
+func (p *Projection) masker(cfg *Config, op string) (*mask.Masker, error) {
+	if len(p.Sensitive) == 0 || cfg.Unmasked {
+		return nil, nil
+	}
+	m, err := mask.New(p.Sensitive, cfg.MaskKey)
+	if err != nil {
+		return nil, &Error{Op: op, Name: p.Name, Version: p.Version, Err: ErrBadDefinition, Reason: fmt.Sprintf(
+			"its Sensitive rules hash: give Config.MaskKey, at least %d bytes (or Config.Unmasked for an unmasked build)", mask.MinKeyLen)}
+	}
+	return m, nil
 }
 
 // types returns the handled event types, sorted.

@@ -46,6 +46,14 @@ type Config struct {
 	// Logger receives parked events and state changes. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
+	// MaskKey is the key of the hash action of Projection.Sensitive, at
+	// least 16 bytes, for the builds that mask (BuildAsOf, Diff). Needed
+	// only when a rule hashes. A Runner does not use it.
+	MaskKey []byte
+	// Unmasked makes BuildAsOf and Diff hand the handlers the events as the
+	// log holds them, ignoring Projection.Sensitive: for a build that is
+	// as much production as the serving version. Defaults to false.
+	Unmasked bool
 }
 
 // Runner runs one version of a projection: it applies events from its

@@ -102,7 +102,7 @@ func (g *groupService) Consume(ctx context.Context, stream *connect.BidiStream[r
 	sendMu.Lock()
 	ended = true
 	sendMu.Unlock()
-	if errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) || errors.Is(err, consumer.ErrGroupComplete) {
 		err = nil
 	}
 	if cause := context.Cause(ctx); err != nil && errors.Is(cause, rewind.ErrUnauthenticated) {
@@ -157,7 +157,14 @@ func (g *groupService) join(ctx context.Context, stream *connect.BidiStream[rewi
 func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member, batch int,
 	send func(any) error) error {
 	for {
-		ds, err := member.FetchBytes(ctx, batch, batchBytes)
+		ds, err := member.FetchUntilComplete(ctx, batch, batchBytes)
+		if errors.Is(err, consumer.ErrGroupComplete) {
+			// Nothing is in flight in a complete group: say so and end.
+			if err := send(&rewindv1.ConsumeResponse{Complete: true}); err != nil {
+				return err
+			}
+			return err
+		}
 		if err != nil {
 			return err
 		}

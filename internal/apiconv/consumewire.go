@@ -225,6 +225,8 @@ type ConsumeFrame struct {
 	Deliveries []consumer.Delivery
 	Started    *rewindv1.ConsumeStarted
 	Errors     []*rewindv1.ConsumeError
+	// Complete: the member's bounded group delivered its whole window.
+	Complete bool
 	// Strings, when set, interns the events' types, content types and
 	// streams, which repeat from event to event.
 	Strings *Interner
@@ -282,7 +284,7 @@ func (f *ConsumeFrame) UnmarshalProto(b []byte) error {
 		if err := proto.Unmarshal(rest, &other); err != nil {
 			return fmt.Errorf("%w: %w", errBadWire, err)
 		}
-		f.Started, f.Errors = other.Started, other.Errors
+		f.Started, f.Errors, f.Complete = other.Started, other.Errors, other.Complete
 	}
 	return nil
 }

@@ -32,6 +32,14 @@ func GroupConfigFromProto(p *rewindv1.GroupConfig) (consumer.GroupConfig, error)
 		}
 		c.Start.Time = t
 	}
+	if e := p.GetEnd(); e != nil {
+		c.End.Position = rewind.Position(e.GetPosition())
+		t, err := TimeFromProto("end.time", e.GetTime())
+		if err != nil {
+			return c, err
+		}
+		c.End.Time = t
+	}
 	var err error
 	if c.AckWait, err = DurationFromProto("ack_wait", p.GetAckWait()); err != nil {
 		return c, err
@@ -56,6 +64,9 @@ func GroupConfigToProto(c consumer.GroupConfig) *rewindv1.GroupConfig {
 	if c.Start != (consumer.Start{}) {
 		p.Start = &rewindv1.GroupStart{Kind: string(c.Start.Kind), Position: uint64(c.Start.Position),
 			Time: TimeToProto(c.Start.Time)}
+	}
+	if !c.End.IsZero() {
+		p.End = &rewindv1.GroupEnd{Position: uint64(c.End.Position), Time: TimeToProto(c.End.Time)}
 	}
 	if c.AckWait != 0 {
 		p.AckWait = durationpb.New(c.AckWait)
@@ -88,7 +99,8 @@ func GroupToProto(in consumer.GroupInfo) *rewindv1.Group {
 		ReadPosition: uint64(in.ReadPosition), Pending: uint64(in.Pending), InFlight: uint64(in.InFlight),
 		Delayed: uint64(in.Delayed), Keys: uint64(in.Keys), OldestUnackedAge: durationpb.New(in.OldestUnackedAge),
 		Acked: in.Acked, Redeliveries: in.Redeliveries, Timeouts: in.Timeouts, ParkedTotal: in.ParkedTotal,
-		Parked: uint64(in.Parked), Replaying: uint64(in.Replaying)}
+		Parked: uint64(in.Parked), Replaying: uint64(in.Replaying), Bounded: in.Bounded, End: uint64(in.End),
+		Complete: in.Complete}
 	for _, m := range in.MemberList {
 		p.MemberList = append(p.MemberList, &rewindv1.GroupMember{Id: m.ID, Name: m.Name, Joined: TimeToProto(m.Joined),
 			InFlight: clampUint32(m.InFlight), MaxAckPending: clampUint32(m.MaxAckPending)})
@@ -108,7 +120,8 @@ func GroupFromProto(p *rewindv1.Group) (consumer.GroupInfo, error) {
 		InFlight: int(p.GetInFlight()), Delayed: int(p.GetDelayed()), Keys: int(p.GetKeys()),
 		OldestUnackedAge: p.GetOldestUnackedAge().AsDuration(), Acked: p.GetAcked(),
 		Redeliveries: p.GetRedeliveries(), Timeouts: p.GetTimeouts(), ParkedTotal: p.GetParkedTotal(),
-		Parked: int(p.GetParked()), Replaying: int(p.GetReplaying())}
+		Parked: int(p.GetParked()), Replaying: int(p.GetReplaying()), Bounded: p.GetBounded(),
+		End: rewind.Position(p.GetEnd()), Complete: p.GetComplete()}
 	for _, m := range p.GetMemberList() {
 		in.MemberList = append(in.MemberList, consumer.MemberInfo{ID: m.GetId(), Name: m.GetName(),
 			Joined: m.GetJoined().AsTime(), InFlight: int(m.GetInFlight()), MaxAckPending: int(m.GetMaxAckPending())})

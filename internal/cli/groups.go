@@ -148,7 +148,8 @@ func (a *app) withGroups(cmd *cobra.Command, f func(g groupAdmin) error) error {
 func (a *app) groupsCreateCmd() *cobra.Command {
 	var (
 		cfg               consumer.GroupConfig
-		start, backoff    string
+		start, end        string
+		backoff           string
 		ackWait           time.Duration
 		jsonOut           bool
 		prefix            string
@@ -162,7 +163,8 @@ later: reset the group or create another. Unset limits take their defaults
 (docs/consumer.md).`,
 		Example: `  rewind groups create billing --prefix orders- --start end
   rewind groups create audit --start time:2026-11-01T00:00:00Z --mode at-most-once
-  rewind groups create shipping --prefix orders- --order-by stream --max-deliveries 10 --backoff 1s,10s,1m`,
+  rewind groups create shipping --prefix orders- --order-by stream --max-deliveries 10 --backoff 1s,10s,1m
+  rewind groups create fix-1 --prefix orders- --start position:999 --end position:5000   # exactly 1000..5000`,
 		Args: exactArgs(1, "GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Name = args[0]
@@ -174,6 +176,9 @@ later: reset the group or create another. Unset limits take their defaults
 			cfg.AckWait = ackWait
 			var err error
 			if cfg.Start, err = parseStart(start); err != nil {
+				return err
+			}
+			if cfg.End, err = parseEnd(end); err != nil {
 				return err
 			}
 			if backoff != "" {
@@ -193,7 +198,8 @@ later: reset the group or create another. Unset limits take their defaults
 				if jsonOut {
 					return a.printJSON(groupJSON(in))
 				}
-				a.printf("created group %s (%s, start %s)\n", in.Config.Name, in.Config.Mode, describeStart(in.Config.Start))
+				a.printf("created group %s (%s, start %s%s)\n", in.Config.Name, in.Config.Mode, describeStart(in.Config.Start),
+					describeEnd(in))
 				return nil
 			})
 		},
@@ -202,6 +208,8 @@ later: reset the group or create another. Unset limits take their defaults
 	f.StringVar(&prefix, "prefix", "", "deliver only events of streams starting with this (a category such as orders-)")
 	f.StringSliceVar(&types, "types", nil, "deliver only events of these types (comma separated)")
 	f.StringVar(&start, "start", "beginning", "where the group starts: beginning, end, position:N (after N) or time:RFC3339")
+	f.StringVar(&end, "end", "", "bound the group: deliver through position:N (inclusive) or time:RFC3339, "+
+		"then be complete (default: no end)")
 	f.StringVar((*string)(&cfg.Mode), "mode", "", "at-least-once (default), at-most-once or effectively-once")
 	f.DurationVar(&ackWait, "ack-wait", 0, "redeliver a delivery not acked within this (default 30s)")
 	config.IntVar(f, &cfg.MaxDeliveries, "max-deliveries", 0, "park events after this many deliveries each (default 5; -1 no limit)")
@@ -268,6 +276,39 @@ func parseStart(s string) (consumer.Start, error) {
 	}
 	return consumer.Start{}, invalidFlag("start", s, "must be beginning, end, position:N (a position) or "+
 		"time:RFC3339 (such as time:2026-11-01T00:00:00Z)")
+}
+
+// parseEnd reads --end ("" is no end).
+func parseEnd(s string) (consumer.End, error) {
+	if s == "" {
+		return consumer.End{}, nil
+	}
+	kind, arg, _ := strings.Cut(s, ":")
+	switch kind {
+	case "position":
+		var p uint64
+		if _, err := fmt.Sscan(arg, &p); err == nil && fmt.Sprint(p) == arg && p > 0 {
+			return consumer.End{Position: rewind.Position(p)}, nil
+		}
+	case "time":
+		if t, err := time.Parse(time.RFC3339Nano, arg); err == nil {
+			return consumer.End{Time: t}, nil
+		}
+	}
+	return consumer.End{}, invalidFlag("end", s, "must be position:N (the last position delivered, from 1) or "+
+		"time:RFC3339 (such as time:2026-11-01T00:00:00Z)")
+}
+
+// describeEnd says where a bounded group ends ("" for an unbounded one).
+func describeEnd(in consumer.GroupInfo) string {
+	if !in.Bounded {
+		return ""
+	}
+	s := fmt.Sprintf(", end at position %d", in.End)
+	if !in.Config.End.Time.IsZero() {
+		s += " (the last event recorded by " + in.Config.End.Time.Format(time.RFC3339Nano) + ")"
+	}
+	return s
 }
 
 func describeStart(s consumer.Start) string {
@@ -361,6 +402,10 @@ func (a *app) groupsInfoCmd() *cobra.Command {
 				a.printf("group              %s\nstatus             %s\n", c.Name, in.Status)
 				if in.StatusReason != "" {
 					a.printf("why                %s\n", in.StatusReason)
+				}
+				if in.Bounded {
+					a.printf("end                position %d%s\ncomplete           %v\n", in.End,
+						strings.TrimPrefix(describeEnd(in), fmt.Sprintf(", end at position %d", in.End)), in.Complete)
 				}
 				a.printf("filter             prefix %q, types %v\nmode               %s\norder by           %s\n"+
 					"ack wait           %s\nmax deliveries     %d\nbackoff            %v\n"+

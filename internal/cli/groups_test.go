@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestGroupsEmbedded walks the groups commands on the embedded store:
@@ -297,5 +298,112 @@ func TestConsumeCountReleasesAtOnce(t *testing.T) {
 	}
 	if in.Acked != 3 || in.Delayed != 0 || in.Pending != 7 || in.InFlight != 0 {
 		t.Fatalf("after consume --count 3: %+v, want 7 pending, none delayed", in)
+	}
+}
+
+// TestGroupsBounded: a group created with --end delivers the events of
+// its window only; `consume` on the embedded store stops by itself when
+// the group is complete, and info says so; events appended later are not
+// delivered; bad ends are refused with exit 2 and create nothing.
+func TestGroupsBounded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var lines strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	if code, _, errOut := run(t, dir, lines.String(), "append", "orders-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"--end", "position:0"}, {"--end", "5"}, {"--end", "position:11"}, {"--end", "time:yesterday"},
+		{"--start", "position:6", "--end", "position:6"}, {"--start", "end", "--end", "position:3"},
+	} {
+		code, _, errOut := run(t, dir, "", append([]string{"groups", "create", "w"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "end") {
+			t.Errorf("create %v: exit %d %s, want 2 naming the end", args, code, errOut)
+		}
+	}
+	if code, out, _ := run(t, dir, "", "groups", "ls", "--json"); code != 0 || strings.Contains(out, `"name"`) {
+		t.Fatalf("bad ends created a group: %d %s", code, out)
+	}
+	code, out, errOut := run(t, dir, "", "groups", "create", "w", "--prefix", "orders-", "--start", "position:3",
+		"--end", "position:7")
+	if code != 0 || !strings.Contains(out, "end at position 7") {
+		t.Fatalf("create: %d %q %s", code, out, errOut)
+	}
+	if code, _, errOut := run(t, dir, lines.String(), "append", "orders-1"); code != 0 {
+		t.Fatalf("append more: %d %s", code, errOut)
+	}
+	code, out, errOut = run(t, dir, "", "consume", "w", "--json")
+	if code != 0 || strings.Count(out, "\n") != 4 {
+		t.Fatalf("consume: %d %q %s, want the 4 events of (3, 7] and an end", code, out, errOut)
+	}
+	for p := 4; p <= 7; p++ {
+		if !strings.Contains(out, fmt.Sprintf(`"position":%d,`, p)) {
+			t.Fatalf("consume did not deliver position %d: %s", p, out)
+		}
+	}
+	code, out, _ = run(t, dir, "", "groups", "info", "w", "--json")
+	var info struct {
+		Status   string `json:"status"`
+		Bounded  bool   `json:"bounded"`
+		End      uint64 `json:"end"`
+		Complete bool   `json:"complete"`
+		Acked    int    `json:"acked"`
+		Stalled  bool   `json:"stalled"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Status != "complete" || !info.Complete ||
+		!info.Bounded || info.End != 7 || info.Stalled {
+		t.Fatalf("info: %d %q", code, out)
+	}
+	if code, out, _ := run(t, dir, "", "groups", "info", "w"); code != 0 || !strings.Contains(out, "complete           true") {
+		t.Fatalf("info text: %d %q", code, out)
+	}
+	// Complete: a second consume ends at once with nothing.
+	if code, out, errOut := run(t, dir, "", "consume", "w", "--json"); code != 0 || out != "" {
+		t.Fatalf("consume a complete group: %d %q %s", code, out, errOut)
+	}
+}
+
+// TestGroupsBoundedThroughServer: the end travels through the API and
+// back, the server's group completes after its window, and `consume`
+// through the server ends by itself then.
+func TestGroupsBoundedThroughServer(t *testing.T) {
+	t.Parallel()
+	url, token := startServer(t)
+	srv := []string{"--server", url, "--token", token}
+	cmd := func(stdin string, args ...string) (int, string, string) {
+		return run(t, "", stdin, append(args, srv...)...)
+	}
+	var lines strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	if code, _, errOut := cmd(lines.String(), "append", "orders-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	if code, out, errOut := cmd("", "groups", "create", "w", "--end", "position:2", "--json"); code != 0 ||
+		!strings.Contains(out, `"end":{"position":2}`) {
+		t.Fatalf("create: %d %q %s", code, out, errOut)
+	}
+	if code, _, errOut := cmd("", "groups", "create", "x", "--end", "position:99"); code != 2 ||
+		!strings.Contains(errOut, "after the end of the log") {
+		t.Fatalf("an end beyond the log: %d %s", code, errOut)
+	}
+	// No --count: the server says when the group is complete, and consume ends.
+	if code, out, errOut := cmd("", "consume", "w", "--json"); code != 0 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, _ := cmd("", "groups", "info", "w", "--json")
+		if code == 0 && strings.Contains(out, `"status":"complete"`) && strings.Contains(out, `"end":2,`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group did not complete: %d %s", code, out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +18,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/replay/mask"
 	"github.com/rewindhq/rewind/replay/template"
@@ -282,6 +284,9 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 				OpenTarget: func() (rewind.Store, error) {
 					return store.Open(l.spec.Target.DataDir, store.Config{})
 				},
+				CreateGroup: func(ctx context.Context, cfg consumer.GroupConfig) (consumer.GroupInfo, error) {
+					return a.createGroupIn(ctx, s, cfg)
+				},
 			})
 			if errors.Is(err, template.ErrCheckFailed) {
 				// The report, then exit 5 with the run's own message.
@@ -307,6 +312,28 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 		"give up connecting to the ledger's database after this long, unless its connection string sets connect_timeout")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = tf.jsonOut }
 	return cmd
+}
+
+// createGroupIn creates a group in the server's engine with --server, else
+// in an engine over the embedded store s for the length of the call.
+func (a *app) createGroupIn(ctx context.Context, s rewind.Store, cfg consumer.GroupConfig) (consumer.GroupInfo, error) {
+	if a.server != "" {
+		c, err := a.newClient()
+		if err != nil {
+			return consumer.GroupInfo{}, err
+		}
+		defer c.Close()
+		return c.CreateGroup(ctx, cfg)
+	}
+	e, err := consumer.Open(ctx, s, consumer.Config{})
+	if err != nil {
+		return consumer.GroupInfo{}, err
+	}
+	in, err := e.CreateGroup(ctx, cfg)
+	if cerr := e.Close(context.WithoutCancel(ctx)); err == nil && cerr != nil {
+		return in, cerr
+	}
+	return in, err
 }
 
 // printTemplateReport prints a plan or a run; a plan whose checks fail
@@ -364,7 +391,11 @@ func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note strin
 		}
 		a.printf("  check %s: want %s, got %s: %s\n", c.Name, c.Want, c.Got, status)
 	}
-	if rep.Executed {
+	switch {
+	case rep.Group != nil:
+		a.printf("  created group %s: events %d..%d, then complete (rewind consume %s)\n", rep.Group.Config.Name,
+			rep.Window.From, rep.Group.End, rep.Group.Config.Name)
+	case rep.Executed:
 		a.printf("  written: %d events\n", rep.Written)
 	}
 	if note != "" {

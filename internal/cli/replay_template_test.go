@@ -303,3 +303,149 @@ func TestReplayTemplateHostile(t *testing.T) {
 		t.Fatalf("something was written beside the source: %v", entries)
 	}
 }
+
+// TestReplayTemplateGroupTarget: a group target plans by default (no group,
+// nothing recorded), and with --execute creates a bounded group of the
+// source store over the window the plan resolved, with the template's
+// filter, recorded in the ledger; the group delivers exactly that window
+// and is complete. Bad group targets exit 2 and create nothing; a run into
+// an existing group or over an empty window fails, recorded, and changes
+// no group.
+func TestReplayTemplateGroupTarget(t *testing.T) {
+	t.Parallel()
+	src, db, write := templateSetup(t)
+	env := cleanEnv()
+	tpl := write("group.yaml", `name: redeliver
+version: 1
+params:
+  from: {type: bound, required: true}
+  name: {type: text, default: fix-1}
+window: {from: "${from}", to: 4}
+filter: {prefix: users-}
+target: {kind: group, group: "${name}", order_by: stream}
+production: true
+mask:
+  UserRegistered: {email: hash}
+`)
+	groups := func() string {
+		_, out, _ := exe(t, env, "", "--data-dir", src, "groups", "ls", "--json")
+		return out
+	}
+	code, out, errOut := exe(t, env, "", "--data-dir", src, "replay", "plan", tpl, "-p", "from=2")
+	if code != 0 || !strings.Contains(out, "target: group fix-1") || !strings.Contains(out, "window: 2..4, 1 events") {
+		t.Fatalf("plan: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "from=2", "--ledger-dsn", db.DSN); code != 0 {
+		t.Fatalf("run without --execute: %d %q", code, errOut)
+	}
+	if g := groups(); strings.Contains(g, `"name"`) {
+		t.Fatalf("a plan created a group: %s", g)
+	}
+	if n, _ := ledgerRows(t, db); n != 0 {
+		t.Fatalf("a plan recorded %d ledger entries", n)
+	}
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "from=1", "--execute", "--ledger-dsn", db.DSN, "--json")
+	var rep struct {
+		Group struct {
+			Config struct {
+				Name  string
+				Start struct{ Position uint64 }
+				End   struct{ Position uint64 }
+			}
+			Bounded bool
+			End     uint64
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Group.Config.Name != "fix-1" || !rep.Group.Bounded ||
+		rep.Group.End != 4 || rep.Group.Config.Start.Position != 0 {
+		t.Fatalf("run --execute: %d %q %q", code, out, errOut)
+	}
+	if n, bodies := ledgerRows(t, db); n != 2 || !strings.Contains(bodies, `"target":"group fix-1"`) ||
+		!strings.Contains(bodies, "replay.run.finished") {
+		t.Fatalf("ledger: %d %s", n, bodies)
+	}
+	// Appended after the run: outside the window.
+	if code, _, errOut := exe(t, env, "", "--data-dir", src, "append", "users-3", "--type", "UserRegistered", "--data", "{}"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "consume", "fix-1", "--json")
+	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, `"stream":"users-1"`) ||
+		!strings.Contains(out, `"stream":"users-2"`) {
+		t.Fatalf("consume: %d %q %q, want the two users- events of 1..4", code, out, errOut)
+	}
+	if g := groups(); !strings.Contains(g, `"status":"complete"`) {
+		t.Fatalf("the group is not complete: %s", g)
+	}
+
+	// An existing group: the run fails, recorded; the group is unchanged.
+	code, _, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "from=1", "--execute", "--ledger-dsn", db.DSN)
+	if code != 4 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("an existing group: %d %q", code, errOut)
+	}
+	if n, bodies := ledgerRows(t, db); n != 4 || !strings.Contains(bodies, "replay.run.failed") {
+		t.Fatalf("ledger after a failed run: %d", n)
+	}
+	// An empty window: exit 5, no group.
+	code, _, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "from=2099-01-01T00:00:00Z", "-p", "name=empty",
+		"--execute", "--ledger-dsn", db.DSN)
+	if code != 5 || !strings.Contains(errOut, "no group was created") || strings.Contains(groups(), `"empty"`) {
+		t.Fatalf("an empty window: %d %q", code, errOut)
+	}
+
+	head := "name: g\nversion: 1\n"
+	for _, c := range []struct{ name, body, want string }{
+		{"masked", head + "target: {kind: group, group: g}\nmask:\n  UserRegistered: {email: hash}\n", "masking cannot apply"},
+		{"paced", head + "target: {kind: group, group: g}\npacing: {rate: 10}\n", "paced by its members"},
+		{"streams", head + "target: {kind: group, group: g}\nfilter: {streams: [users-1]}\n", "filter.prefix"},
+		{"no name", head + "target: {kind: group}\n", "is required for a group target"},
+		{"bad name", head + "target: {kind: group, group: 'a b'}\n", "target.group"},
+		{"bad order", head + "target: {kind: group, group: g, order_by: key}\n", "target.order_by"},
+		{"data_dir", head + "target: {kind: group, group: g, data_dir: /tmp/x}\n", "remove data_dir"},
+		{"group on a store", head + "target: {kind: store, data_dir: /tmp/x, group: g}\n", "kind: group"},
+	} {
+		p := write(c.name+".yaml", c.body)
+		code, _, errOut := exe(t, env, "", "--data-dir", src, "replay", "run", p, "--execute", "--ledger-dsn", db.DSN)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%s: exit %d %q, want 2 saying %q", c.name, code, errOut, c.want)
+		}
+	}
+	if n, _ := ledgerRows(t, db); n != 6 {
+		t.Fatalf("bad group targets recorded ledger entries: %d, want the 6 of before", n)
+	}
+	if g := groups(); strings.Count(g, `"name"`) != 1 {
+		t.Fatalf("bad group targets created groups: %s", g)
+	}
+}
+
+// TestReplayTemplateGroupTargetThroughServer: with --server the group of a
+// group target is created in the server's engine, and a consumer through
+// the server gets the window and ends when the group is complete.
+func TestReplayTemplateGroupTargetThroughServer(t *testing.T) {
+	t.Parallel()
+	url, token := startServer(t)
+	srv := []string{"--server", url, "--token", token}
+	var lines strings.Builder
+	for i := range 6 {
+		lines.WriteString(`{"type":"Placed","data":{"i":` + string(rune('0'+i)) + `}}` + "\n")
+	}
+	if code, _, errOut := run(t, "", lines.String(), append([]string{"append", "orders-1"}, srv...)...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	db := pgtest.New(t)
+	tpl := filepath.Join(t.TempDir(), "g.yaml")
+	if err := os.WriteFile(tpl, []byte("name: g\nversion: 1\nwindow: {from: 2, to: 4}\nfilter: {prefix: orders-}\n"+
+		"target: {kind: group, group: remote-fix}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "", append([]string{"replay", "run", tpl, "--execute", "--ledger-dsn", db.DSN}, srv...)...)
+	if code != 0 || !strings.Contains(out, "created group remote-fix: events 2..4") {
+		t.Fatalf("run: %d %q %s", code, out, errOut)
+	}
+	code, out, errOut = run(t, "", "", append([]string{"consume", "remote-fix", "--json"}, srv...)...)
+	if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, `"position":2,`) || !strings.Contains(out, `"position":4,`) {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	if n, bodies := ledgerRows(t, db); n != 2 || !strings.Contains(bodies, `"target":"group remote-fix"`) {
+		t.Fatalf("ledger: %d %s", n, bodies)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,15 +58,22 @@ var ErrBadRule = errors.New("mask: bad rule")
 // ErrUnmaskable: an event's data cannot be masked.
 var ErrUnmaskable = errors.New("mask: event data cannot be masked")
 
+// MetadataPrefix starts a path that names a metadata key rather than a
+// field of the data: "metadata:tenant" is the event's metadata value of
+// key "tenant".
+const MetadataPrefix = "metadata:"
+
 // Rule is one sensitive field of an event type.
 type Rule struct {
 	// Path names the field: object keys separated by dots, a key followed
 	// by [] for every element of the list it holds ("items[].sku"), or []
 	// alone first for a top-level list ("[].card"). Keys cannot contain
-	// '.', '[', ']' or be empty.
+	// '.', '[', ']' or be empty. A path MetadataPrefix + KEY names the
+	// metadata value of KEY instead (metadata is flat: no dots, no lists).
 	Path   string
 	Action Action
 	steps  []step
+	meta   string // the metadata key of a metadata rule
 }
 
 // step is one segment of a path: an object key, or every element of a list.
@@ -116,6 +124,9 @@ func (r Rules) Add(eventType, path string, act Action) error {
 	default:
 		return fmt.Errorf("%w: action %q is not one of mask, hash, drop", ErrBadRule, act)
 	}
+	if key, ok := strings.CutPrefix(path, MetadataPrefix); ok {
+		return r.addMetadata(eventType, path, key, act)
+	}
 	steps, err := ParsePath(path)
 	if err != nil {
 		return err
@@ -129,7 +140,7 @@ func (r Rules) Add(eventType, path string, act Action) error {
 	rule := Rule{Path: path, Action: act, steps: steps}
 	for _, t := range []string{eventType, AnyType} {
 		for _, o := range r[t] {
-			if overlap(o.steps, steps) {
+			if o.meta == "" && overlap(o.steps, steps) {
 				return fmt.Errorf("%w: path %q overlaps %q (of %s): give one of them", ErrBadRule, path, o.Path, typeName(t))
 			}
 		}
@@ -137,13 +148,38 @@ func (r Rules) Add(eventType, path string, act Action) error {
 	if eventType == AnyType {
 		for t, rules := range r {
 			for _, o := range rules {
-				if overlap(o.steps, steps) {
+				if o.meta == "" && overlap(o.steps, steps) {
 					return fmt.Errorf("%w: path %q overlaps %q (of %s): give one of them", ErrBadRule, path, o.Path, typeName(t))
 				}
 			}
 		}
 	}
 	r[eventType] = append(r[eventType], rule)
+	return nil
+}
+
+// addMetadata adds a rule of a metadata key.
+func (r Rules) addMetadata(eventType, path, key string, act Action) error {
+	if key == "" || strings.ContainsFunc(key, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+		return fmt.Errorf("%w: path %q names no metadata key (write %sKEY, such as %stenant)", ErrBadRule, path,
+			MetadataPrefix, MetadataPrefix)
+	}
+	check := func(t string, rules []Rule) error {
+		for _, o := range rules {
+			if o.meta == key {
+				return fmt.Errorf("%w: path %q is given twice (of %s): give it once", ErrBadRule, path, typeName(t))
+			}
+		}
+		return nil
+	}
+	for t, rules := range r {
+		if t == eventType || t == AnyType || eventType == AnyType {
+			if err := check(t, rules); err != nil {
+				return err
+			}
+		}
+	}
+	r[eventType] = append(r[eventType], Rule{Path: path, Action: act, meta: key})
 	return nil
 }
 
@@ -227,8 +263,17 @@ func (e *UnmaskableError) Is(target error) bool {
 // which no path was found, is returned as it is (the same slice). Data that
 // was changed is compact JSON with object keys sorted and numbers as
 // written. Data that cannot be masked is refused with an *UnmaskableError.
+//
+// Metadata rules are not applied here: see ApplyMetadata.
 func (m *Masker) Apply(ev *rewind.RecordedEvent) ([]byte, int, error) {
-	rules := append(slices.Clip(m.rules[ev.Type]), m.rules[AnyType]...)
+	var rules []Rule // a new slice: the masker's own are never changed
+	for _, rs := range [][]Rule{m.rules[ev.Type], m.rules[AnyType]} {
+		for _, r := range rs {
+			if r.meta == "" {
+				rules = append(rules, r)
+			}
+		}
+	}
 	if len(rules) == 0 || len(ev.Data) == 0 {
 		return ev.Data, 0, nil // nothing to mask, or nothing there
 	}
@@ -274,6 +319,60 @@ func (m *Masker) Apply(ev *rewind.RecordedEvent) ([]byte, int, error) {
 		return refuse(err.Error())
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), total, nil
+}
+
+// Event returns ev with its type's rules applied to its data (Apply) and
+// its metadata (ApplyMetadata), and how many values were masked, hashed or
+// dropped: ev itself when nothing changed, else a copy (ev is not
+// changed). Data that cannot be masked is refused as Apply refuses it.
+func (m *Masker) Event(ev *rewind.RecordedEvent) (*rewind.RecordedEvent, int, error) {
+	data, n, err := m.Apply(ev)
+	if err != nil {
+		return nil, 0, err
+	}
+	meta, nm := m.ApplyMetadata(ev)
+	if n+nm == 0 {
+		return ev, 0, nil
+	}
+	c := *ev
+	c.Data, c.Metadata = data, meta
+	return &c, n + nm, nil
+}
+
+// ApplyMetadata returns ev's metadata with its type's metadata rules
+// applied (a copy: ev's map is not changed), and how many values it
+// masked, hashed or dropped. A value is a string: hash hashes its UTF-8
+// bytes, as it hashes a JSON string, so a value hashed in the metadata
+// and the same value hashed in the data match. Metadata without a key the
+// rules name is returned as it is (the same map). It cannot fail.
+func (m *Masker) ApplyMetadata(ev *rewind.RecordedEvent) (map[string]string, int) {
+	var out map[string]string
+	n := 0
+	for _, rules := range [][]Rule{m.rules[ev.Type], m.rules[AnyType]} {
+		for _, r := range rules {
+			if r.meta == "" {
+				continue
+			}
+			v, ok := ev.Metadata[r.meta]
+			if !ok {
+				continue
+			}
+			if out == nil {
+				out = maps.Clone(ev.Metadata)
+			}
+			nv, drop, _ := m.act(v, r.Action)
+			if drop {
+				delete(out, r.meta)
+			} else {
+				out[r.meta] = nv.(string)
+			}
+			n++
+		}
+	}
+	if out == nil {
+		return ev.Metadata, 0
+	}
+	return out, n
 }
 
 func isList(v any) bool { _, ok := v.([]any); return ok }

@@ -259,3 +259,62 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+// TestMetadataRules: metadata:KEY rules mask, hash (as the same string in
+// the data hashes) or drop a metadata value, on a copy; the event's own
+// map is untouched; data rules and not-JSON data are unaffected by them; a
+// metadata rule given twice or naming no key is refused.
+func TestMetadataRules(t *testing.T) {
+	t.Parallel()
+	m := newMasker(t, key, [3]string{"T", "metadata:tenant", "hash"}, [3]string{"T", "metadata:token", "drop"},
+		[3]string{"*", "metadata:ip", "mask"}, [3]string{"T", "email", "hash"})
+	e := ev("T", `{"email":"`+secret+`"}`)
+	e.Metadata = map[string]string{"tenant": secret, "token": secret, "ip": secret, "keep": "yes"}
+	out, n, err := m.Event(e)
+	if err != nil || n != 4 {
+		t.Fatalf("event: %d values, %v; want 4", n, err)
+	}
+	want := map[string]string{"tenant": hmacHex(key, secret), "ip": mask.Masked, "keep": "yes"}
+	if len(out.Metadata) != len(want) {
+		t.Fatalf("metadata %v, want %v", out.Metadata, want)
+	}
+	for k, v := range want {
+		if out.Metadata[k] != v {
+			t.Fatalf("metadata %q = %q, want %q", k, out.Metadata[k], v)
+		}
+	}
+	if !strings.Contains(string(out.Data), hmacHex(key, secret)) {
+		t.Fatalf("the same value hashed in the data and the metadata differ: %s vs %s", out.Data, out.Metadata["tenant"])
+	}
+	if e.Metadata["tenant"] != secret || len(e.Metadata) != 4 || strings.Contains(string(out.Data), secret) {
+		t.Fatalf("the input changed (%v) or the output holds the secret (%s)", e.Metadata, out.Data)
+	}
+	// Only metadata rules: data that is not JSON passes, its metadata masked.
+	m = newMasker(t, key, [3]string{"Blob", "metadata:ip", "mask"})
+	b := ev("Blob", "raw bytes")
+	b.Metadata = map[string]string{"ip": secret}
+	out, n, err = m.Event(b)
+	if err != nil || n != 1 || string(out.Data) != "raw bytes" || out.Metadata["ip"] != mask.Masked {
+		t.Fatalf("metadata rule on raw data: %+v %d %v", out, n, err)
+	}
+	// No key of the rules present: the same event back.
+	c := ev("Blob", "x")
+	if out, n, err := m.Event(c); err != nil || n != 0 || out != c {
+		t.Fatalf("nothing to mask: %p %d %v, want the same event", out, n, err)
+	}
+	for _, bad := range [][2]string{{"T", "metadata:"}, {"T", "metadata:a\x01"}} {
+		if err := (mask.Rules{}).Add(bad[0], bad[1], mask.Mask); !errors.Is(err, mask.ErrBadRule) {
+			t.Errorf("%q: %v", bad[1], err)
+		}
+	}
+	r := mask.Rules{}
+	_ = r.Add("T", "metadata:ip", mask.Mask)
+	for _, typ := range []string{"T", "*"} {
+		if err := r.Add(typ, "metadata:ip", mask.Hash); !errors.Is(err, mask.ErrBadRule) {
+			t.Errorf("metadata:ip twice (%s): %v", typ, err)
+		}
+	}
+	if err := r.Add("T", "ip", mask.Mask); err != nil {
+		t.Errorf("a data key named like a metadata key: %v", err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/replay"
 	"github.com/rewindhq/rewind/replay/mask"
 )
@@ -169,7 +171,7 @@ func (r *resolver) filter() error {
 }
 
 func (r *resolver) target() error {
-	f, err := r.fields("target", []string{"kind", "data_dir"})
+	f, err := r.fields("target", []string{"kind", "data_dir", "group", "order_by"})
 	if err != nil {
 		return err
 	}
@@ -186,7 +188,16 @@ func (r *resolver) target() error {
 		return err
 	}
 	t.Kind = v.s
+	if t.Kind != "group" {
+		for _, k := range []string{"group", "order_by"} {
+			if f[k] != nil {
+				return r.t.err("target."+k, f[k], "", "is for a group target (kind: group) only")
+			}
+		}
+	}
 	switch t.Kind {
+	case "group":
+		return r.groupTarget(f)
 	case "verify":
 		if f["data_dir"] != nil {
 			return r.t.err("target.data_dir", f["data_dir"], "", "a verify target writes nothing: remove data_dir, or use kind: store")
@@ -206,9 +217,54 @@ func (r *resolver) target() error {
 			t.DataDir = filepath.Clean(d.s)
 		}
 	default:
-		return r.bad(v, "is not a target kind: verify (count and digest, nothing written) or store (an embedded store's data_dir)")
+		return r.bad(v, "is not a target kind: verify (count and digest, nothing written), store (an embedded store's data_dir) "+
+			"or group (a bounded consumer group)")
 	}
 	return nil
+}
+
+// groupTarget reads a group target: the group's name (required) and its
+// order, checked as the consumer engine checks them.
+func (r *resolver) groupTarget(f map[string]*yaml.Node) error {
+	t := &r.sp.Target
+	if f["data_dir"] != nil {
+		return r.t.err("target.data_dir", f["data_dir"], "", "a group target creates a consumer group in the source store: remove data_dir")
+	}
+	g, ok, err := r.scalar("target.group", f["group"])
+	if err != nil {
+		return err
+	}
+	if f["group"] == nil || !ok && (literal(f["group"]) || !r.partial) {
+		return r.t.err("target.group", f["group"], "", "is required for a group target: the name of the consumer group to create")
+	}
+	if ok {
+		if err := consumer.ValidateGroupName(g.s); err != nil {
+			return r.bad(g, "%s", validationReason(err))
+		}
+		t.Group = g.s
+	}
+	if f["order_by"] != nil {
+		o, ok, err := r.scalar("target.order_by", f["order_by"])
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := (consumer.GroupConfig{Name: "x", OrderBy: o.s}).Validate(); err != nil {
+				return r.bad(o, "%s", validationReason(err))
+			}
+			t.OrderBy = o.s
+		}
+	}
+	return nil
+}
+
+// validationReason is the reason of a validation error, or its text.
+func validationReason(err error) string {
+	var v *rewind.ValidationError
+	if errors.As(err, &v) {
+		return v.Reason
+	}
+	return err.Error()
 }
 
 func (r *resolver) pacing() error {

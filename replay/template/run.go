@@ -10,6 +10,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
+	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/internal/buildinfo"
 	"github.com/rewindhq/rewind/replay"
 	"github.com/rewindhq/rewind/replay/mask"
@@ -18,6 +19,10 @@ import (
 // ErrCheckFailed: a validation check of the template did not hold. Nothing
 // was written to the target.
 var ErrCheckFailed = errors.New("replay template: a check failed")
+
+// ErrEmptyWindow: a group target's window resolved to no event, so no
+// group was created. It matches ErrCheckFailed (an implicit check).
+var ErrEmptyWindow = fmt.Errorf("%w: the window of a group target must hold events", ErrCheckFailed)
 
 // CheckResult is one validation check.
 type CheckResult struct {
@@ -54,6 +59,9 @@ type Report struct {
 	Executed bool   `json:"executed"`
 	Written  int64  `json:"written"`
 	RunID    string `json:"run_id,omitempty"`
+	// Group is the consumer group a group target created: bounded to the
+	// window, it delivers its events to its members.
+	Group *consumer.GroupInfo `json:"group,omitempty"`
 }
 
 // ChecksPassed reports whether every check held.
@@ -106,7 +114,7 @@ func (t *Template) Plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask
 	res, err := replay.Run(ctx, src, sp.Window, func(_ context.Context, ev *rewind.RecordedEvent) error {
 		rep.Types[ev.Type]++
 		if sp.Masking && ev.Type != rewind.TypeStreamDeleted {
-			_, n, err := m.Apply(ev)
+			_, n, err := m.Event(ev)
 			if err != nil {
 				return err
 			}
@@ -173,9 +181,13 @@ type RunOptions struct {
 	// Masker masks the data the target receives when Spec.Masking.
 	Masker *mask.Masker
 	// OpenTarget opens the target store. It is called only once the run
-	// is recorded and its checks hold; Execute closes what it returns. Not
-	// called for a verify target.
+	// is recorded and its checks hold; Execute closes what it returns.
+	// Called for a store target only.
 	OpenTarget func() (rewind.Store, error)
+	// CreateGroup creates a consumer group in the source store (an
+	// engine's or a client's CreateGroup). Called for a group target only,
+	// once the run is recorded and its checks hold.
+	CreateGroup func(ctx context.Context, cfg consumer.GroupConfig) (consumer.GroupInfo, error)
 }
 
 // Execute runs the spec and records it in the ledger.
@@ -245,6 +257,9 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	if !sp.Target.Writes() {
 		return rep, nil
 	}
+	if sp.Target.Kind == "group" {
+		return rep, createGroup(ctx, sp, rep, o)
+	}
 	dst, err := o.OpenTarget()
 	if err != nil {
 		return rep, fmt.Errorf("replay: open the target %s: %w", rep.Target, err)
@@ -263,14 +278,9 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 		}
 		out := ev
 		if sp.Masking {
-			data, n, err := o.Masker.Apply(ev)
-			if err != nil {
+			var err error
+			if out, _, err = o.Masker.Event(ev); err != nil {
 				return err
-			}
-			if n > 0 {
-				c := *ev
-				c.Data = data
-				out = &c
 			}
 		}
 		if err := into(ctx, out); err != nil {
@@ -287,6 +297,28 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 			"the target holds %d events of it", rep.Window.Digest, res.Digest, rep.Written)
 	}
 	return rep, nil
+}
+
+// createGroup creates the bounded group of a group target: the window the
+// plan resolved, by position, with the template's prefix and types.
+func createGroup(ctx context.Context, sp *Spec, rep *Report, o RunOptions) error {
+	if o.CreateGroup == nil {
+		return &rewind.ValidationError{Field: "create group", Reason: "a group target creates a consumer group: give CreateGroup"}
+	}
+	from, to := rep.Window.From, rep.Window.To
+	if from > to {
+		return fmt.Errorf("%w (it resolved to %d..%d): no group was created", ErrEmptyWindow, from, to)
+	}
+	cfg := consumer.GroupConfig{Name: sp.Target.Group, OrderBy: sp.Target.OrderBy,
+		Filter: rewind.Filter{StreamPrefix: sp.Window.StreamPrefix, Types: sp.Window.Types},
+		Start:  consumer.Start{Kind: consumer.StartPosition, Position: max(from, 1) - 1},
+		End:    consumer.End{Position: to}}
+	in, err := o.CreateGroup(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("replay: create group %s: %w", sp.Target.Group, err)
+	}
+	rep.Group = &in
+	return nil
 }
 
 // attrs are what every entry of a run repeats.

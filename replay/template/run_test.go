@@ -353,3 +353,68 @@ func TestExecuteNeedsTheLedgerFirst(t *testing.T) {
 		t.Fatalf("the target was created: %v", err)
 	}
 }
+
+// TestExecuteMasksMetadata: a template's metadata:KEY rules mask, hash or
+// drop metadata values in the copy — also of events whose data is not JSON
+// — so that no file of the target holds the planted secret, while a
+// production copy does.
+func TestExecuteMasksMetadata(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := openStore(t, dir)
+	t.Cleanup(func() { src.Close() })
+	for i, e := range []rewind.Event{
+		{Type: "Login", Data: []byte(`{"user":"u1"}`), Metadata: map[string]string{"ip": planted, "token": planted, "trace": "t-1"}},
+		{Type: "Blob", Data: []byte("raw, not JSON"), Metadata: map[string]string{"ip": planted}},
+		{Type: "Other", Data: []byte(`{}`), Metadata: map[string]string{"trace": "t-2"}},
+	} {
+		if _, err := src.Append(ctx, "s-"+string(rune('a'+i)), rewind.Any, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := ledger(t)
+	const tpl = `name: meta
+version: 1
+params:
+  dest: {type: text, required: true}
+target: {kind: store, data_dir: "${dest}"}
+mask:
+  Login:
+    metadata:token: drop
+  "*":
+    metadata:ip: hash
+`
+	masked := filepath.Join(t.TempDir(), "masked")
+	rep, err, _ := execute(t, src, tpl, l, "dest="+masked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.MaskedEvents != 2 || rep.MaskedValues != 3 || rep.Written != 3 {
+		t.Fatalf("report: %d events, %d values masked, %d written; want 2, 3, 3", rep.MaskedEvents, rep.MaskedValues, rep.Written)
+	}
+	if hits := grepDir(t, masked, planted); len(hits) > 0 {
+		t.Fatalf("the planted secret reached the target: %v", hits)
+	}
+	dst := openStore(t, masked)
+	got := map[string]map[string]string{}
+	for ev, err := range dst.ReadAll(ctx, rewind.ReadAllOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[ev.Type] = ev.Metadata
+	}
+	dst.Close()
+	if m := got["Login"]; len(m) != 2 || len(m["ip"]) != 64 || m["trace"] != "t-1" {
+		t.Fatalf("Login metadata %v, want ip hashed, token dropped, trace kept", m)
+	}
+	if got["Blob"]["ip"] != got["Login"]["ip"] || got["Other"]["trace"] != "t-2" {
+		t.Fatalf("metadata %v", got)
+	}
+	prod := filepath.Join(t.TempDir(), "prod")
+	if _, err, _ := execute(t, src, "production: true\n"+tpl, l, "dest="+prod); err != nil {
+		t.Fatal(err)
+	}
+	if len(grepDir(t, prod, planted)) == 0 {
+		t.Fatal("a production copy lacks the secret: the grep cannot see it")
+	}
+}

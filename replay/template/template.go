@@ -111,10 +111,16 @@ type Param struct {
 
 // Target is where a replay goes.
 type Target struct {
-	// Kind is "verify" (nothing is written: counts, digest, checks) or
-	// "store" (an embedded store in DataDir, as replay.IntoStore copies).
+	// Kind is "verify" (nothing is written: counts, digest, checks),
+	// "store" (an embedded store in DataDir, as replay.IntoStore copies)
+	// or "group" (a bounded consumer group of the source store, named
+	// Group, that delivers the window to its members).
 	Kind    string
 	DataDir string
+	// Group names the group of a group target; OrderBy is its order
+	// ("stream", "metadata:NAME" or empty).
+	Group   string
+	OrderBy string
 	// Line is the line of the target's key, for errors found later (the
 	// target is the source store).
 	Line int
@@ -124,8 +130,11 @@ type Target struct {
 func (t Target) Writes() bool { return t.Kind != "verify" }
 
 func (t Target) String() string {
-	if t.Kind == "store" {
+	switch t.Kind {
+	case "store":
 		return "store " + t.DataDir
+	case "group":
+		return "group " + t.Group
 	}
 	return t.Kind
 }
@@ -737,7 +746,32 @@ func (t *Template) resolve(vals map[string]string, partial bool) (*Spec, error) 
 		}
 	}
 	sp.Masking = len(sp.Mask) > 0 && sp.Target.Writes() && !t.Production
+	if err := t.checkGroupTarget(sp); err != nil {
+		return nil, err
+	}
 	return sp, nil
+}
+
+// checkGroupTarget refuses what a group target cannot do: a group
+// delivers the log's events as they are (no masking), when its members
+// fetch them (no pacing), selected by a stream prefix and types (no list
+// of stream names).
+func (t *Template) checkGroupTarget(sp *Spec) error {
+	if sp.Target.Kind != "group" {
+		return nil
+	}
+	switch {
+	case sp.Masking:
+		return t.errLine(t.lines["mask"], "mask", "", "a group target delivers the events as the log holds them: "+
+			"masking cannot apply; use a store target for a masked copy, or declare production: true")
+	case t.sections["pacing"] != nil:
+		return t.errLine(t.lines["pacing"], "pacing", "", "a group target is paced by its members (they fetch "+
+			"and ack): remove pacing")
+	case len(sp.Window.Streams) > 0:
+		return t.errLine(t.lines["filter.streams"], "filter.streams", "", "a group selects streams by a prefix: "+
+			"use filter.prefix with a group target")
+	}
+	return nil
 }
 
 // fromReplayError names the template's key and line in a window or pacing

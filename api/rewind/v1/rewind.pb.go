@@ -2808,7 +2808,10 @@ type GroupConfig struct {
 	// max_parked caps the parked events. 10,000.
 	MaxParked uint32 `protobuf:"varint,13,opt,name=max_parked,json=maxParked,proto3" json:"max_parked,omitempty"`
 	// replay_chunk: how many parked events a replay hands back at a time. 100.
-	ReplayChunk   uint32 `protobuf:"varint,14,opt,name=replay_chunk,json=replayChunk,proto3" json:"replay_chunk,omitempty"`
+	ReplayChunk uint32 `protobuf:"varint,14,opt,name=replay_chunk,json=replayChunk,proto3" json:"replay_chunk,omitempty"`
+	// end bounds the group: it delivers the events from its start through
+	// end, then is complete. Unset: the group follows the log for ever.
+	End           *GroupEnd `protobuf:"bytes,15,opt,name=end,proto3" json:"end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2941,13 +2944,76 @@ func (x *GroupConfig) GetReplayChunk() uint32 {
 	return 0
 }
 
+func (x *GroupConfig) GetEnd() *GroupEnd {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+// GroupEnd bounds a group: a position (the last one it delivers) or a
+// time (the last event it delivers is the last recorded at or before it),
+// not both. It is resolved to a position when the group is created.
+type GroupEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Position      uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupEnd) Reset() {
+	*x = GroupEnd{}
+	mi := &file_rewind_v1_rewind_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupEnd) ProtoMessage() {}
+
+func (x *GroupEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_rewind_v1_rewind_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupEnd.ProtoReflect.Descriptor instead.
+func (*GroupEnd) Descriptor() ([]byte, []int) {
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GroupEnd) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *GroupEnd) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // Group describes a group and its lag. Every number is kept as the group
 // works: describing it scans nothing.
 type Group struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Config *GroupConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
 	// status is "active", "idle", "full", "ack_pending_full", "parked_full",
-	// "no_members" or "failed"; status_reason says why in words.
+	// "no_members", "complete" (a bounded group that delivered its whole
+	// window) or "failed"; status_reason says why in words.
 	Status       string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	StatusReason string `protobuf:"bytes,3,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
 	Members      uint32 `protobuf:"varint,4,opt,name=members,proto3" json:"members,omitempty"`
@@ -2971,16 +3037,21 @@ type Group struct {
 	Timeouts     uint64 `protobuf:"varint,14,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	ParkedTotal  uint64 `protobuf:"varint,15,opt,name=parked_total,json=parkedTotal,proto3" json:"parked_total,omitempty"`
 	// parked: events parked now; replaying: those a replay handed back.
-	Parked        uint64         `protobuf:"varint,16,opt,name=parked,proto3" json:"parked,omitempty"`
-	Replaying     uint64         `protobuf:"varint,17,opt,name=replaying,proto3" json:"replaying,omitempty"`
-	MemberList    []*GroupMember `protobuf:"bytes,18,rep,name=member_list,json=memberList,proto3" json:"member_list,omitempty"`
+	Parked     uint64         `protobuf:"varint,16,opt,name=parked,proto3" json:"parked,omitempty"`
+	Replaying  uint64         `protobuf:"varint,17,opt,name=replaying,proto3" json:"replaying,omitempty"`
+	MemberList []*GroupMember `protobuf:"bytes,18,rep,name=member_list,json=memberList,proto3" json:"member_list,omitempty"`
+	// bounded: the group has an end; end is the last position it delivers,
+	// resolved when it was created; complete: it delivered its whole window.
+	Bounded       bool   `protobuf:"varint,19,opt,name=bounded,proto3" json:"bounded,omitempty"`
+	End           uint64 `protobuf:"varint,20,opt,name=end,proto3" json:"end,omitempty"`
+	Complete      bool   `protobuf:"varint,21,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[39]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2992,7 +3063,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[39]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3005,7 +3076,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{39}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Group) GetConfig() *GroupConfig {
@@ -3134,6 +3205,27 @@ func (x *Group) GetMemberList() []*GroupMember {
 	return nil
 }
 
+func (x *Group) GetBounded() bool {
+	if x != nil {
+		return x.Bounded
+	}
+	return false
+}
+
+func (x *Group) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *Group) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
 type GroupMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3147,7 +3239,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[40]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3251,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[40]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3264,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{40}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GroupMember) GetId() uint64 {
@@ -3219,7 +3311,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[41]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3231,7 +3323,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[41]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3244,7 +3336,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{41}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateGroupRequest) GetConfig() *GroupConfig {
@@ -3263,7 +3355,7 @@ type CreateGroupResponse struct {
 
 func (x *CreateGroupResponse) Reset() {
 	*x = CreateGroupResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[42]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3275,7 +3367,7 @@ func (x *CreateGroupResponse) String() string {
 func (*CreateGroupResponse) ProtoMessage() {}
 
 func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[42]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3288,7 +3380,7 @@ func (x *CreateGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupResponse.ProtoReflect.Descriptor instead.
 func (*CreateGroupResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{42}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateGroupResponse) GetGroup() *Group {
@@ -3306,7 +3398,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[43]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3318,7 +3410,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[43]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3331,7 +3423,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{43}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{44}
 }
 
 type ListGroupsResponse struct {
@@ -3343,7 +3435,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[44]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3355,7 +3447,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[44]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3368,7 +3460,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{44}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -3387,7 +3479,7 @@ type GroupInfoRequest struct {
 
 func (x *GroupInfoRequest) Reset() {
 	*x = GroupInfoRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[45]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3399,7 +3491,7 @@ func (x *GroupInfoRequest) String() string {
 func (*GroupInfoRequest) ProtoMessage() {}
 
 func (x *GroupInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[45]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3412,7 +3504,7 @@ func (x *GroupInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfoRequest.ProtoReflect.Descriptor instead.
 func (*GroupInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{45}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GroupInfoRequest) GetGroup() string {
@@ -3431,7 +3523,7 @@ type GroupInfoResponse struct {
 
 func (x *GroupInfoResponse) Reset() {
 	*x = GroupInfoResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[46]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3535,7 @@ func (x *GroupInfoResponse) String() string {
 func (*GroupInfoResponse) ProtoMessage() {}
 
 func (x *GroupInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[46]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3548,7 @@ func (x *GroupInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupInfoResponse.ProtoReflect.Descriptor instead.
 func (*GroupInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{46}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GroupInfoResponse) GetGroup() *Group {
@@ -3475,7 +3567,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[47]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3579,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[47]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3592,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{47}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeleteGroupRequest) GetGroup() string {
@@ -3518,7 +3610,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[48]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3622,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[48]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3635,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{48}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{49}
 }
 
 type ResetGroupRequest struct {
@@ -3567,7 +3659,7 @@ type ResetGroupRequest struct {
 
 func (x *ResetGroupRequest) Reset() {
 	*x = ResetGroupRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[49]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3579,7 +3671,7 @@ func (x *ResetGroupRequest) String() string {
 func (*ResetGroupRequest) ProtoMessage() {}
 
 func (x *ResetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[49]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3592,7 +3684,7 @@ func (x *ResetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetGroupRequest.ProtoReflect.Descriptor instead.
 func (*ResetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{49}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ResetGroupRequest) GetGroup() string {
@@ -3707,7 +3799,7 @@ type ResetPlan struct {
 
 func (x *ResetPlan) Reset() {
 	*x = ResetPlan{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[50]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3719,7 +3811,7 @@ func (x *ResetPlan) String() string {
 func (*ResetPlan) ProtoMessage() {}
 
 func (x *ResetPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[50]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3732,7 +3824,7 @@ func (x *ResetPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPlan.ProtoReflect.Descriptor instead.
 func (*ResetPlan) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{50}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ResetPlan) GetGroup() string {
@@ -3800,7 +3892,7 @@ type ResetGroupResponse struct {
 
 func (x *ResetGroupResponse) Reset() {
 	*x = ResetGroupResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[51]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +3904,7 @@ func (x *ResetGroupResponse) String() string {
 func (*ResetGroupResponse) ProtoMessage() {}
 
 func (x *ResetGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[51]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +3917,7 @@ func (x *ResetGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetGroupResponse.ProtoReflect.Descriptor instead.
 func (*ResetGroupResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{51}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ResetGroupResponse) GetPlan() *ResetPlan {
@@ -3852,7 +3944,7 @@ type ParkedEvent struct {
 
 func (x *ParkedEvent) Reset() {
 	*x = ParkedEvent{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[52]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3864,7 +3956,7 @@ func (x *ParkedEvent) String() string {
 func (*ParkedEvent) ProtoMessage() {}
 
 func (x *ParkedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[52]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3877,7 +3969,7 @@ func (x *ParkedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParkedEvent.ProtoReflect.Descriptor instead.
 func (*ParkedEvent) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{52}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ParkedEvent) GetPosition() uint64 {
@@ -3949,7 +4041,7 @@ type ListParkedRequest struct {
 
 func (x *ListParkedRequest) Reset() {
 	*x = ListParkedRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[53]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3961,7 +4053,7 @@ func (x *ListParkedRequest) String() string {
 func (*ListParkedRequest) ProtoMessage() {}
 
 func (x *ListParkedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[53]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3974,7 +4066,7 @@ func (x *ListParkedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParkedRequest.ProtoReflect.Descriptor instead.
 func (*ListParkedRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{53}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListParkedRequest) GetGroup() string {
@@ -4007,7 +4099,7 @@ type ListParkedResponse struct {
 
 func (x *ListParkedResponse) Reset() {
 	*x = ListParkedResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[54]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4111,7 @@ func (x *ListParkedResponse) String() string {
 func (*ListParkedResponse) ProtoMessage() {}
 
 func (x *ListParkedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[54]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4124,7 @@ func (x *ListParkedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListParkedResponse.ProtoReflect.Descriptor instead.
 func (*ListParkedResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{54}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListParkedResponse) GetParked() []*ParkedEvent {
@@ -4053,7 +4145,7 @@ type ReplayParkedRequest struct {
 
 func (x *ReplayParkedRequest) Reset() {
 	*x = ReplayParkedRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[55]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4065,7 +4157,7 @@ func (x *ReplayParkedRequest) String() string {
 func (*ReplayParkedRequest) ProtoMessage() {}
 
 func (x *ReplayParkedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[55]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4078,7 +4170,7 @@ func (x *ReplayParkedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayParkedRequest.ProtoReflect.Descriptor instead.
 func (*ReplayParkedRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{55}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReplayParkedRequest) GetGroup() string {
@@ -4105,7 +4197,7 @@ type ReplayParkedResponse struct {
 
 func (x *ReplayParkedResponse) Reset() {
 	*x = ReplayParkedResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[56]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4117,7 +4209,7 @@ func (x *ReplayParkedResponse) String() string {
 func (*ReplayParkedResponse) ProtoMessage() {}
 
 func (x *ReplayParkedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[56]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4130,7 +4222,7 @@ func (x *ReplayParkedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayParkedResponse.ProtoReflect.Descriptor instead.
 func (*ReplayParkedResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{56}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReplayParkedResponse) GetCount() uint64 {
@@ -4151,7 +4243,7 @@ type PurgeParkedRequest struct {
 
 func (x *PurgeParkedRequest) Reset() {
 	*x = PurgeParkedRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[57]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4255,7 @@ func (x *PurgeParkedRequest) String() string {
 func (*PurgeParkedRequest) ProtoMessage() {}
 
 func (x *PurgeParkedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[57]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4268,7 @@ func (x *PurgeParkedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeParkedRequest.ProtoReflect.Descriptor instead.
 func (*PurgeParkedRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{57}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PurgeParkedRequest) GetGroup() string {
@@ -4202,7 +4294,7 @@ type PurgeParkedResponse struct {
 
 func (x *PurgeParkedResponse) Reset() {
 	*x = PurgeParkedResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[58]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4214,7 +4306,7 @@ func (x *PurgeParkedResponse) String() string {
 func (*PurgeParkedResponse) ProtoMessage() {}
 
 func (x *PurgeParkedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[58]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4227,7 +4319,7 @@ func (x *PurgeParkedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeParkedResponse.ProtoReflect.Descriptor instead.
 func (*PurgeParkedResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{58}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PurgeParkedResponse) GetPurged() uint64 {
@@ -4255,7 +4347,7 @@ type ConsumeRequest struct {
 
 func (x *ConsumeRequest) Reset() {
 	*x = ConsumeRequest{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[59]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4267,7 +4359,7 @@ func (x *ConsumeRequest) String() string {
 func (*ConsumeRequest) ProtoMessage() {}
 
 func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[59]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4280,7 +4372,7 @@ func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeRequest) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{59}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ConsumeRequest) GetStart() *ConsumeStart {
@@ -4332,7 +4424,7 @@ type ConsumeStart struct {
 
 func (x *ConsumeStart) Reset() {
 	*x = ConsumeStart{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[60]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4344,7 +4436,7 @@ func (x *ConsumeStart) String() string {
 func (*ConsumeStart) ProtoMessage() {}
 
 func (x *ConsumeStart) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[60]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4357,7 +4449,7 @@ func (x *ConsumeStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeStart.ProtoReflect.Descriptor instead.
 func (*ConsumeStart) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{60}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ConsumeStart) GetGroup() string {
@@ -4395,7 +4487,7 @@ type ConsumeNak struct {
 
 func (x *ConsumeNak) Reset() {
 	*x = ConsumeNak{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[61]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4407,7 +4499,7 @@ func (x *ConsumeNak) String() string {
 func (*ConsumeNak) ProtoMessage() {}
 
 func (x *ConsumeNak) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[61]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4420,7 +4512,7 @@ func (x *ConsumeNak) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeNak.ProtoReflect.Descriptor instead.
 func (*ConsumeNak) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{61}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ConsumeNak) GetDeliveryId() uint64 {
@@ -4456,7 +4548,7 @@ type ConsumeTerm struct {
 
 func (x *ConsumeTerm) Reset() {
 	*x = ConsumeTerm{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[62]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4468,7 +4560,7 @@ func (x *ConsumeTerm) String() string {
 func (*ConsumeTerm) ProtoMessage() {}
 
 func (x *ConsumeTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[62]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4481,7 +4573,7 @@ func (x *ConsumeTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeTerm.ProtoReflect.Descriptor instead.
 func (*ConsumeTerm) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{62}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ConsumeTerm) GetDeliveryId() uint64 {
@@ -4511,14 +4603,17 @@ type ConsumeResponse struct {
 	Started    *ConsumeStarted `protobuf:"bytes,1,opt,name=started,proto3" json:"started,omitempty"`
 	Deliveries []*Delivery     `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	// errors answer settlements that failed and changed nothing.
-	Errors        []*ConsumeError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*ConsumeError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	// complete: the member's group is bounded and has delivered its whole
+	// window; the server ends the stream after this message.
+	Complete      bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConsumeResponse) Reset() {
 	*x = ConsumeResponse{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[63]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4530,7 +4625,7 @@ func (x *ConsumeResponse) String() string {
 func (*ConsumeResponse) ProtoMessage() {}
 
 func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[63]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4543,7 +4638,7 @@ func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumeResponse) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{63}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ConsumeResponse) GetStarted() *ConsumeStarted {
@@ -4567,6 +4662,13 @@ func (x *ConsumeResponse) GetErrors() []*ConsumeError {
 	return nil
 }
 
+func (x *ConsumeResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
 type ConsumeStarted struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	MemberId uint64                 `protobuf:"varint,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
@@ -4580,7 +4682,7 @@ type ConsumeStarted struct {
 
 func (x *ConsumeStarted) Reset() {
 	*x = ConsumeStarted{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[64]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4592,7 +4694,7 @@ func (x *ConsumeStarted) String() string {
 func (*ConsumeStarted) ProtoMessage() {}
 
 func (x *ConsumeStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[64]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4605,7 +4707,7 @@ func (x *ConsumeStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeStarted.ProtoReflect.Descriptor instead.
 func (*ConsumeStarted) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{64}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ConsumeStarted) GetMemberId() uint64 {
@@ -4645,7 +4747,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[65]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4657,7 +4759,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[65]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4670,7 +4772,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{65}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Delivery) GetId() uint64 {
@@ -4720,7 +4822,7 @@ type ConsumeError struct {
 
 func (x *ConsumeError) Reset() {
 	*x = ConsumeError{}
-	mi := &file_rewind_v1_rewind_proto_msgTypes[66]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4732,7 +4834,7 @@ func (x *ConsumeError) String() string {
 func (*ConsumeError) ProtoMessage() {}
 
 func (x *ConsumeError) ProtoReflect() protoreflect.Message {
-	mi := &file_rewind_v1_rewind_proto_msgTypes[66]
+	mi := &file_rewind_v1_rewind_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4745,7 +4847,7 @@ func (x *ConsumeError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeError.ProtoReflect.Descriptor instead.
 func (*ConsumeError) Descriptor() ([]byte, []int) {
-	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{66}
+	return file_rewind_v1_rewind_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ConsumeError) GetDeliveryId() uint64 {
@@ -4997,7 +5099,7 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"GroupStart\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\x04R\bposition\x12.\n" +
-	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x96\x04\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xbd\x04\n" +
 	"\vGroupConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
 	"\x06filter\x18\x02 \x01(\v2\x11.rewind.v1.FilterR\x06filter\x12+\n" +
@@ -5015,7 +5117,11 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\bpriority\x18\f \x03(\tR\bpriority\x12\x1d\n" +
 	"\n" +
 	"max_parked\x18\r \x01(\rR\tmaxParked\x12!\n" +
-	"\freplay_chunk\x18\x0e \x01(\rR\vreplayChunk\"\xe6\x04\n" +
+	"\freplay_chunk\x18\x0e \x01(\rR\vreplayChunk\x12%\n" +
+	"\x03end\x18\x0f \x01(\v2\x13.rewind.v1.GroupEndR\x03end\"V\n" +
+	"\bGroupEnd\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xae\x05\n" +
 	"\x05Group\x12.\n" +
 	"\x06config\x18\x01 \x01(\v2\x16.rewind.v1.GroupConfigR\x06config\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12#\n" +
@@ -5036,7 +5142,10 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\x06parked\x18\x10 \x01(\x04R\x06parked\x12\x1c\n" +
 	"\treplaying\x18\x11 \x01(\x04R\treplaying\x127\n" +
 	"\vmember_list\x18\x12 \x03(\v2\x16.rewind.v1.GroupMemberR\n" +
-	"memberList\"\xaa\x01\n" +
+	"memberList\x12\x18\n" +
+	"\abounded\x18\x13 \x01(\bR\abounded\x12\x10\n" +
+	"\x03end\x18\x14 \x01(\x04R\x03end\x12\x1a\n" +
+	"\bcomplete\x18\x15 \x01(\bR\bcomplete\"\xaa\x01\n" +
 	"\vGroupMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x122\n" +
@@ -5126,13 +5235,14 @@ const file_rewind_v1_rewind_proto_rawDesc = "" +
 	"\vdelivery_id\x18\x01 \x01(\x04R\n" +
 	"deliveryId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xac\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xc8\x01\n" +
 	"\x0fConsumeResponse\x123\n" +
 	"\astarted\x18\x01 \x01(\v2\x19.rewind.v1.ConsumeStartedR\astarted\x123\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x13.rewind.v1.DeliveryR\n" +
 	"deliveries\x12/\n" +
-	"\x06errors\x18\x03 \x03(\v2\x17.rewind.v1.ConsumeErrorR\x06errors\"i\n" +
+	"\x06errors\x18\x03 \x03(\v2\x17.rewind.v1.ConsumeErrorR\x06errors\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"i\n" +
 	"\x0eConsumeStarted\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\x04R\bmemberId\x12&\n" +
 	"\x0fmax_ack_pending\x18\x02 \x01(\rR\rmaxAckPending\x12\x12\n" +
@@ -5199,7 +5309,7 @@ func file_rewind_v1_rewind_proto_rawDescGZIP() []byte {
 }
 
 var file_rewind_v1_rewind_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_rewind_v1_rewind_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_rewind_v1_rewind_proto_goTypes = []any{
 	(ExpectedState)(0),            // 0: rewind.v1.ExpectedState
 	(HealthResponse_Status)(0),    // 1: rewind.v1.HealthResponse.Status
@@ -5242,45 +5352,46 @@ var file_rewind_v1_rewind_proto_goTypes = []any{
 	(*ErrorDetail)(nil),           // 38: rewind.v1.ErrorDetail
 	(*GroupStart)(nil),            // 39: rewind.v1.GroupStart
 	(*GroupConfig)(nil),           // 40: rewind.v1.GroupConfig
-	(*Group)(nil),                 // 41: rewind.v1.Group
-	(*GroupMember)(nil),           // 42: rewind.v1.GroupMember
-	(*CreateGroupRequest)(nil),    // 43: rewind.v1.CreateGroupRequest
-	(*CreateGroupResponse)(nil),   // 44: rewind.v1.CreateGroupResponse
-	(*ListGroupsRequest)(nil),     // 45: rewind.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),    // 46: rewind.v1.ListGroupsResponse
-	(*GroupInfoRequest)(nil),      // 47: rewind.v1.GroupInfoRequest
-	(*GroupInfoResponse)(nil),     // 48: rewind.v1.GroupInfoResponse
-	(*DeleteGroupRequest)(nil),    // 49: rewind.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),   // 50: rewind.v1.DeleteGroupResponse
-	(*ResetGroupRequest)(nil),     // 51: rewind.v1.ResetGroupRequest
-	(*ResetPlan)(nil),             // 52: rewind.v1.ResetPlan
-	(*ResetGroupResponse)(nil),    // 53: rewind.v1.ResetGroupResponse
-	(*ParkedEvent)(nil),           // 54: rewind.v1.ParkedEvent
-	(*ListParkedRequest)(nil),     // 55: rewind.v1.ListParkedRequest
-	(*ListParkedResponse)(nil),    // 56: rewind.v1.ListParkedResponse
-	(*ReplayParkedRequest)(nil),   // 57: rewind.v1.ReplayParkedRequest
-	(*ReplayParkedResponse)(nil),  // 58: rewind.v1.ReplayParkedResponse
-	(*PurgeParkedRequest)(nil),    // 59: rewind.v1.PurgeParkedRequest
-	(*PurgeParkedResponse)(nil),   // 60: rewind.v1.PurgeParkedResponse
-	(*ConsumeRequest)(nil),        // 61: rewind.v1.ConsumeRequest
-	(*ConsumeStart)(nil),          // 62: rewind.v1.ConsumeStart
-	(*ConsumeNak)(nil),            // 63: rewind.v1.ConsumeNak
-	(*ConsumeTerm)(nil),           // 64: rewind.v1.ConsumeTerm
-	(*ConsumeResponse)(nil),       // 65: rewind.v1.ConsumeResponse
-	(*ConsumeStarted)(nil),        // 66: rewind.v1.ConsumeStarted
-	(*Delivery)(nil),              // 67: rewind.v1.Delivery
-	(*ConsumeError)(nil),          // 68: rewind.v1.ConsumeError
-	nil,                           // 69: rewind.v1.Event.MetadataEntry
-	nil,                           // 70: rewind.v1.RecordedEvent.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 72: google.protobuf.Duration
+	(*GroupEnd)(nil),              // 41: rewind.v1.GroupEnd
+	(*Group)(nil),                 // 42: rewind.v1.Group
+	(*GroupMember)(nil),           // 43: rewind.v1.GroupMember
+	(*CreateGroupRequest)(nil),    // 44: rewind.v1.CreateGroupRequest
+	(*CreateGroupResponse)(nil),   // 45: rewind.v1.CreateGroupResponse
+	(*ListGroupsRequest)(nil),     // 46: rewind.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),    // 47: rewind.v1.ListGroupsResponse
+	(*GroupInfoRequest)(nil),      // 48: rewind.v1.GroupInfoRequest
+	(*GroupInfoResponse)(nil),     // 49: rewind.v1.GroupInfoResponse
+	(*DeleteGroupRequest)(nil),    // 50: rewind.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),   // 51: rewind.v1.DeleteGroupResponse
+	(*ResetGroupRequest)(nil),     // 52: rewind.v1.ResetGroupRequest
+	(*ResetPlan)(nil),             // 53: rewind.v1.ResetPlan
+	(*ResetGroupResponse)(nil),    // 54: rewind.v1.ResetGroupResponse
+	(*ParkedEvent)(nil),           // 55: rewind.v1.ParkedEvent
+	(*ListParkedRequest)(nil),     // 56: rewind.v1.ListParkedRequest
+	(*ListParkedResponse)(nil),    // 57: rewind.v1.ListParkedResponse
+	(*ReplayParkedRequest)(nil),   // 58: rewind.v1.ReplayParkedRequest
+	(*ReplayParkedResponse)(nil),  // 59: rewind.v1.ReplayParkedResponse
+	(*PurgeParkedRequest)(nil),    // 60: rewind.v1.PurgeParkedRequest
+	(*PurgeParkedResponse)(nil),   // 61: rewind.v1.PurgeParkedResponse
+	(*ConsumeRequest)(nil),        // 62: rewind.v1.ConsumeRequest
+	(*ConsumeStart)(nil),          // 63: rewind.v1.ConsumeStart
+	(*ConsumeNak)(nil),            // 64: rewind.v1.ConsumeNak
+	(*ConsumeTerm)(nil),           // 65: rewind.v1.ConsumeTerm
+	(*ConsumeResponse)(nil),       // 66: rewind.v1.ConsumeResponse
+	(*ConsumeStarted)(nil),        // 67: rewind.v1.ConsumeStarted
+	(*Delivery)(nil),              // 68: rewind.v1.Delivery
+	(*ConsumeError)(nil),          // 69: rewind.v1.ConsumeError
+	nil,                           // 70: rewind.v1.Event.MetadataEntry
+	nil,                           // 71: rewind.v1.RecordedEvent.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 73: google.protobuf.Duration
 }
 var file_rewind_v1_rewind_proto_depIdxs = []int32{
-	69, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
-	71, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
-	70, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
-	71, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
-	71, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
+	70, // 0: rewind.v1.Event.metadata:type_name -> rewind.v1.Event.MetadataEntry
+	72, // 1: rewind.v1.Event.occurred_at:type_name -> google.protobuf.Timestamp
+	71, // 2: rewind.v1.RecordedEvent.metadata:type_name -> rewind.v1.RecordedEvent.MetadataEntry
+	72, // 3: rewind.v1.RecordedEvent.occurred_at:type_name -> google.protobuf.Timestamp
+	72, // 4: rewind.v1.RecordedEvent.recorded_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: rewind.v1.AppendRequest.expected_state:type_name -> rewind.v1.ExpectedState
 	2,  // 6: rewind.v1.AppendRequest.events:type_name -> rewind.v1.Event
 	7,  // 7: rewind.v1.AppendStreamRequest.appends:type_name -> rewind.v1.AppendStreamItem
@@ -5290,10 +5401,10 @@ var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	10, // 11: rewind.v1.AppendStreamResult.error:type_name -> rewind.v1.AppendError
 	38, // 12: rewind.v1.AppendError.detail:type_name -> rewind.v1.ErrorDetail
 	3,  // 13: rewind.v1.ReadStreamResponse.events:type_name -> rewind.v1.RecordedEvent
-	71, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
+	72, // 14: rewind.v1.ReadAllRequest.from_time:type_name -> google.protobuf.Timestamp
 	13, // 15: rewind.v1.ReadAllRequest.filter:type_name -> rewind.v1.Filter
 	3,  // 16: rewind.v1.ReadAllResponse.events:type_name -> rewind.v1.RecordedEvent
-	71, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
+	72, // 17: rewind.v1.SubscribeRequest.from_time:type_name -> google.protobuf.Timestamp
 	13, // 18: rewind.v1.SubscribeRequest.filter:type_name -> rewind.v1.Filter
 	3,  // 19: rewind.v1.SubscribeResponse.events:type_name -> rewind.v1.RecordedEvent
 	19, // 20: rewind.v1.GetStreamInfoResponse.info:type_name -> rewind.v1.StreamInfo
@@ -5301,91 +5412,93 @@ var file_rewind_v1_rewind_proto_depIdxs = []int32{
 	0,  // 22: rewind.v1.DeleteStreamRequest.expected_state:type_name -> rewind.v1.ExpectedState
 	27, // 23: rewind.v1.GetServerInfoResponse.health:type_name -> rewind.v1.StoreHealth
 	28, // 24: rewind.v1.StoreHealth.recovery:type_name -> rewind.v1.RecoveryEvent
-	71, // 25: rewind.v1.RecoveryEvent.at:type_name -> google.protobuf.Timestamp
+	72, // 25: rewind.v1.RecoveryEvent.at:type_name -> google.protobuf.Timestamp
 	1,  // 26: rewind.v1.HealthResponse.status:type_name -> rewind.v1.HealthResponse.Status
-	71, // 27: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	71, // 28: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	71, // 29: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	72, // 30: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	72, // 27: rewind.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	72, // 28: rewind.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	72, // 29: rewind.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 30: rewind.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
 	31, // 31: rewind.v1.CreateTokenResponse.token:type_name -> rewind.v1.Token
 	31, // 32: rewind.v1.ListTokensResponse.tokens:type_name -> rewind.v1.Token
 	31, // 33: rewind.v1.RevokeTokenResponse.token:type_name -> rewind.v1.Token
-	71, // 34: rewind.v1.GroupStart.time:type_name -> google.protobuf.Timestamp
+	72, // 34: rewind.v1.GroupStart.time:type_name -> google.protobuf.Timestamp
 	13, // 35: rewind.v1.GroupConfig.filter:type_name -> rewind.v1.Filter
 	39, // 36: rewind.v1.GroupConfig.start:type_name -> rewind.v1.GroupStart
-	72, // 37: rewind.v1.GroupConfig.ack_wait:type_name -> google.protobuf.Duration
-	72, // 38: rewind.v1.GroupConfig.backoff:type_name -> google.protobuf.Duration
-	40, // 39: rewind.v1.Group.config:type_name -> rewind.v1.GroupConfig
-	72, // 40: rewind.v1.Group.oldest_unacked_age:type_name -> google.protobuf.Duration
-	42, // 41: rewind.v1.Group.member_list:type_name -> rewind.v1.GroupMember
-	71, // 42: rewind.v1.GroupMember.joined:type_name -> google.protobuf.Timestamp
-	40, // 43: rewind.v1.CreateGroupRequest.config:type_name -> rewind.v1.GroupConfig
-	41, // 44: rewind.v1.CreateGroupResponse.group:type_name -> rewind.v1.Group
-	41, // 45: rewind.v1.ListGroupsResponse.groups:type_name -> rewind.v1.Group
-	41, // 46: rewind.v1.GroupInfoResponse.group:type_name -> rewind.v1.Group
-	71, // 47: rewind.v1.ResetGroupRequest.to_time:type_name -> google.protobuf.Timestamp
-	72, // 48: rewind.v1.ResetGroupRequest.by_duration:type_name -> google.protobuf.Duration
-	52, // 49: rewind.v1.ResetGroupResponse.plan:type_name -> rewind.v1.ResetPlan
-	71, // 50: rewind.v1.ParkedEvent.parked_at:type_name -> google.protobuf.Timestamp
-	54, // 51: rewind.v1.ListParkedResponse.parked:type_name -> rewind.v1.ParkedEvent
-	62, // 52: rewind.v1.ConsumeRequest.start:type_name -> rewind.v1.ConsumeStart
-	63, // 53: rewind.v1.ConsumeRequest.naks:type_name -> rewind.v1.ConsumeNak
-	64, // 54: rewind.v1.ConsumeRequest.terms:type_name -> rewind.v1.ConsumeTerm
-	72, // 55: rewind.v1.ConsumeNak.delay:type_name -> google.protobuf.Duration
-	66, // 56: rewind.v1.ConsumeResponse.started:type_name -> rewind.v1.ConsumeStarted
-	67, // 57: rewind.v1.ConsumeResponse.deliveries:type_name -> rewind.v1.Delivery
-	68, // 58: rewind.v1.ConsumeResponse.errors:type_name -> rewind.v1.ConsumeError
-	3,  // 59: rewind.v1.Delivery.event:type_name -> rewind.v1.RecordedEvent
-	38, // 60: rewind.v1.ConsumeError.detail:type_name -> rewind.v1.ErrorDetail
-	4,  // 61: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
-	6,  // 62: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
-	11, // 63: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
-	14, // 64: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
-	16, // 65: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
-	18, // 66: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
-	21, // 67: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
-	23, // 68: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
-	25, // 69: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
-	29, // 70: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
-	32, // 71: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
-	34, // 72: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
-	36, // 73: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
-	43, // 74: rewind.v1.ConsumerGroupService.CreateGroup:input_type -> rewind.v1.CreateGroupRequest
-	45, // 75: rewind.v1.ConsumerGroupService.ListGroups:input_type -> rewind.v1.ListGroupsRequest
-	47, // 76: rewind.v1.ConsumerGroupService.GroupInfo:input_type -> rewind.v1.GroupInfoRequest
-	49, // 77: rewind.v1.ConsumerGroupService.DeleteGroup:input_type -> rewind.v1.DeleteGroupRequest
-	51, // 78: rewind.v1.ConsumerGroupService.ResetGroup:input_type -> rewind.v1.ResetGroupRequest
-	55, // 79: rewind.v1.ConsumerGroupService.ListParked:input_type -> rewind.v1.ListParkedRequest
-	57, // 80: rewind.v1.ConsumerGroupService.ReplayParked:input_type -> rewind.v1.ReplayParkedRequest
-	59, // 81: rewind.v1.ConsumerGroupService.PurgeParked:input_type -> rewind.v1.PurgeParkedRequest
-	61, // 82: rewind.v1.ConsumerGroupService.Consume:input_type -> rewind.v1.ConsumeRequest
-	5,  // 83: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
-	8,  // 84: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
-	12, // 85: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
-	15, // 86: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
-	17, // 87: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
-	20, // 88: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
-	22, // 89: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
-	24, // 90: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
-	26, // 91: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
-	30, // 92: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
-	33, // 93: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
-	35, // 94: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
-	37, // 95: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
-	44, // 96: rewind.v1.ConsumerGroupService.CreateGroup:output_type -> rewind.v1.CreateGroupResponse
-	46, // 97: rewind.v1.ConsumerGroupService.ListGroups:output_type -> rewind.v1.ListGroupsResponse
-	48, // 98: rewind.v1.ConsumerGroupService.GroupInfo:output_type -> rewind.v1.GroupInfoResponse
-	50, // 99: rewind.v1.ConsumerGroupService.DeleteGroup:output_type -> rewind.v1.DeleteGroupResponse
-	53, // 100: rewind.v1.ConsumerGroupService.ResetGroup:output_type -> rewind.v1.ResetGroupResponse
-	56, // 101: rewind.v1.ConsumerGroupService.ListParked:output_type -> rewind.v1.ListParkedResponse
-	58, // 102: rewind.v1.ConsumerGroupService.ReplayParked:output_type -> rewind.v1.ReplayParkedResponse
-	60, // 103: rewind.v1.ConsumerGroupService.PurgeParked:output_type -> rewind.v1.PurgeParkedResponse
-	65, // 104: rewind.v1.ConsumerGroupService.Consume:output_type -> rewind.v1.ConsumeResponse
-	83, // [83:105] is the sub-list for method output_type
-	61, // [61:83] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	73, // 37: rewind.v1.GroupConfig.ack_wait:type_name -> google.protobuf.Duration
+	73, // 38: rewind.v1.GroupConfig.backoff:type_name -> google.protobuf.Duration
+	41, // 39: rewind.v1.GroupConfig.end:type_name -> rewind.v1.GroupEnd
+	72, // 40: rewind.v1.GroupEnd.time:type_name -> google.protobuf.Timestamp
+	40, // 41: rewind.v1.Group.config:type_name -> rewind.v1.GroupConfig
+	73, // 42: rewind.v1.Group.oldest_unacked_age:type_name -> google.protobuf.Duration
+	43, // 43: rewind.v1.Group.member_list:type_name -> rewind.v1.GroupMember
+	72, // 44: rewind.v1.GroupMember.joined:type_name -> google.protobuf.Timestamp
+	40, // 45: rewind.v1.CreateGroupRequest.config:type_name -> rewind.v1.GroupConfig
+	42, // 46: rewind.v1.CreateGroupResponse.group:type_name -> rewind.v1.Group
+	42, // 47: rewind.v1.ListGroupsResponse.groups:type_name -> rewind.v1.Group
+	42, // 48: rewind.v1.GroupInfoResponse.group:type_name -> rewind.v1.Group
+	72, // 49: rewind.v1.ResetGroupRequest.to_time:type_name -> google.protobuf.Timestamp
+	73, // 50: rewind.v1.ResetGroupRequest.by_duration:type_name -> google.protobuf.Duration
+	53, // 51: rewind.v1.ResetGroupResponse.plan:type_name -> rewind.v1.ResetPlan
+	72, // 52: rewind.v1.ParkedEvent.parked_at:type_name -> google.protobuf.Timestamp
+	55, // 53: rewind.v1.ListParkedResponse.parked:type_name -> rewind.v1.ParkedEvent
+	63, // 54: rewind.v1.ConsumeRequest.start:type_name -> rewind.v1.ConsumeStart
+	64, // 55: rewind.v1.ConsumeRequest.naks:type_name -> rewind.v1.ConsumeNak
+	65, // 56: rewind.v1.ConsumeRequest.terms:type_name -> rewind.v1.ConsumeTerm
+	73, // 57: rewind.v1.ConsumeNak.delay:type_name -> google.protobuf.Duration
+	67, // 58: rewind.v1.ConsumeResponse.started:type_name -> rewind.v1.ConsumeStarted
+	68, // 59: rewind.v1.ConsumeResponse.deliveries:type_name -> rewind.v1.Delivery
+	69, // 60: rewind.v1.ConsumeResponse.errors:type_name -> rewind.v1.ConsumeError
+	3,  // 61: rewind.v1.Delivery.event:type_name -> rewind.v1.RecordedEvent
+	38, // 62: rewind.v1.ConsumeError.detail:type_name -> rewind.v1.ErrorDetail
+	4,  // 63: rewind.v1.EventStoreService.Append:input_type -> rewind.v1.AppendRequest
+	6,  // 64: rewind.v1.EventStoreService.AppendStream:input_type -> rewind.v1.AppendStreamRequest
+	11, // 65: rewind.v1.EventStoreService.ReadStream:input_type -> rewind.v1.ReadStreamRequest
+	14, // 66: rewind.v1.EventStoreService.ReadAll:input_type -> rewind.v1.ReadAllRequest
+	16, // 67: rewind.v1.EventStoreService.Subscribe:input_type -> rewind.v1.SubscribeRequest
+	18, // 68: rewind.v1.EventStoreService.GetStreamInfo:input_type -> rewind.v1.GetStreamInfoRequest
+	21, // 69: rewind.v1.EventStoreService.ListStreams:input_type -> rewind.v1.ListStreamsRequest
+	23, // 70: rewind.v1.EventStoreService.DeleteStream:input_type -> rewind.v1.DeleteStreamRequest
+	25, // 71: rewind.v1.EventStoreService.GetServerInfo:input_type -> rewind.v1.GetServerInfoRequest
+	29, // 72: rewind.v1.EventStoreService.Health:input_type -> rewind.v1.HealthRequest
+	32, // 73: rewind.v1.TokenService.CreateToken:input_type -> rewind.v1.CreateTokenRequest
+	34, // 74: rewind.v1.TokenService.ListTokens:input_type -> rewind.v1.ListTokensRequest
+	36, // 75: rewind.v1.TokenService.RevokeToken:input_type -> rewind.v1.RevokeTokenRequest
+	44, // 76: rewind.v1.ConsumerGroupService.CreateGroup:input_type -> rewind.v1.CreateGroupRequest
+	46, // 77: rewind.v1.ConsumerGroupService.ListGroups:input_type -> rewind.v1.ListGroupsRequest
+	48, // 78: rewind.v1.ConsumerGroupService.GroupInfo:input_type -> rewind.v1.GroupInfoRequest
+	50, // 79: rewind.v1.ConsumerGroupService.DeleteGroup:input_type -> rewind.v1.DeleteGroupRequest
+	52, // 80: rewind.v1.ConsumerGroupService.ResetGroup:input_type -> rewind.v1.ResetGroupRequest
+	56, // 81: rewind.v1.ConsumerGroupService.ListParked:input_type -> rewind.v1.ListParkedRequest
+	58, // 82: rewind.v1.ConsumerGroupService.ReplayParked:input_type -> rewind.v1.ReplayParkedRequest
+	60, // 83: rewind.v1.ConsumerGroupService.PurgeParked:input_type -> rewind.v1.PurgeParkedRequest
+	62, // 84: rewind.v1.ConsumerGroupService.Consume:input_type -> rewind.v1.ConsumeRequest
+	5,  // 85: rewind.v1.EventStoreService.Append:output_type -> rewind.v1.AppendResponse
+	8,  // 86: rewind.v1.EventStoreService.AppendStream:output_type -> rewind.v1.AppendStreamResponse
+	12, // 87: rewind.v1.EventStoreService.ReadStream:output_type -> rewind.v1.ReadStreamResponse
+	15, // 88: rewind.v1.EventStoreService.ReadAll:output_type -> rewind.v1.ReadAllResponse
+	17, // 89: rewind.v1.EventStoreService.Subscribe:output_type -> rewind.v1.SubscribeResponse
+	20, // 90: rewind.v1.EventStoreService.GetStreamInfo:output_type -> rewind.v1.GetStreamInfoResponse
+	22, // 91: rewind.v1.EventStoreService.ListStreams:output_type -> rewind.v1.ListStreamsResponse
+	24, // 92: rewind.v1.EventStoreService.DeleteStream:output_type -> rewind.v1.DeleteStreamResponse
+	26, // 93: rewind.v1.EventStoreService.GetServerInfo:output_type -> rewind.v1.GetServerInfoResponse
+	30, // 94: rewind.v1.EventStoreService.Health:output_type -> rewind.v1.HealthResponse
+	33, // 95: rewind.v1.TokenService.CreateToken:output_type -> rewind.v1.CreateTokenResponse
+	35, // 96: rewind.v1.TokenService.ListTokens:output_type -> rewind.v1.ListTokensResponse
+	37, // 97: rewind.v1.TokenService.RevokeToken:output_type -> rewind.v1.RevokeTokenResponse
+	45, // 98: rewind.v1.ConsumerGroupService.CreateGroup:output_type -> rewind.v1.CreateGroupResponse
+	47, // 99: rewind.v1.ConsumerGroupService.ListGroups:output_type -> rewind.v1.ListGroupsResponse
+	49, // 100: rewind.v1.ConsumerGroupService.GroupInfo:output_type -> rewind.v1.GroupInfoResponse
+	51, // 101: rewind.v1.ConsumerGroupService.DeleteGroup:output_type -> rewind.v1.DeleteGroupResponse
+	54, // 102: rewind.v1.ConsumerGroupService.ResetGroup:output_type -> rewind.v1.ResetGroupResponse
+	57, // 103: rewind.v1.ConsumerGroupService.ListParked:output_type -> rewind.v1.ListParkedResponse
+	59, // 104: rewind.v1.ConsumerGroupService.ReplayParked:output_type -> rewind.v1.ReplayParkedResponse
+	61, // 105: rewind.v1.ConsumerGroupService.PurgeParked:output_type -> rewind.v1.PurgeParkedResponse
+	66, // 106: rewind.v1.ConsumerGroupService.Consume:output_type -> rewind.v1.ConsumeResponse
+	85, // [85:107] is the sub-list for method output_type
+	63, // [63:85] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_rewind_v1_rewind_proto_init() }
@@ -5405,7 +5518,7 @@ func file_rewind_v1_rewind_proto_init() {
 		(*DeleteStreamRequest_ExpectedState)(nil),
 		(*DeleteStreamRequest_ExpectedVersion)(nil),
 	}
-	file_rewind_v1_rewind_proto_msgTypes[49].OneofWrappers = []any{
+	file_rewind_v1_rewind_proto_msgTypes[50].OneofWrappers = []any{
 		(*ResetGroupRequest_ToPosition)(nil),
 		(*ResetGroupRequest_ToTime)(nil),
 		(*ResetGroupRequest_ByDuration)(nil),
@@ -5417,7 +5530,7 @@ func file_rewind_v1_rewind_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewind_v1_rewind_proto_rawDesc), len(file_rewind_v1_rewind_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   69,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
