@@ -179,7 +179,7 @@ func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (c
 		textArray("t.", s.t.Key), textArray("t.", s.cols), differs, hash, s.t.ref, rng, s.t.where(), set,
 		textArray("t.", s.cols), insertImage)
 	var want int64
-	err := env.tx.QueryRow(ctx, q, bindArgs(a)).Scan(&r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want)
+	err := env.scanFirst(ctx, q, bindArgs(a), &r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want)
 	if err != nil {
 		return r, s.t.maskErr(err)
 	}

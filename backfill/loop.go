@@ -353,18 +353,30 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 	// job's SQL also runs outside chunks (its where finds the next chunk),
 	// and a change made there would otherwise go on unseen. Such a
 	// connection is closed, so that the pool does not hand it out again.
-	var start session
-	if err := start.scan(tx.QueryRow(ctx, sessionSQL)); err != nil {
-		return cr, err
-	}
-	if err := p.session.compare(start); err != nil {
-		tx.Conn().Close(context.WithoutCancel(ctx))
-		err.(*SessionChangedError).When = "before the chunk began: outside a chunk (its where finding the chunks), or on a " +
-			"connection that started so (a database or role setting, such as session_replication_role, changed during the run)"
-		return cr, err
+	var sessionChanged bool
+	checkStart := func(row pgx.Row) error {
+		var start session
+		if err := start.scan(row); err != nil {
+			return err
+		}
+		if err := p.session.compare(start); err != nil {
+			sessionChanged = true
+			err.(*SessionChangedError).When = "before the chunk began: outside a chunk (its where finding the chunks), or on a " +
+				"connection that started so (a database or role setting, such as session_replication_role, changed during the run)"
+			return err
+		}
+		return nil
 	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB},
 		images: !p.job.NoRollback}
+	if _, ok := p.ch.(firstStatement); ok && apply == nil {
+		env.checkStart = checkStart // checked with the chunk's statement (scanFirst)
+	} else if err := checkStart(tx.QueryRow(ctx, sessionSQL)); err != nil {
+		if sessionChanged {
+			tx.Conn().Close(context.WithoutCancel(ctx))
+		}
+		return cr, err
+	}
 	var skipped []Key
 	if apply != nil {
 		cr, skipped, err = apply(env)
@@ -372,6 +384,9 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 		cr, err = p.ch.apply(ctx, env, b)
 	}
 	if err != nil {
+		if sessionChanged {
+			tx.Conn().Close(context.WithoutCancel(ctx))
+		}
 		return cr, err
 	}
 	if cr.At.IsZero() {
@@ -480,10 +495,22 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 // named for the chunk, so that the throttle's load signal leaves the
 // run's own chunks out of the load it measures (see throttle.Load).
 func (r *Runner) beginChunk(ctx context.Context) (pgx.Tx, error) {
-	return r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
-		"BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d; "+
-			"SET LOCAL application_name = 'rewind backfill chunk'",
-		r.cfg.LockTimeout.Milliseconds(), r.cfg.LeaseTimeout.Milliseconds())})
+	return r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: r.beginSQL()})
+}
+
+func (r *Runner) beginSQL() string {
+	return fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL idle_in_transaction_session_timeout = %d; "+
+		"SET LOCAL application_name = 'rewind backfill chunk'", r.cfg.LockTimeout.Milliseconds(), r.cfg.LeaseTimeout.Milliseconds())
+}
+
+// beginUndo begins a rollback chunk's transaction: beginChunk's, with
+// PostgreSQL's generic plans for the restore statements. Their custom
+// plans are the same (the images by primary key, each row by its key)
+// and were planned again at every chunk, because PostgreSQL estimates a
+// generic plan's = ANY(@_rw_seqs) dearer than one chunk's: 0.3 ms of a
+// chunk's statement time with pg_stat_statements.track_planning.
+func (r *Runner) beginUndo(ctx context.Context) (pgx.Tx, error) {
+	return r.cfg.DB.BeginTx(ctx, pgx.TxOptions{BeginQuery: r.beginSQL() + "; SET LOCAL plan_cache_mode = force_generic_plan"})
 }
 
 // chunkEntry is a chunk's chunk.committed audit entry. ids (nil when the

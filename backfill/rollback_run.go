@@ -474,7 +474,7 @@ func (r *Runner) undoChunk(ctx context.Context, p *prepared, tg *rbTarget, run *
 // by the statement) and the audit entry, then the commit.
 func (r *Runner) commitUndo(ctx context.Context, p *prepared, tg *rbTarget, run *Run, seq int64, u undo, attempt int) (undoneChunk, error) {
 	var cr undoneChunk
-	tx, err := r.beginChunk(ctx)
+	tx, err := r.beginUndo(ctx)
 	if err != nil {
 		return cr, err
 	}

@@ -3,9 +3,12 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rewindhq/rewind"
@@ -186,5 +189,70 @@ func TestDryRunOfStatementAndGoJobsChangesNothing(t *testing.T) {
 		if b.db.Checksum(t, "items", "id") != sum {
 			t.Errorf("plan %s: items changed", job.Name)
 		}
+	}
+}
+
+// A connection that begins a chunk with another session than the job was
+// prepared on (here a new connection made with another TimeZone, as a
+// database or role setting changed during the run would) fails the chunk:
+// its statement goes in one round trip with the session check, and the
+// check's failure rolls it back, so the chunk writes nothing.
+func TestChunkBegunOnAChangedSessionWritesNothing(t *testing.T) {
+	t.Parallel()
+	for _, images := range []bool{true, false} {
+		t.Run(fmt.Sprintf("images=%v", images), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 20)
+			cfg, err := pgxpool.ParseConfig(b.db.DSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.MaxConns = 1
+			var changed atomic.Bool
+			cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+				if !changed.Load() {
+					return nil
+				}
+				_, err := c.Exec(ctx, "SET TimeZone = 'Pacific/Chatham'")
+				return err
+			}
+			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			b.cfg.DB = pool
+			b.cfg.Progress = func(p backfill.Progress) {
+				if p.Chunks == 1 && !changed.Load() {
+					changed.Store(true)
+					pool.Reset() // the next chunk gets a new connection
+				}
+			}
+			if b.runner, err = backfill.New(b.cfg); err != nil {
+				t.Fatal(err)
+			}
+			job := &backfill.Job{Name: "tz", Version: "1", ChunkSize: 5, NoRollback: !images,
+				Source: &backfill.Table{Name: "items", Key: []string{"id"}}, Set: map[string]string{"n": "n + 1"}}
+			_, err = b.runner.Apply(context.Background(), job, backfill.ApplyOptions{})
+			var se *backfill.SessionChangedError
+			if !errors.As(err, &se) || !strings.Contains(se.When, "before the chunk began") || !strings.Contains(err.Error(), "TimeZone") {
+				t.Fatalf("apply = %v, want the run stopped because the chunk began with another TimeZone", err)
+			}
+			var first, rest int64
+			if err := b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FILTER (WHERE id <= 5 AND n = 1), "+
+				"count(*) FILTER (WHERE id > 5 AND n <> 0) FROM items").Scan(&first, &rest); err != nil {
+				t.Fatal(err)
+			}
+			if first != 5 || rest != 0 {
+				t.Fatalf("%d rows of the first chunk changed (want 5) and %d rows after it (want 0)", first, rest)
+			}
+			var imageRows int64
+			if err := b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM rewind.backfill_images WHERE seq > 1").Scan(&imageRows); err != nil {
+				t.Fatal(err)
+			}
+			if imageRows != 0 {
+				t.Fatalf("%d image rows of the failed chunk were committed", imageRows)
+			}
+		})
 	}
 }
