@@ -275,6 +275,14 @@ func (e *EpochError) Error() string {
 			"the log that position was read from (a restored backup, another data directory?); rebuild from the "+
 			"start", e.After, e.Epoch, e.Current)
 	}
+	if e.Epoch == e.Current {
+		// No recovery of the store cut it (a PostgreSQL store never
+		// does): the log lost positions another way.
+		return fmt.Sprintf("rewind: position %d was seen in log epoch %d, but the log now ends at position %d, "+
+			"still in epoch %d: positions that were read are gone (a database or data directory restored from an "+
+			"older backup?), and the positions given next will hold other events; rebuild from an earlier position "+
+			"or resume from %d to accept the new history", e.After, e.Epoch, e.CutAt-1, e.Current, e.CutAt-1)
+	}
 	return fmt.Sprintf("rewind: position %d was seen in log epoch %d, but recovery cut the log at position %d since "+
 		"(now epoch %d): the events after %d are not the ones seen before; rebuild from an earlier position or "+
 		"resume from %d to accept the new history", e.After, e.Epoch, e.CutAt, e.Current, e.CutAt-1, e.CutAt-1)

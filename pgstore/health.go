@@ -33,7 +33,7 @@ func (s *Store) Health(ctx context.Context) (rewind.Health, error) {
 	if err := s.checkOpen(); err != nil {
 		return rewind.Health{}, err
 	}
-	h := rewind.Health{Epoch: 1}
+	h := rewind.Health{Epoch: logEpoch}
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
 	if time.Since(s.health.at) >= healthTTL {
@@ -57,4 +57,21 @@ func (s *Store) probe(ctx context.Context) string {
 		return "PostgreSQL did not answer within " + healthProbeTimeout.String()
 	}
 	return s.dbError("ping", err).Error()
+}
+
+// logEpoch is the log's epoch (see rewind.Health): always 1. The embedded
+// store begins a new epoch when its recovery cuts positions it may have
+// given out; PostgreSQL never takes back a commit, and nothing in this
+// store cuts the log back. A database restored from an older backup is not
+// noticed as a new epoch: see docs/postgres.md.
+const logEpoch = 1
+
+// checkEpoch refuses a reader resuming after position after in an epoch
+// newer than this log's (rewind.SubscribeOptions.Epoch): that position was
+// not read in this log. 0 (unknown) and 1 pass.
+func checkEpoch(after rewind.Position, epoch uint64) error {
+	if epoch > logEpoch {
+		return &rewind.EpochError{After: after, Epoch: epoch, Current: logEpoch}
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ var _ interface {
 	rewind.Store
 	rewind.LastPositioner
 	rewind.Describer
+	rewind.HealthReporter
 } = (*twoNodes)(nil)
 
 func (n *twoNodes) next() *Store { return n.nodes[n.turn.Add(1)%2] }
@@ -62,6 +63,10 @@ func (n *twoNodes) LastPosition(ctx context.Context) (rewind.Position, error) {
 
 func (n *twoNodes) Describe(ctx context.Context) (rewind.StoreInfo, error) {
 	return n.next().Describe(ctx)
+}
+
+func (n *twoNodes) Health(ctx context.Context) (rewind.Health, error) {
+	return n.next().Health(ctx)
 }
 
 func (n *twoNodes) Close() error {

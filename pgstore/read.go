@@ -253,6 +253,10 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			yield(nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"})
 			return
 		}
+		if err := checkEpoch(max(opts.From, 1)-1, opts.Epoch); err != nil {
+			yield(nil, err)
+			return
+		}
 		end, err := s.LastPosition(ctx)
 		if err != nil {
 			yield(nil, err)

@@ -31,6 +31,9 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (re
 	if opts.After != 0 && !opts.FromTime.IsZero() {
 		return nil, &rewind.ValidationError{Field: "after", Reason: "give a position or a time, not both"}
 	}
+	if err := checkEpoch(opts.After, opts.Epoch); err != nil {
+		return nil, err
+	}
 	last, err := s.LastPosition(ctx)
 	if err != nil {
 		return nil, err
@@ -139,6 +142,10 @@ func (sub *subscription) fetch(ctx context.Context) error {
 
 // Position returns the last position delivered or skipped.
 func (sub *subscription) Position() rewind.Position { return rewind.Position(sub.pos) }
+
+// Epoch returns the log epoch the subscription reads in, always 1 (see
+// rewind.EpochReporter and logEpoch).
+func (sub *subscription) Epoch() uint64 { return logEpoch }
 
 // Close releases the subscription.
 func (sub *subscription) Close() error {

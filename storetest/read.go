@@ -481,3 +481,61 @@ func testCapabilities(t *testing.T, newStore func(t *testing.T) rewind.Store, f 
 		}
 	}
 }
+
+// testEpochs: a store that tells the log epoch (its Health, its
+// subscriptions as rewind.EpochReporter) tells the same one everywhere, and
+// checks the epoch a reader resumes with: the current one, and 0
+// (unknown), are taken; a newer one is refused with an *EpochError before
+// anything is read (the position was not read in this log). A store that
+// tells no epoch at all is not checked.
+func testEpochs(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
+	s := open(t, newStore)
+	mustAppend(t, s, "epoch-1", rewind.Any, events(3, "T")...)
+	sub := subscribe(t, s, rewind.SubscribeOptions{After: 1})
+	er, reports := sub.(rewind.EpochReporter)
+	hr, healthy := s.(rewind.HealthReporter)
+	if !reports && !healthy {
+		t.Log("storetest: the store tells no log epoch; nothing to check")
+		return
+	}
+	if !reports || !healthy {
+		t.Fatalf("the store tells a log epoch in its health (%v) or its subscriptions (%v), not both", healthy, reports)
+	}
+	h, err := hr.Health(ctxBG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := er.Epoch()
+	if epoch == 0 || h.Epoch != epoch {
+		t.Fatalf("a subscription reads in log epoch %d, the store's health says %d", epoch, h.Epoch)
+	}
+	if ev := next(t, sub); ev.Position != 2 {
+		t.Fatalf("subscription after 1: position %d", ev.Position)
+	}
+	same := subscribe(t, s, rewind.SubscribeOptions{After: 1, Epoch: epoch})
+	if ev := next(t, same); ev.Position != 2 {
+		t.Fatalf("subscription after 1 in epoch %d: position %d", epoch, ev.Position)
+	}
+	if got := readAll(t, s, rewind.ReadAllOptions{From: 2, Epoch: epoch}); len(got) != 2 {
+		t.Fatalf("read from 2 in epoch %d: %d events, want 2", epoch, len(got))
+	}
+	newer := epoch + 4
+	check := func(what string, err error) {
+		t.Helper()
+		var ee *rewind.EpochError
+		if !errors.As(err, &ee) || !errors.Is(err, rewind.ErrEpochChanged) || ee.Epoch != newer || ee.Current != epoch {
+			t.Fatalf("%s in epoch %d (the log is at %d): %v, want an *EpochError", what, newer, epoch, err)
+		}
+	}
+	_, err = s.Subscribe(ctxBG, rewind.SubscribeOptions{After: 1, Epoch: newer})
+	check("subscribe after 1", err)
+	err = nil
+	for ev, rerr := range s.ReadAll(ctxBG, rewind.ReadAllOptions{From: 2, Epoch: newer}) {
+		if rerr == nil {
+			t.Fatalf("read from 2 in epoch %d delivered position %d", newer, ev.Position)
+		}
+		err = rerr
+		break
+	}
+	check("read from 2", err)
+}

@@ -90,6 +90,7 @@ func Run(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
 		{"SubscribeCatchUpToLive", testSubscribeCatchUpToLive, ""},
 		{"SubscribeResume", testSubscribeResume, ""},
 		{"SubscribeFilter", testSubscribeFilter, ""},
+		{"Epochs", testEpochs, ""},
 		{"Cancellation", testCancellation, ""},
 		{"Close", testClose, ""},
 		{"Capabilities", testCapabilities, ""},
