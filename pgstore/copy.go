@@ -151,14 +151,21 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 		}
 		return rows.Err()
 	})
-	lock.Queue(`SELECT h.last, nullif(h.recorded_at, '-infinity') FROM (SELECT pg_advisory_xact_lock($1, $2)) lk, `+
-		schema+`.head h`, s.lk1, s.lk2).QueryRow(func(row pgx.Row) error { return row.Scan(&last, &lastAtp) })
+	// head is read by a statement of its own after the lock's: under READ
+	// COMMITTED a statement reads in the snapshot it took when it began,
+	// so a read in the lock's statement would miss an append that held the
+	// lock and committed while this one waited for it, and the COPY would
+	// collide with that append's positions (TestImportAfterConcurrentAppend).
+	lock.Queue(`SELECT pg_advisory_xact_lock($1, $2)`, s.lk1, s.lk2)
+	lock.Queue(`SELECT last, nullif(recorded_at, '-infinity') FROM `+schema+`.head`).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&last, &lastAtp) })
 	if err := tx.SendBatch(ctx, &lock).Close(); err != nil {
 		return s.dbError("import: lock the streams and the log", err)
 	}
 	if int64(records[0].Position) != last+1 {
 		return &rewind.ValidationError{Field: "records", Value: fmt.Sprint(records[0].Position),
-			Reason: fmt.Sprintf("the first record must take the log's next position, %d", last+1)}
+			Reason: fmt.Sprintf("the first record must take the log's next position, %d: the target is no longer a "+
+				"prefix of the source (did something else append to it?)", last+1)}
 	}
 	rowsIn := newImportRows(records, states, last, lastAtp)
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{s.cfg.Schema, "events"}, copyColumns, rowsIn); err != nil {
