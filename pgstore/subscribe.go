@@ -124,6 +124,7 @@ func (sub *subscription) fetch(ctx context.Context) error {
 		var r row
 		ok, err := sub.dec.next(rows, &r, &last)
 		if err != nil {
+			sub.buf = sub.buf[:0] // the next call reads the page again
 			return sub.s.dbError("subscription read", err)
 		}
 		if ok {
@@ -131,6 +132,7 @@ func (sub *subscription) fetch(ctx context.Context) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
+		sub.buf = sub.buf[:0]
 		return sub.s.dbError("subscription read", err)
 	}
 	sub.scanned = last

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -44,5 +46,106 @@ func TestTailEpochPostgres(t *testing.T) {
 	code, _, errOut := run(t, t.TempDir(), "", append(pg, "tail", "--after", "1", "--epoch", "5")...)
 	if code != 12 || !strings.Contains(errOut, "epoch") {
 		t.Fatalf("tail --after 1 --epoch 5 on a PostgreSQL log: %d %s, want exit status 12", code, errOut)
+	}
+}
+
+// tail --store on a PostgreSQL cluster that is stopped (fast: sessions
+// ended, then connections refused) and started again: tail says it is
+// retrying, then goes on with the next event, none lost or printed twice
+// (F2: it exited 9 within milliseconds of the stop).
+func TestTailSurvivesPostgresRestart(t *testing.T) {
+	t.Parallel()
+	c := pgtest.NewCluster(t, pgtest.ClusterOptions{})
+	if _, err := pgstore.Migrate(context.Background(), c.DSN, pgstore.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	pg := []string{"--store", c.DSN}
+	appendOne := func() {
+		t.Helper()
+		if code, _, errOut := run(t, t.TempDir(), "", append(pg, "append", "s", "--type", "A", "--data", "1")...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+	}
+	appendOne()
+	tail := startChild(t, cleanEnv(), append(pg, "tail", "--from-start", "--json")...)
+	if pos, _ := tailLine(t, tail.line(t)); pos != 1 {
+		t.Fatalf("tail printed position %d, want 1", pos)
+	}
+	for round := range 2 {
+		c.Stop("fast")
+		for strings.Count(tail.errOut(), "retrying") <= round {
+			select {
+			case <-tail.done:
+				t.Fatalf("tail exited %d while PostgreSQL was down: %s", tail.status, tail.errOut())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		time.Sleep(time.Second) // a few tries fail while it is down
+		c.Start()
+		appendOne()
+		if pos, _ := tailLine(t, tail.line(t)); pos != uint64(round+2) {
+			t.Fatalf("tail after PostgreSQL's restart %d printed position %d, want %d", round+1, pos, round+2)
+		}
+	}
+	appendOne()
+	if pos, _ := tailLine(t, tail.line(t)); pos != 4 {
+		t.Fatalf("tail printed position %d, want 4", pos)
+	}
+	if !strings.Contains(tail.errOut(), "available again") {
+		t.Fatalf("tail's stderr says nothing of the outage's end: %s", tail.errOut())
+	}
+}
+
+// tail --server on a server whose PostgreSQL is stopped for a few seconds
+// and started again goes on with the next event, as tail --store does.
+func TestTailServerSurvivesPostgresOutage(t *testing.T) {
+	t.Parallel()
+	c := pgtest.NewCluster(t, pgtest.ClusterOptions{})
+	if _, err := pgstore.Migrate(context.Background(), c.DSN, pgstore.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "adminadminadminadminadmin0123456789"
+	s := startChild(t, cleanEnv("REWIND_ADMIN_TOKEN="+token), "serve", "--data-dir", t.TempDir(), "--store", c.DSN, "--addr", addr)
+	for i := 0; ; i++ {
+		if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			res.Body.Close()
+			break
+		}
+		if i == 600 {
+			t.Fatalf("the server did not start: %s", s.errOut())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	remote := []string{"--server", "http://" + addr, "--token", token}
+	appendOne := func() {
+		t.Helper()
+		if code, _, errOut := run(t, "", "", append(remote, "append", "s", "--type", "A", "--data", "1")...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+	}
+	appendOne()
+	tail := startChild(t, cleanEnv(), append(remote, "tail", "--from-start", "--json")...)
+	if pos, _ := tailLine(t, tail.line(t)); pos != 1 {
+		t.Fatalf("tail printed position %d, want 1", pos)
+	}
+	c.Stop("fast")
+	for !strings.Contains(tail.errOut(), "retrying") {
+		select {
+		case <-tail.done:
+			t.Fatalf("tail exited %d while PostgreSQL was down: %s", tail.status, tail.errOut())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	time.Sleep(4 * time.Second) // the tester's outage: longer than the client's own retries
+	c.Start()
+	appendOne()
+	if pos, _ := tailLine(t, tail.line(t)); pos != 2 {
+		t.Fatalf("tail after the outage printed position %d, want 2; stderr %s", pos, tail.errOut())
 	}
 }

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -144,6 +146,7 @@ func (a *app) tailCmd() *cobra.Command {
 		epoch     uint64
 		fromStart bool
 		jsonOut   bool
+		retryFor  time.Duration
 		ff        filterFlags
 	)
 	cmd := &cobra.Command{
@@ -158,8 +161,14 @@ With --json every event carries the log epoch it was read in. Resume with both,
 --after POSITION --epoch EPOCH: if recovery cut the log at or before POSITION
 since (a crash took back events that were already seen, and their positions now
 hold other events), tail fails with epoch_changed (exit status 12) instead of
-following a different history. When interrupted, or when the server stays
-unreachable after the retries (exit status 9), tail says where to resume.`,
+following a different history.
+
+When the store or the server becomes unavailable (PostgreSQL restarting or
+failing over, the server restarting), tail prints a notice to stderr and keeps
+retrying with backoff (up to 5 s between tries) for --retry-for (default 2m; 0:
+for ever), then goes on after the last position it printed: no event is lost or
+printed twice. When interrupted, or when the outage outlasts --retry-for (exit
+status 9), tail says where to resume.`,
 		Example: `  rewind tail --category orders-
   rewind tail --after 41000 --epoch 1 --json`,
 		Args: noArgs,
@@ -209,8 +218,12 @@ unreachable after the retries (exit status 9), tail says where to resume.`,
 				}
 				return 0
 			}
+			var outage tailOutage
 			for {
 				ev, err := sub.Next(ctx)
+				if err != nil && ctx.Err() == nil && outage.retry(ctx, a, err, retryFor, sub.Position()) {
+					continue
+				}
 				if err != nil {
 					// Interrupted (exit status 130) or the server gone
 					// (9): say where to resume.
@@ -223,6 +236,7 @@ unreachable after the retries (exit status 9), tail says where to resume.`,
 					}
 					return err
 				}
+				outage.over(a)
 				if jsonOut {
 					if err := a.printJSON(tailEventJSON{toJSON(ev), epochOf()}); err != nil {
 						return err
@@ -238,8 +252,58 @@ unreachable after the retries (exit status 9), tail says where to resume.`,
 	config.BoolVar(f, &fromStart, "from-start", false, "start at the first event of the log")
 	ff.add(cmd)
 	config.BoolVar(f, &jsonOut, "json", false, "print one JSON object per event (JSON lines)")
+	f.DurationVar(&retryFor, "retry-for", 2*time.Minute, "how long to keep retrying while the store or server is "+
+		"unavailable before exiting with status 9 (0: for ever)")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = jsonOut }
 	// The epoch --json prints with every event.
 	config.Uint64Var(f, &epoch, "epoch", 0, "the log epoch the --after position was read in (tail --json prints it); 0: unknown, not checked")
 	return cmd
+}
+
+// tailOutage is tail's state while the store or server is unavailable:
+// when the outage began and the backoff between its tries.
+type tailOutage struct {
+	since time.Time // zero while the store answers
+	bo    *backoff.ExponentialBackOff
+}
+
+// retry reports whether tail should call Next again after err: err says
+// the store or server is unavailable (rewind.ErrClosed: the subscription
+// itself is never closed while tail runs) and the outage has lasted less
+// than retryFor (0: no bound). It prints a notice when an outage begins and
+// waits before the next try. The subscription keeps its position through
+// the errors, so the next Next goes on after the last event printed.
+func (o *tailOutage) retry(ctx context.Context, a *app, err error, retryFor time.Duration, pos rewind.Position) bool {
+	if !errors.Is(err, rewind.ErrClosed) {
+		return false
+	}
+	if o.since.IsZero() {
+		o.since = time.Now()
+		o.bo = backoff.NewExponentialBackOff()
+		o.bo.InitialInterval, o.bo.MaxInterval = 100*time.Millisecond, 5*time.Second
+		bound := "for ever"
+		if retryFor > 0 {
+			bound = "for up to " + retryFor.String() + " (--retry-for)"
+		}
+		fmt.Fprintf(a.stderr, "tail: unavailable after position %d: %v; retrying %s\n", pos, err, bound)
+	}
+	if retryFor > 0 && time.Since(o.since) >= retryFor {
+		fmt.Fprintf(a.stderr, "tail: still unavailable after %s; giving up\n", time.Since(o.since).Round(time.Millisecond))
+		return false
+	}
+	t := time.NewTimer(o.bo.NextBackOff())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return true
+}
+
+// over ends an outage, if one was under way, with a notice.
+func (o *tailOutage) over(a *app) {
+	if !o.since.IsZero() {
+		fmt.Fprintf(a.stderr, "tail: available again after %s; going on\n", time.Since(o.since).Round(time.Millisecond))
+		o.since = time.Time{}
+	}
 }

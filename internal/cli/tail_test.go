@@ -201,7 +201,7 @@ func TestTailAgainstAKilledServer(t *testing.T) {
 	}
 	s := serve()
 	appendOne()
-	tail := startChild(t, cleanEnv(), append(remote, "tail", "--from-start", "--json")...)
+	tail := startChild(t, cleanEnv(), append(remote, "tail", "--from-start", "--json", "--retry-for", "3s")...)
 	if pos, _ := tailLine(t, tail.line(t)); pos != 1 {
 		t.Fatalf("tail printed position %d, want 1", pos)
 	}
