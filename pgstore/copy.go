@@ -157,7 +157,7 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 	// lock and committed while this one waited for it, and the COPY would
 	// collide with that append's positions (TestImportAfterConcurrentAppend).
 	lock.Queue(`SELECT pg_advisory_xact_lock($1, $2)`, s.lk1, s.lk2)
-	lock.Queue(`SELECT last, nullif(recorded_at, '-infinity') FROM `+schema+`.head`).
+	lock.Queue(`SELECT last, nullif(recorded_at, '-infinity') FROM ` + schema + `.head`).
 		QueryRow(func(row pgx.Row) error { return row.Scan(&last, &lastAtp) })
 	if err := tx.SendBatch(ctx, &lock).Close(); err != nil {
 		return s.dbError("import: lock the streams and the log", err)
