@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -39,33 +40,48 @@ func (s *Store) ExportLog(ctx context.Context, from rewind.Position, n int) ([]r
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	q := `SELECT e.position, e.stream, e.version, e.kind, e.event_id, e.generated, e.type, e.schema_version, e.content_type,
-			e.data, e.metadata, e.occurred_at, e.recorded_at, e.batch_last
-		FROM (SELECT last FROM ` + quoteIdent(s.cfg.Schema) + `.head LIMIT 1) h JOIN ` + quoteIdent(s.cfg.Schema) + `.events e
-			ON e.position >= $1 AND e.position + 0 <= h.last
-		ORDER BY e.position LIMIT $2`
-	rows, err := s.pool.Query(ctx, q, int64(max(from, 1)), n)
+	// h.last in the same snapshot tells a hole at the end of the page
+	// (GapError) from the end of the log.
+	q := `SELECT h.last, e.position, e.stream, e.version, e.kind, e.event_id, e.generated, e.type, e.schema_version,
+			e.content_type, e.data, e.metadata, e.occurred_at, e.recorded_at, e.batch_last
+		FROM (SELECT last FROM ` + quoteIdent(s.cfg.Schema) + `.head LIMIT 1) h LEFT JOIN LATERAL (
+			SELECT * FROM ` + quoteIdent(s.cfg.Schema) + `.events
+			WHERE position >= $1 AND position + 0 <= h.last ORDER BY position LIMIT $2) e ON true`
+	first := int64(max(from, 1))
+	rows, err := s.pool.Query(ctx, q, first, n)
 	if err != nil {
 		return nil, s.dbError("export", err)
 	}
 	defer rows.Close()
 	var out []rewind.LogRecord
+	var last int64
 	for rows.Next() {
 		var (
-			r                       rewind.LogRecord
-			pos, version, batchLast int64
-			kind                    int16
-			sv                      int32
-			md                      map[string]string
-			occurred                *int64
+			r                        rewind.LogRecord
+			pos, version, batchLast  *int64
+			kind                     *int16
+			sv                       *int32
+			md                       map[string]string
+			occurred                 *int64
+			stream, typ, contentType *string
+			id                       *uuid.UUID
+			generated                *bool
+			recordedAt               *time.Time
 		)
-		if err := rows.Scan(&pos, &r.Stream, &version, &kind, &r.ID, &r.GeneratedID, &r.Type, &sv, &r.ContentType,
-			&r.Data, &md, &occurred, &r.RecordedAt, &batchLast); err != nil {
+		if err := rows.Scan(&last, &pos, &stream, &version, &kind, &id, &generated, &typ, &sv, &contentType,
+			&r.Data, &md, &occurred, &recordedAt, &batchLast); err != nil {
 			return nil, s.dbError("export", err)
 		}
-		r.Position, r.Version, r.SchemaVersion = rewind.Position(pos), uint64(version), uint32(sv)
-		r.Delete, r.BatchEnd = kind == 1, pos == batchLast
-		r.RecordedAt = r.RecordedAt.UTC()
+		if pos == nil {
+			break // no event after from
+		}
+		if want := first + int64(len(out)); *pos != want {
+			return nil, &GapError{Schema: s.cfg.Schema, Missing: rewind.Position(want)}
+		}
+		r.Stream, r.ID, r.GeneratedID, r.Type, r.ContentType = *stream, *id, *generated, *typ, *contentType
+		r.Position, r.Version, r.SchemaVersion = rewind.Position(*pos), uint64(*version), uint32(*sv)
+		r.Delete, r.BatchEnd = *kind == 1, *pos == *batchLast
+		r.RecordedAt = recordedAt.UTC()
 		if len(md) > 0 {
 			r.Metadata = md
 		}
@@ -79,6 +95,9 @@ func (s *Store) ExportLog(ctx context.Context, from rewind.Position, n int) ([]r
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.dbError("export", err)
+	}
+	if next := first + int64(len(out)); len(out) < n && next <= last {
+		return nil, &GapError{Schema: s.cfg.Schema, Missing: rewind.Position(next)}
 	}
 	return out, nil
 }

@@ -268,6 +268,10 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			return
 		}
 		types := filterTypes(opts.Filter)
+		// A read of the whole log checks that positions follow each
+		// other (GapError); a filtered one cannot tell a hole from events
+		// its filter skips.
+		whole := opts.Filter.StreamPrefix == "" && len(types) == 0
 		var dec eventDecoder
 		n := 0
 		for from <= int64(end) {
@@ -295,6 +299,15 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 				yield(nil, s.dbError("read all", err))
 				return
 			}
+			var gap error
+			if whole {
+				// A full page must cover its positions; a short one
+				// must also reach the end.
+				k := contiguous(evs, from-1)
+				if k < len(evs) || len(evs) < page && from+int64(k) <= int64(end) {
+					evs, gap = evs[:k], &GapError{Schema: s.cfg.Schema, Missing: rewind.Position(from + int64(k))}
+				}
+			}
 			for i := range evs {
 				if !yield(&evs[i], nil) {
 					return
@@ -302,6 +315,10 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 				if n++; opts.Limit > 0 && n >= opts.Limit {
 					return
 				}
+			}
+			if gap != nil {
+				yield(nil, gap)
+				return
 			}
 			if len(evs) < page {
 				return

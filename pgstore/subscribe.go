@@ -139,6 +139,19 @@ func (sub *subscription) fetch(ctx context.Context) error {
 	if len(sub.buf) == readPage {
 		sub.scanned = int64(sub.buf[len(sub.buf)-1].Position)
 	}
+	if sub.filter.StreamPrefix == "" && len(sub.types) == 0 {
+		// Unfiltered, the page holds every position after sub.pos up to
+		// scanned: a hole is data loss (GapError). Deliver what comes
+		// before it; the next read, starting there, fails.
+		k := contiguous(sub.buf, sub.pos)
+		if k < len(sub.buf) || sub.pos+int64(k) < sub.scanned {
+			if k == 0 {
+				sub.buf = sub.buf[:0]
+				return &GapError{Schema: sub.s.cfg.Schema, Missing: rewind.Position(sub.pos + 1)}
+			}
+			sub.buf, sub.scanned = sub.buf[:k], sub.pos+int64(k)
+		}
+	}
 	return nil
 }
 

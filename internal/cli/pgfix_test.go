@@ -149,3 +149,20 @@ func TestTailServerSurvivesPostgresOutage(t *testing.T) {
 		t.Fatalf("tail after the outage printed position %d, want 2; stderr %s", pos, tail.errOut())
 	}
 }
+
+// A row deleted from a PostgreSQL store's events table: reading the whole
+// log stops at the hole with exit status 5 (corruption), not a silent jump.
+func TestReadPostgresGapExits5(t *testing.T) {
+	t.Parallel()
+	db, pg := migratedPG(t)
+	for range 3 {
+		if code, _, errOut := run(t, t.TempDir(), "", append(pg, "append", "s", "--type", "A", "--data", "1")...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+	}
+	db.Exec(t, "DELETE FROM rewind.events WHERE position = 2")
+	code, out, errOut := run(t, t.TempDir(), "", append(pg, "read", "--json")...)
+	if code != 5 || !strings.Contains(errOut, "position 2") || !strings.HasPrefix(out, `{"position":1,`) || strings.Contains(out, `"position":3`) {
+		t.Fatalf("read over a deleted position: %d %q %s; want position 1, then exit status 5 naming position 2", code, out, errOut)
+	}
+}
