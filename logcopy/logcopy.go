@@ -33,6 +33,32 @@ type analyzer interface {
 	Analyze(ctx context.Context) error
 }
 
+// identifier is a store that can tell which store it is whatever the
+// spelling of its address (PostgreSQL: 127.0.0.1 and localhost are one
+// server).
+type identifier interface {
+	Identity(ctx context.Context) (string, error)
+}
+
+// sameStore reports whether src and dst are one store: the same identity
+// when both have one, else the same location.
+func sameStore(ctx context.Context, src Source, dst Target, si, ti rewind.StoreInfo) (bool, error) {
+	a, aok := src.(identifier)
+	b, bok := dst.(identifier)
+	if !aok || !bok {
+		return si.Location == ti.Location, nil
+	}
+	ia, err := a.Identity(ctx)
+	if err != nil {
+		return false, fmt.Errorf("identify the source: %w", err)
+	}
+	ib, err := b.Identity(ctx)
+	if err != nil {
+		return false, fmt.Errorf("identify the target: %w", err)
+	}
+	return ia == ib, nil
+}
+
 // Options tunes a copy or a verification.
 type Options struct {
 	// Batch is how many records one import writes (one transaction in
@@ -124,8 +150,11 @@ func Plan(ctx context.Context, src Source, dst Target, opts Options) (from, end 
 	if err != nil {
 		return 0, 0, fmt.Errorf("describe the target: %w", err)
 	}
-	if si.Location == ti.Location {
-		return 0, 0, &RefusedError{Reason: fmt.Sprintf("the source and the target are the same store (%s)", si.Location)}
+	if same, err := sameStore(ctx, src, dst, si, ti); err != nil {
+		return 0, 0, err
+	} else if same {
+		return 0, 0, &RefusedError{Reason: fmt.Sprintf("the source and the target are the same store (%s and %s)",
+			si.Location, ti.Location)}
 	}
 	if si.LastPosition > 0 && si.FirstPosition > 1 {
 		return 0, 0, &RefusedError{Reason: fmt.Sprintf("the source's log starts at position %d (retention removed the "+

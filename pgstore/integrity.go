@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/rewindhq/rewind"
@@ -36,4 +37,21 @@ func contiguous(evs []rewind.RecordedEvent, after int64) int {
 		}
 	}
 	return len(evs)
+}
+
+// Identity names the store whatever the spelling of its connection string:
+// the PostgreSQL cluster's system identifier, the database's oid and the
+// schema. Two Stores with the same identity are one store (rewind copy
+// refuses to copy one onto itself: 127.0.0.1 and localhost are one host).
+func (s *Store) Identity(ctx context.Context) (string, error) {
+	if err := s.checkOpen(); err != nil {
+		return "", err
+	}
+	var sys int64
+	var db uint32
+	if err := s.pool.QueryRow(ctx, `SELECT (SELECT system_identifier FROM pg_control_system()),
+			(SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&sys, &db); err != nil {
+		return "", s.dbError("identify the database", err)
+	}
+	return fmt.Sprintf("postgresql system %d database %d schema %s", sys, db, s.cfg.Schema), nil
 }

@@ -220,6 +220,8 @@ func TestCopyRefuses(t *testing.T) {
 	}{
 		{"same directory", []string{"--from", src, "--to", src + "/."}, 2, "same data directory"},
 		{"same pg store", []string{"--from", db.DSN, "--to", db.DSN}, 2, "same store"},
+		{"same pg store spelled otherwise", []string{"--from", db.DSN, "--to",
+			strings.Replace(db.DSN, "127.0.0.1", "localhost", 1)}, 2, "same store"},
 		{"another log", []string{"--from", src, "--to", short}, 2, "not a prefix"},
 		{"longer log", []string{"--from", src, "--to", other}, 2, "ahead of the source"},
 		{"target ahead", []string{"--from", src, "--to", db.DSN}, 2, "ahead of the source"},
