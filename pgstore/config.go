@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -22,7 +23,8 @@ const (
 // Config configures a Store. The zero value is the default.
 type Config struct {
 	// Schema is the PostgreSQL schema that holds the store's tables: a
-	// lower-case identifier of at most 50 bytes. Several stores can share
+	// lower-case identifier of at most 50 bytes, not PostgreSQL's own
+	// (pg_..., information_schema). Several stores can share
 	// a database under different schemas. Defaults to "rewind".
 	Schema string
 	// MaxEventSize bounds one event, counted as the embedded store counts
@@ -53,6 +55,11 @@ func (c *Config) withDefaults() (Config, error) {
 	if !schemaName.MatchString(cfg.Schema) {
 		return cfg, &rewind.ValidationError{Field: "schema", Value: cfg.Schema,
 			Reason: "must be a lower-case identifier: a-z, 0-9 and _, not starting with a digit, at most 50 bytes"}
+	}
+	if strings.HasPrefix(cfg.Schema, "pg_") || cfg.Schema == "information_schema" {
+		return cfg, &rewind.ValidationError{Field: "schema", Value: cfg.Schema,
+			Reason: "is PostgreSQL's own (pg_catalog, pg_toast, pg_temp_N, information_schema: names starting with " +
+				"pg_ are reserved); name a schema of your own"}
 	}
 	if cfg.MaxEventSize == 0 {
 		cfg.MaxEventSize = DefaultMaxEventSize

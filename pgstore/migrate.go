@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rewindhq/rewind"
 )
 
 //go:embed migrations/*.sql
@@ -95,10 +97,12 @@ func (e *SchemaError) Error() string {
 		"this binary is older than the database schema; run a newer rewind", e.Schema, e.Database, e.Binary)
 }
 
-// Is makes errors.Is match ErrMigrationNeeded or ErrSchemaTooNew.
+// Is makes errors.Is match ErrMigrationNeeded or ErrSchemaTooNew; a
+// schema that holds no store at all also matches rewind.ErrStreamNotFound
+// (code not_found: exit status 3 in the CLI).
 func (e *SchemaError) Is(target error) bool {
 	if e.Database < e.Binary {
-		return target == ErrMigrationNeeded
+		return target == ErrMigrationNeeded || e.Database == 0 && target == rewind.ErrStreamNotFound
 	}
 	return target == ErrSchemaTooNew
 }
@@ -188,7 +192,7 @@ func readVersion(ctx context.Context, q interface {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: read the schema version of %s: %w", schema, err)
+		return 0, classify(schema, "read the schema version of "+schema, err)
 	}
 	if v == nil {
 		return 0, nil

@@ -408,11 +408,41 @@ func (s *Store) dbError(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	return classify(s.cfg.Schema, op, err)
+}
+
+// classify gives an error of PostgreSQL the type callers act on:
+// unavailable (retry), permission denied (grant), or as it is.
+func classify(schema, op string, err error) error {
 	if unavailable(err) {
 		return &UnavailableError{Op: op, Err: err}
 	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42501" {
+		return &PermissionError{Schema: schema, Op: op, Err: err}
+	}
 	return fmt.Errorf("pgstore: %s: %w", op, err)
 }
+
+// PermissionError is the error of an operation PostgreSQL refused the
+// connection's role (SQLSTATE 42501, insufficient privilege). Nothing was
+// done. It matches rewind.ErrPermissionDenied (exit status 8 in the CLI).
+type PermissionError struct {
+	Schema string // the store's schema
+	Op     string // what the store was doing
+	Err    error  // the driver's error
+}
+
+func (e *PermissionError) Error() string {
+	return fmt.Sprintf("pgstore: PostgreSQL refused the connection's role: %s: %v; grant it USAGE on schema %s and "+
+		"SELECT, INSERT, UPDATE on its tables (SELECT alone to read), or connect as the role that ran rewind migrate",
+		e.Op, e.Err, e.Schema)
+}
+
+// Is makes it match rewind.ErrPermissionDenied.
+func (e *PermissionError) Is(target error) bool { return target == rewind.ErrPermissionDenied }
+
+func (e *PermissionError) Unwrap() error { return e.Err }
 
 // UnavailableError is the error of an operation PostgreSQL could not take:
 // it cannot be reached, is starting up or shutting down, ended the session,

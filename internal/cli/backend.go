@@ -70,6 +70,9 @@ func (a *app) openStore(ctx context.Context) (eventStore, error) {
 		return a.openRemote()
 	}
 	if a.storeURL != "" {
+		if a.storeSchema == "" {
+			return nil, emptySchema("store-schema")
+		}
 		return pgstore.Open(ctx, a.storeURL, pgstore.Config{Schema: a.storeSchema})
 	}
 	s, err := store.Open(a.dataDir, store.Config{})
@@ -77,4 +80,10 @@ func (a *app) openStore(ctx context.Context) (eventStore, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// emptySchema is the error of a schema flag given empty: pgstore.Config
+// would read it as the default, which the user did not ask for.
+func emptySchema(flag string) error {
+	return invalidFlag(flag, "", "must name a schema; leave the flag out for the default, "+pgstore.DefaultSchema)
 }

@@ -116,6 +116,9 @@ func redactURL(s string) string {
 // refusal).
 func (c copySide) open(ctx context.Context, flag string, source bool) (s copyStore, made bool, err error) {
 	if c.isPG() {
+		if c.schema == "" {
+			return nil, false, emptySchema(flag + "-schema")
+		}
 		ps, err := pgstore.Open(ctx, c.where, pgstore.Config{Schema: c.schema})
 		if err != nil {
 			return nil, false, err

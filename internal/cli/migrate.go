@@ -28,6 +28,9 @@ newer refuses too (this binary is older than the database schema).`,
 				return usageError(cmd, errors.New("give the PostgreSQL store with --store postgres://user@host:5432/db "+
 					"(or REWIND_STORE)"))
 			}
+			if a.storeSchema == "" {
+				return emptySchema("store-schema")
+			}
 			res, err := pgstore.Migrate(cmd.Context(), a.storeURL, pgstore.Config{Schema: a.storeSchema})
 			if err != nil {
 				return err

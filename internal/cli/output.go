@@ -120,7 +120,7 @@ func (a *app) classify(err error) (rewind.Code, int, string) {
 	if code, ok := throttleError(err); ok {
 		return code, exitStatus(code), trimPrefix(err.Error())
 	}
-	if code, msg, ok := pgError(err); ok {
+	if code, msg, ok := pgError(err, a.dsnFlag()); ok {
 		return code, exitStatus(code), msg
 	}
 	code, msg := rewind.CodeOf(err), trimPrefix(err.Error())

@@ -22,13 +22,15 @@ import (
 // exist is "not found", a refused login "unauthenticated", a lock held by
 // another session past --lock-timeout "locked". ok is false for other
 // errors.
-func pgError(err error) (code rewind.Code, msg string, ok bool) {
+// flag names the flags and variables the connection string came from, for
+// the advice ("check that --store (or $REWIND_STORE) names it").
+func pgError(err error, flag string) (code rewind.Code, msg string, ok bool) {
 	if errors.Is(err, context.Canceled) {
 		return "", "", false // interrupted (Ctrl-C, SIGTERM) while connecting: exit 130
 	}
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) && ce.Config != nil {
-		code, msg, ok := connectError(ce)
+		code, msg, ok := connectError(ce, flag)
 		// What the command was connecting for ("connect to the ledger
 		// database"), when it said so.
 		full := trimPrefix(err.Error())
@@ -53,21 +55,21 @@ func pgError(err error) (code rewind.Code, msg string, ok bool) {
 	return "", "", false
 }
 
-func connectError(ce *pgconn.ConnectError) (rewind.Code, string, bool) {
+func connectError(ce *pgconn.ConnectError, flag string) (rewind.Code, string, bool) {
 	c := ce.Config
 	where := fmt.Sprintf("the database %q at %s:%d", c.Database, c.Host, c.Port)
 	if strings.HasPrefix(c.Host, "/") {
 		where = fmt.Sprintf("the database %q at socket %s", c.Database, c.Host)
 	}
-	check := "check that PostgreSQL runs there and that --dsn (or --ledger-dsn, $REWIND_DSN, $REWIND_LEDGER_DSN) names it"
+	check := "check that PostgreSQL runs there and that " + flag + " names it"
 	var pe *pgconn.PgError
 	var op *net.OpError
 	switch {
 	case errors.As(ce, &pe) && pe.Code == "3D000":
-		return rewind.CodeNotFound, fmt.Sprintf("%s does not exist: %s; check the database name in --dsn", where, pe.Message), true
+		return rewind.CodeNotFound, fmt.Sprintf("%s does not exist: %s; check the database name in %s", where, pe.Message, flag), true
 	case errors.As(ce, &pe) && strings.HasPrefix(pe.Code, "28"):
-		return rewind.CodeUnauthenticated, fmt.Sprintf("%s refused user %q: %s; check the user and password in --dsn "+
-			"(and pg_hba.conf)", where, c.User, pe.Message), true
+		return rewind.CodeUnauthenticated, fmt.Sprintf("%s refused user %q: %s; check the user and password in %s "+
+			"(and pg_hba.conf)", where, c.User, pe.Message, flag), true
 	case errors.As(ce, &pe):
 		return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: the server said %q (SQLSTATE %s); %s", where, pe.Message, pe.Code, check), true
 	case errors.Is(ce, context.DeadlineExceeded):
@@ -87,6 +89,27 @@ func connectError(ce *pgconn.ConnectError) (rewind.Code, string, bool) {
 		reason = "what answered there does not speak PostgreSQL's protocol (" + reason + "): is it the right host and port?"
 	}
 	return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: %s; %s", where, reason, check), true
+}
+
+// dsnFlag names where this command's connection strings came from: --store
+// (or $REWIND_STORE), copy's --from and --to, or --dsn and --ledger-dsn.
+func (a *app) dsnFlag() string {
+	var given []string
+	for _, f := range []string{"--store", "--from", "--to", "--dsn", "--ledger-dsn"} {
+		for _, arg := range a.args {
+			if arg == f || strings.HasPrefix(arg, f+"=") {
+				given = append(given, f)
+				break
+			}
+		}
+	}
+	switch {
+	case a.storeURL != "" && (len(given) == 0 || given[0] == "--store"):
+		return "--store (or $REWIND_STORE)"
+	case len(given) > 0 && (given[0] == "--from" || given[0] == "--to"):
+		return "--from and --to"
+	}
+	return "--dsn (or --ledger-dsn, $REWIND_DSN, $REWIND_LEDGER_DSN)"
 }
 
 // lockedTable finds the table a lock wait was for in what the command was

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -164,5 +165,55 @@ func TestReadPostgresGapExits5(t *testing.T) {
 	code, out, errOut := run(t, t.TempDir(), "", append(pg, "read", "--json")...)
 	if code != 5 || !strings.Contains(errOut, "position 2") || !strings.HasPrefix(out, `{"position":1,`) || strings.Contains(out, `"position":3`) {
 		t.Fatalf("read over a deleted position: %d %q %s; want position 1, then exit status 5 naming position 2", code, out, errOut)
+	}
+}
+
+// Bad --store input and refusals get their own exit statuses and messages
+// that name --store: PostgreSQL's own schemas and an empty one are invalid
+// (2), a schema never migrated is not found (3), privileges PostgreSQL
+// refuses are permission denied (8), an unreachable store names --store.
+func TestPostgresStoreRefusals(t *testing.T) {
+	t.Parallel()
+	db, pg := migratedPG(t)
+	dir := t.TempDir()
+	for _, schema := range []string{"information_schema", "pg_catalog", "pg_toast", "pg_temp_1", ""} {
+		code, _, errOut := run(t, dir, "", append(pg, "--store-schema", schema, "read", "s")...)
+		if code != 2 || !strings.Contains(errOut, "schema") {
+			t.Errorf("--store-schema %q: %d %s; want exit status 2", schema, code, errOut)
+		}
+		code, _, errOut = run(t, dir, "", append(pg, "--store-schema", schema, "migrate")...)
+		if code != 2 {
+			t.Errorf("migrate --store-schema %q: %d %s; want exit status 2", schema, code, errOut)
+		}
+	}
+	if code, _, errOut := run(t, dir, "", append(pg, "--store-schema", "never", "read", "s")...); code != 3 ||
+		!strings.Contains(errOut, "rewind migrate") {
+		t.Errorf("a schema never migrated: %d %s; want exit status 3 saying to run rewind migrate", code, errOut)
+	}
+	code, _, errOut := run(t, dir, "", "--store", "postgres://postgres@127.0.0.1:1/nowhere?connect_timeout=5", "read", "x")
+	if code != 9 || !strings.Contains(errOut, "--store (or $REWIND_STORE)") || strings.Contains(errOut, "--dsn") {
+		t.Errorf("an unreachable store: %d %s; want exit status 9 naming --store, not --dsn", code, errOut)
+	}
+	if code, _, errOut := run(t, dir, "", append(pg, "append", "s", "--type", "A", "--data", "1")...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	role := fmt.Sprintf("pgfix_role_%d", time.Now().UnixNano())
+	db.Exec(t, "CREATE ROLE "+role+" LOGIN")
+	t.Cleanup(func() {
+		db.Exec(t, "DROP OWNED BY "+role)
+		db.Exec(t, "DROP ROLE "+role)
+	})
+	as := []string{"--store", strings.Replace(db.DSN, "postgres@", role+"@", 1)}
+	if code, _, errOut := run(t, dir, "", append(as, "read", "s")...); code != 8 || !strings.Contains(errOut, "grant") {
+		t.Errorf("read as a role without privileges: %d %s; want exit status 8", code, errOut)
+	}
+	db.Exec(t, "GRANT USAGE ON SCHEMA rewind TO "+role)
+	db.Exec(t, "GRANT SELECT ON ALL TABLES IN SCHEMA rewind TO "+role)
+	if code, out, errOut := run(t, dir, "", append(as, "read", "s")...); code != 0 || !strings.Contains(out, "A") {
+		t.Errorf("read as a role that may read: %d %q %s", code, out, errOut)
+	}
+	if code, _, errOut := run(t, dir, "", append(as, "append", "s", "--type", "A", "--data", "1")...); code != 8 ||
+		!strings.Contains(errOut, "grant") {
+		t.Errorf("append as a role that may only read: %d %s; want exit status 8", code, errOut)
 	}
 }
