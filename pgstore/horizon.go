@@ -27,6 +27,24 @@ type Horizon struct {
 	Holder *LockHolder `json:"holder,omitempty"`
 	// Waiting counts the appends and deletes waiting for the lock.
 	Waiting int `json:"waiting"`
+	// Blocked lists the sessions waiting for a lock on a stream's row —
+	// appends and deletes of any process, this store's committer included
+	// — with the sessions they wait for. A session that keeps a stream's
+	// row locked (a SELECT … FOR UPDATE left open) stalls every append to
+	// that stream, and, as the committer writes the appends of one Store
+	// in turn, every append of that Store behind it.
+	Blocked []BlockedSession `json:"blocked,omitempty"`
+}
+
+// BlockedSession is a session waiting for a lock on a stream's row.
+type BlockedSession struct {
+	PID int `json:"pid"`
+	// Age is how long its current statement has run.
+	Age       time.Duration `json:"age"`
+	WaitEvent string        `json:"wait_event"`
+	// BlockedBy are the sessions holding what it waits for
+	// (pg_blocking_pids): end the one that should not (pg_terminate_backend).
+	BlockedBy []int `json:"blocked_by"`
 }
 
 // LockHolder describes the backend holding the append lock.
@@ -73,6 +91,31 @@ func (s *Store) Horizon(ctx context.Context) (Horizon, error) {
 		if wtype != nil && wevent != nil {
 			h.Holder.WaitEvent = *wtype + ":" + *wevent
 		}
+	}
+	rows, err := s.pool.Query(ctx, s.q.blocked)
+	if err != nil {
+		return Horizon{}, s.dbError("horizon: lock waits", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b BlockedSession
+		var pid int32
+		var by []int32
+		var age *time.Duration
+		if err := rows.Scan(&pid, &age, &b.WaitEvent, &by); err != nil {
+			return Horizon{}, s.dbError("horizon: lock waits", err)
+		}
+		b.PID = int(pid)
+		if age != nil {
+			b.Age = *age
+		}
+		for _, p := range by {
+			b.BlockedBy = append(b.BlockedBy, int(p))
+		}
+		h.Blocked = append(h.Blocked, b)
+	}
+	if err := rows.Err(); err != nil {
+		return Horizon{}, s.dbError("horizon: lock waits", err)
 	}
 	return h, nil
 }

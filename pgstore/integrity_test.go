@@ -86,3 +86,56 @@ func TestDeletedRowIsDataLoss(t *testing.T) {
 		t.Fatalf("read all with every hole filled: %v", err)
 	}
 }
+
+// TestHorizonShowsBlockedAppends: a session that keeps a stream's row
+// locked stalls the appends to that stream (and the committer's group with
+// them); the horizon lists the waiting session and the one it waits for
+// (F3: it showed nothing).
+func TestHorizonShowsBlockedAppends(t *testing.T) {
+	db := newTestDB(t)
+	ctx := context.Background()
+	s := db.open(t, Config{})
+	if _, err := s.Append(ctx, "locked", rewind.Any, benchEvents(1)...); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var locker int32
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&locker); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM "+s.cfg.Schema+".streams WHERE name = 'locked' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, "locked", rewind.Any, benchEvents(1)...)
+		appended <- err
+	}()
+	var h Horizon
+	for i := 0; len(h.Blocked) == 0; i++ {
+		if i == 12000 {
+			t.Fatal("the horizon never listed the blocked append")
+		}
+		time.Sleep(5 * time.Millisecond)
+		if h, err = s.Horizon(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := h.Blocked[0]; len(h.Blocked) != 1 || len(b.BlockedBy) != 1 || b.BlockedBy[0] != int(locker) ||
+		b.WaitEvent == "" {
+		t.Fatalf("horizon's blocked sessions: %+v; want one, blocked by session %d", h.Blocked, locker)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatalf("append once the row was released: %v", err)
+	}
+	if h, err = s.Horizon(ctx); err != nil || len(h.Blocked) != 0 || h.Safe != 2 {
+		t.Fatalf("horizon after: %+v, %v", h, err)
+	}
+}

@@ -18,7 +18,7 @@ type sqlText struct {
 	head, streamInfo, listStreams, count               string
 	readForward, readBackward, readAll, firstAt, poll  string
 	pollAll                                            string
-	horizon                                            string
+	horizon, blocked                                   string
 }
 
 // The columns of an event, in the order scanRow reads them.
@@ -122,6 +122,15 @@ func newSQL(schema string) sqlText {
 				SELECT ` + eventCols + ` FROM S.events
 				WHERE position > $1 AND position + 0 <= h.last
 				ORDER BY position LIMIT ` + strconv.Itoa(readPage) + `) e ON true`),
+		// The sessions waiting for a lock on a stream's row: a waiter
+		// for a row lock holds or waits for the row's tuple lock of the
+		// streams table while it waits.
+		blocked: r.Replace(`SELECT a.pid, now() - a.query_start, a.wait_event_type || ':' || a.wait_event,
+				pg_blocking_pids(a.pid)
+			FROM pg_stat_activity a
+			WHERE a.wait_event_type = 'Lock' AND a.pid IN (SELECT pid FROM pg_locks
+				WHERE locktype = 'tuple' AND relation = 'S.streams'::regclass)
+			ORDER BY a.query_start`),
 		horizon: r.Replace(`SELECT (SELECT last FROM S.head),
 				(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::oid AND objid = $2::oid
 					AND objsubid = 2 AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
