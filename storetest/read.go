@@ -485,7 +485,7 @@ func testCapabilities(t *testing.T, newStore func(t *testing.T) rewind.Store, f 
 // testEpochs: a store that tells the log epoch (its Health, its
 // subscriptions as rewind.EpochReporter) tells the same one everywhere, and
 // checks the epoch a reader resumes with: the current one, and 0
-// (unknown), are taken; a newer one is refused with an *EpochError before
+// (unknown), are taken; a newer one is refused with rewind.ErrEpochChanged before
 // anything is read (the position was not read in this log). A store that
 // tells no epoch at all is not checked.
 func testEpochs(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
@@ -522,9 +522,11 @@ func testEpochs(t *testing.T, newStore func(t *testing.T) rewind.Store, f Featur
 	newer := epoch + 4
 	check := func(what string, err error) {
 		t.Helper()
+		// Over an API the error keeps its code (epoch_changed), not
+		// always its type.
 		var ee *rewind.EpochError
-		if !errors.As(err, &ee) || !errors.Is(err, rewind.ErrEpochChanged) || ee.Epoch != newer || ee.Current != epoch {
-			t.Fatalf("%s in epoch %d (the log is at %d): %v, want an *EpochError", what, newer, epoch, err)
+		if !errors.Is(err, rewind.ErrEpochChanged) || errors.As(err, &ee) && (ee.Epoch != newer || ee.Current != epoch) {
+			t.Fatalf("%s in epoch %d (the log is at %d): %v, want an epoch change", what, newer, epoch, err)
 		}
 	}
 	_, err = s.Subscribe(ctxBG, rewind.SubscribeOptions{After: 1, Epoch: newer})
