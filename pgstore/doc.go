@@ -28,6 +28,12 @@
 // retries race. Positions, versions and ids are data: they survive
 // pg_dump and pg_restore into another cluster unchanged.
 //
+// Because positions have no gaps by design, a reader of the whole log
+// that finds one (a row deleted behind the store's back) stops there with a
+// *GapError, which matches rewind.ErrCorruption. Rows carry no checksum:
+// beyond that, their integrity is PostgreSQL's. The log's epoch is always
+// 1 (nothing cuts it back), reported and checked as the embedded store's.
+//
 // Open never changes the schema: it refuses with a *SchemaError when the
 // database's schema is older (run migrate) or newer (this binary is too
 // old) than the binary's.
