@@ -235,7 +235,10 @@ func brokenConnection(err error) bool {
 	// net/http's HTTP/2 errors are not exported.
 	msg := err.Error()
 	for _, s := range []string{"http2: client connection lost", "http2: client conn is closed",
-		"http2: server sent GOAWAY", "http2: Transport: cannot retry err", "connection reset by peer", "broken pipe"} {
+		"http2: server sent GOAWAY", "http2: Transport: cannot retry err", "connection reset by peer", "broken pipe",
+		// A stream the server reset rather than answered: a server that
+		// forwards group requests resets a stream whose owner died.
+		"INTERNAL_ERROR; received from peer"} {
 		if strings.Contains(msg, s) {
 			return true
 		}

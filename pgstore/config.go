@@ -93,6 +93,7 @@ func (c *Config) withDefaults() (Config, error) {
 const (
 	lockAppend  int32 = 0x52574e41 // "RWNA": the append lock, taken by every append and delete
 	lockMigrate int32 = 0x52574e4d // "RWNM": held while migrating
+	lockGroups  int32 = 0x52574e47 // "RWNG": held by the server that runs the consumer groups
 )
 
 func lockKeys(schema string, what int32) (int32, int32) {

@@ -137,6 +137,12 @@ type Config struct {
 	// OTLPEndpoint, when set, exports traces of every RPC over OTLP/HTTP to
 	// this endpoint (host:port, or a URL). Defaults to no tracing.
 	OTLPEndpoint string
+	// AdvertiseURL is where the other servers of a shared backend (one
+	// PostgreSQL database) reach this one, to forward it the consumer
+	// group requests while it runs the groups. Defaults to the URL of the
+	// listen address (which only suits servers on one host, or an Addr
+	// that others can reach).
+	AdvertiseURL string
 	// ProjectionsDSN, when set, is the PostgreSQL database of projections
 	// (package projection) whose status /metrics exports
 	// (rewind_projection_*, read at each scrape). Defaults to none.

@@ -141,14 +141,18 @@ func (g *groupService) join(ctx context.Context, stream *connect.BidiStream[rewi
 		return nil, &rewind.LimitError{Limit: "bytes of member_name", Max: maxMemberName,
 			Got: int64(len(st.GetMemberName())), Hint: "name the member more briefly"}
 	}
-	info, err := g.s.groups.Info(name)
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := e.Info(name)
 	if err != nil {
 		return nil, err
 	}
 	if err := authorizeFilter(ctx, name, info.Config.Filter); err != nil {
 		return nil, err
 	}
-	return g.s.groups.Join(ctx, name, consumer.MemberOptions{Name: st.GetMemberName(),
+	return e.Join(ctx, name, consumer.MemberOptions{Name: st.GetMemberName(),
 		MaxAckPending: int(st.GetMaxAckPending())})
 }
 

@@ -90,7 +90,11 @@ func (g *groupService) CreateGroup(ctx context.Context, req *connect.Request[rew
 	if err := authorizeFilter(ctx, cfg.Name, cfg.Filter); err != nil {
 		return nil, err
 	}
-	info, err := g.s.groups.CreateGroup(ctx, cfg)
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := e.CreateGroup(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +104,11 @@ func (g *groupService) CreateGroup(ctx context.Context, req *connect.Request[rew
 func (g *groupService) ListGroups(ctx context.Context, _ *connect.Request[rewindv1.ListGroupsRequest]) (*connect.Response[rewindv1.ListGroupsResponse], error) {
 	tok := tokenFrom(ctx)
 	res := &rewindv1.ListGroupsResponse{}
-	for _, in := range g.s.groups.Groups() {
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range e.Groups() {
 		if tok.Allows(auth.Read, consumer.StateStream(in.Config.Name)) {
 			res.Groups = append(res.Groups, apiconv.GroupToProto(in))
 		}
@@ -113,7 +121,11 @@ func (g *groupService) GroupInfo(ctx context.Context, req *connect.Request[rewin
 	if err := checkGroup(ctx, auth.Read, name); err != nil {
 		return nil, err
 	}
-	info, err := g.s.groups.Info(name)
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info, err := e.Info(name)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +137,11 @@ func (g *groupService) DeleteGroup(ctx context.Context, req *connect.Request[rew
 	if err := checkGroup(ctx, auth.Admin, name); err != nil {
 		return nil, err
 	}
-	if err := g.s.groups.DeleteGroup(ctx, name); err != nil {
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.DeleteGroup(ctx, name); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&rewindv1.DeleteGroupResponse{}), nil
@@ -144,7 +160,11 @@ func (g *groupService) ResetGroup(ctx context.Context, req *connect.Request[rewi
 	if err != nil {
 		return nil, err
 	}
-	plan, err := g.s.groups.Reset(ctx, name, opts)
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := e.Reset(ctx, name, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +180,11 @@ func (g *groupService) ListParked(ctx context.Context, req *connect.Request[rewi
 		return nil, &rewind.LimitError{Limit: "parked events per page (limit)", Max: 10_000, Got: int64(m.GetLimit()),
 			Hint: "list in pages: continue with after set to the last position you got"}
 	}
-	list, err := g.s.groups.Parked(ctx, m.GetGroup(), consumer.ParkedOptions{After: rewind.Position(m.GetAfter()),
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list, err := e.Parked(ctx, m.GetGroup(), consumer.ParkedOptions{After: rewind.Position(m.GetAfter()),
 		Limit: int(m.GetLimit())})
 	if err != nil {
 		return nil, err
@@ -177,7 +201,11 @@ func (g *groupService) ReplayParked(ctx context.Context, req *connect.Request[re
 	if err := checkGroup(ctx, auth.Admin, m.GetGroup()); err != nil {
 		return nil, err
 	}
-	n, err := g.s.groups.ReplayParked(ctx, m.GetGroup(), consumer.ReplayOptions{Through: rewind.Position(m.GetThrough())})
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := e.ReplayParked(ctx, m.GetGroup(), consumer.ReplayOptions{Through: rewind.Position(m.GetThrough())})
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +217,11 @@ func (g *groupService) PurgeParked(ctx context.Context, req *connect.Request[rew
 	if err := checkGroup(ctx, auth.Admin, m.GetGroup()); err != nil {
 		return nil, err
 	}
-	n, err := g.s.groups.PurgeParked(ctx, m.GetGroup(), consumer.PurgeOptions{Through: rewind.Position(m.GetThrough())})
+	e, err := g.s.engine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := e.PurgeParked(ctx, m.GetGroup(), consumer.PurgeOptions{Through: rewind.Position(m.GetThrough())})
 	if err != nil {
 		return nil, err
 	}

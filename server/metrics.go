@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,11 +88,11 @@ func (m *metrics) observeFlush(fi eventlog.FlushInfo) {
 // the counters the engine keeps as the group works (consumer.GroupInfo):
 // a scrape scans nothing.
 type groupCollector struct {
-	e                                                            *consumer.Engine
+	e                                                            *atomic.Pointer[consumer.Engine]
 	pending, inFlight, oldest, redeliveries, parked, stalled, up *prometheus.Desc
 }
 
-func newGroupCollector(e *consumer.Engine) *groupCollector {
+func newGroupCollector(e *atomic.Pointer[consumer.Engine]) *groupCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("rewind_consumer_group_"+name, help, append([]string{"group"}, labels...), nil)
 	}
@@ -120,7 +121,11 @@ func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, in := range c.e.Groups() {
+	e := c.e.Load()
+	if e == nil {
+		return // another server runs the groups, and reports them
+	}
+	for _, in := range e.Groups() {
 		name := in.Config.Name
 		gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{name}, labels...)...)

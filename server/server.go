@@ -35,7 +35,11 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	store    rewind.Store
-	groups   *consumer.Engine
+	// groups is the consumer engine while this server runs the store's
+	// groups: always for the embedded store; for a shared backend, while
+	// election says this server owns them (nil otherwise).
+	groups   atomic.Pointer[consumer.Engine]
+	election *election
 	tokens   *auth.Store
 	metrics  *metrics
 	registry *prometheus.Registry
@@ -94,8 +98,13 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		s.store = st
 	}
-	if s.groups, err = consumer.Open(context.Background(), s.store, consumer.Config{Logger: c.Logger}); err != nil {
-		return nil, fmt.Errorf("open the consumer groups: %w", err)
+	el, shared := s.store.(groupsElector)
+	if !shared {
+		e, err := consumer.Open(context.Background(), s.store, consumer.Config{Logger: c.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("open the consumer groups: %w", err)
+		}
+		s.groups.Store(e)
 	}
 	if s.tokens, err = auth.Open(c.DataDir); err != nil {
 		return nil, err
@@ -103,7 +112,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s.tokens.SetClock(c.Now)
 	s.subs = newSubscriptions(s.store, c.MaxSubscriptionsPerToken)
 	s.budget.max = c.MaxInflightAppendBytes
-	s.registry.MustRegister(s.subs, newStoreCollector(s), newGroupCollector(s.groups), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
+	s.registry.MustRegister(s.subs, newStoreCollector(s), newGroupCollector(&s.groups), prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_requests_in_flight",
 		Help: "API requests being served (streams included)."}, func() float64 { return float64(s.inflight.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rewind_append_inflight_bytes",
 			Help: "Bytes of the appends in progress, counted against max_inflight_append_bytes."},
@@ -161,6 +170,9 @@ func New(cfg Config) (_ *Server, err error) {
 		s.http.Protocols.SetHTTP2(true)
 	} else {
 		s.http.Protocols.SetUnencryptedHTTP2(true) // h2c, for gRPC without TLS
+	}
+	if shared {
+		s.startElection(el)
 	}
 	return s, nil
 }
@@ -233,10 +245,10 @@ func (s *Server) Handler() http.Handler {
 	rpcs[path] = h
 	path, h = rewindv1connect.NewTokenServiceHandler(&tokenService{s}, opts...)
 	rpcs[path] = h
-	path, h = rewindv1connect.NewConsumerGroupServiceHandler(&groupService{s}, opts...)
-	rpcs[path] = h
-	s.addGRPCServices(rpcs, opts)
 	errw := connect.NewErrorWriter()
+	path, h = rewindv1connect.NewConsumerGroupServiceHandler(&groupService{s}, opts...)
+	rpcs[path] = s.groupsRoute(h, errw)
+	s.addGRPCServices(rpcs, opts)
 	api := s.withRequest(routeErrors(s.authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := infoFrom(r.Context())
 		rt := ri.route // routeErrors let only known procedures through
@@ -378,10 +390,12 @@ func (s *Server) Close() error {
 // get ShutdownTimeout to flush.
 func (s *Server) closeResources() error {
 	var errs []error
-	if s.groups != nil {
-		// Before the store: the groups' last commits go to it.
+	// Before the store: the groups' last commits go to it.
+	if s.election != nil {
+		s.stopElection()
+	} else if e := s.groups.Load(); e != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-		errs = append(errs, s.groups.Close(ctx))
+		errs = append(errs, e.Close(ctx))
 		cancel()
 	}
 	if s.store != nil {

@@ -68,6 +68,7 @@ type Server struct {
 	SlowSubscriberTimeout    time.Duration
 	OTLPEndpoint             string
 	ProjectionsDSN           string
+	AdvertiseURL             string
 	LogLevel                 string
 }
 
@@ -155,6 +156,9 @@ var settings = []setting{
 		duration(func(c *Server) *time.Duration { return &c.SlowSubscriberTimeout })},
 	{"otlp_endpoint", "OTLP/HTTP endpoint (host:port or URL) to export traces to", false,
 		str(func(c *Server) *string { return &c.OTLPEndpoint })},
+	{"advertise_url", "URL at which the other servers of one PostgreSQL --store reach this one, to forward it "+
+		"consumer group requests while it runs the groups (default: http(s)://ADDR)", false,
+		str(func(c *Server) *string { return &c.AdvertiseURL })},
 	{"projections_dsn", "PostgreSQL connection string of the projections (package projection) whose status /metrics " +
 		"exports as rewind_projection_* (default: none)", true, str(func(c *Server) *string { return &c.ProjectionsDSN })},
 	{"log_level", "log level: debug, info, warn or error", false, str(func(c *Server) *string { return &c.LogLevel })},
@@ -311,6 +315,13 @@ func (c Server) validate(src Source, path string) error {
 	if err := checkOTLP(c.OTLPEndpoint); err != nil {
 		return bad("otlp_endpoint", c.OTLPEndpoint, err.Error())
 	}
+	if c.AdvertiseURL != "" {
+		u, err := url.Parse(c.AdvertiseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.TrimRight(u.Path, "/") != "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return bad("advertise_url", c.AdvertiseURL, "must be http://HOST:PORT or https://HOST:PORT, with no path")
+		}
+	}
 	if c.ProjectionsDSN != "" {
 		if _, err := pgxpool.ParseConfig(c.ProjectionsDSN); err != nil {
 			return &rewind.ValidationError{Field: field("projections_dsn"),
@@ -449,7 +460,7 @@ func (c Server) ServerConfig() (server.Config, error) {
 		RPCTimeout: c.RPCTimeout, ReadHeaderTimeout: c.ReadHeaderTimeout,
 		MaxSubscriptionsPerToken: c.MaxSubscriptionsPerToken, ShutdownTimeout: c.ShutdownTimeout,
 		DrainDelay: c.DrainDelay, SlowSubscriberTimeout: c.SlowSubscriberTimeout,
-		OTLPEndpoint: c.OTLPEndpoint, ProjectionsDSN: c.ProjectionsDSN,
+		OTLPEndpoint: c.OTLPEndpoint, ProjectionsDSN: c.ProjectionsDSN, AdvertiseURL: strings.TrimRight(c.AdvertiseURL, "/"),
 		Store: store.Config{Log: eventlog.Config{Durability: d, SyncInterval: c.SyncInterval},
 			MaxBatchEvents: c.MaxBatchEvents, MaxEventSize: int(c.MaxEventBytes)},
 	}, nil
