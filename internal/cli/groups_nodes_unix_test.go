@@ -69,8 +69,9 @@ func groupNodes(t *testing.T) ([]*childServer, []*client.Client, *pgstore.Store)
 	return nodes, clients, st
 }
 
-// owner waits until one of nodes runs the groups and returns its index.
-func groupsOwner(t *testing.T, st *pgstore.Store, nodes []*childServer) int {
+// groupsOwner waits until one of nodes other than not (-1: any) runs the
+// groups and returns its index.
+func groupsOwner(t *testing.T, st *pgstore.Store, nodes []*childServer, not int) int {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		url, err := st.GroupsOwner(context.Background())
@@ -78,12 +79,12 @@ func groupsOwner(t *testing.T, st *pgstore.Store, nodes []*childServer) int {
 			t.Fatal(err)
 		}
 		for i, n := range nodes {
-			if url == "http://"+n.addr {
+			if url == "http://"+n.addr && i != not {
 				return i
 			}
 		}
 	}
-	t.Fatal("no node took the consumer groups within a minute")
+	t.Fatalf("no node (other than %d) took the consumer groups within a minute", not)
 	return -1
 }
 
@@ -97,7 +98,7 @@ func TestGroupsTwoNodesOneOwner(t *testing.T) {
 	t.Parallel()
 	nodes, clients, st := groupNodes(t)
 	ctx := context.Background()
-	owner := groupsOwner(t, st, nodes)
+	owner := groupsOwner(t, st, nodes, -1)
 	other := 1 - owner
 	// Created through the node that does not run the groups, and through
 	// the one that does.
@@ -212,17 +213,27 @@ func TestGroupsTwoNodesOneOwner(t *testing.T) {
 // The other node takes the groups over each time (the members go on
 // through their own node), no event acknowledged to the writer is lost
 // (each is delivered and acked, none parked), and an event is delivered
-// again only within the crash bound: never when its last ack was sent
-// more than 10 s before a kill (the bound is one commit interval, 100
-// ms), nor at all before the first kill — two engines delivering at once
-// would break both.
+// again only around a kill: never when its last ack was sent more than
+// 10 s from every kill (the bound is one commit interval, 100 ms, before
+// the kill, and the takeover after it), so not at all before the first
+// kill — two engines delivering at once would break that.
 func TestGroupsOwnerKilled(t *testing.T) {
 	t.Parallel()
 	nodes, clients, st := groupNodes(t)
 	ctx := context.Background()
-	groupsOwner(t, st, nodes)
+	groupsOwner(t, st, nodes, -1)
 	if _, err := clients[0].CreateGroup(ctx, consumer.GroupConfig{Name: "g", MemberMaxAckPending: 50}); err != nil {
 		t.Fatal(err)
+	}
+	// The writer's clients give up at once, to retry on the other node.
+	writers := make([]*client.Client, 2)
+	for i, n := range nodes {
+		c, err := client.New("http://"+n.addr, client.Config{Token: n.secret, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		writers[i] = c
 	}
 	var mu sync.Mutex
 	appended := map[uuid.UUID]bool{}
@@ -244,7 +255,7 @@ func TestGroupsOwnerKilled(t *testing.T) {
 			// answered as a duplicate if the first try was written.
 			for node := i % 2; appendCtx.Err() == nil; node = 1 - node {
 				actx, cancel := context.WithTimeout(appendCtx, 5*time.Second)
-				_, err := clients[node].Append(actx, fmt.Sprintf("s-%d", i%7), rewind.Any, evs...)
+				_, err := writers[node].Append(actx, fmt.Sprintf("s-%d", i%7), rewind.Any, evs...)
 				cancel()
 				if err == nil {
 					mu.Lock()
@@ -254,6 +265,7 @@ func TestGroupsOwnerKilled(t *testing.T) {
 					mu.Unlock()
 					break
 				}
+				time.Sleep(5 * time.Millisecond)
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -265,16 +277,18 @@ func TestGroupsOwnerKilled(t *testing.T) {
 		id := m.Event.ID
 		deliveries[id]++
 		if last, ok := lastAck[id]; ok {
+			// An ack sent up to 10 s before a kill may be in no commit
+			// yet; one sent after a kill, before the member found the
+			// new owner, reached no engine.
 			bounded := false
 			for _, k := range kills {
-				if k.After(last) {
-					bounded = k.Sub(last) <= 10*time.Second
-					break
+				if d := k.Sub(last); d >= -10*time.Second && d <= 10*time.Second {
+					bounded = true
 				}
 			}
 			if !bounded {
 				violations = append(violations, fmt.Sprintf("event %d, acked at %s, delivered again at %s with no "+
-					"kill of the owner within 10 s after that ack (kills %v)", m.Event.Position,
+					"kill of the owner within 10 s of that ack (kills %v)", m.Event.Position,
 					last.Format(time.StampMilli), now.Format(time.StampMilli), kills))
 			}
 		}
@@ -307,19 +321,20 @@ func TestGroupsOwnerKilled(t *testing.T) {
 	}
 	waitAcked(200)
 	for range *groupsOwnerKills {
-		victim := groupsOwner(t, st, nodes)
+		victim := groupsOwner(t, st, nodes, -1)
 		mu.Lock()
 		kills = append(kills, time.Now()) // before the signal: stricter for acks racing it
 		mu.Unlock()
 		nodes[victim].stop(syscall.SIGKILL)
-		if got := groupsOwner(t, st, nodes); got != 1-victim {
-			t.Fatalf("node %d owns the groups after node %d was killed", got, victim)
-		}
+		groupsOwner(t, st, nodes, victim) // the other node takes over
+		t.Logf("kill %d: node %d took over in %s", len(kills), 1-victim, time.Since(kills[len(kills)-1]))
 		waitAcked(100) // the other node delivers
+		t.Logf("kill %d: 100 more acked after %s", len(kills), time.Since(kills[len(kills)-1]))
 		nodes[victim].start()
 	}
 	stopAppends()
 	<-appendDone
+	t.Log("appends stopped; draining")
 
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
