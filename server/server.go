@@ -32,9 +32,9 @@ import (
 // it with Run. Past opening it, the server only uses the store through the
 // rewind.Store contract and its optional capabilities.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	store    rewind.Store
+	cfg   Config
+	log   *slog.Logger
+	store rewind.Store
 	// groups is the consumer engine while this server runs the store's
 	// groups: always for the embedded store; for a shared backend, while
 	// election says this server owns them (nil otherwise).

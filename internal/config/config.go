@@ -156,7 +156,7 @@ var settings = []setting{
 		duration(func(c *Server) *time.Duration { return &c.SlowSubscriberTimeout })},
 	{"otlp_endpoint", "OTLP/HTTP endpoint (host:port or URL) to export traces to", false,
 		str(func(c *Server) *string { return &c.OTLPEndpoint })},
-	{"advertise_url", "URL at which the other servers of one PostgreSQL --store reach this one, to forward it "+
+	{"advertise_url", "URL at which the other servers of one PostgreSQL --store reach this one, to forward it " +
 		"consumer group requests while it runs the groups (default: http(s)://ADDR)", false,
 		str(func(c *Server) *string { return &c.AdvertiseURL })},
 	{"projections_dsn", "PostgreSQL connection string of the projections (package projection) whose status /metrics " +
