@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,10 +30,12 @@ type groupAdmin interface {
 }
 
 // localGroups runs the consumer engine over the embedded store in
-// --data-dir for the length of one command.
+// --data-dir (or the PostgreSQL store of --store) for the length of one
+// command.
 type localGroups struct {
-	st rewind.Store
-	e  *consumer.Engine
+	st      rewind.Store
+	e       *consumer.Engine
+	release func() // gives up the groups of a shared store
 }
 
 func (l *localGroups) CreateGroup(ctx context.Context, cfg consumer.GroupConfig) (consumer.GroupInfo, error) {
@@ -72,6 +75,7 @@ func (l *localGroups) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := l.e.Close(ctx)
+	l.release()
 	if cerr := l.st.Close(); err == nil {
 		err = cerr
 	}
@@ -88,12 +92,60 @@ func (a *app) openGroups(ctx context.Context) (groupAdmin, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := consumer.Open(ctx, st, consumer.Config{})
+	release, err := ownGroups(ctx, st)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &localGroups{st: st, e: e}, nil
+	e, err := consumer.Open(ctx, st, consumer.Config{})
+	if err != nil {
+		release()
+		st.Close()
+		return nil, err
+	}
+	return &localGroups{st: st, e: e, release: release}, nil
+}
+
+// groupsElector is a store shared by several processes (pgstore.Store),
+// whose consumer groups one process at a time may run.
+type groupsElector interface {
+	CampaignGroups(ctx context.Context, url string) (lost <-chan struct{}, release func(), err error)
+	GroupsOwner(ctx context.Context) (string, error)
+}
+
+// ownGroups takes the consumer groups of a shared store for the length of
+// a command, so that its engine is the only one (a server of the same
+// database may run them: then it fails, locked, naming the server). A
+// store of one process (the embedded one, whose directory lock already
+// keeps servers out) needs nothing.
+func ownGroups(ctx context.Context, st any) (release func(), err error) {
+	el, ok := st.(groupsElector)
+	if !ok {
+		return func() {}, nil
+	}
+	owner, err := el.GroupsOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if owner == "" {
+		// Free, or an owner that died is being replaced: at most the
+		// takeover grace.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, release, err := el.CampaignGroups(cctx, fmt.Sprintf("rewind-cli://pid-%d", os.Getpid()))
+		cancel()
+		if err == nil {
+			return release, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if owner, _ = el.GroupsOwner(ctx); owner == "" {
+			owner = "another process"
+		}
+	}
+	return nil, &cliError{code: rewind.CodeLocked, status: 6, msg: fmt.Sprintf("the consumer groups of this store "+
+		"are run by %s; only one process may run them: give --server %s (any server of this database answers "+
+		"for them)", owner, owner)}
 }
 
 const groupsLong = `Consumer groups deliver the log's events to competing members, each event

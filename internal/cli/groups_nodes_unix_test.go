@@ -29,7 +29,7 @@ var groupsOwnerKills = flag.Int("groups-owner-kills", 5, "SIGKILLs of the node r
 // groupNodes starts two `rewind serve --store postgres://…` processes on
 // one migrated database and returns them, a client of each, and a store
 // to ask which of them runs the groups.
-func groupNodes(t *testing.T) ([]*childServer, []*client.Client, *pgstore.Store) {
+func groupNodes(t *testing.T) ([]*childServer, []*client.Client, *pgstore.Store, string) {
 	t.Helper()
 	db := pgtest.New(t)
 	if _, err := pgstore.Migrate(context.Background(), db.DSN, pgstore.Config{}); err != nil {
@@ -44,7 +44,7 @@ func groupNodes(t *testing.T) ([]*childServer, []*client.Client, *pgstore.Store)
 			t.Fatal(err)
 		}
 		nodes[i] = &childServer{t: t, dir: t.TempDir(), addr: ln.Addr().String(), secret: secret,
-			args: []string{"--store", db.DSN}}
+			args: []string{"--store", db.DSN, "--advertise-url", "http://" + ln.Addr().String()}}
 		ln.Close()
 		nodes[i].start()
 		t.Cleanup(func() {
@@ -66,7 +66,7 @@ func groupNodes(t *testing.T) ([]*childServer, []*client.Client, *pgstore.Store)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return nodes, clients, st
+	return nodes, clients, st, db.DSN
 }
 
 // groupsOwner waits until one of nodes other than not (-1: any) runs the
@@ -93,10 +93,11 @@ func groupsOwner(t *testing.T, st *pgstore.Store, nodes []*childServer, not int)
 // described through both; a member on each node shares the events
 // (competing consumers of one engine): every event is delivered, none
 // twice, and the node that does not own the groups runs no engine (its
-// own metrics report no group).
+// own metrics report no group). A command's own engine over the database
+// (rewind groups --store) is refused while a server runs the groups.
 func TestGroupsTwoNodesOneOwner(t *testing.T) {
 	t.Parallel()
-	nodes, clients, st := groupNodes(t)
+	nodes, clients, st, dsn := groupNodes(t)
 	ctx := context.Background()
 	owner := groupsOwner(t, st, nodes, -1)
 	other := 1 - owner
@@ -125,6 +126,12 @@ func TestGroupsTwoNodesOneOwner(t *testing.T) {
 	code, out, errOut := run(t, "", "", "groups", "ls", "--server", "http://"+nodes[other].addr, "--token", nodes[other].secret)
 	if code != 0 || !strings.Contains(out, "g1") || !strings.Contains(out, "g2") {
 		t.Fatalf("groups ls through the other node: exit %d\n%s%s", code, out, errOut)
+	}
+	// An engine of the command itself over the database would be a second
+	// one: refused, naming the server to ask.
+	code, _, errOut = run(t, t.TempDir(), "", "--store", dsn, "groups", "ls")
+	if code != 6 || !strings.Contains(errOut, "--server http://"+nodes[owner].addr) {
+		t.Fatalf("groups ls --store while a server runs the groups: exit %d, want 6 naming the owner\n%s", code, errOut)
 	}
 
 	const n = 600
@@ -219,7 +226,7 @@ func TestGroupsTwoNodesOneOwner(t *testing.T) {
 // kill — two engines delivering at once would break that.
 func TestGroupsOwnerKilled(t *testing.T) {
 	t.Parallel()
-	nodes, clients, st := groupNodes(t)
+	nodes, clients, st, _ := groupNodes(t)
 	ctx := context.Background()
 	groupsOwner(t, st, nodes, -1)
 	if _, err := clients[0].CreateGroup(ctx, consumer.GroupConfig{Name: "g", MemberMaxAckPending: 50}); err != nil {

@@ -325,6 +325,11 @@ func (a *app) createGroupIn(ctx context.Context, s rewind.Store, cfg consumer.Gr
 		defer c.Close()
 		return c.CreateGroup(ctx, cfg)
 	}
+	release, err := ownGroups(ctx, s)
+	if err != nil {
+		return consumer.GroupInfo{}, err
+	}
+	defer release()
 	e, err := consumer.Open(ctx, s, consumer.Config{})
 	if err != nil {
 		return consumer.GroupInfo{}, err

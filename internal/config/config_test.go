@@ -191,6 +191,10 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 		{"bad durability in the environment", "", []string{"REWIND_DURABILITY=sometimes"},
 			[]string{"REWIND_DURABILITY", "sync, interval or none"}},
 		{"bad log level in the file", file("level.yaml", "log_level: loud\n"), nil, []string{"log_level in", "debug, info"}},
+		{"advertise url with a path", "", []string{"REWIND_ADVERTISE_URL=http://node1:7070/api"},
+			[]string{"REWIND_ADVERTISE_URL", "http://HOST:PORT"}},
+		{"advertise url without a scheme", file("advertise.yaml", "advertise_url: node1:7070\n"), nil,
+			[]string{"advertise_url in", "http://HOST:PORT"}},
 		{"no auth off loopback", "", []string{"REWIND_NO_AUTH=true", "REWIND_ADDR=0.0.0.0:7070"}, []string{"loopback"}},
 	}
 	for _, tc := range cases {
