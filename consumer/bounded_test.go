@@ -330,3 +330,24 @@ func TestBoundedGroupReset(t *testing.T) {
 		t.Fatalf("a plan forward past the end of a complete group: %+v %v, want nothing skipped", plan, err)
 	}
 }
+
+// TestBoundedGroupCompleteIsDurable: once Consume returns because the group
+// is complete, the acks that completed it are committed: an engine
+// abandoned right then (a crash) reopens complete and delivers nothing
+// again, however long its commit interval.
+func TestBoundedGroupCompleteIsDurable(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{CommitInterval: 10 * time.Second})
+	b.appendN("s", "T", 7)
+	b.create(GroupConfig{Name: "w", End: End{Position: 7}})
+	if got := consumeAll(t, b, "w", nil); len(got) != 7 {
+		t.Fatalf("consumed %d events, want 7", len(got))
+	}
+	b.restart(true)
+	if in := mustInfo(t, b, "w"); in.Status != StatusComplete || in.AckFloor != 7 {
+		t.Fatalf("after a crash: status %s floor %d, want complete at 7", in.Status, in.AckFloor)
+	}
+	if ds := fetchNow(t, b.join("w", 0), 10); len(ds) != 0 {
+		t.Fatalf("after a crash the complete group delivered %d events again", len(ds))
+	}
+}

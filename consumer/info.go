@@ -112,9 +112,12 @@ func (g *group) info() GroupInfo {
 }
 
 // complete reports whether a bounded group has read through its end and
-// holds nothing: every event of its window is acked or parked.
+// holds nothing: every event of its window is acked or parked, and no
+// replay of parked events is under way (between two of its chunks the
+// group holds nothing, yet more is to come).
 func (g *group) complete() bool {
-	return g.bounded && g.failed == nil && g.cursor >= g.end && g.entries.Len() == 0 && len(g.replaying) == 0
+	return g.bounded && g.failed == nil && g.cursor >= g.end && g.entries.Len() == 0 && len(g.replaying) == 0 &&
+		!g.replay.active
 }
 
 func (g *group) status(in GroupInfo) (Status, string) {

@@ -160,7 +160,14 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 		}
 		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
 		if len(ds) == 0 && untilComplete && g.complete() {
+			// Complete only once the acks that completed it, and the floor
+			// at the end, are durable: a crash right after the caller is
+			// told must not deliver the window again.
+			seq := g.bufSeq
 			g.mu.Unlock()
+			if err := g.waitCommitted(ctx, seq); err != nil {
+				return nil, err
+			}
 			return nil, &Error{Op: "fetch", Group: g.name, Err: ErrGroupComplete,
 				Reason: "the bounded group delivered its whole window"}
 		}

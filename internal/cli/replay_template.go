@@ -190,7 +190,7 @@ cannot handle. See docs/replay.md.`,
 			defer s.Close()
 			rep, err := l.t.Plan(cmd.Context(), s, l.spec, l.masker)
 			if err != nil {
-				return err
+				return a.hideSecrets(l.spec, err)
 			}
 			return a.printTemplateReport(rep, tf.jsonOut, "")
 		},
@@ -240,7 +240,7 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 				defer s.Close()
 				rep, err := l.t.Plan(ctx, s, l.spec, l.masker)
 				if err != nil {
-					return err
+					return a.hideSecrets(l.spec, err)
 				}
 				return a.printTemplateReport(rep, tf.jsonOut, "nothing was written: add --execute to run it")
 			}
@@ -297,7 +297,7 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 				return checkFailed(err.Error()+" (run "+id.String()+", recorded as replay.run.failed)", tf.jsonOut)
 			}
 			if err != nil {
-				return err
+				return a.hideSecrets(l.spec, err)
 			}
 			return a.printTemplateReport(rep, tf.jsonOut, "")
 		},
@@ -312,6 +312,27 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 		"give up connecting to the ledger's database after this long, unless its connection string sets connect_timeout")
 	cmd.PreRun = func(*cobra.Command, []string) { a.jsonOut = tf.jsonOut }
 	return cmd
+}
+
+// hideSecrets returns err as the user sees it (its code, exit status and
+// message) with every secret parameter's value hidden from the message:
+// the errors of the engine, the server and the operating system repeat
+// the names and paths they were given.
+func (a *app) hideSecrets(sp *template.Spec, err error) error {
+	if err == nil {
+		return nil
+	}
+	code, status, msg := a.classify(err)
+	var ce *cliError
+	errors.As(err, &ce)
+	if hidden := sp.Hide(msg); hidden != msg || ce != nil {
+		out := &cliError{code: code, status: status, msg: hidden}
+		if ce != nil {
+			out.hint, out.quiet = sp.Hide(ce.hint), ce.quiet
+		}
+		return out
+	}
+	return err
 }
 
 // createGroupIn creates a group in the server's engine with --server, else

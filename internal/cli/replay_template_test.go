@@ -449,3 +449,120 @@ func TestReplayTemplateGroupTargetThroughServer(t *testing.T) {
 		t.Fatalf("ledger: %d %s", n, bodies)
 	}
 }
+
+// TestReplayTemplateSecretsNeverLeak: a secret parameter's value that goes
+// into a group name, a filter or a store's data_dir is shown and recorded
+// as ***: in the JSON and text reports, in error messages (also the
+// engine's and the operating system's, which repeat the name or path), and
+// in the ledger's entries.
+func TestReplayTemplateSecretsNeverLeak(t *testing.T) {
+	t.Parallel()
+	src, db, write := templateSetup(t)
+	env := cleanEnv()
+	const hush = "SECRET8hush"
+	noLeak := func(what string, texts ...string) {
+		t.Helper()
+		for _, s := range texts {
+			if strings.Contains(s, hush) {
+				t.Fatalf("%s shows the secret: %q", what, s)
+			}
+		}
+		if _, bodies := ledgerRows(t, db); strings.Contains(bodies, hush) {
+			t.Fatalf("%s: the ledger holds the secret: %s", what, bodies)
+		}
+	}
+	group := write("group.yaml", `name: g
+version: 1
+params:
+  hush: {type: text, secret: true}
+filter: {prefix: "users-", types: ["UserRegistered"]}
+target: {kind: group, group: "HUSH.${hush}"}
+production: true
+`)
+	run := func(tpl string, extra ...string) (int, string, string) {
+		return exe(t, env, "", append([]string{"--data-dir", src, "replay", "run", tpl, "-p", "hush=" + hush,
+			"--execute", "--ledger-dsn", db.DSN}, extra...)...)
+	}
+	code, out, errOut := run(group, "--json")
+	if code != 0 || !strings.Contains(out, `"name":"***"`) {
+		t.Fatalf("group run --json: %d %q %q", code, out, errOut)
+	}
+	noLeak("group run --json", out, errOut)
+	code, out, errOut = run(group) // the group exists: the engine's error names it
+	if code != 4 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("group run again: %d %q %q", code, out, errOut)
+	}
+	noLeak("group run again", out, errOut)
+	if n, bodies := ledgerRows(t, db); n != 4 || !strings.Contains(bodies, "create group ***") {
+		t.Fatalf("ledger: %d %s", n, bodies)
+	}
+
+	other := write("group2.yaml", strings.Replace(readFile(t, group), "HUSH.", "TOP.", 1))
+	code, out, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", other, "-p", "hush="+hush, "--execute", "--ledger-dsn", db.DSN)
+	if code != 0 || !strings.Contains(out, "created group ***") {
+		t.Fatalf("group run (text): %d %q %q", code, out, errOut)
+	}
+	noLeak("group run (text)", out, errOut)
+
+	store := write("store.yaml", `name: s
+version: 1
+params:
+  hush: {type: text, secret: true}
+target: {kind: store, data_dir: "/proc/D${hush}"}
+production: true
+`)
+	code, out, errOut = run(store)
+	if code == 0 || !strings.Contains(errOut, "open the target") {
+		t.Fatalf("store run into /proc: %d %q %q", code, out, errOut)
+	}
+	noLeak("store run into /proc", out, errOut)
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestReplayTemplateBadFilterFoundUpFront: a filter the store or the
+// engine would refuse, written out or from a parameter, and a group name
+// groups create refuses, are template errors (exit 2, the key and its
+// line): nothing is recorded, nothing is created.
+func TestReplayTemplateBadFilterFoundUpFront(t *testing.T) {
+	t.Parallel()
+	src, db, write := templateSetup(t)
+	env := cleanEnv()
+	head := "name: f\nversion: 1\nproduction: true\n"
+	withP := "name: f\nversion: 1\nparams:\n  p: {type: text, secret: true}\nproduction: true\n"
+	for _, c := range []struct{ name, body, param, key string }{
+		{"type with a space", head + "target: {kind: verify}\nfilter: {types: [\"a b\"]}\n", "", "filter.types[0]"},
+		{"type with $", head + "target: {kind: verify}\nfilter: {types: [\"$x\"]}\n", "", "filter.types[0]"},
+		{"type from a parameter", withP + "target: {kind: verify}\nfilter: {types: [\"${p}\"]}\n", "a SECRET10", "filter.types[0]"},
+		{"prefix with a space", head + "target: {kind: verify}\nfilter: {prefix: \"a b\"}\n", "", "filter.prefix"},
+		{"prefix from a parameter", withP + "target: {kind: group, group: g1}\nfilter: {prefix: \"PFX ${p}\"}\n", "SECRET10", "filter.prefix"},
+		{"reserved prefix", head + "target: {kind: group, group: g2}\nfilter: {prefix: _rewind.}\n", "", "filter.prefix"},
+		{"group like a flag", head + "target: {kind: group, group: -x}\n", "", "target.group"},
+		{"reserved group", withP + "target: {kind: group, group: \"${p}\"}\n", "_rewind.x", "target.group"},
+	} {
+		tpl := write(strings.ReplaceAll(c.name, " ", "-")+".yaml", c.body)
+		for _, sub := range [][]string{{"plan"}, {"run", "--execute", "--ledger-dsn", db.DSN}} {
+			args := append([]string{"--data-dir", src, "replay"}, sub[0], tpl)
+			if c.param != "" {
+				args = append(args, "-p", "p="+c.param)
+			}
+			code, out, errOut := exe(t, env, "", append(args, sub[1:]...)...)
+			if code != 2 || !strings.Contains(errOut, c.key) || !strings.Contains(errOut, ":") || strings.Contains(out+errOut, "SECRET10") {
+				t.Errorf("%s, %s: exit %d %q %q, want 2 naming %s without the secret", c.name, sub[0], code, out, errOut, c.key)
+			}
+		}
+	}
+	if n, bodies := ledgerRows(t, db); n != 0 {
+		t.Fatalf("bad filters recorded %d ledger entries: %s", n, bodies)
+	}
+	if _, out, _ := exe(t, env, "", "--data-dir", src, "groups", "ls", "--json"); strings.Contains(out, `"name"`) {
+		t.Fatalf("bad filters created groups: %s", out)
+	}
+}

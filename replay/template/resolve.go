@@ -14,6 +14,7 @@ import (
 	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/replay"
 	"github.com/rewindhq/rewind/replay/mask"
+	"github.com/rewindhq/rewind/store"
 )
 
 // resolver decodes the sections of a template with parameter values.
@@ -22,6 +23,7 @@ type resolver struct {
 	vals    map[string]string
 	partial bool
 	sp      *Spec
+	prefix  value // filter.prefix, once read
 }
 
 // field returns the value of key in section (nil when absent) after
@@ -53,6 +55,7 @@ func (r *resolver) scalar(key string, n *yaml.Node) (value, bool, error) {
 			field = parts[0]
 		}
 		r.sp.secret[field] = true
+		r.sp.addSecret(v.s)
 	}
 	return v, v.s != "", nil
 }
@@ -122,7 +125,7 @@ func (r *resolver) window() error {
 	return nil
 }
 
-func (r *resolver) list(key string, n *yaml.Node) ([]string, error) {
+func (r *resolver) list(key string, n *yaml.Node, check func(string) error) ([]string, error) {
 	if n == nil || n.Tag == "!!null" {
 		return nil, nil
 	}
@@ -140,6 +143,9 @@ func (r *resolver) list(key string, n *yaml.Node) ([]string, error) {
 			return nil, r.t.err(k, c, "", "must not be empty")
 		}
 		if ok {
+			if err := check(v.s); err != nil {
+				return nil, r.bad(v, "%s", validationReason(err))
+			}
 			out = append(out, v.s)
 		}
 	}
@@ -156,12 +162,18 @@ func (r *resolver) filter() error {
 		return err
 	}
 	if ok {
+		// Checked here, with the parameters' values, as the store checks
+		// it when it reads: a run finds no mistake after it is recorded.
+		if err := store.ValidateFilter(rewind.Filter{StreamPrefix: v.s}); err != nil {
+			return r.bad(v, "%s", validationReason(err))
+		}
 		r.sp.Window.StreamPrefix = v.s
+		r.prefix = v
 	}
-	if r.sp.Window.Streams, err = r.list("filter.streams", f["streams"]); err != nil {
+	if r.sp.Window.Streams, err = r.list("filter.streams", f["streams"], store.ValidateStreamName); err != nil {
 		return err
 	}
-	if r.sp.Window.Types, err = r.list("filter.types", f["types"]); err != nil {
+	if r.sp.Window.Types, err = r.list("filter.types", f["types"], store.ValidateEventType); err != nil {
 		return err
 	}
 	if len(r.sp.Window.Streams) > 0 && r.sp.Window.StreamPrefix != "" {
@@ -215,6 +227,12 @@ func (r *resolver) target() error {
 				return r.bad(d, "must be an absolute path (a template is run from any directory)")
 			}
 			t.DataDir = filepath.Clean(d.s)
+			if d.secret {
+				r.sp.addSecret(t.DataDir)
+				if abs, err := filepath.Abs(t.DataDir); err == nil {
+					r.sp.addSecret(abs)
+				}
+			}
 		}
 	default:
 		return r.bad(v, "is not a target kind: verify (count and digest, nothing written), store (an embedded store's data_dir) "+
@@ -241,7 +259,15 @@ func (r *resolver) groupTarget(f map[string]*yaml.Node) error {
 		if err := consumer.ValidateGroupName(g.s); err != nil {
 			return r.bad(g, "%s", validationReason(err))
 		}
+		// As groups create: a name like a flag could not be given to the
+		// other commands, and the engine's own names are reserved.
+		if strings.HasPrefix(g.s, "-") || strings.HasPrefix(g.s, consumer.SystemStreamPrefix) {
+			return r.bad(g, "must not start with '-' or %q (reserved for the engine's own streams)", consumer.SystemStreamPrefix)
+		}
 		t.Group = g.s
+	}
+	if p := r.sp.Window.StreamPrefix; strings.HasPrefix(p, consumer.SystemStreamPrefix) {
+		return r.bad(r.prefix, "names the engine's own streams (%s…), which a group never delivers", consumer.SystemStreamPrefix)
 	}
 	if f["order_by"] != nil {
 		o, ok, err := r.scalar("target.order_by", f["order_by"])

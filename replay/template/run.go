@@ -94,6 +94,45 @@ func (r *Report) hideSecrets(sp *Spec) {
 			r.Checks[i].Want = Masked
 		}
 	}
+	if sp.Secret("filter.types") {
+		types := map[string]int64{}
+		for typ, n := range r.Types {
+			types[sp.Hide(typ)] += n
+		}
+		r.Types = types
+	}
+	if g := r.Group; g != nil {
+		shown := *g
+		shown.Config.Name = sp.Hide(g.Config.Name)
+		shown.Config.Filter.StreamPrefix = sp.Hide(g.Config.Filter.StreamPrefix)
+		shown.Config.Filter.Types = nil
+		for _, typ := range g.Config.Filter.Types {
+			shown.Config.Filter.Types = append(shown.Config.Filter.Types, sp.Hide(typ))
+		}
+		r.Group = &shown
+	}
+}
+
+// hiddenError is an error whose message shows no secret parameter's value
+// (Spec.Hide); errors.Is and errors.As see the error it hides.
+type hiddenError struct {
+	err error
+	msg string
+}
+
+func (e *hiddenError) Error() string { return e.msg }
+func (e *hiddenError) Unwrap() error { return e.err }
+
+// hideError returns err with the secret parameters' values hidden from its
+// message.
+func hideError(sp *Spec, err error) error {
+	if err == nil {
+		return nil
+	}
+	if msg := sp.Hide(err.Error()); msg != err.Error() {
+		return &hiddenError{err: err, msg: msg}
+	}
+	return err
 }
 
 // Masked is what a secret parameter's value is shown and recorded as.
@@ -105,6 +144,11 @@ const Masked = "***"
 // receive can be masked, and evaluates the checks. An event that cannot
 // be masked ends the plan with an *mask.UnmaskableError.
 func (t *Template) Plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask.Masker) (*Report, error) {
+	rep, err := t.plan(ctx, src, sp, m)
+	return rep, hideError(sp, err)
+}
+
+func (t *Template) plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask.Masker) (*Report, error) {
 	rep := &Report{Template: t.Name, Version: t.Version, Hash: t.Hash, Target: sp.Target.String(), Production: t.Production,
 		Params: sp.Params, Types: map[string]int64{}, Masking: sp.Masking}
 
@@ -211,6 +255,10 @@ func (t *Template) Execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	entry := func(kind string, attrs map[string]string, counts map[string]int64, msg string) audit.Entry {
 		a := maps.Clone(base)
 		maps.Copy(a, attrs)
+		for k, v := range a {
+			a[k] = sp.Hide(v)
+		}
+		msg = sp.Hide(msg)
 		return audit.Entry{Kind: "replay.run." + kind, Subject: o.RunID, Origin: o.Origin, Attrs: a, Counts: counts, Message: msg}
 	}
 	if _, err := o.Ledger.Append(ctx, entry("started", nil, nil, "")); err != nil {
@@ -242,11 +290,14 @@ func (t *Template) Execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	if _, lerr := o.Ledger.Append(context.WithoutCancel(ctx), entry(kind, attrs, counts, msg)); lerr != nil && err == nil {
 		err = fmt.Errorf("replay: the run finished but its outcome could not be recorded in the audit ledger: %w", lerr)
 	}
-	return rep, err
+	if rep != nil {
+		rep.hideSecrets(sp)
+	}
+	return rep, hideError(sp, err)
 }
 
 func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o RunOptions) (*Report, error) {
-	rep, err := t.Plan(ctx, src, sp, o.Masker)
+	rep, err := t.plan(ctx, src, sp, o.Masker)
 	if err != nil {
 		return rep, err
 	}

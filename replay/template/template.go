@@ -180,10 +180,42 @@ type Spec struct {
 	// "checks") whose value holds a secret parameter's: they are recorded
 	// and printed as "***".
 	secret map[string]bool
+	// secretTexts are the secret parameters' values and the texts of the
+	// fields they went into (a group name, a prefix, a data directory):
+	// Hide replaces each by "***" in any message.
+	secretTexts []string
 }
 
 // Secret reports whether a field's value holds a secret parameter's.
 func (sp *Spec) Secret(field string) bool { return sp.secret[field] }
+
+// addSecret notes a text that holds a secret parameter's value.
+func (sp *Spec) addSecret(s string) {
+	if s != "" && s != Masked && !slices.Contains(sp.secretTexts, s) {
+		sp.secretTexts = append(sp.secretTexts, s)
+	}
+}
+
+// Hide returns s with every secret parameter's value, and every field
+// text that holds one, replaced by "***": what may be printed or recorded
+// of a message that can quote them (an error of the store, the engine or
+// the operating system repeats the name or path it was given).
+func (sp *Spec) Hide(s string) string {
+	if sp == nil || len(sp.secretTexts) == 0 {
+		return s
+	}
+	texts := slices.Clone(sp.secretTexts)
+	// Longest first, so that a field is hidden whole rather than around
+	// the parameter's value inside it.
+	slices.SortFunc(texts, func(a, b string) int { return len(b) - len(a) })
+	for _, t := range texts {
+		s = strings.ReplaceAll(s, t, Masked)
+		if q := strconv.Quote(t); q[1:len(q)-1] != t {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], Masked) // as %q escapes it
+		}
+	}
+	return s
+}
 
 // Load reads and parses a template file.
 func Load(path string) (*Template, error) {
@@ -727,6 +759,7 @@ func (t *Template) resolve(vals map[string]string, partial bool) (*Spec, error) 
 	for name, p := range t.Params {
 		v := vals[name]
 		if p.Secret && v != "" {
+			sp.addSecret(v)
 			v = "***"
 		}
 		sp.Params[name] = audit.MaskDSN(v)
