@@ -350,4 +350,9 @@ func TestBoundedGroupCompleteIsDurable(t *testing.T) {
 	if ds := fetchNow(t, b.join("w", 0), 10); len(ds) != 0 {
 		t.Fatalf("after a crash the complete group delivered %d events again", len(ds))
 	}
+	// Consuming the complete group again ends at once: nothing is left to
+	// commit, and waiting for an empty buffer's commit never ended.
+	if got := consumeAll(t, b, "w", nil); len(got) != 0 {
+		t.Fatalf("consumed %d events of a complete group, want none", len(got))
+	}
 }

@@ -163,7 +163,7 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 			// Complete only once the acks that completed it, and the floor
 			// at the end, are durable: a crash right after the caller is
 			// told must not deliver the window again.
-			seq := g.bufSeq
+			seq := g.durableSeq()
 			g.mu.Unlock()
 			if err := g.waitCommitted(ctx, seq); err != nil {
 				return nil, err
@@ -194,6 +194,19 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// durableSeq is the commit buffer that holds what the group did so far:
+// the open one when it holds changes, or a floor at the end not yet
+// written (commit writes those), else the last one handed to a commit,
+// which an empty buffer never is (waiting for it would never end: the
+// group's second consume after it completed spun forever). Called with
+// g.mu held.
+func (g *group) durableSeq() uint64 {
+	if !g.buf.empty() || g.bounded && g.floor() >= g.end && g.committedFloor < g.end {
+		return g.bufSeq
+	}
+	return g.bufSeq - 1
 }
 
 // waitCommitted asks for a commit and waits until buffer seq is durable.
