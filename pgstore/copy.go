@@ -209,7 +209,13 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 	if err := tx.SendBatch(ctx, &bb).Close(); err != nil {
 		return s.dbError("import: update streams and head", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	// The commit is not interrupted: a chunk written whole is committed
+	// even when the caller is cancelled meanwhile (an interrupted rewind
+	// copy stops after it, exit 130), rather than left with an outcome
+	// nobody knows. A commit PostgreSQL does not answer still ends.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitWait)
+	defer cancel()
+	if err := tx.Commit(cctx); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) {
 			return s.dbError("import: commit (nothing was written)", err)
@@ -220,6 +226,10 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 	s.signal()
 	return nil
 }
+
+// commitWait bounds an import's commit, which the caller's cancellation
+// does not interrupt.
+const commitWait = 30 * time.Second
 
 // Analyze updates PostgreSQL's statistics of the store's tables. A copy
 // calls it after its imports: a table just filled by COPY has none until
