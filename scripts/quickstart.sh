@@ -19,12 +19,20 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/rewind-quickstart.XXXXXX")"
 # that nothing holds the data directory being removed.
 cleanup() {
   trap - EXIT INT TERM HUP
-  local pids
+  local pids p _
   pids="$(jobs -p)"
-  if [ -n "$pids" ]; then
-    kill $pids 2>/dev/null || true
-    wait $pids 2>/dev/null || true
-  fi
+  # timeout runs tail in a process group of its own, led by timeout's pid:
+  # signal the job and its group, and wait (up to 5 s) until both are
+  # gone, so that tail stops even if a signal caught timeout before it
+  # knew its child's pid.
+  for p in $pids; do
+    for _ in $(seq 100); do
+      kill -0 "$p" 2>/dev/null || kill -0 -- "-$p" 2>/dev/null || break
+      kill -TERM -- "$p" "-$p" 2>/dev/null || true
+      sleep 0.05
+    done
+  done
+  [ -z "$pids" ] || wait $pids 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
