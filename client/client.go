@@ -236,6 +236,9 @@ func brokenConnection(err error) bool {
 	msg := err.Error()
 	for _, s := range []string{"http2: client connection lost", "http2: client conn is closed",
 		"http2: server sent GOAWAY", "http2: Transport: cannot retry err", "connection reset by peer", "broken pipe",
+		// A write to a dead server failed: net/http closes the whole
+		// connection, and the other streams on it end with this.
+		"http2: client connection force closed",
 		// A stream the server reset rather than answered: a server that
 		// forwards group requests resets a stream whose owner died.
 		"INTERNAL_ERROR; received from peer"} {
