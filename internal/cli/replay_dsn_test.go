@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,5 +164,50 @@ target: {kind: store, data_dir: "${dsn}"}
 	}
 	if n, bodies := ledgerRows(t, db); n != 0 {
 		t.Fatalf("template errors recorded %d entries: %s", n, bodies)
+	}
+}
+
+// TestReplayTemplateTargetWithAPostgresSource: with --store postgres://
+// the source is no directory, and a target's data_dir is not compared
+// with a --data-dir nobody gave (the default ./rewind-data): a data_dir
+// that holds it was refused as "the source store".
+func TestReplayTemplateTargetWithAPostgresSource(t *testing.T) {
+	t.Parallel()
+	_, pg := migratedPG(t)
+	if code, _, errOut := exe(t, cleanEnv(), "", append(pg, "append", "s-1", "--type", "A", "--data", "1")...); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	tpl := filepath.Join(t.TempDir(), "t.yaml")
+	if err := os.WriteFile(tpl, []byte("name: n\nversion: 1\ntarget: {kind: store, data_dir: /}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := exe(t, cleanEnv(), "", append(pg, "replay", "plan", tpl)...)
+	if code != 0 || !strings.Contains(out, "window: 1..1, 1 events") || !strings.Contains(out, "target: store /") {
+		t.Fatalf("plan: exit %d %q %q", code, out, errOut)
+	}
+}
+
+// TestReplayTemplateMaskKeyFileNewline: one final newline (\n or \r\n)
+// of --mask-key-file is not part of the key, as docs/replay.md says; any
+// other byte is (a lone final \r was dropped too).
+func TestReplayTemplateMaskKeyFileNewline(t *testing.T) {
+	t.Parallel()
+	src, _, write := templateSetup(t)
+	tpl := write("k.yaml", "name: k\nversion: 1\ntarget: {kind: store, data_dir: "+filepath.Join(t.TempDir(), "never")+"}\n"+
+		"mask: {UserRegistered: {email: hash}}\n")
+	id := func(key string) string {
+		h := hmac.New(sha256.New, []byte(key))
+		h.Write([]byte("rewind mask key id"))
+		return hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	const k = "0123456789abcdef-key"
+	for i, c := range []struct{ file, key string }{
+		{k, k}, {k + "\n", k}, {k + "\r\n", k}, {k + "\r", k + "\r"}, {k + "\n\n", k + "\n"}, {k + " \n", k + " "},
+	} {
+		file := write(fmt.Sprintf("key%d", i), c.file)
+		code, out, errOut := exe(t, cleanEnv(), "", "--data-dir", src, "replay", "plan", tpl, "--mask-key-file", file, "--json")
+		if code != 0 || !strings.Contains(out, `"mask_key_id":"`+id(c.key)+`"`) {
+			t.Errorf("key file %q: exit %d %q %q, want the key id of %q", c.file, code, out, errOut, c.key)
+		}
 	}
 }

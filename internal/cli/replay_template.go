@@ -67,7 +67,9 @@ func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, erro
 	if err != nil {
 		return nil, err
 	}
-	if sp.Target.Kind == "store" && a.server == "" {
+	// The source is a directory only without --server and --store: a
+	// PostgreSQL store's --data-dir (its default) is not the source.
+	if sp.Target.Kind == "store" && a.server == "" && a.storeURL == "" {
 		if same, err := overlaps(a.dataDir, sp.Target.DataDir); err != nil {
 			return nil, err
 		} else if same {
@@ -101,7 +103,12 @@ func maskKey(file string, needed bool) ([]byte, error) {
 		if err != nil {
 			return nil, invalidFlag("mask-key-file", file, "cannot be read: "+errText(err))
 		}
-		key = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
+		// One final newline, as an editor ends a line (\n, or \r\n), is
+		// not part of the key; any other byte, a lone final \r too, is.
+		if k, ok := strings.CutSuffix(string(b), "\n"); ok {
+			b = []byte(strings.TrimSuffix(k, "\r"))
+		}
+		key = b
 	default:
 		key = []byte(os.Getenv("REWIND_MASK_KEY"))
 	}
