@@ -371,7 +371,8 @@ func IsSecret(name string, declared []string) bool {
 
 // MaskDSN hides the passwords of a DSN: of a URL-style one
 // (postgres://u:p@h, the password up to the last '@' of the authority,
-// and ?password=p), and of a keyword/value one, whatever its spacing,
+// and ?password=p; also with one slash, postgres:/u:p@h, the form
+// filepath.Clean makes of a URL inside a path), and of a keyword/value one, whatever its spacing,
 // quoting and escaping (password=p, password = p, password='p q',
 // password=p\ q), sslpassword too. The result is then checked against
 // the driver's own reading of s (pgconn.ParseConfig): unless the driver
@@ -380,15 +381,16 @@ func IsSecret(name string, declared []string) bool {
 // replaced by "***" rather than recorded with part of a password.
 func MaskDSN(s string) string {
 	masked := s
-	if i := strings.Index(masked, "://"); i >= 0 {
-		rest := masked[i+3:]
+	if loc := urlScheme.FindStringIndex(masked); loc != nil {
+		i := loc[1]
+		rest := masked[i:]
 		auth := rest
 		if q := strings.IndexAny(auth, "?#"); q >= 0 {
 			auth = auth[:q]
 		}
 		if at := strings.LastIndexByte(auth, '@'); at > 0 {
 			if colon := strings.IndexByte(auth[:at], ':'); colon >= 0 {
-				masked = masked[:i+3] + rest[:colon] + ":***" + rest[at:]
+				masked = masked[:i] + rest[:colon] + ":***" + rest[at:]
 			}
 		}
 	}
@@ -431,8 +433,8 @@ func passwordPieces(pw string) []string {
 }
 
 // MaskText masks the passwords of the connection strings in a message:
-// each URL in it (from its scheme's "://" to the next space, quote or
-// backquote) is masked by MaskDSN on its own, and so is each keyword/value
+// each URL in it (from its scheme's ":/" or "://" to the next space,
+// quote or backquote) is masked by MaskDSN on its own, and so is each keyword/value
 // password. A message is not one DSN: masking it whole took the text
 // between its first "://" and its last '@' for a URL's userinfo.
 func MaskText(msg string) string {
@@ -440,8 +442,31 @@ func MaskText(msg string) string {
 	return kvPassword.ReplaceAllString(msg, "${1}password=***")
 }
 
-// urlInText matches a URL in a message.
-var urlInText = regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*://[^\\s\"'`<>]*")
+// urlScheme matches the start of a URL: its scheme, a colon and one or
+// more slashes (postgres://, and postgres:/ as filepath.Clean leaves it).
+var urlScheme = regexp.MustCompile(`[A-Za-z0-9+.-]*:/+`)
+
+// urlInText matches a URL in a message, with one slash or more after its
+// scheme's colon.
+var urlInText = regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*:/+[^\\s\"'`<>]*")
+
+// MaskEntry returns e with the passwords of the connection strings in
+// every text it records masked by MaskText: its subject, actor, command,
+// message and each attribute's value, whatever field a DSN went into (a
+// parameter inside a path, a filter, an error that quotes it). Backends
+// call it on every entry they append, the one point every field passes,
+// so that no password reaches the ledger in any form MaskText knows.
+func MaskEntry(e Entry) Entry {
+	e.Subject, e.Actor, e.Command, e.Message = MaskText(e.Subject), MaskText(e.Actor), MaskText(e.Command), MaskText(e.Message)
+	if e.Attrs != nil {
+		attrs := make(map[string]string, len(e.Attrs))
+		for k, v := range e.Attrs {
+			attrs[k] = MaskText(v)
+		}
+		e.Attrs = attrs
+	}
+	return e
+}
 
 // DSNProblem says what is wrong with a connection string the driver
 // could not parse (err from pgconn.ParseConfig or pgxpool.ParseConfig),

@@ -1,6 +1,8 @@
 package audit_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/rewindhq/rewind/audit"
@@ -19,5 +21,37 @@ func TestMaskTextMasksEachURLOnItsOwn(t *testing.T) {
 		if got := audit.MaskText(in); got != want {
 			t.Errorf("MaskText(%q)\n = %q\nwant %q", in, got, want)
 		}
+	}
+}
+
+// The URL forms with one slash (what filepath.Clean makes of postgres://
+// inside a path) are masked as the two-slash ones are, by MaskDSN and by
+// MaskText; so are keyword/value passwords wherever they stand.
+func TestMaskOneSlashURLs(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres:/user:pw1234@host/db":                                          "postgres:/user:***@host/db",
+		"postgresql:/user:pw1234@host:5432/db?x=1":                               "postgresql:/user:***@host:5432/db?x=1",
+		"/srv/postgres:/user:pw1234@host/db":                                     "/srv/postgres:/user:***@host/db",
+		"postgres:/user@host/db?password=pw1234":                                 "postgres:/user@host/db?password=***",
+		"postgres://user:pw1234@host/db":                                         "postgres://user:***@host/db",
+		"/srv/host=h password=pw1234 dbname=d":                                   "/srv/host=h password=*** dbname=d",
+		"file:/no/userinfo/here":                                                 "file:/no/userinfo/here",
+		"store /srv/postgres:/u:pw1234@h/db and more":                            "store /srv/postgres:/u:***@h/db and more",
+		"open /p/postgres:/u:pw1234@h/db: not found, and postgresql:/v:pw5678@g": "open /p/postgres:/u:***@h/db: not found, and postgresql:/v:***@g",
+	} {
+		if got := audit.MaskText(in); got != want {
+			t.Errorf("MaskText(%q)\n = %q\nwant %q", in, got, want)
+		}
+		if strings.Count(in, ":/") == 1 && !strings.Contains(in, " and ") {
+			if got := audit.MaskDSN(in); got != want && got != "***" {
+				t.Errorf("MaskDSN(%q)\n = %q\nwant %q", in, got, want)
+			}
+		}
+	}
+	e := audit.MaskEntry(audit.Entry{Subject: "postgres:/u:pw1234@h", Attrs: map[string]string{"a": "x postgres:/u:pw1234@h"},
+		Message: "password=pw1234", Origin: audit.Origin{Actor: "postgres:/u:pw1234@h", Command: "-p d=postgres:/u:pw1234@h"}})
+	if s := fmt.Sprint(e); strings.Contains(s, "pw1234") {
+		t.Errorf("MaskEntry left a password: %s", s)
 	}
 }

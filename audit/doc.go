@@ -28,7 +28,10 @@
 // written, not that they were true.
 //
 // Secrets never enter the ledger: MaskArgs and MaskParams replace passwords,
-// tokens and parameters declared secret with "***" before an entry is built.
+// tokens and parameters declared secret with "***" before an entry is built,
+// and backends pass every entry through MaskEntry when they append it, so
+// that the password of a connection string, in any form MaskText knows,
+// reaches the ledger in no field.
 //
 // Package auditpg stores the ledger in PostgreSQL, where the database itself
 // rejects updates and deletes of entries.

@@ -230,7 +230,13 @@ func (l *Ledger) AppendTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (audit.
 // the sequence number, completes the body with it ({"seq":N, then
 // e.BodyTail()), stores those bytes verbatim and computes the hash,
 // sha256(previous hash ‖ body), exactly as audit.Entry.Seal does.
+//
+// Every append passes here: the entry's texts are masked first
+// (audit.MaskEntry), so that the password of a connection string reaches
+// the ledger in no field, whatever path it took into the entry. The
+// returned entry is the masked one, as stored.
 func (l *Ledger) QueueAppend(b *pgx.Batch, e audit.Entry) (*audit.Entry, error) {
+	e = audit.MaskEntry(e)
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}

@@ -67,7 +67,9 @@ func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, erro
 	if err != nil {
 		return nil, err
 	}
-	if sp.Target.Kind == "store" && a.server == "" {
+	// The source is a directory only without --server and --store: a
+	// PostgreSQL store's --data-dir (its default) is not the source.
+	if sp.Target.Kind == "store" && a.server == "" && a.storeURL == "" {
 		if same, err := overlaps(a.dataDir, sp.Target.DataDir); err != nil {
 			return nil, err
 		} else if same {
@@ -101,7 +103,12 @@ func maskKey(file string, needed bool) ([]byte, error) {
 		if err != nil {
 			return nil, invalidFlag("mask-key-file", file, "cannot be read: "+errText(err))
 		}
-		key = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
+		// One final newline, as an editor ends a line (\n, or \r\n), is
+		// not part of the key; any other byte, a lone final \r too, is.
+		if k, ok := strings.CutSuffix(string(b), "\n"); ok {
+			b = []byte(strings.TrimSuffix(k, "\r"))
+		}
+		key = b
 	default:
 		key = []byte(os.Getenv("REWIND_MASK_KEY"))
 	}
@@ -172,9 +179,9 @@ log and read it once, without pacing: print the window as positions, the events 
 (by type), their digest, the target, how many events and values would be masked, and
 each check's outcome. Nothing is written and nothing is recorded.
 
-Exit 0 when every check holds, 5 when one does not, 2 for a template, parameter, window
-or target that is wrong (the error names the key and its line) or an event the masking
-cannot handle. See docs/replay.md.`,
+Exit 0 when every check holds, 5 when one does not, 2 for a template, parameter, window,
+filter or target that is wrong (the error names the key and its line; it is found before
+the store is opened) or an event the masking cannot handle. See docs/replay.md.`,
 		Example: `  rewind replay plan rebuild-orders.yaml -p since=2026-11-01T00:00:00Z
   rewind replay plan verify-day.yaml --json`,
 		Args: exactArgs(1, "TEMPLATE.yaml"),
@@ -216,7 +223,9 @@ With --execute, run it and record the run in the audit ledger of --ledger-dsn
 replay.run.failed, with the actor (--actor, $REWIND_ACTOR, else the OS user), the build,
 the template's name, version and SHA-256, the parameters (secret ones as ***), the
 target, the resolved window, the events, their digest, and whether the target received
-masked data. The run reads the window once to plan and check it: a check that fails
+masked data. The password of a connection string is masked in every field and message
+recorded or printed (postgres://, postgres:/ as in a cleaned path, password=). A
+template, parameter or filter that is wrong exits 2 with nothing recorded. The run reads the window once to plan and check it: a check that fails
 (exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
 It then replays the same positions, paced, into the target.
 

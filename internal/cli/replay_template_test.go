@@ -528,13 +528,22 @@ func readFile(t *testing.T, p string) string {
 }
 
 // TestReplayTemplateBadFilterFoundUpFront: a filter the store or the
-// engine would refuse, written out or from a parameter, and a group name
-// groups create refuses, are template errors (exit 2, the key and its
-// line): nothing is recorded, nothing is created.
+// engine would refuse (a stream, a prefix or a type), written out or from
+// a parameter, a metadata:KEY mask rule that names no key or a key twice,
+// and a group name groups create refuses, are template errors (exit 2,
+// the key and its line): nothing is read, recorded (in a ledger that
+// exists) or created.
 func TestReplayTemplateBadFilterFoundUpFront(t *testing.T) {
 	t.Parallel()
 	src, db, write := templateSetup(t)
 	env := cleanEnv()
+	// A run recorded first: the ledger exists, so that an entry a
+	// refused run appended would be counted.
+	ok := write("ok.yaml", "name: ok\nversion: 1\ntarget: {kind: verify}\n")
+	if code, out, errOut := exe(t, env, "", "--data-dir", src, "replay", "run", ok, "--execute", "--ledger-dsn", db.DSN); code != 0 {
+		t.Fatalf("verify run: %d %q %q", code, out, errOut)
+	}
+	before, _ := ledgerRows(t, db)
 	head := "name: f\nversion: 1\nproduction: true\n"
 	withP := "name: f\nversion: 1\nparams:\n  p: {type: text, secret: true}\nproduction: true\n"
 	for _, c := range []struct{ name, body, param, key string }{
@@ -546,6 +555,11 @@ func TestReplayTemplateBadFilterFoundUpFront(t *testing.T) {
 		{"reserved prefix", head + "target: {kind: group, group: g2}\nfilter: {prefix: _rewind.}\n", "", "filter.prefix"},
 		{"group like a flag", head + "target: {kind: group, group: -x}\n", "", "target.group"},
 		{"reserved group", withP + "target: {kind: group, group: \"${p}\"}\n", "_rewind.x", "target.group"},
+		{"stream with a space", head + "target: {kind: verify}\nfilter: {streams: [\"users-1\", \"a b\"]}\n", "", "filter.streams[1]"},
+		{"stream from a parameter", withP + "target: {kind: verify}\nfilter: {streams: [\"${p}\"]}\n", "$SECRET10", "filter.streams[0]"},
+		{"streams and prefix", head + "target: {kind: verify}\nfilter: {prefix: users-, streams: [users-1]}\n", "", "filter.prefix"},
+		{"metadata rule without a key", "name: f\nversion: 1\ntarget: {kind: store, data_dir: /tmp/never-f1}\nmask: {T: {\"metadata:\": mask}}\n", "", "mask.T.metadata:"},
+		{"metadata rule twice", "name: f\nversion: 1\ntarget: {kind: store, data_dir: /tmp/never-f2}\nmask: {T: {\"metadata:k\": mask}, \"*\": {\"metadata:k\": hash}}\n", "", "metadata:k"},
 	} {
 		tpl := write(strings.ReplaceAll(c.name, " ", "-")+".yaml", c.body)
 		for _, sub := range [][]string{{"plan"}, {"run", "--execute", "--ledger-dsn", db.DSN}} {
@@ -559,8 +573,13 @@ func TestReplayTemplateBadFilterFoundUpFront(t *testing.T) {
 			}
 		}
 	}
-	if n, bodies := ledgerRows(t, db); n != 0 {
-		t.Fatalf("bad filters recorded %d ledger entries: %s", n, bodies)
+	if n, bodies := ledgerRows(t, db); before != 2 || n != before {
+		t.Fatalf("bad filters recorded %d ledger entries after the %d of a good run: %s", n-before, before, bodies)
+	}
+	for _, d := range []string{"/tmp/never-f1", "/tmp/never-f2"} {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused run created its target %s: %v", d, err)
+		}
 	}
 	if _, out, _ := exe(t, env, "", "--data-dir", src, "groups", "ls", "--json"); strings.Contains(out, `"name"`) {
 		t.Fatalf("bad filters created groups: %s", out)

@@ -84,8 +84,11 @@ func (r *Report) failedChecks() string {
 	return strings.Join(out, "; ")
 }
 
-// hideSecrets replaces what holds a secret parameter's value by "***".
+// hideSecrets replaces what holds a secret parameter's value by "***",
+// and masks the passwords of connection strings in the target (a DSN in
+// a parameter that is not secret can land in a data_dir).
 func (r *Report) hideSecrets(sp *Spec) {
+	r.Target = sp.Hide(r.Target)
 	if sp.Secret("target") {
 		r.Target = Masked
 	}
@@ -414,14 +417,17 @@ func hide(sp *Spec, field, v string) string {
 	return audit.MaskDSN(v)
 }
 
-// describeRules writes rules as TYPE:PATH=ACTION, sorted.
+// describeRules writes rules as TYPE:PATH ACTION, sorted, joined by
+// ", ". Not PATH=ACTION: the ledger masks what follows "password=" in
+// every attribute (audit.MaskEntry), and a rule of a field named password
+// must still say what happens to it.
 func describeRules(r mask.Rules) string {
 	var out []string
 	for typ, rules := range r {
 		for _, x := range rules {
-			out = append(out, fmt.Sprintf("%s:%s=%s", typ, x.Path, x.Action))
+			out = append(out, fmt.Sprintf("%s:%s %s", typ, x.Path, x.Action))
 		}
 	}
 	slices.Sort(out)
-	return strings.Join(out, ",")
+	return strings.Join(out, ", ")
 }

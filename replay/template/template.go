@@ -80,10 +80,12 @@ func (e *Error) Error() string {
 		b.WriteString(": " + e.Key)
 	}
 	if e.Value != "" {
-		fmt.Fprintf(&b, " %q", shorten(e.Value))
+		// Masked before it is shortened: a DSN cut before its '@' would
+		// no longer show where its password ends.
+		fmt.Fprintf(&b, " %q", shorten(audit.MaskText(e.Value)))
 	}
 	b.WriteString(": " + e.Reason)
-	return b.String()
+	return audit.MaskText(b.String())
 }
 
 // Is makes errors.Is(err, rewind.ErrInvalidArgument) true.
@@ -197,12 +199,15 @@ func (sp *Spec) addSecret(s string) {
 }
 
 // Hide returns s with every secret parameter's value, and every field
-// text that holds one, replaced by "***": what may be printed or recorded
-// of a message that can quote them (an error of the store, the engine or
-// the operating system repeats the name or path it was given).
+// text that holds one, replaced by "***", and the passwords of the
+// connection strings in it masked (audit.MaskText, which also knows the
+// postgres:/ form filepath.Clean makes of a URL in a data_dir): what may
+// be printed or recorded of a message that can quote them (an error of
+// the store, the engine or the operating system repeats the name or path
+// it was given).
 func (sp *Spec) Hide(s string) string {
 	if sp == nil || len(sp.secretTexts) == 0 {
-		return s
+		return audit.MaskText(s)
 	}
 	texts := slices.Clone(sp.secretTexts)
 	// Longest first, so that a field is hidden whole rather than around
@@ -214,7 +219,7 @@ func (sp *Spec) Hide(s string) string {
 			s = strings.ReplaceAll(s, q[1:len(q)-1], Masked) // as %q escapes it
 		}
 	}
-	return s
+	return audit.MaskText(s)
 }
 
 // Load reads and parses a template file.
