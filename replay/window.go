@@ -40,20 +40,37 @@ func (b Bound) String() string {
 // ParseBound reads a bound: a decimal position (1000) or an RFC 3339 time
 // with an optional fraction of a second (2026-11-23T10:00:00Z,
 // 2026-11-23T10:00:00.123456789+01:00). The empty string is the zero
-// bound.
+// bound. Position 0 and the zero time (0001-01-01T00:00:00Z, in any
+// offset) are refused with ErrBadBound: they are the zero Bound, which
+// means "no bound", so a --to of either would silently replay to the end
+// of the log.
 func ParseBound(field, s string) (Bound, error) {
 	if s == "" {
 		return Bound{}, nil
 	}
 	if p, err := strconv.ParseUint(s, 10, 64); err == nil {
+		if p == 0 {
+			return Bound{}, &Error{Field: field, Value: s, Err: ErrBadBound,
+				Reason: "positions start at 1; leave the bound out for the start or the end of the log"}
+		}
 		return AtPosition(rewind.Position(p)), nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if t.IsZero() {
+			return Bound{}, &Error{Field: field, Value: s, Err: ErrBadBound, Reason: ZeroTimeReason}
+		}
 		return AtTime(t), nil
 	}
 	return Bound{}, &Error{Field: field, Value: s, Err: ErrBadBound,
 		Reason: "must be a position (1000) or an RFC 3339 time (2026-11-23T10:00:00Z)"}
 }
+
+// ZeroTimeReason says why the zero time (0001-01-01T00:00:00Z) is refused
+// where a time bounds a window or a group: Go's zero time.Time means "no
+// bound", so accepting it would silently drop the bound, and no event can
+// be recorded before it.
+const ZeroTimeReason = "the zero time 0001-01-01T00:00:00Z is not a bound (it would mean none: no event " +
+	"is recorded before it); give a later time, or leave the bound out for the start or the end of the log"
 
 // Window is a bounded range of the whole log to replay, with filters.
 //

@@ -134,4 +134,25 @@ func TestParseBound(t *testing.T) {
 			t.Errorf("ParseBound(%q): %v, want ErrBadBound saying what a bound is", in, err)
 		}
 	}
+	// The zero Bound means "no bound": text that would parse to it (the
+	// zero time, in any offset, or position 0) is refused rather than
+	// silently turned into the end (or start) of the log.
+	for in, want := range map[string]string{
+		"0001-01-01T00:00:00Z":      "zero time",
+		"0001-01-01T01:00:00+01:00": "zero time",
+		"0001-01-01T00:00:00.0Z":    "zero time",
+		"0":                         "positions start at 1",
+	} {
+		for _, field := range []string{"from", "to"} {
+			b, err := replay.ParseBound(field, in)
+			if !errors.Is(err, replay.ErrBadBound) || rewind.CodeOf(err) != rewind.CodeInvalidArgument ||
+				!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), field) {
+				t.Errorf("ParseBound(%q, %q) = %v, %v; want ErrBadBound (invalid_argument) saying %q", field, in, b, err, want)
+			}
+		}
+	}
+	// Just after the zero time is an instant like any other.
+	if b, err := replay.ParseBound("to", "0001-01-01T00:00:00.000000001Z"); err != nil || b.IsZero() {
+		t.Errorf("ParseBound(one nanosecond after the zero time) = %v, %v; want that instant", b, err)
+	}
 }

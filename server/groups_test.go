@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/rewindhq/rewind"
 	rewindv1 "github.com/rewindhq/rewind/api/rewind/v1"
@@ -860,5 +861,49 @@ func TestMemberNameIsPlainText(t *testing.T) {
 	}
 	if in, err := c.GroupInfo(ctx, "g"); err != nil || in.Members != 0 {
 		t.Fatalf("after refused joins: %+v %v", in, err)
+	}
+}
+
+// TestBoundedGroupZeroEndRefused: an end of the zero time
+// (0001-01-01T00:00:00Z, the zero Timestamp's instant) or an end with
+// neither a position nor a time is refused as invalid_argument, over
+// HTTP/JSON and gRPC alike, and creates nothing. Both used to create an
+// unbounded group: the zero End means no end.
+func TestBoundedGroupZeroEndRefused(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	if _, err := c.Append(context.Background(), "s", rewind.Any, rewind.Event{Type: "T"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{
+		"zero time":                 `{"config":{"name":"z1","end":{"time":"0001-01-01T00:00:00Z"}}}`,
+		"zero time with an offset":  `{"config":{"name":"z2","end":{"time":"0001-01-01T01:00:00+01:00"}}}`,
+		"an empty end":              `{"config":{"name":"z3","end":{}}}`,
+		"position 0 and no time":    `{"config":{"name":"z4","end":{"position":"0"}}}`,
+		"zero time and position 0":  `{"config":{"name":"z5","end":{"position":"0","time":"0001-01-01T00:00:00Z"}}}`,
+		"zero time, start position": `{"config":{"name":"z6","start":{"kind":"position"},"end":{"time":"0001-01-01T00:00:00Z"}}}`,
+	} {
+		status, out := do(t, b, "POST", "/rewind.v1.ConsumerGroupService/CreateGroup", "", body, 0)
+		if status != http.StatusBadRequest || !strings.Contains(string(out), "invalid_argument") ||
+			!strings.Contains(string(out), "end") {
+			t.Errorf("%s: %d %s, want 400 invalid_argument naming the end", name, status, out)
+		}
+	}
+	tr := &http.Transport{}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	gc := rewindv1connect.NewConsumerGroupServiceClient(&http.Client{Transport: tr}, b.url, connect.WithGRPC(),
+		connect.WithInterceptors(authHeader(b.admin)))
+	zero := timestamppb.New(time.Time{})
+	for name, end := range map[string]*rewindv1.GroupEnd{"zero time": {Time: zero}, "empty": {}} {
+		_, err := gc.CreateGroup(context.Background(), connect.NewRequest(&rewindv1.CreateGroupRequest{
+			Config: &rewindv1.GroupConfig{Name: "g1", End: end}}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "end") {
+			t.Errorf("gRPC %s: %v, want InvalidArgument naming the end", name, err)
+		}
+	}
+	gs, err := c.Groups(context.Background())
+	if err != nil || len(gs) != 0 {
+		t.Fatalf("refused creates left groups: %+v %v", gs, err)
 	}
 }

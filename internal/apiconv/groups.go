@@ -39,6 +39,18 @@ func GroupConfigFromProto(p *rewindv1.GroupConfig) (consumer.GroupConfig, error)
 			return c, err
 		}
 		c.End.Time = t
+		// The zero End is no end: an end sent without a position or with
+		// the zero time (0001-01-01T00:00:00Z, the zero Timestamp's
+		// instant) would silently make the group unbounded.
+		if e.GetTime() != nil && t.IsZero() {
+			return c, &rewind.ValidationError{Field: "end.time", Value: "0001-01-01T00:00:00Z",
+				Reason: "the zero time is not an end (it would mean none: no event is recorded before it); " +
+					"give a later time, or leave end out for an unbounded group"}
+		}
+		if c.End.IsZero() {
+			return c, &rewind.ValidationError{Field: "end", Reason: "give a position (from 1) or a time; " +
+				"leave end out for an unbounded group"}
+		}
 	}
 	var err error
 	if c.AckWait, err = DurationFromProto("ack_wait", p.GetAckWait()); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/internal/config"
+	"github.com/rewindhq/rewind/replay"
 )
 
 // groupAdmin is what `rewind groups` needs: a server's client keeps it,
@@ -260,8 +261,8 @@ later: reset the group or create another. Unset limits take their defaults
 	f.StringVar(&prefix, "prefix", "", "deliver only events of streams starting with this (a category such as orders-)")
 	f.StringSliceVar(&types, "types", nil, "deliver only events of these types (comma separated)")
 	f.StringVar(&start, "start", "beginning", "where the group starts: beginning, end, position:N (after N) or time:RFC3339")
-	f.StringVar(&end, "end", "", "bound the group: deliver through position:N (inclusive) or time:RFC3339, "+
-		"then be complete (default: no end)")
+	f.StringVar(&end, "end", "", "bound the group: deliver through position:N (inclusive, from 1) or time:RFC3339 "+
+		"(after 0001-01-01T00:00:00Z), then be complete (default: no end)")
 	f.StringVar((*string)(&cfg.Mode), "mode", "", "at-least-once (default), at-most-once or effectively-once")
 	f.DurationVar(&ackWait, "ack-wait", 0, "redeliver a delivery not acked within this (default 30s)")
 	config.IntVar(f, &cfg.MaxDeliveries, "max-deliveries", 0, "park events after this many deliveries each (default 5; -1 no limit)")
@@ -323,6 +324,9 @@ func parseStart(s string) (consumer.Start, error) {
 		}
 	case "time":
 		if t, err := time.Parse(time.RFC3339Nano, arg); err == nil {
+			if t.IsZero() {
+				return consumer.Start{}, invalidFlag("start", s, replay.ZeroTimeReason)
+			}
 			return consumer.Start{Kind: consumer.StartTime, Time: t}, nil
 		}
 	}
@@ -344,6 +348,11 @@ func parseEnd(s string) (consumer.End, error) {
 		}
 	case "time":
 		if t, err := time.Parse(time.RFC3339Nano, arg); err == nil {
+			// The zero End is no end: the zero time would make the group
+			// unbounded.
+			if t.IsZero() {
+				return consumer.End{}, invalidFlag("end", s, replay.ZeroTimeReason)
+			}
 			return consumer.End{Time: t}, nil
 		}
 	}
@@ -563,6 +572,10 @@ says which.`,
 				t, err := time.Parse(time.RFC3339Nano, toTime)
 				if err != nil {
 					return invalidFlag("to-time", toTime, "must be an RFC 3339 time, such as 2026-11-30T08:00:00Z")
+				}
+				if t.IsZero() {
+					return invalidFlag("to-time", toTime, "the zero time 0001-01-01T00:00:00Z is no target; "+
+						"--to-position 0 moves the group to the beginning of the log")
 				}
 				opts.ToTime = t
 			case f.Changed("by-duration") && byDur <= 0:

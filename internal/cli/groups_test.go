@@ -318,10 +318,22 @@ func TestGroupsBounded(t *testing.T) {
 	for _, args := range [][]string{
 		{"--end", "position:0"}, {"--end", "5"}, {"--end", "position:11"}, {"--end", "time:yesterday"},
 		{"--start", "position:6", "--end", "position:6"}, {"--start", "end", "--end", "position:3"},
+		// The zero time is the zero End, "no end": it created an unbounded group.
+		{"--end", "time:0001-01-01T00:00:00Z"}, {"--end", "time:0001-01-01T01:00:00+01:00"},
 	} {
 		code, _, errOut := run(t, dir, "", append([]string{"groups", "create", "w"}, args...)...)
 		if code != 2 || !strings.Contains(errOut, "end") {
 			t.Errorf("create %v: exit %d %s, want 2 naming the end", args, code, errOut)
+		}
+	}
+	// The zero time as a start, or as a reset target, is refused too.
+	for _, args := range [][]string{
+		{"create", "w", "--start", "time:0001-01-01T00:00:00Z", "--json"},
+		{"create", "w", "--end", "time:0001-01-01T00:00:00Z", "--json"},
+	} {
+		code, out, errOut := run(t, dir, "", append([]string{"groups"}, args...)...)
+		if code != 2 || !strings.Contains(out, `"code":"invalid_argument"`) || !strings.Contains(out, "zero time") {
+			t.Errorf("groups %v: exit %d %q %s, want 2 invalid_argument saying zero time", args, code, out, errOut)
 		}
 	}
 	if code, out, _ := run(t, dir, "", "groups", "ls", "--json"); code != 0 || strings.Contains(out, `"name"`) {
@@ -331,6 +343,10 @@ func TestGroupsBounded(t *testing.T) {
 		"--end", "position:7")
 	if code != 0 || !strings.Contains(out, "end at position 7") {
 		t.Fatalf("create: %d %q %s", code, out, errOut)
+	}
+	if code, out, errOut := run(t, dir, "", "groups", "reset", "w", "--to-time", "0001-01-01T00:00:00Z", "--json"); code != 2 ||
+		!strings.Contains(out, `"code":"invalid_argument"`) || !strings.Contains(out, "zero time") {
+		t.Fatalf("reset to the zero time: exit %d %q %s, want 2 invalid_argument saying zero time", code, out, errOut)
 	}
 	if code, _, errOut := run(t, dir, lines.String(), "append", "orders-1"); code != 0 {
 		t.Fatalf("append more: %d %s", code, errOut)

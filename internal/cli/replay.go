@@ -29,6 +29,8 @@ same digest.
 
 --from and --to are each a position (1000) or an RFC 3339 time
 (2026-11-23T10:00:00Z), compared with the time the store recorded each event.
+Position 0 and the zero time 0001-01-01T00:00:00Z are refused (exit 2): they
+would mean no bound.
 Without --from the replay starts at the first event the log holds; without --to
 it ends at the last event acknowledged when it starts. A replay never waits for
 events to come: a --to beyond the end is cut there, and the result says where.

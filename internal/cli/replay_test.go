@@ -66,6 +66,12 @@ func TestReplayBadInput(t *testing.T) {
 		{[]string{"--rate", "NaN"}, "positive decimal number"},
 		{[]string{"--stream", "orders-1", "--prefix", "orders-"}, "either stream names or a stream prefix"},
 		{[]string{"--type", ""}, "must not be empty"},
+		// The zero time and position 0 are the zero bound, "no bound": a
+		// --to of either replayed the whole log.
+		{[]string{"--to", "0001-01-01T00:00:00Z"}, "zero time"},
+		{[]string{"--to", "0001-01-01T02:00:00+02:00"}, "zero time"},
+		{[]string{"--from", "0001-01-01T00:00:00Z"}, "zero time"},
+		{[]string{"--to", "0"}, "positions start at 1"},
 	} {
 		code, out, errOut := run(t, dir, "", append([]string{"replay", "--json"}, tc.args...)...)
 		if code != 2 || !strings.Contains(out, `"code":"invalid_argument"`) || !strings.Contains(out, tc.want) {

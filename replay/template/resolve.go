@@ -112,6 +112,9 @@ func (r *resolver) window() error {
 			continue
 		}
 		bound, perr := replay.ParseBound(b.key, v.s)
+		if isZeroTime(perr) {
+			return r.bad(v, replay.ZeroTimeReason)
+		}
 		if perr != nil || bound.IsZero() {
 			return r.bad(v, "must be a position (from 1, such as 1000) or an RFC 3339 time (such as 2026-11-23T10:00:00Z)")
 		}
@@ -398,4 +401,11 @@ func (r *resolver) mask() error {
 	}
 	r.sp.Mask = rules
 	return nil
+}
+
+// isZeroTime reports whether err is replay.ParseBound refusing the zero
+// time, which deserves its own message (it is a valid RFC 3339 time).
+func isZeroTime(err error) bool {
+	var re *replay.Error
+	return errors.As(err, &re) && re.Reason == replay.ZeroTimeReason
 }

@@ -566,6 +566,9 @@ func (t *Template) SecretParams() []string {
 
 // checkParam returns why v is not a value of type typ, or "".
 func checkParam(typ, v string) string {
+	if _, err := replay.ParseBound("", v); (typ == "time" || typ == "bound") && isZeroTime(err) {
+		return replay.ZeroTimeReason
+	}
 	switch typ {
 	case "integer":
 		if _, err := strconv.ParseInt(v, 10, 64); err != nil || !integerText.MatchString(v) {

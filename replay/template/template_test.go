@@ -139,6 +139,15 @@ func TestHostileTemplates(t *testing.T) {
 		{"from a bool", base + "window:\n  from: true\n", nil, "window.from", 6, "must be a position"},
 		{"from empty", base + "window:\n  from:\n", nil, "window.from", 6, "leave the key out"},
 		{"from a mapping", base + "window:\n  from: {position: 1}\n", nil, "window.from", 6, "single value"},
+		// The zero time is Go's "no bound": a window.to of it replayed the whole log.
+		{"to the zero time", base + "window:\n  to: 0001-01-01T00:00:00Z\n", nil, "window.to", 6, "zero time"},
+		{"from the zero time", base + "window:\n  from: '0001-01-01T01:00:00+01:00'\n", nil, "window.from", 6, "zero time"},
+		{"to the zero time by a time parameter", "params:\n  a: {type: time, required: true}\n" + base +
+			"window:\n  to: ${a}\n", []string{"a=0001-01-01T00:00:00Z"}, "--param a", 0, "zero time"},
+		{"to the zero time by a bound parameter", "params:\n  a: {type: bound, required: true}\n" + base +
+			"window:\n  to: ${a}\n", []string{"a=0001-01-01T00:00:00Z"}, "--param a", 0, "zero time"},
+		{"to the zero time by a text parameter", "params:\n  a: {type: text, required: true}\n" + base +
+			"window:\n  to: ${a}\n", []string{"a=0001-01-01T00:00:00Z"}, "window.to", 8, "zero time"},
 		{"date without time", base + "window:\n  to: 2026-11-23\n", nil, "window.to", 6, "RFC 3339"},
 		{"from > to positions", base + "window:\n  from: 10\n  to: 9\n", nil, "window.from", 6, "is after window.to"},
 		{"from > to times", base + "window:\n  from: 2026-11-02T00:00:00Z\n  to: 2026-11-01T00:00:00Z\n", nil, "window.from", 6, "is after window.to"},
