@@ -391,6 +391,16 @@ mask:
 	if code != 5 || !strings.Contains(errOut, "no group was created") || strings.Contains(groups(), `"empty"`) {
 		t.Fatalf("an empty window: %d %q", code, errOut)
 	}
+	// A window of positions whose events the prefix leaves out (3..4 are
+	// orders-1's): exit 5 too, recorded as failed, no group.
+	code, _, errOut = exe(t, env, "", "--data-dir", src, "replay", "run", tpl, "-p", "from=3", "-p", "name=filtered",
+		"--execute", "--ledger-dsn", db.DSN)
+	if code != 5 || !strings.Contains(errOut, "no group was created") || strings.Contains(groups(), `"filtered"`) {
+		t.Fatalf("a window its filter empties: %d %q", code, errOut)
+	}
+	if n, bodies := ledgerRows(t, db); n != 8 || strings.Count(bodies, "replay.run.failed") != 3 {
+		t.Fatalf("ledger after empty windows: %d entries, want 8 with 3 failed runs", n)
+	}
 
 	head := "name: g\nversion: 1\n"
 	for _, c := range []struct{ name, body, want string }{
@@ -409,8 +419,8 @@ mask:
 			t.Errorf("%s: exit %d %q, want 2 saying %q", c.name, code, errOut, c.want)
 		}
 	}
-	if n, _ := ledgerRows(t, db); n != 6 {
-		t.Fatalf("bad group targets recorded ledger entries: %d, want the 6 of before", n)
+	if n, _ := ledgerRows(t, db); n != 8 {
+		t.Fatalf("bad group targets recorded ledger entries: %d, want the 8 of before", n)
 	}
 	if g := groups(); strings.Count(g, `"name"`) != 1 {
 		t.Fatalf("bad group targets created groups: %s", g)

@@ -62,6 +62,10 @@ type Report struct {
 	// Group is the consumer group a group target created: bounded to the
 	// window, it delivers its events to its members.
 	Group *consumer.GroupInfo `json:"group,omitempty"`
+
+	// delivers counts the window's events a consumer group delivers: all
+	// but those of the engine's own streams (consumer.SystemStreamPrefix).
+	delivers int64
 }
 
 // ChecksPassed reports whether every check held.
@@ -160,6 +164,9 @@ func (t *Template) plan(ctx context.Context, src rewind.Store, sp *Spec, m *mask
 	}
 	res, err := replay.Run(ctx, src, sp.Window, func(_ context.Context, ev *rewind.RecordedEvent) error {
 		rep.Types[ev.Type]++
+		if !strings.HasPrefix(ev.Stream, consumer.SystemStreamPrefix) {
+			rep.delivers++
+		}
 		if sp.Masking && ev.Type != rewind.TypeStreamDeleted {
 			_, n, err := m.Event(ev)
 			if err != nil {
@@ -362,6 +369,14 @@ func createGroup(ctx context.Context, sp *Spec, rep *Report, o RunOptions) error
 	from, to := rep.Window.From, rep.Window.To
 	if from > to {
 		return fmt.Errorf("%w (it resolved to %d..%d): no group was created", ErrEmptyWindow, from, to)
+	}
+	// Positions alone are not enough: a window whose events the filter
+	// leaves out (or that holds only the engine's own events) would make a
+	// group with nothing to deliver.
+	if rep.delivers == 0 {
+		return fmt.Errorf("%w (it resolved to %d..%d, which holds no event the group would deliver: %d events, "+
+			"none that its filter selects outside the engine's own %s streams): no group was created",
+			ErrEmptyWindow, from, to, rep.Window.Events, consumer.SystemStreamPrefix+"*")
 	}
 	cfg := consumer.GroupConfig{Name: sp.Target.Group, OrderBy: sp.Target.OrderBy,
 		Filter: rewind.Filter{StreamPrefix: sp.Window.StreamPrefix, Types: sp.Window.Types},

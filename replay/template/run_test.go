@@ -13,6 +13,7 @@ import (
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/audit/auditpg"
+	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/eventlog"
 	"github.com/rewindhq/rewind/internal/pgtest"
 	"github.com/rewindhq/rewind/replay/mask"
@@ -416,5 +417,68 @@ mask:
 	}
 	if len(grepDir(t, prod, planted)) == 0 {
 		t.Fatal("a production copy lacks the secret: the grep cannot see it")
+	}
+}
+
+// TestExecuteGroupTargetEmptyWindow: a group target whose window holds no
+// event the group would deliver — none at all, none its prefix or types
+// select, or only the engine's own _rewind.* events — fails with
+// ErrEmptyWindow (exit 5), recorded as replay.run.failed, and creates no
+// group. A filtered empty window used to create a group with nothing to
+// deliver.
+func TestExecuteGroupTargetEmptyWindow(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	// The engine's own streams: a group never delivers their events.
+	if _, err := src.Append(ctx, "_rewind.group.x", rewind.Any, rewind.Event{Type: "T"}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := src.LastPosition(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := ledger(t)
+	head := "name: g\nversion: 1\ntarget: {kind: group, group: g}\n"
+	for name, file := range map[string]string{
+		"positions after the end":    head + "window: {from: 1000}\n",
+		"a prefix that selects none": head + "window: {from: 1, to: 5}\nfilter: {prefix: orders-}\n",
+		"types that select none":     head + "filter: {types: [Nope]}\n",
+		"only the engine's events":   head + "window: {from: " + last.String() + "}\n",
+	} {
+		tp, err := template.Parse("t.yaml", []byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp, err := tp.Resolve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		created := false
+		_, err = tp.Execute(ctx, src, sp, template.RunOptions{Ledger: l, RunID: "run",
+			Origin: audit.CurrentOrigin("tester", []string{"rewind", "replay", "run"}, nil),
+			CreateGroup: func(context.Context, consumer.GroupConfig) (consumer.GroupInfo, error) {
+				created = true
+				return consumer.GroupInfo{}, nil
+			}})
+		if !errors.Is(err, template.ErrEmptyWindow) || !errors.Is(err, template.ErrCheckFailed) || created ||
+			!strings.Contains(err.Error(), "no group was created") {
+			t.Errorf("%s: %v, created %v; want ErrEmptyWindow and no group", name, err, created)
+		}
+		es := entries(t, l)
+		if e := es[len(es)-1]; e.Kind != "replay.run.failed" || !strings.Contains(e.Message, "no group was created") {
+			t.Errorf("%s: last ledger entry %s %q, want replay.run.failed saying no group was created", name, e.Kind, e.Message)
+		}
+	}
+	// A window with one event the group delivers creates it.
+	tp, _ := template.Parse("t.yaml", []byte(head+"window: {from: 1, to: 5}\nfilter: {prefix: users-1}\n"))
+	sp, _ := tp.Resolve(nil)
+	var got consumer.GroupConfig
+	if _, err := tp.Execute(ctx, src, sp, template.RunOptions{Ledger: l, RunID: "run",
+		Origin: audit.CurrentOrigin("tester", nil, nil),
+		CreateGroup: func(_ context.Context, cfg consumer.GroupConfig) (consumer.GroupInfo, error) {
+			got = cfg
+			return consumer.GroupInfo{}, nil
+		}}); err != nil || got.End.Position != 5 || got.Filter.StreamPrefix != "users-1" {
+		t.Fatalf("a window with an event: %v, created %+v", err, got)
 	}
 }
