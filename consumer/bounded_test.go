@@ -356,3 +356,33 @@ func TestBoundedGroupCompleteIsDurable(t *testing.T) {
 		t.Fatalf("consumed %d events of a complete group, want none", len(got))
 	}
 }
+
+// TestBoundedGroupResetBackCountsOnlyTheWindow: once a bounded group's
+// floor is past its end (a reset forward past it), a plan back counts as
+// redelivered only the window's events, which are all the group delivers
+// again; it counted every event up to the floor. A shift back counts the
+// group's events back from its end, not from beyond it.
+func TestBoundedGroupResetBackCountsOnlyTheWindow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Now: time.Now, TickInterval: time.Millisecond})
+	b.appendN("s", "T", 10)
+	b.create(GroupConfig{Name: "r", End: End{Position: 5}})
+	sameSet(t, "first pass", consumeAll(t, b, "r", nil), []rewind.Position{1, 2, 3, 4, 5})
+	plan, err := b.engine.Reset(bg, "r", ResetOptions{ToPosition: 9, ToPositionSet: true, Execute: true})
+	if err != nil || plan.Skip != 0 || plan.To != 9 {
+		t.Fatalf("reset forward past the end: %+v %v", plan, err)
+	}
+	plan, err = b.engine.Reset(bg, "r", ResetOptions{ToPosition: 2, ToPositionSet: true})
+	if err != nil || plan.From != 9 || plan.Redeliver != 3 {
+		t.Fatalf("plan back to 2: %+v %v, want 3 to redeliver (3..5, not 3..9)", plan, err)
+	}
+	plan, err = b.engine.Reset(bg, "r", ResetOptions{ShiftBy: -2})
+	if err != nil || plan.To != 3 || plan.Redeliver != 2 {
+		t.Fatalf("plan a shift back by 2: %+v %v, want to 3 with 2 to redeliver (4 and 5)", plan, err)
+	}
+	plan, err = b.engine.Reset(bg, "r", ResetOptions{ToPosition: 2, ToPositionSet: true, Execute: true})
+	if err != nil || plan.Redeliver != 3 {
+		t.Fatalf("reset back to 2: %+v %v", plan, err)
+	}
+	sameSet(t, "after the reset", consumeAll(t, b, "r", nil), []rewind.Position{3, 4, 5})
+}

@@ -73,6 +73,11 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	g.mu.Unlock()
 	if target < plan.From {
 		to := max(cursor, plan.From)
+		if g.bounded {
+			// A floor past the end (a reset forward past it) redelivers
+			// only the window: the group delivers nothing after its end.
+			to = min(to, g.end)
+		}
 		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, to)
 		plan.Parked = g.parkedIn(target, to)
 		plan.Redeliver = max(0, plan.Redeliver-plan.Parked)
@@ -133,6 +138,10 @@ func (e *Engine) resetTarget(ctx context.Context, g *group, opts ResetOptions) (
 	g.mu.Lock()
 	floor := g.floor()
 	g.mu.Unlock()
+	if opts.ShiftBy < 0 && g.bounded {
+		// Back by the group's events: those after its end are not.
+		floor = min(floor, g.end)
+	}
 	if opts.ShiftBy > 0 {
 		return e.shiftForward(ctx, g, floor, opts.ShiftBy)
 	}

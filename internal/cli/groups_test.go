@@ -380,6 +380,19 @@ func TestGroupsBounded(t *testing.T) {
 	if code, out, errOut := run(t, dir, "", "consume", "w", "--json"); code != 0 || out != "" {
 		t.Fatalf("consume a complete group: %d %q %s", code, out, errOut)
 	}
+	// Its floor moved past the end, a plan back counts only the window's
+	// events of the prefix (4..7), all the group delivers again, not those
+	// after 7.
+	if code, out, errOut := run(t, dir, "", "groups", "reset", "w", "--to-position", "15", "--execute"); code != 0 ||
+		!strings.Contains(out, "0 events skipped") {
+		t.Fatalf("reset forward past the end: %d %q %s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"--to-position", "3"}, {"--shift-by", "-4"}} {
+		code, out, errOut := run(t, dir, "", append([]string{"groups", "reset", "w"}, args...)...)
+		if code != 0 || !strings.Contains(out, "from 15 to 3") || !strings.Contains(out, "  4 events delivered again") {
+			t.Errorf("plan back %v: %d %q %s, want 4 events (4..7) delivered again", args, code, out, errOut)
+		}
+	}
 }
 
 // TestGroupsBoundedThroughServer: the end travels through the API and
