@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/store"
 )
 
 // consumeAll runs Consume on a new member of group until the group is
@@ -385,4 +388,113 @@ func TestBoundedGroupResetBackCountsOnlyTheWindow(t *testing.T) {
 		t.Fatalf("reset back to 2: %+v %v", plan, err)
 	}
 	sameSet(t, "after the reset", consumeAll(t, b, "r", nil), []rewind.Position{3, 4, 5})
+}
+
+// gatedStore holds back the read of one position (the way a parked
+// replay reads each event it hands back: From p, Limit 1) until its gate
+// opens.
+type gatedStore struct {
+	*store.Store
+	hold atomic.Uint64 // the position held back; 0 holds nothing
+	gate chan struct{}
+}
+
+func (s *gatedStore) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Seq2[*rewind.RecordedEvent, error] {
+	if p := s.hold.Load(); p != 0 && uint64(opts.From) == p && opts.Limit == 1 {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+		}
+	}
+	return s.Store.ReadAll(ctx, opts)
+}
+
+// TestBoundedGroupCompleteDuringParkedReplay: a complete bounded group
+// whose parked events are replayed in chunks is not complete between two
+// chunks, when it holds nothing yet the replay has more to hand back:
+// FetchUntilComplete (Consume, rewind consume) keeps waiting instead of
+// saying complete, and the status is not complete, until the replay has
+// handed back every parked event and they are done. The next chunk is held
+// back by the store here, so the moment between chunks lasts. Once it says
+// complete, the replay's acks are durable: an engine abandoned then (a
+// crash, with a long commit interval) reopens complete with nothing parked.
+func TestBoundedGroupCompleteDuringParkedReplay(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{CommitInterval: 10 * time.Second})
+	b.appendN("s", "T", 5)
+	gated := &gatedStore{Store: b.store, gate: make(chan struct{})}
+	if err := b.engine.Close(bg); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(bg, gated, b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.engine = e
+	b.create(GroupConfig{Name: "p", End: End{Position: 5}, MaxDeliveries: 1, ReplayChunk: 1})
+	m := b.join("p", 0)
+	ctx, cancel := context.WithTimeout(bg, 30*time.Second)
+	defer cancel()
+	// Positions 2 and 4 fail their only delivery and are parked; the rest are acked.
+	for n := 0; n < 5; {
+		ds, err := m.FetchUntilComplete(ctx, 10, 0)
+		if err != nil {
+			t.Fatalf("first pass after %d: %v", n, err)
+		}
+		for _, d := range ds {
+			n++
+			if d.Event.Position == 2 || d.Event.Position == 4 {
+				err = m.Nak(bg, d.ID, NakOptions{})
+			} else {
+				err = m.Ack(bg, d.ID)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if in := mustInfo(t, b, "p"); in.Status != StatusComplete || in.Parked != 2 {
+		t.Fatalf("after the first pass: status %s parked %d, want complete with 2 parked", in.Status, in.Parked)
+	}
+	gated.hold.Store(4) // the replay's second chunk (position 4) waits at the store
+	if n, err := b.engine.ReplayParked(bg, "p", ReplayOptions{}); err != nil || n != 2 {
+		t.Fatalf("replay parked: %d %v", n, err)
+	}
+	ds, err := m.FetchUntilComplete(ctx, 10, 0)
+	if err != nil || len(ds) != 1 || ds[0].Event.Position != 2 {
+		t.Fatalf("the replay's first chunk: %+v %v, want position 2", ds, err)
+	}
+	if err := m.Ack(bg, ds[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	// Between the chunks: nothing held, position 4 still to come.
+	if in := mustInfo(t, b, "p"); in.Status == StatusComplete || in.Complete {
+		t.Fatalf("between two chunks of a replay: status %s (%s), want not complete", in.Status, in.StatusReason)
+	}
+	short, stop := context.WithTimeout(bg, 200*time.Millisecond)
+	ds, err = m.FetchUntilComplete(short, 10, 0)
+	stop()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("fetch between two chunks of a replay: %+v %v, want it to wait for the next chunk", ds, err)
+	}
+	close(gated.gate)
+	ds, err = m.FetchUntilComplete(ctx, 10, 0)
+	if err != nil || len(ds) != 1 || ds[0].Event.Position != 4 {
+		t.Fatalf("the replay's second chunk: %+v %v, want position 4", ds, err)
+	}
+	if err := m.Ack(bg, ds[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := m.FetchUntilComplete(ctx, 10, 0); !errors.Is(err, ErrGroupComplete) {
+		t.Fatalf("after the replay: %+v %v, want ErrGroupComplete", ds, err)
+	}
+	if in := mustInfo(t, b, "p"); in.Status != StatusComplete || in.Parked != 0 || in.Acked != 5 {
+		t.Fatalf("after the replay: status %s parked %d acked %d, want complete with none parked and 5 acked",
+			in.Status, in.Parked, in.Acked)
+	}
+	b.restart(true)
+	if in := mustInfo(t, b, "p"); in.Status != StatusComplete || in.Parked != 0 || in.AckFloor != 5 {
+		t.Fatalf("after a crash: status %s parked %d floor %d, want complete at 5 with none parked",
+			in.Status, in.Parked, in.AckFloor)
+	}
 }
