@@ -565,9 +565,20 @@ func TestGroupBadInput(t *testing.T) {
 			return fromConnect(err)
 		}},
 	}
-	before, err := c.Groups(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The group reads the three events on its own: take the snapshot
+	// once it has, so that only the bad input could change it.
+	var before []consumer.GroupInfo
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if before, err = c.Groups(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(before) == 1 && before[0].Pending == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group did not read the 3 events: %+v", before)
+		}
 	}
 	for _, tc := range cases {
 		err := tc.call()
