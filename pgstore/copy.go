@@ -216,8 +216,11 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitWait)
 	defer cancel()
 	if err := tx.Commit(cctx); err != nil {
+		// An ERROR answering the COMMIT means it failed; a FATAL may
+		// come after PostgreSQL committed (a session ended as it
+		// answered), so its outcome is unknown, like a lost connection's.
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) {
+		if errors.As(err, &pe) && pe.Severity != "FATAL" && pe.Severity != "PANIC" {
 			return s.dbError("import: commit (nothing was written)", err)
 		}
 		return fmt.Errorf("%w: the import's commit got no answer (%w); run the copy again: it resumes from where the "+

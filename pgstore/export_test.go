@@ -14,6 +14,8 @@ type fateKey struct{}
 type fate struct {
 	sleep    time.Duration
 	rollback bool
+	// killAfterCommit ends the session right after its COMMIT answered.
+	killAfterCommit bool
 }
 
 func withFate(ctx context.Context, f fate) context.Context {
@@ -25,5 +27,9 @@ func installFates(s *Store) {
 	s.testFate = func(ctx context.Context) (time.Duration, bool) {
 		f, _ := ctx.Value(fateKey{}).(fate)
 		return f.sleep, f.rollback
+	}
+	s.testKillAfterCommit = func(ctx context.Context) bool {
+		f, _ := ctx.Value(fateKey{}).(fate)
+		return f.killAfterCommit
 	}
 }

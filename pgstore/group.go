@@ -233,10 +233,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*appendReq) (rerun []*ap
 	if err == nil {
 		err = endResults(br, ends)
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err = closeAfterEnd(br, err); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "events_event_id" {
 			rollback(ctx, conn)
@@ -349,6 +346,9 @@ func (s *Store) groupBatch(group, writers []*appendReq, states map[string]*strea
 		wb.Queue("ROLLBACK")
 	} else {
 		wb.Queue("COMMIT")
+		if s.testKillAfterCommit != nil && slices.ContainsFunc(group, func(r *appendReq) bool { return s.testKillAfterCommit(r.ctx) }) {
+			wb.Queue(killSelf) // not an end: read by the batch's Close
+		}
 	}
 	return &wb, ends, rollback
 }

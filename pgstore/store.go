@@ -49,6 +49,10 @@ type Store struct {
 	// whether PostgreSQL pauses between its write and its COMMIT, and
 	// whether it rolls back instead.
 	testFate func(ctx context.Context) (sleep time.Duration, rollback bool)
+	// testKillAfterCommit, when set (by tests), decides for each append
+	// and delete whether its session is terminated right after its COMMIT
+	// was answered, as pg_terminate_backend or a fast shutdown may do.
+	testKillAfterCommit func(ctx context.Context) bool
 }
 
 var _ interface {
@@ -339,7 +343,24 @@ func (s *Store) queueEnd(ctx context.Context, b *pgx.Batch) (int, bool) {
 		}
 	}
 	b.Queue("COMMIT")
+	if s.testKillAfterCommit != nil && s.testKillAfterCommit(ctx) {
+		b.Queue(killSelf) // not an end: read by the batch's Close
+	}
 	return n, false
+}
+
+// killSelf ends the session it runs in with PostgreSQL's FATAL 57P01, for
+// tests.
+const killSelf = "SELECT pg_terminate_backend(pg_backend_pid())"
+
+// closeAfterEnd is the error of closing a write's batch results, given
+// the error of reading them (err). Once the COMMIT answered (err nil),
+// the write is committed whatever follows: a session PostgreSQL ends
+// after it (a FATAL before the next ReadyForQuery) loses the connection,
+// not the write.
+func closeAfterEnd(br pgx.BatchResults, err error) error {
+	br.Close()
+	return err
 }
 
 // endResults reads the n results queued by queueEnd. An error of the last
@@ -640,10 +661,7 @@ func (s *Store) DeleteStream(ctx context.Context, stream string, expected rewind
 	if err == nil {
 		err = endResults(br, ends)
 	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err = closeAfterEnd(br, err); err != nil {
 		return 0, s.writeError(ctx, conn, err)
 	}
 	if rolledBack {
