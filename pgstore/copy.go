@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
@@ -191,6 +192,9 @@ func (s *Store) ImportLog(ctx context.Context, records []rewind.LogRecord) error
 		if rowsIn.err != nil {
 			return rowsIn.err // a record refused: the transaction rolls back what was sent
 		}
+		if derr := s.duplicateImportID(ctx, records, err); derr != nil {
+			return derr
+		}
 		return s.dbError("import: copy events", err)
 	}
 	at := rowsIn.at
@@ -246,3 +250,52 @@ func (s *Store) Analyze(ctx context.Context) error {
 	}
 	return nil
 }
+
+// duplicateImportID turns the refusal of an imported record whose event id
+// the target holds already (the constraint events_event_id) into an
+// IdempotencyConflictError naming both positions, or returns nil for other
+// errors. An embedded log may hold an id twice — it accepts an id again
+// when it made the first one up, or after its deduplication window — but
+// PostgreSQL keeps ids unique for ever.
+func (s *Store) duplicateImportID(ctx context.Context, records []rewind.LogRecord, err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" || pe.ConstraintName != "events_event_id" {
+		return nil
+	}
+	m := dupKey.FindStringSubmatch(pe.Detail)
+	if m == nil {
+		return nil
+	}
+	id, perr := uuid.Parse(m[1])
+	if perr != nil {
+		return nil
+	}
+	var at []rewind.Position
+	for i := range records {
+		if records[i].ID == id {
+			at = append(at, records[i].Position)
+		}
+	}
+	if len(at) == 0 {
+		return nil
+	}
+	first, again := at[0], at[0]
+	if len(at) > 1 {
+		again = at[1] // twice in this chunk
+	} else {
+		var pos int64
+		q := `SELECT position FROM ` + quoteIdent(s.cfg.Schema) + `.events WHERE event_id = $1`
+		if s.pool.QueryRow(context.WithoutCancel(ctx), q, id).Scan(&pos) != nil {
+			return nil
+		}
+		first = rewind.Position(pos)
+	}
+	return &rewind.IdempotencyConflictError{EventID: id.String(), Position: first,
+		Reason: fmt.Sprintf("the source holds it again at position %d (the embedded store accepts an id again when it "+
+			"made the first one up, or after its deduplication window), and PostgreSQL keeps event ids unique: this "+
+			"log cannot be copied into PostgreSQL past position %d; nothing of the chunk from position %d was written",
+			again, again-1, records[0].Position)}
+}
+
+// dupKey finds the id in PostgreSQL's detail of a unique violation.
+var dupKey = regexp.MustCompile(`\(event_id\)=\(([0-9a-fA-F-]{36})\)`)

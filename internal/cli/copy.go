@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/internal/config"
 	"github.com/rewindhq/rewind/logcopy"
 	"github.com/rewindhq/rewind/pgstore"
@@ -29,7 +31,8 @@ func (a *app) copyCmd() *cobra.Command {
 		Use:   "copy --from SRC --to DST",
 		Short: "Copy a store's whole log into another store, keeping positions",
 		Long: `Copy the log of SRC into DST, where each is a data directory of the embedded
-store or a PostgreSQL store (postgres://…, made with 'rewind migrate'). Every
+store or a PostgreSQL store (postgres://… or a keyword=value connection string such as
+'host=db dbname=events', made with 'rewind migrate'). Every
 record keeps its position, event id, stream version, recorded-at time, metadata
 and batch; deletes are copied as the delete records they are.
 
@@ -45,6 +48,12 @@ the same store on both sides, a target that holds another log or more than the
 source, a source whose positions cannot be kept (its log starts after 1 because
 retention removed the start). The copy ends at the source's last position when
 it began.
+
+PostgreSQL keeps event ids unique for ever; the embedded store accepts an id
+again when it made the first one up, or after its deduplication window. A data
+directory that holds an id twice is copied into PostgreSQL up to the chunk
+before the second one, then the copy stops with idempotency_conflict (exit 4),
+naming both positions: such a log cannot be copied into PostgreSQL whole.
 
 At the end, or alone with --verify-only, it compares the two logs record by
 record over the copied range (counts and SHA-256 digests); a difference exits 5
@@ -71,8 +80,8 @@ summary on stdout.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&from, "from", "", "the source: a data directory or postgres://…")
-	f.StringVar(&to, "to", "", "the target: a data directory (made if missing) or postgres://…")
+	f.StringVar(&from, "from", "", "the source: a data directory, or a PostgreSQL store (postgres://… or 'host=… dbname=…')")
+	f.StringVar(&to, "to", "", "the target: a data directory (made if missing), or a PostgreSQL store (postgres://… or 'host=… dbname=…')")
 	f.StringVar(&fromSchema, "from-schema", pgstore.DefaultSchema, "PostgreSQL schema of --from")
 	f.StringVar(&toSchema, "to-schema", pgstore.DefaultSchema, "PostgreSQL schema of --to")
 	config.BoolVar(f, &verifyOnly, "verify-only", false, "only compare the two logs over the source's range; write nothing")
@@ -93,7 +102,21 @@ type copyStore interface {
 type copySide struct{ where, schema string }
 
 func (c copySide) isPG() bool {
-	return strings.HasPrefix(c.where, "postgres://") || strings.HasPrefix(c.where, "postgresql://")
+	return strings.HasPrefix(c.where, "postgres://") || strings.HasPrefix(c.where, "postgresql://") ||
+		keywordDSN.MatchString(c.where)
+}
+
+// keywordDSN matches a PostgreSQL connection string of keyword=value
+// pairs ('host=db1,db2 dbname=events …'), which --store takes too: a
+// copy must not take one for a directory to make.
+var keywordDSN = regexp.MustCompile(`^\s*[A-Za-z_]+\s*=`)
+
+// shown is how a side is named in output: a DSN's password masked.
+func (c copySide) shown() string {
+	if c.isPG() {
+		return audit.MaskDSN(redactURL(c.where))
+	}
+	return c.where
 }
 
 // check refuses what cannot be a store: a URL of another scheme.
@@ -202,7 +225,7 @@ func (a *app) runCopy(ctx context.Context, from, to copySide, batch int, precisi
 	if err != nil && res.Verified == nil {
 		return err
 	}
-	out := map[string]any{"from": redactURL(from.where), "to": redactURL(to.where), "target_before": res.TargetBefore,
+	out := map[string]any{"from": from.shown(), "to": to.shown(), "target_before": res.TargetBefore,
 		"end": res.End, "copied": res.Copied, "seconds": res.Seconds}
 	if res.Seconds > 0 {
 		out["records_per_sec"] = float64(res.Copied) / res.Seconds

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/pgtest"
@@ -250,5 +251,66 @@ func TestCopyRefuses(t *testing.T) {
 	code, out, _ := run(t, tmp, "", "copy", "--from", src, "--to", other, "--verify-only", "--json")
 	if code != 5 || !strings.Contains(out, `"first_difference":1`) {
 		t.Fatalf("verify-only of different logs: %d %s", code, out)
+	}
+}
+
+// TestCopyKeywordDSNAndRepeatedIDs: a keyword=value connection string is a
+// PostgreSQL store for copy, as for --store (it once made a directory of
+// that name and exited 0), refused as the same store as its URL; and a data
+// directory that holds an event id twice stops at it with exit 4 naming
+// both positions, not as an internal error.
+func TestCopyKeywordDSNAndRepeatedIDs(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	tmp := t.TempDir()
+	if _, err := pgstore.Migrate(ctx, db.DSN, pgstore.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgconn.ParseConfig(db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", cfg.Host, cfg.Port, cfg.User, cfg.Database)
+
+	src := filepath.Join(tmp, "src")
+	s, err := store.Open(src, store.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Append(ctx, "a-1", rewind.Any, rewind.Event{Type: "T"}) // a store-made id
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.ReadStream(ctx, "a-1", rewind.ReadStreamOptions{From: 1, Limit: 1})
+	if err != nil || len(evs) != 1 {
+		t.Fatal(evs, err)
+	}
+	again, err := s.Append(ctx, "a-2", rewind.Any, rewind.Event{ID: evs[0].ID, Type: "T"})
+	if err != nil || again.Duplicate {
+		t.Fatalf("the embedded store took the made-up id again: %+v %v", again, err)
+	}
+	s.Close()
+
+	code, out, errOut := run(t, tmp, "", "copy", "--from", src, "--to", kv, "--json")
+	if code != 4 || !strings.Contains(out, `"code":"idempotency_conflict"`) ||
+		!strings.Contains(errOut, fmt.Sprintf("already recorded at position %d", first.FirstPosition)) ||
+		!strings.Contains(errOut, fmt.Sprintf("again at position %d", again.FirstPosition)) {
+		t.Fatalf("copy of a log with a repeated id: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 1 {
+		t.Fatalf("the copy made something in the working directory: %v", left)
+	}
+	var n int64
+	db.Pool.QueryRow(ctx, "SELECT count(*) FROM rewind.events").Scan(&n)
+	if n >= int64(again.FirstPosition) {
+		t.Fatalf("%d events in PostgreSQL; the copy went past the repeated id at %d", n, again.FirstPosition)
+	}
+	code, _, errOut = run(t, tmp, "", "copy", "--from", db.DSN, "--to", kv)
+	if code != 2 || !strings.Contains(errOut, "same store") {
+		t.Fatalf("the same store as URL and keyword string: exit %d %s", code, errOut)
+	}
+	if strings.Contains(errOut+out, "password") {
+		t.Fatalf("output names a password: %s %s", out, errOut)
 	}
 }
