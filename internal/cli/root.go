@@ -52,11 +52,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
+	return a.execute(ctx, a.rootCmd(), args)
+}
+
+// execute runs root, the command tree of a.rootCmd, with args.
+func (a *app) execute(ctx context.Context, root *cobra.Command, args []string) int {
 	a.args = args
 	// With --json every error is JSON, also one found before the command
 	// runs (an unknown flag, a bad value, a wrong number of arguments).
 	a.jsonOut = wantsJSON(args)
-	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
@@ -128,7 +132,7 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 			c.Args = helpTopic
 		}
 	}
-	checkArgs(root)
+	checkArgs(root, func(cmd *cobra.Command) error { return checkFlags(cmd, a.args) })
 	return root
 }
 
