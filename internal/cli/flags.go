@@ -207,8 +207,8 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 // it takes a list (its values add up, such as --type A --type B).
 
 const (
-	allowEmptyAnnotation = "rewind_allow_empty"
-	emptyHintAnnotation  = "rewind_empty_hint"
+	allowEmptyAnnotation  = "rewind_allow_empty"
+	emptyReasonAnnotation = "rewind_empty_reason"
 )
 
 // allowEmpty marks flag name of fs as taking an empty value, which means
@@ -218,11 +218,11 @@ func allowEmpty(fs *pflag.FlagSet, name, meaning string) {
 	fs.SetAnnotation(name, allowEmptyAnnotation, []string{meaning})
 }
 
-// emptyHint gives the refusal of an empty value for flag name of fs a
-// better hint than the generic "leave it out", such as what leaving it out
-// does.
-func emptyHint(fs *pflag.FlagSet, name, hint string) {
-	fs.SetAnnotation(name, emptyHintAnnotation, []string{hint})
+// emptyReason gives the refusal of an empty value for flag name of fs a
+// better reason than the generic "give a value or leave it out", such as
+// what leaving it out does.
+func emptyReason(fs *pflag.FlagSet, name, reason string) {
+	fs.SetAnnotation(name, emptyReasonAnnotation, []string{reason})
 }
 
 // repeatable reports whether f takes a list, so that giving it again adds
@@ -281,9 +281,9 @@ func emptyValue(f *pflag.Flag, value string) error {
 		}
 		return nil
 	}
-	hint := fmt.Sprintf("give a value or leave --%s out (--%s: %s)", name, name, f.Usage)
-	if h := f.Annotations[emptyHintAnnotation]; len(h) > 0 {
-		hint = h[0]
+	reason := fmt.Sprintf("must not be empty; give a value or leave --%s out (--%s: %s)", name, name, f.Usage)
+	if r := f.Annotations[emptyReasonAnnotation]; len(r) > 0 {
+		reason = r[0]
 	}
-	return &rewind.ValidationError{Field: source, Value: value, Reason: "must not be empty; " + hint}
+	return &rewind.ValidationError{Field: source, Value: value, Reason: reason}
 }

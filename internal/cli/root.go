@@ -114,6 +114,7 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 	pf.StringVar(&a.storeURL, "store", "",
 		"PostgreSQL store to use instead of --data-dir, such as postgres://rewind@db:5432/events (see 'rewind migrate')")
 	pf.StringVar(&a.storeSchema, "store-schema", pgstore.DefaultSchema, "PostgreSQL schema of --store")
+	emptyReason(pf, "data-dir", "must name a directory (leave it out for ./rewind-data)")
 	bindEnv(pf, "data-dir", "REWIND_DATA_DIR")
 	bindEnv(pf, "log-level", "REWIND_LOG_LEVEL")
 	bindEnv(pf, "server", "REWIND_SERVER")
