@@ -85,7 +85,11 @@ stream or the whole log, and verify every byte.
 Data commands work on the embedded store in --data-dir, or on a server with
 --server and --token. A flag given on the command line wins over its REWIND_*
 environment variable, which wins over the default; an explicit --data-dir
-also wins over $REWIND_SERVER.
+also wins over $REWIND_SERVER. A variable set to '' counts as unset.
+
+A flag given '' (or blanks) is refused, not taken for its default (leave it
+out instead), unless its help says what '' means; so is a flag given twice,
+unless its help says it is repeatable or comma separated.
 
 Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 3 not found, 4 conflict, 5 corruption, 6 data directory in use,
