@@ -249,14 +249,15 @@ func checkFlags(cmd *cobra.Command, args []string) error {
 	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.AddFlagSet(cmd.Flags())
-	first := map[string]string{}
+	seen := map[string]bool{}
 	var bad error
 	fs.ParseAll(flagArgs, func(f *pflag.Flag, value string) error {
-		if prev, seen := first[f.Name]; seen && !repeatable(f) {
-			bad = fmt.Errorf("--%s is given twice (%q, then %q): give it once", f.Name, prev, value)
+		if seen[f.Name] && !repeatable(f) {
+			// Without the values: a --dsn or --token may hold a secret.
+			bad = fmt.Errorf("--%s is given twice: give it once", f.Name)
 		} else {
 			bad = emptyValue(f, value)
-			first[f.Name] = value
+			seen[f.Name] = true
 		}
 		return bad
 	})
