@@ -61,14 +61,6 @@ batches expect the version the previous one left.`,
 				return err
 			}
 			var single *rewind.Event
-			if cmd.Flags().Changed("type") && typ == "" {
-				return invalidFlag("type", typ, "must not be empty; leave --type out to read events as JSON lines "+
-					"from standard input")
-			}
-			if cmd.Flags().Changed("content-type") && contentType == "" {
-				return invalidFlag("content-type", "", "must not be empty; leave --content-type out for "+
-					rewind.DefaultContentType)
-			}
 			if typ != "" && pendingInput(a.stdin) {
 				// A warning, not a refusal: a shell loop reading a file
 				// ("while read …; do rewind append … --type T; done < f")
@@ -162,8 +154,11 @@ batches expect the version the previous one left.`,
 	f := cmd.Flags()
 	f.StringVar(&typ, "type", "", "event type of a single event (then the body is --data)")
 	f.StringVar(&data, "data", "", "body of the single event: JSON unless --content-type says otherwise")
+	allowEmpty(f, "data", "an empty body, as when --data is left out")
 	f.StringVar(&id, "id", "", "event id (UUID) of the single event, for safe retries; generated if absent")
 	f.StringVar(&contentType, "content-type", "", "content type of the single event (default "+rewind.DefaultContentType+")")
+	emptyReason(f, "type", "must not be empty; leave --type out to read events as JSON lines from standard input")
+	emptyReason(f, "content-type", "must not be empty; leave --content-type out for "+rewind.DefaultContentType)
 	f.StringArrayVar(&metadata, "metadata", nil, "metadata key=value of the single event (repeatable)")
 	f.StringVar(&expected, "expected-version", "any", "append only if the stream is in this state: any, no-stream, stream-exists or a version")
 	config.IntVar(f, &batch, "batch", 1000, "events per atomic append when reading standard input")

@@ -3,12 +3,15 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/config"
 )
 
@@ -34,10 +37,13 @@ func flagError(cmd *cobra.Command, err error) error {
 
 // checkArgs wraps every command's argument check so that a wrong number of
 // arguments, or an unknown subcommand, is a usage error; a command with
-// subcommands and no action of its own prints its help.
-func checkArgs(cmd *cobra.Command) {
+// subcommands and no action of its own prints its help. Before the
+// arguments, it checks the command line's flags with checkFlags: this is
+// the first step of every command after cobra has parsed its flags, before
+// the environment is applied and before anything is opened or created.
+func checkArgs(cmd *cobra.Command, checkFlags func(*cobra.Command) error) {
 	for _, c := range cmd.Commands() {
-		checkArgs(c)
+		checkArgs(c, checkFlags)
 	}
 	check := cmd.Args
 	if cmd.HasSubCommands() {
@@ -53,10 +59,13 @@ func checkArgs(cmd *cobra.Command) {
 			cmd.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
 		}
 	}
-	if check == nil {
-		return
-	}
 	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if err := checkFlags(cmd); err != nil {
+			return err
+		}
+		if check == nil {
+			return nil // cobra's own default for a command without subcommands: any arguments
+		}
 		if err := check(cmd, args); err != nil {
 			return usageError(cmd, err)
 		}
@@ -175,6 +184,11 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 		}
 		v, ok := lookup(env[0])
 		if !ok || v == "" {
+			return // an empty variable counts as unset, as in a shell's ${VAR:-default}
+		}
+		if strings.TrimSpace(v) == "" && len(f.Annotations[allowEmptyAnnotation]) == 0 {
+			err = &rewind.ValidationError{Field: env[0], Value: v,
+				Reason: "is blank: unset it (or set it to '') for the default of --" + f.Name + ", or give a value"}
 			return
 		}
 		if serr := f.Value.Set(v); serr != nil {
@@ -182,4 +196,95 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 		}
 	})
 	return err
+}
+
+// Empty values and repeated flags. A value written out must mean what it
+// says. An empty value ('' or blanks) is most often a shell variable that
+// was never set (--end "$END"), and taking it for "no value" would, say,
+// create a group without an end; so every flag refuses it, unless
+// allowEmpty marks it as taking '' (its help then says what '' means). A
+// flag given twice is refused rather than letting the last one win, unless
+// it takes a list (its values add up, such as --type A --type B).
+
+const (
+	allowEmptyAnnotation  = "rewind_allow_empty"
+	emptyReasonAnnotation = "rewind_empty_reason"
+)
+
+// allowEmpty marks flag name of fs as taking an empty value, which means
+// what meaning says ("an empty body"); the help says so.
+func allowEmpty(fs *pflag.FlagSet, name, meaning string) {
+	fs.Lookup(name).Usage += "; '' is " + meaning
+	fs.SetAnnotation(name, allowEmptyAnnotation, []string{meaning})
+}
+
+// emptyReason gives the refusal of an empty value for flag name of fs a
+// better reason than the generic "give a value or leave it out", such as
+// what leaving it out does.
+func emptyReason(fs *pflag.FlagSet, name, reason string) {
+	fs.SetAnnotation(name, emptyReasonAnnotation, []string{reason})
+}
+
+// repeatable reports whether f takes a list, so that giving it again adds
+// to the list.
+func repeatable(f *pflag.Flag) bool {
+	t := f.Value.Type()
+	return strings.HasSuffix(t, "Slice") || strings.HasSuffix(t, "Array")
+}
+
+// checkFlags refuses, on the command line args as cobra parsed it for cmd,
+// a flag set to an empty value and a single-valued flag given twice. It
+// sees the command line only, not the values the environment fills in.
+func checkFlags(cmd *cobra.Command, args []string) error {
+	if cmd.DisableFlagParsing || args == nil {
+		return nil
+	}
+	_, flagArgs, err := cmd.Root().Find(args)
+	if err != nil {
+		return nil // cobra has already reported it
+	}
+	// A flag set of the same flags, parsed again with a callback instead
+	// of Value.Set: it sees every occurrence of every flag, as given,
+	// and changes no value.
+	fs := pflag.NewFlagSet(cmd.Name(), pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.AddFlagSet(cmd.Flags())
+	seen := map[string]bool{}
+	var bad error
+	fs.ParseAll(flagArgs, func(f *pflag.Flag, value string) error {
+		if seen[f.Name] && !repeatable(f) {
+			// Without the values: a --dsn or --token may hold a secret.
+			bad = fmt.Errorf("--%s is given twice: give it once", f.Name)
+		} else {
+			bad = emptyValue(f, value)
+			seen[f.Name] = true
+		}
+		return bad
+	})
+	if bad != nil {
+		return usageError(cmd, bad)
+	}
+	return nil
+}
+
+// emptyValue refuses value for the flag f when it is empty or blank and f
+// does not take that, and an empty item of a comma-separated list.
+func emptyValue(f *pflag.Flag, value string) error {
+	name, source := f.Name, "--"+f.Name
+	if len(f.Annotations[allowEmptyAnnotation]) > 0 {
+		return nil
+	}
+	if strings.TrimSpace(value) != "" {
+		if f.Value.Type() == "stringSlice" && slices.ContainsFunc(strings.Split(value, ","),
+			func(s string) bool { return strings.TrimSpace(s) == "" }) {
+			return &rewind.ValidationError{Field: source, Value: value,
+				Reason: "has an empty item: give the items separated by commas, such as a,b"}
+		}
+		return nil
+	}
+	reason := fmt.Sprintf("must not be empty; give a value or leave --%s out (--%s: %s)", name, name, f.Usage)
+	if r := f.Annotations[emptyReasonAnnotation]; len(r) > 0 {
+		reason = r[0]
+	}
+	return &rewind.ValidationError{Field: source, Value: value, Reason: reason}
 }

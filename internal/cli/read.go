@@ -8,7 +8,6 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/internal/config"
@@ -19,14 +18,13 @@ type filterFlags struct {
 	category string
 	types    []string
 	fromTime string
-	flags    *pflag.FlagSet // to tell an empty --from-time from none
 }
 
 func (f *filterFlags) add(cmd *cobra.Command) {
-	f.flags = cmd.Flags()
 	cmd.Flags().StringVar(&f.category, "category", "", "only streams whose name starts with this prefix, such as orders-")
 	cmd.Flags().StringArrayVar(&f.types, "type", nil, "only events of this type (repeatable)")
 	cmd.Flags().StringVar(&f.fromTime, "from-time", "", "start at the first event recorded at or after this time (RFC 3339, or a duration ago such as 15m)")
+	emptyReason(cmd.Flags(), "from-time", "must not be empty; leave --from-time out to start at the beginning")
 }
 
 func (f *filterFlags) filter() rewind.Filter {
@@ -35,9 +33,6 @@ func (f *filterFlags) filter() rewind.Filter {
 
 func (f *filterFlags) time(now time.Time) (time.Time, error) {
 	if f.fromTime == "" {
-		if f.flags != nil && f.flags.Changed("from-time") {
-			return time.Time{}, invalidFlag("from-time", "", "must not be empty; leave --from-time out to start at the beginning")
-		}
 		return time.Time{}, nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, f.fromTime); err == nil {

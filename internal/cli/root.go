@@ -52,11 +52,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 }
 
 func (a *app) run(ctx context.Context, args []string) int {
+	return a.execute(ctx, a.rootCmd(), args)
+}
+
+// execute runs root, the command tree of a.rootCmd, with args.
+func (a *app) execute(ctx context.Context, root *cobra.Command, args []string) int {
 	a.args = args
 	// With --json every error is JSON, also one found before the command
 	// runs (an unknown flag, a bad value, a wrong number of arguments).
 	a.jsonOut = wantsJSON(args)
-	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
@@ -81,7 +85,11 @@ stream or the whole log, and verify every byte.
 Data commands work on the embedded store in --data-dir, or on a server with
 --server and --token. A flag given on the command line wins over its REWIND_*
 environment variable, which wins over the default; an explicit --data-dir
-also wins over $REWIND_SERVER.
+also wins over $REWIND_SERVER. A variable set to '' counts as unset.
+
+A flag given '' (or blanks) is refused, not taken for its default (leave it
+out instead), unless its help says what '' means; so is a flag given twice,
+unless its help says it is repeatable or comma separated.
 
 Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 3 not found, 4 conflict, 5 corruption, 6 data directory in use,
@@ -110,6 +118,7 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 	pf.StringVar(&a.storeURL, "store", "",
 		"PostgreSQL store to use instead of --data-dir, such as postgres://rewind@db:5432/events (see 'rewind migrate')")
 	pf.StringVar(&a.storeSchema, "store-schema", pgstore.DefaultSchema, "PostgreSQL schema of --store")
+	emptyReason(pf, "data-dir", "must name a directory (leave it out for ./rewind-data)")
 	bindEnv(pf, "data-dir", "REWIND_DATA_DIR")
 	bindEnv(pf, "log-level", "REWIND_LOG_LEVEL")
 	bindEnv(pf, "server", "REWIND_SERVER")
@@ -128,7 +137,7 @@ Exit statuses: 0 ok, 1 internal or I/O failure, 2 invalid input or usage,
 			c.Args = helpTopic
 		}
 	}
-	checkArgs(root)
+	checkArgs(root, func(cmd *cobra.Command) error { return checkFlags(cmd, a.args) })
 	return root
 }
 

@@ -228,6 +228,16 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Server, Source, err
 			layers[key] = fmt.Sprintf("file %s:%d", path, line)
 		}
 	}
+	// An empty variable counts as unset (the shell's ${VAR:-default}); a
+	// blank one is most likely a mistake, refused as the CLI's flags are.
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		key := strings.ToLower(strings.TrimPrefix(name, "REWIND_"))
+		if _, ok := lookup(key); ok && strings.HasPrefix(name, "REWIND_") && value != "" && strings.TrimSpace(value) == "" {
+			return Server{}, nil, &rewind.ValidationError{Field: name, Value: value,
+				Reason: "is blank: unset it (or set it to '') for the default, or give a value"}
+		}
+	}
 	envKey := func(name, value string) (string, any) {
 		key := strings.ToLower(strings.TrimPrefix(name, "REWIND_"))
 		if _, ok := lookup(key); !ok || value == "" {

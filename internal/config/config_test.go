@@ -231,3 +231,26 @@ func TestUnrelatedEnvironmentIsIgnored(t *testing.T) {
 		t.Fatalf("%+v %v %v", cfg, src, err)
 	}
 }
+
+// TestEmptyAndBlankVariables: an empty REWIND_* variable counts as unset
+// (the default applies); a blank one is refused naming the variable, the
+// way the CLI refuses a blank flag, rather than taken as a value (a
+// blank REWIND_PROJECTIONS_DSN was a connection string).
+func TestEmptyAndBlankVariables(t *testing.T) {
+	t.Parallel()
+	cfg, src, err := Load("", []string{"REWIND_ADDR=", "REWIND_PROJECTIONS_DSN="}, nil)
+	if err != nil || cfg.Addr != Defaults().Addr || src["addr"] != "default" || cfg.ProjectionsDSN != "" {
+		t.Fatalf("empty: %+v %v %v", cfg, src, err)
+	}
+	for _, kv := range []string{"REWIND_PROJECTIONS_DSN= ", "REWIND_ADDR=\t", "REWIND_OTLP_ENDPOINT=  "} {
+		name, _, _ := strings.Cut(kv, "=")
+		_, _, err := Load("", []string{kv}, nil)
+		var ve *rewind.ValidationError
+		if !errors.As(err, &ve) || ve.Field != name || !strings.Contains(ve.Reason, "blank") {
+			t.Errorf("%q: %v", kv, err)
+		}
+	}
+	if _, _, err := Load("", []string{"REWIND_SERVER= ", "OTHER_ADDR= "}, nil); err != nil {
+		t.Errorf("a blank variable that is no setting: %v", err)
+	}
+}
