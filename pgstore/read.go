@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -132,7 +133,7 @@ func (s *Store) ListStreams(ctx context.Context, opts rewind.ListStreamsOptions)
 	if limit == 0 {
 		limit = rewind.DefaultListStreamsLimit
 	}
-	rows, err := s.pool.Query(ctx, s.q.listStreams, opts.Prefix, opts.After, opts.IncludeDeleted, limit)
+	rows, err := s.pool.Query(ctx, s.q.listStreams, sqlPrefix(opts.Prefix), sqlAfter(opts.After), opts.IncludeDeleted, limit)
 	if err != nil {
 		return nil, s.dbError("list streams", err)
 	}
@@ -189,6 +190,33 @@ func validFilter(f rewind.Filter) error {
 		}
 	}
 	return nil
+}
+
+// noName is a prefix that begins no stream name: names hold no control
+// characters (store.ValidateStreamName).
+const noName = "\x01"
+
+// sqlPrefix returns a prefix PostgreSQL can take that matches the same
+// names as p. A prefix is no name and may hold a NUL character, which
+// PostgreSQL's text cannot (SQLSTATE 22021); no stream name holds one, so
+// such a prefix matches nothing, as noName does.
+func sqlPrefix(p string) string {
+	if strings.IndexByte(p, 0) >= 0 {
+		return noName
+	}
+	return p
+}
+
+// sqlAfter returns a bound PostgreSQL can take that the same names sort
+// after, byte-wise (the names' COLLATE "C"), as a after. A name sorts
+// after p+"\x00"+rest exactly when it sorts after p: no name holds NUL,
+// so a longer name starting with p has a byte above NUL where a has its
+// NUL, and p itself sorts before a.
+func sqlAfter(a string) string {
+	if i := strings.IndexByte(a, 0); i >= 0 {
+		return a[:i]
+	}
+	return a
 }
 
 func filterTypes(f rewind.Filter) []string {
@@ -279,7 +307,7 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			if opts.Limit > 0 {
 				page = min(page, opts.Limit-n)
 			}
-			rows, err := s.pool.Query(ctx, s.q.readAll, from, int64(end), opts.Filter.StreamPrefix, types, page)
+			rows, err := s.pool.Query(ctx, s.q.readAll, from, int64(end), sqlPrefix(opts.Filter.StreamPrefix), types, page)
 			if err != nil {
 				yield(nil, s.dbError("read all", err))
 				return

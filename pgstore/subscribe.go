@@ -111,7 +111,7 @@ func (sub *subscription) fetch(ctx context.Context) error {
 	if sub.filter.StreamPrefix == "" && len(sub.types) == 0 {
 		rows, err = sub.s.pool.Query(ctx, sub.s.q.pollAll, sub.pos)
 	} else {
-		rows, err = sub.s.pool.Query(ctx, sub.s.q.poll, sub.pos, sub.filter.StreamPrefix, sub.types)
+		rows, err = sub.s.pool.Query(ctx, sub.s.q.poll, sub.pos, sqlPrefix(sub.filter.StreamPrefix), sub.types)
 	}
 	if err != nil {
 		return sub.s.dbError("subscription read", err)

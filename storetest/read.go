@@ -208,6 +208,56 @@ func testListStreams(t *testing.T, newStore func(t *testing.T) rewind.Store, f F
 	}
 }
 
+// testNULInNames: no stream name can hold a NUL character, yet a prefix or
+// an after can (they are not names): a prefix with NUL matches nothing, and
+// an after with NUL orders byte-wise, as any other string (between "p-" and
+// every longer name starting with it). Neither is an error.
+func testNULInNames(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
+	s := open(t, newStore)
+	for _, name := range []string{"p", "p-", "p-1", "p-2", "p-20", "q"} {
+		mustAppend(t, s, name, rewind.Any, event("T", name))
+	}
+	cases := []struct {
+		opts rewind.ListStreamsOptions
+		want []string
+	}{
+		{rewind.ListStreamsOptions{Prefix: "p\x00"}, nil},
+		{rewind.ListStreamsOptions{Prefix: "\x00"}, nil},
+		{rewind.ListStreamsOptions{Prefix: "p-\x00", After: "p"}, nil},
+		{rewind.ListStreamsOptions{After: "p\x00"}, []string{"p-", "p-1", "p-2", "p-20", "q"}},
+		{rewind.ListStreamsOptions{After: "p-2\x00"}, []string{"p-20", "q"}},
+		{rewind.ListStreamsOptions{After: "p-2\x00\x01"}, []string{"p-20", "q"}},
+		{rewind.ListStreamsOptions{After: "\x00"}, []string{"p", "p-", "p-1", "p-2", "p-20", "q"}},
+		{rewind.ListStreamsOptions{Prefix: "p-", After: "p-\x00"}, []string{"p-1", "p-2", "p-20"}},
+		{rewind.ListStreamsOptions{After: "p-20\x00x"}, []string{"q"}},
+	}
+	for _, c := range cases {
+		infos, err := s.ListStreams(ctxBG, c.opts)
+		if err != nil {
+			t.Fatalf("list %+q: %v", c.opts, err)
+		}
+		var got []string
+		for _, i := range infos {
+			got = append(got, i.Stream)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Fatalf("list %+q: %q, want %q", c.opts, got, c.want)
+		}
+	}
+	for _, prefix := range []string{"p\x00", "\x00", "p-1\x00"} {
+		if evs := readAll(t, s, rewind.ReadAllOptions{Filter: rewind.Filter{StreamPrefix: prefix}}); len(evs) != 0 {
+			t.Fatalf("read all with prefix %q: %d events, want none", prefix, len(evs))
+		}
+		sub := subscribe(t, s, rewind.SubscribeOptions{Filter: rewind.Filter{StreamPrefix: prefix}})
+		ctx, cancel := context.WithTimeout(ctxBG, 200*time.Millisecond)
+		ev, err := sub.Next(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("subscription with prefix %q: %v, %v; want nothing until its context ends", prefix, ev, err)
+		}
+	}
+}
+
 // next waits for a subscription's next event, for at most a minute.
 func next(t *testing.T, sub rewind.Subscription) rewind.RecordedEvent {
 	t.Helper()

@@ -87,6 +87,7 @@ func Run(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
 		{"ReadStreamOptions", testReadStreamOptions, ""},
 		{"ReadAllOptions", testReadAllOptions, ""},
 		{"ListStreams", testListStreams, ""},
+		{"NULInNames", testNULInNames, ""},
 		{"SubscribeCatchUpToLive", testSubscribeCatchUpToLive, ""},
 		{"SubscribeResume", testSubscribeResume, ""},
 		{"SubscribeFilter", testSubscribeFilter, ""},
