@@ -234,14 +234,14 @@ func testNULInNames(t *testing.T, newStore func(t *testing.T) rewind.Store, f Fe
 	for _, c := range cases {
 		infos, err := s.ListStreams(ctxBG, c.opts)
 		if err != nil {
-			t.Fatalf("list %+q: %v", c.opts, err)
+			t.Fatalf("list prefix %q after %q: %v", c.opts.Prefix, c.opts.After, err)
 		}
 		var got []string
 		for _, i := range infos {
 			got = append(got, i.Stream)
 		}
 		if !slices.Equal(got, c.want) {
-			t.Fatalf("list %+q: %q, want %q", c.opts, got, c.want)
+			t.Fatalf("list prefix %q after %q: %q, want %q", c.opts.Prefix, c.opts.After, got, c.want)
 		}
 	}
 	for _, prefix := range []string{"p\x00", "\x00", "p-1\x00"} {
