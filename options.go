@@ -22,9 +22,17 @@ type Filter struct {
 	// StreamPrefix keeps events whose stream name starts with it, such as a
 	// category "orders-". Empty keeps all streams.
 	StreamPrefix string
-	// Types keeps events of these types. Empty keeps all types.
+	// Types keeps events of these types. Empty keeps all types. It lists
+	// at most MaxFilterTypes types (a type listed twice counts twice);
+	// more is an invalid argument.
 	Types []string
 }
+
+// MaxFilterTypes is the most types a Filter lists. A read with more is
+// refused rather than made to compare each event with a list of any length
+// (a request over the API may be large); one that wants more reads without
+// a type filter and skips the types it does not want.
+const MaxFilterTypes = 1000
 
 // Match reports whether ev passes the filter.
 func (f *Filter) Match(ev *RecordedEvent) bool {

@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"strings"
@@ -176,20 +175,11 @@ func (s *Store) Describe(ctx context.Context) (rewind.StoreInfo, error) {
 		LastPosition: rewind.Position(last), Streams: int(streams)}, nil
 }
 
-// validFilter checks a read's filter: its types must be event types (or
-// the delete records' type); any prefix is fine (it matches or not).
-func validFilter(f rewind.Filter) error {
-	for i, t := range f.Types {
-		if t == rewind.TypeStreamDeleted {
-			continue
-		}
-		if err := store.ValidateEventType(t); err != nil {
-			var ve *rewind.ValidationError
-			errors.As(err, &ve)
-			return &rewind.ValidationError{Field: fmt.Sprintf("filter types[%d]", i), Value: t, Reason: ve.Reason}
-		}
-	}
-	return nil
+// validFilter checks a read's filter as every store does
+// (store.ValidateReadFilter) and returns it with no type listed twice.
+func validFilter(f rewind.Filter) (rewind.Filter, error) {
+	err := store.ValidateReadFilter(&f)
+	return f, err
 }
 
 // noName is a prefix that begins no stream name: names hold no control
@@ -269,7 +259,8 @@ func (s *Store) ReadAll(ctx context.Context, opts rewind.ReadAllOptions) iter.Se
 			yield(nil, err)
 			return
 		}
-		if err := validFilter(opts.Filter); err != nil {
+		var err error
+		if opts.Filter, err = validFilter(opts.Filter); err != nil {
 			yield(nil, err)
 			return
 		}

@@ -25,7 +25,8 @@ func (s *Store) Subscribe(ctx context.Context, opts rewind.SubscribeOptions) (re
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	if err := validFilter(opts.Filter); err != nil {
+	var err error
+	if opts.Filter, err = validFilter(opts.Filter); err != nil {
 		return nil, err
 	}
 	if opts.After != 0 && !opts.FromTime.IsZero() {

@@ -173,7 +173,19 @@ func decodeRecord(rec eventlog.Record, ev *rewind.RecordedEvent, in *interner) e
 	return nil
 }
 
+// ValidateReadFilter checks a read's or a subscription's filter as every
+// store does: at most rewind.MaxFilterTypes types, each an event type (or
+// rewind.TypeStreamDeleted); any prefix is fine (it matches or not). It
+// drops the types listed twice from f.Types (into a new slice: the
+// caller's is left alone).
+func ValidateReadFilter(f *rewind.Filter) error { return validateFilter(f) }
+
 func validateFilter(f *rewind.Filter) error {
+	if n := len(f.Types); n > rewind.MaxFilterTypes {
+		return &rewind.ValidationError{Field: "filter types",
+			Reason: fmt.Sprintf("lists %d types, at most %d are allowed; read without a type filter and skip "+
+				"the types you do not want", n, rewind.MaxFilterTypes)}
+	}
 	for i, t := range f.Types {
 		if t == rewind.TypeStreamDeleted {
 			continue
@@ -182,7 +194,34 @@ func validateFilter(f *rewind.Filter) error {
 			return &rewind.ValidationError{Field: fmt.Sprintf("filter types[%d]", i), Value: t, Reason: err.(*rewind.ValidationError).Reason}
 		}
 	}
+	f.Types = dedupe(f.Types)
 	return nil
+}
+
+// dedupe returns types without the ones listed twice, in their first
+// order; types itself when none is.
+func dedupe(types []string) []string {
+	if len(types) < 2 {
+		return types
+	}
+	seen := make(map[string]bool, len(types))
+	var out []string
+	for i, t := range types {
+		if seen[t] {
+			if out == nil {
+				out = slices.Clone(types[:i])
+			}
+			continue
+		}
+		seen[t] = true
+		if out != nil {
+			out = append(out, t)
+		}
+	}
+	if out == nil {
+		return types
+	}
+	return out
 }
 
 // ValidateFilter reports whether f can select events of this store, as a

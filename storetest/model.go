@@ -300,6 +300,9 @@ func (m *model) readAll(opts rewind.ReadAllOptions, fromTime uint64) ([]uint64, 
 // event types (or the delete records' type). The harness only makes up
 // types that are plainly valid or plainly not (with a space).
 func validFilter(f rewind.Filter) error {
+	if len(f.Types) > rewind.MaxFilterTypes {
+		return &rewind.ValidationError{Field: "filter types"}
+	}
 	for _, typ := range f.Types {
 		if typ != rewind.TypeStreamDeleted && (typ == "" || strings.ContainsAny(typ, " \t") || typ[0] == '$') {
 			return &rewind.ValidationError{Field: "filter types"}

@@ -258,6 +258,51 @@ func testNULInNames(t *testing.T, newStore func(t *testing.T) rewind.Store, f Fe
 	}
 }
 
+// testFilterTypesLimit: a filter lists at most rewind.MaxFilterTypes types;
+// more is an invalid argument for a read and a subscription alike, and a
+// type listed twice selects what it selects once.
+func testFilterTypesLimit(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
+	s := open(t, newStore)
+	for i := range 30 {
+		mustAppend(t, s, "f-1", rewind.Any, event(fmt.Sprintf("T%d", i%3), "x"))
+	}
+	many := func(n int, distinct bool) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = "T1"
+			if distinct && i > 0 {
+				out[i] = fmt.Sprintf("U%d", i)
+			}
+		}
+		return out
+	}
+	for _, distinct := range []bool{false, true} {
+		filter := rewind.Filter{Types: many(rewind.MaxFilterTypes+1, distinct)}
+		var err error
+		for _, e := range s.ReadAll(ctxBG, rewind.ReadAllOptions{Filter: filter}) {
+			if err = e; err != nil {
+				break
+			}
+		}
+		var ve *rewind.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "filter types" {
+			t.Fatalf("read all with %d types (distinct %v): %v, want a validation error of filter types",
+				len(filter.Types), distinct, err)
+		}
+		if _, err := s.Subscribe(ctxBG, rewind.SubscribeOptions{Filter: filter}); !errors.As(err, &ve) {
+			t.Fatalf("subscribe with %d types: %v, want a validation error", len(filter.Types), err)
+		}
+		filter.Types = filter.Types[:rewind.MaxFilterTypes]
+		if evs := readAll(t, s, rewind.ReadAllOptions{Filter: filter}); len(evs) != 10 {
+			t.Fatalf("read all with %d types (distinct %v): %d events, want 10", len(filter.Types), distinct, len(evs))
+		}
+	}
+	evs := readAll(t, s, rewind.ReadAllOptions{Filter: rewind.Filter{Types: []string{"T2", "T0", "T2", "T0"}}})
+	if len(evs) != 20 {
+		t.Fatalf("read all of types listed twice: %d events, want 20", len(evs))
+	}
+}
+
 // next waits for a subscription's next event, for at most a minute.
 func next(t *testing.T, sub rewind.Subscription) rewind.RecordedEvent {
 	t.Helper()

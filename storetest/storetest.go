@@ -88,6 +88,7 @@ func Run(t *testing.T, newStore func(t *testing.T) rewind.Store, f Features) {
 		{"ReadAllOptions", testReadAllOptions, ""},
 		{"ListStreams", testListStreams, ""},
 		{"NULInNames", testNULInNames, ""},
+		{"FilterTypesLimit", testFilterTypesLimit, ""},
 		{"SubscribeCatchUpToLive", testSubscribeCatchUpToLive, ""},
 		{"SubscribeResume", testSubscribeResume, ""},
 		{"SubscribeFilter", testSubscribeFilter, ""},
