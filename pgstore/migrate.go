@@ -148,18 +148,24 @@ func migrateConn(ctx context.Context, conn *pgx.Conn, schema string) (MigrateRes
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1, $2)", k1, k2)
 	q := quoteIdent(schema)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+q+";"+
-		"CREATE TABLE IF NOT EXISTS "+q+".schema_version (version integer PRIMARY KEY, name text NOT NULL, "+
-		"applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
-		return res, fmt.Errorf("pgstore: create schema %s: %w", schema, err)
-	}
+	// The version first, with no DDL: a schema already current needs
+	// nothing, not even the right to create, which the role a server
+	// runs as usually lacks.
 	if res.From, err = readVersion(ctx, conn, schema); err != nil {
-		return res, err
+		return res, migratePermission(schema, conn.Config().Database, err)
 	}
 	res.To = res.From
 	latest := ms[len(ms)-1].version
 	if res.From > latest {
 		return res, &SchemaError{Schema: schema, Database: res.From, Binary: latest}
+	}
+	if res.From == latest {
+		return res, nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+q+";"+
+		"CREATE TABLE IF NOT EXISTS "+q+".schema_version (version integer PRIMARY KEY, name text NOT NULL, "+
+		"applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		return res, migratePermission(schema, conn.Config().Database, classify(schema, "create schema "+schema, err))
 	}
 	for _, m := range ms[res.From:] {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -173,12 +179,25 @@ func migrateConn(ctx context.Context, conn *pgx.Conn, schema string) (MigrateRes
 			return err
 		})
 		if err != nil {
-			return res, fmt.Errorf("pgstore: migration %s (nothing of it applied): %w", m.name, err)
+			return res, migratePermission(schema, conn.Config().Database, fmt.Errorf("pgstore: migration %s (nothing of it applied): %w", m.name,
+				classify(schema, "apply "+m.name, err)))
 		}
 		res.To = m.version
 		res.Applied = append(res.Applied, m.name)
 	}
 	return res, nil
+}
+
+// migratePermission gives a *PermissionError of a migration the hint of
+// what a migrating role needs.
+func migratePermission(schema, database string, err error) error {
+	var pe *PermissionError
+	if errors.As(err, &pe) {
+		pe.Hint = fmt.Sprintf("migrate as the role that owns schema %s, or grant the migrating role CREATE on "+
+			"database %s (a new schema) or ownership of the schema and its tables; a schema already current "+
+			"needs only USAGE on schema %s and SELECT on %s.schema_version", schema, database, schema, schema)
+	}
+	return err
 }
 
 // readVersion returns the schema's version: 0 when it has no rewind store.

@@ -3,9 +3,11 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind"
 )
@@ -127,3 +129,37 @@ func TestSchemaNames(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestMigrateWithoutCreate: a role that may not create (no CREATE on the
+// database) migrates a schema already at this binary's version as a no-op,
+// with no DDL; where a migration is pending, or it may not even read the
+// version, PostgreSQL's refusal is a *PermissionError saying what to grant.
+func TestMigrateWithoutCreate(t *testing.T) {
+	db := newTestDB(t)
+	ctx := context.Background()
+	schema := db.schema(t, true)
+	role := fmt.Sprintf("migrate_role_%d", time.Now().UnixNano())
+	db.Exec(t, "CREATE ROLE "+role+" LOGIN")
+	t.Cleanup(func() {
+		db.Exec(t, "DROP OWNED BY "+role)
+		db.Exec(t, "DROP ROLE "+role)
+	})
+	as := strings.Replace(db.DSN, "postgres@", role+"@", 1)
+	wantPermission := func(what string, err error, hint string) {
+		t.Helper()
+		var pe *PermissionError
+		if !errors.As(err, &pe) || rewind.CodeOf(err) != rewind.CodePermissionDenied || !strings.Contains(err.Error(), hint) {
+			t.Fatalf("%s: %v (code %s), want a *PermissionError saying %q", what, err, rewind.CodeOf(err), hint)
+		}
+	}
+	_, err := Migrate(ctx, as, Config{Schema: schema})
+	wantPermission("migrate without USAGE on the schema", err, "USAGE on schema "+schema)
+	db.Exec(t, "GRANT USAGE ON SCHEMA "+schema+" TO "+role)
+	db.Exec(t, "GRANT SELECT ON "+schema+".schema_version TO "+role)
+	res, err := Migrate(ctx, as, Config{Schema: schema})
+	if err != nil || res.From != SchemaVersion() || res.To != SchemaVersion() || len(res.Applied) != 0 {
+		t.Fatalf("migrate of a current schema by a role that may not create: %+v, %v; want nothing to do", res, err)
+	}
+	_, err = Migrate(ctx, as, Config{Schema: db.schema(t, false)})
+	wantPermission("migrate of a new schema by a role that may not create", err, "CREATE on database")
+}

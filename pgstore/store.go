@@ -452,12 +452,17 @@ type PermissionError struct {
 	Schema string // the store's schema
 	Op     string // what the store was doing
 	Err    error  // the driver's error
+	// Hint says what to grant; empty, the privileges a store's role needs.
+	Hint string
 }
 
 func (e *PermissionError) Error() string {
-	return fmt.Sprintf("pgstore: PostgreSQL refused the connection's role: %s: %v; grant it USAGE on schema %s and "+
-		"SELECT, INSERT, UPDATE on its tables (SELECT alone to read), or connect as the role that ran rewind migrate",
-		e.Op, e.Err, e.Schema)
+	hint := e.Hint
+	if hint == "" {
+		hint = fmt.Sprintf("grant it USAGE on schema %s and SELECT, INSERT, UPDATE on its tables (SELECT alone to "+
+			"read), or connect as the role that ran rewind migrate", e.Schema)
+	}
+	return fmt.Sprintf("pgstore: PostgreSQL refused the connection's role: %s: %v; %s", e.Op, e.Err, hint)
 }
 
 // Is makes it match rewind.ErrPermissionDenied.

@@ -16,8 +16,9 @@ func (a *app) migrateCmd() *cobra.Command {
 		Short: "Create or upgrade the schema of a PostgreSQL store",
 		Long: `Create the schema of --store-schema (default rewind) in the PostgreSQL database of
 --store, or bring it up to this binary's version, applying each migration not yet
-applied in its own transaction. Running it again does nothing; runs racing each
-other take turns. Nothing else ever changes the schema: a store whose schema is
+applied in its own transaction. Running it again does nothing (it reads the
+version first and needs no right to create then); runs racing each other take
+turns. A role PostgreSQL refuses exits 8 (permission_denied), saying what to grant. Nothing else ever changes the schema: a store whose schema is
 older than the binary refuses to open and says to run this; one whose schema is
 newer refuses too (this binary is older than the database schema).`,
 		Example: `  rewind migrate --store postgres://rewind@db:5432/events
