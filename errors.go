@@ -42,6 +42,11 @@ var (
 	// ErrAlreadyExists: something to be created under a name (a token)
 	// already exists under that name. Nothing was created.
 	ErrAlreadyExists = errors.New("rewind: already exists")
+	// ErrFailedPrecondition: the data is in a state the operation cannot
+	// work on until someone changes it, and retrying as it is fails the
+	// same way: a PostgreSQL store's schema older than the binary (run
+	// rewind migrate) or newer (run a newer rewind). Nothing was changed.
+	ErrFailedPrecondition = errors.New("rewind: failed precondition")
 )
 
 // Code is a stable, machine-readable error class, used in JSON output, exit
@@ -66,6 +71,7 @@ const (
 	CodeUnauthenticated      Code = "unauthenticated"
 	CodePermissionDenied     Code = "permission_denied"
 	CodeAlreadyExists        Code = "already_exists"
+	CodeFailedPrecondition   Code = "failed_precondition"
 	CodeCanceled             Code = "canceled"
 	CodeInternal             Code = "internal"
 )
@@ -90,6 +96,7 @@ var codes = []struct {
 	{ErrUnauthenticated, CodeUnauthenticated},
 	{ErrPermissionDenied, CodePermissionDenied},
 	{ErrAlreadyExists, CodeAlreadyExists},
+	{ErrFailedPrecondition, CodeFailedPrecondition},
 }
 
 // CodeOf returns the code of err: CodeOK for nil, CodeInternal for an error

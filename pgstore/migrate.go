@@ -97,14 +97,18 @@ func (e *SchemaError) Error() string {
 		"this binary is older than the database schema; run a newer rewind", e.Schema, e.Database, e.Binary)
 }
 
-// Is makes errors.Is match ErrMigrationNeeded or ErrSchemaTooNew; a
+// Is makes errors.Is match ErrMigrationNeeded or ErrSchemaTooNew. A
 // schema that holds no store at all also matches rewind.ErrStreamNotFound
-// (code not_found: exit status 3 in the CLI).
+// (code not_found: exit status 3 in the CLI); one at another version,
+// rewind.ErrFailedPrecondition (code failed_precondition: exit status 14).
 func (e *SchemaError) Is(target error) bool {
 	if e.Database < e.Binary {
-		return target == ErrMigrationNeeded || e.Database == 0 && target == rewind.ErrStreamNotFound
+		if e.Database == 0 {
+			return target == ErrMigrationNeeded || target == rewind.ErrStreamNotFound
+		}
+		return target == ErrMigrationNeeded || target == rewind.ErrFailedPrecondition
 	}
-	return target == ErrSchemaTooNew
+	return target == ErrSchemaTooNew || target == rewind.ErrFailedPrecondition
 }
 
 // MigrateResult says what Migrate did.

@@ -54,8 +54,9 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	db.Exec(t, "INSERT INTO "+schema+".schema_version (version, name) VALUES ($1, 'from the future')", SchemaVersion()+1)
 	_, err := Open(ctx, db.DSN, Config{Schema: schema})
 	var se *SchemaError
-	if !errors.As(err, &se) || !errors.Is(err, ErrSchemaTooNew) || se.Database != SchemaVersion()+1 {
-		t.Fatalf("open of a newer schema: %v, want ErrSchemaTooNew", err)
+	if !errors.As(err, &se) || !errors.Is(err, ErrSchemaTooNew) || se.Database != SchemaVersion()+1 ||
+		rewind.CodeOf(err) != rewind.CodeFailedPrecondition {
+		t.Fatalf("open of a newer schema: %v, want ErrSchemaTooNew, code failed_precondition", err)
 	}
 	if want := "this binary is older than the database schema"; !contains(err.Error(), want) {
 		t.Fatalf("error %q does not say %q", err, want)

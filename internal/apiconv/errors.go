@@ -30,10 +30,12 @@ var connectCodes = map[rewind.Code]connect.Code{
 	rewind.CodeFailed:         connect.CodeFailedPrecondition,
 	rewind.CodeOutcomeUnknown: connect.CodeUnknown,
 	rewind.CodeEpochChanged:   connect.CodeFailedPrecondition,
-	rewind.CodeCanceled:       connect.CodeCanceled,
-	rewind.CodeInternal:       connect.CodeInternal,
-	CodeDeadlineExceeded:      connect.CodeDeadlineExceeded,
-	CodeUnimplemented:         connect.CodeUnimplemented,
+	// A store whose schema is at another version than the server's.
+	rewind.CodeFailedPrecondition: connect.CodeFailedPrecondition,
+	rewind.CodeCanceled:           connect.CodeCanceled,
+	rewind.CodeInternal:           connect.CodeInternal,
+	CodeDeadlineExceeded:          connect.CodeDeadlineExceeded,
+	CodeUnimplemented:             connect.CodeUnimplemented,
 }
 
 // Codes of the ErrorDetail of errors the server's HTTP layer makes, which
@@ -98,6 +100,7 @@ var sentinels = map[rewind.Code]error{
 	rewind.CodeFailed:               rewind.ErrFailed,
 	rewind.CodeOutcomeUnknown:       rewind.ErrOutcomeUnknown,
 	rewind.CodeEpochChanged:         rewind.ErrEpochChanged,
+	rewind.CodeFailedPrecondition:   rewind.ErrFailedPrecondition,
 	rewind.CodeCanceled:             context.Canceled,
 	CodeDeadlineExceeded:            context.DeadlineExceeded,
 }

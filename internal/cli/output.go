@@ -96,6 +96,7 @@ var exitStatuses = []struct {
 	{11, []rewind.Code{rewind.CodeOutcomeUnknown}},
 	{12, []rewind.Code{rewind.CodeEpochChanged}},
 	{13, []rewind.Code{codeThrottled}},
+	{14, []rewind.Code{rewind.CodeFailedPrecondition}},
 	{130, []rewind.Code{rewind.CodeCanceled}},
 }
 
