@@ -2,8 +2,14 @@ package pgstore
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/rewindhq/rewind"
 )
@@ -22,6 +28,7 @@ type healthCache struct {
 	mu          sync.Mutex
 	at          time.Time
 	unavailable string
+	logged      string // the last failure logged in full
 }
 
 // Health reports whether PostgreSQL can be reached (rewind.HealthReporter):
@@ -46,17 +53,52 @@ func (s *Store) Health(ctx context.Context) (rewind.Health, error) {
 
 // probe pings PostgreSQL, as an append would reach it (a connection of
 // the pool, which reconnects), and says why it cannot; "" when it can.
+// The reason goes where anyone may read it (the server's /readyz needs no
+// token), so it says what failed without where the database is or who
+// connects to it; the store's logger gets the driver's full message, once
+// for each new one.
 func (s *Store) probe(ctx context.Context) string {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthProbeTimeout)
 	defer cancel()
 	err := s.pool.Ping(pctx)
 	switch {
 	case err == nil:
+		s.health.logged = ""
 		return ""
 	case pctx.Err() != nil:
 		return "PostgreSQL did not answer within " + healthProbeTimeout.String()
 	}
-	return s.dbError("ping", err).Error()
+	if full := s.dbError("ping", err).Error(); full != s.health.logged {
+		s.health.logged = full
+		s.cfg.Logger.Warn("pgstore: PostgreSQL is unavailable", "location", s.location, "error", full)
+	}
+	return "PostgreSQL is unavailable: " + publicReason(err) + " (the server log has the details)"
+}
+
+// publicReason says why a ping failed in words that name no host, port,
+// user or database: the errno of a failed dial, the SQLSTATE PostgreSQL
+// answered, or the kind of failure.
+func publicReason(err error) string {
+	var pe *pgconn.PgError
+	var dns *net.DNSError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &pe):
+		return "PostgreSQL answered SQLSTATE " + pe.Code
+	case errors.As(err, &dns):
+		return "the database host name does not resolve"
+	case errors.As(err, &errno):
+		return "cannot connect: " + errno.Error()
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection was closed"
+	case pgconn.Timeout(err):
+		return "the connection timed out"
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return "cannot connect"
+	}
+	return "the connection failed"
 }
 
 // logEpoch is the log's epoch (see rewind.Health): always 1. The embedded

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,19 @@ func TestPostgresOutageOverTheAPI(t *testing.T) {
 			t.Fatalf("while PostgreSQL is down: readyz %d %s, grpc %v; want 503 saying it is unavailable, NOT_SERVING",
 				code, body, st)
 		}
+	}
+	// /readyz needs no token: its reason says what is wrong, not where
+	// the database is nor who connects to it (the server log does).
+	// (Once the session is gone, the probe's new connection is refused.)
+	time.Sleep(time.Second)
+	code, body, _ = probe()
+	for _, secret := range []string{strconv.Itoa(pg.Port), "127.0.0.1", `"postgres"`, "user=", "database="} {
+		if strings.Contains(body, secret) {
+			t.Fatalf("readyz during the outage shows %q: %s", secret, body)
+		}
+	}
+	if !strings.Contains(body, "PostgreSQL") || !strings.Contains(body, "server log") {
+		t.Fatalf("readyz during the outage does not say what is wrong and where to look: %s", body)
 	}
 	if _, m := get(t, b.url+"/metrics"); !strings.Contains(m, "rewind_store_unavailable 1") {
 		t.Fatalf("metrics lack rewind_store_unavailable 1")
