@@ -27,12 +27,14 @@ type Horizon struct {
 	Holder *LockHolder `json:"holder,omitempty"`
 	// Waiting counts the appends and deletes waiting for the lock.
 	Waiting int `json:"waiting"`
-	// Blocked lists the sessions waiting for a lock on a stream's row —
-	// appends and deletes of any process, this store's committer included
-	// — with the sessions they wait for. A session that keeps a stream's
-	// row locked (a SELECT … FOR UPDATE left open) stalls every append to
-	// that stream, and, as the committer writes the appends of one Store
-	// in turn, every append of that Store behind it.
+	// Blocked lists the sessions waiting for a lock on a stream's row or
+	// on the head row — appends and deletes of any process, this store's
+	// committer included — with the sessions they wait for. A session that
+	// keeps a stream's row locked (a SELECT … FOR UPDATE left open) stalls
+	// every append to that stream, and, as the committer writes the
+	// appends of one Store in turn, every append of that Store behind it;
+	// one that keeps the head row locked stalls every append (the waiting
+	// one is then also the Holder of the append lock).
 	Blocked []BlockedSession `json:"blocked,omitempty"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -134,6 +135,57 @@ func TestHorizonShowsBlockedAppends(t *testing.T) {
 	}
 	if err := <-appended; err != nil {
 		t.Fatalf("append once the row was released: %v", err)
+	}
+	if h, err = s.Horizon(ctx); err != nil || len(h.Blocked) != 0 || h.Safe != 2 {
+		t.Fatalf("horizon after: %+v, %v", h, err)
+	}
+}
+
+// TestHorizonNamesHeadLockHolder: a session that keeps the head row locked
+// (SELECT * FROM head FOR UPDATE left open) stalls every append; the
+// horizon lists the waiting committer and names that session.
+func TestHorizonNamesHeadLockHolder(t *testing.T) {
+	db := newTestDB(t)
+	ctx := context.Background()
+	s := db.open(t, Config{})
+	if _, err := s.Append(ctx, "a", rewind.Any, benchEvents(1)...); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var locker int32
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&locker); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT * FROM "+s.cfg.Schema+".head FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, "b", rewind.Any, benchEvents(1)...)
+		appended <- err
+	}()
+	var h Horizon
+	for i := 0; len(h.Blocked) == 0; i++ {
+		if i == 1000 {
+			t.Fatalf("the horizon never listed the append waiting for the head row: %+v", h)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if h, err = s.Horizon(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := h.Blocked[0]; len(h.Blocked) != 1 || !slices.Equal(b.BlockedBy, []int{int(locker)}) || b.WaitEvent == "" {
+		t.Fatalf("horizon's blocked sessions: %+v; want one, blocked by session %d", h.Blocked, locker)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatalf("append once the head row was released: %v", err)
 	}
 	if h, err = s.Horizon(ctx); err != nil || len(h.Blocked) != 0 || h.Safe != 2 {
 		t.Fatalf("horizon after: %+v, %v", h, err)

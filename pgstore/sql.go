@@ -122,14 +122,14 @@ func newSQL(schema string) sqlText {
 				SELECT ` + eventCols + ` FROM S.events
 				WHERE position > $1 AND position + 0 <= h.last
 				ORDER BY position LIMIT ` + strconv.Itoa(readPage) + `) e ON true`),
-		// The sessions waiting for a lock on a stream's row: a waiter
-		// for a row lock holds or waits for the row's tuple lock of the
-		// streams table while it waits.
+		// The sessions waiting for a lock on a stream's row or on the
+		// head row (which every append updates): a waiter for a row lock
+		// holds or waits for the row's tuple lock while it waits.
 		blocked: r.Replace(`SELECT a.pid, now() - a.query_start, a.wait_event_type || ':' || a.wait_event,
 				pg_blocking_pids(a.pid)
 			FROM pg_stat_activity a
 			WHERE a.wait_event_type = 'Lock' AND a.pid IN (SELECT pid FROM pg_locks
-				WHERE locktype = 'tuple' AND relation = 'S.streams'::regclass)
+				WHERE locktype = 'tuple' AND relation IN ('S.streams'::regclass, 'S.head'::regclass))
 			ORDER BY a.query_start`),
 		horizon: r.Replace(`SELECT (SELECT last FROM S.head),
 				(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::oid AND objid = $2::oid
