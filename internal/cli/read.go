@@ -22,7 +22,7 @@ type filterFlags struct {
 
 func (f *filterFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.category, "category", "", "only streams whose name starts with this prefix, such as orders-")
-	cmd.Flags().StringArrayVar(&f.types, "type", nil, "only events of this type (repeatable)")
+	cmd.Flags().StringArrayVar(&f.types, "type", nil, "only events of this type (repeatable, at most 1000)")
 	cmd.Flags().StringVar(&f.fromTime, "from-time", "", "start at the first event recorded at or after this time (RFC 3339, or a duration ago such as 15m)")
 	emptyReason(cmd.Flags(), "from-time", "must not be empty; leave --from-time out to start at the beginning")
 }
