@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -496,5 +497,54 @@ func TestBoundedGroupCompleteDuringParkedReplay(t *testing.T) {
 	if in := mustInfo(t, b, "p"); in.Status != StatusComplete || in.Parked != 0 || in.AckFloor != 5 {
 		t.Fatalf("after a crash: status %s parked %d floor %d, want complete at 5 with none parked",
 			in.Status, in.Parked, in.AckFloor)
+	}
+}
+
+// TestBoundedGroupResetNeverGoesBelowItsStart: a reset back past a bounded
+// group's start (to a position, a time, a duration or a shift) stops at
+// the start and says so; the plan counts only the window's events, and
+// the group then delivers its window again and nothing before it (an
+// outside test: a window of 2 planned 10 to redeliver, then delivered
+// 1..10). An unbounded group with a start keeps going back past it.
+func TestBoundedGroupResetNeverGoesBelowItsStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{Now: time.Now, TickInterval: time.Millisecond})
+	b.appendN("s", "T", 10)
+	b.create(GroupConfig{Name: "win", Start: Start{Kind: StartPosition, Position: 8}, End: End{Position: 10}})
+	sameSet(t, "first pass", consumeAll(t, b, "win", nil), []rewind.Position{9, 10})
+	for _, o := range []ResetOptions{
+		{ToPosition: 0, ToPositionSet: true},
+		{ToPosition: 5, ToPositionSet: true},
+		{ShiftBy: -100},
+		{ShiftBy: math.MinInt64},
+		{ByDuration: 10_000 * time.Hour},
+		{ToTime: time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		plan, err := b.engine.Reset(bg, "win", o)
+		if err != nil || plan.To != 8 || plan.Redeliver != 2 || !plan.Clamped || plan.Note == "" {
+			t.Fatalf("%+v: plan %+v %v, want to 8 (the start), 2 to redeliver, clamped with a note", o, plan, err)
+		}
+	}
+	// A target inside the window is not clamped.
+	if plan, err := b.engine.Reset(bg, "win", ResetOptions{ShiftBy: -1}); err != nil || plan.To != 9 ||
+		plan.Redeliver != 1 || plan.Clamped || plan.Note != "" {
+		t.Fatalf("shift back by 1: plan %+v %v", plan, err)
+	}
+	plan, err := b.engine.Reset(bg, "win", ResetOptions{ToPosition: 0, ToPositionSet: true, Execute: true})
+	if err != nil || !plan.Executed || plan.To != 8 || !plan.Clamped {
+		t.Fatalf("execute: %+v %v", plan, err)
+	}
+	sameSet(t, "after the reset", consumeAll(t, b, "win", nil), []rewind.Position{9, 10})
+	if in := mustInfo(t, b, "win"); in.Status != StatusComplete {
+		t.Fatalf("after the reset: %s, want complete", in.Status)
+	}
+
+	// Unbounded: the start only says where a new group begins.
+	b.create(GroupConfig{Name: "open", Start: Start{Kind: StartPosition, Position: 8}})
+	waitRead(t, b.group("open"), 10)
+	ackAll(t, b.join("open", 0), 10)
+	plan, err = b.engine.Reset(bg, "open", ResetOptions{ToPosition: 0, ToPositionSet: true})
+	if err != nil || plan.To != 0 || plan.Redeliver != 10 || plan.Clamped {
+		t.Fatalf("unbounded: plan %+v %v, want to 0 with 10 to redeliver", plan, err)
 	}
 }

@@ -52,6 +52,11 @@ type ResetPlan struct {
 	// delivered again from the new floor if they are after it.
 	InFlight int  `json:"in_flight"`
 	Executed bool `json:"executed"`
+	// Clamped is set when the target was below a bounded group's window:
+	// To is then the window's start (the position the group delivers
+	// after), and Note says so. A bounded group never goes below its start.
+	Clamped bool   `json:"clamped,omitempty"`
+	Note    string `json:"note,omitempty"`
 }
 
 // Reset moves a group's ack floor, or with opts.Execute unset only says
@@ -67,8 +72,24 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	if err != nil {
 		return ResetPlan{}, err
 	}
+	var clamped bool
+	var start rewind.Position
+	if g.bounded {
+		// A bounded group delivers its window only: events at or before
+		// its start are outside it, whatever the reset says.
+		if start, err = e.resolveStart(ctx, g.cfg.Start); err != nil {
+			return ResetPlan{}, err
+		}
+		if target < start {
+			target, clamped = start, true
+		}
+	}
 	g.mu.Lock()
-	plan := ResetPlan{Group: name, From: g.floor(), To: target, InFlight: len(g.inflight)}
+	plan := ResetPlan{Group: name, From: g.floor(), To: target, InFlight: len(g.inflight), Clamped: clamped}
+	if clamped {
+		plan.Note = fmt.Sprintf("the target is before the bounded group's window, which starts after position %d: "+
+			"the floor moves to %d, the window's start, and no further back", start, start)
+	}
 	cursor := g.cursor
 	g.mu.Unlock()
 	if target < plan.From {

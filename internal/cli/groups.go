@@ -547,7 +547,13 @@ events after it), --by-duration (the same, at now minus D), or --shift-by (N of
 the group's events: back when negative, forward when positive). A time target
 sets the floor at that time: back if the group is ahead of it, forward
 (skipping events never delivered) if the group lags further behind; the plan
-says which.`,
+says which.
+
+A bounded group (created with --end) never moves below its window's start: a
+target before it is clamped to the start, the plan says so (a note, and
+"clamped": true with --json), and only the window's events are counted and
+delivered again. An unbounded group's start only says where it began: a reset
+may move it back past it.`,
 		Example: `  rewind groups reset billing --by-duration 1h
   rewind groups reset billing --to-time 2026-11-30T08:00:00Z --execute
   rewind groups reset billing --shift-by -100 --execute --json`,
@@ -600,6 +606,9 @@ says which.`,
 					verb = "moved"
 				}
 				a.printf("group %s: ack floor %s from %d to %d\n", plan.Group, verb, plan.From, plan.To)
+				if plan.Note != "" {
+					a.printf("  note: %s\n", plan.Note)
+				}
 				if plan.To < plan.From {
 					a.printf("  %d events delivered again%s\n", plan.Redeliver, capped)
 					if plan.Parked > 0 {
