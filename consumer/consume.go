@@ -106,6 +106,13 @@ func Chain(h Handler, mws ...Middleware) Handler {
 type ConsumeOptions struct {
 	// Concurrency is how many events are handled at once. Defaults to 1.
 	Concurrency int
+	// Limit, when set, is how many events Consume hands to the handler
+	// before it returns nil (once the last handlers returned). It never
+	// fetches more than it still has to hand out, so the member holds no
+	// delivery it will not handle: in at-most-once mode none is lost, in
+	// the others none goes back with its delivery counted. Defaults to 0:
+	// no limit.
+	Limit int
 }
 
 // Consume fetches events for member and handles each with h, acking,
@@ -120,6 +127,17 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 	}
 	if n < 1 || n > maxLimit {
 		return bad("concurrency", n, "must be between 1 and 1000000")
+	}
+	if opts.Limit < 0 {
+		return bad("limit", opts.Limit, "must not be negative (0 is no limit)")
+	}
+	// An at-most-once delivery is done once fetched: one fetched ahead of
+	// a free handler would be lost if the consume stopped before it was
+	// handled. So in that mode events are fetched only for idle handlers.
+	atMostOnce := member.Mode() == AtMostOnce
+	idle := make(chan struct{}, n)
+	for range n {
+		idle <- struct{}{}
 	}
 	work := make(chan Delivery, n)
 	var wg sync.WaitGroup
@@ -140,11 +158,32 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 					member: member})); err != nil {
 					fail(err)
 				}
+				if atMostOnce {
+					idle <- struct{}{}
+				}
 			}
 		}()
 	}
+	remaining := opts.Limit
 	for ctx.Err() == nil {
-		ds, err := member.FetchUntilComplete(ctx, n, 0)
+		want := n
+		if opts.Limit > 0 {
+			if remaining == 0 {
+				break
+			}
+			want = min(want, remaining)
+		}
+		if atMostOnce {
+			if want = takeIdle(ctx, idle, want); want == 0 {
+				break
+			}
+		}
+		ds, err := member.FetchUntilComplete(ctx, want, 0)
+		if atMostOnce {
+			for range want - len(ds) {
+				idle <- struct{}{}
+			}
+		}
 		if errors.Is(err, ErrGroupComplete) {
 			break
 		}
@@ -154,6 +193,7 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 			}
 			break
 		}
+		remaining -= len(ds)
 		for _, d := range ds {
 			work <- d
 		}
@@ -161,6 +201,26 @@ func Consume(ctx context.Context, member *Member, h Handler, opts ConsumeOptions
 	close(work)
 	wg.Wait()
 	return firstErr
+}
+
+// takeIdle waits for at least one idle handler, takes up to want, and
+// returns how many it took (0 when ctx ended first: none taken).
+func takeIdle(ctx context.Context, idle chan struct{}, want int) int {
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		return 0
+	}
+	took := 1
+	for took < want {
+		select {
+		case <-idle:
+			took++
+		default:
+			return took
+		}
+	}
+	return took
 }
 
 // Abandoned reports whether a handler's result herr only says that the

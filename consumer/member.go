@@ -158,6 +158,12 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 			g.mu.Unlock()
 			return nil, err
 		}
+		if err := ctx.Err(); err != nil {
+			// A caller that stopped takes nothing (an at-most-once event
+			// handed to it would be lost).
+			g.mu.Unlock()
+			return nil, err
+		}
 		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
 		if len(ds) == 0 && untilComplete && g.complete() {
 			// Complete only once the acks that completed it, and the floor
@@ -179,7 +185,9 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 		g.mu.Unlock()
 		if len(ds) > 0 {
 			if g.cfg.Mode == AtMostOnce {
-				if err := g.waitCommitted(ctx, seq); err != nil {
+				// They are done: return them even if ctx ends meanwhile
+				// (dropped here, they would be lost), once that is durable.
+				if err := g.waitCommitted(context.WithoutCancel(ctx), seq); err != nil {
 					return nil, err
 				}
 			}
