@@ -134,7 +134,8 @@ group on the embedded store in --data-dir (no server may hold it).`,
 				defer c.Close()
 				err = c.Consume(ctx, group, h, client.ConsumeOptions{MaxAckPending: maxAckPending, Name: name})
 			} else {
-				err = a.consumeLocal(ctx, group, h, consumer.MemberOptions{Name: name, MaxAckPending: maxAckPending})
+				err = a.consumeLocal(ctx, group, h, consumer.MemberOptions{Name: name, MaxAckPending: maxAckPending},
+					count)
 			}
 			errMu.Lock()
 			perr := printErr
@@ -158,7 +159,8 @@ group on the embedded store in --data-dir (no server may hold it).`,
 }
 
 // consumeLocal runs one member of a group of the embedded store.
-func (a *app) consumeLocal(ctx context.Context, group string, h consumer.Handler, opts consumer.MemberOptions) error {
+func (a *app) consumeLocal(ctx context.Context, group string, h consumer.Handler, opts consumer.MemberOptions,
+	count int) error {
 	g, err := a.openGroups(ctx)
 	if err != nil {
 		return err
@@ -170,5 +172,7 @@ func (a *app) consumeLocal(ctx context.Context, group string, h consumer.Handler
 		return err
 	}
 	defer m.Leave()
-	return consumer.Consume(ctx, m, h, consumer.ConsumeOptions{})
+	// The limit keeps the member from taking events it will not print: in
+	// at-most-once mode they would be lost.
+	return consumer.Consume(ctx, m, h, consumer.ConsumeOptions{Limit: count})
 }

@@ -482,3 +482,63 @@ func TestGroupsResetBoundedClampsToStart(t *testing.T) {
 		t.Fatalf("consume after the reset: %d %q %s, want 9 and 10 only", code, out, errOut)
 	}
 }
+
+// consumeCountLosesNothing creates an at-most-once group over the 10
+// events cmd's store holds (bounded or not), runs `consume --count 1` 10
+// times, and checks that it printed 1..10 in turn: an outside test saw 1 3
+// 5 7 9, the others never printed, the member having fetched them ahead.
+func consumeCountLosesNothing(t *testing.T, cmd func(args ...string) (int, string, string), name string, bounded bool) {
+	t.Helper()
+	args := []string{"groups", "create", name, "--mode", "at-most-once", "--start", "position:0"}
+	if bounded {
+		args = append(args, "--end", "position:10")
+	}
+	if code, _, errOut := cmd(args...); code != 0 {
+		t.Fatalf("create %s: %d %s", name, code, errOut)
+	}
+	for p := 1; p <= 10; p++ {
+		code, out, errOut := cmd("consume", name, "--count", "1", "--json")
+		if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(out, fmt.Sprintf(`"position":%d,`, p)) {
+			t.Fatalf("%s (bounded %v): consume #%d: %d %q %s, want position %d", name, bounded, p, code, out, errOut, p)
+		}
+	}
+	if bounded {
+		if code, out, _ := cmd("groups", "info", name, "--json"); code != 0 || !strings.Contains(out, `"complete":true`) {
+			t.Fatalf("%s: not complete after its 10 events: %d %s", name, code, out)
+		}
+	}
+}
+
+// TestConsumeCountAtMostOnceLosesNothing: `consume --count N` on an
+// at-most-once group prints every event in turn, none lost, embedded and
+// through a server, bounded and not.
+func TestConsumeCountAtMostOnceLosesNothing(t *testing.T) {
+	t.Parallel()
+	var lines strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
+	}
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		if code, _, errOut := run(t, dir, lines.String(), "append", "orders-1"); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+		cmd := func(args ...string) (int, string, string) { return run(t, dir, "", args...) }
+		for i := range 20 {
+			consumeCountLosesNothing(t, cmd, fmt.Sprintf("amo%d", i), i%2 == 0)
+		}
+	})
+	t.Run("server", func(t *testing.T) {
+		t.Parallel()
+		url, token := startServer(t)
+		srv := []string{"--server", url, "--token", token}
+		cmd := func(args ...string) (int, string, string) { return run(t, "", "", append(args, srv...)...) }
+		if code, _, errOut := run(t, "", lines.String(), append([]string{"append", "orders-1"}, srv...)...); code != 0 {
+			t.Fatalf("append: %d %s", code, errOut)
+		}
+		for i := range 20 {
+			consumeCountLosesNothing(t, cmd, fmt.Sprintf("amo%d", i), i%2 == 0)
+		}
+	})
+}
