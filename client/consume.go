@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -31,6 +32,11 @@ type ConsumeOptions struct {
 	MaxAckPending int
 	// Name describes the member in the group's description. Optional.
 	Name string
+	// Limit, when set, is how many events Consume hands to the handler
+	// before it returns nil: the server sends the member no more than it
+	// still has to hand out, across reconnections too. Defaults to 0: no
+	// limit.
+	Limit int
 }
 
 // Consume joins group on the server as one member and handles its
@@ -69,6 +75,9 @@ func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, 
 		// Not even sent: protobuf refuses to encode it (the stream hung on it).
 		return &rewind.ValidationError{Field: "member name", Value: strconv.Quote(opts.Name), Reason: "must be valid UTF-8"}
 	}
+	if opts.Limit < 0 {
+		return &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative (0 is no limit)"}
+	}
 	if opts.MaxAckPending < 0 || opts.MaxAckPending > 1_000_000 {
 		return &rewind.ValidationError{Field: "max ack pending", Value: fmt.Sprint(opts.MaxAckPending),
 			Reason: "must be between 0 (the group's) and 1000000"}
@@ -76,10 +85,11 @@ func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, 
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = 50*time.Millisecond, c.cfg.MaxBackoff, 0.5
 	tries := 0
+	var handled atomic.Int64 // across sessions, for the limit
 	for {
-		s := &consumeSession{c: c, group: group, h: h, opts: opts}
+		s := &consumeSession{c: c, group: group, h: h, opts: opts, handled: &handled}
 		err := s.run(ctx)
-		if ctx.Err() != nil || errors.Is(err, consumer.ErrGroupComplete) {
+		if ctx.Err() != nil || errors.Is(err, consumer.ErrGroupComplete) || errors.Is(err, errLimitReached) {
 			return nil
 		}
 		if err := c.checkOpen(); err != nil {
@@ -103,6 +113,9 @@ func (c *Client) Consume(ctx context.Context, group string, h consumer.Handler, 
 	}
 }
 
+// errLimitReached ends a session whose limit's last event was handled.
+var errLimitReached = errors.New("rewind: the consume's limit was reached")
+
 // consumeSession is one Consume stream: one member of the group.
 type consumeSession struct {
 	c       *Client
@@ -110,6 +123,9 @@ type consumeSession struct {
 	h       consumer.Handler
 	opts    ConsumeOptions
 	started bool
+	handled *atomic.Int64
+	limited chan struct{} // closed once the limit's last event was handled
+	once    sync.Once
 
 	stream  *connect.BidiStreamForClient[rewindv1.ConsumeRequest, rewindv1.ConsumeResponse]
 	mode    consumer.Mode
@@ -135,6 +151,22 @@ func (s *consumeSession) run(ctx context.Context) error {
 	defer context.AfterFunc(s.c.life, cancel)()
 	s.stream = s.c.groups.Consume(sctx)
 	defer s.stream.CloseResponse()
+	s.limited = make(chan struct{})
+	// The window: an at-most-once delivery waiting here when the consume
+	// stops would be lost, so the server sends no more than there are
+	// handlers (other modes ignore it). The limit: no more than are left.
+	window := s.opts.Concurrency
+	if s.opts.Limit > 0 {
+		left := s.opts.Limit - int(s.handled.Load())
+		if left <= 0 {
+			return errLimitReached
+		}
+		window = min(window, left)
+		if left <= 1_000_000 { // the server's bound; beyond it the client alone stops
+			s.stream.RequestHeader().Set(apiconv.HeaderConsumeLimit, strconv.Itoa(left))
+		}
+	}
+	s.stream.RequestHeader().Set(apiconv.HeaderConsumeWindow, strconv.Itoa(min(window, 1_000_000)))
 	err := s.stream.Send(&rewindv1.ConsumeRequest{Start: &rewindv1.ConsumeStart{Group: s.group,
 		MemberName: s.opts.Name, MaxAckPending: uint32(s.opts.MaxAckPending)}})
 	if err != nil && !errors.Is(err, io.EOF) { // the error comes with Receive
@@ -184,6 +216,8 @@ func (s *consumeSession) run(ctx context.Context) error {
 		// A complete group has nothing in flight: nothing to settle.
 		graceful = errors.Is(end, consumer.ErrGroupComplete)
 	case end = <-s.fatal:
+	case <-s.limited:
+		graceful, end = true, errLimitReached
 	}
 	s.stopWork()
 	workers.Wait()
@@ -197,7 +231,7 @@ func (s *consumeSession) run(ctx context.Context) error {
 		case <-recvDone:
 		case <-time.After(5 * time.Second):
 		}
-		if errors.Is(end, consumer.ErrGroupComplete) {
+		if errors.Is(end, consumer.ErrGroupComplete) || errors.Is(end, errLimitReached) {
 			return end
 		}
 		return nil
@@ -266,9 +300,22 @@ func (s *consumeSession) handle(ctx context.Context) {
 			s.settled <- settlement{id: d.ID, progress: true}
 			return nil
 		})
+		if s.opts.Limit > 0 && s.handled.Load() >= int64(s.opts.Limit) {
+			continue // beyond the limit (a server that does not know it): released when the stream ends
+		}
 		herr := s.h(ctx, m)
+		last := s.opts.Limit > 0 && s.handled.Add(1) >= int64(s.opts.Limit)
+		if last {
+			s.once.Do(func() { close(s.limited) })
+		}
 		if s.mode == consumer.AtMostOnce {
-			continue // done before it was handed out
+			// Done before it was handed out: the ack only tells the server
+			// it was handled, so that it sends the next one (the window).
+			// Not once the consume stops: that one would be lost.
+			if ctx.Err() == nil && !last {
+				s.settled <- settlement{id: d.ID, s: consumer.Settlement{Kind: consumer.SettleAck}}
+			}
+			continue
 		}
 		if consumer.Abandoned(ctx, herr) {
 			continue // the consume stopped: the server releases it at once when the stream ends

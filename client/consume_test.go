@@ -268,3 +268,64 @@ func TestConsumeBoundedGroupEnds(t *testing.T) {
 		t.Fatalf("info: %+v %v", in, err)
 	}
 }
+
+// TestConsumeAtMostOnceStopsLosingNothing: a consumer of an at-most-once
+// group that stops — by its Limit, or by its handler cancelling the
+// consume — has taken no event it did not handle: the server sends no
+// more than it has handlers (the window), and no more than its limit.
+// Before, the server sent up to the member's max ack pending and those
+// waiting in the client were lost (done before they were sent): one at a
+// time, 1 3 5 7 9 were handled and the others never.
+func TestConsumeAtMostOnceStopsLosingNothing(t *testing.T) {
+	t.Parallel()
+	_, c := setup(t)
+	for i := range 10 {
+		if _, err := c.Append(ctx, "orders-1", rewind.Any, rewind.Event{Type: "E", Data: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		byLimit := i%2 == 0
+		name := fmt.Sprintf("g%d", i)
+		cfg := consumer.GroupConfig{Name: name, Mode: consumer.AtMostOnce}
+		if i%4 < 2 {
+			cfg.End = consumer.End{Position: 10}
+		}
+		if _, err := c.CreateGroup(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		var got []rewind.Position
+		for range 10 {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			var mu sync.Mutex
+			n := 0
+			opts := client.ConsumeOptions{}
+			if byLimit {
+				opts.Limit = 1
+			}
+			err := c.Consume(cctx, name, func(hctx context.Context, m *consumer.Message) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if n > 0 {
+					<-hctx.Done()
+					return hctx.Err()
+				}
+				n++
+				got = append(got, m.Event.Position)
+				if !byLimit {
+					cancel()
+				}
+				return nil
+			}, opts)
+			timedOut := cctx.Err() == context.DeadlineExceeded
+			cancel()
+			if err != nil || timedOut {
+				t.Fatalf("%s (limit %v): consume: %v (timed out %v)", name, byLimit, err, timedOut)
+			}
+		}
+		want := []rewind.Position{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s (limit %v): handled %v, want %v", name, byLimit, got, want)
+		}
+	}
+}

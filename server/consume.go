@@ -69,6 +69,10 @@ func (g *groupService) Consume(ctx context.Context, stream *connect.BidiStream[r
 		}
 		return stream.Conn().Send(msg)
 	}
+	flow, err := newConsumeFlow(stream.RequestHeader(), member.Mode())
+	if err != nil {
+		return err
+	}
 	max := member.MaxAckPending()
 	if err := send(&rewindv1.ConsumeResponse{Started: &rewindv1.ConsumeStarted{MemberId: member.ID(),
 		MaxAckPending: uint32(max), Mode: string(member.Mode())}}); err != nil {
@@ -76,9 +80,9 @@ func (g *groupService) Consume(ctx context.Context, stream *connect.BidiStream[r
 	}
 
 	recvDone := make(chan error, 1)
-	go func() { recvDone <- g.settleLoop(ctx, member, stream, send) }()
+	go func() { recvDone <- g.settleLoop(ctx, member, stream, send, flow) }()
 	sendDone := make(chan error, 1)
-	go func() { sendDone <- g.deliverLoop(ctx, member, min(max, consumeBatch), send) }()
+	go func() { sendDone <- g.deliverLoop(ctx, member, min(max, consumeBatch), send, flow) }()
 
 	sent := false // sendDone was received
 	select {
@@ -158,9 +162,13 @@ func (g *groupService) join(ctx context.Context, stream *connect.BidiStream[rewi
 
 // deliverLoop fetches the member's deliveries and sends them, one batch
 // at a time.
-func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member, batch int,
-	send func(any) error) error {
+func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member, most int,
+	send func(any) error, flow *consumeFlow) error {
 	for {
+		batch, err := flow.allow(ctx, most)
+		if err != nil {
+			return err
+		}
 		ds, err := member.FetchUntilComplete(ctx, batch, batchBytes)
 		if errors.Is(err, consumer.ErrGroupComplete) {
 			// Nothing is in flight in a complete group: say so and end.
@@ -193,6 +201,7 @@ func (g *groupService) deliverLoop(ctx context.Context, member *consumer.Member,
 		if err := checkRevoked(ctx); err != nil {
 			return err
 		}
+		flow.sent(ds)
 		g.s.metrics.consumeHeld.Add(float64(size))
 		err = send(consumeDeliveries(ds))
 		g.s.metrics.consumeHeld.Sub(float64(size))
@@ -210,7 +219,7 @@ const MaxSettlementsPerMessage = 10_000
 // until the client ends its side of the stream (io.EOF).
 func (g *groupService) settleLoop(ctx context.Context, member *consumer.Member,
 	stream *connect.BidiStream[rewindv1.ConsumeRequest, rewindv1.ConsumeResponse],
-	send func(any) error) error {
+	send func(any) error, flow *consumeFlow) error {
 	for {
 		req, err := stream.Receive()
 		if err != nil {
@@ -241,7 +250,7 @@ func (g *groupService) settleLoop(ctx context.Context, member *consumer.Member,
 			failed = append(failed, g.s.settleError(ctx, op, id, err))
 			return nil
 		}
-		if acks := req.GetAcks(); len(acks) > 0 {
+		if acks := flow.handled(req.GetAcks()); len(acks) > 0 {
 			ids := make([]consumer.DeliveryID, len(acks))
 			for i, id := range acks {
 				ids[i] = consumer.DeliveryID(id)

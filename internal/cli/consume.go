@@ -30,8 +30,12 @@ and ack it once it is printed. It runs until interrupted, until --count events
 were printed, or until no event came for --idle.
 
 Members compete: with several consumers of one group each event goes to one of
-them. Events delivered to this member and not yet printed when it stops go
-back to the group at once (their delivery counts towards max deliveries).
+them. With --count N the member takes no more events than it will still print.
+Events delivered to this member and not yet printed when it is interrupted go
+back to the group at once (their delivery counts towards max deliveries) —
+except in an at-most-once group, where an event is done once delivered: the
+member takes one only as it prints it, so an interrupt loses at most the one
+being printed, and --count loses none.
 With --server the member is a client of the server; without, it runs the
 group on the embedded store in --data-dir (no server may hold it).`,
 		Example: `  rewind consume billing --server http://127.0.0.1:7070
@@ -132,7 +136,8 @@ group on the embedded store in --data-dir (no server may hold it).`,
 					return cerr
 				}
 				defer c.Close()
-				err = c.Consume(ctx, group, h, client.ConsumeOptions{MaxAckPending: maxAckPending, Name: name})
+				err = c.Consume(ctx, group, h, client.ConsumeOptions{MaxAckPending: maxAckPending, Name: name,
+					Limit: count})
 			} else {
 				err = a.consumeLocal(ctx, group, h, consumer.MemberOptions{Name: name, MaxAckPending: maxAckPending},
 					count)
@@ -150,7 +155,7 @@ group on the embedded store in --data-dir (no server may hold it).`,
 		},
 	}
 	f := cmd.Flags()
-	config.IntVar(f, &count, "count", 0, "stop after printing this many events (0: no limit)")
+	config.IntVar(f, &count, "count", 0, "stop after printing this many events, taking no more from the group (0: no limit)")
 	f.DurationVar(&idle, "idle", 0, "stop once no event came for this long (0: never)")
 	f.StringVar(&name, "name", "cli", "the member's name in the group's description")
 	config.IntVar(f, &maxAckPending, "max-ack-pending", 0, "cap on this member's un-acked delivered events (0: the group's member max ack pending)")

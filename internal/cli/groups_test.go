@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rewindhq/rewind/client"
+	"github.com/rewindhq/rewind/consumer"
 )
 
 // TestGroupsEmbedded walks the groups commands on the embedded store:
@@ -149,11 +154,26 @@ func TestGroupsThroughServer(t *testing.T) {
 	if code, _, errOut := cmd("groups", "reset", "billing", "--to-position", "0", "--execute"); code != 0 {
 		t.Fatalf("reset: %d %s", code, errOut)
 	}
-	// Now a member that never acks: consume --count 1 takes one, and the
-	// rest go back at once when it leaves; with max deliveries 1 they are
-	// parked.
+	// consume --count 1 takes one event only, even allowed 3 un-acked:
+	// the others were not delivered (they were, and went back with their
+	// delivery counted, so with max deliveries 1 they were parked).
 	if code, _, errOut := cmd("consume", "billing", "--count", "1", "--max-ack-pending", "3"); code != 0 {
 		t.Fatalf("consume 1: %d %s", code, errOut)
+	}
+	if code, out, _ := cmd("groups", "info", "billing", "--json"); code != 0 || !strings.Contains(out, `"parked":0`) ||
+		!strings.Contains(out, `"pending":2`) {
+		t.Fatalf("info after consume --count 1: %d %q, want 2 pending, none parked", code, out)
+	}
+	// A member whose handler fails: with max deliveries 1 each is parked.
+	c, err := client.New(url, client.Config{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Consume(context.Background(), "billing", func(context.Context, *consumer.Message) error {
+		return errors.New("fails")
+	}, client.ConsumeOptions{Limit: 2}); err != nil {
+		t.Fatalf("a failing member: %v", err)
 	}
 	code, out, errOut := cmd("groups", "parked", "ls", "billing", "--json")
 	var parked struct {
@@ -264,9 +284,9 @@ func TestGroupsBadNumbers(t *testing.T) {
 	}
 }
 
-// TestConsumeCountReleasesAtOnce: the events a `consume --count N` member
-// holds beyond N go back to the group at once when it stops, not after the
-// backoff of a nak: none is delayed, all are pending for the next member.
+// TestConsumeCountReleasesAtOnce: a `consume --count N` member takes no
+// event beyond N (it took some ahead, which went back when it stopped):
+// none is delayed, the rest are pending for the next member.
 func TestConsumeCountReleasesAtOnce(t *testing.T) {
 	t.Parallel()
 	url, token := startServer(t)
