@@ -113,7 +113,10 @@ func (c *Client) ResetGroup(ctx context.Context, group string, opts consumer.Res
 	if err != nil {
 		return consumer.ResetPlan{}, err
 	}
-	return apiconv.PlanFromProto(res.Msg.GetPlan()), nil
+	plan := apiconv.PlanFromProto(res.Msg.GetPlan())
+	plan.Clamped = res.Header().Get(apiconv.HeaderResetClamped) == "true"
+	plan.Note = res.Header().Get(apiconv.HeaderResetNote)
+	return plan, nil
 }
 
 // Parked lists a group's parked events by position, one page.

@@ -168,7 +168,12 @@ func (g *groupService) ResetGroup(ctx context.Context, req *connect.Request[rewi
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&rewindv1.ResetGroupResponse{Plan: apiconv.PlanToProto(plan)}), nil
+	res := connect.NewResponse(&rewindv1.ResetGroupResponse{Plan: apiconv.PlanToProto(plan)})
+	if plan.Clamped {
+		res.Header().Set(apiconv.HeaderResetClamped, "true")
+		res.Header().Set(apiconv.HeaderResetNote, plan.Note)
+	}
+	return res, nil
 }
 
 func (g *groupService) ListParked(ctx context.Context, req *connect.Request[rewindv1.ListParkedRequest]) (*connect.Response[rewindv1.ListParkedResponse], error) {

@@ -15,3 +15,11 @@ const (
 	// asks for as many as it has handlers. Other modes ignore it.
 	HeaderConsumeWindow = "Rewind-Consume-Window"
 )
+
+// Headers of a ResetGroup response that carry what the protobuf ResetPlan
+// has no field for: whether the target was clamped to a bounded group's
+// start, and the note saying so.
+const (
+	HeaderResetClamped = "Rewind-Reset-Clamped"
+	HeaderResetNote    = "Rewind-Reset-Note"
+)

@@ -458,28 +458,45 @@ func TestGroupsBoundedThroughServer(t *testing.T) {
 }
 
 // TestGroupsResetBoundedClampsToStart: a reset of a bounded group never
-// goes below its window's start, whatever the target (an outside test: a
-// window of 2 planned 10 to redeliver, then consume delivered 1..10).
+// goes below its window's start, whatever the target, and says so,
+// embedded and through a server (an outside test: a window of 2 planned 10
+// to redeliver, then consume delivered 1..10).
 func TestGroupsResetBoundedClampsToStart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
 	var lines strings.Builder
 	for i := range 10 {
 		fmt.Fprintf(&lines, `{"type":"Placed","data":{"i":%d}}`+"\n", i)
 	}
-	if code, _, errOut := run(t, dir, lines.String(), "append", "orders-1"); code != 0 {
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		resetClampsToStart(t, lines.String(), func(stdin string, args ...string) (int, string, string) {
+			return run(t, dir, stdin, args...)
+		})
+	})
+	t.Run("server", func(t *testing.T) {
+		t.Parallel()
+		url, token := startServer(t)
+		resetClampsToStart(t, lines.String(), func(stdin string, args ...string) (int, string, string) {
+			return run(t, "", stdin, append(args, "--server", url, "--token", token)...)
+		})
+	})
+}
+
+func resetClampsToStart(t *testing.T, lines string, run func(stdin string, args ...string) (int, string, string)) {
+	if code, _, errOut := run(lines, "append", "orders-1"); code != 0 {
 		t.Fatalf("append: %d %s", code, errOut)
 	}
-	if code, _, errOut := run(t, dir, "", "groups", "create", "win", "--start", "position:8", "--end",
+	if code, _, errOut := run("", "groups", "create", "win", "--start", "position:8", "--end",
 		"position:10"); code != 0 {
 		t.Fatalf("create: %d %s", code, errOut)
 	}
-	if code, out, errOut := run(t, dir, "", "consume", "win", "--json"); code != 0 || strings.Count(out, "\n") != 2 {
+	if code, out, errOut := run("", "consume", "win", "--json"); code != 0 || strings.Count(out, "\n") != 2 {
 		t.Fatalf("consume: %d %q %s", code, out, errOut)
 	}
 	for _, args := range [][]string{{"--to-position", "0"}, {"--shift-by", "-100"}, {"--by-duration", "10000h"},
 		{"--to-time", "2001-01-01T00:00:00Z"}} {
-		code, out, errOut := run(t, dir, "", append([]string{"groups", "reset", "win", "--json"}, args...)...)
+		code, out, errOut := run("", append([]string{"groups", "reset", "win", "--json"}, args...)...)
 		var plan struct {
 			To        uint64 `json:"to"`
 			Redeliver int64  `json:"redeliver"`
@@ -491,12 +508,12 @@ func TestGroupsResetBoundedClampsToStart(t *testing.T) {
 			t.Errorf("plan %v: %d %q %s, want to 8 with 2 to redeliver, clamped with a note", args, code, out, errOut)
 		}
 	}
-	code, out, errOut := run(t, dir, "", "groups", "reset", "win", "--to-position", "0", "--execute")
+	code, out, errOut := run("", "groups", "reset", "win", "--to-position", "0", "--execute")
 	if code != 0 || !strings.Contains(out, "from 10 to 8") || !strings.Contains(out, "note:") ||
 		!strings.Contains(out, "  2 events delivered again") {
 		t.Fatalf("reset --execute: %d %q %s", code, out, errOut)
 	}
-	code, out, errOut = run(t, dir, "", "consume", "win", "--json")
+	code, out, errOut = run("", "consume", "win", "--json")
 	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, `"position":9,`) ||
 		!strings.Contains(out, `"position":10,`) {
 		t.Fatalf("consume after the reset: %d %q %s, want 9 and 10 only", code, out, errOut)
