@@ -374,6 +374,7 @@ func (a *app) createGroupIn(ctx context.Context, s rewind.Store, cfg consumer.Gr
 // printTemplateReport prints a plan or a run; a plan whose checks fail
 // is an error (exit 5) after the report.
 func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note string) error {
+	rep = rep.Shown() // every printed field, its DSN passwords masked
 	var err error
 	if !rep.ChecksPassed() {
 		err = checkFailed("replay template "+rep.Template+": a check failed (see above); a run would write nothing", false)

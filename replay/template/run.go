@@ -88,9 +88,53 @@ func (r *Report) failedChecks() string {
 	return strings.Join(out, "; ")
 }
 
+// Shown returns a copy of r fit to print: the passwords of the connection
+// strings in every text field masked (audit.MaskText), whatever field a
+// DSN went into — the template's name or version, a parameter, the
+// target, an event type, a check, the group. Plan and Execute return
+// reports shown so already; printers call it again, the one point every
+// printed field passes.
+func (r *Report) Shown() *Report {
+	if r == nil {
+		return nil
+	}
+	out := *r
+	out.Template, out.Version, out.Target = audit.MaskText(r.Template), audit.MaskText(r.Version), audit.MaskText(r.Target)
+	out.MaskKeyID, out.RunID = audit.MaskText(r.MaskKeyID), audit.MaskText(r.RunID)
+	if r.Params != nil {
+		out.Params = make(map[string]string, len(r.Params))
+		for k, v := range r.Params {
+			out.Params[audit.MaskText(k)] = audit.MaskText(v)
+		}
+	}
+	if r.Types != nil {
+		out.Types = make(map[string]int64, len(r.Types))
+		for typ, n := range r.Types {
+			out.Types[audit.MaskText(typ)] += n
+		}
+	}
+	out.Checks = nil
+	for _, c := range r.Checks {
+		c.Name, c.Want, c.Got = audit.MaskText(c.Name), audit.MaskText(c.Want), audit.MaskText(c.Got)
+		out.Checks = append(out.Checks, c)
+	}
+	if g := r.Group; g != nil {
+		shown := *g
+		shown.Config.Name = audit.MaskText(g.Config.Name)
+		shown.Config.OrderBy = audit.MaskText(g.Config.OrderBy)
+		shown.StatusReason = audit.MaskText(g.StatusReason)
+		shown.Config.Filter.StreamPrefix = audit.MaskText(g.Config.Filter.StreamPrefix)
+		shown.Config.Filter.Types = nil
+		for _, typ := range g.Config.Filter.Types {
+			shown.Config.Filter.Types = append(shown.Config.Filter.Types, audit.MaskText(typ))
+		}
+		out.Group = &shown
+	}
+	return &out
+}
+
 // hideSecrets replaces what holds a secret parameter's value by "***",
-// and masks the passwords of connection strings in the target (a DSN in
-// a parameter that is not secret can land in a data_dir).
+// and masks the passwords of connection strings in every text (Shown).
 func (r *Report) hideSecrets(sp *Spec) {
 	r.Target = sp.Hide(r.Target)
 	if sp.Secret("target") {
@@ -118,6 +162,7 @@ func (r *Report) hideSecrets(sp *Spec) {
 		}
 		r.Group = &shown
 	}
+	*r = *r.Shown()
 }
 
 // hiddenError is an error whose message shows no secret parameter's value
