@@ -432,7 +432,7 @@ func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note strin
 		a.printf("  created group %s: events %d..%d, then complete (rewind consume %s)\n", rep.Group.Config.Name,
 			rep.Window.From, rep.Group.End, rep.Group.Config.Name)
 	case rep.Executed:
-		a.printf("  written: %d events\n", rep.Written)
+		a.printf("  written: %d events (%d already present in the target)\n", rep.Written, rep.AlreadyPresent)
 	}
 	if note != "" {
 		a.printf("%s\n", note)

@@ -54,11 +54,15 @@ type Report struct {
 	MaskKeyID    string        `json:"mask_key_id,omitempty"`
 	Checks       []CheckResult `json:"checks,omitempty"`
 	// Executed is true when the run wrote to its target (or, for a verify
-	// target, ran as a recorded run); Written counts the events appended
-	// (the records of soft deletes are not copied).
-	Executed bool   `json:"executed"`
-	Written  int64  `json:"written"`
-	RunID    string `json:"run_id,omitempty"`
+	// target, ran as a recorded run). Written counts the events new in the
+	// target; AlreadyPresent those the target held already, under the same
+	// id (an earlier run of the window, or an interrupted one), which the
+	// store's idempotent append left as they were. The records of soft
+	// deletes are not copied and count in neither.
+	Executed       bool   `json:"executed"`
+	Written        int64  `json:"written"`
+	AlreadyPresent int64  `json:"already_present"`
+	RunID          string `json:"run_id,omitempty"`
 	// Group is the consumer group a group target created: bounded to the
 	// window, it delivers its events to its members.
 	Group *consumer.GroupInfo `json:"group,omitempty"`
@@ -326,7 +330,7 @@ func (t *Template) Execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	counts := map[string]int64{}
 	attrs := map[string]string{}
 	if rep != nil {
-		counts = map[string]int64{"events": rep.Window.Events, "written": rep.Written,
+		counts = map[string]int64{"events": rep.Window.Events, "written": rep.Written, "already_present": rep.AlreadyPresent,
 			"masked_events": rep.MaskedEvents, "masked_values": rep.MaskedValues}
 		attrs = map[string]string{"from": rep.Window.From.String(), "to": rep.Window.To.String(), "digest": rep.Window.Digest}
 		if len(rep.Checks) > 0 {
@@ -377,7 +381,6 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	if rep.Window.From > rep.Window.To {
 		return rep, nil // empty
 	}
-	into := replay.IntoStore(dst)
 	res, err := replay.Run(ctx, src, w, func(ctx context.Context, ev *rewind.RecordedEvent) error {
 		if ev.Type == rewind.TypeStreamDeleted {
 			return nil
@@ -389,10 +392,17 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 				return err
 			}
 		}
-		if err := into(ctx, out); err != nil {
+		// As replay.IntoStore appends, with the outcome counted: an event
+		// the target holds already (same id) is a duplicate, not written.
+		res, err := dst.Append(ctx, out.Stream, rewind.Any, out.Event)
+		if err != nil {
 			return err
 		}
-		rep.Written++
+		if res.Duplicate {
+			rep.AlreadyPresent++
+		} else {
+			rep.Written++
+		}
 		return nil
 	}, replay.Options{Digest: true, Pacing: sp.Pacing})
 	if err != nil {
@@ -400,7 +410,7 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	}
 	if res.Digest != rep.Window.Digest {
 		return rep, fmt.Errorf("replay: the window changed between the plan and the copy (digest %s, then %s; retention removed events?): "+
-			"the target holds %d events of it", rep.Window.Digest, res.Digest, rep.Written)
+			"the target holds %d events of it", rep.Window.Digest, res.Digest, rep.Written+rep.AlreadyPresent)
 	}
 	return rep, nil
 }
