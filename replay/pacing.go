@@ -28,16 +28,34 @@ type Pacing struct {
 	Burst int
 }
 
+// The range of Pacing.Speed and Pacing.Rate (0 aside, which means no
+// pacing). Below MinSpeed a gap of seconds between two events becomes
+// weeks, and the waits of a slower speed overflow time.Duration (292
+// years) for gaps of hours; a speed or rate smaller still was taken as
+// no pacing at all. Above the maximum pacing is no longer measurable.
+const (
+	MinSpeed = 1e-6
+	MaxSpeed = 1e12
+	MinRate  = 1e-6
+	MaxRate  = 1e12
+)
+
+// SpeedReason and RateReason say what a speed or a rate must be.
+var (
+	SpeedReason = fmt.Sprintf("must be a positive decimal number from %s to %s: 1 is the original timing, 2 twice as fast, 0.5 half as fast",
+		strconv.FormatFloat(MinSpeed, 'f', -1, 64), strconv.FormatFloat(MaxSpeed, 'f', -1, 64))
+	RateReason = fmt.Sprintf("must be a positive decimal number of events per second, from %s to %s",
+		strconv.FormatFloat(MinRate, 'f', -1, 64), strconv.FormatFloat(MaxRate, 'f', -1, 64))
+)
+
 // Validate checks the pacing; mistakes are reported as an *Error.
 func (p *Pacing) Validate() error {
-	bad := func(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) || v < 0 }
+	bad := func(v, lo, hi float64) bool { return math.IsNaN(v) || v != 0 && (v < lo || v > hi) || v < 0 }
 	switch {
-	case bad(p.Speed):
-		return &Error{Field: "speed", Value: strconv.FormatFloat(p.Speed, 'g', -1, 64), Err: ErrBadPacing,
-			Reason: "must be a positive number: 1 is the original timing, 2 twice as fast"}
-	case bad(p.Rate):
-		return &Error{Field: "rate", Value: strconv.FormatFloat(p.Rate, 'g', -1, 64), Err: ErrBadPacing,
-			Reason: "must be a positive number of events per second"}
+	case bad(p.Speed, MinSpeed, MaxSpeed):
+		return &Error{Field: "speed", Value: strconv.FormatFloat(p.Speed, 'g', -1, 64), Err: ErrBadPacing, Reason: SpeedReason}
+	case bad(p.Rate, MinRate, MaxRate):
+		return &Error{Field: "rate", Value: strconv.FormatFloat(p.Rate, 'g', -1, 64), Err: ErrBadPacing, Reason: RateReason}
 	case p.Speed > 0 && p.Rate > 0:
 		return &Error{Field: "pacing", Err: ErrBadPacing, Reason: "give either a speed or a rate, not both"}
 	case p.Burst < 0:
@@ -73,12 +91,22 @@ func newPacer(p Pacing) *pacer {
 
 // due is when an event recorded at recordedAt is to be delivered.
 func (p *pacer) due(recordedAt time.Time) time.Time {
+	// Saturated in float64 and converted only when it fits: converting a
+	// float64 of 2^63 or more to time.Duration is undefined in Go (amd64
+	// makes it the most negative duration, which made every later event
+	// due at once).
 	gap := float64(recordedAt.Sub(p.origin)) / p.speed
-	if gap >= float64(math.MaxInt64) {
-		gap = math.MaxInt64
+	switch {
+	case gap >= maxWait:
+		return p.start.Add(math.MaxInt64)
+	case gap <= -maxWait:
+		return p.start.Add(math.MinInt64)
 	}
 	return p.start.Add(time.Duration(gap))
 }
+
+// maxWait is 2^63 ns as a float64: the first gap time.Duration cannot hold.
+const maxWait = float64(1 << 63)
 
 // wait blocks until the event recorded at recordedAt may be delivered.
 func (p *pacer) wait(ctx context.Context, recordedAt time.Time) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -213,6 +214,9 @@ func TestPacingSchedule(t *testing.T) {
 		{"rate 10/s", replay.Pacing{Rate: 10}, 0, ms(0, 100, 100, 100, 100)},
 		{"rate 10/s, burst 3", replay.Pacing{Rate: 10, Burst: 3}, 0, ms(0, 0, 0, 100, 100)},
 		{"rate with a slow handler", replay.Pacing{Rate: 10}, 50 * time.Millisecond, ms(0, 50, 50, 50, 50)},
+		// A wait past time.Duration's range is the longest wait, not none:
+		// converting it overflowed to a negative duration.
+		{"speed whose waits overflow", replay.Pacing{Speed: 1e-11}, 0, []time.Duration{0, math.MaxInt64, 0, 0, 0}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package replay_test
 
 import (
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -97,6 +98,12 @@ func TestBadWindowIsRefusedAndNothingHappens(t *testing.T) {
 		{"empty type", replay.Window{Types: []string{"Paid", ""}}, replay.Options{}, replay.ErrBadFilter},
 		{"negative speed", replay.Window{}, replay.Options{Pacing: replay.Pacing{Speed: -1}}, replay.ErrBadPacing},
 		{"speed and rate", replay.Window{}, replay.Options{Pacing: replay.Pacing{Speed: 2, Rate: 10}}, replay.ErrBadPacing},
+		// Tiny values were taken, and their waits overflowed into none.
+		{"speed below the minimum", replay.Window{}, replay.Options{Pacing: replay.Pacing{Speed: 1e-11}}, replay.ErrBadPacing},
+		{"speed subnormal", replay.Window{}, replay.Options{Pacing: replay.Pacing{Speed: 1e-320}}, replay.ErrBadPacing},
+		{"speed above the maximum", replay.Window{}, replay.Options{Pacing: replay.Pacing{Speed: 1e13}}, replay.ErrBadPacing},
+		{"speed infinite", replay.Window{}, replay.Options{Pacing: replay.Pacing{Speed: math.Inf(1)}}, replay.ErrBadPacing},
+		{"rate below the minimum", replay.Window{}, replay.Options{Pacing: replay.Pacing{Rate: 1e-320}}, replay.ErrBadPacing},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -36,8 +36,9 @@ it ends at the last event acknowledged when it starts. A replay never waits for
 events to come: a --to beyond the end is cut there, and the result says where.
 
 --speed X replays at the original timing divided by X (1: as recorded, 10: ten
-times faster); --rate R delivers at most R events per second. Without either,
-events are printed as fast as possible.
+times faster, 0.5: twice as slow), X from 0.000001 to 1000000000000; --rate R
+delivers at most R events per second, R in the same range. A value outside it is
+refused (exit 2). Without either, events are printed as fast as possible.
 
 The summary (resolved window, count, digest) goes to stdout with --count-only,
 to stderr otherwise. See docs/replay.md.`,
@@ -112,15 +113,19 @@ to stderr otherwise. See docs/replay.md.`,
 	return cmd
 }
 
-// parseRate reads --speed or --rate: a positive decimal number.
+// parseRate reads --speed or --rate: a decimal number in the range
+// replay.Pacing allows (replay.MinSpeed…).
 func parseRate(flag, s string) (float64, error) {
 	if s == "" {
 		return 0, nil
 	}
+	lo, hi, reason := replay.MinSpeed, replay.MaxSpeed, replay.SpeedReason
+	if flag == "rate" {
+		lo, hi, reason = replay.MinRate, replay.MaxRate, replay.RateReason
+	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v <= 0 || v != v || v > 1e12 {
-		return 0, &replay.Error{Field: "--" + flag, Value: s, Err: replay.ErrBadPacing,
-			Reason: "must be a positive decimal number, such as 2 or 0.5"}
+	if err != nil || v != v || v < lo || v > hi {
+		return 0, &replay.Error{Field: "--" + flag, Value: s, Err: replay.ErrBadPacing, Reason: reason}
 	}
 	return v, nil
 }

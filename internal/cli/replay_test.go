@@ -64,6 +64,11 @@ func TestReplayBadInput(t *testing.T) {
 		{[]string{"--speed", "2", "--rate", "3"}, "either a speed or a rate"},
 		{[]string{"--speed", "-1"}, "positive decimal number"},
 		{[]string{"--rate", "NaN"}, "positive decimal number"},
+		// Tiny speeds were taken and their waits overflowed: no pacing.
+		{[]string{"--from", "1", "--to", "4", "--speed", "0.00000000001"}, "from 0.000001 to 1000000000000"},
+		{[]string{"--speed", "1e-320"}, "from 0.000001"},
+		{[]string{"--speed", "1e308"}, "from 0.000001"},
+		{[]string{"--rate", "1e-320"}, "from 0.000001"},
 		{[]string{"--stream", "orders-1", "--prefix", "orders-"}, "either stream names or a stream prefix"},
 		{[]string{"--type", ""}, "must not be empty"},
 		// The zero time and position 0 are the zero bound, "no bound": a

@@ -80,14 +80,17 @@ func (r *resolver) integer(key string, n *yaml.Node, min int64) (*int64, error) 
 	return &i, nil
 }
 
-func (r *resolver) number(key string, n *yaml.Node) (float64, error) {
+func (r *resolver) number(key string, n *yaml.Node, lo, hi float64, reason string) (float64, error) {
 	v, ok, err := r.scalar(key, n)
 	if err != nil || !ok {
 		return 0, err
 	}
 	f, perr := strconv.ParseFloat(v.s, 64)
-	if perr != nil || !numberText.MatchString(v.s) || literal(n) && n.Tag != "!!int" && n.Tag != "!!float" || f <= 0 || f > 1e12 {
+	if perr != nil || !numberText.MatchString(v.s) || literal(n) && n.Tag != "!!int" && n.Tag != "!!float" || f <= 0 {
 		return 0, r.bad(v, "must be a positive decimal number, such as 2 or 0.5")
+	}
+	if f < lo || f > hi {
+		return 0, r.bad(v, "%s", reason)
 	}
 	return f, nil
 }
@@ -302,10 +305,10 @@ func (r *resolver) pacing() error {
 		return err
 	}
 	p := &r.sp.Pacing
-	if p.Speed, err = r.number("pacing.speed", f["speed"]); err != nil {
+	if p.Speed, err = r.number("pacing.speed", f["speed"], replay.MinSpeed, replay.MaxSpeed, replay.SpeedReason); err != nil {
 		return err
 	}
-	if p.Rate, err = r.number("pacing.rate", f["rate"]); err != nil {
+	if p.Rate, err = r.number("pacing.rate", f["rate"], replay.MinRate, replay.MaxRate, replay.RateReason); err != nil {
 		return err
 	}
 	b, err := r.integer("pacing.burst", f["burst"], 1)
