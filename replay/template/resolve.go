@@ -167,6 +167,11 @@ func (r *resolver) filter() error {
 	if err != nil {
 		return err
 	}
+	// An empty prefix (written so, null, or a parameter left empty) is no
+	// filter at all: the replay would cover every stream.
+	if n := f["prefix"]; n != nil && !ok && (literal(n) || !r.partial) {
+		return r.bad(v, "must not be empty: an empty prefix selects every stream; leave filter.prefix out to replay them all")
+	}
 	if ok {
 		// Checked here, with the parameters' values, as the store checks
 		// it when it reads: a run finds no mistake after it is recorded.
@@ -200,8 +205,9 @@ func (r *resolver) target() error {
 	}
 	v, ok, err := r.scalar("target.kind", f["kind"])
 	if err != nil || !ok {
-		if err == nil && !r.partial {
-			err = r.bad(v, "must be verify or store")
+		if err == nil && (!r.partial || literal(f["kind"])) {
+			err = r.bad(v, "must not be empty: the target kinds are verify (count and digest, nothing written), "+
+				"store (an embedded store's data_dir) or group (a bounded consumer group)")
 		}
 		return err
 	}
@@ -279,6 +285,9 @@ func (r *resolver) groupTarget(f map[string]*yaml.Node) error {
 		o, ok, err := r.scalar("target.order_by", f["order_by"])
 		if err != nil {
 			return err
+		}
+		if !ok && (literal(f["order_by"]) || !r.partial) {
+			return r.bad(o, "must not be empty: stream or metadata:NAME; leave target.order_by out for the group's default order")
 		}
 		if ok {
 			if err := (consumer.GroupConfig{Name: "x", OrderBy: o.s}).Validate(); err != nil {
@@ -359,6 +368,11 @@ func (r *resolver) checks() error {
 		}
 		c.Types = map[string]int64{}
 		for _, typ := range slices.Sorted(maps.Keys(types)) {
+			// Checked as filter.types are, up front: a type the store
+			// refuses would otherwise fail the run after it is recorded.
+			if err := store.ValidateEventType(typ); err != nil {
+				return r.t.errLine(r.t.lines["checks.types."+typ], "checks.types."+typ, typ, "%s", validationReason(err))
+			}
 			i, err := r.integer("checks.types."+typ, types[typ], 0)
 			if err != nil {
 				return err
