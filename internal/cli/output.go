@@ -121,7 +121,11 @@ func (a *app) classify(err error) (rewind.Code, int, string) {
 	if code, ok := throttleError(err); ok {
 		return code, exitStatus(code), trimPrefix(err.Error())
 	}
-	if code, msg, ok := pgError(err, a.dsnFlag()); ok {
+	flag := a.dsnFlag()
+	if ff := (*fromFlag)(nil); errors.As(err, &ff) {
+		flag = ff.flag
+	}
+	if code, msg, ok := pgError(err, flag); ok {
 		return code, exitStatus(code), msg
 	}
 	code, msg := rewind.CodeOf(err), trimPrefix(err.Error())

@@ -91,6 +91,17 @@ func connectError(ce *pgconn.ConnectError, flag string) (rewind.Code, string, bo
 	return rewind.CodeClosed, fmt.Sprintf("cannot connect to %s: %s; %s", where, reason, check), true
 }
 
+// fromFlag marks the error of a connection made with one flag's
+// connection string (the ledger's --ledger-dsn of replay run, whose
+// source may be --store), so that the advice names that flag.
+type fromFlag struct {
+	flag string
+	err  error
+}
+
+func (e *fromFlag) Error() string { return e.err.Error() }
+func (e *fromFlag) Unwrap() error { return e.err }
+
 // dsnFlag names where this command's connection strings came from: --store
 // (or $REWIND_STORE), copy's --from and --to, or --dsn and --ledger-dsn.
 func (a *app) dsnFlag() string {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -81,6 +82,16 @@ func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, erro
 				Reason: fmt.Sprintf("is the source store (--data-dir %s), or inside it, or holds it: a replay never writes into the store it reads", a.dataDir)}
 		}
 	}
+	if sp.Target.Kind == "store" {
+		if reason := unusableDir(sp.Target.DataDir); reason != "" {
+			shown := sp.Target.DataDir
+			if sp.Secret("target") {
+				shown = template.Masked
+			}
+			return nil, &template.Error{Path: t.Path, Line: t.Line("target.data_dir"), Key: "target.data_dir", Value: shown,
+				Reason: reason}
+		}
+	}
 	l := &templateLoaded{t: t, spec: sp}
 	if sp.Masking {
 		key, err := maskKey(f.keyFile, sp.Mask.HasHash())
@@ -92,6 +103,39 @@ func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, erro
 		}
 	}
 	return l, nil
+}
+
+// unusableDir says why dir cannot be a store's data directory, found
+// before a run is recorded: a symbolic link that leads nowhere (dangling,
+// or a loop) or anything but a directory where it is. A path that does
+// not exist is fine: the store creates it.
+func unusableDir(dir string) string {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return "is not a directory (" + fi.Mode().Type().String() + "): give the data directory of an embedded store, or a path to create"
+	case err == nil:
+		return ""
+	case errors.Is(err, syscall.ELOOP):
+		return "is a symbolic link loop (or passes through one): give a directory, or a path to create"
+	case errors.Is(err, fs.ErrNotExist):
+		// Missing, which the store creates, unless a symbolic link on the
+		// way points nowhere: creating it would fail with "file exists".
+		for p := dir; ; p = filepath.Dir(p) {
+			if li, lerr := os.Lstat(p); lerr == nil {
+				if li.Mode()&fs.ModeSymlink != 0 {
+					return "is, or passes through, a dangling symbolic link (" + p + " points to nothing): give a directory, or a path to create"
+				}
+				return ""
+			}
+			if filepath.Dir(p) == p {
+				return ""
+			}
+		}
+	case errors.Is(err, syscall.ENOTDIR):
+		return "passes through a file that is not a directory: give a directory, or a path to create"
+	}
+	return "cannot be used: " + errText(err)
 }
 
 // maskKey reads the hashing key from --mask-key-file or $REWIND_MASK_KEY.
@@ -271,12 +315,13 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 				return err
 			}
 			defer pool.Close()
+			const ledgerFlag = "--ledger-dsn (or $REWIND_LEDGER_DSN)"
 			ledger, err := auditpg.New(pool, auditpg.Config{})
 			if err != nil {
-				return err
+				return &fromFlag{flag: ledgerFlag, err: err}
 			}
 			if err := ledger.Setup(ctx); err != nil {
-				return err
+				return &fromFlag{flag: ledgerFlag, err: err}
 			}
 			id, err := uuid.NewV7()
 			if err != nil {
