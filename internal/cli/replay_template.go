@@ -224,8 +224,10 @@ log and read it once, without pacing: print the window as positions, the events 
 each check's outcome. Nothing is written and nothing is recorded.
 
 Exit 0 when every check holds, 5 when one does not, 2 for a template, parameter, window,
-filter or target that is wrong (the error names the key and its line; it is found before
-the store is opened) or an event the masking cannot handle. See docs/replay.md.`,
+filter or target that is wrong — an empty prefix, a checks.types key that is no event type,
+a pacing speed or rate outside 0.000001..1000000000000, a data_dir that is a dangling
+symbolic link or a loop — (the error names the key and its line; it is found before the
+store is opened) or an event the masking cannot handle. See docs/replay.md.`,
 		Example: `  rewind replay plan rebuild-orders.yaml -p since=2026-11-01T00:00:00Z
   rewind replay plan verify-day.yaml --json`,
 		Args: exactArgs(1, "TEMPLATE.yaml"),
@@ -271,7 +273,9 @@ masked data. The password of a connection string is masked in every field and me
 recorded or printed (postgres://, postgres:/ as in a cleaned path, password=). A
 template, parameter or filter that is wrong exits 2 with nothing recorded. The run reads the window once to plan and check it: a check that fails
 (exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
-It then replays the same positions, paced, into the target.
+It then replays the same positions, paced, into the target; the report's written
+counts the events new in the target, already_present those it held already (a
+second run writes nothing new).
 
 Masking: the template's mask rules apply to every target that writes unless the
 template says production: true; a verify target writes nothing. Hash rules need a key of
