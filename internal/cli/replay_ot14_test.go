@@ -73,7 +73,8 @@ func TestReplayTemplateSecondRunWritesNothingNew(t *testing.T) {
 }
 
 // TestReplayTemplateRefusedUpFront: an empty prefix (written, null, or
-// from an optional parameter left empty), an empty target kind, a
+// from an optional parameter left empty), a pacing speed or rate so
+// small that its waits overflowed into none, an empty target kind, a
 // checks.types key that is no event type, and a data_dir that is a
 // symbolic link loop or a dangling link were found only once the run was
 // recorded (or never: the replay covered every stream). Each is exit 2,
@@ -101,6 +102,8 @@ func TestReplayTemplateRefusedUpFront(t *testing.T) {
 		{"null prefix", head + "target: {kind: verify}\nfilter: {prefix: null}\n", "filter.prefix", "must not be empty"},
 		{"prefix from an empty parameter", head + "params: {tenant: {type: text}}\ntarget: {kind: verify}\nfilter: {prefix: \"${tenant}\"}\n",
 			"filter.prefix", "must not be empty"},
+		{"speed too small", head + "target: {kind: verify}\npacing: {speed: 0.00000000001}\n", "pacing.speed", "from 0.000001"},
+		{"rate too small", head + "target: {kind: verify}\npacing: {rate: 0.0000000001}\n", "pacing.rate", "from 0.000001"},
 		{"empty kind", head + "target: {kind: \"\"}\n", "target.kind", "or group"},
 		{"checks type with a space", head + "target: {kind: verify}\nchecks: {types: {\"bad type\": 0}}\n", "checks.types.bad type", "space"},
 		{"data_dir a symlink loop", head + "target: {kind: store, data_dir: " + loop + "}\n", "target.data_dir", "loop"},
