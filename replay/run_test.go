@@ -61,11 +61,18 @@ func TestDeterministicWhileAppendsContinue(t *testing.T) {
 
 	// Appends continue, to the same streams, while the window and a
 	// window open at the end are replayed again and again.
-	stop := make(chan struct{})
+	stop, started := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer func() {
+			select {
+			case <-started:
+			default:
+				close(started)
+			}
+		}()
 		// Bounded: a replay of the open window reads to the head, and
 		// an appender unbounded outruns a slow (race-detector) replay.
 		for i := range 3000 {
@@ -79,8 +86,14 @@ func TestDeterministicWhileAppendsContinue(t *testing.T) {
 				t.Error(err)
 				return
 			}
+			if i == 0 {
+				close(started)
+			}
 		}
 	}()
+	// The replays begin once the appends have: on a busy machine the 20
+	// rounds could end before the appender's first append.
+	<-started
 	for range 20 {
 		out, res := project(t, s, w)
 		if string(out) != string(first) || res != res1 {
