@@ -308,63 +308,68 @@ func TestSegmentHeaderRefusals(t *testing.T) {
 // damaged position, and after a Seek past it the rest.
 func TestNextBatchNeverServesDamage(t *testing.T) {
 	t.Parallel()
-	const damaged, size = 30, 100 // in the middle of the first buffered run
-	for _, c := range []struct {
-		name string
-		edit func(rec []byte)
-	}{
-		{"payload byte", func(rec []byte) { rec[recordHeaderSize+50] ^= 1 }},
-		{"checksum", func(rec []byte) { rec[5] ^= 0x10 }},
-		{"reserved flags", func(rec []byte) { rec[26] = 1 }},
-		{"position, checksum recomputed", func(rec []byte) {
-			binary.LittleEndian.PutUint64(rec[8:], damaged+1000)
-			binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], castagnoli))
-		}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			dir := t.TempDir()
-			l := openLog(t, dir, Config{SegmentSize: 64 << 10})
-			for len(*l.segments.Load()) < 2 {
-				appendN(t, l, 10, 1, size)
-			}
-			l.Close()
-			editFile(t, filepath.Join(dir, segmentName(1)), func(b []byte) {
-				off := segmentHeaderSize + (damaged-1)*recordSize(size)
-				c.edit(b[off : off+recordSize(size)])
+	// Records are checked three at a time (the first batch's first record
+	// comes through Next, then 2–4, 5–7, …, 26–28, 29–31): the damage is put
+	// in each place of such a group in turn.
+	const size = 100
+	for _, damaged := range []uint64{28, 29, 30} {
+		for _, c := range []struct {
+			name string
+			edit func(rec []byte)
+		}{
+			{"payload byte", func(rec []byte) { rec[recordHeaderSize+50] ^= 1 }},
+			{"checksum", func(rec []byte) { rec[5] ^= 0x10 }},
+			{"reserved flags", func(rec []byte) { rec[26] = 1 }},
+			{"position, checksum recomputed", func(rec []byte) {
+				binary.LittleEndian.PutUint64(rec[8:], damaged+1000)
+				binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(rec[8:], castagnoli))
+			}},
+		} {
+			t.Run(fmt.Sprintf("%s/at-%d", c.name, damaged), func(t *testing.T) {
+				t.Parallel()
+				dir := t.TempDir()
+				l := openLog(t, dir, Config{SegmentSize: 64 << 10})
+				for len(*l.segments.Load()) < 2 {
+					appendN(t, l, 10, 1, size)
+				}
+				l.Close()
+				editFile(t, filepath.Join(dir, segmentName(1)), func(b []byte) {
+					off := segmentHeaderSize + int(damaged-1)*recordSize(size)
+					c.edit(b[off : off+recordSize(size)])
+				})
+				l = openLog(t, dir, Config{SegmentSize: 64 << 10})
+				defer l.Close()
+				r := l.NewReader(1)
+				defer r.Close()
+				recs := make([]Record, 0, 64)
+				var got []Record
+				failures := 0
+				for {
+					var err error
+					recs, err = r.NextBatch(recs)
+					for _, rec := range recs {
+						if rec.Position == damaged {
+							t.Fatal("the damaged record was served")
+						}
+						rec.Payload = append([]byte(nil), rec.Payload...)
+						got = append(got, rec)
+					}
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						if failures++; !errors.Is(err, rewind.ErrCorruption) || r.Position() != damaged || len(recs) != 0 {
+							t.Fatalf("at %d: %v, with %d records", r.Position(), err, len(recs))
+						}
+						r.Seek(damaged + 1)
+					}
+				}
+				if failures != 1 {
+					t.Fatalf("%d corruption errors, want 1", failures)
+				}
+				checkRecords(t, got[:damaged-1], 1, damaged-1, size)
+				checkRecords(t, got[damaged-1:], damaged+1, l.Last(), size)
 			})
-			l = openLog(t, dir, Config{SegmentSize: 64 << 10})
-			defer l.Close()
-			r := l.NewReader(1)
-			defer r.Close()
-			recs := make([]Record, 0, 64)
-			var got []Record
-			failures := 0
-			for {
-				var err error
-				recs, err = r.NextBatch(recs)
-				for _, rec := range recs {
-					if rec.Position == damaged {
-						t.Fatal("the damaged record was served")
-					}
-					rec.Payload = append([]byte(nil), rec.Payload...)
-					got = append(got, rec)
-				}
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					if failures++; !errors.Is(err, rewind.ErrCorruption) || r.Position() != damaged || len(recs) != 0 {
-						t.Fatalf("at %d: %v, with %d records", r.Position(), err, len(recs))
-					}
-					r.Seek(damaged + 1)
-				}
-			}
-			if failures != 1 {
-				t.Fatalf("%d corruption errors, want 1", failures)
-			}
-			checkRecords(t, got[:damaged-1], 1, damaged-1, size)
-			checkRecords(t, got[damaged-1:], damaged+1, l.Last(), size)
-		})
+		}
 	}
 }

@@ -4,13 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math"
 	"sort"
 	"time"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/internal/crc32c"
 )
 
 // Reader reads records in position order, verifying each checksum. It only
@@ -334,6 +334,12 @@ func (r *Reader) NextBatch(dst []Record) ([]Record, error) {
 // first record it cannot take as it is (not all buffered, the end of the
 // data, a damaged frame, another position) and leaves that one to Next,
 // which reports it: a record whose checksum fails is never returned.
+//
+// Records are checked three at a time where three whole ones are buffered:
+// their checksums are computed side by side (crc32c.Checksum3), which costs
+// about two thirds of three checksums in turn for records of a few hundred
+// bytes. They are still taken one by one, in order, up to the first that
+// fails a check.
 func (r *Reader) takeBuffered(dst []Record) []Record {
 	sc := r.sc
 	b := sc.buf[sc.r:sc.w]
@@ -344,31 +350,80 @@ func (r *Reader) takeBuffered(dst []Record) []Record {
 		out = out[:room]
 	}
 	pos, n := r.pos, 0
-	for n < len(out) && len(b) >= recordHeaderSize {
-		l := binary.LittleEndian.Uint32(b)
-		if l == 0 || l > MaxPayload || len(b)-recordHeaderSize < int(l) {
+	for n+3 <= len(out) {
+		s0 := frameSize(b)
+		if s0 == 0 {
 			break
 		}
-		size := recordHeaderSize + int(l)
-		if crc32.Checksum(b[8:size], castagnoli) != binary.LittleEndian.Uint32(b[4:]) ||
-			b[25]&^knownFlags != 0 || b[26] != 0 || b[27] != 0 ||
-			binary.LittleEndian.Uint64(b[8:]) != pos {
+		s1 := frameSize(b[s0:])
+		if s1 == 0 {
 			break
 		}
-		out[n] = Record{
-			Position:  pos,
-			Timestamp: int64(binary.LittleEndian.Uint64(b[16:])),
-			Kind:      b[24],
-			BatchEnd:  b[25]&flagBatchEnd != 0,
-			Payload:   b[recordHeaderSize:size:size],
+		s2 := frameSize(b[s0+s1:])
+		if s2 == 0 {
+			break
 		}
-		b = b[size:]
-		pos++
-		n++
+		b1, b2 := b[s0:], b[s0+s1:]
+		c0, c1, c2 := crc32c.Checksum3(b[8:s0], b1[8:s1], b2[8:s2])
+		if !frameOK(b, c0, pos) {
+			break
+		}
+		out[n] = frameRecord(b, s0, pos)
+		if !frameOK(b1, c1, pos+1) {
+			b, pos, n = b1, pos+1, n+1
+			break
+		}
+		out[n+1] = frameRecord(b1, s1, pos+1)
+		if !frameOK(b2, c2, pos+2) {
+			b, pos, n = b2, pos+2, n+2
+			break
+		}
+		out[n+2] = frameRecord(b2, s2, pos+2)
+		b, pos, n = b2[s2:], pos+3, n+3
+	}
+	for n < len(out) {
+		size := frameSize(b)
+		if size == 0 || !frameOK(b, crc32c.Checksum(b[8:size]), pos) {
+			break
+		}
+		out[n] = frameRecord(b, size, pos)
+		b, pos, n = b[size:], pos+1, n+1
 	}
 	if n > 0 {
 		sc.r = sc.w - len(b)
 		r.pos, r.scanned = pos, pos-1
 	}
 	return dst[:len(dst)+n]
+}
+
+// frameSize is the size of the record at the start of b if its length is
+// plausible and the whole record is in b, and 0 otherwise.
+func frameSize(b []byte) int {
+	if len(b) < recordHeaderSize {
+		return 0
+	}
+	l := binary.LittleEndian.Uint32(b)
+	if l == 0 || l > MaxPayload || len(b)-recordHeaderSize < int(l) {
+		return 0
+	}
+	return recordHeaderSize + int(l)
+}
+
+// frameOK reports whether the whole record at the start of b, whose bytes
+// after the checksum field have the checksum sum, is intact and has
+// position pos.
+func frameOK(b []byte, sum uint32, pos uint64) bool {
+	return sum == binary.LittleEndian.Uint32(b[4:]) && b[25]&^knownFlags == 0 && b[26] == 0 && b[27] == 0 &&
+		binary.LittleEndian.Uint64(b[8:]) == pos
+}
+
+// frameRecord is the record of size bytes at the start of b, checked.
+func frameRecord(b []byte, size int, pos uint64) Record {
+	return Record{
+		Position:  pos,
+		Timestamp: int64(binary.LittleEndian.Uint64(b[16:])),
+		Kind:      b[24],
+		BatchEnd:  b[25]&flagBatchEnd != 0,
+		Payload:   b[recordHeaderSize:size:size],
+	}
 }
