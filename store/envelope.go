@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 
@@ -183,6 +184,22 @@ func (in *interner) get(b []byte, kind int) string {
 	return in.lookup(b, kind)
 }
 
+// sameBytes reports whether b spells s. Names of 8 to 16 bytes, the usual
+// stream and type, are compared as two overlapping words in line, without
+// the call to the runtime's memequal that s == string(b) makes.
+func sameBytes(s string, b []byte) bool {
+	n := len(b)
+	if len(s) != n {
+		return false
+	}
+	if n < 8 || n > 16 {
+		return s == string(b)
+	}
+	w := unsafe.Slice(unsafe.StringData(s), n) // read only
+	return binary.LittleEndian.Uint64(w) == binary.LittleEndian.Uint64(b) &&
+		binary.LittleEndian.Uint64(w[n-8:]) == binary.LittleEndian.Uint64(b[n-8:])
+}
+
 func (in *interner) lookup(b []byte, kind int) string {
 	if in.bypass > 0 {
 		in.bypass--
@@ -246,7 +263,17 @@ func decodeEnvelope(payload []byte, ev *rewind.RecordedEvent, in *interner) erro
 	}
 	ev.SchemaVersion = uint32(b[0])
 	if in != nil {
-		ev.Stream, ev.Type = in.get(b[2:t], 0), in.get(b[t+1:c], 1)
+		// in.get, with the comparison to the last string in line
+		if stream := b[2:t]; sameBytes(in.last[0], stream) {
+			ev.Stream = in.last[0]
+		} else {
+			ev.Stream = in.lookup(stream, 0)
+		}
+		if typ := b[t+1 : c]; sameBytes(in.last[1], typ) {
+			ev.Type = in.last[1]
+		} else {
+			ev.Type = in.lookup(typ, 1)
+		}
 	} else {
 		ev.Stream, ev.Type = string(b[2:t]), string(b[t+1:c])
 	}
