@@ -292,3 +292,24 @@ func writeFuzzSeed(t *testing.T, target, name string, args ...any) {
 		t.Fatal(err)
 	}
 }
+
+// TestSameBytes: the interner's in-line comparison agrees with == for every
+// length around its word-sized path and a difference at every byte.
+func TestSameBytes(t *testing.T) {
+	for n := 0; n <= 24; n++ {
+		s := strings.Repeat("x", n)
+		if !sameBytes(s, []byte(s)) {
+			t.Fatalf("%q differs from itself", s)
+		}
+		for i := range n {
+			b := []byte(s)
+			b[i] = 'y'
+			if sameBytes(s, b) {
+				t.Fatalf("%q equals %q", s, b)
+			}
+		}
+		if sameBytes(s, []byte(s+"x")) || (n > 0 && sameBytes(s, []byte(s[1:]))) {
+			t.Fatalf("lengths differ but %q is taken as equal", s)
+		}
+	}
+}
