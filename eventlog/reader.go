@@ -413,7 +413,9 @@ func frameSize(b []byte) int {
 // after the checksum field have the checksum sum, is intact and has
 // position pos.
 func frameOK(b []byte, sum uint32, pos uint64) bool {
-	return sum == binary.LittleEndian.Uint32(b[4:]) && b[25]&^knownFlags == 0 && b[26] == 0 && b[27] == 0 &&
+	_ = b[27]
+	// Bytes 25 to 27 (flags, reserved) in one word: no unknown flag, zeros.
+	return sum == binary.LittleEndian.Uint32(b[4:]) && binary.LittleEndian.Uint32(b[24:])&^(0xff|knownFlags<<8) == 0 &&
 		binary.LittleEndian.Uint64(b[8:]) == pos
 }
 
