@@ -85,8 +85,12 @@ func List(ctx context.Context, pool *pgxpool.Pool, name string) ([]Status, error
 type SwapOptions struct {
 	// MaxLag is how far, in positions, the new version may be behind the
 	// serving one when the swap starts: the serving version stops for as
-	// long as its successor needs to catch up. Defaults to 10,000.
+	// long as its successor needs to catch up. Defaults to 10,000 (see
+	// NoLag for none).
 	MaxLag uint64
+	// NoLag refuses a successor that is behind the serving version at
+	// all, the MaxLag of 0 that the zero value cannot say.
+	NoLag bool
 	// PollInterval is how often Swap looks at the successor's checkpoint
 	// while it waits. Defaults to 20ms.
 	PollInterval time.Duration
@@ -120,10 +124,13 @@ type SwapResult struct {
 // A swap that was interrupted after step 1 (ctx ended, the process died)
 // is finished by calling Swap again with the same version. Bad input —
 // an unknown projection or version, a version not above the serving one,
-// a successor more than MaxLag behind, another swap under way — fails
+// a successor more than MaxLag behind (ErrBehind), another swap under way — fails
 // with an *Error and changes nothing.
 func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts SwapOptions) (SwapResult, error) {
-	if opts.MaxLag == 0 {
+	switch {
+	case opts.NoLag:
+		opts.MaxLag = 0
+	case opts.MaxLag == 0:
 		opts.MaxLag = 10_000
 	}
 	if opts.PollInterval == 0 {
@@ -167,7 +174,7 @@ func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts Swa
 			return err
 		}
 		if lag := servingPos - pos; lag > int64(opts.MaxLag) {
-			return &Error{Op: "swap", Name: name, Version: to, Err: ErrStaleVersion,
+			return &Error{Op: "swap", Name: name, Version: to, Err: ErrBehind,
 				Reason: fmt.Sprintf("it is %d positions behind the serving version (more than %d); let it catch up first", lag, opts.MaxLag)}
 		}
 		res.At = rewind.Position(servingPos)

@@ -20,6 +20,10 @@ var (
 	// ErrStaleVersion: a version older than the serving one was asked to
 	// run or to be swapped in. Nothing changed (code invalid_argument).
 	ErrStaleVersion = errors.New("projection: version older than the serving one")
+	// ErrBehind: the version to swap in is more than SwapOptions.MaxLag
+	// positions behind the serving one; let it catch up first. Nothing
+	// changed (code invalid_argument).
+	ErrBehind = errors.New("projection: version too far behind the serving one")
 	// ErrServing: the serving version cannot be dropped (swap another in
 	// first). Nothing changed (code invalid_argument).
 	ErrServing = errors.New("projection: version is serving")
@@ -70,7 +74,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // Is matches the rewind sentinel of the error's class.
 func (e *Error) Is(target error) bool {
 	switch e.Err {
-	case ErrBadDefinition, ErrStaleVersion, ErrServing, ErrSwapInProgress:
+	case ErrBadDefinition, ErrStaleVersion, ErrBehind, ErrServing, ErrSwapInProgress:
 		return target == rewind.ErrInvalidArgument
 	case ErrNotFound:
 		return target == rewind.ErrStreamNotFound

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"text/tabwriter"
@@ -261,14 +262,19 @@ let VERSION — whose runner must be running in your program — apply up to P w
 suppressed and record effects from P+1, then flip the serving version in one transaction.
 No effect is recorded twice or lost. Refused, changing nothing, when VERSION is unknown,
 not above the serving version, more than --max-lag positions behind it, or another swap
-is under way. If the wait for VERSION to reach P ends (--timeout, Ctrl-C), the serving
-version stays stopped at P: run the same swap again to finish it.`,
+is under way; --max-lag 0 swaps only a VERSION at the serving checkpoint. If the wait
+for VERSION to reach P ends — --timeout (exit 9, unavailable: is its runner running?)
+or Ctrl-C (exit 130) — the serving version stays stopped at P: run the same swap again
+to finish it.`,
 		Example: `  rewind projections swap orders 2 --dsn postgres://postgres@127.0.0.1/app`,
 		Args:    exactArgs(2, "NAME VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v, err := versionArg(args[1])
 			if err != nil {
 				return err
+			}
+			if timeout <= 0 {
+				return invalidFlag("timeout", timeout.String(), "must be positive, such as 5m")
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -277,7 +283,12 @@ version stays stopped at P: run the same swap again to finish it.`,
 				return err
 			}
 			defer pool.Close()
-			res, err := projection.Swap(ctx, pool, args[0], v, projection.SwapOptions{MaxLag: maxLag})
+			res, err := projection.Swap(ctx, pool, args[0], v, projection.SwapOptions{MaxLag: maxLag, NoLag: maxLag == 0})
+			if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
+				// --timeout ran out, not an interrupt: say so, and what is left.
+				return &cliError{code: rewind.CodeClosed, status: exitStatus(rewind.CodeClosed),
+					msg: fmt.Sprintf("the swap did not finish within --timeout %s: %v", timeout, err)}
+			}
 			if err != nil {
 				return err
 			}

@@ -83,6 +83,45 @@ func TestProjectionsCommands(t *testing.T) {
 		}
 	}
 
+	// Version 2 five positions behind the serving version 1: --max-lag 0
+	// and 4 refuse the swap, changing nothing (0 is not the default
+	// 10,000), and so does a --timeout that is not positive.
+	if err := proj(2).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := s.Append(ctx, fmt.Sprint("s-", i%3), rewind.Any, rewind.Event{Type: "Counted", Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := proj(1).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before = snapshot()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-lag", "0"}, "5 positions behind the serving version (more than 0)"},
+		{[]string{"--max-lag", "4"}, "5 positions behind the serving version (more than 4)"},
+		{[]string{"--timeout", "0s"}, "--timeout"},
+		{[]string{"--timeout=-1s"}, "--timeout"},
+	} {
+		code, out, errOut := run(t, dir, "", append([]string{"projections", "swap", "counts", "2", dsn}, c.args...)...)
+		if code != 2 || !strings.Contains(out+errOut, c.want) || strings.Contains(out+errOut, "older than") {
+			t.Errorf("swap %v: exit %d, %q %q; want exit 2 mentioning %q", c.args, code, out, errOut, c.want)
+		}
+		if snapshot() != before {
+			t.Fatalf("swap %v changed the control tables", c.args)
+		}
+	}
+	// --timeout runs out while nothing runs version 2: exit 9, saying so;
+	// version 1 stays stopped at 35 and the swap below finishes it.
+	code, out, errOut = run(t, dir, "", "projections", "swap", "counts", "2", dsn, "--max-lag", "5", "--timeout", "300ms")
+	if code != 9 || !strings.Contains(errOut, "did not finish within --timeout 300ms") || !strings.Contains(errOut, "run swap again") {
+		t.Fatalf("swap with a --timeout that runs out: %d %q %q", code, out, errOut)
+	}
+
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- proj(2).Run(runCtx) }()
@@ -93,7 +132,7 @@ func TestProjectionsCommands(t *testing.T) {
 	}
 	code, out, errOut = run(t, dir, "", "projections", "swap", "counts", "2", dsn, "--json")
 	var sw struct{ Swap projection.SwapResult }
-	if code != 0 || json.Unmarshal([]byte(out), &sw) != nil || sw.Swap.At != 30 || sw.Swap.From != 1 || sw.Swap.To != 2 {
+	if code != 0 || json.Unmarshal([]byte(out), &sw) != nil || sw.Swap.At != 35 || sw.Swap.From != 1 || sw.Swap.To != 2 {
 		t.Fatalf("swap: %d %s %s", code, out, errOut)
 	}
 	if code, out, errOut := run(t, dir, "", "projections", "drop", "counts", "1", dsn); code != 0 || !strings.Contains(out, "proj_counts_v1") {
