@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
@@ -395,6 +396,18 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 		// As replay.IntoStore appends, with the outcome counted: an event
 		// the target holds already (same id) is a duplicate, not written.
 		res, err := dst.Append(ctx, out.Stream, rewind.Any, out.Event)
+		if err != nil && outcomeUnknown(ctx, err) {
+			// The run was interrupted (or the store could not tell) while
+			// the append waited for durability: it may be written. The
+			// same append again, with the same id, settles it, so that
+			// the run's written count is exact; the run still fails.
+			settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			res, _ = dst.Append(settle, out.Stream, rewind.Any, out.Event)
+			cancel()
+			if res.LastPosition != 0 {
+				rep.Written++ // by the first attempt or by this one
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -413,6 +426,12 @@ func (t *Template) execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 			"the target holds %d events of it", rep.Window.Digest, res.Digest, rep.Written+rep.AlreadyPresent)
 	}
 	return rep, nil
+}
+
+// outcomeUnknown reports whether err, from an append with ctx, leaves it
+// open whether the append was written (see rewind.Store's Append).
+func outcomeUnknown(ctx context.Context, err error) bool {
+	return errors.Is(err, rewind.ErrOutcomeUnknown) || (ctx.Err() != nil && errors.Is(err, ctx.Err()))
 }
 
 // createGroup creates the bounded group of a group target: the window the
