@@ -39,6 +39,14 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"start past the log", GroupConfig{Name: "x", Start: Start{Kind: StartPosition, Position: 1 << 40}},
 			rewind.CodeInvalidArgument},
 		{"time start without a time", GroupConfig{Name: "x", Start: Start{Kind: StartTime}}, rewind.CodeInvalidArgument},
+		// As a position without its kind: a time without the kind "time"
+		// (left out over the API) started the group at the beginning.
+		{"start time without its kind", GroupConfig{Name: "x", Start: Start{Time: time.Now()}}, rewind.CodeInvalidArgument},
+		{"start time with kind position", GroupConfig{Name: "x", Start: Start{Kind: StartPosition, Position: 1,
+			Time: time.Now()}}, rewind.CodeInvalidArgument},
+		{"start time with kind end", GroupConfig{Name: "x", Start: Start{Kind: StartEnd, Time: time.Now()}},
+			rewind.CodeInvalidArgument},
+		{"start position without its kind", GroupConfig{Name: "x", Start: Start{Position: 1}}, rewind.CodeInvalidArgument},
 		{"negative ack wait", GroupConfig{Name: "x", AckWait: -time.Second}, rewind.CodeInvalidArgument},
 		{"zero max deliveries below -1", GroupConfig{Name: "x", MaxDeliveries: -2}, rewind.CodeInvalidArgument},
 		{"negative backoff", GroupConfig{Name: "x", Backoff: []time.Duration{-1}}, rewind.CodeInvalidArgument},

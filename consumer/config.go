@@ -237,6 +237,11 @@ func (c *GroupConfig) validate() error {
 	if c.Start.Kind != StartPosition && c.Start.Position != 0 {
 		return bad("start position", c.Start.Position, `is only allowed with the start "position"`)
 	}
+	// As a position: a time under another kind (left out over the API:
+	// the beginning) was ignored, and the group started elsewhere.
+	if c.Start.Kind != StartTime && !c.Start.Time.IsZero() {
+		return bad("start time", c.Start.Time.Format(time.RFC3339Nano), `is only allowed with the start "time"`)
+	}
 	if err := c.validateEnd(); err != nil {
 		return err
 	}

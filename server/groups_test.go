@@ -918,3 +918,63 @@ func TestBoundedGroupZeroEndRefused(t *testing.T) {
 		t.Fatalf("refused creates left groups: %+v %v", gs, err)
 	}
 }
+
+// TestGroupStartTimeNeedsItsKind: a start time is taken only with the
+// start kind "time", as a start position only with "position": a time
+// sent without it (or with another kind) is refused as invalid_argument
+// naming the start time, over HTTP/JSON and gRPC alike, and creates
+// nothing. An outside test found {"start":{"time":T}} created a group
+// starting at the beginning of the log, delivering from position 1, and
+// the same with an end time before the start time created a group too.
+func TestGroupStartTimeNeedsItsKind(t *testing.T) {
+	t.Parallel()
+	_, c, b := setup(t, server.Config{})
+	for range 3 {
+		if _, err := c.Append(context.Background(), "s", rewind.Any, rewind.Event{Type: "T"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, body := range map[string]string{
+		"a time without kind":            `{"config":{"name":"h18","start":{"time":"2026-12-01T06:16:00Z"},"end":{"position":"3"}}}`,
+		"a time without kind, unbounded": `{"config":{"name":"h19","start":{"time":"2026-12-01T06:16:00Z"}}}`,
+		"an end time before a start time without kind": `{"config":{"name":"h20",` +
+			`"start":{"time":"2026-12-01T07:00:00Z"},"end":{"time":"2026-12-01T06:00:00Z"}}}`,
+		"a time with kind beginning": `{"config":{"name":"h21","start":{"kind":"beginning","time":"2026-12-01T06:16:00Z"}}}`,
+		"a time with kind end":       `{"config":{"name":"h22","start":{"kind":"end","time":"2026-12-01T06:16:00Z"}}}`,
+		"a time with kind position": `{"config":{"name":"h23",` +
+			`"start":{"kind":"position","position":"1","time":"2026-12-01T06:16:00Z"}}}`,
+		"the zero time without kind": `{"config":{"name":"h24","start":{"time":"0001-01-01T00:00:00Z"}}}`,
+	} {
+		status, out := do(t, b, "POST", "/rewind.v1.ConsumerGroupService/CreateGroup", "", body, 0)
+		if status != http.StatusBadRequest || !strings.Contains(string(out), "invalid_argument") ||
+			!strings.Contains(string(out), "start") || !strings.Contains(string(out), "time") {
+			t.Errorf("%s: %d %s, want 400 invalid_argument naming the start time", name, status, out)
+		}
+	}
+	tr := &http.Transport{}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	gc := rewindv1connect.NewConsumerGroupServiceClient(&http.Client{Transport: tr}, b.url, connect.WithGRPC(),
+		connect.WithInterceptors(authHeader(b.admin)))
+	at := timestamppb.New(time.Date(2026, 12, 1, 6, 16, 0, 0, time.UTC))
+	for name, start := range map[string]*rewindv1.GroupStart{"no kind": {Time: at},
+		"kind position": {Kind: "position", Position: 1, Time: at}} {
+		_, err := gc.CreateGroup(context.Background(), connect.NewRequest(&rewindv1.CreateGroupRequest{
+			Config: &rewindv1.GroupConfig{Name: "g1", Start: start}}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "start time") {
+			t.Errorf("gRPC %s: %v, want InvalidArgument naming the start time", name, err)
+		}
+	}
+	gs, err := c.Groups(context.Background())
+	if err != nil || len(gs) != 0 {
+		t.Fatalf("refused creates left groups: %+v %v", gs, err)
+	}
+	// With its kind the time is taken: a time after every event starts
+	// at the end of the log.
+	body := `{"config":{"name":"ok","start":{"kind":"time","time":"2999-01-01T00:00:00Z"}}}`
+	do(t, b, "POST", "/rewind.v1.ConsumerGroupService/CreateGroup", "", body, http.StatusOK)
+	if in, err := c.GroupInfo(context.Background(), "ok"); err != nil || in.Config.Start.Kind != consumer.StartTime ||
+		in.AckFloor < 3 {
+		t.Fatalf("a start time with its kind: %+v %v", in, err)
+	}
+}

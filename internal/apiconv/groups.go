@@ -31,6 +31,13 @@ func GroupConfigFromProto(p *rewindv1.GroupConfig) (consumer.GroupConfig, error)
 			return c, err
 		}
 		c.Start.Time = t
+		// The zero time is no time: sent without the kind "time" it
+		// would be taken for none, and the group start elsewhere.
+		if s.GetTime() != nil && t.IsZero() {
+			return c, &rewind.ValidationError{Field: "start.time", Value: "0001-01-01T00:00:00Z",
+				Reason: "the zero time is not a start time; give a later time with the start kind \"time\", " +
+					"or leave start out to start at the beginning"}
+		}
 	}
 	if e := p.GetEnd(); e != nil {
 		c.End.Position = rewind.Position(e.GetPosition())
