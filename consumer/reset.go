@@ -38,12 +38,16 @@ type ResetPlan struct {
 	// From is the ack floor now, To the floor after the reset.
 	From rewind.Position `json:"from"`
 	To   rewind.Position `json:"to"`
-	// Redeliver counts the group's events after To up to the group's read
-	// position that are done and would be delivered again (a move back);
-	// Skip counts those after the floor up to To that would never be
-	// delivered (a move forward). Counts stop at 10,000,000 (CountCapped).
-	// Redeliver leaves out the parked events of that range: a reset keeps
-	// them parked, they are counted in Parked.
+	// Redeliver counts the group's events after To that were delivered
+	// (handed to a member: done, in flight, or waiting for a redelivery)
+	// and would be delivered again (a move back); events the group read
+	// ahead of its members and never handed out are not counted, nor
+	// those not read yet. Skip counts those after the floor up to To that
+	// are not done and would never be delivered (a move forward); events
+	// done already above the floor (acked out of order) are not counted.
+	// Counts stop at 10,000,000 (CountCapped). Redeliver leaves out the
+	// parked events of that range: a reset keeps them parked, they are
+	// counted in Parked (and never in Skip).
 	Redeliver   int64 `json:"redeliver"`
 	Skip        int64 `json:"skip"`
 	Parked      int64 `json:"parked"`
@@ -90,24 +94,37 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 		plan.Note = fmt.Sprintf("the target is before the bounded group's window, which starts after position %d: "+
 			"the floor moves to %d, the window's start, and no further back", start, start)
 	}
-	cursor := g.cursor
+	// Above the floor the group knows, event by event, what it handed
+	// out: its read position is not that (a server's engine reads ahead
+	// of its members, up to MaxPending), so counting up to it counted
+	// events never delivered as delivered again.
+	done, delivered := g.doneAbove(plan.From, true)
+	parked := g.parkedAfter(min(target, plan.From))
 	g.mu.Unlock()
 	if target < plan.From {
-		to := max(cursor, plan.From)
+		to := plan.From
+		if n := len(delivered); n > 0 {
+			to = max(to, delivered[n-1].To)
+		}
 		if g.bounded {
 			// A floor past the end (a reset forward past it) redelivers
 			// only the window: the group delivers nothing after its end.
 			to = min(to, g.end)
 		}
-		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, to)
+		set := doneSet{spans: delivered}
+		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, to, func(p rewind.Position) bool {
+			return !parked.contains(p) && (p <= plan.From || set.contains(p))
+		})
 		plan.Parked = g.parkedIn(target, to)
-		plan.Redeliver = max(0, plan.Redeliver-plan.Parked)
 	} else {
 		to := target
 		if g.bounded {
 			to = max(plan.From, min(target, g.end)) // a bounded group would not deliver those after its end anyway
 		}
-		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, to)
+		set := doneSet{spans: done}
+		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, to, func(p rewind.Position) bool {
+			return !parked.contains(p) && !set.contains(p)
+		})
 	}
 	if err != nil || !opts.Execute {
 		return plan, err
@@ -241,8 +258,60 @@ func (g *group) parkedIn(from, to rewind.Position) int64 {
 	return n
 }
 
-// countEvents counts the group's events in (from, to].
-func (e *Engine) countEvents(ctx context.Context, g *group, from, to rewind.Position) (int64, bool, error) {
+// doneAbove returns the spans of positions above floor that are done
+// (acked, parked, done at delivery, or not the group's), and with
+// delivered also those of the events held with a delivery behind them
+// (in flight, or failed and waiting for the next one), each merged and in
+// order. The caller holds g.mu.
+func (g *group) doneAbove(floor rewind.Position, delivered bool) (done, handed []span) {
+	// As a commit writes it: between the floor and the cursor everything
+	// is done but the events held; beyond the cursor what the records
+	// said before a restart and what the priority lane took and finished.
+	from := floor
+	g.entries.Scan(func(p rewind.Position, e *entry) bool {
+		if p <= g.cursor {
+			if p-1 > from {
+				done = append(done, span{From: from, To: p - 1})
+			}
+			from = p
+		}
+		if delivered && e.attempts > 0 {
+			handed = append(handed, span{From: p - 1, To: p})
+		}
+		return true
+	})
+	if g.cursor > from {
+		done = append(done, span{From: from, To: g.cursor})
+	}
+	done = append(done, g.recovered.above(g.cursor)...)
+	done = mergeSpans(append(done, g.laneDone()...))
+	if !delivered {
+		return done, nil
+	}
+	// Failed deliveries the records kept, of events not read again yet.
+	for p := range g.recAttempts {
+		if p > floor {
+			handed = append(handed, span{From: p - 1, To: p})
+		}
+	}
+	return done, mergeSpans(append(handed, done...))
+}
+
+// parkedAfter returns the positions of the parked events after p, as a
+// set for positions given in order. The caller holds g.mu.
+func (g *group) parkedAfter(p rewind.Position) doneSet {
+	var s []span
+	g.parked.Ascend(p+1, func(q rewind.Position, _ *ParkedEntry) bool {
+		s = append(s, span{From: q - 1, To: q})
+		return true
+	})
+	return doneSet{spans: s}
+}
+
+// countEvents counts the group's events in (from, to] for which count
+// (given their positions in order) is true.
+func (e *Engine) countEvents(ctx context.Context, g *group, from, to rewind.Position,
+	count func(rewind.Position) bool) (int64, bool, error) {
 	var n int64
 	if to <= from {
 		return 0, false, nil
@@ -254,7 +323,7 @@ func (e *Engine) countEvents(ctx context.Context, g *group, from, to rewind.Posi
 		if ev.Position > to {
 			break
 		}
-		if g.matches(ev) {
+		if g.matches(ev) && count(ev.Position) {
 			if n++; n >= maxPlanCount {
 				return n, true, nil
 			}

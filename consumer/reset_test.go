@@ -141,3 +141,76 @@ func TestResetPlanLeavesParkedOut(t *testing.T) {
 		t.Fatalf("after the reset delivered %v, want the 4 not parked", got)
 	}
 }
+
+// TestResetPlanCountsOnlyWhatWasDelivered: a plan back counts as
+// delivered again only events handed to a member (done, or in flight),
+// not those the group read ahead of its members; a plan forward counts
+// as skipped only events not done. An outside test found a server's group
+// planned 6003 to redeliver when nothing was ever delivered, and 6001
+// after 3 acks and a shift back by 1: the plan counted up to the read
+// position, and a server's engine reads ahead up to MaxPending.
+func TestResetPlanCountsOnlyWhatWasDelivered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	types := []string{"A", "B", "C"}
+	for i := range 60 { // 1..60: A, B, C, A, …
+		if _, err := b.store.Append(bg, "ord-1", rewind.Any, rewind.Event{Type: types[i%3]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The group's events: 12, 13, 15, 16, 18, … 46, 48; 11 is not one, so
+	// once read the floor is 11, after the start (10).
+	g := b.create(GroupConfig{Name: "bg3", Filter: rewind.Filter{StreamPrefix: "ord-1", Types: []string{"A", "C"}},
+		Start: Start{Kind: StartPosition, Position: 10}, End: End{Position: 48}})
+	waitRead(t, g, 48)
+	plan := func(o ResetOptions) ResetPlan {
+		t.Helper()
+		p, err := b.engine.Reset(bg, "bg3", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 10}); p.From != 11 || p.Redeliver != 0 || p.InFlight != 0 {
+		t.Fatalf("nothing delivered yet: plan %+v, want from 11 and 0 to redeliver", p)
+	}
+	m := b.join("bg3", 0)
+	if got := ackAll(t, m, 3); !slices.Equal(got, []rewind.Position{12, 13, 15}) {
+		t.Fatalf("acked %v", got)
+	}
+	if p := plan(ResetOptions{ShiftBy: -1}); p.From != 15 || p.To != 14 || p.Redeliver != 1 {
+		t.Fatalf("back by 1 after 3 acks: plan %+v, want from 15 to 14, 1 to redeliver", p)
+	}
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 10}); p.Redeliver != 3 {
+		t.Fatalf("back to the start after 3 acks: plan %+v, want 3 to redeliver", p)
+	}
+	// 16 and 18 in flight, 18 acked out of order: 16 in flight and 18
+	// done count as delivered again, the ones read ahead (19, …) not.
+	held := fetchNow(t, m, 2)
+	if err := m.Ack(bg, held[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 10}); p.From != 15 || p.Redeliver != 5 || p.InFlight != 1 {
+		t.Fatalf("back to the start with 1 in flight and 1 acked above the floor: plan %+v, want 5 to redeliver", p)
+	}
+	// Forward to 21: 16 (in flight), 19 and 21 (never delivered) are
+	// skipped; 18 is done already.
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 21}); p.Skip != 3 {
+		t.Fatalf("forward to 21: plan %+v, want 3 skipped", p)
+	}
+	// After a restart the records say what was done above the floor and
+	// what was delivered, whether the reader has read that far again or not.
+	m.Leave()
+	b.restart(false)
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 10}); p.From != 15 || p.Redeliver != 5 {
+		t.Fatalf("after a restart: plan %+v, want from 15 and 5 to redeliver", p)
+	}
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 10, Execute: true}); !p.Executed || p.Redeliver != 5 {
+		t.Fatalf("execute: %+v", p)
+	}
+	// Right after it nothing of the window was delivered again yet.
+	waitRead(t, b.group("bg3"), 48)
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 10}); p.From != 11 || p.Redeliver != 0 {
+		t.Fatalf("right after the reset: plan %+v, want from 11 and 0 to redeliver", p)
+	}
+}

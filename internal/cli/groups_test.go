@@ -579,3 +579,88 @@ func TestConsumeCountAtMostOnceLosesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestGroupsResetPlanCountsOnlyDelivered: the reset plan counts as
+// delivered again only events a member was handed, embedded and through
+// a server, whose engine reads ahead of its members. An outside test
+// (`groups create bg3 --prefix ord-1 --types A,C --start position:999
+// --end position:18000`, nothing consumed) got "redeliver":6003 from
+// `groups reset bg3 --to-position 999` through a server, and 6001 from
+// `--shift-by -1` after `consume --count 3`, where 1 comes again.
+func TestGroupsResetPlanCountsOnlyDelivered(t *testing.T) {
+	t.Parallel()
+	var lines strings.Builder
+	for i := range 60 { // 1..60: A, B, C, A, …
+		fmt.Fprintf(&lines, `{"type":%q}`+"\n", []string{"A", "B", "C"}[i%3])
+	}
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		resetPlanCountsOnlyDelivered(t, lines.String(), false, func(stdin string, args ...string) (int, string, string) {
+			return run(t, dir, stdin, args...)
+		})
+	})
+	t.Run("server", func(t *testing.T) {
+		t.Parallel()
+		url, token := startServer(t)
+		resetPlanCountsOnlyDelivered(t, lines.String(), true, func(stdin string, args ...string) (int, string, string) {
+			return run(t, "", stdin, append(args, "--server", url, "--token", token)...)
+		})
+	})
+}
+
+func resetPlanCountsOnlyDelivered(t *testing.T, lines string, server bool,
+	run func(stdin string, args ...string) (int, string, string)) {
+	if code, _, errOut := run(lines, "append", "ord-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	// The group's events: 12, 13, 15, 16, 18, … 48 (25 of them).
+	if code, _, errOut := run("", "groups", "create", "bg3", "--prefix", "ord-1", "--types", "A,C", "--start",
+		"position:10", "--end", "position:48"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	if server { // the server's engine reads the whole window ahead of any member
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, out, _ := run("", "groups", "info", "bg3", "--json")
+			if code == 0 && strings.Contains(out, `"read_position":48,`) && strings.Contains(out, `"pending":25,`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the server's group did not read its window: %d %s", code, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	type plan struct {
+		From      uint64 `json:"from"`
+		To        uint64 `json:"to"`
+		Redeliver int64  `json:"redeliver"`
+		Skip      int64  `json:"skip"`
+	}
+	reset := func(args ...string) plan {
+		t.Helper()
+		code, out, errOut := run("", append([]string{"groups", "reset", "bg3", "--json"}, args...)...)
+		var p plan
+		if code != 0 || json.Unmarshal([]byte(out), &p) != nil {
+			t.Fatalf("reset %v: %d %q %s", args, code, out, errOut)
+		}
+		return p
+	}
+	if p := reset("--to-position", "10"); p.Redeliver != 0 {
+		t.Fatalf("nothing delivered yet: plan %+v, want 0 to redeliver", p)
+	}
+	if code, out, errOut := run("", "consume", "bg3", "--count", "3", "--json"); code != 0 ||
+		strings.Count(out, "\n") != 3 {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	if p := reset("--shift-by", "-1"); p.From != 15 || p.To != 14 || p.Redeliver != 1 {
+		t.Fatalf("back by 1 after 3 acks: plan %+v, want from 15 to 14 and 1 to redeliver", p)
+	}
+	if p := reset("--to-position", "10"); p.Redeliver != 3 {
+		t.Fatalf("back to the start after 3 acks: plan %+v, want 3 to redeliver", p)
+	}
+	if p := reset("--to-position", "21"); p.Skip != 4 {
+		t.Fatalf("forward to 21 after 3 acks: plan %+v, want 4 skipped (16, 18, 19, 21)", p)
+	}
+}
