@@ -401,6 +401,14 @@ func (r *resolver) mask() error {
 		if typ == "" {
 			return r.t.err(key, n.Content[i], "", "an event type must not be empty (* is every type)")
 		}
+		// Checked as filter.types and checks.types are: a name that is no
+		// event type (a typo, a space) would mask nothing, silently. A
+		// valid type the window holds no event of is fine.
+		if typ != mask.AnyType {
+			if err := store.ValidateEventType(typ); err != nil {
+				return r.t.err(key, n.Content[i], typ, "%s (* is every type)", validationReason(err))
+			}
+		}
 		paths := types[typ]
 		if paths.Kind != yaml.MappingNode || len(paths.Content) == 0 {
 			return r.t.err(key, paths, "", "must be a mapping of JSON path: action (mask, hash or drop), such as {customer.email: hash}")

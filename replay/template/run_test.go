@@ -482,3 +482,19 @@ func TestExecuteGroupTargetEmptyWindow(t *testing.T) {
 		t.Fatalf("a window with an event: %v, created %+v", err, got)
 	}
 }
+
+// TestMaskRuleOfATypeTheWindowLacks: a mask rule for a valid type the
+// window holds no event of is fine; only a name that is no event type is
+// refused.
+func TestMaskRuleOfATypeTheWindowLacks(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	l := ledger(t)
+	dest := filepath.Join(t.TempDir(), "dst")
+	file := "name: t\nversion: 1\nparams:\n  dest: {type: text, required: true}\ntarget: {kind: store, data_dir: '${dest}'}\n" +
+		"mask:\n  NeverAppended: {email: hash}\n"
+	rep, err, _ := execute(t, src, file, l, "dest="+dest)
+	if err != nil || rep.MaskedEvents != 0 || rep.Written == 0 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}

@@ -218,6 +218,8 @@ func TestHostileTemplates(t *testing.T) {
 		{"mask overlap with every type", base + "mask:\n  '*':\n    card: mask\n  T:\n    card.n: drop\n", nil, "mask.T.card.n", 9, "overlaps"},
 		// An outside test found these accepted.
 		{"escape sequence in the name", "name: \"t\\e[2J\"\nversion: 1\ntarget: {kind: verify}\n", nil, "name", 1, "plain text"},
+		{"mask type key not a type", base + "mask:\n  \"bad type\": {card: drop}\n", nil, "mask.bad type", 6, "space"},
+		{"mask type key with $", base + "mask:\n  $x: {card: drop}\n", nil, "mask.$x", 6, "$"},
 		{"two documents", base + "---\nmask:\n  T:\n    email: mask\n", nil, "", 5, "more than one YAML document"},
 		{"production as text", base + "production: \"true\"\n", nil, "production", 5, "true or false"},
 		{"rate with underscores", base + "pacing:\n  rate: 1_000\n", nil, "pacing.rate", 6, "positive"},
