@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/replay"
 	"github.com/rewindhq/rewind/replay/mask"
@@ -237,6 +238,11 @@ func (r *resolver) target() error {
 		if ok {
 			if !filepath.IsAbs(d.s) {
 				return r.bad(d, "must be an absolute path (a template is run from any directory)")
+			}
+			// Printed and recorded (target): a newline would forge a line
+			// of `rewind audit log`, an escape sequence drive a terminal.
+			if !audit.PlainText(d.s) {
+				return r.bad(d, "must be one line of plain text (no control or format characters such as a newline or an escape)")
 			}
 			t.DataDir = filepath.Clean(d.s)
 			if d.secret {
