@@ -274,7 +274,10 @@ the template's name, version and SHA-256, the parameters (secret ones as ***), t
 target, the resolved window, the events, their digest, and whether the target received
 masked data. The password of a connection string is masked in every field and message
 recorded or printed (postgres://, postgres:/ as in a cleaned path, password=). A
-template, parameter or filter that is wrong exits 2 with nothing recorded. The run reads the window once to plan and check it: a check that fails
+template, parameter or filter that is wrong exits 2 with nothing recorded, and so does an
+actor, a parameter value, a data_dir or a template path that is not one line of plain
+text (a newline, a tab, a terminal escape sequence, a format character: recorded, it
+could forge a line of 'rewind audit log'). The run reads the window once to plan and check it: a check that fails
 (exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
 It then replays the same positions, paced, into the target; the report's written
 counts the events new in the target, already_present those it held already (a
@@ -371,7 +374,7 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 	tf.add(a, cmd)
 	config.BoolVar(cmd.Flags(), &execute, "execute", false, "run the template and record it; without it, only plan")
 	cmd.Flags().StringVar(&ledgerDSN, "ledger-dsn", "", "PostgreSQL database of the audit ledger that records the run")
-	cmd.Flags().StringVar(&actor, "actor", "", "who runs this, for the audit ledger; defaults to the OS user")
+	cmd.Flags().StringVar(&actor, "actor", "", "who runs this, for the audit ledger (one line of plain text); defaults to the OS user")
 	bindEnv(cmd.Flags(), "ledger-dsn", "REWIND_LEDGER_DSN")
 	bindEnv(cmd.Flags(), "actor", "REWIND_ACTOR")
 	cmd.Flags().DurationVar(&connectTimeout, "connect-timeout", 10*time.Second,
