@@ -307,8 +307,3 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 // line could not print as written (audit.CheckText: the check replay
 // runs make of their actor too).
 func checkText(field, s string) error { return audit.CheckText(field, s) }
-
-// PlainText reports whether s prints as itself on one line: what pause,
-// disable and an actor accept (audit.PlainText). Status quotes any other
-// stored text.
-func PlainText(s string) bool { return audit.PlainText(s) }
