@@ -394,7 +394,7 @@ func MaskDSN(s string) string {
 			}
 		}
 	}
-	masked = kvPassword.ReplaceAllString(masked, "${1}password=***")
+	masked = maskKeywordPasswords(masked)
 	if !strings.Contains(s, "=") && !strings.Contains(s, "://") {
 		return masked
 	}
@@ -439,8 +439,42 @@ func passwordPieces(pw string) []string {
 // between its first "://" and its last '@' for a URL's userinfo.
 func MaskText(msg string) string {
 	msg = urlInText.ReplaceAllStringFunc(msg, MaskDSN)
-	return kvPassword.ReplaceAllString(msg, "${1}password=***")
+	return maskKeywordPasswords(msg)
 }
+
+// maskKeywordPasswords replaces each keyword/value password (kvPassword)
+// by "***". An unquoted value ends at a space, but a double quote followed
+// by nothing but quotes and punctuation (`"`, `":`, `")`) is left after
+// the mask: it closes the quoted text the DSN stands in (`window.to
+// "password=p": must be…`), not the password. A quote with more after it
+// (`password=ab"cd`) is part of the password and masked with it.
+func maskKeywordPasswords(s string) string {
+	var b strings.Builder
+	last := 0
+	for _, m := range kvPassword.FindAllStringSubmatchIndex(s, -1) {
+		end := m[1]
+		if val := s[m[4]:m[5]]; !strings.HasPrefix(val, "'") {
+			for i := 0; i < len(val); i++ {
+				if val[i] == '"' && (i == 0 || val[i-1] != '\\') && closingQuote.MatchString(val[i:]) {
+					end = m[4] + i
+					break
+				}
+			}
+		}
+		b.WriteString(s[last:m[0]])
+		if m[2] >= 0 {
+			b.WriteString(s[m[2]:m[3]])
+		}
+		b.WriteString("password=***")
+		last = end
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// closingQuote matches the end of an unquoted keyword value that closes a
+// quotation around it: quotes, then punctuation only.
+var closingQuote = regexp.MustCompile(`^"+[:,;.)\]}]*$`)
 
 // urlScheme matches the start of a URL: its scheme, a colon and one or
 // more slashes (postgres://, and postgres:/ as filepath.Clean leaves it).

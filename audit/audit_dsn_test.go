@@ -55,3 +55,26 @@ func TestMaskOneSlashURLs(t *testing.T) {
 		t.Errorf("MaskEntry left a password: %s", s)
 	}
 }
+
+// A keyword password inside a quoted value of a message (as a template
+// error quotes what it refuses) is masked up to the closing quote, which
+// stays, with what follows it; a quote inside a password is still masked.
+func TestMaskTextKeywordPasswordStopsAtTheClosingQuote(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`window.to "password=PWbb6": must be a position`: `window.to "password=***": must be a position`,
+		`window.to "password=PWbb6"`:                     `window.to "password=***"`,
+		`got "host=h password=PWbb6", want more`:         `got "host=h password=***", want more`,
+		`(password=PWbb6")`:                              `(password=***")`,
+		`host=h password=ab"cdefgh dbname=d`:             `host=h password=*** dbname=d`,
+		`"host=h password=ab\"cdefgh dbname=d"`:          `"host=h password=*** dbname=d"`,
+		`password='quoted pass' after`:                   `password=*** after`,
+	} {
+		if got := audit.MaskText(in); got != want {
+			t.Errorf("MaskText(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+	if got := audit.MaskDSN(`host=h password=ab"cdefgh dbname=d`); strings.Contains(got, "cdefgh") {
+		t.Errorf("MaskDSN leaves part of a password with a quote: %q", got)
+	}
+}

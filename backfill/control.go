@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/audit"
 )
 
@@ -307,32 +303,7 @@ func (l *ledger) controls(ctx context.Context, runs ...*Run) error {
 	return nil
 }
 
-// checkText refuses a reason or an actor that status and the progress
-// line could not print as written: invalid UTF-8 (the database refuses
-// it), or a character that is not plain text (see unplain).
-func checkText(field, s string) error {
-	if !utf8.ValidString(s) {
-		return &rewind.ValidationError{Field: field, Value: s, Reason: "is not valid UTF-8"}
-	}
-	if i := strings.IndexFunc(s, unplain); i >= 0 {
-		c, _ := utf8.DecodeRuneInString(s[i:])
-		return &rewind.ValidationError{Field: field, Value: s,
-			Reason: fmt.Sprintf("holds the character %U, which is not plain text: give one line of plain text", c)}
-	}
-	return nil
-}
-
-// unplain reports a character that does not print as itself: a control
-// character (a newline could forge a line of status, an escape sequence
-// drive the reader's terminal), a line or paragraph separator, or a
-// format character (a zero-width space hides text, a right-to-left
-// override makes it read backwards).
-func unplain(c rune) bool {
-	return unicode.IsControl(c) || unicode.In(c, unicode.Cf, unicode.Zl, unicode.Zp)
-}
-
-// PlainText reports whether s prints as itself on one line: what pause,
-// disable and an actor accept. Status quotes any other stored text.
-func PlainText(s string) bool {
-	return utf8.ValidString(s) && strings.IndexFunc(s, unplain) < 0
-}
+// checkText refuses a reason that status and the progress
+// line could not print as written (audit.CheckText: the check replay
+// runs make of their actor too).
+func checkText(field, s string) error { return audit.CheckText(field, s) }

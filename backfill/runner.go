@@ -102,7 +102,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Actor == "" { // the same name every audit entry's origin carries
 		c.Actor = audit.CurrentOrigin("", nil, nil).Actor
 	}
-	if err := checkText("actor", c.Actor); err != nil {
+	if err := audit.CheckActor(c.Actor); err != nil { // as replay runs check theirs
 		return c, err
 	}
 	if c.Binary == "" {

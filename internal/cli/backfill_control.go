@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/backfill"
 	"github.com/rewindhq/rewind/backfill/throttle"
 	"github.com/rewindhq/rewind/internal/config"
@@ -89,7 +90,7 @@ func controlLine(c *backfill.Control) string {
 // escapes, so that a value stored otherwise (by an earlier version, or by
 // hand) can neither forge a line nor send the terminal escape sequences.
 func printable(s string) string {
-	if !backfill.PlainText(s) {
+	if !audit.PlainText(s) {
 		return strconv.Quote(s)
 	}
 	return s

@@ -211,3 +211,19 @@ func TestReplayTemplateMaskKeyFileNewline(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayTemplateErrorKeepsTheQuoteAfterAMaskedPassword: a keyword
+// password in a parameter that makes a bad window end is masked in the
+// error up to the closing quote, which the error keeps (F7).
+func TestReplayTemplateErrorKeepsTheQuoteAfterAMaskedPassword(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tpl := filepath.Join(dir, "to.yaml")
+	if err := os.WriteFile(tpl, []byte("name: t\nversion: 1\nparams:\n  to: {type: text}\nwindow: {to: '${to}'}\ntarget: {kind: verify}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := exe(t, cleanEnv(), "", "--data-dir", filepath.Join(dir, "src"), "replay", "plan", tpl, "-p", "to=password=PWbb6")
+	if code != 2 || !strings.Contains(errOut, `window.to "password=***": must be a position`) || strings.Contains(out+errOut, "PWbb6") {
+		t.Fatalf("exit %d %q %q", code, out, errOut)
+	}
+}

@@ -57,6 +57,9 @@ func (a *app) loadTemplate(path string, f *templateFlags) (*templateLoaded, erro
 				Reason: "must be name=value, such as -p since=2026-11-01T00:00:00Z (the value given is not shown: it may be a secret)"}
 		}
 	}
+	if err := template.CheckPath(path); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, notFound("replay template %s does not exist; give the path of a template file (see docs/replay.md)", path)
 	}
@@ -271,7 +274,10 @@ the template's name, version and SHA-256, the parameters (secret ones as ***), t
 target, the resolved window, the events, their digest, and whether the target received
 masked data. The password of a connection string is masked in every field and message
 recorded or printed (postgres://, postgres:/ as in a cleaned path, password=). A
-template, parameter or filter that is wrong exits 2 with nothing recorded. The run reads the window once to plan and check it: a check that fails
+template, parameter or filter that is wrong exits 2 with nothing recorded, and so does an
+actor, a parameter value, a data_dir or a template path that is not one line of plain
+text (a newline, a tab, a terminal escape sequence, a format character: recorded, it
+could forge a line of 'rewind audit log'). The run reads the window once to plan and check it: a check that fails
 (exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
 It then replays the same positions, paced, into the target; the report's written
 counts the events new in the target, already_present those it held already (a
@@ -307,6 +313,11 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 			}
 			if connectTimeout <= 0 {
 				return invalidFlag("connect-timeout", connectTimeout.String(), "must be positive, such as 10s")
+			}
+			// The check backfill makes of its actor, before the ledger is
+			// connected to: nothing is recorded.
+			if err := audit.CheckActor(actor); err != nil {
+				return err
 			}
 			s, err := a.openExisting(ctx)
 			if err != nil {
@@ -363,7 +374,7 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 	tf.add(a, cmd)
 	config.BoolVar(cmd.Flags(), &execute, "execute", false, "run the template and record it; without it, only plan")
 	cmd.Flags().StringVar(&ledgerDSN, "ledger-dsn", "", "PostgreSQL database of the audit ledger that records the run")
-	cmd.Flags().StringVar(&actor, "actor", "", "who runs this, for the audit ledger; defaults to the OS user")
+	cmd.Flags().StringVar(&actor, "actor", "", "who runs this, for the audit ledger (one line of plain text); defaults to the OS user")
 	bindEnv(cmd.Flags(), "ledger-dsn", "REWIND_LEDGER_DSN")
 	bindEnv(cmd.Flags(), "actor", "REWIND_ACTOR")
 	cmd.Flags().DurationVar(&connectTimeout, "connect-timeout", 10*time.Second,
@@ -441,9 +452,11 @@ func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note strin
 	if rep.RunID != "" {
 		verb = "run " + rep.RunID
 	}
-	a.printf("replay template %s version %s (sha256 %s): %s\n", rep.Template, rep.Version, rep.Hash[:12], verb)
+	// Every text field through printable, whatever checked it before: no
+	// value can forge a line of the report or drive the terminal.
+	a.printf("replay template %s version %s (sha256 %s): %s\n", printable(rep.Template), printable(rep.Version), rep.Hash[:min(12, len(rep.Hash))], verb)
 	for _, k := range slices.Sorted(maps.Keys(rep.Params)) {
-		a.printf("  param %s = %s\n", k, rep.Params[k])
+		a.printf("  param %s = %s\n", printable(k), printable(rep.Params[k]))
 	}
 	w := rep.Window
 	if w.From > w.To {
@@ -452,18 +465,18 @@ func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note strin
 		a.printf("  window: %d..%d, %d events (first %d, last %d)\n", w.From, w.To, w.Events, w.FirstPosition, w.LastPosition)
 	}
 	for _, t := range slices.Sorted(maps.Keys(rep.Types)) {
-		a.printf("    %-30s %d\n", t, rep.Types[t])
+		a.printf("    %-30s %d\n", printable(t), rep.Types[t])
 	}
-	a.printf("  digest: %s\n", w.Digest)
+	a.printf("  digest: %s\n", printable(w.Digest))
 	prod := ""
 	if rep.Production {
 		prod = " (production)"
 	}
-	a.printf("  target: %s%s\n", rep.Target, prod)
+	a.printf("  target: %s%s\n", printable(rep.Target), prod)
 	if rep.Masking {
 		a.printf("  masking: %d events, %d values masked, hashed or dropped", rep.MaskedEvents, rep.MaskedValues)
 		if rep.MaskKeyID != "" {
-			a.printf(" (hash key id %s)", rep.MaskKeyID)
+			a.printf(" (hash key id %s)", printable(rep.MaskKeyID))
 		}
 		a.printf("\n")
 	} else {
@@ -474,12 +487,12 @@ func (a *app) printTemplateReport(rep *template.Report, jsonOut bool, note strin
 		if !c.OK {
 			status = "FAILED"
 		}
-		a.printf("  check %s: want %s, got %s: %s\n", c.Name, c.Want, c.Got, status)
+		a.printf("  check %s: want %s, got %s: %s\n", printable(c.Name), printable(c.Want), printable(c.Got), status)
 	}
 	switch {
 	case rep.Group != nil:
-		a.printf("  created group %s: events %d..%d, then complete (rewind consume %s)\n", rep.Group.Config.Name,
-			rep.Window.From, rep.Group.End, rep.Group.Config.Name)
+		a.printf("  created group %s: events %d..%d, then complete (rewind consume %s)\n", printable(rep.Group.Config.Name),
+			rep.Window.From, rep.Group.End, printable(rep.Group.Config.Name))
 	case rep.Executed:
 		a.printf("  written: %d events (%d already present in the target)\n", rep.Written, rep.AlreadyPresent)
 	}

@@ -569,6 +569,8 @@ func TestReplayTemplateBadFilterFoundUpFront(t *testing.T) {
 		{"stream from a parameter", withP + "target: {kind: verify}\nfilter: {streams: [\"${p}\"]}\n", "$SECRET10", "filter.streams[0]"},
 		{"streams and prefix", head + "target: {kind: verify}\nfilter: {prefix: users-, streams: [users-1]}\n", "", "filter.prefix"},
 		{"metadata rule without a key", "name: f\nversion: 1\ntarget: {kind: store, data_dir: /tmp/never-f1}\nmask: {T: {\"metadata:\": mask}}\n", "", "mask.T.metadata:"},
+		{"mask type with a space", "name: f\nversion: 1\ntarget: {kind: store, data_dir: /tmp/never-f3}\nmask: {\"bad type\": {card: drop}}\n", "", "mask.bad type"},
+		{"mask type with $", "name: f\nversion: 1\ntarget: {kind: store, data_dir: /tmp/never-f4}\nmask: {UserRegistered: {email: mask}, \"$x\": {card: drop}}\n", "", "mask.$x"},
 		{"metadata rule twice", "name: f\nversion: 1\ntarget: {kind: store, data_dir: /tmp/never-f2}\nmask: {T: {\"metadata:k\": mask}, \"*\": {\"metadata:k\": hash}}\n", "", "metadata:k"},
 	} {
 		tpl := write(strings.ReplaceAll(c.name, " ", "-")+".yaml", c.body)
@@ -586,7 +588,7 @@ func TestReplayTemplateBadFilterFoundUpFront(t *testing.T) {
 	if n, bodies := ledgerRows(t, db); before != 2 || n != before {
 		t.Fatalf("bad filters recorded %d ledger entries after the %d of a good run: %s", n-before, before, bodies)
 	}
-	for _, d := range []string{"/tmp/never-f1", "/tmp/never-f2"} {
+	for _, d := range []string{"/tmp/never-f1", "/tmp/never-f2", "/tmp/never-f3", "/tmp/never-f4"} {
 		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a refused run created its target %s: %v", d, err)
 		}

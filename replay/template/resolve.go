@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/consumer"
 	"github.com/rewindhq/rewind/replay"
 	"github.com/rewindhq/rewind/replay/mask"
@@ -238,6 +239,11 @@ func (r *resolver) target() error {
 			if !filepath.IsAbs(d.s) {
 				return r.bad(d, "must be an absolute path (a template is run from any directory)")
 			}
+			// Printed and recorded (target): a newline would forge a line
+			// of `rewind audit log`, an escape sequence drive a terminal.
+			if !audit.PlainText(d.s) {
+				return r.bad(d, "must be one line of plain text (no control or format characters such as a newline or an escape)")
+			}
 			t.DataDir = filepath.Clean(d.s)
 			if d.secret {
 				r.sp.addSecret(t.DataDir)
@@ -400,6 +406,14 @@ func (r *resolver) mask() error {
 		key := "mask." + typ
 		if typ == "" {
 			return r.t.err(key, n.Content[i], "", "an event type must not be empty (* is every type)")
+		}
+		// Checked as filter.types and checks.types are: a name that is no
+		// event type (a typo, a space) would mask nothing, silently. A
+		// valid type the window holds no event of is fine.
+		if typ != mask.AnyType {
+			if err := store.ValidateEventType(typ); err != nil {
+				return r.t.err(key, n.Content[i], typ, "%s (* is every type)", validationReason(err))
+			}
 		}
 		paths := types[typ]
 		if paths.Kind != yaml.MappingNode || len(paths.Content) == 0 {

@@ -482,3 +482,46 @@ func TestExecuteGroupTargetEmptyWindow(t *testing.T) {
 		t.Fatalf("a window with an event: %v, created %+v", err, got)
 	}
 }
+
+// TestExecuteRefusesAnActorThatIsNotPlainText: the run's actor is checked
+// as backfill checks its own (audit.CheckActor): one holding a control or
+// format character is refused before anything is recorded or replayed.
+func TestExecuteRefusesAnActorThatIsNotPlainText(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	l := ledger(t)
+	tp, err := template.Parse("t.yaml", []byte("name: t\nversion: 1\ntarget: {kind: verify}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := tp.Resolve(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, actor := range []string{"eve\n 999 forged", "\x1b[31mred", "a\tb", "ev\u202eil", "bad\xffutf8"} {
+		o := audit.CurrentOrigin(actor, nil, nil)
+		_, err := tp.Execute(ctx, src, sp, template.RunOptions{Ledger: l, RunID: "r", Origin: o})
+		if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), "actor") {
+			t.Errorf("actor %q: %v, want an invalid argument naming the actor", actor, err)
+		}
+	}
+	if got := entries(t, l); len(got) != 0 {
+		t.Fatalf("refused runs recorded %d entries", len(got))
+	}
+}
+
+// TestMaskRuleOfATypeTheWindowLacks: a mask rule for a valid type the
+// window holds no event of is fine; only a name that is no event type is
+// refused.
+func TestMaskRuleOfATypeTheWindowLacks(t *testing.T) {
+	t.Parallel()
+	src, _ := source(t)
+	l := ledger(t)
+	dest := filepath.Join(t.TempDir(), "dst")
+	file := "name: t\nversion: 1\nparams:\n  dest: {type: text, required: true}\ntarget: {kind: store, data_dir: '${dest}'}\n" +
+		"mask:\n  NeverAppended: {email: hash}\n"
+	rep, err, _ := execute(t, src, file, l, "dest="+dest)
+	if err != nil || rep.MaskedEvents != 0 || rep.Written == 0 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}

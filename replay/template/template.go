@@ -46,7 +46,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -72,12 +71,12 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("replay template " + e.Path)
+	b.WriteString("replay template " + printable(e.Path))
 	if e.Line > 0 {
 		fmt.Fprintf(&b, " line %d", e.Line)
 	}
 	if e.Key != "" {
-		b.WriteString(": " + e.Key)
+		b.WriteString(": " + printable(e.Key))
 	}
 	if e.Value != "" {
 		// Masked before it is shortened: a DSN cut before its '@' would
@@ -90,6 +89,29 @@ func (e *Error) Error() string {
 
 // Is makes errors.Is(err, rewind.ErrInvalidArgument) true.
 func (e *Error) Is(target error) bool { return target == rewind.ErrInvalidArgument }
+
+// printable is s as an error prints it: as it is when it is one line of
+// plain text, else quoted with Go escapes, so that a path or a name given
+// with a newline or an escape sequence can neither forge a line nor drive
+// the terminal.
+func printable(s string) string {
+	if !audit.PlainText(s) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// CheckPath refuses a template path that is not one line of plain text
+// (audit.PlainText): the path is printed by plan and run and recorded in
+// the ledger (template_file), where a newline could forge a line of
+// `rewind audit log` and an escape sequence drive a terminal.
+func CheckPath(path string) error {
+	if !audit.PlainText(path) {
+		return &Error{Path: path, Reason: "the path of a template must be one line of plain text (no control or format characters, " +
+			"valid UTF-8): it is printed and recorded in the audit ledger; rename the file"}
+	}
+	return nil
+}
 
 func shorten(s string) string {
 	if len(s) > 80 {
@@ -224,6 +246,9 @@ func (sp *Spec) Hide(s string) string {
 
 // Load reads and parses a template file.
 func Load(path string) (*Template, error) {
+	if err := CheckPath(path); err != nil {
+		return nil, err
+	}
 	bad := func(reason string) error { return &Error{Path: path, Reason: reason} }
 	// A regular file of bounded size: a FIFO would block the read, a
 	// device or a huge file exhaust memory.
@@ -258,6 +283,9 @@ var topKeys = []string{"name", "version", "description", "params", "production",
 
 // Parse parses a template's content; path names it in errors.
 func Parse(path string, b []byte) (*Template, error) {
+	if err := CheckPath(path); err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256(b)
 	t := &Template{Path: path, Hash: hex.EncodeToString(sum[:]), Params: map[string]*Param{},
 		sections: map[string]*yaml.Node{}, lines: map[string]int{}}
@@ -305,9 +333,7 @@ func Parse(path string, b []byte) (*Template, error) {
 			}
 			// Printed by plan and run, and recorded: one line of plain text,
 			// no escape sequence for the reader's terminal.
-			if k != "description" && strings.IndexFunc(s, func(r rune) bool {
-				return unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
-			}) >= 0 {
+			if k != "description" && !audit.PlainText(s) {
 				return nil, t.err(k, v, "", "must be one line of plain text (no control or format characters)")
 			}
 			switch k {
@@ -564,8 +590,15 @@ func (t *Template) SecretParams() []string {
 	return out
 }
 
-// checkParam returns why v is not a value of type typ, or "".
+// checkParam returns why v is not a value of type typ, or "". A value of
+// any type is one line of plain text: a text parameter goes into fields
+// that are printed and recorded (param.NAME, a data_dir), where a newline
+// could forge a line of `rewind audit log` and an escape sequence drive a
+// terminal.
 func checkParam(typ, v string) string {
+	if !audit.PlainText(v) {
+		return "must be one line of plain text (no control or format characters such as a newline, a tab or an escape; valid UTF-8)"
+	}
 	if _, err := replay.ParseBound("", v); (typ == "time" || typ == "bound") && isZeroTime(err) {
 		return replay.ZeroTimeReason
 	}

@@ -218,6 +218,13 @@ func TestHostileTemplates(t *testing.T) {
 		{"mask overlap with every type", base + "mask:\n  '*':\n    card: mask\n  T:\n    card.n: drop\n", nil, "mask.T.card.n", 9, "overlaps"},
 		// An outside test found these accepted.
 		{"escape sequence in the name", "name: \"t\\e[2J\"\nversion: 1\ntarget: {kind: verify}\n", nil, "name", 1, "plain text"},
+		{"mask type key not a type", base + "mask:\n  \"bad type\": {card: drop}\n", nil, "mask.bad type", 6, "space"},
+		{"mask type key with $", base + "mask:\n  $x: {card: drop}\n", nil, "mask.$x", 6, "$"},
+		{"text param with a newline", "params:\n  d: {type: text, required: true}\nname: t\nversion: 1\ntarget: {kind: store, data_dir: '${d}'}\n",
+			[]string{"d=/tmp/x\n 999 forged"}, "--param d", 0, "plain text"},
+		{"text param default with an escape", "params:\n  d: {type: text, default: \"/tmp/\\e[2J\"}\nname: t\nversion: 1\ntarget: {kind: store, data_dir: '${d}'}\n",
+			nil, "params.d.default", 2, "plain text"},
+		{"data_dir with a newline", "name: t\nversion: 1\ntarget: {kind: store, data_dir: \"/tmp/x\\n 999 forged\"}\n", nil, "target.data_dir", 3, "plain text"},
 		{"two documents", base + "---\nmask:\n  T:\n    email: mask\n", nil, "", 5, "more than one YAML document"},
 		{"production as text", base + "production: \"true\"\n", nil, "production", 5, "true or false"},
 		{"rate with underscores", base + "pacing:\n  rate: 1_000\n", nil, "pacing.rate", 6, "positive"},
@@ -318,4 +325,19 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%T %v", err, err)
 		}
 	})
+}
+
+// A text parameter or a data_dir may hold any character that prints as
+// itself on one line: only control and format characters are refused.
+func TestPlainTextParametersAreAccepted(t *testing.T) {
+	t.Parallel()
+	tp, err := template.Parse("p.yaml", []byte("params:\n  d: {type: text, required: true}\nname: t\nversion: 1\ntarget: {kind: store, data_dir: '${d}'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"/tmp/fenêtre — données", "/tmp/a b", `/tmp/"q"`} {
+		if sp, err := tp.Resolve([]string{"d=" + d}); err != nil || sp.Target.DataDir != d {
+			t.Errorf("%q: %+v %v", d, sp, err)
+		}
+	}
 }
