@@ -43,7 +43,10 @@ type ResetPlan struct {
 	// (handed to a member: done, in flight, or waiting for a redelivery)
 	// and would be delivered again (a move back); events the group read
 	// ahead of its members and never handed out are not counted, nor
-	// those not read yet. Skip counts those after the floor up to To that
+	// those not read yet, nor those it skipped (before its start, or by
+	// an executed reset forward): those would be delivered for the first
+	// time. A reset back makes the events after its target undelivered
+	// until they are delivered again. Skip counts those after the floor up to To that
 	// are not done and would never be delivered (a move forward); events
 	// done already above the floor (acked out of order) are not counted.
 	// Counts stop at 10,000,000 (CountCapped). Redeliver leaves out the
