@@ -505,7 +505,8 @@ func TestBoundedGroupCompleteDuringParkedReplay(t *testing.T) {
 // the start and says so; the plan counts only the window's events, and
 // the group then delivers its window again and nothing before it (an
 // outside test: a window of 2 planned 10 to redeliver, then delivered
-// 1..10). An unbounded group with a start keeps going back past it.
+// 1..10). An unbounded group with a start keeps going back past it (its
+// plan counting as delivered again only what it delivered).
 func TestBoundedGroupResetNeverGoesBelowItsStart(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Config{Now: time.Now, TickInterval: time.Millisecond})
@@ -543,8 +544,17 @@ func TestBoundedGroupResetNeverGoesBelowItsStart(t *testing.T) {
 	b.create(GroupConfig{Name: "open", Start: Start{Kind: StartPosition, Position: 8}})
 	waitRead(t, b.group("open"), 10)
 	ackAll(t, b.join("open", 0), 10)
+	// Its plan counts as delivered again the two it delivered, not the
+	// eight before its start, which it never handed out; executed, the
+	// reset delivers all ten.
 	plan, err = b.engine.Reset(bg, "open", ResetOptions{ToPosition: 0, ToPositionSet: true})
-	if err != nil || plan.To != 0 || plan.Redeliver != 10 || plan.Clamped {
-		t.Fatalf("unbounded: plan %+v %v, want to 0 with 10 to redeliver", plan, err)
+	if err != nil || plan.To != 0 || plan.Redeliver != 2 || plan.Clamped {
+		t.Fatalf("unbounded: plan %+v %v, want to 0 with 2 to redeliver", plan, err)
 	}
+	if plan, err = b.engine.Reset(bg, "open", ResetOptions{ToPosition: 0, ToPositionSet: true, Execute: true}); err != nil || !plan.Executed {
+		t.Fatalf("unbounded: execute %+v %v", plan, err)
+	}
+	waitRead(t, b.group("open"), 10)
+	sameSet(t, "unbounded, after the reset back past its start", ackAll(t, b.join("open", 0), 20),
+		[]rewind.Position{1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
 }

@@ -194,7 +194,8 @@ func (g *group) commitEvents() ([]rewind.Event, error) {
 }
 
 // snapshotEvents encodes the whole state: the header, then parts with the
-// done spans above the floor, the delivery counts and the parked events.
+// done spans above the floor, the delivery counts, the parked events and
+// the skipped spans.
 func (g *group) snapshotEvents() ([]rewind.Event, error) {
 	floor := g.floor()
 	g.pendingFloor = floor
@@ -234,6 +235,7 @@ func (g *group) snapshotEvents() ([]rewind.Event, error) {
 		d.Parked = append(d.Parked, *p)
 		return true
 	})
+	d.Skipped = g.skipped
 	parts := d.split()
 	hdr := &snapshotHeader{Config: g.cfg, Floor: floor, Cursor: g.cursor, Parts: len(parts)}
 	if g.bounded {

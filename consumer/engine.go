@@ -119,6 +119,7 @@ func (e *Engine) load(ctx context.Context, name string) (*group, error) {
 	g.version = recs[len(recs)-1].Version
 	g.cursor, g.prev, g.committedFloor = r.floor, r.floor, r.floor
 	g.recovered = doneSet{spans: r.done}
+	g.skipped = r.skipped
 	g.recAttempts = r.attempts
 	for _, p := range r.parked {
 		g.parkSeq++
@@ -224,6 +225,11 @@ func (e *Engine) CreateGroup(ctx context.Context, cfg GroupConfig) (GroupInfo, e
 	}
 	g := newGroup(e, c)
 	g.cursor, g.prev, g.committedFloor = start, start, start
+	if start > 0 {
+		// Nothing before its start is ever handed to a member (unless a
+		// reset moves it back there).
+		g.skipped = []span{{From: 0, To: start}}
+	}
 	if !c.End.IsZero() {
 		if g.end, err = e.resolveEnd(ctx, c.End); err != nil {
 			return GroupInfo{}, err

@@ -48,6 +48,11 @@ type group struct {
 	// cursor is the log position the reader has taken up to; prev the
 	// last event it took (done or not).
 	cursor, prev rewind.Position
+	// skipped are the positions at or below the floor that the group
+	// moved over without handing their events to a member: before its
+	// start, and what a reset forward skipped (merged, in order; kept in
+	// every snapshot). A reset plan back does not count them as delivered.
+	skipped []span
 	// recovered is what the records said is done above the floor, for
 	// the reader to skip; recAttempts the delivery counts they kept.
 	recovered   doneSet

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -42,7 +43,10 @@ type ResetPlan struct {
 	// (handed to a member: done, in flight, or waiting for a redelivery)
 	// and would be delivered again (a move back); events the group read
 	// ahead of its members and never handed out are not counted, nor
-	// those not read yet. Skip counts those after the floor up to To that
+	// those not read yet, nor those it skipped (before its start, or by
+	// an executed reset forward): those would be delivered for the first
+	// time. A reset back makes the events after its target undelivered
+	// until they are delivered again. Skip counts those after the floor up to To that
 	// are not done and would never be delivered (a move forward); events
 	// done already above the floor (acked out of order) are not counted.
 	// Counts stop at 10,000,000 (CountCapped). Redeliver leaves out the
@@ -97,9 +101,12 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	// Above the floor the group knows, event by event, what it handed
 	// out: its read position is not that (a server's engine reads ahead
 	// of its members, up to MaxPending), so counting up to it counted
-	// events never delivered as delivered again.
+	// events never delivered as delivered again. At or below the floor
+	// everything was handed out but what the group skipped (its start,
+	// resets forward).
 	done, delivered := g.doneAbove(plan.From, true)
 	parked := g.parkedAfter(min(target, plan.From))
+	skipped := doneSet{spans: slices.Clone(g.skipped)}
 	g.mu.Unlock()
 	if target < plan.From {
 		to := plan.From
@@ -113,7 +120,7 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 		}
 		set := doneSet{spans: delivered}
 		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, to, func(p rewind.Position) bool {
-			return !parked.contains(p) && (p <= plan.From || set.contains(p))
+			return !parked.contains(p) && (p <= plan.From && !skipped.contains(p) || set.contains(p))
 		})
 		plan.Parked = g.parkedIn(target, to)
 	} else {
@@ -132,6 +139,7 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	g.stopReader()
 	g.mu.Lock()
 	plan.InFlight = len(g.inflight)
+	g.skipped = g.skippedAfterReset(target)
 	g.clear()
 	g.cursor, g.prev = target, target
 	g.wantSnapshot = true
@@ -295,6 +303,49 @@ func (g *group) doneAbove(floor rewind.Position, delivered bool) (done, handed [
 		}
 	}
 	return done, mergeSpans(append(handed, done...))
+}
+
+// skippedAfterReset returns the group's skipped spans once a reset moved
+// its floor to target: back, those up to target (the group delivers the
+// events after it); forward, also the positions up to target whose events
+// were not handed to a member (read ahead, or not read yet). The caller
+// holds g.mu, before the reset clears what the group holds.
+func (g *group) skippedAfterReset(target rewind.Position) []span {
+	floor := g.floor()
+	var out []span
+	for _, s := range g.skipped {
+		if s.From < target {
+			out = append(out, span{From: s.From, To: min(s.To, target)})
+		}
+	}
+	if target <= floor {
+		return out
+	}
+	_, handed := g.doneAbove(floor, true)
+	return mergeSpans(append(out, gaps(floor, target, handed)...))
+}
+
+// gaps returns the parts of (from, to] that no span of covered (merged,
+// in order) holds.
+func gaps(from, to rewind.Position, covered []span) []span {
+	var out []span
+	at := from
+	for _, c := range covered {
+		if c.To <= at {
+			continue
+		}
+		if c.From >= to {
+			break
+		}
+		if c.From > at {
+			out = append(out, span{From: at, To: c.From})
+		}
+		at = c.To
+	}
+	if at < to {
+		out = append(out, span{From: at, To: to})
+	}
+	return out
 }
 
 // parkedAfter returns the positions of the parked events after p, as a

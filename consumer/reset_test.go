@@ -214,3 +214,134 @@ func TestResetPlanCountsOnlyWhatWasDelivered(t *testing.T) {
 		t.Fatalf("right after the reset: plan %+v, want from 11 and 0 to redeliver", p)
 	}
 }
+
+// TestResetPlanCountsOnlyDeliveredAfterSkips: positions the group moved
+// its floor over without handing them to a member — an executed reset
+// forward (to a position, by shift-by, to a time), its start — are not
+// counted as delivered again by a later plan back, durably, until a reset
+// back over them delivers them. An outside test consumed 5 events, reset
+// to position 50 with --execute, and a plan back to 0 said 50 events
+// would be delivered again, not 5.
+func TestResetPlanCountsOnlyDeliveredAfterSkips(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("s", "T", 60) // 1..60
+	g := b.create(GroupConfig{Name: "g"})
+	waitRead(t, g, 60)
+	m := b.join("g", 0)
+	plan := func(o ResetOptions) ResetPlan {
+		t.Helper()
+		p, err := b.engine.Reset(bg, "g", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	to := func(p rewind.Position) ResetOptions { return ResetOptions{ToPositionSet: true, ToPosition: p} }
+	if got := ackAll(t, m, 5); !slices.Equal(got, []rewind.Position{1, 2, 3, 4, 5}) {
+		t.Fatalf("acked %v", got)
+	}
+	// 6 and 7 in flight, 8 read ahead: the reset forward skips all three,
+	// and only the two in flight were delivered.
+	fetchNow(t, m, 2)
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 50, Execute: true}); !p.Executed || p.Skip != 45 {
+		t.Fatalf("reset forward to 50: %+v, want 45 skipped", p)
+	}
+	if p := plan(to(0)); p.From != 50 || p.Redeliver != 7 {
+		t.Fatalf("back to 0 after a reset forward to 50: plan %+v, want 7 to redeliver (1..7)", p)
+	}
+	if p := plan(to(10)); p.Redeliver != 0 {
+		t.Fatalf("back to 10, over skipped events only: plan %+v, want 0 to redeliver", p)
+	}
+	// Shift-by forward and a time target skip too.
+	waitRead(t, b.group("g"), 60)
+	if got := ackAll(t, m, 2); !slices.Equal(got, []rewind.Position{51, 52}) {
+		t.Fatalf("acked %v", got)
+	}
+	if p := plan(ResetOptions{ShiftBy: 3, Execute: true}); p.To != 55 || p.Skip != 3 {
+		t.Fatalf("shift forward by 3: %+v", p)
+	}
+	// (The log's end is after 60: the group's own state stream is in it.)
+	if p := plan(ResetOptions{ToTime: time.Now().Add(time.Hour), Execute: true}); p.To < 60 || p.Skip != 5 {
+		t.Fatalf("forward to a time after every event: %+v", p)
+	}
+	if p := plan(to(0)); p.From < 60 || p.Redeliver != 9 {
+		t.Fatalf("back to 0 after three resets forward: plan %+v, want 9 to redeliver (1..7, 51, 52)", p)
+	}
+	// The records keep it.
+	m.Leave()
+	b.restart(false)
+	if p := plan(to(0)); p.From < 60 || p.Redeliver != 9 {
+		t.Fatalf("after a restart: plan %+v, want 9 to redeliver", p)
+	}
+	// A reset back over skipped events delivers them: once acked they
+	// count.
+	if p := plan(ResetOptions{ToPositionSet: true, ToPosition: 3, Execute: true}); p.Redeliver != 6 {
+		t.Fatalf("back to 3: %+v, want 6 to redeliver (4..7, 51, 52)", p)
+	}
+	if p := plan(to(0)); p.From != 3 || p.Redeliver != 3 {
+		t.Fatalf("right after the reset back to 3: plan %+v, want 3 to redeliver", p)
+	}
+	waitRead(t, b.group("g"), 60)
+	m = b.join("g", 0)
+	if got := ackAll(t, m, 100); len(got) != 57 {
+		t.Fatalf("after the reset back delivered %d events, want 57", len(got))
+	}
+	if p := plan(to(0)); p.From < 60 || p.Redeliver != 60 {
+		t.Fatalf("everything delivered: plan %+v, want 60 to redeliver", p)
+	}
+}
+
+// TestResetPlanCountsNothingBeforeTheStart: a group that starts after the
+// log's beginning was handed nothing before its start, so a plan back
+// past the start counts only what it delivered.
+func TestResetPlanCountsNothingBeforeTheStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("s", "T", 30) // 1..30
+	for _, c := range []struct {
+		name  string
+		start Start
+	}{
+		{"position", Start{Kind: StartPosition, Position: 20}},
+		{"end", Start{Kind: StartEnd}},
+	} {
+		g := b.create(GroupConfig{Name: c.name, Start: c.start})
+		waitRead(t, g, 30)
+		p, err := b.engine.Reset(bg, c.name, ResetOptions{ToPositionSet: true, ToPosition: 0})
+		if err != nil || p.Redeliver != 0 {
+			t.Fatalf("start %s, nothing delivered: plan %+v %v, want 0 to redeliver", c.name, p, err)
+		}
+	}
+	m := b.join("position", 0)
+	if got := ackAll(t, m, 2); !slices.Equal(got, []rewind.Position{21, 22}) {
+		t.Fatalf("acked %v", got)
+	}
+	if p, err := b.engine.Reset(bg, "position", ResetOptions{ToPositionSet: true, ToPosition: 0}); err != nil || p.Redeliver != 2 {
+		t.Fatalf("start at 20, 2 acked: plan %+v %v, want 2 to redeliver", p, err)
+	}
+}
+
+// TestBoundedGroupResetPlanAfterASkip: in a bounded group's window too, a
+// plan back after an executed reset forward counts only what was handed
+// out, also after a reset forward past the window's end.
+func TestBoundedGroupResetPlanAfterASkip(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{})
+	b.appendN("s", "T", 60) // 1..60
+	g := b.create(GroupConfig{Name: "w", Start: Start{Kind: StartPosition, Position: 10}, End: End{Position: 40}})
+	waitRead(t, g, 40)
+	m := b.join("w", 0)
+	if got := ackAll(t, m, 3); !slices.Equal(got, []rewind.Position{11, 12, 13}) {
+		t.Fatalf("acked %v", got)
+	}
+	for _, target := range []rewind.Position{30, 50} {
+		if p, err := b.engine.Reset(bg, "w", ResetOptions{ToPositionSet: true, ToPosition: target, Execute: true}); err != nil || !p.Executed {
+			t.Fatalf("reset forward to %d: %+v %v", target, p, err)
+		}
+		p, err := b.engine.Reset(bg, "w", ResetOptions{ToPositionSet: true, ToPosition: 10})
+		if err != nil || p.From != target || p.Redeliver != 3 {
+			t.Fatalf("back to the start after a reset forward to %d: plan %+v %v, want 3 to redeliver", target, p, err)
+		}
+	}
+}

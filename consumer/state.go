@@ -18,7 +18,8 @@ import (
 //   - a snapshot: a header (the configuration, the ack floor, the read
 //     position) followed, in the same atomic append, by parts holding the
 //     whole state above the floor (done ranges, delivery counts, parked
-//     events);
+//     events) and the ranges at or below it that were skipped, never
+//     delivered (see group.skipped);
 //   - a commit: what changed since the previous record (ranges acked, the
 //     floor reached, delivery counts, events parked and unparked).
 //
@@ -82,10 +83,12 @@ type delta struct {
 	Attempts []attemptCount    `json:"attempts,omitempty"`
 	Parked   []ParkedEntry     `json:"parked,omitempty"`
 	Unparked []rewind.Position `json:"unparked,omitempty"`
+	// Skipped is in snapshot parts only: the group's skipped spans.
+	Skipped []span `json:"skipped,omitempty"`
 }
 
 func (d *delta) empty() bool {
-	return len(d.Done) == 0 && len(d.Attempts) == 0 && len(d.Parked) == 0 && len(d.Unparked) == 0
+	return len(d.Done) == 0 && len(d.Attempts) == 0 && len(d.Parked) == 0 && len(d.Unparked) == 0 && len(d.Skipped) == 0
 }
 
 // split cuts d into pieces whose encoding stays under partBytes, without
@@ -117,6 +120,10 @@ func (d *delta) split() []delta {
 	for _, x := range d.Unparked {
 		room(24)
 		cur.Unparked = append(cur.Unparked, x)
+	}
+	for _, x := range d.Skipped {
+		room(48)
+		cur.Skipped = append(cur.Skipped, x)
 	}
 	return append(out, cur)
 }
@@ -195,12 +202,17 @@ type recovered struct {
 	end      *rewind.Position
 	floor    rewind.Position
 	done     []span
+	skipped  []span
 	attempts map[rewind.Position]int
 	parked   map[rewind.Position]ParkedEntry
 }
 
-// apply adds one delta.
-func (r *recovered) apply(d *delta) {
+// apply adds one delta; ofSnapshot says it is a part of the complete
+// snapshot applied last, the only records whose skipped spans hold.
+func (r *recovered) apply(d *delta, ofSnapshot bool) {
+	if ofSnapshot {
+		r.skipped = append(r.skipped, d.Skipped...)
+	}
 	r.floor = max(r.floor, d.Floor)
 	r.done = append(r.done, d.Done...)
 	for _, a := range d.Attempts {
@@ -216,6 +228,7 @@ func (r *recovered) apply(d *delta) {
 
 // finish merges and prunes what the floor covers.
 func (r *recovered) finish() {
+	r.skipped = mergeSpans(r.skipped)
 	r.done = mergeSpans(r.done)
 	keep := r.done[:0]
 	for _, s := range r.done {
@@ -235,9 +248,11 @@ func (r *recovered) finish() {
 // starting at a complete snapshot header. A snapshot is written in several
 // appends; one a crash cut short (fewer parts follow its header than it
 // announces) does not reset the state: its parts are true facts (done
-// spans, parked events), applied like a commit's.
+// spans, parked events), applied like a commit's — but not its skipped
+// spans, which hold only with its floor.
 func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
 	r := &recovered{attempts: map[rewind.Position]int{}, parked: map[rewind.Position]ParkedEntry{}}
+	partsLeft := 0 // of the complete snapshot applied last
 	for i := range evs {
 		ev := &evs[i]
 		switch ev.Type {
@@ -247,16 +262,22 @@ func decodeRecords(evs []rewind.RecordedEvent) (*recovered, error) {
 				return nil, corrupt(ev, err)
 			}
 			if !complete(evs[i+1:], h.Parts) {
+				partsLeft = 0
 				continue
 			}
 			*r = recovered{cfg: h.Config, end: h.End, floor: h.Floor, attempts: map[rewind.Position]int{},
 				parked: map[rewind.Position]ParkedEntry{}}
+			partsLeft = h.Parts
 		case typeSnapshotPart, typeCommit:
 			var d delta
 			if err := json.Unmarshal(ev.Data, &d); err != nil {
 				return nil, corrupt(ev, err)
 			}
-			r.apply(&d)
+			ofSnapshot := ev.Type == typeSnapshotPart && partsLeft > 0
+			if ofSnapshot {
+				partsLeft--
+			}
+			r.apply(&d, ofSnapshot)
 		default:
 			return nil, corrupt(ev, fmt.Errorf("unknown record type %q", ev.Type))
 		}

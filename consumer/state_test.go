@@ -80,12 +80,44 @@ func TestIncompleteSnapshot(t *testing.T) {
 	}
 }
 
+// TestSkippedSpansFromCompleteSnapshotsOnly: the skipped spans (never
+// delivered, at or below the floor) hold with their snapshot's floor, so
+// only a complete snapshot's parts set them: those of a snapshot a crash
+// cut short, whose floor was never taken, and of a commit are ignored.
+func TestSkippedSpansFromCompleteSnapshotsOnly(t *testing.T) {
+	t.Parallel()
+	rec := func(typ string, v any) rewind.RecordedEvent {
+		ev, err := encodeEvent(typ, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rewind.RecordedEvent{Event: ev}
+	}
+	evs := []rewind.RecordedEvent{
+		rec(typeSnapshot, &snapshotHeader{Config: GroupConfig{Name: "g"}, Floor: 50, Cursor: 50, Parts: 2}),
+		rec(typeSnapshotPart, &delta{Skipped: []span{{From: 5, To: 20}}}),
+		rec(typeSnapshotPart, &delta{Skipped: []span{{From: 20, To: 50}}}),
+		rec(typeCommit, &delta{Floor: 60, Skipped: []span{{From: 50, To: 60}}}),
+		// Cut short: one part of two.
+		rec(typeSnapshot, &snapshotHeader{Config: GroupConfig{Name: "g"}, Floor: 90, Cursor: 90, Parts: 2}),
+		rec(typeSnapshotPart, &delta{Skipped: []span{{From: 60, To: 90}}}),
+	}
+	r, err := decodeRecords(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []span{{From: 5, To: 50}}; !slices.Equal(r.skipped, want) || r.floor != 60 {
+		t.Fatalf("skipped %v floor %d, want %v and 60", r.skipped, r.floor, want)
+	}
+}
+
 // FuzzDecodeRecords: whatever a state record holds, decoding it returns
 // a state or an error matching rewind.ErrCorruption, never a panic.
 func FuzzDecodeRecords(f *testing.F) {
 	f.Add([]byte(`{"config":{"name":"g"},"floor":3,"cursor":4,"parts":1}`), []byte(`{"done":[{"f":1,"t":9}]}`), uint8(0))
 	f.Add([]byte(`{"parts":2}`), []byte(`{"floor":7,"parked":[{"position":9}],"unparked":[9]}`), uint8(1))
 	f.Add([]byte(`{}`), []byte(`{"attempts":[{"p":4,"n":2}]}`), uint8(2))
+	f.Add([]byte(`{"floor":9,"parts":1}`), []byte(`{"skipped":[{"f":9,"t":2},{"f":0,"t":5}]}`), uint8(0))
 	f.Fuzz(func(t *testing.T, header, record []byte, kind uint8) {
 		types := []string{typeSnapshotPart, typeCommit, typeSnapshot, "Other"}
 		evs := []rewind.RecordedEvent{

@@ -94,6 +94,14 @@ type SwapOptions struct {
 	// PollInterval is how often Swap looks at the successor's checkpoint
 	// while it waits. Defaults to 20ms.
 	PollInterval time.Duration
+	// Timeout bounds the wait for the successor to reach the swap
+	// position (step 2 of Swap), and only it: the checks that refuse a
+	// swap come first and are never cut short by it, so a swap refused
+	// for its lag is refused however short the timeout. When it runs out
+	// Swap returns an error matching context.DeadlineExceeded and the
+	// swap is left under way (call Swap again to finish it). Negative is
+	// refused. Defaults to no bound but ctx's.
+	Timeout time.Duration
 }
 
 // SwapResult says how a swap went.
@@ -117,15 +125,16 @@ type SwapResult struct {
 //     serving checkpoint), applies up to P with effects suppressed and
 //     records effects from P+1.
 //  2. Swap waits until the successor's checkpoint reaches P (its Runner
-//     must be running; see Runner.Run).
+//     must be running; see Runner.Run), for at most opts.Timeout.
 //  3. In one transaction it flips the serving version to the successor
 //     and retires the old one, whose runner then returns ErrRetired.
 //
-// A swap that was interrupted after step 1 (ctx ended, the process died)
-// is finished by calling Swap again with the same version. Bad input —
-// an unknown projection or version, a version not above the serving one,
-// a successor more than MaxLag behind (ErrBehind), another swap under way — fails
-// with an *Error and changes nothing.
+// A swap that was interrupted after step 1 (ctx ended, the Timeout ran
+// out, the process died) is finished by calling Swap again with the same
+// version. Bad input — an unknown projection or version, a version not
+// above the serving one, a successor more than MaxLag behind (ErrBehind),
+// another swap under way, a negative Timeout — fails with an *Error and
+// changes nothing.
 func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts SwapOptions) (SwapResult, error) {
 	switch {
 	case opts.NoLag:
@@ -135,6 +144,10 @@ func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts Swa
 	}
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 20 * time.Millisecond
+	}
+	if opts.Timeout < 0 {
+		return SwapResult{}, &Error{Op: "swap", Name: name, Version: to, Err: ErrBadDefinition,
+			Reason: fmt.Sprintf("SwapOptions.Timeout %s is negative; give a positive bound on the wait, or 0 for none", opts.Timeout)}
 	}
 	if err := EnsureControl(ctx, pool); err != nil {
 		return SwapResult{}, err
@@ -195,20 +208,8 @@ func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts Swa
 	if err != nil {
 		return SwapResult{}, err
 	}
-	for { // step 2
-		var pos int64
-		if err := pool.QueryRow(ctx, `SELECT position FROM rewind_proj.versions WHERE name = $1 AND version = $2`, name, to).Scan(&pos); err != nil {
-			return res, err
-		}
-		if rewind.Position(pos) >= res.At {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("projection: swap of %q to version %d waits for it to reach %d (at %d; is its runner running?); run swap again to finish: %w",
-				name, to, res.At, pos, ctx.Err())
-		case <-time.After(opts.PollInterval):
-		}
+	if err := waitReached(ctx, pool, name, to, res.At, opts); err != nil { // step 2
+		return res, err
 	}
 	return res, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { // step 3
 		for _, q := range []struct {
@@ -225,6 +226,37 @@ func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts Swa
 		}
 		return nil
 	})
+}
+
+// waitReached waits, for at most opts.Timeout when it is set, until
+// version to's checkpoint reaches at.
+func waitReached(ctx context.Context, pool *pgxpool.Pool, name string, to int, at rewind.Position, opts SwapOptions) error {
+	if opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	var pos int64
+	waiting := func() error {
+		return fmt.Errorf("projection: swap of %q to version %d waits for it to reach %d (at %d; is its runner running?); run swap again to finish: %w",
+			name, to, at, pos, ctx.Err())
+	}
+	for {
+		err := pool.QueryRow(ctx, `SELECT position FROM rewind_proj.versions WHERE name = $1 AND version = $2`, name, to).Scan(&pos)
+		switch {
+		case err == nil && rewind.Position(pos) >= at:
+			return nil
+		case ctx.Err() != nil:
+			return waiting()
+		case err != nil:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return waiting()
+		case <-time.After(opts.PollInterval):
+		}
+	}
 }
 
 // Drop drops a version that does not serve: its schema, its control row

@@ -102,6 +102,66 @@ func TestShadowStaysBehindServing(t *testing.T) {
 	}
 }
 
+// SwapOptions.Timeout bounds only the wait for the successor: the lag
+// check comes first, so a swap refused for its lag is refused however
+// short the timeout, and changes nothing; a negative timeout is refused
+// too. A swap the lag allows but whose successor does not run times out
+// after step 1 and is finished by the next Swap. An outside test got
+// "timed out" (exit 9) from `projections swap … --timeout 1ms` where
+// --max-lag refuses the swap (exit 2): the timeout bounded the whole call.
+func TestSwapRefusedForLagWhateverTheTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendOrders(t, 0, 10)
+	if err := newRunner(t, orders("orders", 1), b.config()).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := newRunner(t, orders("orders", 2), b.config()).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.appendOrders(t, 10, 5) // 15 positions
+	if err := newRunner(t, orders("orders", 1), b.config()).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() string {
+		return b.db.Checksum(t, "rewind_proj.versions", "name, version") + b.db.Checksum(t, "rewind_proj.control", "name")
+	}
+	before := snapshot()
+	for _, o := range []projection.SwapOptions{
+		{MaxLag: 14, Timeout: time.Nanosecond},
+		{NoLag: true, Timeout: time.Nanosecond},
+		{MaxLag: 14, Timeout: time.Millisecond},
+	} {
+		_, err := projection.Swap(ctx, b.db.Pool, "orders", 2, o)
+		if !errors.Is(err, projection.ErrBehind) || !errors.Is(err, rewind.ErrInvalidArgument) {
+			t.Errorf("%+v: got %v, want ErrBehind", o, err)
+		}
+		if snapshot() != before {
+			t.Fatalf("%+v changed the control tables", o)
+		}
+	}
+	if _, err := projection.Swap(ctx, b.db.Pool, "orders", 2, projection.SwapOptions{MaxLag: 15, Timeout: -time.Second}); !errors.Is(err, projection.ErrBadDefinition) ||
+		snapshot() != before {
+		t.Fatalf("a negative timeout: %v", err)
+	}
+	// Allowed by the lag, nothing runs version 2: the wait times out, the
+	// swap stays under way with version 1 stopped at its checkpoint.
+	at := b.status(t, "orders", 1).Position
+	if _, err := projection.Swap(ctx, b.db.Pool, "orders", 2, projection.SwapOptions{MaxLag: 15, Timeout: time.Millisecond}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a swap whose successor does not run: %v, want a timeout", err)
+	}
+	if st := b.status(t, "orders", 1); !st.Stopping || st.StopAt != at {
+		t.Fatalf("after the timeout version 1 is %+v, want stopped at %d", st, at)
+	}
+	if err := newRunner(t, orders("orders", 2), b.config()).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := projection.Swap(ctx, b.db.Pool, "orders", 2, projection.SwapOptions{Timeout: time.Minute})
+	if err != nil || res.At != at || b.status(t, "orders", 2).State != "serving" {
+		t.Fatalf("finishing the swap: %+v %v", res, err)
+	}
+}
+
 // A rebuild during live appends: version 2 is built while version 1
 // serves and fires effects, the swap happens under appends, and then the
 // swapped version equals a build from scratch and each effect fired

@@ -539,8 +539,10 @@ after the new floor. Without --execute it only prints the plan — the floor now
 and after, how many of the group's events would be delivered again or skipped,
 how many deliveries would go stale — and changes nothing. Delivered again
 counts only events a member was handed (acked, in flight or waiting for a
-redelivery), not those the group read ahead and never handed out; skipped
-counts only events not done. With --execute it
+redelivery), not those the group read ahead and never handed out, nor those
+it skipped (before its start, or by an earlier reset forward with --execute):
+a reset back delivers those for the first time; skipped counts only events
+not done. With --execute it
 applies it: every outstanding delivery is dropped (acks for them fail as
 stale), parked events stay parked, and the group reads on from the new floor.
 

@@ -609,6 +609,72 @@ func TestGroupsResetPlanCountsOnlyDelivered(t *testing.T) {
 	})
 }
 
+// TestGroupsResetPlanAfterExecutedReset: after an executed reset forward
+// a plan back counts only the events a member was handed, not the
+// positions the reset skipped, embedded (each command reopens the group
+// from its records) and through a server. An outside test consumed 5,
+// ran `groups reset GROUP --to-position 50 --execute`, and the plan of
+// `--to-position 0` said "redeliver":50.
+func TestGroupsResetPlanAfterExecutedReset(t *testing.T) {
+	t.Parallel()
+	var lines strings.Builder
+	for range 60 {
+		lines.WriteString(`{"type":"T"}` + "\n")
+	}
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		resetPlanAfterExecutedReset(t, lines.String(), func(stdin string, args ...string) (int, string, string) {
+			return run(t, dir, stdin, args...)
+		})
+	})
+	t.Run("server", func(t *testing.T) {
+		t.Parallel()
+		url, token := startServer(t)
+		resetPlanAfterExecutedReset(t, lines.String(), func(stdin string, args ...string) (int, string, string) {
+			return run(t, "", stdin, append(args, "--server", url, "--token", token)...)
+		})
+	})
+}
+
+func resetPlanAfterExecutedReset(t *testing.T, lines string, run func(stdin string, args ...string) (int, string, string)) {
+	if code, _, errOut := run(lines, "append", "orders-1"); code != 0 {
+		t.Fatalf("append: %d %s", code, errOut)
+	}
+	if code, _, errOut := run("", "groups", "create", "g"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	if code, out, errOut := run("", "consume", "g", "--count", "5", "--json"); code != 0 || strings.Count(out, "\n") != 5 {
+		t.Fatalf("consume: %d %q %s", code, out, errOut)
+	}
+	var p struct {
+		From      uint64 `json:"from"`
+		Redeliver int64  `json:"redeliver"`
+		Skip      int64  `json:"skip"`
+		Executed  bool   `json:"executed"`
+	}
+	reset := func(args ...string) {
+		t.Helper()
+		p.Executed = false
+		code, out, errOut := run("", append([]string{"groups", "reset", "g", "--json"}, args...)...)
+		if code != 0 || json.Unmarshal([]byte(out), &p) != nil {
+			t.Fatalf("reset %v: %d %q %s", args, code, out, errOut)
+		}
+	}
+	if reset("--to-position", "50", "--execute"); !p.Executed || p.Skip != 45 {
+		t.Fatalf("reset forward to 50: %+v, want 45 skipped", p)
+	}
+	if reset("--to-position", "0"); p.From != 50 || p.Redeliver != 5 || p.Executed {
+		t.Fatalf("plan back to 0 after 5 consumed and a reset forward to 50: %+v, want 5 to redeliver", p)
+	}
+	if reset("--shift-by", "5", "--execute"); !p.Executed || p.Skip != 5 {
+		t.Fatalf("shift forward by 5: %+v, want 5 skipped", p)
+	}
+	if reset("--to-position", "0"); p.From != 55 || p.Redeliver != 5 {
+		t.Fatalf("plan back to 0 after a shift forward: %+v, want 5 to redeliver", p)
+	}
+}
+
 func resetPlanCountsOnlyDelivered(t *testing.T, lines string, server bool,
 	run func(stdin string, args ...string) (int, string, string)) {
 	if code, _, errOut := run(lines, "append", "ord-1"); code != 0 {

@@ -276,15 +276,19 @@ to finish it.`,
 			if timeout <= 0 {
 				return invalidFlag("timeout", timeout.String(), "must be positive, such as 5m")
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
+			// --timeout bounds the wait for VERSION only (Swap's step 2),
+			// never the checks before it: a swap refused for its lag is
+			// refused whatever the timeout. Connecting and each statement
+			// are bounded by --connect-timeout and --lock-timeout.
+			ctx := cmd.Context()
 			pool, err := f.open(ctx)
 			if err != nil {
 				return err
 			}
 			defer pool.Close()
-			res, err := projection.Swap(ctx, pool, args[0], v, projection.SwapOptions{MaxLag: maxLag, NoLag: maxLag == 0})
-			if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
+			res, err := projection.Swap(ctx, pool, args[0], v,
+				projection.SwapOptions{MaxLag: maxLag, NoLag: maxLag == 0, Timeout: timeout})
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 				// --timeout ran out, not an interrupt: say so, and what is left.
 				return &cliError{code: rewind.CodeClosed, status: exitStatus(rewind.CodeClosed),
 					msg: fmt.Sprintf("the swap did not finish within --timeout %s: %v", timeout, err)}

@@ -85,7 +85,11 @@ func TestProjectionsCommands(t *testing.T) {
 
 	// Version 2 five positions behind the serving version 1: --max-lag 0
 	// and 4 refuse the swap, changing nothing (0 is not the default
-	// 10,000), and so does a --timeout that is not positive.
+	// 10,000), and so does a --timeout that is not positive. --timeout
+	// bounds only the wait for version 2 to reach the swap position, which
+	// comes after the lag check: a swap refused for its lag is refused
+	// however short the timeout (an outside test got exit 9, "timed out",
+	// from --timeout 1ms where --max-lag refuses).
 	if err := proj(2).CatchUp(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +108,8 @@ func TestProjectionsCommands(t *testing.T) {
 	}{
 		{[]string{"--max-lag", "0"}, "5 positions behind the serving version (more than 0)"},
 		{[]string{"--max-lag", "4"}, "5 positions behind the serving version (more than 4)"},
+		{[]string{"--max-lag", "4", "--timeout", "1ms"}, "5 positions behind the serving version (more than 4)"},
+		{[]string{"--max-lag", "0", "--timeout", "1ns"}, "5 positions behind the serving version (more than 0)"},
 		{[]string{"--timeout", "0s"}, "--timeout"},
 		{[]string{"--timeout=-1s"}, "--timeout"},
 	} {
