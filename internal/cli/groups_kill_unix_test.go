@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -40,8 +39,8 @@ type childServer struct {
 
 func (c *childServer) start() {
 	c.t.Helper()
-	c.cmd = exec.Command(os.Args[0], append([]string{"serve", "--data-dir", c.dir, "--addr", c.addr}, c.args...)...)
-	c.cmd.Env = cleanEnv("REWIND_CLI_MAIN=1", "REWIND_ADMIN_TOKEN="+c.secret)
+	c.cmd = exec.Command(rewindBinary(c.t), append([]string{"serve", "--data-dir", c.dir, "--addr", c.addr}, c.args...)...)
+	c.cmd.Env = cleanEnv("REWIND_ADMIN_TOKEN=" + c.secret)
 	c.stderr = &strings.Builder{}
 	c.cmd.Stderr = c.stderr
 	if err := c.cmd.Start(); err != nil {

@@ -37,8 +37,8 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 
 func startChild(t *testing.T, env []string, args ...string) *child {
 	t.Helper()
-	c := &child{cmd: exec.Command(os.Args[0], args...), lines: make(chan string, 1000), done: make(chan struct{})}
-	c.cmd.Env = append(env, "REWIND_CLI_MAIN=1")
+	c := &child{cmd: exec.Command(rewindBinary(t), args...), lines: make(chan string, 1000), done: make(chan struct{})}
+	c.cmd.Env = env
 	c.cmd.Stderr = lockedWriter{c}
 	out, err := c.cmd.StdoutPipe()
 	if err != nil {
