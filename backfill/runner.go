@@ -103,7 +103,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Actor == "" { // the same name every audit entry's origin carries
 		c.Actor = audit.CurrentOrigin("", nil, nil).Actor
 	}
-	if err := audit.CheckActor(c.Actor); err != nil { // as replay runs check theirs
+	// The actor, host and build, as replay runs check theirs.
+	if err := audit.CheckOrigin(audit.CurrentOrigin(c.Actor, nil, nil)); err != nil {
 		return c, err
 	}
 	// Recorded in every entry and in the run: an argument (a job file's
