@@ -127,21 +127,52 @@ func Quote(s string) string {
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case r == utf8.RuneError && n == 1:
-			b = fmt.Appendf(b, `\x%02x`, s[i])
 		case r == '"' || r == '\\':
 			b = append(b, '\\', byte(r))
-		case strconv.IsPrint(r) && !unplain(r):
-			b = append(b, s[i:i+n]...)
-		case r < utf8.RuneSelf:
-			q := strconv.QuoteRune(r) // '\n', '\x1b': the escape between the quotes
-			b = append(b, q[1:len(q)-1]...)
-		case r < 0x10000:
-			b = fmt.Appendf(b, `\u%04x`, r)
+		case r == utf8.RuneError && n == 1, !strconv.IsPrint(r), unplain(r):
+			b = appendEscape(b, s[i:i+n])
 		default:
-			b = fmt.Appendf(b, `\U%08x`, r)
+			b = append(b, s[i:i+n]...)
 		}
 		i += n
 	}
 	return string(append(b, '"'))
+}
+
+// Escape returns s with every character PlainRune refuses, and every
+// byte that is not UTF-8, written as a Go escape (\n, \x1b, \u202e,
+// \xff); the rest, quotes and backslashes too, stays as it is. For a
+// message that already quotes what it shows, such as an error's.
+func Escape(s string) string {
+	if PlainText(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && n == 1) || unplain(r) {
+			b = appendEscape(b, s[i:i+n])
+		} else {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return string(b)
+}
+
+// appendEscape appends the Go escape of c, one character or one byte
+// that is not UTF-8, as strconv.Quote writes it.
+func appendEscape(b []byte, c string) []byte {
+	r, n := utf8.DecodeRuneInString(c)
+	switch {
+	case r == utf8.RuneError && n == 1:
+		return fmt.Appendf(b, `\x%02x`, c[0])
+	case r < utf8.RuneSelf:
+		q := strconv.QuoteRune(r) // '\n', '\x1b': the escape between the quotes
+		return append(b, q[1:len(q)-1]...)
+	case r < 0x10000:
+		return fmt.Appendf(b, `\u%04x`, r)
+	default:
+		return fmt.Appendf(b, `\U%08x`, r)
+	}
 }

@@ -170,3 +170,19 @@ func TestCheckOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestEscape: Escape writes what PlainText refuses as Go escapes and
+// leaves the rest, quotes included, as it is.
+func TestEscape(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]string{
+		`invalid actor "alice — fenêtre"`: `invalid actor "alice — fenêtre"`,
+		"invalid actor \"ad\u034fmin\"":   `invalid actor "ad\u034fmin"`,
+		"a\nb\x1b[2J\x7f\u0085\u3164\xff": `a\nb\x1b[2J\x7f\u0085\u3164\xff`,
+		"nbsp\u00a0stays":                 "nbsp\u00a0stays",
+	} {
+		if got := audit.Escape(s); got != want || !audit.PlainText(got) {
+			t.Errorf("Escape(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
