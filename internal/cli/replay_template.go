@@ -314,9 +314,19 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 			if connectTimeout <= 0 {
 				return invalidFlag("connect-timeout", connectTimeout.String(), "must be positive, such as 10s")
 			}
-			// The check backfill makes of its actor, before the ledger is
-			// connected to: nothing is recorded.
+			// The checks backfill makes of its actor and command line,
+			// before the store is opened and the ledger connected to:
+			// nothing is recorded. The command line holds the source
+			// --data-dir, which the template's checks do not see.
 			if err := audit.CheckActor(actor); err != nil {
+				return err
+			}
+			secret := map[string]bool{}
+			for _, n := range l.t.SecretParams() {
+				secret[n] = true
+			}
+			command := a.recordedCommand(cmd, func(p string) bool { return secret[p] })
+			if err := checkRecorded(command); err != nil {
 				return err
 			}
 			s, err := a.openExisting(ctx)
@@ -342,11 +352,6 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 			if err != nil {
 				return err
 			}
-			secret := map[string]bool{}
-			for _, n := range l.t.SecretParams() {
-				secret[n] = true
-			}
-			command := a.recordedCommand(cmd, func(p string) bool { return secret[p] })
 			rep, err := l.t.Execute(ctx, s, l.spec, template.RunOptions{
 				Ledger: ledger, RunID: id.String(), Masker: l.masker,
 				Origin: audit.CurrentOrigin(actor, command, l.t.SecretParams()),
