@@ -275,9 +275,10 @@ target, the resolved window, the events, their digest, and whether the target re
 masked data. The password of a connection string is masked in every field and message
 recorded or printed (postgres://, postgres:/ as in a cleaned path, password=). A
 template, parameter or filter that is wrong exits 2 with nothing recorded, and so does an
-actor, a parameter value, a data_dir or a template path that is not one line of plain
-text (a newline, a tab, a terminal escape sequence, a format character: recorded, it
-could forge a line of 'rewind audit log'). The run reads the window once to plan and check it: a check that fails
+actor, a parameter value, a data_dir, a template path or any argument of the command line
+(the source --data-dir too) that is not one line of plain text (a newline, a tab, a
+terminal escape sequence, a format or invisible character: recorded, it could forge or
+hide a line of 'rewind audit log'). The run reads the window once to plan and check it: a check that fails
 (exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
 It then replays the same positions, paced, into the target; the report's written
 counts the events new in the target, already_present those it held already (a
