@@ -196,7 +196,8 @@ func words(t *testing.T, line string) []string {
 			if line[0] == '"' {
 				q, err := strconv.QuotedPrefix(line)
 				if err != nil {
-					t.Fatalf("unterminated quote in %q", line)
+					t.Errorf("a quote that does not end: %q", line)
+					q = line
 				}
 				w.WriteString(q)
 				line = line[len(q):]
