@@ -394,7 +394,7 @@ func MaskDSN(s string) string {
 			}
 		}
 	}
-	masked = maskKeywordPasswords(masked)
+	masked = maskKeywordPasswords(maskSlashlessUserinfo(masked))
 	if !strings.Contains(s, "=") && !strings.Contains(s, "://") {
 		return masked
 	}
@@ -439,11 +439,27 @@ func passwordPieces(pw string) []string {
 // between its first "://" and its last '@' for a URL's userinfo.
 func MaskText(msg string) string {
 	msg = urlInText.ReplaceAllStringFunc(msg, MaskDSN)
-	return maskKeywordPasswords(msg)
+	return maskKeywordPasswords(maskSlashlessUserinfo(msg))
 }
 
-// maskKeywordPasswords replaces each keyword/value password (kvPassword)
-// by "***". An unquoted value ends at a space, but a double quote followed
+// maskSlashlessUserinfo masks the password of each URL written without
+// slashes after its scheme's colon, scheme:user:password@host (a DSN
+// mistyped postgres:u:p@h, which the driver does not read as a URL but a
+// person does): the text between the second colon and the last '@' before
+// the next space, quote, '?' or '#'. The scheme starts with a letter, not
+// inside a word, and the user holds no space, '/', ':' or '@', so that
+// times (06:11:43), ratios and "note: a:b" stay as they are.
+func maskSlashlessUserinfo(s string) string {
+	return slashlessUserinfo.ReplaceAllString(s, "${1}***@")
+}
+
+// slashlessUserinfo matches scheme:user:password@ with its scheme at the
+// start of the text or after a character that cannot be in a scheme.
+var slashlessUserinfo = regexp.MustCompile("((?:^|[^A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*:[^\\s\"'`<>/?#@:]*:)[^\\s\"'`<>?#]*@")
+
+// maskKeywordPasswords replaces the value of each keyword/value password
+// (kvPassword) by "***", keeping the keyword and the '=' as written
+// (PASSWORD = p is PASSWORD = ***). An unquoted value ends at a space, but a double quote followed
 // by nothing but quotes and punctuation (`"`, `":`, `")`) is left after
 // the mask: it closes the quoted text the DSN stands in (`window.to
 // "password=p": must be…`), not the password. A quote with more after it
@@ -461,11 +477,8 @@ func maskKeywordPasswords(s string) string {
 				}
 			}
 		}
-		b.WriteString(s[last:m[0]])
-		if m[2] >= 0 {
-			b.WriteString(s[m[2]:m[3]])
-		}
-		b.WriteString("password=***")
+		b.WriteString(s[last:m[4]]) // the keyword and '=' as written
+		b.WriteString("***")
 		last = end
 	}
 	b.WriteString(s[last:])

@@ -78,3 +78,54 @@ func TestMaskTextKeywordPasswordStopsAtTheClosingQuote(t *testing.T) {
 		t.Errorf("MaskDSN leaves part of a password with a quote: %q", got)
 	}
 }
+
+// Keyword masking replaces the password's value only: the keyword keeps
+// its case and the spacing around '=' stays as written.
+func TestMaskKeywordPasswordKeepsTheText(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"host=h PASSWORD = hunter22 dbname=d":    "host=h PASSWORD = *** dbname=d",
+		"host=h Password=hunter22":               "host=h Password=***",
+		"host=h SSLPassword= 'a b' dbname=d":     "host=h SSLPassword= *** dbname=d",
+		"connect: password =hunter22 refused":    "connect: password =*** refused",
+		"host=h password=hunter22 sslpassword=x": "host=h password=*** sslpassword=***",
+	} {
+		if got := audit.MaskText(in); got != want {
+			t.Errorf("MaskText(%q)\n = %q\nwant %q", in, got, want)
+		}
+		if got := audit.MaskDSN(in); got != want {
+			t.Errorf("MaskDSN(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+}
+
+// A URL with userinfo and no slashes after its scheme's colon
+// (postgres:u:PW@h, as a DSN is sometimes mistyped) has its password
+// masked too; text with colons and no such userinfo is left alone.
+func TestMaskSlashlessURLUserinfo(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres:u:PW1234@h":                        "postgres:u:***@h",
+		"postgresql:user:PW1234@host:5432/db?x=1":    "postgresql:user:***@host:5432/db?x=1",
+		"postgres::PW1234@h":                         "postgres::***@h",
+		"postgres:u:P@ss:w0rd@h/db":                  "postgres:u:***@h/db",
+		"open postgres:u:PW1234@h/db: refused":       "open postgres:u:***@h/db: refused",
+		"--dsn=postgres:u:PW1234@h":                  "--dsn=postgres:u:***@h",
+		"dest=/srv/postgres:u:PW1234@h":              "dest=/srv/postgres:u:***@h",
+		"at 2026-12-01T06:11:43Z by ops@example.com": "at 2026-12-01T06:11:43Z by ops@example.com",
+		"error: user:alice@example.com":              "error: user:alice@example.com",
+		"mailto:bob@example.com":                     "mailto:bob@example.com",
+		"no connection string here: a@b:c":           "no connection string here: a@b:c",
+		"ratio 3:4:5@2x":                             "ratio 3:4:5@2x",
+	} {
+		if got := audit.MaskText(in); got != want {
+			t.Errorf("MaskText(%q)\n = %q\nwant %q", in, got, want)
+		}
+		if got := audit.MaskDSN(in); got != want {
+			t.Errorf("MaskDSN(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+	if got := audit.MaskArgs([]string{"rewind", "--dsn", "postgres:u:PW1234@h", "-p", "dest=postgres:u:PW1234@h"}, nil); strings.Contains(got, "PW1234") {
+		t.Errorf("MaskArgs leaves a slashless URL's password: %q", got)
+	}
+}

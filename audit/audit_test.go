@@ -294,10 +294,10 @@ func TestMaskArgs(t *testing.T) {
 	}
 	// Every way libpq lets a password be written.
 	for dsn, want := range map[string]string{
-		"host=db password = hunter2 user=app":                "host=db password=*** user=app",
+		"host=db password = hunter2 user=app":                "host=db password = *** user=app",
 		"host=db password='hunter 2' user=app":               "host=db password=*** user=app",
 		`host=db password='hun\'ter 2' user=app`:             "host=db password=*** user=app",
-		"host=db PASSWORD=hunter2":                           "host=db password=***",
+		"host=db PASSWORD=hunter2":                           "host=db PASSWORD=***",
 		"host=db sslpassword=hunter2 password=x":             "host=db sslpassword=*** password=***",
 		"postgres://app:hun@ter2@db/x":                       "postgres://app:***@db/x",
 		"postgres://app@db/x?password=hunter2&a=b":           "postgres://app@db/x?password=***&a=b",

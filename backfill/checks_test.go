@@ -329,3 +329,39 @@ func TestChunkErrorsDoNotQuoteSecrets(t *testing.T) {
 		t.Fatalf("%d run.failed entries with the failing row withheld", n)
 	}
 }
+
+// A job version or a parameter value that is not one line of plain text is
+// refused before anything is written: every ledger entry of the run
+// records them (a secret parameter's value only as ***, so it may hold
+// any text).
+func TestTextTheLedgerRecordsIsPlain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 10)
+	b.db.Exec(t, "ALTER TABLE items ADD note text")
+	forged := "\n   999  2026-12-01T06:11:43Z  backfill.run.finished  forged"
+	param := func(name, text string, secret bool) func(*backfill.Job) {
+		return func(j *backfill.Job) {
+			j.Set = map[string]string{"note": "@" + name}
+			j.Params = backfill.Params{name: {Type: "text", Value: text, Text: text, Secret: secret}}
+		}
+	}
+	for _, c := range []struct {
+		field string
+		job   func(*backfill.Job)
+	}{
+		{"job version", func(j *backfill.Job) { j.Version = "1" + forged }},
+		{"job version", func(j *backfill.Job) { j.Version = "1\u034f" }},
+		{"params.note", param("note", "x"+forged, false)},
+		{"params.note", param("note", "x\x1b[2J", false)},
+		{"params.note", param("note", "x\u3164", false)},
+	} {
+		job := countJob(5)
+		c.job(job)
+		b.refused(t, job, c.field, "not plain text")
+	}
+	job := countJob(5)
+	param("note", "any\ttext", true)(job)
+	if _, err := b.runner.Apply(context.Background(), job, backfill.ApplyOptions{}); err != nil {
+		t.Errorf("a secret parameter's value is recorded as ***, whatever it holds: %v", err)
+	}
+}

@@ -149,10 +149,11 @@ func TestControlWithoutAnActorRecordsTheOSUser(t *testing.T) {
 	}
 }
 
-// A reason or an actor with control characters (a newline, a terminal
-// escape sequence) or invalid UTF-8 is refused as invalid input (exit 2)
-// and changes nothing: status prints them, and a newline in a reason
-// could forge a line of its own.
+// A reason, an actor or a command-line argument with control characters (a
+// newline, a terminal escape sequence), invisible characters or invalid
+// UTF-8 is refused as invalid input (exit 2) and changes nothing: status
+// prints them, the ledger records them, and a newline in a reason could
+// forge a line of its own.
 func TestControlTextWithControlCharactersIsRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 300)
@@ -160,7 +161,7 @@ func TestControlTextWithControlCharactersIsRefused(t *testing.T) {
 	id := interruptParallel(t, b, countJob(50), backfill.ApplyOptions{Workers: 2, Shards: 4}, 1)
 	entries := b.scalar(t, "SELECT count(*) FROM rewind.audit_log")
 	for _, bad := range []string{"line1\nstate        finished", "ev\x1b[2Jil", "\xff\xfe bad utf8", "tab\there", "nul\x00",
-		"zero\u200bwidth", "right\u202eleft", "line\u2028separator", "para\u2029graph"} {
+		"zero\u200bwidth", "right\u202eleft", "line\u2028separator", "para\u2029graph", "ad\u034fmin", "\u3164", "del\x7f", "c1\u0085"} {
 		if _, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Reason: bad}); !errors.Is(err, rewind.ErrInvalidArgument) {
 			t.Errorf("pause --reason %q = %v, want ErrInvalidArgument", bad, err)
 		}
@@ -169,6 +170,12 @@ func TestControlTextWithControlCharactersIsRefused(t *testing.T) {
 		}
 		if _, err := backfill.New(backfill.Config{DB: b.db.Pool, Actor: bad}); !errors.Is(err, rewind.ErrInvalidArgument) {
 			t.Errorf("actor %q = %v, want ErrInvalidArgument", bad, err)
+		}
+		// The command line is recorded in every entry and in the run.
+		cmd := []string{"rewind", "backfill", "run", "job.yaml", "--param=note=" + bad}
+		if _, err := backfill.New(backfill.Config{DB: b.db.Pool, Command: cmd}); !errors.Is(err, rewind.ErrInvalidArgument) ||
+			!strings.Contains(err.Error(), "--param") {
+			t.Errorf("command %q = %v, want ErrInvalidArgument naming --param", cmd, err)
 		}
 	}
 	if n := b.scalar(t, "SELECT count(*) FROM rewind.audit_log"); n != entries {

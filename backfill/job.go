@@ -238,6 +238,18 @@ func (j *Job) validate() error {
 	if err := j.validateValidations(); err != nil {
 		return err
 	}
+	// Recorded in every ledger entry of a run (secret values as ***):
+	// refused, as a replay template's are, unless one line of plain text.
+	if err := audit.CheckText("job version", j.Version); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(j.Params)) {
+		if p := j.Params[name]; !p.secret(name) {
+			if err := audit.CheckText("params."+name, p.Text); err != nil {
+				return err
+			}
+		}
+	}
 	if !isTable {
 		return nil
 	}

@@ -38,6 +38,7 @@ type Config struct {
 	// system user.
 	Actor string
 	// Command is the command line, for the ledger (secrets are masked).
+	// Each argument must be one line of plain text (audit.CheckCommand).
 	// Defaults to os.Args.
 	Command []string
 	// Binary identifies this build; a run refuses to resume under another
@@ -102,7 +103,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Actor == "" { // the same name every audit entry's origin carries
 		c.Actor = audit.CurrentOrigin("", nil, nil).Actor
 	}
-	if err := audit.CheckActor(c.Actor); err != nil { // as replay runs check theirs
+	// The actor, host and build, as replay runs check theirs.
+	if err := audit.CheckOrigin(audit.CurrentOrigin(c.Actor, nil, nil)); err != nil {
+		return c, err
+	}
+	// Recorded in every entry and in the run: an argument (a job file's
+	// path, a --param value) that is not one line of plain text is
+	// refused before anything is recorded.
+	if err := audit.CheckCommand(c.Command); err != nil {
 		return c, err
 	}
 	if c.Binary == "" {

@@ -211,7 +211,7 @@ func (a *app) auditLogCmd() *cobra.Command {
 func (a *app) printEntry(e *audit.Entry) {
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(e.Counts)) {
-		parts = append(parts, fmt.Sprintf("%s=%d", printable(k), e.Counts[k]))
+		parts = append(parts, fmt.Sprintf("%s=%d", word(k), e.Counts[k]))
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.Attrs)) {
 		if _, dup := e.Counts[k]; dup || k == "binary" || k == "job" || k == "job_version" || k == "input_checksum" || k == "output_checksum" || e.Attrs[k] == "" {
@@ -221,14 +221,16 @@ func (a *app) printEntry(e *audit.Entry) {
 		if k == "job_hash" || k == "plan_hash" {
 			v = v[:min(12, len(v))]
 		}
-		parts = append(parts, printable(k)+"="+printable(v))
+		parts = append(parts, word(k)+"="+word(v))
 	}
 	if e.Message != "" {
-		parts = append(parts, fmt.Sprintf("message=%q", e.Message))
+		parts = append(parts, "message="+audit.Quote(e.Message))
 	}
-	// Every stored text through printable (message quoted always): an
-	// entry recorded with a newline or an escape sequence in it, by any
-	// writer or by hand, can neither forge a line nor drive the terminal.
-	a.printf("%6d  %s  %-26s %s  %s@%s  %s\n", e.Seq, e.Time.UTC().Format(time.RFC3339), printable(e.Kind), printable(e.Subject),
-		printable(e.Actor), printable(e.Host), strings.Join(parts, " "))
+	// Every stored text through word (the message quoted always): an entry
+	// recorded with a newline, an escape sequence or an invisible character
+	// in it, by any writer or by hand, can neither forge a line, nor hide
+	// text, nor drive the terminal; and one with a space or '=' cannot read
+	// as attributes of its own.
+	a.printf("%6d  %s  %-26s %s  %s@%s  %s\n", e.Seq, e.Time.UTC().Format(time.RFC3339), word(e.Kind), word(e.Subject),
+		word(e.Actor), word(e.Host), strings.Join(parts, " "))
 }

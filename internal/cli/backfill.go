@@ -137,6 +137,9 @@ func (f *pgFlags) pool(ctx context.Context, flag, dsn string) (*pgxpool.Pool, er
 
 // runner opens a backfill runner; tune, when not nil, adjusts its config.
 func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*backfill.Runner, func(), error) {
+	if err := checkRecorded(f.command); err != nil { // before connecting: backfill.New would refuse it
+		return nil, nil, err
+	}
 	work, ledger, closeAll, err := f.pools(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -151,6 +154,24 @@ func (f *pgFlags) runner(ctx context.Context, tune func(*backfill.Config)) (*bac
 		return nil, nil, err
 	}
 	return r, closeAll, nil
+}
+
+// checkRecorded refuses a command line to record (recordedCommand's, whose
+// secrets are masked, so that the argument can be shown) with an argument
+// that is not one line of plain text, as backfill.New and replay's Execute
+// do (audit.CheckCommand), but showing the argument: every entry records
+// the command line.
+func checkRecorded(command []string) error {
+	for _, arg := range command {
+		if err := audit.CheckText("command-line argument", arg); err != nil {
+			var ve *rewind.ValidationError
+			if errors.As(err, &ve) {
+				ve.Reason += " (the command line is recorded in the audit ledger)"
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // recordedCommand is the command line the ledger records. It parses the

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -87,13 +88,30 @@ func controlLine(c *backfill.Control) string {
 
 // printable is s as status prints it: as it is when it is one line of
 // plain text (what pause, disable and --actor accept), else quoted with Go
-// escapes, so that a value stored otherwise (by an earlier version, or by
-// hand) can neither forge a line nor send the terminal escape sequences.
+// escapes (audit.Quote), so that a value stored otherwise (by an earlier
+// version, or by hand) can neither forge a line, hide a character nor send
+// the terminal escape sequences.
 func printable(s string) string {
 	if !audit.PlainText(s) {
-		return strconv.Quote(s)
+		return audit.Quote(s)
 	}
 	return s
+}
+
+// word is s as one word of a line that separates its fields with spaces
+// and its attributes as name=value (audit log): as it is when it is plain
+// text with nothing a reader could take for a separator, else quoted with
+// Go escapes (audit.Quote). A value with a space, '=' or a quote (and any
+// space character, a no-break space too) is quoted, so that it cannot
+// read as attributes of its own (dest="/x written=999999") or as another
+// field; the empty string stays empty.
+func word(s string) string {
+	if audit.PlainText(s) && strings.IndexFunc(s, func(r rune) bool {
+		return r == '=' || r == '"' || unicode.IsSpace(r) || !strconv.IsPrint(r)
+	}) < 0 {
+		return s
+	}
+	return audit.Quote(s)
 }
 
 func (a *app) backfillSetCmd() *cobra.Command {

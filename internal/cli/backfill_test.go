@@ -179,3 +179,35 @@ func TestBenchBackfillReportsAllFigures(t *testing.T) {
 		t.Fatal("the benchmark table was left behind")
 	}
 }
+
+// TestBackfillRefusesACommandLineThatCouldForgeALedgerLine: the command
+// line is recorded in every ledger entry of a run (and in the run's
+// record), so an argument that is not one line of plain text, here the
+// job file's path, is refused (exit 2) before anything is recorded or
+// changed, dry run or not.
+func TestBackfillRefusesACommandLineThatCouldForgeALedgerLine(t *testing.T) {
+	t.Parallel()
+	b := setupCLI(t, jobYAML)
+	dsn := "--dsn=" + b.db.DSN
+	before := b.db.Checksum(t, "users", "id")
+	forged := "\n   999  2026-12-01T06:11:43Z  backfill.run.finished  forged"
+	for _, name := range []string{"job" + forged + ".yaml", "job\u3164.yaml", "job\x7f.yaml"} {
+		path := filepath.Join(filepath.Dir(b.job), name)
+		if err := os.WriteFile(path, []byte(jobYAML), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, extra := range [][]string{nil, {"--execute"}} {
+			args := append([]string{"backfill", "run", path, dsn, "-p", "max_id=600"}, extra...)
+			out, stderr, st := cli(t, args...)
+			if st != 2 || !strings.Contains(stderr, "command-line argument") || strings.Contains(out+stderr, "forged") {
+				t.Errorf("%q %v: status %d, want 2 naming the argument\n%s\n%s", name, extra, st, out, stderr)
+			}
+		}
+	}
+	if n, bodies := ledgerRows(t, b.db); n != 0 {
+		t.Errorf("refused runs recorded %d ledger entries: %s", n, bodies)
+	}
+	if b.db.Checksum(t, "users", "id") != before {
+		t.Error("a refused run changed the table")
+	}
+}

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/audit"
 	"github.com/rewindhq/rewind/internal/config"
 )
 
@@ -32,15 +36,45 @@ func chainPreRun(prev, next func(*cobra.Command, []string)) func(*cobra.Command,
 
 func (a *app) printf(format string, args ...any) { fmt.Fprintf(a.stdout, format, args...) }
 
-// printJSON writes v as one line of JSON.
+// printJSON writes v as one line of JSON, every character that is not
+// plain text written as a \u escape (jsonEscape).
 func (a *app) printJSON(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
+	b = append(jsonEscape(b), '\n')
 	_, err = a.stdout.Write(b)
 	return err
+}
+
+// jsonEscape writes each character of encoded JSON that audit.PlainRune
+// refuses as a \u escape (a pair of them past U+FFFF), which decodes to
+// the same string: json.Marshal escapes only controls below U+0020 (and
+// U+2028, U+2029), and leaves DEL, the C1 controls, a right-to-left
+// override or a zero-width space to reach the terminal of whoever reads
+// the output. Such characters stand only inside strings: JSON's own
+// syntax is ASCII, and json.Marshal writes valid UTF-8.
+func jsonEscape(b []byte) []byte {
+	i := slices.IndexFunc(b, func(c byte) bool { return c >= utf8.RuneSelf-1 }) // DEL and every multi-byte character
+	if i < 0 {
+		return b
+	}
+	out := append(make([]byte, 0, len(b)+16), b[:i]...)
+	for i < len(b) {
+		r, n := utf8.DecodeRune(b[i:])
+		switch {
+		case audit.PlainRune(r) && (r != utf8.RuneError || n > 1):
+			out = append(out, b[i:i+n]...)
+		case r > 0xFFFF:
+			hi, lo := utf16.EncodeRune(r)
+			out = fmt.Appendf(out, `\u%04x\u%04x`, hi, lo)
+		default:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += n
+	}
+	return out
 }
 
 // cliError is an error with its own exit status and code, for failures the
@@ -176,7 +210,14 @@ func (a *app) report(err error) int {
 	if ce != nil && ce.hint != "" {
 		msg += "\n" + ce.hint
 	}
-	fmt.Fprintf(a.stderr, "rewind: %s\n", msg)
+	// Lines as the message has them, but no character that is not plain
+	// text: an error quoting an actor with a combining grapheme joiner or
+	// a path with an escape sequence shows it as a Go escape.
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		lines[i] = audit.Escape(l)
+	}
+	fmt.Fprintf(a.stderr, "rewind: %s\n", strings.Join(lines, "\n"))
 	return status
 }
 

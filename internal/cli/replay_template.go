@@ -275,9 +275,10 @@ target, the resolved window, the events, their digest, and whether the target re
 masked data. The password of a connection string is masked in every field and message
 recorded or printed (postgres://, postgres:/ as in a cleaned path, password=). A
 template, parameter or filter that is wrong exits 2 with nothing recorded, and so does an
-actor, a parameter value, a data_dir or a template path that is not one line of plain
-text (a newline, a tab, a terminal escape sequence, a format character: recorded, it
-could forge a line of 'rewind audit log'). The run reads the window once to plan and check it: a check that fails
+actor, a parameter value, a data_dir, a template path or any argument of the command line
+(the source --data-dir too) that is not one line of plain text (a newline, a tab, a
+terminal escape sequence, a format or invisible character: recorded, it could forge or
+hide a line of 'rewind audit log'). The run reads the window once to plan and check it: a check that fails
 (exit 5) or an event that cannot be masked (exit 2) ends the run with nothing written.
 It then replays the same positions, paced, into the target; the report's written
 counts the events new in the target, already_present those it held already (a
@@ -314,9 +315,19 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 			if connectTimeout <= 0 {
 				return invalidFlag("connect-timeout", connectTimeout.String(), "must be positive, such as 10s")
 			}
-			// The check backfill makes of its actor, before the ledger is
-			// connected to: nothing is recorded.
+			// The checks backfill makes of its actor and command line,
+			// before the store is opened and the ledger connected to:
+			// nothing is recorded. The command line holds the source
+			// --data-dir, which the template's checks do not see.
 			if err := audit.CheckActor(actor); err != nil {
+				return err
+			}
+			secret := map[string]bool{}
+			for _, n := range l.t.SecretParams() {
+				secret[n] = true
+			}
+			command := a.recordedCommand(cmd, func(p string) bool { return secret[p] })
+			if err := checkRecorded(command); err != nil {
 				return err
 			}
 			s, err := a.openExisting(ctx)
@@ -342,11 +353,6 @@ at least 16 bytes (--mask-key-file or $REWIND_MASK_KEY). See docs/replay.md.`,
 			if err != nil {
 				return err
 			}
-			secret := map[string]bool{}
-			for _, n := range l.t.SecretParams() {
-				secret[n] = true
-			}
-			command := a.recordedCommand(cmd, func(p string) bool { return secret[p] })
 			rep, err := l.t.Execute(ctx, s, l.spec, template.RunOptions{
 				Ledger: ledger, RunID: id.String(), Masker: l.masker,
 				Origin: audit.CurrentOrigin(actor, command, l.t.SecretParams()),

@@ -308,9 +308,10 @@ func (t *Template) Execute(ctx context.Context, src rewind.Store, sp *Spec, o Ru
 	if o.Ledger == nil {
 		return nil, &rewind.ValidationError{Field: "ledger", Reason: "a replay run is recorded in the audit ledger: give one"}
 	}
-	// Recorded in every entry and printed by `rewind audit log`: refused
-	// as backfill refuses its actor, before anything is recorded.
-	if err := audit.CheckActor(o.Origin.Actor); err != nil {
+	// Recorded in every entry and printed by `rewind audit log`: the
+	// actor, host, build and command line (the source --data-dir in it)
+	// are refused, as backfill refuses its own, before anything is recorded.
+	if err := audit.CheckOrigin(o.Origin); err != nil {
 		return nil, err
 	}
 	if sp.Masking && o.Masker == nil {

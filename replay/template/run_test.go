@@ -484,8 +484,9 @@ func TestExecuteGroupTargetEmptyWindow(t *testing.T) {
 }
 
 // TestExecuteRefusesAnActorThatIsNotPlainText: the run's actor is checked
-// as backfill checks its own (audit.CheckActor): one holding a control or
-// format character is refused before anything is recorded or replayed.
+// as backfill checks its own (audit.CheckActor), and the rest of its origin
+// too (audit.CheckOrigin): one holding a control, format or invisible
+// character is refused before anything is recorded or replayed.
 func TestExecuteRefusesAnActorThatIsNotPlainText(t *testing.T) {
 	t.Parallel()
 	src, _ := source(t)
@@ -503,6 +504,18 @@ func TestExecuteRefusesAnActorThatIsNotPlainText(t *testing.T) {
 		_, err := tp.Execute(ctx, src, sp, template.RunOptions{Ledger: l, RunID: "r", Origin: o})
 		if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), "actor") {
 			t.Errorf("actor %q: %v, want an invalid argument naming the actor", actor, err)
+		}
+	}
+	// The rest of the origin is recorded in every entry too: a command
+	// line (the source --data-dir in it) or a host that is not plain text.
+	for field, o := range map[string]audit.Origin{
+		"command": audit.CurrentOrigin("alice", []string{"rewind", "--data-dir=/srv/x\n 999 forged", "replay", "run", "t.yaml"}, nil),
+		"host":    {Actor: "alice", Host: "h\u034f1"},
+		"actor":   audit.CurrentOrigin("\u3164", nil, nil),
+	} {
+		_, err := tp.Execute(ctx, src, sp, template.RunOptions{Ledger: l, RunID: "r", Origin: o})
+		if !errors.Is(err, rewind.ErrInvalidArgument) || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v, want an invalid argument naming the %s", field, err, field)
 		}
 	}
 	if got := entries(t, l); len(got) != 0 {
