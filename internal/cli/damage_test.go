@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	enc "encoding/binary"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rewindhq/rewind"
+	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/store"
+)
+
+// damagedStore makes a store in dir holding n events of each of streams
+// s1 and s2, appended in alternating batches of 4 so that each stream is
+// spread across the log, and flips one byte in the payload of s1's event
+// at version damaged, as a bad sector would. It returns that event's
+// position.
+func damagedStore(t *testing.T, dir string, n int, damaged uint64) rewind.Position {
+	t.Helper()
+	ctx := context.Background()
+	s, err := store.Open(dir, store.Config{Log: eventlog.Config{Durability: eventlog.None},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 4 {
+		for _, st := range []string{"s1", "s2"} {
+			batch := make([]rewind.Event, 4)
+			for j := range batch {
+				batch[j] = rewind.Event{Type: "T", Data: fmt.Appendf(nil, `{"n":%d}`, i+j+1)}
+			}
+			if _, err := s.Append(ctx, st, rewind.Any, batch...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	evs, err := s.ReadStream(ctx, "s1", rewind.ReadStreamOptions{From: damaged, Limit: 1})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("s1@%d: %v", damaged, err)
+	}
+	pos := evs[0].Position
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(dir, "00000000000000000001.seg")
+	raw, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 40; ; {
+		size := int(enc.LittleEndian.Uint32(raw[off:]))
+		if rewind.Position(enc.LittleEndian.Uint64(raw[off+8:])) == pos {
+			raw[off+28+size/2] ^= 0xff
+			break
+		}
+		off += 28 + size
+	}
+	if err := os.WriteFile(seg, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
+// B2: `rewind read STREAM` over a stream with a damaged event in the middle
+// printed no event at all — embedded and through a server, with or
+// without --limit. It prints every event before the damage in the order
+// it reads, then reports the damage (exit status 5) saying which version
+// it is and where to read on; a read that stops short of the damage, or
+// starts past it, succeeds.
+func TestReadStreamAcrossDamage(t *testing.T) {
+	t.Parallel()
+	for _, remote := range []bool{false, true} {
+		t.Run(fmt.Sprintf("server=%v", remote), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			damagedStore(t, dir, 1000, 501)
+			env := cleanEnv("REWIND_DATA_DIR=" + dir)
+			if remote {
+				url, admin := startServerIn(t, dir)
+				env = cleanEnv("REWIND_SERVER="+url, "REWIND_TOKEN="+admin)
+			}
+			cases := []struct {
+				args        []string
+				first, last int // versions printed, in order; 0, 0: none
+				status      int
+			}{
+				{[]string{"read", "s1"}, 1, 500, 5},
+				{[]string{"read", "s1", "--limit", "600"}, 1, 500, 5},
+				{[]string{"read", "s1", "--limit", "10"}, 1, 10, 0},
+				{[]string{"read", "s1", "--backward"}, 1000, 502, 5},
+				{[]string{"read", "s1", "--from", "501"}, 0, 0, 5},
+				{[]string{"read", "s1", "--from", "502"}, 502, 1000, 0},
+				{[]string{"read", "s1", "--backward", "--from", "500"}, 500, 1, 0},
+			}
+			for _, c := range cases {
+				status, out, errOut := exe(t, env, "", c.args...)
+				lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+				if out == "" {
+					lines = nil
+				}
+				var first, last int
+				if len(lines) > 0 {
+					fmt.Sscanf(strings.Fields(lines[0])[1], "s1@%d", &first)
+					fmt.Sscanf(strings.Fields(lines[len(lines)-1])[1], "s1@%d", &last)
+				}
+				want := c.last - c.first + 1
+				if c.first > c.last {
+					want = c.first - c.last + 1
+				}
+				if c.first == 0 {
+					want = 0
+				}
+				if status != c.status || first != c.first || last != c.last || len(lines) != want {
+					t.Fatalf("%v: exit %d, %d events s1@%d..s1@%d; want exit %d, s1@%d..s1@%d\n%s", c.args, status,
+						len(lines), first, last, c.status, c.first, c.last, errOut)
+				}
+				if c.status == 5 {
+					if !strings.Contains(errOut, "corruption in segment 00000000000000000001.seg") ||
+						!strings.Contains(errOut, `it is version 501 of stream "s1"`) {
+						t.Fatalf("%v: stderr %q; want the damage named, with its version", c.args, errOut)
+					}
+					checkMessage(t, errOut)
+				}
+			}
+			// With --json, the events then the error, as JSON lines.
+			status, out, _ := exe(t, env, "", "read", "s1", "--json")
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			if code, _ := jsonError(t, lines[len(lines)-1]); status != 5 || len(lines) != 501 || code != "corruption" {
+				t.Fatalf("read --json: exit %d, %d lines, last %q", status, len(lines), lines[len(lines)-1])
+			}
+			if status, out, _ := exe(t, env, "", "read", "s2"); status != 0 || strings.Count(out, "\n") != 1000 {
+				t.Fatalf("read s2, whose events lie around the damage: exit %d, %d events", status, strings.Count(out, "\n"))
+			}
+		})
+	}
+}
