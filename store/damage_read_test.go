@@ -1,11 +1,8 @@
 package store
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,33 +10,8 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/internal/damagetest"
 )
-
-// flipPayloadByte flips one byte in the payload of the record at pos in
-// the segment file seg, as a bad disk sector would: the record fails its
-// checksum, every other record stays intact.
-func flipPayloadByte(t *testing.T, seg string, pos rewind.Position) {
-	t.Helper()
-	raw, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for off := 40; off+28 <= len(raw); {
-		n := int(binary.LittleEndian.Uint32(raw[off:]))
-		if n == 0 {
-			break
-		}
-		if rewind.Position(binary.LittleEndian.Uint64(raw[off+8:])) == pos {
-			raw[off+28+n/2] ^= 0xff
-			if err := os.WriteFile(seg, raw, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		off += 28 + n
-	}
-	t.Fatalf("no record of position %d in %s", pos, seg)
-}
 
 // B2: a stream whose events are spread across the log, with a damaged
 // record in the middle, read as nothing but an error: ReadStream dropped
@@ -74,9 +46,8 @@ func TestStreamReadsAcrossDamage(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	seg := filepath.Join(b.dir, "00000000000000000001.seg")
 	for _, pos := range damaged {
-		flipPayloadByte(t, seg, pos)
+		damagetest.FlipPayloadByte(t, b.dir, pos)
 	}
 	s, err := Open(b.dir, b.cfg)
 	if err != nil {

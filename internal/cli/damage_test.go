@@ -2,16 +2,14 @@ package cli
 
 import (
 	"context"
-	enc "encoding/binary"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/eventlog"
+	"github.com/rewindhq/rewind/internal/damagetest"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -47,22 +45,7 @@ func damagedStore(t *testing.T, dir string, n int, damaged uint64) rewind.Positi
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	seg := filepath.Join(dir, "00000000000000000001.seg")
-	raw, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for off := 40; ; {
-		size := int(enc.LittleEndian.Uint32(raw[off:]))
-		if rewind.Position(enc.LittleEndian.Uint64(raw[off+8:])) == pos {
-			raw[off+28+size/2] ^= 0xff
-			break
-		}
-		off += 28 + size
-	}
-	if err := os.WriteFile(seg, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	damagetest.FlipPayloadByte(t, dir, pos)
 	return pos
 }
 
