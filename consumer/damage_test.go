@@ -119,7 +119,7 @@ func TestGroupDeliversUpToDamage(t *testing.T) {
 	// there again.
 	plan, err = b.engine.Reset(bg, "plain", ResetOptions{ToPositionSet: true, ToPosition: 100, Execute: true})
 	if err != nil || !plan.Executed || !strings.Contains(plan.Note, "position 150 is damaged and not counted: the group "+
-		"delivers again up to the first, and stops there again") {
+		"delivers again up to it, and stops there again") {
 		t.Fatalf("reset back across the damage: %+v %v", plan, err)
 	}
 	got, err = consumeUntilError(t, b, "plain", 0)
@@ -135,4 +135,26 @@ func TestGroupDeliversUpToDamage(t *testing.T) {
 		t.Fatalf("after a restart the group delivered %v again", got)
 	}
 	checkDamaged("ordered", err)
+}
+
+// A reset plan's note names the damaged positions it could not count (at
+// most ten, then how many more) and what the reset does with them.
+func TestDamagedNote(t *testing.T) {
+	t.Parallel()
+	many := positionsIn(101, 112)
+	for _, c := range []struct {
+		damaged []rewind.Position
+		back    bool
+		want    string
+	}{
+		{[]rewind.Position{150}, false, "position 150 is damaged and not counted: the group skips it, with its event if it is the group's"},
+		{[]rewind.Position{150}, true, "position 150 is damaged and not counted: the group delivers again up to it, and stops there again (status damaged)"},
+		{[]rewind.Position{150, 151}, false, "positions 150, 151 are damaged and not counted: the group skips them, with any event of its own they held"},
+		{many, true, "positions 101, 102, 103, 104, 105, 106, 107, 108, 109, 110 and 2 more are damaged and not counted: " +
+			"the group delivers again up to the first, and stops there again (status damaged)"},
+	} {
+		if got := damagedNote(c.damaged, c.back); got != c.want {
+			t.Errorf("damagedNote(%v, back=%v) = %q, want %q", c.damaged, c.back, got, c.want)
+		}
+	}
 }

@@ -419,17 +419,21 @@ func damagedNote(damaged []rewind.Position, back bool) string {
 	for _, p := range damaged[:min(len(damaged), 10)] {
 		list = append(list, fmt.Sprint(p))
 	}
-	what := "position " + list[0] + " is damaged"
-	if len(damaged) > 1 {
-		what = "positions " + strings.Join(list, ", ")
-		if len(damaged) > 10 {
-			what += fmt.Sprintf(" and %d more", len(damaged)-10)
+	if len(damaged) == 1 {
+		if back {
+			return "position " + list[0] + " is damaged and not counted: the group delivers again up to it, and " +
+				"stops there again (status damaged)"
 		}
-		what += " are damaged"
+		return "position " + list[0] + " is damaged and not counted: the group skips it, with its event if it is " +
+			"the group's"
+	}
+	what := "positions " + strings.Join(list, ", ")
+	if len(damaged) > 10 {
+		what += fmt.Sprintf(" and %d more", len(damaged)-10)
 	}
 	if back {
-		return what + " and not counted: the group delivers again up to the first, and stops there again " +
-			"(status damaged)"
+		return what + " are damaged and not counted: the group delivers again up to the first, and stops there " +
+			"again (status damaged)"
 	}
-	return what + " and not counted: the group skips them, with any event of its own they held"
+	return what + " are damaged and not counted: the group skips them, with any event of its own they held"
 }
