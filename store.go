@@ -52,7 +52,12 @@ type Store interface {
 	// ReadStream returns the readable events of a stream in version order
 	// (reverse order when reading backward); see ReadStreamOptions. A
 	// stream that was never written, or was deleted and not written since,
-	// fails with ErrStreamNotFound. The caller owns the events.
+	// fails with ErrStreamNotFound. The caller owns the events. A damaged
+	// event ends the read where a reader meets it in the order it reads:
+	// the events before it in that order are returned together with an
+	// error matching ErrCorruption that names it; a read from the next
+	// version on (the previous one, backward) goes past it. With any other
+	// error no event is returned.
 	ReadStream(ctx context.Context, stream string, opts ReadStreamOptions) ([]RecordedEvent, error)
 
 	// ReadAll iterates over the whole log in position order, from the

@@ -378,7 +378,10 @@ func (c *Client) append(ctx context.Context, stream string, expected rewind.Expe
 }
 
 // ReadStream returns events of a stream in version order (or reverse order
-// when reading backward), fetching as many pages as needed.
+// when reading backward), fetching as many pages as needed. A page that
+// fails with damage (an error matching rewind.ErrCorruption) ends the read
+// with the events of the pages before it: those the server read before the
+// damaged event.
 func (c *Client) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
@@ -397,6 +400,9 @@ func (c *Client) ReadStream(ctx context.Context, stream string, opts rewind.Read
 		res, err := retry(ctx, c, func() (*connect.Response[rewindv1.ReadStreamResponse], error) {
 			return c.events.ReadStream(ctx, connect.NewRequest(req))
 		})
+		if errors.Is(err, rewind.ErrCorruption) {
+			return out, err
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -37,5 +37,9 @@
 // that cannot move says why in its Status. Lag (GroupInfo) is kept as the
 // group works, never computed by scanning.
 //
+// A damaged record of the log does not fail a group: it delivers every
+// event before it (status StatusDamaged meanwhile), then its fetches fail
+// with ErrLogDamaged (code corruption) until it is reset past the damage.
+//
 // See docs/consumer.md for the whole design and its limits.
 package consumer

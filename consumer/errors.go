@@ -32,6 +32,12 @@ var (
 	// written (the store failed, or another engine wrote the group's state
 	// stream). Reopen the engine (code failed).
 	ErrGroupFailed = errors.New("consumer: group failed")
+	// ErrLogDamaged: the group's reader met a damaged record of the log
+	// (a *rewind.CorruptionError). The group delivered every event before
+	// it and delivers nothing after it until it is reset past it, or the
+	// damaged segment is restored from a backup and the engine reopened
+	// (code corruption).
+	ErrLogDamaged = errors.New("consumer: the log is damaged")
 	// ErrGroupComplete: the member's bounded group has delivered its whole
 	// window (FetchUntilComplete). Not a failure: there is nothing more.
 	ErrGroupComplete = errors.New("consumer: group complete")
@@ -80,6 +86,8 @@ func (e *Error) Is(target error) bool {
 		return target == rewind.ErrClosed
 	case ErrGroupFailed:
 		return target == rewind.ErrFailed
+	case ErrLogDamaged:
+		return target == rewind.ErrCorruption
 	}
 	return false
 }

@@ -71,6 +71,7 @@ type group struct {
 	changed                      chan struct{} // closed (and replaced) at the next change someone waits for
 	waiters                      bool          // someone waits on changed
 	failed                       error
+	damaged                      *Error // the reader met damage (ErrLogDamaged): nothing is read past it
 	parkedFull                   bool
 	parkSeq                      uint64 // numbers parks, so that a replay knows what was parked before it
 	replay                       replayState

@@ -34,6 +34,11 @@ const (
 	// every event of its window is done (acked or parked); it delivers
 	// nothing more (a replay of its parked events still does).
 	StatusComplete Status = "complete"
+	// StatusDamaged: the group's reader met a damaged record of the log;
+	// the group delivers the events before it, then its members' fetches
+	// fail with ErrLogDamaged. See StatusReason; reset the group past the
+	// damage, or restore the segment from a backup and reopen.
+	StatusDamaged Status = "damaged"
 	// StatusFailed: the group's state could not be written or the log
 	// not read; see StatusReason. Reopen the engine.
 	StatusFailed Status = "failed"
@@ -124,6 +129,12 @@ func (g *group) status(in GroupInfo) (Status, string) {
 	switch {
 	case g.failed != nil:
 		return StatusFailed, g.failed.Error()
+	case g.damaged != nil:
+		reason := g.damaged.Reason
+		if held := g.entries.Len() + len(g.replaying); held > 0 {
+			reason += fmt.Sprintf(" (%d events before it are still to deliver or ack)", held)
+		}
+		return StatusDamaged, reason
 	case in.Complete:
 		return StatusComplete, fmt.Sprintf("delivered every event of its window through position %d (%d parked); "+
 			"it delivers nothing more", g.end, g.parked.Len())

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/rewindhq/rewind"
@@ -49,6 +50,9 @@ func (g *group) laneLoop(ctx context.Context, after rewind.Position, f rewind.Fi
 			return
 		}
 		ev, err := sub.Next(ctx)
+		if errors.Is(err, rewind.ErrCorruption) {
+			return // the main reader meets the same damage, and reports it
+		}
 		if err != nil {
 			g.readFailed(ctx, err)
 			return

@@ -92,7 +92,9 @@ func (mb *Member) Mode() Mode { return mb.g.cfg.Mode }
 
 // Fetch waits until at least one event is ready for the member, and
 // returns up to max of them. It fails when ctx ends, when the member has
-// left, or when the group failed.
+// left, when the group failed, or with ErrLogDamaged (code corruption) when
+// the group's reader met a damaged record of the log and every event before
+// it is done: nothing more can come until the group is reset past it.
 func (mb *Member) Fetch(ctx context.Context, max int) ([]Delivery, error) {
 	return mb.fetch(ctx, max, 0, true)
 }
@@ -165,6 +167,13 @@ func (mb *Member) fetchUntil(ctx context.Context, max, maxBytes int, wait, until
 			return nil, err
 		}
 		ds := g.fetch(mb.m, max, maxBytes, g.e.cfg.Now())
+		if len(ds) == 0 && g.damaged != nil && g.drained() {
+			// Every event before the damage is done: say why nothing more
+			// comes.
+			err := g.damaged
+			g.mu.Unlock()
+			return nil, err
+		}
 		if len(ds) == 0 && untilComplete && g.complete() {
 			// Complete only once the acks that completed it, and the floor
 			// at the end, are durable: a crash right after the caller is

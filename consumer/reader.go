@@ -3,6 +3,8 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/rewindhq/rewind"
 )
@@ -67,6 +69,13 @@ func (g *group) readLoop(ctx context.Context, after rewind.Position, done chan s
 		}
 		ev, err := sub.Next(ctx)
 		if err != nil {
+			if errors.Is(err, rewind.ErrCorruption) {
+				// Everything before the damage is taken (or not the
+				// group's): the cursor moves up to it.
+				g.mu.Lock()
+				g.cursor = max(g.cursor, sub.Position())
+				g.mu.Unlock()
+			}
 			g.readFailed(ctx, err)
 			return
 		}
@@ -111,10 +120,11 @@ func (g *group) readBounded(ctx context.Context, after rewind.Position, done cha
 		if after == 0 {
 			from = 0 // the first position the log still holds
 		}
+		var readErr error
 		for ev, err := range g.e.store.ReadAll(ctx, rewind.ReadAllOptions{From: from, Filter: g.cfg.Filter, Limit: limit}) {
 			if err != nil {
-				g.readFailed(ctx, err)
-				return
+				readErr = err
+				break
 			}
 			if ev.Position > g.end {
 				break
@@ -124,7 +134,22 @@ func (g *group) readBounded(ctx context.Context, after rewind.Position, done cha
 		// A short page passed the end (or the last event of the filter
 		// before it): everything through the end is read.
 		next := g.end
-		if len(batch) == limit {
+		var ce *rewind.CorruptionError
+		switch {
+		case readErr != nil && !errors.As(readErr, &ce):
+			g.readFailed(ctx, readErr)
+			return
+		case readErr != nil:
+			// The events before the damage are taken, and the cursor
+			// moves up to it (those between were not the group's).
+			next = after
+			if len(batch) > 0 {
+				next = batch[len(batch)-1].Position
+			}
+			if ce.Position > next {
+				next = min(ce.Position-1, g.end)
+			}
+		case len(batch) == limit:
 			next = batch[len(batch)-1].Position
 		}
 		g.mu.Lock()
@@ -138,6 +163,10 @@ func (g *group) readBounded(ctx context.Context, after rewind.Position, done cha
 		g.cursor = max(g.cursor, next)
 		g.signal()
 		g.mu.Unlock()
+		if readErr != nil {
+			g.readFailed(ctx, readErr)
+			return
+		}
 		after = next
 	}
 }
@@ -186,15 +215,45 @@ func (g *group) waitRoom(ctx context.Context) (int, error) {
 }
 
 // readFailed records why the reader stopped, unless it was told to.
+// Damage (a *rewind.CorruptionError) does not fail the group: it goes on
+// delivering and acking the events it read before it, and fetches fail
+// with ErrLogDamaged once none is left (see fetchUntil).
 func (g *group) readFailed(ctx context.Context, err error) {
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.failed == nil && !g.deleted {
-		g.failed = &Error{Op: "read", Group: g.name, Err: ErrGroupFailed,
-			Reason: "reading the log failed: " + err.Error()}
-		g.signal()
+	if g.failed != nil || g.deleted {
+		return
 	}
+	if errors.Is(err, rewind.ErrCorruption) {
+		if g.damaged == nil {
+			g.damaged = g.damageError(err)
+			g.signal()
+		}
+		return
+	}
+	g.failed = &Error{Op: "read", Group: g.name, Err: ErrGroupFailed,
+		Reason: "reading the log failed: " + err.Error()}
+	g.signal()
+}
+
+// damageError is the error of a group whose reader met the damage err.
+func (g *group) damageError(err error) *Error {
+	at := "after the damaged position"
+	if ce := (*rewind.CorruptionError)(nil); errors.As(err, &ce) && ce.Position > 0 {
+		at = fmt.Sprintf("to position %d", ce.Position)
+	}
+	return &Error{Op: "read", Group: g.name, Err: ErrLogDamaged, Reason: strings.TrimPrefix(err.Error(), "rewind: ") +
+		"; the group delivers every event before it and none after it: to go on past it, reset the group " + at +
+		" (the damaged event is skipped), or restore the segment from a backup and reopen the store"}
+}
+
+// drained reports whether the group holds nothing it could still hand
+// out: no event held (ready, in flight or delayed), none a replay of
+// parked events handed back, and no replay under way. Called with g.mu
+// held.
+func (g *group) drained() bool {
+	return g.entries.Len() == 0 && len(g.replaying) == 0 && !g.replay.active
 }

@@ -2,9 +2,11 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rewindhq/rewind"
@@ -104,6 +106,7 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	// events never delivered as delivered again. At or below the floor
 	// everything was handed out but what the group skipped (its start,
 	// resets forward).
+	var damaged []rewind.Position
 	done, delivered := g.doneAbove(plan.From, true)
 	parked := g.parkedAfter(min(target, plan.From))
 	skipped := doneSet{spans: slices.Clone(g.skipped)}
@@ -119,7 +122,7 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 			to = min(to, g.end)
 		}
 		set := doneSet{spans: delivered}
-		plan.Redeliver, plan.CountCapped, err = e.countEvents(ctx, g, target, to, func(p rewind.Position) bool {
+		plan.Redeliver, plan.CountCapped, damaged, err = e.countEvents(ctx, g, target, to, func(p rewind.Position) bool {
 			return !parked.contains(p) && (p <= plan.From && !skipped.contains(p) || set.contains(p))
 		})
 		plan.Parked = g.parkedIn(target, to)
@@ -129,9 +132,15 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 			to = max(plan.From, min(target, g.end)) // a bounded group would not deliver those after its end anyway
 		}
 		set := doneSet{spans: done}
-		plan.Skip, plan.CountCapped, err = e.countEvents(ctx, g, plan.From, to, func(p rewind.Position) bool {
+		plan.Skip, plan.CountCapped, damaged, err = e.countEvents(ctx, g, plan.From, to, func(p rewind.Position) bool {
 			return !parked.contains(p) && !set.contains(p)
 		})
+	}
+	if len(damaged) > 0 {
+		if plan.Note != "" {
+			plan.Note += "; "
+		}
+		plan.Note += damagedNote(damaged, target < plan.From)
 	}
 	if err != nil || !opts.Execute {
 		return plan, err
@@ -141,6 +150,7 @@ func (e *Engine) Reset(ctx context.Context, name string, opts ResetOptions) (Res
 	plan.InFlight = len(g.inflight)
 	g.skipped = g.skippedAfterReset(target)
 	g.clear()
+	g.damaged = nil // the reader starts again from the new floor
 	g.cursor, g.prev = target, target
 	g.wantSnapshot = true
 	g.signal()
@@ -359,26 +369,71 @@ func (g *group) parkedAfter(p rewind.Position) doneSet {
 	return doneSet{spans: s}
 }
 
+// maxDamagedCounted caps how many damaged positions a plan steps over
+// while it counts; beyond, the count fails with the damage.
+const maxDamagedCounted = 1000
+
 // countEvents counts the group's events in (from, to] for which count
-// (given their positions in order) is true.
+// (given their positions in order) is true. A damaged record cannot be
+// counted: the count steps over it and returns its position in damaged.
 func (e *Engine) countEvents(ctx context.Context, g *group, from, to rewind.Position,
-	count func(rewind.Position) bool) (int64, bool, error) {
-	var n int64
+	count func(rewind.Position) bool) (n int64, capped bool, damaged []rewind.Position, err error) {
 	if to <= from {
-		return 0, false, nil
+		return 0, false, nil, nil
 	}
-	for ev, err := range e.store.ReadAll(ctx, rewind.ReadAllOptions{From: from + 1, Filter: g.cfg.Filter}) {
-		if err != nil {
-			return n, false, err
-		}
-		if ev.Position > to {
-			break
-		}
-		if g.matches(ev) && count(ev.Position) {
-			if n++; n >= maxPlanCount {
-				return n, true, nil
+	for next := from + 1; ; {
+		resume := rewind.Position(0)
+		for ev, err := range e.store.ReadAll(ctx, rewind.ReadAllOptions{From: next, Filter: g.cfg.Filter}) {
+			var ce *rewind.CorruptionError
+			switch {
+			case err == nil:
+			case errors.As(err, &ce) && ce.Position > to:
+				return n, false, damaged, nil // everything up to to is counted
+			case errors.As(err, &ce) && ce.Position >= next && len(damaged) < maxDamagedCounted:
+				damaged = append(damaged, ce.Position)
+				resume = ce.Position + 1
+			default:
+				return n, false, damaged, err
+			}
+			if resume != 0 || ev.Position > to {
+				break
+			}
+			if g.matches(ev) && count(ev.Position) {
+				if n++; n >= maxPlanCount {
+					return n, true, damaged, nil
+				}
 			}
 		}
+		if resume == 0 || resume > to {
+			return n, false, damaged, nil
+		}
+		next = resume
 	}
-	return n, false, nil
+}
+
+// damagedNote says which positions a plan could not count, and what
+// becomes of them: a move forward skips them, a move back takes the group
+// to them again, where its reader stops (status damaged).
+func damagedNote(damaged []rewind.Position, back bool) string {
+	list := make([]string, 0, min(len(damaged), 10))
+	for _, p := range damaged[:min(len(damaged), 10)] {
+		list = append(list, fmt.Sprint(p))
+	}
+	if len(damaged) == 1 {
+		if back {
+			return "position " + list[0] + " is damaged and not counted: the group delivers again up to it, and " +
+				"stops there again (status damaged)"
+		}
+		return "position " + list[0] + " is damaged and not counted: the group skips it, with its event if it is " +
+			"the group's"
+	}
+	what := "positions " + strings.Join(list, ", ")
+	if len(damaged) > 10 {
+		what += fmt.Sprintf(" and %d more", len(damaged)-10)
+	}
+	if back {
+		return what + " are damaged and not counted: the group delivers again up to the first, and stops there " +
+			"again (status damaged)"
+	}
+	return what + " are damaged and not counted: the group skips them, with any event of its own they held"
 }

@@ -201,13 +201,15 @@ func TestReadsPastDamageInASealedSegment(t *testing.T) {
 // header is redundant with the file name (the base position) and with the
 // records' own checksums and positions: a damaged header is reported as
 // damage, by Verify and by Open, on every open, and every record of the
-// segment stays readable.
+// segment stays readable. Bytes 36-39, reserved and zero, lie outside the
+// header's checksum: a flipped bit there went unseen by Verify and Open.
 func TestDamagedSegmentHeaderKeepsItsRecords(t *testing.T) {
 	t.Parallel()
 	fields := []struct {
 		name string
 		off  int
-	}{{"magic", 0}, {"format version", 8}, {"base position", 16}, {"creation time", 24}, {"checksum", 32}}
+	}{{"magic", 0}, {"format version", 8}, {"reserved", 12}, {"base position", 16}, {"creation time", 24},
+		{"checksum", 32}, {"reserved after the checksum", 36}, {"last reserved byte", 39}}
 	for _, newest := range []bool{false, true} {
 		for _, fl := range fields {
 			t.Run(fmt.Sprintf("newest=%v/%s", newest, fl.name), func(t *testing.T) {

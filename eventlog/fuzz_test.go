@@ -480,7 +480,8 @@ func FuzzSegmentHeader(f *testing.F) {
 		damaged, err := checkSegmentHeader(file, "s.seg", 5)
 		intact := len(h) == segmentHeaderSize && string(h[:8]) == segmentMagic &&
 			crc32.Checksum(h[:32], castagnoli) == binary.LittleEndian.Uint32(h[32:]) &&
-			binary.LittleEndian.Uint32(h[8:]) == formatVersion && binary.LittleEndian.Uint64(h[16:]) == 5
+			binary.LittleEndian.Uint32(h[8:]) == formatVersion && binary.LittleEndian.Uint64(h[16:]) == 5 &&
+			binary.LittleEndian.Uint32(h[12:]) == 0 && binary.LittleEndian.Uint32(h[36:]) == 0
 		switch {
 		case err != nil:
 			if !errors.Is(err, rewind.ErrCorruption) || intact {

@@ -63,9 +63,10 @@ func encodeSegmentHeader(base uint64, created int64) []byte {
 // otherwise: the base position is in the file name, the format version is
 // the only one there is, and the records carry their own checksums and
 // positions; only the creation time is nowhere else, and nothing needs it.
-// So a header that fails its own checks (magic, checksum) is damage, not a
-// reason to refuse the segment: checkSegmentHeader returns why, and the
-// segment is read without it. What cannot be known is an error (a
+// So a header that fails its own checks (magic, checksum, reserved bytes
+// not zero) is damage, not a reason to refuse the segment:
+// checkSegmentHeader returns why, and the segment is read without it.
+// What cannot be known is an error (a
 // *rewind.CorruptionError): a file too short to hold a header, an intact
 // header of another format version or naming another base position, and a
 // damaged header whose segment's first record is not at base.
@@ -90,6 +91,12 @@ func checkSegmentHeader(f vfs.File, name string, base uint64) (damaged string, e
 			binary.LittleEndian.Uint32(h[8:]), formatVersion)
 	case binary.LittleEndian.Uint64(h[16:]) != base:
 		return "", corrupt("segment header says base position %d", binary.LittleEndian.Uint64(h[16:]))
+	// Every build has written the reserved bytes as zeros. Bytes 36-39 are
+	// outside the checksum: this is the only check they get.
+	case binary.LittleEndian.Uint32(h[36:]) != 0:
+		damaged = "reserved bytes 36-39 are not zero"
+	case binary.LittleEndian.Uint32(h[12:]) != 0:
+		damaged = "reserved bytes 12-15 are not zero"
 	default:
 		return "", nil
 	}

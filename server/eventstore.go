@@ -131,10 +131,13 @@ func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewind
 	// Read one more than the page to learn whether the stream goes on.
 	evs, err := e.s.store.ReadStream(ctx, m.GetStream(),
 		rewind.ReadStreamOptions{From: m.GetFromVersion(), Backward: m.GetBackward(), Limit: limit + 1})
-	if err != nil {
+	if err != nil && (len(evs) == 0 || ctx.Err() != nil) {
 		return nil, err
 	}
-	res := &rewindv1.ReadStreamResponse{EndOfStream: len(evs) <= limit}
+	// The events read before a damaged one are intact: the page ends with
+	// them, and the next one, from the version after them, meets the error
+	// with nothing before it.
+	res := &rewindv1.ReadStreamResponse{EndOfStream: err == nil && len(evs) <= limit}
 	size := 0
 	for i := range evs {
 		if i == limit || i > 0 && size >= pageBytes {
@@ -144,7 +147,7 @@ func (e *eventStore) ReadStream(ctx context.Context, req *connect.Request[rewind
 		res.Events = append(res.Events, apiconv.RecordedToProto(&evs[i]))
 		size += len(evs[i].Data)
 	}
-	if m.GetBackward() && len(res.Events) > 0 && res.Events[len(res.Events)-1].Version <= 1 {
+	if m.GetBackward() && err == nil && len(res.Events) > 0 && res.Events[len(res.Events)-1].Version <= 1 {
 		res.EndOfStream = true
 	}
 	return connect.NewResponse(res), nil

@@ -103,14 +103,14 @@ func newGroupCollector(e *atomic.Pointer[consumer.Engine]) *groupCollector {
 		redeliveries: d("redeliveries_total", "Redeliveries of a group since the server started."),
 		parked:       d("parked_events", "Events a group has parked now."),
 		stalled: d("stalled", "1 while a group cannot move, by reason: full (max pending), ack_pending_full, "+
-			"parked_full, no_members or failed; 0 otherwise.", "reason"),
+			"parked_full, no_members, damaged or failed; 0 otherwise.", "reason"),
 		up: d("members", "Members connected to a group."),
 	}
 }
 
 // stalledReasons are the statuses that mean a group cannot move.
 var stalledReasons = []consumer.Status{consumer.StatusFull, consumer.StatusAckPendingFull, consumer.StatusParkedFull,
-	consumer.StatusNoMembers, consumer.StatusFailed}
+	consumer.StatusNoMembers, consumer.StatusDamaged, consumer.StatusFailed}
 
 // Describe implements prometheus.Collector.
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {

@@ -257,8 +257,8 @@ func TestStoreOverDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s2.Close()
-			if _, err := s2.ReadStream(ctx, "s4", rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrCorruption) {
-				t.Fatalf("read of the stream with the damaged event: %v", err)
+			if evs, err := s2.ReadStream(ctx, "s4", rewind.ReadStreamOptions{}); !errors.Is(err, rewind.ErrCorruption) || len(evs) != 3 {
+				t.Fatalf("read of the stream with the damaged event (its 4th): %d events, %v; want the 3 before it, then the damage", len(evs), err)
 			}
 			for _, st := range []string{"s0", "s1", "s2", "s3"} {
 				if evs, err := s2.ReadStream(ctx, st, rewind.ReadStreamOptions{}); err != nil || len(evs) != 10 {

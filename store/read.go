@@ -18,6 +18,13 @@ import (
 // when reading backward). A stream that was never written, or that was
 // deleted and not written since, fails with rewind.ErrStreamNotFound.
 // Versions removed by retention are simply absent.
+//
+// A damaged event ends the read where a reader meets it in the order it
+// reads: ReadStream returns the events before it in that order (forward,
+// the versions below it; backward, those above it) together with a
+// *rewind.CorruptionError naming it, wrapped with the stream and version.
+// Every read that reaches it fails so; a read from the next version on
+// (the previous one, backward) goes past it.
 func (s *Store) ReadStream(ctx context.Context, stream string, opts rewind.ReadStreamOptions) ([]rewind.RecordedEvent, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -28,25 +35,55 @@ func (s *Store) ReadStream(ctx context.Context, stream string, opts rewind.ReadS
 	if opts.Limit < 0 {
 		return nil, &rewind.ValidationError{Field: "limit", Value: fmt.Sprint(opts.Limit), Reason: "must not be negative"}
 	}
-	positions, err := s.streamPositions(stream, opts)
+	positions, firstVersion, err := s.streamPositions(stream, opts)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]rewind.RecordedEvent, 0, len(positions))
-	err = s.readPositions(ctx, positions, func(ev *rewind.RecordedEvent) error {
-		if ev.Stream != stream {
-			return s.corrupt(uint64(ev.Position), fmt.Errorf("the stream index points at an event of stream %q", ev.Stream))
+	var damage error
+	err = s.readPositions(ctx, positions, func(i int, ev *rewind.RecordedEvent, err error) error {
+		if err == nil && ev.Stream != stream {
+			err = s.corrupt(uint64(ev.Position), fmt.Errorf("the stream index points at an event of stream %q", ev.Stream))
+		}
+		if err != nil {
+			if !errors.Is(err, rewind.ErrCorruption) {
+				return err
+			}
+			err = damagedVersion(err, stream, firstVersion+uint64(i), opts.Backward)
+			if !opts.Backward {
+				return err // forward, the events read so far are those before it
+			}
+			// Positions are read in ascending order: backward, the events
+			// before the damage are those after the last damaged one.
+			damage, out = err, out[:0]
+			return nil
 		}
 		out = append(out, ev.Clone())
 		return nil
 	})
-	if err != nil {
+	if err == nil {
+		err = damage
+	}
+	if err != nil && !errors.Is(err, rewind.ErrCorruption) {
 		return nil, err
 	}
 	if opts.Backward {
 		slices.Reverse(out)
 	}
-	return out, nil
+	return out, err
+}
+
+// damagedVersion says which event of a stream the damage err is, and
+// from where a read goes past it.
+func damagedVersion(err error, stream string, version uint64, backward bool) error {
+	next := fmt.Sprintf("from version %d", version+1)
+	if backward {
+		next = fmt.Sprintf("backward from version %d", version-1)
+	}
+	if backward && version == 1 {
+		return fmt.Errorf("%w; it is version 1 of stream %q, its first", err, stream)
+	}
+	return fmt.Errorf("%w; it is version %d of stream %q (read on past it %s)", err, version, stream, next)
 }
 
 // view is a stream's state as readers may see it: without appends that are
@@ -80,13 +117,14 @@ func (s *Store) viewLocked(stream string) (view, bool) {
 	return v, true
 }
 
-// streamPositions returns the ascending positions of the events to read.
-func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([]uint64, error) {
+// streamPositions returns the ascending positions of the events to read,
+// and the version of the first.
+func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([]uint64, uint64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	v, ok := s.viewLocked(stream)
 	if !ok || v.version <= v.deleted {
-		return nil, notFoundView(stream, v, ok)
+		return nil, 0, notFoundView(stream, v, ok)
 	}
 	lowest := v.deleted + 1
 	var lo, hi uint64
@@ -112,7 +150,7 @@ func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([
 		}
 	}
 	if lo > hi {
-		return nil, nil
+		return nil, 0, nil
 	}
 	first := s.log.First()
 	pos := s.idx.positionOf(v.slot, v.st, hi, first)
@@ -125,11 +163,15 @@ func (s *Store) streamPositions(stream string, opts rewind.ReadStreamOptions) ([
 		pos = s.idx.chain.prev(pos)
 	}
 	slices.Reverse(positions)
-	return positions, nil
+	// Retention may have removed the lowest versions of the range.
+	return positions, hi - uint64(len(positions)) + 1, nil
 }
 
-// readPositions reads the events at ascending positions.
-func (s *Store) readPositions(ctx context.Context, positions []uint64, fn func(*rewind.RecordedEvent) error) error {
+// readPositions reads the events at ascending positions, and calls fn
+// with the index of each and the event, or the error reading or decoding
+// it (a *rewind.CorruptionError for a damaged one): fn decides whether
+// the read goes on. Any other error ends the read.
+func (s *Store) readPositions(ctx context.Context, positions []uint64, fn func(int, *rewind.RecordedEvent, error) error) error {
 	r := s.log.NewRandomReader()
 	defer r.Close()
 	var ev rewind.RecordedEvent
@@ -147,13 +189,16 @@ func (s *Store) readPositions(ctx context.Context, positions []uint64, fn func(*
 		if errors.Is(err, rewind.ErrTruncated) {
 			continue // retention removed it since the positions were collected
 		}
+		if errors.Is(err, rewind.ErrCorruption) {
+			if err := fn(i, nil, err); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		if err := decodeRecord(rec, &ev, nil); err != nil {
-			return err
-		}
-		if err := fn(&ev); err != nil {
+		if err := fn(i, &ev, decodeRecord(rec, &ev, nil)); err != nil {
 			return err
 		}
 	}

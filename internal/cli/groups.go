@@ -397,7 +397,7 @@ func groupJSON(in consumer.GroupInfo) groupInfoJSON {
 func stalled(s consumer.Status) bool {
 	switch s {
 	case consumer.StatusFull, consumer.StatusAckPendingFull, consumer.StatusParkedFull, consumer.StatusNoMembers,
-		consumer.StatusFailed:
+		consumer.StatusDamaged, consumer.StatusFailed:
 		return true
 	}
 	return false
@@ -411,7 +411,7 @@ func (a *app) groupsLsCmd() *cobra.Command {
 		Long: `List consumer groups with their status and lag: pending (held, not in
 flight), in flight (un-acked), the oldest un-acked event's age, redeliveries
 and parked events. A group that cannot move says why in its status (full,
-ack_pending_full, parked_full, no_members, failed).`,
+ack_pending_full, parked_full, no_members, damaged, failed).`,
 		Example: `  rewind groups ls
   rewind groups ls --json --server http://127.0.0.1:7070`,
 		Args: noArgs,

@@ -59,7 +59,10 @@ func (a *app) readCmd() *cobra.Command {
 		Use:   "read [STREAM]",
 		Short: "Read a stream, or the whole log",
 		Long: `Read the events of STREAM in version order, or without STREAM the whole log in
-position order, verifying every checksum.
+position order, verifying every checksum. A damaged event ends the read: the
+events before it (in the order read) are printed, then the damage is reported
+with exit status 5; read on past it with --from (the version after it, or
+before it with --backward; the position after it for the whole log).
 
 --from is a version when reading a stream and a position when reading the whole
 log. --category, --type and --from-time filter the whole log.`,
@@ -82,16 +85,15 @@ log. --category, --type and --from-time filter the whole log.`,
 					return err
 				}
 				defer s.Close()
+				// A damaged event comes with the events before it: they are
+				// printed, then the damage is reported (exit status 5).
 				events, err := s.ReadStream(ctx, args[0], rewind.ReadStreamOptions{From: start, Backward: backward, Limit: limit})
-				if err != nil {
-					return err
-				}
 				for i := range events {
 					if err := a.printEvent(&events[i], jsonOut); err != nil {
 						return err
 					}
 				}
-				return nil
+				return err
 			}
 			if backward {
 				return invalidFlag("backward", "true", "only applies to a stream; give STREAM")

@@ -3013,7 +3013,8 @@ type Group struct {
 	Config *GroupConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
 	// status is "active", "idle", "full", "ack_pending_full", "parked_full",
 	// "no_members", "complete" (a bounded group that delivered its whole
-	// window) or "failed"; status_reason says why in words.
+	// window), "damaged" (its reader met a damaged record of the log) or
+	// "failed"; status_reason says why in words.
 	Status       string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	StatusReason string `protobuf:"bytes,3,opt,name=status_reason,json=statusReason,proto3" json:"status_reason,omitempty"`
 	Members      uint32 `protobuf:"varint,4,opt,name=members,proto3" json:"members,omitempty"`
