@@ -33,8 +33,14 @@ func PlainRune(r rune) bool { return !unplain(r) }
 
 func unplain(c rune) bool {
 	return unicode.In(c, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zl, unicode.Zp,
-		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
+		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) || blank(c)
 }
+
+// blank reports the symbols that are neither format characters nor
+// default ignorable, yet are drawn as nothing: the Braille blank (U+2800,
+// a symbol, So) and the musical null notehead (U+1D159). Found by an
+// outside tester: `a⠀b` printed as "a b", unquoted.
+func blank(c rune) bool { return c == 0x2800 || c == 0x1D159 }
 
 // CheckText refuses a text to record that is not one line of plain text
 // (PlainText), with a *rewind.ValidationError naming field and the first

@@ -43,6 +43,8 @@ func TestPlainTextRefusesInvisibleCharacters(t *testing.T) {
 		{"Hangul choseong filler", "eve\u115f"},
 		{"halfwidth Hangul filler", "eve\uffa0"},
 		{"variation selector", "eve\ufe0f"},
+		{"Braille blank", "a\u2800b"},
+		{"musical null notehead", "a\U0001D159b"},
 		{"Mongolian free variation selector", "eve\u180b"},
 		{"invalid UTF-8", "bad\xffutf8"},
 	} {
@@ -79,6 +81,7 @@ func TestQuote(t *testing.T) {
 		"ev\u202eil":     `"ev\u202eil"`,
 		"ev\u034fe":      `"ev\u034fe"`,
 		"\u3164":         `"\u3164"`,
+		"a\u2800b":       `"a\u2800b"`,
 		"eve\U000E0041":  `"eve\U000e0041"`,
 		"q\"b\\":         `"q\"b\\"`,
 		"bad\xffutf8":    `"bad\xffutf8"`,

@@ -186,7 +186,7 @@ func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts Swa
 		if err := tx.QueryRow(ctx, `SELECT position FROM rewind_proj.versions WHERE name = $1 AND version = $2 FOR UPDATE`, name, res.From).Scan(&servingPos); err != nil {
 			return err
 		}
-		if lag := servingPos - pos; lag > int64(opts.MaxLag) {
+		if lag := servingPos - pos; lag > 0 && uint64(lag) > opts.MaxLag {
 			return &Error{Op: "swap", Name: name, Version: to, Err: ErrBehind,
 				Reason: fmt.Sprintf("it is %d positions behind the serving version (more than %d); let it catch up first", lag, opts.MaxLag)}
 		}
@@ -231,29 +231,32 @@ func Swap(ctx context.Context, pool *pgxpool.Pool, name string, to int, opts Swa
 // waitReached waits, for at most opts.Timeout when it is set, until
 // version to's checkpoint reaches at.
 func waitReached(ctx context.Context, pool *pgxpool.Pool, name string, to int, at rewind.Position, opts SwapOptions) error {
+	// The timeout bounds the wait only, never a look at the checkpoint: a
+	// successor at the swap position already finishes the swap however
+	// short the timeout.
+	var timedOut <-chan time.Time
 	if opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
-	}
-	var pos int64
-	waiting := func() error {
-		return fmt.Errorf("projection: swap of %q to version %d waits for it to reach %d (at %d; is its runner running?); run swap again to finish: %w",
-			name, to, at, pos, ctx.Err())
+		t := time.NewTimer(opts.Timeout)
+		defer t.Stop()
+		timedOut = t.C
 	}
 	for {
-		err := pool.QueryRow(ctx, `SELECT position FROM rewind_proj.versions WHERE name = $1 AND version = $2`, name, to).Scan(&pos)
-		switch {
-		case err == nil && rewind.Position(pos) >= at:
-			return nil
-		case ctx.Err() != nil:
-			return waiting()
-		case err != nil:
+		var pos int64
+		if err := pool.QueryRow(ctx, `SELECT position FROM rewind_proj.versions WHERE name = $1 AND version = $2`, name, to).Scan(&pos); err != nil {
 			return err
+		}
+		if rewind.Position(pos) >= at {
+			return nil
+		}
+		waiting := func(err error) error {
+			return fmt.Errorf("projection: swap of %q to version %d waits for it to reach %d (at %d; is its runner running?); run swap again to finish: %w",
+				name, to, at, pos, err)
 		}
 		select {
 		case <-ctx.Done():
-			return waiting()
+			return waiting(ctx.Err())
+		case <-timedOut:
+			return waiting(context.DeadlineExceeded)
 		case <-time.After(opts.PollInterval):
 		}
 	}

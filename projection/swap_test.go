@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -159,6 +160,30 @@ func TestSwapRefusedForLagWhateverTheTimeout(t *testing.T) {
 	res, err := projection.Swap(ctx, b.db.Pool, "orders", 2, projection.SwapOptions{Timeout: time.Minute})
 	if err != nil || res.At != at || b.status(t, "orders", 2).State != "serving" {
 		t.Fatalf("finishing the swap: %+v %v", res, err)
+	}
+}
+
+// A successor already at the swap position swaps however short the
+// timeout (it bounds the wait, and there is none), and a --max-lag of
+// 2^63 or more is no limit, not a negative one. An outside tester got a
+// timeout with version 1 left stopped, and every swap refused.
+func TestSwapOfACaughtUpVersionIgnoresTheTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendOrders(t, 0, 10)
+	for v := 1; v <= 3; v++ {
+		if err := newRunner(t, orders("orders", v), b.config()).CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := b.status(t, "orders", 1).Position
+	res, err := projection.Swap(ctx, b.db.Pool, "orders", 2, projection.SwapOptions{Timeout: time.Nanosecond})
+	if err != nil || res.At != at || b.status(t, "orders", 2).State != "serving" {
+		t.Fatalf("a caught-up version with a 1ns timeout: %+v %v", res, err)
+	}
+	res, err = projection.Swap(ctx, b.db.Pool, "orders", 3, projection.SwapOptions{MaxLag: math.MaxUint64, Timeout: time.Nanosecond})
+	if err != nil || res.At != at || b.status(t, "orders", 3).State != "serving" {
+		t.Fatalf("--max-lag 2^64-1: %+v %v", res, err)
 	}
 }
 

@@ -41,15 +41,23 @@ func pgError(err error, flag string) (code rewind.Code, msg string, ok bool) {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "55P03" {
-		doing := context0(err)
+		doing := "while trying to " + context0(err)
+		if strings.HasPrefix(context0(err), pe.Message) {
+			// Nothing said what the command was doing: the driver's
+			// message alone ("canceling statement due to lock timeout").
+			doing = "(" + pe.Message + ")"
+		}
+		// Every lock granted on a relation, to a session other than the
+		// waiting one: row locks show as RowShareLock/RowExclusiveLock on
+		// the table, table locks as their own modes.
 		find := "SELECT l.pid, l.relation::regclass, l.mode, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a " +
-			"USING (pid) WHERE l.granted AND l.mode = 'AccessExclusiveLock'"
+			"USING (pid) WHERE l.granted AND l.relation IS NOT NULL AND l.pid <> pg_backend_pid() AND a.datname = current_database()"
 		if m := lockedTable.FindStringSubmatch(doing); m != nil {
 			find = fmt.Sprintf("SELECT l.pid, l.mode, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a USING (pid) "+
 				"WHERE l.relation = '%s'::regclass AND l.granted", strings.ReplaceAll(m[1], "'", "''"))
 		}
 		return rewind.CodeLocked, fmt.Sprintf("a table, row or run this command needs is locked by another database session, "+
-			"and the wait for it ran out (--lock-timeout) while trying to %s; find the session holding the lock (%s), "+
+			"and the wait for it ran out (--lock-timeout) %s; find the session holding the lock (%s), "+
 			"wait for it to end and try again, or raise --lock-timeout", doing, find), true
 	}
 	return "", "", false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -67,8 +68,8 @@ func (f *projFlags) open(ctx context.Context) (*pgxpool.Pool, error) {
 
 func versionArg(s string) (int, error) {
 	v, err := strconv.Atoi(s)
-	if err != nil || v < 1 {
-		return 0, &rewind.ValidationError{Field: "VERSION", Value: s, Reason: "must be a version number, 1 or more"}
+	if err != nil || v < 1 || v > math.MaxInt32 {
+		return 0, &rewind.ValidationError{Field: "VERSION", Value: s, Reason: "must be a version number from 1 to 2147483647"}
 	}
 	return v, nil
 }

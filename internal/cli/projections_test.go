@@ -72,6 +72,7 @@ func TestProjectionsCommands(t *testing.T) {
 		{[]string{"drop", "counts", "x"}, 2, "VERSION"},
 		{[]string{"swap", "counts", "2"}, 3, "start its runner"},
 		{[]string{"swap", "counts", "1"}, 2, "swap in a version above it"},
+		{[]string{"swap", "counts", "99999999999"}, 2, "from 1 to 2147483647"}, // was exit 1, the driver's int4 error
 		{[]string{"rebuild", "counts", "2"}, 3, "projection.New"},
 	} {
 		code, out, errOut := run(t, dir, "", append([]string{"projections"}, append(c.args, dsn)...)...)
