@@ -2,6 +2,7 @@ package backfill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -333,8 +334,9 @@ func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (c
 	why := s.joinReason()
 	if why == "" {
 		part := env.part
-		r, looksNew, err := s.applyImagedOnePass(ctx, env, b)
-		if looksNew <= manyNew {
+		r, err := s.applyImagedOnePass(ctx, env, b)
+		var many *manyNewError
+		if !errors.As(err, &many) {
 			env.logPath(pathOnePass, "")
 			return r, err
 		}
@@ -342,7 +344,7 @@ func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (c
 		s.joinFor.Store(joinAfterNew)
 		env.part = part
 		why = fmt.Sprintf("%d rows of the chunk looked new (written since the oldest transaction running began), "+
-			"more than %d; the next %d chunks too", looksNew, manyNew, joinAfterNew)
+			"more than %d; the next %d chunks too", many.rows, manyNew, joinAfterNew)
 		if env.log != nil {
 			env.log.Info("backfill: chunks take their before-images by join for a while, which costs more: "+
 				"is a transaction left open?", "run", env.runID, "chunk", env.seq, "why", why)
@@ -350,6 +352,15 @@ func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (c
 	}
 	env.logPath(pathJoin, why)
 	return s.applyImagedJoin(ctx, env, b)
+}
+
+// manyNewError is a one-pass chunk statement that wrote nothing: more
+// than manyNew of its rows looked new. applyImaged takes the join then;
+// it never leaves applyImaged.
+type manyNewError struct{ rows int64 }
+
+func (e *manyNewError) Error() string {
+	return fmt.Sprintf("backfill: %d rows of the chunk looked new; the one-pass statement wrote nothing", e.rows)
 }
 
 // logPath logs, at debug level, how the chunk took its before-images
@@ -361,10 +372,10 @@ func (env *chunkEnv) logPath(path, why string) {
 	env.log.Debug("backfill: chunk before-images", "run", env.runID, "chunk", env.seq, "path", path, "why", why)
 }
 
-// applyImagedOnePass is the one-pass chunk statement (see above). It
-// returns how many rows that differ looked new; more than manyNew, and
-// it wrote nothing.
-func (s *setChange) applyImagedOnePass(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, int64, error) {
+// applyImagedOnePass is the one-pass chunk statement (see above). With
+// more than manyNew rows that differ and look new, it writes nothing and
+// returns a *manyNewError.
+func (s *setChange) applyImagedOnePass(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	a := with(env.args)
 	imageArgs(a, env, s.t, imageColumns, s.cols)
@@ -415,16 +426,16 @@ func (s *setChange) applyImagedOnePass(ctx context.Context, env *chunkEnv, b Bou
 	err := env.scanFirst(ctx, q, bindArgs(a), &r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want, &imaged, &looksNew)
 	switch {
 	case err != nil:
-		return r, 0, s.t.maskErr(err)
+		return r, s.t.maskErr(err)
 	case looksNew > manyNew:
-		return r, looksNew, nil
+		return chunkResult{}, &manyNewError{rows: looksNew}
 	case r.Changed != want:
-		return r, looksNew, errChangedMeanwhile(fmt.Sprintf("%d row(s) of the chunk", want-r.Changed))
+		return r, errChangedMeanwhile(fmt.Sprintf("%d row(s) of the chunk", want-r.Changed))
 	case r.Out != imaged:
 		s.writtenDiffered.Store(true)
-		return r, looksNew, errWrittenDiffers(r.Out, imaged)
+		return r, errWrittenDiffers(r.Out, imaged)
 	}
-	return r, looksNew, nil
+	return r, nil
 }
 
 // applyImagedJoin is the chunk statement that takes its before-images by
