@@ -190,26 +190,29 @@ func errChangedMeanwhile(what string) error {
 //     manyNew of those in a chunk (a transaction left open makes every
 //     row written since look new) and the statement writes nothing: the
 //     chunk, and the next joinAfterNew chunks, take the join below.
-//   - The checksum of the rows written (the output checksum) must equal
-//     the checksum of the new values the images hold, computed from the
-//     rows read: equal counts and sums mean the UPDATE wrote the rows
-//     imaged with the values imaged. Otherwise (a function declared
-//     stable that is not, a volatile where) the chunk is tried again
-//     (errWrittenDiffers), and the run's chunks take the join from then on.
+//   - So every row the UPDATE writes is a version the read imaged, and
+//     equal counts make it all of them. The checksum of the rows written
+//     (the output checksum) must then equal the checksum of the new values
+//     the images hold, computed from the rows read: otherwise the UPDATE
+//     wrote other values than those imaged (a function declared stable
+//     that is not), the chunk is tried again (errWrittenDiffers), and the
+//     run's chunks take the join from then on.
 //
 // By join (applyImagedJoin): the statement reads the chunk's rows into a
 // CTE and the UPDATE joins it by (tableoid, ctid), so that it writes
 // exactly the row versions read and returns their old values with the new
 // ones; a row changed in between has another ctid and PostgreSQL's recheck
 // of the join leaves it out, which the counts show (errChangedMeanwhile).
-// It costs a second read of the rows and a join, about a fifth of the
-// chunk's time, and is kept for what one pass cannot prove right (see
-// checkOnePass): set expressions that are volatile (each row's values are
-// evaluated once, in the UPDATE) or read other tables (a subquery,
-// evaluated a third time by one pass), a volatile where, BEFORE or
-// INSTEAD OF UPDATE row triggers or UPDATE rules on the table or its
-// children (the row written is not the row computed), PostgreSQL before
-// 13 (no pg_current_snapshot()).
+// The second read of the rows and the join cost about 0.8 ms of backend
+// CPU per 1,000-row chunk more than one pass (a seventh of the statement;
+// docs/benchmarks.md), so the join is kept for what one pass cannot prove
+// right (checkOnePass): set expressions that call a volatile function
+// (each row's values must be evaluated once, in the UPDATE) or have a
+// subquery (one pass would evaluate it a third time), a where that calls
+// a volatile function (the UPDATE could pick other rows than the read),
+// BEFORE or INSTEAD OF UPDATE row triggers on the table or a table
+// inheriting from it (the row written is not the row computed),
+// PostgreSQL before 13 (no pg_current_snapshot()).
 
 // One pass's limits: up to manyNew rows of a chunk that look new are
 // checked by ctid; with more, the chunk and the next joinAfterNew chunks
