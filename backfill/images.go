@@ -203,16 +203,16 @@ func errChangedMeanwhile(what string) error {
 // exactly the row versions read and returns their old values with the new
 // ones; a row changed in between has another ctid and PostgreSQL's recheck
 // of the join leaves it out, which the counts show (errChangedMeanwhile).
-// The second read of the rows and the join cost about 0.8 ms of backend
-// CPU per 1,000-row chunk more than one pass (a seventh of the statement;
-// docs/benchmarks.md), so the join is kept for what one pass cannot prove
-// right (checkOnePass): set expressions that call a volatile function
-// (each row's values must be evaluated once, in the UPDATE) or have a
-// subquery (one pass would evaluate it a third time), a where that calls
-// a volatile function (the UPDATE could pick other rows than the read),
-// BEFORE or INSTEAD OF UPDATE row triggers on the table or a table
-// inheriting from it (the row written is not the row computed),
-// PostgreSQL before 13 (no pg_current_snapshot()).
+// The second read of the rows and the join cost about 0.5 ms of backend
+// CPU per 1,000-row chunk more than one pass (an eighth of the statement,
+// on a quiet machine; docs/benchmarks.md), so the join is kept for what
+// one pass cannot prove right (checkOnePass): set expressions that call a
+// volatile function (each row's values must be evaluated once, in the
+// UPDATE) or have a subquery (one pass would evaluate it a third time), a
+// where that calls a volatile function (the UPDATE could pick other rows
+// than the read), BEFORE or INSTEAD OF UPDATE row triggers on the table
+// or a table inheriting from it (the row written is not the row
+// computed), PostgreSQL before 13 (no pg_current_snapshot()).
 
 // One pass's limits: up to manyNew rows of a chunk that look new are
 // checked by ctid; with more, the chunk and the next joinAfterNew chunks
