@@ -384,8 +384,9 @@ func (s *setChange) applyImagedOnePass(ctx context.Context, env *chunkEnv, b Bou
 	imageArgs(a, env, s.t, imageColumns, s.cols)
 	set, differs := s.assignments()
 	rng, where := s.t.rangeCond(a, b), s.t.where()
-	// The read: t holds the chunk's rows with their new values (_rw_v0…),
-	// computed once per row; r adds whether they differ and look new.
+	// The read: its inner query holds the chunk's rows with their new
+	// values (_rw_v0…), computed once per row; the outer one adds whether
+	// they differ (_rw_d) and look new (_rw_n).
 	var cols, vals, olds, news []string
 	for _, k := range s.t.Key {
 		cols = append(cols, "t."+quote(k))
