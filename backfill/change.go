@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,6 +41,8 @@ type chunkEnv struct {
 	// part numbers the chunk's image rows.
 	images bool
 	part   int
+	// log receives how a chunk took its before-images (debug level).
+	log *slog.Logger
 	// checkStart, when set, checks the session the chunk began with
 	// (sessionSQL's row): the applier's first statement carries it
 	// (scanFirst).
@@ -255,6 +259,15 @@ type setChange struct {
 	// the value compared; so every row the chunk selects is written, and
 	// each row's expressions are evaluated once.
 	volatile bool
+	// joinOnly is why the chunks take their before-images by join, not in
+	// one pass (images.go), "" when one pass can: found by prepare.
+	// writtenDiffered is set once a one-pass chunk wrote other values than
+	// its images computed, and joinFor counts the chunks still to take the
+	// join after one where many rows looked new; both shared by the run's
+	// workers.
+	joinOnly        string
+	writtenDiffered atomic.Bool
+	joinFor         atomic.Int64
 }
 
 func newSetChange(t *Table, set map[string]string) *setChange {
@@ -331,6 +344,9 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 			}
 			s.noEq[c] = true
 		}
+	}
+	if err := s.checkOnePass(ctx, db); err != nil {
+		return err
 	}
 	a := with(args)
 	if _, err := explainText(ctx, db, s.updateSQL(a, Bounds{}), a); hasSideEffects(err) {

@@ -2,12 +2,16 @@ package backfill
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/rewindhq/rewind/backfill/internal/pgparse"
 )
 
 // Before-images: what a chunk changed, saved in the chunk's own
@@ -98,12 +102,21 @@ const (
 // names: t."a"::text for one column, ARRAY[t."a"::text, t."b"::text]::text
 // for several.
 func textArray(prefix string, cols []string) string {
-	if len(cols) == 1 {
-		return prefix + quote(cols[0]) + "::text"
-	}
-	parts := make([]string, len(cols))
+	vals := make([]string, len(cols))
 	for i, c := range cols {
-		parts[i] = prefix + quote(c) + "::text"
+		vals[i] = prefix + quote(c)
+	}
+	return textOf(vals)
+}
+
+// textOf is textArray of SQL values.
+func textOf(vals []string) string {
+	if len(vals) == 1 {
+		return vals[0] + "::text"
+	}
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		parts[i] = v + "::text"
 	}
 	return "ARRAY[" + strings.Join(parts, ", ") + "]::text"
 }
@@ -150,17 +163,290 @@ func errChangedMeanwhile(what string) error {
 		"the chunk is tried again"}
 }
 
-// applyImaged is a set job's chunk with its before-images, in one
-// statement. _rw_i reads the chunk's rows once: the input checksum, which
-// rows differ from their new values, and their old values; the UPDATE
-// joins it by (tableoid, ctid), so that it writes exactly the row versions
-// read and returns their old values with the new ones. A row another
-// transaction changed in between has another ctid, and PostgreSQL's
-// recheck of the join leaves it out, which the counts show: the chunk is
-// then tried again (errChangedMeanwhile). Reading the old values in the
-// UPDATE's RETURNING (a subquery per row), or locking the rows first,
-// cost twice as much.
+// Before-images of a set job's chunk are taken in the chunk's one
+// statement, in one of two ways.
+//
+// One pass (applyImagedOnePass), the usual way: the statement reads the
+// chunk's rows once for the input checksum, which rows differ from their
+// new values, and the images of those rows: the key, the old values and
+// the new ones, computed from the row read. Its UPDATE then scans the
+// range itself, as the chunk statement without images does, and writes
+// the rows that differ; it returns only their checksum. Nothing joins the
+// two: the images are those of the rows read, so the statement must prove
+// that the UPDATE wrote exactly those row versions, with exactly those
+// values:
+//   - A row another transaction changes after the statement's snapshot
+//     was taken reaches the UPDATE as a newer version (PostgreSQL's recheck
+//     follows the row to its newest version), whose xmin is a transaction
+//     the snapshot does not see, so at least the snapshot's xmin (the
+//     oldest transaction running when it was taken; a subtransaction's xid
+//     is above its parent's). The UPDATE writes only rows whose xmin is
+//     older than that, which the snapshot saw and no one changed since; a
+//     row it leaves out shows in the counts, and the chunk is tried again
+//     (errChangedMeanwhile). A row the snapshot saw whose xmin is not older
+//     (written since the oldest running transaction began: it "looks
+//     new") is written only if it is still the version read, by its
+//     (tableoid, ctid), which a newer version cannot have. More than
+//     manyNew of those in a chunk (a transaction left open makes every
+//     row written since look new) and the statement writes nothing: the
+//     chunk, and the next joinAfterNew chunks, take the join below.
+//   - So every row the UPDATE writes is a version the read imaged, and
+//     equal counts make it all of them. The checksum of the rows written
+//     (the output checksum) must then equal the checksum of the new values
+//     the images hold, computed from the rows read: otherwise the UPDATE
+//     wrote other values than those imaged (a function declared stable
+//     that is not), the chunk is tried again (errWrittenDiffers), and the
+//     run's chunks take the join from then on.
+//
+// By join (applyImagedJoin): the statement reads the chunk's rows into a
+// CTE and the UPDATE joins it by (tableoid, ctid), so that it writes
+// exactly the row versions read and returns their old values with the new
+// ones; a row changed in between has another ctid and PostgreSQL's recheck
+// of the join leaves it out, which the counts show (errChangedMeanwhile).
+// The second read of the rows and the join cost about 0.5 ms of backend
+// CPU per 1,000-row chunk more than one pass (an eighth of the statement,
+// on a quiet machine; docs/benchmarks.md), so the join is kept for what
+// one pass cannot prove right (checkOnePass): set expressions that call a
+// volatile function (each row's values must be evaluated once, in the
+// UPDATE) or have a subquery (one pass would evaluate it a third time), a
+// where that calls a volatile function (the UPDATE could pick other rows
+// than the read), BEFORE or INSTEAD OF UPDATE row triggers on the table
+// or a table inheriting from it (the row written is not the row
+// computed), PostgreSQL before 13 (no pg_current_snapshot()).
+
+// One pass's limits: up to manyNew rows of a chunk that look new are
+// checked by ctid; with more, the chunk and the next joinAfterNew chunks
+// take the join.
+const (
+	manyNew      = 128
+	joinAfterNew = 32
+)
+
+// Paths of a set job's chunk images, as logged.
+const (
+	pathOnePass = "one-pass"
+	pathJoin    = "join"
+)
+
+// errWrittenDiffers is a one-pass chunk whose UPDATE wrote other values
+// than those its before-images hold. Transient: the chunk is tried again,
+// by join.
+func errWrittenDiffers(out, imaged string) error {
+	return &pgconn.PgError{Severity: "ERROR", Code: "40001", Message: "backfill: the rows the chunk wrote do not hold the " +
+		"values its before-images computed from the rows it read (output checksum " + out + ", images " + imaged +
+		"): a set expression or the where gave another value in the UPDATE than in the read; the chunk is tried " +
+		"again, its before-images taken by joining the rows read, as are the run's next chunks"}
+}
+
+// onePassFacts are what decides whether a set job's chunks may take
+// their before-images in one pass (see above).
+type onePassFacts struct {
+	version       int    // server_version_num
+	volatileSet   bool   // a set expression calls a volatile function
+	subquery      bool   // a set expression has a subquery
+	volatileWhere string // a volatile function the where calls
+	trigger       string // a BEFORE or INSTEAD OF UPDATE row trigger of the table or a child
+	rule          string // an UPDATE rule of the table or a child
+}
+
+// joinOnly is why chunks with these facts take their before-images by
+// join, "" when one pass can take them.
+func (f onePassFacts) joinOnly() string {
+	switch {
+	case f.version < 130000:
+		major := fmt.Sprint(f.version / 10000)
+		if f.version < 100000 {
+			major += fmt.Sprintf(".%d", f.version/100%100)
+		}
+		return "PostgreSQL " + major + " has no pg_current_snapshot()"
+	case f.volatileSet:
+		return "a set expression calls a volatile function"
+	case f.subquery:
+		return "a set expression has a subquery"
+	case f.volatileWhere != "":
+		return "the where calls " + f.volatileWhere + "(), a volatile function"
+	case f.trigger != "":
+		return "the table has " + f.trigger
+	case f.rule != "":
+		return "the table has UPDATE " + f.rule
+	}
+	return ""
+}
+
+// checkOnePass finds what keeps a set job's chunks from taking their
+// before-images in one pass, and sets joinOnly to it.
+func (s *setChange) checkOnePass(ctx context.Context, db querier) error {
+	f := onePassFacts{volatileSet: s.volatile}
+	for _, c := range s.cols {
+		if e, err := parseExpr("set."+c, s.set[c]); err == nil {
+			f.subquery = f.subquery || hasSubquery(e.tree)
+		}
+	}
+	var where []string
+	if strings.TrimSpace(s.t.Where) != "" {
+		if e, err := parseExpr("where", s.t.Where); err == nil {
+			where = funcNames(e.tree)
+		}
+	}
+	var trigger, rule, volatile *string
+	err := db.QueryRow(ctx, `WITH RECURSIVE r(oid) AS (SELECT $1::oid UNION SELECT i.inhrelid FROM pg_inherits i JOIN r ON i.inhparent = r.oid)
+		SELECT current_setting('server_version_num')::int,
+			(SELECT format('%s trigger %I on %s', CASE WHEN g.tgtype & 2 <> 0 THEN 'BEFORE' ELSE 'INSTEAD OF' END, g.tgname, g.tgrelid::regclass)
+				FROM pg_trigger g WHERE g.tgrelid IN (SELECT oid FROM r) AND g.tgtype & 17 = 17 AND g.tgtype & 66 <> 0 ORDER BY g.tgname LIMIT 1),
+			(SELECT format('rule %I on %s', w.rulename, w.ev_class::regclass) FROM pg_rewrite w
+				WHERE w.ev_class IN (SELECT oid FROM r) AND w.ev_type = '2' ORDER BY w.rulename LIMIT 1),
+			(SELECT min(proname) FROM pg_proc WHERE proname = ANY($2) AND provolatile = 'v')`,
+		s.t.oid, where).Scan(&f.version, &trigger, &rule, &volatile)
+	if err != nil {
+		return fmt.Errorf("check how the chunks can take their before-images: %w", err)
+	}
+	for _, p := range []struct{ to, from *string }{{&f.trigger, trigger}, {&f.rule, rule}, {&f.volatileWhere, volatile}} {
+		if p.from != nil {
+			*p.to = *p.from
+		}
+	}
+	s.joinOnly = f.joinOnly()
+	return nil
+}
+
+// hasSubquery reports whether an expression's tree has a subquery.
+func hasSubquery(tree any) bool {
+	var found bool
+	pgparse.Walk(tree, func(kind string, _ map[string]any) { found = found || kind == "SubLink" })
+	return found
+}
+
+// joinReason says why this chunk takes its before-images by join, or "".
+func (s *setChange) joinReason() string {
+	if s.joinOnly != "" {
+		return s.joinOnly
+	}
+	if s.writtenDiffered.Load() {
+		return "a chunk of the run wrote other values than its one-pass before-images computed"
+	}
+	for n := s.joinFor.Load(); n > 0; n = s.joinFor.Load() {
+		if s.joinFor.CompareAndSwap(n, n-1) {
+			return fmt.Sprintf("more than %d rows of a recent chunk looked new (a long transaction open?)", manyNew)
+		}
+	}
+	return ""
+}
+
+// applyImaged is a set job's chunk with its before-images (see above).
 func (s *setChange) applyImaged(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	why := s.joinReason()
+	if why == "" {
+		part := env.part
+		r, err := s.applyImagedOnePass(ctx, env, b)
+		var many *manyNewError
+		if !errors.As(err, &many) {
+			env.logPath(pathOnePass, "")
+			return r, err
+		}
+		// The statement wrote nothing.
+		s.joinFor.Store(joinAfterNew)
+		env.part = part
+		why = fmt.Sprintf("%d rows of the chunk looked new (written since the oldest transaction running began), "+
+			"more than %d; the next %d chunks too", many.rows, manyNew, joinAfterNew)
+		if env.log != nil {
+			env.log.Info("backfill: chunks take their before-images by join for a while, which costs more: "+
+				"is a transaction left open?", "run", env.runID, "chunk", env.seq, "why", why)
+		}
+	}
+	env.logPath(pathJoin, why)
+	return s.applyImagedJoin(ctx, env, b)
+}
+
+// manyNewError is a one-pass chunk statement that wrote nothing: more
+// than manyNew of its rows looked new. applyImaged takes the join then;
+// it never leaves applyImaged.
+type manyNewError struct{ rows int64 }
+
+func (e *manyNewError) Error() string {
+	return fmt.Sprintf("backfill: %d rows of the chunk looked new; the one-pass statement wrote nothing", e.rows)
+}
+
+// logPath logs, at debug level, how the chunk took its before-images
+// (pathOnePass or pathJoin) and why it took the join.
+func (env *chunkEnv) logPath(path, why string) {
+	if env.log == nil || !env.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	env.log.Debug("backfill: chunk before-images", "run", env.runID, "chunk", env.seq, "path", path, "why", why)
+}
+
+// applyImagedOnePass is the one-pass chunk statement (see above). With
+// more than manyNew rows that differ and look new, it writes nothing and
+// returns a *manyNewError.
+func (s *setChange) applyImagedOnePass(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
+	var r chunkResult
+	a := with(env.args)
+	imageArgs(a, env, s.t, imageColumns, s.cols)
+	set, differs := s.assignments()
+	rng, where := s.t.rangeCond(a, b), s.t.where()
+	// The read: its inner query holds the chunk's rows with their new
+	// values (_rw_v0…), computed once per row; the outer one adds whether
+	// they differ (_rw_d) and look new (_rw_n).
+	var cols, vals, olds, news []string
+	for _, k := range s.t.Key {
+		cols = append(cols, "t."+quote(k))
+	}
+	for i, c := range s.cols {
+		v := fmt.Sprintf("_rw_v%d", i)
+		cols, vals = append(cols, "t."+quote(c)), append(vals, s.value(c)+" AS "+v)
+		if s.noEq[c] {
+			olds, news = append(olds, "t."+quote(c)+"::text"), append(news, "t."+v+"::text")
+		} else {
+			olds, news = append(olds, "t."+quote(c)), append(news, "t."+v)
+		}
+	}
+	newVals := make([]string, len(s.cols))
+	for i := range s.cols {
+		newVals[i] = fmt.Sprintf("t._rw_v%d", i)
+	}
+	read := fmt.Sprintf(`SELECT t.*, ROW(%s) IS DISTINCT FROM ROW(%s) AS _rw_d, age(t._rw_xmin) <= x._rw_a AS _rw_n
+		FROM (SELECT %s, %s, t.tableoid AS _rw_o, t.ctid AS _rw_c, t.xmin AS _rw_xmin FROM %s t WHERE %s AND %s OFFSET 0) t, _rw_x x OFFSET 0`,
+		strings.Join(olds, ", "), strings.Join(news, ", "), strings.Join(cols, ", "), strings.Join(vals, ", "), s.t.ref, rng, where)
+	q := fmt.Sprintf(`WITH _rw_x AS (SELECT age((pg_snapshot_xmin(pg_current_snapshot())::text::bigint %% 4294967296)::text::xid) AS _rw_a),
+		_rw_s AS (SELECT count(*) AS n, coalesce(sum(%[1]s), 0)::text AS h,
+			array_agg(%[2]s) FILTER (WHERE _rw_d) AS k, array_agg(%[3]s) FILTER (WHERE _rw_d) AS b,
+			array_agg(%[4]s) FILTER (WHERE _rw_d) AS a, coalesce(sum(%[5]s) FILTER (WHERE _rw_d), 0)::text AS p,
+			array_agg(ROW(_rw_o, _rw_c)) FILTER (WHERE _rw_d AND _rw_n) AS c
+			FROM (%[6]s) t),
+		_rw_u AS (UPDATE %[7]s t SET %[8]s WHERE %[9]s AND %[10]s AND %[11]s
+			AND (age(t.xmin) > (SELECT _rw_a FROM _rw_x) OR ROW(t.tableoid, t.ctid) = ANY(CAST((SELECT c FROM _rw_s) AS record[])))
+			AND (SELECT coalesce(cardinality(c), 0) FROM _rw_s) <= %[12]d
+			RETURNING %[13]s AS _rw_h),
+		_rw_o AS (SELECT count(*) AS n, coalesce(sum(_rw_h), 0)::text AS h FROM _rw_u),
+		_rw_m AS (%[14]s SELECT @_rw_run, @_rw_seq, @_rw_part, @_rw_rel, @_rw_kind, @_rw_keycols, @_rw_cols, k, NULL, b, a
+			FROM _rw_s WHERE k IS NOT NULL AND coalesce(cardinality(c), 0) <= %[12]d)
+		SELECT s.n, o.n, s.h, o.h, clock_timestamp(), coalesce(cardinality(s.k), 0), s.p, coalesce(cardinality(s.c), 0)
+		FROM _rw_s s, _rw_o o`,
+		s.hashRow("ROW("+strings.Join(cols, ", ")+")"), textArray("t.", s.t.Key), textArray("t.", s.cols), textOf(newVals),
+		s.hashRow("ROW("+strings.Join(append(cols[:len(s.t.Key):len(s.t.Key)], newVals...), ", ")+")"), read,
+		s.t.ref, set, rng, where, differs, manyNew, s.hashRow("ROW("+s.checksumCols("t.")+")"), insertImage)
+	var want, looksNew int64
+	var imaged string
+	err := env.scanFirst(ctx, q, bindArgs(a), &r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want, &imaged, &looksNew)
+	switch {
+	case err != nil:
+		return r, s.t.maskErr(err)
+	case looksNew > manyNew:
+		return chunkResult{}, &manyNewError{rows: looksNew}
+	case r.Changed != want:
+		return r, errChangedMeanwhile(fmt.Sprintf("%d row(s) of the chunk", want-r.Changed))
+	case r.Out != imaged:
+		s.writtenDiffered.Store(true)
+		return r, errWrittenDiffers(r.Out, imaged)
+	}
+	return r, nil
+}
+
+// applyImagedJoin is the chunk statement that takes its before-images by
+// join (see above): _rw_i reads the chunk's rows once (the input
+// checksum, which rows differ, their old values), the UPDATE joins it by
+// (tableoid, ctid) and returns the old values with the new ones.
+func (s *setChange) applyImagedJoin(ctx context.Context, env *chunkEnv, b Bounds) (chunkResult, error) {
 	var r chunkResult
 	a := with(env.args)
 	imageArgs(a, env, s.t, imageColumns, s.cols)

@@ -368,7 +368,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 		return nil
 	}
 	env := &chunkEnv{tx: tx, args: p.args, runID: run.ID, seq: seq, jobHash: p.hash, intents: &intents{db: r.cfg.DB},
-		images: !p.job.NoRollback}
+		images: !p.job.NoRollback, log: r.cfg.Logger}
 	if _, ok := p.ch.(firstStatement); ok && apply == nil {
 		env.checkStart = checkStart // checked with the chunk's statement (scanFirst)
 	} else if err := checkStart(tx.QueryRow(ctx, sessionSQL)); err != nil {
