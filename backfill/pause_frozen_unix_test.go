@@ -27,8 +27,18 @@ func TestFrozenProcessWokenDuringAPauseStaysPaused(t *testing.T) {
 			t.Parallel()
 			const rows, chunk = 400, 20
 			b := setup(t, rows)
+			// In "work" mode the owner waits after its first chunk until the
+			// child has committed one: its chunks are fast, and on a loaded
+			// machine it finished the run before the child had started.
+			joined := make(chan struct{})
 			r := runnerOn(t, b, func(c *backfill.Config) {
 				c.LeaseTimeout, c.Heartbeat = 3*time.Second, 500*time.Millisecond
+				c.Progress = func(backfill.Progress) {
+					select {
+					case <-joined:
+					case <-time.After(time.Minute):
+					}
+				}
 			})
 			ctx, cancel := context.WithCancel(context.Background())
 			t.Cleanup(cancel) // before the runner's pool closes: an owner left waiting lets it go
@@ -52,9 +62,13 @@ func TestFrozenProcessWokenDuringAPauseStaysPaused(t *testing.T) {
 			}
 			defer c.cmd.Process.Signal(syscall.SIGCONT)
 			waitFor(t, "the child to commit a chunk", func() bool {
+				if c.exitedNow() {
+					t.Fatalf("the child exited (%v) before it committed a chunk:\n%s", c.err, c.stderr.String())
+				}
 				return b.scalar(t, `SELECT count(*) FROM rewind.backfill_shards WHERE run_id = $1 AND chunks >= 1
 					AND owner LIKE '%:' || $2 || '/%'`, runID, fmt.Sprint(c.cmd.Process.Pid)) > 0
 			})
+			close(joined)
 			time.Sleep(100 * time.Millisecond) // inside its next chunk's transaction (400 ms each)
 			if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)

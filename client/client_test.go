@@ -304,14 +304,42 @@ func TestAppenderBoundsAppendsInFlight(t *testing.T) {
 // until Reset; other streams go on.
 func TestAppenderStopsAStreamAfterAFailedBatch(t *testing.T) {
 	t.Parallel()
-	_, c := setup(t)
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NoAuth: true,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The failing batch is held at the server until the next event of its
+	// stream is queued, so that this test sees the queued path every time
+	// (it raced with the failure before and sometimes saw Append refuse).
+	h, arrived, hold := s.Handler(), make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/Append") && first.CompareAndSwap(false, true) {
+			close(arrived)
+			<-hold
+		}
+		h.ServeHTTP(w, r)
+	}))
+	ts.Config.Protocols = new(http.Protocols)
+	ts.Config.Protocols.SetUnencryptedHTTP2(true)
+	ts.Start()
+	defer ts.Close()
+	c, err := client.New(ts.URL, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	app := c.NewAppender(client.AppenderConfig{MaxBatch: 1, Linger: time.Millisecond})
 	defer app.Close(ctx)
 	bad, err := app.Append(ctx, "s", rewind.Event{Type: "$bad"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-arrived
 	queued, err := app.Append(ctx, "s", rewind.Event{Type: "Queued", Data: []byte("{}")})
+	close(hold)
 	if err != nil {
 		t.Fatal(err)
 	}
