@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -245,6 +246,30 @@ func scanSegment(f vfs.File, base uint64, indexInterval int, sc *scanner, limit,
 	return res, err
 }
 
+// zeroBlock is compared with a block at a time by lastNonZeroByte.
+var zeroBlock [4096]byte
+
+// lastNonZeroByte returns one past the index of the last non-zero byte of b,
+// or 0 if there is none. It skips zero blocks with bytes.Equal, whose
+// assembly compares a block in one call: a segment is mostly preallocated
+// zeros, and a loop over its bytes made every open cost a scan of the whole
+// file byte by byte.
+func lastNonZeroByte(b []byte) int {
+	for hi := len(b); hi > 0; {
+		lo := max(hi-len(zeroBlock), 0)
+		if bytes.Equal(b[lo:hi], zeroBlock[:hi-lo]) {
+			hi = lo
+			continue
+		}
+		for i := hi - 1; i >= lo; i-- {
+			if b[i] != 0 {
+				return i + 1
+			}
+		}
+	}
+	return 0
+}
+
 // lastNonZero returns one past the offset of the last non-zero byte of f at
 // or after from, or from if there is none.
 func lastNonZero(f vfs.File, from int64) (int64, error) {
@@ -261,11 +286,8 @@ func lastNonZero(f vfs.File, from int64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		for i := n - 1; i >= 0; i-- {
-			if buf[i] != 0 {
-				end = off + int64(i) + 1
-				break
-			}
+		if i := lastNonZeroByte(buf[:n]); i > 0 {
+			end = off + int64(i)
 		}
 		if n < len(buf) {
 			break

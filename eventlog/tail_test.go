@@ -698,3 +698,28 @@ func TestInterruptedSegmentCreation(t *testing.T) {
 		})
 	}
 }
+
+// lastNonZeroByte, which skips zero blocks, agrees with a plain loop over
+// the bytes wherever the last non-zero byte falls: at a block's edges, in
+// the first or last block, in a partial block, or nowhere.
+func TestLastNonZeroByteAgreesWithALoop(t *testing.T) {
+	for _, size := range []int{0, 1, 4095, 4096, 4097, 3*4096 + 17} {
+		b := make([]byte, size)
+		if got := lastNonZeroByte(b); got != 0 {
+			t.Fatalf("all zeros of %d bytes: %d, want 0", size, got)
+		}
+		for _, at := range []int{0, 1, 4094, 4095, 4096, 4097, size / 2, size - 2, size - 1} {
+			if at < 0 || at >= size {
+				continue
+			}
+			clear(b)
+			b[at] = 0x80
+			if at > 0 {
+				b[at/2] = 1 // an earlier non-zero byte must not win
+			}
+			if got, want := lastNonZeroByte(b), int(lastNonZeroIn(b, 0)); got != want {
+				t.Fatalf("size %d, last non-zero at %d: %d, want %d", size, at, got, want)
+			}
+		}
+	}
+}
