@@ -165,7 +165,8 @@ failing over, the server restarting), tail prints a notice to stderr and keeps
 retrying with backoff (up to 5 s between tries) for --retry-for (default 2m; 0:
 for ever), then goes on after the last position it printed: no event is lost or
 printed twice. When interrupted, or when the outage outlasts --retry-for (exit
-status 9), tail says where to resume.`,
+status 9), tail says where to resume. A store or server that cannot be reached
+when tail starts is an error at once (exit status 9).`,
 		Example: `  rewind tail --category orders-
   rewind tail --after 41000 --epoch 1 --json`,
 		Args: noArgs,
@@ -188,6 +189,10 @@ status 9), tail says where to resume.`,
 			if cmd.Flags().Changed("epoch") && !cmd.Flags().Changed("after") {
 				return invalidFlag("epoch", fmt.Sprint(epoch), "is the log epoch of the --after position; give --after too")
 			}
+			// The client's own retries would come on top of --retry-for
+			// (an outage of 3 s once ended tail after 23 s): tail's loop
+			// is the only one that retries.
+			a.clientRetries = -1
 			s, err := a.openExisting(ctx)
 			if err != nil {
 				return err
@@ -217,7 +222,13 @@ status 9), tail says where to resume.`,
 			}
 			var outage tailOutage
 			for {
-				ev, err := sub.Next(ctx)
+				// During an outage a try ends when --retry-for does.
+				nctx, cancel := outage.bound(ctx, retryFor)
+				ev, err := sub.Next(nctx)
+				cancel()
+				if err != nil && ctx.Err() == nil && nctx.Err() != nil {
+					err = outage.last // the try cut short by --retry-for: its last failure
+				}
 				if err != nil && ctx.Err() == nil && outage.retry(ctx, a, err, retryFor, sub.Position()) {
 					continue
 				}
@@ -261,6 +272,7 @@ status 9), tail says where to resume.`,
 // when the outage began and the backoff between its tries.
 type tailOutage struct {
 	since time.Time // zero while the store answers
+	last  error     // the outage's last failure
 	bo    *backoff.ExponentialBackOff
 }
 
@@ -274,6 +286,7 @@ func (o *tailOutage) retry(ctx context.Context, a *app, err error, retryFor time
 	if !errors.Is(err, rewind.ErrClosed) {
 		return false
 	}
+	o.last = err
 	if o.since.IsZero() {
 		o.since = time.Now()
 		o.bo = backoff.NewExponentialBackOff()
@@ -288,13 +301,25 @@ func (o *tailOutage) retry(ctx context.Context, a *app, err error, retryFor time
 		fmt.Fprintf(a.stderr, "tail: still unavailable after %s; giving up\n", time.Since(o.since).Round(time.Millisecond))
 		return false
 	}
-	t := time.NewTimer(o.bo.NextBackOff())
+	wait := o.bo.NextBackOff()
+	if retryFor > 0 {
+		wait = min(wait, retryFor-time.Since(o.since))
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 	case <-t.C:
 	}
 	return true
+}
+
+// bound is ctx, ending when the outage has lasted retryFor (0: no bound).
+func (o *tailOutage) bound(ctx context.Context, retryFor time.Duration) (context.Context, context.CancelFunc) {
+	if o.since.IsZero() || retryFor <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, o.since.Add(retryFor))
 }
 
 // over ends an outage, if one was under way, with a notice.

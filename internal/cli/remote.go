@@ -13,6 +13,9 @@ func (a *app) newClientWith(cfg client.Config) (*client.Client, error) {
 		return nil, invalidFlag("server", "", "this command needs a server: give --server URL (or set REWIND_SERVER)")
 	}
 	cfg.Token = a.token
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = a.clientRetries
+	}
 	return client.New(a.server, cfg)
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,5 +215,15 @@ func TestTailAgainstAKilledServer(t *testing.T) {
 	kill(s)
 	if st := tail.wait(t, 2*time.Minute); st != 9 || !strings.Contains(tail.errOut(), "--after 2 --epoch 1") {
 		t.Fatalf("tail with the server killed: exit status %d, stderr %q; want 9 and where to resume", st, tail.errOut())
+	}
+	// It gave up when --retry-for ran out, not after the client's own
+	// retries on top (it once said "still unavailable after 17.695s" for
+	// --retry-for 3s). The bound is the promise, with room for one try.
+	m := regexp.MustCompile(`still unavailable after ([0-9.]+m?s); giving up`).FindStringSubmatch(tail.errOut())
+	if m == nil {
+		t.Fatalf("tail did not say how long it retried: %q", tail.errOut())
+	}
+	if d, err := time.ParseDuration(m[1]); err != nil || d > 5*time.Second {
+		t.Fatalf("tail --retry-for 3s gave up after %s (%v), want about 3s", m[1], err)
 	}
 }
