@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,36 +180,54 @@ func TestBadJobsWriteNothing(t *testing.T) {
 		name  string
 		job   func() *backfill.Job
 		field string
+		sql   string // run before the job
 	}{
-		{"unknown table", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Name = "itemz"; return j }, "table"},
-		{"unknown key column", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Key = []string{"idd"}; return j }, "column"},
-		{"key not unique", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Key = []string{"val"}; return j }, "key"},
+		{"unknown table", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Name = "itemz"; return j }, "table", ""},
+		{"unknown key column", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Key = []string{"idd"}; return j }, "column", ""},
+		{"key not unique", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Key = []string{"val"}; return j }, "key", ""},
 		{"bad where", func() *backfill.Job {
 			j := doubleJob()
 			j.Source.(*backfill.Table).Where = "NOT done AN val > 1"
 			return j
-		}, "where"},
-		{"unknown where column", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Where = "vall > 1"; return j }, "where"},
-		{"unknown set column", func() *backfill.Job { j := doubleJob(); j.Set["vall"] = "1"; return j }, "set.vall"},
-		{"bad set expression", func() *backfill.Job { j := doubleJob(); j.Set["val"] = "val *"; return j }, "set.val"},
-		{"set of a key column", func() *backfill.Job { j := doubleJob(); j.Set["id"] = "id + 1"; return j }, "set.id"},
+		}, "where", ""},
+		{"unknown where column", func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Where = "vall > 1"; return j }, "where", ""},
+		{"unknown set column", func() *backfill.Job { j := doubleJob(); j.Set["vall"] = "1"; return j }, "set.vall", ""},
+		{"bad set expression", func() *backfill.Job { j := doubleJob(); j.Set["val"] = "val *"; return j }, "set.val", ""},
+		{"set of a key column", func() *backfill.Job { j := doubleJob(); j.Set["id"] = "id + 1"; return j }, "set.id", ""},
 		{"statement without bounds", func() *backfill.Job {
 			j := doubleJob()
 			j.Set, j.Statement = nil, "UPDATE items SET n = 1"
 			return j
-		}, "statement"},
-		{"no name", func() *backfill.Job { j := doubleJob(); j.Name = ""; return j }, "job name"},
+		}, "statement", ""},
+		{"no name", func() *backfill.Job { j := doubleJob(); j.Name = ""; return j }, "job name", ""},
+		// An outside test found a view refused as "key columns must be
+		// NOT NULL" and a job over pg_catalog.pg_class run to the end.
+		{"a view", onTable("items_v"), "table", "CREATE VIEW items_v AS SELECT * FROM items"},
+		{"a materialized view", onTable("items_m"), "table", "CREATE MATERIALIZED VIEW items_m AS SELECT * FROM items"},
+		{"a system catalog", func() *backfill.Job {
+			return &backfill.Job{Name: "cat", Version: "1", Source: &backfill.Table{Name: "pg_catalog.pg_class", Key: []string{"oid"}},
+				Set: map[string]string{"relname": "relname"}}
+		}, "table", ""},
+		{"rewind's own schema", onTable("rewind.items"), "table",
+			"CREATE SCHEMA rewind; CREATE TABLE rewind.items (LIKE public.items INCLUDING ALL)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 10)
+			if tt.sql != "" {
+				b.db.Exec(t, tt.sql)
+			}
 			_, err := b.runner.Apply(context.Background(), tt.job(), backfill.ApplyOptions{})
 			var ve *rewind.ValidationError
 			if !errors.As(err, &ve) || ve.Field != tt.field {
 				t.Fatalf("apply = %v, want a validation error on %q", err, tt.field)
 			}
-			if n := b.scalar(t, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rewind'"); n != 0 {
+			if tt.field == "table" && tt.name != "unknown table" && !strings.Contains(err.Error(), "a backfill") {
+				t.Fatalf("apply = %v, want what the table must be", err)
+			}
+			if n := b.scalar(t, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+				WHERE n.nspname = 'rewind' AND c.relname NOT LIKE 'items%'`); n != 0 {
 				t.Fatal("a rejected job created the ledger")
 			}
 			if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 0"); n != 0 {
@@ -251,6 +270,11 @@ func TestEventsWindowByTime(t *testing.T) {
 	if n, lo, hi := b.scalar(t, "SELECT count(*) FROM seen"), b.scalar(t, "SELECT min(pos) FROM seen"), b.scalar(t, "SELECT max(pos) FROM seen"); n != 20 || lo != 11 || hi != 30 {
 		t.Fatalf("window processed %d events, %d…%d; want 20, 11…30", n, lo, hi)
 	}
+}
+
+// onTable is doubleJob on another table.
+func onTable(name string) func() *backfill.Job {
+	return func() *backfill.Job { j := doubleJob(); j.Source.(*backfill.Table).Name = name; return j }
 }
 
 // TestSetJobOnTypesWithoutEquality: json has neither equality nor a hash

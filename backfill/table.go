@@ -59,12 +59,13 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 		return &rewind.ValidationError{Field: "key", Reason: "is required: the columns of a primary key or unique index"}
 	}
 	var oid *uint32
-	var ref *string
+	var ref, schema, kind *string
 	// The table is named with its schema in every query the runner sends,
 	// so that nothing that changes the search_path can send them to
 	// another schema's table of the same name.
-	err := db.QueryRow(ctx, `SELECT to_regclass($1)::oid, (SELECT format('%I.%I', n.nspname, c.relname)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1))`, t.Name).Scan(&oid, &ref)
+	err := db.QueryRow(ctx, `SELECT to_regclass($1)::oid, format('%I.%I', n.nspname, c.relname), n.nspname, c.relkind::text
+		FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid
+		LEFT JOIN pg_namespace n ON n.oid = c.relnamespace`, t.Name).Scan(&oid, &ref, &schema, &kind)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "3F000" { // schema does not exist
@@ -77,6 +78,9 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 	}
 	if oid == nil {
 		return &rewind.ValidationError{Field: "table", Value: t.Name, Reason: "no such table in the database"}
+	}
+	if err := checkRelation(*ref, *schema, *kind); err != nil {
+		return &rewind.ValidationError{Field: "table", Value: t.Name, Reason: err.Error()}
 	}
 	t.ref, t.oid = *ref, *oid
 	if err := t.loadColumns(ctx, db, *oid); err != nil {
@@ -100,6 +104,26 @@ func (t *Table) prepare(ctx context.Context, db querier, args pgx.NamedArgs) err
 		return t.checkWhere(ctx, db, args)
 	}
 	return nil
+}
+
+// checkRelation refuses what a job may not write: a relation that is not
+// a table (a view: its rows have no ctid to image or fence by; an
+// index, a sequence), PostgreSQL's catalogs, and rewind's own ledger.
+func checkRelation(ref, schema, kind string) error {
+	switch {
+	case schema == "pg_catalog" || schema == "information_schema" || strings.HasPrefix(schema, "pg_toast"):
+		return fmt.Errorf("%s is a system catalog of PostgreSQL; a backfill writes only user tables", ref)
+	case schema == "rewind":
+		return fmt.Errorf("%s is in rewind's own schema (its ledger, its store); a backfill must not write it", ref)
+	case kind == "r" || kind == "p":
+		return nil
+	}
+	what := map[string]string{"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence",
+		"i": "an index", "I": "an index", "c": "a composite type", "t": "a TOAST table"}[kind]
+	if what == "" {
+		what = "not a table"
+	}
+	return fmt.Errorf("%s is %s; a backfill's table must be a table or a partitioned table (write to the table under a view)", ref, what)
 }
 
 // firstChunkSQL selects the rows of the job's first chunk.
