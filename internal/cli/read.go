@@ -189,10 +189,10 @@ when tail starts is an error at once (exit status 9).`,
 			if cmd.Flags().Changed("epoch") && !cmd.Flags().Changed("after") {
 				return invalidFlag("epoch", fmt.Sprint(epoch), "is the log epoch of the --after position; give --after too")
 			}
-			// The client's own retries would come on top of --retry-for
-			// (an outage of 3 s once ended tail after 23 s): tail's loop
-			// is the only one that retries.
-			a.clientRetries = -1
+			// The client's own retries and backoff would come on top of
+			// --retry-for (an outage of 3 s once ended tail after 23 s):
+			// tail's loop is the only one that retries and waits.
+			a.tailClient = true
 			s, err := a.openExisting(ctx)
 			if err != nil {
 				return err
@@ -222,13 +222,7 @@ when tail starts is an error at once (exit status 9).`,
 			}
 			var outage tailOutage
 			for {
-				// During an outage a try ends when --retry-for does.
-				nctx, cancel := outage.bound(ctx, retryFor)
-				ev, err := sub.Next(nctx)
-				cancel()
-				if err != nil && ctx.Err() == nil && nctx.Err() != nil {
-					err = outage.last // the try cut short by --retry-for: its last failure
-				}
+				ev, err := sub.Next(ctx)
 				if err != nil && ctx.Err() == nil && outage.retry(ctx, a, err, retryFor, sub.Position()) {
 					continue
 				}
@@ -272,7 +266,6 @@ when tail starts is an error at once (exit status 9).`,
 // when the outage began and the backoff between its tries.
 type tailOutage struct {
 	since time.Time // zero while the store answers
-	last  error     // the outage's last failure
 	bo    *backoff.ExponentialBackOff
 }
 
@@ -286,7 +279,6 @@ func (o *tailOutage) retry(ctx context.Context, a *app, err error, retryFor time
 	if !errors.Is(err, rewind.ErrClosed) {
 		return false
 	}
-	o.last = err
 	if o.since.IsZero() {
 		o.since = time.Now()
 		o.bo = backoff.NewExponentialBackOff()
@@ -301,6 +293,8 @@ func (o *tailOutage) retry(ctx context.Context, a *app, err error, retryFor time
 		fmt.Fprintf(a.stderr, "tail: still unavailable after %s; giving up\n", time.Since(o.since).Round(time.Millisecond))
 		return false
 	}
+	// The last try comes when --retry-for runs out, not a backoff later:
+	// a server back just before is still found.
 	wait := o.bo.NextBackOff()
 	if retryFor > 0 {
 		wait = min(wait, retryFor-time.Since(o.since))
@@ -312,14 +306,6 @@ func (o *tailOutage) retry(ctx context.Context, a *app, err error, retryFor time
 	case <-t.C:
 	}
 	return true
-}
-
-// bound is ctx, ending when the outage has lasted retryFor (0: no bound).
-func (o *tailOutage) bound(ctx context.Context, retryFor time.Duration) (context.Context, context.CancelFunc) {
-	if o.since.IsZero() || retryFor <= 0 {
-		return ctx, func() {}
-	}
-	return context.WithDeadline(ctx, o.since.Add(retryFor))
 }
 
 // over ends an outage, if one was under way, with a notice.

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"time"
+
 	"github.com/rewindhq/rewind/client"
 )
 
@@ -13,8 +15,8 @@ func (a *app) newClientWith(cfg client.Config) (*client.Client, error) {
 		return nil, invalidFlag("server", "", "this command needs a server: give --server URL (or set REWIND_SERVER)")
 	}
 	cfg.Token = a.token
-	if cfg.MaxRetries == 0 {
-		cfg.MaxRetries = a.clientRetries
+	if a.tailClient {
+		cfg.MaxRetries, cfg.MaxBackoff = -1, 50*time.Millisecond
 	}
 	return client.New(a.server, cfg)
 }

@@ -41,9 +41,9 @@ type app struct {
 	storeURL       string // --store: a PostgreSQL store instead of --data-dir
 	storeSchema    string // --store-schema
 	jsonOut        bool   // set by a command's --json flag, for error output
-	// clientRetries, when not 0, is the client's MaxRetries for --server
-	// (-1: none; tail retries by itself, for --retry-for).
-	clientRetries int
+	// tailClient turns the --server client's retries off and its backoff
+	// down: tail retries by itself, for --retry-for.
+	tailClient bool
 
 	// args is the command line as given, for commands that record it
 	// (backfill parses it again with its own flag set, to mask secrets).
