@@ -407,7 +407,11 @@ func (l *Log) roll(g *group) *segment {
 	seal := indexEntry{pos: old.last, off: old.lastOff, ts: old.lastTs, last: true}
 	g.idx = append(g.idx, pendingIndex{old, seal})
 	if n := len(old.index); old.index[n-1].pos == seal.pos {
-		old.index[n-1].last = true
+		// A copy: readers hold snapshots of the index (indexSnapshot) and
+		// read its entries without the lock, so none is written in place.
+		idx := slices.Clone(old.index)
+		idx[n-1].last = true
+		old.index = idx
 	} else {
 		old.index = append(old.index, seal)
 	}
