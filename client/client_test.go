@@ -252,20 +252,38 @@ func TestStreamAppends(t *testing.T) {
 	}
 }
 
-// TestAppenderBoundsAppendsInFlight counts the appends the server is
-// handling at once while an appender with MaxInFlight 2 sends to many
-// streams.
-func TestAppenderBoundsAppendsInFlight(t *testing.T) {
-	t.Parallel()
+// setupBehind starts a server without auth behind an h2c test server whose
+// handler is serve (given the server's handler), and returns a client of
+// it.
+func setupBehind(t *testing.T, serve func(h http.Handler, w http.ResponseWriter, r *http.Request)) (*server.Server, *client.Client) {
+	t.Helper()
 	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NoAuth: true,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	h := s.Handler()
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serve(h, w, r) }))
+	ts.Config.Protocols = new(http.Protocols)
+	ts.Config.Protocols.SetUnencryptedHTTP2(true)
+	ts.Start()
+	t.Cleanup(ts.Close)
+	c, err := client.New(ts.URL, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return s, c
+}
+
+// TestAppenderBoundsAppendsInFlight counts the appends the server is
+// handling at once while an appender with MaxInFlight 2 sends to many
+// streams.
+func TestAppenderBoundsAppendsInFlight(t *testing.T) {
+	t.Parallel()
 	var now, peak atomic.Int32
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s, c := setupBehind(t, func(h http.Handler, w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/Append") {
 			n := now.Add(1)
 			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
@@ -273,15 +291,7 @@ func TestAppenderBoundsAppendsInFlight(t *testing.T) {
 			defer now.Add(-1)
 		}
 		h.ServeHTTP(w, r)
-	}))
-	ts.Config.Protocols = new(http.Protocols)
-	ts.Config.Protocols.SetUnencryptedHTTP2(true)
-	ts.Start()
-	defer ts.Close()
-	c, err := client.New(ts.URL, client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	app := c.NewAppender(client.AppenderConfig{MaxBatch: 10, MaxInFlight: 2})
 	for i := range 2000 {
 		if _, err := app.Append(ctx, fmt.Sprintf("s-%d", i%10), rewind.Event{Type: "E"}); err != nil {
@@ -304,33 +314,18 @@ func TestAppenderBoundsAppendsInFlight(t *testing.T) {
 // until Reset; other streams go on.
 func TestAppenderStopsAStreamAfterAFailedBatch(t *testing.T) {
 	t.Parallel()
-	s, err := server.New(server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), NoAuth: true,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	// The failing batch is held at the server until the next event of its
 	// stream is queued, so that this test sees the queued path every time
 	// (it raced with the failure before and sometimes saw Append refuse).
-	h, arrived, hold := s.Handler(), make(chan struct{}), make(chan struct{})
+	arrived, hold := make(chan struct{}), make(chan struct{})
 	var first atomic.Bool
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, c := setupBehind(t, func(h http.Handler, w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/Append") && first.CompareAndSwap(false, true) {
 			close(arrived)
 			<-hold
 		}
 		h.ServeHTTP(w, r)
-	}))
-	ts.Config.Protocols = new(http.Protocols)
-	ts.Config.Protocols.SetUnencryptedHTTP2(true)
-	ts.Start()
-	defer ts.Close()
-	c, err := client.New(ts.URL, client.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	})
 	app := c.NewAppender(client.AppenderConfig{MaxBatch: 1, Linger: time.Millisecond})
 	defer app.Close(ctx)
 	bad, err := app.Append(ctx, "s", rewind.Event{Type: "$bad"})

@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -105,24 +103,9 @@ func TestTailServerSurvivesPostgresOutage(t *testing.T) {
 	if _, err := pgstore.Migrate(context.Background(), c.DSN, pgstore.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	const token = "adminadminadminadminadmin0123456789"
-	s := startChild(t, cleanEnv("REWIND_ADMIN_TOKEN="+token), "serve", "--data-dir", t.TempDir(), "--store", c.DSN, "--addr", addr)
-	for i := 0; ; i++ {
-		if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			res.Body.Close()
-			break
-		}
-		if i == 600 {
-			t.Fatalf("the server did not start: %s", s.errOut())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	serveChild(t, token, addr, "--data-dir", t.TempDir(), "--store", c.DSN)
 	remote := []string{"--server", "http://" + addr, "--token", token}
 	appendOne := func() {
 		t.Helper()

@@ -169,27 +169,9 @@ func TestTailEpoch(t *testing.T) {
 // (unavailable) after its retries, not 1 with a protocol error.
 func TestTailAgainstAKilledServer(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dir := t.TempDir()
+	addr, dir := freeAddr(t), t.TempDir()
 	const token = "adminadminadminadminadmin0123456789"
-	serve := func() *child {
-		s := startChild(t, cleanEnv("REWIND_ADMIN_TOKEN="+token), "serve", "--data-dir", dir, "--addr", addr)
-		for i := 0; ; i++ {
-			if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
-				res.Body.Close()
-				return s
-			}
-			if i == 600 {
-				t.Fatalf("the server did not start: %s", s.errOut())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	serve := func() *child { return serveChild(t, token, addr, "--data-dir", dir) }
 	kill := func(s *child) {
 		s.cmd.Process.Signal(syscall.SIGKILL)
 		s.wait(t, time.Minute)
@@ -298,24 +280,9 @@ func (p *outageProxy) setDown(down bool) {
 // outside test: 14 of 15 trials).
 func TestTailFindsTheServerBackAtTheEndOfRetryFor(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	const token = "adminadminadminadminadmin0123456789"
-	srv := startChild(t, cleanEnv("REWIND_ADMIN_TOKEN="+token), "serve", "--data-dir", t.TempDir(), "--addr", addr)
-	for i := 0; ; i++ {
-		if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			res.Body.Close()
-			break
-		}
-		if i == 600 {
-			t.Fatalf("the server did not start: %s", srv.errOut())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	serveChild(t, token, addr, "--data-dir", t.TempDir())
 	p := newOutageProxy(t, addr)
 	appendOne := func() {
 		t.Helper()
@@ -341,4 +308,32 @@ func TestTailFindsTheServerBackAtTheEndOfRetryFor(t *testing.T) {
 		t.Fatalf("tail with the server gone: exit status %d, stderr %q; want 9 and where to resume", st, tail.errOut())
 	}
 	checkGaveUpWithin(t, tail.errOut(), 5*time.Second, "--retry-for 3s")
+}
+
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serveChild starts `rewind serve --addr addr args...` with token as its
+// admin token and returns once it answers /healthz.
+func serveChild(t *testing.T, token, addr string, args ...string) *child {
+	t.Helper()
+	s := startChild(t, cleanEnv("REWIND_ADMIN_TOKEN="+token), append([]string{"serve", "--addr", addr}, args...)...)
+	for i := 0; ; i++ {
+		if res, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			res.Body.Close()
+			return s
+		}
+		if i == 600 {
+			t.Fatalf("the server did not start: %s", s.errOut())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
