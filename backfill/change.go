@@ -249,10 +249,14 @@ type setChange struct {
 	// secretCols are the columns whose expression binds a secret
 	// parameter: a dry run does not show their new values.
 	secretCols map[string]bool
-	// hashRow hashes a row of the checksummed columns: their record hash
-	// when every type has a hash function (no text conversion), else the
-	// hash of the row's text.
-	hashRow func(row string) string
+	// hashFns are the extended hash functions (see hashRow) of the
+	// checksummed columns' types, key columns then set columns in order:
+	// "" where the type has none that takes it as it is. legacyRow
+	// hashes a row as runs of earlier versions did, and legacy is set
+	// when the run being applied or verified is one of those (pinChecksum).
+	hashFns   []string
+	legacyRow func(row string) string
+	legacy    bool
 	// volatile: a set expression calls a volatile function (nextval(),
 	// random(), clock_timestamp()…). Comparing its value with the row's
 	// would evaluate it a second time, and the value written would not be
@@ -275,7 +279,7 @@ func newSetChange(t *Table, set map[string]string) *setChange {
 }
 
 func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs) error {
-	s.hashRow = func(row string) string { return "hashtextextended(" + row + "::text, 0)" }
+	s.legacyRow = func(row string) string { return "hashtextextended(" + row + "::text, 0)" }
 	// Hashing a row of NULLs of the columns' types finds out whether each
 	// type has an extended hash function, without reading the table.
 	var nulls []string
@@ -285,7 +289,7 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		}
 	}
 	if _, err := db.Exec(ctx, fmt.Sprintf("SELECT hash_record_extended(ROW(%s), 0)", strings.Join(nulls, ", "))); err == nil {
-		s.hashRow = func(row string) string { return "hash_record_extended(" + row + ", 0)" }
+		s.legacyRow = func(row string) string { return "hash_record_extended(" + row + ", 0)" }
 	}
 	var calls []string
 	for _, c := range s.cols {
@@ -344,6 +348,9 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 			}
 			s.noEq[c] = true
 		}
+	}
+	if err := s.learnHashes(ctx, db); err != nil {
+		return err
 	}
 	if err := s.checkOnePass(ctx, db); err != nil {
 		return err
@@ -423,13 +430,88 @@ func (s *setChange) checkFirstChunk(ctx context.Context, db querier, args pgx.Na
 	return nil
 }
 
-// checksumCols lists the key and set columns, which a set job's checksums cover.
-func (s *setChange) checksumCols(prefix string) string {
-	cols := s.t.keyCols(prefix)
-	for _, c := range s.cols {
-		cols += ", " + prefix + quote(c)
+// checksumCols lists the key and set columns, which a set job's checksums
+// cover, as values of the row prefix names.
+func (s *setChange) checksumCols(prefix string) []string {
+	var cols []string
+	for _, c := range append(slices.Clone(s.t.Key), s.cols...) {
+		cols = append(cols, prefix+quote(c))
 	}
 	return cols
+}
+
+// checksumColumns is the Run.Session entry "checksum" of a set job's run
+// whose checksums hash each column by its type (hashRow). Runs of earlier
+// versions have none: their rows were hashed whole (legacyRow).
+const checksumColumns = "columns"
+
+// hashRow is the SQL of a row's 64-bit hash, for a set job's checksums:
+// vals are the values of the checksummed columns (checksumCols: the key
+// columns, then the set columns, or expressions of their types). Each
+// value is hashed by its type's extended hash function (hashtextextended
+// of its text where the type has none, as json), seeded with its
+// position, and the hashes are combined by XOR; a NULL hashes to its
+// position. PostgreSQL's hash_record_extended of the whole row, which
+// runs of earlier versions used, deforms a record built for each row:
+// three times the time of hashing the columns themselves (0.7 against
+// 0.2 ms per 1,000 rows of two integer columns), and a set job's chunk
+// with its before-images hashes its rows three times.
+func (s *setChange) hashRow(vals []string) string {
+	if s.legacy {
+		return s.legacyRow("ROW(" + strings.Join(vals, ", ") + ")")
+	}
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		fn := s.hashFns[i]
+		if fn == "" {
+			fn, v = "hashtextextended", "("+v+")::text"
+		}
+		parts[i] = fmt.Sprintf("coalesce(%s(%s, %d), %d)", fn, v, i+1, i+1)
+	}
+	return "(" + strings.Join(parts, " # ") + ")"
+}
+
+// learnHashes finds the extended hash function of each checksummed
+// column's type (a domain's: its base type's): the support function of
+// the type's default hash operator class, when it is declared for the
+// type itself. Others (boolean and date, whose functions are declared
+// for "char" and integer; arrays, enums and ranges, whose are
+// polymorphic; types without one, as json) are hashed as text.
+func (s *setChange) learnHashes(ctx context.Context, db querier) error {
+	cols := append(slices.Clone(s.t.Key), s.cols...)
+	rows, err := db.Query(ctx, `WITH RECURSIVE c(i, typ) AS (
+			SELECT u.i, a.atttypid FROM unnest($2::text[]) WITH ORDINALITY u(name, i) JOIN pg_attribute a ON a.attrelid = $1 AND a.attname = u.name
+			UNION ALL SELECT c.i, y.typbasetype FROM c JOIN pg_type y ON y.oid = c.typ AND y.typtype = 'd')
+		SELECT c.i, coalesce((SELECT f.oid::regproc::text FROM pg_opclass o
+				JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'hash'
+				JOIN pg_amproc p ON p.amprocfamily = o.opcfamily AND p.amprocnum = 2 AND p.amproclefttype = o.opcintype AND p.amprocrighttype = o.opcintype
+				JOIN pg_proc f ON f.oid = p.amproc AND f.pronargs = 2 AND f.proargtypes[0] = o.opcintype AND f.proargtypes[1] = 'int8'::regtype
+					AND f.prorettype = 'int8'::regtype
+				WHERE o.opcdefault AND o.opcintype = c.typ ORDER BY f.oid LIMIT 1), '')
+		FROM c JOIN pg_type y ON y.oid = c.typ AND y.typtype <> 'd' ORDER BY c.i`, s.t.oid, cols)
+	if err != nil {
+		return fmt.Errorf("read the hash functions of %s's columns: %w", s.t.ref, err)
+	}
+	fns, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+		var i int
+		var fn string
+		err := row.Scan(&i, &fn)
+		return fn, err
+	})
+	if err != nil {
+		return fmt.Errorf("read the hash functions of %s's columns: %w", s.t.ref, err)
+	}
+	if len(fns) != len(cols) {
+		return fmt.Errorf("read the hash functions of %s's columns: found %d of %d columns", s.t.ref, len(fns), len(cols))
+	}
+	s.hashFns = fns
+	return nil
+}
+
+// pinChecksum makes the chunks and verify hash rows as run did: by
+// column, or, for a run of an earlier version, whole (legacyRow).
+func (s *setChange) pinChecksum(run *Run) {
+	s.legacy = run.Session["checksum"] != checksumColumns
 }
 
 // assignments returns "col = (expr)::type, …" and the row comparison that
@@ -468,7 +550,7 @@ func (s *setChange) apply(ctx context.Context, env *chunkEnv, b Bounds) (chunkRe
 	}
 	var r chunkResult
 	a := with(env.args)
-	row := "ROW(" + s.checksumCols("t.") + ")"
+	row := s.checksumCols("t.")
 	q := fmt.Sprintf(`WITH i AS (SELECT count(*) AS n, coalesce(sum(%s), 0)::text AS h FROM %s t WHERE %s AND %s),
 		u AS (%s RETURNING %s AS _rw_h),
 		o AS (SELECT count(*) AS n, coalesce(sum(u._rw_h), 0)::text AS h FROM u)

@@ -422,9 +422,9 @@ func (s *setChange) applyImagedOnePass(ctx context.Context, env *chunkEnv, b Bou
 			FROM _rw_s WHERE k IS NOT NULL AND coalesce(cardinality(c), 0) <= %[12]d)
 		SELECT s.n, o.n, s.h, o.h, clock_timestamp(), coalesce(cardinality(s.k), 0), s.p, coalesce(cardinality(s.c), 0)
 		FROM _rw_s s, _rw_o o`,
-		s.hashRow("ROW("+strings.Join(cols, ", ")+")"), textArray("t.", s.t.Key), textArray("t.", s.cols), textOf(newVals),
-		s.hashRow("ROW("+strings.Join(append(cols[:len(s.t.Key):len(s.t.Key)], newVals...), ", ")+")"), read,
-		s.t.ref, set, rng, where, differs, manyNew, s.hashRow("ROW("+s.checksumCols("t.")+")"), insertImage)
+		s.hashRow(cols), textArray("t.", s.t.Key), textArray("t.", s.cols), textOf(newVals),
+		s.hashRow(append(cols[:len(s.t.Key):len(s.t.Key)], newVals...)), read,
+		s.t.ref, set, rng, where, differs, manyNew, s.hashRow(s.checksumCols("t.")), insertImage)
 	var want, looksNew int64
 	var imaged string
 	err := env.scanFirst(ctx, q, bindArgs(a), &r.Seen, &r.Changed, &r.In, &r.Out, &r.At, &want, &imaged, &looksNew)
@@ -452,7 +452,7 @@ func (s *setChange) applyImagedJoin(ctx context.Context, env *chunkEnv, b Bounds
 	imageArgs(a, env, s.t, imageColumns, s.cols)
 	set, differs := s.assignments()
 	rng := s.t.rangeCond(a, b)
-	hash := s.hashRow("ROW(" + s.checksumCols("t.") + ")")
+	hash := s.hashRow(s.checksumCols("t."))
 	q := fmt.Sprintf(`WITH _rw_i AS (SELECT t.tableoid AS _rw_o, t.ctid AS _rw_c, %[2]s AS _rw_b,
 			%[3]s AS _rw_d, %[4]s AS _rw_h FROM %[5]s t WHERE %[6]s AND %[7]s),
 		_rw_s AS (SELECT count(*) AS n, coalesce(sum(_rw_h), 0)::text AS h, count(*) FILTER (WHERE _rw_d) AS d FROM _rw_i),

@@ -76,6 +76,10 @@ type Config struct {
 	Progress func(Progress)
 	// Logger receives retries and other notices. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// legacyChecksums starts runs as versions before per-column checksums
+	// did (tests: export_test.go).
+	legacyChecksums bool
 }
 
 // Progress is a run's progress after a chunk.
@@ -645,10 +649,14 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 		return nil, err
 	}
 	origin := r.origin(p.job)
+	sess := p.recorded()
+	if r.cfg.legacyChecksums {
+		delete(sess, "checksum")
+	}
 	run := &Run{ID: id.String(), JobName: p.job.Name, JobVersion: p.job.Version, JobHash: p.hash, Job: p.job.Describe(),
 		Params: p.job.Params.masked(), PlanHash: planHash, Binary: r.cfg.Binary, Actor: origin.Actor, Host: origin.Host,
 		Command: origin.Command, State: Running, Policy: p.job.policy(), ChunkSize: p.job.chunkSize(),
-		Total: total, TotalEstimated: estimated, End: end, Session: p.recorded(), Canary: o.Canary.state(total),
+		Total: total, TotalEstimated: estimated, End: end, Session: sess, Canary: o.Canary.state(total),
 		Workers: max(o.Workers, 1), MaxDBWorkers: o.MaxDBWorkers}
 	attrs := map[string]string{"plan_hash": planHash, "policy": string(run.Policy), "workers": fmt.Sprint(run.Workers),
 		"shards": fmt.Sprint(sp.count()), "shard_method": sp.method}
@@ -687,6 +695,9 @@ func (r *Runner) start(ctx context.Context, p *prepared, planHash string, prev *
 		return nil, err
 	}
 	l.beat(run, r.cfg.Heartbeat)
+	if s, ok := p.ch.(*setChange); ok {
+		s.pinChecksum(run)
+	}
 	return r.loop(l.ctx, p, run, &Result{Run: run}, o.local(run.Workers), o.Throttle)
 }
 

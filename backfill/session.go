@@ -312,6 +312,9 @@ func (p *prepared) recorded() map[string]string {
 	if t, ok := p.src.(*Table); ok {
 		m["table"] = t.ref
 	}
+	if _, ok := p.ch.(*setChange); ok {
+		m["checksum"] = checksumColumns // how its chunks hash rows (hashRow)
+	}
 	return m
 }
 
@@ -361,6 +364,9 @@ func (e *RunSettingsError) Is(target error) bool {
 // another meaning (RunSettingsError). --allow-changed-job does not lift
 // it: the job did not change, the database it reaches did. A setting a
 // run of an earlier version did not record is not checked.
+//
+// It also makes p's chunks hash rows as run's did (pinChecksum), as every
+// caller goes on with run.
 func checkRecorded(run *Run, p *prepared) error {
 	now := p.recorded()
 	for _, k := range []string{"role", "table", "search_path", "schemas", "time_zone"} {
@@ -368,6 +374,9 @@ func checkRecorded(run *Run, p *prepared) error {
 		if ok && was != now[k] {
 			return &RunSettingsError{RunID: run.ID, Setting: k, Recorded: was, Now: now[k]}
 		}
+	}
+	if s, ok := p.ch.(*setChange); ok {
+		s.pinChecksum(run)
 	}
 	return nil
 }

@@ -612,7 +612,7 @@ func (v *verifier) output(ctx context.Context, tx pgx.Tx, c checkpoint, changed 
 	case *setChange:
 		a["_rw_x"], a["_rw_xe"] = *c.xid, *c.xidEnd
 		q := fmt.Sprintf("SELECT count(*), coalesce(sum(%s), 0)::text FROM %s WHERE %s AND %s >= @_rw_x AND %s < @_rw_xe",
-			ch.hashRow("ROW("+ch.checksumCols("t.")+")"), v.refFrom(), v.t.rangeCond(a, c.b), fullXmin, fullXmin)
+			ch.hashRow(ch.checksumCols("t.")), v.refFrom(), v.t.rangeCond(a, c.b), fullXmin, fullXmin)
 		if err := tx.QueryRow(ctx, q, bindArgs(a)).Scan(&n, &sum); err != nil {
 			return Finding{}, false, err
 		}
