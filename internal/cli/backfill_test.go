@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewindhq/rewind/internal/pgtest"
 )
@@ -170,13 +172,37 @@ func TestBenchBackfillReportsAllFigures(t *testing.T) {
 	}
 	if r.Rows != 3000 || r.RawKeysetRPS <= 0 || r.RowsPerSec <= 0 || r.RowByRowRPS <= 0 || r.RatioVsRaw <= 0 || len(r.RawKeysetRuns) != 5 ||
 		len(r.RowsPerSecRuns) != 2 || len(r.RowsPerSecNoImagesRuns) != 2 || len(r.RollbackRuns) != 2 || r.BeforeImagesRatio <= 0 ||
-		r.RollbackRatio <= 0 || r.RowsPerSecNoImages <= 0 || len(r.TwoWorkersRuns) != 2 || r.WorkersRatio <= 0 {
+		r.RollbackRatio <= 0 || r.RowsPerSecNoImages <= 0 || len(r.TwoWorkersRuns) != 2 || r.WorkersRatio <= 0 || !r.Checkpoints {
 		t.Fatalf("result %+v", r)
 	}
 	var n int64
 	db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM pg_tables WHERE tablename = 'rewind_bench_backfill'").Scan(&n)
 	if n != 0 {
 		t.Fatal("the benchmark table was left behind")
+	}
+}
+
+// A role that may not CHECKPOINT still gets its figures, and is told
+// that its passes did not begin at a checkpoint.
+func TestBenchBackfillWithoutTheRightToCheckpoint(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	role := fmt.Sprintf("bench_role_%d", time.Now().UnixNano())
+	db.Exec(t, "CREATE ROLE "+role+" LOGIN")
+	t.Cleanup(func() {
+		db.Exec(t, "DROP OWNED BY "+role)
+		db.Exec(t, "DROP ROLE "+role)
+	})
+	db.Exec(t, "GRANT CREATE ON DATABASE "+db.Name+" TO "+role)
+	db.Exec(t, "GRANT CREATE ON SCHEMA public TO "+role)
+	dsn := strings.Replace(db.DSN, "postgres@", role+"@", 1)
+	out, stderr, st := cli(t, "bench", "backfill", "--dsn", dsn, "--rows", "1000", "--chunk", "500", "--sample", "100", "--rounds", "1", "--json")
+	var r benchBackfillResult
+	if err := json.Unmarshal([]byte(out), &r); st != 0 || err != nil {
+		t.Fatalf("status %d, %v\n%s\n%s", st, err, out, stderr)
+	}
+	if r.Checkpoints || r.RatioVsRaw <= 0 || len(r.RawKeysetRuns) != 3 {
+		t.Fatalf("result %+v: want checkpoint_each_pass false and the figures", r)
 	}
 }
 

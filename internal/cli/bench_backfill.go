@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
@@ -57,6 +59,9 @@ type benchBackfillResult struct {
 	// from /proc/loadavg (empty where unavailable): figures taken on a
 	// loaded machine say so.
 	LoadAverage []string `json:"load_average,omitempty"`
+	// Checkpoints: each pass began right after a CHECKPOINT (false where
+	// the role may not ask for one).
+	Checkpoints bool `json:"checkpoint_each_pass"`
 	// With --load pgbench: pgbench's p99 latency alone and during
 	// default-throttled backfills, their ratio, and the backfill's rate.
 	*pgbenchResult
@@ -90,7 +95,9 @@ in the same run, each pass incrementing a counter of every row:
 The passes alternate, raw first and last (raw, then for each of --rounds:
 rewind, its rollback, rewind with 2 workers, raw, rewind without images, raw),
 and the medians are reported, so that a change in the machine's load during the
-run affects every side alike. VACUUM runs before each apply and raw pass. The
+run affects every side alike. VACUUM and a CHECKPOINT run before each pass (the
+CHECKPOINT where the role may ask for one: checkpoint_each_pass says), so that
+every pass writes the full-page images of a first pass after a checkpoint. The
 table is dropped at the end unless --keep. Targets: rows_per_sec
 (before_images_ratio) >= 0.6 x raw_keyset_rps, rollback_ratio >= 0.5,
 workers_ratio >= 1.3, and rows_per_sec >= 60 x row_by_row_rps.
@@ -186,9 +193,28 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	if !keep {
 		defer work.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+benchTable)
 	}
+	// Before each pass: VACUUM, then a CHECKPOINT where the role may ask
+	// for one (superuser or pg_checkpoint), so that every pass writes a
+	// full-page image of each page it first changes, as the first pass
+	// after a checkpoint does. Otherwise the checkpoints that the passes'
+	// WAL sets off fall in some passes and not in others, and that pass
+	// alone pays for the images: one pass in two rounds ran a third
+	// slower than its twin.
+	res := &benchBackfillResult{Rows: rows, Chunk: chunk, RowByRowSample: sample, LoadAverage: []string{loadAverage()},
+		Checkpoints: true}
 	vacuum := func() error {
-		_, err := work.Exec(ctx, "VACUUM ANALYZE "+benchTable)
-		return err
+		if _, err := work.Exec(ctx, "VACUUM ANALYZE "+benchTable); err != nil {
+			return err
+		}
+		if res.Checkpoints {
+			if _, err := work.Exec(ctx, "CHECKPOINT"); err != nil {
+				if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "42501" {
+					return fmt.Errorf("checkpoint before a pass: %w", err)
+				}
+				res.Checkpoints = false // not allowed: passes run as they fall
+			}
+		}
+		return nil
 	}
 	r, err := backfill.New(backfill.Config{DB: work, Ledger: ledger, Actor: pg.actor})
 	if err != nil {
@@ -202,7 +228,6 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 		return nil, err
 	}
 	defer release()
-	res := &benchBackfillResult{Rows: rows, Chunk: chunk, RowByRowSample: sample, LoadAverage: []string{loadAverage()}}
 	raw := func() error {
 		if err := vacuum(); err != nil {
 			return err
@@ -237,6 +262,9 @@ func (a *app) benchBackfill(ctx context.Context, pg pgFlags, rows int64, chunk i
 	}
 	for i := range rounds {
 		if err := apply(i, 1, &res.RowsPerSecRuns); err != nil {
+			return nil, err
+		}
+		if err := vacuum(); err != nil {
 			return nil, err
 		}
 		if err := benchRollback(ctx, r, lastRun, rows, off, res); err != nil {
