@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/rewindhq/rewind/backfill"
@@ -141,5 +142,55 @@ func TestRunOfAnEarlierVersionKeepsItsChecksums(t *testing.T) {
 	rep, err := r.Verify(context.Background(), res.Run.ID, countZeros(100), backfill.VerifyOptions{})
 	if err != nil || !rep.Clean() {
 		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+}
+
+// A run whose chunks were applied by two versions (one continued the
+// other's run with --allow-changed-job: its first chunks hash rows whole,
+// the rest by column) verifies clean, with a note naming each chunk of the
+// other version's hash; a row changed since is still found.
+func TestRunContinuedByAnotherVersionVerifies(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := setup(t, 1000, backfill.LegacyChecksums, func(c *backfill.Config) {
+		c.Progress = func(p backfill.Progress) {
+			if p.Chunks == 3 {
+				cancel()
+			}
+		}
+	})
+	res, err := b.runner.Apply(ctx, countZeros(100), backfill.ApplyOptions{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted apply: %+v, %v", res, err)
+	}
+	// As if this version had started the run: the rest hashes by column.
+	b.db.Exec(t, `UPDATE rewind.backfill_runs SET session = session || '{"checksum": "columns"}' WHERE id = $1`, res.Run.ID)
+	cfg := b.cfg
+	cfg.Progress = nil
+	r, err := backfill.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, err := r.Resume(context.Background(), res.Run.ID, countZeros(100), backfill.ApplyOptions{}); err != nil ||
+		done.Run.Chunks != 10 {
+		t.Fatalf("resume: %+v, %v", done, err)
+	}
+	rep, err := r.Verify(context.Background(), res.Run.ID, countZeros(100), backfill.VerifyOptions{})
+	if err != nil || !rep.Clean() {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	var others int
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "hash rows as another version") {
+			others++
+		}
+	}
+	if others != 3 {
+		t.Fatalf("notes %q: want one for each of the 3 chunks hashed whole", rep.Notes)
+	}
+	b.db.Exec(t, `UPDATE items SET n = 7 WHERE id = 150`)
+	rep, err = r.Verify(context.Background(), res.Run.ID, countZeros(100), backfill.VerifyOptions{})
+	if err != nil || rep.Clean() || rep.Findings[0].Chunk != 2 {
+		t.Fatalf("verify after a row of chunk 2 changed: %+v, %v", rep, err)
 	}
 }
