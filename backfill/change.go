@@ -249,9 +249,9 @@ type setChange struct {
 	// secretCols are the columns whose expression binds a secret
 	// parameter: a dry run does not show their new values.
 	secretCols map[string]bool
-	// hashFns are the extended hash functions (see hashRow) of the
-	// checksummed columns' types, key columns then set columns in order:
-	// "" where the type has none that takes it as it is. legacyRow
+	// hashFns are how the checksummed columns' values are hashed (see
+	// hashRow and learnHashes), key columns then set columns in order,
+	// as fmt templates of the value and the seed. legacyRow
 	// hashes a row as runs of earlier versions did, and legacy is set
 	// when the run being applied or verified is one of those (pinChecksum).
 	hashFns   []string
@@ -448,9 +448,9 @@ const checksumColumns = "columns"
 // hashRow is the SQL of a row's 64-bit hash, for a set job's checksums:
 // vals are the values of the checksummed columns (checksumCols: the key
 // columns, then the set columns, or expressions of their types). Each
-// value is hashed by its type's extended hash function (hashtextextended
-// of its text where the type has none, as json), seeded with its
-// position, and the hashes are combined by XOR; a NULL hashes to its
+// value is hashed by its type's extended hash function (learnHashes
+// says which, and how for types without one of their own), seeded with
+// its position, and the hashes are combined by XOR; a NULL hashes to its
 // position. PostgreSQL's hash_record_extended of the whole row, which
 // runs of earlier versions used, deforms a record built for each row:
 // three times the time of hashing the columns themselves (0.7 against
@@ -465,21 +465,25 @@ func (s *setChange) hashRowAs(legacy bool, vals []string) string {
 	}
 	parts := make([]string, len(vals))
 	for i, v := range vals {
-		fn := s.hashFns[i]
-		if fn == "" {
-			fn, v = "hashtextextended", "("+v+")::text"
-		}
-		parts[i] = fmt.Sprintf("coalesce(%s(%s, %d), %d)", fn, v, i+1, i+1)
+		parts[i] = fmt.Sprintf("coalesce("+s.hashFns[i]+", %[2]d)", v, i+1)
 	}
 	return "(" + strings.Join(parts, " # ") + ")"
 }
 
-// learnHashes finds the extended hash function of each checksummed
-// column's type (a domain's: its base type's): the support function of
-// the type's default hash operator class, when it is declared for the
-// type itself. Others (boolean and date, whose functions are declared
-// for "char" and integer; arrays, enums and ranges, whose are
-// polymorphic; types without one, as json) are hashed as text.
+// learnHashes finds how each checksummed column's value is hashed (a
+// domain's by its base type), as a template of the value (%[1]s) and
+// the seed (%[2]d):
+//   - by the extended hash function of the type's default hash operator
+//     class, when it is declared for the type itself (integer, text,
+//     numeric, uuid, timestamptz…);
+//   - by hash_record_extended of a one-column row, for the other types
+//     PostgreSQL can hash (bytea, boolean and date, whose functions take
+//     another type; arrays, enums, ranges and composites, whose are
+//     polymorphic): by value, so that no setting changes the hash, as
+//     bytea_output would change bytea's text;
+//   - money as numeric (its text follows lc_monetary);
+//   - the rest (json, point, xml…) by its text, which the pinned
+//     settings make canonical (see SessionParams).
 func (s *setChange) learnHashes(ctx context.Context, db querier) error {
 	cols := append(slices.Clone(s.t.Key), s.cols...)
 	rows, err := db.Query(ctx, `WITH RECURSIVE c(i, typ) AS (
@@ -490,24 +494,41 @@ func (s *setChange) learnHashes(ctx context.Context, db querier) error {
 				JOIN pg_amproc p ON p.amprocfamily = o.opcfamily AND p.amprocnum = 2 AND p.amproclefttype = o.opcintype AND p.amprocrighttype = o.opcintype
 				JOIN pg_proc f ON f.oid = p.amproc AND f.pronargs = 2 AND f.proargtypes[0] = o.opcintype AND f.proargtypes[1] = 'int8'::regtype
 					AND f.prorettype = 'int8'::regtype
-				WHERE o.opcdefault AND o.opcintype = c.typ ORDER BY f.oid LIMIT 1), '')
+				WHERE o.opcdefault AND o.opcintype = c.typ ORDER BY f.oid LIMIT 1), ''), format_type(c.typ, NULL)
 		FROM c JOIN pg_type y ON y.oid = c.typ AND y.typtype <> 'd' ORDER BY c.i`, s.t.oid, cols)
 	if err != nil {
 		return fmt.Errorf("read the hash functions of %s's columns: %w", s.t.ref, err)
 	}
-	fns, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+	type found struct{ fn, base string }
+	fs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (found, error) {
 		var i int
-		var fn string
-		err := row.Scan(&i, &fn)
-		return fn, err
+		var f found
+		err := row.Scan(&i, &f.fn, &f.base)
+		return f, err
 	})
 	if err != nil {
 		return fmt.Errorf("read the hash functions of %s's columns: %w", s.t.ref, err)
 	}
-	if len(fns) != len(cols) {
-		return fmt.Errorf("read the hash functions of %s's columns: found %d of %d columns", s.t.ref, len(fns), len(cols))
+	if len(fs) != len(cols) {
+		return fmt.Errorf("read the hash functions of %s's columns: found %d of %d columns", s.t.ref, len(fs), len(cols))
 	}
-	s.hashFns = fns
+	s.hashFns = make([]string, len(fs))
+	for i, f := range fs {
+		switch {
+		case f.fn != "":
+			s.hashFns[i] = strings.ReplaceAll(f.fn, "%", "%%") + "(%[1]s, %[2]d)"
+		case f.base == "money":
+			s.hashFns[i] = "hash_numeric_extended((%[1]s)::numeric, %[2]d)"
+		default:
+			// Hashing a NULL of the type finds out whether PostgreSQL can
+			// hash it, without reading the table.
+			if _, err := db.Exec(ctx, "SELECT hash_record_extended(ROW(NULL::"+f.base+"), 0)"); err == nil {
+				s.hashFns[i] = "hash_record_extended(ROW((%[1]s)::" + strings.ReplaceAll(f.base, "%", "%%") + "), %[2]d)"
+			} else {
+				s.hashFns[i] = "hashtextextended((%[1]s)::text, %[2]d)"
+			}
+		}
+	}
 	return nil
 }
 

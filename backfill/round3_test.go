@@ -27,6 +27,7 @@ func TestSessionSettingsArePinnedOrRefused(t *testing.T) {
 		{"DateStyle", "SQL, DMY"},
 		{"IntervalStyle", "sql_standard"},
 		{"extra_float_digits", "0"},
+		{"bytea_output", "escape"},
 		{"session_replication_role", "replica"},
 	} {
 		t.Run(c.setting+"="+c.value, func(t *testing.T) {

@@ -38,13 +38,13 @@ const sessionSQL = `SELECT current_setting('search_path'), current_user::text, s
 	current_setting('session_replication_role'), current_setting('TimeZone'), current_setting('DateStyle'),
 	current_setting('IntervalStyle'), current_setting('standard_conforming_strings'),
 	current_setting('client_encoding'), current_setting('extra_float_digits'),
-	array_to_string(current_schemas(false), ', ')`
+	array_to_string(current_schemas(false), ', '), current_setting('bytea_output')`
 
 // session is what sessionSQL reads.
 type session struct {
 	searchPath, user, sessionUser, replicationRole      string
 	timeZone, dateStyle, intervalStyle, standardStrings string
-	clientEncoding, floatDigits                         string
+	clientEncoding, floatDigits, byteaOutput            string
 	// schemas is the search_path as it resolves: the schemas that exist
 	// and that the role may use, "$user" replaced by the current role's
 	// schema (current_schemas(false)).
@@ -53,7 +53,7 @@ type session struct {
 
 func (s *session) scan(row pgx.Row) error {
 	return row.Scan(&s.searchPath, &s.user, &s.sessionUser, &s.replicationRole, &s.timeZone, &s.dateStyle,
-		&s.intervalStyle, &s.standardStrings, &s.clientEncoding, &s.floatDigits, &s.schemas)
+		&s.intervalStyle, &s.standardStrings, &s.clientEncoding, &s.floatDigits, &s.schemas, &s.byteaOutput)
 }
 
 // check refuses a session whose settings change what the job's SQL says
@@ -77,6 +77,9 @@ func (s session) check(database string) error {
 	case s.intervalStyle != "postgres":
 		return bad("IntervalStyle", s.intervalStyle, "postgres",
 			"intervals would print in a form another session reads otherwise (checkpoint keys)")
+	case s.byteaOutput != "hex":
+		return bad("bytea_output", s.byteaOutput, "hex",
+			"bytea values would print in another form (checkpoint keys, and the checksums of values hashed as their text)")
 	case floatDigits(s.floatDigits) < 1:
 		return bad("extra_float_digits", s.floatDigits, "3",
 			"floating-point values would print rounded, so that distinct keys print alike and a run over them never ends")
@@ -114,12 +117,14 @@ func floatDigits(s string) int {
 // DateStyle and IntervalStyle (checkpoint keys are stored as text and
 // read back by a later process, which must read them as they were
 // written) and extra_float_digits (a float key printed rounded reads
-// back as another value). They are set to fixed values on every
+// back as another value), bytea_output (a bytea key, or a bytea inside a
+// value a checksum hashes as text). They are set to fixed values on every
 // connection, and a session with other values is refused.
 // session_replication_role cannot be set here (only a superuser may);
 // a session with it set to replica is refused.
 var SessionParams = map[string]string{"standard_conforming_strings": "on", "backslash_quote": "safe_encoding",
-	"client_encoding": "UTF8", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "extra_float_digits": "3"}
+	"client_encoding": "UTF8", "DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "extra_float_digits": "3",
+	"bytea_output": "hex"}
 
 // ConfigurePool sets SessionParams on cfg: connections then start with
 // them whatever the database's or role's defaults.
@@ -190,8 +195,8 @@ func (e *SessionChangedError) Error() string {
 	}
 	return "the job's SQL changed the session " + when + " (" + e.What + "), as set_config() or SET in a function it " +
 		"calls would; " + undo + ", and the run stopped: a job's SQL must leave search_path, the role and " +
-		"session_replication_role, TimeZone, DateStyle, IntervalStyle, standard_conforming_strings, client_encoding " +
-		"and extra_float_digits alone " +
+		"session_replication_role, TimeZone, DateStyle, IntervalStyle, standard_conforming_strings, client_encoding, " +
+		"extra_float_digits and bytea_output alone " +
 		"(a function may declare SET search_path = … or SET TimeZone = …)"
 }
 
@@ -207,6 +212,7 @@ func (s session) compare(after session) error {
 		{"standard_conforming_strings", s.standardStrings, after.standardStrings},
 		{"client_encoding", s.clientEncoding, after.clientEncoding},
 		{"extra_float_digits", s.floatDigits, after.floatDigits},
+		{"bytea_output", s.byteaOutput, after.byteaOutput},
 	} {
 		if c.before != c.after {
 			return &SessionChangedError{What: fmt.Sprintf("%s from %q to %q", c.what, c.before, c.after)}

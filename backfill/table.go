@@ -248,7 +248,7 @@ func sessionRefused(field, sql string, se *SessionChangedError) error {
 	return &rewind.ValidationError{Field: field, Value: sql, Reason: "changes the session (" + se.What +
 		"), as set_config() or SET in a function it calls would: the change would outlive the chunk on the runner's " +
 		"pooled connections, so a job's SQL must leave search_path, the role, session_replication_role, TimeZone, " +
-		"DateStyle, IntervalStyle, standard_conforming_strings, client_encoding and extra_float_digits alone " +
+		"DateStyle, IntervalStyle, standard_conforming_strings, client_encoding, extra_float_digits and bytea_output alone " +
 		"(a function may declare SET search_path = … or SET TimeZone = …)"}
 }
 
