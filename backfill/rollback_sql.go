@@ -2,11 +2,13 @@ package backfill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // imageHeader is what an image row says of itself: the table it is of,
@@ -88,9 +90,41 @@ func newRestorer(ctx context.Context, db querier, h imageHeader) (*restorer, err
 		q := fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), t.ref)
 		if _, err := explainText(ctx, db, q, nil); err != nil {
 			rs.noEq[c] = true
+		} else if rs.noEq[c], err = noEqInside(ctx, db, t, c); err != nil {
+			return nil, err
 		}
 	}
 	return rs, nil
+}
+
+// noEqInside reports whether column c, of an array, composite or range
+// type, holds a type without an equality operator (json[], a composite
+// with a point field): PostgreSQL plans their comparison and fails only
+// when it compares two values. One value of the column compared with
+// itself, read-only, tells; a column with no value to compare is compared
+// as text if its type is such a container, which at worst reports a row
+// rewritten with an equal value as a conflict.
+func noEqInside(ctx context.Context, db querier, t *Table, c string) (bool, error) {
+	var container bool
+	err := db.QueryRow(ctx, `WITH RECURSIVE b(typ) AS (SELECT atttypid FROM pg_attribute WHERE attrelid = $1 AND attname = $2
+			UNION ALL SELECT y.typbasetype FROM b JOIN pg_type y ON y.oid = b.typ AND y.typtype = 'd')
+		SELECT coalesce(bool_or(y.typtype IN ('c', 'r', 'm') OR y.typcategory = 'A'), false) FROM b JOIN pg_type y ON y.oid = b.typ`,
+		t.oid, c).Scan(&container)
+	if err != nil || !container {
+		return false, err
+	}
+	var compared int64
+	var differs bool // evaluated (bool_or), so that the comparison runs
+	err = readOnly(ctx, db, func(tx querier) error {
+		return tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce(bool_or(x.v IS DISTINCT FROM x.v), false) "+
+			"FROM (SELECT t.%s AS v FROM %s t WHERE t.%s IS NOT NULL LIMIT 1) x", quote(c), t.ref, quote(c))).Scan(&compared, &differs)
+	})
+	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42883" {
+		return true, nil // undefined_function: no equality operator inside
+	} else if err != nil {
+		return false, fmt.Errorf("compare column %s of %s: %w", c, t.ref, err)
+	}
+	return compared == 0, nil
 }
 
 // value is image column c of the values array arr, as c's type.
