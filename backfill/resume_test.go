@@ -78,6 +78,13 @@ func TestResumeRefusesChangedJobOrBinary(t *testing.T) {
 		!strings.Contains(err.Error(), "the binary: test-binary → another-binary") {
 		t.Fatalf("resume under another binary = %v", err)
 	}
+	// Workers cannot lift it: the advice is the resume's flag, not one
+	// that work does not take.
+	if _, err := other.Work(ctx, id, countJob(100), backfill.WorkOptions{}); !errors.Is(err, backfill.ErrJobChanged) ||
+		!strings.Contains(err.Error(), "'rewind backfill resume "+id+" --allow-changed-job'") ||
+		strings.Contains(err.Error(), "pass --allow-changed-job") {
+		t.Fatalf("work under another binary = %v, want ErrJobChanged advising a resume", err)
+	}
 	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 0"); n != 200 {
 		t.Fatalf("refused resumes changed rows: %d changed", n)
 	}

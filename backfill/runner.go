@@ -837,6 +837,11 @@ func (r *Runner) resume(ctx context.Context, p *prepared, run *Run, o ApplyOptio
 // checkSame compares the run's job hash and binary with this process's,
 // and returns what differs ("job_hash" and "binary": "old → new").
 func (r *Runner) checkSame(run *Run, p *prepared, allow bool) (map[string]string, error) {
+	return r.checkSameAs(run, p, allow, "pass --allow-changed-job to do it anyway (it is recorded)")
+}
+
+// checkSameAs is checkSame with the advice on how to go on anyway.
+func (r *Runner) checkSameAs(run *Run, p *prepared, allow bool, anyway string) (map[string]string, error) {
 	changes := map[string]string{}
 	if run.JobHash != p.hash {
 		changes["job_hash"] = run.JobHash + " → " + p.hash
@@ -856,8 +861,8 @@ func (r *Runner) checkSame(run *Run, p *prepared, allow bool) (map[string]string
 			what = append(what, fmt.Sprintf("the binary: %s → %s", run.Binary, r.cfg.Binary))
 		}
 		return nil, fmt.Errorf("%w: run %s was started under another job or binary; what changed: %s. Resuming under "+
-			"a changed job or binary could apply two different changes to one table; pass --allow-changed-job to do it "+
-			"anyway (it is recorded), or cancel it (rewind backfill cancel %s) and bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "), run.ID)
+			"a changed job or binary could apply two different changes to one table; %s, or cancel it (rewind backfill "+
+			"cancel %s) and bump the job's version to start a new run", ErrJobChanged, run.ID, strings.Join(what, "; "), anyway, run.ID)
 	}
 	return changes, nil
 }
