@@ -182,6 +182,37 @@ func TestBenchBackfillReportsAllFigures(t *testing.T) {
 	}
 }
 
+// Bad flags are refused before anything is built or measured (exit 2),
+// each naming its flag.
+func TestBenchBackfillRefusesBadFlags(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	for _, c := range []struct {
+		flag string
+		args []string
+	}{
+		{"--sample", []string{"--sample", "0"}},
+		{"--sample", []string{"--sample", "-1"}},
+		{"--pgbench-time", []string{"--load", "pgbench", "--pgbench-time", "1.5s"}},
+		{"--pgbench-time", []string{"--pgbench-time", "0s"}},
+		{"--pgbench-scale", []string{"--pgbench-scale", "0"}},
+		{"--pgbench-clients", []string{"--pgbench-clients", "0"}},
+		{"--pgbench", []string{"--load", "pgbench", "--pgbench", "/nonexistent/pgbench"}},
+	} {
+		args := append([]string{"bench", "backfill", "--dsn", db.DSN, "--rows", "1000", "--json"}, c.args...)
+		out, stderr, st := cli(t, args...)
+		if st != 2 || !strings.Contains(out+stderr, c.flag+" ") && !strings.Contains(out+stderr, c.flag+"\"") {
+			t.Errorf("%v: status %d, want 2 naming %s\n%s%s", c.args, st, c.flag, out, stderr)
+		}
+	}
+	var n int64
+	db.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pg_tables WHERE tablename = 'rewind_bench_backfill') +
+		(SELECT count(*) FROM pg_namespace WHERE nspname = 'rewind')`).Scan(&n)
+	if n != 0 {
+		t.Fatal("a refused bench wrote to the database")
+	}
+}
+
 // A role that may not CHECKPOINT still gets its figures, and is told
 // that its passes did not begin at a checkpoint.
 func TestBenchBackfillWithoutTheRightToCheckpoint(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -127,11 +128,28 @@ rows/s (pgbench_backfill_rps) to the result.`,
 			if load != "" && load != "pgbench" {
 				return invalidFlag("load", load, "must be pgbench (or left out)")
 			}
-			if pl.clients < 1 || pl.scale < 1 || pl.dur < time.Second {
-				return invalidFlag("pgbench-clients", fmt.Sprint(pl.clients), "--pgbench-clients and --pgbench-scale must be at least 1, --pgbench-time at least 1s")
+			if sample < 1 {
+				return invalidFlag("sample", fmt.Sprint(sample), "must be at least 1")
+			}
+			if pl.clients < 1 {
+				return invalidFlag("pgbench-clients", fmt.Sprint(pl.clients), "must be at least 1")
+			}
+			if pl.scale < 1 {
+				return invalidFlag("pgbench-scale", fmt.Sprint(pl.scale), "must be at least 1")
+			}
+			if pl.dur < time.Second || pl.dur%time.Second != 0 {
+				return invalidFlag("pgbench-time", pl.dur.String(), "must be a whole number of seconds, at least 1s (pgbench -T)")
 			}
 			if load == "" {
 				pl.clients = 0
+			} else if pl.binary == "" {
+				// Found before anything is built or measured.
+				var err error
+				if pl.binary, err = findPgbench(); err != nil {
+					return &cliError{code: "invalid_argument", status: 2, msg: err.Error()}
+				}
+			} else if _, err := exec.LookPath(pl.binary); err != nil {
+				return invalidFlag("pgbench", pl.binary, "is not an executable file: give the path of PostgreSQL's pgbench")
 			}
 			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), rounds, keep, pl)
 			if err != nil {
