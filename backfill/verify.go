@@ -184,6 +184,9 @@ type verifier struct {
 	audit  map[int64][]entry // chunk.committed entries by chunk
 	forged map[int64][]Key   // quarantined keys no chunk.skipped entry records, by chunk
 	gone   int64             // chunks the audit ledger records whose checkpoint is gone
+	// otherHash are the chunks whose checksums hash rows as another
+	// version than the run's start did (see output).
+	otherHash []int64
 }
 
 type entry struct {
@@ -280,6 +283,18 @@ func (v *verifier) verify(ctx context.Context) error {
 			bad[c.seq] = true
 		}
 		v.rep.Findings = append(v.rep.Findings, found...)
+	}
+	if n := len(v.otherHash); n > 0 {
+		list := make([]string, min(n, 5))
+		for i := range list {
+			list[i] = fmt.Sprint(v.otherHash[i])
+		}
+		if n > len(list) {
+			list = append(list, "…")
+		}
+		v.note(fmt.Sprintf("%d chunk(s) hash rows as another version than the run's start did (whole rows against each "+
+			"column by its type, see Checksums: the run was continued by that version), and match that way: chunk(s) %s",
+			n, strings.Join(list, ", ")))
 	}
 	v.rep.Checked += int64(len(chosen))
 	v.rep.Discrepant += int64(len(bad))
@@ -633,8 +648,7 @@ func (v *verifier) output(ctx context.Context, tx pgx.Tx, c checkpoint, changed 
 			if _, other, err := sumAs(!ch.legacy); err != nil {
 				return Finding{}, false, err
 			} else if other == c.cr.Out {
-				v.note(fmt.Sprintf("chunk %d: its checksums hash rows as another version than the run's start did "+
-					"(whole rows against each column by its type, see Checksums): the run was continued by that version", c.seq))
+				v.otherHash = append(v.otherHash, c.seq)
 				return Finding{}, false, nil
 			}
 		}
