@@ -142,12 +142,11 @@ func TestSetJobChecksumsOfEveryKindOfColumn(t *testing.T) {
 	}
 }
 
-// A run started by an earlier version, whose set job hashed rows whole
-// (hash_record_extended), is resumed and verified by this one as it
-// started: every chunk's checksums are of that kind, and verify finds
-// nothing.
-func TestRunOfAnEarlierVersionKeepsItsChecksums(t *testing.T) {
-	t.Parallel()
+// earlierVersionRun is a run of countZeros(100) over 1,000 rows that a
+// version before per-column checksums started and that stopped after 3
+// chunks, with a runner of this version on the same database.
+func earlierVersionRun(t *testing.T) (*bundle, *backfill.Result, *backfill.Runner) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := setup(t, 1000, backfill.LegacyChecksums, func(c *backfill.Config) {
 		c.Progress = func(p backfill.Progress) {
@@ -169,6 +168,16 @@ func TestRunOfAnEarlierVersionKeepsItsChecksums(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, res, r
+}
+
+// A run started by an earlier version, whose set job hashed rows whole
+// (hash_record_extended), is resumed and verified by this one as it
+// started: every chunk's checksums are of that kind, and verify finds
+// nothing.
+func TestRunOfAnEarlierVersionKeepsItsChecksums(t *testing.T) {
+	t.Parallel()
+	b, res, r := earlierVersionRun(t)
 	// Before the resume, on a ledger of the earlier version's shape as far
 	// as the run goes: the run's session has no checksum.
 	b.db.Exec(t, `UPDATE rewind.backfill_runs SET session = session - 'checksum' WHERE id = $1`, res.Run.ID)
@@ -193,26 +202,9 @@ func TestRunOfAnEarlierVersionKeepsItsChecksums(t *testing.T) {
 // other version's hash; a row changed since is still found.
 func TestRunContinuedByAnotherVersionVerifies(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	b := setup(t, 1000, backfill.LegacyChecksums, func(c *backfill.Config) {
-		c.Progress = func(p backfill.Progress) {
-			if p.Chunks == 3 {
-				cancel()
-			}
-		}
-	})
-	res, err := b.runner.Apply(ctx, countZeros(100), backfill.ApplyOptions{})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted apply: %+v, %v", res, err)
-	}
+	b, res, r := earlierVersionRun(t)
 	// As if this version had started the run: the rest hashes by column.
 	b.db.Exec(t, `UPDATE rewind.backfill_runs SET session = session || '{"checksum": "columns"}' WHERE id = $1`, res.Run.ID)
-	cfg := b.cfg
-	cfg.Progress = nil
-	r, err := backfill.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if done, err := r.Resume(context.Background(), res.Run.ID, countZeros(100), backfill.ApplyOptions{}); err != nil ||
 		done.Run.Chunks != 10 {
 		t.Fatalf("resume: %+v, %v", done, err)
