@@ -341,8 +341,9 @@ func (s *setChange) prepare(ctx context.Context, db querier, args pgx.NamedArgs)
 		} else if err != nil {
 			return s.t.sqlError(field, s.set[c], err)
 		}
-		q = fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), s.t.ref)
-		if _, err := explainText(ctx, db, q, nil); err != nil {
+		if no, err := noEquality(ctx, db, s.t, c); err != nil {
+			return err
+		} else if no {
 			if s.noEq == nil {
 				s.noEq = map[string]bool{}
 			}

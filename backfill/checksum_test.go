@@ -228,3 +228,33 @@ func TestRunContinuedByAnotherVersionVerifies(t *testing.T) {
 		t.Fatalf("verify after a row of chunk 2 changed: %+v, %v", rep, err)
 	}
 }
+
+// A set column of an array or composite holding a type without equality
+// (json[], a composite with a json field) is compared as text, forward
+// and back: the run writes the rows whose values differ, whatever the
+// column's name sorts before, and the rollback restores them.
+func TestSetJobOverContainersOfTypesWithoutEquality(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	ctx := context.Background()
+	b.db.Exec(t, `CREATE TYPE aj AS (a int, j json)`)
+	b.db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, a_v aj, ja json[], n int NOT NULL DEFAULT 0)`)
+	b.db.Exec(t, `INSERT INTO c SELECT g, ROW(g, json_build_object('g', g))::aj, ARRAY[json_build_object('g', g)], 0
+		FROM generate_series(1, 120) g`)
+	before := b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c")
+	job := &backfill.Job{Name: "containers", Version: "1", ChunkSize: 50, Source: &backfill.Table{Name: "c", Key: []string{"id"}, Where: "n = 0"},
+		Set: map[string]string{"a_v": "a_v", "ja": "ja", "n": "1"}}
+	res := b.apply(t, job, backfill.ApplyOptions{})
+	if res.RowsChanged != 120 {
+		t.Fatalf("changed %d rows, want 120", res.RowsChanged)
+	}
+	if rep, err := b.runner.Verify(ctx, res.Run.ID, job, backfill.VerifyOptions{}); err != nil || !rep.Clean() {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	if _, out := b.rollback(t, res.Run.ID, backfill.RollbackOptions{}); out.Restored != 120 {
+		t.Fatalf("rollback restored %d rows, want 120", out.Restored)
+	}
+	if after := b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c"); after != before {
+		t.Fatal("the rollback did not restore the table")
+	}
+}

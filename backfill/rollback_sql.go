@@ -87,14 +87,22 @@ func newRestorer(ctx context.Context, db querier, h imageHeader) (*restorer, err
 				rs.settable = append(rs.settable, c)
 			}
 		}
-		q := fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), t.ref)
-		if _, err := explainText(ctx, db, q, nil); err != nil {
-			rs.noEq[c] = true
-		} else if rs.noEq[c], err = noEqInside(ctx, db, t, c); err != nil {
+		if rs.noEq[c], err = noEquality(ctx, db, t, c); err != nil {
 			return nil, err
 		}
 	}
 	return rs, nil
+}
+
+// noEquality reports whether column c of t is compared as text: its
+// type has no equality operator (json, point), or holds one that has
+// none (see noEqInside).
+func noEquality(ctx context.Context, db querier, t *Table, c string) (bool, error) {
+	q := fmt.Sprintf("SELECT t.%s IS DISTINCT FROM t.%s FROM %s t", quote(c), quote(c), t.ref)
+	if _, err := explainText(ctx, db, q, nil); err != nil {
+		return true, nil
+	}
+	return noEqInside(ctx, db, t, c)
 }
 
 // noEqInside reports whether column c, of an array, composite or range
