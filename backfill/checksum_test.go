@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -256,5 +257,49 @@ func TestSetJobOverContainersOfTypesWithoutEquality(t *testing.T) {
 	}
 	if after := b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c"); after != before {
 		t.Fatal("the rollback did not restore the table")
+	}
+}
+
+// A rollback reads the run's images back as text in its own session: in
+// another TimeZone or search_path than the run's, a timestamptz or
+// regclass inside a composite would print otherwise and every untouched
+// row would show as a conflict. It is refused (RunSettingsError, nothing
+// written), and goes through in the run's settings.
+func TestRollbackRefusesAnotherTimeZoneOrSearchPath(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	ctx := context.Background()
+	b.db.Exec(t, `CREATE TYPE jt AS (j json, at timestamptz, r regclass)`)
+	b.db.Exec(t, `CREATE SCHEMA other`)
+	b.db.Exec(t, `CREATE TABLE other.dummy (x int)`)
+	b.db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, v jt, n int NOT NULL DEFAULT 0)`)
+	b.db.Exec(t, `INSERT INTO c SELECT g, ROW(json_build_object('g', g), timestamptz '2024-03-01 13:00:00+00', 'other.dummy')::jt, 0
+		FROM generate_series(1, 60) g`)
+	job := &backfill.Job{Name: "tz", Version: "1", ChunkSize: 25, Source: &backfill.Table{Name: "c", Key: []string{"id"}, Where: "n = 0"},
+		Set: map[string]string{"n": "1", "v": "ROW((v).j, (v).at + interval '1 day', (v).r)::jt"}}
+	res := b.apply(t, job, backfill.ApplyOptions{})
+	applied := b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c")
+	for _, opt := range []string{"-c TimeZone=Asia/Kathmandu", "-c search_path=other,public"} {
+		cfg := b.cfg
+		cfg.DB = poolOn(t, b.db.DSN+"&options="+strings.ReplaceAll(url.QueryEscape(opt), "+", "%20"), nil)
+		r, err := backfill.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var se *backfill.RunSettingsError
+		if _, err := r.PlanRollback(ctx, res.Run.ID, backfill.RollbackOptions{}); !errors.As(err, &se) {
+			t.Fatalf("%s: plan = %v, want a *RunSettingsError", opt, err)
+		}
+		if _, err := r.Rollback(ctx, res.Run.ID, backfill.RollbackOptions{}); !errors.As(err, &se) ||
+			!strings.Contains(err.Error(), "refusing to roll it back") {
+			t.Fatalf("%s: rollback = %v, want a *RunSettingsError", opt, err)
+		}
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM rewind.backfill_runs WHERE undoes <> ''"); n != 0 ||
+		b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c") != applied {
+		t.Fatal("a refused rollback wrote")
+	}
+	if _, out := b.rollback(t, res.Run.ID, backfill.RollbackOptions{}); out.Restored != 60 || out.Conflicts != 0 {
+		t.Fatalf("rollback in the run's settings: %+v", out)
 	}
 }

@@ -216,6 +216,19 @@ func (r *Runner) rollbackTarget(ctx context.Context, id string, o RollbackOption
 		return nil, fmt.Errorf("%w: run %s is %s: a rollback would race with its chunks; %s, then roll it back",
 			ErrRunOpen, run.ID, run.State, how)
 	}
+	// The images hold values as text, read back and compared in this
+	// session: a timestamptz inside a composite prints in the TimeZone,
+	// a regclass by the search_path. The run's are required, as for a
+	// resume (the CLI connects with them).
+	var now session
+	if err := now.scan(r.cfg.DB.QueryRow(ctx, sessionSQL)); err != nil {
+		return nil, fmt.Errorf("read the target database's session: %w", err)
+	}
+	for _, k := range []struct{ key, now string }{{"time_zone", now.timeZone}, {"search_path", now.searchPath}} {
+		if was, ok := run.Session[k.key]; ok && was != k.now {
+			return nil, &RunSettingsError{RunID: run.ID, Setting: k.key, Recorded: was, Now: k.now, Action: "roll it back"}
+		}
+	}
 	if keep, ok := run.Job["rollback"].(bool); ok && !keep {
 		return nil, fmt.Errorf("%w: run %s's job sets rollback: false, so its chunks kept no before-images and it cannot be "+
 			"rolled back; to undo it, write and run a job that makes the opposite change", ErrNoImages, run.ID)

@@ -331,6 +331,8 @@ func (p *prepared) recorded() map[string]string {
 // offset read in another time zone. Nothing is written.
 type RunSettingsError struct {
 	RunID, Setting, Recorded, Now string
+	// Action is what was refused: "resume" when empty.
+	Action string
 }
 
 func (e *RunSettingsError) Error() string {
@@ -346,6 +348,11 @@ func (e *RunSettingsError) Error() string {
 			"types elsewhere",
 		"time_zone": "a timestamp without an offset in the job or its parameters would be read as another instant",
 	}[e.Setting]
+	if e.Action != "" {
+		what = "the run's before-images hold values as text, read back and compared in this session (a timestamptz " +
+			"inside a composite or array prints in the TimeZone, a regclass by the search_path), so unchanged rows " +
+			"would show as conflicts"
+	}
 	how := map[string]string{
 		"role":        "connect as role " + e.Recorded + " (the user in --dsn, or its options' role)",
 		"table":       "connect with the run's search_path",
@@ -357,8 +364,12 @@ func (e *RunSettingsError) Error() string {
 	if setting == "schemas" {
 		setting = "search_path resolved to"
 	}
-	return fmt.Sprintf("run %s started with %s = %s, and this session has %s: %s; refusing to resume (nothing was "+
-		"written): %s", e.RunID, setting, e.Recorded, e.Now, what, how)
+	action := e.Action
+	if action == "" {
+		action = "resume"
+	}
+	return fmt.Sprintf("run %s started with %s = %s, and this session has %s: %s; refusing to %s (nothing was "+
+		"written): %s", e.RunID, setting, e.Recorded, e.Now, what, action, how)
 }
 
 // Is makes errors.Is match ErrRunSettings and rewind.ErrWrongExpectedVersion.

@@ -74,6 +74,9 @@ docs/backfill.md, Rollback).`,
 				return err
 			}
 			pg.command = a.recordedCommand(cmd, fileSecret(nil))
+			// With the run's TimeZone and search_path, as resume: the
+			// images are read back and compared in them.
+			pg.runSettings(cmd.Context(), args[0])
 			if !execute {
 				r, closeAll, err := pg.runner(cmd.Context(), func(c *backfill.Config) { c.PreviewRows = max(diffs, 1) })
 				if err != nil {

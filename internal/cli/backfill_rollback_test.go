@@ -11,6 +11,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/backfill"
+	"github.com/rewindhq/rewind/internal/pgtest"
 	"github.com/rewindhq/rewind/store"
 )
 
@@ -301,5 +302,35 @@ func TestBackfillRollbackOfEvents(t *testing.T) {
 	if _, stderr, st = cli(t, "backfill", "rollback", res.Run.ID, "--dsn="+b.db.DSN, "--execute"); st != 4 ||
 		!strings.Contains(stderr, "append-only") {
 		t.Fatalf("execute: %d\n%s", st, stderr)
+	}
+}
+
+// The rollback command connects with the run's TimeZone and search_path,
+// as resume does: run from a session with others (here the DSN's
+// options), it restores every row instead of being refused.
+func TestBackfillRollbackUsesTheRunsSettings(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	db.Exec(t, `CREATE TYPE jt AS (j json, at timestamptz)`)
+	db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, v jt, n int NOT NULL DEFAULT 0)`)
+	db.Exec(t, `INSERT INTO c SELECT g, ROW(json_build_object('g', g), timestamptz '2024-03-01 13:00:00+00')::jt, 0 FROM generate_series(1, 60) g`)
+	job := filepath.Join(t.TempDir(), "tz.yaml")
+	if err := os.WriteFile(job, []byte("name: tz\nversion: \"1\"\ntable: c\nkey: [id]\nwhere: n = 0\nchunk: 25\nset:\n  n: \"1\"\n"+
+		"  v: \"ROW((v).j, (v).at + interval '1 day')::jt\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, st := cli(t, "backfill", "run", job, "--dsn="+db.DSN, "--execute", "--json")
+	var res struct {
+		Run struct {
+			ID string `json:"id"`
+		} `json:"run"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); st != 0 || err != nil {
+		t.Fatalf("execute: status %d, %v\n%s\n%s", st, err, out, stderr)
+	}
+	other := "--dsn=" + db.DSN + "&options=-c%20TimeZone%3DAsia/Kathmandu"
+	out, stderr, st = cli(t, "backfill", "rollback", res.Run.ID, other, "--execute")
+	if st != 0 || !strings.Contains(out, "60 rows restored") {
+		t.Fatalf("rollback from another TimeZone: status %d\n%s\n%s", st, out, stderr)
 	}
 }
