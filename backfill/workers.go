@@ -80,9 +80,9 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 	// Workers join with the run's job and binary only: a run's chunks
 	// are applied by one job and one binary, or by a resume that records
 	// the change.
-	if _, err := r.checkSameAs(run, p, false, "workers join only with the run's job and binary: run "+
-		"'rewind backfill resume "+run.ID+" --allow-changed-job' with this one to go on anyway (it is recorded), "+
-		"then workers of this binary may join"); err != nil {
+	if _, err := r.checkSameAs(run, p, false, "workers join only with the run's job and binary: to go on "+
+		"with this one anyway, stop the run's processes (or wait for them to finish), then run 'rewind backfill resume "+
+		run.ID+" --allow-changed-job' with it (the change is recorded); workers of this binary may join that"); err != nil {
 		return nil, err
 	}
 	// A canary's rows are applied by the run's own process, in key order.

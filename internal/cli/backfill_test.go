@@ -198,6 +198,10 @@ func TestBenchBackfillRefusesBadFlags(t *testing.T) {
 		{"--pgbench-scale", []string{"--pgbench-scale", "0"}},
 		{"--pgbench-clients", []string{"--pgbench-clients", "0"}},
 		{"--pgbench", []string{"--load", "pgbench", "--pgbench", "/nonexistent/pgbench"}},
+		{"--pgbench", []string{"--load", "pgbench", "--pgbench", "/bin/true"}},
+		{"--pgbench", []string{"--pgbench", "/nonexistent/pgbench"}},
+		{"--pgbench-scale", []string{"--load", "pgbench", "--pgbench-scale", "2147483648"}},
+		{"--pgbench-clients", []string{"--load", "pgbench", "--pgbench-clients", "9223372036854775807"}},
 	} {
 		args := append([]string{"bench", "backfill", "--dsn", db.DSN, "--rows", "1000", "--json"}, c.args...)
 		out, stderr, st := cli(t, args...)

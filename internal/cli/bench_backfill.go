@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"slices"
@@ -131,14 +132,17 @@ rows/s (pgbench_backfill_rps) to the result.`,
 			if sample < 1 {
 				return invalidFlag("sample", fmt.Sprint(sample), "must be at least 1")
 			}
-			if pl.clients < 1 {
-				return invalidFlag("pgbench-clients", fmt.Sprint(pl.clients), "must be at least 1")
+			if pl.clients < 1 || pl.clients > math.MaxInt32 {
+				return invalidFlag("pgbench-clients", fmt.Sprint(pl.clients), "must be from 1 to 2147483647 (pgbench -c)")
 			}
-			if pl.scale < 1 {
-				return invalidFlag("pgbench-scale", fmt.Sprint(pl.scale), "must be at least 1")
+			if pl.scale < 1 || pl.scale > math.MaxInt32 {
+				return invalidFlag("pgbench-scale", fmt.Sprint(pl.scale), "must be from 1 to 2147483647 (pgbench -s)")
 			}
 			if pl.dur < time.Second || pl.dur%time.Second != 0 {
 				return invalidFlag("pgbench-time", pl.dur.String(), "must be a whole number of seconds, at least 1s (pgbench -T)")
+			}
+			if pl.binary != "" && load == "" {
+				return invalidFlag("pgbench", pl.binary, "is used only with --load pgbench")
 			}
 			if load == "" {
 				pl.clients = 0
@@ -148,8 +152,9 @@ rows/s (pgbench_backfill_rps) to the result.`,
 				if pl.binary, err = findPgbench(); err != nil {
 					return &cliError{code: "invalid_argument", status: 2, msg: err.Error()}
 				}
-			} else if _, err := exec.LookPath(pl.binary); err != nil {
-				return invalidFlag("pgbench", pl.binary, "is not an executable file: give the path of PostgreSQL's pgbench")
+			} else if out, err := exec.CommandContext(cmd.Context(), pl.binary, "--version").Output(); err != nil ||
+				!strings.HasPrefix(string(out), "pgbench (PostgreSQL)") {
+				return invalidFlag("pgbench", pl.binary, "is not PostgreSQL's pgbench (its --version does not say so): give the path of pgbench")
 			}
 			res, err := a.benchBackfill(cmd.Context(), pg, rows, chunk, min(sample, rows), rounds, keep, pl)
 			if err != nil {
