@@ -239,18 +239,31 @@ func TestSetJobOverContainersOfTypesWithoutEquality(t *testing.T) {
 	b := setup(t, 0)
 	ctx := context.Background()
 	b.db.Exec(t, `CREATE TYPE aj AS (a int, j json)`)
-	b.db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, a_v aj, ja json[], n int NOT NULL DEFAULT 0)`)
-	b.db.Exec(t, `INSERT INTO c SELECT g, ROW(g, json_build_object('g', g))::aj, ARRAY[json_build_object('g', g)], 0
+	b.db.Exec(t, `CREATE TYPE ajr AS RANGE (subtype = aj)`)
+	// The first rows' ranges are empty and their arrays hold NULLs, which
+	// compare without reaching json.
+	b.db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, a_v aj, ja json[], ar ajr, ca aj[], n int NOT NULL DEFAULT 0)`)
+	b.db.Exec(t, `INSERT INTO c SELECT g, ROW(g, json_build_object('g', g))::aj, ARRAY[json_build_object('g', g)],
+		CASE WHEN g <= 60 THEN 'empty'::ajr ELSE ajr(ROW(g, '{}')::aj, ROW(g + 1, '{}')::aj) END,
+		CASE WHEN g <= 60 THEN ARRAY[NULL::aj] ELSE ARRAY[ROW(g, '{}')::aj] END, 0
 		FROM generate_series(1, 120) g`)
 	before := b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c")
 	job := &backfill.Job{Name: "containers", Version: "1", ChunkSize: 50, Source: &backfill.Table{Name: "c", Key: []string{"id"}, Where: "n = 0"},
-		Set: map[string]string{"a_v": "a_v", "ja": "ja", "n": "1"}}
+		Set: map[string]string{"a_v": "a_v", "ja": "ja", "ar": "ar", "ca": "ca", "n": "1"}}
 	res := b.apply(t, job, backfill.ApplyOptions{})
 	if res.RowsChanged != 120 {
 		t.Fatalf("changed %d rows, want 120", res.RowsChanged)
 	}
 	if rep, err := b.runner.Verify(ctx, res.Run.ID, job, backfill.VerifyOptions{}); err != nil || !rep.Clean() {
 		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	// Rows that already hold the values are not written again.
+	xmins := b.sumText(t, "SELECT md5(string_agg(xmin::text, ',' ORDER BY id)) FROM c")
+	job2 := *job
+	job2.Name, job2.Source = "containers-again", &backfill.Table{Name: "c", Key: []string{"id"}}
+	if again := b.apply(t, &job2, backfill.ApplyOptions{}); again.RowsChanged != 0 ||
+		b.sumText(t, "SELECT md5(string_agg(xmin::text, ',' ORDER BY id)) FROM c") != xmins {
+		t.Fatalf("a run over rows already holding the values changed %d rows", again.RowsChanged)
 	}
 	if _, out := b.rollback(t, res.Run.ID, backfill.RollbackOptions{}); out.Restored != 120 {
 		t.Fatalf("rollback restored %d rows, want 120", out.Restored)
@@ -299,6 +312,14 @@ func TestRollbackRefusesAnotherTimeZoneOrSearchPath(t *testing.T) {
 		b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c") != applied {
 		t.Fatal("a refused rollback wrote")
 	}
+	// The same search_path resolving to other schemas (one named for the
+	// role, created since) would print the regclass otherwise: refused.
+	b.db.Exec(t, `CREATE SCHEMA postgres`)
+	var se *backfill.RunSettingsError
+	if _, err := b.runner.Rollback(ctx, res.Run.ID, backfill.RollbackOptions{Force: true}); !errors.As(err, &se) || se.Setting != "schemas" {
+		t.Fatalf("rollback with a schema for the role created since: %v, want a *RunSettingsError on schemas", err)
+	}
+	b.db.Exec(t, `DROP SCHEMA postgres`)
 	if _, out := b.rollback(t, res.Run.ID, backfill.RollbackOptions{}); out.Restored != 60 || out.Conflicts != 0 {
 		t.Fatalf("rollback in the run's settings: %+v", out)
 	}

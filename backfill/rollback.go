@@ -218,13 +218,14 @@ func (r *Runner) rollbackTarget(ctx context.Context, id string, o RollbackOption
 	}
 	// The images hold values as text, read back and compared in this
 	// session: a timestamptz inside a composite prints in the TimeZone,
-	// a regclass by the search_path. The run's are required, as for a
-	// resume (the CLI connects with them).
+	// a regclass by the search_path and the schemas it resolves to. The
+	// run's are required, as for a resume (the CLI connects with them).
 	var now session
 	if err := now.scan(r.cfg.DB.QueryRow(ctx, sessionSQL)); err != nil {
 		return nil, fmt.Errorf("read the target database's session: %w", err)
 	}
-	for _, k := range []struct{ key, now string }{{"time_zone", now.timeZone}, {"search_path", now.searchPath}} {
+	for _, k := range []struct{ key, now string }{{"time_zone", now.timeZone}, {"search_path", now.searchPath},
+		{"schemas", now.schemas}} {
 		if was, ok := run.Session[k.key]; ok && was != k.now {
 			return nil, &RunSettingsError{RunID: run.ID, Setting: k.key, Recorded: was, Now: k.now, Action: "roll it back"}
 		}

@@ -2,13 +2,11 @@ package backfill
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // imageHeader is what an image row says of itself: the table it is of,
@@ -105,37 +103,36 @@ func noEquality(ctx context.Context, db querier, t *Table, c string) (bool, erro
 	return noEqInside(ctx, db, t, c)
 }
 
-// noEqInside reports whether column c, of an array, composite or range
-// type, holds a type without an equality operator (json[], a composite
-// with a point field): PostgreSQL plans their comparison and fails only
-// when it compares two values. One value of the column compared with
-// itself, read-only, tells; a column with no value to compare is compared
-// as text if its type is such a container, which at worst reports a row
-// rewritten with an equal value as a conflict.
+// noEqInside reports whether column c's type holds, inside an array,
+// composite, range or multirange (or a domain over one), a type without
+// a default btree operator class (json, point): PostgreSQL plans the
+// comparison of such a container and fails only when it compares two
+// values that reach that type, which one value compared with itself need
+// not do (an empty range, an array of NULLs). So the type's tree is read
+// from the catalog instead.
 func noEqInside(ctx context.Context, db querier, t *Table, c string) (bool, error) {
-	var container bool
-	err := db.QueryRow(ctx, `WITH RECURSIVE b(typ) AS (SELECT atttypid FROM pg_attribute WHERE attrelid = $1 AND attname = $2
-			UNION ALL SELECT y.typbasetype FROM b JOIN pg_type y ON y.oid = b.typ AND y.typtype = 'd')
-		SELECT coalesce(bool_or(y.typtype IN ('c', 'r', 'm') OR y.typcategory = 'A'), false) FROM b JOIN pg_type y ON y.oid = b.typ`,
-		t.oid, c).Scan(&container)
-	if err != nil || !container {
-		return false, err
+	var inside bool
+	err := db.QueryRow(ctx, `WITH RECURSIVE n(typ) AS (
+			SELECT atttypid FROM pg_attribute WHERE attrelid = $1 AND attname = $2
+			UNION
+			SELECT s.sub FROM n JOIN pg_type y ON y.oid = n.typ CROSS JOIN LATERAL (
+				SELECT y.typbasetype WHERE y.typtype = 'd'
+				UNION ALL SELECT y.typelem WHERE y.typcategory = 'A' AND y.typelem <> 0
+				UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE y.typtype = 'c' AND a.attrelid = y.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+				UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE y.typtype = 'r' AND r.rngtypid = y.oid
+				UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE y.typtype = 'm' AND r.rngmultitypid = y.oid) s(sub))
+		SELECT count(*) FILTER (WHERE y.typtype IN ('c', 'r', 'm') OR y.typcategory = 'A') > 0 AND
+			count(*) FILTER (WHERE y.typtype NOT IN ('c', 'r', 'm', 'd') AND NOT (y.typcategory = 'A' AND y.typelem <> 0)
+				AND NOT EXISTS (SELECT FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'btree'
+					WHERE o.opcdefault AND (o.opcintype = y.oid OR (y.typtype = 'e' AND o.opcintype = 'anyenum'::regtype)
+						OR EXISTS (SELECT FROM pg_cast k WHERE k.castsource = y.oid AND k.casttarget = o.opcintype AND k.castmethod = 'b')))) > 0
+		FROM n JOIN pg_type y ON y.oid = n.typ`, t.oid, c).Scan(&inside)
+	if err != nil {
+		return false, fmt.Errorf("read the type of column %s of %s: %w", c, t.ref, err)
 	}
-	var compared int64
-	var differs bool // evaluated (bool_or), so that the comparison runs
-	err = readOnly(ctx, db, func(tx querier) error {
-		return tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*), coalesce(bool_or(x.v IS DISTINCT FROM x.v), false) "+
-			"FROM (SELECT t.%s AS v FROM %s t WHERE t.%s IS NOT NULL LIMIT 1) x", quote(c), t.ref, quote(c))).Scan(&compared, &differs)
-	})
-	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "42883" {
-		return true, nil // undefined_function: no equality operator inside
-	} else if err != nil {
-		return false, fmt.Errorf("compare column %s of %s: %w", c, t.ref, err)
-	}
-	return compared == 0, nil
+	return inside, nil
 }
 
-// value is image column c of the values array arr, as c's type.
 func (rs *restorer) value(arr, c string) string { return rs.valueIn(arr, c, false) }
 
 // valueIn is value, of a flat arr: an image of one column read as its

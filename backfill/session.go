@@ -360,6 +360,10 @@ func (e *RunSettingsError) Error() string {
 		"schemas":     "restore the schemas as they were, or cancel the run and start a new one",
 		"time_zone":   "connect with options '-c TimeZone=" + e.Recorded + "' (or PGOPTIONS)",
 	}[e.Setting]
+	if e.Action != "" && e.Setting == "schemas" {
+		how = "restore the schemas as they were (a schema created since, such as one named for the role, dropped), " +
+			"then roll it back"
+	}
 	setting := e.Setting
 	if setting == "schemas" {
 		setting = "search_path resolved to"
