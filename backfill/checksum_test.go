@@ -239,17 +239,20 @@ func TestSetJobOverContainersOfTypesWithoutEquality(t *testing.T) {
 	b := setup(t, 0)
 	ctx := context.Background()
 	b.db.Exec(t, `CREATE TYPE aj AS (a int, j json)`)
+	// xml is cast to text without a function, but not implicitly: it has
+	// no equality of text's.
+	b.db.Exec(t, `CREATE TYPE ax AS (x xml)`)
 	b.db.Exec(t, `CREATE TYPE ajr AS RANGE (subtype = aj)`)
 	// The first rows' ranges are empty and their arrays hold NULLs, which
 	// compare without reaching json.
-	b.db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, a_v aj, ja json[], ar ajr, ca aj[], n int NOT NULL DEFAULT 0)`)
+	b.db.Exec(t, `CREATE TABLE c (id bigint PRIMARY KEY, a_v aj, ja json[], ar ajr, ca aj[], a_x ax, n int NOT NULL DEFAULT 0)`)
 	b.db.Exec(t, `INSERT INTO c SELECT g, ROW(g, json_build_object('g', g))::aj, ARRAY[json_build_object('g', g)],
 		CASE WHEN g <= 60 THEN 'empty'::ajr ELSE ajr(ROW(g, '{}')::aj, ROW(g + 1, '{}')::aj) END,
-		CASE WHEN g <= 60 THEN ARRAY[NULL::aj] ELSE ARRAY[ROW(g, '{}')::aj] END, 0
+		CASE WHEN g <= 60 THEN ARRAY[NULL::aj] ELSE ARRAY[ROW(g, '{}')::aj] END, ROW(('<g>' || g || '</g>')::xml)::ax, 0
 		FROM generate_series(1, 120) g`)
 	before := b.sumText(t, "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM c")
 	job := &backfill.Job{Name: "containers", Version: "1", ChunkSize: 50, Source: &backfill.Table{Name: "c", Key: []string{"id"}, Where: "n = 0"},
-		Set: map[string]string{"a_v": "a_v", "ja": "ja", "ar": "ar", "ca": "ca", "n": "1"}}
+		Set: map[string]string{"a_v": "a_v", "ja": "ja", "ar": "ar", "ca": "ca", "a_x": "a_x", "n": "1"}}
 	res := b.apply(t, job, backfill.ApplyOptions{})
 	if res.RowsChanged != 120 {
 		t.Fatalf("changed %d rows, want 120", res.RowsChanged)

@@ -125,7 +125,8 @@ func noEqInside(ctx context.Context, db querier, t *Table, c string) (bool, erro
 			count(*) FILTER (WHERE y.typtype NOT IN ('c', 'r', 'm', 'd') AND NOT (y.typcategory = 'A' AND y.typelem <> 0)
 				AND NOT EXISTS (SELECT FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'btree'
 					WHERE o.opcdefault AND (o.opcintype = y.oid OR (y.typtype = 'e' AND o.opcintype = 'anyenum'::regtype)
-						OR EXISTS (SELECT FROM pg_cast k WHERE k.castsource = y.oid AND k.casttarget = o.opcintype AND k.castmethod = 'b')))) > 0
+						OR EXISTS (SELECT FROM pg_cast k WHERE k.castsource = y.oid AND k.casttarget = o.opcintype AND k.castmethod = 'b'
+							AND k.castcontext = 'i')))) > 0
 		FROM n JOIN pg_type y ON y.oid = n.typ`, t.oid, c).Scan(&inside)
 	if err != nil {
 		return false, fmt.Errorf("read the type of column %s of %s: %w", c, t.ref, err)

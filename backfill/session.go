@@ -364,15 +364,15 @@ func (e *RunSettingsError) Error() string {
 		how = "restore the schemas as they were (a schema created since, such as one named for the role, dropped), " +
 			"then roll it back"
 	}
-	setting := e.Setting
-	if setting == "schemas" {
-		setting = "search_path resolved to"
+	setting := e.Setting + " ="
+	if e.Setting == "schemas" {
+		setting = "its search_path resolving to"
 	}
 	action := e.Action
 	if action == "" {
 		action = "resume"
 	}
-	return fmt.Sprintf("run %s started with %s = %s, and this session has %s: %s; refusing to %s (nothing was "+
+	return fmt.Sprintf("run %s started with %s %s, and this session has %s: %s; refusing to %s (nothing was "+
 		"written): %s", e.RunID, setting, e.Recorded, e.Now, what, action, how)
 }
 
