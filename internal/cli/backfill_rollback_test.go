@@ -18,7 +18,14 @@ import (
 // applyCLI applies b's job with max_id and returns the run id.
 func applyCLI(t *testing.T, b cliBundle, maxID string) string {
 	t.Helper()
-	out, stderr, st := cli(t, "backfill", "run", b.job, "--dsn="+b.db.DSN, "-p", "max_id="+maxID, "--execute", "--json")
+	return executeCLI(t, "backfill", "run", b.job, "--dsn="+b.db.DSN, "-p", "max_id="+maxID, "--execute", "--json")
+}
+
+// executeCLI runs a command that prints a run as JSON (--json) and
+// returns the run's id, failing the test unless it succeeded.
+func executeCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, stderr, st := cli(t, args...)
 	var res struct {
 		Run struct {
 			ID string `json:"id"`
@@ -319,17 +326,9 @@ func TestBackfillRollbackUsesTheRunsSettings(t *testing.T) {
 		"  v: \"ROW((v).j, (v).at + interval '1 day')::jt\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, st := cli(t, "backfill", "run", job, "--dsn="+db.DSN, "--execute", "--json")
-	var res struct {
-		Run struct {
-			ID string `json:"id"`
-		} `json:"run"`
-	}
-	if err := json.Unmarshal([]byte(out), &res); st != 0 || err != nil {
-		t.Fatalf("execute: status %d, %v\n%s\n%s", st, err, out, stderr)
-	}
+	id := executeCLI(t, "backfill", "run", job, "--dsn="+db.DSN, "--execute", "--json")
 	other := "--dsn=" + db.DSN + "&options=-c%20TimeZone%3DAsia/Kathmandu"
-	out, stderr, st = cli(t, "backfill", "rollback", res.Run.ID, other, "--execute")
+	out, stderr, st := cli(t, "backfill", "rollback", id, other, "--execute")
 	if st != 0 || !strings.Contains(out, "60 rows restored") {
 		t.Fatalf("rollback from another TimeZone: status %d\n%s\n%s", st, out, stderr)
 	}

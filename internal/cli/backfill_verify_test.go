@@ -209,18 +209,9 @@ func TestBackfillVerifyCountsEveryFinding(t *testing.T) {
 	t.Parallel()
 	b := setupCLI(t, jobYAML)
 	dsn := "--dsn=" + b.db.DSN
-	out, stderr, st := cli(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute", "--json")
-	var res struct {
-		Run struct {
-			ID string `json:"id"`
-		} `json:"run"`
-	}
-	if err := json.Unmarshal([]byte(out), &res); st != 0 || err != nil {
-		t.Fatalf("execute: status %d, %v\n%s\n%s", st, err, out, stderr)
-	}
-	id := res.Run.ID
+	id := executeCLI(t, "backfill", "run", b.job, dsn, "-p", "max_id=600", "--execute", "--json")
 	b.db.Exec(t, "DELETE FROM rewind.backfill_chunks WHERE run_id = $1 AND seq = 3", id)
-	out, stderr, st = cli(t, "backfill", "verify", id[:8], dsn)
+	out, stderr, st := cli(t, "backfill", "verify", id[:8], dsn)
 	if st != 5 || !strings.Contains(out, "checkpoint_missing") || !strings.Contains(out, "discrepancies in 1 of 6 chunks checked (16.7%)\n") ||
 		!strings.Contains(stderr, "in 1 of 6 chunks checked, and 0 about the whole run") {
 		t.Fatalf("verify after a checkpoint is deleted: %d\n%s\n%s", st, out, stderr)
