@@ -161,6 +161,15 @@ func readControl(ctx context.Context, q querier, id string) (*Control, error) {
 	return c, nil
 }
 
+// waitForChunks sets tx's lock_timeout so that a control request waits
+// for the chunks that are committing, however long the session's
+// lock_timeout: up to a lease timeout and ten seconds, time for a frozen
+// owner's chunk to be ended.
+func waitForChunks(ctx context.Context, tx pgx.Tx, leaseTimeout time.Duration) error {
+	_, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", (leaseTimeout+10*time.Second).Milliseconds()))
+	return err
+}
+
 // controlFenceSQL, in a worker's chunk transaction, locks the run's
 // control record until the transaction ends: a request waits for the
 // chunks committing, and a chunk that finds one rolls back.
@@ -187,7 +196,7 @@ func checkControlFence(row pgx.Row) error {
 // record FOR SHARE), however long the session's lock_timeout.
 func setControl(ctx context.Context, tx pgx.Tx, runID, requested string, reason PauseReason, actor string, pausedNow bool,
 	leaseTimeout time.Duration) (int64, error) {
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", (leaseTimeout+10*time.Second).Milliseconds())); err != nil {
+	if err := waitForChunks(ctx, tx, leaseTimeout); err != nil {
 		return 0, err
 	}
 	var gen int64

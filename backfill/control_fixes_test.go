@@ -1,8 +1,11 @@
 package backfill_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os/user"
 	"strings"
 	"sync"
@@ -187,4 +190,124 @@ func TestControlTextWithControlCharactersIsRefused(t *testing.T) {
 	if _, err := b.runner.Pause(ctx, id, backfill.ControlOptions{Reason: "fenêtre de maintenance — 🛠"}); err != nil {
 		t.Errorf("a reason in plain UTF-8: %v", err)
 	}
+}
+
+// A worker's chunk locks the run's fencing token, then its control record,
+// both FOR SHARE. Set of a worker cap writes both rows, so it must lock
+// them in that order too: the other order deadlocked with every chunk
+// committing meanwhile, and with three workers the chunks ran out of
+// retries and the run failed (CI, TestSetFromAnotherRunnerWhileARunExecutes).
+// Here a transaction stands as a chunk between its two locks while Set
+// runs: the chunk goes on and commits, and Set then succeeds.
+func TestSetTakesItsLocksInAChunksOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300)
+	ctx := context.Background()
+	open := interruptParallel(t, b, countJob(10), backfill.ApplyOptions{Workers: 2, Shards: 4}, 2)
+	rate := 100.0
+	if _, err := b.runner.Set(ctx, open, backfill.SetOptions{MaxRate: &rate}); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func() bool {
+		return b.scalar(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") > 0
+	}
+	for _, workers := range []int{2, 1, 2} {
+		chunk, err := b.db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var epoch int64
+		if err := chunk.QueryRow(ctx, backfill.FenceSQL, open).Scan(&epoch); err != nil {
+			t.Fatal(err)
+		}
+		set := make(chan error, 1)
+		go func() {
+			_, err := b.runner.Set(ctx, open, backfill.SetOptions{Workers: &workers})
+			set <- err
+		}()
+		waitFor(t, "Set to wait for the chunk", waiting)
+		var requested string
+		qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err = chunk.QueryRow(qctx, backfill.ControlFenceSQL, open).Scan(&requested)
+		cancel()
+		if err != nil {
+			chunk.Rollback(ctx)
+			t.Fatalf("workers %d: the chunk could not read the control record while Set ran: %v (Set: %v)", workers, err, <-set)
+		}
+		if err := chunk.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-set; err != nil {
+			t.Fatalf("workers %d: Set while a chunk committed: %v", workers, err)
+		}
+		if n := b.scalar(t, "SELECT workers FROM rewind.backfill_leases WHERE run_id = $1", open); n != int64(workers) {
+			t.Fatalf("worker cap %d, want %d", n, workers)
+		}
+	}
+}
+
+// Set of the worker cap, again and again from another runner while three
+// workers commit chunks: every Set succeeds at once, no chunk meets a
+// deadlock (each would be retried after a second, and logged), and every
+// row is changed once.
+func TestSetOverAndOverWhileWorkersCommit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3000)
+	ctx := context.Background()
+	var log lockedBuffer
+	exec := runnerOn(t, b, func(c *backfill.Config) {
+		c.Progress = func(backfill.Progress) { time.Sleep(5 * time.Millisecond) }
+		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), &log), nil))
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := exec.Apply(ctx, countJob(20), backfill.ApplyOptions{Workers: 3, Shards: 6})
+		done <- err
+	}()
+	id := runningID(t, b, "count")
+	setter := runnerOn(t, b, func(c *backfill.Config) { c.Actor = "setter" })
+	sets := 0
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("apply: %v", err)
+			}
+			running = false
+			continue
+		default:
+		}
+		workers := 2 + sets%2
+		if _, err := setter.Set(ctx, id, backfill.SetOptions{Workers: &workers}); err != nil && !errors.Is(err, backfill.ErrRunEnded) {
+			t.Fatalf("set %d: %v", sets, err)
+		}
+		sets++
+	}
+	if sets < 5 {
+		t.Fatalf("only %d sets ran while the run executed", sets)
+	}
+	if strings.Contains(log.String(), "40P01") {
+		t.Fatalf("a chunk met a deadlock while Set ran (%d sets)", sets)
+	}
+	if n := b.scalar(t, "SELECT count(*) FROM items WHERE n <> 1"); n != 0 {
+		t.Fatalf("%d rows not changed exactly once", n)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that goroutines may write at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

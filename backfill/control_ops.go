@@ -79,7 +79,7 @@ func (r *Runner) settleUnheld(ctx context.Context, run *Run) (bool, error) {
 // lockControl reads run's control record in tx FOR UPDATE, creating it
 // when missing. It waits for the chunks that are committing.
 func (r *Runner) lockControl(ctx context.Context, tx pgx.Tx, run *Run) (*Control, error) {
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", (r.cfg.LeaseTimeout+10*time.Second).Milliseconds())); err != nil {
+	if err := waitForChunks(ctx, tx, r.cfg.LeaseTimeout); err != nil {
 		return nil, err
 	}
 	if _, err := tx.Exec(ctx, "INSERT INTO rewind.backfill_control (run_id, gen) VALUES ($1, 0) ON CONFLICT DO NOTHING", run.ID); err != nil {

@@ -78,6 +78,18 @@ func (r *Runner) Set(ctx context.Context, id string, o SetOptions) (*Run, error)
 	}
 	job := &Job{Name: run.JobName, Version: run.JobVersion}
 	err = r.controlTx(ctx, run, func(tx pgx.Tx) (*entryFn, error) {
+		if o.Workers != nil {
+			// The worker cap is written into the run's fencing token's
+			// row, which a worker's chunk locks before the control
+			// record (both FOR SHARE): locked here in the same order,
+			// or Set and every chunk committing meanwhile deadlock.
+			if err := waitForChunks(ctx, tx, r.cfg.LeaseTimeout); err != nil {
+				return nil, err
+			}
+			if _, err := tx.Exec(ctx, "SELECT FROM rewind.backfill_leases WHERE run_id = $1 FOR NO KEY UPDATE", run.ID); err != nil {
+				return nil, fmt.Errorf("set the workers of run %s: %w", run.ID, err)
+			}
+		}
 		c, err := r.lockControl(ctx, tx, run)
 		if err != nil {
 			return nil, err
