@@ -91,6 +91,10 @@ func (r *Runner) Enable(ctx context.Context, name string) (*Toggle, error) {
 }
 
 func (r *Runner) setToggle(ctx context.Context, name string, disabled bool, reason string) (*Toggle, error) {
+	if !nameRE.MatchString(name) {
+		return nil, &rewind.ValidationError{Field: "job name", Value: name,
+			Reason: "must be 1 to 100 letters, digits, '.', '_' or '-', as a job's name is; 'rewind backfill list' shows the jobs' runs"}
+	}
 	if err := checkText("reason", reason); err != nil {
 		return nil, err
 	}

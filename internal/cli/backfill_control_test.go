@@ -88,6 +88,9 @@ func TestBackfillLiveControlThroughTheBinary(t *testing.T) {
 		{[]string{"set", id[:8], "--chunk-time", "0s"}, 2, "chunk time"},
 		{[]string{"set", id[:8]}, 2, "give --max-rate"},
 		{[]string{"disable", "no-such-job"}, 3, "no run of job no-such-job"},
+		{[]string{"set", id[:8], "--workers", "+2"}, 2, "--workers"},
+		{[]string{"disable", ""}, 2, "job name"},
+		{[]string{"enable", " "}, 2, "job name"},
 	} {
 		st, _, e := exe(t, env, "", append(append([]string{"backfill"}, bad.args...), dsn)...)
 		if st != bad.status || !strings.Contains(e, bad.want) {

@@ -13,7 +13,8 @@ import (
 )
 
 // TestEveryIntegerFlagIsDecimal walks every command: each whole-number
-// flag refuses 0x10, 0o20, 0b10000, 020 read as octal and 1_000, and takes
+// flag refuses 0x10, 0o20, 0b10000, 020 read as octal, 1_000 and +16
+// (set --max-rate refused +5, set --workers took +2), and takes
 // 16 as 16. pflag's own integer flags parse any base (backfill set
 // --workers 0x10 was 16); config.IntVar and friends do not.
 func TestEveryIntegerFlagIsDecimal(t *testing.T) {
@@ -34,7 +35,7 @@ func TestEveryIntegerFlagIsDecimal(t *testing.T) {
 			seen++
 			old := f.Value.String()
 			defer f.Value.Set(old)
-			for _, v := range []string{"0x10", "0X10", "0o20", "0b10000", "1_000", " 16", "16 "} {
+			for _, v := range []string{"0x10", "0X10", "0o20", "0b10000", "1_000", " 16", "16 ", "+16"} {
 				if err := f.Value.Set(v); err == nil {
 					t.Errorf("%s --%s (%s) accepted %q as %s", c.CommandPath(), f.Name, f.Value.Type(), v, f.Value.String())
 				}

@@ -9,8 +9,9 @@ import (
 
 // Strict flag values. pflag's own accept more than rewind documents:
 // booleans as 1, t or TRUE, and numbers in any base (0x10, 010 for 8,
-// 1_000). These accept only true or false, and whole numbers in decimal,
-// so a value means what it reads as. Their types are pflag's names, so
+// 1_000), and strconv a leading plus sign. These accept only true or
+// false, and whole numbers in decimal (a minus sign, no plus), so a value
+// means what it reads as, as the float and duration flags do. Their types are pflag's names, so
 // that --help and the messages of ValueError stay the same.
 
 // BoolVar defines a boolean flag that accepts only true or false (and no
@@ -57,9 +58,21 @@ func (b *boolValue) String() string   { return strconv.FormatBool(bool(*b)) }
 func (b *boolValue) Type() string     { return "bool" }
 func (b *boolValue) IsBoolFlag() bool { return true }
 
+// noPlus refuses a leading plus sign, which strconv takes, with
+// strconv's own error for a malformed number.
+func noPlus(fn, s string) error {
+	if len(s) > 0 && s[0] == '+' {
+		return &strconv.NumError{Func: fn, Num: s, Err: strconv.ErrSyntax}
+	}
+	return nil
+}
+
 type intValue int
 
 func (n *intValue) Set(s string) error {
+	if err := noPlus("ParseInt", s); err != nil {
+		return err
+	}
 	v, err := strconv.ParseInt(s, 10, strconv.IntSize)
 	if err != nil {
 		return err
@@ -73,6 +86,9 @@ func (n *intValue) Type() string   { return "int" }
 type int64Value int64
 
 func (n *int64Value) Set(s string) error {
+	if err := noPlus("ParseInt", s); err != nil {
+		return err
+	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
 		return err
@@ -86,6 +102,9 @@ func (n *int64Value) Type() string   { return "int64" }
 type uint64Value uint64
 
 func (n *uint64Value) Set(s string) error {
+	if err := noPlus("ParseUint", s); err != nil {
+		return err
+	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		return err
