@@ -19,6 +19,7 @@ import (
 
 	"github.com/rewindhq/rewind"
 	"github.com/rewindhq/rewind/client"
+	"github.com/rewindhq/rewind/internal/pgtest"
 	"github.com/rewindhq/rewind/server"
 	"github.com/rewindhq/rewind/store"
 )
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("REWIND_CLI_MAIN") == "1" {
 		os.Exit(Main(os.Args[1:]))
 	}
-	code := m.Run()
+	code := pgtest.Run(m) // drops the tests' databases in the background
 	removeBinary()
 	os.Exit(code)
 }
