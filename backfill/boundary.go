@@ -15,17 +15,22 @@ import (
 // its shard, its leases and their heartbeats, or stops when a cancel was
 // asked for (an ErrRunEnded). sh is the worker's shard, nil between shards.
 //
-// The read is one row by its key. If it fails, the worker goes on: the
-// chunk's own transaction reads the record again, FOR SHARE, and rolls
-// back if a pause or cancel was asked for (see controlFenceSQL).
-func (r *Runner) boundary(ctx context.Context, p *prepared, run *Run, sh *shardLease, t *tally) error {
-	c, err := readControl(ctx, r.cfg.DB, run.ID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return cause(ctx)
+// The read is one row by its key; known, when not nil, is the record as
+// the worker's last chunk committed, read by its fence, and no read is
+// made. If the read fails, the worker goes on: the chunk's own transaction
+// reads the record again, FOR SHARE, and rolls back if a pause or cancel
+// was asked for (see controlFenceSQL).
+func (r *Runner) boundary(ctx context.Context, p *prepared, run *Run, sh *shardLease, t *tally, known *Control) error {
+	c := known
+	if c == nil {
+		var err error
+		if c, err = readControl(ctx, r.cfg.DB, run.ID); err != nil {
+			if ctx.Err() != nil {
+				return cause(ctx)
+			}
+			r.cfg.Logger.Warn("backfill: could not read the run's control; its chunks check it as they commit", "run", run.ID, "error", err)
+			return nil
 		}
-		r.cfg.Logger.Warn("backfill: could not read the run's control; its chunks check it as they commit", "run", run.ID, "error", err)
-		return nil
 	}
 	t.setControl(c)
 	switch c.Action() {

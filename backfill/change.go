@@ -85,6 +85,9 @@ type chunkResult struct {
 	next     *Bounds
 	nextOK   bool
 	nextSize int // the size next was found for
+	// control is the run's control record as the chunk committed, read
+	// by its fence (controlFenceSQL); nil when it has none.
+	control *Control
 }
 
 // Diff is one row of a dry run's preview: the columns that would change.

@@ -172,22 +172,39 @@ func waitForChunks(ctx context.Context, tx pgx.Tx, leaseTimeout time.Duration) e
 
 // controlFenceSQL, in a worker's chunk transaction, locks the run's
 // control record until the transaction ends: a request waits for the
-// chunks committing, and a chunk that finds one rolls back.
-const controlFenceSQL = "SELECT requested FROM rewind.backfill_control WHERE run_id = $1 FOR SHARE"
+// chunks committing, and a chunk that finds one rolls back. It reads the
+// whole record: no request commits between that read and the chunk's
+// commit, so the worker's next boundary takes it as the run's control
+// rather than reading it again (a request that commits after the chunk
+// is found by the next chunk's fence, which rolls back).
+const controlFenceSQL = "SELECT " + controlCols + " FROM rewind.backfill_control WHERE run_id = $1 FOR SHARE"
 
 // errAtBoundary: a chunk found a pause or a cancel asked for and rolled
 // back; its worker goes to the boundary.
 var errAtBoundary = errors.New("backfill: a pause or cancel was asked for; the chunk rolled back")
 
+// fenceControl scans controlFenceSQL's row into *c, or returns
+// errAtBoundary when a pause or a cancel was asked for.
+func fenceControl(c **Control) func(pgx.Row) error {
+	return func(row pgx.Row) error {
+		got, err := scanControl(row)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows): // a run never controlled
+			got = &Control{Requested: requestRun}
+		case err != nil:
+			return err
+		}
+		if got.Action() != GoOn {
+			return errAtBoundary
+		}
+		*c = got
+		return nil
+	}
+}
+
 func checkControlFence(row pgx.Row) error {
-	var requested string
-	if err := row.Scan(&requested); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return err
-	}
-	if requested != "" && requested != requestRun {
-		return errAtBoundary
-	}
-	return nil
+	var c *Control
+	return fenceControl(&c)(row)
 }
 
 // setControl writes a request into run's control record in tx (of the

@@ -120,8 +120,13 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 	var took time.Duration // the last chunk's time: the throttle's slow-down rests in proportion
 	for {
 		// The chunk boundary: go on, wait while paused, stop if cancelled;
-		// the overrides set for the run apply from here.
-		if err := r.boundary(ctx, p, run, sh, t); err != nil {
+		// the overrides set for the run apply from here. After a chunk
+		// committed, its fence read the control.
+		var known *Control
+		if prefetched != nil {
+			known = prefetched.control
+		}
+		if err := r.boundary(ctx, p, run, sh, t, known); err != nil {
 			return err
 		}
 		t.pace.apply(t.control())
@@ -136,7 +141,7 @@ func (r *Runner) applyShard(ctx context.Context, p *prepared, run *Run, sh *shar
 		}
 		// While it waits, the worker stays at its chunk boundary: a
 		// pause, a cancel or a lowered worker cap still applies.
-		if err := t.pace.wait(ctx, size, took, func() error { return r.boundary(ctx, p, run, sh, t) }); err != nil {
+		if err := t.pace.wait(ctx, size, took, func() error { return r.boundary(ctx, p, run, sh, t, nil) }); err != nil {
 			return err
 		}
 		start := time.Now()
@@ -407,7 +412,7 @@ func (r *Runner) commit(ctx context.Context, p *prepared, run *Run, sh *shardLea
 	if sh != nil {
 		// A worker's chunk commits only while no pause or cancel is asked
 		// for (see control.go); the request waits for it.
-		batch.Queue(controlFenceSQL, run.ID).QueryRow(checkControlFence)
+		batch.Queue(controlFenceSQL, run.ID).QueryRow(fenceControl(&cr.control))
 		queueShardCheckpoint(batch, run, sh, b.Hi, cr.Seen)
 		end = sh.end(run)
 	}

@@ -272,11 +272,11 @@ func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptio
 		for {
 			// The chunk boundary, then the throttle, as a forward run's
 			// worker (applyShard); the chunk's size is the run's chunk's.
-			if err := r.boundary(ctx, p, run, nil, t); err != nil {
+			if err := r.boundary(ctx, p, run, nil, t, nil); err != nil {
 				return err
 			}
 			t.pace.apply(t.control())
-			if err := t.pace.wait(ctx, int(max(u.rows, 1)), took, func() error { return r.boundary(ctx, p, run, nil, t) }); err != nil {
+			if err := t.pace.wait(ctx, int(max(u.rows, 1)), took, func() error { return r.boundary(ctx, p, run, nil, t, nil) }); err != nil {
 				return err
 			}
 			start := time.Now()

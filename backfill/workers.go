@@ -424,7 +424,7 @@ func (r *Runner) runWorker(ctx context.Context, p *prepared, run *Run, name stri
 			return cause(ctx)
 		}
 		// No shard is claimed while the run is paused.
-		if err := r.boundary(ctx, p, run, nil, t); err != nil {
+		if err := r.boundary(ctx, p, run, nil, t, nil); err != nil {
 			return err
 		}
 		w.mu.Lock()
