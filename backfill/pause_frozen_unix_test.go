@@ -141,7 +141,7 @@ func TestPauseOfARunWhoseOwnerDiedPausingIsRecorded(t *testing.T) {
 	}
 	c.kill()
 	waitFor(t, "the dead owner's lease to go", func() bool {
-		return b.scalar(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rewind backfill lease%'`) == 0
+		return b.scalar(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'rewind backfill lease%'`) == 0
 	})
 	// list alone records it too (an outside test found it did not).
 	runs, err := b.runner.List(ctx, backfill.ListOptions{})
