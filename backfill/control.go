@@ -161,6 +161,19 @@ func readControl(ctx context.Context, q querier, id string) (*Control, error) {
 	return c, nil
 }
 
+// ensureControl creates run id's control record, empty, if it has none.
+// Every process applying a run calls it before its first chunk: a chunk
+// commits while holding the record FOR SHARE (controlFenceSQL), which
+// makes every request wait for the chunks committing; with no record to
+// lock, the first request (which created it) waited for none, and a chunk
+// could commit after a pause or cancel was recorded.
+func ensureControl(ctx context.Context, db querier, id string) error {
+	if _, err := db.Exec(ctx, "INSERT INTO rewind.backfill_control (run_id, gen) VALUES ($1, 0) ON CONFLICT DO NOTHING", id); err != nil {
+		return fmt.Errorf("create the control record of run %s: %w", id, err)
+	}
+	return nil
+}
+
 // waitForChunks sets tx's lock_timeout so that a control request waits
 // for the chunks that are committing, however long the session's
 // lock_timeout: up to a lease timeout and ten seconds, time for a frozen

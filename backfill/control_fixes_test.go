@@ -310,3 +310,59 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// The first control request of a run used to create its control record,
+// and a chunk's fence found no record to lock: a chunk that had read the
+// (missing) record committed after the request was recorded, so a pause
+// or cancel did not stop every commit from the moment it was recorded (an
+// outside test: chunk.committed entries after run.pausing). Every process
+// applying a run now creates the record before its first chunk, so the
+// first request waits for a chunk committing, as every later one does.
+// Here a transaction stands as a chunk that has read the record while the
+// first pause, cancel or set of the run is asked for.
+func TestTheFirstRequestOfARunWaitsForTheChunksCommitting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rate := 50.0
+	for _, request := range []string{"pause", "cancel", "set"} {
+		b := setup(t, 300)
+		open := interruptParallel(t, b, countJob(10), backfill.ApplyOptions{Workers: 2, Shards: 4}, 2)
+		chunk, err := b.db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := chunk.Exec(ctx, backfill.ControlFenceSQL, open); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			switch request {
+			case "pause":
+				_, err = b.runner.Pause(ctx, open, backfill.ControlOptions{})
+			case "cancel":
+				err = b.runner.Cancel(ctx, open, nil)
+			default:
+				_, err = b.runner.Set(ctx, open, backfill.SetOptions{MaxRate: &rate})
+			}
+			done <- err
+		}()
+		waiting := func() bool {
+			select {
+			case err := <-done:
+				chunk.Rollback(ctx)
+				t.Fatalf("the first %s of the run was recorded (error %v) while a chunk that had read the run's control "+
+					"was still to commit", request, err)
+			default:
+			}
+			return b.scalar(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") > 0
+		}
+		waitFor(t, "the "+request+" to wait for the chunk", waiting)
+		if err := chunk.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s after the chunk committed: %v", request, err)
+		}
+	}
+}

@@ -33,6 +33,9 @@ func (r *Runner) loop(ctx context.Context, p *prepared, run *Run, res *Result, w
 			return nil, err
 		}
 	}
+	if err := ensureControl(ctx, r.cfg.DB, run.ID); err != nil {
+		return nil, err
+	}
 	t := newTally(run, res, r.cfg.Progress)
 	pc, err := r.newPacer(p, run, thr)
 	if err != nil {

@@ -262,6 +262,9 @@ func (r *Runner) rollbackLoop(ctx context.Context, tg *rbTarget, o RollbackOptio
 	if err != nil {
 		return res, err
 	}
+	if err := ensureControl(ctx, r.cfg.DB, run.ID); err != nil {
+		return res, err
+	}
 	t := newTally(run, &Result{}, r.cfg.Progress)
 	if t.pace, err = r.newPacer(p, run, o.Throttle); err != nil {
 		return res, err

@@ -111,6 +111,9 @@ func (r *Runner) Work(ctx context.Context, id string, job *Job, o WorkOptions) (
 	}
 	defer present()
 	res := &Result{Run: run}
+	if err := ensureControl(ctx, r.cfg.DB, run.ID); err != nil {
+		return res, err
+	}
 	t := newTally(run, res, r.cfg.Progress)
 	if t.pace, err = r.newPacer(p, run, o.Throttle); err != nil {
 		return nil, err
