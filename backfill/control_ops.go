@@ -82,8 +82,8 @@ func (r *Runner) lockControl(ctx context.Context, tx pgx.Tx, run *Run) (*Control
 	if err := waitForChunks(ctx, tx, r.cfg.LeaseTimeout); err != nil {
 		return nil, err
 	}
-	if _, err := tx.Exec(ctx, "INSERT INTO rewind.backfill_control (run_id, gen) VALUES ($1, 0) ON CONFLICT DO NOTHING", run.ID); err != nil {
-		return nil, fmt.Errorf("control run %s: %w", run.ID, err)
+	if err := ensureControl(ctx, tx, run.ID); err != nil {
+		return nil, err
 	}
 	c, err := scanControl(tx.QueryRow(ctx, "SELECT "+controlCols+" FROM rewind.backfill_control WHERE run_id = $1 FOR UPDATE", run.ID))
 	if err != nil {
